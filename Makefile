@@ -1,0 +1,40 @@
+# tacline. `make demo` runs the main job end to end; `make test` runs the whole
+# suite. Both install what is missing first (scripts/ensure-*.sh) and say so.
+GO ?= go
+BIN := bin/tacline
+
+.PHONY: all build test unit e2e lint bench demo tools clean fuzz
+
+all: build
+
+tools:
+	@scripts/ensure-tools.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tacline
+
+# The whole suite: race-enabled unit and integration tests over real SQLite,
+# real PostgreSQL (an existing server on 127.0.0.1:5432, or a throwaway cluster)
+# and real SoftHSM2 tokens, then the end-to-end tests in test/ that start real
+# processes, then the lint checks.
+test: tools build
+	@dsn=$$(scripts/ensure-postgres.sh) && \
+	 echo "make test: PostgreSQL for tests: $$dsn" && \
+	 TACLINE_TEST_PG_DSN="$$dsn" TACLINE_BIN="$(CURDIR)/$(BIN)" \
+	 $(GO) test -race -count=1 -timeout 20m ./...
+	@$(MAKE) --no-print-directory lint
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	 if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+bench: tools build
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+demo: tools build
+	$(BIN) demo --dir var/demo
+
+clean:
+	rm -rf bin var

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what tacline's build, tests and demo need and is missing, and says
+# what it installs. Debian/Ubuntu packages only; nothing is downloaded from
+# anywhere else.
+set -euo pipefail
+
+need=()
+command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+command -v gcc >/dev/null 2>&1 || need+=(gcc)
+if [ "${#need[@]}" -gt 0 ]; then
+	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
+	SUDO=""
+	[ "$(id -u)" -eq 0 ] || SUDO="sudo"
+	export DEBIAN_FRONTEND=noninteractive
+	$SUDO apt-get update -qq
+	$SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+	echo "ensure-tools: installed ${need[*]}" >&2
+fi

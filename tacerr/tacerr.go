@@ -1,0 +1,136 @@
+// Package tacerr is tacline's one error type. Every error that crosses a
+// package boundary towards a user carries a stable Code (part of the API:
+// scripts and stations switch on it), the field at fault when there is one,
+// a message that says what was wrong and what to do, and whether retrying the
+// same request can succeed. The HTTP layer maps codes to status codes in one
+// place (api), the CLI maps them to exit statuses; nothing else interprets
+// them.
+package tacerr
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Code is a stable, machine-readable error code. Codes never change meaning;
+// new ones may be added.
+type Code string
+
+// The codes. Keep this list in sync with docs/errors.md.
+const (
+	Internal       Code = "internal"       // a bug or an unexpected failure
+	InvalidInput   Code = "invalid_input"  // a field is missing, malformed or out of range
+	InvalidConfig  Code = "invalid_config" // the configuration file is wrong
+	NotFound       Code = "not_found"      // generic: the named object does not exist
+	Conflict       Code = "conflict"       // the change collides with existing state
+	Unavailable    Code = "unavailable"    // a dependency is down; retry later
+	Unauthorized   Code = "unauthorized"   // no or unknown client identity
+	Forbidden      Code = "forbidden"      // identity known, role not allowed
+	InvalidIMEI    Code = "invalid_imei"   // an IMEI failed to parse
+	TACUnknown     Code = "tac_unknown"    // the TAC is not in the catalogue
+	TACNotApproved Code = "tac_not_approved"
+
+	PoolNotFound  Code = "pool_not_found"
+	PoolExhausted Code = "pool_exhausted"
+	PoolOverlap   Code = "pool_overlap"
+
+	RequestConflict          Code = "request_conflict"
+	DeviceAlreadyProvisioned Code = "device_already_provisioned"
+	ReservationNotFound      Code = "reservation_not_found"
+	InvalidState             Code = "invalid_state"
+	StationNotAuthorized     Code = "station_not_authorized"
+
+	CSRInvalid Code = "csr_invalid"
+	KeyReused  Code = "key_reused"
+	LintFailed Code = "lint_failed"
+
+	HSMUnavailable  Code = "hsm_unavailable"
+	HSMPINIncorrect Code = "hsm_pin_incorrect"
+	HSMPINLocked    Code = "hsm_pin_locked"
+	HSMKeyNotFound  Code = "hsm_key_not_found"
+	HSMKeyUnsafe    Code = "hsm_key_unsafe"
+	HSMDeviceError  Code = "hsm_device_error"
+	HSMTokenAbsent  Code = "hsm_token_not_present"
+
+	LedgerInvariant Code = "ledger_invariant"
+)
+
+// Error is tacline's error. Construct it with New or Wrap.
+type Error struct {
+	Code      Code
+	Field     string // the input field at fault, dotted path ("pools[0].snr_end"); empty if none
+	Message   string // what was wrong and what to do
+	Retryable bool   // the same request may succeed later
+	Err       error  // the cause, if any
+}
+
+func (e *Error) Error() string {
+	s := string(e.Code)
+	if e.Field != "" {
+		s += " (" + e.Field + ")"
+	}
+	if e.Message != "" {
+		s += ": " + e.Message
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// New returns an Error with a formatted message.
+func New(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Retryable: defaultRetryable(code)}
+}
+
+// Field returns an InvalidInput-style error that names the field at fault.
+func Field(code Code, field, format string, args ...any) *Error {
+	e := New(code, format, args...)
+	e.Field = field
+	return e
+}
+
+// Wrap returns an Error with code wrapping cause.
+func Wrap(code Code, cause error, format string, args ...any) *Error {
+	e := New(code, format, args...)
+	e.Err = cause
+	return e
+}
+
+func defaultRetryable(c Code) bool {
+	switch c {
+	case Unavailable, HSMUnavailable:
+		return true
+	}
+	return false
+}
+
+// CodeOf returns the code of the first *Error in err's chain, or Internal.
+func CodeOf(err error) Code {
+	if err == nil {
+		return ""
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return Internal
+}
+
+// Is reports whether err carries code.
+func Is(err error, code Code) bool { return err != nil && CodeOf(err) == code }
+
+// IsRetryable reports whether err says that a retry may succeed.
+func IsRetryable(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Retryable
+}
+
+// As returns the first *Error in err's chain.
+func As(err error) (*Error, bool) {
+	var e *Error
+	ok := errors.As(err, &e)
+	return e, ok
+}
