@@ -1,0 +1,50 @@
+package store
+
+import (
+	"context"
+	"embed"
+	"io/fs"
+
+	"github.com/pressly/goose/v3"
+	"github.com/pressly/goose/v3/lock"
+
+	// The database drivers: "sqlite3" and "pgx".
+	_ "github.com/jackc/pgx/v5/stdlib"
+	_ "github.com/mattn/go-sqlite3"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// migrations holds one directory of goose migrations per dialect. Packages
+// that own tables (audit, register) add their files here, numbered after the
+// ledger's, so that one ordered history describes the whole schema.
+//
+//go:embed migrations
+var migrations embed.FS
+
+// Migrate applies pending migrations. On PostgreSQL a session advisory lock
+// serialises replicas that start at the same time.
+func (db *DB) Migrate(ctx context.Context) error {
+	sub, err := fs.Sub(migrations, "migrations/"+string(db.dialect))
+	if err != nil {
+		return tacerr.Wrap(tacerr.Internal, err, "migrations for %s", db.dialect)
+	}
+	var opts []goose.ProviderOption
+	dialect := goose.DialectSQLite3
+	if db.dialect == Postgres {
+		dialect = goose.DialectPostgres
+		locker, err := lock.NewPostgresSessionLocker()
+		if err != nil {
+			return tacerr.Wrap(tacerr.Internal, err, "migration lock")
+		}
+		opts = append(opts, goose.WithSessionLocker(locker))
+	}
+	p, err := goose.NewProvider(dialect, db.w.DB, sub, opts...)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Internal, err, "prepare migrations")
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "apply ledger migrations")
+	}
+	return nil
+}

@@ -1,0 +1,276 @@
+// Package store is tacline's allocation ledger: the one place that decides
+// which IMEI goes where and remembers it forever.
+//
+// It runs on SQLite (the embedded default: WAL, synchronous=FULL, immediate
+// write transactions) and on PostgreSQL (the scale-out ledger, shared by
+// several tacline replicas). SQL lives here and in the packages that own a
+// table (audit, register); those join a ledger transaction through InTx or the
+// allocator's commit hooks, never through connections of their own.
+//
+// The store promises:
+//   - no IMEI is ever allocated twice: the 14-digit IMEI is the primary key of
+//     the imeis table, and SNRs are handed out below a per-pool high-water mark
+//     that only grows;
+//   - every SNR below a pool's high-water mark has exactly one ledger row
+//     (RESERVED, BOUND, VOIDED or REVOKED); Check verifies it;
+//   - a reservation is durable before Reserve returns (group commit batches
+//     concurrent reservations into one transaction; it never acknowledges a
+//     reservation whose transaction did not commit);
+//   - pools inside one TAC never overlap, enforced by the database itself
+//     (an exclusion constraint on PostgreSQL, triggers on SQLite).
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Dialect names a supported database.
+type Dialect string
+
+// The supported databases.
+const (
+	SQLite   Dialect = "sqlite"
+	Postgres Dialect = "postgres"
+)
+
+// Config selects the ledger database.
+type Config struct {
+	Driver Dialect `yaml:"driver"` // sqlite | postgres
+	DSN    string  `yaml:"dsn"`    // SQLite: a file path; PostgreSQL: a URL or key=value DSN
+	// MaxConns bounds the PostgreSQL connection pool (default 16).
+	MaxConns int `yaml:"max_conns"`
+}
+
+// Validate reports the first wrong field, named as in the configuration file.
+func (c Config) Validate() error {
+	switch c.Driver {
+	case SQLite, Postgres:
+	case "":
+		return tacerr.Field(tacerr.InvalidConfig, "database.driver", "is required: sqlite or postgres")
+	default:
+		return tacerr.Field(tacerr.InvalidConfig, "database.driver", "%q is not supported: use sqlite or postgres", c.Driver)
+	}
+	if strings.TrimSpace(c.DSN) == "" {
+		return tacerr.Field(tacerr.InvalidConfig, "database.dsn", "is required (SQLite: a file path; PostgreSQL: postgres://user@host:port/db)")
+	}
+	if c.MaxConns < 0 {
+		return tacerr.Field(tacerr.InvalidConfig, "database.max_conns", "must not be negative")
+	}
+	return nil
+}
+
+// DB is an open ledger.
+type DB struct {
+	dialect Dialect
+	// w takes write transactions; on SQLite it has exactly one connection
+	// (SQLite has one writer at a time), on PostgreSQL it is the only pool.
+	w *sqlx.DB
+	// r serves reads; on SQLite a separate read-only pool (WAL readers never
+	// block the writer), on PostgreSQL the same pool as w.
+	r *sqlx.DB
+	// now is the clock; tests replace it.
+	now func() time.Time
+}
+
+// Open opens the ledger and applies pending migrations.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	db := &DB{dialect: cfg.Driver, now: time.Now}
+	var err error
+	switch cfg.Driver {
+	case SQLite:
+		err = db.openSQLite(cfg)
+	case Postgres:
+		err = db.openPostgres(cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.Migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func (db *DB) openSQLite(cfg Config) error {
+	path := cfg.DSN
+	if strings.HasPrefix(path, "file:") {
+		path = strings.TrimPrefix(path, "file:")
+	}
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	common := "_busy_timeout=10000&_foreign_keys=on&_journal_mode=WAL&_synchronous=FULL"
+	w, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&_txlock=immediate")
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	if err := w.Ping(); err != nil {
+		w.Close()
+		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s (check the directory exists and is writable)", path)
+	}
+	r, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&mode=ro")
+	if err != nil {
+		w.Close()
+		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for reading", path)
+	}
+	r.SetMaxOpenConns(4)
+	db.w, db.r = w, r
+	return nil
+}
+
+func (db *DB) openPostgres(cfg Config) error {
+	p, err := sqlx.Open("pgx", cfg.DSN)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "open PostgreSQL ledger")
+	}
+	n := cfg.MaxConns
+	if n == 0 {
+		n = 16
+	}
+	p.SetMaxOpenConns(n)
+	p.SetMaxIdleConns(n)
+	p.SetConnMaxIdleTime(5 * time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.PingContext(ctx); err != nil {
+		p.Close()
+		return tacerr.Wrap(tacerr.Unavailable, err, "connect to PostgreSQL ledger at %s", redactDSN(cfg.DSN))
+	}
+	db.w, db.r = p, p
+	return nil
+}
+
+// redactDSN removes a password from a DSN so that it can be logged.
+func redactDSN(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme == "" {
+		return "(dsn)"
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+	}
+	return u.String()
+}
+
+// Close closes the database pools.
+func (db *DB) Close() error {
+	var errs []error
+	if db.r != nil && db.r != db.w {
+		errs = append(errs, db.r.Close())
+	}
+	if db.w != nil {
+		errs = append(errs, db.w.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// Dialect returns the database kind.
+func (db *DB) Dialect() Dialect { return db.dialect }
+
+// SetClock replaces the clock (tests).
+func (db *DB) SetClock(now func() time.Time) { db.now = now }
+
+// Now returns the store's clock reading in UTC.
+func (db *DB) Now() time.Time { return db.now().UTC() }
+
+// Reader returns the pool for read-only queries.
+func (db *DB) Reader() *sqlx.DB { return db.r }
+
+// Ping checks that the database answers (for readiness probes).
+func (db *DB) Ping(ctx context.Context) error {
+	if err := db.w.PingContext(ctx); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "ledger database does not answer")
+	}
+	return nil
+}
+
+// Tx is a ledger transaction. Packages that own tables (audit, register)
+// write through it so that their rows commit or roll back with the ledger's.
+type Tx struct {
+	*sqlx.Tx
+	db *DB
+}
+
+// Dialect returns the transaction's database kind.
+func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
+
+// Now returns the store's clock reading.
+func (tx *Tx) Now() time.Time { return tx.db.Now() }
+
+// InTx runs fn in one write transaction and commits it. Serialization
+// failures, deadlocks and SQLite busy errors roll back and rerun fn (up to
+// 8 attempts, with jittered backoff); fn must therefore have no effects
+// outside the transaction. Any other error rolls back and is returned.
+func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
+	var err error
+	for attempt := 0; attempt < 8; attempt++ {
+		if attempt > 0 {
+			d := time.Duration(1<<attempt) * time.Millisecond
+			d += time.Duration(rand.Int64N(int64(d)))
+			select {
+			case <-ctx.Done():
+				return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger transaction abandoned after %d attempts: %v", attempt, err)
+			case <-time.After(d):
+			}
+		}
+		err = db.inTxOnce(ctx, fn)
+		if err == nil || !isRetryableDBError(err) {
+			return err
+		}
+	}
+	return tacerr.Wrap(tacerr.Unavailable, err, "ledger transaction kept conflicting; retry later")
+}
+
+func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
+	stx, err := db.w.BeginTxx(ctx, nil)
+	if err != nil {
+		return translate(err, "begin ledger transaction")
+	}
+	tx := &Tx{Tx: stx, db: db}
+	defer func() {
+		if p := recover(); p != nil {
+			stx.Rollback()
+			panic(p)
+		}
+		if err != nil {
+			stx.Rollback()
+		}
+	}()
+	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = stx.Commit(); err != nil {
+		return translate(err, "commit ledger transaction")
+	}
+	return nil
+}
+
+// noRows reports whether err is sql.ErrNoRows.
+func noRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
+
+// in expands a query with IN (?) for a slice and rebinds it for tx's dialect.
+func (tx *Tx) in(query string, args ...any) (string, []any, error) {
+	q, a, err := sqlx.In(query, args...)
+	if err != nil {
+		return "", nil, fmt.Errorf("expand query: %w", err)
+	}
+	return tx.Rebind(q), a, nil
+}

@@ -1,0 +1,112 @@
+// Package storetest gives tests real ledger databases: a fresh SQLite file in
+// the test's temporary directory, or a fresh, randomly named PostgreSQL
+// database that is dropped when the test ends.
+//
+// PostgreSQL is reached through the administrative DSN in
+// TACLINE_TEST_PG_DSN (make test sets it, starting a throwaway cluster when
+// no server answers), defaulting to the local server on 127.0.0.1:5432.
+// Tests never skip for want of PostgreSQL: a missing server is a failure.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
+
+	"github.com/tacline/tacline/store"
+)
+
+// DefaultAdminDSN is used when TACLINE_TEST_PG_DSN is unset.
+const DefaultAdminDSN = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// AdminDSN returns the administrative PostgreSQL DSN for tests.
+func AdminDSN() string {
+	if v := os.Getenv("TACLINE_TEST_PG_DSN"); v != "" {
+		return v
+	}
+	return DefaultAdminDSN
+}
+
+// PostgresDSN creates a fresh, randomly named database and returns its DSN.
+// The database is dropped when t ends.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn, drop, err := CreatePostgresDB(context.Background())
+	if err != nil {
+		t.Fatalf("create PostgreSQL test database (is a server reachable at %s? make test starts one): %v", AdminDSN(), err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Errorf("drop test database: %v", err)
+		}
+	})
+	return dsn
+}
+
+// CreatePostgresDB creates a fresh, randomly named database for callers that
+// are not tests (benchmarks) and returns its DSN and a function dropping it.
+func CreatePostgresDB(ctx context.Context) (dsn string, drop func() error, err error) {
+	admin := AdminDSN()
+	var b [6]byte
+	rand.Read(b[:])
+	name := "tacline_test_" + hex.EncodeToString(b[:])
+	adb, err := sql.Open("pgx", admin)
+	if err != nil {
+		return "", nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
+		adb.Close()
+		return "", nil, err
+	}
+	u, err := url.Parse(admin)
+	if err != nil {
+		adb.Close()
+		return "", nil, err
+	}
+	u.Path = "/" + name
+	drop = func() error {
+		defer adb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		return err
+	}
+	return u.String(), drop, nil
+}
+
+// Config returns a ledger configuration for dialect d on a fresh database.
+func Config(t testing.TB, d store.Dialect) store.Config {
+	t.Helper()
+	switch d {
+	case store.SQLite:
+		return store.Config{Driver: store.SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db")}
+	case store.Postgres:
+		return store.Config{Driver: store.Postgres, DSN: PostgresDSN(t)}
+	}
+	t.Fatalf("unknown dialect %q", d)
+	return store.Config{}
+}
+
+// Open opens a fresh, migrated ledger of dialect d, closed when t ends.
+func Open(t testing.TB, d store.Dialect) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), Config(t, d))
+	if err != nil {
+		t.Fatalf("open %s ledger: %v", d, err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
+
+// Dialects lists the dialects every conformance test runs on.
+var Dialects = []store.Dialect{store.SQLite, store.Postgres}
