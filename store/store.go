@@ -81,6 +81,8 @@ type DB struct {
 	r *sqlx.DB
 	// now is the clock; tests replace it.
 	now func() time.Time
+	// sinks record every ledger event in the transaction that made it.
+	sinks []Sink
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -206,7 +208,8 @@ func (db *DB) Ping(ctx context.Context) error {
 // write through it so that their rows commit or roll back with the ledger's.
 type Tx struct {
 	*sqlx.Tx
-	db *DB
+	db     *DB
+	events []Event
 }
 
 // Dialect returns the transaction's database kind.
@@ -255,6 +258,9 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		}
 	}()
 	if err = fn(tx); err != nil {
+		return err
+	}
+	if err = tx.flush(); err != nil {
 		return err
 	}
 	if err = stx.Commit(); err != nil {
