@@ -1,0 +1,96 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strconv"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+func init() { register(newIMEICmd) }
+
+func newIMEICmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "imei",
+		Short: "Check and convert IMEIs",
+	}
+	cmd.AddCommand(newIMEICheckCmd())
+	return cmd
+}
+
+func newIMEICheckCmd() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "check [--json] VALUE...",
+		Short: "Check IMEIs and show their parts (exit status 1 if any is invalid)",
+		Long: `Check each VALUE as an IMEI: 14 digits (TAC and serial number; the check
+digit is computed), 15 digits (the check digit must be right) or 16 digits
+(IMEISV), with single spaces or hyphens allowed between digits.
+
+One result per value, one line each. With --json, one JSON object per line
+with the fields input, valid, imei, imei14, tac, snr, check_digit, urn and
+error (empty when valid). Exit status 0 when every value is valid, 1
+otherwise.`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return tacerr.New(tacerr.InvalidInput, "give at least one IMEI to check, e.g. tacline imei check 490154203237518")
+			}
+			return runIMEICheck(cmd.OutOrStdout(), args, asJSON)
+		},
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per value")
+	return cmd
+}
+
+// imeiCheckResult is one line of `tacline imei check --json`.
+type imeiCheckResult struct {
+	Input      string `json:"input"`
+	Valid      bool   `json:"valid"`
+	IMEI       string `json:"imei"`
+	IMEI14     string `json:"imei14"`
+	TAC        string `json:"tac"`
+	SNR        string `json:"snr"`
+	CheckDigit string `json:"check_digit"`
+	URN        string `json:"urn"`
+	Error      string `json:"error"`
+}
+
+func runIMEICheck(w io.Writer, values []string, asJSON bool) error {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	invalid := 0
+	for _, v := range values {
+		r := imeiCheckResult{Input: v}
+		m, err := imei.Parse(v)
+		if err != nil {
+			invalid++
+			r.Error = err.Error()
+		} else {
+			r.Valid = true
+			r.IMEI, r.IMEI14, r.URN = m.String(), m.Digits14(), m.URN()
+			r.TAC, r.SNR = m.TACString(), m.SNRString()
+			r.CheckDigit = strconv.Itoa(int(m.CheckDigit()))
+		}
+		var werr error
+		switch {
+		case asJSON:
+			werr = enc.Encode(r)
+		case r.Valid:
+			_, werr = fmt.Fprintf(w, "%s: valid IMEI %s (TAC %s, SNR %s, check digit %s, %s)\n", strconv.Quote(v), r.IMEI, r.TAC, r.SNR, r.CheckDigit, r.URN)
+		default:
+			_, werr = fmt.Fprintf(w, "%s: invalid: %s\n", strconv.Quote(v), r.Error)
+		}
+		if werr != nil {
+			return fmt.Errorf("write result: %w", werr)
+		}
+	}
+	if invalid > 0 {
+		return exitError{code: 1}
+	}
+	return nil
+}
