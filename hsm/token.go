@@ -216,7 +216,7 @@ func (t *Token) do(what string, fn func(ctx *crypto11.Context, gen uint64) error
 		return mapErr(err, what)
 	}
 	if rerr := t.recover(gen); rerr != nil {
-		return tacerr.Wrap(tacerr.HSMUnavailable, rerr, "%s", what)
+		return prefixed(what, rerr)
 	}
 	if _, err = t.with(fn); err != nil {
 		if needsRecovery(err) {
@@ -225,6 +225,18 @@ func (t *Token) do(what string, fn func(ctx *crypto11.Context, gen uint64) error
 		return mapErr(err, what)
 	}
 	return nil
+}
+
+// prefixed says what was being done in front of err's message, keeping its
+// code and retryability.
+func prefixed(what string, err error) error {
+	e, ok := tacerr.As(err)
+	if !ok {
+		return tacerr.Wrap(tacerr.HSMUnavailable, err, "%s", what)
+	}
+	c := *e
+	c.Message = what + ": " + e.Message
+	return &c
 }
 
 // recover rebuilds the context unless another caller already did (or tried)

@@ -368,3 +368,46 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("Health after Close = %+v", h)
 	}
 }
+
+// TestPINChangedUnderRunningToken: after a recovery the re-login is refused;
+// tacline must not try that PIN again by itself.
+func TestPINChangedUnderRunningToken(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	if _, err := tok.GenerateKey("ca", hsm.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tok.Signer("ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := hsmtest.Raw(t, cfg)
+	old, err := os.ReadFile(strings.TrimPrefix(cfg.PIN, "file:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Ctx.SetPIN(raw.Session, strings.TrimSpace(string(old)), "changed-5555"); err != nil {
+		t.Fatalf("C_SetPIN: %v", err)
+	}
+	if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	for i := range 3 {
+		_, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+		e, ok := tacerr.As(err)
+		if !ok || e.Code != tacerr.HSMUnavailable || e.Retryable || !strings.Contains(err.Error(), "refused the PIN") {
+			t.Fatalf("Sign %d = %v, want hsm_unavailable, not retryable, saying the PIN was refused", i, err)
+		}
+		if strings.Contains(err.Error(), "changed-5555") || strings.Contains(err.Error(), strings.TrimSpace(string(old))) {
+			t.Fatalf("error shows a PIN: %v", err)
+		}
+	}
+	if got := tok.Recoveries(); got != 1 {
+		t.Fatalf("Recoveries = %d, want 1: a refused PIN must not be tried again", got)
+	}
+	if h := tok.Health(t.Context()); h.OK {
+		t.Fatalf("Health = %+v, want not OK", h)
+	}
+}
