@@ -83,6 +83,8 @@ type DB struct {
 	now func() time.Time
 	// sinks record every ledger event in the transaction that made it.
 	sinks []Sink
+	// committer batches reservations (group commit).
+	committer *committer
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -91,6 +93,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{dialect: cfg.Driver, now: time.Now}
+	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256}
 	var err error
 	switch cfg.Driver {
 	case SQLite:
@@ -174,6 +177,7 @@ func redactDSN(dsn string) string {
 
 // Close closes the database pools.
 func (db *DB) Close() error {
+	db.committer.close()
 	var errs []error
 	if db.r != nil && db.r != db.w {
 		errs = append(errs, db.r.Close())

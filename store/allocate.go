@@ -1,0 +1,526 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Reservation kinds.
+const (
+	KindProvision   = "provision"   // IMEIs for one named device, bound once its certificate is issued
+	KindPreallocate = "preallocate" // IMEIs for devices not yet known (label printing), bound later
+	KindBench       = "bench"       // benchmark load
+)
+
+// MaxDevicesPerReservation bounds one pre-allocation request.
+const MaxDevicesPerReservation = 1000
+
+// ReserveRequest asks for IMEIs from one pool.
+type ReserveRequest struct {
+	RequestID string // the caller's idempotency key, unique forever
+	// RequestHash identifies the request's content. A replay of RequestID
+	// with the same hash returns the original reservation; with another
+	// hash it fails with request_conflict.
+	RequestHash  []byte
+	Pool         string
+	Caller       string // the station or operator identity
+	Kind         string // KindProvision, KindPreallocate or KindBench
+	DeviceSerial string // KindProvision: the device; it may hold one reservation only
+	Devices      int    // how many devices (default 1; more only for KindPreallocate)
+	PerDevice    int    // IMEIs per device, 1..5
+	Intent       []byte // the issuance intent, opaque to the store, returned on replay
+}
+
+func (r *ReserveRequest) validate() error {
+	if r.Devices == 0 {
+		r.Devices = 1
+	}
+	switch {
+	case strings.TrimSpace(r.RequestID) == "" || len(r.RequestID) > 128:
+		return tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 128 characters")
+	case r.Pool == "":
+		return tacerr.Field(tacerr.InvalidInput, "pool", "is required")
+	case r.Caller == "":
+		return tacerr.Field(tacerr.InvalidInput, "caller", "is required")
+	case r.PerDevice < 1 || r.PerDevice > 5:
+		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be between 1 and 5 IMEIs per device, got %d", r.PerDevice)
+	case r.Devices < 1 || r.Devices > MaxDevicesPerReservation:
+		return tacerr.Field(tacerr.InvalidInput, "count", "must be between 1 and %d devices, got %d", MaxDevicesPerReservation, r.Devices)
+	}
+	switch r.Kind {
+	case KindProvision:
+		if r.DeviceSerial == "" {
+			return tacerr.Field(tacerr.InvalidInput, "device_serial", "is required to provision a device")
+		}
+		if r.Devices != 1 {
+			return tacerr.Field(tacerr.InvalidInput, "count", "provisioning reserves IMEIs for exactly one device")
+		}
+	case KindPreallocate, KindBench:
+		if r.DeviceSerial != "" && r.Kind == KindPreallocate {
+			return tacerr.Field(tacerr.InvalidInput, "device_serial", "pre-allocation reserves IMEIs for devices not known yet: leave it empty")
+		}
+	default:
+		return tacerr.Field(tacerr.InvalidInput, "kind", "unknown reservation kind %q", r.Kind)
+	}
+	if r.RequestHash == nil {
+		r.RequestHash = []byte{}
+	}
+	return nil
+}
+
+// Reservation is a committed reservation.
+type Reservation struct {
+	ID           int64
+	RequestID    string
+	RequestHash  []byte
+	PoolID       int64
+	Pool         string
+	TAC          uint32
+	Caller       string
+	Kind         string
+	DeviceSerial string
+	// Devices holds one IMEI group per device, in SNR order.
+	Devices   [][]imei.IMEI
+	Intent    []byte
+	CreatedAt time.Time
+	// Replayed is true when RequestID had already been reserved and this is
+	// the original reservation returned again.
+	Replayed bool
+}
+
+// pending is one Reserve call waiting for the group committer.
+type pending struct {
+	req  ReserveRequest
+	res  *Reservation
+	err  error
+	done chan struct{}
+}
+
+// committer batches concurrent reservations into one transaction (group
+// commit): one fsync acknowledges every reservation of the batch, and a
+// pool's high-water mark is read and written once per batch.
+type committer struct {
+	db       *DB
+	mu       sync.Mutex
+	queue    []*pending
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	maxBatch int
+	running  bool
+}
+
+func (c *committer) submit(p *pending) {
+	c.mu.Lock()
+	c.queue = append(c.queue, p)
+	if !c.running {
+		c.running = true
+		go c.loop()
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *committer) loop() {
+	defer close(c.stopped)
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		if n > c.maxBatch {
+			n = c.maxBatch
+		}
+		batch := c.queue[:n:n]
+		c.queue = append([]*pending(nil), c.queue[n:]...)
+		c.mu.Unlock()
+		if len(batch) > 0 {
+			c.db.commitBatch(batch)
+			for _, p := range batch {
+				close(p.done)
+			}
+			continue
+		}
+		select {
+		case <-c.wake:
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// Reserve reserves req.Devices*req.PerDevice IMEIs from the named pool, in
+// SNR order, and returns once the reservation is durable. A replay of a
+// request id returns the original reservation (Replayed set). Errors:
+// pool_not_found, pool_exhausted (nothing reserved; the message says how
+// many SNRs remain), request_conflict, device_already_provisioned,
+// invalid_input.
+func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, error) {
+	if err := req.validate(); err != nil {
+		return nil, err
+	}
+	p := &pending{req: req, done: make(chan struct{})}
+	db.committer.submit(p)
+	select {
+	case <-p.done:
+		return p.res, p.err
+	case <-ctx.Done():
+		// The reservation may still commit; a replay with the same request
+		// id returns it.
+		return nil, tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "reservation %s not confirmed before the deadline; retry with the same request_id", req.RequestID)
+	}
+}
+
+// commitBatch commits a batch; if the batch as a whole fails, every request
+// is retried alone so that one request's error never fails another's.
+func (db *DB) commitBatch(batch []*pending) {
+	if len(batch) > 1 {
+		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.reserveBatch(batch) })
+		if err == nil {
+			return
+		}
+	}
+	for _, p := range batch {
+		p.res, p.err = nil, nil
+		one := []*pending{p}
+		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.reserveBatch(one) }); err != nil {
+			p.res, p.err = nil, err
+		}
+	}
+}
+
+const (
+	sqlPoolsForUpdate = `SELECT id, name, tac, snr_end, next_snr FROM pools WHERE name IN (?)`
+	sqlAdvancePool    = `UPDATE pools SET next_snr = ? WHERE id = ? AND next_snr = ?`
+)
+
+type poolHead struct {
+	ID      int64  `db:"id"`
+	Name    string `db:"name"`
+	TAC     uint32 `db:"tac"`
+	SNREnd  int64  `db:"snr_end"`
+	NextSNR int64  `db:"next_snr"`
+	start   int64
+}
+
+// reserveBatch runs inside one transaction. Per-request failures are set on
+// the pending entries and do not fail the transaction; database errors do.
+func (tx *Tx) reserveBatch(batch []*pending) error {
+	for _, p := range batch {
+		p.res, p.err = nil, nil
+	}
+	// 1. Request ids seen before (replays) and duplicates inside the batch.
+	first := make(map[string]*pending, len(batch))
+	var fresh []*pending
+	var dups []*pending
+	ids := make([]string, 0, len(batch))
+	for _, p := range batch {
+		if _, ok := first[p.req.RequestID]; ok {
+			dups = append(dups, p)
+			continue
+		}
+		first[p.req.RequestID] = p
+		ids = append(ids, p.req.RequestID)
+	}
+	existing, err := tx.reservationsByRequestID(ids)
+	if err != nil {
+		return err
+	}
+	for _, p := range batch { // arrival order decides SNR order
+		if first[p.req.RequestID] != p {
+			continue
+		}
+		if r, ok := existing[p.req.RequestID]; ok {
+			p.res, p.err = replayOf(r, p.req)
+			continue
+		}
+		fresh = append(fresh, p)
+	}
+
+	// 2. Devices already provisioned.
+	if err := tx.refuseProvisionedDevices(fresh); err != nil {
+		return err
+	}
+	// 3. Pools, locked for the batch.
+	names := map[string]bool{}
+	for _, p := range fresh {
+		if p.err == nil {
+			names[p.req.Pool] = true
+		}
+	}
+	heads, err := tx.lockPools(names)
+	if err != nil {
+		return err
+	}
+	now := tx.Now().Truncate(time.Microsecond)
+	var made []*pending
+	for _, p := range fresh {
+		if p.err != nil {
+			continue
+		}
+		h, ok := heads[p.req.Pool]
+		if !ok {
+			p.err = tacerr.Field(tacerr.PoolNotFound, "pool", "pool %q does not exist; `tacline pool list` shows the pools", p.req.Pool)
+			continue
+		}
+		need := int64(p.req.Devices * p.req.PerDevice)
+		if left := h.SNREnd + 1 - h.NextSNR; need > left {
+			p.err = &tacerr.Error{Code: tacerr.PoolExhausted, Field: "pool",
+				Message: fmt.Sprintf("pool %q has %d SNRs left, %d requested; nothing was reserved: create a new pool", h.Name, left, need)}
+			continue
+		}
+		r := &Reservation{
+			RequestID: p.req.RequestID, RequestHash: p.req.RequestHash, PoolID: h.ID, Pool: h.Name, TAC: h.TAC,
+			Caller: p.req.Caller, Kind: p.req.Kind, DeviceSerial: p.req.DeviceSerial,
+			Intent: p.req.Intent, CreatedAt: now,
+		}
+		snr := h.NextSNR
+		for d := 0; d < p.req.Devices; d++ {
+			group := make([]imei.IMEI, p.req.PerDevice)
+			for s := range group {
+				group[s], err = imei.New(h.TAC, uint32(snr))
+				if err != nil {
+					return tacerr.Wrap(tacerr.Internal, err, "pool %s", h.Name)
+				}
+				snr++
+			}
+			r.Devices = append(r.Devices, group)
+		}
+		h.NextSNR = snr
+		p.res = r
+		made = append(made, p)
+	}
+	if len(made) == 0 {
+		return tx.finishDups(first, dups)
+	}
+	// 4. Advance the high-water marks.
+	for _, h := range heads {
+		if h.NextSNR == h.start {
+			continue
+		}
+		res, err := tx.Exec(tx.Rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
+		if err != nil {
+			return translate(err, "advance pool "+h.Name)
+		}
+		if n, _ := res.RowsAffected(); n != 1 {
+			return tacerr.New(tacerr.Unavailable, "pool %s moved under the batch; retrying", h.Name)
+		}
+	}
+	// 5. Reservation rows, then IMEI rows.
+	if err := tx.insertReservations(made, now); err != nil {
+		return err
+	}
+	if err := tx.insertIMEIs(made, now); err != nil {
+		return err
+	}
+	// 6. One event per device.
+	for _, p := range made {
+		for _, g := range p.res.Devices {
+			tx.Emit(Event{Type: EventIMEIReserved, Time: now, Actor: p.req.Caller, RequestID: p.req.RequestID,
+				Pool: p.res.Pool, TAC: imei.FormatTAC(p.res.TAC), IMEIs: imeiStrings(g), DeviceSerial: p.req.DeviceSerial})
+		}
+	}
+	return tx.finishDups(first, dups)
+}
+
+// finishDups gives requests that repeated a request id inside one batch the
+// result of the first one (a replay, or a conflict if their content differs).
+func (tx *Tx) finishDups(first map[string]*pending, dups []*pending) error {
+	for _, p := range dups {
+		f := first[p.req.RequestID]
+		if f.err != nil {
+			p.err = f.err
+			continue
+		}
+		p.res, p.err = replayOf(f.res, p.req)
+	}
+	return nil
+}
+
+func replayOf(r *Reservation, req ReserveRequest) (*Reservation, error) {
+	if !bytes.Equal(r.RequestHash, req.RequestHash) {
+		return nil, tacerr.Field(tacerr.RequestConflict, "request_id",
+			"request id %q was already used for a different request; use a new request id", req.RequestID)
+	}
+	c := *r
+	c.Replayed = true
+	return &c, nil
+}
+
+func imeiStrings(g []imei.IMEI) []string {
+	out := make([]string, len(g))
+	for i, v := range g {
+		out[i] = v.String()
+	}
+	return out
+}
+
+func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
+	heads := map[string]*poolHead{}
+	if len(names) == 0 {
+		return heads, nil
+	}
+	list := make([]string, 0, len(names))
+	for n := range names {
+		list = append(list, n)
+	}
+	sort.Strings(list) // lock in a fixed order: no deadlocks between replicas
+	q := sqlPoolsForUpdate
+	if tx.Dialect() == Postgres {
+		q += " ORDER BY id FOR UPDATE"
+	}
+	q, args, err := tx.in(q, list)
+	if err != nil {
+		return nil, err
+	}
+	var rows []*poolHead
+	if err := tx.Select(&rows, q, args...); err != nil {
+		return nil, translate(err, "lock pools")
+	}
+	for _, h := range rows {
+		h.start = h.NextSNR
+		heads[h.Name] = h
+	}
+	return heads, nil
+}
+
+const sqlProvisionedDevices = `SELECT device_serial FROM reservations WHERE device_serial IN (?)`
+
+func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
+	var serials []string
+	seen := map[string]*pending{}
+	for _, p := range fresh {
+		if p.req.DeviceSerial == "" {
+			continue
+		}
+		if other, ok := seen[p.req.DeviceSerial]; ok {
+			// Two new requests for one device in the same batch: the first wins.
+			_ = other
+			p.err = tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
+				"device %q is already being provisioned by request %q; rework goes through reissue", p.req.DeviceSerial, other.req.RequestID)
+			continue
+		}
+		seen[p.req.DeviceSerial] = p
+		serials = append(serials, p.req.DeviceSerial)
+	}
+	if len(serials) == 0 {
+		return nil
+	}
+	q, args, err := tx.in(sqlProvisionedDevices, serials)
+	if err != nil {
+		return err
+	}
+	var taken []string
+	if err := tx.Select(&taken, q, args...); err != nil {
+		return translate(err, "look up devices")
+	}
+	for _, s := range taken {
+		p := seen[s]
+		p.err = tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
+			"device %q is already provisioned; rework goes through reissue", s)
+	}
+	return nil
+}
+
+func (tx *Tx) insertReservations(made []*pending, now time.Time) error {
+	const cols = 10
+	var sb strings.Builder
+	sb.WriteString(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `)
+	args := make([]any, 0, len(made)*cols)
+	for i, p := range made {
+		if i > 0 {
+			sb.WriteByte(',')
+		}
+		sb.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+		args = append(args, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
+			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
+	}
+	sb.WriteString(" RETURNING id, request_id")
+	rows, err := tx.Queryx(tx.Rebind(sb.String()), args...)
+	if err != nil {
+		return translate(err, "insert reservations")
+	}
+	defer rows.Close()
+	byID := make(map[string]*Reservation, len(made))
+	for _, p := range made {
+		byID[p.req.RequestID] = p.res
+	}
+	n := 0
+	for rows.Next() {
+		var id int64
+		var rid string
+		if err := rows.Scan(&id, &rid); err != nil {
+			return translate(err, "insert reservations")
+		}
+		byID[rid].ID = id
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return translate(err, "insert reservations")
+	}
+	if n != len(made) {
+		return tacerr.New(tacerr.Internal, "inserted %d reservations, expected %d", n, len(made))
+	}
+	return nil
+}
+
+// maxParams keeps multi-row statements below both databases' parameter limits.
+const maxParams = 30000
+
+func (tx *Tx) insertIMEIs(made []*pending, now time.Time) error {
+	const cols = 7
+	const head = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `
+	var sb strings.Builder
+	var args []any
+	flush := func() error {
+		if len(args) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(tx.Rebind(sb.String()), args...); err != nil {
+			return translate(err, "insert IMEIs")
+		}
+		sb.Reset()
+		args = args[:0]
+		return nil
+	}
+	for _, p := range made {
+		for g, group := range p.res.Devices {
+			for s, v := range group {
+				if len(args)+cols+1 > maxParams {
+					if err := flush(); err != nil {
+						return err
+					}
+				}
+				if len(args) == 0 {
+					sb.WriteString(head)
+				} else {
+					sb.WriteByte(',')
+				}
+				sb.WriteString("(?,?,?,?,?,'RESERVED',?,?)")
+				args = append(args, int64(v.Uint64()), p.res.PoolID, p.res.ID, g, s, now.UnixMicro(), p.req.DeviceSerial)
+			}
+		}
+	}
+	return flush()
+}
+
+// close stops the committer after it has committed what was queued.
+func (c *committer) close() {
+	c.mu.Lock()
+	running := c.running
+	c.running = false
+	c.mu.Unlock()
+	if running {
+		close(c.stop)
+		<-c.stopped
+	}
+}

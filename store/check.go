@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// CheckReport is the result of Check.
+type CheckReport struct {
+	Pools      int      `json:"pools"`
+	IMEIs      int64    `json:"imeis"`
+	Violations []string `json:"violations"` // empty when the ledger is sound
+}
+
+// OK reports whether no invariant was violated.
+func (r CheckReport) OK() bool { return len(r.Violations) == 0 }
+
+// maxViolations bounds the report; the first one is what matters.
+const maxViolations = 100
+
+// Check verifies the ledger's invariants in one consistent snapshot:
+//   - every SNR between a pool's start and its high-water mark has exactly
+//     one ledger row, and no row lies outside that range or outside its TAC;
+//   - every reservation holds exactly devices*per_device IMEIs;
+//   - no device serial holds IMEIs from two reservations;
+//   - every BOUND or REVOKED IMEI names its device and certificate.
+//
+// (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
+func (db *DB) Check(ctx context.Context) (CheckReport, error) {
+	var rep CheckReport
+	add := func(format string, args ...any) {
+		if len(rep.Violations) < maxViolations {
+			rep.Violations = append(rep.Violations, fmt.Sprintf(format, args...))
+		}
+	}
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var pools []poolRow
+		if err := tx.Select(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
+			return translate(err, "list pools")
+		}
+		rep.Pools = len(pools)
+		for _, p := range pools {
+			base := p.TAC * imei.SNRsPerTAC
+			type agg struct {
+				N   int64 `db:"n"`
+				Min *int64 `db:"lo"`
+				Max *int64 `db:"hi"`
+			}
+			var a agg
+			if err := tx.Get(&a, tx.Rebind(`SELECT COUNT(*) AS n, MIN(imei14) AS lo, MAX(imei14) AS hi FROM imeis WHERE pool_id = ?`), p.ID); err != nil {
+				return translate(err, "count pool rows")
+			}
+			rep.IMEIs += a.N
+			want := p.NextSNR - p.SNRStart
+			inRange := a.N == 0 || (*a.Min >= base+p.SNRStart && *a.Max < base+p.NextSNR)
+			if a.N == want && inRange {
+				continue
+			}
+			// Find the first missing or stray SNR by walking the pool's rows.
+			rows, err := tx.Queryx(tx.Rebind(`SELECT imei14 FROM imeis WHERE pool_id = ? ORDER BY imei14`), p.ID)
+			if err != nil {
+				return translate(err, "walk pool rows")
+			}
+			expect := base + p.SNRStart
+			found := false
+			for rows.Next() && !found {
+				var v int64
+				if err := rows.Scan(&v); err != nil {
+					rows.Close()
+					return translate(err, "walk pool rows")
+				}
+				switch {
+				case v < base+p.SNRStart || v >= base+p.NextSNR:
+					add("pool %s: IMEI %s lies outside the pool's allocated range %06d-%06d", p.Name, fmtIMEI(v), p.SNRStart, p.NextSNR-1)
+					found = true
+				case v > expect:
+					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+					found = true
+				default:
+					expect = v + 1
+				}
+			}
+			rows.Close()
+			if !found && expect < base+p.NextSNR {
+				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+			}
+		}
+		type bad struct {
+			Key string `db:"k"`
+			N   int64  `db:"n"`
+		}
+		var bads []bad
+		if err := tx.Select(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.imei14) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
+			return translate(err, "check reservations")
+		}
+		for _, b := range bads {
+			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
+		}
+		bads = nil
+		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> ''
+			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
+			return translate(err, "check devices")
+		}
+		for _, b := range bads {
+			add("device %s holds IMEIs from %d reservations", b.Key, b.N)
+		}
+		var unbound []int64
+		if err := tx.Select(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
+			ORDER BY imei14 LIMIT 100`); err != nil {
+			return translate(err, "check bound IMEIs")
+		}
+		for _, v := range unbound {
+			add("IMEI %s is bound without a device serial or certificate serial", fmtIMEI(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func fmtIMEI(v int64) string {
+	m, err := imei.FromUint64(uint64(v))
+	if err != nil {
+		return fmt.Sprintf("%014d", v)
+	}
+	return m.String()
+}
+
+// ErrViolation wraps a failed check for callers that want an error.
+func (r CheckReport) Err() error {
+	if r.OK() {
+		return nil
+	}
+	return tacerr.New(tacerr.LedgerInvariant, "%s", r.Violations[0])
+}

@@ -1,0 +1,173 @@
+package store
+
+import (
+	"context"
+	"regexp"
+	"strconv"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Pool is an SNR range inside one TAC assigned to a factory, line and
+// product. Pools of one TAC never overlap.
+type Pool struct {
+	ID       int64
+	Name     string
+	TAC      uint32
+	SNRStart uint32 // first SNR
+	SNREnd   uint32 // last SNR, inclusive
+	Factory  string
+	Line     string
+	Product  string
+	Market   string // the market the devices are approved for (ISO 3166 or regional code)
+}
+
+// PoolStats is a pool with its utilisation.
+type PoolStats struct {
+	Pool
+	NextSNR  uint32 // high-water mark: SNRs below it all have a ledger row
+	Reserved int64
+	Bound    int64
+	Voided   int64
+	Revoked  int64
+	Free     int64 // SNRs never handed out
+}
+
+var poolName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// Validate names the first wrong field.
+func (p Pool) Validate() error {
+	switch {
+	case !poolName.MatchString(p.Name):
+		return tacerr.Field(tacerr.InvalidInput, "name", "pool name %q must be 1-64 letters, digits, '.', '_' or '-'", p.Name)
+	case p.TAC > imei.MaxTAC:
+		return tacerr.Field(tacerr.InvalidInput, "tac", "must have 8 digits")
+	case p.SNREnd > 999999:
+		return tacerr.Field(tacerr.InvalidInput, "snr_end", "must be at most 999999")
+	case p.SNRStart > p.SNREnd:
+		return tacerr.Field(tacerr.InvalidInput, "snr_start", "%06d is after snr_end %06d", p.SNRStart, p.SNREnd)
+	}
+	return nil
+}
+
+const sqlInsertPool = `INSERT INTO pools (name, tac, snr_start, snr_end, next_snr, factory, line, product, market, created_at)
+	VALUES (?,?,?,?,?,?,?,?,?,?)`
+
+// CreatePool creates a pool. Errors: tac_unknown, pool_overlap (the database
+// refuses a range overlapping another pool of the TAC), conflict (name taken).
+func (db *DB) CreatePool(ctx context.Context, p Pool, actor string) (Pool, error) {
+	if err := p.Validate(); err != nil {
+		return Pool{}, err
+	}
+	err := db.InTx(ctx, func(tx *Tx) error {
+		var n int
+		if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(p.TAC)); err != nil {
+			return translate(err, "look up TAC")
+		}
+		if n == 0 {
+			return tacerr.Field(tacerr.TACUnknown, "tac", "TAC %s is not in the catalogue; add it first", imei.FormatTAC(p.TAC))
+		}
+		err := tx.QueryRowx(tx.Rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
+			int64(p.SNRStart), p.Factory, p.Line, p.Product, p.Market, tx.Now().UnixMicro()).Scan(&p.ID)
+		switch {
+		case err == nil:
+		case isExclusion(err):
+			return tacerr.Field(tacerr.PoolOverlap, "snr_start", "SNR range %06d-%06d overlaps another pool of TAC %s; `tacline pool list` shows them",
+				p.SNRStart, p.SNREnd, imei.FormatTAC(p.TAC))
+		case isDuplicate(err):
+			return tacerr.Field(tacerr.Conflict, "name", "a pool named %q exists already", p.Name)
+		default:
+			return translate(err, "create pool")
+		}
+		tx.Emit(Event{Type: EventPoolCreated, Actor: actor, Pool: p.Name, TAC: imei.FormatTAC(p.TAC),
+			Attrs: map[string]string{"snr_start": pad6(p.SNRStart), "snr_end": pad6(p.SNREnd), "factory": p.Factory,
+				"line": p.Line, "product": p.Product, "market": p.Market}})
+		return nil
+	})
+	return p, err
+}
+
+func pad6(v uint32) string {
+	s := strconv.FormatUint(uint64(v), 10)
+	for len(s) < 6 {
+		s = "0" + s
+	}
+	return s
+}
+
+func itoa(v int) string { return strconv.Itoa(v) }
+
+type poolRow struct {
+	ID       int64  `db:"id"`
+	Name     string `db:"name"`
+	TAC      int64  `db:"tac"`
+	SNRStart int64  `db:"snr_start"`
+	SNREnd   int64  `db:"snr_end"`
+	NextSNR  int64  `db:"next_snr"`
+	Factory  string `db:"factory"`
+	Line     string `db:"line"`
+	Product  string `db:"product"`
+	Market   string `db:"market"`
+}
+
+func (r poolRow) pool() Pool {
+	return Pool{ID: r.ID, Name: r.Name, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
+		Factory: r.Factory, Line: r.Line, Product: r.Product, Market: r.Market}
+}
+
+const sqlSelectPools = `SELECT id, name, tac, snr_start, snr_end, next_snr, factory, line, product, market FROM pools`
+
+// Pool returns one pool by name, or pool_not_found.
+func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
+	ps, err := db.pools(ctx, " WHERE name = ?", name)
+	if err != nil {
+		return PoolStats{}, err
+	}
+	if len(ps) == 0 {
+		return PoolStats{}, tacerr.Field(tacerr.PoolNotFound, "pool", "pool %q does not exist", name)
+	}
+	return ps[0], nil
+}
+
+// Pools returns every pool with its utilisation, ordered by TAC and SNR.
+func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, "") }
+
+func (db *DB) pools(ctx context.Context, where string, args ...any) ([]PoolStats, error) {
+	var rows []poolRow
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectPools+where+" ORDER BY tac, snr_start"), args...); err != nil {
+		return nil, translate(err, "list pools")
+	}
+	type count struct {
+		PoolID int64  `db:"pool_id"`
+		State  string `db:"state"`
+		N      int64  `db:"n"`
+	}
+	var counts []count
+	if err := db.r.SelectContext(ctx, &counts, `SELECT pool_id, state, COUNT(*) AS n FROM imeis GROUP BY pool_id, state`); err != nil {
+		return nil, translate(err, "count pool usage")
+	}
+	out := make([]PoolStats, 0, len(rows))
+	idx := map[int64]int{}
+	for _, r := range rows {
+		idx[r.ID] = len(out)
+		out = append(out, PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR})
+	}
+	for _, c := range counts {
+		i, ok := idx[c.PoolID]
+		if !ok {
+			continue
+		}
+		switch c.State {
+		case StateReserved:
+			out[i].Reserved = c.N
+		case StateBound:
+			out[i].Bound = c.N
+		case StateVoided:
+			out[i].Voided = c.N
+		case StateRevoked:
+			out[i].Revoked = c.N
+		}
+	}
+	return out, nil
+}
