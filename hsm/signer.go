@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
 	"github.com/ThalesGroup/crypto11"
 	"github.com/tacline/tacline/tacerr"
@@ -22,8 +23,14 @@ type signer struct {
 	id    []byte
 	pub   crypto.PublicKey
 	spki  []byte // the public key, DER, to recognise the key after a rebuild
+	what  string // "sign with key ..." for error messages
 
-	mu    sync.Mutex
+	mu  sync.Mutex // serialises finding the key again after a rebuild
+	cur atomic.Pointer[bound]
+}
+
+// bound is crypto11's signer for one context generation.
+type bound struct {
 	gen   uint64
 	inner crypto11.Signer
 }
@@ -71,7 +78,9 @@ func newSigner(t *Token, info KeyInfo, k crypto11.Signer, gen uint64) (*signer, 
 	if err != nil || len(id) == 0 {
 		return nil, tacerr.New(tacerr.HSMKeyNotFound, "key %q has no CKA_ID; tacline needs one to find the key again after a token recovery", info.Label)
 	}
-	return &signer{tok: t, label: info.Label, id: id, pub: k.Public(), spki: spki, gen: gen, inner: k}, nil
+	s := &signer{tok: t, label: info.Label, id: id, pub: k.Public(), spki: spki, what: fmt.Sprintf("sign with key %q", info.Label)}
+	s.cur.Store(&bound{gen: gen, inner: k})
+	return s, nil
 }
 
 // Public returns the public key (read once, when the key was loaded).
@@ -82,7 +91,7 @@ func (s *signer) Public() crypto.PublicKey { return s.pub }
 // recovered from once, transparently.
 func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	var sig []byte
-	err := s.tok.do(fmt.Sprintf("sign with key %q", s.label), func(ctx *crypto11.Context, gen uint64) error {
+	err := s.tok.do(s.what, func(ctx *crypto11.Context, gen uint64) error {
 		k, err := s.current(ctx, gen)
 		if err != nil {
 			return err
@@ -100,10 +109,13 @@ func (s *signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 // again if the context was rebuilt since it was last used. The caller holds
 // the token's read lock.
 func (s *signer) current(ctx *crypto11.Context, gen uint64) (crypto11.Signer, error) {
+	if b := s.cur.Load(); b.gen == gen {
+		return b.inner, nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.gen == gen && s.inner != nil {
-		return s.inner, nil
+	if b := s.cur.Load(); b.gen == gen {
+		return b.inner, nil
 	}
 	k, _, err := s.tok.findPair(ctx, s.label, s.id)
 	if err != nil {
@@ -113,6 +125,6 @@ func (s *signer) current(ctx *crypto11.Context, gen uint64) (crypto11.Signer, er
 	if err != nil || !bytes.Equal(spki, s.spki) {
 		return nil, tacerr.New(tacerr.HSMKeyNotFound, "key %q (id %x) on token %s has a different public key than when it was loaded; refusing to sign with it", s.label, s.id, s.tok.cfg.tokenName())
 	}
-	s.inner, s.gen = k, gen
+	s.cur.Store(&bound{gen: gen, inner: k})
 	return k, nil
 }
