@@ -45,7 +45,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		for _, p := range pools {
 			base := p.TAC * imei.SNRsPerTAC
 			type agg struct {
-				N   int64 `db:"n"`
+				N   int64  `db:"n"`
 				Min *int64 `db:"lo"`
 				Max *int64 `db:"hi"`
 			}
