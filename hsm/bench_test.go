@@ -17,11 +17,16 @@ import (
 
 func p256Signer(tb testing.TB) crypto.Signer {
 	tb.Helper()
-	tok := hsmtest.Open(tb, hsmtest.NewToken(tb))
-	if _, err := tok.GenerateKey("bench", hsm.ECP256); err != nil {
+	return newP256(tb, hsmtest.Open(tb, hsmtest.NewToken(tb)), "bench")
+}
+
+// newP256 generates a P-256 key labelled label and returns its Signer.
+func newP256(tb testing.TB, tok *hsm.Token, label string) crypto.Signer {
+	tb.Helper()
+	if _, err := tok.GenerateKey(label, hsm.ECP256); err != nil {
 		tb.Fatal(err)
 	}
-	s, err := tok.Signer("bench")
+	s, err := tok.Signer(label)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -62,13 +67,7 @@ func TestBenchSignReportsErrors(t *testing.T) {
 	t.Parallel()
 	cfg := hsmtest.NewToken(t)
 	tok := hsmtest.Open(t, cfg)
-	if _, err := tok.GenerateKey("k", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	s, err := tok.Signer("k")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newP256(t, tok, "k")
 	if err := tok.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -274,13 +274,7 @@ func TestAllSessionsClosed(t *testing.T) {
 	t.Parallel()
 	cfg := hsmtest.NewToken(t)
 	tok := hsmtest.Open(t, cfg)
-	if _, err := tok.GenerateKey("ca", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	s, err := tok.Signer("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newP256(t, tok, "ca")
 	// Put several sessions in crypto11's pool.
 	var wg sync.WaitGroup
 	for range 4 {
@@ -375,13 +369,7 @@ func TestPINChangedUnderRunningToken(t *testing.T) {
 	t.Parallel()
 	cfg := hsmtest.NewToken(t)
 	tok := hsmtest.Open(t, cfg)
-	if _, err := tok.GenerateKey("ca", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	s, err := tok.Signer("ca")
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := newP256(t, tok, "ca")
 	raw := hsmtest.Raw(t, cfg)
 	old, err := os.ReadFile(strings.TrimPrefix(cfg.PIN, "file:"))
 	if err != nil {
