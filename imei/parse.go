@@ -56,45 +56,42 @@ type scanned struct {
 }
 
 // scan reads digits and separators in one pass. It checks characters and
-// separator placement; the caller checks the digit count.
+// separator placement; the caller checks the digit count. The loop only
+// copies digit values; the parts and the Luhn sum are computed afterwards
+// from at most 16 digits, which keeps the per-byte work to one comparison.
 func scan[T input](s T) (scanned, error) {
-	var r scanned
+	var d [16]byte
+	n := 0
 	prevDigit := false
 	for i := 0; i < len(s); i++ {
 		c := s[i]
-		switch {
-		case c >= '0' && c <= '9':
-			v := uint32(c - '0')
-			switch {
-			case r.n < 8:
-				r.tac = r.tac*10 + v
-			case r.n < 14:
-				r.snr = r.snr*10 + v
-			case r.n == 14:
-				r.d15 = byte(v)
-			case r.n == 15:
-				r.d16 = byte(v)
+		if v := c - '0'; v <= 9 {
+			if n < len(d) {
+				d[n] = v
 			}
-			if r.n < 14 {
-				if r.n%2 == 1 {
-					r.sum += doubled[v]
-				} else {
-					r.sum += int(v)
-				}
-			}
-			r.n++
+			n++
 			prevDigit = true
-		case c == ' ' || c == '-':
-			if !prevDigit {
-				return r, separatorError(string(s), i)
-			}
-			prevDigit = false
-		default:
-			return r, charError(string(s), i)
+			continue
 		}
+		if (c != ' ' && c != '-') || !prevDigit {
+			return scanned{}, badCharError(string(s), i)
+		}
+		prevDigit = false
 	}
 	if len(s) > 0 && !prevDigit {
-		return r, separatorError(string(s), len(s)-1)
+		return scanned{}, separatorError(string(s), len(s)-1)
+	}
+	r := scanned{n: n, d15: d[14], d16: d[15]}
+	if n >= 14 {
+		for i := 0; i < 8; i++ {
+			r.tac = r.tac*10 + uint32(d[i])
+		}
+		for i := 8; i < 14; i++ {
+			r.snr = r.snr*10 + uint32(d[i])
+		}
+		for i := 0; i < 14; i += 2 { // D14, D12 ... D2 as they are; D13 ... D1 doubled
+			r.sum += int(d[i]) + doubled[d[i+1]]
+		}
 	}
 	return r, nil
 }
@@ -129,7 +126,12 @@ func separatorError(s string, i int) error {
 	return tacerr.New(tacerr.InvalidIMEI, "%s at position %d: a space or hyphen may only stand between two digits", quoteAt(s, i), runePos(s, i))
 }
 
-func charError(s string, i int) error {
+// badCharError reports the character at byte offset i: a misplaced
+// separator or a character that is neither digit nor separator.
+func badCharError(s string, i int) error {
+	if s[i] == ' ' || s[i] == '-' {
+		return separatorError(s, i)
+	}
 	return tacerr.New(tacerr.InvalidIMEI, "invalid character %s at position %d: an IMEI holds digits, with single spaces or hyphens between them", quoteAt(s, i), runePos(s, i))
 }
 
