@@ -1,0 +1,487 @@
+// Package policy holds tacline's pure decisions over plain data: which station
+// may draw from which pool, the TAC approval gate, quotas, the rules a device's
+// certificate signing request must meet, and the device certificate profile.
+// Nothing here performs I/O, talks to the HSM or the ledger, or keeps state: a
+// decision is a function of its arguments, so every caller (API, provisioner,
+// CLI) gets the same answer for the same input.
+//
+// The device certificate profile (Profile) follows IEEE 802.1AR (IDevID) and
+// the Matter device attestation certificate (DAC): the subject names the
+// device by its serial number, the subjectAltName carries every IMEI of the
+// device as an RFC 7254 URN and a HardwareModuleName (RFC 4108) otherName,
+// and the certificate has no well-defined expiration by default
+// (notAfter 99991231235959Z). Profile.Template turns a device into the exact
+// x509 template the issuer signs; it promises that the same inputs give the
+// same template, byte for byte once signed.
+package policy
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/sha1" // RFC 5280 §4.2.1.2 method (1) key identifier, not a security use
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"fmt"
+	"io"
+	"math/big"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// NoWellDefinedExpiration is the notAfter value of RFC 5280 §4.1.2.5 for a
+// certificate that has no well-defined expiration date, as IEEE 802.1AR
+// requires for an IDevID.
+const NoWellDefinedExpiration = "99991231235959Z"
+
+// DefaultHWType is the hwType OID used when the configuration names none. It
+// is a UUID-derived OID (ITU-T X.667, arc 2.25), so it is unique without
+// registration; a manufacturer should configure an OID from its own arc.
+const DefaultHWType = "2.25.115025565404346014059941093972831277608"
+
+// OIDHardwareModuleName is id-on-hardwareModuleName (RFC 4108 §5).
+var OIDHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
+
+var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
+
+// Upper bounds from RFC 5280 Appendix A (ub-common-name, ub-organization-name,
+// ub-serial-number).
+const (
+	maxCommonName   = 64
+	maxOrganization = 64
+	maxSerialNumber = 64
+	// MaxIMEIs is the largest number of IMEIs one device certificate carries
+	// (registers accept 1 to 5 per device).
+	MaxIMEIs = 5
+)
+
+// Profile is the device certificate profile. Decode it with DecodeProfile (it
+// starts from DefaultProfile, so omitted fields keep their defaults) and check
+// it with Validate. The zero Profile is not useful.
+type Profile struct {
+	// CommonName is the subject CN. Empty means the device's model name.
+	CommonName string `yaml:"common_name"`
+	// HWType is the dotted OID put in the HardwareModuleName hwType field.
+	HWType string `yaml:"hw_type"`
+	// KeyAgreement adds keyAgreement to the (always critical) keyUsage, which
+	// otherwise holds digitalSignature only.
+	KeyAgreement bool `yaml:"key_agreement"`
+	// SubjectKeyID adds a subjectKeyIdentifier (RFC 5280 method 1).
+	SubjectKeyID bool `yaml:"subject_key_id"`
+	// ExtKeyUsage lists extended key usages: client_auth, server_auth,
+	// code_signing, email_protection, or dotted OIDs. Empty means no
+	// extendedKeyUsage extension.
+	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	// Backdate is subtracted from the issue time to give notBefore, to absorb
+	// clock skew on devices and verifiers.
+	Backdate time.Duration `yaml:"backdate"`
+	// NotAfter is either a GeneralizedTime "YYYYMMDDHHMMSSZ" (default
+	// 99991231235959Z) or a Go duration ("87600h") counted from the issue
+	// time.
+	NotAfter string `yaml:"not_after"`
+}
+
+// DefaultProfile returns the IDevID/DAC defaults: CN = model, keyUsage
+// digitalSignature, SKID on, no EKU, one hour back-date, no expiration.
+func DefaultProfile() Profile {
+	return Profile{
+		HWType:       DefaultHWType,
+		SubjectKeyID: true,
+		Backdate:     time.Hour,
+		NotAfter:     NoWellDefinedExpiration,
+	}
+}
+
+// DecodeProfile decodes a YAML profile strictly (unknown fields are errors)
+// over DefaultProfile and validates it.
+func DecodeProfile(data []byte) (Profile, error) {
+	p := DefaultProfile()
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&p); err != nil && err != io.EOF {
+		return Profile{}, tacerr.Wrap(tacerr.InvalidConfig, err, "profile: cannot decode YAML; check field names and types")
+	}
+	if err := p.Validate(); err != nil {
+		return Profile{}, err
+	}
+	return p, nil
+}
+
+// Validate checks every field and names the first one at fault
+// ("profile.hw_type").
+func (p Profile) Validate() error {
+	if len(p.CommonName) > maxCommonName {
+		return tacerr.Field(tacerr.InvalidConfig, "profile.common_name", "is %d characters long, at most %d allowed", len(p.CommonName), maxCommonName)
+	}
+	if p.CommonName != "" && !isPrintable(p.CommonName) {
+		return tacerr.Field(tacerr.InvalidConfig, "profile.common_name", "must use PrintableString characters (letters, digits, space and '()+,-./:=?)")
+	}
+	if _, err := hwTypeOID(p.HWType); err != nil {
+		return tacerr.Field(tacerr.InvalidConfig, "profile.hw_type", "must be a dotted OID such as 1.3.6.1.4.1.<your PEN>.1: %v", err)
+	}
+	for i, e := range p.ExtKeyUsage {
+		if _, _, err := parseEKU(e); err != nil {
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("profile.ext_key_usage[%d]", i), "%v", err)
+		}
+	}
+	if p.Backdate < 0 || p.Backdate > 7*24*time.Hour {
+		return tacerr.Field(tacerr.InvalidConfig, "profile.backdate", "must be between 0 and 168h, got %s", p.Backdate)
+	}
+	if _, err := p.notAfter(time.Unix(0, 0).UTC()); err != nil {
+		return err
+	}
+	return nil
+}
+
+// notAfter resolves NotAfter against the issue time.
+func (p Profile) notAfter(issued time.Time) (time.Time, error) {
+	s := strings.TrimSpace(p.NotAfter)
+	if s == "" {
+		return time.Time{}, tacerr.Field(tacerr.InvalidConfig, "profile.not_after", "is empty; use %s or a duration such as 87600h", NoWellDefinedExpiration)
+	}
+	if t, err := time.Parse("20060102150405Z", s); err == nil {
+		return t.UTC(), nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return time.Time{}, tacerr.Field(tacerr.InvalidConfig, "profile.not_after", "%q is neither a GeneralizedTime YYYYMMDDHHMMSSZ nor a positive duration", s)
+	}
+	return issued.Add(d).UTC(), nil
+}
+
+// Device is what the profile certifies about one device.
+type Device struct {
+	Serial       string   // the device serial: subject serialNumber and hwSerialNum
+	Manufacturer string   // subject O
+	Model        string   // subject CN unless the profile sets one
+	IMEIs        []string // 15-digit IMEIs, one URI SAN each
+}
+
+// CheckDevice checks the device fields the profile puts in the certificate
+// and names the field at fault (code invalid_input).
+func CheckDevice(d Device) error {
+	checks := []struct {
+		field, val string
+		max        int
+	}{
+		{"device_serial", d.Serial, maxSerialNumber},
+		{"manufacturer", d.Manufacturer, maxOrganization},
+		{"model", d.Model, maxCommonName},
+	}
+	for _, c := range checks {
+		switch {
+		case c.val == "":
+			return tacerr.Field(tacerr.InvalidInput, c.field, "is required")
+		case len(c.val) > c.max:
+			return tacerr.Field(tacerr.InvalidInput, c.field, "is %d characters long, at most %d allowed", len(c.val), c.max)
+		case !isPrintable(c.val):
+			return tacerr.Field(tacerr.InvalidInput, c.field, "must use PrintableString characters (letters, digits, space and '()+,-./:=?)")
+		}
+	}
+	if len(d.IMEIs) == 0 || len(d.IMEIs) > MaxIMEIs {
+		return tacerr.Field(tacerr.InvalidInput, "imeis", "a device has 1 to %d IMEIs, got %d", MaxIMEIs, len(d.IMEIs))
+	}
+	seen := make(map[string]bool, len(d.IMEIs))
+	for i, s := range d.IMEIs {
+		if _, err := imeiURN(s); err != nil {
+			return tacerr.Field(tacerr.InvalidIMEI, fmt.Sprintf("imeis[%d]", i), "%v", err)
+		}
+		if seen[s] {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("imeis[%d]", i), "IMEI %s appears twice", s)
+		}
+		seen[s] = true
+	}
+	return nil
+}
+
+// Template builds the certificate template for d and pub: serial, subject,
+// validity from issued, keyUsage, basicConstraints, SKID, EKU and the
+// hand-marshalled subjectAltName. The issuer's fields (issuer name, AKID,
+// signature algorithm) are filled in by whoever signs it. serial must be
+// positive and at most 20 octets (RFC 5280 §4.1.2.2).
+func (p Profile) Template(d Device, pub crypto.PublicKey, serial *big.Int, issued time.Time) (*x509.Certificate, error) {
+	if err := p.Validate(); err != nil {
+		return nil, err
+	}
+	if err := CheckDevice(d); err != nil {
+		return nil, err
+	}
+	if err := CheckSerial(serial); err != nil {
+		return nil, err
+	}
+	if issued.IsZero() {
+		return nil, tacerr.Field(tacerr.InvalidInput, "not_before", "the issue time is required")
+	}
+	notAfter, err := p.notAfter(issued)
+	if err != nil {
+		return nil, err
+	}
+	san, err := p.subjectAltName(d)
+	if err != nil {
+		return nil, err
+	}
+	cn := p.CommonName
+	if cn == "" {
+		cn = d.Model
+	}
+	ku := x509.KeyUsageDigitalSignature
+	if p.KeyAgreement {
+		ku |= x509.KeyUsageKeyAgreement
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: new(big.Int).Set(serial),
+		Subject: pkix.Name{
+			SerialNumber: d.Serial,
+			Organization: []string{d.Manufacturer},
+			CommonName:   cn,
+		},
+		NotBefore:             issued.Add(-p.Backdate).UTC().Truncate(time.Second),
+		NotAfter:              notAfter.Truncate(time.Second),
+		KeyUsage:              ku,
+		BasicConstraintsValid: true,
+		IsCA:                  false,
+		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: false, Value: san}},
+	}
+	for _, e := range p.ExtKeyUsage {
+		known, oid, _ := parseEKU(e)
+		if oid != nil {
+			tmpl.UnknownExtKeyUsage = append(tmpl.UnknownExtKeyUsage, oid)
+		} else {
+			tmpl.ExtKeyUsage = append(tmpl.ExtKeyUsage, known)
+		}
+	}
+	if p.SubjectKeyID {
+		skid, err := KeyID(pub)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.CSRInvalid, err, "cannot compute the subject key identifier")
+		}
+		tmpl.SubjectKeyId = skid
+	}
+	return tmpl, nil
+}
+
+// KeyID is the RFC 5280 §4.2.1.2 method (1) key identifier: the SHA-1 of the
+// subjectPublicKey BIT STRING of pub.
+func KeyID(pub crypto.PublicKey) ([]byte, error) {
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, err
+	}
+	var spki struct {
+		Algorithm pkix.AlgorithmIdentifier
+		PublicKey asn1.BitString
+	}
+	if _, err := asn1.Unmarshal(der, &spki); err != nil {
+		return nil, err
+	}
+	sum := sha1.Sum(spki.PublicKey.Bytes)
+	return sum[:], nil
+}
+
+// NewSerial returns 128 random bits as a positive serial number whose DER
+// INTEGER encoding is 16 or 17 octets (a leading zero octet is added when the
+// top bit is set). r is crypto/rand.Reader when nil.
+func NewSerial(r io.Reader) (*big.Int, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	var b [16]byte
+	for {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return nil, tacerr.Wrap(tacerr.Internal, err, "read random serial number")
+		}
+		if b[0] != 0 { // keep all 16 octets significant
+			return new(big.Int).SetBytes(b[:]), nil
+		}
+	}
+}
+
+// CheckSerial accepts a positive serial number of at most 20 DER octets.
+func CheckSerial(serial *big.Int) error {
+	if serial == nil || serial.Sign() <= 0 {
+		return tacerr.Field(tacerr.InvalidInput, "serial", "the certificate serial number must be positive")
+	}
+	der, err := asn1.Marshal(serial)
+	if err != nil || len(der)-2 > 20 {
+		return tacerr.Field(tacerr.InvalidInput, "serial", "the certificate serial number must fit in 20 octets (RFC 5280 §4.1.2.2)")
+	}
+	return nil
+}
+
+// subjectAltName marshals GeneralNames: one uniformResourceIdentifier per
+// IMEI, then the HardwareModuleName otherName. crypto/x509 cannot express
+// otherName, so the whole extension is built here.
+func (p Profile) subjectAltName(d Device) ([]byte, error) {
+	hwType, err := hwTypeOID(p.HWType)
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "profile.hw_type", "%v", err)
+	}
+	var names []asn1.RawValue
+	for i, s := range d.IMEIs {
+		urn, err := imeiURN(s)
+		if err != nil {
+			return nil, tacerr.Field(tacerr.InvalidIMEI, fmt.Sprintf("imeis[%d]", i), "%v", err)
+		}
+		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(urn)})
+	}
+	hmn, err := asn1.Marshal(struct {
+		HWType      asn1.RawValue
+		HWSerialNum []byte
+	}{hwType, []byte(d.Serial)})
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "marshal HardwareModuleName")
+	}
+	typeID, err := asn1.Marshal(OIDHardwareModuleName)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "marshal otherName type-id")
+	}
+	value, err := asn1.Marshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: hmn})
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "marshal otherName value")
+	}
+	names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true, Bytes: append(typeID, value...)})
+	der, err := asn1.Marshal(names)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "marshal subjectAltName")
+	}
+	return der, nil
+}
+
+// HardwareModuleName is the RFC 4108 otherName found in a certificate.
+type HardwareModuleName struct {
+	HWType      x509.OID // may have arcs beyond int (2.25 UUID OIDs)
+	HWSerialNum []byte
+}
+
+// ParseHardwareModuleNames returns the HardwareModuleName otherNames in the
+// subjectAltName of cert (crypto/x509 drops otherNames when parsing).
+func ParseHardwareModuleNames(cert *x509.Certificate) ([]HardwareModuleName, error) {
+	var out []HardwareModuleName
+	for _, ext := range cert.Extensions {
+		if !ext.Id.Equal(oidSubjectAltName) {
+			continue
+		}
+		var names []asn1.RawValue
+		if rest, err := asn1.Unmarshal(ext.Value, &names); err != nil || len(rest) != 0 {
+			return nil, fmt.Errorf("subjectAltName: malformed GeneralNames")
+		}
+		for _, n := range names {
+			if n.Class != asn1.ClassContextSpecific || n.Tag != 0 {
+				continue
+			}
+			var on struct {
+				TypeID asn1.ObjectIdentifier
+				Value  asn1.RawValue `asn1:"explicit,tag:0"`
+			}
+			if _, err := asn1.UnmarshalWithParams(n.FullBytes, &on, "tag:0"); err != nil {
+				return nil, fmt.Errorf("subjectAltName: malformed otherName: %v", err)
+			}
+			if !on.TypeID.Equal(OIDHardwareModuleName) {
+				continue
+			}
+			var raw struct {
+				HWType      asn1.RawValue
+				HWSerialNum []byte
+			}
+			if rest, err := asn1.Unmarshal(on.Value.Bytes, &raw); err != nil || len(rest) != 0 ||
+				raw.HWType.Class != asn1.ClassUniversal || raw.HWType.Tag != asn1.TagOID {
+				return nil, fmt.Errorf("subjectAltName: malformed HardwareModuleName")
+			}
+			var h HardwareModuleName
+			if err := h.HWType.UnmarshalBinary(raw.HWType.Bytes); err != nil {
+				return nil, fmt.Errorf("subjectAltName: HardwareModuleName hwType: %v", err)
+			}
+			h.HWSerialNum = raw.HWSerialNum
+			out = append(out, h)
+		}
+	}
+	return out, nil
+}
+
+// hwTypeOID parses a dotted OID of any arc size into a DER OBJECT IDENTIFIER
+// value (encoding/asn1 cannot hold the 128-bit arcs of 2.25 OIDs).
+func hwTypeOID(s string) (asn1.RawValue, error) {
+	oid, err := x509.ParseOID(s)
+	if err != nil {
+		return asn1.RawValue{}, fmt.Errorf("%q: %v", s, err)
+	}
+	body, err := oid.MarshalBinary()
+	if err != nil {
+		return asn1.RawValue{}, fmt.Errorf("%q: %v", s, err)
+	}
+	return asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagOID, Bytes: body}, nil
+}
+
+func parseOID(s string) (asn1.ObjectIdentifier, error) {
+	if s == "" {
+		return nil, fmt.Errorf("empty OID")
+	}
+	parts := strings.Split(s, ".")
+	if len(parts) < 2 {
+		return nil, fmt.Errorf("OID %q has fewer than two arcs", s)
+	}
+	oid := make(asn1.ObjectIdentifier, len(parts))
+	for i, part := range parts {
+		if part == "" || len(part) > 1 && part[0] == '0' {
+			return nil, fmt.Errorf("OID %q: arc %d is empty or has a leading zero", s, i+1)
+		}
+		n := 0
+		for _, c := range part {
+			if c < '0' || c > '9' {
+				return nil, fmt.Errorf("OID %q: arc %d is not a number", s, i+1)
+			}
+			if n > (1<<31-1)/10 {
+				return nil, fmt.Errorf("OID %q: arc %d is too large", s, i+1)
+			}
+			n = n*10 + int(c-'0')
+		}
+		oid[i] = n
+	}
+	if oid[0] > 2 || oid[0] < 2 && oid[1] > 39 {
+		return nil, fmt.Errorf("OID %q: invalid first arcs", s)
+	}
+	if _, err := asn1.Marshal(oid); err != nil {
+		return nil, fmt.Errorf("OID %q: %v", s, err)
+	}
+	return oid, nil
+}
+
+var ekuNames = map[string]x509.ExtKeyUsage{
+	"client_auth":      x509.ExtKeyUsageClientAuth,
+	"server_auth":      x509.ExtKeyUsageServerAuth,
+	"code_signing":     x509.ExtKeyUsageCodeSigning,
+	"email_protection": x509.ExtKeyUsageEmailProtection,
+}
+
+// parseEKU returns a known usage, or an OID for a dotted value.
+func parseEKU(s string) (x509.ExtKeyUsage, asn1.ObjectIdentifier, error) {
+	if u, ok := ekuNames[s]; ok {
+		return u, nil, nil
+	}
+	oid, err := parseOID(s)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%q is not one of client_auth, server_auth, code_signing, email_protection or a dotted OID", s)
+	}
+	return 0, oid, nil
+}
+
+// isPrintable reports whether s uses only X.680 PrintableString characters,
+// so that crypto/x509 encodes it as PrintableString (X.520 requires it for
+// serialNumber).
+func isPrintable(s string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case strings.IndexByte(" '()+,-./:=?", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,342 @@
+package policy
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/asn1"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+var testDevice = Device{
+	Serial:       "SN-0001",
+	Manufacturer: "Acme Devices",
+	Model:        "Widget 5G",
+	IMEIs:        []string{"490154203237518", "357805023984942"},
+}
+
+func wantField(t *testing.T, err error, code tacerr.Code, field string) {
+	t.Helper()
+	e, ok := tacerr.As(err)
+	if !ok || e.Code != code || e.Field != field {
+		t.Fatalf("err = %v, want %s on field %q", err, code, field)
+	}
+}
+
+func TestDefaultProfileValid(t *testing.T) {
+	t.Parallel()
+	if err := DefaultProfile().Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDecodeProfile(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		yaml  string
+		code  tacerr.Code
+		field string // expected field at fault; empty with code "" means valid
+		check func(t *testing.T, p Profile)
+	}{
+		{name: "empty keeps defaults", yaml: "", check: func(t *testing.T, p Profile) {
+			if p.NotAfter != NoWellDefinedExpiration || !p.SubjectKeyID || p.HWType != DefaultHWType {
+				t.Fatalf("defaults lost: %+v", p)
+			}
+		}},
+		{name: "all fields", yaml: "common_name: Sensor\nhw_type: 1.3.6.1.4.1.99999.1\nkey_agreement: true\nsubject_key_id: false\next_key_usage: [client_auth, 1.3.6.1.4.1.99999.2]\nbackdate: 5m\nnot_after: 87600h\n",
+			check: func(t *testing.T, p Profile) {
+				if p.CommonName != "Sensor" || !p.KeyAgreement || p.SubjectKeyID || p.Backdate != 5*time.Minute || p.NotAfter != "87600h" || len(p.ExtKeyUsage) != 2 {
+					t.Fatalf("decoded %+v", p)
+				}
+			}},
+		{name: "unknown field", yaml: "common_nme: x\n", code: tacerr.InvalidConfig},
+		{name: "bad hw_type", yaml: "hw_type: not.an.oid\n", code: tacerr.InvalidConfig, field: "profile.hw_type"},
+		{name: "empty hw_type", yaml: "hw_type: \"\"\n", code: tacerr.InvalidConfig, field: "profile.hw_type"},
+		{name: "bad eku", yaml: "ext_key_usage: [client_auth, tls]\n", code: tacerr.InvalidConfig, field: "profile.ext_key_usage[1]"},
+		{name: "negative backdate", yaml: "backdate: -1m\n", code: tacerr.InvalidConfig, field: "profile.backdate"},
+		{name: "bad not_after", yaml: "not_after: forever\n", code: tacerr.InvalidConfig, field: "profile.not_after"},
+		{name: "UTCTime-style not_after", yaml: "not_after: 491231235959Z\n", code: tacerr.InvalidConfig, field: "profile.not_after"},
+		{name: "long common_name", yaml: "common_name: " + strings.Repeat("x", 65) + "\n", code: tacerr.InvalidConfig, field: "profile.common_name"},
+		{name: "non-printable common_name", yaml: "common_name: \"caf\u00e9\"\n", code: tacerr.InvalidConfig, field: "profile.common_name"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			p, err := DecodeProfile([]byte(tc.yaml))
+			if tc.code == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				tc.check(t, p)
+				return
+			}
+			wantField(t, err, tc.code, tc.field)
+		})
+	}
+}
+
+func TestCheckDevice(t *testing.T) {
+	t.Parallel()
+	mod := func(f func(d *Device)) Device {
+		d := testDevice
+		d.IMEIs = append([]string(nil), testDevice.IMEIs...)
+		f(&d)
+		return d
+	}
+	tests := []struct {
+		name  string
+		dev   Device
+		code  tacerr.Code
+		field string
+	}{
+		{name: "valid", dev: testDevice},
+		{name: "no serial", dev: mod(func(d *Device) { d.Serial = "" }), code: tacerr.InvalidInput, field: "device_serial"},
+		{name: "serial with underscore", dev: mod(func(d *Device) { d.Serial = "SN_1" }), code: tacerr.InvalidInput, field: "device_serial"},
+		{name: "long manufacturer", dev: mod(func(d *Device) { d.Manufacturer = strings.Repeat("m", 65) }), code: tacerr.InvalidInput, field: "manufacturer"},
+		{name: "no model", dev: mod(func(d *Device) { d.Model = "" }), code: tacerr.InvalidInput, field: "model"},
+		{name: "no IMEI", dev: mod(func(d *Device) { d.IMEIs = nil }), code: tacerr.InvalidInput, field: "imeis"},
+		{name: "six IMEIs", dev: mod(func(d *Device) { d.IMEIs = []string{"1", "2", "3", "4", "5", "6"} }), code: tacerr.InvalidInput, field: "imeis"},
+		{name: "bad check digit", dev: mod(func(d *Device) { d.IMEIs[1] = "357805023984943" }), code: tacerr.InvalidIMEI, field: "imeis[1]"},
+		{name: "14 digits", dev: mod(func(d *Device) { d.IMEIs[0] = "49015420323751" }), code: tacerr.InvalidIMEI, field: "imeis[0]"},
+		{name: "duplicate IMEI", dev: mod(func(d *Device) { d.IMEIs[1] = d.IMEIs[0] }), code: tacerr.InvalidInput, field: "imeis[1]"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := CheckDevice(tc.dev)
+			if tc.code == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			wantField(t, err, tc.code, tc.field)
+		})
+	}
+}
+
+func TestNewSerial(t *testing.T) {
+	t.Parallel()
+	high := bytes.Repeat([]byte{0xff}, 16)
+	low := append([]byte{0x01}, bytes.Repeat([]byte{0}, 15)...)
+	tests := []struct {
+		name    string
+		r       []byte
+		derLen  int // INTEGER content octets
+		wantHex string
+	}{
+		{name: "top bit set gets a leading zero octet", r: high, derLen: 17, wantHex: strings.Repeat("ff", 16)},
+		{name: "small first octet stays 16 octets", r: low, derLen: 16, wantHex: "1" + strings.Repeat("00", 15)},
+		{name: "leading zero octet is redrawn", r: append(append(make([]byte, 16), 0x7f), bytes.Repeat([]byte{0x11}, 15)...), derLen: 16, wantHex: "7f" + strings.Repeat("11", 15)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s, err := NewSerial(bytes.NewReader(tc.r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			der, _ := asn1.Marshal(s)
+			if s.Sign() <= 0 || len(der)-2 != tc.derLen || s.Text(16) != tc.wantHex {
+				t.Fatalf("serial %x encodes in %d octets", s, len(der)-2)
+			}
+		})
+	}
+	a, _ := NewSerial(nil)
+	b, _ := NewSerial(nil)
+	if a.Cmp(b) == 0 {
+		t.Fatal("two random serials are equal")
+	}
+}
+
+func TestCheckSerial(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name string
+		s    *big.Int
+		ok   bool
+	}{
+		{name: "nil", s: nil},
+		{name: "zero", s: big.NewInt(0)},
+		{name: "negative", s: big.NewInt(-5)},
+		{name: "one", s: big.NewInt(1), ok: true},
+		{name: "20 octets", s: new(big.Int).Lsh(big.NewInt(1), 158), ok: true},
+		{name: "21 octets", s: new(big.Int).Lsh(big.NewInt(1), 159)},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			err := CheckSerial(tc.s)
+			if tc.ok != (err == nil) {
+				t.Fatalf("CheckSerial(%v) = %v", tc.s, err)
+			}
+			if err != nil {
+				wantField(t, err, tacerr.InvalidInput, "serial")
+			}
+		})
+	}
+}
+
+// selfSign signs tmpl with a fresh key so the result can be parsed.
+func selfSign(t *testing.T, tmpl *x509.Certificate, pub any) *x509.Certificate {
+	t.Helper()
+	ca, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := &x509.Certificate{Subject: tmpl.Subject, SubjectKeyId: []byte{1, 2, 3}, PublicKey: ca.Public()}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, ca)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestTemplate(t *testing.T) {
+	t.Parallel()
+	key := ecKey(t, elliptic.P256())
+	issued := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
+	serial := big.NewInt(0x1234)
+	custom := DefaultProfile()
+	custom.CommonName = "Sensor"
+	custom.KeyAgreement = true
+	custom.SubjectKeyID = false
+	custom.ExtKeyUsage = []string{"client_auth", "1.3.6.1.4.1.99999.2"}
+	custom.NotAfter = "24h"
+	custom.Backdate = 0
+	tests := []struct {
+		name  string
+		p     Profile
+		check func(t *testing.T, c *x509.Certificate)
+	}{
+		{name: "defaults", p: DefaultProfile(), check: func(t *testing.T, c *x509.Certificate) {
+			if c.Subject.CommonName != "Widget 5G" || c.Subject.SerialNumber != "SN-0001" || c.Subject.Organization[0] != "Acme Devices" {
+				t.Fatalf("subject %v", c.Subject)
+			}
+			if c.KeyUsage != x509.KeyUsageDigitalSignature || len(c.ExtKeyUsage)+len(c.UnknownExtKeyUsage) != 0 {
+				t.Fatalf("usages %v %v", c.KeyUsage, c.ExtKeyUsage)
+			}
+			if !c.NotBefore.Equal(issued.Add(-time.Hour)) || c.NotAfter.Format("20060102150405Z") != NoWellDefinedExpiration {
+				t.Fatalf("validity %v - %v", c.NotBefore, c.NotAfter)
+			}
+			want, _ := KeyID(key.Public())
+			if !bytes.Equal(c.SubjectKeyId, want) {
+				t.Fatalf("SKID %x, want %x", c.SubjectKeyId, want)
+			}
+		}},
+		{name: "custom", p: custom, check: func(t *testing.T, c *x509.Certificate) {
+			if c.Subject.CommonName != "Sensor" || c.KeyUsage != x509.KeyUsageDigitalSignature|x509.KeyUsageKeyAgreement {
+				t.Fatalf("cn %q ku %v", c.Subject.CommonName, c.KeyUsage)
+			}
+			if len(c.SubjectKeyId) != 0 {
+				t.Fatal("SKID present though disabled")
+			}
+			if len(c.ExtKeyUsage) != 1 || c.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth || len(c.UnknownExtKeyUsage) != 1 {
+				t.Fatalf("EKU %v %v", c.ExtKeyUsage, c.UnknownExtKeyUsage)
+			}
+			if !c.NotBefore.Equal(issued) || !c.NotAfter.Equal(issued.Add(24*time.Hour)) {
+				t.Fatalf("validity %v - %v", c.NotBefore, c.NotAfter)
+			}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tmpl, err := tc.p.Template(testDevice, key.Public(), serial, issued)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := selfSign(t, tmpl, key.Public())
+			if c.SerialNumber.Cmp(serial) != 0 || c.IsCA || !c.BasicConstraintsValid {
+				t.Fatalf("serial %v isCA %v", c.SerialNumber, c.IsCA)
+			}
+			var uris []string
+			for _, u := range c.URIs {
+				uris = append(uris, u.String())
+			}
+			if got := strings.Join(uris, " "); got != "urn:gsma:imei:49015420-323751-8 urn:gsma:imei:35780502-398494-2" {
+				t.Fatalf("URIs %q", got)
+			}
+			for _, e := range c.Extensions {
+				if e.Id.Equal(oidSubjectAltName) && e.Critical {
+					t.Fatal("SAN is critical though the subject is not empty")
+				}
+			}
+			hmn, err := ParseHardwareModuleNames(c)
+			if err != nil || len(hmn) != 1 || hmn[0].HWType.String() != tc.p.HWType || string(hmn[0].HWSerialNum) != "SN-0001" {
+				t.Fatalf("HardwareModuleName %+v, %v", hmn, err)
+			}
+			tc.check(t, c)
+		})
+	}
+}
+
+func TestTemplateRefuses(t *testing.T) {
+	t.Parallel()
+	key := ecKey(t, elliptic.P256())
+	now := time.Now()
+	bad := DefaultProfile()
+	bad.HWType = "1"
+	tests := []struct {
+		name   string
+		p      Profile
+		d      Device
+		serial *big.Int
+		issued time.Time
+		field  string
+	}{
+		{name: "invalid profile", p: bad, d: testDevice, serial: big.NewInt(1), issued: now, field: "profile.hw_type"},
+		{name: "invalid device", p: DefaultProfile(), d: Device{}, serial: big.NewInt(1), issued: now, field: "device_serial"},
+		{name: "no serial", p: DefaultProfile(), d: testDevice, issued: now, field: "serial"},
+		{name: "no issue time", p: DefaultProfile(), d: testDevice, serial: big.NewInt(1), field: "not_before"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tmpl, err := tc.p.Template(tc.d, key.Public(), tc.serial, tc.issued)
+			if tmpl != nil {
+				t.Fatal("template returned with an error")
+			}
+			if e, ok := tacerr.As(err); !ok || e.Field != tc.field {
+				t.Fatalf("err = %v, want field %s", err, tc.field)
+			}
+		})
+	}
+}
+
+func FuzzDecodeProfile(f *testing.F) {
+	f.Add([]byte(""))
+	f.Add([]byte("common_name: Sensor\nhw_type: 1.3.6.1.4.1.99999.1\nnot_after: 87600h\n"))
+	f.Add([]byte("ext_key_usage: [client_auth]\nbackdate: 1h\n"))
+	f.Add([]byte("hw_type: 2.999999999999999999999\n"))
+	f.Add([]byte("- a\n- b\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		p, err := DecodeProfile(data)
+		if err != nil {
+			if c := tacerr.CodeOf(err); c != tacerr.InvalidConfig {
+				t.Fatalf("code %s: %v", c, err)
+			}
+			return
+		}
+		if err := p.Validate(); err != nil {
+			t.Fatalf("decoded profile does not validate: %v", err)
+		}
+		if _, err := p.Template(testDevice, testKey.Public(), big.NewInt(1), time.Unix(1e9, 0)); err != nil {
+			t.Fatalf("valid profile cannot build a template: %v", err)
+		}
+	})
+}
+
+var testKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
