@@ -31,6 +31,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -159,7 +160,7 @@ type Device struct {
 	Serial       string   // the device serial: subject serialNumber and hwSerialNum
 	Manufacturer string   // subject O
 	Model        string   // subject CN unless the profile sets one
-	IMEIs        []string // 15-digit IMEIs, one URI SAN each
+	IMEIs        []imei.IMEI // one URI SAN each, in this order
 }
 
 // CheckDevice checks the device fields the profile puts in the certificate
@@ -186,11 +187,8 @@ func CheckDevice(d Device) error {
 	if len(d.IMEIs) == 0 || len(d.IMEIs) > MaxIMEIs {
 		return tacerr.Field(tacerr.InvalidInput, "imeis", "a device has 1 to %d IMEIs, got %d", MaxIMEIs, len(d.IMEIs))
 	}
-	seen := make(map[string]bool, len(d.IMEIs))
+	seen := make(map[imei.IMEI]bool, len(d.IMEIs))
 	for i, s := range d.IMEIs {
-		if _, err := imeiURN(s); err != nil {
-			return tacerr.Field(tacerr.InvalidIMEI, fmt.Sprintf("imeis[%d]", i), "%v", err)
-		}
 		if seen[s] {
 			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("imeis[%d]", i), "IMEI %s appears twice", s)
 		}
@@ -322,12 +320,8 @@ func (p Profile) subjectAltName(d Device) ([]byte, error) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "profile.hw_type", "%v", err)
 	}
 	var names []asn1.RawValue
-	for i, s := range d.IMEIs {
-		urn, err := imeiURN(s)
-		if err != nil {
-			return nil, tacerr.Field(tacerr.InvalidIMEI, fmt.Sprintf("imeis[%d]", i), "%v", err)
-		}
-		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(urn)})
+	for _, m := range d.IMEIs {
+		names = append(names, asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 6, Bytes: []byte(m.URN())})
 	}
 	hmn, err := asn1.Marshal(struct {
 		HWType      asn1.RawValue

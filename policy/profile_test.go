@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -19,7 +20,15 @@ var testDevice = Device{
 	Serial:       "SN-0001",
 	Manufacturer: "Acme Devices",
 	Model:        "Widget 5G",
-	IMEIs:        []string{"490154203237518", "357805023984942"},
+	IMEIs:        []imei.IMEI{mustIMEI("490154203237518"), mustIMEI("357805023984942")},
+}
+
+func mustIMEI(s string) imei.IMEI {
+	m, err := imei.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return m
 }
 
 func wantField(t *testing.T, err error, code tacerr.Code, field string) {
@@ -87,7 +96,7 @@ func TestCheckDevice(t *testing.T) {
 	t.Parallel()
 	mod := func(f func(d *Device)) Device {
 		d := testDevice
-		d.IMEIs = append([]string(nil), testDevice.IMEIs...)
+		d.IMEIs = append([]imei.IMEI(nil), testDevice.IMEIs...)
 		f(&d)
 		return d
 	}
@@ -103,9 +112,7 @@ func TestCheckDevice(t *testing.T) {
 		{name: "long manufacturer", dev: mod(func(d *Device) { d.Manufacturer = strings.Repeat("m", 65) }), code: tacerr.InvalidInput, field: "manufacturer"},
 		{name: "no model", dev: mod(func(d *Device) { d.Model = "" }), code: tacerr.InvalidInput, field: "model"},
 		{name: "no IMEI", dev: mod(func(d *Device) { d.IMEIs = nil }), code: tacerr.InvalidInput, field: "imeis"},
-		{name: "six IMEIs", dev: mod(func(d *Device) { d.IMEIs = []string{"1", "2", "3", "4", "5", "6"} }), code: tacerr.InvalidInput, field: "imeis"},
-		{name: "bad check digit", dev: mod(func(d *Device) { d.IMEIs[1] = "357805023984943" }), code: tacerr.InvalidIMEI, field: "imeis[1]"},
-		{name: "14 digits", dev: mod(func(d *Device) { d.IMEIs[0] = "49015420323751" }), code: tacerr.InvalidIMEI, field: "imeis[0]"},
+		{name: "six IMEIs", dev: mod(func(d *Device) { d.IMEIs = make([]imei.IMEI, 6) }), code: tacerr.InvalidInput, field: "imeis"},
 		{name: "duplicate IMEI", dev: mod(func(d *Device) { d.IMEIs[1] = d.IMEIs[0] }), code: tacerr.InvalidInput, field: "imeis[1]"},
 	}
 	for _, tc := range tests {
@@ -266,7 +273,7 @@ func TestTemplate(t *testing.T) {
 			for _, u := range c.URIs {
 				uris = append(uris, u.String())
 			}
-			if got := strings.Join(uris, " "); got != "urn:gsma:imei:49015420-323751-8 urn:gsma:imei:35780502-398494-2" {
+			if got := strings.Join(uris, " "); got != "urn:gsma:imei:49015420-323751-0 urn:gsma:imei:35780502-398494-0" {
 				t.Fatalf("URIs %q", got)
 			}
 			for _, e := range c.Extensions {
