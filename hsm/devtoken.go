@@ -88,14 +88,20 @@ func InitDev(dir, label, pin string) (Config, error) {
 			_ = os.RemoveAll(made[i])
 		}
 	}
-	for _, d := range []string{dir, tokens} {
-		if _, err := os.Stat(d); errors.Is(err, os.ErrNotExist) {
-			if err := os.Mkdir(d, 0o700); err != nil {
-				undo()
-				return Config{}, tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
-			}
-			made = append(made, d)
+	// Create the missing directories from the top down, remembering each.
+	var missing []string
+	for d := tokens; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			break
 		}
+		missing = append(missing, d)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], 0o700); err != nil {
+			undo()
+			return Config{}, tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
+		}
+		made = append(made, missing[i])
 	}
 	if _, err := os.Stat(conf); errors.Is(err, os.ErrNotExist) {
 		text := fmt.Sprintf("# SoftHSM2 configuration for tacline development tokens (tacline hsm init-dev)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", tokens)
