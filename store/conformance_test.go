@@ -26,7 +26,7 @@ func forEachDialect(t *testing.T, fn func(t *testing.T, db *store.DB)) {
 	}
 }
 
-const testTAC = 99000010
+const testTAC = 100010
 
 func testTACRecord(tac uint32, perDevice int) catalog.TAC {
 	return catalog.TAC{TAC: tac, Brand: "Example Devices", ModelName: "EX-1", DeviceType: "Smartphone",
@@ -77,7 +77,7 @@ func wantCode(t *testing.T, err error, code tacerr.Code) *tacerr.Error {
 func TestCatalogue(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		a, b := testTACRecord(99000011, 1), testTACRecord(99000012, 2)
+		a, b := testTACRecord(100011, 1), testTACRecord(100012, 2)
 		if err := db.AddTACs(ctx, []catalog.TAC{a, b}, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -85,18 +85,18 @@ func TestCatalogue(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(got) != 2 || got[1].TAC != 99000012 || got[1].IMEIsPerDevice != 2 || len(got[1].Approvals) != 1 ||
+		if len(got) != 2 || got[1].TAC != 100012 || got[1].IMEIsPerDevice != 2 || len(got[1].Approvals) != 1 ||
 			strings.Join(got[0].RadioInterfaces, ",") != "LTE,NR" || !got[0].AllocationDate.Equal(a.AllocationDate) {
 			t.Fatalf("TACs() = %+v", got)
 		}
 		// A failed import writes nothing: the second record collides.
-		c := testTACRecord(99000013, 1)
+		c := testTACRecord(100013, 1)
 		err = db.AddTACs(ctx, []catalog.TAC{c, a}, "test")
 		wantCode(t, err, tacerr.Conflict)
-		if _, err := db.TAC(ctx, 99000013); !tacerr.Is(err, tacerr.TACUnknown) {
+		if _, err := db.TAC(ctx, 100013); !tacerr.Is(err, tacerr.TACUnknown) {
 			t.Fatalf("TAC of a failed import = %v, want tac_unknown", err)
 		}
-		bad := testTACRecord(99000014, 9)
+		bad := testTACRecord(100014, 9)
 		wantCode(t, db.AddTACs(ctx, []catalog.TAC{bad}, "test"), tacerr.InvalidInput)
 	})
 }
@@ -113,7 +113,7 @@ func TestPools(t *testing.T) {
 			{"overlap inside", store.Pool{Name: "B", TAC: testTAC, SNRStart: 1000, SNREnd: 2000}, tacerr.PoolOverlap},
 			{"overlap edge", store.Pool{Name: "B", TAC: testTAC, SNRStart: 499999, SNREnd: 600000}, tacerr.PoolOverlap},
 			{"name taken", store.Pool{Name: "A", TAC: testTAC, SNRStart: 500000, SNREnd: 600000}, tacerr.Conflict},
-			{"unknown tac", store.Pool{Name: "C", TAC: 99000099, SNRStart: 0, SNREnd: 10}, tacerr.TACUnknown},
+			{"unknown tac", store.Pool{Name: "C", TAC: 100099, SNRStart: 0, SNREnd: 10}, tacerr.TACUnknown},
 			{"reversed", store.Pool{Name: "D", TAC: testTAC, SNRStart: 10, SNREnd: 5}, tacerr.InvalidInput},
 			{"bad name", store.Pool{Name: "a b", TAC: testTAC, SNRStart: 0, SNREnd: 5}, tacerr.InvalidInput},
 		} {
@@ -126,7 +126,7 @@ func TestPools(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The database itself refuses an overlapping pool, whatever the code does.
-		err := rawExec(db, `INSERT INTO pools (name, tac, snr_start, snr_end, next_snr, created_at) VALUES ('X', 99000010, 10, 20, 10, 0)`)
+		err := rawExec(db, `INSERT INTO pools (name, tac, snr_start, snr_end, next_snr, created_at) VALUES ('X', 100010, 10, 20, 10, 0)`)
 		if err == nil {
 			t.Fatal("database accepted an overlapping pool")
 		}

@@ -10,18 +10,12 @@ package storetest
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
-	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
-	"time"
-
-	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
 
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/pgadmin"
 )
 
 // DefaultAdminDSN is used when TACLINE_TEST_PG_DSN is unset.
@@ -39,7 +33,7 @@ func AdminDSN() string {
 // The database is dropped when t ends.
 func PostgresDSN(t testing.TB) string {
 	t.Helper()
-	dsn, drop, err := CreatePostgresDB(context.Background())
+	dsn, drop, err := pgadmin.CreateDatabase(context.Background(), AdminDSN())
 	if err != nil {
 		t.Fatalf("create PostgreSQL test database (is a server reachable at %s? make test starts one): %v", AdminDSN(), err)
 	}
@@ -49,39 +43,6 @@ func PostgresDSN(t testing.TB) string {
 		}
 	})
 	return dsn
-}
-
-// CreatePostgresDB creates a fresh, randomly named database for callers that
-// are not tests (benchmarks) and returns its DSN and a function dropping it.
-func CreatePostgresDB(ctx context.Context) (dsn string, drop func() error, err error) {
-	admin := AdminDSN()
-	var b [6]byte
-	rand.Read(b[:])
-	name := "tacline_test_" + hex.EncodeToString(b[:])
-	adb, err := sql.Open("pgx", admin)
-	if err != nil {
-		return "", nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
-		adb.Close()
-		return "", nil, err
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		adb.Close()
-		return "", nil, err
-	}
-	u.Path = "/" + name
-	drop = func() error {
-		defer adb.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_, err := adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		return err
-	}
-	return u.String(), drop, nil
 }
 
 // Config returns a ledger configuration for dialect d on a fresh database.

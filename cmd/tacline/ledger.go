@@ -1,0 +1,336 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/catalog"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+)
+
+func init() {
+	register(newMigrateCmd)
+	register(newTACCmd)
+	register(newPoolCmd)
+	register(newLedgerCmd)
+}
+
+func newMigrateCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "migrate",
+		Short: "Apply pending ledger database migrations (also done at start-up)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			fmt.Fprintf(cmd.OutOrStdout(), "ledger schema up to date (%s)\n", cfg.Database.Driver)
+			return nil
+		},
+	}
+}
+
+func newTACCmd() *cobra.Command {
+	c := &cobra.Command{Use: "tac", Short: "The TAC catalogue: import, add, list"}
+	c.AddCommand(&cobra.Command{
+		Use:   "import FILE",
+		Short: "Import a GSMA-style pipe-separated TAC file (all records or none)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			f, err := os.Open(args[0])
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			tacs, err := catalog.Parse(f)
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.AddTACs(cmd.Context(), tacs, operator()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "imported %d TACs from %s\n", len(tacs), args[0])
+			return nil
+		},
+	})
+	var t catalog.TAC
+	var tacStr, alloc, radios string
+	var approvals []string
+	add := &cobra.Command{
+		Use:   "add",
+		Short: "Add one TAC to the catalogue",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if t.TAC, err = imei.ParseTAC(tacStr); err != nil {
+				return fmt.Errorf("--tac: %w", err)
+			}
+			if t.AllocationDate, err = time.Parse("2006-01-02", alloc); err != nil {
+				return fmt.Errorf("--allocation-date: want YYYY-MM-DD: %w", err)
+			}
+			if radios != "" {
+				t.RadioInterfaces = strings.Split(radios, ",")
+			}
+			for _, a := range approvals {
+				ap, err := parseApproval(a)
+				if err != nil {
+					return err
+				}
+				t.Approvals = append(t.Approvals, ap)
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.AddTACs(cmd.Context(), []catalog.TAC{t}, operator()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "added TAC %s (%s %s)\n", t.TACString(), t.Brand, t.ModelName)
+			return nil
+		},
+	}
+	fl := add.Flags()
+	fl.StringVar(&tacStr, "tac", "", "the 8-digit TAC (required)")
+	fl.StringVar(&t.Brand, "brand", "", "manufacturer / brand (required)")
+	fl.StringVar(&t.ModelName, "model", "", "model name (required)")
+	fl.StringVar(&t.ModelNumber, "model-number", "", "model number")
+	fl.StringVar(&t.MarketingName, "marketing-name", "", "marketing name")
+	fl.StringVar(&t.DeviceType, "device-type", "Smartphone", "device type")
+	fl.StringVar(&radios, "radio", "LTE", "radio interfaces, comma separated")
+	fl.IntVar(&t.IMEIsPerDevice, "imeis-per-device", 1, "IMEIs per device (SIM slots, 1-5)")
+	fl.StringVar(&alloc, "allocation-date", time.Now().UTC().Format("2006-01-02"), "allocation date YYYY-MM-DD")
+	fl.StringArrayVar(&approvals, "approval", nil, "market approval MARKET:REFERENCE:FROM[:UNTIL] (dates YYYY-MM-DD), repeatable")
+	c.AddCommand(add)
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the TAC catalogue",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			tacs, err := db.TACs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				for _, t := range tacs {
+					printJSON(cmd.OutOrStdout(), tacJSON(t))
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "TAC\tBRAND\tMODEL\tTYPE\tIMEIS/DEVICE\tAPPROVALS")
+			for _, t := range tacs {
+				var apps []string
+				for _, a := range t.Approvals {
+					apps = append(apps, a.Market)
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\t%s\n", t.TACString(), t.Brand, t.ModelName, t.DeviceType, t.IMEIsPerDevice, strings.Join(apps, ","))
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	c.AddCommand(list)
+	return c
+}
+
+func parseApproval(s string) (catalog.Approval, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) < 3 || len(parts) > 4 {
+		return catalog.Approval{}, fmt.Errorf("--approval %q: want MARKET:REFERENCE:FROM[:UNTIL]", s)
+	}
+	a := catalog.Approval{Market: parts[0], Reference: parts[1]}
+	var err error
+	if a.ValidFrom, err = time.Parse("2006-01-02", parts[2]); err != nil {
+		return a, fmt.Errorf("--approval %q: FROM must be YYYY-MM-DD", s)
+	}
+	if len(parts) == 4 && parts[3] != "" {
+		if a.ValidUntil, err = time.Parse("2006-01-02", parts[3]); err != nil {
+			return a, fmt.Errorf("--approval %q: UNTIL must be YYYY-MM-DD", s)
+		}
+	}
+	return a, nil
+}
+
+func tacJSON(t catalog.TAC) map[string]any {
+	var apps []map[string]string
+	for _, a := range t.Approvals {
+		m := map[string]string{"market": a.Market, "reference": a.Reference, "valid_from": a.ValidFrom.Format("2006-01-02")}
+		if !a.ValidUntil.IsZero() {
+			m["valid_until"] = a.ValidUntil.Format("2006-01-02")
+		}
+		apps = append(apps, m)
+	}
+	return map[string]any{"tac": t.TACString(), "brand": t.Brand, "model_name": t.ModelName, "model_number": t.ModelNumber,
+		"marketing_name": t.MarketingName, "device_type": t.DeviceType, "radio_interfaces": t.RadioInterfaces,
+		"imeis_per_device": t.IMEIsPerDevice, "allocation_date": t.AllocationDate.Format("2006-01-02"), "approvals": apps}
+}
+
+func newPoolCmd() *cobra.Command {
+	c := &cobra.Command{Use: "pool", Short: "SNR pools: create, list"}
+	var p store.Pool
+	var tacStr, start, end string
+	create := &cobra.Command{
+		Use:   "create",
+		Short: "Create a pool: an SNR range of one TAC for a factory, line and product",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var err error
+			if p.TAC, err = imei.ParseTAC(tacStr); err != nil {
+				return fmt.Errorf("--tac: %w", err)
+			}
+			s, err1 := strconv.ParseUint(start, 10, 32)
+			e, err2 := strconv.ParseUint(end, 10, 32)
+			if err1 != nil || err2 != nil {
+				return fmt.Errorf("--snr-start and --snr-end must be numbers 0-999999")
+			}
+			p.SNRStart, p.SNREnd = uint32(s), uint32(e)
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			got, err := db.CreatePool(cmd.Context(), p, operator())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "created pool %s: TAC %s SNR %06d-%06d (%d IMEIs)\n", got.Name, imei.FormatTAC(got.TAC),
+				got.SNRStart, got.SNREnd, got.SNREnd-got.SNRStart+1)
+			return nil
+		},
+	}
+	fl := create.Flags()
+	fl.StringVar(&p.Name, "name", "", "pool name (required)")
+	fl.StringVar(&tacStr, "tac", "", "the TAC (required)")
+	fl.StringVar(&start, "snr-start", "0", "first SNR")
+	fl.StringVar(&end, "snr-end", "999999", "last SNR (inclusive)")
+	fl.StringVar(&p.Factory, "factory", "", "factory")
+	fl.StringVar(&p.Line, "line", "", "production line")
+	fl.StringVar(&p.Product, "product", "", "product the pool serves")
+	fl.StringVar(&p.Market, "market", "", "target market (ISO 3166 code or region) whose approval the TAC needs")
+	c.AddCommand(create)
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List pools with used, voided and free counts and the high-water mark",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ps, err := db.Pools(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				for _, p := range ps {
+					printJSON(cmd.OutOrStdout(), map[string]any{"name": p.Name, "tac": imei.FormatTAC(p.TAC),
+						"snr_start": p.SNRStart, "snr_end": p.SNREnd, "high_water_mark": p.NextSNR, "factory": p.Factory,
+						"line": p.Line, "product": p.Product, "market": p.Market, "reserved": p.Reserved, "bound": p.Bound,
+						"voided": p.Voided, "revoked": p.Revoked, "free": p.Free})
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "POOL\tTAC\tSNR RANGE\tFACTORY/LINE\tPRODUCT\tMARKET\tRESERVED\tBOUND\tVOIDED\tREVOKED\tFREE\tHIGH-WATER")
+			for _, p := range ps {
+				fmt.Fprintf(w, "%s\t%s\t%06d-%06d\t%s/%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%06d\n", p.Name, imei.FormatTAC(p.TAC),
+					p.SNRStart, p.SNREnd, p.Factory, p.Line, p.Product, p.Market, p.Reserved, p.Bound, p.Voided, p.Revoked, p.Free, p.NextSNR)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	c.AddCommand(list)
+	return c
+}
+
+func newLedgerCmd() *cobra.Command {
+	c := &cobra.Command{Use: "ledger", Short: "The allocation ledger"}
+	var asJSON bool
+	check := &cobra.Command{
+		Use:   "check",
+		Short: "Verify the ledger invariants; exit status 1 with the first violation",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			rep, err := db.Check(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if rep.Violations == nil {
+				rep.Violations = []string{}
+			}
+			if asJSON {
+				printJSON(cmd.OutOrStdout(), map[string]any{"ok": rep.OK(), "pools": rep.Pools, "imeis": rep.IMEIs, "violations": rep.Violations})
+			} else if rep.OK() {
+				fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs, every SNR below each high-water mark accounted for once\n", rep.Pools, rep.IMEIs)
+			} else {
+				for _, v := range rep.Violations {
+					fmt.Fprintln(cmd.OutOrStdout(), "violation:", v)
+				}
+			}
+			if !rep.OK() {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	check.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	c.AddCommand(check)
+	return c
+}

@@ -1,0 +1,133 @@
+// Package config reads tacline's one configuration file (tacline.yaml).
+//
+// The file is decoded strictly: an unknown key is an error naming its line,
+// so a misspelt setting never silently falls back to a default. After
+// decoding, Validate checks every section and names the first wrong field by
+// its path in the file ("database.dsn", "hsm.pin"). Relative paths in the
+// file are relative to the file's own directory, so a configuration works
+// whatever the current directory is. Secrets never live in the file: the HSM
+// PIN is a reference ("env:NAME" or "file:PATH").
+//
+// Each section's type belongs to the package that uses it (store.Config,
+// hsm.Config, ...); this package only assembles them.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// File is the whole configuration.
+type File struct {
+	// Manufacturer is the organisation name put in certificates (O=).
+	Manufacturer string       `yaml:"manufacturer"`
+	Database     store.Config `yaml:"database"`
+	HSM          hsm.Config   `yaml:"hsm"`
+
+	// dir is the directory of the file; relative paths resolve against it.
+	dir string
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*File, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, tacerr.New(tacerr.InvalidConfig, "configuration file %s does not exist: pass --config FILE (`tacline demo` writes one to var/demo/tacline.yaml)", path)
+		}
+		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "read configuration %s", path)
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "configuration path %s", path)
+	}
+	return Parse(data, filepath.Dir(abs))
+}
+
+var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type (\S+)`)
+
+// Parse decodes and validates a configuration; dir is where relative paths
+// resolve.
+func Parse(data []byte, dir string) (*File, error) {
+	var f File
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&f); err != nil {
+		if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
+			return nil, tacerr.Field(tacerr.InvalidConfig, m[2], "line %s: unknown key %q (in %s): check its spelling and indentation", m[1], m[2], m[3])
+		}
+		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "configuration is not valid YAML for tacline")
+	}
+	f.dir = dir
+	f.resolvePaths()
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	return &f, nil
+}
+
+// Dir is the directory that relative paths in the file resolve against.
+func (f *File) Dir() string { return f.dir }
+
+// Path resolves p against the file's directory.
+func (f *File) Path(p string) string {
+	if p == "" || filepath.IsAbs(p) || f.dir == "" {
+		return p
+	}
+	return filepath.Join(f.dir, p)
+}
+
+func (f *File) resolvePaths() {
+	if f.Database.Driver == store.SQLite && !strings.Contains(f.Database.DSN, "://") {
+		f.Database.DSN = f.Path(strings.TrimPrefix(f.Database.DSN, "file:"))
+	}
+	if strings.HasPrefix(f.HSM.PIN, "file:") {
+		f.HSM.PIN = "file:" + f.Path(strings.TrimPrefix(f.HSM.PIN, "file:"))
+	}
+	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
+	if strings.Contains(f.HSM.Module, "/") {
+		f.HSM.Module = f.Path(f.HSM.Module)
+	}
+}
+
+// Validate checks every section and names the first wrong field.
+func (f *File) Validate() error {
+	if strings.TrimSpace(f.Manufacturer) == "" {
+		return tacerr.Field(tacerr.InvalidConfig, "manufacturer", "is required: the organisation name certificates carry (O=)")
+	}
+	if err := f.Database.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// ValidateHSM checks the hsm section; commands that use the HSM call it.
+func (f *File) ValidateHSM() error {
+	if err := f.HSM.Validate(); err != nil {
+		return err
+	}
+	return nil
+}
+
+// Marshal renders the configuration as YAML (for `tacline demo`, which
+// writes the file later commands use).
+func (f *File) Marshal() ([]byte, error) {
+	var buf bytes.Buffer
+	enc := yaml.NewEncoder(&buf)
+	enc.SetIndent(2)
+	if err := enc.Encode(f); err != nil {
+		return nil, fmt.Errorf("encode configuration: %w", err)
+	}
+	return buf.Bytes(), nil
+}

@@ -1,0 +1,73 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+func TestParse(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name  string
+		yaml  string
+		field string // expected field at fault; empty: valid
+		msg   string
+	}{
+		{"valid", "manufacturer: Example\ndatabase: {driver: sqlite, dsn: ledger.db}\n", "", ""},
+		{"unknown key", "manufacturer: Example\ndatabase: {driver: sqlite, dsn: x}\ndatabse: {}\n", "databse", "line 3"},
+		{"unknown nested key", "manufacturer: Example\ndatabase: {driver: sqlite, dsn: x, pool: 3}\n", "pool", "unknown key"},
+		{"missing manufacturer", "database: {driver: sqlite, dsn: x}\n", "manufacturer", "required"},
+		{"bad driver", "manufacturer: E\ndatabase: {driver: oracle, dsn: x}\n", "database.driver", "not supported"},
+		{"missing dsn", "manufacturer: E\ndatabase: {driver: postgres}\n", "database.dsn", "required"},
+		{"wrong type", "manufacturer: E\ndatabase: {driver: sqlite, dsn: x, max_conns: many}\n", "", "not valid YAML"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Parse([]byte(tc.yaml), dir)
+			if tc.field == "" && tc.msg == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if f.Database.DSN != filepath.Join(dir, "ledger.db") {
+					t.Fatalf("relative DSN resolved to %q", f.Database.DSN)
+				}
+				return
+			}
+			e, ok := tacerr.As(err)
+			if !ok || e.Code != tacerr.InvalidConfig || e.Field != tc.field || !strings.Contains(e.Error(), tc.msg) {
+				t.Fatalf("Parse() = %v, want invalid_config on %q mentioning %q", err, tc.field, tc.msg)
+			}
+		})
+	}
+}
+
+func TestLoadMissingFileSaysWhatToDo(t *testing.T) {
+	_, err := Load(filepath.Join(t.TempDir(), "nope.yaml"))
+	if !tacerr.Is(err, tacerr.InvalidConfig) || !strings.Contains(err.Error(), "--config") {
+		t.Fatalf("Load() = %v", err)
+	}
+}
+
+func TestMarshalRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Parse([]byte("manufacturer: Example\ndatabase: {driver: sqlite, dsn: /abs/ledger.db}\nhsm: {module: /usr/lib/softhsm/libsofthsm2.so, token_label: t, pin: 'env:PIN'}\n"), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := f.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "c.yaml")
+	os.WriteFile(p, out, 0o600)
+	g, err := Load(p)
+	if err != nil {
+		t.Fatalf("reload: %v\n%s", err, out)
+	}
+	if g.HSM.TokenLabel != "t" || g.Database.DSN != "/abs/ledger.db" || g.Manufacturer != "Example" {
+		t.Fatalf("round trip lost data: %+v", g)
+	}
+}

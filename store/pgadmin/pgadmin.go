@@ -1,0 +1,53 @@
+// Package pgadmin creates and drops throwaway PostgreSQL databases for tests
+// and benchmarks. It never touches a database it did not create: names are
+// random with a fixed prefix.
+package pgadmin
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
+)
+
+// Prefix starts the name of every database this package creates.
+const Prefix = "tacline_tmp_"
+
+// CreateDatabase creates a fresh, randomly named database on the server
+// reached through adminDSN (a URL DSN) and returns its DSN and a function
+// that drops it.
+func CreateDatabase(ctx context.Context, adminDSN string) (dsn string, drop func() error, err error) {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
+	name := Prefix + hex.EncodeToString(b[:])
+	u, err := url.Parse(adminDSN)
+	if err != nil || u.Scheme == "" {
+		return "", nil, fmt.Errorf("admin DSN must be a postgres:// URL")
+	}
+	adb, err := sql.Open("pgx", adminDSN)
+	if err != nil {
+		return "", nil, err
+	}
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := adb.ExecContext(cctx, "CREATE DATABASE "+name); err != nil {
+		adb.Close()
+		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	u.Path = "/" + name
+	drop = func() error {
+		defer adb.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, err := adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+		return err
+	}
+	return u.String(), drop, nil
+}
