@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -30,7 +32,9 @@ func newIMEICheckCmd() *cobra.Command {
 		Short: "Check IMEIs and show their parts (exit status 1 if any is invalid)",
 		Long: `Check each VALUE as an IMEI: 14 digits (TAC and serial number; the check
 digit is computed), 15 digits (the check digit must be right) or 16 digits
-(IMEISV), with single spaces or hyphens allowed between digits.
+(IMEISV), with single spaces or hyphens allowed between digits. A VALUE of
+"-" reads further values from standard input, one per line (a trailing
+carriage return is dropped; blank lines are skipped).
 
 One result per value, one line each. With --json, one JSON object per line
 with the fields input, valid, imei, imei14, tac, snr, check_digit, urn and
@@ -40,7 +44,7 @@ otherwise.`,
 			if len(args) == 0 {
 				return tacerr.New(tacerr.InvalidInput, "give at least one IMEI to check, e.g. tacline imei check 490154203237518")
 			}
-			return runIMEICheck(cmd.OutOrStdout(), args, asJSON)
+			return runIMEICheck(cmd.InOrStdin(), cmd.OutOrStdout(), args, asJSON)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON object per value")
@@ -60,11 +64,12 @@ type imeiCheckResult struct {
 	Error      string `json:"error"`
 }
 
-func runIMEICheck(w io.Writer, values []string, asJSON bool) error {
-	enc := json.NewEncoder(w)
+func runIMEICheck(stdin io.Reader, w io.Writer, args []string, asJSON bool) error {
+	bw := bufio.NewWriter(w)
+	enc := json.NewEncoder(bw)
 	enc.SetEscapeHTML(false)
 	invalid := 0
-	for _, v := range values {
+	check := func(v string) error {
 		r := imeiCheckResult{Input: v}
 		m, err := imei.Parse(v)
 		if err != nil {
@@ -76,18 +81,40 @@ func runIMEICheck(w io.Writer, values []string, asJSON bool) error {
 			r.TAC, r.SNR = m.TACString(), m.SNRString()
 			r.CheckDigit = strconv.Itoa(int(m.CheckDigit()))
 		}
-		var werr error
+		var err2 error
 		switch {
 		case asJSON:
-			werr = enc.Encode(r)
+			err2 = enc.Encode(r)
 		case r.Valid:
-			_, werr = fmt.Fprintf(w, "%s: valid IMEI %s (TAC %s, SNR %s, check digit %s, %s)\n", strconv.Quote(v), r.IMEI, r.TAC, r.SNR, r.CheckDigit, r.URN)
+			_, err2 = fmt.Fprintf(bw, "%s: valid IMEI %s (TAC %s, SNR %s, check digit %s, %s)\n", strconv.Quote(v), r.IMEI, r.TAC, r.SNR, r.CheckDigit, r.URN)
 		default:
-			_, werr = fmt.Fprintf(w, "%s: invalid: %s\n", strconv.Quote(v), r.Error)
+			_, err2 = fmt.Fprintf(bw, "%s: invalid: %s\n", strconv.Quote(v), r.Error)
 		}
-		if werr != nil {
-			return fmt.Errorf("write result: %w", werr)
+		return err2
+	}
+	for _, v := range args {
+		if v != "-" {
+			if err := check(v); err != nil {
+				return fmt.Errorf("write result: %w", err)
+			}
+			continue
 		}
+		sc := bufio.NewScanner(stdin)
+		for sc.Scan() {
+			line := strings.TrimSuffix(sc.Text(), "\r")
+			if line == "" {
+				continue
+			}
+			if err := check(line); err != nil {
+				return fmt.Errorf("write result: %w", err)
+			}
+		}
+		if err := sc.Err(); err != nil {
+			return tacerr.Wrap(tacerr.InvalidInput, err, "read values from standard input")
+		}
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write result: %w", err)
 	}
 	if invalid > 0 {
 		return exitError{code: 1}
