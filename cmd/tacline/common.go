@@ -27,6 +27,15 @@ func openLedger(ctx context.Context, cfg *config.File) (*store.DB, error) {
 	return store.Open(ctx, cfg.Database)
 }
 
+// ledgerFromFlags loads the --config file and opens its ledger.
+func ledgerFromFlags(cmd *cobra.Command) (*store.DB, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, err
+	}
+	return openLedger(cmd.Context(), cfg)
+}
+
 // signalContext is cancelled on SIGINT or SIGTERM.
 func signalContext(parent context.Context) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(parent, os.Interrupt, syscall.SIGTERM)

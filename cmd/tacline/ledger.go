@@ -28,16 +28,12 @@ func newMigrateCmd() *cobra.Command {
 		Short: "Apply pending ledger database migrations (also done at start-up)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "ledger schema up to date (%s)\n", cfg.Database.Driver)
+			fmt.Fprintf(cmd.OutOrStdout(), "ledger schema up to date (%s)\n", db.Dialect())
 			return nil
 		},
 	}
@@ -59,11 +55,7 @@ func newTACCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -100,11 +92,7 @@ func newTACCmd() *cobra.Command {
 				}
 				t.Approvals = append(t.Approvals, ap)
 			}
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -134,11 +122,7 @@ func newTACCmd() *cobra.Command {
 		Short: "List the TAC catalogue",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -221,11 +205,7 @@ func newPoolCmd() *cobra.Command {
 				return fmt.Errorf("--snr-start and --snr-end must be numbers 0-999999")
 			}
 			p.SNRStart, p.SNREnd = uint32(s), uint32(e)
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -255,11 +235,7 @@ func newPoolCmd() *cobra.Command {
 		Short: "List pools with used, voided and free counts and the high-water mark",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
@@ -299,11 +275,7 @@ func newLedgerCmd() *cobra.Command {
 		Short: "Verify the ledger invariants; exit status 1 with the first violation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
