@@ -1,20 +1,15 @@
 package main
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/tacerr"
@@ -207,39 +202,15 @@ func openHSMFromFlags(cmd *cobra.Command) (*hsm.Token, error) {
 	return hsm.Open(cfg)
 }
 
-// loadHSMConfig reads the hsm: section of the --config file, strictly
-// (unknown keys inside hsm: are errors; other top-level sections are left
-// to their owners), and validates it.
-//
-// Interim: the config package replaces this loader.
+// loadHSMConfig reads the --config file (package config: strict, relative
+// paths resolved against the file's directory) and checks its hsm: section.
 func loadHSMConfig(cmd *cobra.Command) (hsm.Config, error) {
-	path, err := cmd.Flags().GetString("config")
+	f, err := loadConfig(cmd)
 	if err != nil {
-		return hsm.Config{}, tacerr.Wrap(tacerr.Internal, err, "--config flag")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return hsm.Config{}, tacerr.Field(tacerr.InvalidConfig, "--config", "cannot read the configuration file: %v", err)
-	}
-	var file struct {
-		HSM  *hsm.Config          `yaml:"hsm"`
-		Rest map[string]yaml.Node `yaml:",inline"`
-	}
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&file); err != nil && !errors.Is(err, io.EOF) {
-		msg := err.Error()
-		var te *yaml.TypeError
-		if errors.As(err, &te) {
-			msg = strings.Join(te.Errors, "; ")
-		}
-		return hsm.Config{}, tacerr.Field(tacerr.InvalidConfig, "hsm", "%s: %s", path, msg)
-	}
-	if file.HSM == nil {
-		return hsm.Config{}, tacerr.Field(tacerr.InvalidConfig, "hsm", "%s has no hsm: section; `tacline hsm init-dev --dir DIR` prints one for a development token", path)
-	}
-	if err := file.HSM.Validate(); err != nil {
 		return hsm.Config{}, err
 	}
-	return *file.HSM, nil
+	if err := f.ValidateHSM(); err != nil {
+		return hsm.Config{}, err
+	}
+	return f.HSM, nil
 }
