@@ -1,0 +1,230 @@
+package reconcile
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Format says how a register file is laid out.
+type Format string
+
+// The register file formats.
+const (
+	// FormatAuto takes a first line naming an approved_imei (or imei)
+	// column as a CSV header, and otherwise reads one IMEI per line.
+	FormatAuto Format = ""
+	// FormatDIRBS is a CSV whose header names an approved_imei column
+	// (the DIRBS registration list), plain or zipped.
+	FormatDIRBS Format = "dirbs"
+	// FormatLines is one IMEI per line, no header.
+	FormatLines Format = "lines"
+)
+
+// ParseFormat checks a --format value.
+func ParseFormat(s string) (Format, error) {
+	switch f := Format(s); f {
+	case FormatAuto, FormatDIRBS, FormatLines:
+		return f, nil
+	}
+	return "", tacerr.Field(tacerr.InvalidInput, "format", "%q is not a register file format: use dirbs or lines (or leave it out to detect)", s)
+}
+
+// Input is an open register file: a plain file, or the one CSV inside a
+// zip (DIRBS), decompressed as it is read.
+type Input struct {
+	io.Reader
+	Name string // the file, or zip!entry
+	Size int64  // bytes that reading will yield (uncompressed), for progress
+	c    io.Closer
+	zc   io.Closer
+}
+
+// Close closes the file.
+func (in *Input) Close() error {
+	if in.zc != nil {
+		in.zc.Close()
+	}
+	if in.c != nil {
+		return in.c.Close()
+	}
+	return nil
+}
+
+// OpenInput opens path; a zip must hold exactly one .csv file.
+func OpenInput(path string) (*Input, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open register file")
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open register file")
+	}
+	var magic [4]byte
+	n, _ := io.ReadFull(f, magic[:])
+	if n == 4 && bytes.Equal(magic[:], []byte("PK\x03\x04")) {
+		zr, err := zip.NewReader(f, st.Size())
+		if err != nil {
+			f.Close()
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "register file %s looks like a zip but cannot be read", path)
+		}
+		var csvs []*zip.File
+		for _, e := range zr.File {
+			if strings.EqualFold(filepath.Ext(e.Name), ".csv") {
+				csvs = append(csvs, e)
+			}
+		}
+		if len(csvs) != 1 {
+			f.Close()
+			return nil, tacerr.New(tacerr.InvalidInput, "register zip %s holds %d CSV files: a DIRBS list zip holds exactly one", path, len(csvs))
+		}
+		rc, err := csvs[0].Open()
+		if err != nil {
+			f.Close()
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open %s in %s", csvs[0].Name, path)
+		}
+		return &Input{Reader: rc, Name: path + "!" + csvs[0].Name, Size: int64(csvs[0].UncompressedSize64), c: f, zc: rc}, nil
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		f.Close()
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "read register file")
+	}
+	return &Input{Reader: f, Name: path, Size: st.Size(), c: f}, nil
+}
+
+// maxLine bounds a line; longer lines are malformed.
+const maxLine = 64 << 10
+
+// lineReader yields lines without their end (LF or CRLF), without copying
+// them, and strips a UTF-8 byte order mark from the first.
+type lineReader struct {
+	br   *bufio.Reader
+	n    int64 // line number of the last line returned (1-based)
+	read int64 // bytes consumed
+	long bool  // the last line was longer than maxLine (and is truncated)
+}
+
+func newLineReader(r io.Reader) *lineReader {
+	return &lineReader{br: bufio.NewReaderSize(r, maxLine)}
+}
+
+// next returns the next line, or io.EOF. The slice is valid until the
+// next call.
+func (lr *lineReader) next() ([]byte, error) {
+	line, err := lr.br.ReadSlice('\n')
+	lr.long = false
+	lr.read += int64(len(line))
+	if err == bufio.ErrBufferFull {
+		// Keep the head for the report, skip to the line's end.
+		head := line[:64:64]
+		lr.long = true
+		for err == bufio.ErrBufferFull {
+			var more []byte
+			more, err = lr.br.ReadSlice('\n')
+			lr.read += int64(len(more))
+		}
+		line = head
+		if err == io.EOF {
+			err = nil
+		}
+	}
+	if err != nil {
+		if err == io.EOF && len(line) > 0 {
+			err = nil
+		} else {
+			if err != io.EOF {
+				err = tacerr.Wrap(tacerr.InvalidInput, err, "read register file after line %d", lr.n)
+			}
+			return nil, err
+		}
+	}
+	lr.n++
+	if n := len(line); n > 0 && line[n-1] == '\n' {
+		line = line[:n-1]
+	}
+	if n := len(line); n > 0 && line[n-1] == '\r' {
+		line = line[:n-1]
+	}
+	if lr.n == 1 {
+		line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
+	}
+	return line, nil
+}
+
+// field returns the k-th comma-separated field of a CSV line (RFC 4180
+// quoting; surrounding quotes removed, doubled quotes left as they are,
+// which no IMEI contains), trimmed of blanks, and whether it exists.
+func field(line []byte, k int) ([]byte, bool) {
+	i, start, f, inQ := 0, 0, 0, false
+	for ; i < len(line); i++ {
+		switch c := line[i]; {
+		case c == '"':
+			inQ = !inQ
+		case c == ',' && !inQ:
+			if f == k {
+				return trimField(line[start:i]), true
+			}
+			f++
+			start = i + 1
+		}
+	}
+	if f == k {
+		return trimField(line[start:]), true
+	}
+	return nil, false
+}
+
+func trimField(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	if len(b) >= 2 && b[0] == '"' && b[len(b)-1] == '"' {
+		b = b[1 : len(b)-1]
+	}
+	return b
+}
+
+// headerColumn reports whether line is a CSV header naming an IMEI
+// column, and that column's index.
+func headerColumn(line []byte) (int, bool) {
+	for k := 0; ; k++ {
+		f, ok := field(line, k)
+		if !ok {
+			return 0, false
+		}
+		switch strings.ToLower(string(f)) {
+		case "approved_imei", "imei":
+			return k, true
+		}
+	}
+}
+
+// printable returns line cut to 64 bytes with control and non-ASCII bytes
+// shown as \xNN, for the malformed report.
+func printable(line []byte) string {
+	var b strings.Builder
+	for i, c := range line {
+		if i == 64 {
+			b.WriteString("...")
+			break
+		}
+		if c < 0x20 || c >= 0x7f {
+			fmt.Fprintf(&b, "\\x%02x", c)
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
+}

@@ -1,0 +1,247 @@
+package reconcile
+
+import (
+	"archive/zip"
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/registertest"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+)
+
+const tac = 1234500
+
+func im(snr uint32) string {
+	m, _ := imei.New(tac, snr)
+	return m.String()
+}
+
+func im14(snr uint32) string { return im(snr)[:14] }
+
+// ledgerRows: 1..4 bound, 5 voided, 6 revoked, 7 reserved.
+var ledgerRows = []registertest.Row{
+	{SNR: 1, State: "BOUND", Device: "D1"}, {SNR: 2, State: "BOUND", Device: "D2"},
+	{SNR: 3, State: "BOUND", Device: "D3"}, {SNR: 4, State: "BOUND", Device: "D4"},
+	{SNR: 5, State: "VOIDED", Device: "D5"}, {SNR: 6, State: "REVOKED", Device: "D6"},
+	{SNR: 7, State: "RESERVED"},
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func writeZip(t *testing.T, name, inner, content string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	w, _ := zw.Create(inner)
+	w.Write([]byte(content))
+	zw.Close()
+	return writeFile(t, name, buf.String())
+}
+
+func TestRunAgainstLedger(t *testing.T) {
+	// The register: 1, 2 (twice), 5 (voided here), 9 (never allocated),
+	// a foreign TAC, and garbage. 3 and 4 are missing.
+	foreign := "490154203237518"
+	dirbs := "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id\r\n" +
+		im14(1) + ",Acme,\"Phone, 1\",whitelist,,Acme,,,D1\r\n" +
+		im14(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
+		im(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
+		im14(5) + ",Acme,P,whitelist,,Acme,,,D5\r\n" +
+		im14(9) + ",Acme,P,whitelist,,Acme,,,X\r\n" +
+		foreign + ",Other,P,whitelist,,O,,,Y\r\n" +
+		"0123456789ABCDE,Acme,P,whitelist,,Acme,,,Z\r\n" +
+		"\r\n" +
+		"12345678901234567,Acme\r\n"
+	lines := "\xef\xbb\xbf" + im(1) + "\r\n" + im(2) + "\n" + im14(2) + "\n" + im(5) + "\n" + im(9) + "\n" + foreign + "\n" +
+		"0123456789ABCDE\n\n12345678901234567\n"
+	want := Summary{MissingInRegister: 2, UnknownToManufacturer: 1, StatusMismatch: 1, DuplicatesInRegister: 1,
+		Malformed: 3, ForeignTACRows: 1, Matched: 2, RegisterRows: 9, LedgerIMEIs: 7, TACs: 1}
+	inputs := []struct {
+		name   string
+		path   func(t *testing.T) string
+		format Format
+		header int // 1 when line 1 is a header
+	}{
+		{"dirbs zip", func(t *testing.T) string { return writeZip(t, "list.zip", "list.csv", dirbs) }, FormatDIRBS, 1},
+		{"csv auto", func(t *testing.T) string { return writeFile(t, "list.csv", dirbs) }, FormatAuto, 1},
+		{"lines with BOM and CRLF", func(t *testing.T) string { return writeFile(t, "list.txt", lines) }, FormatLines, 0},
+		{"lines auto", func(t *testing.T) string { return writeFile(t, "list.txt", lines) }, FormatAuto, 0},
+	}
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db := storetest.Open(t, d)
+			registertest.Seed(t, db, tac, ledgerRows)
+			for _, tc := range inputs {
+				t.Run(tc.name, func(t *testing.T) {
+					in, err := OpenInput(tc.path(t))
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer in.Close()
+					out := t.TempDir()
+					got, err := Run(context.Background(), DBLedger{DB: db.Reader()}, in, Options{Format: tc.format, OutDir: out})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if got != want {
+						t.Fatalf("summary\n got %+v\nwant %+v", got, want)
+					}
+					checkFile(t, out, FileMissing, im(3)+","+im14(3)+",01234500,BOUND", im(4)+","+im14(4)+",01234500,BOUND")
+					checkFile(t, out, FileUnknown, im(9)+","+im14(9)+",01234500")
+					checkFile(t, out, FileMismatch, im(5)+","+im14(5)+",01234500,VOIDED")
+					checkFile(t, out, FileDuplicates, fmt.Sprint(3+tc.header, ",", im14(2)))
+					mal := readFile(t, out, FileMalformed)
+					for _, s := range []string{fmt.Sprint(7+tc.header, ",\"invalid_imei"), fmt.Sprint(8+tc.header, ",empty"),
+						fmt.Sprint(9+tc.header, ",\"invalid_imei: 17 digits"), "invalid character 'A'"} {
+						if !strings.Contains(mal, s) {
+							t.Errorf("malformed.csv lacks %q:\n%s", s, mal)
+						}
+					}
+				})
+			}
+		})
+	}
+}
+
+func readFile(t *testing.T, dir, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func checkFile(t *testing.T, dir, name string, rows ...string) {
+	t.Helper()
+	got := strings.Split(strings.TrimSpace(readFile(t, dir, name)), "\n")[1:]
+	if strings.Join(got, "|") != strings.Join(rows, "|") {
+		t.Errorf("%s rows\n got %q\nwant %q", name, got, rows)
+	}
+}
+
+func TestDIRBSFormatNeedsHeader(t *testing.T) {
+	in, err := OpenInput(writeFile(t, "x.csv", im(1)+"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	_, err = Run(context.Background(), NewMemLedger(), in, Options{Format: FormatDIRBS, OutDir: t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "approved_imei") {
+		t.Fatalf("Run = %v, want a header error", err)
+	}
+}
+
+func TestZipWithTwoCSVsRefused(t *testing.T) {
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	zw.Create("a.csv")
+	zw.Create("b.csv")
+	zw.Close()
+	if _, err := OpenInput(writeFile(t, "x.zip", buf.String())); err == nil || !strings.Contains(err.Error(), "2 CSV") {
+		t.Fatalf("OpenInput = %v", err)
+	}
+}
+
+func TestField(t *testing.T) {
+	for _, tc := range []struct {
+		name, line string
+		k          int
+		want       string
+		ok         bool
+	}{
+		{"first", "a,b,c", 0, "a", true},
+		{"last", "a,b,c", 2, "c", true},
+		{"missing", "a,b", 2, "", false},
+		{"quoted comma", `"x,y",b`, 1, "b", true},
+		{"quoted field", `"123" ,b`, 0, "123", true},
+		{"blanks", " 12 ,b", 0, "12", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := field([]byte(tc.line), tc.k)
+			if ok != tc.ok || string(got) != tc.want {
+				t.Fatalf("field = %q, %v", got, ok)
+			}
+		})
+	}
+}
+
+func TestBenchCountsMatch(t *testing.T) {
+	res, err := Bench(context.Background(), BenchOptions{Lines: 1_200_000, Dir: t.TempDir(), Baseline: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.CountsOK || res.Got.TACs != 2 || res.Got.MissingInRegister == 0 || res.Got.Malformed == 0 ||
+		res.Got.DuplicatesInRegister == 0 || res.Got.UnknownToManufacturer == 0 || res.Got.StatusMismatch == 0 || res.Got.ForeignTACRows == 0 {
+		t.Fatalf("bench result %+v", res)
+	}
+	if res.BaselineSeconds <= 0 || res.PeakRSSBytes <= 0 {
+		t.Fatalf("baseline or RSS not measured: %+v", res)
+	}
+}
+
+func TestParseAllocFree(t *testing.T) {
+	var sb strings.Builder
+	for i := uint32(0); i < 20000; i++ {
+		sb.WriteString(im(i%500) + "\n")
+	}
+	led := NewMemLedger()
+	led.Add(tac, 1, Bound)
+	x := NewIndex()
+	led.Load(context.Background(), x)
+	var sum Summary
+	dir := t.TempDir()
+	dupF, _ := newCSVFile(dir, "d", "h")
+	malF, _ := newCSVFile(dir, "m", "h")
+	defer dupF.abort()
+	defer malF.abort()
+	data := sb.String()
+	allocs := testing.AllocsPerRun(3, func() {
+		in := &Input{Reader: strings.NewReader(data)}
+		if err := scan(context.Background(), x, in, Options{Format: FormatLines}, &sum, dupF, malF); err != nil {
+			t.Fatal(err)
+		}
+	})
+	// The line reader's buffer and the first seen bitset, nothing per line.
+	if allocs > 10 {
+		t.Fatalf("%v allocations for 20,000 lines", allocs)
+	}
+}
+
+func FuzzScan(f *testing.F) {
+	f.Add([]byte("approved_imei,make\n" + im(1) + ",x\n"))
+	f.Add([]byte("\xef\xbb\xbf" + im(1) + "\r\n\r\n0x1F\n12345678901234567\n"))
+	f.Add([]byte("\"" + im(2) + "\",\"a,b\"\n" + im(2) + "\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		led := NewMemLedger()
+		led.Add(tac, 1, Bound)
+		led.Add(tac, 2, Voided)
+		in := &Input{Reader: bytes.NewReader(data), Name: "fuzz"}
+		sum, err := Run(context.Background(), led, in, Options{OutDir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours := sum.RegisterRows - sum.Malformed - sum.ForeignTACRows - sum.DuplicatesInRegister
+		if ours < 0 || sum.Matched+sum.StatusMismatch+sum.UnknownToManufacturer != ours {
+			t.Fatalf("lines not accounted for: %+v", sum)
+		}
+	})
+}
+
+var _ Ledger = DBLedger{}
+var _ Ledger = (*MemLedger)(nil)
+var _ = store.SQLite

@@ -1,0 +1,108 @@
+// Package registertest puts ledger rows into a real test database for the
+// register packages' tests, with plain SQL, standing in for the allocator
+// and provisioner (which own those writes in production). It also changes
+// IMEI states with the matching store.Event, as the provisioner does, so
+// that sinks such as the register outbox see real transactions.
+package registertest
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+)
+
+// Brand and Model of every seeded TAC.
+const (
+	Brand = "Acme"
+	Model = "Phone 1"
+)
+
+// Row is one ledger IMEI to seed.
+type Row struct {
+	SNR    uint32
+	State  string // RESERVED, BOUND, VOIDED, REVOKED
+	Device string // device serial ("" for RESERVED without device)
+	Slot   int
+}
+
+const (
+	sqlInsertTAC = `INSERT INTO tacs (tac, brand, model_name, model_number, device_type, radio_interfaces, imeis_per_device, allocation_date, created_at)
+VALUES (?, ?, ?, ?, 'Smartphone', 'LTE', 5, '2026-01-01', 0)`
+	sqlInsertPool = `INSERT INTO pools (name, tac, snr_start, snr_end, next_snr, created_at) VALUES (?, ?, 0, 999999, 1000000, 0)`
+	sqlPoolID     = `SELECT id FROM pools WHERE name = ?`
+	sqlInsertRes  = `INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
+VALUES (?, ?, ?, 'test', 'provision', ?, 1, 1, 0)`
+	sqlResID      = `SELECT id FROM reservations WHERE request_id = ?`
+	sqlInsertIMEI = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, reserved_at, bound_at)
+VALUES (?, ?, ?, 0, ?, ?, ?, 0, ?)`
+	sqlSetState = `UPDATE imeis SET state = ? WHERE imei14 = ?`
+)
+
+// Seed creates TAC tac (brand Brand, model Model) with one pool over all
+// its serials and the given rows, one reservation per row. It emits no
+// events.
+func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
+	t.Helper()
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
+		if _, err := tx.Exec(tx.Rebind(sqlInsertTAC), tac, Brand, Model, "M-1"); err != nil {
+			return fmt.Errorf("insert TAC: %w", err)
+		}
+		pool := fmt.Sprintf("pool-%d", tac)
+		if _, err := tx.Exec(tx.Rebind(sqlInsertPool), pool, tac); err != nil {
+			return fmt.Errorf("insert pool: %w", err)
+		}
+		var poolID int64
+		if err := tx.Get(&poolID, tx.Rebind(sqlPoolID), pool); err != nil {
+			return err
+		}
+		for _, r := range rows {
+			req := fmt.Sprintf("req-%d-%d", tac, r.SNR)
+			if _, err := tx.Exec(tx.Rebind(sqlInsertRes), req, []byte("h"), poolID, r.Device); err != nil {
+				return fmt.Errorf("insert reservation: %w", err)
+			}
+			var resID int64
+			if err := tx.Get(&resID, tx.Rebind(sqlResID), req); err != nil {
+				return err
+			}
+			var bound any
+			if r.State != "RESERVED" && r.Device != "" {
+				bound = int64(1)
+			}
+			if _, err := tx.Exec(tx.Rebind(sqlInsertIMEI), uint64(tac)*imei.SNRsPerTAC+uint64(r.SNR), poolID, resID, r.Slot, r.State, r.Device, bound); err != nil {
+				return fmt.Errorf("insert IMEI: %w", err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("seed ledger: %v", err)
+	}
+}
+
+// Transition moves the IMEIs of one device to state and emits event (a
+// store.Event* type) in the same transaction, as the provisioner does.
+func Transition(t testing.TB, db *store.DB, tac uint32, snrs []uint32, state, event, device string) {
+	t.Helper()
+	err := db.InTx(context.Background(), func(tx *store.Tx) error {
+		ev := store.Event{Type: event, TAC: imei.FormatTAC(tac), DeviceSerial: device, Actor: "test"}
+		for _, s := range snrs {
+			m, _ := imei.New(tac, s)
+			res, err := tx.Exec(tx.Rebind(sqlSetState), state, m.Uint64())
+			if err != nil {
+				return err
+			}
+			if n, err := res.RowsAffected(); err != nil || n != 1 {
+				return fmt.Errorf("IMEI %s: %d rows updated (%v)", m, n, err)
+			}
+			ev.IMEIs = append(ev.IMEIs, m.String())
+		}
+		tx.Emit(ev)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("transition to %s: %v", state, err)
+	}
+}
