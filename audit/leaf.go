@@ -1,0 +1,185 @@
+package audit
+
+import (
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// LeafVersion1 is the first byte of every leaf in encoding version 1, the
+// only version so far. docs/audit-format.md describes it.
+const LeafVersion1 = 0x01
+
+// MaxLeafSize bounds one encoded leaf (1 MiB); longer leaves are refused on
+// encoding and on decoding.
+const MaxLeafSize = 1 << 20
+
+// EncodeEvent returns the canonical version-1 encoding of e:
+//
+//	version  byte 0x01
+//	type, then Time as int64 Unix microseconds (big-endian), then actor,
+//	request_id, pool, tac as strings; imeis as a count and strings;
+//	device_serial, cert_serial, reason as strings; attrs as a count and
+//	key/value string pairs sorted by key (bytewise, no duplicates)
+//
+// where a string is a uint32 big-endian byte length and the bytes, and a
+// count is a uint32 big-endian. Time is truncated to the microsecond.
+func EncodeEvent(e store.Event) ([]byte, error) {
+	return AppendEvent(nil, e)
+}
+
+// AppendEvent appends the encoding of e to dst (see EncodeEvent).
+func AppendEvent(dst []byte, e store.Event) ([]byte, error) {
+	start := len(dst)
+	dst = append(dst, LeafVersion1)
+	dst = appendString(dst, e.Type)
+	dst = binary.BigEndian.AppendUint64(dst, uint64(e.Time.UnixMicro()))
+	for _, s := range []string{e.Actor, e.RequestID, e.Pool, e.TAC} {
+		dst = appendString(dst, s)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(e.IMEIs)))
+	for _, s := range e.IMEIs {
+		dst = appendString(dst, s)
+	}
+	for _, s := range []string{e.DeviceSerial, e.CertSerial, e.Reason} {
+		dst = appendString(dst, s)
+	}
+	keys := make([]string, 0, len(e.Attrs))
+	for k := range e.Attrs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(keys)))
+	for _, k := range keys {
+		dst = appendString(dst, k)
+		dst = appendString(dst, e.Attrs[k])
+	}
+	if n := len(dst) - start; n > MaxLeafSize {
+		return dst[:start], tacerr.New(tacerr.InvalidInput, "audit event %s is %d bytes encoded, more than the %d a leaf may hold; shorten its reason or attributes", e.Type, n, MaxLeafSize)
+	}
+	return dst, nil
+}
+
+func appendString(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(s)))
+	return append(dst, s...)
+}
+
+// DecodeEvent parses a leaf made by EncodeEvent. It accepts exactly the
+// canonical encodings: EncodeEvent(DecodeEvent(b)) == b for every b it
+// accepts. Errors say at which byte offset the leaf is wrong.
+func DecodeEvent(b []byte) (store.Event, error) {
+	var e store.Event
+	if len(b) > MaxLeafSize {
+		return e, fmt.Errorf("leaf is %d bytes, more than %d", len(b), MaxLeafSize)
+	}
+	d := decoder{b: b}
+	if len(b) == 0 {
+		return e, fmt.Errorf("leaf is empty")
+	}
+	if v := d.b[0]; v != LeafVersion1 {
+		return e, fmt.Errorf("leaf version %#02x is unknown (this tacline reads version %#02x)", v, LeafVersion1)
+	}
+	d.off = 1
+	e.Type = d.str("type")
+	e.Time = time.UnixMicro(int64(d.u64("time"))).UTC()
+	e.Actor = d.str("actor")
+	e.RequestID = d.str("request_id")
+	e.Pool = d.str("pool")
+	e.TAC = d.str("tac")
+	if n := d.count("imeis"); n > 0 {
+		e.IMEIs = make([]string, n)
+		for i := range e.IMEIs {
+			e.IMEIs[i] = d.str("imeis")
+		}
+	}
+	e.DeviceSerial = d.str("device_serial")
+	e.CertSerial = d.str("cert_serial")
+	e.Reason = d.str("reason")
+	if n := d.count("attrs"); n > 0 {
+		e.Attrs = make(map[string]string, n)
+		prev := ""
+		for i := range n {
+			k := d.str("attrs key")
+			v := d.str("attrs value")
+			if d.err == nil && i > 0 && k <= prev {
+				d.err = fmt.Errorf("attrs key %q at byte %d is not after %q: keys must be sorted and unique", k, d.off, prev)
+			}
+			prev = k
+			e.Attrs[k] = v
+		}
+	}
+	if d.err != nil {
+		return store.Event{}, d.err
+	}
+	if d.off != len(b) {
+		return store.Event{}, fmt.Errorf("%d trailing bytes after the attrs at byte %d", len(b)-d.off, d.off)
+	}
+	return e, nil
+}
+
+type decoder struct {
+	b   []byte
+	off int
+	err error
+}
+
+func (d *decoder) need(n int, field string) bool {
+	if d.err != nil {
+		return false
+	}
+	if n < 0 || len(d.b)-d.off < n {
+		d.err = fmt.Errorf("leaf ends inside field %s at byte %d (needs %d more bytes, has %d)", field, d.off, n, len(d.b)-d.off)
+		return false
+	}
+	return true
+}
+
+func (d *decoder) u32(field string) uint32 {
+	if !d.need(4, field) {
+		return 0
+	}
+	v := binary.BigEndian.Uint32(d.b[d.off:])
+	d.off += 4
+	return v
+}
+
+func (d *decoder) u64(field string) uint64 {
+	if !d.need(8, field) {
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b[d.off:])
+	d.off += 8
+	return v
+}
+
+func (d *decoder) str(field string) string {
+	n := d.u32(field)
+	if !d.need(int(n), field) {
+		return ""
+	}
+	s := string(d.b[d.off : d.off+int(n)])
+	d.off += int(n)
+	return s
+}
+
+// count reads an element count; each element takes at least 4 bytes, which
+// bounds the count by what is left.
+func (d *decoder) count(field string) int {
+	n := d.u32(field)
+	if d.err == nil && uint64(n)*4 > uint64(len(d.b)-d.off) {
+		d.err = fmt.Errorf("field %s at byte %d claims %d elements, more than the leaf holds", field, d.off-4, n)
+		return 0
+	}
+	return int(n)
+}
+
+// LeafHash is the RFC 6962 leaf hash of an encoded leaf:
+// SHA-256(0x00 || leaf).
+func LeafHash(leaf []byte) tlog.Hash { return tlog.RecordHash(leaf) }
