@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -219,6 +220,7 @@ func TestMapErr(t *testing.T) {
 		{name: "stale handle", err: pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID), want: tacerr.HSMKeyNotFound, recover: true},
 		{name: "crypto11 token not found", err: fmt.Errorf("could not find PKCS#11 token"), want: tacerr.HSMTokenAbsent, retryable: true},
 		{name: "module load", err: fmt.Errorf("failed to create module context: failed to open module"), want: tacerr.HSMDeviceError},
+		{name: "session pool exhausted", err: fmt.Errorf("get session: %w", context.DeadlineExceeded), want: tacerr.HSMUnavailable, retryable: true},
 		{name: "tacerr passes through", err: tacerr.New(tacerr.HSMKeyUnsafe, "x"), want: tacerr.HSMKeyUnsafe},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"context"
 	"errors"
 	"strings"
 
@@ -85,6 +86,9 @@ func mapErr(err error, what string) error {
 	}
 	if errors.Is(err, errBroken) {
 		return tacerr.Wrap(tacerr.HSMUnavailable, err, "%s", what)
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		return tacerr.Wrap(tacerr.HSMUnavailable, err, "%s: no free HSM session within %s; raise hsm.sessions or lower the load", what, poolWait)
 	}
 	msg := err.Error()
 	switch {

@@ -399,3 +399,27 @@ func TestPINChangedUnderRunningToken(t *testing.T) {
 		t.Fatalf("Health = %+v, want not OK", h)
 	}
 }
+
+// TestKeyDeletedBehindOurBack: a cached Signer whose key disappears gets
+// hsm_key_not_found naming the key (after one recovery attempt), not a
+// signature with another key.
+func TestKeyDeletedBehindOurBack(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	s := newP256(t, tok, "doomed")
+	signAndVerify(t, s)
+	raw := hsmtest.Raw(t, cfg)
+	if err := raw.Ctx.DestroyObject(raw.Session, findPriv(t, raw, "doomed")); err != nil {
+		t.Fatalf("C_DestroyObject: %v", err)
+	}
+	// A new key with the same label is not the same key.
+	if _, err := tok.GenerateKey("doomed", hsm.ECP256); err != nil {
+		t.Fatalf("GenerateKey after deletion: %v", err)
+	}
+	digest := sha256.Sum256([]byte("x"))
+	_, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
+	if !tacerr.Is(err, tacerr.HSMKeyNotFound) || !strings.Contains(err.Error(), `"doomed"`) {
+		t.Fatalf("Sign with a deleted key = %v, want hsm_key_not_found naming it", err)
+	}
+}
