@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -116,6 +117,13 @@ type committer struct {
 	stopped  chan struct{}
 	maxBatch int
 	running  bool
+	// linger bounds how long a batch waits for the callers of the previous
+	// batch to come back (see loop).
+	linger time.Duration
+	// lastBatch is the size of the previous batch.
+	lastBatch int
+	// stats
+	batches, reserved atomic.Int64
 }
 
 func (c *committer) submit(p *pending) {
@@ -134,7 +142,10 @@ func (c *committer) submit(p *pending) {
 
 func (c *committer) loop() {
 	defer close(c.stopped)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
 	for {
+		c.gather(timer)
 		c.mu.Lock()
 		n := len(c.queue)
 		if n > c.maxBatch {
@@ -144,6 +155,9 @@ func (c *committer) loop() {
 		c.queue = append([]*pending(nil), c.queue[n:]...)
 		c.mu.Unlock()
 		if len(batch) > 0 {
+			c.lastBatch = len(batch)
+			c.batches.Add(1)
+			c.reserved.Add(int64(len(batch)))
 			c.db.commitBatch(batch)
 			for _, p := range batch {
 				close(p.done)
@@ -156,6 +170,48 @@ func (c *committer) loop() {
 			return
 		}
 	}
+}
+
+// gather implements the group-commit delay. Under concurrency, callers whose
+// reservations just committed come back within microseconds; starting the
+// next batch at once would split them from the rest and halve every batch
+// (each commit costs one fsync whatever its size). So when the previous batch
+// held more than one reservation, wait until the queue holds as many as the
+// previous batch plus those already waiting, or until linger has passed,
+// whichever is first. A lone caller (previous batch of one) never waits.
+func (c *committer) gather(timer *time.Timer) {
+	if c.lastBatch <= 1 || c.linger <= 0 {
+		return
+	}
+	c.mu.Lock()
+	target := len(c.queue) + c.lastBatch
+	c.mu.Unlock()
+	if target > c.maxBatch {
+		target = c.maxBatch
+	}
+	timer.Reset(c.linger)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n >= target {
+			return
+		}
+		select {
+		case <-c.wake:
+		case <-timer.C:
+			return
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// BatchStats reports how many group-commit batches committed and how many
+// reservations they carried (for metrics and benchmarks).
+func (db *DB) BatchStats() (batches, reservations int64) {
+	return db.committer.batches.Load(), db.committer.reserved.Load()
 }
 
 // Reserve reserves req.Devices*req.PerDevice IMEIs from the named pool, in

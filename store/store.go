@@ -93,7 +93,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{dialect: cfg.Driver, now: time.Now}
-	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256}
+	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
 	var err error
 	switch cfg.Driver {
 	case SQLite:
