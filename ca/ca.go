@@ -1,0 +1,339 @@
+// Package ca builds tacline's CA certificates over crypto.Signer values: the
+// self-signed root, the issuing CA that signs device certificates, the CSR an
+// issuing CA sends to a manufacturer's offline root, the station CA and the
+// mTLS client certificates of factory stations. It holds no keys and no
+// storage: keys stay in the HSM behind crypto.Signer, and the key ceremony
+// (ceremony.go) records issuers through the small IssuerStore interface.
+//
+// It promises: every CA certificate has critical basicConstraints CA:TRUE,
+// critical keyUsage keyCertSign|cRLSign, a subjectKeyIdentifier and, below
+// the root, an authorityKeyIdentifier; issuing and station CAs have pathLen 0;
+// serial numbers are 128 random bits; every certificate built here is checked
+// against its issuer's public key before it is returned.
+package ca
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"regexp"
+	"time"
+
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Validity is a certificate's validity period.
+type Validity struct {
+	NotBefore, NotAfter time.Time
+}
+
+// ValidFor returns a period starting one hour before now (clock skew) and
+// lasting d from now.
+func ValidFor(now time.Time, d time.Duration) Validity {
+	now = now.UTC().Truncate(time.Second)
+	return Validity{NotBefore: now.Add(-time.Hour), NotAfter: now.Add(d)}
+}
+
+func (v Validity) check() error {
+	if v.NotBefore.IsZero() || v.NotAfter.IsZero() || !v.NotAfter.After(v.NotBefore) {
+		return tacerr.Field(tacerr.InvalidInput, "validity", "notAfter (%s) must be after notBefore (%s)", v.NotAfter, v.NotBefore)
+	}
+	return nil
+}
+
+// SelfSignedRoot makes a self-signed root CA certificate for signer.
+func SelfSignedRoot(signer crypto.Signer, subject pkix.Name, v Validity) (*x509.Certificate, error) {
+	tmpl, err := caTemplate(signer.Public(), subject, v, -1)
+	if err != nil {
+		return nil, err
+	}
+	return sign(tmpl, tmpl, signer.Public(), signer)
+}
+
+// IssuingCA makes the issuing CA certificate (pathLen 0) for issuingPub,
+// signed by the root.
+func IssuingCA(root *x509.Certificate, rootSigner crypto.Signer, issuingPub crypto.PublicKey, subject pkix.Name, v Validity) (*x509.Certificate, error) {
+	return subordinate(root, rootSigner, issuingPub, subject, v)
+}
+
+// StationCA makes the CA certificate (pathLen 0) that signs station client
+// certificates, signed by the root. Keep it apart from the issuing CA: a
+// station certificate must never chain to the device issuer.
+func StationCA(root *x509.Certificate, rootSigner crypto.Signer, stationCAPub crypto.PublicKey, subject pkix.Name, v Validity) (*x509.Certificate, error) {
+	return subordinate(root, rootSigner, stationCAPub, subject, v)
+}
+
+func subordinate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypto.PublicKey, subject pkix.Name, v Validity) (*x509.Certificate, error) {
+	if err := checkParent(parent, parentSigner); err != nil {
+		return nil, err
+	}
+	tmpl, err := caTemplate(pub, subject, v, 0)
+	if err != nil {
+		return nil, err
+	}
+	return sign(tmpl, parent, pub, parentSigner)
+}
+
+// CSRForKey makes the DER PKCS#10 request an issuing CA key sends to an
+// offline root. The root decides the extensions; the request carries the
+// subject only.
+func CSRForKey(signer crypto.Signer, subject pkix.Name) ([]byte, error) {
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, signer)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the CSR for %q", subject)
+	}
+	return der, nil
+}
+
+// CheckCertMatchesKey reports whether cert certifies pub (code
+// invalid_input when it does not).
+func CheckCertMatchesKey(cert *x509.Certificate, pub crypto.PublicKey) error {
+	k, ok := pub.(interface{ Equal(crypto.PublicKey) bool })
+	if cert == nil || !ok || !k.Equal(cert.PublicKey) {
+		name := "<nil>"
+		if cert != nil {
+			name = cert.Subject.String()
+		}
+		return tacerr.Field(tacerr.InvalidInput, "cert", "certificate %q does not match the key in the HSM; import the certificate issued for this key's CSR", name)
+	}
+	return nil
+}
+
+// KeyID returns the hex subjectKeyIdentifier of cert, the key id tacline
+// uses for issuers.
+func KeyID(cert *x509.Certificate) string { return hex.EncodeToString(cert.SubjectKeyId) }
+
+// CurveName names the key type of pub: P-256, P-384, P-521, Ed25519 or
+// RSA-<bits>.
+func CurveName(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		return k.Curve.Params().Name
+	case ed25519.PublicKey:
+		return "Ed25519"
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA-%d", k.N.BitLen())
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+// Station identifies a factory station (or an operator holding roles).
+type Station struct {
+	ID      string   // station id; becomes urn:tacline:station:<ID> and the CN
+	Factory string   // subject O
+	Line    string   // subject OU
+	Roles   []string // each becomes urn:tacline:role:<role>
+}
+
+var (
+	stationIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	roleRe      = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
+)
+
+// StationURN and RoleURN are the URI SANs of a station certificate.
+func StationURN(id string) string { return "urn:tacline:station:" + id }
+func RoleURN(role string) string  { return "urn:tacline:role:" + role }
+func (s Station) check() error {
+	if s.ID == "" && len(s.Roles) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "station.id", "a station certificate needs a station id, a role, or both")
+	}
+	if s.ID != "" && !stationIDRe.MatchString(s.ID) {
+		return tacerr.Field(tacerr.InvalidInput, "station.id", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.ID)
+	}
+	for i, r := range s.Roles {
+		if !roleRe.MatchString(r) {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("station.roles[%d]", i), "%q must be 1-32 lower-case letters, digits, '_' or '-', starting with a letter", r)
+		}
+	}
+	for _, f := range []struct{ name, v string }{{"station.factory", s.Factory}, {"station.line", s.Line}} {
+		if len(f.v) > 64 {
+			return tacerr.Field(tacerr.InvalidInput, f.name, "is %d characters long, at most 64 allowed", len(f.v))
+		}
+	}
+	return nil
+}
+
+// StationCert makes a station's mTLS client certificate (clientAuth EKU,
+// keyUsage digitalSignature, URI SANs urn:tacline:station:<ID> and
+// urn:tacline:role:<role>), signed by the station CA. If pub is nil a P-256
+// key is generated and returned as the second value (otherwise it is nil).
+func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.PublicKey, st Station, v Validity) (*x509.Certificate, crypto.Signer, error) {
+	if err := st.check(); err != nil {
+		return nil, nil, err
+	}
+	if err := v.check(); err != nil {
+		return nil, nil, err
+	}
+	if err := checkParent(caCert, caSigner); err != nil {
+		return nil, nil, err
+	}
+	var key crypto.Signer
+	if pub == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, tacerr.Wrap(tacerr.Internal, err, "generate the station key")
+		}
+		key, pub = k, k.Public()
+	}
+	serial, err := policy.NewSerial(nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	skid, err := policy.KeyID(pub)
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "station public key")
+	}
+	cn := st.ID
+	if cn == "" {
+		cn = "role " + st.Roles[0]
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               pkix.Name{CommonName: cn},
+		NotBefore:             v.NotBefore,
+		NotAfter:              v.NotAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+		BasicConstraintsValid: true,
+		SubjectKeyId:          skid,
+	}
+	if st.Factory != "" {
+		tmpl.Subject.Organization = []string{st.Factory}
+	}
+	if st.Line != "" {
+		tmpl.Subject.OrganizationalUnit = []string{st.Line}
+	}
+	var urns []string
+	if st.ID != "" {
+		urns = append(urns, StationURN(st.ID))
+	}
+	for _, r := range st.Roles {
+		urns = append(urns, RoleURN(r))
+	}
+	for _, u := range urns {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "station URN %q", u)
+		}
+		tmpl.URIs = append(tmpl.URIs, parsed)
+	}
+	cert, err := sign(tmpl, caCert, pub, caSigner)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cert, key, nil
+}
+
+// caTemplate is a CA certificate template; pathLen < 0 means unconstrained.
+func caTemplate(pub crypto.PublicKey, subject pkix.Name, v Validity, pathLen int) (*x509.Certificate, error) {
+	if err := v.check(); err != nil {
+		return nil, err
+	}
+	if subject.CommonName == "" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "subject.cn", "a CA certificate needs a common name")
+	}
+	serial, err := policy.NewSerial(nil)
+	if err != nil {
+		return nil, err
+	}
+	skid, err := policy.KeyID(pub)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "CA public key")
+	}
+	t := &x509.Certificate{
+		SerialNumber:          serial,
+		Subject:               subject,
+		NotBefore:             v.NotBefore.UTC(),
+		NotAfter:              v.NotAfter.UTC(),
+		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		SubjectKeyId:          skid,
+	}
+	if pathLen >= 0 {
+		t.MaxPathLen = pathLen
+		t.MaxPathLenZero = pathLen == 0
+	}
+	return t, nil
+}
+
+func checkParent(parent *x509.Certificate, signer crypto.Signer) error {
+	if parent == nil || signer == nil {
+		return tacerr.New(tacerr.InvalidInput, "the issuing certificate and its signer are required")
+	}
+	if !parent.IsCA || parent.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "parent", "certificate %q is not a CA allowed to sign certificates", parent.Subject)
+	}
+	return CheckCertMatchesKey(parent, signer.Public())
+}
+
+// sign signs tmpl under parent and checks the result against the parent's key.
+func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign certificate %q", tmpl.Subject)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "parse certificate %q", tmpl.Subject)
+	}
+	if err := cert.CheckSignatureFrom(parentOrSelf(parent, cert)); err != nil {
+		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "certificate %q does not verify under its issuer", tmpl.Subject)
+	}
+	return cert, nil
+}
+
+func parentOrSelf(parent, cert *x509.Certificate) *x509.Certificate {
+	if parent.Raw == nil { // self-signed: parent was the template
+		return cert
+	}
+	return parent
+}
+
+// ChainPEM encodes certificates as concatenated PEM "CERTIFICATE" blocks.
+func ChainPEM(certs ...*x509.Certificate) []byte {
+	var b bytes.Buffer
+	for _, c := range certs {
+		_ = pem.Encode(&b, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return b.Bytes()
+}
+
+// ParseChainPEM decodes one or more PEM "CERTIFICATE" blocks; anything else
+// (another block type, text between blocks, no block) is an error naming the
+// block.
+func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	rest := bytes.TrimSpace(data)
+	for i := 1; len(rest) > 0; i++ {
+		var block *pem.Block
+		block, rest = pem.Decode(rest)
+		if block == nil {
+			return nil, tacerr.Field(tacerr.InvalidInput, "cert", "PEM block %d: not a PEM block (text outside BEGIN/END lines?)", i)
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, tacerr.Field(tacerr.InvalidInput, "cert", "PEM block %d: type %q, want CERTIFICATE", i, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "PEM block %d: not an X.509 certificate", i)
+		}
+		out = append(out, c)
+		rest = bytes.TrimSpace(rest)
+	}
+	if len(out) == 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "cert", "no PEM CERTIFICATE block found")
+	}
+	return out, nil
+}

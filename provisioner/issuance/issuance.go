@@ -1,0 +1,260 @@
+// Package issuance turns one device's data into a certificate signed once by
+// the HSM, in boulder's order: build the to-be-signed certificate from the
+// profile, sign a copy with a throwaway key of the issuer's type and curve
+// (the "linting certificate"), lint that copy with zlint, and only then hand
+// the exact linted TBS bytes to the HSM.
+//
+// It promises:
+//
+//   - Prepare never touches the HSM; Issue signs at most once per Token, even
+//     when called concurrently, and returns a certificate only if its
+//     RawTBSCertificate is byte-identical to the linted one and its signature
+//     verifies under the issuer's public key.
+//   - The same Request (same Serial and NotBefore) gives the same TBS bytes,
+//     so a replay after a crash re-issues exactly what the intent recorded
+//     (TBSHash).
+//   - Any zlint result at warn, error or fatal blocks issuance with code
+//     lint_failed naming the lint, unless the configuration allows that lint
+//     with a reason.
+//
+// It receives a crypto.Signer and never imports the hsm package.
+package issuance
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"math/big"
+	"sync/atomic"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config builds an Issuer.
+type Config struct {
+	IssuerCert *x509.Certificate   // the issuing CA certificate; its key is in the HSM
+	Chain      []*x509.Certificate // certificates above IssuerCert, up to (not required to include) the root
+	Signer     crypto.Signer       // the issuing CA key, from the HSM
+	Profile    policy.Profile
+	Lint       LintConfig
+}
+
+// Issuer signs device certificates under one issuing CA. It is safe for
+// concurrent use.
+type Issuer struct {
+	cert      *x509.Certificate
+	chain     []*x509.Certificate
+	signer    crypto.Signer
+	profile   policy.Profile
+	sigAlg    x509.SignatureAlgorithm
+	hash      crypto.Hash
+	throwaway crypto.Signer     // the linting key, same type and curve as signer
+	lintCA    *x509.Certificate // issuer's name and SKID with the throwaway public key
+	lint      *linter
+}
+
+// New checks cfg and returns an Issuer. The issuer key must be ECDSA P-256
+// (certificates are signed ECDSA-SHA256) or P-384 (ECDSA-SHA384), and match
+// IssuerCert, which must be a CA allowed to sign certificates and carry a
+// subjectKeyIdentifier (it becomes every device certificate's AKID).
+func New(cfg Config) (*Issuer, error) {
+	if cfg.IssuerCert == nil || cfg.Signer == nil {
+		return nil, tacerr.New(tacerr.InvalidConfig, "issuance: an issuer certificate and its signer are required")
+	}
+	if err := cfg.Profile.Validate(); err != nil {
+		return nil, err
+	}
+	reg, allowed, err := cfg.Lint.compile()
+	if err != nil {
+		return nil, err
+	}
+	c := cfg.IssuerCert
+	if !c.IsCA || !c.BasicConstraintsValid || c.KeyUsage&x509.KeyUsageCertSign == 0 {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.cert", "certificate %q is not a CA allowed to sign certificates (basicConstraints CA:TRUE and keyUsage keyCertSign needed)", c.Subject)
+	}
+	if len(c.SubjectKeyId) == 0 {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.cert", "certificate %q has no subjectKeyIdentifier, so device certificates could not carry an authorityKeyIdentifier", c.Subject)
+	}
+	pub, ok := cfg.Signer.Public().(*ecdsa.PublicKey)
+	if !ok {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is %T; an ECDSA P-256 or P-384 key is required", cfg.Signer.Public())
+	}
+	if !pub.Equal(c.PublicKey) {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
+	}
+	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, profile: cfg.Profile, lint: &linter{reg: reg, allowed: allowed}}
+	var curve elliptic.Curve
+	switch pub.Curve {
+	case elliptic.P256():
+		is.sigAlg, is.hash, curve = x509.ECDSAWithSHA256, crypto.SHA256, elliptic.P256()
+	case elliptic.P384():
+		is.sigAlg, is.hash, curve = x509.ECDSAWithSHA384, crypto.SHA384, elliptic.P384()
+	default:
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is on curve %s; P-256 or P-384 is required", pub.Curve.Params().Name)
+	}
+	tk, err := ecdsa.GenerateKey(curve, rand.Reader)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "generate the linting key")
+	}
+	is.throwaway = tk
+	is.lintCA = &x509.Certificate{RawSubject: c.RawSubject, SubjectKeyId: c.SubjectKeyId, PublicKey: tk.Public()}
+	return is, nil
+}
+
+// Certificate returns the issuing CA certificate.
+func (is *Issuer) Certificate() *x509.Certificate { return is.cert }
+
+// Chain returns the issuing CA certificate followed by Config.Chain (PEM:
+// ca.ChainPEM(is.Chain()...)).
+func (is *Issuer) Chain() []*x509.Certificate {
+	return append([]*x509.Certificate{is.cert}, is.chain...)
+}
+
+// Request is one device certificate to issue.
+type Request struct {
+	DeviceSerial string
+	Manufacturer string
+	Model        string
+	IMEIs        []imei.IMEI
+	PublicKey    crypto.PublicKey // from policy.ParseCSR
+	// Serial is the certificate serial number the caller recorded in its
+	// intent, or nil to draw 128 random bits (policy.NewSerial).
+	Serial *big.Int
+	// NotBefore is the issue time the caller recorded; the certificate's
+	// notBefore is NotBefore minus the profile's back-date. Required, so that
+	// a replay builds the same TBS.
+	NotBefore time.Time
+}
+
+// Token is a prepared, linted, not yet signed certificate. It can be issued
+// once.
+type Token struct {
+	issuer   *Issuer
+	tbs      []byte
+	serial   *big.Int
+	findings []LintFinding
+	used     atomic.Bool
+}
+
+// Serial returns the certificate serial number of the token.
+func (t *Token) Serial() *big.Int { return new(big.Int).Set(t.serial) }
+
+// TBS returns a copy of the exact DER TBSCertificate that Issue will sign.
+func (t *Token) TBS() []byte { return bytes.Clone(t.tbs) }
+
+// AllowedFindings returns the lint results at warn or above that the
+// configuration allowed.
+func (t *Token) AllowedFindings() []LintFinding { return append([]LintFinding(nil), t.findings...) }
+
+// TBSHash returns the SHA-256 of the token's TBSCertificate, for the intent
+// record.
+func TBSHash(tok *Token) [32]byte { return sha256.Sum256(tok.tbs) }
+
+// Prepare builds the certificate for req, signs it with the throwaway key and
+// lints it. It returns that linting certificate (never valid: its signature
+// is not the issuer's) and a single-use Token for Issue.
+func (is *Issuer) Prepare(req Request) (*x509.Certificate, *Token, error) {
+	if req.PublicKey == nil {
+		return nil, nil, tacerr.Field(tacerr.InvalidInput, "public_key", "the device public key is required")
+	}
+	if req.NotBefore.IsZero() {
+		return nil, nil, tacerr.Field(tacerr.InvalidInput, "not_before", "the issue time is required (record it in the intent so a replay builds the same certificate)")
+	}
+	serial := req.Serial
+	if serial == nil {
+		var err error
+		if serial, err = policy.NewSerial(nil); err != nil {
+			return nil, nil, err
+		}
+	}
+	dev := policy.Device{Serial: req.DeviceSerial, Manufacturer: req.Manufacturer, Model: req.Model, IMEIs: req.IMEIs}
+	tmpl, err := is.profile.Template(dev, req.PublicKey, serial, req.NotBefore)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl.SignatureAlgorithm = is.sigAlg
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.lintCA, req.PublicKey, is.throwaway)
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "build the certificate for device %s", req.DeviceSerial)
+	}
+	lintCert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.Internal, err, "parse the linting certificate")
+	}
+	found, err := is.lint.check(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	tok := &Token{issuer: is, tbs: lintCert.RawTBSCertificate, serial: new(big.Int).Set(serial), findings: found}
+	return lintCert, tok, nil
+}
+
+// Issue signs the token's TBS bytes with the HSM key, once. A second call
+// with the same token fails with invalid_state, whether or not the first
+// succeeded; prepare again (same Serial and NotBefore give the same TBS) to
+// retry after an HSM fault. The returned certificate's TBS is the linted TBS
+// byte for byte and its signature verifies under the issuer's key.
+func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
+	if tok == nil || tok.issuer != is {
+		return nil, nil, tacerr.New(tacerr.InvalidInput, "the token was not prepared by this issuer")
+	}
+	if !tok.used.CompareAndSwap(false, true) {
+		return nil, nil, tacerr.New(tacerr.InvalidState, "the token for serial %x was already issued; tokens are single-use", tok.serial)
+	}
+	h := is.hash.New()
+	h.Write(tok.tbs)
+	sig, err := is.signer.Sign(rand.Reader, h.Sum(nil), is.hash)
+	if err != nil {
+		if _, ok := tacerr.As(err); ok {
+			return nil, nil, err
+		}
+		return nil, nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "the HSM failed to sign certificate serial %x", tok.serial)
+	}
+	der, err := assemble(tok.tbs, is.sigAlg, sig)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.Internal, err, "the signed certificate serial %x does not parse", tok.serial)
+	}
+	if !bytes.Equal(cert.RawTBSCertificate, tok.tbs) {
+		return nil, nil, tacerr.New(tacerr.Internal, "the signed TBS of serial %x differs from the linted TBS; not returned", tok.serial)
+	}
+	if err := is.cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "the HSM signature on serial %x does not verify under the issuer key; not returned", tok.serial)
+	}
+	return cert, der, nil
+}
+
+var sigAlgOIDs = map[x509.SignatureAlgorithm]asn1.ObjectIdentifier{
+	x509.ECDSAWithSHA256: {1, 2, 840, 10045, 4, 3, 2},
+	x509.ECDSAWithSHA384: {1, 2, 840, 10045, 4, 3, 3},
+}
+
+// assemble builds Certificate ::= SEQUENCE { tbsCertificate,
+// signatureAlgorithm, signatureValue } around the exact TBS bytes. ECDSA
+// AlgorithmIdentifiers have absent parameters (RFC 5758 §3.2).
+func assemble(tbs []byte, alg x509.SignatureAlgorithm, sig []byte) ([]byte, error) {
+	der, err := asn1.Marshal(struct {
+		TBS       asn1.RawValue
+		Algorithm struct{ Algorithm asn1.ObjectIdentifier }
+		Signature asn1.BitString
+	}{
+		TBS:       asn1.RawValue{FullBytes: tbs},
+		Algorithm: struct{ Algorithm asn1.ObjectIdentifier }{sigAlgOIDs[alg]},
+		Signature: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)},
+	})
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "assemble the certificate")
+	}
+	return der, nil
+}

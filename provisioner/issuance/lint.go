@@ -1,0 +1,136 @@
+package issuance
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	zx509 "github.com/zmap/zcrypto/x509"
+	"github.com/zmap/zlint/v3"
+	"github.com/zmap/zlint/v3/lint"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// DefaultLintSources are the zlint sources whose rules apply to a device
+// certificate that is not a TLS server, S/MIME, code-signing or EV
+// certificate: the X.509 profile (RFC 5280), the algorithm and ECC key
+// encodings it uses (RFC 3279, RFC 5480, RFC 8813), the IDNA rules for any
+// name (RFC 5891) and zlint's community lints (weak keys, stray whitespace,
+// multi-valued RDNs: generic, not TLS-specific). docs/issuance.md says why
+// each other source is left out.
+var DefaultLintSources = []string{"RFC5280", "RFC3279", "RFC5480", "RFC8813", "RFC5891", "Community"}
+
+// LintConfig selects the zlint lints run before every signature.
+type LintConfig struct {
+	// Sources are zlint source names (RFC5280, RFC5480, ...). Empty means
+	// DefaultLintSources.
+	Sources []string `yaml:"sources"`
+	// Allow lists lints whose warnings or errors do not block issuance, each
+	// with the reason the profile deliberately triggers it.
+	Allow []AllowedLint `yaml:"allow"`
+}
+
+// AllowedLint is one lint explicitly allowed to fail.
+type AllowedLint struct {
+	Name   string `yaml:"name"`
+	Reason string `yaml:"reason"`
+}
+
+// DefaultLintConfig runs DefaultLintSources and allows nothing.
+func DefaultLintConfig() LintConfig {
+	return LintConfig{Sources: append([]string(nil), DefaultLintSources...)}
+}
+
+// Validate names the first field at fault ("lint.allow[0].reason").
+func (c LintConfig) Validate() error {
+	_, _, err := c.compile()
+	return err
+}
+
+// compile returns the filtered registry and the allowed lint names.
+func (c LintConfig) compile() (lint.Registry, map[string]string, error) {
+	srcs := c.Sources
+	if len(srcs) == 0 {
+		srcs = DefaultLintSources
+	}
+	var list lint.SourceList
+	for i, s := range srcs {
+		var src lint.LintSource
+		src.FromString(s)
+		if src == lint.UnknownLintSource {
+			return nil, nil, tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("lint.sources[%d]", i), "%q is not a zlint source (RFC5280, RFC3279, RFC5480, RFC8813, RFC5891, Community, CABF_BR, ...)", s)
+		}
+		list = append(list, src)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: list})
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.InvalidConfig, err, "lint.sources: cannot build the lint registry")
+	}
+	allowed := make(map[string]string, len(c.Allow))
+	all := lint.GlobalRegistry().CertificateLints()
+	for i, a := range c.Allow {
+		field := fmt.Sprintf("lint.allow[%d]", i)
+		switch {
+		case all.ByName(a.Name) == nil:
+			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".name", "%q is not a zlint certificate lint name (see `zlint -list-lints-json`)", a.Name)
+		case strings.TrimSpace(a.Reason) == "":
+			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".reason", "allowing lint %s needs a reason saying why the profile triggers it", a.Name)
+		case allowed[a.Name] != "":
+			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".name", "lint %s is allowed twice", a.Name)
+		}
+		allowed[a.Name] = a.Reason
+	}
+	return reg, allowed, nil
+}
+
+// linter runs a fixed registry over DER certificates.
+type linter struct {
+	reg     lint.Registry
+	allowed map[string]string
+}
+
+// LintFinding is one lint result at warn level or above.
+type LintFinding struct {
+	Name    string
+	Status  string // warn, error, fatal
+	Details string
+	Allowed bool
+}
+
+// check parses der with zcrypto and runs the lints. It returns the findings
+// at warn or above (allowed ones included, marked) and an error of code
+// lint_failed naming every finding that is not allowed.
+func (l *linter) check(der []byte) ([]LintFinding, error) {
+	c, err := zx509.ParseCertificate(der)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.LintFailed, err, "the linting certificate does not parse with zcrypto")
+	}
+	rs := zlint.LintCertificateEx(c, l.reg)
+	return findings(rs, l.allowed)
+}
+
+func findings(rs *zlint.ResultSet, allowed map[string]string) ([]LintFinding, error) {
+	var out []LintFinding
+	var blocking []string
+	for name, r := range rs.Results {
+		if r.Status < lint.Warn {
+			continue
+		}
+		_, ok := allowed[name]
+		out = append(out, LintFinding{Name: name, Status: r.Status.String(), Details: r.Details, Allowed: ok})
+		if !ok {
+			msg := name + " (" + r.Status.String()
+			if r.Details != "" {
+				msg += ": " + r.Details
+			}
+			blocking = append(blocking, msg+")")
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	if len(blocking) > 0 {
+		sort.Strings(blocking)
+		return out, tacerr.New(tacerr.LintFailed, "the certificate failed %d lint(s): %s; fix the profile, or allow the lint in lint.allow with a reason", len(blocking), strings.Join(blocking, "; "))
+	}
+	return out, nil
+}
