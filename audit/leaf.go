@@ -141,32 +141,33 @@ func (d *decoder) need(n int, field string) bool {
 	return true
 }
 
-func (d *decoder) u32(field string) uint32 {
-	if !d.need(4, field) {
-		return 0
+// take returns the next n bytes, or nil (and sets d.err) if the leaf ends.
+func (d *decoder) take(n int, field string) []byte {
+	if !d.need(n, field) {
+		return nil
 	}
-	v := binary.BigEndian.Uint32(d.b[d.off:])
-	d.off += 4
-	return v
+	b := d.b[d.off : d.off+n]
+	d.off += n
+	return b
+}
+
+func (d *decoder) u32(field string) uint32 {
+	if b := d.take(4, field); b != nil {
+		return binary.BigEndian.Uint32(b)
+	}
+	return 0
 }
 
 func (d *decoder) u64(field string) uint64 {
-	if !d.need(8, field) {
-		return 0
+	if b := d.take(8, field); b != nil {
+		return binary.BigEndian.Uint64(b)
 	}
-	v := binary.BigEndian.Uint64(d.b[d.off:])
-	d.off += 8
-	return v
+	return 0
 }
 
 func (d *decoder) str(field string) string {
 	n := d.u32(field)
-	if !d.need(int(n), field) {
-		return ""
-	}
-	s := string(d.b[d.off : d.off+int(n)])
-	d.off += int(n)
-	return s
+	return string(d.take(int(n), field))
 }
 
 // count reads an element count; each element takes at least 4 bytes, which

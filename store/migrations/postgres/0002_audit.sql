@@ -34,7 +34,8 @@ CREATE TABLE audit_imeis (
 CREATE TABLE audit_checkpoints (
     size       BIGINT PRIMARY KEY CHECK (size >= 0),
     root       BYTEA  NOT NULL CHECK (length(root) = 32),
-    note       TEXT   NOT NULL,
+    note       TEXT   NOT NULL, -- the signed note
+    vkey       TEXT   NOT NULL, -- the signer's verifier key
     created_at BIGINT NOT NULL
 );
 

@@ -1,0 +1,414 @@
+package audit
+
+import (
+	"crypto"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jmoiron/sqlx"
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config is the `audit:` section of tacline's configuration.
+type Config struct {
+	// Origin names the log: the first line of its checkpoints and the name
+	// of its signing key (e.g. "acme.example/tacline-audit").
+	Origin string `yaml:"origin"`
+	// CheckpointEvery signs a checkpoint after this many new events
+	// (0: DefaultCheckpointEvery).
+	CheckpointEvery int `yaml:"checkpoint_every"`
+	// CheckpointInterval signs a checkpoint this long after the last one
+	// if events were appended since (0: DefaultCheckpointInterval).
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	// KeyLabel is the label of the ECDSA P-256 checkpoint key in the HSM.
+	KeyLabel string `yaml:"key_label"`
+	// Disabled leaves the log out of the ledger's transactions (for
+	// measuring its cost; never in production).
+	Disabled bool `yaml:"disabled"`
+}
+
+// Defaults for Config.
+const (
+	DefaultCheckpointEvery    = 10000
+	DefaultCheckpointInterval = time.Minute
+)
+
+// Validate reports the first wrong field, named as in the configuration file.
+func (c Config) Validate() error {
+	if c.Origin == "" {
+		return tacerr.Field(tacerr.InvalidConfig, "audit.origin", "is required: the log's name, e.g. acme.example/tacline-audit")
+	}
+	if !validKeyName(c.Origin) {
+		return tacerr.Field(tacerr.InvalidConfig, "audit.origin", "%q must be printable text without spaces or '+', e.g. acme.example/tacline-audit", c.Origin)
+	}
+	if c.CheckpointEvery < 0 {
+		return tacerr.Field(tacerr.InvalidConfig, "audit.checkpoint_every", "must not be negative (0 means %d)", DefaultCheckpointEvery)
+	}
+	if c.CheckpointInterval < 0 {
+		return tacerr.Field(tacerr.InvalidConfig, "audit.checkpoint_interval", "must not be negative (0 means %s)", DefaultCheckpointInterval)
+	}
+	if strings.TrimSpace(c.KeyLabel) == "" {
+		return tacerr.Field(tacerr.InvalidConfig, "audit.key_label", "is required: the label of the ECDSA P-256 checkpoint key in the HSM")
+	}
+	return nil
+}
+
+func (c Config) every() int64 {
+	if c.CheckpointEvery == 0 {
+		return DefaultCheckpointEvery
+	}
+	return int64(c.CheckpointEvery)
+}
+
+func (c Config) interval() time.Duration {
+	if c.CheckpointInterval == 0 {
+		return DefaultCheckpointInterval
+	}
+	return c.CheckpointInterval
+}
+
+// Log is the audit log of one ledger database. It is a store.Sink: attach
+// it with Attach (or db.AddSink) and every ledger change appends its events.
+// A Log is safe for concurrent use; several Logs (replicas) may append to
+// one PostgreSQL database.
+type Log struct {
+	db     *store.DB
+	cfg    Config
+	signer *NoteSigner // nil: the log cannot sign checkpoints
+
+	mu   sync.Mutex
+	edge edgeCache
+
+	kick chan struct{}
+}
+
+var _ store.Sink = (*Log)(nil)
+
+// New returns the audit log of db. key signs checkpoints (the HSM's
+// crypto.Signer for cfg.KeyLabel); it may be nil for a log that only
+// appends.
+func New(db *store.DB, cfg Config, key crypto.Signer) (*Log, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	l := &Log{db: db, cfg: cfg, kick: make(chan struct{}, 1)}
+	if key != nil {
+		s, err := NewNoteSigner(cfg.Origin, key)
+		if err != nil {
+			return nil, err
+		}
+		l.signer = s
+	}
+	return l, nil
+}
+
+// Attach registers l as a sink of its ledger unless the configuration
+// disables the log. Call it at start-up, before the ledger is used.
+func (l *Log) Attach() {
+	if !l.cfg.Disabled {
+		l.db.AddSink(l)
+	}
+}
+
+// Verifier returns the verifier of the log's checkpoint key, or nil if the
+// log has no key.
+func (l *Log) Verifier() *NoteVerifier {
+	if l.signer == nil {
+		return nil
+	}
+	return l.signer.Verifier()
+}
+
+// edgeCache remembers the right-edge stored hashes (the roots of the
+// complete subtrees) of the tree of a given size and root. It is only used
+// when the head row shows the same size and root, which (SHA-256 being
+// collision resistant) proves that the cached hashes are the committed ones,
+// whichever replica committed them, and that a rolled-back append left none
+// of its hashes behind.
+type edgeCache struct {
+	size   int64
+	root   tlog.Hash
+	hashes map[int64]tlog.Hash
+}
+
+// edgeIndexes returns the stored hash indexes of the complete subtrees that
+// make up the tree of size n, which are all that appending to it or hashing
+// it reads.
+func edgeIndexes(n int64) []int64 {
+	var idx []int64
+	for l := 0; n>>uint(l) > 0; l++ {
+		if (n>>uint(l))&1 == 1 {
+			idx = append(idx, tlog.StoredHashIndex(l, (n>>uint(l))-1))
+		}
+	}
+	return idx
+}
+
+// SQL of the append path.
+const (
+	qHeadForUpdate = `SELECT size, root FROM audit_head WHERE id = 1 FOR UPDATE`
+	qHead          = `SELECT size, root FROM audit_head WHERE id = 1`
+	qUpdateHead    = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
+	qInsertLeaves  = `INSERT INTO audit_leaves (idx, data) VALUES `
+	qInsertHashes  = `INSERT INTO audit_hashes (idx, hash) VALUES `
+	qInsertIMEIs   = `INSERT INTO audit_imeis (imei, idx) VALUES `
+	qReadHashes    = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
+)
+
+// rowsPerInsert bounds one multi-row INSERT (2 parameters a row, well
+// below SQLite's and PostgreSQL's parameter limits).
+const rowsPerInsert = 500
+
+// Append appends events to the log inside tx (store.Sink). Leaf indexes are
+// assigned under the head row's lock: SELECT ... FOR UPDATE on PostgreSQL,
+// the single-writer transaction on SQLite.
+func (l *Log) Append(tx *store.Tx, events []store.Event) error {
+	if len(events) == 0 {
+		return nil
+	}
+	q := qHead
+	if tx.Dialect() == store.Postgres {
+		q = qHeadForUpdate
+	}
+	var size int64
+	var rootb []byte
+	if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
+		return wrapDB(err, "lock the audit log head")
+	}
+	root, err := hashOf(rootb, "audit_head.root")
+	if err != nil {
+		return err
+	}
+	r := &txHashReader{tx: tx, known: l.cachedEdge(size, root)}
+
+	var leaves, hashes, imeis []any
+	for i, e := range events {
+		n := size + int64(i)
+		data, err := EncodeEvent(e)
+		if err != nil {
+			return err
+		}
+		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(data), r)
+		if err != nil {
+			return wrapDB(err, "compute audit stored hashes")
+		}
+		base := tlog.StoredHashIndex(0, n)
+		for j, h := range hs {
+			r.known[base+int64(j)] = h
+			hashes = append(hashes, base+int64(j), h[:])
+		}
+		leaves = append(leaves, n, data)
+		for _, m := range e.IMEIs {
+			imeis = append(imeis, normIMEI(m), n)
+		}
+	}
+	newSize := size + int64(len(events))
+	newRoot, err := tlog.TreeHash(newSize, r)
+	if err != nil {
+		return wrapDB(err, "compute audit root")
+	}
+	for _, ins := range []struct {
+		q    string
+		args []any
+	}{{qInsertLeaves, leaves}, {qInsertHashes, hashes}, {qInsertIMEIs, imeis}} {
+		if err := insertRows(tx, ins.q, ins.args); err != nil {
+			return err
+		}
+	}
+	res, err := tx.Exec(tx.Rebind(qUpdateHead), newSize, newRoot[:], size)
+	if err != nil {
+		return wrapDB(err, "advance the audit log head")
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", size, n, err)
+	}
+	l.remember(newSize, newRoot, r.known)
+	if size/l.cfg.every() != newSize/l.cfg.every() {
+		select {
+		case l.kick <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// normIMEI stores IMEIs in their 15-digit form when they parse, as given
+// otherwise (the leaf keeps what the ledger said either way).
+func normIMEI(s string) string {
+	if m, err := imei.Parse(s); err == nil {
+		return m.String()
+	}
+	return s
+}
+
+// cachedEdge returns a fresh map holding the cached edge hashes if they
+// belong to the tree (size, root), else an empty map.
+func (l *Log) cachedEdge(size int64, root tlog.Hash) map[int64]tlog.Hash {
+	m := make(map[int64]tlog.Hash, 64)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.edge.hashes != nil && l.edge.size == size && l.edge.root == root {
+		for k, v := range l.edge.hashes {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// remember caches the edge of the tree (size, root) from known.
+func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
+	idx := edgeIndexes(size)
+	m := make(map[int64]tlog.Hash, len(idx))
+	for _, i := range idx {
+		h, ok := known[i]
+		if !ok {
+			return
+		}
+		m[i] = h
+	}
+	l.mu.Lock()
+	l.edge = edgeCache{size: size, root: root, hashes: m}
+	l.mu.Unlock()
+}
+
+// insertRows runs a multi-row INSERT of 2-column rows in chunks.
+func insertRows(tx *store.Tx, prefix string, args []any) error {
+	for len(args) > 0 {
+		n := min(len(args), 2*rowsPerInsert)
+		var b strings.Builder
+		b.WriteString(prefix)
+		for i := 0; i < n; i += 2 {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString("(?,?)")
+		}
+		if _, err := tx.Exec(tx.Rebind(b.String()), args[:n]...); err != nil {
+			return wrapDB(err, "append to the audit log ("+strings.TrimSpace(strings.TrimPrefix(prefix, "INSERT INTO "))+")")
+		}
+		args = args[n:]
+	}
+	return nil
+}
+
+// txHashReader reads stored hashes: first the ones computed or cached in
+// this append, then the database through the transaction.
+type txHashReader struct {
+	tx    *store.Tx
+	known map[int64]tlog.Hash
+}
+
+func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(indexes))
+	var missing []int64
+	for i, x := range indexes {
+		h, ok := r.known[x]
+		if !ok {
+			missing = append(missing, x)
+			continue
+		}
+		out[i] = h
+	}
+	if len(missing) > 0 {
+		got, err := readHashes(r.tx, missing)
+		if err != nil {
+			return nil, err
+		}
+		for x, h := range got {
+			r.known[x] = h
+		}
+		for i, x := range indexes {
+			h, ok := r.known[x]
+			if !ok {
+				return nil, tacerr.New(tacerr.LedgerInvariant, "audit stored hash %d is missing", x)
+			}
+			out[i] = h
+		}
+	}
+	return out, nil
+}
+
+// dbq is what reading needs: a transaction or a pool.
+type dbq interface {
+	sqlx.Queryer
+	Rebind(string) string
+}
+
+// readHashes reads stored hashes by index from q.
+func readHashes(q dbq, indexes []int64) (map[int64]tlog.Hash, error) {
+	out := make(map[int64]tlog.Hash, len(indexes))
+	for len(indexes) > 0 {
+		n := min(len(indexes), rowsPerInsert)
+		query, args, err := sqlx.In(qReadHashes, indexes[:n])
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.Internal, err, "expand stored hash query")
+		}
+		rows, err := q.Queryx(q.Rebind(query), args...)
+		if err != nil {
+			return nil, wrapDB(err, "read audit stored hashes")
+		}
+		for rows.Next() {
+			var x int64
+			var b []byte
+			if err := rows.Scan(&x, &b); err != nil {
+				rows.Close()
+				return nil, wrapDB(err, "read audit stored hashes")
+			}
+			h, err := hashOf(b, fmt.Sprintf("audit stored hash %d", x))
+			if err != nil {
+				rows.Close()
+				return nil, err
+			}
+			out[x] = h
+		}
+		if err := rows.Err(); err != nil {
+			rows.Close()
+			return nil, wrapDB(err, "read audit stored hashes")
+		}
+		rows.Close()
+		indexes = indexes[n:]
+	}
+	return out, nil
+}
+
+// dbHashReader is a tlog.HashReader over committed rows (a pool) or a
+// transaction.
+type dbHashReader struct{ q dbq }
+
+func (r dbHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	got, err := readHashes(r.q, indexes)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		h, ok := got[x]
+		if !ok {
+			return nil, tacerr.New(tacerr.LedgerInvariant, "audit stored hash %d is missing", x)
+		}
+		out[i] = h
+	}
+	return out, nil
+}
+
+func wrapDB(err error, what string) error {
+	if _, ok := tacerr.As(err); ok {
+		return err
+	}
+	return tacerr.Wrap(tacerr.Internal, err, "%s", what)
+}
+
+func hashOf(b []byte, what string) (tlog.Hash, error) {
+	var h tlog.Hash
+	if len(b) != tlog.HashSize {
+		return h, tacerr.New(tacerr.LedgerInvariant, "%s holds %d bytes, not a 32-byte hash", what, len(b))
+	}
+	copy(h[:], b)
+	return h, nil
+}
