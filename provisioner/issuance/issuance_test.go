@@ -230,6 +230,8 @@ func TestNewRefuses(t *testing.T) {
 		{name: "bad profile", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Profile: badProfile}, field: "profile.not_after"},
 		{name: "unknown lint source", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Sources: []string{"RFC5280", "RFC9999"}}}, field: "lint.sources[1]"},
 		{name: "allowed lint without reason", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Allow: []AllowedLint{{Name: "e_sub_cert_aia_missing"}}}}, field: "lint.allow[0].reason"},
+		{name: "skipped lint without reason", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Skip: []AllowedLint{{Name: "e_sub_cert_aia_missing", Reason: " "}}}}, field: "lint.skip[0].reason"},
+		{name: "allowed lint twice", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Allow: []AllowedLint{{Name: "e_sub_cert_aia_missing", Reason: "x"}, {Name: "e_sub_cert_aia_missing", Reason: "y"}}}}, field: "lint.allow[1].name"},
 		{name: "allowed lint unknown", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Allow: []AllowedLint{{Name: "e_no_such_lint", Reason: "x"}}}}, field: "lint.allow[0].name"},
 	}
 	for _, tc := range tests {
@@ -303,6 +305,12 @@ func TestLintBlocksAndAllows(t *testing.T) {
 	}
 	if _, _, err := is.Issue(tok); err != nil {
 		t.Fatal(err)
+	}
+	skipped := strict
+	skipped.Skip = allowed.Allow
+	_, tok, err = p.issuer(t, skipped).Prepare(testRequest(t))
+	if err != nil || len(tok.AllowedFindings()) != 0 {
+		t.Fatalf("with the lints skipped: %v, findings %+v", err, tok)
 	}
 }
 

@@ -21,6 +21,15 @@ import (
 // each other source is left out.
 var DefaultLintSources = []string{"RFC5280", "RFC3279", "RFC5480", "RFC8813", "RFC5891", "Community"}
 
+// notRun are lints of the selected sources that are never run: they cannot
+// say anything about a linting certificate, and cost more than the rest
+// together. e_cert_issued_by_compromised_emudhra_ca verifies the certificate's
+// signature against compromised keys of one public TLS CA (a P-384
+// verification, about 6 ms, per certificate); the linting certificate is
+// signed by a throwaway key, and Issue verifies the real signature under
+// tacline's own issuer key.
+var notRun = []string{"e_cert_issued_by_compromised_emudhra_ca"}
+
 // LintConfig selects the zlint lints run before every signature.
 type LintConfig struct {
 	// Sources are zlint source names (RFC5280, RFC5480, ...). Empty means
@@ -29,9 +38,12 @@ type LintConfig struct {
 	// Allow lists lints whose warnings or errors do not block issuance, each
 	// with the reason the profile deliberately triggers it.
 	Allow []AllowedLint `yaml:"allow"`
+	// Skip lists lints of the selected sources that are not run at all, each
+	// with a reason (for a lint whose cost outweighs what it can find).
+	Skip []AllowedLint `yaml:"skip"`
 }
 
-// AllowedLint is one lint explicitly allowed to fail.
+// AllowedLint names one lint allowed to fail (or skipped), with the reason.
 type AllowedLint struct {
 	Name   string `yaml:"name"`
 	Reason string `yaml:"reason"`
@@ -63,25 +75,42 @@ func (c LintConfig) compile() (lint.Registry, map[string]string, error) {
 		}
 		list = append(list, src)
 	}
-	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: list})
+	allowed, err := lintReasons("lint.allow", c.Allow)
+	if err != nil {
+		return nil, nil, err
+	}
+	skipped, err := lintReasons("lint.skip", c.Skip)
+	if err != nil {
+		return nil, nil, err
+	}
+	exclude := append([]string(nil), notRun...)
+	for name := range skipped {
+		exclude = append(exclude, name)
+	}
+	reg, err := lint.GlobalRegistry().Filter(lint.FilterOptions{IncludeSources: list, ExcludeNames: exclude})
 	if err != nil {
 		return nil, nil, tacerr.Wrap(tacerr.InvalidConfig, err, "lint.sources: cannot build the lint registry")
 	}
-	allowed := make(map[string]string, len(c.Allow))
+	return reg, allowed, nil
+}
+
+// lintReasons checks a list of lint names with reasons under field.
+func lintReasons(field string, list []AllowedLint) (map[string]string, error) {
+	out := make(map[string]string, len(list))
 	all := lint.GlobalRegistry().CertificateLints()
-	for i, a := range c.Allow {
-		field := fmt.Sprintf("lint.allow[%d]", i)
+	for i, a := range list {
+		f := fmt.Sprintf("%s[%d]", field, i)
 		switch {
 		case all.ByName(a.Name) == nil:
-			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".name", "%q is not a zlint certificate lint name (see `zlint -list-lints-json`)", a.Name)
+			return nil, tacerr.Field(tacerr.InvalidConfig, f+".name", "%q is not a zlint certificate lint name (see `zlint -list-lints-json`)", a.Name)
 		case strings.TrimSpace(a.Reason) == "":
-			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".reason", "allowing lint %s needs a reason saying why the profile triggers it", a.Name)
-		case allowed[a.Name] != "":
-			return nil, nil, tacerr.Field(tacerr.InvalidConfig, field+".name", "lint %s is allowed twice", a.Name)
+			return nil, tacerr.Field(tacerr.InvalidConfig, f+".reason", "lint %s needs a reason saying why the profile triggers it or why it is skipped", a.Name)
+		case out[a.Name] != "":
+			return nil, tacerr.Field(tacerr.InvalidConfig, f+".name", "lint %s is listed twice", a.Name)
 		}
-		allowed[a.Name] = a.Reason
+		out[a.Name] = a.Reason
 	}
-	return reg, allowed, nil
+	return out, nil
 }
 
 // linter runs a fixed registry over DER certificates.
