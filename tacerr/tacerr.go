@@ -53,6 +53,9 @@ const (
 	HSMTokenAbsent  Code = "hsm_token_not_present"
 
 	LedgerInvariant Code = "ledger_invariant"
+
+	RequestTooLarge      Code = "request_too_large"      // the request body exceeds the API's limit
+	UnsupportedMediaType Code = "unsupported_media_type" // the request body is not application/json
 )
 
 // Error is tacline's error. Construct it with New or Wrap.
