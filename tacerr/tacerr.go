@@ -56,6 +56,9 @@ const (
 
 	RequestTooLarge      Code = "request_too_large"      // the request body exceeds the API's limit
 	UnsupportedMediaType Code = "unsupported_media_type" // the request body is not application/json
+
+	VerificationFailed Code = "verification_failed" // an identity the server returned failed the station's checks
+	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 )
 
 // Error is tacline's error. Construct it with New or Wrap.
