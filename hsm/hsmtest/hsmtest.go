@@ -123,7 +123,7 @@ func setup() (*state, error) {
 	}
 	s.anchor, err = hsm.Open(hsm.Config{Module: module, TokenLabel: anchorLabel, PIN: "literal:" + SOPIN, AllowLiteralPIN: true, SoftHSMConf: s.conf})
 	if err != nil {
-		return fail(err)
+		return fail(fmt.Errorf("open the anchor token (was an hsm.Token of an earlier test left open?): %w", err))
 	}
 	s.raw = pkcs11.New(module)
 	if s.raw == nil {
