@@ -310,8 +310,9 @@ func ChainPEM(certs ...*x509.Certificate) []byte {
 	return b.Bytes()
 }
 
-// ParseChainPEM decodes one or more PEM "CERTIFICATE" blocks; anything else
-// (another block type, text between blocks, no block) is an error naming the
+// ParseChainPEM decodes one or more PEM "CERTIFICATE" blocks. Text before a
+// block is skipped (openssl writes "subject=" lines there); another block
+// type, text after the last block, or no block at all is an error naming the
 // block.
 func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
 	var out []*x509.Certificate

@@ -1,0 +1,305 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// IssuerRecord is one issuing CA known to tacline. KeyID is the hex
+// subjectKeyIdentifier of its certificate; exactly one record is Active.
+type IssuerRecord struct {
+	Label     string    `json:"label"`  // the HSM key label
+	KeyID     string    `json:"key_id"` // hex SKID
+	Curve     string    `json:"curve"`  // P-256, P-384
+	CertPEM   string    `json:"cert_pem"`
+	ChainPEM  string    `json:"chain_pem"` // certificates above it, root last
+	Active    bool      `json:"active"`
+	CreatedAt time.Time `json:"created_at"`
+}
+
+// IssuerStore persists issuers. AddIssuer refuses a duplicate KeyID
+// (conflict); adding an Active record, or Activate, makes every other record
+// inactive; Activate of an unknown key id is not_found.
+type IssuerStore interface {
+	AddIssuer(ctx context.Context, r IssuerRecord) error
+	ListIssuers(ctx context.Context) ([]IssuerRecord, error)
+	Activate(ctx context.Context, keyID string) error
+}
+
+// KeyGenerator makes a non-extractable key pair in the HSM and returns its
+// signer. curve is "P-256" or "P-384". The command layer adapts hsm.Token.
+type KeyGenerator interface {
+	GenerateKey(label, curve string) (crypto.Signer, error)
+}
+
+// CeremonyOptions name the keys and certificates of a ceremony.
+type CeremonyOptions struct {
+	RootLabel    string    // HSM label of the root key (dev only)
+	IssuerLabel  string    // HSM label of the issuing CA key
+	Curve        string    // P-256 (default) or P-384
+	Organization string    // subject O of the CA certificates
+	Country      string    // subject C, optional
+	RootCN       string    // default "<Organization> Device Root CA"
+	IssuerCN     string    // default "<Organization> Device Issuing CA <label>"
+	RootValidity Validity  // default 25 years from Now
+	CAValidity   Validity  // default 15 years from Now
+	Now          time.Time // the ceremony time; required
+}
+
+func (o *CeremonyOptions) fill(dev bool) error {
+	if o.Now.IsZero() {
+		return tacerr.Field(tacerr.InvalidInput, "now", "the ceremony time is required")
+	}
+	if o.Curve == "" {
+		o.Curve = "P-256"
+	}
+	if o.Curve != "P-256" && o.Curve != "P-384" {
+		return tacerr.Field(tacerr.InvalidInput, "curve", "%q: use P-256 or P-384", o.Curve)
+	}
+	if o.Organization == "" {
+		return tacerr.Field(tacerr.InvalidInput, "organization", "the manufacturer's name is required")
+	}
+	if o.IssuerLabel == "" || dev && o.RootLabel == "" {
+		return tacerr.Field(tacerr.InvalidInput, "label", "HSM key labels are required")
+	}
+	if dev && o.RootLabel == o.IssuerLabel {
+		return tacerr.Field(tacerr.InvalidInput, "label", "the root and issuing keys need different labels")
+	}
+	if o.RootCN == "" {
+		o.RootCN = o.Organization + " Device Root CA"
+	}
+	if o.IssuerCN == "" {
+		o.IssuerCN = o.Organization + " Device Issuing CA " + o.IssuerLabel
+	}
+	if o.RootValidity == (Validity{}) {
+		o.RootValidity = ValidFor(o.Now, 25*365*24*time.Hour)
+	}
+	if o.CAValidity == (Validity{}) {
+		o.CAValidity = ValidFor(o.Now, 15*365*24*time.Hour)
+	}
+	return nil
+}
+
+func (o CeremonyOptions) name(cn string) pkix.Name {
+	n := pkix.Name{CommonName: cn, Organization: []string{o.Organization}}
+	if o.Country != "" {
+		n.Country = []string{o.Country}
+	}
+	return n
+}
+
+// DevCeremony is what InitDev made.
+type DevCeremony struct {
+	Root, Issuing *x509.Certificate
+	RootSigner    crypto.Signer // stays in the HSM; kept for rotation in development
+	Record        IssuerRecord
+}
+
+// InitDev is `tacline ca init --dev`: a root key and an issuing CA key made
+// in the HSM, a self-signed root, the issuing CA certificate signed by it,
+// and the issuer recorded (active when no issuer is active yet). The caller
+// writes Root and Issuing as PEM.
+func InitDev(ctx context.Context, store IssuerStore, gen KeyGenerator, o CeremonyOptions) (*DevCeremony, error) {
+	if err := o.fill(true); err != nil {
+		return nil, err
+	}
+	rootKey, err := gen.GenerateKey(o.RootLabel, o.Curve)
+	if err != nil {
+		return nil, fmt.Errorf("generate root key %q: %w", o.RootLabel, err)
+	}
+	root, err := SelfSignedRoot(rootKey, o.name(o.RootCN), o.RootValidity)
+	if err != nil {
+		return nil, err
+	}
+	rec, issuing, err := newIssuing(ctx, store, gen, root, rootKey, o)
+	if err != nil {
+		return nil, err
+	}
+	return &DevCeremony{Root: root, Issuing: issuing, RootSigner: rootKey, Record: rec}, nil
+}
+
+// RotateDev is `tacline ca rotate --dev`: a new issuing CA key in the HSM,
+// certified by the existing root, recorded and made active; the old issuers
+// stay recorded (inactive) for verification.
+func RotateDev(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootSigner crypto.Signer, o CeremonyOptions) (IssuerRecord, *x509.Certificate, error) {
+	if err := o.fill(false); err != nil {
+		return IssuerRecord{}, nil, err
+	}
+	rec, issuing, err := newIssuing(ctx, store, gen, root, rootSigner, o)
+	if err != nil {
+		return IssuerRecord{}, nil, err
+	}
+	if err := store.Activate(ctx, rec.KeyID); err != nil {
+		return IssuerRecord{}, nil, fmt.Errorf("activate issuer %s: %w", rec.KeyID, err)
+	}
+	rec.Active = true
+	return rec, issuing, nil
+}
+
+func newIssuing(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootKey crypto.Signer, o CeremonyOptions) (IssuerRecord, *x509.Certificate, error) {
+	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
+	if err != nil {
+		return IssuerRecord{}, nil, fmt.Errorf("generate issuing key %q: %w", o.IssuerLabel, err)
+	}
+	issuing, err := IssuingCA(root, rootKey, key.Public(), o.name(o.IssuerCN), o.CAValidity)
+	if err != nil {
+		return IssuerRecord{}, nil, err
+	}
+	active, err := hasActive(ctx, store)
+	if err != nil {
+		return IssuerRecord{}, nil, err
+	}
+	rec := record(o.IssuerLabel, issuing, []*x509.Certificate{root}, !active, o.Now)
+	if err := store.AddIssuer(ctx, rec); err != nil {
+		return IssuerRecord{}, nil, fmt.Errorf("record issuer %s: %w", rec.KeyID, err)
+	}
+	return rec, issuing, nil
+}
+
+// InitOffline is `tacline ca init` without --dev: the issuing CA key made in
+// the HSM and the PEM CSR to send to the manufacturer's offline root.
+func InitOffline(gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
+	if err := o.fill(false); err != nil {
+		return nil, err
+	}
+	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
+	if err != nil {
+		return nil, fmt.Errorf("generate issuing key %q: %w", o.IssuerLabel, err)
+	}
+	der, err := CSRForKey(key, o.name(o.IssuerCN))
+	if err != nil {
+		return nil, err
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// Import is `tacline ca import --cert FILE`: it checks that the certificate
+// (first PEM block of certPEM; any further blocks, then chainPEM, form its
+// chain up to the root) certifies the HSM key behind signer, is a CA allowed
+// to sign, and chains to the last certificate given; then records it (active
+// when activate is set or no issuer is active yet).
+func Import(ctx context.Context, store IssuerStore, label string, signer crypto.Signer, certPEM, chainPEM []byte, activate bool, now time.Time) (IssuerRecord, error) {
+	certs, err := ParseChainPEM(certPEM)
+	if err != nil {
+		return IssuerRecord{}, err
+	}
+	if len(chainPEM) > 0 {
+		more, err := ParseChainPEM(chainPEM)
+		if err != nil {
+			return IssuerRecord{}, err
+		}
+		certs = append(certs, more...)
+	}
+	cert, chain := certs[0], certs[1:]
+	if err := CheckCertMatchesKey(cert, signer.Public()); err != nil {
+		return IssuerRecord{}, err
+	}
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
+		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "cert", "certificate %q must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign) with a subjectKeyIdentifier", cert.Subject)
+	}
+	if len(chain) > 0 {
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		roots.AddCert(chain[len(chain)-1])
+		for _, c := range chain[:len(chain)-1] {
+			inter.AddCert(c)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return IssuerRecord{}, tacerr.Wrap(tacerr.InvalidInput, err, "certificate %q does not chain to %q", cert.Subject, chain[len(chain)-1].Subject)
+		}
+	}
+	active, err := hasActive(ctx, store)
+	if err != nil {
+		return IssuerRecord{}, err
+	}
+	rec := record(label, cert, chain, activate || !active, now)
+	if err := store.AddIssuer(ctx, rec); err != nil {
+		return IssuerRecord{}, fmt.Errorf("record issuer %s: %w", rec.KeyID, err)
+	}
+	return rec, nil
+}
+
+// IssuerInfo is one line of `tacline ca list`.
+type IssuerInfo struct {
+	Label, KeyID, Curve string
+	Subject             string
+	NotBefore, NotAfter time.Time
+	Active              bool
+}
+
+// List is `tacline ca list`: every issuer, active first, then newest first.
+func List(ctx context.Context, store IssuerStore) ([]IssuerInfo, error) {
+	recs, err := store.ListIssuers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	sort.SliceStable(recs, func(i, j int) bool {
+		if recs[i].Active != recs[j].Active {
+			return recs[i].Active
+		}
+		return recs[i].CreatedAt.After(recs[j].CreatedAt)
+	})
+	out := make([]IssuerInfo, 0, len(recs))
+	for _, r := range recs {
+		certs, err := ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			return nil, fmt.Errorf("issuer %s: stored certificate: %w", r.KeyID, err)
+		}
+		c := certs[0]
+		out = append(out, IssuerInfo{Label: r.Label, KeyID: r.KeyID, Curve: r.Curve, Subject: c.Subject.String(), NotBefore: c.NotBefore, NotAfter: c.NotAfter, Active: r.Active})
+	}
+	return out, nil
+}
+
+// ActiveIssuer returns the active record and its parsed certificate and chain.
+func ActiveIssuer(ctx context.Context, store IssuerStore) (IssuerRecord, *x509.Certificate, []*x509.Certificate, error) {
+	recs, err := store.ListIssuers(ctx)
+	if err != nil {
+		return IssuerRecord{}, nil, nil, err
+	}
+	for _, r := range recs {
+		if !r.Active {
+			continue
+		}
+		certs, err := ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			return IssuerRecord{}, nil, nil, fmt.Errorf("issuer %s: %w", r.KeyID, err)
+		}
+		var chain []*x509.Certificate
+		if r.ChainPEM != "" {
+			if chain, err = ParseChainPEM([]byte(r.ChainPEM)); err != nil {
+				return IssuerRecord{}, nil, nil, fmt.Errorf("issuer %s chain: %w", r.KeyID, err)
+			}
+		}
+		return r, certs[0], chain, nil
+	}
+	return IssuerRecord{}, nil, nil, tacerr.New(tacerr.NotFound, "no active issuer; run `tacline ca init` or `tacline ca import`")
+}
+
+func hasActive(ctx context.Context, store IssuerStore) (bool, error) {
+	recs, err := store.ListIssuers(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, r := range recs {
+		if r.Active {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func record(label string, cert *x509.Certificate, chain []*x509.Certificate, active bool, now time.Time) IssuerRecord {
+	r := IssuerRecord{Label: label, KeyID: KeyID(cert), Curve: CurveName(cert.PublicKey), CertPEM: string(ChainPEM(cert)), Active: active, CreatedAt: now.UTC()}
+	if len(chain) > 0 {
+		r.ChainPEM = string(ChainPEM(chain...))
+	}
+	return r
+}
