@@ -1,0 +1,171 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// SQL of checkpoints.
+const (
+	qLatestCheckpoint = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
+	qCheckpointAt     = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
+	qInsertCheckpoint = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+)
+
+// StoredCheckpoint is a checkpoint as kept in the database, with the
+// verifier key of the key that signed it.
+type StoredCheckpoint struct {
+	Checkpoint
+	VerifierKey string
+}
+
+// LatestCheckpoint returns the newest signed checkpoint, or a not_found
+// error when none was signed yet.
+func LatestCheckpoint(ctx context.Context, db *store.DB) (StoredCheckpoint, error) {
+	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, qLatestCheckpoint), "no audit checkpoint was signed yet: run tacline audit checkpoint")
+}
+
+// CheckpointAt returns the signed checkpoint of size n.
+func CheckpointAt(ctx context.Context, db *store.DB, n int64) (StoredCheckpoint, error) {
+	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(qCheckpointAt), n),
+		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint")
+}
+
+type rowScanner interface{ Scan(...any) error }
+
+func scanCheckpoint(row rowScanner, notFound string) (StoredCheckpoint, error) {
+	var c StoredCheckpoint
+	var root []byte
+	var msg string
+	if err := row.Scan(&c.Size, &root, &msg, &c.VerifierKey); err != nil {
+		if errors.Is(err, sql.ErrNoRows) {
+			return c, tacerr.New(tacerr.NotFound, "%s", notFound)
+		}
+		return c, wrapDB(err, "read audit checkpoint")
+	}
+	h, err := hashOf(root, "audit_checkpoints.root")
+	if err != nil {
+		return c, err
+	}
+	c.Root, c.Note = h, []byte(msg)
+	v, err := ParseVerifierKey(c.VerifierKey)
+	if err != nil {
+		return c, tacerr.Wrap(tacerr.LedgerInvariant, err, "audit checkpoint %d has a bad verifier key", c.Size)
+	}
+	opened, err := OpenCheckpoint(c.Note, v)
+	if err != nil {
+		return c, tacerr.Wrap(tacerr.LedgerInvariant, err, "audit checkpoint %d in the database", c.Size)
+	}
+	if opened.Size != c.Size || opened.Root != c.Root {
+		return c, tacerr.New(tacerr.LedgerInvariant, "audit checkpoint %d: the signed note says size %d root %s, the row says root %s", c.Size, opened.Size, opened.Root, c.Root)
+	}
+	c.Origin = opened.Origin
+	return c, nil
+}
+
+// Checkpoint signs a checkpoint of the log's head, unless the newest signed
+// checkpoint already covers it (then it returns that one). It holds the head
+// row's lock from reading the head to storing the checkpoint, so replicas
+// sign in order, and before signing it proves, over the stored hashes, that
+// the head's tree extends the tree of the newest signed checkpoint; it
+// refuses to sign (code ledger_invariant) if it does not.
+func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
+	if l.signer == nil {
+		return StoredCheckpoint{}, tacerr.New(tacerr.InvalidConfig, "this audit log has no signing key (audit.key_label)")
+	}
+	var out StoredCheckpoint
+	err := l.db.InTx(ctx, func(tx *store.Tx) error {
+		q := qHead
+		if tx.Dialect() == store.Postgres {
+			q = qHeadForUpdate
+		}
+		var size int64
+		var rootb []byte
+		if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
+			return wrapDB(err, "lock the audit log head")
+		}
+		root, err := hashOf(rootb, "audit_head.root")
+		if err != nil {
+			return err
+		}
+		if size == 0 {
+			return tacerr.New(tacerr.InvalidState, "the audit log is empty: there is nothing to checkpoint yet")
+		}
+		r := dbHashReader{tx}
+		th, err := tlog.TreeHash(size, r)
+		if err != nil {
+			return err
+		}
+		if th != root {
+			return tacerr.New(tacerr.LedgerInvariant, "audit head root %s differs from the root %s of the stored hashes at size %d: refusing to sign", root, th, size)
+		}
+		prev, err := scanCheckpoint(tx.QueryRowx(qLatestCheckpoint), "")
+		switch {
+		case tacerr.Is(err, tacerr.NotFound):
+		case err != nil:
+			return err
+		case prev.Size == size:
+			out = prev
+			return nil
+		case prev.Size > size:
+			return tacerr.New(tacerr.LedgerInvariant, "the newest audit checkpoint has size %d, beyond the head's %d: refusing to sign", prev.Size, size)
+		default:
+			p, err := tlog.ProveTree(size, prev.Size, r)
+			if err != nil {
+				return tacerr.Wrap(tacerr.LedgerInvariant, err, "prove audit tree %d extends checkpoint %d", size, prev.Size)
+			}
+			if err := tlog.CheckTree(p, size, root, prev.Size, prev.Root); err != nil {
+				return tacerr.Wrap(tacerr.LedgerInvariant, err, "the audit tree of size %d is not consistent with signed checkpoint %d (the stored hashes changed): refusing to sign", size, prev.Size)
+			}
+		}
+		c, err := signCheckpoint(Checkpoint{Origin: l.cfg.Origin, Size: size, Root: root}, l.signer)
+		if err != nil {
+			return tacerr.Wrap(tacerr.HSMUnavailable, err, "sign audit checkpoint %d", size)
+		}
+		sc := StoredCheckpoint{Checkpoint: c, VerifierKey: l.signer.Verifier().Key()}
+		if _, err := tx.Exec(tx.Rebind(qInsertCheckpoint), sc.Size, sc.Root[:], string(sc.Note), sc.VerifierKey, tx.Now().UnixMicro()); err != nil {
+			return wrapDB(err, "store audit checkpoint")
+		}
+		out = sc
+		return nil
+	})
+	return out, err
+}
+
+// Run signs checkpoints until ctx ends: after every CheckpointEvery
+// appended events (as this replica sees them) and every CheckpointInterval
+// when events were appended since the newest checkpoint. Failures are
+// logged and retried at the next occasion.
+func (l *Log) Run(ctx context.Context, log *slog.Logger) {
+	t := time.NewTicker(l.cfg.interval())
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-l.kick:
+		}
+		c, err := l.Checkpoint(ctx)
+		switch {
+		case err == nil:
+			log.Debug("audit checkpoint", "size", c.Size, "root", c.Root.String())
+		case tacerr.Is(err, tacerr.InvalidState): // empty log
+		case ctx.Err() != nil:
+			return
+		default:
+			log.Error("audit checkpoint failed", "err", err)
+		}
+	}
+}
+
+func itoa(n int64) string { return strconv.FormatInt(n, 10) }
