@@ -1,0 +1,265 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/hsm/hsmtest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// softGen makes software keys (for the logic tests); hsmGen makes them in a
+// real SoftHSM2 token.
+type softGen struct {
+	mu   sync.Mutex
+	keys map[string]crypto.Signer
+}
+
+func (g *softGen) GenerateKey(label, curve string) (crypto.Signer, error) {
+	c := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[curve]
+	if c == nil {
+		return nil, fmt.Errorf("curve %q", curve)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.keys == nil {
+		g.keys = map[string]crypto.Signer{}
+	}
+	if g.keys[label] != nil {
+		return nil, fmt.Errorf("label %q exists", label)
+	}
+	k, err := ecdsaKey(c)
+	g.keys[label] = k
+	return k, err
+}
+
+type hsmGen struct{ tok *hsm.Token }
+
+func (g hsmGen) GenerateKey(label, curve string) (crypto.Signer, error) {
+	kt := map[string]hsm.KeyType{"P-256": hsm.ECP256, "P-384": hsm.ECP384}[curve]
+	if _, err := g.tok.GenerateKey(label, kt); err != nil {
+		return nil, err
+	}
+	return g.tok.Signer(label)
+}
+
+func opts(label string) CeremonyOptions {
+	return CeremonyOptions{RootLabel: "root", IssuerLabel: label, Organization: "Acme Devices", Country: "DE", Now: now}
+}
+
+func TestCeremonyDevAndRotate(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		gen   func(t *testing.T) KeyGenerator
+		curve string
+	}{
+		{name: "software keys", gen: func(*testing.T) KeyGenerator { return &softGen{} }, curve: "P-384"},
+		{name: "SoftHSM2 keys", gen: func(t *testing.T) KeyGenerator { return hsmGen{hsmtest.Open(t, hsmtest.NewToken(t))} }, curve: "P-256"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			store := NewFileStore(filepath.Join(t.TempDir(), "issuers.json"))
+			gen := tc.gen(t)
+			o := opts("issuing-1")
+			o.Curve = tc.curve
+			dev, err := InitDev(ctx, store, gen, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !dev.Record.Active || dev.Record.Curve != tc.curve || dev.Record.KeyID != KeyID(dev.Issuing) {
+				t.Fatalf("record %+v", dev.Record)
+			}
+			if err := dev.Issuing.CheckSignatureFrom(dev.Root); err != nil {
+				t.Fatal(err)
+			}
+			o2 := opts("issuing-2")
+			o2.Curve = tc.curve
+			o2.Now = now.Add(time.Hour)
+			rec2, iss2, err := RotateDev(ctx, store, gen, dev.Root, dev.RootSigner, o2)
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := List(ctx, store)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != 2 || !list[0].Active || list[0].KeyID != rec2.KeyID || list[1].Active || list[1].Label != "issuing-1" {
+				t.Fatalf("list after rotate %+v", list)
+			}
+			active, cert, chain, err := ActiveIssuer(ctx, store)
+			if err != nil || active.KeyID != rec2.KeyID || !cert.Equal(iss2) || len(chain) != 1 || !chain[0].Equal(dev.Root) {
+				t.Fatalf("active issuer %+v %v", active, err)
+			}
+			// Rotating back to the first issuer keeps both.
+			if err := store.Activate(ctx, dev.Record.KeyID); err != nil {
+				t.Fatal(err)
+			}
+			if a, _, _, _ := ActiveIssuer(ctx, store); a.KeyID != dev.Record.KeyID {
+				t.Fatalf("active %s after Activate", a.KeyID)
+			}
+		})
+	}
+}
+
+// TestCeremonyOfflineImport: the issuing key makes a CSR, an "offline root"
+// signs it, Import checks the result against the HSM key.
+func TestCeremonyOfflineImport(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	gen := &softGen{}
+	csrPEM, err := InitOffline(gen, opts("issuing-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(csrPEM)
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil || csr.CheckSignature() != nil {
+		t.Fatalf("CSR: %v", err)
+	}
+	offline := newHierarchy(t, elliptic.P256())
+	signed, err := IssuingCA(offline.root, offline.rootKey, csr.PublicKey, csr.Subject, ValidFor(now, 24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer := gen.keys["issuing-1"]
+	tests := []struct {
+		name    string
+		signer  crypto.Signer
+		cert    []byte
+		chain   []byte
+		errCode tacerr.Code
+	}{
+		{name: "certificate for another key", signer: signer, cert: ChainPEM(offline.issuing), chain: ChainPEM(offline.root), errCode: tacerr.InvalidInput},
+		{name: "chain to a different root", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(newHierarchy(t, elliptic.P256()).root), errCode: tacerr.InvalidInput},
+		{name: "not PEM", signer: signer, cert: []byte("nope"), errCode: tacerr.InvalidInput},
+		{name: "good, chain in the same file", signer: signer, cert: ChainPEM(signed, offline.root)},
+		{name: "same issuer again", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(offline.root), errCode: tacerr.Conflict},
+	}
+	store := NewFileStore(filepath.Join(t.TempDir(), "issuers.json"))
+	for _, tc := range tests { // sequential: the cases share the store
+		rec, err := Import(ctx, store, "issuing-1", tc.signer, tc.cert, tc.chain, false, now)
+		if tc.errCode != "" {
+			if tacerr.CodeOf(err) != tc.errCode {
+				t.Fatalf("%s: err = %v, want %s", tc.name, err, tc.errCode)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if !rec.Active || rec.KeyID != KeyID(signed) || rec.ChainPEM != string(ChainPEM(offline.root)) {
+			t.Fatalf("%s: record %+v", tc.name, rec)
+		}
+	}
+	list, _ := store.ListIssuers(ctx)
+	if len(list) != 1 {
+		t.Fatalf("%d issuers recorded, want 1 (refusals write nothing)", len(list))
+	}
+}
+
+func TestCeremonyOptionsRefused(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name  string
+		mod   func(o *CeremonyOptions)
+		field string
+	}{
+		{name: "no time", mod: func(o *CeremonyOptions) { o.Now = time.Time{} }, field: "now"},
+		{name: "P-521", mod: func(o *CeremonyOptions) { o.Curve = "P-521" }, field: "curve"},
+		{name: "no organization", mod: func(o *CeremonyOptions) { o.Organization = "" }, field: "organization"},
+		{name: "same labels", mod: func(o *CeremonyOptions) { o.IssuerLabel = "root" }, field: "label"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := opts("issuing-1")
+			tc.mod(&o)
+			store := NewFileStore(filepath.Join(t.TempDir(), "issuers.json"))
+			_, err := InitDev(context.Background(), store, &softGen{}, o)
+			if e, ok := tacerr.As(err); !ok || e.Field != tc.field {
+				t.Fatalf("err = %v, want field %s", err, tc.field)
+			}
+			if list, _ := store.ListIssuers(context.Background()); len(list) != 0 {
+				t.Fatal("a refused ceremony recorded an issuer")
+			}
+		})
+	}
+}
+
+func TestFileStore(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dir := t.TempDir()
+	path := filepath.Join(dir, "issuers.json")
+	s := NewFileStore(path)
+	if list, err := s.ListIssuers(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("missing file: %v %v", list, err)
+	}
+	h := newHierarchy(t, elliptic.P256())
+	const n = 8
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Go(func() {
+			errs[i] = s.AddIssuer(ctx, IssuerRecord{Label: fmt.Sprint("k", i), KeyID: fmt.Sprint("id", i), CertPEM: string(ChainPEM(h.issuing)), Active: i == 3})
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := NewFileStore(path).ListIssuers(ctx) // a fresh handle reads the file
+	if err != nil || len(list) != n {
+		t.Fatalf("%d records, %v", len(list), err)
+	}
+	if err := s.AddIssuer(ctx, IssuerRecord{KeyID: "id1", CertPEM: "x"}); !tacerr.Is(err, tacerr.Conflict) {
+		t.Fatalf("duplicate key id: %v", err)
+	}
+	if err := s.Activate(ctx, "id9"); !tacerr.Is(err, tacerr.NotFound) {
+		t.Fatalf("unknown key id: %v", err)
+	}
+	if err := s.AddIssuer(ctx, IssuerRecord{KeyID: "new", CertPEM: "x", Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	list, _ = s.ListIssuers(ctx)
+	active := 0
+	for _, r := range list {
+		if r.Active {
+			active++
+		}
+	}
+	if active != 1 || !list[len(list)-1].Active {
+		t.Fatalf("%d active issuers after adding an active one", active)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 {
+		t.Fatalf("temporary files left behind: %v", entries)
+	}
+	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.ListIssuers(ctx); !tacerr.Is(err, tacerr.InvalidConfig) {
+		t.Fatalf("corrupt file: %v", err)
+	}
+}
+
+func ecdsaKey(c elliptic.Curve) (crypto.Signer, error) {
+	return ecdsa.GenerateKey(c, rand.Reader)
+}
