@@ -157,9 +157,9 @@ func (p Profile) notAfter(issued time.Time) (time.Time, error) {
 
 // Device is what the profile certifies about one device.
 type Device struct {
-	Serial       string   // the device serial: subject serialNumber and hwSerialNum
-	Manufacturer string   // subject O
-	Model        string   // subject CN unless the profile sets one
+	Serial       string      // the device serial: subject serialNumber and hwSerialNum
+	Manufacturer string      // subject O
+	Model        string      // subject CN unless the profile sets one
 	IMEIs        []imei.IMEI // one URI SAN each, in this order
 }
 
