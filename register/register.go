@@ -1,0 +1,168 @@
+// Package register reports the ledger to the national IMEI register and
+// loses nothing doing it.
+//
+// Reporting is a transactional outbox: [Outbox] is a store.Sink, so every
+// IMEI state change (bound -> registered, voided, revoked, reissued ->
+// updated) writes one outbox row per IMEI, with its own idempotency key, in
+// the same database transaction as the ledger change. Nothing is reported
+// that the ledger did not commit; nothing it committed is left unreported.
+//
+// [Worker] delivers outbox rows to the register's JSON API
+// (docs/register-api.md) in batches bounded by size and age. It claims rows
+// with a lease (claim_until) inside a transaction, with FOR UPDATE SKIP
+// LOCKED on PostgreSQL, so replicas sharing one database never send the same
+// row concurrently and a replica that dies mid-batch loses nothing: its
+// claim expires and another worker (or itself, restarted) sends the rows
+// again under the same idempotency keys, which the register answers
+// duplicate. Delivery is ordered per IMEI (a row is never claimed while an
+// earlier row of the same IMEI is open). Failures back off exponentially
+// with jitter, and a circuit breaker stops hammering a register that is
+// down. A register answer that is not a well-formed response to the batch
+// leaves the whole batch pending with the error recorded.
+//
+// Each row's state is kept: pending, sent (claimed, in flight),
+// acknowledged (with the register's receipt id) or rejected (with the
+// register's reason). A conflict (the register holds the IMEI for another
+// device or manufacturer) is a clone alert: the row is kept rejected,
+// surfaced by [Status] and the metrics, and never retried blindly.
+package register
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"net/http"
+	"net/url"
+	"os"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config is the register section of the configuration file.
+type Config struct {
+	// URL is the register's base URL; the API lives under /v1/.
+	URL string `yaml:"url"`
+	// BatchSize is the largest number of events per request (1 to 1000).
+	BatchSize int `yaml:"batch_size"`
+	// BatchAge is how long the oldest ready event may wait for a batch to
+	// fill before a smaller batch is sent.
+	BatchAge time.Duration `yaml:"batch_age"`
+	// Timeout bounds one request to the register.
+	Timeout time.Duration `yaml:"timeout"`
+	// Lease is how long a claimed batch belongs to its worker; a worker
+	// that dies mid-batch has its rows sent again after it. It must exceed
+	// Timeout.
+	Lease time.Duration `yaml:"lease"`
+	// Poll is the idle wait between looks at the outbox.
+	Poll    time.Duration `yaml:"poll"`
+	Backoff Backoff       `yaml:"backoff"`
+	Breaker Breaker       `yaml:"breaker"`
+	TLS     TLS           `yaml:"tls"`
+}
+
+// Backoff is the retry delay after a failed batch: Initial, doubling per
+// attempt up to Max, with jitter (a random factor from 0.5 to 1.5).
+type Backoff struct {
+	Initial time.Duration `yaml:"initial"`
+	Max     time.Duration `yaml:"max"`
+}
+
+// Breaker opens after Failures consecutive failed batches and stays open
+// for Cooldown; then one trial batch decides.
+type Breaker struct {
+	Failures int           `yaml:"failures"`
+	Cooldown time.Duration `yaml:"cooldown"`
+}
+
+// TLS configures the connection to the register: a CA bundle to trust
+// instead of the system's, and a client certificate if the register
+// requires one.
+type TLS struct {
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// WithDefaults fills unset fields.
+func (c Config) WithDefaults() Config {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.BatchSize == 0 {
+		c.BatchSize = 100
+	}
+	def(&c.BatchAge, time.Second)
+	def(&c.Timeout, 10*time.Second)
+	def(&c.Lease, time.Minute)
+	def(&c.Poll, 500*time.Millisecond)
+	def(&c.Backoff.Initial, time.Second)
+	def(&c.Backoff.Max, 5*time.Minute)
+	def(&c.Breaker.Cooldown, 30*time.Second)
+	if c.Breaker.Failures == 0 {
+		c.Breaker.Failures = 5
+	}
+	return c
+}
+
+// Validate names the first wrong field, as in the configuration file.
+func (c Config) Validate() error {
+	f := func(field, format string, args ...any) error {
+		return tacerr.Field(tacerr.InvalidConfig, "register."+field, format, args...)
+	}
+	u, err := url.Parse(c.URL)
+	switch {
+	case c.URL == "":
+		return f("url", "is required: the register's base URL, e.g. https://register.example/")
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return f("url", "%q is not an http(s) URL", c.URL)
+	case c.BatchSize < 1 || c.BatchSize > 1000:
+		return f("batch_size", "%d is out of range: 1 to 1000", c.BatchSize)
+	case c.BatchAge < 0:
+		return f("batch_age", "must not be negative")
+	case c.Timeout <= 0:
+		return f("timeout", "must be positive, e.g. 10s")
+	case c.Lease <= c.Timeout:
+		return f("lease", "%s must exceed register.timeout (%s), or a slow request would lose its claim", c.Lease, c.Timeout)
+	case c.Poll <= 0:
+		return f("poll", "must be positive, e.g. 500ms")
+	case c.Backoff.Initial <= 0:
+		return f("backoff.initial", "must be positive, e.g. 1s")
+	case c.Backoff.Max < c.Backoff.Initial:
+		return f("backoff.max", "%s is less than register.backoff.initial (%s)", c.Backoff.Max, c.Backoff.Initial)
+	case c.Breaker.Failures < 1:
+		return f("breaker.failures", "must be at least 1")
+	case c.Breaker.Cooldown <= 0:
+		return f("breaker.cooldown", "must be positive, e.g. 30s")
+	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
+		return f("tls.key_file", "tls.cert_file and tls.key_file go together")
+	}
+	return nil
+}
+
+// httpClient builds the client for the register.
+func (c Config) httpClient() (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tcfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if c.TLS.CAFile != "" {
+		pem, err := os.ReadFile(c.TLS.CAFile)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "register.tls.ca_file")
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, tacerr.Field(tacerr.InvalidConfig, "register.tls.ca_file", "%s holds no PEM certificate", c.TLS.CAFile)
+		}
+		tcfg.RootCAs = pool
+	}
+	if c.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "register.tls.cert_file/key_file")
+		}
+		tcfg.Certificates = []tls.Certificate{cert}
+	}
+	tr.TLSClientConfig = tcfg
+	return &http.Client{Transport: tr, Timeout: c.Timeout}, nil
+}

@@ -1,0 +1,209 @@
+package register
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Report is the outbox's delivery state, as `tacline register status`
+// prints it.
+type Report struct {
+	// Counts holds the number of rows per state (pending, sent,
+	// acknowledged, rejected).
+	Counts map[string]int64 `json:"counts"`
+	// Pending is the number of events not yet acknowledged or rejected
+	// (pending + sent), the lag's size.
+	Pending int64 `json:"pending"`
+	// OldestPending is when the oldest open event was recorded; LagSeconds
+	// its age.
+	OldestPending *time.Time `json:"oldest_pending,omitempty"`
+	LagSeconds    float64    `json:"lag_seconds"`
+	// LastError is the most recent delivery error of an open event.
+	LastError   string `json:"last_error,omitempty"`
+	CloneAlerts int64  `json:"clone_alerts"`
+	// RecentRejections lists the latest rejections, newest first.
+	RecentRejections []Rejection `json:"recent_rejections"`
+	LastAck          *Ack        `json:"last_ack,omitempty"`
+}
+
+// Rejection is one event the register refused.
+type Rejection struct {
+	IMEI       string    `json:"imei"`
+	Event      string    `json:"event"`
+	Reason     string    `json:"reason"`
+	CloneAlert bool      `json:"clone_alert"`
+	At         time.Time `json:"at"`
+}
+
+// Ack is an acknowledged event.
+type Ack struct {
+	IMEI      string    `json:"imei"`
+	Event     string    `json:"event"`
+	ReceiptID string    `json:"receipt_id"`
+	At        time.Time `json:"at"`
+}
+
+const (
+	sqlCounts     = `SELECT state, COUNT(*) FROM register_outbox GROUP BY state`
+	sqlOldestOpen = `SELECT created_at, last_error FROM register_outbox WHERE state IN ('pending', 'sent') ORDER BY id LIMIT 1`
+	sqlLastError  = `SELECT last_error FROM register_outbox WHERE state IN ('pending', 'sent') AND last_error <> '' ORDER BY id DESC LIMIT 1`
+	sqlClones     = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected' AND clone_alert = 1`
+	sqlRejections = `SELECT imei14, event, reason, clone_alert, done_at FROM register_outbox
+WHERE state = 'rejected' ORDER BY done_at DESC, id DESC LIMIT 10`
+	sqlLastAck = `SELECT imei14, event, receipt_id, done_at FROM register_outbox
+WHERE state = 'acknowledged' ORDER BY done_at DESC, id DESC LIMIT 1`
+)
+
+// Status reads the outbox's delivery state.
+func Status(ctx context.Context, db *store.DB) (Report, error) {
+	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateAcknowledged: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
+	q := db.Reader()
+	fail := func(err error) (Report, error) {
+		return r, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox status")
+	}
+	rows, err := q.QueryContext(ctx, sqlCounts)
+	if err != nil {
+		return fail(err)
+	}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			rows.Close()
+			return fail(err)
+		}
+		r.Counts[s] = n
+	}
+	if err := rows.Close(); err != nil {
+		return fail(err)
+	}
+	r.Pending = r.Counts[StatePending] + r.Counts[StateSent]
+	var created int64
+	var lastErr string
+	switch err := q.QueryRowContext(ctx, sqlOldestOpen).Scan(&created, &lastErr); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fail(err)
+	default:
+		t := time.UnixMicro(created).UTC()
+		r.OldestPending = &t
+		r.LagSeconds = db.Now().Sub(t).Seconds()
+		if err := q.QueryRowContext(ctx, sqlLastError).Scan(&r.LastError); err != nil && !errors.Is(err, sql.ErrNoRows) {
+			return fail(err)
+		}
+	}
+	if err := q.QueryRowContext(ctx, sqlClones).Scan(&r.CloneAlerts); err != nil {
+		return fail(err)
+	}
+	rows, err = q.QueryContext(ctx, sqlRejections)
+	if err != nil {
+		return fail(err)
+	}
+	for rows.Next() {
+		var n, at int64
+		var clone int
+		var j Rejection
+		if err := rows.Scan(&n, &j.Event, &j.Reason, &clone, &at); err != nil {
+			rows.Close()
+			return fail(err)
+		}
+		j.IMEI, j.CloneAlert, j.At = imeiString(n), clone == 1, time.UnixMicro(at).UTC()
+		r.RecentRejections = append(r.RecentRejections, j)
+	}
+	if err := rows.Close(); err != nil {
+		return fail(err)
+	}
+	var a Ack
+	var n, at int64
+	switch err := q.QueryRowContext(ctx, sqlLastAck).Scan(&n, &a.Event, &a.ReceiptID, &at); {
+	case errors.Is(err, sql.ErrNoRows):
+	case err != nil:
+		return fail(err)
+	default:
+		a.IMEI, a.At = imeiString(n), time.UnixMicro(at).UTC()
+		r.LastAck = &a
+	}
+	return r, nil
+}
+
+func imeiString(n int64) string {
+	m, err := imei.FromUint64(uint64(n))
+	if err != nil {
+		return "invalid"
+	}
+	return m.String()
+}
+
+// Metrics are the register's Prometheus collectors: the outbox figures of
+// Status (read from the database at scrape time, so every replica reports
+// the same) and this process's delivery counters.
+type Metrics struct {
+	delivered     *prometheus.CounterVec
+	batchFailures prometheus.Counter
+	batchSeconds  prometheus.Histogram
+	breakerOpen   prometheus.Gauge
+}
+
+// NewMetrics creates the collectors and registers them on reg.
+func NewMetrics(reg prometheus.Registerer, db *store.DB) (*Metrics, error) {
+	m := &Metrics{
+		delivered: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tacline_register_results_total",
+			Help: "Register answers per event, by status (accepted, duplicate, conflict, invalid)."}, []string{"status"}),
+		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: "tacline_register_batch_failures_total",
+			Help: "Batches that failed (register down, error status, malformed reply) and stay pending."}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "tacline_register_batch_seconds",
+			Help: "Time to deliver one batch.", Buckets: prometheus.DefBuckets}),
+		breakerOpen: prometheus.NewGauge(prometheus.GaugeOpts{Name: "tacline_register_breaker_open",
+			Help: "1 while the circuit breaker towards the register is open."}),
+	}
+	for _, c := range []prometheus.Collector{m.delivered, m.batchFailures, m.batchSeconds, m.breakerOpen, &outboxCollector{db: db}} {
+		if err := reg.Register(c); err != nil {
+			return nil, tacerr.Wrap(tacerr.Internal, err, "register metrics")
+		}
+	}
+	return m, nil
+}
+
+// outboxCollector reports Status at scrape time.
+type outboxCollector struct{ db *store.DB }
+
+var (
+	descEvents = prometheus.NewDesc("tacline_register_outbox_events", "Outbox events by delivery state.", []string{"state"}, nil)
+	descLag    = prometheus.NewDesc("tacline_register_lag_seconds", "Age of the oldest event not yet acknowledged or rejected (0 when none).", nil, nil)
+	descClones = prometheus.NewDesc("tacline_register_clone_alerts", "Events the register refused because it holds the IMEI for another device or manufacturer.", nil, nil)
+	descAck    = prometheus.NewDesc("tacline_register_last_ack_timestamp_seconds", "When the register last acknowledged an event (Unix time).", nil, nil)
+	descUp     = prometheus.NewDesc("tacline_register_status_up", "1 if the outbox status could be read at scrape time.", nil, nil)
+)
+
+func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEvents, descLag, descClones, descAck, descUp} {
+		ch <- d
+	}
+}
+
+func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := Status(ctx, c.db)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 1)
+	for s, n := range r.Counts {
+		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.GaugeValue, float64(n), s)
+	}
+	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, r.LagSeconds)
+	ch <- prometheus.MustNewConstMetric(descClones, prometheus.GaugeValue, float64(r.CloneAlerts))
+	if r.LastAck != nil {
+		ch <- prometheus.MustNewConstMetric(descAck, prometheus.GaugeValue, float64(r.LastAck.At.UnixMicro())/1e6)
+	}
+}

@@ -1,0 +1,344 @@
+package register
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/wire"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Row states.
+const (
+	StatePending      = "pending"
+	StateSent         = "sent"
+	StateAcknowledged = "acknowledged"
+	StateRejected     = "rejected"
+)
+
+const (
+	// sqlReady counts rows a worker could claim now and the oldest one's
+	// creation time.
+	sqlReady = `SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM register_outbox
+WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ?`
+	// sqlClaim claims up to N rows in id order: open, due, unclaimed or with
+	// an expired claim, and with no earlier open row of the same IMEI.
+	sqlClaim = `UPDATE register_outbox
+SET state = 'sent', claimed_by = ?, claim_until = ?, attempts = attempts + 1, sent_at = ?
+WHERE id IN (SELECT o.id FROM register_outbox o
+    WHERE o.state IN ('pending', 'sent') AND o.next_attempt_at <= ? AND o.claim_until <= ?
+      AND NOT EXISTS (SELECT 1 FROM register_outbox p
+                      WHERE p.imei14 = o.imei14 AND p.id < o.id AND p.state IN ('pending', 'sent'))
+    ORDER BY o.id LIMIT ? %s)
+RETURNING id, idempotency_key, imei14, event, device_id, model, brand, occurred_at, attempts`
+	sqlAck = `UPDATE register_outbox SET state = 'acknowledged', receipt_id = ?, done_at = ?, claim_until = 0, last_error = ''
+WHERE id = ? AND claimed_by = ? AND state = 'sent'`
+	sqlReject = `UPDATE register_outbox SET state = 'rejected', reason = ?, clone_alert = ?, done_at = ?, claim_until = 0, last_error = ''
+WHERE id = ? AND claimed_by = ? AND state = 'sent'`
+	sqlRetry = `UPDATE register_outbox SET state = 'pending', claim_until = 0, next_attempt_at = ?, last_error = ?
+WHERE id = ? AND claimed_by = ? AND state = 'sent'`
+)
+
+// claimed is one outbox row being delivered.
+type claimed struct {
+	ID       int64
+	Key      string
+	IMEI14   int64
+	Event    string
+	Device   string
+	Model    string
+	Brand    string
+	Occurred int64
+	Attempts int
+}
+
+// Worker delivers outbox rows to the register.
+type Worker struct {
+	db      *store.DB
+	cfg     Config
+	client  *http.Client
+	metrics *Metrics
+	log     *slog.Logger
+	id      string
+	seq     atomic.Int64
+	// breaker state
+	failures  int
+	openUntil time.Time
+}
+
+// NewWorker checks cfg (after defaults) and returns a worker. metrics and
+// log may be nil.
+func NewWorker(db *store.DB, cfg Config, metrics *Metrics, log *slog.Logger) (*Worker, error) {
+	cfg = cfg.WithDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	client, err := cfg.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	host, _ := os.Hostname()
+	return &Worker{db: db, cfg: cfg, client: client, metrics: metrics, log: log,
+		id: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), newKey()[3:11])}, nil
+}
+
+// Run delivers until ctx ends. It returns nil when ctx is cancelled.
+func (w *Worker) Run(ctx context.Context) error {
+	for {
+		wait, err := w.step(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			w.log.Warn("register delivery", "err", err)
+		}
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(wait):
+			}
+		}
+	}
+}
+
+// step does one round: wait out an open breaker, check the outbox, deliver
+// one batch when it is full or old enough. It returns how long to wait
+// before the next round.
+func (w *Worker) step(ctx context.Context) (time.Duration, error) {
+	now := w.db.Now()
+	if now.Before(w.openUntil) {
+		return w.openUntil.Sub(now), nil
+	}
+	var ready, oldest int64
+	t := now.UnixMicro()
+	if err := w.db.Reader().QueryRowxContext(ctx, w.db.Reader().Rebind(sqlReady), t, t).Scan(&ready, &oldest); err != nil {
+		return w.cfg.Poll, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox")
+	}
+	if ready == 0 {
+		return w.cfg.Poll, nil
+	}
+	if ready < int64(w.cfg.BatchSize) {
+		if age := now.Sub(time.UnixMicro(oldest)); age < w.cfg.BatchAge {
+			return min(w.cfg.BatchAge-age, w.cfg.Poll), nil
+		}
+	}
+	n, err := w.DeliverOnce(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if n == 0 {
+		return w.cfg.Poll, nil
+	}
+	return 0, nil
+}
+
+// DeliverOnce claims one batch and delivers it. It returns the number of
+// rows claimed. A failed delivery leaves the rows pending with the error
+// recorded and a backoff, and counts towards the circuit breaker; the
+// error is returned.
+func (w *Worker) DeliverOnce(ctx context.Context) (int, error) {
+	token := w.id + "/" + strconv.FormatInt(w.seq.Add(1), 10)
+	rows, err := w.claim(ctx, token)
+	if err != nil || len(rows) == 0 {
+		return 0, err
+	}
+	start := time.Now()
+	resp, derr := w.send(ctx, rows)
+	if w.metrics != nil {
+		w.metrics.batchSeconds.Observe(time.Since(start).Seconds())
+	}
+	if derr != nil {
+		w.failed()
+		if err := w.retry(ctx, token, rows, derr); err != nil {
+			return len(rows), err
+		}
+		return len(rows), derr
+	}
+	w.succeeded()
+	return len(rows), w.record(ctx, token, rows, resp)
+}
+
+func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
+	lock := ""
+	if w.db.Dialect() == store.Postgres {
+		lock = "FOR UPDATE SKIP LOCKED"
+	}
+	q := fmt.Sprintf(sqlClaim, lock)
+	var rows []claimed
+	err := w.db.InTx(ctx, func(tx *store.Tx) error {
+		rows = rows[:0]
+		now := tx.Now()
+		t := now.UnixMicro()
+		r, err := tx.QueryxContext(ctx, tx.Rebind(q), token, now.Add(w.cfg.Lease).UnixMicro(), t, t, t, w.cfg.BatchSize)
+		if err != nil {
+			return tacerr.Wrap(tacerr.Unavailable, err, "claim register outbox rows")
+		}
+		defer r.Close()
+		for r.Next() {
+			var c claimed
+			if err := r.Scan(&c.ID, &c.Key, &c.IMEI14, &c.Event, &c.Device, &c.Model, &c.Brand, &c.Occurred, &c.Attempts); err != nil {
+				return tacerr.Wrap(tacerr.Internal, err, "read claimed outbox row")
+			}
+			rows = append(rows, c)
+		}
+		return r.Err()
+	})
+	slices.SortFunc(rows, func(a, b claimed) int { return int(a.ID - b.ID) })
+	return rows, err
+}
+
+// send posts the batch and decodes the answer.
+func (w *Worker) send(ctx context.Context, rows []claimed) (wire.Response, error) {
+	req := wire.Request{Items: make([]wire.Item, len(rows))}
+	for i, c := range rows {
+		m, err := imei.FromUint64(uint64(c.IMEI14))
+		if err != nil {
+			return wire.Response{}, tacerr.Wrap(tacerr.Internal, err, "outbox row %d", c.ID)
+		}
+		req.Items[i] = wire.Item{IdempotencyKey: c.Key, IMEI: m.String(), TAC: m.TACString(), Event: c.Event,
+			DeviceID: c.Device, Model: c.Model, Brand: c.Brand, OccurredAt: time.UnixMicro(c.Occurred).UTC()}
+	}
+	body, err := json.Marshal(req)
+	if err != nil {
+		return wire.Response{}, tacerr.Wrap(tacerr.Internal, err, "encode batch")
+	}
+	u := strings.TrimSuffix(w.cfg.URL, "/") + wire.Path
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	if err != nil {
+		return wire.Response{}, tacerr.Wrap(tacerr.InvalidConfig, err, "register.url")
+	}
+	hreq.Header.Set("Content-Type", "application/json")
+	resp, err := w.client.Do(hreq)
+	if err != nil {
+		return wire.Response{}, tacerr.Wrap(tacerr.Unavailable, err, "register unreachable")
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
+		return wire.Response{}, tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+	}
+	out, err := wire.DecodeResponse(resp.Body, req)
+	if err != nil {
+		return wire.Response{}, tacerr.Wrap(tacerr.Unavailable, err, "register answered 200 with a malformed reply; the batch stays pending")
+	}
+	return out, nil
+}
+
+// record stores the per-item results.
+func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp wire.Response) error {
+	lost := 0
+	err := w.db.InTx(ctx, func(tx *store.Tx) error {
+		lost = 0
+		t := tx.Now().UnixMicro()
+		for i, res := range resp.Results {
+			var r interface{ RowsAffected() (int64, error) }
+			var err error
+			switch res.Status {
+			case wire.StatusAccepted, wire.StatusDuplicate:
+				r, err = tx.Exec(tx.Rebind(sqlAck), res.ReceiptID, t, rows[i].ID, token)
+			default:
+				clone := 0
+				if res.Status == wire.StatusConflict {
+					clone = 1
+				}
+				r, err = tx.Exec(tx.Rebind(sqlReject), res.Status+": "+res.Reason, clone, t, rows[i].ID, token)
+			}
+			if err != nil {
+				return tacerr.Wrap(tacerr.Unavailable, err, "record register result")
+			}
+			if n, err := r.RowsAffected(); err != nil {
+				return tacerr.Wrap(tacerr.Unavailable, err, "record register result")
+			} else if n != 1 {
+				lost++ // our claim expired and another worker took the row
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if lost > 0 {
+		w.log.Warn("register results arrived after the claim expired; another worker re-sends them under the same keys", "rows", lost)
+	}
+	if w.metrics != nil {
+		for _, res := range resp.Results {
+			w.metrics.delivered.WithLabelValues(res.Status).Inc()
+		}
+	}
+	for i, res := range resp.Results {
+		if res.Status == wire.StatusConflict || res.Status == wire.StatusInvalid {
+			m, _ := imei.FromUint64(uint64(rows[i].IMEI14))
+			w.log.Warn("register rejected an event", "imei", m.String(), "event", rows[i].Event, "status", res.Status, "reason", res.Reason)
+		}
+	}
+	return nil
+}
+
+// retry puts the batch back with a backoff.
+func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause error) error {
+	if w.metrics != nil {
+		w.metrics.batchFailures.Inc()
+	}
+	msg := cause.Error()
+	if len(msg) > 500 {
+		msg = msg[:500]
+	}
+	return w.db.InTx(ctx, func(tx *store.Tx) error {
+		now := tx.Now()
+		for _, c := range rows {
+			next := now.Add(w.backoff(c.Attempts)).UnixMicro()
+			if _, err := tx.Exec(tx.Rebind(sqlRetry), next, msg, c.ID, token); err != nil {
+				return tacerr.Wrap(tacerr.Unavailable, err, "put failed batch back")
+			}
+		}
+		return nil
+	})
+}
+
+// backoff is the delay after the attempts-th failure: exponential with
+// jitter, capped.
+func (w *Worker) backoff(attempts int) time.Duration {
+	d := w.cfg.Backoff.Initial
+	for i := 1; i < attempts && d < w.cfg.Backoff.Max; i++ {
+		d *= 2
+	}
+	d = min(d, w.cfg.Backoff.Max)
+	return time.Duration(float64(d) * (0.5 + rand.Float64()))
+}
+
+func (w *Worker) failed() {
+	w.failures++
+	if w.failures >= w.cfg.Breaker.Failures {
+		w.openUntil = w.db.Now().Add(w.cfg.Breaker.Cooldown)
+		w.failures = w.cfg.Breaker.Failures - 1 // half-open: one more failure re-opens
+		w.log.Warn("register circuit breaker open", "cooldown", w.cfg.Breaker.Cooldown)
+		if w.metrics != nil {
+			w.metrics.breakerOpen.Set(1)
+		}
+	}
+}
+
+func (w *Worker) succeeded() {
+	w.failures = 0
+	if w.metrics != nil {
+		w.metrics.breakerOpen.Set(0)
+	}
+}
