@@ -50,7 +50,9 @@ func ledgerAt(t *testing.T, cfg store.Config, n int) *store.DB {
 	return db
 }
 
-func device(snr uint32) string { return "D-" + string(rune('A'+snr%26)) + strings.Repeat("x", int(snr%3)) + imei14(snr) }
+func device(snr uint32) string {
+	return "D-" + string(rune('A'+snr%26)) + strings.Repeat("x", int(snr%3)) + imei14(snr)
+}
 
 func imei14(snr uint32) string {
 	m, _ := imei.New(tac, snr)
