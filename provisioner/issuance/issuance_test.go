@@ -2,6 +2,9 @@ package issuance
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/elliptic"
 	"crypto/sha256"
 	"crypto/x509"
@@ -392,4 +395,40 @@ func hexString(s string) string {
 		b.WriteByte(digits[s[i]&15])
 	}
 	return b.String()
+}
+
+func TestIssueDeviceKeyTypes(t *testing.T) {
+	t.Parallel()
+	p := softPKI(t, elliptic.P256())
+	is := p.issuer(t, DefaultLintConfig())
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		pub  crypto.PublicKey
+	}{
+		{name: "P-384 device key", pub: genKey(t, elliptic.P384()).Public()},
+		{name: "Ed25519 device key", pub: edKey.Public()},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			req := testRequest(t)
+			req.PublicKey = tc.pub
+			lintCert, tok, err := is.Prepare(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cert, der, err := is.Issue(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkIssued(t, p, lintCert, tok, cert, der, req)
+			if !tc.pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
+				t.Fatal("certified key differs from the request's")
+			}
+		})
+	}
 }
