@@ -1,0 +1,189 @@
+package factory
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"strings"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// maxDeviceSerial is the longest device serial a certificate subject can
+// carry (RFC 5280 ub-serial-number).
+const maxDeviceSerial = 64
+
+// Device is a simulated device: a serial number and an ECDSA key made on
+// the device, as its secure element would. On a real device the private key
+// never leaves the secure element; the simulator can write it out (KeyPEM)
+// so that authenticity checks can be demonstrated.
+type Device struct {
+	serial string
+	key    *ecdsa.PrivateKey
+}
+
+// NewDevice makes a device with a fresh P-256 key.
+func NewDevice(serial string) (*Device, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "generate the key of device %s", serial)
+	}
+	return NewDeviceWithKey(serial, key)
+}
+
+// NewDeviceWithKey makes a device around an existing ECDSA P-256 or P-384
+// key.
+func NewDeviceWithKey(serial string, key *ecdsa.PrivateKey) (*Device, error) {
+	if err := checkDeviceSerial(serial); err != nil {
+		return nil, err
+	}
+	if key == nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "the device key is required")
+	}
+	if _, err := challengeHash(&key.PublicKey); err != nil {
+		return nil, err
+	}
+	return &Device{serial: serial, key: key}, nil
+}
+
+// checkDeviceSerial accepts what a certificate subject serialNumber (a
+// PrintableString of at most 64 characters) can carry, without '/' so that
+// the serial can name a key file.
+func checkDeviceSerial(s string) error {
+	if s == "" {
+		return tacerr.Field(tacerr.InvalidInput, "device_serial", "is required")
+	}
+	if len(s) > maxDeviceSerial {
+		return tacerr.Field(tacerr.InvalidInput, "device_serial", "is %d characters long, at most %d allowed", len(s), maxDeviceSerial)
+	}
+	for i := 0; i < len(s); i++ {
+		if !printableSerialChar(s[i]) {
+			return tacerr.Field(tacerr.InvalidInput, "device_serial", "character %d (%q) is not allowed: use letters, digits, space and '()+,-.:=?", i+1, s[i])
+		}
+	}
+	if s == "." || s == ".." {
+		return tacerr.Field(tacerr.InvalidInput, "device_serial", "%q cannot name a device", s)
+	}
+	return nil
+}
+
+// printableSerialChar: PrintableString (X.680) minus '/'.
+func printableSerialChar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
+	}
+	return strings.IndexByte(" '()+,-.:=?", c) >= 0
+}
+
+// Serial returns the device serial.
+func (d *Device) Serial() string { return d.serial }
+
+// Public returns the device's public key.
+func (d *Device) Public() crypto.PublicKey { return &d.key.PublicKey }
+
+// CSR returns a PEM PKCS#10 request signed by the device key (proof of
+// possession), with the device serial as subject serialNumber and CN. The
+// server's profile decides what is certified; the subject is informative.
+func (d *Device) CSR() ([]byte, error) {
+	tmpl := &x509.CertificateRequest{Subject: pkix.Name{SerialNumber: d.serial, CommonName: d.serial}}
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, d.key)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSR of device %s", d.serial)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+}
+
+// KeyPEM returns the device's private key as PKCS#8 PEM ("PRIVATE KEY").
+func (d *Device) KeyPEM() ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(d.key)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "encode the key of device %s", d.serial)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+}
+
+// SignChallenge signs nonce as the device answers an authenticity
+// challenge: ECDSA over SHA-256 of the nonce bytes (SHA-384 for a P-384
+// key), ASN.1 DER signature.
+func (d *Device) SignChallenge(nonce []byte) ([]byte, error) {
+	return SignChallenge(d.key, nonce)
+}
+
+// SignChallenge signs nonce with key as a device does (see
+// Device.SignChallenge).
+func SignChallenge(key *ecdsa.PrivateKey, nonce []byte) ([]byte, error) {
+	if len(nonce) == 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "nonce", "is empty; give the challenge's nonce bytes")
+	}
+	h, err := challengeHash(&key.PublicKey)
+	if err != nil {
+		return nil, err
+	}
+	var digest []byte
+	if h == crypto.SHA384 {
+		s := sha512.Sum384(nonce)
+		digest = s[:]
+	} else {
+		s := sha256.Sum256(nonce)
+		digest = s[:]
+	}
+	sig, err := ecdsa.SignASN1(rand.Reader, key, digest)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "sign the challenge")
+	}
+	return sig, nil
+}
+
+// challengeHash is the hash a device uses with its key's curve.
+func challengeHash(pub *ecdsa.PublicKey) (crypto.Hash, error) {
+	switch pub.Curve {
+	case elliptic.P256():
+		return crypto.SHA256, nil
+	case elliptic.P384():
+		return crypto.SHA384, nil
+	}
+	return 0, tacerr.Field(tacerr.InvalidInput, "key", "the device key is on curve %s; a device key is ECDSA P-256 or P-384", pub.Curve.Params().Name)
+}
+
+// ParseDeviceKey decodes a device key written by KeyPEM: one PKCS#8 PEM
+// block ("PRIVATE KEY") holding an ECDSA P-256 or P-384 key. An "EC PRIVATE
+// KEY" (SEC 1) block is accepted too. Errors have field "key" and never
+// quote the key material.
+func ParseDeviceKey(data []byte) (*ecdsa.PrivateKey, error) {
+	block, rest := pem.Decode(bytes.TrimSpace(data))
+	if block == nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "is not PEM: expected a \"PRIVATE KEY\" block (PKCS#8)")
+	}
+	if len(bytes.TrimSpace(rest)) != 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "has data after the first PEM block; give exactly one key")
+	}
+	var parsed any
+	var err error
+	switch block.Type {
+	case "PRIVATE KEY":
+		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+	case "EC PRIVATE KEY":
+		parsed, err = x509.ParseECPrivateKey(block.Bytes)
+	default:
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "PEM block type is %q; expected \"PRIVATE KEY\" (PKCS#8)", block.Type)
+	}
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "the %s block does not hold a valid key", block.Type)
+	}
+	key, ok := parsed.(*ecdsa.PrivateKey)
+	if !ok {
+		return nil, tacerr.Field(tacerr.InvalidInput, "key", "holds a %T; a device key is ECDSA P-256 or P-384", parsed)
+	}
+	if _, err := challengeHash(&key.PublicKey); err != nil {
+		return nil, err
+	}
+	return key, nil
+}

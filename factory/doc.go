@@ -1,0 +1,38 @@
+// Package factory is the station side of tacline: what runs on a factory
+// line next to the devices being programmed. It owns
+//
+//   - [Client], the HTTP client of the /v1 API over mutual TLS (the station's
+//     certificate), with per-attempt timeouts and safe retries;
+//   - [Device], a simulated device that makes its own key and CSR, as a
+//     device's secure element would, and answers authenticity challenges;
+//   - [VerifyIssued], the checks a station runs on every identity the server
+//     returns before it programs it into a device;
+//   - [Simulate] and [Load], the line simulator and the provisioning load
+//     generator behind `tacline station simulate` and `tacline bench
+//     provision`.
+//
+// It imports only the API's wire types (api/wire), imei and tacerr, never
+// the server packages, so a station build carries none of the server.
+//
+// The package promises:
+//
+//   - A request is retried only when the failure says a retry can succeed: a
+//     network error, a per-attempt timeout, HTTP 429/502/503/504, or a
+//     problem document with "retryable": true. Every retry of a POST carries
+//     the same request_id (the server is idempotent by request id), waits an
+//     exponential backoff with full jitter, and waits at least what a
+//     Retry-After header asks. Any other failure is returned at once.
+//   - Server errors come back as *[APIError] (use errors.As) carrying the
+//     RFC 9457 problem document; network failures come back as a tacerr
+//     error of code unavailable wrapping the net/http error.
+//   - [VerifyIssued] accepts an identity only if the certificate chains to
+//     the given roots, its SAN URIs are exactly the RFC 7254 URNs of the
+//     returned IMEIs, every IMEI is valid and inside one of the station's
+//     pools, its key is the device's key and its subject serialNumber is the
+//     device serial. Each failed check is a distinct error (errors.Is with
+//     ErrChain, ErrSAN, ErrIMEI, ErrIMEIOutsidePool, ErrPublicKey,
+//     ErrDeviceSerial, ErrMalformed) of code verification_failed.
+//   - The simulator counts every device once: provisioned and verified, or
+//     failed with an error code; a verification failure makes [Simulate]
+//     and [Load] return an error of code verification_failed.
+package factory

@@ -1,0 +1,590 @@
+package factory
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// ClientTuning is the retry and timeout part of ClientConfig (zero values
+// take the defaults).
+type ClientTuning struct {
+	Timeout     time.Duration
+	MaxRetries  int
+	BaseBackoff time.Duration
+	MaxBackoff  time.Duration
+}
+
+// SimConfig configures a line simulation: every station provisions
+// DevicesPerStation devices, one after another, all stations concurrently.
+type SimConfig struct {
+	ServerURL    string
+	ServerCAFile string // verifies the server's TLS certificate
+	RootsFile    string // trusted device roots (LoadRoots)
+	Stations     []StationCreds
+	// DevicesPerStation is the number of devices each station provisions.
+	DevicesPerStation int
+	// Rate is the offered load in devices per second over all stations;
+	// 0 runs as fast as the server answers. With a rate, latency is
+	// measured from each device's scheduled start (no coordinated omission).
+	Rate float64
+	// IMEICount is the IMEIs per device to ask for; 0 lets the server use
+	// the TAC's default.
+	IMEICount int
+	// Progress shows a progress bar when it is a terminal.
+	Progress io.Writer
+	// DevicesOut, if set, receives one JSON object per verified device:
+	// {"device_serial", "imeis" (15 digits), "certificate" (PEM)}.
+	DevicesOut io.Writer
+	// KeysDir, if set, receives each verified device's private key as
+	// PKCS#8 PEM in <device_serial>.pem (mode 0600).
+	KeysDir string
+	// RunID makes device serials and request ids unique across runs;
+	// empty draws a random one.
+	RunID  string
+	Client ClientTuning
+}
+
+// LoadConfig configures a load run: Stations concurrent stations (sharing
+// the credentials of Creds round-robin) provision devices for Duration.
+type LoadConfig struct {
+	ServerURL    string
+	ServerCAFile string
+	RootsFile    string
+	Creds        []StationCreds
+	// Stations is the number of concurrent stations (0: one per Creds).
+	Stations int
+	Duration time.Duration
+	// OfferedRate is devices per second over all stations; 0 is a closed
+	// loop (each station sends its next device as soon as the last one is
+	// answered).
+	OfferedRate float64
+	IMEICount   int
+	RunID       string
+	Client      ClientTuning
+}
+
+// Summary is the outcome of a simulation or load run.
+type Summary struct {
+	RunID            string         `json:"run_id"`
+	Stations         int            `json:"stations"`
+	Devices          int            `json:"devices"` // provisioned and verified
+	Failed           int            `json:"failed"`
+	DevicesPerSecond float64        `json:"devices_per_second"` // verified devices / elapsed
+	P50ms            float64        `json:"p50_ms"`
+	P99ms            float64        `json:"p99_ms"`
+	MaxMs            float64        `json:"max_ms"`
+	Retries          int64          `json:"retries"`
+	ErrorsByCode     map[string]int `json:"errors_by_code"`
+	Elapsed          time.Duration  `json:"-"`
+	ElapsedSeconds   float64        `json:"elapsed_seconds"`
+}
+
+// Simulate runs the line simulation. It returns the summary and, when a
+// device failed, an error: code verification_failed if any returned
+// identity failed VerifyIssued, devices_failed otherwise.
+func Simulate(ctx context.Context, cfg SimConfig) (Summary, error) {
+	if err := cfg.validate(); err != nil {
+		return Summary{}, err
+	}
+	e, err := newEngine(ctx, engineConfig{
+		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
+		creds: cfg.Stations, workers: len(cfg.Stations), rate: cfg.Rate, imeiCount: cfg.IMEICount,
+		runID: cfg.RunID, tuning: cfg.Client, devicesOut: cfg.DevicesOut, keysDir: cfg.KeysDir,
+	})
+	if err != nil {
+		return Summary{}, err
+	}
+	defer e.close()
+	e.startBar(cfg.Progress, len(cfg.Stations)*cfg.DevicesPerStation)
+	return e.run(ctx, func(_ *worker, done int) bool { return done < cfg.DevicesPerStation }, nil)
+}
+
+// Load runs provisioning for cfg.Duration and returns the summary (same
+// error rules as Simulate).
+func Load(ctx context.Context, cfg LoadConfig) (Summary, error) {
+	if err := cfg.validate(); err != nil {
+		return Summary{}, err
+	}
+	n := cfg.Stations
+	if n == 0 {
+		n = len(cfg.Creds)
+	}
+	e, err := newEngine(ctx, engineConfig{
+		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
+		creds: cfg.Creds, workers: n, rate: cfg.OfferedRate, imeiCount: cfg.IMEICount,
+		runID: cfg.RunID, tuning: cfg.Client,
+	})
+	if err != nil {
+		return Summary{}, err
+	}
+	defer e.close()
+	stop := make(chan struct{})
+	t := time.AfterFunc(cfg.Duration, func() { close(stop) })
+	defer t.Stop()
+	return e.run(ctx, func(*worker, int) bool {
+		select {
+		case <-stop:
+			return false
+		default:
+			return true
+		}
+	}, stop)
+}
+
+func (cfg SimConfig) validate() error {
+	if err := checkCommon(cfg.Stations, cfg.Rate, cfg.IMEICount, "stations", "rate"); err != nil {
+		return err
+	}
+	if cfg.DevicesPerStation < 1 {
+		return tacerr.Field(tacerr.InvalidInput, "devices", "each station provisions at least 1 device, got %d", cfg.DevicesPerStation)
+	}
+	return nil
+}
+
+func (cfg LoadConfig) validate() error {
+	if err := checkCommon(cfg.Creds, cfg.OfferedRate, cfg.IMEICount, "creds", "offered_rate"); err != nil {
+		return err
+	}
+	if cfg.Stations < 0 {
+		return tacerr.Field(tacerr.InvalidInput, "stations", "must not be negative, got %d", cfg.Stations)
+	}
+	if cfg.Duration <= 0 {
+		return tacerr.Field(tacerr.InvalidInput, "duration", "must be positive, got %s", cfg.Duration)
+	}
+	return nil
+}
+
+func checkCommon(creds []StationCreds, rate float64, imeiCount int, credsField, rateField string) error {
+	if len(creds) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, credsField, "at least one station's credentials are required")
+	}
+	for i, c := range creds {
+		if c.ID == "" {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("%s[%d].id", credsField, i), "is required")
+		}
+		if c.Product == "" && c.Pool == "" {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("%s[%d].product", credsField, i), "station %s needs a product or a pool", c.ID)
+		}
+	}
+	if rate < 0 || rate != rate {
+		return tacerr.Field(tacerr.InvalidInput, rateField, "must be 0 (as fast as possible) or a positive rate, got %v", rate)
+	}
+	if imeiCount < 0 || imeiCount > maxIMEIsPerDevice {
+		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be 0 (the TAC's default) to %d, got %d", maxIMEIsPerDevice, imeiCount)
+	}
+	return nil
+}
+
+type engineConfig struct {
+	serverURL, serverCA, rootsFile string
+	creds                          []StationCreds
+	workers                        int
+	rate                           float64
+	imeiCount                      int
+	runID                          string
+	tuning                         ClientTuning
+	devicesOut                     io.Writer
+	keysDir                        string
+}
+
+// engine runs workers (stations) that provision devices and records what
+// happened.
+type engine struct {
+	cfg     engineConfig
+	roots   *x509.CertPool
+	clients []*Client // one per creds
+	pools   [][]PoolRange
+	workers []*worker
+	retries atomic.Int64
+	slot    atomic.Int64
+	start   time.Time
+	bar     *progressbar.ProgressBar
+
+	outMu sync.Mutex // DevicesOut
+	enc   *json.Encoder
+
+	mu        sync.Mutex
+	latencies []time.Duration
+	byCode    map[string]int
+	ok        int
+	failed    int
+	verifyBad int
+	fatal     error
+}
+
+// worker is one simulated station.
+type worker struct {
+	idx    int
+	creds  StationCreds
+	client *Client
+	pools  []PoolRange
+	prefix string // device serial prefix
+}
+
+func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
+	if cfg.runID == "" {
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		cfg.runID = hex.EncodeToString(b[:])
+	}
+	if err := checkSerialPart("run_id", cfg.runID); err != nil {
+		return nil, err
+	}
+	roots, err := LoadRoots(cfg.rootsFile)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.keysDir != "" {
+		if err := os.MkdirAll(cfg.keysDir, 0o700); err != nil {
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "keys_dir: create %s", cfg.keysDir)
+		}
+	}
+	e := &engine{cfg: cfg, roots: roots, byCode: map[string]int{}}
+	if cfg.devicesOut != nil {
+		e.enc = json.NewEncoder(cfg.devicesOut)
+		e.enc.SetEscapeHTML(false)
+	}
+	for _, c := range cfg.creds {
+		cl, err := NewClient(ClientConfig{
+			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
+			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries,
+			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
+			OnRetry: func(int, error) { e.retries.Add(1) },
+		})
+		if err != nil {
+			e.close()
+			return nil, fmt.Errorf("station %s: %w", c.ID, err)
+		}
+		e.clients = append(e.clients, cl)
+		pools, err := stationPools(ctx, cl, c)
+		if err != nil {
+			e.close()
+			return nil, err
+		}
+		e.pools = append(e.pools, pools)
+	}
+	for i := range cfg.workers {
+		k := i % len(cfg.creds)
+		e.workers = append(e.workers, &worker{
+			idx: i, creds: cfg.creds[k], client: e.clients[k], pools: e.pools[k],
+			prefix: serialPrefix(cfg.creds[k].ID, cfg.runID, i),
+		})
+	}
+	return e, nil
+}
+
+func (e *engine) close() {
+	for _, c := range e.clients {
+		c.Close()
+	}
+}
+
+// stationPools asks the server which pools the station draws from and keeps
+// those of its pool or product.
+func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange, error) {
+	list, err := cl.Pools(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("station %s: GET %s: %w", c.ID, wire.PathPools, err)
+	}
+	ranges, err := PoolRanges(list, func(p wire.PoolStatus) bool {
+		if c.Pool != "" {
+			return p.Name == c.Pool
+		}
+		return p.Product == c.Product
+	})
+	if err != nil {
+		return nil, fmt.Errorf("station %s: %w", c.ID, err)
+	}
+	if len(ranges) == 0 {
+		what := "product " + c.Product
+		if c.Pool != "" {
+			what = "pool " + c.Pool
+		}
+		return nil, tacerr.Field(tacerr.StationNotAuthorized, "product", "station %s: GET %s lists no pool for %s; enroll the station for it", c.ID, wire.PathPools, what)
+	}
+	return ranges, nil
+}
+
+// serialPrefix is "<station>-<run>-<worker>-" with the station id cut and
+// cleaned so that prefix + 6-digit sequence fits a certificate serialNumber.
+func serialPrefix(station, runID string, worker int) string {
+	tail := fmt.Sprintf("-%s-%d-", runID, worker)
+	keep := maxDeviceSerial - len(tail) - 6
+	var b strings.Builder
+	for i := 0; i < len(station) && b.Len() < keep; i++ {
+		c := station[i]
+		if !printableSerialChar(c) || c == ' ' {
+			c = '-'
+		}
+		b.WriteByte(c)
+	}
+	return b.String() + tail
+}
+
+func checkSerialPart(field, s string) error {
+	if s == "" || len(s) > 16 {
+		return tacerr.Field(tacerr.InvalidInput, field, "must be 1 to 16 characters, got %d", len(s))
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return tacerr.Field(tacerr.InvalidInput, field, "must be letters and digits only, character %d is %q", i+1, c)
+		}
+	}
+	return nil
+}
+
+func (e *engine) startBar(w io.Writer, total int) {
+	f, ok := w.(*os.File)
+	if !ok || !term.IsTerminal(int(f.Fd())) {
+		return
+	}
+	e.bar = progressbar.NewOptions(total,
+		progressbar.OptionSetWriter(f),
+		progressbar.OptionSetDescription("provisioning"),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("devices"),
+		progressbar.OptionThrottle(100*time.Millisecond),
+		progressbar.OptionClearOnFinish(),
+	)
+}
+
+// run drives every worker until more(worker, devicesDone) says stop, then
+// summarises. stop, if not nil, also interrupts a paced wait.
+func (e *engine) run(ctx context.Context, more func(*worker, int) bool, stop <-chan struct{}) (Summary, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e.start = time.Now()
+	var wg sync.WaitGroup
+	for _, w := range e.workers {
+		wg.Go(func() {
+			for done := 0; more(w, done) && ctx.Err() == nil; done++ {
+				if !e.device(ctx, w, done+1, stop) {
+					return
+				}
+				if e.fatalErr() != nil {
+					cancel()
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	elapsed := time.Since(e.start)
+	if e.bar != nil {
+		_ = e.bar.Finish()
+	}
+	s := e.summary(elapsed)
+	if err := e.fatalErr(); err != nil {
+		return s, err
+	}
+	if err := ctx.Err(); err != nil {
+		return s, err
+	}
+	switch {
+	case e.verifyBad > 0:
+		return s, tacerr.New(tacerr.VerificationFailed, "%d of %d devices got identities that failed verification (see errors_by_code)", e.verifyBad, e.ok+e.failed)
+	case e.failed > 0:
+		return s, tacerr.New(tacerr.DevicesFailed, "%d of %d devices were not provisioned (see errors_by_code)", e.failed, e.ok+e.failed)
+	}
+	return s, nil
+}
+
+// device provisions one device; false means the worker must stop (paced
+// start after stop, or cancellation).
+func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan struct{}) bool {
+	serial := fmt.Sprintf("%s%06d", w.prefix, seq)
+	dev, err := NewDevice(serial)
+	if err != nil {
+		e.setFatal(err)
+		return false
+	}
+	csr, err := dev.CSR()
+	if err != nil {
+		e.setFatal(err)
+		return false
+	}
+	begin := time.Now()
+	if e.cfg.rate > 0 {
+		i := e.slot.Add(1) - 1
+		begin = e.start.Add(time.Duration(float64(i) / e.cfg.rate * float64(time.Second)))
+		if !waitUntil(ctx, begin, stop) {
+			return false
+		}
+	}
+	req := wire.ProvisionRequest{
+		RequestID:    "req-" + serial,
+		DeviceSerial: serial,
+		Product:      w.creds.Product,
+		Pool:         w.creds.Pool,
+		IMEICount:    e.cfg.imeiCount,
+		CSR:          string(csr),
+	}
+	resp, err := w.client.Provision(ctx, req)
+	lat := time.Since(begin)
+	if err != nil {
+		if ctx.Err() != nil {
+			return false // interrupted, not a device failure
+		}
+		e.record(0, ErrorCode(err), false)
+		return true
+	}
+	if err := VerifyIssued(resp, e.roots, dev, w.pools); err != nil {
+		e.record(0, string(tacerr.VerificationFailed), true)
+		return true
+	}
+	if err := e.output(dev, resp); err != nil {
+		e.setFatal(err)
+		return false
+	}
+	e.record(lat, "", false)
+	return true
+}
+
+// waitUntil sleeps until t; false if ctx or stop ended first.
+func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return true
+	}
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+	case <-stop:
+	}
+	return false
+}
+
+// output writes the device record and key.
+func (e *engine) output(dev *Device, resp *wire.ProvisionResponse) error {
+	if e.cfg.keysDir != "" {
+		key, err := dev.KeyPEM()
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(e.cfg.keysDir, dev.Serial()+".pem")
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if err != nil {
+			return tacerr.Wrap(tacerr.Internal, err, "write device key %s", path)
+		}
+		_, werr := f.Write(key)
+		if cerr := f.Close(); werr == nil {
+			werr = cerr
+		}
+		if werr != nil {
+			return tacerr.Wrap(tacerr.Internal, werr, "write device key %s", path)
+		}
+	}
+	if e.enc != nil {
+		rec := DeviceRecord{DeviceSerial: resp.DeviceSerial, IMEIs: resp.IMEIs, Certificate: resp.Certificate}
+		e.outMu.Lock()
+		err := e.enc.Encode(rec)
+		e.outMu.Unlock()
+		if err != nil {
+			return tacerr.Wrap(tacerr.Internal, err, "write the device record of %s", dev.Serial())
+		}
+	}
+	return nil
+}
+
+// DeviceRecord is one line of the simulator's NDJSON device output.
+type DeviceRecord struct {
+	DeviceSerial string   `json:"device_serial"`
+	IMEIs        []string `json:"imeis"`
+	Certificate  string   `json:"certificate"`
+}
+
+func (e *engine) record(lat time.Duration, code string, verifyFailed bool) {
+	e.mu.Lock()
+	if code == "" {
+		e.ok++
+		e.latencies = append(e.latencies, lat)
+	} else {
+		e.failed++
+		e.byCode[code]++
+		if verifyFailed {
+			e.verifyBad++
+		}
+	}
+	e.mu.Unlock()
+	if e.bar != nil {
+		_ = e.bar.Add(1)
+	}
+}
+
+func (e *engine) setFatal(err error) {
+	e.mu.Lock()
+	if e.fatal == nil {
+		e.fatal = err
+	}
+	e.mu.Unlock()
+}
+
+func (e *engine) fatalErr() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.fatal
+}
+
+func (e *engine) summary(elapsed time.Duration) Summary {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := Summary{
+		RunID:          e.cfg.runID,
+		Stations:       len(e.workers),
+		Devices:        e.ok,
+		Failed:         e.failed,
+		Retries:        e.retries.Load(),
+		ErrorsByCode:   make(map[string]int, len(e.byCode)),
+		Elapsed:        elapsed,
+		ElapsedSeconds: elapsed.Seconds(),
+	}
+	for k, v := range e.byCode {
+		s.ErrorsByCode[k] = v
+	}
+	if elapsed > 0 {
+		s.DevicesPerSecond = float64(e.ok) / elapsed.Seconds()
+	}
+	lat := slices.Clone(e.latencies)
+	slices.Sort(lat)
+	s.P50ms = ms(percentile(lat, 0.50))
+	s.P99ms = ms(percentile(lat, 0.99))
+	if len(lat) > 0 {
+		s.MaxMs = ms(lat[len(lat)-1])
+	}
+	return s
+}
+
+// percentile is the nearest-rank percentile of sorted values.
+func percentile(sorted []time.Duration, p float64) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	rank := int(math.Ceil(p*float64(len(sorted)))) - 1
+	return sorted[max(0, min(rank, len(sorted)-1))]
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
