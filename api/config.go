@@ -1,0 +1,205 @@
+package api
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"regexp"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config is the `server:` section of tacline's configuration file.
+type Config struct {
+	// Listen is the TCP address to serve on ("127.0.0.1:8443").
+	Listen string `yaml:"listen"`
+	// TLSCert and TLSKey are PEM files: the server's certificate (followed
+	// by its intermediates) and its private key.
+	TLSCert string `yaml:"tls_cert"`
+	TLSKey  string `yaml:"tls_key"`
+	// ClientCA lists PEM files of the CAs that issue tacline identities
+	// (tacline's station CA): their certificates' URI SANs
+	// urn:tacline:station:<ID> and urn:tacline:role:<role> are honoured.
+	ClientCA []string `yaml:"client_ca"`
+	// MappedCA lists PEM files of other CAs whose client certificates are
+	// trusted (a manufacturer's step-ca, say). Their tacline URNs are
+	// ignored: such a certificate gets an identity only from IdentityMap.
+	MappedCA []string `yaml:"mapped_ca"`
+	// IdentityMap maps identities of certificates (from any trusted CA) to
+	// a station or to roles.
+	IdentityMap []IdentityRule `yaml:"identity_map"`
+	// Timeouts of the HTTP server (0: the defaults below).
+	ReadTimeout  time.Duration `yaml:"read_timeout"`
+	WriteTimeout time.Duration `yaml:"write_timeout"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+}
+
+// Default timeouts.
+const (
+	DefaultReadTimeout  = 10 * time.Second
+	DefaultWriteTimeout = 30 * time.Second
+	DefaultIdleTimeout  = 120 * time.Second
+)
+
+// IdentityRule maps a certificate whose URI SAN, DNS SAN or subject common
+// name equals the given value (exactly one of URI, DNS, CN) to a station
+// (role station) and/or roles.
+type IdentityRule struct {
+	URI     string   `yaml:"uri"`
+	DNS     string   `yaml:"dns"`
+	CN      string   `yaml:"cn"`
+	Station string   `yaml:"station"`
+	Roles   []string `yaml:"roles"`
+}
+
+var stationID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// knownRoles are the roles a certificate or rule may name.
+var knownRoles = map[provisioner.Role]bool{
+	provisioner.RoleStation: true, provisioner.RoleOperator: true, provisioner.RoleAuditor: true,
+	provisioner.RoleRegulator: true, provisioner.RoleAdmin: true,
+}
+
+// ResolvePaths rewrites the file names of c with resolve (for example
+// config.File.Path, which makes them relative to the configuration file).
+func (c *Config) ResolvePaths(resolve func(string) string) {
+	c.TLSCert = resolve(c.TLSCert)
+	c.TLSKey = resolve(c.TLSKey)
+	for i := range c.ClientCA {
+		c.ClientCA[i] = resolve(c.ClientCA[i])
+	}
+	for i := range c.MappedCA {
+		c.MappedCA[i] = resolve(c.MappedCA[i])
+	}
+}
+
+// Validate checks c without reading files and names the first wrong field
+// ("server.tls_cert"). Errors have code invalid_config.
+func (c Config) Validate() error {
+	bad := func(field, format string, args ...any) error {
+		return tacerr.Field(tacerr.InvalidConfig, "server."+field, format, args...)
+	}
+	if c.Listen == "" {
+		return bad("listen", "is required: the address to serve on, e.g. 127.0.0.1:8443")
+	}
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil || port == "" {
+		return bad("listen", "%q is not host:port (e.g. 127.0.0.1:8443 or :8443)", c.Listen)
+	}
+	if c.TLSCert == "" {
+		return bad("tls_cert", "is required: the PEM file of the server's certificate")
+	}
+	if c.TLSKey == "" {
+		return bad("tls_key", "is required: the PEM file of the server's private key")
+	}
+	if len(c.ClientCA) == 0 {
+		return bad("client_ca", "list at least one PEM file: the station CA that issues station certificates")
+	}
+	for i, f := range c.ClientCA {
+		if f == "" {
+			return bad(fmt.Sprintf("client_ca[%d]", i), "is empty: give a PEM file name")
+		}
+	}
+	for i, f := range c.MappedCA {
+		if f == "" {
+			return bad(fmt.Sprintf("mapped_ca[%d]", i), "is empty: give a PEM file name")
+		}
+	}
+	for i, r := range c.IdentityMap {
+		if err := r.validate(fmt.Sprintf("identity_map[%d]", i), bad); err != nil {
+			return err
+		}
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{{"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout}} {
+		if t.d < 0 {
+			return bad(t.name, "must not be negative (0 means the default), got %s", t.d)
+		}
+	}
+	return nil
+}
+
+func (r IdentityRule) validate(at string, bad func(string, string, ...any) error) error {
+	n := 0
+	for _, v := range []string{r.URI, r.DNS, r.CN} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return bad(at+".uri", "set exactly one of uri, dns and cn to say what the rule matches")
+	}
+	if r.Station == "" && len(r.Roles) == 0 {
+		return bad(at+".station", "the rule grants nothing: set station, roles or both")
+	}
+	if r.Station != "" && !stationID.MatchString(r.Station) {
+		return bad(at+".station", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", r.Station)
+	}
+	for j, role := range r.Roles {
+		if !knownRoles[provisioner.Role(role)] {
+			return bad(fmt.Sprintf("%s.roles[%d]", at, j), "%q is not one of station, operator, auditor, regulator, admin", role)
+		}
+	}
+	return nil
+}
+
+func (c Config) timeouts() (read, write, idle time.Duration) {
+	read, write, idle = c.ReadTimeout, c.WriteTimeout, c.IdleTimeout
+	if read == 0 {
+		read = DefaultReadTimeout
+	}
+	if write == 0 {
+		write = DefaultWriteTimeout
+	}
+	if idle == 0 {
+		idle = DefaultIdleTimeout
+	}
+	return read, write, idle
+}
+
+// loadCAs reads the PEM files named by field[i] into pool and returns
+// their certificates.
+func loadCAs(field string, files []string, pool *x509.CertPool) ([]*x509.Certificate, error) {
+	var all []*x509.Certificate
+	for i, f := range files {
+		name := fmt.Sprintf("server.%s[%d]", field, i)
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return nil, tacerr.Field(tacerr.InvalidConfig, name, "cannot read %s: %v", f, err)
+		}
+		certs, err := ca.ParseChainPEM(data)
+		if err != nil {
+			return nil, tacerr.Field(tacerr.InvalidConfig, name, "%s: %v", f, err)
+		}
+		for _, c := range certs {
+			if !c.IsCA {
+				return nil, tacerr.Field(tacerr.InvalidConfig, name, "%s: certificate %q is not a CA certificate", f, c.Subject)
+			}
+			pool.AddCert(c)
+		}
+		all = append(all, certs...)
+	}
+	return all, nil
+}
+
+// loadServerCert reads the server's certificate and key.
+func loadServerCert(c Config) (tls.Certificate, error) {
+	if _, err := os.Stat(c.TLSCert); err != nil {
+		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_cert", "cannot read %s: %v", c.TLSCert, err)
+	}
+	if _, err := os.Stat(c.TLSKey); err != nil {
+		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_key", "cannot read %s: %v", c.TLSKey, err)
+	}
+	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
+	if err != nil {
+		// The error names PEM problems but never includes key material.
+		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_key", "%s and %s are not a certificate and its key: %v", c.TLSCert, c.TLSKey, err)
+	}
+	return cert, nil
+}

@@ -1,0 +1,96 @@
+package api
+
+import (
+	"encoding/pem"
+	"time"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/store"
+)
+
+// Conversions from the provisioner's types to the wire types.
+
+func certPEM(der []byte) string {
+	if len(der) == 0 {
+		return ""
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+}
+
+func issuedResponse(iss *provisioner.Issued) wire.ProvisionResponse {
+	der := iss.CertDER
+	if len(der) == 0 && iss.Certificate != nil {
+		der = iss.Certificate.Raw
+	}
+	return wire.ProvisionResponse{
+		DeviceSerial:      iss.DeviceSerial,
+		IMEIs:             imeiStrings(iss.IMEIs),
+		Certificate:       certPEM(der),
+		Chain:             string(iss.ChainPEM),
+		CertificateSerial: iss.CertSerial,
+		IssuedAt:          iss.IssuedAt.UTC(),
+	}
+}
+
+// timePtr is nil for the zero time.
+func timePtr(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	u := t.UTC()
+	return &u
+}
+
+func imeiStatus(r store.IMEIRecord) wire.IMEIStatus {
+	return wire.IMEIStatus{
+		IMEI:              r.IMEI.String(),
+		State:             r.State,
+		Pool:              r.Pool,
+		TAC:               r.IMEI.TACString(),
+		DeviceSerial:      r.DeviceSerial,
+		CertificateSerial: r.CertSerial,
+		Station:           r.Caller,
+		Reason:            r.Reason,
+		ReservedAt:        r.ReservedAt.UTC(),
+		BoundAt:           timePtr(r.BoundAt),
+		VoidedAt:          timePtr(r.VoidedAt),
+		RevokedAt:         timePtr(r.RevokedAt),
+	}
+}
+
+// deviceStatus converts d; the IMEIs' records are added by the caller.
+func deviceStatus(d *provisioner.Device) wire.DeviceStatus {
+	return wire.DeviceStatus{
+		DeviceSerial:      d.Serial,
+		State:             d.State,
+		IMEIs:             make([]wire.IMEIStatus, 0, len(d.IMEIs)),
+		Certificate:       certPEM(d.CertDER),
+		CertificateSerial: d.CertSerial,
+		Station:           d.Station,
+		Pool:              d.Pool,
+		BoundAt:           timePtr(d.BoundAt),
+		RevokedAt:         timePtr(d.RevokedAt),
+		Reason:            d.Reason,
+	}
+}
+
+func poolStatus(p store.PoolStats) wire.PoolStatus {
+	return wire.PoolStatus{
+		Name:          p.Name,
+		TAC:           imei.FormatTAC(p.TAC),
+		SNRStart:      p.SNRStart,
+		SNREnd:        p.SNREnd,
+		HighWaterMark: p.NextSNR,
+		Factory:       p.Factory,
+		Line:          p.Line,
+		Product:       p.Product,
+		Market:        p.Market,
+		Reserved:      p.Reserved,
+		Bound:         p.Bound,
+		Voided:        p.Voided,
+		Revoked:       p.Revoked,
+		Free:          p.Free,
+	}
+}

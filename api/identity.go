@@ -1,0 +1,180 @@
+package api
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"math/big"
+	"strings"
+
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// URN prefixes of tacline identities in a certificate's URI SANs
+// (package ca writes them).
+const (
+	stationURNPrefix = "urn:tacline:station:"
+	roleURNPrefix    = "urn:tacline:role:"
+)
+
+// identifier turns a verified client certificate into an Actor.
+type identifier struct {
+	tacline map[string]bool // DER of the client_ca certificates
+	rules   []IdentityRule
+}
+
+func newIdentifier(taclineCAs []*x509.Certificate, rules []IdentityRule) *identifier {
+	id := &identifier{tacline: make(map[string]bool, len(taclineCAs)), rules: rules}
+	for _, c := range taclineCAs {
+		id.tacline[string(c.Raw)] = true
+	}
+	return id
+}
+
+// caller is an authenticated client: its Actor and the certificate it
+// presented.
+type caller struct {
+	actor   provisioner.Actor
+	leaf    *x509.Certificate
+	tacline bool // the certificate chains to a client_ca (tacline) CA
+}
+
+// identify reads the identity of the verified client certificate in cs.
+func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
+	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
+		return caller{}, tacerr.New(tacerr.Unauthorized, "a client certificate issued by a CA this server trusts is required: connect with --cert/--key (station certificates come from `tacline station enroll`)")
+	}
+	leaf := cs.VerifiedChains[0][0]
+	c := caller{leaf: leaf, tacline: id.fromTaclineCA(cs.VerifiedChains)}
+	var station string
+	roles := map[provisioner.Role]bool{}
+	setStation := func(s string) error {
+		if station != "" && station != s {
+			return tacerr.New(tacerr.Unauthorized, "client certificate %q names two stations (%s and %s); a certificate identifies one station", leaf.Subject.CommonName, station, s)
+		}
+		station = s
+		roles[provisioner.RoleStation] = true
+		return nil
+	}
+	if c.tacline {
+		for _, u := range leaf.URIs {
+			s := u.String()
+			switch {
+			case strings.HasPrefix(s, stationURNPrefix):
+				sid := strings.TrimPrefix(s, stationURNPrefix)
+				if !stationID.MatchString(sid) {
+					return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate names station %q, which is not a valid station id", sid)
+				}
+				if err := setStation(sid); err != nil {
+					return caller{}, err
+				}
+			case strings.HasPrefix(s, roleURNPrefix):
+				// Unknown roles are ignored: they grant nothing.
+				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); knownRoles[r] {
+					roles[r] = true
+				}
+			}
+		}
+	}
+	for _, r := range id.rules {
+		if !r.matches(leaf) {
+			continue
+		}
+		if r.Station != "" {
+			if err := setStation(r.Station); err != nil {
+				return caller{}, err
+			}
+		}
+		for _, role := range r.Roles {
+			roles[provisioner.Role(role)] = true
+		}
+	}
+	if len(roles) == 0 {
+		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q carries no tacline identity: it needs a urn:tacline:station: or urn:tacline:role: URI SAN from the station CA, or a server.identity_map rule", leaf.Subject.CommonName)
+	}
+	if roles[provisioner.RoleStation] && station == "" {
+		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q has role station but names no station: issue it with `tacline station enroll`", leaf.Subject.CommonName)
+	}
+	c.actor = provisioner.Actor{ID: actorID(leaf, station), Station: station}
+	// A stable order, so that logs and tests see the same list.
+	for _, r := range []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin} {
+		if roles[r] {
+			c.actor.Roles = append(c.actor.Roles, r)
+		}
+	}
+	return c, nil
+}
+
+// fromTaclineCA reports whether a verified chain passes through a client_ca
+// certificate.
+func (id *identifier) fromTaclineCA(chains [][]*x509.Certificate) bool {
+	for _, chain := range chains {
+		for _, c := range chain[1:] {
+			if id.tacline[string(c.Raw)] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (r IdentityRule) matches(leaf *x509.Certificate) bool {
+	switch {
+	case r.URI != "":
+		for _, u := range leaf.URIs {
+			if u.String() == r.URI {
+				return true
+			}
+		}
+	case r.DNS != "":
+		for _, d := range leaf.DNSNames {
+			if strings.EqualFold(d, r.DNS) {
+				return true
+			}
+		}
+	case r.CN != "":
+		return leaf.Subject.CommonName == r.CN
+	}
+	return false
+}
+
+// actorID names the caller in the ledger: the station id, else the
+// certificate's common name, else its first URI SAN, else its serial.
+func actorID(leaf *x509.Certificate, station string) string {
+	switch {
+	case station != "":
+		return station
+	case leaf.Subject.CommonName != "":
+		return leaf.Subject.CommonName
+	case len(leaf.URIs) > 0:
+		return leaf.URIs[0].String()
+	}
+	return "serial:" + leaf.SerialNumber.Text(16)
+}
+
+// checkStation looks the caller's station up (every request, so that a
+// disabled station is refused at once) and, for certificates of the station
+// CA, checks that the certificate is the station's current one.
+func checkStation(ctx context.Context, p Provisioner, c caller) error {
+	if c.actor.Station == "" {
+		return nil
+	}
+	st, err := p.Station(ctx, c.actor.Station)
+	if err != nil {
+		if tacerr.Is(err, tacerr.NotFound) {
+			return tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", c.actor.Station)
+		}
+		return err
+	}
+	if st.Disabled {
+		return tacerr.New(tacerr.Forbidden, "station %s is disabled; an operator can re-enable it", st.ID)
+	}
+	if c.tacline && st.CertSerial != "" {
+		want, ok := new(big.Int).SetString(strings.ReplaceAll(st.CertSerial, ":", ""), 16)
+		if !ok || want.Cmp(c.leaf.SerialNumber) != 0 {
+			return tacerr.New(tacerr.Unauthorized, "this certificate of station %s has been replaced by a newer one; use the station's current certificate", st.ID)
+		}
+	}
+	return nil
+}

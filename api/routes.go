@@ -1,0 +1,289 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// handler serves one route for an authorised caller and returns the status
+// and body to send (a value encoded as JSON, a rawBody, an http.Handler that
+// writes the response itself, or nil for no body).
+type handler func(s *Server, w http.ResponseWriter, r *http.Request, c *call) (int, any, error)
+
+// route is one entry of the API: who may call it and what serves it.
+type route struct {
+	pattern string
+	// roles may call the route; nil with public false means any
+	// authenticated caller.
+	roles  []provisioner.Role
+	public bool // no client certificate needed
+	handle handler
+}
+
+// Role sets of the matrix.
+var (
+	stations = []provisioner.Role{provisioner.RoleStation}
+	fixers   = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAdmin}
+	revokers = []provisioner.Role{provisioner.RoleOperator, provisioner.RoleAdmin}
+	readers  = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
+)
+
+// routes is the API and its role matrix: the one table that decides who may
+// call what (docs/api.md documents it; the role-matrix test checks every
+// cell). A role is allowed only when it is listed: admin is not implied.
+var routes = []route{
+	{pattern: "POST " + wire.PathProvision, roles: stations, handle: (*Server).provision},
+	{pattern: "POST " + wire.PathAllocations, roles: stations, handle: (*Server).allocate},
+	{pattern: "POST " + wire.PathBind, roles: stations, handle: (*Server).bind},
+	{pattern: "POST " + wire.PathVoidIMEI, roles: fixers, handle: (*Server).void},
+	{pattern: "POST " + wire.PathReissue, roles: fixers, handle: (*Server).reissue},
+	{pattern: "POST " + wire.PathRevoke, roles: revokers, handle: (*Server).revoke},
+	{pattern: "GET " + wire.PathDevice, roles: readers, handle: (*Server).device},
+	{pattern: "GET " + wire.PathIMEI, roles: readers, handle: (*Server).imeiStatus},
+	{pattern: "GET " + wire.PathPools, roles: readers, handle: (*Server).pools},
+	{pattern: "GET " + wire.PathOpenAPI, handle: (*Server).openAPI},
+	{pattern: "GET " + wire.PathMetrics, handle: (*Server).metrics},
+	{pattern: "GET " + wire.PathHealthz, public: true, handle: (*Server).healthz},
+	{pattern: "GET " + wire.PathReadyz, public: true, handle: (*Server).readyz},
+}
+
+// allows reports whether a may call the route.
+func (rt route) allows(a provisioner.Actor) bool {
+	if rt.public || rt.roles == nil {
+		return true
+	}
+	for _, want := range rt.roles {
+		for _, have := range a.Roles {
+			if want == have {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func joinRoles(rs []provisioner.Role) string {
+	if len(rs) == 0 {
+		return "none"
+	}
+	ss := make([]string, len(rs))
+	for i, r := range rs {
+		ss[i] = string(r)
+	}
+	return strings.Join(ss, ", ")
+}
+
+// created is 201 for a first answer and 200 for a replay.
+func created(replayed bool) int {
+	if replayed {
+		return http.StatusOK
+	}
+	return http.StatusCreated
+}
+
+func (s *Server) provision(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	var req wire.ProvisionRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	c.requestID = req.RequestID
+	csr, err := csrBytes(req.CSR)
+	if err != nil {
+		return 0, nil, err
+	}
+	iss, err := s.p.Provision(r.Context(), provisioner.ProvisionInput{
+		Actor: c.caller.actor, RequestID: req.RequestID, DeviceSerial: req.DeviceSerial,
+		Product: req.Product, Pool: req.Pool, IMEICount: req.IMEICount, CSR: csr,
+	})
+	if err != nil {
+		return 0, nil, s.withExistingIMEIs(r.Context(), c.caller.actor, req.DeviceSerial, err)
+	}
+	return created(iss.Replayed), issuedResponse(iss), nil
+}
+
+func (s *Server) allocate(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	var req wire.AllocationRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	c.requestID = req.RequestID
+	al, err := s.p.Allocate(r.Context(), provisioner.AllocateInput{
+		Actor: c.caller.actor, RequestID: req.RequestID, Pool: req.Pool,
+		Count: req.Count, IMEIsPerDevice: req.IMEIsPerDevice,
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	resp := wire.AllocationResponse{RequestID: al.RequestID, Pool: al.Pool, CreatedAt: al.CreatedAt.UTC(), Devices: make([][]string, len(al.Devices))}
+	for i, d := range al.Devices {
+		resp.Devices[i] = imeiStrings(d)
+	}
+	return created(al.Replayed), resp, nil
+}
+
+func (s *Server) bind(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	var req wire.BindRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	c.requestID = req.RequestID
+	ms, err := parseIMEIs(req.IMEIs, "imeis")
+	if err != nil {
+		return 0, nil, err
+	}
+	csr, err := csrBytes(req.CSR)
+	if err != nil {
+		return 0, nil, err
+	}
+	iss, err := s.p.Bind(r.Context(), provisioner.BindInput{
+		Actor: c.caller.actor, RequestID: req.RequestID, IMEIs: ms, DeviceSerial: req.DeviceSerial, CSR: csr,
+	})
+	if err != nil {
+		return 0, nil, s.withExistingIMEIs(r.Context(), c.caller.actor, req.DeviceSerial, err)
+	}
+	return created(iss.Replayed), issuedResponse(iss), nil
+}
+
+func (s *Server) void(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	m, err := parseIMEI(r.PathValue("imei"), "imei")
+	if err != nil {
+		return 0, nil, err
+	}
+	var req wire.VoidRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	if err := s.p.Void(r.Context(), provisioner.VoidInput{Actor: c.caller.actor, IMEI: m, Reason: req.Reason, Note: req.Note}); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+func (s *Server) reissue(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	var req wire.ReissueRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	c.requestID = req.RequestID
+	csr, err := csrBytes(req.CSR)
+	if err != nil {
+		return 0, nil, err
+	}
+	iss, err := s.p.Reissue(r.Context(), provisioner.ReissueInput{
+		Actor: c.caller.actor, RequestID: req.RequestID, DeviceSerial: r.PathValue("serial"), CSR: csr,
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	return created(iss.Replayed), issuedResponse(iss), nil
+}
+
+func (s *Server) revoke(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	var req wire.RevokeRequest
+	if err := decodeBody(w, r, &req); err != nil {
+		return 0, nil, err
+	}
+	if err := s.p.Revoke(r.Context(), provisioner.RevokeInput{Actor: c.caller.actor, DeviceSerial: r.PathValue("serial"), Reason: req.Reason}); err != nil {
+		return 0, nil, err
+	}
+	return http.StatusNoContent, nil, nil
+}
+
+func (s *Server) device(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	d, err := s.p.Device(r.Context(), c.caller.actor, r.PathValue("serial"))
+	if err != nil {
+		return 0, nil, err
+	}
+	st := deviceStatus(d)
+	for _, m := range d.IMEIs {
+		rec, err := s.p.IMEI(r.Context(), c.caller.actor, m)
+		if err != nil {
+			return 0, nil, err
+		}
+		st.IMEIs = append(st.IMEIs, imeiStatus(rec))
+	}
+	return http.StatusOK, st, nil
+}
+
+func (s *Server) imeiStatus(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	m, err := parseIMEI(r.PathValue("imei"), "imei")
+	if err != nil {
+		return 0, nil, err
+	}
+	rec, err := s.p.IMEI(r.Context(), c.caller.actor, m)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, imeiStatus(rec), nil
+}
+
+func (s *Server) pools(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	ps, err := s.p.Pools(r.Context(), c.caller.actor)
+	if err != nil {
+		return 0, nil, err
+	}
+	out := wire.PoolList{Pools: make([]wire.PoolStatus, len(ps))}
+	for i, p := range ps {
+		out.Pools[i] = poolStatus(p)
+	}
+	return http.StatusOK, out, nil
+}
+
+func (s *Server) openAPI(http.ResponseWriter, *http.Request, *call) (int, any, error) {
+	return http.StatusOK, rawBody{contentType: "application/yaml", data: openAPIDoc}, nil
+}
+
+func (s *Server) metrics(http.ResponseWriter, *http.Request, *call) (int, any, error) {
+	return http.StatusOK, promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{}), nil
+}
+
+func (s *Server) healthz(http.ResponseWriter, *http.Request, *call) (int, any, error) {
+	return http.StatusOK, map[string]string{"status": "ok"}, nil
+}
+
+func (s *Server) readyz(_ http.ResponseWriter, r *http.Request, _ *call) (int, any, error) {
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	if err := s.p.Ready(ctx); err != nil {
+		if tacerr.CodeOf(err) == tacerr.Internal {
+			err = tacerr.Wrap(tacerr.Unavailable, err, "the readiness probe failed")
+		}
+		return 0, nil, err
+	}
+	return http.StatusOK, map[string]string{"status": "ready"}, nil
+}
+
+// withExistingIMEIs makes sure a device_already_provisioned error carries
+// the device's IMEIs: from the error itself (ProvisionedError) or, failing
+// that, from the ledger.
+func (s *Server) withExistingIMEIs(ctx context.Context, a provisioner.Actor, serial string, err error) error {
+	var pe ProvisionedError
+	if !tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) || errors.As(err, &pe) || serial == "" {
+		return err
+	}
+	d, derr := s.p.Device(ctx, a, serial)
+	if derr != nil {
+		return err
+	}
+	return provisionedError{err: err, imeis: d.IMEIs}
+}
+
+// provisionedError adds a device's IMEIs to a device_already_provisioned
+// error.
+type provisionedError struct {
+	err   error
+	imeis []imei.IMEI
+}
+
+func (e provisionedError) Error() string              { return e.err.Error() }
+func (e provisionedError) Unwrap() error              { return e.err }
+func (e provisionedError) ExistingIMEIs() []imei.IMEI { return e.imeis }
