@@ -38,6 +38,10 @@ type ReserveRequest struct {
 	Devices      int    // how many devices (default 1; more only for KindPreallocate)
 	PerDevice    int    // IMEIs per device, 1..5
 	Intent       []byte // the issuance intent, opaque to the store, returned on replay
+	// OnReserved, if set, runs inside the reservation's transaction once its
+	// IMEIs are known (the provisioner records its issuance intent there).
+	// An error rolls the reservation back.
+	OnReserved func(tx *Tx, r *Reservation) error
 }
 
 func (r *ReserveRequest) validate() error {
@@ -97,8 +101,9 @@ type Reservation struct {
 	Replayed bool
 }
 
-// pending is one Reserve call waiting for the group committer.
+// pending is one Reserve or Commit call waiting for the group committer.
 type pending struct {
+	op   func(tx *Tx) error // a Commit; nil for a Reserve
 	req  ReserveRequest
 	res  *Reservation
 	err  error
@@ -236,22 +241,62 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, er
 	}
 }
 
-// commitBatch commits a batch; if the batch as a whole fails, every request
-// is retried alone so that one request's error never fails another's.
+// Commit runs op in a write transaction shared with other concurrent
+// Commit and Reserve calls (group commit) and returns once that transaction
+// committed. op must touch nothing but tx: if the shared transaction fails,
+// every member is rerun alone in its own transaction, so op may run more
+// than once and its error is its own.
+func (db *DB) Commit(ctx context.Context, op func(tx *Tx) error) error {
+	p := &pending{op: op, done: make(chan struct{})}
+	db.committer.submit(p)
+	select {
+	case <-p.done:
+		return p.err
+	case <-ctx.Done():
+		return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger write not confirmed before the deadline; retry the request")
+	}
+}
+
+// commitBatch commits a batch; if the batch as a whole fails, every member
+// is rerun alone so that one request's error never fails another's.
 func (db *DB) commitBatch(batch []*pending) {
 	if len(batch) > 1 {
-		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.reserveBatch(batch) })
+		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch) })
 		if err == nil {
 			return
 		}
 	}
 	for _, p := range batch {
-		p.res, p.err = nil, nil
 		one := []*pending{p}
-		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.reserveBatch(one) }); err != nil {
+		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one) }); err != nil {
 			p.res, p.err = nil, err
 		}
 	}
+}
+
+// runBatch reserves every Reserve member in bulk, then runs the Commit
+// members' operations.
+func (tx *Tx) runBatch(batch []*pending) error {
+	var res []*pending
+	for _, p := range batch {
+		p.res, p.err = nil, nil
+		if p.op == nil {
+			res = append(res, p)
+		}
+	}
+	if len(res) > 0 {
+		if err := tx.reserveBatch(res); err != nil {
+			return err
+		}
+	}
+	for _, p := range batch {
+		if p.op != nil {
+			if err := p.op(tx); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 const (
@@ -378,6 +423,13 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 	if err := tx.insertIMEIs(made, now); err != nil {
 		return err
 	}
+	for _, p := range made {
+		if p.req.OnReserved != nil {
+			if err := p.req.OnReserved(tx, p.res); err != nil {
+				return err
+			}
+		}
+	}
 	// 6. One event per device.
 	for _, p := range made {
 		for _, g := range p.res.Devices {
@@ -449,7 +501,11 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 	return heads, nil
 }
 
-const sqlProvisionedDevices = `SELECT device_serial FROM reservations WHERE device_serial IN (?)`
+// sqlProvisionedDevices finds devices that hold a reservation whose IMEIs are
+// not all voided (a provisioning abandoned by recovery frees the device for
+// a new attempt; its voided IMEIs stay voided).
+const sqlProvisionedDevices = `SELECT DISTINCT r.device_serial FROM reservations r WHERE r.device_serial IN (?)
+	AND EXISTS (SELECT 1 FROM imeis i WHERE i.reservation_id = r.id AND i.state <> 'VOIDED')`
 
 func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
 	var serials []string

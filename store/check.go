@@ -25,7 +25,7 @@ const maxViolations = 100
 //   - every SNR between a pool's start and its high-water mark has exactly
 //     one ledger row, and no row lies outside that range or outside its TAC;
 //   - every reservation holds exactly devices*per_device IMEIs;
-//   - no device serial holds IMEIs from two reservations;
+//   - no device serial holds live (not VOIDED) IMEIs from two reservations;
 //   - every BOUND or REVOKED IMEI names its device and certificate.
 //
 // (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
@@ -101,7 +101,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
 		}
 		bads = nil
-		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> ''
+		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
 			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
 			return translate(err, "check devices")
 		}

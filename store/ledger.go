@@ -394,10 +394,10 @@ func (tx *Tx) RecordReissue(ims []imei.IMEI, deviceSerial, newCertSerial, oldCer
 
 // StaleReservations lists reservation ids with IMEIs still RESERVED that were
 // reserved before the cutoff (for the recovery loop).
-func (db *DB) StaleReservations(ctx context.Context, before time.Time, limit int) ([]string, error) {
+func (db *DB) StaleReservations(ctx context.Context, before time.Time, limit int, kind string) ([]string, error) {
 	var ids []string
 	err := db.r.SelectContext(ctx, &ids, db.r.Rebind(`SELECT DISTINCT r.request_id FROM imeis i JOIN reservations r ON r.id = i.reservation_id
-		WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = 'provision' ORDER BY r.request_id LIMIT ?`), before.UnixMicro(), limit)
+		WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = ? ORDER BY r.request_id LIMIT ?`), before.UnixMicro(), kind, limit)
 	if err != nil {
 		return nil, translate(err, "find stale reservations")
 	}

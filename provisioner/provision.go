@@ -1,0 +1,313 @@
+package provisioner
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"math/big"
+	"strconv"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// AlreadyProvisionedError is device_already_provisioned with the device's
+// existing IMEIs (the API returns them to the station).
+type AlreadyProvisionedError struct {
+	Err   *tacerr.Error
+	IMEIs []imei.IMEI
+}
+
+func (e *AlreadyProvisionedError) Error() string { return e.Err.Error() }
+func (e *AlreadyProvisionedError) Unwrap() error { return e.Err }
+
+// ExistingIMEIs returns the device's IMEIs as 15-digit strings.
+func (e *AlreadyProvisionedError) ExistingIMEIs() []string {
+	out := make([]string, len(e.IMEIs))
+	for i, m := range e.IMEIs {
+		out[i] = m.String()
+	}
+	return out
+}
+
+func (s *Service) alreadyProvisioned(ctx context.Context, serial string) error {
+	e := &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
+		"device %q is already provisioned; rework goes through reissue", serial)}
+	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil {
+		for _, r := range recs {
+			e.IMEIs = append(e.IMEIs, r.IMEI)
+		}
+	}
+	return e
+}
+
+// Provision reserves a device's IMEIs, records the issuance intent, signs its
+// certificate in the HSM and binds the IMEIs, as described in the package
+// comment. A replay of the request id returns the same IMEIs and certificate.
+func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, error) {
+	if err := checkRequestID(in.RequestID); err != nil {
+		return nil, err
+	}
+	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+		return nil, err
+	}
+	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
+	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+		return out, err
+	}
+	st, err := s.station(ctx, in.Actor)
+	if err != nil {
+		return nil, err
+	}
+	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
+	if err != nil {
+		return nil, err
+	}
+	m, err := s.choosePool(ctx, st, in.Pool, in.Product)
+	if err != nil {
+		return nil, err
+	}
+	count, err := policyIMEICount(m, in.IMEICount)
+	if err != nil {
+		return nil, err
+	}
+	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	if err != nil {
+		return nil, err
+	}
+	intent := &store.Issuance{RequestID: in.RequestID, Kind: "provision", RequestHash: hash, Station: st.ID,
+		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.cfg.Active,
+		PublicKey: spki, SPKIHash: spkiHash}
+	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
+		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count,
+		OnReserved: func(tx *store.Tx, r *store.Reservation) error {
+			i := *intent
+			i.ReservationID, i.Group = r.ID, 0
+			return tx.InsertIssuance(&i)
+		}})
+	if err != nil {
+		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
+			return nil, s.alreadyProvisioned(ctx, in.DeviceSerial)
+		}
+		return nil, err
+	}
+	if res.Replayed {
+		// A concurrent duplicate of this request won the race: answer as a replay.
+		return s.replayOrWait(ctx, in.RequestID, hash)
+	}
+	intent.ReservationID = res.ID
+	return s.complete(ctx, intent, res.Devices[0], pub, serial)
+}
+
+// newDeviceIntent refuses a device already provisioned or a key bound to
+// another device, then draws the intent's serial and notBefore.
+func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash []byte) (*big.Int, time.Time, error) {
+	if d, err := s.db.Device(ctx, device); err != nil {
+		return nil, time.Time{}, err
+	} else if d != nil {
+		return nil, time.Time{}, s.alreadyProvisioned(ctx, device)
+	}
+	if err := s.refuseReusedKey(ctx, spkiHash, device); err != nil {
+		return nil, time.Time{}, err
+	}
+	return s.newIntent()
+}
+
+func policyIMEICount(m cachedMeta, requested int) (int, error) {
+	if requested == 0 {
+		return m.tac.IMEIsPerDevice, nil
+	}
+	if requested < 1 || requested > m.tac.IMEIsPerDevice {
+		return 0, tacerr.Field(tacerr.InvalidInput, "imei_count", "must be between 1 and %d (the IMEIs per device of TAC %s), got %d",
+			m.tac.IMEIsPerDevice, m.tac.TACString(), requested)
+	}
+	return requested, nil
+}
+
+// replay answers a request id seen before: the stored result if issued, the
+// completion of its intent if pending, an error if abandoned or if the
+// request's content differs. It returns (nil, nil) for a new request id.
+func (s *Service) replay(ctx context.Context, requestID string, hash []byte) (*Issued, error) {
+	is, err := s.db.IssuanceByRequestID(ctx, requestID)
+	if err != nil || is == nil {
+		return nil, err
+	}
+	if !bytes.Equal(is.RequestHash, hash) {
+		return nil, tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q was already used for a different request; use a new request id", requestID)
+	}
+	switch is.State {
+	case store.IssuanceIssued:
+		return s.issuedResult(ctx, is)
+	case store.IssuanceAbandoned:
+		return nil, tacerr.Field(tacerr.InvalidState, "request_id",
+			"request %q was abandoned after %s and its IMEIs voided; provision the device again with a new request id", requestID, s.cfg.IntentTimeout)
+	}
+	pub, err := x509.ParsePKIXPublicKey(is.PublicKey)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "intent %s holds an unreadable public key", requestID)
+	}
+	recs, err := s.db.GroupIMEIs(ctx, is.ReservationID, is.Group)
+	if err != nil {
+		return nil, err
+	}
+	serial, ok := new(big.Int).SetString(is.CertSerial, 16)
+	if !ok {
+		return nil, tacerr.New(tacerr.Internal, "intent %s holds a bad serial", requestID)
+	}
+	out, err := s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
+	if out != nil {
+		out.Replayed = true
+	}
+	return out, err
+}
+
+// replayOrWait answers a duplicate whose twin is still being completed.
+func (s *Service) replayOrWait(ctx context.Context, requestID string, hash []byte) (*Issued, error) {
+	for i := 0; i < 50; i++ {
+		out, err := s.replay(ctx, requestID, hash)
+		if out != nil || err != nil {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "request %s is being completed; retry", requestID)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil, tacerr.New(tacerr.Unavailable, "request %s is being completed; retry", requestID)
+}
+
+// issuedResult rebuilds the response of a completed issuance.
+func (s *Service) issuedResult(ctx context.Context, is *store.Issuance) (*Issued, error) {
+	c, err := s.db.CertificateByRequestID(ctx, is.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if c == nil {
+		return nil, tacerr.New(tacerr.LedgerInvariant, "issuance %s is issued but has no certificate", is.RequestID)
+	}
+	cert, err := x509.ParseCertificate(c.DER)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "stored certificate %s", c.Serial)
+	}
+	recs, err := s.db.GroupIMEIs(ctx, is.ReservationID, is.Group)
+	if err != nil {
+		return nil, err
+	}
+	iss := s.cfg.Issuers[c.IssuerKeyID]
+	if iss == nil {
+		iss = s.ActiveIssuer()
+	}
+	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: store.IMEIsOf(recs), Certificate: cert, CertDER: c.DER,
+		ChainPEM: chainPEM(iss), CertSerial: c.Serial, IssuedAt: c.IssuedAt, Replayed: true}, nil
+}
+
+// sign builds, lints and signs the certificate an intent fixes.
+func (s *Service) sign(is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int) (*x509.Certificate, []byte, *issuance.Issuer, [32]byte, error) {
+	iss := s.cfg.Issuers[is.IssuerKeyID]
+	if iss == nil {
+		return nil, nil, nil, [32]byte{}, tacerr.New(tacerr.HSMKeyNotFound, "issuer %s of intent %s is not loaded", is.IssuerKeyID, is.RequestID)
+	}
+	meta, err := s.metaForIMEI(imeis[0])
+	if err != nil {
+		return nil, nil, nil, [32]byte{}, err
+	}
+	_, tok, err := iss.Prepare(issuance.Request{DeviceSerial: is.DeviceSerial, Manufacturer: s.cfg.Manufacturer, Model: meta.ModelName,
+		IMEIs: imeis, PublicKey: pub, Serial: serial, NotBefore: is.NotBefore})
+	if err != nil {
+		return nil, nil, nil, [32]byte{}, err
+	}
+	tbs := issuance.TBSHash(tok)
+	t0 := time.Now()
+	cert, der, err := iss.Issue(tok)
+	if s.cfg.OnSign != nil {
+		s.cfg.OnSign(time.Since(t0))
+	}
+	if err != nil {
+		return nil, nil, nil, [32]byte{}, err
+	}
+	return cert, der, iss, tbs, nil
+}
+
+// metaForIMEI returns the catalogue record of an IMEI's TAC (cached through
+// the pool cache when possible).
+func (s *Service) metaForIMEI(m imei.IMEI) (tacModel, error) {
+	s.mu.Lock()
+	for _, c := range s.cache {
+		if c.tac.TAC == m.TAC() {
+			s.mu.Unlock()
+			return tacModel{ModelName: c.tac.ModelName}, nil
+		}
+	}
+	s.mu.Unlock()
+	t, err := s.db.TAC(context.Background(), m.TAC())
+	if err != nil {
+		return tacModel{}, err
+	}
+	return tacModel{ModelName: t.ModelName}, nil
+}
+
+type tacModel struct{ ModelName string }
+
+// complete signs the intent's certificate and commits the binding. A twin
+// that completed first wins: its result is returned instead.
+func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int) (*Issued, error) {
+	cert, der, iss, tbs, err := s.sign(is, imeis, pub, serial)
+	if err != nil {
+		return nil, err
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
+	err = s.db.Commit(ctx, func(tx *store.Tx) error {
+		if err := tx.SetIssuanceState(is.RequestID, store.IssuanceIssued); err != nil {
+			return err
+		}
+		if err := tx.ClaimDeviceKey(is.SPKIHash, is.DeviceSerial); err != nil {
+			return err
+		}
+		if err := tx.InsertCertificate(&store.CertificateRecord{Serial: is.CertSerial, DeviceSerial: is.DeviceSerial,
+			RequestID: is.RequestID, IssuerKeyID: is.IssuerKeyID, DER: der, TBSHash: tbs[:], SPKIHash: is.SPKIHash, IssuedAt: now}); err != nil {
+			return err
+		}
+		switch is.Kind {
+		case "provision", "bind":
+			if err := tx.InsertDevice(&store.DeviceRecord{Serial: is.DeviceSerial, Station: is.Station, ReservationID: is.ReservationID,
+				Group: is.Group, CertSerial: is.CertSerial, BoundAt: now}); err != nil {
+				return err
+			}
+			return tx.Bind(imeis, is.DeviceSerial, is.CertSerial, is.Station, is.RequestID)
+		case "reissue":
+			d, err := tx.Device(is.DeviceSerial)
+			if err != nil {
+				return err
+			}
+			if d == nil || d.State != store.StateBound {
+				return tacerr.Field(tacerr.InvalidState, "serial", "device %s is no longer BOUND", is.DeviceSerial)
+			}
+			if err := tx.RevokeCertificate(d.CertSerial, "superseded"); err != nil {
+				return err
+			}
+			if err := tx.UpdateDevice(is.DeviceSerial, store.StateBound, is.CertSerial, ""); err != nil {
+				return err
+			}
+			return tx.RecordReissue(imeis, is.DeviceSerial, is.CertSerial, d.CertSerial, is.Station, is.RequestID)
+		}
+		return tacerr.New(tacerr.Internal, "unknown issuance kind %q", is.Kind)
+	})
+	if err != nil {
+		if tacerr.Is(err, tacerr.Conflict) {
+			// Completed concurrently (a replay raced us): return that result.
+			if latest, lerr := s.db.IssuanceByRequestID(ctx, is.RequestID); lerr == nil && latest != nil && latest.State == store.IssuanceIssued {
+				return s.issuedResult(ctx, latest)
+			}
+		}
+		if tacerr.Is(err, tacerr.KeyReused) {
+			s.keyReused()
+		}
+		return nil, err
+	}
+	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: chainPEM(iss),
+		CertSerial: is.CertSerial, IssuedAt: now}, nil
+}

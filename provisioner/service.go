@@ -1,0 +1,345 @@
+// Package provisioner holds tacline's use cases: provision a device (IMEIs
+// and certificate at once), pre-allocate IMEIs and bind them later, void,
+// reissue and revoke, and crash recovery.
+//
+// Every certificate is issued in boulder's order: the intent (certificate
+// serial, notBefore, issuer, device public key, IMEIs) is committed to the
+// ledger first, together with the IMEI reservation; then the certificate is
+// built, linted and signed once in the HSM; then one transaction marks the
+// IMEIs BOUND and records the certificate, the audit event and the register
+// outbox row. A request id answers the same way however often it is
+// replayed; a replay after a crash between intent and completion signs
+// exactly the TBS certificate the intent fixed. An intent left pending longer
+// than the configured timeout is abandoned by the recovery loop: its IMEIs
+// are voided (reason "abandoned"), never reused.
+//
+// The package receives crypto.Signers (inside issuance.Issuer) and never
+// imports the hsm package.
+package provisioner
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tacline/tacline/catalog"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config builds a Service.
+type Config struct {
+	DB *store.DB
+	// Issuers by key id (hex SKID); Active names the one new certificates
+	// are issued by. Older issuers complete intents recorded under them.
+	Issuers map[string]*issuance.Issuer
+	Active  string
+	// Manufacturer is the subject O of device certificates.
+	Manufacturer string
+	CSRRules     policy.CSRRules
+	// IntentTimeout: a provisioning intent still pending after it is
+	// abandoned and its IMEIs voided (default 5 minutes).
+	IntentTimeout time.Duration
+	// PreallocTimeout: pre-allocated IMEIs never bound after it are voided
+	// (0: never).
+	PreallocTimeout time.Duration
+	// Probe checks the HSM for readiness (a probe signature); nil: none.
+	Probe func(ctx context.Context) error
+	// OnKeyReuse is called when a device key is refused as reused.
+	OnKeyReuse func()
+	// OnSign observes each HSM signature's duration.
+	OnSign func(time.Duration)
+	Now    func() time.Time
+	Rand   io.Reader
+	Log    *slog.Logger
+}
+
+// Service runs the use cases. It is safe for concurrent use.
+type Service struct {
+	cfg Config
+	db  *store.DB
+
+	mu    sync.Mutex
+	cache map[string]cachedMeta // pool name -> metadata, refreshed every few seconds
+}
+
+type cachedMeta struct {
+	pool    store.PoolStats
+	tac     catalog.TAC
+	fetched time.Time
+}
+
+// New checks cfg and returns a Service.
+func New(cfg Config) (*Service, error) {
+	if cfg.DB == nil {
+		return nil, tacerr.New(tacerr.Internal, "provisioner needs a ledger")
+	}
+	if cfg.Issuers[cfg.Active] == nil {
+		return nil, tacerr.New(tacerr.InvalidConfig, "no active device issuer %q: run `tacline ca init`", cfg.Active)
+	}
+	if strings.TrimSpace(cfg.Manufacturer) == "" {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "manufacturer", "is required")
+	}
+	if len(cfg.CSRRules.Curves) == 0 && !cfg.CSRRules.AllowEd25519 {
+		cfg.CSRRules = policy.DefaultCSRRules()
+	}
+	if cfg.IntentTimeout == 0 {
+		cfg.IntentTimeout = 5 * time.Minute
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = rand.Reader
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}}, nil
+}
+
+// ActiveIssuer returns the issuer new certificates are signed by.
+func (s *Service) ActiveIssuer() *issuance.Issuer { return s.cfg.Issuers[s.cfg.Active] }
+
+var serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
+
+func checkRequestID(id string) error {
+	if id == "" || len(id) > 128 || strings.ContainsAny(id, "\x00\r\n") {
+		return tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 128 printable characters, unique per request")
+	}
+	return nil
+}
+
+func checkDeviceSerial(s string) error {
+	if !serialPattern.MatchString(s) {
+		return tacerr.Field(tacerr.InvalidInput, "device_serial", "must be 1-64 characters: letters, digits and . _ : / - (starting with a letter or digit)")
+	}
+	return nil
+}
+
+// requestHash identifies a request's content for idempotency.
+func requestHash(kind string, fields ...string) []byte {
+	h := sha256.New()
+	var n [4]byte
+	for _, f := range append([]string{kind}, fields...) {
+		binary.BigEndian.PutUint32(n[:], uint32(len(f)))
+		h.Write(n[:])
+		h.Write([]byte(f))
+	}
+	return h.Sum(nil)
+}
+
+func csrDigest(csr []byte) string {
+	d := sha256.Sum256(csr)
+	return string(d[:])
+}
+
+// meta returns a pool's metadata and its TAC, cached for a few seconds
+// (pool ranges never change; approvals change rarely).
+func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
+	s.mu.Lock()
+	m, ok := s.cache[pool]
+	s.mu.Unlock()
+	if ok && s.cfg.Now().Sub(m.fetched) < 5*time.Second {
+		return m, nil
+	}
+	p, err := s.db.Pool(ctx, pool)
+	if err != nil {
+		return cachedMeta{}, err
+	}
+	t, err := s.db.TAC(ctx, p.TAC)
+	if err != nil {
+		return cachedMeta{}, err
+	}
+	m = cachedMeta{pool: p, tac: t, fetched: s.cfg.Now()}
+	s.mu.Lock()
+	s.cache[pool] = m
+	s.mu.Unlock()
+	return m, nil
+}
+
+// station returns the enabled station behind an actor.
+func (s *Service) station(ctx context.Context, a Actor) (store.StationRecord, error) {
+	if a.Station == "" {
+		return store.StationRecord{}, tacerr.New(tacerr.Forbidden, "only a station may do this")
+	}
+	st, err := s.db.Station(ctx, a.Station)
+	if err != nil {
+		return st, tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", a.Station)
+	}
+	if !st.DisabledAt.IsZero() {
+		return st, tacerr.New(tacerr.Forbidden, "station %s is disabled", a.Station)
+	}
+	return st, nil
+}
+
+// Station returns an enrolled station (for authentication on every request).
+// An unknown station is unauthorized, a disabled one forbidden.
+func (s *Service) Station(ctx context.Context, id string) (Station, error) {
+	st, err := s.station(ctx, Actor{Station: id})
+	if err != nil {
+		return Station{}, err
+	}
+	return Station{ID: st.ID, Factory: st.Factory, Line: st.Line, Pools: st.Pools, CertSerial: st.CertSerial,
+		EnrolledAt: st.EnrolledAt, Description: st.Description}, nil
+}
+
+// choosePool applies the station's authorisation to a pool or product.
+func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, product string) (cachedMeta, error) {
+	infos := map[string]policy.PoolInfo{}
+	metas := map[string]cachedMeta{}
+	for _, name := range st.Pools {
+		if pool != "" && name != pool {
+			continue
+		}
+		m, err := s.meta(ctx, name)
+		if tacerr.Is(err, tacerr.PoolNotFound) {
+			continue
+		}
+		if err != nil {
+			return cachedMeta{}, err
+		}
+		infos[name] = policy.PoolInfo{Name: name, Product: m.pool.Product, Market: m.pool.Market}
+		metas[name] = m
+	}
+	info, err := policy.ChoosePool(st.ID, st.Pools, infos, pool, product)
+	if err != nil {
+		return cachedMeta{}, err
+	}
+	m := metas[info.Name]
+	if err := policy.CheckApproval(m.tac, m.pool.Market, s.cfg.Now()); err != nil {
+		return cachedMeta{}, err
+	}
+	return m, nil
+}
+
+// parseCSR applies the CSR rules and returns the key's SPKI and its hash.
+func (s *Service) parseCSR(csr []byte) (pub any, spki []byte, spkiHash []byte, err error) {
+	_, pub, err = policy.ParseCSR(csr, s.cfg.CSRRules)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	spki, err = x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return nil, nil, nil, tacerr.Field(tacerr.CSRInvalid, "csr", "public key cannot be encoded: %v", err)
+	}
+	h := sha256.Sum256(spki)
+	return pub, spki, h[:], nil
+}
+
+func (s *Service) keyReused() {
+	if s.cfg.OnKeyReuse != nil {
+		s.cfg.OnKeyReuse()
+	}
+}
+
+// refuseReusedKey fails with key_reused when the key certifies another device.
+func (s *Service) refuseReusedKey(ctx context.Context, spkiHash []byte, device string) error {
+	owner, err := s.db.DeviceKeyOwner(ctx, spkiHash)
+	if err != nil {
+		return err
+	}
+	if owner != "" && owner != device {
+		s.keyReused()
+		return tacerr.Field(tacerr.KeyReused, "csr", "this public key is already bound to another device: a device key must be unique (key reuse is a cloning signal)")
+	}
+	return nil
+}
+
+// newIntent draws a serial and fixes notBefore.
+func (s *Service) newIntent() (serial *big.Int, notBefore time.Time, err error) {
+	serial, err = policy.NewSerial(s.cfg.Rand)
+	if err != nil {
+		return nil, time.Time{}, tacerr.Wrap(tacerr.Internal, err, "draw certificate serial")
+	}
+	return serial, s.cfg.Now().UTC().Truncate(time.Second), nil
+}
+
+func serialHex(n *big.Int) string { return hex.EncodeToString(n.Bytes()) }
+
+func chainPEM(is *issuance.Issuer) []byte {
+	var out []byte
+	for _, c := range is.Chain() {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+	}
+	return out
+}
+
+// Ready reports whether the ledger and the HSM answer.
+func (s *Service) Ready(ctx context.Context) error {
+	if err := s.db.Ping(ctx); err != nil {
+		return err
+	}
+	if s.cfg.Probe != nil {
+		return s.cfg.Probe(ctx)
+	}
+	return nil
+}
+
+// Pools returns every pool with its utilisation. Stations see their own pools.
+func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error) {
+	all, err := s.db.Pools(ctx)
+	if err != nil || a.Station == "" || a.Has(RoleOperator) || a.Has(RoleAuditor) || a.Has(RoleRegulator) {
+		return all, err
+	}
+	st, err := s.station(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	mine := map[string]bool{}
+	for _, p := range st.Pools {
+		mine[p] = true
+	}
+	var out []store.PoolStats
+	for _, p := range all {
+		if mine[p.Name] {
+			out = append(out, p)
+		}
+	}
+	return out, nil
+}
+
+// IMEI returns one IMEI's ledger record.
+func (s *Service) IMEI(ctx context.Context, a Actor, m imei.IMEI) (store.IMEIRecord, error) {
+	return s.db.LookupIMEI(ctx, m)
+}
+
+// Device returns a device's record with its IMEIs and current certificate.
+func (s *Service) Device(ctx context.Context, a Actor, serial string) (*Device, error) {
+	d, err := s.db.Device(ctx, serial)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, tacerr.Field(tacerr.NotFound, "serial", "device %q was never provisioned", serial)
+	}
+	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
+	if err != nil {
+		return nil, err
+	}
+	out := &Device{Serial: d.Serial, State: d.State, Station: d.Station, IMEIs: store.IMEIsOf(recs), CertSerial: d.CertSerial,
+		BoundAt: d.BoundAt, RevokedAt: d.RevokedAt, Reason: d.Reason}
+	if len(recs) > 0 {
+		out.Pool = recs[0].Pool
+	}
+	if c, err := s.db.CertificateBySerial(ctx, d.CertSerial); err != nil {
+		return nil, err
+	} else if c != nil {
+		out.CertDER = c.DER
+	}
+	return out, nil
+}

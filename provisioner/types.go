@@ -1,0 +1,140 @@
+package provisioner
+
+import (
+	"crypto/x509"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+)
+
+// Role is what a client may do. Roles come from the client certificate (see
+// package api); the provisioner receives them in an Actor.
+type Role string
+
+// The roles.
+const (
+	RoleStation   Role = "station"   // a factory station: provision, pre-allocate, bind, void its own reservations
+	RoleOperator  Role = "operator"  // factory operations: void, reissue, revoke, read
+	RoleAuditor   Role = "auditor"   // read the ledger and audit log
+	RoleRegulator Role = "regulator" // read, verify, reconcile
+	RoleAdmin     Role = "admin"     // everything
+)
+
+// Actor is the authenticated caller of a use case.
+type Actor struct {
+	// ID names the caller in the ledger and audit log: the station id for
+	// stations ("F1-L3-S07"), otherwise the certificate's identity.
+	ID      string
+	Roles   []Role
+	Station string // non-empty when the caller is a station
+}
+
+// Has reports whether the actor holds role r (admin holds every role).
+func (a Actor) Has(r Role) bool {
+	for _, x := range a.Roles {
+		if x == r || x == RoleAdmin {
+			return true
+		}
+	}
+	return false
+}
+
+// Station is an enrolled factory station.
+type Station struct {
+	ID          string
+	Factory     string
+	Line        string
+	Pools       []string // pools it may draw from
+	CertSerial  string   // hex serial of its current client certificate
+	EnrolledAt  time.Time
+	Disabled    bool
+	DisabledAt  time.Time
+	Description string
+}
+
+// ProvisionInput is one device to provision: IMEIs and certificate at once.
+type ProvisionInput struct {
+	Actor        Actor
+	RequestID    string
+	DeviceSerial string
+	Product      string // the station's pool for this product is used...
+	Pool         string // ...unless a pool is named
+	IMEICount    int    // 0: the TAC's IMEIs per device
+	CSR          []byte // PEM or DER
+}
+
+// AllocateInput pre-allocates IMEIs for devices not yet programmed.
+type AllocateInput struct {
+	Actor          Actor
+	RequestID      string
+	Pool           string
+	Count          int // devices
+	IMEIsPerDevice int // 0: the TAC's IMEIs per device
+}
+
+// Allocation is a committed pre-allocation.
+type Allocation struct {
+	RequestID string
+	Pool      string
+	Devices   [][]imei.IMEI
+	CreatedAt time.Time
+	Replayed  bool
+}
+
+// BindInput binds one pre-allocated device group to a device.
+type BindInput struct {
+	Actor        Actor
+	RequestID    string
+	IMEIs        []imei.IMEI
+	DeviceSerial string
+	CSR          []byte
+}
+
+// VoidInput voids one IMEI (and the rest of its device group with it).
+type VoidInput struct {
+	Actor  Actor
+	IMEI   imei.IMEI
+	Reason string // scrapped | test | rework | other
+	Note   string
+}
+
+// ReissueInput re-certifies a reworked device with a new key.
+type ReissueInput struct {
+	Actor        Actor
+	RequestID    string
+	DeviceSerial string
+	CSR          []byte
+}
+
+// RevokeInput revokes a device.
+type RevokeInput struct {
+	Actor        Actor
+	DeviceSerial string
+	Reason       string // stolen | cloned | compromised | superseded | other
+}
+
+// Issued is a device's identity: its IMEIs and its certificate.
+type Issued struct {
+	DeviceSerial string
+	IMEIs        []imei.IMEI
+	Certificate  *x509.Certificate
+	CertDER      []byte
+	ChainPEM     []byte // issuing CA first, up to the root
+	CertSerial   string // lower-case hex
+	IssuedAt     time.Time
+	Replayed     bool // the request id had been answered before: same result again
+}
+
+// Device is a device's ledger record.
+type Device struct {
+	Serial     string
+	State      string // BOUND | REVOKED | VOIDED
+	Station    string
+	Pool       string
+	IMEIs      []imei.IMEI
+	CertSerial string
+	CertDER    []byte
+	BoundAt    time.Time
+	RevokedAt  time.Time
+	Reason     string
+}

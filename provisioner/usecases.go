@@ -1,0 +1,373 @@
+package provisioner
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Allocate pre-allocates IMEIs for devices whose labels are printed before
+// they are programmed. The IMEIs belong to the calling station until bound
+// (Bind) or voided.
+func (s *Service) Allocate(ctx context.Context, in AllocateInput) (*Allocation, error) {
+	if err := checkRequestID(in.RequestID); err != nil {
+		return nil, err
+	}
+	if in.Count < 1 || in.Count > store.MaxDevicesPerReservation {
+		return nil, tacerr.Field(tacerr.InvalidInput, "count", "must be between 1 and %d devices, got %d", store.MaxDevicesPerReservation, in.Count)
+	}
+	st, err := s.station(ctx, in.Actor)
+	if err != nil {
+		return nil, err
+	}
+	if in.Pool == "" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "pool", "is required")
+	}
+	m, err := s.choosePool(ctx, st, in.Pool, "")
+	if err != nil {
+		return nil, err
+	}
+	per, err := policyIMEICount(m, in.IMEIsPerDevice)
+	if err != nil {
+		if e, ok := tacerr.As(err); ok {
+			e.Field = "imeis_per_device"
+		}
+		return nil, err
+	}
+	hash := requestHash("allocate", in.Pool, strconv.Itoa(in.Count), strconv.Itoa(in.IMEIsPerDevice))
+	r, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name, Caller: st.ID,
+		Kind: store.KindPreallocate, Devices: in.Count, PerDevice: per})
+	if err != nil {
+		return nil, err
+	}
+	if r.Caller != st.ID {
+		return nil, tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q belongs to another caller", in.RequestID)
+	}
+	return &Allocation{RequestID: r.RequestID, Pool: r.Pool, Devices: r.Devices, CreatedAt: r.CreatedAt, Replayed: r.Replayed}, nil
+}
+
+// Bind binds one pre-allocated device group (exactly its IMEIs) to a device
+// and issues the device's certificate, in the same intent-sign-commit order
+// as Provision.
+func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
+	if err := checkRequestID(in.RequestID); err != nil {
+		return nil, err
+	}
+	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+		return nil, err
+	}
+	if len(in.IMEIs) == 0 || len(in.IMEIs) > 5 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "must list the 1 to 5 IMEIs of one pre-allocated device")
+	}
+	ims := make([]string, len(in.IMEIs))
+	for i, m := range in.IMEIs {
+		ims[i] = m.String()
+	}
+	hash := requestHash("bind", in.DeviceSerial, strings.Join(ims, ","), csrDigest(in.CSR))
+	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+		return out, err
+	}
+	st, err := s.station(ctx, in.Actor)
+	if err != nil {
+		return nil, err
+	}
+	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
+	if err != nil {
+		return nil, err
+	}
+	// The IMEIs must be exactly one RESERVED pre-allocated group of this station.
+	first, err := s.db.LookupIMEI(ctx, in.IMEIs[0])
+	if err != nil {
+		if tacerr.Is(err, tacerr.NotFound) {
+			return nil, tacerr.Field(tacerr.ReservationNotFound, "imeis", "IMEI %s was never allocated", in.IMEIs[0])
+		}
+		return nil, err
+	}
+	if first.Caller != st.ID {
+		return nil, tacerr.Field(tacerr.Forbidden, "imeis", "IMEI %s was reserved by another station", in.IMEIs[0])
+	}
+	group, err := s.db.GroupIMEIs(ctx, first.ReservationID, first.Group)
+	if err != nil {
+		return nil, err
+	}
+	if len(group) != len(in.IMEIs) {
+		return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "the device group of IMEI %s holds %d IMEIs; list all of them, in order", in.IMEIs[0], len(group))
+	}
+	for i, r := range group {
+		if r.IMEI != in.IMEIs[i] {
+			return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "IMEI %d should be %s (the device group's order)", i+1, r.IMEI)
+		}
+		if r.State != store.StateReserved {
+			return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", r.IMEI, r.State)
+		}
+	}
+	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	if err != nil {
+		return nil, err
+	}
+	intent := &store.Issuance{RequestID: in.RequestID, Kind: "bind", RequestHash: hash, Station: st.ID, DeviceSerial: in.DeviceSerial,
+		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
+		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
+	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
+		if tacerr.Is(err, tacerr.RequestConflict) {
+			return s.replayOrWait(ctx, in.RequestID, hash)
+		}
+		return nil, err
+	}
+	return s.complete(ctx, intent, in.IMEIs, pub, serial)
+}
+
+// Void voids an IMEI and the rest of its device group, forever. Stations may
+// void only RESERVED IMEIs they reserved; operators may also void a BOUND
+// device scrapped before shipment (its certificate is revoked).
+func (s *Service) Void(ctx context.Context, in VoidInput) error {
+	switch in.Reason {
+	case "scrapped", "test", "rework", "other":
+	default:
+		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a void reason: use scrapped, test, rework or other", in.Reason)
+	}
+	if len(in.Note) > 1024 {
+		return tacerr.Field(tacerr.InvalidInput, "note", "must be at most 1024 characters")
+	}
+	rec, err := s.db.LookupIMEI(ctx, in.IMEI)
+	if err != nil {
+		return err
+	}
+	operator := in.Actor.Has(RoleOperator)
+	if !operator {
+		if in.Actor.Station == "" || rec.Caller != in.Actor.Station {
+			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s was not reserved by this station", in.IMEI)
+		}
+		if rec.State != store.StateReserved {
+			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
+		}
+	}
+	return s.db.Commit(ctx, func(tx *store.Tx) error {
+		group, err := tx.GroupIMEIs(rec.ReservationID, rec.Group)
+		if err != nil {
+			return err
+		}
+		var ims []imei.IMEI
+		for _, r := range group {
+			if r.State == store.StateReserved || r.State == store.StateBound {
+				ims = append(ims, r.IMEI)
+			}
+		}
+		if len(ims) == 0 {
+			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s already", in.IMEI, rec.State)
+		}
+		if rec.State == store.StateBound && rec.DeviceSerial != "" {
+			if err := tx.RevokeCertificate(rec.CertSerial, "cessationOfOperation"); err != nil {
+				return err
+			}
+			if err := tx.UpdateDevice(rec.DeviceSerial, store.StateVoided, rec.CertSerial, in.Reason); err != nil {
+				return err
+			}
+		}
+		return tx.Void(ims, in.Reason, in.Note, in.Actor.ID, "")
+	})
+}
+
+// Reissue issues a new certificate for a reworked device with a new key,
+// keeping its IMEIs; the old certificate is revoked as superseded.
+func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error) {
+	if err := checkRequestID(in.RequestID); err != nil {
+		return nil, err
+	}
+	hash := requestHash("reissue", in.DeviceSerial, csrDigest(in.CSR))
+	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+		return out, err
+	}
+	d, err := s.db.Device(ctx, in.DeviceSerial)
+	if err != nil {
+		return nil, err
+	}
+	if d == nil {
+		return nil, tacerr.Field(tacerr.NotFound, "serial", "device %q was never provisioned", in.DeviceSerial)
+	}
+	if d.State != store.StateBound {
+		return nil, tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s; only a BOUND device can be reissued", in.DeviceSerial, d.State)
+	}
+	if !in.Actor.Has(RoleOperator) && in.Actor.Station == "" {
+		return nil, tacerr.New(tacerr.Forbidden, "reissue needs a station or an operator")
+	}
+	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
+		return nil, err
+	}
+	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
+	if err != nil {
+		return nil, err
+	}
+	serial, notBefore, err := s.newIntent()
+	if err != nil {
+		return nil, err
+	}
+	actor := in.Actor.ID
+	intent := &store.Issuance{RequestID: in.RequestID, Kind: "reissue", RequestHash: hash, Station: actor, DeviceSerial: in.DeviceSerial,
+		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
+		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
+	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
+		if tacerr.Is(err, tacerr.RequestConflict) {
+			return s.replayOrWait(ctx, in.RequestID, hash)
+		}
+		return nil, err
+	}
+	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, serial)
+}
+
+// Revocation reasons.
+var revokeReasons = map[string]bool{"stolen": true, "cloned": true, "compromised": true, "superseded": true, "other": true}
+
+// Revoke revokes a device: its certificate and its IMEIs (REVOKED, reported
+// to the register so operators can block them).
+func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
+	if !revokeReasons[in.Reason] {
+		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a revocation reason: use stolen, cloned, compromised, superseded or other", in.Reason)
+	}
+	return s.db.Commit(ctx, func(tx *store.Tx) error {
+		d, err := tx.Device(in.DeviceSerial)
+		if err != nil {
+			return err
+		}
+		if d == nil {
+			return tacerr.Field(tacerr.NotFound, "serial", "device %q was never provisioned", in.DeviceSerial)
+		}
+		if d.State != store.StateBound {
+			return tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s already", in.DeviceSerial, d.State)
+		}
+		group, err := tx.GroupIMEIs(d.ReservationID, d.Group)
+		if err != nil {
+			return err
+		}
+		if err := tx.RevokeCertificate(d.CertSerial, in.Reason); err != nil {
+			return err
+		}
+		if err := tx.UpdateDevice(d.Serial, store.StateRevoked, d.CertSerial, in.Reason); err != nil {
+			return err
+		}
+		return tx.Revoke(store.IMEIsOf(group), in.Reason, in.Actor.ID, "")
+	})
+}
+
+// Recover abandons provisioning intents pending longer than the intent
+// timeout (their IMEIs are voided with reason "abandoned", audited and
+// reported, never reused) and voids pre-allocated IMEIs older than the
+// pre-allocation timeout. It returns how many IMEIs it voided.
+func (s *Service) Recover(ctx context.Context) (int, error) {
+	voided := 0
+	cutoff := s.cfg.Now().Add(-s.cfg.IntentTimeout)
+	pend, err := s.db.PendingIssuances(ctx, cutoff, 500)
+	if err != nil {
+		return 0, err
+	}
+	for _, is := range pend {
+		n := 0
+		err := s.db.Commit(ctx, func(tx *store.Tx) error {
+			n = 0
+			if err := tx.SetIssuanceState(is.RequestID, store.IssuanceAbandoned); err != nil {
+				return err
+			}
+			if is.Kind == "reissue" {
+				return nil // the device keeps its IMEIs and its previous certificate
+			}
+			group, err := tx.GroupIMEIs(is.ReservationID, is.Group)
+			if err != nil {
+				return err
+			}
+			var ims []imei.IMEI
+			for _, r := range group {
+				if r.State == store.StateReserved {
+					ims = append(ims, r.IMEI)
+				}
+			}
+			if len(ims) == 0 {
+				return nil
+			}
+			n = len(ims)
+			if is.Kind == "bind" {
+				return nil // pre-allocated IMEIs stay with their label until the pre-allocation timeout
+			}
+			return tx.Void(ims, "abandoned", "intent not completed within "+s.cfg.IntentTimeout.String(), "recovery", is.RequestID)
+		})
+		if tacerr.Is(err, tacerr.Conflict) {
+			continue // completed meanwhile by a replay
+		}
+		if err != nil {
+			return voided, err
+		}
+		if is.Kind == "provision" {
+			voided += n
+		}
+		s.cfg.Log.Info("recovery abandoned an issuance intent", "request_id", is.RequestID, "kind", is.Kind, "device_serial", is.DeviceSerial, "imeis_voided", n)
+	}
+	if s.cfg.PreallocTimeout > 0 {
+		ids, err := s.db.StaleReservations(ctx, s.cfg.Now().Add(-s.cfg.PreallocTimeout), 500, store.KindPreallocate)
+		if err != nil {
+			return voided, err
+		}
+		for _, id := range ids {
+			n, err := s.voidStaleReservation(ctx, id)
+			if err != nil {
+				return voided, err
+			}
+			voided += n
+		}
+	}
+	return voided, nil
+}
+
+func (s *Service) voidStaleReservation(ctx context.Context, requestID string) (int, error) {
+	n := 0
+	err := s.db.Commit(ctx, func(tx *store.Tx) error {
+		n = 0
+		r, err := tx.ReservationByRequestID(requestID)
+		if err != nil {
+			return err
+		}
+		recs, err := tx.ReservationIMEIs(r.ID)
+		if err != nil {
+			return err
+		}
+		byGroup := map[int][]imei.IMEI{}
+		for _, rec := range recs {
+			if rec.State == store.StateReserved {
+				byGroup[rec.Group] = append(byGroup[rec.Group], rec.IMEI)
+			}
+		}
+		for _, ims := range byGroup {
+			n += len(ims)
+			if err := tx.Void(ims, "abandoned", "pre-allocation not bound within "+s.cfg.PreallocTimeout.String(), "recovery", requestID); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	return n, err
+}
+
+// RunRecovery runs Recover every interval until ctx ends.
+func (s *Service) RunRecovery(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if n, err := s.Recover(ctx); err != nil {
+			s.cfg.Log.Warn("recovery pass failed", "err", err)
+		} else if n > 0 {
+			s.cfg.Log.Info("recovery voided abandoned IMEIs", "imeis", n)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

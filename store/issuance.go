@@ -1,0 +1,362 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Issuance states.
+const (
+	IssuancePending   = "pending"
+	IssuanceIssued    = "issued"
+	IssuanceAbandoned = "abandoned"
+)
+
+// Issuance is the intent to sign one device certificate, recorded before
+// the HSM signs. Serial, NotBefore, IssuerKeyID and PublicKey fix the TBS
+// certificate together with the IMEIs of the reservation group.
+type Issuance struct {
+	RequestID     string
+	Kind          string // provision | bind | reissue
+	RequestHash   []byte
+	Station       string
+	DeviceSerial  string
+	ReservationID int64
+	Group         int
+	CertSerial    string
+	NotBefore     time.Time
+	IssuerKeyID   string
+	PublicKey     []byte // DER SubjectPublicKeyInfo
+	SPKIHash      []byte
+	State         string
+	CreatedAt     time.Time
+}
+
+type issuanceRow struct {
+	RequestID     string `db:"request_id"`
+	Kind          string `db:"kind"`
+	RequestHash   []byte `db:"request_hash"`
+	Station       string `db:"station"`
+	DeviceSerial  string `db:"device_serial"`
+	ReservationID int64  `db:"reservation_id"`
+	Grp           int    `db:"grp"`
+	CertSerial    string `db:"cert_serial"`
+	NotBefore     int64  `db:"not_before"`
+	IssuerKeyID   string `db:"issuer_key_id"`
+	PublicKey     []byte `db:"public_key"`
+	SPKIHash      []byte `db:"spki_hash"`
+	State         string `db:"state"`
+	CreatedAt     int64  `db:"created_at"`
+}
+
+const sqlSelectIssuance = `SELECT request_id, kind, request_hash, station, device_serial, reservation_id, grp, cert_serial,
+	not_before, issuer_key_id, public_key, spki_hash, state, created_at FROM issuances`
+
+func (r issuanceRow) issuance() *Issuance {
+	return &Issuance{RequestID: r.RequestID, Kind: r.Kind, RequestHash: r.RequestHash, Station: r.Station, DeviceSerial: r.DeviceSerial,
+		ReservationID: r.ReservationID, Group: r.Grp, CertSerial: r.CertSerial, NotBefore: micros(r.NotBefore),
+		IssuerKeyID: r.IssuerKeyID, PublicKey: r.PublicKey, SPKIHash: r.SPKIHash, State: r.State, CreatedAt: micros(r.CreatedAt)}
+}
+
+// InsertIssuance records an intent (state pending).
+func (tx *Tx) InsertIssuance(is *Issuance) error {
+	_, err := tx.Exec(tx.Rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
+		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)`),
+		is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, is.ReservationID, is.Group, is.CertSerial,
+		is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, tx.Now().UnixMicro())
+	if isDuplicate(err) {
+		return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", is.RequestID)
+	}
+	return translate(err, "record issuance intent")
+}
+
+// IssuanceByRequestID returns the intent for a request id, or nil.
+func (db *DB) IssuanceByRequestID(ctx context.Context, requestID string) (*Issuance, error) {
+	var r issuanceRow
+	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectIssuance+` WHERE request_id = ?`), requestID)
+	if noRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate(err, "look up issuance")
+	}
+	return r.issuance(), nil
+}
+
+// PendingIssuances lists intents still pending that were created before the
+// cutoff (for the recovery loop).
+func (db *DB) PendingIssuances(ctx context.Context, before time.Time, limit int) ([]*Issuance, error) {
+	var rows []issuanceRow
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectIssuance+` WHERE state = 'pending' AND created_at < ? ORDER BY created_at LIMIT ?`),
+		before.UnixMicro(), limit); err != nil {
+		return nil, translate(err, "list pending issuances")
+	}
+	out := make([]*Issuance, len(rows))
+	for i, r := range rows {
+		out[i] = r.issuance()
+	}
+	return out, nil
+}
+
+// SetIssuanceState moves a pending intent to issued or abandoned; it fails
+// with conflict if the intent is no longer pending (another replica
+// completed it).
+func (tx *Tx) SetIssuanceState(requestID, state string) error {
+	res, err := tx.Exec(tx.Rebind(`UPDATE issuances SET state = ?, completed_at = ? WHERE request_id = ? AND state = 'pending'`),
+		state, tx.Now().UnixMicro(), requestID)
+	if err != nil {
+		return translate(err, "complete issuance")
+	}
+	n, _ := res.RowsAffected()
+	if n != 1 {
+		return tacerr.Field(tacerr.Conflict, "request_id", "issuance %q is no longer pending", requestID)
+	}
+	return nil
+}
+
+// GroupIMEIs returns the IMEIs of one device group of a reservation.
+func (tx *Tx) GroupIMEIs(reservationID int64, grp int) ([]IMEIRecord, error) {
+	var rows []imeiRow
+	if err := tx.Select(&rows, tx.Rebind(sqlIMEISelect+`WHERE i.reservation_id = ? AND i.grp = ? ORDER BY i.slot`), reservationID, grp); err != nil {
+		return nil, translate(err, "look up device group")
+	}
+	return records(rows)
+}
+
+// GroupIMEIs outside a transaction.
+func (db *DB) GroupIMEIs(ctx context.Context, reservationID int64, grp int) ([]IMEIRecord, error) {
+	var out []IMEIRecord
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var err error
+		out, err = tx.GroupIMEIs(reservationID, grp)
+		return err
+	})
+	return out, err
+}
+
+// CertificateRecord is an issued device certificate.
+type CertificateRecord struct {
+	Serial       string
+	DeviceSerial string
+	RequestID    string
+	IssuerKeyID  string
+	DER          []byte
+	TBSHash      []byte
+	SPKIHash     []byte
+	IssuedAt     time.Time
+	RevokedAt    time.Time // zero if not revoked
+	RevokeReason string
+}
+
+type certRow struct {
+	Serial       string        `db:"serial"`
+	DeviceSerial string        `db:"device_serial"`
+	RequestID    string        `db:"request_id"`
+	IssuerKeyID  string        `db:"issuer_key_id"`
+	DER          []byte        `db:"der"`
+	TBSHash      []byte        `db:"tbs_hash"`
+	SPKIHash     []byte        `db:"spki_hash"`
+	IssuedAt     int64         `db:"issued_at"`
+	RevokedAt    sql.NullInt64 `db:"revoked_at"`
+	RevokeReason string        `db:"revoke_reason"`
+}
+
+func (r certRow) record() *CertificateRecord {
+	return &CertificateRecord{Serial: r.Serial, DeviceSerial: r.DeviceSerial, RequestID: r.RequestID, IssuerKeyID: r.IssuerKeyID,
+		DER: r.DER, TBSHash: r.TBSHash, SPKIHash: r.SPKIHash, IssuedAt: micros(r.IssuedAt), RevokedAt: nullMicros(r.RevokedAt),
+		RevokeReason: r.RevokeReason}
+}
+
+const sqlSelectCert = `SELECT serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at, revoked_at, revoke_reason FROM certificates`
+
+// InsertCertificate records an issued certificate.
+func (tx *Tx) InsertCertificate(c *CertificateRecord) error {
+	_, err := tx.Exec(tx.Rebind(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at)
+		VALUES (?,?,?,?,?,?,?,?)`), c.Serial, c.DeviceSerial, c.RequestID, c.IssuerKeyID, c.DER, c.TBSHash, c.SPKIHash, c.IssuedAt.UnixMicro())
+	if isDuplicate(err) {
+		return tacerr.Field(tacerr.Conflict, "request_id", "certificate %s or request %s already recorded", c.Serial, c.RequestID)
+	}
+	return translate(err, "record certificate")
+}
+
+// CertificateByRequestID returns the certificate issued for a request, or nil.
+func (db *DB) CertificateByRequestID(ctx context.Context, requestID string) (*CertificateRecord, error) {
+	return db.oneCert(ctx, ` WHERE request_id = ?`, requestID)
+}
+
+// CertificateBySerial returns a certificate by its hex serial, or nil.
+func (db *DB) CertificateBySerial(ctx context.Context, serial string) (*CertificateRecord, error) {
+	return db.oneCert(ctx, ` WHERE serial = ?`, serial)
+}
+
+func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateRecord, error) {
+	var r certRow
+	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectCert+where), arg)
+	if noRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate(err, "look up certificate")
+	}
+	return r.record(), nil
+}
+
+// RevokeCertificate marks a certificate revoked (idempotent for an already
+// revoked one: the first reason stays).
+func (tx *Tx) RevokeCertificate(serial, reason string) error {
+	_, err := tx.Exec(tx.Rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
+		tx.Now().UnixMicro(), reason, serial)
+	return translate(err, "revoke certificate")
+}
+
+// RevokedCertificates streams the revoked certificates of one issuer (for
+// CRLs and OCSP), calling fn for each.
+func (db *DB) RevokedCertificates(ctx context.Context, issuerKeyID string, fn func(serial string, at time.Time, reason string) error) error {
+	rows, err := db.r.QueryxContext(ctx, db.r.Rebind(`SELECT serial, revoked_at, revoke_reason FROM certificates
+		WHERE issuer_key_id = ? AND revoked_at IS NOT NULL ORDER BY serial`), issuerKeyID)
+	if err != nil {
+		return translate(err, "list revoked certificates")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var s, reason string
+		var at int64
+		if err := rows.Scan(&s, &at, &reason); err != nil {
+			return translate(err, "list revoked certificates")
+		}
+		if err := fn(s, micros(at), reason); err != nil {
+			return err
+		}
+	}
+	return translate(rows.Err(), "list revoked certificates")
+}
+
+// DeviceRecord is a provisioned device.
+type DeviceRecord struct {
+	Serial        string
+	Station       string
+	ReservationID int64
+	Group         int
+	State         string // BOUND | REVOKED | VOIDED
+	CertSerial    string
+	BoundAt       time.Time
+	RevokedAt     time.Time
+	Reason        string
+}
+
+type deviceRow struct {
+	Serial        string        `db:"serial"`
+	Station       string        `db:"station"`
+	ReservationID int64         `db:"reservation_id"`
+	Grp           int           `db:"grp"`
+	State         string        `db:"state"`
+	CertSerial    string        `db:"cert_serial"`
+	BoundAt       int64         `db:"bound_at"`
+	RevokedAt     sql.NullInt64 `db:"revoked_at"`
+	Reason        string        `db:"reason"`
+}
+
+const sqlSelectDevice = `SELECT serial, station, reservation_id, grp, state, cert_serial, bound_at, revoked_at, reason FROM devices`
+
+func (r deviceRow) record() *DeviceRecord {
+	return &DeviceRecord{Serial: r.Serial, Station: r.Station, ReservationID: r.ReservationID, Group: r.Grp, State: r.State,
+		CertSerial: r.CertSerial, BoundAt: micros(r.BoundAt), RevokedAt: nullMicros(r.RevokedAt), Reason: r.Reason}
+}
+
+// Device returns a device record, or nil.
+func (db *DB) Device(ctx context.Context, serial string) (*DeviceRecord, error) {
+	var r deviceRow
+	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
+	if noRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate(err, "look up device")
+	}
+	return r.record(), nil
+}
+
+// Device inside a transaction.
+func (tx *Tx) Device(serial string) (*DeviceRecord, error) {
+	var r deviceRow
+	err := tx.Get(&r, tx.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
+	if noRows(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, translate(err, "look up device")
+	}
+	return r.record(), nil
+}
+
+// InsertDevice records a newly bound device.
+func (tx *Tx) InsertDevice(d *DeviceRecord) error {
+	_, err := tx.Exec(tx.Rebind(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES (?,?,?,?,'BOUND',?,?)`),
+		d.Serial, d.Station, d.ReservationID, d.Group, d.CertSerial, d.BoundAt.UnixMicro())
+	if isDuplicate(err) {
+		return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial", "device %q is already provisioned", d.Serial)
+	}
+	return translate(err, "record device")
+}
+
+// UpdateDevice changes a device's state, certificate serial and reason.
+func (tx *Tx) UpdateDevice(serial, state, certSerial, reason string) error {
+	q := `UPDATE devices SET state = ?, cert_serial = ?, reason = ? WHERE serial = ?`
+	args := []any{state, certSerial, reason, serial}
+	if state == StateRevoked || state == StateVoided {
+		q = `UPDATE devices SET state = ?, cert_serial = ?, reason = ?, revoked_at = ? WHERE serial = ?`
+		args = []any{state, certSerial, reason, tx.Now().UnixMicro(), serial}
+	}
+	res, err := tx.Exec(tx.Rebind(q), args...)
+	if err != nil {
+		return translate(err, "update device")
+	}
+	return oneRow(res, "update device %s", serial)
+}
+
+// ClaimDeviceKey binds a device public key (by SPKI hash) to a device. A key
+// already bound to another device is key_reused (a cloning signal); the same
+// device may present its key again.
+func (tx *Tx) ClaimDeviceKey(spkiHash []byte, deviceSerial string) error {
+	var owner string
+	err := tx.Get(&owner, tx.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
+	switch {
+	case noRows(err):
+		_, err = tx.Exec(tx.Rebind(`INSERT INTO device_keys (spki_hash, device_serial) VALUES (?, ?)`), spkiHash, deviceSerial)
+		if isDuplicate(err) {
+			return tacerr.Field(tacerr.KeyReused, "csr", "this public key was just bound to another device")
+		}
+		return translate(err, "claim device key")
+	case err != nil:
+		return translate(err, "look up device key")
+	case owner != deviceSerial:
+		return tacerr.Field(tacerr.KeyReused, "csr", "this public key is already bound to another device: a device key must be unique (key reuse is a cloning signal)")
+	}
+	return nil
+}
+
+// DeviceKeyOwner returns the device a public key is bound to, or "".
+func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, error) {
+	var owner string
+	err := db.r.GetContext(ctx, &owner, db.r.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
+	if noRows(err) {
+		return "", nil
+	}
+	return owner, translate(err, "look up device key")
+}
+
+// imeisOf turns ledger records into IMEIs.
+func imeisOf(recs []IMEIRecord) []imei.IMEI {
+	out := make([]imei.IMEI, len(recs))
+	for i, r := range recs {
+		out[i] = r.IMEI
+	}
+	return out
+}
+
+// IMEIsOf returns the IMEIs of ledger records.
+func IMEIsOf(recs []IMEIRecord) []imei.IMEI { return imeisOf(recs) }
