@@ -42,8 +42,8 @@ VALUES (?, ?, ?, 0, ?, ?, ?, 0, ?)`
 )
 
 // Seed creates TAC tac (brand Brand, model Model) with one pool over all
-// its serials and the given rows, one reservation per row. It emits no
-// events.
+// its serials and the given rows, one reservation per device (rows without
+// a device get one each). It emits no events.
 func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 	t.Helper()
 	err := db.InTx(context.Background(), func(tx *store.Tx) error {
@@ -58,14 +58,21 @@ func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 		if err := tx.Get(&poolID, tx.Rebind(sqlPoolID), pool); err != nil {
 			return err
 		}
+		resIDs := map[string]int64{}
 		for _, r := range rows {
 			req := fmt.Sprintf("req-%d-%d", tac, r.SNR)
-			if _, err := tx.Exec(tx.Rebind(sqlInsertRes), req, []byte("h"), poolID, r.Device); err != nil {
-				return fmt.Errorf("insert reservation: %w", err)
+			if r.Device != "" {
+				req = fmt.Sprintf("req-%d-%s", tac, r.Device)
 			}
-			var resID int64
-			if err := tx.Get(&resID, tx.Rebind(sqlResID), req); err != nil {
-				return err
+			resID, ok := resIDs[req]
+			if !ok {
+				if _, err := tx.Exec(tx.Rebind(sqlInsertRes), req, []byte("h"), poolID, r.Device); err != nil {
+					return fmt.Errorf("insert reservation: %w", err)
+				}
+				if err := tx.Get(&resID, tx.Rebind(sqlResID), req); err != nil {
+					return err
+				}
+				resIDs[req] = resID
 			}
 			var bound any
 			if r.State != "RESERVED" && r.Device != "" {

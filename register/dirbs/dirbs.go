@@ -1,0 +1,142 @@
+// Package dirbs writes the bulk files that existing national registers
+// import, from the ledger: the DIRBS registration list (a zip holding
+// exactly one CSV named like the zip), its delta form since an earlier
+// export, and the DIRBS device-registration (DRS) bulk upload (a
+// header-less TSV, one device per row, one column per IMEI).
+//
+// Exports are streamed from the database (memory does not grow with the
+// ledger) and written atomically: to a temporary file in the target's
+// directory, synced, then renamed, so a reader never sees half a file. Each
+// export is recorded in register_exports with the outbox high-water mark it
+// reflects, which a later delta export starts from.
+//
+// Consistency: on PostgreSQL the high-water mark is read after waiting for
+// the transactions writing outbox rows to finish (a SHARE lock on the outbox
+// table, held only for that read), so every outbox row at or below it is
+// committed. A full list read afterwards may already contain a few later
+// changes; the next delta reports them again (an add of a listed IMEI is an
+// update to DIRBS), so nothing is ever missed.
+package dirbs
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Header is the DIRBS registration list header; DeltaHeader adds the
+// change_type column of the delta form.
+const (
+	Header      = "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id"
+	DeltaHeader = Header + ",change_type"
+)
+
+// Export kinds, as recorded in register_exports.
+const (
+	KindList  = "registration-list"
+	KindDelta = "registration-list-delta"
+	KindDRS   = "drs"
+)
+
+// Export describes one written export.
+type Export struct {
+	ID        int64  `json:"id"`
+	Kind      string `json:"kind"`
+	File      string `json:"file"`
+	Rows      int64  `json:"rows"`
+	HighWater int64  `json:"outbox_high_water"`
+	Since     int64  `json:"since_export,omitempty"`
+}
+
+const (
+	sqlLockOutbox = `LOCK TABLE register_outbox IN SHARE MODE`
+	sqlHighWater  = `SELECT COALESCE(MAX(id), 0) FROM register_outbox`
+	sqlExportByID = `SELECT kind, outbox_high_water FROM register_exports WHERE id = ?`
+	sqlAddExport  = `INSERT INTO register_exports (kind, created_at, outbox_high_water, since_export, rows, file)
+VALUES (?, ?, ?, ?, ?, ?) RETURNING id`
+)
+
+// highWater returns the largest outbox id below which every row is
+// committed.
+func highWater(ctx context.Context, db *store.DB) (int64, error) {
+	var hw int64
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		if tx.Dialect() == store.Postgres {
+			if _, err := tx.ExecContext(ctx, sqlLockOutbox); err != nil {
+				return err
+			}
+		}
+		return tx.GetContext(ctx, &hw, sqlHighWater)
+	})
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the outbox high-water mark")
+	}
+	return hw, nil
+}
+
+// record adds the export to register_exports and returns its id.
+func record(ctx context.Context, db *store.DB, e *Export) error {
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		var since any
+		if e.Since > 0 {
+			since = e.Since
+		}
+		return tx.GetContext(ctx, &e.ID, tx.Rebind(sqlAddExport), e.Kind, tx.Now().UnixMicro(), e.HighWater, since, e.Rows, e.File)
+	})
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "record export of %s (the file is written)", e.File)
+	}
+	return nil
+}
+
+// atomicFile is a temporary file renamed onto its target on commit.
+type atomicFile struct {
+	*os.File
+	target string
+	done   bool
+}
+
+func createAtomic(target string) (*atomicFile, error) {
+	dir := filepath.Dir(target)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(target)+".tmp-*")
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create %s (does the directory exist?)", target)
+	}
+	return &atomicFile{File: f, target: target}, nil
+}
+
+// commit syncs, closes and renames the file onto its target.
+func (a *atomicFile) commit() error {
+	if err := a.Sync(); err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", a.target)
+	}
+	if err := a.Close(); err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", a.target)
+	}
+	if err := os.Rename(a.Name(), a.target); err != nil {
+		os.Remove(a.Name())
+		return tacerr.Wrap(tacerr.InvalidInput, err, "rename onto %s", a.target)
+	}
+	a.done = true
+	return nil
+}
+
+// abort removes the temporary file unless committed.
+func (a *atomicFile) abort() {
+	if !a.done {
+		a.Close()
+		os.Remove(a.Name())
+	}
+}
+
+// csvField quotes a field when it needs it (RFC 4180).
+func csvField(s string) string {
+	if !strings.ContainsAny(s, ",\"\r\n") {
+		return s
+	}
+	return `"` + strings.ReplaceAll(s, `"`, `""`) + `"`
+}

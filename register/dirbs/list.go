@@ -1,0 +1,191 @@
+package dirbs
+
+import (
+	"archive/zip"
+	"bufio"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"path/filepath"
+	"strings"
+
+	"github.com/jmoiron/sqlx"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/wire"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+const (
+	// sqlListRows streams the bound IMEIs with their TAC's names.
+	sqlListRows = `SELECT i.imei14, i.device_serial, t.brand, t.model_name, t.model_number, t.device_type, t.radio_interfaces
+FROM imeis i JOIN pools p ON p.id = i.pool_id JOIN tacs t ON t.tac = p.tac
+WHERE i.state = 'BOUND' ORDER BY i.imei14`
+	// sqlDeltaRows streams, per IMEI changed in (since, hw], its last event
+	// there and its last event at or before since.
+	sqlDeltaRows = `SELECT o.imei14, o.event, o.device_id, o.brand, o.model, t.model_number, t.device_type, t.radio_interfaces,
+    COALESCE((SELECT p.event FROM register_outbox p WHERE p.imei14 = o.imei14 AND p.id <= ? ORDER BY p.id DESC LIMIT 1), '') AS prev
+FROM register_outbox o JOIN tacs t ON t.tac = o.tac
+WHERE o.id = (SELECT MAX(l.id) FROM register_outbox l WHERE l.imei14 = o.imei14 AND l.id > ? AND l.id <= ?)
+ORDER BY o.imei14`
+)
+
+// listRow is one registration list row.
+type listRow struct {
+	imei14                                    int64
+	device, brand, model, number, kind, radio string
+}
+
+func (r listRow) write(w *bufio.Writer, changeType string) error {
+	m, err := imei.FromUint64(uint64(r.imei14))
+	if err != nil {
+		return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", r.imei14)
+	}
+	d14 := m.Digits14()
+	w.WriteString(d14)
+	for _, f := range []string{r.brand, r.model, "whitelist", r.number, r.brand, r.kind, r.radio, wire.DeviceID(r.device, "IMEI"+d14)} {
+		w.WriteByte(',')
+		w.WriteString(csvField(f))
+	}
+	if changeType != "" {
+		w.WriteByte(',')
+		w.WriteString(changeType)
+	}
+	return w.WriteByte('\n')
+}
+
+// ExportRegistrationList writes the DIRBS registration list of every bound
+// IMEI to path (a .zip holding one CSV of the same base name) or, when
+// deltaSince is not 0, the changes since that export with a change_type
+// column (add, remove, update). approved_imei is the 14-digit form.
+func ExportRegistrationList(ctx context.Context, db *store.DB, path string, deltaSince int64) (Export, error) {
+	e := Export{Kind: KindList, File: path, Since: deltaSince}
+	if !strings.EqualFold(filepath.Ext(path), ".zip") {
+		return e, tacerr.Field(tacerr.InvalidInput, "output", "%s: a DIRBS registration list is a .zip file", path)
+	}
+	var since int64
+	if deltaSince != 0 {
+		e.Kind = KindDelta
+		var kind string
+		err := db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(sqlExportByID), deltaSince).Scan(&kind, &since)
+		if errors.Is(err, sql.ErrNoRows) {
+			return e, tacerr.Field(tacerr.NotFound, "delta-since", "export %d does not exist: give the id of an earlier registration-list export", deltaSince)
+		}
+		if err != nil {
+			return e, tacerr.Wrap(tacerr.Unavailable, err, "read export %d", deltaSince)
+		}
+		if kind == KindDRS {
+			return e, tacerr.Field(tacerr.InvalidInput, "delta-since", "export %d is a DRS file, not a registration list", deltaSince)
+		}
+	}
+	hw, err := highWater(ctx, db)
+	if err != nil {
+		return e, err
+	}
+	e.HighWater = hw
+	af, err := createAtomic(path)
+	if err != nil {
+		return e, err
+	}
+	defer af.abort()
+	zw := zip.NewWriter(af)
+	inner := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)) + ".csv"
+	zf, err := zw.Create(inner)
+	if err != nil {
+		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
+	}
+	bw := bufio.NewWriterSize(zf, 1<<16)
+	if deltaSince == 0 {
+		e.Rows, err = writeList(ctx, db.Reader(), bw)
+	} else {
+		e.Rows, err = writeDelta(ctx, db.Reader(), bw, since, hw)
+	}
+	if err != nil {
+		return e, err
+	}
+	if err := bw.Flush(); err != nil {
+		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
+	}
+	if err := zw.Close(); err != nil {
+		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
+	}
+	if err := af.commit(); err != nil {
+		return e, err
+	}
+	return e, record(ctx, db, &e)
+}
+
+func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) {
+	w.WriteString(Header + "\n")
+	rows, err := q.QueryContext(ctx, sqlListRows)
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		var r listRow
+		if err := rows.Scan(&r.imei14, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio); err != nil {
+			return n, tacerr.Wrap(tacerr.Internal, err, "read bound IMEI")
+		}
+		if err := r.write(w, ""); err != nil {
+			return n, writeErr(err)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return n, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+	}
+	return n, nil
+}
+
+func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int64) (int64, error) {
+	w.WriteString(DeltaHeader + "\n")
+	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, since, hw)
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+	}
+	defer rows.Close()
+	var n int64
+	for rows.Next() {
+		var r listRow
+		var event, prev string
+		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &prev); err != nil {
+			return n, tacerr.Wrap(tacerr.Internal, err, "read outbox change")
+		}
+		listed := prev == wire.EventRegistered || prev == wire.EventUpdated
+		var change string
+		switch event {
+		case wire.EventRegistered, wire.EventUpdated:
+			change = "add"
+			if listed {
+				change = "update"
+			}
+		case wire.EventVoided, wire.EventRevoked:
+			if !listed {
+				continue // never on the list: nothing to remove
+			}
+			change = "remove"
+		}
+		if err := r.write(w, change); err != nil {
+			return n, writeErr(err)
+		}
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return n, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+	}
+	return n, nil
+}
+
+func writeErr(err error) error {
+	if _, ok := tacerr.As(err); ok {
+		return err
+	}
+	if errors.Is(err, io.ErrShortWrite) {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "write export (disk full?)")
+	}
+	return tacerr.Wrap(tacerr.InvalidInput, err, "write export")
+}
