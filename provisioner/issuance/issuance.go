@@ -90,7 +90,7 @@ func New(cfg Config) (*Issuer, error) {
 	if !pub.Equal(c.PublicKey) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
 	}
-	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, profile: cfg.Profile, lint: &linter{reg: reg, allowed: allowed}}
+	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, profile: cfg.Profile, lint: newLinter(reg, allowed)}
 	var curve elliptic.Curve
 	switch pub.Curve {
 	case elliptic.P256():

@@ -6,7 +6,6 @@ import (
 	"strings"
 
 	zx509 "github.com/zmap/zcrypto/x509"
-	"github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 
 	"github.com/tacline/tacline/tacerr"
@@ -113,10 +112,17 @@ func lintReasons(field string, list []AllowedLint) (map[string]string, error) {
 	return out, nil
 }
 
-// linter runs a fixed registry over DER certificates.
+// linter runs a fixed set of lints over DER certificates. It calls each
+// lint's Execute itself (what zlint.LintCertificateEx does, minus sorting the
+// registry's names and filling a result map on every certificate).
 type linter struct {
-	reg     lint.Registry
+	lints   []*lint.CertificateLint
+	cfg     lint.Configuration
 	allowed map[string]string
+}
+
+func newLinter(reg lint.Registry, allowed map[string]string) *linter {
+	return &linter{lints: reg.CertificateLints().Lints(), cfg: reg.GetConfiguration(), allowed: allowed}
 }
 
 // LintFinding is one lint result at warn level or above.
@@ -135,18 +141,15 @@ func (l *linter) check(der []byte) ([]LintFinding, error) {
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.LintFailed, err, "the linting certificate does not parse with zcrypto")
 	}
-	rs := zlint.LintCertificateEx(c, l.reg)
-	return findings(rs, l.allowed)
-}
-
-func findings(rs *zlint.ResultSet, allowed map[string]string) ([]LintFinding, error) {
 	var out []LintFinding
 	var blocking []string
-	for name, r := range rs.Results {
+	for _, lt := range l.lints {
+		r := lt.Execute(c, l.cfg)
 		if r.Status < lint.Warn {
 			continue
 		}
-		_, ok := allowed[name]
+		name := lt.Name
+		_, ok := l.allowed[name]
 		out = append(out, LintFinding{Name: name, Status: r.Status.String(), Details: r.Details, Allowed: ok})
 		if !ok {
 			msg := name + " (" + r.Status.String()
