@@ -138,11 +138,11 @@ type edgeCache struct {
 }
 
 // edgeIndexes returns the stored hash indexes of the complete subtrees that
-// make up the tree of size n, which are all that appending to it or hashing
-// it reads.
+// make up the tree of size n, left to right (ascending), which are all that
+// appending to it or hashing it reads.
 func edgeIndexes(n int64) []int64 {
 	var idx []int64
-	for l := 0; n>>uint(l) > 0; l++ {
+	for l := 62; l >= 0; l-- {
 		if (n>>uint(l))&1 == 1 {
 			idx = append(idx, tlog.StoredHashIndex(l, (n>>uint(l))-1))
 		}
@@ -172,16 +172,7 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	q := qHead
-	if tx.Dialect() == store.Postgres {
-		q = qHeadForUpdate
-	}
-	var size int64
-	var rootb []byte
-	if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
-		return wrapDB(err, "lock the audit log head")
-	}
-	root, err := hashOf(rootb, "audit_head.root")
+	size, root, err := lockHead(tx)
 	if err != nil {
 		return err
 	}
@@ -236,6 +227,22 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 		}
 	}
 	return nil
+}
+
+// lockHead reads the head row and, on PostgreSQL, locks it until tx ends
+// (on SQLite the write transaction already excludes other writers).
+func lockHead(tx *store.Tx) (int64, tlog.Hash, error) {
+	q := qHead
+	if tx.Dialect() == store.Postgres {
+		q = qHeadForUpdate
+	}
+	var size int64
+	var rootb []byte
+	if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
+		return 0, tlog.Hash{}, wrapDB(err, "lock the audit log head")
+	}
+	root, err := hashOf(rootb, "audit_head.root")
+	return size, root, err
 }
 
 // normIMEI stores IMEIs in their 15-digit form when they parse, as given

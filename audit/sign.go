@@ -84,16 +84,7 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 	}
 	var out StoredCheckpoint
 	err := l.db.InTx(ctx, func(tx *store.Tx) error {
-		q := qHead
-		if tx.Dialect() == store.Postgres {
-			q = qHeadForUpdate
-		}
-		var size int64
-		var rootb []byte
-		if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
-			return wrapDB(err, "lock the audit log head")
-		}
-		root, err := hashOf(rootb, "audit_head.root")
+		size, root, err := lockHead(tx)
 		if err != nil {
 			return err
 		}
