@@ -462,17 +462,36 @@ func retryable(err error) bool {
 	var uae x509.UnknownAuthorityError
 	var hne x509.HostnameError
 	var cie x509.CertificateInvalidError
-	var ae2 tls.AlertError
 	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie) {
 		return false
 	}
-	if errors.As(err, &ae2) {
-		switch ae2 {
-		case 42, 43, 44, 45, 46, 48, 49: // bad/unsupported/revoked/expired/unknown certificate, unknown CA, access denied
+	// The server refused the station's certificate: crypto/tls reports the
+	// peer's alert as a *net.OpError "remote error" around an unexported
+	// alert type, so the alert is recognised by its text.
+	var oe *net.OpError
+	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
+		if _, ok := refusedAlerts[oe.Err.Error()]; ok {
 			return false
 		}
 	}
 	return true
+}
+
+// refusedAlerts are the TLS alerts (RFC 8446 §6.2) by which a server
+// refuses the client's certificate or TLS configuration, in crypto/tls's
+// wording; a retry would meet the same refusal.
+var refusedAlerts = map[string]struct{}{
+	"tls: bad certificate":                {},
+	"tls: unsupported certificate":        {},
+	"tls: revoked certificate":            {},
+	"tls: expired certificate":            {},
+	"tls: unknown certificate":            {},
+	"tls: unknown certificate authority":  {},
+	"tls: access denied":                  {},
+	"tls: certificate required":           {},
+	"tls: protocol version not supported": {},
+	"tls: insufficient security level":    {},
+	"tls: handshake failure":              {},
 }
 
 // wrapFinal wraps the last attempt's error for the caller.
