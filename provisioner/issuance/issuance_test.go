@@ -432,3 +432,40 @@ func TestIssueDeviceKeyTypes(t *testing.T) {
 		})
 	}
 }
+
+// TestFullRegistryFindsOnlyExcludedSources backs the choice of sources in
+// docs/issuance.md: over every zlint source, all findings at warn or above on
+// a default device certificate come from sources tacline does not run (Web
+// PKI TLS rules), none from the ones it runs.
+func TestFullRegistryFindsOnlyExcludedSources(t *testing.T) {
+	t.Parallel()
+	is := softPKI(t, elliptic.P256()).issuer(t, DefaultLintConfig())
+	lintCert, _, err := is.Prepare(testRequest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := map[lint.LintSource]bool{}
+	for _, s := range DefaultLintSources {
+		var src lint.LintSource
+		src.FromString(s)
+		kept[src] = true
+	}
+	zc, err := zx509.ParseCertificate(lintCert.Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for name, r := range zlint.LintCertificate(zc).Results {
+		if r.Status < lint.Warn || name == "e_cert_issued_by_compromised_emudhra_ca" {
+			continue
+		}
+		n++
+		if src := lint.GlobalRegistry().CertificateLints().ByName(name).Source; kept[src] {
+			t.Errorf("%s (source %s, a source tacline runs): %s %s", name, src, r.Status, r.Details)
+		}
+	}
+	if n == 0 {
+		t.Fatal("the full registry found nothing; the TLS lints should reject a no-expiry certificate")
+	}
+	t.Logf("%d findings at warn or above, all from sources not run", n)
+}
