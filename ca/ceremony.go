@@ -184,8 +184,9 @@ func InitOffline(gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
 // Import is `tacline ca import --cert FILE`: it checks that the certificate
 // (first PEM block of certPEM; any further blocks, then chainPEM, form its
 // chain up to the root) certifies the HSM key behind signer, is a CA allowed
-// to sign, and chains to the last certificate given; then records it (active
-// when activate is set or no issuer is active yet).
+// to sign, and chains to the last certificate given (with no chain given,
+// there is nothing to check it against); then records it (active when
+// activate is set or no issuer is active yet). A refusal records nothing.
 func Import(ctx context.Context, store IssuerStore, label string, signer crypto.Signer, certPEM, chainPEM []byte, activate bool, now time.Time) (IssuerRecord, error) {
 	certs, err := ParseChainPEM(certPEM)
 	if err != nil {

@@ -30,16 +30,16 @@ func DefaultCSRRules() CSRRules {
 	return CSRRules{Curves: []string{"P-256", "P-384"}}
 }
 
-// Validate names the first field at fault ("csr_rules.curves[1]").
+// Validate names the first field at fault ("csr.curves[1]").
 func (r CSRRules) Validate() error {
 	if len(r.Curves) == 0 && !r.AllowEd25519 {
-		return tacerr.Field(tacerr.InvalidConfig, "csr_rules.curves", "no key type is accepted; list P-256 and/or P-384")
+		return tacerr.Field(tacerr.InvalidConfig, "csr.curves", "no key type is accepted; list P-256 and/or P-384")
 	}
 	for i, c := range r.Curves {
 		switch c {
 		case "P-256", "P-384", "P-521":
 		default:
-			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("csr_rules.curves[%d]", i), "%q is not one of P-256, P-384, P-521", c)
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("csr.curves[%d]", i), "%q is not one of P-256, P-384, P-521", c)
 		}
 	}
 	return nil

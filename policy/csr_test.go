@@ -145,8 +145,8 @@ func TestCSRRulesValidate(t *testing.T) {
 	}{
 		{name: "default", rules: DefaultCSRRules()},
 		{name: "ed25519 only", rules: CSRRules{AllowEd25519: true}},
-		{name: "nothing accepted", rules: CSRRules{}, field: "csr_rules.curves"},
-		{name: "P-224 refused", rules: CSRRules{Curves: []string{"P-256", "P-224"}}, field: "csr_rules.curves[1]"},
+		{name: "nothing accepted", rules: CSRRules{}, field: "csr.curves"},
+		{name: "P-224 refused", rules: CSRRules{Curves: []string{"P-256", "P-224"}}, field: "csr.curves[1]"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
