@@ -268,22 +268,7 @@ func (ts *testServer) do(t testing.TB, c *http.Client, method, path string, body
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := c.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := response{status: resp.StatusCode, header: resp.Header, body: data}
-	if resp.Header.Get("Content-Type") == wire.ProblemContentType {
-		if err := json.Unmarshal(data, &r.problem); err != nil {
-			t.Fatalf("problem body %q: %v", data, err)
-		}
-	}
-	return r
+	return send(t, c, req)
 }
 
 func mustIMEI(t testing.TB, tac, snr uint32) imei.IMEI {

@@ -112,7 +112,7 @@ func TestChunkedBodyTooLarge(t *testing.T) {
 	}
 }
 
-func send(t *testing.T, c *http.Client, req *http.Request) response {
+func send(t testing.TB, c *http.Client, req *http.Request) response {
 	t.Helper()
 	resp, err := c.Do(req)
 	if err != nil {

@@ -1,0 +1,148 @@
+package api
+
+import (
+	"bytes"
+	"crypto/x509"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+func TestConfigValidate(t *testing.T) {
+	base := Config{Listen: "127.0.0.1:8443", TLSCert: "s.pem", TLSKey: "k.pem", ClientCA: []string{"ca.pem"}}
+	tests := []struct {
+		name      string
+		mutate    func(*Config)
+		wantField string
+	}{
+		{"valid", func(*Config) {}, ""},
+		{"valid with map", func(c *Config) {
+			c.MappedCA = []string{"step.pem"}
+			c.IdentityMap = []IdentityRule{{URI: "spiffe://x/y", Station: "S1"}, {CN: "qa", Roles: []string{"auditor", "regulator"}}}
+		}, ""},
+		{"no listen", func(c *Config) { c.Listen = "" }, "server.listen"},
+		{"listen without port", func(c *Config) { c.Listen = "127.0.0.1" }, "server.listen"},
+		{"no cert", func(c *Config) { c.TLSCert = "" }, "server.tls_cert"},
+		{"no key", func(c *Config) { c.TLSKey = "" }, "server.tls_key"},
+		{"no client ca", func(c *Config) { c.ClientCA = nil }, "server.client_ca"},
+		{"empty client ca", func(c *Config) { c.ClientCA = []string{"a.pem", ""} }, "server.client_ca[1]"},
+		{"empty mapped ca", func(c *Config) { c.MappedCA = []string{""} }, "server.mapped_ca[0]"},
+		{"rule matches nothing", func(c *Config) { c.IdentityMap = []IdentityRule{{Station: "S1"}} }, "server.identity_map[0].uri"},
+		{"rule matches two ways", func(c *Config) { c.IdentityMap = []IdentityRule{{URI: "a:b", CN: "x", Station: "S1"}} }, "server.identity_map[0].uri"},
+		{"rule grants nothing", func(c *Config) { c.IdentityMap = []IdentityRule{{CN: "x"}} }, "server.identity_map[0].station"},
+		{"rule bad station", func(c *Config) { c.IdentityMap = []IdentityRule{{CN: "x", Station: "has space"}} }, "server.identity_map[0].station"},
+		{"rule unknown role", func(c *Config) {
+			c.IdentityMap = []IdentityRule{{CN: "y", Roles: []string{"auditor"}}, {CN: "x", Roles: []string{"operator", "root"}}}
+		}, "server.identity_map[1].roles[1]"},
+		{"negative timeout", func(c *Config) { c.WriteTimeout = -time.Second }, "server.write_timeout"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := base
+			c.ClientCA = append([]string(nil), base.ClientCA...)
+			tc.mutate(&c)
+			err := c.Validate()
+			if tc.wantField == "" {
+				if err != nil {
+					t.Fatalf("valid config refused: %v", err)
+				}
+				return
+			}
+			e, ok := tacerr.As(err)
+			if !ok || e.Code != tacerr.InvalidConfig || e.Field != tc.wantField || e.Message == "" {
+				t.Fatalf("err %v, want invalid_config on %s", err, tc.wantField)
+			}
+		})
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	src := `listen: 127.0.0.1:8443
+tls_cert: server.pem
+tls_key: server-key.pem
+client_ca: [station-ca.pem]
+mapped_ca: [/etc/step/root_ca.crt]
+identity_map:
+  - uri: spiffe://acme/line3/s7
+    station: F1-L3-S07
+read_timeout: 5s
+write_timeout: 1m
+`
+	var c Config
+	dec := yaml.NewDecoder(strings.NewReader(src))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	c.ResolvePaths(func(p string) string {
+		if filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join("/etc/tacline", p)
+	})
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	read, write, idle := c.timeouts()
+	if c.TLSCert != "/etc/tacline/server.pem" || c.ClientCA[0] != "/etc/tacline/station-ca.pem" || c.MappedCA[0] != "/etc/step/root_ca.crt" ||
+		read != 5*time.Second || write != time.Minute || idle != DefaultIdleTimeout || c.IdentityMap[0].Station != "F1-L3-S07" {
+		t.Fatalf("decoded %+v", c)
+	}
+}
+
+// TestNewFileErrors: New names the field whose file is missing or wrong.
+func TestNewFileErrors(t *testing.T) {
+	pki := newPKI(t)
+	notCA := pki.serverCert
+	tests := []struct {
+		name      string
+		mutate    func(*Config)
+		wantField string
+		wantMsg   string
+	}{
+		{"missing cert", func(c *Config) { c.TLSCert = filepath.Join(pki.dir, "nope.pem") }, "server.tls_cert", "nope.pem"},
+		{"missing key", func(c *Config) { c.TLSKey = filepath.Join(pki.dir, "nope-key.pem") }, "server.tls_key", "nope-key.pem"},
+		{"key of another certificate", func(c *Config) { c.TLSKey = pki.write(t, "other-key.pem", pemBlock("PRIVATE KEY", mustPKCS8(t))) }, "server.tls_key", "not a certificate and its key"},
+		{"client ca missing", func(c *Config) { c.ClientCA = []string{filepath.Join(pki.dir, "gone.pem")} }, "server.client_ca[0]", "gone.pem"},
+		{"client ca not PEM", func(c *Config) { c.ClientCA = []string{pki.write(t, "junk.pem", []byte("junk"))} }, "server.client_ca[0]", "PEM"},
+		{"client ca not a CA", func(c *Config) { c.ClientCA = []string{notCA} }, "server.client_ca[0]", "not a CA"},
+		{"mapped ca not a CA", func(c *Config) { c.MappedCA = []string{pki.caFile, notCA} }, "server.mapped_ca[1]", "not a CA"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := pki.config()
+			tc.mutate(&c)
+			_, err := New(c, newFake(t, pki), prometheus.NewRegistry(), nil)
+			e, ok := tacerr.As(err)
+			if !ok || e.Field != tc.wantField || !strings.Contains(err.Error(), tc.wantMsg) {
+				t.Fatalf("err %v, want field %s mentioning %q", err, tc.wantField, tc.wantMsg)
+			}
+			if bytes.Contains([]byte(err.Error()), []byte("PRIVATE KEY")) {
+				t.Fatalf("error shows key material: %v", err)
+			}
+		})
+	}
+	// Two servers on one registry: the second is refused, not a panic.
+	reg := prometheus.NewRegistry()
+	if _, err := New(pki.config(), newFake(t, pki), reg, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(pki.config(), newFake(t, pki), reg, nil); !tacerr.Is(err, tacerr.Internal) {
+		t.Fatalf("second server on one registry: %v", err)
+	}
+}
+
+func mustPKCS8(t *testing.T) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(genKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}

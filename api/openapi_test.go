@@ -1,0 +1,146 @@
+package api
+
+import (
+	"bytes"
+	"reflect"
+	"slices"
+	"sort"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/ca"
+)
+
+type openAPIDocument struct {
+	OpenAPI    string                                     `yaml:"openapi"`
+	Paths      map[string]map[string]openAPIOperation     `yaml:"paths"`
+	Components struct{ Schemas map[string]openAPISchema } `yaml:"components"`
+}
+
+type openAPIOperation struct {
+	OperationID string              `yaml:"operationId"`
+	Roles       []string            `yaml:"x-tacline-roles"`
+	Responses   map[string]any      `yaml:"responses"`
+	Security    *[]map[string]any   `yaml:"security"`
+	Parameters  []map[string]string `yaml:"parameters"`
+}
+
+type openAPISchema struct {
+	Required   []string       `yaml:"required"`
+	Properties map[string]any `yaml:"properties"`
+}
+
+func parseOpenAPI(t *testing.T) openAPIDocument {
+	t.Helper()
+	var doc openAPIDocument
+	if err := yaml.Unmarshal(openAPIDoc, &doc); err != nil {
+		t.Fatalf("api/openapi.yaml: %v", err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Fatalf("openapi version %q", doc.OpenAPI)
+	}
+	return doc
+}
+
+// TestOpenAPIRoutes: every registered route is documented with its roles,
+// and every documented operation is a route.
+func TestOpenAPIRoutes(t *testing.T) {
+	doc := parseOpenAPI(t)
+	documented := map[string]bool{}
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented[strings.ToUpper(method)+" "+path] = true
+		}
+	}
+	for _, rt := range routes {
+		method, path, _ := strings.Cut(rt.pattern, " ")
+		op, ok := doc.Paths[path][strings.ToLower(method)]
+		if !ok {
+			t.Errorf("route %s is not in api/openapi.yaml", rt.pattern)
+			continue
+		}
+		delete(documented, rt.pattern)
+		want := make([]string, len(rt.roles))
+		for i, r := range rt.roles {
+			want[i] = string(r)
+		}
+		switch {
+		case rt.public:
+			want = []string{"public"}
+			if op.Security == nil || len(*op.Security) != 0 {
+				t.Errorf("%s is public but the document requires security", rt.pattern)
+			}
+		case rt.roles == nil:
+			want = []string{"any"}
+		}
+		if !slices.Equal(op.Roles, want) {
+			t.Errorf("%s: x-tacline-roles %v, routes table says %v", rt.pattern, op.Roles, want)
+		}
+		if op.OperationID == "" || len(op.Responses) == 0 {
+			t.Errorf("%s: no operationId or no responses", rt.pattern)
+		}
+		for name, ref := range map[string]string{"imei": "#/components/parameters/IMEI", "serial": "#/components/parameters/Serial"} {
+			if strings.Contains(path, "{"+name+"}") && !slices.ContainsFunc(op.Parameters, func(p map[string]string) bool { return p["$ref"] == ref }) {
+				t.Errorf("%s: path parameter %s not documented", rt.pattern, name)
+			}
+		}
+	}
+	for op := range documented {
+		t.Errorf("api/openapi.yaml documents %s, which is not a route", op)
+	}
+}
+
+// TestOpenAPISchemas: each schema's properties are exactly the JSON fields
+// of its api/wire type.
+func TestOpenAPISchemas(t *testing.T) {
+	doc := parseOpenAPI(t)
+	types := map[string]any{
+		"ProvisionRequest": wire.ProvisionRequest{}, "ProvisionResponse": wire.ProvisionResponse{},
+		"AllocationRequest": wire.AllocationRequest{}, "AllocationResponse": wire.AllocationResponse{},
+		"BindRequest": wire.BindRequest{}, "VoidRequest": wire.VoidRequest{}, "ReissueRequest": wire.ReissueRequest{},
+		"RevokeRequest": wire.RevokeRequest{}, "IMEIStatus": wire.IMEIStatus{}, "DeviceStatus": wire.DeviceStatus{},
+		"PoolStatus": wire.PoolStatus{}, "PoolList": wire.PoolList{}, "Problem": wire.Problem{},
+	}
+	for name, v := range types {
+		s, ok := doc.Components.Schemas[name]
+		if !ok {
+			t.Errorf("schema %s missing", name)
+			continue
+		}
+		var fields []string
+		rt := reflect.TypeOf(v)
+		for i := range rt.NumField() {
+			tag, _, _ := strings.Cut(rt.Field(i).Tag.Get("json"), ",")
+			fields = append(fields, tag)
+		}
+		var props []string
+		for p := range s.Properties {
+			props = append(props, p)
+		}
+		sort.Strings(fields)
+		sort.Strings(props)
+		if !slices.Equal(fields, props) {
+			t.Errorf("schema %s has properties %v, wire.%s has fields %v", name, props, name, fields)
+		}
+		for _, r := range s.Required {
+			if !slices.Contains(props, r) {
+				t.Errorf("schema %s requires %s, which it does not define", name, r)
+			}
+		}
+	}
+}
+
+// TestOpenAPIServed: the document is served as is to any authenticated
+// caller.
+func TestOpenAPIServed(t *testing.T) {
+	pki := newPKI(t)
+	ts := startServer(t, pki, newFake(t, pki), nil)
+	cert := pki.clientCert(t, ca.Station{Roles: []string{"regulator"}})
+	r := ts.do(t, ts.client(&cert), "GET", wire.PathOpenAPI, nil)
+	if r.status != 200 || r.header.Get("Content-Type") != "application/yaml" || !bytes.Equal(r.body, openAPIDoc) || !bytes.Equal(OpenAPI(), openAPIDoc) {
+		t.Fatalf("GET %s: %d %q, %d bytes", wire.PathOpenAPI, r.status, r.header.Get("Content-Type"), len(r.body))
+	}
+}
