@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/asn1"
 	"math/big"
 	"strings"
@@ -347,3 +348,26 @@ func FuzzDecodeProfile(f *testing.F) {
 }
 
 var testKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+
+// FuzzParseHardwareModuleNames feeds arbitrary subjectAltName values: no
+// panic, and a SAN made by the profile always round-trips.
+func FuzzParseHardwareModuleNames(f *testing.F) {
+	san, err := DefaultProfile().subjectAltName(testDevice)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(san)
+	f.Add(san[:len(san)-3])
+	f.Add([]byte{0x30, 0x00})
+	f.Add([]byte{0x30, 0x03, 0xa0, 0x01, 0x00})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c := &x509.Certificate{Extensions: []pkix.Extension{{Id: oidSubjectAltName, Value: data}}}
+		hmn, err := ParseHardwareModuleNames(c)
+		if err != nil && hmn != nil {
+			t.Fatal("names returned with an error")
+		}
+		if bytes.Equal(data, san) && (err != nil || len(hmn) != 1 || string(hmn[0].HWSerialNum) != testDevice.Serial) {
+			t.Fatalf("profile SAN does not round-trip: %v %v", hmn, err)
+		}
+	})
+}
