@@ -1,0 +1,426 @@
+package factory
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// lineServer stands in for the provisioning server (package api) in these
+// tests: it parses CSRs with the server's own rules, hands out IMEIs from a
+// pool, issues certificates with the real device profile, is idempotent by
+// request id, and injects the faults a test asks for.
+type lineServer struct {
+	pki *testPKI
+	t   testing.TB
+
+	mu        sync.Mutex
+	pool      wire.PoolStatus
+	next      uint32
+	byRequest map[string]*wire.ProvisionResponse
+	attempts  map[string]int
+	serials   map[string]string // device serial -> request id
+
+	fail503First bool            // each request id's first attempt gets a retryable 503
+	wrongKey     map[string]bool // device serials certified with another key
+	exhaustAfter int             // devices after which the pool is exhausted (0: never)
+}
+
+func newLineServer(t testing.TB, pki *testPKI) *lineServer {
+	return &lineServer{
+		pki: pki, t: t,
+		pool:      wire.PoolStatus{Name: "widget-pool", TAC: imei.FormatTAC(tacA), SNRStart: 100, SNREnd: 99_999, Product: "widget"},
+		next:      100,
+		byRequest: map[string]*wire.ProvisionResponse{},
+		attempts:  map[string]int{},
+		serials:   map[string]string{},
+		wrongKey:  map[string]bool{},
+	}
+}
+
+func problem(w http.ResponseWriter, status int, code, field string, retryable bool) {
+	w.Header().Set("Content-Type", wire.ProblemContentType)
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(wire.Problem{Status: status, Code: code, Field: field, Retryable: retryable, Title: code})
+}
+
+func (s *lineServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.URL.Path {
+	case wire.PathPools:
+		s.mu.Lock()
+		list := wire.PoolList{Pools: []wire.PoolStatus{s.pool, {Name: "other", TAC: imei.FormatTAC(tacB), SNREnd: 10, Product: "gadget"}}}
+		s.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(list)
+	case wire.PathProvision:
+		s.provision(w, r)
+	default:
+		problem(w, 404, "not_found", "", false)
+	}
+}
+
+func (s *lineServer) provision(w http.ResponseWriter, r *http.Request) {
+	var req wire.ProvisionRequest
+	if err := json.NewDecoder(io.LimitReader(r.Body, wire.MaxBodyBytes)).Decode(&req); err != nil {
+		problem(w, 400, "invalid_input", "", false)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.attempts[req.RequestID]++
+	if s.fail503First && s.attempts[req.RequestID] == 1 {
+		problem(w, 503, "hsm_unavailable", "", true)
+		return
+	}
+	if resp, ok := s.byRequest[req.RequestID]; ok {
+		writeJSON(w, resp)
+		return
+	}
+	if prev, ok := s.serials[req.DeviceSerial]; ok && prev != req.RequestID {
+		problem(w, 409, "device_already_provisioned", "device_serial", false)
+		return
+	}
+	if req.Product != s.pool.Product {
+		problem(w, 403, "station_not_authorized", "product", false)
+		return
+	}
+	_, pub, err := policy.ParseCSR([]byte(req.CSR), policy.DefaultCSRRules())
+	if err != nil {
+		problem(w, 400, "csr_invalid", "csr", false)
+		return
+	}
+	n := max(req.IMEICount, 1)
+	if s.exhaustAfter > 0 && len(s.byRequest) >= s.exhaustAfter {
+		problem(w, 409, "pool_exhausted", "pool", false)
+		return
+	}
+	var ims []imei.IMEI
+	for range n {
+		m, err := imei.New(tacA, s.next)
+		if err != nil {
+			s.t.Error(err)
+		}
+		s.next++
+		ims = append(ims, m)
+	}
+	if s.wrongKey[req.DeviceSerial] {
+		pub = genKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
+	}
+	cert := s.pki.issue(s.t, req.DeviceSerial, pub, ims)
+	resp := respFor(s.pki, req.DeviceSerial, cert, ims...)
+	resp.IssuedAt = time.Now().UTC()
+	s.byRequest[req.RequestID] = resp
+	s.serials[req.DeviceSerial] = req.RequestID
+	writeJSON(w, resp)
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// stations makes n station credentials directories under pki.dir.
+func (p *testPKI) stations(t testing.TB, n int, product string) []StationCreds {
+	t.Helper()
+	var out []StationCreds
+	for i := range n {
+		id := fmt.Sprintf("F1-L1-S%02d", i+1)
+		dir := filepath.Join(p.dir, id)
+		cf, kf := p.station(t, id, dir)
+		writeFile(t, filepath.Join(dir, CredsProductFile), []byte(product+"\n"))
+		out = append(out, StationCreds{ID: id, CertFile: cf, KeyFile: kf, Product: product})
+	}
+	return out
+}
+
+func TestSimulate(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	ls := newLineServer(t, pki)
+	ls.fail503First = true
+	srv := pki.serve(t, ls)
+	creds := pki.stations(t, 3, "widget")
+	var out bytes.Buffer
+	keys := filepath.Join(t.TempDir(), "keys")
+	sum, err := Simulate(context.Background(), SimConfig{
+		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+		Stations: creds, DevicesPerStation: 5, IMEICount: 2,
+		DevicesOut: &out, KeysDir: keys, Progress: io.Discard,
+		Client: ClientTuning{BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatalf("Simulate: %v (summary %+v)", err, sum)
+	}
+	if sum.Devices != 15 || sum.Failed != 0 || len(sum.ErrorsByCode) != 0 || sum.Stations != 3 {
+		t.Errorf("summary = %+v, want 15 devices, no failure", sum)
+	}
+	if sum.Retries != 15 {
+		t.Errorf("retries = %d, want 15 (one 503 per device)", sum.Retries)
+	}
+	if sum.P50ms <= 0 || sum.P99ms < sum.P50ms || sum.MaxMs < sum.P99ms || sum.DevicesPerSecond <= 0 || sum.ElapsedSeconds <= 0 {
+		t.Errorf("latency figures inconsistent: %+v", sum)
+	}
+	ls.mu.Lock()
+	if len(ls.byRequest) != 15 || len(ls.serials) != 15 {
+		t.Errorf("server issued %d identities for %d serials, want 15 each", len(ls.byRequest), len(ls.serials))
+	}
+	for id, n := range ls.attempts {
+		if n != 2 {
+			t.Errorf("request %s sent %d times, want 2 (503 then the same id again)", id, n)
+		}
+	}
+	ls.mu.Unlock()
+	// The NDJSON records: one per device, with its own key on disk.
+	seenIMEI := map[string]bool{}
+	sc := bufio.NewScanner(&out)
+	sc.Buffer(nil, 1<<20)
+	lines := 0
+	for sc.Scan() {
+		lines++
+		var rec map[string]json.RawMessage
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
+			t.Fatal(err)
+		}
+		if len(rec) != 3 {
+			t.Errorf("record has fields %v, want device_serial, imeis, certificate", keysOf(rec))
+		}
+		var dr DeviceRecord
+		_ = json.Unmarshal(sc.Bytes(), &dr)
+		if len(dr.IMEIs) != 2 {
+			t.Errorf("%s has %d IMEIs, want 2", dr.DeviceSerial, len(dr.IMEIs))
+		}
+		for _, m := range dr.IMEIs {
+			if seenIMEI[m] || len(m) != 15 {
+				t.Errorf("IMEI %q repeated or not 15 digits", m)
+			}
+			seenIMEI[m] = true
+		}
+		checkKeyFile(t, filepath.Join(keys, dr.DeviceSerial+".pem"), dr)
+	}
+	if lines != 15 {
+		t.Errorf("%d NDJSON lines, want 15", lines)
+	}
+}
+
+func keysOf(m map[string]json.RawMessage) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// checkKeyFile: mode 0600, and the key answers a challenge that verifies
+// with the certificate's key.
+func checkKeyFile(t *testing.T, path string, dr DeviceRecord) {
+	t.Helper()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("%s has mode %o, want 600", path, st.Mode().Perm())
+	}
+	data, _ := os.ReadFile(path)
+	key, err := ParseDeviceKey(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certs, err := ca.ParseChainPEM([]byte(dr.Certificate))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := SignChallenge(key, []byte("nonce"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("nonce"))
+	if !ecdsa.VerifyASN1(certs[0].PublicKey.(*ecdsa.PublicKey), d[:], sig) {
+		t.Errorf("the key written for %s does not match its certificate", dr.DeviceSerial)
+	}
+}
+
+func TestSimulateFailures(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name     string
+		setup    func(*lineServer, []StationCreds)
+		rate     float64
+		want     tacerr.Code
+		devices  int
+		failed   map[string]int
+		outLines int
+	}{
+		{
+			name: "wrong key for one device",
+			setup: func(ls *lineServer, creds []StationCreds) {
+				ls.wrongKey[serialPrefix(creds[1].ID, "run1", 1)+"000002"] = true
+			},
+			want: tacerr.VerificationFailed, devices: 7, failed: map[string]int{"verification_failed": 1}, outLines: 7,
+		},
+		{
+			name:  "pool exhausted",
+			setup: func(ls *lineServer, _ []StationCreds) { ls.exhaustAfter = 5 },
+			want:  tacerr.DevicesFailed, devices: 5, failed: map[string]int{"pool_exhausted": 3}, outLines: 5,
+		},
+		{
+			name:  "IMEIs outside the station's pool",
+			setup: func(ls *lineServer, _ []StationCreds) { ls.next = 999_990 }, // the pool ends at 99,999; the server hands out beyond it
+			want:  tacerr.VerificationFailed, devices: 0, failed: map[string]int{"verification_failed": 8},
+		},
+		{
+			name: "paced run succeeds", rate: 400, devices: 8, outLines: 8,
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pki := newPKI(t)
+			ls := newLineServer(t, pki)
+			creds := pki.stations(t, 2, "widget")
+			if tc.setup != nil {
+				tc.setup(ls, creds)
+			}
+			srv := pki.serve(t, ls)
+			var out bytes.Buffer
+			sum, err := Simulate(context.Background(), SimConfig{
+				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+				Stations: creds, DevicesPerStation: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
+			})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("Simulate: %v", err)
+				}
+			} else if tacerr.CodeOf(err) != tc.want {
+				t.Fatalf("err = %v, want code %s", err, tc.want)
+			}
+			if sum.Devices != tc.devices || sum.Failed != 8-tc.devices {
+				t.Errorf("summary = %+v, want %d devices and %d failed", sum, tc.devices, 8-tc.devices)
+			}
+			for code, n := range tc.failed {
+				if sum.ErrorsByCode[code] != n {
+					t.Errorf("errors_by_code = %v, want %s: %d", sum.ErrorsByCode, code, n)
+				}
+			}
+			if got := strings.Count(out.String(), "\n"); got != tc.outLines {
+				t.Errorf("%d device records written, want %d (failed devices are not written)", got, tc.outLines)
+			}
+		})
+	}
+}
+
+func TestSimulateRefuses(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	srv := pki.serve(t, newLineServer(t, pki))
+	gadget := pki.stations(t, 1, "gadget")
+	widget := []StationCreds{{ID: "S1", CertFile: pki.certFile, KeyFile: pki.keyFile, Product: "widget"}}
+	tests := []struct {
+		name  string
+		cfg   SimConfig
+		code  tacerr.Code
+		field string
+	}{
+		{name: "no stations", cfg: SimConfig{DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations"},
+		{name: "no devices", cfg: SimConfig{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
+		{name: "negative rate", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
+		{name: "six IMEIs", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
+		{name: "station without product", cfg: SimConfig{Stations: []StationCreds{{ID: "S"}}, DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
+		{name: "bad run id", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
+		{name: "no roots", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
+		{name: "no pool for the product", cfg: SimConfig{Stations: []StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, DevicesPerStation: 1}, code: tacerr.StationNotAuthorized, field: "product"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			cfg := tc.cfg
+			cfg.ServerURL, cfg.ServerCAFile = srv.URL, pki.serverCAFile
+			if tc.field != "roots_file" {
+				cfg.RootsFile = pki.rootsFile
+			}
+			_, err := Simulate(context.Background(), cfg)
+			e, ok := tacerr.As(err)
+			if !ok || e.Code != tc.code || e.Field != tc.field {
+				t.Fatalf("err = %v, want %s on field %s", err, tc.code, tc.field)
+			}
+		})
+	}
+}
+
+func TestLoad(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name    string
+		workers int
+		rate    float64
+	}{
+		{name: "closed loop, 4 stations on 2 identities", workers: 4},
+		{name: "offered rate", workers: 3, rate: 200},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			pki := newPKI(t)
+			ls := newLineServer(t, pki)
+			srv := pki.serve(t, ls)
+			sum, err := Load(context.Background(), LoadConfig{
+				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+				Creds: pki.stations(t, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate,
+			})
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			if sum.Devices == 0 || sum.Failed != 0 || sum.Stations != tc.workers {
+				t.Errorf("summary = %+v, want devices from %d stations and no failure", sum, tc.workers)
+			}
+			ls.mu.Lock()
+			defer ls.mu.Unlock()
+			if len(ls.serials) != sum.Devices {
+				t.Errorf("server saw %d device serials, summary counts %d devices", len(ls.serials), sum.Devices)
+			}
+		})
+	}
+	if _, err := Load(context.Background(), LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}}); tacerr.CodeOf(err) != tacerr.InvalidInput {
+		t.Errorf("zero duration: err = %v, want invalid_input", err)
+	}
+}
+
+func TestSerialPrefix(t *testing.T) {
+	t.Parallel()
+	tests := []struct {
+		name, station string
+		worker        int
+	}{
+		{"plain", "F1-L3-S07", 0},
+		{"underscore and space cleaned", "F1_L3 S07", 12},
+		{"long station cut", strings.Repeat("S", 80), 63},
+	}
+	for _, tc := range tests {
+		p := serialPrefix(tc.station, "0123456789abcdef", tc.worker)
+		serial := p + "000001"
+		if err := checkDeviceSerial(serial); err != nil {
+			t.Errorf("%s: serial %q: %v", tc.name, serial, err)
+		}
+		if !strings.HasSuffix(p, fmt.Sprintf("-0123456789abcdef-%d-", tc.worker)) {
+			t.Errorf("%s: prefix %q lost the run id or worker", tc.name, p)
+		}
+	}
+}
