@@ -11,8 +11,8 @@
 // device as an RFC 7254 URN and a HardwareModuleName (RFC 4108) otherName,
 // and the certificate has no well-defined expiration by default
 // (notAfter 99991231235959Z). Profile.Template turns a device into the exact
-// x509 template the issuer signs; it promises that the same inputs give the
-// same template, byte for byte once signed.
+// x509 template the issuer signs; it promises that the same inputs (device,
+// key, serial, issue time) give the same to-be-signed bytes.
 package policy
 
 import (
