@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/register/reconcile"
 	"github.com/tacline/tacline/register/registertest"
 	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/store"
@@ -287,6 +289,41 @@ func TestRegisterDownThenBack(t *testing.T) {
 	if s.Applied != 90 || s.Items["conflict"] != 0 || s.Items["invalid"] != 0 {
 		t.Fatalf("simulator stats %+v", s)
 	}
+	// The regulator's view: the simulator's DIRBS list reconciles with the
+	// ledger (70 bound and registered, 10 revoked and removed there).
+	got := e.reconcile(url)
+	want := reconcile.Summary{Matched: 70, RegisterRows: 70, LedgerIMEIs: 80, TACs: 1}
+	if got != want {
+		t.Fatalf("reconcile --json = %+v, want %+v", got, want)
+	}
+}
+
+// reconcile runs `tacline reconcile` on the simulator's DIRBS list.
+func (e *env) reconcile(url string) reconcile.Summary {
+	e.t.Helper()
+	resp, err := http.Get(url + "/v1/registration-list.csv")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	list, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	path := filepath.Join(e.dir, "register.csv")
+	if err := os.WriteFile(path, list, 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	out, err := exec.Command(bin, "reconcile", "--db-driver", "sqlite", "--dsn", e.ledger, "--register", path,
+		"--format", "dirbs", "--out", filepath.Join(e.dir, "reconcile"), "--json").Output()
+	if err != nil {
+		e.t.Fatalf("tacline reconcile: %v", err)
+	}
+	var sum reconcile.Summary
+	if err := json.Unmarshal(out, &sum); err != nil {
+		e.t.Fatalf("reconcile output %q: %v", out, err)
+	}
+	return sum
 }
 
 func TestFaultsAppliedExactlyOnce(t *testing.T) {
