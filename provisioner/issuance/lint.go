@@ -6,6 +6,9 @@ import (
 	"strings"
 
 	zx509 "github.com/zmap/zcrypto/x509"
+	// The root package registers every lint in lint.GlobalRegistry; without
+	// it a binary that does not import it elsewhere has an empty registry.
+	_ "github.com/zmap/zlint/v3"
 	"github.com/zmap/zlint/v3/lint"
 
 	"github.com/tacline/tacline/tacerr"
