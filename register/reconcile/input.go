@@ -124,8 +124,8 @@ func (lr *lineReader) next() ([]byte, error) {
 	lr.long = false
 	lr.read += int64(len(line))
 	if err == bufio.ErrBufferFull {
-		// Keep the head for the report, skip to the line's end.
-		head := line[:64:64]
+		// Keep (a copy of) the head for the report, skip to the line's end.
+		head := append([]byte(nil), line[:64]...)
 		lr.long = true
 		for err == bufio.ErrBufferFull {
 			var more []byte

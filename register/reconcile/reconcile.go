@@ -134,11 +134,13 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 			}
 			return err
 		}
-		if opt.Progress != nil && lr.read >= nextProgress {
+		if lr.read >= nextProgress {
 			if ctx.Err() != nil {
 				return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "reconciliation interrupted at line %d", lr.n)
 			}
-			opt.Progress(lr.read)
+			if opt.Progress != nil {
+				opt.Progress(lr.read)
+			}
 			nextProgress = lr.read + 8<<20
 		}
 		if !headerDone {

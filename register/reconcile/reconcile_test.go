@@ -134,6 +134,25 @@ func checkFile(t *testing.T, dir, name string, rows ...string) {
 	}
 }
 
+func TestLongLineIsMalformed(t *testing.T) {
+	led := NewMemLedger()
+	led.Add(tac, 1, Bound)
+	led.Add(tac, 2, Bound)
+	long := "x" + strings.Repeat("9", 100_000)
+	in := &Input{Reader: strings.NewReader(im(1) + "\n" + long + "\n" + im(2) + "\n"), Name: "long"}
+	out := t.TempDir()
+	sum, err := Run(context.Background(), led, in, Options{OutDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.Malformed != 1 || sum.Matched != 2 || sum.RegisterRows != 3 {
+		t.Fatalf("summary %+v", sum)
+	}
+	if mal := readFile(t, out, FileMalformed); !strings.Contains(mal, "2,line longer than 64 KiB,x999") {
+		t.Fatalf("malformed.csv:\n%s", mal)
+	}
+}
+
 func TestDIRBSFormatNeedsHeader(t *testing.T) {
 	in, err := OpenInput(writeFile(t, "x.csv", im(1)+"\n"))
 	if err != nil {
