@@ -1,0 +1,125 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/factory"
+)
+
+func init() { register(newStationCmd) }
+
+// stationCommands lets other files add `tacline station X` subcommands
+// (enroll, disable, ...) without editing this one.
+var stationCommands []func() *cobra.Command
+
+func newStationCmd() *cobra.Command {
+	c := &cobra.Command{Use: "station", Short: "Factory stations: enrolment and the line simulator"}
+	c.AddCommand(newStationSimulateCmd())
+	for _, f := range stationCommands {
+		c.AddCommand(f())
+	}
+	return c
+}
+
+func newStationSimulateCmd() *cobra.Command {
+	var (
+		server, credsDir, devicesOut, keysDir, runID string
+		stations, devices, imeis, retries            int
+		rate                                         float64
+		timeout                                      time.Duration
+		asJSON                                       bool
+	)
+	c := &cobra.Command{
+		Use:   "simulate --server URL --creds DIR [--stations N] [--devices M] [--rate R] [--json]",
+		Short: "Run a simulated factory line: N stations each provisioning M devices, every identity verified",
+		Long: `Runs N concurrent stations against the server, each provisioning M devices
+that make their own P-256 key and CSR. Every returned identity is checked
+(chain to the root, IMEIs in the SAN, IMEIs valid and in the station's pools,
+certificate key = device key). The exit status is non-zero if any device
+failed, and says verification_failed if any identity failed the checks.
+
+--creds DIR holds DIR/<station-id>/{cert.pem,key.pem,product}, DIR/ca-chain.pem
+(device roots) and DIR/server-ca.pem (verifies the server); --stations N uses
+the first N station directories in name order.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if server == "" || credsDir == "" {
+				return errorf("--server and --creds are required")
+			}
+			creds, err := factory.LoadCreds(credsDir, stations)
+			if err != nil {
+				return err
+			}
+			cfg := factory.SimConfig{
+				ServerURL: server, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+				Stations: creds.Stations, DevicesPerStation: devices, Rate: rate, IMEICount: imeis,
+				KeysDir: keysDir, RunID: runID,
+				Client: factory.ClientTuning{Timeout: timeout, MaxRetries: retries},
+			}
+			if !asJSON {
+				cfg.Progress = os.Stderr
+			}
+			if devicesOut != "" {
+				f, err := os.OpenFile(devicesOut, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+				if err != nil {
+					return errorf("--devices-out: %v", err)
+				}
+				defer f.Close()
+				cfg.DevicesOut = f
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			sum, runErr := factory.Simulate(ctx, cfg)
+			if sum.Stations == 0 { // nothing ran
+				return runErr
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), sum); err != nil {
+					return err
+				}
+			} else {
+				printSummary(cmd.OutOrStdout(), sum)
+			}
+			return runErr
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&server, "server", "", "server URL, https://host:port")
+	f.StringVar(&credsDir, "creds", "", "station credentials directory")
+	f.IntVar(&stations, "stations", 0, "number of stations (default: every station in --creds)")
+	f.IntVar(&devices, "devices", 10, "devices per station")
+	f.Float64Var(&rate, "rate", 0, "offered devices per second over all stations (0: as fast as possible)")
+	f.IntVar(&imeis, "imeis", 0, "IMEIs per device (0: the TAC's default)")
+	f.StringVar(&devicesOut, "devices-out", "", "write one JSON object per device (device_serial, imeis, certificate) to this file")
+	f.StringVar(&keysDir, "keys-dir", "", "write each device's private key as <device_serial>.pem here (demo only: a real device key never leaves its secure element)")
+	f.StringVar(&runID, "run-id", "", "run id in device serials and request ids (default: random)")
+	f.DurationVar(&timeout, "timeout", factory.DefaultTimeout, "timeout of one request attempt")
+	f.IntVar(&retries, "retries", factory.DefaultMaxRetries, "retries of a retryable failure (same request id)")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
+
+// printSummary writes a simulation summary for people.
+func printSummary(w io.Writer, s factory.Summary) {
+	fmt.Fprintf(w, "run %s: %d devices provisioned and verified, %d failed, %d stations, %.2fs\n", s.RunID, s.Devices, s.Failed, s.Stations, s.ElapsedSeconds)
+	fmt.Fprintf(w, "throughput %.1f devices/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d retries\n", s.DevicesPerSecond, s.P50ms, s.P99ms, s.MaxMs, s.Retries)
+	if len(s.ErrorsByCode) > 0 {
+		codes := make([]string, 0, len(s.ErrorsByCode))
+		for c := range s.ErrorsByCode {
+			codes = append(codes, c)
+		}
+		sort.Strings(codes)
+		parts := make([]string, len(codes))
+		for i, c := range codes {
+			parts[i] = fmt.Sprintf("%s %d", c, s.ErrorsByCode[c])
+		}
+		fmt.Fprintf(w, "errors: %s\n", strings.Join(parts, ", "))
+	}
+}
