@@ -20,10 +20,14 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -31,12 +35,40 @@ import (
 // File is the whole configuration.
 type File struct {
 	// Manufacturer is the organisation name put in certificates (O=).
-	Manufacturer string       `yaml:"manufacturer"`
-	Database     store.Config `yaml:"database"`
-	HSM          hsm.Config   `yaml:"hsm"`
+	Manufacturer string              `yaml:"manufacturer"`
+	Database     store.Config        `yaml:"database"`
+	HSM          hsm.Config          `yaml:"hsm"`
+	Server       api.Config          `yaml:"server"`
+	Profile      policy.Profile      `yaml:"profile"`
+	CSR          policy.CSRRules     `yaml:"csr"`
+	Lint         issuance.LintConfig `yaml:"lint"`
+	Provisioning Provisioning        `yaml:"provisioning"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
+}
+
+// Provisioning tunes the provisioning use cases.
+type Provisioning struct {
+	// IntentTimeout: a provisioning intent (IMEIs reserved, certificate not
+	// yet bound) still pending after it is abandoned and its IMEIs voided.
+	IntentTimeout time.Duration `yaml:"intent_timeout"`
+	// PreallocationTimeout: pre-allocated IMEIs never bound after it are
+	// voided (0: never).
+	PreallocationTimeout time.Duration `yaml:"preallocation_timeout"`
+	// RecoveryInterval: how often the recovery loop runs.
+	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+}
+
+// Defaults returns a File with every section's defaults, before decoding.
+func Defaults() File {
+	return File{
+		Profile: policy.DefaultProfile(),
+		CSR:     policy.DefaultCSRRules(),
+		Lint:    issuance.DefaultLintConfig(),
+		Provisioning: Provisioning{IntentTimeout: 5 * time.Minute, PreallocationTimeout: 30 * 24 * time.Hour,
+			RecoveryInterval: 30 * time.Second},
+	}
 }
 
 // Load reads, decodes and validates the file at path.
@@ -60,7 +92,7 @@ var unknownField = regexp.MustCompile(`line (\d+): field (\S+) not found in type
 // Parse decodes and validates a configuration; dir is where relative paths
 // resolve.
 func Parse(data []byte, dir string) (*File, error) {
-	var f File
+	f := Defaults()
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&f); err != nil {
@@ -96,6 +128,7 @@ func (f *File) resolvePaths() {
 		f.HSM.PIN = "file:" + f.Path(strings.TrimPrefix(f.HSM.PIN, "file:"))
 	}
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
+	f.Server.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -109,8 +142,29 @@ func (f *File) Validate() error {
 	if err := f.Database.Validate(); err != nil {
 		return err
 	}
+	if err := f.Profile.Validate(); err != nil {
+		return err
+	}
+	if err := f.CSR.Validate(); err != nil {
+		return err
+	}
+	if err := f.Lint.Validate(); err != nil {
+		return err
+	}
+	p := f.Provisioning
+	switch {
+	case p.IntentTimeout < time.Second:
+		return tacerr.Field(tacerr.InvalidConfig, "provisioning.intent_timeout", "must be at least 1s (default 5m)")
+	case p.PreallocationTimeout < 0:
+		return tacerr.Field(tacerr.InvalidConfig, "provisioning.preallocation_timeout", "must not be negative (0: never)")
+	case p.RecoveryInterval < time.Second:
+		return tacerr.Field(tacerr.InvalidConfig, "provisioning.recovery_interval", "must be at least 1s (default 30s)")
+	}
 	return nil
 }
+
+// ValidateServer checks the server section; `tacline serve` calls it.
+func (f *File) ValidateServer() error { return f.Server.Validate() }
 
 // ValidateHSM checks the hsm section; commands that use the HSM call it.
 func (f *File) ValidateHSM() error {

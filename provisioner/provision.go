@@ -24,14 +24,8 @@ type AlreadyProvisionedError struct {
 func (e *AlreadyProvisionedError) Error() string { return e.Err.Error() }
 func (e *AlreadyProvisionedError) Unwrap() error { return e.Err }
 
-// ExistingIMEIs returns the device's IMEIs as 15-digit strings.
-func (e *AlreadyProvisionedError) ExistingIMEIs() []string {
-	out := make([]string, len(e.IMEIs))
-	for i, m := range e.IMEIs {
-		out[i] = m.String()
-	}
-	return out
-}
+// ExistingIMEIs returns the device's IMEIs.
+func (e *AlreadyProvisionedError) ExistingIMEIs() []imei.IMEI { return e.IMEIs }
 
 func (s *Service) alreadyProvisioned(ctx context.Context, serial string) error {
 	e := &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",

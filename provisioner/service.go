@@ -112,6 +112,13 @@ func New(cfg Config) (*Service, error) {
 	return &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}}, nil
 }
 
+// SetSignObserver installs the observer of HSM signature durations (the
+// server's metric). Call it before serving.
+func (s *Service) SetSignObserver(observe func(time.Duration)) { s.cfg.OnSign = observe }
+
+// SetKeyReuseObserver installs the counter of refused reused device keys.
+func (s *Service) SetKeyReuseObserver(observe func()) { s.cfg.OnKeyReuse = observe }
+
 // ActiveIssuer returns the issuer new certificates are signed by.
 func (s *Service) ActiveIssuer() *issuance.Issuer { return s.cfg.Issuers[s.cfg.Active] }
 

@@ -103,7 +103,7 @@ func TestProvisionReplayAndConflicts(t *testing.T) {
 		_, err = provision(env, "S1", "req-2", "SN-0001", provtest.NewDevice(t))
 		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
 		var ape *provisioner.AlreadyProvisionedError
-		if !errors.As(err, &ape) || len(ape.ExistingIMEIs()) != 2 || ape.ExistingIMEIs()[0] != out.IMEIs[0].String() {
+		if !errors.As(err, &ape) || len(ape.ExistingIMEIs()) != 2 || ape.ExistingIMEIs()[0] != out.IMEIs[0] {
 			t.Fatalf("device_already_provisioned does not carry the IMEIs: %v", err)
 		}
 		// The same key on another device is a cloning signal.

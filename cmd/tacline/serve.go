@@ -1,0 +1,53 @@
+package main
+
+import (
+	"log/slog"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/server"
+)
+
+func init() { register(newServeCmd) }
+
+func newServeCmd() *cobra.Command {
+	var listen, readyFile, level string
+	c := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the provisioning server (HTTP API over mutual TLS)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Server.Listen = listen
+			}
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return errorf("--log-level: %v", err)
+			}
+			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			s, err := server.New(ctx, cfg, log)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			return s.Run(ctx, func(addr string) {
+				if readyFile != "" {
+					if err := server.WriteReadyFile(readyFile, addr); err != nil {
+						log.Error("write ready file", "err", err)
+					}
+				}
+			})
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "", "override server.listen (127.0.0.1:0 picks a free port)")
+	c.Flags().StringVar(&readyFile, "ready-file", "", "write the listening address to this file once serving")
+	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	return c
+}

@@ -1,0 +1,104 @@
+// Package devenv builds and runs complete tacline environments on one
+// machine: a SoftHSM2 token in a project folder, the development key
+// ceremony, a test TAC catalogue, pools, enrolled stations with their
+// credentials, and the server as a real child process. `tacline demo`, the
+// provisioning benchmark and the end-to-end tests use it; production
+// deployments use the individual commands instead.
+package devenv
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// StationSpec describes a station to enroll.
+type StationSpec struct {
+	ID      string
+	Factory string
+	Line    string
+	Pools   []string
+	Product string // written to the credentials for the line simulator
+	Roles   []string
+}
+
+// Credentials layout (what `tacline station simulate --creds DIR` reads):
+//
+//	DIR/<station-id>/cert.pem   the station's client certificate (and the station CA)
+//	DIR/<station-id>/key.pem    its private key (PKCS#8, 0600)
+//	DIR/<station-id>/product    the product it provisions
+//	DIR/ca-chain.pem            device issuing CA + root: verifies device certificates
+//	DIR/server-ca.pem           verifies the server's TLS certificate
+const (
+	CertFile     = "cert.pem"
+	KeyFile      = "key.pem"
+	ProductFile  = "product"
+	ChainFile    = "ca-chain.pem"
+	ServerCAFile = "server-ca.pem"
+)
+
+// EnrollStation issues a station client certificate from the station CA key
+// in the HSM, records the station in the ledger and writes its credentials
+// under credsDir/<id>. Re-enrolling a station issues a new certificate and
+// enables it again.
+func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationSpec, credsDir, actor string) (*x509.Certificate, error) {
+	caCert, _, caSigner, err := castore.ActiveCA(ctx, db, tok, store.IssuerStation)
+	if err != nil {
+		return nil, err
+	}
+	roles := s.Roles
+	if s.ID == "" && len(roles) == 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "id", "a station id or a role is required")
+	}
+	cert, key, err := ca.StationCert(caCert, caSigner, nil, ca.Station{ID: s.ID, Factory: s.Factory, Line: s.Line, Roles: roles},
+		ca.ValidFor(time.Now(), 2*365*24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	name := s.ID
+	if name == "" {
+		name = "role-" + strings.Join(roles, "-")
+	}
+	dir := filepath.Join(credsDir, name)
+	if err := writeKeyPair(dir, append(castore.PEM(cert), castore.PEM(caCert)...), key); err != nil {
+		return nil, err
+	}
+	if s.Product != "" {
+		if err := os.WriteFile(filepath.Join(dir, ProductFile), []byte(s.Product+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if s.ID != "" {
+		if err := db.EnrollStation(ctx, store.StationRecord{ID: s.ID, Factory: s.Factory, Line: s.Line, Pools: s.Pools,
+			CertSerial: cert.SerialNumber.Text(16)}, actor); err != nil {
+			return nil, err
+		}
+	}
+	return cert, nil
+}
+
+// writeKeyPair writes cert.pem and key.pem (0600) into dir.
+func writeKeyPair(dir string, certPEM []byte, key crypto.Signer) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, CertFile), certPEM, 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, KeyFile), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600)
+}

@@ -1,0 +1,189 @@
+// Package server assembles a running tacline server from its configuration:
+// the ledger, the HSM token and its signers, the device issuers, the
+// provisioner, the HTTP API over mutual TLS and the recovery loop. It owns
+// start-up order and shutdown; every decision it wires belongs to another
+// package.
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tacline/tacline/api"
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Server is an assembled tacline server.
+type Server struct {
+	cfg      *config.File
+	log      *slog.Logger
+	DB       *store.DB
+	Token    *hsm.Token
+	Service  *provisioner.Service
+	API      *api.Server
+	Registry *prometheus.Registry
+}
+
+// New opens the ledger and the HSM, loads every device issuer and builds the
+// provisioner and the API. Close releases them.
+func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, error) {
+	if err := cfg.ValidateHSM(); err != nil {
+		return nil, err
+	}
+	if err := cfg.ValidateServer(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var err error
+	if s.DB, err = store.Open(ctx, cfg.Database); err != nil {
+		return nil, err
+	}
+	if s.Token, err = hsm.Open(cfg.HSM); err != nil {
+		s.Close()
+		return nil, err
+	}
+	issuers, active, err := LoadIssuers(ctx, s.DB, s.Token, cfg)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.Service, err = provisioner.New(provisioner.Config{
+		DB: s.DB, Issuers: issuers, Active: active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
+		IntentTimeout: cfg.Provisioning.IntentTimeout, PreallocTimeout: cfg.Provisioning.PreallocationTimeout,
+		Probe: func(ctx context.Context) error {
+			if h := s.Token.Health(ctx); !h.OK {
+				return tacerr.New(tacerr.HSMUnavailable, "HSM probe signature failed: %s", h.Err)
+			}
+			return nil
+		},
+		Log: log,
+	})
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.API, err = api.New(cfg.Server, s.Service, s.Registry, log); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// LoadIssuers loads a signer for every device issuer with a certificate and
+// returns them by key id, with the active one's key id.
+func LoadIssuers(ctx context.Context, db *store.DB, tok *hsm.Token, cfg *config.File) (map[string]*issuance.Issuer, string, error) {
+	recs, err := db.Issuers(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	out := map[string]*issuance.Issuer{}
+	active := ""
+	for _, r := range recs {
+		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
+			continue
+		}
+		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			return nil, "", tacerr.Wrap(tacerr.Internal, err, "issuer %s certificate", r.Label)
+		}
+		var chain []*x509.Certificate
+		if r.ChainPEM != "" {
+			if chain, err = ca.ParseChainPEM([]byte(r.ChainPEM)); err != nil {
+				return nil, "", tacerr.Wrap(tacerr.Internal, err, "issuer %s chain", r.Label)
+			}
+		}
+		signer, err := tok.Signer(r.Label)
+		if err != nil {
+			if !r.Active {
+				continue // an old issuer whose key is gone: it can no longer complete intents
+			}
+			return nil, "", err
+		}
+		is, err := issuance.New(issuance.Config{IssuerCert: certs[0], Chain: chain, Signer: signer, Profile: cfg.Profile, Lint: cfg.Lint})
+		if err != nil {
+			return nil, "", err
+		}
+		out[r.KeyID] = is
+		if r.Active {
+			active = r.KeyID
+		}
+	}
+	if active == "" {
+		return nil, "", tacerr.New(tacerr.InvalidConfig, "no active device issuer in the ledger: run `tacline ca init --dev` (development) or `tacline ca init` + `tacline ca import`")
+	}
+	return out, active, nil
+}
+
+// Run serves until ctx ends, then shuts down gracefully. ready, if not nil,
+// receives the listening address once the server accepts connections.
+func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
+	ln, err := net.Listen("tcp", s.cfg.Server.Listen)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "listen on %s", s.cfg.Server.Listen)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
+	errc := make(chan error, 1)
+	go func() { errc <- s.API.Serve(rctx, ln) }()
+	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()))
+	if ready != nil {
+		ready(ln.Addr().String())
+	}
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("tacline shutting down")
+	select {
+	case err := <-errc:
+		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, context.Canceled) {
+			return err
+		}
+	case <-time.After(15 * time.Second):
+		return tacerr.New(tacerr.Unavailable, "shutdown timed out")
+	}
+	return nil
+}
+
+// Close releases the ledger and the HSM.
+func (s *Server) Close() error {
+	var errs []error
+	if s.DB != nil {
+		errs = append(errs, s.DB.Close())
+	}
+	if s.Token != nil {
+		errs = append(errs, s.Token.Close())
+	}
+	return errors.Join(errs...)
+}
+
+// WriteReadyFile writes the listening address to path atomically (tests and
+// the demo wait for it).
+func WriteReadyFile(path, addr string) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(addr+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
