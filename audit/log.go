@@ -204,20 +204,8 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if err != nil {
 		return wrapDB(err, "compute audit root")
 	}
-	for _, ins := range []struct {
-		q    string
-		args []any
-	}{{qInsertLeaves, leaves}, {qInsertHashes, hashes}, {qInsertIMEIs, imeis}} {
-		if err := insertRows(tx, ins.q, ins.args); err != nil {
-			return err
-		}
-	}
-	res, err := tx.Exec(tx.Rebind(qUpdateHead), newSize, newRoot[:], size)
-	if err != nil {
-		return wrapDB(err, "advance the audit log head")
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", size, n, err)
+	if err := writeAppend(tx, [3][]any{leaves, hashes, imeis}, newSize, newRoot, size); err != nil {
+		return err
 	}
 	l.remember(newSize, newRoot, r.known)
 	if size/l.cfg.every() != newSize/l.cfg.every() {
@@ -284,18 +272,85 @@ func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
 	l.mu.Unlock()
 }
 
+// maxOneShotParams bounds the parameters of the single statement that
+// writes a whole append (below SQLite's 32766 and PostgreSQL's 65535).
+const maxOneShotParams = 30000
+
+var insertPrefixes = [3]string{qInsertLeaves, qInsertHashes, qInsertIMEIs}
+
+// writeAppend inserts the rows of an append (leaves, hashes, imeis: 2
+// values a row) and advances the head from size to newSize, checking that
+// the head row was updated. When the rows fit, it is one round trip: a
+// statement with data-modifying CTEs on PostgreSQL, one Exec of ';'-separated
+// statements on SQLite.
+func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, size int64) error {
+	head := []any{newSize, newRoot[:], size}
+	total := len(head)
+	for _, a := range sets {
+		total += len(a)
+	}
+	var b strings.Builder
+	args := make([]any, 0, total)
+	if total > maxOneShotParams {
+		for i, a := range sets {
+			if err := insertRows(tx, insertPrefixes[i], a); err != nil {
+				return err
+			}
+		}
+	} else {
+		pg := tx.Dialect() == store.Postgres
+		n := 0
+		for i, a := range sets {
+			if len(a) == 0 {
+				continue
+			}
+			switch {
+			case !pg:
+			case n == 0:
+				fmt.Fprintf(&b, "WITH w%d AS (", i)
+			default:
+				fmt.Fprintf(&b, ", w%d AS (", i)
+			}
+			writeValues(&b, insertPrefixes[i], len(a)/2)
+			if pg {
+				b.WriteString(")")
+			} else {
+				b.WriteString(";\n")
+			}
+			args = append(args, a...)
+			n++
+		}
+		b.WriteString(" ")
+	}
+	b.WriteString(qUpdateHead)
+	args = append(args, head...)
+	res, err := tx.Exec(tx.Rebind(b.String()), args...)
+	if err != nil {
+		return wrapDB(err, "append to the audit log")
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", size, n, err)
+	}
+	return nil
+}
+
+// writeValues writes prefix and rows 2-column placeholder tuples.
+func writeValues(b *strings.Builder, prefix string, rows int) {
+	b.WriteString(prefix)
+	for i := range rows {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString("(?,?)")
+	}
+}
+
 // insertRows runs a multi-row INSERT of 2-column rows in chunks.
 func insertRows(tx *store.Tx, prefix string, args []any) error {
 	for len(args) > 0 {
 		n := min(len(args), 2*rowsPerInsert)
 		var b strings.Builder
-		b.WriteString(prefix)
-		for i := 0; i < n; i += 2 {
-			if i > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString("(?,?)")
-		}
+		writeValues(&b, prefix, n/2)
 		if _, err := tx.Exec(tx.Rebind(b.String()), args[:n]...); err != nil {
 			return wrapDB(err, "append to the audit log ("+strings.TrimSpace(strings.TrimPrefix(prefix, "INSERT INTO "))+")")
 		}

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/tacerr"
+)
+
+func init() { register(newAuditCmd) }
+
+// auditFlags are the audit settings until the configuration file has an
+// audit: section.
+type auditFlags struct {
+	origin, keyLabel string
+}
+
+func (a *auditFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&a.origin, "origin", "tacline.local/audit", "the log's name (first line of its checkpoints, name of its key)")
+	c.Flags().StringVar(&a.keyLabel, "key-label", "audit-checkpoint", "label of the ECDSA P-256 checkpoint key in the HSM")
+}
+
+func (a *auditFlags) config() audit.Config {
+	return audit.Config{Origin: a.origin, KeyLabel: a.keyLabel}
+}
+
+func newAuditCmd() *cobra.Command {
+	c := &cobra.Command{
+		Use:   "audit",
+		Short: "The tamper-evident audit log: key, checkpoint, export, verify, prove, verify-proof",
+	}
+	c.AddCommand(newAuditKeyCmd(), newAuditCheckpointCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditProveCmd(), newAuditVerifyProofCmd())
+	return c
+}
+
+func newAuditKeyCmd() *cobra.Command {
+	var af auditFlags
+	var generate bool
+	c := &cobra.Command{
+		Use:   "key [--generate]",
+		Short: "Print the log's verifier key (auditors pass it to verify --log-key); --generate makes the HSM key first",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := af.config()
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			tok, err := openHSMFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer tok.Close()
+			if generate {
+				if _, err := tok.GenerateKey(cfg.KeyLabel, hsm.ECP256); err != nil {
+					return err
+				}
+			}
+			key, err := tok.Signer(cfg.KeyLabel)
+			if err != nil {
+				return err
+			}
+			s, err := audit.NewNoteSigner(cfg.Origin, key)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), s.Verifier().Key())
+			return err
+		},
+	}
+	af.add(c)
+	c.Flags().BoolVar(&generate, "generate", false, "generate the key in the HSM first (fails if the label exists)")
+	return c
+}
+
+func newAuditCheckpointCmd() *cobra.Command {
+	var af auditFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "checkpoint [--json]",
+		Short: "Sign a checkpoint of the log now (in the HSM), after proving it extends the previous one",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg := af.config()
+			if err := cfg.Validate(); err != nil {
+				return err
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			tok, err := openHSMFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer tok.Close()
+			key, err := tok.Signer(cfg.KeyLabel)
+			if err != nil {
+				return err
+			}
+			l, err := audit.New(db, cfg, key)
+			if err != nil {
+				return err
+			}
+			cp, err := l.Checkpoint(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), map[string]any{"size": cp.Size, "root": cp.Root.String(), "checkpoint": string(cp.Note), "log_key": cp.VerifierKey})
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), string(cp.Note))
+			return err
+		},
+	}
+	af.add(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
+
+func newAuditExportCmd() *cobra.Command {
+	var o audit.ExportOptions
+	var out string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "export [--from-size A] [--to-size B] -o FILE",
+		Short: "Write events A..B-1 with the signed checkpoint at B and its proofs to a tar file for offline verification",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if out == "" {
+				return tacerr.Field(tacerr.InvalidInput, "o", "give the output file with -o FILE (- for standard output)")
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			st, err := writeAtomically(out, cmd.OutOrStdout(), func(w io.Writer) (audit.ExportStats, error) {
+				return audit.Export(cmd.Context(), db, w, o)
+			})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.ErrOrStderr(), st)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "exported events %d..%d (%d events, %d bytes) to %s\n", st.FromSize, st.ToSize, st.Events, st.Bytes, out)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.Int64Var(&o.FromSize, "from-size", 0, "first event (the size of the tree the auditor already trusts)")
+	f.Int64Var(&o.ToSize, "to-size", 0, "size of a signed checkpoint to export up to (default: the newest)")
+	f.StringVarP(&out, "output", "o", "", "output file, - for standard output")
+	f.BoolVar(&asJSON, "json", false, "print the export's figures as JSON on standard error")
+	return c
+}
+
+// writeAtomically writes through fn to path via a temporary file renamed
+// into place on success, so a failed export leaves nothing behind; "-"
+// writes to stdout.
+func writeAtomically[T any](path string, stdout io.Writer, fn func(io.Writer) (T, error)) (T, error) {
+	if path == "-" {
+		return fn(stdout)
+	}
+	var zero T
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return zero, tacerr.Wrap(tacerr.InvalidInput, err, "create %s", path)
+	}
+	defer os.Remove(tmp.Name())
+	v, err := fn(tmp)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return zero, err
+	}
+	return v, nil
+}
+
+// readLogKey takes a key string, or @FILE holding one.
+func readLogKey(v string) (string, error) {
+	if !strings.HasPrefix(v, "@") {
+		return v, nil
+	}
+	b, err := os.ReadFile(v[1:])
+	if err != nil {
+		return "", tacerr.Wrap(tacerr.InvalidInput, err, "--log-key: read %s", v[1:])
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+func newAuditVerifyCmd() *cobra.Command {
+	var logKey, previous string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "verify FILE [--log-key KEY|@FILE] [--previous CHECKPOINT] [--json]",
+		Short: "Verify an audit export offline (no database, no HSM); exit status 0 valid, 1 invalid",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var o audit.VerifyOptions
+			var err error
+			if o.LogKey, err = readLogKey(logKey); err != nil {
+				return err
+			}
+			if previous != "" {
+				if o.Previous, err = os.ReadFile(previous); err != nil {
+					return tacerr.Wrap(tacerr.InvalidInput, err, "--previous: read %s", previous)
+				}
+			}
+			f, err := os.Open(args[0])
+			if err != nil {
+				return tacerr.Wrap(tacerr.InvalidInput, err, "open the export")
+			}
+			defer f.Close()
+			res := audit.Verify(f, o)
+			return reportVerify(cmd.OutOrStdout(), asJSON, res.Valid, res, fmt.Sprintf("%d events, tree size %d, root %s", res.Events, res.TreeSize, res.Root), res.Reason)
+		},
+	}
+	c.Flags().StringVar(&logKey, "log-key", "", "the log's verifier key as you know it (default: trust the key inside the export)")
+	c.Flags().StringVar(&previous, "previous", "", "a signed checkpoint you trusted before: the export must extend it")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: valid, events, tree_size, reason")
+	return c
+}
+
+// reportVerify prints a verification result and sets the exit status.
+func reportVerify(w io.Writer, asJSON, valid bool, res any, summary, reason string) error {
+	var err error
+	switch {
+	case asJSON:
+		err = printJSON(w, res)
+	case valid:
+		_, err = fmt.Fprintf(w, "valid: %s\n", summary)
+	default:
+		_, err = fmt.Fprintf(w, "INVALID: %s\n", reason)
+	}
+	if err != nil {
+		return err
+	}
+	if !valid {
+		return exitError{code: 1}
+	}
+	return nil
+}
+
+func newAuditProveCmd() *cobra.Command {
+	var imeiText, out string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "prove --imei IMEI [--json] [-o FILE]",
+		Short: "The audit events of one IMEI with inclusion proofs against the newest checkpoint (check with verify-proof)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if imeiText == "" {
+				return tacerr.Field(tacerr.InvalidInput, "imei", "give the IMEI with --imei")
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			b, err := audit.Prove(cmd.Context(), db, imeiText)
+			if err != nil {
+				return err
+			}
+			var buf bytes.Buffer
+			if err := printJSON(&buf, b); err != nil {
+				return err
+			}
+			if out != "" {
+				if _, err := writeAtomically(out, cmd.OutOrStdout(), func(w io.Writer) (int64, error) { return buf.WriteTo(w) }); err != nil {
+					return err
+				}
+			}
+			if asJSON {
+				_, err = cmd.OutOrStdout().Write(buf.Bytes())
+				return err
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "IMEI %s: %d events proven against checkpoint of size %s, %d pending the next checkpoint\n", b.IMEI, len(b.Events), checkpointSize(b.Checkpoint), b.Pending)
+			for _, e := range b.Events {
+				fmt.Fprintf(w, "  #%d %s %s %s %s\n", e.Index, e.Event.Time.Format("2006-01-02T15:04:05.000000Z"), e.Event.Type, e.Event.Actor, e.Event.Reason)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&imeiText, "imei", "", "the IMEI (14 or 15 digits)")
+	c.Flags().StringVarP(&out, "output", "o", "", "write the proof file here")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the proof file (JSON) on standard output")
+	return c
+}
+
+func checkpointSize(note string) string {
+	lines := strings.SplitN(note, "\n", 3)
+	if len(lines) < 2 {
+		return "?"
+	}
+	return lines[1]
+}
+
+func newAuditVerifyProofCmd() *cobra.Command {
+	var logKey string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "verify-proof FILE [--log-key KEY|@FILE] [--json]",
+		Short: "Verify a proof file from audit prove offline; exit status 0 valid, 1 invalid",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			key, err := readLogKey(logKey)
+			if err != nil {
+				return err
+			}
+			data, err := os.ReadFile(args[0])
+			if err != nil {
+				return tacerr.Wrap(tacerr.InvalidInput, err, "read the proof file")
+			}
+			res := audit.VerifyProof(data, key)
+			return reportVerify(cmd.OutOrStdout(), asJSON, res.Valid, res, fmt.Sprintf("IMEI %s, %d events included in the tree of size %d", res.IMEI, res.Events, res.TreeSize), res.Reason)
+		},
+	}
+	c.Flags().StringVar(&logKey, "log-key", "", "the log's verifier key as you know it (default: trust the key inside the file)")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object: valid, imei, events, tree_size, reason")
+	return c
+}
