@@ -18,6 +18,9 @@ type metrics struct {
 	errors   *prometheus.CounterVec   // code (tacerr)
 	keyReuse prometheus.Counter
 	hsmSign  prometheus.Histogram
+	// keyReuseHooked: the provisioner counts key reuse itself
+	// (KeyReuseObserver), so key_reused errors are not counted again.
+	keyReuseHooked bool
 }
 
 // latencyBuckets span 0.25 ms to about 4 s.
@@ -61,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, p Provisioner, log *slog.Logger) (*me
 // countError counts an error response.
 func (m *metrics) countError(code tacerr.Code) {
 	m.errors.WithLabelValues(string(code)).Inc()
-	if code == tacerr.KeyReused {
+	if code == tacerr.KeyReused && !m.keyReuseHooked {
 		m.keyReuse.Inc()
 	}
 }

@@ -47,6 +47,13 @@ type SignObserver interface {
 	SetSignObserver(observe func(time.Duration))
 }
 
+// KeyReuseObserver is implemented by a Provisioner that reports each device
+// key refused as reused: New hands it the tacline_key_reuse_total counter
+// (otherwise the server counts key_reused errors).
+type KeyReuseObserver interface {
+	SetKeyReuseObserver(observe func())
+}
+
 // readyTimeout bounds the /readyz probe.
 const readyTimeout = 3 * time.Second
 
@@ -124,6 +131,10 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 	}
 	if so, ok := p.(SignObserver); ok {
 		so.SetSignObserver(s.ObserveHSMSign)
+	}
+	if ko, ok := p.(KeyReuseObserver); ok {
+		ko.SetKeyReuseObserver(m.keyReuse.Inc)
+		m.keyReuseHooked = true
 	}
 	for _, rt := range routes {
 		s.mux.Handle(rt.pattern, s.wrap(rt))
@@ -344,3 +355,10 @@ func (w *statusWriter) WriteHeader(code int) {
 }
 
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// The provisioner's Service is what the server serves.
+var (
+	_ Provisioner      = (*provisioner.Service)(nil)
+	_ SignObserver     = (*provisioner.Service)(nil)
+	_ KeyReuseObserver = (*provisioner.Service)(nil)
+)
