@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,7 +110,7 @@ served on that loopback address at /metrics.`,
 				}()
 				defer srv.Close()
 			}
-			log.Info("register delivery started", "url", cfg.URL)
+			log.Info("register delivery started", "register", redactURL(cfg.URL))
 			return w.Run(ctx)
 		},
 	}
@@ -127,4 +128,13 @@ served on that loopback address at /metrics.`,
 	f.DurationVar(&cfg.Breaker.Cooldown, "breaker-cooldown", 0, "how long the breaker stays open (default 30s)")
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on this address")
 	return c
+}
+
+// redactURL drops credentials from a URL before it is logged.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(register url)"
+	}
+	return u.Redacted()
 }
