@@ -3,7 +3,6 @@ package factory
 import (
 	"context"
 	"crypto/rand"
-	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -210,7 +209,7 @@ type engineConfig struct {
 // happened.
 type engine struct {
 	cfg     engineConfig
-	roots   *x509.CertPool
+	verify  *Verifier
 	clients []*Client // one per creds
 	pools   [][]PoolRange
 	workers []*worker
@@ -258,7 +257,7 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "keys_dir: create %s", cfg.keysDir)
 		}
 	}
-	e := &engine{cfg: cfg, roots: roots, byCode: map[string]int{}}
+	e := &engine{cfg: cfg, verify: NewVerifier(roots), byCode: map[string]int{}}
 	if cfg.devicesOut != nil {
 		e.enc = json.NewEncoder(cfg.devicesOut)
 		e.enc.SetEscapeHTML(false)
@@ -449,7 +448,7 @@ func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan str
 		e.record(0, ErrorCode(err), false)
 		return true
 	}
-	if err := VerifyIssued(resp, e.roots, dev, w.pools); err != nil {
+	if err := e.verify.Verify(resp, dev, w.pools); err != nil {
 		e.record(0, string(tacerr.VerificationFailed), true)
 		return true
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
@@ -81,17 +82,48 @@ func verifyErr(check error, field, format string, args ...any) error {
 // VerifyIssued checks an identity the server returned for dev before a
 // station programs it: see the package comment for the checks. roots holds
 // the trusted device roots; resp.Chain supplies the intermediates. allowed
-// lists the station's pools; an IMEI must lie in one of them.
+// lists the station's pools; an IMEI must lie in one of them. Every call
+// validates the whole path; a station checking many devices uses a
+// Verifier, which verifies each issuer chain once.
 func VerifyIssued(resp *wire.ProvisionResponse, roots *x509.CertPool, dev *Device, allowed []PoolRange) error {
-	return verifyIssuedAt(resp, roots, dev, allowed, time.Now())
+	if roots == nil {
+		return tacerr.New(tacerr.InvalidInput, "VerifyIssued needs the trusted roots")
+	}
+	return verifyIssued(resp, dev, allowed, func(cert *x509.Certificate) error {
+		inter := x509.NewCertPool()
+		if strings.TrimSpace(resp.Chain) != "" {
+			chain, err := parseCerts(resp.Chain)
+			if err != nil {
+				return verifyErr(ErrMalformed, "chain", "%v", err)
+			}
+			for _, c := range chain {
+				inter.AddCert(c)
+			}
+		}
+		return verifyPath(cert, roots, inter, time.Now())
+	})
 }
 
-func verifyIssuedAt(resp *wire.ProvisionResponse, roots *x509.CertPool, dev *Device, allowed []PoolRange, now time.Time) error {
+// verifyPath runs RFC 5280 path validation from cert to roots.
+func verifyPath(cert *x509.Certificate, roots, inter *x509.CertPool, now time.Time) error {
+	if _, err := cert.Verify(x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		CurrentTime:   now,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, // device certificates may carry no EKU
+	}); err != nil {
+		return verifyErr(ErrChain, "certificate", "certificate serial %x (subject %q) does not verify to a trusted device root: %v", cert.SerialNumber, cert.Subject, err)
+	}
+	return nil
+}
+
+// verifyIssued runs every check but the path validation, which chain does.
+func verifyIssued(resp *wire.ProvisionResponse, dev *Device, allowed []PoolRange, chain func(*x509.Certificate) error) error {
 	if resp == nil {
 		return verifyErr(ErrMalformed, "", "no response")
 	}
-	if dev == nil || roots == nil {
-		return tacerr.New(tacerr.InvalidInput, "VerifyIssued needs the device and the trusted roots")
+	if dev == nil {
+		return tacerr.New(tacerr.InvalidInput, "VerifyIssued needs the device")
 	}
 	if resp.DeviceSerial != dev.Serial() {
 		return verifyErr(ErrDeviceSerial, "device_serial", "the response is for device %q, the request was for %q", resp.DeviceSerial, dev.Serial())
@@ -104,23 +136,8 @@ func verifyIssuedAt(resp *wire.ProvisionResponse, roots *x509.CertPool, dev *Dev
 		return verifyErr(ErrMalformed, "certificate", "holds %d certificates; want exactly the device certificate (issuers go in chain)", len(certs))
 	}
 	cert := certs[0]
-	inter := x509.NewCertPool()
-	if strings.TrimSpace(resp.Chain) != "" {
-		chain, err := parseCerts(resp.Chain)
-		if err != nil {
-			return verifyErr(ErrMalformed, "chain", "%v", err)
-		}
-		for _, c := range chain {
-			inter.AddCert(c)
-		}
-	}
-	if _, err := cert.Verify(x509.VerifyOptions{
-		Roots:         roots,
-		Intermediates: inter,
-		CurrentTime:   now,
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny}, // device certificates may carry no EKU
-	}); err != nil {
-		return verifyErr(ErrChain, "certificate", "certificate serial %x (subject %q) does not verify to a trusted device root: %v", cert.SerialNumber, cert.Subject, err)
+	if err := chain(cert); err != nil {
+		return err
 	}
 	if cert.Subject.SerialNumber != dev.Serial() {
 		return verifyErr(ErrDeviceSerial, "certificate", "certificate subject serialNumber is %q, the device is %q", cert.Subject.SerialNumber, dev.Serial())
@@ -134,6 +151,117 @@ func verifyIssuedAt(resp *wire.ProvisionResponse, roots *x509.CertPool, dev *Dev
 		return err
 	}
 	return checkSAN(cert, ims)
+}
+
+// maxCachedChains bounds a Verifier's cache; further chains are verified
+// in full every time.
+const maxCachedChains = 64
+
+// Verifier runs VerifyIssued's checks for a station that checks many
+// devices. It verifies each distinct issuer chain (resp.Chain) to the roots
+// once and then trusts the issuers of that chain that verified, so that a
+// device certificate costs one signature check instead of one per chain
+// level. Issuers that carry name constraints are never trusted this way, and
+// a device certificate that fails against the trusted issuers is validated
+// along the whole path again, so Verify accepts exactly what VerifyIssued
+// accepts. It is safe for concurrent use.
+type Verifier struct {
+	roots *x509.CertPool
+	mu    sync.Mutex
+	cache map[string]*issuerChain
+}
+
+// issuerChain is one parsed chain: its certificates as intermediates, and
+// those that verified to the roots as anchors.
+type issuerChain struct {
+	inter   *x509.CertPool
+	anchors *x509.CertPool // nil when none verified
+	err     error          // the chain did not parse
+}
+
+// NewVerifier returns a Verifier for the trusted device roots.
+func NewVerifier(roots *x509.CertPool) *Verifier {
+	return &Verifier{roots: roots, cache: map[string]*issuerChain{}}
+}
+
+// Verify is VerifyIssued(resp, roots, dev, allowed) with the issuer cache.
+func (v *Verifier) Verify(resp *wire.ProvisionResponse, dev *Device, allowed []PoolRange) error {
+	if v == nil || v.roots == nil {
+		return tacerr.New(tacerr.InvalidInput, "a Verifier needs the trusted roots")
+	}
+	return verifyIssued(resp, dev, allowed, func(cert *x509.Certificate) error {
+		ic := v.chain(resp.Chain)
+		if ic.err != nil {
+			return ic.err
+		}
+		now := time.Now()
+		if ic.anchors != nil {
+			if _, err := cert.Verify(x509.VerifyOptions{Roots: ic.anchors, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+				return nil
+			}
+		}
+		return verifyPath(cert, v.roots, ic.inter, now)
+	})
+}
+
+// chain returns the parsed and verified issuer chain of pemChain.
+func (v *Verifier) chain(pemChain string) *issuerChain {
+	v.mu.Lock()
+	ic, ok := v.cache[pemChain]
+	v.mu.Unlock()
+	if ok {
+		return ic
+	}
+	ic = &issuerChain{inter: x509.NewCertPool()}
+	var certs []*x509.Certificate
+	if strings.TrimSpace(pemChain) != "" {
+		var err error
+		if certs, err = parseCerts(pemChain); err != nil {
+			ic.err = verifyErr(ErrMalformed, "chain", "%v", err)
+		}
+	}
+	for _, c := range certs {
+		ic.inter.AddCert(c)
+	}
+	now := time.Now()
+	for _, c := range certs {
+		if !c.IsCA || hasNameConstraints(c) {
+			continue
+		}
+		chains, err := c.Verify(x509.VerifyOptions{Roots: v.roots, Intermediates: ic.inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		if err != nil || constrainedPath(chains) {
+			continue
+		}
+		if ic.anchors == nil {
+			ic.anchors = x509.NewCertPool()
+		}
+		ic.anchors.AddCert(c)
+	}
+	v.mu.Lock()
+	if len(v.cache) < maxCachedChains {
+		v.cache[pemChain] = ic
+	}
+	v.mu.Unlock()
+	return ic
+}
+
+func hasNameConstraints(c *x509.Certificate) bool {
+	return len(c.PermittedDNSDomains)+len(c.ExcludedDNSDomains)+len(c.PermittedIPRanges)+len(c.ExcludedIPRanges)+
+		len(c.PermittedEmailAddresses)+len(c.ExcludedEmailAddresses)+len(c.PermittedURIDomains)+len(c.ExcludedURIDomains) > 0 ||
+		c.PermittedDNSDomainsCritical
+}
+
+// constrainedPath reports whether any certificate above the issuer on a
+// verified path constrains names (they would bind the device certificate).
+func constrainedPath(chains [][]*x509.Certificate) bool {
+	for _, ch := range chains {
+		for _, c := range ch {
+			if hasNameConstraints(c) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkIMEIs parses the returned IMEIs: 1 to 5, 15 digits each, valid,

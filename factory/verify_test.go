@@ -2,10 +2,14 @@ package factory
 
 import (
 	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
+	"math/big"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
@@ -132,10 +136,18 @@ func TestVerifyIssued(t *testing.T) {
 		}, want: ErrMalformed, field: "chain"},
 		{name: "no response", resp: func() *wire.ProvisionResponse { return nil }, want: ErrMalformed},
 	}
+	cached := NewVerifier(roots) // shared: its cache sees every chain of the table
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			err := VerifyIssued(tc.resp(), roots, dev, pools)
+			resp := tc.resp()
+			err := VerifyIssued(resp, roots, dev, pools)
+			// The caching Verifier agrees, twice (cold and warm cache).
+			for range 2 {
+				if cerr := cached.Verify(resp, dev, pools); (cerr == nil) != (err == nil) || tc.want != nil && !errors.Is(cerr, tc.want) {
+					t.Errorf("Verifier.Verify = %v, VerifyIssued = %v", cerr, err)
+				}
+			}
 			if tc.want == nil {
 				if err != nil {
 					t.Fatalf("VerifyIssued: %v", err)
@@ -158,6 +170,47 @@ func TestVerifyIssued(t *testing.T) {
 				t.Errorf("field = %q, want %q", e.Field, tc.field)
 			}
 		})
+	}
+}
+
+// An issuing CA whose name constraints the device certificate breaks: the
+// Verifier must not shortcut the path through it.
+func TestVerifierNameConstraints(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	now := time.Now()
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(99),
+		Subject:               pkix.Name{CommonName: "Constrained Issuing CA"},
+		NotBefore:             now.Add(-time.Hour),
+		NotAfter:              now.Add(time.Hour),
+		KeyUsage:              x509.KeyUsageCertSign,
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+		PermittedURIDomains:   []string{"example.com"},
+	}
+	key := genKey(t, elliptic.P256())
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pki.root, key.Public(), pki.rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	constrained, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := NewDevice("SN-NC")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := mustIMEI(t, tacA, 3)
+	resp := respFor(pki, dev.Serial(), issueUnder(t, constrained, key, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+	resp.Chain = string(ca.ChainPEM(constrained, pki.root))
+	pools := []PoolRange{{TAC: tacA, SNREnd: 10}}
+	v := NewVerifier(rootPool(pki.root))
+	for _, err := range []error{VerifyIssued(resp, rootPool(pki.root), dev, pools), v.Verify(resp, dev, pools), v.Verify(resp, dev, pools)} {
+		if !errors.Is(err, ErrChain) {
+			t.Errorf("err = %v, want ErrChain (the URN SAN breaks the URI name constraint)", err)
+		}
 	}
 }
 
