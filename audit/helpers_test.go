@@ -72,6 +72,13 @@ func testEvent(tag string, i int) store.Event {
 // emit appends events in one ledger transaction per batch.
 func emit(t testing.TB, db *store.DB, tag string, from, n, batch int) {
 	t.Helper()
+	if err := emitErr(db, tag, from, n, batch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// emitErr is emit for goroutines other than the test's.
+func emitErr(db *store.DB, tag string, from, n, batch int) error {
 	for i := from; i < from+n; i += batch {
 		err := db.InTx(context.Background(), func(tx *store.Tx) error {
 			for j := i; j < min(i+batch, from+n); j++ {
@@ -80,9 +87,10 @@ func emit(t testing.TB, db *store.DB, tag string, from, n, batch int) {
 			return nil
 		})
 		if err != nil {
-			t.Fatalf("emit events %d..: %v", i, err)
+			return fmt.Errorf("emit events %d..: %w", i, err)
 		}
 	}
+	return nil
 }
 
 // independentRoot recomputes the root from the stored leaves with

@@ -25,29 +25,22 @@ func newBenchAuditCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			var cfg store.Config
-			switch store.Dialect(driver) {
+			d, err := os.MkdirTemp(dir, "bench-audit-")
+			if err != nil {
+				return err
+			}
+			defer os.RemoveAll(d)
+			o.Dir = d
+			cfg := store.Config{Driver: store.Dialect(driver), DSN: filepath.Join(d, "ledger.db")}
+			switch cfg.Driver {
 			case store.SQLite:
-				d, err := os.MkdirTemp(dir, "bench-audit-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				cfg = store.Config{Driver: store.SQLite, DSN: filepath.Join(d, "ledger.db")}
-				o.Dir = d
 			case store.Postgres:
 				dsn, drop, err := pgadmin.CreateDatabase(ctx, defaultAdminDSN())
 				if err != nil {
 					return err
 				}
 				defer drop()
-				d, err := os.MkdirTemp(dir, "bench-audit-")
-				if err != nil {
-					return err
-				}
-				defer os.RemoveAll(d)
-				cfg = store.Config{Driver: store.Postgres, DSN: dsn}
-				o.Dir = d
+				cfg.DSN = dsn
 			default:
 				return errorf("--db must be sqlite or postgres")
 			}
