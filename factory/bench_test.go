@@ -3,6 +3,7 @@ package factory
 import (
 	"testing"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
 )
 
@@ -19,8 +20,8 @@ func BenchmarkDevice(b *testing.B) {
 	}
 }
 
-// BenchmarkVerifyIssued is the station's check of one returned identity.
-func BenchmarkVerifyIssued(b *testing.B) {
+// benchIdentity is one issued identity to verify.
+func benchIdentity(b *testing.B) (*testPKI, *Device, *wire.ProvisionResponse, []PoolRange) {
 	pki := newPKI(b)
 	dev, err := NewDevice("SN-BENCH-000001")
 	if err != nil {
@@ -28,9 +29,14 @@ func BenchmarkVerifyIssued(b *testing.B) {
 	}
 	m := mustIMEI(b, tacA, 10)
 	resp := respFor(pki, dev.Serial(), pki.issue(b, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+	return pki, dev, resp, []PoolRange{{TAC: tacA, SNREnd: 999}}
+}
+
+// BenchmarkVerifyIssued is the station's check of one returned identity,
+// validating the whole path each time.
+func BenchmarkVerifyIssued(b *testing.B) {
+	pki, dev, resp, pools := benchIdentity(b)
 	roots := rootPool(pki.root)
-	pools := []PoolRange{{TAC: tacA, SNREnd: 999}}
-	b.ResetTimer()
 	for b.Loop() {
 		if err := VerifyIssued(resp, roots, dev, pools); err != nil {
 			b.Fatal(err)
@@ -41,16 +47,8 @@ func BenchmarkVerifyIssued(b *testing.B) {
 // BenchmarkVerifier is the same check with the issuer chain cached, as
 // the simulator runs it.
 func BenchmarkVerifier(b *testing.B) {
-	pki := newPKI(b)
-	dev, err := NewDevice("SN-BENCH-000001")
-	if err != nil {
-		b.Fatal(err)
-	}
-	m := mustIMEI(b, tacA, 10)
-	resp := respFor(pki, dev.Serial(), pki.issue(b, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+	pki, dev, resp, pools := benchIdentity(b)
 	v := NewVerifier(rootPool(pki.root))
-	pools := []PoolRange{{TAC: tacA, SNREnd: 999}}
-	b.ResetTimer()
 	for b.Loop() {
 		if err := v.Verify(resp, dev, pools); err != nil {
 			b.Fatal(err)
