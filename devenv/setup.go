@@ -1,3 +1,9 @@
+// Package devenv builds and runs complete tacline environments on one
+// machine: a SoftHSM2 token in a project folder, the development key
+// ceremony, a test TAC catalogue, pools, enrolled stations with their
+// credentials, and the server as a real child process. `tacline demo`, the
+// provisioning benchmark and the end-to-end tests use it; production
+// deployments use the individual commands instead.
 package devenv
 
 import (
@@ -138,7 +144,7 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeKeyPair(filepath.Join(dir, "server"), append(castore.PEM(srv), castore.PEM(dev.StationCA)...), srvKey); err != nil {
+	if err := castore.WriteKeyPair(filepath.Join(dir, "server"), append(castore.PEM(srv), castore.PEM(dev.StationCA)...), srvKey); err != nil {
 		return nil, err
 	}
 
@@ -157,21 +163,21 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	// 6. Stations and the other roles' identities.
 	for i, p := range pools {
 		id := fmt.Sprintf("F%d-L%d-S%02d", i%2+1, i/2+1, i+1)
-		if _, err := EnrollStation(ctx, db, tok, StationSpec{ID: id, Factory: p.Factory, Line: p.Line, Pools: []string{p.Name}, Product: p.Product},
+		if _, err := castore.EnrollStation(ctx, db, tok, castore.StationSpec{ID: id, Factory: p.Factory, Line: p.Line, Pools: []string{p.Name}, Product: p.Product},
 			env.CredsDir, "demo"); err != nil {
 			return nil, err
 		}
 		env.Stations = append(env.Stations, id)
 	}
 	for _, role := range []string{"operator", "auditor", "regulator", "admin"} {
-		if _, err := EnrollStation(ctx, db, tok, StationSpec{Roles: []string{role}}, env.IdentitiesDir, "demo"); err != nil {
+		if _, err := castore.EnrollStation(ctx, db, tok, castore.StationSpec{Roles: []string{role}}, env.IdentitiesDir, "demo"); err != nil {
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(env.CredsDir, ChainFile), files["exports/ca-chain.pem"], 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(env.CredsDir, castore.ChainFile), files["exports/ca-chain.pem"], 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(env.CredsDir, ServerCAFile), append(castore.PEM(dev.Root), castore.PEM(dev.StationCA)...), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(env.CredsDir, castore.ServerCAFile), append(castore.PEM(dev.Root), castore.PEM(dev.StationCA)...), 0o644); err != nil {
 		return nil, err
 	}
 	logf("  stations: %d enrolled, credentials in %s; operator/auditor/regulator/admin identities in %s", len(env.Stations), env.CredsDir, env.IdentitiesDir)

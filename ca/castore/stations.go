@@ -1,10 +1,4 @@
-// Package devenv builds and runs complete tacline environments on one
-// machine: a SoftHSM2 token in a project folder, the development key
-// ceremony, a test TAC catalogue, pools, enrolled stations with their
-// credentials, and the server as a real child process. `tacline demo`, the
-// provisioning benchmark and the end-to-end tests use it; production
-// deployments use the individual commands instead.
-package devenv
+package castore
 
 import (
 	"context"
@@ -17,7 +11,6 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/ca"
-	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -53,7 +46,7 @@ const (
 // under credsDir/<id>. Re-enrolling a station issues a new certificate and
 // enables it again.
 func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationSpec, credsDir, actor string) (*x509.Certificate, error) {
-	caCert, _, caSigner, err := castore.ActiveCA(ctx, db, tok, store.IssuerStation)
+	caCert, _, caSigner, err := ActiveCA(ctx, db, tok, store.IssuerStation)
 	if err != nil {
 		return nil, err
 	}
@@ -71,7 +64,7 @@ func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationS
 		name = "role-" + strings.Join(roles, "-")
 	}
 	dir := filepath.Join(credsDir, name)
-	if err := writeKeyPair(dir, append(castore.PEM(cert), castore.PEM(caCert)...), key); err != nil {
+	if err := WriteKeyPair(dir, append(PEM(cert), PEM(caCert)...), key); err != nil {
 		return nil, err
 	}
 	if s.Product != "" {
@@ -88,8 +81,8 @@ func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationS
 	return cert, nil
 }
 
-// writeKeyPair writes cert.pem and key.pem (0600) into dir.
-func writeKeyPair(dir string, certPEM []byte, key crypto.Signer) error {
+// WriteKeyPair writes cert.pem and key.pem (0600) into dir.
+func WriteKeyPair(dir string, certPEM []byte, key crypto.Signer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}

@@ -1,0 +1,208 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
+	"path/filepath"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/store"
+)
+
+func init() { register(newCACmd) }
+
+// withLedgerAndHSM opens the configuration's ledger and HSM token for fn.
+func withLedgerAndHSM(cmd *cobra.Command, fn func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error) error {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return err
+	}
+	if err := cfg.ValidateHSM(); err != nil {
+		return err
+	}
+	db, err := openLedger(cmd.Context(), cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	tok, err := hsm.Open(cfg.HSM)
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	return fn(cmd.Context(), cfg, db, tok)
+}
+
+func newCACmd() *cobra.Command {
+	c := &cobra.Command{Use: "ca", Short: "Key ceremony: CA keys in the HSM, issuers in the ledger"}
+	var dev bool
+	var curve, label, out, csrOut string
+	initCmd := &cobra.Command{
+		Use:   "init",
+		Short: "Make the issuing CA key in the HSM: with --dev also a root and a station CA (development); without, a CSR for the offline root",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				if out == "" {
+					out = cfg.Path("ca")
+				}
+				if !dev {
+					csr, err := ca.InitOffline(castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: label, Curve: curve,
+						Organization: cfg.Manufacturer, Now: time.Now()})
+					if err != nil {
+						return err
+					}
+					if csrOut == "" {
+						csrOut = filepath.Join(out, label+".csr")
+					}
+					if err := os.MkdirAll(filepath.Dir(csrOut), 0o755); err != nil {
+						return err
+					}
+					if err := os.WriteFile(csrOut, csr, 0o644); err != nil {
+						return err
+					}
+					fmt.Fprintf(cmd.OutOrStdout(), "issuing CA key %q made in the HSM; CSR for the offline root written to %s\n", label, csrOut)
+					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it, then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
+					return nil
+				}
+				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now())
+				if err != nil {
+					return err
+				}
+				if err := os.MkdirAll(out, 0o755); err != nil {
+					return err
+				}
+				for name, cert := range map[string]*x509.Certificate{"root.pem": d.Root, "issuing.pem": d.Issuing, "station-ca.pem": d.StationCA} {
+					if err := os.WriteFile(filepath.Join(out, name), castore.PEM(cert), 0o644); err != nil {
+						return err
+					}
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "development CA made (keys in the HSM): root %s, device issuing CA %s (active), station CA %s; certificates in %s\n",
+					ca.KeyID(d.Root), ca.KeyID(d.Issuing), ca.KeyID(d.StationCA), out)
+				return nil
+			})
+		},
+	}
+	initCmd.Flags().BoolVar(&dev, "dev", false, "development: also a root key and a station CA in the HSM")
+	initCmd.Flags().StringVar(&curve, "curve", "P-256", "P-256 or P-384")
+	initCmd.Flags().StringVar(&label, "label", "tacline-device-ca-1", "HSM label of the issuing CA key (without --dev)")
+	initCmd.Flags().StringVar(&out, "out", "", "directory for certificates and the CSR (default: ca/ next to the config)")
+	initCmd.Flags().StringVar(&csrOut, "csr", "", "where to write the CSR (without --dev)")
+	c.AddCommand(initCmd)
+
+	var certFile, chainFile string
+	var activate bool
+	imp := &cobra.Command{
+		Use:   "import",
+		Short: "Install the issuing CA certificate signed by the offline root, after checking it certifies the HSM key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			certPEM, err := os.ReadFile(certFile)
+			if err != nil {
+				return fmt.Errorf("--cert: %w", err)
+			}
+			var chainPEM []byte
+			if chainFile != "" {
+				if chainPEM, err = os.ReadFile(chainFile); err != nil {
+					return fmt.Errorf("--chain: %w", err)
+				}
+			}
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				signer, err := tok.Signer(label)
+				if err != nil {
+					return err
+				}
+				rec, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, label, signer, certPEM, chainPEM, activate, time.Now())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "issuer %s (key %s) installed, active: %v\n", rec.Label, rec.KeyID, rec.Active)
+				return nil
+			})
+		},
+	}
+	imp.Flags().StringVar(&label, "label", "tacline-device-ca-1", "HSM label of the issuing CA key")
+	imp.Flags().StringVar(&certFile, "cert", "", "the signed issuing CA certificate (PEM)")
+	imp.Flags().StringVar(&chainFile, "chain", "", "certificates above it, up to the root (PEM)")
+	imp.Flags().BoolVar(&activate, "activate", false, "make it the active issuer")
+	c.AddCommand(imp)
+
+	var newLabel string
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Make a new issuing CA key active (development: signed by the dev root); old issuers stay for verification",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				if !dev {
+					return fmt.Errorf("without --dev, rotate with `tacline ca init --label NEW` and `tacline ca import --label NEW --activate`")
+				}
+				root, _, rootSigner, err := castore.ActiveCA(ctx, db, tok, store.IssuerRoot)
+				if err != nil {
+					return err
+				}
+				if newLabel == "" {
+					newLabel = fmt.Sprintf("tacline-device-ca-%d", time.Now().Unix())
+				}
+				rec, _, err := ca.RotateDev(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, castore.Keys{Token: tok},
+					root, rootSigner, ca.CeremonyOptions{IssuerLabel: newLabel, Curve: curve, Organization: cfg.Manufacturer, Now: time.Now()})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "issuer %s (key %s) is now active; restart or reload servers to issue under it\n", rec.Label, rec.KeyID)
+				return nil
+			})
+		},
+	}
+	rotate.Flags().BoolVar(&dev, "dev", false, "development: sign the new issuing CA with the dev root in the HSM")
+	rotate.Flags().StringVar(&newLabel, "label", "", "HSM label of the new key")
+	rotate.Flags().StringVar(&curve, "curve", "P-256", "P-256 or P-384")
+	c.AddCommand(rotate)
+
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List issuers: label, key id, curve, validity, active",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			recs, err := db.Issuers(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(w, "KIND\tLABEL\tKEY ID\tCURVE\tNOT BEFORE\tNOT AFTER\tACTIVE")
+			}
+			for _, r := range recs {
+				var nb, na string
+				if certs, err := ca.ParseChainPEM([]byte(r.CertPEM)); err == nil && len(certs) > 0 {
+					nb, na = certs[0].NotBefore.UTC().Format(time.RFC3339), certs[0].NotAfter.UTC().Format(time.RFC3339)
+				}
+				if asJSON {
+					printJSON(cmd.OutOrStdout(), map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,
+						"not_before": nb, "not_after": na, "active": r.Active})
+					continue
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", r.Kind, r.Label, r.KeyID, r.Curve, nb, na, r.Active)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	c.AddCommand(list)
+	return c
+}

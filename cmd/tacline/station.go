@@ -1,0 +1,116 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/store"
+)
+
+func init() {
+	stationCommands = append(stationCommands, newStationEnrollCmd, newStationDisableCmd, newStationListCmd)
+}
+
+func newStationEnrollCmd() *cobra.Command {
+	var spec castore.StationSpec
+	var pools, roles, creds string
+	enroll := &cobra.Command{
+		Use:   "enroll",
+		Short: "Issue a station (or role) client certificate from the station CA in the HSM and record the station",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if pools != "" {
+				spec.Pools = strings.Split(pools, ",")
+			}
+			if roles != "" {
+				spec.Roles = strings.Split(roles, ",")
+			}
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				if creds == "" {
+					creds = cfg.Path("stations")
+				}
+				cert, err := castore.EnrollStation(ctx, db, tok, spec, creds, operator())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled %s (certificate serial %s, pools %s); credentials in %s\n",
+					cert.Subject.CommonName, cert.SerialNumber.Text(16), strings.Join(spec.Pools, ","), creds)
+				return nil
+			})
+		},
+	}
+	f := enroll.Flags()
+	f.StringVar(&spec.ID, "id", "", "station id, e.g. F1-L3-S07")
+	f.StringVar(&spec.Factory, "factory", "", "factory")
+	f.StringVar(&spec.Line, "line", "", "production line")
+	f.StringVar(&pools, "pools", "", "pools the station may draw from, comma separated")
+	f.StringVar(&spec.Product, "product", "", "product the station provisions (written to its credentials for the simulator)")
+	f.StringVar(&roles, "roles", "", "roles instead of a station: operator, auditor, regulator, admin")
+	f.StringVar(&creds, "creds", "", "credentials directory (default: stations/ next to the config)")
+	return enroll
+}
+
+func newStationDisableCmd() *cobra.Command {
+	var id string
+	disable := &cobra.Command{
+		Use:   "disable",
+		Short: "Disable a station: its next request is refused",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.DisableStation(cmd.Context(), id, operator()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "station %s disabled\n", id)
+			return nil
+		},
+	}
+	disable.Flags().StringVar(&id, "id", "", "station id")
+	return disable
+}
+
+func newStationListCmd() *cobra.Command {
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List stations",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			sts, err := db.Stations(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			if !asJSON {
+				fmt.Fprintln(w, "STATION\tFACTORY\tLINE\tPOOLS\tCERT SERIAL\tENABLED")
+			}
+			for _, s := range sts {
+				if asJSON {
+					printJSON(cmd.OutOrStdout(), map[string]any{"id": s.ID, "factory": s.Factory, "line": s.Line, "pools": s.Pools,
+						"cert_serial": s.CertSerial, "enabled": s.DisabledAt.IsZero(), "enrolled_at": s.EnrolledAt})
+					continue
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\n", s.ID, s.Factory, s.Line, strings.Join(s.Pools, ","), s.CertSerial, s.DisabledAt.IsZero())
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	return list
+}
