@@ -44,7 +44,9 @@ type Creds struct {
 }
 
 // LoadCreds reads the credentials directory dir (layout above) and keeps
-// the first n stations in ID order (n <= 0: all). Errors name the file at
+// the first n stations in ID order (n <= 0: all). Only directories with a
+// cert.pem and a product or pool file are stations; others (role
+// credentials such as role-operator/) are skipped. Errors name the file at
 // fault.
 func LoadCreds(dir string, n int) (*Creds, error) {
 	if dir == "" {
@@ -62,18 +64,26 @@ func LoadCreds(dir string, n int) (*Creds, error) {
 	}
 	var ids []string
 	for _, e := range entries {
-		if e.IsDir() {
-			if _, err := os.Stat(filepath.Join(dir, e.Name(), CredsCertFile)); err == nil {
-				ids = append(ids, e.Name())
-			}
+		if !e.IsDir() {
+			continue
 		}
+		sd := filepath.Join(dir, e.Name())
+		if !exists(filepath.Join(sd, CredsCertFile)) {
+			continue
+		}
+		// Role credentials (operator, auditor...) and stations enrolled
+		// without a product have no product or pool file: not for the line.
+		if !exists(filepath.Join(sd, CredsProductFile)) && !exists(filepath.Join(sd, CredsPoolFile)) {
+			continue
+		}
+		ids = append(ids, e.Name())
 	}
 	sort.Strings(ids)
 	if len(ids) == 0 {
-		return nil, tacerr.Field(tacerr.InvalidInput, "creds", "%s has no station directory (<station-id>/%s)", dir, CredsCertFile)
+		return nil, tacerr.Field(tacerr.InvalidInput, "creds", "%s has no station directory (<station-id>/%s with a %s or %s file); enroll stations with --product", dir, CredsCertFile, CredsProductFile, CredsPoolFile)
 	}
 	if n > len(ids) {
-		return nil, tacerr.Field(tacerr.InvalidInput, "stations", "%d stations asked for, but %s has only %d", n, dir, len(ids))
+		return nil, tacerr.Field(tacerr.InvalidInput, "stations", "%d stations asked for, but %s has only %d (with a product)", n, dir, len(ids))
 	}
 	if n > 0 {
 		ids = ids[:n]
@@ -86,9 +96,6 @@ func LoadCreds(dir string, n int) (*Creds, error) {
 		}
 		if st.Pool, err = readNameFile(filepath.Join(sd, CredsPoolFile)); err != nil {
 			return nil, err
-		}
-		if st.Product == "" && st.Pool == "" {
-			return nil, tacerr.Field(tacerr.InvalidInput, "product", "%s: write the station's product in %s (or its pool in %s)", sd, CredsProductFile, CredsPoolFile)
 		}
 		c.Stations = append(c.Stations, st)
 	}
@@ -134,4 +141,9 @@ func ParseNameFile(data []byte) (string, error) {
 		}
 	}
 	return string(s), nil
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }

@@ -22,6 +22,7 @@ func TestLoadCreds(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(pki.dir, "not-a-station"), 0o700); err != nil {
 		t.Fatal(err)
 	}
+	pki.station(t, "role-operator", filepath.Join(pki.dir, "role-operator")) // role credentials: no product
 
 	c, err := LoadCreds(pki.dir, 0)
 	if err != nil {
@@ -53,7 +54,7 @@ func TestLoadCreds(t *testing.T) {
 	}{
 		{name: "too many stations", n: 9, msg: "only 4"},
 		{name: "missing server CA", setup: func(dir string) { os.Remove(filepath.Join(dir, CredsServerCAFile)) }, msg: "server-ca.pem is missing"},
-		{name: "no product", setup: func(dir string) { os.Remove(filepath.Join(dir, "F1-L1-S02", CredsProductFile)) }, msg: "product"},
+		{name: "station without product skipped", setup: func(dir string) { os.Remove(filepath.Join(dir, "F1-L1-S02", CredsProductFile)) }, n: 4, msg: "only 3"},
 		{name: "two-line product", setup: func(dir string) {
 			writeFile(t, filepath.Join(dir, "F1-L1-S03", CredsProductFile), []byte("a\nb\n"))
 		}, msg: "more than one line"},
