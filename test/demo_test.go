@@ -1,0 +1,153 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+)
+
+// demoDevice is one line of exports/devices.ndjson.
+type demoDevice struct {
+	DeviceSerial string   `json:"device_serial"`
+	IMEIs        []string `json:"imeis"`
+	Certificate  string   `json:"certificate"`
+}
+
+// TestDemo runs `tacline demo` as a process twice in the same directory and
+// checks what it exported each time.
+func TestDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	const stations, devices = 2, 20
+	for _, tc := range []struct {
+		name string
+	}{
+		{name: "fresh directory"},
+		{name: "again in the same directory"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := tacline(t, 3*time.Minute, "demo", "--dir", dir, "--stations", "2", "--devices", "20")
+			if r.code != 0 {
+				t.Fatalf("tacline demo exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			if !strings.Contains(r.stdout, "ledger check: OK") {
+				t.Errorf("tacline demo did not report the ledger check:\n%s", r.stdout)
+			}
+			checkDevicesExport(t, filepath.Join(dir, "exports"), stations*devices)
+		})
+	}
+}
+
+// checkDevicesExport checks exports/devices.ndjson against
+// exports/ca-chain.pem: want lines, one device each, two valid 15-digit
+// IMEIs per device, never shared, and a certificate that chains to the
+// exported CA chain and names exactly the device's IMEIs and serial.
+func checkDevicesExport(t *testing.T, exports string, want int) {
+	t.Helper()
+	roots, inter := loadChain(t, filepath.Join(exports, "ca-chain.pem"))
+	f, err := os.Open(filepath.Join(exports, "devices.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	seenIMEI := map[string]string{}
+	seenSerial := map[string]bool{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	n := 0
+	for sc.Scan() {
+		n++
+		var d demoDevice
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatalf("devices.ndjson line %d: %v", n, err)
+		}
+		if d.DeviceSerial == "" || seenSerial[d.DeviceSerial] {
+			t.Fatalf("devices.ndjson line %d: device_serial %q is empty or repeated", n, d.DeviceSerial)
+		}
+		seenSerial[d.DeviceSerial] = true
+		if len(d.IMEIs) != 2 {
+			t.Fatalf("devices.ndjson line %d: %d IMEIs, want 2", n, len(d.IMEIs))
+		}
+		var urns []string
+		for _, s := range d.IMEIs {
+			m, err := imei.Parse(s)
+			if err != nil || len(s) != 15 || m.String() != s {
+				t.Fatalf("devices.ndjson line %d: IMEI %q is not a valid 15-digit IMEI (%v)", n, s, err)
+			}
+			if other, ok := seenIMEI[s]; ok {
+				t.Fatalf("devices.ndjson line %d: IMEI %s also belongs to device %s", n, s, other)
+			}
+			seenIMEI[s] = d.DeviceSerial
+			urns = append(urns, m.URN())
+		}
+		block, rest := pem.Decode([]byte(d.Certificate))
+		if block == nil || block.Type != "CERTIFICATE" || len(bytes.TrimSpace(rest)) != 0 {
+			t.Fatalf("devices.ndjson line %d: certificate is not one PEM CERTIFICATE block", n)
+		}
+		cert, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			t.Fatalf("devices.ndjson line %d: %v", n, err)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Fatalf("devices.ndjson line %d: certificate does not chain to ca-chain.pem: %v", n, err)
+		}
+		if cert.Subject.SerialNumber != d.DeviceSerial {
+			t.Errorf("devices.ndjson line %d: certificate serialNumber %q, device %q", n, cert.Subject.SerialNumber, d.DeviceSerial)
+		}
+		var san []string
+		for _, u := range cert.URIs {
+			san = append(san, u.String())
+		}
+		slices.Sort(san)
+		slices.Sort(urns)
+		if !slices.Equal(san, urns) {
+			t.Errorf("devices.ndjson line %d: certificate SAN %v, IMEIs %v", n, san, urns)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if n != want {
+		t.Fatalf("devices.ndjson has %d lines, want %d", n, want)
+	}
+}
+
+// loadChain splits a PEM chain into its self-signed roots and the rest.
+func loadChain(t *testing.T, path string) (roots, inter *x509.CertPool) {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, inter = x509.NewCertPool(), x509.NewCertPool()
+	nroots := 0
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if bytes.Equal(c.RawIssuer, c.RawSubject) && c.CheckSignatureFrom(c) == nil {
+			roots.AddCert(c)
+			nroots++
+		} else {
+			inter.AddCert(c)
+		}
+	}
+	if nroots == 0 {
+		t.Fatalf("%s holds no self-signed root", path)
+	}
+	return roots, inter
+}
