@@ -25,7 +25,7 @@ import (
 // Defaults of ClientConfig.
 const (
 	DefaultTimeout     = 10 * time.Second
-	DefaultMaxRetries  = 5
+	DefaultMaxRetries  = 8
 	DefaultBaseBackoff = 50 * time.Millisecond
 	DefaultMaxBackoff  = 5 * time.Second
 	// maxResponseBytes bounds a response body (a pool list of a large
