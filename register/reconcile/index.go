@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"context"
-	"database/sql"
 
 	"github.com/jmoiron/sqlx"
 
@@ -143,7 +142,10 @@ type DBLedger struct{ DB *sqlx.DB }
 
 const (
 	sqlOurTACs    = `SELECT tac FROM tacs`
-	sqlLedgerRows = `SELECT imei14, state FROM imeis`
+	// sqlLedgerRows maps the state to a State number in SQL, so that rows
+	// scan into integers without allocating.
+	sqlLedgerRows = `SELECT imei14, CASE state WHEN 'RESERVED' THEN 1 WHEN 'BOUND' THEN 2 WHEN 'VOIDED' THEN 3
+    WHEN 'REVOKED' THEN 4 ELSE 0 END FROM imeis`
 )
 
 // Load implements Ledger.
@@ -168,24 +170,14 @@ func (l DBLedger) Load(ctx context.Context, x *Index) error {
 		return tacerr.Wrap(tacerr.Unavailable, err, "read ledger IMEIs")
 	}
 	defer rows.Close()
-	var n int64
-	var st sql.RawBytes
+	var n, st int64
 	for rows.Next() {
 		if err := rows.Scan(&n, &st); err != nil {
 			return tacerr.Wrap(tacerr.Internal, err, "read ledger IMEI")
 		}
-		var s State
-		switch string(st) {
-		case "BOUND":
-			s = Bound
-		case "VOIDED":
-			s = Voided
-		case "REVOKED":
-			s = Revoked
-		case "RESERVED":
-			s = Reserved
-		default:
-			return tacerr.New(tacerr.LedgerInvariant, "ledger IMEI %d has unknown state %q", n, st)
+		s := State(st)
+		if s < Reserved || s > Revoked {
+			return tacerr.New(tacerr.LedgerInvariant, "ledger IMEI %d has an unknown state", n)
 		}
 		if err := x.Set(uint64(n), s); err != nil {
 			return err
