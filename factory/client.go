@@ -187,9 +187,12 @@ func (e *APIError) Retryable() bool {
 	if e.Problem.Retryable {
 		return true
 	}
-	if e.Problem.Code != "" { // the server said what happened and that it is final
-		return e.Status == http.StatusServiceUnavailable || e.Status == http.StatusTooManyRequests
+	if e.Problem.Code != "" {
+		// The server said what happened and that a retry will not help
+		// (a 503 "HSM needs an operator", say); only a rate limit passes.
+		return e.Status == http.StatusTooManyRequests
 	}
+	// No problem document: an answer from a proxy or load balancer.
 	switch e.Status {
 	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 		return true

@@ -102,6 +102,8 @@ func TestClientRetries(t *testing.T) {
 		{name: "400 never retried", steps: []step{{status: 400, problem: prob(400, "csr_invalid", "csr", false)}}, wantCalls: 1, wantStatus: 400, wantCode: "csr_invalid"},
 		{name: "409 conflict never retried", steps: []step{{status: 409, problem: prob(409, "request_conflict", "request_id", false)}}, wantCalls: 1, wantStatus: 409, wantCode: "request_conflict"},
 		{name: "403 never retried", steps: []step{{status: 403, problem: prob(403, "station_not_authorized", "pool", false)}}, wantCalls: 1, wantStatus: 403, wantCode: "station_not_authorized"},
+		{name: "503 the problem says is final", steps: []step{{status: 503, problem: prob(503, "hsm_pin_incorrect", "", false)}}, wantCalls: 1, wantStatus: 503, wantCode: "hsm_pin_incorrect"},
+		{name: "503 from a proxy without problem", steps: []step{{status: 503, text: "upstream down"}}, wantCalls: 2},
 		{name: "500 not retryable", steps: []step{{status: 500, problem: prob(500, "internal", "", false)}}, wantCalls: 1, wantStatus: 500, wantCode: "internal"},
 		{name: "500 marked retryable", steps: []step{{status: 500, problem: prob(500, "unavailable", "", true)}}, wantCalls: 2},
 		{name: "Retry-After seconds honoured", steps: []step{{status: 503, problem: prob(503, "unavailable", "", true), retryAfter: "3"}}, wantCalls: 2, wantWaits: []time.Duration{3 * time.Second}},

@@ -17,8 +17,9 @@
 // The package promises:
 //
 //   - A request is retried only when the failure says a retry can succeed: a
-//     network error, a per-attempt timeout, HTTP 429/502/503/504, or a
-//     problem document with "retryable": true. Every retry of a POST carries
+//     network error (but not a TLS refusal), a per-attempt timeout, a
+//     problem document with "retryable": true, HTTP 429, or HTTP
+//     502/503/504 without a problem document (a proxy's answer). Every retry of a POST carries
 //     the same request_id (the server is idempotent by request id), waits an
 //     exponential backoff with full jitter, and waits at least what a
 //     Retry-After header asks. Any other failure is returned at once.
