@@ -47,7 +47,9 @@ func TestRealLedgerOperations(t *testing.T) {
 				}
 			}
 			for i := 0; i < 3; i++ {
-				step(func(tx *store.Tx) error { return tx.Bind(devs[i], fmt.Sprint("SN-", i), fmt.Sprint("c", i), "test", "b") })
+				step(func(tx *store.Tx) error {
+					return tx.Bind(devs[i], fmt.Sprint("SN-", i), fmt.Sprint("c", i), "test", "b")
+				})
 			}
 			step(func(tx *store.Tx) error { return tx.Void(devs[3], "test", "", "test", "v") })
 			step(func(tx *store.Tx) error { return tx.Revoke(devs[1], "keyCompromise", "test", "x") })

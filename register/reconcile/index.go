@@ -141,7 +141,7 @@ type Ledger interface {
 type DBLedger struct{ DB *sqlx.DB }
 
 const (
-	sqlOurTACs    = `SELECT tac FROM tacs`
+	sqlOurTACs = `SELECT tac FROM tacs`
 	// sqlLedgerRows maps the state to a State number in SQL, so that rows
 	// scan into integers without allocating.
 	sqlLedgerRows = `SELECT imei14, CASE state WHEN 'RESERVED' THEN 1 WHEN 'BOUND' THEN 2 WHEN 'VOIDED' THEN 3
