@@ -3,6 +3,7 @@ package main
 import (
 	"log/slog"
 	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +13,7 @@ import (
 func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
-	var listen, readyFile, level string
+	var listen, readyFile, level, cpuProfile string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the provisioning server (HTTP API over mutual TLS)",
@@ -32,6 +33,17 @@ func newServeCmd() *cobra.Command {
 			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
+			if cpuProfile != "" {
+				f, err := os.Create(cpuProfile)
+				if err != nil {
+					return err
+				}
+				defer f.Close()
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer pprof.StopCPUProfile()
+			}
 			s, err := server.New(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -49,5 +61,6 @@ func newServeCmd() *cobra.Command {
 	c.Flags().StringVar(&listen, "listen", "", "override server.listen (127.0.0.1:0 picks a free port)")
 	c.Flags().StringVar(&readyFile, "ready-file", "", "write the listening address to this file once serving")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	return c
 }

@@ -1,0 +1,175 @@
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/provisioner/issuance"
+)
+
+// HSMOptions configure HSM.
+type HSMOptions struct {
+	// Config names a token to use; empty: a fresh SoftHSM2 token in a
+	// temporary directory.
+	Config   *hsm.Config
+	Workers  []int // default 1, 2, 4
+	Duration time.Duration
+}
+
+// HSMResult is printed by `tacline bench hsm --json`.
+type HSMResult struct {
+	RawSignPerSecond   map[int]float64 `json:"raw_sign_per_second"`
+	IssuancePerSecond  map[int]float64 `json:"issuance_per_second"`
+	BestWorkers        int             `json:"best_workers"`
+	Ratio              float64         `json:"ratio"`
+	IssuanceSteps      string          `json:"issuance_steps"`
+	DurationPerMeasure float64         `json:"duration_per_measure_seconds"`
+}
+
+// HSM measures raw P-256 signatures on the token and full issuances (CSR
+// check, TBS build, throwaway-key lint certificate, zlint, HSM signature,
+// TBS identity and signature verification) with the same workers.
+func HSM(ctx context.Context, o HSMOptions) (*HSMResult, error) {
+	if len(o.Workers) == 0 {
+		o.Workers = []int{1, 2, 4}
+	}
+	if o.Duration == 0 {
+		o.Duration = 3 * time.Second
+	}
+	var cfg hsm.Config
+	if o.Config != nil {
+		cfg = *o.Config
+	} else {
+		dir, err := os.MkdirTemp("", "tacline-bench-hsm-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		if cfg, err = hsm.InitDev(dir, "bench", "1234"+randomSuffix()); err != nil {
+			return nil, err
+		}
+	}
+	tok, err := hsm.Open(cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer tok.Close()
+	label := "bench-issuer-" + randomSuffix()
+	if _, err := tok.GenerateKey(label, hsm.ECP256); err != nil {
+		return nil, err
+	}
+	signer, err := tok.Signer(label)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	root, err := ca.SelfSignedRoot(signer, pkix.Name{Organization: []string{"Bench"}, CommonName: "Bench Issuer"}, ca.ValidFor(now, 24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	is, err := issuance.New(issuance.Config{IssuerCert: root, Signer: signer, Profile: policy.DefaultProfile(), Lint: issuance.DefaultLintConfig()})
+	if err != nil {
+		return nil, err
+	}
+	csrs := make([][]byte, 64)
+	for i := range csrs {
+		k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, k)
+		if err != nil {
+			return nil, err
+		}
+		csrs[i] = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})
+	}
+	rules := policy.DefaultCSRRules()
+	var snr atomic.Uint32
+	issueOne := func(i int) error {
+		_, pub, err := policy.ParseCSR(csrs[i%len(csrs)], rules)
+		if err != nil {
+			return err
+		}
+		n := snr.Add(2) % 999998
+		a, _ := imei.New(100100, n)
+		b, _ := imei.New(100100, n+1)
+		_, tok, err := is.Prepare(issuance.Request{DeviceSerial: "BENCH-1", Manufacturer: "Bench", Model: "B-1", IMEIs: []imei.IMEI{a, b},
+			PublicKey: pub, NotBefore: now})
+		if err != nil {
+			return err
+		}
+		_, _, err = is.Issue(tok)
+		return err
+	}
+	res := &HSMResult{RawSignPerSecond: map[int]float64{}, IssuancePerSecond: map[int]float64{}, DurationPerMeasure: o.Duration.Seconds(),
+		IssuanceSteps: "ParseCSR (signature check) + Prepare (template, throwaway-key lint certificate, zlint) + Issue (HSM sign, TBS identity, signature verify)"}
+	for _, w := range o.Workers {
+		if res.RawSignPerSecond[w], err = hsm.BenchSign(ctx, signer, w, o.Duration); err != nil {
+			return nil, err
+		}
+		if res.IssuancePerSecond[w], err = rate(ctx, w, o.Duration, issueOne); err != nil {
+			return nil, err
+		}
+	}
+	bestRaw := 0.0
+	for w, v := range res.IssuancePerSecond {
+		if v > res.IssuancePerSecond[res.BestWorkers] || res.BestWorkers == 0 {
+			res.BestWorkers = w
+		}
+		if r := res.RawSignPerSecond[w]; r > bestRaw {
+			bestRaw = r
+		}
+	}
+	if r := res.RawSignPerSecond[res.BestWorkers]; r > 0 {
+		res.Ratio = res.IssuancePerSecond[res.BestWorkers] / r
+	}
+	return res, nil
+}
+
+// rate runs op from w workers for d and returns operations per second.
+func rate(ctx context.Context, w int, d time.Duration, op func(i int) error) (float64, error) {
+	var n atomic.Int64
+	var first atomic.Value
+	deadline := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < w; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for j := i; time.Now().Before(deadline) && ctx.Err() == nil; j += w {
+				if err := op(j); err != nil {
+					first.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}(i)
+	}
+	wg.Wait()
+	if err, ok := first.Load().(error); ok {
+		return 0, err
+	}
+	return float64(n.Load()) / time.Since(start).Seconds(), nil
+}
+
+func randomSuffix() string {
+	b := make([]byte, 4)
+	rand.Read(b)
+	const hexd = "0123456789abcdef"
+	out := make([]byte, 8)
+	for i, c := range b {
+		out[2*i], out[2*i+1] = hexd[c>>4], hexd[c&15]
+	}
+	return string(out)
+}

@@ -1,0 +1,174 @@
+// Package bench holds the benchmarks behind `tacline bench hsm` and
+// `tacline bench provision`: each measures tacline against a baseline taken
+// in the same run on the same machine (raw HSM signatures), so that the
+// ratio, not the absolute figure, is what is compared across machines.
+package bench
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/pgadmin"
+)
+
+// ProvisionOptions configure Provision.
+type ProvisionOptions struct {
+	Bin         string // the tacline binary (server process)
+	Dir         string // working directory (replaced)
+	Stations    int
+	Duration    time.Duration
+	Driver      store.Dialect
+	AdminDSN    string  // PostgreSQL server for a throwaway database
+	OfferedRate float64 // devices/s; 0: closed loop
+	CPUProfile  string  // if set, the server writes a CPU profile here
+	Log         io.Writer
+}
+
+// ProvisionResult is printed by `tacline bench provision --json`.
+type ProvisionResult struct {
+	DB                    string         `json:"db"`
+	Stations              int            `json:"stations"`
+	OfferedRate           float64        `json:"offered_rate,omitempty"`
+	Devices               int            `json:"devices"`
+	DevicesPerSecond      float64        `json:"devices_per_second"`
+	P50ms                 float64        `json:"p50_ms"`
+	P99ms                 float64        `json:"p99_ms"`
+	Errors                int            `json:"errors"`
+	ErrorsByCode          map[string]int `json:"errors_by_code,omitempty"`
+	ServerCPUusPerDevice  float64        `json:"server_cpu_us_per_device"`
+	RawHSMSignPerSecond   float64        `json:"raw_hsm_sign_per_second"`
+	RatioToRawSign        float64        `json:"ratio_to_raw_sign"`
+	DurationSeconds       float64        `json:"duration_seconds"`
+	LedgerOK              bool           `json:"ledger_ok"`
+	ServerCPUSecondsTotal float64        `json:"server_cpu_seconds"`
+}
+
+// Provision sets up a fresh environment, measures raw HSM signing on its
+// token, runs the server as a separate process and drives it with the
+// station load generator over mutual TLS for the duration.
+func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error) {
+	if o.Stations < 1 {
+		o.Stations = 64
+	}
+	if o.Driver == "" {
+		o.Driver = store.SQLite
+	}
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw}
+	if o.Driver == store.Postgres {
+		dsn, drop, err := pgadmin.CreateDatabase(ctx, o.AdminDSN)
+		if err != nil {
+			return nil, err
+		}
+		defer drop()
+		opts.DSN = dsn
+	}
+	env, err := devenv.Setup(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	res := &ProvisionResult{DB: string(o.Driver), Stations: o.Stations, OfferedRate: o.OfferedRate}
+
+	// Raw signing on the same token, before the server opens it.
+	tok, err := hsm.Open(env.Config.HSM)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := tok.Signer("tacline-device-ca-1")
+	if err == nil {
+		res.RawHSMSignPerSecond, err = hsm.BenchSign(ctx, signer, 2, 3*time.Second)
+	}
+	tok.Close()
+	if err != nil {
+		return nil, err
+	}
+
+	var extra []string
+	if o.CPUProfile != "" {
+		extra = append(extra, "--cpuprofile", o.CPUProfile)
+	}
+	proc, err := devenv.StartServer(ctx, o.Bin, env.ConfigPath, filepath.Join(env.Dir, "server.log"), extra...)
+	if err != nil {
+		return nil, err
+	}
+	defer proc.Kill()
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	// Warm up connections and caches, then measure.
+	if _, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Creds: creds.Stations, Stations: o.Stations, Duration: time.Second, RunID: "warmup"}); err != nil {
+		return nil, fmt.Errorf("warm-up: %w", err)
+	}
+	cpu0, err := processCPU(proc.Cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Creds: creds.Stations, Stations: o.Stations, Duration: o.Duration, OfferedRate: o.OfferedRate})
+	cpu1, cerr := processCPU(proc.Cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	if cerr != nil {
+		return nil, cerr
+	}
+	if err := proc.Stop(30 * time.Second); err != nil {
+		return nil, err
+	}
+	res.Devices, res.DevicesPerSecond, res.P50ms, res.P99ms = sum.Devices, sum.DevicesPerSecond, sum.P50ms, sum.P99ms
+	res.Errors, res.ErrorsByCode, res.DurationSeconds = sum.Failed, sum.ErrorsByCode, sum.ElapsedSeconds
+	res.ServerCPUSecondsTotal = (cpu1 - cpu0).Seconds()
+	if sum.Devices > 0 {
+		res.ServerCPUusPerDevice = float64((cpu1 - cpu0).Microseconds()) / float64(sum.Devices)
+	}
+	if res.RawHSMSignPerSecond > 0 {
+		res.RatioToRawSign = res.DevicesPerSecond / res.RawHSMSignPerSecond
+	}
+	db, err := store.Open(ctx, env.Config.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rep, err := db.Check(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.LedgerOK = rep.OK()
+	return res, nil
+}
+
+// processCPU returns a process's user+system CPU time from /proc.
+func processCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
+	}
+	f := strings.Fields(s[i+2:])
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc/%d/stat", pid)
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	const clkTck = 100 // USER_HZ on Linux
+	return time.Duration(ut+st) * time.Second / clkTck, nil
+}

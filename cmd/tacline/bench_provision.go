@@ -1,0 +1,104 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/bench"
+	"github.com/tacline/tacline/store"
+)
+
+func init() {
+	benchCommands = append(benchCommands, newBenchProvisionCmd, newBenchHSMCmd)
+}
+
+func newBenchProvisionCmd() *cobra.Command {
+	var o bench.ProvisionOptions
+	var driver string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "provision",
+		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			o.Driver = store.Dialect(driver)
+			if o.Driver != store.SQLite && o.Driver != store.Postgres {
+				return fmt.Errorf("--db must be sqlite or postgres")
+			}
+			bin, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			o.Bin, o.AdminDSN = bin, defaultAdminDSN()
+			if o.Dir == "" {
+				o.Dir = filepath.Join("var", "bench-provision")
+			}
+			if !asJSON {
+				o.Log = cmd.ErrOrStderr()
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			res, err := bench.Provision(ctx, o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s, %d stations: %d devices in %.1fs = %.0f devices/s, p50 %.1f ms, p99 %.1f ms, %d errors\n",
+				res.DB, res.Stations, res.Devices, res.DurationSeconds, res.DevicesPerSecond, res.P50ms, res.P99ms, res.Errors)
+			fmt.Fprintf(cmd.OutOrStdout(), "server CPU %.0f us/device; raw HSM P-256 signs %.0f/s (same token, same run); ledger ok %v\n",
+				res.ServerCPUusPerDevice, res.RawHSMSignPerSecond, res.LedgerOK)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.IntVar(&o.Stations, "stations", 64, "concurrent stations")
+	f.DurationVar(&o.Duration, "duration", 10*time.Second, "measured duration")
+	f.StringVar(&driver, "db", "sqlite", "sqlite or postgres")
+	f.Float64Var(&o.OfferedRate, "rate", 0, "offered devices/s over all stations (0: closed loop)")
+	f.StringVar(&o.Dir, "dir", "", "working directory, replaced (default var/bench-provision)")
+	f.StringVar(&o.CPUProfile, "cpuprofile", "", "have the server write a CPU profile of the run to this file")
+	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
+
+func newBenchHSMCmd() *cobra.Command {
+	var o bench.HSMOptions
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "hsm",
+		Short: "Raw HSM P-256 signatures against full issuances (CSR check, build, lint, sign, verify), same workers, same run",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if path, _ := cmd.Flags().GetString("config"); cmd.Flags().Changed("config") {
+				cfg, err := loadConfig(cmd)
+				if err != nil {
+					return fmt.Errorf("%s: %w", path, err)
+				}
+				o.Config = &cfg.HSM
+			}
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			res, err := bench.HSM(ctx, o)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			for _, w := range []int{1, 2, 4} {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d workers: raw sign %.0f/s, issuance %.0f/s\n", w, res.RawSignPerSecond[w], res.IssuancePerSecond[w])
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "ratio issuance/raw at %d workers: %.3f\n", res.BestWorkers, res.Ratio)
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&o.Duration, "duration", 3*time.Second, "duration of each measurement")
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
