@@ -6,13 +6,17 @@
 //   - [Device], a simulated device that makes its own key and CSR, as a
 //     device's secure element would, and answers authenticity challenges;
 //   - [VerifyIssued], the checks a station runs on every identity the server
-//     returns before it programs it into a device;
+//     returns before it programs it into a device, and [Verifier], the same
+//     checks with each issuer chain verified once per run;
+//   - [LoadCreds], the station credentials directory that `tacline station
+//     enroll` writes;
 //   - [Simulate] and [Load], the line simulator and the provisioning load
 //     generator behind `tacline station simulate` and `tacline bench
 //     provision`.
 //
-// It imports only the API's wire types (api/wire), imei and tacerr, never
-// the server packages, so a station build carries none of the server.
+// Of tacline it imports only the API's wire types (api/wire), imei and
+// tacerr (besides the standard library, progressbar and x/term), never the
+// server packages, so a station build carries none of the server.
 //
 // The package promises:
 //
