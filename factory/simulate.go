@@ -1,6 +1,7 @@
 package factory
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -10,6 +11,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -77,6 +79,12 @@ type LoadConfig struct {
 	// answered).
 	OfferedRate float64
 	IMEICount   int
+	// Pregenerate devices (keys and CSRs) are made before the clock starts,
+	// spread over the stations: on a real line each device makes its key in
+	// its own secure element, not on the station's CPU, so a benchmark
+	// keeps that work out of the measured window. Devices beyond it are
+	// made during the run.
+	Pregenerate int
 	RunID       string
 	Client      ClientTuning
 }
@@ -136,6 +144,9 @@ func Load(ctx context.Context, cfg LoadConfig) (Summary, error) {
 		return Summary{}, err
 	}
 	defer e.close()
+	if err := e.pregenerate(ctx, cfg.Pregenerate); err != nil {
+		return Summary{}, err
+	}
 	stop := make(chan struct{})
 	t := time.AfterFunc(cfg.Duration, func() { close(stop) })
 	defer t.Stop()
@@ -165,6 +176,9 @@ func (cfg LoadConfig) validate() error {
 	}
 	if cfg.Stations < 0 {
 		return tacerr.Field(tacerr.InvalidInput, "stations", "must not be negative, got %d", cfg.Stations)
+	}
+	if cfg.Pregenerate < 0 {
+		return tacerr.Field(tacerr.InvalidInput, "pregenerate", "must not be negative, got %d", cfg.Pregenerate)
 	}
 	if cfg.Duration <= 0 {
 		return tacerr.Field(tacerr.InvalidInput, "duration", "must be positive, got %s", cfg.Duration)
@@ -236,7 +250,70 @@ type worker struct {
 	creds  StationCreds
 	client *Client
 	pools  []PoolRange
-	prefix string // device serial prefix
+	prefix string       // device serial prefix
+	ready  []madeDevice // devices made before the run, for sequence numbers 1..len
+}
+
+// serial is the device serial of the worker's seq-th device.
+func (w *worker) serial(seq int) string { return fmt.Sprintf("%s%06d", w.prefix, seq) }
+
+// madeDevice is a device with its CSR, ready to be provisioned.
+type madeDevice struct {
+	dev *Device
+	csr []byte
+}
+
+func makeDevice(serial string) (*Device, []byte, error) {
+	dev, err := NewDevice(serial)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := dev.CSR()
+	if err != nil {
+		return nil, nil, err
+	}
+	return dev, csr, nil
+}
+
+// pregenerate makes n devices (keys and CSRs) spread over the workers,
+// using every CPU.
+func (e *engine) pregenerate(ctx context.Context, n int) error {
+	if n <= 0 {
+		return nil
+	}
+	per := (n + len(e.workers) - 1) / len(e.workers)
+	jobs := make(chan *worker)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Go(func() {
+			for w := range jobs {
+				w.ready = make([]madeDevice, per)
+				for i := range w.ready {
+					dev, csr, err := makeDevice(w.serial(i + 1))
+					if err != nil {
+						mu.Lock()
+						firstErr = cmp.Or(firstErr, err)
+						mu.Unlock()
+						return
+					}
+					w.ready[i] = madeDevice{dev, csr}
+				}
+			}
+		})
+	}
+	for _, w := range e.workers {
+		if ctx.Err() != nil {
+			break
+		}
+		jobs <- w
+	}
+	close(jobs)
+	wg.Wait()
+	return cmp.Or(firstErr, ctx.Err())
 }
 
 func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
@@ -412,17 +489,19 @@ func (e *engine) run(ctx context.Context, more func(*worker, int) bool, stop <-c
 // device provisions one device; false means the worker must stop (paced
 // start after stop, or cancellation).
 func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan struct{}) bool {
-	serial := fmt.Sprintf("%s%06d", w.prefix, seq)
-	dev, err := NewDevice(serial)
-	if err != nil {
-		e.setFatal(err)
-		return false
+	var dev *Device
+	var csr []byte
+	if seq <= len(w.ready) {
+		dev, csr = w.ready[seq-1].dev, w.ready[seq-1].csr
+		w.ready[seq-1] = madeDevice{} // let it be collected
+	} else {
+		var err error
+		if dev, csr, err = makeDevice(w.serial(seq)); err != nil {
+			e.setFatal(err)
+			return false
+		}
 	}
-	csr, err := dev.CSR()
-	if err != nil {
-		e.setFatal(err)
-		return false
-	}
+	serial := dev.Serial()
 	begin := time.Now()
 	if e.cfg.rate > 0 {
 		i := e.slot.Add(1) - 1

@@ -368,12 +368,14 @@ func TestSimulateRefuses(t *testing.T) {
 func TestLoad(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
-		name    string
-		workers int
-		rate    float64
+		name        string
+		workers     int
+		rate        float64
+		pregenerate int
 	}{
 		{name: "closed loop, 4 stations on 2 identities", workers: 4},
 		{name: "offered rate", workers: 3, rate: 200},
+		{name: "pregenerated devices, then made during the run", workers: 3, pregenerate: 7},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -383,7 +385,7 @@ func TestLoad(t *testing.T) {
 			srv := pki.serve(t, ls)
 			sum, err := Load(context.Background(), LoadConfig{
 				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-				Creds: pki.stations(t, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate,
+				Creds: pki.stations(t, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate, Pregenerate: tc.pregenerate,
 			})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
@@ -398,8 +400,18 @@ func TestLoad(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Load(context.Background(), LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}}); tacerr.CodeOf(err) != tacerr.InvalidInput {
-		t.Errorf("zero duration: err = %v, want invalid_input", err)
+	for _, bad := range []struct {
+		name  string
+		cfg   LoadConfig
+		field string
+	}{
+		{"zero duration", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}}, "duration"},
+		{"negative pregenerate", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
+		{"negative stations", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Stations: -1}, "stations"},
+	} {
+		if _, err := Load(context.Background(), bad.cfg); tacerr.CodeOf(err) != tacerr.InvalidInput || !strings.Contains(err.Error(), bad.field) {
+			t.Errorf("%s: err = %v, want invalid_input on %s", bad.name, err, bad.field)
+		}
 	}
 }
 
