@@ -1,7 +1,8 @@
 package api
 
 import (
-	"encoding/pem"
+	"encoding/base64"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
@@ -12,11 +13,29 @@ import (
 
 // Conversions from the provisioner's types to the wire types.
 
+// certPEM encodes a certificate as PEM, byte for byte what
+// pem.EncodeToMemory writes, in a fraction of its time (it is on the path of
+// every provisioning answer).
 func certPEM(der []byte) string {
 	if len(der) == 0 {
 		return ""
 	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	const head, tail = "-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n"
+	n := base64.StdEncoding.EncodedLen(len(der))
+	enc := make([]byte, n)
+	base64.StdEncoding.Encode(enc, der)
+	var b strings.Builder
+	b.Grow(len(head) + n + (n+63)/64 + len(tail))
+	b.WriteString(head)
+	for len(enc) > 64 {
+		b.Write(enc[:64])
+		b.WriteByte('\n')
+		enc = enc[64:]
+	}
+	b.Write(enc)
+	b.WriteByte('\n')
+	b.WriteString(tail)
+	return b.String()
 }
 
 func issuedResponse(iss *provisioner.Issued) wire.ProvisionResponse {

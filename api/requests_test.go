@@ -404,3 +404,22 @@ type nopWriter struct{}
 func (nopWriter) Header() http.Header         { return http.Header{} }
 func (nopWriter) Write(b []byte) (int, error) { return len(b), nil }
 func (nopWriter) WriteHeader(int)             {}
+
+// FuzzCertPEM: certPEM writes exactly what encoding/pem writes.
+func FuzzCertPEM(f *testing.F) {
+	for _, n := range []int{1, 2, 3, 47, 48, 49, 96, 500, 1024} {
+		f.Add(bytes.Repeat([]byte{0xa5}, n))
+	}
+	f.Fuzz(func(t *testing.T, der []byte) {
+		if len(der) == 0 {
+			if certPEM(der) != "" {
+				t.Fatal("empty DER gave PEM")
+			}
+			return
+		}
+		want := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+		if got := certPEM(der); got != want {
+			t.Fatalf("certPEM(%x) =\n%s\nwant\n%s", der, got, want)
+		}
+	})
+}
