@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -434,5 +435,44 @@ func TestSerialPrefix(t *testing.T) {
 		if !strings.HasSuffix(p, fmt.Sprintf("-0123456789abcdef-%d-", tc.worker)) {
 			t.Errorf("%s: prefix %q lost the run id or worker", tc.name, p)
 		}
+	}
+}
+
+func TestSimulateInterrupted(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	ls := newLineServer(t, pki)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var mu sync.Mutex
+	n := 0
+	srv := pki.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ls.ServeHTTP(w, r)
+		if r.URL.Path == wire.PathProvision {
+			mu.Lock()
+			if n++; n == 3 {
+				cancel() // the operator presses ^C
+			}
+			mu.Unlock()
+		}
+	}))
+	progress, err := os.Create(filepath.Join(t.TempDir(), "progress"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer progress.Close()
+	sum, err := Simulate(ctx, SimConfig{
+		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+		Stations: pki.stations(t, 1, "widget"), DevicesPerStation: 50, Progress: progress,
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
+	if sum.Devices < 2 || sum.Devices > 3 || sum.Failed != 0 {
+		t.Errorf("summary = %+v, want the 2 or 3 devices answered before ^C and no failure", sum)
+	}
+	// Progress is a file, not a terminal: no progress bar in it.
+	if st, err := progress.Stat(); err != nil || st.Size() != 0 {
+		t.Errorf("progress file has %d bytes (%v), want none", st.Size(), err)
 	}
 }
