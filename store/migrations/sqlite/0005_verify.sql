@@ -1,0 +1,29 @@
+-- Authenticity checks and revocation (sqlite): single-use challenge nonces
+-- shared by every replica, and one CRL per device issuer with its
+-- monotonic CRL number. Times are Unix microseconds, UTC.
+
+-- +goose Up
+CREATE TABLE challenges (
+    nonce      BLOB    PRIMARY KEY,
+    client     TEXT    NOT NULL DEFAULT '', -- who asked (actor or client address)
+    created_at INTEGER NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+);
+CREATE INDEX challenges_expiry ON challenges (expires_at);
+
+-- number is the last CRL number handed out for the issuer; the other
+-- columns hold the latest CRL published (published <= number).
+CREATE TABLE crls (
+    issuer_key_id TEXT    PRIMARY KEY,
+    number        INTEGER NOT NULL,
+    published     INTEGER NOT NULL DEFAULT 0,
+    revoked       INTEGER NOT NULL DEFAULT 0, -- entries in the published CRL
+    this_update   INTEGER NOT NULL DEFAULT 0,
+    next_update   INTEGER NOT NULL DEFAULT 0,
+    der           BLOB
+);
+
+-- +goose Down
+DROP TABLE crls;
+DROP TABLE challenges;

@@ -1,0 +1,144 @@
+package verify
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/pem"
+	"strings"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Limits of a request.
+const (
+	MaxChainCerts     = 8
+	MaxChainBytes     = 32 << 10
+	MaxNonceBytes     = 64
+	MinNonceBytes     = 16
+	MaxSignatureBytes = 256
+)
+
+// Request is the body of POST /v1/verify: the IMEI the device claims, its
+// chain (PEM, device certificate first), the challenge nonce (hex) and the
+// device's signature over it (base64 of the DER bytes).
+type Request struct {
+	IMEI      string `json:"imei"`
+	Chain     string `json:"chain"`
+	Nonce     string `json:"nonce"`
+	Signature string `json:"signature"`
+}
+
+// Parse checks the request's form and decodes it. Errors name the field
+// (imei, chain, nonce, signature) and say what to send instead.
+func (r Request) Parse() (Input, error) {
+	m, err := ParseIMEI(r.IMEI)
+	if err != nil {
+		return Input{}, err
+	}
+	chain, err := ParseChainPEM([]byte(r.Chain))
+	if err != nil {
+		return Input{}, err
+	}
+	nonce, err := ParseNonce(r.Nonce)
+	if err != nil {
+		return Input{}, err
+	}
+	s := strings.TrimSpace(r.Signature)
+	if s == "" {
+		return Input{}, tacerr.Field(tacerr.InvalidInput, "signature", "is required: base64 of the device's DER ECDSA signature over the nonce bytes")
+	}
+	if len(s) > base64.StdEncoding.EncodedLen(MaxSignatureBytes) {
+		return Input{}, tacerr.Field(tacerr.InvalidInput, "signature", "is longer than an ECDSA signature can be (%d bytes at most)", MaxSignatureBytes)
+	}
+	sig, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return Input{}, tacerr.Field(tacerr.InvalidInput, "signature", "is not standard base64 (%v): send base64 of the DER signature bytes", err)
+	}
+	return Input{IMEI: m, Chain: chain, Nonce: nonce, Signature: sig}, nil
+}
+
+// ParseIMEI parses the claimed IMEI: 15 digits with a correct check digit
+// (14 digits are accepted too, as a modem may report them).
+func ParseIMEI(s string) (imei.IMEI, error) {
+	m, err := imei.Parse(strings.TrimSpace(s))
+	if err != nil {
+		if e, ok := tacerr.As(err); ok {
+			return imei.IMEI{}, tacerr.Field(tacerr.InvalidIMEI, "imei", "%s", e.Message)
+		}
+		return imei.IMEI{}, tacerr.Field(tacerr.InvalidIMEI, "imei", "%v", err)
+	}
+	return m, nil
+}
+
+// ParseNonce decodes a hex nonce of 16 to 64 bytes.
+func ParseNonce(s string) ([]byte, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "nonce", "is required: the hex nonce of a challenge (POST /v1/challenges)")
+	}
+	if len(s) > 2*MaxNonceBytes {
+		return nil, tacerr.Field(tacerr.InvalidInput, "nonce", "is longer than %d bytes; give the challenge's nonce as issued", MaxNonceBytes)
+	}
+	b, err := hex.DecodeString(s)
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "nonce", "is not hexadecimal (%v); give the challenge's nonce as issued", err)
+	}
+	if len(b) < MinNonceBytes {
+		return nil, tacerr.Field(tacerr.InvalidInput, "nonce", "has %d bytes; a challenge nonce has at least %d", len(b), MinNonceBytes)
+	}
+	return b, nil
+}
+
+// ParseChainPEM decodes a chain of PEM CERTIFICATE blocks (device
+// certificate first). Anything else in the text, an undecodable
+// certificate, more than MaxChainCerts certificates or an empty chain is an
+// error naming the field chain and the certificate's position.
+func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
+	if len(data) > MaxChainBytes {
+		return nil, tacerr.Field(tacerr.InvalidInput, "chain", "is larger than %d bytes; give the device certificate and its issuers only", MaxChainBytes)
+	}
+	rest := bytes.TrimSpace(data)
+	var out []*x509.Certificate
+	for len(rest) > 0 {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d: not a PEM block (expected -----BEGIN CERTIFICATE-----)", len(out)+1)
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d: PEM block %q, expected CERTIFICATE", len(out)+1, b.Type)
+		}
+		if len(out) == MaxChainCerts {
+			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "has more than %d certificates; give the device certificate and its issuers only", MaxChainCerts)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d does not parse: %v", len(out)+1, err)
+		}
+		out = append(out, c)
+		rest = bytes.TrimSpace(rest)
+	}
+	if len(out) == 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "chain", "holds no certificate: give the device certificate first, then its issuers, as PEM")
+	}
+	return out, nil
+}
+
+// ParseCRL decodes one CRL, PEM ("X509 CRL") or DER.
+func ParseCRL(data []byte) (*x509.RevocationList, error) {
+	der := data
+	if b, _ := pem.Decode(bytes.TrimSpace(data)); b != nil {
+		if b.Type != "X509 CRL" {
+			return nil, tacerr.Field(tacerr.InvalidInput, "crl", "PEM block %q, expected X509 CRL", b.Type)
+		}
+		der = b.Bytes
+	}
+	l, err := x509.ParseRevocationList(der)
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "crl", "does not parse as a CRL (DER or PEM): %v", err)
+	}
+	return l, nil
+}

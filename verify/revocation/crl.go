@@ -1,0 +1,141 @@
+// Package revocation publishes the revocation status of device
+// certificates: one RFC 5280 CRL per device issuer, signed by the issuer's
+// key in the HSM with a CRL number that only grows (allocated in the
+// ledger, so replicas never reuse one), and RFC 6960 OCSP responses signed
+// by the issuer's key.
+//
+// The Publisher keeps the ledger's CRLs fresh: it regenerates an issuer's
+// CRL shortly after revocations (debounced, so a burst of revocations makes
+// one CRL) and before the current CRL's nextUpdate. Every replica may run
+// one; the ledger keeps the highest-numbered CRL.
+package revocation
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/hex"
+	"math/big"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Config tunes CRLs and OCSP responses.
+type Config struct {
+	// NextUpdate is how long a CRL or OCSP response is valid (nextUpdate =
+	// thisUpdate + NextUpdate); CRLs are regenerated at half-life.
+	NextUpdate time.Duration `yaml:"next_update"`
+	// Debounce is how long the publisher waits after it sees a revocation
+	// before it signs a new CRL (later revocations join the same CRL).
+	Debounce time.Duration `yaml:"debounce"`
+	// Poll is how often the publisher looks for revocations in the ledger.
+	Poll time.Duration `yaml:"poll"`
+}
+
+// DefaultConfig: CRLs valid for 24 h, regenerated 1 s after a revocation
+// is seen, revocations looked for every 2 s.
+func DefaultConfig() Config {
+	return Config{NextUpdate: 24 * time.Hour, Debounce: time.Second, Poll: 2 * time.Second}
+}
+
+// Validate names the first wrong field (under "revocation.").
+func (c Config) Validate() error {
+	switch {
+	case c.NextUpdate < time.Minute:
+		return tacerr.Field(tacerr.InvalidConfig, "revocation.next_update", "must be at least 1m (default 24h), got %s", c.NextUpdate)
+	case c.Debounce < 0:
+		return tacerr.Field(tacerr.InvalidConfig, "revocation.debounce", "must not be negative (default 1s)")
+	case c.Poll < 10*time.Millisecond:
+		return tacerr.Field(tacerr.InvalidConfig, "revocation.poll", "must be at least 10ms (default 2s), got %s", c.Poll)
+	}
+	return nil
+}
+
+// Issuer is a device issuer whose key can sign CRLs and OCSP responses.
+type Issuer struct {
+	KeyID  string // hex subjectKeyIdentifier: the CRL's name
+	Cert   *x509.Certificate
+	Signer crypto.Signer
+}
+
+// LoadIssuers returns every device issuer of the ledger with a certificate
+// and a key that signerFor finds (an HSM label lookup). An issuer whose key
+// is gone is skipped: it can no longer sign.
+func LoadIssuers(ctx context.Context, db *store.DB, signerFor func(label string) (crypto.Signer, error)) ([]Issuer, error) {
+	recs, err := db.Issuers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []Issuer
+	for _, r := range recs {
+		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
+			continue
+		}
+		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.Internal, err, "certificate of issuer %s", r.Label)
+		}
+		s, err := signerFor(r.Label)
+		if err != nil {
+			continue
+		}
+		out = append(out, Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: s})
+	}
+	if len(out) == 0 {
+		return nil, tacerr.New(tacerr.InvalidConfig, "no device issuer with a key in the HSM: run the key ceremony first (`tacline ca init --dev`)")
+	}
+	return out, nil
+}
+
+// Entry is one revoked certificate.
+type Entry struct {
+	SerialHex string
+	At        time.Time
+	Reason    string // tacline reason (stolen, cloned, compromised, superseded, other, cessationOfOperation)
+}
+
+// ReasonCode maps a tacline revocation reason to its RFC 5280 CRLReason.
+func ReasonCode(reason string) int {
+	switch reason {
+	case "stolen", "cloned", "compromised", "keyCompromise":
+		return 1 // keyCompromise
+	case "superseded":
+		return 4
+	case "cessationOfOperation", "scrapped":
+		return 5
+	}
+	return 0 // unspecified: no reasonCode extension
+}
+
+// BuildCRL signs a CRL of issuer with the given number and times; entries
+// streams the revoked certificates.
+func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entries func(fn func(Entry) error) error) ([]byte, int64, error) {
+	var list []x509.RevocationListEntry
+	err := entries(func(e Entry) error {
+		b, err := hex.DecodeString(e.SerialHex)
+		if err != nil {
+			return tacerr.Wrap(tacerr.LedgerInvariant, err, "revoked certificate serial %q is not hex", e.SerialHex)
+		}
+		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: ReasonCode(e.Reason)})
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number:                    big.NewInt(number),
+		ThisUpdate:                thisUpdate.UTC(),
+		NextUpdate:                nextUpdate.UTC(),
+		RevokedCertificateEntries: list,
+		ExtraExtensions:           []pkix.Extension{},
+	}, iss.Cert, iss.Signer)
+	if err != nil {
+		return nil, 0, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the CRL of issuer %s", iss.KeyID)
+	}
+	return der, int64(len(list)), nil
+}

@@ -1,0 +1,218 @@
+package revocation
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Publisher makes and keeps the issuers' CRLs in the ledger.
+type Publisher struct {
+	db      *store.DB
+	issuers []Issuer
+	cfg     Config
+	log     *slog.Logger
+	now     func() time.Time
+
+	mu   sync.Mutex // one CRL at a time per publisher
+	wake chan struct{}
+}
+
+// NewPublisher returns a publisher for issuers over the ledger db.
+func NewPublisher(db *store.DB, issuers []Issuer, cfg Config, log *slog.Logger) (*Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Publisher{db: db, issuers: issuers, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1)}, nil
+}
+
+// Issuers returns the issuers the publisher signs for.
+func (p *Publisher) Issuers() []Issuer { return p.issuers }
+
+// Issuer returns the issuer with a key id.
+func (p *Publisher) Issuer(keyID string) (Issuer, bool) {
+	for _, is := range p.issuers {
+		if is.KeyID == keyID {
+			return is, true
+		}
+	}
+	return Issuer{}, false
+}
+
+// Publish makes, signs and stores a new CRL of one issuer and returns it.
+func (p *Publisher) Publish(ctx context.Context, keyID string) (*store.CRLRecord, error) {
+	iss, ok := p.Issuer(keyID)
+	if !ok {
+		return nil, tacerr.Field(tacerr.NotFound, "issuer", "no device issuer with key id %s: see `tacline ca list`", keyID)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	number, err := p.db.NextCRLNumber(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	snapshot := p.now()
+	this := snapshot.Truncate(time.Second)
+	next := this.Add(p.cfg.NextUpdate)
+	der, n, err := BuildCRL(iss, number, this, next, func(fn func(Entry) error) error {
+		return p.db.RevokedCertificates(ctx, keyID, func(serial string, at time.Time, reason string) error {
+			return fn(Entry{SerialHex: serial, At: at, Reason: reason})
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	rec := store.CRLRecord{IssuerKeyID: keyID, Number: number, Revoked: n, ThisUpdate: snapshot.UnixMicro(), NextUpdate: next.UnixMicro(), DER: der}
+	saved, err := p.db.SaveCRL(ctx, rec)
+	if err != nil {
+		return nil, err
+	}
+	if !saved {
+		// Another replica published a newer CRL meanwhile: serve that.
+		latest, err := p.db.LatestCRL(ctx, keyID)
+		if err != nil || latest == nil {
+			return &rec, err
+		}
+		return latest, nil
+	}
+	p.log.Info("CRL published", "issuer", keyID, "number", number, "revoked", n, "next_update", next)
+	return &rec, nil
+}
+
+// CRL returns the current CRL of an issuer, publishing one first when
+// there is none or it is past half its life.
+func (p *Publisher) CRL(ctx context.Context, keyID string) (*store.CRLRecord, error) {
+	if _, ok := p.Issuer(keyID); !ok {
+		return nil, tacerr.Field(tacerr.NotFound, "issuer", "no CRL for issuer key id %q: CRLs are named by the device issuer's key id (`tacline ca list`)", keyID)
+	}
+	rec, err := p.db.LatestCRL(ctx, keyID)
+	if err != nil {
+		return nil, err
+	}
+	if rec != nil && !p.halfLife(rec) {
+		return rec, nil
+	}
+	return p.Publish(ctx, keyID)
+}
+
+func (p *Publisher) halfLife(rec *store.CRLRecord) bool {
+	mid := rec.ThisUpdate + (rec.NextUpdate-rec.ThisUpdate)/2
+	return p.now().UnixMicro() >= mid
+}
+
+// stale reports whether an issuer's CRL misses revocations or nears its
+// nextUpdate.
+func (p *Publisher) stale(ctx context.Context, keyID string, mark store.RevocationMark) (bool, error) {
+	rec, err := p.db.LatestCRL(ctx, keyID)
+	if err != nil {
+		return false, err
+	}
+	if rec == nil || p.halfLife(rec) {
+		return true, nil
+	}
+	return mark.Count != rec.Revoked || (!mark.Last.IsZero() && mark.Last.UnixMicro() > rec.ThisUpdate), nil
+}
+
+// Refresh publishes every issuer's CRL that is stale and returns how many
+// it published.
+func (p *Publisher) Refresh(ctx context.Context) (int, error) {
+	marks, err := p.db.RevocationMarks(ctx)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, iss := range p.issuers {
+		st, err := p.stale(ctx, iss.KeyID, marks[iss.KeyID])
+		if err != nil {
+			return n, err
+		}
+		if !st {
+			continue
+		}
+		if _, err := p.Publish(ctx, iss.KeyID); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// Trigger asks a running publisher to look for revocations now.
+func (p *Publisher) Trigger() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run keeps the CRLs fresh until ctx ends: it looks for revocations every
+// Poll (or when triggered), waits Debounce once it sees one, then publishes
+// the stale CRLs. Errors are logged and retried at the next poll.
+func (p *Publisher) Run(ctx context.Context) {
+	t := time.NewTicker(p.cfg.Poll)
+	defer t.Stop()
+	for {
+		marks, err := p.db.RevocationMarks(ctx)
+		stale := false
+		if err == nil {
+			for _, iss := range p.issuers {
+				var s bool
+				if s, err = p.stale(ctx, iss.KeyID, marks[iss.KeyID]); err != nil || s {
+					stale = s
+					break
+				}
+			}
+		}
+		if err == nil && stale {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(p.cfg.Debounce):
+			}
+			_, err = p.Refresh(ctx)
+		}
+		if err != nil && ctx.Err() == nil {
+			p.log.Warn("CRL refresh failed; retrying", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-p.wake:
+		}
+	}
+}
+
+// WriteAll publishes a fresh CRL of every issuer and writes each to
+// dir/<key-id>.crl (DER), atomically. It returns the records written.
+func (p *Publisher) WriteAll(ctx context.Context, dir string) ([]*store.CRLRecord, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "output", "cannot create %s: %v", dir, err)
+	}
+	var out []*store.CRLRecord
+	for _, iss := range p.issuers {
+		rec, err := p.Publish(ctx, iss.KeyID)
+		if err != nil {
+			return out, err
+		}
+		path := filepath.Join(dir, iss.KeyID+".crl")
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, rec.DER, 0o644); err != nil {
+			return out, tacerr.Field(tacerr.InvalidInput, "output", "write %s: %v", tmp, err)
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			return out, tacerr.Field(tacerr.InvalidInput, "output", "write %s: %v", path, err)
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}
