@@ -209,7 +209,8 @@ func TestDeliveryResults(t *testing.T) {
 				{"tacline_register_results_total", "accepted", 3},
 				{"tacline_register_results_total", "conflict", 1},
 				{"tacline_register_clone_alerts", "", 1},
-				{"tacline_register_outbox_events", "acknowledged", 3},
+				{"tacline_register_outbox_events", "rejected", 1},
+				{"tacline_register_outbox_events", "pending", 0},
 				{"tacline_register_lag_seconds", "", 0},
 			} {
 				if got := metricValue(t, reg, tc.name, tc.label); got != tc.want {

@@ -52,7 +52,11 @@ type Ack struct {
 }
 
 const (
-	sqlCounts     = `SELECT state, COUNT(*) FROM register_outbox GROUP BY state`
+	// The counts use the partial indexes of each state; the acknowledged
+	// count, which grows forever, is left out of metrics scrapes.
+	sqlOpenCounts = `SELECT state, COUNT(*) FROM register_outbox WHERE state IN ('pending', 'sent') GROUP BY state`
+	sqlRejected   = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected'`
+	sqlAcked      = `SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged'`
 	sqlOldestOpen = `SELECT created_at, last_error FROM register_outbox WHERE state IN ('pending', 'sent') ORDER BY id LIMIT 1`
 	sqlLastError  = `SELECT last_error FROM register_outbox WHERE state IN ('pending', 'sent') AND last_error <> '' ORDER BY id DESC LIMIT 1`
 	sqlClones     = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected' AND clone_alert = 1`
@@ -63,13 +67,17 @@ WHERE state = 'acknowledged' ORDER BY done_at DESC, id DESC LIMIT 1`
 )
 
 // Status reads the outbox's delivery state.
-func Status(ctx context.Context, db *store.DB) (Report, error) {
-	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateAcknowledged: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
+func Status(ctx context.Context, db *store.DB) (Report, error) { return status(ctx, db, true) }
+
+// status reads the delivery state; withAcked adds the count of
+// acknowledged rows (a count over the whole delivery history).
+func status(ctx context.Context, db *store.DB, withAcked bool) (Report, error) {
+	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
 	q := db.Reader()
 	fail := func(err error) (Report, error) {
 		return r, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox status")
 	}
-	rows, err := q.QueryContext(ctx, sqlCounts)
+	rows, err := q.QueryContext(ctx, sqlOpenCounts)
 	if err != nil {
 		return fail(err)
 	}
@@ -86,6 +94,17 @@ func Status(ctx context.Context, db *store.DB) (Report, error) {
 		return fail(err)
 	}
 	r.Pending = r.Counts[StatePending] + r.Counts[StateSent]
+	countOf := map[string]string{StateRejected: sqlRejected}
+	if withAcked {
+		countOf[StateAcknowledged] = sqlAcked
+	}
+	for state, query := range countOf {
+		var n int64
+		if err := q.QueryRowContext(ctx, query).Scan(&n); err != nil {
+			return fail(err)
+		}
+		r.Counts[state] = n
+	}
 	var created int64
 	var lastErr string
 	switch err := q.QueryRowContext(ctx, sqlOldestOpen).Scan(&created, &lastErr); {
@@ -176,7 +195,7 @@ func NewMetrics(reg prometheus.Registerer, db *store.DB) (*Metrics, error) {
 type outboxCollector struct{ db *store.DB }
 
 var (
-	descEvents = prometheus.NewDesc("tacline_register_outbox_events", "Outbox events by delivery state.", []string{"state"}, nil)
+	descEvents = prometheus.NewDesc("tacline_register_outbox_events", "Outbox events by delivery state (pending, sent, rejected; acknowledged ones are counted by tacline_register_results_total).", []string{"state"}, nil)
 	descLag    = prometheus.NewDesc("tacline_register_lag_seconds", "Age of the oldest event not yet acknowledged or rejected (0 when none).", nil, nil)
 	descClones = prometheus.NewDesc("tacline_register_clone_alerts", "Events the register refused because it holds the IMEI for another device or manufacturer.", nil, nil)
 	descAck    = prometheus.NewDesc("tacline_register_last_ack_timestamp_seconds", "When the register last acknowledged an event (Unix time).", nil, nil)
@@ -192,7 +211,7 @@ func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := Status(ctx, c.db)
+	r, err := status(ctx, c.db, false)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return

@@ -31,10 +31,13 @@ const (
 )
 
 const (
-	// sqlReady counts rows a worker could claim now and the oldest one's
-	// creation time.
-	sqlReady = `SELECT COUNT(*), COALESCE(MIN(created_at), 0) FROM register_outbox
-WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ?`
+	// sqlReady counts rows a worker could claim now, up to a batch (so a
+	// large backlog costs no more than a full batch), and sqlOldestReady
+	// returns the oldest one's creation time.
+	sqlReady = `SELECT COUNT(*) FROM (SELECT 1 FROM register_outbox
+WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ? LIMIT ?) r`
+	sqlOldestReady = `SELECT created_at FROM register_outbox
+WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ? ORDER BY id LIMIT 1`
 	// sqlClaim claims up to N rows in id order: open, due, unclaimed or with
 	// an expired claim, and with no earlier open row of the same IMEI.
 	sqlClaim = `UPDATE register_outbox
@@ -129,13 +132,17 @@ func (w *Worker) step(ctx context.Context) (time.Duration, error) {
 	}
 	var ready, oldest int64
 	t := now.UnixMicro()
-	if err := w.db.Reader().QueryRowxContext(ctx, w.db.Reader().Rebind(sqlReady), t, t).Scan(&ready, &oldest); err != nil {
+	r := w.db.Reader()
+	if err := r.QueryRowxContext(ctx, r.Rebind(sqlReady), t, t, w.cfg.BatchSize).Scan(&ready); err != nil {
 		return w.cfg.Poll, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox")
 	}
 	if ready == 0 {
 		return w.cfg.Poll, nil
 	}
 	if ready < int64(w.cfg.BatchSize) {
+		if err := r.QueryRowxContext(ctx, r.Rebind(sqlOldestReady), t, t).Scan(&oldest); err != nil {
+			return w.cfg.Poll, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox")
+		}
 		if age := now.Sub(time.UnixMicro(oldest)); age < w.cfg.BatchAge {
 			return min(w.cfg.BatchAge-age, w.cfg.Poll), nil
 		}

@@ -28,7 +28,8 @@ WHERE i.state = 'BOUND' ORDER BY i.imei14`
 	sqlDeltaRows = `SELECT o.imei14, o.event, o.device_id, o.brand, o.model, t.model_number, t.device_type, t.radio_interfaces,
     COALESCE((SELECT p.event FROM register_outbox p WHERE p.imei14 = o.imei14 AND p.id <= ? ORDER BY p.id DESC LIMIT 1), '') AS prev
 FROM register_outbox o JOIN tacs t ON t.tac = o.tac
-WHERE o.id = (SELECT MAX(l.id) FROM register_outbox l WHERE l.imei14 = o.imei14 AND l.id > ? AND l.id <= ?)
+WHERE o.id > ? AND o.id <= ?
+  AND o.id = (SELECT MAX(l.id) FROM register_outbox l WHERE l.imei14 = o.imei14 AND l.id > ? AND l.id <= ?)
 ORDER BY o.imei14`
 )
 
@@ -143,7 +144,7 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 
 func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int64) (int64, error) {
 	w.WriteString(DeltaHeader + "\n")
-	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, since, hw)
+	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, since, hw, since, hw)
 	if err != nil {
 		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
 	}

@@ -31,7 +31,8 @@ CREATE TABLE register_outbox (
 );
 CREATE INDEX register_outbox_open ON register_outbox (id) WHERE state IN ('pending', 'sent');
 CREATE INDEX register_outbox_imei ON register_outbox (imei14, id);
-CREATE INDEX register_outbox_done ON register_outbox (done_at) WHERE state IN ('acknowledged', 'rejected');
+CREATE INDEX register_outbox_acked ON register_outbox (done_at) WHERE state = 'acknowledged';
+CREATE INDEX register_outbox_rejected ON register_outbox (done_at) WHERE state = 'rejected';
 
 CREATE TABLE register_exports (
     id                INTEGER PRIMARY KEY AUTOINCREMENT,
