@@ -2,7 +2,10 @@ package api
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
 	"crypto/x509"
+	"net"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -145,4 +148,33 @@ func mustPKCS8(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return der
+}
+
+// TestListenAndServe: a busy address is an invalid_config error naming
+// server.listen; the TLS configuration asks for client certificates.
+func TestListenAndServe(t *testing.T) {
+	pki := newPKI(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg := pki.config()
+	cfg.Listen = busy.Addr().String()
+	srv, err := New(cfg, newFake(t, pki), nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = srv.ListenAndServe(context.Background())
+	if e, ok := tacerr.As(err); !ok || e.Field != "server.listen" {
+		t.Fatalf("listen on a busy address: %v", err)
+	}
+	tc := srv.TLSConfig()
+	if tc.MinVersion != tls.VersionTLS12 || tc.ClientAuth != tls.VerifyClientCertIfGiven || len(tc.Certificates) != 1 || tc.ClientCAs == nil {
+		t.Fatalf("TLS config %+v", tc)
+	}
+	tc.MinVersion = tls.VersionTLS10 // a clone: the server's stays
+	if srv.TLSConfig().MinVersion != tls.VersionTLS12 {
+		t.Fatal("TLSConfig returned the server's own configuration")
+	}
 }
