@@ -330,7 +330,9 @@ func TestFaultsAppliedExactlyOnce(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, 150)
 	_, url := e.startSim("127.0.0.1:0", "--fail-rate", "0.3", "--drop-rate", "0.2", "--latency", "5ms")
-	e.startWorker(url)
+	// Small batches: 40+ requests, so that some are surely failed and
+	// dropped (the chance of no drop at all is below 1e-4).
+	e.startWorker(url, "--batch-size", "4")
 	e.bindAll(0, 150)
 	for s := uint32(0); s < 20; s++ {
 		e.transition(s, "VOIDED", store.EventIMEIVoided)
