@@ -66,7 +66,7 @@ func bind(t *testing.T, db *store.DB, snrs ...uint32) {
 	}
 }
 
-func simulator(t *testing.T) (*sim.Server, *httptest.Server) {
+func simulator(t testing.TB) (*sim.Server, *httptest.Server) {
 	t.Helper()
 	s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), sim.Faults{}, nil)
 	if err != nil {
