@@ -293,7 +293,7 @@ type fakeProvisioner struct {
 	imeis    []imei.IMEI
 	cert     *x509.Certificate
 	observe  func(time.Duration)
-	last     any // the last input received
+	inputs   []any // the input of each call
 }
 
 func newFake(t testing.TB, pki *testPKI) *fakeProvisioner {
@@ -322,14 +322,20 @@ func (f *fakeProvisioner) record(method string, a provisioner.Actor, in any) err
 	defer f.mu.Unlock()
 	f.calls = append(f.calls, method)
 	f.actors = append(f.actors, a)
-	f.last = in
+	f.inputs = append(f.inputs, in)
 	return f.fail[method]
 }
 
-func (f *fakeProvisioner) lastInput() any {
+// input returns the input of the last call of method.
+func (f *fakeProvisioner) input(method string) any {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.last
+	for i := len(f.calls) - 1; i >= 0; i-- {
+		if f.calls[i] == method {
+			return f.inputs[i]
+		}
+	}
+	return nil
 }
 
 func (f *fakeProvisioner) issued(serial string) *provisioner.Issued {

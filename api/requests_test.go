@@ -215,7 +215,7 @@ func TestRequestsReachProvisioner(t *testing.T) {
 	if r.status != 201 {
 		t.Fatalf("provision: %d %s", r.status, r.body)
 	}
-	in := fake.lastInput().(provisioner.ProvisionInput)
+	in := fake.input("Provision").(provisioner.ProvisionInput)
 	if in.RequestID != "r1" || in.DeviceSerial != "SN1" || in.Pool != "p1" || in.IMEICount != 2 || !bytes.Equal(in.CSR, der) || in.Actor.Station != "F1-L1-S01" {
 		t.Fatalf("provision input %+v", in)
 	}
@@ -242,7 +242,7 @@ func TestRequestsReachProvisioner(t *testing.T) {
 
 	// Bind: IMEIs in any accepted form (14 digits here), PEM CSR passed as is.
 	r = ts.do(t, c, "POST", "/v1/bind", map[string]any{"request_id": "r2", "imeis": []string{fake.imeis[0].Digits14()}, "device_serial": "SN2", "csr": testCSR})
-	bin := fake.lastInput().(provisioner.BindInput)
+	bin := fake.input("Bind").(provisioner.BindInput)
 	if r.status != 200 || len(bin.IMEIs) != 1 || bin.IMEIs[0] != fake.imeis[0] || string(bin.CSR) != testCSR {
 		t.Fatalf("bind: %d, input %+v", r.status, bin)
 	}
@@ -250,18 +250,26 @@ func TestRequestsReachProvisioner(t *testing.T) {
 	// Void with the IMEI in the path, dashed form.
 	m := fake.imeis[1].String()
 	r = ts.do(t, c, "POST", "/v1/imeis/"+m[:2]+"-"+m[2:8]+"-"+m[8:14]+"-"+m[14:]+"/void", map[string]any{"reason": "rework", "note": "bent pin"})
-	vin := fake.lastInput().(provisioner.VoidInput)
-	if r.status != 204 || vin.IMEI != fake.imeis[1] || vin.Reason != "rework" || vin.Note != "bent pin" {
+	vin := fake.input("Void").(provisioner.VoidInput)
+	var vst wire.IMEIStatus
+	if err := json.Unmarshal(r.body, &vst); err != nil || vst.IMEI != m {
+		t.Fatalf("void answer %s: %v", r.body, err)
+	}
+	if r.status != 200 || vin.IMEI != fake.imeis[1] || vin.Reason != "rework" || vin.Note != "bent pin" {
 		t.Fatalf("void: %d, input %+v", r.status, vin)
 	}
 
 	// Revoke and reissue take the serial from the path.
 	r = ts.do(t, c, "POST", "/v1/devices/SN%2F7/revoke", map[string]any{"reason": "stolen"})
-	if rin := fake.lastInput().(provisioner.RevokeInput); r.status != 204 || rin.DeviceSerial != "SN/7" || rin.Reason != "stolen" {
-		t.Fatalf("revoke: %d, input %+v", r.status, rin)
+	var rst wire.DeviceStatus
+	if err := json.Unmarshal(r.body, &rst); err != nil || r.status != 200 || rst.DeviceSerial != "SN/7" {
+		t.Fatalf("revoke: %d %s %v", r.status, r.body, err)
+	}
+	if rin := fake.input("Revoke").(provisioner.RevokeInput); rin.DeviceSerial != "SN/7" || rin.Reason != "stolen" {
+		t.Fatalf("revoke input %+v", rin)
 	}
 	r = ts.do(t, c, "POST", "/v1/devices/SN3/reissue", map[string]any{"request_id": "r5", "csr": testCSR})
-	if rin := fake.lastInput().(provisioner.ReissueInput); r.status != 200 || rin.DeviceSerial != "SN3" || rin.RequestID != "r5" {
+	if rin := fake.input("Reissue").(provisioner.ReissueInput); r.status != 200 || rin.DeviceSerial != "SN3" || rin.RequestID != "r5" {
 		t.Fatalf("reissue: %d, input %+v", r.status, rin)
 	}
 

@@ -165,7 +165,11 @@ func (s *Server) void(w http.ResponseWriter, r *http.Request, c *call) (int, any
 	if err := s.p.Void(r.Context(), provisioner.VoidInput{Actor: c.caller.actor, IMEI: m, Reason: req.Reason, Note: req.Note}); err != nil {
 		return 0, nil, err
 	}
-	return http.StatusNoContent, nil, nil
+	rec, err := s.p.IMEI(r.Context(), c.caller.actor, m)
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, imeiStatus(rec), nil
 }
 
 func (s *Server) reissue(w http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
@@ -192,26 +196,40 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, c *call) (int, a
 	if err := decodeBody(w, r, &req); err != nil {
 		return 0, nil, err
 	}
-	if err := s.p.Revoke(r.Context(), provisioner.RevokeInput{Actor: c.caller.actor, DeviceSerial: r.PathValue("serial"), Reason: req.Reason}); err != nil {
+	serial := r.PathValue("serial")
+	if err := s.p.Revoke(r.Context(), provisioner.RevokeInput{Actor: c.caller.actor, DeviceSerial: serial, Reason: req.Reason}); err != nil {
 		return 0, nil, err
 	}
-	return http.StatusNoContent, nil, nil
-}
-
-func (s *Server) device(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
-	d, err := s.p.Device(r.Context(), c.caller.actor, r.PathValue("serial"))
+	st, err := s.deviceStatus(r.Context(), c.caller.actor, serial)
 	if err != nil {
 		return 0, nil, err
 	}
+	return http.StatusOK, st, nil
+}
+
+func (s *Server) device(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
+	st, err := s.deviceStatus(r.Context(), c.caller.actor, r.PathValue("serial"))
+	if err != nil {
+		return 0, nil, err
+	}
+	return http.StatusOK, st, nil
+}
+
+// deviceStatus reads a device and its IMEIs' records.
+func (s *Server) deviceStatus(ctx context.Context, a provisioner.Actor, serial string) (wire.DeviceStatus, error) {
+	d, err := s.p.Device(ctx, a, serial)
+	if err != nil {
+		return wire.DeviceStatus{}, err
+	}
 	st := deviceStatus(d)
 	for _, m := range d.IMEIs {
-		rec, err := s.p.IMEI(r.Context(), c.caller.actor, m)
+		rec, err := s.p.IMEI(ctx, a, m)
 		if err != nil {
-			return 0, nil, err
+			return wire.DeviceStatus{}, err
 		}
 		st.IMEIs = append(st.IMEIs, imeiStatus(rec))
 	}
-	return http.StatusOK, st, nil
+	return st, nil
 }
 
 func (s *Server) imeiStatus(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {

@@ -196,6 +196,24 @@ func testRealServiceBehaviour(t *testing.T, d store.Dialect) {
 		t.Fatalf("foreign pool: %d %+v", r.status, r.problem)
 	}
 
+	// Void answers the IMEI's record, revoke the device's.
+	op := rs.as(t, ca.Station{Roles: []string{"operator"}})
+	r = rs.do(t, s1, "POST", wire.PathAllocations, wire.AllocationRequest{RequestID: "b-5", Pool: "F1-A", Count: 1})
+	var al wire.AllocationResponse
+	if err := json.Unmarshal(r.body, &al); err != nil || len(al.Devices) != 1 {
+		t.Fatalf("allocate: %d %s", r.status, r.body)
+	}
+	r = rs.do(t, s1, "POST", "/v1/imeis/"+al.Devices[0][0]+"/void", wire.VoidRequest{Reason: "test"})
+	var voided wire.IMEIStatus
+	if err := json.Unmarshal(r.body, &voided); err != nil || r.status != 200 || voided.State != "VOIDED" || voided.IMEI != al.Devices[0][0] || voided.VoidedAt == nil {
+		t.Fatalf("void: %d %s", r.status, r.body)
+	}
+	r = rs.do(t, op, "POST", "/v1/devices/SN-B1/revoke", wire.RevokeRequest{Reason: "stolen"})
+	var revoked wire.DeviceStatus
+	if err := json.Unmarshal(r.body, &revoked); err != nil || r.status != 200 || revoked.State != "REVOKED" || len(revoked.IMEIs) != 2 || revoked.IMEIs[0].State != "REVOKED" {
+		t.Fatalf("revoke: %d %s", r.status, r.body)
+	}
+
 	// Disable the station: its next request is refused.
 	if err := rs.env.DB.DisableStation(context.Background(), "S1", "test"); err != nil {
 		t.Fatal(err)
