@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"sort"
 	"strings"
@@ -51,7 +52,21 @@ the first N station directories in name order.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if server == "" || credsDir == "" {
-				return errorf("--server and --creds are required")
+				// Defaults from --config (the demo's tacline.yaml): the
+				// server's listen address and the stations/ directory.
+				cfg, err := loadConfig(cmd)
+				if err != nil {
+					return errorf("--server and --creds are required (or a --config file whose server.listen and stations/ give them): %w", err)
+				}
+				if server == "" && cfg.Server.Listen != "" {
+					server = "https://" + loopbackIfEmpty(cfg.Server.Listen)
+				}
+				if credsDir == "" {
+					credsDir = cfg.Path("stations")
+				}
+				if server == "" {
+					return errorf("--server is required: %s has no server.listen", cfg.Path(""))
+				}
 			}
 			creds, err := factory.LoadCreds(credsDir, stations)
 			if err != nil {
@@ -91,8 +106,8 @@ the first N station directories in name order.`,
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&server, "server", "", "server URL, https://host:port")
-	f.StringVar(&credsDir, "creds", "", "station credentials directory")
+	f.StringVar(&server, "server", "", "server URL, https://host:port (default: server.listen of --config)")
+	f.StringVar(&credsDir, "creds", "", "station credentials directory (default: stations/ next to --config)")
 	f.IntVar(&stations, "stations", 0, "number of stations (default: every station in --creds)")
 	f.IntVar(&devices, "devices", 10, "devices per station")
 	f.Float64Var(&rate, "rate", 0, "offered devices per second over all stations (0: as fast as possible)")
@@ -104,6 +119,15 @@ the first N station directories in name order.`,
 	f.IntVar(&retries, "retries", factory.DefaultMaxRetries, "retries of a retryable failure (same request id)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
+}
+
+// loopbackIfEmpty turns ":8443" into "127.0.0.1:8443".
+func loopbackIfEmpty(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || (host != "" && host != "0.0.0.0" && host != "::") {
+		return addr
+	}
+	return net.JoinHostPort("127.0.0.1", port)
 }
 
 // printSummary writes a simulation summary for people.
