@@ -13,11 +13,6 @@ import (
 	"testing"
 	"time"
 
-	// Registers zlint's lints. Package issuance imports only zlint/v3/lint,
-	// whose registry is empty until the lint packages are linked in;
-	// reported to the lead (issuance should import it itself).
-	_ "github.com/zmap/zlint/v3"
-
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/provisioner/provtest"
