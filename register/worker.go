@@ -2,6 +2,7 @@ package register
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -208,7 +209,7 @@ func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
 		}
 		return r.Err()
 	})
-	slices.SortFunc(rows, func(a, b claimed) int { return int(a.ID - b.ID) })
+	slices.SortFunc(rows, func(a, b claimed) int { return cmp.Compare(a.ID, b.ID) })
 	return rows, err
 }
 

@@ -23,6 +23,7 @@ import (
 	"github.com/tacline/tacline/register/registertest"
 	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 var bin string
@@ -50,19 +51,25 @@ func TestMain(m *testing.M) {
 
 const tac = 1234500
 
-// env is one test's ledger (a SQLite file shared with the worker process).
+// env is one test's ledger, shared with the worker processes.
 type env struct {
-	t      *testing.T
-	dir    string
-	ledger string
-	db     *store.DB
+	t   *testing.T
+	dir string
+	cfg store.Config
+	db  *store.DB
 }
 
+// newEnv makes a SQLite ledger with devices reserved IMEIs.
 func newEnv(t *testing.T, devices int) *env {
 	t.Helper()
 	dir := t.TempDir()
-	e := &env{t: t, dir: dir, ledger: filepath.Join(dir, "ledger.db")}
-	db, err := store.Open(context.Background(), store.Config{Driver: store.SQLite, DSN: e.ledger})
+	return newEnvAt(t, dir, store.Config{Driver: store.SQLite, DSN: filepath.Join(dir, "ledger.db")}, devices)
+}
+
+func newEnvAt(t *testing.T, dir string, cfg store.Config, devices int) *env {
+	t.Helper()
+	e := &env{t: t, dir: dir, cfg: cfg}
+	db, err := store.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +148,7 @@ func (e *env) startSim(listen string, faults ...string) (*proc, string) {
 // startWorker starts `tacline register deliver` against url.
 func (e *env) startWorker(url string, extra ...string) *proc {
 	e.t.Helper()
-	args := append([]string{"register", "deliver", "--db-driver", "sqlite", "--dsn", e.ledger, "--url", url,
+	args := append([]string{"register", "deliver", "--db-driver", string(e.cfg.Driver), "--dsn", e.cfg.DSN, "--url", url,
 		"--batch-size", "10", "--batch-age", "10ms", "--poll", "20ms", "--timeout", "2s", "--lease", "3s",
 		"--backoff-initial", "20ms", "--backoff-max", "300ms", "--breaker-failures", "3", "--breaker-cooldown", "300ms"}, extra...)
 	p := e.start("register deliver", args...)
@@ -314,7 +321,7 @@ func (e *env) reconcile(url string) reconcile.Summary {
 	if err := os.WriteFile(path, list, 0o644); err != nil {
 		e.t.Fatal(err)
 	}
-	out, err := exec.Command(bin, "reconcile", "--db-driver", "sqlite", "--dsn", e.ledger, "--register", path,
+	out, err := exec.Command(bin, "reconcile", "--db-driver", string(e.cfg.Driver), "--dsn", e.cfg.DSN, "--register", path,
 		"--format", "dirbs", "--out", filepath.Join(e.dir, "reconcile"), "--json").Output()
 	if err != nil {
 		e.t.Fatalf("tacline reconcile: %v", err)
@@ -390,6 +397,25 @@ func TestGarbageRepliesKeepBatchPending(t *testing.T) {
 		t.Fatal(err)
 	}
 	resp.Body.Close()
+	e.waitFor("the outbox to drain", e.drained)
+	e.checkExactlyOnce(url)
+}
+
+func TestReplicaKilledOnPostgres(t *testing.T) {
+	t.Parallel()
+	e := newEnvAt(t, t.TempDir(), storetest.Config(t, store.Postgres), 300)
+	_, url := e.startSim("127.0.0.1:0", "--latency", "50ms")
+	e.bindAll(0, 300)
+	a := e.startWorker(url)
+	e.startWorker(url)
+	e.waitFor("some acknowledgements", func() bool { return e.status().Counts[register.StateAcknowledged] >= 60 })
+	if err := a.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd.Wait()
+	if r := e.status(); r.Pending == 0 {
+		t.Fatalf("delivery finished before a replica was killed: %+v", r)
+	}
 	e.waitFor("the outbox to drain", e.drained)
 	e.checkExactlyOnce(url)
 }
