@@ -54,6 +54,15 @@ var routes = []route{
 	{pattern: "GET " + wire.PathMetrics, handle: (*Server).metrics},
 	{pattern: "GET " + wire.PathHealthz, public: true, handle: (*Server).healthz},
 	{pattern: "GET " + wire.PathReadyz, public: true, handle: (*Server).readyz},
+	// Authenticity (api/verify.go): challenges and checks admit
+	// regulators and operators, or anyone rate limited when
+	// authenticity.public_verify is on; the handlers decide.
+	{pattern: "POST " + PathChallenges, public: true, handle: (*Server).challenge},
+	{pattern: "POST " + PathVerify, public: true, handle: (*Server).verifyDevice},
+	{pattern: "GET " + PathLookup, public: true, handle: (*Server).lookup},
+	{pattern: "GET " + PathCRL, public: true, handle: (*Server).crl},
+	{pattern: "POST " + PathOCSP, public: true, handle: (*Server).ocsp},
+	{pattern: "GET " + PathOCSPGet, public: true, handle: (*Server).ocsp},
 }
 
 // allows reports whether a may call the route.

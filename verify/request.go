@@ -100,29 +100,37 @@ func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
 	if len(data) > MaxChainBytes {
 		return nil, tacerr.Field(tacerr.InvalidInput, "chain", "is larger than %d bytes; give the device certificate and its issuers only", MaxChainBytes)
 	}
+	return parseCerts(data, "chain", MaxChainCerts)
+}
+
+// ParseTrustPEM decodes trust anchors and intermediates (PEM CERTIFICATE
+// blocks); errors name the field trust.
+func ParseTrustPEM(data []byte) ([]*x509.Certificate, error) { return parseCerts(data, "trust", 1000) }
+
+func parseCerts(data []byte, field string, limit int) ([]*x509.Certificate, error) {
 	rest := bytes.TrimSpace(data)
 	var out []*x509.Certificate
 	for len(rest) > 0 {
 		var b *pem.Block
 		b, rest = pem.Decode(rest)
 		if b == nil {
-			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d: not a PEM block (expected -----BEGIN CERTIFICATE-----)", len(out)+1)
+			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d: not a PEM block (expected -----BEGIN CERTIFICATE-----)", len(out)+1)
 		}
 		if b.Type != "CERTIFICATE" {
-			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d: PEM block %q, expected CERTIFICATE", len(out)+1, b.Type)
+			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d: PEM block %q, expected CERTIFICATE", len(out)+1, b.Type)
 		}
-		if len(out) == MaxChainCerts {
-			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "has more than %d certificates; give the device certificate and its issuers only", MaxChainCerts)
+		if len(out) == limit {
+			return nil, tacerr.Field(tacerr.InvalidInput, field, "has more than %d certificates", limit)
 		}
 		c, err := x509.ParseCertificate(b.Bytes)
 		if err != nil {
-			return nil, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %d does not parse: %v", len(out)+1, err)
+			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d does not parse: %v", len(out)+1, err)
 		}
 		out = append(out, c)
 		rest = bytes.TrimSpace(rest)
 	}
 	if len(out) == 0 {
-		return nil, tacerr.Field(tacerr.InvalidInput, "chain", "holds no certificate: give the device certificate first, then its issuers, as PEM")
+		return nil, tacerr.Field(tacerr.InvalidInput, field, "holds no certificate: give PEM certificates")
 	}
 	return out, nil
 }

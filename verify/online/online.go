@@ -18,6 +18,7 @@ import (
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify"
+	"github.com/tacline/tacline/verify/revocation"
 )
 
 // Config tunes the online checks.
@@ -202,3 +203,10 @@ func (l Ledger) KnowsTAC(ctx context.Context, tac uint32) (bool, error) {
 }
 
 var _ verify.Ledger = Ledger{}
+
+// Authority is the whole authenticity side of a server: checks and lookup
+// (Service), CRLs and OCSP (revocation.Publisher).
+type Authority struct {
+	*Service
+	*revocation.Publisher
+}
