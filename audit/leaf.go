@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"slices"
@@ -76,58 +77,85 @@ func appendString(dst []byte, s string) []byte {
 // accepts. Errors say at which byte offset the leaf is wrong.
 func DecodeEvent(b []byte) (store.Event, error) {
 	var e store.Event
+	if err := decodeLeaf(b, &e); err != nil {
+		return store.Event{}, err
+	}
+	return e, nil
+}
+
+// CheckLeaf reports why b is not a canonical leaf (nil if it is), as
+// DecodeEvent would, without building the event (no allocation).
+func CheckLeaf(b []byte) error { return decodeLeaf(b, nil) }
+
+// decodeLeaf parses b into e, or only checks it when e is nil.
+func decodeLeaf(b []byte, e *store.Event) error {
 	if len(b) > MaxLeafSize {
-		return e, fmt.Errorf("leaf is %d bytes, more than %d", len(b), MaxLeafSize)
+		return fmt.Errorf("leaf is %d bytes, more than %d", len(b), MaxLeafSize)
 	}
-	d := decoder{b: b}
 	if len(b) == 0 {
-		return e, fmt.Errorf("leaf is empty")
+		return fmt.Errorf("leaf is empty")
 	}
-	if v := d.b[0]; v != LeafVersion1 {
-		return e, fmt.Errorf("leaf version %#02x is unknown (this tacline reads version %#02x)", v, LeafVersion1)
+	if v := b[0]; v != LeafVersion1 {
+		return fmt.Errorf("leaf version %#02x is unknown (this tacline reads version %#02x)", v, LeafVersion1)
 	}
-	d.off = 1
+	d := decoder{b: b, off: 1, check: e == nil}
+	var scratch store.Event
+	if e == nil {
+		e = &scratch
+	}
 	e.Type = d.str("type")
-	e.Time = time.UnixMicro(int64(d.u64("time"))).UTC()
+	t := int64(d.u64("time"))
 	e.Actor = d.str("actor")
 	e.RequestID = d.str("request_id")
 	e.Pool = d.str("pool")
 	e.TAC = d.str("tac")
 	if n := d.count("imeis"); n > 0 {
-		e.IMEIs = make([]string, n)
-		for i := range e.IMEIs {
-			e.IMEIs[i] = d.str("imeis")
+		if !d.check {
+			e.IMEIs = make([]string, n)
+		}
+		for i := range n {
+			if s := d.str("imeis"); !d.check {
+				e.IMEIs[i] = s
+			}
 		}
 	}
 	e.DeviceSerial = d.str("device_serial")
 	e.CertSerial = d.str("cert_serial")
 	e.Reason = d.str("reason")
 	if n := d.count("attrs"); n > 0 {
-		e.Attrs = make(map[string]string, n)
-		prev := ""
+		if !d.check {
+			e.Attrs = make(map[string]string, n)
+		}
+		var prev []byte
 		for i := range n {
-			k := d.str("attrs key")
+			k := d.take(int(d.u32("attrs key")), "attrs key")
 			v := d.str("attrs value")
-			if d.err == nil && i > 0 && k <= prev {
+			if d.err == nil && i > 0 && bytes.Compare(k, prev) <= 0 {
 				d.err = fmt.Errorf("attrs key %q at byte %d is not after %q: keys must be sorted and unique", k, d.off, prev)
 			}
 			prev = k
-			e.Attrs[k] = v
+			if !d.check {
+				e.Attrs[string(k)] = v
+			}
 		}
 	}
 	if d.err != nil {
-		return store.Event{}, d.err
+		return d.err
 	}
 	if d.off != len(b) {
-		return store.Event{}, fmt.Errorf("%d trailing bytes after the attrs at byte %d", len(b)-d.off, d.off)
+		return fmt.Errorf("%d trailing bytes after the attrs at byte %d", len(b)-d.off, d.off)
 	}
-	return e, nil
+	if !d.check {
+		e.Time = time.UnixMicro(t).UTC()
+	}
+	return nil
 }
 
 type decoder struct {
-	b   []byte
-	off int
-	err error
+	b     []byte
+	off   int
+	err   error
+	check bool // only check: str returns ""
 }
 
 func (d *decoder) need(n int, field string) bool {
@@ -166,8 +194,11 @@ func (d *decoder) u64(field string) uint64 {
 }
 
 func (d *decoder) str(field string) string {
-	n := d.u32(field)
-	return string(d.take(int(n), field))
+	b := d.take(int(d.u32(field)), field)
+	if d.check {
+		return ""
+	}
+	return string(b)
 }
 
 // count reads an element count; each element takes at least 4 bytes, which

@@ -136,6 +136,9 @@ func FuzzDecodeEvent(f *testing.F) {
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		e, err := DecodeEvent(b)
+		if cerr := CheckLeaf(b); (cerr == nil) != (err == nil) || (err != nil && cerr.Error() != err.Error()) {
+			t.Fatalf("CheckLeaf %v, DecodeEvent %v", cerr, err)
+		}
 		if err != nil {
 			return
 		}

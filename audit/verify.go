@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -56,6 +57,7 @@ func Verify(r io.Reader, o VerifyOptions) Result {
 type exportVerifier struct {
 	tr  *tar.Reader
 	res Result
+	buf []byte // reused for events entries
 }
 
 // next reads the next entry, which must be called name (or start with it,
@@ -78,8 +80,9 @@ func (v *exportVerifier) next(name string, limit int64) (string, []byte, error) 
 	if h.Size > limit {
 		return "", nil, fmt.Errorf("export entry %s is %d bytes, more than %d", h.Name, h.Size, limit)
 	}
-	data, err := io.ReadAll(v.tr)
-	if err != nil {
+	v.buf = slices.Grow(v.buf[:0], int(h.Size))[:h.Size]
+	data := v.buf
+	if _, err := io.ReadFull(v.tr, data); err != nil {
 		return "", nil, fmt.Errorf("export is truncated inside entry %s: %v", h.Name, err)
 	}
 	return h.Name, data, nil
@@ -227,7 +230,7 @@ func (v *exportVerifier) run(o VerifyOptions) error {
 			}
 			leaf := data[off : off+n]
 			off += n
-			if _, err := DecodeEvent(leaf); err != nil {
+			if err := CheckLeaf(leaf); err != nil {
 				return fmt.Errorf("event %d: %v", t.n, err)
 			}
 			if t.n >= cp.Size {
