@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register"
@@ -357,4 +358,29 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 	}
 	t.Fatalf("metric %s{%s} not found", name, label)
 	return 0
+}
+
+func TestConfigYAML(t *testing.T) {
+	doc := `
+url: https://register.example/
+batch_size: 200
+batch_age: 2s
+timeout: 5s
+lease: 1m
+backoff: {initial: 500ms, max: 2m}
+breaker: {failures: 3, cooldown: 10s}
+`
+	var c register.Config
+	dec := yaml.NewDecoder(strings.NewReader(doc))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatal(err)
+	}
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if c.BatchAge != 2*time.Second || c.Backoff.Max != 2*time.Minute || c.Breaker.Failures != 3 || c.Poll != 500*time.Millisecond {
+		t.Fatalf("decoded %+v", c)
+	}
 }
