@@ -26,6 +26,8 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
+	"github.com/tacline/tacline/verify/online"
+	"github.com/tacline/tacline/verify/revocation"
 )
 
 // Server is an assembled tacline server.
@@ -37,6 +39,8 @@ type Server struct {
 	Service  *provisioner.Service
 	API      *api.Server
 	Registry *prometheus.Registry
+	// Authority serves the authenticity checks, CRLs and OCSP.
+	Authority online.Authority
 }
 
 // New opens the ledger and the HSM, loads every device issuer and builds the
@@ -78,7 +82,17 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
-	if s.API, err = api.New(cfg.Server, s.Service, s.Registry, log); err != nil {
+	// Authenticity checks, CRLs and OCSP (verify/online, verify/revocation).
+	if s.Authority, err = online.NewAuthority(ctx, s.DB, s.Token.Signer, online.DefaultConfig(), revocation.DefaultConfig(), log); err != nil {
+		s.Close()
+		return nil, err
+	}
+	served, err := api.WithAuthenticity(s.Service, s.Authority, api.DefaultAuthenticityConfig())
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.API, err = api.New(cfg.Server, served, s.Registry, log); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -140,6 +154,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
+	go s.Authority.Run(rctx)
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
 	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()))
