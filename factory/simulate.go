@@ -58,6 +58,12 @@ type SimConfig struct {
 	// KeysDir, if set, receives each verified device's private key as
 	// PKCS#8 PEM in <device_serial>.pem (mode 0600).
 	KeysDir string
+	// PreAllocate makes each station reserve the IMEIs of all its devices
+	// first (POST /v1/allocations, as a line that prints labels before
+	// programming does), then bind each device to its group (POST
+	// /v1/bind). Every group is checked against the station's pools and
+	// every bound identity against its group.
+	PreAllocate bool
 	// RunID makes device serials and request ids unique across runs;
 	// empty draws a random one.
 	RunID  string
@@ -116,6 +122,7 @@ func Simulate(ctx context.Context, cfg SimConfig) (Summary, error) {
 		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
 		creds: cfg.Stations, workers: len(cfg.Stations), rate: cfg.Rate, imeiCount: cfg.IMEICount,
 		runID: cfg.RunID, tuning: cfg.Client, devicesOut: cfg.DevicesOut, keysDir: cfg.KeysDir,
+		preAllocate: cfg.PreAllocate, devicesPerStation: cfg.DevicesPerStation,
 	})
 	if err != nil {
 		return Summary{}, err
@@ -217,6 +224,8 @@ type engineConfig struct {
 	tuning                         ClientTuning
 	devicesOut                     io.Writer
 	keysDir                        string
+	preAllocate                    bool
+	devicesPerStation              int
 }
 
 // engine runs workers (stations) that provision devices and records what
@@ -226,11 +235,13 @@ type engine struct {
 	verify  *Verifier
 	clients []*Client // one per creds
 	pools   [][]PoolRange
-	workers []*worker
-	retries atomic.Int64
-	slot    atomic.Int64
-	start   time.Time
-	bar     *progressbar.ProgressBar
+	// allocPools[i] is the pool creds[i] pre-allocates from.
+	allocPools []string
+	workers    []*worker
+	retries    atomic.Int64
+	slot       atomic.Int64
+	start      time.Time
+	bar        *progressbar.ProgressBar
 
 	outMu sync.Mutex // DevicesOut
 	enc   *json.Encoder
@@ -252,6 +263,10 @@ type worker struct {
 	pools  []PoolRange
 	prefix string       // device serial prefix
 	ready  []madeDevice // devices made before the run, for sequence numbers 1..len
+	// Pre-allocation: the pool, and the IMEI group reserved for each
+	// device (nil: provision in one call).
+	allocPool string
+	groups    [][]string
 }
 
 // serial is the device serial of the worker's seq-th device.
@@ -351,17 +366,18 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 			return nil, fmt.Errorf("station %s: %w", c.ID, err)
 		}
 		e.clients = append(e.clients, cl)
-		pools, err := stationPools(ctx, cl, c)
+		pools, allocPool, err := stationPools(ctx, cl, c)
 		if err != nil {
 			e.close()
 			return nil, err
 		}
 		e.pools = append(e.pools, pools)
+		e.allocPools = append(e.allocPools, allocPool)
 	}
 	for i := range cfg.workers {
 		k := i % len(cfg.creds)
 		e.workers = append(e.workers, &worker{
-			idx: i, creds: cfg.creds[k], client: e.clients[k], pools: e.pools[k],
+			idx: i, creds: cfg.creds[k], client: e.clients[k], pools: e.pools[k], allocPool: e.allocPools[k],
 			prefix: serialPrefix(cfg.creds[k].ID, cfg.runID, i),
 		})
 	}
@@ -375,29 +391,40 @@ func (e *engine) close() {
 }
 
 // stationPools asks the server which pools the station draws from and keeps
-// those of its pool or product.
-func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange, error) {
+// those of its pool or product. It also names the pool to pre-allocate
+// from: the station's pool, or its product's pool with the most free IMEIs.
+func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange, string, error) {
 	list, err := cl.Pools(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("station %s: GET %s: %w", c.ID, wire.PathPools, err)
+		return nil, "", fmt.Errorf("station %s: GET %s: %w", c.ID, wire.PathPools, err)
 	}
-	ranges, err := PoolRanges(list, func(p wire.PoolStatus) bool {
+	keep := func(p wire.PoolStatus) bool {
 		if c.Pool != "" {
 			return p.Name == c.Pool
 		}
 		return p.Product == c.Product
-	})
+	}
+	ranges, err := PoolRanges(list, keep)
 	if err != nil {
-		return nil, fmt.Errorf("station %s: %w", c.ID, err)
+		return nil, "", fmt.Errorf("station %s: %w", c.ID, err)
 	}
 	if len(ranges) == 0 {
 		what := "product " + c.Product
 		if c.Pool != "" {
 			what = "pool " + c.Pool
 		}
-		return nil, tacerr.Field(tacerr.StationNotAuthorized, "product", "station %s: GET %s lists no pool for %s; enroll the station for it", c.ID, wire.PathPools, what)
+		return nil, "", tacerr.Field(tacerr.StationNotAuthorized, "product", "station %s: GET %s lists no pool for %s; enroll the station for it", c.ID, wire.PathPools, what)
 	}
-	return ranges, nil
+	alloc := c.Pool
+	if alloc == "" {
+		free := int64(-1)
+		for _, p := range list.Pools {
+			if keep(p) && p.Free > free {
+				alloc, free = p.Name, p.Free
+			}
+		}
+	}
+	return ranges, alloc, nil
 }
 
 // serialPrefix is "<station>-<run>-<worker>-" with the station id cut and
@@ -454,6 +481,9 @@ func (e *engine) run(ctx context.Context, more func(*worker, int) bool, stop <-c
 	var wg sync.WaitGroup
 	for _, w := range e.workers {
 		wg.Go(func() {
+			if e.cfg.preAllocate && !e.allocate(ctx, w) {
+				return
+			}
 			for done := 0; more(w, done) && ctx.Err() == nil; done++ {
 				if !e.device(ctx, w, done+1, stop) {
 					return
@@ -510,15 +540,22 @@ func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan str
 			return false
 		}
 	}
-	req := wire.ProvisionRequest{
-		RequestID:    "req-" + serial,
-		DeviceSerial: serial,
-		Product:      w.creds.Product,
-		Pool:         w.creds.Pool,
-		IMEICount:    e.cfg.imeiCount,
-		CSR:          string(csr),
+	var resp *wire.ProvisionResponse
+	var err error
+	if w.groups != nil {
+		resp, err = w.client.Bind(ctx, wire.BindRequest{
+			RequestID: "req-" + serial, IMEIs: w.groups[seq-1], DeviceSerial: serial, CSR: string(csr),
+		})
+	} else {
+		resp, err = w.client.Provision(ctx, wire.ProvisionRequest{
+			RequestID:    "req-" + serial,
+			DeviceSerial: serial,
+			Product:      w.creds.Product,
+			Pool:         w.creds.Pool,
+			IMEICount:    e.cfg.imeiCount,
+			CSR:          string(csr),
+		})
 	}
-	resp, err := w.client.Provision(ctx, req)
 	lat := time.Since(begin)
 	if err != nil {
 		if ctx.Err() != nil {
@@ -527,7 +564,11 @@ func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan str
 		e.record(0, ErrorCode(err), false)
 		return true
 	}
-	if err := e.verify.Verify(resp, dev, w.pools); err != nil {
+	err = e.verify.Verify(resp, dev, w.pools)
+	if err == nil && w.groups != nil {
+		err = sameIMEIs(resp.IMEIs, w.groups[seq-1])
+	}
+	if err != nil {
 		e.record(0, string(tacerr.VerificationFailed), true)
 		return true
 	}

@@ -40,6 +40,8 @@ type lineServer struct {
 	attempts  map[string]int
 	serials   map[string]string // device serial -> request id
 
+	alloc prealloc // pre-allocation state and faults (prealloc_test.go)
+
 	fail503First bool            // each request id's first attempt gets a retryable 503
 	wrongKey     map[string]bool // device serials certified with another key
 	exhaustAfter int             // devices after which the pool is exhausted (0: never)
@@ -73,6 +75,10 @@ func (s *lineServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		_ = json.NewEncoder(w).Encode(list)
 	case wire.PathProvision:
 		s.provision(w, r)
+	case wire.PathAllocations:
+		s.allocations(w, r)
+	case wire.PathBind:
+		s.bind(w, r)
 	default:
 		problem(w, 404, "not_found", "", false)
 	}
@@ -95,24 +101,19 @@ func (s *lineServer) provision(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, resp)
 		return
 	}
-	if prev, ok := s.serials[req.DeviceSerial]; ok && prev != req.RequestID {
-		problem(w, 409, "device_already_provisioned", "device_serial", false)
-		return
-	}
 	if req.Product != s.pool.Product {
 		problem(w, 403, "station_not_authorized", "product", false)
 		return
 	}
-	_, pub, err := policy.ParseCSR([]byte(req.CSR), policy.DefaultCSRRules())
-	if err != nil {
-		problem(w, 400, "csr_invalid", "csr", false)
-		return
-	}
-	n := max(req.IMEICount, 1)
 	if s.exhaustAfter > 0 && len(s.byRequest) >= s.exhaustAfter {
 		problem(w, 409, "pool_exhausted", "pool", false)
 		return
 	}
+	s.issueIdentity(w, req.RequestID, req.DeviceSerial, req.CSR, func() []imei.IMEI { return s.take(max(req.IMEICount, 1)) })
+}
+
+// take hands out the next n IMEIs of the pool's TAC.
+func (s *lineServer) take(n int) []imei.IMEI {
 	var ims []imei.IMEI
 	for range n {
 		m, err := imei.New(tacA, s.next)
@@ -122,14 +123,30 @@ func (s *lineServer) provision(w http.ResponseWriter, r *http.Request) {
 		s.next++
 		ims = append(ims, m)
 	}
-	if s.wrongKey[req.DeviceSerial] {
+	return ims
+}
+
+// issueIdentity checks the device and CSR, certifies the IMEIs ims returns
+// and answers (s.mu held).
+func (s *lineServer) issueIdentity(w http.ResponseWriter, requestID, serial, csr string, ims func() []imei.IMEI) {
+	if prev, ok := s.serials[serial]; ok && prev != requestID {
+		problem(w, 409, "device_already_provisioned", "device_serial", false)
+		return
+	}
+	_, pub, err := policy.ParseCSR([]byte(csr), policy.DefaultCSRRules())
+	if err != nil {
+		problem(w, 400, "csr_invalid", "csr", false)
+		return
+	}
+	if s.wrongKey[serial] {
 		pub = genKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
 	}
-	cert := s.pki.issue(s.t, req.DeviceSerial, pub, ims)
-	resp := respFor(s.pki, req.DeviceSerial, cert, ims...)
+	list := ims()
+	cert := s.pki.issue(s.t, serial, pub, list)
+	resp := respFor(s.pki, serial, cert, list...)
 	resp.IssuedAt = time.Now().UTC()
-	s.byRequest[req.RequestID] = resp
-	s.serials[req.DeviceSerial] = req.RequestID
+	s.byRequest[requestID] = resp
+	s.serials[serial] = requestID
 	writeJSON(w, resp)
 }
 

@@ -35,7 +35,7 @@ func newStationSimulateCmd() *cobra.Command {
 		stations, devices, imeis, retries            int
 		rate                                         float64
 		timeout                                      time.Duration
-		asJSON                                       bool
+		asJSON, preallocate                          bool
 	)
 	c := &cobra.Command{
 		Use:   "simulate --server URL --creds DIR [--stations N] [--devices M] [--rate R] [--json]",
@@ -75,7 +75,7 @@ the first N station directories in name order.`,
 			cfg := factory.SimConfig{
 				ServerURL: server, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
 				Stations: creds.Stations, DevicesPerStation: devices, Rate: rate, IMEICount: imeis,
-				KeysDir: keysDir, RunID: runID,
+				KeysDir: keysDir, RunID: runID, PreAllocate: preallocate,
 				Client: factory.ClientTuning{Timeout: timeout, MaxRetries: retries},
 			}
 			if !asJSON {
@@ -117,6 +117,7 @@ the first N station directories in name order.`,
 	f.StringVar(&runID, "run-id", "", "run id in device serials and request ids (default: random)")
 	f.DurationVar(&timeout, "timeout", factory.DefaultTimeout, "timeout of one request attempt")
 	f.IntVar(&retries, "retries", factory.DefaultMaxRetries, "retries of a retryable failure (same request id)")
+	f.BoolVar(&preallocate, "preallocate", false, "reserve each station's IMEIs first (label printing), then bind each device to its group")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
 }
