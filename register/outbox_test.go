@@ -203,6 +203,22 @@ func TestDeliveryResults(t *testing.T) {
 			if r.LastAck == nil || r.LastAck.Event != wire.EventRevoked || r.LastAck.ReceiptID == "" {
 				t.Fatalf("last ack %+v", r.LastAck)
 			}
+			defer func() {
+				// Requeued, the clone is refused again: still one alert.
+				m, _ := imei.New(tac, 3)
+				if n, err := register.Requeue(ctx, db, m, "test"); err != nil || n != 1 {
+					t.Fatalf("Requeue = %d, %v", n, err)
+				}
+				if _, err := register.Requeue(ctx, db, m, "test"); !tacerr.Is(err, tacerr.NotFound) {
+					t.Fatalf("second Requeue = %v", err)
+				}
+				if n, err := w.DeliverOnce(ctx); err != nil || n != 1 {
+					t.Fatalf("DeliverOnce after requeue = %d, %v", n, err)
+				}
+				if r := status(t, db); r.CloneAlerts != 1 || r.Pending != 0 {
+					t.Fatalf("status after requeue %+v", r)
+				}
+			}()
 			for _, tc := range []struct {
 				name, label string
 				want        float64

@@ -226,3 +226,29 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descAck, prometheus.GaugeValue, float64(r.LastAck.At.UnixMicro())/1e6)
 	}
 }
+
+const sqlRequeue = `UPDATE register_outbox
+SET state = 'pending', next_attempt_at = ?, attempts = 0, clone_alert = 0, last_error = 'requeued by ' || ? || ' after: ' || reason, reason = '', done_at = NULL
+WHERE imei14 = ? AND state = 'rejected'`
+
+// Requeue sends an IMEI's rejected events again (after a clone alert was
+// resolved with the register, say), under their original idempotency keys
+// (the register never applied them). It returns how many were requeued.
+func Requeue(ctx context.Context, db *store.DB, m imei.IMEI, actor string) (int64, error) {
+	var n int64
+	err := db.InTx(ctx, func(tx *store.Tx) error {
+		res, err := tx.ExecContext(ctx, tx.Rebind(sqlRequeue), tx.Now().UnixMicro(), actor, m.Uint64())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "requeue rejected events of %s", m)
+	}
+	if n == 0 {
+		return 0, tacerr.Field(tacerr.NotFound, "imei", "IMEI %s has no rejected register events", m)
+	}
+	return n, nil
+}

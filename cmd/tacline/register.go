@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/imei"
 	regpkg "github.com/tacline/tacline/register"
 )
 
@@ -20,7 +21,7 @@ func init() { register(newRegisterCmd) }
 
 func newRegisterCmd() *cobra.Command {
 	c := &cobra.Command{Use: "register", Short: "Reporting to the national register: delivery status, the delivery worker"}
-	c.AddCommand(newRegisterStatusCmd(), newRegisterDeliverCmd())
+	c.AddCommand(newRegisterStatusCmd(), newRegisterDeliverCmd(), newRegisterRequeueCmd())
 	return c
 }
 
@@ -137,4 +138,32 @@ func redactURL(s string) string {
 		return "(register url)"
 	}
 	return u.Redacted()
+}
+
+func newRegisterRequeueCmd() *cobra.Command {
+	var db dbFlags
+	c := &cobra.Command{
+		Use:   "requeue IMEI",
+		Short: "Send an IMEI's rejected register events again (after a clone alert is resolved with the register)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			m, err := imei.Parse(args[0])
+			if err != nil {
+				return err
+			}
+			ledger, err := db.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer ledger.Close()
+			n, err := regpkg.Requeue(cmd.Context(), ledger, m, operator())
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%d rejected events of %s requeued\n", n, m)
+			return err
+		},
+	}
+	db.add(c)
+	return c
 }
