@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"database/sql"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -148,7 +149,7 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 		buf, first = buf[:0], next
 		return nil
 	}
-	var data []byte
+	var data sql.RawBytes // valid until the next Next: copied into buf at once
 	for rows.Next() {
 		var idx int64
 		if err := rows.Scan(&idx, &data); err != nil {
