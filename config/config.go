@@ -25,9 +25,11 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/api"
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -43,6 +45,10 @@ type File struct {
 	CSR          policy.CSRRules     `yaml:"csr"`
 	Lint         issuance.LintConfig `yaml:"lint"`
 	Provisioning Provisioning        `yaml:"provisioning"`
+	Audit        audit.Config        `yaml:"audit"`
+	// Register is the national register. Ledger changes always go to the
+	// outbox; they are delivered once register.url is set.
+	Register register.Config `yaml:"register"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -68,6 +74,7 @@ func Defaults() File {
 		Lint:    issuance.DefaultLintConfig(),
 		Provisioning: Provisioning{IntentTimeout: 5 * time.Minute, PreallocationTimeout: 30 * 24 * time.Hour,
 			RecoveryInterval: 30 * time.Second},
+		Audit: audit.Config{Origin: "tacline.invalid/audit", KeyLabel: "tacline-audit"},
 	}
 }
 
@@ -150,6 +157,15 @@ func (f *File) Validate() error {
 	}
 	if err := f.Lint.Validate(); err != nil {
 		return err
+	}
+	if err := f.Audit.Validate(); err != nil {
+		return err
+	}
+	if f.Register.URL != "" {
+		f.Register = f.Register.WithDefaults()
+		if err := f.Register.Validate(); err != nil {
+			return err
+		}
 	}
 	p := f.Provisioning
 	switch {

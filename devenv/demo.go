@@ -45,7 +45,16 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintln(out, "2. starting the server (SQLite ledger, SoftHSM2, mutual TLS on a free loopback port)")
+	fmt.Fprintln(out, "2. starting the national register simulator and the server (SQLite ledger, SoftHSM2, mutual TLS on a free loopback port)")
+	reg, err := StartRegisterSim(ctx, o.Bin, filepath.Join(env.Dir, "register-sim.db"), filepath.Join(env.Dir, "register-sim.log"))
+	if err != nil {
+		return nil, err
+	}
+	defer reg.Stop(10 * time.Second)
+	if err := env.SetRegisterURL(reg.URL); err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "   register simulator on %s\n", reg.URL)
 	proc, err := StartServer(ctx, o.Bin, env.ConfigPath, filepath.Join(env.Dir, "server.log"))
 	if err != nil {
 		return nil, err
@@ -77,6 +86,23 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	fmt.Fprintf(out, "   %d devices provisioned and verified in %.1fs (%.0f devices/s, p50 %.1f ms, p99 %.1f ms), %d failed\n",
 		sum.Devices, sum.ElapsedSeconds, sum.DevicesPerSecond, sum.P50ms, sum.P99ms, sum.Failed)
 
+	ledger, err := store.Open(ctx, env.Config.Database)
+	if err != nil {
+		return nil, err
+	}
+	rrep, err := WaitDelivered(ctx, ledger, 60*time.Second)
+	ledger.Close()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(out, "   register: %d events acknowledged, %d pending, %d rejected, %d clone alerts\n",
+		rrep.Counts["acknowledged"], rrep.Pending, rrep.Counts["rejected"], rrep.CloneAlerts)
+	if simErr == nil {
+		fmt.Fprintln(out, "   authenticity checks as the regulator (POST /v1/challenges, POST /v1/verify):")
+		if _, err := CheckAuthenticity(ctx, env, proc.URL, out); err != nil {
+			return nil, err
+		}
+	}
 	fmt.Fprintln(out, "4. stopping the server")
 	stopped = true
 	if err := proc.Stop(30 * time.Second); err != nil {

@@ -24,6 +24,7 @@ import (
 	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -108,7 +109,7 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	env.Config = cfg
-	db, err := store.Open(ctx, cfg.Database)
+	db, err := server.OpenLedger(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -118,6 +119,9 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	defer tok.Close()
+	if _, err := tok.GenerateKey(cfg.Audit.KeyLabel, hsm.ECP256); err != nil {
+		return nil, err
+	}
 
 	// 3. Key ceremony: root, device issuing CA and station CA keys in the HSM.
 	now := time.Now()
@@ -244,6 +248,7 @@ func writeConfig(env *Env, o Options, h hsm.Config) error {
 		"server": map[string]any{"listen": "127.0.0.1:8443", "tls_cert": "server/cert.pem", "tls_key": "server/key.pem",
 			"client_ca": []string{"ca/station-ca.pem"}},
 		"provisioning": map[string]any{"intent_timeout": "5m", "recovery_interval": "30s"},
+		"audit":        map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit"},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

@@ -7,6 +7,7 @@ package server
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"log/slog"
@@ -19,11 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tacline/tacline/api"
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -39,8 +42,40 @@ type Server struct {
 	Service  *provisioner.Service
 	API      *api.Server
 	Registry *prometheus.Registry
+	Audit    *audit.Log
+	Worker   *register.Worker // nil unless register.url is set
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
+}
+
+// OpenLedger opens the ledger with its event sinks attached: the audit log
+// (append only: checkpoints are signed by the server) and the register
+// outbox. Every process that changes the ledger opens it this way, so that
+// every change, whichever command makes it, is audited and reported.
+func OpenLedger(ctx context.Context, cfg *config.File) (*store.DB, error) {
+	return openLedger(ctx, cfg, nil)
+}
+
+func openLedger(ctx context.Context, cfg *config.File, auditKey crypto.Signer) (*store.DB, error) {
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := attachSinks(db, cfg, auditKey); err != nil {
+		db.Close()
+		return nil, err
+	}
+	return db, nil
+}
+
+func attachSinks(db *store.DB, cfg *config.File, auditKey crypto.Signer) (*audit.Log, error) {
+	l, err := audit.New(db, cfg.Audit, auditKey)
+	if err != nil {
+		return nil, err
+	}
+	l.Attach()
+	db.AddSink(register.Outbox{})
+	return l, nil
 }
 
 // New opens the ledger and the HSM, loads every device issuer and builds the
@@ -55,12 +90,35 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
-	if s.DB, err = store.Open(ctx, cfg.Database); err != nil {
+	if s.Token, err = hsm.Open(cfg.HSM); err != nil {
 		return nil, err
 	}
-	if s.Token, err = hsm.Open(cfg.HSM); err != nil {
+	var auditKey crypto.Signer
+	if !cfg.Audit.Disabled {
+		if auditKey, err = s.Token.Signer(cfg.Audit.KeyLabel); err != nil {
+			s.Close()
+			return nil, tacerr.Wrap(tacerr.HSMKeyNotFound, err, "audit checkpoint key %q: make it with `tacline hsm keygen --label %s --type p256`",
+				cfg.Audit.KeyLabel, cfg.Audit.KeyLabel)
+		}
+	}
+	if s.DB, err = store.Open(ctx, cfg.Database); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.Audit, err = attachSinks(s.DB, cfg, auditKey); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if cfg.Register.URL != "" {
+		m, err := register.NewMetrics(s.Registry, s.DB)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if s.Worker, err = register.NewWorker(s.DB, cfg.Register, m, log); err != nil {
+			s.Close()
+			return nil, err
+		}
 	}
 	issuers, active, err := LoadIssuers(ctx, s.DB, s.Token, cfg)
 	if err != nil {
@@ -155,6 +213,16 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	defer cancel()
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
 	go s.Authority.Run(rctx)
+	if !s.cfg.Audit.Disabled {
+		go s.Audit.Run(rctx, s.log)
+	}
+	if s.Worker != nil {
+		go func() {
+			if err := s.Worker.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
+				s.log.Error("register delivery stopped", "err", err)
+			}
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
 	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()))

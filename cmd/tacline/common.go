@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
 )
 
@@ -24,7 +25,7 @@ func loadConfig(cmd *cobra.Command) (*config.File, error) {
 
 // openLedger opens (and migrates) the ledger named by the configuration.
 func openLedger(ctx context.Context, cfg *config.File) (*store.DB, error) {
-	return store.Open(ctx, cfg.Database)
+	return server.OpenLedger(ctx, cfg)
 }
 
 // ledgerFromFlags loads the --config file and opens its ledger.
