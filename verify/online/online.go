@@ -8,9 +8,11 @@ package online
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
+	"log/slog"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -209,4 +211,41 @@ var _ verify.Ledger = Ledger{}
 type Authority struct {
 	*Service
 	*revocation.Publisher
+}
+
+// NewAuthority builds the authenticity side of a server over the ledger:
+// the online checks and a CRL publisher whose issuers' keys signerFor finds
+// (an HSM label lookup).
+func NewAuthority(ctx context.Context, db *store.DB, signerFor func(label string) (crypto.Signer, error), cfg Config, rc revocation.Config, log *slog.Logger) (Authority, error) {
+	svc, err := New(ctx, db, cfg)
+	if err != nil {
+		return Authority{}, err
+	}
+	issuers, err := revocation.LoadIssuers(ctx, db, signerFor)
+	if err != nil {
+		return Authority{}, err
+	}
+	pub, err := revocation.NewPublisher(db, issuers, rc, log)
+	if err != nil {
+		return Authority{}, err
+	}
+	return Authority{Service: svc, Publisher: pub}, nil
+}
+
+// Run keeps CRLs fresh (see revocation.Publisher.Run) and purges expired
+// challenges every minute, until ctx ends.
+func (a Authority) Run(ctx context.Context) {
+	go a.Publisher.Run(ctx)
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			// Keep used and expired nonces a while: a replay soon after
+			// expiry is then reported as such.
+			_, _ = a.db.PurgeChallenges(ctx, a.db.Now().Add(-time.Hour))
+		}
+	}
 }
