@@ -103,12 +103,6 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 			return nil, err
 		}
 	}
-	if simErr == nil {
-		fmt.Fprintln(out, "   authenticity checks as the regulator (POST /v1/challenges, POST /v1/verify):")
-		if _, err := CheckAuthenticity(ctx, env, proc.URL, out); err != nil {
-			return nil, err
-		}
-	}
 	fmt.Fprintln(out, "4. stopping the server")
 	stopped = true
 	if err := proc.Stop(30 * time.Second); err != nil {
