@@ -112,10 +112,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 }
 
 func (db *DB) openSQLite(cfg Config) error {
-	path := cfg.DSN
-	if strings.HasPrefix(path, "file:") {
-		path = strings.TrimPrefix(path, "file:")
-	}
+	path := strings.TrimPrefix(cfg.DSN, "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
