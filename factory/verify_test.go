@@ -289,7 +289,7 @@ func TestLoadRoots(t *testing.T) {
 
 // FuzzVerifyIssued mutates the response a station receives: whatever the
 // server sends, VerifyIssued never accepts an identity other than the one
-// issued for the device.
+// issued for the device, and the caching Verifier agrees with it.
 func FuzzVerifyIssued(f *testing.F) {
 	pki := newPKI(f)
 	dev, err := NewDevice("SN-F")
@@ -301,6 +301,7 @@ func FuzzVerifyIssued(f *testing.F) {
 	goodResp := respFor(pki, dev.Serial(), good, m1)
 	roots := rootPool(pki.root)
 	pools := []PoolRange{{TAC: tacA, SNREnd: 999}}
+	cached := NewVerifier(roots)
 	f.Add(goodResp.DeviceSerial, goodResp.IMEIs[0], "", goodResp.Certificate, goodResp.Chain)
 	f.Add(goodResp.DeviceSerial, goodResp.IMEIs[0], goodResp.IMEIs[0], goodResp.Certificate, goodResp.Chain)
 	f.Add("SN-F", "010170000000108", "", "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----", "")
@@ -311,6 +312,9 @@ func FuzzVerifyIssued(f *testing.F) {
 			r.IMEIs = append(r.IMEIs, i2)
 		}
 		err := VerifyIssued(r, roots, dev, pools)
+		if verr := cached.Verify(r, dev, pools); (verr == nil) != (err == nil) {
+			t.Fatalf("Verifier.Verify = %v, VerifyIssued = %v", verr, err)
+		}
 		if err != nil {
 			if tacerr.CodeOf(err) != tacerr.VerificationFailed {
 				t.Fatalf("error without verification_failed code: %v", err)
