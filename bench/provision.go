@@ -31,12 +31,14 @@ type ProvisionOptions struct {
 	AdminDSN    string  // PostgreSQL server for a throwaway database
 	OfferedRate float64 // devices/s; 0: closed loop
 	CPUProfile  string  // if set, the server writes a CPU profile here
+	NoAudit     bool    // run without the audit log
 	Log         io.Writer
 }
 
 // ProvisionResult is printed by `tacline bench provision --json`.
 type ProvisionResult struct {
 	DB                    string         `json:"db"`
+	Audit                 bool           `json:"audit"`
 	Stations              int            `json:"stations"`
 	OfferedRate           float64        `json:"offered_rate,omitempty"`
 	Devices               int            `json:"devices"`
@@ -67,7 +69,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if logw == nil {
 		logw = io.Discard
 	}
-	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw}
+	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw, AuditDisabled: o.NoAudit}
 	if o.Driver == store.Postgres {
 		dsn, drop, err := pgadmin.CreateDatabase(ctx, o.AdminDSN)
 		if err != nil {
@@ -80,7 +82,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if err != nil {
 		return nil, err
 	}
-	res := &ProvisionResult{DB: string(o.Driver), Stations: o.Stations, OfferedRate: o.OfferedRate}
+	res := &ProvisionResult{DB: string(o.Driver), Stations: o.Stations, OfferedRate: o.OfferedRate, Audit: !o.NoAudit}
 
 	// Raw signing on the same token, before the server opens it.
 	tok, err := hsm.Open(env.Config.HSM)
@@ -171,4 +173,37 @@ func processCPU(pid int) (time.Duration, error) {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck, nil
+}
+
+// AuditCost is `tacline bench provision --compare-audit`: the same load
+// without and with the audit log, one after the other in the same run.
+type AuditCost struct {
+	Without *ProvisionResult `json:"without_audit"`
+	With    *ProvisionResult `json:"with_audit"`
+	// ThroughputCost is 1 - with/without devices per second (target <= 0.10).
+	ThroughputCost float64 `json:"throughput_cost"`
+	// CPUCost is with/without server CPU per device, minus 1.
+	CPUCost float64 `json:"cpu_cost"`
+}
+
+// CompareAudit runs Provision without and then with the audit log.
+func CompareAudit(ctx context.Context, o ProvisionOptions) (*AuditCost, error) {
+	o.NoAudit = true
+	without, err := Provision(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	o.NoAudit = false
+	with, err := Provision(ctx, o)
+	if err != nil {
+		return nil, err
+	}
+	c := &AuditCost{Without: without, With: with}
+	if without.DevicesPerSecond > 0 {
+		c.ThroughputCost = 1 - with.DevicesPerSecond/without.DevicesPerSecond
+	}
+	if without.ServerCPUusPerDevice > 0 {
+		c.CPUCost = with.ServerCPUusPerDevice/without.ServerCPUusPerDevice - 1
+	}
+	return c, nil
 }

@@ -44,6 +44,8 @@ type Options struct {
 	Driver   store.Dialect // default SQLite (Dir/ledger.db)
 	DSN      string        // for PostgreSQL
 	Log      io.Writer     // progress lines; nil: silent
+	// AuditDisabled leaves the audit log out (benchmarks measure its cost).
+	AuditDisabled bool
 }
 
 // Env is a set-up environment.
@@ -248,7 +250,7 @@ func writeConfig(env *Env, o Options, h hsm.Config) error {
 		"server": map[string]any{"listen": "127.0.0.1:8443", "tls_cert": "server/cert.pem", "tls_key": "server/key.pem",
 			"client_ca": []string{"ca/station-ca.pem"}},
 		"provisioning": map[string]any{"intent_timeout": "5m", "recovery_interval": "30s"},
-		"audit":        map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit"},
+		"audit":        map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit", "disabled": o.AuditDisabled},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

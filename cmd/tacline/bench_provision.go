@@ -19,7 +19,7 @@ func init() {
 func newBenchProvisionCmd() *cobra.Command {
 	var o bench.ProvisionOptions
 	var driver string
-	var asJSON bool
+	var asJSON, compareAudit bool
 	c := &cobra.Command{
 		Use:   "provision",
 		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
@@ -42,6 +42,18 @@ func newBenchProvisionCmd() *cobra.Command {
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
+			if compareAudit {
+				c, err := bench.CompareAudit(ctx, o)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), c)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "without audit %.0f devices/s (%.0f us CPU/device), with audit %.0f devices/s (%.0f us CPU/device): throughput cost %.1f%%\n",
+					c.Without.DevicesPerSecond, c.Without.ServerCPUusPerDevice, c.With.DevicesPerSecond, c.With.ServerCPUusPerDevice, 100*c.ThroughputCost)
+				return nil
+			}
 			res, err := bench.Provision(ctx, o)
 			if err != nil {
 				return err
@@ -64,6 +76,8 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.StringVar(&o.Dir, "dir", "", "working directory, replaced (default var/bench-provision)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "have the server write a CPU profile of the run to this file")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
+	f.BoolVar(&compareAudit, "compare-audit", false, "run without and then with the audit log and report its cost")
+	f.BoolVar(&o.NoAudit, "no-audit", false, "run without the audit log")
 	return c
 }
 
