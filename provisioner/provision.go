@@ -49,7 +49,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station); out != nil || err != nil {
 		return out, err
 	}
 	st, err := s.station(ctx, in.Actor)
@@ -90,7 +90,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	}
 	if res.Replayed {
 		// A concurrent duplicate of this request won the race: answer as a replay.
-		return s.replayOrWait(ctx, in.RequestID, hash)
+		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 	}
 	intent.ReservationID = res.ID
 	return s.complete(ctx, intent, res.Devices[0], pub, serial)
@@ -124,12 +124,14 @@ func policyIMEICount(m cachedMeta, requested int) (int, error) {
 // replay answers a request id seen before: the stored result if issued, the
 // completion of its intent if pending, an error if abandoned or if the
 // request's content differs. It returns (nil, nil) for a new request id.
-func (s *Service) replay(ctx context.Context, requestID string, hash []byte) (*Issued, error) {
+func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
 	is, err := s.db.IssuanceByRequestID(ctx, requestID)
 	if err != nil || is == nil {
 		return nil, err
 	}
-	if !bytes.Equal(is.RequestHash, hash) {
+	// A request id belongs to the caller that used it first: another caller
+	// learns nothing of it.
+	if !bytes.Equal(is.RequestHash, hash) || is.Station != caller {
 		return nil, tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q was already used for a different request; use a new request id", requestID)
 	}
 	switch is.State {
@@ -159,9 +161,9 @@ func (s *Service) replay(ctx context.Context, requestID string, hash []byte) (*I
 }
 
 // replayOrWait answers a duplicate whose twin is still being completed.
-func (s *Service) replayOrWait(ctx context.Context, requestID string, hash []byte) (*Issued, error) {
+func (s *Service) replayOrWait(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
 	for i := 0; i < 50; i++ {
-		out, err := s.replay(ctx, requestID, hash)
+		out, err := s.replay(ctx, requestID, hash, caller)
 		if out != nil || err != nil {
 			return out, err
 		}

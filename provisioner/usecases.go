@@ -69,7 +69,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		ims[i] = m.String()
 	}
 	hash := requestHash("bind", in.DeviceSerial, strings.Join(ims, ","), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station); out != nil || err != nil {
 		return out, err
 	}
 	st, err := s.station(ctx, in.Actor)
@@ -115,7 +115,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
-			return s.replayOrWait(ctx, in.RequestID, hash)
+			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 		}
 		return nil, err
 	}
@@ -180,7 +180,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 		return nil, err
 	}
 	hash := requestHash("reissue", in.DeviceSerial, csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.ID); out != nil || err != nil {
 		return out, err
 	}
 	d, err := s.db.Device(ctx, in.DeviceSerial)
@@ -217,7 +217,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
-			return s.replayOrWait(ctx, in.RequestID, hash)
+			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID)
 		}
 		return nil, err
 	}
