@@ -113,27 +113,22 @@ func readLedger(t *testing.T, ctx context.Context, db *store.DB) *ledger {
 	return l
 }
 
-// errs collects violations and stops a test that finds too many.
-type errs struct {
-	t *testing.T
-	n int
-}
+// errs collects violations.
+type errs struct{ list []string }
 
-func (e *errs) add(format string, args ...any) {
-	e.t.Helper()
-	e.n++
-	if e.n <= 25 {
-		e.t.Errorf(format, args...)
-	}
-}
+func (e *errs) add(format string, args ...any) { e.list = append(e.list, fmt.Sprintf(format, args...)) }
 
-func (e *errs) done() {
-	e.t.Helper()
-	if e.n > 25 {
-		e.t.Fatalf("%d violations in all (first 25 shown)", e.n)
+// requireNone fails the test with the violations found, if any.
+func requireNone(t *testing.T, violations []string) {
+	t.Helper()
+	for i, v := range violations {
+		if i == 25 {
+			t.Fatalf("%d violations in all (first 25 shown)", len(violations))
+		}
+		t.Error(v)
 	}
-	if e.n > 0 {
-		e.t.FailNow()
+	if len(violations) > 0 {
+		t.FailNow()
 	}
 }
 
@@ -167,9 +162,8 @@ type leftovers struct {
 //   - RESERVED IMEIs and pending intents belong only to requests the
 //     stations gave up without an answer; VOIDED IMEIs only to those, with
 //     reason abandoned.
-func checkLedger(t *testing.T, l *ledger, stations []*station) leftovers {
-	t.Helper()
-	e := &errs{t: t}
+func checkLedger(l *ledger, stations []*station) (leftovers, []string) {
+	e := &errs{}
 	keys := map[string]*stationDevice{}
 	dropped := map[string]bool{}
 	for _, s := range stations {
@@ -250,10 +244,11 @@ func checkLedger(t *testing.T, l *ledger, stations []*station) leftovers {
 		}
 	}
 	for serial, ims := range bound {
-		c := l.certs[l.devices[serial].CertSerial]
-		if c == nil {
+		d := l.devices[serial]
+		if d == nil || l.certs[d.CertSerial] == nil {
 			continue // reported above
 		}
+		c := l.certs[d.CertSerial]
 		san, err := sanIMEIs(c.cert)
 		if err == nil && !slices.Equal(san, ims) {
 			e.add("device %s: BOUND IMEIs %v, its certificate %s names %v", serial, ims, c.Serial, san)
@@ -281,11 +276,10 @@ func checkLedger(t *testing.T, l *ledger, stations []*station) leftovers {
 	gotSerial := map[string]string{}
 	for _, s := range stations {
 		for _, a := range s.answered {
-			checkAnswer(e, l, a, gotIMEI, gotSerial)
+			checkAnswer(e, l, a, bound[a.req.DeviceSerial], gotIMEI, gotSerial)
 		}
 	}
-	e.done()
-	return left
+	return left, e.list
 }
 
 type stationDevice struct {
@@ -293,9 +287,9 @@ type stationDevice struct {
 	pub     crypto.PublicKey
 }
 
-// checkAnswer finds one answer in the ledger exactly as received.
-func checkAnswer(e *errs, l *ledger, a answer, gotIMEI, gotSerial map[string]string) {
-	e.t.Helper()
+// checkAnswer finds one answer in the ledger exactly as received; held is
+// what the ledger binds to the device, in IMEI order.
+func checkAnswer(e *errs, l *ledger, a answer, held []imei.IMEI, gotIMEI, gotSerial map[string]string) {
 	id, serial := a.req.RequestID, a.req.DeviceSerial
 	if a.resp.DeviceSerial != serial {
 		e.add("request %s for device %s was answered for device %s", id, serial, a.resp.DeviceSerial)
@@ -338,12 +332,6 @@ func checkAnswer(e *errs, l *ledger, a answer, gotIMEI, gotSerial map[string]str
 		e.add("request %s was answered; its issuance is %+v", id, is)
 	}
 	slices.SortFunc(want, imei.IMEI.Compare)
-	var held []imei.IMEI
-	for i := range l.imeis {
-		if r := &l.imeis[i]; r.DeviceSerial == serial && r.State == store.StateBound {
-			held = append(held, r.imei)
-		}
-	}
 	if !slices.Equal(held, want) {
 		e.add("device %s received IMEIs %s; the ledger binds %v to it", serial, strings.Join(a.resp.IMEIs, ","), held)
 	}

@@ -3,10 +3,12 @@ package test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -37,7 +39,8 @@ func (r *serverRef) get() (string, int) {
 }
 
 // pendingReq is a request a station has sent and not yet had answered. The
-// station keeps it across server crashes and resends it unchanged (same
+// station journals it before the first attempt and, after every failed
+// attempt, takes it back from the journal and resends it unchanged (same
 // request id, same body) until it gets an answer.
 type pendingReq struct {
 	req      wire.ProvisionRequest
@@ -58,11 +61,13 @@ type answer struct {
 // answer.
 type station struct {
 	creds    factory.StationCreds
+	journal  string // the pending request, written before it is sent
 	serverCA string
 	roots    *x509.CertPool
 	rng      *rand.Rand
-	dropP    float64 // chance that a request whose attempt failed is given up (a station that lost its journal)
-	max      int     // stop after this many devices
+	dropP    float64       // chance that a request whose attempt failed is given up (a station that lost its journal)
+	max      int           // stop after this many devices (0: no limit)
+	think    time.Duration // at most this long between two devices (random)
 
 	client    *factory.Client
 	clientGen int
@@ -77,9 +82,10 @@ type station struct {
 	retries  int
 }
 
-func newStation(creds factory.StationCreds, serverCA string, roots *x509.CertPool, seed uint64, idx int, dropP float64, max int) *station {
-	return &station{creds: creds, serverCA: serverCA, roots: roots, rng: rand.New(rand.NewPCG(seed, uint64(idx))),
-		dropP: dropP, max: max, devices: map[string]*factory.Device{}}
+func newStation(creds factory.StationCreds, journalDir, serverCA string, roots *x509.CertPool, seed uint64, idx int, dropP float64, think time.Duration) *station {
+	return &station{creds: creds, journal: filepath.Join(journalDir, creds.ID+".pending.json"), serverCA: serverCA, roots: roots,
+		rng:   rand.New(rand.NewPCG(seed, uint64(idx))),
+		dropP: dropP, think: think, devices: map[string]*factory.Device{}}
 }
 
 // clientFor returns a client of the server's current incarnation.
@@ -115,8 +121,62 @@ func (s *station) newRequest() (*pendingReq, error) {
 		return nil, err
 	}
 	s.devices[serial] = dev
-	return &pendingReq{device: dev, req: wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: serial,
-		Product: s.creds.Product, Pool: s.creds.Pool, CSR: string(csr)}}, nil
+	p := &pendingReq{device: dev, req: wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: serial,
+		Product: s.creds.Product, Pool: s.creds.Pool, CSR: string(csr)}}
+	key, err := dev.KeyPEM()
+	if err != nil {
+		return nil, err
+	}
+	data, err := json.Marshal(journalEntry{Request: p.req, DeviceKey: string(key)})
+	if err != nil {
+		return nil, err
+	}
+	tmp := s.journal + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
+		return nil, err
+	}
+	return p, os.Rename(tmp, s.journal)
+}
+
+// journalEntry is a station's journal: the request it waits for and the
+// key of the device the CSR was made with.
+type journalEntry struct {
+	Request   wire.ProvisionRequest `json:"request"`
+	DeviceKey string                `json:"device_key"` // PKCS#8 PEM
+}
+
+// reload takes the pending request back from the journal, as a station
+// restarted after the failure would.
+func (s *station) reload() error {
+	data, err := os.ReadFile(s.journal)
+	if err != nil {
+		return err
+	}
+	var j journalEntry
+	if err := json.Unmarshal(data, &j); err != nil {
+		return fmt.Errorf("journal %s: %v", s.journal, err)
+	}
+	key, err := factory.ParseDeviceKey([]byte(j.DeviceKey))
+	if err != nil {
+		return fmt.Errorf("journal %s: %v", s.journal, err)
+	}
+	dev, err := factory.NewDeviceWithKey(j.Request.DeviceSerial, key)
+	if err != nil {
+		return err
+	}
+	if j.Request != s.pending.req || !key.PublicKey.Equal(s.pending.device.Public()) {
+		return fmt.Errorf("journal %s does not hold the pending request %s", s.journal, s.pending.req.RequestID)
+	}
+	s.pending.req, s.pending.device = j.Request, dev
+	return nil
+}
+
+// settle ends the pending request (answered, failed or given up).
+func (s *station) settle() {
+	s.pending = nil
+	if err := os.Remove(s.journal); err != nil {
+		s.failures = append(s.failures, err.Error())
+	}
 }
 
 // retryableErr reports whether an attempt's error says the same request
@@ -130,8 +190,9 @@ func retryableErr(err error) bool {
 }
 
 // run provisions devices until stop is closed (or max devices are made),
-// then finishes its pending request. While mayDrop is true, a request
-// whose attempt failed may be given up (dropP).
+// then finishes its pending request. Until stop is closed, a request whose
+// first attempt failed is given up with probability dropP, as by a station
+// that lost its journal; it is never sent again.
 func (s *station) run(ctx context.Context, ref *serverRef, stop <-chan struct{}) {
 	stopped := false
 	for {
@@ -143,8 +204,11 @@ func (s *station) run(ctx context.Context, ref *serverRef, stop <-chan struct{})
 			}
 		}
 		if s.pending == nil {
-			if stopped || s.made >= s.max {
+			if stopped || (s.max > 0 && s.made >= s.max) {
 				return
+			}
+			if s.think > 0 {
+				sleepCtx(ctx, time.Duration(s.rng.Int64N(int64(s.think))))
 			}
 			p, err := s.newRequest()
 			if err != nil {
@@ -166,8 +230,12 @@ func (s *station) run(ctx context.Context, ref *serverRef, stop <-chan struct{})
 			s.pending.failed = true
 			if first && !stopped && s.rng.Float64() < s.dropP {
 				s.dropped = append(s.dropped, *s.pending)
-				s.pending = nil
+				s.settle() // the journal is lost with it
 				continue
+			}
+			if err := s.reload(); err != nil {
+				s.failures = append(s.failures, err.Error())
+				return
 			}
 			select {
 			case <-ctx.Done():
@@ -175,7 +243,7 @@ func (s *station) run(ctx context.Context, ref *serverRef, stop <-chan struct{})
 			}
 		default:
 			s.failures = append(s.failures, fmt.Sprintf("request %s (device %s), attempt %d: %v", s.pending.req.RequestID, s.pending.req.DeviceSerial, s.pending.attempts, err))
-			s.pending = nil
+			s.settle()
 		}
 	}
 }
@@ -206,7 +274,7 @@ func (s *station) attempt(ctx context.Context, ref *serverRef) error {
 		s.failures = append(s.failures, fmt.Sprintf("request %s (device %s): the answer fails the station's checks: %v", p.req.RequestID, p.req.DeviceSerial, err))
 	}
 	s.answered = append(s.answered, answer{req: p.req, resp: *resp, device: p.device})
-	s.pending = nil
+	s.settle()
 	return nil
 }
 
