@@ -54,6 +54,9 @@ type answer struct {
 	req    wire.ProvisionRequest
 	resp   wire.ProvisionResponse
 	device *factory.Device
+	// afterFailure: an earlier attempt failed (the server was down or
+	// crashed under it), so the answer is a replay of the request id.
+	afterFailure bool
 }
 
 // station is a simulated factory station driving the API directly with
@@ -273,7 +276,7 @@ func (s *station) attempt(ctx context.Context, ref *serverRef) error {
 	if err := factory.VerifyIssued(resp, s.roots, p.device, s.allowed); err != nil {
 		s.failures = append(s.failures, fmt.Sprintf("request %s (device %s): the answer fails the station's checks: %v", p.req.RequestID, p.req.DeviceSerial, err))
 	}
-	s.answered = append(s.answered, answer{req: p.req, resp: *resp, device: p.device})
+	s.answered = append(s.answered, answer{req: p.req, resp: *resp, device: p.device, afterFailure: p.failed})
 	s.settle()
 	return nil
 }
