@@ -85,6 +85,8 @@ type DB struct {
 	sinks []Sink
 	// committer batches reservations (group commit).
 	committer *committer
+	// stmts caches prepared statements of the SQLite write connection.
+	stmts *stmtCache
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -135,6 +137,7 @@ func (db *DB) openSQLite(cfg Config) error {
 	}
 	r.SetMaxOpenConns(4)
 	db.w, db.r = w, r
+	db.stmts = &stmtCache{db: w, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
 	return nil
 }
 
@@ -175,6 +178,9 @@ func redactDSN(dsn string) string {
 // Close closes the database pools.
 func (db *DB) Close() error {
 	db.committer.close()
+	if db.stmts != nil {
+		db.stmts.close()
+	}
 	var errs []error
 	if db.r != nil && db.r != db.w {
 		errs = append(errs, db.r.Close())
@@ -211,6 +217,7 @@ type Tx struct {
 	*sqlx.Tx
 	db     *DB
 	events []Event
+	write  bool // a write transaction on the write pool
 }
 
 // Dialect returns the transaction's database kind.
@@ -236,6 +243,9 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 			}
 		}
 		err = db.inTxOnce(ctx, fn)
+		if db.stmts != nil {
+			db.stmts.prepare()
+		}
 		if err == nil || !isRetryableDBError(err) {
 			return err
 		}
@@ -248,7 +258,7 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
-	tx := &Tx{Tx: stx, db: db}
+	tx := &Tx{Tx: stx, db: db, write: true}
 	defer func() {
 		if p := recover(); p != nil {
 			stx.Rollback()

@@ -1,0 +1,133 @@
+package store
+
+import (
+	"database/sql"
+	"sync"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// SQLite prepares a statement every time one runs, which costs about as much
+// as executing the small statements of the ledger. The write pool has exactly
+// one connection, so statements prepared on it once can be reused by every
+// transaction (database/sql's Tx.Stmt reuses a pool statement already
+// prepared on the transaction's own connection). A statement cannot be
+// prepared on the pool while a transaction holds its only connection, so a
+// statement seen for the first time runs unprepared and is prepared after
+// the transaction ends. PostgreSQL needs none of this: pgx caches prepared
+// statements per connection itself.
+type stmtCache struct {
+	mu      sync.Mutex
+	db      *sqlx.DB
+	stmts   map[string]*sqlx.Stmt
+	pending map[string]bool
+}
+
+// maxCachedStmts bounds the cache (multi-row inserts vary in length).
+const maxCachedStmts = 2048
+
+func (c *stmtCache) get(query string) *sqlx.Stmt {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if s, ok := c.stmts[query]; ok {
+		return s
+	}
+	if len(c.stmts)+len(c.pending) < maxCachedStmts {
+		c.pending[query] = true
+	}
+	return nil
+}
+
+// prepare prepares the statements first seen in a transaction; it runs when
+// no transaction holds the connection.
+func (c *stmtCache) prepare() {
+	c.mu.Lock()
+	if len(c.pending) == 0 {
+		c.mu.Unlock()
+		return
+	}
+	queries := make([]string, 0, len(c.pending))
+	for q := range c.pending {
+		queries = append(queries, q)
+		delete(c.pending, q)
+	}
+	c.mu.Unlock()
+	// Preparing waits for the connection: never while holding c.mu, which
+	// a running transaction needs.
+	for _, q := range queries {
+		s, err := c.db.Preparex(q)
+		if err != nil {
+			continue
+		}
+		c.mu.Lock()
+		if _, dup := c.stmts[q]; dup {
+			s.Close()
+		} else {
+			c.stmts[q] = s
+		}
+		c.mu.Unlock()
+	}
+}
+
+func (c *stmtCache) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.stmts {
+		s.Close()
+	}
+	c.stmts = map[string]*sqlx.Stmt{}
+}
+
+// stmt returns the cached prepared statement for query bound to tx, or nil.
+func (tx *Tx) stmt(query string) *sqlx.Stmt {
+	if tx.db.stmts == nil || !tx.write {
+		return nil
+	}
+	s := tx.db.stmts.get(query)
+	if s == nil {
+		return nil
+	}
+	return tx.Tx.Stmtx(s)
+}
+
+// Exec runs a statement in the transaction (through the statement cache on
+// SQLite). It shadows sqlx.Tx.Exec so that every package writing through a
+// ledger transaction benefits.
+func (tx *Tx) Exec(query string, args ...any) (sql.Result, error) {
+	if s := tx.stmt(query); s != nil {
+		return s.Exec(args...)
+	}
+	return tx.Tx.Exec(query, args...)
+}
+
+// Get runs a query returning one row into dest (see Exec).
+func (tx *Tx) Get(dest any, query string, args ...any) error {
+	if s := tx.stmt(query); s != nil {
+		return s.Get(dest, args...)
+	}
+	return tx.Tx.Get(dest, query, args...)
+}
+
+// Select runs a query into a slice (see Exec).
+func (tx *Tx) Select(dest any, query string, args ...any) error {
+	if s := tx.stmt(query); s != nil {
+		return s.Select(dest, args...)
+	}
+	return tx.Tx.Select(dest, query, args...)
+}
+
+// Queryx runs a query (see Exec).
+func (tx *Tx) Queryx(query string, args ...any) (*sqlx.Rows, error) {
+	if s := tx.stmt(query); s != nil {
+		return s.Queryx(args...)
+	}
+	return tx.Tx.Queryx(query, args...)
+}
+
+// QueryRowx runs a query returning at most one row (see Exec).
+func (tx *Tx) QueryRowx(query string, args ...any) *sqlx.Row {
+	if s := tx.stmt(query); s != nil {
+		return s.QueryRowx(args...)
+	}
+	return tx.Tx.QueryRowx(query, args...)
+}
