@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -31,7 +32,12 @@ const (
 	crashMaxDown   = 100 * time.Millisecond // and the restart a random time up to this after the kill
 	crashDropP     = 0.25                   // chance a station gives up a request whose attempt failed
 	crashThink     = 10 * time.Millisecond  // a station waits up to this between two devices
-	crashDeadline  = 150 * time.Second      // for one database, everything included
+	// After a kill, with this chance a server is first started and killed
+	// again during its start-up (ledger, migrations, HSM login, recovery),
+	// a random time up to crashMaxStartup into it.
+	crashStartupKillP = 0.2
+	crashMaxStartup   = 500 * time.Millisecond
+	crashDeadline     = 150 * time.Second // for one database, everything included
 )
 
 // sqlCountReserved counts IMEIs still RESERVED (recovery has not run yet).
@@ -87,6 +93,25 @@ func (r *crashRun) start() {
 	}
 	r.proc = p
 	r.ref.set(p.URL)
+}
+
+// killDuringStartup starts `tacline serve` and SIGKILLs it d into its
+// start-up; the stations never learn its port.
+func (r *crashRun) killDuringStartup(d time.Duration) {
+	r.t.Helper()
+	logf, err := os.OpenFile(r.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(taclineBin, "serve", "--config", r.env.ConfigPath, "--listen", "127.0.0.1:0")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		r.t.Fatalf("start tacline serve: %v", err)
+	}
+	sleepCtx(r.ctx, d)
+	_ = cmd.Process.Kill() // it may have failed on its own: the next start tells
+	_ = cmd.Wait()
 }
 
 // stop shuts the server down cleanly and requires a clean exit.
@@ -154,12 +179,16 @@ func runCrash(t *testing.T, driver store.Dialect, seed uint64) {
 		wg.Go(func() { s.run(ctx, r.ref, stop) })
 	}
 	rng := rand.New(rand.NewPCG(seed, 1<<32))
-	kills := 0
+	kills, startupKills := 0, 0
 	for ; kills < crashKills && ctx.Err() == nil; kills++ {
 		sleepCtx(ctx, time.Duration(rng.Int64N(int64(crashMaxUptime))))
 		r.proc.Kill()
 		r.proc = nil
 		sleepCtx(ctx, time.Duration(rng.Int64N(int64(crashMaxDown))))
+		if rng.Float64() < crashStartupKillP {
+			r.killDuringStartup(time.Duration(rng.Int64N(int64(crashMaxStartup))))
+			startupKills++
+		}
 		if ctx.Err() != nil {
 			break
 		}
@@ -172,8 +201,8 @@ func runCrash(t *testing.T, driver store.Dialect, seed uint64) {
 	}
 	requireNoFailures(t, stations)
 	st := statsOf(stations)
-	t.Logf("%s: %d kills; %d devices answered (%d after a failed attempt), %d requests given up, %d retried attempts",
-		driver, kills, st.answered, st.afterFailure, st.dropped, st.retries)
+	t.Logf("%s: %d kills of a serving server and %d during start-up; %d devices answered (%d after a failed attempt), %d requests given up, %d retried attempts",
+		driver, kills, startupKills, st.answered, st.afterFailure, st.dropped, st.retries)
 	if kills < 20 || st.answered == 0 || st.afterFailure == 0 {
 		t.Fatalf("the run did too little to prove anything: %d kills, %d answers, %d of them after a failed attempt", kills, st.answered, st.afterFailure)
 	}

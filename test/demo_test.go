@@ -43,6 +43,9 @@ func TestDemo(t *testing.T) {
 				t.Errorf("tacline demo did not report the ledger check:\n%s", r.stdout)
 			}
 			checkDevicesExport(t, filepath.Join(dir, "exports"), stations*devices)
+			if r := tacline(t, time.Minute, "--config", filepath.Join(dir, "tacline.yaml"), "ledger", "check"); r.code != 0 {
+				t.Fatalf("tacline ledger check on the demo's ledger exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
 		})
 	}
 }
