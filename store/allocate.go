@@ -311,6 +311,47 @@ type poolHead struct {
 	SNREnd  int64  `db:"snr_end"`
 	NextSNR int64  `db:"next_snr"`
 	start   int64
+	claimed bool // the batch's whole need was claimed in one statement
+}
+
+const sqlClaimPool = `UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
+	RETURNING id, name, tac, snr_end, next_snr`
+
+// claimPools advances each pool by the batch's need when it fits (one
+// statement, the row stays locked until commit) and locks the others for a
+// request-by-request decision. NextSNR of a head is where assignment starts.
+func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
+	names := make([]string, 0, len(needs))
+	for n := range needs {
+		names = append(names, n)
+	}
+	sort.Strings(names) // a fixed order: no deadlocks between replicas
+	heads := map[string]*poolHead{}
+	slow := map[string]bool{}
+	for _, n := range names {
+		var h poolHead
+		err := tx.Get(&h, tx.Rebind(sqlClaimPool), needs[n], n, needs[n])
+		if noRows(err) {
+			slow[n] = true
+			continue
+		}
+		if err != nil {
+			return nil, translate(err, "claim SNRs of pool "+n)
+		}
+		h.NextSNR -= needs[n]
+		h.start, h.claimed = h.NextSNR, true
+		heads[n] = &h
+	}
+	if len(slow) > 0 {
+		locked, err := tx.lockPools(slow)
+		if err != nil {
+			return nil, err
+		}
+		for n, h := range locked {
+			heads[n] = h
+		}
+	}
+	return heads, nil
 }
 
 // reserveBatch runs inside one transaction. Per-request failures are set on
@@ -351,14 +392,17 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 	if err := tx.refuseProvisionedDevices(fresh); err != nil {
 		return err
 	}
-	// 3. Pools, locked for the batch.
-	names := map[string]bool{}
+	// 3. Pools. The common case takes one statement per pool: advance the
+	// high-water mark by what the whole batch needs, if it fits. Otherwise
+	// (a pool near exhaustion, or unknown) lock the pool and decide request
+	// by request, in arrival order.
+	needs := map[string]int64{}
 	for _, p := range fresh {
 		if p.err == nil {
-			names[p.req.Pool] = true
+			needs[p.req.Pool] += int64(p.req.Devices * p.req.PerDevice)
 		}
 	}
-	heads, err := tx.lockPools(names)
+	heads, err := tx.claimPools(needs)
 	if err != nil {
 		return err
 	}
@@ -403,9 +447,9 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 	if len(made) == 0 {
 		return tx.finishDups(first, dups)
 	}
-	// 4. Advance the high-water marks.
+	// 4. Advance the high-water marks of pools locked row by row.
 	for _, h := range heads {
-		if h.NextSNR == h.start {
+		if h.claimed || h.NextSNR == h.start {
 			continue
 		}
 		res, err := tx.Exec(tx.Rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
