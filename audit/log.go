@@ -272,17 +272,18 @@ func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
 	l.mu.Unlock()
 }
 
-// maxOneShotParams bounds the parameters of the single statement that
-// writes a whole append (below SQLite's 32766 and PostgreSQL's 65535).
+// maxOneShotParams bounds the parameters of the single PostgreSQL
+// statement that writes a whole append (below its limit of 65535).
 const maxOneShotParams = 30000
 
 var insertPrefixes = [3]string{qInsertLeaves, qInsertHashes, qInsertIMEIs}
 
 // writeAppend inserts the rows of an append (leaves, hashes, imeis: 2
 // values a row) and advances the head from size to newSize, checking that
-// the head row was updated. When the rows fit, it is one round trip: a
-// statement with data-modifying CTEs on PostgreSQL, one Exec of ';'-separated
-// statements on SQLite.
+// the head row was updated. On PostgreSQL, when the rows fit, it is one
+// round trip: the inserts are data-modifying CTEs of the head's UPDATE. On
+// SQLite (in-process, statements cached by store) it runs one statement per
+// table and the UPDATE.
 func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, size int64) error {
 	head := []any{newSize, newRoot[:], size}
 	total := len(head)
@@ -291,36 +292,28 @@ func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, 
 	}
 	var b strings.Builder
 	args := make([]any, 0, total)
-	if total > maxOneShotParams {
+	if tx.Dialect() != store.Postgres || total > maxOneShotParams {
 		for i, a := range sets {
 			if err := insertRows(tx, insertPrefixes[i], a); err != nil {
 				return err
 			}
 		}
 	} else {
-		pg := tx.Dialect() == store.Postgres
 		n := 0
 		for i, a := range sets {
 			if len(a) == 0 {
 				continue
 			}
-			switch {
-			case !pg:
-			case n == 0:
+			if n == 0 {
 				fmt.Fprintf(&b, "WITH w%d AS (", i)
-			default:
+			} else {
 				fmt.Fprintf(&b, ", w%d AS (", i)
 			}
 			writeValues(&b, insertPrefixes[i], len(a)/2)
-			if pg {
-				b.WriteString(")")
-			} else {
-				b.WriteString(";\n")
-			}
+			b.WriteString(") ")
 			args = append(args, a...)
 			n++
 		}
-		b.WriteString(" ")
 	}
 	b.WriteString(qUpdateHead)
 	args = append(args, head...)

@@ -193,6 +193,8 @@ func (v *exportVerifier) run(o VerifyOptions) error {
 		}
 	} else if len(proof) != 0 {
 		return fmt.Errorf("proof: a consistency proof from %d to %d must be empty", m.FromSize, m.ToSize)
+	} else if m.FromSize == m.ToSize && rootFrom != cp.Root {
+		return fmt.Errorf("hashes: the stored hashes give root %s, not the signed checkpoint's %s", rootFrom, cp.Root)
 	}
 	checkPrev := func() error {
 		if prev != nil && t.n == prev.Size && t.root() != prev.Root {
