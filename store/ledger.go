@@ -278,28 +278,38 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 		return tacerr.Field(tacerr.InvalidInput, "imeis", "at least one IMEI is required")
 	}
 	now := tx.Now().Truncate(time.Microsecond)
+	keys := make([]int64, len(ims))
+	for i, m := range ims {
+		keys[i] = int64(m.Uint64())
+	}
+	q, args, err := tx.in(`UPDATE imeis SET state = 'BOUND', device_serial = ?, cert_serial = ?, bound_at = ? WHERE imei14 IN (?) AND state = 'RESERVED'`,
+		deviceSerial, certSerial, now.UnixMicro(), keys)
+	if err != nil {
+		return err
+	}
+	res, err := tx.Exec(q, args...)
+	if err != nil {
+		return translate(err, "bind IMEIs")
+	}
+	if n, _ := res.RowsAffected(); n != int64(len(ims)) {
+		// Name the IMEI at fault; the transaction is rolled back.
+		for _, m := range ims {
+			rec, err := tx.LookupIMEI(m)
+			if err != nil {
+				return err
+			}
+			if rec.State != StateBound || rec.DeviceSerial != deviceSerial || rec.CertSerial != certSerial {
+				return tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", m, rec.State)
+			}
+		}
+		return tacerr.Field(tacerr.InvalidState, "imeis", "an IMEI is listed twice")
+	}
 	var pool string
-	var tac uint32
-	for _, m := range ims {
-		rec, err := tx.LookupIMEI(m)
-		if err != nil {
-			return err
-		}
-		if rec.State != StateReserved {
-			return tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", m, rec.State)
-		}
-		pool, tac = rec.Pool, m.TAC()
-		res, err := tx.Exec(tx.Rebind(`UPDATE imeis SET state = 'BOUND', device_serial = ?, cert_serial = ?, bound_at = ? WHERE imei14 = ? AND state = 'RESERVED'`),
-			deviceSerial, certSerial, now.UnixMicro(), int64(m.Uint64()))
-		if err != nil {
-			return translate(err, "bind IMEI")
-		}
-		if err := oneRow(res, "bind IMEI %s", m); err != nil {
-			return err
-		}
+	if err := tx.Get(&pool, tx.Rebind(`SELECT p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 = ?`), keys[0]); err != nil {
+		return translate(err, "look up pool")
 	}
 	tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: actor, RequestID: requestID, Pool: pool,
-		TAC: imei.FormatTAC(tac), IMEIs: imeiStrings(ims), DeviceSerial: deviceSerial, CertSerial: certSerial})
+		TAC: ims[0].TACString(), IMEIs: imeiStrings(ims), DeviceSerial: deviceSerial, CertSerial: certSerial})
 	return nil
 }
 
