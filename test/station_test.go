@@ -189,7 +189,7 @@ func retryableErr(err error) bool {
 	if errors.As(err, &ae) {
 		return ae.Retryable()
 	}
-	return tacerr.Is(err, tacerr.Unavailable)
+	return tacerr.IsRetryable(err) // a network failure; not a TLS refusal
 }
 
 // run provisions devices until stop is closed (or max devices are made),
