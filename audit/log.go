@@ -2,9 +2,11 @@ package audit
 
 import (
 	"crypto"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -86,6 +88,15 @@ type Log struct {
 	edge edgeCache
 
 	kick chan struct{}
+
+	// appends by path: one guarded statement, or after locking the head
+	guessed, locked atomic.Int64
+}
+
+// AppendStats counts appends by how they found the head: guessed (one
+// guarded statement on PostgreSQL) or locked (read under the lock).
+func (l *Log) AppendStats() (guessed, locked int64) {
+	return l.guessed.Load(), l.locked.Load()
 }
 
 var _ store.Sink = (*Log)(nil)
@@ -167,27 +178,59 @@ const rowsPerInsert = 500
 
 // Append appends events to the log inside tx (store.Sink). Leaf indexes are
 // assigned under the head row's lock: SELECT ... FOR UPDATE on PostgreSQL,
-// the single-writer transaction on SQLite.
+// the single-writer transaction on SQLite. On PostgreSQL, when this replica
+// knows the head it committed last, it first tries one guarded statement
+// that takes the same lock by updating the head only if it is still that
+// head, and writes the rows only then; another replica having appended
+// meanwhile makes it write nothing, and the locked path follows.
 func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if len(events) == 0 {
 		return nil
+	}
+	if tx.Dialect() == store.Postgres {
+		if g, ok := l.guess(); ok {
+			done, err := l.appendAt(tx, events, g.size, g.root, g.hashes, true)
+			if done {
+				l.guessed.Add(1)
+			}
+			if err != nil || done {
+				return err
+			}
+		}
 	}
 	size, root, err := lockHead(tx)
 	if err != nil {
 		return err
 	}
-	r := &txHashReader{tx: tx, known: l.cachedEdge(size, root)}
+	_, err = l.appendAt(tx, events, size, root, l.cachedEdge(size, root), false)
+	if err == nil {
+		l.locked.Add(1)
+	}
+	return err
+}
 
+// errNeedDB stops a guessed append that would have to read stored hashes.
+var errNeedDB = errors.New("stored hash not cached")
+
+// appendAt appends events to the tree (size, root), whose edge hashes are
+// (at least partly) in known. With guessed set, the head is not locked yet:
+// it writes only if the head still is (size, root) and reports false,
+// having written nothing, otherwise.
+func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed bool) (bool, error) {
+	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed}
 	var leaves, hashes, imeis []any
 	for i, e := range events {
 		n := size + int64(i)
 		data, err := EncodeEvent(e)
 		if err != nil {
-			return err
+			return false, err
 		}
 		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(data), r)
+		if errors.Is(err, errNeedDB) {
+			return false, nil
+		}
 		if err != nil {
-			return wrapDB(err, "compute audit stored hashes")
+			return false, wrapDB(err, "compute audit stored hashes")
 		}
 		base := tlog.StoredHashIndex(0, n)
 		for j, h := range hs {
@@ -201,11 +244,19 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	}
 	newSize := size + int64(len(events))
 	newRoot, err := tlog.TreeHash(newSize, r)
-	if err != nil {
-		return wrapDB(err, "compute audit root")
+	if errors.Is(err, errNeedDB) {
+		return false, nil
 	}
-	if err := writeAppend(tx, [3][]any{leaves, hashes, imeis}, newSize, newRoot, size); err != nil {
-		return err
+	if err != nil {
+		return false, wrapDB(err, "compute audit root")
+	}
+	rows := [3][]any{leaves, hashes, imeis}
+	if guessed {
+		if ok, err := writeGuarded(tx, rows, newSize, newRoot, size, root); err != nil || !ok {
+			return false, err
+		}
+	} else if err := writeAppend(tx, rows, newSize, newRoot, size); err != nil {
+		return false, err
 	}
 	l.remember(newSize, newRoot, r.known)
 	if size/l.cfg.every() != newSize/l.cfg.every() {
@@ -214,7 +265,7 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 		default:
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // lockHead reads the head row and, on PostgreSQL, locks it until tx ends
@@ -240,6 +291,20 @@ func normIMEI(s string) string {
 		return m.String()
 	}
 	return s
+}
+
+// guess returns the edge cache: the tree this replica appended to last.
+func (l *Log) guess() (edgeCache, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.edge.hashes == nil {
+		return edgeCache{}, false
+	}
+	m := make(map[int64]tlog.Hash, len(l.edge.hashes)+8)
+	for k, v := range l.edge.hashes {
+		m[k] = v
+	}
+	return edgeCache{size: l.edge.size, root: l.edge.root, hashes: m}, true
 }
 
 // cachedEdge returns a fresh map holding the cached edge hashes if they
@@ -327,6 +392,55 @@ func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, 
 	return nil
 }
 
+// The guarded append (PostgreSQL): the head's UPDATE matches only the
+// expected head, and each insert takes its rows only if it did.
+const (
+	qGuardHead   = `WITH h AS (UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ? RETURNING 1)`
+	qGuardSelect = ` SELECT count(*) FROM h`
+)
+
+var (
+	guardTables = [3]string{"audit_leaves (idx, data)", "audit_hashes (idx, hash)", "audit_imeis (imei, idx)"}
+	guardTuples = [3]string{"(?::bigint,?::bytea)", "(?::bigint,?::bytea)", "(?::text,?::bigint)"}
+)
+
+// writeGuarded writes an append in one statement if the head still is
+// (size, root), reporting whether it did; false with nil error means
+// nothing was written (another replica moved the head, or the rows do not
+// fit one statement).
+func writeGuarded(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, size int64, root tlog.Hash) (bool, error) {
+	args := []any{newSize, newRoot[:], size, root[:]}
+	total := len(args)
+	for _, a := range sets {
+		total += len(a)
+	}
+	if total > maxOneShotParams {
+		return false, nil
+	}
+	var b strings.Builder
+	b.WriteString(qGuardHead)
+	for i, a := range sets {
+		if len(a) == 0 {
+			continue
+		}
+		fmt.Fprintf(&b, ", w%d AS (INSERT INTO %s SELECT * FROM (VALUES ", i, guardTables[i])
+		for j := 0; j < len(a); j += 2 {
+			if j > 0 {
+				b.WriteByte(',')
+			}
+			b.WriteString(guardTuples[i])
+		}
+		b.WriteString(") v WHERE EXISTS (SELECT 1 FROM h))")
+		args = append(args, a...)
+	}
+	b.WriteString(qGuardSelect)
+	var n int
+	if err := tx.QueryRowx(tx.Rebind(b.String()), args...).Scan(&n); err != nil {
+		return false, wrapDB(err, "append to the audit log")
+	}
+	return n == 1, nil
+}
+
 // writeValues writes prefix and rows 2-column placeholder tuples.
 func writeValues(b *strings.Builder, prefix string, rows int) {
 	b.WriteString(prefix)
@@ -355,8 +469,9 @@ func insertRows(tx *store.Tx, prefix string, args []any) error {
 // txHashReader reads stored hashes: first the ones computed or cached in
 // this append, then the database through the transaction.
 type txHashReader struct {
-	tx    *store.Tx
-	known map[int64]tlog.Hash
+	tx        *store.Tx
+	known     map[int64]tlog.Hash
+	cacheOnly bool // fail with errNeedDB instead of reading the database
 }
 
 func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -369,6 +484,9 @@ func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 			continue
 		}
 		out[i] = h
+	}
+	if len(missing) > 0 && r.cacheOnly {
+		return nil, errNeedDB
 	}
 	if len(missing) > 0 {
 		got, err := readHashes(r.tx, missing)

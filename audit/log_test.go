@@ -92,8 +92,19 @@ func TestAppendRollbackLeavesNoTrace(t *testing.T) {
 				t.Fatal(err)
 			}
 			// replica a appends again: it must not use its stale cache
+			g0, l0 := a.AppendStats()
 			emit(t, db, "a", 4, 5, 1)
 			checkHead(t, db, 9)
+			g1, l1 := a.AppendStats()
+			if d == store.Postgres {
+				// the first append finds the guess stale and locks; the
+				// next four guess right
+				if l1-l0 != 1 || g1-g0 != 4 {
+					t.Fatalf("guessed %d, locked %d; want 4 and 1", g1-g0, l1-l0)
+				}
+			} else if g1 != 0 {
+				t.Fatalf("SQLite appends guessed %d times", g1)
+			}
 			var lost int
 			if err := db.Reader().Get(&lost, `SELECT count(*) FROM audit_leaves WHERE data LIKE '%lost%'`); err != nil {
 				t.Fatal(err)
