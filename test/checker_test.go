@@ -73,6 +73,9 @@ func checkCheckerCatches(t *testing.T, l *ledger, stations []*station) {
 			c.Serial = "00" + c.Serial
 			l.certs[c.Serial] = &c
 		}},
+		{name: "a binding reported to the register twice", want: "register outbox holds 2", mutate: func(l *ledger, ss []*station) {
+			l.outbox[outboxKey{row(l, first(ss)).IMEI14, "registered"}]++
+		}},
 		{name: "an answered intent still pending", want: "its issuance is", mutate: func(l *ledger, ss []*station) {
 			l.issuances[first(ss).req.RequestID].State = store.IssuancePending
 		}},
@@ -106,6 +109,7 @@ func cloneLedger(l *ledger) *ledger {
 		x := *v
 		c.issuances[k] = &x
 	}
+	c.outbox = maps.Clone(l.outbox)
 	return c
 }
 

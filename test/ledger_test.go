@@ -25,7 +25,14 @@ const (
 		CASE WHEN revoked_at IS NULL THEN 0 ELSE 1 END AS revoked FROM certificates ORDER BY serial`
 	sqlLedgerDevices   = `SELECT serial, state, cert_serial FROM devices ORDER BY serial`
 	sqlLedgerIssuances = `SELECT request_id, device_serial, state, cert_serial FROM issuances ORDER BY request_id`
+	sqlLedgerOutbox    = `SELECT imei14, event FROM register_outbox ORDER BY id`
 )
+
+// outboxKey counts the register outbox rows of one IMEI and event.
+type outboxKey struct {
+	imei14 int64
+	event  string // registered | voided | revoked | updated
+}
 
 type ledgerIMEI struct {
 	IMEI14       int64  `db:"imei14"`
@@ -66,6 +73,7 @@ type ledger struct {
 	certs     map[string]*ledgerCert // by serial
 	devices   map[string]*ledgerDevice
 	issuances map[string]*ledgerIssuance
+	outbox    map[outboxKey]int
 }
 
 func readLedger(t *testing.T, ctx context.Context, db *store.DB) *ledger {
@@ -109,6 +117,17 @@ func readLedger(t *testing.T, ctx context.Context, db *store.DB) *ledger {
 	}
 	for i := range iss {
 		l.issuances[iss[i].RequestID] = &iss[i]
+	}
+	var out []struct {
+		IMEI14 int64  `db:"imei14"`
+		Event  string `db:"event"`
+	}
+	if err := r.SelectContext(ctx, &out, r.Rebind(sqlLedgerOutbox)); err != nil {
+		t.Fatalf("read the register outbox: %v", err)
+	}
+	l.outbox = map[outboxKey]int{}
+	for _, o := range out {
+		l.outbox[outboxKey{o.IMEI14, o.Event}]++
 	}
 	return l
 }
@@ -161,7 +180,10 @@ type leftovers struct {
 //   - every answer a station received is in the ledger as received;
 //   - RESERVED IMEIs and pending intents belong only to requests the
 //     stations gave up without an answer; VOIDED IMEIs only to those, with
-//     reason abandoned.
+//     reason abandoned;
+//   - the register hears of each transition exactly once: one outbox row
+//     "registered" per BOUND IMEI, one "voided" per VOIDED IMEI, none for
+//     a RESERVED one (replays after crashes add nothing).
 func checkLedger(l *ledger, stations []*station) (leftovers, []string) {
 	e := &errs{}
 	keys := map[string]*stationDevice{}
@@ -243,6 +265,7 @@ func checkLedger(l *ledger, stations []*station) (leftovers, []string) {
 			e.add("IMEI %s is %s; nothing in this test revokes", r.imei, r.State)
 		}
 	}
+	checkOutbox(e, l)
 	for serial, ims := range bound {
 		d := l.devices[serial]
 		if d == nil || l.certs[d.CertSerial] == nil {
@@ -335,4 +358,34 @@ func checkAnswer(e *errs, l *ledger, a answer, held []imei.IMEI, gotIMEI, gotSer
 	if !slices.Equal(held, want) {
 		e.add("device %s received IMEIs %s; the ledger binds %v to it", serial, strings.Join(a.resp.IMEIs, ","), held)
 	}
+}
+
+// checkOutbox requires one register outbox row per transition of each IMEI.
+func checkOutbox(e *errs, l *ledger) {
+	want := map[outboxKey]int{}
+	for _, r := range l.imeis {
+		switch r.State {
+		case store.StateBound:
+			want[outboxKey{r.IMEI14, "registered"}] = 1
+		case store.StateVoided:
+			want[outboxKey{r.IMEI14, "voided"}] = 1
+		}
+	}
+	for k, n := range l.outbox {
+		if want[k] != n {
+			e.add("register outbox holds %d %q rows for IMEI %s, want %d", n, k.event, fmtIMEI14(k.imei14), want[k])
+		}
+	}
+	for k, n := range want {
+		if l.outbox[k] == 0 {
+			e.add("register outbox holds no %q row for IMEI %s, want %d", k.event, fmtIMEI14(k.imei14), n)
+		}
+	}
+}
+
+func fmtIMEI14(v int64) string {
+	if m, err := imei.FromUint64(uint64(v)); err == nil {
+		return m.String()
+	}
+	return fmt.Sprintf("%014d", v)
 }
