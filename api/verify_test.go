@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/ecdsa"
@@ -11,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -57,62 +55,33 @@ type device struct {
 
 func startE2E(t *testing.T) *e2e {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
+	ctx := context.Background()
 	env, err := devenv.Setup(ctx, devenv.Options{Dir: t.TempDir(), Stations: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := env.Config
-	cfg.Server.Listen = "127.0.0.1:0"
-	srv, err := server.New(ctx, cfg, slog.New(slog.DiscardHandler))
+	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addrc := make(chan string, 1)
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx, func(a string) { addrc <- a }) }()
 	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
+		if err := stop(); err != nil {
 			t.Errorf("server: %v", err)
 		}
-		srv.Close()
 	})
-	var addr string
-	select {
-	case addr = <-addrc:
-	case err := <-done:
-		t.Fatalf("server stopped: %v", err)
+	e := &e2e{env: env, srv: srv, url: url, clients: map[string]*http.Client{}}
+	devs, err := devenv.ProvisionDevices(ctx, env, url, 4, t.TempDir())
+	if err != nil || len(devs) != 4 {
+		t.Fatalf("provision: %d devices, %v", len(devs), err)
 	}
-	e := &e2e{env: env, srv: srv, url: "https://" + addr, clients: map[string]*http.Client{}}
-	creds, err := factory.LoadCreds(env.CredsDir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out bytes.Buffer
-	keys := t.TempDir()
-	sum, err := factory.Simulate(ctx, factory.SimConfig{ServerURL: e.url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, DevicesPerStation: 4, DevicesOut: &out, KeysDir: keys})
-	if err != nil || sum.Devices != 4 {
-		t.Fatalf("simulate: %+v %v", sum, err)
-	}
-	sc := bufio.NewScanner(&out)
-	for sc.Scan() {
-		var rec factory.DeviceRecord
-		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil {
-			t.Fatal(err)
-		}
-		kp, err := os.ReadFile(filepath.Join(keys, rec.DeviceSerial+".pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		k, err := factory.ParseDeviceKey(kp)
-		if err != nil {
-			t.Fatal(err)
-		}
-		e.devices = append(e.devices, device{serial: rec.DeviceSerial, imeis: rec.IMEIs, cert: rec.Certificate, key: k})
+	for _, d := range devs {
+		e.devices = append(e.devices, device{serial: d.Serial, imeis: d.IMEIs, cert: d.CertPEM, key: d.Key})
 	}
 	if e.chain, err = os.ReadFile(filepath.Join(env.ExportsDir, "ca-chain.pem")); err != nil {
+		t.Fatal(err)
+	}
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, role := range []string{"regulator", "operator", "auditor"} {

@@ -4,13 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -20,6 +23,7 @@ import (
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify"
 	"github.com/tacline/tacline/verify/online"
@@ -42,24 +46,17 @@ func CheckAuthenticity(ctx context.Context, env *Env, serverURL string, out io.W
 	if err != nil {
 		return nil, err
 	}
-	rec, err := firstDevice(filepath.Join(env.ExportsDir, "devices.ndjson"))
+	f, err := os.Open(filepath.Join(env.ExportsDir, "devices.ndjson"))
 	if err != nil {
 		return nil, err
 	}
-	keyPEM, err := os.ReadFile(filepath.Join(env.ExportsDir, "device-keys", rec.DeviceSerial+".pem"))
+	defer f.Close()
+	devs, err := ReadDevices(env, f, filepath.Join(env.ExportsDir, "device-keys"), 1)
 	if err != nil {
 		return nil, err
 	}
-	key, err := factory.ParseDeviceKey(keyPEM)
-	if err != nil {
-		return nil, err
-	}
-	caChain, err := os.ReadFile(filepath.Join(env.ExportsDir, "ca-chain.pem"))
-	if err != nil {
-		return nil, err
-	}
-	chain := rec.Certificate + string(caChain)
-	clone, err := factory.NewDevice("clone-of-" + rec.DeviceSerial)
+	dev := devs[0]
+	clone, err := factory.NewDevice("clone-of-" + dev.Serial)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +66,7 @@ func CheckAuthenticity(ctx context.Context, env *Env, serverURL string, out io.W
 		sign func([]byte) ([]byte, error)
 		dst  *verify.Result
 	}{
-		{"the device itself", func(n []byte) ([]byte, error) { return factory.SignChallenge(key, n) }, &res.Genuine},
+		{"the device itself", func(n []byte) ([]byte, error) { return factory.SignChallenge(dev.Key, n) }, &res.Genuine},
 		{"a clone (same IMEI and certificate, another key)", clone.SignChallenge, &res.Clone},
 	} {
 		var ch online.Challenge
@@ -84,11 +81,11 @@ func CheckAuthenticity(ctx context.Context, env *Env, serverURL string, out io.W
 		if err != nil {
 			return nil, err
 		}
-		req := verify.Request{IMEI: rec.IMEIs[0], Chain: chain, Nonce: ch.Nonce, Signature: base64.StdEncoding.EncodeToString(sig)}
+		req := verify.Request{IMEI: dev.IMEIs[0], Chain: dev.ChainPEM, Nonce: ch.Nonce, Signature: base64.StdEncoding.EncodeToString(sig)}
 		if err := postJSON(ctx, c, serverURL+api.PathVerify, req, step.dst); err != nil {
 			return nil, err
 		}
-		fmt.Fprintf(out, "   %-50s IMEI %s: %s (%s)\n", step.name, rec.IMEIs[0], step.dst.Verdict, step.dst.Reasons[len(step.dst.Reasons)-1])
+		fmt.Fprintf(out, "   %-50s IMEI %s: %s (%s)\n", step.name, dev.IMEIs[0], step.dst.Verdict, step.dst.Reasons[len(step.dst.Reasons)-1])
 	}
 	return res, nil
 }
@@ -113,22 +110,94 @@ func RoleClient(env *Env, role string) (*http.Client, error) {
 		MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, nil
 }
 
-func firstDevice(path string) (*factory.DeviceRecord, error) {
-	f, err := os.Open(path)
+// Device is a provisioned device with its private key (development and
+// tests only: a real device's key never leaves its secure element).
+type Device struct {
+	Serial   string
+	IMEIs    []string // 15 digits
+	CertPEM  string   // the device certificate
+	ChainPEM string   // the device certificate, then the CA chain
+	Key      *ecdsa.PrivateKey
+}
+
+// ReadDevices reads up to max devices (max <= 0: all) from the line
+// simulator's NDJSON output, their keys from keysDir/<serial>.pem and the
+// CA chain from env's exports/ca-chain.pem.
+func ReadDevices(env *Env, ndjson io.Reader, keysDir string, max int) ([]Device, error) {
+	caChain, err := os.ReadFile(filepath.Join(env.ExportsDir, "ca-chain.pem"))
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
+	var out []Device
+	sc := bufio.NewScanner(ndjson)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	if !sc.Scan() {
-		return nil, tacerr.New(tacerr.NotFound, "%s lists no device", path)
+	for sc.Scan() && (max <= 0 || len(out) < max) {
+		var rec factory.DeviceRecord
+		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || len(rec.IMEIs) == 0 {
+			return nil, tacerr.New(tacerr.Internal, "device line %d is not a device record: %v", len(out)+1, err)
+		}
+		keyPEM, err := os.ReadFile(filepath.Join(keysDir, rec.DeviceSerial+".pem"))
+		if err != nil {
+			return nil, err
+		}
+		key, err := factory.ParseDeviceKey(keyPEM)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, Device{Serial: rec.DeviceSerial, IMEIs: rec.IMEIs, CertPEM: rec.Certificate, ChainPEM: rec.Certificate + string(caChain), Key: key})
 	}
-	var rec factory.DeviceRecord
-	if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || len(rec.IMEIs) == 0 {
-		return nil, tacerr.New(tacerr.Internal, "%s: first line is not a device record: %v", path, err)
+	if err := sc.Err(); err != nil {
+		return nil, err
 	}
-	return &rec, nil
+	if len(out) == 0 {
+		return nil, tacerr.New(tacerr.NotFound, "no device records")
+	}
+	return out, nil
+}
+
+// ServeInProcess runs a tacline server for env in this process on a free
+// loopback port and returns it with its URL and a stop function that shuts
+// it down and releases it (tests and benchmarks; the demo runs a child
+// process instead).
+func ServeInProcess(ctx context.Context, env *Env) (*server.Server, string, func() error, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	cfg := *env.Config
+	cfg.Server.Listen = "127.0.0.1:0"
+	srv, err := server.New(ctx, &cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		cancel()
+		return nil, "", nil, err
+	}
+	addrc, done := make(chan string, 1), make(chan error, 1)
+	go func() { done <- srv.Run(ctx, func(a string) { addrc <- a }) }()
+	stop := func() error {
+		cancel()
+		return errors.Join(<-done, srv.Close())
+	}
+	select {
+	case addr := <-addrc:
+		return srv, "https://" + addr, stop, nil
+	case err := <-done:
+		cancel()
+		srv.Close()
+		return nil, "", nil, err
+	}
+}
+
+// ProvisionDevices provisions perStation devices at every station of env
+// through the server at url with the line simulator and returns them with
+// their keys (written to keysDir).
+func ProvisionDevices(ctx context.Context, env *Env, url string, perStation int, keysDir string) ([]Device, error) {
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	var out bytes.Buffer
+	if _, err := factory.Simulate(ctx, factory.SimConfig{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Stations: creds.Stations, DevicesPerStation: perStation, DevicesOut: &out, KeysDir: keysDir}); err != nil {
+		return nil, err
+	}
+	return ReadDevices(env, &out, keysDir, 0)
 }
 
 // postJSON posts body (nil: no body) and decodes a 2xx JSON answer into

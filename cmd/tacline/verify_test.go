@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"encoding/json"
-	"log/slog"
+	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,9 +12,7 @@ import (
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/devenv"
-	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/provisioner"
-	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/verify"
 )
 
@@ -37,49 +33,25 @@ func init() {
 		defer cancel()
 		env, err := devenv.Setup(ctx, devenv.Options{Dir: dir, Stations: 1})
 		ts.Check(err)
-		cfg := env.Config
-		cfg.Server.Listen = "127.0.0.1:0"
-		srv, err := server.New(ctx, cfg, slog.New(slog.DiscardHandler))
+		srv, url, stop, err := devenv.ServeInProcess(ctx, env)
 		ts.Check(err)
-		addrc, done := make(chan string, 1), make(chan error, 1)
-		go func() { done <- srv.Run(ctx, func(a string) { addrc <- a }) }()
-		var addr string
-		select {
-		case addr = <-addrc:
-		case err := <-done:
-			ts.Fatalf("server: %v", err)
+		devs, err := devenv.ProvisionDevices(ctx, env, url, 3, filepath.Join(dir, "keys"))
+		ts.Check(err)
+		for i, name := range []string{"a", "b", "r"} {
+			d := devs[i]
+			ts.Check(os.WriteFile(filepath.Join(dir, "dev-"+name+".pem"), []byte(d.ChainPEM), 0o644))
+			key, err := x509.MarshalPKCS8PrivateKey(d.Key)
+			ts.Check(err)
+			ts.Check(os.WriteFile(filepath.Join(dir, "dev-"+name+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600))
+			ts.Setenv("IMEI_"+strings.ToUpper(name), d.IMEIs[0])
 		}
-		creds, err := factory.LoadCreds(env.CredsDir, 0)
-		ts.Check(err)
-		var out bytes.Buffer
-		keys := filepath.Join(dir, "keys")
-		_, err = factory.Simulate(ctx, factory.SimConfig{ServerURL: "https://" + addr, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-			Stations: creds.Stations, DevicesPerStation: 3, DevicesOut: &out, KeysDir: keys})
-		ts.Check(err)
+		ts.Check(srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "script", Roles: []provisioner.Role{provisioner.RoleOperator}},
+			DeviceSerial: devs[2].Serial, Reason: "stolen"}))
 		chain, err := os.ReadFile(filepath.Join(env.ExportsDir, "ca-chain.pem"))
 		ts.Check(err)
-		sc := bufio.NewScanner(&out)
-		for _, name := range []string{"a", "b", "r"} {
-			if !sc.Scan() {
-				ts.Fatalf("the simulator listed fewer than 3 devices")
-			}
-			var rec factory.DeviceRecord
-			ts.Check(json.Unmarshal(sc.Bytes(), &rec))
-			ts.Check(os.WriteFile(filepath.Join(dir, "dev-"+name+".pem"), append([]byte(rec.Certificate), chain...), 0o644))
-			key, err := os.ReadFile(filepath.Join(keys, rec.DeviceSerial+".pem"))
-			ts.Check(err)
-			ts.Check(os.WriteFile(filepath.Join(dir, "dev-"+name+".key"), key, 0o600))
-			ts.Setenv("IMEI_"+strings.ToUpper(name), rec.IMEIs[0])
-			if name == "r" {
-				ts.Check(srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "script", Roles: []provisioner.Role{provisioner.RoleOperator}},
-					DeviceSerial: rec.DeviceSerial, Reason: "stolen"}))
-			}
-		}
 		certs, err := verify.ParseChainPEM(chain)
 		ts.Check(err)
 		ts.Setenv("ISSUER", ca.KeyID(certs[0]))
-		cancel()
-		ts.Check(<-done)
-		ts.Check(srv.Close())
+		ts.Check(stop())
 	}
 }
