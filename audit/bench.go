@@ -39,6 +39,8 @@ type BenchResult struct {
 	ExportBytes        int64   `json:"export_bytes"`
 	VerifySeconds      float64 `json:"verify_seconds"`
 	ExportVerifySecond float64 `json:"export_plus_verify_seconds"`
+	GuessedAppends     int64   `json:"guessed_appends"`
+	LockedAppends      int64   `json:"locked_appends"`
 	Valid              bool    `json:"valid"`
 }
 
@@ -117,6 +119,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	res.BaselinePerSecond = float64(o.Single) / plain.Seconds()
 	res.SinglePerSecond = float64(o.Single) / audited.Seconds()
 	res.OverheadPercent = 100 * (1 - res.SinglePerSecond/res.BaselinePerSecond)
+	res.GuessedAppends, res.LockedAppends = l.AppendStats()
 	l.Attach()
 
 	start := time.Now()
