@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,5 +161,17 @@ func checkHead(t testing.TB, db *store.DB, want int64) {
 	}
 	if th != root {
 		t.Fatalf("root from stored hashes %s, head root %s", th, root)
+	}
+}
+
+// checkErr fails t unless err is nil (want empty) or an error whose text
+// contains want.
+func checkErr(t testing.TB, err error, want string) {
+	t.Helper()
+	switch {
+	case want == "" && err != nil:
+		t.Fatalf("unexpected error: %v", err)
+	case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+		t.Fatalf("got error %v, want one containing %q", err, want)
 	}
 }

@@ -30,15 +30,7 @@ func TestConfigValidate(t *testing.T) {
 			c := testConfig()
 			tc.edit(&c)
 			err := c.Validate()
-			if tc.field == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.field) {
-				t.Fatalf("got %v, want an error naming %s", err, tc.field)
-			}
+			checkErr(t, err, tc.field)
 		})
 	}
 }

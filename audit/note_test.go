@@ -77,15 +77,7 @@ func TestOpenCheckpointErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := OpenCheckpoint(tc.msg, s.Verifier())
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want %q", err, tc.want)
-			}
+			checkErr(t, err, tc.want)
 		})
 	}
 }
@@ -112,15 +104,7 @@ func TestParseVerifierKeyErrors(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseVerifierKey(tc.key)
-			if tc.want == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("got %v, want %q", err, tc.want)
-			}
+			checkErr(t, err, tc.want)
 		})
 	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto"
 	"fmt"
 	"io"
 	"os"
@@ -32,6 +33,33 @@ func (a *auditFlags) config() audit.Config {
 	return audit.Config{Origin: a.origin, KeyLabel: a.keyLabel}
 }
 
+// signer validates the audit settings, opens the HSM of --config and
+// returns the checkpoint key (generated first if asked) and a function
+// closing the token.
+func (a *auditFlags) signer(cmd *cobra.Command, generate bool) (audit.Config, crypto.Signer, func(), error) {
+	cfg := a.config()
+	if err := cfg.Validate(); err != nil {
+		return cfg, nil, nil, err
+	}
+	tok, err := openHSMFromFlags(cmd)
+	if err != nil {
+		return cfg, nil, nil, err
+	}
+	closeHSM := func() { _ = tok.Close() }
+	if generate {
+		if _, err := tok.GenerateKey(cfg.KeyLabel, hsm.ECP256); err != nil {
+			closeHSM()
+			return cfg, nil, nil, err
+		}
+	}
+	key, err := tok.Signer(cfg.KeyLabel)
+	if err != nil {
+		closeHSM()
+		return cfg, nil, nil, err
+	}
+	return cfg, key, closeHSM, nil
+}
+
 func newAuditCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "audit",
@@ -49,24 +77,11 @@ func newAuditKeyCmd() *cobra.Command {
 		Short: "Print the log's verifier key (auditors pass it to verify --log-key); --generate makes the HSM key first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := af.config()
-			if err := cfg.Validate(); err != nil {
-				return err
-			}
-			tok, err := openHSMFromFlags(cmd)
+			cfg, key, closeHSM, err := af.signer(cmd, generate)
 			if err != nil {
 				return err
 			}
-			defer tok.Close()
-			if generate {
-				if _, err := tok.GenerateKey(cfg.KeyLabel, hsm.ECP256); err != nil {
-					return err
-				}
-			}
-			key, err := tok.Signer(cfg.KeyLabel)
-			if err != nil {
-				return err
-			}
+			defer closeHSM()
 			s, err := audit.NewNoteSigner(cfg.Origin, key)
 			if err != nil {
 				return err
@@ -88,24 +103,16 @@ func newAuditCheckpointCmd() *cobra.Command {
 		Short: "Sign a checkpoint of the log now (in the HSM), after proving it extends the previous one",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg := af.config()
-			if err := cfg.Validate(); err != nil {
+			cfg, key, closeHSM, err := af.signer(cmd, false)
+			if err != nil {
 				return err
 			}
+			defer closeHSM()
 			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			tok, err := openHSMFromFlags(cmd)
-			if err != nil {
-				return err
-			}
-			defer tok.Close()
-			key, err := tok.Signer(cfg.KeyLabel)
-			if err != nil {
-				return err
-			}
 			l, err := audit.New(db, cfg, key)
 			if err != nil {
 				return err
