@@ -133,3 +133,17 @@ func TestAuditRowsAreAppendOnly(t *testing.T) {
 		})
 	}
 }
+
+func TestDisabledLogRecordsNothing(t *testing.T) {
+	t.Parallel()
+	db := storetest.Open(t, store.SQLite)
+	cfg := testConfig()
+	cfg.Disabled = true
+	l, err := New(db, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Attach()
+	emit(t, db, "a", 0, 5, 5)
+	checkHead(t, db, 0)
+}

@@ -143,18 +143,43 @@ func TestRunCheckpointsEveryN(t *testing.T) {
 	done := make(chan struct{})
 	go func() { l.Run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
 	defer func() { cancel(); <-done }()
-	emit(t, db, "a", 0, 6, 6) // crosses 5: a checkpoint of at least 6 follows
+	emit(t, db, "a", 0, 6, 6) // crosses 5: a checkpoint of 6 follows
+	waitCheckpoint(t, db, 6)
+}
+
+func TestRunCheckpointsEveryInterval(t *testing.T) {
+	t.Parallel()
+	db := storetest.Open(t, store.SQLite)
+	cfg := testConfig()
+	cfg.CheckpointInterval = 20 * time.Millisecond // CheckpointEvery stays huge
+	l, err := New(db, cfg, newKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Attach()
+	emit(t, db, "a", 0, 3, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { l.Run(ctx, slog.New(slog.NewTextHandler(io.Discard, nil))); close(done) }()
+	defer func() { cancel(); <-done }()
+	waitCheckpoint(t, db, 3)
+}
+
+// waitCheckpoint waits (up to 30 s, not a timing assertion) for Run to sign
+// a checkpoint, which must have size want.
+func waitCheckpoint(t *testing.T, db *store.DB, want int64) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		c, err := LatestCheckpoint(context.Background(), db)
 		if err == nil {
-			if c.Size != 6 {
-				t.Fatalf("checkpoint size %d, want 6", c.Size)
+			if c.Size != want {
+				t.Fatalf("checkpoint size %d, want %d", c.Size, want)
 			}
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no checkpoint after crossing CheckpointEvery: %v", err)
+			t.Fatalf("Run signed no checkpoint: %v", err)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
