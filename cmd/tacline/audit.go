@@ -18,27 +18,38 @@ import (
 
 func init() { register(newAuditCmd) }
 
-// auditFlags are the audit settings until the configuration file has an
-// audit: section.
+// auditFlags override the audit: section of --config.
 type auditFlags struct {
 	origin, keyLabel string
 }
 
 func (a *auditFlags) add(c *cobra.Command) {
-	c.Flags().StringVar(&a.origin, "origin", "tacline.local/audit", "the log's name (first line of its checkpoints, name of its key)")
-	c.Flags().StringVar(&a.keyLabel, "key-label", "audit-checkpoint", "label of the ECDSA P-256 checkpoint key in the HSM")
+	c.Flags().StringVar(&a.origin, "origin", "", "the log's name (default: audit.origin of --config)")
+	c.Flags().StringVar(&a.keyLabel, "key-label", "", "label of the ECDSA P-256 checkpoint key in the HSM (default: audit.key_label of --config)")
 }
 
-func (a *auditFlags) config() audit.Config {
-	return audit.Config{Origin: a.origin, KeyLabel: a.keyLabel}
+// config returns the audit: section of --config with the flags applied.
+func (a *auditFlags) config(cmd *cobra.Command) (audit.Config, error) {
+	f, err := loadConfig(cmd)
+	if err != nil {
+		return audit.Config{}, err
+	}
+	cfg := f.Audit
+	if a.origin != "" {
+		cfg.Origin = a.origin
+	}
+	if a.keyLabel != "" {
+		cfg.KeyLabel = a.keyLabel
+	}
+	return cfg, cfg.Validate()
 }
 
 // signer validates the audit settings, opens the HSM of --config and
 // returns the checkpoint key (generated first if asked) and a function
 // closing the token.
 func (a *auditFlags) signer(cmd *cobra.Command, generate bool) (audit.Config, crypto.Signer, func(), error) {
-	cfg := a.config()
-	if err := cfg.Validate(); err != nil {
+	cfg, err := a.config(cmd)
+	if err != nil {
 		return cfg, nil, nil, err
 	}
 	tok, err := openHSMFromFlags(cmd)
