@@ -110,6 +110,46 @@ func (a *authProvisioner) SetKeyReuseObserver(observe func()) {
 	}
 }
 
+// Triggerer is implemented by an Authenticity that regenerates CRLs:
+// revocations through this API wake it at once (its own polling still
+// catches revocations made elsewhere, by other replicas or the CLI).
+type Triggerer interface{ Trigger() }
+
+func (a *authProvisioner) revoked() {
+	if t, ok := a.auth.(Triggerer); ok {
+		t.Trigger()
+	}
+}
+
+// Revoke revokes through the wrapped provisioner and wakes the CRL
+// publisher.
+func (a *authProvisioner) Revoke(ctx context.Context, in provisioner.RevokeInput) error {
+	err := a.Provisioner.Revoke(ctx, in)
+	if err == nil {
+		a.revoked()
+	}
+	return err
+}
+
+// Reissue revokes the old certificate (superseded): the CRL publisher is
+// woken.
+func (a *authProvisioner) Reissue(ctx context.Context, in provisioner.ReissueInput) (*provisioner.Issued, error) {
+	iss, err := a.Provisioner.Reissue(ctx, in)
+	if err == nil {
+		a.revoked()
+	}
+	return iss, err
+}
+
+// Void may revoke a bound device's certificate: the CRL publisher is woken.
+func (a *authProvisioner) Void(ctx context.Context, in provisioner.VoidInput) error {
+	err := a.Provisioner.Void(ctx, in)
+	if err == nil {
+		a.revoked()
+	}
+	return err
+}
+
 // authn returns the authenticity service, or not_found when the server
 // was built without one.
 func (s *Server) authn() (*authProvisioner, error) {
@@ -328,4 +368,7 @@ func (l *limiter) take(key string) int {
 }
 
 // online.Authority is what a server serves the authenticity routes with.
-var _ Authenticity = online.Authority{}
+var (
+	_ Authenticity = online.Authority{}
+	_ Triggerer    = online.Authority{}
+)

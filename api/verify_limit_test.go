@@ -1,9 +1,13 @@
 package api
 
 import (
+	"context"
 	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // TestLimiter: a token bucket per client address with a burst, refilled at
@@ -56,5 +60,48 @@ func TestLimiter(t *testing.T) {
 	l.take("10.0.0.3")
 	if _, ok := l.buckets["10.0.0.2"]; ok || len(l.buckets) != 1 {
 		t.Fatalf("buckets after a sweep: %v", l.buckets)
+	}
+}
+
+// triggerCount is an Authenticity that only counts Trigger calls.
+type triggerCount struct {
+	Authenticity
+	n int
+}
+
+func (c *triggerCount) Trigger() { c.n++ }
+
+// TestRevocationsWakeThePublisher: revoke, reissue and void through the
+// API wake the CRL publisher once each when they succeed, never when they
+// fail.
+func TestRevocationsWakeThePublisher(t *testing.T) {
+	ctx := context.Background()
+	fake := newFake(t, newPKI(t))
+	tc := &triggerCount{}
+	p, err := WithAuthenticity(fake, tc, DefaultAuthenticityConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Revoke(ctx, provisioner.RevokeInput{DeviceSerial: "D1", Reason: "stolen"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Reissue(ctx, provisioner.ReissueInput{DeviceSerial: "D1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Void(ctx, provisioner.VoidInput{Reason: "scrapped"}); err != nil {
+		t.Fatal(err)
+	}
+	if tc.n != 3 {
+		t.Fatalf("%d wake-ups after 3 revocations", tc.n)
+	}
+	fake.setFail("Revoke", tacerr.New(tacerr.InvalidState, "no"))
+	if err := p.Revoke(ctx, provisioner.RevokeInput{DeviceSerial: "D1", Reason: "stolen"}); !tacerr.Is(err, tacerr.InvalidState) {
+		t.Fatalf("failed revoke: %v", err)
+	}
+	if tc.n != 3 {
+		t.Fatalf("a failed revocation woke the publisher")
+	}
+	if _, err := WithAuthenticity(fake, tc, AuthenticityConfig{}); err == nil {
+		t.Fatal("zero rates accepted")
 	}
 }
