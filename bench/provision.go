@@ -184,26 +184,60 @@ type AuditCost struct {
 	ThroughputCost float64 `json:"throughput_cost"`
 	// CPUCost is with/without server CPU per device, minus 1.
 	CPUCost float64 `json:"cpu_cost"`
+	// Rounds of (without, with) pairs, alternating which goes first.
+	Rounds int `json:"rounds"`
 }
 
-// CompareAudit runs Provision without and then with the audit log.
-func CompareAudit(ctx context.Context, o ProvisionOptions) (*AuditCost, error) {
-	o.NoAudit = true
-	without, err := Provision(ctx, o)
-	if err != nil {
-		return nil, err
+// CompareAudit runs Provision without and with the audit log, alternating
+// for the given number of rounds (so that drift in the machine's load hits
+// both alike), and compares the totals.
+func CompareAudit(ctx context.Context, o ProvisionOptions, rounds int) (*AuditCost, error) {
+	if rounds < 1 {
+		rounds = 1
 	}
-	o.NoAudit = false
-	with, err := Provision(ctx, o)
-	if err != nil {
-		return nil, err
+	var without, with []*ProvisionResult
+	for r := 0; r < rounds; r++ {
+		for _, noAudit := range []bool{r%2 == 0, r%2 != 0} {
+			o.NoAudit = noAudit
+			res, err := Provision(ctx, o)
+			if err != nil {
+				return nil, err
+			}
+			if noAudit {
+				without = append(without, res)
+			} else {
+				with = append(with, res)
+			}
+		}
 	}
-	c := &AuditCost{Without: without, With: with}
-	if without.DevicesPerSecond > 0 {
-		c.ThroughputCost = 1 - with.DevicesPerSecond/without.DevicesPerSecond
+	c := &AuditCost{Without: total(without), With: total(with), Rounds: rounds}
+	if c.Without.DevicesPerSecond > 0 {
+		c.ThroughputCost = 1 - c.With.DevicesPerSecond/c.Without.DevicesPerSecond
 	}
-	if without.ServerCPUusPerDevice > 0 {
-		c.CPUCost = with.ServerCPUusPerDevice/without.ServerCPUusPerDevice - 1
+	if c.Without.ServerCPUusPerDevice > 0 {
+		c.CPUCost = c.With.ServerCPUusPerDevice/c.Without.ServerCPUusPerDevice - 1
 	}
 	return c, nil
+}
+
+// total adds up runs of the same kind: devices and CPU are summed, rates
+// recomputed from the sums; latencies are the worst of the runs.
+func total(rs []*ProvisionResult) *ProvisionResult {
+	t := *rs[0]
+	t.Devices, t.DurationSeconds, t.ServerCPUSecondsTotal, t.Errors = 0, 0, 0, 0
+	for _, r := range rs {
+		t.Devices += r.Devices
+		t.DurationSeconds += r.DurationSeconds
+		t.ServerCPUSecondsTotal += r.ServerCPUSecondsTotal
+		t.Errors += r.Errors
+		t.P50ms, t.P99ms = max(t.P50ms, r.P50ms), max(t.P99ms, r.P99ms)
+		t.LedgerOK = t.LedgerOK && r.LedgerOK
+	}
+	if t.DurationSeconds > 0 {
+		t.DevicesPerSecond = float64(t.Devices) / t.DurationSeconds
+	}
+	if t.Devices > 0 {
+		t.ServerCPUusPerDevice = t.ServerCPUSecondsTotal * 1e6 / float64(t.Devices)
+	}
+	return &t
 }

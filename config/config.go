@@ -32,6 +32,8 @@ import (
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
+	"github.com/tacline/tacline/verify/online"
+	"github.com/tacline/tacline/verify/revocation"
 )
 
 // File is the whole configuration.
@@ -49,6 +51,10 @@ type File struct {
 	// Register is the national register. Ledger changes always go to the
 	// outbox; they are delivered once register.url is set.
 	Register register.Config `yaml:"register"`
+	// Authenticity tunes challenges, verification and the public lookup.
+	Authenticity Authenticity `yaml:"authenticity"`
+	// Revocation tunes CRLs and OCSP responses.
+	Revocation revocation.Config `yaml:"revocation"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -66,6 +72,13 @@ type Provisioning struct {
 	RecoveryInterval time.Duration `yaml:"recovery_interval"`
 }
 
+// Authenticity is the `authenticity:` section: the API's public-verify and
+// rate-limit settings and the challenges' lifetime, in one flat section.
+type Authenticity struct {
+	API    api.AuthenticityConfig `yaml:",inline"`
+	Online online.Config          `yaml:",inline"`
+}
+
 // Defaults returns a File with every section's defaults, before decoding.
 func Defaults() File {
 	return File{
@@ -74,7 +87,9 @@ func Defaults() File {
 		Lint:    issuance.DefaultLintConfig(),
 		Provisioning: Provisioning{IntentTimeout: 5 * time.Minute, PreallocationTimeout: 30 * 24 * time.Hour,
 			RecoveryInterval: 30 * time.Second},
-		Audit: audit.Config{Origin: "tacline.invalid/audit", KeyLabel: "tacline-audit"},
+		Audit:        audit.Config{Origin: "tacline.invalid/audit", KeyLabel: "tacline-audit"},
+		Authenticity: Authenticity{API: api.DefaultAuthenticityConfig(), Online: online.DefaultConfig()},
+		Revocation:   revocation.DefaultConfig(),
 	}
 }
 
@@ -159,6 +174,15 @@ func (f *File) Validate() error {
 		return err
 	}
 	if err := f.Audit.Validate(); err != nil {
+		return err
+	}
+	if err := f.Authenticity.API.Validate(); err != nil {
+		return err
+	}
+	if err := f.Authenticity.Online.Validate(); err != nil {
+		return err
+	}
+	if err := f.Revocation.Validate(); err != nil {
 		return err
 	}
 	if f.Register.URL != "" {

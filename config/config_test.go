@@ -71,3 +71,18 @@ func TestMarshalRoundTrip(t *testing.T) {
 		t.Fatalf("round trip lost data: %+v", g)
 	}
 }
+
+func TestAuthenticityAndRevocationSections(t *testing.T) {
+	f, err := Parse([]byte("manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\nauthenticity: {public_verify: true, lookup_rate: 3, challenge_ttl: 30s}\nrevocation: {next_update: 6h}\n"), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !f.Authenticity.API.PublicVerify || f.Authenticity.API.LookupRate != 3 || f.Authenticity.Online.ChallengeTTL.Seconds() != 30 ||
+		f.Revocation.NextUpdate.Hours() != 6 || f.Authenticity.API.PublicBurst == 0 {
+		t.Fatalf("sections = %+v %+v", f.Authenticity, f.Revocation)
+	}
+	_, err = Parse([]byte("manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\nrevocation: {next_update: -1h}\n"), t.TempDir())
+	if e, ok := tacerr.As(err); !ok || !strings.HasPrefix(e.Field, "revocation.") {
+		t.Fatalf("negative next_update: %v", err)
+	}
+}

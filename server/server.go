@@ -30,7 +30,6 @@ import (
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
-	"github.com/tacline/tacline/verify/revocation"
 )
 
 // Server is an assembled tacline server.
@@ -141,11 +140,11 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	// Authenticity checks, CRLs and OCSP (verify/online, verify/revocation).
-	if s.Authority, err = online.NewAuthority(ctx, s.DB, s.Token.Signer, online.DefaultConfig(), revocation.DefaultConfig(), log); err != nil {
+	if s.Authority, err = online.NewAuthority(ctx, s.DB, s.Token.Signer, cfg.Authenticity.Online, cfg.Revocation, log); err != nil {
 		s.Close()
 		return nil, err
 	}
-	served, err := api.WithAuthenticity(s.Service, s.Authority, api.DefaultAuthenticityConfig())
+	served, err := api.WithAuthenticity(s.Service, s.Authority, cfg.Authenticity.API)
 	if err != nil {
 		s.Close()
 		return nil, err

@@ -20,6 +20,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	var o bench.ProvisionOptions
 	var driver string
 	var asJSON, compareAudit bool
+	var rounds int
 	c := &cobra.Command{
 		Use:   "provision",
 		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
@@ -43,7 +44,7 @@ func newBenchProvisionCmd() *cobra.Command {
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
 			if compareAudit {
-				c, err := bench.CompareAudit(ctx, o)
+				c, err := bench.CompareAudit(ctx, o, rounds)
 				if err != nil {
 					return err
 				}
@@ -78,6 +79,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.BoolVar(&compareAudit, "compare-audit", false, "run without and then with the audit log and report its cost")
 	f.BoolVar(&o.NoAudit, "no-audit", false, "run without the audit log")
+	f.IntVar(&rounds, "rounds", 2, "with --compare-audit: alternating pairs of runs")
 	return c
 }
 
