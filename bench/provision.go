@@ -120,8 +120,14 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if err != nil {
 		return nil, err
 	}
+	// Device keys and CSRs are made before the clock starts (a device
+	// brings its own), so the load generator's CPU goes to the requests.
+	pregen := int(o.OfferedRate * o.Duration.Seconds() * 1.2)
+	if o.OfferedRate == 0 {
+		pregen = int(1000 * o.Duration.Seconds())
+	}
 	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Creds: creds.Stations, Stations: o.Stations, Duration: o.Duration, OfferedRate: o.OfferedRate})
+		Creds: creds.Stations, Stations: o.Stations, Duration: o.Duration, OfferedRate: o.OfferedRate, Pregenerate: pregen})
 	cpu1, cerr := processCPU(proc.Cmd.Process.Pid)
 	if err != nil {
 		return nil, err
