@@ -122,6 +122,7 @@ type committer struct {
 	stopped  chan struct{}
 	maxBatch int
 	running  bool
+	closed   bool // after close, submissions fail at once
 	// linger bounds how long a batch waits for the callers of the previous
 	// batch to come back (see loop).
 	linger time.Duration
@@ -133,6 +134,12 @@ type committer struct {
 
 func (c *committer) submit(p *pending) {
 	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		p.err = tacerr.New(tacerr.Unavailable, "the ledger is closed")
+		close(p.done)
+		return
+	}
 	c.queue = append(c.queue, p)
 	if !c.running {
 		c.running = true
@@ -674,6 +681,7 @@ func (c *committer) close() {
 	c.mu.Lock()
 	running := c.running
 	c.running = false
+	c.closed = true
 	c.mu.Unlock()
 	if running {
 		close(c.stop)

@@ -44,3 +44,15 @@ func TestConfigValidateNamesField(t *testing.T) {
 		})
 	}
 }
+
+func TestReserveAfterCloseFailsCleanly(t *testing.T) {
+	db, err := store.Open(context.Background(), storetest.Config(t, store.SQLite))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	_, err = db.Reserve(context.Background(), store.ReserveRequest{RequestID: "r", Pool: "p", Caller: "c", Kind: store.KindBench, PerDevice: 1})
+	if !tacerr.Is(err, tacerr.Unavailable) {
+		t.Fatalf("Reserve after Close = %v, want unavailable", err)
+	}
+}
