@@ -19,7 +19,7 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-var now = time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC)
+var now = time.Now().UTC().Truncate(time.Second)
 
 func key(t testing.TB, c elliptic.Curve) *ecdsa.PrivateKey {
 	t.Helper()

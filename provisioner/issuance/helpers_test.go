@@ -78,7 +78,7 @@ func testRequest(t testing.TB) Request {
 		Model:        "Widget 5G",
 		IMEIs:        []imei.IMEI{mustIMEI(t, "490154203237518"), mustIMEI(t, "357805023984942")},
 		PublicKey:    genKey(t, elliptic.P256()).Public(),
-		NotBefore:    time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC),
+		NotBefore:    time.Now().UTC().Truncate(time.Second),
 	}
 }
 
