@@ -15,6 +15,11 @@ import (
 func TestParallelTokens(t *testing.T) {
 	cfgs := make(chan hsm.Config, 6)
 	t.Run("group", func(t *testing.T) {
+		// Hold a token for the whole group: parallel subtests may run in
+		// waves (-parallel defaults to GOMAXPROCS), and without a token
+		// alive between waves the shared directory would be removed and a
+		// new one made, as designed.
+		hsmtest.NewToken(t)
 		for i := range 6 {
 			t.Run(string(rune('a'+i)), func(t *testing.T) {
 				t.Parallel()
