@@ -77,7 +77,7 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 // IssuanceByRequestID returns the intent for a request id, or nil.
 func (db *DB) IssuanceByRequestID(ctx context.Context, requestID string) (*Issuance, error) {
 	var r issuanceRow
-	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectIssuance+` WHERE request_id = ?`), requestID)
+	err := db.getR(ctx, &r, db.r.Rebind(sqlSelectIssuance+` WHERE request_id = ?`), requestID)
 	if noRows(err) {
 		return nil, nil
 	}
@@ -195,7 +195,7 @@ func (db *DB) CertificateBySerial(ctx context.Context, serial string) (*Certific
 
 func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateRecord, error) {
 	var r certRow
-	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectCert+where), arg)
+	err := db.getR(ctx, &r, db.r.Rebind(sqlSelectCert+where), arg)
 	if noRows(err) {
 		return nil, nil
 	}
@@ -270,7 +270,7 @@ func (r deviceRow) record() *DeviceRecord {
 // Device returns a device record, or nil.
 func (db *DB) Device(ctx context.Context, serial string) (*DeviceRecord, error) {
 	var r deviceRow
-	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
+	err := db.getR(ctx, &r, db.r.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
 	if noRows(err) {
 		return nil, nil
 	}
@@ -342,7 +342,7 @@ func (tx *Tx) ClaimDeviceKey(spkiHash []byte, deviceSerial string) error {
 // DeviceKeyOwner returns the device a public key is bound to, or "".
 func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, error) {
 	var owner string
-	err := db.r.GetContext(ctx, &owner, db.r.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
+	err := db.getR(ctx, &owner, db.r.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
 	if noRows(err) {
 		return "", nil
 	}

@@ -118,9 +118,11 @@ func (r poolRow) pool() Pool {
 
 const sqlSelectPools = `SELECT id, name, tac, snr_start, snr_end, next_snr, factory, line, product, market FROM pools`
 
-// Pool returns one pool by name, or pool_not_found.
+// Pool returns one pool by name with its high-water mark and free count,
+// but without the per-state usage counts (which need a scan of its rows:
+// Pools has them), or pool_not_found. It is cheap enough for every request.
 func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
-	ps, err := db.pools(ctx, " WHERE name = ?", name)
+	ps, err := db.pools(ctx, false, " WHERE name = ?", name)
 	if err != nil {
 		return PoolStats{}, err
 	}
@@ -131,21 +133,12 @@ func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
 }
 
 // Pools returns every pool with its utilisation, ordered by TAC and SNR.
-func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, "") }
+func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, true, "") }
 
-func (db *DB) pools(ctx context.Context, where string, args ...any) ([]PoolStats, error) {
+func (db *DB) pools(ctx context.Context, counts bool, where string, args ...any) ([]PoolStats, error) {
 	var rows []poolRow
 	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectPools+where+" ORDER BY tac, snr_start"), args...); err != nil {
 		return nil, translate(err, "list pools")
-	}
-	type count struct {
-		PoolID int64  `db:"pool_id"`
-		State  string `db:"state"`
-		N      int64  `db:"n"`
-	}
-	var counts []count
-	if err := db.r.SelectContext(ctx, &counts, `SELECT pool_id, state, COUNT(*) AS n FROM imeis GROUP BY pool_id, state`); err != nil {
-		return nil, translate(err, "count pool usage")
 	}
 	out := make([]PoolStats, 0, len(rows))
 	idx := map[int64]int{}
@@ -153,7 +146,19 @@ func (db *DB) pools(ctx context.Context, where string, args ...any) ([]PoolStats
 		idx[r.ID] = len(out)
 		out = append(out, PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR})
 	}
-	for _, c := range counts {
+	if !counts {
+		return out, nil
+	}
+	type count struct {
+		PoolID int64  `db:"pool_id"`
+		State  string `db:"state"`
+		N      int64  `db:"n"`
+	}
+	var byState []count
+	if err := db.r.SelectContext(ctx, &byState, `SELECT pool_id, state, COUNT(*) AS n FROM imeis GROUP BY pool_id, state`); err != nil {
+		return nil, translate(err, "count pool usage")
+	}
+	for _, c := range byState {
 		i, ok := idx[c.PoolID]
 		if !ok {
 			continue

@@ -91,7 +91,7 @@ func (db *DB) DisableStation(ctx context.Context, id, actor string) error {
 // Station returns one station or not_found.
 func (db *DB) Station(ctx context.Context, id string) (StationRecord, error) {
 	var r stationRow
-	if err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectStations+` WHERE id = ?`), id); err != nil {
+	if err := db.getR(ctx, &r, db.r.Rebind(sqlSelectStations+` WHERE id = ?`), id); err != nil {
 		if noRows(err) {
 			return StationRecord{}, tacerr.Field(tacerr.NotFound, "station", "station %q is not enrolled", id)
 		}

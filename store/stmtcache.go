@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"sync"
 
@@ -130,4 +131,54 @@ func (tx *Tx) QueryRowx(query string, args ...any) *sqlx.Row {
 		return s.QueryRowx(args...)
 	}
 	return tx.Tx.QueryRowx(query, args...)
+}
+
+// readStmts caches statements prepared on the SQLite read pool (statements
+// prepared on a database/sql pool are re-prepared lazily on each of its
+// connections and then reused there). Reads never hold a pool connection
+// while preparing, so no deferral is needed.
+type readStmts struct {
+	mu    sync.Mutex
+	db    *sqlx.DB
+	stmts map[string]*sqlx.Stmt
+}
+
+func (c *readStmts) get(query string) *sqlx.Stmt {
+	c.mu.Lock()
+	s, ok := c.stmts[query]
+	c.mu.Unlock()
+	if ok || len(c.stmts) >= maxCachedStmts {
+		return s
+	}
+	s, err := c.db.Preparex(query)
+	if err != nil {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, ok := c.stmts[query]; ok {
+		s.Close()
+		return prev
+	}
+	c.stmts[query] = s
+	return s
+}
+
+func (c *readStmts) close() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range c.stmts {
+		s.Close()
+	}
+	c.stmts = map[string]*sqlx.Stmt{}
+}
+
+// getR runs a one-row read on the read pool (through the cache on SQLite).
+func (db *DB) getR(ctx context.Context, dest any, query string, args ...any) error {
+	if db.rstmts != nil {
+		if s := db.rstmts.get(query); s != nil {
+			return s.GetContext(ctx, dest, args...)
+		}
+	}
+	return db.r.GetContext(ctx, dest, query, args...)
 }

@@ -85,8 +85,10 @@ type DB struct {
 	sinks []Sink
 	// committer batches reservations (group commit).
 	committer *committer
-	// stmts caches prepared statements of the SQLite write connection.
-	stmts *stmtCache
+	// stmts caches prepared statements of the SQLite write connection,
+	// rstmts those of the read pool.
+	stmts  *stmtCache
+	rstmts *readStmts
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -138,6 +140,7 @@ func (db *DB) openSQLite(cfg Config) error {
 	r.SetMaxOpenConns(4)
 	db.w, db.r = w, r
 	db.stmts = &stmtCache{db: w, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
+	db.rstmts = &readStmts{db: r, stmts: map[string]*sqlx.Stmt{}}
 	return nil
 }
 
@@ -180,6 +183,7 @@ func (db *DB) Close() error {
 	db.committer.close()
 	if db.stmts != nil {
 		db.stmts.close()
+		db.rstmts.close()
 	}
 	var errs []error
 	if db.r != nil && db.r != db.w {
