@@ -147,12 +147,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if res.RawHSMSignPerSecond > 0 {
 		res.RatioToRawSign = res.DevicesPerSecond / res.RawHSMSignPerSecond
 	}
-	db, err := store.Open(ctx, env.Config.Database)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	rep, err := db.Check(ctx)
+	rep, err := env.CheckLedger(ctx)
 	if err != nil {
 		return nil, err
 	}

@@ -25,6 +25,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net/url"
 	"regexp"
 	"time"
@@ -178,21 +179,9 @@ func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pu
 	if err := checkParent(caCert, caSigner); err != nil {
 		return nil, nil, err
 	}
-	var key crypto.Signer
-	if pub == nil {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, tacerr.Wrap(tacerr.Internal, err, "generate the station key")
-		}
-		key, pub = k, k.Public()
-	}
-	serial, err := policy.NewSerial(nil)
+	key, pub, serial, skid, err := leaf(pub, "station")
 	if err != nil {
 		return nil, nil, err
-	}
-	skid, err := policy.KeyID(pub)
-	if err != nil {
-		return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "station public key")
 	}
 	cn := st.ID
 	if cn == "" {
@@ -233,6 +222,25 @@ func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pu
 		return nil, nil, err
 	}
 	return cert, key, nil
+}
+
+// leaf prepares an end-entity certificate: a P-256 key generated when pub
+// is nil (returned as key), a fresh serial and the subjectKeyIdentifier.
+func leaf(pub crypto.PublicKey, what string) (key crypto.Signer, _ crypto.PublicKey, serial *big.Int, skid []byte, err error) {
+	if pub == nil {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return nil, nil, nil, nil, tacerr.Wrap(tacerr.Internal, err, "generate the %s key", what)
+		}
+		key, pub = k, k.Public()
+	}
+	if serial, err = policy.NewSerial(nil); err != nil {
+		return nil, nil, nil, nil, err
+	}
+	if skid, err = policy.KeyID(pub); err != nil {
+		return nil, nil, nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "%s public key", what)
+	}
+	return key, pub, serial, skid, nil
 }
 
 // caTemplate is a CA certificate template; pathLen < 0 means unconstrained.

@@ -2,14 +2,10 @@ package ca
 
 import (
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"net"
 
-	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -28,21 +24,9 @@ func ServerCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pub
 	if len(dns) == 0 && len(ips) == 0 {
 		return nil, nil, tacerr.Field(tacerr.InvalidInput, "names", "a server certificate needs at least one DNS name or IP address")
 	}
-	var key crypto.Signer
-	if pub == nil {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, tacerr.Wrap(tacerr.Internal, err, "generate the server key")
-		}
-		key, pub = k, k.Public()
-	}
-	serial, err := policy.NewSerial(nil)
+	key, pub, serial, skid, err := leaf(pub, "server")
 	if err != nil {
 		return nil, nil, err
-	}
-	skid, err := policy.KeyID(pub)
-	if err != nil {
-		return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "server public key")
 	}
 	cn := "tacline server"
 	if len(dns) > 0 {

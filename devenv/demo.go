@@ -111,12 +111,7 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	if simErr != nil {
 		return nil, simErr
 	}
-	db, err := store.Open(ctx, env.Config.Database)
-	if err != nil {
-		return nil, err
-	}
-	defer db.Close()
-	rep, err := db.Check(ctx)
+	rep, err := env.CheckLedger(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -138,4 +133,14 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	fmt.Fprintf(out, "\nTry: tacline --config %s pool list\n     tacline --config %s ledger check\n", env.ConfigPath, env.ConfigPath)
 	return &DemoResult{Env: env, Summary: sum, Check: rep}, nil
+}
+
+// CheckLedger opens the environment's ledger and checks its invariants.
+func (e *Env) CheckLedger(ctx context.Context) (store.CheckReport, error) {
+	db, err := store.Open(ctx, e.Config.Database)
+	if err != nil {
+		return store.CheckReport{}, err
+	}
+	defer db.Close()
+	return db.Check(ctx)
 }

@@ -8,7 +8,9 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -64,7 +66,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err != nil {
 		return nil, err
 	}
-	count, err := policyIMEICount(m, in.IMEICount)
+	count, err := policy.IMEICount(m.tac, in.IMEICount)
 	if err != nil {
 		return nil, err
 	}
@@ -108,17 +110,6 @@ func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash [
 		return nil, time.Time{}, err
 	}
 	return s.newIntent()
-}
-
-func policyIMEICount(m cachedMeta, requested int) (int, error) {
-	if requested == 0 {
-		return m.tac.IMEIsPerDevice, nil
-	}
-	if requested < 1 || requested > m.tac.IMEIsPerDevice {
-		return 0, tacerr.Field(tacerr.InvalidInput, "imei_count", "must be between 1 and %d (the IMEIs per device of TAC %s), got %d",
-			m.tac.IMEIsPerDevice, m.tac.TACString(), requested)
-	}
-	return requested, nil
 }
 
 // replay answers a request id seen before: the stored result if issued, the
@@ -198,7 +189,7 @@ func (s *Service) issuedResult(ctx context.Context, is *store.Issuance) (*Issued
 		iss = s.ActiveIssuer()
 	}
 	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: store.IMEIsOf(recs), Certificate: cert, CertDER: c.DER,
-		ChainPEM: chainPEM(iss), CertSerial: c.Serial, IssuedAt: c.IssuedAt, Replayed: true}, nil
+		ChainPEM: ca.ChainPEM(iss.Chain()...), CertSerial: c.Serial, IssuedAt: c.IssuedAt, Replayed: true}, nil
 }
 
 // sign builds, lints and signs the certificate an intent fixes.
@@ -304,6 +295,6 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 		}
 		return nil, err
 	}
-	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: chainPEM(iss),
+	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: ca.ChainPEM(iss.Chain()...),
 		CertSerial: is.CertSerial, IssuedAt: now}, nil
 }

@@ -24,7 +24,6 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/pem"
 	"io"
 	"log/slog"
 	"math/big"
@@ -277,14 +276,6 @@ func (s *Service) newIntent() (serial *big.Int, notBefore time.Time, err error) 
 }
 
 func serialHex(n *big.Int) string { return hex.EncodeToString(n.Bytes()) }
-
-func chainPEM(is *issuance.Issuer) []byte {
-	var out []byte
-	for _, c := range is.Chain() {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
-	}
-	return out
-}
 
 // Ready reports whether the ledger and the HSM answer.
 func (s *Service) Ready(ctx context.Context) error {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -32,7 +33,7 @@ func (s *Service) Allocate(ctx context.Context, in AllocateInput) (*Allocation, 
 	if err != nil {
 		return nil, err
 	}
-	per, err := policyIMEICount(m, in.IMEIsPerDevice)
+	per, err := policy.IMEICount(m.tac, in.IMEIsPerDevice)
 	if err != nil {
 		if e, ok := tacerr.As(err); ok {
 			e.Field = "imeis_per_device"

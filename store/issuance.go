@@ -349,14 +349,11 @@ func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, erro
 	return owner, translate(err, "look up device key")
 }
 
-// imeisOf turns ledger records into IMEIs.
-func imeisOf(recs []IMEIRecord) []imei.IMEI {
+// IMEIsOf returns the IMEIs of ledger records.
+func IMEIsOf(recs []IMEIRecord) []imei.IMEI {
 	out := make([]imei.IMEI, len(recs))
 	for i, r := range recs {
 		out[i] = r.IMEI
 	}
 	return out
 }
-
-// IMEIsOf returns the IMEIs of ledger records.
-func IMEIsOf(recs []IMEIRecord) []imei.IMEI { return imeisOf(recs) }

@@ -128,9 +128,6 @@ func (db *DB) DeviceIMEIs(ctx context.Context, serial string) ([]IMEIRecord, err
 	return deviceIMEIs(db.r, serial)
 }
 
-// DeviceIMEIs is DeviceIMEIs inside a transaction.
-func (tx *Tx) DeviceIMEIs(serial string) ([]IMEIRecord, error) { return deviceIMEIs(tx, serial) }
-
 func deviceIMEIs(q querier, serial string) ([]IMEIRecord, error) {
 	var rows []imeiRow
 	if err := q.Select(&rows, q.Rebind(sqlIMEISelect+`WHERE i.device_serial = ? ORDER BY i.reservation_id, i.grp, i.slot`), serial); err != nil {
@@ -236,16 +233,6 @@ func (db *DB) ReservationByRequestID(ctx context.Context, requestID string) (*Re
 		return err
 	})
 	return r, err
-}
-
-// SetIntent replaces a reservation's intent (the provisioner records the
-// certificate serial and TBS hash it is about to sign).
-func (tx *Tx) SetIntent(reservationID int64, intent []byte) error {
-	res, err := tx.Exec(tx.Rebind(`UPDATE reservations SET intent = ? WHERE id = ?`), intent, reservationID)
-	if err != nil {
-		return translate(err, "record intent")
-	}
-	return oneRow(res, "record intent for reservation %d", reservationID)
 }
 
 func oneRow(res sql.Result, format string, args ...any) error {
