@@ -202,7 +202,7 @@ func (s *Service) sign(is *store.Issuance, imeis []imei.IMEI, pub any, serial *b
 	if err != nil {
 		return nil, nil, nil, [32]byte{}, err
 	}
-	_, tok, err := iss.Prepare(issuance.Request{DeviceSerial: is.DeviceSerial, Manufacturer: s.cfg.Manufacturer, Model: meta.ModelName,
+	tok, err := iss.Prepare(issuance.Request{DeviceSerial: is.DeviceSerial, Manufacturer: s.cfg.Manufacturer, Model: meta.ModelName,
 		IMEIs: imeis, PublicKey: pub, Serial: serial, NotBefore: is.NotBefore})
 	if err != nil {
 		return nil, nil, nil, [32]byte{}, err

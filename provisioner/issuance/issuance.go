@@ -53,11 +53,11 @@ type Issuer struct {
 	cert      *x509.Certificate
 	chain     []*x509.Certificate
 	signer    crypto.Signer
+	pub       *ecdsa.PublicKey // the issuer key, from IssuerCert
 	profile   policy.Profile
 	sigAlg    x509.SignatureAlgorithm
 	hash      crypto.Hash
-	throwaway crypto.Signer     // the linting key, same type and curve as signer
-	lintCA    *x509.Certificate // issuer's name and SKID with the throwaway public key
+	throwaway *ecdsa.PrivateKey // the linting key, same type and curve as signer
 	lint      *linter
 }
 
@@ -90,7 +90,7 @@ func New(cfg Config) (*Issuer, error) {
 	if !pub.Equal(c.PublicKey) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
 	}
-	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, profile: cfg.Profile, lint: newLinter(reg, allowed)}
+	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile, lint: newLinter(reg, allowed)}
 	var curve elliptic.Curve
 	switch pub.Curve {
 	case elliptic.P256():
@@ -105,7 +105,6 @@ func New(cfg Config) (*Issuer, error) {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "generate the linting key")
 	}
 	is.throwaway = tk
-	is.lintCA = &x509.Certificate{RawSubject: c.RawSubject, SubjectKeyId: c.SubjectKeyId, PublicKey: tk.Public()}
 	return is, nil
 }
 
@@ -139,6 +138,8 @@ type Request struct {
 type Token struct {
 	issuer   *Issuer
 	tbs      []byte
+	digest   []byte // hash of tbs under the issuer's signature hash
+	lintDER  []byte // the linting certificate
 	serial   *big.Int
 	findings []LintFinding
 	used     atomic.Bool
@@ -154,47 +155,65 @@ func (t *Token) TBS() []byte { return bytes.Clone(t.tbs) }
 // configuration allowed.
 func (t *Token) AllowedFindings() []LintFinding { return append([]LintFinding(nil), t.findings...) }
 
+// LintCertificate parses the linting certificate: the token's exact TBS,
+// signed by the throwaway key (so it never verifies under the issuer).
+func (t *Token) LintCertificate() (*x509.Certificate, error) {
+	c, err := x509.ParseCertificate(t.lintDER)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "parse the linting certificate")
+	}
+	return c, nil
+}
+
 // TBSHash returns the SHA-256 of the token's TBSCertificate, for the intent
 // record.
 func TBSHash(tok *Token) [32]byte { return sha256.Sum256(tok.tbs) }
 
 // Prepare builds the certificate for req, signs it with the throwaway key and
-// lints it. It returns that linting certificate (never valid: its signature
-// is not the issuer's) and a single-use Token for Issue.
-func (is *Issuer) Prepare(req Request) (*x509.Certificate, *Token, error) {
+// lints it. It returns a single-use Token for Issue; Token.LintCertificate is
+// the linted certificate.
+func (is *Issuer) Prepare(req Request) (*Token, error) {
 	if req.PublicKey == nil {
-		return nil, nil, tacerr.Field(tacerr.InvalidInput, "public_key", "the device public key is required")
+		return nil, tacerr.Field(tacerr.InvalidInput, "public_key", "the device public key is required")
 	}
 	if req.NotBefore.IsZero() {
-		return nil, nil, tacerr.Field(tacerr.InvalidInput, "not_before", "the issue time is required (record it in the intent so a replay builds the same certificate)")
+		return nil, tacerr.Field(tacerr.InvalidInput, "not_before", "the issue time is required (record it in the intent so a replay builds the same certificate)")
 	}
 	serial := req.Serial
 	if serial == nil {
 		var err error
 		if serial, err = policy.NewSerial(nil); err != nil {
-			return nil, nil, err
+			return nil, err
 		}
 	}
 	dev := policy.Device{Serial: req.DeviceSerial, Manufacturer: req.Manufacturer, Model: req.Model, IMEIs: req.IMEIs}
 	tmpl, err := is.profile.Template(dev, req.PublicKey, serial, req.NotBefore)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	tmpl.SignatureAlgorithm = is.sigAlg
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, is.lintCA, req.PublicKey, is.throwaway)
+	tbs, err := buildTBS(tmpl, req.PublicKey, is.cert.RawSubject, is.cert.SubjectKeyId, is.sigAlg)
 	if err != nil {
-		return nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "build the certificate for device %s", req.DeviceSerial)
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "build the certificate for device %s", req.DeviceSerial)
 	}
-	lintCert, err := x509.ParseCertificate(der)
+	// The linting certificate: the exact TBS, signed once with the throwaway
+	// key (zlint reads the signature algorithm and value as they will be).
+	h := is.hash.New()
+	h.Write(tbs)
+	digest := h.Sum(nil)
+	lintSig, err := ecdsa.SignASN1(rand.Reader, is.throwaway, digest)
 	if err != nil {
-		return nil, nil, tacerr.Wrap(tacerr.Internal, err, "parse the linting certificate")
+		return nil, tacerr.Wrap(tacerr.Internal, err, "sign the linting certificate")
+	}
+	der, err := assemble(tbs, is.sigAlg, lintSig)
+	if err != nil {
+		return nil, err
 	}
 	found, err := is.lint.check(der)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
-	tok := &Token{issuer: is, tbs: lintCert.RawTBSCertificate, serial: new(big.Int).Set(serial), findings: found}
-	return lintCert, tok, nil
+	tok := &Token{issuer: is, tbs: tbs, digest: digest, lintDER: der, serial: new(big.Int).Set(serial), findings: found}
+	return tok, nil
 }
 
 // Issue signs the token's TBS bytes with the HSM key, once. A second call
@@ -209,14 +228,16 @@ func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	if !tok.used.CompareAndSwap(false, true) {
 		return nil, nil, tacerr.New(tacerr.InvalidState, "the token for serial %x was already issued; tokens are single-use", tok.serial)
 	}
-	h := is.hash.New()
-	h.Write(tok.tbs)
-	sig, err := is.signer.Sign(rand.Reader, h.Sum(nil), is.hash)
+	sig, err := is.signer.Sign(rand.Reader, tok.digest, is.hash)
 	if err != nil {
 		if _, ok := tacerr.As(err); ok {
 			return nil, nil, err
 		}
 		return nil, nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "the HSM failed to sign certificate serial %x", tok.serial)
+	}
+	// Verify before anything else: a wrong signature is not returned.
+	if !ecdsa.VerifyASN1(is.pub, tok.digest, sig) {
+		return nil, nil, tacerr.New(tacerr.HSMDeviceError, "the HSM signature on serial %x does not verify under the issuer key; not returned", tok.serial)
 	}
 	der, err := assemble(tok.tbs, is.sigAlg, sig)
 	if err != nil {
@@ -228,9 +249,6 @@ func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	}
 	if !bytes.Equal(cert.RawTBSCertificate, tok.tbs) {
 		return nil, nil, tacerr.New(tacerr.Internal, "the signed TBS of serial %x differs from the linted TBS; not returned", tok.serial)
-	}
-	if err := is.cert.CheckSignature(cert.SignatureAlgorithm, cert.RawTBSCertificate, cert.Signature); err != nil {
-		return nil, nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "the HSM signature on serial %x does not verify under the issuer key; not returned", tok.serial)
 	}
 	return cert, der, nil
 }

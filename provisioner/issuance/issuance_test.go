@@ -96,7 +96,11 @@ func TestIssue(t *testing.T) {
 			p := softPKI(t, tc.curve)
 			is := p.issuer(t, DefaultLintConfig())
 			req := testRequest(t)
-			lintCert, tok, err := is.Prepare(req)
+			tok, err := is.Prepare(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lintCert, err := tok.LintCertificate()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,11 +124,11 @@ func TestPrepareIsDeterministic(t *testing.T) {
 	is := softPKI(t, elliptic.P256()).issuer(t, DefaultLintConfig())
 	req := testRequest(t)
 	req.Serial = big.NewInt(0x7e57)
-	_, a, err := is.Prepare(req)
+	a, err := is.Prepare(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, b, err := is.Prepare(req)
+	b, err := is.Prepare(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,7 +136,7 @@ func TestPrepareIsDeterministic(t *testing.T) {
 		t.Fatal("the same request gave different TBS bytes")
 	}
 	req.NotBefore = req.NotBefore.Add(1e9)
-	_, c, _ := is.Prepare(req)
+	c, _ := is.Prepare(req)
 	if bytes.Equal(a.TBS(), c.TBS()) {
 		t.Fatal("a different issue time gave the same TBS")
 	}
@@ -146,7 +150,7 @@ func TestIssueIsSingleUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, tok, err := is.Prepare(testRequest(t))
+	tok, err := is.Prepare(testRequest(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +177,7 @@ func TestIssueIsSingleUse(t *testing.T) {
 		t.Fatalf("Issue after success: %v", err)
 	}
 	other := softPKI(t, elliptic.P256()).issuer(t, DefaultLintConfig())
-	_, tok2, _ := other.Prepare(testRequest(t))
+	tok2, _ := other.Prepare(testRequest(t))
 	if _, _, err := is.Issue(tok2); !tacerr.Is(err, tacerr.InvalidInput) {
 		t.Fatalf("Issue of a foreign token: %v", err)
 	}
@@ -199,7 +203,7 @@ func TestIssueSignerFaults(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, tok, err := is.Prepare(testRequest(t))
+			tok, err := is.Prepare(testRequest(t))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -271,9 +275,9 @@ func TestPrepareRefuses(t *testing.T) {
 			t.Parallel()
 			req := testRequest(t)
 			tc.mod(&req)
-			lc, tok, err := is.Prepare(req)
+			tok, err := is.Prepare(req)
 			e, ok := tacerr.As(err)
-			if lc != nil || tok != nil || !ok || e.Field != tc.field {
+			if tok != nil || !ok || e.Field != tc.field {
 				t.Fatalf("Prepare = %v, want an error on %s", err, tc.field)
 			}
 		})
@@ -287,7 +291,7 @@ func TestLintBlocksAndAllows(t *testing.T) {
 	t.Parallel()
 	p := softPKI(t, elliptic.P256())
 	strict := LintConfig{Sources: []string{"RFC5280", "Apple"}}
-	_, tok, err := p.issuer(t, strict).Prepare(testRequest(t))
+	tok, err := p.issuer(t, strict).Prepare(testRequest(t))
 	if tok != nil || !tacerr.Is(err, tacerr.LintFailed) ||
 		!strings.Contains(err.Error(), "e_tls_server_cert_valid_time_longer_than_398_days (error") ||
 		!strings.Contains(err.Error(), "w_tls_server_cert_valid_time_longer_than_397_days (warn") {
@@ -299,7 +303,7 @@ func TestLintBlocksAndAllows(t *testing.T) {
 		{Name: "w_tls_server_cert_valid_time_longer_than_397_days", Reason: "IDevID: no well-defined expiration (IEEE 802.1AR)"},
 	}
 	is := p.issuer(t, allowed)
-	_, tok, err = is.Prepare(testRequest(t))
+	tok, err = is.Prepare(testRequest(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +315,7 @@ func TestLintBlocksAndAllows(t *testing.T) {
 	}
 	skipped := strict
 	skipped.Skip = allowed.Allow
-	_, tok, err = p.issuer(t, skipped).Prepare(testRequest(t))
+	tok, err = p.issuer(t, skipped).Prepare(testRequest(t))
 	if err != nil || len(tok.AllowedFindings()) != 0 {
 		t.Fatalf("with the lints skipped: %v, findings %+v", err, tok)
 	}
@@ -328,7 +332,7 @@ func TestOpenSSL(t *testing.T) {
 	p := softPKI(t, elliptic.P256())
 	is := p.issuer(t, DefaultLintConfig())
 	req := testRequest(t)
-	_, tok, err := is.Prepare(req)
+	tok, err := is.Prepare(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -417,7 +421,11 @@ func TestIssueDeviceKeyTypes(t *testing.T) {
 			t.Parallel()
 			req := testRequest(t)
 			req.PublicKey = tc.pub
-			lintCert, tok, err := is.Prepare(req)
+			tok, err := is.Prepare(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lintCert, err := tok.LintCertificate()
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -440,7 +448,11 @@ func TestIssueDeviceKeyTypes(t *testing.T) {
 func TestFullRegistryFindsOnlyExcludedSources(t *testing.T) {
 	t.Parallel()
 	is := softPKI(t, elliptic.P256()).issuer(t, DefaultLintConfig())
-	lintCert, _, err := is.Prepare(testRequest(t))
+	tok, err := is.Prepare(testRequest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lintCert, err := tok.LintCertificate()
 	if err != nil {
 		t.Fatal(err)
 	}

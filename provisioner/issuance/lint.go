@@ -117,15 +117,29 @@ func lintReasons(field string, list []AllowedLint) (map[string]string, error) {
 
 // linter runs a fixed set of lints over DER certificates. It calls each
 // lint's Execute itself (what zlint.LintCertificateEx does, minus sorting the
-// registry's names and filling a result map on every certificate).
+// registry's names and filling a result map on every certificate), and
+// answers e_ecdsa_small_private_key for P-256 keys with a table lookup
+// (smallkey.go) instead of zlint's search.
 type linter struct {
-	lints   []*lint.CertificateLint
-	cfg     lint.Configuration
-	allowed map[string]string
+	lints    []*lint.CertificateLint
+	smallKey *lint.CertificateLint // zlint's e_ecdsa_small_private_key, when selected
+	cfg      lint.Configuration
+	allowed  map[string]string
 }
 
 func newLinter(reg lint.Registry, allowed map[string]string) *linter {
-	return &linter{lints: reg.CertificateLints().Lints(), cfg: reg.GetConfiguration(), allowed: allowed}
+	l := &linter{cfg: reg.GetConfiguration(), allowed: allowed}
+	for _, lt := range reg.CertificateLints().Lints() {
+		if lt.Name == smallKeyLint {
+			l.smallKey = lt
+			continue
+		}
+		l.lints = append(l.lints, lt)
+	}
+	if l.smallKey != nil {
+		p256Small.warm()
+	}
+	return l
 }
 
 // LintFinding is one lint result at warn level or above.
@@ -146,12 +160,10 @@ func (l *linter) check(der []byte) ([]LintFinding, error) {
 	}
 	var out []LintFinding
 	var blocking []string
-	for _, lt := range l.lints {
-		r := lt.Execute(c, l.cfg)
+	record := func(name string, r *lint.LintResult) {
 		if r.Status < lint.Warn {
-			continue
+			return
 		}
-		name := lt.Name
 		_, ok := l.allowed[name]
 		out = append(out, LintFinding{Name: name, Status: r.Status.String(), Details: r.Details, Allowed: ok})
 		if !ok {
@@ -162,10 +174,30 @@ func (l *linter) check(der []byte) ([]LintFinding, error) {
 			blocking = append(blocking, msg+")")
 		}
 	}
+	for _, lt := range l.lints {
+		record(lt.Name, lt.Execute(c, l.cfg))
+	}
+	if l.smallKey != nil {
+		record(smallKeyLint, l.checkSmallKey(c))
+	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	if len(blocking) > 0 {
 		sort.Strings(blocking)
 		return out, tacerr.New(tacerr.LintFailed, "the certificate failed %d lint(s): %s; fix the profile, or allow the lint in lint.allow with a reason", len(blocking), strings.Join(blocking, "; "))
 	}
 	return out, nil
+}
+
+// checkSmallKey answers e_ecdsa_small_private_key: by table lookup for a
+// valid P-256 key, by zlint's own lint for anything else.
+func (l *linter) checkSmallKey(c *zx509.Certificate) *lint.LintResult {
+	if key := certECDSAKey(c); key != nil {
+		if d, ok, err := smallScalar(key); ok && err == nil {
+			if d == 0 {
+				return &lint.LintResult{Status: lint.Pass}
+			}
+			return &lint.LintResult{Status: lint.Error, Details: smallKeyDetails(d)}
+		}
+	}
+	return l.smallKey.Execute(c, l.cfg)
 }

@@ -46,7 +46,11 @@ func TestIssueSoftHSM(t *testing.T) {
 			p := newPKI(t, root, issuing)
 			is := p.issuer(t, DefaultLintConfig())
 			req := testRequest(t)
-			lintCert, tok, err := is.Prepare(req)
+			tok, err := is.Prepare(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lintCert, err := tok.LintCertificate()
 			if err != nil {
 				t.Fatal(err)
 			}
