@@ -9,8 +9,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -31,12 +33,20 @@ type HSMOptions struct {
 
 // HSMResult is printed by `tacline bench hsm --json`.
 type HSMResult struct {
-	RawSignPerSecond   map[int]float64 `json:"raw_sign_per_second"`
-	IssuancePerSecond  map[int]float64 `json:"issuance_per_second"`
-	BestWorkers        int             `json:"best_workers"`
-	Ratio              float64         `json:"ratio"`
-	IssuanceSteps      string          `json:"issuance_steps"`
-	DurationPerMeasure float64         `json:"duration_per_measure_seconds"`
+	RawSignPerSecond  map[int]float64 `json:"raw_sign_per_second"`
+	IssuancePerSecond map[int]float64 `json:"issuance_per_second"`
+	BestWorkers       int             `json:"best_workers"`
+	Ratio             float64         `json:"ratio"`
+	// Process CPU time (user + system, SoftHSM2 included: it runs in the
+	// process) per raw signature and per issuance, and their quotient at
+	// BestWorkers: what the ratio would be if both could use every core. On
+	// a machine shared with other work it moves much less than the rates.
+	RawCPUMicrosPerSign       map[int]float64 `json:"raw_cpu_us_per_sign"`
+	IssuanceCPUMicrosPerIssue map[int]float64 `json:"issuance_cpu_us_per_issuance"`
+	CPURatio                  float64         `json:"cpu_ratio"`
+	LoadAverage               string          `json:"load_average"`
+	IssuanceSteps             string          `json:"issuance_steps"`
+	DurationPerMeasure        float64         `json:"duration_per_measure_seconds"`
 }
 
 // HSM measures raw P-256 signatures on the token and full issuances (CSR
@@ -119,13 +129,20 @@ func HSM(ctx context.Context, o HSMOptions) (*HSMResult, error) {
 	}
 	res := &HSMResult{RawSignPerSecond: map[int]float64{}, IssuancePerSecond: map[int]float64{}, DurationPerMeasure: o.Duration.Seconds(),
 		IssuanceSteps: "Prepare (template, throwaway-key lint certificate, zlint) + Issue (HSM sign, TBS identity, signature verify); CSR intake done before the clock"}
+	res.RawCPUMicrosPerSign, res.IssuanceCPUMicrosPerIssue = map[int]float64{}, map[int]float64{}
+	res.LoadAverage = loadAverage()
 	for _, w := range o.Workers {
+		c0 := selfCPU()
 		if res.RawSignPerSecond[w], err = hsm.BenchSign(ctx, signer, w, o.Duration); err != nil {
 			return nil, err
 		}
+		c1 := selfCPU()
 		if res.IssuancePerSecond[w], err = rate(ctx, w, o.Duration, issueOne); err != nil {
 			return nil, err
 		}
+		c2 := selfCPU()
+		res.RawCPUMicrosPerSign[w] = perOp(c1-c0, res.RawSignPerSecond[w]*o.Duration.Seconds())
+		res.IssuanceCPUMicrosPerIssue[w] = perOp(c2-c1, res.IssuancePerSecond[w]*o.Duration.Seconds())
 	}
 	bestRaw := 0.0
 	for w, v := range res.IssuancePerSecond {
@@ -138,6 +155,9 @@ func HSM(ctx context.Context, o HSMOptions) (*HSMResult, error) {
 	}
 	if r := res.RawSignPerSecond[res.BestWorkers]; r > 0 {
 		res.Ratio = res.IssuancePerSecond[res.BestWorkers] / r
+	}
+	if c := res.IssuanceCPUMicrosPerIssue[res.BestWorkers]; c > 0 {
+		res.CPURatio = res.RawCPUMicrosPerSign[res.BestWorkers] / c
 	}
 	return res, nil
 }
@@ -178,4 +198,33 @@ func randomSuffix() string {
 		out[2*i], out[2*i+1] = hexd[c>>4], hexd[c&15]
 	}
 	return string(out)
+}
+
+// selfCPU is this process's user + system CPU time.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func perOp(cpu time.Duration, ops float64) float64 {
+	if ops <= 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / ops
+}
+
+// loadAverage is the first three fields of /proc/loadavg ("" elsewhere).
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return ""
+	}
+	return strings.Join(f[:3], " ")
 }

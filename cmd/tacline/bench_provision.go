@@ -88,7 +88,7 @@ func newBenchHSMCmd() *cobra.Command {
 	var asJSON bool
 	c := &cobra.Command{
 		Use:   "hsm",
-		Short: "Raw HSM P-256 signatures against full issuances (CSR check, build, lint, sign, verify), same workers, same run",
+		Short: "Raw HSM P-256 signatures against full issuances (build, lint, HSM sign, verify), same workers, same run",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if path, _ := cmd.Flags().GetString("config"); cmd.Flags().Changed("config") {
@@ -110,7 +110,8 @@ func newBenchHSMCmd() *cobra.Command {
 			for _, w := range []int{1, 2, 4} {
 				fmt.Fprintf(cmd.OutOrStdout(), "%d workers: raw sign %.0f/s, issuance %.0f/s\n", w, res.RawSignPerSecond[w], res.IssuancePerSecond[w])
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "ratio issuance/raw at %d workers: %.3f\n", res.BestWorkers, res.Ratio)
+			fmt.Fprintf(cmd.OutOrStdout(), "ratio issuance/raw at %d workers: %.3f (CPU per raw sign / CPU per issuance: %.0f/%.0f us = %.3f; load average %s)\n",
+				res.BestWorkers, res.Ratio, res.RawCPUMicrosPerSign[res.BestWorkers], res.IssuanceCPUMicrosPerIssue[res.BestWorkers], res.CPURatio, res.LoadAverage)
 			return nil
 		},
 	}
