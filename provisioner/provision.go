@@ -78,12 +78,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.cfg.Active,
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
-		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count,
-		OnReserved: func(tx *store.Tx, r *store.Reservation) error {
-			i := *intent
-			i.ReservationID, i.Group = r.ID, 0
-			return tx.InsertIssuance(&i)
-		}})
+		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
 	if err != nil {
 		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
 			return nil, s.alreadyProvisioned(ctx, in.DeviceSerial)
@@ -247,42 +242,16 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 		return nil, err
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
-	err = s.db.Commit(ctx, func(tx *store.Tx) error {
-		if err := tx.SetIssuanceState(is.RequestID, store.IssuanceIssued); err != nil {
-			return err
-		}
-		if err := tx.ClaimDeviceKey(is.SPKIHash, is.DeviceSerial); err != nil {
-			return err
-		}
-		if err := tx.InsertCertificate(&store.CertificateRecord{Serial: is.CertSerial, DeviceSerial: is.DeviceSerial,
-			RequestID: is.RequestID, IssuerKeyID: is.IssuerKeyID, DER: der, TBSHash: tbs[:], SPKIHash: is.SPKIHash, IssuedAt: now}); err != nil {
-			return err
-		}
-		switch is.Kind {
-		case "provision", "bind":
-			if err := tx.InsertDevice(&store.DeviceRecord{Serial: is.DeviceSerial, Station: is.Station, ReservationID: is.ReservationID,
-				Group: is.Group, CertSerial: is.CertSerial, BoundAt: now}); err != nil {
-				return err
-			}
-			return tx.Bind(imeis, is.DeviceSerial, is.CertSerial, is.Station, is.RequestID)
-		case "reissue":
-			d, err := tx.Device(is.DeviceSerial)
-			if err != nil {
-				return err
-			}
-			if d == nil || d.State != store.StateBound {
-				return tacerr.Field(tacerr.InvalidState, "serial", "device %s is no longer BOUND", is.DeviceSerial)
-			}
-			if err := tx.RevokeCertificate(d.CertSerial, "superseded"); err != nil {
-				return err
-			}
-			if err := tx.UpdateDevice(is.DeviceSerial, store.StateBound, is.CertSerial, ""); err != nil {
-				return err
-			}
-			return tx.RecordReissue(imeis, is.DeviceSerial, is.CertSerial, d.CertSerial, is.Station, is.RequestID)
-		}
-		return tacerr.New(tacerr.Internal, "unknown issuance kind %q", is.Kind)
-	})
+	switch is.Kind {
+	case "provision", "bind":
+		err = s.db.CommitBinding(ctx, &store.Binding{RequestID: is.RequestID, DeviceSerial: is.DeviceSerial, Station: is.Station,
+			ReservationID: is.ReservationID, Group: is.Group, CertSerial: is.CertSerial, IssuerKeyID: is.IssuerKeyID,
+			DER: der, TBSHash: tbs[:], SPKIHash: is.SPKIHash, IMEIs: imeis, IssuedAt: now})
+	case "reissue":
+		err = s.db.Commit(ctx, func(tx *store.Tx) error { return reissueTx(tx, is, imeis, der, tbs, now) })
+	default:
+		err = tacerr.New(tacerr.Internal, "unknown issuance kind %q", is.Kind)
+	}
 	if err != nil {
 		if tacerr.Is(err, tacerr.Conflict) {
 			// Completed concurrently (a replay raced us): return that result.
@@ -297,4 +266,34 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 	}
 	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: ca.ChainPEM(iss.Chain()...),
 		CertSerial: is.CertSerial, IssuedAt: now}, nil
+}
+
+// reissueTx records a reissued certificate: the intent issued, the new
+// certificate recorded, the old one revoked (superseded), the device and its
+// IMEIs pointed at the new certificate.
+func reissueTx(tx *store.Tx, is *store.Issuance, imeis []imei.IMEI, der []byte, tbs [32]byte, now time.Time) error {
+	if err := tx.SetIssuanceState(is.RequestID, store.IssuanceIssued); err != nil {
+		return err
+	}
+	if err := tx.ClaimDeviceKey(is.SPKIHash, is.DeviceSerial); err != nil {
+		return err
+	}
+	if err := tx.InsertCertificate(&store.CertificateRecord{Serial: is.CertSerial, DeviceSerial: is.DeviceSerial,
+		RequestID: is.RequestID, IssuerKeyID: is.IssuerKeyID, DER: der, TBSHash: tbs[:], SPKIHash: is.SPKIHash, IssuedAt: now}); err != nil {
+		return err
+	}
+	d, err := tx.Device(is.DeviceSerial)
+	if err != nil {
+		return err
+	}
+	if d == nil || d.State != store.StateBound {
+		return tacerr.Field(tacerr.InvalidState, "serial", "device %s is no longer BOUND", is.DeviceSerial)
+	}
+	if err := tx.RevokeCertificate(d.CertSerial, "superseded"); err != nil {
+		return err
+	}
+	if err := tx.UpdateDevice(is.DeviceSerial, store.StateBound, is.CertSerial, ""); err != nil {
+		return err
+	}
+	return tx.RecordReissue(imeis, is.DeviceSerial, is.CertSerial, d.CertSerial, is.Station, is.RequestID)
 }

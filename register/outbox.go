@@ -3,8 +3,11 @@ package register
 import (
 	"crypto/rand"
 	"database/sql"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"strings"
+	"time"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/wire"
@@ -19,10 +22,10 @@ type Outbox struct{}
 var _ store.Sink = Outbox{}
 
 const (
-	sqlTACNames     = `SELECT brand, model_name FROM tacs WHERE tac = ?`
-	sqlInsertOutbox = `INSERT INTO register_outbox
+	sqlTACNames         = `SELECT brand, model_name FROM tacs WHERE tac = ?`
+	sqlInsertOutboxHead = `INSERT INTO register_outbox
     (idempotency_key, imei14, tac, event, device_id, model, brand, occurred_at, next_attempt_at, created_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`
+VALUES `
 )
 
 // registerEvent maps a ledger event type to the register's event, or "".
@@ -40,12 +43,47 @@ func registerEvent(t string) string {
 	return ""
 }
 
+// outboxCols is the number of values per outbox row.
+const outboxCols = 10
+
+// maxOutboxRows bounds one multi-row insert (below both databases'
+// parameter limits).
+const maxOutboxRows = 1000
+
 // Append implements store.Sink: one row per IMEI of each reportable event,
-// with brand and model read from the tacs table through tx.
+// with brand and model read from the tacs table through tx (once per TAC and
+// transaction), all rows of the transaction's events inserted with one
+// multi-row statement.
 func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 	type names struct{ brand, model string }
 	cache := map[uint32]names{}
 	now := tx.Now().UnixMicro()
+	var args []any
+	rows := 0
+	flush := func() error {
+		if rows == 0 {
+			return nil
+		}
+		var sb strings.Builder
+		sb.Grow(len(sqlInsertOutboxHead) + rows*(2*outboxCols+3))
+		sb.WriteString(sqlInsertOutboxHead)
+		for i := 0; i < rows; i++ {
+			if i > 0 {
+				sb.WriteByte(',')
+			}
+			sb.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+		}
+		res, err := tx.Exec(tx.Rebind(sb.String()), args...)
+		if err != nil {
+			return tacerr.Wrap(tacerr.Unavailable, err, "register outbox: insert %d rows", rows)
+		}
+		if k, err := res.RowsAffected(); err != nil || k != int64(rows) {
+			return tacerr.New(tacerr.Internal, "register outbox: inserting %d rows touched %d (%v)", rows, k, err)
+		}
+		args, rows = args[:0], 0
+		return nil
+	}
+	keys := newKeys()
 	for _, ev := range events {
 		event := registerEvent(ev.Type)
 		if event == "" {
@@ -68,22 +106,47 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 				cache[m.TAC()] = n
 			}
 			device := wire.DeviceID(ev.DeviceSerial, "IMEI"+m.Digits14())
-			res, err := tx.Exec(tx.Rebind(sqlInsertOutbox), newKey(), m.Uint64(), m.TAC(), event, device,
-				n.model, n.brand, ev.Time.UnixMicro(), now, now)
-			if err != nil {
-				return tacerr.Wrap(tacerr.Unavailable, err, "register outbox: insert %s of %s", event, m)
-			}
-			if k, err := res.RowsAffected(); err != nil || k != 1 {
-				return tacerr.New(tacerr.Internal, "register outbox: insert %s of %s touched %d rows (%v)", event, m, k, err)
+			args = append(args, keys.next(), m.Uint64(), m.TAC(), event, device, n.model, n.brand, ev.Time.UnixMicro(), now, now)
+			rows++
+			if rows == maxOutboxRows {
+				if err := flush(); err != nil {
+					return err
+				}
 			}
 		}
 	}
-	return nil
+	return flush()
 }
 
-// newKey returns a fresh idempotency key: 128 random bits.
-func newKey() string {
-	var b [16]byte
-	rand.Read(b[:])
-	return "tl-" + hex.EncodeToString(b[:])
+// keySource makes idempotency keys: "tl-", 16 hex digits of the time in
+// nanoseconds, 16 hex digits of random bits. Keys made later sort after
+// earlier ones (up to clock steps), so the unique index on
+// register_outbox.idempotency_key grows at its right edge instead of
+// touching a random page per row; the 64 random bits keep keys unique across
+// processes and replicas made in the same nanosecond.
+type keySource struct {
+	t   uint64
+	rnd [8]byte
 }
+
+func newKeys() *keySource {
+	k := &keySource{t: uint64(time.Now().UnixNano())}
+	rand.Read(k.rnd[:])
+	return k
+}
+
+// next returns a fresh key; keys of one source differ in their time part
+// (it counts up from the source's creation time).
+func (k *keySource) next() string {
+	var b [35]byte
+	copy(b[:], "tl-")
+	var t [8]byte
+	binary.BigEndian.PutUint64(t[:], k.t)
+	k.t++
+	hex.Encode(b[3:19], t[:])
+	hex.Encode(b[19:], k.rnd[:])
+	return string(b[:])
+}
+
+// newKey returns one fresh idempotency key.
+func newKey() string { return newKeys().next() }

@@ -100,7 +100,7 @@ func NewWorker(db *store.DB, cfg Config, metrics *Metrics, log *slog.Logger) (*W
 	}
 	host, _ := os.Hostname()
 	return &Worker{db: db, cfg: cfg, client: client, metrics: metrics, log: log,
-		id: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), newKey()[3:11])}, nil
+		id: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), newKey()[19:27])}, nil
 }
 
 // Run delivers until ctx ends. It returns nil when ctx is cancelled.

@@ -38,10 +38,10 @@ type ReserveRequest struct {
 	Devices      int    // how many devices (default 1; more only for KindPreallocate)
 	PerDevice    int    // IMEIs per device, 1..5
 	Intent       []byte // the issuance intent, opaque to the store, returned on replay
-	// OnReserved, if set, runs inside the reservation's transaction once its
-	// IMEIs are known (the provisioner records its issuance intent there).
-	// An error rolls the reservation back.
-	OnReserved func(tx *Tx, r *Reservation) error
+	// Issuance, if set (KindProvision only), is the issuance intent of the
+	// device, recorded in the reservation's transaction with the
+	// reservation's id and group 0 (the caller's value is not modified).
+	Issuance *Issuance
 }
 
 func (r *ReserveRequest) validate() error {
@@ -75,6 +75,9 @@ func (r *ReserveRequest) validate() error {
 	default:
 		return tacerr.Field(tacerr.InvalidInput, "kind", "unknown reservation kind %q", r.Kind)
 	}
+	if r.Issuance != nil && r.Kind != KindProvision {
+		return tacerr.Field(tacerr.InvalidInput, "kind", "an issuance intent is recorded with a provisioning reservation only")
+	}
 	if r.RequestHash == nil {
 		r.RequestHash = []byte{}
 	}
@@ -104,6 +107,7 @@ type Reservation struct {
 // pending is one Reserve or Commit call waiting for the group committer.
 type pending struct {
 	op   func(tx *Tx) error // a Commit; nil for a Reserve
+	bind *Binding           // a CommitBinding
 	req  ReserveRequest
 	res  *Reservation
 	err  error
@@ -254,7 +258,12 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, er
 // every member is rerun alone in its own transaction, so op may run more
 // than once and its error is its own.
 func (db *DB) Commit(ctx context.Context, op func(tx *Tx) error) error {
-	p := &pending{op: op, done: make(chan struct{})}
+	return db.submitWait(ctx, &pending{op: op, done: make(chan struct{})})
+}
+
+// submitWait hands a Commit or CommitBinding to the committer and waits for
+// its transaction.
+func (db *DB) submitWait(ctx context.Context, p *pending) error {
 	db.committer.submit(p)
 	select {
 	case <-p.done:
@@ -281,13 +290,18 @@ func (db *DB) commitBatch(batch []*pending) {
 	}
 }
 
-// runBatch reserves every Reserve member in bulk, then runs the Commit
-// members' operations.
+// runBatch reserves every Reserve member in bulk, runs the Commit members'
+// operations, then records the CommitBinding members (in bulk when there
+// are several).
 func (tx *Tx) runBatch(batch []*pending) error {
 	var res []*pending
+	var binds []*Binding
 	for _, p := range batch {
 		p.res, p.err = nil, nil
-		if p.op == nil {
+		switch {
+		case p.bind != nil:
+			binds = append(binds, p.bind)
+		case p.op == nil:
 			res = append(res, p)
 		}
 	}
@@ -303,7 +317,13 @@ func (tx *Tx) runBatch(batch []*pending) error {
 			}
 		}
 	}
-	return nil
+	switch len(binds) {
+	case 0:
+		return nil
+	case 1:
+		return tx.BindDevice(binds[0])
+	}
+	return tx.bindBatch(binds)
 }
 
 const (
@@ -474,12 +494,8 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 	if err := tx.insertIMEIs(made, now); err != nil {
 		return err
 	}
-	for _, p := range made {
-		if p.req.OnReserved != nil {
-			if err := p.req.OnReserved(tx, p.res); err != nil {
-				return err
-			}
-		}
+	if err := tx.insertIntents(made); err != nil {
+		return err
 	}
 	// 6. One event per device.
 	for _, p := range made {

@@ -74,6 +74,38 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 	return translate(err, "record issuance intent")
 }
 
+const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
+		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES `
+
+// insertIntents records the issuance intents of a reservation batch with one
+// statement. A duplicate fails the batch (the committer reruns each member
+// alone, where it is request_conflict).
+func (tx *Tx) insertIntents(made []*pending) error {
+	var args []any
+	n := 0
+	created := tx.Now().UnixMicro()
+	for _, p := range made {
+		is := p.req.Issuance
+		if is == nil {
+			continue
+		}
+		args = append(args, is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, p.res.ID, 0, is.CertSerial,
+			is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, created)
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	_, err := tx.Exec(tx.Rebind(multiRow(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", n)), args...)
+	if isDuplicate(err) {
+		if n == 1 {
+			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", args[0])
+		}
+		return tacerr.Wrap(tacerr.Conflict, err, "record issuance intents")
+	}
+	return translate(err, "record issuance intents")
+}
+
 // IssuanceByRequestID returns the intent for a request id, or nil.
 func (db *DB) IssuanceByRequestID(ctx context.Context, requestID string) (*Issuance, error) {
 	var r issuanceRow

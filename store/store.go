@@ -121,7 +121,10 @@ func (db *DB) openSQLite(cfg Config) error {
 		path = path[:i]
 	}
 	common := "_busy_timeout=10000&_foreign_keys=on&_journal_mode=WAL&_synchronous=FULL"
-	w, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&_txlock=immediate")
+	// The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): the
+	// indexes that provisioning inserts into at random places (certificate
+	// serials, device keys) stay in memory instead of being read back.
+	w, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&_txlock=immediate&_cache_size=-65536")
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
 	}
