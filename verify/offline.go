@@ -1,19 +1,25 @@
 package verify
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
 	"time"
 
+	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/tacerr"
 )
 
 // OfflineRequest is an offline check (`tacline verify`) as raw inputs:
 // no database, the trust anchors and CRLs come from files.
 type OfflineRequest struct {
-	Trust     []byte   // PEM certificates: roots (anchors) and intermediates
-	CRLs      [][]byte // DER or PEM CRLs, any number (none: revocation not checked)
+	Trust []byte   // PEM certificates: roots (anchors) and intermediates
+	CRLs  [][]byte // DER or PEM CRLs, any number (none: revocation not checked)
+	// TACs is the trusted manufacturers' TAC catalogue (the pipe-separated
+	// file of `tacline tac export`); when given, an IMEI of any other TAC is
+	// answered unknown. Empty: every TAC is accepted.
+	TACs      []byte
 	IMEI      string
 	Chain     []byte // PEM, device certificate first
 	Nonce     string // hex
@@ -31,6 +37,17 @@ func Offline(ctx context.Context, r OfflineRequest) (Result, error) {
 	trust, err := NewTrust(anchors)
 	if err != nil {
 		return Result{}, err
+	}
+	if len(r.TACs) > 0 {
+		list, err := catalog.Parse(bytes.NewReader(r.TACs))
+		if err != nil {
+			return Result{}, tacerr.Wrap(tacerr.InvalidInput, err, "tacs: not a TAC catalogue file (the output of `tacline tac export`)")
+		}
+		tacs := make([]uint32, len(list))
+		for i, t := range list {
+			tacs[i] = t.TAC
+		}
+		trust = trust.WithTACs(tacs)
 	}
 	var rev Revocation
 	if len(r.CRLs) > 0 {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"strconv"
@@ -40,7 +41,7 @@ func newMigrateCmd() *cobra.Command {
 }
 
 func newTACCmd() *cobra.Command {
-	c := &cobra.Command{Use: "tac", Short: "The TAC catalogue: import, add, list"}
+	c := &cobra.Command{Use: "tac", Short: "The TAC catalogue: import, add, list, export"}
 	c.AddCommand(&cobra.Command{
 		Use:   "import FILE",
 		Short: "Import a GSMA-style pipe-separated TAC file (all records or none)",
@@ -151,6 +152,37 @@ func newTACCmd() *cobra.Command {
 	}
 	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	c.AddCommand(list)
+	var out string
+	export := &cobra.Command{
+		Use:   "export [-o FILE]",
+		Short: "Write the TAC catalogue as the pipe-separated file `tac import` reads (for regulators: `tacline verify --tacs`)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			tacs, err := db.TACs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if out == "" || out == "-" {
+				return catalog.Write(cmd.OutOrStdout(), tacs)
+			}
+			var buf bytes.Buffer
+			if err := catalog.Write(&buf, tacs); err != nil {
+				return err
+			}
+			if err := os.WriteFile(out, buf.Bytes(), 0o644); err != nil {
+				return flagErr("-o", "%v", err)
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "wrote %d TACs to %s\n", len(tacs), out)
+			return nil
+		},
+	}
+	export.Flags().StringVarP(&out, "output", "o", "", "file to write (default standard output)")
+	c.AddCommand(export)
 	return c
 }
 

@@ -14,17 +14,19 @@ import (
 func init() { register(newVerifyCmd) }
 
 func newVerifyCmd() *cobra.Command {
-	var trustFile, chainFile, sigFile, imeiArg, nonce string
+	var trustFile, chainFile, sigFile, imeiArg, nonce, tacsFile string
 	var crlFiles []string
 	var asJSON bool
 	c := &cobra.Command{
-		Use:   "verify --trust ROOTS.pem [--crl FILE]... --imei IMEI --chain FILE --nonce HEX --signature FILE [--json]",
+		Use:   "verify --trust ROOTS.pem [--crl FILE]... [--tacs FILE] --imei IMEI --chain FILE --nonce HEX --signature FILE [--json]",
 		Short: "Check a device offline: genuine, cloned, tampered, counterfeit, revoked or unknown",
 		Long: `Checks a device's answer to a challenge without a database: the chain
 (--chain, PEM, device certificate first) must verify to a self-signed
 certificate of --trust (other certificates there serve as intermediates),
 the certificate must not be revoked by the --crl CRLs (DER or PEM; without
---crl revocation is not checked), the claimed --imei must be in the
+--crl revocation is not checked), with --tacs (the manufacturers' TAC
+catalogue, from ` + "`tacline tac export`" + `) the IMEI's TAC must be one of
+theirs (otherwise the answer is unknown), the claimed --imei must be in the
 certificate, and --signature (DER, from ` + "`tacline device respond`" + `) must
 verify over the hex-decoded --nonce with the certificate's key.
 
@@ -51,6 +53,13 @@ Exit status: 0 only for genuine, 1 for any other verdict, 2 for bad input.`,
 					return flagErr("--crl", "%v", err)
 				}
 				req.CRLs = append(req.CRLs, data)
+			}
+			if tacsFile != "" {
+				data, err := os.ReadFile(tacsFile)
+				if err != nil {
+					return flagErr("--tacs", "%v", err)
+				}
+				req.TACs = data
 			}
 			res, err := verify.Offline(cmd.Context(), req)
 			if err != nil {
@@ -79,6 +88,7 @@ Exit status: 0 only for genuine, 1 for any other verdict, 2 for bad input.`,
 	f := c.Flags()
 	f.StringVar(&trustFile, "trust", "", "PEM file of trusted manufacturer roots (and intermediates)")
 	f.StringArrayVar(&crlFiles, "crl", nil, "CRL file (DER or PEM); repeat for several issuers")
+	f.StringVar(&tacsFile, "tacs", "", "TAC catalogue of the trusted manufacturers (`tacline tac export`); other TACs answer unknown")
 	f.StringVar(&imeiArg, "imei", "", "the IMEI the device claims")
 	f.StringVar(&chainFile, "chain", "", "PEM file of the device's chain, device certificate first")
 	f.StringVar(&nonce, "nonce", "", "the challenge nonce, hex")
