@@ -84,6 +84,8 @@ func encodable(t *x509.Certificate) error {
 	case len(t.RawSubject) > 0, len(t.Subject.Country)+len(t.Subject.Province)+len(t.Subject.Locality)+
 		len(t.Subject.StreetAddress)+len(t.Subject.PostalCode)+len(t.Subject.OrganizationalUnit)+len(t.Subject.ExtraNames) > 0:
 		return fmt.Errorf("only serialNumber, O and CN subject attributes are supported")
+	case len(t.Subject.Organization) > 1: // crypto/x509 puts them in one multi-valued RDN
+		return fmt.Errorf("at most one subject O is supported")
 	case len(t.DNSNames)+len(t.EmailAddresses)+len(t.IPAddresses)+len(t.URIs) > 0:
 		return fmt.Errorf("subjectAltName must be given as an extra extension")
 	case len(t.OCSPServer)+len(t.IssuingCertificateURL)+len(t.CRLDistributionPoints)+len(t.PolicyIdentifiers)+len(t.Policies) > 0,
@@ -124,8 +126,8 @@ func addTime(b *cryptobyte.Builder, t time.Time) {
 // allows it and UTF8String otherwise, as encoding/asn1 does.
 func addName(b *cryptobyte.Builder, n pkix.Name) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-		for _, o := range n.Organization {
-			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 10}, o)
+		if len(n.Organization) == 1 {
+			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 10}, n.Organization[0])
 		}
 		if n.CommonName != "" {
 			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 3}, n.CommonName)

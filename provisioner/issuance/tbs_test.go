@@ -102,6 +102,7 @@ func TestTBSRefusesUnknownFields(t *testing.T) {
 		"dns":         func(c *x509.Certificate) { c.DNSNames = []string{"a.example"} },
 		"ca":          func(c *x509.Certificate) { c.IsCA = true },
 		"country":     func(c *x509.Certificate) { c.Subject.Country = []string{"DE"} },
+		"two-o":       func(c *x509.Certificate) { c.Subject.Organization = []string{"A", "B"} },
 		"ocsp":        func(c *x509.Certificate) { c.OCSPServer = []string{"http://ocsp.example"} },
 		"override-ku": func(c *x509.Certificate) { c.ExtraExtensions = append(c.ExtraExtensions, pkixExt(oidExtKeyUsage)) },
 		"serial":      func(c *x509.Certificate) { c.SerialNumber = big.NewInt(0) },
