@@ -9,10 +9,14 @@ import (
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
-	"crypto/x509/pkix"
+	"encoding/asn1"
 	"encoding/pem"
 	"strings"
 
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/tacline/tacline/internal/der"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -90,16 +94,54 @@ func (d *Device) Serial() string { return d.serial }
 func (d *Device) Public() crypto.PublicKey { return &d.key.PublicKey }
 
 // CSR returns a PEM PKCS#10 request signed by the device key (proof of
-// possession), with the device serial as subject serialNumber and CN. The
+// possession), with the device serial as subject CN and serialNumber. The
 // server's profile decides what is certified; the subject is informative.
+// Like a secure element, it signs once: the request is encoded here rather
+// than by x509.CreateCertificateRequest, which verifies every signature it
+// makes (an extra ECDSA verification per simulated device, on the cores the
+// server under test uses); TestCSRMatchesCreateCertificateRequest checks the
+// bytes are crypto/x509's.
 func (d *Device) CSR() ([]byte, error) {
-	tmpl := &x509.CertificateRequest{Subject: pkix.Name{SerialNumber: d.serial, CommonName: d.serial}}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, d.key)
+	spki, err := x509.MarshalPKIXPublicKey(&d.key.PublicKey)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSR of device %s", d.serial)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
+	b := cryptobyte.NewBuilder(make([]byte, 0, 256))
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) { // CertificationRequestInfo
+		b.AddASN1Int64(0)
+		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+			der.AddRDN(b, der.OIDCommonName, d.serial)
+			der.AddRDN(b, der.OIDSerialNumber, d.serial)
+		})
+		b.AddBytes(spki)
+		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(*cryptobyte.Builder) {}) // no attributes
+	})
+	info, err := b.Bytes()
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSR of device %s", d.serial)
+	}
+	h, _ := challengeHash(&d.key.PublicKey) // checked when the device was made
+	alg := oidECDSAWithSHA256
+	if h == crypto.SHA384 {
+		alg = oidECDSAWithSHA384
+	}
+	hh := h.New()
+	hh.Write(info)
+	sig, err := ecdsa.SignASN1(rand.Reader, d.key, hh.Sum(nil))
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "sign the CSR of device %s", d.serial)
+	}
+	csr, err := der.Signed(info, alg, sig)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSR of device %s", d.serial)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr}), nil
 }
+
+var (
+	oidECDSAWithSHA256 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 2}
+	oidECDSAWithSHA384 = asn1.ObjectIdentifier{1, 2, 840, 10045, 4, 3, 3}
+)
 
 // KeyPEM returns the device's private key as PKCS#8 PEM ("PRIVATE KEY").
 func (d *Device) KeyPEM() ([]byte, error) {

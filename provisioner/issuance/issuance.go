@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/der"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -259,20 +260,11 @@ var sigAlgOIDs = map[x509.SignatureAlgorithm]asn1.ObjectIdentifier{
 }
 
 // assemble builds Certificate ::= SEQUENCE { tbsCertificate,
-// signatureAlgorithm, signatureValue } around the exact TBS bytes. ECDSA
-// AlgorithmIdentifiers have absent parameters (RFC 5758 §3.2).
+// signatureAlgorithm, signatureValue } around the exact TBS bytes.
 func assemble(tbs []byte, alg x509.SignatureAlgorithm, sig []byte) ([]byte, error) {
-	der, err := asn1.Marshal(struct {
-		TBS       asn1.RawValue
-		Algorithm struct{ Algorithm asn1.ObjectIdentifier }
-		Signature asn1.BitString
-	}{
-		TBS:       asn1.RawValue{FullBytes: tbs},
-		Algorithm: struct{ Algorithm asn1.ObjectIdentifier }{sigAlgOIDs[alg]},
-		Signature: asn1.BitString{Bytes: sig, BitLength: 8 * len(sig)},
-	})
+	out, err := der.Signed(tbs, sigAlgOIDs[alg], sig)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "assemble the certificate")
 	}
-	return der, nil
+	return out, nil
 }

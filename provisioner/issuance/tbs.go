@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/tacline/tacline/internal/der"
 )
 
 // The TBS encoder writes the DER TBSCertificate for a policy.Profile template
@@ -122,50 +124,19 @@ func addTime(b *cryptobyte.Builder, t time.Time) {
 }
 
 // addName writes the subject in pkix.Name.ToRDNSequence order (O, CN,
-// serialNumber), one attribute per RDN, PrintableString where the value
-// allows it and UTF8String otherwise, as encoding/asn1 does.
+// serialNumber), one attribute per RDN.
 func addName(b *cryptobyte.Builder, n pkix.Name) {
 	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 		if len(n.Organization) == 1 {
-			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 10}, n.Organization[0])
+			der.AddRDN(b, der.OIDOrganization, n.Organization[0])
 		}
 		if n.CommonName != "" {
-			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 3}, n.CommonName)
+			der.AddRDN(b, der.OIDCommonName, n.CommonName)
 		}
 		if n.SerialNumber != "" {
-			addAttribute(b, asn1.ObjectIdentifier{2, 5, 4, 5}, n.SerialNumber)
+			der.AddRDN(b, der.OIDSerialNumber, n.SerialNumber)
 		}
 	})
-}
-
-func addAttribute(b *cryptobyte.Builder, oid asn1.ObjectIdentifier, v string) {
-	tag := cbasn1.PrintableString
-	if !printableString(v) {
-		tag = cbasn1.UTF8String
-	}
-	b.AddASN1(cbasn1.SET, func(b *cryptobyte.Builder) {
-		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-			b.AddASN1ObjectIdentifier(oid)
-			b.AddASN1(tag, func(b *cryptobyte.Builder) { b.AddBytes([]byte(v)) })
-		})
-	})
-}
-
-// printableString is encoding/asn1's test for marshalling a string as
-// PrintableString (X.680 §41.4, without '*' and '&').
-func printableString(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' {
-			continue
-		}
-		switch c {
-		case ' ', '\'', '(', ')', '+', ',', '-', '.', '/', ':', '=', '?':
-			continue
-		}
-		return false
-	}
-	return true
 }
 
 // addExtensions writes the extensions in crypto/x509's order: keyUsage,
