@@ -53,6 +53,14 @@ type ProvisionResult struct {
 	DurationSeconds       float64        `json:"duration_seconds"`
 	LedgerOK              bool           `json:"ledger_ok"`
 	ServerCPUSecondsTotal float64        `json:"server_cpu_seconds"`
+	// Write system calls and bytes written by the server per device
+	// (/proc/PID/io syscw and wchar: WAL frames, checkpoints, logs, TLS):
+	// on a virtual machine each write costs kernel CPU, so these explain
+	// much of the ledger's share and move less with the neighbours' load.
+	ServerWritesPerDevice     float64 `json:"server_write_syscalls_per_device"`
+	ServerWrittenKiBPerDevice float64 `json:"server_written_kib_per_device"`
+	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
+	LoadAverage string `json:"load_average"`
 }
 
 // Provision sets up a fresh environment, measures raw HSM signing on its
@@ -120,6 +128,10 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if err != nil {
 		return nil, err
 	}
+	io0, err := processIO(proc.Cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
 	// Device keys and CSRs are made before the clock starts (a device
 	// brings its own), so the load generator's CPU goes to the requests.
 	pregen := int(o.OfferedRate * o.Duration.Seconds() * 1.2)
@@ -129,12 +141,17 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
 		Creds: creds.Stations, Stations: o.Stations, Duration: o.Duration, OfferedRate: o.OfferedRate, Pregenerate: pregen})
 	cpu1, cerr := processCPU(proc.Cmd.Process.Pid)
+	io1, ierr := processIO(proc.Cmd.Process.Pid)
 	if err != nil {
 		return nil, err
 	}
 	if cerr != nil {
 		return nil, cerr
 	}
+	if ierr != nil {
+		return nil, ierr
+	}
+	res.LoadAverage = loadAverage()
 	if err := proc.Stop(30 * time.Second); err != nil {
 		return nil, err
 	}
@@ -143,6 +160,8 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	res.ServerCPUSecondsTotal = (cpu1 - cpu0).Seconds()
 	if sum.Devices > 0 {
 		res.ServerCPUusPerDevice = float64((cpu1 - cpu0).Microseconds()) / float64(sum.Devices)
+		res.ServerWritesPerDevice = float64(io1.syscw-io0.syscw) / float64(sum.Devices)
+		res.ServerWrittenKiBPerDevice = float64(io1.wchar-io0.wchar) / 1024 / float64(sum.Devices)
 	}
 	if res.RawHSMSignPerSecond > 0 {
 		res.RatioToRawSign = res.DevicesPerSecond / res.RawHSMSignPerSecond
@@ -174,6 +193,31 @@ func processCPU(pid int) (time.Duration, error) {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck, nil
+}
+
+// ioCounters are a process's write counters from /proc/PID/io.
+type ioCounters struct{ syscw, wchar int64 }
+
+func processIO(pid int) (ioCounters, error) {
+	var c ioCounters
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return c, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			continue
+		}
+		n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		switch k {
+		case "syscw":
+			c.syscw = n
+		case "wchar":
+			c.wchar = n
+		}
+	}
+	return c, nil
 }
 
 // AuditCost is `tacline bench provision --compare-audit`: the same load

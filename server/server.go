@@ -236,7 +236,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		return err
 	case <-ctx.Done():
 	}
-	s.log.Info("tacline shutting down")
+	batches, members := s.DB.BatchStats()
+	s.log.Info("tacline shutting down", "ledger_batches", batches, "ledger_batch_members", members)
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, context.Canceled) {

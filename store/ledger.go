@@ -128,9 +128,14 @@ func (db *DB) DeviceIMEIs(ctx context.Context, serial string) ([]IMEIRecord, err
 	return deviceIMEIs(db.r, serial)
 }
 
+// sqlDeviceIMEIs: the redundant test that device_serial is not empty lets
+// the query use the partial index imeis_device (SQLite scanned the whole
+// ledger without it).
+const sqlDeviceIMEIs = sqlIMEISelect + `WHERE i.device_serial = ? AND i.device_serial <> '' ORDER BY i.reservation_id, i.grp, i.slot`
+
 func deviceIMEIs(q querier, serial string) ([]IMEIRecord, error) {
 	var rows []imeiRow
-	if err := q.Select(&rows, q.Rebind(sqlIMEISelect+`WHERE i.device_serial = ? ORDER BY i.reservation_id, i.grp, i.slot`), serial); err != nil {
+	if err := q.Select(&rows, q.Rebind(sqlDeviceIMEIs), serial); err != nil {
 		return nil, translate(err, "look up device IMEIs")
 	}
 	return records(rows)

@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/jmoiron/sqlx"
+	"github.com/mattn/go-sqlite3"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -115,6 +116,36 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	return db, nil
 }
 
+// SQLite drivers with per-connection settings that the DSN cannot carry.
+const (
+	sqliteWriter = "sqlite3-tacline-writer"
+	sqliteReader = "sqlite3-tacline-reader"
+)
+
+// walAutocheckpoint is the writer's automatic checkpoint threshold in WAL
+// pages (SQLite's default is 1000, about 4 MiB). Provisioning touches about
+// a dozen pages per device in indexes with one insertion point per pool or
+// random keys; with 1000 pages every checkpoint copied nearly every page it
+// saw once more into the database file, with 10000 (about 40 MiB of WAL) a
+// page written by many commits between two checkpoints is copied once.
+const walAutocheckpoint = 10000
+
+func init() {
+	sql.Register(sqliteWriter, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpoint), nil)
+		return err
+	}})
+	// Readers map the database file: pages not in the WAL are read
+	// without a system call each (SQLite clears a reader's page cache
+	// whenever the writer committed since its last read).
+	sql.Register(sqliteReader, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
+		_, err := c.Exec("PRAGMA mmap_size = 268435456", nil)
+		return err
+	}})
+	sqlx.BindDriver(sqliteWriter, sqlx.QUESTION)
+	sqlx.BindDriver(sqliteReader, sqlx.QUESTION)
+}
+
 func (db *DB) openSQLite(cfg Config) error {
 	path := strings.TrimPrefix(cfg.DSN, "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
@@ -124,7 +155,7 @@ func (db *DB) openSQLite(cfg Config) error {
 	// The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): the
 	// indexes that provisioning inserts into at random places (certificate
 	// serials, device keys) stay in memory instead of being read back.
-	w, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&_txlock=immediate&_cache_size=-65536")
+	w, err := sqlx.Open(sqliteWriter, "file:"+path+"?"+common+"&_txlock=immediate&_cache_size=-65536")
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
 	}
@@ -135,7 +166,7 @@ func (db *DB) openSQLite(cfg Config) error {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s (check the directory exists and is writable)", path)
 	}
-	r, err := sqlx.Open("sqlite3", "file:"+path+"?"+common+"&mode=ro")
+	r, err := sqlx.Open(sqliteReader, "file:"+path+"?"+common+"&mode=ro")
 	if err != nil {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for reading", path)
