@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"net"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -44,6 +45,8 @@ func TestConfigValidate(t *testing.T) {
 			c.IdentityMap = []IdentityRule{{CN: "y", Roles: []string{"auditor"}}, {CN: "x", Roles: []string{"operator", "root"}}}
 		}, "server.identity_map[1].roles[1]"},
 		{"negative timeout", func(c *Config) { c.WriteTimeout = -time.Second }, "server.write_timeout"},
+		{"negative gc percent", func(c *Config) { c.GCPercent = -1 }, "server.gc_percent"},
+		{"negative memory limit", func(c *Config) { c.MemoryLimitMiB = -5 }, "server.memory_limit_mib"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,5 +179,31 @@ func TestListenAndServe(t *testing.T) {
 	tc.MinVersion = tls.VersionTLS10 // a clone: the server's stays
 	if srv.TLSConfig().MinVersion != tls.VersionTLS12 {
 		t.Fatal("TLSConfig returned the server's own configuration")
+	}
+}
+
+// TuneRuntime applies gc_percent (default 400) and memory_limit_mib unless
+// the environment sets GOGC or GOMEMLIMIT.
+func TestTuneRuntime(t *testing.T) {
+	defer debug.SetGCPercent(debug.SetGCPercent(100))
+	defer debug.SetMemoryLimit(debug.SetMemoryLimit(-1))
+	t.Setenv("GOGC", "")
+	t.Setenv("GOMEMLIMIT", "")
+	gc, lim := Config{}.TuneRuntime()
+	if gc != DefaultGCPercent || debug.SetGCPercent(gc) != DefaultGCPercent {
+		t.Fatalf("default gc percent = %d, want %d", gc, DefaultGCPercent)
+	}
+	if lim != -1 {
+		t.Fatalf("default memory limit = %d, want none (-1)", lim)
+	}
+	gc, lim = Config{GCPercent: 150, MemoryLimitMiB: 512}.TuneRuntime()
+	if gc != 150 || lim != 512<<20 || debug.SetMemoryLimit(-1) != 512<<20 {
+		t.Fatalf("configured: gc %d, limit %d", gc, lim)
+	}
+	// The environment wins.
+	t.Setenv("GOGC", "250")
+	debug.SetGCPercent(250) // what the runtime read from GOGC at start-up
+	if gc, _ := (Config{GCPercent: 150}).TuneRuntime(); gc != 250 {
+		t.Fatalf("gc percent with GOGC set = %d, want 250", gc)
 	}
 }

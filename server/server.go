@@ -208,6 +208,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "listen on %s", s.cfg.Server.Listen)
 	}
+	gcPercent, memLimit := s.cfg.Server.TuneRuntime()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
@@ -224,7 +225,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
-	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()))
+	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()),
+		"gc_percent", gcPercent, "memory_limit_bytes", memLimit)
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
