@@ -255,6 +255,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 		return 0, nil, err
 	}
 	c.caller = cl
+	if cl.actor.Station != "" {
+		// The station's record, read to authenticate it, is reused by the
+		// use case in the same request (one read).
+		r = r.WithContext(provisioner.WithStationMemo(r.Context()))
+	}
 	if err := checkStation(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}

@@ -96,12 +96,14 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 // newDeviceIntent refuses a device already provisioned or a key bound to
 // another device, then draws the intent's serial and notBefore.
 func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash []byte) (*big.Int, time.Time, error) {
-	if d, err := s.db.Device(ctx, device); err != nil {
+	exists, owner, err := s.db.NewDeviceCheck(ctx, device, spkiHash)
+	if err != nil {
 		return nil, time.Time{}, err
-	} else if d != nil {
+	}
+	if exists {
 		return nil, time.Time{}, s.alreadyProvisioned(ctx, device)
 	}
-	if err := s.refuseReusedKey(ctx, spkiHash, device); err != nil {
+	if err := s.keyOwnedElsewhere(owner, device); err != nil {
 		return nil, time.Time{}, err
 	}
 	return s.newIntent()
@@ -184,7 +186,18 @@ func (s *Service) issuedResult(ctx context.Context, is *store.Issuance) (*Issued
 		iss = s.ActiveIssuer()
 	}
 	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: store.IMEIsOf(recs), Certificate: cert, CertDER: c.DER,
-		ChainPEM: ca.ChainPEM(iss.Chain()...), CertSerial: c.Serial, IssuedAt: c.IssuedAt, Replayed: true}, nil
+		ChainPEM: s.chainPEM(iss), CertSerial: c.Serial, IssuedAt: c.IssuedAt, Replayed: true}, nil
+}
+
+// chainPEM returns an issuer's chain (issuing CA first) as PEM, encoded once
+// per issuer. Callers must not modify it.
+func (s *Service) chainPEM(iss *issuance.Issuer) []byte {
+	if v, ok := s.chains.Load(iss); ok {
+		return v.([]byte)
+	}
+	b := ca.ChainPEM(iss.Chain()...)
+	s.chains.Store(iss, b)
+	return b
 }
 
 // sign builds, lints and signs the certificate an intent fixes.
@@ -264,7 +277,7 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 		}
 		return nil, err
 	}
-	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: ca.ChainPEM(iss.Chain()...),
+	return &Issued{DeviceSerial: is.DeviceSerial, IMEIs: imeis, Certificate: cert, CertDER: der, ChainPEM: s.chainPEM(iss),
 		CertSerial: is.CertSerial, IssuedAt: now}, nil
 }
 

@@ -360,3 +360,29 @@ func TestConcurrentProvisioning(t *testing.T) {
 		}
 	})
 }
+
+// A request context with a station memo reads the station's record once:
+// a station disabled after the request was authenticated finishes that
+// request and is refused on the next one.
+func TestStationMemo(t *testing.T) {
+	env := provtest.New(t, store.SQLite)
+	ctx := provisioner.WithStationMemo(context.Background())
+	if _, err := env.Service.Station(ctx, "S1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.DB.DisableStation(context.Background(), "S1", "test"); err != nil {
+		t.Fatal(err)
+	}
+	dev := provtest.NewDevice(t)
+	if _, err := env.Service.Provision(ctx, provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "m1",
+		DeviceSerial: "DM1", Product: "EX-1", CSR: dev.CSR}); err != nil {
+		t.Fatalf("request authenticated before the disable: %v", err)
+	}
+	next := provisioner.WithStationMemo(context.Background())
+	if _, err := env.Service.Station(next, "S1"); !tacerr.Is(err, tacerr.Forbidden) {
+		t.Fatalf("next request: %v, want forbidden", err)
+	}
+	_, err := env.Service.Provision(context.Background(), provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "m2",
+		DeviceSerial: "DM2", Product: "EX-1", CSR: provtest.NewDevice(t).CSR})
+	wantCode(t, err, tacerr.Forbidden)
+}

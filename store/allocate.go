@@ -356,6 +356,22 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	sort.Strings(names) // a fixed order: no deadlocks between replicas
 	heads := map[string]*poolHead{}
 	slow := map[string]bool{}
+	if tx.Dialect() == SQLite && len(names) > 1 {
+		// One statement for every pool (SQLite has one writer: no lock
+		// order to keep between replicas).
+		claimed, err := tx.claimPoolsAtOnce(names, needs)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range names {
+			if h, ok := claimed[n]; ok {
+				heads[n] = h
+			} else {
+				slow[n] = true
+			}
+		}
+		names = nil
+	}
 	for _, n := range names {
 		var h poolHead
 		err := tx.Get(&h, tx.Rebind(sqlClaimPool), needs[n], n, needs[n])
@@ -380,6 +396,30 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 		}
 	}
 	return heads, nil
+}
+
+// claimPoolsAtOnce is sqlClaimPool for several pools in one UPDATE ... FROM
+// (VALUES ...) (SQLite). Pools missing from the result were not advanced
+// (unknown, or too close to exhaustion for the batch's need).
+func (tx *Tx) claimPoolsAtOnce(names []string, needs map[string]int64) (map[string]*poolHead, error) {
+	args := make([]any, 0, 2*len(names))
+	for _, n := range names {
+		args = append(args, n, needs[n])
+	}
+	q := multiRow(`UPDATE pools SET next_snr = pools.next_snr + v.column2 FROM (VALUES `, "(?,?)", len(names)) +
+		`) AS v WHERE pools.name = v.column1 AND pools.next_snr + v.column2 <= pools.snr_end + 1
+	RETURNING pools.id, pools.name, pools.tac, pools.snr_end, pools.next_snr`
+	var rows []*poolHead
+	if err := tx.Select(&rows, q, args...); err != nil {
+		return nil, translate(err, "claim SNRs of pools")
+	}
+	out := make(map[string]*poolHead, len(rows))
+	for _, h := range rows {
+		h.NextSNR -= needs[h.Name]
+		h.start, h.claimed = h.NextSNR, true
+		out[h.Name] = h
+	}
+	return out, nil
 }
 
 // reserveBatch runs inside one transaction. Per-request failures are set on

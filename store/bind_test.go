@@ -176,3 +176,57 @@ func TestBindBatchErrorsAreEachBindingsOwn(t *testing.T) {
 		mustCheck(t, db)
 	})
 }
+
+func TestNewDeviceCheck(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res, reqs := reserveBatch(t, db, "n", 1)
+		b := bindingOf(res[0], reqs[0])
+		check := func(serial string, spki []byte, wantExists bool, wantOwner string) {
+			t.Helper()
+			exists, owner, err := db.NewDeviceCheck(ctx, serial, spki)
+			if err != nil || exists != wantExists || owner != wantOwner {
+				t.Fatalf("NewDeviceCheck(%s) = %v, %q, %v; want %v, %q", serial, exists, owner, err, wantExists, wantOwner)
+			}
+		}
+		check(b.DeviceSerial, b.SPKIHash, false, "")
+		if err := db.CommitBinding(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		check(b.DeviceSerial, b.SPKIHash, true, b.DeviceSerial)
+		check("other", b.SPKIHash, false, b.DeviceSerial)
+		check("other", []byte("unknown key"), false, "")
+	})
+}
+
+// One batch over several pools: pools with room are claimed together, a pool
+// too close to exhaustion for the batch is decided request by request, an
+// unknown pool fails only its request.
+func TestReserveBatchSeveralPools(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 100, SNREnd: 102, Product: "EX-1", Market: "DE"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		req := func(id, pool string) store.ReserveRequest {
+			return store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: pool, Caller: "S1", Kind: store.KindBench, PerDevice: 2}
+		}
+		res, errs := db.RunBatch([]store.ReserveRequest{req("a1", "A"), req("b1", "B"), req("b2", "B"), req("x", "nope"), req("a2", "A")}, nil)
+		for i, want := range []uint32{0, 100, 0, 0, 2} {
+			if i == 2 || i == 3 {
+				continue
+			}
+			if errs[i] != nil || res[i].Devices[0][0].SNR() != want || res[i].Devices[0][1].SNR() != want+1 {
+				t.Fatalf("request %d: %+v, %v; want SNRs from %d", i, res[i], errs[i], want)
+			}
+		}
+		wantCode(t, errs[2], tacerr.PoolExhausted)
+		wantCode(t, errs[3], tacerr.PoolNotFound)
+		rep := mustCheck(t, db)
+		if rep.IMEIs != 6 {
+			t.Fatalf("ledger holds %d IMEIs, want 6", rep.IMEIs)
+		}
+	})
+}

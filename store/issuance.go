@@ -381,6 +381,22 @@ func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, erro
 	return owner, translate(err, "look up device key")
 }
 
+// NewDeviceCheck reports, in one read, whether a device is recorded and
+// which device a public key (by SPKI hash) is bound to ("" if none): the two
+// checks before a new provisioning intent.
+func (db *DB) NewDeviceCheck(ctx context.Context, serial string, spkiHash []byte) (deviceExists bool, keyOwner string, err error) {
+	var r struct {
+		Exists int    `db:"device_exists"`
+		Owner  string `db:"key_owner"`
+	}
+	err = db.getR(ctx, &r, db.r.Rebind(`SELECT CASE WHEN EXISTS (SELECT 1 FROM devices WHERE serial = ?) THEN 1 ELSE 0 END AS device_exists,
+		COALESCE((SELECT device_serial FROM device_keys WHERE spki_hash = ?), '') AS key_owner`), serial, spkiHash)
+	if err != nil {
+		return false, "", translate(err, "look up device and key")
+	}
+	return r.Exists != 0, r.Owner, nil
+}
+
 // IMEIsOf returns the IMEIs of ledger records.
 func IMEIsOf(recs []IMEIRecord) []imei.IMEI {
 	out := make([]imei.IMEI, len(recs))
