@@ -116,6 +116,7 @@ func newBenchHSMCmd() *cobra.Command {
 		},
 	}
 	c.Flags().DurationVar(&o.Duration, "duration", 3*time.Second, "duration of each measurement")
+	c.Flags().IntVar(&o.Rounds, "rounds", 2, "alternating raw/issuance rounds per worker count (rates are the mean)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
 }
