@@ -53,7 +53,11 @@ func BenchmarkLint(b *testing.B) {
 				_, _ = l.check(lintCert.Raw)
 			}
 			done()
-			b.ReportMetric(float64(len(l.lints)), "lints")
+			n := len(l.lints)
+			if l.smallKey != nil {
+				n++
+			}
+			b.ReportMetric(float64(n), "lints")
 		})
 	}
 }
