@@ -96,7 +96,8 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 			}
 			n, ok := cache[m.TAC()]
 			if !ok {
-				err := tx.QueryRow(tx.Rebind(sqlTACNames), m.TAC()).Scan(&n.brand, &n.model)
+				// QueryRowx goes through the ledger's statement cache.
+				err := tx.QueryRowx(tx.Rebind(sqlTACNames), m.TAC()).Scan(&n.brand, &n.model)
 				if errors.Is(err, sql.ErrNoRows) {
 					return tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
 				}
