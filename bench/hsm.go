@@ -46,6 +46,7 @@ type HSMResult struct {
 	IssuanceCPUMicrosPerIssue map[int]float64 `json:"issuance_cpu_us_per_issuance"`
 	CPURatio                  float64         `json:"cpu_ratio"`
 	LoadAverage               string          `json:"load_average"`
+	GCPercent                 int             `json:"gc_percent"` // the Go collector setting in force (server.gc_percent)
 	IssuanceSteps             string          `json:"issuance_steps"`
 	DurationPerMeasure        float64         `json:"duration_per_measure_seconds"`
 	Rounds                    int             `json:"rounds"`

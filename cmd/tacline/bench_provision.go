@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/bench"
 	"github.com/tacline/tacline/store"
 )
@@ -91,19 +92,24 @@ func newBenchHSMCmd() *cobra.Command {
 		Short: "Raw HSM P-256 signatures against full issuances (build, lint, HSM sign, verify), same workers, same run",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			// Issuance runs in `tacline serve`, so it is measured under the
+			// server's garbage-collector setting (server.gc_percent).
+			var srv api.Config
 			if path, _ := cmd.Flags().GetString("config"); cmd.Flags().Changed("config") {
 				cfg, err := loadConfig(cmd)
 				if err != nil {
 					return fmt.Errorf("%s: %w", path, err)
 				}
-				o.Config = &cfg.HSM
+				o.Config, srv = &cfg.HSM, cfg.Server
 			}
+			gcPercent, _ := srv.TuneRuntime()
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
 			res, err := bench.HSM(ctx, o)
 			if err != nil {
 				return err
 			}
+			res.GCPercent = gcPercent
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
