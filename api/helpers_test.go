@@ -405,6 +405,10 @@ func (f *fakeProvisioner) Pools(_ context.Context, a provisioner.Actor) ([]store
 	return []store.PoolStats{{Pool: store.Pool{Name: "p1", TAC: 101234, SNRStart: 0, SNREnd: 999}, NextSNR: 19, Bound: 2, Free: 981}}, nil
 }
 
+func (f *fakeProvisioner) PoolsRemaining(context.Context) ([]store.PoolStats, error) {
+	return []store.PoolStats{{Pool: store.Pool{Name: "p1", TAC: 101234, SNRStart: 0, SNREnd: 999}, NextSNR: 19, Free: 981}}, nil
+}
+
 func (f *fakeProvisioner) Station(_ context.Context, id string) (provisioner.Station, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

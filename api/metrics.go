@@ -7,7 +7,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -69,11 +68,9 @@ func (m *metrics) countError(code tacerr.Code) {
 	}
 }
 
-// metricsActor is the identity the pool collector reads the ledger as.
-var metricsActor = provisioner.Actor{ID: "tacline-metrics", Roles: []provisioner.Role{provisioner.RoleAuditor}}
-
-// poolCollector reports each pool's remaining SNRs from Provisioner.Pools at
-// scrape time.
+// poolCollector reports each pool's remaining SNRs from
+// Provisioner.PoolsRemaining at scrape time (one read of the pools table, no
+// usage counts: a scrape every few seconds must not scan the ledger).
 type poolCollector struct {
 	p    Provisioner
 	log  *slog.Logger
@@ -85,7 +82,7 @@ func (c *poolCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	pools, err := c.p.Pools(ctx, metricsActor)
+	pools, err := c.p.PoolsRemaining(ctx)
 	if err != nil {
 		// A scrape must not fail because the ledger is slow: the gauge is
 		// missing for this scrape and the cause is logged.

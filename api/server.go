@@ -33,6 +33,7 @@ type Provisioner interface {
 	Device(ctx context.Context, a provisioner.Actor, serial string) (*provisioner.Device, error)
 	IMEI(ctx context.Context, a provisioner.Actor, m imei.IMEI) (store.IMEIRecord, error)
 	Pools(ctx context.Context, a provisioner.Actor) ([]store.PoolStats, error)
+	PoolsRemaining(ctx context.Context) ([]store.PoolStats, error)
 	// Station returns an enrolled station; an unknown station is an error
 	// with code unauthorized (or not_found), a disabled one forbidden.
 	Station(ctx context.Context, id string) (provisioner.Station, error)

@@ -329,6 +329,13 @@ func (s *Service) Ready(ctx context.Context) error {
 	return nil
 }
 
+// PoolsRemaining returns every pool with its high-water mark and remaining
+// serial numbers, without usage counts (store.PoolHeads: no scan of the
+// IMEIs), for the metrics scrape.
+func (s *Service) PoolsRemaining(ctx context.Context) ([]store.PoolStats, error) {
+	return s.db.PoolHeads(ctx)
+}
+
 // Pools returns every pool with its utilisation. Stations see their own pools.
 func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error) {
 	all, err := s.db.Pools(ctx)

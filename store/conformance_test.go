@@ -345,3 +345,38 @@ func TestConcurrentReservations(t *testing.T) {
 		}
 	})
 }
+
+// TestPoolHeads: PoolHeads gives the same high-water marks and free counts
+// as Pools, in the same order, without usage counts (it reads no IMEI row).
+func TestPoolHeads(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 100, 199)
+		if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 500, SNREnd: 599}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reserve(db, "r1", "A", 3); err != nil {
+			t.Fatal(err)
+		}
+		full, err := db.Pools(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		heads, err := db.PoolHeads(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(heads) != 2 || len(full) != 2 {
+			t.Fatalf("PoolHeads = %+v, Pools = %+v", heads, full)
+		}
+		for i := range heads {
+			h, f := heads[i], full[i]
+			if h.Name != f.Name || h.NextSNR != f.NextSNR || h.Free != f.Free || h.Reserved != 0 || h.Bound != 0 {
+				t.Fatalf("PoolHeads[%d] = %+v, Pools[%d] = %+v", i, h, i, f)
+			}
+		}
+		if full[0].Reserved != 3 || heads[0].Free != 97 || heads[1].Free != 100 {
+			t.Fatalf("after reserving 3 of pool A: Pools = %+v, PoolHeads = %+v", full, heads)
+		}
+	})
+}

@@ -132,8 +132,15 @@ func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
 	return ps[0], nil
 }
 
-// Pools returns every pool with its utilisation, ordered by TAC and SNR.
+// Pools returns every pool with its utilisation, ordered by TAC and SNR. The
+// per-state counts scan every IMEI row: for what a frequent caller needs
+// (the remaining serial numbers) use PoolHeads.
 func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, true, "") }
+
+// PoolHeads returns every pool with its high-water mark and free count but
+// without the per-state usage counts: one read of the pools table, whatever
+// the size of the ledger (the metrics scrape uses it).
+func (db *DB) PoolHeads(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, false, "") }
 
 func (db *DB) pools(ctx context.Context, counts bool, where string, args ...any) ([]PoolStats, error) {
 	var rows []poolRow
