@@ -70,6 +70,10 @@ type Provisioning struct {
 	PreallocationTimeout time.Duration `yaml:"preallocation_timeout"`
 	// RecoveryInterval: how often the recovery loop runs.
 	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+	// IssuerRefresh: how often a running server reads the ledger's issuers
+	// to pick up `tacline ca rotate` or `ca import --activate` made
+	// elsewhere (SIGHUP reads them at once).
+	IssuerRefresh time.Duration `yaml:"issuer_refresh"`
 }
 
 // Authenticity is the `authenticity:` section: the API's public-verify and
@@ -86,7 +90,7 @@ func Defaults() File {
 		CSR:     policy.DefaultCSRRules(),
 		Lint:    issuance.DefaultLintConfig(),
 		Provisioning: Provisioning{IntentTimeout: 5 * time.Minute, PreallocationTimeout: 30 * 24 * time.Hour,
-			RecoveryInterval: 30 * time.Second},
+			RecoveryInterval: 30 * time.Second, IssuerRefresh: 5 * time.Second},
 		Audit:        audit.Config{Origin: "tacline.invalid/audit", KeyLabel: "tacline-audit"},
 		Authenticity: Authenticity{API: api.DefaultAuthenticityConfig(), Online: online.DefaultConfig()},
 		Revocation:   revocation.DefaultConfig(),
@@ -199,6 +203,8 @@ func (f *File) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "provisioning.preallocation_timeout", "must not be negative (0: never)")
 	case p.RecoveryInterval < time.Second:
 		return tacerr.Field(tacerr.InvalidConfig, "provisioning.recovery_interval", "must be at least 1s (default 30s)")
+	case p.IssuerRefresh < 100*time.Millisecond || p.IssuerRefresh > time.Hour:
+		return tacerr.Field(tacerr.InvalidConfig, "provisioning.issuer_refresh", "must be between 100ms and 1h (default 5s), got %s", p.IssuerRefresh)
 	}
 	return nil
 }

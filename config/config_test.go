@@ -86,3 +86,28 @@ func TestAuthenticityAndRevocationSections(t *testing.T) {
 		t.Fatalf("negative next_update: %v", err)
 	}
 }
+
+func TestIssuerRefresh(t *testing.T) {
+	base := "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\n"
+	f, err := Parse([]byte(base), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Provisioning.IssuerRefresh.Seconds() != 5 {
+		t.Fatalf("default provisioning.issuer_refresh = %s, want 5s", f.Provisioning.IssuerRefresh)
+	}
+	f, err = Parse([]byte(base+"provisioning: {issuer_refresh: 250ms}\n"), t.TempDir())
+	if err != nil || f.Provisioning.IssuerRefresh.Milliseconds() != 250 {
+		t.Fatalf("issuer_refresh: 250ms: %v, %v", f, err)
+	}
+	for _, v := range []string{"10ms", "2h", "0s"} {
+		_, err := Parse([]byte(base+"provisioning: {issuer_refresh: "+v+"}\n"), t.TempDir())
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidConfig || e.Field != "provisioning.issuer_refresh" {
+			t.Errorf("issuer_refresh: %s: %v, want invalid_config on provisioning.issuer_refresh", v, err)
+		}
+	}
+	_, err = Parse([]byte(base+"provisioning: {issuer_refresh: 1s, issuer_refrsh: 2s}\n"), t.TempDir())
+	if e, ok := tacerr.As(err); !ok || e.Field != "issuer_refrsh" {
+		t.Errorf("misspelt key: %v, want unknown key issuer_refrsh", err)
+	}
+}

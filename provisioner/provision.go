@@ -75,7 +75,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "provision", RequestHash: hash, Station: st.ID,
-		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.cfg.Active,
+		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.activeKeyID(),
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
@@ -181,7 +181,7 @@ func (s *Service) issuedResult(ctx context.Context, is *store.Issuance) (*Issued
 	if err != nil {
 		return nil, err
 	}
-	iss := s.cfg.Issuers[c.IssuerKeyID]
+	iss := s.issuer(c.IssuerKeyID)
 	if iss == nil {
 		iss = s.ActiveIssuer()
 	}
@@ -202,7 +202,7 @@ func (s *Service) chainPEM(iss *issuance.Issuer) []byte {
 
 // sign builds, lints and signs the certificate an intent fixes.
 func (s *Service) sign(is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int) (*x509.Certificate, []byte, *issuance.Issuer, [32]byte, error) {
-	iss := s.cfg.Issuers[is.IssuerKeyID]
+	iss := s.issuer(is.IssuerKeyID)
 	if iss == nil {
 		return nil, nil, nil, [32]byte{}, tacerr.New(tacerr.HSMKeyNotFound, "issuer %s of intent %s is not loaded", is.IssuerKeyID, is.RequestID)
 	}

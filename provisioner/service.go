@@ -30,6 +30,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/catalog"
@@ -45,6 +46,7 @@ type Config struct {
 	DB *store.DB
 	// Issuers by key id (hex SKID); Active names the one new certificates
 	// are issued by. Older issuers complete intents recorded under them.
+	// They are the initial set: SetIssuers replaces it while serving.
 	Issuers map[string]*issuance.Issuer
 	Active  string
 	// Manufacturer is the subject O of device certificates.
@@ -72,11 +74,31 @@ type Service struct {
 	cfg Config
 	db  *store.DB
 
+	// issuers is the current issuer set; SetIssuers swaps it atomically.
+	issuers atomic.Pointer[issuerSet]
+
 	mu    sync.Mutex
 	cache map[string]cachedMeta // pool name -> metadata, refreshed every few seconds
 	// chains caches each issuer's chain PEM (*issuance.Issuer -> []byte),
 	// shared read-only by every response.
 	chains sync.Map
+}
+
+// issuerSet is an immutable set of issuers with the active one's key id.
+type issuerSet struct {
+	byKeyID map[string]*issuance.Issuer
+	active  string
+}
+
+func newIssuerSet(issuers map[string]*issuance.Issuer, active string) (*issuerSet, error) {
+	if issuers[active] == nil {
+		return nil, tacerr.New(tacerr.InvalidConfig, "no active device issuer %q: run `tacline ca init`", active)
+	}
+	m := make(map[string]*issuance.Issuer, len(issuers))
+	for k, v := range issuers {
+		m[k] = v
+	}
+	return &issuerSet{byKeyID: m, active: active}, nil
 }
 
 type cachedMeta struct {
@@ -90,8 +112,9 @@ func New(cfg Config) (*Service, error) {
 	if cfg.DB == nil {
 		return nil, tacerr.New(tacerr.Internal, "provisioner needs a ledger")
 	}
-	if cfg.Issuers[cfg.Active] == nil {
-		return nil, tacerr.New(tacerr.InvalidConfig, "no active device issuer %q: run `tacline ca init`", cfg.Active)
+	set, err := newIssuerSet(cfg.Issuers, cfg.Active)
+	if err != nil {
+		return nil, err
 	}
 	if strings.TrimSpace(cfg.Manufacturer) == "" {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "manufacturer", "is required")
@@ -111,8 +134,30 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}}, nil
+	s := &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}}
+	s.issuers.Store(set)
+	return s, nil
 }
+
+// SetIssuers replaces the issuer set (by key id) and the active issuer's
+// key id at once: requests that start afterwards record their intent under
+// the new active issuer; requests in flight complete with the issuer their
+// intent recorded, which must therefore stay in the set (keep every issuer
+// that was ever loaded). The maps are copied.
+func (s *Service) SetIssuers(issuers map[string]*issuance.Issuer, active string) error {
+	set, err := newIssuerSet(issuers, active)
+	if err != nil {
+		return err
+	}
+	s.issuers.Store(set)
+	return nil
+}
+
+// issuer returns the issuer with a key id, nil if it is not loaded.
+func (s *Service) issuer(keyID string) *issuance.Issuer { return s.issuers.Load().byKeyID[keyID] }
+
+// activeKeyID is the key id new intents are recorded under.
+func (s *Service) activeKeyID() string { return s.issuers.Load().active }
 
 // SetSignObserver installs the observer of HSM signature durations (the
 // server's metric). Call it before serving.
@@ -122,7 +167,14 @@ func (s *Service) SetSignObserver(observe func(time.Duration)) { s.cfg.OnSign = 
 func (s *Service) SetKeyReuseObserver(observe func()) { s.cfg.OnKeyReuse = observe }
 
 // ActiveIssuer returns the issuer new certificates are signed by.
-func (s *Service) ActiveIssuer() *issuance.Issuer { return s.cfg.Issuers[s.cfg.Active] }
+func (s *Service) ActiveIssuer() *issuance.Issuer {
+	set := s.issuers.Load()
+	return set.byKeyID[set.active]
+}
+
+// ActiveKeyID returns the key id (hex subjectKeyIdentifier) of the issuer
+// new certificates are signed by.
+func (s *Service) ActiveKeyID() string { return s.activeKeyID() }
 
 var serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
 

@@ -113,7 +113,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "bind", RequestHash: hash, Station: st.ID, DeviceSerial: in.DeviceSerial,
 		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
+		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
@@ -215,7 +215,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	actor := in.Actor.ID
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "reissue", RequestHash: hash, Station: actor, DeviceSerial: in.DeviceSerial,
 		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.cfg.Active, PublicKey: spki, SPKIHash: spkiHash}
+		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID)

@@ -8,7 +8,6 @@ package server
 import (
 	"context"
 	"crypto"
-	"crypto/x509"
 	"errors"
 	"log/slog"
 	"net"
@@ -21,11 +20,9 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
-	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
-	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -45,6 +42,9 @@ type Server struct {
 	Worker   *register.Worker // nil unless register.url is set
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
+
+	issuers *issuers      // device issuers, kept in step with the ledger
+	reload  chan struct{} // TriggerIssuerRefresh
 }
 
 // OpenLedger opens the ledger with its event sinks attached: the audit log
@@ -78,7 +78,9 @@ func attachSinks(db *store.DB, cfg *config.File, auditKey crypto.Signer) (*audit
 }
 
 // New opens the ledger and the HSM, loads every device issuer and builds the
-// provisioner and the API. Close releases them.
+// provisioner and the API. Close releases them. Run keeps the issuers in
+// step with the ledger (`tacline ca rotate` elsewhere takes effect without
+// a restart).
 func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, error) {
 	if err := cfg.ValidateHSM(); err != nil {
 		return nil, err
@@ -86,7 +88,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	if err := cfg.ValidateServer(); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	s := &Server{cfg: cfg, log: log, Registry: prometheus.NewRegistry(), reload: make(chan struct{}, 1)}
 	s.Registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var err error
 	if s.Token, err = hsm.Open(cfg.HSM); err != nil {
@@ -119,13 +121,18 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 			return nil, err
 		}
 	}
-	issuers, active, err := LoadIssuers(ctx, s.DB, s.Token, cfg)
-	if err != nil {
+	// Device issuers: loaded now, kept in step with the ledger by Run.
+	s.issuers = newIssuers(s.DB, s.Token, cfg, log)
+	if _, err := s.issuers.refresh(ctx, false); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.issuers.register(s.Registry); err != nil {
 		s.Close()
 		return nil, err
 	}
 	s.Service, err = provisioner.New(provisioner.Config{
-		DB: s.DB, Issuers: issuers, Active: active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
+		DB: s.DB, Issuers: s.issuers.issuanceSet(), Active: s.issuers.active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
 		IntentTimeout: cfg.Provisioning.IntentTimeout, PreallocTimeout: cfg.Provisioning.PreallocationTimeout,
 		Probe: func(ctx context.Context) error {
 			if h := s.Token.Health(ctx); !h.OK {
@@ -140,10 +147,13 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	// Authenticity checks, CRLs and OCSP (verify/online, verify/revocation).
-	if s.Authority, err = online.NewAuthority(ctx, s.DB, s.Token.Signer, cfg.Authenticity.Online, cfg.Revocation, log); err != nil {
+	if s.Authority, err = online.NewAuthority(ctx, s.DB, s.issuers.revocationSet(), cfg.Authenticity.Online, cfg.Revocation, log); err != nil {
 		s.Close()
 		return nil, err
 	}
+	s.issuers.mu.Lock()
+	s.issuers.svc, s.issuers.auth = s.Service, &s.Authority
+	s.issuers.mu.Unlock()
 	served, err := api.WithAuthenticity(s.Service, s.Authority, cfg.Authenticity.API)
 	if err != nil {
 		s.Close()
@@ -156,49 +166,48 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	return s, nil
 }
 
-// LoadIssuers loads a signer for every device issuer with a certificate and
-// returns them by key id, with the active one's key id.
-func LoadIssuers(ctx context.Context, db *store.DB, tok *hsm.Token, cfg *config.File) (map[string]*issuance.Issuer, string, error) {
-	recs, err := db.Issuers(ctx)
-	if err != nil {
-		return nil, "", err
+// RefreshIssuers reads the ledger's issuers now, as the periodic refresh
+// does (provisioning.issuer_refresh), and also retries the issuers whose
+// key could not be found before. New issuers are loaded (their HSM key
+// looked up once) and the active one switches atomically for new requests;
+// an issuer that cannot be loaded is logged and left out, and the server
+// keeps serving with what it has. It reports whether anything changed.
+func (s *Server) RefreshIssuers(ctx context.Context) (bool, error) {
+	return s.issuers.refresh(ctx, true)
+}
+
+// TriggerIssuerRefresh asks a running server to refresh its issuers at once
+// (SIGHUP in `tacline serve`); it does not wait.
+func (s *Server) TriggerIssuerRefresh() {
+	select {
+	case s.reload <- struct{}{}:
+	default:
 	}
-	out := map[string]*issuance.Issuer{}
-	active := ""
-	for _, r := range recs {
-		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
-			continue
+}
+
+// Issuers reports the server's device issuers: the one it issues under,
+// the ledger's active one, the loaded ones and those it cannot use.
+func (s *Server) Issuers() IssuerStatus { return s.issuers.status() }
+
+// runIssuerRefresh refreshes the issuers every interval and when
+// triggered, until ctx ends. A failed read of the ledger is logged and
+// retried at the next tick.
+func (s *Server) runIssuerRefresh(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		retry := false
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.reload:
+			retry = true
 		}
-		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
-		if err != nil {
-			return nil, "", tacerr.Wrap(tacerr.Internal, err, "issuer %s certificate", r.Label)
-		}
-		var chain []*x509.Certificate
-		if r.ChainPEM != "" {
-			if chain, err = ca.ParseChainPEM([]byte(r.ChainPEM)); err != nil {
-				return nil, "", tacerr.Wrap(tacerr.Internal, err, "issuer %s chain", r.Label)
-			}
-		}
-		signer, err := tok.Signer(r.Label)
-		if err != nil {
-			if !r.Active {
-				continue // an old issuer whose key is gone: it can no longer complete intents
-			}
-			return nil, "", err
-		}
-		is, err := issuance.New(issuance.Config{IssuerCert: certs[0], Chain: chain, Signer: signer, Profile: cfg.Profile, Lint: cfg.Lint})
-		if err != nil {
-			return nil, "", err
-		}
-		out[r.KeyID] = is
-		if r.Active {
-			active = r.KeyID
+		if _, err := s.issuers.refresh(ctx, retry); err != nil && ctx.Err() == nil {
+			s.log.Warn("issuer refresh failed; retrying", "err", err.Error(), "code", string(tacerr.CodeOf(err)))
 		}
 	}
-	if active == "" {
-		return nil, "", tacerr.New(tacerr.InvalidConfig, "no active device issuer in the ledger: run `tacline ca init --dev` (development) or `tacline ca init` + `tacline ca import`")
-	}
-	return out, active, nil
 }
 
 // Run serves until ctx ends, then shuts down gracefully. ready, if not nil,
@@ -212,6 +221,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
+	go s.runIssuerRefresh(rctx, s.cfg.Provisioning.IssuerRefresh)
 	go s.Authority.Run(rctx)
 	if !s.cfg.Audit.Disabled {
 		go s.Audit.Run(rctx, s.log)

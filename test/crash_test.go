@@ -338,6 +338,18 @@ func checkAbandonedReplay(t *testing.T, ctx context.Context, ref *serverRef, cre
 // the function it returns puts the original configuration back.
 func shortenIntentTimeout(t *testing.T, path string) (restore func()) {
 	t.Helper()
+	data := setProvisioning(t, path, map[string]string{"intent_timeout": "1s", "recovery_interval": "1s"})
+	return func() {
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// setProvisioning sets keys of the provisioning section of the
+// configuration file at path and returns the file's earlier content.
+func setProvisioning(t *testing.T, path string, kv map[string]string) []byte {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -351,7 +363,9 @@ func shortenIntentTimeout(t *testing.T, path string) (restore func()) {
 		prov = map[string]any{}
 		doc["provisioning"] = prov
 	}
-	prov["intent_timeout"], prov["recovery_interval"] = "1s", "1s"
+	for k, v := range kv {
+		prov[k] = v
+	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
@@ -359,11 +373,7 @@ func shortenIntentTimeout(t *testing.T, path string) (restore func()) {
 	if err := os.WriteFile(path, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return func() {
-		if err := os.WriteFile(path, data, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	return data
 }
 
 // waitRecovered waits until the server's recovery loop has left no

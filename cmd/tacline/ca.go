@@ -158,7 +158,7 @@ func newCACmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "issuer %s (key %s) is now active; restart or reload servers to issue under it\n", rec.Label, rec.KeyID)
+				fmt.Fprintf(cmd.OutOrStdout(), "issuer %s (key %s) is now active; running servers issue under it within provisioning.issuer_refresh (at once on SIGHUP)\n", rec.Label, rec.KeyID)
 				return nil
 			})
 		},

@@ -3,7 +3,9 @@ package main
 import (
 	"log/slog"
 	"os"
+	"os/signal"
 	"runtime/pprof"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -49,6 +51,22 @@ func newServeCmd() *cobra.Command {
 				return err
 			}
 			defer s.Close()
+			// SIGHUP: read the ledger's issuers now (after `tacline ca
+			// rotate`), without waiting for provisioning.issuer_refresh.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						log.Info("SIGHUP: refreshing the device issuers")
+						s.TriggerIssuerRefresh()
+					}
+				}
+			}()
 			return s.Run(ctx, func(addr string) {
 				if readyFile != "" {
 					if err := server.WriteReadyFile(readyFile, addr); err != nil {

@@ -8,11 +8,11 @@ package online
 
 import (
 	"context"
-	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"log/slog"
+	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -46,7 +46,7 @@ const NonceBytes = 32
 // Service checks devices against the ledger.
 type Service struct {
 	db    *store.DB
-	trust *verify.Trust
+	trust atomic.Pointer[verify.Trust] // replaced whole by SetTrust
 	cfg   Config
 }
 
@@ -60,7 +60,9 @@ func New(ctx context.Context, db *store.DB, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Service{db: db, trust: trust, cfg: cfg}, nil
+	s := &Service{db: db, cfg: cfg}
+	s.trust.Store(trust)
+	return s, nil
 }
 
 // LedgerTrust returns the trust of the ledger's device issuers: their
@@ -70,6 +72,12 @@ func LedgerTrust(ctx context.Context, db *store.DB) (*verify.Trust, error) {
 	if err != nil {
 		return nil, err
 	}
+	return TrustOf(recs)
+}
+
+// TrustOf returns the trust of the device and root issuers among recs (the
+// ledger's issuers table, as LedgerTrust reads it).
+func TrustOf(recs []store.IssuerRecord) (*verify.Trust, error) {
 	var certs []*x509.Certificate
 	for _, r := range recs {
 		if r.Kind != store.IssuerDevice && r.Kind != store.IssuerRoot {
@@ -94,7 +102,11 @@ func LedgerTrust(ctx context.Context, db *store.DB) (*verify.Trust, error) {
 }
 
 // Trust returns the service's trust anchors.
-func (s *Service) Trust() *verify.Trust { return s.trust }
+func (s *Service) Trust() *verify.Trust { return s.trust.Load() }
+
+// SetTrust replaces the trust anchors (a server that saw a new issuer in
+// the ledger); checks in progress finish with the trust they started with.
+func (s *Service) SetTrust(t *verify.Trust) { s.trust.Store(t) }
 
 // Challenge is a single-use nonce.
 type Challenge struct {
@@ -126,7 +138,7 @@ func (s *Service) Verify(ctx context.Context, req verify.Request) (verify.Result
 		return verify.Result{}, err
 	}
 	in.At = s.db.Now()
-	return verify.Check(ctx, in, s.trust, nil, Ledger{DB: s.db})
+	return verify.Check(ctx, in, s.trust.Load(), nil, Ledger{DB: s.db})
 }
 
 // Lookup is the public answer about an IMEI: nothing personal (no device
@@ -214,14 +226,14 @@ type Authority struct {
 }
 
 // NewAuthority builds the authenticity side of a server over the ledger:
-// the online checks and a CRL publisher whose issuers' keys signerFor finds
-// (an HSM label lookup).
-func NewAuthority(ctx context.Context, db *store.DB, signerFor func(label string) (crypto.Signer, error), cfg Config, rc revocation.Config, log *slog.Logger) (Authority, error) {
-	svc, err := New(ctx, db, cfg)
-	if err != nil {
-		return Authority{}, err
+// the online checks and a CRL publisher for issuers (whose keys the server
+// found in its HSM). The server replaces both the trust (Service.SetTrust)
+// and the issuers (Publisher.SetIssuers) when the ledger's issuers change.
+func NewAuthority(ctx context.Context, db *store.DB, issuers []revocation.Issuer, cfg Config, rc revocation.Config, log *slog.Logger) (Authority, error) {
+	if len(issuers) == 0 {
+		return Authority{}, tacerr.New(tacerr.InvalidConfig, "no device issuer with a key in the HSM: run the key ceremony first (`tacline ca init --dev`)")
 	}
-	issuers, err := revocation.LoadIssuers(ctx, db, signerFor)
+	svc, err := New(ctx, db, cfg)
 	if err != nil {
 		return Authority{}, err
 	}

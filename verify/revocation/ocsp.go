@@ -52,7 +52,7 @@ func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) ([]byte, error)
 	}
 	var iss Issuer
 	found := false
-	for _, is := range p.issuers {
+	for _, is := range p.Issuers() {
 		if matches(req, is) {
 			iss, found = is, true
 			break

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/store"
@@ -15,7 +16,7 @@ import (
 // Publisher makes and keeps the issuers' CRLs in the ledger.
 type Publisher struct {
 	db      *store.DB
-	issuers []Issuer
+	issuers atomic.Pointer[[]Issuer] // replaced whole by SetIssuers
 	cfg     Config
 	log     *slog.Logger
 	now     func() time.Time
@@ -32,15 +33,26 @@ func NewPublisher(db *store.DB, issuers []Issuer, cfg Config, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Publisher{db: db, issuers: issuers, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1)}, nil
+	p := &Publisher{db: db, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1)}
+	p.SetIssuers(issuers)
+	return p, nil
 }
 
-// Issuers returns the issuers the publisher signs for.
-func (p *Publisher) Issuers() []Issuer { return p.issuers }
+// SetIssuers replaces the issuers the publisher signs for (a server that
+// loaded a new device issuer); CRLs and OCSP answers in progress finish
+// with the set they started with. The slice is copied.
+func (p *Publisher) SetIssuers(issuers []Issuer) {
+	cp := append([]Issuer(nil), issuers...)
+	p.issuers.Store(&cp)
+}
+
+// Issuers returns the issuers the publisher signs for. Callers must not
+// modify the slice.
+func (p *Publisher) Issuers() []Issuer { return *p.issuers.Load() }
 
 // Issuer returns the issuer with a key id.
 func (p *Publisher) Issuer(keyID string) (Issuer, bool) {
-	for _, is := range p.issuers {
+	for _, is := range p.Issuers() {
 		if is.KeyID == keyID {
 			return is, true
 		}
@@ -130,7 +142,7 @@ func (p *Publisher) Refresh(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	n := 0
-	for _, iss := range p.issuers {
+	for _, iss := range p.Issuers() {
 		st, err := p.stale(ctx, iss.KeyID, marks[iss.KeyID])
 		if err != nil {
 			return n, err
@@ -164,7 +176,7 @@ func (p *Publisher) Run(ctx context.Context) {
 		marks, err := p.db.RevocationMarks(ctx)
 		stale := false
 		if err == nil {
-			for _, iss := range p.issuers {
+			for _, iss := range p.Issuers() {
 				var s bool
 				if s, err = p.stale(ctx, iss.KeyID, marks[iss.KeyID]); err != nil || s {
 					stale = s
@@ -199,7 +211,7 @@ func (p *Publisher) WriteAll(ctx context.Context, dir string) ([]*store.CRLRecor
 		return nil, tacerr.Field(tacerr.InvalidInput, "output", "cannot create %s: %v", dir, err)
 	}
 	var out []*store.CRLRecord
-	for _, iss := range p.issuers {
+	for _, iss := range p.Issuers() {
 		rec, err := p.Publish(ctx, iss.KeyID)
 		if err != nil {
 			return out, err
