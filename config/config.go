@@ -94,6 +94,7 @@ func Defaults() File {
 		Audit:        audit.Config{Origin: "tacline.invalid/audit", KeyLabel: "tacline-audit"},
 		Authenticity: Authenticity{API: api.DefaultAuthenticityConfig(), Online: online.DefaultConfig()},
 		Revocation:   revocation.DefaultConfig(),
+		Register:     register.Config{Retention: register.DefaultRetention},
 	}
 }
 
@@ -194,6 +195,8 @@ func (f *File) Validate() error {
 		if err := f.Register.Validate(); err != nil {
 			return err
 		}
+	} else if err := f.Register.ValidateRetention(); err != nil {
+		return err
 	}
 	p := f.Provisioning
 	switch {

@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -109,5 +110,40 @@ func TestIssuerRefresh(t *testing.T) {
 	_, err = Parse([]byte(base+"provisioning: {issuer_refresh: 1s, issuer_refrsh: 2s}\n"), t.TempDir())
 	if e, ok := tacerr.As(err); !ok || e.Field != "issuer_refrsh" {
 		t.Errorf("misspelt key: %v, want unknown key issuer_refrsh", err)
+	}
+}
+
+func TestRegisterRetention(t *testing.T) {
+	base := "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\n"
+	for _, tc := range []struct {
+		name  string
+		yaml  string
+		want  time.Duration
+		field string
+	}{
+		{"default 30 days", "", 30 * 24 * time.Hour, ""},
+		{"default with a url", "register: {url: 'http://127.0.0.1:1'}\n", 30 * 24 * time.Hour, ""},
+		{"forever", "register: {retention: 0s}\n", 0, ""},
+		{"a week", "register: {retention: 168h, prune_batch: 500}\n", 168 * time.Hour, ""},
+		{"negative", "register: {retention: -1h}\n", 0, "register.retention"},
+		{"too short, with a url", "register: {url: 'http://127.0.0.1:1', retention: 30s}\n", 0, "register.retention"},
+		{"batch", "register: {prune_batch: 20000}\n", 0, "register.prune_batch"},
+		{"typo", "register: {retension: 1h}\n", 0, "retension"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f, err := Parse([]byte(base+tc.yaml), t.TempDir())
+			if tc.field != "" {
+				if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidConfig || e.Field != tc.field {
+					t.Fatalf("Parse() = %v, want invalid_config on %s", err, tc.field)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f.Register.Retention != tc.want {
+				t.Fatalf("retention = %s, want %s", f.Register.Retention, tc.want)
+			}
+		})
 	}
 }

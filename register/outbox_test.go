@@ -329,6 +329,11 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"backoff max", func(c *register.Config) { c.Backoff.Max = time.Millisecond }, "register.backoff.max"},
 		{"breaker", func(c *register.Config) { c.Breaker.Failures = -1 }, "register.breaker.failures"},
 		{"tls pair", func(c *register.Config) { c.TLS.CertFile = "x.pem" }, "register.tls.key_file"},
+		{"retention forever", func(c *register.Config) { c.Retention = 0 }, ""},
+		{"retention 30 days", func(c *register.Config) { c.Retention = register.DefaultRetention }, ""},
+		{"negative retention", func(c *register.Config) { c.Retention = -time.Hour }, "register.retention"},
+		{"retention in seconds", func(c *register.Config) { c.Retention = 30 * time.Second }, "register.retention"},
+		{"prune batch", func(c *register.Config) { c.PruneBatch = 10001 }, "register.prune_batch"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good

@@ -25,6 +25,10 @@
 // register's reason). A conflict (the register holds the IMEI for another
 // device or manufacturer) is a clone alert: the row is kept rejected,
 // surfaced by [Status] and the metrics, and never retried blindly.
+//
+// Acknowledged rows are deleted after Config.Retention ([Prune], run by the
+// worker once per [PruneInterval]); no other row is. The acknowledged count
+// is a counter kept by triggers, so [Status] never scans the history.
 package register
 
 import (
@@ -54,10 +58,18 @@ type Config struct {
 	// Timeout.
 	Lease time.Duration `yaml:"lease"`
 	// Poll is the idle wait between looks at the outbox.
-	Poll    time.Duration `yaml:"poll"`
-	Backoff Backoff       `yaml:"backoff"`
-	Breaker Breaker       `yaml:"breaker"`
-	TLS     TLS           `yaml:"tls"`
+	Poll time.Duration `yaml:"poll"`
+	// Retention is how long acknowledged outbox rows are kept before the
+	// delivery worker deletes them (0: forever). The configuration file's
+	// default is DefaultRetention; pending, sent and rejected rows are never
+	// deleted.
+	Retention time.Duration `yaml:"retention"`
+	// PruneBatch is the number of rows one pruning transaction deletes (1 to
+	// 10000, default DefaultPruneBatch).
+	PruneBatch int     `yaml:"prune_batch"`
+	Backoff    Backoff `yaml:"backoff"`
+	Breaker    Breaker `yaml:"breaker"`
+	TLS        TLS     `yaml:"tls"`
 }
 
 // Backoff is the retry delay after a failed batch: Initial, doubling per
@@ -92,6 +104,9 @@ func (c Config) WithDefaults() Config {
 	}
 	if c.BatchSize == 0 {
 		c.BatchSize = 100
+	}
+	if c.PruneBatch == 0 {
+		c.PruneBatch = DefaultPruneBatch
 	}
 	def(&c.BatchAge, time.Second)
 	def(&c.Timeout, 10*time.Second)
@@ -137,6 +152,28 @@ func (c Config) Validate() error {
 		return f("breaker.cooldown", "must be positive, e.g. 30s")
 	case (c.TLS.CertFile == "") != (c.TLS.KeyFile == ""):
 		return f("tls.key_file", "tls.cert_file and tls.key_file go together")
+	}
+	return c.ValidateRetention()
+}
+
+// DefaultRetention is the configuration file's register.retention: 30 days.
+const DefaultRetention = 30 * 24 * time.Hour
+
+// MinRetention is the shortest retention accepted (a shorter one is more
+// likely a unit mistake than a policy).
+const MinRetention = time.Hour
+
+// ValidateRetention checks the retention fields alone (they apply to
+// `tacline register prune` even without a register URL). PruneBatch 0
+// means the default.
+func (c Config) ValidateRetention() error {
+	switch {
+	case c.Retention < 0:
+		return tacerr.Field(tacerr.InvalidConfig, "register.retention", "must not be negative: 0 keeps acknowledged events forever, e.g. 720h keeps 30 days")
+	case c.Retention > 0 && c.Retention < MinRetention:
+		return tacerr.Field(tacerr.InvalidConfig, "register.retention", "%s is below %s: 0 keeps acknowledged events forever, e.g. 720h keeps 30 days", c.Retention, MinRetention)
+	case c.PruneBatch < 0 || c.PruneBatch > 10000:
+		return tacerr.Field(tacerr.InvalidConfig, "register.prune_batch", "%d is out of range: 1 to 10000 (default %d)", c.PruneBatch, DefaultPruneBatch)
 	}
 	return nil
 }

@@ -17,8 +17,12 @@ import (
 // prints it.
 type Report struct {
 	// Counts holds the number of rows per state (pending, sent,
-	// acknowledged, rejected).
+	// acknowledged, rejected) in the outbox; acknowledged rows deleted by
+	// retention are counted in Pruned instead.
 	Counts map[string]int64 `json:"counts"`
+	// Pruned is the number of acknowledged rows deleted by retention, so
+	// Counts[acknowledged] + Pruned events were acknowledged in all.
+	Pruned int64 `json:"pruned"`
 	// Pending is the number of events not yet acknowledged or rejected
 	// (pending + sent), the lag's size.
 	Pending int64 `json:"pending"`
@@ -52,11 +56,12 @@ type Ack struct {
 }
 
 const (
-	// The counts use the partial indexes of each state; the acknowledged
-	// count, which grows forever, is left out of metrics scrapes.
+	// The open and rejected counts use the partial indexes of those states
+	// (their size is the backlog and the rejections, not the history); the
+	// acknowledged count is the counter kept by triggers in
+	// register_outbox_stats (migration 0006), read without a scan.
 	sqlOpenCounts = `SELECT state, COUNT(*) FROM register_outbox WHERE state IN ('pending', 'sent') GROUP BY state`
 	sqlRejected   = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected'`
-	sqlAcked      = `SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged'`
 	sqlOldestOpen = `SELECT created_at, last_error FROM register_outbox WHERE state IN ('pending', 'sent') ORDER BY id LIMIT 1`
 	sqlLastError  = `SELECT last_error FROM register_outbox WHERE state IN ('pending', 'sent') AND last_error <> '' ORDER BY id DESC LIMIT 1`
 	sqlClones     = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected' AND clone_alert = 1`
@@ -66,12 +71,9 @@ WHERE state = 'rejected' ORDER BY done_at DESC, id DESC LIMIT 10`
 WHERE state = 'acknowledged' ORDER BY done_at DESC, id DESC LIMIT 1`
 )
 
-// Status reads the outbox's delivery state.
-func Status(ctx context.Context, db *store.DB) (Report, error) { return status(ctx, db, true) }
-
-// status reads the delivery state; withAcked adds the count of
-// acknowledged rows (a count over the whole delivery history).
-func status(ctx context.Context, db *store.DB, withAcked bool) (Report, error) {
+// Status reads the outbox's delivery state. Its cost grows with the
+// backlog and the rejections, not with the delivered history.
+func Status(ctx context.Context, db *store.DB) (Report, error) {
 	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
 	q := db.Reader()
 	fail := func(err error) (Report, error) {
@@ -94,17 +96,16 @@ func status(ctx context.Context, db *store.DB, withAcked bool) (Report, error) {
 		return fail(err)
 	}
 	r.Pending = r.Counts[StatePending] + r.Counts[StateSent]
-	countOf := map[string]string{StateRejected: sqlRejected}
-	if withAcked {
-		countOf[StateAcknowledged] = sqlAcked
+	var n int64
+	if err := q.QueryRowContext(ctx, sqlRejected).Scan(&n); err != nil {
+		return fail(err)
 	}
-	for state, query := range countOf {
-		var n int64
-		if err := q.QueryRowContext(ctx, query).Scan(&n); err != nil {
-			return fail(err)
-		}
-		r.Counts[state] = n
+	r.Counts[StateRejected] = n
+	st, err := ReadStats(ctx, db)
+	if err != nil {
+		return r, err
 	}
+	r.Counts[StateAcknowledged], r.Pruned = st.Acknowledged, st.Pruned
 	var created int64
 	var lastErr string
 	switch err := q.QueryRowContext(ctx, sqlOldestOpen).Scan(&created, &lastErr); {
@@ -141,7 +142,7 @@ func status(ctx context.Context, db *store.DB, withAcked bool) (Report, error) {
 		return fail(err)
 	}
 	var a Ack
-	var n, at int64
+	var at int64
 	switch err := q.QueryRowContext(ctx, sqlLastAck).Scan(&n, &a.Event, &a.ReceiptID, &at); {
 	case errors.Is(err, sql.ErrNoRows):
 	case err != nil:
@@ -195,7 +196,8 @@ func NewMetrics(reg prometheus.Registerer, db *store.DB) (*Metrics, error) {
 type outboxCollector struct{ db *store.DB }
 
 var (
-	descEvents = prometheus.NewDesc("tacline_register_outbox_events", "Outbox events by delivery state (pending, sent, rejected; acknowledged ones are counted by tacline_register_results_total).", []string{"state"}, nil)
+	descEvents = prometheus.NewDesc("tacline_register_outbox_events", "Outbox events by delivery state (pending, sent, acknowledged, rejected); acknowledged events deleted by retention are in tacline_register_outbox_pruned.", []string{"state"}, nil)
+	descPruned = prometheus.NewDesc("tacline_register_outbox_pruned", "Acknowledged outbox events deleted by retention (register.retention).", nil, nil)
 	descLag    = prometheus.NewDesc("tacline_register_lag_seconds", "Age of the oldest event not yet acknowledged or rejected (0 when none).", nil, nil)
 	descClones = prometheus.NewDesc("tacline_register_clone_alerts", "Events the register refused because it holds the IMEI for another device or manufacturer.", nil, nil)
 	descAck    = prometheus.NewDesc("tacline_register_last_ack_timestamp_seconds", "When the register last acknowledged an event (Unix time).", nil, nil)
@@ -203,7 +205,7 @@ var (
 )
 
 func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEvents, descLag, descClones, descAck, descUp} {
+	for _, d := range []*prometheus.Desc{descEvents, descPruned, descLag, descClones, descAck, descUp} {
 		ch <- d
 	}
 }
@@ -211,7 +213,7 @@ func (c *outboxCollector) Describe(ch chan<- *prometheus.Desc) {
 func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	r, err := status(ctx, c.db, false)
+	r, err := Status(ctx, c.db)
 	if err != nil {
 		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
 		return
@@ -220,6 +222,7 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	for s, n := range r.Counts {
 		ch <- prometheus.MustNewConstMetric(descEvents, prometheus.GaugeValue, float64(n), s)
 	}
+	ch <- prometheus.MustNewConstMetric(descPruned, prometheus.GaugeValue, float64(r.Pruned))
 	ch <- prometheus.MustNewConstMetric(descLag, prometheus.GaugeValue, r.LagSeconds)
 	ch <- prometheus.MustNewConstMetric(descClones, prometheus.GaugeValue, float64(r.CloneAlerts))
 	if r.LastAck != nil {

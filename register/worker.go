@@ -82,7 +82,18 @@ type Worker struct {
 	// breaker state
 	failures  int
 	openUntil time.Time
+	// nextPrune is when Run next deletes acknowledged rows past retention.
+	nextPrune time.Time
 }
+
+// PruneInterval is how often the delivery worker deletes acknowledged rows
+// past register.retention; pruneRoundBatches bounds one round (at the
+// default batch, 20000 rows a round), so delivery is never held up for
+// long: a larger backlog is worked off over several rounds.
+const (
+	PruneInterval     = time.Minute
+	pruneRoundBatches = 20
+)
 
 // NewWorker checks cfg (after defaults) and returns a worker. metrics and
 // log may be nil.
@@ -106,6 +117,7 @@ func NewWorker(db *store.DB, cfg Config, metrics *Metrics, log *slog.Logger) (*W
 // Run delivers until ctx ends. It returns nil when ctx is cancelled.
 func (w *Worker) Run(ctx context.Context) error {
 	for {
+		w.maybePrune(ctx)
 		wait, err := w.step(ctx)
 		if ctx.Err() != nil {
 			return nil
@@ -119,6 +131,33 @@ func (w *Worker) Run(ctx context.Context) error {
 				return nil
 			case <-time.After(wait):
 			}
+		}
+	}
+}
+
+// maybePrune runs one bounded pruning round when retention is set and the
+// last round is PruneInterval ago. A failure is logged and retried at the
+// next interval; it never stops delivery.
+func (w *Worker) maybePrune(ctx context.Context) {
+	if w.cfg.Retention <= 0 {
+		return
+	}
+	now := w.db.Now()
+	if now.Before(w.nextPrune) {
+		return
+	}
+	w.nextPrune = now.Add(PruneInterval)
+	r, err := Prune(ctx, w.db, w.cfg.Retention, w.cfg.PruneBatch, pruneRoundBatches)
+	if err != nil {
+		if ctx.Err() == nil {
+			w.log.Warn("register outbox pruning", "err", err)
+		}
+		return
+	}
+	if r.Deleted > 0 {
+		w.log.Info("register outbox pruned", "deleted", r.Deleted, "acknowledged_before", r.Before, "batches", r.Batches)
+		if r.Batches == pruneRoundBatches {
+			w.nextPrune = now // more to delete: next round right away
 		}
 	}
 }

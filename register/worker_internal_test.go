@@ -123,3 +123,62 @@ func TestExpiredClaimIsTakenOver(t *testing.T) {
 		})
 	}
 }
+
+// TestWorkerPrunesPastRetention: the delivery loop deletes acknowledged
+// rows past register.retention once per PruneInterval, in batches, and
+// never with retention 0.
+func TestWorkerPrunesPastRetention(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db, clk, cfg := fixture(t, d, "http://127.0.0.1:1")
+			ctx := context.Background()
+			keep, _ := NewWorker(db, cfg, nil, nil) // retention 0: forever
+			rows, err := keep.claim(ctx, "K")
+			if err != nil || len(rows) != 2 {
+				t.Fatalf("claim = %d rows, %v", len(rows), err)
+			}
+			res := wire.Response{Results: []wire.Result{
+				{IdempotencyKey: rows[0].Key, Status: wire.StatusAccepted, ReceiptID: "R1"},
+				{IdempotencyKey: rows[1].Key, Status: wire.StatusAccepted, ReceiptID: "R2"}}}
+			if err := keep.record(ctx, "K", rows, res); err != nil {
+				t.Fatal(err)
+			}
+			acked := func() (n int) {
+				t.Helper()
+				if err := db.Reader().Get(&n, `SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged'`); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			clk.add(1000 * time.Hour)
+			keep.maybePrune(ctx)
+			if n := acked(); n != 2 {
+				t.Fatalf("retention 0 pruned: %d acknowledged rows left", n)
+			}
+
+			cfg.Retention, cfg.PruneBatch = 1000*time.Hour+10*time.Second, 1
+			w, err := NewWorker(db, cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w.maybePrune(ctx) // acknowledged 1000h ago: kept
+			if n := acked(); n != 2 {
+				t.Fatalf("%d acknowledged rows left, want 2", n)
+			}
+			clk.add(30 * time.Second)
+			w.maybePrune(ctx) // old enough, but within PruneInterval of the last round: kept
+			if n := acked(); n != 2 {
+				t.Fatalf("pruned before the interval: %d left", n)
+			}
+			clk.add(PruneInterval)
+			w.maybePrune(ctx)
+			s, err := ReadStats(ctx, db)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := acked(); n != 0 || s.Pruned != 2 || s.Acknowledged != 0 {
+				t.Fatalf("after the round: %d acknowledged rows, stats %+v", n, s)
+			}
+		})
+	}
+}

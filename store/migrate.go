@@ -25,9 +25,36 @@ var migrations embed.FS
 // Migrate applies pending migrations. On PostgreSQL a session advisory lock
 // serialises replicas that start at the same time.
 func (db *DB) Migrate(ctx context.Context) error {
+	p, err := db.migrations()
+	if err != nil {
+		return err
+	}
+	if _, err := p.Up(ctx); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "apply ledger migrations")
+	}
+	return nil
+}
+
+// MigrateDownTo rolls the schema back to version (the migrations after it
+// are undone, newest first). It is for upgrade tests and an emergency
+// rollback before starting an older tacline; the next Migrate (every start)
+// applies them again.
+func (db *DB) MigrateDownTo(ctx context.Context, version int64) error {
+	p, err := db.migrations()
+	if err != nil {
+		return err
+	}
+	if _, err := p.DownTo(ctx, version); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "roll ledger migrations back to %d", version)
+	}
+	return nil
+}
+
+// migrations returns the goose provider of db's dialect.
+func (db *DB) migrations() (*goose.Provider, error) {
 	sub, err := fs.Sub(migrations, "migrations/"+string(db.dialect))
 	if err != nil {
-		return tacerr.Wrap(tacerr.Internal, err, "migrations for %s", db.dialect)
+		return nil, tacerr.Wrap(tacerr.Internal, err, "migrations for %s", db.dialect)
 	}
 	var opts []goose.ProviderOption
 	dialect := goose.DialectSQLite3
@@ -35,16 +62,13 @@ func (db *DB) Migrate(ctx context.Context) error {
 		dialect = goose.DialectPostgres
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
-			return tacerr.Wrap(tacerr.Internal, err, "migration lock")
+			return nil, tacerr.Wrap(tacerr.Internal, err, "migration lock")
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}
 	p, err := goose.NewProvider(dialect, db.w.DB, sub, opts...)
 	if err != nil {
-		return tacerr.Wrap(tacerr.Internal, err, "prepare migrations")
+		return nil, tacerr.Wrap(tacerr.Internal, err, "prepare migrations")
 	}
-	if _, err := p.Up(ctx); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "apply ledger migrations")
-	}
-	return nil
+	return p, nil
 }

@@ -15,13 +15,14 @@ import (
 
 	"github.com/tacline/tacline/imei"
 	regpkg "github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/tacerr"
 )
 
 func init() { register(newRegisterCmd) }
 
 func newRegisterCmd() *cobra.Command {
 	c := &cobra.Command{Use: "register", Short: "Reporting to the national register: delivery status, the delivery worker"}
-	c.AddCommand(newRegisterStatusCmd(), newRegisterDeliverCmd(), newRegisterRequeueCmd())
+	c.AddCommand(newRegisterStatusCmd(), newRegisterDeliverCmd(), newRegisterRequeueCmd(), newRegisterPruneCmd(), newRegisterCheckCmd())
 	return c
 }
 
@@ -46,8 +47,8 @@ func newRegisterStatusCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), r)
 			}
 			w := cmd.OutOrStdout()
-			fmt.Fprintf(w, "pending %d (lag %.1fs), acknowledged %d, rejected %d, clone alerts %d\n",
-				r.Pending, r.LagSeconds, r.Counts[regpkg.StateAcknowledged], r.Counts[regpkg.StateRejected], r.CloneAlerts)
+			fmt.Fprintf(w, "pending %d (lag %.1fs), acknowledged %d (and %d pruned), rejected %d, clone alerts %d\n",
+				r.Pending, r.LagSeconds, r.Counts[regpkg.StateAcknowledged], r.Pruned, r.Counts[regpkg.StateRejected], r.CloneAlerts)
 			if r.LastError != "" {
 				fmt.Fprintf(w, "last delivery error: %s\n", r.LastError)
 			}
@@ -127,6 +128,8 @@ served on that loopback address at /metrics.`,
 	f.DurationVar(&cfg.Backoff.Max, "backoff-max", 0, "longest retry delay (default 5m)")
 	f.IntVar(&cfg.Breaker.Failures, "breaker-failures", 0, "failed batches that open the circuit breaker (default 5)")
 	f.DurationVar(&cfg.Breaker.Cooldown, "breaker-cooldown", 0, "how long the breaker stays open (default 30s)")
+	f.DurationVar(&cfg.Retention, "retention", regpkg.DefaultRetention, "delete acknowledged events older than this (0: keep forever)")
+	f.IntVar(&cfg.PruneBatch, "prune-batch", 0, fmt.Sprintf("rows deleted per pruning transaction (default %d)", regpkg.DefaultPruneBatch))
 	f.StringVar(&metricsAddr, "metrics", "", "serve Prometheus metrics on this address")
 	return c
 }
@@ -165,5 +168,126 @@ func newRegisterRequeueCmd() *cobra.Command {
 		},
 	}
 	db.add(c)
+	return c
+}
+
+func newRegisterPruneCmd() *cobra.Command {
+	var db dbFlags
+	var olderThan time.Duration
+	var batch int
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "prune [--older-than D] [--json]",
+		Short: "Delete acknowledged register outbox events older than D (default: the config's register.retention)",
+		Long: `Delete acknowledged register outbox events acknowledged more than D ago, in
+batches, and print how many were deleted. Pending, sent and rejected events
+are never deleted, nor is anything in the ledger. Without --older-than the
+--config file's register.retention applies (default 720h, 30 days; 0 keeps
+everything and nothing is deleted); with --db-driver/--dsn and no
+--older-than, 720h. The delivery worker of tacline serve and register
+deliver does the same every minute. A DIRBS delta since an export older
+than the deleted events is refused afterwards (take a full list).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			age := olderThan
+			if !cmd.Flags().Changed("older-than") {
+				age = regpkg.DefaultRetention
+				if db.driver == "" && db.dsn == "" {
+					cfg, err := loadConfig(cmd)
+					if err != nil {
+						return err
+					}
+					age = cfg.Register.Retention
+					if batch == 0 {
+						batch = cfg.Register.PruneBatch
+					}
+				}
+			} else if olderThan <= 0 {
+				return errorf("--older-than must be positive, e.g. 720h (30 days)")
+			}
+			if batch < 0 || batch > 10000 {
+				return errorf("--batch: %d is out of range: 1 to 10000", batch)
+			}
+			w := cmd.OutOrStdout()
+			if age == 0 {
+				if asJSON {
+					return printJSON(w, regpkg.PruneResult{})
+				}
+				_, err := fmt.Fprintln(w, "register.retention is 0 (keep forever): nothing deleted; pass --older-than to prune anyway")
+				return err
+			}
+			ledger, err := db.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer ledger.Close()
+			ctx, cancel := signalContext(cmd.Context())
+			defer cancel()
+			r, err := regpkg.Prune(ctx, ledger, age, batch, 0)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(w, r)
+			}
+			_, err = fmt.Fprintf(w, "deleted %d acknowledged events acknowledged before %s in %d batches; %d acknowledged kept, %d pruned in all\n",
+				r.Deleted, r.Before.Format(time.RFC3339), r.Batches, r.Stats.Acknowledged, r.Stats.Pruned)
+			return err
+		},
+	}
+	db.add(c)
+	c.Flags().DurationVar(&olderThan, "older-than", 0, "delete events acknowledged longer ago than this, e.g. 720h")
+	c.Flags().IntVar(&batch, "batch", 0, fmt.Sprintf("rows per transaction (default: register.prune_batch, %d)", regpkg.DefaultPruneBatch))
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
+	return c
+}
+
+func newRegisterCheckCmd() *cobra.Command {
+	var db dbFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "check [--json]",
+		Short: "Check the register outbox counters against its rows (exit 1 on a difference)",
+		Long: `Count the acknowledged register outbox rows (a scan, unlike register status)
+and compare the count with the counter that register status reports. Exit
+status 1 names the difference.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ledger, err := db.open(cmd)
+			if err != nil {
+				return err
+			}
+			defer ledger.Close()
+			s, counted, cerr := regpkg.CheckCounters(cmd.Context(), ledger)
+			if cerr != nil && !tacerr.Is(cerr, tacerr.LedgerInvariant) {
+				return cerr
+			}
+			w := cmd.OutOrStdout()
+			if asJSON {
+				out := struct {
+					OK      bool         `json:"ok"`
+					Counted int64        `json:"counted_acknowledged"`
+					Stats   regpkg.Stats `json:"stats"`
+					Error   string       `json:"error,omitempty"`
+				}{OK: cerr == nil, Counted: counted, Stats: s}
+				if cerr != nil {
+					out.Error = cerr.Error()
+				}
+				if err := printJSON(w, out); err != nil {
+					return err
+				}
+			} else if cerr == nil {
+				fmt.Fprintf(w, "ok: %d acknowledged events counted and kept; %d pruned, through outbox id %d\n", counted, s.Pruned, s.PrunedThrough)
+			} else {
+				fmt.Fprintf(w, "violation: %v\n", cerr)
+			}
+			if cerr != nil {
+				return exitError{code: 1}
+			}
+			return nil
+		},
+	}
+	db.add(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
 }

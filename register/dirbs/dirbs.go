@@ -54,9 +54,12 @@ type Export struct {
 
 const (
 	sqlLockOutbox = `LOCK TABLE register_outbox IN SHARE MODE`
-	sqlHighWater  = `SELECT COALESCE(MAX(id), 0) FROM register_outbox`
-	sqlExportByID = `SELECT kind, outbox_high_water FROM register_exports WHERE id = ?`
-	sqlAddExport  = `INSERT INTO register_exports (kind, created_at, outbox_high_water, since_export, rows, file)
+	// The high-water mark is never below the pruned rows' ids (ids are
+	// never reused), even when retention deleted every row.
+	sqlHighWater     = `SELECT COALESCE(MAX(id), 0), (SELECT value FROM register_outbox_stats WHERE name = 'pruned_through') FROM register_outbox`
+	sqlPrunedThrough = `SELECT value FROM register_outbox_stats WHERE name = 'pruned_through'`
+	sqlExportByID    = `SELECT kind, outbox_high_water FROM register_exports WHERE id = ?`
+	sqlAddExport     = `INSERT INTO register_exports (kind, created_at, outbox_high_water, since_export, rows, file)
 VALUES (?, ?, ?, ?, ?, ?) RETURNING id`
 )
 
@@ -70,12 +73,27 @@ func highWater(ctx context.Context, db *store.DB) (int64, error) {
 				return err
 			}
 		}
-		return tx.GetContext(ctx, &hw, sqlHighWater)
+		var through int64
+		if err := tx.QueryRowxContext(ctx, sqlHighWater).Scan(&hw, &through); err != nil {
+			return err
+		}
+		hw = max(hw, through)
+		return nil
 	})
 	if err != nil {
 		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the outbox high-water mark")
 	}
 	return hw, nil
+}
+
+// prunedThrough returns the largest outbox id retention deleted (0: none):
+// a delta since an export below it would miss events.
+func prunedThrough(ctx context.Context, db *store.DB) (int64, error) {
+	var v int64
+	if err := db.Reader().GetContext(ctx, &v, sqlPrunedThrough); err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the register outbox retention mark")
+	}
+	return v, nil
 }
 
 // record adds the export to register_exports and returns its id.

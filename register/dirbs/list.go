@@ -24,10 +24,18 @@ const (
 FROM imeis i JOIN pools p ON p.id = i.pool_id JOIN tacs t ON t.tac = p.tac
 WHERE i.state = 'BOUND' ORDER BY i.imei14`
 	// sqlDeltaRows streams, per IMEI changed in (since, hw], its last event
-	// there and its last event at or before since.
+	// there and whether it was on the list at since. That is read from the
+	// ledger and the window alone, never from outbox rows at or before since
+	// (retention may have deleted them): an IMEI's events are registered
+	// once, then updated, then at most one of voided or revoked, so it was
+	// listed at since if and only if it was ever bound and its registration
+	// is not inside the window.
 	sqlDeltaRows = `SELECT o.imei14, o.event, o.device_id, o.brand, o.model, t.model_number, t.device_type, t.radio_interfaces,
-    COALESCE((SELECT p.event FROM register_outbox p WHERE p.imei14 = o.imei14 AND p.id <= ? ORDER BY p.id DESC LIMIT 1), '') AS prev
-FROM register_outbox o JOIN tacs t ON t.tac = o.tac
+    CASE WHEN (i.bound_at IS NOT NULL OR i.state IN ('BOUND', 'REVOKED'))
+          AND NOT EXISTS (SELECT 1 FROM register_outbox r
+                          WHERE r.imei14 = o.imei14 AND r.event = 'registered' AND r.id > ? AND r.id <= ?)
+         THEN 1 ELSE 0 END AS listed
+FROM register_outbox o JOIN tacs t ON t.tac = o.tac JOIN imeis i ON i.imei14 = o.imei14
 WHERE o.id > ? AND o.id <= ?
   AND o.id = (SELECT MAX(l.id) FROM register_outbox l WHERE l.imei14 = o.imei14 AND l.id > ? AND l.id <= ?)
 ORDER BY o.imei14`
@@ -80,6 +88,9 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 		if kind == KindDRS {
 			return e, tacerr.Field(tacerr.InvalidInput, "delta-since", "export %d is a DRS file, not a registration list", deltaSince)
 		}
+		if err := checkRetention(ctx, db, deltaSince, since); err != nil {
+			return e, err
+		}
 	}
 	hw, err := highWater(ctx, db)
 	if err != nil {
@@ -106,6 +117,13 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 	if err != nil {
 		return e, err
 	}
+	if deltaSince != 0 {
+		// Retention running meanwhile may have deleted rows of the window
+		// before the read saw them: check again after it.
+		if err := checkRetention(ctx, db, deltaSince, since); err != nil {
+			return e, err
+		}
+	}
 	if err := bw.Flush(); err != nil {
 		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
 	}
@@ -116,6 +134,21 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 		return e, err
 	}
 	return e, record(ctx, db, &e)
+}
+
+// checkRetention refuses a delta since export id (high-water mark since)
+// when retention deleted outbox rows after that mark: the delta would miss
+// their events.
+func checkRetention(ctx context.Context, db *store.DB, id, since int64) error {
+	through, err := prunedThrough(ctx, db)
+	if err != nil {
+		return err
+	}
+	if through > since {
+		return tacerr.Field(tacerr.InvalidInput, "delta-since",
+			"export %d (outbox high-water mark %d) is older than the register outbox retention: events up to outbox id %d were pruned; write a full registration list and take deltas from it", id, since, through)
+	}
+	return nil
 }
 
 func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) {
@@ -144,7 +177,7 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 
 func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int64) (int64, error) {
 	w.WriteString(DeltaHeader + "\n")
-	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, since, hw, since, hw)
+	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, hw, since, hw, since, hw)
 	if err != nil {
 		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
 	}
@@ -152,11 +185,12 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 	var n int64
 	for rows.Next() {
 		var r listRow
-		var event, prev string
-		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &prev); err != nil {
+		var event string
+		var listedAtSince int
+		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &listedAtSince); err != nil {
 			return n, tacerr.Wrap(tacerr.Internal, err, "read outbox change")
 		}
-		listed := prev == wire.EventRegistered || prev == wire.EventUpdated
+		listed := listedAtSince == 1
 		var change string
 		switch event {
 		case wire.EventRegistered, wire.EventUpdated:

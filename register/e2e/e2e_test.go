@@ -196,25 +196,6 @@ func getJSON(t *testing.T, url string, v any) {
 	}
 }
 
-func applied(t *testing.T, url string) []sim.Applied {
-	t.Helper()
-	resp, err := http.Get(url + "/admin/applied")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var out []sim.Applied
-	dec := json.NewDecoder(resp.Body)
-	for dec.More() {
-		var a sim.Applied
-		if err := dec.Decode(&a); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, a)
-	}
-	return out
-}
-
 // checkExactlyOnce compares the outbox with what the simulator applied:
 // every outbox row acknowledged, applied once under its key, and the
 // events of each IMEI applied in outbox order.
@@ -241,7 +222,7 @@ func (e *env) checkExactlyOnce(url string) {
 		want = append(want, row{key, event})
 	}
 	rows.Close()
-	got := applied(e.t, url)
+	got := registertest.Applied(e.t, url)
 	seen := map[string]int{}
 	order := map[string][]string{}
 	for _, a := range got {

@@ -7,10 +7,13 @@ package registertest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"testing"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/store"
 )
 
@@ -38,7 +41,8 @@ VALUES (?, ?, ?, 'test', 'provision', ?, 1, 1, 0)`
 	sqlResID      = `SELECT id FROM reservations WHERE request_id = ?`
 	sqlInsertIMEI = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, reserved_at, bound_at)
 VALUES (?, ?, ?, 0, ?, ?, ?, 0, ?)`
-	sqlSetState = `UPDATE imeis SET state = ? WHERE imei14 = ?`
+	// sqlSetState sets bound_at on the first move to BOUND, as binding does.
+	sqlSetState = `UPDATE imeis SET state = ?, bound_at = COALESCE(bound_at, ?) WHERE imei14 = ?`
 )
 
 // Seed creates TAC tac (brand Brand, model Model) with one pool over all
@@ -93,11 +97,23 @@ func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 // store.Event* type) in the same transaction, as the provisioner does.
 func Transition(t testing.TB, db *store.DB, tac uint32, snrs []uint32, state, event, device string) {
 	t.Helper()
-	err := db.InTx(context.Background(), func(tx *store.Tx) error {
+	if err := TransitionErr(context.Background(), db, tac, snrs, state, event, device); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TransitionErr is Transition returning its error (for goroutines other
+// than the test's).
+func TransitionErr(ctx context.Context, db *store.DB, tac uint32, snrs []uint32, state, event, device string) error {
+	err := db.InTx(ctx, func(tx *store.Tx) error {
 		ev := store.Event{Type: event, TAC: imei.FormatTAC(tac), DeviceSerial: device, Actor: "test"}
 		for _, s := range snrs {
 			m, _ := imei.New(tac, s)
-			res, err := tx.Exec(tx.Rebind(sqlSetState), state, m.Uint64())
+			var bound any
+			if state == "BOUND" {
+				bound = tx.Now().UnixMicro()
+			}
+			res, err := tx.Exec(tx.Rebind(sqlSetState), state, bound, m.Uint64())
 			if err != nil {
 				return err
 			}
@@ -110,6 +126,43 @@ func Transition(t testing.TB, db *store.DB, tac uint32, snrs []uint32, state, ev
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("transition to %s: %v", state, err)
+		return fmt.Errorf("transition to %s: %w", state, err)
 	}
+	return nil
+}
+
+// Drain calls deliverOnce (a register.Worker's DeliverOnce) until it claims
+// nothing, failing t on an error.
+func Drain(t testing.TB, deliverOnce func(context.Context) (int, error)) {
+	t.Helper()
+	for {
+		n, err := deliverOnce(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			return
+		}
+	}
+}
+
+// Applied returns the events the register simulator at url applied, in
+// the order it applied them.
+func Applied(t testing.TB, url string) []sim.Applied {
+	t.Helper()
+	resp, err := http.Get(url + "/admin/applied")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out []sim.Applied
+	dec := json.NewDecoder(resp.Body)
+	for dec.More() {
+		var a sim.Applied
+		if err := dec.Decode(&a); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, a)
+	}
+	return out
 }
