@@ -8,6 +8,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
+	"io"
 	"os"
 	"strings"
 	"sync"
@@ -30,6 +32,8 @@ type HSMOptions struct {
 	Workers  []int // default 1, 2, 4
 	Duration time.Duration
 	Rounds   int // alternating raw/issuance rounds per worker count, default 1
+	// Progress, if set, receives a line as each measurement starts.
+	Progress io.Writer
 }
 
 // HSMResult is printed by `tacline bench hsm --json`.
@@ -142,6 +146,9 @@ func HSM(ctx context.Context, o HSMOptions) (*HSMResult, error) {
 	rawCPU, issCPU := map[int]time.Duration{}, map[int]time.Duration{}
 	for r := 0; r < o.Rounds; r++ {
 		for _, w := range o.Workers {
+			if o.Progress != nil {
+				fmt.Fprintf(o.Progress, "bench hsm: round %d/%d, %d worker(s): raw signatures, then issuances (%s each)\n", r+1, o.Rounds, w, o.Duration)
+			}
 			c0 := selfCPU()
 			raw, err := hsm.BenchSign(ctx, signer, w, o.Duration)
 			if err != nil {

@@ -103,6 +103,9 @@ func newBenchHSMCmd() *cobra.Command {
 				o.Config, srv = &cfg.HSM, cfg.Server
 			}
 			gcPercent, _ := srv.TuneRuntime()
+			if isTerminal(os.Stderr) {
+				o.Progress = os.Stderr
+			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
 			res, err := bench.HSM(ctx, o)
