@@ -28,12 +28,25 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-// checkIssued runs every check an issued certificate must pass: TBS identity
-// with the linting certificate, TBS hash, issuer signature, chain
-// verification by crypto/x509, the profile's fields, and no zlint finding at
-// warn or above in the restricted set.
-func checkIssued(t *testing.T, p testPKI, lintCert *x509.Certificate, tok *Token, cert *x509.Certificate, der []byte, req Request) {
+// issueChecked prepares and issues req with is, then runs every check an
+// issued certificate must pass: TBS identity with the linting certificate,
+// TBS hash, issuer signature, chain verification by crypto/x509, the
+// profile's fields, and no zlint finding at warn or above in the restricted
+// set. It returns the (used) token and the certificate.
+func issueChecked(t *testing.T, is *Issuer, p testPKI, req Request) (*Token, *x509.Certificate) {
 	t.Helper()
+	tok, err := is.Prepare(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lintCert, err := tok.LintCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, der, err := is.Issue(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
 	if !bytes.Equal(cert.RawTBSCertificate, lintCert.RawTBSCertificate) || !bytes.Equal(cert.RawTBSCertificate, tok.TBS()) {
 		t.Fatal("issued TBS differs from the linted TBS")
 	}
@@ -78,6 +91,7 @@ func checkIssued(t *testing.T, p testPKI, lintCert *x509.Certificate, tok *Token
 			t.Errorf("zlint %s: %s %s", name, r.Status, r.Details)
 		}
 	}
+	return tok, cert
 }
 
 func TestIssue(t *testing.T) {
@@ -96,22 +110,10 @@ func TestIssue(t *testing.T) {
 			p := softPKI(t, tc.curve)
 			is := p.issuer(t, DefaultLintConfig())
 			req := testRequest(t)
-			tok, err := is.Prepare(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lintCert, err := tok.LintCertificate()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cert, der, err := is.Issue(tok)
-			if err != nil {
-				t.Fatal(err)
-			}
+			_, cert := issueChecked(t, is, p, req)
 			if cert.SignatureAlgorithm != tc.sigAlg {
 				t.Fatalf("signature algorithm %v, want %v", cert.SignatureAlgorithm, tc.sigAlg)
 			}
-			checkIssued(t, p, lintCert, tok, cert, der, req)
 			if got := cert.SerialNumber.BitLen(); got < 121 || got > 128 {
 				t.Fatalf("generated serial has %d bits", got)
 			}
@@ -421,19 +423,7 @@ func TestIssueDeviceKeyTypes(t *testing.T) {
 			t.Parallel()
 			req := testRequest(t)
 			req.PublicKey = tc.pub
-			tok, err := is.Prepare(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lintCert, err := tok.LintCertificate()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cert, der, err := is.Issue(tok)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkIssued(t, p, lintCert, tok, cert, der, req)
+			_, cert := issueChecked(t, is, p, req)
 			if !tc.pub.(interface{ Equal(crypto.PublicKey) bool }).Equal(cert.PublicKey) {
 				t.Fatal("certified key differs from the request's")
 			}

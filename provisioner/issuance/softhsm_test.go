@@ -46,19 +46,7 @@ func TestIssueSoftHSM(t *testing.T) {
 			p := newPKI(t, root, issuing)
 			is := p.issuer(t, DefaultLintConfig())
 			req := testRequest(t)
-			tok, err := is.Prepare(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			lintCert, err := tok.LintCertificate()
-			if err != nil {
-				t.Fatal(err)
-			}
-			cert, der, err := is.Issue(tok)
-			if err != nil {
-				t.Fatal(err)
-			}
-			checkIssued(t, p, lintCert, tok, cert, der, req)
+			tok, cert := issueChecked(t, is, p, req)
 			opensslCheck(t, p, cert, req)
 			if _, _, err := is.Issue(tok); err == nil {
 				t.Fatal("second Issue with the same token succeeded")
