@@ -32,6 +32,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/der"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -119,7 +120,7 @@ func (p Profile) Validate() error {
 	if len(p.CommonName) > maxCommonName {
 		return tacerr.Field(tacerr.InvalidConfig, "profile.common_name", "is %d characters long, at most %d allowed", len(p.CommonName), maxCommonName)
 	}
-	if p.CommonName != "" && !isPrintable(p.CommonName) {
+	if p.CommonName != "" && !der.PrintableString(p.CommonName) {
 		return tacerr.Field(tacerr.InvalidConfig, "profile.common_name", "must use PrintableString characters (letters, digits, space and '()+,-./:=?)")
 	}
 	if _, err := hwTypeOID(p.HWType); err != nil {
@@ -180,7 +181,7 @@ func CheckDevice(d Device) error {
 			return tacerr.Field(tacerr.InvalidInput, c.field, "is required")
 		case len(c.val) > c.max:
 			return tacerr.Field(tacerr.InvalidInput, c.field, "is %d characters long, at most %d allowed", len(c.val), c.max)
-		case !isPrintable(c.val):
+		case !der.PrintableString(c.val):
 			return tacerr.Field(tacerr.InvalidInput, c.field, "must use PrintableString characters (letters, digits, space and '()+,-./:=?)")
 		}
 	}
@@ -462,20 +463,4 @@ func parseEKU(s string) (x509.ExtKeyUsage, asn1.ObjectIdentifier, error) {
 		return 0, nil, fmt.Errorf("%q is not one of client_auth, server_auth, code_signing, email_protection or a dotted OID", s)
 	}
 	return 0, oid, nil
-}
-
-// isPrintable reports whether s uses only X.680 PrintableString characters,
-// so that crypto/x509 encodes it as PrintableString (X.520 requires it for
-// serialNumber).
-func isPrintable(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		case strings.IndexByte(" '()+,-./:=?", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
