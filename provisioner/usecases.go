@@ -62,8 +62,8 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
 		return nil, err
 	}
-	if len(in.IMEIs) == 0 || len(in.IMEIs) > 5 {
-		return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "must list the 1 to 5 IMEIs of one pre-allocated device")
+	if len(in.IMEIs) == 0 || len(in.IMEIs) > policy.MaxIMEIs {
+		return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "must list the 1 to %d IMEIs of one pre-allocated device", policy.MaxIMEIs)
 	}
 	ims := make([]string, len(in.IMEIs))
 	for i, m := range in.IMEIs {
