@@ -2,10 +2,20 @@
 # suite. Both install what is missing first (scripts/ensure-*.sh) and say so.
 GO ?= go
 BIN := bin/tacline
+# step-ca from the pinned github.com/smallstep/certificates module (a tool
+# in go.mod), for the step-ca interop tests, demo and benchmark. Built once;
+# cgo for its PKCS#11 KMS, without YubiKey support (tag noyubikey: no
+# libpcsclite needed).
+STEPCA := bin/step-ca
 
-.PHONY: all build test unit e2e lint bench demo tools clean fuzz
+.PHONY: all build test unit e2e lint bench demo tools clean fuzz stepca
 
-all: build
+all: build stepca
+
+stepca: $(STEPCA)
+
+$(STEPCA): go.mod go.sum
+	CGO_ENABLED=1 $(GO) build -tags noyubikey -o $@ github.com/smallstep/certificates/cmd/step-ca
 
 tools:
 	@scripts/ensure-tools.sh
@@ -17,10 +27,10 @@ build:
 # real PostgreSQL (an existing server on 127.0.0.1:5432, or a throwaway cluster)
 # and real SoftHSM2 tokens, then the end-to-end tests in test/ that start real
 # processes, then the lint checks.
-test: tools build
+test: tools build stepca
 	@dsn=$$(scripts/ensure-postgres.sh) && \
 	 echo "make test: PostgreSQL for tests: $$dsn" && \
-	 TACLINE_TEST_PG_DSN="$$dsn" TACLINE_BIN="$(CURDIR)/$(BIN)" \
+	 TACLINE_TEST_PG_DSN="$$dsn" TACLINE_BIN="$(CURDIR)/$(BIN)" TACLINE_STEPCA_BIN="$(CURDIR)/$(STEPCA)" \
 	 $(GO) test -race -count=1 -timeout 20m ./...
 	@$(MAKE) --no-print-directory lint
 
@@ -33,7 +43,7 @@ lint:
 bench: tools build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
 
-demo: tools build
+demo: tools build stepca
 	$(BIN) demo --dir var/demo
 
 clean:

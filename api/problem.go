@@ -61,6 +61,8 @@ var problems = map[tacerr.Code]statusOf{
 	tacerr.HSMKeyNotFound:  {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
 	tacerr.HSMKeyUnsafe:    {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
 
+	tacerr.UpstreamRefused: {http.StatusBadGateway, "Upstream CA refused the certificate", true, 0},
+
 	tacerr.Internal:        {http.StatusInternalServerError, "Internal error", false, 0},
 	tacerr.InvalidConfig:   {http.StatusInternalServerError, "Internal error", false, 0},
 	tacerr.LedgerInvariant: {http.StatusInternalServerError, "Internal error", false, 0},

@@ -61,6 +61,8 @@ const (
 	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 
 	RateLimited Code = "rate_limited" // too many requests from one client address; retry after Retry-After
+
+	UpstreamRefused Code = "upstream_refused" // the upstream CA (step-ca) refused, or returned a certificate other than the linted one
 )
 
 // Error is tacline's error. Construct it with New or Wrap.

@@ -22,6 +22,7 @@ package issuance
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -46,6 +47,17 @@ type Config struct {
 	Signer     crypto.Signer       // the issuing CA key, from the HSM
 	Profile    policy.Profile
 	Lint       LintConfig
+	// Upstream, when set, signs instead of Signer (which must then be
+	// nil): an upstream CA such as step-ca whose issuing CA is IssuerCert.
+	// Use IssueUpstream, not Issue.
+	Upstream Upstream
+}
+
+// Upstream signs a prepared certificate outside tacline's HSM: it gets the
+// linting certificate (the exact TBS to sign) and the device's CSR and
+// returns the certificate's DER, whose TBS it has checked is lint's.
+type Upstream interface {
+	Sign(ctx context.Context, lint *x509.Certificate, csr *x509.CertificateRequest, device string, imeis []string) ([]byte, error)
 }
 
 // Issuer signs device certificates under one issuing CA. It is safe for
@@ -60,6 +72,7 @@ type Issuer struct {
 	hash      crypto.Hash
 	throwaway *ecdsa.PrivateKey // the linting key, same type and curve as signer
 	lint      *linter
+	upstream  Upstream
 }
 
 // New checks cfg and returns an Issuer. The issuer key must be ECDSA P-256
@@ -67,8 +80,8 @@ type Issuer struct {
 // IssuerCert, which must be a CA allowed to sign certificates and carry a
 // subjectKeyIdentifier (it becomes every device certificate's AKID).
 func New(cfg Config) (*Issuer, error) {
-	if cfg.IssuerCert == nil || cfg.Signer == nil {
-		return nil, tacerr.New(tacerr.InvalidConfig, "issuance: an issuer certificate and its signer are required")
+	if cfg.IssuerCert == nil || (cfg.Signer == nil) == (cfg.Upstream == nil) {
+		return nil, tacerr.New(tacerr.InvalidConfig, "issuance: an issuer certificate and either its signer or an upstream CA are required")
 	}
 	if err := cfg.Profile.Validate(); err != nil {
 		return nil, err
@@ -84,14 +97,18 @@ func New(cfg Config) (*Issuer, error) {
 	if len(c.SubjectKeyId) == 0 {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.cert", "certificate %q has no subjectKeyIdentifier, so device certificates could not carry an authorityKeyIdentifier", c.Subject)
 	}
-	pub, ok := cfg.Signer.Public().(*ecdsa.PublicKey)
+	var key crypto.PublicKey = c.PublicKey
+	if cfg.Signer != nil {
+		key = cfg.Signer.Public()
+	}
+	pub, ok := key.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is %T; an ECDSA P-256 or P-384 key is required", cfg.Signer.Public())
+		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is %T; an ECDSA P-256 or P-384 key is required", key)
 	}
 	if !pub.Equal(c.PublicKey) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
 	}
-	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile, lint: newLinter(reg, allowed)}
+	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile, lint: newLinter(reg, allowed), upstream: cfg.Upstream}
 	var curve elliptic.Curve
 	switch pub.Curve {
 	case elliptic.P256():
@@ -108,6 +125,10 @@ func New(cfg Config) (*Issuer, error) {
 	is.throwaway = tk
 	return is, nil
 }
+
+// Upstream reports whether an upstream CA signs for this issuer
+// (IssueUpstream) rather than the HSM (Issue).
+func (is *Issuer) Upstream() bool { return is.upstream != nil }
 
 // Certificate returns the issuing CA certificate.
 func (is *Issuer) Certificate() *x509.Certificate { return is.cert }
@@ -144,6 +165,8 @@ type Token struct {
 	serial   *big.Int
 	findings []LintFinding
 	used     atomic.Bool
+	device   string
+	imeis    []string
 }
 
 // Serial returns the certificate serial number of the token.
@@ -213,7 +236,10 @@ func (is *Issuer) Prepare(req Request) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	tok := &Token{issuer: is, tbs: tbs, digest: digest, lintDER: der, serial: new(big.Int).Set(serial), findings: found}
+	tok := &Token{issuer: is, tbs: tbs, digest: digest, lintDER: der, serial: new(big.Int).Set(serial), findings: found, device: req.DeviceSerial}
+	for _, m := range req.IMEIs {
+		tok.imeis = append(tok.imeis, m.String())
+	}
 	return tok, nil
 }
 
@@ -225,6 +251,9 @@ func (is *Issuer) Prepare(req Request) (*Token, error) {
 func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	if tok == nil || tok.issuer != is {
 		return nil, nil, tacerr.New(tacerr.InvalidInput, "the token was not prepared by this issuer")
+	}
+	if is.upstream != nil {
+		return nil, nil, tacerr.New(tacerr.Internal, "issuer %q signs through an upstream CA: use IssueUpstream", is.cert.Subject)
 	}
 	if !tok.used.CompareAndSwap(false, true) {
 		return nil, nil, tacerr.New(tacerr.InvalidState, "the token for serial %x was already issued; tokens are single-use", tok.serial)
@@ -250,6 +279,38 @@ func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	}
 	if !bytes.Equal(cert.RawTBSCertificate, tok.tbs) {
 		return nil, nil, tacerr.New(tacerr.Internal, "the signed TBS of serial %x differs from the linted TBS; not returned", tok.serial)
+	}
+	return cert, der, nil
+}
+
+// IssueUpstream has the upstream CA sign the token's certificate for the
+// device's CSR, once per token like Issue, and returns it only if its TBS is
+// the linted TBS byte for byte and its signature verifies under the issuer
+// key. Upstream errors are returned as they are.
+func (is *Issuer) IssueUpstream(ctx context.Context, tok *Token, csr *x509.CertificateRequest) (*x509.Certificate, []byte, error) {
+	if tok == nil || tok.issuer != is || is.upstream == nil {
+		return nil, nil, tacerr.New(tacerr.InvalidInput, "the token was not prepared by this upstream issuer")
+	}
+	if !tok.used.CompareAndSwap(false, true) {
+		return nil, nil, tacerr.New(tacerr.InvalidState, "the token for serial %x was already issued; tokens are single-use", tok.serial)
+	}
+	lint, err := tok.LintCertificate()
+	if err != nil {
+		return nil, nil, err
+	}
+	der, err := is.upstream.Sign(ctx, lint, csr, tok.device, tok.imeis)
+	if err != nil {
+		return nil, nil, err
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "the upstream certificate serial %x does not parse", tok.serial)
+	}
+	if !bytes.Equal(cert.RawTBSCertificate, tok.tbs) {
+		return nil, nil, tacerr.New(tacerr.UpstreamRefused, "the upstream TBS of serial %x differs from the linted TBS; not returned", tok.serial)
+	}
+	if err := cert.CheckSignatureFrom(is.cert); err != nil {
+		return nil, nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "the upstream signature on serial %x does not verify under the issuer", tok.serial)
 	}
 	return cert, der, nil
 }

@@ -1,0 +1,193 @@
+package stepca_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"math/big"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/hsm/hsmtest"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcatest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// badTemplate signs what tacline asked for, but one day shorter: the kind
+// of drift an operator's template edit causes.
+const badTemplate = `{
+  "rawSubject": {{ toJson .Token.tacline.subject }},
+  "serialNumber": {{ toJson .Token.tacline.serial }},
+  "notBefore": {{ toJson .Token.tacline.not_before }},
+  "notAfter": "2030-01-01T00:00:00Z",
+  "extensions": {{ toJson .Token.tacline.extensions }}
+}`
+
+type fixture struct {
+	ca        *stepcatest.CA
+	good, bad *stepca.RA
+	issuer    *issuance.Issuer
+	badIssuer *issuance.Issuer
+}
+
+func setup(t *testing.T) fixture {
+	t.Helper()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	raKey, err := tok.Signer("tacline-ra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad, err := stepca.DeviceProvisioner("tacline-devices-drifted", raKey.Public(), badTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := stepcatest.Start(t, stepcatest.Options{HSM: cfg, Token: tok, Provisioners: []any{good, bad}})
+	f := fixture{ca: c}
+	for _, x := range []struct {
+		prov string
+		ra   **stepca.RA
+		is   **issuance.Issuer
+	}{{"tacline-devices", &f.good, &f.issuer}, {"tacline-devices-drifted", &f.bad, &f.badIssuer}} {
+		ra, err := stepca.New(stepca.Config{URL: c.URL, Root: c.RootFile, IssuerCert: c.IssuerFile, Provisioner: x.prov, KeyLabel: "tacline-ra", Timeout: 5 * time.Second}, raKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		is, err := issuance.New(issuance.Config{IssuerCert: ra.IssuerCertificate(), Chain: []*x509.Certificate{ra.Root()}, Upstream: ra, Profile: policy.DefaultProfile()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		*x.ra, *x.is = ra, is
+	}
+	return f
+}
+
+func deviceCSR(t *testing.T, cn string) (*x509.CertificateRequest, crypto.PublicKey) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return csr, k.Public()
+}
+
+func request(t *testing.T, serial string, pub crypto.PublicKey) issuance.Request {
+	m, err := imei.Parse("490154203237518")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return issuance.Request{DeviceSerial: serial, Manufacturer: "Acme Devices", Model: "Widget 5G", IMEIs: []imei.IMEI{m},
+		PublicKey: pub, NotBefore: time.Now().UTC().Truncate(time.Second)}
+}
+
+func TestStepCASignsTheLintedCertificate(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+
+	csr, pub := deviceCSR(t, "whatever-the-device-says")
+	tok, err := f.issuer.Prepare(request(t, "SN-1", pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, der, err := f.issuer.IssueUpstream(ctx, tok, csr)
+	if err != nil {
+		t.Fatalf("IssueUpstream: %v\n%s", err, f.ca.Log())
+	}
+	if string(cert.RawTBSCertificate) != string(tok.TBS()) || string(cert.Raw) != string(der) {
+		t.Fatal("step-ca's certificate is not the linted TBS")
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(f.ca.Root)
+	inter := x509.NewCertPool()
+	inter.AddCert(f.ca.Issuer)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("device certificate does not chain to step-ca's root: %v", err)
+	}
+	if cert.Subject.SerialNumber != "SN-1" || cert.SerialNumber.Cmp(tok.Serial()) != 0 || cert.NotAfter.Year() != 9999 {
+		t.Fatalf("certificate fields: subject %v serial %x notAfter %s", cert.Subject, cert.SerialNumber, cert.NotAfter)
+	}
+	if _, _, err := f.issuer.IssueUpstream(ctx, tok, csr); !tacerr.Is(err, tacerr.InvalidState) {
+		t.Fatalf("second IssueUpstream on one token: %v, want invalid_state", err)
+	}
+
+	// A serial revoked twice is revoked once.
+	for i := 0; i < 2; i++ {
+		if err := f.good.Revoke(ctx, cert.SerialNumber, "test"); err != nil {
+			t.Fatalf("revoke #%d: %v", i+1, err)
+		}
+	}
+}
+
+func TestStepCAFailuresAreClassified(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+
+	// A template that drifted from tacline's profile: refused, ambiguous
+	// (step-ca did sign something under our serial).
+	csr, pub := deviceCSR(t, "dev")
+	tok, err := f.badIssuer.Prepare(request(t, "SN-2", pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.badIssuer.IssueUpstream(ctx, tok, csr)
+	fl, ok := stepca.AsFailure(err)
+	if !ok || !fl.Ambiguous || fl.Reason != "mismatch" || !tacerr.Is(err, tacerr.UpstreamRefused) || !strings.Contains(err.Error(), "validity") {
+		t.Fatalf("drifted template: %v (failure %+v), want an ambiguous upstream_refused mismatch naming the validity", err, fl)
+	}
+
+	// A CSR whose key is not the one tacline certified: step-ca signs the
+	// CSR's key, so the certificate is refused.
+	tok, err = f.issuer.Prepare(request(t, "SN-3", pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr2, _ := deviceCSR(t, "other-key") // the CSR's key is not the certificate's
+	_, _, err = f.issuer.IssueUpstream(ctx, tok, csr2)
+	if fl, ok := stepca.AsFailure(err); !ok || !tacerr.Is(err, tacerr.UpstreamRefused) {
+		t.Fatalf("CSR of another key: %v (%+v), want upstream_refused", err, fl)
+	}
+
+	// step-ca down: unavailable, nothing signed.
+	f.ca.Stop()
+	tok, err = f.issuer.Prepare(request(t, "SN-4", pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = f.issuer.IssueUpstream(ctx, tok, csr)
+	fl, ok = stepca.AsFailure(err)
+	if !ok || fl.Ambiguous || fl.Reason != "unreachable" || !tacerr.Is(err, tacerr.Unavailable) {
+		t.Fatalf("step-ca stopped: %v (%+v), want unavailable, not ambiguous", err, fl)
+	}
+	if err := f.good.Revoke(ctx, big.NewInt(12345), "test"); !tacerr.Is(err, tacerr.Unavailable) {
+		t.Fatalf("revoke with step-ca stopped: %v, want unavailable", err)
+	}
+	f.ca.Start()
+	if err := f.good.Revoke(ctx, big.NewInt(12345), "test"); err != nil {
+		t.Fatalf("revoke after restart: %v", err)
+	}
+}
