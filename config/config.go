@@ -30,6 +30,7 @@ import (
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -55,6 +56,11 @@ type File struct {
 	Authenticity Authenticity `yaml:"authenticity"`
 	// Revocation tunes CRLs and OCSP responses.
 	Revocation revocation.Config `yaml:"revocation"`
+	// Issuer chooses who signs device certificates: tacline's HSM (kind
+	// hsm, the default) or an upstream step-ca with tacline as its
+	// registration authority (kind stepca, configured in StepCA).
+	Issuer Issuer        `yaml:"issuer"`
+	StepCA stepca.Config `yaml:"stepca"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -83,6 +89,17 @@ type Authenticity struct {
 	Online online.Config          `yaml:",inline"`
 }
 
+// Issuer kinds.
+const (
+	IssuerHSM    = "hsm"
+	IssuerStepCA = "stepca"
+)
+
+// Issuer is the issuer section.
+type Issuer struct {
+	Kind string `yaml:"kind"` // hsm (default) or stepca
+}
+
 // Defaults returns a File with every section's defaults, before decoding.
 func Defaults() File {
 	return File{
@@ -95,6 +112,7 @@ func Defaults() File {
 		Authenticity: Authenticity{API: api.DefaultAuthenticityConfig(), Online: online.DefaultConfig()},
 		Revocation:   revocation.DefaultConfig(),
 		Register:     register.Config{Retention: register.DefaultRetention},
+		Issuer:       Issuer{Kind: IssuerHSM},
 	}
 }
 
@@ -159,6 +177,8 @@ func (f *File) resolvePaths() {
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
+	f.StepCA.Root = f.Path(f.StepCA.Root)
+	f.StepCA.IssuerCert = f.Path(f.StepCA.IssuerCert)
 }
 
 // Validate checks every section and names the first wrong field.
@@ -189,6 +209,15 @@ func (f *File) Validate() error {
 	}
 	if err := f.Revocation.Validate(); err != nil {
 		return err
+	}
+	switch f.Issuer.Kind {
+	case IssuerHSM:
+	case IssuerStepCA:
+		if err := f.StepCA.Validate(); err != nil {
+			return err
+		}
+	default:
+		return tacerr.Field(tacerr.InvalidConfig, "issuer.kind", "must be %s (tacline's HSM signs, the default) or %s (an upstream step-ca signs, see docs/stepca.md), got %q", IssuerHSM, IssuerStepCA, f.Issuer.Kind)
 	}
 	if f.Register.URL != "" {
 		f.Register = f.Register.WithDefaults()

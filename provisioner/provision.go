@@ -51,7 +51,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
 		return out, err
 	}
 	st, err := s.station(ctx, in.Actor)
@@ -87,10 +87,10 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	}
 	if res.Replayed {
 		// A concurrent duplicate of this request won the race: answer as a replay.
-		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
+		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 	}
 	intent.ReservationID = res.ID
-	return s.complete(ctx, intent, res.Devices[0], pub, serial)
+	return s.complete(ctx, intent, res.Devices[0], pub, serial, in.CSR)
 }
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
@@ -112,7 +112,9 @@ func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash [
 // replay answers a request id seen before: the stored result if issued, the
 // completion of its intent if pending, an error if abandoned or if the
 // request's content differs. It returns (nil, nil) for a new request id.
-func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
+// csr is the request's CSR (the same as the first time: it is part of the
+// request's hash), which an upstream CA signs.
+func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string, csr []byte) (*Issued, error) {
 	is, err := s.db.IssuanceByRequestID(ctx, requestID)
 	if err != nil || is == nil {
 		return nil, err
@@ -141,7 +143,12 @@ func (s *Service) replay(ctx context.Context, requestID string, hash []byte, cal
 	if !ok {
 		return nil, tacerr.New(tacerr.Internal, "intent %s holds a bad serial", requestID)
 	}
-	out, err := s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
+	if iss := s.issuer(is.IssuerKeyID); iss != nil && iss.Upstream() && s.cfg.Now().Sub(is.NotBefore) > s.cfg.IntentTimeout {
+		// Recovery may be revoking this serial at the upstream CA: never sign it again.
+		return nil, tacerr.Field(tacerr.InvalidState, "request_id",
+			"request %q is older than %s and is being abandoned; provision the device again with a new request id", requestID, s.cfg.IntentTimeout)
+	}
+	out, err := s.complete(ctx, is, store.IMEIsOf(recs), pub, serial, csr)
 	if out != nil {
 		out.Replayed = true
 	}
@@ -149,9 +156,9 @@ func (s *Service) replay(ctx context.Context, requestID string, hash []byte, cal
 }
 
 // replayOrWait answers a duplicate whose twin is still being completed.
-func (s *Service) replayOrWait(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
+func (s *Service) replayOrWait(ctx context.Context, requestID string, hash []byte, caller string, csr []byte) (*Issued, error) {
 	for i := 0; i < 50; i++ {
-		out, err := s.replay(ctx, requestID, hash, caller)
+		out, err := s.replay(ctx, requestID, hash, caller, csr)
 		if out != nil || err != nil {
 			return out, err
 		}
@@ -200,8 +207,9 @@ func (s *Service) chainPEM(iss *issuance.Issuer) []byte {
 	return b
 }
 
-// sign builds, lints and signs the certificate an intent fixes.
-func (s *Service) sign(is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int) (*x509.Certificate, []byte, *issuance.Issuer, [32]byte, error) {
+// sign builds, lints and signs the certificate an intent fixes: in the HSM,
+// or at the upstream CA for the device's CSR.
+func (s *Service) sign(ctx context.Context, is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int, csr []byte) (*x509.Certificate, []byte, *issuance.Issuer, [32]byte, error) {
 	iss := s.issuer(is.IssuerKeyID)
 	if iss == nil {
 		return nil, nil, nil, [32]byte{}, tacerr.New(tacerr.HSMKeyNotFound, "issuer %s of intent %s is not loaded", is.IssuerKeyID, is.RequestID)
@@ -217,7 +225,16 @@ func (s *Service) sign(is *store.Issuance, imeis []imei.IMEI, pub any, serial *b
 	}
 	tbs := issuance.TBSHash(tok)
 	t0 := time.Now()
-	cert, der, err := iss.Issue(tok)
+	var cert *x509.Certificate
+	var der []byte
+	if iss.Upstream() {
+		var req *x509.CertificateRequest
+		if req, _, err = policy.ParseCSR(csr, s.cfg.CSRRules); err == nil {
+			cert, der, err = iss.IssueUpstream(ctx, tok, req)
+		}
+	} else {
+		cert, der, err = iss.Issue(tok)
+	}
 	if s.cfg.OnSign != nil {
 		s.cfg.OnSign(time.Since(t0))
 	}
@@ -249,10 +266,10 @@ type tacModel struct{ ModelName string }
 
 // complete signs the intent's certificate and commits the binding. A twin
 // that completed first wins: its result is returned instead.
-func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int) (*Issued, error) {
-	cert, der, iss, tbs, err := s.sign(is, imeis, pub, serial)
+func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei.IMEI, pub any, serial *big.Int, csr []byte) (*Issued, error) {
+	cert, der, iss, tbs, err := s.sign(ctx, is, imeis, pub, serial, csr)
 	if err != nil {
-		return nil, err
+		return nil, s.upstreamFailed(ctx, is, err)
 	}
 	now := s.cfg.Now().UTC().Truncate(time.Microsecond)
 	switch is.Kind {

@@ -24,6 +24,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"io"
 	"log/slog"
 	"math/big"
@@ -64,9 +65,13 @@ type Config struct {
 	OnKeyReuse func()
 	// OnSign observes each HSM signature's duration.
 	OnSign func(time.Duration)
-	Now    func() time.Time
-	Rand   io.Reader
-	Log    *slog.Logger
+	// OnUpstreamFailure counts failures of an upstream CA (step-ca) by
+	// reason: unreachable, refused, timeout, server_error, mismatch,
+	// revoke_failed.
+	OnUpstreamFailure func(reason string)
+	Now               func() time.Time
+	Rand              io.Reader
+	Log               *slog.Logger
 }
 
 // Service runs the use cases. It is safe for concurrent use.
@@ -162,6 +167,56 @@ func (s *Service) activeKeyID() string { return s.issuers.Load().active }
 // SetSignObserver installs the observer of HSM signature durations (the
 // server's metric). Call it before serving.
 func (s *Service) SetSignObserver(observe func(time.Duration)) { s.cfg.OnSign = observe }
+
+// SetUpstreamObserver installs the counter of upstream CA failures (the
+// server's alert metric). Call it before serving.
+func (s *Service) SetUpstreamObserver(observe func(reason string)) { s.cfg.OnUpstreamFailure = observe }
+
+func (s *Service) upstreamAlert(reason string) {
+	if s.cfg.OnUpstreamFailure != nil {
+		s.cfg.OnUpstreamFailure(reason)
+	}
+}
+
+// upstreamFailure is an error of an upstream CA (package stepca's Failure).
+type upstreamFailure interface {
+	error
+	MayHaveSigned() bool
+	FailureReason() string
+}
+
+// upstreamFailed handles a failed signature at an upstream CA so the ledger
+// stays consistent: unreachable (nothing signed) leaves the intent pending
+// for a replay or recovery; a refusal abandons it and voids its IMEIs at
+// once; an outcome where the CA may have signed (timeout, server error, a
+// certificate other than the linted one) first revokes the intent's serial
+// there, then abandons it, or, if the revocation fails too, leaves both to
+// recovery. Other errors pass through.
+func (s *Service) upstreamFailed(ctx context.Context, is *store.Issuance, err error) error {
+	var f upstreamFailure
+	if !errors.As(err, &f) {
+		return err
+	}
+	s.upstreamAlert(f.FailureReason())
+	if !tacerr.Is(err, tacerr.UpstreamRefused) {
+		return err
+	}
+	note := "upstream CA " + f.FailureReason() + ": " + f.Error()
+	if f.MayHaveSigned() {
+		iss := s.issuer(is.IssuerKeyID)
+		if rerr := iss.RevokeUpstream(ctx, is.CertSerial, f.FailureReason()); rerr != nil {
+			s.upstreamAlert("revoke_failed")
+			return tacerr.Wrap(tacerr.Unavailable, err, "the upstream CA failed on serial %s and revoking it there failed too (%v): recovery revokes it and abandons the intent", is.CertSerial, rerr)
+		}
+		note += "; serial " + is.CertSerial + " revoked at the upstream CA"
+	}
+	if _, aerr := s.abandon(ctx, is, note); aerr != nil && !tacerr.Is(aerr, tacerr.Conflict) {
+		s.cfg.Log.Error("could not abandon an intent the upstream CA refused; recovery will", "request_id", is.RequestID, "err", aerr.Error())
+	}
+	s.cfg.Log.Warn("upstream CA refused a certificate; intent abandoned, IMEIs voided", "request_id", is.RequestID,
+		"device_serial", is.DeviceSerial, "cert_serial", is.CertSerial, "reason", f.FailureReason(), "err", f.Error())
+	return err
+}
 
 // SetKeyReuseObserver installs the counter of refused reused device keys.
 func (s *Service) SetKeyReuseObserver(observe func()) { s.cfg.OnKeyReuse = observe }

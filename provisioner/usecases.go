@@ -70,7 +70,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		ims[i] = m.String()
 	}
 	hash := requestHash("bind", in.DeviceSerial, strings.Join(ims, ","), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
 		return out, err
 	}
 	st, err := s.station(ctx, in.Actor)
@@ -116,11 +116,11 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
-			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
+			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, in.IMEIs, pub, serial)
+	return s.complete(ctx, intent, in.IMEIs, pub, serial, in.CSR)
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
@@ -181,7 +181,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 		return nil, err
 	}
 	hash := requestHash("reissue", in.DeviceSerial, csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.ID); out != nil || err != nil {
+	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.ID, in.CSR); out != nil || err != nil {
 		return out, err
 	}
 	d, err := s.db.Device(ctx, in.DeviceSerial)
@@ -218,11 +218,11 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
-			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID)
+			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID, in.CSR)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, serial)
+	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, serial, in.CSR)
 }
 
 // Revocation reasons.
@@ -271,34 +271,20 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	for _, is := range pend {
-		n := 0
-		err := s.db.Commit(ctx, func(tx *store.Tx) error {
-			n = 0
-			if err := tx.SetIssuanceState(is.RequestID, store.IssuanceAbandoned); err != nil {
-				return err
+		note := "intent not completed within " + s.cfg.IntentTimeout.String()
+		if iss := s.issuer(is.IssuerKeyID); iss != nil && iss.Upstream() {
+			// At most one live certificate per intent: the upstream CA may
+			// have signed this serial (a crash after its answer); revoke it
+			// there before giving the intent up, or try again next pass.
+			if err := iss.RevokeUpstream(ctx, is.CertSerial, "abandoned"); err != nil {
+				s.upstreamAlert("revoke_failed")
+				s.cfg.Log.Warn("recovery could not revoke an abandoned intent's serial at the upstream CA; retrying next pass",
+					"request_id", is.RequestID, "cert_serial", is.CertSerial, "err", err.Error())
+				continue
 			}
-			if is.Kind == "reissue" {
-				return nil // the device keeps its IMEIs and its previous certificate
-			}
-			group, err := tx.GroupIMEIs(is.ReservationID, is.Group)
-			if err != nil {
-				return err
-			}
-			var ims []imei.IMEI
-			for _, r := range group {
-				if r.State == store.StateReserved {
-					ims = append(ims, r.IMEI)
-				}
-			}
-			if len(ims) == 0 {
-				return nil
-			}
-			n = len(ims)
-			if is.Kind == "bind" {
-				return nil // pre-allocated IMEIs stay with their label until the pre-allocation timeout
-			}
-			return tx.Void(ims, "abandoned", "intent not completed within "+s.cfg.IntentTimeout.String(), "recovery", is.RequestID)
-		})
+			note += "; serial " + is.CertSerial + " revoked at the upstream CA"
+		}
+		n, err := s.abandon(ctx, is, note)
 		if tacerr.Is(err, tacerr.Conflict) {
 			continue // completed meanwhile by a replay
 		}
@@ -324,6 +310,42 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 		}
 	}
 	return voided, nil
+}
+
+// abandon marks a pending intent abandoned and voids its RESERVED IMEIs
+// (provision intents; bind intents keep their pre-allocated IMEIs, reissue
+// intents the device's), with note as the reason's detail. It returns how
+// many IMEIs it voided; Conflict if the intent completed meanwhile.
+func (s *Service) abandon(ctx context.Context, is *store.Issuance, note string) (int, error) {
+	n := 0
+	err := s.db.Commit(ctx, func(tx *store.Tx) error {
+		n = 0
+		if err := tx.SetIssuanceState(is.RequestID, store.IssuanceAbandoned); err != nil {
+			return err
+		}
+		if is.Kind == "reissue" {
+			return nil // the device keeps its IMEIs and its previous certificate
+		}
+		group, err := tx.GroupIMEIs(is.ReservationID, is.Group)
+		if err != nil {
+			return err
+		}
+		var ims []imei.IMEI
+		for _, r := range group {
+			if r.State == store.StateReserved {
+				ims = append(ims, r.IMEI)
+			}
+		}
+		if len(ims) == 0 {
+			return nil
+		}
+		n = len(ims)
+		if is.Kind == "bind" {
+			return nil // pre-allocated IMEIs stay with their label until the pre-allocation timeout
+		}
+		return tx.Void(ims, "abandoned", note, "recovery", is.RequestID)
+	})
+	return n, err
 }
 
 func (s *Service) voidStaleReservation(ctx context.Context, requestID string) (int, error) {

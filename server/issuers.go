@@ -17,6 +17,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -33,6 +34,7 @@ type issuers struct {
 	tok *hsm.Token
 	cfg *config.File
 	log *slog.Logger
+	ra  *stepca.RA // issuer kind stepca: signs for issuers labelled stepca:
 
 	mu       sync.Mutex // one refresh at a time; guards everything below
 	loaded   map[string]*loadedIssuer
@@ -95,6 +97,9 @@ func (s *issuers) load(r store.IssuerRecord) (*loadedIssuer, error) {
 	if got := ca.KeyID(certs[0]); got != r.KeyID {
 		return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s: its certificate's key id is %s, the ledger's %s", r.Label, got, r.KeyID)
 	}
+	if IsStepCALabel(r.Label) {
+		return s.loadStepCA(r, certs[0], chain)
+	}
 	signer, err := s.tok.Signer(r.Label)
 	if err != nil {
 		return nil, err
@@ -104,6 +109,19 @@ func (s *issuers) load(r store.IssuerRecord) (*loadedIssuer, error) {
 		return nil, err
 	}
 	return &loadedIssuer{rec: r, iss: is, rev: revocation.Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: signer}}, nil
+}
+
+// loadStepCA builds the issuer of a step-ca issuing CA: certificates are
+// built and linted here and signed by step-ca through the RA.
+func (s *issuers) loadStepCA(r store.IssuerRecord, cert *x509.Certificate, chain []*x509.Certificate) (*loadedIssuer, error) {
+	if s.ra == nil || !s.ra.IssuerCertificate().Equal(cert) {
+		return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's; this server needs issuer.kind stepca with stepca.issuer_cert naming that certificate", r.Label)
+	}
+	is, err := issuance.New(issuance.Config{IssuerCert: cert, Chain: chain, Upstream: s.ra, Profile: s.cfg.Profile, Lint: s.cfg.Lint})
+	if err != nil {
+		return nil, err
+	}
+	return &loadedIssuer{rec: r, iss: is, rev: revocation.Issuer{KeyID: r.KeyID, Cert: cert}}, nil
 }
 
 // refresh reads the ledger's issuers, loads the device issuers not loaded
@@ -245,9 +263,11 @@ func (s *issuers) revocationSet() []revocation.Issuer {
 		}
 		return strings.Compare(a.rec.KeyID, b.rec.KeyID)
 	})
-	out := make([]revocation.Issuer, len(ls))
-	for i, l := range ls {
-		out[i] = l.rev
+	out := make([]revocation.Issuer, 0, len(ls))
+	for _, l := range ls {
+		if l.rev.Signer != nil { // step-ca issuers: step-ca publishes their revocations
+			out = append(out, l.rev)
+		}
 	}
 	return out
 }

@@ -123,6 +123,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	}
 	// Device issuers: loaded now, kept in step with the ledger by Run.
 	s.issuers = newIssuers(s.DB, s.Token, cfg, log)
+	if s.issuers.ra, err = openStepCA(ctx, cfg, s); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if _, err := s.issuers.refresh(ctx, false); err != nil {
 		s.Close()
 		return nil, err
@@ -143,6 +147,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		Log: log,
 	})
 	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := upstreamMetric(s.Registry, s.Service); err != nil {
 		s.Close()
 		return nil, err
 	}

@@ -233,7 +233,13 @@ type Failure struct {
 }
 
 func (f *Failure) Error() string { return f.Err.Error() }
-func (f *Failure) Unwrap() error { return f.Err }
+
+// MayHaveSigned reports Ambiguous (for callers that do not import stepca).
+func (f *Failure) MayHaveSigned() bool { return f.Ambiguous }
+
+// FailureReason reports Reason.
+func (f *Failure) FailureReason() string { return f.Reason }
+func (f *Failure) Unwrap() error         { return f.Err }
 
 // AsFailure returns err's Failure, if it is one.
 func AsFailure(err error) (*Failure, bool) {
@@ -345,8 +351,10 @@ func classify(err error, serial *big.Int) error {
 		}
 		return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca refused serial %x (HTTP %d)", serial, se.StatusCode()), Reason: "refused"}
 	}
+	// A failed dial, or a failed write on a kept-alive connection step-ca
+	// had closed (it stopped), never delivered the request.
 	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
+	if errors.As(err, &op) && (op.Op == "dial" || op.Op == "write") {
 		return &Failure{Err: tacerr.Wrap(tacerr.Unavailable, err, "step-ca is unreachable; retry"), Reason: "unreachable"}
 	}
 	return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "no answer from step-ca for serial %x", serial), Ambiguous: true, Reason: "timeout"}

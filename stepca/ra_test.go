@@ -19,6 +19,7 @@ import (
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcadev"
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -34,7 +35,7 @@ const badTemplate = `{
 }`
 
 type fixture struct {
-	ca        *stepcatest.CA
+	ca        *stepcadev.CA
 	good, bad *stepca.RA
 	issuer    *issuance.Issuer
 	badIssuer *issuance.Issuer
@@ -59,7 +60,7 @@ func setup(t *testing.T) fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := stepcatest.Start(t, stepcatest.Options{HSM: cfg, Token: tok, Provisioners: []any{good, bad}})
+	c := stepcatest.Start(t, cfg, tok, good, bad)
 	f := fixture{ca: c}
 	for _, x := range []struct {
 		prov string
@@ -186,7 +187,9 @@ func TestStepCAFailuresAreClassified(t *testing.T) {
 	if err := f.good.Revoke(ctx, big.NewInt(12345), "test"); !tacerr.Is(err, tacerr.Unavailable) {
 		t.Fatalf("revoke with step-ca stopped: %v, want unavailable", err)
 	}
-	f.ca.Start()
+	if err := f.ca.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.good.Revoke(ctx, big.NewInt(12345), "test"); err != nil {
 		t.Fatalf("revoke after restart: %v", err)
 	}

@@ -58,6 +58,9 @@ type Config struct {
 // returns the certificate's DER, whose TBS it has checked is lint's.
 type Upstream interface {
 	Sign(ctx context.Context, lint *x509.Certificate, csr *x509.CertificateRequest, device string, imeis []string) ([]byte, error)
+	// Revoke revokes a serial at the upstream CA (already revoked is not
+	// an error).
+	Revoke(ctx context.Context, serial *big.Int, reason string) error
 }
 
 // Issuer signs device certificates under one issuing CA. It is safe for
@@ -313,6 +316,19 @@ func (is *Issuer) IssueUpstream(ctx context.Context, tok *Token, csr *x509.Certi
 		return nil, nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "the upstream signature on serial %x does not verify under the issuer", tok.serial)
 	}
 	return cert, der, nil
+}
+
+// RevokeUpstream revokes the certificate serial (hex, as intents record it)
+// at the upstream CA.
+func (is *Issuer) RevokeUpstream(ctx context.Context, serialHex, reason string) error {
+	if is.upstream == nil {
+		return tacerr.New(tacerr.Internal, "issuer %q has no upstream CA", is.cert.Subject)
+	}
+	serial, ok := new(big.Int).SetString(serialHex, 16)
+	if !ok {
+		return tacerr.Field(tacerr.InvalidInput, "serial", "%q is not a hex serial", serialHex)
+	}
+	return is.upstream.Revoke(ctx, serial, reason)
 }
 
 var sigAlgOIDs = map[x509.SignatureAlgorithm]asn1.ObjectIdentifier{
