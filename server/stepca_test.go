@@ -1,0 +1,278 @@
+package server_test
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcatest"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+)
+
+// driftedTemplate is an operator's template edit that changes the validity
+// tacline fixed.
+const driftedTemplate = `{
+  "rawSubject": {{ toJson .Token.tacline.subject }},
+  "serialNumber": {{ toJson .Token.tacline.serial }},
+  "notBefore": {{ toJson .Token.tacline.not_before }},
+  "notAfter": "2031-01-01T00:00:00Z",
+  "extensions": {{ toJson .Token.tacline.extensions }}
+}`
+
+// TestStepCAIssuer runs an in-process server with issuer kind stepca
+// against a real step-ca whose intermediate key is in the same SoftHSM2
+// token, on SQLite and PostgreSQL: devices are provisioned through step-ca
+// and chain to its root; with step-ca stopped a request is a retryable 503
+// and its replay completes once step-ca is back (no IMEI lost); an intent
+// left pending while step-ca is down is abandoned by recovery only after its
+// serial was revoked at step-ca; a template that drifted from the profile
+// is refused (502), its serial revoked, the intent abandoned, its IMEIs
+// voided with the reason, and counted in the alert metric. The ledger is
+// sound at the end and nothing is left pending.
+func TestStepCAIssuer(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) { testStepCAIssuer(t, d) })
+	}
+}
+
+func testStepCAIssuer(t *testing.T, d store.Dialect) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1, Driver: d}
+	if d == store.Postgres {
+		opts.DSN = storetest.PostgresDSN(t)
+	}
+	env, err := devenv.Setup(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsm.Open(env.Config.HSM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	raKey, err := tok.Signer("tacline-ra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drifted, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), driftedTemplate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sca := stepcatest.Start(t, env.Config.HSM, tok, good)
+	env.Config.Issuer.Kind = config.IssuerStepCA
+	env.Config.StepCA = stepca.Config{URL: sca.URL, Root: sca.RootFile, IssuerCert: sca.IssuerFile, Provisioner: "tacline-devices",
+		KeyLabel: "tacline-ra", Timeout: 5 * time.Second}
+	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := stop(); err != nil {
+			t.Errorf("stop the server: %v", err)
+		}
+	}()
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := creds.Stations[0]
+	client, err := factory.NewClient(factory.ClientConfig{ServerURL: url, CertFile: sc.CertFile, KeyFile: sc.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	n := 0
+	newRequest := func() wire.ProvisionRequest {
+		t.Helper()
+		n++
+		dev, err := factory.NewDevice(fmt.Sprintf("STEP-%03d", n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := dev.CSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: dev.Serial(), Product: sc.Product, Pool: sc.Pool, CSR: string(csr)}
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(sca.Root)
+	checkIssued := func(resp *wire.ProvisionResponse) {
+		t.Helper()
+		cert := parsePEM(t, resp.Certificate)
+		inter := x509.NewCertPool()
+		inter.AddCert(parsePEM(t, resp.Chain))
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			t.Fatalf("device %s does not chain to step-ca's root: %v", resp.DeviceSerial, err)
+		}
+		if !parsePEM(t, resp.Chain).Equal(sca.Issuer) {
+			t.Fatalf("device %s: chain starts with %s, want step-ca's intermediate", resp.DeviceSerial, parsePEM(t, resp.Chain).Subject)
+		}
+	}
+	apiErr := func(err error) *factory.APIError {
+		t.Helper()
+		var ae *factory.APIError
+		if !errors.As(err, &ae) {
+			t.Fatalf("want an API error, got %v", err)
+		}
+		return ae
+	}
+	imeiState := func(s string) store.IMEIRecord {
+		t.Helper()
+		m, err := imei.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, err := srv.DB.LookupIMEI(ctx, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
+	intentIMEIs := func(requestID string) []store.IMEIRecord {
+		t.Helper()
+		is, err := srv.DB.IssuanceByRequestID(ctx, requestID)
+		if err != nil || is == nil {
+			t.Fatalf("intent %s: %v", requestID, err)
+		}
+		recs, err := srv.DB.GroupIMEIs(ctx, is.ReservationID, is.Group)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return recs
+	}
+
+	// 1. Through step-ca.
+	for i := 0; i < 3; i++ {
+		resp, err := client.Provision(ctx, newRequest())
+		if err != nil {
+			t.Fatalf("provision through step-ca: %v\n%s", err, sca.Log())
+		}
+		checkIssued(resp)
+		if rec := imeiState(resp.IMEIs[0]); rec.State != store.StateBound {
+			t.Fatalf("IMEI %s is %s, want BOUND", resp.IMEIs[0], rec.State)
+		}
+	}
+
+	// 2. step-ca stopped: retryable 503, intent pending; the replay after
+	// step-ca is back completes it with the same IMEIs.
+	sca.Stop()
+	req := newRequest()
+	_, err = client.Provision(ctx, req)
+	if ae := apiErr(err); ae.Status != http.StatusServiceUnavailable || !ae.Problem.Retryable {
+		t.Fatalf("step-ca stopped: %d %+v, want a retryable 503", ae.Status, ae.Problem)
+	}
+	pending := intentIMEIs(req.RequestID)
+	if err := sca.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := client.Provision(ctx, req)
+	if err != nil {
+		t.Fatalf("replay after step-ca restarted: %v", err)
+	}
+	checkIssued(resp)
+	if len(resp.IMEIs) != len(pending) || !strings.HasPrefix(resp.IMEIs[0], pending[0].IMEI.String()[:14]) {
+		t.Fatalf("replay got IMEIs %v, the intent reserved %v", resp.IMEIs, pending)
+	}
+
+	// 3. An intent left pending while step-ca is down: recovery (a clock
+	// past the intent timeout) keeps it until its serial is revoked at
+	// step-ca, then abandons it.
+	sca.Stop()
+	lost := newRequest()
+	if _, err := client.Provision(ctx, lost); apiErr(err).Status != http.StatusServiceUnavailable {
+		t.Fatalf("step-ca stopped: %v, want 503", err)
+	}
+	keyID := srv.Service.ActiveKeyID()
+	later, err := provisioner.New(provisioner.Config{DB: srv.DB, Manufacturer: devenv.Manufacturer, Active: keyID,
+		Issuers: map[string]*issuance.Issuer{keyID: srv.Service.ActiveIssuer()},
+		Now:     func() time.Time { return time.Now().Add(time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := later.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if is, _ := srv.DB.IssuanceByRequestID(ctx, lost.RequestID); is.State != store.IssuancePending {
+		t.Fatalf("recovery abandoned an intent whose serial it could not revoke at step-ca (state %s)", is.State)
+	}
+	if err := sca.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := later.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range intentIMEIs(lost.RequestID) {
+		if rec := imeiState(r.IMEI.String()); rec.State != store.StateVoided || rec.Reason != "abandoned" || !strings.Contains(rec.Note, "revoked at the upstream CA") {
+			t.Fatalf("IMEI %s of the abandoned intent: %s %s %q", r.IMEI, rec.State, rec.Reason, rec.Note)
+		}
+	}
+
+	// 4. A template that drifted from tacline's profile: refused, the
+	// serial revoked, the intent abandoned, the IMEIs voided, alerted.
+	if err := sca.SetProvisioners(ctx, []any{drifted}); err != nil {
+		t.Fatal(err)
+	}
+	bad := newRequest()
+	_, err = client.Provision(ctx, bad)
+	if ae := apiErr(err); ae.Status != http.StatusBadGateway || ae.Problem.Code != "upstream_refused" {
+		t.Fatalf("drifted template: %d %+v, want 502 upstream_refused", ae.Status, ae.Problem)
+	}
+	if is, _ := srv.DB.IssuanceByRequestID(ctx, bad.RequestID); is.State != store.IssuanceAbandoned {
+		t.Fatalf("refused intent is %s, want abandoned", is.State)
+	}
+	for _, r := range intentIMEIs(bad.RequestID) {
+		if rec := imeiState(r.IMEI.String()); rec.State != store.StateVoided || !strings.Contains(rec.Note, "mismatch") || !strings.Contains(rec.Note, "revoked at the upstream CA") {
+			t.Fatalf("IMEI %s of the refused intent: %s %q", r.IMEI, rec.State, rec.Note)
+		}
+	}
+	mf, err := srv.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range mf {
+		if f.GetName() == "tacline_upstream_ca_failures_total" {
+			for _, m := range f.GetMetric() {
+				got[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	if got["mismatch"] != 1 || got["unreachable"] != 2 {
+		t.Fatalf("tacline_upstream_ca_failures_total = %v, want mismatch 1, unreachable 2", got)
+	}
+
+	// The ledger is sound and nothing is pending.
+	rep, err := srv.DB.Check(ctx)
+	if err != nil || !rep.OK() {
+		t.Fatalf("ledger check: %+v %v", rep, err)
+	}
+	left, err := srv.DB.PendingIssuances(ctx, time.Now().Add(time.Hour), 10)
+	if err != nil || len(left) != 0 {
+		t.Fatalf("pending intents left: %d %v", len(left), err)
+	}
+}
