@@ -20,6 +20,7 @@ require (
 	github.com/transparency-dev/merkle v0.0.2
 	github.com/zmap/zcrypto v0.0.0-20260906180147-3ed30b1e9340
 	github.com/zmap/zlint/v3 v3.7.3
+	go.etcd.io/bbolt v1.4.3
 	go.step.sm/crypto v0.77.1
 	golang.org/x/crypto v0.59.0
 	golang.org/x/mod v0.43.0
@@ -171,7 +172,6 @@ require (
 	github.com/urfave/cli v1.22.17 // indirect
 	github.com/weppos/publicsuffix-go v0.50.4-0.20260821095816-b0fdb5c2d345 // indirect
 	github.com/x448/float16 v0.8.4 // indirect
-	go.etcd.io/bbolt v1.4.3 // indirect
 	go.opentelemetry.io/auto/sdk v1.2.1 // indirect
 	go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc v0.61.0 // indirect
 	go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp v0.72.0 // indirect
