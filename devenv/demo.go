@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // DemoOptions configure Demo.
@@ -20,6 +22,9 @@ type DemoOptions struct {
 	Bin      string // the tacline binary (the server runs as a child process)
 	Out      io.Writer
 	Progress io.Writer // the simulator's progress bar (a terminal)
+	// Issuer is who signs device certificates: "hsm" (tacline's HSM, the
+	// default) or "stepca" (a development step-ca, tacline as its RA).
+	Issuer string
 }
 
 // DemoResult is what the demo did.
@@ -44,6 +49,22 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	env, err := Setup(ctx, Options{Dir: o.Dir, Stations: o.Stations, Log: out})
 	if err != nil {
 		return nil, err
+	}
+	switch o.Issuer {
+	case "", config.IssuerHSM:
+	case config.IssuerStepCA:
+		bin, err := StepCABinary(o.Bin)
+		if err != nil {
+			return nil, err
+		}
+		sca, err := env.UseStepCA(ctx, bin)
+		if err != nil {
+			return nil, err
+		}
+		defer sca.Stop()
+		fmt.Fprintf(out, "   step-ca on %s, its intermediate key in the SoftHSM2 token (log: %s); tacline signs its tokens as RA\n", sca.URL, filepath.Join(sca.Dir, "step-ca.log"))
+	default:
+		return nil, tacerr.Field(tacerr.InvalidInput, "issuer", "must be hsm or stepca, got %q", o.Issuer)
 	}
 	fmt.Fprintln(out, "2. starting the national register simulator and the server (SQLite ledger, SoftHSM2, mutual TLS on a free loopback port)")
 	reg, err := StartRegisterSim(ctx, o.Bin, filepath.Join(env.Dir, "register-sim.db"), filepath.Join(env.Dir, "register-sim.log"))

@@ -154,3 +154,31 @@ func loadChain(t *testing.T, path string) (roots, inter *x509.CertPool) {
 	}
 	return roots, inter
 }
+
+// TestDemoStepCA runs `tacline demo --issuer stepca`: the same line through
+// a real step-ca (intermediate key in the demo's SoftHSM2 token), whose
+// chain is exports/ca-chain.pem and verifies every exported device.
+func TestDemoStepCA(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "demo")
+	r := tacline(t, 3*time.Minute, "demo", "--issuer", "stepca", "--dir", dir, "--stations", "2", "--devices", "10")
+	if r.code != 0 {
+		t.Fatalf("tacline demo --issuer stepca exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+	}
+	if !strings.Contains(r.stdout, "ledger check: OK") || !strings.Contains(r.stdout, "step-ca on https://127.0.0.1:") {
+		t.Errorf("tacline demo --issuer stepca output:\n%s", r.stdout)
+	}
+	chain, err := os.ReadFile(filepath.Join(dir, "exports", "ca-chain.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b, rest := pem.Decode(chain); b != nil; b, rest = pem.Decode(rest) {
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(c.Subject.Organization, "Acme Step") {
+			t.Fatalf("exports/ca-chain.pem holds %s, not step-ca's chain", c.Subject)
+		}
+	}
+	checkDevicesExport(t, filepath.Join(dir, "exports"), 2*10)
+}
