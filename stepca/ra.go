@@ -342,14 +342,19 @@ func (r *RA) Revoke(ctx context.Context, serial *big.Int, reason string) error {
 	return nil
 }
 
-// classify turns a step-ca client error into a Failure.
+// classify turns a step-ca client error into a Failure; serial, when not
+// nil, is the certificate serial the request was about.
 func classify(err error, serial *big.Int) error {
+	what := "the request"
+	if serial != nil {
+		what = fmt.Sprintf("serial %x", serial)
+	}
 	var se *errs.Error
 	if errors.As(err, &se) {
 		if se.StatusCode() >= 500 {
-			return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca failed on serial %x (HTTP %d)", serial, se.StatusCode()), Ambiguous: true, Reason: "server_error"}
+			return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca failed on %s (HTTP %d)", what, se.StatusCode()), Ambiguous: true, Reason: "server_error"}
 		}
-		return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca refused serial %x (HTTP %d)", serial, se.StatusCode()), Reason: "refused"}
+		return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca refused %s (HTTP %d): %s", what, se.StatusCode(), se.Error()), Reason: "refused"}
 	}
 	// A failed dial, or a failed write on a kept-alive connection step-ca
 	// had closed (it stopped), never delivered the request.
@@ -357,7 +362,7 @@ func classify(err error, serial *big.Int) error {
 	if errors.As(err, &op) && (op.Op == "dial" || op.Op == "write") {
 		return &Failure{Err: tacerr.Wrap(tacerr.Unavailable, err, "step-ca is unreachable; retry"), Reason: "unreachable"}
 	}
-	return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "no answer from step-ca for serial %x", serial), Ambiguous: true, Reason: "timeout"}
+	return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, err, "no answer from step-ca for %s", what), Ambiguous: true, Reason: "timeout"}
 }
 
 func readCert(path, field string) (*x509.Certificate, error) {

@@ -1,0 +1,296 @@
+package stepca
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/ca"
+	"github.com/smallstep/cli-utils/token"
+	"go.step.sm/crypto/jose"
+	"go.step.sm/crypto/pemutil"
+	"go.step.sm/crypto/randutil"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// StationURNPrefix starts the URI SAN that names a station
+// (urn:tacline:station:<ID>).
+const StationURNPrefix = "urn:tacline:station:"
+
+// StationTemplate is the X.509 template of the provisioner that issues
+// station identities. The station id is the token's subject (chosen by the
+// operator who made the token, never by the CSR): it becomes the common
+// name and the URI SAN urn:tacline:station:<ID> that tacline maps to the
+// station (server.stepca_station_ca). Client authentication only.
+const StationTemplate = `{
+  "subject": {"commonName": {{ toJson .Subject.CommonName }}},
+  "uris": {{ toJson (print "urn:tacline:station:" .Subject.CommonName) }},
+  "keyUsage": ["digitalSignature"],
+  "extKeyUsage": ["clientAuth"]
+}`
+
+// StationProvisioner returns the JWK provisioner, named name, that issues
+// station identities with StationTemplate for tokens signed by the key
+// whose public half is pub (the operator's provisioner key), valid for
+// life (24h when 0) and renewable by the station itself.
+func StationProvisioner(name string, pub crypto.PublicKey, life time.Duration) (Provisioner, error) {
+	jwk, err := publicJWK(pub)
+	if err != nil {
+		return Provisioner{}, err
+	}
+	if life == 0 {
+		life = 24 * time.Hour
+	}
+	minDur := time.Second
+	if life > 10*time.Minute {
+		minDur = 5 * time.Minute
+	}
+	return Provisioner{Type: "JWK", Name: name, Key: jwk,
+		Claims: map[string]any{
+			"minTLSCertDuration":         minDur.String(),
+			"maxTLSCertDuration":         (2 * life).String(),
+			"defaultTLSCertDuration":     life.String(),
+			"disableSmallstepExtensions": true,
+		},
+		Options: map[string]any{"x509": map[string]any{"template": StationTemplate}},
+	}, nil
+}
+
+// StationToken makes a one-time token for `tacline station bootstrap`, as
+// `step ca token <ID> --provisioner NAME` does: subject and SAN are the
+// station id; key is the provisioner's private key.
+func StationToken(caURL, provisioner string, key crypto.Signer, station string, ttl time.Duration) (string, error) {
+	jti, err := randutil.Hex(32)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	cl, err := token.NewClaims(token.WithJWTID(jti), token.WithIssuer(provisioner), token.WithAudience(caURL+"/1.0/sign"),
+		token.WithSubject(station), token.WithSANS([]string{station}), token.WithValidity(now.Add(-time.Minute), now.Add(ttl)))
+	if err != nil {
+		return "", err
+	}
+	return cl.Sign(jose.ES256, key)
+}
+
+// StationFiles are what Bootstrap writes into a station's directory.
+const (
+	StationCertFile = "cert.pem"    // the station certificate, then step-ca's intermediate
+	StationKeyFile  = "key.pem"     // its private key (0600)
+	StationCAFile   = "stepca.json" // where to renew: step-ca's URL and root
+)
+
+// stationCA is the content of StationCAFile.
+type stationCA struct {
+	URL  string `json:"ca_url"`
+	Root string `json:"root"`
+}
+
+// Bootstrap obtains a station identity from step-ca with a one-time token
+// (a new P-256 key made here, its CSR signed by step-ca through the `ca`
+// client) and writes it into dir: cert.pem, key.pem and stepca.json (for
+// renewal). It returns the certificate.
+func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Certificate, error) {
+	client, err := ca.NewClient(caURL, ca.WithRootFile(rootFile))
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "step-ca client for %s with root %s", caURL, rootFile)
+	}
+	req, key, err := ca.CreateSignRequest(ott)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "the token is not a step-ca one-time token")
+	}
+	resp, err := client.SignWithContext(ctx, req)
+	if err != nil {
+		return nil, classify(err, nil)
+	}
+	root, err := filepath.Abs(rootFile)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
+	}
+	keyPEM, err := pemutil.Serialize(key)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "encode the station key")
+	}
+	if err := writeAtomic(filepath.Join(dir, StationKeyFile), pem.EncodeToMemory(keyPEM), 0o600); err != nil {
+		return nil, err
+	}
+	if err := writeAtomic(filepath.Join(dir, StationCertFile), chainPEM(resp), 0o644); err != nil {
+		return nil, err
+	}
+	b, _ := json.MarshalIndent(stationCA{URL: caURL, Root: root}, "", "  ")
+	if err := writeAtomic(filepath.Join(dir, StationCAFile), append(b, '\n'), 0o644); err != nil {
+		return nil, err
+	}
+	return resp.ServerPEM.Certificate, nil
+}
+
+func chainPEM(resp *api.SignResponse) []byte {
+	var out []byte
+	certs := resp.CertChainPEM
+	if len(certs) == 0 {
+		certs = []api.Certificate{resp.ServerPEM, resp.CaPEM}
+	}
+	for _, c := range certs {
+		if c.Certificate != nil {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
+	}
+	return out
+}
+
+// writeAtomic writes a file through a temporary file and a rename, so a
+// reader sees the old or the new content, never a mix.
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, mode); err != nil {
+		return tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
+	}
+	return nil
+}
+
+// Renewer keeps a bootstrapped station identity fresh while the station
+// client runs: it renews the certificate at step-ca (mutual TLS with the
+// current one, same key) once two thirds of its life have passed, writes
+// it to the station's directory and switches to it for new TLS
+// connections; connections already open finish with the old one, which is
+// still valid, so no request fails at the switch. It is safe for
+// concurrent use.
+type Renewer struct {
+	dir    string
+	client *ca.Client
+	roots  *x509.CertPool
+	cur    atomic.Pointer[tls.Certificate]
+	mu     sync.Mutex // one renewal at a time
+	// OnRenew, if set, is called after each renewal with the new leaf.
+	OnRenew func(*x509.Certificate)
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// IsBootstrapped reports whether dir holds a step-ca station identity.
+func IsBootstrapped(dir string) bool {
+	_, err := os.Stat(filepath.Join(dir, StationCAFile))
+	return err == nil
+}
+
+// NewRenewer loads the identity Bootstrap wrote into dir.
+func NewRenewer(dir string) (*Renewer, error) {
+	b, err := os.ReadFile(filepath.Join(dir, StationCAFile))
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "%s holds no step-ca station identity (run `tacline station bootstrap`): %v", dir, err)
+	}
+	var sc stationCA
+	if err := json.Unmarshal(b, &sc); err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "%s: %v", StationCAFile, err)
+	}
+	root, err := readCert(sc.Root, "root")
+	if err != nil {
+		return nil, err
+	}
+	client, err := ca.NewClient(sc.URL, ca.WithRootFile(sc.Root))
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "step-ca client for %s", sc.URL)
+	}
+	r := &Renewer{dir: dir, client: client, roots: x509.NewCertPool()}
+	r.roots.AddCert(root)
+	c, err := tls.LoadX509KeyPair(filepath.Join(dir, StationCertFile), filepath.Join(dir, StationKeyFile))
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "station identity in %s: %v", dir, err)
+	}
+	r.cur.Store(&c)
+	return r, nil
+}
+
+// Leaf is the current certificate.
+func (r *Renewer) Leaf() *x509.Certificate { return r.cur.Load().Leaf }
+
+// GetClientCertificate is for tls.Config: the current certificate.
+func (r *Renewer) GetClientCertificate(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+	return r.cur.Load(), nil
+}
+
+func (r *Renewer) now() time.Time {
+	if r.Now != nil {
+		return r.Now()
+	}
+	return time.Now()
+}
+
+// RenewAt is when the current certificate is due: two thirds into its life.
+func (r *Renewer) RenewAt() time.Time {
+	l := r.Leaf()
+	return l.NotBefore.Add(l.NotAfter.Sub(l.NotBefore) * 2 / 3)
+}
+
+// Renew renews the certificate now.
+func (r *Renewer) Renew(ctx context.Context) (*x509.Certificate, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	cur := r.cur.Load()
+	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: r.roots, Certificates: []tls.Certificate{*cur}}}
+	defer tr.CloseIdleConnections()
+	resp, err := r.client.RenewWithContext(ctx, tr)
+	if err != nil {
+		return nil, classify(err, nil)
+	}
+	chain := chainPEM(resp)
+	keyPEM, err := os.ReadFile(filepath.Join(r.dir, StationKeyFile))
+	if err != nil {
+		return nil, err
+	}
+	next, err := tls.X509KeyPair(chain, keyPEM)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca's renewed certificate does not match the station key")
+	}
+	if err := writeAtomic(filepath.Join(r.dir, StationCertFile), chain, 0o644); err != nil {
+		return nil, err
+	}
+	r.cur.Store(&next)
+	if r.OnRenew != nil {
+		r.OnRenew(next.Leaf)
+	}
+	return next.Leaf, nil
+}
+
+// Run renews at two thirds of each certificate's life until ctx ends. A
+// failed renewal is retried after a tenth of the remaining life (at least
+// a second); errors go to logf.
+func (r *Renewer) Run(ctx context.Context, logf func(string, ...any)) {
+	for {
+		wait := r.RenewAt().Sub(r.now())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(max(wait, 0)):
+		}
+		if _, err := r.Renew(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			retry := max(r.Leaf().NotAfter.Sub(r.now())/10, time.Second)
+			logf("station certificate renewal failed, retrying in %s: %v", retry.Round(time.Second), err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(retry):
+			}
+		}
+	}
+}

@@ -1,0 +1,80 @@
+package stepca_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/hsm/hsmtest"
+	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcatest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// TestStationBootstrapAndRenew: a station identity from step-ca with a
+// one-time token, carrying the URI SAN the provisioner template writes from
+// the token's subject; the token works once; renewal keeps the key and the
+// station URI and replaces the file.
+func TestStationBootstrapAndRenew(t *testing.T) {
+	ctx := context.Background()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	opKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov, err := stepca.StationProvisioner("tacline-stations", opKey.Public(), time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := stepcatest.Start(t, cfg, tok, prov)
+	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, "F1-L3-S07", 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "F1-L3-S07")
+	cert, err := stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, dir)
+	if err != nil {
+		t.Fatalf("bootstrap: %v\n%s", err, c.Log())
+	}
+	if len(cert.URIs) != 1 || cert.URIs[0].String() != "urn:tacline:station:F1-L3-S07" || cert.Subject.CommonName != "F1-L3-S07" {
+		t.Fatalf("station certificate names %v (CN %q)", cert.URIs, cert.Subject.CommonName)
+	}
+	if len(cert.ExtKeyUsage) != 1 || cert.ExtKeyUsage[0] != x509.ExtKeyUsageClientAuth {
+		t.Fatalf("extended key usage %v, want clientAuth only", cert.ExtKeyUsage)
+	}
+	if got := cert.NotAfter.Sub(cert.NotBefore); got < 59*time.Minute || got > 62*time.Minute {
+		t.Fatalf("lifetime %s, want the provisioner's 1h", got)
+	}
+	if _, err := stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, filepath.Join(t.TempDir(), "again")); !tacerr.Is(err, tacerr.UpstreamRefused) {
+		t.Fatalf("a one-time token used twice: %v, want upstream_refused", err)
+	}
+
+	r, err := stepca.NewRenewer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := cert.NotBefore.Add(40 * time.Minute); !r.RenewAt().Equal(want) {
+		t.Fatalf("renewal due at %s, want two thirds into the life (%s)", r.RenewAt(), want)
+	}
+	renewed := 0
+	r.OnRenew = func(*x509.Certificate) { renewed++ }
+	next, err := r.Renew(ctx)
+	if err != nil {
+		t.Fatalf("renew: %v\n%s", err, c.Log())
+	}
+	if next.SerialNumber.Cmp(cert.SerialNumber) == 0 || next.URIs[0].String() != "urn:tacline:station:F1-L3-S07" ||
+		!next.PublicKey.(*ecdsa.PublicKey).Equal(cert.PublicKey) || renewed != 1 || r.Leaf() != next {
+		t.Fatalf("renewed certificate: serial %x (was %x), URIs %v, same key %v, OnRenew %d", next.SerialNumber, cert.SerialNumber,
+			next.URIs, next.PublicKey.(*ecdsa.PublicKey).Equal(cert.PublicKey), renewed)
+	}
+	r2, err := stepca.NewRenewer(dir)
+	if err != nil || r2.Leaf().SerialNumber.Cmp(next.SerialNumber) != 0 {
+		t.Fatalf("the renewed certificate is not what the directory holds: %v", err)
+	}
+}
