@@ -3,9 +3,11 @@ package api
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/tacerr"
@@ -13,16 +15,38 @@ import (
 
 const testCSR = "-----BEGIN CERTIFICATE REQUEST-----\nMAA=\n-----END CERTIFICATE REQUEST-----\n"
 
-// TestTLSHandshake: a certificate from a CA the server does not trust
-// fails the TLS handshake; TLS 1.1 is refused; TLS 1.3 is negotiated.
+// TestTLSHandshake: a certificate from a CA the server does not trust, or
+// an expired one, gets a 401 naming the cause; TLS 1.1 is refused; TLS 1.3
+// is negotiated.
 func TestTLSHandshake(t *testing.T) {
 	pki := newPKI(t)
 	fake := newFake(t, pki)
 	ts := startServer(t, pki, fake, nil)
 	stranger := newPKI(t) // another root and station CA, not configured
 	cert := stranger.clientCert(t, ca.Station{Roles: []string{"admin"}})
-	if _, err := ts.client(&cert).Get(ts.url + "/v1/pools"); err == nil {
-		t.Fatal("a certificate from an untrusted CA was accepted")
+	expiredLeaf, expiredKey, err := ca.StationCert(pki.stationCA, pki.stationKey, nil, ca.Station{ID: "OLD", Roles: []string{"admin"}},
+		ca.Validity{NotBefore: time.Now().Add(-2 * time.Hour), NotAfter: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := tls.Certificate{Certificate: [][]byte{expiredLeaf.Raw}, PrivateKey: expiredKey, Leaf: expiredLeaf}
+	for _, tc := range []struct {
+		name string
+		cert tls.Certificate
+		want string
+	}{
+		{"untrusted CA", cert, "which this server does not trust"},
+		{"expired", expired, "expired at"},
+	} {
+		resp, err := ts.client(&tc.cert).Get(ts.url + "/v1/pools")
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(string(body), tc.want) {
+			t.Fatalf("%s certificate: %d %s, want 401 naming %q", tc.name, resp.StatusCode, body, tc.want)
+		}
 	}
 
 	old := ts.client(nil)

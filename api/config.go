@@ -9,6 +9,7 @@ import (
 	"os"
 	"regexp"
 	"runtime/debug"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -32,6 +33,16 @@ type Config struct {
 	// trusted (a manufacturer's step-ca, say). Their tacline URNs are
 	// ignored: such a certificate gets an identity only from IdentityMap.
 	MappedCA []string `yaml:"mapped_ca"`
+	// StepCAStationCA lists PEM files of a step-ca's root (or intermediate)
+	// whose station provisioner writes urn:tacline:station:<ID> from the
+	// operator's one-time token (docs/stepca.md): such certificates name
+	// their station by that URI SAN (never a role).
+	StepCAStationCA []string `yaml:"stepca_station_ca"`
+	// StepCACRL is the URL of that step-ca's CRL (https://ca:9000/1.0/crl),
+	// read every StepCACRLRefresh (default 1m): a revoked station
+	// certificate is refused with a 401 saying so.
+	StepCACRL        string        `yaml:"stepca_crl"`
+	StepCACRLRefresh time.Duration `yaml:"stepca_crl_refresh"`
 	// IdentityMap maps identities of certificates (from any trusted CA) to
 	// a station or to roles.
 	IdentityMap []IdentityRule `yaml:"identity_map"`
@@ -96,6 +107,9 @@ func (c *Config) ResolvePaths(resolve func(string) string) {
 	for i := range c.MappedCA {
 		c.MappedCA[i] = resolve(c.MappedCA[i])
 	}
+	for i := range c.StepCAStationCA {
+		c.StepCAStationCA[i] = resolve(c.StepCAStationCA[i])
+	}
 }
 
 // Validate checks c without reading files and names the first wrong field
@@ -128,6 +142,17 @@ func (c Config) Validate() error {
 		if f == "" {
 			return bad(fmt.Sprintf("mapped_ca[%d]", i), "is empty: give a PEM file name")
 		}
+	}
+	for i, f := range c.StepCAStationCA {
+		if f == "" {
+			return bad(fmt.Sprintf("stepca_station_ca[%d]", i), "is empty: give a PEM file name")
+		}
+	}
+	if c.StepCACRL != "" && (len(c.StepCAStationCA) == 0 || !strings.HasPrefix(c.StepCACRL, "https://")) {
+		return bad("stepca_crl", "must be step-ca's https CRL URL (https://ca.example:9000/1.0/crl), with stepca_station_ca set")
+	}
+	if c.StepCACRLRefresh < 0 || c.StepCACRLRefresh > 24*time.Hour {
+		return bad("stepca_crl_refresh", "must be between 0 (default 1m) and 24h, got %s", c.StepCACRLRefresh)
 	}
 	for i, r := range c.IdentityMap {
 		if err := r.validate(fmt.Sprintf("identity_map[%d]", i), bad); err != nil {

@@ -173,7 +173,7 @@ func TestListenAndServe(t *testing.T) {
 		t.Fatalf("listen on a busy address: %v", err)
 	}
 	tc := srv.TLSConfig()
-	if tc.MinVersion != tls.VersionTLS12 || tc.ClientAuth != tls.VerifyClientCertIfGiven || len(tc.Certificates) != 1 || tc.ClientCAs == nil {
+	if tc.MinVersion != tls.VersionTLS12 || tc.ClientAuth != tls.RequestClientCert || len(tc.Certificates) != 1 || tc.ClientCAs == nil {
 		t.Fatalf("TLS config %+v", tc)
 	}
 	tc.MinVersion = tls.VersionTLS10 // a clone: the server's stays

@@ -6,6 +6,8 @@ import (
 	"crypto/x509"
 	"math/big"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
@@ -21,7 +23,15 @@ const (
 // identifier turns a verified client certificate into an Actor.
 type identifier struct {
 	tacline map[string]bool // DER of the client_ca certificates
+	stepca  map[string]bool // DER of the stepca_station_ca certificates
 	rules   []IdentityRule
+	// roots are every trusted client CA; revoked knows step-ca's
+	// revocations (nil: none). Both are set before serving.
+	roots   *x509.CertPool
+	revoked RevocationChecker
+
+	mu    sync.RWMutex
+	cache map[string]verified // DER of a client certificate -> its chains
 }
 
 func newIdentifier(taclineCAs []*x509.Certificate, rules []IdentityRule) *identifier {
@@ -38,15 +48,23 @@ type caller struct {
 	actor   provisioner.Actor
 	leaf    *x509.Certificate
 	tacline bool // the certificate chains to a client_ca (tacline) CA
+	stepca  bool // the certificate chains to a stepca_station_ca CA
 }
 
 // identify reads the identity of the verified client certificate in cs.
 func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
-	if cs == nil || len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
-		return caller{}, tacerr.New(tacerr.Unauthorized, "a client certificate issued by a CA this server trusts is required: connect with --cert/--key (station certificates come from `tacline station enroll`)")
+	chains, err := id.chains(cs)
+	if err != nil {
+		return caller{}, err
 	}
-	leaf := cs.VerifiedChains[0][0]
-	c := caller{leaf: leaf, tacline: id.fromTaclineCA(cs.VerifiedChains)}
+	leaf := chains[0][0]
+	c := caller{leaf: leaf, tacline: fromCA(chains, id.tacline), stepca: fromCA(chains, id.stepca)}
+	if c.stepca && id.revoked != nil {
+		if at, ok := id.revoked.Revoked(leaf); ok {
+			return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q (serial %x) was revoked at step-ca at %s: bootstrap the station again with a new token (`tacline station bootstrap`)",
+				leaf.Subject.CommonName, leaf.SerialNumber, at.UTC().Format(time.RFC3339))
+		}
+	}
 	var station string
 	roles := map[provisioner.Role]bool{}
 	setStation := func(s string) error {
@@ -57,7 +75,9 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 		roles[provisioner.RoleStation] = true
 		return nil
 	}
-	if c.tacline {
+	if c.tacline || c.stepca {
+		// A step-ca station provisioner writes the station URN from the
+		// operator's token (docs/stepca.md); roles come only from tacline's CA.
 		for _, u := range leaf.URIs {
 			s := u.String()
 			switch {
@@ -69,7 +89,7 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 				if err := setStation(sid); err != nil {
 					return caller{}, err
 				}
-			case strings.HasPrefix(s, roleURNPrefix):
+			case strings.HasPrefix(s, roleURNPrefix) && c.tacline:
 				// Unknown roles are ignored: they grant nothing.
 				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); knownRoles[r] {
 					roles[r] = true
@@ -106,12 +126,11 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 	return c, nil
 }
 
-// fromTaclineCA reports whether a verified chain passes through a client_ca
-// certificate.
-func (id *identifier) fromTaclineCA(chains [][]*x509.Certificate) bool {
+// fromCA reports whether a verified chain passes through one of cas.
+func fromCA(chains [][]*x509.Certificate, cas map[string]bool) bool {
 	for _, chain := range chains {
 		for _, c := range chain[1:] {
-			if id.tacline[string(c.Raw)] {
+			if cas[string(c.Raw)] {
 				return true
 			}
 		}

@@ -100,6 +100,15 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 	if _, err := loadCAs("mapped_ca", cfg.MappedCA, pool); err != nil {
 		return nil, err
 	}
+	stepcaCAs, err := loadCAs("stepca_station_ca", cfg.StepCAStationCA, pool)
+	if err != nil {
+		return nil, err
+	}
+	ident := newIdentifier(taclineCAs, cfg.IdentityMap)
+	ident.roots, ident.stepca = pool, map[string]bool{}
+	for _, c := range stepcaCAs {
+		ident.stepca[string(c.Raw)] = true
+	}
 	m, err := newMetrics(reg, p, log)
 	if err != nil {
 		return nil, err
@@ -109,13 +118,15 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 		p:     p,
 		log:   log,
 		mux:   http.NewServeMux(),
-		ident: newIdentifier(taclineCAs, cfg.IdentityMap),
+		ident: ident,
 		m:     m,
 		tls: &tls.Config{
 			MinVersion:   tls.VersionTLS12,
 			Certificates: []tls.Certificate{cert},
-			ClientAuth:   tls.VerifyClientCertIfGiven,
-			ClientCAs:    pool,
+			// Requested, verified per request (cached) so that an expired,
+			// unknown or revoked certificate gets a 401 naming the cause.
+			ClientAuth: tls.RequestClientCert,
+			ClientCAs:  pool,
 			// TLS 1.3 is negotiated whenever the client offers it; for
 			// TLS 1.2 only forward-secret AEAD suites.
 			CipherSuites: []uint16{
@@ -143,6 +154,11 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 	s.mux.HandleFunc("/", s.unmatched)
 	return s, nil
 }
+
+// SetRevocationChecker installs what the server asks whether a step-ca
+// station certificate was revoked (stepca.CRLWatcher). Call it before
+// serving.
+func (s *Server) SetRevocationChecker(rc RevocationChecker) { s.ident.revoked = rc }
 
 // TLSConfig returns the server's TLS configuration: its certificate, TLS 1.2
 // minimum, client certificates verified against client_ca and mapped_ca

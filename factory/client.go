@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
@@ -52,6 +53,14 @@ type ClientConfig struct {
 	// OnRetry, if set, is called before each retry with the attempt that
 	// failed (1-based) and its error. It must be safe for concurrent use.
 	OnRetry func(attempt int, err error)
+	// GetClientCertificate, when set, gives the station certificate
+	// instead of CertFile/KeyFile: a certificate that is renewed while the
+	// client runs (stepca.Renewer). When it changes, idle connections are
+	// closed (now, and after a second and after Timeout for those busy
+	// then), so that
+	// new requests present the new certificate long before the old one
+	// expires.
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
 // Client is a station's client of the /v1 API. It is safe for concurrent
@@ -62,6 +71,8 @@ type Client struct {
 	cfg    ClientConfig
 	sleep  func(context.Context, time.Duration) error // replaced in tests
 	jitter func(max time.Duration) time.Duration      // replaced in tests
+	// lastCert is the renewable certificate seen last (followCertificate).
+	lastCert atomic.Pointer[tls.Certificate]
 }
 
 // NewClient loads the station's credentials and returns a Client. Errors
@@ -75,17 +86,22 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		return nil, tacerr.Field(tacerr.InvalidInput, "server_url", "%q is not an https://host:port URL; the API is served over mutual TLS only", cfg.ServerURL)
 	}
 	base.Path = strings.TrimSuffix(base.Path, "/")
-	if cfg.CertFile == "" || cfg.KeyFile == "" {
-		return nil, tacerr.Field(tacerr.InvalidInput, "cert_file", "the station certificate and key files are required")
-	}
-	pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
-	if err != nil {
-		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "station certificate %s and key %s: cannot load them as a matching PEM pair", cfg.CertFile, cfg.KeyFile)
+	tc := &tls.Config{MinVersion: tls.VersionTLS12, GetClientCertificate: cfg.GetClientCertificate}
+	if cfg.GetClientCertificate == nil {
+		if cfg.CertFile == "" || cfg.KeyFile == "" {
+			return nil, tacerr.Field(tacerr.InvalidInput, "cert_file", "the station certificate and key files are required")
+		}
+		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "station certificate %s and key %s: cannot load them as a matching PEM pair", cfg.CertFile, cfg.KeyFile)
+		}
+		tc.Certificates = []tls.Certificate{pair}
 	}
 	roots, err := loadPool(cfg.CAFile, "ca_file")
 	if err != nil {
 		return nil, err
 	}
+	tc.RootCAs = roots
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
@@ -109,11 +125,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			Timeout:   cfg.Timeout,
 			KeepAlive: 30 * time.Second,
 		}).DialContext,
-		TLSClientConfig: &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			RootCAs:      roots,
-			Certificates: []tls.Certificate{pair},
-		},
+		TLSClientConfig:       tc,
 		TLSHandshakeTimeout:   cfg.Timeout,
 		ResponseHeaderTimeout: cfg.Timeout,
 		ExpectContinueTimeout: time.Second,
@@ -132,6 +144,21 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		jitter: fullJitter,
 	}
 	return c, nil
+}
+
+// followCertificate closes idle connections when the renewable station
+// certificate changed (see ClientConfig.GetClientCertificate).
+func (c *Client) followCertificate() {
+	if c.cfg.GetClientCertificate == nil {
+		return
+	}
+	cur, err := c.cfg.GetClientCertificate(nil)
+	if err != nil || cur == nil || c.lastCert.Swap(cur) == cur {
+		return
+	}
+	c.http.CloseIdleConnections()
+	time.AfterFunc(time.Second, c.http.CloseIdleConnections)
+	time.AfterFunc(c.cfg.Timeout, c.http.CloseIdleConnections)
 }
 
 // Close releases the client's idle connections.
@@ -331,6 +358,7 @@ func NewRequestID() string {
 // do sends the request, retrying as the package comment says, and decodes a
 // 2xx body into out.
 func (c *Client) do(ctx context.Context, method, path string, in, out any) error {
+	c.followCertificate()
 	var body []byte
 	if in != nil {
 		var err error

@@ -2,6 +2,7 @@ package factory
 
 import (
 	"bytes"
+	"crypto/tls"
 	"os"
 	"path/filepath"
 	"sort"
@@ -34,6 +35,9 @@ type StationCreds struct {
 	KeyFile  string
 	Product  string // the product to provision; the server picks the pool
 	Pool     string // or an explicit pool
+	// GetClientCertificate, when set, replaces CertFile/KeyFile with a
+	// certificate renewed while the station runs (ClientConfig).
+	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
 // Creds is a credentials directory: the stations and the trust files.

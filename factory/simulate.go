@@ -359,7 +359,8 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
 			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries,
 			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
-			OnRetry: func(int, error) { e.retries.Add(1) },
+			OnRetry:              func(int, error) { e.retries.Add(1) },
+			GetClientCertificate: c.GetClientCertificate,
 		})
 		if err != nil {
 			e.close()

@@ -24,6 +24,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -43,8 +44,9 @@ type Server struct {
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
 
-	issuers *issuers      // device issuers, kept in step with the ledger
-	reload  chan struct{} // TriggerIssuerRefresh
+	issuers    *issuers           // device issuers, kept in step with the ledger
+	stationCRL *stepca.CRLWatcher // step-ca's CRL for step-ca station identities, or nil
+	reload     chan struct{}      // TriggerIssuerRefresh
 }
 
 // OpenLedger opens the ledger with its event sinks attached: the audit log
@@ -171,6 +173,16 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if s.stationCRL, err = stationCRL(cfg); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if s.stationCRL != nil {
+		if err := s.stationCRL.Refresh(ctx); err != nil {
+			log.Warn("step-ca CRL not read at start-up; retrying", "err", err.Error())
+		}
+		s.API.SetRevocationChecker(s.stationCRL)
+	}
 	return s, nil
 }
 
@@ -230,6 +242,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	defer cancel()
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
 	go s.runIssuerRefresh(rctx, s.cfg.Provisioning.IssuerRefresh)
+	go s.runStationCRL(rctx)
 	go s.Authority.Run(rctx)
 	if !s.cfg.Audit.Disabled {
 		go s.Audit.Run(rctx, s.log)

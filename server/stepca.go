@@ -2,7 +2,11 @@ package server
 
 import (
 	"context"
+	"crypto/x509"
+	"fmt"
+	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -77,4 +81,35 @@ func upstreamMetric(reg prometheus.Registerer, svc *provisioner.Service) error {
 	}
 	svc.SetUpstreamObserver(func(reason string) { c.WithLabelValues(reason).Inc() })
 	return nil
+}
+
+// stationCRL builds the watcher of step-ca's CRL for step-ca station
+// identities (server.stepca_crl), nil when none is configured.
+func stationCRL(cfg *config.File) (*stepca.CRLWatcher, error) {
+	if cfg.Server.StepCACRL == "" {
+		return nil, nil
+	}
+	roots := x509.NewCertPool()
+	for i, f := range cfg.Server.StepCAStationCA {
+		b, err := os.ReadFile(f)
+		if err != nil || !roots.AppendCertsFromPEM(b) {
+			return nil, tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("server.stepca_station_ca[%d]", i), "cannot read PEM certificates from %s: %v", f, err)
+		}
+	}
+	return stepca.NewCRLWatcher(cfg.Server.StepCACRL, roots), nil
+}
+
+// runStationCRL reads step-ca's CRL every server.stepca_crl_refresh
+// (default 1m) until ctx ends.
+func (s *Server) runStationCRL(ctx context.Context) {
+	if s.stationCRL == nil {
+		return
+	}
+	every := s.cfg.Server.StepCACRLRefresh
+	if every == 0 {
+		every = time.Minute
+	}
+	s.stationCRL.Run(ctx, every, func(format string, args ...any) {
+		s.log.Warn("step-ca CRL not read; station revocations may be stale", "err", fmt.Sprintf(format, args...))
+	})
 }

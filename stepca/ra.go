@@ -88,14 +88,13 @@ func (c Config) Validate() error {
 // RA signs device certificates at step-ca as tacline's registration
 // authority. It is safe for concurrent use.
 type RA struct {
-	cfg       Config
-	client    *ca.Client
-	signer    crypto.Signer
-	root      *x509.Certificate
-	issuer    *x509.Certificate
-	audSign   string
-	audRevoke string
-	timeout   time.Duration
+	cfg     Config
+	client  *ca.Client
+	signer  crypto.Signer
+	root    *x509.Certificate
+	issuer  *x509.Certificate
+	audSign string
+	timeout time.Duration
 }
 
 // New loads the root and issuer certificates named by cfg, checks that the
@@ -129,7 +128,7 @@ func New(cfg Config, signer crypto.Signer) (*RA, error) {
 	}
 	base := strings.TrimRight(cfg.URL, "/")
 	return &RA{cfg: cfg, client: client, signer: signer, root: root, issuer: issuer,
-		audSign: base + "/1.0/sign", audRevoke: base + "/1.0/revoke", timeout: timeout}, nil
+		audSign: base + "/1.0/sign", timeout: timeout}, nil
 }
 
 // IssuerCertificate is step-ca's issuing CA certificate.
@@ -193,12 +192,18 @@ func (r *RA) signToken(csr *x509.CertificateRequest, c Claims) (string, error) {
 }
 
 func (r *RA) token(aud, sub string, sans []string, extra map[string]any) (string, error) {
+	return newToken(r.cfg.Provisioner, r.signer, aud, sub, sans, extra)
+}
+
+// newToken is a one-time token (5 minutes) of JWK provisioner name, signed
+// ES256 by key.
+func newToken(name string, key crypto.Signer, aud, sub string, sans []string, extra map[string]any) (string, error) {
 	jti, err := randutil.Hex(32)
 	if err != nil {
 		return "", tacerr.Wrap(tacerr.Internal, err, "token id")
 	}
 	now := time.Now()
-	opts := []token.Options{token.WithJWTID(jti), token.WithIssuer(r.cfg.Provisioner), token.WithAudience(aud),
+	opts := []token.Options{token.WithJWTID(jti), token.WithIssuer(name), token.WithAudience(aud),
 		token.WithSubject(sub), token.WithValidity(now.Add(-time.Minute), now.Add(5*time.Minute))}
 	if sans != nil {
 		opts = append(opts, token.WithSANS(sans))
@@ -210,12 +215,12 @@ func (r *RA) token(aud, sub string, sans []string, extra map[string]any) (string
 	for k, v := range extra {
 		cl.Set(k, v)
 	}
-	tok, err := cl.Sign(jose.ES256, r.signer)
+	tok, err := cl.Sign(jose.ES256, key)
 	if err != nil {
 		if _, ok := tacerr.As(err); ok {
 			return "", err
 		}
-		return "", tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the step-ca token with the RA key")
+		return "", tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the step-ca token")
 	}
 	return tok, nil
 }
@@ -325,13 +330,21 @@ func diff(got, want *x509.Certificate) string {
 // Revoke revokes serial at step-ca (passive revocation: step-ca's CRL and
 // its database). A serial already revoked counts as revoked.
 func (r *RA) Revoke(ctx context.Context, serial *big.Int, reason string) error {
-	tok, err := r.token(r.audRevoke, serial.String(), nil, nil)
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	return RevokeSerial(ctx, r.client, r.cfg.Provisioner, r.signer, serial, reason)
+}
+
+// RevokeSerial revokes serial at step-ca with a one-time token of a JWK
+// provisioner (name, key), as `step ca revoke` does. A serial already
+// revoked counts as revoked.
+func RevokeSerial(ctx context.Context, client *ca.Client, provisioner string, key crypto.Signer, serial *big.Int, reason string) error {
+	aud := strings.TrimRight(client.GetCaURL(), "/") + "/1.0/revoke"
+	tok, err := newToken(provisioner, key, aud, serial.String(), nil, nil)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	_, err = r.client.RevokeWithContext(ctx, &api.RevokeRequest{Serial: serial.String(), OTT: tok, Reason: reason, Passive: true}, nil)
+	_, err = client.RevokeWithContext(ctx, &api.RevokeRequest{Serial: serial.String(), OTT: tok, Reason: reason, Passive: true}, nil)
 	if err != nil {
 		var se *errs.Error
 		if errors.As(err, &se) && se.StatusCode() == 400 && strings.Contains(se.Error(), "already revoked") {

@@ -20,7 +20,8 @@ func init() {
 
 func newStationEnrollCmd() *cobra.Command {
 	var spec castore.StationSpec
-	var pools, roles, creds string
+	var pools, roles, creds, stepcaProv string
+	var viaStepCA bool
 	enroll := &cobra.Command{
 		Use:   "enroll",
 		Short: "Issue a station (or role) client certificate from the station CA in the HSM and record the station",
@@ -31,6 +32,9 @@ func newStationEnrollCmd() *cobra.Command {
 			}
 			if roles != "" {
 				spec.Roles = strings.Split(roles, ",")
+			}
+			if viaStepCA {
+				return enrollStepCA(cmd, spec, creds, stepcaProv)
 			}
 			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
 				if creds == "" {
@@ -54,6 +58,8 @@ func newStationEnrollCmd() *cobra.Command {
 	f.StringVar(&spec.Product, "product", "", "product the station provisions (written to its credentials for the simulator)")
 	f.StringVar(&roles, "roles", "", "roles instead of a station: operator, auditor, regulator, admin")
 	f.StringVar(&creds, "creds", "", "credentials directory (default: stations/ next to the config)")
+	f.BoolVar(&viaStepCA, "stepca", false, "the station's identity comes from a manufacturer's step-ca: record it and print the step-ca set-up (docs/stepca.md)")
+	f.StringVar(&stepcaProv, "stepca-provisioner", "tacline-stations", "with --stepca: the step-ca provisioner for stations")
 	return enroll
 }
 

@@ -91,6 +91,9 @@ the first N station directories in name order.`,
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
+			if err := renewStepCAStations(ctx, cfg.Stations, cmd.ErrOrStderr()); err != nil {
+				return err
+			}
 			sum, runErr := factory.Simulate(ctx, cfg)
 			if sum.Stations == 0 { // nothing ran
 				return runErr

@@ -169,6 +169,7 @@ func Start(ctx context.Context, o Options) (*CA, error) {
 			"backdate":     "0s",
 		},
 		"tls": map[string]any{"minVersion": 1.2, "maxVersion": 1.3},
+		"crl": map[string]any{"enabled": true, "generateOnRevoke": true, "cacheDuration": "24h"},
 	}
 	if err := c.writeConf(); err != nil {
 		return nil, err
