@@ -28,8 +28,9 @@ const StepCAProvisioner = "tacline-devices"
 // and switches the environment to issuer kind stepca: the configuration
 // file gets the issuer and stepca sections, and exports/ca-chain.pem and
 // the stations' chain hold step-ca's chain. bin is the step-ca executable.
-// The caller stops the returned CA.
-func (e *Env) UseStepCA(ctx context.Context, bin string) (*stepcadev.CA, error) {
+// extra are more provisioners for step-ca. The caller stops the returned
+// CA.
+func (e *Env) UseStepCA(ctx context.Context, bin string, extra ...any) (*stepcadev.CA, error) {
 	tok, err := hsm.Open(e.Config.HSM)
 	if err != nil {
 		return nil, err
@@ -46,7 +47,7 @@ func (e *Env) UseStepCA(ctx context.Context, bin string) (*stepcadev.CA, error) 
 	if err != nil {
 		return nil, err
 	}
-	c, err := stepcadev.Start(ctx, stepcadev.Options{Dir: filepath.Join(e.Dir, "stepca"), Binary: bin, HSM: e.Config.HSM, Token: tok, Provisioners: []any{prov}})
+	c, err := stepcadev.Start(ctx, stepcadev.Options{Dir: filepath.Join(e.Dir, "stepca"), Binary: bin, HSM: e.Config.HSM, Token: tok, Provisioners: append([]any{prov}, extra...)})
 	if err != nil {
 		return nil, err
 	}

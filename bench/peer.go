@@ -1,0 +1,405 @@
+package bench
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/smallstep/certificates/api"
+	"github.com/smallstep/certificates/ca"
+
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/pgadmin"
+)
+
+// PeerOptions configure Peer.
+type PeerOptions struct {
+	Bin           string // the tacline binary (server processes)
+	StepCABin     string // bin/step-ca
+	Dir           string // working directory (replaced)
+	Driver        store.Dialect
+	AdminDSN      string
+	Stations      int           // concurrent stations for the tacline rounds (default 16)
+	StepCAClients int           // concurrent /1.0/sign clients (default 8)
+	Round         time.Duration // one measured round (default 5s)
+	Rounds        int           // alternating rounds of each kind (default 2)
+	Log           io.Writer
+}
+
+// PeerResult is printed by `tacline bench peer --json`: step-ca's
+// /1.0/sign alone (a), tacline provisioning with its in-process HSM issuer
+// (b) and tacline provisioning through step-ca (c), on the same SoftHSM2
+// token, machine and run, in alternating rounds. CPU figures are the
+// server processes' user+system time per certificate or device; with
+// PostgreSQL the backends serving the ledger's database are counted too.
+type PeerResult struct {
+	DB            string `json:"db"`
+	Rounds        int    `json:"rounds"`
+	StepCAClients int    `json:"stepca_clients"`
+	Stations      int    `json:"stations"`
+
+	StepCACertsPerSecond float64 `json:"stepca_certs_per_second"`
+	StepCACPUusPerCert   float64 `json:"stepca_cpu_us_per_cert"`
+	StepCAP50ms          float64 `json:"stepca_p50_ms"`
+	StepCAP99ms          float64 `json:"stepca_p99_ms"`
+
+	TaclineDevicesPerSecond float64 `json:"tacline_devices_per_second"`
+	TaclineCPUusPerDevice   float64 `json:"tacline_cpu_us_per_device"`
+	TaclineP50ms            float64 `json:"tacline_p50_ms"`
+	TaclineP99ms            float64 `json:"tacline_p99_ms"`
+
+	ViaStepCADevicesPerSecond float64 `json:"via_stepca_devices_per_second"`
+	ViaStepCACPUusPerDevice   float64 `json:"via_stepca_cpu_us_per_device"` // tacline + step-ca (+ PostgreSQL)
+	ViaStepCAP50ms            float64 `json:"via_stepca_p50_ms"`
+	ViaStepCAP99ms            float64 `json:"via_stepca_p99_ms"`
+
+	Ratio       float64 `json:"ratio"`     // b over a (devices/s over certificates/s)
+	CPURatio    float64 `json:"cpu_ratio"` // tacline CPU per device over step-ca CPU per certificate
+	Errors      int     `json:"errors"`
+	LedgerOK    bool    `json:"ledger_ok"`
+	LoadAverage string  `json:"load_average"`
+}
+
+// benchProvisioner is the plain JWK provisioner round (a) signs through.
+const benchProvisioner = "bench"
+
+// roundFigures add up rounds of one kind; latency percentiles are per
+// round (p50: the mean over rounds; p99: the worst round).
+type roundFigures struct {
+	n        int
+	cpu      time.Duration
+	p50, p99 []float64
+	errors   int
+	secs     float64
+}
+
+func (r *roundFigures) add(o roundFigures) {
+	r.n += o.n
+	r.cpu += o.cpu
+	r.p50 = append(r.p50, o.p50...)
+	r.p99 = append(r.p99, o.p99...)
+	r.errors += o.errors
+	r.secs += o.secs
+}
+
+func (r *roundFigures) rate() float64 {
+	if r.secs == 0 {
+		return 0
+	}
+	return float64(r.n) / r.secs
+}
+
+func (r *roundFigures) cpuPer() float64 {
+	if r.n == 0 {
+		return 0
+	}
+	return float64(r.cpu.Microseconds()) / float64(r.n)
+}
+
+func (r *roundFigures) p50ms() float64 {
+	t := 0.0
+	for _, v := range r.p50 {
+		t += v
+	}
+	if len(r.p50) == 0 {
+		return 0
+	}
+	return t / float64(len(r.p50))
+}
+
+func (r *roundFigures) p99ms() float64 {
+	if len(r.p99) == 0 {
+		return 0
+	}
+	return slices.Max(r.p99)
+}
+
+func percentileMs(lat []time.Duration, p float64) float64 {
+	if len(lat) == 0 {
+		return 0
+	}
+	slices.Sort(lat)
+	return float64(lat[min(len(lat)-1, int(p*float64(len(lat))))]) / float64(time.Millisecond)
+}
+
+// Peer runs the side-by-side benchmark (see PeerResult).
+func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
+	if o.Stations < 1 {
+		o.Stations = 16
+	}
+	if o.StepCAClients < 1 {
+		o.StepCAClients = 8
+	}
+	if o.Round <= 0 {
+		o.Round = 5 * time.Second
+	}
+	if o.Rounds < 1 {
+		o.Rounds = 2
+	}
+	if o.Driver == "" {
+		o.Driver = store.SQLite
+	}
+	logw := o.Log
+	if logw == nil {
+		logw = io.Discard
+	}
+	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw}
+	var dsn string
+	if o.Driver == store.Postgres {
+		var drop func() error
+		var err error
+		if dsn, drop, err = pgadmin.CreateDatabase(ctx, o.AdminDSN); err != nil {
+			return nil, err
+		}
+		defer drop()
+		opts.DSN = dsn
+	}
+	env, err := devenv.Setup(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	// The HSM issuer's configuration, chain and key id, before step-ca
+	// takes over the environment's configuration.
+	hsmConfig := filepath.Join(env.Dir, "tacline-hsm.yaml")
+	hsmChain := filepath.Join(env.Dir, "hsm-ca-chain.pem")
+	for src, dst := range map[string]string{env.ConfigPath: hsmConfig, filepath.Join(env.ExportsDir, "ca-chain.pem"): hsmChain} {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(dst, b, 0o644); err != nil {
+			return nil, err
+		}
+	}
+	db, err := store.Open(ctx, env.Config.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	hsmIssuer, err := db.ActiveIssuer(ctx, store.IssuerDevice)
+	if err != nil {
+		return nil, err
+	}
+	benchKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	bp, err := stepca.DeviceProvisioner(benchProvisioner, benchKey.Public(), `{"subject": {{ toJson .Subject }}, "sans": {{ toJson .SANs }}, "keyUsage": ["digitalSignature"], "extKeyUsage": ["clientAuth"]}`)
+	if err != nil {
+		return nil, err
+	}
+	sca, err := env.UseStepCA(ctx, o.StepCABin, bp)
+	if err != nil {
+		return nil, err
+	}
+	defer sca.Stop()
+	stepChain := filepath.Join(env.ExportsDir, "ca-chain.pem")
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		return nil, err
+	}
+	client, err := ca.NewClient(sca.URL, ca.WithRootFile(sca.RootFile))
+	if err != nil {
+		return nil, err
+	}
+	pgPIDs := func() []int { return nil }
+	if o.Driver == store.Postgres {
+		pgPIDs = func() []int { return backendPIDs(ctx, o.AdminDSN, dsn) }
+	}
+
+	var a, b, c roundFigures
+	res := &PeerResult{DB: string(o.Driver), Rounds: o.Rounds, StepCAClients: o.StepCAClients, Stations: o.Stations, LedgerOK: true}
+	for round := 0; round < o.Rounds; round++ {
+		fmt.Fprintf(logw, "round %d/%d: step-ca /1.0/sign alone\n", round+1, o.Rounds)
+		ra, err := stepCARound(ctx, client, sca.URL, benchKey, sca.Pid(), o.StepCAClients, o.Round)
+		if err != nil {
+			return nil, err
+		}
+		a.add(ra)
+		fmt.Fprintf(logw, "round %d/%d: tacline, HSM issuer\n", round+1, o.Rounds)
+		if err := db.ActivateIssuer(ctx, hsmIssuer.KeyID, "bench"); err != nil {
+			return nil, err
+		}
+		rb, err := taclineRound(ctx, o, env, hsmConfig, hsmChain, creds, nil, pgPIDs)
+		if err != nil {
+			return nil, err
+		}
+		b.add(rb)
+		fmt.Fprintf(logw, "round %d/%d: tacline through step-ca\n", round+1, o.Rounds)
+		rc, err := taclineRound(ctx, o, env, env.ConfigPath, stepChain, creds, sca.Pid, pgPIDs)
+		if err != nil {
+			return nil, err
+		}
+		c.add(rc)
+	}
+	res.LoadAverage = loadAverage()
+	res.StepCACertsPerSecond, res.StepCACPUusPerCert, res.StepCAP50ms, res.StepCAP99ms = a.rate(), a.cpuPer(), a.p50ms(), a.p99ms()
+	res.TaclineDevicesPerSecond, res.TaclineCPUusPerDevice, res.TaclineP50ms, res.TaclineP99ms = b.rate(), b.cpuPer(), b.p50ms(), b.p99ms()
+	res.ViaStepCADevicesPerSecond, res.ViaStepCACPUusPerDevice, res.ViaStepCAP50ms, res.ViaStepCAP99ms = c.rate(), c.cpuPer(), c.p50ms(), c.p99ms()
+	res.Errors = a.errors + b.errors + c.errors
+	if res.StepCACertsPerSecond > 0 {
+		res.Ratio = res.TaclineDevicesPerSecond / res.StepCACertsPerSecond
+	}
+	if res.StepCACPUusPerCert > 0 {
+		res.CPURatio = res.TaclineCPUusPerDevice / res.StepCACPUusPerCert
+	}
+	rep, err := env.CheckLedger(ctx)
+	if err != nil {
+		return nil, err
+	}
+	res.LedgerOK = rep.OK()
+	return res, nil
+}
+
+// stepCARound signs pre-made CSRs with pre-made one-time tokens at step-ca
+// from clients concurrent clients for d.
+func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.PrivateKey, pid, clients int, d time.Duration) (roundFigures, error) {
+	n := int(2000 * d.Seconds()) // more than step-ca signs on two cores
+	reqs := make([]*api.SignRequest, n)
+	for i := range reqs {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			return roundFigures{}, err
+		}
+		cn := fmt.Sprintf("bench-%d", i)
+		der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: cn}}, k)
+		if err != nil {
+			return roundFigures{}, err
+		}
+		csr, _ := x509.ParseCertificateRequest(der)
+		tok, err := stepca.StationToken(url, benchProvisioner, key, cn, 10*time.Minute)
+		if err != nil {
+			return roundFigures{}, err
+		}
+		reqs[i] = &api.SignRequest{CsrPEM: api.NewCertificateRequest(csr), OTT: tok}
+	}
+	cpu0, err := processCPU(pid)
+	if err != nil {
+		return roundFigures{}, err
+	}
+	var next atomic.Int64
+	var mu sync.Mutex
+	var out roundFigures
+	var all []time.Duration
+	stop := time.Now().Add(d)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < clients; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			errs := 0
+			for time.Now().Before(stop) {
+				i := int(next.Add(1)) - 1
+				if i >= len(reqs) {
+					break
+				}
+				t0 := time.Now()
+				if _, err := client.SignWithContext(ctx, reqs[i]); err != nil {
+					errs++
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			out.n += len(lat)
+			out.errors += errs
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	out.secs = time.Since(start).Seconds()
+	out.p50, out.p99 = []float64{percentileMs(all, 0.5)}, []float64{percentileMs(all, 0.99)}
+	cpu1, err := processCPU(pid)
+	if err != nil {
+		return roundFigures{}, err
+	}
+	out.cpu = cpu1 - cpu0
+	return out, nil
+}
+
+// taclineRound runs `tacline serve` with configPath and drives it with the
+// load generator for o.Round; CPU is the server's, plus step-ca's (extraPID)
+// and the PostgreSQL backends'.
+func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPath, roots string, creds *factory.Creds, extraPID func() int, pgPIDs func() []int) (roundFigures, error) {
+	proc, err := devenv.StartServer(ctx, o.Bin, configPath, filepath.Join(env.Dir, "server.log"))
+	if err != nil {
+		return roundFigures{}, err
+	}
+	defer proc.Kill()
+	if _, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
+		Creds: creds.Stations, Stations: o.Stations, Duration: time.Second, RunID: fmt.Sprintf("w%d", time.Now().UnixNano()%1e12)}); err != nil {
+		return roundFigures{}, fmt.Errorf("warm-up: %w", err)
+	}
+	pids := []int{proc.Cmd.Process.Pid}
+	if extraPID != nil {
+		pids = append(pids, extraPID())
+	}
+	pids = append(pids, pgPIDs()...)
+	cpu0 := cpuOf(pids)
+	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
+		Creds: creds.Stations, Stations: o.Stations, Duration: o.Round, Pregenerate: int(1500 * o.Round.Seconds())})
+	cpu1 := cpuOf(pids)
+	if err != nil {
+		return roundFigures{}, err
+	}
+	if err := proc.Stop(30 * time.Second); err != nil {
+		return roundFigures{}, err
+	}
+	return roundFigures{n: sum.Devices, cpu: cpu1 - cpu0, errors: sum.Failed, secs: sum.ElapsedSeconds,
+		p50: []float64{sum.P50ms}, p99: []float64{sum.P99ms}}, nil
+}
+
+func cpuOf(pids []int) time.Duration {
+	var t time.Duration
+	for _, p := range pids {
+		if c, err := processCPU(p); err == nil {
+			t += c
+		}
+	}
+	return t
+}
+
+// backendPIDs lists the PostgreSQL backends connected to the database of
+// dsn (the server's pool), read through the administrative connection.
+func backendPIDs(ctx context.Context, adminDSN, dsn string) []int {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil
+	}
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, cfg.Database)
+	if err != nil {
+		return nil
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var pid int
+		if rows.Scan(&pid) == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
