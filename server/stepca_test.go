@@ -15,7 +15,6 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
-	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/issuance"
@@ -62,30 +61,13 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := hsm.Open(env.Config.HSM)
+	r := stepcatest.StartRA(t, env.Config.HSM, nil)
+	sca := r.CA
+	drifted, err := stepca.DeviceProvisioner(stepcatest.DeviceProvisioner, r.Key.Public(), driftedTemplate)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tok.Close()
-	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	raKey, err := tok.Signer("tacline-ra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	drifted, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), driftedTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sca := stepcatest.Start(t, env.Config.HSM, tok, good)
-	env.Config.Issuer.Kind = config.IssuerStepCA
-	env.Config.StepCA = stepca.Config{URL: sca.URL, Root: sca.RootFile, IssuerCert: sca.IssuerFile, Provisioner: "tacline-devices",
-		KeyLabel: "tacline-ra", Timeout: 5 * time.Second}
+	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
 	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
 	if err != nil {
 		t.Fatal(err)

@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/hsm/hsmtest"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/policy"
@@ -43,31 +42,23 @@ type fixture struct {
 
 func setup(t *testing.T) fixture {
 	t.Helper()
-	cfg := hsmtest.NewToken(t)
-	tok := hsmtest.Open(t, cfg)
-	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	raKey, err := tok.Signer("tacline-ra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	good, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	bad, err := stepca.DeviceProvisioner("tacline-devices-drifted", raKey.Public(), badTemplate)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := stepcatest.Start(t, cfg, tok, good, bad)
+	r := stepcatest.StartRA(t, hsmtest.NewToken(t), func(pub crypto.PublicKey) []any {
+		bad, err := stepca.DeviceProvisioner("tacline-devices-drifted", pub, badTemplate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []any{bad}
+	})
+	c, raKey := r.CA, r.Key
 	f := fixture{ca: c}
 	for _, x := range []struct {
 		prov string
 		ra   **stepca.RA
 		is   **issuance.Issuer
-	}{{"tacline-devices", &f.good, &f.issuer}, {"tacline-devices-drifted", &f.bad, &f.badIssuer}} {
-		ra, err := stepca.New(stepca.Config{URL: c.URL, Root: c.RootFile, IssuerCert: c.IssuerFile, Provisioner: x.prov, KeyLabel: "tacline-ra", Timeout: 5 * time.Second}, raKey)
+	}{{stepcatest.DeviceProvisioner, &f.good, &f.issuer}, {"tacline-devices-drifted", &f.bad, &f.badIssuer}} {
+		cfg := r.Config
+		cfg.Provisioner = x.prov
+		ra, err := stepca.New(cfg, raKey)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -19,9 +19,7 @@ import (
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
-	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/server"
-	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -54,27 +52,12 @@ func runStepCACrash(t *testing.T, d store.Dialect) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := hsm.Open(env.Config.HSM)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tok.Close()
-	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
-		t.Fatal(err)
-	}
-	raKey, err := tok.Signer("tacline-ra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := stepca.DeviceProvisioner("tacline-devices", raKey.Public(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sca := stepcatest.Start(t, env.Config.HSM, tok, prov)
+	r := stepcatest.StartRA(t, env.Config.HSM, nil)
+	sca := r.CA
 	setSections(t, env.ConfigPath, map[string]any{
 		"issuer": map[string]any{"kind": "stepca"},
-		"stepca": map[string]any{"url": sca.URL, "root": sca.RootFile, "issuer_cert": sca.IssuerFile,
-			"provisioner": "tacline-devices", "key_label": "tacline-ra", "timeout": "5s"},
+		"stepca": map[string]any{"url": r.Config.URL, "root": r.Config.Root, "issuer_cert": r.Config.IssuerCert,
+			"provisioner": r.Config.Provisioner, "key_label": r.Config.KeyLabel, "timeout": "5s"},
 	})
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
@@ -175,9 +158,8 @@ func runStepCACrash(t *testing.T, d store.Dialect) {
 
 	// Judge against step-ca's database.
 	bound := map[string]bool{}
-	r := db.Reader()
 	var serials []string
-	if err := r.SelectContext(ctx, &serials, `SELECT serial FROM certificates`); err != nil {
+	if err := db.Reader().SelectContext(ctx, &serials, `SELECT serial FROM certificates`); err != nil {
 		t.Fatal(err)
 	}
 	for _, s := range serials {

@@ -5,10 +5,13 @@ package stepcatest
 
 import (
 	"context"
+	"crypto"
 	"os"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/stepca/stepcadev"
 )
 
@@ -30,4 +33,50 @@ func Start(t testing.TB, cfg hsm.Config, tok *hsm.Token, provisioners ...any) *s
 	}
 	t.Cleanup(c.Stop)
 	return c
+}
+
+// RAKeyLabel is the label of tacline's RA key that StartRA makes.
+const RAKeyLabel = "tacline-ra"
+
+// DeviceProvisioner is the name of the device provisioner StartRA adds.
+const DeviceProvisioner = "tacline-devices"
+
+// RA is a running step-ca that trusts tacline's RA key (made in the same
+// token) through the device provisioner.
+type RA struct {
+	CA     *stepcadev.CA
+	Token  *hsm.Token    // the token, open until the test ends
+	Key    crypto.Signer // the RA key
+	Config stepca.Config // issuer kind stepca's section for this step-ca
+	Device stepca.Provisioner
+}
+
+// StartRA opens the token of cfg, makes the RA key in it and starts step-ca
+// with the device provisioner (DeviceTemplate) and the provisioners extra
+// returns for the RA key (extra may be nil).
+func StartRA(t testing.TB, cfg hsm.Config, extra func(ra crypto.PublicKey) []any) *RA {
+	t.Helper()
+	tok, err := hsm.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tok.Close() })
+	if _, err := tok.GenerateKey(RAKeyLabel, hsm.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	key, err := tok.Signer(RAKeyLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov, err := stepca.DeviceProvisioner(DeviceProvisioner, key.Public(), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	provs := []any{prov}
+	if extra != nil {
+		provs = append(provs, extra(key.Public())...)
+	}
+	c := Start(t, cfg, tok, provs...)
+	return &RA{CA: c, Token: tok, Key: key, Device: prov, Config: stepca.Config{URL: c.URL, Root: c.RootFile, IssuerCert: c.IssuerFile,
+		Provisioner: DeviceProvisioner, KeyLabel: RAKeyLabel, Timeout: 5 * time.Second}}
 }
