@@ -278,7 +278,17 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 			ReservationID: is.ReservationID, Group: is.Group, CertSerial: is.CertSerial, IssuerKeyID: is.IssuerKeyID,
 			DER: der, TBSHash: tbs[:], SPKIHash: is.SPKIHash, IMEIs: imeis, IssuedAt: now})
 	case "reissue":
-		err = s.db.Commit(ctx, func(tx *store.Tx) error { return reissueTx(tx, is, imeis, der, tbs, now) })
+		var superseded string
+		err = s.db.Commit(ctx, func(tx *store.Tx) error {
+			d, derr := tx.Device(is.DeviceSerial)
+			if derr == nil && d != nil {
+				superseded = d.CertSerial
+			}
+			return reissueTx(tx, is, imeis, der, tbs, now)
+		})
+		if err == nil && superseded != "" {
+			s.revokeUpstream(ctx, superseded, "superseded")
+		}
 	default:
 		err = tacerr.New(tacerr.Internal, "unknown issuance kind %q", is.Kind)
 	}

@@ -234,7 +234,8 @@ func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 	if !revokeReasons[in.Reason] {
 		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a revocation reason: use stolen, cloned, compromised, superseded or other", in.Reason)
 	}
-	return s.db.Commit(ctx, func(tx *store.Tx) error {
+	var certSerial string
+	err := s.db.Commit(ctx, func(tx *store.Tx) error {
 		d, err := tx.Device(in.DeviceSerial)
 		if err != nil {
 			return err
@@ -245,6 +246,7 @@ func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 		if d.State != store.StateBound {
 			return tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s already", in.DeviceSerial, d.State)
 		}
+		certSerial = d.CertSerial
 		group, err := tx.GroupIMEIs(d.ReservationID, d.Group)
 		if err != nil {
 			return err
@@ -257,6 +259,30 @@ func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 		}
 		return tx.Revoke(store.IMEIsOf(group), in.Reason, in.Actor.ID, "")
 	})
+	if err != nil {
+		return err
+	}
+	s.revokeUpstream(ctx, certSerial, in.Reason)
+	return nil
+}
+
+// revokeUpstream revokes a certificate that an upstream CA (step-ca)
+// signed there too, so step-ca's CRL lists it; tacline's ledger, CRLs and
+// OCSP already do. A failure is logged and counted (revoke_failed), not
+// returned: the revocation is recorded in the ledger either way.
+func (s *Service) revokeUpstream(ctx context.Context, certSerial, reason string) {
+	c, err := s.db.CertificateBySerial(ctx, certSerial)
+	if err != nil || c == nil {
+		return
+	}
+	iss := s.issuer(c.IssuerKeyID)
+	if iss == nil || !iss.Upstream() {
+		return
+	}
+	if err := iss.RevokeUpstream(ctx, certSerial, reason); err != nil {
+		s.upstreamAlert("revoke_failed")
+		s.cfg.Log.Error("certificate revoked in the ledger but not at the upstream CA; revoke it there by hand", "cert_serial", certSerial, "err", err.Error())
+	}
 }
 
 // Recover abandons provisioning intents pending longer than the intent

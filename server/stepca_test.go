@@ -149,6 +149,7 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 	}
 
 	// 1. Through step-ca.
+	var issued []*wire.ProvisionResponse
 	for i := 0; i < 3; i++ {
 		resp, err := client.Provision(ctx, newRequest())
 		if err != nil {
@@ -158,6 +159,22 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 		if rec := imeiState(resp.IMEIs[0]); rec.State != store.StateBound {
 			t.Fatalf("IMEI %s is %s, want BOUND", resp.IMEIs[0], rec.State)
 		}
+		issued = append(issued, resp)
+	}
+	// A device revoked in tacline is revoked at step-ca too (its CRL).
+	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}},
+		DeviceSerial: issued[0].DeviceSerial, Reason: "stolen"}); err != nil {
+		t.Fatal(err)
+	}
+	crl := stepca.NewCRLWatcher(sca.URL+"/1.0/crl", roots)
+	if err := crl.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := crl.Revoked(parsePEM(t, issued[0].Certificate)); !ok {
+		t.Fatalf("device %s revoked in tacline is not on step-ca's CRL", issued[0].DeviceSerial)
+	}
+	if _, ok := crl.Revoked(parsePEM(t, issued[1].Certificate)); ok {
+		t.Fatalf("device %s is on step-ca's CRL without being revoked", issued[1].DeviceSerial)
 	}
 
 	// 2. step-ca stopped: retryable 503, intent pending; the replay after
