@@ -98,6 +98,10 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	e.clients["station"] = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{st}}}}
+	// Every exchange is checked against api/openapi.yaml.
+	for who, c := range e.clients {
+		e.clients[who] = &http.Client{Timeout: c.Timeout, Transport: api.APIDoc.Transport(t, c.Transport)}
+	}
 	return e
 }
 

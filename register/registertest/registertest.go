@@ -10,10 +10,16 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/openapitest"
 	"github.com/tacline/tacline/register/sim"
+	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
 )
 
@@ -165,4 +171,64 @@ func Applied(t testing.TB, url string) []sim.Applied {
 		out = append(out, a)
 	}
 	return out
+}
+
+// Simulator starts a register simulator (faults f) on a loopback HTTP
+// server until the test ends. Every exchange with it is checked against
+// register/openapi.yaml (CheckRegisterAPI).
+func Simulator(t testing.TB, f sim.Faults) (*sim.Server, *httptest.Server) {
+	t.Helper()
+	s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(CheckRegisterAPI(t, s))
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return s, ts
+}
+
+// CheckRegisterAPI is s's handler checking every exchange of the register
+// API against register/openapi.yaml (package internal/openapitest):
+// requests, answers, statuses. The simulator's deliberately malformed
+// answers (Faults.GarbageRate) are not checked.
+func CheckRegisterAPI(t testing.TB, s *sim.Server) http.Handler {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	doc, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "openapi.yaml"))
+	if err != nil {
+		t.Fatalf("register API document: %v", err)
+	}
+	c, err := openapitest.New("register/openapi.yaml", doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The simulator's own paths (admin, DIRBS list download) are not the
+	// register API.
+	c.Skip = func(r *http.Request) bool { return r.URL.Path != wire.Path }
+	c.Corrupt = func() bool { return s.Faults().GarbageRate > 0 }
+	c.Refused = RegisterRefused
+	return c.Handler(t, s.Handler())
+}
+
+// RegisterRefused reports whether a register answer refuses a request the
+// document forbids: 400, or per-item "invalid" results (the register judges
+// items one by one).
+func RegisterRefused(_ string, status int, body []byte) bool {
+	if status == http.StatusBadRequest {
+		return true
+	}
+	var resp struct {
+		Results []struct {
+			Status string `json:"status"`
+		} `json:"results"`
+	}
+	if status != http.StatusOK || json.Unmarshal(body, &resp) != nil {
+		return false
+	}
+	for _, r := range resp.Results {
+		if r.Status == "invalid" {
+			return true
+		}
+	}
+	return false
 }
