@@ -437,6 +437,8 @@ func (f *fakeProvisioner) Station(_ context.Context, id string) (provisioner.Sta
 	defer f.mu.Unlock()
 	st, ok := f.stations[id]
 	switch {
+	case f.fail["Station"] != nil:
+		return provisioner.Station{}, f.fail["Station"]
 	case !ok:
 		return provisioner.Station{}, tacerr.New(tacerr.Unauthorized, "station %s is not enrolled", id)
 	case st.Disabled:
