@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -193,6 +195,42 @@ func Simulator(t testing.TB, f sim.Faults) (*sim.Server, *httptest.Server) {
 // answers (Faults.GarbageRate) are not checked.
 func CheckRegisterAPI(t testing.TB, s *sim.Server) http.Handler {
 	t.Helper()
+	c := registerChecker(t)
+	c.Corrupt = func() bool { return s.Faults().GarbageRate > 0 }
+	return c.Handler(t, s.Handler())
+}
+
+// CheckingProxy is a loopback HTTP server that passes every request to the
+// register at target (a simulator process) and checks each exchange against
+// register/openapi.yaml, until the test ends. corrupt, when it returns true,
+// says the register sends malformed answers on purpose: they are not
+// checked. When the register cannot be reached or drops the connection, the
+// proxy drops the caller's connection too, so the caller sees what it would
+// see without the proxy.
+func CheckingProxy(t testing.TB, target string, corrupt func() bool) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+	c := registerChecker(t)
+	c.Corrupt = corrupt
+	ts := httptest.NewServer(c.Handler(t, rp))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// registerChecker checks exchanges against register/openapi.yaml.
+func registerChecker(t testing.TB) *openapitest.Checker {
+	t.Helper()
 	_, here, _, _ := runtime.Caller(0)
 	doc, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "openapi.yaml"))
 	if err != nil {
@@ -205,9 +243,8 @@ func CheckRegisterAPI(t testing.TB, s *sim.Server) http.Handler {
 	// The simulator's own paths (admin, DIRBS list download) are not the
 	// register API.
 	c.Skip = func(r *http.Request) bool { return r.URL.Path != wire.Path }
-	c.Corrupt = func() bool { return s.Faults().GarbageRate > 0 }
 	c.Refused = RegisterRefused
-	return c.Handler(t, s.Handler())
+	return c
 }
 
 // RegisterRefused reports whether a register answer refuses a request the
