@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"net/http"
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/tacerr"
 )
 
 type openAPIDocument struct {
@@ -142,5 +145,40 @@ func TestOpenAPIServed(t *testing.T) {
 	r := ts.do(t, ts.client(&cert), "GET", wire.PathOpenAPI, nil)
 	if r.status != 200 || r.header.Get("Content-Type") != "application/yaml" || !bytes.Equal(r.body, openAPIDoc) || !bytes.Equal(OpenAPI(), openAPIDoc) {
 		t.Fatalf("GET %s: %d %q, %d bytes", wire.PathOpenAPI, r.status, r.header.Get("Content-Type"), len(r.body))
+	}
+}
+
+// TestOpenAPIErrorCodes: the Problem schema's code description lists every
+// code the server sends, under the HTTP status api/problem.go maps it to
+// (integrators generate clients from the document and never read
+// docs/api.md).
+func TestOpenAPIErrorCodes(t *testing.T) {
+	doc := parseOpenAPI(t)
+	code, _ := doc.Components.Schemas["Problem"].Properties["code"].(map[string]any)
+	desc, _ := code["description"].(string)
+	listed := map[string]int{}
+	for _, line := range strings.Split(desc, "\n") {
+		status, codes, ok := strings.Cut(strings.TrimPrefix(line, "- "), ": ")
+		n, err := strconv.Atoi(status)
+		if !strings.HasPrefix(line, "- ") || !ok || err != nil {
+			continue
+		}
+		for _, c := range strings.Split(codes, ", ") {
+			listed[c] = n
+		}
+	}
+	want := map[string]int{string(tacerr.RateLimited): http.StatusTooManyRequests} // sent by the rate limiter
+	for c, st := range problems {
+		want[string(c)] = st.status
+	}
+	for c, st := range want {
+		if listed[c] != st {
+			t.Errorf("api/openapi.yaml Problem.code: the server sends %s with %d; list it on the line \"- %d: ...\"", c, st, st)
+		}
+	}
+	for c, st := range listed {
+		if _, ok := want[c]; !ok {
+			t.Errorf("api/openapi.yaml Problem.code lists %s under %d, which the server never sends", c, st)
+		}
 	}
 }

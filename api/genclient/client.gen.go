@@ -288,7 +288,21 @@ type PoolStatus struct {
 
 // Problem defines model for Problem.
 type Problem struct {
-	// Code Stable tacline error code (see docs/api.md for the list and HTTP statuses).
+	// Code Stable tacline error code (docs/api.md); new codes may be added. By HTTP status:
+	// - 400: invalid_input, csr_invalid, invalid_imei
+	// - 401: unauthorized
+	// - 403: forbidden, station_not_authorized
+	// - 404: not_found, pool_not_found, reservation_not_found
+	// - 409: conflict, request_conflict, device_already_provisioned, key_reused, invalid_state, pool_overlap, pool_exhausted
+	// - 413: request_too_large
+	// - 415: unsupported_media_type
+	// - 422: tac_not_approved, tac_unknown
+	// - 429: rate_limited
+	// - 500: internal, invalid_config, ledger_invariant, lint_failed
+	// - 503: unavailable, hsm_unavailable, hsm_token_not_present, hsm_device_error, hsm_pin_incorrect, hsm_pin_locked, hsm_key_not_found, hsm_key_unsafe
+	//
+	//
+	// Examples: pool_exhausted
 	Code   string  `json:"code"`
 	Detail *string `json:"detail,omitempty"`
 
