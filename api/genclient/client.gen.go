@@ -410,7 +410,7 @@ type VoidRequestReason string
 // CRLFile defines model for CRLFile.
 type CRLFile = string
 
-// IMEI defines model for IMEI.
+// IMEI Examples: 001012340000011
 type IMEI = string
 
 // OCSPRequest defines model for OCSPRequest.
