@@ -24,10 +24,9 @@ type openAPIDocument struct {
 }
 
 type openAPIOperation struct {
-	OperationID string              `yaml:"operationId"`
-	Roles       []string            `yaml:"x-tacline-roles"`
-	Responses   map[string]any      `yaml:"responses"`
-	Security    *[]map[string]any   `yaml:"security"`
+	OperationID string                 `yaml:"operationId"`
+	Responses   map[string]any         `yaml:"responses"`
+	Security    *[]map[string][]string `yaml:"security"`
 	Parameters  []map[string]string `yaml:"parameters"`
 }
 
@@ -66,21 +65,23 @@ func TestOpenAPIRoutes(t *testing.T) {
 			continue
 		}
 		delete(documented, rt.pattern)
-		want := make([]string, len(rt.roles))
-		for i, r := range rt.roles {
-			want[i] = string(r)
-		}
+		// The roles are the operation's mutualTLS security requirement
+		// (OpenAPI 3.1 lets non-OAuth schemes list role names); a public
+		// route has none, a route open to any caller inherits the
+		// document's.
+		var want *[]map[string][]string
 		switch {
 		case rt.public:
-			want = []string{"public"}
-			if op.Security == nil || len(*op.Security) != 0 {
-				t.Errorf("%s is public but the document requires security", rt.pattern)
+			want = &[]map[string][]string{}
+		case rt.roles != nil:
+			roles := make([]string, len(rt.roles))
+			for i, r := range rt.roles {
+				roles[i] = string(r)
 			}
-		case rt.roles == nil:
-			want = []string{"any"}
+			want = &[]map[string][]string{{"mutualTLS": roles}}
 		}
-		if !slices.Equal(op.Roles, want) {
-			t.Errorf("%s: x-tacline-roles %v, routes table says %v", rt.pattern, op.Roles, want)
+		if !reflect.DeepEqual(op.Security, want) {
+			t.Errorf("%s: security %v, the routes table says %v", rt.pattern, deref(op.Security), deref(want))
 		}
 		if op.OperationID == "" || len(op.Responses) == 0 {
 			t.Errorf("%s: no operationId or no responses", rt.pattern)
@@ -94,6 +95,13 @@ func TestOpenAPIRoutes(t *testing.T) {
 	for op := range documented {
 		t.Errorf("api/openapi.yaml documents %s, which is not a route", op)
 	}
+}
+
+func deref(p *[]map[string][]string) any {
+	if p == nil {
+		return "(the document's: mutualTLS, any role)"
+	}
+	return *p
 }
 
 // TestOpenAPISchemas: each schema's properties are exactly the JSON fields
