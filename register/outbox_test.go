@@ -142,7 +142,7 @@ func TestOutboxRowsCommitWithLedger(t *testing.T) {
 			if err := db.Reader().QueryRow(`SELECT brand, model, event, device_id FROM register_outbox ORDER BY id DESC LIMIT 1`).Scan(&brand, &model, &ev, &dev); err != nil {
 				t.Fatal(err)
 			}
-			if brand != registertest.Brand || model != registertest.Model || ev != wire.EventVoided || dev != "IMEI"+imei14(2) {
+			if brand != registertest.Brand || model != registertest.Model || ev != wire.EventVoided || dev != "QIMEI"+imei14(2) {
 				t.Fatalf("row %s %s %s %s", brand, model, ev, dev)
 			}
 		})
