@@ -59,7 +59,7 @@ func TestRunAgainstLedger(t *testing.T) {
 	dirbs := "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id\r\n" +
 		im14(1) + ",Acme,\"Phone, 1\",whitelist,,Acme,,,D1\r\n" +
 		im14(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
-		im(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
+		im(2) + ",Acme,P,whitelist,,Acme,,,qcollq2dxq2d1\r\n" + // a clone's copy, under device COLL-X-1 (case folded by the register)
 		im14(5) + ",Acme,P,whitelist,,Acme,,,D5\r\n" +
 		im14(9) + ",Acme,P,whitelist,,Acme,,,X\r\n" +
 		foreign + ",Other,P,whitelist,,O,,,Y\r\n" +
@@ -103,7 +103,11 @@ func TestRunAgainstLedger(t *testing.T) {
 					checkFile(t, out, FileMissing, im(3)+","+im14(3)+",01234500,BOUND", im(4)+","+im14(4)+",01234500,BOUND")
 					checkFile(t, out, FileUnknown, im(9)+","+im14(9)+",01234500")
 					checkFile(t, out, FileMismatch, im(5)+","+im14(5)+",01234500,VOIDED")
-					checkFile(t, out, FileDuplicates, fmt.Sprint(3+tc.header, ",", im14(2)))
+					dup := fmt.Sprint(3, ",", im14(2), ",,") // a plain list names no device
+					if tc.header == 1 {
+						dup = fmt.Sprint(4, ",", im14(2), ",qcollq2dxq2d1,COLL-X-1")
+					}
+					checkFile(t, out, FileDuplicates, dup)
 					mal := readFile(t, out, FileMalformed)
 					for _, s := range []string{fmt.Sprint(7+tc.header, ",\"invalid_imei"), fmt.Sprint(8+tc.header, ",empty"),
 						fmt.Sprint(9+tc.header, ",\"invalid_imei: 17 digits"), "invalid character 'A'"} {
