@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -235,18 +236,27 @@ func FuzzScan(f *testing.F) {
 	f.Add([]byte("approved_imei,make\n" + im(1) + ",x\n"))
 	f.Add([]byte("\xef\xbb\xbf" + im(1) + "\r\n\r\n0x1F\n12345678901234567\n"))
 	f.Add([]byte("\"" + im(2) + "\",\"a,b\"\n" + im(2) + "\n"))
+	f.Add([]byte("device_id,approved_imei\nQCOLLQ2DXQ2D1," + im(1) + "\n\"a,\"\"b\"," + im(1) + "\nq," + im14(1) + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		led := NewMemLedger()
 		led.Add(tac, 1, Bound)
 		led.Add(tac, 2, Voided)
 		in := &Input{Reader: bytes.NewReader(data), Name: "fuzz"}
-		sum, err := Run(context.Background(), led, in, Options{OutDir: t.TempDir()})
+		out := t.TempDir()
+		sum, err := Run(context.Background(), led, in, Options{OutDir: out})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ours := sum.RegisterRows - sum.Malformed - sum.ForeignTACRows - sum.DuplicatesInRegister
 		if ours < 0 || sum.Matched+sum.StatusMismatch+sum.UnknownToManufacturer != ours {
 			t.Fatalf("lines not accounted for: %+v", sum)
+		}
+		// One well-formed CSV row of four fields per duplicate.
+		r := csv.NewReader(strings.NewReader(readFile(t, out, FileDuplicates)))
+		r.FieldsPerRecord = 4
+		recs, err := r.ReadAll()
+		if err != nil || int64(len(recs)-1) != sum.DuplicatesInRegister {
+			t.Fatalf("%s: %d rows, %v; %d duplicates", FileDuplicates, len(recs)-1, err, sum.DuplicatesInRegister)
 		}
 	})
 }
