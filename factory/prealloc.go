@@ -20,6 +20,12 @@ import (
 // succeed stay reserved to the station, as a failed bind leaves them.
 func (e *engine) allocate(ctx context.Context, w *worker) bool {
 	n := e.cfg.devicesPerStation
+	failAll := func(code string, verification bool) bool {
+		for range n {
+			e.record(0, code, verification)
+		}
+		return false
+	}
 	all := &wire.AllocationResponse{}
 	for k, size := range allocationChunks(n) {
 		id := "alloc-" + strings.TrimSuffix(w.prefix, "-")
@@ -30,26 +36,19 @@ func (e *engine) allocate(ctx context.Context, w *worker) bool {
 			RequestID: id, Pool: w.allocPool, Count: size, IMEIsPerDevice: e.cfg.imeiCount,
 		})
 		if err != nil {
-			if ctx.Err() == nil {
-				for range n {
-					e.record(0, ErrorCode(err), false)
-				}
+			if ctx.Err() != nil {
+				return false
 			}
-			return false
+			return failAll(ErrorCode(err), false)
 		}
-		if len(resp.Devices) != size {
-			// Caught by checkAllocation below unless another request
-			// made up the difference.
-			all.Devices = nil
-			break
+		if checkAllocation(resp, size, e.cfg.imeiCount, w.pools) != nil {
+			return failAll(string(tacerr.VerificationFailed), true)
 		}
 		all.Devices = append(all.Devices, resp.Devices...)
 	}
-	if err := checkAllocation(all, n, e.cfg.imeiCount, w.pools); err != nil {
-		for range n {
-			e.record(0, string(tacerr.VerificationFailed), true)
-		}
-		return false
+	// Again over all requests: no IMEI in two of them.
+	if checkAllocation(all, n, e.cfg.imeiCount, w.pools) != nil {
+		return failAll(string(tacerr.VerificationFailed), true)
 	}
 	w.groups = all.Devices
 	return true

@@ -125,16 +125,21 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 	if err := flush(); err != nil {
 		return nil, err
 	}
+	// Every file is written out before the first is renamed into place.
+	for _, f := range files {
+		if f != nil {
+			if err := f.w.Flush(); err != nil {
+				return nil, writeErr(err)
+			}
+		}
+	}
 	var out []Export
 	for _, f := range files {
 		if f == nil {
 			continue
 		}
-		if err := f.w.Flush(); err != nil {
-			return nil, writeErr(err)
-		}
 		if err := f.af.commit(); err != nil {
-			return nil, err
+			return out, err
 		}
 		if err := record(ctx, db, &f.e); err != nil {
 			return out, err
