@@ -171,7 +171,7 @@ func (e VoidRequestReason) Valid() bool {
 
 // AllocationRequest defines model for AllocationRequest.
 type AllocationRequest struct {
-	// Count devices
+	// Count devices (wire.MaxAllocationDevices); split larger pre-allocations
 	Count int `json:"count"`
 
 	// ImeisPerDevice 0 or absent: the TAC's IMEIs per device.

@@ -225,6 +225,9 @@ type transport struct {
 	next http.RoundTripper
 }
 
+// Unwrap returns the RoundTripper the exchanges go through.
+func (tr *transport) Unwrap() http.RoundTripper { return tr.next }
+
 func (tr *transport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if tr.c.Skip != nil && tr.c.Skip(req) {
 		return tr.next.RoundTrip(req)
