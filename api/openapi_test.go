@@ -27,7 +27,7 @@ type openAPIOperation struct {
 	OperationID string                 `yaml:"operationId"`
 	Responses   map[string]any         `yaml:"responses"`
 	Security    *[]map[string][]string `yaml:"security"`
-	Parameters  []map[string]string `yaml:"parameters"`
+	Parameters  []map[string]string    `yaml:"parameters"`
 }
 
 type openAPISchema struct {
