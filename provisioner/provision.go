@@ -29,10 +29,12 @@ func (e *AlreadyProvisionedError) Unwrap() error { return e.Err }
 // ExistingIMEIs returns the device's IMEIs.
 func (e *AlreadyProvisionedError) ExistingIMEIs() []imei.IMEI { return e.IMEIs }
 
-func (s *Service) alreadyProvisioned(ctx context.Context, serial string) error {
+// alreadyProvisioned is device_already_provisioned, with the device's IMEIs
+// when the actor may read them (a device of another factory stays opaque).
+func (s *Service) alreadyProvisioned(ctx context.Context, a Actor, serial string) error {
 	e := &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 		"device %q is already provisioned; rework goes through reissue", serial)}
-	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil {
+	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil && len(recs) > 0 && s.mayActOn(ctx, a, recs[0].Pool, "device_serial", "device "+serial) == nil {
 		for _, r := range recs {
 			e.IMEIs = append(e.IMEIs, r.IMEI)
 		}
@@ -70,7 +72,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err != nil {
 		return nil, err
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	serial, notBefore, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
@@ -81,7 +83,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
 	if err != nil {
 		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
-			return nil, s.alreadyProvisioned(ctx, in.DeviceSerial)
+			return nil, s.alreadyProvisioned(ctx, in.Actor, in.DeviceSerial)
 		}
 		return nil, err
 	}
@@ -95,13 +97,13 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
 // another device, then draws the intent's serial and notBefore.
-func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash []byte) (*big.Int, time.Time, error) {
+func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, spkiHash []byte) (*big.Int, time.Time, error) {
 	exists, owner, err := s.db.NewDeviceCheck(ctx, device, spkiHash)
 	if err != nil {
 		return nil, time.Time{}, err
 	}
 	if exists {
-		return nil, time.Time{}, s.alreadyProvisioned(ctx, device)
+		return nil, time.Time{}, s.alreadyProvisioned(ctx, a, device)
 	}
 	if err := s.keyOwnedElsewhere(owner, device); err != nil {
 		return nil, time.Time{}, err

@@ -306,7 +306,7 @@ func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, 
 		if err != nil {
 			return cachedMeta{}, err
 		}
-		infos[name] = policy.PoolInfo{Name: name, Product: m.pool.Product, Market: m.pool.Market}
+		infos[name] = policy.PoolInfo{Name: name, Product: m.pool.Product, Market: m.pool.Market, Factory: m.pool.Factory}
 		metas[name] = m
 	}
 	info, err := policy.ChoosePool(st.ID, st.Pools, infos, pool, product)
@@ -411,9 +411,40 @@ func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error)
 	return out, nil
 }
 
+// mayActOn applies the actor's scope to an existing object drawn from pool
+// (a device, an IMEI, a reservation): nil, or not_owner naming field.
+func (s *Service) mayActOn(ctx context.Context, a Actor, pool, field, what string) error {
+	switch a.Scope {
+	case ScopeAll:
+		return nil
+	case ScopeFactory:
+		if a.Station == "" {
+			break
+		}
+		st, err := s.station(ctx, a)
+		if err != nil {
+			return err
+		}
+		m, err := s.meta(ctx, pool)
+		if err != nil {
+			return err
+		}
+		return policy.CheckOwner(policy.StationInfo{ID: st.ID, Factory: st.Factory, Pools: st.Pools},
+			policy.PoolInfo{Name: pool, Factory: m.pool.Factory}, field, what)
+	}
+	return tacerr.Field(tacerr.NotOwner, field, "%s may not act on %s", a.ID, what)
+}
+
 // IMEI returns one IMEI's ledger record.
 func (s *Service) IMEI(ctx context.Context, a Actor, m imei.IMEI) (store.IMEIRecord, error) {
-	return s.db.LookupIMEI(ctx, m)
+	rec, err := s.db.LookupIMEI(ctx, m)
+	if err != nil {
+		return rec, err
+	}
+	if err := s.mayActOn(ctx, a, rec.Pool, "imei", "IMEI "+m.String()); err != nil {
+		return store.IMEIRecord{}, err
+	}
+	return rec, nil
 }
 
 // Device returns a device's record with its IMEIs and current certificate.
@@ -433,6 +464,9 @@ func (s *Service) Device(ctx context.Context, a Actor, serial string) (*Device, 
 		BoundAt: d.BoundAt, RevokedAt: d.RevokedAt, Reason: d.Reason}
 	if len(recs) > 0 {
 		out.Pool = recs[0].Pool
+	}
+	if err := s.mayActOn(ctx, a, out.Pool, "serial", "device "+serial); err != nil {
+		return nil, err
 	}
 	if c, err := s.db.CertificateBySerial(ctx, d.CertSerial); err != nil {
 		return nil, err

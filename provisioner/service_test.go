@@ -242,9 +242,9 @@ func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
 			t.Fatalf("replayed allocation = %+v, %v", again, err)
 		}
 		dev := provtest.NewDevice(t)
-		// Another station cannot bind S1's labels; a partial group is refused.
+		// A station of another factory cannot bind S1's labels; a partial group is refused.
 		_, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S2"), RequestID: "b0", IMEIs: al.Devices[0], DeviceSerial: "D0", CSR: dev.CSR})
-		wantCode(t, err, tacerr.Forbidden)
+		wantCode(t, err, tacerr.NotOwner)
 		_, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "b0", IMEIs: al.Devices[0][:1], DeviceSerial: "D0", CSR: dev.CSR})
 		wantCode(t, err, tacerr.InvalidInput)
 		out, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "b1", IMEIs: al.Devices[0], DeviceSerial: "D0", CSR: dev.CSR})
@@ -266,7 +266,7 @@ func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
 		err = env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S1"), IMEI: out.IMEIs[0], Reason: "scrapped"})
 		wantCode(t, err, tacerr.Forbidden)
 		err = env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S2"), IMEI: al.Devices[2][0], Reason: "scrapped"})
-		wantCode(t, err, tacerr.Forbidden)
+		wantCode(t, err, tacerr.NotOwner)
 
 		// Rework: same IMEIs, new certificate, the old one revoked as superseded.
 		dev2 := provtest.NewDevice(t)

@@ -89,8 +89,13 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		}
 		return nil, err
 	}
-	if first.Caller != st.ID {
-		return nil, tacerr.Field(tacerr.Forbidden, "imeis", "IMEI %s was reserved by another station", in.IMEIs[0])
+	if err := s.mayActOn(ctx, in.Actor, first.Pool, "imeis", "IMEI "+in.IMEIs[0].String()); err != nil {
+		return nil, err
+	}
+	if res, err := s.db.ReservationByRequestID(ctx, first.RequestID); err != nil {
+		return nil, err
+	} else if res.Kind != store.KindPreallocate {
+		return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s was not pre-allocated (it belongs to provisioning request %q)", in.IMEIs[0], first.RequestID)
 	}
 	group, err := s.db.GroupIMEIs(ctx, first.ReservationID, first.Group)
 	if err != nil {
@@ -107,7 +112,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 			return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", r.IMEI, r.State)
 		}
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	serial, notBefore, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
@@ -139,11 +144,10 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	if err != nil {
 		return err
 	}
-	operator := in.Actor.Has(RoleOperator)
-	if !operator {
-		if in.Actor.Station == "" || rec.Caller != in.Actor.Station {
-			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s was not reserved by this station", in.IMEI)
-		}
+	if err := s.mayActOn(ctx, in.Actor, rec.Pool, "imei", "IMEI "+in.IMEI.String()); err != nil {
+		return err
+	}
+	if !in.Actor.Has(RoleOperator) {
 		if rec.State != store.StateReserved {
 			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
 		}
@@ -191,21 +195,24 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if d == nil {
 		return nil, tacerr.Field(tacerr.NotFound, "serial", "device %q was never provisioned", in.DeviceSerial)
 	}
+	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, tacerr.New(tacerr.LedgerInvariant, "device %s has no IMEIs", in.DeviceSerial)
+	}
+	if err := s.mayActOn(ctx, in.Actor, recs[0].Pool, "serial", "device "+in.DeviceSerial); err != nil {
+		return nil, err
+	}
 	if d.State != store.StateBound {
 		return nil, tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s; only a BOUND device can be reissued", in.DeviceSerial, d.State)
-	}
-	if !in.Actor.Has(RoleOperator) && in.Actor.Station == "" {
-		return nil, tacerr.New(tacerr.Forbidden, "reissue needs a station or an operator")
 	}
 	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
 	if err != nil {
 		return nil, err
 	}
 	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
-		return nil, err
-	}
-	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
-	if err != nil {
 		return nil, err
 	}
 	serial, notBefore, err := s.newIntent()
@@ -233,6 +240,12 @@ var revokeReasons = map[string]bool{"stolen": true, "cloned": true, "compromised
 func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 	if !revokeReasons[in.Reason] {
 		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a revocation reason: use stolen, cloned, compromised, superseded or other", in.Reason)
+	}
+	if in.Actor.Scope != ScopeAll {
+		// Decided before the transaction: the device's pool never changes.
+		if _, err := s.Device(ctx, in.Actor, in.DeviceSerial); err != nil {
+			return err
+		}
 	}
 	return s.db.Commit(ctx, func(tx *store.Tx) error {
 		d, err := tx.Device(in.DeviceSerial)

@@ -59,13 +59,14 @@ func (c *Clock) Now() time.Time { return c.t }
 // Add moves the clock.
 func (c *Clock) Add(d time.Duration) { c.t = c.t.Add(d) }
 
-// Actor returns the actor of an enrolled station.
+// Actor returns the actor of an enrolled station, with the scope the API
+// gives a station (objects of its own factory).
 func Actor(station string) provisioner.Actor {
-	return provisioner.Actor{ID: station, Station: station, Roles: []provisioner.Role{provisioner.RoleStation}}
+	return provisioner.Actor{ID: station, Station: station, Roles: []provisioner.Role{provisioner.RoleStation}, Scope: provisioner.ScopeFactory}
 }
 
-// Operator is an operator actor.
-var Operator = provisioner.Actor{ID: "op@example", Roles: []provisioner.Role{provisioner.RoleOperator}}
+// Operator is an operator actor (every object).
+var Operator = provisioner.Actor{ID: "op@example", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll}
 
 // New builds an Env on the given ledger dialect. Stations: S1 (pools F1-A
 // for product EX-1 on TAC 00100100, F1-S for product EX-S on 00100101), S2
