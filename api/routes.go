@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -134,6 +135,9 @@ func (s *Server) provision(w http.ResponseWriter, r *http.Request, c *call) (int
 		return 0, nil, err
 	}
 	c.requestID = req.RequestID
+	if err := policy.CheckDeviceSerial(req.DeviceSerial); err != nil {
+		return 0, nil, err
+	}
 	csr, err := csrBytes(req.CSR)
 	if err != nil {
 		return 0, nil, err
@@ -174,6 +178,9 @@ func (s *Server) bind(w http.ResponseWriter, r *http.Request, c *call) (int, any
 		return 0, nil, err
 	}
 	c.requestID = req.RequestID
+	if err := policy.CheckDeviceSerial(req.DeviceSerial); err != nil {
+		return 0, nil, err
+	}
 	ms, err := parseIMEIs(req.IMEIs, "imeis")
 	if err != nil {
 		return 0, nil, err

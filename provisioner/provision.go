@@ -49,7 +49,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err := checkRequestID(in.RequestID); err != nil {
 		return nil, err
 	}
-	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
@@ -72,12 +72,15 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err != nil {
 		return nil, err
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
+	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, count); err != nil {
+		return nil, err
+	}
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "provision", RequestHash: hash, Station: st.ID,
-		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.activeKeyID(),
+		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore, IssuerKeyID: fix.keyID,
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
@@ -92,23 +95,23 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 	}
 	intent.ReservationID = res.ID
-	return s.complete(ctx, intent, res.Devices[0], pub, serial)
+	return s.complete(ctx, intent, res.Devices[0], pub, fix.serial)
 }
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
-// another device, then draws the intent's serial and notBefore.
-func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, spkiHash []byte) (*big.Int, time.Time, error) {
+// another device, then fixes the intent (newIntent).
+func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, spkiHash []byte) (intentFix, error) {
 	exists, owner, err := s.db.NewDeviceCheck(ctx, device, spkiHash)
 	if err != nil {
-		return nil, time.Time{}, err
+		return intentFix{}, err
 	}
 	if exists {
-		return nil, time.Time{}, s.alreadyProvisioned(ctx, a, device)
+		return intentFix{}, s.alreadyProvisioned(ctx, a, device)
 	}
 	if err := s.keyOwnedElsewhere(owner, device); err != nil {
-		return nil, time.Time{}, err
+		return intentFix{}, err
 	}
-	return s.newIntent()
+	return s.newIntent(ctx)
 }
 
 // replay answers a request id seen before: the stored result if issued, the

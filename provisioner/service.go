@@ -27,7 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -176,18 +175,9 @@ func (s *Service) ActiveIssuer() *issuance.Issuer {
 // new certificates are signed by.
 func (s *Service) ActiveKeyID() string { return s.activeKeyID() }
 
-var serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
-
 func checkRequestID(id string) error {
 	if id == "" || len(id) > 128 || strings.ContainsAny(id, "\x00\r\n") {
 		return tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 128 printable characters, unique per request")
-	}
-	return nil
-}
-
-func checkDeviceSerial(s string) error {
-	if !serialPattern.MatchString(s) {
-		return tacerr.Field(tacerr.InvalidInput, "device_serial", "must be 1-64 characters: letters, digits and . _ : / - (starting with a letter or digit)")
 	}
 	return nil
 }
@@ -359,13 +349,42 @@ func (s *Service) keyOwnedElsewhere(owner, device string) error {
 	return nil
 }
 
-// newIntent draws a serial and fixes notBefore.
-func (s *Service) newIntent() (serial *big.Int, notBefore time.Time, err error) {
-	serial, err = policy.NewSerial(s.cfg.Rand)
-	if err != nil {
-		return nil, time.Time{}, tacerr.Wrap(tacerr.Internal, err, "draw certificate serial")
+// checkCertifiable applies the certificate profile's device checks (serial,
+// manufacturer, model, IMEI count) before anything is reserved, so that the
+// profile never refuses a device whose IMEIs are already spent.
+func (s *Service) checkCertifiable(serial, model string, imeis int) error {
+	ims := make([]imei.IMEI, imeis)
+	for i := range ims {
+		var err error
+		if ims[i], err = imei.New(0, uint32(i)); err != nil { // distinct placeholders: the checks read only how many
+			return tacerr.Wrap(tacerr.Internal, err, "placeholder IMEI")
+		}
 	}
-	return serial, s.cfg.Now().UTC().Truncate(time.Second), nil
+	return policy.CheckDevice(policy.Device{Serial: serial, Manufacturer: s.cfg.Manufacturer, Model: model, IMEIs: ims})
+}
+
+// intentFix is what a new intent fixes besides the request: the
+// certificate serial, notBefore and the issuer.
+type intentFix struct {
+	serial    *big.Int
+	notBefore time.Time
+	keyID     string // the active issuer's key id
+}
+
+// newIntent is the last check before a new intent reserves anything: the
+// active issuer's signer must not be known to be down (a signature failed
+// and a probe signature fails too: hsm_unavailable, nothing reserved). It
+// then draws a serial and fixes notBefore.
+func (s *Service) newIntent(ctx context.Context) (intentFix, error) {
+	keyID := s.activeKeyID()
+	if err := s.issuer(keyID).Ready(ctx); err != nil {
+		return intentFix{}, err
+	}
+	serial, err := policy.NewSerial(s.cfg.Rand)
+	if err != nil {
+		return intentFix{}, tacerr.Wrap(tacerr.Internal, err, "draw certificate serial")
+	}
+	return intentFix{serial: serial, notBefore: s.cfg.Now().UTC().Truncate(time.Second), keyID: keyID}, nil
 }
 
 func serialHex(n *big.Int) string { return hex.EncodeToString(n.Bytes()) }

@@ -135,13 +135,20 @@ func TestProvisionRefusals(t *testing.T) {
 		{"tac not approved", provisioner.ProvisionInput{Actor: provtest.Actor("S3"), RequestID: "c", DeviceSerial: "X3", Product: "EX-X", CSR: dev.CSR}, tacerr.TACNotApproved},
 		{"garbage csr", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "d", DeviceSerial: "X4", Product: "EX-1", CSR: []byte("garbage")}, tacerr.CSRInvalid},
 		{"bad serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e", DeviceSerial: "bad serial", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
+		// Once accepted by the provisioner and refused by the profile after the IMEIs were reserved.
+		{"underscore serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e2", DeviceSerial: "SN_1", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
+		{"slash serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e3", DeviceSerial: "SN/1", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
 		{"too many imeis", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "f", DeviceSerial: "X6", Product: "EX-1", IMEICount: 3, CSR: dev.CSR}, tacerr.InvalidInput},
 		{"unknown station", provisioner.ProvisionInput{Actor: provtest.Actor("S9"), RequestID: "g", DeviceSerial: "X7", Product: "EX-1", CSR: dev.CSR}, tacerr.Unauthorized},
 		{"no request id", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), DeviceSerial: "X8", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := storetest.ReadCounts(t, env.DB)
 			_, err := env.Service.Provision(ctx, tc.in)
 			wantCode(t, err, tc.code)
+			if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
+				t.Fatalf("the refused request changed the ledger: %s", d)
+			}
 		})
 	}
 	if rep := ledgerOK(t, env); rep.IMEIs != 0 {
@@ -165,6 +172,46 @@ func (f *failingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte
 		return nil, tacerr.New(tacerr.HSMUnavailable, "injected HSM fault")
 	}
 	return f.Signer.Sign(r, d, o)
+}
+
+// TestKnownDownSignerReservesNothing: once a signature failed, new requests
+// are refused with hsm_unavailable before anything is reserved, until a
+// probe signature succeeds again.
+func TestKnownDownSignerReservesNothing(t *testing.T) {
+	var fs *failingSigner
+	env := provtest.New(t, store.SQLite, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
+		fs = &failingSigner{Signer: s}
+		return fs
+	}))
+	ctx := context.Background()
+	fs.armed.Store(true)
+	_, err := provision(env, "S1", "k1", "SN-K1", provtest.NewDevice(t)) // the failure that makes the signer known to be down
+	wantCode(t, err, tacerr.HSMUnavailable)
+	al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "k-al", Pool: "F1-A", Count: 1})
+	if err != nil {
+		t.Fatal(err) // pre-allocation signs nothing: it goes on
+	}
+	before := storetest.ReadCounts(t, env.DB)
+	for i, call := range []func() error{
+		func() error { _, err := provision(env, "S1", "k2", "SN-K2", provtest.NewDevice(t)); return err },
+		func() error {
+			_, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "k3", IMEIs: al.Devices[0], DeviceSerial: "SN-K3", CSR: provtest.NewDevice(t).CSR})
+			return err
+		},
+	} {
+		err := call()
+		wantCode(t, err, tacerr.HSMUnavailable)
+		if !tacerr.IsRetryable(err) {
+			t.Fatalf("call %d: %v is not retryable", i, err)
+		}
+	}
+	if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
+		t.Fatalf("requests refused while the signer is down changed the ledger: %s", d)
+	}
+	fs.armed.Store(false)
+	if _, err := provision(env, "S1", "k4", "SN-K4", provtest.NewDevice(t)); err != nil {
+		t.Fatalf("after the HSM came back: %v", err)
+	}
 }
 
 func TestCrashBetweenIntentAndSignature(t *testing.T) {

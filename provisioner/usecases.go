@@ -59,7 +59,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := checkRequestID(in.RequestID); err != nil {
 		return nil, err
 	}
-	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
 		return nil, err
 	}
 	if len(in.IMEIs) == 0 || len(in.IMEIs) > policy.MaxIMEIs {
@@ -112,20 +112,27 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 			return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", r.IMEI, r.State)
 		}
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
+	meta, err := s.metaForIMEI(in.IMEIs[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(in.IMEIs)); err != nil {
+		return nil, err
+	}
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "bind", RequestHash: hash, Station: st.ID, DeviceSerial: in.DeviceSerial,
-		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
+		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
+		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, in.IMEIs, pub, serial)
+	return s.complete(ctx, intent, in.IMEIs, pub, fix.serial)
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
@@ -215,21 +222,21 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
 		return nil, err
 	}
-	serial, notBefore, err := s.newIntent()
+	fix, err := s.newIntent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	actor := in.Actor.ID
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "reissue", RequestHash: hash, Station: actor, DeviceSerial: in.DeviceSerial,
-		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
+		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
+		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, serial)
+	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, fix.serial)
 }
 
 // Revocation reasons.
