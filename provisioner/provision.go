@@ -114,9 +114,10 @@ func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, s
 	return s.newIntent(ctx)
 }
 
-// replay answers a request id seen before: the stored result if issued, the
-// completion of its intent if pending, an error if abandoned or if the
-// request's content differs. It returns (nil, nil) for a new request id.
+// replay answers a request id seen before: the stored result if issued
+// (Replayed), the completion of its intent if pending (not Replayed: the
+// first success), an error if abandoned or if the request's content
+// differs. It returns (nil, nil) for a new request id.
 func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
 	is, err := s.db.IssuanceByRequestID(ctx, requestID)
 	if err != nil || is == nil {
@@ -146,11 +147,10 @@ func (s *Service) replay(ctx context.Context, requestID string, hash []byte, cal
 	if !ok {
 		return nil, tacerr.New(tacerr.Internal, "intent %s holds a bad serial", requestID)
 	}
-	out, err := s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
-	if out != nil {
-		out.Replayed = true
-	}
-	return out, err
+	// Completing a pending intent is the request's first success (the API
+	// answers 201), whatever failed before; only an issued intent is a
+	// replay (200), and complete answers so when a twin completed it first.
+	return s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
 }
 
 // replayOrWait answers a duplicate whose twin is still being completed.
