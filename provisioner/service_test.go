@@ -3,13 +3,10 @@ package provisioner_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -161,30 +158,14 @@ func TestProvisionRefusals(t *testing.T) {
 	wantCode(t, err, tacerr.Forbidden)
 }
 
-// failingSigner fails while armed: the HSM dying between intent and signature.
-type failingSigner struct {
-	crypto.Signer
-	armed atomic.Bool
-}
-
-func (f *failingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
-	if f.armed.Load() {
-		return nil, tacerr.New(tacerr.HSMUnavailable, "injected HSM fault")
-	}
-	return f.Signer.Sign(r, d, o)
-}
-
 // TestKnownDownSignerReservesNothing: once a signature failed, new requests
 // are refused with hsm_unavailable before anything is reserved, until a
 // probe signature succeeds again.
 func TestKnownDownSignerReservesNothing(t *testing.T) {
-	var fs *failingSigner
-	env := provtest.New(t, store.SQLite, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
-		fs = &failingSigner{Signer: s}
-		return fs
-	}))
+	var fs *provtest.FaultySigner
+	env := provtest.New(t, store.SQLite, provtest.WithFaultySigner(&fs))
 	ctx := context.Background()
-	fs.armed.Store(true)
+	fs.Down.Store(true)
 	_, err := provision(env, "S1", "k1", "SN-K1", provtest.NewDevice(t)) // the failure that makes the signer known to be down
 	wantCode(t, err, tacerr.HSMUnavailable)
 	al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "k-al", Pool: "F1-A", Count: 1})
@@ -208,7 +189,7 @@ func TestKnownDownSignerReservesNothing(t *testing.T) {
 	if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
 		t.Fatalf("requests refused while the signer is down changed the ledger: %s", d)
 	}
-	fs.armed.Store(false)
+	fs.Down.Store(false)
 	if _, err := provision(env, "S1", "k4", "SN-K4", provtest.NewDevice(t)); err != nil {
 		t.Fatalf("after the HSM came back: %v", err)
 	}
@@ -216,14 +197,11 @@ func TestKnownDownSignerReservesNothing(t *testing.T) {
 
 func TestCrashBetweenIntentAndSignature(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d store.Dialect) {
-		var fs *failingSigner
-		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
-			fs = &failingSigner{Signer: s}
-			return fs
-		}))
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
 		dev := provtest.NewDevice(t)
-		fs.armed.Store(true)
+		fs.Down.Store(true)
 		_, err := provision(env, "S1", "r1", "SN-1", dev)
 		wantCode(t, err, tacerr.HSMUnavailable)
 		is, err := env.DB.IssuanceByRequestID(ctx, "r1")
@@ -231,7 +209,7 @@ func TestCrashBetweenIntentAndSignature(t *testing.T) {
 			t.Fatalf("intent after a failed signature = %+v, %v", is, err)
 		}
 		// The replay completes the same intent: same IMEIs, same serial.
-		fs.armed.Store(false)
+		fs.Down.Store(false)
 		out, err := provision(env, "S1", "r1", "SN-1", dev)
 		if err != nil {
 			t.Fatal(err)
@@ -249,10 +227,10 @@ func TestCrashBetweenIntentAndSignature(t *testing.T) {
 		}
 
 		// A second crash, never retried: recovery abandons it after the timeout.
-		fs.armed.Store(true)
+		fs.Down.Store(true)
 		_, err = provision(env, "S1", "r2", "SN-2", provtest.NewDevice(t))
 		wantCode(t, err, tacerr.HSMUnavailable)
-		fs.armed.Store(false)
+		fs.Down.Store(false)
 		if n, err := env.Service.Recover(ctx); err != nil || n != 0 {
 			t.Fatalf("recovery before the timeout voided %d (%v)", n, err)
 		}

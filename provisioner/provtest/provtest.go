@@ -13,6 +13,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // Test catalogue: TACs under the test reporting body 00.
@@ -167,6 +170,30 @@ type options struct {
 // cannot produce on demand.
 func WithSigner(wrap func(crypto.Signer) crypto.Signer) Option {
 	return func(o *options) { o.wrap = wrap }
+}
+
+// FaultySigner fails every signature while Down is set, with
+// hsm_unavailable: an HSM outage the SoftHSM2 token cannot produce on demand.
+type FaultySigner struct {
+	crypto.Signer
+	Down atomic.Bool
+}
+
+// Sign signs with the wrapped signer unless Down is set.
+func (f *FaultySigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]byte, error) {
+	if f.Down.Load() {
+		return nil, tacerr.New(tacerr.HSMUnavailable, "injected HSM outage")
+	}
+	return f.Signer.Sign(r, digest, o)
+}
+
+// WithFaultySigner wraps the issuing CA's signer in a FaultySigner, stored
+// in *fs.
+func WithFaultySigner(fs **FaultySigner) Option {
+	return WithSigner(func(s crypto.Signer) crypto.Signer {
+		*fs = &FaultySigner{Signer: s}
+		return *fs
+	})
 }
 
 type healthErr struct{ msg string }
