@@ -222,6 +222,13 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
 		return nil, err
 	}
+	meta, err := s.metaForIMEI(recs[0].IMEI)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(recs)); err != nil {
+		return nil, err
+	}
 	fix, err := s.newIntent(ctx)
 	if err != nil {
 		return nil, err
