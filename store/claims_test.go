@@ -135,3 +135,26 @@ func TestDeviceClaimsUpgrade(t *testing.T) {
 		})
 	}
 }
+
+// TestBindIntentClaimsSerial: a bind intent claims its device serial in its
+// own transaction: a second intent for the serial fails whole.
+func TestBindIntentClaimsSerial(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res, _ := reserveBatch(t, db, "p", 1)
+		intent := func(id string) *store.Issuance {
+			return &store.Issuance{RequestID: id, Kind: "bind", RequestHash: []byte(id), Station: "S1", DeviceSerial: "BIND-1",
+				ReservationID: res[0].ID, CertSerial: "c1" + id, NotBefore: time.Unix(1700000000, 0).UTC(), IssuerKeyID: "k1",
+				PublicKey: []byte(id), SPKIHash: []byte(id)}
+		}
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b1")) }); err != nil {
+			t.Fatal(err)
+		}
+		err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b2")) })
+		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		if is, err := db.IssuanceByRequestID(ctx, "b2"); err != nil || is != nil {
+			t.Fatalf("the losing intent was recorded: %+v, %v", is, err)
+		}
+	})
+}
