@@ -13,7 +13,7 @@ type Role string
 
 // The roles.
 const (
-	RoleStation   Role = "station"   // a factory station: provision, pre-allocate, bind, void its own reservations
+	RoleStation   Role = "station"   // a factory station: provision, pre-allocate, bind, void, reissue (its factory's objects)
 	RoleOperator  Role = "operator"  // factory operations: void, reissue, revoke, read
 	RoleAuditor   Role = "auditor"   // read the ledger and audit log
 	RoleRegulator Role = "regulator" // read, verify, reconcile

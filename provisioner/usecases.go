@@ -136,7 +136,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
-// void only RESERVED IMEIs they reserved; operators may also void a BOUND
+// void only RESERVED IMEIs of their factory; operators may also void a BOUND
 // device scrapped before shipment (its certificate is revoked).
 func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	switch in.Reason {
