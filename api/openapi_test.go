@@ -73,9 +73,9 @@ func TestOpenAPIRoutes(t *testing.T) {
 		switch {
 		case rt.public:
 			want = &[]map[string][]string{}
-		case rt.roles != nil:
-			roles := make([]string, len(rt.roles))
-			for i, r := range rt.roles {
+		case rt.access != nil:
+			roles := make([]string, len(rt.roles()))
+			for i, r := range rt.roles() {
 				roles[i] = string(r)
 			}
 			want = &[]map[string][]string{{"mutualTLS": roles}}
