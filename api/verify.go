@@ -8,12 +8,10 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
@@ -329,11 +327,10 @@ func (l *limiter) admit(r *http.Request) http.Handler {
 		return nil
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeProblem(w, wire.Problem{
-			Type: "https://tacline.dev/problems/" + string(tacerr.RateLimited), Title: "Too many requests", Status: http.StatusTooManyRequests,
-			Detail: "too many requests from " + clientAddr(req) + ": retry after " + strconv.Itoa(retry) + " s", Instance: req.URL.Path,
-			Code: string(tacerr.RateLimited), Retryable: true,
-		}, statusOf{status: http.StatusTooManyRequests, retryAfter: retry})
+		p, st := problemFor(tacerr.New(tacerr.RateLimited, "too many requests from %s: retry after %d s", clientAddr(req), retry).
+			WithRetryAfter(time.Duration(retry) * time.Second))
+		p.Instance = req.URL.Path
+		writeProblem(w, p, st)
 	})
 }
 
