@@ -44,7 +44,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 	r := db.Reader()
 	rows, err := r.QueryContext(ctx, r.Rebind(q), args...)
 	if err != nil {
-		return e, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return e, store.Translate(err, "read bound devices")
 	}
 	defer rows.Close()
 	af, err := createAtomic(path)
@@ -59,7 +59,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 		var device string
 		var n int64
 		if err := rows.Scan(&device, &n); err != nil {
-			return e, tacerr.Wrap(tacerr.Internal, err, "read bound device")
+			return e, store.Translate(err, "read bound device")
 		}
 		m, err := imei.FromUint64(uint64(n))
 		if err != nil {
@@ -81,7 +81,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 		w.Write(m.Append(buf[:0]))
 	}
 	if err := rows.Err(); err != nil {
-		return e, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return e, store.Translate(err, "read bound devices")
 	}
 	if e.Rows > 0 {
 		w.WriteByte('\n')
