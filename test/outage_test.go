@@ -23,8 +23,8 @@ import (
 // one dependency in its middle.
 const (
 	outageStations = 4
-	outageDevices  = 60  // per station: 240 devices in all
-	outageRate     = 16  // devices per second over all stations: a 15-second line
+	outageDevices  = 60 // per station: 240 devices in all
+	outageRate     = 16 // devices per second over all stations: a 15-second line
 	outageStart    = 3 * time.Second
 	outageLength   = 10 * time.Second
 	outageDeadline = 3 * time.Minute // for one run, everything included
