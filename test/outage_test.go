@@ -55,14 +55,7 @@ func TestOutage(t *testing.T) {
 func runOutage(t *testing.T, driver store.Dialect, what string) {
 	ctx, cancel := context.WithTimeout(context.Background(), outageDeadline)
 	defer cancel()
-	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: outageStations, Driver: driver}
-	if driver == store.Postgres {
-		opts.DSN = storetest.PostgresDSN(t)
-	}
-	env, err := devenv.Setup(ctx, opts)
-	if err != nil {
-		t.Fatalf("set up the environment: %v", err)
-	}
+	env := setupEnv(t, ctx, driver, outageStations)
 	logPath := filepath.Join(env.Dir, "server.log")
 	proc, err := devenv.StartServer(ctx, taclineBin, env.ConfigPath, logPath)
 	if err != nil {
