@@ -108,37 +108,3 @@ func Sleep(ctx context.Context, d time.Duration) error {
 		return ctx.Err()
 	}
 }
-
-// Do calls fn until it returns nil, an error that retryable rejects, or
-// the policy is spent, waiting between attempts. It returns fn's last
-// error, or ctx's error (joined with fn's last) when ctx ended a wait.
-func (p Policy) Do(ctx context.Context, retryable func(error) bool, fn func(ctx context.Context) error) error {
-	run := p.Start(time.Now())
-	for {
-		err := fn(ctx)
-		if err == nil || !retryable(err) {
-			return err
-		}
-		wait, ok := run.Next(time.Now(), 0)
-		if !ok {
-			return err
-		}
-		if serr := Sleep(ctx, wait); serr != nil {
-			return &Abandoned{Last: err, Ctx: serr}
-		}
-	}
-}
-
-// Abandoned is Do's error when its context ended during a wait.
-type Abandoned struct {
-	Last error // the last attempt's error
-	Ctx  error // the context's error
-}
-
-func (e *Abandoned) Error() string {
-	return e.Ctx.Error() + " while waiting to retry: " + e.Last.Error()
-}
-
-// Unwrap returns both errors, so errors.Is finds context.Canceled and
-// errors.As finds the last attempt's typed error.
-func (e *Abandoned) Unwrap() []error { return []error{e.Ctx, e.Last} }

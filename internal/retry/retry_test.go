@@ -2,7 +2,6 @@ package retry
 
 import (
 	"context"
-	"errors"
 	"testing"
 	"time"
 )
@@ -74,41 +73,14 @@ func TestRunLimits(t *testing.T) {
 	})
 }
 
-func TestDo(t *testing.T) {
+func TestSleep(t *testing.T) {
 	t.Parallel()
-	errTransient := errors.New("transient")
-	errFinal := errors.New("final")
-	isTransient := func(err error) bool { return errors.Is(err, errTransient) }
-	p := Policy{Initial: time.Microsecond, Max: time.Microsecond, Attempts: 4}
-
-	calls := 0
-	err := p.Do(context.Background(), isTransient, func(context.Context) error {
-		calls++
-		if calls < 3 {
-			return errTransient
-		}
-		return nil
-	})
-	if err != nil || calls != 3 {
-		t.Fatalf("Do = %v after %d calls, want nil after 3", err, calls)
+	if err := Sleep(context.Background(), time.Microsecond); err != nil {
+		t.Fatalf("Sleep = %v", err)
 	}
-
-	calls = 0
-	err = p.Do(context.Background(), isTransient, func(context.Context) error { calls++; return errFinal })
-	if !errors.Is(err, errFinal) || calls != 1 {
-		t.Fatalf("Do = %v after %d calls, want final after 1", err, calls)
-	}
-
-	calls = 0
-	err = p.Do(context.Background(), isTransient, func(context.Context) error { calls++; return errTransient })
-	if !errors.Is(err, errTransient) || calls != 4 {
-		t.Fatalf("Do = %v after %d calls, want transient after 4", err, calls)
-	}
-
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	err = Policy{Initial: time.Hour, Max: time.Hour}.Do(ctx, isTransient, func(context.Context) error { return errTransient })
-	if !errors.Is(err, context.Canceled) || !errors.Is(err, errTransient) {
-		t.Fatalf("Do on a cancelled context = %v, want both context.Canceled and the last error", err)
+	if err := Sleep(ctx, time.Hour); err != context.Canceled {
+		t.Fatalf("Sleep on a cancelled context = %v, want context.Canceled", err)
 	}
 }
