@@ -51,7 +51,7 @@ var specs = []Spec{
 	{TACNotApproved, http.StatusUnprocessableEntity, "TAC not approved for this market", false, 0, true, "The TAC has no market approval valid today for the pool's market."},
 	{TACUnknown, http.StatusUnprocessableEntity, "TAC not in the catalogue", false, 0, true, "The TAC is not in the catalogue."},
 
-	{RateLimited, http.StatusTooManyRequests, "Too many requests", true, time.Second, true, "Too many requests from one client; wait for `Retry-After` (the time until the client's quota refills)."},
+	{RateLimited, http.StatusTooManyRequests, "Too many requests", true, time.Second, true, "Too many requests from one caller (its identity, else its address prefix); wait for `Retry-After` (the time until the quota refills)."},
 
 	{Unavailable, http.StatusServiceUnavailable, "Service unavailable", true, time.Second, false, "A dependency (the ledger database, the register) is unreachable or busy; retry the same request later."},
 	{HSMUnavailable, http.StatusServiceUnavailable, "HSM unavailable", true, time.Second, false, "The HSM session was lost or no session is free; retry the same request later."},

@@ -103,7 +103,7 @@ messages. Codes never change meaning; new ones may be added.
   (factory, within ` + "`--retry-budget`" + `, default 2 minutes).
 - **Retry-After**: sent with every retryable answer, never with another.
   Wait at least that long. A ` + "`rate_limited`" + ` answer carries the time until
-  the client's quota refills instead of the default below.
+  the caller's quota refills instead of the default below.
 - A 503 that is not retryable needs an operator (a refused PIN, a missing
   key): retrying will not help.
 - **detail**: whether the problem's ` + "`detail`" + ` is the error's own message;

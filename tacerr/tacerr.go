@@ -67,7 +67,7 @@ const (
 	VerificationFailed Code = "verification_failed" // an identity the server returned failed the station's checks
 	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 
-	RateLimited Code = "rate_limited" // too many requests from one client address; retry after Retry-After
+	RateLimited Code = "rate_limited" // too many requests from one caller; retry after Retry-After
 )
 
 // Error is tacline's error. Construct it with New, Field or Wrap (never as
