@@ -7,6 +7,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/bench/reconcilebench"
 	"github.com/tacline/tacline/register/reconcile"
 	"github.com/tacline/tacline/store"
 )
@@ -44,7 +45,8 @@ func newReconcileCmd() *cobra.Command {
 write to DIR: missing_in_register.csv (bound here, absent there),
 unknown_to_manufacturer.csv (there under our TACs, never allocated here),
 status_mismatch.csv (voided, revoked or only reserved here, registered there),
-duplicates_in_register.csv (the same 14-digit IMEI more than once there),
+duplicates_in_register.csv (the same 14-digit IMEI more than once there, with
+the device_id of each extra copy and the device serial it maps back to),
 malformed.csv (lines that are not an IMEI, with line numbers) and
 summary.json. Rows of other TACs are counted and ignored. The register file
 is a DIRBS zip, a CSV with an approved_imei (or imei) header, or one IMEI per
@@ -100,7 +102,7 @@ line; a BOM and CRLF line ends are accepted.`,
 }
 
 func newBenchReconcileCmd() *cobra.Command {
-	var o reconcile.BenchOptions
+	var o reconcilebench.BenchOptions
 	var asJSON, noBaseline bool
 	c := &cobra.Command{
 		Use:   "reconcile --lines N [--json]",
@@ -116,7 +118,7 @@ data. Prints lines per second, peak RSS (VmHWM) and the speed-up. Files go to
 			o.Baseline = !noBaseline
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			res, err := reconcile.Bench(ctx, o)
+			res, err := reconcilebench.Bench(ctx, o)
 			if asJSON && res.Lines > 0 {
 				if perr := printJSON(cmd.OutOrStdout(), res); perr != nil {
 					return perr
