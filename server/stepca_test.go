@@ -162,7 +162,7 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 		issued = append(issued, resp)
 	}
 	// A device revoked in tacline is revoked at step-ca too (its CRL).
-	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}},
+	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll},
 		DeviceSerial: issued[0].DeviceSerial, Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
