@@ -38,7 +38,8 @@ const driftedTemplate = `{
 // against a real step-ca whose intermediate key is in the same SoftHSM2
 // token, on SQLite and PostgreSQL: devices are provisioned through step-ca
 // and chain to its root; with step-ca stopped a request is a retryable 503
-// and its replay completes once step-ca is back (no IMEI lost); an intent
+// and its replay completes once step-ca is back (no IMEI lost), and further
+// requests reserve nothing until step-ca answers /health again; an intent
 // left pending while step-ca is down is abandoned by recovery only after its
 // serial was revoked at step-ca; a template that drifted from the profile
 // is refused (502), its serial revoked, the intent abandoned, its IMEIs
@@ -186,6 +187,15 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 		t.Fatalf("step-ca stopped: %d %+v, want a retryable 503", ae.Status, ae.Problem)
 	}
 	pending := intentIMEIs(req.RequestID)
+	// While step-ca is known to be down, new requests reserve nothing.
+	held := newRequest()
+	_, err = client.Provision(ctx, held)
+	if ae := apiErr(err); ae.Status != http.StatusServiceUnavailable || !ae.Problem.Retryable {
+		t.Fatalf("step-ca still stopped: %d %+v, want a retryable 503", ae.Status, ae.Problem)
+	}
+	if is, err := srv.DB.IssuanceByRequestID(ctx, held.RequestID); err != nil || is != nil {
+		t.Fatalf("a request refused while step-ca is down recorded an intent: %+v %v", is, err)
+	}
 	if err := sca.Start(ctx); err != nil {
 		t.Fatal(err)
 	}

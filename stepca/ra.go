@@ -327,6 +327,23 @@ func diff(got, want *x509.Certificate) string {
 	return "encoding"
 }
 
+// Health asks step-ca's /health.
+func (r *RA) Health(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if _, err := r.client.HealthWithContext(ctx); err != nil {
+		return classify(err, nil)
+	}
+	return nil
+}
+
+// Unreachable reports whether err (from Sign) means step-ca was not
+// reached, so nothing was signed.
+func (r *RA) Unreachable(err error) bool {
+	f, ok := AsFailure(err)
+	return ok && f.Reason == "unreachable"
+}
+
 // Revoke revokes serial at step-ca (passive revocation: step-ca's CRL and
 // its database). A serial already revoked counts as revoked.
 func (r *RA) Revoke(ctx context.Context, serial *big.Int, reason string) error {

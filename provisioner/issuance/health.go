@@ -39,6 +39,14 @@ func (is *Issuer) Ready(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return signFailed(h.down, "the issuing CA key failed its last signature")
 	}
+	if is.upstream != nil {
+		if err := is.upstream.Health(ctx); err != nil {
+			h.down = err
+			return tacerr.Wrap(tacerr.Unavailable, err, "the upstream CA did not answer; nothing was reserved: retry when it is back")
+		}
+		h.down = nil
+		return nil
+	}
 	var digest [64]byte
 	if _, err := rand.Read(digest[:is.hash.Size()]); err != nil {
 		return signFailed(err, "probe the issuing CA key")

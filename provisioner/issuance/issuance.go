@@ -61,6 +61,10 @@ type Upstream interface {
 	// Revoke revokes a serial at the upstream CA (already revoked is not
 	// an error).
 	Revoke(ctx context.Context, serial *big.Int, reason string) error
+	// Health asks the upstream CA whether it answers; Unreachable says
+	// whether an error of Sign means it did not (nothing was signed).
+	Health(ctx context.Context) error
+	Unreachable(err error) bool
 }
 
 // Issuer signs device certificates under one issuing CA. It is safe for
@@ -307,8 +311,12 @@ func (is *Issuer) IssueUpstream(ctx context.Context, tok *Token, csr *x509.Certi
 	}
 	der, err := is.upstream.Sign(ctx, lint, csr, tok.device, tok.imeis)
 	if err != nil {
+		if is.upstream.Unreachable(err) {
+			is.health.set(err) // Ready asks the CA before the next intent reserves anything
+		}
 		return nil, nil, err
 	}
+	is.health.set(nil)
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "the upstream certificate serial %x does not parse", tok.serial)
