@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -36,10 +37,12 @@ type issuers struct {
 
 	mu       sync.Mutex // one refresh at a time; guards everything below
 	loaded   map[string]*loadedIssuer
-	failed   map[string]failure // key id -> why it could not be loaded
-	active   string             // key id new certificates are issued under
-	ledger   string             // key id the ledger marks active
-	trustFP  string             // fingerprint of the records the trust was built from
+	failed   map[string]failure           // key id -> why it could not be loaded
+	roots    map[string]revocation.Issuer // roots whose key is in this HSM: their CRLs
+	rootSeen map[string]string            // root key id -> record fingerprint tried
+	active   string                       // key id new certificates are issued under
+	ledger   string                       // key id the ledger marks active
+	trustFP  string                       // fingerprint of the records the trust was built from
 	svc      *provisioner.Service
 	auth     *online.Authority
 	reloaded int // issuer sets applied after start-up
@@ -67,7 +70,8 @@ type IssuerStatus struct {
 }
 
 func newIssuers(db *store.DB, tok *hsm.Token, cfg *config.File, log *slog.Logger) *issuers {
-	return &issuers{db: db, tok: tok, cfg: cfg, log: log, loaded: map[string]*loadedIssuer{}, failed: map[string]failure{}}
+	return &issuers{db: db, tok: tok, cfg: cfg, log: log, loaded: map[string]*loadedIssuer{}, failed: map[string]failure{},
+		roots: map[string]revocation.Issuer{}, rootSeen: map[string]string{}}
 }
 
 func recordFP(r store.IssuerRecord) string {
@@ -124,6 +128,10 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 	changed, ledgerActive := false, ""
 	var activeErr error
 	for _, r := range recs {
+		if store.IsRootKind(r.Kind) && r.CertPEM != "" {
+			changed = s.loadRoot(r) || changed
+			continue
+		}
 		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
 			continue
 		}
@@ -199,6 +207,27 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 	return changed, s.apply()
 }
 
+// loadRoot loads a root whose key is in this HSM (development), so the
+// publisher signs its CRL; a root kept offline is tried once per record.
+// It reports whether a root was loaded. Called with s.mu held.
+func (s *issuers) loadRoot(r store.IssuerRecord) bool {
+	fp := recordFP(r)
+	if s.rootSeen[r.KeyID] == fp {
+		return false
+	}
+	s.rootSeen[r.KeyID] = fp
+	certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+	if err != nil {
+		return false
+	}
+	signer, err := s.tok.Signer(r.Label)
+	if err != nil || ca.CheckCertMatchesKey(certs[0], signer.Public()) != nil {
+		return false
+	}
+	s.roots[r.KeyID] = revocation.Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: signer, Root: true}
+	return true
+}
+
 // trustFP fingerprints the records the authenticity trust is built from.
 func trustFP(recs []store.IssuerRecord) string {
 	h := sha256.New()
@@ -245,9 +274,13 @@ func (s *issuers) revocationSet() []revocation.Issuer {
 		}
 		return strings.Compare(a.rec.KeyID, b.rec.KeyID)
 	})
-	out := make([]revocation.Issuer, len(ls))
+	out := make([]revocation.Issuer, len(ls), len(ls)+len(s.roots))
 	for i, l := range ls {
 		out[i] = l.rev
+	}
+	roots := slices.Sorted(maps.Keys(s.roots))
+	for _, k := range roots {
+		out = append(out, s.roots[k])
 	}
 	return out
 }

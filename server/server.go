@@ -20,6 +20,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
@@ -151,6 +152,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	s.Authority.Publisher.UseResponderKeys(castore.Keys{Token: s.Token})
 	s.issuers.mu.Lock()
 	s.issuers.svc, s.issuers.auth = s.Service, &s.Authority
 	s.issuers.mu.Unlock()

@@ -11,8 +11,18 @@ import (
 const (
 	IssuerDevice  = "device"  // signs device certificates
 	IssuerStation = "station" // signs station client certificates
-	IssuerRoot    = "root"    // the development root (production roots stay offline)
+	IssuerRoot    = "root"    // the device root (development: its key is in the HSM; production roots stay offline)
+	// IssuerInfraRoot anchors infrastructure identities (the station CA:
+	// stations, roles, the TLS server), apart from the device root, so
+	// trusting one never accepts the other.
+	IssuerInfraRoot = "infra_root"
+	// IssuerOCSP is a delegated OCSP responder certificate of a device
+	// issuer (its chain_pem), made and renewed by the running server.
+	IssuerOCSP = "ocsp"
 )
+
+// IsRootKind reports whether kind is a self-signed root.
+func IsRootKind(kind string) bool { return kind == IssuerRoot || kind == IssuerInfraRoot }
 
 // IssuerRecord is a CA whose key lives in the HSM.
 type IssuerRecord struct {

@@ -23,6 +23,10 @@ type Publisher struct {
 
 	mu   sync.Mutex // one CRL at a time per publisher
 	wake chan struct{}
+
+	rmu        sync.Mutex // delegated OCSP responders
+	keys       ResponderKeys
+	responders map[string]ocspResponder // by issuer key id
 }
 
 // NewPublisher returns a publisher for issuers over the ledger db.
@@ -33,7 +37,8 @@ func NewPublisher(db *store.DB, issuers []Issuer, cfg Config, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Publisher{db: db, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1)}
+	p := &Publisher{db: db, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1),
+		responders: map[string]ocspResponder{}}
 	p.SetIssuers(issuers)
 	return p, nil
 }
@@ -194,6 +199,9 @@ func (p *Publisher) Run(ctx context.Context) {
 		}
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("CRL refresh failed; retrying", "err", err)
+		}
+		if err := p.RenewResponders(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("OCSP responder renewal failed; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():
