@@ -5,8 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -226,6 +228,45 @@ func (s *issuers) loadRoot(r store.IssuerRecord) bool {
 	}
 	s.roots[r.KeyID] = revocation.Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: signer, Root: true}
 	return true
+}
+
+// checkClientCAs refuses a server.client_ca or server.mapped_ca
+// certificate that is a device root or device issuing CA of the ledger:
+// client identities (stations, roles) come from the infrastructure
+// hierarchy, and trusting a device CA for clients would let a device
+// certificate pass TLS client authentication. A client CA certified by a
+// device root (an environment made before the hierarchies were separated)
+// is logged as a warning.
+func checkClientCAs(recs []store.IssuerRecord, files map[string][]string, log *slog.Logger) error {
+	device := map[string]string{} // key id -> label
+	for _, r := range recs {
+		if r.Kind == store.IssuerDevice || r.Kind == store.IssuerRoot {
+			device[r.KeyID] = r.Label
+		}
+	}
+	for field, list := range files {
+		for i, f := range list {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue // api.New names the unreadable file
+			}
+			certs, err := ca.ParseChainPEM(data)
+			if err != nil {
+				continue
+			}
+			for _, c := range certs {
+				if label, ok := device[ca.KeyID(c)]; ok {
+					return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("%s[%d]", field, i), "%s holds %q, the device CA %s: client certificates must come from the infrastructure hierarchy (the station CA under its own root), never from a device CA, or a device certificate would pass as a client",
+						f, c.Subject.CommonName, label)
+				}
+				if label, ok := device[hex.EncodeToString(c.AuthorityKeyId)]; ok && len(c.AuthorityKeyId) > 0 {
+					log.Warn("a client CA is certified by a device root: device and infrastructure identities should have separate roots (re-run the ceremony: `tacline ca init --dev` makes an infrastructure root)",
+						"field", fmt.Sprintf("%s[%d]", field, i), "file", f, "device_root", label)
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // trustFP fingerprints the records the authenticity trust is built from.

@@ -128,6 +128,14 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	recs, err := s.DB.Issuers(ctx)
+	if err == nil {
+		err = checkClientCAs(recs, map[string][]string{"server.client_ca": cfg.Server.ClientCA, "server.mapped_ca": cfg.Server.MappedCA}, log)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.issuers.register(s.Registry); err != nil {
 		s.Close()
 		return nil, err

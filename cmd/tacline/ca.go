@@ -42,6 +42,13 @@ func withLedgerAndHSM(cmd *cobra.Command, fn func(ctx context.Context, cfg *conf
 	return fn(cmd.Context(), cfg, db, tok)
 }
 
+// deviceNotAfter is the device profile's fixed notAfter (zero when it is
+// a duration): every issuing CA must end no earlier.
+func deviceNotAfter(cfg *config.File) time.Time {
+	t, _ := cfg.Profile.FixedNotAfter()
+	return t
+}
+
 func newCACmd() *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Key ceremony: CA keys in the HSM, issuers in the ledger"}
 	var dev bool
@@ -74,20 +81,20 @@ func newCACmd() *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it, then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
 					return nil
 				}
-				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now())
+				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now(), deviceNotAfter(cfg))
 				if err != nil {
 					return err
 				}
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return err
 				}
-				for name, cert := range map[string]*x509.Certificate{"root.pem": d.Root, "issuing.pem": d.Issuing, "station-ca.pem": d.StationCA} {
+				for name, cert := range map[string]*x509.Certificate{"root.pem": d.Root, "issuing.pem": d.Issuing, "infra-root.pem": d.InfraRoot, "station-ca.pem": d.StationCA} {
 					if err := os.WriteFile(filepath.Join(out, name), castore.PEM(cert), 0o644); err != nil {
 						return err
 					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "development CA made (keys in the HSM): root %s, device issuing CA %s (active), station CA %s; certificates in %s\n",
-					ca.KeyID(d.Root), ca.KeyID(d.Issuing), ca.KeyID(d.StationCA), out)
+				fmt.Fprintf(cmd.OutOrStdout(), "development CA made (keys in the HSM): device root %s, device issuing CA %s (active), infrastructure root %s, station CA %s; certificates in %s\n",
+					ca.KeyID(d.Root), ca.KeyID(d.Issuing), ca.KeyID(d.InfraRoot), ca.KeyID(d.StationCA), out)
 				return nil
 			})
 		},
@@ -121,7 +128,7 @@ func newCACmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				rec, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, label, signer, certPEM, chainPEM, activate, time.Now())
+				rec, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, label, signer, certPEM, chainPEM, activate, time.Now(), deviceNotAfter(cfg))
 				if err != nil {
 					return err
 				}
@@ -154,7 +161,7 @@ func newCACmd() *cobra.Command {
 					newLabel = fmt.Sprintf("tacline-device-ca-%d", time.Now().Unix())
 				}
 				rec, _, err := ca.RotateDev(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, castore.Keys{Token: tok},
-					root, rootSigner, ca.CeremonyOptions{IssuerLabel: newLabel, Curve: curve, Organization: cfg.Manufacturer, Now: time.Now()})
+					root, rootSigner, ca.CeremonyOptions{IssuerLabel: newLabel, Curve: curve, Organization: cfg.Manufacturer, Now: time.Now(), DeviceNotAfter: deviceNotAfter(cfg)})
 				if err != nil {
 					return err
 				}
