@@ -92,10 +92,6 @@ func New(cfg Config) (*Issuer, error) {
 	if !pub.Equal(c.PublicKey) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
 	}
-	if fixed, ok := cfg.Profile.FixedNotAfter(); ok && fixed.After(c.NotAfter) {
-		return nil, tacerr.Field(tacerr.InvalidConfig, "profile.not_after", "device certificates would end %s, after their issuing CA %q (%s): no certificate may outlive its issuer; issue the CA until 99991231235959Z (IEEE 802.1AR, the `tacline ca init` default) or set profile.not_after to a duration",
-			fixed.Format("20060102150405Z"), c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
-	}
 	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile.ForIssuer(hex.EncodeToString(c.SubjectKeyId)), lint: newLinter(reg, allowed)}
 	var curve elliptic.Curve
 	switch pub.Curve {
@@ -105,6 +101,10 @@ func New(cfg Config) (*Issuer, error) {
 		is.sigAlg, is.hash, curve = x509.ECDSAWithSHA384, crypto.SHA384, elliptic.P384()
 	default:
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is on curve %s; P-256 or P-384 is required", pub.Curve.Params().Name)
+	}
+	if fixed, ok := cfg.Profile.FixedNotAfter(); ok && fixed.After(c.NotAfter) {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "profile.not_after", "device certificates would end %s, after their issuing CA %q (%s): no certificate may outlive its issuer; issue the CA until 99991231235959Z (IEEE 802.1AR, the `tacline ca init` default) or set profile.not_after to a duration",
+			fixed.Format("20060102150405Z"), c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	tk, err := ecdsa.GenerateKey(curve, rand.Reader)
 	if err != nil {
