@@ -72,22 +72,26 @@ func (p *Publisher) responder(ctx context.Context, iss Issuer) (ocspResponder, e
 	return made, nil
 }
 
-// RenewResponders makes sure every device issuer has a delegated OCSP
-// responder with more than half its life left (the publisher's Run calls
-// it at every poll; it touches the ledger and the HSM only when one is due).
+// RenewResponders renews the delegated OCSP responders this publisher
+// uses (made or loaded by an OCSP request) once half their life has
+// passed; the publisher's Run calls it at every poll, and it touches the
+// ledger and the HSM only when one is due. A server that never answers
+// OCSP makes no responder key: keys are made on the first request.
 func (p *Publisher) RenewResponders(ctx context.Context) error {
 	p.rmu.Lock()
-	noKeys := p.keys == nil
-	p.rmu.Unlock()
-	if noKeys {
-		return nil
-	}
-	for _, iss := range p.Issuers() {
-		if iss.Root {
-			continue
+	var due []string
+	now := p.now()
+	for k, r := range p.responders {
+		if halfLived(r.Cert, now) {
+			due = append(due, k)
 		}
-		if _, err := p.responder(ctx, iss); err != nil {
-			return err
+	}
+	p.rmu.Unlock()
+	for _, k := range due {
+		if iss, ok := p.Issuer(k); ok && !iss.Root {
+			if _, err := p.responder(ctx, iss); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
