@@ -63,10 +63,10 @@ func newPKI(t testing.TB) *testPKI {
 	now := time.Now()
 	p := &testPKI{dir: t.TempDir(), rootKey: genKey(t), stationKey: genKey(t), otherKey: genKey(t)}
 	var err error
-	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Root"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Root"}, ca.ValidFor(now, 72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 48*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if p.otherCA, err = ca.SelfSignedRoot(p.otherKey, pkix.Name{CommonName: "Manufacturer step-ca"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
