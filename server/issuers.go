@@ -78,7 +78,7 @@ func newIssuers(db *store.DB, tok *hsm.Token, cfg *config.File, log *slog.Logger
 
 func recordFP(r store.IssuerRecord) string {
 	h := sha256.New()
-	for _, s := range []string{r.KeyID, r.Label, r.Kind, r.CertPEM, r.ChainPEM} {
+	for _, s := range []string{r.KeyID, r.Label, r.Kind, r.CertPEM, r.ChainPEM, r.RevokedAt.String()} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}

@@ -23,6 +23,9 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+	tverify "github.com/tacline/tacline/verify"
+	"github.com/tacline/tacline/verify/online"
 	"github.com/tacline/tacline/verify/revocation"
 )
 
@@ -33,10 +36,18 @@ import (
 // the device certificates); a device certificate with CRL distribution
 // point and AIA passes zlint; and trusting the device root never accepts a
 // station certificate, nor the infrastructure root a device certificate.
+// Revoking the retired issuing CA puts it on the root's CRL (openssl then
+// refuses its devices) and makes the online trust answer revoked.
 func TestHierarchyOpenSSL(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) { testHierarchy(t, d) })
+	}
+}
+
+func testHierarchy(t *testing.T, d store.Dialect) {
 	ctx := context.Background()
 	tok := hsmtest.Open(t, hsmtest.NewToken(t))
-	db := storetest.Open(t, store.SQLite)
+	db := storetest.Open(t, d)
 	now := time.Now()
 	dev, err := castore.InitDev(ctx, db, tok, "Acme Devices", "P-256", "test", now, ca.NoExpiry)
 	if err != nil {
@@ -133,4 +144,60 @@ func TestHierarchyOpenSSL(t *testing.T) {
 	// Separate roots: neither accepts the other's certificates.
 	verify(false, "-CAfile", root, "-untrusted", stationCA, stFile)
 	verify(false, "-CAfile", infra, "-untrusted", issuing, devFile)
+
+	// Revoking the (retired) issuing CA: the root's next CRL lists it, and
+	// openssl and the online trust refuse its devices.
+	if err := db.RevokeIssuer(ctx, keyID, "compromised", "test"); !tacerr.Is(err, tacerr.InvalidState) {
+		t.Fatalf("revoking the active issuer: %v", err)
+	}
+	rootSigner, err := tok.Signer(castore.RootLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := ca.RotateDev(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "test"}, castore.Keys{Token: tok}, dev.Root, rootSigner,
+		ca.CeremonyOptions{IssuerLabel: "device-ca-2", Organization: "Acme Devices", Now: now, DeviceNotAfter: ca.NoExpiry}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RevokeIssuer(ctx, keyID, "compromised", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RevokeIssuer(ctx, keyID, "compromised", "test"); !tacerr.Is(err, tacerr.Conflict) {
+		t.Fatalf("second revocation: %v", err)
+	}
+	if err := db.ActivateIssuer(ctx, keyID, "test"); !tacerr.Is(err, tacerr.InvalidState) {
+		t.Fatalf("activating a revoked issuer: %v", err)
+	}
+	if n, err := pub.Refresh(ctx); err != nil || n != 1 {
+		t.Fatalf("refresh after the CA revocation published %d CRLs (want the root's): %v", n, err)
+	}
+	rootCRL, err := pub.CRL(ctx, ca.KeyID(dev.Root))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := x509.ParseRevocationList(rootCRL.DER)
+	if err != nil || parsed.CheckSignatureFrom(dev.Root) != nil || len(parsed.RevokedCertificateEntries) != 1 ||
+		parsed.RevokedCertificateEntries[0].SerialNumber.Cmp(dev.Issuing.SerialNumber) != 0 || parsed.RevokedCertificateEntries[0].ReasonCode != 2 {
+		t.Fatalf("root CRL after the revocation: %+v %v", parsed, err)
+	}
+	rootCRLFile := filepath.Join(dir, "root-2.crl.pem")
+	if err := os.WriteFile(rootCRLFile, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: rootCRL.DER}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "verify", "-x509_strict", "-crl_check_all", "-CAfile", root, "-untrusted", issuing,
+		"-CRLfile", crlPEM[keyID], "-CRLfile", rootCRLFile, devFile).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "certificate revoked") {
+		t.Fatalf("openssl verify of a device under the revoked CA: %v\n%s", err, out)
+	}
+	recs2, err := db.Issuers(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	trust, err := online.TrustOf(recs2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := tverify.Check(ctx, tverify.Input{IMEI: m, Chain: []*x509.Certificate{device, dev.Issuing, dev.Root}, Nonce: []byte("0123456789abcdef"), Signature: []byte{0x30, 0}}, trust, nil, nil)
+	if err != nil || res.Verdict != tverify.Revoked {
+		t.Fatalf("online trust on a device under the revoked CA: %+v %v", res, err)
+	}
 }

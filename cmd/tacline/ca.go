@@ -175,6 +175,36 @@ func newCACmd() *cobra.Command {
 	rotate.Flags().StringVar(&curve, "curve", "P-256", "P-256 or P-384")
 	c.AddCommand(rotate)
 
+	var keyID, reason string
+	revoke := &cobra.Command{
+		Use:   "revoke --key-id K [--reason compromised|superseded|cessationOfOperation|other]",
+		Short: "Revoke a device issuing CA or station CA that is not active: its root's CRL lists it (signed at the next CRL refresh)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch reason {
+			case "compromised", "superseded", "cessationOfOperation", "other":
+			default:
+				return flagErr("--reason", "%q: use compromised, superseded, cessationOfOperation or other", reason)
+			}
+			if keyID == "" {
+				return flagErr("--key-id", "is required: the issuer's key id (`tacline ca list`)")
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.RevokeIssuer(cmd.Context(), keyID, reason, operator()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "issuer %s revoked (%s): its root's CRL lists it from the next CRL (`tacline crl publish`, or a running server within revocation.poll)\n", keyID, reason)
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&keyID, "key-id", "", "key id of the CA to revoke")
+	revoke.Flags().StringVar(&reason, "reason", "superseded", "compromised, superseded, cessationOfOperation or other")
+	c.AddCommand(revoke)
+
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
@@ -192,19 +222,27 @@ func newCACmd() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			if !asJSON {
-				fmt.Fprintln(w, "KIND\tLABEL\tKEY ID\tCURVE\tNOT BEFORE\tNOT AFTER\tACTIVE")
+				fmt.Fprintln(w, "KIND\tLABEL\tKEY ID\tCURVE\tNOT BEFORE\tNOT AFTER\tACTIVE\tREVOKED")
 			}
 			for _, r := range recs {
 				var nb, na string
 				if certs, err := ca.ParseChainPEM([]byte(r.CertPEM)); err == nil && len(certs) > 0 {
 					nb, na = certs[0].NotBefore.UTC().Format(time.RFC3339), certs[0].NotAfter.UTC().Format(time.RFC3339)
 				}
+				revoked := "-"
+				if !r.RevokedAt.IsZero() {
+					revoked = r.RevokedAt.UTC().Format(time.RFC3339) + " " + r.RevokeReason
+				}
 				if asJSON {
-					printJSON(cmd.OutOrStdout(), map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,
-						"not_before": nb, "not_after": na, "active": r.Active})
+					row := map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,
+						"not_before": nb, "not_after": na, "active": r.Active}
+					if !r.RevokedAt.IsZero() {
+						row["revoked_at"], row["revoke_reason"] = r.RevokedAt.UTC().Format(time.RFC3339), r.RevokeReason
+					}
+					printJSON(cmd.OutOrStdout(), row)
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", r.Kind, r.Label, r.KeyID, r.Curve, nb, na, r.Active)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Kind, r.Label, r.KeyID, r.Curve, nb, na, r.Active, revoked)
 			}
 			return w.Flush()
 		},

@@ -113,6 +113,7 @@ type Entry struct {
 	SerialHex string
 	At        time.Time
 	Reason    string // tacline reason (stolen, cloned, compromised, superseded, other, cessationOfOperation)
+	CA        bool   // a CA certificate: compromise is cACompromise
 }
 
 // ReasonCode maps a tacline revocation reason to its RFC 5280 CRLReason.
@@ -137,7 +138,11 @@ func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entrie
 		if err != nil {
 			return tacerr.Wrap(tacerr.LedgerInvariant, err, "revoked certificate serial %q is not hex", e.SerialHex)
 		}
-		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: ReasonCode(e.Reason)})
+		code := ReasonCode(e.Reason)
+		if e.CA && code == 1 {
+			code = 2 // cACompromise
+		}
+		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: code})
 		return nil
 	})
 	if err != nil {
