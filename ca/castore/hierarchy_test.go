@@ -200,4 +200,25 @@ func testHierarchy(t *testing.T, d store.Dialect) {
 	if err != nil || res.Verdict != tverify.Revoked {
 		t.Fatalf("online trust on a device under the revoked CA: %+v %v", res, err)
 	}
+	// Offline (`tacline verify --crl`): the root's CRL revokes the CA.
+	offTrust, err := tverify.NewTrust([]*x509.Certificate{dev.Root})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var crls []*x509.RevocationList
+	for _, der := range [][]byte{rootCRL.DER, recs[0].DER, recs[1].DER, recs[2].DER} {
+		l, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.Number.Int64() == 1 && string(l.RawIssuer) == string(dev.Root.RawSubject) {
+			continue // the root's first CRL, before the revocation
+		}
+		crls = append(crls, l)
+	}
+	res, err = tverify.Check(ctx, tverify.Input{IMEI: m, Chain: []*x509.Certificate{device, dev.Issuing}, Nonce: []byte("0123456789abcdef"), Signature: []byte{0x30, 0}},
+		offTrust, tverify.NewCRLSet(crls), nil)
+	if err != nil || res.Verdict != tverify.Revoked || !strings.Contains(strings.Join(res.Reasons, " "), "issuing CA") {
+		t.Fatalf("offline check with the root's CRL on a device under the revoked CA: %+v %v", res, err)
+	}
 }
