@@ -33,6 +33,7 @@ var problems = map[tacerr.Code]statusOf{
 	tacerr.Unauthorized:         {http.StatusUnauthorized, "Unauthorized", true, 0},
 	tacerr.Forbidden:            {http.StatusForbidden, "Forbidden", true, 0},
 	tacerr.StationNotAuthorized: {http.StatusForbidden, "Station not authorized", true, 0},
+	tacerr.NotOwner:             {http.StatusForbidden, "Object of another factory", true, 0},
 
 	tacerr.NotFound:            {http.StatusNotFound, "Not found", true, 0},
 	tacerr.PoolNotFound:        {http.StatusNotFound, "Pool not found", true, 0},

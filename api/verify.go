@@ -163,7 +163,7 @@ func (s *Server) authn() (*authProvisioner, error) {
 }
 
 // verifiers may ask for challenges and verify without a rate limit.
-var verifiers = []provisioner.Role{provisioner.RoleRegulator, provisioner.RoleOperator}
+var verifiers = route{access: access{provisioner.RoleRegulator: all, provisioner.RoleOperator: all}}
 
 // verifyCaller admits a challenge or verify request: a regulator or
 // operator by client certificate, otherwise (when public_verify is on)
@@ -176,7 +176,7 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 		if err = checkStation(r.Context(), s.p, cl); err != nil {
 			return nil, err
 		}
-		if (route{roles: verifiers}).allows(cl.actor) {
+		if _, ok := verifiers.authorize(cl.actor); ok {
 			return nil, nil
 		}
 	}
@@ -184,7 +184,7 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 		if err != nil {
 			return nil, err
 		}
-		return nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), r.URL.Path, joinRoles(verifiers))
+		return nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), r.URL.Path, joinRoles(verifiers.roles()))
 	}
 	// An authenticated caller without a verifier role is limited as
 	// itself, anyone else by address prefix.

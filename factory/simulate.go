@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -431,11 +432,11 @@ func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange,
 // cleaned so that prefix + 6-digit sequence fits a certificate serialNumber.
 func serialPrefix(station, runID string, worker int) string {
 	tail := fmt.Sprintf("-%s-%d-", runID, worker)
-	keep := maxDeviceSerial - len(tail) - 6
+	keep := policy.MaxDeviceSerial - len(tail) - 6
 	var b strings.Builder
 	for i := 0; i < len(station) && b.Len() < keep; i++ {
 		c := station[i]
-		if !printableSerialChar(c) || c == ' ' {
+		if !policy.DeviceSerialChar(c) {
 			c = '-'
 		}
 		b.WriteByte(c)

@@ -538,6 +538,15 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 	if err := tx.insertIntents(made); err != nil {
 		return err
 	}
+	var claims []deviceClaim
+	for _, p := range made {
+		if p.req.Kind == KindProvision {
+			claims = append(claims, deviceClaim{serial: p.req.DeviceSerial, requestID: p.req.RequestID})
+		}
+	}
+	if err := tx.claimDevices(claims); err != nil {
+		return err
+	}
 	// 6. One event per device.
 	for _, p := range made {
 		for _, g := range p.res.Devices {

@@ -26,6 +26,7 @@ const (
 	Unavailable    Code = "unavailable"    // a dependency is down; retry later
 	Unauthorized   Code = "unauthorized"   // no or unknown client identity
 	Forbidden      Code = "forbidden"      // identity known, role not allowed
+	NotOwner       Code = "not_owner"      // role allowed, but the device, IMEI or reservation belongs to another factory
 	InvalidIMEI    Code = "invalid_imei"   // an IMEI failed to parse
 	TACUnknown     Code = "tac_unknown"    // the TAC is not in the catalogue
 	TACNotApproved Code = "tac_not_approved"
