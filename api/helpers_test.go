@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -179,6 +180,12 @@ var APIDoc = func() *openapitest.Checker {
 		// OCSP answers a malformed request 200 with its own
 		// malformedRequest status (RFC 6960 section 2.3).
 		return status/100 == 4 || op == "POST "+PathOCSP && status == http.StatusOK
+	}
+	c.Skip = func(r *http.Request) bool {
+		// OCSP GET with the base64 request raw in the path, '/' included
+		// (RFC 6960 A.1): OpenAPI path parameters cannot span segments.
+		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/ocsp/")
+		return ok && strings.Contains(rest, "/")
 	}
 	return c
 }()
