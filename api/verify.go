@@ -10,11 +10,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/internal/ratelimit"
 	"github.com/tacline/tacline/provisioner"
@@ -353,11 +351,10 @@ func limited(l *ratelimit.Limiter, r *http.Request, identity string) http.Handle
 		return nil
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeProblem(w, wire.Problem{
-			Type: "https://tacline.dev/problems/" + string(tacerr.RateLimited), Title: "Too many requests", Status: http.StatusTooManyRequests,
-			Detail: "too many requests from " + ratelimit.Key(req, identity) + ": retry after " + strconv.Itoa(retry) + " s", Instance: req.URL.Path,
-			Code: string(tacerr.RateLimited), Retryable: true,
-		}, statusOf{status: http.StatusTooManyRequests, retryAfter: retry})
+		p, st := problemFor(tacerr.New(tacerr.RateLimited, "too many requests from %s: retry after %d s", ratelimit.Key(req, identity), retry).
+			WithRetryAfter(time.Duration(retry) * time.Second))
+		p.Instance = req.URL.Path
+		writeProblem(w, p, st)
 	})
 }
 

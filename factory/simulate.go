@@ -31,6 +31,7 @@ import (
 type ClientTuning struct {
 	Timeout     time.Duration
 	MaxRetries  int
+	RetryBudget time.Duration
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
 }
@@ -358,7 +359,7 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 	for _, c := range cfg.creds {
 		cl, err := NewClient(ClientConfig{
 			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
-			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries,
+			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries, RetryBudget: cfg.tuning.RetryBudget,
 			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
 			OnRetry: func(int, error) { e.retries.Add(1) },
 		})

@@ -261,8 +261,13 @@ func (s *Service) station(ctx context.Context, a Actor) (store.StationRecord, er
 		return store.StationRecord{}, tacerr.New(tacerr.Forbidden, "only a station may do this")
 	}
 	st, err := s.stationRecord(ctx, a.Station)
-	if err != nil {
+	if tacerr.Is(err, tacerr.NotFound) {
 		return st, tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", a.Station)
+	}
+	if err != nil {
+		// The ledger could not say (unavailable, retryable): not a
+		// verdict on the station.
+		return st, err
 	}
 	if !st.DisabledAt.IsZero() {
 		return st, tacerr.New(tacerr.Forbidden, "station %s is disabled", a.Station)

@@ -418,3 +418,31 @@ func TestStationMemo(t *testing.T) {
 		DeviceSerial: "DM2", Product: "EX-1", CSR: provtest.NewDevice(t).CSR})
 	wantCode(t, err, tacerr.Forbidden)
 }
+
+// With the ledger database lost, an enrolled station's lookup is
+// unavailable and retryable, never unauthorized (issue 11: PostgreSQL
+// unreachable answered 401 "station is not enrolled"); an unknown station
+// is still unauthorized once the database is back.
+func TestStationLookupDuringOutage(t *testing.T) {
+	env := provtest.New(t, store.Postgres)
+	ctx := context.Background()
+	restore := storetest.Outage(t, env.DB)
+	_, err := env.Service.Station(ctx, "S1")
+	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.Unavailable || !e.Retryable() {
+		t.Fatalf("station lookup during the outage = %v (code %s), want unavailable, retryable", err, tacerr.CodeOf(err))
+	}
+	dev := provtest.NewDevice(t)
+	_, err = env.Service.Provision(ctx, provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "o1",
+		DeviceSerial: "DO1", Product: "EX-1", CSR: dev.CSR})
+	wantCode(t, err, tacerr.Unavailable)
+	restore()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err = env.Service.Station(ctx, "nobody")
+		if !tacerr.Is(err, tacerr.Unavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wantCode(t, err, tacerr.Unauthorized)
+}

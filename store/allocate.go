@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -487,8 +486,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		}
 		need := int64(p.req.Devices * p.req.PerDevice)
 		if left := h.SNREnd + 1 - h.NextSNR; need > left {
-			p.err = &tacerr.Error{Code: tacerr.PoolExhausted, Field: "pool",
-				Message: fmt.Sprintf("pool %q has %d SNRs left, %d requested; nothing was reserved: create a new pool", h.Name, left, need)}
+			p.err = tacerr.Field(tacerr.PoolExhausted, "pool", "pool %q has %d SNRs left, %d requested; nothing was reserved: create a new pool", h.Name, left, need)
 			continue
 		}
 		r := &Reservation{
