@@ -20,6 +20,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
@@ -133,6 +134,14 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	recs, err := s.DB.Issuers(ctx)
+	if err == nil {
+		err = checkClientCAs(recs, map[string][]string{"server.client_ca": cfg.Server.ClientCA, "server.mapped_ca": cfg.Server.MappedCA}, log)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.issuers.register(s.Registry); err != nil {
 		s.Close()
 		return nil, err
@@ -161,6 +170,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	s.Authority.Publisher.UseResponderKeys(castore.Keys{Token: s.Token})
 	s.issuers.mu.Lock()
 	s.issuers.svc, s.issuers.auth = s.Service, &s.Authority
 	s.issuers.mu.Unlock()

@@ -19,6 +19,7 @@ const (
 	EventStationEnrolled = "station.enrolled"
 	EventStationDisabled = "station.disabled"
 	EventIssuerActivated = "issuer.activated"
+	EventIssuerRevoked   = "issuer.revoked"
 	EventConfigChanged   = "config.changed"
 )
 
