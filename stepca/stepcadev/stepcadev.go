@@ -119,7 +119,9 @@ func Start(ctx context.Context, o Options) (*CA, error) {
 	if err != nil {
 		return nil, err
 	}
-	v := ca.ValidFor(time.Now(), 10*365*24*time.Hour)
+	// Valid until 99991231235959Z like tacline's development CAs, so that
+	// device certificates of the default profile (no expiry) fit inside.
+	v := ca.Validity{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)}
 	root, err := ca.SelfSignedRoot(rootKey, pkix.Name{Organization: []string{"Acme Step"}, CommonName: "Acme Step Root CA"}, v)
 	if err != nil {
 		return nil, err
