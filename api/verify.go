@@ -49,14 +49,14 @@ type AuthenticityConfig struct {
 	// PublicVerify lets callers without a client certificate (or without
 	// the regulator or operator role) ask for challenges and verify,
 	// rate limited per client address.
-	PublicVerify bool `yaml:"public_verify"`
+	PublicVerify bool `yaml:"public_verify" doc:"let anyone (rate limited per address) request challenges and verify devices"`
 	// PublicRate is the sustained rate (requests per second per client
 	// address) of public challenges and checks; PublicBurst the burst.
-	PublicRate  float64 `yaml:"public_rate"`
-	PublicBurst int     `yaml:"public_burst"`
+	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per client address"`
+	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per client address"`
 	// LookupRate and LookupBurst limit GET /v1/lookup per client address.
-	LookupRate  float64 `yaml:"lookup_rate"`
-	LookupBurst int     `yaml:"lookup_burst"`
+	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup requests per second per client address"`
+	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup requests per client address"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5

@@ -29,12 +29,12 @@ import (
 type Config struct {
 	// NextUpdate is how long a CRL or OCSP response is valid (nextUpdate =
 	// thisUpdate + NextUpdate); CRLs are regenerated at half-life.
-	NextUpdate time.Duration `yaml:"next_update"`
+	NextUpdate time.Duration `yaml:"next_update" doc:"validity of a CRL or OCSP response (CRLs are regenerated at half-life)"`
 	// Debounce is how long the publisher waits after it sees a revocation
 	// before it signs a new CRL (later revocations join the same CRL).
-	Debounce time.Duration `yaml:"debounce"`
+	Debounce time.Duration `yaml:"debounce" doc:"wait after a revocation before signing a new CRL"`
 	// Poll is how often the publisher looks for revocations in the ledger.
-	Poll time.Duration `yaml:"poll"`
+	Poll time.Duration `yaml:"poll" doc:"how often the publisher looks for revocations"`
 }
 
 // DefaultConfig: CRLs valid for 24 h, regenerated 1 s after a revocation
