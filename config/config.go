@@ -155,6 +155,7 @@ func (f *File) resolvePaths() {
 		f.HSM.PIN = "file:" + f.Path(strings.TrimPrefix(f.HSM.PIN, "file:"))
 	}
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
+	f.Audit.PublishedCheckpoint = f.Path(f.Audit.PublishedCheckpoint)
 	f.Server.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)

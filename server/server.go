@@ -110,6 +110,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.checkRollback(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if cfg.Register.URL != "" {
 		m, err := register.NewMetrics(s.Registry, s.DB)
 		if err != nil {
@@ -164,6 +168,26 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	return s, nil
+}
+
+// checkRollback refuses to serve a ledger older than the newest audit
+// checkpoint ever published (audit.published_checkpoint, a file outside
+// the database): provisioning from its older pool high-water marks would
+// give IMEIs already on devices to other devices. `tacline restore ack`
+// acknowledges such a ledger.
+func (s *Server) checkRollback(ctx context.Context) error {
+	p := s.cfg.Audit.PublishedCheckpoint
+	if s.cfg.Audit.Disabled || s.Audit.Verifier() == nil {
+		return nil
+	}
+	if p == "" {
+		s.log.Warn("audit.published_checkpoint is not set: a ledger restored from an old backup would not be detected")
+		return nil
+	}
+	if _, err := audit.CheckPublished(ctx, s.DB, p, s.Audit.Verifier()); err != nil {
+		return err
+	}
+	return s.Audit.PublishLatest(ctx)
 }
 
 // RefreshIssuers reads the ledger's issuers now, as the periodic refresh

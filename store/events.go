@@ -20,6 +20,9 @@ const (
 	EventStationDisabled = "station.disabled"
 	EventIssuerActivated = "issuer.activated"
 	EventConfigChanged   = "config.changed"
+	// EventRollbackAcknowledged: an operator acknowledged serving a
+	// ledger older than a published audit checkpoint (`tacline restore ack`).
+	EventRollbackAcknowledged = "ledger.rollback_acknowledged"
 )
 
 // Event is one ledger change, as the audit log and the register see it.
