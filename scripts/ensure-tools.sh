@@ -8,6 +8,11 @@ need=()
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# promtool checks and unit-tests deploy/prometheus/alerts.yml (Debian's
+# prometheus package; its service is not needed and not started here).
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# dpkg-deb builds the Debian package (make deb).
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg-dev)
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
 	SUDO=""

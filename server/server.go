@@ -135,6 +135,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.Registry.Register(opsCollector{s}); err != nil {
+		s.Close()
+		return nil, err
+	}
 	s.Service, err = provisioner.New(provisioner.Config{
 		DB: s.DB, Issuers: s.issuers.issuanceSet(), Active: s.issuers.active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
 		IntentTimeout: cfg.Provisioning.IntentTimeout, PreallocTimeout: cfg.Provisioning.PreallocationTimeout,

@@ -50,6 +50,7 @@ func newServeCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			server.BuildVersion = versionString()
 			s, err := server.New(ctx, cfg, log)
 			if err != nil {
 				return err
