@@ -12,7 +12,7 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # prometheus package; its service is not needed and not started here).
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # dpkg-deb builds the Debian package (make deb).
-command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg-dev)
+command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
 	SUDO=""
