@@ -72,46 +72,9 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 		return nil, tacerr.Field(tacerr.InvalidConfig, "database.driver", "the backup set is a %s ledger; this configuration's database is %s", m.Dialect, cfg.Database.Driver)
 	}
 	rep := &Report{Manifest: m}
-	// Every checkpoint known, each verified with the log key.
-	var ks []known
-	for _, name := range []string{CheckpointFile, PublishedFile} {
-		if b, err := os.ReadFile(filepath.Join(o.From, name)); err == nil {
-			ks = append(ks, known{"backup set " + name, b})
-		}
-	}
-	if p := cfg.Audit.PublishedCheckpoint; p != "" {
-		b, err := audit.ReadPublished(p)
-		if err != nil {
-			return nil, err
-		}
-		if b != nil {
-			ks = append(ks, known{"published file " + p, b})
-		}
-	}
-	for i, b := range o.Checkpoints {
-		ks = append(ks, known{"operator checkpoint " + itoa(int64(i+1)), b})
-	}
-	key := strings.TrimSpace(o.LogKey)
-	if key == "" {
-		b, _ := os.ReadFile(filepath.Join(o.From, LogKeyFile))
-		key = strings.TrimSpace(string(b))
-	}
-	var cps []audit.Checkpoint
-	var v *audit.NoteVerifier
-	if len(ks) > 0 {
-		if key == "" {
-			return nil, tacerr.Field(tacerr.InvalidInput, "log-key", "checkpoints are known but the backup set has no %s: give the audit log's verifier key (tacline audit key)", LogKeyFile)
-		}
-		if v, err = audit.ParseVerifierKey(key); err != nil {
-			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "audit log key")
-		}
-		for _, k := range ks {
-			c, err := audit.OpenCheckpoint(k.msg, v)
-			if err != nil {
-				return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "%s", k.source)
-			}
-			cps = append(cps, c)
-		}
+	ks, cps, v, err := knownCheckpoints(cfg, o)
+	if err != nil {
+		return nil, err
 	}
 
 	// Restore next to the target (SQLite) or into it (PostgreSQL).
@@ -178,6 +141,76 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 		}
 	}
 	proven = true
+	return rep, nil
+}
+
+// knownCheckpoints gathers every checkpoint known (the set's, if o.From is
+// set; the published file; the operator's) and verifies each with the log
+// key (o.LogKey, else the set's log.pub).
+func knownCheckpoints(cfg *config.File, o RestoreOptions) ([]known, []audit.Checkpoint, *audit.NoteVerifier, error) {
+	var ks []known
+	if o.From != "" {
+		for _, name := range []string{CheckpointFile, PublishedFile} {
+			if b, err := os.ReadFile(filepath.Join(o.From, name)); err == nil {
+				ks = append(ks, known{"backup set " + name, b})
+			}
+		}
+	}
+	if p := cfg.Audit.PublishedCheckpoint; p != "" {
+		b, err := audit.ReadPublished(p)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		if b != nil {
+			ks = append(ks, known{"published file " + p, b})
+		}
+	}
+	for i, b := range o.Checkpoints {
+		ks = append(ks, known{"operator checkpoint " + itoa(int64(i+1)), b})
+	}
+	key := strings.TrimSpace(o.LogKey)
+	if key == "" && o.From != "" {
+		b, _ := os.ReadFile(filepath.Join(o.From, LogKeyFile))
+		key = strings.TrimSpace(string(b))
+	}
+	if len(ks) == 0 {
+		return nil, nil, nil, nil
+	}
+	if key == "" {
+		return nil, nil, nil, tacerr.Field(tacerr.InvalidInput, "log-key", "checkpoints are known but no log key: give the audit log's verifier key (tacline audit key prints it)")
+	}
+	v, err := audit.ParseVerifierKey(key)
+	if err != nil {
+		return nil, nil, nil, tacerr.Wrap(tacerr.InvalidInput, err, "audit log key")
+	}
+	var cps []audit.Checkpoint
+	for _, k := range ks {
+		c, err := audit.OpenCheckpoint(k.msg, v)
+		if err != nil {
+			return nil, nil, nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "%s", k.source)
+		}
+		cps = append(cps, c)
+	}
+	return ks, cps, v, nil
+}
+
+// Verify proves the ledger already in cfg's database, as Restore proves a
+// restored one: for a PostgreSQL database restored by the database's own
+// means (point-in-time recovery from a base backup and archived WAL), before
+// a server is started on it. It fails (ledger_invariant) when the ledger is
+// older than a known checkpoint, forked from one, or fails ledger check.
+func Verify(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, error) {
+	ks, cps, _, err := knownCheckpoints(cfg, o)
+	if err != nil {
+		return nil, err
+	}
+	rep := &Report{Target: "the database of database.dsn"}
+	if err := prove(ctx, cfg.Database, cps, ks, rep); err != nil {
+		return rep, err
+	}
+	if rep.Rollback {
+		return rep, tacerr.New(tacerr.LedgerInvariant, "the ledger is older than a checkpoint already signed (%s): do not provision from it (docs/operations.md)", rolledBack(rep))
+	}
 	return rep, nil
 }
 

@@ -126,6 +126,58 @@ func newRestoreCmd() *cobra.Command {
 		},
 	}
 	ack.Flags().StringVar(&reason, "reason", "", "why this ledger may be served, and what was done about IMEIs issued after the backup (required)")
-	c.AddCommand(ack)
+	c.AddCommand(ack, newRestoreVerifyCmd())
+	return c
+}
+
+func newRestoreVerifyCmd() *cobra.Command {
+	var o backup.RestoreOptions
+	var checkpoints []string
+	var logKey string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "verify",
+		Short: "Prove the ledger already in the --config database (e.g. a PostgreSQL point-in-time recovery): ledger check and the audit log against every known checkpoint",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			for _, f := range checkpoints {
+				b, err := os.ReadFile(f)
+				if err != nil {
+					return errorf("--checkpoint: %v", err)
+				}
+				o.Checkpoints = append(o.Checkpoints, b)
+			}
+			if logKey != "" {
+				if o.LogKey, err = readLogKey(logKey); err != nil {
+					return err
+				}
+			}
+			rep, err := backup.Verify(cmd.Context(), cfg, o)
+			if asJSON && rep != nil {
+				if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
+					return perr
+				}
+			}
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				w := cmd.OutOrStdout()
+				fmt.Fprintf(w, "ledger check ok (%d pools, %d IMEIs), audit log %d events\n", rep.Pools, rep.IMEIs, rep.AuditSize)
+				for _, c := range rep.Checks {
+					fmt.Fprintf(w, "  %s (size %d): %s\n", c.Source, c.Size, c.Detail)
+				}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringArrayVar(&checkpoints, "checkpoint", nil, "a signed audit checkpoint known to be published; repeatable")
+	f.StringVar(&logKey, "log-key", "", "the audit log's verifier key, or @FILE (needed when any checkpoint is known)")
+	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }
