@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -38,7 +39,12 @@ type SoakSample struct {
 	DevicesPerSecond float64 `json:"devices_per_second"`
 	Errors           int     `json:"errors"`
 	P99ms            float64 `json:"p99_ms"`
-	RSSMiB           float64 `json:"rss_mib"`    // process_resident_memory_bytes
+	RSSMiB           float64 `json:"rss_mib"` // process_resident_memory_bytes
+	// RSSAnonMiB and RSSFileMiB split the RSS (/proc/PID/status): the
+	// process's own memory, and pages of mapped files (the SQLite readers
+	// map the ledger, so these grow with it).
+	RSSAnonMiB       float64 `json:"rss_anon_mib"`
+	RSSFileMiB       float64 `json:"rss_file_mib"`
 	Goroutines       float64 `json:"goroutines"` // go_goroutines
 	OpenFiles        float64 `json:"open_files"` // process_open_fds
 	HeapMiB          float64 `json:"heap_mib"`   // go_memstats_heap_inuse_bytes
@@ -148,6 +154,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		s.RSSMiB = m["process_resident_memory_bytes"] / (1 << 20)
 		s.Goroutines, s.OpenFiles = m["go_goroutines"], m["process_open_fds"]
 		s.HeapMiB = m["go_memstats_heap_inuse_bytes"] / (1 << 20)
+		s.RSSAnonMiB, s.RSSFileMiB = rssSplit(proc.Cmd.Process.Pid)
 		size, err := store.Size(ctx, env.Config.Database)
 		if err != nil {
 			return nil, err
@@ -157,8 +164,8 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 			s.DBBytesPerDevice = float64(size-base) / float64(res.Devices)
 		}
 		res.Samples = append(res.Samples, s)
-		fmt.Fprintf(logw, "soak %5.1f min: %d devices (%.0f/s, %d errors), p99 %.1f ms, RSS %.1f MiB, heap %.1f MiB, %0.f goroutines, %.0f fds, ledger %.1f MiB (%.0f B/device), load %s\n",
-			s.Minutes, s.Devices, s.DevicesPerSecond, s.Errors, s.P99ms, s.RSSMiB, s.HeapMiB, s.Goroutines, s.OpenFiles, s.DBMiB, s.DBBytesPerDevice, s.LoadAverage)
+		fmt.Fprintf(logw, "soak %5.1f min: %d devices (%.0f/s, %d errors), p99 %.1f ms, RSS %.1f MiB (anon %.1f, files %.1f), heap %.1f MiB, %0.f goroutines, %.0f fds, ledger %.1f MiB (%.0f B/device), load %s\n",
+			s.Minutes, s.Devices, s.DevicesPerSecond, s.Errors, s.P99ms, s.RSSMiB, s.RSSAnonMiB, s.RSSFileMiB, s.HeapMiB, s.Goroutines, s.OpenFiles, s.DBMiB, s.DBBytesPerDevice, s.LoadAverage)
 	}
 	if err := proc.Stop(30 * time.Second); err != nil {
 		return nil, err
@@ -175,6 +182,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 // soakSeries names the series whose slopes Soak reports.
 var soakSeries = map[string]func(SoakSample) float64{
 	"rss_mib":             func(s SoakSample) float64 { return s.RSSMiB },
+	"rss_anon_mib":        func(s SoakSample) float64 { return s.RSSAnonMiB },
 	"heap_mib":            func(s SoakSample) float64 { return s.HeapMiB },
 	"goroutines":          func(s SoakSample) float64 { return s.Goroutines },
 	"open_files":          func(s SoakSample) float64 { return s.OpenFiles },
@@ -259,4 +267,31 @@ func scrape(ctx context.Context, c *http.Client, url string) (map[string]float64
 		}
 	}
 	return out, sc.Err()
+}
+
+// rssSplit reads RssAnon and RssFile (MiB) from /proc/PID/status; zero
+// where the kernel does not report them.
+func rssSplit(pid int) (anon, file float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 0 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[0], 64)
+		switch k {
+		case "RssAnon":
+			anon = kb / 1024
+		case "RssFile":
+			file = kb / 1024
+		}
+	}
+	return anon, file
 }
