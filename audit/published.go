@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -41,29 +41,7 @@ func ReadPublished(path string) ([]byte, error) {
 // WritePublished replaces the file at path with the signed checkpoint note
 // msg, durably (a temporary file, fsync, rename, fsync of the directory).
 func WritePublished(path string, msg []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".published-*")
-	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "write the published audit checkpoint in %s", dir)
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(msg)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err == nil {
-		if d, derr := os.Open(dir); derr == nil {
-			err = d.Sync()
-			d.Close()
-		}
-	}
-	if err != nil {
+	if err := atomicfile.Write(path, msg, 0o600); err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "write the published audit checkpoint %s", path)
 	}
 	return nil

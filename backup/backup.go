@@ -36,6 +36,7 @@ import (
 
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -191,22 +192,7 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, ManifestFile+".tmp")
-	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
-		return err
-	}
-	if f, err := os.Open(tmp); err == nil {
-		f.Sync()
-		f.Close()
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, ManifestFile)); err != nil {
-		return err
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
+	return atomicfile.Write(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o600)
 }
 
 // ReadManifest reads dir's manifest and checks every file against it: the

@@ -15,7 +15,6 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/pgadmin"
 )
 
 // SoakOptions configure Soak.
@@ -96,16 +95,8 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	if logw == nil {
 		logw = io.Discard
 	}
-	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw}
-	if o.Driver == store.Postgres {
-		dsn, drop, err := pgadmin.CreateDatabase(ctx, o.AdminDSN)
-		if err != nil {
-			return nil, err
-		}
-		defer drop()
-		opts.DSN = dsn
-	}
-	env, err := devenv.Setup(ctx, opts)
+	env, drop, err := setupEnv(ctx, devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw}, o.AdminDSN)
+	defer drop()
 	if err != nil {
 		return nil, err
 	}
@@ -123,8 +114,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		return nil, err
 	}
 	load := func(d time.Duration, pregen int) (factory.Summary, error) {
-		return factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-			Creds: creds.Stations, Stations: o.Stations, Duration: d, OfferedRate: o.Rate, Pregenerate: pregen})
+		return lineLoad(ctx, proc.URL, creds, o.Stations, d, o.Rate, pregen)
 	}
 	// The ledger's size before any device: the catalogue, CAs and schema.
 	base, err := store.Size(ctx, env.Config.Database)

@@ -45,11 +45,64 @@ func newBackupCmd() *cobra.Command {
 	return c
 }
 
+// knownFlags are the checkpoints and log key that restore and restore
+// verify prove a ledger against.
+type knownFlags struct {
+	checkpoints []string
+	logKey      string
+	asJSON      bool
+}
+
+func (k *knownFlags) add(c *cobra.Command) {
+	f := c.Flags()
+	f.StringArrayVar(&k.checkpoints, "checkpoint", nil, "a signed audit checkpoint known to be published (from an auditor or the register); repeatable")
+	f.StringVar(&k.logKey, "log-key", "", "the audit log's verifier key, or @FILE (restore: default the set's log.pub)")
+	f.BoolVar(&k.asJSON, "json", false, "print the report as JSON")
+}
+
+func (k *knownFlags) fill(o *backup.RestoreOptions) error {
+	for _, f := range k.checkpoints {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return errorf("--checkpoint: %v", err)
+		}
+		o.Checkpoints = append(o.Checkpoints, b)
+	}
+	if k.logKey != "" {
+		v, err := readLogKey(k.logKey)
+		if err != nil {
+			return err
+		}
+		o.LogKey = v
+	}
+	return nil
+}
+
+// report prints a restore or verify report (JSON with --json, even when
+// err is set), then returns err.
+func (k *knownFlags) report(cmd *cobra.Command, rep *backup.Report, err error, head string) error {
+	if k.asJSON && rep != nil {
+		if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
+			return perr
+		}
+	}
+	if err != nil || k.asJSON {
+		return err
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "%sledger check ok (%d pools, %d IMEIs), audit log %d events\n", head, rep.Pools, rep.IMEIs, rep.AuditSize)
+	for _, c := range rep.Checks {
+		fmt.Fprintf(w, "  %s (size %d): %s\n", c.Source, c.Size, c.Detail)
+	}
+	if rep.Rollback {
+		fmt.Fprintln(w, "ROLLBACK: this ledger is older than a signed checkpoint; tacline serve refuses to start until `tacline restore ack --reason TEXT`")
+	}
+	return nil
+}
+
 func newRestoreCmd() *cobra.Command {
 	var o backup.RestoreOptions
-	var checkpoints []string
-	var logKey string
-	var asJSON bool
+	var k knownFlags
 	c := &cobra.Command{
 		Use:   "restore --from DIR",
 		Short: "Verify a backup set and restore it into the --config file's (empty) database; refuses a ledger older than a known audit checkpoint",
@@ -62,46 +115,20 @@ func newRestoreCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, f := range checkpoints {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return errorf("--checkpoint: %v", err)
-				}
-				o.Checkpoints = append(o.Checkpoints, b)
-			}
-			if logKey != "" {
-				if o.LogKey, err = readLogKey(logKey); err != nil {
-					return err
-				}
-			}
-			rep, err := backup.Restore(cmd.Context(), cfg, o)
-			if asJSON && rep != nil {
-				if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
+			if err := k.fill(&o); err != nil {
 				return err
 			}
-			if !asJSON {
-				w := cmd.OutOrStdout()
-				fmt.Fprintf(w, "restored %s into %s: ledger check ok (%d pools, %d IMEIs), audit log %d events\n", rep.Manifest, rep.Target, rep.Pools, rep.IMEIs, rep.AuditSize)
-				for _, c := range rep.Checks {
-					fmt.Fprintf(w, "  %s (size %d): %s\n", c.Source, c.Size, c.Detail)
-				}
-				if rep.Rollback {
-					fmt.Fprintln(w, "ROLLBACK: this ledger is older than a signed checkpoint; tacline serve refuses to start until `tacline restore ack --reason TEXT`")
-				}
+			rep, err := backup.Restore(cmd.Context(), cfg, o)
+			head := ""
+			if rep != nil && rep.Manifest != nil {
+				head = fmt.Sprintf("restored %s into %s: ", rep.Manifest, rep.Target)
 			}
-			return nil
+			return k.report(cmd, rep, err, head)
 		},
 	}
-	f := c.Flags()
-	f.StringVar(&o.From, "from", "", "the backup set's directory")
-	f.StringArrayVar(&checkpoints, "checkpoint", nil, "a signed audit checkpoint known to be published (from an auditor or the register); repeatable")
-	f.StringVar(&logKey, "log-key", "", "the audit log's verifier key, or @FILE (default: the set's log.pub)")
-	f.BoolVar(&o.AllowRollback, "allow-rollback", false, "restore even a ledger older than a known checkpoint (the server then refuses to start until `restore ack`)")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	k.add(c)
+	c.Flags().StringVar(&o.From, "from", "", "the backup set's directory")
+	c.Flags().BoolVar(&o.AllowRollback, "allow-rollback", false, "restore even a ledger older than a known checkpoint (the server then refuses to start until restore ack)")
 	var reason string
 	ack := &cobra.Command{
 		Use:   "ack --reason TEXT",
@@ -131,10 +158,7 @@ func newRestoreCmd() *cobra.Command {
 }
 
 func newRestoreVerifyCmd() *cobra.Command {
-	var o backup.RestoreOptions
-	var checkpoints []string
-	var logKey string
-	var asJSON bool
+	var k knownFlags
 	c := &cobra.Command{
 		Use:   "verify",
 		Short: "Prove the ledger already in the --config database (e.g. a PostgreSQL point-in-time recovery): ledger check and the audit log against every known checkpoint",
@@ -144,40 +168,14 @@ func newRestoreVerifyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, f := range checkpoints {
-				b, err := os.ReadFile(f)
-				if err != nil {
-					return errorf("--checkpoint: %v", err)
-				}
-				o.Checkpoints = append(o.Checkpoints, b)
-			}
-			if logKey != "" {
-				if o.LogKey, err = readLogKey(logKey); err != nil {
-					return err
-				}
-			}
-			rep, err := backup.Verify(cmd.Context(), cfg, o)
-			if asJSON && rep != nil {
-				if perr := printJSON(cmd.OutOrStdout(), rep); perr != nil {
-					return perr
-				}
-			}
-			if err != nil {
+			var o backup.RestoreOptions
+			if err := k.fill(&o); err != nil {
 				return err
 			}
-			if !asJSON {
-				w := cmd.OutOrStdout()
-				fmt.Fprintf(w, "ledger check ok (%d pools, %d IMEIs), audit log %d events\n", rep.Pools, rep.IMEIs, rep.AuditSize)
-				for _, c := range rep.Checks {
-					fmt.Fprintf(w, "  %s (size %d): %s\n", c.Source, c.Size, c.Detail)
-				}
-			}
-			return nil
+			rep, err := backup.Verify(cmd.Context(), cfg, o)
+			return k.report(cmd, rep, err, "")
 		},
 	}
-	f := c.Flags()
-	f.StringArrayVar(&checkpoints, "checkpoint", nil, "a signed audit checkpoint known to be published; repeatable")
-	f.StringVar(&logKey, "log-key", "", "the audit log's verifier key, or @FILE (needed when any checkpoint is known)")
-	f.BoolVar(&asJSON, "json", false, "print the report as JSON")
+	k.add(c)
 	return c
 }

@@ -2,15 +2,12 @@ package main
 
 import (
 	"fmt"
-	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tacline/tacline/bench"
-	"github.com/tacline/tacline/store"
 )
 
 func init() { benchCommands = append(benchCommands, newBenchSoakCmd) }
@@ -24,18 +21,11 @@ func newBenchSoakCmd() *cobra.Command {
 		Short: "Provision at a steady rate for a long time; sample RSS, goroutines, open files, ledger size per device and p99 every interval and report their slopes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Driver = store.Dialect(driver)
-			if o.Driver != store.SQLite && o.Driver != store.Postgres {
-				return fmt.Errorf("--db must be sqlite or postgres")
-			}
-			bin, err := os.Executable()
-			if err != nil {
+			var err error
+			if o.Driver, o.Bin, err = serverBench(driver, &o.Dir, "bench-soak"); err != nil {
 				return err
 			}
-			o.Bin, o.AdminDSN = bin, defaultAdminDSN()
-			if o.Dir == "" {
-				o.Dir = filepath.Join("var", "bench-soak")
-			}
+			o.AdminDSN = defaultAdminDSN()
 			o.Log = cmd.ErrOrStderr()
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
