@@ -22,13 +22,6 @@ func newServeCmd() *cobra.Command {
 		Short: "Run the provisioning server (HTTP API over mutual TLS)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			if listen != "" {
-				cfg.Server.Listen = listen
-			}
 			var lv slog.Level
 			if err := lv.UnmarshalText([]byte(level)); err != nil {
 				return errorf("--log-level: %v", err)
@@ -36,6 +29,13 @@ func newServeCmd() *cobra.Command {
 			log, err := newLogger(os.Stderr, logFormat, lv)
 			if err != nil {
 				return err
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				cfg.Server.Listen = listen
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
