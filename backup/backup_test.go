@@ -36,7 +36,9 @@ func TestReadManifest(t *testing.T) {
 		want   string // in the error; empty: valid
 	}{
 		{"intact", func(string) error { return nil }, ""},
-		{"altered", func(d string) error { return os.WriteFile(filepath.Join(d, "ledger.db"), []byte("ledger bytez"), 0o600) }, "does not match the manifest"},
+		{"altered", func(d string) error {
+			return os.WriteFile(filepath.Join(d, "ledger.db"), []byte("ledger bytez"), 0o600)
+		}, "does not match the manifest"},
 		{"missing", func(d string) error { return os.Remove(filepath.Join(d, CheckpointFile)) }, "checkpoint is missing"},
 		{"extra", func(d string) error { return os.WriteFile(filepath.Join(d, "x"), nil, 0o600) }, "x is not in the manifest"},
 		{"no manifest", func(d string) error { return os.Remove(filepath.Join(d, ManifestFile)) }, "incomplete"},
