@@ -106,7 +106,7 @@ func StandAgainst(ctx context.Context, db *store.DB, c Checkpoint) (Standing, er
 	if size > 0 {
 		th, err := tlog.TreeHash(size, r)
 		if err != nil {
-			return st, tacerr.Wrap(tacerr.LedgerInvariant, err, "recompute the audit tree of size %d", size)
+			return st, treeErr(err, size)
 		}
 		if th != root {
 			return st, tacerr.New(tacerr.LedgerInvariant, "audit head root %s differs from the root %s of the stored hashes at size %d", root, th, size)
@@ -120,11 +120,20 @@ func StandAgainst(ctx context.Context, db *store.DB, c Checkpoint) (Standing, er
 	default:
 		th, err := tlog.TreeHash(c.Size, r)
 		if err != nil {
-			return st, tacerr.Wrap(tacerr.LedgerInvariant, err, "recompute the audit tree of size %d", c.Size)
+			return st, treeErr(err, c.Size)
 		}
 		st.Forked = th != c.Root
 	}
 	return st, nil
+}
+
+// treeErr keeps a database error's code (a read that failed is not a
+// broken ledger); anything else from tlog is.
+func treeErr(err error, size int64) error {
+	if _, ok := tacerr.As(err); ok {
+		return err
+	}
+	return tacerr.Wrap(tacerr.LedgerInvariant, err, "recompute the audit tree of size %d", size)
 }
 
 // CheckPublished verifies the published checkpoint file (if any) with v and

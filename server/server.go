@@ -194,6 +194,41 @@ func (s *Server) checkRollback(ctx context.Context) error {
 	return s.Audit.PublishLatest(ctx)
 }
 
+// rollbackCheckInterval is how often a running server compares its ledger
+// with the published checkpoint.
+const rollbackCheckInterval = 10 * time.Second
+
+// watchRollback repeats the start-up rollback check while serving: a
+// ledger replaced underneath a running server (a PostgreSQL failover to a
+// lagging replica, say) or another ledger publishing further under the
+// same log key sends the error on found and ends the watch. Errors that
+// are not ledger_invariant (an unreadable file, a busy database) are
+// logged and retried.
+func (s *Server) watchRollback(ctx context.Context, found chan<- error) {
+	p := s.cfg.Audit.PublishedCheckpoint
+	if p == "" || s.cfg.Audit.Disabled || s.Audit.Verifier() == nil {
+		return
+	}
+	t := time.NewTicker(rollbackCheckInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, err := audit.CheckPublished(ctx, s.DB, p, s.Audit.Verifier())
+		switch {
+		case err == nil || ctx.Err() != nil:
+		case tacerr.Is(err, tacerr.LedgerInvariant):
+			found <- err
+			return
+		default:
+			s.log.Warn("rollback check failed; retrying", "err", err.Error())
+		}
+	}
+}
+
 // RefreshIssuers reads the ledger's issuers now, as the periodic refresh
 // does (provisioning.issuer_refresh), and also retries the issuers whose
 // key could not be found before. New issuers are loaded (their HSM key
@@ -261,6 +296,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 			}
 		}()
 	}
+	rollback := make(chan error, 1)
+	go s.watchRollback(rctx, rollback)
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
 	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()),
@@ -273,6 +310,13 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
+		return err
+	case err := <-rollback:
+		// Stop serving at once: every further device would risk an IMEI
+		// already on another device. The start-up check keeps it down.
+		s.log.Error("stopping: the ledger went back behind the published audit checkpoint", "err", err.Error())
+		cancel()
+		<-errc
 		return err
 	case <-ctx.Done():
 	}

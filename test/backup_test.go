@@ -281,3 +281,55 @@ func copyTree(t *testing.T, from, to string, skip func(rel string) bool) {
 		t.Fatal(err)
 	}
 }
+
+// TestServerStopsWhenLedgerFallsBehind: a running server whose ledger falls
+// behind the published checkpoint (here another copy of the ledger, under
+// the same log key, publishes further) stops serving by itself.
+func TestServerStopsWhenLedgerFallsBehind(t *testing.T) {
+	t.Parallel()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "a"), Stations: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := tacline(t, time.Minute, "audit", "checkpoint", "--config", env.ConfigPath); r.code != 0 {
+		t.Fatalf("audit checkpoint: %+v", r)
+	}
+	// A second ledger: a copy, with its own configuration in the same
+	// directory (so the same token and the same published file).
+	copyTree(t, filepath.Join(env.Dir, "ledger.db"), filepath.Join(env.Dir, "fork.db"), nil)
+	cfgText, err := os.ReadFile(env.ConfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fork := filepath.Join(env.Dir, "fork.yaml")
+	if err := os.WriteFile(fork, []byte(strings.Replace(string(cfgText), "dsn: ledger.db", "dsn: fork.db", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	proc, err := devenv.StartServer(ctx, taclineBin, env.ConfigPath, filepath.Join(env.Dir, "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer proc.Kill()
+	if r := tacline(t, time.Minute, "tac", "add", "--config", fork, "--tac", "35999990", "--brand", "Fork", "--model", "F"); r.code != 0 {
+		t.Fatalf("tac add on the copy: %+v", r)
+	}
+	if r := tacline(t, time.Minute, "audit", "checkpoint", "--config", fork); r.code != 0 {
+		t.Fatalf("audit checkpoint on the copy: %+v", r)
+	}
+	done := make(chan error, 1)
+	go func() { done <- proc.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("the server exited with status 0")
+		}
+	case <-ctx.Done():
+		t.Fatal("the server kept serving a ledger behind the published checkpoint")
+	}
+	logb, _ := os.ReadFile(filepath.Join(env.Dir, "server.log"))
+	if !strings.Contains(string(logb), "went back behind the published audit checkpoint") {
+		t.Fatalf("server log does not say why it stopped:\n%s", logb)
+	}
+}
