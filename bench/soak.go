@@ -68,6 +68,10 @@ type SoakResult struct {
 	// Drift is each slope times the run's length over the series' mean:
 	// the fraction by which the series grew over the run (0.05 = 5%).
 	Drift map[string]float64 `json:"drift"`
+	// SecondHalf* are the same over the second half of the samples, after
+	// caches (SQLite's page cache, the Go heap's target) have filled.
+	SecondHalfSlopes map[string]float64 `json:"slopes_second_half_per_hour"`
+	SecondHalfDrift  map[string]float64 `json:"drift_second_half"`
 }
 
 // Soak provisions at a steady rate against a server running as a separate
@@ -166,6 +170,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	}
 	res.LedgerOK = rep.OK()
 	res.Slopes, res.Drift = slopes(res.Samples)
+	res.SecondHalfSlopes, res.SecondHalfDrift = slopes(res.Samples[len(res.Samples)/2:])
 	return res, nil
 }
 

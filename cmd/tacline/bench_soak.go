@@ -45,7 +45,8 @@ func newBenchSoakCmd() *cobra.Command {
 			}
 			sort.Strings(names)
 			for _, n := range names {
-				fmt.Fprintf(w, "  %-20s slope %+.3f/h, drift over the run %+.1f%%\n", n, res.Slopes[n], 100*res.Drift[n])
+				fmt.Fprintf(w, "  %-20s slope %+.3f/h, drift over the run %+.1f%%; second half %+.3f/h, %+.1f%%\n",
+					n, res.Slopes[n], 100*res.Drift[n], res.SecondHalfSlopes[n], 100*res.SecondHalfDrift[n])
 			}
 			return nil
 		},
