@@ -155,8 +155,9 @@ func TestMetricNamesLive(t *testing.T) {
 		resp.Body.Close()
 	}
 	var names map[string]bool
+	var vals map[string]string
 	for {
-		names = scrapeNames(t, op, proc.URL+"/metrics")
+		names, vals = scrapeNames(t, op, proc.URL+"/metrics")
 		if names["tacline_register_results_total"] && names["tacline_audit_checkpoint_size"] {
 			break
 		}
@@ -165,6 +166,15 @@ func TestMetricNamesLive(t *testing.T) {
 			t.Fatalf("the register never answered; metrics: %v", sorted(names))
 		case <-time.After(200 * time.Millisecond):
 		}
+	}
+	// The scrape-time gauges say what is true of this server.
+	for name, want := range map[string]string{"tacline_hsm_up": "1", "tacline_ops_status_up": "1", "tacline_register_status_up": "1"} {
+		if vals[name] != want {
+			t.Errorf("%s = %q, want %s", name, vals[name], want)
+		}
+	}
+	if vals["tacline_audit_events"] == "" || vals["tacline_audit_events"] == "0" {
+		t.Errorf("tacline_audit_events = %q after provisioning", vals["tacline_audit_events"])
 	}
 	used := 0
 	for where, expr := range queries {
@@ -182,8 +192,9 @@ func TestMetricNamesLive(t *testing.T) {
 	t.Logf("%d queries, %d metric references, all exported (%d names on /metrics)", len(queries), used, len(names))
 }
 
-// scrapeNames returns the sample names of a /metrics page.
-func scrapeNames(t *testing.T, c *http.Client, url string) map[string]bool {
+// scrapeNames returns the sample names of a /metrics page, and the values
+// of its unlabelled samples.
+func scrapeNames(t *testing.T, c *http.Client, url string) (map[string]bool, map[string]string) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -194,15 +205,18 @@ func scrapeNames(t *testing.T, c *http.Client, url string) map[string]bool {
 	if err != nil || resp.StatusCode != http.StatusOK {
 		t.Fatalf("GET /metrics: %s %v", resp.Status, err)
 	}
-	out := map[string]bool{}
+	out, vals := map[string]bool{}, map[string]string{}
 	for _, line := range strings.Split(string(b), "\n") {
 		if line == "" || line[0] == '#' {
 			continue
 		}
 		name := line[:strings.IndexAny(line, "{ ")]
 		out[name] = true
+		if n, v, ok := strings.Cut(line, " "); ok && n == name {
+			vals[name] = v
+		}
 	}
-	return out
+	return out, vals
 }
 
 func sorted(m map[string]bool) []string {
