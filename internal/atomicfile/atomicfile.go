@@ -4,6 +4,7 @@
 package atomicfile
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -11,13 +12,23 @@ import (
 // Write replaces path with data: a temporary file in the same directory,
 // fsync, rename over path, fsync of the directory.
 func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteFunc(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFunc replaces path with what fn writes, as Write does; if fn fails
+// nothing is left behind and path is untouched. A failure to create the
+// temporary file is a *CreateError.
+func WriteFunc(path string, perm os.FileMode, fn func(io.Writer) error) error {
 	dir := filepath.Dir(path)
 	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+"-*")
 	if err != nil {
-		return err
+		return &CreateError{Path: path, Err: err}
 	}
 	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
+	err = fn(tmp)
 	if err == nil {
 		err = tmp.Chmod(perm)
 	}
@@ -40,3 +51,13 @@ func Write(path string, data []byte, perm os.FileMode) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// CreateError is a failure to create the file next to Path (a missing or
+// read-only directory).
+type CreateError struct {
+	Path string
+	Err  error
+}
+
+func (e *CreateError) Error() string { return "create " + e.Path + ": " + e.Err.Error() }
+func (e *CreateError) Unwrap() error { return e.Err }
