@@ -28,7 +28,7 @@ func ReadStats(ctx context.Context, db *store.DB) (Stats, error) {
 		return s, nil
 	}
 	if err != nil {
-		return s, wrapDB(err, "read audit log statistics")
+		return s, store.Translate(err, "read audit log statistics")
 	}
 	if at > 0 {
 		s.CheckpointAt = time.UnixMicro(at).UTC()

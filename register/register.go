@@ -35,17 +35,23 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
+	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/tacerr"
 )
 
 // Config is the register section of the configuration file.
 type Config struct {
-	// URL is the register's base URL; the API lives under /v1/.
-	URL string `yaml:"url" doc:"base URL of the national register; empty: events wait in the outbox"`
+	// URL is the register's base URL; the API lives under /v1/. It is
+	// https:// with a client certificate (TLS.CertFile) unless the host is
+	// loopback (127.0.0.0/8, ::1, localhost), where plain http is allowed
+	// (the register simulator, tests).
+	URL string `yaml:"url" doc:"base URL of the national register (https with a client certificate; http only on loopback); empty: events wait in the outbox"`
 	// BatchSize is the largest number of events per request (1 to 1000).
 	BatchSize int `yaml:"batch_size" doc:"largest number of events per request (1 to 1000)"`
 	// BatchAge is how long the oldest ready event may wait for a batch to
@@ -72,12 +78,16 @@ type Config struct {
 	TLS        TLS     `yaml:"tls" doc:"trust and client certificate for the register connection"`
 }
 
-// Backoff is the retry delay after a failed batch: Initial, doubling per
-// attempt up to Max, with jitter (a random factor from 0.5 to 1.5).
+// Backoff is the retry delay after a failed batch: at most Initial,
+// doubling per attempt up to Max, with full jitter (internal/retry). A row
+// is retried until it is delivered; only the circuit breaker pauses it.
 type Backoff struct {
 	Initial time.Duration `yaml:"initial" doc:"first retry delay"`
 	Max     time.Duration `yaml:"max" doc:"largest retry delay"`
 }
+
+// Policy is b as the one retry policy type.
+func (b Backoff) Policy() retry.Policy { return retry.Policy{Initial: b.Initial, Max: b.Max} }
 
 // Breaker opens after Failures consecutive failed batches and stays open
 // for Cooldown; then one trial batch decides.
@@ -132,6 +142,10 @@ func (c Config) Validate() error {
 		return f("url", "is required: the register's base URL, e.g. https://register.example/")
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return f("url", "%q is not an http(s) URL", c.URL)
+	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+		return f("url", "%q: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); a remote register needs https:// and a client certificate (register.tls.cert_file, key_file)", c.URL)
+	case !loopbackHost(u.Hostname()) && c.TLS.CertFile == "":
+		return f("tls.cert_file", "is required for the remote register %s: tacline authenticates to it with a client certificate (register.tls.cert_file and key_file)", u.Host)
 	case c.BatchSize < 1 || c.BatchSize > 1000:
 		return f("batch_size", "%d is out of range: 1 to 1000", c.BatchSize)
 	case c.BatchAge < 0:
@@ -154,6 +168,17 @@ func (c Config) Validate() error {
 		return f("tls.key_file", "tls.cert_file and tls.key_file go together")
 	}
 	return c.ValidateRetention()
+}
+
+// loopbackHost reports whether host (a URL's host name, without port or
+// brackets) is this machine: "localhost" or a loopback IP address. Names
+// that resolve to a loopback address are not (resolution can change).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // DefaultRetention is the configuration file's register.retention: 30 days.

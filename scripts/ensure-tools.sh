@@ -16,6 +16,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # dpkg-deb builds the Debian package (make deb).
 command -v dpkg-deb >/dev/null 2>&1 || need+=(dpkg)
+# chattr: the SQLite outage test makes the ledger file immutable.
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
 	SUDO=""

@@ -2,7 +2,9 @@
 // import, from the ledger: the DIRBS registration list (a zip holding
 // exactly one CSV named like the zip), its delta form since an earlier
 // export, and the DIRBS device-registration (DRS) bulk upload (a
-// header-less TSV, one device per row, one column per IMEI).
+// header-less TSV, one device per row, one column per IMEI; one file per
+// number of IMEIs per device, so no row is ragged). Every device_id is
+// wire.DeviceID's: two devices never share one, even compared without case.
 //
 // Exports are streamed from the database (memory does not grow with the
 // ledger) and written atomically: to a temporary file in the target's
@@ -20,6 +22,7 @@ package dirbs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,6 +53,9 @@ type Export struct {
 	Rows      int64  `json:"rows"`
 	HighWater int64  `json:"outbox_high_water"`
 	Since     int64  `json:"since_export,omitempty"`
+	// IMEIsPerDevice is the columns of every row of a DRS file (its
+	// upload's IMEIs per device); 0 for a registration list.
+	IMEIsPerDevice int `json:"imeis_per_device,omitempty"`
 }
 
 const (
@@ -81,7 +87,7 @@ func highWater(ctx context.Context, db *store.DB) (int64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the outbox high-water mark")
+		return 0, store.Translate(err, "read the outbox high-water mark")
 	}
 	return hw, nil
 }
@@ -91,7 +97,7 @@ func highWater(ctx context.Context, db *store.DB) (int64, error) {
 func prunedThrough(ctx context.Context, db *store.DB) (int64, error) {
 	var v int64
 	if err := db.Reader().GetContext(ctx, &v, sqlPrunedThrough); err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the register outbox retention mark")
+		return 0, store.Translate(err, "read the register outbox retention mark")
 	}
 	return v, nil
 }
@@ -106,7 +112,7 @@ func record(ctx context.Context, db *store.DB, e *Export) error {
 		return tx.GetContext(ctx, &e.ID, tx.Rebind(sqlAddExport), e.Kind, tx.Now().UnixMicro(), e.HighWater, since, e.Rows, e.File)
 	})
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "record export of %s (the file is written)", e.File)
+		return store.Translate(err, fmt.Sprintf("record export of %s (the file is written)", e.File))
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -41,10 +42,13 @@ WHERE o.id > ? AND o.id <= ?
 ORDER BY o.imei14`
 )
 
-// listRow is one registration list row.
+// listRow is one registration list row. device is the device serial in a
+// full list, the device id the outbox reported in a delta (deviceID says
+// which).
 type listRow struct {
 	imei14                                    int64
 	device, brand, model, number, kind, radio string
+	deviceID                                  bool
 }
 
 func (r listRow) write(w *bufio.Writer, changeType string) error {
@@ -52,9 +56,12 @@ func (r listRow) write(w *bufio.Writer, changeType string) error {
 	if err != nil {
 		return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", r.imei14)
 	}
-	d14 := m.Digits14()
-	w.WriteString(d14)
-	for _, f := range []string{r.brand, r.model, "whitelist", r.number, r.brand, r.kind, r.radio, wire.DeviceID(r.device, "IMEI"+d14)} {
+	id := r.device
+	if !r.deviceID {
+		id = wire.DeviceIDOf(r.device, m)
+	}
+	w.WriteString(m.Digits14())
+	for _, f := range []string{r.brand, r.model, "whitelist", r.number, r.brand, r.kind, r.radio, id} {
 		w.WriteByte(',')
 		w.WriteString(csvField(f))
 	}
@@ -83,7 +90,7 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 			return e, tacerr.Field(tacerr.NotFound, "delta-since", "export %d does not exist: give the id of an earlier registration-list export", deltaSince)
 		}
 		if err != nil {
-			return e, tacerr.Wrap(tacerr.Unavailable, err, "read export %d", deltaSince)
+			return e, store.Translate(err, fmt.Sprintf("read export %d", deltaSince))
 		}
 		if kind == KindDRS {
 			return e, tacerr.Field(tacerr.InvalidInput, "delta-since", "export %d is a DRS file, not a registration list", deltaSince)
@@ -104,7 +111,9 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 	defer af.abort()
 	zw := zip.NewWriter(af)
 	inner := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)) + ".csv"
-	zf, err := zw.Create(inner)
+	// The entry's time is the export's (zip.Writer.Create would write the
+	// invalid DOS date 0).
+	zf, err := zw.CreateHeader(&zip.FileHeader{Name: inner, Method: zip.Deflate, Modified: db.Now()})
 	if err != nil {
 		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
 	}
@@ -155,14 +164,14 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 	w.WriteString(Header + "\n")
 	rows, err := q.QueryContext(ctx, sqlListRows)
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+		return 0, store.Translate(err, "read bound IMEIs")
 	}
 	defer rows.Close()
 	var n int64
 	for rows.Next() {
 		var r listRow
 		if err := rows.Scan(&r.imei14, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio); err != nil {
-			return n, tacerr.Wrap(tacerr.Internal, err, "read bound IMEI")
+			return n, store.Translate(err, "read bound IMEI")
 		}
 		if err := r.write(w, ""); err != nil {
 			return n, writeErr(err)
@@ -170,7 +179,7 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+		return n, store.Translate(err, "read bound IMEIs")
 	}
 	return n, nil
 }
@@ -179,16 +188,16 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 	w.WriteString(DeltaHeader + "\n")
 	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, hw, since, hw, since, hw)
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+		return 0, store.Translate(err, "read outbox changes")
 	}
 	defer rows.Close()
 	var n int64
 	for rows.Next() {
-		var r listRow
+		r := listRow{deviceID: true} // the id the outbox reported
 		var event string
 		var listedAtSince int
 		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &listedAtSince); err != nil {
-			return n, tacerr.Wrap(tacerr.Internal, err, "read outbox change")
+			return n, store.Translate(err, "read outbox change")
 		}
 		listed := listedAtSince == 1
 		var change string
@@ -210,7 +219,7 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+		return n, store.Translate(err, "read outbox changes")
 	}
 	return n, nil
 }
