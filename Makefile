@@ -8,7 +8,7 @@ BIN := bin/tacline
 # libpcsclite needed).
 STEPCA := bin/step-ca
 
-.PHONY: all build test unit e2e lint openapi-lint bench demo tools clean fuzz stepca
+.PHONY: all build test unit e2e lint openapi-lint bench demo tools clean fuzz deb stepca
 
 all: build stepca
 
@@ -48,6 +48,11 @@ openapi-lint:
 
 bench: tools build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The Debian package (dpkg-deb only): binary, hardened systemd unit, the
+# tacline user, /etc/tacline/tacline.yaml as a conffile. Written to bin/.
+deb: tools
+	@scripts/build-deb.sh bin
 
 demo: tools build stepca
 	$(BIN) demo --dir var/demo

@@ -50,14 +50,14 @@ type AuthenticityConfig struct {
 	// the regulator or operator role) ask for challenges and verify,
 	// rate limited per caller (package ratelimit: the authenticated
 	// identity, else the address's /24 or /56).
-	PublicVerify bool `yaml:"public_verify"`
+	PublicVerify bool `yaml:"public_verify" doc:"let anyone (rate limited per caller) request challenges and verify devices"`
 	// PublicRate is the sustained rate (requests per second per caller)
 	// of public challenges and checks; PublicBurst the burst.
-	PublicRate  float64 `yaml:"public_rate"`
-	PublicBurst int     `yaml:"public_burst"`
+	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per caller"`
+	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per caller"`
 	// LookupRate and LookupBurst limit GET /v1/lookup per caller.
-	LookupRate  float64 `yaml:"lookup_rate"`
-	LookupBurst int     `yaml:"lookup_burst"`
+	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup requests per second per caller"`
+	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup requests per caller"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5

@@ -256,7 +256,8 @@ func writeConfig(env *Env, o Options, h hsm.Config) error {
 		"server": map[string]any{"listen": "127.0.0.1:8443", "tls_cert": "server/cert.pem", "tls_key": "server/key.pem",
 			"client_ca": []string{"ca/station-ca.pem"}},
 		"provisioning": map[string]any{"intent_timeout": "5m", "recovery_interval": "30s"},
-		"audit":        map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit", "disabled": o.AuditDisabled},
+		"audit": map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit", "disabled": o.AuditDisabled,
+			"published_checkpoint": "hsm/published-checkpoint"},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

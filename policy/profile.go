@@ -67,33 +67,33 @@ const (
 // it with Validate. The zero Profile is not useful.
 type Profile struct {
 	// CommonName is the subject CN. Empty means the device's model name.
-	CommonName string `yaml:"common_name"`
+	CommonName string `yaml:"common_name" doc:"subject CN of device certificates (empty: the model name)"`
 	// HWType is the dotted OID put in the HardwareModuleName hwType field.
-	HWType string `yaml:"hw_type"`
+	HWType string `yaml:"hw_type" doc:"dotted OID put in the HardwareModuleName hwType"`
 	// KeyAgreement adds keyAgreement to the (always critical) keyUsage, which
 	// otherwise holds digitalSignature only.
-	KeyAgreement bool `yaml:"key_agreement"`
+	KeyAgreement bool `yaml:"key_agreement" doc:"add keyAgreement to keyUsage (otherwise digitalSignature only)"`
 	// SubjectKeyID adds a subjectKeyIdentifier (RFC 5280 method 1).
-	SubjectKeyID bool `yaml:"subject_key_id"`
+	SubjectKeyID bool `yaml:"subject_key_id" doc:"add a subjectKeyIdentifier extension"`
 	// ExtKeyUsage lists extended key usages: client_auth, server_auth,
 	// code_signing, email_protection, or dotted OIDs. Empty means no
 	// extendedKeyUsage extension.
-	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	ExtKeyUsage []string `yaml:"ext_key_usage" doc:"extended key usages: client_auth, server_auth, code_signing, email_protection or dotted OIDs (empty: none)"`
 	// Backdate is subtracted from the issue time to give notBefore, to absorb
 	// clock skew on devices and verifiers.
-	Backdate time.Duration `yaml:"backdate"`
+	Backdate time.Duration `yaml:"backdate" doc:"subtracted from the issue time to give notBefore (clock skew)"`
 	// NotAfter is either a GeneralizedTime "YYYYMMDDHHMMSSZ" (default
 	// 99991231235959Z) or a Go duration ("87600h") counted from the issue
 	// time.
-	NotAfter string `yaml:"not_after"`
+	NotAfter string `yaml:"not_after" doc:"GeneralizedTime YYYYMMDDHHMMSSZ or a Go duration from the issue time"`
 	// CRLDistributionPoint, OCSPURL and CAIssuersURL, when set, add a
 	// cRLDistributionPoints extension and an authorityInfoAccess
 	// extension (id-ad-ocsp, id-ad-caIssuers): absolute http or https
 	// URLs, where "{issuer_key_id}" stands for the hex subjectKeyIdentifier
 	// of the issuing CA (each issuer has its own CRL).
-	CRLDistributionPoint string `yaml:"crl_distribution_point"`
-	OCSPURL              string `yaml:"ocsp_url"`
-	CAIssuersURL         string `yaml:"ca_issuers_url"`
+	CRLDistributionPoint string `yaml:"crl_distribution_point" doc:"URL of the issuing CA's CRL put in device certificates (cRLDistributionPoints); {issuer_key_id} is replaced by the issuer's key id; empty: no extension"`
+	OCSPURL              string `yaml:"ocsp_url" doc:"OCSP responder URL put in device certificates (authorityInfoAccess id-ad-ocsp); {issuer_key_id} allowed; empty: none"`
+	CAIssuersURL         string `yaml:"ca_issuers_url" doc:"URL of the issuing CA certificate put in device certificates (authorityInfoAccess id-ad-caIssuers); {issuer_key_id} allowed; empty: none"`
 }
 
 // IssuerKeyIDVar stands for the issuing CA's key id in the profile's URLs.

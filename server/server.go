@@ -113,6 +113,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.checkRollback(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if cfg.Register.URL != "" {
 		m, err := register.NewMetrics(s.Registry, s.DB)
 		if err != nil {
@@ -143,6 +147,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	if err := s.issuers.register(s.Registry); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.Registry.Register(opsCollector{s}); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -264,6 +272,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 			}
 		}()
 	}
+	rollback := make(chan error, 1)
+	go s.watchRollback(rctx, rollback)
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
 	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()),
@@ -276,6 +286,13 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
+		return err
+	case err := <-rollback:
+		// Stop serving at once: every further device would risk an IMEI
+		// already on another device. The start-up check keeps it down.
+		s.log.Error("stopping: the ledger went back behind the published audit checkpoint", "err", err.Error())
+		cancel()
+		<-errc
 		return err
 	case <-ctx.Done():
 	}

@@ -50,22 +50,22 @@ import (
 // stepca).
 type Config struct {
 	// URL of step-ca (https://ca.example:9000).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" doc:"step-ca's https URL (https://ca.example:9000)"`
 	// Root is the PEM file of step-ca's root certificate (root_ca.crt):
 	// the TLS connection to step-ca and every device certificate chain
 	// are checked against it.
-	Root string `yaml:"root"`
+	Root string `yaml:"root" doc:"PEM file of step-ca's root (root_ca.crt): the TLS to step-ca and every device chain are checked against it"`
 	// IssuerCert is the PEM file of step-ca's issuing (intermediate) CA
 	// certificate (intermediate_ca.crt): tacline builds and lints device
 	// certificates under its name and key identifier.
-	IssuerCert string `yaml:"issuer_cert"`
+	IssuerCert string `yaml:"issuer_cert" doc:"PEM file of step-ca's issuing CA (intermediate_ca.crt), under whose name and key id certificates are built and linted"`
 	// Provisioner is the name of the JWK provisioner that trusts tacline's
 	// RA key (`tacline stepca provisioner` prints it).
-	Provisioner string `yaml:"provisioner"`
+	Provisioner string `yaml:"provisioner" doc:"name of the JWK provisioner that trusts tacline's RA key (tacline stepca provisioner prints it)"`
 	// KeyLabel is the label of the RA key in tacline's HSM (P-256).
-	KeyLabel string `yaml:"key_label"`
+	KeyLabel string `yaml:"key_label" doc:"label of the RA key (P-256) in tacline's HSM that signs the one-time tokens"`
 	// Timeout of one sign or revoke request (default 10s).
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout" doc:"one sign or revoke request at step-ca (default 10s)"`
 }
 
 // Validate names the first wrong field.

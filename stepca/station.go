@@ -21,6 +21,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 	"go.step.sm/crypto/randutil"
 
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -152,14 +153,9 @@ func chainPEM(resp *api.SignResponse) []byte {
 	return out
 }
 
-// writeAtomic writes a file through a temporary file and a rename, so a
-// reader sees the old or the new content, never a mix.
+// writeAtomic writes a file whole and durably (internal/atomicfile).
 func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
-		return tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err := atomicfile.Write(path, data, mode); err != nil {
 		return tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
 	}
 	return nil

@@ -26,7 +26,7 @@ import (
 // Config tunes the online checks.
 type Config struct {
 	// ChallengeTTL is how long a challenge nonce may be answered.
-	ChallengeTTL time.Duration `yaml:"challenge_ttl"`
+	ChallengeTTL time.Duration `yaml:"challenge_ttl" doc:"how long a challenge nonce may be answered (1s to 1h)"`
 }
 
 // DefaultConfig: challenges live 2 minutes.

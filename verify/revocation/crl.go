@@ -34,15 +34,15 @@ import (
 type Config struct {
 	// NextUpdate is how long a CRL or OCSP response is valid (nextUpdate =
 	// thisUpdate + NextUpdate); CRLs are regenerated at half-life.
-	NextUpdate time.Duration `yaml:"next_update"`
+	NextUpdate time.Duration `yaml:"next_update" doc:"validity of a CRL or OCSP response (CRLs are regenerated at half-life)"`
 	// Debounce is how long the publisher waits after it sees a revocation
 	// before it signs a new CRL (later revocations join the same CRL).
-	Debounce time.Duration `yaml:"debounce"`
+	Debounce time.Duration `yaml:"debounce" doc:"wait after a revocation before signing a new CRL"`
 	// Poll is how often the publisher looks for revocations in the ledger.
-	Poll time.Duration `yaml:"poll"`
+	Poll time.Duration `yaml:"poll" doc:"how often the publisher looks for revocations"`
 	// ResponderValidity is the lifetime of a delegated OCSP responder
 	// certificate; it is renewed at half-life.
-	ResponderValidity time.Duration `yaml:"responder_validity"`
+	ResponderValidity time.Duration `yaml:"responder_validity" doc:"lifetime of a delegated OCSP responder certificate (key in the HSM), renewed at half-life"`
 }
 
 // DefaultConfig: CRLs valid for 24 h, regenerated 1 s after a revocation
