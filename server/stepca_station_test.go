@@ -2,9 +2,6 @@ package server_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -44,15 +41,7 @@ func TestStepCAStation(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer tok.Close()
-	opKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := stepca.StationProvisioner("tacline-stations", opKey.Public(), 6*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sca := stepcatest.Start(t, env.Config.HSM, tok, prov)
+	sca, opKey := stepcatest.StartStationCA(t, env.Config.HSM, tok, 6*time.Second)
 	env.Config.Server.StepCAStationCA = []string{sca.RootFile}
 	env.Config.Server.StepCACRL = sca.URL + "/1.0/crl"
 	env.Config.Server.StepCACRLRefresh = 200 * time.Millisecond

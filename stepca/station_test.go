@@ -3,8 +3,6 @@ package stepca_test
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"path/filepath"
 	"testing"
@@ -24,15 +22,7 @@ func TestStationBootstrapAndRenew(t *testing.T) {
 	ctx := context.Background()
 	cfg := hsmtest.NewToken(t)
 	tok := hsmtest.Open(t, cfg)
-	opKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := stepca.StationProvisioner("tacline-stations", opKey.Public(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := stepcatest.Start(t, cfg, tok, prov)
+	c, opKey := stepcatest.StartStationCA(t, cfg, tok, time.Hour)
 	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, "F1-L3-S07", 5*time.Minute)
 	if err != nil {
 		t.Fatal(err)

@@ -342,6 +342,22 @@ func shortenIntentTimeout(t *testing.T, path string) (restore func()) {
 // configuration file at path and returns the file's earlier content.
 func setProvisioning(t *testing.T, path string, kv map[string]string) []byte {
 	t.Helper()
+	return editConfig(t, path, func(doc map[string]any) {
+		prov, _ := doc["provisioning"].(map[string]any)
+		if prov == nil {
+			prov = map[string]any{}
+			doc["provisioning"] = prov
+		}
+		for k, v := range kv {
+			prov[k] = v
+		}
+	})
+}
+
+// editConfig rewrites the configuration file at path through edit and
+// returns the file's earlier content.
+func editConfig(t *testing.T, path string, edit func(doc map[string]any)) []byte {
+	t.Helper()
 	data, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
@@ -350,14 +366,7 @@ func setProvisioning(t *testing.T, path string, kv map[string]string) []byte {
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-	prov, _ := doc["provisioning"].(map[string]any)
-	if prov == nil {
-		prov = map[string]any{}
-		doc["provisioning"] = prov
-	}
-	for k, v := range kv {
-		prov[k] = v
-	}
+	edit(doc)
 	out, err := yaml.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/big"
 	"math/rand/v2"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +13,6 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
-	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/devenv"
@@ -216,27 +214,14 @@ func stepCADB(t *testing.T, path string) (issued, revoked map[string]bool) {
 	return issued, revoked
 }
 
-// setSections sets top-level sections of the configuration file.
+// setSections replaces top-level sections of the configuration file.
 func setSections(t *testing.T, path string, sections map[string]any) {
 	t.Helper()
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var doc map[string]any
-	if err := yaml.Unmarshal(data, &doc); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range sections {
-		doc[k] = v
-	}
-	out, err := yaml.Marshal(doc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, out, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	editConfig(t, path, func(doc map[string]any) {
+		for k, v := range sections {
+			doc[k] = v
+		}
+	})
 }
 
 func wireRequest(serial, product, pool string, csr []byte) wire.ProvisionRequest {

@@ -2,9 +2,6 @@ package test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -42,15 +39,7 @@ func TestStepCAStationCLI(t *testing.T) {
 	if _, err := tok.GenerateKey("tacline-ra", hsm.ECP256); err != nil {
 		t.Fatal(err)
 	}
-	opKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	prov, err := stepca.StationProvisioner("tacline-stations", opKey.Public(), time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sca := stepcatest.Start(t, env.Config.HSM, tok, prov)
+	sca, opKey := stepcatest.StartStationCA(t, env.Config.HSM, tok, time.Hour)
 	cfg := env.ConfigPath
 
 	r := tacline(t, time.Minute, "--config", cfg, "stepca", "provisioner", "--key-label", "tacline-ra")

@@ -6,6 +6,9 @@ package stepcatest
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"os"
 	"testing"
 	"time"
@@ -79,4 +82,24 @@ func StartRA(t testing.TB, cfg hsm.Config, extra func(ra crypto.PublicKey) []any
 	c := Start(t, cfg, tok, provs...)
 	return &RA{CA: c, Token: tok, Key: key, Device: prov, Config: stepca.Config{URL: c.URL, Root: c.RootFile, IssuerCert: c.IssuerFile,
 		Provisioner: DeviceProvisioner, KeyLabel: RAKeyLabel, Timeout: 5 * time.Second}}
+}
+
+// StationProvisioner is the name of the station provisioner
+// StartStationCA adds.
+const StationProvisioner = "tacline-stations"
+
+// StartStationCA starts step-ca (its key in tok) with the station
+// provisioner (StationTemplate, certificates valid for life) and returns it
+// with the provisioner's key, which makes one-time tokens (StationToken).
+func StartStationCA(t testing.TB, cfg hsm.Config, tok *hsm.Token, life time.Duration) (*stepcadev.CA, *ecdsa.PrivateKey) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prov, err := stepca.StationProvisioner(StationProvisioner, key.Public(), life)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Start(t, cfg, tok, prov), key
 }
