@@ -1,0 +1,71 @@
+package api
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strconv"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/verify/online"
+)
+
+// What the web console (package console) needs from the API: its mount
+// point on the API's listener, the caller's identity read exactly as for
+// the API, and the public lookup behind the API's own rate limiter.
+
+// Mount serves h for pattern on the API's listener (for example
+// "/console/"). Patterns must not overlap the API's routes.
+func (s *Server) Mount(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+
+// Caller authenticates r's client certificate as the API does (the same
+// CAs, identity map and roles; a station is looked up, so a disabled or
+// replaced station certificate is refused) and returns its Actor.
+func (s *Server) Caller(r *http.Request) (provisioner.Actor, error) {
+	cl, err := s.ident.identify(r.TLS)
+	if err != nil {
+		return provisioner.Actor{}, err
+	}
+	if err := checkStation(r.Context(), s.p, cl); err != nil {
+		return provisioner.Actor{}, err
+	}
+	return cl.actor, nil
+}
+
+// PublicLookup answers the public lookup of m for r's client, counted by
+// the same limiter as GET /v1/lookup/{imei} (so a page and the JSON route
+// share one budget). When the limit is reached it returns retryAfter > 0
+// (seconds) and no lookup.
+func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (l online.Lookup, retryAfter int, err error) {
+	a, err := s.authn()
+	if err != nil {
+		return online.Lookup{}, 0, err
+	}
+	if deny := a.lookupLimiter.admit(r); deny != nil {
+		// The limiter answers with a 429 problem; its Retry-After header
+		// is the wait.
+		rec := httptest.NewRecorder()
+		deny.ServeHTTP(rec, r)
+		retry, _ := strconv.Atoi(rec.Header().Get("Retry-After"))
+		return online.Lookup{}, max(retry, 1), nil
+	}
+	l, err = a.auth.Lookup(ctx, m)
+	if err != nil {
+		return online.Lookup{}, 0, err
+	}
+	return l, 0, nil
+}
+
+// Services returns the provisioner the API serves (with the authenticity
+// hooks: a revocation through it wakes the CRL publisher), for the console's
+// void and revoke forms.
+func (s *Server) Services() Provisioner { return s.p }
+
+// PublicError is what the API would tell a client about err: the HTTP
+// status, the title and the detail (the error's message only when the code
+// allows it, never a wrapped cause). The console shows the same.
+func PublicError(err error) (status int, title, detail string) {
+	p, _ := problemFor(err)
+	return p.Status, p.Title, p.Detail
+}
