@@ -21,6 +21,7 @@ import (
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/console"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
@@ -163,7 +164,31 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.mountConsole(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// mountConsole serves the web console and the public check page on the
+// API's listener (package console).
+func (s *Server) mountConsole() error {
+	var logKey string
+	if v := s.Audit.Verifier(); v != nil {
+		logKey = v.Key()
+	}
+	c, err := console.New(console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
+		Health: s.Token.Health, Gatherer: s.Registry, Log: s.log,
+		Issuers: func() console.IssuerState {
+			st := s.Issuers()
+			return console.IssuerState{Active: st.Active, Unusable: st.Unusable}
+		}})
+	if err != nil {
+		return err
+	}
+	c.Mount(s.API)
+	return nil
 }
 
 // RefreshIssuers reads the ledger's issuers now, as the periodic refresh

@@ -1,0 +1,378 @@
+package console
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/store"
+)
+
+// The overview's window: rates are the reservations of the last hour, in
+// twelve buckets of five minutes, read from the ledger's timestamps (so
+// every replica shows the same numbers).
+const (
+	window  = time.Hour
+	buckets = 12
+	bucket  = window / buckets
+)
+
+type overviewData struct {
+	Now      time.Time
+	Pools    []poolView
+	Stations []stationView
+	Errors   []errorCount
+	Register *register.Report
+	Audit    *auditView
+	HSM      *hsmView
+	Issuers  []issuerView
+	// Problems lists what could not be read (the rest is still shown).
+	Problems []string
+}
+
+type poolView struct {
+	store.PoolStats
+	TACText  string
+	Size     int64
+	Used     int64
+	UsedPct  string
+	UsedW    int    // width of the used bar, of 200
+	PerHour  int64  // IMEIs reserved in the last hour
+	Forecast string // when the pool runs dry at that rate
+	Soon     bool   // within 7 days
+	Spark    string // polyline points of IMEIs per bucket
+	SparkMax int64
+}
+
+type stationView struct {
+	ID, Factory, Line string
+	Pools             []string
+	Devices, IMEIs    int64 // last hour
+	LastSeen          time.Time
+	Disabled          bool
+}
+
+type errorCount struct {
+	Code  string
+	Count int64
+}
+
+type auditView struct {
+	Size       int64
+	Checkpoint int64 // size of the newest signed checkpoint
+	SignedAt   time.Time
+	Age        string
+	Behind     int64 // events not yet covered by a signed checkpoint
+}
+
+type hsmView struct {
+	hsm.Health
+	Latency   string
+	Signs     int64
+	SignMean  string
+	SignP99   string
+	CheckedAt time.Time
+}
+
+type issuerView struct {
+	KeyID, Label, Kind, Subject string
+	NotAfter                    time.Time
+	Days                        int
+	Active, Loaded              bool // Loaded: this server issues under it
+	Unusable                    string
+}
+
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, p *page) {
+	p.Title = "Overview"
+	p.Data = c.collect(r.Context(), p)
+	c.render(w, r, http.StatusOK, "overview", p)
+}
+
+// collect reads everything the overview shows; what fails is listed in
+// Problems and the rest is shown.
+func (c *Console) collect(ctx context.Context, p *page) *overviewData {
+	now := c.cfg.Now().UTC()
+	d := &overviewData{Now: now}
+	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+err.Error()) }
+
+	since := now.Add(-window).Truncate(bucket).Add(bucket)
+	acts, err := c.cfg.DB.RecentActivity(ctx, since, bucket)
+	if err != nil {
+		problem("recent provisioning", err)
+	}
+	perPool := map[string]*[buckets]int64{}
+	type stAct struct {
+		devices, imeis int64
+		last           time.Time
+	}
+	perStation := map[string]*stAct{}
+	for _, a := range acts {
+		if a.Bucket < 0 || a.Bucket >= buckets {
+			continue
+		}
+		if perPool[a.Pool] == nil {
+			perPool[a.Pool] = &[buckets]int64{}
+		}
+		perPool[a.Pool][a.Bucket] += a.IMEIs
+		s := perStation[a.Caller]
+		if s == nil {
+			s = &stAct{}
+			perStation[a.Caller] = s
+		}
+		s.devices += a.Reservations
+		s.imeis += a.IMEIs
+		if a.Last.After(s.last) {
+			s.last = a.Last
+		}
+	}
+	// The window is the buckets so far: the current bucket is partial.
+	elapsed := now.Sub(since.Add(-bucket*(buckets-1))) // from the first bucket's start
+	if elapsed > window {
+		elapsed = window
+	}
+
+	pools, err := c.cfg.Ops.Pools(ctx, p.Actor)
+	if err != nil {
+		problem("pools", err)
+	}
+	for _, ps := range pools {
+		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
+		v.Used = v.Size - ps.Free
+		v.UsedPct = strconv.FormatFloat(100*float64(v.Used)/float64(v.Size), 'f', 1, 64)
+		v.UsedW = int(math.Round(200 * float64(v.Used) / float64(v.Size)))
+		var series [buckets]int64
+		if s := perPool[ps.Name]; s != nil {
+			series = *s
+		}
+		for _, n := range series {
+			v.PerHour += n
+		}
+		v.Spark, v.SparkMax = sparkline(series[:], 200, 32)
+		v.Forecast, v.Soon = forecast(now, ps.Free, v.PerHour, elapsed)
+		d.Pools = append(d.Pools, v)
+	}
+
+	stations, err := c.cfg.DB.Stations(ctx)
+	if err != nil {
+		problem("stations", err)
+	}
+	for _, s := range stations {
+		v := stationView{ID: s.ID, Factory: s.Factory, Line: s.Line, Pools: s.Pools, Disabled: !s.DisabledAt.IsZero()}
+		if a := perStation[s.ID]; a != nil {
+			v.Devices, v.IMEIs, v.LastSeen = a.devices, a.imeis, a.last
+		}
+		d.Stations = append(d.Stations, v)
+	}
+
+	d.Errors = c.errorCounts()
+	if rep, err := register.Status(ctx, c.cfg.DB); err != nil {
+		problem("register delivery", err)
+	} else {
+		d.Register = &rep
+	}
+	if av, err := c.auditState(ctx, now); err != nil {
+		problem("audit log", err)
+	} else {
+		d.Audit = av
+	}
+	d.HSM = c.hsmState(ctx)
+	iv, err := c.issuerState(ctx, now)
+	if err != nil {
+		problem("issuers", err)
+	}
+	d.Issuers = iv
+	return d
+}
+
+// forecast says when free SNRs run out at perHour IMEIs reserved over the
+// elapsed part of the window.
+func forecast(now time.Time, free, used int64, elapsed time.Duration) (string, bool) {
+	if free == 0 {
+		return "exhausted", true
+	}
+	if used == 0 || elapsed <= 0 {
+		return "no use in the last hour", false
+	}
+	perSec := float64(used) / elapsed.Seconds()
+	left := time.Duration(float64(free) / perSec * float64(time.Second))
+	if left > 100*365*24*time.Hour || left < 0 {
+		return "more than 100 years", false
+	}
+	return now.Add(left).Format("2006-01-02 15:04 UTC"), left < 7*24*time.Hour
+}
+
+// sparkline returns SVG polyline points for series in a w x h box (the
+// largest value at the top) and the largest value.
+func sparkline(series []int64, w, h int) (string, int64) {
+	top := slices.Max(series)
+	scale := float64(h - 2)
+	if top > 0 {
+		scale /= float64(top)
+	}
+	out := make([]byte, 0, len(series)*10)
+	for i, v := range series {
+		x := float64(i) * float64(w) / float64(len(series)-1)
+		y := float64(h-1) - float64(v)*scale
+		if i > 0 {
+			out = append(out, ' ')
+		}
+		out = strconv.AppendFloat(out, x, 'f', 1, 64)
+		out = append(out, ',')
+		out = strconv.AppendFloat(out, y, 'f', 1, 64)
+	}
+	return string(out), top
+}
+
+// errorCounts reads tacline_errors_total: error answers of this server
+// since it started, by code.
+func (c *Console) errorCounts() []errorCount {
+	var out []errorCount
+	for _, m := range c.family("tacline_errors_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "code" {
+				out = append(out, errorCount{Code: l.GetValue(), Count: int64(m.GetCounter().GetValue())})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b errorCount) int {
+		if a.Count != b.Count {
+			return int(b.Count - a.Count)
+		}
+		if a.Code < b.Code {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (c *Console) family(name string) []*dto.Metric {
+	fams, err := c.cfg.Gatherer.Gather()
+	if err != nil {
+		c.cfg.Log.Warn("console: gather metrics", "err", err.Error())
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.GetMetric()
+		}
+	}
+	return nil
+}
+
+func (c *Console) auditState(ctx context.Context, now time.Time) (*auditView, error) {
+	size, _, err := audit.Head(ctx, c.cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	v := &auditView{Size: size, Behind: size}
+	cps, err := audit.RecentCheckpoints(ctx, c.cfg.DB, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(cps) > 0 {
+		v.Checkpoint, v.SignedAt, v.Behind = cps[0].Size, cps[0].SignedAt, size-cps[0].Size
+		v.Age = age(now.Sub(cps[0].SignedAt))
+	}
+	return v, nil
+}
+
+// age says how long ago in words a person reads at a glance.
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%d s", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%.1f h", d.Hours())
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
+}
+
+// cachedHealth keeps the last HSM probe for healthTTL, so that many open
+// overviews do not sign a probe each every few seconds.
+type cachedHealth struct {
+	mu sync.Mutex
+	at time.Time
+	h  hsm.Health
+}
+
+const healthTTL = 10 * time.Second
+
+func (c *Console) hsmState(ctx context.Context) *hsmView {
+	if c.cfg.Health == nil {
+		return nil
+	}
+	c.health.mu.Lock()
+	if time.Since(c.health.at) > healthTTL {
+		c.health.h, c.health.at = c.cfg.Health(ctx), time.Now()
+	}
+	v := &hsmView{Health: c.health.h, CheckedAt: c.health.at.UTC()}
+	c.health.mu.Unlock()
+	v.Latency = ms(v.Health.Latency.Seconds())
+	for _, m := range c.family("tacline_hsm_sign_duration_seconds") {
+		h := m.GetHistogram()
+		v.Signs = int64(h.GetSampleCount())
+		if v.Signs > 0 {
+			v.SignMean = ms(h.GetSampleSum() / float64(v.Signs))
+			v.SignP99 = ms(quantile(h, 0.99))
+		}
+	}
+	return v
+}
+
+// quantile estimates a quantile of a histogram: the upper bound of the
+// bucket where it falls.
+func quantile(h *dto.Histogram, q float64) float64 {
+	want := q * float64(h.GetSampleCount())
+	for _, b := range h.GetBucket() {
+		if float64(b.GetCumulativeCount()) >= want {
+			return b.GetUpperBound()
+		}
+	}
+	return math.Inf(1)
+}
+
+func ms(sec float64) string {
+	if math.IsInf(sec, 1) {
+		return "> 4 s"
+	}
+	return strconv.FormatFloat(sec*1000, 'f', 2, 64) + " ms"
+}
+
+func (c *Console) issuerState(ctx context.Context, now time.Time) ([]issuerView, error) {
+	recs, err := c.cfg.DB.Issuers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var st IssuerState
+	if c.cfg.Issuers != nil {
+		st = c.cfg.Issuers()
+	}
+	var out []issuerView
+	for _, r := range recs {
+		v := issuerView{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Active: r.Active, Unusable: st.Unusable[r.KeyID]}
+		v.Loaded = r.KeyID == st.Active
+		if b, _ := pem.Decode([]byte(r.CertPEM)); b != nil {
+			if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
+				v.Subject, v.NotAfter = cert.Subject.CommonName, cert.NotAfter
+				v.Days = int(cert.NotAfter.Sub(now).Hours() / 24)
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
