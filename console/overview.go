@@ -139,7 +139,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		}
 	}
 	// The window is the buckets so far: the current bucket is partial.
-	elapsed := now.Sub(since.Add(-bucket*(buckets-1))) // from the first bucket's start
+	elapsed := now.Sub(since.Add(-bucket * (buckets - 1))) // from the first bucket's start
 	if elapsed > window {
 		elapsed = window
 	}
