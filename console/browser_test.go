@@ -195,7 +195,7 @@ func TestBrowser(t *testing.T) {
 	t.Run("overview numbers equal the API's and tacline pool list's", func(t *testing.T) {
 		open(t, operator+"/console/", 200, "overview")
 		type row struct {
-			Pool                                  string
+			Pool                                   string
 			Reserved, Bound, Voided, Revoked, Free int64
 		}
 		page := evalJSON[[]row](t, b, `[...document.querySelectorAll("#pools tbody tr")].map(tr => {
@@ -215,7 +215,7 @@ func TestBrowser(t *testing.T) {
 		var fromCLI []row
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			var p struct {
-				Name                                  string
+				Name                                   string
 				Reserved, Bound, Voided, Revoked, Free int64
 			}
 			if err := json.Unmarshal([]byte(line), &p); err != nil {
