@@ -156,6 +156,25 @@ func TestBrowser(t *testing.T) {
 		if st := deviceState(t, srv.DB, d.Serial); st != store.StateBound {
 			t.Fatalf("device %s is %s after refused forms, want BOUND", d.Serial, st)
 		}
+		// Another site's page cannot post the form, even with a valid
+		// token: the browser says where the form came from, the console
+		// refuses it.
+		open(t, operator+"/console/revoke?serial="+d.Serial, 200, "")
+		token := evalJSON[string](t, b, `document.querySelector("input[name=csrf]").value`)
+		evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, `<!doctype html><title>elsewhere</title><form method="post" action="%s/console/revoke">
+<input name="csrf" value="%s"><input name="serial" value="%s"><input name="reason" value="stolen"><input name="confirm" value="yes">
+<button id="go">go</button></form>`, operator, token, d.Serial)
+		}))
+		defer evil.Close()
+		if err := chromedp.Do(b, chromedp.Navigate(evil.URL)); err != nil {
+			t.Fatal(err)
+		}
+		submit(t, b, "#go", 403)
+		wantText(t, b, ".problem", "another site")
+		if st := deviceState(t, srv.DB, d.Serial); st != store.StateBound {
+			t.Fatalf("device %s is %s after a post from another site, want BOUND", d.Serial, st)
+		}
 		// Without the confirmation box ticked, nothing happens either.
 		open(t, operator+"/console/revoke?serial="+d.Serial, 200, "")
 		evalJSON[bool](t, b, `document.querySelector("#confirm-form").noValidate = true; true`)
@@ -424,7 +443,7 @@ func wantText(t *testing.T, b context.Context, sel, want string) {
 
 func evalJSON[T any](t *testing.T, b context.Context, js string) T {
 	t.Helper()
-	v, err := chromedp.Run(b, chromedp.Evaluate[T](js))
+	v, err := chromedp.Run(b, chromedp.Evaluate[T](js, chromedp.EvalAwaitPromise))
 	if err != nil {
 		t.Fatalf("evaluate %s: %v", js, err)
 	}

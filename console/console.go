@@ -97,6 +97,7 @@ type Console struct {
 	exports []*auditExport
 	seq     int
 	health  cachedHealth
+	tempDir bool // WorkDir was made by New
 }
 
 // New builds a console.
@@ -116,17 +117,18 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.NewRegistry()
 	}
+	made := false
 	if cfg.WorkDir == "" {
 		d, err := os.MkdirTemp("", "tacline-console-")
 		if err != nil {
 			return nil, tacerr.Wrap(tacerr.Internal, err, "make the console's work directory")
 		}
-		cfg.WorkDir = d
+		cfg.WorkDir, made = d, true
 	}
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "make the console's work directory %s", cfg.WorkDir)
 	}
-	c := &Console{cfg: cfg, csrfKey: make([]byte, 32), mux: http.NewServeMux()}
+	c := &Console{cfg: cfg, csrfKey: make([]byte, 32), mux: http.NewServeMux(), tempDir: made}
 	if _, err := rand.Read(c.csrfKey); err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSRF key")
 	}
@@ -157,12 +159,40 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Security-Policy", csp)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
-	h.Set("Referrer-Policy", "no-referrer")
+	h.Set("Referrer-Policy", "same-origin") // no-referrer would make browsers send Origin: null on form posts
 	h.Set("Cross-Origin-Opener-Policy", "same-origin")
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
 	h.Set("Strict-Transport-Security", "max-age=31536000")
-	c.mux.ServeHTTP(w, r)
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	c.mux.ServeHTTP(sw, r)
+	if !strings.HasPrefix(r.URL.Path, "/console/static/") && r.URL.Query().Get("fragment") == "" {
+		c.cfg.Log.LogAttrs(r.Context(), slog.LevelInfo, "http", slog.String("route", "console"), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))
+	}
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// Close deletes the work directory when New made it (an empty
+// Config.WorkDir): reconciliation runs and exports are gone with it.
+func (c *Console) Close() error {
+	if c.tempDir {
+		return os.RemoveAll(c.cfg.WorkDir)
+	}
+	return nil
 }
 
 // csp allows scripts, styles and requests only from this origin: no inline
@@ -318,7 +348,7 @@ func (c *Console) checkCSRF(r *http.Request, a provisioner.Actor) string {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return "The form was sent from another site (" + site + ")."
 	}
-	if o := r.Header.Get("Origin"); o != "" && o != "null" {
+	if o := r.Header.Get("Origin"); o != "" {
 		if u, err := url.Parse(o); err != nil || u.Host != r.Host {
 			return "The form was sent from another origin (" + o + ")."
 		}

@@ -138,11 +138,9 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 			s.last = a.Last
 		}
 	}
-	// The window is the buckets so far: the current bucket is partial.
-	elapsed := now.Sub(since.Add(-bucket * (buckets - 1))) // from the first bucket's start
-	if elapsed > window {
-		elapsed = window
-	}
+	// The rate is over the window's buckets so far (the current one is
+	// partial).
+	elapsed := now.Sub(since)
 
 	pools, err := c.cfg.Ops.Pools(ctx, p.Actor)
 	if err != nil {

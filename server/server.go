@@ -43,6 +43,9 @@ type Server struct {
 	Worker   *register.Worker // nil unless register.url is set
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
+	// Console is the web console and the public check page, served on the
+	// API's listener.
+	Console *console.Console
 
 	issuers *issuers      // device issuers, kept in step with the ledger
 	reload  chan struct{} // TriggerIssuerRefresh
@@ -178,7 +181,8 @@ func (s *Server) mountConsole() error {
 	if v := s.Audit.Verifier(); v != nil {
 		logKey = v.Key()
 	}
-	c, err := console.New(console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
+	var err error
+	s.Console, err = console.New(console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
 		Health: s.Token.Health, Gatherer: s.Registry, Log: s.log,
 		Issuers: func() console.IssuerState {
 			st := s.Issuers()
@@ -187,7 +191,7 @@ func (s *Server) mountConsole() error {
 	if err != nil {
 		return err
 	}
-	c.Mount(s.API)
+	s.Console.Mount(s.API)
 	return nil
 }
 
@@ -289,6 +293,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 // Close releases the ledger and the HSM.
 func (s *Server) Close() error {
 	var errs []error
+	if s.Console != nil {
+		errs = append(errs, s.Console.Close())
+	}
 	if s.DB != nil {
 		errs = append(errs, s.DB.Close())
 	}

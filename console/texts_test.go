@@ -1,0 +1,90 @@
+package console
+
+import (
+	"io/fs"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Every text key a template asks for is in the catalogue, and every
+// catalogue entry is used, so a translation can work from the catalogue
+// alone.
+func TestCatalogueCoversTemplates(t *testing.T) {
+	used := map[string]bool{}
+	keyRe := regexp.MustCompile(`\bt "([a-z.]+)"`)
+	err := fs.WalkDir(templateFS, "templates", func(path string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(templateFS, path)
+		if err != nil {
+			return err
+		}
+		for _, m := range keyRe.FindAllStringSubmatch(string(b), -1) {
+			used[m[1]] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keys built from a lookup's status (check.<status> and
+	// check.<status>.t).
+	for _, st := range []string{"registered", "revoked", "voided", "unknown"} {
+		used["check."+st], used["check."+st+".t"] = true, true
+	}
+	used["check.invalid"], used["check.title"] = true, true // check.go
+	for k := range used {
+		if _, ok := catalogue[k]; !ok {
+			t.Errorf("template text %q is not in the catalogue", k)
+		}
+	}
+	for k := range catalogue {
+		if !used[k] {
+			t.Errorf("catalogue text %q is never used", k)
+		}
+	}
+	if got := text("check.limited", 7); !strings.Contains(got, "wait 7 seconds") {
+		t.Errorf("text(check.limited, 7) = %q", got)
+	}
+	if got := text("no.such.key"); got != "no.such.key" {
+		t.Errorf("a missing key shows as %q, want the key", got)
+	}
+}
+
+func TestForecast(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name       string
+		free, used int64
+		elapsed    time.Duration
+		want       string
+		soon       bool
+	}{
+		{"exhausted", 0, 10, time.Hour, "exhausted", true},
+		{"idle", 100, 0, time.Hour, "no use in the last hour", false},
+		{"one day left", 2400, 100, time.Hour, "2026-03-02 12:00 UTC", true},
+		{"half an hour of data", 4800, 100, 30 * time.Minute, "2026-03-02 12:00 UTC", true},
+		{"ten days left", 24000, 100, time.Hour, "2026-03-11 12:00 UTC", false},
+		{"centuries", 1 << 40, 1, time.Hour, "more than 100 years", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, soon := forecast(now, tc.free, tc.used, tc.elapsed)
+			if got != tc.want || soon != tc.soon {
+				t.Fatalf("forecast = %q, %v; want %q, %v", got, soon, tc.want, tc.soon)
+			}
+		})
+	}
+}
+
+func TestSparkline(t *testing.T) {
+	pts, top := sparkline([]int64{0, 5, 10}, 200, 32)
+	if top != 10 || pts != "0.0,31.0 100.0,16.0 200.0,1.0" {
+		t.Fatalf("sparkline = %q, %d", pts, top)
+	}
+	if pts, _ := sparkline([]int64{0, 0}, 10, 10); pts != "0.0,9.0 10.0,9.0" {
+		t.Fatalf("flat sparkline = %q", pts)
+	}
+}
