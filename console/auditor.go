@@ -56,8 +56,8 @@ func (c *Console) auditor(w http.ResponseWriter, r *http.Request, p *page) {
 // auditor would with `tacline audit verify`.
 func (c *Console) auditExport(w http.ResponseWriter, r *http.Request, p *page) {
 	c.mu.Lock()
-	c.seq++
-	e := &auditExport{ID: c.seq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
+	c.expSeq++
+	e := &auditExport{ID: c.expSeq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
 	c.mu.Unlock()
 	dir := filepath.Join(c.cfg.WorkDir, "audit")
 	if err := os.MkdirAll(dir, 0o700); err != nil {

@@ -95,7 +95,8 @@ type Console struct {
 	mu      sync.Mutex
 	runs    []*reconRun
 	exports []*auditExport
-	seq     int
+	runSeq  int // reconciliation runs
+	expSeq  int // audit exports
 	health  cachedHealth
 	tempDir bool // WorkDir was made by New
 }

@@ -39,6 +39,7 @@ type overviewData struct {
 	Audit    *auditView
 	HSM      *hsmView
 	Issuers  []issuerView
+	Chart    *depletionChart
 	// Problems lists what could not be read (the rest is still shown).
 	Problems []string
 }
@@ -49,7 +50,7 @@ type poolView struct {
 	Size     int64
 	Used     int64
 	UsedPct  string
-	UsedW    int    // width of the used bar, of 200
+	UsedW    int    // width of the used bar, of 100
 	PerHour  int64  // IMEIs reserved in the last hour
 	Forecast string // when the pool runs dry at that rate
 	Soon     bool   // within 7 days
@@ -150,7 +151,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
 		v.Used = v.Size - ps.Free
 		v.UsedPct = strconv.FormatFloat(100*float64(v.Used)/float64(v.Size), 'f', 1, 64)
-		v.UsedW = int(math.Round(200 * float64(v.Used) / float64(v.Size)))
+		v.UsedW = int(math.Round(100 * float64(v.Used) / float64(v.Size)))
 		var series [buckets]int64
 		if s := perPool[ps.Name]; s != nil {
 			series = *s
@@ -158,10 +159,12 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		for _, n := range series {
 			v.PerHour += n
 		}
-		v.Spark, v.SparkMax = sparkline(series[:], 200, 32)
+		v.Spark, v.SparkMax = sparkline(series[:], 120, 28)
 		v.Forecast, v.Soon = forecast(now, ps.Free, v.PerHour, elapsed)
 		d.Pools = append(d.Pools, v)
 	}
+
+	d.Chart = newDepletionChart(now, d.Pools, elapsed)
 
 	stations, err := c.cfg.DB.Stations(ctx)
 	if err != nil {
@@ -209,7 +212,10 @@ func forecast(now time.Time, free, used int64, elapsed time.Duration) (string, b
 	if left > 100*365*24*time.Hour || left < 0 {
 		return "more than 100 years", false
 	}
-	return now.Add(left).Format("2006-01-02 15:04 UTC"), left < 7*24*time.Hour
+	if left < 7*24*time.Hour {
+		return now.Add(left).Format("2006-01-02 15:04 UTC"), true
+	}
+	return now.Add(left).Format("2006-01-02"), false
 }
 
 // sparkline returns SVG polyline points for series in a w x h box (the
@@ -373,4 +379,74 @@ func (c *Console) issuerState(ctx context.Context, now time.Time) ([]issuerView,
 		out = append(out, v)
 	}
 	return out, nil
+}
+
+// depletionChart draws every pool's remaining share (100 % at the top)
+// from now on at the last hour's rate: where a line meets the bottom, the
+// pool runs dry.
+type depletionChart struct {
+	W, H, Left, Bottom int
+	Lines              []chartLine
+	Ticks              []chartTick
+	Horizon            string
+}
+
+type chartLine struct {
+	Pool, Points, Class, Label string
+}
+
+type chartTick struct {
+	X      int
+	Label  string
+	Anchor string // text-anchor: the last label ends at its tick
+}
+
+const (
+	chartW, chartH           = 720, 220
+	chartLeft, chartBottom   = 48, 24
+	minHorizon, maxHorizon   = 30 * 24 * time.Hour, 5 * 365 * 24 * time.Hour
+	chartTicks, chartClasses = 4, 6
+)
+
+func newDepletionChart(now time.Time, pools []poolView, elapsed time.Duration) *depletionChart {
+	if len(pools) == 0 {
+		return nil
+	}
+	// The horizon reaches the latest forecast date, within bounds.
+	horizon := minHorizon
+	for _, p := range pools {
+		if p.PerHour > 0 && p.Free > 0 && elapsed > 0 {
+			left := time.Duration(float64(p.Free) / (float64(p.PerHour) / elapsed.Seconds()) * float64(time.Second))
+			horizon = max(horizon, min(left, maxHorizon))
+		}
+	}
+	c := &depletionChart{W: chartW, H: chartH, Left: chartLeft, Bottom: chartH - chartBottom, Horizon: age(horizon)}
+	plotW, plotH := float64(chartW-chartLeft-8), float64(chartH-chartBottom-8)
+	x := func(d time.Duration) float64 { return float64(chartLeft) + plotW*d.Seconds()/horizon.Seconds() }
+	y := func(share float64) float64 { return 8 + plotH*(1-share) }
+	for i := 0; i <= chartTicks; i++ {
+		d := horizon * time.Duration(i) / chartTicks
+		anchor := "middle"
+		if i == chartTicks {
+			anchor = "end"
+		}
+		c.Ticks = append(c.Ticks, chartTick{X: int(x(d)), Label: now.Add(d).Format("2006-01-02"), Anchor: anchor})
+	}
+	for i, p := range pools {
+		share := float64(p.Free) / float64(p.Size)
+		end, endShare := horizon, share
+		if p.PerHour > 0 && elapsed > 0 {
+			perSec := float64(p.PerHour) / elapsed.Seconds() / float64(p.Size) // share per second
+			if dry := time.Duration(share / perSec * float64(time.Second)); dry < horizon {
+				end, endShare = dry, 0
+			} else {
+				endShare = share - perSec*horizon.Seconds()
+			}
+		}
+		pts := strconv.FormatFloat(x(0), 'f', 1, 64) + "," + strconv.FormatFloat(y(share), 'f', 1, 64) + " " +
+			strconv.FormatFloat(x(end), 'f', 1, 64) + "," + strconv.FormatFloat(y(endShare), 'f', 1, 64)
+		c.Lines = append(c.Lines, chartLine{Pool: p.Name, Points: pts, Class: "series-" + strconv.Itoa(i%chartClasses),
+			Label: p.Name + ": " + p.Forecast})
+	}
+	return c
 }

@@ -94,8 +94,8 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 		return
 	}
 	c.mu.Lock()
-	c.seq++
-	run := &reconRun{ID: c.seq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
+	c.runSeq++
+	run := &reconRun{ID: c.runSeq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
 	c.mu.Unlock()
 	run.dir = filepath.Join(c.cfg.WorkDir, "reconcile", strconv.Itoa(run.ID))
 	if err := os.MkdirAll(run.dir, 0o700); err != nil {
