@@ -258,6 +258,9 @@ func TestBrowser(t *testing.T) {
 				t.Fatalf("station %s: %q devices in the last hour on the page, want 3 (%v)", s, perStation[s], perStation)
 			}
 		}
+		if n := evalJSON[string](t, b, `document.querySelector("#lines [data-line='F1/L1'] [data-k=devices]").textContent`); n != "3" {
+			t.Fatalf("line F1/L1: %q devices in the last hour, want 3", n)
+		}
 		// The live panel reloads by itself (console.js polls the fragment).
 		before := evalJSON[string](t, b, `document.querySelector("#updated").textContent`)
 		if _, err := chromedp.Run(b, chromedp.Poll[bool](`document.querySelector("#updated").textContent !== `+jsString(before), chromedp.WithPollingTimeout(20*time.Second))); err != nil {

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -447,11 +448,11 @@ func parsePages() (map[string]*template.Template, error) {
 }
 
 var funcs = template.FuncMap{
-	"t":     text,
-	"utc":   fmtTime,
-	"num":   fmtNum,
-	"roles": roleList,
-	"add":   func(a, b int) int { return a + b },
+	"t":      text,
+	"utc":    fmtTime,
+	"num":    fmtNum,
+	"roles":  roleList,
+	"perMin": func(n int64) string { return strconv.FormatFloat(float64(n)/60, 'f', 1, 64) },
 }
 
 func fmtTime(v any) string {

@@ -34,6 +34,7 @@ type overviewData struct {
 	Now      time.Time
 	Pools    []poolView
 	Stations []stationView
+	Lines    []lineView
 	Errors   []errorCount
 	Register *register.Report
 	Audit    *auditView
@@ -64,6 +65,14 @@ type stationView struct {
 	Devices, IMEIs    int64 // last hour
 	LastSeen          time.Time
 	Disabled          bool
+}
+
+// lineView sums a production line's stations.
+type lineView struct {
+	Line               string // factory/line
+	Stations, Disabled int
+	Devices, IMEIs     int64 // last hour
+	LastSeen           time.Time
 }
 
 type errorCount struct {
@@ -177,6 +186,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		}
 		d.Stations = append(d.Stations, v)
 	}
+	d.Lines = lines(d.Stations)
 
 	d.Errors = c.errorCounts()
 	if rep, err := register.Status(ctx, c.cfg.DB); err != nil {
@@ -449,4 +459,30 @@ func newDepletionChart(now time.Time, pools []poolView, elapsed time.Duration) *
 			Label: p.Name + ": " + p.Forecast})
 	}
 	return c
+}
+
+// lines sums the stations per factory/line, in the stations' order.
+func lines(stations []stationView) []lineView {
+	var out []lineView
+	at := map[string]int{}
+	for _, s := range stations {
+		key := s.Factory + "/" + s.Line
+		i, ok := at[key]
+		if !ok {
+			i = len(out)
+			at[key] = i
+			out = append(out, lineView{Line: key})
+		}
+		l := &out[i]
+		l.Stations++
+		if s.Disabled {
+			l.Disabled++
+		}
+		l.Devices += s.Devices
+		l.IMEIs += s.IMEIs
+		if s.LastSeen.After(l.LastSeen) {
+			l.LastSeen = s.LastSeen
+		}
+	}
+	return out
 }
