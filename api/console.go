@@ -3,8 +3,6 @@ package api
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
-	"strconv"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
@@ -42,13 +40,8 @@ func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI)
 	if err != nil {
 		return online.Lookup{}, 0, err
 	}
-	if deny := a.lookupLimiter.admit(r); deny != nil {
-		// The limiter answers with a 429 problem; its Retry-After header
-		// is the wait.
-		rec := httptest.NewRecorder()
-		deny.ServeHTTP(rec, r)
-		retry, _ := strconv.Atoi(rec.Header().Get("Retry-After"))
-		return online.Lookup{}, max(retry, 1), nil
+	if retry := a.lookupLimiter.take(clientAddr(r)); retry > 0 {
+		return online.Lookup{}, retry, nil
 	}
 	l, err = a.auth.Lookup(ctx, m)
 	if err != nil {
