@@ -7,7 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/bench/auditbench"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/pgadmin"
 )
@@ -15,7 +15,7 @@ import (
 func init() { benchCommands = append(benchCommands, newBenchAuditCmd) }
 
 func newBenchAuditCmd() *cobra.Command {
-	var o audit.BenchOptions
+	var o auditbench.BenchOptions
 	var driver, dir string
 	var asJSON bool
 	c := &cobra.Command{
@@ -52,7 +52,7 @@ func newBenchAuditCmd() *cobra.Command {
 			if !asJSON {
 				fmt.Fprintf(cmd.ErrOrStderr(), "bench audit: %s, %d events...\n", driver, o.Events)
 			}
-			res, err := audit.Bench(ctx, db, o)
+			res, err := auditbench.Bench(ctx, db, o)
 			if err != nil {
 				return err
 			}

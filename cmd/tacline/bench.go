@@ -7,8 +7,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/bench/allocbench"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/allocbench"
 )
 
 func init() { register(newBenchCmd) }

@@ -6,7 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tacline/tacline/verify/verifybench"
+	"github.com/tacline/tacline/bench/verifybench"
 )
 
 func init() { benchCommands = append(benchCommands, newBenchVerifyCmd) }

@@ -7,6 +7,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/bench/reconcilebench"
 	"github.com/tacline/tacline/register/reconcile"
 	"github.com/tacline/tacline/store"
 )
@@ -100,7 +101,7 @@ line; a BOM and CRLF line ends are accepted.`,
 }
 
 func newBenchReconcileCmd() *cobra.Command {
-	var o reconcile.BenchOptions
+	var o reconcilebench.BenchOptions
 	var asJSON, noBaseline bool
 	c := &cobra.Command{
 		Use:   "reconcile --lines N [--json]",
@@ -116,7 +117,7 @@ data. Prints lines per second, peak RSS (VmHWM) and the speed-up. Files go to
 			o.Baseline = !noBaseline
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			res, err := reconcile.Bench(ctx, o)
+			res, err := reconcilebench.Bench(ctx, o)
 			if asJSON && res.Lines > 0 {
 				if perr := printJSON(cmd.OutOrStdout(), res); perr != nil {
 					return perr

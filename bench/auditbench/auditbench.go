@@ -1,4 +1,7 @@
-package audit
+// Package auditbench measures the audit log: filling it, the cost of an
+// audited one-event transaction against a plain one, checkpoints, export
+// and offline verification.
+package auditbench
 
 import (
 	"bufio"
@@ -12,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -63,7 +68,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	if err != nil {
 		return res, err
 	}
-	l, err := New(db, Config{Origin: "bench.tacline/audit", KeyLabel: "bench"}, key)
+	l, err := audit.New(db, audit.Config{Origin: "bench.tacline/audit", KeyLabel: "bench"}, key)
 	if err != nil {
 		return res, err
 	}
@@ -137,7 +142,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 		}
 	}
 	res.FillSeconds = time.Since(start).Seconds()
-	size, _, err := Head(ctx, db)
+	size, _, err := audit.Head(ctx, db)
 	if err != nil {
 		return res, err
 	}
@@ -158,7 +163,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	}
 	defer os.Remove(path)
 	bw := bufio.NewWriterSize(f, 1<<20)
-	st, err := Export(ctx, db, bw, ExportOptions{})
+	st, err := audit.Export(ctx, db, bw, audit.ExportOptions{})
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -180,7 +185,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 		return res, err
 	}
 	defer f.Close()
-	vr := Verify(bufio.NewReaderSize(f, 1<<20), VerifyOptions{LogKey: l.Verifier().Key()})
+	vr := audit.Verify(bufio.NewReaderSize(f, 1<<20), audit.VerifyOptions{LogKey: l.Verifier().Key()})
 	res.VerifySeconds = time.Since(start).Seconds()
 	res.ExportVerifySecond = res.ExportSeconds + res.VerifySeconds
 	res.Valid = vr.Valid
@@ -199,7 +204,7 @@ const (
 var benchPayload = strings.Repeat("x", 200)
 
 func benchEvent(i int) store.Event {
-	snr := i % 1000000
+	m, _ := imei.New(35209900, uint32(i%imei.SNRsPerTAC)) // always valid: TAC of 8 digits, SNR below 10^6
 	return store.Event{
 		Type:         store.EventIMEIBound,
 		Time:         time.UnixMicro(1_790_000_000_000_000 + int64(i)).UTC(),
@@ -207,25 +212,8 @@ func benchEvent(i int) store.Event {
 		RequestID:    fmt.Sprintf("req-%010d", i),
 		Pool:         "bench",
 		TAC:          "35209900",
-		IMEIs:        []string{fmt.Sprintf("35209900%06d%d", snr, luhn14(35209900_000000+int64(snr)))},
+		IMEIs:        []string{m.String()},
 		DeviceSerial: fmt.Sprintf("DEV%010d", i),
 		CertSerial:   fmt.Sprintf("%032x", i),
 	}
-}
-
-// luhn14 is the check digit of a 14-digit number.
-func luhn14(n int64) int {
-	sum := 0
-	for i := 0; i < 14; i++ {
-		d := int(n % 10)
-		n /= 10
-		if i%2 == 0 {
-			d *= 2
-			if d > 9 {
-				d -= 9
-			}
-		}
-		sum += d
-	}
-	return (10 - sum%10) % 10
 }

@@ -1,11 +1,13 @@
-package reconcile
+// Package reconcilebench measures reconciliation on a synthetic ledger and
+// register file whose discrepancies are known, against a sort -u + comm
+// baseline on the same data.
+package reconcilebench
 
 import (
 	"bufio"
 	"bytes"
 	"context"
 	"fmt"
-	"math/bits"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,62 +16,9 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/reconcile"
 	"github.com/tacline/tacline/tacerr"
 )
-
-// MemLedger is a synthetic ledger held in memory as bitsets. Its Load
-// feeds the Index through exactly the calls DBLedger makes (AddTAC per TAC,
-// Set per row), so a benchmark over it exercises the same engine as a run
-// over the database, minus the database's own reading time.
-type MemLedger struct {
-	tacs []uint32
-	sets map[uint32]*[4]*bitset // Reserved, Bound, Voided, Revoked
-}
-
-// NewMemLedger returns an empty synthetic ledger.
-func NewMemLedger() *MemLedger { return &MemLedger{sets: map[uint32]*[4]*bitset{}} }
-
-// Add records one ledger row.
-func (l *MemLedger) Add(tac, snr uint32, st State) {
-	s := l.sets[tac]
-	if s == nil {
-		s = new([4]*bitset)
-		l.sets[tac] = s
-		l.tacs = append(l.tacs, tac)
-	}
-	if st < Reserved || st > Revoked {
-		return
-	}
-	if s[st-1] == nil {
-		s[st-1] = new(bitset)
-	}
-	s[st-1].set(snr)
-}
-
-// Load implements Ledger.
-func (l *MemLedger) Load(ctx context.Context, x *Index) error {
-	for _, tac := range l.tacs {
-		x.AddTAC(tac)
-		for k, b := range l.sets[tac] {
-			if b == nil {
-				continue
-			}
-			for i, v := range b {
-				for v != 0 {
-					j := uint64(bits.TrailingZeros64(v))
-					v &= v - 1
-					if err := x.Set(uint64(tac)*imei.SNRsPerTAC+uint64(i)*64+j, State(k+1)); err != nil {
-						return err
-					}
-				}
-			}
-		}
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-	}
-	return nil
-}
 
 // BenchOptions configure a reconciliation benchmark.
 type BenchOptions struct {
@@ -80,19 +29,19 @@ type BenchOptions struct {
 
 // BenchResult is the outcome of Bench.
 type BenchResult struct {
-	Lines            int64   `json:"lines"`
-	Expected         Summary `json:"expected"`
-	Got              Summary `json:"got"`
-	CountsOK         bool    `json:"counts_ok"`
-	Ledger           string  `json:"ledger"`
-	GenerateSeconds  float64 `json:"generate_seconds"`
-	ReconcileSeconds float64 `json:"reconcile_seconds"`
-	LinesPerSecond   float64 `json:"lines_per_second"`
-	PeakRSSBytes     int64   `json:"peak_rss_bytes"`
-	BaselineCommand  string  `json:"baseline_command,omitempty"`
-	BaselineSeconds  float64 `json:"baseline_seconds,omitempty"`
-	Speedup          float64 `json:"speedup,omitempty"`
-	CPUs             int     `json:"cpus"`
+	Lines            int64             `json:"lines"`
+	Expected         reconcile.Summary `json:"expected"`
+	Got              reconcile.Summary `json:"got"`
+	CountsOK         bool              `json:"counts_ok"`
+	Ledger           string            `json:"ledger"`
+	GenerateSeconds  float64           `json:"generate_seconds"`
+	ReconcileSeconds float64           `json:"reconcile_seconds"`
+	LinesPerSecond   float64           `json:"lines_per_second"`
+	PeakRSSBytes     int64             `json:"peak_rss_bytes"`
+	BaselineCommand  string            `json:"baseline_command,omitempty"`
+	BaselineSeconds  float64           `json:"baseline_seconds,omitempty"`
+	Speedup          float64           `json:"speedup,omitempty"`
+	CPUs             int               `json:"cpus"`
 }
 
 // benchTACBase is the first synthetic TAC (reporting body 00, kept for
@@ -115,9 +64,9 @@ const (
 // the rest unused. Every 997th line is followed by a malformed one (empty,
 // text, 17 digits, hex, wrong check digit in turn), every 499th by a row
 // of a foreign TAC.
-func Generate(lines int64, regPath, ledPath string) (*MemLedger, Summary, int64, error) {
-	led := NewMemLedger()
-	var exp Summary
+func Generate(lines int64, regPath, ledPath string) (*reconcile.MemLedger, reconcile.Summary, int64, error) {
+	led := reconcile.NewMemLedger()
+	var exp reconcile.Summary
 	rf, err := os.Create(regPath)
 	if err != nil {
 		return nil, exp, 0, err
@@ -161,14 +110,14 @@ func Generate(lines int64, regPath, ledPath string) (*MemLedger, Summary, int64,
 	for k := uint32(0); n < lines; k++ {
 		tac := benchTACBase + k
 		exp.TACs++
-		led.Add(tac, 0, Absent)
+		led.Add(tac, 0, reconcile.Absent)
 		for i := uint64(0); i < imei.SNRsPerTAC && n < lines; i++ {
 			snr := uint32((i*7919 + 13) % imei.SNRsPerTAC)
 			m, _ := imei.New(tac, snr)
 			h := snr % 1000
 			switch {
 			case h < 900:
-				led.Add(tac, snr, Bound)
+				led.Add(tac, snr, reconcile.Bound)
 				exp.LedgerIMEIs++
 				if lw != nil {
 					lw.Write(append(m.Append(buf[:0]), '\n'))
@@ -184,9 +133,9 @@ func Generate(lines int64, regPath, ledPath string) (*MemLedger, Summary, int64,
 					exp.DuplicatesInRegister++
 				}
 			case h < 940:
-				st := Voided
+				st := reconcile.Voided
 				if h >= 920 {
-					st = Revoked
+					st = reconcile.Revoked
 				}
 				led.Add(tac, snr, st)
 				exp.LedgerIMEIs++
@@ -195,7 +144,7 @@ func Generate(lines int64, regPath, ledPath string) (*MemLedger, Summary, int64,
 					emit(m)
 				}
 			case h < 950:
-				led.Add(tac, snr, Reserved)
+				led.Add(tac, snr, reconcile.Reserved)
 				exp.LedgerIMEIs++
 			case h < 960:
 				exp.UnknownToManufacturer++
@@ -241,12 +190,12 @@ func Bench(ctx context.Context, opt BenchOptions) (BenchResult, error) {
 	res.GenerateSeconds = time.Since(t0).Seconds()
 	res.Lines, res.Expected = n, exp
 
-	in, err := OpenInput(reg)
+	in, err := reconcile.OpenInput(reg)
 	if err != nil {
 		return res, err
 	}
 	t0 = time.Now()
-	got, err := Run(ctx, led, in, Options{Format: FormatLines, OutDir: filepath.Join(dir, "out")})
+	got, err := reconcile.Run(ctx, led, in, reconcile.Options{Format: reconcile.FormatLines, OutDir: filepath.Join(dir, "out")})
 	in.Close()
 	if err != nil {
 		return res, err

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tacline/tacline/verify/verifybench"
+	"github.com/tacline/tacline/bench/verifybench"
 )
 
 // TestRun: a short run measures every phase on a real environment; the
