@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
@@ -14,8 +17,21 @@ import (
 // the API, and the public lookup behind the API's own rate limiter.
 
 // Mount serves h for pattern on the API's listener (for example
-// "/console/"). Patterns must not overlap the API's routes.
-func (s *Server) Mount(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+// "/console/"), counted in the API's request metrics and access log under
+// route pattern. Patterns must not overlap the API's routes.
+func (s *Server) Mount(pattern string, h http.Handler) {
+	observe := s.m.duration.WithLabelValues(pattern)
+	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		h.ServeHTTP(sw, r)
+		d := time.Since(start)
+		observe.Observe(d.Seconds())
+		s.m.requests.WithLabelValues(pattern, strconv.Itoa(sw.status)).Inc()
+		s.log.LogAttrs(r.Context(), slog.LevelInfo, "http", slog.String("route", pattern), slog.String("method", r.Method),
+			slog.String("path", r.URL.Path), slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", d))
+	}))
+}
 
 // Caller authenticates r's client certificate as the API does (the same
 // CAs, identity map and roles; a station is looked up, so a disabled or

@@ -67,17 +67,7 @@ var routes = []route{
 
 // allows reports whether a may call the route.
 func (rt route) allows(a provisioner.Actor) bool {
-	if rt.public || rt.roles == nil {
-		return true
-	}
-	for _, want := range rt.roles {
-		for _, have := range a.Roles {
-			if want == have {
-				return true
-			}
-		}
-	}
-	return false
+	return rt.public || rt.roles == nil || a.HasAny(rt.roles)
 }
 
 func joinRoles(rs []provisioner.Role) string {

@@ -23,6 +23,8 @@ type auditExport struct {
 	path   string
 }
 
+func (e *auditExport) id() int { return e.ID }
+
 type auditorData struct {
 	Size        int64
 	Checkpoints []audit.CheckpointInfo
@@ -87,28 +89,14 @@ func (c *Console) auditExport(w http.ResponseWriter, r *http.Request, p *page) {
 		return
 	}
 	c.cfg.Log.Info("console: audit export", "actor", p.Actor.ID, "export", e.ID, "events", e.Stats.Events, "valid", e.Result.Valid)
-	c.mu.Lock()
-	c.exports = append([]*auditExport{e}, c.exports...)
-	var drop []*auditExport
-	if len(c.exports) > keepExports {
-		drop, c.exports = c.exports[keepExports:], c.exports[:keepExports]
-	}
-	c.mu.Unlock()
-	for _, old := range drop {
-		os.Remove(old.path)
-	}
+	keepNewest(&c.mu, &c.exports, e, keepExports, func(e *auditExport) string { return e.path })
 	http.Redirect(w, r, "/console/audit?export="+strconv.Itoa(e.ID), http.StatusSeeOther)
 }
 
 func (c *Console) auditExportFile(w http.ResponseWriter, r *http.Request, p *page) {
 	id, _ := strconv.Atoi(r.PathValue("id"))
-	var e *auditExport
 	c.mu.Lock()
-	for _, x := range c.exports {
-		if x.ID == id {
-			e = x
-		}
-	}
+	e := byID(c.exports, id)
 	c.mu.Unlock()
 	if e == nil {
 		c.problem(w, r, p, http.StatusNotFound, "No such export", "Export "+r.PathValue("id")+" is not kept (the newest 5 are, until a restart).")

@@ -166,27 +166,8 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
 	h.Set("Strict-Transport-Security", "max-age=31536000")
-	start := time.Now()
-	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
-	c.mux.ServeHTTP(sw, r)
-	if !strings.HasPrefix(r.URL.Path, "/console/static/") && r.URL.Query().Get("fragment") == "" {
-		c.cfg.Log.LogAttrs(r.Context(), slog.LevelInfo, "http", slog.String("route", "console"), slog.String("method", r.Method),
-			slog.String("path", r.URL.Path), slog.Int("status", sw.status), slog.String("remote", r.RemoteAddr), slog.Duration("duration", time.Since(start)))
-	}
+	c.mux.ServeHTTP(w, r)
 }
-
-// statusWriter remembers the status written.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	w.status = code
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 
 // Close deletes the work directory when New made it (an empty
 // Config.WorkDir): reconciliation runs and exports are gone with it.
@@ -288,16 +269,7 @@ func (c *Console) staff(roles []provisioner.Role, h staffHandler) http.Handler {
 	})
 }
 
-func hasAny(a provisioner.Actor, roles []provisioner.Role) bool {
-	for _, want := range roles {
-		for _, have := range a.Roles {
-			if want == have {
-				return true
-			}
-		}
-	}
-	return false
-}
+func hasAny(a provisioner.Actor, roles []provisioner.Role) bool { return a.HasAny(roles) }
 
 func roleList(rs []provisioner.Role) string {
 	if len(rs) == 0 {

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/tacline/tacline/register/reconcile"
@@ -148,17 +149,37 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 		run.Err = err.Error()
 	}
 	c.cfg.Log.Info("console: reconciliation", "actor", p.Actor.ID, "run", run.ID, "file", run.File, "err", run.Err)
-	c.mu.Lock()
-	c.runs = append([]*reconRun{run}, c.runs...)
-	var drop []*reconRun
-	if len(c.runs) > keepRuns {
-		drop, c.runs = c.runs[keepRuns:], c.runs[:keepRuns]
-	}
-	c.mu.Unlock()
-	for _, old := range drop {
-		os.RemoveAll(old.dir)
-	}
+	keepNewest(&c.mu, &c.runs, run, keepRuns, func(r *reconRun) string { return r.dir })
 	http.Redirect(w, r, "/console/regulator?run="+strconv.Itoa(run.ID), http.StatusSeeOther)
+}
+
+func (r *reconRun) id() int { return r.ID }
+
+// byID returns the item of list with id, or nil (call it under c.mu).
+func byID[T interface{ id() int }](list []T, id int) T {
+	var zero T
+	for _, x := range list {
+		if x.id() == id {
+			return x
+		}
+	}
+	return zero
+}
+
+// keepNewest puts item first in *list (under mu) and cuts the list to
+// keep items, deleting the files (path) of those cut.
+func keepNewest[T any](mu *sync.Mutex, list *[]T, item T, keep int, path func(T) string) {
+	mu.Lock()
+	*list = append([]T{item}, *list...)
+	var drop []T
+	if len(*list) > keep {
+		drop = append(drop, (*list)[keep:]...)
+		*list = (*list)[:keep]
+	}
+	mu.Unlock()
+	for _, x := range drop {
+		os.RemoveAll(path(x))
+	}
 }
 
 func (c *Console) abandon(run *reconRun) { os.RemoveAll(run.dir) }
@@ -182,13 +203,8 @@ func saveUpload(src io.Reader, path string) error {
 func (c *Console) reconcileFile(w http.ResponseWriter, r *http.Request, p *page) {
 	id, _ := strconv.Atoi(r.PathValue("id"))
 	file := r.PathValue("file")
-	var run *reconRun
 	c.mu.Lock()
-	for _, x := range c.runs {
-		if x.ID == id {
-			run = x
-		}
-	}
+	run := byID(c.runs, id)
 	c.mu.Unlock()
 	ok := false
 	if run != nil {
