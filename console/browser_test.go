@@ -212,7 +212,21 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("overview numbers equal the API's and tacline pool list's", func(t *testing.T) {
+		// One API error to count: a device that does not exist.
+		if resp, err := roleGet(t, env, serverURL+"/v1/devices/no-such-device"); err != nil || resp != 404 {
+			t.Fatalf("GET an unknown device: %d, %v; want 404", resp, err)
+		}
 		open(t, operator+"/console/", 200, "overview")
+		errs := evalJSON[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll("#errors tbody tr")].map(tr => [tr.querySelector("th").textContent, tr.querySelector("td").textContent]))`)
+		metrics := getText(t, env, serverURL+"/metrics")
+		for code, n := range errs {
+			if line := `tacline_errors_total{code="` + code + `"} ` + n; !strings.Contains(metrics, line) {
+				t.Errorf("overview shows %s errors %s; /metrics has no line %q", code, n, line)
+			}
+		}
+		if errs["not_found"] == "" {
+			t.Errorf("overview errors %v lack the not_found just provoked", errs)
+		}
 		type row struct {
 			Pool                                   string
 			Reserved, Bound, Voided, Revoked, Free int64
@@ -292,6 +306,9 @@ func TestBrowser(t *testing.T) {
 			t.Fatalf("the check is not a shareable GET link: %s", loc)
 		}
 		page(t, b, axe, shots, "check")
+		if w := evalJSON[int](t, b, `document.documentElement.scrollWidth`); w > 390 {
+			t.Fatalf("the check page is %d px wide on a 390 px phone screen", w)
+		}
 		html, err := chromedp.Run(b, chromedp.OuterHTML(chromedp.CSS("main")))
 		if err != nil {
 			t.Fatal(err)
@@ -322,7 +339,15 @@ func TestBrowser(t *testing.T) {
 		if err := os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
+		// An upload without its token is refused before the file is read.
 		open(t, regulator+"/console/regulator", 200, "")
+		evalJSON[bool](t, b, `document.querySelector("#upload input[name=csrf]").remove(); true`)
+		if err := chromedp.Do(b, chromedp.SetUploadFiles(chromedp.CSS("#file"), []string{path})); err != nil {
+			t.Fatal(err)
+		}
+		submit(t, b, "#upload button", 403)
+		open(t, regulator+"/console/regulator", 200, "")
+		wantText(t, b, "main", "No runs yet")
 		if err := chromedp.Do(b, chromedp.SetUploadFiles(chromedp.CSS("#file"), []string{path}), chromedp.SetValue(chromedp.CSS("#format"), "lines")); err != nil {
 			t.Fatal(err)
 		}
@@ -343,6 +368,9 @@ func TestBrowser(t *testing.T) {
 	})
 
 	t.Run("auditor exports the log and sees it verified", func(t *testing.T) {
+		open(t, auditor+"/console/audit", 200, "")
+		evalJSON[bool](t, b, `document.querySelector("#export input[name=csrf]").remove(); true`)
+		submit(t, b, "#export button", 403)
 		open(t, auditor+"/console/audit", 200, "")
 		submit(t, b, "#export button", 200)
 		wantText(t, b, "#exports [data-k=verdict]", "valid")
@@ -505,6 +533,14 @@ func deviceState(t *testing.T, db *store.DB, serial string) string {
 
 func getJSON(t *testing.T, env *devenv.Env, u string, out any) {
 	t.Helper()
+	if err := json.Unmarshal([]byte(getText(t, env, u)), out); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// getText GETs u as the operator through the API and wants 200.
+func getText(t *testing.T, env *devenv.Env, u string) string {
+	t.Helper()
 	c, err := devenv.RoleClient(env, "operator")
 	if err != nil {
 		t.Fatal(err)
@@ -519,9 +555,22 @@ func getJSON(t *testing.T, env *devenv.Env, u string, out any) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET %s: %s %s", u, resp.Status, buf.String())
 	}
-	if err := json.Unmarshal(buf.Bytes(), out); err != nil {
-		t.Fatal(err)
+	return buf.String()
+}
+
+// roleGet GETs u as the operator through the API and returns the status.
+func roleGet(t *testing.T, env *devenv.Env, u string) (int, error) {
+	t.Helper()
+	c, err := devenv.RoleClient(env, "operator")
+	if err != nil {
+		return 0, err
 	}
+	resp, err := c.Get(u)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
 }
 
 // taclineBin is $TACLINE_BIN (make test builds it) or a binary built now.

@@ -2,8 +2,13 @@ package console
 
 import (
 	"io/fs"
+	"os"
+	"path/filepath"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -86,5 +91,32 @@ func TestSparkline(t *testing.T) {
 	}
 	if pts, _ := sparkline([]int64{0, 0}, 10, 10); pts != "0.0,9.0 10.0,9.0" {
 		t.Fatalf("flat sparkline = %q", pts)
+	}
+}
+
+func TestKeepNewest(t *testing.T) {
+	dir := t.TempDir()
+	var mu sync.Mutex
+	var list []string
+	for i := range 4 {
+		p := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		keepNewest(&mu, &list, p, 2, func(s string) string { return s })
+	}
+	if want := []string{filepath.Join(dir, "3"), filepath.Join(dir, "2")}; !slices.Equal(list, want) {
+		t.Fatalf("kept %v, want %v", list, want)
+	}
+	for i, want := range []bool{false, false, true, true} {
+		if _, err := os.Stat(filepath.Join(dir, strconv.Itoa(i))); (err == nil) != want {
+			t.Fatalf("file %d exists: %v, want %v", i, err == nil, want)
+		}
+	}
+	if got := byID([]*reconRun{{ID: 1}, {ID: 2}}, 2); got == nil || got.ID != 2 {
+		t.Fatalf("byID = %v", got)
+	}
+	if got := byID([]*reconRun{{ID: 1}}, 9); got != nil {
+		t.Fatalf("byID of a missing id = %v, want nil", got)
 	}
 }
