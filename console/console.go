@@ -53,6 +53,7 @@ type Ops interface {
 	Device(ctx context.Context, a provisioner.Actor, serial string) (*provisioner.Device, error)
 	IMEI(ctx context.Context, a provisioner.Actor, m imei.IMEI) (store.IMEIRecord, error)
 	Pools(ctx context.Context, a provisioner.Actor) ([]store.PoolStats, error)
+	PoolsRemaining(ctx context.Context) ([]store.PoolStats, error)
 }
 
 // IssuerState is what the server knows of its device issuers.
@@ -99,6 +100,7 @@ type Console struct {
 	runSeq  int // reconciliation runs
 	expSeq  int // audit exports
 	health  cachedHealth
+	counts  cachedCounts
 	tempDir bool // WorkDir was made by New
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 )
@@ -31,16 +32,17 @@ const (
 )
 
 type overviewData struct {
-	Now      time.Time
-	Pools    []poolView
-	Stations []stationView
-	Lines    []lineView
-	Errors   []errorCount
-	Register *register.Report
-	Audit    *auditView
-	HSM      *hsmView
-	Issuers  []issuerView
-	Chart    *depletionChart
+	Now       time.Time
+	CountedAt time.Time // when the per-state pool counts were read
+	Pools     []poolView
+	Stations  []stationView
+	Lines     []lineView
+	Errors    []errorCount
+	Register  *register.Report
+	Audit     *auditView
+	HSM       *hsmView
+	Issuers   []issuerView
+	Chart     *depletionChart
 	// Problems lists what could not be read (the rest is still shown).
 	Problems []string
 }
@@ -152,11 +154,22 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	// partial).
 	elapsed := now.Sub(since)
 
-	pools, err := c.cfg.Ops.Pools(ctx, p.Actor)
+	// Remaining SNRs from the pools table at every refresh; the per-state
+	// counts scan the ledger, so they are recounted at most every
+	// countsTTL.
+	pools, err := c.cfg.Ops.PoolsRemaining(ctx)
 	if err != nil {
 		problem("pools", err)
 	}
+	counts, countedAt, err := c.poolCounts(ctx, p.Actor)
+	if err != nil {
+		problem("pool usage counts", err)
+	}
+	d.CountedAt = countedAt
 	for _, ps := range pools {
+		if n, ok := counts[ps.Name]; ok {
+			ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = n.Reserved, n.Bound, n.Voided, n.Revoked
+		}
 		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
 		v.Used = v.Size - ps.Free
 		v.UsedPct = strconv.FormatFloat(100*float64(v.Used)/float64(v.Size), 'f', 1, 64)
@@ -314,6 +327,34 @@ func age(d time.Duration) string {
 		return fmt.Sprintf("%.1f h", d.Hours())
 	}
 	return fmt.Sprintf("%d days", int(d.Hours()/24))
+}
+
+// cachedCounts keeps the pools' per-state counts (a scan of the ledger)
+// for countsTTL, shared by every viewer.
+type cachedCounts struct {
+	mu     sync.Mutex
+	at     time.Time
+	byPool map[string]store.PoolStats
+}
+
+const countsTTL = time.Minute
+
+func (c *Console) poolCounts(ctx context.Context, a provisioner.Actor) (map[string]store.PoolStats, time.Time, error) {
+	c.counts.mu.Lock()
+	defer c.counts.mu.Unlock()
+	if c.counts.byPool != nil && time.Since(c.counts.at) < countsTTL {
+		return c.counts.byPool, c.counts.at, nil
+	}
+	ps, err := c.cfg.Ops.Pools(ctx, a)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	m := make(map[string]store.PoolStats, len(ps))
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	c.counts.byPool, c.counts.at = m, time.Now().UTC()
+	return m, c.counts.at, nil
 }
 
 // cachedHealth keeps the last HSM probe for healthTTL, so that many open
