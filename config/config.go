@@ -26,6 +26,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/console"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
@@ -55,6 +56,8 @@ type File struct {
 	Authenticity Authenticity `yaml:"authenticity"`
 	// Revocation tunes CRLs and OCSP responses.
 	Revocation revocation.Config `yaml:"revocation"`
+	// Console tunes the web console and the public check page.
+	Console console.Settings `yaml:"console"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -156,6 +159,7 @@ func (f *File) resolvePaths() {
 	}
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
 	f.Server.ResolvePaths(f.Path)
+	f.Console.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -188,6 +192,9 @@ func (f *File) Validate() error {
 		return err
 	}
 	if err := f.Revocation.Validate(); err != nil {
+		return err
+	}
+	if err := f.Console.Validate(); err != nil {
 		return err
 	}
 	if f.Register.URL != "" {

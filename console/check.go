@@ -25,7 +25,8 @@ type checkResult struct {
 // link a person can share.
 func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 	d := checkData{Query: strings.TrimSpace(r.URL.Query().Get("imei"))}
-	p := &page{Title: text("check.title"), Nav: []navItem{{Href: "/check", Label: text("check.title"), Current: true}}, Data: &d}
+	tx := c.texts
+	p := &page{Title: tx.text("check.title"), Lang: tx.Lang, Nav: []navItem{{Href: "/check", Label: tx.text("check.title"), Current: true}}, Data: &d}
 	status := http.StatusOK
 	if len(d.Query) > 64 {
 		d.Query = d.Query[:64]
@@ -38,7 +39,7 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 			if e, ok := tacerr.As(err); ok {
 				msg = e.Message
 			}
-			d.Error, status = text("check.invalid", msg), http.StatusBadRequest
+			d.Error, status = tx.text("check.invalid", msg), http.StatusBadRequest
 		default:
 			l, retry, err := c.cfg.Gate.PublicLookup(r.Context(), r, m)
 			switch {

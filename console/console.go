@@ -82,14 +82,17 @@ type Config struct {
 	WorkDir string
 	// Refresh is how often live panels reload (default 5 s).
 	Refresh time.Duration
-	Log     *slog.Logger
-	Now     func() time.Time
+	// Texts are the check page's texts (nil: English).
+	Texts *Texts
+	Log   *slog.Logger
+	Now   func() time.Time
 }
 
 // Console serves the staff console and the public check page.
 type Console struct {
 	cfg     Config
 	pages   map[string]*template.Template
+	texts   *Texts
 	csrfKey []byte
 	mux     *http.ServeMux
 	static  http.Handler
@@ -136,8 +139,11 @@ func New(cfg Config) (*Console, error) {
 	if _, err := rand.Read(c.csrfKey); err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSRF key")
 	}
+	if c.texts = cfg.Texts; c.texts == nil {
+		c.texts = English()
+	}
 	var err error
-	if c.pages, err = parsePages(); err != nil {
+	if c.pages, err = parsePages(c.texts); err != nil {
 		return nil, err
 	}
 	sub, err := fs.Sub(staticFS, "static")
@@ -218,6 +224,7 @@ func (c *Console) routes() {
 // page is the data every staff page renders with.
 type page struct {
 	Title   string
+	Lang    string // the page's language ("": en)
 	Actor   provisioner.Actor
 	Nav     []navItem
 	CSRF    string
@@ -397,7 +404,14 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, p *page, err erro
 }
 
 // parsePages parses every page with the layout.
-func parsePages() (map[string]*template.Template, error) {
+func parsePages(tx *Texts) (map[string]*template.Template, error) {
+	funcs := template.FuncMap{
+		"t":      tx.text,
+		"utc":    fmtTime,
+		"num":    fmtNum,
+		"roles":  roleList,
+		"perMin": func(n int64) string { return strconv.FormatFloat(float64(n)/60, 'f', 1, 64) },
+	}
 	base, err := template.New("").Funcs(funcs).ParseFS(templateFS, "templates/layout.html")
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "parse the console layout")
@@ -419,14 +433,6 @@ func parsePages() (map[string]*template.Template, error) {
 		pages[name] = t
 	}
 	return pages, nil
-}
-
-var funcs = template.FuncMap{
-	"t":      text,
-	"utc":    fmtTime,
-	"num":    fmtNum,
-	"roles":  roleList,
-	"perMin": func(n int64) string { return strconv.FormatFloat(float64(n)/60, 'f', 1, 64) },
 }
 
 func fmtTime(v any) string {

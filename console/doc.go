@@ -20,7 +20,8 @@
 //     check IMEI digits as they are typed.
 //   - /check needs no certificate, shares the public lookup's rate limiter
 //     and shows nothing personal or key-related; its texts live in one
-//     catalogue (texts.go) so a country can translate them.
+//     catalogue (texts.go), which a texts file (console.check_texts)
+//     translates.
 //
 // Reconciliation runs and audit exports made from the console are kept in
 // memory (the newest few, their files under the work directory) and are

@@ -51,11 +51,45 @@ func TestCatalogueCoversTemplates(t *testing.T) {
 			t.Errorf("catalogue text %q is never used", k)
 		}
 	}
-	if got := text("check.limited", 7); !strings.Contains(got, "wait 7 seconds") {
+	if got := English().text("check.limited", 7); !strings.Contains(got, "wait 7 seconds") {
 		t.Errorf("text(check.limited, 7) = %q", got)
 	}
-	if got := text("no.such.key"); got != "no.such.key" {
+	if got := English().text("no.such.key"); got != "no.such.key" {
 		t.Errorf("a missing key shows as %q, want the key", got)
+	}
+}
+
+func TestLoadTexts(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	de, err := LoadTexts(write("de.yaml", "lang: de\ntexts:\n  check.title: IMEI prüfen\n  check.limited: Bitte warten Sie %d Sekunden.\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if de.Lang != "de" || de.text("check.title") != "IMEI prüfen" || de.text("check.limited", 3) != "Bitte warten Sie 3 Sekunden." {
+		t.Fatalf("German texts: %q %q %q", de.Lang, de.text("check.title"), de.text("check.limited", 3))
+	}
+	if de.text("check.submit") != "Check" {
+		t.Fatalf("a text the translation leaves out is %q, want the English one", de.text("check.submit"))
+	}
+	for _, tc := range []struct{ name, body, want string }{
+		{"unknown key", "lang: de\ntexts:\n  check.nope: x\n", `unknown text "check.nope"`},
+		{"lost marker", "lang: de\ntexts:\n  check.limited: Bitte warten.\n", "must keep the markers [%d]"},
+		{"bad lang", "lang: German\ntexts: {}\n", "not a language tag"},
+		{"unknown field", "lang: de\ntext: {}\n", "not a texts file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := LoadTexts(write(strings.ReplaceAll(tc.name, " ", "-")+".yaml", tc.body))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("LoadTexts = %v, want an error saying %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -118,5 +152,36 @@ func TestKeepNewest(t *testing.T) {
 	}
 	if got := byID([]*reconRun{{ID: 1}}, 9); got != nil {
 		t.Fatalf("byID of a missing id = %v, want nil", got)
+	}
+}
+
+func TestSettings(t *testing.T) {
+	texts := filepath.Join(t.TempDir(), "fr.yaml")
+	if err := os.WriteFile(texts, []byte("lang: fr\ntexts:\n  check.submit: Vérifier\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		s    Settings
+		want string // "" for valid
+	}{
+		{"defaults", Settings{}, ""},
+		{"translated", Settings{Refresh: 2 * time.Second, CheckTexts: texts}, ""},
+		{"refresh too fast", Settings{Refresh: 100 * time.Millisecond}, "console.refresh"},
+		{"missing texts file", Settings{CheckTexts: texts + ".missing"}, "console.check_texts"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.s.Validate()
+			if (err == nil) != (tc.want == "") || (err != nil && !strings.Contains(err.Error(), tc.want)) {
+				t.Fatalf("Validate = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	var cfg Config
+	if err := (Settings{CheckTexts: texts, WorkDir: "/w"}).Apply(&cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Texts == nil || cfg.Texts.Lang != "fr" || cfg.Texts.text("check.submit") != "Vérifier" || cfg.WorkDir != "/w" {
+		t.Fatalf("Apply gave %+v", cfg)
 	}
 }

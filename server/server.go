@@ -181,14 +181,17 @@ func (s *Server) mountConsole() error {
 	if v := s.Audit.Verifier(); v != nil {
 		logKey = v.Key()
 	}
-	var err error
-	s.Console, err = console.New(console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
+	cc := console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
 		Health: s.Token.Health, Gatherer: s.Registry, Log: s.log,
 		Issuers: func() console.IssuerState {
 			st := s.Issuers()
 			return console.IssuerState{Active: st.Active, Unusable: st.Unusable}
-		}})
-	if err != nil {
+		}}
+	if err := s.cfg.Console.Apply(&cc); err != nil {
+		return err
+	}
+	var err error
+	if s.Console, err = console.New(cc); err != nil {
 		return err
 	}
 	s.Console.Mount(s.API)
