@@ -21,6 +21,7 @@ import (
 
 type searchData struct {
 	Query    string
+	LiveURL  string // the results' live panel
 	NotFound string
 	Device   *provisioner.Device
 	IMEIs    []imeiView
@@ -126,6 +127,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 	if d.NotFound != "" {
 		status = http.StatusNotFound
 	}
+	d.LiveURL = "/console/search?fragment=1&q=" + url.QueryEscape(d.Query)
 	c.render(w, r, status, "search", p)
 }
 
