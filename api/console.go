@@ -47,16 +47,16 @@ func (s *Server) Caller(r *http.Request) (provisioner.Actor, error) {
 	return cl.actor, nil
 }
 
-// PublicLookup answers the public lookup of m for r's client, counted by
-// the same limiter as GET /v1/lookup/{imei} (so a page and the JSON route
-// share one budget). When the limit is reached it returns retryAfter > 0
+// PublicLookup answers the public lookup of m for r's caller, counted by
+// the same limiter as GET /v1/lookup/{imei} (LookupLimiter), so a page and
+// the JSON route share one quota. When the limit is reached it returns retryAfter > 0
 // (seconds) and no lookup.
 func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (l online.Lookup, retryAfter int, err error) {
 	a, err := s.authn()
 	if err != nil {
 		return online.Lookup{}, 0, err
 	}
-	if retry := a.lookupLimiter.take(clientAddr(r)); retry > 0 {
+	if retry := a.lookupLimiter.Admit(r, s.lookupIdentity(r)); retry > 0 {
 		return online.Lookup{}, retry, nil
 	}
 	l, err = a.auth.Lookup(ctx, m)
@@ -64,6 +64,16 @@ func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI)
 		return online.Lookup{}, 0, err
 	}
 	return l, 0, nil
+}
+
+// lookupIdentity is who the lookup limiter counts r against: an
+// authenticated caller as itself, anyone else by address (package
+// ratelimit).
+func (s *Server) lookupIdentity(r *http.Request) string {
+	if cl, err := s.ident.identify(r.TLS); err == nil {
+		return cl.actor.ID
+	}
+	return ""
 }
 
 // Services returns the provisioner the API serves (with the authenticity

@@ -18,6 +18,7 @@ import (
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -430,4 +431,12 @@ func FuzzCertPEM(f *testing.F) {
 			t.Fatalf("certPEM(%x) =\n%s\nwant\n%s", der, got, want)
 		}
 	})
+}
+
+// TestAllocationLimitIsTheLedgers: the wire constant stations split
+// pre-allocations by is the ledger's limit.
+func TestAllocationLimitIsTheLedgers(t *testing.T) {
+	if wire.MaxAllocationDevices != store.MaxDevicesPerReservation {
+		t.Fatalf("wire.MaxAllocationDevices %d, store.MaxDevicesPerReservation %d", wire.MaxAllocationDevices, store.MaxDevicesPerReservation)
+	}
 }

@@ -4,17 +4,16 @@ import (
 	"context"
 	"encoding/base64"
 	"io"
-	"math"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/ratelimit"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -48,19 +47,20 @@ type Authenticity interface {
 type AuthenticityConfig struct {
 	// PublicVerify lets callers without a client certificate (or without
 	// the regulator or operator role) ask for challenges and verify,
-	// rate limited per client address.
+	// rate limited per caller (package ratelimit: the authenticated
+	// identity, else the address's /24 or /56).
 	PublicVerify bool `yaml:"public_verify"`
-	// PublicRate is the sustained rate (requests per second per client
-	// address) of public challenges and checks; PublicBurst the burst.
+	// PublicRate is the sustained rate (requests per second per caller)
+	// of public challenges and checks; PublicBurst the burst.
 	PublicRate  float64 `yaml:"public_rate"`
 	PublicBurst int     `yaml:"public_burst"`
-	// LookupRate and LookupBurst limit GET /v1/lookup per client address.
+	// LookupRate and LookupBurst limit GET /v1/lookup per caller.
 	LookupRate  float64 `yaml:"lookup_rate"`
 	LookupBurst int     `yaml:"lookup_burst"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5
-// lookups/s (burst 20) per client address.
+// lookups/s (burst 20) per caller.
 func DefaultAuthenticityConfig() AuthenticityConfig {
 	return AuthenticityConfig{PublicRate: 1, PublicBurst: 5, LookupRate: 5, LookupBurst: 20}
 }
@@ -82,8 +82,8 @@ type authProvisioner struct {
 	Provisioner
 	auth          Authenticity
 	cfg           AuthenticityConfig
-	verifyLimit   *limiter
-	lookupLimiter *limiter
+	verifyLimit   *ratelimit.Limiter
+	lookupLimiter *ratelimit.Limiter
 }
 
 // WithAuthenticity returns p extended with the authenticity routes served
@@ -93,7 +93,7 @@ func WithAuthenticity(p Provisioner, a Authenticity, cfg AuthenticityConfig) (Pr
 		return nil, err
 	}
 	return &authProvisioner{Provisioner: p, auth: a, cfg: cfg,
-		verifyLimit: newLimiter(cfg.PublicRate, cfg.PublicBurst), lookupLimiter: newLimiter(cfg.LookupRate, cfg.LookupBurst)}, nil
+		verifyLimit: ratelimit.New(cfg.PublicRate, cfg.PublicBurst), lookupLimiter: ratelimit.New(cfg.LookupRate, cfg.LookupBurst)}, nil
 }
 
 // SetSignObserver forwards to the wrapped provisioner.
@@ -183,7 +183,9 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 		}
 		return nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), r.URL.Path, joinRoles(verifiers))
 	}
-	return a.verifyLimit.admit(r), nil
+	// An authenticated caller without a verifier role is limited as
+	// itself, anyone else by address prefix.
+	return limited(a.verifyLimit, r, cl.actor.ID), nil
 }
 
 func (s *Server) challenge(_ http.ResponseWriter, r *http.Request, c *call) (int, any, error) {
@@ -229,7 +231,7 @@ func (s *Server) lookup(_ http.ResponseWriter, r *http.Request, _ *call) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	if deny := a.lookupLimiter.admit(r); deny != nil {
+	if deny := limited(a.lookupLimiter, r, s.lookupIdentity(r)); deny != nil {
 		return http.StatusTooManyRequests, deny, nil
 	}
 	m, err := parseIMEI(r.PathValue("imei"), "imei")
@@ -292,7 +294,7 @@ func (s *Server) ocsp(w http.ResponseWriter, r *http.Request, _ *call) (int, any
 	return http.StatusOK, rawBody{contentType: revocation.OCSPResponseType, data: resp}, nil
 }
 
-// clientAddr is the caller's IP address (the rate-limit key).
+// clientAddr is the caller's IP address (a public challenge's client).
 func clientAddr(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
@@ -301,70 +303,33 @@ func clientAddr(r *http.Request) string {
 	return host
 }
 
-// limiter is a token bucket per client address.
-type limiter struct {
-	rate  float64 // tokens per second
-	burst float64
-	now   func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	swept   time.Time
-}
-
-type bucket struct {
-	tokens float64
-	at     time.Time
-}
-
-func newLimiter(rate float64, burst int) *limiter {
-	return &limiter{rate: rate, burst: float64(burst), now: time.Now, buckets: map[string]*bucket{}}
-}
-
-// admit takes a token for r's client address; when none is left it
-// returns the 429 response to send (with Retry-After), else nil.
-func (l *limiter) admit(r *http.Request) http.Handler {
-	retry := l.take(clientAddr(r))
+// limited returns the 429 answer (with Retry-After) for a caller l refused,
+// or nil when l admitted it.
+func limited(l *ratelimit.Limiter, r *http.Request, identity string) http.Handler {
+	retry := l.Admit(r, identity)
 	if retry == 0 {
 		return nil
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
 		writeProblem(w, wire.Problem{
 			Type: "https://tacline.dev/problems/" + string(tacerr.RateLimited), Title: "Too many requests", Status: http.StatusTooManyRequests,
-			Detail: "too many requests from " + clientAddr(req) + ": retry after " + strconv.Itoa(retry) + " s", Instance: req.URL.Path,
+			Detail: "too many requests from " + ratelimit.Key(req, identity) + ": retry after " + strconv.Itoa(retry) + " s", Instance: req.URL.Path,
 			Code: string(tacerr.RateLimited), Retryable: true,
 		}, statusOf{status: http.StatusTooManyRequests, retryAfter: retry})
 	})
 }
 
-// take returns 0 when a token was taken, else the whole seconds until one
-// is available.
-func (l *limiter) take(key string) int {
-	now := l.now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if now.Sub(l.swept) > time.Minute {
-		// Forget clients whose buckets are full again.
-		full := time.Duration(l.burst / l.rate * float64(time.Second))
-		for k, b := range l.buckets {
-			if now.Sub(b.at) > full {
-				delete(l.buckets, k)
-			}
-		}
-		l.swept = now
+// LookupLimiter is the rate limiter of the public lookup (GET
+// /v1/lookup), or nil when the server has no authenticity routes. A page
+// outside the API that answers the same question (the console's /check)
+// takes its tokens from it, so the page and the API share one quota per
+// caller: call Admit(r, identity) with the caller's authenticated
+// identity, or "" for an anonymous caller.
+func (s *Server) LookupLimiter() *ratelimit.Limiter {
+	if a, ok := s.p.(*authProvisioner); ok {
+		return a.lookupLimiter
 	}
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[key] = b
-	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0
-	}
-	return max(1, int(math.Ceil((1-b.tokens)/l.rate)))
+	return nil
 }
 
 // online.Authority is what a server serves the authenticity routes with.

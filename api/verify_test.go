@@ -9,7 +9,9 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -98,6 +100,10 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	e.clients["station"] = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{st}}}}
+	// Every exchange is checked against api/openapi.yaml.
+	for who, c := range e.clients {
+		e.clients[who] = &http.Client{Timeout: c.Timeout, Transport: api.APIDoc.Transport(t, c.Transport)}
+	}
 	return e
 }
 
@@ -141,6 +147,14 @@ func do(t *testing.T, c *http.Client, method, url string, body any) answer {
 		_ = json.Unmarshal(a.body, &a.problem)
 	}
 	return a
+}
+
+// fromAddr returns a client like c (checked against the OpenAPI document)
+// that connects from the local address ip.
+func fromAddr(t *testing.T, c *http.Client, ip string) *http.Client {
+	tr := c.Transport.(interface{ Unwrap() http.RoundTripper }).Unwrap().(*http.Transport).Clone()
+	tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext
+	return &http.Client{Timeout: c.Timeout, Transport: api.APIDoc.Transport(t, tr)}
 }
 
 // challenge asks for a nonce as who.
@@ -311,6 +325,23 @@ func TestAuthenticityE2E(t *testing.T) {
 		ra, err := strconv.Atoi(limited.header.Get("Retry-After"))
 		if limited.status != 429 || err != nil || ra < 1 || limited.problem.Code != "rate_limited" {
 			t.Fatalf("burst: %d Retry-After %q %+v", limited.status, limited.header.Get("Retry-After"), limited.problem)
+		}
+		emptied := time.Now()
+		// The bucket is the /24, not the address: other loopback addresses
+		// get only what refilled since (5/s), not a burst each.
+		admitted := 0
+		for i := range 20 {
+			c := fromAddr(t, e.clients["none"], fmt.Sprintf("127.0.0.%d", 7+i%2))
+			if a := do(t, c, "GET", e.url+"/v1/lookup/"+dA.imeis[0], nil); a.status == 200 {
+				admitted++
+			}
+		}
+		if refill := int(math.Ceil(api.DefaultAuthenticityConfig().LookupRate*time.Since(emptied).Seconds())) + 1; admitted > refill {
+			t.Fatalf("%d lookups from other addresses of the limited /24 admitted; at most %d tokens refilled", admitted, refill)
+		}
+		// An authenticated caller has its own bucket.
+		if a := e.do(t, "regulator", "GET", "/v1/lookup/"+dA.imeis[0], nil); a.status != 200 {
+			t.Fatalf("an authenticated lookup shares the anonymous bucket: %d %+v", a.status, a.problem)
 		}
 	})
 

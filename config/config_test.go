@@ -129,6 +129,8 @@ func TestRegisterRetention(t *testing.T) {
 		{"too short, with a url", "register: {url: 'http://127.0.0.1:1', retention: 30s}\n", 0, "register.retention"},
 		{"batch", "register: {prune_batch: 20000}\n", 0, "register.prune_batch"},
 		{"typo", "register: {retension: 1h}\n", 0, "retension"},
+		{"plain http to a remote register", "register: {url: 'http://register.example/'}\n", 0, "register.url"},
+		{"https to a remote register without a client certificate", "register: {url: 'https://register.example/'}\n", 0, "register.tls.cert_file"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f, err := Parse([]byte(base+tc.yaml), t.TempDir())

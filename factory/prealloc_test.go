@@ -32,6 +32,10 @@ func (s *lineServer) allocations(w http.ResponseWriter, r *http.Request) {
 		problem(w, 400, "invalid_input", "", false)
 		return
 	}
+	if req.Count > wire.MaxAllocationDevices { // as the real server
+		problem(w, 400, "invalid_input", "count", false)
+		return
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	a := &s.alloc
@@ -160,6 +164,39 @@ func TestSimulatePreAllocate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestSimulatePreAllocateSplits: a station pre-allocating more devices
+// than one request may hold splits them into requests the server accepts,
+// and every device is bound to its own group.
+func TestSimulatePreAllocateSplits(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	ls := newLineServer(t, pki)
+	srv := pki.serve(t, ls)
+	const devices = 2*wire.MaxAllocationDevices + 1
+	var out bytes.Buffer
+	sum, err := Simulate(context.Background(), SimConfig{
+		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+		Stations: pki.stations(t, 1, "widget"), DevicesPerStation: devices, IMEICount: 1,
+		PreAllocate: true, DevicesOut: &out,
+	})
+	if err != nil || sum.Devices != devices || sum.Failed != 0 {
+		t.Fatalf("Simulate = %+v, %v; want %d devices, none failed", sum, err, devices)
+	}
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	var sizes []int
+	for _, a := range ls.alloc.groups {
+		sizes = append(sizes, len(a.Devices))
+	}
+	slices.Sort(sizes)
+	if !slices.Equal(sizes, []int{1, wire.MaxAllocationDevices, wire.MaxAllocationDevices}) || ls.alloc.binds != devices || len(ls.alloc.reserved) != 0 {
+		t.Fatalf("allocation requests of %v devices, %d binds, %d IMEIs left reserved", sizes, ls.alloc.binds, len(ls.alloc.reserved))
+	}
+	if got := bytes.Count(out.Bytes(), []byte("\n")); got != devices {
+		t.Fatalf("%d device records, want %d", got, devices)
 	}
 }
 

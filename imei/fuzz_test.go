@@ -108,6 +108,43 @@ func FuzzParseURN(f *testing.F) {
 	})
 }
 
+// FuzzParseAny checks that ParseAny never panics, that it reads a URN as
+// ParseURN does and every other value as Parse does, and that what it
+// accepts round-trips.
+func FuzzParseAny(f *testing.F) {
+	for _, s := range fuzzSeeds {
+		f.Add(s)
+	}
+	for _, s := range []string{"urn:gsma:imei:90420156-025763-0", "URN:gsma:imei:90420156-025763-7;svn=42", "urn:", "urn", "uRn:x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		m, err := imei.ParseAny(s)
+		var want imei.IMEI
+		var werr error
+		if len(s) >= 4 && strings.EqualFold(s[:4], "urn:") {
+			want, werr = imei.ParseURN(s)
+		} else {
+			want, werr = imei.Parse(s)
+		}
+		if m != want || (err == nil) != (werr == nil) {
+			t.Fatalf("ParseAny(%q) = %v, %v; the form's own parser gives %v, %v", s, m, err, want, werr)
+		}
+		if err != nil {
+			if !tacerr.Is(err, tacerr.InvalidIMEI) {
+				t.Fatalf("ParseAny(%q) error %v has code %s", s, err, tacerr.CodeOf(err))
+			}
+			return
+		}
+		checkRoundTrip(t, m)
+		for _, form := range []string{m.String(), m.Digits14(), m.URN()} {
+			if back, err := imei.ParseAny(form); err != nil || back != m {
+				t.Fatalf("ParseAny(%q) = %v, %v; want %v", form, back, err, m)
+			}
+		}
+	})
+}
+
 // FuzzNew checks that New accepts exactly the in-range parts and that they
 // round-trip.
 func FuzzNew(f *testing.F) {

@@ -311,6 +311,29 @@ func TestParseURN(t *testing.T) {
 	}
 }
 
+// TestParseAny: the digit forms and the URN form of one IMEI all parse to
+// it; errors come from the form's own parser.
+func TestParseAny(t *testing.T) {
+	t.Parallel()
+	for _, in := range []string{"904201560257637", "90420156025763", "90-420156-025763-7",
+		"urn:gsma:imei:90420156-025763-0", "URN:GSMA:imei:90420156-025763-7;svn=42"} {
+		m, err := imei.ParseAny(in)
+		if err != nil || m.Digits14() != "90420156025763" {
+			t.Errorf("ParseAny(%q) = %v, %v", in, m, err)
+		}
+	}
+	for in, wantErr := range map[string]string{
+		"urn:gsma:imei:90420156-025763-3": "must be 0 (the spare digit, RFC 7254) or the check digit 7",
+		"urn:uuid:f81d4fae":               "must start with",
+		"904201560257633":                 "wrong check digit 3",
+		"ur:gsma:imei:90420156-025763-0":  "invalid character",
+	} {
+		if _, err := imei.ParseAny(in); err == nil || !strings.Contains(err.Error(), wantErr) || !tacerr.Is(err, tacerr.InvalidIMEI) {
+			t.Errorf("ParseAny(%q) error %v; want invalid_imei containing %q", in, err, wantErr)
+		}
+	}
+}
+
 func TestParseTAC(t *testing.T) {
 	t.Parallel()
 	tests := []struct {

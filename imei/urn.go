@@ -89,3 +89,15 @@ func digitsValue(s string) (uint32, bool) {
 	}
 	return n, len(s) > 0
 }
+
+// ParseAny parses an IMEI in any form tacline reads: a value that starts
+// with "urn:" (in any case) is an RFC 7254 URN ([ParseURN]); any other value
+// is a digit form ([Parse]). It is the parser for people's input, where
+// either form may be pasted (for example the URN copied out of a device
+// certificate's SAN). Errors have code tacerr.InvalidIMEI.
+func ParseAny(s string) (IMEI, error) {
+	if len(s) >= 4 && strings.EqualFold(s[:4], "urn:") {
+		return ParseURN(s)
+	}
+	return Parse(s)
+}

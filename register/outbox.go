@@ -106,7 +106,7 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 				}
 				cache[m.TAC()] = n
 			}
-			device := wire.DeviceID(ev.DeviceSerial, "IMEI"+m.Digits14())
+			device := wire.DeviceIDOf(ev.DeviceSerial, m)
 			args = append(args, keys.next(), m.Uint64(), m.TAC(), event, device, n.model, n.brand, ev.Time.UnixMicro(), now, now)
 			rows++
 			if rows == maxOutboxRows {

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -69,13 +68,7 @@ func bind(t *testing.T, db *store.DB, snrs ...uint32) {
 
 func simulator(t testing.TB) (*sim.Server, *httptest.Server) {
 	t.Helper()
-	s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), sim.Faults{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); s.Close() })
-	return s, ts
+	return registertest.Simulator(t, sim.Faults{})
 }
 
 func config(url string) register.Config {
@@ -142,7 +135,7 @@ func TestOutboxRowsCommitWithLedger(t *testing.T) {
 			if err := db.Reader().QueryRow(`SELECT brand, model, event, device_id FROM register_outbox ORDER BY id DESC LIMIT 1`).Scan(&brand, &model, &ev, &dev); err != nil {
 				t.Fatal(err)
 			}
-			if brand != registertest.Brand || model != registertest.Model || ev != wire.EventVoided || dev != "IMEI"+imei14(2) {
+			if brand != registertest.Brand || model != registertest.Model || ev != wire.EventVoided || dev != "QIMEI"+imei14(2) {
 				t.Fatalf("row %s %s %s %s", brand, model, ev, dev)
 			}
 		})
@@ -316,6 +309,7 @@ func TestReplicasNeverSendTheSameRow(t *testing.T) {
 
 func TestConfigValidateNamesField(t *testing.T) {
 	good := register.Config{URL: "http://127.0.0.1:1"}.WithDefaults()
+	mtls := register.TLS{CertFile: "c.pem", KeyFile: "k.pem"}
 	for _, tc := range []struct {
 		name   string
 		mutate func(*register.Config)
@@ -329,6 +323,15 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"backoff max", func(c *register.Config) { c.Backoff.Max = time.Millisecond }, "register.backoff.max"},
 		{"breaker", func(c *register.Config) { c.Breaker.Failures = -1 }, "register.breaker.failures"},
 		{"tls pair", func(c *register.Config) { c.TLS.CertFile = "x.pem" }, "register.tls.key_file"},
+		{"plain http to a remote host", func(c *register.Config) { c.URL = "http://register.example/" }, "register.url"},
+		{"plain http to a LAN address", func(c *register.Config) { c.URL = "http://10.0.0.7:8080/"; c.TLS = mtls }, "register.url"},
+		{"plain http to a loopback-looking name", func(c *register.Config) { c.URL = "http://127.0.0.1.nip.io/"; c.TLS = mtls }, "register.url"},
+		{"plain http to IPv6 loopback", func(c *register.Config) { c.URL = "http://[::1]:8080/" }, ""},
+		{"plain http to localhost", func(c *register.Config) { c.URL = "http://localhost:8080/" }, ""},
+		{"plain http to 127.0.0.2", func(c *register.Config) { c.URL = "http://127.0.0.2:8080/" }, ""},
+		{"https to a remote host without a client certificate", func(c *register.Config) { c.URL = "https://register.example/" }, "register.tls.cert_file"},
+		{"https to a remote host with a client certificate", func(c *register.Config) { c.URL = "https://register.example/"; c.TLS = mtls }, ""},
+		{"https to loopback without a client certificate", func(c *register.Config) { c.URL = "https://127.0.0.1:8443/" }, ""},
 		{"retention forever", func(c *register.Config) { c.Retention = 0 }, ""},
 		{"retention 30 days", func(c *register.Config) { c.Retention = register.DefaultRetention }, ""},
 		{"negative retention", func(c *register.Config) { c.Retention = -time.Hour }, "register.retention"},
@@ -384,6 +387,7 @@ func metricValue(t *testing.T, reg *prometheus.Registry, name, label string) flo
 func TestConfigYAML(t *testing.T) {
 	doc := `
 url: https://register.example/
+tls: {cert_file: c.pem, key_file: k.pem}
 batch_size: 200
 batch_age: 2s
 timeout: 5s

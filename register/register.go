@@ -35,8 +35,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/tacerr"
@@ -44,7 +46,10 @@ import (
 
 // Config is the register section of the configuration file.
 type Config struct {
-	// URL is the register's base URL; the API lives under /v1/.
+	// URL is the register's base URL; the API lives under /v1/. It is
+	// https:// with a client certificate (TLS.CertFile) unless the host is
+	// loopback (127.0.0.0/8, ::1, localhost), where plain http is allowed
+	// (the register simulator, tests).
 	URL string `yaml:"url"`
 	// BatchSize is the largest number of events per request (1 to 1000).
 	BatchSize int `yaml:"batch_size"`
@@ -132,6 +137,10 @@ func (c Config) Validate() error {
 		return f("url", "is required: the register's base URL, e.g. https://register.example/")
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return f("url", "%q is not an http(s) URL", c.URL)
+	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
+		return f("url", "%q: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); a remote register needs https:// and a client certificate (register.tls.cert_file, key_file)", c.URL)
+	case !loopbackHost(u.Hostname()) && c.TLS.CertFile == "":
+		return f("tls.cert_file", "is required for the remote register %s: tacline authenticates to it with a client certificate (register.tls.cert_file and key_file)", u.Host)
 	case c.BatchSize < 1 || c.BatchSize > 1000:
 		return f("batch_size", "%d is out of range: 1 to 1000", c.BatchSize)
 	case c.BatchAge < 0:
@@ -154,6 +163,17 @@ func (c Config) Validate() error {
 		return f("tls.key_file", "tls.cert_file and tls.key_file go together")
 	}
 	return c.ValidateRetention()
+}
+
+// loopbackHost reports whether host (a URL's host name, without port or
+// brackets) is this machine: "localhost" or a loopback IP address. Names
+// that resolve to a loopback address are not (resolution can change).
+func loopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }
 
 // DefaultRetention is the configuration file's register.retention: 30 days.

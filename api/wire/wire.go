@@ -47,6 +47,11 @@ type ProvisionResponse struct {
 	IssuedAt          time.Time `json:"issued_at"`
 }
 
+// MaxAllocationDevices is the most devices one AllocationRequest may ask
+// for (the ledger's store.MaxDevicesPerReservation); a client splits larger
+// pre-allocations into several requests.
+const MaxAllocationDevices = 1000
+
 // AllocationRequest reserves IMEIs for devices not yet programmed (label
 // printing). The IMEIs belong to the calling station until bound or voided.
 type AllocationRequest struct {

@@ -70,7 +70,14 @@ func newExportDRSCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "drs -o FILE.tsv [--model NAME]...",
 		Short: "Write the DIRBS device-registration bulk upload: TSV, no header, one device per row, one column per IMEI",
-		Args:  cobra.NoArgs,
+		Long: `Write the DIRBS device-registration (DRS) bulk upload of bound devices: TSV
+without header, one device per row, its IMEIs (15 digits) one per column. A
+DRS upload declares its IMEIs per device and every row must have that many
+columns, so devices are split by their number of IMEIs into one file each:
+-o drs.tsv writes drs-1imei.tsv, drs-2imei.tsv, ... for the numbers present
+(none when no device is bound). Each file is written atomically and recorded
+as its own export; one line (or, with --json, one JSON object) per file.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return errorf("-o is required: the .tsv to write")
@@ -80,16 +87,25 @@ func newExportDRSCmd() *cobra.Command {
 				return err
 			}
 			defer ledger.Close()
-			e, err := dirbs.ExportDRS(cmd.Context(), ledger, out, models)
+			es, err := dirbs.ExportDRS(cmd.Context(), ledger, out, models)
 			if err != nil {
 				return err
 			}
-			return printExport(cmd, asJSON, e)
+			if len(es) == 0 && !asJSON {
+				_, err := fmt.Fprintln(cmd.OutOrStdout(), "no bound device: nothing written")
+				return err
+			}
+			for _, e := range es {
+				if err := printExport(cmd, asJSON, e); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 	db.add(c)
-	c.Flags().StringVarP(&out, "output", "o", "", "the .tsv file to write")
+	c.Flags().StringVarP(&out, "output", "o", "", "the .tsv name: one file per IMEI count is written next to it (NAME-<n>imei.tsv)")
 	c.Flags().StringSliceVar(&models, "model", nil, "only devices of this TAC model name (repeatable)")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the export record as JSON")
+	c.Flags().BoolVar(&asJSON, "json", false, "print each export record as JSON")
 	return c
 }

@@ -32,7 +32,9 @@ func newIMEICheckCmd() *cobra.Command {
 		Short: "Check IMEIs and show their parts (exit status 1 if any is invalid)",
 		Long: `Check each VALUE as an IMEI: 14 digits (TAC and serial number; the check
 digit is computed), 15 digits (the check digit must be right) or 16 digits
-(IMEISV), with single spaces or hyphens allowed between digits. A VALUE of
+(IMEISV), with single spaces or hyphens allowed between digits, or the RFC 7254
+URN that device certificates carry (urn:gsma:imei:TTTTTTTT-SSSSSS-D, the
+last digit 0 or the check digit). A VALUE of
 "-" reads further values from standard input, one per line (a trailing
 carriage return is dropped; blank lines are skipped).
 
@@ -71,7 +73,7 @@ func runIMEICheck(stdin io.Reader, w io.Writer, args []string, asJSON bool) erro
 	invalid := 0
 	check := func(v string) error {
 		r := imeiCheckResult{Input: v}
-		m, err := imei.Parse(v)
+		m, err := imei.ParseAny(v)
 		if err != nil {
 			invalid++
 			r.Error = err.Error()

@@ -45,7 +45,8 @@ func newReconcileCmd() *cobra.Command {
 write to DIR: missing_in_register.csv (bound here, absent there),
 unknown_to_manufacturer.csv (there under our TACs, never allocated here),
 status_mismatch.csv (voided, revoked or only reserved here, registered there),
-duplicates_in_register.csv (the same 14-digit IMEI more than once there),
+duplicates_in_register.csv (the same 14-digit IMEI more than once there, with
+the device_id of each extra copy and the device serial it maps back to),
 malformed.csv (lines that are not an IMEI, with line numbers) and
 summary.json. Rows of other TACs are counted and ignored. The register file
 is a DIRBS zip, a CSV with an approved_imei (or imei) header, or one IMEI per

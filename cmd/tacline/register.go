@@ -118,7 +118,10 @@ served on that loopback address at /metrics.`,
 	}
 	db.add(c)
 	f := c.Flags()
-	f.StringVar(&cfg.URL, "url", "", "the register's base URL")
+	f.StringVar(&cfg.URL, "url", "", "the register's base URL (https:// with --cert-file/--key-file unless the host is loopback)")
+	f.StringVar(&cfg.TLS.CAFile, "ca-file", "", "CA bundle that verifies the register (default: the system's)")
+	f.StringVar(&cfg.TLS.CertFile, "cert-file", "", "client certificate tacline authenticates to the register with (PEM)")
+	f.StringVar(&cfg.TLS.KeyFile, "key-file", "", "the client certificate's key (PEM)")
 	f.IntVar(&cfg.BatchSize, "batch-size", 0, "events per request (default 100)")
 	f.DurationVar(&cfg.BatchAge, "batch-age", 0, "longest wait for a batch to fill (default 1s)")
 	f.DurationVar(&cfg.Timeout, "timeout", 0, "request timeout (default 10s)")

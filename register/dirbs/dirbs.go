@@ -2,7 +2,9 @@
 // import, from the ledger: the DIRBS registration list (a zip holding
 // exactly one CSV named like the zip), its delta form since an earlier
 // export, and the DIRBS device-registration (DRS) bulk upload (a
-// header-less TSV, one device per row, one column per IMEI).
+// header-less TSV, one device per row, one column per IMEI; one file per
+// number of IMEIs per device, so no row is ragged). Every device_id is
+// wire.DeviceID's: two devices never share one, even compared without case.
 //
 // Exports are streamed from the database (memory does not grow with the
 // ledger) and written atomically: to a temporary file in the target's
@@ -50,6 +52,9 @@ type Export struct {
 	Rows      int64  `json:"rows"`
 	HighWater int64  `json:"outbox_high_water"`
 	Since     int64  `json:"since_export,omitempty"`
+	// IMEIsPerDevice is the columns of every row of a DRS file (its
+	// upload's IMEIs per device); 0 for a registration list.
+	IMEIsPerDevice int `json:"imeis_per_device,omitempty"`
 }
 
 const (

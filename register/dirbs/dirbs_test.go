@@ -3,15 +3,19 @@ package dirbs
 import (
 	"archive/zip"
 	"context"
+	"encoding/csv"
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/register/registertest"
+	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
@@ -72,7 +76,8 @@ func TestExports(t *testing.T) {
 				t.Fatal(err)
 			}
 			name, csv := readZip(t, full.File)
-			want := strings.Join([]string{Header, row(0, "DevA1", ""), row(1, "DevA1", ""), row(2, "DevB", ""), row(3, "DevC", "")}, "\n") + "\n"
+			devA, devB, devC, devE := "QDQ65Q76Q2DAQ2F1", "QDQ65Q76B", "QDQ65Q76C", "QDQ65Q76E" // wire.DeviceID of Dev-A/1, DevB, DevC, DevE
+			want := strings.Join([]string{Header, row(0, devA, ""), row(1, devA, ""), row(2, devB, ""), row(3, devC, "")}, "\n") + "\n"
 			if name != "list1.csv" || csv != want || full.Rows != 4 || full.ID == 0 || full.HighWater != 4 {
 				t.Fatalf("full export %+v %s:\n%s\nwant\n%s", full, name, csv, want)
 			}
@@ -87,7 +92,7 @@ func TestExports(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, csv = readZip(t, delta.File)
-			want = strings.Join([]string{DeltaHeader, row(0, "DevA1", "update"), row(1, "DevA1", "update"), row(2, "DevB", "remove"), row(5, "DevE", "add")}, "\n") + "\n"
+			want = strings.Join([]string{DeltaHeader, row(0, devA, "update"), row(1, devA, "update"), row(2, devB, "remove"), row(5, devE, "add")}, "\n") + "\n"
 			if csv != want || delta.Rows != 4 || delta.Kind != KindDelta || delta.Since != full.ID {
 				t.Fatalf("delta %+v:\n%s\nwant\n%s", delta, csv, want)
 			}
@@ -97,21 +102,29 @@ func TestExports(t *testing.T) {
 				t.Fatalf("empty delta %+v %v", empty, err)
 			}
 
+			// DRS: one file per number of IMEIs per device.
 			drs, err := ExportDRS(ctx, db, filepath.Join(dir, "drs.tsv"), nil)
-			if err != nil {
-				t.Fatal(err)
+			if err != nil || len(drs) != 2 {
+				t.Fatalf("drs %+v %v: want two files", drs, err)
 			}
-			b, _ := os.ReadFile(drs.File)
-			wantTSV := im(0).String() + "\t" + im(1).String() + "\n" + im(3).String() + "\n" + im(5).String() + "\n"
-			if string(b) != wantTSV || drs.Rows != 3 {
-				t.Fatalf("drs %+v:\n%q\nwant\n%q", drs, b, wantTSV)
+			for i, want := range []struct {
+				file, tsv string
+				n         int
+			}{
+				{"drs-1imei.tsv", im(3).String() + "\n" + im(5).String() + "\n", 1},
+				{"drs-2imei.tsv", im(0).String() + "\t" + im(1).String() + "\n", 2},
+			} {
+				b, _ := os.ReadFile(drs[i].File)
+				if drs[i].File != filepath.Join(dir, want.file) || string(b) != want.tsv || drs[i].IMEIsPerDevice != want.n || drs[i].Rows != int64(strings.Count(want.tsv, "\n")) || drs[i].ID == 0 {
+					t.Fatalf("drs %+v:\n%q\nwant %s\n%q", drs[i], b, want.file, want.tsv)
+				}
 			}
 			none, err := ExportDRS(ctx, db, filepath.Join(dir, "none.tsv"), []string{"Other"})
-			if err != nil || none.Rows != 0 {
+			if err != nil || len(none) != 0 {
 				t.Fatalf("filtered drs %+v %v", none, err)
 			}
 			some, err := ExportDRS(ctx, db, filepath.Join(dir, "some.tsv"), []string{"Other", registertest.Model})
-			if err != nil || some.Rows != 3 {
+			if err != nil || len(some) != 2 || some[0].Rows+some[1].Rows != 3 {
 				t.Fatalf("filtered drs %+v %v", some, err)
 			}
 		})
@@ -156,4 +169,132 @@ func TestExportErrorsLeaveNoFile(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestExportsNeverMergeOrDrop: devices whose serials differ only in
+// punctuation or case keep their own device_id in the registration list
+// (the ids map back to the serials, and stay apart when a register folds
+// case); the zip entry carries the export's time; the DRS files read back
+// by a strict reader (one that drops rows with another column count than
+// the first) lose no device.
+func TestExportsNeverMergeOrDrop(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.Open(t, d)
+			db.AddSink(register.Outbox{})
+			devices := []struct {
+				serial string
+				snrs   []uint32
+			}{
+				{"COLL-X-1", []uint32{0, 1}}, {"COLLX-1", []uint32{2, 3}}, {"COLLX1", []uint32{4, 5}},
+				{"collx1", []uint32{6}}, {"COLL_X_1", []uint32{7, 8, 9}},
+			}
+			var seed []registertest.Row
+			for _, dv := range devices {
+				for i, snr := range dv.snrs {
+					seed = append(seed, registertest.Row{SNR: snr, State: "RESERVED", Device: dv.serial, Slot: i})
+				}
+			}
+			registertest.Seed(t, db, tac, seed)
+			for _, dv := range devices {
+				registertest.Transition(t, db, tac, dv.snrs, "BOUND", store.EventIMEIBound, dv.serial)
+			}
+			dir := t.TempDir()
+
+			before := time.Now().Add(-2 * time.Second) // DOS times have 2-second steps
+			list, err := ExportRegistrationList(ctx, db, filepath.Join(dir, "list.zip"), 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := time.Now().Add(2 * time.Second)
+			zr, err := zip.OpenReader(list.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer zr.Close()
+			if mod := zr.File[0].Modified; mod.Before(before) || mod.After(after) {
+				t.Errorf("zip entry time %v, want the export's (%v..%v)", mod, before, after)
+			}
+			_, body := readZip(t, list.File)
+			recs, err := csv.NewReader(strings.NewReader(body)).ReadAll()
+			if err != nil {
+				t.Fatal(err)
+			}
+			byID := map[string][]string{} // device_id, case folded -> approved_imei
+			for _, rec := range recs[1:] {
+				id := strings.ToLower(rec[8])
+				byID[id] = append(byID[id], rec[0])
+			}
+			if len(byID) != len(devices) {
+				t.Fatalf("%d device ids for %d devices: %v", len(byID), len(devices), byID)
+			}
+			for _, dv := range devices {
+				id := wire.DeviceID(dv.serial)
+				var want []string
+				for _, snr := range dv.snrs {
+					want = append(want, im(snr).Digits14())
+				}
+				if got := byID[strings.ToLower(id)]; !slices.Equal(got, want) {
+					t.Errorf("device %s (id %s) has IMEIs %v, want %v", dv.serial, id, got, want)
+				}
+				if back, err := wire.DeviceSerial(strings.ToLower(id)); err != nil || back != dv.serial {
+					t.Errorf("id %s maps back to %q, %v; want %q", id, back, err, dv.serial)
+				}
+			}
+
+			drs, err := ExportDRS(ctx, db, filepath.Join(dir, "drs.tsv"), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, e := range drs {
+				b, err := os.ReadFile(e.File)
+				if err != nil {
+					t.Fatal(err)
+				}
+				rows, dropped := strictTSV(string(b))
+				if dropped != 0 || int64(len(rows)) != e.Rows {
+					t.Errorf("%s: a strict reader kept %d rows and dropped %d; the export wrote %d", e.File, len(rows), dropped, e.Rows)
+				}
+				for _, r := range rows {
+					if len(r) != e.IMEIsPerDevice {
+						t.Errorf("%s: row %v, want %d IMEIs", e.File, r, e.IMEIsPerDevice)
+					}
+					got = append(got, strings.Join(r, "+"))
+				}
+			}
+			slices.Sort(got)
+			var want []string
+			for _, dv := range devices {
+				var ims []string
+				for _, snr := range dv.snrs {
+					ims = append(ims, im(snr).String())
+				}
+				want = append(want, strings.Join(ims, "+"))
+			}
+			slices.Sort(want)
+			if !slices.Equal(got, want) {
+				t.Fatalf("DRS devices read back %v, want %v", got, want)
+			}
+		})
+	}
+}
+
+// strictTSV reads a header-less TSV as a strict importer does: the first
+// row sets the column count and rows with another count are dropped.
+func strictTSV(s string) (rows [][]string, dropped int) {
+	cols := -1
+	for line := range strings.Lines(s) {
+		f := strings.Split(strings.TrimSuffix(line, "\n"), "\t")
+		if cols < 0 {
+			cols = len(f)
+		}
+		if len(f) != cols {
+			dropped++
+			continue
+		}
+		rows = append(rows, f)
+	}
+	return rows, dropped
 }

@@ -4,6 +4,10 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 
 	"github.com/jmoiron/sqlx"
 
@@ -21,78 +25,135 @@ ORDER BY i.device_serial, i.slot, i.imei14`
 // MaxIMEIsPerDevice is the most IMEIs a DRS row holds.
 const MaxIMEIsPerDevice = 5
 
-// ExportDRS writes the DIRBS device-registration bulk upload to path: a TSV
-// without header, one bound device per row, its IMEIs (15 digits) one per
-// column. models, if not empty, keeps devices of those TAC model names.
-func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) (Export, error) {
-	e := Export{Kind: KindDRS, File: path}
+// DRSFile returns the file of devices with n IMEIs for an export to path:
+// "-<n>imei" before its extension (drs.tsv -> drs-2imei.tsv).
+func DRSFile(path string, n int) string {
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + "-" + strconv.Itoa(n) + "imei" + ext
+}
+
+// ExportDRS writes the DIRBS device-registration bulk upload: TSV without
+// header, one bound device per row, its IMEIs (15 digits) one per column.
+// A DRS upload declares its IMEIs per device and every row must have that
+// many columns, so devices are split by their number of IMEIs: one file per
+// number present, DRSFile(path, n), each recorded as its own export (in
+// ascending n). No bound device, no file. models, if not empty, keeps
+// devices of those TAC model names. Every file is complete or absent.
+func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) ([]Export, error) {
 	hw, err := highWater(ctx, db)
 	if err != nil {
-		return e, err
+		return nil, err
 	}
-	e.HighWater = hw
 	q, args := sqlDRSRows, []any{}
 	if len(models) > 0 {
 		var err error
 		q, args, err = sqlx.In(fmtQ(q, "AND t.model_name IN (?)"), models)
 		if err != nil {
-			return e, tacerr.Wrap(tacerr.Internal, err, "model filter")
+			return nil, tacerr.Wrap(tacerr.Internal, err, "model filter")
 		}
 	} else {
 		q = fmtQ(q, "")
 	}
+	if _, err := os.Stat(filepath.Dir(path)); err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create %s (does the directory exist?)", path)
+	}
 	r := db.Reader()
 	rows, err := r.QueryContext(ctx, r.Rebind(q), args...)
 	if err != nil {
-		return e, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
 	}
 	defer rows.Close()
-	af, err := createAtomic(path)
-	if err != nil {
-		return e, err
+	var files [MaxIMEIsPerDevice + 1]*drsFile
+	defer func() {
+		for _, f := range files {
+			if f != nil {
+				f.af.abort()
+			}
+		}
+	}()
+	var cur string
+	var group []imei.IMEI
+	flush := func() error {
+		if len(group) == 0 {
+			return nil
+		}
+		n := len(group)
+		if files[n] == nil {
+			af, err := createAtomic(DRSFile(path, n))
+			if err != nil {
+				return err
+			}
+			files[n] = &drsFile{af: af, w: bufio.NewWriterSize(af, 1<<16), e: Export{Kind: KindDRS, File: af.target, HighWater: hw, IMEIsPerDevice: n}}
+		}
+		f := files[n]
+		var buf [15]byte
+		for i, m := range group {
+			if i > 0 {
+				f.w.WriteByte('\t')
+			}
+			f.w.Write(m.Append(buf[:0]))
+		}
+		f.w.WriteByte('\n')
+		f.e.Rows++
+		group = group[:0]
+		return nil
 	}
-	defer af.abort()
-	w := bufio.NewWriterSize(af, 1<<16)
-	cur, count := "", 0
-	var buf [15]byte
 	for rows.Next() {
 		var device string
 		var n int64
 		if err := rows.Scan(&device, &n); err != nil {
-			return e, tacerr.Wrap(tacerr.Internal, err, "read bound device")
+			return nil, tacerr.Wrap(tacerr.Internal, err, "read bound device")
 		}
 		m, err := imei.FromUint64(uint64(n))
 		if err != nil {
-			return e, tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", n)
+			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", n)
 		}
-		if device != cur || e.Rows == 0 {
-			if e.Rows > 0 {
-				w.WriteByte('\n')
+		if device != cur {
+			if err := flush(); err != nil {
+				return nil, err
 			}
-			cur, count = device, 0
-			e.Rows++
-		} else {
-			w.WriteByte('\t')
+			cur = device
 		}
-		count++
-		if count > MaxIMEIsPerDevice {
-			return e, tacerr.New(tacerr.LedgerInvariant, "device %q has more than %d bound IMEIs: a DRS row holds 1 to 5", device, MaxIMEIsPerDevice)
+		if len(group) == MaxIMEIsPerDevice {
+			return nil, tacerr.New(tacerr.LedgerInvariant, "device %q has more than %d bound IMEIs: a DRS row holds 1 to 5", device, MaxIMEIsPerDevice)
 		}
-		w.Write(m.Append(buf[:0]))
+		group = append(group, m)
 	}
 	if err := rows.Err(); err != nil {
-		return e, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
 	}
-	if e.Rows > 0 {
-		w.WriteByte('\n')
+	if err := flush(); err != nil {
+		return nil, err
 	}
-	if err := w.Flush(); err != nil {
-		return e, writeErr(err)
+	// Every file is written out before the first is renamed into place.
+	for _, f := range files {
+		if f != nil {
+			if err := f.w.Flush(); err != nil {
+				return nil, writeErr(err)
+			}
+		}
 	}
-	if err := af.commit(); err != nil {
-		return e, err
+	var out []Export
+	for _, f := range files {
+		if f == nil {
+			continue
+		}
+		if err := f.af.commit(); err != nil {
+			return out, err
+		}
+		if err := record(ctx, db, &f.e); err != nil {
+			return out, err
+		}
+		out = append(out, f.e)
 	}
-	return e, record(ctx, db, &e)
+	return out, nil
+}
+
+// drsFile is one DRS output file (devices with one number of IMEIs).
+type drsFile struct {
+	af *atomicFile
+	w  *bufio.Writer
+	e  Export
 }
 
 func fmtQ(q, filter string) string {

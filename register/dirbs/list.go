@@ -41,10 +41,13 @@ WHERE o.id > ? AND o.id <= ?
 ORDER BY o.imei14`
 )
 
-// listRow is one registration list row.
+// listRow is one registration list row. device is the device serial in a
+// full list, the device id the outbox reported in a delta (deviceID says
+// which).
 type listRow struct {
 	imei14                                    int64
 	device, brand, model, number, kind, radio string
+	deviceID                                  bool
 }
 
 func (r listRow) write(w *bufio.Writer, changeType string) error {
@@ -52,9 +55,12 @@ func (r listRow) write(w *bufio.Writer, changeType string) error {
 	if err != nil {
 		return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", r.imei14)
 	}
-	d14 := m.Digits14()
-	w.WriteString(d14)
-	for _, f := range []string{r.brand, r.model, "whitelist", r.number, r.brand, r.kind, r.radio, wire.DeviceID(r.device, "IMEI"+d14)} {
+	id := r.device
+	if !r.deviceID {
+		id = wire.DeviceIDOf(r.device, m)
+	}
+	w.WriteString(m.Digits14())
+	for _, f := range []string{r.brand, r.model, "whitelist", r.number, r.brand, r.kind, r.radio, id} {
 		w.WriteByte(',')
 		w.WriteString(csvField(f))
 	}
@@ -104,7 +110,9 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 	defer af.abort()
 	zw := zip.NewWriter(af)
 	inner := strings.TrimSuffix(filepath.Base(path), filepath.Ext(path)) + ".csv"
-	zf, err := zw.Create(inner)
+	// The entry's time is the export's (zip.Writer.Create would write the
+	// invalid DOS date 0).
+	zf, err := zw.CreateHeader(&zip.FileHeader{Name: inner, Method: zip.Deflate, Modified: db.Now()})
 	if err != nil {
 		return e, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", path)
 	}
@@ -184,7 +192,7 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 	defer rows.Close()
 	var n int64
 	for rows.Next() {
-		var r listRow
+		r := listRow{deviceID: true} // the id the outbox reported
 		var event string
 		var listedAtSince int
 		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &listedAtSince); err != nil {

@@ -2,7 +2,6 @@ package dirbs
 
 import (
 	"context"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,15 +29,10 @@ func TestDeltaAfterRetention(t *testing.T) {
 			now := time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)
 			db.SetClock(func() time.Time { return now })
 			registertest.Seed(t, db, tac, []registertest.Row{
-				{SNR: 0, State: "RESERVED", Device: "DevA"}, {SNR: 1, State: "RESERVED", Device: "DevB"},
-				{SNR: 2, State: "RESERVED", Device: "DevC"}, {SNR: 3, State: "RESERVED"},
+				{SNR: 0, State: "RESERVED", Device: "DEVA"}, {SNR: 1, State: "RESERVED", Device: "DEVB"},
+				{SNR: 2, State: "RESERVED", Device: "DEVC"}, {SNR: 3, State: "RESERVED"},
 			})
-			s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), sim.Faults{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ts := httptest.NewServer(s.Handler())
-			defer func() { ts.Close(); s.Close() }()
+			_, ts := registertest.Simulator(t, sim.Faults{})
 			w, err := register.NewWorker(db, register.Config{URL: ts.URL, BatchAge: time.Nanosecond}, nil, nil)
 			if err != nil {
 				t.Fatal(err)
@@ -52,8 +46,8 @@ func TestDeltaAfterRetention(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			tr(0, "BOUND", store.EventIMEIBound, "DevA")
-			tr(1, "BOUND", store.EventIMEIBound, "DevB")
+			tr(0, "BOUND", store.EventIMEIBound, "DEVA")
+			tr(1, "BOUND", store.EventIMEIBound, "DEVB")
 			deliver()
 			full, err := ExportRegistrationList(ctx, db, filepath.Join(dir, "full.zip"), 0)
 			if err != nil || full.Rows != 2 {
@@ -65,16 +59,16 @@ func TestDeltaAfterRetention(t *testing.T) {
 				t.Fatalf("prune %+v %v (export high-water %d)", res, err, full.HighWater)
 			}
 
-			tr(0, "BOUND", store.EventDeviceReissued, "DevA") // listed: update
-			tr(1, "REVOKED", store.EventIMEIRevoked, "DevB")  // listed: remove
-			tr(2, "BOUND", store.EventIMEIBound, "DevC")      // new: add
+			tr(0, "BOUND", store.EventDeviceReissued, "DEVA") // listed: update
+			tr(1, "REVOKED", store.EventIMEIRevoked, "DEVB")  // listed: remove
+			tr(2, "BOUND", store.EventIMEIBound, "DEVC")      // new: add
 			tr(3, "VOIDED", store.EventIMEIVoided, "")        // never listed: nothing
 			delta, err := ExportRegistrationList(ctx, db, filepath.Join(dir, "delta.zip"), full.ID)
 			if err != nil {
 				t.Fatal(err)
 			}
 			_, csv := readZip(t, delta.File)
-			want := strings.Join([]string{DeltaHeader, row(0, "DevA", "update"), row(1, "DevB", "remove"), row(2, "DevC", "add")}, "\n") + "\n"
+			want := strings.Join([]string{DeltaHeader, row(0, "DEVA", "update"), row(1, "DEVB", "remove"), row(2, "DEVC", "add")}, "\n") + "\n"
 			if csv != want {
 				t.Fatalf("delta after retention:\n%s\nwant\n%s", csv, want)
 			}

@@ -211,6 +211,20 @@ func headerColumn(line []byte) (int, bool) {
 	}
 }
 
+// deviceColumn returns the index of a CSV header's device_id column, or
+// -1.
+func deviceColumn(header []byte) int {
+	for k := 0; ; k++ {
+		f, ok := field(header, k)
+		if !ok {
+			return -1
+		}
+		if strings.EqualFold(string(f), "device_id") {
+			return k
+		}
+	}
+}
+
 // printable returns line cut to 64 bytes with control and non-ASCII bytes
 // shown as \xNN, for the malformed report.
 func printable(line []byte) string {

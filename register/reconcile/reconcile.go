@@ -16,7 +16,9 @@
 // register row of ours, a foreign-TAC row, or malformed with its line
 // number); a malformed line is never fatal; the category files list IMEIs
 // in ascending order, except duplicates and malformed lines, which come in
-// file order.
+// file order. A duplicate row names the device_id the register holds that
+// copy under (DIRBS files) and the device serial it maps back to
+// (wire.DeviceSerial), so a clone's devices can be told apart.
 package reconcile
 
 import (
@@ -33,6 +35,7 @@ import (
 	"strconv"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -86,7 +89,7 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 	}
 	sum.LedgerIMEIs, sum.TACs = x.ledger, len(x.tacs)
 
-	dupF, err := newCSVFile(opt.OutDir, FileDuplicates, "line,imei14")
+	dupF, err := newCSVFile(opt.OutDir, FileDuplicates, "line,imei14,device_id,device_serial")
 	if err != nil {
 		return sum, err
 	}
@@ -118,7 +121,8 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 // scan streams the register file, marking seen bits.
 func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, dupF, malF *csvFile) error {
 	lr := newLineReader(in)
-	col := -1 // the IMEI column of a CSV; -1: one IMEI per line
+	col := -1    // the IMEI column of a CSV; -1: one IMEI per line
+	devCol := -1 // the device_id column of a CSV, if any
 	headerDone := opt.Format == FormatLines
 	var nextProgress int64 = 8 << 20
 	var num [24]byte
@@ -146,7 +150,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 		if !headerDone {
 			headerDone = true
 			if k, ok := headerColumn(line); ok {
-				col = k
+				col, devCol = k, deviceColumn(line)
 				continue
 			}
 			if opt.Format == FormatDIRBS {
@@ -195,11 +199,27 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 		}
 		if t.seen.has(m.SNR()) {
 			sum.DuplicatesInRegister++
-			b := strconv.AppendInt(num[:0], lr.n, 10)
-			b = append(b, ',')
-			b = m.AppendDigits14(b)
-			b = append(b, '\n')
-			if _, err := dupF.raw.Write(b); err != nil {
+			// The device the register holds this copy under, and the
+			// serial its id stands for (empty when the id is not one
+			// tacline writes).
+			var err error
+			if devCol >= 0 {
+				// Quoted fields: the writer for the whole run (files
+				// without a device column stay allocation-free below).
+				var id, serial string
+				if f, ok := field(line, devCol); ok {
+					id = string(f)
+					serial, _ = wire.DeviceSerial(id)
+				}
+				err = dupF.w.Write([]string{strconv.FormatInt(lr.n, 10), m.Digits14(), id, serial})
+			} else {
+				b := strconv.AppendInt(num[:0], lr.n, 10)
+				b = append(b, ',')
+				b = m.AppendDigits14(b)
+				b = append(b, ",,\n"...)
+				_, err = dupF.raw.Write(b)
+			}
+			if err != nil {
 				return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", FileDuplicates)
 			}
 			continue

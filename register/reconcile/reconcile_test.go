@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"context"
+	"encoding/csv"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -59,7 +60,7 @@ func TestRunAgainstLedger(t *testing.T) {
 	dirbs := "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id\r\n" +
 		im14(1) + ",Acme,\"Phone, 1\",whitelist,,Acme,,,D1\r\n" +
 		im14(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
-		im(2) + ",Acme,P,whitelist,,Acme,,,D2\r\n" +
+		im(2) + ",Acme,P,whitelist,,Acme,,,qcollq2dxq2d1\r\n" + // a clone's copy, under device COLL-X-1 (case folded by the register)
 		im14(5) + ",Acme,P,whitelist,,Acme,,,D5\r\n" +
 		im14(9) + ",Acme,P,whitelist,,Acme,,,X\r\n" +
 		foreign + ",Other,P,whitelist,,O,,,Y\r\n" +
@@ -103,7 +104,11 @@ func TestRunAgainstLedger(t *testing.T) {
 					checkFile(t, out, FileMissing, im(3)+","+im14(3)+",01234500,BOUND", im(4)+","+im14(4)+",01234500,BOUND")
 					checkFile(t, out, FileUnknown, im(9)+","+im14(9)+",01234500")
 					checkFile(t, out, FileMismatch, im(5)+","+im14(5)+",01234500,VOIDED")
-					checkFile(t, out, FileDuplicates, fmt.Sprint(3+tc.header, ",", im14(2)))
+					dup := fmt.Sprint(3, ",", im14(2), ",,") // a plain list names no device
+					if tc.header == 1 {
+						dup = fmt.Sprint(4, ",", im14(2), ",qcollq2dxq2d1,COLL-X-1")
+					}
+					checkFile(t, out, FileDuplicates, dup)
 					mal := readFile(t, out, FileMalformed)
 					for _, s := range []string{fmt.Sprint(7+tc.header, ",\"invalid_imei"), fmt.Sprint(8+tc.header, ",empty"),
 						fmt.Sprint(9+tc.header, ",\"invalid_imei: 17 digits"), "invalid character 'A'"} {
@@ -231,18 +236,27 @@ func FuzzScan(f *testing.F) {
 	f.Add([]byte("approved_imei,make\n" + im(1) + ",x\n"))
 	f.Add([]byte("\xef\xbb\xbf" + im(1) + "\r\n\r\n0x1F\n12345678901234567\n"))
 	f.Add([]byte("\"" + im(2) + "\",\"a,b\"\n" + im(2) + "\n"))
+	f.Add([]byte("device_id,approved_imei\nQCOLLQ2DXQ2D1," + im(1) + "\n\"a,\"\"b\"," + im(1) + "\nq," + im14(1) + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		led := NewMemLedger()
 		led.Add(tac, 1, Bound)
 		led.Add(tac, 2, Voided)
 		in := &Input{Reader: bytes.NewReader(data), Name: "fuzz"}
-		sum, err := Run(context.Background(), led, in, Options{OutDir: t.TempDir()})
+		out := t.TempDir()
+		sum, err := Run(context.Background(), led, in, Options{OutDir: out})
 		if err != nil {
 			t.Fatal(err)
 		}
 		ours := sum.RegisterRows - sum.Malformed - sum.ForeignTACRows - sum.DuplicatesInRegister
 		if ours < 0 || sum.Matched+sum.StatusMismatch+sum.UnknownToManufacturer != ours {
 			t.Fatalf("lines not accounted for: %+v", sum)
+		}
+		// One well-formed CSV row of four fields per duplicate.
+		r := csv.NewReader(strings.NewReader(readFile(t, out, FileDuplicates)))
+		r.FieldsPerRecord = 4
+		recs, err := r.ReadAll()
+		if err != nil || int64(len(recs)-1) != sum.DuplicatesInRegister {
+			t.Fatalf("%s: %d rows, %v; %d duplicates", FileDuplicates, len(recs)-1, err, sum.DuplicatesInRegister)
 		}
 	})
 }

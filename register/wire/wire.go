@@ -90,8 +90,8 @@ func (it Item) Validate() string {
 		return fmt.Sprintf("tac: %q is not the first 8 digits of imei %s", it.TAC, it.IMEI)
 	case it.Event != EventRegistered && it.Event != EventVoided && it.Event != EventRevoked && it.Event != EventUpdated:
 		return fmt.Sprintf("event: %q is not one of registered, voided, revoked, updated", it.Event)
-	case it.DeviceID == "" || len(it.DeviceID) > 64 || !alnum(it.DeviceID):
-		return "device_id: required, 1 to 64 letters and digits"
+	case it.DeviceID == "" || len(it.DeviceID) > MaxDeviceID || !alnum(it.DeviceID):
+		return fmt.Sprintf("device_id: required, 1 to %d letters and digits", MaxDeviceID)
 	case it.Brand == "":
 		return "brand: required"
 	case it.OccurredAt.IsZero():
@@ -108,23 +108,6 @@ func alnum(s string) bool {
 		}
 	}
 	return true
-}
-
-// DeviceID turns a device serial into the alphanumeric device id registers
-// accept (DIRBS): characters other than letters and digits are dropped, and
-// the result is cut to 64 characters. An empty result becomes fallback.
-func DeviceID(serial, fallback string) string {
-	b := make([]byte, 0, len(serial))
-	for i := 0; i < len(serial) && len(b) < 64; i++ {
-		c := serial[i]
-		if c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' {
-			b = append(b, c)
-		}
-	}
-	if len(b) == 0 {
-		return fallback
-	}
-	return string(b)
 }
 
 // maxBody bounds a request or response body read by either side.

@@ -62,20 +62,6 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func TestDeviceID(t *testing.T) {
-	for _, tc := range []struct{ name, in, want string }{
-		{"plain", "SN123", "SN123"},
-		{"dashes", "SN-12/3", "SN123"},
-		{"empty", "--", "FB"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := DeviceID(tc.in, "FB"); got != tc.want {
-				t.Fatalf("DeviceID(%q) = %q", tc.in, got)
-			}
-		})
-	}
-}
-
 func FuzzDecodeResponse(f *testing.F) {
 	f.Add(`{"results":[{"idempotency_key":"k1","status":"accepted","receipt_id":"R1"}]}`)
 	f.Add(`{"results":[{"idempotency_key":17`)
