@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what tacline's build, tests and demo need and is missing, and says
-# what it installs. Debian/Ubuntu packages only; nothing is downloaded from
+# what it installs. Debian/Ubuntu packages, and axe-core from the npm registry
+# at the version its package-lock.json pins; nothing is downloaded from
 # anywhere else.
 set -euo pipefail
 
