@@ -139,6 +139,9 @@ func TestBrowser(t *testing.T) {
 		spaced := d.IMEIs[1][:8] + " " + d.IMEIs[1][8:14] + " " + d.IMEIs[1][14:]
 		open(t, operator+"/console/search?q="+url.QueryEscape(spaced), 200, "")
 		wantText(t, b, "#h-device", d.Serial)
+		// Something that is neither says so, with 404.
+		open(t, operator+"/console/search?q=no-such-device", 404, "")
+		wantText(t, b, ".answer.bad", "No device with serial no-such-device")
 	})
 
 	t.Run("a form without its CSRF token changes nothing", func(t *testing.T) {

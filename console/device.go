@@ -76,22 +76,23 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 	}
 	ctx := r.Context()
 	var recs []store.IMEIRecord
+	serial := d.Query
 	if m, err := imei.Parse(d.Query); err == nil {
 		rec, err := c.cfg.Ops.IMEI(ctx, p.Actor, m)
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
-			d.NotFound = "No IMEI " + m.String() + " in the ledger."
+			// Not an IMEI of the ledger: it may still be a serial.
 		case err != nil:
 			c.fail(w, r, p, err)
 			return
 		case rec.DeviceSerial == "":
 			recs = []store.IMEIRecord{rec}
 		default:
-			d.Query = rec.DeviceSerial
+			serial = rec.DeviceSerial
 		}
 	}
-	if d.NotFound == "" && recs == nil {
-		dev, err := c.cfg.Ops.Device(ctx, p.Actor, d.Query)
+	if recs == nil {
+		dev, err := c.cfg.Ops.Device(ctx, p.Actor, serial)
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
 			d.NotFound = "No device with serial " + d.Query + " and no IMEI " + d.Query + " in the ledger."
