@@ -8,6 +8,12 @@
     var every = Math.max(2, parseInt(el.getAttribute("data-every"), 10) || 5) * 1000;
     var url = el.getAttribute("data-live");
     function tick() {
+      // Not while the page is hidden, nor under a keyboard user's focus
+      // (replacing the panel would lose it).
+      if (document.hidden || el.contains(document.activeElement)) {
+        setTimeout(tick, every);
+        return;
+      }
       fetch(url, { credentials: "same-origin", cache: "no-store" })
         .then(function (r) { return r.ok ? r.text() : Promise.reject(r.status); })
         .then(function (html) { el.innerHTML = html; el.removeAttribute("aria-busy"); })
