@@ -18,6 +18,9 @@ const (
 	roleURNPrefix    = "urn:tacline:role:"
 )
 
+// allRoles lists the roles in the order of the matrix (docs/api.md).
+var allRoles = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
+
 // identifier turns a verified client certificate into an Actor.
 type identifier struct {
 	tacline map[string]bool // DER of the client_ca certificates
@@ -98,7 +101,7 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 	}
 	c.actor = provisioner.Actor{ID: actorID(leaf, station), Station: station}
 	// A stable order, so that logs and tests see the same list.
-	for _, r := range []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin} {
+	for _, r := range allRoles {
 		if roles[r] {
 			c.actor.Roles = append(c.actor.Roles, r)
 		}

@@ -264,8 +264,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 	if err := checkStation(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}
-	if !rt.allows(cl.actor) {
-		return 0, nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), rt.pattern, joinRoles(rt.roles))
+	if c.caller.actor, err = rt.admit(cl.actor); err != nil {
+		return 0, nil, err
 	}
 	return rt.handle(s, w, r, c)
 }

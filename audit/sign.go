@@ -56,7 +56,7 @@ func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]Checkpoi
 	q := db.Reader()
 	rows, err := q.QueryContext(ctx, q.Rebind(qRecentCheckpoints), limit)
 	if err != nil {
-		return nil, wrapDB(err, "list audit checkpoints")
+		return nil, store.Translate(err, "list audit checkpoints")
 	}
 	defer rows.Close()
 	var out []CheckpointInfo
@@ -65,7 +65,7 @@ func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]Checkpoi
 		var root []byte
 		var at int64
 		if err := rows.Scan(&c.Size, &root, &at); err != nil {
-			return nil, wrapDB(err, "list audit checkpoints")
+			return nil, store.Translate(err, "list audit checkpoints")
 		}
 		if c.Root, err = hashOf(root, "audit_checkpoints.root"); err != nil {
 			return nil, err
@@ -74,7 +74,7 @@ func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]Checkpoi
 		out = append(out, c)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrapDB(err, "list audit checkpoints")
+		return nil, store.Translate(err, "list audit checkpoints")
 	}
 	return out, nil
 }
@@ -89,7 +89,7 @@ func scanCheckpoint(row rowScanner, notFound string) (StoredCheckpoint, error) {
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, tacerr.New(tacerr.NotFound, "%s", notFound)
 		}
-		return c, wrapDB(err, "read audit checkpoint")
+		return c, store.Translate(err, "read audit checkpoint")
 	}
 	h, err := hashOf(root, "audit_checkpoints.root")
 	if err != nil {
@@ -163,7 +163,7 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 		}
 		sc := StoredCheckpoint{Checkpoint: c, VerifierKey: l.signer.Verifier().Key()}
 		if _, err := tx.Exec(tx.Rebind(qInsertCheckpoint), sc.Size, sc.Root[:], string(sc.Note), sc.VerifierKey, tx.Now().UnixMicro()); err != nil {
-			return wrapDB(err, "store audit checkpoint")
+			return store.Translate(err, "store audit checkpoint")
 		}
 		out = sc
 		return nil

@@ -42,6 +42,10 @@ var staticFS embed.FS
 // lookup behind the API's rate limiter.
 type Gate interface {
 	Caller(r *http.Request) (provisioner.Actor, error)
+	// Authorize gives a the scope the API's route table gives its roles
+	// on the API route pattern whose use case the console is about to
+	// run, or refuses it.
+	Authorize(a provisioner.Actor, pattern string) (provisioner.Actor, error)
 	PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (online.Lookup, int, error)
 }
 
@@ -276,6 +280,12 @@ func (c *Console) staff(roles []provisioner.Role, h staffHandler) http.Handler {
 		}
 		h(w, r, p)
 	})
+}
+
+// as is the page's caller as the API would see it on route pattern (its
+// scope from the API's route table), for the use case the page runs.
+func (c *Console) as(p *page, pattern string) (provisioner.Actor, error) {
+	return c.cfg.Gate.Authorize(p.Actor, pattern)
 }
 
 func hasAny(a provisioner.Actor, roles []provisioner.Role) bool { return a.HasAny(roles) }

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
@@ -75,10 +76,20 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 		d.Query = d.Query[:128]
 	}
 	ctx := r.Context()
+	readIMEI, err := c.as(p, "GET "+wire.PathIMEI)
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
+	readDevice, err := c.as(p, "GET "+wire.PathDevice)
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
 	var recs []store.IMEIRecord
 	serial := d.Query
 	if m, err := imei.Parse(d.Query); err == nil {
-		rec, err := c.cfg.Ops.IMEI(ctx, p.Actor, m)
+		rec, err := c.cfg.Ops.IMEI(ctx, readIMEI, m)
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
 			// Not an IMEI of the ledger: it may still be a serial.
@@ -92,7 +103,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 		}
 	}
 	if recs == nil {
-		dev, err := c.cfg.Ops.Device(ctx, p.Actor, serial)
+		dev, err := c.cfg.Ops.Device(ctx, readDevice, serial)
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
 			d.NotFound = "No device with serial " + d.Query + " and no IMEI " + d.Query + " in the ledger."
@@ -102,7 +113,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 		default:
 			d.Device = dev
 			for _, m := range dev.IMEIs {
-				rec, err := c.cfg.Ops.IMEI(ctx, p.Actor, m)
+				rec, err := c.cfg.Ops.IMEI(ctx, readIMEI, m)
 				if err != nil {
 					c.fail(w, r, p, err)
 					return
@@ -222,7 +233,12 @@ func (c *Console) confirm(w http.ResponseWriter, r *http.Request, p *page, actio
 			c.fail(w, r, p, tacerr.Wrap(tacerr.InvalidIMEI, err, "%q is not an IMEI", d.Target))
 			return
 		}
-		rec, err := c.cfg.Ops.IMEI(ctx, p.Actor, m)
+		a, err := c.as(p, "GET "+wire.PathIMEI)
+		if err != nil {
+			c.fail(w, r, p, err)
+			return
+		}
+		rec, err := c.cfg.Ops.IMEI(ctx, a, m)
 		if err != nil {
 			c.fail(w, r, p, err)
 			return
@@ -230,7 +246,12 @@ func (c *Console) confirm(w http.ResponseWriter, r *http.Request, p *page, actio
 		d.Target, d.Record = m.String(), &rec
 	} else {
 		p.Title, d.Reasons = "Revoke a device", revokeReasons
-		dev, err := c.cfg.Ops.Device(ctx, p.Actor, d.Target)
+		a, err := c.as(p, "GET "+wire.PathDevice)
+		if err != nil {
+			c.fail(w, r, p, err)
+			return
+		}
+		dev, err := c.cfg.Ops.Device(ctx, a, d.Target)
 		if err != nil {
 			c.fail(w, r, p, err)
 			return
@@ -251,7 +272,12 @@ func (c *Console) voidDo(w http.ResponseWriter, r *http.Request, p *page) {
 		c.fail(w, r, p, tacerr.Wrap(tacerr.InvalidIMEI, err, "%q is not an IMEI", target))
 		return
 	}
-	if err := c.cfg.Ops.Void(r.Context(), provisioner.VoidInput{Actor: p.Actor, IMEI: m, Reason: r.PostFormValue("reason"), Note: r.PostFormValue("note")}); err != nil {
+	a, err := c.as(p, "POST "+wire.PathVoidIMEI)
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
+	if err := c.cfg.Ops.Void(r.Context(), provisioner.VoidInput{Actor: a, IMEI: m, Reason: r.PostFormValue("reason"), Note: r.PostFormValue("note")}); err != nil {
 		c.fail(w, r, p, err)
 		return
 	}
@@ -265,7 +291,12 @@ func (c *Console) revokeDo(w http.ResponseWriter, r *http.Request, p *page) {
 		c.confirm(w, r, p, "revoke", serial, "Tick the confirmation box: a revocation cannot be undone.", http.StatusUnprocessableEntity)
 		return
 	}
-	if err := c.cfg.Ops.Revoke(r.Context(), provisioner.RevokeInput{Actor: p.Actor, DeviceSerial: serial, Reason: r.PostFormValue("reason")}); err != nil {
+	a, err := c.as(p, "POST "+wire.PathRevoke)
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
+	if err := c.cfg.Ops.Revoke(r.Context(), provisioner.RevokeInput{Actor: a, DeviceSerial: serial, Reason: r.PostFormValue("reason")}); err != nil {
 		c.fail(w, r, p, err)
 		return
 	}

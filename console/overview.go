@@ -14,10 +14,10 @@ import (
 
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
-	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 )
@@ -161,7 +161,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	if err != nil {
 		problem("pools", err)
 	}
-	counts, countedAt, err := c.poolCounts(ctx, p.Actor)
+	counts, countedAt, err := c.poolCounts(ctx, p)
 	if err != nil {
 		problem("pool usage counts", err)
 	}
@@ -339,7 +339,11 @@ type cachedCounts struct {
 
 const countsTTL = time.Minute
 
-func (c *Console) poolCounts(ctx context.Context, a provisioner.Actor) (map[string]store.PoolStats, time.Time, error) {
+func (c *Console) poolCounts(ctx context.Context, p *page) (map[string]store.PoolStats, time.Time, error) {
+	a, err := c.as(p, "GET "+wire.PathPools)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
 	c.counts.mu.Lock()
 	defer c.counts.mu.Unlock()
 	if c.counts.byPool != nil && time.Since(c.counts.at) < countsTTL {

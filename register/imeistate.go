@@ -7,7 +7,6 @@ import (
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/tacerr"
 )
 
 // Delivery is one outbox event of an IMEI and how its delivery stands.
@@ -32,7 +31,7 @@ func Deliveries(ctx context.Context, db *store.DB, m imei.IMEI) ([]Delivery, err
 	q := db.Reader()
 	rows, err := q.QueryContext(ctx, q.Rebind(sqlIMEIDeliveries), int64(m.Uint64()))
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read the register deliveries of %s", m)
+		return nil, store.Translate(err, "read the register deliveries of "+m.String())
 	}
 	defer rows.Close()
 	var out []Delivery
@@ -42,7 +41,7 @@ func Deliveries(ctx context.Context, db *store.DB, m imei.IMEI) ([]Delivery, err
 		var created int64
 		var done sql.NullInt64
 		if err := rows.Scan(&d.Event, &d.State, &d.Attempts, &d.ReceiptID, &d.Reason, &clone, &d.LastError, &created, &done); err != nil {
-			return nil, tacerr.Wrap(tacerr.Unavailable, err, "read the register deliveries of %s", m)
+			return nil, store.Translate(err, "read the register deliveries of "+m.String())
 		}
 		d.CloneAlert, d.CreatedAt = clone == 1, time.UnixMicro(created).UTC()
 		if done.Valid {
@@ -51,7 +50,7 @@ func Deliveries(ctx context.Context, db *store.DB, m imei.IMEI) ([]Delivery, err
 		out = append(out, d)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read the register deliveries of %s", m)
+		return nil, store.Translate(err, "read the register deliveries of "+m.String())
 	}
 	return out, nil
 }

@@ -13,6 +13,8 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 # runs axe-core from npm in its pages.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v npm >/dev/null 2>&1 || need+=(npm)
+# chattr: the SQLite outage test makes the ledger file immutable.
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
 	SUDO=""
