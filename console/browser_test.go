@@ -291,6 +291,8 @@ func TestBrowser(t *testing.T) {
 		if page[0].Revoked+page[1].Revoked != 4 || page[0].Voided+page[1].Voided != 2 {
 			t.Fatalf("pools %v: want the 4 revoked and 2 voided IMEIs of the previous subtests", page)
 		}
+		// The test server has no register.url: the page says delivery is off.
+		wantText(t, b, "#delivery-off", "does not deliver to the register")
 		// Each station provisioned 3 devices in the last hour.
 		perStation := evalJSON[map[string]string](t, b, `Object.fromEntries([...document.querySelectorAll("#stations tbody tr")].map(tr => [tr.dataset.station, tr.querySelector("[data-k=devices]").textContent]))`)
 		for _, s := range env.Stations {

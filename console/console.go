@@ -78,6 +78,9 @@ type Config struct {
 	// issuers. Either may be nil.
 	Health  func(ctx context.Context) hsm.Health
 	Issuers func() IssuerState
+	// Delivering says whether this server runs the register delivery
+	// worker (register.url set); the overview says so when it does not.
+	Delivering bool
 	// Gatherer holds the server's metrics (errors by code, HSM signing
 	// time).
 	Gatherer prometheus.Gatherer

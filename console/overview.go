@@ -39,10 +39,12 @@ type overviewData struct {
 	Lines     []lineView
 	Errors    []errorCount
 	Register  *register.Report
-	Audit     *auditView
-	HSM       *hsmView
-	Issuers   []issuerView
-	Chart     *depletionChart
+	// DeliveryOff: this server does not deliver to the register.
+	DeliveryOff bool
+	Audit       *auditView
+	HSM         *hsmView
+	Issuers     []issuerView
+	Chart       *depletionChart
 	// Problems lists what could not be read (the rest is still shown).
 	Problems []string
 }
@@ -202,6 +204,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	d.Lines = lines(d.Stations)
 
 	d.Errors = c.errorCounts()
+	d.DeliveryOff = !c.cfg.Delivering
 	if rep, err := register.Status(ctx, c.cfg.DB); err != nil {
 		problem("register delivery", err)
 	} else {

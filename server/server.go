@@ -181,7 +181,7 @@ func (s *Server) mountConsole() error {
 	if v := s.Audit.Verifier(); v != nil {
 		logKey = v.Key()
 	}
-	cc := console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey,
+	cc := console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey, Delivering: s.Worker != nil,
 		Health: s.Token.Health, Gatherer: s.Registry, Log: s.log,
 		Issuers: func() console.IssuerState {
 			st := s.Issuers()
