@@ -163,13 +163,14 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	if err != nil {
 		problem("pools", err)
 	}
-	counts, countedAt, err := c.poolCounts(ctx, p)
+	slow, err := c.slowCounts(ctx, p)
 	if err != nil {
 		problem("pool usage counts", err)
+		slow = &cachedCounts{}
 	}
-	d.CountedAt = countedAt
+	d.CountedAt = slow.at
 	for _, ps := range pools {
-		if n, ok := counts[ps.Name]; ok {
+		if n, ok := slow.byPool[ps.Name]; ok {
 			ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = n.Reserved, n.Bound, n.Voided, n.Revoked
 		}
 		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
@@ -198,6 +199,8 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		v := stationView{ID: s.ID, Factory: s.Factory, Line: s.Line, Pools: s.Pools, Disabled: !s.DisabledAt.IsZero()}
 		if a := perStation[s.ID]; a != nil {
 			v.Devices, v.IMEIs, v.LastSeen = a.devices, a.imeis, a.last
+		} else {
+			v.LastSeen = slow.lastSeen[s.ID] // read at most a minute ago
 		}
 		d.Stations = append(d.Stations, v)
 	}
@@ -333,35 +336,43 @@ func age(d time.Duration) string {
 }
 
 // cachedCounts keeps the pools' per-state counts (a scan of the ledger)
-// for countsTTL, shared by every viewer.
+// for countsTTL, shared by every viewer, with each station's last
+// reservation (a scan of the reservations).
 type cachedCounts struct {
-	mu     sync.Mutex
-	at     time.Time
-	byPool map[string]store.PoolStats
+	mu       sync.Mutex
+	at       time.Time
+	byPool   map[string]store.PoolStats
+	lastSeen map[string]time.Time
 }
 
 const countsTTL = time.Minute
 
-func (c *Console) poolCounts(ctx context.Context, p *page) (map[string]store.PoolStats, time.Time, error) {
+// slowCounts returns the cached per-state pool counts and last
+// reservations, read again when older than countsTTL.
+func (c *Console) slowCounts(ctx context.Context, p *page) (*cachedCounts, error) {
 	a, err := c.as(p, "GET "+wire.PathPools)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
 	}
 	c.counts.mu.Lock()
 	defer c.counts.mu.Unlock()
 	if c.counts.byPool != nil && time.Since(c.counts.at) < countsTTL {
-		return c.counts.byPool, c.counts.at, nil
+		return &cachedCounts{at: c.counts.at, byPool: c.counts.byPool, lastSeen: c.counts.lastSeen}, nil
 	}
 	ps, err := c.cfg.Ops.Pools(ctx, a)
 	if err != nil {
-		return nil, time.Time{}, err
+		return nil, err
+	}
+	last, err := c.cfg.DB.LastReservations(ctx)
+	if err != nil {
+		return nil, err
 	}
 	m := make(map[string]store.PoolStats, len(ps))
 	for _, p := range ps {
 		m[p.Name] = p
 	}
-	c.counts.byPool, c.counts.at = m, time.Now().UTC()
-	return m, c.counts.at, nil
+	c.counts.byPool, c.counts.lastSeen, c.counts.at = m, last, time.Now().UTC()
+	return &cachedCounts{at: c.counts.at, byPool: m, lastSeen: last}, nil
 }
 
 // cachedHealth keeps the last HSM probe for healthTTL, so that many open

@@ -32,6 +32,7 @@ const (
 FROM reservations r JOIN pools p ON p.id = r.pool_id
 WHERE r.id >= ? AND r.created_at >= ?
 GROUP BY r.caller, p.name, bucket ORDER BY r.caller, p.name, bucket`
+	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations GROUP BY caller`
 )
 
 // RecentActivity sums the reservations made since since per caller, pool
@@ -89,6 +90,30 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 	}
 	if err := rows.Err(); err != nil {
 		return nil, translate(err, "read recent reservations")
+	}
+	return out, nil
+}
+
+// LastReservations returns when each caller last reserved IMEIs. It scans
+// the reservations table (one row per request): call it rarely, as the
+// console does at most once a minute.
+func (db *DB) LastReservations(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := db.Reader().QueryxContext(ctx, sqlLastReservations)
+	if err != nil {
+		return nil, translate(err, "read the last reservation of each caller")
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var caller string
+		var at int64
+		if err := rows.Scan(&caller, &at); err != nil {
+			return nil, translate(err, "read the last reservation of each caller")
+		}
+		out[caller] = micros(at)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "read the last reservation of each caller")
 	}
 	return out, nil
 }

@@ -31,6 +31,10 @@ func TestRecentActivity(t *testing.T) {
 		if fmt.Sprint(got) != want {
 			t.Fatalf("activity = %v\nwant       %s", got, want)
 		}
+		last, err := db.LastReservations(ctx)
+		if err != nil || len(last) != 1 || !last["S1"].Equal(t0.Add(-9*time.Minute)) {
+			t.Fatalf("last reservations = %v, %v; want S1 at %s", last, err, t0.Add(-9*time.Minute))
+		}
 		none, err := db.RecentActivity(ctx, t0, time.Minute)
 		if err != nil || len(none) != 0 {
 			t.Fatalf("activity after the last reservation = %v, %v; want none", none, err)
