@@ -28,7 +28,7 @@ var catalogue = map[string]string{
 	"check.checkdigit":   "The last digit does not match: please check the number.",
 	"check.ok":           "The number is well formed.",
 	"check.result":       "Result for %s",
-	"check.registered":   "Registered",
+	"check.registered":   "Registered, active",
 	"check.registered.t": "The manufacturer registered this IMEI for a device that is in service.",
 	"check.revoked":      "Revoked",
 	"check.revoked.t":    "The manufacturer revoked this device's identity (for example after a theft or a cloning report). Do not buy it as new or genuine.",
