@@ -9,14 +9,14 @@ import (
 // Settings is the `console:` section of the configuration.
 type Settings struct {
 	// Refresh is how often the overview's live panels reload (0: 5s).
-	Refresh time.Duration `yaml:"refresh"`
+	Refresh time.Duration `yaml:"refresh" doc:"how often the overview's live panels reload; at least 1s (0: 5s)" default:"5s"`
 	// WorkDir keeps uploaded register files, reconciliation results and
 	// audit exports made from the console (empty: a temporary directory,
 	// removed when the server stops).
-	WorkDir string `yaml:"work_dir"`
+	WorkDir string `yaml:"work_dir" doc:"directory for uploaded register files, reconciliation results and audit exports made in the console (empty: a temporary directory removed at shutdown)"`
 	// CheckTexts is a translation of the public check page (LoadTexts);
 	// empty: English.
-	CheckTexts string `yaml:"check_texts"`
+	CheckTexts string `yaml:"check_texts" doc:"YAML file translating the public /check page (lang and texts; keys left out stay English; empty: English)"`
 }
 
 // Validate names the first wrong field; it reads the texts file.
