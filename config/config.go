@@ -26,6 +26,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/console"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
@@ -61,6 +62,7 @@ type File struct {
 	// registration authority (kind stepca, configured in StepCA).
 	Issuer Issuer        `yaml:"issuer" doc:"who signs device certificates"`
 	StepCA stepca.Config `yaml:"stepca" doc:"the upstream step-ca of issuer kind stepca (docs/stepca.md)"`
+	Console    console.Settings  `yaml:"console" doc:"the web console and the public IMEI check page"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -175,6 +177,7 @@ func (f *File) resolvePaths() {
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
 	f.Audit.PublishedCheckpoint = f.Path(f.Audit.PublishedCheckpoint)
 	f.Server.ResolvePaths(f.Path)
+	f.Console.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -219,6 +222,9 @@ func (f *File) Validate() error {
 		}
 	default:
 		return tacerr.Field(tacerr.InvalidConfig, "issuer.kind", "must be %s (tacline's HSM signs, the default) or %s (an upstream step-ca signs, see docs/stepca.md), got %q", IssuerHSM, IssuerStepCA, f.Issuer.Kind)
+	}
+	if err := f.Console.Validate(); err != nil {
+		return err
 	}
 	if f.Register.URL != "" {
 		f.Register = f.Register.WithDefaults()

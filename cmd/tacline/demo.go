@@ -36,5 +36,6 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().IntVar(&o.Stations, "stations", 4, "stations on the line")
 	c.Flags().IntVar(&o.Devices, "devices", 250, "devices per station")
 	c.Flags().StringVar(&o.Issuer, "issuer", "hsm", "who signs device certificates: hsm (tacline's HSM) or stepca (a development step-ca from bin/step-ca, tacline as RA)")
+	c.Flags().BoolVar(&o.Serve, "serve", false, "keep the server running after the demo until interrupted (Ctrl-C), to look at the web console")
 	return c
 }
