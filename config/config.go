@@ -60,9 +60,9 @@ type File struct {
 	// Issuer chooses who signs device certificates: tacline's HSM (kind
 	// hsm, the default) or an upstream step-ca with tacline as its
 	// registration authority (kind stepca, configured in StepCA).
-	Issuer Issuer        `yaml:"issuer" doc:"who signs device certificates"`
-	StepCA stepca.Config `yaml:"stepca" doc:"the upstream step-ca of issuer kind stepca (docs/stepca.md)"`
-	Console    console.Settings  `yaml:"console" doc:"the web console and the public IMEI check page"`
+	Issuer  Issuer           `yaml:"issuer" doc:"who signs device certificates"`
+	StepCA  stepca.Config    `yaml:"stepca" doc:"the upstream step-ca of issuer kind stepca (docs/stepca.md)"`
+	Console console.Settings `yaml:"console" doc:"the web console and the public IMEI check page"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
