@@ -65,11 +65,9 @@ type ClientConfig struct {
 	OnRetry func(attempt int, err error)
 	// GetClientCertificate, when set, gives the station certificate
 	// instead of CertFile/KeyFile: a certificate that is renewed while the
-	// client runs (stepca.Renewer). When it changes, idle connections are
-	// closed (now, and after a second and after Timeout for those busy
-	// then), so that
-	// new requests present the new certificate long before the old one
-	// expires.
+	// client runs (stepca.Renewer). When it changes, new requests go over
+	// new connections, which present it; the old connections finish what
+	// they carry and are closed.
 	GetClientCertificate func(*tls.CertificateRequestInfo) (*tls.Certificate, error)
 }
 
@@ -82,8 +80,10 @@ type Client struct {
 	policy retry.Policy
 	sleep  func(context.Context, time.Duration) error // replaced in tests
 	now    func() time.Time                           // replaced in tests
-	// lastCert is the renewable certificate seen last (followCertificate).
+	// lastCert is the renewable certificate seen last and swap its
+	// per-certificate connection pools (followCertificate).
 	lastCert atomic.Pointer[tls.Certificate]
+	swap     *swapTransport
 }
 
 // NewClient loads the station's credentials and returns a Client. Errors
@@ -160,22 +160,49 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		sleep:  retry.Sleep,
 		now:    time.Now,
 	}
+	if cfg.GetClientCertificate != nil {
+		// A renewable certificate: connections are pooled per certificate
+		// (see followCertificate).
+		st := &swapTransport{next: func() *http.Transport { return tr.Clone() }}
+		st.cur.Store(tr)
+		c.swap, c.http.Transport = st, st
+	}
 	return c, nil
 }
 
-// followCertificate closes idle connections when the renewable station
-// certificate changed (see ClientConfig.GetClientCertificate).
+// swapTransport sends requests through its current transport; renew
+// replaces it with a fresh one (a new connection pool) and retires the old
+// one, whose connections finish what they carry and are never reused.
+type swapTransport struct {
+	cur  atomic.Pointer[http.Transport]
+	next func() *http.Transport
+}
+
+func (t *swapTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	return t.cur.Load().RoundTrip(r)
+}
+
+func (t *swapTransport) CloseIdleConnections() { t.cur.Load().CloseIdleConnections() }
+
+func (t *swapTransport) renew(grace time.Duration) {
+	old := t.cur.Swap(t.next())
+	old.CloseIdleConnections()
+	time.AfterFunc(grace, old.CloseIdleConnections)
+}
+
+// followCertificate moves new requests to a fresh connection pool when the
+// renewable station certificate changed (ClientConfig.GetClientCertificate),
+// so that no request goes out over a connection authenticated with the old
+// certificate, which expires a third of its life later.
 func (c *Client) followCertificate() {
-	if c.cfg.GetClientCertificate == nil {
+	if c.swap == nil {
 		return
 	}
 	cur, err := c.cfg.GetClientCertificate(nil)
 	if err != nil || cur == nil || c.lastCert.Swap(cur) == cur {
 		return
 	}
-	c.http.CloseIdleConnections()
-	time.AfterFunc(time.Second, c.http.CloseIdleConnections)
-	time.AfterFunc(c.cfg.Timeout, c.http.CloseIdleConnections)
+	c.swap.renew(2 * c.cfg.Timeout)
 }
 
 // Close releases the client's idle connections.
