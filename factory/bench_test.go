@@ -29,7 +29,7 @@ func benchIdentity(b *testing.B) (*testPKI, *Device, *wire.ProvisionResponse, []
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := mustIMEI(b, tacA, 10)
+	m := imei.MustNew(tacA, 10)
 	resp := respFor(pki, dev.Serial(), pki.issue(b, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
 	return pki, dev, resp, []PoolRange{{TAC: tacA, SNREnd: 999}}
 }

@@ -189,12 +189,3 @@ func issueUnder(t testing.TB, parent *x509.Certificate, parentKey crypto.Signer,
 	}
 	return c
 }
-
-func mustIMEI(t testing.TB, tac, snr uint32) imei.IMEI {
-	t.Helper()
-	m, err := imei.New(tac, snr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}

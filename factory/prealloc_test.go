@@ -215,7 +215,7 @@ func mapsEqual(a, b map[string]int) bool {
 func TestCheckAllocation(t *testing.T) {
 	t.Parallel()
 	pools := []PoolRange{{TAC: tacA, SNREnd: 100}}
-	im := func(snr uint32) string { return mustIMEI(t, tacA, snr).String() }
+	im := func(snr uint32) string { return imei.MustNew(tacA, snr).String() }
 	tests := []struct {
 		name   string
 		groups [][]string

@@ -59,8 +59,8 @@ func TestVerifyIssued(t *testing.T) {
 		t.Fatal(err)
 	}
 	pools := []PoolRange{{TAC: tacA, SNRStart: 0, SNREnd: 999}, {TAC: tacB, SNRStart: 500, SNREnd: 600}}
-	m1, m2 := mustIMEI(t, tacA, 10), mustIMEI(t, tacB, 550)
-	outside := mustIMEI(t, tacA, 1000)
+	m1, m2 := imei.MustNew(tacA, 10), imei.MustNew(tacB, 550)
+	outside := imei.MustNew(tacA, 1000)
 	good := pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1, m2})
 	roots := rootPool(pki.root)
 
@@ -79,11 +79,11 @@ func TestVerifyIssued(t *testing.T) {
 			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{outside}), outside)
 		}, want: ErrIMEIOutsidePool, field: "imeis[0]"},
 		{name: "IMEI in a TAC of no pool", resp: func() *wire.ProvisionResponse {
-			m := mustIMEI(t, tacB, 10)
+			m := imei.MustNew(tacB, 10)
 			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
 		}, want: ErrIMEIOutsidePool, field: "imeis[0]"},
 		{name: "SAN names other IMEIs", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{mustIMEI(t, tacA, 11), m2}), m1, m2)
+			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{imei.MustNew(tacA, 11), m2}), m1, m2)
 		}, want: ErrSAN, field: "certificate"},
 		{name: "SAN has an extra IMEI", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good, m1) }, want: ErrSAN},
 		{name: "response has an IMEI the SAN lacks", resp: func() *wire.ProvisionResponse {
@@ -202,7 +202,7 @@ func TestVerifierNameConstraints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mustIMEI(t, tacA, 3)
+	m := imei.MustNew(tacA, 3)
 	resp := respFor(pki, dev.Serial(), issueUnder(t, constrained, key, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
 	resp.Chain = string(ca.ChainPEM(constrained, pki.root))
 	pools := []PoolRange{{TAC: tacA, SNREnd: 10}}
@@ -221,7 +221,7 @@ func TestVerifyIssuedP384Device(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mustIMEI(t, tacA, 1)
+	m := imei.MustNew(tacA, 1)
 	cert := pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m})
 	if err := VerifyIssued(respFor(pki, dev.Serial(), cert, m), rootPool(pki.root), dev, []PoolRange{{TAC: tacA, SNREnd: 10}}); err != nil {
 		t.Fatal(err)
@@ -280,7 +280,7 @@ func TestLoadRoots(t *testing.T) {
 			if _, err := pki.issuing.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
 				t.Errorf("%s: issuing CA does not verify under the loaded roots: %v", tc.name, err)
 			}
-			if _, err := pki.issue(t, "SN", genKey(t, elliptic.P256()).Public(), []imei.IMEI{mustIMEI(t, tacA, 1)}).Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			if _, err := pki.issue(t, "SN", genKey(t, elliptic.P256()).Public(), []imei.IMEI{imei.MustNew(tacA, 1)}).Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
 				t.Errorf("%s: the issuing CA became a trust anchor", tc.name)
 			}
 		}
@@ -296,7 +296,7 @@ func FuzzVerifyIssued(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	m1 := mustIMEI(f, tacA, 10)
+	m1 := imei.MustNew(tacA, 10)
 	good := pki.issue(f, dev.Serial(), dev.Public(), []imei.IMEI{m1})
 	goodResp := respFor(pki, dev.Serial(), good, m1)
 	roots := rootPool(pki.root)
