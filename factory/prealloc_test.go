@@ -126,11 +126,11 @@ func TestSimulatePreAllocate(t *testing.T) {
 			if tc.fault != nil {
 				tc.fault(&ls.alloc)
 			}
-			srv := pki.serve(t, ls)
+			srv := pki.Serve(t, ls)
 			var out bytes.Buffer
 			sum, err := Simulate(context.Background(), SimConfig{
-				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-				Stations: pki.stations(t, 2, "widget"), DevicesPerStation: 4, IMEICount: 2,
+				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+				Stations: stations(t, pki, 2, "widget"), DevicesPerStation: 4, IMEICount: 2,
 				PreAllocate: true, DevicesOut: &out,
 			})
 			if tacerr.CodeOf(err) != tc.code && !(tc.code == "" && err == nil) {
@@ -174,12 +174,12 @@ func TestSimulatePreAllocateSplits(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
 	ls := newLineServer(t, pki)
-	srv := pki.serve(t, ls)
+	srv := pki.Serve(t, ls)
 	const devices = 2*wire.MaxAllocationDevices + 1
 	var out bytes.Buffer
 	sum, err := Simulate(context.Background(), SimConfig{
-		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-		Stations: pki.stations(t, 1, "widget"), DevicesPerStation: devices, IMEICount: 1,
+		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+		Stations: stations(t, pki, 1, "widget"), DevicesPerStation: devices, IMEICount: 1,
 		PreAllocate: true, DevicesOut: &out,
 	})
 	if err != nil || sum.Devices != devices || sum.Failed != 0 {

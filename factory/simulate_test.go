@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/tacline/tacline/factory/factorytest"
 	"io"
 	"net/http"
 	"os"
@@ -139,11 +140,11 @@ func (s *lineServer) issueIdentity(w http.ResponseWriter, requestID, serial, csr
 		return
 	}
 	if s.wrongKey[serial] {
-		pub = genKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
+		pub = factorytest.GenKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
 	}
 	list := ims()
-	cert := s.pki.issue(s.t, serial, pub, list)
-	resp := respFor(s.pki, serial, cert, list...)
+	cert := s.pki.Issue(s.t, serial, pub, list)
+	resp := factorytest.RespFor(s.pki, serial, cert, list...)
 	resp.IssuedAt = time.Now().UTC()
 	s.byRequest[requestID] = resp
 	s.serials[serial] = requestID
@@ -155,31 +156,17 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// stations makes n station credentials directories under pki.dir.
-func (p *testPKI) stations(t testing.TB, n int, product string) []StationCreds {
-	t.Helper()
-	var out []StationCreds
-	for i := range n {
-		id := fmt.Sprintf("F1-L1-S%02d", i+1)
-		dir := filepath.Join(p.dir, id)
-		cf, kf := p.station(t, id, dir)
-		writeFile(t, filepath.Join(dir, CredsProductFile), []byte(product+"\n"))
-		out = append(out, StationCreds{ID: id, CertFile: cf, KeyFile: kf, Product: product})
-	}
-	return out
-}
-
 func TestSimulate(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
 	ls := newLineServer(t, pki)
 	ls.fail503First = true
-	srv := pki.serve(t, ls)
-	creds := pki.stations(t, 3, "widget")
+	srv := pki.Serve(t, ls)
+	creds := stations(t, pki, 3, "widget")
 	var out bytes.Buffer
 	keys := filepath.Join(t.TempDir(), "keys")
 	sum, err := Simulate(context.Background(), SimConfig{
-		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
 		Stations: creds, DevicesPerStation: 5, IMEICount: 2,
 		DevicesOut: &out, KeysDir: keys, Progress: io.Discard,
 		Client: ClientTuning{BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
@@ -313,14 +300,14 @@ func TestSimulateFailures(t *testing.T) {
 			t.Parallel()
 			pki := newPKI(t)
 			ls := newLineServer(t, pki)
-			creds := pki.stations(t, 2, "widget")
+			creds := stations(t, pki, 2, "widget")
 			if tc.setup != nil {
 				tc.setup(ls, creds)
 			}
-			srv := pki.serve(t, ls)
+			srv := pki.Serve(t, ls)
 			var out bytes.Buffer
 			sum, err := Simulate(context.Background(), SimConfig{
-				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
+				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
 				Stations: creds, DevicesPerStation: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
 			})
 			if tc.want == "" {
@@ -348,9 +335,9 @@ func TestSimulateFailures(t *testing.T) {
 func TestSimulateRefuses(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
-	srv := pki.serve(t, newLineServer(t, pki))
-	gadget := pki.stations(t, 1, "gadget")
-	widget := []StationCreds{{ID: "S1", CertFile: pki.certFile, KeyFile: pki.keyFile, Product: "widget"}}
+	srv := pki.Serve(t, newLineServer(t, pki))
+	gadget := stations(t, pki, 1, "gadget")
+	widget := []StationCreds{{ID: "S1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, Product: "widget"}}
 	tests := []struct {
 		name  string
 		cfg   SimConfig
@@ -370,9 +357,9 @@ func TestSimulateRefuses(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := tc.cfg
-			cfg.ServerURL, cfg.ServerCAFile = srv.URL, pki.serverCAFile
+			cfg.ServerURL, cfg.ServerCAFile = srv.URL, pki.ServerCAFile
 			if tc.field != "roots_file" {
-				cfg.RootsFile = pki.rootsFile
+				cfg.RootsFile = pki.RootsFile
 			}
 			_, err := Simulate(context.Background(), cfg)
 			e, ok := tacerr.As(err)
@@ -400,10 +387,10 @@ func TestLoad(t *testing.T) {
 			t.Parallel()
 			pki := newPKI(t)
 			ls := newLineServer(t, pki)
-			srv := pki.serve(t, ls)
+			srv := pki.Serve(t, ls)
 			sum, err := Load(context.Background(), LoadConfig{
-				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-				Creds: pki.stations(t, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate, Pregenerate: tc.pregenerate,
+				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+				Creds: stations(t, pki, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate, Pregenerate: tc.pregenerate,
 			})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
@@ -463,7 +450,7 @@ func TestSimulateInterrupted(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	n := 0
-	srv := pki.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := pki.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ls.ServeHTTP(w, r)
 		if r.URL.Path == wire.PathProvision {
 			mu.Lock()
@@ -479,8 +466,8 @@ func TestSimulateInterrupted(t *testing.T) {
 	}
 	defer progress.Close()
 	sum, err := Simulate(ctx, SimConfig{
-		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-		Stations: pki.stations(t, 1, "widget"), DevicesPerStation: 50, Progress: progress,
+		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+		Stations: stations(t, pki, 1, "widget"), DevicesPerStation: 50, Progress: progress,
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
