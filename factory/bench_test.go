@@ -2,11 +2,11 @@ package factory
 
 import (
 	"context"
-	"github.com/tacline/tacline/factory/factorytest"
 	"strings"
 	"testing"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 )
 

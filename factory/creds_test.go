@@ -1,7 +1,6 @@
 package factory
 
 import (
-	"github.com/tacline/tacline/factory/factorytest"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -10,6 +9,7 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/tacerr"
 )
 

@@ -10,10 +10,10 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"github.com/tacline/tacline/factory/factorytest"
 	"strings"
 	"testing"
 
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )

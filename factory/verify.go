@@ -30,8 +30,8 @@ var (
 	ErrDeviceSerial    = errors.New("device serial mismatch")
 )
 
-// maxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device.
-const maxIMEIsPerDevice = 5
+// MaxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device.
+const MaxIMEIsPerDevice = 5
 
 // PoolRange is a range of serial numbers of one TAC the station may receive
 // IMEIs from (bounds inclusive).
@@ -269,8 +269,8 @@ func constrainedPath(chains [][]*x509.Certificate) bool {
 // checkIMEIs parses the returned IMEIs: 1 to 5, 15 digits each, valid,
 // distinct and inside the station's pools.
 func checkIMEIs(list []string, allowed []PoolRange) ([]imei.IMEI, error) {
-	if len(list) == 0 || len(list) > maxIMEIsPerDevice {
-		return nil, verifyErr(ErrIMEI, "imeis", "the response has %d IMEIs; a device has 1 to %d", len(list), maxIMEIsPerDevice)
+	if len(list) == 0 || len(list) > MaxIMEIsPerDevice {
+		return nil, verifyErr(ErrIMEI, "imeis", "the response has %d IMEIs; a device has 1 to %d", len(list), MaxIMEIsPerDevice)
 	}
 	out := make([]imei.IMEI, 0, len(list))
 	for i, s := range list {

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
-	"github.com/tacline/tacline/factory/factorytest"
 	"math/big"
 	"strings"
 	"testing"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
 )

@@ -1,4 +1,4 @@
-package factory
+package sim
 
 import (
 	"bufio"
@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/tacline/tacline/factory/factorytest"
 	"io"
 	"net/http"
 	"os"
@@ -21,6 +20,8 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
@@ -245,7 +246,7 @@ func checkKeyFile(t *testing.T, path string, dr DeviceRecord) {
 		t.Errorf("%s has mode %o, want 600", path, st.Mode().Perm())
 	}
 	data, _ := os.ReadFile(path)
-	key, err := ParseDeviceKey(data)
+	key, err := factory.ParseDeviceKey(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -253,7 +254,7 @@ func checkKeyFile(t *testing.T, path string, dr DeviceRecord) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := SignChallenge(key, []byte("nonce"))
+	sig, err := factory.SignChallenge(key, []byte("nonce"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +268,7 @@ func TestSimulateFailures(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		setup    func(*lineServer, []StationCreds)
+		setup    func(*lineServer, []factory.StationCreds)
 		rate     float64
 		want     tacerr.Code
 		devices  int
@@ -276,19 +277,19 @@ func TestSimulateFailures(t *testing.T) {
 	}{
 		{
 			name: "wrong key for one device",
-			setup: func(ls *lineServer, creds []StationCreds) {
+			setup: func(ls *lineServer, creds []factory.StationCreds) {
 				ls.wrongKey[serialPrefix(creds[1].ID, "run1", 1)+"000002"] = true
 			},
 			want: tacerr.VerificationFailed, devices: 7, failed: map[string]int{"verification_failed": 1}, outLines: 7,
 		},
 		{
 			name:  "pool exhausted",
-			setup: func(ls *lineServer, _ []StationCreds) { ls.exhaustAfter = 5 },
+			setup: func(ls *lineServer, _ []factory.StationCreds) { ls.exhaustAfter = 5 },
 			want:  tacerr.DevicesFailed, devices: 5, failed: map[string]int{"pool_exhausted": 3}, outLines: 5,
 		},
 		{
 			name:  "IMEIs outside the station's pool",
-			setup: func(ls *lineServer, _ []StationCreds) { ls.next = 999_990 }, // the pool ends at 99,999; the server hands out beyond it
+			setup: func(ls *lineServer, _ []factory.StationCreds) { ls.next = 999_990 }, // the pool ends at 99,999; the server hands out beyond it
 			want:  tacerr.VerificationFailed, devices: 0, failed: map[string]int{"verification_failed": 8},
 		},
 		{
@@ -337,7 +338,7 @@ func TestSimulateRefuses(t *testing.T) {
 	pki := newPKI(t)
 	srv := pki.Serve(t, newLineServer(t, pki))
 	gadget := stations(t, pki, 1, "gadget")
-	widget := []StationCreds{{ID: "S1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, Product: "widget"}}
+	widget := []factory.StationCreds{{ID: "S1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, Product: "widget"}}
 	tests := []struct {
 		name  string
 		cfg   SimConfig
@@ -348,10 +349,10 @@ func TestSimulateRefuses(t *testing.T) {
 		{name: "no devices", cfg: SimConfig{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
 		{name: "negative rate", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
 		{name: "six IMEIs", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
-		{name: "station without product", cfg: SimConfig{Stations: []StationCreds{{ID: "S"}}, DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
+		{name: "station without product", cfg: SimConfig{Stations: []factory.StationCreds{{ID: "S"}}, DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
 		{name: "bad run id", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
 		{name: "no roots", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
-		{name: "no pool for the product", cfg: SimConfig{Stations: []StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, DevicesPerStation: 1}, code: tacerr.StationNotAuthorized, field: "product"},
+		{name: "no pool for the product", cfg: SimConfig{Stations: []factory.StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, DevicesPerStation: 1}, code: tacerr.StationNotAuthorized, field: "product"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -410,9 +411,9 @@ func TestLoad(t *testing.T) {
 		cfg   LoadConfig
 		field string
 	}{
-		{"zero duration", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}}, "duration"},
-		{"negative pregenerate", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
-		{"negative stations", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Stations: -1}, "stations"},
+		{"zero duration", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}}, "duration"},
+		{"negative pregenerate", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
+		{"negative stations", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Stations: -1}, "stations"},
 	} {
 		if _, err := Load(context.Background(), bad.cfg); tacerr.CodeOf(err) != tacerr.InvalidInput || !strings.Contains(err.Error(), bad.field) {
 			t.Errorf("%s: err = %v, want invalid_input on %s", bad.name, err, bad.field)

@@ -1,4 +1,4 @@
-package factory
+package sim
 
 import (
 	"cmp"
@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -41,8 +42,8 @@ type ClientTuning struct {
 type SimConfig struct {
 	ServerURL    string
 	ServerCAFile string // verifies the server's TLS certificate
-	RootsFile    string // trusted device roots (LoadRoots)
-	Stations     []StationCreds
+	RootsFile    string // trusted device roots (factory.LoadRoots)
+	Stations     []factory.StationCreds
 	// DevicesPerStation is the number of devices each station provisions.
 	DevicesPerStation int
 	// Rate is the offered load in devices per second over all stations;
@@ -78,7 +79,7 @@ type LoadConfig struct {
 	ServerURL    string
 	ServerCAFile string
 	RootsFile    string
-	Creds        []StationCreds
+	Creds        []factory.StationCreds
 	// Stations is the number of concurrent stations (0: one per Creds).
 	Stations int
 	Duration time.Duration
@@ -195,7 +196,7 @@ func (cfg LoadConfig) validate() error {
 	return nil
 }
 
-func checkCommon(creds []StationCreds, rate float64, imeiCount int, credsField, rateField string) error {
+func checkCommon(creds []factory.StationCreds, rate float64, imeiCount int, credsField, rateField string) error {
 	if len(creds) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, credsField, "at least one station's credentials are required")
 	}
@@ -210,15 +211,15 @@ func checkCommon(creds []StationCreds, rate float64, imeiCount int, credsField, 
 	if rate < 0 || rate != rate {
 		return tacerr.Field(tacerr.InvalidInput, rateField, "must be 0 (as fast as possible) or a positive rate, got %v", rate)
 	}
-	if imeiCount < 0 || imeiCount > maxIMEIsPerDevice {
-		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be 0 (the TAC's default) to %d, got %d", maxIMEIsPerDevice, imeiCount)
+	if imeiCount < 0 || imeiCount > factory.MaxIMEIsPerDevice {
+		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be 0 (the TAC's default) to %d, got %d", factory.MaxIMEIsPerDevice, imeiCount)
 	}
 	return nil
 }
 
 type engineConfig struct {
 	serverURL, serverCA, rootsFile string
-	creds                          []StationCreds
+	creds                          []factory.StationCreds
 	workers                        int
 	rate                           float64
 	imeiCount                      int
@@ -234,9 +235,9 @@ type engineConfig struct {
 // happened.
 type engine struct {
 	cfg     engineConfig
-	verify  *Verifier
-	clients []*Client // one per creds
-	pools   [][]PoolRange
+	verify  *factory.Verifier
+	clients []*factory.Client // one per creds
+	pools   [][]factory.PoolRange
 	// allocPools[i] is the pool creds[i] pre-allocates from.
 	allocPools []string
 	workers    []*worker
@@ -260,9 +261,9 @@ type engine struct {
 // worker is one simulated station.
 type worker struct {
 	idx    int
-	creds  StationCreds
-	client *Client
-	pools  []PoolRange
+	creds  factory.StationCreds
+	client *factory.Client
+	pools  []factory.PoolRange
 	prefix string       // device serial prefix
 	ready  []madeDevice // devices made before the run, for sequence numbers 1..len
 	// Pre-allocation: the pool, and the IMEI group reserved for each
@@ -276,12 +277,12 @@ func (w *worker) serial(seq int) string { return fmt.Sprintf("%s%06d", w.prefix,
 
 // madeDevice is a device with its CSR, ready to be provisioned.
 type madeDevice struct {
-	dev *Device
+	dev *factory.Device
 	csr []byte
 }
 
-func makeDevice(serial string) (*Device, []byte, error) {
-	dev, err := NewDevice(serial)
+func makeDevice(serial string) (*factory.Device, []byte, error) {
+	dev, err := factory.NewDevice(serial)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -342,7 +343,7 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 	if err := checkSerialPart("run_id", cfg.runID); err != nil {
 		return nil, err
 	}
-	roots, err := LoadRoots(cfg.rootsFile)
+	roots, err := factory.LoadRoots(cfg.rootsFile)
 	if err != nil {
 		return nil, err
 	}
@@ -351,13 +352,13 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "keys_dir: create %s", cfg.keysDir)
 		}
 	}
-	e := &engine{cfg: cfg, verify: NewVerifier(roots), byCode: map[string]int{}}
+	e := &engine{cfg: cfg, verify: factory.NewVerifier(roots), byCode: map[string]int{}}
 	if cfg.devicesOut != nil {
 		e.enc = json.NewEncoder(cfg.devicesOut)
 		e.enc.SetEscapeHTML(false)
 	}
 	for _, c := range cfg.creds {
-		cl, err := NewClient(ClientConfig{
+		cl, err := factory.NewClient(factory.ClientConfig{
 			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
 			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries, RetryBudget: cfg.tuning.RetryBudget,
 			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
@@ -395,7 +396,7 @@ func (e *engine) close() {
 // stationPools asks the server which pools the station draws from and keeps
 // those of its pool or product. It also names the pool to pre-allocate
 // from: the station's pool, or its product's pool with the most free IMEIs.
-func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange, string, error) {
+func stationPools(ctx context.Context, cl *factory.Client, c factory.StationCreds) ([]factory.PoolRange, string, error) {
 	list, err := cl.Pools(ctx)
 	if err != nil {
 		return nil, "", fmt.Errorf("station %s: GET %s: %w", c.ID, wire.PathPools, err)
@@ -406,7 +407,7 @@ func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange,
 		}
 		return p.Product == c.Product
 	}
-	ranges, err := PoolRanges(list, keep)
+	ranges, err := factory.PoolRanges(list, keep)
 	if err != nil {
 		return nil, "", fmt.Errorf("station %s: %w", c.ID, err)
 	}
@@ -521,7 +522,7 @@ func (e *engine) run(ctx context.Context, more func(*worker, int) bool, stop <-c
 // device provisions one device; false means the worker must stop (paced
 // start after stop, or cancellation).
 func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan struct{}) bool {
-	var dev *Device
+	var dev *factory.Device
 	var csr []byte
 	if seq <= len(w.ready) {
 		dev, csr = w.ready[seq-1].dev, w.ready[seq-1].csr
@@ -563,12 +564,12 @@ func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan str
 		if ctx.Err() != nil {
 			return false // interrupted, not a device failure
 		}
-		e.record(0, ErrorCode(err), false)
+		e.record(0, factory.ErrorCode(err), false)
 		return true
 	}
 	err = e.verify.Verify(resp, dev, w.pools)
 	if err == nil && w.groups != nil {
-		err = sameIMEIs(resp.IMEIs, w.groups[seq-1])
+		err = factory.VerifyBinding(resp.IMEIs, w.groups[seq-1])
 	}
 	if err != nil {
 		e.record(0, string(tacerr.VerificationFailed), true)
@@ -600,7 +601,7 @@ func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
 }
 
 // output writes the device record and key.
-func (e *engine) output(dev *Device, resp *wire.ProvisionResponse) error {
+func (e *engine) output(dev *factory.Device, resp *wire.ProvisionResponse) error {
 	if e.cfg.keysDir != "" {
 		key, err := dev.KeyPEM()
 		if err != nil {
