@@ -196,8 +196,8 @@ func ProvisionDevices(ctx context.Context, env *Env, url string, perStation int,
 		return nil, err
 	}
 	var out bytes.Buffer
-	if _, err := sim.Simulate(ctx, sim.SimConfig{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, DevicesPerStation: perStation, DevicesOut: &out, KeysDir: keysDir}); err != nil {
+	if _, err := sim.Simulate(ctx, sim.Config{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Stations: creds.Stations, Devices: perStation, DevicesOut: &out, KeysDir: keysDir}); err != nil {
 		return nil, err
 	}
 	return ReadDevices(env, &out, keysDir, 0)

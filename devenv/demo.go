@@ -79,8 +79,8 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	defer devOut.Close()
 	keys := filepath.Join(env.ExportsDir, "device-keys")
-	sum, simErr := sim.Simulate(ctx, sim.SimConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, DevicesPerStation: o.Devices, Progress: o.Progress, DevicesOut: devOut, KeysDir: keys})
+	sum, simErr := sim.Simulate(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Stations: creds.Stations, Devices: o.Devices, Progress: o.Progress, DevicesOut: devOut, KeysDir: keys})
 	if err := devOut.Close(); err != nil && simErr == nil {
 		simErr = err
 	}

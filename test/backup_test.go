@@ -68,8 +68,8 @@ func testBackupRestore(t *testing.T, d store.Dialect) {
 	var sum sim.Summary
 	go func() {
 		var err error
-		sum, err = sim.Load(ctx, sim.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-			Creds: creds.Stations, Duration: 5 * time.Second, OfferedRate: 40, Pregenerate: 220})
+		sum, err = sim.Load(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+			Stations: creds.Stations, Duration: 5 * time.Second, Rate: 40, Pregenerate: 220})
 		loaded <- err
 	}()
 	waitBound(t, ctx, env, 20)

@@ -73,9 +73,9 @@ the first N station directories in name order.`,
 			if err != nil {
 				return err
 			}
-			cfg := sim.SimConfig{
+			cfg := sim.Config{
 				ServerURL: server, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-				Stations: creds.Stations, DevicesPerStation: devices, Rate: rate, IMEICount: imeis,
+				Stations: creds.Stations, Devices: devices, Rate: rate, IMEICount: imeis,
 				KeysDir: keysDir, RunID: runID, PreAllocate: preallocate,
 				Client: sim.ClientTuning{Timeout: timeout, MaxRetries: retries, RetryBudget: retryBudget},
 			}

@@ -128,9 +128,9 @@ func TestSimulatePreAllocate(t *testing.T) {
 			}
 			srv := pki.Serve(t, ls)
 			var out bytes.Buffer
-			sum, err := Simulate(context.Background(), SimConfig{
+			sum, err := Simulate(context.Background(), Config{
 				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-				Stations: stations(t, pki, 2, "widget"), DevicesPerStation: 4, IMEICount: 2,
+				Stations: stations(t, pki, 2, "widget"), Devices: 4, IMEICount: 2,
 				PreAllocate: true, DevicesOut: &out,
 			})
 			if tacerr.CodeOf(err) != tc.code && !(tc.code == "" && err == nil) {
@@ -177,9 +177,9 @@ func TestSimulatePreAllocateSplits(t *testing.T) {
 	srv := pki.Serve(t, ls)
 	const devices = 2*wire.MaxAllocationDevices + 1
 	var out bytes.Buffer
-	sum, err := Simulate(context.Background(), SimConfig{
+	sum, err := Simulate(context.Background(), Config{
 		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-		Stations: stations(t, pki, 1, "widget"), DevicesPerStation: devices, IMEICount: 1,
+		Stations: stations(t, pki, 1, "widget"), Devices: devices, IMEICount: 1,
 		PreAllocate: true, DevicesOut: &out,
 	})
 	if err != nil || sum.Devices != devices || sum.Failed != 0 {

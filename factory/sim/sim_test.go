@@ -166,9 +166,9 @@ func TestSimulate(t *testing.T) {
 	creds := stations(t, pki, 3, "widget")
 	var out bytes.Buffer
 	keys := filepath.Join(t.TempDir(), "keys")
-	sum, err := Simulate(context.Background(), SimConfig{
+	sum, err := Simulate(context.Background(), Config{
 		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-		Stations: creds, DevicesPerStation: 5, IMEICount: 2,
+		Stations: creds, Devices: 5, IMEICount: 2,
 		DevicesOut: &out, KeysDir: keys, Progress: io.Discard,
 		Client: ClientTuning{BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
 	})
@@ -307,9 +307,9 @@ func TestSimulateFailures(t *testing.T) {
 			}
 			srv := pki.Serve(t, ls)
 			var out bytes.Buffer
-			sum, err := Simulate(context.Background(), SimConfig{
+			sum, err := Simulate(context.Background(), Config{
 				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-				Stations: creds, DevicesPerStation: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
+				Stations: creds, Devices: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
 			})
 			if tc.want == "" {
 				if err != nil {
@@ -341,18 +341,19 @@ func TestSimulateRefuses(t *testing.T) {
 	widget := []factory.StationCreds{{ID: "S1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, Product: "widget"}}
 	tests := []struct {
 		name  string
-		cfg   SimConfig
+		cfg   Config
 		code  tacerr.Code
 		field string
 	}{
-		{name: "no stations", cfg: SimConfig{DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations"},
-		{name: "no devices", cfg: SimConfig{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
-		{name: "negative rate", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
-		{name: "six IMEIs", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
-		{name: "station without product", cfg: SimConfig{Stations: []factory.StationCreds{{ID: "S"}}, DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
-		{name: "bad run id", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
-		{name: "no roots", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
-		{name: "no pool for the product", cfg: SimConfig{Stations: []factory.StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, DevicesPerStation: 1}, code: tacerr.StationNotAuthorized, field: "product"},
+		{name: "no stations", cfg: Config{Devices: 1}, code: tacerr.InvalidInput, field: "stations"},
+		{name: "no devices", cfg: Config{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
+		{name: "duration is a load run's", cfg: Config{Stations: widget, Devices: 1, Duration: time.Second}, code: tacerr.InvalidInput, field: "duration"},
+		{name: "negative rate", cfg: Config{Stations: widget, Devices: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
+		{name: "six IMEIs", cfg: Config{Stations: widget, Devices: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
+		{name: "station without product", cfg: Config{Stations: []factory.StationCreds{{ID: "S"}}, Devices: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
+		{name: "bad run id", cfg: Config{Stations: widget, Devices: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
+		{name: "no roots", cfg: Config{Stations: widget, Devices: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
+		{name: "no pool for the product", cfg: Config{Stations: []factory.StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, Devices: 1}, code: tacerr.StationNotAuthorized, field: "product"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -389,9 +390,9 @@ func TestLoad(t *testing.T) {
 			pki := newPKI(t)
 			ls := newLineServer(t, pki)
 			srv := pki.Serve(t, ls)
-			sum, err := Load(context.Background(), LoadConfig{
+			sum, err := Load(context.Background(), Config{
 				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-				Creds: stations(t, pki, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate, Pregenerate: tc.pregenerate,
+				Stations: stations(t, pki, 2, "widget"), Workers: tc.workers, Duration: 300 * time.Millisecond, Rate: tc.rate, Pregenerate: tc.pregenerate,
 			})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
@@ -408,12 +409,14 @@ func TestLoad(t *testing.T) {
 	}
 	for _, bad := range []struct {
 		name  string
-		cfg   LoadConfig
+		cfg   Config
 		field string
 	}{
-		{"zero duration", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}}, "duration"},
-		{"negative pregenerate", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
-		{"negative stations", LoadConfig{Creds: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Stations: -1}, "stations"},
+		{"zero duration", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}}, "duration"},
+		{"negative pregenerate", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
+		{"negative workers", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Workers: -1}, "workers"},
+		{"devices is a simulation's", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Devices: 3}, "devices"},
+		{"pre-allocation is a simulation's", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, PreAllocate: true}, "pre_allocate"},
 	} {
 		if _, err := Load(context.Background(), bad.cfg); tacerr.CodeOf(err) != tacerr.InvalidInput || !strings.Contains(err.Error(), bad.field) {
 			t.Errorf("%s: err = %v, want invalid_input on %s", bad.name, err, bad.field)
@@ -466,9 +469,9 @@ func TestSimulateInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer progress.Close()
-	sum, err := Simulate(ctx, SimConfig{
+	sum, err := Simulate(ctx, Config{
 		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
-		Stations: stations(t, pki, 1, "widget"), DevicesPerStation: 50, Progress: progress,
+		Stations: stations(t, pki, 1, "widget"), Devices: 50, Progress: progress,
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
