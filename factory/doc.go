@@ -7,7 +7,10 @@
 //     device's secure element would, and answers authenticity challenges;
 //   - [VerifyIssued], the checks a station runs on every identity the server
 //     returns before it programs it into a device, and [Verifier], the same
-//     checks with each issuer chain verified once per run;
+//     checks with each issuer chain verified once per run; both take a
+//     [DeviceIdentity] (the serial and the CSR's public key), so a real
+//     line, whose device keys never leave the secure element, uses them
+//     as the simulator does;
 //   - [VerifyAllocation] and [VerifyBinding], the same checks for a line
 //     that pre-allocates IMEIs and binds devices later;
 //   - [LoadCreds], the station credentials directory that `tacline station

@@ -1,10 +1,12 @@
 package factory
 
 import (
+	"crypto"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"strings"
@@ -317,4 +319,48 @@ func FuzzVerifyIssued(f *testing.F) {
 			t.Fatalf("accepted IMEI %q, issued %s", r.IMEIs[0], m1)
 		}
 	})
+}
+
+// csrIdentity is what a real station holds: a serial and the public key of
+// the device's CSR, no private key.
+type csrIdentity struct {
+	serial string
+	pub    crypto.PublicKey
+}
+
+func (c csrIdentity) Serial() string           { return c.serial }
+func (c csrIdentity) Public() crypto.PublicKey { return c.pub }
+
+// TestVerifyIssuedFromCSR: a station that never holds the device's private
+// key verifies the identity from the CSR's public key alone.
+func TestVerifyIssuedFromCSR(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	dev, err := NewDevice("SN-CSR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrPEM, err := dev.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil {
+		t.Fatal("CSR is not PEM")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := csrIdentity{serial: "SN-CSR", pub: csr.PublicKey}
+	m := imei.MustNew(tacA, 2)
+	cert := pki.Issue(t, id.serial, id.pub, []imei.IMEI{m})
+	pools := []PoolRange{{TAC: tacA, SNREnd: 10}}
+	if err := VerifyIssued(factorytest.RespFor(pki, id.serial, cert, m), rootPool(pki.Root), id, pools); err != nil {
+		t.Fatal(err)
+	}
+	other := csrIdentity{serial: "SN-CSR", pub: factorytest.GenKey(t, elliptic.P256()).Public()}
+	if err := NewVerifier(rootPool(pki.Root)).Verify(factorytest.RespFor(pki, id.serial, cert, m), other, pools); !errors.Is(err, ErrPublicKey) {
+		t.Fatalf("another key: err = %v, want ErrPublicKey", err)
+	}
 }
