@@ -49,6 +49,10 @@ var problems = map[tacerr.Code]statusOf{
 	tacerr.TACNotApproved: {http.StatusUnprocessableEntity, "TAC not approved for this market", true, 0},
 	tacerr.TACUnknown:     {http.StatusUnprocessableEntity, "TAC not in the catalogue", true, 0},
 
+	tacerr.LeaseViolation: {http.StatusConflict, "Site events refused", true, 0},
+	tacerr.LeaseExhausted: {http.StatusServiceUnavailable, "Site lease exhausted", true, 5},
+	tacerr.SiteNotCurrent: {http.StatusServiceUnavailable, "Site ledger not confirmed current", true, 5},
+
 	tacerr.LintFailed: {http.StatusInternalServerError, "Certificate profile failed linting", true, 0},
 
 	tacerr.HSMUnavailable: {http.StatusServiceUnavailable, "HSM unavailable", false, 1},

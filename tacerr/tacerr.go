@@ -61,6 +61,11 @@ const (
 	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 
 	RateLimited Code = "rate_limited" // too many requests from one client address; retry after Retry-After
+
+	// Sites (docs/sites.md).
+	LeaseExhausted Code = "lease_exhausted"  // a site holds no lease with SNRs left; retry when HQ has granted the next block
+	LeaseViolation Code = "lease_violation"  // a site reported an IMEI outside its leases, or a checkpoint inconsistent with the last one HQ verified: the batch is refused
+	SiteNotCurrent Code = "site_not_current" // a site has not proven to HQ since its start that its ledger is current; retry when HQ confirmed it
 )
 
 // Error is tacline's error. Construct it with New or Wrap.
@@ -109,7 +114,7 @@ func Wrap(code Code, cause error, format string, args ...any) *Error {
 
 func defaultRetryable(c Code) bool {
 	switch c {
-	case Unavailable, HSMUnavailable:
+	case Unavailable, HSMUnavailable, LeaseExhausted, SiteNotCurrent:
 		return true
 	}
 	return false
