@@ -15,9 +15,9 @@ type CheckReport struct {
 	// Leases counts the leases granted to sites; LeasedUnused the SNRs of
 	// leases still held that have no row yet (the site has not reported
 	// them bound or voided).
-	Leases       int   `json:"leases"`
-	LeasedUnused int64 `json:"leased_unused"`
-	Violations []string `json:"violations"` // empty when the ledger is sound
+	Leases       int      `json:"leases"`
+	LeasedUnused int64    `json:"leased_unused"`
+	Violations   []string `json:"violations"` // empty when the ledger is sound
 }
 
 // OK reports whether no invariant was violated.

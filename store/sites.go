@@ -57,7 +57,7 @@ func ValidSiteName(name string) bool { return siteName.MatchString(name) }
 // SiteState is a site with what HQ knows of its sync.
 type SiteState struct {
 	Site
-	AppliedSeq int64     // the sequence number of the last site event applied
+	AppliedSeq int64 // the sequence number of the last site event applied
 	Checkpoint SiteCheckpoint
 	LastSync   time.Time // zero if never
 	Refusals   int64     // batches refused (inconsistent checkpoint, IMEI outside the site's leases)

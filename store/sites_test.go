@@ -171,10 +171,11 @@ func TestSiteEventsRefused(t *testing.T) {
 		}
 		_, err = db.ApplySiteEvents(ctx, "s1", nil, store.SiteCheckpoint{Size: 4, Hash: []byte("other")}, "hq")
 		wantCode(t, err, tacerr.LeaseViolation)
-		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(9, "d9", leaseIMEI(t, l1, 1))}, store.SiteCheckpoint{Size: 5, Hash: []byte("h5")}, "hq")
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(9, "d9", leaseIMEI(t, l1, 1)), bound(8, "d8", leaseIMEI(t, l1, 2))},
+			store.SiteCheckpoint{Size: 5, Hash: []byte("h5")}, "hq")
 		wantCode(t, err, tacerr.InvalidInput)
 		st, err := db.SiteByName(ctx, "s1")
-		if err != nil || st.AppliedSeq != 1 || st.Checkpoint.Size != 4 || st.Refusals != 1 || st.LastRefusal == "" {
+		if err != nil || st.AppliedSeq != 1 || st.Checkpoint.Size != 4 || st.Refusals != 1 || st.LastRefusal != "" {
 			t.Fatalf("site %+v, %v", st, err)
 		}
 		rep := mustCheck(t, db)

@@ -14,9 +14,8 @@ import (
 // events that change an IMEI's fate travel: imei.bound, imei.voided,
 // imei.revoked and device.reissued.
 type SiteEvent struct {
-	// Seq is the event's position in the site's audit log plus one (its
-	// leaf index + 1): strictly increasing within the site, and at most the
-	// size of the checkpoint shipped with it.
+	// Seq is the event's sequence number at the site (its sync outbox
+	// id): strictly increasing within the site.
 	Seq          int64
 	Type         string
 	Time         time.Time // when the change committed at the site
@@ -37,14 +36,15 @@ type SiteSyncResult struct {
 }
 
 // ApplySiteEvents applies site's events to HQ's ledger in one transaction
-// and records cp as the site's last verified checkpoint. The caller (the
+// and records cp as the site's last verified checkpoint (clearing the
+// last refusal: the site is consistent again). The caller (the
 // HQ side of package site) has verified cp's signature and its consistency
 // with the previous one; the store refuses a checkpoint smaller than the
 // recorded one, or of the same size with another root hash.
 //
 // Exactly-once: events with Seq at or below the site's applied sequence
 // are skipped (a retried batch changes nothing); the others must be in
-// strictly increasing order and not above cp.Size. Every IMEI must lie in
+// strictly increasing order. Every IMEI must lie in
 // a lease of the site that was not returned, else the whole batch is
 // refused with lease_violation (nothing of it is written); an imei.bound
 // of an IMEI HQ has a row for is refused the same way. Each applied
@@ -84,8 +84,6 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			switch {
 			case ev.Seq <= seq:
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
-			case ev.Seq > cp.Size:
-				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d lies beyond the checkpoint's size %d", ev.Seq, cp.Size)
 			case len(ev.IMEIs) == 0:
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
 			}
@@ -100,7 +98,7 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			res.Applied++
 		}
 		res.AppliedSeq = seq
-		up, err := tx.Exec(tx.Rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?
+		up, err := tx.Exec(tx.Rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
 			WHERE name = ? AND applied_seq = ?`), seq, cp.Size, cp.Hash, cp.Note, cp.Cosigned, site, st.AppliedSeq)
 		if err != nil {
 			return translate(err, "record site checkpoint")
