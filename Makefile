@@ -3,7 +3,7 @@
 GO ?= go
 BIN := bin/tacline
 
-.PHONY: all build test unit e2e lint bench demo tools clean fuzz
+.PHONY: all build test unit e2e lint openapi-lint bench demo tools clean fuzz
 
 all: build
 
@@ -29,6 +29,12 @@ lint:
 	 if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...
+	@scripts/openapi-lint.sh
+
+# Redocly CLI's recommended rules on api/openapi.yaml and register/openapi.yaml:
+# any error or warning fails (installs the pinned Redocly CLI when missing).
+openapi-lint:
+	@scripts/openapi-lint.sh
 
 bench: tools build
 	$(GO) test -run '^$$' -bench . -benchmem ./...

@@ -25,10 +25,10 @@ func TestTLSHandshake(t *testing.T) {
 		t.Fatal("a certificate from an untrusted CA was accepted")
 	}
 
-	old := ts.client(nil)
-	old.Transport.(*http.Transport).TLSClientConfig.MaxVersion = tls.VersionTLS11
-	old.Transport.(*http.Transport).TLSClientConfig.MinVersion = tls.VersionTLS10
-	if _, err := old.Get(ts.url + "/healthz"); err == nil {
+	oldTLS := ts.transport(nil)
+	oldTLS.TLSClientConfig.MaxVersion = tls.VersionTLS11
+	oldTLS.TLSClientConfig.MinVersion = tls.VersionTLS10
+	if _, err := (&http.Client{Transport: oldTLS}).Get(ts.url + "/healthz"); err == nil {
 		t.Fatal("TLS 1.1 was accepted")
 	}
 

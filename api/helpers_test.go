@@ -29,6 +29,7 @@ import (
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/openapitest"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -168,8 +169,23 @@ func mustURL(t testing.TB, s string) *url.URL {
 	return u
 }
 
+// APIDoc checks every exchange of this package's tests (and api_test's)
+// against api/openapi.yaml (see internal/openapitest);
+// TestOpenAPIResponsesExercised checks that every documented response was
+// seen.
+var APIDoc = func() *openapitest.Checker {
+	c := openapitest.MustNew("api/openapi.yaml", openAPIDoc)
+	c.Refused = func(op string, status int, _ []byte) bool {
+		// OCSP answers a malformed request 200 with its own
+		// malformedRequest status (RFC 6960 section 2.3).
+		return status/100 == 4 || op == "POST "+PathOCSP && status == http.StatusOK
+	}
+	return c
+}()
+
 // testServer is the API served over TLS on a loopback listener.
 type testServer struct {
+	t    testing.TB
 	srv  *Server
 	url  string
 	pki  *testPKI
@@ -203,7 +219,7 @@ func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Conf
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	ts := &testServer{pki: pki, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	ts := &testServer{t: t, pki: pki, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(ts.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv, err := New(cfg, prov, ts.reg, log)
 	if err != nil {
@@ -226,15 +242,22 @@ func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Conf
 	return ts
 }
 
-// client returns an HTTPS client presenting cert (none if nil).
+// client returns an HTTPS client presenting cert (none if nil) whose every
+// exchange is checked against the OpenAPI document.
 func (ts *testServer) client(cert *tls.Certificate) *http.Client {
+	return &http.Client{Transport: APIDoc.Transport(ts.t, ts.transport(cert)), Timeout: 30 * time.Second}
+}
+
+// transport is the plain HTTPS transport of client (for tests that change
+// its TLS settings to fail the handshake).
+func (ts *testServer) transport(cert *tls.Certificate) *http.Transport {
 	roots := x509.NewCertPool()
 	roots.AddCert(ts.pki.root)
 	cfg := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	if cert != nil {
 		cfg.Certificates = []tls.Certificate{*cert}
 	}
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}, Timeout: 30 * time.Second}
+	return &http.Transport{TLSClientConfig: cfg}
 }
 
 // response is a decoded answer.
@@ -414,6 +437,8 @@ func (f *fakeProvisioner) Station(_ context.Context, id string) (provisioner.Sta
 	defer f.mu.Unlock()
 	st, ok := f.stations[id]
 	switch {
+	case f.fail["Station"] != nil:
+		return provisioner.Station{}, f.fail["Station"]
 	case !ok:
 		return provisioner.Station{}, tacerr.New(tacerr.Unauthorized, "station %s is not enrolled", id)
 	case st.Disabled:

@@ -2,9 +2,11 @@ package api
 
 import (
 	"bytes"
+	"net/http"
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/tacerr"
 )
 
 type openAPIDocument struct {
@@ -21,11 +24,10 @@ type openAPIDocument struct {
 }
 
 type openAPIOperation struct {
-	OperationID string              `yaml:"operationId"`
-	Roles       []string            `yaml:"x-tacline-roles"`
-	Responses   map[string]any      `yaml:"responses"`
-	Security    *[]map[string]any   `yaml:"security"`
-	Parameters  []map[string]string `yaml:"parameters"`
+	OperationID string                 `yaml:"operationId"`
+	Responses   map[string]any         `yaml:"responses"`
+	Security    *[]map[string][]string `yaml:"security"`
+	Parameters  []map[string]string    `yaml:"parameters"`
 }
 
 type openAPISchema struct {
@@ -63,21 +65,23 @@ func TestOpenAPIRoutes(t *testing.T) {
 			continue
 		}
 		delete(documented, rt.pattern)
-		want := make([]string, len(rt.roles))
-		for i, r := range rt.roles {
-			want[i] = string(r)
-		}
+		// The roles are the operation's mutualTLS security requirement
+		// (OpenAPI 3.1 lets non-OAuth schemes list role names); a public
+		// route has none, a route open to any caller inherits the
+		// document's.
+		var want *[]map[string][]string
 		switch {
 		case rt.public:
-			want = []string{"public"}
-			if op.Security == nil || len(*op.Security) != 0 {
-				t.Errorf("%s is public but the document requires security", rt.pattern)
+			want = &[]map[string][]string{}
+		case rt.roles != nil:
+			roles := make([]string, len(rt.roles))
+			for i, r := range rt.roles {
+				roles[i] = string(r)
 			}
-		case rt.roles == nil:
-			want = []string{"any"}
+			want = &[]map[string][]string{{"mutualTLS": roles}}
 		}
-		if !slices.Equal(op.Roles, want) {
-			t.Errorf("%s: x-tacline-roles %v, routes table says %v", rt.pattern, op.Roles, want)
+		if !reflect.DeepEqual(op.Security, want) {
+			t.Errorf("%s: security %v, the routes table says %v", rt.pattern, deref(op.Security), deref(want))
 		}
 		if op.OperationID == "" || len(op.Responses) == 0 {
 			t.Errorf("%s: no operationId or no responses", rt.pattern)
@@ -91,6 +95,13 @@ func TestOpenAPIRoutes(t *testing.T) {
 	for op := range documented {
 		t.Errorf("api/openapi.yaml documents %s, which is not a route", op)
 	}
+}
+
+func deref(p *[]map[string][]string) any {
+	if p == nil {
+		return "(the document's: mutualTLS, any role)"
+	}
+	return *p
 }
 
 // TestOpenAPISchemas: each schema's properties are exactly the JSON fields
@@ -142,5 +153,40 @@ func TestOpenAPIServed(t *testing.T) {
 	r := ts.do(t, ts.client(&cert), "GET", wire.PathOpenAPI, nil)
 	if r.status != 200 || r.header.Get("Content-Type") != "application/yaml" || !bytes.Equal(r.body, openAPIDoc) || !bytes.Equal(OpenAPI(), openAPIDoc) {
 		t.Fatalf("GET %s: %d %q, %d bytes", wire.PathOpenAPI, r.status, r.header.Get("Content-Type"), len(r.body))
+	}
+}
+
+// TestOpenAPIErrorCodes: the Problem schema's code description lists every
+// code the server sends, under the HTTP status api/problem.go maps it to
+// (integrators generate clients from the document and never read
+// docs/api.md).
+func TestOpenAPIErrorCodes(t *testing.T) {
+	doc := parseOpenAPI(t)
+	code, _ := doc.Components.Schemas["Problem"].Properties["code"].(map[string]any)
+	desc, _ := code["description"].(string)
+	listed := map[string]int{}
+	for _, line := range strings.Split(desc, "\n") {
+		status, codes, ok := strings.Cut(strings.TrimPrefix(line, "- "), ": ")
+		n, err := strconv.Atoi(status)
+		if !strings.HasPrefix(line, "- ") || !ok || err != nil {
+			continue
+		}
+		for _, c := range strings.Split(codes, ", ") {
+			listed[c] = n
+		}
+	}
+	want := map[string]int{string(tacerr.RateLimited): http.StatusTooManyRequests} // sent by the rate limiter
+	for c, st := range problems {
+		want[string(c)] = st.status
+	}
+	for c, st := range want {
+		if listed[c] != st {
+			t.Errorf("api/openapi.yaml Problem.code: the server sends %s with %d; list it on the line \"- %d: ...\"", c, st, st)
+		}
+	}
+	for c, st := range listed {
+		if _, ok := want[c]; !ok {
+			t.Errorf("api/openapi.yaml Problem.code lists %s under %d, which the server never sends", c, st)
+		}
 	}
 }

@@ -100,6 +100,10 @@ func startE2E(t *testing.T) *e2e {
 		t.Fatal(err)
 	}
 	e.clients["station"] = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{st}}}}
+	// Every exchange is checked against api/openapi.yaml.
+	for who, c := range e.clients {
+		e.clients[who] = &http.Client{Timeout: c.Timeout, Transport: api.APIDoc.Transport(t, c.Transport)}
+	}
 	return e
 }
 
@@ -145,11 +149,12 @@ func do(t *testing.T, c *http.Client, method, url string, body any) answer {
 	return a
 }
 
-// fromAddr returns a client like c that connects from the local address ip.
-func fromAddr(c *http.Client, ip string) *http.Client {
-	tr := c.Transport.(*http.Transport).Clone()
+// fromAddr returns a client like c (checked against the OpenAPI document)
+// that connects from the local address ip.
+func fromAddr(t *testing.T, c *http.Client, ip string) *http.Client {
+	tr := c.Transport.(interface{ Unwrap() http.RoundTripper }).Unwrap().(*http.Transport).Clone()
 	tr.DialContext = (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext
-	return &http.Client{Timeout: c.Timeout, Transport: tr}
+	return &http.Client{Timeout: c.Timeout, Transport: api.APIDoc.Transport(t, tr)}
 }
 
 // challenge asks for a nonce as who.
@@ -326,7 +331,7 @@ func TestAuthenticityE2E(t *testing.T) {
 		// get only what refilled since (5/s), not a burst each.
 		admitted := 0
 		for i := range 20 {
-			c := fromAddr(e.clients["none"], fmt.Sprintf("127.0.0.%d", 7+i%2))
+			c := fromAddr(t, e.clients["none"], fmt.Sprintf("127.0.0.%d", 7+i%2))
 			if a := do(t, c, "GET", e.url+"/v1/lookup/"+dA.imeis[0], nil); a.status == 200 {
 				admitted++
 			}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -69,13 +68,7 @@ func bind(t *testing.T, db *store.DB, snrs ...uint32) {
 
 func simulator(t testing.TB) (*sim.Server, *httptest.Server) {
 	t.Helper()
-	s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), sim.Faults{}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); s.Close() })
-	return s, ts
+	return registertest.Simulator(t, sim.Faults{})
 }
 
 func config(url string) register.Config {

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/register/registertest"
 	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/store"
 )
@@ -59,7 +60,7 @@ func TestDeliveryOverMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts := httptest.NewUnstartedServer(s.Handler())
+	ts := httptest.NewUnstartedServer(registertest.CheckRegisterAPI(t, s))
 	clients := x509.NewCertPool()
 	clients.AddCert(ca)
 	ts.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: clients}

@@ -2,7 +2,6 @@ package dirbs
 
 import (
 	"context"
-	"net/http/httptest"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -33,12 +32,7 @@ func TestDeltaAfterRetention(t *testing.T) {
 				{SNR: 0, State: "RESERVED", Device: "DEVA"}, {SNR: 1, State: "RESERVED", Device: "DEVB"},
 				{SNR: 2, State: "RESERVED", Device: "DEVC"}, {SNR: 3, State: "RESERVED"},
 			})
-			s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), sim.Faults{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ts := httptest.NewServer(s.Handler())
-			defer func() { ts.Close(); s.Close() }()
+			_, ts := registertest.Simulator(t, sim.Faults{})
 			w, err := register.NewWorker(db, register.Config{URL: ts.URL, BatchAge: time.Nanosecond}, nil, nil)
 			if err != nil {
 				t.Fatal(err)

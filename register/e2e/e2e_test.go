@@ -12,7 +12,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -53,10 +55,11 @@ const tac = 1234500
 
 // env is one test's ledger, shared with the worker processes.
 type env struct {
-	t   *testing.T
-	dir string
-	cfg store.Config
-	db  *store.DB
+	t       *testing.T
+	dir     string
+	cfg     store.Config
+	db      *store.DB
+	garbage atomic.Bool // the simulator answers garbage on purpose
 }
 
 // newEnv makes a SQLite ledger with devices reserved IMEIs.
@@ -128,6 +131,9 @@ func tail(s string) string {
 // startSim starts the simulator on listen and returns its base URL.
 func (e *env) startSim(listen string, faults ...string) (*proc, string) {
 	e.t.Helper()
+	if slices.Contains(faults, "--garbage-rate") {
+		e.garbage.Store(true) // malformed answers on purpose: not checked
+	}
 	args := append([]string{"register-sim", "--listen", listen, "--db", filepath.Join(e.dir, "sim.db")}, faults...)
 	p := e.start("register-sim", args...)
 	out, err := p.cmd.StdoutPipe()
@@ -145,9 +151,11 @@ func (e *env) startSim(listen string, faults ...string) (*proc, string) {
 	return p, url
 }
 
-// startWorker starts `tacline register deliver` against url.
+// startWorker starts `tacline register deliver` against url, through a
+// proxy that checks every exchange against register/openapi.yaml.
 func (e *env) startWorker(url string, extra ...string) *proc {
 	e.t.Helper()
+	url = registertest.CheckingProxy(e.t, url, e.garbage.Load).URL
 	args := append([]string{"register", "deliver", "--db-driver", string(e.cfg.Driver), "--dsn", e.cfg.DSN, "--url", url,
 		"--batch-size", "10", "--batch-age", "10ms", "--poll", "20ms", "--timeout", "2s", "--lease", "3s",
 		"--backoff-initial", "20ms", "--backoff-max", "300ms", "--breaker-failures", "3", "--breaker-cooldown", "300ms"}, extra...)

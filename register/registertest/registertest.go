@@ -10,10 +10,18 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"runtime"
 	"testing"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/openapitest"
 	"github.com/tacline/tacline/register/sim"
+	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
 )
 
@@ -165,4 +173,99 @@ func Applied(t testing.TB, url string) []sim.Applied {
 		out = append(out, a)
 	}
 	return out
+}
+
+// Simulator starts a register simulator (faults f) on a loopback HTTP
+// server until the test ends. Every exchange with it is checked against
+// register/openapi.yaml (CheckRegisterAPI).
+func Simulator(t testing.TB, f sim.Faults) (*sim.Server, *httptest.Server) {
+	t.Helper()
+	s, err := sim.New(filepath.Join(t.TempDir(), "sim.db"), f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(CheckRegisterAPI(t, s))
+	t.Cleanup(func() { ts.Close(); s.Close() })
+	return s, ts
+}
+
+// CheckRegisterAPI is s's handler checking every exchange of the register
+// API against register/openapi.yaml (package internal/openapitest):
+// requests, answers, statuses. The simulator's deliberately malformed
+// answers (Faults.GarbageRate) are not checked.
+func CheckRegisterAPI(t testing.TB, s *sim.Server) http.Handler {
+	t.Helper()
+	c := registerChecker(t)
+	c.Corrupt = func() bool { return s.Faults().GarbageRate > 0 }
+	return c.Handler(t, s.Handler())
+}
+
+// CheckingProxy is a loopback HTTP server that passes every request to the
+// register at target (a simulator process) and checks each exchange against
+// register/openapi.yaml, until the test ends. corrupt, when it returns true,
+// says the register sends malformed answers on purpose: they are not
+// checked. When the register cannot be reached or drops the connection, the
+// proxy drops the caller's connection too, so the caller sees what it would
+// see without the proxy.
+func CheckingProxy(t testing.TB, target string, corrupt func() bool) *httptest.Server {
+	t.Helper()
+	u, err := url.Parse(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rp := httputil.NewSingleHostReverseProxy(u)
+	rp.ErrorHandler = func(w http.ResponseWriter, _ *http.Request, _ error) {
+		if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			conn.Close()
+			return
+		}
+		panic(http.ErrAbortHandler)
+	}
+	c := registerChecker(t)
+	c.Corrupt = corrupt
+	ts := httptest.NewServer(c.Handler(t, rp))
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+// registerChecker checks exchanges against register/openapi.yaml.
+func registerChecker(t testing.TB) *openapitest.Checker {
+	t.Helper()
+	_, here, _, _ := runtime.Caller(0)
+	doc, err := os.ReadFile(filepath.Join(filepath.Dir(here), "..", "openapi.yaml"))
+	if err != nil {
+		t.Fatalf("register API document: %v", err)
+	}
+	c, err := openapitest.New("register/openapi.yaml", doc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The simulator's own paths (admin, DIRBS list download) are not the
+	// register API.
+	c.Skip = func(r *http.Request) bool { return r.URL.Path != wire.Path }
+	c.Refused = RegisterRefused
+	return c
+}
+
+// RegisterRefused reports whether a register answer refuses a request the
+// document forbids: 400, or per-item "invalid" results (the register judges
+// items one by one).
+func RegisterRefused(_ string, status int, body []byte) bool {
+	if status == http.StatusBadRequest {
+		return true
+	}
+	var resp struct {
+		Results []struct {
+			Status string `json:"status"`
+		} `json:"results"`
+	}
+	if status != http.StatusOK || json.Unmarshal(body, &resp) != nil {
+		return false
+	}
+	for _, r := range resp.Results {
+		if r.Status == "invalid" {
+			return true
+		}
+	}
+	return false
 }

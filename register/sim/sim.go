@@ -145,6 +145,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger, ready func(addr stri
 	}
 }
 
+// Faults returns the faults in force.
+func (s *Server) Faults() Faults { return s.currentFaults() }
+
 func (s *Server) currentFaults() Faults {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -1,4 +1,4 @@
-package sim
+package sim_test
 
 import (
 	"bytes"
@@ -6,11 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/register/registertest"
+	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/register/wire"
 )
 
@@ -19,14 +20,11 @@ func item(key, imei, event, device string) wire.Item {
 		Model: "M1", Brand: "Acme", OccurredAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
 }
 
-func newServer(t *testing.T, f Faults) *httptest.Server {
+// newServer starts a simulator whose every exchange is checked against
+// register/openapi.yaml.
+func newServer(t *testing.T, f sim.Faults) *httptest.Server {
 	t.Helper()
-	s, err := New(filepath.Join(t.TempDir(), "sim.db"), f, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ts := httptest.NewServer(s.Handler())
-	t.Cleanup(func() { ts.Close(); s.Close() })
+	_, ts := registertest.Simulator(t, f)
 	return ts
 }
 
@@ -43,7 +41,7 @@ func post(t *testing.T, url string, items ...wire.Item) (int, []byte) {
 }
 
 func TestRegistrationResults(t *testing.T) {
-	ts := newServer(t, Faults{})
+	ts := newServer(t, sim.Faults{})
 	a, b := "490154203237518", "490154203237526"
 	steps := []struct {
 		name   string
@@ -75,7 +73,7 @@ func TestRegistrationResults(t *testing.T) {
 			}
 		})
 	}
-	var s Stats
+	var s sim.Stats
 	getJSON(t, ts.URL+"/admin/stats", &s)
 	if s.Applied != 3 || s.Items["duplicate"] != 1 || s.Items["conflict"] != 1 || s.Requests["answered"] != int64(len(steps)) {
 		t.Fatalf("stats %+v", s)
@@ -87,7 +85,7 @@ func TestRegistrationResults(t *testing.T) {
 	}
 	list, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if strings.TrimSpace(string(list)) != DIRBSHeader {
+	if strings.TrimSpace(string(list)) != sim.DIRBSHeader {
 		t.Fatalf("list = %q", list)
 	}
 }
@@ -107,22 +105,22 @@ func getJSON(t *testing.T, url string, v any) {
 func TestFaults(t *testing.T) {
 	tests := []struct {
 		name    string
-		faults  Faults
+		faults  sim.Faults
 		outcome string
 		applied int64
 		check   func(t *testing.T, code int, body []byte, err error)
 	}{
-		{"fail", Faults{FailRate: 1}, "failed", 0, func(t *testing.T, code int, body []byte, err error) {
+		{"fail", sim.Faults{FailRate: 1}, "failed", 0, func(t *testing.T, code int, body []byte, err error) {
 			if err != nil || code != http.StatusServiceUnavailable {
 				t.Fatalf("code %d err %v", code, err)
 			}
 		}},
-		{"drop", Faults{DropRate: 1}, "dropped", 1, func(t *testing.T, code int, body []byte, err error) {
+		{"drop", sim.Faults{DropRate: 1}, "dropped", 1, func(t *testing.T, code int, body []byte, err error) {
 			if err == nil {
 				t.Fatalf("dropped request answered %d", code)
 			}
 		}},
-		{"garbage", Faults{GarbageRate: 1}, "garbage", 1, func(t *testing.T, code int, body []byte, err error) {
+		{"garbage", sim.Faults{GarbageRate: 1}, "garbage", 1, func(t *testing.T, code int, body []byte, err error) {
 			if err != nil || code != http.StatusOK {
 				t.Fatalf("code %d err %v", code, err)
 			}
@@ -133,7 +131,7 @@ func TestFaults(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			ts := newServer(t, Faults{})
+			ts := newServer(t, sim.Faults{})
 			fb, _ := json.Marshal(tc.faults)
 			req, _ := http.NewRequest(http.MethodPut, ts.URL+"/admin/faults", bytes.NewReader(fb))
 			if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != http.StatusOK {
@@ -149,7 +147,7 @@ func TestFaults(t *testing.T) {
 				resp.Body.Close()
 			}
 			tc.check(t, code, body, err)
-			var s Stats
+			var s sim.Stats
 			getJSON(t, ts.URL+"/admin/stats", &s)
 			if s.Requests[tc.outcome] != 1 || s.Applied != tc.applied {
 				t.Fatalf("stats %+v, want one %s request and %d applied", s, tc.outcome, tc.applied)
@@ -161,13 +159,13 @@ func TestFaults(t *testing.T) {
 func TestFaultsValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name string
-		f    Faults
+		f    sim.Faults
 		ok   bool
 	}{
-		{"zero", Faults{}, true},
-		{"negative rate", Faults{FailRate: -0.1}, false},
-		{"rate above one", Faults{DropRate: 1.5}, false},
-		{"latency too long", Faults{Latency: time.Hour}, false},
+		{"zero", sim.Faults{}, true},
+		{"negative rate", sim.Faults{FailRate: -0.1}, false},
+		{"rate above one", sim.Faults{DropRate: 1.5}, false},
+		{"latency too long", sim.Faults{Latency: time.Hour}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if err := tc.f.Validate(); (err == nil) != tc.ok {
@@ -178,7 +176,7 @@ func TestFaultsValidate(t *testing.T) {
 }
 
 func TestBadRequest(t *testing.T) {
-	ts := newServer(t, Faults{})
+	ts := newServer(t, sim.Faults{})
 	resp, err := http.Post(ts.URL+wire.Path, "application/json", strings.NewReader(`{"items":[],"x":1}`))
 	if err != nil {
 		t.Fatal(err)
