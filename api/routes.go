@@ -35,6 +35,9 @@ var (
 	fixers   = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAdmin}
 	revokers = []provisioner.Role{provisioner.RoleOperator, provisioner.RoleAdmin}
 	readers  = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
+	// Sites (api/sites.go): a site acts for itself only.
+	sites       = []provisioner.Role{provisioner.RoleSite}
+	siteReaders = []provisioner.Role{provisioner.RoleSite, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleAdmin}
 )
 
 // routes is the API and its role matrix: the one table that decides who may
@@ -50,6 +53,9 @@ var routes = []route{
 	{pattern: "GET " + wire.PathDevice, roles: readers, handle: (*Server).device},
 	{pattern: "GET " + wire.PathIMEI, roles: readers, handle: (*Server).imeiStatus},
 	{pattern: "GET " + wire.PathPools, roles: readers, handle: (*Server).pools},
+	{pattern: "POST " + wire.PathSiteLeases, roles: sites, handle: (*Server).siteLease},
+	{pattern: "POST " + wire.PathSiteSync, roles: sites, handle: (*Server).siteSync},
+	{pattern: "GET " + wire.PathSiteStatus, roles: siteReaders, handle: (*Server).siteStatus},
 	{pattern: "GET " + wire.PathOpenAPI, handle: (*Server).openAPI},
 	{pattern: "GET " + wire.PathMetrics, handle: (*Server).metrics},
 	{pattern: "GET " + wire.PathHealthz, public: true, handle: (*Server).healthz},

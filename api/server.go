@@ -69,6 +69,7 @@ type Server struct {
 	ident    *identifier
 	m        *metrics
 	gatherer prometheus.Gatherer
+	sites    Sites // headquarters' sites API; nil: not served
 }
 
 // New builds the server: it validates cfg, reads the TLS files it names and

@@ -18,6 +18,10 @@ const (
 	RoleAuditor   Role = "auditor"   // read the ledger and audit log
 	RoleRegulator Role = "regulator" // read, verify, reconcile
 	RoleAdmin     Role = "admin"     // everything
+	// RoleSite is a factory site syncing with headquarters
+	// (docs/sites.md): it comes only from a urn:tacline:site: URI SAN, never
+	// from a role URN or an identity map rule.
+	RoleSite Role = "site"
 )
 
 // Actor is the authenticated caller of a use case.

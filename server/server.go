@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
@@ -24,6 +25,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -163,6 +165,22 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	// Headquarters' side of the sites API (docs/sites.md): it answers
+	// sites enrolled with `tacline site enroll`; HQ's audit key cosigns
+	// the site checkpoints it verified.
+	var cosigner note.Signer
+	if auditKey != nil {
+		if cosigner, err = audit.NewNoteSigner(cfg.Audit.Origin, auditKey); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	hq, err := site.NewHQ(s.DB, cosigner, s.Registry)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.API.SetSites(hq)
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -17,12 +18,63 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-// HQ verifies and applies sites' sync batches and answers their status.
+// HQ verifies and applies sites' sync batches, grants the leases sites
+// ask for, and answers their status.
 type HQ struct {
 	db       *store.DB
 	cosigner note.Signer
 	refused  *prometheus.CounterVec
 	applied  *prometheus.CounterVec
+
+	// LeaseTTL is the lifetime of a lease a site asks for
+	// (DefaultLeaseTTL when zero); MaxLease the largest block a site may
+	// ask for (DefaultMaxLease when zero).
+	LeaseTTL time.Duration
+	MaxLease int64
+}
+
+// Defaults of HQ's lease policy.
+const (
+	DefaultLeaseTTL = 30 * 24 * time.Hour
+	DefaultMaxLease = 100000
+)
+
+// Authenticate checks that site is enrolled and, when its enrolment names
+// a certificate serial, that certSerial (hex) is it: a replaced site
+// certificate is refused (unauthorized).
+func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
+	st, err := h.db.SiteByName(ctx, site)
+	if tacerr.Is(err, tacerr.NotFound) {
+		return tacerr.New(tacerr.Unauthorized, "site %s is not enrolled at this headquarters: `tacline site enroll`", site)
+	}
+	if err != nil {
+		return err
+	}
+	if st.CertSerial != "" && !strings.EqualFold(st.CertSerial, certSerial) {
+		return tacerr.New(tacerr.Unauthorized, "site %s presented certificate %s, not its enrolled certificate %s", site, certSerial, st.CertSerial)
+	}
+	return nil
+}
+
+// GrantLease leases the next req.Size SNRs of req.Pool to site for
+// LeaseTTL (a site asking for its next block). Errors: invalid_input
+// (size above MaxLease), and store.GrantLease's.
+func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest) (wire.Lease, error) {
+	maxLease, ttl := h.MaxLease, h.LeaseTTL
+	if maxLease == 0 {
+		maxLease = DefaultMaxLease
+	}
+	if ttl == 0 {
+		ttl = DefaultLeaseTTL
+	}
+	if req.Size > maxLease {
+		return wire.Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a site may ask for at most %d SNRs at once, not %d", maxLease, req.Size)
+	}
+	l, err := h.db.GrantLease(ctx, site, req.Pool, req.Size, ttl, store.SiteCaller(site))
+	if err != nil {
+		return wire.Lease{}, err
+	}
+	return WireLease(store.LeaseStats{Lease: l, Unused: l.Size()}), nil
 }
 
 // NewHQ returns HQ's side over its ledger. cosigner signs the site
