@@ -1,13 +1,18 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"path/filepath"
 	"strconv"
 	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 )
@@ -119,28 +124,45 @@ func newLeaseCmd() *cobra.Command {
 func newSiteCmd() *cobra.Command {
 	c := &cobra.Command{Use: "site", Short: "Factory sites provisioning on leases from headquarters: enroll, status"}
 	var s store.Site
+	var creds string
 	enroll := &cobra.Command{
 		Use:   "enroll",
-		Short: "Record a site at HQ with the verifier key of its audit checkpoints",
+		Short: "Issue a site's client certificate from the station CA in the HSM and record the site at HQ with its checkpoint verifier key",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := ledgerFromFlags(cmd)
-			if err != nil {
-				return err
+			if s.CertSerial != "" {
+				// A certificate issued elsewhere: no HSM needed.
+				db, err := ledgerFromFlags(cmd)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if err := db.EnrollSite(cmd.Context(), s, operator()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled site %s (certificate serial %s)\n", s.Name, s.CertSerial)
+				return nil
 			}
-			defer db.Close()
-			if err := db.EnrollSite(cmd.Context(), s, operator()); err != nil {
-				return err
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "enrolled site %s\n", s.Name)
-			return nil
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				if creds == "" {
+					creds = cfg.Path("sites")
+				}
+				cert, err := castore.EnrollSite(ctx, db, tok, s, creds, operator())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled site %s (certificate serial %s); credentials in %s\n", s.Name,
+					cert.SerialNumber.Text(16), filepath.Join(creds, "site-"+s.Name))
+				return nil
+			})
 		},
 	}
 	f := enroll.Flags()
 	f.StringVar(&s.Name, "name", "", "site name: 1-32 lower-case letters, digits or '-'")
 	f.StringVar(&s.Verifier, "verifier", "", "the site's checkpoint verifier key (`tacline audit` at the site prints it)")
 	f.StringVar(&s.Description, "description", "", "free text")
-	f.StringVar(&s.CertSerial, "cert-serial", "", "serial (hex) of the site's client certificate")
+	f.StringVar(&s.CertSerial, "cert-serial", "", "serial (hex) of a site client certificate issued elsewhere (then none is issued)")
+	f.StringVar(&creds, "creds", "", "credentials directory (default: sites/ next to the config)")
 	c.AddCommand(enroll)
 
 	var one string
