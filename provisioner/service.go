@@ -60,6 +60,15 @@ type Config struct {
 	PreallocTimeout time.Duration
 	// Probe checks the HSM for readiness (a probe signature); nil: none.
 	Probe func(ctx context.Context) error
+	// SiteLeases: this ledger is a factory site's (docs/sites.md). A pool a
+	// station names that is not a pool of this ledger is an HQ pool: the
+	// site allocates from its oldest unexpired lease of it with SNRs left
+	// (store.HeldLeasePool), and answers lease_exhausted when none is left.
+	SiteLeases bool
+	// SiteReady, in site mode, refuses allocation from leases until
+	// headquarters confirmed the site's ledger current (site.Site.Ready);
+	// nil: always ready.
+	SiteReady func() error
 	// OnKeyReuse is called when a device key is refused as reused.
 	OnKeyReuse func()
 	// OnSign observes each HSM signature's duration.
@@ -219,6 +228,23 @@ func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
 		return m, nil
 	}
 	p, err := s.db.Pool(ctx, pool)
+	if tacerr.Is(err, tacerr.PoolNotFound) && s.cfg.SiteLeases {
+		// An HQ pool: resolved on every request (a lease runs dry or
+		// expires), never cached.
+		if s.cfg.SiteReady != nil {
+			if err := s.cfg.SiteReady(); err != nil {
+				return cachedMeta{}, err
+			}
+		}
+		if p, err = s.db.HeldLeasePool(ctx, pool, s.cfg.Now()); err != nil {
+			return cachedMeta{}, err
+		}
+		t, err := s.db.TAC(ctx, p.TAC)
+		if err != nil {
+			return cachedMeta{}, err
+		}
+		return cachedMeta{pool: p, tac: t, fetched: s.cfg.Now()}, nil
+	}
 	if err != nil {
 		return cachedMeta{}, err
 	}

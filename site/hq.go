@@ -74,7 +74,13 @@ func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest)
 	if err != nil {
 		return wire.Lease{}, err
 	}
-	return WireLease(store.LeaseStats{Lease: l, Unused: l.Size()}), nil
+	p, err := h.db.Pool(ctx, req.Pool)
+	if err != nil {
+		return wire.Lease{}, err
+	}
+	w := WireLease(store.LeaseStats{Lease: l, Unused: l.Size()})
+	w.Factory, w.Line, w.Product, w.Market = p.Factory, p.Line, p.Product, p.Market
+	return w, nil
 }
 
 // NewHQ returns HQ's side over its ledger. cosigner signs the site

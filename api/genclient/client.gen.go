@@ -280,9 +280,13 @@ type IMEIStatusState string
 type Lease struct {
 	Bound      int        `json:"bound"`
 	ExpiresAt  time.Time  `json:"expires_at"`
+	Factory    *string    `json:"factory,omitempty"`
 	GrantedAt  time.Time  `json:"granted_at"`
 	Id         int        `json:"id"`
+	Line       *string    `json:"line,omitempty"`
+	Market     *string    `json:"market,omitempty"`
 	Pool       string     `json:"pool"`
+	Product    *string    `json:"product,omitempty"`
 	ReturnedAt *time.Time `json:"returned_at,omitempty"`
 	Revoked    int        `json:"revoked"`
 	Site       string     `json:"site"`

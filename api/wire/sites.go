@@ -21,9 +21,14 @@ type LeaseRequest struct {
 // Lease is a block of SNRs leased to a site (the body of a granted lease,
 // and an element of SiteStatus.Leases).
 type Lease struct {
-	ID        int64     `json:"id"`
-	Site      string    `json:"site"`
-	Pool      string    `json:"pool"`
+	ID   int64  `json:"id"`
+	Site string `json:"site"`
+	Pool string `json:"pool"`
+	// The HQ pool's facts, which the site's pool of the lease copies.
+	Factory   string    `json:"factory,omitempty"`
+	Line      string    `json:"line,omitempty"`
+	Product   string    `json:"product,omitempty"`
+	Market    string    `json:"market,omitempty"`
 	TAC       string    `json:"tac"`       // 8 digits
 	SNRStart  string    `json:"snr_start"` // 6 digits
 	SNREnd    string    `json:"snr_end"`   // 6 digits, inclusive

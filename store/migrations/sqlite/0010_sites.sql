@@ -65,6 +65,29 @@ BEGIN
 END;
 -- +goose StatementEnd
 
+-- A site's side (docs/sites.md). held_leases: the leases HQ granted this
+-- site; each is a pool of this ledger (named <HQ pool>.lease<id>) whose
+-- range is the lease's, so the allocator hands its SNRs out in order.
+CREATE TABLE held_leases (
+    lease_id   INTEGER  PRIMARY KEY, -- HQ's lease id
+    pool_id    INTEGER  NOT NULL UNIQUE REFERENCES pools (id),
+    hq_pool    TEXT    NOT NULL,   -- the HQ pool stations name
+    expires_at INTEGER  NOT NULL,
+    granted_at INTEGER  NOT NULL
+);
+CREATE INDEX held_leases_pool ON held_leases (hq_pool, lease_id);
+
+-- The site's sync outbox: every ledger event that changes an IMEI's fate,
+-- written in the transaction of the change, shipped to HQ in id order.
+CREATE TABLE site_outbox (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    event   TEXT    NOT NULL, -- the event as JSON (api/wire SiteEvent without seq)
+    shipped INTEGER  -- when HQ acknowledged it; NULL while pending
+);
+CREATE INDEX site_outbox_pending ON site_outbox (id) WHERE shipped IS NULL;
+
 -- +goose Down
+DROP TABLE site_outbox;
+DROP TABLE held_leases;
 DROP TABLE leases;
 DROP TABLE sites;
