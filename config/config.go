@@ -30,6 +30,7 @@ import (
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -55,6 +56,9 @@ type File struct {
 	Authenticity Authenticity `yaml:"authenticity"`
 	// Revocation tunes CRLs and OCSP responses.
 	Revocation revocation.Config `yaml:"revocation"`
+	// Site makes this server a factory site provisioning on leases from
+	// headquarters (docs/sites.md) when site.name is set.
+	Site site.Config `yaml:"site"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -156,6 +160,7 @@ func (f *File) resolvePaths() {
 	}
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
 	f.Server.ResolvePaths(f.Path)
+	f.Site.CertFile, f.Site.KeyFile, f.Site.CAFile = f.Path(f.Site.CertFile), f.Path(f.Site.KeyFile), f.Path(f.Site.CAFile)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -197,6 +202,17 @@ func (f *File) Validate() error {
 		}
 	} else if err := f.Register.ValidateRetention(); err != nil {
 		return err
+	}
+	if f.Site.Name != "" {
+		if err := f.Site.Validate(); err != nil {
+			return err
+		}
+		if err := f.Site.ValidateConnection(); err != nil {
+			return err
+		}
+		if f.Register.URL != "" {
+			return tacerr.Field(tacerr.InvalidConfig, "register.url", "a site does not report to the register: headquarters reports for every site; remove it")
+		}
 	}
 	p := f.Provisioning
 	switch {

@@ -42,6 +42,7 @@ type Server struct {
 	Registry *prometheus.Registry
 	Audit    *audit.Log
 	Worker   *register.Worker // nil unless register.url is set
+	Site     *site.Site       // nil unless site.name is set (a factory site)
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
 
@@ -75,7 +76,13 @@ func attachSinks(db *store.DB, cfg *config.File, auditKey crypto.Signer) (*audit
 		return nil, err
 	}
 	l.Attach()
-	db.AddSink(register.Outbox{})
+	if cfg.Site.Name != "" {
+		// A site ships its events to headquarters, which alone reports
+		// to the register (docs/sites.md).
+		db.AddSink(store.SiteOutbox{})
+	} else {
+		db.AddSink(register.Outbox{})
+	}
 	return l, nil
 }
 
@@ -123,6 +130,17 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 			return nil, err
 		}
 	}
+	if cfg.Site.Name != "" {
+		hq, err := site.NewHTTPClient(cfg.Site.HQURL, cfg.Site.Name, cfg.Site.CertFile, cfg.Site.KeyFile, cfg.Site.CAFile)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if s.Site, err = site.New(cfg.Site, s.DB, s.Audit, hq, s.Registry, log); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	// Device issuers: loaded now, kept in step with the ledger by Run.
 	s.issuers = newIssuers(s.DB, s.Token, cfg, log)
 	if _, err := s.issuers.refresh(ctx, false); err != nil {
@@ -136,6 +154,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	s.Service, err = provisioner.New(provisioner.Config{
 		DB: s.DB, Issuers: s.issuers.issuanceSet(), Active: s.issuers.active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
 		IntentTimeout: cfg.Provisioning.IntentTimeout, PreallocTimeout: cfg.Provisioning.PreallocationTimeout,
+		SiteLeases: s.Site != nil, SiteReady: s.siteReady,
 		Probe: func(ctx context.Context) error {
 			if h := s.Token.Health(ctx); !h.OK {
 				return tacerr.New(tacerr.HSMUnavailable, "HSM probe signature failed: %s", h.Err)
@@ -244,6 +263,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if !s.cfg.Audit.Disabled {
 		go s.Audit.Run(rctx, s.log)
 	}
+	if s.Site != nil {
+		go s.Site.Run(rctx)
+	}
 	if s.Worker != nil {
 		go func() {
 			if err := s.Worker.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -278,6 +300,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	}
 	return nil
 }
+
+// siteReady is the provisioner's gate in site mode.
+func (s *Server) siteReady() error { return s.Site.Ready() }
 
 // Close releases the ledger and the HSM.
 func (s *Server) Close() error {

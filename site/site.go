@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,8 +35,15 @@ type PoolPolicy struct {
 
 // Config is the `site:` section of a site's configuration.
 type Config struct {
-	Name  string       `yaml:"name"`
-	Pools []PoolPolicy `yaml:"pools"`
+	Name string `yaml:"name"` // set: this server is a factory site
+	// HQURL is headquarters' API (https://host:port); CertFile and KeyFile
+	// the site's client certificate (`tacline site enroll` at HQ), CAFile
+	// the CA that verifies HQ's server certificate.
+	HQURL    string       `yaml:"hq_url"`
+	CertFile string       `yaml:"cert_file"`
+	KeyFile  string       `yaml:"key_file"`
+	CAFile   string       `yaml:"ca_file"`
+	Pools    []PoolPolicy `yaml:"pools"`
 	// LowWaterHours: the site asks for the next lease of a pool when what
 	// is left of its held leases lasts less than this many hours at the
 	// current rate (or when nothing is left).
@@ -44,6 +52,20 @@ type Config struct {
 	Interval time.Duration `yaml:"interval"`
 	// BatchSize is the most events per sync request (default 500).
 	BatchSize int `yaml:"batch_size"`
+}
+
+// ValidateConnection names the first missing connection field.
+func (c Config) ValidateConnection() error {
+	for _, f := range []struct{ name, v string }{{"site.hq_url", c.HQURL}, {"site.cert_file", c.CertFile},
+		{"site.key_file", c.KeyFile}, {"site.ca_file", c.CAFile}} {
+		if f.v == "" {
+			return tacerr.Field(tacerr.InvalidConfig, f.name, "is required in site mode (site.name is set)")
+		}
+	}
+	if !strings.HasPrefix(c.HQURL, "https://") {
+		return tacerr.Field(tacerr.InvalidConfig, "site.hq_url", "%q must be an https:// URL", c.HQURL)
+	}
+	return nil
 }
 
 // Validate names the first wrong field.
