@@ -434,6 +434,43 @@ func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error)
 			out = append(out, p)
 		}
 	}
+	if s.cfg.SiteLeases {
+		return s.sitePools(ctx, out, all, mine)
+	}
+	return out, nil
+}
+
+// sitePools adds to a station's pools, at a site, the HQ pools it names:
+// one entry per HQ pool under its HQ name, summing the site's pools of its
+// leases (what is left in unexpired ones as free).
+func (s *Service) sitePools(ctx context.Context, out, all []store.PoolStats, mine map[string]bool) ([]store.PoolStats, error) {
+	held, err := s.db.HeldLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byPool := map[string]store.HeldLeaseStats{}
+	for _, h := range held {
+		byPool[h.Pool.Name] = h
+	}
+	idx := map[string]int{}
+	for _, p := range all {
+		h, ok := byPool[p.Name]
+		if !ok || !mine[h.HQPool] {
+			continue
+		}
+		if !s.cfg.Now().Before(h.ExpiresAt) {
+			p.Free = 0
+		}
+		i, seen := idx[h.HQPool]
+		if !seen {
+			p.Name, p.ID = h.HQPool, 0
+			idx[h.HQPool] = len(out)
+			out = append(out, p)
+			continue
+		}
+		o := &out[i]
+		o.Reserved, o.Bound, o.Voided, o.Revoked, o.Free = o.Reserved+p.Reserved, o.Bound+p.Bound, o.Voided+p.Voided, o.Revoked+p.Revoked, o.Free+p.Free
+	}
 	return out, nil
 }
 

@@ -294,12 +294,12 @@ func (s *Site) EnsureLeases(ctx context.Context) error {
 		if !low {
 			continue
 		}
-		l, err := s.hq.Lease(ctx, wire.LeaseRequest{Pool: p.Pool, Size: p.LeaseSize})
+		l, err := s.hq.Lease(ctx, LeaseRequestFor(p))
 		if err != nil {
 			s.m.failures.Inc()
 			return err
 		}
-		if err := s.recordLease(ctx, l); err != nil {
+		if err := RecordLease(ctx, s.db, s.cfg.Name, l); err != nil {
 			return err
 		}
 		s.lg.Info("lease received", "pool", p.Pool, "lease", l.ID, "snr_start", l.SNRStart, "snr_end", l.SNREnd, "expires_at", l.ExpiresAt)
@@ -307,7 +307,10 @@ func (s *Site) EnsureLeases(ctx context.Context) error {
 	return nil
 }
 
-func (s *Site) recordLease(ctx context.Context, l wire.Lease) error {
+// RecordLease records a lease HQ granted in the site's ledger
+// (store.RecordHeldLease): from then on stations naming its HQ pool draw
+// from it.
+func RecordLease(ctx context.Context, db *store.DB, siteName string, l wire.Lease) error {
 	tac, err := imei.ParseTAC(l.TAC)
 	if err != nil {
 		return tacerr.Wrap(tacerr.InvalidInput, err, "lease %d from headquarters: tac", l.ID)
@@ -316,9 +319,9 @@ func (s *Site) recordLease(ctx context.Context, l wire.Lease) error {
 	if _, err := fmt.Sscanf(l.SNRStart+" "+l.SNREnd, "%d %d", &lo, &hi); err != nil {
 		return tacerr.Wrap(tacerr.InvalidInput, err, "lease %d from headquarters: SNR range", l.ID)
 	}
-	return s.db.RecordHeldLease(ctx, store.HeldLease{LeaseID: l.ID, HQPool: l.Pool, GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt,
+	return db.RecordHeldLease(ctx, store.HeldLease{LeaseID: l.ID, HQPool: l.Pool, GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt,
 		Pool: store.Pool{TAC: tac, SNRStart: lo, SNREnd: hi, Factory: l.Factory, Line: l.Line, Product: l.Product, Market: l.Market}},
-		"site:"+s.cfg.Name)
+		"site:"+siteName)
 }
 
 // Run confirms the ledger with HQ, then keeps leases ahead of need and
@@ -382,4 +385,9 @@ func b2f(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// LeaseRequestFor is the lease request of a pool policy.
+func LeaseRequestFor(p PoolPolicy) wire.LeaseRequest {
+	return wire.LeaseRequest{Pool: p.Pool, Size: p.LeaseSize}
 }

@@ -160,6 +160,13 @@ func TestSiteProvisionsOnLeases(t *testing.T) {
 			t.Fatalf("ledger check %+v, %v", rep, err)
 		}
 	}
+	var devs []store.SiteDevice
+	if err := hqDB.SiteDevices(ctx, func(d store.SiteDevice) error { devs = append(devs, d); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(devs) != 6 || devs[5].Site != "s1" || devs[5].DeviceSerial != "D5" || len(devs[5].IMEIs) != 2 || devs[5].IMEIs[0] != iss.IMEIs[0] {
+		t.Fatalf("HQ's site devices %+v", devs)
+	}
 	rec, err := hqDB.LookupIMEI(ctx, iss.IMEIs[1])
 	if err != nil || rec.State != store.StateBound || rec.DeviceSerial != "D5" {
 		t.Fatalf("HQ row of D5: %+v, %v", rec, err)

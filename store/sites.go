@@ -424,3 +424,57 @@ func (tx *Tx) insertSiteReservation(requestID string, poolID int64, caller, devi
 	}
 	return id, nil
 }
+
+// SiteDevice is a device a site bound, as HQ recorded it.
+type SiteDevice struct {
+	Site         string
+	DeviceSerial string
+	CertSerial   string
+	State        string
+	IMEIs        []imei.IMEI // slot order
+}
+
+// SiteDevices calls fn for every device HQ recorded for a site (bound,
+// then possibly revoked or voided), ordered by site and HQ reservation;
+// the rows are read in one snapshot. An error from fn stops the walk and is
+// returned.
+func (db *DB) SiteDevices(ctx context.Context, fn func(SiteDevice) error) error {
+	return db.readTx(ctx, func(tx *Tx) error {
+		rows, err := tx.Queryx(`SELECT r.caller, i.device_serial, i.cert_serial, i.state, i.imei14, i.reservation_id FROM imeis i
+			JOIN reservations r ON r.id = i.reservation_id
+			WHERE r.caller LIKE 'site:%' AND i.device_serial <> '' ORDER BY r.caller, i.reservation_id, i.slot`)
+		if err != nil {
+			return translate(err, "read site devices")
+		}
+		defer rows.Close()
+		var cur SiteDevice
+		var curRes int64 = -1
+		for rows.Next() {
+			var caller, dev, cert, state string
+			var v, res int64
+			if err := rows.Scan(&caller, &dev, &cert, &state, &v, &res); err != nil {
+				return translate(err, "read site devices")
+			}
+			if res != curRes && curRes >= 0 {
+				if err := fn(cur); err != nil {
+					return err
+				}
+			}
+			if res != curRes {
+				cur, curRes = SiteDevice{Site: caller[len("site:"):], DeviceSerial: dev, CertSerial: cert, State: state}, res
+			}
+			m, err := imei.FromUint64(uint64(v))
+			if err != nil {
+				return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger row %d", v)
+			}
+			cur.IMEIs = append(cur.IMEIs, m)
+		}
+		if err := rows.Err(); err != nil {
+			return translate(err, "read site devices")
+		}
+		if curRes >= 0 {
+			return fn(cur)
+		}
+		return nil
+	})
+}

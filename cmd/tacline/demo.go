@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,6 +13,8 @@ func init() { register(newDemoCmd) }
 
 func newDemoCmd() *cobra.Command {
 	var o devenv.DemoOptions
+	var sites int
+	var cutFor time.Duration
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Run the main job end to end on a fresh development environment (SQLite, SoftHSM2)",
@@ -28,6 +31,12 @@ func newDemoCmd() *cobra.Command {
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
+			if sites > 0 {
+				// Headquarters and factory sites (docs/sites.md).
+				_, err = devenv.SitesDemo(ctx, devenv.SitesOptions{Dir: o.Dir, Sites: sites, StationsPerSite: stationsPerSite(cmd, o.Stations),
+					Devices: o.Devices, Bin: bin, Out: o.Out, CutFor: cutFor})
+				return err
+			}
 			_, err = devenv.Demo(ctx, o)
 			return err
 		},
@@ -35,5 +44,15 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().StringVar(&o.Dir, "dir", "var/demo", "where the environment is made (replaced if it holds an earlier one)")
 	c.Flags().IntVar(&o.Stations, "stations", 4, "stations on the line")
 	c.Flags().IntVar(&o.Devices, "devices", 250, "devices per station")
+	c.Flags().IntVar(&sites, "sites", 0, "run headquarters and this many factory sites as separate processes (docs/sites.md)")
+	c.Flags().DurationVar(&cutFor, "cut-for", 5*time.Second, "with --sites: how long the last site's link to headquarters is cut")
 	return c
+}
+
+// stationsPerSite is --stations when given, else 2 per site.
+func stationsPerSite(cmd *cobra.Command, n int) int {
+	if cmd.Flags().Changed("stations") {
+		return n
+	}
+	return 2
 }
