@@ -40,6 +40,11 @@ type SitesOptions struct {
 	// LeaseSize is the SNRs per lease (default: enough for the whole run,
 	// so the cut site never runs dry).
 	LeaseSize int64
+	// KillSites and KillHQ are how many times a site (in turn) and HQ are
+	// killed with SIGKILL and restarted on the same address while the
+	// lines provision and sync, one kill every KillEvery (default 1s).
+	KillSites, KillHQ int
+	KillEvery         time.Duration
 }
 
 // SiteEnv is one site of the sites demo.
@@ -62,6 +67,8 @@ type SitesResult struct {
 	// at HQ; Duplicates IMEIs found twice across HQ's export.
 	Answered, AtHQ, Missing, Duplicates int
 	Checks                              map[string]store.CheckReport // ledger check per ledger ("hq", site names)
+	// SiteKills and HQKills are the SIGKILLs done.
+	SiteKills, HQKills int
 }
 
 // SitesDemo runs headquarters and o.Sites factory sites as separate
@@ -187,6 +194,12 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 				RunID: strings.ReplaceAll(se.Name, "-", "")})
 		}()
 	}
+	var chaosErr error
+	chaos := make(chan struct{})
+	go func() {
+		defer close(chaos)
+		chaosErr = res.chaos(ctx, o, &hqProc)
+	}()
 	if last := res.Sites[len(res.Sites)-1]; last.Proxy != nil {
 		last.Proxy.Cut()
 		fmt.Fprintf(out, "   %s's link to headquarters cut for %s\n", last.Name, o.CutFor)
@@ -200,6 +213,17 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		fmt.Fprintf(out, "   %s's link restored\n", last.Name)
 	}
 	wg.Wait()
+	<-chaos
+	procs = []*Proc{hqProc}
+	for _, se := range res.Sites {
+		procs = append(procs, se.Proc)
+	}
+	if chaosErr != nil {
+		return nil, chaosErr
+	}
+	if res.SiteKills+res.HQKills > 0 {
+		fmt.Fprintf(out, "   %d site kills and %d headquarters kills (SIGKILL, restart on the same address)\n", res.SiteKills, res.HQKills)
+	}
 	for i, se := range res.Sites {
 		if errs[i] != nil {
 			return nil, fmt.Errorf("%s's line: %w", se.Name, errs[i])
@@ -250,6 +274,38 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 	fmt.Fprintf(out, "  %-22s %s\n  %-22s %s\n", "devices (NDJSON)", filepath.Join(dir, "exports/devices.ndjson"), "CA chain", filepath.Join(dir, "exports/ca-chain.pem"))
 	fmt.Fprintf(out, "\nTry: tacline --config %s site status\n", hq.ConfigPath)
 	return res, nil
+}
+
+// chaos kills sites (in turn) and HQ with SIGKILL, o.KillEvery apart,
+// and restarts each on its address, until o.KillSites and o.KillHQ kills
+// are done.
+func (r *SitesResult) chaos(ctx context.Context, o SitesOptions, hqProc **Proc) error {
+	every := o.KillEvery
+	if every <= 0 {
+		every = time.Second
+	}
+	for r.SiteKills < o.KillSites || r.HQKills < o.KillHQ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(every):
+		}
+		var err error
+		if r.SiteKills < o.KillSites && (r.SiteKills <= r.HQKills || r.HQKills >= o.KillHQ) {
+			se := r.Sites[r.SiteKills%len(r.Sites)]
+			se.Proc.Kill()
+			r.SiteKills++
+			se.Proc, err = StartServer(ctx, o.Bin, se.ConfigPath, filepath.Join(se.Dir, "server.log"), "--listen", se.Proc.Addr)
+		} else {
+			(*hqProc).Kill()
+			r.HQKills++
+			*hqProc, err = StartServer(ctx, o.Bin, r.HQ.ConfigPath, filepath.Join(r.HQ.Dir, "server.log"), "--listen", (*hqProc).Addr)
+		}
+		if err != nil {
+			return fmt.Errorf("restart after a kill: %w", err)
+		}
+	}
+	return nil
 }
 
 func sitesEnvs(ss []*SiteEnv) []*Env {

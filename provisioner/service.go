@@ -463,7 +463,9 @@ func (s *Service) sitePools(ctx context.Context, out, all []store.PoolStats, min
 		}
 		i, seen := idx[h.HQPool]
 		if !seen {
-			p.Name, p.ID = h.HQPool, 0
+			// Under the HQ pool's name and range: every lease of it lies
+			// inside, and stations check their IMEIs against it.
+			p.Name, p.ID, p.SNRStart, p.SNREnd = h.HQPool, 0, h.HQSNRStart, h.HQSNREnd
 			idx[h.HQPool] = len(out)
 			out = append(out, p)
 			continue

@@ -80,6 +80,7 @@ func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest)
 	}
 	w := WireLease(store.LeaseStats{Lease: l, Unused: l.Size()})
 	w.Factory, w.Line, w.Product, w.Market = p.Factory, p.Line, p.Product, p.Market
+	w.PoolSNRStart, w.PoolSNREnd = fmt.Sprintf("%06d", p.SNRStart), fmt.Sprintf("%06d", p.SNREnd)
 	return w, nil
 }
 

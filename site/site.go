@@ -315,11 +315,11 @@ func RecordLease(ctx context.Context, db *store.DB, siteName string, l wire.Leas
 	if err != nil {
 		return tacerr.Wrap(tacerr.InvalidInput, err, "lease %d from headquarters: tac", l.ID)
 	}
-	var lo, hi uint32
-	if _, err := fmt.Sscanf(l.SNRStart+" "+l.SNREnd, "%d %d", &lo, &hi); err != nil {
-		return tacerr.Wrap(tacerr.InvalidInput, err, "lease %d from headquarters: SNR range", l.ID)
+	var lo, hi, plo, phi uint32
+	if _, err := fmt.Sscanf(l.SNRStart+" "+l.SNREnd+" "+l.PoolSNRStart+" "+l.PoolSNREnd, "%d %d %d %d", &lo, &hi, &plo, &phi); err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "lease %d from headquarters: SNR ranges", l.ID)
 	}
-	return db.RecordHeldLease(ctx, store.HeldLease{LeaseID: l.ID, HQPool: l.Pool, GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt,
+	return db.RecordHeldLease(ctx, store.HeldLease{LeaseID: l.ID, HQPool: l.Pool, HQSNRStart: plo, HQSNREnd: phi, GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt,
 		Pool: store.Pool{TAC: tac, SNRStart: lo, SNREnd: hi, Factory: l.Factory, Line: l.Line, Product: l.Product, Market: l.Market}},
 		"site:"+siteName)
 }

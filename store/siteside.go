@@ -19,11 +19,14 @@ import (
 
 // HeldLease is a lease HQ granted to this site.
 type HeldLease struct {
-	LeaseID   int64
-	HQPool    string // the pool at HQ (the name stations use)
-	Pool      Pool   // the pool of this ledger that holds the lease's range
-	GrantedAt time.Time
-	ExpiresAt time.Time
+	LeaseID int64
+	HQPool  string // the pool at HQ (the name stations use)
+	// HQSNRStart and HQSNREnd are the HQ pool's range (every lease of it
+	// lies inside; stations check their IMEIs against it).
+	HQSNRStart, HQSNREnd uint32
+	Pool                 Pool // the pool of this ledger that holds the lease's range
+	GrantedAt            time.Time
+	ExpiresAt            time.Time
 }
 
 // HeldLeaseStats is a held lease with its pool's high-water mark.
@@ -49,6 +52,10 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 	if err := l.Pool.Validate(); err != nil {
 		return err
 	}
+	if l.HQSNRStart > l.Pool.SNRStart || l.HQSNREnd < l.Pool.SNREnd {
+		return tacerr.Field(tacerr.InvalidInput, "pool_snr_start", "lease %d (%06d-%06d) does not lie in its HQ pool's range %06d-%06d", l.LeaseID,
+			l.Pool.SNRStart, l.Pool.SNREnd, l.HQSNRStart, l.HQSNREnd)
+	}
 	return db.InTx(ctx, func(tx *Tx) error {
 		var n int
 		if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM held_leases WHERE lease_id = ?`), l.LeaseID); err != nil {
@@ -73,8 +80,8 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 		default:
 			return translate(err, "record lease pool")
 		}
-		if _, err := tx.Exec(tx.Rebind(`INSERT INTO held_leases (lease_id, pool_id, hq_pool, expires_at, granted_at) VALUES (?,?,?,?,?)`),
-			l.LeaseID, p.ID, l.HQPool, l.ExpiresAt.UnixMicro(), l.GrantedAt.UnixMicro()); err != nil {
+		if _, err := tx.Exec(tx.Rebind(`INSERT INTO held_leases (lease_id, pool_id, hq_pool, hq_snr_start, hq_snr_end, expires_at, granted_at)
+			VALUES (?,?,?,?,?,?,?)`), l.LeaseID, p.ID, l.HQPool, int64(l.HQSNRStart), int64(l.HQSNREnd), l.ExpiresAt.UnixMicro(), l.GrantedAt.UnixMicro()); err != nil {
 			return translate(err, "record held lease")
 		}
 		tx.Emit(Event{Type: EventPoolCreated, Actor: actor, Pool: p.Name, TAC: imei.FormatTAC(p.TAC),
@@ -85,19 +92,21 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 	})
 }
 
-const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.expires_at, h.granted_at, p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr,
+const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr,
 	p.factory, p.line, p.product, p.market FROM held_leases h JOIN pools p ON p.id = h.pool_id`
 
 type heldRow struct {
 	LeaseID   int64  `db:"lease_id"`
 	HQPool    string `db:"hq_pool"`
+	HQStart   int64  `db:"hq_snr_start"`
+	HQEnd     int64  `db:"hq_snr_end"`
 	ExpiresAt int64  `db:"expires_at"`
 	GrantedAt int64  `db:"granted_at"`
 	poolRow
 }
 
 func (r heldRow) stats() HeldLeaseStats {
-	return HeldLeaseStats{HeldLease: HeldLease{LeaseID: r.LeaseID, HQPool: r.HQPool, Pool: r.pool(), GrantedAt: micros(r.GrantedAt),
+	return HeldLeaseStats{HeldLease: HeldLease{LeaseID: r.LeaseID, HQPool: r.HQPool, HQSNRStart: uint32(r.HQStart), HQSNREnd: uint32(r.HQEnd), Pool: r.pool(), GrantedAt: micros(r.GrantedAt),
 		ExpiresAt: micros(r.ExpiresAt)}, NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
 }
 

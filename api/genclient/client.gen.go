@@ -278,21 +278,23 @@ type IMEIStatusState string
 
 // Lease defines model for Lease.
 type Lease struct {
-	Bound      int        `json:"bound"`
-	ExpiresAt  time.Time  `json:"expires_at"`
-	Factory    *string    `json:"factory,omitempty"`
-	GrantedAt  time.Time  `json:"granted_at"`
-	Id         int        `json:"id"`
-	Line       *string    `json:"line,omitempty"`
-	Market     *string    `json:"market,omitempty"`
-	Pool       string     `json:"pool"`
-	Product    *string    `json:"product,omitempty"`
-	ReturnedAt *time.Time `json:"returned_at,omitempty"`
-	Revoked    int        `json:"revoked"`
-	Site       string     `json:"site"`
-	SnrEnd     string     `json:"snr_end"`
-	SnrStart   string     `json:"snr_start"`
-	Tac        string     `json:"tac"`
+	Bound        int        `json:"bound"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	Factory      *string    `json:"factory,omitempty"`
+	GrantedAt    time.Time  `json:"granted_at"`
+	Id           int        `json:"id"`
+	Line         *string    `json:"line,omitempty"`
+	Market       *string    `json:"market,omitempty"`
+	Pool         string     `json:"pool"`
+	PoolSnrEnd   *string    `json:"pool_snr_end,omitempty"`
+	PoolSnrStart *string    `json:"pool_snr_start,omitempty"`
+	Product      *string    `json:"product,omitempty"`
+	ReturnedAt   *time.Time `json:"returned_at,omitempty"`
+	Revoked      int        `json:"revoked"`
+	Site         string     `json:"site"`
+	SnrEnd       string     `json:"snr_end"`
+	SnrStart     string     `json:"snr_start"`
+	Tac          string     `json:"tac"`
 
 	// Unused Leased SNRs the site has not reported used.
 	Unused int `json:"unused"`

@@ -25,15 +25,19 @@ type Lease struct {
 	Site string `json:"site"`
 	Pool string `json:"pool"`
 	// The HQ pool's facts, which the site's pool of the lease copies.
-	Factory   string    `json:"factory,omitempty"`
-	Line      string    `json:"line,omitempty"`
-	Product   string    `json:"product,omitempty"`
-	Market    string    `json:"market,omitempty"`
-	TAC       string    `json:"tac"`       // 8 digits
-	SNRStart  string    `json:"snr_start"` // 6 digits
-	SNREnd    string    `json:"snr_end"`   // 6 digits, inclusive
-	GrantedAt time.Time `json:"granted_at"`
-	ExpiresAt time.Time `json:"expires_at"`
+	Factory  string `json:"factory,omitempty"`
+	Line     string `json:"line,omitempty"`
+	Product  string `json:"product,omitempty"`
+	Market   string `json:"market,omitempty"`
+	TAC      string `json:"tac"`       // 8 digits
+	SNRStart string `json:"snr_start"` // 6 digits
+	SNREnd   string `json:"snr_end"`   // 6 digits, inclusive
+	// PoolSNRStart and PoolSNREnd are the HQ pool's whole range (6
+	// digits): a site's stations check their IMEIs against it.
+	PoolSNRStart string    `json:"pool_snr_start,omitempty"`
+	PoolSNREnd   string    `json:"pool_snr_end,omitempty"`
+	GrantedAt    time.Time `json:"granted_at"`
+	ExpiresAt    time.Time `json:"expires_at"`
 	// ReturnedAt is set once the lease was returned.
 	ReturnedAt *time.Time `json:"returned_at,omitempty"`
 	Bound      int64      `json:"bound"`

@@ -73,6 +73,9 @@ CREATE TABLE held_leases (
     lease_id   BIGINT  PRIMARY KEY, -- HQ's lease id
     pool_id    BIGINT  NOT NULL UNIQUE REFERENCES pools (id),
     hq_pool    TEXT    NOT NULL,   -- the HQ pool stations name
+    -- the HQ pool's range: stations check their IMEIs lie in it
+    hq_snr_start BIGINT NOT NULL,
+    hq_snr_end   BIGINT NOT NULL,
     expires_at BIGINT  NOT NULL,
     granted_at BIGINT  NOT NULL
 );

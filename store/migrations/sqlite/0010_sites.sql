@@ -72,6 +72,9 @@ CREATE TABLE held_leases (
     lease_id   INTEGER  PRIMARY KEY, -- HQ's lease id
     pool_id    INTEGER  NOT NULL UNIQUE REFERENCES pools (id),
     hq_pool    TEXT    NOT NULL,   -- the HQ pool stations name
+    -- the HQ pool's range: stations check their IMEIs lie in it
+    hq_snr_start INTEGER NOT NULL,
+    hq_snr_end   INTEGER NOT NULL,
     expires_at INTEGER  NOT NULL,
     granted_at INTEGER  NOT NULL
 );
