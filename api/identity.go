@@ -20,6 +20,10 @@ const (
 	siteURNPrefix    = "urn:tacline:site:"
 )
 
+// allRoles lists the roles in the order of the matrix (docs/api.md).
+var allRoles = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin,
+	provisioner.RoleSite}
+
 // identifier turns a verified client certificate into an Actor.
 type identifier struct {
 	tacline map[string]bool // DER of the client_ca certificates
@@ -114,7 +118,7 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 		c.actor.ID = "site:" + c.site
 	}
 	// A stable order, so that logs and tests see the same list.
-	for _, r := range []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin, provisioner.RoleSite} {
+	for _, r := range allRoles {
 		if roles[r] {
 			c.actor.Roles = append(c.actor.Roles, r)
 		}

@@ -5,69 +5,18 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"time"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
 )
 
-// statusOf is how a tacerr code reaches HTTP. detail says whether the
-// error's message may be sent to the client (it never includes the wrapped
-// cause); retryAfter is the Retry-After header in seconds (0: none).
+// statusOf is what problemFor decided besides the document: the HTTP
+// status and the Retry-After header in whole seconds (0: none).
 type statusOf struct {
 	status     int
-	title      string
-	detail     bool
 	retryAfter int
-}
-
-// problems maps every tacerr code to its HTTP status: the one table. A code
-// missing here is answered as internal (500) and logged.
-var problems = map[tacerr.Code]statusOf{
-	tacerr.InvalidInput:         {http.StatusBadRequest, "Invalid input", true, 0},
-	tacerr.CSRInvalid:           {http.StatusBadRequest, "Invalid certificate signing request", true, 0},
-	tacerr.InvalidIMEI:          {http.StatusBadRequest, "Invalid IMEI", true, 0},
-	tacerr.RequestTooLarge:      {http.StatusRequestEntityTooLarge, "Request body too large", true, 0},
-	tacerr.UnsupportedMediaType: {http.StatusUnsupportedMediaType, "Unsupported media type", true, 0},
-
-	tacerr.Unauthorized:         {http.StatusUnauthorized, "Unauthorized", true, 0},
-	tacerr.Forbidden:            {http.StatusForbidden, "Forbidden", true, 0},
-	tacerr.StationNotAuthorized: {http.StatusForbidden, "Station not authorized", true, 0},
-
-	tacerr.NotFound:            {http.StatusNotFound, "Not found", true, 0},
-	tacerr.PoolNotFound:        {http.StatusNotFound, "Pool not found", true, 0},
-	tacerr.ReservationNotFound: {http.StatusNotFound, "Reservation not found", true, 0},
-
-	tacerr.Conflict:                 {http.StatusConflict, "Conflict", true, 0},
-	tacerr.RequestConflict:          {http.StatusConflict, "Request id reused with a different request", true, 0},
-	tacerr.DeviceAlreadyProvisioned: {http.StatusConflict, "Device already provisioned", true, 0},
-	tacerr.KeyReused:                {http.StatusConflict, "Device key already bound to another device", true, 0},
-	tacerr.InvalidState:             {http.StatusConflict, "Invalid state for this operation", true, 0},
-	tacerr.PoolOverlap:              {http.StatusConflict, "Pool overlaps another pool", true, 0},
-	tacerr.PoolExhausted:            {http.StatusConflict, "Pool exhausted", true, 0},
-
-	tacerr.TACNotApproved: {http.StatusUnprocessableEntity, "TAC not approved for this market", true, 0},
-	tacerr.TACUnknown:     {http.StatusUnprocessableEntity, "TAC not in the catalogue", true, 0},
-
-	tacerr.LeaseViolation: {http.StatusConflict, "Site events refused", true, 0},
-	tacerr.LeaseExhausted: {http.StatusServiceUnavailable, "Site lease exhausted", true, 5},
-	tacerr.SiteNotCurrent: {http.StatusServiceUnavailable, "Site ledger not confirmed current", true, 5},
-
-	tacerr.LintFailed: {http.StatusInternalServerError, "Certificate profile failed linting", true, 0},
-
-	tacerr.HSMUnavailable: {http.StatusServiceUnavailable, "HSM unavailable", false, 1},
-	tacerr.Unavailable:    {http.StatusServiceUnavailable, "Service unavailable", false, 1},
-	tacerr.HSMTokenAbsent: {http.StatusServiceUnavailable, "HSM unavailable", false, 5},
-	tacerr.HSMDeviceError: {http.StatusServiceUnavailable, "HSM unavailable", false, 5},
-	// The HSM needs an operator: retrying will not help.
-	tacerr.HSMPINIncorrect: {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
-	tacerr.HSMPINLocked:    {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
-	tacerr.HSMKeyNotFound:  {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
-	tacerr.HSMKeyUnsafe:    {http.StatusServiceUnavailable, "HSM needs an operator", false, 0},
-
-	tacerr.Internal:        {http.StatusInternalServerError, "Internal error", false, 0},
-	tacerr.InvalidConfig:   {http.StatusInternalServerError, "Internal error", false, 0},
-	tacerr.LedgerInvariant: {http.StatusInternalServerError, "Internal error", false, 0},
 }
 
 // genericDetail is the detail of problems whose message is not sent.
@@ -75,6 +24,9 @@ var genericDetail = map[int]string{
 	http.StatusInternalServerError: "the server failed to handle the request; the cause is in its log",
 	http.StatusServiceUnavailable:  "a dependency of the server is unavailable; the cause is in its log",
 }
+
+// operatorDetail is the detail of a 503 that is not retryable.
+const operatorDetail = "the server needs an operator (the cause is in its log); retrying will not help"
 
 // ProvisionedError is what an error with code device_already_provisioned
 // implements (found with errors.As) to carry the device's existing IMEIs
@@ -84,32 +36,42 @@ type ProvisionedError interface {
 	ExistingIMEIs() []imei.IMEI
 }
 
-// problemFor builds the problem document for err and returns the table
-// entry it used.
+// problemFor builds the problem document for err. Status, title,
+// retryability, Retry-After and whether the message may be sent all come
+// from tacerr's table (tacerr.Spec), the one place that decides them. A
+// code missing from the table is answered as internal (500, not retryable)
+// but keeps its code, which is stable API.
 func problemFor(err error) (wire.Problem, statusOf) {
 	code := tacerr.CodeOf(err)
-	st, ok := problems[code]
-	if !ok {
-		st = problems[tacerr.Internal]
+	spec, known := tacerr.Lookup(code)
+	if !known {
+		spec = tacerr.SpecOf(tacerr.Internal)
 	}
 	p := wire.Problem{
 		Type:      "https://tacline.dev/problems/" + string(code),
-		Title:     st.title,
-		Status:    st.status,
+		Title:     spec.Title,
+		Status:    spec.Status,
 		Code:      string(code),
-		Retryable: tacerr.IsRetryable(err),
+		Retryable: spec.Retryable,
 	}
-	if !ok {
-		// Codes unknown to this table stay visible (they are stable API)
-		// but their messages are not sent.
-		p.Title = problems[tacerr.Internal].title
+	st := statusOf{status: spec.Status}
+	e, isTE := tacerr.As(err)
+	if spec.Retryable {
+		d := spec.RetryAfter
+		if isTE {
+			d = e.RetryAfter()
+		}
+		st.retryAfter = int((d + time.Second - 1) / time.Second)
 	}
-	if e, isTE := tacerr.As(err); isTE && st.detail && ok {
+	if isTE && spec.Detail && known {
 		p.Detail = e.Message
 		p.Field = e.Field
 	}
 	if p.Detail == "" {
-		p.Detail = genericDetail[st.status]
+		p.Detail = genericDetail[spec.Status]
+		if spec.Status == http.StatusServiceUnavailable && !spec.Retryable {
+			p.Detail = operatorDetail
+		}
 	}
 	var pe ProvisionedError
 	if code == tacerr.DeviceAlreadyProvisioned && errors.As(err, &pe) {

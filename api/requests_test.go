@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
+	"github.com/tacline/tacline/tacerr/tacerrtest"
 )
 
 // stationServer is a server with one enrolled station and its client.
@@ -143,8 +145,43 @@ func (e existing) Error() string              { return e.err.Error() }
 func (e existing) Unwrap() error              { return e.err }
 func (e existing) ExistingIMEIs() []imei.IMEI { return e.imeis }
 
+// TestEveryCodeThroughHTTP sends every code tacerr declares (read from its
+// source, so a new code without its row fails here) through the server's
+// error path and checks status, retryability and Retry-After against the
+// table.
+func TestEveryCodeThroughHTTP(t *testing.T) {
+	ts, fake, c := stationServer(t)
+	c = unchecked(c)
+	provision := map[string]any{"request_id": "r1", "device_serial": "SN1", "product": "w", "csr": testCSR}
+	for _, code := range tacerrtest.DeclaredCodes(t) {
+		spec, ok := tacerr.Lookup(code)
+		if !ok {
+			t.Errorf("code %s is missing from tacerr's table: it would be answered as internal", code)
+			continue
+		}
+		fake.setFail("Provision", tacerr.New(code, "message of %s", code))
+		r := ts.do(t, c, "POST", "/v1/provision", provision)
+		if r.status != spec.Status || r.problem.Code != string(code) || r.problem.Status != spec.Status || r.problem.Retryable != spec.Retryable {
+			t.Errorf("%s: %d %+v, want status %d retryable %v", code, r.status, r.problem, spec.Status, spec.Retryable)
+		}
+		wantRA := ""
+		if spec.Retryable {
+			wantRA = strconv.Itoa(int(spec.RetryAfter / time.Second))
+		}
+		if got := r.header.Get("Retry-After"); got != wantRA {
+			t.Errorf("%s: Retry-After %q, want %q (retryable %v)", code, got, wantRA, spec.Retryable)
+		}
+		if spec.Status == 401 || spec.Status == 403 {
+			if spec.Retryable {
+				t.Errorf("%s: an authorisation answer must not be retryable", code)
+			}
+		}
+	}
+}
+
 func TestProblemMapping(t *testing.T) {
 	ts, fake, c := stationServer(t)
+	c = unchecked(c)
 	provision := map[string]any{"request_id": "r1", "device_serial": "SN1", "product": "w", "csr": testCSR}
 	other := mustIMEI(t, 101234, 99)
 	tests := []struct {
@@ -164,7 +201,10 @@ func TestProblemMapping(t *testing.T) {
 		{"key reused", tacerr.Field(tacerr.KeyReused, "csr", "key bound to SN0"), 409, "key_reused", false, "", "bound to SN0", nil},
 		{"lint failed", tacerr.New(tacerr.LintFailed, "e_sub_cert_key_usage_missing"), 500, "lint_failed", false, "", "e_sub_cert", nil},
 		{"hsm unavailable", tacerr.Wrap(tacerr.HSMUnavailable, errors.New("CKR_DEVICE_REMOVED slot 3"), "sign"), 503, "hsm_unavailable", true, "1", "", nil},
-		{"hsm pin locked", tacerr.New(tacerr.HSMPINLocked, "user PIN locked"), 503, "hsm_pin_locked", false, "", "", nil},
+		{"hsm pin locked", tacerr.New(tacerr.HSMPINLocked, "user PIN locked"), 503, "hsm_pin_locked", false, "", "needs an operator", nil},
+		{"hsm pin refused", tacerr.New(tacerr.HSMPINIncorrect, "token refused the PIN"), 503, "hsm_pin_incorrect", false, "", "needs an operator", nil},
+		{"database lost", tacerr.Wrap(tacerr.Unavailable, errors.New("secret-db-host: conn closed"), "look up station"), 503, "unavailable", true, "1", "", nil},
+		{"rate limited with its own hint", tacerr.New(tacerr.RateLimited, "slow down").WithRetryAfter(7 * time.Second), 429, "rate_limited", true, "7", "slow down", nil},
 		{"internal hides cause", tacerr.Wrap(tacerr.Internal, errors.New("secret-db-host:5432 refused"), "reserve"), 500, "internal", false, "", "", nil},
 		{"plain error is internal", errors.New("secret-panic-detail"), 500, "internal", false, "", "", nil},
 		{"code unknown to the table", tacerr.New(tacerr.Code("brand_new_code"), "secret-new-message"), 500, "brand_new_code", false, "", "", nil},

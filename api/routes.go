@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -19,43 +20,61 @@ import (
 // writes the response itself, or nil for no body).
 type handler func(s *Server, w http.ResponseWriter, r *http.Request, c *call) (int, any, error)
 
-// route is one entry of the API: who may call it and what serves it.
+// route is one entry of the API: who may call it, on which objects, and
+// what serves it.
 type route struct {
 	pattern string
-	// roles may call the route; nil with public false means any
-	// authenticated caller.
-	roles  []provisioner.Role
+	// access lists the roles that may call the route and, for each, the
+	// objects (devices, IMEIs, reservations) it may act on there; nil with
+	// public false means any authenticated caller (the route names no
+	// object).
+	access access
 	public bool // no client certificate needed
 	handle handler
 }
 
-// Role sets of the matrix.
-var (
-	stations = []provisioner.Role{provisioner.RoleStation}
-	fixers   = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAdmin}
-	revokers = []provisioner.Role{provisioner.RoleOperator, provisioner.RoleAdmin}
-	readers  = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
-	// Sites (api/sites.go): a site acts for itself only.
-	sites       = []provisioner.Role{provisioner.RoleSite}
-	siteReaders = []provisioner.Role{provisioner.RoleSite, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleAdmin}
+// access is one route's cells of the table: role -> ownership scope.
+type access map[provisioner.Role]provisioner.Scope
+
+// Role sets of the matrix. A station acts on the devices, IMEIs and
+// reservations of its own factory; operators, auditors, regulators and
+// admins on all of them.
+const (
+	own = provisioner.ScopeFactory
+	all = provisioner.ScopeAll
 )
 
-// routes is the API and its role matrix: the one table that decides who may
-// call what (docs/api.md documents it; the role-matrix test checks every
-// cell). A role is allowed only when it is listed: admin is not implied.
+var (
+	stations = access{provisioner.RoleStation: own}
+	fixers   = access{provisioner.RoleStation: own, provisioner.RoleOperator: all, provisioner.RoleAdmin: all}
+	revokers = access{provisioner.RoleOperator: all, provisioner.RoleAdmin: all}
+	readers  = access{provisioner.RoleStation: own, provisioner.RoleOperator: all, provisioner.RoleAuditor: all,
+		provisioner.RoleRegulator: all, provisioner.RoleAdmin: all}
+	// Sites (api/sites.go): a site acts for itself only, which the
+	// handlers check against the {site} of the path.
+	sites       = access{provisioner.RoleSite: all}
+	siteReaders = access{provisioner.RoleSite: all, provisioner.RoleOperator: all, provisioner.RoleAuditor: all, provisioner.RoleAdmin: all}
+)
+
+// routes is the API, its role matrix and its ownership rules: the one
+// table that decides who may call what, and on whose objects
+// (docs/api.md documents it; the role-matrix and ownership tests check
+// every cell). A role is allowed only when it is listed: admin is not
+// implied. The use cases apply the scope to the object they load
+// (provisioner.Scope), before anything is written.
 var routes = []route{
-	{pattern: "POST " + wire.PathProvision, roles: stations, handle: (*Server).provision},
-	{pattern: "POST " + wire.PathAllocations, roles: stations, handle: (*Server).allocate},
-	{pattern: "POST " + wire.PathBind, roles: stations, handle: (*Server).bind},
-	{pattern: "POST " + wire.PathVoidIMEI, roles: fixers, handle: (*Server).void},
-	{pattern: "POST " + wire.PathReissue, roles: fixers, handle: (*Server).reissue},
-	{pattern: "POST " + wire.PathRevoke, roles: revokers, handle: (*Server).revoke},
-	{pattern: "GET " + wire.PathDevice, roles: readers, handle: (*Server).device},
-	{pattern: "GET " + wire.PathIMEI, roles: readers, handle: (*Server).imeiStatus},
-	{pattern: "GET " + wire.PathPools, roles: readers, handle: (*Server).pools},
-	{pattern: "POST " + wire.PathSiteLeases, roles: sites, handle: (*Server).siteLease},
-	{pattern: "POST " + wire.PathSiteSync, roles: sites, handle: (*Server).siteSync},
-	{pattern: "GET " + wire.PathSiteStatus, roles: siteReaders, handle: (*Server).siteStatus},
+	{pattern: "POST " + wire.PathProvision, access: stations, handle: (*Server).provision},
+	{pattern: "POST " + wire.PathAllocations, access: stations, handle: (*Server).allocate},
+	{pattern: "POST " + wire.PathBind, access: stations, handle: (*Server).bind},
+	{pattern: "POST " + wire.PathVoidIMEI, access: fixers, handle: (*Server).void},
+	{pattern: "POST " + wire.PathReissue, access: fixers, handle: (*Server).reissue},
+	{pattern: "POST " + wire.PathRevoke, access: revokers, handle: (*Server).revoke},
+	{pattern: "GET " + wire.PathDevice, access: readers, handle: (*Server).device},
+	{pattern: "GET " + wire.PathIMEI, access: readers, handle: (*Server).imeiStatus},
+	{pattern: "GET " + wire.PathPools, access: readers, handle: (*Server).pools},
+	{pattern: "POST " + wire.PathSiteLeases, access: sites, handle: (*Server).siteLease},
+	{pattern: "POST " + wire.PathSiteSync, access: sites, handle: (*Server).siteSync},
+	{pattern: "GET " + wire.PathSiteStatus, access: siteReaders, handle: (*Server).siteStatus},
 	{pattern: "GET " + wire.PathOpenAPI, handle: (*Server).openAPI},
 	{pattern: "GET " + wire.PathMetrics, handle: (*Server).metrics},
 	{pattern: "GET " + wire.PathHealthz, public: true, handle: (*Server).healthz},
@@ -71,19 +90,31 @@ var routes = []route{
 	{pattern: "GET " + PathOCSPGet, public: true, handle: (*Server).ocsp},
 }
 
-// allows reports whether a may call the route.
-func (rt route) allows(a provisioner.Actor) bool {
-	if rt.public || rt.roles == nil {
-		return true
+// authorize reports whether a may call the route and returns the widest
+// scope its roles get there (ScopeNone when it may not call it).
+func (rt route) authorize(a provisioner.Actor) (provisioner.Scope, bool) {
+	if rt.public || rt.access == nil {
+		return provisioner.ScopeAll, true
 	}
-	for _, want := range rt.roles {
-		for _, have := range a.Roles {
-			if want == have {
-				return true
-			}
+	scope, ok := provisioner.ScopeNone, false
+	for _, have := range a.Roles {
+		if sc, listed := rt.access[have]; listed {
+			ok = true
+			scope = max(scope, sc)
 		}
 	}
-	return false
+	return scope, ok
+}
+
+// roles lists the roles the route admits, in the matrix's order.
+func (rt route) roles() []provisioner.Role {
+	var out []provisioner.Role
+	for _, r := range allRoles {
+		if _, ok := rt.access[r]; ok {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 func joinRoles(rs []provisioner.Role) string {
@@ -111,6 +142,9 @@ func (s *Server) provision(w http.ResponseWriter, r *http.Request, c *call) (int
 		return 0, nil, err
 	}
 	c.requestID = req.RequestID
+	if err := policy.CheckDeviceSerial(req.DeviceSerial); err != nil {
+		return 0, nil, err
+	}
 	csr, err := csrBytes(req.CSR)
 	if err != nil {
 		return 0, nil, err
@@ -151,6 +185,9 @@ func (s *Server) bind(w http.ResponseWriter, r *http.Request, c *call) (int, any
 		return 0, nil, err
 	}
 	c.requestID = req.RequestID
+	if err := policy.CheckDeviceSerial(req.DeviceSerial); err != nil {
+		return 0, nil, err
+	}
 	ms, err := parseIMEIs(req.IMEIs, "imeis")
 	if err != nil {
 		return 0, nil, err

@@ -265,9 +265,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 	if err := checkStation(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}
-	if !rt.allows(cl.actor) {
-		return 0, nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), rt.pattern, joinRoles(rt.roles))
+	scope, ok := rt.authorize(cl.actor)
+	if !ok {
+		return 0, nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), rt.pattern, joinRoles(rt.roles()))
 	}
+	c.caller.actor.Scope = scope
 	return rt.handle(s, w, r, c)
 }
 

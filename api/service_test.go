@@ -29,7 +29,13 @@ type realServer struct {
 
 func startReal(t *testing.T, d store.Dialect, mutate ...func(*Config)) *realServer {
 	t.Helper()
-	env := provtest.New(t, d)
+	return startRealEnv(t, provtest.New(t, d), mutate...)
+}
+
+// startRealEnv serves an environment built by the caller (for example with
+// a fault-injecting signer).
+func startRealEnv(t *testing.T, env *provtest.Env, mutate ...func(*Config)) *realServer {
+	t.Helper()
 	pki := newPKI(t) // the server's own certificate
 	caFile := pki.write(t, "env-station-ca.pem", ca.ChainPEM(env.StationCA))
 	ts := startServer(t, pki, env.Service, func(c *Config) {

@@ -7,11 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"strconv"
 	"strings"
 	"time"
 
-	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/internal/ratelimit"
 	"github.com/tacline/tacline/provisioner"
@@ -160,7 +158,7 @@ func (s *Server) authn() (*authProvisioner, error) {
 }
 
 // verifiers may ask for challenges and verify without a rate limit.
-var verifiers = []provisioner.Role{provisioner.RoleRegulator, provisioner.RoleOperator}
+var verifiers = route{access: access{provisioner.RoleRegulator: all, provisioner.RoleOperator: all}}
 
 // verifyCaller admits a challenge or verify request: a regulator or
 // operator by client certificate, otherwise (when public_verify is on)
@@ -173,7 +171,7 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 		if err = checkStation(r.Context(), s.p, cl); err != nil {
 			return nil, err
 		}
-		if (route{roles: verifiers}).allows(cl.actor) {
+		if _, ok := verifiers.authorize(cl.actor); ok {
 			return nil, nil
 		}
 	}
@@ -181,7 +179,7 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 		if err != nil {
 			return nil, err
 		}
-		return nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), r.URL.Path, joinRoles(verifiers))
+		return nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), r.URL.Path, joinRoles(verifiers.roles()))
 	}
 	// An authenticated caller without a verifier role is limited as
 	// itself, anyone else by address prefix.
@@ -315,11 +313,10 @@ func limited(l *ratelimit.Limiter, r *http.Request, identity string) http.Handle
 		return nil
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		writeProblem(w, wire.Problem{
-			Type: "https://tacline.dev/problems/" + string(tacerr.RateLimited), Title: "Too many requests", Status: http.StatusTooManyRequests,
-			Detail: "too many requests from " + ratelimit.Key(req, identity) + ": retry after " + strconv.Itoa(retry) + " s", Instance: req.URL.Path,
-			Code: string(tacerr.RateLimited), Retryable: true,
-		}, statusOf{status: http.StatusTooManyRequests, retryAfter: retry})
+		p, st := problemFor(tacerr.New(tacerr.RateLimited, "too many requests from %s: retry after %d s", ratelimit.Key(req, identity), retry).
+			WithRetryAfter(time.Duration(retry) * time.Second))
+		p.Instance = req.URL.Path
+		writeProblem(w, p, st)
 	})
 }
 

@@ -134,7 +134,7 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 	}
 	rows, err := db.Reader().QueryxContext(ctx, db.Reader().Rebind(qLeavesRange), from, to)
 	if err != nil {
-		return st, wrapDB(err, "read audit leaves")
+		return st, store.Translate(err, "read audit leaves")
 	}
 	defer rows.Close()
 	var buf []byte
@@ -153,7 +153,7 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 	for rows.Next() {
 		var idx int64
 		if err := rows.Scan(&idx, &data); err != nil {
-			return st, wrapDB(err, "read audit leaves")
+			return st, store.Translate(err, "read audit leaves")
 		}
 		if idx != next {
 			return st, tacerr.New(tacerr.LedgerInvariant, "audit leaf %d is missing from the database", next)
@@ -168,7 +168,7 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 		next++
 	}
 	if err := rows.Err(); err != nil {
-		return st, wrapDB(err, "read audit leaves")
+		return st, store.Translate(err, "read audit leaves")
 	}
 	if next != to {
 		return st, tacerr.New(tacerr.LedgerInvariant, "audit leaf %d is missing from the database", next)

@@ -230,7 +230,7 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 			return false, nil
 		}
 		if err != nil {
-			return false, wrapDB(err, "compute audit stored hashes")
+			return false, store.Translate(err, "compute audit stored hashes")
 		}
 		base := tlog.StoredHashIndex(0, n)
 		for j, h := range hs {
@@ -248,7 +248,7 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 		return false, nil
 	}
 	if err != nil {
-		return false, wrapDB(err, "compute audit root")
+		return false, store.Translate(err, "compute audit root")
 	}
 	rows := [3][]any{leaves, hashes, imeis}
 	if guessed {
@@ -278,7 +278,7 @@ func lockHead(tx *store.Tx) (int64, tlog.Hash, error) {
 	var size int64
 	var rootb []byte
 	if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
-		return 0, tlog.Hash{}, wrapDB(err, "lock the audit log head")
+		return 0, tlog.Hash{}, store.Translate(err, "lock the audit log head")
 	}
 	root, err := hashOf(rootb, "audit_head.root")
 	return size, root, err
@@ -384,7 +384,7 @@ func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, 
 	args = append(args, head...)
 	res, err := tx.Exec(tx.Rebind(b.String()), args...)
 	if err != nil {
-		return wrapDB(err, "append to the audit log")
+		return store.Translate(err, "append to the audit log")
 	}
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", size, n, err)
@@ -436,7 +436,7 @@ func writeGuarded(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash,
 	b.WriteString(qGuardSelect)
 	var n int
 	if err := tx.QueryRowx(tx.Rebind(b.String()), args...).Scan(&n); err != nil {
-		return false, wrapDB(err, "append to the audit log")
+		return false, store.Translate(err, "append to the audit log")
 	}
 	return n == 1, nil
 }
@@ -459,7 +459,7 @@ func insertRows(tx *store.Tx, prefix string, args []any) error {
 		var b strings.Builder
 		writeValues(&b, prefix, n/2)
 		if _, err := tx.Exec(tx.Rebind(b.String()), args[:n]...); err != nil {
-			return wrapDB(err, "append to the audit log ("+strings.TrimSpace(strings.TrimPrefix(prefix, "INSERT INTO "))+")")
+			return store.Translate(err, "append to the audit log ("+strings.TrimSpace(strings.TrimPrefix(prefix, "INSERT INTO "))+")")
 		}
 		args = args[n:]
 	}
@@ -524,14 +524,14 @@ func readHashes(q dbq, indexes []int64) (map[int64]tlog.Hash, error) {
 		}
 		rows, err := q.Queryx(q.Rebind(query), args...)
 		if err != nil {
-			return nil, wrapDB(err, "read audit stored hashes")
+			return nil, store.Translate(err, "read audit stored hashes")
 		}
 		for rows.Next() {
 			var x int64
 			var b []byte
 			if err := rows.Scan(&x, &b); err != nil {
 				rows.Close()
-				return nil, wrapDB(err, "read audit stored hashes")
+				return nil, store.Translate(err, "read audit stored hashes")
 			}
 			h, err := hashOf(b, fmt.Sprintf("audit stored hash %d", x))
 			if err != nil {
@@ -542,7 +542,7 @@ func readHashes(q dbq, indexes []int64) (map[int64]tlog.Hash, error) {
 		}
 		if err := rows.Err(); err != nil {
 			rows.Close()
-			return nil, wrapDB(err, "read audit stored hashes")
+			return nil, store.Translate(err, "read audit stored hashes")
 		}
 		rows.Close()
 		indexes = indexes[n:]
@@ -568,13 +568,6 @@ func (r dbHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		out[i] = h
 	}
 	return out, nil
-}
-
-func wrapDB(err error, what string) error {
-	if _, ok := tacerr.As(err); ok {
-		return err
-	}
-	return tacerr.Wrap(tacerr.Internal, err, "%s", what)
 }
 
 func hashOf(b []byte, what string) (tlog.Hash, error) {

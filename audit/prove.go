@@ -78,14 +78,14 @@ func Prove(ctx context.Context, db *store.DB, imeiText string) (*ProofBundle, er
 	b := &ProofBundle{Format: ProofFormat, Version: ProofVersion, IMEI: m.String(), LogKey: cp.VerifierKey, Checkpoint: string(cp.Note), Events: []ProvenEvent{}}
 	rows, err := db.Reader().QueryxContext(ctx, db.Reader().Rebind(qIMEILeaves), m.String())
 	if err != nil {
-		return nil, wrapDB(err, "read the audit events of "+m.String())
+		return nil, store.Translate(err, "read the audit events of "+m.String())
 	}
 	defer rows.Close()
 	r := dbHashReader{db.Reader()}
 	for rows.Next() {
 		var pe ProvenEvent
 		if err := rows.Scan(&pe.Index, &pe.Leaf); err != nil {
-			return nil, wrapDB(err, "read audit leaf")
+			return nil, store.Translate(err, "read audit leaf")
 		}
 		if pe.Index >= cp.Size {
 			b.Pending++
@@ -102,7 +102,7 @@ func Prove(ctx context.Context, db *store.DB, imeiText string) (*ProofBundle, er
 		b.Events = append(b.Events, pe)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, wrapDB(err, "read the audit events of "+m.String())
+		return nil, store.Translate(err, "read the audit events of "+m.String())
 	}
 	return b, nil
 }

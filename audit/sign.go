@@ -50,7 +50,7 @@ func scanCheckpoint(row rowScanner, notFound string) (StoredCheckpoint, error) {
 		if errors.Is(err, sql.ErrNoRows) {
 			return c, tacerr.New(tacerr.NotFound, "%s", notFound)
 		}
-		return c, wrapDB(err, "read audit checkpoint")
+		return c, store.Translate(err, "read audit checkpoint")
 	}
 	h, err := hashOf(root, "audit_checkpoints.root")
 	if err != nil {
@@ -124,7 +124,7 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 		}
 		sc := StoredCheckpoint{Checkpoint: c, VerifierKey: l.signer.Verifier().Key()}
 		if _, err := tx.Exec(tx.Rebind(qInsertCheckpoint), sc.Size, sc.Root[:], string(sc.Note), sc.VerifierKey, tx.Now().UnixMicro()); err != nil {
-			return wrapDB(err, "store audit checkpoint")
+			return store.Translate(err, "store audit checkpoint")
 		}
 		out = sc
 		return nil

@@ -19,15 +19,19 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/tacerr"
 )
 
 // Defaults of ClientConfig.
 const (
 	DefaultTimeout     = 10 * time.Second
-	DefaultMaxRetries  = 8
 	DefaultBaseBackoff = 50 * time.Millisecond
 	DefaultMaxBackoff  = 5 * time.Second
+	// DefaultRetryBudget is how long after a request's first attempt a
+	// retry may still start: long enough to ride out a database failover
+	// or an HSM reconnect.
+	DefaultRetryBudget = 2 * time.Minute
 	// maxResponseBytes bounds a response body (a pool list of a large
 	// manufacturer stays far below it).
 	maxResponseBytes = 8 << 20
@@ -44,9 +48,15 @@ type ClientConfig struct {
 	CAFile    string // PEM bundle that verifies the server's certificate
 	// Timeout bounds one attempt (connect, TLS, request, response).
 	Timeout time.Duration
-	// MaxRetries is the number of retries after the first attempt; a
-	// negative value means none.
-	MaxRetries  int
+	// MaxRetries bounds the retries after the first attempt; 0 means no
+	// bound but RetryBudget, a negative value means no retries.
+	MaxRetries int
+	// RetryBudget is how long after the first attempt a retry may still
+	// start (default DefaultRetryBudget).
+	RetryBudget time.Duration
+	// BaseBackoff bounds the first wait, doubling up to MaxBackoff; each
+	// wait is drawn at random below its bound (full jitter), and is at
+	// least the server's Retry-After.
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
 	// OnRetry, if set, is called before each retry with the attempt that
@@ -60,8 +70,9 @@ type Client struct {
 	base   *url.URL
 	http   *http.Client
 	cfg    ClientConfig
+	policy retry.Policy
 	sleep  func(context.Context, time.Duration) error // replaced in tests
-	jitter func(max time.Duration) time.Duration      // replaced in tests
+	now    func() time.Time                           // replaced in tests
 }
 
 // NewClient loads the station's credentials and returns a Client. Errors
@@ -89,10 +100,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.MaxRetries == 0 {
-		cfg.MaxRetries = DefaultMaxRetries
-	} else if cfg.MaxRetries < 0 {
-		cfg.MaxRetries = 0
+	if cfg.RetryBudget <= 0 {
+		cfg.RetryBudget = DefaultRetryBudget
 	}
 	if cfg.BaseBackoff <= 0 {
 		cfg.BaseBackoff = DefaultBaseBackoff
@@ -124,12 +133,20 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		MaxIdleConnsPerHost: 1024,
 		IdleConnTimeout:     90 * time.Second,
 	}
+	policy := retry.Policy{Initial: cfg.BaseBackoff, Max: cfg.MaxBackoff, Budget: cfg.RetryBudget}
+	switch {
+	case cfg.MaxRetries > 0:
+		policy.Attempts = 1 + cfg.MaxRetries
+	case cfg.MaxRetries < 0:
+		policy.Attempts = 1
+	}
 	c := &Client{
 		base:   base,
 		http:   &http.Client{Transport: tr, CheckRedirect: noRedirects},
 		cfg:    cfg,
-		sleep:  sleepCtx,
-		jitter: fullJitter,
+		policy: policy,
+		sleep:  retry.Sleep,
+		now:    time.Now,
 	}
 	return c, nil
 }
@@ -343,7 +360,7 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	// Not JoinPath: it would escape the already escaped segments again.
 	u := c.base.Scheme + "://" + c.base.Host + c.base.Path + path
-	attempts := 1 + c.cfg.MaxRetries
+	run := c.policy.Start(c.now())
 	for attempt := 1; ; attempt++ {
 		retryAfter, err := c.once(ctx, method, u, body, out)
 		if err == nil {
@@ -352,18 +369,18 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s %s: %w", method, path, errors.Join(ctx.Err(), err))
 		}
-		if attempt >= attempts || !retryable(err) {
+		if !retryable(err) {
+			return wrapFinal(method, path, attempt, err)
+		}
+		wait, ok := run.Next(c.now(), retryAfter)
+		if !ok {
+			return wrapFinal(method, path, attempt, err)
+		}
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return wrapFinal(method, path, attempt, err)
 		}
 		if c.cfg.OnRetry != nil {
 			c.cfg.OnRetry(attempt, err)
-		}
-		wait := c.jitter(backoffCap(c.cfg.BaseBackoff, c.cfg.MaxBackoff, attempt))
-		if retryAfter > wait {
-			wait = retryAfter
-		}
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			return wrapFinal(method, path, attempt, err)
 		}
 		if err := c.sleep(ctx, wait); err != nil {
 			return fmt.Errorf("%s %s: %w", method, path, err)
@@ -468,16 +485,20 @@ func retryable(err error) bool {
 	if errors.As(err, &cve) || errors.As(err, &uae) || errors.As(err, &hne) || errors.As(err, &cie) {
 		return false
 	}
-	// The server refused the station's certificate: crypto/tls reports the
-	// peer's alert as a *net.OpError "remote error" around an unexported
-	// alert type, so the alert is recognised by its text.
+	return !refusedByServer(err)
+}
+
+// refusedByServer reports whether the server refused the station's
+// certificate: crypto/tls reports the peer's alert as a *net.OpError
+// "remote error" around an unexported alert type, so the alert is
+// recognised by its text.
+func refusedByServer(err error) bool {
 	var oe *net.OpError
 	if errors.As(err, &oe) && oe.Op == "remote error" && oe.Err != nil {
-		if _, ok := refusedAlerts[oe.Err.Error()]; ok {
-			return false
-		}
+		_, ok := refusedAlerts[oe.Err.Error()]
+		return ok
 	}
-	return true
+	return false
 }
 
 // refusedAlerts are the TLS alerts (RFC 8446 §6.2) by which a server
@@ -505,9 +526,13 @@ func wrapFinal(method, path string, attempts int, err error) error {
 	}
 	var ne *netError
 	if errors.As(err, &ne) {
-		e := tacerr.Wrap(tacerr.Unavailable, ne.err, "%s %s failed after %d attempt(s)", method, path, attempts)
-		e.Retryable = retryable(err)
-		return e
+		switch {
+		case retryable(err):
+			return tacerr.Wrap(tacerr.Unavailable, ne.err, "%s %s failed after %d attempt(s)", method, path, attempts)
+		case refusedByServer(err):
+			return tacerr.Wrap(tacerr.Unauthorized, ne.err, "%s %s: the server refused this station's certificate or TLS settings", method, path)
+		}
+		return tacerr.Wrap(tacerr.InvalidConfig, ne.err, "%s %s: the server's certificate does not verify against ca_file", method, path)
 	}
 	return err
 }

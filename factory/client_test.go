@@ -173,7 +173,7 @@ func TestClientRetries(t *testing.T) {
 					if w < tc.wantWaits[i] {
 						t.Errorf("wait %d = %s, want at least Retry-After %s", i, w, tc.wantWaits[i])
 					}
-				} else if cap := backoffCap(DefaultBaseBackoff, DefaultMaxBackoff, i+1); w < 0 || w > cap {
+				} else if cap := c.policy.Cap(i + 1); w < 0 || w > cap {
 					t.Errorf("wait %d = %s, want full jitter within [0, %s]", i, w, cap)
 				}
 			}
@@ -247,9 +247,10 @@ func TestClientTLSFailuresNotRetried(t *testing.T) {
 	tests := []struct {
 		name string
 		cfg  ClientConfig
+		want tacerr.Code
 	}{
-		{name: "server certificate from an untrusted CA", cfg: ClientConfig{CAFile: other.serverCAFile}},
-		{name: "station certificate the server does not trust", cfg: ClientConfig{CertFile: other.certFile, KeyFile: other.keyFile}},
+		{name: "server certificate from an untrusted CA", cfg: ClientConfig{CAFile: other.serverCAFile}, want: tacerr.InvalidConfig},
+		{name: "station certificate the server does not trust", cfg: ClientConfig{CertFile: other.certFile, KeyFile: other.keyFile}, want: tacerr.Unauthorized},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -260,8 +261,8 @@ func TestClientTLSFailuresNotRetried(t *testing.T) {
 			if err == nil {
 				t.Fatal("request succeeded with the wrong credentials")
 			}
-			if tacerr.CodeOf(err) != tacerr.Unavailable || tacerr.IsRetryable(err) {
-				t.Errorf("err = %v (code %s, retryable %v), want unavailable, not retryable", err, tacerr.CodeOf(err), tacerr.IsRetryable(err))
+			if tacerr.CodeOf(err) != tc.want || tacerr.IsRetryable(err) {
+				t.Errorf("err = %v (code %s, retryable %v), want %s (not retryable)", err, tacerr.CodeOf(err), tacerr.IsRetryable(err), tc.want)
 			}
 			if retries != 0 {
 				t.Errorf("retried %d times a TLS failure that cannot heal", retries)
@@ -339,27 +340,49 @@ func TestNewClientRefuses(t *testing.T) {
 	}
 }
 
-func TestBackoffCap(t *testing.T) {
+func TestClientRetryBudget(t *testing.T) {
 	t.Parallel()
-	tests := []struct {
-		name      string
-		base, max time.Duration
-		attempt   int
-		want      time.Duration
-	}{
-		{"first", 50 * time.Millisecond, 5 * time.Second, 1, 50 * time.Millisecond},
-		{"doubles", 50 * time.Millisecond, 5 * time.Second, 3, 200 * time.Millisecond},
-		{"capped", 50 * time.Millisecond, 5 * time.Second, 10, 5 * time.Second},
-		{"no overflow", time.Second, time.Hour, 200, time.Hour},
+	// A server that stays unavailable: the client retries with the same
+	// request id until the budget is spent (a fake clock advances by each
+	// wait), then reports the last answer.
+	pki := newPKI(t)
+	steps := make([]step, 200)
+	for i := range steps {
+		steps[i] = step{status: 503, problem: prob(503, "unavailable", "", true), retryAfter: "1"}
 	}
-	for _, tc := range tests {
-		if got := backoffCap(tc.base, tc.max, tc.attempt); got != tc.want {
-			t.Errorf("%s: backoffCap = %s, want %s", tc.name, got, tc.want)
+	fs := &faultServer{steps: steps}
+	srv := pki.serve(t, fs)
+	c, waits := pki.client(t, srv, ClientConfig{RetryBudget: 30 * time.Second})
+	clock := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	c.now = func() time.Time { return clock }
+	c.sleep = func(ctx context.Context, d time.Duration) error {
+		*waits = append(*waits, d)
+		clock = clock.Add(d)
+		return ctx.Err()
+	}
+	_, err := c.Provision(context.Background(), wire.ProvisionRequest{RequestID: "budget-1", DeviceSerial: "D1"})
+	var ae *APIError
+	if !errors.As(err, &ae) || ae.Problem.Code != "unavailable" {
+		t.Fatalf("err = %v, want the last 503 unavailable", err)
+	}
+	var total time.Duration
+	for _, w := range *waits {
+		if w < time.Second {
+			t.Errorf("wait %s is shorter than the server's Retry-After 1s", w)
 		}
+		total += w
 	}
-	for range 1000 {
-		if d := fullJitter(10 * time.Millisecond); d < 0 || d > 10*time.Millisecond {
-			t.Fatalf("fullJitter(10ms) = %s", d)
+	fs.mu.Lock()
+	defer fs.mu.Unlock()
+	if total > 30*time.Second || total < 25*time.Second {
+		t.Errorf("waited %s in all, want the 30s budget nearly spent and never exceeded", total)
+	}
+	if len(fs.bodies) != len(*waits)+1 || len(fs.bodies) < 8 {
+		t.Fatalf("server saw %d requests after %d waits, want one more than waits and well above the old 8-retry cap", len(fs.bodies), len(*waits))
+	}
+	for i, b := range fs.bodies {
+		if b.RequestID != "budget-1" {
+			t.Fatalf("request %d has request id %q, want budget-1", i, b.RequestID)
 		}
 	}
 }

@@ -11,18 +11,14 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/pem"
-	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/tacline/tacline/internal/der"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
-
-// maxDeviceSerial is the longest device serial a certificate subject can
-// carry (RFC 5280 ub-serial-number).
-const maxDeviceSerial = 64
 
 // Device is a simulated device: a serial number and an ECDSA key made on
 // the device, as its secure element would. On a real device the private key
@@ -45,7 +41,7 @@ func NewDevice(serial string) (*Device, error) {
 // NewDeviceWithKey makes a device around an existing ECDSA P-256 or P-384
 // key.
 func NewDeviceWithKey(serial string, key *ecdsa.PrivateKey) (*Device, error) {
-	if err := checkDeviceSerial(serial); err != nil {
+	if err := policy.CheckDeviceSerial(serial); err != nil {
 		return nil, err
 	}
 	if key == nil {
@@ -55,36 +51,6 @@ func NewDeviceWithKey(serial string, key *ecdsa.PrivateKey) (*Device, error) {
 		return nil, err
 	}
 	return &Device{serial: serial, key: key}, nil
-}
-
-// checkDeviceSerial accepts what a certificate subject serialNumber (a
-// PrintableString of at most 64 characters) can carry, without '/' so that
-// the serial can name a key file.
-func checkDeviceSerial(s string) error {
-	if s == "" {
-		return tacerr.Field(tacerr.InvalidInput, "device_serial", "is required")
-	}
-	if len(s) > maxDeviceSerial {
-		return tacerr.Field(tacerr.InvalidInput, "device_serial", "is %d characters long, at most %d allowed", len(s), maxDeviceSerial)
-	}
-	for i := 0; i < len(s); i++ {
-		if !printableSerialChar(s[i]) {
-			return tacerr.Field(tacerr.InvalidInput, "device_serial", "character %d (%q) is not allowed: use letters, digits, space and '()+,-.:=?", i+1, s[i])
-		}
-	}
-	if s == "." || s == ".." {
-		return tacerr.Field(tacerr.InvalidInput, "device_serial", "%q cannot name a device", s)
-	}
-	return nil
-}
-
-// printableSerialChar: PrintableString (X.680) minus '/'.
-func printableSerialChar(c byte) bool {
-	switch {
-	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		return true
-	}
-	return strings.IndexByte(" '()+,-.:=?", c) >= 0
 }
 
 // Serial returns the device serial.

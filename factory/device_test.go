@@ -232,7 +232,7 @@ func FuzzParseDeviceKey(f *testing.F) {
 func TestCSRMatchesCreateCertificateRequest(t *testing.T) {
 	t.Parallel()
 	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
-		for _, serial := range []string{"SN-0001", "A", "x (rev.2) +1,=:?'", strings.Repeat("9", maxDeviceSerial)} {
+		for _, serial := range []string{"SN-0001", "A", "x.rev:2-1", strings.Repeat("9", policy.MaxDeviceSerial)} {
 			key, err := ecdsa.GenerateKey(curve, rand.Reader)
 			if err != nil {
 				t.Fatal(err)

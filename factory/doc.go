@@ -14,8 +14,8 @@
 //     generator behind `tacline station simulate` and `tacline bench
 //     provision`.
 //
-// Of tacline it imports only the API's wire types (api/wire), imei and
-// tacerr (besides the standard library, progressbar and x/term), never the
+// Of tacline it imports only the API's wire types (api/wire), imei,
+// tacerr and internal/retry (besides the standard library, progressbar and x/term), never the
 // server packages, so a station build carries none of the server.
 //
 // The package promises:
@@ -23,13 +23,20 @@
 //   - A request is retried only when the failure says a retry can succeed: a
 //     network error (but not a TLS refusal), a per-attempt timeout, a
 //     problem document with "retryable": true, HTTP 429, or HTTP
-//     502/503/504 without a problem document (a proxy's answer). Every retry of a POST carries
-//     the same request_id (the server is idempotent by request id), waits an
-//     exponential backoff with full jitter, and waits at least what a
-//     Retry-After header asks. Any other failure is returned at once.
+//     502/503/504 without a problem document (a proxy's answer). Every retry
+//     of a POST carries the same request_id (the server is idempotent by
+//     request id), waits an exponential backoff with full jitter
+//     (internal/retry, the one retry policy) and at least what a Retry-After
+//     header asks, and starts no later than the retry budget after the first
+//     attempt (ClientConfig.RetryBudget, default 2 minutes, so a line rides
+//     out a database failover or an HSM reconnect). Any other failure is
+//     returned at once.
 //   - Server errors come back as *[APIError] (use errors.As) carrying the
 //     RFC 9457 problem document; network failures come back as a tacerr
-//     error of code unavailable wrapping the net/http error.
+//     error of code unavailable wrapping the net/http error, or, when no
+//     retry can heal them, unauthorized (the server refused the station's
+//     certificate) or invalid_config (the server's certificate does not
+//     verify against ca_file).
 //   - [VerifyIssued] accepts an identity only if the certificate chains to
 //     the given roots, its SAN URIs are exactly the RFC 7254 URNs of the
 //     returned IMEIs, every IMEI is valid and inside one of the station's

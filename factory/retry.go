@@ -1,8 +1,9 @@
 package factory
 
+// The station client's retries follow internal/retry's policy (the one
+// retry policy type of tacline); this file reads the server's hint.
+
 import (
-	"context"
-	"math/rand/v2"
 	"net/http"
 	"strconv"
 	"strings"
@@ -11,43 +12,6 @@ import (
 
 // maxRetryAfter bounds what a Retry-After header can make a station wait.
 const maxRetryAfter = 5 * time.Minute
-
-// backoffCap is the upper bound of the wait before retry number attempt
-// (1-based): base*2^(attempt-1), at most max.
-func backoffCap(base, max time.Duration, attempt int) time.Duration {
-	d := base
-	for i := 1; i < attempt; i++ {
-		d *= 2
-		if d >= max || d <= 0 {
-			return max
-		}
-	}
-	return min(d, max)
-}
-
-// fullJitter draws a wait uniformly from [0, max] ("full jitter": stations
-// that failed together do not retry together).
-func fullJitter(max time.Duration) time.Duration {
-	if max <= 0 {
-		return 0
-	}
-	return time.Duration(rand.Int64N(int64(max) + 1))
-}
-
-// sleepCtx waits d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-}
 
 // ParseRetryAfter reads an HTTP Retry-After value (RFC 9110 §10.2.3): a
 // number of seconds or an HTTP date, relative to now. It returns 0 for an

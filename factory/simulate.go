@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -30,6 +31,7 @@ import (
 type ClientTuning struct {
 	Timeout     time.Duration
 	MaxRetries  int
+	RetryBudget time.Duration
 	BaseBackoff time.Duration
 	MaxBackoff  time.Duration
 }
@@ -357,7 +359,7 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 	for _, c := range cfg.creds {
 		cl, err := NewClient(ClientConfig{
 			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
-			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries,
+			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries, RetryBudget: cfg.tuning.RetryBudget,
 			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
 			OnRetry: func(int, error) { e.retries.Add(1) },
 		})
@@ -431,11 +433,11 @@ func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange,
 // cleaned so that prefix + 6-digit sequence fits a certificate serialNumber.
 func serialPrefix(station, runID string, worker int) string {
 	tail := fmt.Sprintf("-%s-%d-", runID, worker)
-	keep := maxDeviceSerial - len(tail) - 6
+	keep := policy.MaxDeviceSerial - len(tail) - 6
 	var b strings.Builder
 	for i := 0; i < len(station) && b.Len() < keep; i++ {
 		c := station[i]
-		if !printableSerialChar(c) || c == ' ' {
+		if !policy.DeviceSerialChar(c) {
 			c = '-'
 		}
 		b.WriteByte(c)

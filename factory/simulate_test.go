@@ -446,7 +446,7 @@ func TestSerialPrefix(t *testing.T) {
 	for _, tc := range tests {
 		p := serialPrefix(tc.station, "0123456789abcdef", tc.worker)
 		serial := p + "000001"
-		if err := checkDeviceSerial(serial); err != nil {
+		if err := policy.CheckDeviceSerial(serial); err != nil {
 			t.Errorf("%s: serial %q: %v", tc.name, serial, err)
 		}
 		if !strings.HasSuffix(p, fmt.Sprintf("-0123456789abcdef-%d-", tc.worker)) {

@@ -76,7 +76,9 @@ func PoolRanges(list *wire.PoolList, keep func(wire.PoolStatus) bool) ([]PoolRan
 // verifyErr is a verification failure: code verification_failed, the
 // response field at fault, what was found, and the check (errors.Is).
 func verifyErr(check error, field, format string, args ...any) error {
-	return &tacerr.Error{Code: tacerr.VerificationFailed, Field: field, Message: fmt.Sprintf(format, args...), Err: check}
+	e := tacerr.Field(tacerr.VerificationFailed, field, format, args...)
+	e.Err = check
+	return e
 }
 
 // VerifyIssued checks an identity the server returned for dev before a

@@ -223,13 +223,13 @@ func TestMapErr(t *testing.T) {
 		{name: "pin locked", err: pkcs11.Error(pkcs11.CKR_PIN_LOCKED), want: tacerr.HSMPINLocked},
 		{name: "token absent", err: pkcs11.Error(pkcs11.CKR_TOKEN_NOT_PRESENT), want: tacerr.HSMTokenAbsent, retryable: true, recover: true},
 		{name: "device removed", err: pkcs11.Error(pkcs11.CKR_DEVICE_REMOVED), want: tacerr.HSMTokenAbsent, retryable: true, recover: true},
-		{name: "device error", err: pkcs11.Error(pkcs11.CKR_DEVICE_ERROR), want: tacerr.HSMDeviceError},
+		{name: "device error", err: pkcs11.Error(pkcs11.CKR_DEVICE_ERROR), want: tacerr.HSMDeviceError, retryable: true},
 		{name: "session invalid", err: fmt.Errorf("wrapped: %w", pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)), want: tacerr.HSMUnavailable, retryable: true, recover: true},
 		{name: "session closed", err: pkcs11.Error(pkcs11.CKR_SESSION_CLOSED), want: tacerr.HSMUnavailable, retryable: true, recover: true},
 		{name: "not logged in", err: pkcs11.Error(pkcs11.CKR_USER_NOT_LOGGED_IN), want: tacerr.HSMUnavailable, retryable: true, recover: true},
 		{name: "stale handle", err: pkcs11.Error(pkcs11.CKR_OBJECT_HANDLE_INVALID), want: tacerr.HSMKeyNotFound, recover: true},
 		{name: "crypto11 token not found", err: fmt.Errorf("could not find PKCS#11 token"), want: tacerr.HSMTokenAbsent, retryable: true},
-		{name: "module load", err: fmt.Errorf("failed to create module context: failed to open module"), want: tacerr.HSMDeviceError},
+		{name: "module load", err: fmt.Errorf("failed to create module context: failed to open module"), want: tacerr.InvalidConfig},
 		{name: "session pool exhausted", err: fmt.Errorf("get session: %w", context.DeadlineExceeded), want: tacerr.HSMUnavailable, retryable: true},
 		{name: "tacerr passes through", err: tacerr.New(tacerr.HSMKeyUnsafe, "x"), want: tacerr.HSMKeyUnsafe},
 	}
@@ -237,8 +237,8 @@ func TestMapErr(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got := mapErr(tt.err, "do it")
 			e, ok := tacerr.As(got)
-			if !ok || e.Code != tt.want || e.Retryable != tt.retryable {
-				t.Fatalf("mapErr(%v) = %v (retryable %v), want %s retryable %v", tt.err, got, ok && e.Retryable, tt.want, tt.retryable)
+			if !ok || e.Code != tt.want || e.Retryable() != tt.retryable {
+				t.Fatalf("mapErr(%v) = %v (retryable %v), want %s retryable %v", tt.err, got, ok && e.Retryable(), tt.want, tt.retryable)
 			}
 			if needsRecovery(tt.err) != tt.recover {
 				t.Fatalf("needsRecovery(%v) = %v, want %v", tt.err, !tt.recover, tt.recover)

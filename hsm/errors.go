@@ -73,9 +73,7 @@ func mapErr(err error, what string) error {
 		case pkcs11.CKR_PIN_EXPIRED:
 			return tacerr.Wrap(tacerr.HSMPINLocked, err, "%s: the user PIN has expired; set a new one on the token", what)
 		case pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED, pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_SLOT_ID_INVALID:
-			e := tacerr.Wrap(tacerr.HSMTokenAbsent, err, "%s: the token is not present; reconnect it or check hsm.token_label/hsm.token_serial", what)
-			e.Retryable = true
-			return e
+			return tacerr.Wrap(tacerr.HSMTokenAbsent, err, "%s: the token is not present; reconnect it or check hsm.token_label/hsm.token_serial", what)
 		case pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID:
 			return tacerr.Wrap(tacerr.HSMKeyNotFound, err, "%s: the key is no longer on the token", what)
 		case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED, pkcs11.CKR_USER_NOT_LOGGED_IN,
@@ -93,11 +91,10 @@ func mapErr(err error, what string) error {
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "could not find PKCS#11 token"):
-		e := tacerr.Wrap(tacerr.HSMTokenAbsent, err, "%s: no token with that %s; list tokens with `softhsm2-util --show-slots` or the vendor tool", what, "label/serial")
-		e.Retryable = true
-		return e
+		return tacerr.Wrap(tacerr.HSMTokenAbsent, err, "%s: no token with that %s; list tokens with `softhsm2-util --show-slots` or the vendor tool", what, "label/serial")
 	case strings.Contains(msg, "failed to open module"), strings.Contains(msg, "failed to initialize module"):
-		e := tacerr.Wrap(tacerr.HSMDeviceError, err, "%s: cannot load the PKCS#11 module; check hsm.module", what)
+		// A person must fix the configuration: not retryable.
+		e := tacerr.Wrap(tacerr.InvalidConfig, err, "%s: cannot load the PKCS#11 module; check hsm.module", what)
 		e.Field = "hsm.module"
 		return e
 	}

@@ -38,7 +38,6 @@
 package hsm
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
@@ -187,7 +186,7 @@ func (t *Token) Close() error {
 }
 
 func (t *Token) closedErr() error {
-	return &tacerr.Error{Code: tacerr.HSMUnavailable, Message: fmt.Sprintf("token %s is closed", t.cfg.tokenName())}
+	return tacerr.New(tacerr.HSMUnavailable, "token %s is closed", t.cfg.tokenName())
 }
 
 // with runs fn on the current context under the read lock, so that no
@@ -230,13 +229,7 @@ func (t *Token) do(what string, fn func(ctx *crypto11.Context, gen uint64) error
 // prefixed says what was being done in front of err's message, keeping its
 // code and retryability.
 func prefixed(what string, err error) error {
-	e, ok := tacerr.As(err)
-	if !ok {
-		return tacerr.Wrap(tacerr.HSMUnavailable, err, "%s", what)
-	}
-	c := *e
-	c.Message = what + ": " + e.Message
-	return &c
+	return tacerr.Prefixed(what, err, tacerr.HSMUnavailable)
 }
 
 // recover rebuilds the context unless another caller already did (or tried)
@@ -269,8 +262,8 @@ func (t *Token) recover(seen uint64) error {
 	if err != nil {
 		if isPINFault(err) {
 			t.fatal = true
-			t.broken = tacerr.Wrap(tacerr.HSMUnavailable, err, "token %s refused the PIN on re-login; tacline will not log in again by itself (that could lock the token): fix hsm.pin and restart", t.cfg.tokenName())
-			t.broken.(*tacerr.Error).Retryable = false
+			t.broken = tacerr.Prefixed("token "+t.cfg.tokenName()+" refused the PIN on re-login; tacline will not log in again by itself (that could lock the token): fix hsm.pin and restart",
+				mapErr(err, "log in"), tacerr.HSMPINIncorrect)
 		} else {
 			t.broken = tacerr.Wrap(tacerr.HSMUnavailable, err, "token %s is unavailable and reopening it failed; it is retried on the next request", t.cfg.tokenName())
 		}

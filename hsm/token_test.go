@@ -385,8 +385,8 @@ func TestPINChangedUnderRunningToken(t *testing.T) {
 	for i := range 3 {
 		_, err := s.Sign(rand.Reader, digest[:], crypto.SHA256)
 		e, ok := tacerr.As(err)
-		if !ok || e.Code != tacerr.HSMUnavailable || e.Retryable || !strings.Contains(err.Error(), "refused the PIN") {
-			t.Fatalf("Sign %d = %v, want hsm_unavailable, not retryable, saying the PIN was refused", i, err)
+		if !ok || e.Code != tacerr.HSMPINIncorrect || e.Retryable() || e.RetryAfter() != 0 || !strings.Contains(err.Error(), "refused the PIN") {
+			t.Fatalf("Sign %d = %v, want hsm_pin_incorrect, not retryable, no Retry-After, saying the PIN was refused", i, err)
 		}
 		if strings.Contains(err.Error(), "changed-5555") || strings.Contains(err.Error(), strings.TrimSpace(string(old))) {
 			t.Fatalf("error shows a PIN: %v", err)

@@ -51,12 +51,11 @@ var OIDHardwareModuleName = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 8, 4}
 
 var oidSubjectAltName = asn1.ObjectIdentifier{2, 5, 29, 17}
 
-// Upper bounds from RFC 5280 Appendix A (ub-common-name, ub-organization-name,
-// ub-serial-number).
+// Upper bounds from RFC 5280 Appendix A (ub-common-name, ub-organization-name;
+// ub-serial-number is MaxDeviceSerial).
 const (
 	maxCommonName   = 64
 	maxOrganization = 64
-	maxSerialNumber = 64
 	// MaxIMEIs is the largest number of IMEIs one device certificate carries
 	// (registers accept 1 to 5 per device).
 	MaxIMEIs = 5
@@ -167,11 +166,13 @@ type Device struct {
 // CheckDevice checks the device fields the profile puts in the certificate
 // and names the field at fault (code invalid_input).
 func CheckDevice(d Device) error {
+	if err := CheckDeviceSerial(d.Serial); err != nil {
+		return err
+	}
 	checks := []struct {
 		field, val string
 		max        int
 	}{
-		{"device_serial", d.Serial, maxSerialNumber},
 		{"manufacturer", d.Manufacturer, maxOrganization},
 		{"model", d.Model, maxCommonName},
 	}

@@ -12,6 +12,32 @@ type PoolInfo struct {
 	Name    string
 	Product string
 	Market  string
+	Factory string
+}
+
+// StationInfo is what the ownership decision needs to know of a station.
+type StationInfo struct {
+	ID      string
+	Factory string
+	Pools   []string // the pools it is authorised for
+}
+
+// CheckOwner decides whether a station may act on an existing object (a
+// device, an IMEI or a reservation) drawn from pool: yes when the station is
+// authorised for that pool or when the pool belongs to the station's factory
+// (another line of the same factory may rework a device); otherwise
+// not_owner, naming field. The message does not name the object's factory.
+func CheckOwner(st StationInfo, pool PoolInfo, field, what string) error {
+	for _, p := range st.Pools {
+		if p == pool.Name {
+			return nil
+		}
+	}
+	if st.Factory != "" && pool.Factory == st.Factory {
+		return nil
+	}
+	return tacerr.Field(tacerr.NotOwner, field, "%s belongs to another factory: station %s acts only on devices and IMEIs of factory %q; an operator can act on it",
+		what, st.ID, st.Factory)
 }
 
 // ChoosePool decides which pool a station draws from: the named pool if the

@@ -29,10 +29,12 @@ func (e *AlreadyProvisionedError) Unwrap() error { return e.Err }
 // ExistingIMEIs returns the device's IMEIs.
 func (e *AlreadyProvisionedError) ExistingIMEIs() []imei.IMEI { return e.IMEIs }
 
-func (s *Service) alreadyProvisioned(ctx context.Context, serial string) error {
+// alreadyProvisioned is device_already_provisioned, with the device's IMEIs
+// when the actor may read them (a device of another factory stays opaque).
+func (s *Service) alreadyProvisioned(ctx context.Context, a Actor, serial string) error {
 	e := &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 		"device %q is already provisioned; rework goes through reissue", serial)}
-	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil {
+	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil && len(recs) > 0 && s.mayActOn(ctx, a, recs[0].Pool, "device_serial", "device "+serial) == nil {
 		for _, r := range recs {
 			e.IMEIs = append(e.IMEIs, r.IMEI)
 		}
@@ -47,7 +49,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err := checkRequestID(in.RequestID); err != nil {
 		return nil, err
 	}
-	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
@@ -70,12 +72,15 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err != nil {
 		return nil, err
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, count); err != nil {
+		return nil, err
+	}
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "provision", RequestHash: hash, Station: st.ID,
-		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(serial), NotBefore: notBefore, IssuerKeyID: s.activeKeyID(),
+		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore, IssuerKeyID: fix.keyID,
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
@@ -89,7 +94,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	}
 	if err != nil {
 		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
-			return nil, s.alreadyProvisioned(ctx, in.DeviceSerial)
+			return nil, s.alreadyProvisioned(ctx, in.Actor, in.DeviceSerial)
 		}
 		return nil, err
 	}
@@ -98,28 +103,29 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 	}
 	intent.ReservationID = res.ID
-	return s.complete(ctx, intent, res.Devices[0], pub, serial)
+	return s.complete(ctx, intent, res.Devices[0], pub, fix.serial)
 }
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
-// another device, then draws the intent's serial and notBefore.
-func (s *Service) newDeviceIntent(ctx context.Context, device string, spkiHash []byte) (*big.Int, time.Time, error) {
+// another device, then fixes the intent (newIntent).
+func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, spkiHash []byte) (intentFix, error) {
 	exists, owner, err := s.db.NewDeviceCheck(ctx, device, spkiHash)
 	if err != nil {
-		return nil, time.Time{}, err
+		return intentFix{}, err
 	}
 	if exists {
-		return nil, time.Time{}, s.alreadyProvisioned(ctx, device)
+		return intentFix{}, s.alreadyProvisioned(ctx, a, device)
 	}
 	if err := s.keyOwnedElsewhere(owner, device); err != nil {
-		return nil, time.Time{}, err
+		return intentFix{}, err
 	}
-	return s.newIntent()
+	return s.newIntent(ctx)
 }
 
-// replay answers a request id seen before: the stored result if issued, the
-// completion of its intent if pending, an error if abandoned or if the
-// request's content differs. It returns (nil, nil) for a new request id.
+// replay answers a request id seen before: the stored result if issued
+// (Replayed), the completion of its intent if pending (not Replayed: the
+// first success), an error if abandoned or if the request's content
+// differs. It returns (nil, nil) for a new request id.
 func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string) (*Issued, error) {
 	is, err := s.db.IssuanceByRequestID(ctx, requestID)
 	if err != nil || is == nil {
@@ -149,11 +155,10 @@ func (s *Service) replay(ctx context.Context, requestID string, hash []byte, cal
 	if !ok {
 		return nil, tacerr.New(tacerr.Internal, "intent %s holds a bad serial", requestID)
 	}
-	out, err := s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
-	if out != nil {
-		out.Replayed = true
-	}
-	return out, err
+	// Completing a pending intent is the request's first success (the API
+	// answers 201), whatever failed before; only an issued intent is a
+	// replay (200), and complete answers so when a twin completed it first.
+	return s.complete(ctx, is, store.IMEIsOf(recs), pub, serial)
 }
 
 // replayOrWait answers a duplicate whose twin is still being completed.

@@ -27,7 +27,6 @@ import (
 	"io"
 	"log/slog"
 	"math/big"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -185,18 +184,9 @@ func (s *Service) ActiveIssuer() *issuance.Issuer {
 // new certificates are signed by.
 func (s *Service) ActiveKeyID() string { return s.activeKeyID() }
 
-var serialPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:/-]{0,63}$`)
-
 func checkRequestID(id string) error {
 	if id == "" || len(id) > 128 || strings.ContainsAny(id, "\x00\r\n") {
 		return tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 128 printable characters, unique per request")
-	}
-	return nil
-}
-
-func checkDeviceSerial(s string) error {
-	if !serialPattern.MatchString(s) {
-		return tacerr.Field(tacerr.InvalidInput, "device_serial", "must be 1-64 characters: letters, digits and . _ : / - (starting with a letter or digit)")
 	}
 	return nil
 }
@@ -297,8 +287,13 @@ func (s *Service) station(ctx context.Context, a Actor) (store.StationRecord, er
 		return store.StationRecord{}, tacerr.New(tacerr.Forbidden, "only a station may do this")
 	}
 	st, err := s.stationRecord(ctx, a.Station)
-	if err != nil {
+	if tacerr.Is(err, tacerr.NotFound) {
 		return st, tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", a.Station)
+	}
+	if err != nil {
+		// The ledger could not say (unavailable, retryable): not a
+		// verdict on the station.
+		return st, err
 	}
 	if !st.DisabledAt.IsZero() {
 		return st, tacerr.New(tacerr.Forbidden, "station %s is disabled", a.Station)
@@ -332,7 +327,7 @@ func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, 
 		if err != nil {
 			return cachedMeta{}, err
 		}
-		infos[name] = policy.PoolInfo{Name: name, Product: m.pool.Product, Market: m.pool.Market}
+		infos[name] = policy.PoolInfo{Name: name, Product: m.pool.Product, Market: m.pool.Market, Factory: m.pool.Factory}
 		metas[name] = m
 	}
 	info, err := policy.ChoosePool(st.ID, st.Pools, infos, pool, product)
@@ -385,13 +380,42 @@ func (s *Service) keyOwnedElsewhere(owner, device string) error {
 	return nil
 }
 
-// newIntent draws a serial and fixes notBefore.
-func (s *Service) newIntent() (serial *big.Int, notBefore time.Time, err error) {
-	serial, err = policy.NewSerial(s.cfg.Rand)
-	if err != nil {
-		return nil, time.Time{}, tacerr.Wrap(tacerr.Internal, err, "draw certificate serial")
+// checkCertifiable applies the certificate profile's device checks (serial,
+// manufacturer, model, IMEI count) before anything is reserved, so that the
+// profile never refuses a device whose IMEIs are already spent.
+func (s *Service) checkCertifiable(serial, model string, imeis int) error {
+	ims := make([]imei.IMEI, imeis)
+	for i := range ims {
+		var err error
+		if ims[i], err = imei.New(0, uint32(i)); err != nil { // distinct placeholders: the checks read only how many
+			return tacerr.Wrap(tacerr.Internal, err, "placeholder IMEI")
+		}
 	}
-	return serial, s.cfg.Now().UTC().Truncate(time.Second), nil
+	return policy.CheckDevice(policy.Device{Serial: serial, Manufacturer: s.cfg.Manufacturer, Model: model, IMEIs: ims})
+}
+
+// intentFix is what a new intent fixes besides the request: the
+// certificate serial, notBefore and the issuer.
+type intentFix struct {
+	serial    *big.Int
+	notBefore time.Time
+	keyID     string // the active issuer's key id
+}
+
+// newIntent is the last check before a new intent reserves anything: the
+// active issuer's signer must not be known to be down (a signature failed
+// and a probe signature fails too: hsm_unavailable, nothing reserved). It
+// then draws a serial and fixes notBefore.
+func (s *Service) newIntent(ctx context.Context) (intentFix, error) {
+	keyID := s.activeKeyID()
+	if err := s.issuer(keyID).Ready(ctx); err != nil {
+		return intentFix{}, err
+	}
+	serial, err := policy.NewSerial(s.cfg.Rand)
+	if err != nil {
+		return intentFix{}, tacerr.Wrap(tacerr.Internal, err, "draw certificate serial")
+	}
+	return intentFix{serial: serial, notBefore: s.cfg.Now().UTC().Truncate(time.Second), keyID: keyID}, nil
 }
 
 func serialHex(n *big.Int) string { return hex.EncodeToString(n.Bytes()) }
@@ -476,9 +500,40 @@ func (s *Service) sitePools(ctx context.Context, out, all []store.PoolStats, min
 	return out, nil
 }
 
+// mayActOn applies the actor's scope to an existing object drawn from pool
+// (a device, an IMEI, a reservation): nil, or not_owner naming field.
+func (s *Service) mayActOn(ctx context.Context, a Actor, pool, field, what string) error {
+	switch a.Scope {
+	case ScopeAll:
+		return nil
+	case ScopeFactory:
+		if a.Station == "" {
+			break
+		}
+		st, err := s.station(ctx, a)
+		if err != nil {
+			return err
+		}
+		m, err := s.meta(ctx, pool)
+		if err != nil {
+			return err
+		}
+		return policy.CheckOwner(policy.StationInfo{ID: st.ID, Factory: st.Factory, Pools: st.Pools},
+			policy.PoolInfo{Name: pool, Factory: m.pool.Factory}, field, what)
+	}
+	return tacerr.Field(tacerr.NotOwner, field, "%s may not act on %s", a.ID, what)
+}
+
 // IMEI returns one IMEI's ledger record.
 func (s *Service) IMEI(ctx context.Context, a Actor, m imei.IMEI) (store.IMEIRecord, error) {
-	return s.db.LookupIMEI(ctx, m)
+	rec, err := s.db.LookupIMEI(ctx, m)
+	if err != nil {
+		return rec, err
+	}
+	if err := s.mayActOn(ctx, a, rec.Pool, "imei", "IMEI "+m.String()); err != nil {
+		return store.IMEIRecord{}, err
+	}
+	return rec, nil
 }
 
 // Device returns a device's record with its IMEIs and current certificate.
@@ -498,6 +553,9 @@ func (s *Service) Device(ctx context.Context, a Actor, serial string) (*Device, 
 		BoundAt: d.BoundAt, RevokedAt: d.RevokedAt, Reason: d.Reason}
 	if len(recs) > 0 {
 		out.Pool = recs[0].Pool
+	}
+	if err := s.mayActOn(ctx, a, out.Pool, "serial", "device "+serial); err != nil {
+		return nil, err
 	}
 	if c, err := s.db.CertificateBySerial(ctx, d.CertSerial); err != nil {
 		return nil, err

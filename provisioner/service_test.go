@@ -3,13 +3,10 @@ package provisioner_test
 import (
 	"bytes"
 	"context"
-	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -135,13 +132,20 @@ func TestProvisionRefusals(t *testing.T) {
 		{"tac not approved", provisioner.ProvisionInput{Actor: provtest.Actor("S3"), RequestID: "c", DeviceSerial: "X3", Product: "EX-X", CSR: dev.CSR}, tacerr.TACNotApproved},
 		{"garbage csr", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "d", DeviceSerial: "X4", Product: "EX-1", CSR: []byte("garbage")}, tacerr.CSRInvalid},
 		{"bad serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e", DeviceSerial: "bad serial", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
+		// Once accepted by the provisioner and refused by the profile after the IMEIs were reserved.
+		{"underscore serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e2", DeviceSerial: "SN_1", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
+		{"slash serial", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "e3", DeviceSerial: "SN/1", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
 		{"too many imeis", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "f", DeviceSerial: "X6", Product: "EX-1", IMEICount: 3, CSR: dev.CSR}, tacerr.InvalidInput},
 		{"unknown station", provisioner.ProvisionInput{Actor: provtest.Actor("S9"), RequestID: "g", DeviceSerial: "X7", Product: "EX-1", CSR: dev.CSR}, tacerr.Unauthorized},
 		{"no request id", provisioner.ProvisionInput{Actor: provtest.Actor("S1"), DeviceSerial: "X8", Product: "EX-1", CSR: dev.CSR}, tacerr.InvalidInput},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			before := storetest.ReadCounts(t, env.DB)
 			_, err := env.Service.Provision(ctx, tc.in)
 			wantCode(t, err, tc.code)
+			if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
+				t.Fatalf("the refused request changed the ledger: %s", d)
+			}
 		})
 	}
 	if rep := ledgerOK(t, env); rep.IMEIs != 0 {
@@ -154,29 +158,50 @@ func TestProvisionRefusals(t *testing.T) {
 	wantCode(t, err, tacerr.Forbidden)
 }
 
-// failingSigner fails while armed: the HSM dying between intent and signature.
-type failingSigner struct {
-	crypto.Signer
-	armed atomic.Bool
-}
-
-func (f *failingSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
-	if f.armed.Load() {
-		return nil, tacerr.New(tacerr.HSMUnavailable, "injected HSM fault")
+// TestKnownDownSignerReservesNothing: once a signature failed, new requests
+// are refused with hsm_unavailable before anything is reserved, until a
+// probe signature succeeds again.
+func TestKnownDownSignerReservesNothing(t *testing.T) {
+	var fs *provtest.FaultySigner
+	env := provtest.New(t, store.SQLite, provtest.WithFaultySigner(&fs))
+	ctx := context.Background()
+	fs.Down.Store(true)
+	_, err := provision(env, "S1", "k1", "SN-K1", provtest.NewDevice(t)) // the failure that makes the signer known to be down
+	wantCode(t, err, tacerr.HSMUnavailable)
+	al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "k-al", Pool: "F1-A", Count: 1})
+	if err != nil {
+		t.Fatal(err) // pre-allocation signs nothing: it goes on
 	}
-	return f.Signer.Sign(r, d, o)
+	before := storetest.ReadCounts(t, env.DB)
+	for i, call := range []func() error{
+		func() error { _, err := provision(env, "S1", "k2", "SN-K2", provtest.NewDevice(t)); return err },
+		func() error {
+			_, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "k3", IMEIs: al.Devices[0], DeviceSerial: "SN-K3", CSR: provtest.NewDevice(t).CSR})
+			return err
+		},
+	} {
+		err := call()
+		wantCode(t, err, tacerr.HSMUnavailable)
+		if !tacerr.IsRetryable(err) {
+			t.Fatalf("call %d: %v is not retryable", i, err)
+		}
+	}
+	if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
+		t.Fatalf("requests refused while the signer is down changed the ledger: %s", d)
+	}
+	fs.Down.Store(false)
+	if _, err := provision(env, "S1", "k4", "SN-K4", provtest.NewDevice(t)); err != nil {
+		t.Fatalf("after the HSM came back: %v", err)
+	}
 }
 
 func TestCrashBetweenIntentAndSignature(t *testing.T) {
 	forEachDialect(t, func(t *testing.T, d store.Dialect) {
-		var fs *failingSigner
-		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
-			fs = &failingSigner{Signer: s}
-			return fs
-		}))
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
 		dev := provtest.NewDevice(t)
-		fs.armed.Store(true)
+		fs.Down.Store(true)
 		_, err := provision(env, "S1", "r1", "SN-1", dev)
 		wantCode(t, err, tacerr.HSMUnavailable)
 		is, err := env.DB.IssuanceByRequestID(ctx, "r1")
@@ -184,21 +209,28 @@ func TestCrashBetweenIntentAndSignature(t *testing.T) {
 			t.Fatalf("intent after a failed signature = %+v, %v", is, err)
 		}
 		// The replay completes the same intent: same IMEIs, same serial.
-		fs.armed.Store(false)
+		fs.Down.Store(false)
 		out, err := provision(env, "S1", "r1", "SN-1", dev)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if out.CertSerial != is.CertSerial || !out.Replayed {
+		if out.CertSerial != is.CertSerial {
 			t.Fatalf("replay issued serial %s, intent recorded %s", out.CertSerial, is.CertSerial)
 		}
+		// The first success is not a replay (the API answers 201), whatever failed before; the next one is.
+		if out.Replayed {
+			t.Fatal("the first success after a failed attempt is marked as a replay")
+		}
 		checkIssued(t, env, out, dev)
+		if again, err := provision(env, "S1", "r1", "SN-1", dev); err != nil || !again.Replayed || again.CertSerial != out.CertSerial {
+			t.Fatalf("true replay = %+v, %v", again, err)
+		}
 
 		// A second crash, never retried: recovery abandons it after the timeout.
-		fs.armed.Store(true)
+		fs.Down.Store(true)
 		_, err = provision(env, "S1", "r2", "SN-2", provtest.NewDevice(t))
 		wantCode(t, err, tacerr.HSMUnavailable)
-		fs.armed.Store(false)
+		fs.Down.Store(false)
 		if n, err := env.Service.Recover(ctx); err != nil || n != 0 {
 			t.Fatalf("recovery before the timeout voided %d (%v)", n, err)
 		}
@@ -242,9 +274,9 @@ func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
 			t.Fatalf("replayed allocation = %+v, %v", again, err)
 		}
 		dev := provtest.NewDevice(t)
-		// Another station cannot bind S1's labels; a partial group is refused.
+		// A station of another factory cannot bind S1's labels; a partial group is refused.
 		_, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S2"), RequestID: "b0", IMEIs: al.Devices[0], DeviceSerial: "D0", CSR: dev.CSR})
-		wantCode(t, err, tacerr.Forbidden)
+		wantCode(t, err, tacerr.NotOwner)
 		_, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "b0", IMEIs: al.Devices[0][:1], DeviceSerial: "D0", CSR: dev.CSR})
 		wantCode(t, err, tacerr.InvalidInput)
 		out, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "b1", IMEIs: al.Devices[0], DeviceSerial: "D0", CSR: dev.CSR})
@@ -266,7 +298,7 @@ func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
 		err = env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S1"), IMEI: out.IMEIs[0], Reason: "scrapped"})
 		wantCode(t, err, tacerr.Forbidden)
 		err = env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S2"), IMEI: al.Devices[2][0], Reason: "scrapped"})
-		wantCode(t, err, tacerr.Forbidden)
+		wantCode(t, err, tacerr.NotOwner)
 
 		// Rework: same IMEIs, new certificate, the old one revoked as superseded.
 		dev2 := provtest.NewDevice(t)
@@ -385,4 +417,32 @@ func TestStationMemo(t *testing.T) {
 	_, err := env.Service.Provision(context.Background(), provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "m2",
 		DeviceSerial: "DM2", Product: "EX-1", CSR: provtest.NewDevice(t).CSR})
 	wantCode(t, err, tacerr.Forbidden)
+}
+
+// With the ledger database lost, an enrolled station's lookup is
+// unavailable and retryable, never unauthorized (issue 11: PostgreSQL
+// unreachable answered 401 "station is not enrolled"); an unknown station
+// is still unauthorized once the database is back.
+func TestStationLookupDuringOutage(t *testing.T) {
+	env := provtest.New(t, store.Postgres)
+	ctx := context.Background()
+	restore := storetest.Outage(t, env.DB)
+	_, err := env.Service.Station(ctx, "S1")
+	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.Unavailable || !e.Retryable() {
+		t.Fatalf("station lookup during the outage = %v (code %s), want unavailable, retryable", err, tacerr.CodeOf(err))
+	}
+	dev := provtest.NewDevice(t)
+	_, err = env.Service.Provision(ctx, provisioner.ProvisionInput{Actor: provtest.Actor("S1"), RequestID: "o1",
+		DeviceSerial: "DO1", Product: "EX-1", CSR: dev.CSR})
+	wantCode(t, err, tacerr.Unavailable)
+	restore()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		_, err = env.Service.Station(ctx, "nobody")
+		if !tacerr.Is(err, tacerr.Unavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	wantCode(t, err, tacerr.Unauthorized)
 }

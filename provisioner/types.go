@@ -13,7 +13,7 @@ type Role string
 
 // The roles.
 const (
-	RoleStation   Role = "station"   // a factory station: provision, pre-allocate, bind, void its own reservations
+	RoleStation   Role = "station"   // a factory station: provision, pre-allocate, bind, void, reissue (its factory's objects)
 	RoleOperator  Role = "operator"  // factory operations: void, reissue, revoke, read
 	RoleAuditor   Role = "auditor"   // read the ledger and audit log
 	RoleRegulator Role = "regulator" // read, verify, reconcile
@@ -24,6 +24,23 @@ const (
 	RoleSite Role = "site"
 )
 
+// Scope is which existing objects (devices, IMEIs, reservations) an actor
+// may act on in one call. The API's route table decides it per route and
+// role (docs/api.md); the use cases apply it to the object they load,
+// before anything is written.
+type Scope int
+
+// The scopes, narrowest first.
+const (
+	// ScopeNone: no existing object (the zero value refuses).
+	ScopeNone Scope = iota
+	// ScopeFactory: objects drawn from the station's pools or from any
+	// pool of the station's factory (policy.CheckOwner).
+	ScopeFactory
+	// ScopeAll: every object (operators, auditors, regulators, admins).
+	ScopeAll
+)
+
 // Actor is the authenticated caller of a use case.
 type Actor struct {
 	// ID names the caller in the ledger and audit log: the station id for
@@ -31,6 +48,7 @@ type Actor struct {
 	ID      string
 	Roles   []Role
 	Station string // non-empty when the caller is a station
+	Scope   Scope  // which existing objects it may act on in this call
 }
 
 // Has reports whether the actor holds role r (admin holds every role).

@@ -59,7 +59,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := checkRequestID(in.RequestID); err != nil {
 		return nil, err
 	}
-	if err := checkDeviceSerial(in.DeviceSerial); err != nil {
+	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
 		return nil, err
 	}
 	if len(in.IMEIs) == 0 || len(in.IMEIs) > policy.MaxIMEIs {
@@ -89,8 +89,13 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		}
 		return nil, err
 	}
-	if first.Caller != st.ID {
-		return nil, tacerr.Field(tacerr.Forbidden, "imeis", "IMEI %s was reserved by another station", in.IMEIs[0])
+	if err := s.mayActOn(ctx, in.Actor, first.Pool, "imeis", "IMEI "+in.IMEIs[0].String()); err != nil {
+		return nil, err
+	}
+	if res, err := s.db.ReservationByRequestID(ctx, first.RequestID); err != nil {
+		return nil, err
+	} else if res.Kind != store.KindPreallocate {
+		return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s was not pre-allocated (it belongs to provisioning request %q)", in.IMEIs[0], first.RequestID)
 	}
 	group, err := s.db.GroupIMEIs(ctx, first.ReservationID, first.Group)
 	if err != nil {
@@ -107,24 +112,31 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 			return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", r.IMEI, r.State)
 		}
 	}
-	serial, notBefore, err := s.newDeviceIntent(ctx, in.DeviceSerial, spkiHash)
+	meta, err := s.metaForIMEI(in.IMEIs[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(in.IMEIs)); err != nil {
+		return nil, err
+	}
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "bind", RequestHash: hash, Station: st.ID, DeviceSerial: in.DeviceSerial,
-		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
+		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
+		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, in.IMEIs, pub, serial)
+	return s.complete(ctx, intent, in.IMEIs, pub, fix.serial)
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
-// void only RESERVED IMEIs they reserved; operators may also void a BOUND
+// void only RESERVED IMEIs of their factory; operators may also void a BOUND
 // device scrapped before shipment (its certificate is revoked).
 func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	switch in.Reason {
@@ -139,11 +151,10 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	if err != nil {
 		return err
 	}
-	operator := in.Actor.Has(RoleOperator)
-	if !operator {
-		if in.Actor.Station == "" || rec.Caller != in.Actor.Station {
-			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s was not reserved by this station", in.IMEI)
-		}
+	if err := s.mayActOn(ctx, in.Actor, rec.Pool, "imei", "IMEI "+in.IMEI.String()); err != nil {
+		return err
+	}
+	if !in.Actor.Has(RoleOperator) {
 		if rec.State != store.StateReserved {
 			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
 		}
@@ -191,11 +202,18 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if d == nil {
 		return nil, tacerr.Field(tacerr.NotFound, "serial", "device %q was never provisioned", in.DeviceSerial)
 	}
+	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
+	if err != nil {
+		return nil, err
+	}
+	if len(recs) == 0 {
+		return nil, tacerr.New(tacerr.LedgerInvariant, "device %s has no IMEIs", in.DeviceSerial)
+	}
+	if err := s.mayActOn(ctx, in.Actor, recs[0].Pool, "serial", "device "+in.DeviceSerial); err != nil {
+		return nil, err
+	}
 	if d.State != store.StateBound {
 		return nil, tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s; only a BOUND device can be reissued", in.DeviceSerial, d.State)
-	}
-	if !in.Actor.Has(RoleOperator) && in.Actor.Station == "" {
-		return nil, tacerr.New(tacerr.Forbidden, "reissue needs a station or an operator")
 	}
 	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
 	if err != nil {
@@ -204,25 +222,28 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
 		return nil, err
 	}
-	recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group)
+	meta, err := s.metaForIMEI(recs[0].IMEI)
 	if err != nil {
 		return nil, err
 	}
-	serial, notBefore, err := s.newIntent()
+	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(recs)); err != nil {
+		return nil, err
+	}
+	fix, err := s.newIntent(ctx)
 	if err != nil {
 		return nil, err
 	}
 	actor := in.Actor.ID
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "reissue", RequestHash: hash, Station: actor, DeviceSerial: in.DeviceSerial,
-		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(serial), NotBefore: notBefore,
-		IssuerKeyID: s.activeKeyID(), PublicKey: spki, SPKIHash: spkiHash}
+		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
+		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, serial)
+	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, fix.serial)
 }
 
 // Revocation reasons.
@@ -233,6 +254,12 @@ var revokeReasons = map[string]bool{"stolen": true, "cloned": true, "compromised
 func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 	if !revokeReasons[in.Reason] {
 		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a revocation reason: use stolen, cloned, compromised, superseded or other", in.Reason)
+	}
+	if in.Actor.Scope != ScopeAll {
+		// Decided before the transaction: the device's pool never changes.
+		if _, err := s.Device(ctx, in.Actor, in.DeviceSerial); err != nil {
+			return err
+		}
 	}
 	return s.db.Commit(ctx, func(tx *store.Tx) error {
 		d, err := tx.Device(in.DeviceSerial)

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -75,7 +76,7 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 		}
 		res, err := tx.Exec(tx.Rebind(sb.String()), args...)
 		if err != nil {
-			return tacerr.Wrap(tacerr.Unavailable, err, "register outbox: insert %d rows", rows)
+			return store.Translate(err, fmt.Sprintf("register outbox: insert %d rows", rows))
 		}
 		if k, err := res.RowsAffected(); err != nil || k != int64(rows) {
 			return tacerr.New(tacerr.Internal, "register outbox: inserting %d rows touched %d (%v)", rows, k, err)
@@ -102,7 +103,7 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 					return tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
 				}
 				if err != nil {
-					return tacerr.Wrap(tacerr.Unavailable, err, "register outbox: read TAC %s", m.TACString())
+					return store.Translate(err, "register outbox: read TAC "+m.TACString())
 				}
 				cache[m.TAC()] = n
 			}

@@ -41,6 +41,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -77,12 +78,16 @@ type Config struct {
 	TLS        TLS     `yaml:"tls"`
 }
 
-// Backoff is the retry delay after a failed batch: Initial, doubling per
-// attempt up to Max, with jitter (a random factor from 0.5 to 1.5).
+// Backoff is the retry delay after a failed batch: at most Initial,
+// doubling per attempt up to Max, with full jitter (internal/retry). A row
+// is retried until it is delivered; only the circuit breaker pauses it.
 type Backoff struct {
 	Initial time.Duration `yaml:"initial"`
 	Max     time.Duration `yaml:"max"`
 }
+
+// Policy is b as the one retry policy type.
+func (b Backoff) Policy() retry.Policy { return retry.Policy{Initial: b.Initial, Max: b.Max} }
 
 // Breaker opens after Failures consecutive failed batches and stays open
 // for Cooldown; then one trial batch decides.

@@ -72,7 +72,7 @@ func readStats(ctx context.Context, q querier) (Stats, error) {
 	var s Stats
 	rows, err := q.QueryContext(ctx, sqlStats)
 	if err != nil {
-		return s, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox counters")
+		return s, store.Translate(err, "read register outbox counters")
 	}
 	defer rows.Close()
 	seen := 0
@@ -80,7 +80,7 @@ func readStats(ctx context.Context, q querier) (Stats, error) {
 		var name string
 		var v int64
 		if err := rows.Scan(&name, &v); err != nil {
-			return s, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox counters")
+			return s, store.Translate(err, "read register outbox counters")
 		}
 		switch name {
 		case statAcknowledged:
@@ -95,7 +95,7 @@ func readStats(ctx context.Context, q querier) (Stats, error) {
 		seen++
 	}
 	if err := rows.Err(); err != nil {
-		return s, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox counters")
+		return s, store.Translate(err, "read register outbox counters")
 	}
 	if seen != 3 {
 		return s, tacerr.New(tacerr.LedgerInvariant, "register_outbox_stats holds %d of its 3 counters", seen)
@@ -167,7 +167,7 @@ func Prune(ctx context.Context, db *store.DB, olderThan time.Duration, batch, ma
 			return err
 		})
 		if err != nil {
-			return r, tacerr.Wrap(tacerr.Unavailable, err, "prune register outbox (%d rows deleted before the failure)", r.Deleted)
+			return r, store.Translate(err, fmt.Sprintf("prune register outbox (%d rows deleted before the failure)", r.Deleted))
 		}
 		if n == 0 {
 			break
@@ -197,7 +197,7 @@ func CheckCounters(ctx context.Context, db *store.DB) (Stats, int64, error) {
 	}
 	var kept, counted int64
 	if err := db.Reader().QueryRowContext(ctx, sqlCheckAcked).Scan(&kept, &counted); err != nil {
-		return s, 0, tacerr.Wrap(tacerr.Unavailable, err, "check register outbox counters")
+		return s, 0, store.Translate(err, "check register outbox counters")
 	}
 	s.Acknowledged = kept
 	if kept != counted {

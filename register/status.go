@@ -77,7 +77,7 @@ func Status(ctx context.Context, db *store.DB) (Report, error) {
 	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
 	q := db.Reader()
 	fail := func(err error) (Report, error) {
-		return r, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox status")
+		return r, store.Translate(err, "read register outbox status")
 	}
 	rows, err := q.QueryContext(ctx, sqlOpenCounts)
 	if err != nil {
@@ -248,7 +248,7 @@ func Requeue(ctx context.Context, db *store.DB, m imei.IMEI, actor string) (int6
 		return err
 	})
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "requeue rejected events of %s", m)
+		return 0, store.Translate(err, "requeue rejected events of "+m.String())
 	}
 	if n == 0 {
 		return 0, tacerr.Field(tacerr.NotFound, "imei", "IMEI %s has no rejected register events", m)

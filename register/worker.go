@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"os"
 	"slices"
@@ -174,14 +173,14 @@ func (w *Worker) step(ctx context.Context) (time.Duration, error) {
 	t := now.UnixMicro()
 	r := w.db.Reader()
 	if err := r.QueryRowxContext(ctx, r.Rebind(sqlReady), t, t, w.cfg.BatchSize).Scan(&ready); err != nil {
-		return w.cfg.Poll, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox")
+		return w.cfg.Poll, store.Translate(err, "read register outbox")
 	}
 	if ready == 0 {
 		return w.cfg.Poll, nil
 	}
 	if ready < int64(w.cfg.BatchSize) {
 		if err := r.QueryRowxContext(ctx, r.Rebind(sqlOldestReady), t, t).Scan(&oldest); err != nil {
-			return w.cfg.Poll, tacerr.Wrap(tacerr.Unavailable, err, "read register outbox")
+			return w.cfg.Poll, store.Translate(err, "read register outbox")
 		}
 		if age := now.Sub(time.UnixMicro(oldest)); age < w.cfg.BatchAge {
 			return min(w.cfg.BatchAge-age, w.cfg.Poll), nil
@@ -236,13 +235,13 @@ func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
 		t := now.UnixMicro()
 		r, err := tx.QueryxContext(ctx, tx.Rebind(q), token, now.Add(w.cfg.Lease).UnixMicro(), t, t, t, w.cfg.BatchSize)
 		if err != nil {
-			return tacerr.Wrap(tacerr.Unavailable, err, "claim register outbox rows")
+			return store.Translate(err, "claim register outbox rows")
 		}
 		defer r.Close()
 		for r.Next() {
 			var c claimed
 			if err := r.Scan(&c.ID, &c.Key, &c.IMEI14, &c.Event, &c.Device, &c.Model, &c.Brand, &c.Occurred, &c.Attempts); err != nil {
-				return tacerr.Wrap(tacerr.Internal, err, "read claimed outbox row")
+				return store.Translate(err, "read claimed outbox row")
 			}
 			rows = append(rows, c)
 		}
@@ -309,10 +308,10 @@ func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp 
 				r, err = tx.Exec(tx.Rebind(sqlReject), res.Status+": "+res.Reason, clone, t, rows[i].ID, token)
 			}
 			if err != nil {
-				return tacerr.Wrap(tacerr.Unavailable, err, "record register result")
+				return store.Translate(err, "record register result")
 			}
 			if n, err := r.RowsAffected(); err != nil {
-				return tacerr.Wrap(tacerr.Unavailable, err, "record register result")
+				return store.Translate(err, "record register result")
 			} else if n != 1 {
 				lost++ // our claim expired and another worker took the row
 			}
@@ -353,22 +352,17 @@ func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause 
 		for _, c := range rows {
 			next := now.Add(w.backoff(c.Attempts)).UnixMicro()
 			if _, err := tx.Exec(tx.Rebind(sqlRetry), next, msg, c.ID, token); err != nil {
-				return tacerr.Wrap(tacerr.Unavailable, err, "put failed batch back")
+				return store.Translate(err, "put failed batch back")
 			}
 		}
 		return nil
 	})
 }
 
-// backoff is the delay after the attempts-th failure: exponential with
-// jitter, capped.
+// backoff is the delay after the attempts-th failure: the policy of
+// register.backoff (internal/retry: doubling, capped, full jitter).
 func (w *Worker) backoff(attempts int) time.Duration {
-	d := w.cfg.Backoff.Initial
-	for i := 1; i < attempts && d < w.cfg.Backoff.Max; i++ {
-		d *= 2
-	}
-	d = min(d, w.cfg.Backoff.Max)
-	return time.Duration(float64(d) * (0.5 + rand.Float64()))
+	return w.cfg.Backoff.Policy().Delay(attempts)
 }
 
 func (w *Worker) failed() {

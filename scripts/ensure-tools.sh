@@ -8,6 +8,8 @@ need=()
 command -v softhsm2-util >/dev/null 2>&1 || need+=(softhsm2)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
+# chattr: the SQLite outage test makes the ledger file immutable.
+command -v chattr >/dev/null 2>&1 || need+=(e2fsprogs)
 if [ "${#need[@]}" -gt 0 ]; then
 	echo "ensure-tools: installing missing packages: ${need[*]}" >&2
 	SUDO=""

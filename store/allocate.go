@@ -3,7 +3,6 @@ package store
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"sort"
 	"strings"
 	"sync"
@@ -487,8 +486,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		}
 		need := int64(p.req.Devices * p.req.PerDevice)
 		if left := h.SNREnd + 1 - h.NextSNR; need > left {
-			p.err = &tacerr.Error{Code: tacerr.PoolExhausted, Field: "pool",
-				Message: fmt.Sprintf("pool %q has %d SNRs left, %d requested; nothing was reserved: create a new pool", h.Name, left, need)}
+			p.err = tacerr.Field(tacerr.PoolExhausted, "pool", "pool %q has %d SNRs left, %d requested; nothing was reserved: create a new pool", h.Name, left, need)
 			continue
 		}
 		r := &Reservation{
@@ -536,6 +534,15 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		return err
 	}
 	if err := tx.insertIntents(made); err != nil {
+		return err
+	}
+	var claims []deviceClaim
+	for _, p := range made {
+		if p.req.Kind == KindProvision {
+			claims = append(claims, deviceClaim{serial: p.req.DeviceSerial, requestID: p.req.RequestID})
+		}
+	}
+	if err := tx.claimDevices(claims); err != nil {
 		return err
 	}
 	// 6. One event per device.

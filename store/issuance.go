@@ -71,7 +71,13 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 	if isDuplicate(err) {
 		return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", is.RequestID)
 	}
-	return translate(err, "record issuance intent")
+	if err != nil {
+		return translate(err, "record issuance intent")
+	}
+	if is.Kind == "bind" { // a provision intent claims its serial with its reservation (reserveBatch)
+		return tx.claimDevices([]deviceClaim{{serial: is.DeviceSerial, requestID: is.RequestID}})
+	}
+	return nil
 }
 
 const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
@@ -146,6 +152,9 @@ func (tx *Tx) SetIssuanceState(requestID, state string) error {
 	n, _ := res.RowsAffected()
 	if n != 1 {
 		return tacerr.Field(tacerr.Conflict, "request_id", "issuance %q is no longer pending", requestID)
+	}
+	if state == IssuanceAbandoned {
+		return tx.releaseClaim(requestID)
 	}
 	return nil
 }

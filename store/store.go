@@ -25,7 +25,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net/url"
 	"strings"
 	"time"
@@ -33,6 +32,7 @@ import (
 	"github.com/jmoiron/sqlx"
 	"github.com/mattn/go-sqlite3"
 
+	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -264,31 +264,34 @@ func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
 // Now returns the store's clock reading.
 func (tx *Tx) Now() time.Time { return tx.db.Now() }
 
+// txRetry is InTx's policy for a transaction that conflicted: at most 8
+// attempts, waits of up to 2 ms doubling to 128 ms, with jitter.
+var txRetry = retry.Policy{Initial: 2 * time.Millisecond, Max: 128 * time.Millisecond, Attempts: 8}
+
 // InTx runs fn in one write transaction and commits it. Serialization
-// failures, deadlocks and SQLite busy errors roll back and rerun fn (up to
-// 8 attempts, with jittered backoff); fn must therefore have no effects
-// outside the transaction. Any other error rolls back and is returned.
+// failures, deadlocks and SQLite busy errors roll back and rerun fn (by
+// txRetry); fn must therefore have no effects outside the transaction. Any
+// other error rolls back and is returned, translated (Translate): a lost
+// database is unavailable and retryable by the caller, never rerun here,
+// because a commit that failed that way may have committed.
 func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
-	var err error
-	for attempt := 0; attempt < 8; attempt++ {
-		if attempt > 0 {
-			d := time.Duration(1<<attempt) * time.Millisecond
-			d += time.Duration(rand.Int64N(int64(d)))
-			select {
-			case <-ctx.Done():
-				return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger transaction abandoned after %d attempts: %v", attempt, err)
-			case <-time.After(d):
-			}
-		}
-		err = db.inTxOnce(ctx, fn)
+	run := txRetry.Start(time.Now())
+	for {
+		err := db.inTxOnce(ctx, fn)
 		if db.stmts != nil {
 			db.stmts.prepare()
 		}
 		if err == nil || !isRetryableDBError(err) {
 			return err
 		}
+		wait, ok := run.Next(time.Now(), 0)
+		if !ok {
+			return tacerr.Wrap(tacerr.Unavailable, err, "ledger transaction kept conflicting; retry later")
+		}
+		if retry.Sleep(ctx, wait) != nil {
+			return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger transaction abandoned after %d attempts: %v", run.Failures(), err)
+		}
 	}
-	return tacerr.Wrap(tacerr.Unavailable, err, "ledger transaction kept conflicting; retry later")
 }
 
 func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {

@@ -1,22 +1,29 @@
 // Package tacerr is tacline's one error type. Every error that crosses a
 // package boundary towards a user carries a stable Code (part of the API:
 // scripts and stations switch on it), the field at fault when there is one,
-// a message that says what was wrong and what to do, and whether retrying the
-// same request can succeed. The HTTP layer maps codes to status codes in one
-// place (api), the CLI maps them to exit statuses; nothing else interprets
-// them.
+// and a message that says what was wrong and what to do.
+//
+// One table (Specs, in table.go) says for every code its HTTP status,
+// whether retrying the same request can succeed without a person acting,
+// the Retry-After hint of a retryable code, and what the code means. The
+// HTTP layer (api) and the station client read it; nothing else decides
+// retryability. docs/errors.md is generated from it (go test ./tacerr
+// -update), and tests fail when a code is missing from the table, the
+// document or the HTTP mapping.
 package tacerr
 
 import (
 	"errors"
 	"fmt"
+	"time"
 )
 
 // Code is a stable, machine-readable error code. Codes never change meaning;
 // new ones may be added.
 type Code string
 
-// The codes. Keep this list in sync with docs/errors.md.
+// The codes. Each has one row in the table (table.go); docs/errors.md is
+// generated from it and a test fails when either misses a code.
 const (
 	Internal       Code = "internal"       // a bug or an unexpected failure
 	InvalidInput   Code = "invalid_input"  // a field is missing, malformed or out of range
@@ -26,6 +33,7 @@ const (
 	Unavailable    Code = "unavailable"    // a dependency is down; retry later
 	Unauthorized   Code = "unauthorized"   // no or unknown client identity
 	Forbidden      Code = "forbidden"      // identity known, role not allowed
+	NotOwner       Code = "not_owner"      // role allowed, but the device, IMEI or reservation belongs to another factory
 	InvalidIMEI    Code = "invalid_imei"   // an IMEI failed to parse
 	TACUnknown     Code = "tac_unknown"    // the TAC is not in the catalogue
 	TACNotApproved Code = "tac_not_approved"
@@ -60,7 +68,7 @@ const (
 	VerificationFailed Code = "verification_failed" // an identity the server returned failed the station's checks
 	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 
-	RateLimited Code = "rate_limited" // too many requests from one client address; retry after Retry-After
+	RateLimited Code = "rate_limited" // too many requests from one caller; retry after Retry-After
 
 	// Sites (docs/sites.md).
 	LeaseExhausted Code = "lease_exhausted"  // a site holds no lease with SNRs left; retry when HQ has granted the next block
@@ -68,13 +76,17 @@ const (
 	SiteNotCurrent Code = "site_not_current" // a site has not proven to HQ since its start that its ledger is current; retry when HQ confirmed it
 )
 
-// Error is tacline's error. Construct it with New or Wrap.
+// Error is tacline's error. Construct it with New, Field or Wrap (never as
+// a literal: a test refuses &tacerr.Error{} outside this package), so that
+// its retryability is its code's, from the one table (Spec).
 type Error struct {
-	Code      Code
-	Field     string // the input field at fault, dotted path ("pools[0].snr_end"); empty if none
-	Message   string // what was wrong and what to do
-	Retryable bool   // the same request may succeed later
-	Err       error  // the cause, if any
+	Code    Code
+	Field   string // the input field at fault, dotted path ("pools[0].snr_end"); empty if none
+	Message string // what was wrong and what to do
+	Err     error  // the cause, if any
+	// retryAfter overrides the code's Retry-After hint (a rate limiter
+	// knows when its bucket refills); zero: the code's.
+	retryAfter time.Duration
 }
 
 func (e *Error) Error() string {
@@ -93,12 +105,39 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// New returns an Error with a formatted message.
-func New(code Code, format string, args ...any) *Error {
-	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Retryable: defaultRetryable(code)}
+// Retryable reports whether the same request may succeed later without a
+// person acting: the code's retryability from the table.
+func (e *Error) Retryable() bool { return SpecOf(e.Code).Retryable }
+
+// RetryAfter is how long a caller should wait before retrying: the hint
+// set with WithRetryAfter, else the code's; zero when not retryable.
+func (e *Error) RetryAfter() time.Duration {
+	s := SpecOf(e.Code)
+	if !s.Retryable {
+		return 0
+	}
+	if e.retryAfter > 0 {
+		return e.retryAfter
+	}
+	return s.RetryAfter
 }
 
-// Field returns an InvalidInput-style error that names the field at fault.
+// WithRetryAfter sets the Retry-After hint of a retryable error (rounded
+// up to whole seconds, as HTTP sends it) and returns e. It has no effect on
+// an error whose code is not retryable.
+func (e *Error) WithRetryAfter(d time.Duration) *Error {
+	if d > 0 {
+		e.retryAfter = (d + time.Second - 1).Truncate(time.Second)
+	}
+	return e
+}
+
+// New returns an Error with a formatted message.
+func New(code Code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Field returns an error that names the input field at fault.
 func Field(code Code, field, format string, args ...any) *Error {
 	e := New(code, format, args...)
 	e.Field = field
@@ -112,12 +151,17 @@ func Wrap(code Code, cause error, format string, args ...any) *Error {
 	return e
 }
 
-func defaultRetryable(c Code) bool {
-	switch c {
-	case Unavailable, HSMUnavailable, LeaseExhausted, SiteNotCurrent:
-		return true
+// Prefixed returns a copy of err (a tacline error, else err wrapped as
+// fallback) whose message starts with what: the code, field and cause are
+// kept.
+func Prefixed(what string, err error, fallback Code) *Error {
+	e, ok := As(err)
+	if !ok {
+		return Wrap(fallback, err, "%s", what)
 	}
-	return false
+	c := *e
+	c.Message = what + ": " + e.Message
+	return &c
 }
 
 // CodeOf returns the code of the first *Error in err's chain, or Internal.
@@ -135,10 +179,11 @@ func CodeOf(err error) Code {
 // Is reports whether err carries code.
 func Is(err error, code Code) bool { return err != nil && CodeOf(err) == code }
 
-// IsRetryable reports whether err says that a retry may succeed.
+// IsRetryable reports whether err says that a retry may succeed: its code
+// is retryable. An error without a code is not.
 func IsRetryable(err error) bool {
 	var e *Error
-	return errors.As(err, &e) && e.Retryable
+	return errors.As(err, &e) && e.Retryable()
 }
 
 // As returns the first *Error in err's chain.

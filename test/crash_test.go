@@ -19,7 +19,6 @@ import (
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -136,14 +135,7 @@ func (r *crashRun) ledgerCheck() {
 func runCrash(t *testing.T, driver store.Dialect, seed uint64) {
 	ctx, cancel := context.WithTimeout(context.Background(), crashDeadline)
 	defer cancel()
-	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: crashStations, Driver: driver}
-	if driver == store.Postgres {
-		opts.DSN = storetest.PostgresDSN(t)
-	}
-	env, err := devenv.Setup(ctx, opts)
-	if err != nil {
-		t.Fatalf("set up the environment: %v", err)
-	}
+	env := setupEnv(t, ctx, driver, crashStations)
 	r := &crashRun{t: t, ctx: ctx, env: env, logPath: filepath.Join(env.Dir, "server.log"), ref: &serverRef{}}
 	t.Cleanup(func() {
 		if r.proc != nil {

@@ -9,6 +9,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // taclineBin is the tacline binary the tests run.
@@ -81,4 +85,19 @@ func tacline(t *testing.T, timeout time.Duration, args ...string) result {
 		r.code = ee.ExitCode()
 	}
 	return r
+}
+
+// setupEnv makes a development environment with stations enrolled, on a
+// fresh SQLite file or a fresh PostgreSQL database dropped when t ends.
+func setupEnv(t *testing.T, ctx context.Context, driver store.Dialect, stations int) *devenv.Env {
+	t.Helper()
+	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: stations, Driver: driver}
+	if driver == store.Postgres {
+		opts.DSN = storetest.PostgresDSN(t)
+	}
+	env, err := devenv.Setup(ctx, opts)
+	if err != nil {
+		t.Fatalf("set up the environment: %v", err)
+	}
+	return env
 }

@@ -25,7 +25,6 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/verify"
 	"github.com/tacline/tacline/verify/online"
 )
@@ -59,14 +58,8 @@ type rotation struct {
 func testRotate(t *testing.T, d store.Dialect) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 2, Driver: d}
-	if d == store.Postgres {
-		opts.DSN = storetest.PostgresDSN(t)
-	}
-	env, err := devenv.Setup(ctx, opts)
-	if err != nil {
-		t.Fatalf("set up the environment: %v", err)
-	}
+	env := setupEnv(t, ctx, d, 2)
+	var err error
 	r := &rotation{t: t, ctx: ctx, env: env, logPath: filepath.Join(env.Dir, "server.log")}
 	if r.creds, err = factory.LoadCreds(env.CredsDir, 0); err != nil {
 		t.Fatal(err)

@@ -216,7 +216,9 @@ type AllocationResponse struct {
 
 // BindRequest defines model for BindRequest.
 type BindRequest struct {
-	Csr          string `json:"csr"`
+	Csr string `json:"csr"`
+
+	// DeviceSerial The one device-serial rule (policy.CheckDeviceSerial).
 	DeviceSerial string `json:"device_serial"`
 
 	// Imeis One pre-allocated device group.
@@ -346,7 +348,7 @@ type Problem struct {
 	// Code Stable tacline error code (docs/api.md); new codes may be added. By HTTP status:
 	// - 400: invalid_input, csr_invalid, invalid_imei
 	// - 401: unauthorized
-	// - 403: forbidden, station_not_authorized
+	// - 403: forbidden, not_owner, station_not_authorized
 	// - 404: not_found, pool_not_found, reservation_not_found
 	// - 409: conflict, request_conflict, device_already_provisioned, key_reused, invalid_state, pool_overlap, pool_exhausted, lease_violation
 	// - 413: request_too_large
@@ -376,7 +378,9 @@ type Problem struct {
 // ProvisionRequest defines model for ProvisionRequest.
 type ProvisionRequest struct {
 	// Csr PKCS#10 request made by the device: PEM, or base64 DER.
-	Csr          string `json:"csr"`
+	Csr string `json:"csr"`
+
+	// DeviceSerial The one device-serial rule (policy.CheckDeviceSerial).
 	DeviceSerial string `json:"device_serial"`
 
 	// ImeiCount IMEIs for the device; 0 or absent: the TAC's IMEIs per device.

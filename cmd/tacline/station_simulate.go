@@ -34,7 +34,7 @@ func newStationSimulateCmd() *cobra.Command {
 		server, credsDir, devicesOut, keysDir, runID string
 		stations, devices, imeis, retries            int
 		rate                                         float64
-		timeout                                      time.Duration
+		timeout, retryBudget                         time.Duration
 		asJSON, preallocate                          bool
 	)
 	c := &cobra.Command{
@@ -76,7 +76,7 @@ the first N station directories in name order.`,
 				ServerURL: server, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
 				Stations: creds.Stations, DevicesPerStation: devices, Rate: rate, IMEICount: imeis,
 				KeysDir: keysDir, RunID: runID, PreAllocate: preallocate,
-				Client: factory.ClientTuning{Timeout: timeout, MaxRetries: retries},
+				Client: factory.ClientTuning{Timeout: timeout, MaxRetries: retries, RetryBudget: retryBudget},
 			}
 			if !asJSON {
 				cfg.Progress = os.Stderr
@@ -116,7 +116,8 @@ the first N station directories in name order.`,
 	f.StringVar(&keysDir, "keys-dir", "", "write each device's private key as <device_serial>.pem here (demo only: a real device key never leaves its secure element)")
 	f.StringVar(&runID, "run-id", "", "run id in device serials and request ids (default: random)")
 	f.DurationVar(&timeout, "timeout", factory.DefaultTimeout, "timeout of one request attempt")
-	f.IntVar(&retries, "retries", factory.DefaultMaxRetries, "retries of a retryable failure (same request id)")
+	f.IntVar(&retries, "retries", 0, "most retries of a retryable failure, same request id (0: as many as --retry-budget allows; -1: none)")
+	f.DurationVar(&retryBudget, "retry-budget", factory.DefaultRetryBudget, "how long after a request's first attempt a retry may still start")
 	f.BoolVar(&preallocate, "preallocate", false, "reserve each station's IMEIs first (label printing), then bind each device to its group")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c

@@ -45,7 +45,7 @@ func init() {
 			ts.Check(os.WriteFile(filepath.Join(dir, "dev-"+name+".key"), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: key}), 0o600))
 			ts.Setenv("IMEI_"+strings.ToUpper(name), d.IMEIs[0])
 		}
-		ts.Check(srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "script", Roles: []provisioner.Role{provisioner.RoleOperator}},
+		ts.Check(srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "script", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll},
 			DeviceSerial: devs[2].Serial, Reason: "stolen"}))
 		chain, err := os.ReadFile(filepath.Join(env.ExportsDir, "ca-chain.pem"))
 		ts.Check(err)

@@ -60,6 +60,7 @@ type Issuer struct {
 	hash      crypto.Hash
 	throwaway *ecdsa.PrivateKey // the linting key, same type and curve as signer
 	lint      *linter
+	health    signerHealth
 }
 
 // New checks cfg and returns an Issuer. The issuer key must be ECDSA P-256
@@ -231,6 +232,7 @@ func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	}
 	sig, err := is.signer.Sign(rand.Reader, tok.digest, is.hash)
 	if err != nil {
+		is.health.set(err)
 		if _, ok := tacerr.As(err); ok {
 			return nil, nil, err
 		}
@@ -238,8 +240,10 @@ func (is *Issuer) Issue(tok *Token) (*x509.Certificate, []byte, error) {
 	}
 	// Verify before anything else: a wrong signature is not returned.
 	if !ecdsa.VerifyASN1(is.pub, tok.digest, sig) {
+		is.health.set(errBadProbe)
 		return nil, nil, tacerr.New(tacerr.HSMDeviceError, "the HSM signature on serial %x does not verify under the issuer key; not returned", tok.serial)
 	}
+	is.health.set(nil)
 	der, err := assemble(tok.tbs, is.sigAlg, sig)
 	if err != nil {
 		return nil, nil, err

@@ -4,6 +4,7 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	_ "embed"
 	"encoding/binary"
 	"fmt"
 	"sync"
@@ -17,14 +18,24 @@ import (
 // crypto/elliptic's generic big.Int arithmetic: 16 point additions, ~90 us
 // per P-256 certificate, the most expensive lint tacline runs. For P-256
 // keys tacline answers the same question with one lookup in a table of the
-// x-coordinates of d*G for every d in [1, 2^16] (d*G and -d*G share x),
-// built once per process in the background (~0.3 s); the verdict, name and
-// bound are zlint's (TestSmallKeyMatchesZlint compares them). Keys on other
-// curves still go to zlint's own implementation.
+// x-coordinates of d*G for every d in [1, 2^16] (d*G and -d*G share x); the
+// verdict, name and bound are zlint's (TestSmallKeyMatchesZlint compares
+// them).
+//
+// The table ships in the binary (p256small.bin: the low 64 bits of x(d*G),
+// big-endian, for d = 1, 2, ..., 2^16; TestSmallKeyTableFile recomputes it
+// with point additions and compares). Computing it at start-up took 0.3 s
+// on a quiet machine and over 1.5 s on a loaded one, during which a
+// restarted server's first requests waited; indexing the shipped file
+// takes a few milliseconds. Keys on other curves still go to zlint's own
+// implementation.
 const (
 	smallKeyLint = "e_ecdsa_small_private_key"
 	smallKeyBits = 16 // zlint's default Bits for the lint
 )
+
+//go:embed p256small.bin
+var p256SmallFile []byte
 
 var p256Small smallKeyTable
 
@@ -33,24 +44,32 @@ type smallKeyTable struct {
 	x    map[uint64]uint32 // low 64 bits of x(d*G) -> d
 }
 
-// warm starts building the table in the background.
+// warm starts indexing the table in the background.
 func (t *smallKeyTable) warm() { go t.once.Do(t.build) }
 
 func (t *smallKeyTable) build() {
+	m := make(map[uint64]uint32, 1<<smallKeyBits)
+	for i := 0; i+8 <= len(p256SmallFile); i += 8 {
+		m[binary.BigEndian.Uint64(p256SmallFile[i:])] = uint32(i/8) + 1
+	}
+	t.x = m
+}
+
+// computeP256Small computes the contents of p256small.bin.
+func computeP256Small() []byte {
 	c := elliptic.P256()
 	p := c.Params()
-	m := make(map[uint64]uint32, 1<<smallKeyBits)
+	out := make([]byte, 0, 8<<smallKeyBits)
 	x, y := p.Gx, p.Gy
 	var buf [32]byte
 	for d := uint32(1); ; d++ {
-		m[binary.BigEndian.Uint64(x.FillBytes(buf[:])[24:])] = d
+		out = append(out, x.FillBytes(buf[:])[24:]...)
 		if d == 1<<smallKeyBits {
-			break
+			return out
 		}
 		//lint:ignore SA1019 one-off table of small multiples; crypto/ecdh has no point addition and this is ~4x faster than a scalar multiplication per entry
 		x, y = c.Add(x, y, p.Gx, p.Gy)
 	}
-	t.x = m
 }
 
 // smallScalar returns d (1 <= d <= 2^16) when pub is d*G or -d*G on P-256;

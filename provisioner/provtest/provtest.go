@@ -13,6 +13,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -26,6 +28,7 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // Test catalogue: TACs under the test reporting body 00.
@@ -59,13 +62,14 @@ func (c *Clock) Now() time.Time { return c.t }
 // Add moves the clock.
 func (c *Clock) Add(d time.Duration) { c.t = c.t.Add(d) }
 
-// Actor returns the actor of an enrolled station.
+// Actor returns the actor of an enrolled station, with the scope the API
+// gives a station (objects of its own factory).
 func Actor(station string) provisioner.Actor {
-	return provisioner.Actor{ID: station, Station: station, Roles: []provisioner.Role{provisioner.RoleStation}}
+	return provisioner.Actor{ID: station, Station: station, Roles: []provisioner.Role{provisioner.RoleStation}, Scope: provisioner.ScopeFactory}
 }
 
-// Operator is an operator actor.
-var Operator = provisioner.Actor{ID: "op@example", Roles: []provisioner.Role{provisioner.RoleOperator}}
+// Operator is an operator actor (every object).
+var Operator = provisioner.Actor{ID: "op@example", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll}
 
 // New builds an Env on the given ledger dialect. Stations: S1 (pools F1-A
 // for product EX-1 on TAC 00100100, F1-S for product EX-S on 00100101), S2
@@ -175,6 +179,30 @@ func WithSiteLeases(ready func() error) Option {
 // cannot produce on demand.
 func WithSigner(wrap func(crypto.Signer) crypto.Signer) Option {
 	return func(o *options) { o.wrap = wrap }
+}
+
+// FaultySigner fails every signature while Down is set, with
+// hsm_unavailable: an HSM outage the SoftHSM2 token cannot produce on demand.
+type FaultySigner struct {
+	crypto.Signer
+	Down atomic.Bool
+}
+
+// Sign signs with the wrapped signer unless Down is set.
+func (f *FaultySigner) Sign(r io.Reader, digest []byte, o crypto.SignerOpts) ([]byte, error) {
+	if f.Down.Load() {
+		return nil, tacerr.New(tacerr.HSMUnavailable, "injected HSM outage")
+	}
+	return f.Signer.Sign(r, digest, o)
+}
+
+// WithFaultySigner wraps the issuing CA's signer in a FaultySigner, stored
+// in *fs.
+func WithFaultySigner(fs **FaultySigner) Option {
+	return WithSigner(func(s crypto.Signer) crypto.Signer {
+		*fs = &FaultySigner{Signer: s}
+		return *fs
+	})
 }
 
 type healthErr struct{ msg string }

@@ -22,6 +22,7 @@ package dirbs
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -86,7 +87,7 @@ func highWater(ctx context.Context, db *store.DB) (int64, error) {
 		return nil
 	})
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the outbox high-water mark")
+		return 0, store.Translate(err, "read the outbox high-water mark")
 	}
 	return hw, nil
 }
@@ -96,7 +97,7 @@ func highWater(ctx context.Context, db *store.DB) (int64, error) {
 func prunedThrough(ctx context.Context, db *store.DB) (int64, error) {
 	var v int64
 	if err := db.Reader().GetContext(ctx, &v, sqlPrunedThrough); err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read the register outbox retention mark")
+		return 0, store.Translate(err, "read the register outbox retention mark")
 	}
 	return v, nil
 }
@@ -111,7 +112,7 @@ func record(ctx context.Context, db *store.DB, e *Export) error {
 		return tx.GetContext(ctx, &e.ID, tx.Rebind(sqlAddExport), e.Kind, tx.Now().UnixMicro(), e.HighWater, since, e.Rows, e.File)
 	})
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "record export of %s (the file is written)", e.File)
+		return store.Translate(err, fmt.Sprintf("record export of %s (the file is written)", e.File))
 	}
 	return nil
 }

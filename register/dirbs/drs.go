@@ -60,7 +60,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 	r := db.Reader()
 	rows, err := r.QueryContext(ctx, r.Rebind(q), args...)
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return nil, store.Translate(err, "read bound devices")
 	}
 	defer rows.Close()
 	var files [MaxIMEIsPerDevice + 1]*drsFile
@@ -102,7 +102,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 		var device string
 		var n int64
 		if err := rows.Scan(&device, &n); err != nil {
-			return nil, tacerr.Wrap(tacerr.Internal, err, "read bound device")
+			return nil, store.Translate(err, "read bound device")
 		}
 		m, err := imei.FromUint64(uint64(n))
 		if err != nil {
@@ -120,7 +120,7 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 		group = append(group, m)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read bound devices")
+		return nil, store.Translate(err, "read bound devices")
 	}
 	if err := flush(); err != nil {
 		return nil, err

@@ -6,6 +6,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
@@ -89,7 +90,7 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 			return e, tacerr.Field(tacerr.NotFound, "delta-since", "export %d does not exist: give the id of an earlier registration-list export", deltaSince)
 		}
 		if err != nil {
-			return e, tacerr.Wrap(tacerr.Unavailable, err, "read export %d", deltaSince)
+			return e, store.Translate(err, fmt.Sprintf("read export %d", deltaSince))
 		}
 		if kind == KindDRS {
 			return e, tacerr.Field(tacerr.InvalidInput, "delta-since", "export %d is a DRS file, not a registration list", deltaSince)
@@ -163,14 +164,14 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 	w.WriteString(Header + "\n")
 	rows, err := q.QueryContext(ctx, sqlListRows)
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+		return 0, store.Translate(err, "read bound IMEIs")
 	}
 	defer rows.Close()
 	var n int64
 	for rows.Next() {
 		var r listRow
 		if err := rows.Scan(&r.imei14, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio); err != nil {
-			return n, tacerr.Wrap(tacerr.Internal, err, "read bound IMEI")
+			return n, store.Translate(err, "read bound IMEI")
 		}
 		if err := r.write(w, ""); err != nil {
 			return n, writeErr(err)
@@ -178,7 +179,7 @@ func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) 
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, tacerr.Wrap(tacerr.Unavailable, err, "read bound IMEIs")
+		return n, store.Translate(err, "read bound IMEIs")
 	}
 	return n, nil
 }
@@ -187,7 +188,7 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 	w.WriteString(DeltaHeader + "\n")
 	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, hw, since, hw, since, hw)
 	if err != nil {
-		return 0, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+		return 0, store.Translate(err, "read outbox changes")
 	}
 	defer rows.Close()
 	var n int64
@@ -196,7 +197,7 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 		var event string
 		var listedAtSince int
 		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &listedAtSince); err != nil {
-			return n, tacerr.Wrap(tacerr.Internal, err, "read outbox change")
+			return n, store.Translate(err, "read outbox change")
 		}
 		listed := listedAtSince == 1
 		var change string
@@ -218,7 +219,7 @@ func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int6
 		n++
 	}
 	if err := rows.Err(); err != nil {
-		return n, tacerr.Wrap(tacerr.Unavailable, err, "read outbox changes")
+		return n, store.Translate(err, "read outbox changes")
 	}
 	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"github.com/jmoiron/sqlx"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -152,28 +153,28 @@ const (
 func (l DBLedger) Load(ctx context.Context, x *Index) error {
 	rows, err := l.DB.QueryContext(ctx, sqlOurTACs)
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "read the manufacturer's TACs")
+		return store.Translate(err, "read the manufacturer's TACs")
 	}
 	for rows.Next() {
 		var tac int64
 		if err := rows.Scan(&tac); err != nil {
 			rows.Close()
-			return tacerr.Wrap(tacerr.Internal, err, "read TAC")
+			return store.Translate(err, "read TAC")
 		}
 		x.AddTAC(uint32(tac))
 	}
 	if err := rows.Close(); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "read the manufacturer's TACs")
+		return store.Translate(err, "read the manufacturer's TACs")
 	}
 	rows, err = l.DB.QueryContext(ctx, sqlLedgerRows)
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "read ledger IMEIs")
+		return store.Translate(err, "read ledger IMEIs")
 	}
 	defer rows.Close()
 	var n, st int64
 	for rows.Next() {
 		if err := rows.Scan(&n, &st); err != nil {
-			return tacerr.Wrap(tacerr.Internal, err, "read ledger IMEI")
+			return store.Translate(err, "read ledger IMEI")
 		}
 		s := State(st)
 		if s < Reserved || s > Revoked {
@@ -184,7 +185,7 @@ func (l DBLedger) Load(ctx context.Context, x *Index) error {
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "read ledger IMEIs")
+		return store.Translate(err, "read ledger IMEIs")
 	}
 	return nil
 }

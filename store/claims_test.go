@@ -1,0 +1,160 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// TestSameSerialAtTwoReplicas: two replicas (two store.DBs on one
+// PostgreSQL database) reserve for the same device serial at the same
+// moment. Both pass the "already provisioned?" read before either commits
+// (the pool row is held locked by the test until both wait on it); the
+// serial claim makes the loser's transaction fail whole: one reservation,
+// the loser told device_already_provisioned, its SNRs never taken.
+func TestSameSerialAtTwoReplicas(t *testing.T) {
+	ctx := context.Background()
+	cfg := storetest.Config(t, store.Postgres)
+	var dbs [2]*store.DB
+	for i := range dbs {
+		db, err := store.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs[i] = db
+	}
+	seed(t, dbs[0], 0, 99)
+	raw, err := sql.Open("pgx", cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	hold, err := raw.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := hold.ExecContext(ctx, `SELECT 1 FROM pools WHERE name = 'A' FOR UPDATE`); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 2)
+	for i, id := range []string{"replica-a", "replica-b"} {
+		go func() {
+			_, err := dbs[i].Reserve(ctx, store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: "S1",
+				Kind: store.KindProvision, DeviceSerial: "SAME-1", PerDevice: 2})
+			errs <- err
+		}()
+	}
+	// Wait (synchronisation, not a timing assertion) until both wait on the pool row.
+	for waiting := 0; waiting < 2; {
+		if err := raw.QueryRowContext(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if err := hold.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	var won, lost int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			won++
+		case tacerr.Is(err, tacerr.DeviceAlreadyProvisioned):
+			lost++
+		default:
+			t.Fatalf("unexpected error: %v", err)
+		}
+	}
+	var reservations, nextSNR int
+	if err := raw.QueryRowContext(ctx, `SELECT (SELECT COUNT(*) FROM reservations), (SELECT next_snr FROM pools WHERE name = 'A')`).Scan(&reservations, &nextSNR); err != nil {
+		t.Fatal(err)
+	}
+	if won != 1 || lost != 1 || reservations != 1 || nextSNR != 2 {
+		t.Fatalf("won %d, lost %d, reservations %d, high-water mark %d: want 1, 1, 1, 2", won, lost, reservations, nextSNR)
+	}
+	mustCheck(t, dbs[0])
+}
+
+// TestDeviceClaimsUpgrade: a ledger made before device claims (schema 6)
+// gets claims for its bound devices and pending intents when it is
+// migrated, and they hold: the serials cannot be reserved again, an
+// abandoned intent frees its serial.
+func TestDeviceClaimsUpgrade(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			db := storetest.Open(t, d)
+			seed(t, db, 0, 99)
+			res, reqs := reserveBatch(t, db, "u", 3) // three intents; u0 is bound, u1 and u2 stay pending
+			if err := db.CommitBinding(ctx, bindingOf(res[0], reqs[0])); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.MigrateDownTo(ctx, 6); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			claims := map[string]string{}
+			rows, err := db.Reader().QueryContext(ctx, `SELECT serial, request_id FROM device_claims`)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for rows.Next() {
+				var s, id string
+				if err := rows.Scan(&s, &id); err != nil {
+					t.Fatal(err)
+				}
+				claims[s] = id
+			}
+			rows.Close()
+			want := map[string]string{"dev-u0": "", "dev-u1": "u1", "dev-u2": "u2"}
+			if len(claims) != len(want) {
+				t.Fatalf("claims after the upgrade = %v, want %v", claims, want)
+			}
+			for s, id := range want {
+				if got, ok := claims[s]; !ok || got != id {
+					t.Fatalf("claims after the upgrade = %v, want %v", claims, want)
+				}
+			}
+			// Abandon u1: its serial is free again; u2's is not.
+			if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.SetIssuanceState("u1", store.IssuanceAbandoned) }); err != nil {
+				t.Fatal(err)
+			}
+			var n int
+			if err := db.Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM device_claims WHERE serial = 'dev-u1'`).Scan(&n); err != nil || n != 0 {
+				t.Fatalf("abandoned claim still there (%d, %v)", n, err)
+			}
+		})
+	}
+}
+
+// TestBindIntentClaimsSerial: a bind intent claims its device serial in its
+// own transaction: a second intent for the serial fails whole.
+func TestBindIntentClaimsSerial(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res, _ := reserveBatch(t, db, "p", 1)
+		intent := func(id string) *store.Issuance {
+			return &store.Issuance{RequestID: id, Kind: "bind", RequestHash: []byte(id), Station: "S1", DeviceSerial: "BIND-1",
+				ReservationID: res[0].ID, CertSerial: "c1" + id, NotBefore: time.Unix(1700000000, 0).UTC(), IssuerKeyID: "k1",
+				PublicKey: []byte(id), SPKIHash: []byte(id)}
+		}
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b1")) }); err != nil {
+			t.Fatal(err)
+		}
+		err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b2")) })
+		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		if is, err := db.IssuanceByRequestID(ctx, "b2"); err != nil || is != nil {
+			t.Fatalf("the losing intent was recorded: %+v, %v", is, err)
+		}
+	})
+}
