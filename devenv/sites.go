@@ -45,6 +45,10 @@ type SitesOptions struct {
 	// lines provision and sync, one kill every KillEvery (default 1s).
 	KillSites, KillHQ int
 	KillEvery         time.Duration
+	// CutWholeRun cuts the last site's link for its whole line run and
+	// restores it only then, measuring the catch-up (the benchmark of
+	// docs/benchmarks.md); CutFor is then ignored.
+	CutWholeRun bool
 }
 
 // SiteEnv is one site of the sites demo.
@@ -69,6 +73,10 @@ type SitesResult struct {
 	Checks                              map[string]store.CheckReport // ledger check per ledger ("hq", site names)
 	// SiteKills and HQKills are the SIGKILLs done.
 	SiteKills, HQKills int
+	// With CutWholeRun: the events the cut site had pending when its link
+	// came back, and how long HQ took to apply them.
+	CatchUpEvents  int64
+	CatchUpSeconds float64
 }
 
 // SitesDemo runs headquarters and o.Sites factory sites as separate
@@ -200,7 +208,11 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		defer close(chaos)
 		chaosErr = res.chaos(ctx, o, &hqProc)
 	}()
-	if last := res.Sites[len(res.Sites)-1]; last.Proxy != nil {
+	last := res.Sites[len(res.Sites)-1]
+	if last.Proxy != nil && o.CutWholeRun {
+		last.Proxy.Cut()
+		fmt.Fprintf(out, "   %s's link to headquarters cut for its whole line run\n", last.Name)
+	} else if last.Proxy != nil {
 		last.Proxy.Cut()
 		fmt.Fprintf(out, "   %s's link to headquarters cut for %s\n", last.Name, o.CutFor)
 		select {
@@ -213,6 +225,13 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		fmt.Fprintf(out, "   %s's link restored\n", last.Name)
 	}
 	wg.Wait()
+	if last.Proxy != nil && o.CutWholeRun {
+		if err := res.catchUp(ctx, last); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(out, "   %s's link restored: %d events applied at headquarters in %.2fs (%.0f events/s)\n", last.Name,
+			res.CatchUpEvents, res.CatchUpSeconds, float64(res.CatchUpEvents)/res.CatchUpSeconds)
+	}
 	<-chaos
 	procs = []*Proc{hqProc}
 	for _, se := range res.Sites {
@@ -452,6 +471,41 @@ func waitConfirmed(ctx context.Context, hq *Env, se *SiteEnv, since time.Time, t
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// catchUp restores the cut site's link and measures how long HQ takes to
+// apply what it had pending.
+func (r *SitesResult) catchUp(ctx context.Context, se *SiteEnv) error {
+	db, err := store.Open(ctx, se.Config.Database)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	if r.CatchUpEvents, err = db.SiteOutboxPending(ctx); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := se.Proxy.Restore(); err != nil {
+		return err
+	}
+	for {
+		n, err := db.SiteOutboxPending(ctx)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			r.CatchUpSeconds = time.Since(start).Seconds()
+			return nil
+		}
+		if time.Since(start) > 5*time.Minute {
+			return tacerr.New(tacerr.Unavailable, "%s: %d events still pending 5 minutes after the link came back", se.Name, n)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

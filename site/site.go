@@ -3,6 +3,7 @@ package site
 import (
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"math"
@@ -50,7 +51,8 @@ type Config struct {
 	LowWaterHours float64 `yaml:"low_water_hours"`
 	// Interval between sync and lease checks (default 2s).
 	Interval time.Duration `yaml:"interval"`
-	// BatchSize is the most events per sync request (default 500).
+	// BatchSize is the most events per sync request (default 200; fewer
+	// when they would not fit the API's body limit).
 	BatchSize int `yaml:"batch_size"`
 }
 
@@ -128,7 +130,7 @@ func New(cfg Config, db *store.DB, l *audit.Log, hq HQClient, reg prometheus.Reg
 		cfg.Interval = 2 * time.Second
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = 200
 	}
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
@@ -239,6 +241,18 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 		req.Events[i] = wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
 			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
 	}
+	// Stay under the API's body limit: halve the batch until it fits (the
+	// checkpoint still covers every event shipped).
+	for len(req.Events) > 1 {
+		b, err := json.Marshal(req)
+		if err != nil {
+			return 0, tacerr.Wrap(tacerr.Internal, err, "encode sync request")
+		}
+		if len(b) <= wire.MaxBodyBytes*3/4 {
+			break
+		}
+		req.Events = req.Events[:len(req.Events)/2]
+	}
 	res, err := s.hq.Sync(ctx, req)
 	if err != nil {
 		s.m.failures.Inc()
@@ -345,7 +359,7 @@ func (s *Site) Run(ctx context.Context) {
 				if err != nil && ctx.Err() == nil {
 					s.lg.Warn("sync failed", "err", err)
 				}
-				if err != nil || n < s.cfg.BatchSize {
+				if err != nil || n == 0 {
 					break
 				}
 			}
