@@ -161,10 +161,16 @@ func (h *HQ) verify(st store.SiteState, req wire.SiteSyncRequest) (audit.Checkpo
 	}
 	prev := st.Checkpoint
 	switch {
-	case prev.Size == 0:
-		return cp, v, nil
 	case cp.Size < prev.Size:
 		return cp, nil, tacerr.Field(tacerr.LeaseViolation, "checkpoint", "site %s's checkpoint of size %d is older than the size %d HQ verified: was the site restored from a backup?", st.Name, cp.Size, prev.Size)
+	}
+	if req.ProofFrom != prev.Size {
+		// Not a refusal: the site lost an answer and proves from an older
+		// size; it reads HQ's status and sends again.
+		return cp, nil, tacerr.Field(tacerr.Conflict, "proof_from", "the proof starts at size %d, but headquarters verified size %d of site %s's log last: read the status and send again", req.ProofFrom, prev.Size, st.Name)
+	}
+	if prev.Size == 0 {
+		return cp, v, nil
 	}
 	var old tlog.Hash
 	copy(old[:], prev.Hash)

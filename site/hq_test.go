@@ -150,9 +150,15 @@ func TestSync(t *testing.T) {
 
 	cp2 := s.emit(t, 3)
 	res, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(2, lease.SNRStart+1), boundEvent(3, lease.SNRStart+2)},
-		Checkpoint: string(cp2.Note), Proof: s.proof(t, 5, 8)})
+		Checkpoint: string(cp2.Note), ProofFrom: 5, Proof: s.proof(t, 5, 8)})
 	if err != nil || res.Applied != 1 || res.Skipped != 1 || res.VerifiedSize != 8 {
 		t.Fatalf("second sync = %+v, %v", res, err)
+	}
+
+	// A proof from a size HQ did not verify last (the site lost an
+	// answer) is a conflict, not a refusal.
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Checkpoint: string(cp2.Note), ProofFrom: 5, Proof: s.proof(t, 5, 8)}); !tacerr.Is(err, tacerr.Conflict) {
+		t.Fatalf("stale proof_from: %v", err)
 	}
 
 	// A rewritten log of the same key: another site ledger whose checkpoint
@@ -161,7 +167,7 @@ func TestSync(t *testing.T) {
 	forged.emit(t, 2)
 	cpF := forged.emit(t, 8)
 	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
-		Checkpoint: string(cpF.Note), Proof: forged.proof(t, 8, 10)})
+		Checkpoint: string(cpF.Note), ProofFrom: 8, Proof: forged.proof(t, 8, 10)})
 	if !tacerr.Is(err, tacerr.LeaseViolation) || !strings.Contains(err.Error(), "rewritten") {
 		t.Fatalf("rewritten log: %v", err)
 	}
@@ -172,7 +178,7 @@ func TestSync(t *testing.T) {
 	// An IMEI outside the site's leases.
 	cp3 := s.emit(t, 1)
 	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNREnd+1)},
-		Checkpoint: string(cp3.Note), Proof: s.proof(t, 8, 9)}); !tacerr.Is(err, tacerr.LeaseViolation) {
+		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); !tacerr.Is(err, tacerr.LeaseViolation) {
 		t.Fatalf("IMEI outside leases: %v", err)
 	}
 	// A checkpoint signed by another key.
@@ -192,7 +198,7 @@ func TestSync(t *testing.T) {
 	}
 	// The site catches up consistently: consistent again.
 	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
-		Checkpoint: string(cp3.Note), Proof: s.proof(t, 8, 9)}); err != nil {
+		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := hq.Status(ctx, "s1"); !st.Consistent || st.Bound != 4 {

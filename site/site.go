@@ -233,7 +233,7 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), Events: make([]wire.SiteEvent, len(evs))}
+	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified, Events: make([]wire.SiteEvent, len(evs))}
 	for _, h := range proof {
 		req.Proof = append(req.Proof, base64.StdEncoding.EncodeToString(h[:]))
 	}
@@ -255,6 +255,11 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	}
 	res, err := s.hq.Sync(ctx, req)
 	if err != nil {
+		// The answer may have been lost after HQ applied the batch: read
+		// HQ's verified size again before the next batch.
+		s.mu.Lock()
+		s.verified = -1
+		s.mu.Unlock()
 		s.m.failures.Inc()
 		return 0, err
 	}

@@ -37,6 +37,21 @@ func (l localHQ) Status(ctx context.Context) (wire.SiteStatus, error) {
 	return l.hq.Status(ctx, l.name)
 }
 
+// lossyHQ loses the answer of a sync HQ applied while lose is set (a
+// connection cut, or HQ killed, after its commit).
+type lossyHQ struct {
+	localHQ
+	lose *bool
+}
+
+func (l lossyHQ) Sync(ctx context.Context, req wire.SiteSyncRequest) (wire.SiteSyncResponse, error) {
+	res, err := l.localHQ.Sync(ctx, req)
+	if err == nil && *l.lose {
+		return wire.SiteSyncResponse{}, tacerr.New(tacerr.Unavailable, "answer lost")
+	}
+	return res, err
+}
+
 const siteTAC = 100110
 
 var siteTACRecord = catalog.TAC{TAC: siteTAC, Brand: provtest.Manufacturer, ModelName: "EX-L", DeviceType: "Smartphone",
@@ -72,7 +87,7 @@ type siteEnv struct {
 	s   *site.Site
 }
 
-func newSite(t *testing.T, siteKey *ecdsa.PrivateKey, hq *site.HQ) siteEnv {
+func newSite(t *testing.T, siteKey *ecdsa.PrivateKey, hq *site.HQ, lose ...*bool) siteEnv {
 	t.Helper()
 	var s *site.Site
 	env := provtest.New(t, store.SQLite, provtest.WithSiteLeases(func() error { return s.Ready() }))
@@ -86,8 +101,12 @@ func newSite(t *testing.T, siteKey *ecdsa.PrivateKey, hq *site.HQ) siteEnv {
 	}
 	l.Attach()
 	env.DB.AddSink(store.SiteOutbox{})
+	var client site.HQClient = localHQ{hq, "s1"}
+	if len(lose) > 0 {
+		client = lossyHQ{localHQ{hq, "s1"}, lose[0]}
+	}
 	s, err = site.New(site.Config{Name: "s1", Pools: []site.PoolPolicy{{Pool: "HQ-A", LeaseSize: 10}}, LowWaterHours: 1},
-		env.DB, l, localHQ{hq, "s1"}, nil, nil)
+		env.DB, l, client, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +126,8 @@ func TestSiteProvisionsOnLeases(t *testing.T) {
 	ctx := context.Background()
 	siteKey := key(t)
 	hqDB, hq := newHQ(t, siteKey)
-	se := newSite(t, siteKey, hq)
+	lose := false
+	se := newSite(t, siteKey, hq, &lose)
 	if err := se.s.EnsureLeases(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -151,8 +171,24 @@ func TestSiteProvisionsOnLeases(t *testing.T) {
 	if n, err := se.s.SyncOnce(ctx); err != nil || n != 0 {
 		t.Fatalf("second sync = %d, %v", n, err)
 	}
+	// HQ applies a batch but its answer is lost: the site sends it again
+	// (after reading HQ's verified size), HQ skips it, nothing is refused.
+	if _, err := se.provision(t, "D6"); err != nil {
+		t.Fatal(err)
+	}
+	lose = true
+	if _, err := se.s.SyncOnce(ctx); !tacerr.Is(err, tacerr.Unavailable) {
+		t.Fatalf("sync with a lost answer: %v", err)
+	}
+	lose = false
+	if _, err := se.provision(t, "D7"); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := se.s.SyncOnce(ctx); err != nil || n != 2 {
+		t.Fatalf("sync after a lost answer = %d, %v", n, err)
+	}
 	st, err := hq.Status(ctx, "s1")
-	if err != nil || st.Bound != 12 || st.Unused != 8 || len(st.Leases) != 2 || !st.Consistent || st.VerifiedSize == 0 {
+	if err != nil || st.Bound != 16 || st.Unused != 4 || len(st.Leases) != 2 || !st.Consistent || st.Refusals != 0 || st.VerifiedSize == 0 {
 		t.Fatalf("HQ status %+v, %v", st, err)
 	}
 	for _, db := range []*store.DB{hqDB, se.env.DB} {
@@ -164,7 +200,7 @@ func TestSiteProvisionsOnLeases(t *testing.T) {
 	if err := hqDB.SiteDevices(ctx, func(d store.SiteDevice) error { devs = append(devs, d); return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if len(devs) != 6 || devs[5].Site != "s1" || devs[5].DeviceSerial != "D5" || len(devs[5].IMEIs) != 2 || devs[5].IMEIs[0] != iss.IMEIs[0] {
+	if len(devs) != 8 || devs[5].Site != "s1" || devs[5].DeviceSerial != "D5" || len(devs[5].IMEIs) != 2 || devs[5].IMEIs[0] != iss.IMEIs[0] {
 		t.Fatalf("HQ's site devices %+v", devs)
 	}
 	rec, err := hqDB.LookupIMEI(ctx, iss.IMEIs[1])

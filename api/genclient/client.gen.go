@@ -469,6 +469,9 @@ type SiteSyncRequest struct {
 
 	// Proof Consistency proof (base64 hashes) from the checkpoint headquarters verified last.
 	Proof *[]string `json:"proof,omitempty"`
+
+	// ProofFrom The size the proof starts from (the size the site believes headquarters verified last); another answers conflict.
+	ProofFrom *int `json:"proof_from,omitempty"`
 }
 
 // SiteSyncResponse defines model for SiteSyncResponse.

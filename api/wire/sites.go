@@ -67,7 +67,12 @@ type SiteEvent struct {
 type SiteSyncRequest struct {
 	Events     []SiteEvent `json:"events"`
 	Checkpoint string      `json:"checkpoint"`
-	Proof      []string    `json:"proof,omitempty"`
+	// ProofFrom is the size the proof starts from: the size the site
+	// believes HQ verified last. HQ answers conflict when it verified
+	// another (the site lost an answer): the site reads HQ's status and
+	// sends again.
+	ProofFrom int64    `json:"proof_from"`
+	Proof     []string `json:"proof,omitempty"`
 }
 
 // SiteSyncResponse says what HQ applied, and carries the checkpoint with
