@@ -410,3 +410,47 @@ func b2f(b bool) float64 {
 func LeaseRequestFor(p PoolPolicy) wire.LeaseRequest {
 	return wire.LeaseRequest{Pool: p.Pool, Size: p.LeaseSize}
 }
+
+// LocalStatus is a site's own view (`tacline site status` at a site).
+type LocalStatus struct {
+	Site          string      `json:"site"`
+	Leases        []HeldLease `json:"leases"`
+	Remaining     int64       `json:"remaining"`      // SNRs left in unexpired leases
+	PendingEvents int64       `json:"pending_events"` // not yet applied at HQ
+}
+
+// HeldLease is one lease in LocalStatus.
+type HeldLease struct {
+	Lease     int64     `json:"lease"`
+	HQPool    string    `json:"hq_pool"`
+	Pool      string    `json:"pool"`
+	SNRStart  string    `json:"snr_start"`
+	SNREnd    string    `json:"snr_end"`
+	Used      int64     `json:"used"`
+	Free      int64     `json:"free"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Expired   bool      `json:"expired"`
+}
+
+// Local reads a site's own view from its ledger.
+func Local(ctx context.Context, db *store.DB, name string) (LocalStatus, error) {
+	held, err := db.HeldLeases(ctx)
+	if err != nil {
+		return LocalStatus{}, err
+	}
+	st := LocalStatus{Site: name, Leases: []HeldLease{}}
+	now := db.Now()
+	for _, h := range held {
+		expired := !now.Before(h.ExpiresAt)
+		st.Leases = append(st.Leases, HeldLease{Lease: h.LeaseID, HQPool: h.HQPool, Pool: h.Pool.Name,
+			SNRStart: fmt.Sprintf("%06d", h.Pool.SNRStart), SNREnd: fmt.Sprintf("%06d", h.Pool.SNREnd),
+			Used: int64(h.NextSNR) - int64(h.Pool.SNRStart), Free: h.Free, ExpiresAt: h.ExpiresAt, Expired: expired})
+		if !expired {
+			st.Remaining += h.Free
+		}
+	}
+	if st.PendingEvents, err = db.SiteOutboxPending(ctx); err != nil {
+		return LocalStatus{}, err
+	}
+	return st, nil
+}

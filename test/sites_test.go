@@ -128,6 +128,19 @@ func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 		}
 	}
 
+	// Each site's own view: nothing pending, its leases.
+	for _, name := range []string{"site-1", "site-2"} {
+		r := tacline(t, time.Minute, "--config", filepath.Join(dir, name, "tacline.yaml"), "site", "status", "--json")
+		var st struct {
+			Site    string            `json:"site"`
+			Leases  []json.RawMessage `json:"leases"`
+			Pending int               `json:"pending_events"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Site != name || len(st.Leases) == 0 || st.Pending != 0 {
+			t.Fatalf("%s's own status: %s%s", name, r.stdout, r.stderr)
+		}
+	}
+
 	// HQ's DIRBS registration list holds every bound IMEI of every site.
 	zipPath := filepath.Join(t.TempDir(), "list.zip")
 	if r := tacline(t, time.Minute, "--config", hqCfg, "export", "registration-list", "-o", zipPath); r.code != 0 {

@@ -169,14 +169,40 @@ func newSiteCmd() *cobra.Command {
 	var asJSON bool
 	status := &cobra.Command{
 		Use:   "status",
-		Short: "HQ's view of each site: leases, leased SNRs, bound, voided, unused, last sync, last verified checkpoint, consistent",
+		Short: "At HQ: each site's leases, leased SNRs, bound, voided, unused, last sync, last verified checkpoint, consistent; at a site: its leases and pending events",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := ledgerFromFlags(cmd)
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
+			if cfg.Site.Name != "" {
+				// At a site: its own view.
+				st, err := site.Local(cmd.Context(), db, cfg.Site.Name)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "site %s: %d SNRs left in unexpired leases, %d events not yet applied at headquarters\n",
+					st.Site, st.Remaining, st.PendingEvents)
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES")
+				for _, l := range st.Leases {
+					exp := l.ExpiresAt.Format(time.RFC3339)
+					if l.Expired {
+						exp += " (expired)"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp)
+				}
+				return w.Flush()
+			}
 			hq, err := site.NewHQ(db, nil, nil)
 			if err != nil {
 				return err
