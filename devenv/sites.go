@@ -455,24 +455,13 @@ func waitConfirmed(ctx context.Context, hq *Env, se *SiteEnv, since time.Time, t
 		return err
 	}
 	defer db.Close()
-	deadline := time.Now().Add(timeout)
-	for {
+	return pollUntil(ctx, timeout, func() (string, error) {
 		st, err := db.SiteByName(ctx, se.Name)
-		if err != nil {
-			return err
+		if err != nil || st.LastSync.After(since) {
+			return "", err
 		}
-		if st.LastSync.After(since) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return tacerr.New(tacerr.Unavailable, "%s did not sync with headquarters within %s; see %s", se.Name, timeout, se.Proc.LogPath)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
+		return fmt.Sprintf("%s did not sync with headquarters within %s; see %s", se.Name, timeout, se.Proc.LogPath), nil
+	})
 }
 
 // catchUp restores the cut site's link and measures how long HQ takes to
@@ -490,24 +479,11 @@ func (r *SitesResult) catchUp(ctx context.Context, se *SiteEnv) error {
 	if err := se.Proxy.Restore(); err != nil {
 		return err
 	}
-	for {
-		n, err := db.SiteOutboxPending(ctx)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			r.CatchUpSeconds = time.Since(start).Seconds()
-			return nil
-		}
-		if time.Since(start) > 5*time.Minute {
-			return tacerr.New(tacerr.Unavailable, "%s: %d events still pending 5 minutes after the link came back", se.Name, n)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(10 * time.Millisecond):
-		}
+	if err := pendingZero(ctx, db, se, 5*time.Minute); err != nil {
+		return err
 	}
+	r.CatchUpSeconds = time.Since(start).Seconds()
+	return nil
 }
 
 // waitSynced waits until the site's outbox holds no pending event.
@@ -517,22 +493,36 @@ func waitSynced(ctx context.Context, se *SiteEnv, timeout time.Duration) error {
 		return err
 	}
 	defer db.Close()
+	return pendingZero(ctx, db, se, timeout)
+}
+
+// pendingZero waits until the site's outbox in db holds no pending event.
+func pendingZero(ctx context.Context, db *store.DB, se *SiteEnv, timeout time.Duration) error {
+	return pollUntil(ctx, timeout, func() (string, error) {
+		n, err := db.SiteOutboxPending(ctx)
+		if err != nil || n == 0 {
+			return "", err
+		}
+		return fmt.Sprintf("%s still has %d events not applied at headquarters after %s; see %s", se.Name, n, timeout, se.Proc.LogPath), nil
+	})
+}
+
+// pollUntil calls check every 10ms until it returns no reason to wait (or
+// an error); after timeout the last reason becomes an unavailable error.
+func pollUntil(ctx context.Context, timeout time.Duration, check func() (string, error)) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := db.SiteOutboxPending(ctx)
-		if err != nil {
+		why, err := check()
+		if err != nil || why == "" {
 			return err
 		}
-		if n == 0 {
-			return nil
-		}
 		if time.Now().After(deadline) {
-			return tacerr.New(tacerr.Unavailable, "%s still has %d events not applied at headquarters after %s; see %s", se.Name, n, timeout, se.Proc.LogPath)
+			return tacerr.New(tacerr.Unavailable, "%s", why)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }
