@@ -96,7 +96,7 @@ func TestSitesAPI(t *testing.T) {
 	}
 	// An IMEI outside the lease: refused with lease_violation.
 	out := mustIMEI(t, provtest.TAC, mustSNR(t, l.SNREnd)+1)
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{{
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Events: []wire.SiteEvent{{
 		Seq: 2, Type: store.EventIMEIBound, Time: time.Now().UTC(), IMEIs: []string{out.String()}, DeviceSerial: "SN-2", CertSerial: "0b"}}})
 	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" {
 		t.Fatalf("IMEI outside the lease: %d %s", r.status, r.body)

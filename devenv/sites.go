@@ -125,7 +125,7 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		return nil, err
 	}
 	hqServerCA := filepath.Join(hq.Dir, "server-ca.pem")
-	if err := concatFiles(hqServerCA, filepath.Join(hq.Dir, "ca/root.pem"), filepath.Join(hq.Dir, "ca/station-ca.pem")); err != nil {
+	if err := concatFiles(hqServerCA, filepath.Join(hq.Dir, "ca/infra-root.pem"), filepath.Join(hq.Dir, "ca/station-ca.pem")); err != nil {
 		return nil, err
 	}
 	res := &SitesResult{HQ: hq, Checks: map[string]store.CheckReport{}}

@@ -30,30 +30,30 @@ type HQClient interface {
 
 // PoolPolicy is how a site leases from one HQ pool.
 type PoolPolicy struct {
-	Pool      string `yaml:"pool"`       // the HQ pool stations name
-	LeaseSize int64  `yaml:"lease_size"` // SNRs per lease asked for
+	Pool      string `yaml:"pool" doc:"the HQ pool this site leases from (the name its stations use)"`
+	LeaseSize int64  `yaml:"lease_size" doc:"SNRs per lease asked for"`
 }
 
 // Config is the `site:` section of a site's configuration.
 type Config struct {
-	Name string `yaml:"name"` // set: this server is a factory site
+	Name string `yaml:"name" doc:"the site's name as enrolled at headquarters; set: this server is a factory site"`
 	// HQURL is headquarters' API (https://host:port); CertFile and KeyFile
 	// the site's client certificate (`tacline site enroll` at HQ), CAFile
 	// the CA that verifies HQ's server certificate.
-	HQURL    string       `yaml:"hq_url"`
-	CertFile string       `yaml:"cert_file"`
-	KeyFile  string       `yaml:"key_file"`
-	CAFile   string       `yaml:"ca_file"`
-	Pools    []PoolPolicy `yaml:"pools"`
+	HQURL    string       `yaml:"hq_url" doc:"headquarters' API, https://host:port"`
+	CertFile string       `yaml:"cert_file" doc:"the site's client certificate (tacline site enroll at headquarters)"`
+	KeyFile  string       `yaml:"key_file" doc:"its private key"`
+	CAFile   string       `yaml:"ca_file" doc:"CA certificates that verify headquarters' server certificate"`
+	Pools    []PoolPolicy `yaml:"pools" doc:"the HQ pools this site leases from"`
 	// LowWaterHours: the site asks for the next lease of a pool when what
 	// is left of its held leases lasts less than this many hours at the
 	// current rate (or when nothing is left).
-	LowWaterHours float64 `yaml:"low_water_hours"`
+	LowWaterHours float64 `yaml:"low_water_hours" doc:"ask for the next lease when what is left lasts fewer hours than this at the current rate"`
 	// Interval between sync and lease checks (default 2s).
-	Interval time.Duration `yaml:"interval"`
+	Interval time.Duration `yaml:"interval" doc:"time between lease checks and syncs (default 2s)"`
 	// BatchSize is the most events per sync request (default 200; fewer
 	// when they would not fit the API's body limit).
-	BatchSize int `yaml:"batch_size"`
+	BatchSize int `yaml:"batch_size" doc:"most events per sync request (default 200)"`
 }
 
 // ValidateConnection names the first missing connection field.
