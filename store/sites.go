@@ -48,7 +48,12 @@ type Site struct {
 	EnrolledAt time.Time
 }
 
-var siteName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+var (
+	siteName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	// verifierShape is a C2SP verifier key's form: name+hash+base64 key
+	// (package audit parses it; this catches a pasted wrong value early).
+	verifierShape = regexp.MustCompile(`^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$`)
+)
 
 // ValidSiteName reports whether name may name a site: 1-32 lower-case
 // letters, digits or '-', starting with a letter or digit.
@@ -111,8 +116,8 @@ func (db *DB) EnrollSite(ctx context.Context, s Site, actor string) error {
 	switch {
 	case !ValidSiteName(s.Name):
 		return tacerr.Field(tacerr.InvalidInput, "site", "site name %q must be 1-32 lower-case letters, digits or '-'", s.Name)
-	case s.Verifier == "":
-		return tacerr.Field(tacerr.InvalidInput, "verifier", "the site's checkpoint verifier key is required")
+	case !verifierShape.MatchString(s.Verifier):
+		return tacerr.Field(tacerr.InvalidInput, "verifier", "%q is not a checkpoint verifier key (name+hash+key, as `tacline audit key` prints it at the site)", s.Verifier)
 	}
 	return db.InTx(ctx, func(tx *Tx) error {
 		now := tx.Now().UnixMicro()
