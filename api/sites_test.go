@@ -57,7 +57,7 @@ func TestSitesAPI(t *testing.T) {
 	if r.status != http.StatusUnauthorized {
 		t.Fatalf("unenrolled site: %d %s", r.status, r.body)
 	}
-	if err := env.DB.EnrollSite(ctx, store.Site{Name: "s1", Verifier: vkey, CertSerial: cert.SerialNumber.Text(16)}, "test"); err != nil {
+	if err := env.DB.EnrollSite(ctx, store.Site{Name: "s1", Verifier: vkey, CertSerial: cert.SerialNumber.Text(16), Pools: []string{"F1-A"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	r = rs.do(t, s1, "POST", path(wire.PathSiteLeases, "s1"), wire.LeaseRequest{Pool: "F1-A", Size: 10})

@@ -377,7 +377,7 @@ func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv
 		return nil, err
 	}
 	defer hqTok.Close()
-	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
+	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: []string{hqPool}}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
 		return nil, err
 	}
 	return se, nil

@@ -70,7 +70,7 @@ func newHQ(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, *site.HQ) {
 		Product: "EX-L", Market: "DE"}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: mustVKey(t, "s1.example/tacline-audit", siteKey)}, "test"); err != nil {
+	if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: mustVKey(t, "s1.example/tacline-audit", siteKey), Pools: []string{"HQ-A"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	hq, err := site.NewHQ(db, nil, nil)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"database/sql"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -45,6 +47,8 @@ type Site struct {
 	// Verifier is the C2SP signed-note verifier key of the site's audit
 	// checkpoints ("name+hash+key").
 	Verifier   string
+	// Pools are the HQ pools the site may be leased blocks of.
+	Pools      []string
 	EnrolledAt time.Time
 }
 
@@ -84,6 +88,7 @@ type siteRow struct {
 	Description string        `db:"description"`
 	CertSerial  string        `db:"cert_serial"`
 	Verifier    string        `db:"verifier"`
+	Pools       string        `db:"pools"`
 	EnrolledAt  int64         `db:"enrolled_at"`
 	AppliedSeq  int64         `db:"applied_seq"`
 	CPSize      int64         `db:"cp_size"`
@@ -98,20 +103,21 @@ type siteRow struct {
 func (r siteRow) state() SiteState {
 	return SiteState{
 		Site: Site{Name: r.Name, Description: r.Description, CertSerial: r.CertSerial, Verifier: r.Verifier,
-			EnrolledAt: micros(r.EnrolledAt)},
+			Pools: splitList(r.Pools), EnrolledAt: micros(r.EnrolledAt)},
 		AppliedSeq: r.AppliedSeq,
 		Checkpoint: SiteCheckpoint{Size: r.CPSize, Hash: r.CPHash, Note: r.CPNote, Cosigned: r.CPCosigned},
 		LastSync:   nullMicros(r.LastSync), Refusals: r.Refusals, LastRefusal: r.LastRefusal,
 	}
 }
 
-const sqlSelectSites = `SELECT name, description, cert_serial, verifier, enrolled_at, applied_seq, cp_size, cp_hash, cp_note,
+const sqlSelectSites = `SELECT name, description, cert_serial, verifier, pools, enrolled_at, applied_seq, cp_size, cp_hash, cp_note,
 	cp_cosigned, last_sync_at, refusals, last_refusal FROM sites`
 
 // EnrollSite records a site, or on a second enrolment replaces its
-// certificate serial, verifier key and description (a renewed
+// certificate serial, verifier key, pools and description (a renewed
 // certificate, a rotated checkpoint key) keeping its leases and sync
-// state; it emits site.enrolled. Errors: invalid_input naming the field.
+// state; it emits site.enrolled. Every pool must exist. Errors:
+// invalid_input naming the field, pool_not_found.
 func (db *DB) EnrollSite(ctx context.Context, s Site, actor string) error {
 	switch {
 	case !ValidSiteName(s.Name):
@@ -120,20 +126,26 @@ func (db *DB) EnrollSite(ctx context.Context, s Site, actor string) error {
 		return tacerr.Field(tacerr.InvalidInput, "verifier", "%q is not a checkpoint verifier key (name+hash+key, as `tacline audit key` prints it at the site)", s.Verifier)
 	}
 	return db.InTx(ctx, func(tx *Tx) error {
+		for _, p := range s.Pools {
+			if _, err := poolByName(tx, p); err != nil {
+				return err
+			}
+		}
+		pools := strings.Join(s.Pools, ",")
 		now := tx.Now().UnixMicro()
-		res, err := tx.Exec(tx.Rebind(`UPDATE sites SET description = ?, cert_serial = ?, verifier = ? WHERE name = ?`),
-			s.Description, s.CertSerial, s.Verifier, s.Name)
+		res, err := tx.Exec(tx.Rebind(`UPDATE sites SET description = ?, cert_serial = ?, verifier = ?, pools = ? WHERE name = ?`),
+			s.Description, s.CertSerial, s.Verifier, pools, s.Name)
 		if err != nil {
 			return translate(err, "update site")
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			if _, err := tx.Exec(tx.Rebind(`INSERT INTO sites (name, description, cert_serial, verifier, enrolled_at) VALUES (?,?,?,?,?)`),
-				s.Name, s.Description, s.CertSerial, s.Verifier, now); err != nil {
+			if _, err := tx.Exec(tx.Rebind(`INSERT INTO sites (name, description, cert_serial, verifier, pools, enrolled_at) VALUES (?,?,?,?,?,?)`),
+				s.Name, s.Description, s.CertSerial, s.Verifier, pools, now); err != nil {
 				return translate(err, "enroll site")
 			}
 		}
 		tx.Emit(Event{Type: EventSiteEnrolled, Actor: actor, Attrs: map[string]string{"site": s.Name, "cert_serial": s.CertSerial,
-			"verifier": s.Verifier}})
+			"verifier": s.Verifier, "pools": pools}})
 		return nil
 	})
 }
@@ -230,9 +242,10 @@ const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, 
 
 // GrantLease leases the next size SNRs of pool to site for ttl: the pool's
 // high-water mark moves past them in the same transaction, and
-// lease.granted is emitted. Errors: invalid_input (size, ttl), not_found
-// (site), pool_not_found, pool_exhausted (fewer than size SNRs left; the
-// pool is unchanged).
+// lease.granted is emitted. The pool must be one of the site's pools.
+// Errors: invalid_input (size, ttl), not_found (site), forbidden (not one
+// of the site's pools), pool_not_found, pool_exhausted (fewer than size
+// SNRs left; the pool is unchanged).
 func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, actor string) (Lease, error) {
 	switch {
 	case size < 1 || size > imei.SNRsPerTAC:
@@ -242,15 +255,19 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 	}
 	var l Lease
 	err := db.InTx(ctx, func(tx *Tx) error {
-		if _, err := siteByName(tx, site); err != nil {
+		st, err := siteByName(tx, site)
+		if err != nil {
 			return err
+		}
+		if !slices.Contains(st.Pools, pool) {
+			return tacerr.Field(tacerr.Forbidden, "pool", "site %s may not lease from pool %q (its pools: %s); `tacline site enroll --pools` sets them", site, pool, strings.Join(st.Pools, ", "))
 		}
 		var head struct {
 			ID   int64 `db:"id"`
 			TAC  int64 `db:"tac"`
 			Next int64 `db:"next_snr"`
 		}
-		err := tx.Get(&head, tx.Rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
+		err = tx.Get(&head, tx.Rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
 			RETURNING id, tac, next_snr`), size, pool, size)
 		if noRows(err) {
 			p, perr := poolByName(tx, pool)
@@ -482,4 +499,12 @@ func (db *DB) SiteDevices(ctx context.Context, fn func(SiteDevice) error) error 
 		}
 		return nil
 	})
+}
+
+// splitList splits a comma-separated column ("" is none).
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
 }

@@ -13,7 +13,7 @@ import (
 
 func enrollSite(t *testing.T, db *store.DB, name string) {
 	t.Helper()
-	if err := db.EnrollSite(context.Background(), store.Site{Name: name, Verifier: name + "+00000000+AAAA"}, "test"); err != nil {
+	if err := db.EnrollSite(context.Background(), store.Site{Name: name, Verifier: name + "+00000000+AAAA", Pools: []string{"A"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -61,11 +61,14 @@ func TestLeases(t *testing.T) {
 		if got := r.Devices[0][0].SNR(); got != 12 {
 			t.Fatalf("HQ allocated SNR %d after the lease, want 12", got)
 		}
+		if _, err := db.GrantLease(ctx, "s1", "B", 1, time.Hour, "test"); !tacerr.Is(err, tacerr.Forbidden) {
+			t.Fatalf("lease of a pool not the site's: %v", err)
+		}
+		if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: "s1+00000000+AAAA", Pools: []string{"A", "B"}}, "test"); !tacerr.Is(err, tacerr.PoolNotFound) {
+			t.Fatalf("enrolment with an unknown pool: %v", err)
+		}
 		if _, err := db.GrantLease(ctx, "s1", "A", 200, time.Hour, "test"); !tacerr.Is(err, tacerr.PoolExhausted) {
 			t.Fatalf("oversized lease: %v", err)
-		}
-		if _, err := db.GrantLease(ctx, "s1", "B", 1, time.Hour, "test"); !tacerr.Is(err, tacerr.PoolNotFound) {
-			t.Fatalf("lease of an unknown pool: %v", err)
 		}
 		rep := mustCheck(t, db)
 		if rep.Leases != 1 || rep.LeasedUnused != 10 || rep.IMEIs != 4 {

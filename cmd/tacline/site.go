@@ -161,6 +161,7 @@ func newSiteCmd() *cobra.Command {
 	f.StringVar(&s.Name, "name", "", "site name: 1-32 lower-case letters, digits or '-'")
 	f.StringVar(&s.Verifier, "verifier", "", "the site's checkpoint verifier key (`tacline audit` at the site prints it)")
 	f.StringVar(&s.Description, "description", "", "free text")
+	f.StringSliceVar(&s.Pools, "pools", nil, "the HQ pools the site may lease from, comma separated")
 	f.StringVar(&s.CertSerial, "cert-serial", "", "serial (hex) of a site client certificate issued elsewhere (then none is issued)")
 	f.StringVar(&creds, "creds", "", "credentials directory (default: sites/ next to the config)")
 	c.AddCommand(enroll)

@@ -15,6 +15,8 @@ CREATE TABLE sites (
     cert_serial   TEXT    NOT NULL DEFAULT '',
     -- the C2SP signed-note verifier key of the site's audit checkpoints
     verifier      TEXT    NOT NULL DEFAULT '',
+    -- the HQ pools the site may lease from (comma-separated)
+    pools         TEXT    NOT NULL DEFAULT '',
     enrolled_at   BIGINT  NOT NULL,
     applied_seq   BIGINT  NOT NULL DEFAULT 0 CHECK (applied_seq >= 0),
     cp_size       BIGINT  NOT NULL DEFAULT 0 CHECK (cp_size >= 0),
