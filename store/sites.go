@@ -46,7 +46,7 @@ type Site struct {
 	CertSerial  string // the serial (hex) of its mTLS client certificate
 	// Verifier is the C2SP signed-note verifier key of the site's audit
 	// checkpoints ("name+hash+key").
-	Verifier   string
+	Verifier string
 	// Pools are the HQ pools the site may be leased blocks of.
 	Pools      []string
 	EnrolledAt time.Time
