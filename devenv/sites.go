@@ -49,6 +49,10 @@ type SitesOptions struct {
 	// restores it only then, measuring the catch-up (the benchmark of
 	// docs/benchmarks.md); CutFor is then ignored.
 	CutWholeRun bool
+	// KeepOldLedgers copies each site's ledger, as it is before its server
+	// first starts, to ledger.db.old (the "old backup" of the rollback
+	// test).
+	KeepOldLedgers bool
 }
 
 // SiteEnv is one site of the sites demo.
@@ -167,6 +171,11 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		}
 		if err := se.configure(ctx, url, hqServerCA, o); err != nil {
 			return nil, fmt.Errorf("%s: %w", se.Name, err)
+		}
+		if o.KeepOldLedgers {
+			if err := concatFiles(filepath.Join(se.Dir, "ledger.db.old"), filepath.Join(se.Dir, "ledger.db")); err != nil {
+				return nil, err
+			}
 		}
 		started := time.Now()
 		if se.Proc, err = StartServer(ctx, o.Bin, se.ConfigPath, filepath.Join(se.Dir, "server.log")); err != nil {

@@ -4,7 +4,9 @@ import (
 	"archive/zip"
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // TestSitesDemo runs `tacline demo --sites 2` (headquarters and two sites
@@ -176,4 +184,96 @@ func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 		t.Fatalf("ca-chain.pem holds %d certificates, want 5", n)
 	}
 	return demo
+}
+
+// TestSiteRestoredFromOldBackup: after a run, site 1's ledger is replaced
+// by its copy from before its line ran (an old backup). The server's own
+// guard (the published checkpoint next to the HSM token, docs/operations.md)
+// refuses to start. When that file is old too (the whole machine restored
+// from an image), the site starts, but HQ has verified more of its log
+// than the restored ledger holds, so it refuses to issue
+// (site_not_current) instead of handing out SNRs it already issued.
+func TestSiteRestoredFromOldBackup(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 3, "--cut-for", "-1s", "--keep-old-ledgers")
+	site1 := filepath.Join(dir, "site-1")
+	old, err := os.ReadFile(filepath.Join(site1, "ledger.db.old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ledger.db-wal", "ledger.db-shm"} {
+		os.Remove(filepath.Join(site1, f))
+	}
+	if err := os.WriteFile(filepath.Join(site1, "ledger.db"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgBytes, err := os.ReadFile(filepath.Join(site1, "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Site struct {
+			HQURL string `yaml:"hq_url"`
+		} `yaml:"site"`
+	}
+	if err := yaml.Unmarshal(cfgBytes, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server1.log")); err == nil {
+		t.Fatal("the restored site started despite its published checkpoint")
+	}
+	if b, _ := os.ReadFile(filepath.Join(site1, "server1.log")); !bytes.Contains(b, []byte("older than a published checkpoint")) {
+		t.Fatalf("the restored site did not name the published checkpoint:\n%s", b)
+	}
+	// The whole machine restored from an image older than the checkpoint
+	// file: the local guard cannot see it.
+	if err := os.Remove(filepath.Join(site1, "hsm", "published-checkpoint")); err != nil {
+		t.Fatal(err)
+	}
+	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"),
+		"--listen", strings.TrimPrefix(cfg.Site.HQURL, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hq.Stop(30 * time.Second)
+	s1, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Stop(30 * time.Second)
+	// Wait until the site asked HQ and found itself behind.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(site1, "server2.log"))
+		if bytes.Contains(b, []byte("restored from an older backup")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored site never compared its ledger with HQ's checkpoint:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	creds, err := factory.LoadCreds(filepath.Join(site1, "stations"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := creds.Stations[0]
+	c, err := factory.NewClient(factory.ClientConfig{ServerURL: s1.URL, CertFile: st.CertFile, KeyFile: st.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := factory.NewDevice("restored-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := dev.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Provision(ctx, wire.ProvisionRequest{DeviceSerial: "restored-1", Product: st.Product, CSR: string(csr)})
+	var ae *factory.APIError
+	if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
+		t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
+	}
 }

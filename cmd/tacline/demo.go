@@ -15,7 +15,7 @@ func newDemoCmd() *cobra.Command {
 	var o devenv.DemoOptions
 	var sites, killSites, killHQ int
 	var leaseSize int64
-	var cutWhole bool
+	var cutWhole, keepOld bool
 	var cutFor, killEvery time.Duration
 	c := &cobra.Command{
 		Use:   "demo",
@@ -36,7 +36,7 @@ func newDemoCmd() *cobra.Command {
 			if sites > 0 {
 				// Headquarters and factory sites (docs/sites.md).
 				_, err = devenv.SitesDemo(ctx, devenv.SitesOptions{Dir: o.Dir, Sites: sites, StationsPerSite: stationsPerSite(cmd, o.Stations),
-					Devices: o.Devices, Bin: bin, Out: o.Out, CutFor: cutFor, KillSites: killSites, KillHQ: killHQ, KillEvery: killEvery, LeaseSize: leaseSize, CutWholeRun: cutWhole})
+					Devices: o.Devices, Bin: bin, Out: o.Out, CutFor: cutFor, KillSites: killSites, KillHQ: killHQ, KillEvery: killEvery, LeaseSize: leaseSize, CutWholeRun: cutWhole, KeepOldLedgers: keepOld})
 				return err
 			}
 			_, err = devenv.Demo(ctx, o)
@@ -49,6 +49,7 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().IntVar(&sites, "sites", 0, "run headquarters and this many factory sites as separate processes (docs/sites.md)")
 	c.Flags().DurationVar(&cutFor, "cut-for", 5*time.Second, "with --sites: how long the last site's link to headquarters is cut")
 	c.Flags().IntVar(&killSites, "kill-sites", 0, "with --sites: SIGKILL a site (in turn) this many times during the run, restarting it")
+	c.Flags().BoolVar(&keepOld, "keep-old-ledgers", false, "with --sites: keep each site's ledger as it was before its line ran (ledger.db.old)")
 	c.Flags().BoolVar(&cutWhole, "cut-whole-run", false, "with --sites: cut the last site's link for its whole line run, then measure the catch-up")
 	c.Flags().Int64Var(&leaseSize, "lease-size", 0, "with --sites: SNRs per lease (default: enough for the whole run)")
 	c.Flags().DurationVar(&killEvery, "kill-every", time.Second, "with --kill-sites/--kill-hq: time between two kills")
