@@ -5,6 +5,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,9 +20,14 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -275,5 +281,84 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 	var ae *factory.APIError
 	if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
 		t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
+	}
+}
+
+// TestSiteReportsIMEIOutsideLeases: a site (its real certificate, its
+// checkpoint signed by its HSM key, consistent with what HQ verified)
+// reports a device bound to an IMEI outside its leases: the HQ process
+// refuses the batch (lease_violation), writes nothing of it, and marks the
+// site inconsistent.
+func TestSiteReportsIMEIOutsideLeases(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 3, "--cut-for", "-1s")
+	ctx := context.Background()
+	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hq.Stop(30 * time.Second)
+
+	cfg, err := config.Load(filepath.Join(dir, "site-1", "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsm.Open(cfg.HSM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	key, err := tok.Signer(cfg.Audit.KeyLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := audit.New(db, cfg.Audit, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := site.NewHTTPClient(hq.URL, "site-1", cfg.Site.CertFile, cfg.Site.KeyFile, cfg.Site.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := audit.ConsistencyProof(ctx, db, st.VerifiedSize, cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p64 []string
+	for _, h := range proof {
+		p64 = append(p64, base64.StdEncoding.EncodeToString(h[:]))
+	}
+	outside, err := imei.New(devenv.FirstTAC, 249999) // pool-01's last SNR: never leased in this run
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Sync(ctx, wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: st.VerifiedSize, Proof: p64,
+		Events: []wire.SiteEvent{{Seq: st.AppliedSeq + 1000, Type: "imei.bound", Time: time.Now().UTC(), IMEIs: []string{outside.String()},
+			DeviceSerial: "clone-1", CertSerial: "0bad"}}})
+	if !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("an IMEI outside the site's leases: %v", err)
+	}
+	after, err := client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Consistent || after.Refusals != 1 || after.Bound != st.Bound || after.AppliedSeq != st.AppliedSeq {
+		t.Fatalf("HQ's status after the refusal: %+v (before %+v)", after, st)
+	}
+	if r := tacline(t, time.Minute, "--config", filepath.Join(dir, "hq", "tacline.yaml"), "ledger", "check"); r.code != 0 {
+		t.Fatalf("HQ ledger check: %s%s", r.stdout, r.stderr)
 	}
 }
