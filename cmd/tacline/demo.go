@@ -46,6 +46,7 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().StringVar(&o.Dir, "dir", "var/demo", "where the environment is made (replaced if it holds an earlier one)")
 	c.Flags().IntVar(&o.Stations, "stations", 4, "stations on the line")
 	c.Flags().IntVar(&o.Devices, "devices", 250, "devices per station")
+	c.Flags().BoolVar(&o.Serve, "serve", false, "keep the server running after the demo until interrupted (Ctrl-C), to look at the web console")
 	c.Flags().IntVar(&sites, "sites", 0, "run headquarters and this many factory sites as separate processes (docs/sites.md)")
 	c.Flags().DurationVar(&cutFor, "cut-for", 5*time.Second, "with --sites: how long the last site's link to headquarters is cut")
 	c.Flags().IntVar(&killSites, "kill-sites", 0, "with --sites: SIGKILL a site (in turn) this many times during the run, restarting it")
