@@ -219,8 +219,9 @@ func (b *syncBuffer) String() string {
 }
 
 // startServer serves prov with cfg (from pki.config() when cfg is nil) on
-// 127.0.0.1:0 until the test ends.
-func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Config)) *testServer {
+// 127.0.0.1:0 until the test ends; setup runs on the server before it
+// serves.
+func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Config), setup ...func(*Server)) *testServer {
 	t.Helper()
 	cfg := pki.config()
 	if mutate != nil {
@@ -231,6 +232,9 @@ func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Conf
 	srv, err := New(cfg, prov, ts.reg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(srv)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -312,15 +316,6 @@ func (ts *testServer) do(t testing.TB, c *http.Client, method, path string, body
 	return send(t, c, req)
 }
 
-func mustIMEI(t testing.TB, tac, snr uint32) imei.IMEI {
-	t.Helper()
-	m, err := imei.New(tac, snr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // fakeProvisioner injects controlled results into the HTTP layer; it has no
 // business logic. fail, when set for a method name, is returned by it.
 type fakeProvisioner struct {
@@ -341,7 +336,7 @@ func newFake(t testing.TB, pki *testPKI) *fakeProvisioner {
 	return &fakeProvisioner{
 		stations: map[string]provisioner.Station{},
 		fail:     map[string]error{},
-		imeis:    []imei.IMEI{mustIMEI(t, 101234, 17), mustIMEI(t, 101234, 18)},
+		imeis:    []imei.IMEI{imei.MustNew(101234, 17), imei.MustNew(101234, 18)},
 		cert:     pki.stationCA, // any certificate will do as the "device certificate"
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -18,10 +19,8 @@ import (
 const (
 	stationURNPrefix = "urn:tacline:station:"
 	roleURNPrefix    = "urn:tacline:role:"
+	siteURNPrefix    = "urn:tacline:site:"
 )
-
-// allRoles lists the roles in the order of the matrix (docs/api.md).
-var allRoles = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
 
 // identifier turns a verified client certificate into an Actor.
 type identifier struct {
@@ -50,8 +49,9 @@ func newIdentifier(taclineCAs []*x509.Certificate, rules []IdentityRule) *identi
 type caller struct {
 	actor   provisioner.Actor
 	leaf    *x509.Certificate
-	tacline bool // the certificate chains to a client_ca (tacline) CA
-	stepca  bool // the certificate chains to a stepca_station_ca CA
+	tacline bool   // the certificate chains to a client_ca (tacline) CA
+	stepca  bool   // the certificate chains to a stepca_station_ca CA
+	site    string // the factory site the certificate names (role site)
 }
 
 // identify reads the identity of the verified client certificate in cs.
@@ -92,9 +92,16 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 				if err := setStation(sid); err != nil {
 					return caller{}, err
 				}
+			case strings.HasPrefix(s, siteURNPrefix) && c.tacline:
+				name := strings.TrimPrefix(s, siteURNPrefix)
+				if !store.ValidSiteName(name) || (c.site != "" && c.site != name) {
+					return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q names site %q, which is not one valid site name", leaf.Subject.CommonName, name)
+				}
+				c.site = name
+				roles[provisioner.RoleSite] = true
 			case strings.HasPrefix(s, roleURNPrefix) && c.tacline:
 				// Unknown roles are ignored: they grant nothing.
-				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); knownRoles[r] {
+				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); r.Valid() {
 					roles[r] = true
 				}
 			}
@@ -119,9 +126,15 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 	if roles[provisioner.RoleStation] && station == "" {
 		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q has role station but names no station: issue it with `tacline station enroll`", leaf.Subject.CommonName)
 	}
+	if c.site != "" && station != "" {
+		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q names a station and a site; a certificate identifies one", leaf.Subject.CommonName)
+	}
 	c.actor = provisioner.Actor{ID: actorID(leaf, station), Station: station}
+	if c.site != "" {
+		c.actor.ID = "site:" + c.site
+	}
 	// A stable order, so that logs and tests see the same list.
-	for _, r := range allRoles {
+	for _, r := range provisioner.AllRoles {
 		if roles[r] {
 			c.actor.Roles = append(c.actor.Roles, r)
 		}

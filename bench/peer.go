@@ -22,6 +22,7 @@ import (
 
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/pgadmin"
@@ -344,8 +345,8 @@ func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPat
 		return roundFigures{}, err
 	}
 	defer proc.Kill()
-	if _, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
-		Creds: creds.Stations, Stations: o.Stations, Duration: time.Second, RunID: fmt.Sprintf("w%d", time.Now().UnixNano()%1e12)}); err != nil {
+	if _, err := sim.Load(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
+		Stations: creds.Stations, Workers: o.Stations, Duration: time.Second}); err != nil {
 		return roundFigures{}, fmt.Errorf("warm-up: %w", err)
 	}
 	pids := []int{proc.Cmd.Process.Pid}
@@ -354,8 +355,8 @@ func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPat
 	}
 	pids = append(pids, pgPIDs()...)
 	cpu0 := cpuOf(pids)
-	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
-		Creds: creds.Stations, Stations: o.Stations, Duration: o.Round, Pregenerate: int(1500 * o.Round.Seconds())})
+	sum, err := sim.Load(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
+		Stations: creds.Stations, Workers: o.Stations, Duration: o.Round, Pregenerate: int(1500 * o.Round.Seconds())})
 	cpu1 := cpuOf(pids)
 	if err != nil {
 		return roundFigures{}, err

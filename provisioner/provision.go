@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
@@ -84,6 +85,14 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
+	for try := 0; try < 3 && s.cfg.SiteLeases && tacerr.Is(err, tacerr.PoolExhausted); try++ {
+		// A site's lease ran dry under concurrent requests: the next one.
+		if m, err = s.choosePool(ctx, st, in.Pool, in.Product); err != nil {
+			return nil, err
+		}
+		res, err = s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
+			Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
+	}
 	if err != nil {
 		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
 			return nil, s.alreadyProvisioned(ctx, in.Actor, in.DeviceSerial)
@@ -334,7 +343,7 @@ func reissueTx(tx *store.Tx, is *store.Issuance, imeis []imei.IMEI, der []byte, 
 	if d == nil || d.State != store.StateBound {
 		return tacerr.Field(tacerr.InvalidState, "serial", "device %s is no longer BOUND", is.DeviceSerial)
 	}
-	if err := tx.RevokeCertificate(d.CertSerial, "superseded"); err != nil {
+	if err := tx.RevokeCertificate(d.CertSerial, lifecycle.RevokeSuperseded); err != nil {
 		return err
 	}
 	if err := tx.UpdateDevice(is.DeviceSerial, store.StateBound, is.CertSerial, ""); err != nil {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 )
 
 // Role is what a client may do. Roles come from the client certificate (see
@@ -18,7 +19,29 @@ const (
 	RoleAuditor   Role = "auditor"   // read the ledger and audit log
 	RoleRegulator Role = "regulator" // read, verify, reconcile
 	RoleAdmin     Role = "admin"     // everything
+	// RoleSite is a factory site syncing with headquarters
+	// (docs/sites.md): it comes only from a urn:tacline:site: URI SAN, never
+	// from a role URN or an identity map rule.
+	RoleSite Role = "site"
 )
+
+// Roles lists the roles a role URN or an identity-map rule can grant, in
+// the order of the route matrix (docs/api.md); Valid accepts exactly these.
+var Roles = []Role{RoleStation, RoleOperator, RoleAuditor, RoleRegulator, RoleAdmin}
+
+// AllRoles is Roles and RoleSite, which only a site's URI SAN grants: the
+// columns of the route matrix, in its order.
+var AllRoles = append(append([]Role(nil), Roles...), RoleSite)
+
+// Valid reports whether r is one of Roles.
+func (r Role) Valid() bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
 
 // Scope is which existing objects (devices, IMEIs, reservations) an actor
 // may act on in one call. The API's route table decides it per route and
@@ -126,7 +149,7 @@ type BindInput struct {
 type VoidInput struct {
 	Actor  Actor
 	IMEI   imei.IMEI
-	Reason string // scrapped | test | rework | other
+	Reason lifecycle.VoidReason // one a caller may give (lifecycle.ChosenVoidReasons)
 	Note   string
 }
 
@@ -142,7 +165,7 @@ type ReissueInput struct {
 type RevokeInput struct {
 	Actor        Actor
 	DeviceSerial string
-	Reason       string // stolen | cloned | compromised | superseded | other
+	Reason       lifecycle.RevokeReason // one of lifecycle.RevokeDeviceReasons
 }
 
 // Issued is a device's identity: its IMEIs and its certificate.
@@ -160,7 +183,7 @@ type Issued struct {
 // Device is a device's ledger record.
 type Device struct {
 	Serial     string
-	State      string // BOUND | REVOKED | VOIDED
+	State      lifecycle.State // BOUND | REVOKED | VOIDED
 	Station    string
 	Pool       string
 	IMEIs      []imei.IMEI

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/stepca/stepcatest"
@@ -92,7 +93,7 @@ func TestStepCAStationCLI(t *testing.T) {
 	}
 	defer proc.Kill()
 	r = tacline(t, 2*time.Minute, "--config", cfg, "station", "simulate", "--server", proc.URL, "--devices", "5", "--json")
-	var sum factory.Summary
+	var sum sim.Summary
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &sum) != nil || sum.Stations != 2 || sum.Devices != 10 || sum.Failed != 0 {
 		logTail(t, logPath, 30)
 		t.Fatalf("station simulate with a step-ca station exited %d:\n%s\n%s", r.code, r.stdout, r.stderr)
