@@ -16,9 +16,10 @@ import (
 
 // SQL of checkpoints.
 const (
-	qLatestCheckpoint = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qCheckpointAt     = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qInsertCheckpoint = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+	qLatestCheckpoint  = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
+	qCheckpointAt      = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
+	qRecentCheckpoints = `SELECT size, root, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT ?`
+	qInsertCheckpoint  = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
 )
 
 // StoredCheckpoint is a checkpoint as kept in the database, with the
@@ -38,6 +39,44 @@ func LatestCheckpoint(ctx context.Context, db *store.DB) (StoredCheckpoint, erro
 func CheckpointAt(ctx context.Context, db *store.DB, n int64) (StoredCheckpoint, error) {
 	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(qCheckpointAt), n),
 		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint")
+}
+
+// CheckpointInfo is a signed checkpoint's size, root and signing time, as
+// a list shows it (LatestCheckpoint and CheckpointAt return the signed
+// note, verified).
+type CheckpointInfo struct {
+	Size     int64
+	Root     tlog.Hash
+	SignedAt time.Time
+}
+
+// RecentCheckpoints lists the newest limit signed checkpoints, newest
+// first.
+func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]CheckpointInfo, error) {
+	q := db.Reader()
+	rows, err := q.QueryContext(ctx, q.Rebind(qRecentCheckpoints), limit)
+	if err != nil {
+		return nil, store.Translate(err, "list audit checkpoints")
+	}
+	defer rows.Close()
+	var out []CheckpointInfo
+	for rows.Next() {
+		var c CheckpointInfo
+		var root []byte
+		var at int64
+		if err := rows.Scan(&c.Size, &root, &at); err != nil {
+			return nil, store.Translate(err, "list audit checkpoints")
+		}
+		if c.Root, err = hashOf(root, "audit_checkpoints.root"); err != nil {
+			return nil, err
+		}
+		c.SignedAt = time.UnixMicro(at).UTC()
+		out = append(out, c)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, store.Translate(err, "list audit checkpoints")
+	}
+	return out, nil
 }
 
 type rowScanner interface{ Scan(...any) error }
