@@ -26,7 +26,7 @@ func checkFinds(t *testing.T, db *store.DB, want string) {
 // the primary key (no pool_id index since migration 9) and still finds a row
 // outside its pool's range and a row recorded in the wrong pool.
 func TestCheckWalksPoolRanges(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 99)
 		if _, err := reserve(db, "a", "A", 2); err != nil {
 			t.Fatal(err)
@@ -51,7 +51,7 @@ func TestCheckWalksPoolRanges(t *testing.T) {
 // TestCheckForeignRowInRange: a row inside one pool's range that the ledger
 // records under another pool is named.
 func TestCheckForeignRowInRange(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 99)
 		ctx := context.Background()
 		if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 200, SNREnd: 299, Factory: "F1", Line: "L1", Product: "EX-1", Market: "DE"}, "test"); err != nil {
@@ -71,45 +71,43 @@ func TestCheckForeignRowInRange(t *testing.T) {
 // TestDropIMEIsPoolUpgrade: migration 9 drops imeis_pool on a ledger with
 // rows, its down step restores it, and the check passes either way.
 func TestDropIMEIsPoolUpgrade(t *testing.T) {
-	for _, d := range storetest.Dialects {
-		t.Run(string(d), func(t *testing.T) {
-			t.Parallel()
-			ctx := context.Background()
-			db := storetest.Open(t, d)
-			seed(t, db, 0, 99)
-			if _, err := reserve(db, "a", "A", 2); err != nil {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		t.Parallel()
+		ctx := context.Background()
+		db := storetest.Open(t, d)
+		seed(t, db, 0, 99)
+		if _, err := reserve(db, "a", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		q := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'imeis_pool'`
+		if d == store.Postgres {
+			q = `SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'imeis_pool'`
+		}
+		indexes := func() int {
+			var n int
+			if err := db.Reader().QueryRowContext(ctx, q).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
-			q := `SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND name = 'imeis_pool'`
-			if d == store.Postgres {
-				q = `SELECT COUNT(*) FROM pg_indexes WHERE indexname = 'imeis_pool'`
-			}
-			indexes := func() int {
-				var n int
-				if err := db.Reader().QueryRowContext(ctx, q).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
-			if n := indexes(); n != 0 {
-				t.Fatalf("imeis_pool indexes after migrating = %d, want 0", n)
-			}
-			if err := db.MigrateDownTo(ctx, 8); err != nil {
-				t.Fatal(err)
-			}
-			if n := indexes(); n != 1 {
-				t.Fatalf("imeis_pool indexes at schema 8 = %d, want 1", n)
-			}
-			mustCheck(t, db)
-			if err := db.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
-			if n := indexes(); n != 0 {
-				t.Fatalf("imeis_pool indexes after the upgrade = %d, want 0", n)
-			}
-			if rep := mustCheck(t, db); rep.IMEIs != 2 {
-				t.Fatalf("IMEIs = %d, want 2", rep.IMEIs)
-			}
-		})
-	}
+			return n
+		}
+		if n := indexes(); n != 0 {
+			t.Fatalf("imeis_pool indexes after migrating = %d, want 0", n)
+		}
+		if err := db.MigrateDownTo(ctx, 8); err != nil {
+			t.Fatal(err)
+		}
+		if n := indexes(); n != 1 {
+			t.Fatalf("imeis_pool indexes at schema 8 = %d, want 1", n)
+		}
+		mustCheck(t, db)
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := indexes(); n != 0 {
+			t.Fatalf("imeis_pool indexes after the upgrade = %d, want 0", n)
+		}
+		if rep := mustCheck(t, db); rep.IMEIs != 2 {
+			t.Fatalf("IMEIs = %d, want 2", rep.IMEIs)
+		}
+	})
 }
