@@ -10,9 +10,14 @@ import (
 
 // CheckReport is the result of Check.
 type CheckReport struct {
-	Pools      int      `json:"pools"`
-	IMEIs      int64    `json:"imeis"`
-	Violations []string `json:"violations"` // empty when the ledger is sound
+	Pools int   `json:"pools"`
+	IMEIs int64 `json:"imeis"`
+	// Leases counts the leases granted to sites; LeasedUnused the SNRs of
+	// leases still held that have no row yet (the site has not reported
+	// them bound or voided).
+	Leases       int      `json:"leases"`
+	LeasedUnused int64    `json:"leased_unused"`
+	Violations   []string `json:"violations"` // empty when the ledger is sound
 }
 
 // OK reports whether no invariant was violated.
@@ -26,7 +31,11 @@ const maxViolations = 100
 //     one ledger row, and no row lies outside that range or outside its TAC;
 //   - every reservation holds exactly devices*per_device IMEIs;
 //   - no device serial holds live (not VOIDED) IMEIs from two reservations;
-//   - every BOUND or REVOKED IMEI names its device and certificate.
+//   - every BOUND or REVOKED IMEI names its device and certificate;
+//   - every lease lies in its pool below the high-water mark, and every row
+//     inside a lease was recorded for the lease's site; an SNR of a lease
+//     still held may have no row (leased, not yet used), one of a returned
+//     lease may not.
 //
 // (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
 func (db *DB) Check(ctx context.Context) (CheckReport, error) {
@@ -42,12 +51,45 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			return translate(err, "list pools")
 		}
 		rep.Pools = len(pools)
+		leases, err := leasesOf(tx, "")
+		if err != nil {
+			return err
+		}
+		rep.Leases = len(leases)
+		byPool := map[int64][]leaseRow{}
+		for _, l := range leases {
+			byPool[l.PoolID] = append(byPool[l.PoolID], l)
+			var stray int64
+			if err := tx.Get(&stray, tx.Rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.hi(), SiteCaller(l.Site)); err != nil {
+				return translate(err, "check lease rows")
+			}
+			if stray > 0 {
+				add("lease %d of site %s: %d rows inside it were not recorded for the site", l.ID, l.Site, stray)
+			}
+		}
 		// Each pool's allocated range is walked on the primary key: every
 		// row in it must belong to the pool, and there must be one row per
-		// SNR. Rows outside every allocated range are found by comparing
-		// the total with the rows counted in ranges (pools never overlap).
+		// SNR (an SNR of a lease still held may have none). Rows outside
+		// every allocated range are found by comparing the total with the
+		// rows counted in ranges (pools never overlap).
 		var inRanges int64
 		for _, p := range pools {
+			var unused int64
+			for _, l := range byPool[p.ID] {
+				if l.SNRStart < p.SNRStart || l.SNREnd >= p.NextSNR {
+					add("lease %d (%06d-%06d) lies outside pool %s's allocated range %06d-%06d", l.ID, l.SNRStart, l.SNREnd, p.Name, p.SNRStart, p.NextSNR-1)
+				}
+				if l.ReturnedAt.Valid {
+					continue
+				}
+				var n int64
+				if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
+					return translate(err, "count lease rows")
+				}
+				unused += l.SNREnd - l.SNRStart + 1 - n
+			}
+			rep.LeasedUnused += unused
 			base := p.TAC * imei.SNRsPerTAC
 			lo, hi := base+p.SNRStart, base+p.NextSNR
 			var a struct {
@@ -59,7 +101,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				return translate(err, "count pool rows")
 			}
 			inRanges += a.N
-			if a.N == p.NextSNR-p.SNRStart && a.Foreign == 0 {
+			if a.N == p.NextSNR-p.SNRStart-unused && a.Foreign == 0 {
 				continue
 			}
 			if a.Foreign > 0 {
@@ -87,15 +129,15 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					rows.Close()
 					return translate(err, "walk pool rows")
 				}
-				if v > expect {
-					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+				if miss := firstUnheld(byPool[p.ID], expect, v); v > expect && miss >= 0 {
+					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 					found = true
 				}
 				expect = v + 1
 			}
 			rows.Close()
-			if !found && expect < hi {
-				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+			if miss := firstUnheld(byPool[p.ID], expect, hi); !found && miss >= 0 {
+				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 			}
 		}
 		if err := tx.Get(&rep.IMEIs, `SELECT COUNT(*) FROM imeis`); err != nil {
@@ -153,6 +195,25 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// firstUnheld returns the first 14-digit IMEI in [from, to) that lies in
+// no lease of ls still held (an SNR that must have a row), or -1.
+func firstUnheld(ls []leaseRow, from, to int64) int64 {
+	for v := from; v < to; {
+		next := v
+		for _, l := range ls {
+			if !l.ReturnedAt.Valid && l.lo() <= v && v <= l.hi() {
+				next = l.hi() + 1
+				break
+			}
+		}
+		if next == v {
+			return v
+		}
+		v = next
+	}
+	return -1
 }
 
 func fmtIMEI(v int64) string {

@@ -23,7 +23,7 @@ func checkFinds(t *testing.T, db *store.DB, want string) {
 }
 
 // TestCheckWalksPoolRanges: the check walks each pool's allocated range on
-// the primary key (no pool_id index since migration 9) and still finds a row
+// the primary key (no pool_id index since migration 11) and still finds a row
 // outside its pool's range and a row recorded in the wrong pool.
 func TestCheckWalksPoolRanges(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
@@ -68,7 +68,7 @@ func TestCheckForeignRowInRange(t *testing.T) {
 	})
 }
 
-// TestDropIMEIsPoolUpgrade: migration 9 drops imeis_pool on a ledger with
+// TestDropIMEIsPoolUpgrade: migration 11 drops imeis_pool on a ledger with
 // rows, its down step restores it, and the check passes either way.
 func TestDropIMEIsPoolUpgrade(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
@@ -93,11 +93,11 @@ func TestDropIMEIsPoolUpgrade(t *testing.T) {
 		if n := indexes(); n != 0 {
 			t.Fatalf("imeis_pool indexes after migrating = %d, want 0", n)
 		}
-		if err := db.MigrateDownTo(ctx, 8); err != nil {
+		if err := db.MigrateDownTo(ctx, 10); err != nil {
 			t.Fatal(err)
 		}
 		if n := indexes(); n != 1 {
-			t.Fatalf("imeis_pool indexes at schema 8 = %d, want 1", n)
+			t.Fatalf("imeis_pool indexes at schema 10 = %d, want 1", n)
 		}
 		mustCheck(t, db)
 		if err := db.Migrate(ctx); err != nil {
