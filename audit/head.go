@@ -10,13 +10,8 @@ import (
 
 // Head returns the committed size and root hash of the log.
 func Head(ctx context.Context, db *store.DB) (int64, tlog.Hash, error) {
-	var size int64
-	var b []byte
-	if err := db.Reader().QueryRowxContext(ctx, qHead).Scan(&size, &b); err != nil {
-		return 0, tlog.Hash{}, store.Translate(err, "read the audit log head")
-	}
-	h, err := hashOf(b, "audit_head.root")
-	return size, h, err
+	h, err := db.AuditHead(ctx)
+	return h.Size, h.Root, err
 }
 
 // emptyRoot is the root hash of the empty tree, SHA-256 of nothing.

@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -12,13 +10,6 @@ import (
 
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
-)
-
-// SQL of checkpoints.
-const (
-	qLatestCheckpoint = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qCheckpointAt     = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qInsertCheckpoint = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
 )
 
 // StoredCheckpoint is a checkpoint as kept in the database, with the
@@ -31,32 +22,22 @@ type StoredCheckpoint struct {
 // LatestCheckpoint returns the newest signed checkpoint, or a not_found
 // error when none was signed yet.
 func LatestCheckpoint(ctx context.Context, db *store.DB) (StoredCheckpoint, error) {
-	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, qLatestCheckpoint), "no audit checkpoint was signed yet: run tacline audit checkpoint")
+	return openCheckpoint(db.LatestAuditCheckpoint(ctx, "no audit checkpoint was signed yet: run tacline audit checkpoint"))
 }
 
 // CheckpointAt returns the signed checkpoint of size n.
 func CheckpointAt(ctx context.Context, db *store.DB, n int64) (StoredCheckpoint, error) {
-	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(qCheckpointAt), n),
-		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint")
+	return openCheckpoint(db.AuditCheckpointAt(ctx, n,
+		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint"))
 }
 
-type rowScanner interface{ Scan(...any) error }
-
-func scanCheckpoint(row rowScanner, notFound string) (StoredCheckpoint, error) {
-	var c StoredCheckpoint
-	var root []byte
-	var msg string
-	if err := row.Scan(&c.Size, &root, &msg, &c.VerifierKey); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return c, tacerr.New(tacerr.NotFound, "%s", notFound)
-		}
-		return c, store.Translate(err, "read audit checkpoint")
-	}
-	h, err := hashOf(root, "audit_checkpoints.root")
+// openCheckpoint checks a stored checkpoint's signature and that its note
+// says what its row says.
+func openCheckpoint(sc store.AuditCheckpoint, err error) (StoredCheckpoint, error) {
+	c := StoredCheckpoint{Checkpoint: Checkpoint{Size: sc.Size, Root: sc.Root, Note: sc.Note}, VerifierKey: sc.VerifierKey}
 	if err != nil {
 		return c, err
 	}
-	c.Root, c.Note = h, []byte(msg)
 	v, err := ParseVerifierKey(c.VerifierKey)
 	if err != nil {
 		return c, tacerr.Wrap(tacerr.LedgerInvariant, err, "audit checkpoint %d has a bad verifier key", c.Size)
@@ -84,14 +65,15 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 	}
 	var out StoredCheckpoint
 	err := l.db.InTx(ctx, func(tx *store.Tx) error {
-		size, root, err := lockHead(tx)
+		h, err := tx.LockAuditHead()
 		if err != nil {
 			return err
 		}
+		size, root := h.Size, tlog.Hash(h.Root)
 		if size == 0 {
 			return tacerr.New(tacerr.InvalidState, "the audit log is empty: there is nothing to checkpoint yet")
 		}
-		r := dbHashReader{tx}
+		r := txHashesReader{tx}
 		th, err := tlog.TreeHash(size, r)
 		if err != nil {
 			return err
@@ -99,7 +81,7 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 		if th != root {
 			return tacerr.New(tacerr.LedgerInvariant, "audit head root %s differs from the root %s of the stored hashes at size %d: refusing to sign", root, th, size)
 		}
-		prev, err := scanCheckpoint(tx.QueryRowx(qLatestCheckpoint), "")
+		prev, err := openCheckpoint(tx.LatestAuditCheckpoint(""))
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
 		case err != nil:
@@ -123,8 +105,8 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 			return tacerr.Wrap(tacerr.HSMUnavailable, err, "sign audit checkpoint %d", size)
 		}
 		sc := StoredCheckpoint{Checkpoint: c, VerifierKey: l.signer.Verifier().Key()}
-		if _, err := tx.Exec(tx.Rebind(qInsertCheckpoint), sc.Size, sc.Root[:], string(sc.Note), sc.VerifierKey, tx.Now().UnixMicro()); err != nil {
-			return store.Translate(err, "store audit checkpoint")
+		if err := tx.AddAuditCheckpoint(store.AuditCheckpoint{Size: sc.Size, Root: sc.Root, Note: sc.Note, VerifierKey: sc.VerifierKey}); err != nil {
+			return err
 		}
 		out = sc
 		return nil

@@ -355,7 +355,7 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	sort.Strings(names) // a fixed order: no deadlocks between replicas
 	heads := map[string]*poolHead{}
 	slow := map[string]bool{}
-	if tx.Dialect() == SQLite && len(names) > 1 {
+	if tx.db.dialect == SQLite && len(names) > 1 {
 		// One statement for every pool (SQLite has one writer: no lock
 		// order to keep between replicas).
 		claimed, err := tx.claimPoolsAtOnce(names, needs)
@@ -373,7 +373,7 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	}
 	for _, n := range names {
 		var h poolHead
-		err := tx.Get(&h, tx.Rebind(sqlClaimPool), needs[n], n, needs[n])
+		err := tx.get(&h, tx.rebind(sqlClaimPool), needs[n], n, needs[n])
 		if noRows(err) {
 			slow[n] = true
 			continue
@@ -409,7 +409,7 @@ func (tx *Tx) claimPoolsAtOnce(names []string, needs map[string]int64) (map[stri
 		`) AS v WHERE pools.name = v.column1 AND pools.next_snr + v.column2 <= pools.snr_end + 1
 	RETURNING pools.id, pools.name, pools.tac, pools.snr_end, pools.next_snr`
 	var rows []*poolHead
-	if err := tx.Select(&rows, q, args...); err != nil {
+	if err := tx.sel(&rows, q, args...); err != nil {
 		return nil, translate(err, "claim SNRs of pools")
 	}
 	out := make(map[string]*poolHead, len(rows))
@@ -518,7 +518,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		if h.claimed || h.NextSNR == h.start {
 			continue
 		}
-		res, err := tx.Exec(tx.Rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
+		res, err := tx.exec(tx.rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
 		if err != nil {
 			return translate(err, "advance pool "+h.Name)
 		}
@@ -598,7 +598,7 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 	}
 	sort.Strings(list) // lock in a fixed order: no deadlocks between replicas
 	q := sqlPoolsForUpdate
-	if tx.Dialect() == Postgres {
+	if tx.db.dialect == Postgres {
 		q += " ORDER BY id FOR UPDATE"
 	}
 	q, args, err := tx.in(q, list)
@@ -606,7 +606,7 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 		return nil, err
 	}
 	var rows []*poolHead
-	if err := tx.Select(&rows, q, args...); err != nil {
+	if err := tx.sel(&rows, q, args...); err != nil {
 		return nil, translate(err, "lock pools")
 	}
 	for _, h := range rows {
@@ -649,7 +649,7 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
 		return err
 	}
 	var taken []string
-	if err := tx.Select(&taken, q, args...); err != nil {
+	if err := tx.sel(&taken, q, args...); err != nil {
 		return translate(err, "look up devices")
 	}
 	for _, s := range taken {
@@ -674,7 +674,7 @@ func (tx *Tx) insertReservations(made []*pending, now time.Time) error {
 			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
 	}
 	sb.WriteString(" RETURNING id, request_id")
-	rows, err := tx.Queryx(tx.Rebind(sb.String()), args...)
+	rows, err := tx.queryx(tx.rebind(sb.String()), args...)
 	if err != nil {
 		return translate(err, "insert reservations")
 	}
@@ -702,44 +702,19 @@ func (tx *Tx) insertReservations(made []*pending, now time.Time) error {
 	return nil
 }
 
-// maxParams keeps multi-row statements below both databases' parameter limits.
-const maxParams = 30000
-
 func (tx *Tx) insertIMEIs(made []*pending, now time.Time) error {
-	const cols = 7
-	const head = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `
-	var sb strings.Builder
-	var args []any
-	flush := func() error {
-		if len(args) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(tx.Rebind(sb.String()), args...); err != nil {
-			return translate(err, "insert IMEIs")
-		}
-		sb.Reset()
-		args = args[:0]
-		return nil
-	}
+	w := tx.rows(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `,
+		"(?,?,?,?,?,'RESERVED',?,?)", 7, "insert IMEIs")
 	for _, p := range made {
 		for g, group := range p.res.Devices {
 			for s, v := range group {
-				if len(args)+cols+1 > maxParams {
-					if err := flush(); err != nil {
-						return err
-					}
+				if err := w.add(int64(v.Uint64()), p.res.PoolID, p.res.ID, g, s, now.UnixMicro(), p.req.DeviceSerial); err != nil {
+					return err
 				}
-				if len(args) == 0 {
-					sb.WriteString(head)
-				} else {
-					sb.WriteByte(',')
-				}
-				sb.WriteString("(?,?,?,?,?,'RESERVED',?,?)")
-				args = append(args, int64(v.Uint64()), p.res.PoolID, p.res.ID, g, s, now.UnixMicro(), p.req.DeviceSerial)
 			}
 		}
 	}
-	return flush()
+	return w.flush()
 }
 
 // close stops the committer after it has committed what was queued.

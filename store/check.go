@@ -38,7 +38,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var pools []poolRow
-		if err := tx.Select(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
+		if err := tx.sel(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
 			return translate(err, "list pools")
 		}
 		rep.Pools = len(pools)
@@ -50,7 +50,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				Max *int64 `db:"hi"`
 			}
 			var a agg
-			if err := tx.Get(&a, tx.Rebind(`SELECT COUNT(*) AS n, MIN(imei14) AS lo, MAX(imei14) AS hi FROM imeis WHERE pool_id = ?`), p.ID); err != nil {
+			if err := tx.get(&a, tx.rebind(`SELECT COUNT(*) AS n, MIN(imei14) AS lo, MAX(imei14) AS hi FROM imeis WHERE pool_id = ?`), p.ID); err != nil {
 				return translate(err, "count pool rows")
 			}
 			rep.IMEIs += a.N
@@ -60,7 +60,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				continue
 			}
 			// Find the first missing or stray SNR by walking the pool's rows.
-			rows, err := tx.Queryx(tx.Rebind(`SELECT imei14 FROM imeis WHERE pool_id = ? ORDER BY imei14`), p.ID)
+			rows, err := tx.queryx(tx.rebind(`SELECT imei14 FROM imeis WHERE pool_id = ? ORDER BY imei14`), p.ID)
 			if err != nil {
 				return translate(err, "walk pool rows")
 			}
@@ -93,7 +93,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			N   int64  `db:"n"`
 		}
 		var bads []bad
-		if err := tx.Select(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
 			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.imei14) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
 			return translate(err, "check reservations")
 		}
@@ -101,7 +101,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
 		}
 		bads = nil
-		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
+		if err := tx.sel(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
 			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
 			return translate(err, "check devices")
 		}
@@ -109,7 +109,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("device %s holds IMEIs from %d reservations", b.Key, b.N)
 		}
 		var unbound []int64
-		if err := tx.Select(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
+		if err := tx.sel(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
 			ORDER BY imei14 LIMIT 100`); err != nil {
 			return translate(err, "check bound IMEIs")
 		}

@@ -30,7 +30,7 @@ func (tx *Tx) claimDevices(claims []deviceClaim) error {
 	for _, c := range claims {
 		args = append(args, c.serial, c.requestID, now)
 	}
-	_, err := tx.Exec(tx.Rebind(multiRow(sqlInsertClaimHead, "(?,?,?)", len(claims))), args...)
+	_, err := tx.exec(tx.rebind(multiRow(sqlInsertClaimHead, "(?,?,?)", len(claims))), args...)
 	if isDuplicate(err) {
 		if len(claims) == 1 {
 			return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
@@ -52,6 +52,6 @@ func serialsOf(claims []deviceClaim) string {
 // releaseClaim frees the serial claimed by an abandoned request, so the
 // device can be provisioned again under a new request id.
 func (tx *Tx) releaseClaim(requestID string) error {
-	_, err := tx.Exec(tx.Rebind(`DELETE FROM device_claims WHERE request_id = ?`), requestID)
+	_, err := tx.exec(tx.rebind(`DELETE FROM device_claims WHERE request_id = ?`), requestID)
 	return translate(err, "release device claim")
 }

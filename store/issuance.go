@@ -64,7 +64,7 @@ func (r issuanceRow) issuance() *Issuance {
 
 // InsertIssuance records an intent (state pending).
 func (tx *Tx) InsertIssuance(is *Issuance) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
+	_, err := tx.exec(tx.rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
 		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)`),
 		is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, is.ReservationID, is.Group, is.CertSerial,
 		is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, tx.Now().UnixMicro())
@@ -102,7 +102,7 @@ func (tx *Tx) insertIntents(made []*pending) error {
 	if n == 0 {
 		return nil
 	}
-	_, err := tx.Exec(tx.Rebind(multiRow(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", n)), args...)
+	_, err := tx.exec(tx.rebind(multiRow(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", n)), args...)
 	if isDuplicate(err) {
 		if n == 1 {
 			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", args[0])
@@ -144,7 +144,7 @@ func (db *DB) PendingIssuances(ctx context.Context, before time.Time, limit int)
 // with conflict if the intent is no longer pending (another replica
 // completed it).
 func (tx *Tx) SetIssuanceState(requestID, state string) error {
-	res, err := tx.Exec(tx.Rebind(`UPDATE issuances SET state = ?, completed_at = ? WHERE request_id = ? AND state = 'pending'`),
+	res, err := tx.exec(tx.rebind(`UPDATE issuances SET state = ?, completed_at = ? WHERE request_id = ? AND state = 'pending'`),
 		state, tx.Now().UnixMicro(), requestID)
 	if err != nil {
 		return translate(err, "complete issuance")
@@ -162,7 +162,7 @@ func (tx *Tx) SetIssuanceState(requestID, state string) error {
 // GroupIMEIs returns the IMEIs of one device group of a reservation.
 func (tx *Tx) GroupIMEIs(reservationID int64, grp int) ([]IMEIRecord, error) {
 	var rows []imeiRow
-	if err := tx.Select(&rows, tx.Rebind(sqlIMEISelect+`WHERE i.reservation_id = ? AND i.grp = ? ORDER BY i.slot`), reservationID, grp); err != nil {
+	if err := tx.sel(&rows, tx.rebind(sqlIMEISelect+`WHERE i.reservation_id = ? AND i.grp = ? ORDER BY i.slot`), reservationID, grp); err != nil {
 		return nil, translate(err, "look up device group")
 	}
 	return records(rows)
@@ -216,7 +216,7 @@ const sqlSelectCert = `SELECT serial, device_serial, request_id, issuer_key_id, 
 
 // InsertCertificate records an issued certificate.
 func (tx *Tx) InsertCertificate(c *CertificateRecord) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at)
+	_, err := tx.exec(tx.rebind(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at)
 		VALUES (?,?,?,?,?,?,?,?)`), c.Serial, c.DeviceSerial, c.RequestID, c.IssuerKeyID, c.DER, c.TBSHash, c.SPKIHash, c.IssuedAt.UnixMicro())
 	if isDuplicate(err) {
 		return tacerr.Field(tacerr.Conflict, "request_id", "certificate %s or request %s already recorded", c.Serial, c.RequestID)
@@ -249,7 +249,7 @@ func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateR
 // RevokeCertificate marks a certificate revoked (idempotent for an already
 // revoked one: the first reason stays).
 func (tx *Tx) RevokeCertificate(serial, reason string) error {
-	_, err := tx.Exec(tx.Rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
+	_, err := tx.exec(tx.rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
 		tx.Now().UnixMicro(), reason, serial)
 	return translate(err, "revoke certificate")
 }
@@ -324,7 +324,7 @@ func (db *DB) Device(ctx context.Context, serial string) (*DeviceRecord, error) 
 // Device inside a transaction.
 func (tx *Tx) Device(serial string) (*DeviceRecord, error) {
 	var r deviceRow
-	err := tx.Get(&r, tx.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
+	err := tx.get(&r, tx.rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
 	if noRows(err) {
 		return nil, nil
 	}
@@ -336,7 +336,7 @@ func (tx *Tx) Device(serial string) (*DeviceRecord, error) {
 
 // InsertDevice records a newly bound device.
 func (tx *Tx) InsertDevice(d *DeviceRecord) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES (?,?,?,?,'BOUND',?,?)`),
+	_, err := tx.exec(tx.rebind(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES (?,?,?,?,'BOUND',?,?)`),
 		d.Serial, d.Station, d.ReservationID, d.Group, d.CertSerial, d.BoundAt.UnixMicro())
 	if isDuplicate(err) {
 		return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial", "device %q is already provisioned", d.Serial)
@@ -352,7 +352,7 @@ func (tx *Tx) UpdateDevice(serial, state, certSerial, reason string) error {
 		q = `UPDATE devices SET state = ?, cert_serial = ?, reason = ?, revoked_at = ? WHERE serial = ?`
 		args = []any{state, certSerial, reason, tx.Now().UnixMicro(), serial}
 	}
-	res, err := tx.Exec(tx.Rebind(q), args...)
+	res, err := tx.exec(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "update device")
 	}
@@ -364,10 +364,10 @@ func (tx *Tx) UpdateDevice(serial, state, certSerial, reason string) error {
 // device may present its key again.
 func (tx *Tx) ClaimDeviceKey(spkiHash []byte, deviceSerial string) error {
 	var owner string
-	err := tx.Get(&owner, tx.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
+	err := tx.get(&owner, tx.rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
 	switch {
 	case noRows(err):
-		_, err = tx.Exec(tx.Rebind(`INSERT INTO device_keys (spki_hash, device_serial) VALUES (?, ?)`), spkiHash, deviceSerial)
+		_, err = tx.exec(tx.rebind(`INSERT INTO device_keys (spki_hash, device_serial) VALUES (?, ?)`), spkiHash, deviceSerial)
 		if isDuplicate(err) {
 			return tacerr.Field(tacerr.KeyReused, "csr", "this public key was just bound to another device")
 		}

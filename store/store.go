@@ -33,6 +33,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/tacline/tacline/internal/retry"
+	"github.com/tacline/tacline/store/internal/rawsql"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -249,17 +250,19 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Tx is a ledger transaction. Packages that own tables (audit, register)
-// write through it so that their rows commit or roll back with the ledger's.
+// Tx is a ledger transaction. Other packages never see its SQL: they call
+// its typed methods (the audit log's and the register outbox's appenders,
+// the use cases' state changes), so that their rows commit or roll back
+// with the ledger's.
 type Tx struct {
-	*sqlx.Tx
+	tx     *sqlx.Tx
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
 }
 
-// Dialect returns the transaction's database kind.
-func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
+// rebind rewrites ? placeholders for the transaction's database.
+func (tx *Tx) rebind(q string) string { return tx.tx.Rebind(q) }
 
 // Now returns the store's clock reading.
 func (tx *Tx) Now() time.Time { return tx.db.Now() }
@@ -299,7 +302,7 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
-	tx := &Tx{Tx: stx, db: db, write: true}
+	tx := &Tx{tx: stx, db: db, write: true}
 	defer func() {
 		if p := recover(); p != nil {
 			stx.Rollback()
@@ -330,5 +333,19 @@ func (tx *Tx) in(query string, args ...any) (string, []any, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("expand query: %w", err)
 	}
-	return tx.Rebind(q), a, nil
+	return tx.rebind(q), a, nil
+}
+
+func init() {
+	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
+	rawsql.Tx = func(tx any) *sqlx.Tx { return tx.(*Tx).tx }
+}
+
+// sqlxIn expands a query with IN (?) for a slice (not rebound).
+func sqlxIn(query string, args ...any) (string, []any, error) {
+	q, a, err := sqlx.In(query, args...)
+	if err != nil {
+		return "", nil, tacerr.Wrap(tacerr.Internal, err, "expand query")
+	}
+	return q, a, nil
 }
