@@ -68,7 +68,6 @@ type ExportStats struct {
 	Bytes    int64 `json:"bytes"`
 }
 
-
 // Export writes the events FromSize..ToSize-1 of the log to w as a tar file
 // (layout in docs/audit-format.md): the manifest, the log's verifier key,
 // the signed checkpoint of size ToSize, the stored hashes of the complete

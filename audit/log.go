@@ -382,12 +382,3 @@ func requireHashes(got map[int64][32]byte, err error) func([]int64) ([]tlog.Hash
 		return out, nil
 	}
 }
-
-func hashOf(b []byte, what string) (tlog.Hash, error) {
-	var h tlog.Hash
-	if len(b) != tlog.HashSize {
-		return h, tacerr.New(tacerr.LedgerInvariant, "%s holds %d bytes, not a 32-byte hash", what, len(b))
-	}
-	copy(h[:], b)
-	return h, nil
-}
