@@ -30,7 +30,6 @@ const (
 	StateRejected     = "rejected"
 )
 
-
 // claimed is one outbox row being delivered.
 type claimed = store.OutboxClaim
 
