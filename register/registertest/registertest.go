@@ -23,6 +23,7 @@ import (
 	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // Brand and Model of every seeded TAC.
@@ -59,15 +60,15 @@ VALUES (?, ?, ?, 0, ?, ?, ?, 0, ?)`
 func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 	t.Helper()
 	err := db.InTx(context.Background(), func(tx *store.Tx) error {
-		if _, err := tx.Exec(tx.Rebind(sqlInsertTAC), tac, Brand, Model, "M-1"); err != nil {
+		if _, err := storetest.Exec(tx, sqlInsertTAC, tac, Brand, Model, "M-1"); err != nil {
 			return fmt.Errorf("insert TAC: %w", err)
 		}
 		pool := fmt.Sprintf("pool-%d", tac)
-		if _, err := tx.Exec(tx.Rebind(sqlInsertPool), pool, tac); err != nil {
+		if _, err := storetest.Exec(tx, sqlInsertPool, pool, tac); err != nil {
 			return fmt.Errorf("insert pool: %w", err)
 		}
 		var poolID int64
-		if err := tx.Get(&poolID, tx.Rebind(sqlPoolID), pool); err != nil {
+		if err := storetest.Get(tx, &poolID, sqlPoolID, pool); err != nil {
 			return err
 		}
 		resIDs := map[string]int64{}
@@ -78,10 +79,10 @@ func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 			}
 			resID, ok := resIDs[req]
 			if !ok {
-				if _, err := tx.Exec(tx.Rebind(sqlInsertRes), req, []byte("h"), poolID, r.Device); err != nil {
+				if _, err := storetest.Exec(tx, sqlInsertRes, req, []byte("h"), poolID, r.Device); err != nil {
 					return fmt.Errorf("insert reservation: %w", err)
 				}
-				if err := tx.Get(&resID, tx.Rebind(sqlResID), req); err != nil {
+				if err := storetest.Get(tx, &resID, sqlResID, req); err != nil {
 					return err
 				}
 				resIDs[req] = resID
@@ -90,7 +91,7 @@ func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 			if r.State != "RESERVED" && r.Device != "" {
 				bound = int64(1)
 			}
-			if _, err := tx.Exec(tx.Rebind(sqlInsertIMEI), uint64(tac)*imei.SNRsPerTAC+uint64(r.SNR), poolID, resID, r.Slot, r.State, r.Device, bound); err != nil {
+			if _, err := storetest.Exec(tx, sqlInsertIMEI, uint64(tac)*imei.SNRsPerTAC+uint64(r.SNR), poolID, resID, r.Slot, r.State, r.Device, bound); err != nil {
 				return fmt.Errorf("insert IMEI: %w", err)
 			}
 		}
@@ -121,7 +122,7 @@ func TransitionErr(ctx context.Context, db *store.DB, tac uint32, snrs []uint32,
 			if state == "BOUND" {
 				bound = tx.Now().UnixMicro()
 			}
-			res, err := tx.Exec(tx.Rebind(sqlSetState), state, bound, m.Uint64())
+			res, err := storetest.Exec(tx, sqlSetState, state, bound, m.Uint64())
 			if err != nil {
 				return err
 			}

@@ -21,3 +21,9 @@ func Exec(tx *store.Tx, query string, args ...any) (sql.Result, error) {
 	t := rawsql.Tx(tx)
 	return t.Exec(t.Rebind(query), args...)
 }
+
+// Get runs a raw one-row query inside a ledger transaction (see Exec).
+func Get(tx *store.Tx, dest any, query string, args ...any) error {
+	t := rawsql.Tx(tx)
+	return t.Get(dest, t.Rebind(query), args...)
+}
