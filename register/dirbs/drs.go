@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 
-
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"

@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 
-
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
