@@ -239,9 +239,6 @@ func (db *DB) SetClock(now func() time.Time) { db.now = now }
 // Now returns the store's clock reading in UTC.
 func (db *DB) Now() time.Time { return db.now().UTC() }
 
-// Reader returns the pool for read-only queries.
-func (db *DB) Reader() *sqlx.DB { return db.r }
-
 // Ping checks that the database answers (for readiness probes).
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.w.PingContext(ctx); err != nil {
