@@ -3,9 +3,11 @@
 //
 // It runs on SQLite (the embedded default: WAL, synchronous=FULL, immediate
 // write transactions) and on PostgreSQL (the scale-out ledger, shared by
-// several tacline replicas). SQL lives here and in the packages that own a
-// table (audit, register); those join a ledger transaction through InTx or the
-// allocator's commit hooks, never through connections of their own.
+// several tacline replicas). All of tacline's SQL lives here: the audit log
+// and the register outbox keep their rows in the ledger's tables through
+// typed appenders on Tx (in the ledger's transaction) and read them through
+// streaming iterators on DB; no other package sees a database handle, a
+// query or which database runs below.
 //
 // The store promises:
 //   - no IMEI is ever allocated twice: the 14-digit IMEI is the primary key of
