@@ -1,10 +1,10 @@
 package issuance
 
 import (
-	_ "embed"
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	_ "embed"
 	"encoding/binary"
 	"fmt"
 	"sync"
