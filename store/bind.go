@@ -38,7 +38,7 @@ func (db *DB) CommitBinding(ctx context.Context, b *Binding) error {
 	if len(b.IMEIs) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "imeis", "at least one IMEI is required")
 	}
-	return db.submitWait(ctx, &pending{bind: b, done: make(chan struct{})})
+	return db.submitWait(ctx, &bindWork{member: newMember(), bind: b})
 }
 
 // BindDevice records one binding statement by statement, naming the first

@@ -86,7 +86,7 @@ const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_
 // insertIntents records the issuance intents of a reservation batch with one
 // statement. A duplicate fails the batch (the committer reruns each member
 // alone, where it is request_conflict).
-func (tx *Tx) insertIntents(made []*pending) error {
+func (tx *Tx) insertIntents(made []*reserveWork) error {
 	var args []any
 	n := 0
 	created := tx.Now().UnixMicro()
