@@ -466,19 +466,14 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork) error {
 
 func (tx *Tx) insertReservations(made []*reserveWork, now time.Time) error {
 	const cols = 10
-	var sb strings.Builder
-	sb.WriteString(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `)
 	args := make([]any, 0, len(made)*cols)
-	for i, p := range made {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	for _, p := range made {
 		args = append(args, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
 			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
 	}
-	sb.WriteString(" RETURNING id, request_id")
-	rows, err := tx.queryx(tx.rebind(sb.String()), args...)
+	q := multiRow(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
+		"(?,?,?,?,?,?,?,?,?,?)", len(made)) + " RETURNING id, request_id"
+	rows, err := tx.queryx(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "insert reservations")
 	}

@@ -87,29 +87,31 @@ const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_
 // statement. A duplicate fails the batch (the committer reruns each member
 // alone, where it is request_conflict).
 func (tx *Tx) insertIntents(made []*reserveWork) error {
-	var args []any
-	n := 0
 	created := tx.Now().UnixMicro()
+	w := tx.rows(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", 13, "record issuance intents")
+	var first string
+	n := 0
+	w.onDuplicate = func(err error) error {
+		if n == 1 {
+			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", first)
+		}
+		return tacerr.Wrap(tacerr.Conflict, err, "record issuance intents")
+	}
 	for _, p := range made {
 		is := p.req.Issuance
 		if is == nil {
 			continue
 		}
-		args = append(args, is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, p.res.ID, 0, is.CertSerial,
-			is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, created)
-		n++
-	}
-	if n == 0 {
-		return nil
-	}
-	_, err := tx.exec(tx.rebind(multiRow(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", n)), args...)
-	if isDuplicate(err) {
-		if n == 1 {
-			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", args[0])
+		if n == 0 {
+			first = is.RequestID
 		}
-		return tacerr.Wrap(tacerr.Conflict, err, "record issuance intents")
+		n++
+		if err := w.add(is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, p.res.ID, 0, is.CertSerial,
+			is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, created); err != nil {
+			return err
+		}
 	}
-	return translate(err, "record issuance intents")
+	return w.flush()
 }
 
 // IssuanceByRequestID returns the intent for a request id, or nil.

@@ -1,6 +1,7 @@
 package store
 
 import (
+	"database/sql"
 	"fmt"
 	"strings"
 
@@ -38,6 +39,9 @@ type rowWriter struct {
 	what        string
 	args        []any
 	rows        int
+	// onDuplicate, if set, decides the error of a statement that broke a
+	// unique constraint (else it is translated like any other).
+	onDuplicate func(err error) error
 }
 
 // rows returns a writer of rows through tx; what names the write in errors.
@@ -66,9 +70,17 @@ func (w *rowWriter) flush() error {
 	if w.rows == 0 {
 		return nil
 	}
-	err := w.tx.execRows(multiRow(w.head, w.tuple, w.rows), w.args, int64(w.rows), fmt.Sprintf("%s (%d rows)", w.what, w.rows))
+	q, args, n := multiRow(w.head, w.tuple, w.rows), w.args, int64(w.rows)
 	w.args, w.rows = w.args[:0], 0
-	return err
+	what := fmt.Sprintf("%s (%d rows)", w.what, n)
+	res, err := w.tx.exec(w.tx.rebind(q), args...)
+	if err != nil {
+		if w.onDuplicate != nil && isDuplicate(err) {
+			return w.onDuplicate(err)
+		}
+		return translate(err, what)
+	}
+	return checkRows(res, n, what)
 }
 
 // execRows runs a statement (rebinding it) that must change exactly want
@@ -78,6 +90,11 @@ func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
 	if err != nil {
 		return translate(err, what)
 	}
+	return checkRows(res, want, what)
+}
+
+// checkRows checks that a statement changed exactly want rows.
+func checkRows(res sql.Result, want int64, what string) error {
 	n, err := res.RowsAffected()
 	if err != nil {
 		return translate(err, what)
