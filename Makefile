@@ -3,7 +3,7 @@
 GO ?= go
 BIN := bin/tacline
 
-.PHONY: all build test unit e2e lint openapi-lint bench demo tools clean fuzz
+.PHONY: all build test unit e2e lint openapi-lint bench demo tools clean fuzz deb
 
 all: build
 
@@ -38,6 +38,11 @@ openapi-lint:
 
 bench: tools build
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+# The Debian package (dpkg-deb only): binary, hardened systemd unit, the
+# tacline user, /etc/tacline/tacline.yaml as a conffile. Written to bin/.
+deb: tools
+	@scripts/build-deb.sh bin
 
 demo: tools build
 	$(BIN) demo --dir var/demo

@@ -19,38 +19,38 @@ import (
 // Config is the `server:` section of tacline's configuration file.
 type Config struct {
 	// Listen is the TCP address to serve on ("127.0.0.1:8443").
-	Listen string `yaml:"listen"`
+	Listen string `yaml:"listen" doc:"TCP address the API serves on, e.g. 127.0.0.1:8443"`
 	// TLSCert and TLSKey are PEM files: the server's certificate (followed
 	// by its intermediates) and its private key.
-	TLSCert string `yaml:"tls_cert"`
-	TLSKey  string `yaml:"tls_key"`
+	TLSCert string `yaml:"tls_cert" doc:"PEM file: the server certificate followed by its intermediates"`
+	TLSKey  string `yaml:"tls_key" doc:"PEM file: the server private key"`
 	// ClientCA lists PEM files of the CAs that issue tacline identities
 	// (tacline's station CA): their certificates' URI SANs
 	// urn:tacline:station:<ID> and urn:tacline:role:<role> are honoured.
-	ClientCA []string `yaml:"client_ca"`
+	ClientCA []string `yaml:"client_ca" doc:"PEM files of the CAs that issue tacline identities (the station CA); their urn:tacline URI SANs are honoured"`
 	// MappedCA lists PEM files of other CAs whose client certificates are
 	// trusted (a manufacturer's step-ca, say). Their tacline URNs are
 	// ignored: such a certificate gets an identity only from IdentityMap.
-	MappedCA []string `yaml:"mapped_ca"`
+	MappedCA []string `yaml:"mapped_ca" doc:"PEM files of other trusted client CAs (e.g. a step-ca); their certificates get identities only from identity_map"`
 	// IdentityMap maps identities of certificates (from any trusted CA) to
 	// a station or to roles.
-	IdentityMap []IdentityRule `yaml:"identity_map"`
+	IdentityMap []IdentityRule `yaml:"identity_map" doc:"rules mapping a client certificate (by URI, DNS or CN) to a station and/or roles"`
 	// Timeouts of the HTTP server (0: the defaults below).
-	ReadTimeout  time.Duration `yaml:"read_timeout"`
-	WriteTimeout time.Duration `yaml:"write_timeout"`
-	IdleTimeout  time.Duration `yaml:"idle_timeout"`
+	ReadTimeout  time.Duration `yaml:"read_timeout" doc:"HTTP read timeout (0: 10s)" default:"10s"`
+	WriteTimeout time.Duration `yaml:"write_timeout" doc:"HTTP write timeout (0: 30s)" default:"30s"`
+	IdleTimeout  time.Duration `yaml:"idle_timeout" doc:"HTTP keep-alive idle timeout (0: 2m)" default:"2m0s"`
 	// GCPercent is the Go garbage collector's heap growth target for
 	// `tacline serve` (what GOGC sets): 0 means DefaultGCPercent. A request
 	// allocates a few hundred KiB (TLS records, JSON, certificates, SQL
 	// rows) over a live heap of a few tens of MiB, so at Go's default of
 	// 100 the collector ran every few dozen requests. The GOGC environment
 	// variable, when set, wins.
-	GCPercent int `yaml:"gc_percent"`
+	GCPercent int `yaml:"gc_percent" doc:"Go garbage collector target of tacline serve, as GOGC (0: 400; the GOGC variable wins)" default:"400"`
 	// MemoryLimitMiB is a soft limit on the process's Go memory (what
 	// GOMEMLIMIT sets): near it the collector runs as often as needed
 	// whatever gc_percent says. 0: no limit. The GOMEMLIMIT environment
 	// variable, when set, wins.
-	MemoryLimitMiB int `yaml:"memory_limit_mib"`
+	MemoryLimitMiB int `yaml:"memory_limit_mib" doc:"soft memory limit of tacline serve in MiB, as GOMEMLIMIT (0: none; the variable wins)"`
 }
 
 // DefaultGCPercent is server.gc_percent's default: the heap may grow to five
@@ -70,11 +70,11 @@ const (
 // name equals the given value (exactly one of URI, DNS, CN) to a station
 // (role station) and/or roles.
 type IdentityRule struct {
-	URI     string   `yaml:"uri"`
-	DNS     string   `yaml:"dns"`
-	CN      string   `yaml:"cn"`
-	Station string   `yaml:"station"`
-	Roles   []string `yaml:"roles"`
+	URI     string   `yaml:"uri" doc:"match certificates with this URI SAN (exactly one of uri, dns, cn)"`
+	DNS     string   `yaml:"dns" doc:"match certificates with this DNS SAN"`
+	CN      string   `yaml:"cn" doc:"match certificates with this subject common name"`
+	Station string   `yaml:"station" doc:"the station id a matching certificate acts as (role station)"`
+	Roles   []string `yaml:"roles" doc:"roles a matching certificate gets: station, operator, auditor, regulator, admin"`
 }
 
 var stationID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)

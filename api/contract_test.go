@@ -20,6 +20,7 @@ import (
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify"
 	"github.com/tacline/tacline/verify/online"
+	"github.com/tacline/tacline/verify/revocation"
 )
 
 // fakeAuthn injects results into the authenticity routes (no logic): fail,
@@ -54,11 +55,11 @@ func (f *fakeAuthn) CRL(context.Context, string) (*store.CRLRecord, error) {
 	return &store.CRLRecord{DER: []byte{0x30, 0x00}}, nil
 }
 
-func (f *fakeAuthn) RespondOCSP(context.Context, []byte) ([]byte, error) {
+func (f *fakeAuthn) RespondOCSP(context.Context, []byte) (revocation.OCSPAnswer, error) {
 	if err := f.err("RespondOCSP"); err != nil {
-		return nil, err
+		return revocation.OCSPAnswer{}, err
 	}
-	return []byte{0x30, 0x03, 0x0a, 0x01, 0x01}, nil
+	return revocation.OCSPAnswer{DER: []byte{0x30, 0x03, 0x0a, 0x01, 0x01}}, nil
 }
 
 // faultMethod is the method of the fakes behind each operation, where a

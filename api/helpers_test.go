@@ -20,6 +20,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -64,10 +65,10 @@ func newPKI(t testing.TB) *testPKI {
 	now := time.Now()
 	p := &testPKI{dir: t.TempDir(), rootKey: genKey(t), stationKey: genKey(t), otherKey: genKey(t)}
 	var err error
-	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Root"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Root"}, ca.ValidFor(now, 72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 48*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if p.otherCA, err = ca.SelfSignedRoot(p.otherKey, pkix.Name{CommonName: "Manufacturer step-ca"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
@@ -179,6 +180,12 @@ var APIDoc = func() *openapitest.Checker {
 		// OCSP answers a malformed request 200 with its own
 		// malformedRequest status (RFC 6960 section 2.3).
 		return status/100 == 4 || op == "POST "+PathOCSP && status == http.StatusOK
+	}
+	c.Skip = func(r *http.Request) bool {
+		// OCSP GET with the base64 request raw in the path, '/' included
+		// (RFC 6960 A.1): OpenAPI path parameters cannot span segments.
+		rest, ok := strings.CutPrefix(r.URL.EscapedPath(), "/v1/ocsp/")
+		return ok && strings.Contains(rest, "/")
 	}
 	return c
 }()

@@ -69,6 +69,7 @@ type Server struct {
 	ident    *identifier
 	m        *metrics
 	gatherer prometheus.Gatherer
+	ocspGet  http.Handler // the OCSP GET route, reached before mux
 }
 
 // New builds the server: it validates cfg, reads the TLS files it names and
@@ -138,7 +139,11 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 		m.keyReuseHooked = true
 	}
 	for _, rt := range routes {
-		s.mux.Handle(rt.pattern, s.wrap(rt))
+		h := s.wrap(rt)
+		s.mux.Handle(rt.pattern, h)
+		if rt.pattern == "GET "+PathOCSPGet {
+			s.ocspGet = h
+		}
 	}
 	s.mux.HandleFunc("/", s.unmatched)
 	return s, nil
@@ -150,8 +155,16 @@ func New(cfg Config, p Provisioner, reg prometheus.Registerer, log *slog.Logger)
 // without one).
 func (s *Server) TLSConfig() *tls.Config { return s.tls.Clone() }
 
-// ServeHTTP routes a request.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+// ServeHTTP routes a request. OCSP GETs go to their route before
+// ServeMux, which would clean (and redirect) a base64 path holding "//".
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if s.ocspGet != nil && r.Method == http.MethodGet && strings.HasPrefix(r.URL.EscapedPath(), ocspGetPrefix) {
+		r.Pattern = "GET " + PathOCSPGet
+		s.ocspGet.ServeHTTP(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
 
 // ObserveHSMSign records the duration of one HSM signature in
 // tacline_hsm_sign_duration_seconds.

@@ -2,7 +2,10 @@ package api
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -38,7 +41,7 @@ type Authenticity interface {
 	Verify(ctx context.Context, req verify.Request) (verify.Result, error)
 	Lookup(ctx context.Context, m imei.IMEI) (online.Lookup, error)
 	CRL(ctx context.Context, issuerKeyID string) (*store.CRLRecord, error)
-	RespondOCSP(ctx context.Context, der []byte) ([]byte, error)
+	RespondOCSP(ctx context.Context, der []byte) (revocation.OCSPAnswer, error)
 }
 
 // AuthenticityConfig is the `authenticity:` settings of the API.
@@ -47,14 +50,14 @@ type AuthenticityConfig struct {
 	// the regulator or operator role) ask for challenges and verify,
 	// rate limited per caller (package ratelimit: the authenticated
 	// identity, else the address's /24 or /56).
-	PublicVerify bool `yaml:"public_verify"`
+	PublicVerify bool `yaml:"public_verify" doc:"let anyone (rate limited per caller) request challenges and verify devices"`
 	// PublicRate is the sustained rate (requests per second per caller)
 	// of public challenges and checks; PublicBurst the burst.
-	PublicRate  float64 `yaml:"public_rate"`
-	PublicBurst int     `yaml:"public_burst"`
+	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per caller"`
+	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per caller"`
 	// LookupRate and LookupBurst limit GET /v1/lookup per caller.
-	LookupRate  float64 `yaml:"lookup_rate"`
-	LookupBurst int     `yaml:"lookup_burst"`
+	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup requests per second per caller"`
+	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup requests per caller"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5
@@ -274,26 +277,61 @@ func (s *Server) ocsp(w http.ResponseWriter, r *http.Request, _ *call) (int, any
 	}
 	var der []byte
 	if r.Method == http.MethodGet {
-		raw, uerr := url.PathUnescape(r.PathValue("request"))
-		if uerr == nil {
-			der, uerr = base64.StdEncoding.DecodeString(raw)
-		}
-		if uerr != nil {
-			der = nil
-		}
+		der = ocspFromPath(r)
 	} else {
 		der, err = io.ReadAll(http.MaxBytesReader(w, r.Body, maxOCSPRequest))
 		if err != nil {
 			der = nil
 		}
 	}
-	resp, err := a.auth.RespondOCSP(r.Context(), der)
-	if resp == nil && err != nil {
+	ans, err := a.auth.RespondOCSP(r.Context(), der)
+	if ans.DER == nil && err != nil {
 		return 0, nil, err
+	}
+	if r.Method == http.MethodGet {
+		ocspCacheHeaders(w.Header(), ans, time.Now())
 	}
 	// Malformed requests get OCSP's own error response (status 200, as
 	// RFC 6960 clients expect).
-	return http.StatusOK, rawBody{contentType: revocation.OCSPResponseType, data: resp}, nil
+	return http.StatusOK, rawBody{contentType: revocation.OCSPResponseType, data: ans.DER}, nil
+}
+
+// ocspGetPrefix starts the GET form of OCSP: the rest of the path is the
+// base64 request (RFC 6960 A.1), raw or URL-escaped. Base64 holds '/',
+// even "//", which ServeMux would clean and redirect, so ServeHTTP sends
+// these requests straight to the route.
+const ocspGetPrefix = "/v1/ocsp/"
+
+// ocspFromPath decodes the base64 request of a GET (nil if it does not
+// decode: the responder answers malformedRequest).
+func ocspFromPath(r *http.Request) []byte {
+	raw, err := url.PathUnescape(strings.TrimPrefix(r.URL.EscapedPath(), ocspGetPrefix))
+	if err != nil || len(raw) > 2*maxOCSPRequest {
+		return nil
+	}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if der, err := enc.DecodeString(raw); err == nil {
+			return der
+		}
+	}
+	return nil
+}
+
+// ocspCacheHeaders sets RFC 5019 6's HTTP caching headers on a GET answer:
+// a response valid until nextUpdate may be cached that long, by anyone,
+// unchanged, and must be fetched again once stale. A response echoing a
+// nonce, or an error response, is not cached.
+func ocspCacheHeaders(h http.Header, ans revocation.OCSPAnswer, now time.Time) {
+	if ans.Nonce || ans.NextUpdate.IsZero() {
+		h.Set("Cache-Control", "no-store")
+		return
+	}
+	maxAge := max(int64(ans.NextUpdate.Sub(now)/time.Second), 0)
+	sum := sha256.Sum256(ans.DER)
+	h.Set("Cache-Control", fmt.Sprintf("max-age=%d, public, no-transform, must-revalidate", maxAge))
+	h.Set("Last-Modified", ans.ThisUpdate.UTC().Format(http.TimeFormat))
+	h.Set("Expires", ans.NextUpdate.UTC().Format(http.TimeFormat))
+	h.Set("ETag", `"`+hex.EncodeToString(sum[:16])+`"`)
 }
 
 // clientAddr is the caller's IP address (a public challenge's client).

@@ -473,6 +473,7 @@ func testCRLAndOCSP(t *testing.T, e *e2e, good, revoked device) *x509.Revocation
 	if a := e.do(t, "none", "GET", "/v1/ocsp/"+strings.NewReplacer("/", "%2F", "+", "%2B", "=", "%3D").Replace(base64.StdEncoding.EncodeToString(der)), nil); a.status != 200 || len(a.body) < 100 {
 		t.Fatalf("OCSP GET: %d %d bytes", a.status, len(a.body))
 	}
+	testOCSPGet(t, e, good)
 	req, _ := http.NewRequest("POST", e.url+api.PathOCSP, strings.NewReader("garbage"))
 	resp, err := e.clients["none"].Do(req)
 	if err != nil {

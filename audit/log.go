@@ -20,18 +20,21 @@ import (
 type Config struct {
 	// Origin names the log: the first line of its checkpoints and the name
 	// of its signing key (e.g. "acme.example/tacline-audit").
-	Origin string `yaml:"origin"`
+	Origin string `yaml:"origin" doc:"the log name: first line of checkpoints and the signing key name, e.g. acme.example/tacline-audit"`
 	// CheckpointEvery signs a checkpoint after this many new events
 	// (0: DefaultCheckpointEvery).
-	CheckpointEvery int `yaml:"checkpoint_every"`
+	CheckpointEvery int `yaml:"checkpoint_every" doc:"sign a checkpoint after this many new events (0: 10000)" default:"10000"`
 	// CheckpointInterval signs a checkpoint this long after the last one
 	// if events were appended since (0: DefaultCheckpointInterval).
-	CheckpointInterval time.Duration `yaml:"checkpoint_interval"`
+	CheckpointInterval time.Duration `yaml:"checkpoint_interval" doc:"sign a checkpoint this long after the last one if events were appended (0: 1m)" default:"1m0s"`
 	// KeyLabel is the label of the ECDSA P-256 checkpoint key in the HSM.
-	KeyLabel string `yaml:"key_label"`
+	KeyLabel string `yaml:"key_label" doc:"label of the ECDSA P-256 checkpoint key in the HSM"`
+	// PublishedCheckpoint is the file, outside the ledger database, where
+	// every newly signed checkpoint is recorded (see published.go).
+	PublishedCheckpoint string `yaml:"published_checkpoint" doc:"file outside the database holding the newest signed checkpoint (put it next to the HSM token); a ledger older than it is refused at start-up (empty: no rollback detection)"`
 	// Disabled leaves the log out of the ledger's transactions (for
 	// measuring its cost; never in production).
-	Disabled bool `yaml:"disabled"`
+	Disabled bool `yaml:"disabled" doc:"leave the audit log out (benchmarks only; never in production)"`
 }
 
 // Defaults for Config.

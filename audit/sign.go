@@ -111,7 +111,13 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 		out = sc
 		return nil
 	})
-	return out, err
+	if err != nil {
+		return out, err
+	}
+	if err := l.publish(out); err != nil {
+		return out, err
+	}
+	return out, nil
 }
 
 // Run signs checkpoints until ctx ends: after every CheckpointEvery

@@ -96,7 +96,7 @@ func HSM(ctx context.Context, o HSMOptions) (*HSMResult, error) {
 		return nil, err
 	}
 	now := time.Now()
-	root, err := ca.SelfSignedRoot(signer, pkix.Name{Organization: []string{"Bench"}, CommonName: "Bench Issuer"}, ca.ValidFor(now, 24*time.Hour))
+	root, err := ca.SelfSignedRoot(signer, pkix.Name{Organization: []string{"Bench"}, CommonName: "Bench Issuer"}, ca.UntilNoExpiry(now))
 	if err != nil {
 		return nil, err
 	}

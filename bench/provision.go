@@ -18,7 +18,6 @@ import (
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/pgadmin"
 )
 
 // ProvisionOptions configure Provision.
@@ -77,16 +76,8 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if logw == nil {
 		logw = io.Discard
 	}
-	opts := devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw, AuditDisabled: o.NoAudit}
-	if o.Driver == store.Postgres {
-		dsn, drop, err := pgadmin.CreateDatabase(ctx, o.AdminDSN)
-		if err != nil {
-			return nil, err
-		}
-		defer drop()
-		opts.DSN = dsn
-	}
-	env, err := devenv.Setup(ctx, opts)
+	env, drop, err := setupEnv(ctx, devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw, AuditDisabled: o.NoAudit}, o.AdminDSN)
+	defer drop()
 	if err != nil {
 		return nil, err
 	}
@@ -120,8 +111,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 		return nil, err
 	}
 	// Warm up connections and caches, then measure.
-	if _, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Creds: creds.Stations, Stations: o.Stations, Duration: time.Second, RunID: "warmup"}); err != nil {
+	if _, err := lineLoad(ctx, proc.URL, creds, o.Stations, time.Second, 0, 0); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	cpu0, err := processCPU(proc.Cmd.Process.Pid)
@@ -140,8 +130,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 		// faster server makes the rest while the clock runs.
 		pregen = int(2500 * o.Duration.Seconds())
 	}
-	sum, err := factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Creds: creds.Stations, Stations: o.Stations, Duration: o.Duration, OfferedRate: o.OfferedRate, Pregenerate: pregen})
+	sum, err := lineLoad(ctx, proc.URL, creds, o.Stations, o.Duration, o.OfferedRate, pregen)
 	cpu1, cerr := processCPU(proc.Cmd.Process.Pid)
 	io1, ierr := processIO(proc.Cmd.Process.Pid)
 	if err != nil {

@@ -5,7 +5,10 @@
 // storage: keys stay in the HSM behind crypto.Signer, and the key ceremony
 // (ceremony.go) records issuers through the small IssuerStore interface.
 //
-// It promises: every CA certificate has critical basicConstraints CA:TRUE,
+// It promises: no certificate outlives its issuer (every certificate built
+// here ends no later than the certificate that signs it, and Import
+// refuses a chain where one does); every CA certificate has critical
+// basicConstraints CA:TRUE,
 // critical keyUsage keyCertSign|cRLSign, a subjectKeyIdentifier and, below
 // the root, an authorityKeyIdentifier; issuing and station CAs have pathLen 0;
 // serial numbers are 128 random bits; every certificate built here is checked
@@ -37,6 +40,28 @@ import (
 // Validity is a certificate's validity period.
 type Validity struct {
 	NotBefore, NotAfter time.Time
+}
+
+// NoExpiry is 99991231235959Z, RFC 5280 4.1.2.5's "no well-defined
+// expiration date". Device certificates end then by default (IEEE
+// 802.1AR), so the device root and issuing CAs do too: a device
+// certificate must not outlive its issuer.
+var NoExpiry = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
+
+// UntilNoExpiry returns a period starting one hour before now and ending at
+// NoExpiry.
+func UntilNoExpiry(now time.Time) Validity {
+	return Validity{NotBefore: now.UTC().Truncate(time.Second).Add(-time.Hour), NotAfter: NoExpiry}
+}
+
+// CheckOutlives refuses a certificate that would end after its issuer
+// (code invalid_input, field validity).
+func CheckOutlives(what string, notAfter time.Time, issuer *x509.Certificate) error {
+	if issuer != nil && notAfter.After(issuer.NotAfter) {
+		return tacerr.Field(tacerr.InvalidInput, "validity", "%s would end %s, after its issuer %q (%s): no certificate may outlive its issuer; issue the issuer until %s (IEEE 802.1AR) or shorten this certificate",
+			what, notAfter.UTC().Format(time.RFC3339), issuer.Subject.CommonName, issuer.NotAfter.UTC().Format(time.RFC3339), NoExpiry.Format("20060102150405Z"))
+	}
+	return nil
 }
 
 // ValidFor returns a period starting one hour before now (clock skew) and
@@ -286,8 +311,14 @@ func checkParent(parent *x509.Certificate, signer crypto.Signer) error {
 	return CheckCertMatchesKey(parent, signer.Public())
 }
 
-// sign signs tmpl under parent and checks the result against the parent's key.
+// sign signs tmpl under parent and checks the result against the parent's
+// key; a certificate that would outlive its parent is refused.
 func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) (*x509.Certificate, error) {
+	if parent.Raw != nil {
+		if err := CheckOutlives(fmt.Sprintf("certificate %q", tmpl.Subject.CommonName), tmpl.NotAfter, parent); err != nil {
+			return nil, err
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign certificate %q", tmpl.Subject)

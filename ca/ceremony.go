@@ -49,9 +49,13 @@ type CeremonyOptions struct {
 	Country      string    // subject C, optional
 	RootCN       string    // default "<Organization> Device Root CA"
 	IssuerCN     string    // default "<Organization> Device Issuing CA <label>"
-	RootValidity Validity  // default 25 years from Now
-	CAValidity   Validity  // default 15 years from Now
+	RootValidity Validity  // default until NoExpiry
+	CAValidity   Validity  // default until NoExpiry
 	Now          time.Time // the ceremony time; required
+	// DeviceNotAfter is the latest notAfter the device profile can give
+	// (policy.Profile.FixedNotAfter; zero when it is a duration): the
+	// issuing CA must not end before it.
+	DeviceNotAfter time.Time
 }
 
 func (o *CeremonyOptions) fill(dev bool) error {
@@ -80,10 +84,20 @@ func (o *CeremonyOptions) fill(dev bool) error {
 		o.IssuerCN = o.Organization + " Device Issuing CA " + o.IssuerLabel
 	}
 	if o.RootValidity == (Validity{}) {
-		o.RootValidity = ValidFor(o.Now, 25*365*24*time.Hour)
+		o.RootValidity = UntilNoExpiry(o.Now)
 	}
 	if o.CAValidity == (Validity{}) {
-		o.CAValidity = ValidFor(o.Now, 15*365*24*time.Hour)
+		o.CAValidity = UntilNoExpiry(o.Now)
+	}
+	return checkCoversDevices(o.CAValidity.NotAfter, o.DeviceNotAfter)
+}
+
+// checkCoversDevices refuses an issuing CA that ends before the device
+// certificates it would sign.
+func checkCoversDevices(caNotAfter, deviceNotAfter time.Time) error {
+	if !deviceNotAfter.IsZero() && deviceNotAfter.After(caNotAfter) {
+		return tacerr.Field(tacerr.InvalidInput, "validity", "the issuing CA would end %s, before the device certificates it signs (profile.not_after %s): no certificate may outlive its issuer; issue the CA until %s (IEEE 802.1AR) or set profile.not_after to a duration",
+			caNotAfter.UTC().Format(time.RFC3339), deviceNotAfter.UTC().Format("20060102150405Z"), NoExpiry.Format("20060102150405Z"))
 	}
 	return nil
 }
@@ -184,10 +198,12 @@ func InitOffline(gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
 // Import is `tacline ca import --cert FILE`: it checks that the certificate
 // (first PEM block of certPEM; any further blocks, then chainPEM, form its
 // chain up to the root) certifies the HSM key behind signer, is a CA allowed
-// to sign, and chains to the last certificate given (with no chain given,
-// there is nothing to check it against); then records it (active when
+// to sign, chains to the last certificate given (with no chain given,
+// there is nothing to check it against), outlives neither certificate
+// above it, and ends no earlier than deviceNotAfter (the device profile's
+// fixed notAfter; zero: not checked); then records it (active when
 // activate is set or no issuer is active yet). A refusal records nothing.
-func Import(ctx context.Context, store IssuerStore, label string, signer crypto.Signer, certPEM, chainPEM []byte, activate bool, now time.Time) (IssuerRecord, error) {
+func Import(ctx context.Context, store IssuerStore, label string, signer crypto.Signer, certPEM, chainPEM []byte, activate bool, now, deviceNotAfter time.Time) (IssuerRecord, error) {
 	certs, err := ParseChainPEM(certPEM)
 	if err != nil {
 		return IssuerRecord{}, err
@@ -215,6 +231,14 @@ func Import(ctx context.Context, store IssuerStore, label string, signer crypto.
 		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 			return IssuerRecord{}, tacerr.Wrap(tacerr.InvalidInput, err, "certificate %q does not chain to %q", cert.Subject, chain[len(chain)-1].Subject)
 		}
+		for i, c := range certs[:len(certs)-1] {
+			if err := CheckOutlives(fmt.Sprintf("certificate %q", c.Subject.CommonName), c.NotAfter, certs[i+1]); err != nil {
+				return IssuerRecord{}, err
+			}
+		}
+	}
+	if err := checkCoversDevices(cert.NotAfter, deviceNotAfter); err != nil {
+		return IssuerRecord{}, err
 	}
 	active, err := hasActive(ctx, store)
 	if err != nil {

@@ -9,8 +9,10 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -137,13 +139,30 @@ func TestCeremonyOfflineImport(t *testing.T) {
 		t.Fatal(err)
 	}
 	signer := gen.keys["issuing-1"]
+	// A CA certificate that outlives its root (only a foreign root would
+	// sign one: IssuingCA refuses).
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(7), Subject: csr.Subject, NotBefore: now.Add(-time.Hour), NotAfter: NoExpiry,
+		BasicConstraintsValid: true, IsCA: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign, SubjectKeyId: []byte{1, 2, 3}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, offline.root, csr.PublicKey, offline.rootKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outliving, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
-		name    string
-		signer  crypto.Signer
-		cert    []byte
-		chain   []byte
-		errCode tacerr.Code
+		name           string
+		signer         crypto.Signer
+		cert           []byte
+		chain          []byte
+		deviceNotAfter time.Time
+		errCode        tacerr.Code
+		field          string
 	}{
+		{name: "outlives its root", signer: signer, cert: ChainPEM(outliving), chain: ChainPEM(offline.root), errCode: tacerr.InvalidInput, field: "validity"},
+		{name: "ends before the device certificates", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(offline.root), deviceNotAfter: NoExpiry,
+			errCode: tacerr.InvalidInput, field: "validity"},
 		{name: "certificate for another key", signer: signer, cert: ChainPEM(offline.issuing), chain: ChainPEM(offline.root), errCode: tacerr.InvalidInput},
 		{name: "chain to a different root", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(newHierarchy(t, elliptic.P256()).root), errCode: tacerr.InvalidInput},
 		{name: "not PEM", signer: signer, cert: []byte("nope"), errCode: tacerr.InvalidInput},
@@ -152,9 +171,9 @@ func TestCeremonyOfflineImport(t *testing.T) {
 	}
 	store := NewFileStore(filepath.Join(t.TempDir(), "issuers.json"))
 	for _, tc := range tests { // sequential: the cases share the store
-		rec, err := Import(ctx, store, "issuing-1", tc.signer, tc.cert, tc.chain, false, now)
+		rec, err := Import(ctx, store, "issuing-1", tc.signer, tc.cert, tc.chain, false, now, tc.deviceNotAfter)
 		if tc.errCode != "" {
-			if tacerr.CodeOf(err) != tc.errCode {
+			if e, ok := tacerr.As(err); !ok || e.Code != tc.errCode || tc.field != "" && (e.Field != tc.field || !strings.Contains(e.Message, "outlive")) {
 				t.Fatalf("%s: err = %v, want %s", tc.name, err, tc.errCode)
 			}
 			continue
@@ -183,6 +202,10 @@ func TestCeremonyOptionsRefused(t *testing.T) {
 		{name: "P-521", mod: func(o *CeremonyOptions) { o.Curve = "P-521" }, field: "curve"},
 		{name: "no organization", mod: func(o *CeremonyOptions) { o.Organization = "" }, field: "organization"},
 		{name: "same labels", mod: func(o *CeremonyOptions) { o.IssuerLabel = "root" }, field: "label"},
+		{name: "issuing CA ends before the devices", mod: func(o *CeremonyOptions) {
+			o.CAValidity, o.DeviceNotAfter = ValidFor(now, 15*365*24*time.Hour), NoExpiry
+		}, field: "validity"},
+		{name: "issuing CA outlives the root", mod: func(o *CeremonyOptions) { o.RootValidity = ValidFor(now, 365*24*time.Hour) }, field: "validity"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

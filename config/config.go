@@ -39,22 +39,22 @@ import (
 // File is the whole configuration.
 type File struct {
 	// Manufacturer is the organisation name put in certificates (O=).
-	Manufacturer string              `yaml:"manufacturer"`
-	Database     store.Config        `yaml:"database"`
-	HSM          hsm.Config          `yaml:"hsm"`
-	Server       api.Config          `yaml:"server"`
-	Profile      policy.Profile      `yaml:"profile"`
-	CSR          policy.CSRRules     `yaml:"csr"`
-	Lint         issuance.LintConfig `yaml:"lint"`
-	Provisioning Provisioning        `yaml:"provisioning"`
-	Audit        audit.Config        `yaml:"audit"`
+	Manufacturer string              `yaml:"manufacturer" doc:"organisation name put in certificates (O=); required"`
+	Database     store.Config        `yaml:"database" doc:"the ledger database"`
+	HSM          hsm.Config          `yaml:"hsm" doc:"the PKCS#11 token holding every signing key"`
+	Server       api.Config          `yaml:"server" doc:"the HTTP API over mutual TLS"`
+	Profile      policy.Profile      `yaml:"profile" doc:"the device certificate profile"`
+	CSR          policy.CSRRules     `yaml:"csr" doc:"which device keys are accepted"`
+	Lint         issuance.LintConfig `yaml:"lint" doc:"pre-issuance linting with zlint"`
+	Provisioning Provisioning        `yaml:"provisioning" doc:"timeouts of the provisioning use cases"`
+	Audit        audit.Config        `yaml:"audit" doc:"the tamper-evident audit log and its checkpoints"`
 	// Register is the national register. Ledger changes always go to the
 	// outbox; they are delivered once register.url is set.
-	Register register.Config `yaml:"register"`
+	Register register.Config `yaml:"register" doc:"the national register; events always go to the outbox and are delivered once url is set"`
 	// Authenticity tunes challenges, verification and the public lookup.
-	Authenticity Authenticity `yaml:"authenticity"`
+	Authenticity Authenticity `yaml:"authenticity" doc:"challenges, authenticity checks and the public lookup"`
 	// Revocation tunes CRLs and OCSP responses.
-	Revocation revocation.Config `yaml:"revocation"`
+	Revocation revocation.Config `yaml:"revocation" doc:"CRLs and OCSP responses"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -64,16 +64,16 @@ type File struct {
 type Provisioning struct {
 	// IntentTimeout: a provisioning intent (IMEIs reserved, certificate not
 	// yet bound) still pending after it is abandoned and its IMEIs voided.
-	IntentTimeout time.Duration `yaml:"intent_timeout"`
+	IntentTimeout time.Duration `yaml:"intent_timeout" doc:"a provisioning intent still pending after this is abandoned and its IMEIs voided (at least 1s)"`
 	// PreallocationTimeout: pre-allocated IMEIs never bound after it are
 	// voided (0: never).
-	PreallocationTimeout time.Duration `yaml:"preallocation_timeout"`
+	PreallocationTimeout time.Duration `yaml:"preallocation_timeout" doc:"pre-allocated IMEIs never bound after this are voided (0: never)"`
 	// RecoveryInterval: how often the recovery loop runs.
-	RecoveryInterval time.Duration `yaml:"recovery_interval"`
+	RecoveryInterval time.Duration `yaml:"recovery_interval" doc:"how often the recovery loop runs (at least 1s)"`
 	// IssuerRefresh: how often a running server reads the ledger's issuers
 	// to pick up `tacline ca rotate` or `ca import --activate` made
 	// elsewhere (SIGHUP reads them at once).
-	IssuerRefresh time.Duration `yaml:"issuer_refresh"`
+	IssuerRefresh time.Duration `yaml:"issuer_refresh" doc:"how often a running server reads the ledger issuers for rotations (100ms to 1h; SIGHUP: at once)"`
 }
 
 // Authenticity is the `authenticity:` section: the API's public-verify and
@@ -155,6 +155,7 @@ func (f *File) resolvePaths() {
 		f.HSM.PIN = "file:" + f.Path(strings.TrimPrefix(f.HSM.PIN, "file:"))
 	}
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
+	f.Audit.PublishedCheckpoint = f.Path(f.Audit.PublishedCheckpoint)
 	f.Server.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)

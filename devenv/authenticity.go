@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -21,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/api"
+	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/server"
@@ -231,4 +233,61 @@ func postJSON(ctx context.Context, c *http.Client, url string, body, out any) er
 		return tacerr.New(tacerr.Internal, "POST %s: %s: %s", url, resp.Status, strings.TrimSpace(string(data)))
 	}
 	return json.Unmarshal(data, out)
+}
+
+// ExportCRLs fetches the current CRLs of the device issuing CA and of the
+// device root from the server (GET /v1/crl/<key-id>.crl) and writes them to
+// exports/crl/<key-id>.crl (DER) and exports/crls.pem (both, PEM), so an
+// outside verifier can check a device chain with
+// `openssl verify -x509_strict -crl_check_all -CAfile exports/device-root.pem
+// -untrusted exports/ca-chain.pem -CRLfile exports/crls.pem DEVICE.pem`.
+func ExportCRLs(ctx context.Context, env *Env, serverURL string) ([]string, error) {
+	c, err := RoleClient(env, "regulator")
+	if err != nil {
+		return nil, err
+	}
+	dir := filepath.Join(env.ExportsDir, "crl")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var all []byte
+	var files []string
+	for _, name := range []string{"ca/issuing.pem", "ca/root.pem"} {
+		data, err := os.ReadFile(filepath.Join(env.Dir, name))
+		if err != nil {
+			return nil, err
+		}
+		certs, err := ca.ParseChainPEM(data)
+		if err != nil {
+			return nil, err
+		}
+		keyID := ca.KeyID(certs[0])
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, serverURL+"/v1/crl/"+keyID+".crl", nil)
+		if err != nil {
+			return nil, err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return nil, err
+		}
+		der, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+		resp.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		if resp.StatusCode != http.StatusOK {
+			return nil, tacerr.New(tacerr.Internal, "GET the CRL of %s: HTTP %d: %s", name, resp.StatusCode, der)
+		}
+		if _, err := x509.ParseRevocationList(der); err != nil {
+			return nil, tacerr.Wrap(tacerr.Internal, err, "the CRL of %s", name)
+		}
+		f := filepath.Join(dir, keyID+".crl")
+		if err := os.WriteFile(f, der, 0o644); err != nil {
+			return nil, err
+		}
+		files = append(files, f)
+		all = append(all, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
+	}
+	f := filepath.Join(env.ExportsDir, "crls.pem")
+	return append(files, f), os.WriteFile(f, all, 0o644)
 }

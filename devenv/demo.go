@@ -102,6 +102,10 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		if _, err := CheckAuthenticity(ctx, env, proc.URL, out); err != nil {
 			return nil, err
 		}
+		if _, err := ExportCRLs(ctx, env, proc.URL); err != nil {
+			return nil, err
+		}
+		fmt.Fprintln(out, "   CRLs of the issuing CA and the device root (signed in the HSM) exported for outside verifiers")
 	}
 	fmt.Fprintln(out, "4. stopping the server")
 	stopped = true
@@ -124,6 +128,8 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		{"configuration", env.ConfigPath},
 		{"devices (NDJSON)", filepath.Join(env.ExportsDir, "devices.ndjson")},
 		{"CA chain", filepath.Join(env.ExportsDir, "ca-chain.pem")},
+		{"device root (anchor)", filepath.Join(env.ExportsDir, "device-root.pem")},
+		{"CRLs (PEM)", filepath.Join(env.ExportsDir, "crls.pem")},
 		{"device keys (demo only)", keys},
 		{"station credentials", env.CredsDir},
 		{"role identities", env.IdentitiesDir},

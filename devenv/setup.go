@@ -127,24 +127,30 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 
 	// 3. Key ceremony: root, device issuing CA and station CA keys in the HSM.
 	now := time.Now()
-	dev, err := castore.InitDev(ctx, db, tok, Manufacturer, "P-256", "demo", now)
+	fixed, _ := cfg.Profile.FixedNotAfter()
+	dev, err := castore.InitDev(ctx, db, tok, Manufacturer, "P-256", "demo", now, fixed)
 	if err != nil {
 		return nil, err
 	}
 	files := map[string][]byte{
 		"ca/root.pem":          castore.PEM(dev.Root),
 		"ca/issuing.pem":       castore.PEM(dev.Issuing),
+		"ca/infra-root.pem":    castore.PEM(dev.InfraRoot),
 		"ca/station-ca.pem":    castore.PEM(dev.StationCA),
 		"exports/ca-chain.pem": append(castore.PEM(dev.Issuing), castore.PEM(dev.Root)...),
+		// The trust anchor of device certificates alone (never of stations).
+		"exports/device-root.pem": castore.PEM(dev.Root),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
 			return nil, err
 		}
 	}
-	logf("  CA: root %s, device issuing CA %s, station CA %s (keys in the HSM)", ca.KeyID(dev.Root)[:12], ca.KeyID(dev.Issuing)[:12], ca.KeyID(dev.StationCA)[:12])
+	logf("  CA: device root %s -> issuing CA %s; infrastructure root %s -> station CA %s (keys in the HSM)",
+		ca.KeyID(dev.Root)[:12], ca.KeyID(dev.Issuing)[:12], ca.KeyID(dev.InfraRoot)[:12], ca.KeyID(dev.StationCA)[:12])
 
-	// 4. The server's TLS certificate, from the station CA.
+	// 4. The server's TLS certificate, from the station CA (infrastructure
+	// hierarchy).
 	srv, srvKey, err := ca.ServerCert(dev.StationCA, dev.StationSigner, nil, []string{"localhost"},
 		[]net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}, ca.ValidFor(now, 2*365*24*time.Hour))
 	if err != nil {
@@ -183,7 +189,7 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	if err := os.WriteFile(filepath.Join(env.CredsDir, castore.ChainFile), files["exports/ca-chain.pem"], 0o644); err != nil {
 		return nil, err
 	}
-	if err := os.WriteFile(filepath.Join(env.CredsDir, castore.ServerCAFile), append(castore.PEM(dev.Root), castore.PEM(dev.StationCA)...), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(env.CredsDir, castore.ServerCAFile), append(castore.PEM(dev.InfraRoot), castore.PEM(dev.StationCA)...), 0o644); err != nil {
 		return nil, err
 	}
 	logf("  stations: %d enrolled, credentials in %s; operator/auditor/regulator/admin identities in %s", len(env.Stations), env.CredsDir, env.IdentitiesDir)
@@ -250,7 +256,8 @@ func writeConfig(env *Env, o Options, h hsm.Config) error {
 		"server": map[string]any{"listen": "127.0.0.1:8443", "tls_cert": "server/cert.pem", "tls_key": "server/key.pem",
 			"client_ca": []string{"ca/station-ca.pem"}},
 		"provisioning": map[string]any{"intent_timeout": "5m", "recovery_interval": "30s"},
-		"audit":        map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit", "disabled": o.AuditDisabled},
+		"audit": map[string]any{"origin": "tacline-test-devices.example/audit", "key_label": "tacline-audit", "disabled": o.AuditDisabled,
+			"published_checkpoint": "hsm/published-checkpoint"},
 	}
 	out, err := yaml.Marshal(doc)
 	if err != nil {

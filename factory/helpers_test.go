@@ -74,13 +74,13 @@ func newPKI(t testing.TB) *testPKI {
 	now := time.Now()
 	p := &testPKI{rootKey: genKey(t, elliptic.P256()), issuingKey: genKey(t, elliptic.P256()), stationCAKey: genKey(t, elliptic.P256()), dir: t.TempDir()}
 	var err error
-	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Device Root", Organization: []string{"Test Devices"}}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.root, err = ca.SelfSignedRoot(p.rootKey, pkix.Name{CommonName: "Test Device Root", Organization: []string{"Test Devices"}}, ca.ValidFor(now, 72*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if p.issuing, err = ca.IssuingCA(p.root, p.rootKey, p.issuingKey.Public(), pkix.Name{CommonName: "Test Issuing CA", Organization: []string{"Test Devices"}}, ca.ValidFor(now, 24*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationCAKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 24*time.Hour)); err != nil {
+	if p.stationCA, err = ca.StationCA(p.root, p.rootKey, p.stationCAKey.Public(), pkix.Name{CommonName: "Test Station CA"}, ca.ValidFor(now, 48*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	p.certFile, p.keyFile = p.station(t, "F1-L1-S01", filepath.Join(p.dir, "F1-L1-S01"))

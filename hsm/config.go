@@ -20,29 +20,29 @@ const MaxSessions = 1024
 type Config struct {
 	// Module is the path of the PKCS#11 shared library
 	// (/usr/lib/softhsm/libsofthsm2.so for SoftHSM2).
-	Module string `yaml:"module"`
+	Module string `yaml:"module" doc:"path of the PKCS#11 library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"`
 	// TokenLabel or TokenSerial (exactly one) chooses the token. Slot
 	// numbers are never used: SoftHSM2 and others renumber slots.
-	TokenLabel  string `yaml:"token_label"`
-	TokenSerial string `yaml:"token_serial"`
+	TokenLabel  string `yaml:"token_label" doc:"label of the token to use (set this or token_serial; slots are never used)"`
+	TokenSerial string `yaml:"token_serial" doc:"serial of the token to use (instead of token_label)"`
 	// PIN says where the user PIN is: "env:NAME" or "file:PATH" (one line;
 	// a trailing newline is ignored). "literal:PIN" is refused unless
 	// AllowLiteralPIN is set (development only).
-	PIN string `yaml:"pin"`
+	PIN string `yaml:"pin" doc:"where the user PIN is: env:NAME or file:PATH (never the PIN itself)"`
 	// Sessions is the size of the session pool (0: DefaultSessions).
-	Sessions int `yaml:"sessions"`
+	Sessions int `yaml:"sessions" doc:"size of the PKCS#11 session pool (0: 8)" default:"8"`
 	// AllowUnsafeKeys lets Signer load private keys that are extractable or
 	// not sensitive. Development only.
-	AllowUnsafeKeys bool `yaml:"allow_unsafe_keys"`
+	AllowUnsafeKeys bool `yaml:"allow_unsafe_keys" doc:"accept extractable or non-sensitive private keys (development only)"`
 	// AllowLiteralPIN permits "pin: literal:1234". Development only.
-	AllowLiteralPIN bool `yaml:"allow_literal_pin"`
+	AllowLiteralPIN bool `yaml:"allow_literal_pin" doc:"accept pin: literal:PIN (development only)"`
 	// SoftHSMConf, when set, is exported as SOFTHSM2_CONF for this process
 	// before the module is loaded. SoftHSM2 reads it once per load of the
 	// library, so every Token of one process must agree on it.
-	SoftHSMConf string `yaml:"softhsm2_conf"`
+	SoftHSMConf string `yaml:"softhsm2_conf" doc:"SOFTHSM2_CONF for this process (SoftHSM2 only; relative to this file)"`
 	// HealthKey is the label of the key Health signs with; empty means the
 	// first key a Signer was loaded for.
-	HealthKey string `yaml:"health_key"`
+	HealthKey string `yaml:"health_key" doc:"label of the key the health probe signs with (empty: the first key loaded)"`
 }
 
 // PIN source prefixes.

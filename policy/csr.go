@@ -20,9 +20,9 @@ const MaxCSRSize = 16 << 10
 // over DefaultCSRRules.
 type CSRRules struct {
 	// Curves lists the accepted ECDSA curves: P-256, P-384, P-521.
-	Curves []string `yaml:"curves"`
+	Curves []string `yaml:"curves" doc:"accepted ECDSA curves of device keys: P-256, P-384, P-521"`
 	// AllowEd25519 accepts Ed25519 device keys.
-	AllowEd25519 bool `yaml:"allow_ed25519"`
+	AllowEd25519 bool `yaml:"allow_ed25519" doc:"accept Ed25519 device keys"`
 }
 
 // DefaultCSRRules accepts ECDSA P-256 and P-384 keys.

@@ -26,6 +26,7 @@ import (
 	"fmt"
 	"io"
 	"math/big"
+	"net/url"
 	"strings"
 	"time"
 
@@ -66,25 +67,53 @@ const (
 // it with Validate. The zero Profile is not useful.
 type Profile struct {
 	// CommonName is the subject CN. Empty means the device's model name.
-	CommonName string `yaml:"common_name"`
+	CommonName string `yaml:"common_name" doc:"subject CN of device certificates (empty: the model name)"`
 	// HWType is the dotted OID put in the HardwareModuleName hwType field.
-	HWType string `yaml:"hw_type"`
+	HWType string `yaml:"hw_type" doc:"dotted OID put in the HardwareModuleName hwType"`
 	// KeyAgreement adds keyAgreement to the (always critical) keyUsage, which
 	// otherwise holds digitalSignature only.
-	KeyAgreement bool `yaml:"key_agreement"`
+	KeyAgreement bool `yaml:"key_agreement" doc:"add keyAgreement to keyUsage (otherwise digitalSignature only)"`
 	// SubjectKeyID adds a subjectKeyIdentifier (RFC 5280 method 1).
-	SubjectKeyID bool `yaml:"subject_key_id"`
+	SubjectKeyID bool `yaml:"subject_key_id" doc:"add a subjectKeyIdentifier extension"`
 	// ExtKeyUsage lists extended key usages: client_auth, server_auth,
 	// code_signing, email_protection, or dotted OIDs. Empty means no
 	// extendedKeyUsage extension.
-	ExtKeyUsage []string `yaml:"ext_key_usage"`
+	ExtKeyUsage []string `yaml:"ext_key_usage" doc:"extended key usages: client_auth, server_auth, code_signing, email_protection or dotted OIDs (empty: none)"`
 	// Backdate is subtracted from the issue time to give notBefore, to absorb
 	// clock skew on devices and verifiers.
-	Backdate time.Duration `yaml:"backdate"`
+	Backdate time.Duration `yaml:"backdate" doc:"subtracted from the issue time to give notBefore (clock skew)"`
 	// NotAfter is either a GeneralizedTime "YYYYMMDDHHMMSSZ" (default
 	// 99991231235959Z) or a Go duration ("87600h") counted from the issue
 	// time.
-	NotAfter string `yaml:"not_after"`
+	NotAfter string `yaml:"not_after" doc:"GeneralizedTime YYYYMMDDHHMMSSZ or a Go duration from the issue time"`
+	// CRLDistributionPoint, OCSPURL and CAIssuersURL, when set, add a
+	// cRLDistributionPoints extension and an authorityInfoAccess
+	// extension (id-ad-ocsp, id-ad-caIssuers): absolute http or https
+	// URLs, where "{issuer_key_id}" stands for the hex subjectKeyIdentifier
+	// of the issuing CA (each issuer has its own CRL).
+	CRLDistributionPoint string `yaml:"crl_distribution_point" doc:"URL of the issuing CA's CRL put in device certificates (cRLDistributionPoints); {issuer_key_id} is replaced by the issuer's key id; empty: no extension"`
+	OCSPURL              string `yaml:"ocsp_url" doc:"OCSP responder URL put in device certificates (authorityInfoAccess id-ad-ocsp); {issuer_key_id} allowed; empty: none"`
+	CAIssuersURL         string `yaml:"ca_issuers_url" doc:"URL of the issuing CA certificate put in device certificates (authorityInfoAccess id-ad-caIssuers); {issuer_key_id} allowed; empty: none"`
+}
+
+// IssuerKeyIDVar stands for the issuing CA's key id in the profile's URLs.
+const IssuerKeyIDVar = "{issuer_key_id}"
+
+// ForIssuer returns the profile with IssuerKeyIDVar in its URLs replaced
+// by keyID (the issuing CA's hex subjectKeyIdentifier).
+func (p Profile) ForIssuer(keyID string) Profile {
+	for _, u := range []*string{&p.CRLDistributionPoint, &p.OCSPURL, &p.CAIssuersURL} {
+		*u = strings.ReplaceAll(*u, IssuerKeyIDVar, keyID)
+	}
+	return p
+}
+
+// FixedNotAfter returns the notAfter of every device certificate when the
+// profile gives a fixed time (the default 99991231235959Z), and false when
+// it gives a duration from the issue time.
+func (p Profile) FixedNotAfter() (time.Time, bool) {
+	t, err := time.Parse("20060102150405Z", strings.TrimSpace(p.NotAfter))
+	return t.UTC(), err == nil
 }
 
 // DefaultProfile returns the IDevID/DAC defaults: CN = model, keyUsage
@@ -135,6 +164,30 @@ func (p Profile) Validate() error {
 	}
 	if _, err := p.notAfter(time.Unix(0, 0).UTC()); err != nil {
 		return err
+	}
+	for _, u := range []struct{ field, v string }{{"profile.crl_distribution_point", p.CRLDistributionPoint},
+		{"profile.ocsp_url", p.OCSPURL}, {"profile.ca_issuers_url", p.CAIssuersURL}} {
+		if err := checkURL(u.field, u.v); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkURL accepts an empty string or an absolute http(s) URL of printable
+// ASCII (an IA5String in the certificate) with a host.
+func checkURL(field, v string) error {
+	if v == "" {
+		return nil
+	}
+	u, err := url.Parse(strings.ReplaceAll(v, IssuerKeyIDVar, "00"))
+	if err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" || u.User != nil || u.Fragment != "" {
+		return tacerr.Field(tacerr.InvalidConfig, field, "%q must be an absolute http:// or https:// URL with a host (no user or fragment)", v)
+	}
+	for _, r := range v {
+		if r <= ' ' || r > '~' {
+			return tacerr.Field(tacerr.InvalidConfig, field, "%q must be printable ASCII without spaces (percent-encode other characters)", v)
+		}
 	}
 	return nil
 }
@@ -246,6 +299,15 @@ func (p Profile) Template(d Device, pub crypto.PublicKey, serial *big.Int, issue
 		BasicConstraintsValid: true,
 		IsCA:                  false,
 		ExtraExtensions:       []pkix.Extension{{Id: oidSubjectAltName, Critical: false, Value: san}},
+	}
+	if p.CRLDistributionPoint != "" {
+		tmpl.CRLDistributionPoints = []string{p.CRLDistributionPoint}
+	}
+	if p.OCSPURL != "" {
+		tmpl.OCSPServer = []string{p.OCSPURL}
+	}
+	if p.CAIssuersURL != "" {
+		tmpl.IssuingCertificateURL = []string{p.CAIssuersURL}
 	}
 	for _, e := range p.ExtKeyUsage {
 		known, oid, _ := parseEKU(e)

@@ -51,39 +51,39 @@ type Config struct {
 	// https:// with a client certificate (TLS.CertFile) unless the host is
 	// loopback (127.0.0.0/8, ::1, localhost), where plain http is allowed
 	// (the register simulator, tests).
-	URL string `yaml:"url"`
+	URL string `yaml:"url" doc:"base URL of the national register (https with a client certificate; http only on loopback); empty: events wait in the outbox"`
 	// BatchSize is the largest number of events per request (1 to 1000).
-	BatchSize int `yaml:"batch_size"`
+	BatchSize int `yaml:"batch_size" doc:"largest number of events per request (1 to 1000)"`
 	// BatchAge is how long the oldest ready event may wait for a batch to
 	// fill before a smaller batch is sent.
-	BatchAge time.Duration `yaml:"batch_age"`
+	BatchAge time.Duration `yaml:"batch_age" doc:"how long the oldest ready event waits for a batch to fill"`
 	// Timeout bounds one request to the register.
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration `yaml:"timeout" doc:"bound on one request to the register"`
 	// Lease is how long a claimed batch belongs to its worker; a worker
 	// that dies mid-batch has its rows sent again after it. It must exceed
 	// Timeout.
-	Lease time.Duration `yaml:"lease"`
+	Lease time.Duration `yaml:"lease" doc:"how long a claimed batch belongs to its worker (more than timeout)"`
 	// Poll is the idle wait between looks at the outbox.
-	Poll time.Duration `yaml:"poll"`
+	Poll time.Duration `yaml:"poll" doc:"idle wait between looks at the outbox"`
 	// Retention is how long acknowledged outbox rows are kept before the
 	// delivery worker deletes them (0: forever). The configuration file's
 	// default is DefaultRetention; pending, sent and rejected rows are never
 	// deleted.
-	Retention time.Duration `yaml:"retention"`
+	Retention time.Duration `yaml:"retention" doc:"acknowledged outbox rows are deleted after this (0: never)"`
 	// PruneBatch is the number of rows one pruning transaction deletes (1 to
 	// 10000, default DefaultPruneBatch).
-	PruneBatch int     `yaml:"prune_batch"`
-	Backoff    Backoff `yaml:"backoff"`
-	Breaker    Breaker `yaml:"breaker"`
-	TLS        TLS     `yaml:"tls"`
+	PruneBatch int     `yaml:"prune_batch" doc:"rows deleted per pruning transaction (1 to 10000)"`
+	Backoff    Backoff `yaml:"backoff" doc:"retry delay after a failed batch, doubling with jitter"`
+	Breaker    Breaker `yaml:"breaker" doc:"circuit breaker over consecutive failed batches"`
+	TLS        TLS     `yaml:"tls" doc:"trust and client certificate for the register connection"`
 }
 
 // Backoff is the retry delay after a failed batch: at most Initial,
 // doubling per attempt up to Max, with full jitter (internal/retry). A row
 // is retried until it is delivered; only the circuit breaker pauses it.
 type Backoff struct {
-	Initial time.Duration `yaml:"initial"`
-	Max     time.Duration `yaml:"max"`
+	Initial time.Duration `yaml:"initial" doc:"first retry delay"`
+	Max     time.Duration `yaml:"max" doc:"largest retry delay"`
 }
 
 // Policy is b as the one retry policy type.
@@ -92,17 +92,17 @@ func (b Backoff) Policy() retry.Policy { return retry.Policy{Initial: b.Initial,
 // Breaker opens after Failures consecutive failed batches and stays open
 // for Cooldown; then one trial batch decides.
 type Breaker struct {
-	Failures int           `yaml:"failures"`
-	Cooldown time.Duration `yaml:"cooldown"`
+	Failures int           `yaml:"failures" doc:"consecutive failed batches that open the breaker"`
+	Cooldown time.Duration `yaml:"cooldown" doc:"how long the breaker stays open before one trial batch"`
 }
 
 // TLS configures the connection to the register: a CA bundle to trust
 // instead of the system's, and a client certificate if the register
 // requires one.
 type TLS struct {
-	CAFile   string `yaml:"ca_file"`
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CAFile   string `yaml:"ca_file" doc:"PEM file of CAs trusted for the register (empty: the system roots)"`
+	CertFile string `yaml:"cert_file" doc:"PEM client certificate for the register"`
+	KeyFile  string `yaml:"key_file" doc:"PEM private key of cert_file"`
 }
 
 // WithDefaults fills unset fields.

@@ -5,7 +5,10 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
+	"maps"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -36,10 +39,12 @@ type issuers struct {
 
 	mu       sync.Mutex // one refresh at a time; guards everything below
 	loaded   map[string]*loadedIssuer
-	failed   map[string]failure // key id -> why it could not be loaded
-	active   string             // key id new certificates are issued under
-	ledger   string             // key id the ledger marks active
-	trustFP  string             // fingerprint of the records the trust was built from
+	failed   map[string]failure           // key id -> why it could not be loaded
+	roots    map[string]revocation.Issuer // roots whose key is in this HSM: their CRLs
+	rootSeen map[string]string            // root key id -> record fingerprint tried
+	active   string                       // key id new certificates are issued under
+	ledger   string                       // key id the ledger marks active
+	trustFP  string                       // fingerprint of the records the trust was built from
 	svc      *provisioner.Service
 	auth     *online.Authority
 	reloaded int // issuer sets applied after start-up
@@ -67,12 +72,13 @@ type IssuerStatus struct {
 }
 
 func newIssuers(db *store.DB, tok *hsm.Token, cfg *config.File, log *slog.Logger) *issuers {
-	return &issuers{db: db, tok: tok, cfg: cfg, log: log, loaded: map[string]*loadedIssuer{}, failed: map[string]failure{}}
+	return &issuers{db: db, tok: tok, cfg: cfg, log: log, loaded: map[string]*loadedIssuer{}, failed: map[string]failure{},
+		roots: map[string]revocation.Issuer{}, rootSeen: map[string]string{}}
 }
 
 func recordFP(r store.IssuerRecord) string {
 	h := sha256.New()
-	for _, s := range []string{r.KeyID, r.Label, r.Kind, r.CertPEM, r.ChainPEM} {
+	for _, s := range []string{r.KeyID, r.Label, r.Kind, r.CertPEM, r.ChainPEM, r.RevokedAt.String()} {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -124,6 +130,10 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 	changed, ledgerActive := false, ""
 	var activeErr error
 	for _, r := range recs {
+		if store.IsRootKind(r.Kind) && r.CertPEM != "" {
+			changed = s.loadRoot(r) || changed
+			continue
+		}
 		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
 			continue
 		}
@@ -199,6 +209,66 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 	return changed, s.apply()
 }
 
+// loadRoot loads a root whose key is in this HSM (development), so the
+// publisher signs its CRL; a root kept offline is tried once per record.
+// It reports whether a root was loaded. Called with s.mu held.
+func (s *issuers) loadRoot(r store.IssuerRecord) bool {
+	fp := recordFP(r)
+	if s.rootSeen[r.KeyID] == fp {
+		return false
+	}
+	s.rootSeen[r.KeyID] = fp
+	certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+	if err != nil {
+		return false
+	}
+	signer, err := s.tok.Signer(r.Label)
+	if err != nil || ca.CheckCertMatchesKey(certs[0], signer.Public()) != nil {
+		return false
+	}
+	s.roots[r.KeyID] = revocation.Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: signer, Root: true}
+	return true
+}
+
+// checkClientCAs refuses a server.client_ca or server.mapped_ca
+// certificate that is a device root or device issuing CA of the ledger:
+// client identities (stations, roles) come from the infrastructure
+// hierarchy, and trusting a device CA for clients would let a device
+// certificate pass TLS client authentication. A client CA certified by a
+// device root (an environment made before the hierarchies were separated)
+// is logged as a warning.
+func checkClientCAs(recs []store.IssuerRecord, files map[string][]string, log *slog.Logger) error {
+	device := map[string]string{} // key id -> label
+	for _, r := range recs {
+		if r.Kind == store.IssuerDevice || r.Kind == store.IssuerRoot {
+			device[r.KeyID] = r.Label
+		}
+	}
+	for field, list := range files {
+		for i, f := range list {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				continue // api.New names the unreadable file
+			}
+			certs, err := ca.ParseChainPEM(data)
+			if err != nil {
+				continue
+			}
+			for _, c := range certs {
+				if label, ok := device[ca.KeyID(c)]; ok {
+					return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("%s[%d]", field, i), "%s holds %q, the device CA %s: client certificates must come from the infrastructure hierarchy (the station CA under its own root), never from a device CA, or a device certificate would pass as a client",
+						f, c.Subject.CommonName, label)
+				}
+				if label, ok := device[hex.EncodeToString(c.AuthorityKeyId)]; ok && len(c.AuthorityKeyId) > 0 {
+					log.Warn("a client CA is certified by a device root: device and infrastructure identities should have separate roots (re-run the ceremony: `tacline ca init --dev` makes an infrastructure root)",
+						"field", fmt.Sprintf("%s[%d]", field, i), "file", f, "device_root", label)
+				}
+			}
+		}
+	}
+	return nil
+}
+
 // trustFP fingerprints the records the authenticity trust is built from.
 func trustFP(recs []store.IssuerRecord) string {
 	h := sha256.New()
@@ -245,9 +315,13 @@ func (s *issuers) revocationSet() []revocation.Issuer {
 		}
 		return strings.Compare(a.rec.KeyID, b.rec.KeyID)
 	})
-	out := make([]revocation.Issuer, len(ls))
+	out := make([]revocation.Issuer, len(ls), len(ls)+len(s.roots))
 	for i, l := range ls {
 		out[i] = l.rev
+	}
+	roots := slices.Sorted(maps.Keys(s.roots))
+	for _, k := range roots {
+		out = append(out, s.roots[k])
 	}
 	return out
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
@@ -110,6 +111,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.checkRollback(ctx); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if cfg.Register.URL != "" {
 		m, err := register.NewMetrics(s.Registry, s.DB)
 		if err != nil {
@@ -127,7 +132,19 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	recs, err := s.DB.Issuers(ctx)
+	if err == nil {
+		err = checkClientCAs(recs, map[string][]string{"server.client_ca": cfg.Server.ClientCA, "server.mapped_ca": cfg.Server.MappedCA}, log)
+	}
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.issuers.register(s.Registry); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.Registry.Register(opsCollector{s}); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -151,6 +168,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	s.Authority.Publisher.UseResponderKeys(castore.Keys{Token: s.Token})
 	s.issuers.mu.Lock()
 	s.issuers.svc, s.issuers.auth = s.Service, &s.Authority
 	s.issuers.mu.Unlock()
@@ -233,6 +251,8 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 			}
 		}()
 	}
+	rollback := make(chan error, 1)
+	go s.watchRollback(rctx, rollback)
 	errc := make(chan error, 1)
 	go func() { errc <- s.API.Serve(rctx, ln) }()
 	s.log.Info("tacline serving", "addr", ln.Addr().String(), "db", string(s.DB.Dialect()),
@@ -245,6 +265,13 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 		if errors.Is(err, http.ErrServerClosed) {
 			return nil
 		}
+		return err
+	case err := <-rollback:
+		// Stop serving at once: every further device would risk an IMEI
+		// already on another device. The start-up check keeps it down.
+		s.log.Error("stopping: the ledger went back behind the published audit checkpoint", "err", err.Error())
+		cancel()
+		<-errc
 		return err
 	case <-ctx.Done():
 	}

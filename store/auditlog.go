@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -329,4 +330,31 @@ func hash32(b []byte, what string) ([32]byte, error) {
 	}
 	copy(h[:], b)
 	return h, nil
+}
+
+// AuditStats is the audit log's state for monitoring.
+type AuditStats struct {
+	HeadSize       int64     // events appended
+	CheckpointSize int64     // size of the newest signed checkpoint (0: none)
+	CheckpointAt   time.Time // when it was signed (zero: none)
+}
+
+const qAuditStats = `SELECT h.size, COALESCE(c.size, 0), COALESCE(c.created_at, 0)
+FROM audit_head h LEFT JOIN (SELECT size, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT 1) c ON 1 = 1`
+
+// AuditStats reads the head and the newest checkpoint in one statement.
+func (db *DB) AuditStats(ctx context.Context) (AuditStats, error) {
+	var s AuditStats
+	var at int64
+	err := db.r.QueryRowxContext(ctx, qAuditStats).Scan(&s.HeadSize, &s.CheckpointSize, &at)
+	if noRows(err) {
+		return s, nil
+	}
+	if err != nil {
+		return s, translate(err, "read audit log statistics")
+	}
+	if at > 0 {
+		s.CheckpointAt = time.UnixMicro(at).UTC()
+	}
+	return s, nil
 }

@@ -19,7 +19,11 @@ const (
 	EventStationEnrolled = "station.enrolled"
 	EventStationDisabled = "station.disabled"
 	EventIssuerActivated = "issuer.activated"
+	EventIssuerRevoked   = "issuer.revoked"
 	EventConfigChanged   = "config.changed"
+	// EventRollbackAcknowledged: an operator acknowledged serving a
+	// ledger older than a published audit checkpoint (`tacline restore ack`).
+	EventRollbackAcknowledged = "ledger.rollback_acknowledged"
 )
 
 // Event is one ledger change, as the audit log and the register see it.

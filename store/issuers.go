@@ -11,8 +11,18 @@ import (
 const (
 	IssuerDevice  = "device"  // signs device certificates
 	IssuerStation = "station" // signs station client certificates
-	IssuerRoot    = "root"    // the development root (production roots stay offline)
+	IssuerRoot    = "root"    // the device root (development: its key is in the HSM; production roots stay offline)
+	// IssuerInfraRoot anchors infrastructure identities (the station CA:
+	// stations, roles, the TLS server), apart from the device root, so
+	// trusting one never accepts the other.
+	IssuerInfraRoot = "infra_root"
+	// IssuerOCSP is a delegated OCSP responder certificate of a device
+	// issuer (its chain_pem), made and renewed by the running server.
+	IssuerOCSP = "ocsp"
 )
+
+// IsRootKind reports whether kind is a self-signed root.
+func IsRootKind(kind string) bool { return kind == IssuerRoot || kind == IssuerInfraRoot }
 
 // IssuerRecord is a CA whose key lives in the HSM.
 type IssuerRecord struct {
@@ -24,6 +34,10 @@ type IssuerRecord struct {
 	ChainPEM  string // certificates above it
 	Active    bool
 	CreatedAt time.Time
+	// RevokedAt is when the CA was revoked (`tacline ca revoke`), zero if
+	// it is not; RevokeReason is the tacline reason.
+	RevokedAt    time.Time
+	RevokeReason string
 }
 
 type issuerRow struct {
@@ -35,7 +49,11 @@ type issuerRow struct {
 	ChainPEM  string `db:"chain_pem"`
 	Active    bool   `db:"active"`
 	CreatedAt int64  `db:"created_at"`
+	RevokedAt *int64 `db:"revoked_at"`
+	Reason    string `db:"revoke_reason"`
 }
+
+const sqlSelectIssuers = `SELECT key_id, label, kind, curve, cert_pem, chain_pem, active, created_at, revoked_at, revoke_reason FROM issuers`
 
 // AddIssuer records an issuer (inactive unless r.Active; activating one
 // deactivates the other issuer of its kind in the same transaction).
@@ -77,11 +95,14 @@ func (db *DB) SetIssuerCert(ctx context.Context, keyID, certPEM, chainPEM string
 func (db *DB) ActivateIssuer(ctx context.Context, keyID, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		var r issuerRow
-		if err := tx.get(&r, tx.rebind(`SELECT key_id, label, kind, curve, cert_pem, chain_pem, active, created_at FROM issuers WHERE key_id = ?`), keyID); err != nil {
+		if err := tx.get(&r, tx.rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
 			if noRows(err) {
 				return tacerr.Field(tacerr.NotFound, "key_id", "no issuer with key id %s", keyID)
 			}
 			return translate(err, "look up issuer")
+		}
+		if r.RevokedAt != nil {
+			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s is revoked and can never be active again", keyID)
 		}
 		if r.CertPEM == "" {
 			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s has no certificate yet: import it with `tacline ca import`", keyID)
@@ -100,15 +121,53 @@ func (db *DB) ActivateIssuer(ctx context.Context, keyID, actor string) error {
 // Issuers lists every issuer, newest first.
 func (db *DB) Issuers(ctx context.Context) ([]IssuerRecord, error) {
 	var rows []issuerRow
-	if err := db.r.SelectContext(ctx, &rows, `SELECT key_id, label, kind, curve, cert_pem, chain_pem, active, created_at FROM issuers ORDER BY created_at DESC, key_id`); err != nil {
+	if err := db.r.SelectContext(ctx, &rows, sqlSelectIssuers+` ORDER BY created_at DESC, key_id`); err != nil {
 		return nil, translate(err, "list issuers")
 	}
 	out := make([]IssuerRecord, len(rows))
 	for i, r := range rows {
 		out[i] = IssuerRecord{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Curve: r.Curve, CertPEM: r.CertPEM, ChainPEM: r.ChainPEM,
-			Active: r.Active, CreatedAt: micros(r.CreatedAt)}
+			Active: r.Active, CreatedAt: micros(r.CreatedAt), RevokeReason: r.Reason}
+		if r.RevokedAt != nil {
+			out[i].RevokedAt = micros(*r.RevokedAt)
+		}
 	}
 	return out, nil
+}
+
+// RevokeIssuer records the revocation of a CA below a root (a device
+// issuing CA or the station CA): its root's CRL lists it from then on.
+// The active issuer of its kind cannot be revoked (activate another one
+// first), nor a root or an OCSP responder; a second revocation is a
+// conflict. One issuer.revoked event.
+func (db *DB) RevokeIssuer(ctx context.Context, keyID, reason, actor string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		var r issuerRow
+		if err := tx.get(&r, tx.rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
+			if noRows(err) {
+				return tacerr.Field(tacerr.NotFound, "key_id", "no issuer with key id %s: see `tacline ca list`", keyID)
+			}
+			return translate(err, "look up issuer")
+		}
+		switch {
+		case r.Kind != IssuerDevice && r.Kind != IssuerStation:
+			return tacerr.Field(tacerr.InvalidInput, "key_id", "issuer %s is a %s; only device issuing CAs and station CAs are revoked here (a root's own CRL cannot revoke it)", keyID, r.Kind)
+		case r.RevokedAt != nil:
+			return tacerr.Field(tacerr.Conflict, "key_id", "issuer %s was revoked already", keyID)
+		case r.Active:
+			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s is the active %s issuer: activate another one first (`tacline ca rotate`)", keyID, r.Kind)
+		}
+		now := tx.Now()
+		res, err := tx.exec(tx.rebind(`UPDATE issuers SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL`), now.UnixMicro(), reason, keyID)
+		if err != nil {
+			return translate(err, "revoke issuer")
+		}
+		if err := oneRow(res, "revoke issuer %s", keyID); err != nil {
+			return err
+		}
+		tx.Emit(Event{Type: EventIssuerRevoked, Actor: actor, Reason: reason, Attrs: map[string]string{"key_id": r.KeyID, "label": r.Label, "kind": r.Kind}})
+		return nil
+	})
 }
 
 // ActiveIssuer returns the active issuer of a kind, or not_found.

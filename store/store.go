@@ -50,10 +50,10 @@ const (
 
 // Config selects the ledger database.
 type Config struct {
-	Driver Dialect `yaml:"driver"` // sqlite | postgres
-	DSN    string  `yaml:"dsn"`    // SQLite: a file path; PostgreSQL: a URL or key=value DSN
+	Driver Dialect `yaml:"driver" doc:"sqlite (embedded ledger, one server) or postgres (one ledger shared by several replicas)"`       // sqlite | postgres
+	DSN    string  `yaml:"dsn" doc:"SQLite: the database file (relative to this file); PostgreSQL: a postgres:// URL or key=value DSN"` // SQLite: a file path; PostgreSQL: a URL or key=value DSN
 	// MaxConns bounds the PostgreSQL connection pool (default 16).
-	MaxConns int `yaml:"max_conns"`
+	MaxConns int `yaml:"max_conns" doc:"largest PostgreSQL connection pool of one process (0: 16)" default:"16"`
 }
 
 // Validate reports the first wrong field, named as in the configuration file.

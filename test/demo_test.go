@@ -7,8 +7,10 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -43,11 +45,52 @@ func TestDemo(t *testing.T) {
 				t.Errorf("tacline demo did not report the ledger check:\n%s", r.stdout)
 			}
 			checkDevicesExport(t, filepath.Join(dir, "exports"), stations*devices)
+			checkExportedPKI(t, dir)
 			if r := tacline(t, time.Minute, "--config", filepath.Join(dir, "tacline.yaml"), "ledger", "check"); r.code != 0 {
 				t.Fatalf("tacline ledger check on the demo's ledger exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
 		})
 	}
+}
+
+// checkExportedPKI runs what an outside verifier would on the demo's
+// exports: `openssl verify -x509_strict -crl_check_all` of a device
+// certificate against the device root, the exported chain and the
+// exported CRLs (issuing CA and root), the chain also at times past 2041
+// (no certificate outlives its issuer); the device root refuses a station
+// certificate and the server's TLS certificate.
+func checkExportedPKI(t *testing.T, dir string) {
+	t.Helper()
+	exports := filepath.Join(dir, "exports")
+	f, err := os.Open(filepath.Join(exports, "devices.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d demoDevice
+	err = json.NewDecoder(f).Decode(&d)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	devFile := filepath.Join(t.TempDir(), "device.pem")
+	if err := os.WriteFile(devFile, []byte(d.Certificate), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	root, chain := filepath.Join(exports, "device-root.pem"), filepath.Join(exports, "ca-chain.pem")
+	verify := func(ok bool, args ...string) {
+		t.Helper()
+		out, err := exec.Command("openssl", append([]string{"verify", "-x509_strict"}, args...)...).CombinedOutput()
+		if (err == nil) != ok || ok && !strings.Contains(string(out), ": OK") || !ok && !strings.Contains(string(out), "unable to get local issuer certificate") {
+			t.Fatalf("openssl verify %s: %v (want success %v)\n%s", strings.Join(args, " "), err, ok, out)
+		}
+	}
+	verify(true, "-crl_check_all", "-CAfile", root, "-untrusted", chain, "-CRLfile", filepath.Join(exports, "crls.pem"), devFile)
+	for _, year := range []int{2042, 9999} {
+		at := time.Date(year, 12, 30, 0, 0, 0, 0, time.UTC).Unix()
+		verify(true, "-attime", strconv.FormatInt(at, 10), "-CAfile", root, "-untrusted", chain, devFile)
+	}
+	verify(false, "-CAfile", root, filepath.Join(dir, "stations", "F1-L1-S01", "cert.pem"))
+	verify(false, "-CAfile", root, filepath.Join(dir, "server", "cert.pem"))
 }
 
 // checkDevicesExport checks exports/devices.ndjson against

@@ -22,6 +22,9 @@ type Trust struct {
 	// tacs, when not nil, are the TACs the trusted manufacturers own
 	// (offline). Online, the ledger's catalogue decides.
 	tacs map[uint32]bool
+	// revokedCAs are CA certificates (DER) revoked by their root: a chain
+	// through one is revoked.
+	revokedCAs map[string]bool
 }
 
 // NewTrust builds a Trust from certificates (a --trust file may hold roots
@@ -48,6 +51,19 @@ func (t *Trust) WithTACs(tacs []uint32) *Trust {
 	t.tacs = make(map[uint32]bool, len(tacs))
 	for _, x := range tacs {
 		t.tacs[x] = true
+	}
+	return t
+}
+
+// WithRevokedCAs marks CA certificates as revoked (online: device issuing
+// CAs revoked with `tacline ca revoke`): a device whose chain passes through
+// one gets the verdict revoked. They stay intermediates, so the chain still
+// builds. It returns t.
+func (t *Trust) WithRevokedCAs(certs []*x509.Certificate) *Trust {
+	t.revokedCAs = make(map[string]bool, len(certs))
+	for _, c := range certs {
+		t.revokedCAs[string(c.Raw)] = true
+		t.intermediates.AddCert(c)
 	}
 	return t
 }
@@ -111,6 +127,11 @@ func (t *Trust) verifyChain(leaf *x509.Certificate, extra []*x509.Certificate, a
 	}
 	if leaf.IsCA {
 		return verified{}, Counterfeit, "the device certificate is a CA certificate"
+	}
+	for _, ca := range c[1 : len(c)-1] {
+		if t.revokedCAs[string(ca.Raw)] {
+			return verified{}, Revoked, "the certificate's issuing CA " + quoteSubject(ca) + " was revoked by its root"
+		}
 	}
 	return verified{parent: c[1], root: c[len(c)-1]}, "", ""
 }

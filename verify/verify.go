@@ -190,6 +190,17 @@ func Check(ctx context.Context, in Input, trust *Trust, rev Revocation, ledger L
 	if lc != nil && lc.Revoked {
 		return decide(Revoked, revokedReason(lc.RevokeReason, lc.RevokedAt))
 	}
+	if rev != nil && issuer.parent != issuer.root && string(issuer.parent.RawIssuer) == string(issuer.root.RawSubject) {
+		// The issuing CA on its root's CRL, when that CRL was given (it is
+		// not required: without it the CA's status is not checked).
+		st, err := rev.Status(ctx, issuer.parent, issuer.root, at)
+		if err != nil {
+			return Result{}, err
+		}
+		if st.Revoked {
+			return decide(Revoked, "the certificate's issuing CA "+quoteSubject(issuer.parent)+" was revoked by its root: "+revokedReason(st.Reason, st.RevokedAt))
+		}
+	}
 	if rev != nil {
 		st, err := rev.Status(ctx, leaf, issuer.parent, at)
 		if err != nil {

@@ -637,7 +637,7 @@ type ClientInterface interface {
 	// Corresponds with GET /v1/lookup/{imei} (the `LookupIMEI` operationId).
 	LookupIMEI(ctx context.Context, imei IMEI, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// OcspWithBody RFC 6960 OCSP responder (responses signed in the HSM by the issuer key)
+	// OcspWithBody RFC 6960 OCSP responder (one answer per request entry, nonce echoed; signed by the issuer's delegated responder, key in the HSM)
 	//
 	// A malformed request is answered 200 with OCSP's own malformedRequest
 	// status (RFC 6960 section 2.3), as OCSP clients expect.
@@ -647,7 +647,7 @@ type ClientInterface interface {
 	// Corresponds with POST /v1/ocsp (the `Ocsp` operationId).
 	OcspWithBody(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
-	// OcspGet RFC 6960 OCSP over GET (base64 of the DER request, URL-escaped)
+	// OcspGet RFC 6960 / RFC 5019 OCSP over GET (base64 of the DER request, raw or URL-escaped; caching headers)
 	//
 	// Corresponds with GET /v1/ocsp/{request} (the `OcspGet` operationId).
 	OcspGet(ctx context.Context, request OCSPRequest, reqEditors ...RequestEditorFn) (*http.Response, error)
@@ -989,7 +989,7 @@ func (c *Client) LookupIMEI(ctx context.Context, imei IMEI, reqEditors ...Reques
 	return c.Client.Do(req)
 }
 
-// OcspWithBody RFC 6960 OCSP responder (responses signed in the HSM by the issuer key)
+// OcspWithBody RFC 6960 OCSP responder (one answer per request entry, nonce echoed; signed by the issuer's delegated responder, key in the HSM)
 //
 // A malformed request is answered 200 with OCSP's own malformedRequest
 // status (RFC 6960 section 2.3), as OCSP clients expect.
@@ -1009,7 +1009,7 @@ func (c *Client) OcspWithBody(ctx context.Context, contentType string, body io.R
 	return c.Client.Do(req)
 }
 
-// OcspGet RFC 6960 OCSP over GET (base64 of the DER request, URL-escaped)
+// OcspGet RFC 6960 / RFC 5019 OCSP over GET (base64 of the DER request, raw or URL-escaped; caching headers)
 //
 // Corresponds with GET /v1/ocsp/{request} (the `OcspGet` operationId).
 func (c *Client) OcspGet(ctx context.Context, request OCSPRequest, reqEditors ...RequestEditorFn) (*http.Response, error) {
@@ -1962,7 +1962,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with GET /v1/lookup/{imei} (the `LookupIMEI` operationId).
 	LookupIMEIWithResponse(ctx context.Context, imei IMEI, reqEditors ...RequestEditorFn) (*LookupIMEIReply, error)
 
-	// OcspWithBodyWithResponse RFC 6960 OCSP responder (responses signed in the HSM by the issuer key)
+	// OcspWithBodyWithResponse RFC 6960 OCSP responder (one answer per request entry, nonce echoed; signed by the issuer's delegated responder, key in the HSM)
 	//
 	// A malformed request is answered 200 with OCSP's own malformedRequest
 	// status (RFC 6960 section 2.3), as OCSP clients expect.
@@ -1972,7 +1972,7 @@ type ClientWithResponsesInterface interface {
 	// Corresponds with POST /v1/ocsp (the `Ocsp` operationId).
 	OcspWithBodyWithResponse(ctx context.Context, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*OcspReply, error)
 
-	// OcspGetWithResponse RFC 6960 OCSP over GET (base64 of the DER request, URL-escaped)
+	// OcspGetWithResponse RFC 6960 / RFC 5019 OCSP over GET (base64 of the DER request, raw or URL-escaped; caching headers)
 	//
 	// Returns a wrapper object for the known response body format(s).
 	//
@@ -3862,7 +3862,7 @@ func (c *ClientWithResponses) LookupIMEIWithResponse(ctx context.Context, imei I
 	return ParseLookupIMEIReply(rsp)
 }
 
-// OcspWithBodyWithResponse RFC 6960 OCSP responder (responses signed in the HSM by the issuer key)
+// OcspWithBodyWithResponse RFC 6960 OCSP responder (one answer per request entry, nonce echoed; signed by the issuer's delegated responder, key in the HSM)
 //
 // A malformed request is answered 200 with OCSP's own malformedRequest
 // status (RFC 6960 section 2.3), as OCSP clients expect.
@@ -3878,7 +3878,7 @@ func (c *ClientWithResponses) OcspWithBodyWithResponse(ctx context.Context, cont
 	return ParseOcspReply(rsp)
 }
 
-// OcspGetWithResponse RFC 6960 OCSP over GET (base64 of the DER request, URL-escaped)
+// OcspGetWithResponse RFC 6960 / RFC 5019 OCSP over GET (base64 of the DER request, raw or URL-escaped; caching headers)
 //
 // Returns a wrapper object for the known response body format(s).
 //

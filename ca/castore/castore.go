@@ -73,3 +73,6 @@ func (k Keys) GenerateKey(label, curve string) (crypto.Signer, error) {
 	}
 	return k.Token.Signer(label)
 }
+
+// Signer returns the cached signer of the key pair labelled label.
+func (k Keys) Signer(label string) (crypto.Signer, error) { return k.Token.Signer(label) }

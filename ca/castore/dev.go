@@ -16,48 +16,74 @@ import (
 
 // Development key labels.
 const (
-	RootLabel      = "tacline-root"
+	RootLabel      = "tacline-root" // the device root
 	IssuerLabel    = "tacline-device-ca-1"
+	InfraRootLabel = "tacline-infra-root"
 	StationCALabel = "tacline-station-ca"
 )
 
-// DevCA is what the development ceremony made.
+// DevCA is what the development ceremony made: two hierarchies.
+// Root -> Issuing signs device certificates; InfraRoot -> StationCA signs
+// station, role and TLS server certificates. Trusting one root never
+// accepts a certificate of the other.
 type DevCA struct {
-	Root, Issuing, StationCA *x509.Certificate
-	RootSigner               crypto.Signer
-	StationSigner            crypto.Signer
+	Root, Issuing        *x509.Certificate
+	InfraRoot, StationCA *x509.Certificate
+	RootSigner           crypto.Signer
+	StationSigner        crypto.Signer
 }
 
-// InitDev runs the development key ceremony: a root key, a device issuing CA
-// key and a station CA key, all made in the HSM; a self-signed root; the two
-// CA certificates signed by it; all three recorded in the ledger (the
-// issuing and station CAs active). Production keeps the root offline: see
-// `tacline ca init` without --dev.
-func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now time.Time) (*DevCA, error) {
+// InitDev runs the development key ceremony: a device root key and a
+// device issuing CA key, an infrastructure root key and a station CA key,
+// all made in the HSM; the two self-signed roots; the issuing CA
+// certificate signed by the device root (both until 99991231235959Z, so
+// they outlive every device certificate, IEEE 802.1AR), the station CA
+// certificate by the infrastructure root; all four recorded in the ledger
+// (the issuing and station CAs active). deviceNotAfter is the device
+// profile's fixed notAfter (zero: a duration), which the issuing CA must
+// cover. Production keeps the roots offline: see `tacline ca init`
+// without --dev.
+func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now, deviceNotAfter time.Time) (*DevCA, error) {
 	keys := Keys{Token: tok}
 	dev, err := ca.InitDev(ctx, Issuers{DB: db, Kind: store.IssuerDevice, Actor: actor}, keys,
-		ca.CeremonyOptions{RootLabel: RootLabel, IssuerLabel: IssuerLabel, Curve: curve, Organization: org, Now: now})
+		ca.CeremonyOptions{RootLabel: RootLabel, IssuerLabel: IssuerLabel, Curve: curve, Organization: org, Now: now, DeviceNotAfter: deviceNotAfter})
 	if err != nil {
 		return nil, err
 	}
-	if err := db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(dev.Root), Label: RootLabel, Kind: store.IssuerRoot,
-		Curve: ca.CurveName(dev.Root.PublicKey), CertPEM: string(ca.ChainPEM(dev.Root)), Active: true}, actor); err != nil {
+	if err := addRoot(ctx, db, RootLabel, store.IssuerRoot, dev.Root, actor); err != nil {
+		return nil, err
+	}
+	infraSigner, err := keys.GenerateKey(InfraRootLabel, curve)
+	if err != nil {
+		return nil, err
+	}
+	infra, err := ca.SelfSignedRoot(infraSigner, pkix.Name{Organization: []string{org}, CommonName: org + " Infrastructure Root CA"},
+		ca.ValidFor(now, 25*365*24*time.Hour))
+	if err != nil {
+		return nil, err
+	}
+	if err := addRoot(ctx, db, InfraRootLabel, store.IssuerInfraRoot, infra, actor); err != nil {
 		return nil, err
 	}
 	stSigner, err := keys.GenerateKey(StationCALabel, curve)
 	if err != nil {
 		return nil, err
 	}
-	stCA, err := ca.StationCA(dev.Root, dev.RootSigner, stSigner.Public(),
+	stCA, err := ca.StationCA(infra, infraSigner, stSigner.Public(),
 		pkix.Name{Organization: []string{org}, CommonName: org + " Station CA"}, ca.ValidFor(now, 15*365*24*time.Hour))
 	if err != nil {
 		return nil, err
 	}
 	if err := db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(stCA), Label: StationCALabel, Kind: store.IssuerStation,
-		Curve: ca.CurveName(stCA.PublicKey), CertPEM: string(ca.ChainPEM(stCA)), ChainPEM: string(ca.ChainPEM(dev.Root)), Active: true}, actor); err != nil {
+		Curve: ca.CurveName(stCA.PublicKey), CertPEM: string(ca.ChainPEM(stCA)), ChainPEM: string(ca.ChainPEM(infra)), Active: true}, actor); err != nil {
 		return nil, err
 	}
-	return &DevCA{Root: dev.Root, Issuing: dev.Issuing, StationCA: stCA, RootSigner: dev.RootSigner, StationSigner: stSigner}, nil
+	return &DevCA{Root: dev.Root, Issuing: dev.Issuing, InfraRoot: infra, StationCA: stCA, RootSigner: dev.RootSigner, StationSigner: stSigner}, nil
+}
+
+func addRoot(ctx context.Context, db *store.DB, label, kind string, root *x509.Certificate, actor string) error {
+	return db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(root), Label: label, Kind: kind,
+		Curve: ca.CurveName(root.PublicKey), CertPEM: string(ca.ChainPEM(root)), Active: true}, actor)
 }
 
 // ActiveCA returns the active issuer of a kind with its certificate, chain

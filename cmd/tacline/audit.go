@@ -3,16 +3,17 @@ package main
 import (
 	"bytes"
 	"crypto"
+	"errors"
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -189,23 +190,18 @@ func writeAtomically[T any](path string, stdout io.Writer, fn func(io.Writer) (T
 	if path == "-" {
 		return fn(stdout)
 	}
-	var zero T
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return zero, tacerr.Wrap(tacerr.InvalidInput, err, "create %s", path)
-	}
-	defer os.Remove(tmp.Name())
-	v, err := fn(tmp)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+	var v T
+	err := atomicfile.WriteFunc(path, 0o600, func(w io.Writer) error {
+		var err error
+		v, err = fn(w)
+		return err
+	})
+	var ce *atomicfile.CreateError
+	if errors.As(err, &ce) {
+		err = tacerr.Wrap(tacerr.InvalidInput, ce.Err, "create %s", path)
 	}
 	if err != nil {
+		var zero T
 		return zero, err
 	}
 	return v, nil

@@ -27,18 +27,11 @@ func newBenchProvisionCmd() *cobra.Command {
 		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			o.Driver = store.Dialect(driver)
-			if o.Driver != store.SQLite && o.Driver != store.Postgres {
-				return fmt.Errorf("--db must be sqlite or postgres")
-			}
-			bin, err := os.Executable()
-			if err != nil {
+			var err error
+			if o.Driver, o.Bin, err = serverBench(driver, &o.Dir, "bench-provision"); err != nil {
 				return err
 			}
-			o.Bin, o.AdminDSN = bin, defaultAdminDSN()
-			if o.Dir == "" {
-				o.Dir = filepath.Join("var", "bench-provision")
-			}
+			o.AdminDSN = defaultAdminDSN()
 			if !asJSON {
 				o.Log = cmd.ErrOrStderr()
 			}
@@ -128,4 +121,21 @@ func newBenchHSMCmd() *cobra.Command {
 	c.Flags().IntVar(&o.Rounds, "rounds", 2, "alternating raw/issuance rounds per worker count (rates are the mean)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
+}
+
+// serverBench checks --db and finds this binary (the benchmarks run it as
+// the server process); an empty *dir becomes var/<name>.
+func serverBench(driver string, dir *string, name string) (store.Dialect, string, error) {
+	d := store.Dialect(driver)
+	if d != store.SQLite && d != store.Postgres {
+		return "", "", fmt.Errorf("--db must be sqlite or postgres")
+	}
+	bin, err := os.Executable()
+	if err != nil {
+		return "", "", err
+	}
+	if *dir == "" {
+		*dir = filepath.Join("var", name)
+	}
+	return d, bin, nil
 }

@@ -42,6 +42,13 @@ func withLedgerAndHSM(cmd *cobra.Command, fn func(ctx context.Context, cfg *conf
 	return fn(cmd.Context(), cfg, db, tok)
 }
 
+// deviceNotAfter is the device profile's fixed notAfter (zero when it is
+// a duration): every issuing CA must end no earlier.
+func deviceNotAfter(cfg *config.File) time.Time {
+	t, _ := cfg.Profile.FixedNotAfter()
+	return t
+}
+
 func newCACmd() *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Key ceremony: CA keys in the HSM, issuers in the ledger"}
 	var dev bool
@@ -74,20 +81,20 @@ func newCACmd() *cobra.Command {
 					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it, then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
 					return nil
 				}
-				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now())
+				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now(), deviceNotAfter(cfg))
 				if err != nil {
 					return err
 				}
 				if err := os.MkdirAll(out, 0o755); err != nil {
 					return err
 				}
-				for name, cert := range map[string]*x509.Certificate{"root.pem": d.Root, "issuing.pem": d.Issuing, "station-ca.pem": d.StationCA} {
+				for name, cert := range map[string]*x509.Certificate{"root.pem": d.Root, "issuing.pem": d.Issuing, "infra-root.pem": d.InfraRoot, "station-ca.pem": d.StationCA} {
 					if err := os.WriteFile(filepath.Join(out, name), castore.PEM(cert), 0o644); err != nil {
 						return err
 					}
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "development CA made (keys in the HSM): root %s, device issuing CA %s (active), station CA %s; certificates in %s\n",
-					ca.KeyID(d.Root), ca.KeyID(d.Issuing), ca.KeyID(d.StationCA), out)
+				fmt.Fprintf(cmd.OutOrStdout(), "development CA made (keys in the HSM): device root %s, device issuing CA %s (active), infrastructure root %s, station CA %s; certificates in %s\n",
+					ca.KeyID(d.Root), ca.KeyID(d.Issuing), ca.KeyID(d.InfraRoot), ca.KeyID(d.StationCA), out)
 				return nil
 			})
 		},
@@ -121,7 +128,7 @@ func newCACmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				rec, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, label, signer, certPEM, chainPEM, activate, time.Now())
+				rec, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, label, signer, certPEM, chainPEM, activate, time.Now(), deviceNotAfter(cfg))
 				if err != nil {
 					return err
 				}
@@ -154,7 +161,7 @@ func newCACmd() *cobra.Command {
 					newLabel = fmt.Sprintf("tacline-device-ca-%d", time.Now().Unix())
 				}
 				rec, _, err := ca.RotateDev(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, castore.Keys{Token: tok},
-					root, rootSigner, ca.CeremonyOptions{IssuerLabel: newLabel, Curve: curve, Organization: cfg.Manufacturer, Now: time.Now()})
+					root, rootSigner, ca.CeremonyOptions{IssuerLabel: newLabel, Curve: curve, Organization: cfg.Manufacturer, Now: time.Now(), DeviceNotAfter: deviceNotAfter(cfg)})
 				if err != nil {
 					return err
 				}
@@ -167,6 +174,36 @@ func newCACmd() *cobra.Command {
 	rotate.Flags().StringVar(&newLabel, "label", "", "HSM label of the new key")
 	rotate.Flags().StringVar(&curve, "curve", "P-256", "P-256 or P-384")
 	c.AddCommand(rotate)
+
+	var keyID, reason string
+	revoke := &cobra.Command{
+		Use:   "revoke --key-id K [--reason compromised|superseded|cessationOfOperation|other]",
+		Short: "Revoke a device issuing CA or station CA that is not active: its root's CRL lists it (signed at the next CRL refresh)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch reason {
+			case "compromised", "superseded", "cessationOfOperation", "other":
+			default:
+				return flagErr("--reason", "%q: use compromised, superseded, cessationOfOperation or other", reason)
+			}
+			if keyID == "" {
+				return flagErr("--key-id", "is required: the issuer's key id (`tacline ca list`)")
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if err := db.RevokeIssuer(cmd.Context(), keyID, reason, operator()); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "issuer %s revoked (%s): its root's CRL lists it from the next CRL (`tacline crl publish`, or a running server within revocation.poll)\n", keyID, reason)
+			return nil
+		},
+	}
+	revoke.Flags().StringVar(&keyID, "key-id", "", "key id of the CA to revoke")
+	revoke.Flags().StringVar(&reason, "reason", "superseded", "compromised, superseded, cessationOfOperation or other")
+	c.AddCommand(revoke)
 
 	var asJSON bool
 	list := &cobra.Command{
@@ -185,19 +222,27 @@ func newCACmd() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			if !asJSON {
-				fmt.Fprintln(w, "KIND\tLABEL\tKEY ID\tCURVE\tNOT BEFORE\tNOT AFTER\tACTIVE")
+				fmt.Fprintln(w, "KIND\tLABEL\tKEY ID\tCURVE\tNOT BEFORE\tNOT AFTER\tACTIVE\tREVOKED")
 			}
 			for _, r := range recs {
 				var nb, na string
 				if certs, err := ca.ParseChainPEM([]byte(r.CertPEM)); err == nil && len(certs) > 0 {
 					nb, na = certs[0].NotBefore.UTC().Format(time.RFC3339), certs[0].NotAfter.UTC().Format(time.RFC3339)
 				}
+				revoked := "-"
+				if !r.RevokedAt.IsZero() {
+					revoked = r.RevokedAt.UTC().Format(time.RFC3339) + " " + r.RevokeReason
+				}
 				if asJSON {
-					printJSON(cmd.OutOrStdout(), map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,
-						"not_before": nb, "not_after": na, "active": r.Active})
+					row := map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,
+						"not_before": nb, "not_after": na, "active": r.Active}
+					if !r.RevokedAt.IsZero() {
+						row["revoked_at"], row["revoke_reason"] = r.RevokedAt.UTC().Format(time.RFC3339), r.RevokeReason
+					}
+					printJSON(cmd.OutOrStdout(), row)
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\n", r.Kind, r.Label, r.KeyID, r.Curve, nb, na, r.Active)
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%v\t%s\n", r.Kind, r.Label, r.KeyID, r.Curve, nb, na, r.Active, revoked)
 			}
 			return w.Flush()
 		},

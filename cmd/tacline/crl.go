@@ -17,14 +17,15 @@ import (
 func init() { register(newCRLCmd) }
 
 func newCRLCmd() *cobra.Command {
-	c := &cobra.Command{Use: "crl", Short: "Certificate revocation lists of the device issuers"}
+	c := &cobra.Command{Use: "crl", Short: "Certificate revocation lists of the device issuers and the roots in the HSM"}
 	rc := revocation.DefaultConfig()
 	var out string
 	var asJSON bool
 	publish := &cobra.Command{
 		Use:   "publish -o DIR [--next-update DURATION] [--json]",
-		Short: "Sign a fresh CRL of every device issuer in the HSM and write DIR/<issuer-key-id>.crl (DER)",
-		Long: `Signs one CRL per device issuer with the issuer's key in the HSM, with the
+		Short: "Sign a fresh CRL of every device issuer and root whose key is in the HSM and write DIR/<issuer-key-id>.crl (DER)",
+		Long: `Signs one CRL per device issuer, and one per root whose key is in the HSM
+(covering the CA certificates it signed), with the key in the HSM, with the
 next CRL number from the ledger (numbers only grow, whichever replica or
 command signs) and nextUpdate = now + --next-update, records it in the
 ledger (the server serves the latest at /v1/crl/<issuer-key-id>.crl) and

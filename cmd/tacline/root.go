@@ -16,6 +16,7 @@ func newRootCmd() *cobra.Command {
 		Short:         "Allocate IMEIs, bind them to HSM-signed device certificates, report them to the national register",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
 	root.PersistentFlags().String("config", "tacline.yaml", "configuration file")
 	for _, f := range subcommands {

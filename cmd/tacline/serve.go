@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -15,12 +16,20 @@ import (
 func init() { register(newServeCmd) }
 
 func newServeCmd() *cobra.Command {
-	var listen, readyFile, level, cpuProfile string
+	var listen, readyFile, level, logFormat, cpuProfile string
 	c := &cobra.Command{
 		Use:   "serve",
 		Short: "Run the provisioning server (HTTP API over mutual TLS)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			var lv slog.Level
+			if err := lv.UnmarshalText([]byte(level)); err != nil {
+				return errorf("--log-level: %v", err)
+			}
+			log, err := newLogger(os.Stderr, logFormat, lv)
+			if err != nil {
+				return err
+			}
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
@@ -28,11 +37,6 @@ func newServeCmd() *cobra.Command {
 			if listen != "" {
 				cfg.Server.Listen = listen
 			}
-			var lv slog.Level
-			if err := lv.UnmarshalText([]byte(level)); err != nil {
-				return errorf("--log-level: %v", err)
-			}
-			log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lv}))
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
 			if cpuProfile != "" {
@@ -46,6 +50,7 @@ func newServeCmd() *cobra.Command {
 				}
 				defer pprof.StopCPUProfile()
 			}
+			server.BuildVersion = versionString()
 			s, err := server.New(ctx, cfg, log)
 			if err != nil {
 				return err
@@ -79,6 +84,21 @@ func newServeCmd() *cobra.Command {
 	c.Flags().StringVar(&listen, "listen", "", "override server.listen (127.0.0.1:0 picks a free port)")
 	c.Flags().StringVar(&readyFile, "ready-file", "", "write the listening address to this file once serving")
 	c.Flags().StringVar(&level, "log-level", "info", "debug, info, warn or error")
+	c.Flags().StringVar(&logFormat, "log-format", "json", "json (one object per line, for log shippers) or text")
 	c.Flags().StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	return c
+}
+
+// newLogger writes structured logs to w: JSON lines (slog's JSON handler,
+// what journald forwarders, Loki, Elasticsearch and the like ingest) or
+// slog's key=value text.
+func newLogger(w io.Writer, format string, lv slog.Level) (*slog.Logger, error) {
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, errorf("--log-format: %q is not json or text", format)
 }

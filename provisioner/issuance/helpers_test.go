@@ -29,11 +29,11 @@ type testPKI struct {
 func newPKI(t testing.TB, rootKey, issuingKey crypto.Signer) testPKI {
 	t.Helper()
 	now := time.Now()
-	root, err := ca.SelfSignedRoot(rootKey, pkix.Name{CommonName: "Acme Device Root", Organization: []string{"Acme Devices"}, Country: []string{"DE"}}, ca.ValidFor(now, 20*365*24*time.Hour))
+	root, err := ca.SelfSignedRoot(rootKey, pkix.Name{CommonName: "Acme Device Root", Organization: []string{"Acme Devices"}, Country: []string{"DE"}}, ca.UntilNoExpiry(now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	iss, err := ca.IssuingCA(root, rootKey, issuingKey.Public(), pkix.Name{CommonName: "Acme Device Issuing CA 1", Organization: []string{"Acme Devices"}, Country: []string{"DE"}}, ca.ValidFor(now, 10*365*24*time.Hour))
+	iss, err := ca.IssuingCA(root, rootKey, issuingKey.Public(), pkix.Name{CommonName: "Acme Device Issuing CA 1", Organization: []string{"Acme Devices"}, Country: []string{"DE"}}, ca.UntilNoExpiry(now))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -29,6 +29,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/hex"
 	"math/big"
 	"sync/atomic"
 	"time"
@@ -92,7 +93,7 @@ func New(cfg Config) (*Issuer, error) {
 	if !pub.Equal(c.PublicKey) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the HSM key does not match the public key of certificate %q", c.Subject)
 	}
-	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile, lint: newLinter(reg, allowed)}
+	is := &Issuer{cert: c, chain: cfg.Chain, signer: cfg.Signer, pub: pub, profile: cfg.Profile.ForIssuer(hex.EncodeToString(c.SubjectKeyId)), lint: newLinter(reg, allowed)}
 	var curve elliptic.Curve
 	switch pub.Curve {
 	case elliptic.P256():
@@ -101,6 +102,10 @@ func New(cfg Config) (*Issuer, error) {
 		is.sigAlg, is.hash, curve = x509.ECDSAWithSHA384, crypto.SHA384, elliptic.P384()
 	default:
 		return nil, tacerr.Field(tacerr.InvalidConfig, "issuer.key", "the issuer key is on curve %s; P-256 or P-384 is required", pub.Curve.Params().Name)
+	}
+	if fixed, ok := cfg.Profile.FixedNotAfter(); ok && fixed.After(c.NotAfter) {
+		return nil, tacerr.Field(tacerr.InvalidConfig, "profile.not_after", "device certificates would end %s, after their issuing CA %q (%s): no certificate may outlive its issuer; issue the CA until 99991231235959Z (IEEE 802.1AR, the `tacline ca init` default) or set profile.not_after to a duration",
+			fixed.Format("20060102150405Z"), c.Subject.CommonName, c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	tk, err := ecdsa.GenerateKey(curve, rand.Reader)
 	if err != nil {
@@ -192,6 +197,11 @@ func (is *Issuer) Prepare(req Request) (*Token, error) {
 	tmpl, err := is.profile.Template(dev, req.PublicKey, serial, req.NotBefore)
 	if err != nil {
 		return nil, err
+	}
+	// No certificate outlives its issuer: a fixed notAfter beyond the
+	// issuer's was refused by New; a duration is capped at the issuer's.
+	if tmpl.NotAfter.After(is.cert.NotAfter) {
+		tmpl.NotAfter = is.cert.NotAfter.UTC()
 	}
 	tbs, err := buildTBS(tmpl, req.PublicKey, is.cert.RawSubject, is.cert.SubjectKeyId, is.sigAlg)
 	if err != nil {

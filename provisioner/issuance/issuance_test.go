@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -227,6 +228,9 @@ func TestNewRefuses(t *testing.T) {
 	leaf.IsCA = false
 	badProfile := policy.DefaultProfile()
 	badProfile.NotAfter = ""
+	// An issuing CA that ends before the profile's fixed notAfter (the
+	// default 99991231235959Z): device certificates would outlive it.
+	shortCA := shortIssuer(t, p)
 	tests := []struct {
 		name  string
 		cfg   Config
@@ -237,6 +241,7 @@ func TestNewRefuses(t *testing.T) {
 		{name: "no SKID", cfg: Config{IssuerCert: &noSKID, Signer: p.issuingKey}, field: "issuer.cert"},
 		{name: "P-521 issuer", cfg: Config{IssuerCert: p521.issuing, Signer: p521.issuingKey}, field: "issuer.key"},
 		{name: "bad profile", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Profile: badProfile}, field: "profile.not_after"},
+		{name: "devices outlive the issuer", cfg: Config{IssuerCert: shortCA, Signer: p.issuingKey}, field: "profile.not_after"},
 		{name: "unknown lint source", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Sources: []string{"RFC5280", "RFC9999"}}}, field: "lint.sources[1]"},
 		{name: "allowed lint without reason", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Allow: []AllowedLint{{Name: "e_sub_cert_aia_missing"}}}}, field: "lint.allow[0].reason"},
 		{name: "skipped lint without reason", cfg: Config{IssuerCert: p.issuing, Signer: p.issuingKey, Lint: LintConfig{Skip: []AllowedLint{{Name: "e_sub_cert_aia_missing", Reason: " "}}}}, field: "lint.skip[0].reason"},
@@ -255,6 +260,47 @@ func TestNewRefuses(t *testing.T) {
 				t.Fatalf("New = %v, want invalid_config on %s", err, tc.field)
 			}
 		})
+	}
+}
+
+// shortIssuer certifies p's issuing key for 15 years (ending ~2041).
+func shortIssuer(t *testing.T, p testPKI) *x509.Certificate {
+	t.Helper()
+	now := time.Now()
+	rootKey := genKey(t, elliptic.P256())
+	root, err := ca.SelfSignedRoot(rootKey, pkix.Name{CommonName: "Short Root"}, ca.ValidFor(now, 20*365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.IssuingCA(root, rootKey, p.issuingKey.Public(), pkix.Name{CommonName: "Short CA"}, ca.ValidFor(now, 15*365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestDurationCappedAtIssuer: a profile lifetime given as a duration that
+// would run past the issuing CA ends with the CA instead.
+func TestDurationCappedAtIssuer(t *testing.T) {
+	t.Parallel()
+	p := softPKI(t, elliptic.P256())
+	short := shortIssuer(t, p)
+	prof := policy.DefaultProfile()
+	prof.NotAfter = "876000h" // 100 years
+	is, err := New(Config{IssuerCert: short, Signer: p.issuingKey, Profile: prof, Lint: DefaultLintConfig()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := is.Prepare(testRequest(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, _, err := is.Issue(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.NotAfter.Equal(short.NotAfter) {
+		t.Fatalf("notAfter %s, want the issuer's %s", c.NotAfter, short.NotAfter)
 	}
 }
 

@@ -36,19 +36,19 @@ var notRun = []string{"e_cert_issued_by_compromised_emudhra_ca"}
 type LintConfig struct {
 	// Sources are zlint source names (RFC5280, RFC5480, ...). Empty means
 	// DefaultLintSources.
-	Sources []string `yaml:"sources"`
+	Sources []string `yaml:"sources" doc:"zlint sources run before every signature (empty: the default list)"`
 	// Allow lists lints whose warnings or errors do not block issuance, each
 	// with the reason the profile deliberately triggers it.
-	Allow []AllowedLint `yaml:"allow"`
+	Allow []AllowedLint `yaml:"allow" doc:"lints allowed to fail, each with name and reason"`
 	// Skip lists lints of the selected sources that are not run at all, each
 	// with a reason (for a lint whose cost outweighs what it can find).
-	Skip []AllowedLint `yaml:"skip"`
+	Skip []AllowedLint `yaml:"skip" doc:"lints not run at all, each with name and reason"`
 }
 
 // AllowedLint names one lint allowed to fail (or skipped), with the reason.
 type AllowedLint struct {
-	Name   string `yaml:"name"`
-	Reason string `yaml:"reason"`
+	Name   string `yaml:"name" doc:"the zlint lint name"`
+	Reason string `yaml:"reason" doc:"why (required)"`
 }
 
 // DefaultLintConfig runs DefaultLintSources and allows nothing.

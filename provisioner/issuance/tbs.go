@@ -33,6 +33,10 @@ var (
 	oidExtBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
 	oidExtSubjectKeyID     = asn1.ObjectIdentifier{2, 5, 29, 14}
 	oidExtAuthorityKeyID   = asn1.ObjectIdentifier{2, 5, 29, 35}
+	oidExtAuthorityInfo    = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 1}
+	oidExtCRLDistribution  = asn1.ObjectIdentifier{2, 5, 29, 31}
+	oidAccessOCSP          = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1}
+	oidAccessCAIssuers     = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 2}
 
 	ekuOIDs = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
 		x509.ExtKeyUsageServerAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 1},
@@ -90,15 +94,15 @@ func encodable(t *x509.Certificate) error {
 		return fmt.Errorf("at most one subject O is supported")
 	case len(t.DNSNames)+len(t.EmailAddresses)+len(t.IPAddresses)+len(t.URIs) > 0:
 		return fmt.Errorf("subjectAltName must be given as an extra extension")
-	case len(t.OCSPServer)+len(t.IssuingCertificateURL)+len(t.CRLDistributionPoints)+len(t.PolicyIdentifiers)+len(t.Policies) > 0,
+	case len(t.PolicyIdentifiers)+len(t.Policies) > 0,
 		t.PermittedDNSDomainsCritical, len(t.PermittedDNSDomains)+len(t.ExcludedDNSDomains)+len(t.PermittedIPRanges)+
 			len(t.ExcludedIPRanges)+len(t.PermittedEmailAddresses)+len(t.ExcludedEmailAddresses)+len(t.PermittedURIDomains)+len(t.ExcludedURIDomains) > 0:
-		return fmt.Errorf("AIA, CRL distribution points, policies and name constraints are not supported")
+		return fmt.Errorf("policies and name constraints are not supported")
 	case t.IsCA, t.MaxPathLen != 0, t.MaxPathLenZero, len(t.AuthorityKeyId) > 0:
 		return fmt.Errorf("only end-entity certificates are supported")
 	}
 	for _, e := range t.ExtraExtensions {
-		for _, own := range []asn1.ObjectIdentifier{oidExtKeyUsage, oidExtExtendedKeyUsage, oidExtBasicConstraints, oidExtSubjectKeyID, oidExtAuthorityKeyID} {
+		for _, own := range []asn1.ObjectIdentifier{oidExtKeyUsage, oidExtExtendedKeyUsage, oidExtBasicConstraints, oidExtSubjectKeyID, oidExtAuthorityKeyID, oidExtAuthorityInfo, oidExtCRLDistribution} {
 			if e.Id.Equal(own) {
 				return fmt.Errorf("extra extension %v overrides a standard one", e.Id)
 			}
@@ -141,7 +145,8 @@ func addName(b *cryptobyte.Builder, n pkix.Name) {
 
 // addExtensions writes the extensions in crypto/x509's order: keyUsage,
 // extendedKeyUsage, basicConstraints, subjectKeyIdentifier,
-// authorityKeyIdentifier, then the template's extra extensions.
+// authorityKeyIdentifier, authorityInfoAccess, cRLDistributionPoints, then
+// the template's extra extensions.
 func addExtensions(b *cryptobyte.Builder, t *x509.Certificate, authorityKeyID []byte) {
 	if t.KeyUsage != 0 {
 		addExtension(b, oidExtKeyUsage, true, func(b *cryptobyte.Builder) {
@@ -188,9 +193,45 @@ func addExtensions(b *cryptobyte.Builder, t *x509.Certificate, authorityKeyID []
 			})
 		})
 	}
+	if len(t.OCSPServer)+len(t.IssuingCertificateURL) > 0 {
+		addExtension(b, oidExtAuthorityInfo, false, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				for _, a := range []struct {
+					method asn1.ObjectIdentifier
+					urls   []string
+				}{{oidAccessOCSP, t.OCSPServer}, {oidAccessCAIssuers, t.IssuingCertificateURL}} {
+					for _, u := range a.urls {
+						b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+							b.AddASN1ObjectIdentifier(a.method)
+							addURI(b, u)
+						})
+					}
+				}
+			})
+		})
+	}
+	if len(t.CRLDistributionPoints) > 0 {
+		addExtension(b, oidExtCRLDistribution, false, func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				for _, u := range t.CRLDistributionPoints {
+					// DistributionPoint { distributionPoint [0] { fullName [0] { uniformResourceIdentifier [6] } } }
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+						b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+							b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) { addURI(b, u) })
+						})
+					})
+				}
+			})
+		})
+	}
 	for _, e := range t.ExtraExtensions {
 		addExtension(b, e.Id, e.Critical, func(b *cryptobyte.Builder) { b.AddBytes(e.Value) })
 	}
+}
+
+// addURI writes a GeneralName uniformResourceIdentifier ([6] IA5String).
+func addURI(b *cryptobyte.Builder, u string) {
+	b.AddASN1(cbasn1.Tag(6).ContextSpecific(), func(b *cryptobyte.Builder) { b.AddBytes([]byte(u)) })
 }
 
 // addExtension writes Extension ::= SEQUENCE { extnID, critical BOOLEAN

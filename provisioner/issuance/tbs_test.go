@@ -39,6 +39,12 @@ func TestTBSMatchesCreateCertificate(t *testing.T) {
 		"generalized-both": func(p *policy.Profile) { p.NotAfter = "21000101000000Z" }, // GeneralizedTime
 		"common-name":      func(p *policy.Profile) { p.CommonName = "Acme Widget (rev. 2)" },
 		"no-backdate":      func(p *policy.Profile) { p.Backdate = 0 },
+		"cdp-aia": func(p *policy.Profile) {
+			p.CRLDistributionPoint = "http://pki.example.com/crl/{issuer_key_id}.crl"
+			p.OCSPURL, p.CAIssuersURL = "http://ocsp.example.com/", "https://pki.example.com/ca/{issuer_key_id}.der"
+		},
+		"crl-only":  func(p *policy.Profile) { p.CRLDistributionPoint = "http://pki.example.com/device.crl" },
+		"ocsp-only": func(p *policy.Profile) { p.OCSPURL = "http://ocsp.example.com/" },
 	}
 	keys := map[string]crypto.PublicKey{
 		"p256":    genKey(t, elliptic.P256()).Public(),
@@ -52,6 +58,7 @@ func TestTBSMatchesCreateCertificate(t *testing.T) {
 		for pname, mod := range profiles {
 			prof := policy.DefaultProfile()
 			mod(&prof)
+			prof = prof.ForIssuer(hex.EncodeToString(p.issuing.SubjectKeyId))
 			for kname, pub := range keys {
 				for _, when := range times {
 					for _, imeis := range [][]imei.IMEI{{mustIMEI(t, "490154203237518")}, {mustIMEI(t, "490154203237518"), mustIMEI(t, "357805023984942"), mustIMEI(t, "35780502398495")}} {
@@ -99,11 +106,14 @@ func TestTBSRefusesUnknownFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	cases := map[string]func(*x509.Certificate){
-		"dns":         func(c *x509.Certificate) { c.DNSNames = []string{"a.example"} },
-		"ca":          func(c *x509.Certificate) { c.IsCA = true },
-		"country":     func(c *x509.Certificate) { c.Subject.Country = []string{"DE"} },
-		"two-o":       func(c *x509.Certificate) { c.Subject.Organization = []string{"A", "B"} },
-		"ocsp":        func(c *x509.Certificate) { c.OCSPServer = []string{"http://ocsp.example"} },
+		"dns":      func(c *x509.Certificate) { c.DNSNames = []string{"a.example"} },
+		"ca":       func(c *x509.Certificate) { c.IsCA = true },
+		"country":  func(c *x509.Certificate) { c.Subject.Country = []string{"DE"} },
+		"two-o":    func(c *x509.Certificate) { c.Subject.Organization = []string{"A", "B"} },
+		"policies": func(c *x509.Certificate) { c.PolicyIdentifiers = []asn1.ObjectIdentifier{{1, 2, 3}} },
+		"override-aia": func(c *x509.Certificate) {
+			c.ExtraExtensions = append(c.ExtraExtensions, pkixExt(oidExtAuthorityInfo))
+		},
 		"override-ku": func(c *x509.Certificate) { c.ExtraExtensions = append(c.ExtraExtensions, pkixExt(oidExtKeyUsage)) },
 		"serial":      func(c *x509.Certificate) { c.SerialNumber = big.NewInt(0) },
 		"eku":         func(c *x509.Certificate) { c.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageOCSPSigning} },

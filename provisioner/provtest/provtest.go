@@ -107,7 +107,17 @@ func New(t testing.TB, d store.Dialect, opts ...Option) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stCA, err := ca.StationCA(cer.Root, cer.RootSigner, stKey.Public(), pkix.Name{Organization: []string{Manufacturer}, CommonName: "Test Station CA"},
+	// Stations chain to an infrastructure root of their own, never to the
+	// device root (as `tacline ca init --dev` does).
+	infraKey, err := castore.Keys{Token: tok}.GenerateKey("infra-root", "P-256")
+	if err != nil {
+		t.Fatal(err)
+	}
+	infra, err := ca.SelfSignedRoot(infraKey, pkix.Name{Organization: []string{Manufacturer}, CommonName: "Test Infrastructure Root"}, ca.ValidFor(clock.Now(), 20*365*24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stCA, err := ca.StationCA(infra, infraKey, stKey.Public(), pkix.Name{Organization: []string{Manufacturer}, CommonName: "Test Station CA"},
 		ca.ValidFor(clock.Now(), 10*365*24*time.Hour))
 	if err != nil {
 		t.Fatal(err)

@@ -26,7 +26,7 @@ import (
 // Config tunes the online checks.
 type Config struct {
 	// ChallengeTTL is how long a challenge nonce may be answered.
-	ChallengeTTL time.Duration `yaml:"challenge_ttl"`
+	ChallengeTTL time.Duration `yaml:"challenge_ttl" doc:"how long a challenge nonce may be answered (1s to 1h)"`
 }
 
 // DefaultConfig: challenges live 2 minutes.
@@ -76,20 +76,26 @@ func LedgerTrust(ctx context.Context, db *store.DB) (*verify.Trust, error) {
 }
 
 // TrustOf returns the trust of the device and root issuers among recs (the
-// ledger's issuers table, as LedgerTrust reads it).
+// ledger's issuers table, as LedgerTrust reads it). A revoked device
+// issuing CA (`tacline ca revoke`) is marked revoked: its devices get the
+// verdict revoked.
 func TrustOf(recs []store.IssuerRecord) (*verify.Trust, error) {
-	var certs []*x509.Certificate
+	var certs, revoked []*x509.Certificate
 	for _, r := range recs {
 		if r.Kind != store.IssuerDevice && r.Kind != store.IssuerRoot {
 			continue
 		}
-		for _, p := range []string{r.CertPEM, r.ChainPEM} {
+		for i, p := range []string{r.CertPEM, r.ChainPEM} {
 			if p == "" {
 				continue
 			}
 			cs, err := ca.ParseChainPEM([]byte(p))
 			if err != nil {
 				return nil, tacerr.Wrap(tacerr.Internal, err, "certificates of issuer %s", r.Label)
+			}
+			if i == 0 && !r.RevokedAt.IsZero() {
+				revoked = append(revoked, cs[0])
+				continue
 			}
 			certs = append(certs, cs...)
 		}
@@ -98,7 +104,7 @@ func TrustOf(recs []store.IssuerRecord) (*verify.Trust, error) {
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "the ledger holds no device root: run the key ceremony first")
 	}
-	return t, nil
+	return t.WithRevokedCAs(revoked), nil
 }
 
 // Trust returns the service's trust anchors.

@@ -1,8 +1,13 @@
 // Package revocation publishes the revocation status of device
 // certificates: one RFC 5280 CRL per device issuer, signed by the issuer's
 // key in the HSM with a CRL number that only grows (allocated in the
-// ledger, so replicas never reuse one), and RFC 6960 OCSP responses signed
-// by the issuer's key.
+// ledger, so replicas never reuse one), one CRL per root whose key is in
+// the HSM (covering the CA certificates it signed), and RFC 6960 / RFC 5019
+// OCSP responses signed by a delegated responder certificate per issuer
+// (EKU id-kp-OCSPSigning, id-pkix-ocsp-nocheck, a few days' validity, key
+// made in the HSM and renewed at half-life by the running publisher): an
+// issuing CA's keyUsage is keyCertSign|cRLSign only, so it never signs
+// OCSP responses itself.
 //
 // The Publisher keeps the ledger's CRLs fresh: it regenerates an issuer's
 // CRL shortly after revocations (debounced, so a burst of revocations makes
@@ -29,18 +34,22 @@ import (
 type Config struct {
 	// NextUpdate is how long a CRL or OCSP response is valid (nextUpdate =
 	// thisUpdate + NextUpdate); CRLs are regenerated at half-life.
-	NextUpdate time.Duration `yaml:"next_update"`
+	NextUpdate time.Duration `yaml:"next_update" doc:"validity of a CRL or OCSP response (CRLs are regenerated at half-life)"`
 	// Debounce is how long the publisher waits after it sees a revocation
 	// before it signs a new CRL (later revocations join the same CRL).
-	Debounce time.Duration `yaml:"debounce"`
+	Debounce time.Duration `yaml:"debounce" doc:"wait after a revocation before signing a new CRL"`
 	// Poll is how often the publisher looks for revocations in the ledger.
-	Poll time.Duration `yaml:"poll"`
+	Poll time.Duration `yaml:"poll" doc:"how often the publisher looks for revocations"`
+	// ResponderValidity is the lifetime of a delegated OCSP responder
+	// certificate; it is renewed at half-life.
+	ResponderValidity time.Duration `yaml:"responder_validity" doc:"lifetime of a delegated OCSP responder certificate (key in the HSM), renewed at half-life"`
 }
 
 // DefaultConfig: CRLs valid for 24 h, regenerated 1 s after a revocation
-// is seen, revocations looked for every 2 s.
+// is seen, revocations looked for every 2 s, OCSP responder certificates
+// valid for 7 days.
 func DefaultConfig() Config {
-	return Config{NextUpdate: 24 * time.Hour, Debounce: time.Second, Poll: 2 * time.Second}
+	return Config{NextUpdate: 24 * time.Hour, Debounce: time.Second, Poll: 2 * time.Second, ResponderValidity: 7 * 24 * time.Hour}
 }
 
 // Validate names the first wrong field (under "revocation.").
@@ -52,20 +61,26 @@ func (c Config) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "revocation.debounce", "must not be negative (default 1s)")
 	case c.Poll < 10*time.Millisecond:
 		return tacerr.Field(tacerr.InvalidConfig, "revocation.poll", "must be at least 10ms (default 2s), got %s", c.Poll)
+	case c.ResponderValidity < time.Hour || c.ResponderValidity < 2*c.NextUpdate:
+		return tacerr.Field(tacerr.InvalidConfig, "revocation.responder_validity", "must be at least 1h and twice revocation.next_update (default 168h), got %s", c.ResponderValidity)
 	}
 	return nil
 }
 
-// Issuer is a device issuer whose key can sign CRLs and OCSP responses.
+// Issuer is a CA whose key can sign CRLs: a device issuer (whose
+// delegated responders also answer OCSP) or a root (Root: its CRL covers
+// the CA certificates it signed).
 type Issuer struct {
 	KeyID  string // hex subjectKeyIdentifier: the CRL's name
 	Cert   *x509.Certificate
 	Signer crypto.Signer
+	Root   bool
 }
 
-// LoadIssuers returns every device issuer of the ledger with a certificate
-// and a key that signerFor finds (an HSM label lookup). An issuer whose key
-// is gone is skipped: it can no longer sign.
+// LoadIssuers returns every device issuer and root of the ledger with a
+// certificate and a key that signerFor finds (an HSM label lookup). An
+// issuer whose key is gone is skipped: it can no longer sign (a root kept
+// offline signs its CRL offline).
 func LoadIssuers(ctx context.Context, db *store.DB, signerFor func(label string) (crypto.Signer, error)) ([]Issuer, error) {
 	recs, err := db.Issuers(ctx)
 	if err != nil {
@@ -73,7 +88,8 @@ func LoadIssuers(ctx context.Context, db *store.DB, signerFor func(label string)
 	}
 	var out []Issuer
 	for _, r := range recs {
-		if r.Kind != store.IssuerDevice || r.CertPEM == "" {
+		root := store.IsRootKind(r.Kind)
+		if r.Kind != store.IssuerDevice && !root || r.CertPEM == "" {
 			continue
 		}
 		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
@@ -84,7 +100,7 @@ func LoadIssuers(ctx context.Context, db *store.DB, signerFor func(label string)
 		if err != nil {
 			continue
 		}
-		out = append(out, Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: s})
+		out = append(out, Issuer{KeyID: r.KeyID, Cert: certs[0], Signer: s, Root: root})
 	}
 	if len(out) == 0 {
 		return nil, tacerr.New(tacerr.InvalidConfig, "no device issuer with a key in the HSM: run the key ceremony first (`tacline ca init --dev`)")
@@ -97,6 +113,7 @@ type Entry struct {
 	SerialHex string
 	At        time.Time
 	Reason    string // tacline reason (stolen, cloned, compromised, superseded, other, cessationOfOperation)
+	CA        bool   // a CA certificate: compromise is cACompromise
 }
 
 // ReasonCode maps a tacline revocation reason to its RFC 5280 CRLReason.
@@ -121,7 +138,11 @@ func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entrie
 		if err != nil {
 			return tacerr.Wrap(tacerr.LedgerInvariant, err, "revoked certificate serial %q is not hex", e.SerialHex)
 		}
-		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: ReasonCode(e.Reason)})
+		code := ReasonCode(e.Reason)
+		if e.CA && code == 1 {
+			code = 2 // cACompromise
+		}
+		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: code})
 		return nil
 	})
 	if err != nil {

@@ -1,10 +1,7 @@
 package revocation
 
 import (
-	"bytes"
 	"context"
-	"crypto/x509/pkix"
-	"encoding/asn1"
 	"encoding/hex"
 	"time"
 
@@ -26,58 +23,83 @@ var MalformedOCSP = ocsp.MalformedRequestErrorResponse
 // issuer is not one of ours).
 var UnauthorizedOCSP = ocsp.UnauthorizedErrorResponse
 
-// matches reports whether the OCSP request names iss as the issuer.
-func matches(req *ocsp.Request, iss Issuer) bool {
-	var spki struct {
-		Algorithm pkix.AlgorithmIdentifier
-		PublicKey asn1.BitString
-	}
-	if _, err := asn1.Unmarshal(iss.Cert.RawSubjectPublicKeyInfo, &spki); err != nil || !req.HashAlgorithm.Available() {
-		return false
-	}
-	h := req.HashAlgorithm.New()
-	h.Write(spki.PublicKey.RightAlign())
-	return bytes.Equal(h.Sum(nil), req.IssuerKeyHash)
+// InternalErrorOCSP is the DER of an OCSP "internalError" response.
+var InternalErrorOCSP = ocsp.InternalErrorErrorResponse
+
+// MaxOCSPEntries bounds the entries of one request.
+const MaxOCSPEntries = 64
+
+// OCSPAnswer is a DER OCSP response and what HTTP caching needs to know
+// of it (RFC 5019 6): ThisUpdate and NextUpdate are zero for error
+// responses, and Nonce says the response echoes the request's nonce (so
+// it must not be cached).
+type OCSPAnswer struct {
+	DER                    []byte
+	ThisUpdate, NextUpdate time.Time
+	Nonce                  bool
 }
 
-// RespondOCSP answers one DER OCSP request with a DER response signed by
-// the issuer's key: good, revoked (with time and reason) or unknown (a
-// serial the ledger never issued under that issuer). A malformed request
-// gets MalformedOCSP and an invalid_input error; an issuer that is not
-// ours gets UnauthorizedOCSP.
-func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) ([]byte, error) {
-	req, err := ocsp.ParseRequest(der)
+// RespondOCSP answers a DER OCSP request (RFC 6960) with one SingleResponse
+// per entry: good, revoked (with time and reason) or unknown (a serial
+// the ledger never issued under that issuer, or an entry naming another
+// issuer than the one the response is signed for). The response is signed
+// by the delegated OCSP responder of the issuer named by the first entry
+// that names one of ours; it echoes the request's nonce (RFC 8954, 1 to 32
+// octets) and its producedAt is the signing time to the second. Signed
+// requests are accepted (the signature is not checked: answers are
+// public). A malformed request gets MalformedOCSP and an invalid_input
+// error; a request naming none of our issuers gets UnauthorizedOCSP.
+func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) (OCSPAnswer, error) {
+	req, err := parseOCSPRequest(der)
+	if err == nil && len(req.Entries) > MaxOCSPEntries {
+		err = tacerr.New(tacerr.InvalidInput, "%d entries, at most %d per request", len(req.Entries), MaxOCSPEntries)
+	}
 	if err != nil {
-		return MalformedOCSP, tacerr.Field(tacerr.InvalidInput, "ocsp_request", "is not a DER OCSP request: %v", err)
+		return OCSPAnswer{DER: MalformedOCSP}, tacerr.Field(tacerr.InvalidInput, "ocsp_request", "is not a DER OCSP request: %v", err)
 	}
 	var iss Issuer
 	found := false
-	for _, is := range p.Issuers() {
-		if matches(req, is) {
-			iss, found = is, true
+	for _, e := range req.Entries {
+		for _, is := range p.Issuers() {
+			if !is.Root && e.names(is.Cert) {
+				iss, found = is, true
+				break
+			}
+		}
+		if found {
 			break
 		}
 	}
 	if !found {
-		return UnauthorizedOCSP, nil
+		return OCSPAnswer{DER: UnauthorizedOCSP}, nil
+	}
+	resp, err := p.responder(ctx, iss)
+	if err != nil {
+		return OCSPAnswer{DER: InternalErrorOCSP}, err
 	}
 	now := p.now().UTC().Truncate(time.Second)
-	tmpl := ocsp.Response{SerialNumber: req.SerialNumber, ThisUpdate: now, NextUpdate: now.Add(p.cfg.NextUpdate), IssuerHash: req.HashAlgorithm, Status: ocsp.Good}
-	rec, err := p.db.CertificateBySerial(ctx, hex.EncodeToString(req.SerialNumber.Bytes()))
+	next := now.Add(p.cfg.NextUpdate)
+	out := make([]singleStatus, len(req.Entries))
+	for i, e := range req.Entries {
+		out[i] = singleStatus{ID: e, Status: ocsp.Unknown}
+		if !e.names(iss.Cert) || e.Serial.Sign() <= 0 {
+			continue
+		}
+		rec, err := p.db.CertificateBySerial(ctx, hex.EncodeToString(e.Serial.Bytes()))
+		if err != nil {
+			return OCSPAnswer{DER: InternalErrorOCSP}, err
+		}
+		switch {
+		case rec == nil || rec.IssuerKeyID != iss.KeyID:
+		case !rec.RevokedAt.IsZero():
+			out[i].Status, out[i].RevokedAt, out[i].Reason = ocsp.Revoked, rec.RevokedAt.UTC().Truncate(time.Second), ReasonCode(rec.RevokeReason)
+		default:
+			out[i].Status = ocsp.Good
+		}
+	}
+	body, err := encodeOCSPResponse(resp, now, now, next, out, req.NonceExt)
 	if err != nil {
-		return nil, err
+		return OCSPAnswer{DER: InternalErrorOCSP}, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the OCSP response of issuer %s", iss.KeyID)
 	}
-	switch {
-	case rec == nil || rec.IssuerKeyID != iss.KeyID:
-		tmpl.Status = ocsp.Unknown
-	case !rec.RevokedAt.IsZero():
-		tmpl.Status = ocsp.Revoked
-		tmpl.RevokedAt = rec.RevokedAt.UTC().Truncate(time.Second)
-		tmpl.RevocationReason = ReasonCode(rec.RevokeReason)
-	}
-	resp, err := ocsp.CreateResponse(iss.Cert, iss.Cert, tmpl, iss.Signer)
-	if err != nil {
-		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the OCSP response of issuer %s", iss.KeyID)
-	}
-	return resp, nil
+	return OCSPAnswer{DER: body, ThisUpdate: now, NextUpdate: next, Nonce: req.NonceExt != nil}, nil
 }

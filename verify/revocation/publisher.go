@@ -1,7 +1,9 @@
 package revocation
 
 import (
+	"bytes"
 	"context"
+	"encoding/hex"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -9,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -23,6 +26,10 @@ type Publisher struct {
 
 	mu   sync.Mutex // one CRL at a time per publisher
 	wake chan struct{}
+
+	rmu        sync.Mutex // delegated OCSP responders
+	keys       ResponderKeys
+	responders map[string]ocspResponder // by issuer key id
 }
 
 // NewPublisher returns a publisher for issuers over the ledger db.
@@ -33,7 +40,8 @@ func NewPublisher(db *store.DB, issuers []Issuer, cfg Config, log *slog.Logger) 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Publisher{db: db, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1)}
+	p := &Publisher{db: db, cfg: cfg, log: log, now: db.Now, wake: make(chan struct{}, 1),
+		responders: map[string]ocspResponder{}}
 	p.SetIssuers(issuers)
 	return p, nil
 }
@@ -75,11 +83,26 @@ func (p *Publisher) Publish(ctx context.Context, keyID string) (*store.CRLRecord
 	snapshot := p.now()
 	this := snapshot.Truncate(time.Second)
 	next := this.Add(p.cfg.NextUpdate)
-	der, n, err := BuildCRL(iss, number, this, next, func(fn func(Entry) error) error {
+	entries := func(fn func(Entry) error) error {
 		return p.db.RevokedCertificates(ctx, keyID, func(serial string, at time.Time, reason string) error {
 			return fn(Entry{SerialHex: serial, At: at, Reason: reason})
 		})
-	})
+	}
+	if iss.Root {
+		entries = func(fn func(Entry) error) error {
+			revoked, _, err := p.revokedCAs(ctx, iss)
+			if err != nil {
+				return err
+			}
+			for _, e := range revoked {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+			return nil
+		}
+	}
+	der, n, err := BuildCRL(iss, number, this, next, entries)
 	if err != nil {
 		return nil, err
 	}
@@ -131,6 +154,13 @@ func (p *Publisher) stale(ctx context.Context, keyID string, mark store.Revocati
 	if rec == nil || p.halfLife(rec) {
 		return true, nil
 	}
+	if iss, ok := p.Issuer(keyID); ok && iss.Root {
+		revoked, last, err := p.revokedCAs(ctx, iss)
+		if err != nil {
+			return false, err
+		}
+		mark = store.RevocationMark{Count: int64(len(revoked)), Last: last}
+	}
 	return mark.Count != rec.Revoked || (!mark.Last.IsZero() && mark.Last.UnixMicro() > rec.ThisUpdate), nil
 }
 
@@ -156,6 +186,35 @@ func (p *Publisher) Refresh(ctx context.Context) (int, error) {
 		n++
 	}
 	return n, nil
+}
+
+// revokedCAs lists the revoked CA certificates root signed (device
+// issuing CAs and station CAs revoked with `tacline ca revoke`) and the
+// latest revocation time.
+func (p *Publisher) revokedCAs(ctx context.Context, root Issuer) ([]Entry, time.Time, error) {
+	recs, err := p.db.Issuers(ctx)
+	if err != nil {
+		return nil, time.Time{}, err
+	}
+	var out []Entry
+	var last time.Time
+	for _, r := range recs {
+		if r.RevokedAt.IsZero() {
+			continue
+		}
+		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			return nil, time.Time{}, tacerr.Wrap(tacerr.LedgerInvariant, err, "certificate of revoked issuer %s", r.Label)
+		}
+		if !bytes.Equal(certs[0].AuthorityKeyId, root.Cert.SubjectKeyId) || certs[0].CheckSignatureFrom(root.Cert) != nil {
+			continue
+		}
+		out = append(out, Entry{SerialHex: hex.EncodeToString(certs[0].SerialNumber.Bytes()), At: r.RevokedAt, Reason: r.RevokeReason, CA: true})
+		if r.RevokedAt.After(last) {
+			last = r.RevokedAt
+		}
+	}
+	return out, last, nil
 }
 
 // Trigger asks a running publisher to look for revocations now.
@@ -194,6 +253,9 @@ func (p *Publisher) Run(ctx context.Context) {
 		}
 		if err != nil && ctx.Err() == nil {
 			p.log.Warn("CRL refresh failed; retrying", "err", err)
+		}
+		if err := p.RenewResponders(ctx); err != nil && ctx.Err() == nil {
+			p.log.Warn("OCSP responder renewal failed; retrying", "err", err)
 		}
 		select {
 		case <-ctx.Done():

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/crypto/ocsp"
 
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
@@ -150,6 +151,7 @@ func TestPublisher(t *testing.T) {
 		ctx := context.Background()
 		env := provtest.New(t, d)
 		p := publisher(t, env)
+		p.UseResponderKeys(castore.Keys{Token: env.Token})
 		keyID := ca.KeyID(env.Issuing)
 		a := verifytest.Provision(t, env, "PUB-A")
 		r := verifytest.Provision(t, env, "PUB-R")
@@ -224,11 +226,11 @@ func TestPublisher(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				der, err := p.RespondOCSP(ctx, req)
+				ans, err := p.RespondOCSP(ctx, req)
 				if err != nil {
 					t.Fatal(err)
 				}
-				resp, err := ocsp.ParseResponseForCert(der, tc.cert, env.Issuing)
+				resp, err := ocsp.ParseResponseForCert(ans.DER, tc.cert, env.Issuing)
 				if err != nil {
 					t.Fatalf("response does not verify: %v", err)
 				}
@@ -245,11 +247,11 @@ func TestPublisher(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if der, err := p.RespondOCSP(ctx, req); err != nil || string(der) != string(revocation.UnauthorizedOCSP) {
-			t.Fatalf("foreign issuer: %x %v", der, err)
+		if ans, err := p.RespondOCSP(ctx, req); err != nil || string(ans.DER) != string(revocation.UnauthorizedOCSP) {
+			t.Fatalf("foreign issuer: %x %v", ans.DER, err)
 		}
-		if der, err := p.RespondOCSP(ctx, []byte("junk")); !tacerr.Is(err, tacerr.InvalidInput) || string(der) != string(revocation.MalformedOCSP) {
-			t.Fatalf("malformed: %x %v", der, err)
+		if ans, err := p.RespondOCSP(ctx, []byte("junk")); !tacerr.Is(err, tacerr.InvalidInput) || string(ans.DER) != string(revocation.MalformedOCSP) {
+			t.Fatalf("malformed: %x %v", ans.DER, err)
 		}
 	})
 }

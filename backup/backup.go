@@ -1,0 +1,244 @@
+// Package backup makes and restores backup sets of the ledger, and proves
+// a restored ledger before it is used.
+//
+// A backup set is a directory: the ledger copy (store.Backup: SQLite
+// VACUUM INTO or pg_dump, taken while the server provisions), the newest
+// signed audit checkpoint the copy contains, the log's verifier key, the
+// published checkpoint of that moment (audit.published_checkpoint, read
+// before the copy so it never runs ahead of it) and manifest.json with the
+// SHA-256 of every file, written last: a set without a manifest is
+// incomplete.
+//
+// Restore promises that a ledger is put in place only if every file
+// matches the manifest, `ledger check` finds no violation, the restored
+// audit log recomputes to its head, and it extends every checkpoint known
+// (the set's own, the set's published one, the target's published file,
+// and any the operator supplies), each verified with the log key. A
+// ledger older than a known checkpoint is refused: issuing from its old
+// pool high-water marks would give IMEIs already on devices to other
+// devices. With AllowRollback it is restored anyway, and the newest known
+// checkpoint is written to the published file so that `tacline serve`
+// refuses to start until an operator runs Acknowledge.
+package backup
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/internal/atomicfile"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Names of the files of a backup set.
+const (
+	ManifestFile   = "manifest.json"
+	CheckpointFile = "checkpoint"
+	LogKeyFile     = "log.pub"
+	PublishedFile  = "published-checkpoint"
+)
+
+// Manifest describes a backup set.
+type Manifest struct {
+	Format    string    `json:"format"` // "tacline-backup"
+	Version   int       `json:"version"`
+	CreatedAt time.Time `json:"created_at"`
+	Dialect   string    `json:"dialect"`
+	Ledger    string    `json:"ledger"` // the ledger copy's file name
+	Tacline   string    `json:"tacline_version,omitempty"`
+	// CheckpointSize is the size of the newest signed checkpoint in the
+	// copy (0: none was signed yet).
+	CheckpointSize int64 `json:"checkpoint_size"`
+	// PublishedSize is the size of the published checkpoint copied into
+	// the set (0: none).
+	PublishedSize int64       `json:"published_size"`
+	Files         []FileEntry `json:"files"`
+}
+
+// FileEntry is one file of the set.
+type FileEntry struct {
+	Name   string `json:"name"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+const format = "tacline-backup"
+
+// Create writes a backup set of cfg's ledger into dir (created; it must
+// not exist or be empty). It works while servers use the ledger.
+func Create(ctx context.Context, cfg *config.File, dir, version string) (*Manifest, error) {
+	if err := emptyDir(dir); err != nil {
+		return nil, err
+	}
+	m := &Manifest{Format: format, Version: 1, CreatedAt: time.Now().UTC().Truncate(time.Second), Dialect: string(cfg.Database.Driver), Tacline: version}
+	// The published checkpoint first: it is written only after its
+	// checkpoint committed, so the copy below contains it.
+	if p := cfg.Audit.PublishedCheckpoint; p != "" {
+		msg, err := audit.ReadPublished(p)
+		if err != nil {
+			return nil, err
+		}
+		if msg != nil {
+			if err := os.WriteFile(filepath.Join(dir, PublishedFile), msg, 0o600); err != nil {
+				return nil, err
+			}
+		}
+	}
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	// The newest checkpoint before the copy: checkpoints are never
+	// deleted, so the copy contains it.
+	cp, err := audit.LatestCheckpoint(ctx, db)
+	switch {
+	case tacerr.Is(err, tacerr.NotFound):
+	case err != nil:
+		return nil, err
+	default:
+		m.CheckpointSize = cp.Size
+		if err := os.WriteFile(filepath.Join(dir, CheckpointFile), cp.Note, 0o600); err != nil {
+			return nil, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, LogKeyFile), []byte(cp.VerifierKey+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+	}
+	if m.Ledger, err = db.Backup(ctx, dir, cfg.Database.DSN); err != nil {
+		return nil, err
+	}
+	if msg, _ := os.ReadFile(filepath.Join(dir, PublishedFile)); msg != nil && cp.VerifierKey != "" {
+		v, err := audit.ParseVerifierKey(cp.VerifierKey)
+		if err != nil {
+			return nil, err
+		}
+		pc, err := audit.OpenCheckpoint(msg, v)
+		if err != nil {
+			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "published audit checkpoint %s", cfg.Audit.PublishedCheckpoint)
+		}
+		m.PublishedSize = pc.Size
+	}
+	if m.Files, err = hashFiles(dir); err != nil {
+		return nil, err
+	}
+	return m, writeManifest(dir, m)
+}
+
+func emptyDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "create backup directory %s", dir)
+	}
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "read backup directory %s", dir)
+	}
+	if len(ents) > 0 {
+		return tacerr.Field(tacerr.InvalidInput, "to", "%s is not empty: give a new directory for each backup set", dir)
+	}
+	return nil
+}
+
+func hashFiles(dir string) ([]FileEntry, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []FileEntry
+	for _, e := range ents {
+		if e.Name() == ManifestFile {
+			continue
+		}
+		if !e.Type().IsRegular() {
+			return nil, tacerr.New(tacerr.InvalidInput, "backup set %s holds %s, which is not a regular file", dir, e.Name())
+		}
+		fe, err := hashFile(dir, e.Name())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, fe)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+func hashFile(dir, name string) (FileEntry, error) {
+	f, err := os.Open(filepath.Join(dir, name))
+	if err != nil {
+		return FileEntry{}, err
+	}
+	defer f.Close()
+	h := sha256.New()
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return FileEntry{}, err
+	}
+	return FileEntry{Name: name, Bytes: n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
+}
+
+func writeManifest(dir string, m *Manifest) error {
+	b, err := json.MarshalIndent(m, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o600)
+}
+
+// ReadManifest reads dir's manifest and checks every file against it: the
+// same names, sizes and SHA-256 hashes, nothing missing, nothing extra.
+func ReadManifest(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, tacerr.New(tacerr.InvalidInput, "%s has no %s: not a backup set, or an incomplete one", dir, ManifestFile)
+	}
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "read %s", ManifestFile)
+	}
+	var m Manifest
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "%s in %s", ManifestFile, dir)
+	}
+	if m.Format != format || m.Version != 1 {
+		return nil, tacerr.New(tacerr.InvalidInput, "%s: format %q version %d is not a tacline backup set this version reads", dir, m.Format, m.Version)
+	}
+	got, err := hashFiles(dir)
+	if err != nil {
+		return nil, err
+	}
+	want := map[string]FileEntry{}
+	for _, f := range m.Files {
+		want[f.Name] = f
+	}
+	for _, g := range got {
+		w, ok := want[g.Name]
+		switch {
+		case !ok:
+			return nil, tacerr.New(tacerr.LedgerInvariant, "backup set %s: %s is not in the manifest", dir, g.Name)
+		case w != g:
+			return nil, tacerr.New(tacerr.LedgerInvariant, "backup set %s: %s does not match the manifest (%d bytes, sha256 %s; manifest: %d bytes, %s): the copy is damaged", dir, g.Name, g.Bytes, g.SHA256, w.Bytes, w.SHA256)
+		}
+		delete(want, g.Name)
+	}
+	for name := range want {
+		return nil, tacerr.New(tacerr.LedgerInvariant, "backup set %s: %s is missing", dir, name)
+	}
+	if m.Ledger == "" {
+		return nil, tacerr.New(tacerr.InvalidInput, "backup set %s names no ledger file", dir)
+	}
+	return &m, nil
+}
+
+func (m *Manifest) String() string {
+	return fmt.Sprintf("%s backup of %s, %d files, checkpoint %d", m.Dialect, m.CreatedAt.Format(time.RFC3339), len(m.Files), m.CheckpointSize)
+}

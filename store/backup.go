@@ -1,0 +1,149 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// SQL of backups.
+const (
+	qVacuumInto       = `VACUUM INTO ?`
+	qPostgresTables   = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`
+	qSQLiteIntegrity  = `PRAGMA integrity_check`
+	backupSQLiteFile  = "ledger.db"
+	backupPostgresDmp = "ledger.pgdump"
+)
+
+// Backup writes a consistent copy of the ledger into dir, while the ledger
+// is in use, and returns the file's name (relative to dir).
+//
+// SQLite: VACUUM INTO on a read connection, which copies one read
+// snapshot (a WAL reader never blocks the writer) into a new, compact
+// database file. PostgreSQL: pg_dump in custom format, which reads one
+// REPEATABLE READ snapshot; pg_dump must be on PATH and no older than the
+// server (Debian: postgresql-client).
+func (db *DB) Backup(ctx context.Context, dir string, dsn string) (string, error) {
+	switch db.dialect {
+	case SQLite:
+		out := filepath.Join(dir, backupSQLiteFile)
+		if _, err := db.r.ExecContext(ctx, qVacuumInto, out); err != nil {
+			return "", translate(err, "copy the SQLite ledger with VACUUM INTO "+out)
+		}
+		return backupSQLiteFile, nil
+	default:
+		out := filepath.Join(dir, backupPostgresDmp)
+		if err := run(ctx, "pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", out, "--dbname", dsn); err != nil {
+			return "", err
+		}
+		return backupPostgresDmp, nil
+	}
+}
+
+// Restore puts the backup file (made by Backup) into the database cfg
+// names, which must not hold a ledger: on SQLite the file must not exist
+// (it is written from a copy and checked with PRAGMA integrity_check); on
+// PostgreSQL the database must exist and hold no tables, and pg_restore
+// loads the dump in one transaction (all or nothing). It does not check the
+// ledger's invariants: open it and call Check.
+func Restore(ctx context.Context, cfg Config, file string) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if cfg.Driver == SQLite {
+		path := sqlitePath(cfg.DSN)
+		for _, p := range []string{path, path + "-wal"} {
+			if _, err := os.Stat(p); err == nil {
+				return tacerr.New(tacerr.Conflict, "%s exists: restore into a path that holds no ledger (move the old one aside first)", p)
+			}
+		}
+		if err := copyFile(file, path); err != nil {
+			return tacerr.Wrap(tacerr.Unavailable, err, "copy %s to %s", file, path)
+		}
+		c, err := sql.Open("sqlite3", "file:"+path+"?mode=ro")
+		if err != nil {
+			return tacerr.Wrap(tacerr.Unavailable, err, "open restored ledger %s", path)
+		}
+		defer c.Close()
+		var res string
+		if err := c.QueryRowContext(ctx, qSQLiteIntegrity).Scan(&res); err != nil {
+			return translate(err, "check the restored SQLite file")
+		}
+		if res != "ok" {
+			return tacerr.New(tacerr.LedgerInvariant, "restored SQLite file %s fails PRAGMA integrity_check: %s", path, res)
+		}
+		return nil
+	}
+	c, err := sql.Open("pgx", cfg.DSN)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "connect to the PostgreSQL database to restore into")
+	}
+	defer c.Close()
+	var n int
+	if err := c.QueryRowContext(ctx, qPostgresTables).Scan(&n); err != nil {
+		return translate(err, "look at the PostgreSQL database to restore into")
+	}
+	if n > 0 {
+		return tacerr.New(tacerr.Conflict, "the PostgreSQL database %s holds %d tables: restore into a new, empty database (createdb), never over a ledger", redactDSN(cfg.DSN), n)
+	}
+	return run(ctx, "pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--dbname", cfg.DSN, file)
+}
+
+func sqlitePath(dsn string) string {
+	path := strings.TrimPrefix(dsn, "file:")
+	if i := strings.IndexByte(path, '?'); i >= 0 {
+		path = path[:i]
+	}
+	return path
+}
+
+// run runs a PostgreSQL client tool; its error output becomes the error.
+func run(ctx context.Context, name string, args ...string) error {
+	if _, err := exec.LookPath(name); err != nil {
+		return tacerr.New(tacerr.Unavailable, "%s is not installed: install the PostgreSQL client tools (Debian: apt-get install postgresql-client)", name)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); err != nil {
+		msg := strings.TrimSpace(stderr.String())
+		var ee *exec.ExitError
+		if errors.As(err, &ee) && msg != "" {
+			return tacerr.New(tacerr.Unavailable, "%s failed: %s", name, msg)
+		}
+		return tacerr.Wrap(tacerr.Unavailable, err, "%s", name)
+	}
+	return nil
+}
+
+func copyFile(from, to string) (err error) {
+	in, err := os.Open(from)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := os.OpenFile(to, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			os.Remove(to)
+		}
+	}()
+	if _, err = io.Copy(f, in); err != nil {
+		return err
+	}
+	return f.Sync()
+}

@@ -1,0 +1,152 @@
+package revocation
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"fmt"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// ResponderKeys makes and finds the keys of delegated OCSP responders in
+// the HSM (castore.Keys over an hsm.Token).
+type ResponderKeys interface {
+	GenerateKey(label, curve string) (crypto.Signer, error)
+	Signer(label string) (crypto.Signer, error)
+}
+
+// UseResponderKeys lets the publisher make and load delegated OCSP
+// responder keys; without it RespondOCSP answers internalError.
+func (p *Publisher) UseResponderKeys(k ResponderKeys) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	p.keys = k
+}
+
+// responder returns the delegated OCSP responder of a device issuer:
+// the one in memory while less than half its life has passed; else the
+// newest one in the ledger (issuers of kind ocsp) whose key this HSM holds;
+// else a new one: a P-256 key made in the HSM (non-extractable), certified
+// by the issuer for ResponderValidity (capped at the issuer's notAfter)
+// with EKU id-kp-OCSPSigning and id-pkix-ocsp-nocheck, and recorded in the
+// ledger so every replica on the same HSM uses it. A responder past half
+// its life is renewed; if renewal fails, the old one serves while valid.
+func (p *Publisher) responder(ctx context.Context, iss Issuer) (ocspResponder, error) {
+	p.rmu.Lock()
+	defer p.rmu.Unlock()
+	now := p.now()
+	cur, ok := p.responders[iss.KeyID]
+	if ok && !halfLived(cur.Cert, now) {
+		return cur, nil
+	}
+	if p.keys == nil {
+		return ocspResponder{}, tacerr.New(tacerr.InvalidConfig, "no HSM keys for OCSP responders of issuer %s", iss.KeyID)
+	}
+	if l, err := p.loadResponder(ctx, iss, now); err != nil {
+		return ocspResponder{}, err
+	} else if l != nil && (!ok || l.Cert.NotAfter.After(cur.Cert.NotAfter)) {
+		cur, ok = *l, true
+		p.responders[iss.KeyID] = cur
+		if !halfLived(cur.Cert, now) {
+			return cur, nil
+		}
+	}
+	made, err := p.newResponder(ctx, iss, now)
+	if err != nil {
+		if ok && now.Before(cur.Cert.NotAfter) {
+			p.log.Warn("OCSP responder renewal failed; the current one serves until it expires", "issuer", iss.KeyID,
+				"not_after", cur.Cert.NotAfter, "err", err.Error())
+			return cur, nil
+		}
+		return ocspResponder{}, err
+	}
+	p.responders[iss.KeyID] = made
+	p.log.Info("OCSP responder certificate made", "issuer", iss.KeyID, "responder", ca.KeyID(made.Cert), "not_after", made.Cert.NotAfter)
+	return made, nil
+}
+
+// RenewResponders renews the delegated OCSP responders this publisher
+// uses (made or loaded by an OCSP request) once half their life has
+// passed; the publisher's Run calls it at every poll, and it touches the
+// ledger and the HSM only when one is due. A server that never answers
+// OCSP makes no responder key: keys are made on the first request.
+func (p *Publisher) RenewResponders(ctx context.Context) error {
+	p.rmu.Lock()
+	var due []string
+	now := p.now()
+	for k, r := range p.responders {
+		if halfLived(r.Cert, now) {
+			due = append(due, k)
+		}
+	}
+	p.rmu.Unlock()
+	for _, k := range due {
+		if iss, ok := p.Issuer(k); ok && !iss.Root {
+			if _, err := p.responder(ctx, iss); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// halfLived reports whether half of cert's validity has passed at now.
+func halfLived(cert *x509.Certificate, now time.Time) bool {
+	return !now.Before(cert.NotBefore.Add(cert.NotAfter.Sub(cert.NotBefore) / 2))
+}
+
+// loadResponder finds the ledger's newest valid responder of iss whose key
+// the HSM holds (nil if none).
+func (p *Publisher) loadResponder(ctx context.Context, iss Issuer, now time.Time) (*ocspResponder, error) {
+	recs, err := p.db.Issuers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var best *ocspResponder
+	for _, r := range recs {
+		if r.Kind != store.IssuerOCSP {
+			continue
+		}
+		certs, err := ca.ParseChainPEM([]byte(r.CertPEM))
+		if err != nil {
+			continue
+		}
+		c := certs[0]
+		if !bytes.Equal(c.AuthorityKeyId, iss.Cert.SubjectKeyId) || c.CheckSignatureFrom(iss.Cert) != nil ||
+			now.Before(c.NotBefore) || !now.Before(c.NotAfter) || best != nil && !c.NotAfter.After(best.Cert.NotAfter) {
+			continue
+		}
+		s, err := p.keys.Signer(r.Label)
+		if err != nil || ca.CheckCertMatchesKey(c, s.Public()) != nil {
+			continue // another replica's HSM, or a key deleted
+		}
+		best = &ocspResponder{Cert: c, Signer: s}
+	}
+	return best, nil
+}
+
+func (p *Publisher) newResponder(ctx context.Context, iss Issuer, now time.Time) (ocspResponder, error) {
+	var rnd [3]byte
+	_, _ = rand.Read(rnd[:])
+	label := fmt.Sprintf("ocsp-%.16s-%s-%s", iss.KeyID, now.UTC().Format("20060102T150405"), hex.EncodeToString(rnd[:]))
+	key, err := p.keys.GenerateKey(label, "P-256")
+	if err != nil {
+		return ocspResponder{}, fmt.Errorf("make the OCSP responder key of issuer %s: %w", iss.KeyID, err)
+	}
+	cert, err := ca.OCSPResponder(iss.Cert, iss.Signer, key.Public(), ca.ValidFor(now, p.cfg.ResponderValidity))
+	if err != nil {
+		return ocspResponder{}, err
+	}
+	if err := p.db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(cert), Label: label, Kind: store.IssuerOCSP, Curve: "P-256",
+		CertPEM: string(ca.ChainPEM(cert)), ChainPEM: string(ca.ChainPEM(iss.Cert))}, "ocsp-responder"); err != nil {
+		return ocspResponder{}, err
+	}
+	return ocspResponder{Cert: cert, Signer: key}, nil
+}
