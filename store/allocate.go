@@ -159,7 +159,7 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	sort.Strings(names) // a fixed order: no deadlocks between replicas
 	heads := map[string]*poolHead{}
 	slow := map[string]bool{}
-	if tx.db.dialect == SQLite && len(names) > 1 {
+	if tx.db.sql.poolsAtOnce && len(names) > 1 {
 		// One statement for every pool (SQLite has one writer: no lock
 		// order to keep between replicas).
 		claimed, err := tx.claimPoolsAtOnce(names, needs)
@@ -401,10 +401,7 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 		list = append(list, n)
 	}
 	sort.Strings(list) // lock in a fixed order: no deadlocks between replicas
-	q := sqlPoolsForUpdate
-	if tx.db.dialect == Postgres {
-		q += " ORDER BY id FOR UPDATE"
-	}
+	q := sqlPoolsForUpdate + " ORDER BY id" + tx.db.sql.forUpdate
 	q, args, err := tx.in(q, list)
 	if err != nil {
 		return nil, err

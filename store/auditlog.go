@@ -53,15 +53,14 @@ type AuditCheckpoint struct {
 }
 
 const (
-	qAuditHeadForUpdate = `SELECT size, root FROM audit_head WHERE id = 1 FOR UPDATE`
-	qAuditHead          = `SELECT size, root FROM audit_head WHERE id = 1`
-	qAuditUpdateHead    = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
-	qAuditReadHashes    = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
-	qAuditLeavesRange   = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
-	qAuditIMEILeaves    = `SELECT l.idx, l.data FROM audit_imeis i JOIN audit_leaves l ON l.idx = i.idx WHERE i.imei = ? ORDER BY l.idx`
-	qAuditLatestCP      = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qAuditCPAt          = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qAuditInsertCP      = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+	qAuditHead        = `SELECT size, root FROM audit_head WHERE id = 1`
+	qAuditUpdateHead  = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
+	qAuditReadHashes  = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
+	qAuditLeavesRange = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
+	qAuditIMEILeaves  = `SELECT l.idx, l.data FROM audit_imeis i JOIN audit_leaves l ON l.idx = i.idx WHERE i.imei = ? ORDER BY l.idx`
+	qAuditLatestCP    = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
+	qAuditCPAt        = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
+	qAuditInsertCP    = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
 )
 
 var auditInserts = [3]struct{ head, tuple, table, typed string }{
@@ -74,10 +73,7 @@ var auditInserts = [3]struct{ head, tuple, table, typed string }{
 // no other transaction appends meanwhile (a row lock on PostgreSQL; SQLite's
 // write transaction already excludes other writers).
 func (tx *Tx) LockAuditHead() (AuditHead, error) {
-	q := qAuditHead
-	if tx.db.dialect == Postgres {
-		q = qAuditHeadForUpdate
-	}
+	q := qAuditHead + tx.db.sql.forUpdate
 	var size int64
 	var root []byte
 	if err := tx.queryRowx(q).Scan(&size, &root); err != nil {
@@ -150,7 +146,7 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	}
 	var b strings.Builder
 	args := make([]any, 0, total)
-	if tx.db.dialect != Postgres || total > maxParams {
+	if !tx.db.sql.guardedAppend || total > maxParams {
 		for i, s := range sets {
 			w := tx.rows(auditInserts[i].head, auditInserts[i].tuple, 2, "append to the audit log")
 			for j := 0; j < len(s); j += 2 {
@@ -194,7 +190,7 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 // CanAppendAuditUnlocked reports whether AppendAuditIfHead can append
 // without LockAuditHead first (PostgreSQL: one statement that takes the
 // head's lock by updating it only if it is still the expected head).
-func (tx *Tx) CanAppendAuditUnlocked() bool { return tx.db.dialect == Postgres }
+func (tx *Tx) CanAppendAuditUnlocked() bool { return tx.db.sql.guardedAppend }
 
 // AppendAuditIfHead writes the append in one statement if the head still
 // is a.From (size and root), reporting whether it did; false with a nil

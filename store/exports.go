@@ -41,7 +41,6 @@ type ListChange struct {
 }
 
 const (
-	sqlLockOutbox = `LOCK TABLE register_outbox IN SHARE MODE`
 	// The high-water mark is never below the pruned rows' ids (ids are
 	// never reused), even when retention deleted every row.
 	sqlHighWater  = `SELECT COALESCE(MAX(id), 0), (SELECT value FROM register_outbox_stats WHERE name = 'pruned_through') FROM register_outbox`
@@ -81,8 +80,8 @@ ORDER BY i.device_serial, i.slot, i.imei14`
 func (db *DB) OutboxHighWater(ctx context.Context) (int64, error) {
 	var hw int64
 	err := db.InTx(ctx, func(tx *Tx) error {
-		if db.dialect == Postgres {
-			if _, err := tx.exec(sqlLockOutbox); err != nil {
+		if q := db.sql.lockOutbox; q != "" {
+			if _, err := tx.exec(q); err != nil {
 				return translate(err, "read the outbox high-water mark")
 			}
 		}

@@ -265,7 +265,7 @@ func oneRow(res sql.Result, format string, args ...any) error {
 // readTx runs fn in a read-only transaction on the read pool (a consistent
 // snapshot).
 func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
-	stx, err := db.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: db.dialect == Postgres})
+	stx, err := db.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: db.sql.readOnlyTx})
 	if err != nil {
 		return translate(err, "begin read")
 	}

@@ -138,11 +138,7 @@ func (db *DB) OutboxReady(ctx context.Context, limit int) (ready int64, oldest t
 // Claimers sharing one PostgreSQL database skip each other's rows (FOR
 // UPDATE SKIP LOCKED); a claim that expires makes its rows claimable again.
 func (db *DB) ClaimOutbox(ctx context.Context, token string, lease time.Duration, limit int) ([]OutboxClaim, error) {
-	lock := ""
-	if db.dialect == Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
-	q := fmt.Sprintf(sqlOutboxClaim, lock)
+	q := fmt.Sprintf(sqlOutboxClaim, db.sql.skipLocked)
 	var rows []OutboxClaim
 	err := db.InTx(ctx, func(tx *Tx) error {
 		rows = rows[:0]
@@ -397,11 +393,7 @@ func (db *DB) OutboxStats(ctx context.Context) (OutboxStats, error) {
 // ever deleted. Pruners sharing one PostgreSQL database skip each other's
 // rows.
 func (db *DB) PruneOutbox(ctx context.Context, cutoff time.Time, batch int) (int64, error) {
-	lock := ""
-	if db.dialect == Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
-	q := fmt.Sprintf(sqlOutboxPrune, lock)
+	q := fmt.Sprintf(sqlOutboxPrune, db.sql.skipLocked)
 	var n int64
 	err := db.InTx(ctx, func(tx *Tx) error {
 		var ids []int64

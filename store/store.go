@@ -77,6 +77,7 @@ func (c Config) Validate() error {
 // DB is an open ledger.
 type DB struct {
 	dialect Dialect
+	sql     dialectSQL // what differs in the queries (dialect.go)
 	// w takes write transactions; on SQLite it has exactly one connection
 	// (SQLite has one writer at a time), on PostgreSQL it is the only pool.
 	w *sqlx.DB
@@ -100,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db := &DB{dialect: cfg.Driver, now: time.Now}
+	db := &DB{dialect: cfg.Driver, sql: dialects[cfg.Driver], now: time.Now}
 	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
 	var err error
 	switch cfg.Driver {
