@@ -277,11 +277,9 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 	if err := checkStation(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}
-	scope, ok := rt.authorize(cl.actor)
-	if !ok {
-		return 0, nil, tacerr.New(tacerr.Forbidden, "%s (roles %s) may not call %s; allowed roles: %s", cl.actor.ID, joinRoles(cl.actor.Roles), rt.pattern, joinRoles(rt.roles()))
+	if c.caller.actor, err = rt.admit(cl.actor); err != nil {
+		return 0, nil, err
 	}
-	c.caller.actor.Scope = scope
 	return rt.handle(s, w, r, c)
 }
 

@@ -232,11 +232,7 @@ func (s *Server) lookup(_ http.ResponseWriter, r *http.Request, _ *call) (int, a
 	if err != nil {
 		return 0, nil, err
 	}
-	var identity string // an authenticated caller is limited as itself
-	if cl, err := s.ident.identify(r.TLS); err == nil {
-		identity = cl.actor.ID
-	}
-	if deny := limited(a.lookupLimiter, r, identity); deny != nil {
+	if deny := limited(a.lookupLimiter, r, s.lookupIdentity(r)); deny != nil {
 		return http.StatusTooManyRequests, deny, nil
 	}
 	m, err := parseIMEI(r.PathValue("imei"), "imei")

@@ -31,6 +31,29 @@ func CheckpointAt(ctx context.Context, db *store.DB, n int64) (StoredCheckpoint,
 		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint"))
 }
 
+// CheckpointInfo is a signed checkpoint's size, root and signing time, as
+// a list shows it (LatestCheckpoint and CheckpointAt return the signed
+// note, verified).
+type CheckpointInfo struct {
+	Size     int64
+	Root     tlog.Hash
+	SignedAt time.Time
+}
+
+// RecentCheckpoints lists the newest limit signed checkpoints, newest
+// first.
+func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]CheckpointInfo, error) {
+	got, err := db.RecentAuditCheckpoints(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]CheckpointInfo, len(got))
+	for i, c := range got {
+		out[i] = CheckpointInfo{Size: c.Size, Root: c.Root, SignedAt: c.SignedAt}
+	}
+	return out, nil
+}
+
 // openCheckpoint checks a stored checkpoint's signature and that its note
 // says what its row says.
 func openCheckpoint(sc store.AuditCheckpoint, err error) (StoredCheckpoint, error) {

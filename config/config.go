@@ -26,6 +26,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/console"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
@@ -55,6 +56,7 @@ type File struct {
 	Authenticity Authenticity `yaml:"authenticity" doc:"challenges, authenticity checks and the public lookup"`
 	// Revocation tunes CRLs and OCSP responses.
 	Revocation revocation.Config `yaml:"revocation" doc:"CRLs and OCSP responses"`
+	Console    console.Settings  `yaml:"console" doc:"the web console and the public IMEI check page"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -157,6 +159,7 @@ func (f *File) resolvePaths() {
 	f.HSM.SoftHSMConf = f.Path(f.HSM.SoftHSMConf)
 	f.Audit.PublishedCheckpoint = f.Path(f.Audit.PublishedCheckpoint)
 	f.Server.ResolvePaths(f.Path)
+	f.Console.ResolvePaths(f.Path)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -189,6 +192,9 @@ func (f *File) Validate() error {
 		return err
 	}
 	if err := f.Revocation.Validate(); err != nil {
+		return err
+	}
+	if err := f.Console.Validate(); err != nil {
 		return err
 	}
 	if f.Register.URL != "" {

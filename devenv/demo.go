@@ -20,6 +20,9 @@ type DemoOptions struct {
 	Bin      string // the tacline binary (the server runs as a child process)
 	Out      io.Writer
 	Progress io.Writer // the simulator's progress bar (a terminal)
+	// Serve keeps the server running after the checks, until ctx ends
+	// (Ctrl-C), so that a person can look at the console.
+	Serve bool
 }
 
 // DemoResult is what the demo did.
@@ -107,6 +110,15 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		}
 		fmt.Fprintln(out, "   CRLs of the issuing CA and the device root (signed in the HSM) exported for outside verifiers")
 	}
+	if o.Serve && simErr == nil {
+		fmt.Fprintln(out, "   the server keeps running until you interrupt the demo (Ctrl-C):")
+		printConsole(out, env, proc.URL)
+		<-ctx.Done()
+		// Interrupted: the rest of the demo still stops the server and
+		// checks the ledger.
+		ctx = context.WithoutCancel(ctx)
+		fmt.Fprintln(out)
+	}
 	fmt.Fprintln(out, "4. stopping the server")
 	stopped = true
 	if err := proc.Stop(30 * time.Second); err != nil {
@@ -138,6 +150,8 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 		fmt.Fprintf(out, "  %-24s %s\n", l[0], l[1])
 	}
 	fmt.Fprintf(out, "\nTry: tacline --config %s pool list\n     tacline --config %s ledger check\n", env.ConfigPath, env.ConfigPath)
+	fmt.Fprintf(out, "\nWeb console (run `tacline --config %s serve`, or `tacline demo --serve` to keep the demo's server up):\n", env.ConfigPath)
+	printConsole(out, env, "https://"+env.Config.Server.Listen)
 	return &DemoResult{Env: env, Summary: sum, Check: rep}, nil
 }
 
@@ -149,4 +163,17 @@ func (e *Env) CheckLedger(ctx context.Context) (store.CheckReport, error) {
 	}
 	defer db.Close()
 	return db.Check(ctx)
+}
+
+// printConsole prints the console's and the check page's addresses on the
+// server at url and the operator identity to open the console with.
+func printConsole(out io.Writer, env *Env, url string) {
+	op := filepath.Join(env.IdentitiesDir, "role-operator")
+	fmt.Fprintf(out, "  %-24s %s/console/\n", "staff console", url)
+	fmt.Fprintf(out, "  %-24s %s/check\n", "public IMEI check", url)
+	fmt.Fprintf(out, "  %-24s %s, %s\n", "operator identity", filepath.Join(op, "cert.pem"), filepath.Join(op, "key.pem"))
+	fmt.Fprintf(out, "  %-24s %s\n", "server CA to trust", filepath.Join(env.CredsDir, "server-ca.pem"))
+	fmt.Fprintf(out, "  %-24s openssl pkcs12 -export -in %s -inkey %s -out operator.p12\n", "for a browser", filepath.Join(op, "cert.pem"), filepath.Join(op, "key.pem"))
+	fmt.Fprintf(out, "  %-24s curl --cacert %s --cert %s --key %s %s/console/\n", "or", filepath.Join(env.CredsDir, "server-ca.pem"),
+		filepath.Join(op, "cert.pem"), filepath.Join(op, "key.pem"), url)
 }

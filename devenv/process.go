@@ -35,6 +35,9 @@ func StartServer(ctx context.Context, bin, cfgPath, logPath string, extraArgs ..
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Env = os.Environ()
+	// Its own process group: a Ctrl-C on the terminal reaches the parent,
+	// which stops the server in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, tacerr.Wrap(tacerr.Unavailable, err, "start %s serve", bin)

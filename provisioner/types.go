@@ -57,6 +57,20 @@ func (a Actor) Has(r Role) bool {
 	return false
 }
 
+// HasAny reports whether a holds one of roles, exactly: admin is not
+// implied (the API's route table and the console list admin where it may
+// act).
+func (a Actor) HasAny(roles []Role) bool {
+	for _, want := range roles {
+		for _, have := range a.Roles {
+			if want == have {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Station is an enrolled factory station.
 type Station struct {
 	ID          string

@@ -22,6 +22,7 @@ import (
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/console"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
@@ -43,6 +44,9 @@ type Server struct {
 	Worker   *register.Worker // nil unless register.url is set
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
+	// Console is the web console and the public check page, served on the
+	// API's listener.
+	Console *console.Console
 
 	issuers *issuers      // device issuers, kept in step with the ledger
 	reload  chan struct{} // TriggerIssuerRefresh
@@ -181,7 +185,35 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := s.mountConsole(); err != nil {
+		s.Close()
+		return nil, err
+	}
 	return s, nil
+}
+
+// mountConsole serves the web console and the public check page on the
+// API's listener (package console).
+func (s *Server) mountConsole() error {
+	var logKey string
+	if v := s.Audit.Verifier(); v != nil {
+		logKey = v.Key()
+	}
+	cc := console.Config{Gate: s.API, Ops: s.API.Services(), DB: s.DB, LogKey: logKey, Delivering: s.Worker != nil,
+		Health: s.Token.Health, Gatherer: s.Registry, Log: s.log,
+		Issuers: func() console.IssuerState {
+			st := s.Issuers()
+			return console.IssuerState{Active: st.Active, Unusable: st.Unusable}
+		}}
+	if err := s.cfg.Console.Apply(&cc); err != nil {
+		return err
+	}
+	var err error
+	if s.Console, err = console.New(cc); err != nil {
+		return err
+	}
+	s.Console.Mount(s.API)
+	return nil
 }
 
 // RefreshIssuers reads the ledger's issuers now, as the periodic refresh
@@ -291,6 +323,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 // Close releases the ledger and the HSM.
 func (s *Server) Close() error {
 	var errs []error
+	if s.Console != nil {
+		errs = append(errs, s.Console.Close())
+	}
 	if s.DB != nil {
 		errs = append(errs, s.DB.Close())
 	}

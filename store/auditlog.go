@@ -354,3 +354,34 @@ func (db *DB) AuditStats(ctx context.Context) (AuditStats, error) {
 	}
 	return s, nil
 }
+
+// AuditCheckpointInfo is a stored checkpoint's size, root and signing time.
+type AuditCheckpointInfo struct {
+	Size     int64
+	Root     [32]byte
+	SignedAt time.Time
+}
+
+const qAuditRecentCPs = `SELECT size, root, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT ?`
+
+// RecentAuditCheckpoints returns the newest limit stored checkpoints,
+// newest first (their notes unread: for lists, not for verification).
+func (db *DB) RecentAuditCheckpoints(ctx context.Context, limit int) ([]AuditCheckpointInfo, error) {
+	var rows []struct {
+		Size int64  `db:"size"`
+		Root []byte `db:"root"`
+		At   int64  `db:"created_at"`
+	}
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(qAuditRecentCPs), limit); err != nil {
+		return nil, translate(err, "list audit checkpoints")
+	}
+	out := make([]AuditCheckpointInfo, len(rows))
+	for i, r := range rows {
+		h, err := hash32(r.Root, "audit_checkpoints.root")
+		if err != nil {
+			return nil, err
+		}
+		out[i] = AuditCheckpointInfo{Size: r.Size, Root: h, SignedAt: time.UnixMicro(r.At).UTC()}
+	}
+	return out, nil
+}

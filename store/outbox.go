@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"time"
 
@@ -426,4 +427,45 @@ func (db *DB) OutboxAckedCounted(ctx context.Context) (kept, counted int64, err 
 		return 0, 0, translate(err, "check register outbox counters")
 	}
 	return kept, counted, nil
+}
+
+// OutboxDelivery is one outbox row of an IMEI and how its delivery stands.
+type OutboxDelivery struct {
+	Event, State string
+	Attempts     int
+	ReceiptID    string
+	Reason       string
+	CloneAlert   bool
+	LastError    string
+	CreatedAt    time.Time
+	DoneAt       time.Time // zero while open
+}
+
+const sqlOutboxIMEIDeliveries = `SELECT event, state, attempts, receipt_id, reason, clone_alert, last_error, created_at, done_at
+FROM register_outbox WHERE imei14 = ? ORDER BY id`
+
+// OutboxDeliveries lists the outbox rows of one IMEI, oldest first
+// (acknowledged rows deleted by retention are no longer listed).
+func (db *DB) OutboxDeliveries(ctx context.Context, imei14 uint64) ([]OutboxDelivery, error) {
+	rows, err := db.r.QueryContext(ctx, db.r.Rebind(sqlOutboxIMEIDeliveries), int64(imei14))
+	if err != nil {
+		return nil, translate(err, "read the register deliveries")
+	}
+	defer rows.Close()
+	var out []OutboxDelivery
+	for rows.Next() {
+		var d OutboxDelivery
+		var clone int
+		var created int64
+		var done sql.NullInt64
+		if err := rows.Scan(&d.Event, &d.State, &d.Attempts, &d.ReceiptID, &d.Reason, &clone, &d.LastError, &created, &done); err != nil {
+			return nil, translate(err, "read the register deliveries")
+		}
+		d.CloneAlert, d.CreatedAt = clone == 1, time.UnixMicro(created).UTC()
+		if done.Valid {
+			d.DoneAt = time.UnixMicro(done.Int64).UTC()
+		}
+		out = append(out, d)
+	}
+	return out, translate(rows.Err(), "read the register deliveries")
 }

@@ -35,5 +35,6 @@ func newDemoCmd() *cobra.Command {
 	c.Flags().StringVar(&o.Dir, "dir", "var/demo", "where the environment is made (replaced if it holds an earlier one)")
 	c.Flags().IntVar(&o.Stations, "stations", 4, "stations on the line")
 	c.Flags().IntVar(&o.Devices, "devices", 250, "devices per station")
+	c.Flags().BoolVar(&o.Serve, "serve", false, "keep the server running after the demo until interrupted (Ctrl-C), to look at the web console")
 	return c
 }

@@ -1,0 +1,58 @@
+package console
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// checkData is the public check page.
+type checkData struct {
+	Query   string // what was typed
+	Error   string // why it is not an IMEI
+	Limited int    // seconds to wait when rate limited
+	Down    bool   // the lookup failed
+	Result  *checkResult
+}
+
+type checkResult struct {
+	IMEI, Status, Brand, Model string
+}
+
+// check serves /check: no certificate, a GET form, so /check?imei=... is a
+// link a person can share.
+func (c *Console) check(w http.ResponseWriter, r *http.Request) {
+	d := checkData{Query: strings.TrimSpace(r.URL.Query().Get("imei"))}
+	tx := c.texts
+	p := &page{Title: tx.text("check.title"), Lang: tx.Lang, Nav: []navItem{{Href: "/check", Label: tx.text("check.title"), Current: true}}, Data: &d}
+	status := http.StatusOK
+	if len(d.Query) > 64 {
+		d.Query = d.Query[:64]
+	}
+	if d.Query != "" {
+		m, err := imei.Parse(d.Query)
+		switch {
+		case err != nil:
+			msg := err.Error()
+			if e, ok := tacerr.As(err); ok {
+				msg = e.Message
+			}
+			d.Error, status = tx.text("check.invalid", msg), http.StatusBadRequest
+		default:
+			l, retry, err := c.cfg.Gate.PublicLookup(r.Context(), r, m)
+			switch {
+			case retry > 0:
+				d.Limited, status = retry, http.StatusTooManyRequests
+				w.Header().Set("Retry-After", itoa(int64(retry)))
+			case err != nil:
+				c.cfg.Log.Warn("console: public lookup failed", "code", string(tacerr.CodeOf(err)), "err", err.Error())
+				d.Down, status = true, http.StatusServiceUnavailable
+			default:
+				d.Result = &checkResult{IMEI: l.IMEI, Status: l.Status, Brand: l.Brand, Model: l.Model}
+			}
+		}
+	}
+	c.render(w, r, status, "check", p)
+}

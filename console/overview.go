@@ -1,0 +1,547 @@
+package console
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/store"
+)
+
+// The overview's window: rates are the reservations of the last hour, in
+// twelve buckets of five minutes, read from the ledger's timestamps (so
+// every replica shows the same numbers).
+const (
+	window  = time.Hour
+	buckets = 12
+	bucket  = window / buckets
+)
+
+type overviewData struct {
+	Now       time.Time
+	CountedAt time.Time // when the per-state pool counts were read
+	Pools     []poolView
+	Stations  []stationView
+	Lines     []lineView
+	Errors    []errorCount
+	Register  *register.Report
+	// DeliveryOff: this server does not deliver to the register.
+	DeliveryOff bool
+	Audit       *auditView
+	HSM         *hsmView
+	Issuers     []issuerView
+	Chart       *depletionChart
+	// Problems lists what could not be read (the rest is still shown).
+	Problems []string
+}
+
+type poolView struct {
+	store.PoolStats
+	TACText  string
+	Size     int64
+	Used     int64
+	UsedPct  string
+	UsedW    int    // width of the used bar, of 100
+	PerHour  int64  // IMEIs reserved in the last hour
+	Forecast string // when the pool runs dry at that rate
+	Soon     bool   // within 7 days
+	Spark    string // polyline points of IMEIs per bucket
+	SparkMax int64
+}
+
+type stationView struct {
+	ID, Factory, Line string
+	Pools             []string
+	Devices, IMEIs    int64 // last hour
+	LastSeen          time.Time
+	Disabled          bool
+}
+
+// lineView sums a production line's stations.
+type lineView struct {
+	Line               string // factory/line
+	Stations, Disabled int
+	Devices, IMEIs     int64 // last hour
+	LastSeen           time.Time
+}
+
+type errorCount struct {
+	Code  string
+	Count int64
+}
+
+type auditView struct {
+	Size       int64
+	Checkpoint int64 // size of the newest signed checkpoint
+	SignedAt   time.Time
+	Age        string
+	Behind     int64 // events not yet covered by a signed checkpoint
+}
+
+type hsmView struct {
+	hsm.Health
+	Latency   string
+	Signs     int64
+	SignMean  string
+	SignP99   string
+	CheckedAt time.Time
+}
+
+type issuerView struct {
+	KeyID, Label, Kind, Subject string
+	NotAfter                    time.Time
+	Days                        int
+	Active, Loaded              bool // Loaded: this server issues under it
+	Unusable                    string
+}
+
+func (c *Console) overview(w http.ResponseWriter, r *http.Request, p *page) {
+	p.Title = "Overview"
+	p.Data = c.collect(r.Context(), p)
+	c.render(w, r, http.StatusOK, "overview", p)
+}
+
+// collect reads everything the overview shows; what fails is listed in
+// Problems and the rest is shown.
+func (c *Console) collect(ctx context.Context, p *page) *overviewData {
+	now := c.cfg.Now().UTC()
+	d := &overviewData{Now: now}
+	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+err.Error()) }
+
+	since := now.Add(-window).Truncate(bucket).Add(bucket)
+	acts, err := c.cfg.DB.RecentActivity(ctx, since, bucket)
+	if err != nil {
+		problem("recent provisioning", err)
+	}
+	perPool := map[string]*[buckets]int64{}
+	type stAct struct {
+		devices, imeis int64
+		last           time.Time
+	}
+	perStation := map[string]*stAct{}
+	for _, a := range acts {
+		if a.Bucket < 0 || a.Bucket >= buckets {
+			continue
+		}
+		if perPool[a.Pool] == nil {
+			perPool[a.Pool] = &[buckets]int64{}
+		}
+		perPool[a.Pool][a.Bucket] += a.IMEIs
+		s := perStation[a.Caller]
+		if s == nil {
+			s = &stAct{}
+			perStation[a.Caller] = s
+		}
+		s.devices += a.Reservations
+		s.imeis += a.IMEIs
+		if a.Last.After(s.last) {
+			s.last = a.Last
+		}
+	}
+	// The rate is over the window's buckets so far (the current one is
+	// partial).
+	elapsed := now.Sub(since)
+
+	// Remaining SNRs from the pools table at every refresh; the per-state
+	// counts scan the ledger, so they are recounted at most every
+	// countsTTL.
+	pools, err := c.cfg.Ops.PoolsRemaining(ctx)
+	if err != nil {
+		problem("pools", err)
+	}
+	slow, err := c.slowCounts(ctx, p)
+	if err != nil {
+		problem("pool usage counts", err)
+		slow = &cachedCounts{}
+	}
+	d.CountedAt = slow.at
+	for _, ps := range pools {
+		if n, ok := slow.byPool[ps.Name]; ok {
+			ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = n.Reserved, n.Bound, n.Voided, n.Revoked
+		}
+		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
+		v.Used = v.Size - ps.Free
+		v.UsedPct = strconv.FormatFloat(100*float64(v.Used)/float64(v.Size), 'f', 1, 64)
+		v.UsedW = int(math.Round(100 * float64(v.Used) / float64(v.Size)))
+		var series [buckets]int64
+		if s := perPool[ps.Name]; s != nil {
+			series = *s
+		}
+		for _, n := range series {
+			v.PerHour += n
+		}
+		v.Spark, v.SparkMax = sparkline(series[:], 120, 28)
+		v.Forecast, v.Soon = forecast(now, ps.Free, v.PerHour, elapsed)
+		d.Pools = append(d.Pools, v)
+	}
+
+	d.Chart = newDepletionChart(now, d.Pools, elapsed)
+
+	stations, err := c.cfg.DB.Stations(ctx)
+	if err != nil {
+		problem("stations", err)
+	}
+	for _, s := range stations {
+		v := stationView{ID: s.ID, Factory: s.Factory, Line: s.Line, Pools: s.Pools, Disabled: !s.DisabledAt.IsZero()}
+		if a := perStation[s.ID]; a != nil {
+			v.Devices, v.IMEIs, v.LastSeen = a.devices, a.imeis, a.last
+		} else {
+			v.LastSeen = slow.lastSeen[s.ID] // read at most a minute ago
+		}
+		d.Stations = append(d.Stations, v)
+	}
+	d.Lines = lines(d.Stations)
+
+	d.Errors = c.errorCounts()
+	d.DeliveryOff = !c.cfg.Delivering
+	if rep, err := register.Status(ctx, c.cfg.DB); err != nil {
+		problem("register delivery", err)
+	} else {
+		d.Register = &rep
+	}
+	if av, err := c.auditState(ctx, now); err != nil {
+		problem("audit log", err)
+	} else {
+		d.Audit = av
+	}
+	d.HSM = c.hsmState(ctx)
+	iv, err := c.issuerState(ctx, now)
+	if err != nil {
+		problem("issuers", err)
+	}
+	d.Issuers = iv
+	return d
+}
+
+// forecast says when free SNRs run out at perHour IMEIs reserved over the
+// elapsed part of the window.
+func forecast(now time.Time, free, used int64, elapsed time.Duration) (string, bool) {
+	if free == 0 {
+		return "exhausted", true
+	}
+	if used == 0 || elapsed <= 0 {
+		return "no use in the last hour", false
+	}
+	perSec := float64(used) / elapsed.Seconds()
+	left := time.Duration(float64(free) / perSec * float64(time.Second))
+	if left > 100*365*24*time.Hour || left < 0 {
+		return "more than 100 years", false
+	}
+	if left < 7*24*time.Hour {
+		return now.Add(left).Format("2006-01-02 15:04 UTC"), true
+	}
+	return now.Add(left).Format("2006-01-02"), false
+}
+
+// sparkline returns SVG polyline points for series in a w x h box (the
+// largest value at the top) and the largest value.
+func sparkline(series []int64, w, h int) (string, int64) {
+	top := slices.Max(series)
+	scale := float64(h - 2)
+	if top > 0 {
+		scale /= float64(top)
+	}
+	out := make([]byte, 0, len(series)*10)
+	for i, v := range series {
+		x := float64(i) * float64(w) / float64(len(series)-1)
+		y := float64(h-1) - float64(v)*scale
+		if i > 0 {
+			out = append(out, ' ')
+		}
+		out = strconv.AppendFloat(out, x, 'f', 1, 64)
+		out = append(out, ',')
+		out = strconv.AppendFloat(out, y, 'f', 1, 64)
+	}
+	return string(out), top
+}
+
+// errorCounts reads tacline_errors_total: error answers of this server
+// since it started, by code.
+func (c *Console) errorCounts() []errorCount {
+	var out []errorCount
+	for _, m := range c.family("tacline_errors_total") {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == "code" {
+				out = append(out, errorCount{Code: l.GetValue(), Count: int64(m.GetCounter().GetValue())})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b errorCount) int {
+		if a.Count != b.Count {
+			return int(b.Count - a.Count)
+		}
+		if a.Code < b.Code {
+			return -1
+		}
+		return 1
+	})
+	return out
+}
+
+func (c *Console) family(name string) []*dto.Metric {
+	fams, err := c.cfg.Gatherer.Gather()
+	if err != nil {
+		c.cfg.Log.Warn("console: gather metrics", "err", err.Error())
+	}
+	for _, f := range fams {
+		if f.GetName() == name {
+			return f.GetMetric()
+		}
+	}
+	return nil
+}
+
+func (c *Console) auditState(ctx context.Context, now time.Time) (*auditView, error) {
+	size, _, err := audit.Head(ctx, c.cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	v := &auditView{Size: size, Behind: size}
+	cps, err := audit.RecentCheckpoints(ctx, c.cfg.DB, 1)
+	if err != nil {
+		return nil, err
+	}
+	if len(cps) > 0 {
+		v.Checkpoint, v.SignedAt, v.Behind = cps[0].Size, cps[0].SignedAt, size-cps[0].Size
+		v.Age = age(now.Sub(cps[0].SignedAt))
+	}
+	return v, nil
+}
+
+// age says how long ago in words a person reads at a glance.
+func age(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%d s", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%d min", int(d.Minutes()))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("%.1f h", d.Hours())
+	}
+	return fmt.Sprintf("%d days", int(d.Hours()/24))
+}
+
+// cachedCounts keeps the pools' per-state counts (a scan of the ledger)
+// for countsTTL, shared by every viewer, with each station's last
+// reservation (a scan of the reservations).
+type cachedCounts struct {
+	mu       sync.Mutex
+	at       time.Time
+	byPool   map[string]store.PoolStats
+	lastSeen map[string]time.Time
+}
+
+const countsTTL = time.Minute
+
+// slowCounts returns the cached per-state pool counts and last
+// reservations, read again when older than countsTTL.
+func (c *Console) slowCounts(ctx context.Context, p *page) (*cachedCounts, error) {
+	a, err := c.as(p, "GET "+wire.PathPools)
+	if err != nil {
+		return nil, err
+	}
+	c.counts.mu.Lock()
+	defer c.counts.mu.Unlock()
+	if c.counts.byPool != nil && time.Since(c.counts.at) < countsTTL {
+		return &cachedCounts{at: c.counts.at, byPool: c.counts.byPool, lastSeen: c.counts.lastSeen}, nil
+	}
+	ps, err := c.cfg.Ops.Pools(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	last, err := c.cfg.DB.LastReservations(ctx)
+	if err != nil {
+		return nil, err
+	}
+	m := make(map[string]store.PoolStats, len(ps))
+	for _, p := range ps {
+		m[p.Name] = p
+	}
+	c.counts.byPool, c.counts.lastSeen, c.counts.at = m, last, time.Now().UTC()
+	return &cachedCounts{at: c.counts.at, byPool: m, lastSeen: last}, nil
+}
+
+// cachedHealth keeps the last HSM probe for healthTTL, so that many open
+// overviews do not sign a probe each every few seconds.
+type cachedHealth struct {
+	mu sync.Mutex
+	at time.Time
+	h  hsm.Health
+}
+
+const healthTTL = 10 * time.Second
+
+func (c *Console) hsmState(ctx context.Context) *hsmView {
+	if c.cfg.Health == nil {
+		return nil
+	}
+	c.health.mu.Lock()
+	if time.Since(c.health.at) > healthTTL {
+		c.health.h, c.health.at = c.cfg.Health(ctx), time.Now()
+	}
+	v := &hsmView{Health: c.health.h, CheckedAt: c.health.at.UTC()}
+	c.health.mu.Unlock()
+	v.Latency = ms(v.Health.Latency.Seconds())
+	for _, m := range c.family("tacline_hsm_sign_duration_seconds") {
+		h := m.GetHistogram()
+		v.Signs = int64(h.GetSampleCount())
+		if v.Signs > 0 {
+			v.SignMean = ms(h.GetSampleSum() / float64(v.Signs))
+			v.SignP99 = ms(quantile(h, 0.99))
+		}
+	}
+	return v
+}
+
+// quantile estimates a quantile of a histogram: the upper bound of the
+// bucket where it falls.
+func quantile(h *dto.Histogram, q float64) float64 {
+	want := q * float64(h.GetSampleCount())
+	for _, b := range h.GetBucket() {
+		if float64(b.GetCumulativeCount()) >= want {
+			return b.GetUpperBound()
+		}
+	}
+	return math.Inf(1)
+}
+
+func ms(sec float64) string {
+	if math.IsInf(sec, 1) {
+		return "> 4 s"
+	}
+	return strconv.FormatFloat(sec*1000, 'f', 2, 64) + " ms"
+}
+
+func (c *Console) issuerState(ctx context.Context, now time.Time) ([]issuerView, error) {
+	recs, err := c.cfg.DB.Issuers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var st IssuerState
+	if c.cfg.Issuers != nil {
+		st = c.cfg.Issuers()
+	}
+	var out []issuerView
+	for _, r := range recs {
+		v := issuerView{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Active: r.Active, Unusable: st.Unusable[r.KeyID]}
+		v.Loaded = r.KeyID == st.Active
+		if b, _ := pem.Decode([]byte(r.CertPEM)); b != nil {
+			if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
+				v.Subject, v.NotAfter = cert.Subject.CommonName, cert.NotAfter
+				v.Days = int(cert.NotAfter.Sub(now).Hours() / 24)
+			}
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// depletionChart draws every pool's remaining share (100 % at the top)
+// from now on at the last hour's rate: where a line meets the bottom, the
+// pool runs dry.
+type depletionChart struct {
+	W, H, Left, Bottom int
+	Lines              []chartLine
+	Ticks              []chartTick
+	Horizon            string
+}
+
+type chartLine struct {
+	Pool, Points, Class, Label string
+}
+
+type chartTick struct {
+	X      int
+	Label  string
+	Anchor string // text-anchor: the last label ends at its tick
+}
+
+const (
+	chartW, chartH           = 720, 220
+	chartLeft, chartBottom   = 48, 24
+	minHorizon, maxHorizon   = 30 * 24 * time.Hour, 5 * 365 * 24 * time.Hour
+	chartTicks, chartClasses = 4, 6
+)
+
+func newDepletionChart(now time.Time, pools []poolView, elapsed time.Duration) *depletionChart {
+	if len(pools) == 0 {
+		return nil
+	}
+	// The horizon reaches the latest forecast date, within bounds.
+	horizon := minHorizon
+	for _, p := range pools {
+		if p.PerHour > 0 && p.Free > 0 && elapsed > 0 {
+			left := time.Duration(float64(p.Free) / (float64(p.PerHour) / elapsed.Seconds()) * float64(time.Second))
+			horizon = max(horizon, min(left, maxHorizon))
+		}
+	}
+	c := &depletionChart{W: chartW, H: chartH, Left: chartLeft, Bottom: chartH - chartBottom, Horizon: age(horizon)}
+	plotW, plotH := float64(chartW-chartLeft-8), float64(chartH-chartBottom-8)
+	x := func(d time.Duration) float64 { return float64(chartLeft) + plotW*d.Seconds()/horizon.Seconds() }
+	y := func(share float64) float64 { return 8 + plotH*(1-share) }
+	for i := 0; i <= chartTicks; i++ {
+		d := horizon * time.Duration(i) / chartTicks
+		anchor := "middle"
+		if i == chartTicks {
+			anchor = "end"
+		}
+		c.Ticks = append(c.Ticks, chartTick{X: int(x(d)), Label: now.Add(d).Format("2006-01-02"), Anchor: anchor})
+	}
+	for i, p := range pools {
+		share := float64(p.Free) / float64(p.Size)
+		end, endShare := horizon, share
+		if p.PerHour > 0 && elapsed > 0 {
+			perSec := float64(p.PerHour) / elapsed.Seconds() / float64(p.Size) // share per second
+			if dry := time.Duration(share / perSec * float64(time.Second)); dry < horizon {
+				end, endShare = dry, 0
+			} else {
+				endShare = share - perSec*horizon.Seconds()
+			}
+		}
+		pts := strconv.FormatFloat(x(0), 'f', 1, 64) + "," + strconv.FormatFloat(y(share), 'f', 1, 64) + " " +
+			strconv.FormatFloat(x(end), 'f', 1, 64) + "," + strconv.FormatFloat(y(endShare), 'f', 1, 64)
+		c.Lines = append(c.Lines, chartLine{Pool: p.Name, Points: pts, Class: "series-" + strconv.Itoa(i%chartClasses),
+			Label: p.Name + ": " + p.Forecast})
+	}
+	return c
+}
+
+// lines sums the stations per factory/line, in the stations' order.
+func lines(stations []stationView) []lineView {
+	var out []lineView
+	at := map[string]int{}
+	for _, s := range stations {
+		key := s.Factory + "/" + s.Line
+		i, ok := at[key]
+		if !ok {
+			i = len(out)
+			at[key] = i
+			out = append(out, lineView{Line: key})
+		}
+		l := &out[i]
+		l.Stations++
+		if s.Disabled {
+			l.Disabled++
+		}
+		l.Devices += s.Devices
+		l.IMEIs += s.IMEIs
+		if s.LastSeen.After(l.LastSeen) {
+			l.LastSeen = s.LastSeen
+		}
+	}
+	return out
+}

@@ -1,0 +1,119 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Activity is what one caller reserved from one pool in one time bucket
+// (see RecentActivity).
+type Activity struct {
+	Caller       string // the station id (or the actor that pre-allocated)
+	Pool         string
+	Bucket       int   // 0 for the bucket starting at since, 1 for the next...
+	Reservations int64 // requests that reserved (provision, pre-allocation)
+	IMEIs        int64 // IMEIs they reserved
+	Last         time.Time
+}
+
+// activitySlack is how far out of created_at order reservation ids may be
+// (replicas' clocks, batches committed out of order): the id search starts
+// this much earlier and the time filter drops what is too old.
+const activitySlack = 5 * time.Minute
+
+const (
+	sqlReservationIDRange = `SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM reservations`
+	sqlReservationAt      = `SELECT id, created_at FROM reservations WHERE id >= ? ORDER BY id LIMIT 1`
+	sqlActivity           = `SELECT r.caller, p.name, (r.created_at - ?) / ? AS bucket, COUNT(*), SUM(r.devices * r.per_device), MAX(r.created_at)
+FROM reservations r JOIN pools p ON p.id = r.pool_id
+WHERE r.id >= ? AND r.created_at >= ?
+GROUP BY r.caller, p.name, bucket ORDER BY r.caller, p.name, bucket`
+	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations GROUP BY caller`
+)
+
+// RecentActivity sums the reservations made since since per caller, pool
+// and bucket of width bucket. Its cost grows with the reservations since
+// then, not with the ledger: the first reservation id of the window is
+// found by a binary search over the primary key (ids grow with time, give
+// or take a few minutes), so an overview can call it every few seconds.
+func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.Duration) ([]Activity, error) {
+	if bucket <= 0 {
+		return nil, tacerr.Field(tacerr.InvalidInput, "bucket", "must be positive")
+	}
+	q := db.r
+	var lo, hi int64
+	if err := q.QueryRowxContext(ctx, sqlReservationIDRange).Scan(&lo, &hi); err != nil {
+		return nil, translate(err, "read reservation ids")
+	}
+	if hi == 0 {
+		return nil, nil
+	}
+	// The smallest id whose created_at is at or after since - slack.
+	from := since.Add(-activitySlack).UnixMicro()
+	at := q.Rebind(sqlReservationAt)
+	first := hi + 1
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		var id, created int64
+		err := q.QueryRowxContext(ctx, at, mid).Scan(&id, &created)
+		if errors.Is(err, sql.ErrNoRows) {
+			hi = mid - 1
+			continue
+		}
+		if err != nil {
+			return nil, translate(err, "search reservations by time")
+		}
+		if created >= from {
+			first, hi = id, mid-1
+		} else {
+			lo = id + 1
+		}
+	}
+	rows, err := q.QueryxContext(ctx, q.Rebind(sqlActivity), since.UnixMicro(), bucket.Microseconds(), first, since.UnixMicro())
+	if err != nil {
+		return nil, translate(err, "read recent reservations")
+	}
+	defer rows.Close()
+	var out []Activity
+	for rows.Next() {
+		var a Activity
+		var last int64
+		if err := rows.Scan(&a.Caller, &a.Pool, &a.Bucket, &a.Reservations, &a.IMEIs, &last); err != nil {
+			return nil, translate(err, "read recent reservations")
+		}
+		a.Last = micros(last)
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "read recent reservations")
+	}
+	return out, nil
+}
+
+// LastReservations returns when each caller last reserved IMEIs. It scans
+// the reservations table (one row per request): call it rarely, as the
+// console does at most once a minute.
+func (db *DB) LastReservations(ctx context.Context) (map[string]time.Time, error) {
+	rows, err := db.r.QueryxContext(ctx, sqlLastReservations)
+	if err != nil {
+		return nil, translate(err, "read the last reservation of each caller")
+	}
+	defer rows.Close()
+	out := map[string]time.Time{}
+	for rows.Next() {
+		var caller string
+		var at int64
+		if err := rows.Scan(&caller, &at); err != nil {
+			return nil, translate(err, "read the last reservation of each caller")
+		}
+		out[caller] = micros(at)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "read the last reservation of each caller")
+	}
+	return out, nil
+}

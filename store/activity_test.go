@@ -1,0 +1,43 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/store"
+)
+
+func TestRecentActivity(t *testing.T) {
+	forEachDialect(t, func(t *testing.T, db *store.DB) {
+		seed(t, db, 0, 999)
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		ctx := context.Background()
+		for i, ago := range []time.Duration{3 * time.Hour, 2 * time.Hour, 30 * time.Minute, 10 * time.Minute, 9 * time.Minute} {
+			at := t0.Add(-ago)
+			db.SetClock(func() time.Time { return at })
+			if _, err := reserve(db, fmt.Sprint("a", i), "A", 2); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := db.RecentActivity(ctx, t0.Add(-time.Hour), 10*time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// 30 min ago is bucket 3 (one device, 2 IMEIs); 10 and 9 min ago
+		// are bucket 5 (two devices, 4 IMEIs); the older ones are out.
+		want := "[{S1 A 3 1 2 2026-03-01 11:30:00 +0000 UTC} {S1 A 5 2 4 2026-03-01 11:51:00 +0000 UTC}]"
+		if fmt.Sprint(got) != want {
+			t.Fatalf("activity = %v\nwant       %s", got, want)
+		}
+		last, err := db.LastReservations(ctx)
+		if err != nil || len(last) != 1 || !last["S1"].Equal(t0.Add(-9*time.Minute)) {
+			t.Fatalf("last reservations = %v, %v; want S1 at %s", last, err, t0.Add(-9*time.Minute))
+		}
+		none, err := db.RecentActivity(ctx, t0, time.Minute)
+		if err != nil || len(none) != 0 {
+			t.Fatalf("activity after the last reservation = %v, %v; want none", none, err)
+		}
+	})
+}
