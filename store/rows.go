@@ -72,15 +72,14 @@ func (w *rowWriter) flush() error {
 	}
 	q, args, n := multiRow(w.head, w.tuple, w.rows), w.args, int64(w.rows)
 	w.args, w.rows = w.args[:0], 0
-	what := fmt.Sprintf("%s (%d rows)", w.what, n)
 	res, err := w.tx.exec(w.tx.rebind(q), args...)
 	if err != nil {
 		if w.onDuplicate != nil && isDuplicate(err) {
 			return w.onDuplicate(err)
 		}
-		return translate(err, what)
+		return translate(err, fmt.Sprintf("%s (%d rows)", w.what, n))
 	}
-	return checkRows(res, n, what)
+	return checkRows(res, n, w.what)
 }
 
 // execRows runs a statement (rebinding it) that must change exactly want
