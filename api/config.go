@@ -79,12 +79,6 @@ type IdentityRule struct {
 
 var stationID = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
 
-// knownRoles are the roles a certificate or rule may name.
-var knownRoles = map[provisioner.Role]bool{
-	provisioner.RoleStation: true, provisioner.RoleOperator: true, provisioner.RoleAuditor: true,
-	provisioner.RoleRegulator: true, provisioner.RoleAdmin: true,
-}
-
 // ResolvePaths rewrites the file names of c with resolve (for example
 // config.File.Path, which makes them relative to the configuration file).
 func (c *Config) ResolvePaths(resolve func(string) string) {
@@ -193,7 +187,7 @@ func (r IdentityRule) validate(at string, bad func(string, string, ...any) error
 		return bad(at+".station", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", r.Station)
 	}
 	for j, role := range r.Roles {
-		if !knownRoles[provisioner.Role(role)] {
+		if !provisioner.Role(role).Valid() {
 			return bad(fmt.Sprintf("%s.roles[%d]", at, j), "%q is not one of station, operator, auditor, regulator, admin", role)
 		}
 	}

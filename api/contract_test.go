@@ -110,7 +110,7 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 		c := pki.clientCert(t, st)
 		certs[who] = &c
 	}
-	m := mustIMEI(t, 101234, 17).String()
+	m := imei.MustNew(101234, 17).String()
 	bodies := map[string]any{
 		"POST " + wire.PathProvision:   wire.ProvisionRequest{RequestID: "r1", DeviceSerial: "SN1", Product: "w", CSR: testCSR},
 		"POST " + wire.PathAllocations: wire.AllocationRequest{RequestID: "a1", Pool: "p1", Count: 1},

@@ -65,7 +65,7 @@ func timePtr(t time.Time) *time.Time {
 func imeiStatus(r store.IMEIRecord) wire.IMEIStatus {
 	return wire.IMEIStatus{
 		IMEI:              r.IMEI.String(),
-		State:             r.State,
+		State:             string(r.State),
 		Pool:              r.Pool,
 		TAC:               r.IMEI.TACString(),
 		DeviceSerial:      r.DeviceSerial,
@@ -83,7 +83,7 @@ func imeiStatus(r store.IMEIRecord) wire.IMEIStatus {
 func deviceStatus(d *provisioner.Device) wire.DeviceStatus {
 	return wire.DeviceStatus{
 		DeviceSerial:      d.Serial,
-		State:             d.State,
+		State:             string(d.State),
 		IMEIs:             make([]wire.IMEIStatus, 0, len(d.IMEIs)),
 		Certificate:       certPEM(d.CertDER),
 		CertificateSerial: d.CertSerial,

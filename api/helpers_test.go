@@ -312,15 +312,6 @@ func (ts *testServer) do(t testing.TB, c *http.Client, method, path string, body
 	return send(t, c, req)
 }
 
-func mustIMEI(t testing.TB, tac, snr uint32) imei.IMEI {
-	t.Helper()
-	m, err := imei.New(tac, snr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 // fakeProvisioner injects controlled results into the HTTP layer; it has no
 // business logic. fail, when set for a method name, is returned by it.
 type fakeProvisioner struct {
@@ -341,7 +332,7 @@ func newFake(t testing.TB, pki *testPKI) *fakeProvisioner {
 	return &fakeProvisioner{
 		stations: map[string]provisioner.Station{},
 		fail:     map[string]error{},
-		imeis:    []imei.IMEI{mustIMEI(t, 101234, 17), mustIMEI(t, 101234, 18)},
+		imeis:    []imei.IMEI{imei.MustNew(101234, 17), imei.MustNew(101234, 18)},
 		cert:     pki.stationCA, // any certificate will do as the "device certificate"
 	}
 }

@@ -18,9 +18,6 @@ const (
 	roleURNPrefix    = "urn:tacline:role:"
 )
 
-// allRoles lists the roles in the order of the matrix (docs/api.md).
-var allRoles = []provisioner.Role{provisioner.RoleStation, provisioner.RoleOperator, provisioner.RoleAuditor, provisioner.RoleRegulator, provisioner.RoleAdmin}
-
 // identifier turns a verified client certificate into an Actor.
 type identifier struct {
 	tacline map[string]bool // DER of the client_ca certificates
@@ -74,7 +71,7 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 				}
 			case strings.HasPrefix(s, roleURNPrefix):
 				// Unknown roles are ignored: they grant nothing.
-				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); knownRoles[r] {
+				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); r.Valid() {
 					roles[r] = true
 				}
 			}
@@ -101,7 +98,7 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 	}
 	c.actor = provisioner.Actor{ID: actorID(leaf, station), Station: station}
 	// A stable order, so that logs and tests see the same list.
-	for _, r := range allRoles {
+	for _, r := range provisioner.Roles {
 		if roles[r] {
 			c.actor.Roles = append(c.actor.Roles, r)
 		}

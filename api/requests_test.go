@@ -183,7 +183,7 @@ func TestProblemMapping(t *testing.T) {
 	ts, fake, c := stationServer(t)
 	c = unchecked(c)
 	provision := map[string]any{"request_id": "r1", "device_serial": "SN1", "product": "w", "csr": testCSR}
-	other := mustIMEI(t, 101234, 99)
+	other := imei.MustNew(101234, 99)
 	tests := []struct {
 		name           string
 		err            error

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
@@ -102,7 +103,7 @@ func (rt route) authorize(a provisioner.Actor) (provisioner.Scope, bool) {
 // roles lists the roles the route admits, in the matrix's order.
 func (rt route) roles() []provisioner.Role {
 	var out []provisioner.Role
-	for _, r := range allRoles {
+	for _, r := range provisioner.Roles {
 		if _, ok := rt.access[r]; ok {
 			out = append(out, r)
 		}
@@ -207,7 +208,11 @@ func (s *Server) void(w http.ResponseWriter, r *http.Request, c *call) (int, any
 	if err := decodeBody(w, r, &req); err != nil {
 		return 0, nil, err
 	}
-	if err := s.p.Void(r.Context(), provisioner.VoidInput{Actor: c.caller.actor, IMEI: m, Reason: req.Reason, Note: req.Note}); err != nil {
+	reason, err := lifecycle.ParseVoidReason("reason", req.Reason)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.p.Void(r.Context(), provisioner.VoidInput{Actor: c.caller.actor, IMEI: m, Reason: reason, Note: req.Note}); err != nil {
 		return 0, nil, err
 	}
 	rec, err := s.p.IMEI(r.Context(), c.caller.actor, m)
@@ -242,7 +247,11 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request, c *call) (int, a
 		return 0, nil, err
 	}
 	serial := r.PathValue("serial")
-	if err := s.p.Revoke(r.Context(), provisioner.RevokeInput{Actor: c.caller.actor, DeviceSerial: serial, Reason: req.Reason}); err != nil {
+	reason, err := lifecycle.ParseRevokeReason("reason", req.Reason, lifecycle.RevokeDeviceReasons)
+	if err != nil {
+		return 0, nil, err
+	}
+	if err := s.p.Revoke(r.Context(), provisioner.RevokeInput{Actor: c.caller.actor, DeviceSerial: serial, Reason: reason}); err != nil {
 		return 0, nil, err
 	}
 	st, err := s.deviceStatus(r.Context(), c.caller.actor, serial)

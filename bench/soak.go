@@ -14,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/store"
 )
 
@@ -117,7 +118,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	load := func(d time.Duration, pregen int) (factory.Summary, error) {
+	load := func(d time.Duration, pregen int) (sim.Summary, error) {
 		return lineLoad(ctx, proc.URL, creds, o.Stations, d, o.Rate, pregen)
 	}
 	// The ledger's size before any device: the catalogue, CAs and schema.

@@ -24,6 +24,7 @@ import (
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 )
 
@@ -550,7 +551,7 @@ func checkHeaders(t *testing.T, h map[string]any) {
 	}
 }
 
-func deviceState(t *testing.T, db *store.DB, serial string) string {
+func deviceState(t *testing.T, db *store.DB, serial string) lifecycle.State {
 	t.Helper()
 	d, err := db.Device(context.Background(), serial)
 	if err != nil || d == nil {

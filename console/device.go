@@ -14,6 +14,7 @@ import (
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
@@ -197,11 +198,19 @@ func decodeCert(der []byte) *certView {
 	return v
 }
 
-// The reasons the provisioner accepts (it checks them again).
+// The reasons a caller may give (package lifecycle's lists).
 var (
-	voidReasons   = []string{"scrapped", "test", "rework", "other"}
-	revokeReasons = []string{"stolen", "cloned", "compromised", "superseded", "other"}
+	voidReasons   = words(lifecycle.ChosenVoidReasons)
+	revokeReasons = words(lifecycle.RevokeDeviceReasons)
 )
+
+func words[T ~string](ws []T) []string {
+	out := make([]string, len(ws))
+	for i, w := range ws {
+		out[i] = string(w)
+	}
+	return out
+}
 
 type confirmData struct {
 	Action  string // void | revoke
@@ -277,7 +286,12 @@ func (c *Console) voidDo(w http.ResponseWriter, r *http.Request, p *page) {
 		c.fail(w, r, p, err)
 		return
 	}
-	if err := c.cfg.Ops.Void(r.Context(), provisioner.VoidInput{Actor: a, IMEI: m, Reason: r.PostFormValue("reason"), Note: r.PostFormValue("note")}); err != nil {
+	reason, err := lifecycle.ParseVoidReason("reason", r.PostFormValue("reason"))
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
+	if err := c.cfg.Ops.Void(r.Context(), provisioner.VoidInput{Actor: a, IMEI: m, Reason: reason, Note: r.PostFormValue("note")}); err != nil {
 		c.fail(w, r, p, err)
 		return
 	}
@@ -296,7 +310,12 @@ func (c *Console) revokeDo(w http.ResponseWriter, r *http.Request, p *page) {
 		c.fail(w, r, p, err)
 		return
 	}
-	if err := c.cfg.Ops.Revoke(r.Context(), provisioner.RevokeInput{Actor: a, DeviceSerial: serial, Reason: r.PostFormValue("reason")}); err != nil {
+	reason, err := lifecycle.ParseRevokeReason("reason", r.PostFormValue("reason"), lifecycle.RevokeDeviceReasons)
+	if err != nil {
+		c.fail(w, r, p, err)
+		return
+	}
+	if err := c.cfg.Ops.Revoke(r.Context(), provisioner.RevokeInput{Actor: a, DeviceSerial: serial, Reason: reason}); err != nil {
 		c.fail(w, r, p, err)
 		return
 	}

@@ -25,6 +25,7 @@ import (
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify"
@@ -134,7 +135,7 @@ func ReadDevices(env *Env, ndjson io.Reader, keysDir string, max int) ([]Device,
 	sc := bufio.NewScanner(ndjson)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() && (max <= 0 || len(out) < max) {
-		var rec factory.DeviceRecord
+		var rec sim.DeviceRecord
 		if err := json.Unmarshal(sc.Bytes(), &rec); err != nil || len(rec.IMEIs) == 0 {
 			return nil, tacerr.New(tacerr.Internal, "device line %d is not a device record: %v", len(out)+1, err)
 		}
@@ -195,8 +196,8 @@ func ProvisionDevices(ctx context.Context, env *Env, url string, perStation int,
 		return nil, err
 	}
 	var out bytes.Buffer
-	if _, err := factory.Simulate(ctx, factory.SimConfig{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, DevicesPerStation: perStation, DevicesOut: &out, KeysDir: keysDir}); err != nil {
+	if _, err := sim.Simulate(ctx, sim.Config{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Stations: creds.Stations, Devices: perStation, DevicesOut: &out, KeysDir: keysDir}); err != nil {
 		return nil, err
 	}
 	return ReadDevices(env, &out, keysDir, 0)

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/store"
 )
 
@@ -28,7 +29,7 @@ type DemoOptions struct {
 // DemoResult is what the demo did.
 type DemoResult struct {
 	Env     *Env
-	Summary factory.Summary
+	Summary sim.Summary
 	Check   store.CheckReport
 }
 
@@ -81,8 +82,8 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	}
 	defer devOut.Close()
 	keys := filepath.Join(env.ExportsDir, "device-keys")
-	sum, simErr := factory.Simulate(ctx, factory.SimConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, DevicesPerStation: o.Devices, Progress: o.Progress, DevicesOut: devOut, KeysDir: keys})
+	sum, simErr := sim.Simulate(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+		Stations: creds.Stations, Devices: o.Devices, Progress: o.Progress, DevicesOut: devOut, KeysDir: keys})
 	if err := devOut.Close(); err != nil && simErr == nil {
 		simErr = err
 	}

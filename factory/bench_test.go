@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 )
 
@@ -29,8 +30,8 @@ func benchIdentity(b *testing.B) (*testPKI, *Device, *wire.ProvisionResponse, []
 	if err != nil {
 		b.Fatal(err)
 	}
-	m := mustIMEI(b, tacA, 10)
-	resp := respFor(pki, dev.Serial(), pki.issue(b, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+	m := imei.MustNew(tacA, 10)
+	resp := factorytest.RespFor(pki, dev.Serial(), pki.Issue(b, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
 	return pki, dev, resp, []PoolRange{{TAC: tacA, SNREnd: 999}}
 }
 
@@ -38,7 +39,7 @@ func benchIdentity(b *testing.B) (*testPKI, *Device, *wire.ProvisionResponse, []
 // validating the whole path each time.
 func BenchmarkVerifyIssued(b *testing.B) {
 	pki, dev, resp, pools := benchIdentity(b)
-	roots := rootPool(pki.root)
+	roots := rootPool(pki.Root)
 	for b.Loop() {
 		if err := VerifyIssued(resp, roots, dev, pools); err != nil {
 			b.Fatal(err)
@@ -50,7 +51,7 @@ func BenchmarkVerifyIssued(b *testing.B) {
 // the simulator runs it.
 func BenchmarkVerifier(b *testing.B) {
 	pki, dev, resp, pools := benchIdentity(b)
-	v := NewVerifier(rootPool(pki.root))
+	v := NewVerifier(rootPool(pki.Root))
 	for b.Loop() {
 		if err := v.Verify(resp, dev, pools); err != nil {
 			b.Fatal(err)
@@ -62,8 +63,8 @@ func BenchmarkVerifier(b *testing.B) {
 // mutual TLS connection (the server answers a fixed body at once).
 func BenchmarkClientProvision(b *testing.B) {
 	pki := newPKI(b)
-	srv := pki.serve(b, &faultServer{})
-	c, _ := pki.client(b, srv, ClientConfig{})
+	srv := pki.Serve(b, &faultServer{})
+	c, _ := testClient(b, pki, srv, ClientConfig{})
 	req := wire.ProvisionRequest{RequestID: "r", DeviceSerial: "SN-BENCH-000001", Product: "widget", CSR: strings.Repeat("A", 600)}
 	ctx := context.Background()
 	for b.Loop() {

@@ -124,9 +124,9 @@ func TestClientRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			fs := &faultServer{steps: tc.steps}
-			srv := pki.serve(t, fs)
+			srv := pki.Serve(t, fs)
 			retries := 0
-			c, waits := pki.client(t, srv, ClientConfig{MaxRetries: tc.maxRetries, Timeout: tc.timeout, OnRetry: func(int, error) { retries++ }})
+			c, waits := testClient(t, pki, srv, ClientConfig{MaxRetries: tc.maxRetries, Timeout: tc.timeout, OnRetry: func(int, error) { retries++ }})
 			resp, err := c.Provision(context.Background(), wire.ProvisionRequest{DeviceSerial: "D1", Product: "widget", CSR: "csr"})
 			fs.mu.Lock()
 			defer fs.mu.Unlock()
@@ -186,8 +186,8 @@ func TestClientProblemFields(t *testing.T) {
 	pki := newPKI(t)
 	p := prob(409, "device_already_provisioned", "device_serial", false)
 	p.IMEIs = []string{"001017000000010", "001017000000028"}
-	srv := pki.serve(t, &faultServer{steps: []step{{status: 409, problem: p}}})
-	c, _ := pki.client(t, srv, ClientConfig{})
+	srv := pki.Serve(t, &faultServer{steps: []step{{status: 409, problem: p}}})
+	c, _ := testClient(t, pki, srv, ClientConfig{})
 	_, err := c.Provision(context.Background(), wire.ProvisionRequest{RequestID: "r1", DeviceSerial: "D1"})
 	var ae *APIError
 	if !errors.As(err, &ae) {
@@ -205,8 +205,8 @@ func TestClientPaths(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
 	fs := &faultServer{}
-	srv := pki.serve(t, fs)
-	c, _ := pki.client(t, srv, ClientConfig{})
+	srv := pki.Serve(t, fs)
+	c, _ := testClient(t, pki, srv, ClientConfig{})
 	ctx := context.Background()
 	calls := []struct {
 		name string
@@ -243,20 +243,20 @@ func TestClientTLSFailuresNotRetried(t *testing.T) {
 	pki := newPKI(t)
 	other := newPKI(t) // another root, another station CA
 	fs := &faultServer{}
-	srv := pki.serve(t, fs)
+	srv := pki.Serve(t, fs)
 	tests := []struct {
 		name string
 		cfg  ClientConfig
 		want tacerr.Code
 	}{
-		{name: "server certificate from an untrusted CA", cfg: ClientConfig{CAFile: other.serverCAFile}, want: tacerr.InvalidConfig},
-		{name: "station certificate the server does not trust", cfg: ClientConfig{CertFile: other.certFile, KeyFile: other.keyFile}, want: tacerr.Unauthorized},
+		{name: "server certificate from an untrusted CA", cfg: ClientConfig{CAFile: other.ServerCAFile}, want: tacerr.InvalidConfig},
+		{name: "station certificate the server does not trust", cfg: ClientConfig{CertFile: other.CertFile, KeyFile: other.KeyFile}, want: tacerr.Unauthorized},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			retries := 0
 			tc.cfg.OnRetry = func(int, error) { retries++ }
-			c, _ := pki.client(t, srv, tc.cfg)
+			c, _ := testClient(t, pki, srv, tc.cfg)
 			_, err := c.Pools(context.Background())
 			if err == nil {
 				t.Fatal("request succeeded with the wrong credentials")
@@ -279,8 +279,8 @@ func TestClientTLSFailuresNotRetried(t *testing.T) {
 func TestClientContextCancelStopsRetries(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
-	srv := pki.serve(t, &faultServer{steps: []step{{status: 503, problem: prob(503, "unavailable", "", true)}}})
-	c, _ := pki.client(t, srv, ClientConfig{})
+	srv := pki.Serve(t, &faultServer{steps: []step{{status: 503, problem: prob(503, "unavailable", "", true)}}})
+	c, _ := testClient(t, pki, srv, ClientConfig{})
 	ctx, cancel := context.WithCancel(context.Background())
 	c.sleep = func(context.Context, time.Duration) error { cancel(); return context.Canceled }
 	_, err := c.Provision(ctx, wire.ProvisionRequest{DeviceSerial: "D1"})
@@ -294,8 +294,8 @@ func TestClientRealBackoffWaits(t *testing.T) {
 	// The real sleep and jitter, with small bounds: the retry happens.
 	pki := newPKI(t)
 	fs := &faultServer{steps: []step{{status: 503, problem: prob(503, "unavailable", "", true)}, {drop: true}}}
-	srv := pki.serve(t, fs)
-	c, err := NewClient(ClientConfig{ServerURL: srv.URL, CertFile: pki.certFile, KeyFile: pki.keyFile, CAFile: pki.serverCAFile, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
+	srv := pki.Serve(t, fs)
+	c, err := NewClient(ClientConfig{ServerURL: srv.URL, CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.ServerCAFile, BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,13 +320,13 @@ func TestNewClientRefuses(t *testing.T) {
 		field string
 		msg   string
 	}{
-		{name: "no server", cfg: ClientConfig{CertFile: pki.certFile, KeyFile: pki.keyFile, CAFile: pki.serverCAFile}, field: "server_url", msg: "required"},
-		{name: "plain http", cfg: ClientConfig{ServerURL: "http://127.0.0.1:1", CertFile: pki.certFile, KeyFile: pki.keyFile, CAFile: pki.serverCAFile}, field: "server_url", msg: "mutual TLS"},
-		{name: "no cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CAFile: pki.serverCAFile}, field: "cert_file", msg: "required"},
-		{name: "key of another cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.certFile, KeyFile: newPKI(t).keyFile, CAFile: pki.serverCAFile}, msg: "matching PEM pair"},
-		{name: "no CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.certFile, KeyFile: pki.keyFile}, field: "ca_file", msg: "required"},
-		{name: "missing CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.certFile, KeyFile: pki.keyFile, CAFile: missing}, msg: "cannot read"},
-		{name: "CA file without certificates", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.certFile, KeyFile: pki.keyFile, CAFile: pki.keyFile}, field: "ca_file", msg: "no PEM CERTIFICATE"},
+		{name: "no server", cfg: ClientConfig{CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.ServerCAFile}, field: "server_url", msg: "required"},
+		{name: "plain http", cfg: ClientConfig{ServerURL: "http://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.ServerCAFile}, field: "server_url", msg: "mutual TLS"},
+		{name: "no cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CAFile: pki.ServerCAFile}, field: "cert_file", msg: "required"},
+		{name: "key of another cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: newPKI(t).KeyFile, CAFile: pki.ServerCAFile}, msg: "matching PEM pair"},
+		{name: "no CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile}, field: "ca_file", msg: "required"},
+		{name: "missing CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: missing}, msg: "cannot read"},
+		{name: "CA file without certificates", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.KeyFile}, field: "ca_file", msg: "no PEM CERTIFICATE"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -351,8 +351,8 @@ func TestClientRetryBudget(t *testing.T) {
 		steps[i] = step{status: 503, problem: prob(503, "unavailable", "", true), retryAfter: "1"}
 	}
 	fs := &faultServer{steps: steps}
-	srv := pki.serve(t, fs)
-	c, waits := pki.client(t, srv, ClientConfig{RetryBudget: 30 * time.Second})
+	srv := pki.Serve(t, fs)
+	c, waits := testClient(t, pki, srv, ClientConfig{RetryBudget: 30 * time.Second})
 	clock := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
 	c.now = func() time.Time { return clock }
 	c.sleep = func(ctx context.Context, d time.Duration) error {

@@ -9,22 +9,23 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/tacerr"
 )
 
 func TestLoadCreds(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t) // writes ca-chain.pem, server-ca.pem and F1-L1-S01/{cert,key}.pem
-	writeFile(t, filepath.Join(pki.dir, "F1-L1-S01", CredsProductFile), []byte("  widget 5G\n"))
-	pki.stations(t, 3, "widget") // F1-L1-S01..S03 (S01 overwritten with product widget)
-	pki.station(t, "F1-L2-S01", filepath.Join(pki.dir, "F1-L2-S01"))
-	writeFile(t, filepath.Join(pki.dir, "F1-L2-S01", CredsPoolFile), []byte("pool-7"))
-	if err := os.Mkdir(filepath.Join(pki.dir, "not-a-station"), 0o700); err != nil {
+	factorytest.WriteFile(t, filepath.Join(pki.Dir, "F1-L1-S01", CredsProductFile), []byte("  widget 5G\n"))
+	stations(t, pki, 3, "widget") // F1-L1-S01..S03 (S01 overwritten with product widget)
+	pki.Station(t, "F1-L2-S01", filepath.Join(pki.Dir, "F1-L2-S01"))
+	factorytest.WriteFile(t, filepath.Join(pki.Dir, "F1-L2-S01", CredsPoolFile), []byte("pool-7"))
+	if err := os.Mkdir(filepath.Join(pki.Dir, "not-a-station"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pki.station(t, "role-operator", filepath.Join(pki.dir, "role-operator")) // role credentials: no product
+	pki.Station(t, "role-operator", filepath.Join(pki.Dir, "role-operator")) // role credentials: no product
 
-	c, err := LoadCreds(pki.dir, 0)
+	c, err := LoadCreds(pki.Dir, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,10 +39,10 @@ func TestLoadCreds(t *testing.T) {
 	if c.Stations[3].Pool != "pool-7" || c.Stations[3].Product != "" || c.Stations[0].Product != "widget" {
 		t.Errorf("products/pools = %+v", c.Stations)
 	}
-	if c.RootsFile != filepath.Join(pki.dir, "ca-chain.pem") || c.ServerCAFile != filepath.Join(pki.dir, "server-ca.pem") {
+	if c.RootsFile != filepath.Join(pki.Dir, "ca-chain.pem") || c.ServerCAFile != filepath.Join(pki.Dir, "server-ca.pem") {
 		t.Errorf("trust files = %s, %s", c.RootsFile, c.ServerCAFile)
 	}
-	two, err := LoadCreds(pki.dir, 2)
+	two, err := LoadCreds(pki.Dir, 2)
 	if err != nil || len(two.Stations) != 2 || two.Stations[1].ID != "F1-L1-S02" {
 		t.Fatalf("LoadCreds(2) = %+v, %v", two, err)
 	}
@@ -56,13 +57,13 @@ func TestLoadCreds(t *testing.T) {
 		{name: "missing server CA", setup: func(dir string) { os.Remove(filepath.Join(dir, CredsServerCAFile)) }, msg: "server-ca.pem is missing"},
 		{name: "station without product skipped", setup: func(dir string) { os.Remove(filepath.Join(dir, "F1-L1-S02", CredsProductFile)) }, n: 4, msg: "only 3"},
 		{name: "two-line product", setup: func(dir string) {
-			writeFile(t, filepath.Join(dir, "F1-L1-S03", CredsProductFile), []byte("a\nb\n"))
+			factorytest.WriteFile(t, filepath.Join(dir, "F1-L1-S03", CredsProductFile), []byte("a\nb\n"))
 		}, msg: "more than one line"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.CopyFS(dir, os.DirFS(pki.dir)); err != nil {
+			if err := os.CopyFS(dir, os.DirFS(pki.Dir)); err != nil {
 				t.Fatal(err)
 			}
 			if tc.setup != nil {

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -72,7 +73,7 @@ func TestSignChallenge(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			dev, err := NewDeviceWithKey("SN-1", genKey(t, tc.curve))
+			dev, err := NewDeviceWithKey("SN-1", factorytest.GenKey(t, tc.curve))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,12 +124,12 @@ func TestNewDeviceRefuses(t *testing.T) {
 		key          *ecdsa.PrivateKey
 		want         string
 	}{
-		{name: "empty serial", serial: "", key: genKey(t, elliptic.P256()), want: "device_serial"},
-		{name: "slash", serial: "a/b", key: genKey(t, elliptic.P256()), want: "device_serial"},
-		{name: "underscore", serial: "a_b", key: genKey(t, elliptic.P256()), want: "device_serial"},
-		{name: "dot dot", serial: "..", key: genKey(t, elliptic.P256()), want: "device_serial"},
-		{name: "too long", serial: strings.Repeat("A", 65), key: genKey(t, elliptic.P256()), want: "device_serial"},
-		{name: "P-521 key", serial: "SN", key: genKey(t, elliptic.P521()), want: "key"},
+		{name: "empty serial", serial: "", key: factorytest.GenKey(t, elliptic.P256()), want: "device_serial"},
+		{name: "slash", serial: "a/b", key: factorytest.GenKey(t, elliptic.P256()), want: "device_serial"},
+		{name: "underscore", serial: "a_b", key: factorytest.GenKey(t, elliptic.P256()), want: "device_serial"},
+		{name: "dot dot", serial: "..", key: factorytest.GenKey(t, elliptic.P256()), want: "device_serial"},
+		{name: "too long", serial: strings.Repeat("A", 65), key: factorytest.GenKey(t, elliptic.P256()), want: "device_serial"},
+		{name: "P-521 key", serial: "SN", key: factorytest.GenKey(t, elliptic.P521()), want: "key"},
 		{name: "no key", serial: "SN", key: nil, want: "key"},
 	}
 	for _, tc := range tests {
@@ -150,7 +151,7 @@ func TestParseDeviceKeyRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 	goodPEM, _ := good.KeyPEM()
-	p521 := keyPEM(t, genKey(t, elliptic.P521()))
+	p521 := factorytest.KeyPEM(t, factorytest.GenKey(t, elliptic.P521()))
 	ecDER, _ := x509.MarshalECPrivateKey(good.key)
 	sec1 := pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: ecDER})
 	tests := []struct {

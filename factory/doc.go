@@ -7,16 +7,22 @@
 //     device's secure element would, and answers authenticity challenges;
 //   - [VerifyIssued], the checks a station runs on every identity the server
 //     returns before it programs it into a device, and [Verifier], the same
-//     checks with each issuer chain verified once per run;
+//     checks with each issuer chain verified once per run; both take a
+//     [DeviceIdentity] (the serial and the CSR's public key), so a real
+//     line, whose device keys never leave the secure element, uses them
+//     as the simulator does;
+//   - [VerifyAllocation] and [VerifyBinding], the same checks for a line
+//     that pre-allocates IMEIs and binds devices later;
 //   - [LoadCreds], the station credentials directory that `tacline station
-//     enroll` writes;
-//   - [Simulate] and [Load], the line simulator and the provisioning load
-//     generator behind `tacline station simulate` and `tacline bench
-//     provision`.
+//     enroll` writes.
 //
-// Of tacline it imports only the API's wire types (api/wire), imei,
-// tacerr and internal/retry (besides the standard library, progressbar and x/term), never the
-// server packages, so a station build carries none of the server.
+// This is what a manufacturer's station software links. The line simulator
+// and the load generator that drive it (`tacline station simulate`,
+// `tacline bench provision`) live in package factory/sim, which production
+// packages never import. Of tacline this package imports only the API's
+// wire types (api/wire), imei, policy, internal/der, internal/retry and
+// tacerr (besides the standard library), never the server packages, so a
+// station build carries none of the server.
 //
 // The package promises:
 //
@@ -44,7 +50,4 @@
 //     device serial. Each failed check is a distinct error (errors.Is with
 //     ErrChain, ErrSAN, ErrIMEI, ErrIMEIOutsidePool, ErrPublicKey,
 //     ErrDeviceSerial, ErrMalformed) of code verification_failed.
-//   - The simulator counts every device once: provisioned and verified, or
-//     failed with an error code; a verification failure makes [Simulate]
-//     and [Load] return an error of code verification_failed.
 package factory

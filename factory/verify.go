@@ -30,8 +30,8 @@ var (
 	ErrDeviceSerial    = errors.New("device serial mismatch")
 )
 
-// maxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device.
-const maxIMEIsPerDevice = 5
+// MaxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device.
+const MaxIMEIsPerDevice = 5
 
 // PoolRange is a range of serial numbers of one TAC the station may receive
 // IMEIs from (bounds inclusive).
@@ -81,13 +81,21 @@ func verifyErr(check error, field, format string, args ...any) error {
 	return e
 }
 
+// DeviceIdentity is what a station knows of a device it provisions: its
+// serial and the public key of the CSR it made (the private key stays in
+// the device's secure element). [Device], the simulated device, is one.
+type DeviceIdentity interface {
+	Serial() string
+	Public() crypto.PublicKey
+}
+
 // VerifyIssued checks an identity the server returned for dev before a
 // station programs it: see the package comment for the checks. roots holds
 // the trusted device roots; resp.Chain supplies the intermediates. allowed
 // lists the station's pools; an IMEI must lie in one of them. Every call
 // validates the whole path; a station checking many devices uses a
 // Verifier, which verifies each issuer chain once.
-func VerifyIssued(resp *wire.ProvisionResponse, roots *x509.CertPool, dev *Device, allowed []PoolRange) error {
+func VerifyIssued(resp *wire.ProvisionResponse, roots *x509.CertPool, dev DeviceIdentity, allowed []PoolRange) error {
 	if roots == nil {
 		return tacerr.New(tacerr.InvalidInput, "VerifyIssued needs the trusted roots")
 	}
@@ -120,7 +128,7 @@ func verifyPath(cert *x509.Certificate, roots, inter *x509.CertPool, now time.Ti
 }
 
 // verifyIssued runs every check but the path validation, which chain does.
-func verifyIssued(resp *wire.ProvisionResponse, dev *Device, allowed []PoolRange, chain func(*x509.Certificate) error) error {
+func verifyIssued(resp *wire.ProvisionResponse, dev DeviceIdentity, allowed []PoolRange, chain func(*x509.Certificate) error) error {
 	if resp == nil {
 		return verifyErr(ErrMalformed, "", "no response")
 	}
@@ -187,7 +195,7 @@ func NewVerifier(roots *x509.CertPool) *Verifier {
 }
 
 // Verify is VerifyIssued(resp, roots, dev, allowed) with the issuer cache.
-func (v *Verifier) Verify(resp *wire.ProvisionResponse, dev *Device, allowed []PoolRange) error {
+func (v *Verifier) Verify(resp *wire.ProvisionResponse, dev DeviceIdentity, allowed []PoolRange) error {
 	if v == nil || v.roots == nil {
 		return tacerr.New(tacerr.InvalidInput, "a Verifier needs the trusted roots")
 	}
@@ -269,8 +277,8 @@ func constrainedPath(chains [][]*x509.Certificate) bool {
 // checkIMEIs parses the returned IMEIs: 1 to 5, 15 digits each, valid,
 // distinct and inside the station's pools.
 func checkIMEIs(list []string, allowed []PoolRange) ([]imei.IMEI, error) {
-	if len(list) == 0 || len(list) > maxIMEIsPerDevice {
-		return nil, verifyErr(ErrIMEI, "imeis", "the response has %d IMEIs; a device has 1 to %d", len(list), maxIMEIsPerDevice)
+	if len(list) == 0 || len(list) > MaxIMEIsPerDevice {
+		return nil, verifyErr(ErrIMEI, "imeis", "the response has %d IMEIs; a device has 1 to %d", len(list), MaxIMEIsPerDevice)
 	}
 	out := make([]imei.IMEI, 0, len(list))
 	for i, s := range list {

@@ -1,10 +1,12 @@
 package factory
 
 import (
+	"crypto"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"math/big"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -33,19 +36,6 @@ func rootPool(certs ...*x509.Certificate) *x509.CertPool {
 	return p
 }
 
-func respFor(pki *testPKI, serial string, cert *x509.Certificate, ims ...imei.IMEI) *wire.ProvisionResponse {
-	r := &wire.ProvisionResponse{
-		DeviceSerial:      serial,
-		Certificate:       string(ca.ChainPEM(cert)),
-		Chain:             string(ca.ChainPEM(pki.issuing, pki.root)),
-		CertificateSerial: cert.SerialNumber.Text(16),
-	}
-	for _, m := range ims {
-		r.IMEIs = append(r.IMEIs, m.String())
-	}
-	return r
-}
-
 func TestVerifyIssued(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
@@ -59,10 +49,10 @@ func TestVerifyIssued(t *testing.T) {
 		t.Fatal(err)
 	}
 	pools := []PoolRange{{TAC: tacA, SNRStart: 0, SNREnd: 999}, {TAC: tacB, SNRStart: 500, SNREnd: 600}}
-	m1, m2 := mustIMEI(t, tacA, 10), mustIMEI(t, tacB, 550)
-	outside := mustIMEI(t, tacA, 1000)
-	good := pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1, m2})
-	roots := rootPool(pki.root)
+	m1, m2 := imei.MustNew(tacA, 10), imei.MustNew(tacB, 550)
+	outside := imei.MustNew(tacA, 1000)
+	good := pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1, m2})
+	roots := rootPool(pki.Root)
 
 	tests := []struct {
 		name  string
@@ -70,67 +60,67 @@ func TestVerifyIssued(t *testing.T) {
 		want  error
 		field string
 	}{
-		{name: "good", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good, m1, m2) }},
-		{name: "good in another order", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good, m2, m1) }},
+		{name: "good", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, dev.Serial(), good, m1, m2) }},
+		{name: "good in another order", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, dev.Serial(), good, m2, m1) }},
 		{name: "certificate for another key", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), stranger.Public(), []imei.IMEI{m1, m2}), m1, m2)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, dev.Serial(), stranger.Public(), []imei.IMEI{m1, m2}), m1, m2)
 		}, want: ErrPublicKey, field: "certificate"},
 		{name: "IMEI outside the pools", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{outside}), outside)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{outside}), outside)
 		}, want: ErrIMEIOutsidePool, field: "imeis[0]"},
 		{name: "IMEI in a TAC of no pool", resp: func() *wire.ProvisionResponse {
-			m := mustIMEI(t, tacB, 10)
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+			m := imei.MustNew(tacB, 10)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
 		}, want: ErrIMEIOutsidePool, field: "imeis[0]"},
 		{name: "SAN names other IMEIs", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{mustIMEI(t, tacA, 11), m2}), m1, m2)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{imei.MustNew(tacA, 11), m2}), m1, m2)
 		}, want: ErrSAN, field: "certificate"},
-		{name: "SAN has an extra IMEI", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good, m1) }, want: ErrSAN},
+		{name: "SAN has an extra IMEI", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, dev.Serial(), good, m1) }, want: ErrSAN},
 		{name: "response has an IMEI the SAN lacks", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1}), m1, m2)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1}), m1, m2)
 		}, want: ErrSAN},
 		{name: "chain to another root", resp: func() *wire.ProvisionResponse {
-			c := other.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1, m2})
-			r := respFor(other, dev.Serial(), c, m1, m2)
+			c := other.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m1, m2})
+			r := factorytest.RespFor(other, dev.Serial(), c, m1, m2)
 			return r
 		}, want: ErrChain, field: "certificate"},
 		{name: "intermediate missing", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.Chain = ""
 			return r
 		}, want: ErrChain},
 		{name: "signed directly by the root", resp: func() *wire.ProvisionResponse {
 			// A root may sign a device certificate; the chain still verifies.
-			return respFor(pki, dev.Serial(), issueUnder(t, pki.root, pki.rootKey, dev.Serial(), dev.Public(), []imei.IMEI{m1}), m1)
+			return factorytest.RespFor(pki, dev.Serial(), factorytest.IssueUnder(t, pki.Root, pki.RootKey, dev.Serial(), dev.Public(), []imei.IMEI{m1}), m1)
 		}},
 		{name: "certificate names another device", resp: func() *wire.ProvisionResponse {
-			return respFor(pki, dev.Serial(), pki.issue(t, "SN-0002", dev.Public(), []imei.IMEI{m1, m2}), m1, m2)
+			return factorytest.RespFor(pki, dev.Serial(), pki.Issue(t, "SN-0002", dev.Public(), []imei.IMEI{m1, m2}), m1, m2)
 		}, want: ErrDeviceSerial, field: "certificate"},
-		{name: "response for another device", resp: func() *wire.ProvisionResponse { return respFor(pki, "SN-0002", good, m1, m2) }, want: ErrDeviceSerial, field: "device_serial"},
+		{name: "response for another device", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, "SN-0002", good, m1, m2) }, want: ErrDeviceSerial, field: "device_serial"},
 		{name: "bad check digit", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.IMEIs[1] = r.IMEIs[1][:14] + string('0'+(r.IMEIs[1][14]-'0'+1)%10)
 			return r
 		}, want: ErrIMEI, field: "imeis[1]"},
 		{name: "14-digit IMEI", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.IMEIs[0] = m1.Digits14()
 			return r
 		}, want: ErrIMEI, field: "imeis[0]"},
-		{name: "IMEI twice", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good, m1, m1) }, want: ErrIMEI, field: "imeis[1]"},
-		{name: "no IMEIs", resp: func() *wire.ProvisionResponse { return respFor(pki, dev.Serial(), good) }, want: ErrIMEI, field: "imeis"},
+		{name: "IMEI twice", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, dev.Serial(), good, m1, m1) }, want: ErrIMEI, field: "imeis[1]"},
+		{name: "no IMEIs", resp: func() *wire.ProvisionResponse { return factorytest.RespFor(pki, dev.Serial(), good) }, want: ErrIMEI, field: "imeis"},
 		{name: "empty certificate", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.Certificate = ""
 			return r
 		}, want: ErrMalformed, field: "certificate"},
 		{name: "certificate field holds the chain", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.Certificate += r.Chain
 			return r
 		}, want: ErrMalformed, field: "certificate"},
 		{name: "garbage chain", resp: func() *wire.ProvisionResponse {
-			r := respFor(pki, dev.Serial(), good, m1, m2)
+			r := factorytest.RespFor(pki, dev.Serial(), good, m1, m2)
 			r.Chain = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
 			return r
 		}, want: ErrMalformed, field: "chain"},
@@ -189,8 +179,8 @@ func TestVerifierNameConstraints(t *testing.T) {
 		IsCA:                  true,
 		PermittedURIDomains:   []string{"example.com"},
 	}
-	key := genKey(t, elliptic.P256())
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, pki.root, key.Public(), pki.rootKey)
+	key := factorytest.GenKey(t, elliptic.P256())
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, pki.Root, key.Public(), pki.RootKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -202,12 +192,12 @@ func TestVerifierNameConstraints(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mustIMEI(t, tacA, 3)
-	resp := respFor(pki, dev.Serial(), issueUnder(t, constrained, key, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
-	resp.Chain = string(ca.ChainPEM(constrained, pki.root))
+	m := imei.MustNew(tacA, 3)
+	resp := factorytest.RespFor(pki, dev.Serial(), factorytest.IssueUnder(t, constrained, key, dev.Serial(), dev.Public(), []imei.IMEI{m}), m)
+	resp.Chain = string(ca.ChainPEM(constrained, pki.Root))
 	pools := []PoolRange{{TAC: tacA, SNREnd: 10}}
-	v := NewVerifier(rootPool(pki.root))
-	for _, err := range []error{VerifyIssued(resp, rootPool(pki.root), dev, pools), v.Verify(resp, dev, pools), v.Verify(resp, dev, pools)} {
+	v := NewVerifier(rootPool(pki.Root))
+	for _, err := range []error{VerifyIssued(resp, rootPool(pki.Root), dev, pools), v.Verify(resp, dev, pools), v.Verify(resp, dev, pools)} {
 		if !errors.Is(err, ErrChain) {
 			t.Errorf("err = %v, want ErrChain (the URN SAN breaks the URI name constraint)", err)
 		}
@@ -217,13 +207,13 @@ func TestVerifierNameConstraints(t *testing.T) {
 func TestVerifyIssuedP384Device(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
-	dev, err := NewDeviceWithKey("SN-384", genKey(t, elliptic.P384()))
+	dev, err := NewDeviceWithKey("SN-384", factorytest.GenKey(t, elliptic.P384()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := mustIMEI(t, tacA, 1)
-	cert := pki.issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m})
-	if err := VerifyIssued(respFor(pki, dev.Serial(), cert, m), rootPool(pki.root), dev, []PoolRange{{TAC: tacA, SNREnd: 10}}); err != nil {
+	m := imei.MustNew(tacA, 1)
+	cert := pki.Issue(t, dev.Serial(), dev.Public(), []imei.IMEI{m})
+	if err := VerifyIssued(factorytest.RespFor(pki, dev.Serial(), cert, m), rootPool(pki.Root), dev, []PoolRange{{TAC: tacA, SNREnd: 10}}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -263,13 +253,13 @@ func TestLoadRoots(t *testing.T) {
 		data []byte
 		ok   bool
 	}{
-		{"chain with root", ca.ChainPEM(pki.issuing, pki.root), true},
-		{"intermediate only", ca.ChainPEM(pki.issuing), false},
+		{"chain with root", ca.ChainPEM(pki.Issuing, pki.Root), true},
+		{"intermediate only", ca.ChainPEM(pki.Issuing), false},
 		{"not PEM", []byte("nothing"), false},
 	}
 	for i, tc := range tests {
 		f := dir + "/" + string(rune('a'+i)) + ".pem"
-		writeFile(t, f, tc.data)
+		factorytest.WriteFile(t, f, tc.data)
 		pool, err := LoadRoots(f)
 		if (err == nil) != tc.ok {
 			t.Errorf("%s: LoadRoots err = %v, want ok=%v", tc.name, err, tc.ok)
@@ -277,10 +267,10 @@ func TestLoadRoots(t *testing.T) {
 		}
 		if tc.ok {
 			// Only the root is an anchor: the issuing CA alone does not verify.
-			if _, err := pki.issuing.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
+			if _, err := pki.Issuing.Verify(x509.VerifyOptions{Roots: pool}); err != nil {
 				t.Errorf("%s: issuing CA does not verify under the loaded roots: %v", tc.name, err)
 			}
-			if _, err := pki.issue(t, "SN", genKey(t, elliptic.P256()).Public(), []imei.IMEI{mustIMEI(t, tacA, 1)}).Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
+			if _, err := pki.Issue(t, "SN", factorytest.GenKey(t, elliptic.P256()).Public(), []imei.IMEI{imei.MustNew(tacA, 1)}).Verify(x509.VerifyOptions{Roots: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err == nil {
 				t.Errorf("%s: the issuing CA became a trust anchor", tc.name)
 			}
 		}
@@ -296,10 +286,10 @@ func FuzzVerifyIssued(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	m1 := mustIMEI(f, tacA, 10)
-	good := pki.issue(f, dev.Serial(), dev.Public(), []imei.IMEI{m1})
-	goodResp := respFor(pki, dev.Serial(), good, m1)
-	roots := rootPool(pki.root)
+	m1 := imei.MustNew(tacA, 10)
+	good := pki.Issue(f, dev.Serial(), dev.Public(), []imei.IMEI{m1})
+	goodResp := factorytest.RespFor(pki, dev.Serial(), good, m1)
+	roots := rootPool(pki.Root)
 	pools := []PoolRange{{TAC: tacA, SNREnd: 999}}
 	cached := NewVerifier(roots)
 	f.Add(goodResp.DeviceSerial, goodResp.IMEIs[0], "", goodResp.Certificate, goodResp.Chain)
@@ -329,4 +319,48 @@ func FuzzVerifyIssued(f *testing.F) {
 			t.Fatalf("accepted IMEI %q, issued %s", r.IMEIs[0], m1)
 		}
 	})
+}
+
+// csrIdentity is what a real station holds: a serial and the public key of
+// the device's CSR, no private key.
+type csrIdentity struct {
+	serial string
+	pub    crypto.PublicKey
+}
+
+func (c csrIdentity) Serial() string           { return c.serial }
+func (c csrIdentity) Public() crypto.PublicKey { return c.pub }
+
+// TestVerifyIssuedFromCSR: a station that never holds the device's private
+// key verifies the identity from the CSR's public key alone.
+func TestVerifyIssuedFromCSR(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t)
+	dev, err := NewDevice("SN-CSR")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csrPEM, err := dev.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode(csrPEM)
+	if block == nil {
+		t.Fatal("CSR is not PEM")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := csrIdentity{serial: "SN-CSR", pub: csr.PublicKey}
+	m := imei.MustNew(tacA, 2)
+	cert := pki.Issue(t, id.serial, id.pub, []imei.IMEI{m})
+	pools := []PoolRange{{TAC: tacA, SNREnd: 10}}
+	if err := VerifyIssued(factorytest.RespFor(pki, id.serial, cert, m), rootPool(pki.Root), id, pools); err != nil {
+		t.Fatal(err)
+	}
+	other := csrIdentity{serial: "SN-CSR", pub: factorytest.GenKey(t, elliptic.P256()).Public()}
+	if err := NewVerifier(rootPool(pki.Root)).Verify(factorytest.RespFor(pki, id.serial, cert, m), other, pools); !errors.Is(err, ErrPublicKey) {
+		t.Fatalf("another key: err = %v, want ErrPublicKey", err)
+	}
 }

@@ -78,7 +78,7 @@ type Profile struct {
 	// ExtKeyUsage lists extended key usages: client_auth, server_auth,
 	// code_signing, email_protection, or dotted OIDs. Empty means no
 	// extendedKeyUsage extension.
-	ExtKeyUsage []string `yaml:"ext_key_usage" doc:"extended key usages: client_auth, server_auth, code_signing, email_protection or dotted OIDs (empty: none)"`
+	ExtKeyUsage []EKU `yaml:"ext_key_usage" doc:"extended key usages: client_auth, server_auth, code_signing, email_protection or dotted OIDs (empty: none)"`
 	// Backdate is subtracted from the issue time to give notBefore, to absorb
 	// clock skew on devices and verifiers.
 	Backdate time.Duration `yaml:"backdate" doc:"subtracted from the issue time to give notBefore (clock skew)"`
@@ -155,7 +155,7 @@ func (p Profile) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "profile.hw_type", "must be a dotted OID such as 1.3.6.1.4.1.<your PEN>.1: %v", err)
 	}
 	for i, e := range p.ExtKeyUsage {
-		if _, _, err := parseEKU(e); err != nil {
+		if _, _, err := e.parse(); err != nil {
 			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("profile.ext_key_usage[%d]", i), "%v", err)
 		}
 	}
@@ -310,7 +310,7 @@ func (p Profile) Template(d Device, pub crypto.PublicKey, serial *big.Int, issue
 		tmpl.IssuingCertificateURL = []string{p.CAIssuersURL}
 	}
 	for _, e := range p.ExtKeyUsage {
-		known, oid, _ := parseEKU(e)
+		known, oid, _ := e.parse()
 		if oid != nil {
 			tmpl.UnknownExtKeyUsage = append(tmpl.UnknownExtKeyUsage, oid)
 		} else {
@@ -509,21 +509,60 @@ func parseOID(s string) (asn1.ObjectIdentifier, error) {
 	return oid, nil
 }
 
-var ekuNames = map[string]x509.ExtKeyUsage{
-	"client_auth":      x509.ExtKeyUsageClientAuth,
-	"server_auth":      x509.ExtKeyUsageServerAuth,
-	"code_signing":     x509.ExtKeyUsageCodeSigning,
-	"email_protection": x509.ExtKeyUsageEmailProtection,
+// EKU is an extended key usage a profile names: one of the named usages
+// (client_auth, server_auth, code_signing, email_protection) or a dotted
+// OID.
+type EKU string
+
+// The named extended key usages.
+const (
+	EKUClientAuth      EKU = "client_auth"
+	EKUServerAuth      EKU = "server_auth"
+	EKUCodeSigning     EKU = "code_signing"
+	EKUEmailProtection EKU = "email_protection"
+)
+
+// namedEKUs is the one table of named usages: the name a profile uses,
+// crypto/x509's value and the OID (RFC 5280 section 4.2.1.12) that
+// provisioner/issuance encodes.
+var namedEKUs = []struct {
+	name  EKU
+	usage x509.ExtKeyUsage
+	oid   asn1.ObjectIdentifier
+}{
+	{EKUServerAuth, x509.ExtKeyUsageServerAuth, asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 1}},
+	{EKUClientAuth, x509.ExtKeyUsageClientAuth, asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 2}},
+	{EKUCodeSigning, x509.ExtKeyUsageCodeSigning, asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 3}},
+	{EKUEmailProtection, x509.ExtKeyUsageEmailProtection, asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 3, 4}},
 }
 
-// parseEKU returns a known usage, or an OID for a dotted value.
-func parseEKU(s string) (x509.ExtKeyUsage, asn1.ObjectIdentifier, error) {
-	if u, ok := ekuNames[s]; ok {
-		return u, nil, nil
+// Valid reports whether e is a named usage or a dotted OID.
+func (e EKU) Valid() bool {
+	_, _, err := e.parse()
+	return err == nil
+}
+
+// EKUOID returns the OID of a usage the profile may set by name, false for
+// any other.
+func EKUOID(u x509.ExtKeyUsage) (asn1.ObjectIdentifier, bool) {
+	for _, n := range namedEKUs {
+		if n.usage == u {
+			return n.oid, true
+		}
 	}
-	oid, err := parseOID(s)
+	return nil, false
+}
+
+// parse returns a named usage, or an OID for a dotted value.
+func (e EKU) parse() (x509.ExtKeyUsage, asn1.ObjectIdentifier, error) {
+	for _, n := range namedEKUs {
+		if n.name == e {
+			return n.usage, nil, nil
+		}
+	}
+	oid, err := parseOID(string(e))
 	if err != nil {
-		return 0, nil, fmt.Errorf("%q is not one of client_auth, server_auth, code_signing, email_protection or a dotted OID", s)
+		return 0, nil, fmt.Errorf("%q is not one of client_auth, server_auth, code_signing, email_protection or a dotted OID", string(e))
 	}
 	return 0, oid, nil
 }

@@ -21,15 +21,7 @@ var testDevice = Device{
 	Serial:       "SN-0001",
 	Manufacturer: "Acme Devices",
 	Model:        "Widget 5G",
-	IMEIs:        []imei.IMEI{mustIMEI("490154203237518"), mustIMEI("357805023984942")},
-}
-
-func mustIMEI(s string) imei.IMEI {
-	m, err := imei.Parse(s)
-	if err != nil {
-		panic(err)
-	}
-	return m
+	IMEIs:        []imei.IMEI{imei.MustParse("490154203237518"), imei.MustParse("357805023984942")},
 }
 
 func wantField(t *testing.T, err error, code tacerr.Code, field string) {
@@ -224,7 +216,7 @@ func TestTemplate(t *testing.T) {
 	custom.CommonName = "Sensor"
 	custom.KeyAgreement = true
 	custom.SubjectKeyID = false
-	custom.ExtKeyUsage = []string{"client_auth", "1.3.6.1.4.1.99999.2"}
+	custom.ExtKeyUsage = []EKU{"client_auth", "1.3.6.1.4.1.99999.2"}
 	custom.NotAfter = "24h"
 	custom.Backdate = 0
 	tests := []struct {
@@ -373,4 +365,49 @@ func FuzzParseHardwareModuleNames(f *testing.F) {
 			t.Fatalf("profile SAN does not round-trip: %v %v", hmn, err)
 		}
 	})
+}
+
+// TestEKUWords: every named usage is valid and has the OID crypto/x509
+// writes for it; dotted OIDs are valid; other words are not.
+func TestEKUWords(t *testing.T) {
+	for _, n := range namedEKUs {
+		if !n.name.Valid() {
+			t.Errorf("%s is not valid", n.name)
+		}
+		if oid, ok := EKUOID(n.usage); !ok || !oid.Equal(n.oid) {
+			t.Errorf("EKUOID(%s) = %v, %v", n.name, oid, ok)
+		}
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), ExtKeyUsage: []x509.ExtKeyUsage{n.usage}}
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range c.Extensions {
+			if e.Id.Equal(asn1.ObjectIdentifier{2, 5, 29, 37}) {
+				var oids []asn1.ObjectIdentifier
+				if _, err := asn1.Unmarshal(e.Value, &oids); err != nil || len(oids) != 1 || !oids[0].Equal(n.oid) {
+					t.Errorf("%s: crypto/x509 writes %v (%v), the table says %v", n.name, oids, err, n.oid)
+				}
+			}
+		}
+	}
+	if !EKU("1.3.6.1.4.1.99999.2").Valid() {
+		t.Error("dotted OID not valid")
+	}
+	for _, bad := range []EKU{"", "clientAuth", "client-auth", "1.x"} {
+		if bad.Valid() {
+			t.Errorf("%q is valid", bad)
+		}
+	}
+	if _, ok := EKUOID(x509.ExtKeyUsageOCSPSigning); ok {
+		t.Error("OCSP signing has an OID here: profiles cannot name it")
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -41,7 +42,7 @@ func (h *hookSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, e
 // intent recorded; the next one is issued under the new issuer; a replay of
 // the first answers its original certificate and chain.
 func TestSetIssuersDuringRequest(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		hs := &hookSigner{}
 		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
 			hs.Signer = s

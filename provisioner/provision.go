@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/store"
@@ -307,7 +308,7 @@ func reissueTx(tx *store.Tx, is *store.Issuance, imeis []imei.IMEI, der []byte, 
 	if d == nil || d.State != store.StateBound {
 		return tacerr.Field(tacerr.InvalidState, "serial", "device %s is no longer BOUND", is.DeviceSerial)
 	}
-	if err := tx.RevokeCertificate(d.CertSerial, "superseded"); err != nil {
+	if err := tx.RevokeCertificate(d.CertSerial, lifecycle.RevokeSuperseded); err != nil {
 		return err
 	}
 	if err := tx.UpdateDevice(is.DeviceSerial, store.StateBound, is.CertSerial, ""); err != nil {

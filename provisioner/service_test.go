@@ -18,12 +18,6 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-func forEachDialect(t *testing.T, fn func(t *testing.T, d store.Dialect)) {
-	for _, d := range storetest.Dialects {
-		t.Run(string(d), func(t *testing.T) { fn(t, d) })
-	}
-}
-
 func wantCode(t *testing.T, err error, code tacerr.Code) {
 	t.Helper()
 	if !tacerr.Is(err, code) {
@@ -74,7 +68,7 @@ func ledgerOK(t *testing.T, env *provtest.Env) store.CheckReport {
 }
 
 func TestProvisionReplayAndConflicts(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env := provtest.New(t, d)
 		dev := provtest.NewDevice(t)
 		out, err := provision(env, "S1", "req-1", "SN-0001", dev)
@@ -196,7 +190,7 @@ func TestKnownDownSignerReservesNothing(t *testing.T) {
 }
 
 func TestCrashBetweenIntentAndSignature(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		var fs *provtest.FaultySigner
 		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
@@ -259,7 +253,7 @@ func TestCrashBetweenIntentAndSignature(t *testing.T) {
 }
 
 func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env := provtest.New(t, d)
 		ctx := context.Background()
 		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "al-1", Pool: "F1-A", Count: 3})
@@ -346,7 +340,7 @@ func TestPreallocateBindVoidReissueRevoke(t *testing.T) {
 }
 
 func TestConcurrentProvisioning(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env := provtest.New(t, d)
 		const stations, each = 16, 8
 		var wg sync.WaitGroup

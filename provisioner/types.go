@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 )
 
 // Role is what a client may do. Roles come from the client certificate (see
@@ -19,6 +20,19 @@ const (
 	RoleRegulator Role = "regulator" // read, verify, reconcile
 	RoleAdmin     Role = "admin"     // everything
 )
+
+// Roles lists every role, in the order of the route matrix (docs/api.md).
+var Roles = []Role{RoleStation, RoleOperator, RoleAuditor, RoleRegulator, RoleAdmin}
+
+// Valid reports whether r is one of Roles.
+func (r Role) Valid() bool {
+	for _, x := range Roles {
+		if x == r {
+			return true
+		}
+	}
+	return false
+}
 
 // Scope is which existing objects (devices, IMEIs, reservations) an actor
 // may act on in one call. The API's route table decides it per route and
@@ -126,7 +140,7 @@ type BindInput struct {
 type VoidInput struct {
 	Actor  Actor
 	IMEI   imei.IMEI
-	Reason string // scrapped | test | rework | other
+	Reason lifecycle.VoidReason // one a caller may give (lifecycle.ChosenVoidReasons)
 	Note   string
 }
 
@@ -142,7 +156,7 @@ type ReissueInput struct {
 type RevokeInput struct {
 	Actor        Actor
 	DeviceSerial string
-	Reason       string // stolen | cloned | compromised | superseded | other
+	Reason       lifecycle.RevokeReason // one of lifecycle.RevokeDeviceReasons
 }
 
 // Issued is a device's identity: its IMEIs and its certificate.
@@ -160,7 +174,7 @@ type Issued struct {
 // Device is a device's ledger record.
 type Device struct {
 	Serial     string
-	State      string // BOUND | REVOKED | VOIDED
+	State      lifecycle.State // BOUND | REVOKED | VOIDED
 	Station    string
 	Pool       string
 	IMEIs      []imei.IMEI

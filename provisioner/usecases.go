@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -139,10 +140,8 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 // void only RESERVED IMEIs of their factory; operators may also void a BOUND
 // device scrapped before shipment (its certificate is revoked).
 func (s *Service) Void(ctx context.Context, in VoidInput) error {
-	switch in.Reason {
-	case "scrapped", "test", "rework", "other":
-	default:
-		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a void reason: use scrapped, test, rework or other", in.Reason)
+	if _, err := lifecycle.ParseVoidReason("reason", string(in.Reason)); err != nil {
+		return err
 	}
 	if len(in.Note) > 1024 {
 		return tacerr.Field(tacerr.InvalidInput, "note", "must be at most 1024 characters")
@@ -174,10 +173,10 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s already", in.IMEI, rec.State)
 		}
 		if rec.State == store.StateBound && rec.DeviceSerial != "" {
-			if err := tx.RevokeCertificate(rec.CertSerial, "cessationOfOperation"); err != nil {
+			if err := tx.RevokeCertificate(rec.CertSerial, lifecycle.RevokeCessationOfOperation); err != nil {
 				return err
 			}
-			if err := tx.UpdateDevice(rec.DeviceSerial, store.StateVoided, rec.CertSerial, in.Reason); err != nil {
+			if err := tx.UpdateDevice(rec.DeviceSerial, store.StateVoided, rec.CertSerial, string(in.Reason)); err != nil {
 				return err
 			}
 		}
@@ -246,14 +245,11 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, fix.serial)
 }
 
-// Revocation reasons.
-var revokeReasons = map[string]bool{"stolen": true, "cloned": true, "compromised": true, "superseded": true, "other": true}
-
 // Revoke revokes a device: its certificate and its IMEIs (REVOKED, reported
 // to the register so operators can block them).
 func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
-	if !revokeReasons[in.Reason] {
-		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a revocation reason: use stolen, cloned, compromised, superseded or other", in.Reason)
+	if _, err := lifecycle.ParseRevokeReason("reason", string(in.Reason), lifecycle.RevokeDeviceReasons); err != nil {
+		return err
 	}
 	if in.Actor.Scope != ScopeAll {
 		// Decided before the transaction: the device's pool never changes.
@@ -279,7 +275,7 @@ func (s *Service) Revoke(ctx context.Context, in RevokeInput) error {
 		if err := tx.RevokeCertificate(d.CertSerial, in.Reason); err != nil {
 			return err
 		}
-		if err := tx.UpdateDevice(d.Serial, store.StateRevoked, d.CertSerial, in.Reason); err != nil {
+		if err := tx.UpdateDevice(d.Serial, store.StateRevoked, d.CertSerial, string(in.Reason)); err != nil {
 			return err
 		}
 		return tx.Revoke(store.IMEIsOf(group), in.Reason, in.Actor.ID, "")
@@ -324,7 +320,7 @@ func (s *Service) Recover(ctx context.Context) (int, error) {
 			if is.Kind == "bind" {
 				return nil // pre-allocated IMEIs stay with their label until the pre-allocation timeout
 			}
-			return tx.Void(ims, "abandoned", "intent not completed within "+s.cfg.IntentTimeout.String(), "recovery", is.RequestID)
+			return tx.Void(ims, lifecycle.VoidAbandoned, "intent not completed within "+s.cfg.IntentTimeout.String(), "recovery", is.RequestID)
 		})
 		if tacerr.Is(err, tacerr.Conflict) {
 			continue // completed meanwhile by a replay
@@ -373,7 +369,7 @@ func (s *Service) voidStaleReservation(ctx context.Context, requestID string) (i
 		}
 		for _, ims := range byGroup {
 			n += len(ims)
-			if err := tx.Void(ims, "abandoned", "pre-allocation not bound within "+s.cfg.PreallocTimeout.String(), "recovery", requestID); err != nil {
+			if err := tx.Void(ims, lifecycle.VoidAbandoned, "pre-allocation not bound within "+s.cfg.PreallocTimeout.String(), "recovery", requestID); err != nil {
 				return err
 			}
 		}

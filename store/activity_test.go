@@ -7,10 +7,11 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 func TestRecentActivity(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 999)
 		t0 := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 		ctx := context.Background()

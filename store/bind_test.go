@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -46,7 +47,7 @@ func reserveBatch(t *testing.T, db *store.DB, prefix string, n int) ([]*store.Re
 }
 
 func TestReserveBatchRecordsIntents(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		res, reqs := reserveBatch(t, db, "r", 3)
@@ -83,7 +84,7 @@ func TestReserveBatchRecordsIntents(t *testing.T) {
 }
 
 func TestBindBatch(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		sink := &recordingSink{}
@@ -137,7 +138,7 @@ func TestBindBatch(t *testing.T) {
 // A binding that cannot be recorded fails alone with its own error code; the
 // others of its batch are recorded.
 func TestBindBatchErrorsAreEachBindingsOwn(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		res, reqs := reserveBatch(t, db, "e", 5)
@@ -178,7 +179,7 @@ func TestBindBatchErrorsAreEachBindingsOwn(t *testing.T) {
 }
 
 func TestNewDeviceCheck(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		res, reqs := reserveBatch(t, db, "n", 1)
@@ -204,7 +205,7 @@ func TestNewDeviceCheck(t *testing.T) {
 // too close to exhaustion for the batch is decided request by request, an
 // unknown pool fails only its request.
 func TestReserveBatchSeveralPools(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 100, SNREnd: 102, Product: "EX-1", Market: "DE"}, "test"); err != nil {

@@ -139,7 +139,7 @@ func TestDeviceClaimsUpgrade(t *testing.T) {
 // TestBindIntentClaimsSerial: a bind intent claims its device serial in its
 // own transaction: a second intent for the serial fails whole.
 func TestBindIntentClaimsSerial(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		res, _ := reserveBatch(t, db, "p", 1)

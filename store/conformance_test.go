@@ -16,16 +16,7 @@ import (
 )
 
 // The conformance suite: every test runs on SQLite and on a fresh PostgreSQL
-// database.
-func forEachDialect(t *testing.T, fn func(t *testing.T, db *store.DB)) {
-	for _, d := range storetest.Dialects {
-		t.Run(string(d), func(t *testing.T) {
-			t.Parallel()
-			fn(t, storetest.Open(t, d))
-		})
-	}
-}
-
+// database (storetest.ForEachLedger).
 const testTAC = 100010
 
 func testTACRecord(tac uint32, perDevice int) catalog.TAC {
@@ -75,7 +66,7 @@ func wantCode(t *testing.T, err error, code tacerr.Code) *tacerr.Error {
 }
 
 func TestCatalogue(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		a, b := testTACRecord(100011, 1), testTACRecord(100012, 2)
 		if err := db.AddTACs(ctx, []catalog.TAC{a, b}, "test"); err != nil {
@@ -102,7 +93,7 @@ func TestCatalogue(t *testing.T) {
 }
 
 func TestPools(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 499999)
 		for _, tc := range []struct {
@@ -149,7 +140,7 @@ func rawExec(db *store.DB, q string) error {
 }
 
 func TestReserveSequentialReplayConflict(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 100, 199)
 		r1, err := reserve(db, "r1", "A", 2)
 		if err != nil {
@@ -190,7 +181,7 @@ func TestReserveSequentialReplayConflict(t *testing.T) {
 }
 
 func TestReserveExhaustionFailsWhole(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 2)
 		if _, err := reserve(db, "a", "A", 2); err != nil {
 			t.Fatal(err)
@@ -213,7 +204,7 @@ func TestReserveExhaustionFailsWhole(t *testing.T) {
 }
 
 func TestTransitionsAndNoReuse(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		sink := &recordingSink{}
@@ -287,7 +278,7 @@ func (s *recordingSink) types() string {
 }
 
 func TestCheckFindsAGap(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 99)
 		reserve(db, "a", "A", 2)
 		// Move the high-water mark without rows, as a buggy writer would.
@@ -305,7 +296,7 @@ func TestCheckFindsAGap(t *testing.T) {
 }
 
 func TestConcurrentReservations(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		seed(t, db, 0, 999999)
 		const workers, each = 64, 20
 		var wg sync.WaitGroup
@@ -349,7 +340,7 @@ func TestConcurrentReservations(t *testing.T) {
 // TestPoolHeads: PoolHeads gives the same high-water marks and free counts
 // as Pools, in the same order, without usage counts (it reads no IMEI row).
 func TestPoolHeads(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 100, 199)
 		if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 500, SNREnd: 599}, "test"); err != nil {

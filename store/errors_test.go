@@ -21,7 +21,7 @@ import (
 // the API turned into 401 "not enrolled" and 500), then the same calls to
 // succeed once the database is back.
 func TestTranslateRealOutage(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		p := seed(t, db, 0, 999)
 		if err := db.EnrollStation(ctx, store.StationRecord{ID: "S1", Factory: "F1", Line: "L1", Pools: []string{p.Name}}, "test"); err != nil {

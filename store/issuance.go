@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -192,20 +193,20 @@ type CertificateRecord struct {
 	SPKIHash     []byte
 	IssuedAt     time.Time
 	RevokedAt    time.Time // zero if not revoked
-	RevokeReason string
+	RevokeReason lifecycle.RevokeReason
 }
 
 type certRow struct {
-	Serial       string        `db:"serial"`
-	DeviceSerial string        `db:"device_serial"`
-	RequestID    string        `db:"request_id"`
-	IssuerKeyID  string        `db:"issuer_key_id"`
-	DER          []byte        `db:"der"`
-	TBSHash      []byte        `db:"tbs_hash"`
-	SPKIHash     []byte        `db:"spki_hash"`
-	IssuedAt     int64         `db:"issued_at"`
-	RevokedAt    sql.NullInt64 `db:"revoked_at"`
-	RevokeReason string        `db:"revoke_reason"`
+	Serial       string                 `db:"serial"`
+	DeviceSerial string                 `db:"device_serial"`
+	RequestID    string                 `db:"request_id"`
+	IssuerKeyID  string                 `db:"issuer_key_id"`
+	DER          []byte                 `db:"der"`
+	TBSHash      []byte                 `db:"tbs_hash"`
+	SPKIHash     []byte                 `db:"spki_hash"`
+	IssuedAt     int64                  `db:"issued_at"`
+	RevokedAt    sql.NullInt64          `db:"revoked_at"`
+	RevokeReason lifecycle.RevokeReason `db:"revoke_reason"`
 }
 
 func (r certRow) record() *CertificateRecord {
@@ -250,9 +251,9 @@ func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateR
 
 // RevokeCertificate marks a certificate revoked (idempotent for an already
 // revoked one: the first reason stays).
-func (tx *Tx) RevokeCertificate(serial, reason string) error {
+func (tx *Tx) RevokeCertificate(serial string, reason lifecycle.RevokeReason) error {
 	_, err := tx.exec(tx.rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
-		tx.Now().UnixMicro(), reason, serial)
+		tx.Now().UnixMicro(), string(reason), serial)
 	return translate(err, "revoke certificate")
 }
 
@@ -284,7 +285,7 @@ type DeviceRecord struct {
 	Station       string
 	ReservationID int64
 	Group         int
-	State         string // BOUND | REVOKED | VOIDED
+	State         lifecycle.State // BOUND | REVOKED | VOIDED
 	CertSerial    string
 	BoundAt       time.Time
 	RevokedAt     time.Time
@@ -306,7 +307,7 @@ type deviceRow struct {
 const sqlSelectDevice = `SELECT serial, station, reservation_id, grp, state, cert_serial, bound_at, revoked_at, reason FROM devices`
 
 func (r deviceRow) record() *DeviceRecord {
-	return &DeviceRecord{Serial: r.Serial, Station: r.Station, ReservationID: r.ReservationID, Group: r.Grp, State: r.State,
+	return &DeviceRecord{Serial: r.Serial, Station: r.Station, ReservationID: r.ReservationID, Group: r.Grp, State: lifecycle.State(r.State),
 		CertSerial: r.CertSerial, BoundAt: micros(r.BoundAt), RevokedAt: nullMicros(r.RevokedAt), Reason: r.Reason}
 }
 
@@ -347,7 +348,7 @@ func (tx *Tx) InsertDevice(d *DeviceRecord) error {
 }
 
 // UpdateDevice changes a device's state, certificate serial and reason.
-func (tx *Tx) UpdateDevice(serial, state, certSerial, reason string) error {
+func (tx *Tx) UpdateDevice(serial string, state lifecycle.State, certSerial, reason string) error {
 	q := `UPDATE devices SET state = ?, cert_serial = ?, reason = ? WHERE serial = ?`
 	args := []any{state, certSerial, reason, serial}
 	if state == StateRevoked || state == StateVoided {

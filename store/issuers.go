@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -37,7 +38,7 @@ type IssuerRecord struct {
 	// RevokedAt is when the CA was revoked (`tacline ca revoke`), zero if
 	// it is not; RevokeReason is the tacline reason.
 	RevokedAt    time.Time
-	RevokeReason string
+	RevokeReason lifecycle.RevokeReason
 }
 
 type issuerRow struct {
@@ -127,7 +128,7 @@ func (db *DB) Issuers(ctx context.Context) ([]IssuerRecord, error) {
 	out := make([]IssuerRecord, len(rows))
 	for i, r := range rows {
 		out[i] = IssuerRecord{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Curve: r.Curve, CertPEM: r.CertPEM, ChainPEM: r.ChainPEM,
-			Active: r.Active, CreatedAt: micros(r.CreatedAt), RevokeReason: r.Reason}
+			Active: r.Active, CreatedAt: micros(r.CreatedAt), RevokeReason: lifecycle.RevokeReason(r.Reason)}
 		if r.RevokedAt != nil {
 			out[i].RevokedAt = micros(*r.RevokedAt)
 		}
@@ -140,7 +141,7 @@ func (db *DB) Issuers(ctx context.Context) ([]IssuerRecord, error) {
 // The active issuer of its kind cannot be revoked (activate another one
 // first), nor a root or an OCSP responder; a second revocation is a
 // conflict. One issuer.revoked event.
-func (db *DB) RevokeIssuer(ctx context.Context, keyID, reason, actor string) error {
+func (db *DB) RevokeIssuer(ctx context.Context, keyID string, reason lifecycle.RevokeReason, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		var r issuerRow
 		if err := tx.get(&r, tx.rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
@@ -158,14 +159,14 @@ func (db *DB) RevokeIssuer(ctx context.Context, keyID, reason, actor string) err
 			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s is the active %s issuer: activate another one first (`tacline ca rotate`)", keyID, r.Kind)
 		}
 		now := tx.Now()
-		res, err := tx.exec(tx.rebind(`UPDATE issuers SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL`), now.UnixMicro(), reason, keyID)
+		res, err := tx.exec(tx.rebind(`UPDATE issuers SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL`), now.UnixMicro(), string(reason), keyID)
 		if err != nil {
 			return translate(err, "revoke issuer")
 		}
 		if err := oneRow(res, "revoke issuer %s", keyID); err != nil {
 			return err
 		}
-		tx.Emit(Event{Type: EventIssuerRevoked, Actor: actor, Reason: reason, Attrs: map[string]string{"key_id": r.KeyID, "label": r.Label, "kind": r.Kind}})
+		tx.Emit(Event{Type: EventIssuerRevoked, Actor: actor, Reason: string(reason), Attrs: map[string]string{"key_id": r.KeyID, "label": r.Label, "kind": r.Kind}})
 		return nil
 	})
 }

@@ -5,14 +5,16 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // TestIteratorContracts holds the streaming reads to their documented
 // contract on both databases: every row once, and an error from fn stops
 // the walk and comes back as it is.
 func TestIteratorContracts(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, db *store.DB) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		for _, id := range []string{"r1", "r2", "r3"} {
@@ -20,8 +22,8 @@ func TestIteratorContracts(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		states := map[uint64]string{}
-		if err := db.IMEIStates(ctx, func(n uint64, s string) error { states[n] = s; return nil }); err != nil {
+		states := map[uint64]lifecycle.State{}
+		if err := db.IMEIStates(ctx, func(n uint64, s lifecycle.State) error { states[n] = s; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(states) != 6 {
@@ -34,7 +36,7 @@ func TestIteratorContracts(t *testing.T) {
 		}
 		stop := errors.New("stop")
 		calls := 0
-		err := db.IMEIStates(ctx, func(uint64, string) error { calls++; return stop })
+		err := db.IMEIStates(ctx, func(uint64, lifecycle.State) error { calls++; return stop })
 		if err != stop || calls != 1 {
 			t.Fatalf("IMEIStates with a failing fn: err %v after %d calls, want the same error after 1", err, calls)
 		}

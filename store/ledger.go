@@ -7,15 +7,16 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
-// IMEI states.
+// IMEI states (defined in package lifecycle).
 const (
-	StateReserved = "RESERVED"
-	StateBound    = "BOUND"
-	StateVoided   = "VOIDED"
-	StateRevoked  = "REVOKED"
+	StateReserved = lifecycle.StateReserved
+	StateBound    = lifecycle.StateBound
+	StateVoided   = lifecycle.StateVoided
+	StateRevoked  = lifecycle.StateRevoked
 )
 
 // IMEIRecord is one ledger row.
@@ -28,7 +29,7 @@ type IMEIRecord struct {
 	Caller        string
 	Group         int
 	Slot          int
-	State         string
+	State         lifecycle.State
 	DeviceSerial  string
 	CertSerial    string
 	Reason        string
@@ -79,7 +80,7 @@ func (r imeiRow) record() (IMEIRecord, error) {
 	}
 	return IMEIRecord{
 		IMEI: m, Pool: r.Pool, PoolID: r.PoolID, ReservationID: r.ReservationID, RequestID: r.RequestID, Caller: r.Caller,
-		Group: r.Grp, Slot: r.Slot, State: r.State, DeviceSerial: r.DeviceSerial, CertSerial: r.CertSerial,
+		Group: r.Grp, Slot: r.Slot, State: lifecycle.State(r.State), DeviceSerial: r.DeviceSerial, CertSerial: r.CertSerial,
 		Reason: r.Reason, Note: r.Note, ReservedAt: micros(r.ReservedAt), BoundAt: nullMicros(r.BoundAt),
 		VoidedAt: nullMicros(r.VoidedAt), RevokedAt: nullMicros(r.RevokedAt),
 	}, nil
@@ -316,15 +317,12 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 	return nil
 }
 
-// Void reasons.
-var voidReasons = map[string]bool{"scrapped": true, "test": true, "rework": true, "other": true, "abandoned": true}
-
 // Void moves IMEIs to VOIDED forever (they are never reused) and emits one
 // imei.voided event for them. RESERVED IMEIs may always be voided; BOUND
 // ones only for a device scrapped before shipment (any reason but
 // "abandoned", which is recovery's).
-func (tx *Tx) Void(ims []imei.IMEI, reason, note, actor, requestID string) error {
-	if !voidReasons[reason] {
+func (tx *Tx) Void(ims []imei.IMEI, reason lifecycle.VoidReason, note, actor, requestID string) error {
+	if !reason.Valid() {
 		return tacerr.Field(tacerr.InvalidInput, "reason", "%q is not a void reason: use scrapped, test, rework or other", reason)
 	}
 	now := tx.Now().Truncate(time.Microsecond)
@@ -336,12 +334,12 @@ func (tx *Tx) Void(ims []imei.IMEI, reason, note, actor, requestID string) error
 		}
 		switch {
 		case rec.State == StateReserved:
-		case rec.State == StateBound && reason != "abandoned":
+		case rec.State == StateBound && reason != lifecycle.VoidAbandoned:
 		default:
 			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s and cannot be voided", m, rec.State)
 		}
 		res, err := tx.exec(tx.rebind(`UPDATE imeis SET state = 'VOIDED', reason = ?, note = ?, voided_at = ? WHERE imei14 = ? AND state = ?`),
-			reason, note, now.UnixMicro(), int64(m.Uint64()), rec.State)
+			string(reason), note, now.UnixMicro(), int64(m.Uint64()), string(rec.State))
 		if err != nil {
 			return translate(err, "void IMEI")
 		}
@@ -349,8 +347,8 @@ func (tx *Tx) Void(ims []imei.IMEI, reason, note, actor, requestID string) error
 			return err
 		}
 		ev = Event{Type: EventIMEIVoided, Time: now, Actor: actor, RequestID: requestID, Pool: rec.Pool,
-			TAC: m.TACString(), DeviceSerial: rec.DeviceSerial, CertSerial: rec.CertSerial, Reason: reason,
-			Attrs: map[string]string{"previous_state": rec.State}}
+			TAC: m.TACString(), DeviceSerial: rec.DeviceSerial, CertSerial: rec.CertSerial, Reason: string(reason),
+			Attrs: map[string]string{"previous_state": string(rec.State)}}
 	}
 	ev.IMEIs = imeiStrings(ims)
 	tx.Emit(ev)
@@ -358,7 +356,7 @@ func (tx *Tx) Void(ims []imei.IMEI, reason, note, actor, requestID string) error
 }
 
 // Revoke moves a device's BOUND IMEIs to REVOKED and emits imei.revoked.
-func (tx *Tx) Revoke(ims []imei.IMEI, reason, actor, requestID string) error {
+func (tx *Tx) Revoke(ims []imei.IMEI, reason lifecycle.RevokeReason, actor, requestID string) error {
 	now := tx.Now().Truncate(time.Microsecond)
 	var ev Event
 	for _, m := range ims {
@@ -370,7 +368,7 @@ func (tx *Tx) Revoke(ims []imei.IMEI, reason, actor, requestID string) error {
 			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s, only BOUND IMEIs can be revoked", m, rec.State)
 		}
 		res, err := tx.exec(tx.rebind(`UPDATE imeis SET state = 'REVOKED', reason = ?, revoked_at = ? WHERE imei14 = ? AND state = 'BOUND'`),
-			reason, now.UnixMicro(), int64(m.Uint64()))
+			string(reason), now.UnixMicro(), int64(m.Uint64()))
 		if err != nil {
 			return translate(err, "revoke IMEI")
 		}
@@ -378,7 +376,7 @@ func (tx *Tx) Revoke(ims []imei.IMEI, reason, actor, requestID string) error {
 			return err
 		}
 		ev = Event{Type: EventIMEIRevoked, Time: now, Actor: actor, RequestID: requestID, Pool: rec.Pool,
-			TAC: m.TACString(), DeviceSerial: rec.DeviceSerial, CertSerial: rec.CertSerial, Reason: reason}
+			TAC: m.TACString(), DeviceSerial: rec.DeviceSerial, CertSerial: rec.CertSerial, Reason: string(reason)}
 	}
 	ev.IMEIs = imeiStrings(ims)
 	tx.Emit(ev)

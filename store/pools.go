@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -157,9 +158,9 @@ func (db *DB) pools(ctx context.Context, counts bool, where string, args ...any)
 		return out, nil
 	}
 	type count struct {
-		PoolID int64  `db:"pool_id"`
-		State  string `db:"state"`
-		N      int64  `db:"n"`
+		PoolID int64           `db:"pool_id"`
+		State  lifecycle.State `db:"state"`
+		N      int64           `db:"n"`
 	}
 	var byState []count
 	if err := db.r.SelectContext(ctx, &byState, `SELECT pool_id, state, COUNT(*) AS n FROM imeis GROUP BY pool_id, state`); err != nil {

@@ -1,6 +1,10 @@
 package store
 
-import "context"
+import (
+	"context"
+
+	"github.com/tacline/tacline/lifecycle"
+)
 
 // Bulk reads of the whole ledger (reconciliation), streaming: rows are
 // never all in memory.
@@ -13,7 +17,7 @@ const (
     WHEN 'REVOKED' THEN 4 ELSE 0 END FROM imeis`
 )
 
-var stateByCode = [...]string{"", StateReserved, StateBound, StateVoided, StateRevoked}
+var stateByCode = [...]lifecycle.State{"", StateReserved, StateBound, StateVoided, StateRevoked}
 
 // CatalogTACs calls fn for every TAC of the catalogue (the manufacturer's
 // TACs), in no particular order. An error from fn stops the walk and is
@@ -40,7 +44,7 @@ func (db *DB) CatalogTACs(ctx context.Context, fn func(tac uint32) error) error 
 // state (one of the State* constants; "" for a state the store does not
 // know, which the caller treats as a broken ledger), in no particular
 // order, streaming. An error from fn stops the walk and is returned as is.
-func (db *DB) IMEIStates(ctx context.Context, fn func(imei14 uint64, state string) error) error {
+func (db *DB) IMEIStates(ctx context.Context, fn func(imei14 uint64, state lifecycle.State) error) error {
 	rows, err := db.r.QueryContext(ctx, sqlIMEIStates)
 	if err != nil {
 		return translate(err, "read ledger IMEIs")
@@ -51,7 +55,7 @@ func (db *DB) IMEIStates(ctx context.Context, fn func(imei14 uint64, state strin
 		if err := rows.Scan(&n, &st); err != nil {
 			return translate(err, "read ledger IMEI")
 		}
-		s := ""
+		var s lifecycle.State
 		if st > 0 && st < int64(len(stateByCode)) {
 			s = stateByCode[st]
 		}

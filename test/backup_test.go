@@ -12,6 +12,7 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -64,11 +65,11 @@ func testBackupRestore(t *testing.T, d store.Dialect) {
 	// A running line: 4 stations at 40 devices/s for 5s; backup A in the
 	// middle of it.
 	loaded := make(chan error, 1)
-	var sum factory.Summary
+	var sum sim.Summary
 	go func() {
 		var err error
-		sum, err = factory.Load(ctx, factory.LoadConfig{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-			Creds: creds.Stations, Duration: 5 * time.Second, OfferedRate: 40, Pregenerate: 220})
+		sum, err = sim.Load(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
+			Stations: creds.Stations, Duration: 5 * time.Second, Rate: 40, Pregenerate: 220})
 		loaded <- err
 	}()
 	waitBound(t, ctx, env, 20)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
 )
@@ -36,12 +37,12 @@ type outboxKey struct {
 }
 
 type ledgerIMEI struct {
-	IMEI14       int64  `db:"imei14"`
-	State        string `db:"state"`
-	DeviceSerial string `db:"device_serial"`
-	CertSerial   string `db:"cert_serial"`
-	Reason       string `db:"reason"`
-	RequestID    string `db:"request_id"`
+	IMEI14       int64           `db:"imei14"`
+	State        lifecycle.State `db:"state"`
+	DeviceSerial string          `db:"device_serial"`
+	CertSerial   string          `db:"cert_serial"`
+	Reason       string          `db:"reason"`
+	RequestID    string          `db:"request_id"`
 	imei         imei.IMEI
 }
 
@@ -55,9 +56,9 @@ type ledgerCert struct {
 }
 
 type ledgerDevice struct {
-	Serial     string `db:"serial"`
-	State      string `db:"state"`
-	CertSerial string `db:"cert_serial"`
+	Serial     string          `db:"serial"`
+	State      lifecycle.State `db:"state"`
+	CertSerial string          `db:"cert_serial"`
 }
 
 type ledgerIssuance struct {

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/devenv"
-	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
 )
@@ -69,15 +69,15 @@ func runOutage(t *testing.T, driver store.Dialect, what string) {
 	})
 
 	// The simulated line, a process of its own.
-	sim := exec.CommandContext(ctx, taclineBin, "station", "simulate", "--server", proc.URL, "--creds", env.CredsDir,
+	cmd := exec.CommandContext(ctx, taclineBin, "station", "simulate", "--server", proc.URL, "--creds", env.CredsDir,
 		"--devices", strconv.Itoa(outageDevices), "--rate", strconv.Itoa(outageRate), "--json", "--run-id", "OUT")
 	var stdout, stderr bytes.Buffer
-	sim.Stdout, sim.Stderr = &stdout, &stderr
-	if err := sim.Start(); err != nil {
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	simDone := make(chan error, 1)
-	go func() { simDone <- sim.Wait() }()
+	go func() { simDone <- cmd.Wait() }()
 
 	// The outage, in the middle of the line.
 	select {
@@ -95,7 +95,7 @@ func runOutage(t *testing.T, driver store.Dialect, what string) {
 	case <-ctx.Done():
 		t.Fatalf("the line did not end within %s", outageDeadline)
 	}
-	var sum factory.Summary
+	var sum sim.Summary
 	if err := json.Unmarshal(stdout.Bytes(), &sum); err != nil {
 		t.Fatalf("station simulate printed no summary (%v, exit %v)\nstdout:\n%s\nstderr:\n%s", err, simErr, stdout.String(), stderr.String())
 	}

@@ -39,6 +39,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -105,13 +106,13 @@ type LedgerCert struct {
 	DeviceSerial string
 	DER          []byte
 	Revoked      bool
-	RevokeReason string
+	RevokeReason lifecycle.RevokeReason
 	RevokedAt    time.Time
 }
 
 // LedgerIMEI is the ledger's record of an IMEI.
 type LedgerIMEI struct {
-	State      string // RESERVED | BOUND | VOIDED | REVOKED
+	State      lifecycle.State
 	CertSerial string // the certificate it is bound to
 	Reason     string
 }
@@ -188,7 +189,7 @@ func Check(ctx context.Context, in Input, trust *Trust, rev Revocation, ledger L
 
 	// 4. Revocation.
 	if lc != nil && lc.Revoked {
-		return decide(Revoked, revokedReason(lc.RevokeReason, lc.RevokedAt))
+		return decide(Revoked, revokedReason(string(lc.RevokeReason), lc.RevokedAt))
 	}
 	if rev != nil && issuer.parent != issuer.root && string(issuer.parent.RawIssuer) == string(issuer.root.RawSubject) {
 		// The issuing CA on its root's CRL, when that CRL was given (it is
@@ -242,11 +243,11 @@ func Check(ctx context.Context, in Input, trust *Trust, rev Revocation, ledger L
 		switch {
 		case li == nil:
 			return decide(Counterfeit, fmt.Sprintf("IMEI %s was never allocated by this ledger although a trusted certificate names it", in.IMEI))
-		case li.State == "REVOKED":
+		case li.State == lifecycle.StateRevoked:
 			return decide(Revoked, fmt.Sprintf("IMEI %s is revoked in the ledger (%s)", in.IMEI, orDash(li.Reason)))
-		case li.State == "VOIDED":
+		case li.State == lifecycle.StateVoided:
 			return decide(Revoked, fmt.Sprintf("IMEI %s is voided in the ledger (%s)", in.IMEI, orDash(li.Reason)))
-		case li.State != "BOUND":
+		case li.State != lifecycle.StateBound:
 			return decide(Unknown, fmt.Sprintf("IMEI %s is %s in the ledger, not bound to a device", in.IMEI, li.State))
 		case li.CertSerial != res.CertificateSerial:
 			return decide(Cloned, fmt.Sprintf("IMEI %s is bound to certificate %s, not to the presented certificate %s: the device is a copy", in.IMEI, li.CertSerial, res.CertificateSerial))

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
@@ -72,7 +73,7 @@ func (f *fixture) crl(t testing.TB, this, next time.Time) *x509.RevocationList {
 	t.Helper()
 	return f.signCRL(t, this, next, func(fn func(revocation.Entry) error) error {
 		return f.env.DB.RevokedCertificates(context.Background(), ca.KeyID(f.env.Issuing), func(s string, at time.Time, r string) error {
-			return fn(revocation.Entry{SerialHex: s, At: at, Reason: r})
+			return fn(revocation.Entry{SerialHex: s, At: at, Reason: lifecycle.RevokeReason(r)})
 		})
 	})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 )
 
@@ -181,10 +182,9 @@ func newCACmd() *cobra.Command {
 		Short: "Revoke a device issuing CA or station CA that is not active: its root's CRL lists it (signed at the next CRL refresh)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			switch reason {
-			case "compromised", "superseded", "cessationOfOperation", "other":
-			default:
-				return flagErr("--reason", "%q: use compromised, superseded, cessationOfOperation or other", reason)
+			rr, err := lifecycle.ParseRevokeReason("--reason", reason, lifecycle.RevokeCAReasons)
+			if err != nil {
+				return err
 			}
 			if keyID == "" {
 				return flagErr("--key-id", "is required: the issuer's key id (`tacline ca list`)")
@@ -194,7 +194,7 @@ func newCACmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			if err := db.RevokeIssuer(cmd.Context(), keyID, reason, operator()); err != nil {
+			if err := db.RevokeIssuer(cmd.Context(), keyID, rr, operator()); err != nil {
 				return err
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "issuer %s revoked (%s): its root's CRL lists it from the next CRL (`tacline crl publish`, or a running server within revocation.poll)\n", keyID, reason)
@@ -231,7 +231,7 @@ func newCACmd() *cobra.Command {
 				}
 				revoked := "-"
 				if !r.RevokedAt.IsZero() {
-					revoked = r.RevokedAt.UTC().Format(time.RFC3339) + " " + r.RevokeReason
+					revoked = r.RevokedAt.UTC().Format(time.RFC3339) + " " + string(r.RevokeReason)
 				}
 				if asJSON {
 					row := map[string]any{"kind": r.Kind, "label": r.Label, "key_id": r.KeyID, "curve": r.Curve,

@@ -11,6 +11,7 @@ import (
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
 )
 
@@ -31,6 +32,11 @@ func newStationEnrollCmd() *cobra.Command {
 			}
 			if roles != "" {
 				spec.Roles = strings.Split(roles, ",")
+				for _, r := range spec.Roles {
+					if role := provisioner.Role(r); !role.Valid() || role == provisioner.RoleStation {
+						return flagErr("--roles", "%q is not a role: use operator, auditor, regulator or admin (a station is enrolled with --id)", r)
+					}
+				}
 			}
 			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
 				if creds == "" {

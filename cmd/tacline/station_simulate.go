@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/sim"
 )
 
 func init() { register(newStationCmd) }
@@ -72,11 +73,11 @@ the first N station directories in name order.`,
 			if err != nil {
 				return err
 			}
-			cfg := factory.SimConfig{
+			cfg := sim.Config{
 				ServerURL: server, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-				Stations: creds.Stations, DevicesPerStation: devices, Rate: rate, IMEICount: imeis,
+				Stations: creds.Stations, Devices: devices, Rate: rate, IMEICount: imeis,
 				KeysDir: keysDir, RunID: runID, PreAllocate: preallocate,
-				Client: factory.ClientTuning{Timeout: timeout, MaxRetries: retries, RetryBudget: retryBudget},
+				Client: sim.ClientTuning{Timeout: timeout, MaxRetries: retries, RetryBudget: retryBudget},
 			}
 			if !asJSON {
 				cfg.Progress = os.Stderr
@@ -91,7 +92,7 @@ the first N station directories in name order.`,
 			}
 			ctx, cancel := signalContext(cmd.Context())
 			defer cancel()
-			sum, runErr := factory.Simulate(ctx, cfg)
+			sum, runErr := sim.Simulate(ctx, cfg)
 			if sum.Stations == 0 { // nothing ran
 				return runErr
 			}
@@ -133,7 +134,7 @@ func loopbackIfEmpty(addr string) string {
 }
 
 // printSummary writes a simulation summary for people.
-func printSummary(w io.Writer, s factory.Summary) {
+func printSummary(w io.Writer, s sim.Summary) {
 	fmt.Fprintf(w, "run %s: %d devices provisioned and verified, %d failed, %d stations, %.2fs\n", s.RunID, s.Devices, s.Failed, s.Stations, s.ElapsedSeconds)
 	fmt.Fprintf(w, "throughput %.1f devices/s; latency p50 %.2f ms, p99 %.2f ms, max %.2f ms; %d retries\n", s.DevicesPerSecond, s.P50ms, s.P99ms, s.MaxMs, s.Retries)
 	if len(s.ErrorsByCode) > 0 {

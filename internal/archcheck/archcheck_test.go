@@ -62,12 +62,13 @@ func rows(t *testing.T, doc io.Reader) map[string][]string {
 type pkg struct {
 	ImportPath string
 	Imports    []string
+	Deps       []string // transitive
 }
 
 // packages lists the module's packages and their non-test imports.
 func packages(t *testing.T, root string) []pkg {
 	t.Helper()
-	cmd := exec.Command("go", "list", "-json=ImportPath,Imports", "./...")
+	cmd := exec.Command("go", "list", "-json=ImportPath,Imports,Deps", "./...")
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -149,5 +150,46 @@ func TestTableParser(t *testing.T) {
 	}
 	if permitted(got["b"], "d") || !permitted(got["b"], "c") {
 		t.Fatal("permitted is wrong")
+	}
+}
+
+// tools are the packages only tools, benchmarks and tests may use: a
+// development environment and the line simulator.
+var tools = []string{"devenv", "factory/sim"}
+
+// toolUser reports whether package name may depend on the tools: the
+// binary, the tools themselves, benchmarks, end-to-end tests and test
+// helper packages.
+func toolUser(name string) bool {
+	switch {
+	case name == "cmd/tacline", name == "devenv", name == "factory/sim", name == "test", name == "deploy",
+		name == "bench", strings.HasPrefix(name, "bench/"), strings.HasSuffix(name, "test"), strings.HasSuffix(name, "/e2e"):
+		return true
+	}
+	return false
+}
+
+// TestProductionNeverImportsTools: no production package depends, even
+// through others, on devenv or factory/sim.
+func TestProductionNeverImportsTools(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range packages(t, root) {
+		name := strings.TrimPrefix(strings.TrimPrefix(p.ImportPath, module), "/")
+		if toolUser(name) {
+			continue
+		}
+		for _, dep := range p.Deps {
+			for _, tool := range tools {
+				if dep == module+"/"+tool {
+					t.Errorf("production package %s depends on %s, which only cmd/tacline, benchmarks and tests may use", name, tool)
+				}
+			}
+		}
+	}
+	if !toolUser("bench/verifybench") || toolUser("factory") || toolUser("server") {
+		t.Fatal("toolUser classifies packages wrongly")
 	}
 }

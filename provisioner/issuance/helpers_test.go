@@ -62,21 +62,12 @@ func (p testPKI) issuer(t testing.TB, lc LintConfig) *Issuer {
 	return is
 }
 
-func mustIMEI(t testing.TB, s string) imei.IMEI {
-	t.Helper()
-	m, err := imei.Parse(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return m
-}
-
 func testRequest(t testing.TB) Request {
 	return Request{
 		DeviceSerial: "SN-000123",
 		Manufacturer: "Acme Devices",
 		Model:        "Widget 5G",
-		IMEIs:        []imei.IMEI{mustIMEI(t, "490154203237518"), mustIMEI(t, "357805023984942")},
+		IMEIs:        []imei.IMEI{imei.MustParse("490154203237518"), imei.MustParse("357805023984942")},
 		PublicKey:    genKey(t, elliptic.P256()).Public(),
 		NotBefore:    time.Now().UTC().Truncate(time.Second),
 	}

@@ -12,6 +12,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/tacline/tacline/internal/der"
+	"github.com/tacline/tacline/policy"
 )
 
 // The TBS encoder writes the DER TBSCertificate for a policy.Profile template
@@ -37,13 +38,6 @@ var (
 	oidExtCRLDistribution  = asn1.ObjectIdentifier{2, 5, 29, 31}
 	oidAccessOCSP          = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 1}
 	oidAccessCAIssuers     = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 48, 2}
-
-	ekuOIDs = map[x509.ExtKeyUsage]asn1.ObjectIdentifier{
-		x509.ExtKeyUsageServerAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 1},
-		x509.ExtKeyUsageClientAuth:      {1, 3, 6, 1, 5, 5, 7, 3, 2},
-		x509.ExtKeyUsageCodeSigning:     {1, 3, 6, 1, 5, 5, 7, 3, 3},
-		x509.ExtKeyUsageEmailProtection: {1, 3, 6, 1, 5, 5, 7, 3, 4},
-	}
 )
 
 // buildTBS encodes the TBSCertificate of tmpl for subject key pub, issued by
@@ -109,7 +103,7 @@ func encodable(t *x509.Certificate) error {
 		}
 	}
 	for _, u := range t.ExtKeyUsage {
-		if ekuOIDs[u] == nil {
+		if _, ok := policy.EKUOID(u); !ok {
 			return fmt.Errorf("extended key usage %d is not supported", u)
 		}
 	}
@@ -170,7 +164,8 @@ func addExtensions(b *cryptobyte.Builder, t *x509.Certificate, authorityKeyID []
 		addExtension(b, oidExtExtendedKeyUsage, false, func(b *cryptobyte.Builder) {
 			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 				for _, u := range t.ExtKeyUsage {
-					b.AddASN1ObjectIdentifier(ekuOIDs[u])
+					oid, _ := policy.EKUOID(u) // encodable refused any other
+					b.AddASN1ObjectIdentifier(oid)
 				}
 				for _, oid := range t.UnknownExtKeyUsage {
 					b.AddASN1ObjectIdentifier(oid)

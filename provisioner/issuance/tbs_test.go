@@ -31,10 +31,12 @@ func TestTBSMatchesCreateCertificate(t *testing.T) {
 		t.Fatal(err)
 	}
 	profiles := map[string]func(*policy.Profile){
-		"default":          func(*policy.Profile) {},
-		"key-agreement":    func(p *policy.Profile) { p.KeyAgreement = true },
-		"no-skid":          func(p *policy.Profile) { p.SubjectKeyID = false },
-		"eku":              func(p *policy.Profile) { p.ExtKeyUsage = []string{"client_auth", "1.3.6.1.4.1.99999.1", "server_auth"} },
+		"default":       func(*policy.Profile) {},
+		"key-agreement": func(p *policy.Profile) { p.KeyAgreement = true },
+		"no-skid":       func(p *policy.Profile) { p.SubjectKeyID = false },
+		"eku": func(p *policy.Profile) {
+			p.ExtKeyUsage = []policy.EKU{"client_auth", "1.3.6.1.4.1.99999.1", "server_auth"}
+		},
 		"duration":         func(p *policy.Profile) { p.NotAfter = "87600h" },          // UTCTime notAfter
 		"generalized-both": func(p *policy.Profile) { p.NotAfter = "21000101000000Z" }, // GeneralizedTime
 		"common-name":      func(p *policy.Profile) { p.CommonName = "Acme Widget (rev. 2)" },
@@ -61,7 +63,7 @@ func TestTBSMatchesCreateCertificate(t *testing.T) {
 			prof = prof.ForIssuer(hex.EncodeToString(p.issuing.SubjectKeyId))
 			for kname, pub := range keys {
 				for _, when := range times {
-					for _, imeis := range [][]imei.IMEI{{mustIMEI(t, "490154203237518")}, {mustIMEI(t, "490154203237518"), mustIMEI(t, "357805023984942"), mustIMEI(t, "35780502398495")}} {
+					for _, imeis := range [][]imei.IMEI{{imei.MustParse("490154203237518")}, {imei.MustParse("490154203237518"), imei.MustParse("357805023984942"), imei.MustParse("35780502398495")}} {
 						serial := bigSerial(t)
 						if when.Second()%2 == 1 {
 							serial = big.NewInt(0x7f) // short serial, no leading zero byte

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -140,7 +141,7 @@ type Ledger interface {
 type DBLedger struct{ DB *store.DB }
 
 // stateOf maps a ledger state to the index's (0: unknown).
-func stateOf(s string) State {
+func stateOf(s lifecycle.State) State {
 	switch s {
 	case store.StateReserved:
 		return Reserved
@@ -159,7 +160,7 @@ func (l DBLedger) Load(ctx context.Context, x *Index) error {
 	if err := l.DB.CatalogTACs(ctx, func(tac uint32) error { x.AddTAC(tac); return nil }); err != nil {
 		return err
 	}
-	return l.DB.IMEIStates(ctx, func(n uint64, state string) error {
+	return l.DB.IMEIStates(ctx, func(n uint64, state lifecycle.State) error {
 		s := stateOf(state)
 		if s == 0 {
 			return tacerr.New(tacerr.LedgerInvariant, "ledger IMEI %d has an unknown state", n)

@@ -82,7 +82,7 @@ func SeedLedger(ctx context.Context, db *store.DB, tac uint32, brand, model stri
 // bound_at once.
 func SetIMEIState(tx *store.Tx, imei14 uint64, state string) error {
 	var bound any
-	if state == store.StateBound {
+	if state == string(store.StateBound) {
 		bound = tx.Now().UnixMicro()
 	}
 	res, err := Exec(tx, sqlSetIMEIState, state, bound, imei14)

@@ -71,3 +71,20 @@ func Open(t testing.TB, d store.Dialect) *store.DB {
 
 // Dialects lists the dialects every conformance test runs on.
 var Dialects = []store.Dialect{store.SQLite, store.Postgres}
+
+// ForEachDialect runs fn in a subtest per dialect (named for it): the one
+// loop of every test that must hold on both databases.
+func ForEachDialect(t *testing.T, fn func(t *testing.T, d store.Dialect)) {
+	for _, d := range Dialects {
+		t.Run(string(d), func(t *testing.T) { fn(t, d) })
+	}
+}
+
+// ForEachLedger runs fn, in parallel, on a fresh ledger of each dialect
+// (the store's conformance suite).
+func ForEachLedger(t *testing.T, fn func(t *testing.T, db *store.DB)) {
+	ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		t.Parallel()
+		fn(t, Open(t, d))
+	})
+}

@@ -22,6 +22,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/hex"
+	"github.com/tacline/tacline/lifecycle"
 	"math/big"
 	"time"
 
@@ -112,21 +113,8 @@ func LoadIssuers(ctx context.Context, db *store.DB, signerFor func(label string)
 type Entry struct {
 	SerialHex string
 	At        time.Time
-	Reason    string // tacline reason (stolen, cloned, compromised, superseded, other, cessationOfOperation)
-	CA        bool   // a CA certificate: compromise is cACompromise
-}
-
-// ReasonCode maps a tacline revocation reason to its RFC 5280 CRLReason.
-func ReasonCode(reason string) int {
-	switch reason {
-	case "stolen", "cloned", "compromised", "keyCompromise":
-		return 1 // keyCompromise
-	case "superseded":
-		return 4
-	case "cessationOfOperation", "scrapped":
-		return 5
-	}
-	return 0 // unspecified: no reasonCode extension
+	Reason    lifecycle.RevokeReason
+	CA        bool // a CA certificate: compromise is cACompromise
 }
 
 // BuildCRL signs a CRL of issuer with the given number and times; entries
@@ -138,11 +126,7 @@ func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entrie
 		if err != nil {
 			return tacerr.Wrap(tacerr.LedgerInvariant, err, "revoked certificate serial %q is not hex", e.SerialHex)
 		}
-		code := ReasonCode(e.Reason)
-		if e.CA && code == 1 {
-			code = 2 // cACompromise
-		}
-		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: code})
+		list = append(list, x509.RevocationListEntry{SerialNumber: new(big.Int).SetBytes(b), RevocationTime: e.At.UTC(), ReasonCode: e.Reason.Code(e.CA)})
 		return nil
 	})
 	if err != nil {

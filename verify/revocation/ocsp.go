@@ -92,7 +92,7 @@ func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) (OCSPAnswer, er
 		switch {
 		case rec == nil || rec.IssuerKeyID != iss.KeyID:
 		case !rec.RevokedAt.IsZero():
-			out[i].Status, out[i].RevokedAt, out[i].Reason = ocsp.Revoked, rec.RevokedAt.UTC().Truncate(time.Second), ReasonCode(rec.RevokeReason)
+			out[i].Status, out[i].RevokedAt, out[i].Reason = ocsp.Revoked, rec.RevokedAt.UTC().Truncate(time.Second), rec.RevokeReason.Code(false)
 		default:
 			out[i].Status = ocsp.Good
 		}

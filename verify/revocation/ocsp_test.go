@@ -20,6 +20,7 @@ import (
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/verify/revocation"
 	"github.com/tacline/tacline/verify/verifytest"
 )
@@ -87,7 +88,7 @@ func (e *ocspEnv) respond(t *testing.T, req string) (string, revocation.OCSPAnsw
 // signed by a delegated responder certificate (never by the issuing CA)
 // that openssl verifies against the issuer and root.
 func TestOCSPOpenSSL(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		e := newOCSPEnv(t, d)
 		req := filepath.Join(e.dir, "multi.req")
 		runOpenSSL(t, "ocsp", "-issuer", e.issuing, "-cert", e.gpem, "-cert", e.rpem, "-reqout", req)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/hex"
+	"github.com/tacline/tacline/lifecycle"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -85,7 +86,7 @@ func (p *Publisher) Publish(ctx context.Context, keyID string) (*store.CRLRecord
 	next := this.Add(p.cfg.NextUpdate)
 	entries := func(fn func(Entry) error) error {
 		return p.db.RevokedCertificates(ctx, keyID, func(serial string, at time.Time, reason string) error {
-			return fn(Entry{SerialHex: serial, At: at, Reason: reason})
+			return fn(Entry{SerialHex: serial, At: at, Reason: lifecycle.RevokeReason(reason)})
 		})
 	}
 	if iss.Root {

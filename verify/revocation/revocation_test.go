@@ -23,12 +23,6 @@ import (
 	"github.com/tacline/tacline/verify/verifytest"
 )
 
-func forEachDialect(t *testing.T, fn func(t *testing.T, d store.Dialect)) {
-	for _, d := range storetest.Dialects {
-		t.Run(string(d), func(t *testing.T) { fn(t, d) })
-	}
-}
-
 func publisher(t *testing.T, env *provtest.Env) *revocation.Publisher {
 	t.Helper()
 	issuers, err := revocation.LoadIssuers(context.Background(), env.DB, env.Token.Signer)
@@ -49,7 +43,7 @@ func publisher(t *testing.T, env *provtest.Env) *revocation.Publisher {
 // or unknown nonce invalid input, all naming the field nonce; purge drops
 // expired ones.
 func TestChallenges(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		ctx := context.Background()
 		env := provtest.New(t, d)
 		db := env.DB
@@ -94,7 +88,7 @@ func TestChallenges(t *testing.T) {
 // TestCRLNumbers: concurrent callers get distinct, increasing numbers; a
 // CRL with a lower number than the published one is not saved.
 func TestCRLNumbers(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		ctx := context.Background()
 		db := storetest.Open(t, d)
 		var mu sync.Mutex
@@ -147,7 +141,7 @@ func TestCRLNumbers(t *testing.T) {
 // revocation and at half-life only, and OCSP answers good, revoked and
 // unknown.
 func TestPublisher(t *testing.T) {
-	forEachDialect(t, func(t *testing.T, d store.Dialect) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		ctx := context.Background()
 		env := provtest.New(t, d)
 		p := publisher(t, env)
@@ -277,20 +271,5 @@ func TestConfig(t *testing.T) {
 	}
 	if err := revocation.DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// TestReasonCodes maps tacline reasons to RFC 5280.
-func TestReasonCodes(t *testing.T) {
-	for _, tc := range []struct {
-		name, reason string
-		code         int
-	}{{"stolen", "stolen", 1}, {"cloned", "cloned", 1}, {"compromised", "compromised", 1}, {"superseded", "superseded", 4},
-		{"voided", "cessationOfOperation", 5}, {"other", "other", 0}} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := revocation.ReasonCode(tc.reason); got != tc.code {
-				t.Fatalf("%s -> %d, want %d", tc.reason, got, tc.code)
-			}
-		})
 	}
 }

@@ -1,4 +1,23 @@
-package factory
+// Package sim drives the station client (package factory) as a factory
+// line would: the line simulator behind `tacline station simulate` and
+// `tacline demo`, and the provisioning load generator behind `tacline
+// bench provision`. Both take the one [Config]. Simulated devices make
+// their keys and CSRs with factory.Device, and every identity the server
+// returns is checked with factory's Verifier before it counts.
+//
+// The package promises:
+//
+//   - Every device is counted once: provisioned and verified, or failed
+//     with an error code; a verification failure makes [Simulate] and
+//     [Load] return an error of code verification_failed.
+//   - Bad configuration is refused before any request, with an
+//     invalid_input error naming the field (stations, workers, devices,
+//     duration, rate, imei_count, pregenerate, pre_allocate, run_id,
+//     roots_file).
+//
+// Production packages never import it; cmd/tacline, devenv, bench and
+// tests do.
+package sim
 
 import (
 	"cmp"
@@ -22,6 +41,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -36,23 +56,39 @@ type ClientTuning struct {
 	MaxBackoff  time.Duration
 }
 
-// SimConfig configures a line simulation: every station provisions
-// DevicesPerStation devices, one after another, all stations concurrently.
-type SimConfig struct {
+// Config configures a line simulation ([Simulate]: every station
+// provisions Devices devices, one after another) or a load run ([Load]:
+// devices are provisioned for Duration). It is the one configuration of
+// both; each refuses the fields of the other.
+type Config struct {
 	ServerURL    string
 	ServerCAFile string // verifies the server's TLS certificate
-	RootsFile    string // trusted device roots (LoadRoots)
-	Stations     []StationCreds
-	// DevicesPerStation is the number of devices each station provisions.
-	DevicesPerStation int
+	RootsFile    string // trusted device roots (factory.LoadRoots)
+	// Stations are the station credentials.
+	Stations []factory.StationCreds
+	// Workers is the number of concurrent stations (0: one per entry of
+	// Stations); more workers than credentials share them round-robin.
+	Workers int
+	// Devices is the number of devices each station provisions (Simulate).
+	Devices int
+	// Duration is how long a load run provisions (Load).
+	Duration time.Duration
 	// Rate is the offered load in devices per second over all stations;
-	// 0 runs as fast as the server answers. With a rate, latency is
-	// measured from each device's scheduled start (no coordinated omission).
+	// 0 runs as fast as the server answers (a closed loop: each station
+	// sends its next device as soon as the last one is answered). With a
+	// rate, latency is measured from each device's scheduled start (no
+	// coordinated omission).
 	Rate float64
 	// IMEICount is the IMEIs per device to ask for; 0 lets the server use
 	// the TAC's default.
 	IMEICount int
-	// Progress shows a progress bar when it is a terminal.
+	// Pregenerate devices (keys and CSRs) are made before the clock starts,
+	// spread over the stations (Load): on a real line each device makes its
+	// key in its own secure element, not on the station's CPU, so a
+	// benchmark keeps that work out of the measured window. Devices beyond
+	// it are made during the run.
+	Pregenerate int
+	// Progress shows a progress bar when it is a terminal (Simulate).
 	Progress io.Writer
 	// DevicesOut, if set, receives one JSON object per verified device:
 	// {"device_serial", "imeis" (15 digits), "certificate" (PEM)}.
@@ -64,37 +100,12 @@ type SimConfig struct {
 	// first (POST /v1/allocations, as a line that prints labels before
 	// programming does), then bind each device to its group (POST
 	// /v1/bind). Every group is checked against the station's pools and
-	// every bound identity against its group.
+	// every bound identity against its group (Simulate).
 	PreAllocate bool
 	// RunID makes device serials and request ids unique across runs;
 	// empty draws a random one.
 	RunID  string
 	Client ClientTuning
-}
-
-// LoadConfig configures a load run: Stations concurrent stations (sharing
-// the credentials of Creds round-robin) provision devices for Duration.
-type LoadConfig struct {
-	ServerURL    string
-	ServerCAFile string
-	RootsFile    string
-	Creds        []StationCreds
-	// Stations is the number of concurrent stations (0: one per Creds).
-	Stations int
-	Duration time.Duration
-	// OfferedRate is devices per second over all stations; 0 is a closed
-	// loop (each station sends its next device as soon as the last one is
-	// answered).
-	OfferedRate float64
-	IMEICount   int
-	// Pregenerate devices (keys and CSRs) are made before the clock starts,
-	// spread over the stations: on a real line each device makes its key in
-	// its own secure element, not on the station's CPU, so a benchmark
-	// keeps that work out of the measured window. Devices beyond it are
-	// made during the run.
-	Pregenerate int
-	RunID       string
-	Client      ClientTuning
 }
 
 // Summary is the outcome of a simulation or load run.
@@ -116,39 +127,26 @@ type Summary struct {
 // Simulate runs the line simulation. It returns the summary and, when a
 // device failed, an error: code verification_failed if any returned
 // identity failed VerifyIssued, devices_failed otherwise.
-func Simulate(ctx context.Context, cfg SimConfig) (Summary, error) {
-	if err := cfg.validate(); err != nil {
+func Simulate(ctx context.Context, cfg Config) (Summary, error) {
+	if err := cfg.validate(true); err != nil {
 		return Summary{}, err
 	}
-	e, err := newEngine(ctx, engineConfig{
-		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
-		creds: cfg.Stations, workers: len(cfg.Stations), rate: cfg.Rate, imeiCount: cfg.IMEICount,
-		runID: cfg.RunID, tuning: cfg.Client, devicesOut: cfg.DevicesOut, keysDir: cfg.KeysDir,
-		preAllocate: cfg.PreAllocate, devicesPerStation: cfg.DevicesPerStation,
-	})
+	e, err := newEngine(ctx, cfg.engine())
 	if err != nil {
 		return Summary{}, err
 	}
 	defer e.close()
-	e.startBar(cfg.Progress, len(cfg.Stations)*cfg.DevicesPerStation)
-	return e.run(ctx, func(_ *worker, done int) bool { return done < cfg.DevicesPerStation }, nil)
+	e.startBar(cfg.Progress, len(e.workers)*cfg.Devices)
+	return e.run(ctx, func(_ *worker, done int) bool { return done < cfg.Devices }, nil)
 }
 
 // Load runs provisioning for cfg.Duration and returns the summary (same
 // error rules as Simulate).
-func Load(ctx context.Context, cfg LoadConfig) (Summary, error) {
-	if err := cfg.validate(); err != nil {
+func Load(ctx context.Context, cfg Config) (Summary, error) {
+	if err := cfg.validate(false); err != nil {
 		return Summary{}, err
 	}
-	n := cfg.Stations
-	if n == 0 {
-		n = len(cfg.Creds)
-	}
-	e, err := newEngine(ctx, engineConfig{
-		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
-		creds: cfg.Creds, workers: n, rate: cfg.OfferedRate, imeiCount: cfg.IMEICount,
-		runID: cfg.RunID, tuning: cfg.Client,
-	})
+	e, err := newEngine(ctx, cfg.engine())
 	if err != nil {
 		return Summary{}, err
 	}
@@ -169,56 +167,69 @@ func Load(ctx context.Context, cfg LoadConfig) (Summary, error) {
 	}, stop)
 }
 
-func (cfg SimConfig) validate() error {
-	if err := checkCommon(cfg.Stations, cfg.Rate, cfg.IMEICount, "stations", "rate"); err != nil {
-		return err
+func (cfg Config) engine() engineConfig {
+	n := cfg.Workers
+	if n == 0 {
+		n = len(cfg.Stations)
 	}
-	if cfg.DevicesPerStation < 1 {
-		return tacerr.Field(tacerr.InvalidInput, "devices", "each station provisions at least 1 device, got %d", cfg.DevicesPerStation)
+	return engineConfig{
+		serverURL: cfg.ServerURL, serverCA: cfg.ServerCAFile, rootsFile: cfg.RootsFile,
+		creds: cfg.Stations, workers: n, rate: cfg.Rate, imeiCount: cfg.IMEICount,
+		runID: cfg.RunID, tuning: cfg.Client, devicesOut: cfg.DevicesOut, keysDir: cfg.KeysDir,
+		preAllocate: cfg.PreAllocate, devicesPerStation: cfg.Devices,
 	}
-	return nil
 }
 
-func (cfg LoadConfig) validate() error {
-	if err := checkCommon(cfg.Creds, cfg.OfferedRate, cfg.IMEICount, "creds", "offered_rate"); err != nil {
-		return err
+// validate checks cfg for Simulate (simulate) or Load.
+func (cfg Config) validate(simulate bool) error {
+	if len(cfg.Stations) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "stations", "at least one station's credentials are required")
 	}
-	if cfg.Stations < 0 {
-		return tacerr.Field(tacerr.InvalidInput, "stations", "must not be negative, got %d", cfg.Stations)
+	for i, c := range cfg.Stations {
+		if c.ID == "" {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("stations[%d].id", i), "is required")
+		}
+		if c.Product == "" && c.Pool == "" {
+			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("stations[%d].product", i), "station %s needs a product or a pool", c.ID)
+		}
+	}
+	if cfg.Workers < 0 {
+		return tacerr.Field(tacerr.InvalidInput, "workers", "must not be negative, got %d", cfg.Workers)
+	}
+	if cfg.Rate < 0 || cfg.Rate != cfg.Rate {
+		return tacerr.Field(tacerr.InvalidInput, "rate", "must be 0 (as fast as possible) or a positive rate, got %v", cfg.Rate)
+	}
+	if cfg.IMEICount < 0 || cfg.IMEICount > factory.MaxIMEIsPerDevice {
+		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be 0 (the TAC's default) to %d, got %d", factory.MaxIMEIsPerDevice, cfg.IMEICount)
 	}
 	if cfg.Pregenerate < 0 {
 		return tacerr.Field(tacerr.InvalidInput, "pregenerate", "must not be negative, got %d", cfg.Pregenerate)
 	}
-	if cfg.Duration <= 0 {
+	if simulate {
+		switch {
+		case cfg.Devices < 1:
+			return tacerr.Field(tacerr.InvalidInput, "devices", "each station provisions at least 1 device, got %d", cfg.Devices)
+		case cfg.Duration != 0:
+			return tacerr.Field(tacerr.InvalidInput, "duration", "is for a load run (Load); a simulation provisions a number of devices")
+		case cfg.Pregenerate != 0:
+			return tacerr.Field(tacerr.InvalidInput, "pregenerate", "is for a load run (Load)")
+		}
+		return nil
+	}
+	switch {
+	case cfg.Duration <= 0:
 		return tacerr.Field(tacerr.InvalidInput, "duration", "must be positive, got %s", cfg.Duration)
-	}
-	return nil
-}
-
-func checkCommon(creds []StationCreds, rate float64, imeiCount int, credsField, rateField string) error {
-	if len(creds) == 0 {
-		return tacerr.Field(tacerr.InvalidInput, credsField, "at least one station's credentials are required")
-	}
-	for i, c := range creds {
-		if c.ID == "" {
-			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("%s[%d].id", credsField, i), "is required")
-		}
-		if c.Product == "" && c.Pool == "" {
-			return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("%s[%d].product", credsField, i), "station %s needs a product or a pool", c.ID)
-		}
-	}
-	if rate < 0 || rate != rate {
-		return tacerr.Field(tacerr.InvalidInput, rateField, "must be 0 (as fast as possible) or a positive rate, got %v", rate)
-	}
-	if imeiCount < 0 || imeiCount > maxIMEIsPerDevice {
-		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be 0 (the TAC's default) to %d, got %d", maxIMEIsPerDevice, imeiCount)
+	case cfg.Devices != 0:
+		return tacerr.Field(tacerr.InvalidInput, "devices", "is for a simulation (Simulate); a load run lasts a duration")
+	case cfg.PreAllocate:
+		return tacerr.Field(tacerr.InvalidInput, "pre_allocate", "is for a simulation (Simulate)")
 	}
 	return nil
 }
 
 type engineConfig struct {
 	serverURL, serverCA, rootsFile string
-	creds                          []StationCreds
+	creds                          []factory.StationCreds
 	workers                        int
 	rate                           float64
 	imeiCount                      int
@@ -234,9 +245,9 @@ type engineConfig struct {
 // happened.
 type engine struct {
 	cfg     engineConfig
-	verify  *Verifier
-	clients []*Client // one per creds
-	pools   [][]PoolRange
+	verify  *factory.Verifier
+	clients []*factory.Client // one per creds
+	pools   [][]factory.PoolRange
 	// allocPools[i] is the pool creds[i] pre-allocates from.
 	allocPools []string
 	workers    []*worker
@@ -260,9 +271,9 @@ type engine struct {
 // worker is one simulated station.
 type worker struct {
 	idx    int
-	creds  StationCreds
-	client *Client
-	pools  []PoolRange
+	creds  factory.StationCreds
+	client *factory.Client
+	pools  []factory.PoolRange
 	prefix string       // device serial prefix
 	ready  []madeDevice // devices made before the run, for sequence numbers 1..len
 	// Pre-allocation: the pool, and the IMEI group reserved for each
@@ -276,12 +287,12 @@ func (w *worker) serial(seq int) string { return fmt.Sprintf("%s%06d", w.prefix,
 
 // madeDevice is a device with its CSR, ready to be provisioned.
 type madeDevice struct {
-	dev *Device
+	dev *factory.Device
 	csr []byte
 }
 
-func makeDevice(serial string) (*Device, []byte, error) {
-	dev, err := NewDevice(serial)
+func makeDevice(serial string) (*factory.Device, []byte, error) {
+	dev, err := factory.NewDevice(serial)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -342,7 +353,7 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 	if err := checkSerialPart("run_id", cfg.runID); err != nil {
 		return nil, err
 	}
-	roots, err := LoadRoots(cfg.rootsFile)
+	roots, err := factory.LoadRoots(cfg.rootsFile)
 	if err != nil {
 		return nil, err
 	}
@@ -351,13 +362,13 @@ func newEngine(ctx context.Context, cfg engineConfig) (*engine, error) {
 			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "keys_dir: create %s", cfg.keysDir)
 		}
 	}
-	e := &engine{cfg: cfg, verify: NewVerifier(roots), byCode: map[string]int{}}
+	e := &engine{cfg: cfg, verify: factory.NewVerifier(roots), byCode: map[string]int{}}
 	if cfg.devicesOut != nil {
 		e.enc = json.NewEncoder(cfg.devicesOut)
 		e.enc.SetEscapeHTML(false)
 	}
 	for _, c := range cfg.creds {
-		cl, err := NewClient(ClientConfig{
+		cl, err := factory.NewClient(factory.ClientConfig{
 			ServerURL: cfg.serverURL, CertFile: c.CertFile, KeyFile: c.KeyFile, CAFile: cfg.serverCA,
 			Timeout: cfg.tuning.Timeout, MaxRetries: cfg.tuning.MaxRetries, RetryBudget: cfg.tuning.RetryBudget,
 			BaseBackoff: cfg.tuning.BaseBackoff, MaxBackoff: cfg.tuning.MaxBackoff,
@@ -395,7 +406,7 @@ func (e *engine) close() {
 // stationPools asks the server which pools the station draws from and keeps
 // those of its pool or product. It also names the pool to pre-allocate
 // from: the station's pool, or its product's pool with the most free IMEIs.
-func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange, string, error) {
+func stationPools(ctx context.Context, cl *factory.Client, c factory.StationCreds) ([]factory.PoolRange, string, error) {
 	list, err := cl.Pools(ctx)
 	if err != nil {
 		return nil, "", fmt.Errorf("station %s: GET %s: %w", c.ID, wire.PathPools, err)
@@ -406,7 +417,7 @@ func stationPools(ctx context.Context, cl *Client, c StationCreds) ([]PoolRange,
 		}
 		return p.Product == c.Product
 	}
-	ranges, err := PoolRanges(list, keep)
+	ranges, err := factory.PoolRanges(list, keep)
 	if err != nil {
 		return nil, "", fmt.Errorf("station %s: %w", c.ID, err)
 	}
@@ -521,7 +532,7 @@ func (e *engine) run(ctx context.Context, more func(*worker, int) bool, stop <-c
 // device provisions one device; false means the worker must stop (paced
 // start after stop, or cancellation).
 func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan struct{}) bool {
-	var dev *Device
+	var dev *factory.Device
 	var csr []byte
 	if seq <= len(w.ready) {
 		dev, csr = w.ready[seq-1].dev, w.ready[seq-1].csr
@@ -563,12 +574,12 @@ func (e *engine) device(ctx context.Context, w *worker, seq int, stop <-chan str
 		if ctx.Err() != nil {
 			return false // interrupted, not a device failure
 		}
-		e.record(0, ErrorCode(err), false)
+		e.record(0, factory.ErrorCode(err), false)
 		return true
 	}
 	err = e.verify.Verify(resp, dev, w.pools)
 	if err == nil && w.groups != nil {
-		err = sameIMEIs(resp.IMEIs, w.groups[seq-1])
+		err = factory.VerifyBinding(resp.IMEIs, w.groups[seq-1])
 	}
 	if err != nil {
 		e.record(0, string(tacerr.VerificationFailed), true)
@@ -600,7 +611,7 @@ func waitUntil(ctx context.Context, t time.Time, stop <-chan struct{}) bool {
 }
 
 // output writes the device record and key.
-func (e *engine) output(dev *Device, resp *wire.ProvisionResponse) error {
+func (e *engine) output(dev *factory.Device, resp *wire.ProvisionResponse) error {
 	if e.cfg.keysDir != "" {
 		key, err := dev.KeyPEM()
 		if err != nil {

@@ -1,4 +1,4 @@
-package factory
+package sim
 
 import (
 	"bufio"
@@ -20,6 +20,8 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/factory/factorytest"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
@@ -139,11 +141,11 @@ func (s *lineServer) issueIdentity(w http.ResponseWriter, requestID, serial, csr
 		return
 	}
 	if s.wrongKey[serial] {
-		pub = genKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
+		pub = factorytest.GenKey(s.t, pub.(*ecdsa.PublicKey).Curve).Public()
 	}
 	list := ims()
-	cert := s.pki.issue(s.t, serial, pub, list)
-	resp := respFor(s.pki, serial, cert, list...)
+	cert := s.pki.Issue(s.t, serial, pub, list)
+	resp := factorytest.RespFor(s.pki, serial, cert, list...)
 	resp.IssuedAt = time.Now().UTC()
 	s.byRequest[requestID] = resp
 	s.serials[serial] = requestID
@@ -155,32 +157,18 @@ func writeJSON(w http.ResponseWriter, v any) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// stations makes n station credentials directories under pki.dir.
-func (p *testPKI) stations(t testing.TB, n int, product string) []StationCreds {
-	t.Helper()
-	var out []StationCreds
-	for i := range n {
-		id := fmt.Sprintf("F1-L1-S%02d", i+1)
-		dir := filepath.Join(p.dir, id)
-		cf, kf := p.station(t, id, dir)
-		writeFile(t, filepath.Join(dir, CredsProductFile), []byte(product+"\n"))
-		out = append(out, StationCreds{ID: id, CertFile: cf, KeyFile: kf, Product: product})
-	}
-	return out
-}
-
 func TestSimulate(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
 	ls := newLineServer(t, pki)
 	ls.fail503First = true
-	srv := pki.serve(t, ls)
-	creds := pki.stations(t, 3, "widget")
+	srv := pki.Serve(t, ls)
+	creds := stations(t, pki, 3, "widget")
 	var out bytes.Buffer
 	keys := filepath.Join(t.TempDir(), "keys")
-	sum, err := Simulate(context.Background(), SimConfig{
-		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-		Stations: creds, DevicesPerStation: 5, IMEICount: 2,
+	sum, err := Simulate(context.Background(), Config{
+		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+		Stations: creds, Devices: 5, IMEICount: 2,
 		DevicesOut: &out, KeysDir: keys, Progress: io.Discard,
 		Client: ClientTuning{BaseBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond},
 	})
@@ -258,7 +246,7 @@ func checkKeyFile(t *testing.T, path string, dr DeviceRecord) {
 		t.Errorf("%s has mode %o, want 600", path, st.Mode().Perm())
 	}
 	data, _ := os.ReadFile(path)
-	key, err := ParseDeviceKey(data)
+	key, err := factory.ParseDeviceKey(data)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -266,7 +254,7 @@ func checkKeyFile(t *testing.T, path string, dr DeviceRecord) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sig, err := SignChallenge(key, []byte("nonce"))
+	sig, err := factory.SignChallenge(key, []byte("nonce"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -280,7 +268,7 @@ func TestSimulateFailures(t *testing.T) {
 	t.Parallel()
 	tests := []struct {
 		name     string
-		setup    func(*lineServer, []StationCreds)
+		setup    func(*lineServer, []factory.StationCreds)
 		rate     float64
 		want     tacerr.Code
 		devices  int
@@ -289,19 +277,19 @@ func TestSimulateFailures(t *testing.T) {
 	}{
 		{
 			name: "wrong key for one device",
-			setup: func(ls *lineServer, creds []StationCreds) {
+			setup: func(ls *lineServer, creds []factory.StationCreds) {
 				ls.wrongKey[serialPrefix(creds[1].ID, "run1", 1)+"000002"] = true
 			},
 			want: tacerr.VerificationFailed, devices: 7, failed: map[string]int{"verification_failed": 1}, outLines: 7,
 		},
 		{
 			name:  "pool exhausted",
-			setup: func(ls *lineServer, _ []StationCreds) { ls.exhaustAfter = 5 },
+			setup: func(ls *lineServer, _ []factory.StationCreds) { ls.exhaustAfter = 5 },
 			want:  tacerr.DevicesFailed, devices: 5, failed: map[string]int{"pool_exhausted": 3}, outLines: 5,
 		},
 		{
 			name:  "IMEIs outside the station's pool",
-			setup: func(ls *lineServer, _ []StationCreds) { ls.next = 999_990 }, // the pool ends at 99,999; the server hands out beyond it
+			setup: func(ls *lineServer, _ []factory.StationCreds) { ls.next = 999_990 }, // the pool ends at 99,999; the server hands out beyond it
 			want:  tacerr.VerificationFailed, devices: 0, failed: map[string]int{"verification_failed": 8},
 		},
 		{
@@ -313,15 +301,15 @@ func TestSimulateFailures(t *testing.T) {
 			t.Parallel()
 			pki := newPKI(t)
 			ls := newLineServer(t, pki)
-			creds := pki.stations(t, 2, "widget")
+			creds := stations(t, pki, 2, "widget")
 			if tc.setup != nil {
 				tc.setup(ls, creds)
 			}
-			srv := pki.serve(t, ls)
+			srv := pki.Serve(t, ls)
 			var out bytes.Buffer
-			sum, err := Simulate(context.Background(), SimConfig{
-				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-				Stations: creds, DevicesPerStation: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
+			sum, err := Simulate(context.Background(), Config{
+				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+				Stations: creds, Devices: 4, Rate: tc.rate, DevicesOut: &out, RunID: "run1",
 			})
 			if tc.want == "" {
 				if err != nil {
@@ -348,31 +336,32 @@ func TestSimulateFailures(t *testing.T) {
 func TestSimulateRefuses(t *testing.T) {
 	t.Parallel()
 	pki := newPKI(t)
-	srv := pki.serve(t, newLineServer(t, pki))
-	gadget := pki.stations(t, 1, "gadget")
-	widget := []StationCreds{{ID: "S1", CertFile: pki.certFile, KeyFile: pki.keyFile, Product: "widget"}}
+	srv := pki.Serve(t, newLineServer(t, pki))
+	gadget := stations(t, pki, 1, "gadget")
+	widget := []factory.StationCreds{{ID: "S1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, Product: "widget"}}
 	tests := []struct {
 		name  string
-		cfg   SimConfig
+		cfg   Config
 		code  tacerr.Code
 		field string
 	}{
-		{name: "no stations", cfg: SimConfig{DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations"},
-		{name: "no devices", cfg: SimConfig{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
-		{name: "negative rate", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
-		{name: "six IMEIs", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
-		{name: "station without product", cfg: SimConfig{Stations: []StationCreds{{ID: "S"}}, DevicesPerStation: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
-		{name: "bad run id", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
-		{name: "no roots", cfg: SimConfig{Stations: widget, DevicesPerStation: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
-		{name: "no pool for the product", cfg: SimConfig{Stations: []StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, DevicesPerStation: 1}, code: tacerr.StationNotAuthorized, field: "product"},
+		{name: "no stations", cfg: Config{Devices: 1}, code: tacerr.InvalidInput, field: "stations"},
+		{name: "no devices", cfg: Config{Stations: widget}, code: tacerr.InvalidInput, field: "devices"},
+		{name: "duration is a load run's", cfg: Config{Stations: widget, Devices: 1, Duration: time.Second}, code: tacerr.InvalidInput, field: "duration"},
+		{name: "negative rate", cfg: Config{Stations: widget, Devices: 1, Rate: -1}, code: tacerr.InvalidInput, field: "rate"},
+		{name: "six IMEIs", cfg: Config{Stations: widget, Devices: 1, IMEICount: 6}, code: tacerr.InvalidInput, field: "imei_count"},
+		{name: "station without product", cfg: Config{Stations: []factory.StationCreds{{ID: "S"}}, Devices: 1}, code: tacerr.InvalidInput, field: "stations[0].product"},
+		{name: "bad run id", cfg: Config{Stations: widget, Devices: 1, RunID: "a/b"}, code: tacerr.InvalidInput, field: "run_id"},
+		{name: "no roots", cfg: Config{Stations: widget, Devices: 1, RootsFile: ""}, code: tacerr.InvalidInput, field: "roots_file"},
+		{name: "no pool for the product", cfg: Config{Stations: []factory.StationCreds{{ID: "S", CertFile: gadget[0].CertFile, KeyFile: gadget[0].KeyFile, Product: "sprocket"}}, Devices: 1}, code: tacerr.StationNotAuthorized, field: "product"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			cfg := tc.cfg
-			cfg.ServerURL, cfg.ServerCAFile = srv.URL, pki.serverCAFile
+			cfg.ServerURL, cfg.ServerCAFile = srv.URL, pki.ServerCAFile
 			if tc.field != "roots_file" {
-				cfg.RootsFile = pki.rootsFile
+				cfg.RootsFile = pki.RootsFile
 			}
 			_, err := Simulate(context.Background(), cfg)
 			e, ok := tacerr.As(err)
@@ -400,10 +389,10 @@ func TestLoad(t *testing.T) {
 			t.Parallel()
 			pki := newPKI(t)
 			ls := newLineServer(t, pki)
-			srv := pki.serve(t, ls)
-			sum, err := Load(context.Background(), LoadConfig{
-				ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-				Creds: pki.stations(t, 2, "widget"), Stations: tc.workers, Duration: 300 * time.Millisecond, OfferedRate: tc.rate, Pregenerate: tc.pregenerate,
+			srv := pki.Serve(t, ls)
+			sum, err := Load(context.Background(), Config{
+				ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+				Stations: stations(t, pki, 2, "widget"), Workers: tc.workers, Duration: 300 * time.Millisecond, Rate: tc.rate, Pregenerate: tc.pregenerate,
 			})
 			if err != nil {
 				t.Fatalf("Load: %v", err)
@@ -420,12 +409,14 @@ func TestLoad(t *testing.T) {
 	}
 	for _, bad := range []struct {
 		name  string
-		cfg   LoadConfig
+		cfg   Config
 		field string
 	}{
-		{"zero duration", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}}, "duration"},
-		{"negative pregenerate", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
-		{"negative stations", LoadConfig{Creds: []StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Stations: -1}, "stations"},
+		{"zero duration", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}}, "duration"},
+		{"negative pregenerate", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Pregenerate: -1}, "pregenerate"},
+		{"negative workers", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Workers: -1}, "workers"},
+		{"devices is a simulation's", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, Devices: 3}, "devices"},
+		{"pre-allocation is a simulation's", Config{Stations: []factory.StationCreds{{ID: "S", Product: "p"}}, Duration: time.Second, PreAllocate: true}, "pre_allocate"},
 	} {
 		if _, err := Load(context.Background(), bad.cfg); tacerr.CodeOf(err) != tacerr.InvalidInput || !strings.Contains(err.Error(), bad.field) {
 			t.Errorf("%s: err = %v, want invalid_input on %s", bad.name, err, bad.field)
@@ -463,7 +454,7 @@ func TestSimulateInterrupted(t *testing.T) {
 	defer cancel()
 	var mu sync.Mutex
 	n := 0
-	srv := pki.serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := pki.Serve(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ls.ServeHTTP(w, r)
 		if r.URL.Path == wire.PathProvision {
 			mu.Lock()
@@ -478,9 +469,9 @@ func TestSimulateInterrupted(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer progress.Close()
-	sum, err := Simulate(ctx, SimConfig{
-		ServerURL: srv.URL, ServerCAFile: pki.serverCAFile, RootsFile: pki.rootsFile,
-		Stations: pki.stations(t, 1, "widget"), DevicesPerStation: 50, Progress: progress,
+	sum, err := Simulate(ctx, Config{
+		ServerURL: srv.URL, ServerCAFile: pki.ServerCAFile, RootsFile: pki.RootsFile,
+		Stations: stations(t, pki, 1, "widget"), Devices: 50, Progress: progress,
 	})
 	if !errors.Is(err, context.Canceled) {
 		t.Fatalf("err = %v, want context.Canceled", err)
