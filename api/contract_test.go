@@ -62,6 +62,26 @@ func (f *fakeAuthn) RespondOCSP(context.Context, []byte) (revocation.OCSPAnswer,
 	return revocation.OCSPAnswer{DER: []byte{0x30, 0x03, 0x0a, 0x01, 0x01}}, nil
 }
 
+// fakeSites answers the sites routes (no logic), with fakeAuthn's fault
+// injection.
+type fakeSites struct{ *fakeAuthn }
+
+func (f fakeSites) Authenticate(context.Context, string, string) error { return nil }
+
+func (f fakeSites) GrantLease(_ context.Context, site string, req wire.LeaseRequest) (wire.Lease, error) {
+	now := time.Now().UTC()
+	return wire.Lease{ID: 1, Site: site, Pool: req.Pool, TAC: "00101234", SNRStart: "000000", SNREnd: "000009", GrantedAt: now,
+		ExpiresAt: now.Add(time.Hour), Unused: 10}, f.err("GrantLease")
+}
+
+func (f fakeSites) Sync(context.Context, string, wire.SiteSyncRequest) (wire.SiteSyncResponse, error) {
+	return wire.SiteSyncResponse{Applied: 1, AppliedSeq: 1, VerifiedSize: 1, Cosigned: "note"}, f.err("Sync")
+}
+
+func (f fakeSites) Status(_ context.Context, site string) (wire.SiteStatus, error) {
+	return wire.SiteStatus{Site: site, Leases: []wire.Lease{}, Consistent: true}, f.err("Status")
+}
+
 // faultMethod is the method of the fakes behind each operation, where a
 // test injects an error to get a documented error status.
 var faultMethod = map[string]string{
@@ -71,6 +91,7 @@ var faultMethod = map[string]string{
 	"GET " + wire.PathOpenAPI: "Station", "GET " + wire.PathMetrics: "Station",
 	"POST " + PathChallenges: "NewChallenge", "POST " + PathVerify: "Verify", "GET " + PathLookup: "Lookup",
 	"GET " + PathCRL: "CRL", "POST " + PathOCSP: "RespondOCSP", "GET " + PathOCSPGet: "RespondOCSP",
+	"POST " + wire.PathSiteLeases: "GrantLease", "POST " + wire.PathSiteSync: "Sync", "GET " + wire.PathSiteStatus: "Status",
 }
 
 // statusCode is a tacerr code the API maps to each status.
@@ -101,11 +122,12 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	servers := map[string]*testServer{"strict": startServer(t, pki, strict, nil), "public": startServer(t, pki, public, nil)}
+	servers := map[string]*testServer{"strict": startServer(t, pki, strict, nil, func(s *Server) { s.SetSites(fakeSites{authn}) }),
+		"public": startServer(t, pki, public, nil)}
 	certs := map[string]*tls.Certificate{"none": nil}
 	for who, st := range map[string]ca.Station{
 		"station": {ID: "S1", Roles: []string{"operator"}}, "disabled": {ID: "S-OFF"}, "regulator": {Roles: []string{"regulator"}},
-		"auditor": {Roles: []string{"auditor"}}, "operator": {Roles: []string{"operator"}},
+		"auditor": {Roles: []string{"auditor"}}, "operator": {Roles: []string{"operator"}}, "site": {Site: "s1"},
 	} {
 		c := pki.clientCert(t, st)
 		certs[who] = &c
@@ -119,8 +141,10 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 		"POST " + wire.PathReissue:     wire.ReissueRequest{RequestID: "ri1", CSR: testCSR},
 		"POST " + wire.PathRevoke:      wire.RevokeRequest{Reason: "stolen"},
 		"POST " + PathVerify:           verify.Request{IMEI: m, Chain: "x", Nonce: "00ff", Signature: "AA=="},
+		"POST " + wire.PathSiteLeases:  wire.LeaseRequest{Pool: "p1", Size: 10},
+		"POST " + wire.PathSiteSync:    wire.SiteSyncRequest{Events: []wire.SiteEvent{}, Checkpoint: "note"},
 	}
-	path := strings.NewReplacer("{imei}", m, "{serial}", "SN1", "{file}", "0a1b.crl", "{request}", "MAA%3D").Replace
+	path := strings.NewReplacer("{site}", "s1", "{imei}", m, "{serial}", "SN1", "{file}", "0a1b.crl", "{request}", "MAA%3D").Replace
 
 	for _, pair := range doc.Operations() {
 		t.Run(pair.String(), func(t *testing.T) {
@@ -131,6 +155,8 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 				who = "regulator"
 			case wire.PathRevoke:
 				who = "operator"
+			case wire.PathSiteLeases, wire.PathSiteSync, wire.PathSiteStatus:
+				who = "site"
 			}
 			var body []byte
 			ct := "application/json"
@@ -183,7 +209,8 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 				if fault == "Station" {
 					fake.setFail("Station", err)
 					restore = func() { fake.setFail("Station", nil) }
-				} else if _, isAuth := map[string]bool{"NewChallenge": true, "Verify": true, "Lookup": true, "CRL": true, "RespondOCSP": true}[fault]; isAuth {
+				} else if _, isAuth := map[string]bool{"NewChallenge": true, "Verify": true, "Lookup": true, "CRL": true, "RespondOCSP": true,
+					"GrantLease": true, "Sync": true, "Status": true}[fault]; isAuth {
 					authn.mu.Lock()
 					authn.fail[fault] = err
 					authn.mu.Unlock()

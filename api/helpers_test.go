@@ -219,8 +219,9 @@ func (b *syncBuffer) String() string {
 }
 
 // startServer serves prov with cfg (from pki.config() when cfg is nil) on
-// 127.0.0.1:0 until the test ends.
-func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Config)) *testServer {
+// 127.0.0.1:0 until the test ends; setup runs on the server before it
+// serves.
+func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Config), setup ...func(*Server)) *testServer {
 	t.Helper()
 	cfg := pki.config()
 	if mutate != nil {
@@ -231,6 +232,9 @@ func startServer(t testing.TB, pki *testPKI, prov Provisioner, mutate func(*Conf
 	srv, err := New(cfg, prov, ts.reg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(srv)
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -16,6 +17,7 @@ import (
 const (
 	stationURNPrefix = "urn:tacline:station:"
 	roleURNPrefix    = "urn:tacline:role:"
+	siteURNPrefix    = "urn:tacline:site:"
 )
 
 // identifier turns a verified client certificate into an Actor.
@@ -37,7 +39,8 @@ func newIdentifier(taclineCAs []*x509.Certificate, rules []IdentityRule) *identi
 type caller struct {
 	actor   provisioner.Actor
 	leaf    *x509.Certificate
-	tacline bool // the certificate chains to a client_ca (tacline) CA
+	tacline bool   // the certificate chains to a client_ca (tacline) CA
+	site    string // the factory site the certificate names (role site)
 }
 
 // identify reads the identity of the verified client certificate in cs.
@@ -69,6 +72,13 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 				if err := setStation(sid); err != nil {
 					return caller{}, err
 				}
+			case strings.HasPrefix(s, siteURNPrefix):
+				name := strings.TrimPrefix(s, siteURNPrefix)
+				if !store.ValidSiteName(name) || (c.site != "" && c.site != name) {
+					return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q names site %q, which is not one valid site name", leaf.Subject.CommonName, name)
+				}
+				c.site = name
+				roles[provisioner.RoleSite] = true
 			case strings.HasPrefix(s, roleURNPrefix):
 				// Unknown roles are ignored: they grant nothing.
 				if r := provisioner.Role(strings.TrimPrefix(s, roleURNPrefix)); r.Valid() {
@@ -96,9 +106,15 @@ func (id *identifier) identify(cs *tls.ConnectionState) (caller, error) {
 	if roles[provisioner.RoleStation] && station == "" {
 		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q has role station but names no station: issue it with `tacline station enroll`", leaf.Subject.CommonName)
 	}
+	if c.site != "" && station != "" {
+		return caller{}, tacerr.New(tacerr.Unauthorized, "client certificate %q names a station and a site; a certificate identifies one", leaf.Subject.CommonName)
+	}
 	c.actor = provisioner.Actor{ID: actorID(leaf, station), Station: station}
+	if c.site != "" {
+		c.actor.ID = "site:" + c.site
+	}
 	// A stable order, so that logs and tests see the same list.
-	for _, r := range provisioner.Roles {
+	for _, r := range provisioner.AllRoles {
 		if roles[r] {
 			c.actor.Roles = append(c.actor.Roles, r)
 		}

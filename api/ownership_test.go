@@ -88,6 +88,11 @@ var namesNoObject = map[string]string{
 	"GET " + PathCRL:          "public CRL",
 	"POST " + PathOCSP:        "public OCSP",
 	"GET " + PathOCSPGet:      "public OCSP",
+	// Sites (api/sites.go): a site acts for its own {site} only
+	// (TestSitesAPI); no device, IMEI or reservation is named.
+	"POST " + wire.PathSiteLeases: "a site asks for its own lease (TestSitesAPI)",
+	"POST " + wire.PathSiteSync:   "a site ships its own events (TestSitesAPI)",
+	"GET " + wire.PathSiteStatus:  "a site's status, for itself or operators (TestSitesAPI)",
 }
 
 // TestOwnershipCoversEveryRoute fails when a route is registered without

@@ -51,6 +51,10 @@ var (
 	revokers = access{provisioner.RoleOperator: all, provisioner.RoleAdmin: all}
 	readers  = access{provisioner.RoleStation: own, provisioner.RoleOperator: all, provisioner.RoleAuditor: all,
 		provisioner.RoleRegulator: all, provisioner.RoleAdmin: all}
+	// Sites (api/sites.go): a site acts for itself only, which the
+	// handlers check against the {site} of the path.
+	sites       = access{provisioner.RoleSite: all}
+	siteReaders = access{provisioner.RoleSite: all, provisioner.RoleOperator: all, provisioner.RoleAuditor: all, provisioner.RoleAdmin: all}
 )
 
 // routes is the API, its role matrix and its ownership rules: the one
@@ -69,6 +73,9 @@ var routes = []route{
 	{pattern: "GET " + wire.PathDevice, access: readers, handle: (*Server).device},
 	{pattern: "GET " + wire.PathIMEI, access: readers, handle: (*Server).imeiStatus},
 	{pattern: "GET " + wire.PathPools, access: readers, handle: (*Server).pools},
+	{pattern: "POST " + wire.PathSiteLeases, access: sites, handle: (*Server).siteLease},
+	{pattern: "POST " + wire.PathSiteSync, access: sites, handle: (*Server).siteSync},
+	{pattern: "GET " + wire.PathSiteStatus, access: siteReaders, handle: (*Server).siteStatus},
 	{pattern: "GET " + wire.PathOpenAPI, handle: (*Server).openAPI},
 	{pattern: "GET " + wire.PathMetrics, handle: (*Server).metrics},
 	{pattern: "GET " + wire.PathHealthz, public: true, handle: (*Server).healthz},
@@ -103,7 +110,7 @@ func (rt route) authorize(a provisioner.Actor) (provisioner.Scope, bool) {
 // roles lists the roles the route admits, in the matrix's order.
 func (rt route) roles() []provisioner.Role {
 	var out []provisioner.Role
-	for _, r := range provisioner.Roles {
+	for _, r := range provisioner.AllRoles {
 		if _, ok := rt.access[r]; ok {
 			out = append(out, r)
 		}

@@ -70,6 +70,7 @@ type Server struct {
 	m        *metrics
 	gatherer prometheus.Gatherer
 	ocspGet  http.Handler // the OCSP GET route, reached before mux
+	sites    Sites        // headquarters' sites API; nil: not served
 }
 
 // New builds the server: it validates cfg, reads the TLS files it names and

@@ -298,6 +298,11 @@ func TestRoleMatrixCoversEveryRoute(t *testing.T) {
 		"GET " + wire.PathDevice: true, "GET " + wire.PathIMEI: true, "GET " + wire.PathPools: true,
 		"GET " + wire.PathOpenAPI: true, "GET " + wire.PathMetrics: true, "GET " + wire.PathHealthz: true, "GET " + wire.PathReadyz: true,
 	}
+	// The sites routes' rules (a site for itself only) are tested in
+	// TestSitesAPI.
+	for _, p := range []string{"POST " + wire.PathSiteLeases, "POST " + wire.PathSiteSync, "GET " + wire.PathSiteStatus} {
+		inMatrix[p] = true
+	}
 	// Public routes whose handlers decide who may call them (api/verify.go,
 	// authenticity checks); their rules are not part of the role table.
 	handlerDecides := map[string]bool{

@@ -160,6 +160,9 @@ type Station struct {
 	Factory string   // subject O
 	Line    string   // subject OU
 	Roles   []string // each becomes urn:tacline:role:<role>
+	// Site names a factory site instead of a station (docs/sites.md):
+	// urn:tacline:site:<Site> and the CN; ID must then be empty.
+	Site string
 }
 
 var (
@@ -170,7 +173,19 @@ var (
 // StationURN and RoleURN are the URI SANs of a station certificate.
 func StationURN(id string) string { return "urn:tacline:station:" + id }
 func RoleURN(role string) string  { return "urn:tacline:role:" + role }
+
+// SiteURN is the URI SAN of a factory site's client certificate.
+func SiteURN(site string) string { return "urn:tacline:site:" + site }
+
+var siteRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+
 func (s Station) check() error {
+	if s.Site != "" {
+		if s.ID != "" || !siteRe.MatchString(s.Site) {
+			return tacerr.Field(tacerr.InvalidInput, "site", "%q must be 1-32 lower-case letters, digits or '-', and a site certificate names no station", s.Site)
+		}
+		return nil
+	}
 	if s.ID == "" && len(s.Roles) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "station.id", "a station certificate needs a station id, a role, or both")
 	}
@@ -209,7 +224,10 @@ func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pu
 		return nil, nil, err
 	}
 	cn := st.ID
-	if cn == "" {
+	switch {
+	case st.Site != "":
+		cn = "site " + st.Site
+	case cn == "":
 		cn = "role " + st.Roles[0]
 	}
 	tmpl := &x509.Certificate{
@@ -231,6 +249,9 @@ func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pu
 	var urns []string
 	if st.ID != "" {
 		urns = append(urns, StationURN(st.ID))
+	}
+	if st.Site != "" {
+		urns = append(urns, SiteURN(st.Site))
 	}
 	for _, r := range st.Roles {
 		urns = append(urns, RoleURN(r))

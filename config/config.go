@@ -31,6 +31,7 @@ import (
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -57,6 +58,9 @@ type File struct {
 	// Revocation tunes CRLs and OCSP responses.
 	Revocation revocation.Config `yaml:"revocation" doc:"CRLs and OCSP responses"`
 	Console    console.Settings  `yaml:"console" doc:"the web console and the public IMEI check page"`
+	// Site makes this server a factory site provisioning on leases from
+	// headquarters (docs/sites.md) when site.name is set.
+	Site site.Config `yaml:"site" doc:"factory site mode: leases and sync with headquarters (docs/sites.md)"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -160,6 +164,7 @@ func (f *File) resolvePaths() {
 	f.Audit.PublishedCheckpoint = f.Path(f.Audit.PublishedCheckpoint)
 	f.Server.ResolvePaths(f.Path)
 	f.Console.ResolvePaths(f.Path)
+	f.Site.CertFile, f.Site.KeyFile, f.Site.CAFile = f.Path(f.Site.CertFile), f.Path(f.Site.KeyFile), f.Path(f.Site.CAFile)
 	if strings.Contains(f.HSM.Module, "/") {
 		f.HSM.Module = f.Path(f.HSM.Module)
 	}
@@ -204,6 +209,17 @@ func (f *File) Validate() error {
 		}
 	} else if err := f.Register.ValidateRetention(); err != nil {
 		return err
+	}
+	if f.Site.Name != "" {
+		if err := f.Site.Validate(); err != nil {
+			return err
+		}
+		if err := f.Site.ValidateConnection(); err != nil {
+			return err
+		}
+		if f.Register.URL != "" {
+			return tacerr.Field(tacerr.InvalidConfig, "register.url", "a site does not report to the register: headquarters reports for every site; remove it")
+		}
 	}
 	p := f.Provisioning
 	switch {

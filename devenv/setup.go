@@ -46,6 +46,9 @@ type Options struct {
 	Log      io.Writer     // progress lines; nil: silent
 	// AuditDisabled leaves the audit log out (benchmarks measure its cost).
 	AuditDisabled bool
+	// NoPools imports the catalogue but makes no pools and enrolls no
+	// stations (a factory site: its pools come from leases).
+	NoPools bool
 }
 
 // Env is a set-up environment.
@@ -164,6 +167,9 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	tacs, pools := catalogue(o.Stations, now)
 	if err := db.AddTACs(ctx, tacs, "demo"); err != nil {
 		return nil, err
+	}
+	if o.NoPools {
+		pools = nil
 	}
 	for _, p := range pools {
 		if _, err := db.CreatePool(ctx, p, "demo"); err != nil {

@@ -39,19 +39,23 @@ func (s State) Valid() bool { return in(States, s) }
 type VoidReason string
 
 // The void reasons. VoidAbandoned is given only by recovery, to IMEIs of an
-// issuance intent that never completed; a person chooses one of the others.
+// issuance intent that never completed, and VoidLeaseReturned only by
+// headquarters; a person chooses one of the others.
 const (
 	VoidScrapped  VoidReason = "scrapped"
 	VoidTest      VoidReason = "test"
 	VoidRework    VoidReason = "rework"
 	VoidOther     VoidReason = "other"
 	VoidAbandoned VoidReason = "abandoned"
+	// VoidLeaseReturned is given by headquarters to the SNRs of a returned
+	// lease that its site never reported (docs/sites.md).
+	VoidLeaseReturned VoidReason = "lease_returned"
 )
 
 // VoidReasons lists every void reason; ChosenVoidReasons those a caller may
 // give.
 var (
-	VoidReasons       = []VoidReason{VoidScrapped, VoidTest, VoidRework, VoidOther, VoidAbandoned}
+	VoidReasons       = []VoidReason{VoidScrapped, VoidTest, VoidRework, VoidOther, VoidAbandoned, VoidLeaseReturned}
 	ChosenVoidReasons = []VoidReason{VoidScrapped, VoidTest, VoidRework, VoidOther}
 )
 

@@ -63,7 +63,7 @@ func TestWordsValid(t *testing.T) {
 		if !r.Valid() {
 			t.Errorf("void reason %s not valid", r)
 		}
-		if r.Chosen() == (r == VoidAbandoned) {
+		if r.Chosen() == (r == VoidAbandoned || r == VoidLeaseReturned) {
 			t.Errorf("void reason %s: Chosen = %v", r, r.Chosen())
 		}
 	}

@@ -59,6 +59,15 @@ type Config struct {
 	PreallocTimeout time.Duration
 	// Probe checks the HSM for readiness (a probe signature); nil: none.
 	Probe func(ctx context.Context) error
+	// SiteLeases: this ledger is a factory site's (docs/sites.md). A pool a
+	// station names that is not a pool of this ledger is an HQ pool: the
+	// site allocates from its oldest unexpired lease of it with SNRs left
+	// (store.HeldLeasePool), and answers lease_exhausted when none is left.
+	SiteLeases bool
+	// SiteReady, in site mode, refuses allocation from leases until
+	// headquarters confirmed the site's ledger current (site.Site.Ready);
+	// nil: always ready.
+	SiteReady func() error
 	// OnKeyReuse is called when a device key is refused as reused.
 	OnKeyReuse func()
 	// OnSign observes each HSM signature's duration.
@@ -209,6 +218,23 @@ func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
 		return m, nil
 	}
 	p, err := s.db.Pool(ctx, pool)
+	if tacerr.Is(err, tacerr.PoolNotFound) && s.cfg.SiteLeases {
+		// An HQ pool: resolved on every request (a lease runs dry or
+		// expires), never cached.
+		if s.cfg.SiteReady != nil {
+			if err := s.cfg.SiteReady(); err != nil {
+				return cachedMeta{}, err
+			}
+		}
+		if p, err = s.db.HeldLeasePool(ctx, pool, s.cfg.Now()); err != nil {
+			return cachedMeta{}, err
+		}
+		t, err := s.db.TAC(ctx, p.TAC)
+		if err != nil {
+			return cachedMeta{}, err
+		}
+		return cachedMeta{pool: p, tac: t, fetched: s.cfg.Now()}, nil
+	}
 	if err != nil {
 		return cachedMeta{}, err
 	}
@@ -431,6 +457,45 @@ func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error)
 		if mine[p.Name] {
 			out = append(out, p)
 		}
+	}
+	if s.cfg.SiteLeases {
+		return s.sitePools(ctx, out, all, mine)
+	}
+	return out, nil
+}
+
+// sitePools adds to a station's pools, at a site, the HQ pools it names:
+// one entry per HQ pool under its HQ name, summing the site's pools of its
+// leases (what is left in unexpired ones as free).
+func (s *Service) sitePools(ctx context.Context, out, all []store.PoolStats, mine map[string]bool) ([]store.PoolStats, error) {
+	held, err := s.db.HeldLeases(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byPool := map[string]store.HeldLeaseStats{}
+	for _, h := range held {
+		byPool[h.Pool.Name] = h
+	}
+	idx := map[string]int{}
+	for _, p := range all {
+		h, ok := byPool[p.Name]
+		if !ok || !mine[h.HQPool] {
+			continue
+		}
+		if !s.cfg.Now().Before(h.ExpiresAt) {
+			p.Free = 0
+		}
+		i, seen := idx[h.HQPool]
+		if !seen {
+			// Under the HQ pool's name and range: every lease of it lies
+			// inside, and stations check their IMEIs against it.
+			p.Name, p.ID, p.SNRStart, p.SNREnd = h.HQPool, 0, h.HQSNRStart, h.HQSNREnd
+			idx[h.HQPool] = len(out)
+			out = append(out, p)
+			continue
+		}
+		o := &out[i]
+		o.Reserved, o.Bound, o.Voided, o.Revoked, o.Free = o.Reserved+p.Reserved, o.Bound+p.Bound, o.Voided+p.Voided, o.Revoked+p.Revoked, o.Free+p.Free
 	}
 	return out, nil
 }

@@ -19,10 +19,19 @@ const (
 	RoleAuditor   Role = "auditor"   // read the ledger and audit log
 	RoleRegulator Role = "regulator" // read, verify, reconcile
 	RoleAdmin     Role = "admin"     // everything
+	// RoleSite is a factory site syncing with headquarters
+	// (docs/sites.md): it comes only from a urn:tacline:site: URI SAN, never
+	// from a role URN or an identity map rule.
+	RoleSite Role = "site"
 )
 
-// Roles lists every role, in the order of the route matrix (docs/api.md).
+// Roles lists the roles a role URN or an identity-map rule can grant, in
+// the order of the route matrix (docs/api.md); Valid accepts exactly these.
 var Roles = []Role{RoleStation, RoleOperator, RoleAuditor, RoleRegulator, RoleAdmin}
+
+// AllRoles is Roles and RoleSite, which only a site's URI SAN grants: the
+// columns of the route matrix, in its order.
+var AllRoles = append(append([]Role(nil), Roles...), RoleSite)
 
 // Valid reports whether r is one of Roles.
 func (r Role) Valid() bool {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/mod/sumdb/note"
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/audit"
@@ -26,6 +27,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -42,6 +44,7 @@ type Server struct {
 	Registry *prometheus.Registry
 	Audit    *audit.Log
 	Worker   *register.Worker // nil unless register.url is set
+	Site     *site.Site       // nil unless site.name is set (a factory site)
 	// Authority serves the authenticity checks, CRLs and OCSP.
 	Authority online.Authority
 	// Console is the web console and the public check page, served on the
@@ -78,7 +81,13 @@ func attachSinks(db *store.DB, cfg *config.File, auditKey crypto.Signer) (*audit
 		return nil, err
 	}
 	l.Attach()
-	db.AddSink(register.Outbox{})
+	if cfg.Site.Name != "" {
+		// A site ships its events to headquarters, which alone reports
+		// to the register (docs/sites.md).
+		db.AddSink(store.SiteOutbox{})
+	} else {
+		db.AddSink(register.Outbox{})
+	}
 	return l, nil
 }
 
@@ -130,6 +139,17 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 			return nil, err
 		}
 	}
+	if cfg.Site.Name != "" {
+		hq, err := site.NewHTTPClient(cfg.Site.HQURL, cfg.Site.Name, cfg.Site.CertFile, cfg.Site.KeyFile, cfg.Site.CAFile)
+		if err != nil {
+			s.Close()
+			return nil, err
+		}
+		if s.Site, err = site.New(cfg.Site, s.DB, s.Audit, hq, s.Registry, log); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
 	// Device issuers: loaded now, kept in step with the ledger by Run.
 	s.issuers = newIssuers(s.DB, s.Token, cfg, log)
 	if _, err := s.issuers.refresh(ctx, false); err != nil {
@@ -155,6 +175,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	s.Service, err = provisioner.New(provisioner.Config{
 		DB: s.DB, Issuers: s.issuers.issuanceSet(), Active: s.issuers.active, Manufacturer: cfg.Manufacturer, CSRRules: cfg.CSR,
 		IntentTimeout: cfg.Provisioning.IntentTimeout, PreallocTimeout: cfg.Provisioning.PreallocationTimeout,
+		SiteLeases: s.Site != nil, SiteReady: s.siteReady,
 		Probe: func(ctx context.Context) error {
 			if h := s.Token.Health(ctx); !h.OK {
 				return tacerr.New(tacerr.HSMUnavailable, "HSM probe signature failed: %s", h.Err)
@@ -185,6 +206,22 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	// Headquarters' side of the sites API (docs/sites.md): it answers
+	// sites enrolled with `tacline site enroll`; HQ's audit key cosigns
+	// the site checkpoints it verified.
+	var cosigner note.Signer
+	if auditKey != nil {
+		if cosigner, err = audit.NewNoteSigner(cfg.Audit.Origin, auditKey); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	hq, err := site.NewHQ(s.DB, cosigner, s.Registry)
+	if err != nil {
+		s.Close()
+		return nil, err
+	}
+	s.API.SetSites(hq)
 	if err := s.mountConsole(); err != nil {
 		s.Close()
 		return nil, err
@@ -276,6 +313,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if !s.cfg.Audit.Disabled {
 		go s.Audit.Run(rctx, s.log)
 	}
+	if s.Site != nil {
+		go s.Site.Run(rctx)
+	}
 	if s.Worker != nil {
 		go func() {
 			if err := s.Worker.Run(rctx); err != nil && !errors.Is(err, context.Canceled) {
@@ -319,6 +359,9 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	}
 	return nil
 }
+
+// siteReady is the provisioner's gate in site mode.
+func (s *Server) siteReady() error { return s.Site.Ready() }
 
 // Close releases the ledger and the HSM.
 func (s *Server) Close() error {

@@ -10,9 +10,14 @@ import (
 
 // CheckReport is the result of Check.
 type CheckReport struct {
-	Pools      int      `json:"pools"`
-	IMEIs      int64    `json:"imeis"`
-	Violations []string `json:"violations"` // empty when the ledger is sound
+	Pools int   `json:"pools"`
+	IMEIs int64 `json:"imeis"`
+	// Leases counts the leases granted to sites; LeasedUnused the SNRs of
+	// leases still held that have no row yet (the site has not reported
+	// them bound or voided).
+	Leases       int      `json:"leases"`
+	LeasedUnused int64    `json:"leased_unused"`
+	Violations   []string `json:"violations"` // empty when the ledger is sound
 }
 
 // OK reports whether no invariant was violated.
@@ -26,7 +31,11 @@ const maxViolations = 100
 //     one ledger row, and no row lies outside that range or outside its TAC;
 //   - every reservation holds exactly devices*per_device IMEIs;
 //   - no device serial holds live (not VOIDED) IMEIs from two reservations;
-//   - every BOUND or REVOKED IMEI names its device and certificate.
+//   - every BOUND or REVOKED IMEI names its device and certificate;
+//   - every lease lies in its pool below the high-water mark, and every row
+//     inside a lease was recorded for the lease's site; an SNR of a lease
+//     still held may have no row (leased, not yet used), one of a returned
+//     lease may not.
 //
 // (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
 func (db *DB) Check(ctx context.Context) (CheckReport, error) {
@@ -42,7 +51,39 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			return translate(err, "list pools")
 		}
 		rep.Pools = len(pools)
+		leases, err := leasesOf(txQuerier{tx}, "")
+		if err != nil {
+			return err
+		}
+		rep.Leases = len(leases)
+		byPool := map[int64][]leaseRow{}
+		for _, l := range leases {
+			byPool[l.PoolID] = append(byPool[l.PoolID], l)
+			var stray int64
+			if err := tx.get(&stray, tx.rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.hi(), SiteCaller(l.Site)); err != nil {
+				return translate(err, "check lease rows")
+			}
+			if stray > 0 {
+				add("lease %d of site %s: %d rows inside it were not recorded for the site", l.ID, l.Site, stray)
+			}
+		}
 		for _, p := range pools {
+			var unused int64
+			for _, l := range byPool[p.ID] {
+				if l.SNRStart < p.SNRStart || l.SNREnd >= p.NextSNR {
+					add("lease %d (%06d-%06d) lies outside pool %s's allocated range %06d-%06d", l.ID, l.SNRStart, l.SNREnd, p.Name, p.SNRStart, p.NextSNR-1)
+				}
+				if l.ReturnedAt.Valid {
+					continue
+				}
+				var n int64
+				if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
+					return translate(err, "count lease rows")
+				}
+				unused += l.SNREnd - l.SNRStart + 1 - n
+			}
+			rep.LeasedUnused += unused
 			base := p.TAC * imei.SNRsPerTAC
 			type agg struct {
 				N   int64  `db:"n"`
@@ -54,7 +95,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				return translate(err, "count pool rows")
 			}
 			rep.IMEIs += a.N
-			want := p.NextSNR - p.SNRStart
+			want := p.NextSNR - p.SNRStart - unused
 			inRange := a.N == 0 || (*a.Min >= base+p.SNRStart && *a.Max < base+p.NextSNR)
 			if a.N == want && inRange {
 				continue
@@ -76,16 +117,16 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				case v < base+p.SNRStart || v >= base+p.NextSNR:
 					add("pool %s: IMEI %s lies outside the pool's allocated range %06d-%06d", p.Name, fmtIMEI(v), p.SNRStart, p.NextSNR-1)
 					found = true
-				case v > expect:
-					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+				case v > expect && firstUnheld(byPool[p.ID], expect, v) >= 0:
+					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, firstUnheld(byPool[p.ID], expect, v)-base, p.NextSNR)
 					found = true
 				default:
 					expect = v + 1
 				}
 			}
 			rows.Close()
-			if !found && expect < base+p.NextSNR {
-				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, expect-base, p.NextSNR)
+			if miss := firstUnheld(byPool[p.ID], expect, base+p.NextSNR); !found && miss >= 0 {
+				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 			}
 		}
 		type bad struct {
@@ -122,6 +163,25 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		return rep, err
 	}
 	return rep, nil
+}
+
+// firstUnheld returns the first 14-digit IMEI in [from, to) that lies in
+// no lease of ls still held (an SNR that must have a row), or -1.
+func firstUnheld(ls []leaseRow, from, to int64) int64 {
+	for v := from; v < to; {
+		next := v
+		for _, l := range ls {
+			if !l.ReturnedAt.Valid && l.lo() <= v && v <= l.hi() {
+				next = l.hi() + 1
+				break
+			}
+		}
+		if next == v {
+			return v
+		}
+		v = next
+	}
+	return -1
 }
 
 func fmtIMEI(v int64) string {

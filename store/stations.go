@@ -52,7 +52,8 @@ func (db *DB) EnrollStation(ctx context.Context, s StationRecord, actor string) 
 	return db.InTx(ctx, func(tx *Tx) error {
 		for _, p := range s.Pools {
 			var n int
-			if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM pools WHERE name = ?`), p); err != nil {
+			// At a site, a station names an HQ pool it holds leases of.
+			if err := tx.get(&n, tx.rebind(`SELECT (SELECT COUNT(*) FROM pools WHERE name = ?) + (SELECT COUNT(*) FROM held_leases WHERE hq_pool = ?)`), p, p); err != nil {
 				return translate(err, "look up pool")
 			}
 			if n == 0 {

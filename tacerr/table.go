@@ -48,6 +48,7 @@ var specs = []Spec{
 	{InvalidState, http.StatusConflict, "Invalid state for this operation", false, 0, true, "The IMEI, device or reservation is not in a state that allows this."},
 	{PoolOverlap, http.StatusConflict, "Pool overlaps another pool", false, 0, true, "The new pool's SNR range overlaps a pool of the same TAC."},
 	{PoolExhausted, http.StatusConflict, "Pool exhausted", false, 0, true, "The pool has too few SNRs left for this request; an operator creates a new pool."},
+	{LeaseViolation, http.StatusConflict, "Site events refused", false, 0, true, "Headquarters refused a site's sync batch: an IMEI outside the site's leases (a cloning signal) or a checkpoint not consistent with the last one verified; nothing of it was applied (docs/sites.md)."},
 
 	{TACNotApproved, http.StatusUnprocessableEntity, "TAC not approved for this market", false, 0, true, "The TAC has no market approval valid today for the pool's market."},
 	{TACUnknown, http.StatusUnprocessableEntity, "TAC not in the catalogue", false, 0, true, "The TAC is not in the catalogue."},
@@ -58,6 +59,8 @@ var specs = []Spec{
 	{HSMUnavailable, http.StatusServiceUnavailable, "HSM unavailable", true, time.Second, false, "The HSM session was lost or no session is free; retry the same request later."},
 	{HSMTokenAbsent, http.StatusServiceUnavailable, "HSM unavailable", true, 5 * time.Second, false, "The HSM token is not present (removed, or its storage unreachable); the server reopens it when it is back."},
 	{HSMDeviceError, http.StatusServiceUnavailable, "HSM unavailable", true, 5 * time.Second, false, "The HSM reported a device error; retry later, and check the HSM if it persists."},
+	{LeaseExhausted, http.StatusServiceUnavailable, "Site lease exhausted", true, 5 * time.Second, true, "A site holds no unexpired lease with SNRs left; it asks headquarters for the next block: retry later (docs/sites.md)."},
+	{SiteNotCurrent, http.StatusServiceUnavailable, "Site ledger not confirmed current", true, 5 * time.Second, true, "A site issues only once headquarters confirmed its ledger current since its start; retry later, or rebuild a site restored from an older backup (docs/sites.md)."},
 	{HSMPINIncorrect, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "The HSM refused the PIN; an operator fixes hsm.pin and restarts (tacline never retries a PIN by itself)."},
 	{HSMPINLocked, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "The HSM user PIN is locked or expired; the token's security officer must act."},
 	{HSMKeyNotFound, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "A signing key is missing from the HSM; an operator restores it or rotates the issuer."},

@@ -69,6 +69,11 @@ const (
 	DevicesFailed      Code = "devices_failed"      // a line simulation or load run left devices unprovisioned
 
 	RateLimited Code = "rate_limited" // too many requests from one caller; retry after Retry-After
+
+	// Sites (docs/sites.md).
+	LeaseExhausted Code = "lease_exhausted"  // a site holds no lease with SNRs left; retry when HQ has granted the next block
+	LeaseViolation Code = "lease_violation"  // a site reported an IMEI outside its leases, or a checkpoint inconsistent with the last one HQ verified: the batch is refused
+	SiteNotCurrent Code = "site_not_current" // a site has not proven to HQ since its start that its ledger is current; retry when HQ confirmed it
 )
 
 // Error is tacline's error. Construct it with New, Field or Wrap (never as

@@ -115,6 +115,30 @@ func (e RevokeRequestReason) Valid() bool {
 	}
 }
 
+// Defines values for SiteEventType.
+const (
+	DeviceReissued SiteEventType = "device.reissued"
+	ImeiBound      SiteEventType = "imei.bound"
+	ImeiRevoked    SiteEventType = "imei.revoked"
+	ImeiVoided     SiteEventType = "imei.voided"
+)
+
+// Valid indicates whether the value is a known member of the SiteEventType enum.
+func (e SiteEventType) Valid() bool {
+	switch e {
+	case DeviceReissued:
+		return true
+	case ImeiBound:
+		return true
+	case ImeiRevoked:
+		return true
+	case ImeiVoided:
+		return true
+	default:
+		return false
+	}
+}
+
 // Defines values for VerifyResultVerdict.
 const (
 	VerifyResultVerdictCloned      VerifyResultVerdict = "cloned"
@@ -254,6 +278,37 @@ type IMEIStatus struct {
 // IMEIStatusState defines model for IMEIStatus.State.
 type IMEIStatusState string
 
+// Lease defines model for Lease.
+type Lease struct {
+	Bound        int        `json:"bound"`
+	ExpiresAt    time.Time  `json:"expires_at"`
+	Factory      *string    `json:"factory,omitempty"`
+	GrantedAt    time.Time  `json:"granted_at"`
+	Id           int        `json:"id"`
+	Line         *string    `json:"line,omitempty"`
+	Market       *string    `json:"market,omitempty"`
+	Pool         string     `json:"pool"`
+	PoolSnrEnd   *string    `json:"pool_snr_end,omitempty"`
+	PoolSnrStart *string    `json:"pool_snr_start,omitempty"`
+	Product      *string    `json:"product,omitempty"`
+	ReturnedAt   *time.Time `json:"returned_at,omitempty"`
+	Revoked      int        `json:"revoked"`
+	Site         string     `json:"site"`
+	SnrEnd       string     `json:"snr_end"`
+	SnrStart     string     `json:"snr_start"`
+	Tac          string     `json:"tac"`
+
+	// Unused Leased SNRs the site has not reported used.
+	Unused int `json:"unused"`
+	Voided int `json:"voided"`
+}
+
+// LeaseRequest defines model for LeaseRequest.
+type LeaseRequest struct {
+	Pool string `json:"pool"`
+	Size int    `json:"size"`
+}
+
 // Lookup defines model for Lookup.
 type Lookup struct {
 	Brand  *string      `json:"brand,omitempty"`
@@ -295,13 +350,13 @@ type Problem struct {
 	// - 401: unauthorized
 	// - 403: forbidden, not_owner, station_not_authorized
 	// - 404: not_found, pool_not_found, reservation_not_found
-	// - 409: conflict, request_conflict, device_already_provisioned, key_reused, invalid_state, pool_overlap, pool_exhausted
+	// - 409: conflict, request_conflict, device_already_provisioned, key_reused, invalid_state, pool_overlap, pool_exhausted, lease_violation
 	// - 413: request_too_large
 	// - 415: unsupported_media_type
 	// - 422: tac_not_approved, tac_unknown
 	// - 429: rate_limited
 	// - 500: internal, invalid_config, ledger_invariant, lint_failed
-	// - 503: unavailable, hsm_unavailable, hsm_token_not_present, hsm_device_error, hsm_pin_incorrect, hsm_pin_locked, hsm_key_not_found, hsm_key_unsafe
+	// - 503: unavailable, hsm_unavailable, hsm_token_not_present, hsm_device_error, hsm_pin_incorrect, hsm_pin_locked, hsm_key_not_found, hsm_key_unsafe, lease_exhausted, site_not_current
 	//
 	//
 	// Examples: pool_exhausted
@@ -370,6 +425,68 @@ type RevokeRequest struct {
 // RevokeRequestReason defines model for RevokeRequest.Reason.
 type RevokeRequestReason string
 
+// SiteEvent defines model for SiteEvent.
+type SiteEvent struct {
+	CertSerial         *string  `json:"cert_serial,omitempty"`
+	DeviceSerial       *string  `json:"device_serial,omitempty"`
+	Imeis              []string `json:"imeis"`
+	PreviousCertSerial *string  `json:"previous_cert_serial,omitempty"`
+	Reason             *string  `json:"reason,omitempty"`
+	RequestId          *string  `json:"request_id,omitempty"`
+
+	// Seq The site's sequence number; strictly increasing.
+	Seq  int           `json:"seq"`
+	Time time.Time     `json:"time"`
+	Type SiteEventType `json:"type"`
+}
+
+// SiteEventType defines model for SiteEvent.Type.
+type SiteEventType string
+
+// SiteStatus defines model for SiteStatus.
+type SiteStatus struct {
+	AppliedSeq   int        `json:"applied_seq"`
+	Bound        int        `json:"bound"`
+	Consistent   bool       `json:"consistent"`
+	LastRefusal  *string    `json:"last_refusal,omitempty"`
+	LastSync     *time.Time `json:"last_sync,omitempty"`
+	LeasedSnrs   int        `json:"leased_snrs"`
+	Leases       []Lease    `json:"leases"`
+	Refusals     int        `json:"refusals"`
+	Revoked      int        `json:"revoked"`
+	Site         string     `json:"site"`
+	Unused       int        `json:"unused"`
+	VerifiedRoot *string    `json:"verified_root,omitempty"`
+	VerifiedSize int        `json:"verified_size"`
+	Voided       int        `json:"voided"`
+}
+
+// SiteSyncRequest defines model for SiteSyncRequest.
+type SiteSyncRequest struct {
+	// Checkpoint The site's signed audit checkpoint (C2SP signed note).
+	Checkpoint string       `json:"checkpoint"`
+	Events     *[]SiteEvent `json:"events"`
+
+	// Proof Consistency proof (base64 hashes) from the checkpoint headquarters verified last.
+	Proof *[]string `json:"proof,omitempty"`
+
+	// ProofFrom The size the proof starts from (the size the site believes headquarters verified last); another answers conflict.
+	ProofFrom *int `json:"proof_from,omitempty"`
+}
+
+// SiteSyncResponse defines model for SiteSyncResponse.
+type SiteSyncResponse struct {
+	Applied    int `json:"applied"`
+	AppliedSeq int `json:"applied_seq"`
+
+	// Cosigned The checkpoint with headquarters' signature line added.
+	Cosigned string `json:"cosigned"`
+
+	// Skipped Events applied before (a retried batch).
+	Skipped      int `json:"skipped"`
+	VerifiedSize int `json:"verified_size"`
+}
+
 // Status defines model for Status.
 type Status struct {
 	Status string `json:"status"`
@@ -423,6 +540,9 @@ type OCSPRequest = string
 // Serial defines model for Serial.
 type Serial = string
 
+// Site defines model for Site.
+type Site = string
+
 // Issued defines model for Issued.
 type Issued = ProvisionResponse
 
@@ -449,6 +569,12 @@ type VoidIMEIJSONRequestBody = VoidRequest
 
 // ProvisionJSONRequestBody defines body for Provision for application/json ContentType.
 type ProvisionJSONRequestBody = ProvisionRequest
+
+// RequestSiteLeaseJSONRequestBody defines body for RequestSiteLease for application/json ContentType.
+type RequestSiteLeaseJSONRequestBody = LeaseRequest
+
+// SyncSiteJSONRequestBody defines body for SyncSite for application/json ContentType.
+type SyncSiteJSONRequestBody = SiteSyncRequest
 
 // VerifyDeviceJSONRequestBody defines body for VerifyDevice for application/json ContentType.
 type VerifyDeviceJSONRequestBody = VerifyRequest
@@ -675,6 +801,39 @@ type ClientInterface interface {
 	//
 	// Corresponds with POST /v1/provision (the `Provision` operationId).
 	Provision(ctx context.Context, body ProvisionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RequestSiteLeaseWithBody A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+	RequestSiteLeaseWithBody(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// RequestSiteLease A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+	RequestSiteLease(ctx context.Context, site Site, body RequestSiteLeaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SiteStatus Headquarters' view of a site (leases, SNR fates, last verified checkpoint)
+	//
+	// Corresponds with GET /v1/sites/{site}/status (the `SiteStatus` operationId).
+	SiteStatus(ctx context.Context, site Site, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SyncSiteWithBody A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// Takes any type of body and a specified content type.
+	//
+	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+	SyncSiteWithBody(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
+
+	// SyncSite A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// Takes a body of the `application/json` content type.
+	//
+	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+	SyncSite(ctx context.Context, site Site, body SyncSiteJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// VerifyDeviceWithBody Check a device's answer to a challenge (regulator, operator; anyone when authenticity.public_verify is on, rate limited)
 	//
@@ -1078,6 +1237,89 @@ func (c *Client) ProvisionWithBody(ctx context.Context, contentType string, body
 // Corresponds with POST /v1/provision (the `Provision` operationId).
 func (c *Client) Provision(ctx context.Context, body ProvisionJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
 	req, err := NewProvisionRequest(c.Server, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RequestSiteLeaseWithBody A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+func (c *Client) RequestSiteLeaseWithBody(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRequestSiteLeaseRequestWithBody(c.Server, site, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// RequestSiteLease A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+func (c *Client) RequestSiteLease(ctx context.Context, site Site, body RequestSiteLeaseJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewRequestSiteLeaseRequest(c.Server, site, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SiteStatus Headquarters' view of a site (leases, SNR fates, last verified checkpoint)
+//
+// Corresponds with GET /v1/sites/{site}/status (the `SiteStatus` operationId).
+func (c *Client) SiteStatus(ctx context.Context, site Site, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSiteStatusRequest(c.Server, site)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SyncSiteWithBody A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// Takes any type of body and a specified content type.
+//
+// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+func (c *Client) SyncSiteWithBody(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSyncSiteRequestWithBody(c.Server, site, contentType, body)
+	if err != nil {
+		return nil, err
+	}
+	req = req.WithContext(ctx)
+	if err := c.applyEditors(ctx, req, reqEditors); err != nil {
+		return nil, err
+	}
+	return c.Client.Do(req)
+}
+
+// SyncSite A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// Takes a body of the `application/json` content type.
+//
+// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+func (c *Client) SyncSite(ctx context.Context, site Site, body SyncSiteJSONRequestBody, reqEditors ...RequestEditorFn) (*http.Response, error) {
+	req, err := NewSyncSiteRequest(c.Server, site, body)
 	if err != nil {
 		return nil, err
 	}
@@ -1752,6 +1994,134 @@ func NewProvisionRequestWithBody(server string, contentType string, body io.Read
 	return req, nil
 }
 
+// NewRequestSiteLeaseRequest calls the generic RequestSiteLease builder with application/json body
+func NewRequestSiteLeaseRequest(server string, site Site, body RequestSiteLeaseJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewRequestSiteLeaseRequestWithBody(server, site, "application/json", bodyReader)
+}
+
+// NewRequestSiteLeaseRequestWithBody constructs an http.Request for the RequestSiteLease method, with any body, and a specified content type
+func NewRequestSiteLeaseRequestWithBody(server string, site Site, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "site", site, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/sites/%s/leases", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
+// NewSiteStatusRequest constructs an http.Request for the SiteStatus method
+func NewSiteStatusRequest(server string, site Site) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "site", site, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/sites/%s/status", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodGet, queryURL.String(), nil)
+	if err != nil {
+		return nil, err
+	}
+
+	return req, nil
+}
+
+// NewSyncSiteRequest calls the generic SyncSite builder with application/json body
+func NewSyncSiteRequest(server string, site Site, body SyncSiteJSONRequestBody) (*http.Request, error) {
+	var bodyReader io.Reader
+	buf, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	bodyReader = bytes.NewReader(buf)
+	return NewSyncSiteRequestWithBody(server, site, "application/json", bodyReader)
+}
+
+// NewSyncSiteRequestWithBody constructs an http.Request for the SyncSite method, with any body, and a specified content type
+func NewSyncSiteRequestWithBody(server string, site Site, contentType string, body io.Reader) (*http.Request, error) {
+	var err error
+
+	var pathParam0 string
+
+	pathParam0, err = runtime.StyleParamWithOptions("simple", false, "site", site, runtime.StyleParamOptions{ParamLocation: runtime.ParamLocationPath, Type: "string", Format: ""})
+	if err != nil {
+		return nil, err
+	}
+
+	serverURL, err := url.Parse(server)
+	if err != nil {
+		return nil, err
+	}
+
+	operationPath := fmt.Sprintf("/v1/sites/%s/sync", pathParam0)
+	if operationPath[0] == '/' {
+		operationPath = "." + operationPath
+	}
+
+	queryURL, err := serverURL.Parse(operationPath)
+	if err != nil {
+		return nil, err
+	}
+
+	req, err := http.NewRequest(http.MethodPost, queryURL.String(), body)
+	if err != nil {
+		return nil, err
+	}
+
+	req.Header.Add("Content-Type", contentType)
+
+	return req, nil
+}
+
 // NewVerifyDeviceRequest calls the generic VerifyDevice builder with application/json body
 func NewVerifyDeviceRequest(server string, body VerifyDeviceJSONRequestBody) (*http.Request, error) {
 	var bodyReader io.Reader
@@ -2006,6 +2376,41 @@ type ClientWithResponsesInterface interface {
 	//
 	// Corresponds with POST /v1/provision (the `Provision` operationId).
 	ProvisionWithResponse(ctx context.Context, body ProvisionJSONRequestBody, reqEditors ...RequestEditorFn) (*ProvisionReply, error)
+
+	// RequestSiteLeaseWithBodyWithResponse A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+	RequestSiteLeaseWithBodyWithResponse(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RequestSiteLeaseReply, error)
+
+	// RequestSiteLeaseWithResponse A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+	RequestSiteLeaseWithResponse(ctx context.Context, site Site, body RequestSiteLeaseJSONRequestBody, reqEditors ...RequestEditorFn) (*RequestSiteLeaseReply, error)
+
+	// SiteStatusWithResponse Headquarters' view of a site (leases, SNR fates, last verified checkpoint)
+	//
+	// Returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with GET /v1/sites/{site}/status (the `SiteStatus` operationId).
+	SiteStatusWithResponse(ctx context.Context, site Site, reqEditors ...RequestEditorFn) (*SiteStatusReply, error)
+
+	// SyncSiteWithBodyWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+	SyncSiteWithBodyWithResponse(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SyncSiteReply, error)
+
+	// SyncSiteWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+	//
+	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+	SyncSiteWithResponse(ctx context.Context, site Site, body SyncSiteJSONRequestBody, reqEditors ...RequestEditorFn) (*SyncSiteReply, error)
 
 	// VerifyDeviceWithBodyWithResponse Check a device's answer to a challenge (regulator, operator; anyone when authenticity.public_verify is on, rate limited)
 	//
@@ -3510,6 +3915,297 @@ func (r ProvisionReply) ContentType() string {
 	return ""
 }
 
+// RequestSiteLeaseReply503Headers the declared response headers of an HTTP 503 response for RequestSiteLease
+type RequestSiteLeaseReply503Headers struct {
+	RetryAfter *int
+}
+
+type RequestSiteLeaseReply struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON201 the response for an HTTP 201 `application/json` response
+	JSON201 *Lease
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *RequestSiteLeaseReply503Headers
+}
+
+// GetJSON201 returns the response for an HTTP 201 `application/json` response
+func (r RequestSiteLeaseReply) GetJSON201() *Lease {
+	return r.JSON201
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON413() *Problem {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r RequestSiteLeaseReply) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r RequestSiteLeaseReply) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r RequestSiteLeaseReply) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r RequestSiteLeaseReply) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r RequestSiteLeaseReply) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SiteStatusReply503Headers the declared response headers of an HTTP 503 response for SiteStatus
+type SiteStatusReply503Headers struct {
+	RetryAfter *int
+}
+
+type SiteStatusReply struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SiteStatus
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SiteStatusReply503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SiteStatusReply) GetJSON200() *SiteStatus {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SiteStatusReply) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SiteStatusReply) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SiteStatusReply) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r SiteStatusReply) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SiteStatusReply) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r SiteStatusReply) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SiteStatusReply) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SiteStatusReply) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SiteStatusReply) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
+// SyncSiteReply503Headers the declared response headers of an HTTP 503 response for SyncSite
+type SyncSiteReply503Headers struct {
+	RetryAfter *int
+}
+
+type SyncSiteReply struct {
+	Body         []byte
+	HTTPResponse *http.Response
+	// JSON200 the response for an HTTP 200 `application/json` response
+	JSON200 *SiteSyncResponse
+	// ApplicationproblemJSON400 the response for an HTTP 400 `application/problem+json` response
+	ApplicationproblemJSON400 *Problem
+	// ApplicationproblemJSON401 the response for an HTTP 401 `application/problem+json` response
+	ApplicationproblemJSON401 *Problem
+	// ApplicationproblemJSON403 the response for an HTTP 403 `application/problem+json` response
+	ApplicationproblemJSON403 *Problem
+	// ApplicationproblemJSON404 the response for an HTTP 404 `application/problem+json` response
+	ApplicationproblemJSON404 *Problem
+	// ApplicationproblemJSON409 the response for an HTTP 409 `application/problem+json` response
+	ApplicationproblemJSON409 *Problem
+	// ApplicationproblemJSON413 the response for an HTTP 413 `application/problem+json` response
+	ApplicationproblemJSON413 *Problem
+	// ApplicationproblemJSON415 the response for an HTTP 415 `application/problem+json` response
+	ApplicationproblemJSON415 *Problem
+	// ApplicationproblemJSON503 the response for an HTTP 503 `application/problem+json` response
+	ApplicationproblemJSON503 *Unavailable
+	// Headers503 the parsed response headers for an HTTP 503 response
+	Headers503 *SyncSiteReply503Headers
+}
+
+// GetJSON200 returns the response for an HTTP 200 `application/json` response
+func (r SyncSiteReply) GetJSON200() *SiteSyncResponse {
+	return r.JSON200
+}
+
+// GetApplicationproblemJSON400 returns the response for an HTTP 400 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON400() *Problem {
+	return r.ApplicationproblemJSON400
+}
+
+// GetApplicationproblemJSON401 returns the response for an HTTP 401 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON401() *Problem {
+	return r.ApplicationproblemJSON401
+}
+
+// GetApplicationproblemJSON403 returns the response for an HTTP 403 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON403() *Problem {
+	return r.ApplicationproblemJSON403
+}
+
+// GetApplicationproblemJSON404 returns the response for an HTTP 404 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON404() *Problem {
+	return r.ApplicationproblemJSON404
+}
+
+// GetApplicationproblemJSON409 returns the response for an HTTP 409 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON409() *Problem {
+	return r.ApplicationproblemJSON409
+}
+
+// GetApplicationproblemJSON413 returns the response for an HTTP 413 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON413() *Problem {
+	return r.ApplicationproblemJSON413
+}
+
+// GetApplicationproblemJSON415 returns the response for an HTTP 415 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON415() *Problem {
+	return r.ApplicationproblemJSON415
+}
+
+// GetApplicationproblemJSON503 returns the response for an HTTP 503 `application/problem+json` response
+func (r SyncSiteReply) GetApplicationproblemJSON503() *Unavailable {
+	return r.ApplicationproblemJSON503
+}
+
+// GetBody returns the raw response body bytes
+func (r SyncSiteReply) GetBody() []byte {
+	return r.Body
+}
+
+// Status returns HTTPResponse.Status
+func (r SyncSiteReply) Status() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Status
+	}
+	return http.StatusText(0)
+}
+
+// StatusCode returns HTTPResponse.StatusCode
+func (r SyncSiteReply) StatusCode() int {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.StatusCode
+	}
+	return 0
+}
+
+// ContentType is a convenience method to retrieve the Content-Type value from the HTTP response headers
+func (r SyncSiteReply) ContentType() string {
+	if r.HTTPResponse != nil {
+		return r.HTTPResponse.Header.Get("Content-Type")
+	}
+	return ""
+}
+
 // VerifyDeviceReply429Headers the declared response headers of an HTTP 429 response for VerifyDevice
 type VerifyDeviceReply429Headers struct {
 	RetryAfter *int
@@ -3941,6 +4637,71 @@ func (c *ClientWithResponses) ProvisionWithResponse(ctx context.Context, body Pr
 		return nil, err
 	}
 	return ParseProvisionReply(rsp)
+}
+
+// RequestSiteLeaseWithBodyWithResponse A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+func (c *ClientWithResponses) RequestSiteLeaseWithBodyWithResponse(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*RequestSiteLeaseReply, error) {
+	rsp, err := c.RequestSiteLeaseWithBody(ctx, site, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRequestSiteLeaseReply(rsp)
+}
+
+// RequestSiteLeaseWithResponse A site asks headquarters for the next block of SNRs of a pool (docs/sites.md)
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/sites/{site}/leases (the `RequestSiteLease` operationId).
+func (c *ClientWithResponses) RequestSiteLeaseWithResponse(ctx context.Context, site Site, body RequestSiteLeaseJSONRequestBody, reqEditors ...RequestEditorFn) (*RequestSiteLeaseReply, error) {
+	rsp, err := c.RequestSiteLease(ctx, site, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseRequestSiteLeaseReply(rsp)
+}
+
+// SiteStatusWithResponse Headquarters' view of a site (leases, SNR fates, last verified checkpoint)
+//
+// Returns a wrapper object for the known response body format(s).
+//
+// Corresponds with GET /v1/sites/{site}/status (the `SiteStatus` operationId).
+func (c *ClientWithResponses) SiteStatusWithResponse(ctx context.Context, site Site, reqEditors ...RequestEditorFn) (*SiteStatusReply, error) {
+	rsp, err := c.SiteStatus(ctx, site, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSiteStatusReply(rsp)
+}
+
+// SyncSiteWithBodyWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+func (c *ClientWithResponses) SyncSiteWithBodyWithResponse(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SyncSiteReply, error) {
+	rsp, err := c.SyncSiteWithBody(ctx, site, contentType, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSyncSiteReply(rsp)
+}
+
+// SyncSiteWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
+//
+// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
+func (c *ClientWithResponses) SyncSiteWithResponse(ctx context.Context, site Site, body SyncSiteJSONRequestBody, reqEditors ...RequestEditorFn) (*SyncSiteReply, error) {
+	rsp, err := c.SyncSite(ctx, site, body, reqEditors...)
+	if err != nil {
+		return nil, err
+	}
+	return ParseSyncSiteReply(rsp)
 }
 
 // VerifyDeviceWithBodyWithResponse Check a device's answer to a challenge (regulator, operator; anyone when authenticity.public_verify is on, rate limited)
@@ -5282,6 +6043,270 @@ func ParseProvisionReply(rsp *http.Response) (*ProvisionReply, error) {
 	switch {
 	case rsp.StatusCode == 503:
 		var headers ProvisionReply503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseRequestSiteLeaseReply parses an HTTP response from a RequestSiteLeaseWithResponse call
+func ParseRequestSiteLeaseReply(rsp *http.Response) (*RequestSiteLeaseReply, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &RequestSiteLeaseReply{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 201:
+		var dest Lease
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON201 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers RequestSiteLeaseReply503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSiteStatusReply parses an HTTP response from a SiteStatusWithResponse call
+func ParseSiteStatusReply(rsp *http.Response) (*SiteStatusReply, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SiteStatusReply{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SiteStatus
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers SiteStatusReply503Headers
+		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
+			var value int
+			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {
+				return nil, err
+			}
+			headers.RetryAfter = &value
+		}
+		response.Headers503 = &headers
+	}
+
+	return response, nil
+}
+
+// ParseSyncSiteReply parses an HTTP response from a SyncSiteWithResponse call
+func ParseSyncSiteReply(rsp *http.Response) (*SyncSiteReply, error) {
+	bodyBytes, err := io.ReadAll(rsp.Body)
+	defer func() { _ = rsp.Body.Close() }()
+	if err != nil {
+		return nil, err
+	}
+
+	response := &SyncSiteReply{
+		Body:         bodyBytes,
+		HTTPResponse: rsp,
+	}
+
+	switch {
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 200:
+		var dest SiteSyncResponse
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.JSON200 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 400:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON400 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 401:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON401 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 403:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON403 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 404:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON404 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 409:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON409 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 413:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON413 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 415:
+		var dest Problem
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON415 = &dest
+
+	case strings.Contains(rsp.Header.Get("Content-Type"), "json") && rsp.StatusCode == 503:
+		var dest Unavailable
+		if err := json.Unmarshal(bodyBytes, &dest); err != nil {
+			return nil, err
+		}
+		response.ApplicationproblemJSON503 = &dest
+
+	}
+
+	switch {
+	case rsp.StatusCode == 503:
+		var headers SyncSiteReply503Headers
 		if values := rsp.Header.Values("Retry-After"); len(values) > 0 {
 			var value int
 			if err := runtime.BindStyledParameterWithOptions("simple", "Retry-After", values[0], &value, runtime.BindStyledParameterOptions{ParamLocation: runtime.ParamLocationHeader, Explode: false, Required: false, Type: "integer", Format: ""}); err != nil {

@@ -154,6 +154,7 @@ func New(t testing.TB, d store.Dialect, opts ...Option) *Env {
 	}
 	svc, err := provisioner.New(provisioner.Config{DB: db, Issuers: map[string]*issuance.Issuer{ca.KeyID(cer.Issuing): iss},
 		Active: ca.KeyID(cer.Issuing), Manufacturer: Manufacturer, Now: clock.Now, IntentTimeout: 5 * time.Minute,
+		SiteLeases: o.site, SiteReady: o.siteReady,
 		Probe: func(ctx context.Context) error {
 			if h := tok.Health(ctx); !h.OK {
 				return &healthErr{h.Err}
@@ -173,7 +174,15 @@ func New(t testing.TB, d store.Dialect, opts ...Option) *Env {
 type Option func(*options)
 
 type options struct {
-	wrap func(crypto.Signer) crypto.Signer
+	wrap      func(crypto.Signer) crypto.Signer
+	siteReady func() error
+	site      bool
+}
+
+// WithSiteLeases makes the provisioner a factory site's (docs/sites.md):
+// HQ pool names resolve to held leases, gated by ready (nil: always).
+func WithSiteLeases(ready func() error) Option {
+	return func(o *options) { o.site, o.siteReady = true, ready }
 }
 
 // WithSigner wraps the issuing CA's HSM signer, to inject faults the HSM

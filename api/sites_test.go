@@ -1,0 +1,130 @@
+package api
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/provisioner/provtest"
+	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/store"
+)
+
+// TestSitesAPI: a site acts for itself only, with its enrolled
+// certificate; it is leased a block and syncs a signed checkpoint, which HQ
+// cosigns; operators read its status, stations may not call the routes.
+func TestSitesAPI(t *testing.T) {
+	ctx := context.Background()
+	env := provtest.New(t, store.SQLite)
+	pki := newPKI(t)
+	caFile := pki.write(t, "env-station-ca.pem", ca.ChainPEM(env.StationCA))
+	hq, err := site.NewHQ(env.DB, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := startServer(t, pki, env.Service, func(c *Config) { c.ClientCA = []string{caFile} }, func(s *Server) { s.SetSites(hq) })
+	rs := &realServer{testServer: ts, env: env}
+
+	siteKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vkey, err := audit.VerifierKey("s1.example/audit", &siteKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.StationCert(env.StationCA, env.StationKey, nil, ca.Station{Site: "s1"}, ca.ValidFor(time.Now(), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s1 := rs.client(&tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	path := func(p, name string) string { return strings.Replace(p, "{site}", name, 1) }
+
+	// Not enrolled yet.
+	r := rs.do(t, s1, "POST", path(wire.PathSiteLeases, "s1"), wire.LeaseRequest{Pool: "F1-A", Size: 10})
+	if r.status != http.StatusUnauthorized {
+		t.Fatalf("unenrolled site: %d %s", r.status, r.body)
+	}
+	if err := env.DB.EnrollSite(ctx, store.Site{Name: "s1", Verifier: vkey, CertSerial: cert.SerialNumber.Text(16), Pools: []string{"F1-A"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	r = rs.do(t, s1, "POST", path(wire.PathSiteLeases, "s1"), wire.LeaseRequest{Pool: "F1-A", Size: 10})
+	var l wire.Lease
+	if err := json.Unmarshal(r.body, &l); r.status != http.StatusCreated || err != nil || l.Site != "s1" || l.Unused != 10 {
+		t.Fatalf("lease: %d %s", r.status, r.body)
+	}
+	// Another site's routes, a station, a replaced certificate: refused.
+	if r := rs.do(t, s1, "GET", path(wire.PathSiteStatus, "s2"), nil); r.status != http.StatusForbidden {
+		t.Fatalf("other site: %d %s", r.status, r.body)
+	}
+	if r := rs.do(t, rs.as(t, ca.Station{ID: "S1"}), "GET", path(wire.PathSiteStatus, "s1"), nil); r.status != http.StatusForbidden {
+		t.Fatalf("station: %d %s", r.status, r.body)
+	}
+	other, okey, err := ca.StationCert(env.StationCA, env.StationKey, nil, ca.Station{Site: "s1"}, ca.ValidFor(time.Now(), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	replaced := rs.client(&tls.Certificate{Certificate: [][]byte{other.Raw}, PrivateKey: okey, Leaf: other})
+	if r := rs.do(t, replaced, "GET", path(wire.PathSiteStatus, "s1"), nil); r.status != http.StatusUnauthorized {
+		t.Fatalf("replaced site certificate: %d %s", r.status, r.body)
+	}
+
+	// A sync with a checkpoint signed by the site's key.
+	signer, err := audit.NewNoteSigner("s1.example/audit", siteKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp := signedCheckpoint(t, signer, 1)
+	m := imei.MustNew(provtest.TAC, mustSNR(t, l.SNRStart))
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{{
+		Seq: 1, Type: store.EventIMEIBound, Time: time.Now().UTC(), IMEIs: []string{m.String()}, DeviceSerial: "SN-1", CertSerial: "0a"}}})
+	var res wire.SiteSyncResponse
+	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 || res.VerifiedSize != 1 {
+		t.Fatalf("sync: %d %s", r.status, r.body)
+	}
+	// An IMEI outside the lease: refused with lease_violation.
+	out := imei.MustNew(provtest.TAC, mustSNR(t, l.SNREnd)+1)
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Events: []wire.SiteEvent{{
+		Seq: 2, Type: store.EventIMEIBound, Time: time.Now().UTC(), IMEIs: []string{out.String()}, DeviceSerial: "SN-2", CertSerial: "0b"}}})
+	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" {
+		t.Fatalf("IMEI outside the lease: %d %s", r.status, r.body)
+	}
+	op := rs.as(t, ca.Station{Roles: []string{"operator"}})
+	r = rs.do(t, op, "GET", path(wire.PathSiteStatus, "s1"), nil)
+	var st wire.SiteStatus
+	if err := json.Unmarshal(r.body, &st); r.status != http.StatusOK || err != nil || st.Bound != 1 || st.Unused != 9 || st.Consistent || st.Refusals != 1 {
+		t.Fatalf("status: %d %s", r.status, r.body)
+	}
+}
+
+func mustSNR(t *testing.T, s string) uint32 {
+	t.Helper()
+	var v uint32
+	for _, c := range s {
+		v = v*10 + uint32(c-'0')
+	}
+	return v
+}
+
+// signedCheckpoint signs a checkpoint of size n over an arbitrary root.
+func signedCheckpoint(t *testing.T, s *audit.NoteSigner, n int64) string {
+	t.Helper()
+	msg, err := note.Sign(&note.Note{Text: audit.Checkpoint{Origin: s.Name(), Size: n}.Body()}, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(msg)
+}

@@ -1,0 +1,246 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/store"
+)
+
+// Sites and leases at headquarters (docs/sites.md).
+
+func init() {
+	register(newLeaseCmd)
+	register(newSiteCmd)
+}
+
+func newLeaseCmd() *cobra.Command {
+	c := &cobra.Command{Use: "lease", Short: "Blocks of SNRs leased to factory sites: grant, list, return"}
+	var siteName, pool string
+	var size int64
+	var ttl time.Duration
+	grant := &cobra.Command{
+		Use:   "grant",
+		Short: "Lease the next SIZE SNRs of a pool to a site",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			l, err := db.GrantLease(cmd.Context(), siteName, pool, size, ttl, operator())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d: SNRs %06d-%06d of pool %s (TAC %08d) to site %s until %s\n",
+				l.ID, l.SNRStart, l.SNREnd, l.Pool, l.TAC, l.Site, l.ExpiresAt.Format(time.RFC3339))
+			return nil
+		},
+	}
+	f := grant.Flags()
+	f.StringVar(&siteName, "site", "", "site name (enrolled with `tacline site enroll`)")
+	f.StringVar(&pool, "pool", "", "pool to lease from")
+	f.Int64Var(&size, "size", 10000, "number of SNRs")
+	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the site may issue from the lease")
+	c.AddCommand(grant)
+
+	var listSite string
+	var asJSON bool
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List leases with their SNRs' fate at HQ",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			ls, err := db.Leases(cmd.Context(), listSite)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				for _, l := range ls {
+					if err := printJSON(cmd.OutOrStdout(), site.WireLease(l)); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "LEASE\tSITE\tPOOL\tSNRS\tEXPIRES\tRETURNED\tBOUND\tVOIDED\tREVOKED\tUNUSED")
+			for _, l := range ls {
+				ret := "-"
+				if !l.ReturnedAt.IsZero() {
+					ret = l.ReturnedAt.Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%d\t%s\t%s\t%06d-%06d\t%s\t%s\t%d\t%d\t%d\t%d\n", l.ID, l.Site, l.Pool, l.SNRStart, l.SNREnd,
+					l.ExpiresAt.Format(time.RFC3339), ret, l.Bound, l.Voided, l.Revoked, l.Unused)
+			}
+			return w.Flush()
+		},
+	}
+	list.Flags().StringVar(&listSite, "site", "", "only this site's leases")
+	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	c.AddCommand(list)
+
+	c.AddCommand(&cobra.Command{
+		Use:   "return LEASE-ID",
+		Short: "End a lease: its SNRs the site never reported are voided (reason lease_returned), never handed out again",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := strconv.ParseInt(args[0], 10, 64)
+			if err != nil {
+				return errorf("lease id %q is not a number: `tacline lease list` shows them", args[0])
+			}
+			db, err := ledgerFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			n, err := db.ReturnLease(cmd.Context(), id, operator())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d returned; %d unused SNRs voided\n", id, n)
+			return nil
+		},
+	})
+	return c
+}
+
+func newSiteCmd() *cobra.Command {
+	c := &cobra.Command{Use: "site", Short: "Factory sites provisioning on leases from headquarters: enroll, status"}
+	var s store.Site
+	var creds string
+	enroll := &cobra.Command{
+		Use:   "enroll",
+		Short: "Issue a site's client certificate from the station CA in the HSM and record the site at HQ with its checkpoint verifier key",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if s.CertSerial != "" {
+				// A certificate issued elsewhere: no HSM needed.
+				db, err := ledgerFromFlags(cmd)
+				if err != nil {
+					return err
+				}
+				defer db.Close()
+				if err := db.EnrollSite(cmd.Context(), s, operator()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled site %s (certificate serial %s)\n", s.Name, s.CertSerial)
+				return nil
+			}
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				if creds == "" {
+					creds = cfg.Path("sites")
+				}
+				cert, err := castore.EnrollSite(ctx, db, tok, s, creds, operator())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "enrolled site %s (certificate serial %s); credentials in %s\n", s.Name,
+					cert.SerialNumber.Text(16), filepath.Join(creds, "site-"+s.Name))
+				return nil
+			})
+		},
+	}
+	f := enroll.Flags()
+	f.StringVar(&s.Name, "name", "", "site name: 1-32 lower-case letters, digits or '-'")
+	f.StringVar(&s.Verifier, "verifier", "", "the site's checkpoint verifier key (`tacline audit` at the site prints it)")
+	f.StringVar(&s.Description, "description", "", "free text")
+	f.StringSliceVar(&s.Pools, "pools", nil, "the HQ pools the site may lease from, comma separated")
+	f.StringVar(&s.CertSerial, "cert-serial", "", "serial (hex) of a site client certificate issued elsewhere (then none is issued)")
+	f.StringVar(&creds, "creds", "", "credentials directory (default: sites/ next to the config)")
+	c.AddCommand(enroll)
+
+	var one string
+	var asJSON bool
+	status := &cobra.Command{
+		Use:   "status",
+		Short: "At HQ: each site's leases, leased SNRs, bound, voided, unused, last sync, last verified checkpoint, consistent; at a site: its leases and pending events",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			if cfg.Site.Name != "" {
+				// At a site: its own view.
+				st, err := site.Local(cmd.Context(), db, cfg.Site.Name)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), st)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "site %s: %d SNRs left in unexpired leases, %d events not yet applied at headquarters\n",
+					st.Site, st.Remaining, st.PendingEvents)
+				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES")
+				for _, l := range st.Leases {
+					exp := l.ExpiresAt.Format(time.RFC3339)
+					if l.Expired {
+						exp += " (expired)"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp)
+				}
+				return w.Flush()
+			}
+			hq, err := site.NewHQ(db, nil, nil)
+			if err != nil {
+				return err
+			}
+			sts, err := hq.Statuses(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				for _, s := range sts {
+					if one != "" && s.Site != one {
+						continue
+					}
+					if err := printJSON(cmd.OutOrStdout(), s); err != nil {
+						return err
+					}
+				}
+				return nil
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "SITE\tLEASES\tLEASED\tBOUND\tVOIDED\tUNUSED\tLAST SYNC\tVERIFIED SIZE\tCONSISTENT")
+			for _, s := range sts {
+				if one != "" && s.Site != one {
+					continue
+				}
+				last := "never"
+				if s.LastSync != nil {
+					last = s.LastSync.Format(time.RFC3339)
+				}
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\n", s.Site, len(s.Leases), s.LeasedSNRs, s.Bound, s.Voided, s.Unused,
+					last, s.VerifiedSize, s.Consistent)
+			}
+			return w.Flush()
+		},
+	}
+	status.Flags().StringVar(&one, "site", "", "only this site")
+	status.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
+	c.AddCommand(status)
+	return c
+}

@@ -1,0 +1,233 @@
+package site_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/note"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/catalog"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+const tac = 100010
+
+func key(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// siteLog is a site's ledger with its audit log signing checkpoints.
+type siteLog struct {
+	db  *store.DB
+	log *audit.Log
+}
+
+func newSiteLog(t *testing.T, k *ecdsa.PrivateKey) siteLog {
+	t.Helper()
+	db := storetest.Open(t, store.SQLite)
+	l, err := audit.New(db, audit.Config{Origin: "s1.example/tacline-audit", KeyLabel: "audit", CheckpointEvery: 1 << 30,
+		CheckpointInterval: time.Hour}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Attach()
+	return siteLog{db, l}
+}
+
+// emit appends n events to the site's log and returns a signed checkpoint.
+func (s siteLog) emit(t *testing.T, n int) audit.StoredCheckpoint {
+	t.Helper()
+	ctx := context.Background()
+	if err := s.db.InTx(ctx, func(tx *store.Tx) error {
+		for i := 0; i < n; i++ {
+			tx.Emit(store.Event{Type: store.EventConfigChanged, Actor: "test", Attrs: map[string]string{"i": strings.Repeat("x", i)}})
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cp, err := s.log.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp
+}
+
+func (s siteLog) proof(t *testing.T, from, to int64) []string {
+	t.Helper()
+	p, err := audit.ConsistencyProof(context.Background(), s.db, from, to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, h := range p {
+		out = append(out, base64.StdEncoding.EncodeToString(h[:]))
+	}
+	return out
+}
+
+func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) {
+	t.Helper()
+	ctx := context.Background()
+	db := storetest.Open(t, store.SQLite)
+	err := db.AddTACs(ctx, []catalog.TAC{{TAC: tac, Brand: "Example", ModelName: "EX-1", DeviceType: "Smartphone",
+		RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 1, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: tac, SNRStart: 0, SNREnd: 999}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	vkey, err := audit.VerifierKey("s1.example/tacline-audit", &siteKey.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: vkey, Pools: []string{"A"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	l, err := db.GrantLease(ctx, "s1", "A", 100, time.Hour, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return db, l
+}
+
+func boundEvent(seq int64, snr uint32) wire.SiteEvent {
+	m, _ := imei.New(tac, snr)
+	return wire.SiteEvent{Seq: seq, Type: store.EventIMEIBound, Time: time.Now(), RequestID: "r", IMEIs: []string{m.String()},
+		DeviceSerial: "dev-" + m.String(), CertSerial: "0a"}
+}
+
+// TestSync: consistent checkpoints are applied and cosigned; a rewritten
+// log, an old checkpoint and an IMEI outside the site's leases are refused,
+// counted and recorded, and nothing of the batch is applied.
+func TestSync(t *testing.T) {
+	ctx := context.Background()
+	siteKey, hqKey := key(t), key(t)
+	hqDB, lease := hqLedger(t, siteKey)
+	cosigner, err := audit.NewNoteSigner("hq.example/tacline-audit", hqKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	hq, err := site.NewHQ(hqDB, cosigner, reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSiteLog(t, siteKey)
+	cp1 := s.emit(t, 5)
+	res, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(1, lease.SNRStart), boundEvent(2, lease.SNRStart+1)},
+		Checkpoint: string(cp1.Note)})
+	if err != nil || res.Applied != 2 || res.VerifiedSize != 5 {
+		t.Fatalf("first sync = %+v, %v", res, err)
+	}
+	// The cosigned note verifies under both keys.
+	siteV, _ := audit.ParseVerifierKey(mustVKey(t, "s1.example/tacline-audit", siteKey))
+	if _, err := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); err != nil {
+		t.Fatalf("cosigned note: %v", err)
+	}
+	if n, _ := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); len(n.Sigs) != 2 {
+		t.Fatalf("cosigned note has %d signatures, want 2", len(n.Sigs))
+	}
+
+	cp2 := s.emit(t, 3)
+	res, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(2, lease.SNRStart+1), boundEvent(3, lease.SNRStart+2)},
+		Checkpoint: string(cp2.Note), ProofFrom: 5, Proof: s.proof(t, 5, 8)})
+	if err != nil || res.Applied != 1 || res.Skipped != 1 || res.VerifiedSize != 8 {
+		t.Fatalf("second sync = %+v, %v", res, err)
+	}
+
+	// A proof from a size HQ did not verify last (the site lost an
+	// answer) is a conflict, not a refusal.
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Checkpoint: string(cp2.Note), ProofFrom: 5, Proof: s.proof(t, 5, 8)}); !tacerr.Is(err, tacerr.Conflict) {
+		t.Fatalf("stale proof_from: %v", err)
+	}
+
+	// A rewritten log of the same key: another site ledger whose checkpoint
+	// of size 10 does not extend the verified size 8.
+	forged := newSiteLog(t, siteKey)
+	forged.emit(t, 2)
+	cpF := forged.emit(t, 8)
+	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
+		Checkpoint: string(cpF.Note), ProofFrom: 8, Proof: forged.proof(t, 8, 10)})
+	if !tacerr.Is(err, tacerr.LeaseViolation) || !strings.Contains(err.Error(), "rewritten") {
+		t.Fatalf("rewritten log: %v", err)
+	}
+	// An older checkpoint (a site restored from a backup).
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Checkpoint: string(cp1.Note)}); !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("old checkpoint: %v", err)
+	}
+	// An IMEI outside the site's leases.
+	cp3 := s.emit(t, 1)
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNREnd+1)},
+		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("IMEI outside leases: %v", err)
+	}
+	// A checkpoint signed by another key.
+	other := newSiteLog(t, key(t))
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Checkpoint: string(other.emit(t, 9).Note)}); !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("foreign key: %v", err)
+	}
+	if got := refusedTotal(t, reg); got != 4 {
+		t.Fatalf("refused counter = %v, want 4", got)
+	}
+	st, err := hq.Status(ctx, "s1")
+	if err != nil || st.Bound != 3 || st.Unused != 97 || st.Consistent || st.Refusals != 4 || st.VerifiedSize != 8 || st.AppliedSeq != 3 {
+		t.Fatalf("status %+v, %v", st, err)
+	}
+	if rep, err := hqDB.Check(ctx); err != nil || !rep.OK() || rep.LeasedUnused != 97 {
+		t.Fatalf("HQ ledger check %+v, %v", rep, err)
+	}
+	// The site catches up consistently: consistent again.
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
+		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := hq.Status(ctx, "s1"); !st.Consistent || st.Bound != 4 {
+		t.Fatalf("status after catch-up %+v", st)
+	}
+}
+
+func mustVKey(t *testing.T, name string, k *ecdsa.PrivateKey) string {
+	t.Helper()
+	v, err := audit.VerifierKey(name, &k.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func refusedTotal(t *testing.T, reg *prometheus.Registry) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+	for _, mf := range mfs {
+		if mf.GetName() == "tacline_site_sync_refused_total" {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}

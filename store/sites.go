@@ -1,0 +1,511 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"github.com/tacline/tacline/lifecycle"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// Sites and leases: headquarters (HQ) leases blocks of SNRs from its pools
+// to factory sites, each running its own ledger (docs/sites.md). These
+// methods are HQ's side; the contract of each is written on it.
+//
+// A lease takes its block from the pool's high-water mark, so HQ's own
+// allocator never hands its SNRs out and pools keep their promise that
+// SNRs are handed out in order below next_snr. An SNR of a lease has no
+// imeis row until the site's events arrive (ApplySiteEvents) or the lease is
+// returned (ReturnLease voids what the site never used); Check counts such
+// SNRs as leased and not yet used.
+
+// Event types of sites and leases.
+const (
+	EventSiteEnrolled  = "site.enrolled"
+	EventLeaseGranted  = "lease.granted"
+	EventLeaseReturned = "lease.returned"
+)
+
+// VoidLeaseReturned is the void reason of the unused SNRs of a returned
+// lease: they are never handed out again.
+const VoidLeaseReturned = lifecycle.VoidLeaseReturned
+
+// SiteCaller is the reservations.caller of the rows HQ records for a
+// site's devices.
+func SiteCaller(site string) string { return "site:" + site }
+
+// Site is a factory site enrolled at HQ.
+type Site struct {
+	Name        string
+	Description string
+	CertSerial  string // the serial (hex) of its mTLS client certificate
+	// Verifier is the C2SP signed-note verifier key of the site's audit
+	// checkpoints ("name+hash+key").
+	Verifier string
+	// Pools are the HQ pools the site may be leased blocks of.
+	Pools      []string
+	EnrolledAt time.Time
+}
+
+var (
+	siteName = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,31}$`)
+	// verifierShape is a C2SP verifier key's form: name+hash+base64 key
+	// (package audit parses it; this catches a pasted wrong value early).
+	verifierShape = regexp.MustCompile(`^[^+\s]+\+[0-9a-f]{8}\+[A-Za-z0-9+/]+=*$`)
+)
+
+// ValidSiteName reports whether name may name a site: 1-32 lower-case
+// letters, digits or '-', starting with a letter or digit.
+func ValidSiteName(name string) bool { return siteName.MatchString(name) }
+
+// SiteState is a site with what HQ knows of its sync.
+type SiteState struct {
+	Site
+	AppliedSeq int64 // the sequence number of the last site event applied
+	Checkpoint SiteCheckpoint
+	LastSync   time.Time // zero if never
+	Refusals   int64     // batches refused (inconsistent checkpoint, IMEI outside the site's leases)
+	// LastRefusal says why the last batch was refused.
+	LastRefusal string
+}
+
+// SiteCheckpoint is the last site audit checkpoint HQ verified: the tree
+// size and root hash, the signed note, and HQ's cosignature line on it.
+type SiteCheckpoint struct {
+	Size     int64
+	Hash     []byte
+	Note     string
+	Cosigned string
+}
+
+type siteRow struct {
+	Name        string        `db:"name"`
+	Description string        `db:"description"`
+	CertSerial  string        `db:"cert_serial"`
+	Verifier    string        `db:"verifier"`
+	Pools       string        `db:"pools"`
+	EnrolledAt  int64         `db:"enrolled_at"`
+	AppliedSeq  int64         `db:"applied_seq"`
+	CPSize      int64         `db:"cp_size"`
+	CPHash      []byte        `db:"cp_hash"`
+	CPNote      string        `db:"cp_note"`
+	CPCosigned  string        `db:"cp_cosigned"`
+	LastSync    sql.NullInt64 `db:"last_sync_at"`
+	Refusals    int64         `db:"refusals"`
+	LastRefusal string        `db:"last_refusal"`
+}
+
+func (r siteRow) state() SiteState {
+	return SiteState{
+		Site: Site{Name: r.Name, Description: r.Description, CertSerial: r.CertSerial, Verifier: r.Verifier,
+			Pools: splitList(r.Pools), EnrolledAt: micros(r.EnrolledAt)},
+		AppliedSeq: r.AppliedSeq,
+		Checkpoint: SiteCheckpoint{Size: r.CPSize, Hash: r.CPHash, Note: r.CPNote, Cosigned: r.CPCosigned},
+		LastSync:   nullMicros(r.LastSync), Refusals: r.Refusals, LastRefusal: r.LastRefusal,
+	}
+}
+
+const sqlSelectSites = `SELECT name, description, cert_serial, verifier, pools, enrolled_at, applied_seq, cp_size, cp_hash, cp_note,
+	cp_cosigned, last_sync_at, refusals, last_refusal FROM sites`
+
+// EnrollSite records a site, or on a second enrolment replaces its
+// certificate serial, verifier key, pools and description (a renewed
+// certificate, a rotated checkpoint key) keeping its leases and sync
+// state; it emits site.enrolled. Every pool must exist. Errors:
+// invalid_input naming the field, pool_not_found.
+func (db *DB) EnrollSite(ctx context.Context, s Site, actor string) error {
+	switch {
+	case !ValidSiteName(s.Name):
+		return tacerr.Field(tacerr.InvalidInput, "site", "site name %q must be 1-32 lower-case letters, digits or '-'", s.Name)
+	case !verifierShape.MatchString(s.Verifier):
+		return tacerr.Field(tacerr.InvalidInput, "verifier", "%q is not a checkpoint verifier key (name+hash+key, as `tacline audit key` prints it at the site)", s.Verifier)
+	}
+	return db.InTx(ctx, func(tx *Tx) error {
+		for _, p := range s.Pools {
+			if _, err := poolByName(txQuerier{tx}, p); err != nil {
+				return err
+			}
+		}
+		pools := strings.Join(s.Pools, ",")
+		now := tx.Now().UnixMicro()
+		res, err := tx.exec(tx.rebind(`UPDATE sites SET description = ?, cert_serial = ?, verifier = ?, pools = ? WHERE name = ?`),
+			s.Description, s.CertSerial, s.Verifier, pools, s.Name)
+		if err != nil {
+			return translate(err, "update site")
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			if _, err := tx.exec(tx.rebind(`INSERT INTO sites (name, description, cert_serial, verifier, pools, enrolled_at) VALUES (?,?,?,?,?,?)`),
+				s.Name, s.Description, s.CertSerial, s.Verifier, pools, now); err != nil {
+				return translate(err, "enroll site")
+			}
+		}
+		tx.Emit(Event{Type: EventSiteEnrolled, Actor: actor, Attrs: map[string]string{"site": s.Name, "cert_serial": s.CertSerial,
+			"verifier": s.Verifier, "pools": pools}})
+		return nil
+	})
+}
+
+// Sites returns every enrolled site with its sync state, ordered by name.
+func (db *DB) Sites(ctx context.Context) ([]SiteState, error) {
+	var rows []siteRow
+	if err := db.r.SelectContext(ctx, &rows, sqlSelectSites+` ORDER BY name`); err != nil {
+		return nil, translate(err, "list sites")
+	}
+	out := make([]SiteState, len(rows))
+	for i, r := range rows {
+		out[i] = r.state()
+	}
+	return out, nil
+}
+
+// SiteByName returns one site, or not_found.
+func (db *DB) SiteByName(ctx context.Context, name string) (SiteState, error) {
+	return siteByName(db.r, name)
+}
+
+func siteByName(q querier, name string) (SiteState, error) {
+	var r siteRow
+	if err := q.Get(&r, q.Rebind(sqlSelectSites+` WHERE name = ?`), name); err != nil {
+		if noRows(err) {
+			return SiteState{}, tacerr.Field(tacerr.NotFound, "site", "site %q is not enrolled; `tacline site enroll` enrolls it", name)
+		}
+		return SiteState{}, translate(err, "look up site")
+	}
+	return r.state(), nil
+}
+
+// Lease is a block of SNRs of one pool leased to a site.
+type Lease struct {
+	ID         int64
+	Site       string
+	Pool       string
+	TAC        uint32
+	SNRStart   uint32
+	SNREnd     uint32 // inclusive
+	GrantedAt  time.Time
+	ExpiresAt  time.Time
+	ReturnedAt time.Time // zero while held
+}
+
+// Size is the number of SNRs of the lease.
+func (l Lease) Size() int64 { return int64(l.SNREnd) - int64(l.SNRStart) + 1 }
+
+// Contains reports whether m lies in the lease.
+func (l Lease) Contains(m imei.IMEI) bool {
+	return m.TAC() == l.TAC && m.SNR() >= l.SNRStart && m.SNR() <= l.SNREnd
+}
+
+// Held reports whether the site holds the lease at now: not returned and
+// not expired. A site issues only from held leases; HQ accepts a site's
+// events for IMEIs of any lease not returned (events of devices bound
+// before expiry arrive after it when the link was down).
+func (l Lease) Held(now time.Time) bool { return l.ReturnedAt.IsZero() && now.Before(l.ExpiresAt) }
+
+// LeaseStats is a lease with what HQ knows of its SNRs' fate.
+type LeaseStats struct {
+	Lease
+	Bound   int64 // BOUND rows recorded from the site's events
+	Voided  int64
+	Revoked int64
+	Unused  int64 // leased and not yet used: no row at HQ
+}
+
+type leaseRow struct {
+	ID         int64         `db:"id"`
+	Site       string        `db:"site"`
+	Pool       string        `db:"pool"`
+	PoolID     int64         `db:"pool_id"`
+	TAC        int64         `db:"tac"`
+	SNRStart   int64         `db:"snr_start"`
+	SNREnd     int64         `db:"snr_end"`
+	GrantedAt  int64         `db:"granted_at"`
+	ExpiresAt  int64         `db:"expires_at"`
+	ReturnedAt sql.NullInt64 `db:"returned_at"`
+}
+
+func (r leaseRow) lease() Lease {
+	return Lease{ID: r.ID, Site: r.Site, Pool: r.Pool, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
+		GrantedAt: micros(r.GrantedAt), ExpiresAt: micros(r.ExpiresAt), ReturnedAt: nullMicros(r.ReturnedAt)}
+}
+
+// lo and hi are the lease's first and last 14-digit IMEI.
+func (r leaseRow) lo() int64 { return r.TAC*imei.SNRsPerTAC + r.SNRStart }
+func (r leaseRow) hi() int64 { return r.TAC*imei.SNRsPerTAC + r.SNREnd }
+
+const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, l.snr_start, l.snr_end, l.granted_at, l.expires_at,
+	l.returned_at FROM leases l JOIN pools p ON p.id = l.pool_id`
+
+// GrantLease leases the next size SNRs of pool to site for ttl: the pool's
+// high-water mark moves past them in the same transaction, and
+// lease.granted is emitted. The pool must be one of the site's pools.
+// Errors: invalid_input (size, ttl), not_found (site), forbidden (not one
+// of the site's pools), pool_not_found, pool_exhausted (fewer than size
+// SNRs left; the pool is unchanged).
+func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, actor string) (Lease, error) {
+	switch {
+	case size < 1 || size > imei.SNRsPerTAC:
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a lease holds 1 to 1000000 SNRs, not %d", size)
+	case ttl <= 0:
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "ttl", "a lease's lifetime must be positive")
+	}
+	var l Lease
+	err := db.InTx(ctx, func(tx *Tx) error {
+		st, err := siteByName(txQuerier{tx}, site)
+		if err != nil {
+			return err
+		}
+		if !slices.Contains(st.Pools, pool) {
+			return tacerr.Field(tacerr.Forbidden, "pool", "site %s may not lease from pool %q (its pools: %s); `tacline site enroll --pools` sets them", site, pool, strings.Join(st.Pools, ", "))
+		}
+		var head struct {
+			ID   int64 `db:"id"`
+			TAC  int64 `db:"tac"`
+			Next int64 `db:"next_snr"`
+		}
+		err = tx.get(&head, tx.rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
+			RETURNING id, tac, next_snr`), size, pool, size)
+		if noRows(err) {
+			p, perr := poolByName(txQuerier{tx}, pool)
+			if perr != nil {
+				return perr
+			}
+			return tacerr.Field(tacerr.PoolExhausted, "size", "pool %s has %d SNRs left, fewer than the %d asked for", pool, p.Free, size)
+		}
+		if err != nil {
+			return translate(err, "claim lease SNRs")
+		}
+		now := tx.Now().Truncate(time.Microsecond)
+		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(head.Next - size), SNREnd: uint32(head.Next - 1),
+			GrantedAt: now, ExpiresAt: now.Add(ttl)}
+		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at)
+			VALUES (?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, int64(l.SNRStart), int64(l.SNREnd),
+			now.UnixMicro(), l.ExpiresAt.UnixMicro()).Scan(&l.ID); err != nil {
+			return translate(err, "record lease")
+		}
+		tx.Emit(Event{Type: EventLeaseGranted, Actor: actor, Pool: pool, TAC: imei.FormatTAC(l.TAC),
+			Attrs: map[string]string{"site": site, "lease": strconv.FormatInt(l.ID, 10), "snr_start": pad6(l.SNRStart),
+				"snr_end": pad6(l.SNREnd), "expires_at": l.ExpiresAt.Format(time.RFC3339)}})
+		return nil
+	})
+	return l, err
+}
+
+func poolByName(q querier, name string) (PoolStats, error) {
+	var r poolRow
+	if err := q.Get(&r, q.Rebind(sqlSelectPools+` WHERE name = ?`), name); err != nil {
+		if noRows(err) {
+			return PoolStats{}, tacerr.Field(tacerr.PoolNotFound, "pool", "pool %q does not exist", name)
+		}
+		return PoolStats{}, translate(err, "look up pool")
+	}
+	return PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}, nil
+}
+
+// Leases returns the leases of site (every site's when site is empty) in
+// grant order, each with its SNRs' fate at HQ.
+func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
+	var out []LeaseStats
+	err := db.readTx(ctx, func(tx *Tx) error {
+		ls, err := leasesOf(txQuerier{tx}, site)
+		if err != nil {
+			return err
+		}
+		for _, l := range ls {
+			st := LeaseStats{Lease: l.lease()}
+			type count struct {
+				State lifecycle.State `db:"state"`
+				N     int64           `db:"n"`
+			}
+			var cs []count
+			if err := tx.sel(&cs, tx.rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`),
+				l.lo(), l.hi()); err != nil {
+				return translate(err, "count lease rows")
+			}
+			used := int64(0)
+			for _, c := range cs {
+				used += c.N
+				switch c.State {
+				case StateBound:
+					st.Bound = c.N
+				case StateVoided:
+					st.Voided = c.N
+				case StateRevoked:
+					st.Revoked = c.N
+				}
+			}
+			st.Unused = st.Size() - used
+			out = append(out, st)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func leasesOf(q querier, site string) ([]leaseRow, error) {
+	var rows []leaseRow
+	var err error
+	if site == "" {
+		err = q.Select(&rows, sqlSelectLeases+` ORDER BY l.id`)
+	} else {
+		err = q.Select(&rows, q.Rebind(sqlSelectLeases+` WHERE l.site = ? ORDER BY l.id`), site)
+	}
+	if err != nil {
+		return nil, translate(err, "list leases")
+	}
+	return rows, nil
+}
+
+// ReturnLease ends lease id: its SNRs that have no row at HQ (the site
+// never reported them) are recorded VOIDED with reason lease_returned, one
+// imei.voided event each, and lease.returned is emitted; it returns how
+// many were voided. Voiding is the safe answer for SNRs HQ cannot prove the
+// site never reserved: an SNR is never handed out twice. Events of the
+// site for a returned lease are refused afterwards, so the site must have
+// synced first (docs/sites.md). Errors: not_found, invalid_state (returned
+// already).
+func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, error) {
+	var voided int64
+	err := db.InTx(ctx, func(tx *Tx) error {
+		voided = 0
+		var r leaseRow
+		if err := tx.get(&r, tx.rebind(sqlSelectLeases+` WHERE l.id = ?`), id); err != nil {
+			if noRows(err) {
+				return tacerr.Field(tacerr.NotFound, "lease", "lease %d does not exist; `tacline lease list` shows them", id)
+			}
+			return translate(err, "look up lease")
+		}
+		if r.ReturnedAt.Valid {
+			return tacerr.Field(tacerr.InvalidState, "lease", "lease %d was returned at %s", id, micros(r.ReturnedAt.Int64).Format(time.RFC3339))
+		}
+		var used []int64
+		if err := tx.sel(&used, tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 BETWEEN ? AND ? ORDER BY imei14`), r.lo(), r.hi()); err != nil {
+			return translate(err, "list used lease SNRs")
+		}
+		now := tx.Now().Truncate(time.Microsecond)
+		var free []imei.IMEI
+		k := 0
+		for v := r.lo(); v <= r.hi(); v++ {
+			if k < len(used) && used[k] == v {
+				k++
+				continue
+			}
+			m, err := imei.FromUint64(uint64(v))
+			if err != nil {
+				return tacerr.Wrap(tacerr.Internal, err, "lease %d SNR", id)
+			}
+			free = append(free, m)
+		}
+		if len(free) > 0 {
+			resID, err := tx.insertSiteReservation(fmtLeaseReturn(id), r.PoolID, SiteCaller(r.Site), "", len(free), 1, now)
+			if err != nil {
+				return err
+			}
+			for i, m := range free {
+				if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reason, reserved_at, voided_at)
+					VALUES (?,?,?,?,?,'VOIDED',?,?,?)`), int64(m.Uint64()), r.PoolID, resID, i, 0, VoidLeaseReturned,
+					now.UnixMicro(), now.UnixMicro()); err != nil {
+					return translate(err, "void unused lease SNR")
+				}
+				tx.Emit(Event{Type: EventIMEIVoided, Time: now, Actor: actor, Pool: r.Pool, TAC: m.TACString(),
+					IMEIs: []string{m.String()}, Reason: string(VoidLeaseReturned),
+					Attrs: map[string]string{"previous_state": "LEASED", "site": r.Site, "lease": strconv.FormatInt(id, 10)}})
+			}
+			voided = int64(len(free))
+		}
+		res, err := tx.exec(tx.rebind(`UPDATE leases SET returned_at = ? WHERE id = ? AND returned_at IS NULL`), now.UnixMicro(), id)
+		if err != nil {
+			return translate(err, "return lease")
+		}
+		if err := oneRow(res, "return lease %d", id); err != nil {
+			return err
+		}
+		tx.Emit(Event{Type: EventLeaseReturned, Time: now, Actor: actor, Pool: r.Pool, TAC: imei.FormatTAC(uint32(r.TAC)),
+			Attrs: map[string]string{"site": r.Site, "lease": strconv.FormatInt(id, 10), "voided": strconv.FormatInt(voided, 10)}})
+		return nil
+	})
+	return voided, err
+}
+
+func fmtLeaseReturn(id int64) string { return "lease-return:" + strconv.FormatInt(id, 10) }
+
+// insertSiteReservation records the reservation HQ keeps for rows it
+// writes on a site's behalf (a site's device, the unused SNRs of a
+// returned lease), so that every imeis row has one (Check's rule).
+func (tx *Tx) insertSiteReservation(requestID string, poolID int64, caller, deviceSerial string, devices, perDevice int, now time.Time) (int64, error) {
+	var id int64
+	err := tx.queryRowx(tx.rebind(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
+		VALUES (?,?,?,?,'provision',?,?,?,?) RETURNING id`), requestID, []byte(requestID), poolID, caller, deviceSerial, devices, perDevice,
+		now.UnixMicro()).Scan(&id)
+	if err != nil {
+		return 0, translate(err, "record site reservation")
+	}
+	return id, nil
+}
+
+// SiteDevice is a device a site bound, as HQ recorded it.
+type SiteDevice struct {
+	Site         string
+	DeviceSerial string
+	CertSerial   string
+	State        string
+	IMEIs        []imei.IMEI // slot order
+}
+
+// SiteDevices calls fn for every device HQ recorded for a site (bound,
+// then possibly revoked or voided), ordered by site and HQ reservation;
+// the rows are read in one snapshot. An error from fn stops the walk and is
+// returned.
+func (db *DB) SiteDevices(ctx context.Context, fn func(SiteDevice) error) error {
+	return db.readTx(ctx, func(tx *Tx) error {
+		rows, err := tx.queryx(`SELECT r.caller, i.device_serial, i.cert_serial, i.state, i.imei14, i.reservation_id FROM imeis i
+			JOIN reservations r ON r.id = i.reservation_id
+			WHERE r.caller LIKE 'site:%' AND i.device_serial <> '' ORDER BY r.caller, i.reservation_id, i.slot`)
+		if err != nil {
+			return translate(err, "read site devices")
+		}
+		defer rows.Close()
+		var cur SiteDevice
+		var curRes int64 = -1
+		for rows.Next() {
+			var caller, dev, cert, state string
+			var v, res int64
+			if err := rows.Scan(&caller, &dev, &cert, &state, &v, &res); err != nil {
+				return translate(err, "read site devices")
+			}
+			if res != curRes && curRes >= 0 {
+				if err := fn(cur); err != nil {
+					return err
+				}
+			}
+			if res != curRes {
+				cur, curRes = SiteDevice{Site: caller[len("site:"):], DeviceSerial: dev, CertSerial: cert, State: state}, res
+			}
+			m, err := imei.FromUint64(uint64(v))
+			if err != nil {
+				return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger row %d", v)
+			}
+			cur.IMEIs = append(cur.IMEIs, m)
+		}
+		if err := rows.Err(); err != nil {
+			return translate(err, "read site devices")
+		}
+		if curRes >= 0 {
+			return fn(cur)
+		}
+		return nil
+	})
+}
+
+// splitList splits a comma-separated column ("" is none).
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, ",")
+}

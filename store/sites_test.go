@@ -1,0 +1,245 @@
+package store_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+func enrollSite(t *testing.T, db *store.DB, name string) {
+	t.Helper()
+	if err := db.EnrollSite(context.Background(), store.Site{Name: name, Verifier: name + "+00000000+AAAA", Pools: []string{"A"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func leaseIMEI(t *testing.T, l store.Lease, i int) imei.IMEI {
+	t.Helper()
+	m, err := imei.New(l.TAC, l.SNRStart+uint32(i))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func bound(seq int64, dev string, ims ...imei.IMEI) store.SiteEvent {
+	return store.SiteEvent{Seq: seq, Type: store.EventIMEIBound, Time: time.Now(), RequestID: "r-" + dev, IMEIs: ims,
+		DeviceSerial: dev, CertSerial: "c0" + dev}
+}
+
+// TestLeases: a lease takes its block from the pool's high-water mark, so
+// HQ's own allocator continues after it; ledger check counts its SNRs as
+// leased and unused until the site reports them, and a returned lease's
+// unused SNRs are voided.
+func TestLeases(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		if _, err := db.GrantLease(ctx, "nowhere", "A", 10, time.Hour, "test"); !tacerr.Is(err, tacerr.NotFound) {
+			t.Fatalf("lease to an unknown site: %v", err)
+		}
+		enrollSite(t, db, "s1")
+		if _, err := reserve(db, "hq-1", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		l, err := db.GrantLease(ctx, "s1", "A", 10, time.Hour, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if l.SNRStart != 2 || l.SNREnd != 11 || l.Size() != 10 {
+			t.Fatalf("lease %+v, want SNRs 2-11", l)
+		}
+		r, err := reserve(db, "hq-2", "A", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := r.Devices[0][0].SNR(); got != 12 {
+			t.Fatalf("HQ allocated SNR %d after the lease, want 12", got)
+		}
+		if _, err := db.GrantLease(ctx, "s1", "B", 1, time.Hour, "test"); !tacerr.Is(err, tacerr.Forbidden) {
+			t.Fatalf("lease of a pool not the site's: %v", err)
+		}
+		if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: "s1+00000000+AAAA", Pools: []string{"A", "B"}}, "test"); !tacerr.Is(err, tacerr.PoolNotFound) {
+			t.Fatalf("enrolment with an unknown pool: %v", err)
+		}
+		if _, err := db.GrantLease(ctx, "s1", "A", 200, time.Hour, "test"); !tacerr.Is(err, tacerr.PoolExhausted) {
+			t.Fatalf("oversized lease: %v", err)
+		}
+		rep := mustCheck(t, db)
+		if rep.Leases != 1 || rep.LeasedUnused != 10 || rep.IMEIs != 4 {
+			t.Fatalf("check %+v", rep)
+		}
+
+		// The site reports two devices bound and one reserved SNR voided.
+		cp := store.SiteCheckpoint{Size: 10, Hash: []byte("h10")}
+		res, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+			bound(3, "d1", leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)),
+			bound(5, "d2", leaseIMEI(t, l, 2), leaseIMEI(t, l, 3)),
+			{Seq: 7, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l, 4)}, Reason: "abandoned"},
+		}, cp, "hq")
+		if err != nil || res.Applied != 3 || res.AppliedSeq != 7 {
+			t.Fatalf("apply = %+v, %v", res, err)
+		}
+		// A retried batch changes nothing (exactly once).
+		res, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(5, "d2", leaseIMEI(t, l, 2), leaseIMEI(t, l, 3))}, cp, "hq")
+		if err != nil || res.Applied != 0 || res.Skipped != 1 {
+			t.Fatalf("replayed apply = %+v, %v", res, err)
+		}
+		rec, err := db.LookupIMEI(ctx, leaseIMEI(t, l, 1))
+		if err != nil || rec.State != store.StateBound || rec.DeviceSerial != "d1" || rec.Caller != "site:s1" {
+			t.Fatalf("HQ row %+v, %v", rec, err)
+		}
+		rep = mustCheck(t, db)
+		if rep.LeasedUnused != 5 || rep.IMEIs != 9 {
+			t.Fatalf("check after sync %+v", rep)
+		}
+		ls, err := db.Leases(ctx, "s1")
+		if err != nil || len(ls) != 1 || ls[0].Bound != 4 || ls[0].Voided != 1 || ls[0].Unused != 5 {
+			t.Fatalf("leases %+v, %v", ls, err)
+		}
+
+		// A revoke of a device HQ knows applies to its row.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
+			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "keyCompromise"}}, store.SiteCheckpoint{Size: 8, Hash: []byte("h8")}, "hq"); !tacerr.Is(err, tacerr.LeaseViolation) {
+			t.Fatalf("a smaller checkpoint: %v", err)
+		}
+		cp = store.SiteCheckpoint{Size: 12, Hash: []byte("h12")}
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
+			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "keyCompromise"}}, cp, "hq"); err != nil {
+			t.Fatal(err)
+		}
+
+		// Returning the lease voids its five unused SNRs.
+		n, err := db.ReturnLease(ctx, l.ID, "test")
+		if err != nil || n != 5 {
+			t.Fatalf("return = %d, %v", n, err)
+		}
+		if _, err := db.ReturnLease(ctx, l.ID, "test"); !tacerr.Is(err, tacerr.InvalidState) {
+			t.Fatalf("second return: %v", err)
+		}
+		rec, err = db.LookupIMEI(ctx, leaseIMEI(t, l, 9))
+		if err != nil || rec.State != store.StateVoided || rec.Reason != string(store.VoidLeaseReturned) {
+			t.Fatalf("returned SNR %+v, %v", rec, err)
+		}
+		rep = mustCheck(t, db)
+		if rep.LeasedUnused != 0 || rep.IMEIs != 14 {
+			t.Fatalf("check after return %+v", rep)
+		}
+		// Events for a returned lease are refused.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(13, "d3", leaseIMEI(t, l, 9))},
+			store.SiteCheckpoint{Size: 13, Hash: []byte("h13")}, "hq"); !tacerr.Is(err, tacerr.LeaseViolation) {
+			t.Fatalf("event of a returned lease: %v", err)
+		}
+	})
+}
+
+// TestSiteEventsRefused: an IMEI outside the site's leases (another site's,
+// HQ's own) or a rewritten checkpoint refuses the whole batch, and nothing
+// of it is written.
+func TestSiteEventsRefused(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		enrollSite(t, db, "s1")
+		enrollSite(t, db, "s2")
+		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cp := store.SiteCheckpoint{Size: 4, Hash: []byte("h4")}
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+			bound(1, "d1", leaseIMEI(t, l1, 0)),
+			bound(2, "d2", leaseIMEI(t, l2, 0)), // s2's
+		}, cp, "hq")
+		if e := wantCode(t, err, tacerr.LeaseViolation); !strings.Contains(e.Message, "does not lie in a lease") {
+			t.Fatalf("message %q", e.Message)
+		}
+		if _, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 0)); !tacerr.Is(err, tacerr.NotFound) {
+			t.Fatalf("a refused batch left a row: %v", err)
+		}
+		if err := db.RecordSiteRefusal(ctx, "s1", "IMEI outside leases"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l1, 0))}, cp, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.ApplySiteEvents(ctx, "s1", nil, store.SiteCheckpoint{Size: 4, Hash: []byte("other")}, "hq")
+		wantCode(t, err, tacerr.LeaseViolation)
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(9, "d9", leaseIMEI(t, l1, 1)), bound(8, "d8", leaseIMEI(t, l1, 2))},
+			store.SiteCheckpoint{Size: 5, Hash: []byte("h5")}, "hq")
+		wantCode(t, err, tacerr.InvalidInput)
+		st, err := db.SiteByName(ctx, "s1")
+		if err != nil || st.AppliedSeq != 1 || st.Checkpoint.Size != 4 || st.Refusals != 1 || st.LastRefusal != "" {
+			t.Fatalf("site %+v, %v", st, err)
+		}
+		rep := mustCheck(t, db)
+		if rep.LeasedUnused != 9 {
+			t.Fatalf("check %+v", rep)
+		}
+	})
+}
+
+// TestCheckFindsLeaseViolations: a missing row outside any lease is still
+// a violation, and so is a row HQ wrote for itself inside a site's lease.
+func TestCheckFindsLeaseViolations(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		enrollSite(t, db, "s1")
+		if _, err := reserve(db, "hq-1", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test"); err != nil {
+			t.Fatal(err)
+		}
+		// Move the high-water mark behind the ledger's back: SNRs 7-8 have
+		// no row and no lease.
+		if err := db.InTx(ctx, func(tx *store.Tx) error {
+			_, err := storetest.Exec(tx, `UPDATE pools SET next_snr = 9`)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := db.Check(ctx)
+		if err != nil || rep.OK() || !strings.Contains(rep.Violations[0], "SNR 000007 has no ledger row") {
+			t.Fatalf("check %+v, %v", rep, err)
+		}
+	})
+}
+
+// TestSitesMigration: the schema version before sites upgrades to it.
+func TestSitesMigration(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		if _, err := reserve(db, "hq-1", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.MigrateDownTo(ctx, 6); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Sites(ctx); err == nil {
+			t.Fatal("sites table present at schema version 6")
+		}
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		enrollSite(t, db, "s1")
+		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if rep := mustCheck(t, db); rep.IMEIs != 2 || rep.LeasedUnused != 5 {
+			t.Fatalf("check %+v", rep)
+		}
+	})
+}

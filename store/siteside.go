@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// A site's side of leases and sync (docs/sites.md). A lease HQ granted
+// becomes a pool of the site's ledger whose range is the lease's, named
+// HeldLeasePoolName(hqPool, leaseID); the allocator hands its SNRs out in
+// order like any pool's. Stations keep naming HQ's pool: the provisioner
+// resolves that name to the oldest held lease with SNRs left
+// (HeldLeasePool).
+
+// HeldLease is a lease HQ granted to this site.
+type HeldLease struct {
+	LeaseID int64
+	HQPool  string // the pool at HQ (the name stations use)
+	// HQSNRStart and HQSNREnd are the HQ pool's range (every lease of it
+	// lies inside; stations check their IMEIs against it).
+	HQSNRStart, HQSNREnd uint32
+	Pool                 Pool // the pool of this ledger that holds the lease's range
+	GrantedAt            time.Time
+	ExpiresAt            time.Time
+}
+
+// HeldLeaseStats is a held lease with its pool's high-water mark.
+type HeldLeaseStats struct {
+	HeldLease
+	NextSNR uint32
+	Free    int64 // SNRs never handed out
+}
+
+// HeldLeasePoolName is the name of the pool that holds a lease at a site.
+func HeldLeasePoolName(hqPool string, leaseID int64) string {
+	return hqPool + ".lease" + strconv.FormatInt(leaseID, 10)
+}
+
+// RecordHeldLease records a lease HQ granted: its pool (the lease's TAC and
+// range, with HQ pool's factory, line, product and market) and the lease,
+// in one transaction, emitting pool.created. Recording a lease id again
+// changes nothing (a retried request). Errors: tac_unknown (import the
+// catalogue at the site first), pool_overlap (a lease overlapping one held
+// already: HQ never grants that), invalid_input.
+func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) error {
+	l.Pool.Name = HeldLeasePoolName(l.HQPool, l.LeaseID)
+	if err := l.Pool.Validate(); err != nil {
+		return err
+	}
+	if l.HQSNRStart > l.Pool.SNRStart || l.HQSNREnd < l.Pool.SNREnd {
+		return tacerr.Field(tacerr.InvalidInput, "pool_snr_start", "lease %d (%06d-%06d) does not lie in its HQ pool's range %06d-%06d", l.LeaseID,
+			l.Pool.SNRStart, l.Pool.SNREnd, l.HQSNRStart, l.HQSNREnd)
+	}
+	return db.InTx(ctx, func(tx *Tx) error {
+		var n int
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM held_leases WHERE lease_id = ?`), l.LeaseID); err != nil {
+			return translate(err, "look up held lease")
+		}
+		if n > 0 {
+			return nil
+		}
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(l.Pool.TAC)); err != nil {
+			return translate(err, "look up TAC")
+		}
+		if n == 0 {
+			return tacerr.Field(tacerr.TACUnknown, "tac", "TAC %s of the lease is not in this site's catalogue; import HQ's catalogue (`tacline tac import`)", imei.FormatTAC(l.Pool.TAC))
+		}
+		p := l.Pool
+		err := tx.queryRowx(tx.rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
+			int64(p.SNRStart), p.Factory, p.Line, p.Product, p.Market, tx.Now().UnixMicro()).Scan(&p.ID)
+		switch {
+		case err == nil:
+		case isExclusion(err):
+			return tacerr.Field(tacerr.PoolOverlap, "lease", "lease %d (%06d-%06d) overlaps a pool of TAC %s held already", l.LeaseID, p.SNRStart, p.SNREnd, imei.FormatTAC(p.TAC))
+		default:
+			return translate(err, "record lease pool")
+		}
+		if _, err := tx.exec(tx.rebind(`INSERT INTO held_leases (lease_id, pool_id, hq_pool, hq_snr_start, hq_snr_end, expires_at, granted_at)
+			VALUES (?,?,?,?,?,?,?)`), l.LeaseID, p.ID, l.HQPool, int64(l.HQSNRStart), int64(l.HQSNREnd), l.ExpiresAt.UnixMicro(), l.GrantedAt.UnixMicro()); err != nil {
+			return translate(err, "record held lease")
+		}
+		tx.Emit(Event{Type: EventPoolCreated, Actor: actor, Pool: p.Name, TAC: imei.FormatTAC(p.TAC),
+			Attrs: map[string]string{"snr_start": pad6(p.SNRStart), "snr_end": pad6(p.SNREnd), "factory": p.Factory,
+				"line": p.Line, "product": p.Product, "market": p.Market, "lease": strconv.FormatInt(l.LeaseID, 10),
+				"hq_pool": l.HQPool, "expires_at": l.ExpiresAt.Format(time.RFC3339)}})
+		return nil
+	})
+}
+
+const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr,
+	p.factory, p.line, p.product, p.market FROM held_leases h JOIN pools p ON p.id = h.pool_id`
+
+type heldRow struct {
+	LeaseID   int64  `db:"lease_id"`
+	HQPool    string `db:"hq_pool"`
+	HQStart   int64  `db:"hq_snr_start"`
+	HQEnd     int64  `db:"hq_snr_end"`
+	ExpiresAt int64  `db:"expires_at"`
+	GrantedAt int64  `db:"granted_at"`
+	poolRow
+}
+
+func (r heldRow) stats() HeldLeaseStats {
+	return HeldLeaseStats{HeldLease: HeldLease{LeaseID: r.LeaseID, HQPool: r.HQPool, HQSNRStart: uint32(r.HQStart), HQSNREnd: uint32(r.HQEnd), Pool: r.pool(), GrantedAt: micros(r.GrantedAt),
+		ExpiresAt: micros(r.ExpiresAt)}, NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
+}
+
+// HeldLeases returns every lease this site holds or held, oldest first,
+// with what is left of each.
+func (db *DB) HeldLeases(ctx context.Context) ([]HeldLeaseStats, error) {
+	var rows []heldRow
+	if err := db.r.SelectContext(ctx, &rows, sqlSelectHeld+` ORDER BY h.lease_id`); err != nil {
+		return nil, translate(err, "list held leases")
+	}
+	out := make([]HeldLeaseStats, len(rows))
+	for i, r := range rows {
+		out[i] = r.stats()
+	}
+	return out, nil
+}
+
+// HeldLeasePool returns the pool to allocate from for stations naming HQ
+// pool hqPool: the oldest lease not expired at now with SNRs left for at
+// least one device of its TAC. Errors: lease_exhausted (retryable: the
+// site has asked, or will ask, HQ for the next block).
+func (db *DB) HeldLeasePool(ctx context.Context, hqPool string, now time.Time) (PoolStats, error) {
+	var r heldRow
+	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectHeld+` JOIN tacs t ON t.tac = p.tac
+		WHERE h.hq_pool = ? AND h.expires_at > ? AND p.snr_end + 1 - p.next_snr >= t.imeis_per_device ORDER BY h.lease_id LIMIT 1`),
+		hqPool, now.UnixMicro())
+	if noRows(err) {
+		return PoolStats{}, tacerr.Field(tacerr.LeaseExhausted, "pool", "this site holds no unexpired lease of pool %s with SNRs left; it asks headquarters for the next block: retry later", hqPool)
+	}
+	if err != nil {
+		return PoolStats{}, translate(err, "find held lease")
+	}
+	st := r.stats()
+	return PoolStats{Pool: st.Pool, NextSNR: st.NextSNR, Free: st.Free}, nil
+}
+
+// SiteOutbox is the store.Sink of a site: it records every event that
+// changes an IMEI's fate (imei.bound, imei.voided, imei.revoked,
+// device.reissued) in site_outbox, in the transaction of the change, for
+// the sync worker to ship to HQ. Register it at start-up in site mode.
+type SiteOutbox struct{}
+
+var _ Sink = SiteOutbox{}
+
+// Append implements Sink.
+func (SiteOutbox) Append(tx *Tx, events []Event) error {
+	for _, e := range events {
+		switch e.Type {
+		case EventIMEIBound, EventIMEIVoided, EventIMEIRevoked, EventDeviceReissued:
+		default:
+			continue
+		}
+		b, err := json.Marshal(outboxEvent{Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
+			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.Attrs["previous_cert_serial"]})
+		if err != nil {
+			return tacerr.Wrap(tacerr.Internal, err, "encode site outbox event")
+		}
+		if _, err := tx.exec(tx.rebind(`INSERT INTO site_outbox (event) VALUES (?)`), string(b)); err != nil {
+			return translate(err, "record site outbox event")
+		}
+	}
+	return nil
+}
+
+// outboxEvent is a site_outbox row's event (the JSON of api/wire's
+// SiteEvent without its sequence number, which is the row's id).
+type outboxEvent struct {
+	Type               string    `json:"type"`
+	Time               time.Time `json:"time"`
+	RequestID          string    `json:"request_id,omitempty"`
+	IMEIs              []string  `json:"imeis"`
+	DeviceSerial       string    `json:"device_serial,omitempty"`
+	CertSerial         string    `json:"cert_serial,omitempty"`
+	Reason             string    `json:"reason,omitempty"`
+	PreviousCertSerial string    `json:"previous_cert_serial,omitempty"`
+}
+
+// PendingSiteEvent is one event of the site outbox not yet acknowledged by
+// HQ; Seq is its row id.
+type PendingSiteEvent struct {
+	Seq                int64
+	Type               string
+	Time               time.Time
+	RequestID          string
+	IMEIs              []string
+	DeviceSerial       string
+	CertSerial         string
+	Reason             string
+	PreviousCertSerial string
+}
+
+// PendingSiteEvents returns at most limit pending outbox events after
+// sequence after, in order.
+func (db *DB) PendingSiteEvents(ctx context.Context, after int64, limit int) ([]PendingSiteEvent, error) {
+	var rows []struct {
+		ID    int64  `db:"id"`
+		Event string `db:"event"`
+	}
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(`SELECT id, event FROM site_outbox WHERE shipped IS NULL AND id > ? ORDER BY id LIMIT ?`),
+		after, limit); err != nil {
+		return nil, translate(err, "read site outbox")
+	}
+	out := make([]PendingSiteEvent, len(rows))
+	for i, r := range rows {
+		var e outboxEvent
+		if err := json.Unmarshal([]byte(r.Event), &e); err != nil {
+			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "site outbox row %d", r.ID)
+		}
+		out[i] = PendingSiteEvent{Seq: r.ID, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
+			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+	}
+	return out, nil
+}
+
+// MarkSiteEventsShipped records that HQ applied every outbox event up to
+// and including seq, and returns how many rows it marked.
+func (db *DB) MarkSiteEventsShipped(ctx context.Context, seq int64) (int64, error) {
+	var n int64
+	err := db.InTx(ctx, func(tx *Tx) error {
+		res, err := tx.exec(tx.rebind(`UPDATE site_outbox SET shipped = ? WHERE shipped IS NULL AND id <= ?`), tx.Now().UnixMicro(), seq)
+		if err != nil {
+			return translate(err, "mark site outbox shipped")
+		}
+		n, _ = res.RowsAffected()
+		return nil
+	})
+	return n, err
+}
+
+// SiteOutboxPending counts the events not yet acknowledged by HQ.
+func (db *DB) SiteOutboxPending(ctx context.Context) (int64, error) {
+	var n int64
+	if err := db.r.GetContext(ctx, &n, `SELECT COUNT(*) FROM site_outbox WHERE shipped IS NULL`); err != nil {
+		return 0, translate(err, "count site outbox")
+	}
+	return n, nil
+}

@@ -1,0 +1,209 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"github.com/tacline/tacline/lifecycle"
+	"strconv"
+	"time"
+
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// SiteEvent is one ledger event of a site as HQ applies it. Only the
+// events that change an IMEI's fate travel: imei.bound, imei.voided,
+// imei.revoked and device.reissued.
+type SiteEvent struct {
+	// Seq is the event's sequence number at the site (its sync outbox
+	// id): strictly increasing within the site.
+	Seq          int64
+	Type         string
+	Time         time.Time // when the change committed at the site
+	RequestID    string
+	IMEIs        []imei.IMEI
+	DeviceSerial string
+	CertSerial   string
+	Reason       string
+	// PreviousCertSerial is a reissue's replaced certificate.
+	PreviousCertSerial string
+}
+
+// SiteSyncResult says what ApplySiteEvents did.
+type SiteSyncResult struct {
+	Applied    int   // events applied by this call
+	Skipped    int   // events applied before (a retried batch): exactly-once
+	AppliedSeq int64 // the site's applied sequence after the call
+}
+
+// ApplySiteEvents applies site's events to HQ's ledger in one transaction
+// and records cp as the site's last verified checkpoint (clearing the
+// last refusal: the site is consistent again). The caller (the
+// HQ side of package site) has verified cp's signature and its consistency
+// with the previous one; the store refuses a checkpoint smaller than the
+// recorded one, or of the same size with another root hash.
+//
+// Exactly-once: events with Seq at or below the site's applied sequence
+// are skipped (a retried batch changes nothing); the others must be in
+// strictly increasing order. Every IMEI must lie in
+// a lease of the site that was not returned, else the whole batch is
+// refused with lease_violation (nothing of it is written); an imei.bound
+// of an IMEI HQ has a row for is refused the same way. Each applied
+// event emits the matching HQ event (with the site in its attributes), so
+// HQ's audit log and register outbox record it. Errors: not_found (site),
+// invalid_input (order, checkpoint), lease_violation, invalid_state.
+func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEvent, cp SiteCheckpoint, actor string) (SiteSyncResult, error) {
+	var res SiteSyncResult
+	err := db.InTx(ctx, func(tx *Tx) error {
+		res = SiteSyncResult{}
+		now := tx.Now().Truncate(time.Microsecond)
+		// Lock the site's row first: two replicas applying one site's
+		// batches serialise here.
+		if _, err := tx.exec(tx.rebind(`UPDATE sites SET last_sync_at = ? WHERE name = ?`), now.UnixMicro(), site); err != nil {
+			return translate(err, "lock site")
+		}
+		st, err := siteByName(txQuerier{tx}, site)
+		if err != nil {
+			return err
+		}
+		switch {
+		case cp.Size < st.Checkpoint.Size:
+			return tacerr.Field(tacerr.LeaseViolation, "checkpoint", "site %s's checkpoint of size %d is older than the size %d HQ verified", site, cp.Size, st.Checkpoint.Size)
+		case cp.Size == st.Checkpoint.Size && st.Checkpoint.Size > 0 && !bytes.Equal(cp.Hash, st.Checkpoint.Hash):
+			return tacerr.Field(tacerr.LeaseViolation, "checkpoint", "site %s's checkpoint of size %d has another root hash than the one HQ verified: its log was rewritten", site, cp.Size)
+		}
+		rows, err := leasesOf(txQuerier{tx}, site)
+		if err != nil {
+			return err
+		}
+		seq := st.AppliedSeq
+		for i, ev := range events {
+			if ev.Seq <= st.AppliedSeq {
+				res.Skipped++
+				continue
+			}
+			switch {
+			case ev.Seq <= seq:
+				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
+			case len(ev.IMEIs) == 0:
+				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
+			}
+			lease, err := siteLease(rows, site, ev.IMEIs)
+			if err != nil {
+				return err
+			}
+			if err := tx.applySiteEvent(site, lease, ev, actor, now); err != nil {
+				return err
+			}
+			seq = ev.Seq
+			res.Applied++
+		}
+		res.AppliedSeq = seq
+		up, err := tx.exec(tx.rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
+			WHERE name = ? AND applied_seq = ?`), seq, cp.Size, cp.Hash, cp.Note, cp.Cosigned, site, st.AppliedSeq)
+		if err != nil {
+			return translate(err, "record site checkpoint")
+		}
+		return oneRow(up, "record site %s's checkpoint", site)
+	})
+	return res, err
+}
+
+// siteLease returns the lease, not returned, of site that holds every IMEI
+// of one event, or lease_violation.
+func siteLease(rows []leaseRow, site string, ims []imei.IMEI) (leaseRow, error) {
+	for _, r := range rows {
+		if r.ReturnedAt.Valid {
+			continue
+		}
+		l := r.lease()
+		all := true
+		for _, m := range ims {
+			all = all && l.Contains(m)
+		}
+		if all {
+			return r, nil
+		}
+	}
+	return leaseRow{}, tacerr.Field(tacerr.LeaseViolation, "imeis", "IMEI %s does not lie in a lease site %s holds (a cloning signal): the batch is refused", ims[0], site)
+}
+
+func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string, now time.Time) error {
+	keys := make([]int64, len(ev.IMEIs))
+	for i, m := range ev.IMEIs {
+		keys[i] = int64(m.Uint64())
+	}
+	q, args, err := tx.in(`SELECT COUNT(*) FROM imeis WHERE imei14 IN (?)`, keys)
+	if err != nil {
+		return err
+	}
+	var have int
+	if err := tx.get(&have, q, args...); err != nil {
+		return translate(err, "look up site IMEIs")
+	}
+	requestID := SiteCaller(site) + ":" + strconv.FormatInt(ev.Seq, 10)
+	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID}
+	insert := func(state lifecycle.State) error {
+		if have != 0 {
+			return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for IMEI %s, which HQ holds a row for already: the batch is refused",
+				site, ev.Type, ev.IMEIs[0])
+		}
+		resID, err := tx.insertSiteReservation(requestID, l.PoolID, SiteCaller(site), ev.DeviceSerial, 1, len(ev.IMEIs), now)
+		if err != nil {
+			return err
+		}
+		at := ev.Time.UnixMicro()
+		for slot, k := range keys {
+			var bound, voided any
+			if state == StateBound {
+				bound = at
+			} else {
+				voided = at
+			}
+			if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, cert_serial,
+				reason, reserved_at, bound_at, voided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`),
+				k, l.PoolID, resID, 0, slot, state, ev.DeviceSerial, ev.CertSerial, ev.Reason, at, bound, voided); err != nil {
+				return translate(err, "record site IMEI")
+			}
+		}
+		tx.Emit(Event{Type: ev.Type, Time: now, Actor: actor, RequestID: requestID, Pool: l.Pool, TAC: ev.IMEIs[0].TACString(),
+			IMEIs: imeiStrings(ev.IMEIs), DeviceSerial: ev.DeviceSerial, CertSerial: ev.CertSerial, Reason: ev.Reason, Attrs: attrs})
+		return nil
+	}
+	switch ev.Type {
+	case EventIMEIBound:
+		if ev.DeviceSerial == "" || ev.CertSerial == "" {
+			return tacerr.Field(tacerr.InvalidInput, "device_serial", "a bound event names its device and certificate")
+		}
+		return insert(StateBound)
+	case EventIMEIVoided:
+		if have == 0 {
+			// Reserved and voided at the site (abandoned, scrapped before
+			// binding): HQ never saw it bound.
+			return insert(StateVoided)
+		}
+		reason := lifecycle.VoidReason(ev.Reason)
+		if !reason.Valid() {
+			return tacerr.Field(tacerr.InvalidInput, "reason", "site %s reports void reason %q, which is not one of the ledger's", site, ev.Reason)
+		}
+		return tx.Void(ev.IMEIs, reason, "site "+site, actor, requestID)
+	case EventIMEIRevoked:
+		reason := lifecycle.RevokeReason(ev.Reason)
+		if !reason.Valid() {
+			return tacerr.Field(tacerr.InvalidInput, "reason", "site %s reports revoke reason %q, which is not one of the ledger's", site, ev.Reason)
+		}
+		return tx.Revoke(ev.IMEIs, reason, actor, requestID)
+	case EventDeviceReissued:
+		return tx.RecordReissue(ev.IMEIs, ev.DeviceSerial, ev.CertSerial, ev.PreviousCertSerial, actor, requestID)
+	}
+	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued)", ev.Type)
+}
+
+// RecordSiteRefusal counts a refused batch of site and keeps why, in its
+// own transaction (the batch's rolled back), for `tacline site status`.
+func (db *DB) RecordSiteRefusal(ctx context.Context, site, why string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.exec(tx.rebind(`UPDATE sites SET refusals = refusals + 1, last_refusal = ? WHERE name = ?`), why, site)
+		return translate(err, "record site refusal")
+	})
+}

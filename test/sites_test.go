@@ -1,0 +1,364 @@
+package test
+
+import (
+	"archive/zip"
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// TestSitesDemo runs `tacline demo --sites 2` (headquarters and two sites
+// as processes, the second site's link cut for a second while it
+// provisions) and checks what it left: every answered device at HQ once,
+// each with its site; every ledger sound; HQ's status of each site
+// consistent; HQ's DIRBS registration list holding every bound IMEI of
+// every site; the CA chain with HQ's root and both sites' CAs.
+func TestSitesDemo(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 5, "--cut-for", "1s")
+}
+
+// TestSitesKilled: a site and HQ are each killed with SIGKILL while the
+// lines provision and sync (the long version, 20 kills each, is recorded
+// in docs/sites.md); nothing is lost or doubled.
+func TestSitesKilled(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	r := sitesRun(t, dir, 40, "--cut-for", "500ms", "--kill-sites", "1", "--kill-hq", "1", "--kill-every", "300ms")
+	if !strings.Contains(r.stdout, "1 site kills and 1 headquarters kills") {
+		t.Errorf("kills not reported:\n%s", r.stdout)
+	}
+}
+
+// TestSitesLeaseDryWhileCut: the cut site's lease runs dry while HQ is
+// unreachable: it answers lease_exhausted (retryable), its stations retry,
+// and once the link is back it gets the next lease and finishes.
+func TestSitesLeaseDryWhileCut(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 20, "--cut-for", "2s", "--lease-size", "16")
+	b, err := os.ReadFile(filepath.Join(dir, "site-2", "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(b, []byte("lease_exhausted")) {
+		t.Fatalf("site-2 never answered lease_exhausted while cut off")
+	}
+}
+
+// sitesRun runs `tacline demo --sites 2 --stations 1` with devices per
+// station and the extra arguments, and checks what it left.
+func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
+	t.Helper()
+	args := append([]string{"demo", "--sites", "2", "--stations", "1", "--devices", strconv.Itoa(devices), "--dir", dir}, extra...)
+	demo := tacline(t, 4*time.Minute, args...)
+	if demo.code != 0 {
+		t.Fatalf("tacline demo --sites exited %d\nstdout:\n%s\nstderr:\n%s", demo.code, demo.stdout, demo.stderr)
+	}
+	want := fmt.Sprintf("%d devices answered at the sites, %d at headquarters, 0 missing, 0 duplicate IMEIs", 2*devices, 2*devices)
+	if !strings.Contains(demo.stdout, want) {
+		t.Errorf("demo summary, want %q:\n%s", want, demo.stdout)
+	}
+	for _, cfg := range []string{"hq", "site-1", "site-2"} {
+		if r := tacline(t, time.Minute, "--config", filepath.Join(dir, cfg, "tacline.yaml"), "ledger", "check"); r.code != 0 {
+			t.Fatalf("ledger check of %s exited %d\n%s%s", cfg, r.code, r.stdout, r.stderr)
+		}
+	}
+	hqCfg := filepath.Join(dir, "hq", "tacline.yaml")
+
+	// devices.ndjson: one line per device, with its site, no IMEI twice.
+	f, err := os.Open(filepath.Join(dir, "exports", "devices.ndjson"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	bound := map[string]string{} // 14-digit IMEI -> site
+	perSite := map[string]int{}
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		var d struct {
+			Site  string   `json:"site"`
+			State string   `json:"state"`
+			IMEIs []string `json:"imeis"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
+			t.Fatal(err)
+		}
+		perSite[d.Site]++
+		for _, s := range d.IMEIs {
+			m, err := imei.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := m.String()[:14]
+			if _, dup := bound[k]; dup {
+				t.Fatalf("IMEI %s twice in devices.ndjson", s)
+			}
+			bound[k] = d.Site
+		}
+	}
+	if perSite["site-1"] != devices || perSite["site-2"] != devices || len(bound) != 4*devices {
+		t.Fatalf("devices per site %v, %d IMEIs", perSite, len(bound))
+	}
+
+	// HQ's status of each site.
+	r := tacline(t, time.Minute, "--config", hqCfg, "site", "status", "--json")
+	if r.code != 0 {
+		t.Fatalf("site status: %s%s", r.stdout, r.stderr)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(r.stdout), "\n") {
+		var st struct {
+			Site       string `json:"site"`
+			Bound      int    `json:"bound"`
+			Consistent bool   `json:"consistent"`
+		}
+		if err := json.Unmarshal([]byte(line), &st); err != nil {
+			t.Fatal(err)
+		}
+		if st.Bound != 2*devices || !st.Consistent {
+			t.Errorf("HQ's status of %s: %s", st.Site, line)
+		}
+	}
+
+	// Each site's own view: nothing pending, its leases.
+	for _, name := range []string{"site-1", "site-2"} {
+		r := tacline(t, time.Minute, "--config", filepath.Join(dir, name, "tacline.yaml"), "site", "status", "--json")
+		var st struct {
+			Site    string            `json:"site"`
+			Leases  []json.RawMessage `json:"leases"`
+			Pending int               `json:"pending_events"`
+		}
+		if r.code != 0 || json.Unmarshal([]byte(r.stdout), &st) != nil || st.Site != name || len(st.Leases) == 0 || st.Pending != 0 {
+			t.Fatalf("%s's own status: %s%s", name, r.stdout, r.stderr)
+		}
+	}
+
+	// HQ's DIRBS registration list holds every bound IMEI of every site.
+	zipPath := filepath.Join(t.TempDir(), "list.zip")
+	if r := tacline(t, time.Minute, "--config", hqCfg, "export", "registration-list", "-o", zipPath); r.code != 0 {
+		t.Fatalf("registration list: %s%s", r.stdout, r.stderr)
+	}
+	zr, err := zip.OpenReader(zipPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer zr.Close()
+	var csv []byte
+	for _, zf := range zr.File {
+		rc, err := zf.Open()
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		csv = append(csv, b...)
+	}
+	for k := range bound {
+		if !bytes.Contains(csv, []byte(k)) {
+			t.Fatalf("IMEI %s of %s is not in HQ's DIRBS registration list", k, bound[k])
+		}
+	}
+
+	// The CA chain: HQ's root and each site's issuing CA and root.
+	pemData, err := os.ReadFile(filepath.Join(dir, "exports", "ca-chain.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := bytes.Count(pemData, []byte("-----BEGIN CERTIFICATE-----")); n != 5 {
+		t.Fatalf("ca-chain.pem holds %d certificates, want 5", n)
+	}
+	return demo
+}
+
+// TestSiteRestoredFromOldBackup: after a run, site 1's ledger is replaced
+// by its copy from before its line ran (an old backup). The server's own
+// guard (the published checkpoint next to the HSM token, docs/operations.md)
+// refuses to start. When that file is old too (the whole machine restored
+// from an image), the site starts, but HQ has verified more of its log
+// than the restored ledger holds, so it refuses to issue
+// (site_not_current) instead of handing out SNRs it already issued.
+func TestSiteRestoredFromOldBackup(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 3, "--cut-for", "-1s", "--keep-old-ledgers")
+	site1 := filepath.Join(dir, "site-1")
+	old, err := os.ReadFile(filepath.Join(site1, "ledger.db.old"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"ledger.db-wal", "ledger.db-shm"} {
+		os.Remove(filepath.Join(site1, f))
+	}
+	if err := os.WriteFile(filepath.Join(site1, "ledger.db"), old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfgBytes, err := os.ReadFile(filepath.Join(site1, "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Site struct {
+			HQURL string `yaml:"hq_url"`
+		} `yaml:"site"`
+	}
+	if err := yaml.Unmarshal(cfgBytes, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server1.log")); err == nil {
+		t.Fatal("the restored site started despite its published checkpoint")
+	}
+	if b, _ := os.ReadFile(filepath.Join(site1, "server1.log")); !bytes.Contains(b, []byte("older than a published checkpoint")) {
+		t.Fatalf("the restored site did not name the published checkpoint:\n%s", b)
+	}
+	// The whole machine restored from an image older than the checkpoint
+	// file: the local guard cannot see it.
+	if err := os.Remove(filepath.Join(site1, "hsm", "published-checkpoint")); err != nil {
+		t.Fatal(err)
+	}
+	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"),
+		"--listen", strings.TrimPrefix(cfg.Site.HQURL, "https://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hq.Stop(30 * time.Second)
+	s1, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s1.Stop(30 * time.Second)
+	// Wait until the site asked HQ and found itself behind.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		b, _ := os.ReadFile(filepath.Join(site1, "server2.log"))
+		if bytes.Contains(b, []byte("restored from an older backup")) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the restored site never compared its ledger with HQ's checkpoint:\n%s", b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	creds, err := factory.LoadCreds(filepath.Join(site1, "stations"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := creds.Stations[0]
+	c, err := factory.NewClient(factory.ClientConfig{ServerURL: s1.URL, CertFile: st.CertFile, KeyFile: st.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, err := factory.NewDevice("restored-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := dev.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Provision(ctx, wire.ProvisionRequest{DeviceSerial: "restored-1", Product: st.Product, CSR: string(csr)})
+	var ae *factory.APIError
+	if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
+		t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
+	}
+}
+
+// TestSiteReportsIMEIOutsideLeases: a site (its real certificate, its
+// checkpoint signed by its HSM key, consistent with what HQ verified)
+// reports a device bound to an IMEI outside its leases: the HQ process
+// refuses the batch (lease_violation), writes nothing of it, and marks the
+// site inconsistent.
+func TestSiteReportsIMEIOutsideLeases(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "sites")
+	sitesRun(t, dir, 3, "--cut-for", "-1s")
+	ctx := context.Background()
+	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hq.Stop(30 * time.Second)
+
+	cfg, err := config.Load(filepath.Join(dir, "site-1", "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, err := hsm.Open(cfg.HSM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tok.Close()
+	key, err := tok.Signer(cfg.Audit.KeyLabel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(ctx, cfg.Database)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	l, err := audit.New(db, cfg.Audit, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, err := l.Checkpoint(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := site.NewHTTPClient(hq.URL, "site-1", cfg.Site.CertFile, cfg.Site.KeyFile, cfg.Site.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proof, err := audit.ConsistencyProof(ctx, db, st.VerifiedSize, cp.Size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p64 []string
+	for _, h := range proof {
+		p64 = append(p64, base64.StdEncoding.EncodeToString(h[:]))
+	}
+	outside, err := imei.New(devenv.FirstTAC, 249999) // pool-01's last SNR: never leased in this run
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.Sync(ctx, wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: st.VerifiedSize, Proof: p64,
+		Events: []wire.SiteEvent{{Seq: st.AppliedSeq + 1000, Type: "imei.bound", Time: time.Now().UTC(), IMEIs: []string{outside.String()},
+			DeviceSerial: "clone-1", CertSerial: "0bad"}}})
+	if !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("an IMEI outside the site's leases: %v", err)
+	}
+	after, err := client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Consistent || after.Refusals != 1 || after.Bound != st.Bound || after.AppliedSeq != st.AppliedSeq {
+		t.Fatalf("HQ's status after the refusal: %+v (before %+v)", after, st)
+	}
+	if r := tacline(t, time.Minute, "--config", filepath.Join(dir, "hq", "tacline.yaml"), "ledger", "check"); r.code != 0 {
+		t.Fatalf("HQ ledger check: %s%s", r.stdout, r.stderr)
+	}
+}
