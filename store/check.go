@@ -47,11 +47,11 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var pools []poolRow
-		if err := tx.Select(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
+		if err := tx.sel(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
 			return translate(err, "list pools")
 		}
 		rep.Pools = len(pools)
-		leases, err := leasesOf(tx, "")
+		leases, err := leasesOf(txQuerier{tx}, "")
 		if err != nil {
 			return err
 		}
@@ -60,7 +60,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		for _, l := range leases {
 			byPool[l.PoolID] = append(byPool[l.PoolID], l)
 			var stray int64
-			if err := tx.Get(&stray, tx.Rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+			if err := tx.get(&stray, tx.rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
 				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.hi(), SiteCaller(l.Site)); err != nil {
 				return translate(err, "check lease rows")
 			}
@@ -84,7 +84,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					continue
 				}
 				var n int64
-				if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
+				if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
 					return translate(err, "count lease rows")
 				}
 				unused += l.SNREnd - l.SNRStart + 1 - n
@@ -96,7 +96,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				N       int64 `db:"n"`
 				Foreign int64 `db:"foreign_rows"`
 			}
-			if err := tx.Get(&a, tx.Rebind(`SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN pool_id = ? THEN 0 ELSE 1 END), 0) AS foreign_rows
+			if err := tx.get(&a, tx.rebind(`SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN pool_id = ? THEN 0 ELSE 1 END), 0) AS foreign_rows
 				FROM imeis WHERE imei14 >= ? AND imei14 < ?`), p.ID, lo, hi); err != nil {
 				return translate(err, "count pool rows")
 			}
@@ -109,7 +109,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					IMEI int64  `db:"imei14"`
 					Pool string `db:"name"`
 				}
-				if err := tx.Get(&f, tx.Rebind(`SELECT i.imei14, p.name FROM imeis i JOIN pools p ON p.id = i.pool_id
+				if err := tx.get(&f, tx.rebind(`SELECT i.imei14, p.name FROM imeis i JOIN pools p ON p.id = i.pool_id
 					WHERE i.imei14 >= ? AND i.imei14 < ? AND i.pool_id <> ? ORDER BY i.imei14 LIMIT 1`), lo, hi, p.ID); err != nil {
 					return translate(err, "find a foreign row in a pool's range")
 				}
@@ -117,7 +117,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				continue
 			}
 			// Find the first missing SNR by walking the range.
-			rows, err := tx.Queryx(tx.Rebind(`SELECT imei14 FROM imeis WHERE imei14 >= ? AND imei14 < ? ORDER BY imei14`), lo, hi)
+			rows, err := tx.queryx(tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 >= ? AND imei14 < ? ORDER BY imei14`), lo, hi)
 			if err != nil {
 				return translate(err, "walk pool rows")
 			}
@@ -140,7 +140,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 			}
 		}
-		if err := tx.Get(&rep.IMEIs, `SELECT COUNT(*) FROM imeis`); err != nil {
+		if err := tx.get(&rep.IMEIs, `SELECT COUNT(*) FROM imeis`); err != nil {
 			return translate(err, "count IMEIs")
 		}
 		if rep.IMEIs != inRanges {
@@ -153,7 +153,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				SNRStart int64  `db:"snr_start"`
 				NextSNR  int64  `db:"next_snr"`
 			}
-			err := tx.Get(&o, tx.Rebind(`SELECT i.imei14, p.name, p.snr_start, p.next_snr FROM imeis i JOIN pools p ON p.id = i.pool_id
+			err := tx.get(&o, tx.rebind(`SELECT i.imei14, p.name, p.snr_start, p.next_snr FROM imeis i JOIN pools p ON p.id = i.pool_id
 				WHERE i.imei14 < CAST(p.tac AS BIGINT) * ? + p.snr_start OR i.imei14 >= CAST(p.tac AS BIGINT) * ? + p.next_snr
 				ORDER BY i.imei14 LIMIT 1`), int64(imei.SNRsPerTAC), int64(imei.SNRsPerTAC))
 			if err != nil {
@@ -166,7 +166,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			N   int64  `db:"n"`
 		}
 		var bads []bad
-		if err := tx.Select(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
 			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.imei14) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
 			return translate(err, "check reservations")
 		}
@@ -174,7 +174,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
 		}
 		bads = nil
-		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
+		if err := tx.sel(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
 			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
 			return translate(err, "check devices")
 		}
@@ -182,7 +182,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("device %s holds IMEIs from %d reservations", b.Key, b.N)
 		}
 		var unbound []int64
-		if err := tx.Select(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
+		if err := tx.sel(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
 			ORDER BY imei14 LIMIT 100`); err != nil {
 			return translate(err, "check bound IMEIs")
 		}

@@ -85,7 +85,7 @@ func TestDropIMEIsPoolUpgrade(t *testing.T) {
 		}
 		indexes := func() int {
 			var n int
-			if err := db.Reader().QueryRowContext(ctx, q).Scan(&n); err != nil {
+			if err := storetest.Reader(db).QueryRowContext(ctx, q).Scan(&n); err != nil {
 				t.Fatal(err)
 			}
 			return n

@@ -205,7 +205,7 @@ func TestCheckFindsLeaseViolations(t *testing.T) {
 		// Move the high-water mark behind the ledger's back: SNRs 7-8 have
 		// no row and no lease.
 		if err := db.InTx(ctx, func(tx *store.Tx) error {
-			_, err := tx.Exec(`UPDATE pools SET next_snr = 9`)
+			_, err := storetest.Exec(tx, `UPDATE pools SET next_snr = 9`)
 			return err
 		}); err != nil {
 			t.Fatal(err)
