@@ -146,7 +146,7 @@ func TestConcurrentProcessesNeverFork(t *testing.T) {
 	want := int64(2*childTxs*childPerTx + 2*workersPerLog*workerTxs)
 	checkHead(t, db, want)
 	var distinct int64
-	if err := db.Reader().Get(&distinct, `SELECT count(DISTINCT data) FROM audit_leaves`); err != nil {
+	if err := storetest.Reader(db).Get(&distinct, `SELECT count(DISTINCT data) FROM audit_leaves`); err != nil {
 		t.Fatal(err)
 	}
 	if distinct != want {
@@ -161,7 +161,7 @@ func TestConcurrentProcessesNeverFork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows, err := db.Reader().Queryx(`SELECT note FROM audit_checkpoints ORDER BY size`)
+	rows, err := storetest.Reader(db).Queryx(`SELECT note FROM audit_checkpoints ORDER BY size`)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
-	"database/sql"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
@@ -69,8 +68,6 @@ type ExportStats struct {
 	Bytes    int64 `json:"bytes"`
 }
 
-const qLeavesRange = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
-
 // Export writes the events FromSize..ToSize-1 of the log to w as a tar file
 // (layout in docs/audit-format.md): the manifest, the log's verifier key,
 // the signed checkpoint of size ToSize, the stored hashes of the complete
@@ -97,7 +94,7 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 	if chunk <= 0 {
 		chunk = DefaultChunkEvents
 	}
-	r := dbHashReader{db.Reader()}
+	r := dbHashReader{ctx, db}
 	edge, err := r.ReadHashes(edgeIndexes(from))
 	if err != nil {
 		return st, err
@@ -132,11 +129,6 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 			return st, err
 		}
 	}
-	rows, err := db.Reader().QueryxContext(ctx, db.Reader().Rebind(qLeavesRange), from, to)
-	if err != nil {
-		return st, store.Translate(err, "read audit leaves")
-	}
-	defer rows.Close()
 	var buf []byte
 	first, next := from, from
 	flush := func() error {
@@ -149,26 +141,22 @@ func Export(ctx context.Context, db *store.DB, w io.Writer, o ExportOptions) (Ex
 		buf, first = buf[:0], next
 		return nil
 	}
-	var data sql.RawBytes // valid until the next Next: copied into buf at once
-	for rows.Next() {
-		var idx int64
-		if err := rows.Scan(&idx, &data); err != nil {
-			return st, store.Translate(err, "read audit leaves")
-		}
+	err = db.AuditLeaves(ctx, from, to, func(idx int64, data []byte) error {
 		if idx != next {
-			return st, tacerr.New(tacerr.LedgerInvariant, "audit leaf %d is missing from the database", next)
+			return tacerr.New(tacerr.LedgerInvariant, "audit leaf %d is missing from the database", next)
 		}
 		if int(next-first) >= chunk || len(buf)+4+len(data) > maxChunkBytes {
 			if err := flush(); err != nil {
-				return st, err
+				return err
 			}
 		}
 		buf = binary.BigEndian.AppendUint32(buf, uint32(len(data)))
 		buf = append(buf, data...)
 		next++
-	}
-	if err := rows.Err(); err != nil {
-		return st, store.Translate(err, "read audit leaves")
+		return nil
+	})
+	if err != nil {
+		return st, err
 	}
 	if next != to {
 		return st, tacerr.New(tacerr.LedgerInvariant, "audit leaf %d is missing from the database", next)

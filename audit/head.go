@@ -11,13 +11,8 @@ import (
 
 // Head returns the committed size and root hash of the log.
 func Head(ctx context.Context, db *store.DB) (int64, tlog.Hash, error) {
-	var size int64
-	var b []byte
-	if err := db.Reader().QueryRowxContext(ctx, qHead).Scan(&size, &b); err != nil {
-		return 0, tlog.Hash{}, store.Translate(err, "read the audit log head")
-	}
-	h, err := hashOf(b, "audit_head.root")
-	return size, h, err
+	h, err := db.AuditHead(ctx)
+	return h.Size, h.Root, err
 }
 
 // emptyRoot is the root hash of the empty tree, SHA-256 of nothing.
@@ -42,7 +37,7 @@ func ConsistencyProof(ctx context.Context, db *store.DB, oldSize, newSize int64)
 	case oldSize == 0 || oldSize == newSize:
 		return nil, nil
 	}
-	p, err := tlog.ProveTree(newSize, oldSize, dbHashReader{db.Reader()})
+	p, err := tlog.ProveTree(newSize, oldSize, dbHashReader{ctx, db})
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "prove audit tree %d extends %d", newSize, oldSize)
 	}

@@ -98,7 +98,7 @@ func emitErr(db *store.DB, tag string, from, n, batch int) error {
 // transparency-dev/merkle (not tlog) and checks every leaf decodes.
 func independentRoot(t testing.TB, db *store.DB) (int64, tlog.Hash) {
 	t.Helper()
-	rows, err := db.Reader().Queryx(`SELECT idx, data FROM audit_leaves ORDER BY idx`)
+	rows, err := storetest.Reader(db).Queryx(`SELECT idx, data FROM audit_leaves ORDER BY idx`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +155,7 @@ func checkHead(t testing.TB, db *store.DB, want int64) {
 	if root != ind {
 		t.Fatalf("head root %s, independent root %s", root, ind)
 	}
-	th, err := tlog.TreeHash(size, dbHashReader{db.Reader()})
+	th, err := tlog.TreeHash(size, dbHashReader{context.Background(), db})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,14 @@
 package audit
 
 import (
+	"context"
 	"crypto"
 	"errors"
-	"fmt"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/jmoiron/sqlx"
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/tacline/tacline/imei"
@@ -164,21 +163,6 @@ func edgeIndexes(n int64) []int64 {
 	return idx
 }
 
-// SQL of the append path.
-const (
-	qHeadForUpdate = `SELECT size, root FROM audit_head WHERE id = 1 FOR UPDATE`
-	qHead          = `SELECT size, root FROM audit_head WHERE id = 1`
-	qUpdateHead    = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
-	qInsertLeaves  = `INSERT INTO audit_leaves (idx, data) VALUES `
-	qInsertHashes  = `INSERT INTO audit_hashes (idx, hash) VALUES `
-	qInsertIMEIs   = `INSERT INTO audit_imeis (imei, idx) VALUES `
-	qReadHashes    = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
-)
-
-// rowsPerInsert bounds one multi-row INSERT (2 parameters a row, well
-// below SQLite's and PostgreSQL's parameter limits).
-const rowsPerInsert = 500
-
 // Append appends events to the log inside tx (store.Sink). Leaf indexes are
 // assigned under the head row's lock: SELECT ... FOR UPDATE on PostgreSQL,
 // the single-writer transaction on SQLite. On PostgreSQL, when this replica
@@ -190,7 +174,7 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if tx.Dialect() == store.Postgres {
+	if tx.CanAppendAuditUnlocked() {
 		if g, ok := l.guess(); ok {
 			done, err := l.appendAt(tx, events, g.size, g.root, g.hashes, true)
 			if done {
@@ -201,10 +185,11 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 			}
 		}
 	}
-	size, root, err := lockHead(tx)
+	h, err := tx.LockAuditHead()
 	if err != nil {
 		return err
 	}
+	size, root := h.Size, tlog.Hash(h.Root)
 	_, err = l.appendAt(tx, events, size, root, l.cachedEdge(size, root), false)
 	if err == nil {
 		l.locked.Add(1)
@@ -221,7 +206,7 @@ var errNeedDB = errors.New("stored hash not cached")
 // having written nothing, otherwise.
 func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed bool) (bool, error) {
 	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed}
-	var leaves, hashes, imeis []any
+	a := &store.AuditAppend{From: store.AuditHead{Size: size, Root: root}, Leaves: make([]store.AuditLeaf, 0, len(events))}
 	for i, e := range events {
 		n := size + int64(i)
 		data, err := EncodeEvent(e)
@@ -238,12 +223,13 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 		base := tlog.StoredHashIndex(0, n)
 		for j, h := range hs {
 			r.known[base+int64(j)] = h
-			hashes = append(hashes, base+int64(j), h[:])
+			a.Hashes = append(a.Hashes, store.AuditHash{Index: base + int64(j), Hash: h})
 		}
-		leaves = append(leaves, n, data)
-		for _, m := range e.IMEIs {
-			imeis = append(imeis, normIMEI(m), n)
+		leaf := store.AuditLeaf{Index: n, Data: data, IMEIs: make([]string, len(e.IMEIs))}
+		for j, m := range e.IMEIs {
+			leaf.IMEIs[j] = normIMEI(m)
 		}
+		a.Leaves = append(a.Leaves, leaf)
 	}
 	newSize := size + int64(len(events))
 	newRoot, err := tlog.TreeHash(newSize, r)
@@ -253,12 +239,12 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 	if err != nil {
 		return false, store.Translate(err, "compute audit root")
 	}
-	rows := [3][]any{leaves, hashes, imeis}
+	a.To = store.AuditHead{Size: newSize, Root: newRoot}
 	if guessed {
-		if ok, err := writeGuarded(tx, rows, newSize, newRoot, size, root); err != nil || !ok {
+		if ok, err := tx.AppendAuditIfHead(a); err != nil || !ok {
 			return false, err
 		}
-	} else if err := writeAppend(tx, rows, newSize, newRoot, size); err != nil {
+	} else if err := tx.AppendAudit(a); err != nil {
 		return false, err
 	}
 	l.remember(newSize, newRoot, r.known)
@@ -269,22 +255,6 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 		}
 	}
 	return true, nil
-}
-
-// lockHead reads the head row and, on PostgreSQL, locks it until tx ends
-// (on SQLite the write transaction already excludes other writers).
-func lockHead(tx *store.Tx) (int64, tlog.Hash, error) {
-	q := qHead
-	if tx.Dialect() == store.Postgres {
-		q = qHeadForUpdate
-	}
-	var size int64
-	var rootb []byte
-	if err := tx.QueryRowx(q).Scan(&size, &rootb); err != nil {
-		return 0, tlog.Hash{}, store.Translate(err, "lock the audit log head")
-	}
-	root, err := hashOf(rootb, "audit_head.root")
-	return size, root, err
 }
 
 // normIMEI stores IMEIs in their 15-digit form when they parse, as given
@@ -340,135 +310,6 @@ func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
 	l.mu.Unlock()
 }
 
-// maxOneShotParams bounds the parameters of the single PostgreSQL
-// statement that writes a whole append (below its limit of 65535).
-const maxOneShotParams = 30000
-
-var insertPrefixes = [3]string{qInsertLeaves, qInsertHashes, qInsertIMEIs}
-
-// writeAppend inserts the rows of an append (leaves, hashes, imeis: 2
-// values a row) and advances the head from size to newSize, checking that
-// the head row was updated. On PostgreSQL, when the rows fit, it is one
-// round trip: the inserts are data-modifying CTEs of the head's UPDATE. On
-// SQLite (in-process, statements cached by store) it runs one statement per
-// table and the UPDATE.
-func writeAppend(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, size int64) error {
-	head := []any{newSize, newRoot[:], size}
-	total := len(head)
-	for _, a := range sets {
-		total += len(a)
-	}
-	var b strings.Builder
-	args := make([]any, 0, total)
-	if tx.Dialect() != store.Postgres || total > maxOneShotParams {
-		for i, a := range sets {
-			if err := insertRows(tx, insertPrefixes[i], a); err != nil {
-				return err
-			}
-		}
-	} else {
-		n := 0
-		for i, a := range sets {
-			if len(a) == 0 {
-				continue
-			}
-			if n == 0 {
-				fmt.Fprintf(&b, "WITH w%d AS (", i)
-			} else {
-				fmt.Fprintf(&b, ", w%d AS (", i)
-			}
-			writeValues(&b, insertPrefixes[i], len(a)/2)
-			b.WriteString(") ")
-			args = append(args, a...)
-			n++
-		}
-	}
-	b.WriteString(qUpdateHead)
-	args = append(args, head...)
-	res, err := tx.Exec(tx.Rebind(b.String()), args...)
-	if err != nil {
-		return store.Translate(err, "append to the audit log")
-	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", size, n, err)
-	}
-	return nil
-}
-
-// The guarded append (PostgreSQL): the head's UPDATE matches only the
-// expected head, and each insert takes its rows only if it did.
-const (
-	qGuardHead   = `WITH h AS (UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ? RETURNING 1)`
-	qGuardSelect = ` SELECT count(*) FROM h`
-)
-
-var (
-	guardTables = [3]string{"audit_leaves (idx, data)", "audit_hashes (idx, hash)", "audit_imeis (imei, idx)"}
-	guardTuples = [3]string{"(?::bigint,?::bytea)", "(?::bigint,?::bytea)", "(?::text,?::bigint)"}
-)
-
-// writeGuarded writes an append in one statement if the head still is
-// (size, root), reporting whether it did; false with nil error means
-// nothing was written (another replica moved the head, or the rows do not
-// fit one statement).
-func writeGuarded(tx *store.Tx, sets [3][]any, newSize int64, newRoot tlog.Hash, size int64, root tlog.Hash) (bool, error) {
-	args := []any{newSize, newRoot[:], size, root[:]}
-	total := len(args)
-	for _, a := range sets {
-		total += len(a)
-	}
-	if total > maxOneShotParams {
-		return false, nil
-	}
-	var b strings.Builder
-	b.WriteString(qGuardHead)
-	for i, a := range sets {
-		if len(a) == 0 {
-			continue
-		}
-		fmt.Fprintf(&b, ", w%d AS (INSERT INTO %s SELECT * FROM (VALUES ", i, guardTables[i])
-		for j := 0; j < len(a); j += 2 {
-			if j > 0 {
-				b.WriteByte(',')
-			}
-			b.WriteString(guardTuples[i])
-		}
-		b.WriteString(") v WHERE EXISTS (SELECT 1 FROM h))")
-		args = append(args, a...)
-	}
-	b.WriteString(qGuardSelect)
-	var n int
-	if err := tx.QueryRowx(tx.Rebind(b.String()), args...).Scan(&n); err != nil {
-		return false, store.Translate(err, "append to the audit log")
-	}
-	return n == 1, nil
-}
-
-// writeValues writes prefix and rows 2-column placeholder tuples.
-func writeValues(b *strings.Builder, prefix string, rows int) {
-	b.WriteString(prefix)
-	for i := range rows {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		b.WriteString("(?,?)")
-	}
-}
-
-// insertRows runs a multi-row INSERT of 2-column rows in chunks.
-func insertRows(tx *store.Tx, prefix string, args []any) error {
-	for len(args) > 0 {
-		n := min(len(args), 2*rowsPerInsert)
-		var b strings.Builder
-		writeValues(&b, prefix, n/2)
-		if _, err := tx.Exec(tx.Rebind(b.String()), args[:n]...); err != nil {
-			return store.Translate(err, "append to the audit log ("+strings.TrimSpace(strings.TrimPrefix(prefix, "INSERT INTO "))+")")
-		}
-		args = args[n:]
-	}
-	return nil
-}
-
 // txHashReader reads stored hashes: first the ones computed or cached in
 // this append, then the database through the transaction.
 type txHashReader struct {
@@ -492,12 +333,12 @@ func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		return nil, errNeedDB
 	}
 	if len(missing) > 0 {
-		got, err := readHashes(r.tx, missing)
+		got, err := r.tx.AuditHashes(missing)
 		if err != nil {
 			return nil, err
 		}
 		for x, h := range got {
-			r.known[x] = h
+			r.known[x] = tlog.Hash(h)
 		}
 		for i, x := range indexes {
 			h, ok := r.known[x]
@@ -510,74 +351,37 @@ func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 	return out, nil
 }
 
-// dbq is what reading needs: a transaction or a pool.
-type dbq interface {
-	sqlx.Queryer
-	Rebind(string) string
+// dbHashReader is a tlog.HashReader over committed rows.
+type dbHashReader struct {
+	ctx context.Context
+	db  *store.DB
 }
-
-// readHashes reads stored hashes by index from q.
-func readHashes(q dbq, indexes []int64) (map[int64]tlog.Hash, error) {
-	out := make(map[int64]tlog.Hash, len(indexes))
-	for len(indexes) > 0 {
-		n := min(len(indexes), rowsPerInsert)
-		query, args, err := sqlx.In(qReadHashes, indexes[:n])
-		if err != nil {
-			return nil, tacerr.Wrap(tacerr.Internal, err, "expand stored hash query")
-		}
-		rows, err := q.Queryx(q.Rebind(query), args...)
-		if err != nil {
-			return nil, store.Translate(err, "read audit stored hashes")
-		}
-		for rows.Next() {
-			var x int64
-			var b []byte
-			if err := rows.Scan(&x, &b); err != nil {
-				rows.Close()
-				return nil, store.Translate(err, "read audit stored hashes")
-			}
-			h, err := hashOf(b, fmt.Sprintf("audit stored hash %d", x))
-			if err != nil {
-				rows.Close()
-				return nil, err
-			}
-			out[x] = h
-		}
-		if err := rows.Err(); err != nil {
-			rows.Close()
-			return nil, store.Translate(err, "read audit stored hashes")
-		}
-		rows.Close()
-		indexes = indexes[n:]
-	}
-	return out, nil
-}
-
-// dbHashReader is a tlog.HashReader over committed rows (a pool) or a
-// transaction.
-type dbHashReader struct{ q dbq }
 
 func (r dbHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
-	got, err := readHashes(r.q, indexes)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]tlog.Hash, len(indexes))
-	for i, x := range indexes {
-		h, ok := got[x]
-		if !ok {
-			return nil, tacerr.New(tacerr.LedgerInvariant, "audit stored hash %d is missing", x)
-		}
-		out[i] = h
-	}
-	return out, nil
+	return requireHashes(r.db.AuditHashes(r.ctx, indexes))(indexes)
 }
 
-func hashOf(b []byte, what string) (tlog.Hash, error) {
-	var h tlog.Hash
-	if len(b) != tlog.HashSize {
-		return h, tacerr.New(tacerr.LedgerInvariant, "%s holds %d bytes, not a 32-byte hash", what, len(b))
+// txHashesReader is a tlog.HashReader over a transaction's rows.
+type txHashesReader struct{ tx *store.Tx }
+
+func (r txHashesReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	return requireHashes(r.tx.AuditHashes(indexes))(indexes)
+}
+
+// requireHashes orders the hashes read by indexes, failing on a missing one.
+func requireHashes(got map[int64][32]byte, err error) func([]int64) ([]tlog.Hash, error) {
+	return func(indexes []int64) ([]tlog.Hash, error) {
+		if err != nil {
+			return nil, err
+		}
+		out := make([]tlog.Hash, len(indexes))
+		for i, x := range indexes {
+			h, ok := got[x]
+			if !ok {
+				return nil, tacerr.New(tacerr.LedgerInvariant, "audit stored hash %d is missing", x)
+			}
+			out[i] = h
+		}
+		return out, nil
 	}
-	copy(h[:], b)
-	return h, nil
 }

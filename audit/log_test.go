@@ -98,7 +98,7 @@ func TestAppendRollbackLeavesNoTrace(t *testing.T) {
 				t.Fatalf("SQLite appends guessed %d times", g1)
 			}
 			var lost int
-			if err := db.Reader().Get(&lost, `SELECT count(*) FROM audit_leaves WHERE data LIKE '%lost%'`); err != nil {
+			if err := storetest.Reader(db).Get(&lost, `SELECT count(*) FROM audit_leaves WHERE data LIKE '%lost%'`); err != nil {
 				t.Fatal(err)
 			}
 			if lost != 0 {
@@ -122,7 +122,7 @@ func TestAuditRowsAreAppendOnly(t *testing.T) {
 				`DELETE FROM audit_hashes`,
 			} {
 				err := db.InTx(context.Background(), func(tx *store.Tx) error {
-					_, err := tx.Exec(q)
+					_, err := storetest.Exec(tx, q)
 					return err
 				})
 				if err == nil || !strings.Contains(err.Error(), "audit_append_only") {

@@ -62,8 +62,6 @@ func eventJSON(e store.Event) EventJSON {
 	return EventJSON{e.Type, e.Time, e.Actor, e.RequestID, e.Pool, e.TAC, e.IMEIs, e.DeviceSerial, e.CertSerial, e.Reason, e.Attrs}
 }
 
-const qIMEILeaves = `SELECT l.idx, l.data FROM audit_imeis i JOIN audit_leaves l ON l.idx = i.idx WHERE i.imei = ? ORDER BY l.idx`
-
 // Prove returns the events that name the IMEI with inclusion proofs against
 // the newest signed checkpoint.
 func Prove(ctx context.Context, db *store.DB, imeiText string) (*ProofBundle, error) {
@@ -76,33 +74,26 @@ func Prove(ctx context.Context, db *store.DB, imeiText string) (*ProofBundle, er
 		return nil, err
 	}
 	b := &ProofBundle{Format: ProofFormat, Version: ProofVersion, IMEI: m.String(), LogKey: cp.VerifierKey, Checkpoint: string(cp.Note), Events: []ProvenEvent{}}
-	rows, err := db.Reader().QueryxContext(ctx, db.Reader().Rebind(qIMEILeaves), m.String())
-	if err != nil {
-		return nil, store.Translate(err, "read the audit events of "+m.String())
-	}
-	defer rows.Close()
-	r := dbHashReader{db.Reader()}
-	for rows.Next() {
-		var pe ProvenEvent
-		if err := rows.Scan(&pe.Index, &pe.Leaf); err != nil {
-			return nil, store.Translate(err, "read audit leaf")
-		}
+	r := dbHashReader{ctx, db}
+	err = db.AuditLeavesOf(ctx, m.String(), func(idx int64, data []byte) error {
+		pe := ProvenEvent{Index: idx, Leaf: append([]byte(nil), data...)}
 		if pe.Index >= cp.Size {
 			b.Pending++
-			continue
+			return nil
 		}
 		e, err := DecodeEvent(pe.Leaf)
 		if err != nil {
-			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "audit leaf %d", pe.Index)
+			return tacerr.Wrap(tacerr.LedgerInvariant, err, "audit leaf %d", pe.Index)
 		}
 		pe.Event = eventJSON(e)
 		if pe.Proof, err = tlog.ProveRecord(cp.Size, pe.Index, r); err != nil {
-			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "prove audit leaf %d", pe.Index)
+			return tacerr.Wrap(tacerr.LedgerInvariant, err, "prove audit leaf %d", pe.Index)
 		}
 		b.Events = append(b.Events, pe)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, store.Translate(err, "read the audit events of "+m.String())
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	return b, nil
 }

@@ -102,7 +102,7 @@ func StandAgainst(ctx context.Context, db *store.DB, c Checkpoint) (Standing, er
 		return st, err
 	}
 	st.HeadSize, st.HeadRoot = size, root
-	r := dbHashReader{db.Reader()}
+	r := dbHashReader{ctx, db}
 	if size > 0 {
 		th, err := tlog.TreeHash(size, r)
 		if err != nil {

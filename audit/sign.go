@@ -2,8 +2,6 @@ package audit
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"log/slog"
 	"strconv"
 	"time"
@@ -12,14 +10,6 @@ import (
 
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
-)
-
-// SQL of checkpoints.
-const (
-	qLatestCheckpoint  = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qCheckpointAt      = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qRecentCheckpoints = `SELECT size, root, created_at FROM audit_checkpoints ORDER BY size DESC LIMIT ?`
-	qInsertCheckpoint  = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
 )
 
 // StoredCheckpoint is a checkpoint as kept in the database, with the
@@ -32,13 +22,13 @@ type StoredCheckpoint struct {
 // LatestCheckpoint returns the newest signed checkpoint, or a not_found
 // error when none was signed yet.
 func LatestCheckpoint(ctx context.Context, db *store.DB) (StoredCheckpoint, error) {
-	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, qLatestCheckpoint), "no audit checkpoint was signed yet: run tacline audit checkpoint")
+	return openCheckpoint(db.LatestAuditCheckpoint(ctx, "no audit checkpoint was signed yet: run tacline audit checkpoint"))
 }
 
 // CheckpointAt returns the signed checkpoint of size n.
 func CheckpointAt(ctx context.Context, db *store.DB, n int64) (StoredCheckpoint, error) {
-	return scanCheckpoint(db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(qCheckpointAt), n),
-		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint")
+	return openCheckpoint(db.AuditCheckpointAt(ctx, n,
+		"no audit checkpoint of size "+itoa(n)+" was signed: choose the size of a signed checkpoint or run tacline audit checkpoint"))
 }
 
 // CheckpointInfo is a signed checkpoint's size, root and signing time, as
@@ -53,49 +43,24 @@ type CheckpointInfo struct {
 // RecentCheckpoints lists the newest limit signed checkpoints, newest
 // first.
 func RecentCheckpoints(ctx context.Context, db *store.DB, limit int) ([]CheckpointInfo, error) {
-	q := db.Reader()
-	rows, err := q.QueryContext(ctx, q.Rebind(qRecentCheckpoints), limit)
+	got, err := db.RecentAuditCheckpoints(ctx, limit)
 	if err != nil {
-		return nil, store.Translate(err, "list audit checkpoints")
+		return nil, err
 	}
-	defer rows.Close()
-	var out []CheckpointInfo
-	for rows.Next() {
-		var c CheckpointInfo
-		var root []byte
-		var at int64
-		if err := rows.Scan(&c.Size, &root, &at); err != nil {
-			return nil, store.Translate(err, "list audit checkpoints")
-		}
-		if c.Root, err = hashOf(root, "audit_checkpoints.root"); err != nil {
-			return nil, err
-		}
-		c.SignedAt = time.UnixMicro(at).UTC()
-		out = append(out, c)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, store.Translate(err, "list audit checkpoints")
+	out := make([]CheckpointInfo, len(got))
+	for i, c := range got {
+		out[i] = CheckpointInfo{Size: c.Size, Root: c.Root, SignedAt: c.SignedAt}
 	}
 	return out, nil
 }
 
-type rowScanner interface{ Scan(...any) error }
-
-func scanCheckpoint(row rowScanner, notFound string) (StoredCheckpoint, error) {
-	var c StoredCheckpoint
-	var root []byte
-	var msg string
-	if err := row.Scan(&c.Size, &root, &msg, &c.VerifierKey); err != nil {
-		if errors.Is(err, sql.ErrNoRows) {
-			return c, tacerr.New(tacerr.NotFound, "%s", notFound)
-		}
-		return c, store.Translate(err, "read audit checkpoint")
-	}
-	h, err := hashOf(root, "audit_checkpoints.root")
+// openCheckpoint checks a stored checkpoint's signature and that its note
+// says what its row says.
+func openCheckpoint(sc store.AuditCheckpoint, err error) (StoredCheckpoint, error) {
+	c := StoredCheckpoint{Checkpoint: Checkpoint{Size: sc.Size, Root: sc.Root, Note: sc.Note}, VerifierKey: sc.VerifierKey}
 	if err != nil {
 		return c, err
 	}
-	c.Root, c.Note = h, []byte(msg)
 	v, err := ParseVerifierKey(c.VerifierKey)
 	if err != nil {
 		return c, tacerr.Wrap(tacerr.LedgerInvariant, err, "audit checkpoint %d has a bad verifier key", c.Size)
@@ -123,14 +88,15 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 	}
 	var out StoredCheckpoint
 	err := l.db.InTx(ctx, func(tx *store.Tx) error {
-		size, root, err := lockHead(tx)
+		h, err := tx.LockAuditHead()
 		if err != nil {
 			return err
 		}
+		size, root := h.Size, tlog.Hash(h.Root)
 		if size == 0 {
 			return tacerr.New(tacerr.InvalidState, "the audit log is empty: there is nothing to checkpoint yet")
 		}
-		r := dbHashReader{tx}
+		r := txHashesReader{tx}
 		th, err := tlog.TreeHash(size, r)
 		if err != nil {
 			return err
@@ -138,7 +104,7 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 		if th != root {
 			return tacerr.New(tacerr.LedgerInvariant, "audit head root %s differs from the root %s of the stored hashes at size %d: refusing to sign", root, th, size)
 		}
-		prev, err := scanCheckpoint(tx.QueryRowx(qLatestCheckpoint), "")
+		prev, err := openCheckpoint(tx.LatestAuditCheckpoint(""))
 		switch {
 		case tacerr.Is(err, tacerr.NotFound):
 		case err != nil:
@@ -162,8 +128,8 @@ func (l *Log) Checkpoint(ctx context.Context) (StoredCheckpoint, error) {
 			return tacerr.Wrap(tacerr.HSMUnavailable, err, "sign audit checkpoint %d", size)
 		}
 		sc := StoredCheckpoint{Checkpoint: c, VerifierKey: l.signer.Verifier().Key()}
-		if _, err := tx.Exec(tx.Rebind(qInsertCheckpoint), sc.Size, sc.Root[:], string(sc.Note), sc.VerifierKey, tx.Now().UnixMicro()); err != nil {
-			return store.Translate(err, "store audit checkpoint")
+		if err := tx.AddAuditCheckpoint(store.AuditCheckpoint{Size: sc.Size, Root: sc.Root, Note: sc.Note, VerifierKey: sc.VerifierKey}); err != nil {
+			return err
 		}
 		out = sc
 		return nil

@@ -93,11 +93,11 @@ func TestCheckpointRefusesFork(t *testing.T) {
 			}
 			err := db.InTx(context.Background(), func(tx *store.Tx) error {
 				for _, q := range rewrite {
-					if _, err := tx.Exec(q); err != nil {
+					if _, err := storetest.Exec(tx, q); err != nil {
 						return err
 					}
 				}
-				_, err := tx.Exec(tx.Rebind(`UPDATE audit_head SET root = ? WHERE id = 1`), emptyRoot[:])
+				_, err := storetest.Exec(tx, `UPDATE audit_head SET root = ? WHERE id = 1`, emptyRoot[:])
 				return err
 			})
 			if err != nil {

@@ -140,7 +140,7 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 	in, err := reconcile.OpenInput(path)
 	if err == nil {
 		start := time.Now()
-		run.Summary, err = reconcile.Run(r.Context(), reconcile.DBLedger{DB: c.cfg.DB.Reader()}, in, reconcile.Options{Format: format, OutDir: filepath.Join(run.dir, "out")})
+		run.Summary, err = reconcile.Run(r.Context(), reconcile.DBLedger{DB: c.cfg.DB}, in, reconcile.Options{Format: format, OutDir: filepath.Join(run.dir, "out")})
 		run.Took = time.Since(start).Round(time.Millisecond)
 		in.Close()
 		os.Remove(path)

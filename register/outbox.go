@@ -2,12 +2,8 @@ package register
 
 import (
 	"crypto/rand"
-	"database/sql"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -21,13 +17,6 @@ import (
 type Outbox struct{}
 
 var _ store.Sink = Outbox{}
-
-const (
-	sqlTACNames         = `SELECT brand, model_name FROM tacs WHERE tac = ?`
-	sqlInsertOutboxHead = `INSERT INTO register_outbox
-    (idempotency_key, imei14, tac, event, device_id, model, brand, occurred_at, next_attempt_at, created_at)
-VALUES `
-)
 
 // registerEvent maps a ledger event type to the register's event, or "".
 func registerEvent(t string) string {
@@ -44,46 +33,14 @@ func registerEvent(t string) string {
 	return ""
 }
 
-// outboxCols is the number of values per outbox row.
-const outboxCols = 10
-
-// maxOutboxRows bounds one multi-row insert (below both databases'
-// parameter limits).
-const maxOutboxRows = 1000
-
 // Append implements store.Sink: one row per IMEI of each reportable event,
-// with brand and model read from the tacs table through tx (once per TAC and
-// transaction), all rows of the transaction's events inserted with one
-// multi-row statement.
+// with brand and model read from the catalogue through tx (once per TAC and
+// transaction), all rows of the transaction's events appended at once
+// (store's multi-row writer).
 func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 	type names struct{ brand, model string }
 	cache := map[uint32]names{}
-	now := tx.Now().UnixMicro()
-	var args []any
-	rows := 0
-	flush := func() error {
-		if rows == 0 {
-			return nil
-		}
-		var sb strings.Builder
-		sb.Grow(len(sqlInsertOutboxHead) + rows*(2*outboxCols+3))
-		sb.WriteString(sqlInsertOutboxHead)
-		for i := 0; i < rows; i++ {
-			if i > 0 {
-				sb.WriteByte(',')
-			}
-			sb.WriteString("(?,?,?,?,?,?,?,?,?,?)")
-		}
-		res, err := tx.Exec(tx.Rebind(sb.String()), args...)
-		if err != nil {
-			return store.Translate(err, fmt.Sprintf("register outbox: insert %d rows", rows))
-		}
-		if k, err := res.RowsAffected(); err != nil || k != int64(rows) {
-			return tacerr.New(tacerr.Internal, "register outbox: inserting %d rows touched %d (%v)", rows, k, err)
-		}
-		args, rows = args[:0], 0
-		return nil
-	}
+	var rows []store.OutboxRow
 	keys := newKeys()
 	for _, ev := range events {
 		event := registerEvent(ev.Type)
@@ -97,27 +54,24 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 			}
 			n, ok := cache[m.TAC()]
 			if !ok {
-				// QueryRowx goes through the ledger's statement cache.
-				err := tx.QueryRowx(tx.Rebind(sqlTACNames), m.TAC()).Scan(&n.brand, &n.model)
-				if errors.Is(err, sql.ErrNoRows) {
-					return tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
-				}
+				brand, model, found, err := tx.TACNames(m.TAC())
 				if err != nil {
-					return store.Translate(err, "register outbox: read TAC "+m.TACString())
-				}
-				cache[m.TAC()] = n
-			}
-			device := wire.DeviceIDOf(ev.DeviceSerial, m)
-			args = append(args, keys.next(), m.Uint64(), m.TAC(), event, device, n.model, n.brand, ev.Time.UnixMicro(), now, now)
-			rows++
-			if rows == maxOutboxRows {
-				if err := flush(); err != nil {
 					return err
 				}
+				if !found {
+					return tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
+				}
+				n = names{brand, model}
+				cache[m.TAC()] = n
 			}
+			rows = append(rows, store.OutboxRow{Key: keys.next(), IMEI14: m.Uint64(), TAC: m.TAC(), Event: event,
+				DeviceID: wire.DeviceIDOf(ev.DeviceSerial, m), Model: n.model, Brand: n.brand, OccurredAt: ev.Time})
 		}
 	}
-	return flush()
+	if len(rows) == 0 {
+		return nil
+	}
+	return tx.AppendOutbox(rows)
 }
 
 // keySource makes idempotency keys: "tl-", 16 hex digits of the time in

@@ -132,7 +132,7 @@ func TestOutboxRowsCommitWithLedger(t *testing.T) {
 				t.Fatalf("status %+v", r)
 			}
 			var brand, model, ev, dev string
-			if err := db.Reader().QueryRow(`SELECT brand, model, event, device_id FROM register_outbox ORDER BY id DESC LIMIT 1`).Scan(&brand, &model, &ev, &dev); err != nil {
+			if err := storetest.Reader(db).QueryRow(`SELECT brand, model, event, device_id FROM register_outbox ORDER BY id DESC LIMIT 1`).Scan(&brand, &model, &ev, &dev); err != nil {
 				t.Fatal(err)
 			}
 			if brand != registertest.Brand || model != registertest.Model || ev != wire.EventVoided || dev != "QIMEI"+imei14(2) {

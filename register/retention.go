@@ -2,7 +2,6 @@ package register
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
 	"time"
 
@@ -25,29 +24,9 @@ import (
 //     export is read from the ledger, not from older outbox rows;
 //   - reconciliation reads the ledger only.
 
-// Names of the register_outbox_stats rows.
-const (
-	statAcknowledged  = "acknowledged"
-	statPruned        = "pruned"
-	statPrunedThrough = "pruned_through"
-)
-
 // DefaultPruneBatch is the number of rows one prune transaction deletes
 // unless Config.PruneBatch says otherwise.
 const DefaultPruneBatch = 1000
-
-const (
-	sqlStats = `SELECT name, value FROM register_outbox_stats`
-	// sqlPruneBatch deletes the oldest acknowledged rows (by done_at, through
-	// the partial index register_outbox_acked), at most a batch.
-	sqlPruneBatch = `DELETE FROM register_outbox WHERE id IN (
-    SELECT id FROM register_outbox WHERE state = 'acknowledged' AND done_at < ? ORDER BY done_at, id LIMIT ? %s)
-RETURNING id`
-	sqlAddPruned       = `UPDATE register_outbox_stats SET value = value + ? WHERE name = 'pruned'`
-	sqlRaisePrunedHigh = `UPDATE register_outbox_stats SET value = CASE WHEN value < ? THEN ? ELSE value END WHERE name = 'pruned_through'`
-	sqlCheckAcked      = `SELECT (SELECT value FROM register_outbox_stats WHERE name = 'acknowledged'),
-    (SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged')`
-)
 
 // Stats are the outbox counters kept in register_outbox_stats.
 type Stats struct {
@@ -59,48 +38,10 @@ type Stats struct {
 	PrunedThrough int64 `json:"pruned_through"`
 }
 
-// querier is what reading the stats needs (the reader pool or a
-// transaction).
-type querier interface {
-	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
-}
-
 // ReadStats reads the outbox counters.
-func ReadStats(ctx context.Context, db *store.DB) (Stats, error) { return readStats(ctx, db.Reader()) }
-
-func readStats(ctx context.Context, q querier) (Stats, error) {
-	var s Stats
-	rows, err := q.QueryContext(ctx, sqlStats)
-	if err != nil {
-		return s, store.Translate(err, "read register outbox counters")
-	}
-	defer rows.Close()
-	seen := 0
-	for rows.Next() {
-		var name string
-		var v int64
-		if err := rows.Scan(&name, &v); err != nil {
-			return s, store.Translate(err, "read register outbox counters")
-		}
-		switch name {
-		case statAcknowledged:
-			s.Acknowledged = v
-		case statPruned:
-			s.Pruned = v
-		case statPrunedThrough:
-			s.PrunedThrough = v
-		default:
-			continue
-		}
-		seen++
-	}
-	if err := rows.Err(); err != nil {
-		return s, store.Translate(err, "read register outbox counters")
-	}
-	if seen != 3 {
-		return s, tacerr.New(tacerr.LedgerInvariant, "register_outbox_stats holds %d of its 3 counters", seen)
-	}
-	return s, nil
+func ReadStats(ctx context.Context, db *store.DB) (Stats, error) {
+	s, err := db.OutboxStats(ctx)
+	return Stats{Acknowledged: s.Acknowledged, Pruned: s.Pruned, PrunedThrough: s.PrunedThrough}, err
 }
 
 // PruneResult is what one Prune call deleted.
@@ -127,45 +68,12 @@ func Prune(ctx context.Context, db *store.DB, olderThan time.Duration, batch, ma
 	if batch <= 0 {
 		batch = DefaultPruneBatch
 	}
-	lock := ""
-	if db.Dialect() == store.Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
-	q := fmt.Sprintf(sqlPruneBatch, lock)
 	r.Before = db.Now().Add(-olderThan).Truncate(time.Microsecond)
-	cutoff := r.Before.UnixMicro()
 	for maxBatches <= 0 || r.Batches < maxBatches {
 		if err := ctx.Err(); err != nil {
 			return r, tacerr.Wrap(tacerr.Unavailable, err, "prune register outbox")
 		}
-		var n, high int64
-		err := db.InTx(ctx, func(tx *store.Tx) error {
-			n, high = 0, 0
-			rows, err := tx.QueryContext(ctx, tx.Rebind(q), cutoff, batch)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id int64
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				n++
-				high = max(high, id)
-			}
-			if err := rows.Close(); err != nil {
-				return err
-			}
-			if n == 0 {
-				return nil
-			}
-			if _, err := tx.ExecContext(ctx, tx.Rebind(sqlAddPruned), n); err != nil {
-				return err
-			}
-			_, err = tx.ExecContext(ctx, tx.Rebind(sqlRaisePrunedHigh), high, high)
-			return err
-		})
+		n, err := db.PruneOutbox(ctx, r.Before, batch)
 		if err != nil {
 			return r, store.Translate(err, fmt.Sprintf("prune register outbox (%d rows deleted before the failure)", r.Deleted))
 		}
@@ -195,9 +103,9 @@ func CheckCounters(ctx context.Context, db *store.DB) (Stats, int64, error) {
 	if err != nil {
 		return s, 0, err
 	}
-	var kept, counted int64
-	if err := db.Reader().QueryRowContext(ctx, sqlCheckAcked).Scan(&kept, &counted); err != nil {
-		return s, 0, store.Translate(err, "check register outbox counters")
+	kept, counted, err := db.OutboxAckedCounted(ctx)
+	if err != nil {
+		return s, 0, err
 	}
 	s.Acknowledged = kept
 	if kept != counted {

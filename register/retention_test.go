@@ -42,7 +42,7 @@ func checkCounters(t *testing.T, db *store.DB) register.Stats {
 
 func outboxStates(t *testing.T, db *store.DB) map[string][]int64 {
 	t.Helper()
-	rows, err := db.Reader().Query(`SELECT state, imei14 FROM register_outbox ORDER BY id`)
+	rows, err := storetest.Reader(db).Query(`SELECT state, imei14 FROM register_outbox ORDER BY id`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +332,7 @@ func TestExistingOutboxMigrates(t *testing.T) {
 func TestCheckCountersFindsDrift(t *testing.T) {
 	db := ledger(t, store.SQLite, 2)
 	err := db.InTx(context.Background(), func(tx *store.Tx) error {
-		_, err := tx.Exec(`UPDATE register_outbox_stats SET value = 5 WHERE name = 'acknowledged'`)
+		_, err := storetest.Exec(tx, `UPDATE register_outbox_stats SET value = 5 WHERE name = 'acknowledged'`)
 		return err
 	})
 	if err != nil {

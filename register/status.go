@@ -2,8 +2,6 @@ package register
 
 import (
 	"context"
-	"database/sql"
-	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -55,101 +53,29 @@ type Ack struct {
 	At        time.Time `json:"at"`
 }
 
-const (
-	// The open and rejected counts use the partial indexes of those states
-	// (their size is the backlog and the rejections, not the history); the
-	// acknowledged count is the counter kept by triggers in
-	// register_outbox_stats (migration 0006), read without a scan.
-	sqlOpenCounts = `SELECT state, COUNT(*) FROM register_outbox WHERE state IN ('pending', 'sent') GROUP BY state`
-	sqlRejected   = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected'`
-	sqlOldestOpen = `SELECT created_at, last_error FROM register_outbox WHERE state IN ('pending', 'sent') ORDER BY id LIMIT 1`
-	sqlLastError  = `SELECT last_error FROM register_outbox WHERE state IN ('pending', 'sent') AND last_error <> '' ORDER BY id DESC LIMIT 1`
-	sqlClones     = `SELECT COUNT(*) FROM register_outbox WHERE state = 'rejected' AND clone_alert = 1`
-	sqlRejections = `SELECT imei14, event, reason, clone_alert, done_at FROM register_outbox
-WHERE state = 'rejected' ORDER BY done_at DESC, id DESC LIMIT 10`
-	sqlLastAck = `SELECT imei14, event, receipt_id, done_at FROM register_outbox
-WHERE state = 'acknowledged' ORDER BY done_at DESC, id DESC LIMIT 1`
-)
-
 // Status reads the outbox's delivery state. Its cost grows with the
 // backlog and the rejections, not with the delivered history.
 func Status(ctx context.Context, db *store.DB) (Report, error) {
 	r := Report{Counts: map[string]int64{StatePending: 0, StateSent: 0, StateRejected: 0}, RecentRejections: []Rejection{}}
-	q := db.Reader()
-	fail := func(err error) (Report, error) {
-		return r, store.Translate(err, "read register outbox status")
-	}
-	rows, err := q.QueryContext(ctx, sqlOpenCounts)
-	if err != nil {
-		return fail(err)
-	}
-	for rows.Next() {
-		var s string
-		var n int64
-		if err := rows.Scan(&s, &n); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		r.Counts[s] = n
-	}
-	if err := rows.Close(); err != nil {
-		return fail(err)
-	}
-	r.Pending = r.Counts[StatePending] + r.Counts[StateSent]
-	var n int64
-	if err := q.QueryRowContext(ctx, sqlRejected).Scan(&n); err != nil {
-		return fail(err)
-	}
-	r.Counts[StateRejected] = n
-	st, err := ReadStats(ctx, db)
+	s, err := db.OutboxStatus(ctx)
 	if err != nil {
 		return r, err
 	}
-	r.Counts[StateAcknowledged], r.Pruned = st.Acknowledged, st.Pruned
-	var created int64
-	var lastErr string
-	switch err := q.QueryRowContext(ctx, sqlOldestOpen).Scan(&created, &lastErr); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fail(err)
-	default:
-		t := time.UnixMicro(created).UTC()
+	r.Counts[StatePending], r.Counts[StateSent], r.Counts[StateRejected] = s.Pending, s.Sent, s.Rejected
+	r.Pending = s.Pending + s.Sent
+	r.Counts[StateAcknowledged], r.Pruned = s.Stats.Acknowledged, s.Stats.Pruned
+	if !s.OldestOpen.IsZero() {
+		t := s.OldestOpen
 		r.OldestPending = &t
 		r.LagSeconds = db.Now().Sub(t).Seconds()
-		if err := q.QueryRowContext(ctx, sqlLastError).Scan(&r.LastError); err != nil && !errors.Is(err, sql.ErrNoRows) {
-			return fail(err)
-		}
+		r.LastError = s.LastError
 	}
-	if err := q.QueryRowContext(ctx, sqlClones).Scan(&r.CloneAlerts); err != nil {
-		return fail(err)
+	r.CloneAlerts = s.CloneAlerts
+	for _, j := range s.RecentRejections {
+		r.RecentRejections = append(r.RecentRejections, Rejection{IMEI: imeiString(j.IMEI14), Event: j.Event, Reason: j.Reason, CloneAlert: j.CloneAlert, At: j.At})
 	}
-	rows, err = q.QueryContext(ctx, sqlRejections)
-	if err != nil {
-		return fail(err)
-	}
-	for rows.Next() {
-		var n, at int64
-		var clone int
-		var j Rejection
-		if err := rows.Scan(&n, &j.Event, &j.Reason, &clone, &at); err != nil {
-			rows.Close()
-			return fail(err)
-		}
-		j.IMEI, j.CloneAlert, j.At = imeiString(n), clone == 1, time.UnixMicro(at).UTC()
-		r.RecentRejections = append(r.RecentRejections, j)
-	}
-	if err := rows.Close(); err != nil {
-		return fail(err)
-	}
-	var a Ack
-	var at int64
-	switch err := q.QueryRowContext(ctx, sqlLastAck).Scan(&n, &a.Event, &a.ReceiptID, &at); {
-	case errors.Is(err, sql.ErrNoRows):
-	case err != nil:
-		return fail(err)
-	default:
-		a.IMEI, a.At = imeiString(n), time.UnixMicro(at).UTC()
-		r.LastAck = &a
+	if a := s.LastAck; a != nil {
+		r.LastAck = &Ack{IMEI: imeiString(a.IMEI14), Event: a.Event, ReceiptID: a.ReceiptID, At: a.At}
 	}
 	return r, nil
 }
@@ -230,23 +156,11 @@ func (c *outboxCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-const sqlRequeue = `UPDATE register_outbox
-SET state = 'pending', next_attempt_at = ?, attempts = 0, clone_alert = 0, last_error = 'requeued by ' || ? || ' after: ' || reason, reason = '', done_at = NULL
-WHERE imei14 = ? AND state = 'rejected'`
-
 // Requeue sends an IMEI's rejected events again (after a clone alert was
 // resolved with the register, say), under their original idempotency keys
 // (the register never applied them). It returns how many were requeued.
 func Requeue(ctx context.Context, db *store.DB, m imei.IMEI, actor string) (int64, error) {
-	var n int64
-	err := db.InTx(ctx, func(tx *store.Tx) error {
-		res, err := tx.ExecContext(ctx, tx.Rebind(sqlRequeue), tx.Now().UnixMicro(), actor, m.Uint64())
-		if err != nil {
-			return err
-		}
-		n, err = res.RowsAffected()
-		return err
-	})
+	n, err := db.RequeueOutbox(ctx, m.Uint64(), actor)
 	if err != nil {
 		return 0, store.Translate(err, "requeue rejected events of "+m.String())
 	}

@@ -30,44 +30,8 @@ const (
 	StateRejected     = "rejected"
 )
 
-const (
-	// sqlReady counts rows a worker could claim now, up to a batch (so a
-	// large backlog costs no more than a full batch), and sqlOldestReady
-	// returns the oldest one's creation time.
-	sqlReady = `SELECT COUNT(*) FROM (SELECT 1 FROM register_outbox
-WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ? LIMIT ?) r`
-	sqlOldestReady = `SELECT created_at FROM register_outbox
-WHERE state IN ('pending', 'sent') AND next_attempt_at <= ? AND claim_until <= ? ORDER BY id LIMIT 1`
-	// sqlClaim claims up to N rows in id order: open, due, unclaimed or with
-	// an expired claim, and with no earlier open row of the same IMEI.
-	sqlClaim = `UPDATE register_outbox
-SET state = 'sent', claimed_by = ?, claim_until = ?, attempts = attempts + 1, sent_at = ?
-WHERE id IN (SELECT o.id FROM register_outbox o
-    WHERE o.state IN ('pending', 'sent') AND o.next_attempt_at <= ? AND o.claim_until <= ?
-      AND NOT EXISTS (SELECT 1 FROM register_outbox p
-                      WHERE p.imei14 = o.imei14 AND p.id < o.id AND p.state IN ('pending', 'sent'))
-    ORDER BY o.id LIMIT ? %s)
-RETURNING id, idempotency_key, imei14, event, device_id, model, brand, occurred_at, attempts`
-	sqlAck = `UPDATE register_outbox SET state = 'acknowledged', receipt_id = ?, done_at = ?, claim_until = 0, last_error = ''
-WHERE id = ? AND claimed_by = ? AND state = 'sent'`
-	sqlReject = `UPDATE register_outbox SET state = 'rejected', reason = ?, clone_alert = ?, done_at = ?, claim_until = 0, last_error = ''
-WHERE id = ? AND claimed_by = ? AND state = 'sent'`
-	sqlRetry = `UPDATE register_outbox SET state = 'pending', claim_until = 0, next_attempt_at = ?, last_error = ?
-WHERE id = ? AND claimed_by = ? AND state = 'sent'`
-)
-
 // claimed is one outbox row being delivered.
-type claimed struct {
-	ID       int64
-	Key      string
-	IMEI14   int64
-	Event    string
-	Device   string
-	Model    string
-	Brand    string
-	Occurred int64
-	Attempts int
-}
+type claimed = store.OutboxClaim
 
 // Worker delivers outbox rows to the register.
 type Worker struct {
@@ -169,20 +133,15 @@ func (w *Worker) step(ctx context.Context) (time.Duration, error) {
 	if now.Before(w.openUntil) {
 		return w.openUntil.Sub(now), nil
 	}
-	var ready, oldest int64
-	t := now.UnixMicro()
-	r := w.db.Reader()
-	if err := r.QueryRowxContext(ctx, r.Rebind(sqlReady), t, t, w.cfg.BatchSize).Scan(&ready); err != nil {
-		return w.cfg.Poll, store.Translate(err, "read register outbox")
+	ready, oldest, err := w.db.OutboxReady(ctx, w.cfg.BatchSize)
+	if err != nil {
+		return w.cfg.Poll, err
 	}
 	if ready == 0 {
 		return w.cfg.Poll, nil
 	}
 	if ready < int64(w.cfg.BatchSize) {
-		if err := r.QueryRowxContext(ctx, r.Rebind(sqlOldestReady), t, t).Scan(&oldest); err != nil {
-			return w.cfg.Poll, store.Translate(err, "read register outbox")
-		}
-		if age := now.Sub(time.UnixMicro(oldest)); age < w.cfg.BatchAge {
+		if age := now.Sub(oldest); age < w.cfg.BatchAge {
 			return min(w.cfg.BatchAge-age, w.cfg.Poll), nil
 		}
 	}
@@ -223,30 +182,7 @@ func (w *Worker) DeliverOnce(ctx context.Context) (int, error) {
 }
 
 func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
-	lock := ""
-	if w.db.Dialect() == store.Postgres {
-		lock = "FOR UPDATE SKIP LOCKED"
-	}
-	q := fmt.Sprintf(sqlClaim, lock)
-	var rows []claimed
-	err := w.db.InTx(ctx, func(tx *store.Tx) error {
-		rows = rows[:0]
-		now := tx.Now()
-		t := now.UnixMicro()
-		r, err := tx.QueryxContext(ctx, tx.Rebind(q), token, now.Add(w.cfg.Lease).UnixMicro(), t, t, t, w.cfg.BatchSize)
-		if err != nil {
-			return store.Translate(err, "claim register outbox rows")
-		}
-		defer r.Close()
-		for r.Next() {
-			var c claimed
-			if err := r.Scan(&c.ID, &c.Key, &c.IMEI14, &c.Event, &c.Device, &c.Model, &c.Brand, &c.Occurred, &c.Attempts); err != nil {
-				return store.Translate(err, "read claimed outbox row")
-			}
-			rows = append(rows, c)
-		}
-		return r.Err()
-	})
+	rows, err := w.db.ClaimOutbox(ctx, token, w.cfg.Lease, w.cfg.BatchSize)
 	slices.SortFunc(rows, func(a, b claimed) int { return cmp.Compare(a.ID, b.ID) })
 	return rows, err
 }
@@ -290,34 +226,18 @@ func (w *Worker) send(ctx context.Context, rows []claimed) (wire.Response, error
 
 // record stores the per-item results.
 func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp wire.Response) error {
-	lost := 0
-	err := w.db.InTx(ctx, func(tx *store.Tx) error {
-		lost = 0
-		t := tx.Now().UnixMicro()
-		for i, res := range resp.Results {
-			var r interface{ RowsAffected() (int64, error) }
-			var err error
-			switch res.Status {
-			case wire.StatusAccepted, wire.StatusDuplicate:
-				r, err = tx.Exec(tx.Rebind(sqlAck), res.ReceiptID, t, rows[i].ID, token)
-			default:
-				clone := 0
-				if res.Status == wire.StatusConflict {
-					clone = 1
-				}
-				r, err = tx.Exec(tx.Rebind(sqlReject), res.Status+": "+res.Reason, clone, t, rows[i].ID, token)
-			}
-			if err != nil {
-				return store.Translate(err, "record register result")
-			}
-			if n, err := r.RowsAffected(); err != nil {
-				return store.Translate(err, "record register result")
-			} else if n != 1 {
-				lost++ // our claim expired and another worker took the row
-			}
+	results := make([]store.OutboxResult, len(resp.Results))
+	for i, res := range resp.Results {
+		results[i] = store.OutboxResult{ID: rows[i].ID}
+		switch res.Status {
+		case wire.StatusAccepted, wire.StatusDuplicate:
+			results[i].Ack, results[i].ReceiptID = true, res.ReceiptID
+		default:
+			results[i].Reason, results[i].CloneAlert = res.Status+": "+res.Reason, res.Status == wire.StatusConflict
 		}
-		return nil
-	})
+	}
+	// lost: our claim expired and another worker took the row.
+	lost, err := w.db.RecordOutboxResults(ctx, token, results)
 	if err != nil {
 		return err
 	}
@@ -347,15 +267,8 @@ func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause 
 	if len(msg) > 500 {
 		msg = msg[:500]
 	}
-	return w.db.InTx(ctx, func(tx *store.Tx) error {
-		now := tx.Now()
-		for _, c := range rows {
-			next := now.Add(w.backoff(c.Attempts)).UnixMicro()
-			if _, err := tx.Exec(tx.Rebind(sqlRetry), next, msg, c.ID, token); err != nil {
-				return store.Translate(err, "put failed batch back")
-			}
-		}
-		return nil
+	return w.db.RetryOutbox(ctx, token, msg, rows, func(now time.Time, c claimed) time.Time {
+		return now.Add(w.backoff(c.Attempts))
 	})
 }
 

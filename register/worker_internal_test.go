@@ -66,7 +66,7 @@ func TestBreakerOpensAndBackoffGrows(t *testing.T) {
 		t.Fatalf("step with the breaker open = %s, %v", wait, err)
 	}
 	var attempts int
-	if err := db.Reader().Get(&attempts, `SELECT MAX(attempts) FROM register_outbox`); err != nil || attempts != 2 {
+	if err := storetest.Reader(db).Get(&attempts, `SELECT MAX(attempts) FROM register_outbox`); err != nil || attempts != 2 {
 		t.Fatalf("attempts = %d (%v), want 2", attempts, err)
 	}
 	for _, tc := range []struct {
@@ -117,7 +117,7 @@ func TestExpiredClaimIsTakenOver(t *testing.T) {
 				t.Fatal(err)
 			}
 			var sent int
-			if err := db.Reader().Get(&sent, `SELECT COUNT(*) FROM register_outbox WHERE state = 'sent' AND claimed_by = 'B'`); err != nil || sent != 2 {
+			if err := storetest.Reader(db).Get(&sent, `SELECT COUNT(*) FROM register_outbox WHERE state = 'sent' AND claimed_by = 'B'`); err != nil || sent != 2 {
 				t.Fatalf("rows still claimed by B = %d (%v)", sent, err)
 			}
 		})
@@ -145,7 +145,7 @@ func TestWorkerPrunesPastRetention(t *testing.T) {
 			}
 			acked := func() (n int) {
 				t.Helper()
-				if err := db.Reader().Get(&n, `SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged'`); err != nil {
+				if err := storetest.Reader(db).Get(&n, `SELECT COUNT(*) FROM register_outbox WHERE state = 'acknowledged'`); err != nil {
 					t.Fatal(err)
 				}
 				return n

@@ -44,7 +44,7 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 	if bucket <= 0 {
 		return nil, tacerr.Field(tacerr.InvalidInput, "bucket", "must be positive")
 	}
-	q := db.Reader()
+	q := db.r
 	var lo, hi int64
 	if err := q.QueryRowxContext(ctx, sqlReservationIDRange).Scan(&lo, &hi); err != nil {
 		return nil, translate(err, "read reservation ids")
@@ -98,7 +98,7 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 // the reservations table (one row per request): call it rarely, as the
 // console does at most once a minute.
 func (db *DB) LastReservations(ctx context.Context) (map[string]time.Time, error) {
-	rows, err := db.Reader().QueryxContext(ctx, sqlLastReservations)
+	rows, err := db.r.QueryxContext(ctx, sqlLastReservations)
 	if err != nil {
 		return nil, translate(err, "read the last reservation of each caller")
 	}

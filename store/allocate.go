@@ -5,8 +5,6 @@ import (
 	"context"
 	"sort"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -103,131 +101,11 @@ type Reservation struct {
 	Replayed bool
 }
 
-// pending is one Reserve or Commit call waiting for the group committer.
-type pending struct {
-	op   func(tx *Tx) error // a Commit; nil for a Reserve
-	bind *Binding           // a CommitBinding
-	req  ReserveRequest
-	res  *Reservation
-	err  error
-	done chan struct{}
-}
-
-// committer batches concurrent reservations into one transaction (group
-// commit): one fsync acknowledges every reservation of the batch, and a
-// pool's high-water mark is read and written once per batch.
-type committer struct {
-	db       *DB
-	mu       sync.Mutex
-	queue    []*pending
-	wake     chan struct{}
-	stop     chan struct{}
-	stopped  chan struct{}
-	maxBatch int
-	running  bool
-	closed   bool // after close, submissions fail at once
-	// linger bounds how long a batch waits for the callers of the previous
-	// batch to come back (see loop).
-	linger time.Duration
-	// lastBatch is the size of the previous batch.
-	lastBatch int
-	// stats
-	batches, reserved atomic.Int64
-}
-
-func (c *committer) submit(p *pending) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		p.err = tacerr.New(tacerr.Unavailable, "the ledger is closed")
-		close(p.done)
-		return
-	}
-	c.queue = append(c.queue, p)
-	if !c.running {
-		c.running = true
-		go c.loop()
-	}
-	c.mu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-}
-
-func (c *committer) loop() {
-	defer close(c.stopped)
-	timer := time.NewTimer(time.Hour)
-	timer.Stop()
-	for {
-		c.gather(timer)
-		c.mu.Lock()
-		n := len(c.queue)
-		if n > c.maxBatch {
-			n = c.maxBatch
-		}
-		batch := c.queue[:n:n]
-		c.queue = append([]*pending(nil), c.queue[n:]...)
-		c.mu.Unlock()
-		if len(batch) > 0 {
-			c.lastBatch = len(batch)
-			c.batches.Add(1)
-			c.reserved.Add(int64(len(batch)))
-			c.db.commitBatch(batch)
-			for _, p := range batch {
-				close(p.done)
-			}
-			continue
-		}
-		select {
-		case <-c.wake:
-		case <-c.stop:
-			return
-		}
-	}
-}
-
-// gather implements the group-commit delay. Under concurrency, callers whose
-// reservations just committed come back within microseconds; starting the
-// next batch at once would split them from the rest and halve every batch
-// (each commit costs one fsync whatever its size). So when the previous batch
-// held more than one reservation, wait until the queue holds as many as the
-// previous batch plus those already waiting, or until linger has passed,
-// whichever is first. A lone caller (previous batch of one) never waits.
-func (c *committer) gather(timer *time.Timer) {
-	if c.lastBatch <= 1 || c.linger <= 0 {
-		return
-	}
-	c.mu.Lock()
-	target := len(c.queue) + c.lastBatch
-	c.mu.Unlock()
-	if target > c.maxBatch {
-		target = c.maxBatch
-	}
-	timer.Reset(c.linger)
-	defer timer.Stop()
-	for {
-		c.mu.Lock()
-		n := len(c.queue)
-		c.mu.Unlock()
-		if n >= target {
-			return
-		}
-		select {
-		case <-c.wake:
-		case <-timer.C:
-			return
-		case <-c.stop:
-			return
-		}
-	}
-}
-
-// BatchStats reports how many group-commit batches ran and how many
-// members (Reserve, Commit, CommitBinding calls) they carried (for logs and
-// benchmarks).
-func (db *DB) BatchStats() (batches, reservations int64) {
-	return db.committer.batches.Load(), db.committer.reserved.Load()
+// reserveWork is a Reserve call in a group-commit batch.
+type reserveWork struct {
+	member
+	req ReserveRequest
+	res *Reservation
 }
 
 // Reserve reserves req.Devices*req.PerDevice IMEIs from the named pool, in
@@ -240,7 +118,7 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, er
 	if err := req.validate(); err != nil {
 		return nil, err
 	}
-	p := &pending{req: req, done: make(chan struct{})}
+	p := &reserveWork{member: newMember(), req: req}
 	db.committer.submit(p)
 	select {
 	case <-p.done:
@@ -250,80 +128,6 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, er
 		// id returns it.
 		return nil, tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "reservation %s not confirmed before the deadline; retry with the same request_id", req.RequestID)
 	}
-}
-
-// Commit runs op in a write transaction shared with other concurrent
-// Commit and Reserve calls (group commit) and returns once that transaction
-// committed. op must touch nothing but tx: if the shared transaction fails,
-// every member is rerun alone in its own transaction, so op may run more
-// than once and its error is its own.
-func (db *DB) Commit(ctx context.Context, op func(tx *Tx) error) error {
-	return db.submitWait(ctx, &pending{op: op, done: make(chan struct{})})
-}
-
-// submitWait hands a Commit or CommitBinding to the committer and waits for
-// its transaction.
-func (db *DB) submitWait(ctx context.Context, p *pending) error {
-	db.committer.submit(p)
-	select {
-	case <-p.done:
-		return p.err
-	case <-ctx.Done():
-		return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger write not confirmed before the deadline; retry the request")
-	}
-}
-
-// commitBatch commits a batch; if the batch as a whole fails, every member
-// is rerun alone so that one request's error never fails another's.
-func (db *DB) commitBatch(batch []*pending) {
-	if len(batch) > 1 {
-		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch) })
-		if err == nil {
-			return
-		}
-	}
-	for _, p := range batch {
-		one := []*pending{p}
-		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one) }); err != nil {
-			p.res, p.err = nil, err
-		}
-	}
-}
-
-// runBatch reserves every Reserve member in bulk, runs the Commit members'
-// operations, then records the CommitBinding members (in bulk when there
-// are several).
-func (tx *Tx) runBatch(batch []*pending) error {
-	var res []*pending
-	var binds []*Binding
-	for _, p := range batch {
-		p.res, p.err = nil, nil
-		switch {
-		case p.bind != nil:
-			binds = append(binds, p.bind)
-		case p.op == nil:
-			res = append(res, p)
-		}
-	}
-	if len(res) > 0 {
-		if err := tx.reserveBatch(res); err != nil {
-			return err
-		}
-	}
-	for _, p := range batch {
-		if p.op != nil {
-			if err := p.op(tx); err != nil {
-				return err
-			}
-		}
-	}
-	switch len(binds) {
-	case 0:
-		return nil
-	case 1:
-		return tx.BindDevice(binds[0])
-	}
-	return tx.bindBatch(binds)
 }
 
 const (
@@ -355,7 +159,7 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	sort.Strings(names) // a fixed order: no deadlocks between replicas
 	heads := map[string]*poolHead{}
 	slow := map[string]bool{}
-	if tx.Dialect() == SQLite && len(names) > 1 {
+	if tx.db.sql.poolsAtOnce && len(names) > 1 {
 		// One statement for every pool (SQLite has one writer: no lock
 		// order to keep between replicas).
 		claimed, err := tx.claimPoolsAtOnce(names, needs)
@@ -373,7 +177,7 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 	}
 	for _, n := range names {
 		var h poolHead
-		err := tx.Get(&h, tx.Rebind(sqlClaimPool), needs[n], n, needs[n])
+		err := tx.get(&h, tx.rebind(sqlClaimPool), needs[n], n, needs[n])
 		if noRows(err) {
 			slow[n] = true
 			continue
@@ -409,7 +213,7 @@ func (tx *Tx) claimPoolsAtOnce(names []string, needs map[string]int64) (map[stri
 		`) AS v WHERE pools.name = v.column1 AND pools.next_snr + v.column2 <= pools.snr_end + 1
 	RETURNING pools.id, pools.name, pools.tac, pools.snr_end, pools.next_snr`
 	var rows []*poolHead
-	if err := tx.Select(&rows, q, args...); err != nil {
+	if err := tx.sel(&rows, q, args...); err != nil {
 		return nil, translate(err, "claim SNRs of pools")
 	}
 	out := make(map[string]*poolHead, len(rows))
@@ -422,15 +226,15 @@ func (tx *Tx) claimPoolsAtOnce(names []string, needs map[string]int64) (map[stri
 }
 
 // reserveBatch runs inside one transaction. Per-request failures are set on
-// the pending entries and do not fail the transaction; database errors do.
-func (tx *Tx) reserveBatch(batch []*pending) error {
+// the work items and do not fail the transaction; database errors do.
+func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 	for _, p := range batch {
 		p.res, p.err = nil, nil
 	}
 	// 1. Request ids seen before (replays) and duplicates inside the batch.
-	first := make(map[string]*pending, len(batch))
-	var fresh []*pending
-	var dups []*pending
+	first := make(map[string]*reserveWork, len(batch))
+	var fresh []*reserveWork
+	var dups []*reserveWork
 	ids := make([]string, 0, len(batch))
 	for _, p := range batch {
 		if _, ok := first[p.req.RequestID]; ok {
@@ -474,7 +278,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		return err
 	}
 	now := tx.Now().Truncate(time.Microsecond)
-	var made []*pending
+	var made []*reserveWork
 	for _, p := range fresh {
 		if p.err != nil {
 			continue
@@ -518,7 +322,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 		if h.claimed || h.NextSNR == h.start {
 			continue
 		}
-		res, err := tx.Exec(tx.Rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
+		res, err := tx.exec(tx.rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
 		if err != nil {
 			return translate(err, "advance pool "+h.Name)
 		}
@@ -557,7 +361,7 @@ func (tx *Tx) reserveBatch(batch []*pending) error {
 
 // finishDups gives requests that repeated a request id inside one batch the
 // result of the first one (a replay, or a conflict if their content differs).
-func (tx *Tx) finishDups(first map[string]*pending, dups []*pending) error {
+func (tx *Tx) finishDups(first map[string]*reserveWork, dups []*reserveWork) error {
 	for _, p := range dups {
 		f := first[p.req.RequestID]
 		if f.err != nil {
@@ -597,16 +401,13 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 		list = append(list, n)
 	}
 	sort.Strings(list) // lock in a fixed order: no deadlocks between replicas
-	q := sqlPoolsForUpdate
-	if tx.Dialect() == Postgres {
-		q += " ORDER BY id FOR UPDATE"
-	}
+	q := sqlPoolsForUpdate + " ORDER BY id" + tx.db.sql.forUpdate
 	q, args, err := tx.in(q, list)
 	if err != nil {
 		return nil, err
 	}
 	var rows []*poolHead
-	if err := tx.Select(&rows, q, args...); err != nil {
+	if err := tx.sel(&rows, q, args...); err != nil {
 		return nil, translate(err, "lock pools")
 	}
 	for _, h := range rows {
@@ -624,9 +425,9 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 const sqlProvisionedDevices = `SELECT DISTINCT r.device_serial FROM reservations r WHERE r.device_serial IN (?) AND r.device_serial <> ''
 	AND EXISTS (SELECT 1 FROM imeis i WHERE i.reservation_id = r.id AND i.state <> 'VOIDED')`
 
-func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
+func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork) error {
 	var serials []string
-	seen := map[string]*pending{}
+	seen := map[string]*reserveWork{}
 	for _, p := range fresh {
 		if p.req.DeviceSerial == "" {
 			continue
@@ -649,7 +450,7 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
 		return err
 	}
 	var taken []string
-	if err := tx.Select(&taken, q, args...); err != nil {
+	if err := tx.sel(&taken, q, args...); err != nil {
 		return translate(err, "look up devices")
 	}
 	for _, s := range taken {
@@ -660,21 +461,16 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*pending) error {
 	return nil
 }
 
-func (tx *Tx) insertReservations(made []*pending, now time.Time) error {
+func (tx *Tx) insertReservations(made []*reserveWork, now time.Time) error {
 	const cols = 10
-	var sb strings.Builder
-	sb.WriteString(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `)
 	args := make([]any, 0, len(made)*cols)
-	for i, p := range made {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(?,?,?,?,?,?,?,?,?,?)")
+	for _, p := range made {
 		args = append(args, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
 			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
 	}
-	sb.WriteString(" RETURNING id, request_id")
-	rows, err := tx.Queryx(tx.Rebind(sb.String()), args...)
+	q := multiRow(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
+		"(?,?,?,?,?,?,?,?,?,?)", len(made)) + " RETURNING id, request_id"
+	rows, err := tx.queryx(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "insert reservations")
 	}
@@ -702,55 +498,17 @@ func (tx *Tx) insertReservations(made []*pending, now time.Time) error {
 	return nil
 }
 
-// maxParams keeps multi-row statements below both databases' parameter limits.
-const maxParams = 30000
-
-func (tx *Tx) insertIMEIs(made []*pending, now time.Time) error {
-	const cols = 7
-	const head = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `
-	var sb strings.Builder
-	var args []any
-	flush := func() error {
-		if len(args) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(tx.Rebind(sb.String()), args...); err != nil {
-			return translate(err, "insert IMEIs")
-		}
-		sb.Reset()
-		args = args[:0]
-		return nil
-	}
+func (tx *Tx) insertIMEIs(made []*reserveWork, now time.Time) error {
+	w := tx.rows(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `,
+		"(?,?,?,?,?,'RESERVED',?,?)", 7, "insert IMEIs")
 	for _, p := range made {
 		for g, group := range p.res.Devices {
 			for s, v := range group {
-				if len(args)+cols+1 > maxParams {
-					if err := flush(); err != nil {
-						return err
-					}
+				if err := w.add(int64(v.Uint64()), p.res.PoolID, p.res.ID, g, s, now.UnixMicro(), p.req.DeviceSerial); err != nil {
+					return err
 				}
-				if len(args) == 0 {
-					sb.WriteString(head)
-				} else {
-					sb.WriteByte(',')
-				}
-				sb.WriteString("(?,?,?,?,?,'RESERVED',?,?)")
-				args = append(args, int64(v.Uint64()), p.res.PoolID, p.res.ID, g, s, now.UnixMicro(), p.req.DeviceSerial)
 			}
 		}
 	}
-	return flush()
-}
-
-// close stops the committer after it has committed what was queued.
-func (c *committer) close() {
-	c.mu.Lock()
-	running := c.running
-	c.running = false
-	c.closed = true
-	c.mu.Unlock()
-	if running {
-		close(c.stop)
-		<-c.stopped
-	}
+	return w.flush()
 }

@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"strings"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -39,7 +38,7 @@ func (db *DB) CommitBinding(ctx context.Context, b *Binding) error {
 	if len(b.IMEIs) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "imeis", "at least one IMEI is required")
 	}
-	return db.submitWait(ctx, &pending{bind: b, done: make(chan struct{})})
+	return db.submitWait(ctx, &bindWork{member: newMember(), bind: b})
 }
 
 // BindDevice records one binding statement by statement, naming the first
@@ -82,31 +81,28 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 	if err := tx.execRows(q, args, int64(n), "complete issuances"); err != nil {
 		return err
 	}
-	// 2. Device keys (unique: a key already bound fails the batch).
-	args = make([]any, 0, 2*n)
+	// 2. Device keys (unique: a key already bound fails the batch),
+	// 3. certificates, 4. devices.
+	keys := tx.rows(`INSERT INTO device_keys (spki_hash, device_serial) VALUES `, "(?,?)", 2, "claim device keys")
+	certs := tx.rows(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at) VALUES `,
+		"(?,?,?,?,?,?,?,?)", 8, "record certificates")
+	devs := tx.rows(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES `,
+		"(?,?,?,?,'BOUND',?,?)", 6, "record devices")
 	for _, b := range bs {
-		args = append(args, b.SPKIHash, b.DeviceSerial)
+		if err := keys.add(b.SPKIHash, b.DeviceSerial); err != nil {
+			return err
+		}
+		if err := certs.add(b.CertSerial, b.DeviceSerial, b.RequestID, b.IssuerKeyID, b.DER, b.TBSHash, b.SPKIHash, b.IssuedAt.UnixMicro()); err != nil {
+			return err
+		}
+		if err := devs.add(b.DeviceSerial, b.Station, b.ReservationID, b.Group, b.CertSerial, b.IssuedAt.UnixMicro()); err != nil {
+			return err
+		}
 	}
-	if err := tx.execRows(multiRow(`INSERT INTO device_keys (spki_hash, device_serial) VALUES `, "(?,?)", n), args, int64(n), "claim device keys"); err != nil {
-		return err
-	}
-	// 3. Certificates.
-	args = make([]any, 0, 8*n)
-	for _, b := range bs {
-		args = append(args, b.CertSerial, b.DeviceSerial, b.RequestID, b.IssuerKeyID, b.DER, b.TBSHash, b.SPKIHash, b.IssuedAt.UnixMicro())
-	}
-	if err := tx.execRows(multiRow(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at) VALUES `,
-		"(?,?,?,?,?,?,?,?)", n), args, int64(n), "record certificates"); err != nil {
-		return err
-	}
-	// 4. Devices.
-	args = make([]any, 0, 6*n)
-	for _, b := range bs {
-		args = append(args, b.DeviceSerial, b.Station, b.ReservationID, b.Group, b.CertSerial, b.IssuedAt.UnixMicro())
-	}
-	if err := tx.execRows(multiRow(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES `,
-		"(?,?,?,?,'BOUND',?,?)", n), args, int64(n), "record devices"); err != nil {
-		return err
+	for _, w := range []*rowWriter{keys, certs, devs} {
+		if err := w.flush(); err != nil {
+			return err
+		}
 	}
 	// 5. IMEIs RESERVED -> BOUND, each with its device's serials: one
 	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+, PostgreSQL).
@@ -121,16 +117,9 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 			total++
 		}
 	}
-	var sb strings.Builder
-	sb.WriteString(`UPDATE imeis SET state = 'BOUND', device_serial = v.column2, cert_serial = v.column3, bound_at = ? FROM (VALUES `)
-	for i := 0; i < total; i++ {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString("(CAST(? AS BIGINT),?,?)")
-	}
-	sb.WriteString(`) AS v WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED'`)
-	if err := tx.execRows(tx.Rebind(sb.String()), args, int64(total), "bind IMEIs"); err != nil {
+	q = multiRow(`UPDATE imeis SET state = 'BOUND', device_serial = v.column2, cert_serial = v.column3, bound_at = ? FROM (VALUES `,
+		"(CAST(? AS BIGINT),?,?)", total) + `) AS v WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED'`
+	if err := tx.execRows(q, args, int64(total), "bind IMEIs"); err != nil {
 		return err
 	}
 	// 6. Pool names for the events (one read for the batch).
@@ -138,7 +127,7 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 	if err != nil {
 		return err
 	}
-	rows, err := tx.Queryx(q, args...)
+	rows, err := tx.queryx(q, args...)
 	if err != nil {
 		return translate(err, "look up pools")
 	}
@@ -163,37 +152,6 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 		}
 		tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: b.Station, RequestID: b.RequestID, Pool: pool,
 			TAC: b.IMEIs[0].TACString(), IMEIs: imeiStrings(b.IMEIs), DeviceSerial: b.DeviceSerial, CertSerial: b.CertSerial})
-	}
-	return nil
-}
-
-// multiRow returns head followed by rows copies of tuple, rebinding is left
-// to execRows.
-func multiRow(head, tuple string, rows int) string {
-	var sb strings.Builder
-	sb.Grow(len(head) + rows*(len(tuple)+1))
-	sb.WriteString(head)
-	for i := 0; i < rows; i++ {
-		if i > 0 {
-			sb.WriteByte(',')
-		}
-		sb.WriteString(tuple)
-	}
-	return sb.String()
-}
-
-// execRows runs a statement that must change exactly want rows.
-func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
-	res, err := tx.Exec(tx.Rebind(q), args...)
-	if err != nil {
-		return translate(err, what)
-	}
-	n, err := res.RowsAffected()
-	if err != nil {
-		return translate(err, what)
-	}
-	if n != want {
-		return tacerr.New(tacerr.Conflict, "%s: %d rows changed, expected %d", what, n, want)
 	}
 	return nil
 }

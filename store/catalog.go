@@ -32,7 +32,7 @@ func (db *DB) AddTACs(ctx context.Context, tacs []catalog.TAC, actor string) err
 	return db.InTx(ctx, func(tx *Tx) error {
 		now := tx.Now()
 		for _, t := range tacs {
-			if _, err := tx.Exec(tx.Rebind(sqlInsertTAC), int64(t.TAC), t.Brand, t.ModelName, t.ModelNumber, t.MarketingName,
+			if _, err := tx.exec(tx.rebind(sqlInsertTAC), int64(t.TAC), t.Brand, t.ModelName, t.ModelNumber, t.MarketingName,
 				t.DeviceType, strings.Join(t.RadioInterfaces, ","), t.IMEIsPerDevice, t.AllocationDate.Format(dateLayout),
 				now.UnixMicro()); err != nil {
 				if isDuplicate(err) {
@@ -45,7 +45,7 @@ func (db *DB) AddTACs(ctx context.Context, tacs []catalog.TAC, actor string) err
 				if !a.ValidUntil.IsZero() {
 					until = a.ValidUntil.Format(dateLayout)
 				}
-				if _, err := tx.Exec(tx.Rebind(sqlInsertApproval), int64(t.TAC), a.Market, a.Reference,
+				if _, err := tx.exec(tx.rebind(sqlInsertApproval), int64(t.TAC), a.Market, a.Reference,
 					a.ValidFrom.Format(dateLayout), until); err != nil {
 					return translate(err, "add approval of TAC "+t.TACString())
 				}

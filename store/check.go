@@ -47,11 +47,11 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	}
 	err := db.readTx(ctx, func(tx *Tx) error {
 		var pools []poolRow
-		if err := tx.Select(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
+		if err := tx.sel(&pools, sqlSelectPools+" ORDER BY tac, snr_start"); err != nil {
 			return translate(err, "list pools")
 		}
 		rep.Pools = len(pools)
-		leases, err := leasesOf(tx, "")
+		leases, err := leasesOf(txQuerier{tx}, "")
 		if err != nil {
 			return err
 		}
@@ -60,7 +60,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		for _, l := range leases {
 			byPool[l.PoolID] = append(byPool[l.PoolID], l)
 			var stray int64
-			if err := tx.Get(&stray, tx.Rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+			if err := tx.get(&stray, tx.rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
 				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.hi(), SiteCaller(l.Site)); err != nil {
 				return translate(err, "check lease rows")
 			}
@@ -68,6 +68,12 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 				add("lease %d of site %s: %d rows inside it were not recorded for the site", l.ID, l.Site, stray)
 			}
 		}
+		// Each pool's allocated range is walked on the primary key: every
+		// row in it must belong to the pool, and there must be one row per
+		// SNR (an SNR of a lease still held may have none). Rows outside
+		// every allocated range are found by comparing the total with the
+		// rows counted in ranges (pools never overlap).
+		var inRanges int64
 		for _, p := range pools {
 			var unused int64
 			for _, l := range byPool[p.ID] {
@@ -78,34 +84,44 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					continue
 				}
 				var n int64
-				if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
+				if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
 					return translate(err, "count lease rows")
 				}
 				unused += l.SNREnd - l.SNRStart + 1 - n
 			}
 			rep.LeasedUnused += unused
 			base := p.TAC * imei.SNRsPerTAC
-			type agg struct {
-				N   int64  `db:"n"`
-				Min *int64 `db:"lo"`
-				Max *int64 `db:"hi"`
+			lo, hi := base+p.SNRStart, base+p.NextSNR
+			var a struct {
+				N       int64 `db:"n"`
+				Foreign int64 `db:"foreign_rows"`
 			}
-			var a agg
-			if err := tx.Get(&a, tx.Rebind(`SELECT COUNT(*) AS n, MIN(imei14) AS lo, MAX(imei14) AS hi FROM imeis WHERE pool_id = ?`), p.ID); err != nil {
+			if err := tx.get(&a, tx.rebind(`SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN pool_id = ? THEN 0 ELSE 1 END), 0) AS foreign_rows
+				FROM imeis WHERE imei14 >= ? AND imei14 < ?`), p.ID, lo, hi); err != nil {
 				return translate(err, "count pool rows")
 			}
-			rep.IMEIs += a.N
-			want := p.NextSNR - p.SNRStart - unused
-			inRange := a.N == 0 || (*a.Min >= base+p.SNRStart && *a.Max < base+p.NextSNR)
-			if a.N == want && inRange {
+			inRanges += a.N
+			if a.N == p.NextSNR-p.SNRStart-unused && a.Foreign == 0 {
 				continue
 			}
-			// Find the first missing or stray SNR by walking the pool's rows.
-			rows, err := tx.Queryx(tx.Rebind(`SELECT imei14 FROM imeis WHERE pool_id = ? ORDER BY imei14`), p.ID)
+			if a.Foreign > 0 {
+				var f struct {
+					IMEI int64  `db:"imei14"`
+					Pool string `db:"name"`
+				}
+				if err := tx.get(&f, tx.rebind(`SELECT i.imei14, p.name FROM imeis i JOIN pools p ON p.id = i.pool_id
+					WHERE i.imei14 >= ? AND i.imei14 < ? AND i.pool_id <> ? ORDER BY i.imei14 LIMIT 1`), lo, hi, p.ID); err != nil {
+					return translate(err, "find a foreign row in a pool's range")
+				}
+				add("pool %s: IMEI %s in the pool's allocated range is recorded in pool %s", p.Name, fmtIMEI(f.IMEI), f.Pool)
+				continue
+			}
+			// Find the first missing SNR by walking the range.
+			rows, err := tx.queryx(tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 >= ? AND imei14 < ? ORDER BY imei14`), lo, hi)
 			if err != nil {
 				return translate(err, "walk pool rows")
 			}
-			expect := base + p.SNRStart
+			expect := lo
 			found := false
 			for rows.Next() && !found {
 				var v int64
@@ -113,28 +129,44 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					rows.Close()
 					return translate(err, "walk pool rows")
 				}
-				switch {
-				case v < base+p.SNRStart || v >= base+p.NextSNR:
-					add("pool %s: IMEI %s lies outside the pool's allocated range %06d-%06d", p.Name, fmtIMEI(v), p.SNRStart, p.NextSNR-1)
+				if miss := firstUnheld(byPool[p.ID], expect, v); v > expect && miss >= 0 {
+					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 					found = true
-				case v > expect && firstUnheld(byPool[p.ID], expect, v) >= 0:
-					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, firstUnheld(byPool[p.ID], expect, v)-base, p.NextSNR)
-					found = true
-				default:
-					expect = v + 1
 				}
+				expect = v + 1
 			}
 			rows.Close()
-			if miss := firstUnheld(byPool[p.ID], expect, base+p.NextSNR); !found && miss >= 0 {
+			if miss := firstUnheld(byPool[p.ID], expect, hi); !found && miss >= 0 {
 				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 			}
+		}
+		if err := tx.get(&rep.IMEIs, `SELECT COUNT(*) FROM imeis`); err != nil {
+			return translate(err, "count IMEIs")
+		}
+		if rep.IMEIs != inRanges {
+			// A row outside its own pool's allocated range (below its start,
+			// at or above its high-water mark, or in another TAC). Only a
+			// broken ledger gets here, so this scan is no everyday cost.
+			var o struct {
+				IMEI     int64  `db:"imei14"`
+				Pool     string `db:"name"`
+				SNRStart int64  `db:"snr_start"`
+				NextSNR  int64  `db:"next_snr"`
+			}
+			err := tx.get(&o, tx.rebind(`SELECT i.imei14, p.name, p.snr_start, p.next_snr FROM imeis i JOIN pools p ON p.id = i.pool_id
+				WHERE i.imei14 < CAST(p.tac AS BIGINT) * ? + p.snr_start OR i.imei14 >= CAST(p.tac AS BIGINT) * ? + p.next_snr
+				ORDER BY i.imei14 LIMIT 1`), int64(imei.SNRsPerTAC), int64(imei.SNRsPerTAC))
+			if err != nil {
+				return translate(err, "find a row outside its pool's range")
+			}
+			add("pool %s: IMEI %s lies outside the pool's allocated range %06d-%06d", o.Pool, fmtIMEI(o.IMEI), o.SNRStart, o.NextSNR-1)
 		}
 		type bad struct {
 			Key string `db:"k"`
 			N   int64  `db:"n"`
 		}
 		var bads []bad
-		if err := tx.Select(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
 			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.imei14) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
 			return translate(err, "check reservations")
 		}
@@ -142,7 +174,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
 		}
 		bads = nil
-		if err := tx.Select(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
+		if err := tx.sel(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
 			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
 			return translate(err, "check devices")
 		}
@@ -150,7 +182,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			add("device %s holds IMEIs from %d reservations", b.Key, b.N)
 		}
 		var unbound []int64
-		if err := tx.Select(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
+		if err := tx.sel(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
 			ORDER BY imei14 LIMIT 100`); err != nil {
 			return translate(err, "check bound IMEIs")
 		}

@@ -26,19 +26,20 @@ func (tx *Tx) claimDevices(claims []deviceClaim) error {
 		return nil
 	}
 	now := tx.Now().UnixMicro()
-	args := make([]any, 0, 3*len(claims))
-	for _, c := range claims {
-		args = append(args, c.serial, c.requestID, now)
-	}
-	_, err := tx.Exec(tx.Rebind(multiRow(sqlInsertClaimHead, "(?,?,?)", len(claims))), args...)
-	if isDuplicate(err) {
+	w := tx.rows(sqlInsertClaimHead, "(?,?,?)", 3, "claim device serials")
+	w.onDuplicate = func(err error) error {
 		if len(claims) == 1 {
 			return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 				"device %q is already provisioned or being provisioned by another request; nothing was reserved (rework goes through reissue)", claims[0].serial)
 		}
 		return tacerr.Wrap(tacerr.Conflict, err, "claim device serials %s", serialsOf(claims))
 	}
-	return translate(err, "claim device serials")
+	for _, c := range claims {
+		if err := w.add(c.serial, c.requestID, now); err != nil {
+			return err
+		}
+	}
+	return w.flush()
 }
 
 func serialsOf(claims []deviceClaim) string {
@@ -52,6 +53,6 @@ func serialsOf(claims []deviceClaim) string {
 // releaseClaim frees the serial claimed by an abandoned request, so the
 // device can be provisioned again under a new request id.
 func (tx *Tx) releaseClaim(requestID string) error {
-	_, err := tx.Exec(tx.Rebind(`DELETE FROM device_claims WHERE request_id = ?`), requestID)
+	_, err := tx.exec(tx.rebind(`DELETE FROM device_claims WHERE request_id = ?`), requestID)
 	return translate(err, "release device claim")
 }

@@ -103,7 +103,7 @@ func TestDeviceClaimsUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			claims := map[string]string{}
-			rows, err := db.Reader().QueryContext(ctx, `SELECT serial, request_id FROM device_claims`)
+			rows, err := storetest.Reader(db).QueryContext(ctx, `SELECT serial, request_id FROM device_claims`)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,7 +129,7 @@ func TestDeviceClaimsUpgrade(t *testing.T) {
 				t.Fatal(err)
 			}
 			var n int
-			if err := db.Reader().QueryRowContext(ctx, `SELECT COUNT(*) FROM device_claims WHERE serial = 'dev-u1'`).Scan(&n); err != nil || n != 0 {
+			if err := storetest.Reader(db).QueryRowContext(ctx, `SELECT COUNT(*) FROM device_claims WHERE serial = 'dev-u1'`).Scan(&n); err != nil || n != 0 {
 				t.Fatalf("abandoned claim still there (%d, %v)", n, err)
 			}
 		})

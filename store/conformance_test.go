@@ -134,7 +134,7 @@ func TestPools(t *testing.T) {
 // rawExec runs SQL on the write pool, bypassing the store's code.
 func rawExec(db *store.DB, q string) error {
 	return db.InTx(context.Background(), func(tx *store.Tx) error {
-		_, err := tx.Exec(q)
+		_, err := storetest.Exec(tx, q)
 		return err
 	})
 }

@@ -4,10 +4,9 @@ package store
 // committer does when they arrive together (tests: the batch's composition
 // does not depend on timing). It returns each member's result in order.
 func (db *DB) RunBatch(reqs []ReserveRequest, binds []*Binding) ([]*Reservation, []error) {
-	var batch []*pending
+	var batch []work
 	for _, r := range reqs {
-		r := r
-		p := &pending{req: r, done: make(chan struct{})}
+		p := &reserveWork{member: newMember(), req: r}
 		if err := p.req.validate(); err != nil {
 			p.err = err
 			close(p.done)
@@ -16,14 +15,18 @@ func (db *DB) RunBatch(reqs []ReserveRequest, binds []*Binding) ([]*Reservation,
 		batch = append(batch, p)
 	}
 	for _, b := range binds {
-		batch = append(batch, &pending{bind: b, done: make(chan struct{})})
+		batch = append(batch, &bindWork{member: newMember(), bind: b})
 	}
 	db.commitBatch(batch)
 	var res []*Reservation
 	var errs []error
-	for _, p := range batch {
-		res = append(res, p.res)
-		errs = append(errs, p.err)
+	for _, w := range batch {
+		var r *Reservation
+		if p, ok := w.(*reserveWork); ok {
+			r = p.res
+		}
+		res = append(res, r)
+		errs = append(errs, w.base().err)
 	}
 	return res, errs
 }

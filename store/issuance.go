@@ -65,7 +65,7 @@ func (r issuanceRow) issuance() *Issuance {
 
 // InsertIssuance records an intent (state pending).
 func (tx *Tx) InsertIssuance(is *Issuance) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
+	_, err := tx.exec(tx.rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
 		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)`),
 		is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, is.ReservationID, is.Group, is.CertSerial,
 		is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, tx.Now().UnixMicro())
@@ -87,30 +87,32 @@ const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_
 // insertIntents records the issuance intents of a reservation batch with one
 // statement. A duplicate fails the batch (the committer reruns each member
 // alone, where it is request_conflict).
-func (tx *Tx) insertIntents(made []*pending) error {
-	var args []any
-	n := 0
+func (tx *Tx) insertIntents(made []*reserveWork) error {
 	created := tx.Now().UnixMicro()
+	w := tx.rows(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", 13, "record issuance intents")
+	var first string
+	n := 0
+	w.onDuplicate = func(err error) error {
+		if n == 1 {
+			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", first)
+		}
+		return tacerr.Wrap(tacerr.Conflict, err, "record issuance intents")
+	}
 	for _, p := range made {
 		is := p.req.Issuance
 		if is == nil {
 			continue
 		}
-		args = append(args, is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, p.res.ID, 0, is.CertSerial,
-			is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, created)
-		n++
-	}
-	if n == 0 {
-		return nil
-	}
-	_, err := tx.Exec(tx.Rebind(multiRow(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", n)), args...)
-	if isDuplicate(err) {
-		if n == 1 {
-			return tacerr.Field(tacerr.RequestConflict, "request_id", "request id %q is in use", args[0])
+		if n == 0 {
+			first = is.RequestID
 		}
-		return tacerr.Wrap(tacerr.Conflict, err, "record issuance intents")
+		n++
+		if err := w.add(is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, p.res.ID, 0, is.CertSerial,
+			is.NotBefore.UnixMicro(), is.IssuerKeyID, is.PublicKey, is.SPKIHash, created); err != nil {
+			return err
+		}
 	}
-	return translate(err, "record issuance intents")
+	return w.flush()
 }
 
 // IssuanceByRequestID returns the intent for a request id, or nil.
@@ -145,7 +147,7 @@ func (db *DB) PendingIssuances(ctx context.Context, before time.Time, limit int)
 // with conflict if the intent is no longer pending (another replica
 // completed it).
 func (tx *Tx) SetIssuanceState(requestID, state string) error {
-	res, err := tx.Exec(tx.Rebind(`UPDATE issuances SET state = ?, completed_at = ? WHERE request_id = ? AND state = 'pending'`),
+	res, err := tx.exec(tx.rebind(`UPDATE issuances SET state = ?, completed_at = ? WHERE request_id = ? AND state = 'pending'`),
 		state, tx.Now().UnixMicro(), requestID)
 	if err != nil {
 		return translate(err, "complete issuance")
@@ -163,7 +165,7 @@ func (tx *Tx) SetIssuanceState(requestID, state string) error {
 // GroupIMEIs returns the IMEIs of one device group of a reservation.
 func (tx *Tx) GroupIMEIs(reservationID int64, grp int) ([]IMEIRecord, error) {
 	var rows []imeiRow
-	if err := tx.Select(&rows, tx.Rebind(sqlIMEISelect+`WHERE i.reservation_id = ? AND i.grp = ? ORDER BY i.slot`), reservationID, grp); err != nil {
+	if err := tx.sel(&rows, tx.rebind(sqlIMEISelect+`WHERE i.reservation_id = ? AND i.grp = ? ORDER BY i.slot`), reservationID, grp); err != nil {
 		return nil, translate(err, "look up device group")
 	}
 	return records(rows)
@@ -217,7 +219,7 @@ const sqlSelectCert = `SELECT serial, device_serial, request_id, issuer_key_id, 
 
 // InsertCertificate records an issued certificate.
 func (tx *Tx) InsertCertificate(c *CertificateRecord) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at)
+	_, err := tx.exec(tx.rebind(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at)
 		VALUES (?,?,?,?,?,?,?,?)`), c.Serial, c.DeviceSerial, c.RequestID, c.IssuerKeyID, c.DER, c.TBSHash, c.SPKIHash, c.IssuedAt.UnixMicro())
 	if isDuplicate(err) {
 		return tacerr.Field(tacerr.Conflict, "request_id", "certificate %s or request %s already recorded", c.Serial, c.RequestID)
@@ -250,7 +252,7 @@ func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateR
 // RevokeCertificate marks a certificate revoked (idempotent for an already
 // revoked one: the first reason stays).
 func (tx *Tx) RevokeCertificate(serial string, reason lifecycle.RevokeReason) error {
-	_, err := tx.Exec(tx.Rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
+	_, err := tx.exec(tx.rebind(`UPDATE certificates SET revoked_at = ?, revoke_reason = ? WHERE serial = ? AND revoked_at IS NULL`),
 		tx.Now().UnixMicro(), string(reason), serial)
 	return translate(err, "revoke certificate")
 }
@@ -325,7 +327,7 @@ func (db *DB) Device(ctx context.Context, serial string) (*DeviceRecord, error) 
 // Device inside a transaction.
 func (tx *Tx) Device(serial string) (*DeviceRecord, error) {
 	var r deviceRow
-	err := tx.Get(&r, tx.Rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
+	err := tx.get(&r, tx.rebind(sqlSelectDevice+` WHERE serial = ?`), serial)
 	if noRows(err) {
 		return nil, nil
 	}
@@ -337,7 +339,7 @@ func (tx *Tx) Device(serial string) (*DeviceRecord, error) {
 
 // InsertDevice records a newly bound device.
 func (tx *Tx) InsertDevice(d *DeviceRecord) error {
-	_, err := tx.Exec(tx.Rebind(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES (?,?,?,?,'BOUND',?,?)`),
+	_, err := tx.exec(tx.rebind(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES (?,?,?,?,'BOUND',?,?)`),
 		d.Serial, d.Station, d.ReservationID, d.Group, d.CertSerial, d.BoundAt.UnixMicro())
 	if isDuplicate(err) {
 		return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial", "device %q is already provisioned", d.Serial)
@@ -353,7 +355,7 @@ func (tx *Tx) UpdateDevice(serial string, state lifecycle.State, certSerial, rea
 		q = `UPDATE devices SET state = ?, cert_serial = ?, reason = ?, revoked_at = ? WHERE serial = ?`
 		args = []any{state, certSerial, reason, tx.Now().UnixMicro(), serial}
 	}
-	res, err := tx.Exec(tx.Rebind(q), args...)
+	res, err := tx.exec(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "update device")
 	}
@@ -365,10 +367,10 @@ func (tx *Tx) UpdateDevice(serial string, state lifecycle.State, certSerial, rea
 // device may present its key again.
 func (tx *Tx) ClaimDeviceKey(spkiHash []byte, deviceSerial string) error {
 	var owner string
-	err := tx.Get(&owner, tx.Rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
+	err := tx.get(&owner, tx.rebind(`SELECT device_serial FROM device_keys WHERE spki_hash = ?`), spkiHash)
 	switch {
 	case noRows(err):
-		_, err = tx.Exec(tx.Rebind(`INSERT INTO device_keys (spki_hash, device_serial) VALUES (?, ?)`), spkiHash, deviceSerial)
+		_, err = tx.exec(tx.rebind(`INSERT INTO device_keys (spki_hash, device_serial) VALUES (?, ?)`), spkiHash, deviceSerial)
 		if isDuplicate(err) {
 			return tacerr.Field(tacerr.KeyReused, "csr", "this public key was just bound to another device")
 		}

@@ -61,11 +61,11 @@ const sqlSelectIssuers = `SELECT key_id, label, kind, curve, cert_pem, chain_pem
 func (db *DB) AddIssuer(ctx context.Context, r IssuerRecord, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		if r.Active {
-			if _, err := tx.Exec(tx.Rebind(`UPDATE issuers SET active = ? WHERE kind = ?`), false, r.Kind); err != nil {
+			if _, err := tx.exec(tx.rebind(`UPDATE issuers SET active = ? WHERE kind = ?`), false, r.Kind); err != nil {
 				return translate(err, "deactivate issuers")
 			}
 		}
-		_, err := tx.Exec(tx.Rebind(`INSERT INTO issuers (key_id, label, kind, curve, cert_pem, chain_pem, active, created_at) VALUES (?,?,?,?,?,?,?,?)`),
+		_, err := tx.exec(tx.rebind(`INSERT INTO issuers (key_id, label, kind, curve, cert_pem, chain_pem, active, created_at) VALUES (?,?,?,?,?,?,?,?)`),
 			r.KeyID, r.Label, r.Kind, r.Curve, r.CertPEM, r.ChainPEM, r.Active, tx.Now().UnixMicro())
 		if isDuplicate(err) {
 			return tacerr.Field(tacerr.Conflict, "label", "an issuer with key id %s or label %q exists already", r.KeyID, r.Label)
@@ -84,7 +84,7 @@ func (db *DB) AddIssuer(ctx context.Context, r IssuerRecord, actor string) error
 // signed its CSR).
 func (db *DB) SetIssuerCert(ctx context.Context, keyID, certPEM, chainPEM string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(tx.Rebind(`UPDATE issuers SET cert_pem = ?, chain_pem = ? WHERE key_id = ?`), certPEM, chainPEM, keyID)
+		res, err := tx.exec(tx.rebind(`UPDATE issuers SET cert_pem = ?, chain_pem = ? WHERE key_id = ?`), certPEM, chainPEM, keyID)
 		if err != nil {
 			return translate(err, "install issuer certificate")
 		}
@@ -96,7 +96,7 @@ func (db *DB) SetIssuerCert(ctx context.Context, keyID, certPEM, chainPEM string
 func (db *DB) ActivateIssuer(ctx context.Context, keyID, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		var r issuerRow
-		if err := tx.Get(&r, tx.Rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
+		if err := tx.get(&r, tx.rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
 			if noRows(err) {
 				return tacerr.Field(tacerr.NotFound, "key_id", "no issuer with key id %s", keyID)
 			}
@@ -108,10 +108,10 @@ func (db *DB) ActivateIssuer(ctx context.Context, keyID, actor string) error {
 		if r.CertPEM == "" {
 			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s has no certificate yet: import it with `tacline ca import`", keyID)
 		}
-		if _, err := tx.Exec(tx.Rebind(`UPDATE issuers SET active = ? WHERE kind = ?`), false, r.Kind); err != nil {
+		if _, err := tx.exec(tx.rebind(`UPDATE issuers SET active = ? WHERE kind = ?`), false, r.Kind); err != nil {
 			return translate(err, "deactivate issuers")
 		}
-		if _, err := tx.Exec(tx.Rebind(`UPDATE issuers SET active = ? WHERE key_id = ?`), true, keyID); err != nil {
+		if _, err := tx.exec(tx.rebind(`UPDATE issuers SET active = ? WHERE key_id = ?`), true, keyID); err != nil {
 			return translate(err, "activate issuer")
 		}
 		tx.Emit(Event{Type: EventIssuerActivated, Actor: actor, Attrs: map[string]string{"key_id": r.KeyID, "label": r.Label, "kind": r.Kind, "curve": r.Curve}})
@@ -144,7 +144,7 @@ func (db *DB) Issuers(ctx context.Context) ([]IssuerRecord, error) {
 func (db *DB) RevokeIssuer(ctx context.Context, keyID string, reason lifecycle.RevokeReason, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		var r issuerRow
-		if err := tx.Get(&r, tx.Rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
+		if err := tx.get(&r, tx.rebind(sqlSelectIssuers+` WHERE key_id = ?`), keyID); err != nil {
 			if noRows(err) {
 				return tacerr.Field(tacerr.NotFound, "key_id", "no issuer with key id %s: see `tacline ca list`", keyID)
 			}
@@ -159,7 +159,7 @@ func (db *DB) RevokeIssuer(ctx context.Context, keyID string, reason lifecycle.R
 			return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s is the active %s issuer: activate another one first (`tacline ca rotate`)", keyID, r.Kind)
 		}
 		now := tx.Now()
-		res, err := tx.Exec(tx.Rebind(`UPDATE issuers SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL`), now.UnixMicro(), string(reason), keyID)
+		res, err := tx.exec(tx.rebind(`UPDATE issuers SET revoked_at = ?, revoke_reason = ? WHERE key_id = ? AND revoked_at IS NULL`), now.UnixMicro(), string(reason), keyID)
 		if err != nil {
 			return translate(err, "revoke issuer")
 		}

@@ -105,13 +105,24 @@ type querier interface {
 	Rebind(string) string
 }
 
+// txQuerier is a transaction as a querier (through the statement cache).
+type txQuerier struct{ tx *Tx }
+
+func (q txQuerier) Select(dest any, query string, args ...any) error {
+	return q.tx.sel(dest, query, args...)
+}
+func (q txQuerier) Get(dest any, query string, args ...any) error {
+	return q.tx.get(dest, query, args...)
+}
+func (q txQuerier) Rebind(s string) string { return q.tx.rebind(s) }
+
 // LookupIMEI returns the ledger row of one IMEI, or not_found.
 func (db *DB) LookupIMEI(ctx context.Context, m imei.IMEI) (IMEIRecord, error) {
 	return lookupIMEI(db.r, m)
 }
 
 // LookupIMEI is LookupIMEI inside a transaction.
-func (tx *Tx) LookupIMEI(m imei.IMEI) (IMEIRecord, error) { return lookupIMEI(tx, m) }
+func (tx *Tx) LookupIMEI(m imei.IMEI) (IMEIRecord, error) { return lookupIMEI(txQuerier{tx}, m) }
 
 func lookupIMEI(q querier, m imei.IMEI) (IMEIRecord, error) {
 	var r imeiRow
@@ -145,7 +156,7 @@ func deviceIMEIs(q querier, serial string) ([]IMEIRecord, error) {
 // ReservationIMEIs returns the IMEIs of one reservation in group/slot order.
 func (tx *Tx) ReservationIMEIs(reservationID int64) ([]IMEIRecord, error) {
 	var rows []imeiRow
-	if err := tx.Select(&rows, tx.Rebind(sqlIMEISelect+`WHERE i.reservation_id = ? ORDER BY i.grp, i.slot`), reservationID); err != nil {
+	if err := tx.sel(&rows, tx.rebind(sqlIMEISelect+`WHERE i.reservation_id = ? ORDER BY i.grp, i.slot`), reservationID); err != nil {
 		return nil, translate(err, "look up reservation IMEIs")
 	}
 	return records(rows)
@@ -182,7 +193,7 @@ func (tx *Tx) reservationsByRequestID(ids []string) (map[string]*Reservation, er
 		return nil, err
 	}
 	var rows []reservationRow
-	if err := tx.Select(&rows, q, args...); err != nil {
+	if err := tx.sel(&rows, q, args...); err != nil {
 		return nil, translate(err, "look up reservations")
 	}
 	for _, row := range rows {
@@ -255,12 +266,12 @@ func oneRow(res sql.Result, format string, args ...any) error {
 // readTx runs fn in a read-only transaction on the read pool (a consistent
 // snapshot).
 func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
-	stx, err := db.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: db.dialect == Postgres})
+	stx, err := db.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: db.sql.readOnlyTx})
 	if err != nil {
 		return translate(err, "begin read")
 	}
 	defer stx.Rollback()
-	return fn(&Tx{Tx: stx, db: db})
+	return fn(&Tx{tx: stx, db: db})
 }
 
 // Bind moves a device's RESERVED IMEIs to BOUND with the device serial and
@@ -280,7 +291,7 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 	if err != nil {
 		return err
 	}
-	res, err := tx.Exec(q, args...)
+	res, err := tx.exec(q, args...)
 	if err != nil {
 		return translate(err, "bind IMEIs")
 	}
@@ -298,7 +309,7 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 		return tacerr.Field(tacerr.InvalidState, "imeis", "an IMEI is listed twice")
 	}
 	var pool string
-	if err := tx.Get(&pool, tx.Rebind(`SELECT p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 = ?`), keys[0]); err != nil {
+	if err := tx.get(&pool, tx.rebind(`SELECT p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 = ?`), keys[0]); err != nil {
 		return translate(err, "look up pool")
 	}
 	tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: actor, RequestID: requestID, Pool: pool,
@@ -327,7 +338,7 @@ func (tx *Tx) Void(ims []imei.IMEI, reason lifecycle.VoidReason, note, actor, re
 		default:
 			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s and cannot be voided", m, rec.State)
 		}
-		res, err := tx.Exec(tx.Rebind(`UPDATE imeis SET state = 'VOIDED', reason = ?, note = ?, voided_at = ? WHERE imei14 = ? AND state = ?`),
+		res, err := tx.exec(tx.rebind(`UPDATE imeis SET state = 'VOIDED', reason = ?, note = ?, voided_at = ? WHERE imei14 = ? AND state = ?`),
 			string(reason), note, now.UnixMicro(), int64(m.Uint64()), string(rec.State))
 		if err != nil {
 			return translate(err, "void IMEI")
@@ -356,7 +367,7 @@ func (tx *Tx) Revoke(ims []imei.IMEI, reason lifecycle.RevokeReason, actor, requ
 		if rec.State != StateBound {
 			return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is %s, only BOUND IMEIs can be revoked", m, rec.State)
 		}
-		res, err := tx.Exec(tx.Rebind(`UPDATE imeis SET state = 'REVOKED', reason = ?, revoked_at = ? WHERE imei14 = ? AND state = 'BOUND'`),
+		res, err := tx.exec(tx.rebind(`UPDATE imeis SET state = 'REVOKED', reason = ?, revoked_at = ? WHERE imei14 = ? AND state = 'BOUND'`),
 			string(reason), now.UnixMicro(), int64(m.Uint64()))
 		if err != nil {
 			return translate(err, "revoke IMEI")
@@ -377,7 +388,7 @@ func (tx *Tx) Revoke(ims []imei.IMEI, reason lifecycle.RevokeReason, actor, requ
 func (tx *Tx) RecordReissue(ims []imei.IMEI, deviceSerial, newCertSerial, oldCertSerial, actor, requestID string) error {
 	now := tx.Now().Truncate(time.Microsecond)
 	for _, m := range ims {
-		res, err := tx.Exec(tx.Rebind(`UPDATE imeis SET cert_serial = ? WHERE imei14 = ? AND state = 'BOUND' AND device_serial = ?`),
+		res, err := tx.exec(tx.rebind(`UPDATE imeis SET cert_serial = ? WHERE imei14 = ? AND state = 'BOUND' AND device_serial = ?`),
 			newCertSerial, int64(m.Uint64()), deviceSerial)
 		if err != nil {
 			return translate(err, "rebind IMEI")

@@ -63,13 +63,13 @@ func (db *DB) CreatePool(ctx context.Context, p Pool, actor string) (Pool, error
 	}
 	err := db.InTx(ctx, func(tx *Tx) error {
 		var n int
-		if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(p.TAC)); err != nil {
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(p.TAC)); err != nil {
 			return translate(err, "look up TAC")
 		}
 		if n == 0 {
 			return tacerr.Field(tacerr.TACUnknown, "tac", "TAC %s is not in the catalogue; add it first", imei.FormatTAC(p.TAC))
 		}
-		err := tx.QueryRowx(tx.Rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
+		err := tx.queryRowx(tx.rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
 			int64(p.SNRStart), p.Factory, p.Line, p.Product, p.Market, tx.Now().UnixMicro()).Scan(&p.ID)
 		switch {
 		case err == nil:

@@ -128,19 +128,19 @@ func (db *DB) EnrollSite(ctx context.Context, s Site, actor string) error {
 	}
 	return db.InTx(ctx, func(tx *Tx) error {
 		for _, p := range s.Pools {
-			if _, err := poolByName(tx, p); err != nil {
+			if _, err := poolByName(txQuerier{tx}, p); err != nil {
 				return err
 			}
 		}
 		pools := strings.Join(s.Pools, ",")
 		now := tx.Now().UnixMicro()
-		res, err := tx.Exec(tx.Rebind(`UPDATE sites SET description = ?, cert_serial = ?, verifier = ?, pools = ? WHERE name = ?`),
+		res, err := tx.exec(tx.rebind(`UPDATE sites SET description = ?, cert_serial = ?, verifier = ?, pools = ? WHERE name = ?`),
 			s.Description, s.CertSerial, s.Verifier, pools, s.Name)
 		if err != nil {
 			return translate(err, "update site")
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
-			if _, err := tx.Exec(tx.Rebind(`INSERT INTO sites (name, description, cert_serial, verifier, pools, enrolled_at) VALUES (?,?,?,?,?,?)`),
+			if _, err := tx.exec(tx.rebind(`INSERT INTO sites (name, description, cert_serial, verifier, pools, enrolled_at) VALUES (?,?,?,?,?,?)`),
 				s.Name, s.Description, s.CertSerial, s.Verifier, pools, now); err != nil {
 				return translate(err, "enroll site")
 			}
@@ -256,7 +256,7 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 	}
 	var l Lease
 	err := db.InTx(ctx, func(tx *Tx) error {
-		st, err := siteByName(tx, site)
+		st, err := siteByName(txQuerier{tx}, site)
 		if err != nil {
 			return err
 		}
@@ -268,10 +268,10 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 			TAC  int64 `db:"tac"`
 			Next int64 `db:"next_snr"`
 		}
-		err = tx.Get(&head, tx.Rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
+		err = tx.get(&head, tx.rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
 			RETURNING id, tac, next_snr`), size, pool, size)
 		if noRows(err) {
-			p, perr := poolByName(tx, pool)
+			p, perr := poolByName(txQuerier{tx}, pool)
 			if perr != nil {
 				return perr
 			}
@@ -283,7 +283,7 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 		now := tx.Now().Truncate(time.Microsecond)
 		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(head.Next - size), SNREnd: uint32(head.Next - 1),
 			GrantedAt: now, ExpiresAt: now.Add(ttl)}
-		if err := tx.QueryRowx(tx.Rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at)
+		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at)
 			VALUES (?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, int64(l.SNRStart), int64(l.SNREnd),
 			now.UnixMicro(), l.ExpiresAt.UnixMicro()).Scan(&l.ID); err != nil {
 			return translate(err, "record lease")
@@ -312,7 +312,7 @@ func poolByName(q querier, name string) (PoolStats, error) {
 func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 	var out []LeaseStats
 	err := db.readTx(ctx, func(tx *Tx) error {
-		ls, err := leasesOf(tx, site)
+		ls, err := leasesOf(txQuerier{tx}, site)
 		if err != nil {
 			return err
 		}
@@ -323,7 +323,7 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 				N     int64           `db:"n"`
 			}
 			var cs []count
-			if err := tx.Select(&cs, tx.Rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`),
+			if err := tx.sel(&cs, tx.rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`),
 				l.lo(), l.hi()); err != nil {
 				return translate(err, "count lease rows")
 			}
@@ -374,7 +374,7 @@ func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, e
 	err := db.InTx(ctx, func(tx *Tx) error {
 		voided = 0
 		var r leaseRow
-		if err := tx.Get(&r, tx.Rebind(sqlSelectLeases+` WHERE l.id = ?`), id); err != nil {
+		if err := tx.get(&r, tx.rebind(sqlSelectLeases+` WHERE l.id = ?`), id); err != nil {
 			if noRows(err) {
 				return tacerr.Field(tacerr.NotFound, "lease", "lease %d does not exist; `tacline lease list` shows them", id)
 			}
@@ -384,7 +384,7 @@ func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, e
 			return tacerr.Field(tacerr.InvalidState, "lease", "lease %d was returned at %s", id, micros(r.ReturnedAt.Int64).Format(time.RFC3339))
 		}
 		var used []int64
-		if err := tx.Select(&used, tx.Rebind(`SELECT imei14 FROM imeis WHERE imei14 BETWEEN ? AND ? ORDER BY imei14`), r.lo(), r.hi()); err != nil {
+		if err := tx.sel(&used, tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 BETWEEN ? AND ? ORDER BY imei14`), r.lo(), r.hi()); err != nil {
 			return translate(err, "list used lease SNRs")
 		}
 		now := tx.Now().Truncate(time.Microsecond)
@@ -407,7 +407,7 @@ func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, e
 				return err
 			}
 			for i, m := range free {
-				if _, err := tx.Exec(tx.Rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reason, reserved_at, voided_at)
+				if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reason, reserved_at, voided_at)
 					VALUES (?,?,?,?,?,'VOIDED',?,?,?)`), int64(m.Uint64()), r.PoolID, resID, i, 0, VoidLeaseReturned,
 					now.UnixMicro(), now.UnixMicro()); err != nil {
 					return translate(err, "void unused lease SNR")
@@ -418,7 +418,7 @@ func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, e
 			}
 			voided = int64(len(free))
 		}
-		res, err := tx.Exec(tx.Rebind(`UPDATE leases SET returned_at = ? WHERE id = ? AND returned_at IS NULL`), now.UnixMicro(), id)
+		res, err := tx.exec(tx.rebind(`UPDATE leases SET returned_at = ? WHERE id = ? AND returned_at IS NULL`), now.UnixMicro(), id)
 		if err != nil {
 			return translate(err, "return lease")
 		}
@@ -439,7 +439,7 @@ func fmtLeaseReturn(id int64) string { return "lease-return:" + strconv.FormatIn
 // returned lease), so that every imeis row has one (Check's rule).
 func (tx *Tx) insertSiteReservation(requestID string, poolID int64, caller, deviceSerial string, devices, perDevice int, now time.Time) (int64, error) {
 	var id int64
-	err := tx.QueryRowx(tx.Rebind(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
+	err := tx.queryRowx(tx.rebind(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
 		VALUES (?,?,?,?,'provision',?,?,?,?) RETURNING id`), requestID, []byte(requestID), poolID, caller, deviceSerial, devices, perDevice,
 		now.UnixMicro()).Scan(&id)
 	if err != nil {
@@ -463,7 +463,7 @@ type SiteDevice struct {
 // returned.
 func (db *DB) SiteDevices(ctx context.Context, fn func(SiteDevice) error) error {
 	return db.readTx(ctx, func(tx *Tx) error {
-		rows, err := tx.Queryx(`SELECT r.caller, i.device_serial, i.cert_serial, i.state, i.imei14, i.reservation_id FROM imeis i
+		rows, err := tx.queryx(`SELECT r.caller, i.device_serial, i.cert_serial, i.state, i.imei14, i.reservation_id FROM imeis i
 			JOIN reservations r ON r.id = i.reservation_id
 			WHERE r.caller LIKE 'site:%' AND i.device_serial <> '' ORDER BY r.caller, i.reservation_id, i.slot`)
 		if err != nil {

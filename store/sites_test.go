@@ -106,12 +106,12 @@ func TestLeases(t *testing.T) {
 
 		// A revoke of a device HQ knows applies to its row.
 		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
-			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "keyCompromise"}}, store.SiteCheckpoint{Size: 8, Hash: []byte("h8")}, "hq"); !tacerr.Is(err, tacerr.LeaseViolation) {
+			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, store.SiteCheckpoint{Size: 8, Hash: []byte("h8")}, "hq"); !tacerr.Is(err, tacerr.LeaseViolation) {
 			t.Fatalf("a smaller checkpoint: %v", err)
 		}
 		cp = store.SiteCheckpoint{Size: 12, Hash: []byte("h12")}
 		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
-			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "keyCompromise"}}, cp, "hq"); err != nil {
+			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, cp, "hq"); err != nil {
 			t.Fatal(err)
 		}
 
@@ -205,7 +205,7 @@ func TestCheckFindsLeaseViolations(t *testing.T) {
 		// Move the high-water mark behind the ledger's back: SNRs 7-8 have
 		// no row and no lease.
 		if err := db.InTx(ctx, func(tx *store.Tx) error {
-			_, err := tx.Exec(`UPDATE pools SET next_snr = 9`)
+			_, err := storetest.Exec(tx, `UPDATE pools SET next_snr = 9`)
 			return err
 		}); err != nil {
 			t.Fatal(err)

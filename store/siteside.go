@@ -58,20 +58,20 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 	}
 	return db.InTx(ctx, func(tx *Tx) error {
 		var n int
-		if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM held_leases WHERE lease_id = ?`), l.LeaseID); err != nil {
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM held_leases WHERE lease_id = ?`), l.LeaseID); err != nil {
 			return translate(err, "look up held lease")
 		}
 		if n > 0 {
 			return nil
 		}
-		if err := tx.Get(&n, tx.Rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(l.Pool.TAC)); err != nil {
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM tacs WHERE tac = ?`), int64(l.Pool.TAC)); err != nil {
 			return translate(err, "look up TAC")
 		}
 		if n == 0 {
 			return tacerr.Field(tacerr.TACUnknown, "tac", "TAC %s of the lease is not in this site's catalogue; import HQ's catalogue (`tacline tac import`)", imei.FormatTAC(l.Pool.TAC))
 		}
 		p := l.Pool
-		err := tx.QueryRowx(tx.Rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
+		err := tx.queryRowx(tx.rebind(sqlInsertPool+" RETURNING id"), p.Name, int64(p.TAC), int64(p.SNRStart), int64(p.SNREnd),
 			int64(p.SNRStart), p.Factory, p.Line, p.Product, p.Market, tx.Now().UnixMicro()).Scan(&p.ID)
 		switch {
 		case err == nil:
@@ -80,7 +80,7 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 		default:
 			return translate(err, "record lease pool")
 		}
-		if _, err := tx.Exec(tx.Rebind(`INSERT INTO held_leases (lease_id, pool_id, hq_pool, hq_snr_start, hq_snr_end, expires_at, granted_at)
+		if _, err := tx.exec(tx.rebind(`INSERT INTO held_leases (lease_id, pool_id, hq_pool, hq_snr_start, hq_snr_end, expires_at, granted_at)
 			VALUES (?,?,?,?,?,?,?)`), l.LeaseID, p.ID, l.HQPool, int64(l.HQSNRStart), int64(l.HQSNREnd), l.ExpiresAt.UnixMicro(), l.GrantedAt.UnixMicro()); err != nil {
 			return translate(err, "record held lease")
 		}
@@ -164,7 +164,7 @@ func (SiteOutbox) Append(tx *Tx, events []Event) error {
 		if err != nil {
 			return tacerr.Wrap(tacerr.Internal, err, "encode site outbox event")
 		}
-		if _, err := tx.Exec(tx.Rebind(`INSERT INTO site_outbox (event) VALUES (?)`), string(b)); err != nil {
+		if _, err := tx.exec(tx.rebind(`INSERT INTO site_outbox (event) VALUES (?)`), string(b)); err != nil {
 			return translate(err, "record site outbox event")
 		}
 	}
@@ -226,7 +226,7 @@ func (db *DB) PendingSiteEvents(ctx context.Context, after int64, limit int) ([]
 func (db *DB) MarkSiteEventsShipped(ctx context.Context, seq int64) (int64, error) {
 	var n int64
 	err := db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(tx.Rebind(`UPDATE site_outbox SET shipped = ? WHERE shipped IS NULL AND id <= ?`), tx.Now().UnixMicro(), seq)
+		res, err := tx.exec(tx.rebind(`UPDATE site_outbox SET shipped = ? WHERE shipped IS NULL AND id <= ?`), tx.Now().UnixMicro(), seq)
 		if err != nil {
 			return translate(err, "mark site outbox shipped")
 		}

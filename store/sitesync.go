@@ -59,10 +59,10 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 		now := tx.Now().Truncate(time.Microsecond)
 		// Lock the site's row first: two replicas applying one site's
 		// batches serialise here.
-		if _, err := tx.Exec(tx.Rebind(`UPDATE sites SET last_sync_at = ? WHERE name = ?`), now.UnixMicro(), site); err != nil {
+		if _, err := tx.exec(tx.rebind(`UPDATE sites SET last_sync_at = ? WHERE name = ?`), now.UnixMicro(), site); err != nil {
 			return translate(err, "lock site")
 		}
-		st, err := siteByName(tx, site)
+		st, err := siteByName(txQuerier{tx}, site)
 		if err != nil {
 			return err
 		}
@@ -72,7 +72,7 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 		case cp.Size == st.Checkpoint.Size && st.Checkpoint.Size > 0 && !bytes.Equal(cp.Hash, st.Checkpoint.Hash):
 			return tacerr.Field(tacerr.LeaseViolation, "checkpoint", "site %s's checkpoint of size %d has another root hash than the one HQ verified: its log was rewritten", site, cp.Size)
 		}
-		rows, err := leasesOf(tx, site)
+		rows, err := leasesOf(txQuerier{tx}, site)
 		if err != nil {
 			return err
 		}
@@ -99,7 +99,7 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			res.Applied++
 		}
 		res.AppliedSeq = seq
-		up, err := tx.Exec(tx.Rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
+		up, err := tx.exec(tx.rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
 			WHERE name = ? AND applied_seq = ?`), seq, cp.Size, cp.Hash, cp.Note, cp.Cosigned, site, st.AppliedSeq)
 		if err != nil {
 			return translate(err, "record site checkpoint")
@@ -138,7 +138,7 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 		return err
 	}
 	var have int
-	if err := tx.Get(&have, q, args...); err != nil {
+	if err := tx.get(&have, q, args...); err != nil {
 		return translate(err, "look up site IMEIs")
 	}
 	requestID := SiteCaller(site) + ":" + strconv.FormatInt(ev.Seq, 10)
@@ -160,7 +160,7 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 			} else {
 				voided = at
 			}
-			if _, err := tx.Exec(tx.Rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, cert_serial,
+			if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, cert_serial,
 				reason, reserved_at, bound_at, voided_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)`),
 				k, l.PoolID, resID, 0, slot, state, ev.DeviceSerial, ev.CertSerial, ev.Reason, at, bound, voided); err != nil {
 				return translate(err, "record site IMEI")
@@ -203,7 +203,7 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 // own transaction (the batch's rolled back), for `tacline site status`.
 func (db *DB) RecordSiteRefusal(ctx context.Context, site, why string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(tx.Rebind(`UPDATE sites SET refusals = refusals + 1, last_refusal = ? WHERE name = ?`), why, site)
+		_, err := tx.exec(tx.rebind(`UPDATE sites SET refusals = refusals + 1, last_refusal = ? WHERE name = ?`), why, site)
 		return translate(err, "record site refusal")
 	})
 }

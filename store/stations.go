@@ -53,7 +53,7 @@ func (db *DB) EnrollStation(ctx context.Context, s StationRecord, actor string) 
 		for _, p := range s.Pools {
 			var n int
 			// At a site, a station names an HQ pool it holds leases of.
-			if err := tx.Get(&n, tx.Rebind(`SELECT (SELECT COUNT(*) FROM pools WHERE name = ?) + (SELECT COUNT(*) FROM held_leases WHERE hq_pool = ?)`), p, p); err != nil {
+			if err := tx.get(&n, tx.rebind(`SELECT (SELECT COUNT(*) FROM pools WHERE name = ?) + (SELECT COUNT(*) FROM held_leases WHERE hq_pool = ?)`), p, p); err != nil {
 				return translate(err, "look up pool")
 			}
 			if n == 0 {
@@ -61,7 +61,7 @@ func (db *DB) EnrollStation(ctx context.Context, s StationRecord, actor string) 
 			}
 		}
 		now := tx.Now().UnixMicro()
-		_, err := tx.Exec(tx.Rebind(`INSERT INTO stations (id, factory, line, pools, cert_serial, description, enrolled_at) VALUES (?,?,?,?,?,?,?)
+		_, err := tx.exec(tx.rebind(`INSERT INTO stations (id, factory, line, pools, cert_serial, description, enrolled_at) VALUES (?,?,?,?,?,?,?)
 			ON CONFLICT (id) DO UPDATE SET factory = excluded.factory, line = excluded.line, pools = excluded.pools,
 			cert_serial = excluded.cert_serial, description = excluded.description, enrolled_at = excluded.enrolled_at, disabled_at = NULL`),
 			s.ID, s.Factory, s.Line, strings.Join(s.Pools, ","), s.CertSerial, s.Description, now)
@@ -77,7 +77,7 @@ func (db *DB) EnrollStation(ctx context.Context, s StationRecord, actor string) 
 // DisableStation disables a station; its next request is refused.
 func (db *DB) DisableStation(ctx context.Context, id, actor string) error {
 	return db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(tx.Rebind(`UPDATE stations SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL`), tx.Now().UnixMicro(), id)
+		res, err := tx.exec(tx.rebind(`UPDATE stations SET disabled_at = ? WHERE id = ? AND disabled_at IS NULL`), tx.Now().UnixMicro(), id)
 		if err != nil {
 			return translate(err, "disable station")
 		}

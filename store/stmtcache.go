@@ -88,49 +88,48 @@ func (tx *Tx) stmt(query string) *sqlx.Stmt {
 	if s == nil {
 		return nil
 	}
-	return tx.Tx.Stmtx(s)
+	return tx.tx.Stmtx(s)
 }
 
-// Exec runs a statement in the transaction (through the statement cache on
-// SQLite). It shadows sqlx.Tx.Exec so that every package writing through a
-// ledger transaction benefits.
-func (tx *Tx) Exec(query string, args ...any) (sql.Result, error) {
+// exec runs a statement in the transaction (through the statement cache on
+// SQLite).
+func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
 	if s := tx.stmt(query); s != nil {
 		return s.Exec(args...)
 	}
-	return tx.Tx.Exec(query, args...)
+	return tx.tx.Exec(query, args...)
 }
 
-// Get runs a query returning one row into dest (see Exec).
-func (tx *Tx) Get(dest any, query string, args ...any) error {
+// get runs a query returning one row into dest (see exec).
+func (tx *Tx) get(dest any, query string, args ...any) error {
 	if s := tx.stmt(query); s != nil {
 		return s.Get(dest, args...)
 	}
-	return tx.Tx.Get(dest, query, args...)
+	return tx.tx.Get(dest, query, args...)
 }
 
-// Select runs a query into a slice (see Exec).
-func (tx *Tx) Select(dest any, query string, args ...any) error {
+// sel runs a query into a slice (see exec).
+func (tx *Tx) sel(dest any, query string, args ...any) error {
 	if s := tx.stmt(query); s != nil {
 		return s.Select(dest, args...)
 	}
-	return tx.Tx.Select(dest, query, args...)
+	return tx.tx.Select(dest, query, args...)
 }
 
-// Queryx runs a query (see Exec).
-func (tx *Tx) Queryx(query string, args ...any) (*sqlx.Rows, error) {
+// queryx runs a query (see exec).
+func (tx *Tx) queryx(query string, args ...any) (*sqlx.Rows, error) {
 	if s := tx.stmt(query); s != nil {
 		return s.Queryx(args...)
 	}
-	return tx.Tx.Queryx(query, args...)
+	return tx.tx.Queryx(query, args...)
 }
 
-// QueryRowx runs a query returning at most one row (see Exec).
-func (tx *Tx) QueryRowx(query string, args ...any) *sqlx.Row {
+// queryRowx runs a query returning at most one row (see exec).
+func (tx *Tx) queryRowx(query string, args ...any) *sqlx.Row {
 	if s := tx.stmt(query); s != nil {
 		return s.QueryRowx(args...)
 	}
-	return tx.Tx.QueryRowx(query, args...)
+	return tx.tx.QueryRowx(query, args...)
 }
 
 // readStmts caches statements prepared on the SQLite read pool (statements

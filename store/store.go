@@ -3,9 +3,11 @@
 //
 // It runs on SQLite (the embedded default: WAL, synchronous=FULL, immediate
 // write transactions) and on PostgreSQL (the scale-out ledger, shared by
-// several tacline replicas). SQL lives here and in the packages that own a
-// table (audit, register); those join a ledger transaction through InTx or the
-// allocator's commit hooks, never through connections of their own.
+// several tacline replicas). All of tacline's SQL lives here: the audit log
+// and the register outbox keep their rows in the ledger's tables through
+// typed appenders on Tx (in the ledger's transaction) and read them through
+// streaming iterators on DB; no other package sees a database handle, a
+// query or which database runs below.
 //
 // The store promises:
 //   - no IMEI is ever allocated twice: the 14-digit IMEI is the primary key of
@@ -33,6 +35,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/tacline/tacline/internal/retry"
+	"github.com/tacline/tacline/store/internal/rawsql"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -74,6 +77,7 @@ func (c Config) Validate() error {
 // DB is an open ledger.
 type DB struct {
 	dialect Dialect
+	sql     dialectSQL // what differs in the queries (dialect.go)
 	// w takes write transactions; on SQLite it has exactly one connection
 	// (SQLite has one writer at a time), on PostgreSQL it is the only pool.
 	w *sqlx.DB
@@ -97,7 +101,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	db := &DB{dialect: cfg.Driver, now: time.Now}
+	db := &DB{dialect: cfg.Driver, sql: dialects[cfg.Driver], now: time.Now}
 	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
 	var err error
 	switch cfg.Driver {
@@ -132,7 +136,14 @@ const walAutocheckpoint = 10000
 
 func init() {
 	sql.Register(sqliteWriter, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
-		_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpoint), nil)
+		// temp_store = MEMORY keeps statement journals in memory: a
+		// multi-row statement inside a transaction journals the pages it
+		// changes so that it can be undone alone, and past 64 KiB SQLite
+		// spilled that journal to a deleted file in /var/tmp (about 40 % of
+		// the writer's write syscalls and bytes under provisioning, see
+		// docs/benchmarks.md). The journal is thrown away at commit, so
+		// nothing durable changes.
+		_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d; PRAGMA temp_store = MEMORY", walAutocheckpoint), nil)
 		return err
 	}})
 	// Readers map the database file: pages not in the WAL are read
@@ -238,9 +249,6 @@ func (db *DB) SetClock(now func() time.Time) { db.now = now }
 // Now returns the store's clock reading in UTC.
 func (db *DB) Now() time.Time { return db.now().UTC() }
 
-// Reader returns the pool for read-only queries.
-func (db *DB) Reader() *sqlx.DB { return db.r }
-
 // Ping checks that the database answers (for readiness probes).
 func (db *DB) Ping(ctx context.Context) error {
 	if err := db.w.PingContext(ctx); err != nil {
@@ -249,17 +257,19 @@ func (db *DB) Ping(ctx context.Context) error {
 	return nil
 }
 
-// Tx is a ledger transaction. Packages that own tables (audit, register)
-// write through it so that their rows commit or roll back with the ledger's.
+// Tx is a ledger transaction. Other packages never see its SQL: they call
+// its typed methods (the audit log's and the register outbox's appenders,
+// the use cases' state changes), so that their rows commit or roll back
+// with the ledger's.
 type Tx struct {
-	*sqlx.Tx
+	tx     *sqlx.Tx
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
 }
 
-// Dialect returns the transaction's database kind.
-func (tx *Tx) Dialect() Dialect { return tx.db.dialect }
+// rebind rewrites ? placeholders for the transaction's database.
+func (tx *Tx) rebind(q string) string { return tx.tx.Rebind(q) }
 
 // Now returns the store's clock reading.
 func (tx *Tx) Now() time.Time { return tx.db.Now() }
@@ -299,7 +309,7 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
-	tx := &Tx{Tx: stx, db: db, write: true}
+	tx := &Tx{tx: stx, db: db, write: true}
 	defer func() {
 		if p := recover(); p != nil {
 			stx.Rollback()
@@ -330,5 +340,19 @@ func (tx *Tx) in(query string, args ...any) (string, []any, error) {
 	if err != nil {
 		return "", nil, fmt.Errorf("expand query: %w", err)
 	}
-	return tx.Rebind(q), a, nil
+	return tx.rebind(q), a, nil
+}
+
+func init() {
+	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
+	rawsql.Tx = func(tx any) *sqlx.Tx { return tx.(*Tx).tx }
+}
+
+// sqlxIn expands a query with IN (?) for a slice (not rebound).
+func sqlxIn(query string, args ...any) (string, []any, error) {
+	q, a, err := sqlx.In(query, args...)
+	if err != nil {
+		return "", nil, tacerr.Wrap(tacerr.Internal, err, "expand query")
+	}
+	return q, a, nil
 }

@@ -32,7 +32,7 @@ const (
 // InsertChallenge records a fresh challenge nonce that expires at expires.
 func (db *DB) InsertChallenge(ctx context.Context, nonce []byte, client string, expires time.Time) error {
 	return db.InTx(ctx, func(tx *Tx) error {
-		_, err := tx.Exec(tx.Rebind(sqlInsertChallenge), nonce, client, tx.Now().UnixMicro(), expires.UnixMicro())
+		_, err := tx.exec(tx.rebind(sqlInsertChallenge), nonce, client, tx.Now().UnixMicro(), expires.UnixMicro())
 		if isDuplicate(err) {
 			return tacerr.New(tacerr.Conflict, "challenge nonce collision; ask for another challenge")
 		}
@@ -46,7 +46,7 @@ func (db *DB) InsertChallenge(ctx context.Context, nonce []byte, client string, 
 func (db *DB) UseChallenge(ctx context.Context, nonce []byte) error {
 	return db.InTx(ctx, func(tx *Tx) error {
 		now := tx.Now().UnixMicro()
-		res, err := tx.Exec(tx.Rebind(sqlUseChallenge), now, nonce, now)
+		res, err := tx.exec(tx.rebind(sqlUseChallenge), now, nonce, now)
 		if err != nil {
 			return translate(err, "use challenge")
 		}
@@ -59,7 +59,7 @@ func (db *DB) UseChallenge(ctx context.Context, nonce []byte) error {
 			Expires int64         `db:"expires_at"`
 			Used    sql.NullInt64 `db:"used_at"`
 		}
-		err = tx.Get(&st, tx.Rebind(sqlChallengeState), nonce)
+		err = tx.get(&st, tx.rebind(sqlChallengeState), nonce)
 		switch {
 		case noRows(err):
 			return tacerr.Field(tacerr.InvalidInput, "nonce", "is not a challenge this service issued (or it was purged after expiry): ask POST /v1/challenges for a fresh one")
@@ -77,7 +77,7 @@ func (db *DB) UseChallenge(ctx context.Context, nonce []byte) error {
 func (db *DB) PurgeChallenges(ctx context.Context, cutoff time.Time) (int64, error) {
 	var n int64
 	err := db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(tx.Rebind(sqlPurgeChallenges), cutoff.UnixMicro())
+		res, err := tx.exec(tx.rebind(sqlPurgeChallenges), cutoff.UnixMicro())
 		if err != nil {
 			return translate(err, "purge challenges")
 		}
@@ -92,7 +92,7 @@ func (db *DB) PurgeChallenges(ctx context.Context, cutoff time.Time) (int64, err
 func (db *DB) NextCRLNumber(ctx context.Context, issuerKeyID string) (int64, error) {
 	var n int64
 	err := db.InTx(ctx, func(tx *Tx) error {
-		return translate(tx.Get(&n, tx.Rebind(sqlNextCRLNumber), issuerKeyID), "allocate CRL number")
+		return translate(tx.get(&n, tx.rebind(sqlNextCRLNumber), issuerKeyID), "allocate CRL number")
 	})
 	return n, err
 }
@@ -119,7 +119,7 @@ func (r *CRLRecord) NextUpdateTime() time.Time { return micros(r.NextUpdate) }
 func (db *DB) SaveCRL(ctx context.Context, r CRLRecord) (bool, error) {
 	saved := false
 	err := db.InTx(ctx, func(tx *Tx) error {
-		res, err := tx.Exec(tx.Rebind(sqlSaveCRL), r.Number, r.Revoked, r.ThisUpdate, r.NextUpdate, r.DER, r.IssuerKeyID, r.Number, r.Number)
+		res, err := tx.exec(tx.rebind(sqlSaveCRL), r.Number, r.Revoked, r.ThisUpdate, r.NextUpdate, r.DER, r.IssuerKeyID, r.Number, r.Number)
 		if err != nil {
 			return translate(err, "publish CRL")
 		}

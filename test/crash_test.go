@@ -19,6 +19,7 @@ import (
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -381,7 +382,7 @@ func editConfig(t *testing.T, path string, edit func(doc map[string]any)) []byte
 // RESERVED IMEI and no pending intent.
 func waitRecovered(t *testing.T, ctx context.Context, db *store.DB) {
 	t.Helper()
-	r := db.Reader()
+	r := storetest.Reader(db)
 	for {
 		var reserved int
 		if err := r.GetContext(ctx, &reserved, r.Rebind(sqlCountReserved)); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // Whole-ledger reads for the end-to-end checks. The store offers lookups by
@@ -79,7 +80,7 @@ type ledger struct {
 
 func readLedger(t *testing.T, ctx context.Context, db *store.DB) *ledger {
 	t.Helper()
-	r := db.Reader()
+	r := storetest.Reader(db)
 	l := &ledger{byIMEI: map[imei.IMEI]*ledgerIMEI{}, certs: map[string]*ledgerCert{}, devices: map[string]*ledgerDevice{},
 		issuances: map[string]*ledgerIssuance{}}
 	if err := r.SelectContext(ctx, &l.imeis, r.Rebind(sqlLedgerIMEIs)); err != nil {

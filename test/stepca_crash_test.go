@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math/big"
@@ -154,26 +155,20 @@ func runStepCACrash(t *testing.T, d store.Dialect) {
 		t.Fatalf("tacline ledger check exited %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
 
-	// Judge against step-ca's database.
-	bound := map[string]bool{}
-	var serials []string
-	if err := db.Reader().SelectContext(ctx, &serials, `SELECT serial FROM certificates`); err != nil {
-		t.Fatal(err)
-	}
-	for _, s := range serials {
-		n, _ := new(big.Int).SetString(s, 16)
-		bound[n.String()] = true
-	}
+	// Judge against step-ca's database: each certificate step-ca issued is
+	// the one tacline bound under that serial, or revoked at step-ca.
 	sca.Stop()
 	issued, revoked := stepCADB(t, filepath.Join(sca.Dir, "db"))
+	bound := map[string]bool{}
 	for s := range issued {
+		n, _ := new(big.Int).SetString(s, 10)
+		c, err := db.CertificateBySerial(ctx, hex.EncodeToString(n.Bytes()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bound[s] = c != nil
 		if bound[s] == revoked[s] {
 			t.Errorf("step-ca certificate serial %s: bound in tacline %v, revoked at step-ca %v; want exactly one", s, bound[s], revoked[s])
-		}
-	}
-	for s := range bound {
-		if !issued[s] {
-			t.Errorf("tacline bound serial %s, which step-ca never issued", s)
 		}
 	}
 	nRevoked := 0
@@ -183,7 +178,7 @@ func runStepCACrash(t *testing.T, d store.Dialect) {
 		}
 	}
 	t.Logf("%d kills: %d answered, %d failed requests; step-ca issued %d certificates, %d bound, %d revoked",
-		stepCAKills, answered, failed, len(issued), len(bound), nRevoked)
+		stepCAKills, answered, failed, len(issued), len(issued)-nRevoked, nRevoked)
 }
 
 // stepCADB reads step-ca's bbolt database: the serials (decimal) it

@@ -92,7 +92,8 @@ func TestStepCAStationCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer proc.Kill()
-	r = tacline(t, 2*time.Minute, "--config", cfg, "station", "simulate", "--server", proc.URL, "--devices", "5", "--json")
+	devOut := filepath.Join(t.TempDir(), "devices.ndjson")
+	r = tacline(t, 2*time.Minute, "--config", cfg, "station", "simulate", "--server", proc.URL, "--devices", "5", "--devices-out", devOut, "--json")
 	var sum sim.Summary
 	if r.code != 0 || json.Unmarshal([]byte(r.stdout), &sum) != nil || sum.Stations != 2 || sum.Devices != 10 || sum.Failed != 0 {
 		logTail(t, logPath, 30)
@@ -106,8 +107,27 @@ func TestStepCAStationCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	out, err := os.ReadFile(devOut)
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	if err := db.Reader().GetContext(ctx, &n, db.Reader().Rebind(`SELECT COUNT(*) FROM devices WHERE station = ?`), "SCA-9"); err != nil || n != 5 {
-		t.Fatalf("devices of station SCA-9 in the ledger: %d (%v), want 5", n, err)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var d struct {
+			Serial string `json:"device_serial"`
+		}
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := db.Device(ctx, d.Serial)
+		if err != nil || rec == nil {
+			t.Fatalf("device %s: %v", d.Serial, err)
+		}
+		if rec.Station == "SCA-9" {
+			n++
+		}
+	}
+	if n != 5 {
+		t.Fatalf("devices of station SCA-9 in the ledger: %d, want 5", n)
 	}
 }

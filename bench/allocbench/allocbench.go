@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -127,10 +128,7 @@ func seed(ctx context.Context, db *store.DB) error {
 			return err
 		}
 	}
-	return db.InTx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(`CREATE TABLE IF NOT EXISTS bench_baseline (worker INTEGER NOT NULL, seq INTEGER NOT NULL, at BIGINT NOT NULL, PRIMARY KEY (worker, seq))`)
-		return err
-	})
+	return db.CreateScratch(ctx)
 }
 
 // baseline: each worker commits one single-row insert per transaction.
@@ -146,8 +144,7 @@ func baseline(ctx context.Context, db *store.DB, o Options) (float64, error) {
 			defer wg.Done()
 			for seq := 0; time.Now().Before(deadline) && ctx.Err() == nil; seq++ {
 				err := db.InTx(ctx, func(tx *store.Tx) error {
-					_, err := tx.Exec(tx.Rebind(`INSERT INTO bench_baseline (worker, seq, at) VALUES (?, ?, ?)`), w, seq, time.Now().UnixMicro())
-					return err
+					return tx.WriteScratch(int64(w), int64(seq), strconv.FormatInt(time.Now().UnixMicro(), 10))
 				})
 				if err != nil {
 					firstErr.CompareAndSwap(nil, err)

@@ -74,10 +74,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	}
 	// baseline: transactions that write one row of a scratch table of this
 	// throwaway ledger; then the same with the row's event in the audit log
-	if err := db.InTx(ctx, func(tx *store.Tx) error {
-		_, err := tx.Exec(qBenchTable)
-		return err
-	}); err != nil {
+	if err := db.CreateScratch(ctx); err != nil {
 		return res, err
 	}
 	// the two kinds alternate in rounds so that drift (other load, the
@@ -85,7 +82,7 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	// exactly as the sink does, in the same transaction
 	single := func(i int, event bool) error {
 		return db.InTx(ctx, func(tx *store.Tx) error {
-			if _, err := tx.Exec(tx.Rebind(qBenchInsert), i, benchPayload); err != nil {
+			if err := tx.WriteScratch(int64(i), 0, benchPayload); err != nil {
 				return err
 			}
 			if event {
@@ -194,12 +191,6 @@ func Bench(ctx context.Context, db *store.DB, o BenchOptions) (BenchResult, erro
 	}
 	return res, nil
 }
-
-// The scratch table of the single-transaction comparison (bench ledgers only).
-const (
-	qBenchTable  = `CREATE TABLE audit_bench_rows (i BIGINT PRIMARY KEY, data TEXT NOT NULL)`
-	qBenchInsert = `INSERT INTO audit_bench_rows (i, data) VALUES (?, ?)`
-)
 
 var benchPayload = strings.Repeat("x", 200)
 

@@ -78,7 +78,7 @@ line; a BOM and CRLF line ends are accepted.`,
 				opt.Progress = func(n int64) { bar.Set64(n) }
 				defer bar.Finish()
 			}
-			sum, err := reconcile.Run(ctx, reconcile.DBLedger{DB: ledger.Reader()}, in, opt)
+			sum, err := reconcile.Run(ctx, reconcile.DBLedger{DB: ledger}, in, opt)
 			if err != nil {
 				return err
 			}

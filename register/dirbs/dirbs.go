@@ -58,62 +58,24 @@ type Export struct {
 	IMEIsPerDevice int `json:"imeis_per_device,omitempty"`
 }
 
-const (
-	sqlLockOutbox = `LOCK TABLE register_outbox IN SHARE MODE`
-	// The high-water mark is never below the pruned rows' ids (ids are
-	// never reused), even when retention deleted every row.
-	sqlHighWater     = `SELECT COALESCE(MAX(id), 0), (SELECT value FROM register_outbox_stats WHERE name = 'pruned_through') FROM register_outbox`
-	sqlPrunedThrough = `SELECT value FROM register_outbox_stats WHERE name = 'pruned_through'`
-	sqlExportByID    = `SELECT kind, outbox_high_water FROM register_exports WHERE id = ?`
-	sqlAddExport     = `INSERT INTO register_exports (kind, created_at, outbox_high_water, since_export, rows, file)
-VALUES (?, ?, ?, ?, ?, ?) RETURNING id`
-)
-
 // highWater returns the largest outbox id below which every row is
 // committed.
-func highWater(ctx context.Context, db *store.DB) (int64, error) {
-	var hw int64
-	err := db.InTx(ctx, func(tx *store.Tx) error {
-		if tx.Dialect() == store.Postgres {
-			if _, err := tx.ExecContext(ctx, sqlLockOutbox); err != nil {
-				return err
-			}
-		}
-		var through int64
-		if err := tx.QueryRowxContext(ctx, sqlHighWater).Scan(&hw, &through); err != nil {
-			return err
-		}
-		hw = max(hw, through)
-		return nil
-	})
-	if err != nil {
-		return 0, store.Translate(err, "read the outbox high-water mark")
-	}
-	return hw, nil
-}
+func highWater(ctx context.Context, db *store.DB) (int64, error) { return db.OutboxHighWater(ctx) }
 
 // prunedThrough returns the largest outbox id retention deleted (0: none):
 // a delta since an export below it would miss events.
 func prunedThrough(ctx context.Context, db *store.DB) (int64, error) {
-	var v int64
-	if err := db.Reader().GetContext(ctx, &v, sqlPrunedThrough); err != nil {
-		return 0, store.Translate(err, "read the register outbox retention mark")
-	}
-	return v, nil
+	s, err := db.OutboxStats(ctx)
+	return s.PrunedThrough, err
 }
 
-// record adds the export to register_exports and returns its id.
+// record adds the export to register_exports and sets its id.
 func record(ctx context.Context, db *store.DB, e *Export) error {
-	err := db.InTx(ctx, func(tx *store.Tx) error {
-		var since any
-		if e.Since > 0 {
-			since = e.Since
-		}
-		return tx.GetContext(ctx, &e.ID, tx.Rebind(sqlAddExport), e.Kind, tx.Now().UnixMicro(), e.HighWater, since, e.Rows, e.File)
-	})
-	if err != nil {
+	r := store.ExportRecord{Kind: e.Kind, File: e.File, Rows: e.Rows, HighWater: e.HighWater, Since: e.Since}
+	if err := db.RecordExport(ctx, &r); err != nil {
 		return store.Translate(err, fmt.Sprintf("record export of %s (the file is written)", e.File))
 	}
+	e.ID = r.ID
 	return nil
 }
 

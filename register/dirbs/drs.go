@@ -3,24 +3,15 @@ package dirbs
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
-
-// sqlDRSRows streams bound IMEIs grouped by device, slot order.
-const sqlDRSRows = `SELECT i.device_serial, i.imei14 FROM imeis i
-JOIN pools p ON p.id = i.pool_id JOIN tacs t ON t.tac = p.tac
-WHERE i.state = 'BOUND' AND i.device_serial <> '' %s
-ORDER BY i.device_serial, i.slot, i.imei14`
 
 // MaxIMEIsPerDevice is the most IMEIs a DRS row holds.
 const MaxIMEIsPerDevice = 5
@@ -44,25 +35,9 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 	if err != nil {
 		return nil, err
 	}
-	q, args := sqlDRSRows, []any{}
-	if len(models) > 0 {
-		var err error
-		q, args, err = sqlx.In(fmtQ(q, "AND t.model_name IN (?)"), models)
-		if err != nil {
-			return nil, tacerr.Wrap(tacerr.Internal, err, "model filter")
-		}
-	} else {
-		q = fmtQ(q, "")
-	}
 	if _, err := os.Stat(filepath.Dir(path)); err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create %s (does the directory exist?)", path)
 	}
-	r := db.Reader()
-	rows, err := r.QueryContext(ctx, r.Rebind(q), args...)
-	if err != nil {
-		return nil, store.Translate(err, "read bound devices")
-	}
-	defer rows.Close()
 	var files [MaxIMEIsPerDevice + 1]*drsFile
 	defer func() {
 		for _, f := range files {
@@ -98,29 +73,25 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 		group = group[:0]
 		return nil
 	}
-	for rows.Next() {
-		var device string
-		var n int64
-		if err := rows.Scan(&device, &n); err != nil {
-			return nil, store.Translate(err, "read bound device")
-		}
+	err = db.BoundDeviceIMEIs(ctx, models, func(device string, n int64) error {
 		m, err := imei.FromUint64(uint64(n))
 		if err != nil {
-			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", n)
+			return tacerr.Wrap(tacerr.LedgerInvariant, err, "ledger IMEI %d", n)
 		}
 		if device != cur {
 			if err := flush(); err != nil {
-				return nil, err
+				return err
 			}
 			cur = device
 		}
 		if len(group) == MaxIMEIsPerDevice {
-			return nil, tacerr.New(tacerr.LedgerInvariant, "device %q has more than %d bound IMEIs: a DRS row holds 1 to 5", device, MaxIMEIsPerDevice)
+			return tacerr.New(tacerr.LedgerInvariant, "device %q has more than %d bound IMEIs: a DRS row holds 1 to 5", device, MaxIMEIsPerDevice)
 		}
 		group = append(group, m)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, store.Translate(err, "read bound devices")
+		return nil
+	})
+	if err != nil {
+		return nil, err
 	}
 	if err := flush(); err != nil {
 		return nil, err
@@ -154,8 +125,4 @@ type drsFile struct {
 	af *atomicFile
 	w  *bufio.Writer
 	e  Export
-}
-
-func fmtQ(q, filter string) string {
-	return fmt.Sprintf(q, filter)
 }

@@ -4,42 +4,15 @@ import (
 	"archive/zip"
 	"bufio"
 	"context"
-	"database/sql"
 	"errors"
-	"fmt"
 	"io"
 	"path/filepath"
 	"strings"
-
-	"github.com/jmoiron/sqlx"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
-)
-
-const (
-	// sqlListRows streams the bound IMEIs with their TAC's names.
-	sqlListRows = `SELECT i.imei14, i.device_serial, t.brand, t.model_name, t.model_number, t.device_type, t.radio_interfaces
-FROM imeis i JOIN pools p ON p.id = i.pool_id JOIN tacs t ON t.tac = p.tac
-WHERE i.state = 'BOUND' ORDER BY i.imei14`
-	// sqlDeltaRows streams, per IMEI changed in (since, hw], its last event
-	// there and whether it was on the list at since. That is read from the
-	// ledger and the window alone, never from outbox rows at or before since
-	// (retention may have deleted them): an IMEI's events are registered
-	// once, then updated, then at most one of voided or revoked, so it was
-	// listed at since if and only if it was ever bound and its registration
-	// is not inside the window.
-	sqlDeltaRows = `SELECT o.imei14, o.event, o.device_id, o.brand, o.model, t.model_number, t.device_type, t.radio_interfaces,
-    CASE WHEN (i.bound_at IS NOT NULL OR i.state IN ('BOUND', 'REVOKED'))
-          AND NOT EXISTS (SELECT 1 FROM register_outbox r
-                          WHERE r.imei14 = o.imei14 AND r.event = 'registered' AND r.id > ? AND r.id <= ?)
-         THEN 1 ELSE 0 END AS listed
-FROM register_outbox o JOIN tacs t ON t.tac = o.tac JOIN imeis i ON i.imei14 = o.imei14
-WHERE o.id > ? AND o.id <= ?
-  AND o.id = (SELECT MAX(l.id) FROM register_outbox l WHERE l.imei14 = o.imei14 AND l.id > ? AND l.id <= ?)
-ORDER BY o.imei14`
 )
 
 // listRow is one registration list row. device is the device serial in a
@@ -84,14 +57,14 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 	var since int64
 	if deltaSince != 0 {
 		e.Kind = KindDelta
-		var kind string
-		err := db.Reader().QueryRowxContext(ctx, db.Reader().Rebind(sqlExportByID), deltaSince).Scan(&kind, &since)
-		if errors.Is(err, sql.ErrNoRows) {
+		kind, hw, found, err := db.Export(ctx, deltaSince)
+		if err != nil {
+			return e, err
+		}
+		if !found {
 			return e, tacerr.Field(tacerr.NotFound, "delta-since", "export %d does not exist: give the id of an earlier registration-list export", deltaSince)
 		}
-		if err != nil {
-			return e, store.Translate(err, fmt.Sprintf("read export %d", deltaSince))
-		}
+		since = hw
 		if kind == KindDRS {
 			return e, tacerr.Field(tacerr.InvalidInput, "delta-since", "export %d is a DRS file, not a registration list", deltaSince)
 		}
@@ -119,9 +92,9 @@ func ExportRegistrationList(ctx context.Context, db *store.DB, path string, delt
 	}
 	bw := bufio.NewWriterSize(zf, 1<<16)
 	if deltaSince == 0 {
-		e.Rows, err = writeList(ctx, db.Reader(), bw)
+		e.Rows, err = writeList(ctx, db, bw)
 	} else {
-		e.Rows, err = writeDelta(ctx, db.Reader(), bw, since, hw)
+		e.Rows, err = writeDelta(ctx, db, bw, since, hw)
 	}
 	if err != nil {
 		return e, err
@@ -160,68 +133,46 @@ func checkRetention(ctx context.Context, db *store.DB, id, since int64) error {
 	return nil
 }
 
-func writeList(ctx context.Context, q *sqlx.DB, w *bufio.Writer) (int64, error) {
+func writeList(ctx context.Context, db *store.DB, w *bufio.Writer) (int64, error) {
 	w.WriteString(Header + "\n")
-	rows, err := q.QueryContext(ctx, sqlListRows)
-	if err != nil {
-		return 0, store.Translate(err, "read bound IMEIs")
-	}
-	defer rows.Close()
 	var n int64
-	for rows.Next() {
-		var r listRow
-		if err := rows.Scan(&r.imei14, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio); err != nil {
-			return n, store.Translate(err, "read bound IMEI")
-		}
+	err := db.BoundIMEIs(ctx, func(b store.ListedIMEI) error {
+		r := listRow{imei14: b.IMEI14, device: b.DeviceSerial, brand: b.Brand, model: b.Model, number: b.ModelNumber, kind: b.DeviceType, radio: b.Radio}
 		if err := r.write(w, ""); err != nil {
-			return n, writeErr(err)
+			return writeErr(err)
 		}
 		n++
-	}
-	if err := rows.Err(); err != nil {
-		return n, store.Translate(err, "read bound IMEIs")
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }
 
-func writeDelta(ctx context.Context, q *sqlx.DB, w *bufio.Writer, since, hw int64) (int64, error) {
+func writeDelta(ctx context.Context, db *store.DB, w *bufio.Writer, since, hw int64) (int64, error) {
 	w.WriteString(DeltaHeader + "\n")
-	rows, err := q.QueryContext(ctx, q.Rebind(sqlDeltaRows), since, hw, since, hw, since, hw)
-	if err != nil {
-		return 0, store.Translate(err, "read outbox changes")
-	}
-	defer rows.Close()
 	var n int64
-	for rows.Next() {
-		r := listRow{deviceID: true} // the id the outbox reported
-		var event string
-		var listedAtSince int
-		if err := rows.Scan(&r.imei14, &event, &r.device, &r.brand, &r.model, &r.number, &r.kind, &r.radio, &listedAtSince); err != nil {
-			return n, store.Translate(err, "read outbox change")
-		}
-		listed := listedAtSince == 1
+	err := db.ListChanges(ctx, since, hw, func(c store.ListChange) error {
+		// deviceID: the id the outbox reported
+		r := listRow{imei14: c.IMEI14, device: c.DeviceID, brand: c.Brand, model: c.Model, number: c.ModelNumber, kind: c.DeviceType, radio: c.Radio, deviceID: true}
 		var change string
-		switch event {
+		switch c.Event {
 		case wire.EventRegistered, wire.EventUpdated:
 			change = "add"
-			if listed {
+			if c.Listed {
 				change = "update"
 			}
 		case wire.EventVoided, wire.EventRevoked:
-			if !listed {
-				continue // never on the list: nothing to remove
+			if !c.Listed {
+				return nil // never on the list: nothing to remove
 			}
 			change = "remove"
 		}
 		if err := r.write(w, change); err != nil {
-			return n, writeErr(err)
+			return writeErr(err)
 		}
 		n++
-	}
-	if err := rows.Err(); err != nil {
-		return n, store.Translate(err, "read outbox changes")
-	}
-	return n, nil
+		return nil
+	})
+	return n, err
 }
 
 func writeErr(err error) error {

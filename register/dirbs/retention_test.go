@@ -86,7 +86,7 @@ func TestDeltaAfterRetention(t *testing.T) {
 				t.Fatal(err)
 			}
 			var left int
-			if err := db.Reader().Get(&left, `SELECT COUNT(*) FROM register_outbox`); err != nil || left != 0 {
+			if err := storetest.Reader(db).Get(&left, `SELECT COUNT(*) FROM register_outbox`); err != nil || left != 0 {
 				t.Fatalf("%d outbox rows left (%v)", left, err)
 			}
 			last, err := ExportRegistrationList(ctx, db, filepath.Join(dir, "last.zip"), 0)

@@ -211,7 +211,7 @@ func (e *env) checkExactlyOnce(url string) {
 	e.t.Helper()
 	type row struct{ key, event string }
 	var want []row
-	rows, err := e.db.Reader().Query(`SELECT idempotency_key, event, state, imei14 FROM register_outbox ORDER BY id`)
+	rows, err := storetest.Reader(e.db).Query(`SELECT idempotency_key, event, state, imei14 FROM register_outbox ORDER BY id`)
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -32,7 +32,7 @@ func BenchmarkDBLedgerLoad(b *testing.B) {
 				q = sqlBulkPostgres
 			}
 			err := db.InTx(context.Background(), func(tx *store.Tx) error {
-				_, err := tx.Exec(q, 999_999, tac, tac)
+				_, err := storetest.Exec(tx, q, 999_999, tac, tac)
 				return err
 			})
 			if err != nil {
@@ -41,7 +41,7 @@ func BenchmarkDBLedgerLoad(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
 				x := NewIndex()
-				if err := (DBLedger{DB: db.Reader()}).Load(context.Background(), x); err != nil {
+				if err := (DBLedger{DB: db}).Load(context.Background(), x); err != nil {
 					b.Fatal(err)
 				}
 				if x.ledger != 1_000_000 {

@@ -3,9 +3,8 @@ package reconcile
 import (
 	"context"
 
-	"github.com/jmoiron/sqlx"
-
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -137,55 +136,35 @@ type Ledger interface {
 	Load(ctx context.Context, x *Index) error
 }
 
-// DBLedger reads the ledger tables through a read-only pool, in one
-// streaming query (rows are not held in memory).
-type DBLedger struct{ DB *sqlx.DB }
+// DBLedger reads the ledger through the store's streaming iterators (rows
+// are not held in memory).
+type DBLedger struct{ DB *store.DB }
 
-const (
-	sqlOurTACs = `SELECT tac FROM tacs`
-	// sqlLedgerRows maps the state to a State number in SQL, so that rows
-	// scan into integers without allocating.
-	sqlLedgerRows = `SELECT imei14, CASE state WHEN 'RESERVED' THEN 1 WHEN 'BOUND' THEN 2 WHEN 'VOIDED' THEN 3
-    WHEN 'REVOKED' THEN 4 ELSE 0 END FROM imeis`
-)
+// stateOf maps a ledger state to the index's (0: unknown).
+func stateOf(s lifecycle.State) State {
+	switch s {
+	case store.StateReserved:
+		return Reserved
+	case store.StateBound:
+		return Bound
+	case store.StateVoided:
+		return Voided
+	case store.StateRevoked:
+		return Revoked
+	}
+	return 0
+}
 
 // Load implements Ledger.
 func (l DBLedger) Load(ctx context.Context, x *Index) error {
-	rows, err := l.DB.QueryContext(ctx, sqlOurTACs)
-	if err != nil {
-		return store.Translate(err, "read the manufacturer's TACs")
+	if err := l.DB.CatalogTACs(ctx, func(tac uint32) error { x.AddTAC(tac); return nil }); err != nil {
+		return err
 	}
-	for rows.Next() {
-		var tac int64
-		if err := rows.Scan(&tac); err != nil {
-			rows.Close()
-			return store.Translate(err, "read TAC")
-		}
-		x.AddTAC(uint32(tac))
-	}
-	if err := rows.Close(); err != nil {
-		return store.Translate(err, "read the manufacturer's TACs")
-	}
-	rows, err = l.DB.QueryContext(ctx, sqlLedgerRows)
-	if err != nil {
-		return store.Translate(err, "read ledger IMEIs")
-	}
-	defer rows.Close()
-	var n, st int64
-	for rows.Next() {
-		if err := rows.Scan(&n, &st); err != nil {
-			return store.Translate(err, "read ledger IMEI")
-		}
-		s := State(st)
-		if s < Reserved || s > Revoked {
+	return l.DB.IMEIStates(ctx, func(n uint64, state lifecycle.State) error {
+		s := stateOf(state)
+		if s == 0 {
 			return tacerr.New(tacerr.LedgerInvariant, "ledger IMEI %d has an unknown state", n)
 		}
-		if err := x.Set(uint64(n), s); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return store.Translate(err, "read ledger IMEIs")
-	}
-	return nil
+		return x.Set(n, s)
+	})
 }

@@ -94,7 +94,7 @@ func TestRunAgainstLedger(t *testing.T) {
 					}
 					defer in.Close()
 					out := t.TempDir()
-					got, err := Run(context.Background(), DBLedger{DB: db.Reader()}, in, Options{Format: tc.format, OutDir: out})
+					got, err := Run(context.Background(), DBLedger{DB: db}, in, Options{Format: tc.format, OutDir: out})
 					if err != nil {
 						t.Fatal(err)
 					}

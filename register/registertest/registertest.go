@@ -1,6 +1,6 @@
 // Package registertest puts ledger rows into a real test database for the
-// register packages' tests, with plain SQL, standing in for the allocator
-// and provisioner (which own those writes in production). It also changes
+// register packages' tests (through storetest's raw seeding), standing in
+// for the allocator and provisioner (which own those writes in production). It also changes
 // IMEI states with the matching store.Event, as the provisioner does, so
 // that sinks such as the register outbox see real transactions.
 package registertest
@@ -23,6 +23,7 @@ import (
 	"github.com/tacline/tacline/register/sim"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // Brand and Model of every seeded TAC.
@@ -39,64 +40,16 @@ type Row struct {
 	Slot   int
 }
 
-const (
-	sqlInsertTAC = `INSERT INTO tacs (tac, brand, model_name, model_number, device_type, radio_interfaces, imeis_per_device, allocation_date, created_at)
-VALUES (?, ?, ?, ?, 'Smartphone', 'LTE', 5, '2026-01-01', 0)`
-	sqlInsertPool = `INSERT INTO pools (name, tac, snr_start, snr_end, next_snr, created_at) VALUES (?, ?, 0, 999999, 1000000, 0)`
-	sqlPoolID     = `SELECT id FROM pools WHERE name = ?`
-	sqlInsertRes  = `INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
-VALUES (?, ?, ?, 'test', 'provision', ?, 1, 1, 0)`
-	sqlResID      = `SELECT id FROM reservations WHERE request_id = ?`
-	sqlInsertIMEI = `INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, device_serial, reserved_at, bound_at)
-VALUES (?, ?, ?, 0, ?, ?, ?, 0, ?)`
-	// sqlSetState sets bound_at on the first move to BOUND, as binding does.
-	sqlSetState = `UPDATE imeis SET state = ?, bound_at = COALESCE(bound_at, ?) WHERE imei14 = ?`
-)
-
 // Seed creates TAC tac (brand Brand, model Model) with one pool over all
 // its serials and the given rows, one reservation per device (rows without
 // a device get one each). It emits no events.
 func Seed(t testing.TB, db *store.DB, tac uint32, rows []Row) {
 	t.Helper()
-	err := db.InTx(context.Background(), func(tx *store.Tx) error {
-		if _, err := tx.Exec(tx.Rebind(sqlInsertTAC), tac, Brand, Model, "M-1"); err != nil {
-			return fmt.Errorf("insert TAC: %w", err)
-		}
-		pool := fmt.Sprintf("pool-%d", tac)
-		if _, err := tx.Exec(tx.Rebind(sqlInsertPool), pool, tac); err != nil {
-			return fmt.Errorf("insert pool: %w", err)
-		}
-		var poolID int64
-		if err := tx.Get(&poolID, tx.Rebind(sqlPoolID), pool); err != nil {
-			return err
-		}
-		resIDs := map[string]int64{}
-		for _, r := range rows {
-			req := fmt.Sprintf("req-%d-%d", tac, r.SNR)
-			if r.Device != "" {
-				req = fmt.Sprintf("req-%d-%s", tac, r.Device)
-			}
-			resID, ok := resIDs[req]
-			if !ok {
-				if _, err := tx.Exec(tx.Rebind(sqlInsertRes), req, []byte("h"), poolID, r.Device); err != nil {
-					return fmt.Errorf("insert reservation: %w", err)
-				}
-				if err := tx.Get(&resID, tx.Rebind(sqlResID), req); err != nil {
-					return err
-				}
-				resIDs[req] = resID
-			}
-			var bound any
-			if r.State != "RESERVED" && r.Device != "" {
-				bound = int64(1)
-			}
-			if _, err := tx.Exec(tx.Rebind(sqlInsertIMEI), uint64(tac)*imei.SNRsPerTAC+uint64(r.SNR), poolID, resID, r.Slot, r.State, r.Device, bound); err != nil {
-				return fmt.Errorf("insert IMEI: %w", err)
-			}
-		}
-		return nil
-	})
-	if err != nil {
+	seed := make([]storetest.SeedIMEI, len(rows))
+	for i, r := range rows {
+		seed[i] = storetest.SeedIMEI{SNR: r.SNR, State: r.State, Device: r.Device, Slot: r.Slot}
+	}
+	if err := storetest.SeedLedger(context.Background(), db, tac, Brand, Model, seed); err != nil {
 		t.Fatalf("seed ledger: %v", err)
 	}
 }
@@ -117,16 +70,8 @@ func TransitionErr(ctx context.Context, db *store.DB, tac uint32, snrs []uint32,
 		ev := store.Event{Type: event, TAC: imei.FormatTAC(tac), DeviceSerial: device, Actor: "test"}
 		for _, s := range snrs {
 			m, _ := imei.New(tac, s)
-			var bound any
-			if state == "BOUND" {
-				bound = tx.Now().UnixMicro()
-			}
-			res, err := tx.Exec(tx.Rebind(sqlSetState), state, bound, m.Uint64())
-			if err != nil {
-				return err
-			}
-			if n, err := res.RowsAffected(); err != nil || n != 1 {
-				return fmt.Errorf("IMEI %s: %d rows updated (%v)", m, n, err)
+			if err := storetest.SetIMEIState(tx, m.Uint64(), state); err != nil {
+				return fmt.Errorf("IMEI %s: %w", m, err)
 			}
 			ev.IMEIs = append(ev.IMEIs, m.String())
 		}

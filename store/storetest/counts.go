@@ -38,7 +38,7 @@ func ReadCounts(t testing.TB, db *store.DB) Counts {
 	t.Helper()
 	out := Counts{}
 	for _, q := range countQueries {
-		rows, err := db.Reader().QueryContext(context.Background(), q)
+		rows, err := Reader(db).QueryContext(context.Background(), q)
 		if err != nil {
 			t.Fatalf("ledger counts: %s: %v", q, err)
 		}

@@ -31,7 +31,7 @@ func Outage(t testing.TB, db *store.DB) (restore func()) {
 	switch db.Dialect() {
 	case store.Postgres:
 		var name string
-		if err := db.Reader().Get(&name, `SELECT current_database()`); err != nil {
+		if err := Reader(db).Get(&name, `SELECT current_database()`); err != nil {
 			t.Fatalf("outage: name of the test database: %v", err)
 		}
 		return PostgresOutage(t, name)
@@ -41,7 +41,7 @@ func Outage(t testing.TB, db *store.DB) (restore func()) {
 			Name string `db:"name"`
 			File string `db:"file"`
 		}
-		if err := db.Reader().Select(&rows, `PRAGMA database_list`); err != nil || len(rows) == 0 || rows[0].File == "" {
+		if err := Reader(db).Select(&rows, `PRAGMA database_list`); err != nil || len(rows) == 0 || rows[0].File == "" {
 			t.Fatalf("outage: file of the SQLite ledger: %v", err)
 		}
 		return SQLiteOutage(t, rows[0].File)

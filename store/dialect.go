@@ -1,0 +1,39 @@
+package store
+
+// What differs between SQLite and PostgreSQL in the ledger's queries is
+// decided here and read from db.sql everywhere else; opening, migrating,
+// backing up and measuring a database (store.go, migrate.go, backup.go,
+// size.go) are per database by nature.
+type dialectSQL struct {
+	// forUpdate ends a SELECT that must hold the rows it reads until
+	// commit: a row lock on PostgreSQL; nothing on SQLite, whose write
+	// transaction already excludes every other writer.
+	forUpdate string
+	// skipLocked ends the sub-SELECT of a claim or a prune, so that
+	// replicas sharing one PostgreSQL database skip each other's rows.
+	skipLocked string
+	// lockOutbox, when set, waits for the transactions writing outbox rows
+	// to end (PostgreSQL, where ids are assigned before commit).
+	lockOutbox string
+	// guardedAppend: the audit log appends in one statement guarded by the
+	// head (data-modifying CTEs, PostgreSQL).
+	guardedAppend bool
+	// poolsAtOnce: a batch claims every pool with one UPDATE ... FROM
+	// (VALUES ...) (SQLite: one writer, so no lock order to keep between
+	// replicas).
+	poolsAtOnce bool
+	// readOnlyTx: read transactions are declared read-only (PostgreSQL;
+	// SQLite's read pool is opened read-only instead).
+	readOnlyTx bool
+}
+
+var dialects = map[Dialect]dialectSQL{
+	SQLite: {poolsAtOnce: true},
+	Postgres: {
+		forUpdate:     " FOR UPDATE",
+		skipLocked:    "FOR UPDATE SKIP LOCKED",
+		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
+		guardedAppend: true,
+		readOnlyTx:    true,
+	},
+}

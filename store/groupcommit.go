@@ -1,0 +1,254 @@
+package store
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// The group committer: concurrent Reserve, Commit and CommitBinding calls
+// queue up and are executed in one transaction, each acknowledged only
+// after that transaction committed. Its work items are typed: reserveWork
+// (allocate.go), commitWork and bindWork (below).
+
+// member is what every work item shares: its outcome and the signal that
+// it is known.
+type member struct {
+	err  error
+	done chan struct{}
+}
+
+func newMember() member { return member{done: make(chan struct{})} }
+
+func (m *member) base() *member { return m }
+
+// work is one Reserve, Commit or CommitBinding call in a batch.
+type work interface{ base() *member }
+
+// commitWork is a Commit call: an operation on the shared transaction.
+type commitWork struct {
+	member
+	op func(tx *Tx) error
+}
+
+// bindWork is a CommitBinding call.
+type bindWork struct {
+	member
+	bind *Binding
+}
+
+// committer batches concurrent reservations into one transaction (group
+// commit): one fsync acknowledges every reservation of the batch, and a
+// pool's high-water mark is read and written once per batch.
+type committer struct {
+	db       *DB
+	mu       sync.Mutex
+	queue    []work
+	wake     chan struct{}
+	stop     chan struct{}
+	stopped  chan struct{}
+	maxBatch int
+	running  bool
+	closed   bool // after close, submissions fail at once
+	// linger bounds how long a batch waits for the callers of the previous
+	// batch to come back (see loop).
+	linger time.Duration
+	// lastBatch is the size of the previous batch.
+	lastBatch int
+	// stats
+	batches, reserved atomic.Int64
+}
+
+func (c *committer) submit(w work) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		m := w.base()
+		m.err = tacerr.New(tacerr.Unavailable, "the ledger is closed")
+		close(m.done)
+		return
+	}
+	c.queue = append(c.queue, w)
+	if !c.running {
+		c.running = true
+		go c.loop()
+	}
+	c.mu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (c *committer) loop() {
+	defer close(c.stopped)
+	timer := time.NewTimer(time.Hour)
+	timer.Stop()
+	for {
+		c.gather(timer)
+		c.mu.Lock()
+		n := len(c.queue)
+		if n > c.maxBatch {
+			n = c.maxBatch
+		}
+		batch := c.queue[:n:n]
+		c.queue = append([]work(nil), c.queue[n:]...)
+		c.mu.Unlock()
+		if len(batch) > 0 {
+			c.lastBatch = len(batch)
+			c.batches.Add(1)
+			c.reserved.Add(int64(len(batch)))
+			c.db.commitBatch(batch)
+			for _, w := range batch {
+				close(w.base().done)
+			}
+			continue
+		}
+		select {
+		case <-c.wake:
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// gather implements the group-commit delay. Under concurrency, callers whose
+// reservations just committed come back within microseconds; starting the
+// next batch at once would split them from the rest and halve every batch
+// (each commit costs one fsync whatever its size). So when the previous batch
+// held more than one reservation, wait until the queue holds as many as the
+// previous batch plus those already waiting, or until linger has passed,
+// whichever is first. A lone caller (previous batch of one) never waits.
+func (c *committer) gather(timer *time.Timer) {
+	if c.lastBatch <= 1 || c.linger <= 0 {
+		return
+	}
+	c.mu.Lock()
+	target := len(c.queue) + c.lastBatch
+	c.mu.Unlock()
+	if target > c.maxBatch {
+		target = c.maxBatch
+	}
+	timer.Reset(c.linger)
+	defer timer.Stop()
+	for {
+		c.mu.Lock()
+		n := len(c.queue)
+		c.mu.Unlock()
+		if n >= target {
+			return
+		}
+		select {
+		case <-c.wake:
+		case <-timer.C:
+			return
+		case <-c.stop:
+			return
+		}
+	}
+}
+
+// close stops the committer after it has committed what was queued.
+func (c *committer) close() {
+	c.mu.Lock()
+	running := c.running
+	c.running = false
+	c.closed = true
+	c.mu.Unlock()
+	if running {
+		close(c.stop)
+		<-c.stopped
+	}
+}
+
+// BatchStats reports how many group-commit batches ran and how many
+// members (Reserve, Commit, CommitBinding calls) they carried (for logs and
+// benchmarks).
+func (db *DB) BatchStats() (batches, reservations int64) {
+	return db.committer.batches.Load(), db.committer.reserved.Load()
+}
+
+// Commit runs op in a write transaction shared with other concurrent
+// Commit and Reserve calls (group commit) and returns once that transaction
+// committed. op must touch nothing but tx: if the shared transaction fails,
+// every member is rerun alone in its own transaction, so op may run more
+// than once and its error is its own.
+func (db *DB) Commit(ctx context.Context, op func(tx *Tx) error) error {
+	return db.submitWait(ctx, &commitWork{member: newMember(), op: op})
+}
+
+// submitWait hands a Commit or CommitBinding to the committer and waits for
+// its transaction.
+func (db *DB) submitWait(ctx context.Context, w work) error {
+	db.committer.submit(w)
+	m := w.base()
+	select {
+	case <-m.done:
+		return m.err
+	case <-ctx.Done():
+		return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger write not confirmed before the deadline; retry the request")
+	}
+}
+
+// commitBatch commits a batch; if the batch as a whole fails, every member
+// is rerun alone so that one request's error never fails another's.
+func (db *DB) commitBatch(batch []work) {
+	if len(batch) > 1 {
+		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch) })
+		if err == nil {
+			return
+		}
+	}
+	for _, w := range batch {
+		one := []work{w}
+		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one) }); err != nil {
+			if r, ok := w.(*reserveWork); ok {
+				r.res = nil
+			}
+			w.base().err = err
+		}
+	}
+}
+
+// runBatch reserves every Reserve member in bulk, runs the Commit members'
+// operations, then records the CommitBinding members (in bulk when there
+// are several).
+func (tx *Tx) runBatch(batch []work) error {
+	var res []*reserveWork
+	var ops []*commitWork
+	var binds []*Binding
+	for _, w := range batch {
+		w.base().err = nil
+		switch w := w.(type) {
+		case *reserveWork:
+			w.res = nil
+			res = append(res, w)
+		case *commitWork:
+			ops = append(ops, w)
+		case *bindWork:
+			binds = append(binds, w.bind)
+		default:
+			return tacerr.New(tacerr.Internal, "group commit: unknown work item %T", w)
+		}
+	}
+	if len(res) > 0 {
+		if err := tx.reserveBatch(res); err != nil {
+			return err
+		}
+	}
+	for _, w := range ops {
+		if err := w.op(tx); err != nil {
+			return err
+		}
+	}
+	switch len(binds) {
+	case 0:
+		return nil
+	case 1:
+		return tx.BindDevice(binds[0])
+	}
+	return tx.bindBatch(binds)
+}

@@ -1,0 +1,17 @@
+// Package rawsql hands the store's own helpers (store/storetest) the
+// database handles behind a store.DB and a store.Tx, which the store's
+// public surface never shows. Being internal to store, it cannot be
+// imported from outside store's tree; the handles serve tests' assertions
+// and fault injection (a trigger that makes a write fail), never production
+// code.
+package rawsql
+
+import "github.com/jmoiron/sqlx"
+
+// Set by package store when it is initialised.
+var (
+	// Reader returns the read pool of a *store.DB.
+	Reader func(db any) *sqlx.DB
+	// Tx returns the database transaction of a *store.Tx.
+	Tx func(tx any) *sqlx.Tx
+)
