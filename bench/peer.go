@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/smallstep/certificates/api"
 	"github.com/smallstep/certificates/ca"
 
@@ -379,28 +378,11 @@ func cpuOf(pids []int) time.Duration {
 }
 
 // backendPIDs lists the PostgreSQL backends connected to the database of
-// dsn (the server's pool), read through the administrative connection.
+// dsn (the server's pool); none when they cannot be read.
 func backendPIDs(ctx context.Context, adminDSN, dsn string) []int {
-	cfg, err := pgx.ParseConfig(dsn)
+	pids, err := pgadmin.BackendPIDs(ctx, adminDSN, dsn)
 	if err != nil {
 		return nil
 	}
-	conn, err := pgx.Connect(ctx, adminDSN)
-	if err != nil {
-		return nil
-	}
-	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, cfg.Database)
-	if err != nil {
-		return nil
-	}
-	defer rows.Close()
-	var out []int
-	for rows.Next() {
-		var pid int
-		if rows.Scan(&pid) == nil {
-			out = append(out, pid)
-		}
-	}
-	return out
+	return pids
 }

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net/url"
+	"strings"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // the "pgx" driver
@@ -50,4 +51,32 @@ func CreateDatabase(ctx context.Context, adminDSN string) (dsn string, drop func
 		return err
 	}
 	return u.String(), drop, nil
+}
+
+// BackendPIDs lists the server processes (backends) connected to the
+// database of dsn, read through adminDSN (benchmarks add their CPU time).
+func BackendPIDs(ctx context.Context, adminDSN, dsn string) ([]int, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return nil, err
+	}
+	db, err := sql.Open("pgx", adminDSN)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, strings.TrimPrefix(u.Path, "/"))
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			return nil, err
+		}
+		out = append(out, pid)
+	}
+	return out, rows.Err()
 }
