@@ -97,12 +97,12 @@ var faultMethod = map[string]string{
 // statusCode is a tacerr code the API maps to each status.
 var statusCode = map[int]tacerr.Code{
 	400: tacerr.InvalidInput, 403: tacerr.Forbidden, 404: tacerr.NotFound, 409: tacerr.Conflict,
-	422: tacerr.TACNotApproved, 500: tacerr.Internal, 503: tacerr.Unavailable,
+	422: tacerr.TACNotApproved, 500: tacerr.Internal, 502: tacerr.UpstreamRefused, 503: tacerr.Unavailable,
 }
 
 // TestOpenAPIResponsesExercised: every response api/openapi.yaml documents
 // (each operation's success and error statuses: 400, 401, 403, 404, 409,
-// 413, 415, 422, 429, 500, 503) is produced by the server, and each
+// 413, 415, 422, 429, 500, 502, 503) is produced by the server, and each
 // exchange matches the document (body schema, problem+json, headers). The
 // list of pairs is the document's own: a response added to the document
 // without a way to produce it fails here.
