@@ -43,14 +43,7 @@ func TestStepCACrash(t *testing.T) {
 func runStepCACrash(t *testing.T, d store.Dialect) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	opts := devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 2, Driver: d}
-	if d == store.Postgres {
-		opts.DSN = storetest.PostgresDSN(t)
-	}
-	env, err := devenv.Setup(ctx, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
+	env := setupEnv(t, ctx, d, 2)
 	r := stepcatest.StartRA(t, env.Config.HSM, nil)
 	sca := r.CA
 	setSections(t, env.ConfigPath, map[string]any{
