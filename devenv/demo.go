@@ -11,6 +11,7 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/factory/sim"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -185,6 +186,13 @@ func (e *Env) CheckLedger(ctx context.Context) (store.CheckReport, error) {
 	}
 	defer db.Close()
 	return db.Check(ctx)
+}
+
+// OpenLedger opens the environment's ledger as the server does: the audit
+// log and the register outbox attached as sinks, so ledger changes made
+// through it emit their events.
+func (e *Env) OpenLedger(ctx context.Context) (*store.DB, error) {
+	return server.OpenLedger(ctx, e.Config)
 }
 
 // printConsole prints the console's and the check page's addresses on the
