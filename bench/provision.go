@@ -73,16 +73,16 @@ type ProvisionResult struct {
 	// devices/s empty (issue 14's target: >= 0.9). LedgerOK is then both
 	// ledgers' `ledger check`; AuditOK the prefilled log's export verified
 	// offline (a checkpoint signed after the run, the whole log).
-	Prefill             int              `json:"prefill,omitempty"`
-	PrefillSeconds      float64          `json:"prefill_seconds,omitempty"`
-	PrefillPerSecond    float64          `json:"prefill_devices_per_second,omitempty"`
-	LedgerBytes         int64            `json:"ledger_bytes,omitempty"`
-	Empty               *ProvisionResult `json:"empty,omitempty"`
-	EmptyPerSecond      float64          `json:"empty_devices_per_second,omitempty"`
-	PrefilledRatio      float64          `json:"prefilled_ratio,omitempty"`
-	AuditOK             *bool            `json:"audit_ok,omitempty"`
-	AuditVerifySeconds  float64          `json:"audit_verify_seconds,omitempty"`
-	CheckSeconds        float64          `json:"ledger_check_seconds,omitempty"`
+	Prefill            int              `json:"prefill,omitempty"`
+	PrefillSeconds     float64          `json:"prefill_seconds,omitempty"`
+	PrefillPerSecond   float64          `json:"prefill_devices_per_second,omitempty"`
+	LedgerBytes        int64            `json:"ledger_bytes,omitempty"`
+	Empty              *ProvisionResult `json:"empty,omitempty"`
+	EmptyPerSecond     float64          `json:"empty_devices_per_second,omitempty"`
+	PrefilledRatio     float64          `json:"prefilled_ratio,omitempty"`
+	AuditOK            *bool            `json:"audit_ok,omitempty"`
+	AuditVerifySeconds float64          `json:"audit_verify_seconds,omitempty"`
+	CheckSeconds       float64          `json:"ledger_check_seconds,omitempty"`
 }
 
 // Provision sets up a fresh environment, measures raw HSM signing on its
