@@ -153,6 +153,9 @@ func Prefill(ctx context.Context, env *devenv.Env, n int, progress io.Writer) (*
 				(time.Duration(float64(n-done)/rate) * time.Second).Round(time.Second))
 		}
 	}
+	if err := loader.Finish(ctx); err != nil {
+		return nil, err
+	}
 	res := &PrefillResult{Devices: n, Pools: len(pools), Seconds: time.Since(start).Seconds(), AuditSize: bulk.Head().Size}
 	res.DevicesPerSecond = float64(n) / res.Seconds
 	return res, nil
