@@ -81,8 +81,11 @@ func (c Config) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "site.low_water_hours", "must not be negative")
 	}
 	for i, p := range c.Pools {
-		if p.Pool == "" || p.LeaseSize < 1 {
-			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d]", i), "needs a pool and a lease_size of at least 1")
+		switch {
+		case p.Pool == "":
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d].pool", i), "names the HQ pool to lease from; it is required")
+		case p.LeaseSize < 1 || p.LeaseSize > imei.SNRsPerTAC:
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d].lease_size", i), "must be between 1 and 1000000, and at most headquarters' hq.lease.max_size; got %d", p.LeaseSize)
 		}
 	}
 	return nil
@@ -239,7 +242,8 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	}
 	for i, e := range evs {
 		req.Events[i] = wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
+			Lease: e.Lease, UnusedFrom: e.UnusedFrom}
 	}
 	// Stay under the API's body limit: halve the batch until it fits (the
 	// checkpoint still covers every event shipped).
@@ -356,6 +360,9 @@ func (s *Site) Run(ctx context.Context) {
 			}
 		}
 		if s.Ready() == nil {
+			if _, err := s.ReleaseLeases(ctx); err != nil && ctx.Err() == nil {
+				s.lg.Warn("lease release check failed", "err", err)
+			}
 			if err := s.EnsureLeases(ctx); err != nil && ctx.Err() == nil {
 				s.lg.Warn("lease check failed", "err", err)
 			}
@@ -430,6 +437,10 @@ type HeldLease struct {
 	Free      int64     `json:"free"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Expired   bool      `json:"expired"`
+	// Released: the site released the lease (lease.released written);
+	// Closed: closed for allocation, waiting for reservations in flight.
+	Released bool `json:"released,omitempty"`
+	Closed   bool `json:"closed,omitempty"`
 }
 
 // Local reads a site's own view from its ledger.
@@ -444,7 +455,8 @@ func Local(ctx context.Context, db *store.DB, name string) (LocalStatus, error) 
 		expired := !now.Before(h.ExpiresAt)
 		st.Leases = append(st.Leases, HeldLease{Lease: h.LeaseID, HQPool: h.HQPool, Pool: h.Pool.Name,
 			SNRStart: fmt.Sprintf("%06d", h.Pool.SNRStart), SNREnd: fmt.Sprintf("%06d", h.Pool.SNREnd),
-			Used: int64(h.NextSNR) - int64(h.Pool.SNRStart), Free: h.Free, ExpiresAt: h.ExpiresAt, Expired: expired})
+			Used: int64(h.NextSNR) - int64(h.Pool.SNRStart), Free: h.Free, ExpiresAt: h.ExpiresAt, Expired: expired,
+			Released: !h.ReleasedAt.IsZero(), Closed: !h.ClosedAt.IsZero() && h.ReleasedAt.IsZero()})
 		if !expired {
 			st.Remaining += h.Free
 		}

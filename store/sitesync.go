@@ -27,6 +27,10 @@ type SiteEvent struct {
 	Reason       string
 	// PreviousCertSerial is a reissue's replaced certificate.
 	PreviousCertSerial string
+	// Lease and UnusedFrom are a lease.released event's: HQ's lease id and
+	// its first SNR the site never reserved (-1: none left).
+	Lease      int64
+	UnusedFrom int64
 }
 
 // SiteSyncResult says what ApplySiteEvents did.
@@ -85,6 +89,17 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			switch {
 			case ev.Seq <= seq:
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
+			case ev.Type == EventLeaseReleased:
+				r, err := leaseOfSite(rows, site, ev.Lease)
+				if err != nil {
+					return err
+				}
+				if err := tx.applyLeaseRelease(site, r, ev, actor, now); err != nil {
+					return err
+				}
+				seq = ev.Seq
+				res.Applied++
+				continue
 			case len(ev.IMEIs) == 0:
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
 			}
@@ -196,7 +211,7 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 	case EventDeviceReissued:
 		return tx.RecordReissue(ev.IMEIs, ev.DeviceSerial, ev.CertSerial, ev.PreviousCertSerial, actor, requestID)
 	}
-	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued)", ev.Type)
+	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued, lease.released)", ev.Type)
 }
 
 // RecordSiteRefusal counts a refused batch of site and keeps why, in its
