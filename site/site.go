@@ -241,6 +241,9 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 		req.Proof = append(req.Proof, base64.StdEncoding.EncodeToString(h[:]))
 	}
 	for i, e := range evs {
+		if e.IMEIs == nil {
+			e.IMEIs = []string{} // lease.released: none
+		}
 		req.Events[i] = wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
 			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
 			Lease: e.Lease, UnusedFrom: e.UnusedFrom}
