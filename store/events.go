@@ -20,6 +20,9 @@ const (
 	EventStationDisabled = "station.disabled"
 	EventIssuerActivated = "issuer.activated"
 	EventIssuerRevoked   = "issuer.revoked"
+	// EventCACertified: a root in this ledger certified another
+	// deployment's issuing CA (a factory site's, in a ceremony at HQ).
+	EventCACertified = "ca.certified"
 	EventConfigChanged   = "config.changed"
 	// EventRollbackAcknowledged: an operator acknowledged serving a
 	// ledger older than a published audit checkpoint (`tacline restore ack`).
