@@ -121,4 +121,3 @@ func pemCSR(t *testing.T, p []byte) []byte {
 	}
 	return append([]byte(nil), b.Bytes...)
 }
-
