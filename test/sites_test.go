@@ -238,18 +238,6 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(site1, "ledger.db"), old, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfgBytes, err := os.ReadFile(filepath.Join(site1, "tacline.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg struct {
-		Site struct {
-			HQURL string `yaml:"hq_url"`
-		} `yaml:"site"`
-	}
-	if err := yaml.Unmarshal(cfgBytes, &cfg); err != nil {
-		t.Fatal(err)
-	}
 	ctx := context.Background()
 	if _, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server1.log")); err == nil {
 		t.Fatal("the restored site started despite its published checkpoint")
@@ -263,7 +251,7 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"),
-		"--listen", strings.TrimPrefix(cfg.Site.HQURL, "https://"))
+		"--listen", hqAddr(t, site1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +295,25 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 	if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
 		t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
 	}
+}
+
+// hqAddr is the address (host:port) of HQ in the site's configuration:
+// HQ restarted after a demo run listens there again.
+func hqAddr(t *testing.T, siteDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(siteDir, "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Site struct {
+			HQURL string `yaml:"hq_url"`
+		} `yaml:"site"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(cfg.Site.HQURL, "https://")
 }
 
 // TestSiteReportsIMEIOutsideLeases: a site (its real certificate, its
