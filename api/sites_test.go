@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -107,6 +108,19 @@ func TestSitesAPI(t *testing.T) {
 	var st wire.SiteStatus
 	if err := json.Unmarshal(r.body, &st); r.status != http.StatusOK || err != nil || st.Bound != 1 || st.Unused != 9 || st.Consistent || st.Refusals != 1 {
 		t.Fatalf("status: %d %s", r.status, r.body)
+	}
+	// The site releases the lease: its first SNR never reserved is the
+	// second; the nine from it go back to the pool.
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Events: []wire.SiteEvent{{
+		Seq: 2, Type: store.EventLeaseReleased, Time: time.Now().UTC(), IMEIs: []string{}, Lease: l.ID,
+		UnusedFrom: fmt.Sprintf("%06d", mustSNR(t, l.SNRStart)+1)}}})
+	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 {
+		t.Fatalf("release: %d %s", r.status, r.body)
+	}
+	r = rs.do(t, op, "GET", path(wire.PathSiteStatus, "s1"), nil)
+	if err := json.Unmarshal(r.body, &st); r.status != http.StatusOK || err != nil || st.Released != 9 || st.Unused != 0 || !st.Consistent ||
+		st.Leases[0].ReturnedAt == nil || st.Leases[0].Released != 9 {
+		t.Fatalf("status after the release: %d %s", r.status, r.body)
 	}
 }
 
