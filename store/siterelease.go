@@ -49,15 +49,11 @@ func (db *DB) ReleaseHeldLease(ctx context.Context, id int64, reason, actor stri
 			return translate(err, "look up held lease")
 		}
 		if r.ReleasedAt.Valid {
-			var from int64
-			if err := tx.get(&from, tx.rebind(`SELECT unused_from FROM held_leases WHERE lease_id = ?`), id); err != nil {
-				return translate(err, "look up held lease")
-			}
-			out.UnusedFrom, out.Unused, out.Released = uint32(from), r.SNREnd+1-from, true
+			out.UnusedFrom, out.Unused, out.Released = uint32(r.UnusedFrom.Int64), r.SNREnd+1-r.UnusedFrom.Int64, true
 			return nil
 		}
 		now := tx.Now().Truncate(time.Microsecond)
-		mark, pool := r.NextSNR, r.Name
+		mark, pool := r.UnusedFrom.Int64, r.Name
 		if !r.ClosedAt.Valid {
 			pool = r.Name + ".released"
 			// Renaming takes the pool's row: a reservation claiming it by
@@ -70,8 +66,6 @@ func (db *DB) ReleaseHeldLease(ctx context.Context, id int64, reason, actor stri
 				now.UnixMicro(), mark, reason, id); err != nil {
 				return translate(err, "close held lease")
 			}
-		} else if err := tx.get(&mark, tx.rebind(`SELECT unused_from FROM held_leases WHERE lease_id = ?`), id); err != nil {
-			return translate(err, "look up held lease")
 		}
 		out.UnusedFrom, out.Unused = uint32(mark), r.SNREnd+1-mark
 		base := r.TAC * imei.SNRsPerTAC

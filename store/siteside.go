@@ -97,7 +97,7 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 	})
 }
 
-const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, h.closed_at, h.released_at,
+const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, h.closed_at, h.unused_from, h.released_at,
 	p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr, p.factory, p.line, p.product, p.market FROM held_leases h JOIN pools p ON p.id = h.pool_id`
 
 type heldRow struct {
@@ -108,6 +108,7 @@ type heldRow struct {
 	ExpiresAt  int64         `db:"expires_at"`
 	GrantedAt  int64         `db:"granted_at"`
 	ClosedAt   sql.NullInt64 `db:"closed_at"`
+	UnusedFrom sql.NullInt64 `db:"unused_from"`
 	ReleasedAt sql.NullInt64 `db:"released_at"`
 	poolRow
 }

@@ -86,28 +86,10 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 				res.Skipped++
 				continue
 			}
-			switch {
-			case ev.Seq <= seq:
+			if ev.Seq <= seq {
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
-			case ev.Type == EventLeaseReleased:
-				r, err := leaseOfSite(rows, site, ev.Lease)
-				if err != nil {
-					return err
-				}
-				if err := tx.applyLeaseRelease(site, r, ev, actor, now); err != nil {
-					return err
-				}
-				seq = ev.Seq
-				res.Applied++
-				continue
-			case len(ev.IMEIs) == 0:
-				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
 			}
-			lease, err := siteLease(rows, site, ev.IMEIs)
-			if err != nil {
-				return err
-			}
-			if err := tx.applySiteEvent(site, lease, ev, actor, now); err != nil {
+			if err := tx.applyOneSiteEvent(rows, site, i, ev, actor, now); err != nil {
 				return err
 			}
 			seq = ev.Seq
@@ -122,6 +104,27 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 		return oneRow(up, "record site %s's checkpoint", site)
 	})
 	return res, err
+}
+
+// applyOneSiteEvent applies events[i] of site, whose leases are rows: a
+// lease.released to the lease it names, any other event to the lease
+// holding its IMEIs.
+func (tx *Tx) applyOneSiteEvent(rows []leaseRow, site string, i int, ev SiteEvent, actor string, now time.Time) error {
+	if ev.Type == EventLeaseReleased {
+		r, err := leaseOfSite(rows, site, ev.Lease)
+		if err != nil {
+			return err
+		}
+		return tx.applyLeaseRelease(site, r, ev, actor, now)
+	}
+	if len(ev.IMEIs) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
+	}
+	lease, err := siteLease(rows, site, ev.IMEIs)
+	if err != nil {
+		return err
+	}
+	return tx.applySiteEvent(site, lease, ev, actor, now)
 }
 
 // siteLease returns the lease, not returned, of site that holds every IMEI
