@@ -256,13 +256,20 @@ func newSiteCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "site %s: %d SNRs left in unexpired leases, %d events not yet applied at headquarters\n",
 					st.Site, st.Remaining, st.PendingEvents)
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES")
+				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES\tSTATE")
 				for _, l := range st.Leases {
 					exp := l.ExpiresAt.Format(time.RFC3339)
 					if l.Expired {
 						exp += " (expired)"
 					}
-					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp)
+					state := "held"
+					switch {
+					case l.Released:
+						state = "released"
+					case l.Closed:
+						state = "closed (reservations in flight)"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp, state)
 				}
 				return w.Flush()
 			}
@@ -286,7 +293,7 @@ func newSiteCmd() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SITE\tLEASES\tLEASED\tBOUND\tVOIDED\tUNUSED\tLAST SYNC\tVERIFIED SIZE\tCONSISTENT")
+			fmt.Fprintln(w, "SITE\tLEASES\tLEASED\tBOUND\tVOIDED\tUNUSED\tRELEASED\tRELET\tLAST SYNC\tVERIFIED SIZE\tCONSISTENT")
 			for _, s := range sts {
 				if one != "" && s.Site != one {
 					continue
@@ -295,8 +302,8 @@ func newSiteCmd() *cobra.Command {
 				if s.LastSync != nil {
 					last = s.LastSync.Format(time.RFC3339)
 				}
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\n", s.Site, len(s.Leases), s.LeasedSNRs, s.Bound, s.Voided, s.Unused,
-					last, s.VerifiedSize, s.Consistent)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\n", s.Site, len(s.Leases), s.LeasedSNRs, s.Bound, s.Voided, s.Unused,
+					s.Released, s.Relet, last, s.VerifiedSize, s.Consistent)
 			}
 			return w.Flush()
 		},
