@@ -83,9 +83,17 @@ func TestLeaseReleaseRelets(t *testing.T) {
 		// Events of the released lease after its release are refused, a
 		// second release too; nothing of the batch is written.
 		cp = store.SiteCheckpoint{Size: 6, Hash: []byte("h6")}
-		for _, ev := range []store.SiteEvent{bound(4, "d4", leaseIMEI(t, l1, 4)), released(4, l1.ID, 5)} {
+		for _, ev := range []store.SiteEvent{bound(4, "d4", leaseIMEI(t, l1, 4)), bound(4, "d3", leaseIMEI(t, l1, 3)), released(4, l1.ID, 5)} {
 			_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{ev}, cp, "hq")
 			wantCode(t, err, tacerr.LeaseViolation)
+		}
+		// A device HQ recorded from it is still the site's to revoke.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
+			IMEIs: []imei.IMEI{leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, cp, "hq"); err != nil {
+			t.Fatalf("revoke of a device of a released lease: %v", err)
+		}
+		if rec, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 0)); err != nil || rec.State != store.StateRevoked {
+			t.Fatalf("revoked IMEI %+v, %v", rec, err)
 		}
 
 		// The site that released them never gets them back: s1 leases from
