@@ -341,3 +341,35 @@ func TestReleaseHeldLease(t *testing.T) {
 		mustCheck(t, db)
 	})
 }
+
+// TestReleaseHeldLeaseConcurrent: releases of one lease at once (the
+// site's loop and an operator's command) all succeed and write one
+// lease.released.
+func TestReleaseHeldLeaseConcurrent(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		db.AddSink(store.SiteOutbox{})
+		seed(t, db, 0, 9)
+		now := db.Now()
+		if err := db.RecordHeldLease(ctx, store.HeldLease{LeaseID: 3, HQPool: "hq", HQSNRStart: 0, HQSNREnd: 999, GrantedAt: now,
+			ExpiresAt: now.Add(time.Hour), Pool: store.Pool{TAC: testTAC, SNRStart: 100, SNREnd: 199, Product: "EX-1", Market: "DE"}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				_, err := db.ReleaseHeldLease(ctx, 3, "operator", "test")
+				errs <- err
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		evs, err := db.PendingSiteEvents(ctx, 0, 10)
+		if err != nil || len(evs) != 1 || evs[0].Type != store.EventLeaseReleased || evs[0].UnusedFrom != "000100" {
+			t.Fatalf("outbox %+v, %v", evs, err)
+		}
+	})
+}

@@ -41,6 +41,11 @@ func (db *DB) ReleaseHeldLease(ctx context.Context, id int64, reason, actor stri
 	var out HeldLeaseRelease
 	err := db.InTx(ctx, func(tx *Tx) error {
 		out = HeldLeaseRelease{LeaseID: id}
+		// Lock the held lease first: two releases of one lease (the site's
+		// loop and an operator's command) serialise here.
+		if _, err := tx.exec(tx.rebind(`UPDATE held_leases SET lease_id = lease_id WHERE lease_id = ?`), id); err != nil {
+			return translate(err, "lock held lease")
+		}
 		var r heldRow
 		if err := tx.get(&r, tx.rebind(sqlSelectHeld+` WHERE h.lease_id = ?`), id); err != nil {
 			if noRows(err) {
