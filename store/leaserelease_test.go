@@ -373,3 +373,36 @@ func TestReleaseHeldLeaseConcurrent(t *testing.T) {
 		}
 	})
 }
+
+// TestConcurrentGrantsRelet: grants at once take the handed-back SNRs and
+// then the high-water mark without two leases sharing an SNR.
+func TestConcurrentGrantsRelet(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 999)
+		enrollSite(t, db, "s1")
+		enrollSite(t, db, "s2")
+		l := grant(t, db, "s1", 100)
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(1, l.ID, 0)}, store.SiteCheckpoint{Size: 1, Hash: []byte("h")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 8)
+		for range 8 {
+			go func() {
+				_, err := db.GrantLease(ctx, "s2", "A", 30, time.Hour, store.LeaseLimits{}, "test")
+				errs <- err
+			}()
+		}
+		for range 8 {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		rep := mustCheck(t, db)
+		// 100 handed back: three blocks of 30 and one of 10, then four of
+		// 30 from the high-water mark.
+		if rep.ReleasedUnleased != 0 || rep.LeasedUnused != 100+4*30 || rep.Leases != 9 {
+			t.Fatalf("check %+v", rep)
+		}
+	})
+}
