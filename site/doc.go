@@ -13,4 +13,11 @@
 // exactly-once (store.ApplySiteEvents). HQ then cosigns the checkpoint: it
 // adds its own signature line to the site's signed note, as a witness does,
 // so the site cannot later present another history of that size.
+//
+// Returns: a site releases a lease (HQ asked, it expired, or an operator
+// ran `tacline lease release`) by closing its pool and writing
+// lease.released with the lease's first SNR never reserved; HQ applies it
+// from a verified batch and hands the SNRs from that mark back to the pool
+// for other sites' leases (docs/sites.md, "Returns"). HQ's lease policy
+// (hq.lease, LeasePolicy) bounds every grant.
 package site

@@ -100,7 +100,10 @@ func (c Config) Validate() error {
 // a resend, not a duplicate); after a start, Ready fails with
 // site_not_current until HQ's last verified checkpoint of this site is
 // known and not larger than this ledger's audit log (a ledger restored from
-// an older backup stays refused: HQ saw more of its log than it holds).
+// an older backup stays refused: HQ saw more of its log than it holds); a
+// lease it released (ReleaseLeases) is closed for allocation before its
+// lease.released is written, and that event follows every event of the
+// lease's SNRs below its mark in the outbox.
 type Site struct {
 	cfg Config
 	db  *store.DB
