@@ -233,25 +233,23 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified, Events: make([]wire.SiteEvent, len(evs))}
+	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified}
 	for _, h := range proof {
 		req.Proof = append(req.Proof, base64.StdEncoding.EncodeToString(h[:]))
 	}
-	for i, e := range evs {
-		req.Events[i] = wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+	if req.Events, err = ProveEvents(ctx, s.db, evs, cp.Size); err != nil {
+		return 0, err
 	}
-	// Stay under the API's body limit: halve the batch until it fits (the
-	// checkpoint still covers every event shipped).
-	for len(req.Events) > 1 {
-		b, err := json.Marshal(req)
-		if err != nil {
-			return 0, tacerr.Wrap(tacerr.Internal, err, "encode sync request")
-		}
-		if len(b) <= wire.MaxBodyBytes*3/4 {
-			break
-		}
-		req.Events = req.Events[:len(req.Events)/2]
+	// Stay well under the sync body limit (the checkpoint covers every
+	// event shipped, so fewer is always right).
+	b, err := json.Marshal(req)
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Internal, err, "encode sync request")
+	}
+	for n := len(b); n > wire.MaxSyncBodyBytes*3/4 && len(req.Events) > 1; {
+		last, _ := json.Marshal(req.Events[len(req.Events)-1])
+		n -= len(last) + 1
+		req.Events = req.Events[:len(req.Events)-1]
 	}
 	res, err := s.hq.Sync(ctx, req)
 	if err != nil {
@@ -272,6 +270,46 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	}
 	s.m.synced.Add(float64(n))
 	return int(n), nil
+}
+
+// ProveEvents returns the wire form of a site's outbox events evs, each
+// with its audit leaf from db and the leaf's inclusion proof in the tree of
+// size size (the checkpoint the batch is sent with).
+func ProveEvents(ctx context.Context, db *store.DB, evs []store.PendingSiteEvent, size int64) ([]wire.SiteEvent, error) {
+	idx := make([]int64, len(evs))
+	for i, e := range evs {
+		if e.LeafIndex < 0 {
+			return nil, tacerr.New(tacerr.LedgerInvariant, "site outbox row %d carries no audit leaf index (written by a tacline before 2026-12): ship it with that version before upgrading", e.Seq)
+		}
+		idx[i] = e.LeafIndex
+	}
+	leaves, err := db.AuditLeavesAt(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	proofs, err := audit.InclusionProofs(ctx, db, size, idx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wire.SiteEvent, len(evs))
+	for i, e := range evs {
+		out[i] = WireEvent(e)
+		out[i].Leaf = leaves[e.LeafIndex]
+		out[i].Proof = make([]string, len(proofs[i]))
+		for k, h := range proofs[i] {
+			out[i].Proof[k] = base64.StdEncoding.EncodeToString(h[:])
+		}
+	}
+	return out, nil
+}
+
+// WireEvent is the wire form of an outbox event, without its leaf and
+// proof. HQ builds it again from the leaf a shipped event claims
+// (store.SiteEventOf) and compares.
+func WireEvent(e store.PendingSiteEvent) wire.SiteEvent {
+	return wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time.UTC(), RequestID: e.RequestID, IMEIs: e.IMEIs,
+		DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
+		LeafIndex: e.LeafIndex}
 }
 
 // EnsureLeases checks each configured HQ pool: when what is left of its
