@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -33,7 +34,15 @@ func TestSitesAPI(t *testing.T) {
 	env := provtest.New(t, store.SQLite)
 	pki := newPKI(t)
 	caFile := pki.write(t, "env-station-ca.pem", ca.ChainPEM(env.StationCA))
-	hq, err := site.NewHQ(env.DB, nil, nil)
+	_, wk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness, err := audit.NewCosigner("hq.example/audit", wk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hq, err := site.NewHQ(env.DB, witness, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,6 +107,9 @@ func TestSitesAPI(t *testing.T) {
 	var res wire.SiteSyncResponse
 	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 || res.VerifiedSize != 1 {
 		t.Fatalf("sync: %d %s", r.status, r.body)
+	}
+	if c, err := audit.OpenCosigned([]byte(res.Cosigned), signer.Verifier(), witness.Verifier()); err != nil || c.Size != 1 {
+		t.Fatalf("cosigned: %+v, %v", c, err)
 	}
 	// An IMEI outside the lease: refused with lease_violation.
 	log.bound(t, m, "SN-2", "0b")
@@ -203,4 +215,3 @@ func (l *memLog) proof(t *testing.T, old int64) []string {
 	}
 	return out
 }
-

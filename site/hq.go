@@ -88,8 +88,10 @@ func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest)
 	return w, nil
 }
 
-// NewHQ returns HQ's side over its ledger. cosigner signs the site
-// checkpoints HQ verified (HQ's audit key: the HSM's signer); reg, when not
+// NewHQ returns HQ's side over its ledger. cosigner cosigns the site
+// checkpoints HQ verified (an audit.Cosigner over HQ's Ed25519 witness key
+// in its HSM: C2SP tlog-cosignature/v1); without one Sync answers
+// unavailable after its checks, applying nothing. reg, when not
 // nil, receives the metrics tacline_site_sync_refused_total{site} and
 // tacline_site_events_applied_total{site}.
 func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, error) {
@@ -264,10 +266,10 @@ func eventDiff(want, got wire.SiteEvent) string {
 	return "event"
 }
 
-// cosign adds HQ's signature line to the site's signed checkpoint.
+// cosign adds HQ's cosignature line to the site's signed checkpoint.
 func (h *HQ) cosign(cp audit.Checkpoint, v note.Verifier) ([]byte, error) {
 	if h.cosigner == nil {
-		return cp.Note, nil
+		return nil, tacerr.New(tacerr.Unavailable, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint: set it up with `tacline audit witness-key --generate`")
 	}
 	n, err := note.Open(cp.Note, note.VerifierList(v))
 	if err != nil {

@@ -1,8 +1,10 @@
 package site_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/base64"
@@ -24,6 +26,17 @@ import (
 )
 
 const tac = 100010
+
+// witness is HQ's witness (cosigner) in these tests: an Ed25519 key in
+// memory (hsm's TestEd25519 covers the key in SoftHSM2).
+func witness(t *testing.T) *audit.Cosigner {
+	t.Helper()
+	c, err := audit.NewCosigner("hq.example/tacline-audit", ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 func key(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
@@ -163,12 +176,9 @@ func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) 
 // counted and recorded, and nothing of the batch is applied.
 func TestSync(t *testing.T) {
 	ctx := context.Background()
-	siteKey, hqKey := key(t), key(t)
+	siteKey := key(t)
 	hqDB, lease := hqLedger(t, siteKey)
-	cosigner, err := audit.NewNoteSigner("hq.example/tacline-audit", hqKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cosigner := witness(t)
 	reg := prometheus.NewRegistry()
 	hq, err := site.NewHQ(hqDB, cosigner, reg)
 	if err != nil {
@@ -180,13 +190,19 @@ func TestSync(t *testing.T) {
 	if err != nil || res.Applied != 2 || res.VerifiedSize != 5 {
 		t.Fatalf("first sync = %+v, %v", res, err)
 	}
-	// The cosigned note verifies under both keys.
+	// The cosigned note verifies under both keys: the site's signature
+	// and HQ's tlog-cosignature/v1.
 	siteV, _ := audit.ParseVerifierKey(mustVKey(t, "s1.example/tacline-audit", siteKey))
-	if _, err := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); err != nil {
-		t.Fatalf("cosigned note: %v", err)
+	if c, err := audit.OpenCosigned([]byte(res.Cosigned), siteV, cosigner.Verifier()); err != nil || c.Size != 5 || time.Since(c.Time) > time.Hour {
+		t.Fatalf("cosigned note: %+v, %v", c, err)
 	}
 	if n, _ := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); len(n.Sigs) != 2 {
 		t.Fatalf("cosigned note has %d signatures, want 2", len(n.Sigs))
+	}
+	// A cosignature by another witness key does not verify.
+	otherW, _ := audit.NewCosigner("hq.example/tacline-audit", ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)), nil)
+	if _, err := audit.OpenCosigned([]byte(res.Cosigned), siteV, otherW.Verifier()); err == nil {
+		t.Fatal("cosignature verified under another witness key")
 	}
 
 	cp2 := s.bind(t, 1, lease.SNRStart+2) // leaves 5-7, event 3

@@ -25,7 +25,7 @@ func TestSyncInclusion(t *testing.T) {
 	siteKey := key(t)
 	hqDB, lease := hqLedger(t, siteKey)
 	reg := prometheus.NewRegistry()
-	hq, err := site.NewHQ(hqDB, nil, reg)
+	hq, err := site.NewHQ(hqDB, witness(t), reg)
 	if err != nil {
 		t.Fatal(err)
 	}

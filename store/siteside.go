@@ -279,3 +279,29 @@ func (db *DB) SiteOutboxPending(ctx context.Context) (int64, error) {
 	}
 	return n, nil
 }
+
+// RecordCosigned keeps, in a site's own ledger, the newest checkpoint of
+// its audit log that HQ verified and cosigned (cp.Cosigned: the note with
+// HQ's witness cosignature; the caller verified it). It lives where HQ
+// keeps its view of a site: the sites row named after the site itself,
+// whose cp_size never goes down (a trigger). A checkpoint not larger than
+// the one kept changes nothing.
+func (db *DB) RecordCosigned(ctx context.Context, site string, cp SiteCheckpoint) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.exec(tx.rebind(`INSERT INTO sites (name, enrolled_at, cp_size, cp_hash, cp_note, cp_cosigned) VALUES (?,?,?,?,?,?)
+			ON CONFLICT (name) DO UPDATE SET cp_size = excluded.cp_size, cp_hash = excluded.cp_hash, cp_note = excluded.cp_note,
+			cp_cosigned = excluded.cp_cosigned WHERE excluded.cp_size > sites.cp_size`),
+			site, tx.Now().UnixMicro(), cp.Size, cp.Hash, cp.Note, cp.Cosigned)
+		return translate(err, "record headquarters' cosigned checkpoint")
+	})
+}
+
+// Cosigned returns the checkpoint RecordCosigned kept for site (size zero
+// and no note when none).
+func (db *DB) Cosigned(ctx context.Context, site string) (SiteCheckpoint, error) {
+	st, err := siteByName(db.r, site)
+	if tacerr.Is(err, tacerr.NotFound) {
+		return SiteCheckpoint{}, nil
+	}
+	return st.Checkpoint, err
+}
