@@ -106,12 +106,16 @@ func (c Config) Validate() error {
 // its ledger events with its signed checkpoints to HQ, and refuses to issue
 // until HQ has confirmed, since its start, that its ledger is current.
 //
-// Promises: events leave in outbox order and are marked shipped only after
-// HQ applied them (HQ skips what it applied before, so a lost answer costs
-// a resend, not a duplicate); after a start, Ready fails with
-// site_not_current until HQ's last verified checkpoint of this site is
-// known and not larger than this ledger's audit log (a ledger restored from
-// an older backup stays refused: HQ saw more of its log than it holds).
+// Promises: events leave in outbox order, each with its audit leaf and
+// inclusion proof, and are marked shipped only after HQ applied them and
+// its cosignature verified (HQ skips what it applied before, so a lost
+// answer costs a resend, not a duplicate); HQ's cosigned checkpoint is kept
+// in the ledger and the file outside it before that. After a start, Ready
+// fails with site_not_current until HQ's last verified checkpoint of this
+// site is known and this ledger's audit log extends it, and for good when
+// the log does not extend HQ's cosigned checkpoint the site holds (a
+// ledger restored from an older backup, or another history), whether or
+// not HQ is reachable.
 type Site struct {
 	cfg     Config
 	db      *store.DB
