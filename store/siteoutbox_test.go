@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"reflect"
 	"testing"
 
@@ -74,6 +75,27 @@ func TestSiteOutboxLeafIndexes(t *testing.T) {
 		})
 		if !tacerr.Is(err, tacerr.LedgerInvariant) {
 			t.Fatalf("site outbox without the audit log: %v", err)
+		}
+	})
+}
+
+// TestRecordCosigned: a site keeps the largest cosigned checkpoint HQ
+// returned; a smaller one changes nothing; none kept reads as size 0.
+func TestRecordCosigned(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		if cp, err := db.Cosigned(ctx, "s1"); err != nil || cp.Size != 0 || cp.Cosigned != "" {
+			t.Fatalf("nothing kept: %+v, %v", cp, err)
+		}
+		for _, c := range []struct{ record, kept int64 }{{5, 5}, {3, 5}, {8, 8}, {8, 8}} {
+			cp := store.SiteCheckpoint{Size: c.record, Hash: make([]byte, 32), Note: "note", Cosigned: fmt.Sprintf("cosigned %d", c.record)}
+			if err := db.RecordCosigned(ctx, "s1", cp); err != nil {
+				t.Fatal(err)
+			}
+			got, err := db.Cosigned(ctx, "s1")
+			if err != nil || got.Size != c.kept || got.Cosigned != fmt.Sprintf("cosigned %d", c.kept) || len(got.Hash) != 32 {
+				t.Fatalf("after recording %d: kept %+v, %v", c.record, got, err)
+			}
 		}
 	})
 }
