@@ -7,7 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -191,14 +190,11 @@ func (l *memLog) event(t *testing.T, i int64) wire.SiteEvent {
 	pe, _ := store.SiteEventOf(e)
 	pe.Seq, pe.LeafIndex = i+1, i
 	w := site.WireEvent(pe)
-	w.Leaf, w.Proof = l.leaves[i], []string{}
 	p, err := tlog.ProveRecord(int64(len(l.leaves)), i, l)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range p {
-		w.Proof = append(w.Proof, base64.StdEncoding.EncodeToString(h[:]))
-	}
+	w.Leaf, w.Proof = l.leaves[i], site.EncodeHashes(p)
 	return w
 }
 
@@ -209,9 +205,5 @@ func (l *memLog) proof(t *testing.T, old int64) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, h := range p {
-		out = append(out, base64.StdEncoding.EncodeToString(h[:]))
-	}
-	return out
+	return site.EncodeHashes(p)
 }

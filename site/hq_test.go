@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -138,11 +137,7 @@ func (s siteLog) proof(t *testing.T, from, to int64) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, h := range p {
-		out = append(out, base64.StdEncoding.EncodeToString(h[:]))
-	}
-	return out
+	return site.EncodeHashes(p)
 }
 
 func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) {

@@ -116,9 +116,5 @@ func (s siteLog) configLeaf(t *testing.T, size int64) wire.SiteEvent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := wire.SiteEvent{LeafIndex: size - 1, Leaf: leaves[size-1]}
-	for _, h := range proofs[0] {
-		e.Proof = append(e.Proof, base64.StdEncoding.EncodeToString(h[:]))
-	}
-	return e
+	return wire.SiteEvent{LeafIndex: size - 1, Leaf: leaves[size-1], Proof: site.EncodeHashes(proofs[0])}
 }

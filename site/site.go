@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
@@ -379,10 +380,7 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified}
-	for _, h := range proof {
-		req.Proof = append(req.Proof, base64.StdEncoding.EncodeToString(h[:]))
-	}
+	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified, Proof: EncodeHashes(proof)}
 	if req.Events, err = ProveEvents(ctx, s.db, evs, cp.Size); err != nil {
 		return 0, err
 	}
@@ -444,13 +442,19 @@ func ProveEvents(ctx context.Context, db *store.DB, evs []store.PendingSiteEvent
 	out := make([]wire.SiteEvent, len(evs))
 	for i, e := range evs {
 		out[i] = WireEvent(e)
-		out[i].Leaf = leaves[e.LeafIndex]
-		out[i].Proof = make([]string, len(proofs[i]))
-		for k, h := range proofs[i] {
-			out[i].Proof[k] = base64.StdEncoding.EncodeToString(h[:])
-		}
+		out[i].Leaf, out[i].Proof = leaves[e.LeafIndex], EncodeHashes(proofs[i])
 	}
 	return out, nil
+}
+
+// EncodeHashes is the wire form of a proof: standard base64 hashes (an
+// empty slice, not nil, for none).
+func EncodeHashes(hs []tlog.Hash) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = base64.StdEncoding.EncodeToString(h[:])
+	}
+	return out
 }
 
 // WireEvent is the wire form of an outbox event, without its leaf and
