@@ -48,6 +48,11 @@ const (
 // certificate is refused (unauthorized).
 func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
 	st, err := h.db.SiteByName(ctx, site)
+	if err == nil && st.Verifier == "" {
+		// A site's own row of HQ's cosigned checkpoint (store.RecordCosigned)
+		// at a site's server, not an enrolment.
+		err = tacerr.New(tacerr.NotFound, "site %s has no enrolment", site)
+	}
 	if tacerr.Is(err, tacerr.NotFound) {
 		return tacerr.New(tacerr.Unauthorized, "site %s is not enrolled at this headquarters: `tacline site enroll`", site)
 	}

@@ -152,3 +152,22 @@ func copyFile(t *testing.T, src string) string {
 	}
 	return dst
 }
+
+// TestOwnRowIsNoEnrolment: the row in which a site keeps HQ's cosigned
+// checkpoint does not enrol it at its own server's sites API.
+func TestOwnRowIsNoEnrolment(t *testing.T) {
+	ctx := context.Background()
+	siteKey := key(t)
+	_, hq := newHQ(t, siteKey)
+	se := newSite(t, siteKey, hq)
+	if err := se.env.DB.RecordCosigned(ctx, "s9", store.SiteCheckpoint{Size: 1, Hash: make([]byte, 32), Note: "n", Cosigned: "c"}); err != nil {
+		t.Fatal(err)
+	}
+	atSite, err := site.NewHQ(se.env.DB, witness(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := atSite.Authenticate(ctx, "s9", ""); !tacerr.Is(err, tacerr.Unauthorized) {
+		t.Fatalf("a site's own cosigned-checkpoint row authenticated: %v", err)
+	}
+}
