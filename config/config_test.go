@@ -1,12 +1,15 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -165,6 +168,15 @@ func TestHQLeaseSettings(t *testing.T) {
 	if err != nil || f.HQ.Lease.MaxSize != 5000 || f.HQ.Lease.MaxTTL.Hours() != 48 || f.HQ.Lease.MaxHeld != 2 {
 		t.Fatalf("hq.lease: %+v, %v", f, err)
 	}
+	_, wk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := audit.NewCosigner("hq.example/witness", wk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := "site: {name: s1, hq_url: 'https://hq:1', cert_file: c, key_file: k, ca_file: a, witness_key: '" + cs.Verifier().Key() + "', "
 	for _, tc := range []struct{ yaml, field string }{
 		{"hq: {lease: {max_size: 0}}", "hq.lease.max_size"},
 		{"hq: {lease: {max_size: 1000001}}", "hq.lease.max_size"},
@@ -172,8 +184,8 @@ func TestHQLeaseSettings(t *testing.T) {
 		{"hq: {lease: {default_ttl: 24h, max_ttl: 1h}}", "hq.lease.max_ttl"},
 		{"hq: {lease: {max_held: 0}}", "hq.lease.max_held"},
 		{"hq: {lease: {max_sise: 10}}", "max_sise"},
-		{"site: {name: s1, hq_url: 'https://hq:1', cert_file: c, key_file: k, ca_file: a, pools: [{pool: p, lease_size: 2000000}]}", "site.pools[0].lease_size"},
-		{"site: {name: s1, hq_url: 'https://hq:1', cert_file: c, key_file: k, ca_file: a, pools: [{lease_size: 10}]}", "site.pools[0].pool"},
+		{site + "pools: [{pool: p, lease_size: 2000000}]}", "site.pools[0].lease_size"},
+		{site + "pools: [{lease_size: 10}]}", "site.pools[0].pool"},
 	} {
 		_, err := Parse([]byte(base+tc.yaml+"\n"), t.TempDir())
 		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidConfig || e.Field != tc.field {

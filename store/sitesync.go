@@ -3,11 +3,11 @@ package store
 import (
 	"bytes"
 	"context"
-	"github.com/tacline/tacline/lifecycle"
 	"strconv"
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -31,6 +31,9 @@ type SiteEvent struct {
 	// its first SNR the site never reserved (-1: none left).
 	Lease      int64
 	UnusedFrom int64
+	// LeafIndex is the index of the event's leaf in the site's audit log
+	// (HQ verified its inclusion); HQ's event records it as site_leaf.
+	LeafIndex int64
 }
 
 // SiteSyncResult says what ApplySiteEvents did.
@@ -162,7 +165,8 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 		return translate(err, "look up site IMEIs")
 	}
 	requestID := SiteCaller(site) + ":" + strconv.FormatInt(ev.Seq, 10)
-	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID}
+	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID,
+		"site_leaf": strconv.FormatInt(ev.LeafIndex, 10)}
 	insert := func(state lifecycle.State) error {
 		if l.ReturnedAt.Valid {
 			return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for IMEI %s of lease %d, returned at %s: new SNRs reported after a return are refused",
