@@ -274,15 +274,8 @@ func TestReleaseHeldLease(t *testing.T) {
 		db.AddSink(store.SiteOutbox{})
 		seed(t, db, 0, 9) // the site's catalogue (pool A is not a lease)
 		now := db.Now()
-		hold := func(id int64, lo, hi uint32) {
-			t.Helper()
-			if err := db.RecordHeldLease(ctx, store.HeldLease{LeaseID: id, HQPool: "hq", HQSNRStart: 0, HQSNREnd: 999, GrantedAt: now,
-				ExpiresAt: now.Add(time.Hour), Pool: store.Pool{TAC: testTAC, SNRStart: lo, SNREnd: hi, Factory: "F1", Product: "EX-1", Market: "DE"}}, "test"); err != nil {
-				t.Fatal(err)
-			}
-		}
-		hold(7, 100, 109)
-		hold(8, 200, 209)
+		holdLease(t, db, 7, 100, 109)
+		holdLease(t, db, 8, 200, 209)
 		p, err := db.HeldLeasePool(ctx, "hq", now)
 		if err != nil || p.Name != "hq.lease7" {
 			t.Fatalf("held lease pool %+v, %v", p, err)
@@ -350,11 +343,7 @@ func TestReleaseHeldLeaseConcurrent(t *testing.T) {
 		ctx := context.Background()
 		db.AddSink(store.SiteOutbox{})
 		seed(t, db, 0, 9)
-		now := db.Now()
-		if err := db.RecordHeldLease(ctx, store.HeldLease{LeaseID: 3, HQPool: "hq", HQSNRStart: 0, HQSNREnd: 999, GrantedAt: now,
-			ExpiresAt: now.Add(time.Hour), Pool: store.Pool{TAC: testTAC, SNRStart: 100, SNREnd: 199, Product: "EX-1", Market: "DE"}}, "test"); err != nil {
-			t.Fatal(err)
-		}
+		holdLease(t, db, 3, 100, 199)
 		errs := make(chan error, 4)
 		for range 4 {
 			go func() {
@@ -433,4 +422,15 @@ func TestLeaseReturnsMigration(t *testing.T) {
 			t.Fatalf("leases after down and up %+v, %v", ls, err)
 		}
 	})
+}
+
+// holdLease records at a site HQ's lease id of HQ pool "hq" over SNRs
+// lo-hi, for an hour.
+func holdLease(t *testing.T, db *store.DB, id int64, lo, hi uint32) {
+	t.Helper()
+	now := db.Now()
+	if err := db.RecordHeldLease(context.Background(), store.HeldLease{LeaseID: id, HQPool: "hq", HQSNRStart: 0, HQSNREnd: 999, GrantedAt: now,
+		ExpiresAt: now.Add(time.Hour), Pool: store.Pool{TAC: testTAC, SNRStart: lo, SNREnd: hi, Factory: "F1", Product: "EX-1", Market: "DE"}}, "test"); err != nil {
+		t.Fatal(err)
+	}
 }
