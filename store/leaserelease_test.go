@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -271,7 +272,7 @@ func TestCheckFindsOverlappingLeases(t *testing.T) {
 func TestReleaseHeldLease(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		db.AddSink(store.SiteOutbox{})
+		siteSinks(t, db)
 		seed(t, db, 0, 9) // the site's catalogue (pool A is not a lease)
 		now := db.Now()
 		holdLease(t, db, 7, 100, 109)
@@ -341,7 +342,7 @@ func TestReleaseHeldLease(t *testing.T) {
 func TestReleaseHeldLeaseConcurrent(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		db.AddSink(store.SiteOutbox{})
+		siteSinks(t, db)
 		seed(t, db, 0, 9)
 		holdLease(t, db, 3, 100, 199)
 		errs := make(chan error, 4)
@@ -433,4 +434,16 @@ func holdLease(t *testing.T, db *store.DB, id int64, lo, hi uint32) {
 		ExpiresAt: now.Add(time.Hour), Pool: store.Pool{TAC: testTAC, SNRStart: lo, SNREnd: hi, Factory: "F1", Product: "EX-1", Market: "DE"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// siteSinks attaches a site's sinks: the audit log (no signing key: no
+// checkpoints needed), then the site outbox, which reads its leaf indexes.
+func siteSinks(t *testing.T, db *store.DB) {
+	t.Helper()
+	l, err := audit.New(db, audit.Config{Origin: "s.example/log", KeyLabel: "k"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Attach()
+	db.AddSink(store.SiteOutbox{})
 }
