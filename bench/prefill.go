@@ -301,14 +301,26 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	if o.NoAudit {
 		return nil, tacerr.Field(tacerr.InvalidInput, "prefill", "a prefilled ledger holds the audit log of its devices: --prefill cannot run with --no-audit")
 	}
-	envP, dropP, err := setupEnv(ctx, devenv.Options{Dir: filepath.Join(o.Dir, "prefilled"), Stations: o.Stations, Driver: o.Driver, Log: logw}, o.AdminDSN)
-	defer dropP()
-	if err != nil {
-		return nil, err
-	}
-	pf, err := Prefill(ctx, envP, o.Prefill, o.Progress)
-	if err != nil {
-		return nil, err
+	var envP *devenv.Env
+	pf := &PrefillResult{Devices: o.Prefill}
+	if o.Remeasure {
+		if o.Driver != store.SQLite {
+			return nil, tacerr.Field(tacerr.InvalidInput, "remeasure", "only a SQLite prefilled ledger stays after its run (PostgreSQL's database is dropped)")
+		}
+		var err error
+		if envP, err = devenv.Reopen(filepath.Join(o.Dir, "prefilled")); err != nil {
+			return nil, err
+		}
+	} else {
+		env, dropP, err := setupEnv(ctx, devenv.Options{Dir: filepath.Join(o.Dir, "prefilled"), Stations: o.Stations, Driver: o.Driver, Log: logw}, o.AdminDSN)
+		defer dropP()
+		if err != nil {
+			return nil, err
+		}
+		envP = env
+		if pf, err = Prefill(ctx, envP, o.Prefill, o.Progress); err != nil {
+			return nil, err
+		}
 	}
 	size, err := store.Size(ctx, envP.Config.Database)
 	if err != nil {

@@ -36,6 +36,10 @@ type ProvisionOptions struct {
 	// in a second environment (Dir/empty); the result is the prefilled
 	// run's, with the empty run and the ratio in it.
 	Prefill int
+	// Remeasure, with Prefill, measures the prefilled ledger an earlier
+	// run left in Dir/prefilled again instead of filling a new one (SQLite:
+	// a PostgreSQL prefill's database is dropped at its end).
+	Remeasure bool
 	// Progress, if set, gets the prefill's progress lines.
 	Progress io.Writer
 	Log      io.Writer

@@ -188,6 +188,21 @@ func (e *Env) CheckLedger(ctx context.Context) (store.CheckReport, error) {
 	return db.Check(ctx)
 }
 
+// Reopen returns the environment Setup made in dir earlier, as it is now
+// (configuration, credentials, ledger), for another run on it.
+func Reopen(dir string) (*Env, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Dir: dir, ConfigPath: filepath.Join(dir, "tacline.yaml"), CredsDir: filepath.Join(dir, "stations"),
+		ExportsDir: filepath.Join(dir, "exports"), IdentitiesDir: filepath.Join(dir, "identities")}
+	if env.Config, err = config.Load(env.ConfigPath); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
 // OpenLedger opens the environment's ledger as the server does: the audit
 // log and the register outbox attached as sinks, so ledger changes made
 // through it emit their events.

@@ -79,6 +79,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.BoolVar(&compareAudit, "compare-audit", false, "run without and then with the audit log and report its cost")
 	f.BoolVar(&o.NoAudit, "no-audit", false, "run without the audit log")
 	f.IntVar(&o.Prefill, "prefill", 0, "fill a new ledger with this many provisioned devices (bulk load), then measure it and an empty ledger in the same run")
+	f.BoolVar(&o.Remeasure, "remeasure", false, "with --prefill: measure the prefilled SQLite ledger an earlier --prefill run left in --dir again (and a new empty one) instead of filling")
 	f.IntVar(&rounds, "rounds", 2, "with --compare-audit: alternating pairs of runs")
 	return c
 }
