@@ -14,8 +14,9 @@ import (
 func TestBenchProvisionPrefill(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "bench")
 			r := tacline(t, 5*time.Minute, "bench", "provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4",
-				"--dir", filepath.Join(t.TempDir(), "bench"), "--json")
+				"--dir", dir, "--json")
 			if r.code != 0 {
 				t.Fatalf("tacline bench provision --prefill exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 			}
@@ -48,6 +49,23 @@ func TestBenchProvisionPrefill(t *testing.T) {
 			}
 			if res.Empty == nil || res.Empty.Devices == 0 || !res.Empty.LedgerOK || res.EmptyPerSec <= 0 || res.Ratio <= 0 {
 				t.Errorf("the empty ledger's run is missing or failed: %+v, ratio %v", res.Empty, res.Ratio)
+			}
+			if db != "sqlite" {
+				return
+			}
+			// --remeasure: the prefilled ledger left in dir, measured again
+			// (it still passes both checks with the first run's devices on it).
+			r = tacline(t, 5*time.Minute, "bench", "provision", "--prefill", "2000", "--remeasure", "--duration", "1s", "--stations", "4",
+				"--dir", dir, "--json")
+			if r.code != 0 {
+				t.Fatalf("--remeasure exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			res.AuditOK = nil
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
+			}
+			if !res.LedgerOK || res.AuditOK == nil || !*res.AuditOK || res.Devices == 0 || res.Errors != 0 {
+				t.Errorf("--remeasure: ledger_ok %v, audit_ok %v, %d devices, %d errors", res.LedgerOK, res.AuditOK, res.Devices, res.Errors)
 			}
 		})
 	}
