@@ -25,15 +25,23 @@ type dialectSQL struct {
 	// readOnlyTx: read transactions are declared read-only (PostgreSQL;
 	// SQLite's read pool is opened read-only instead).
 	readOnlyTx bool
+	// batchesInFlight is how many group-commit batches one process runs
+	// at once: 1 on SQLite (one writer); on PostgreSQL several, each on its
+	// own connection, so that one batch's round trips and commit overlap
+	// the next one's instead of adding up. They meet at the pool rows
+	// (locked from the claim to the commit) and at the audit log's head
+	// (from the append to the commit), as replicas do.
+	batchesInFlight int
 }
 
 var dialects = map[Dialect]dialectSQL{
 	SQLite: {poolsAtOnce: true},
 	Postgres: {
-		forUpdate:     " FOR UPDATE",
-		skipLocked:    "FOR UPDATE SKIP LOCKED",
-		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
-		guardedAppend: true,
-		readOnlyTx:    true,
+		forUpdate:       " FOR UPDATE",
+		skipLocked:      "FOR UPDATE SKIP LOCKED",
+		lockOutbox:      `LOCK TABLE register_outbox IN SHARE MODE`,
+		guardedAppend:   true,
+		readOnlyTx:      true,
+		batchesInFlight: 3,
 	},
 }

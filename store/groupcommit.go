@@ -51,8 +51,11 @@ type committer struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	maxBatch int
-	running  bool
-	closed   bool // after close, submissions fail at once
+	// slots holds one token per batch that may be in flight at once (the
+	// dialect's batchesInFlight); a batch takes one before it is gathered.
+	slots   chan struct{}
+	running bool
+	closed  bool // after close, submissions fail at once
 	// linger bounds how long a batch waits for the callers of the previous
 	// batch to come back (see loop).
 	linger time.Duration
@@ -87,7 +90,13 @@ func (c *committer) loop() {
 	defer close(c.stopped)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
+	var inflight sync.WaitGroup
+	defer inflight.Wait()
 	for {
+		// A slot first: while every slot is taken, the queue grows into
+		// the next batch. Batches in flight always end, so this wait does
+		// too, and what was queued before close is still committed.
+		c.slots <- struct{}{}
 		c.gather(timer)
 		c.mu.Lock()
 		n := len(c.queue)
@@ -101,12 +110,25 @@ func (c *committer) loop() {
 			c.lastBatch = len(batch)
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
-			c.db.commitBatch(batch)
-			for _, w := range batch {
-				close(w.base().done)
+			run := func() {
+				c.db.commitBatch(batch)
+				for _, w := range batch {
+					close(w.base().done)
+				}
+				<-c.slots
 			}
+			if cap(c.slots) == 1 {
+				run()
+				continue
+			}
+			inflight.Add(1)
+			go func() {
+				defer inflight.Done()
+				run()
+			}()
 			continue
 		}
+		<-c.slots
 		select {
 		case <-c.wake:
 		case <-c.stop:
