@@ -468,8 +468,9 @@ func (tx *Tx) insertReservations(made []*reserveWork, now time.Time) error {
 		args = append(args, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
 			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
 	}
-	q := multiRow(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
-		"(?,?,?,?,?,?,?,?,?,?)", len(made)) + " RETURNING id, request_id"
+	q, args := tx.multiRowInsert(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
+		"(?,?,?,?,?,?,?,?,?,?)", cols, len(made), args)
+	q += " RETURNING id, request_id"
 	rows, err := tx.queryx(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "insert reservations")

@@ -32,6 +32,11 @@ type dialectSQL struct {
 	// (locked from the claim to the commit) and at the audit log's head
 	// (from the append to the commit), as replicas do.
 	batchesInFlight int
+	// arrayParams: lists are sent as one array parameter (= ANY(?) for
+	// IN lists, unnest(?, ?, ...) for the multi-row writer), so that a
+	// statement's text does not depend on how many rows or values it
+	// carries (PostgreSQL; SQLite has no array type).
+	arrayParams bool
 }
 
 var dialects = map[Dialect]dialectSQL{
@@ -43,5 +48,6 @@ var dialects = map[Dialect]dialectSQL{
 		guardedAppend:   true,
 		readOnlyTx:      true,
 		batchesInFlight: 3,
+		arrayParams:     true,
 	},
 }

@@ -335,13 +335,54 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 // noRows reports whether err is sql.ErrNoRows.
 func noRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// in expands a query with IN (?) for a slice and rebinds it for tx's dialect.
+// in expands a query with IN (?) for a slice and rebinds it for tx's
+// dialect. On PostgreSQL (dialect arrayParams) the slice is sent as one
+// array parameter, IN (?) becoming = ANY(?): the statement's text, and so
+// pgx's prepared statement and the server's plan, is the same for any
+// number of values, where an expanded list made a new statement (one more
+// round trip to prepare it, and a fresh plan) for every length.
 func (tx *Tx) in(query string, args ...any) (string, []any, error) {
+	if tx.db.sql.arrayParams {
+		if q, ok := anyArrays(query, args); ok {
+			return tx.rebind(q), args, nil
+		}
+	}
 	q, a, err := sqlx.In(query, args...)
 	if err != nil {
 		return "", nil, fmt.Errorf("expand query: %w", err)
 	}
 	return tx.rebind(q), a, nil
+}
+
+// anyArrays rewrites each "IN (?)" whose argument is a slice of strings or
+// int64s into "= ANY(?)"; ok is false (nothing rewritten) when a slice
+// argument has another type or another placeholder shape, for sqlx.In.
+func anyArrays(query string, args []any) (string, bool) {
+	var b strings.Builder
+	rest := query
+	for _, a := range args {
+		i := strings.IndexByte(rest, '?')
+		if i < 0 {
+			return "", false
+		}
+		switch a.(type) {
+		case []string, []int64:
+			if !strings.HasSuffix(rest[:i], "IN (") || !strings.HasPrefix(rest[i:], "?)") {
+				return "", false
+			}
+			b.WriteString(rest[:i-len("IN (")])
+			b.WriteString("= ANY(?)")
+			rest = rest[i+2:]
+		default:
+			b.WriteString(rest[:i+1])
+			rest = rest[i+1:]
+		}
+	}
+	if strings.IndexByte(rest, '?') >= 0 {
+		return "", false
+	}
+	b.WriteString(rest)
+	return b.String(), true
 }
 
 func init() {
