@@ -37,6 +37,10 @@ type dialectSQL struct {
 	// statement's text does not depend on how many rows or values it
 	// carries (PostgreSQL; SQLite has no array type).
 	arrayParams bool
+	// pipeline: a write transaction sends its writes whose only result is
+	// a row count together, in one round trip, before its next statement
+	// that returns rows or its commit (pgx batches; pipeline.go).
+	pipeline bool
 }
 
 var dialects = map[Dialect]dialectSQL{
@@ -49,5 +53,6 @@ var dialects = map[Dialect]dialectSQL{
 		readOnlyTx:      true,
 		batchesInFlight: 3,
 		arrayParams:     true,
+		pipeline:        true,
 	},
 }

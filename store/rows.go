@@ -73,13 +73,20 @@ func (w *rowWriter) flush() error {
 	}
 	q, args := w.tx.multiRowInsert(w.head, w.tuple, w.cols, w.rows, w.args)
 	n := int64(w.rows)
-	w.args, w.rows = w.args[:0], 0
-	res, err := w.tx.exec(w.tx.rebind(q), args...)
-	if err != nil {
+	w.args, w.rows = nil, 0 // a queued write keeps args
+	fail := func(err error) error {
 		if w.onDuplicate != nil && isDuplicate(err) {
 			return w.onDuplicate(err)
 		}
 		return translate(err, fmt.Sprintf("%s (%d rows)", w.what, n))
+	}
+	check := func(got int64) error { return rowCount(got, n, w.what) }
+	if w.tx.queueWrite(w.tx.rebind(q), args, check, fail) {
+		return nil
+	}
+	res, err := w.tx.exec(w.tx.rebind(q), args...)
+	if err != nil {
+		return fail(err)
 	}
 	return checkRows(res, n, w.what)
 }
@@ -87,6 +94,10 @@ func (w *rowWriter) flush() error {
 // execRows runs a statement (rebinding it) that must change exactly want
 // rows.
 func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
+	if tx.queueWrite(tx.rebind(q), args, func(n int64) error { return rowCount(n, want, what) },
+		func(err error) error { return translate(err, what) }) {
+		return nil
+	}
 	res, err := tx.exec(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, what)
@@ -100,6 +111,11 @@ func checkRows(res sql.Result, want int64, what string) error {
 	if err != nil {
 		return translate(err, what)
 	}
+	return rowCount(n, want, what)
+}
+
+// rowCount checks that a statement changed exactly want rows (n).
+func rowCount(n, want int64, what string) error {
 	if n != want {
 		return tacerr.New(tacerr.Conflict, "%s: %d rows changed, expected %d", what, n, want)
 	}

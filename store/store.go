@@ -104,6 +104,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	db := &DB{dialect: cfg.Driver, sql: dialects[cfg.Driver], now: time.Now}
 	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
 	db.committer.slots = make(chan struct{}, max(1, db.sql.batchesInFlight))
+	db.committer.finished = make(chan struct{}, 1)
 	var err error
 	switch cfg.Driver {
 	case SQLite:
@@ -267,6 +268,9 @@ type Tx struct {
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
+	// pipe queues writes until the next statement that returns rows
+	// (PostgreSQL write transactions, dialect pipeline; pipeline.go).
+	pipe *pipeline
 }
 
 // rebind rewrites ? placeholders for the transaction's database.
@@ -306,11 +310,26 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	stx, err := db.w.BeginTxx(ctx, nil)
+	var conn *sqlx.Conn
+	var stx *sqlx.Tx
+	if db.sql.pipeline {
+		// The transaction on a connection of its own, so that queued
+		// writes can be sent on it as one pgx batch (pipeline.go).
+		if conn, err = db.w.Connx(ctx); err != nil {
+			return translate(err, "begin ledger transaction")
+		}
+		defer conn.Close()
+		stx, err = conn.BeginTxx(ctx, nil)
+	} else {
+		stx, err = db.w.BeginTxx(ctx, nil)
+	}
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
 	tx := &Tx{tx: stx, db: db, write: true}
+	if conn != nil {
+		tx.pipe = &pipeline{ctx: ctx, conn: conn}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			stx.Rollback()
@@ -324,6 +343,9 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 		return err
 	}
 	if err = tx.flush(); err != nil {
+		return err
+	}
+	if err = tx.sync(); err != nil {
 		return err
 	}
 	if err = stx.Commit(); err != nil {
@@ -387,7 +409,13 @@ func anyArrays(query string, args []any) (string, bool) {
 
 func init() {
 	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
-	rawsql.Tx = func(tx any) *sqlx.Tx { return tx.(*Tx).tx }
+	rawsql.Tx = func(tx any) *sqlx.Tx {
+		// A raw statement runs after the writes queued before it; their
+		// failure fails it (the transaction is aborted).
+		t := tx.(*Tx)
+		t.sync()
+		return t.tx
+	}
 }
 
 // sqlxIn expands a query with IN (?) for a slice (not rebound).
