@@ -94,15 +94,24 @@ func (w *rowWriter) flush() error {
 // execRows runs a statement (rebinding it) that must change exactly want
 // rows.
 func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
-	if tx.queueWrite(tx.rebind(q), args, func(n int64) error { return rowCount(n, want, what) },
-		func(err error) error { return translate(err, what) }) {
+	return tx.execCheck(q, args, func(n int64) error { return rowCount(n, want, what) }, what)
+}
+
+// execCheck runs a statement (rebinding it) whose only result is its row
+// count, which check decides; on PostgreSQL it is queued (pipeline.go).
+func (tx *Tx) execCheck(q string, args []any, check func(n int64) error, what string) error {
+	if tx.queueWrite(tx.rebind(q), args, check, func(err error) error { return translate(err, what) }) {
 		return nil
 	}
 	res, err := tx.exec(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, what)
 	}
-	return checkRows(res, want, what)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return translate(err, what)
+	}
+	return check(n)
 }
 
 // checkRows checks that a statement changed exactly want rows.
