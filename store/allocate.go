@@ -443,13 +443,15 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 	return heads, nil
 }
 
-// sqlProvisionedDevices finds devices that hold a reservation whose IMEIs are
-// not all voided (a provisioning abandoned by recovery frees the device for
-// a new attempt; its voided IMEIs stay voided). The redundant test that
-// device_serial is not empty lets both databases use the partial index
-// reservations_device (without it SQLite scanned every reservation).
-const sqlProvisionedDevices = `SELECT DISTINCT r.device_serial FROM reservations r WHERE r.device_serial IN (?) AND r.device_serial <> ''
-	AND EXISTS (SELECT 1 FROM imeis i WHERE i.reservation_id = r.id AND i.state <> 'VOIDED')`
+// sqlProvisionedDevices finds devices that hold IMEIs not voided (a
+// provisioning abandoned by recovery frees the device for a new attempt;
+// its voided IMEIs stay voided). A provisioning reservation writes its
+// device serial on its IMEIs, so the index imeis_device answers it
+// (reservations has no device index since migration 0012). The redundant
+// test that device_serial is not empty lets both databases use that
+// partial index.
+const sqlProvisionedDevices = `SELECT DISTINCT i.device_serial FROM imeis i WHERE i.device_serial IN (?) AND i.device_serial <> ''
+	AND i.state <> 'VOIDED'`
 
 func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork) error {
 	var serials []string

@@ -50,9 +50,13 @@ func serialsOf(claims []deviceClaim) string {
 	return strings.Join(s, ",")
 }
 
+// sqlReleaseClaim finds the claim by its serial (the primary key), named by
+// the request's intent; the claim is deleted only if that request holds it.
+const sqlReleaseClaim = `DELETE FROM device_claims WHERE serial = (SELECT device_serial FROM issuances WHERE request_id = ?) AND request_id = ?`
+
 // releaseClaim frees the serial claimed by an abandoned request, so the
 // device can be provisioned again under a new request id.
 func (tx *Tx) releaseClaim(requestID string) error {
-	_, err := tx.exec(tx.rebind(`DELETE FROM device_claims WHERE request_id = ?`), requestID)
+	_, err := tx.exec(tx.rebind(sqlReleaseClaim), requestID, requestID)
 	return translate(err, "release device claim")
 }

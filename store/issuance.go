@@ -227,19 +227,27 @@ func (tx *Tx) InsertCertificate(c *CertificateRecord) error {
 	return translate(err, "record certificate")
 }
 
+// sqlCertByRequest reads a request's certificate through its intent: the
+// intent (primary key request_id) names the certificate serial (primary key
+// of certificates). certificates.request_id has no index of its own (one
+// dirty index leaf less per device, migration 0012).
+const sqlCertByRequest = `SELECT c.serial, c.device_serial, c.request_id, c.issuer_key_id, c.der, c.tbs_hash, c.spki_hash, c.issued_at,
+	c.revoked_at, c.revoke_reason FROM issuances s JOIN certificates c ON c.serial = s.cert_serial AND c.request_id = s.request_id
+	WHERE s.request_id = ?`
+
 // CertificateByRequestID returns the certificate issued for a request, or nil.
 func (db *DB) CertificateByRequestID(ctx context.Context, requestID string) (*CertificateRecord, error) {
-	return db.oneCert(ctx, ` WHERE request_id = ?`, requestID)
+	return db.oneCert(ctx, sqlCertByRequest, requestID)
 }
 
 // CertificateBySerial returns a certificate by its hex serial, or nil.
 func (db *DB) CertificateBySerial(ctx context.Context, serial string) (*CertificateRecord, error) {
-	return db.oneCert(ctx, ` WHERE serial = ?`, serial)
+	return db.oneCert(ctx, sqlSelectCert+` WHERE serial = ?`, serial)
 }
 
-func (db *DB) oneCert(ctx context.Context, where string, arg any) (*CertificateRecord, error) {
+func (db *DB) oneCert(ctx context.Context, query string, arg any) (*CertificateRecord, error) {
 	var r certRow
-	err := db.getR(ctx, &r, db.r.Rebind(sqlSelectCert+where), arg)
+	err := db.getR(ctx, &r, db.r.Rebind(query), arg)
 	if noRows(err) {
 		return nil, nil
 	}
