@@ -25,13 +25,6 @@ type dialectSQL struct {
 	// readOnlyTx: read transactions are declared read-only (PostgreSQL;
 	// SQLite's read pool is opened read-only instead).
 	readOnlyTx bool
-	// batchesInFlight is how many group-commit batches one process runs
-	// at once: 1 on SQLite (one writer); on PostgreSQL several, each on its
-	// own connection, so that one batch's round trips and commit overlap
-	// the next one's instead of adding up. They meet at the pool rows
-	// (locked from the claim to the commit) and at the audit log's head
-	// (from the append to the commit), as replicas do.
-	batchesInFlight int
 	// arrayParams: lists are sent as one array parameter (= ANY(?) for
 	// IN lists, unnest(?, ?, ...) for the multi-row writer), so that a
 	// statement's text does not depend on how many rows or values it
@@ -46,13 +39,12 @@ type dialectSQL struct {
 var dialects = map[Dialect]dialectSQL{
 	SQLite: {poolsAtOnce: true},
 	Postgres: {
-		forUpdate:       " FOR UPDATE",
-		skipLocked:      "FOR UPDATE SKIP LOCKED",
-		lockOutbox:      `LOCK TABLE register_outbox IN SHARE MODE`,
-		guardedAppend:   true,
-		readOnlyTx:      true,
-		batchesInFlight: 3,
-		arrayParams:     true,
-		pipeline:        true,
+		forUpdate:     " FOR UPDATE",
+		skipLocked:    "FOR UPDATE SKIP LOCKED",
+		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
+		guardedAppend: true,
+		readOnlyTx:    true,
+		arrayParams:   true,
+		pipeline:      true,
 	},
 }

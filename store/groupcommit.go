@@ -51,11 +51,6 @@ type committer struct {
 	stop     chan struct{}
 	stopped  chan struct{}
 	maxBatch int
-	// slots holds one token per batch that may be in flight at once (the
-	// dialect's batchesInFlight); a batch takes one before it is gathered.
-	slots    chan struct{}
-	finished chan struct{} // a batch ended (buffered: one pending signal)
-	inflight atomic.Int64  // members of the batches in flight
 	running  bool
 	closed   bool // after close, submissions fail at once
 	// linger bounds how long a batch waits for the callers of the previous
@@ -66,10 +61,6 @@ type committer struct {
 	// stats
 	batches, reserved atomic.Int64
 }
-
-// concurrentBelow: a batch starts while others are in flight only if they
-// hold fewer members than this.
-const concurrentBelow = 16
 
 func (c *committer) submit(w work) {
 	c.mu.Lock()
@@ -96,21 +87,7 @@ func (c *committer) loop() {
 	defer close(c.stopped)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	var inflight sync.WaitGroup
-	defer inflight.Wait()
 	for {
-		// A slot first: while every slot is taken, the queue grows into
-		// the next batch. Batches in flight always end, so this wait does
-		// too, and what was queued before close is still committed.
-		c.slots <- struct{}{}
-		// Another batch only while those in flight are small: under load
-		// they are large and the next batch waits for them, gathering as
-		// many members as with one batch in flight (smaller batches cost
-		// more statements per member); at low load a member need not wait
-		// for the batch before it to commit.
-		for len(c.slots) > 1 && c.inflight.Load() >= concurrentBelow {
-			<-c.finished
-		}
 		c.gather(timer)
 		c.mu.Lock()
 		n := len(c.queue)
@@ -124,31 +101,12 @@ func (c *committer) loop() {
 			c.lastBatch = len(batch)
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
-			c.inflight.Add(int64(len(batch)))
-			run := func() {
-				c.db.commitBatch(batch)
-				for _, w := range batch {
-					close(w.base().done)
-				}
-				c.inflight.Add(-int64(len(batch)))
-				<-c.slots
-				select {
-				case c.finished <- struct{}{}:
-				default:
-				}
+			c.db.commitBatch(batch)
+			for _, w := range batch {
+				close(w.base().done)
 			}
-			if cap(c.slots) == 1 {
-				run()
-				continue
-			}
-			inflight.Add(1)
-			go func() {
-				defer inflight.Done()
-				run()
-			}()
 			continue
 		}
-		<-c.slots
 		select {
 		case <-c.wake:
 		case <-c.stop:

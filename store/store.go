@@ -103,8 +103,6 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	}
 	db := &DB{dialect: cfg.Driver, sql: dialects[cfg.Driver], now: time.Now}
 	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
-	db.committer.slots = make(chan struct{}, max(1, db.sql.batchesInFlight))
-	db.committer.finished = make(chan struct{}, 1)
 	var err error
 	switch cfg.Driver {
 	case SQLite:
