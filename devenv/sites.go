@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,7 +93,8 @@ type SitesResult struct {
 // site's events are applied at HQ, stops every process, checks every
 // ledger, and writes DIR/exports/devices.ndjson (every site's devices as
 // HQ recorded them, each line with its site) and DIR/exports/ca-chain.pem
-// (HQ's root and each site's issuing CA and root).
+// (HQ's device root and each site's issuing CA, which HQ's root certified
+// in the ceremony at HQ).
 func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 	if o.Sites == 0 {
 		o.Sites = 2
@@ -129,15 +131,23 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	witnessKey, err := setupWitness(hq)
+	if err != nil {
+		return nil, err
+	}
 	hqServerCA := filepath.Join(hq.Dir, "server-ca.pem")
 	if err := concatFiles(hqServerCA, filepath.Join(hq.Dir, "ca/infra-root.pem"), filepath.Join(hq.Dir, "ca/station-ca.pem")); err != nil {
 		return nil, err
 	}
 	res := &SitesResult{HQ: hq, Checks: map[string]store.CheckReport{}}
+	var pools []string
+	for k := 1; k <= o.Sites; k++ {
+		pools = append(pools, fmt.Sprintf("pool-%02d", k))
+	}
 	for k := 1; k <= o.Sites; k++ {
 		name := fmt.Sprintf("site-%d", k)
-		fmt.Fprintf(out, "2.%d %s: its own HSM token, CA and ledger; enrolled at headquarters\n", k, name)
-		se, err := setupSite(ctx, hq, dir, name, fmt.Sprintf("pool-%02d", k))
+		fmt.Fprintf(out, "2.%d %s: its own HSM token, ledger and station CA; its issuing CA certified by headquarters' device root (`tacline ca certify`); enrolled at headquarters\n", k, name)
+		se, err := setupSite(ctx, hq, o.Bin, dir, name, pools[k-1], pools)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -170,7 +180,7 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 			}
 			url = "https://" + se.Proxy.Addr
 		}
-		if err := se.configure(ctx, url, hqServerCA, o); err != nil {
+		if err := se.configure(ctx, url, hqServerCA, witnessKey, o); err != nil {
 			return nil, fmt.Errorf("%s: %w", se.Name, err)
 		}
 		if o.KeepOldLedgers {
@@ -345,10 +355,47 @@ func sitesEnvs(ss []*SiteEnv) []*Env {
 	return out
 }
 
-// setupSite makes a site's environment (no pools: they come from leases)
-// and enrolls it at HQ with its audit key.
-func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv, error) {
-	env, err := Setup(ctx, Options{Dir: filepath.Join(dir, name), Stations: 1, NoPools: true})
+// WitnessKeyLabel is the label of headquarters' Ed25519 witness key in
+// the sites demo.
+const WitnessKeyLabel = "tacline-witness"
+
+// setupWitness makes HQ's witness key in its HSM, names it in HQ's
+// audit.witness_key_label, and returns its verifier key for the sites.
+func setupWitness(hq *Env) (string, error) {
+	tok, err := hsm.Open(hq.Config.HSM)
+	if err != nil {
+		return "", err
+	}
+	defer tok.Close()
+	if _, err := tok.GenerateEd25519(WitnessKeyLabel); err != nil {
+		return "", err
+	}
+	key, err := tok.Ed25519Signer(WitnessKeyLabel)
+	if err != nil {
+		return "", err
+	}
+	c, err := audit.NewCosigner(hq.Config.Audit.Origin, key, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := editConfig(hq.ConfigPath, func(doc map[string]any) {
+		doc["audit"].(map[string]any)["witness_key_label"] = WitnessKeyLabel
+	}); err != nil {
+		return "", err
+	}
+	hq.Config.Audit.WitnessKeyLabel = WitnessKeyLabel
+	return c.Verifier().Key(), nil
+}
+
+// setupSite makes a site's environment (no pools: they come from
+// leases), its issuing CA certified by HQ's device root in the ceremony at
+// HQ (`tacline ca certify`, run with bin), and enrolls it at HQ with its
+// audit key on the HQ pools (its stations draw from hqPool).
+func setupSite(ctx context.Context, hq *Env, bin, dir, name, hqPool string, pools []string) (*SiteEnv, error) {
+	certify := func(ctx context.Context, csr []byte) ([]byte, error) {
+		return certifyAtHQ(ctx, hq, bin, name, csr)
+	}
+	env, err := Setup(ctx, Options{Dir: filepath.Join(dir, name), Stations: 1, NoPools: true, CertifyDeviceCA: certify})
 	if err != nil {
 		return nil, err
 	}
@@ -387,18 +434,38 @@ func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv
 		return nil, err
 	}
 	defer hqTok.Close()
-	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: []string{hqPool}}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
+	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: pools}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
 		return nil, err
 	}
 	return se, nil
 }
 
+// certifyAtHQ is HQ's half of a site's CA ceremony: the site's CSR is
+// written to HQ's ca/sites/ and `tacline ca certify` certifies it with
+// HQ's device root (its key in HQ's token, opened by that process); it
+// returns the certificate followed by the root.
+func certifyAtHQ(ctx context.Context, hq *Env, bin, name string, csr []byte) ([]byte, error) {
+	d := filepath.Join(hq.Dir, "ca", "sites")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return nil, err
+	}
+	csrFile, certFile := filepath.Join(d, name+".csr"), filepath.Join(d, name+".pem")
+	if err := os.WriteFile(csrFile, csr, 0o644); err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, bin, "--config", hq.ConfigPath, "ca", "certify", "--csr", csrFile, "--out", certFile).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("tacline ca certify at headquarters: %w\n%s", err, out)
+	}
+	return os.ReadFile(certFile)
+}
+
 // configure points the site at HQ (url), takes its first lease, enrolls
 // its stations on the HQ pool, and writes its site: section.
-func (se *SiteEnv) configure(ctx context.Context, url, hqServerCA string, o SitesOptions) error {
+func (se *SiteEnv) configure(ctx context.Context, url, hqServerCA, witnessKey string, o SitesOptions) error {
 	creds := filepath.Join(filepath.Dir(se.Dir), "hq", "sites", "site-"+se.Name)
 	if err := editConfig(se.ConfigPath, func(doc map[string]any) {
-		doc["site"] = map[string]any{"name": se.Name, "hq_url": url, "cert_file": filepath.Join(creds, castore.CertFile),
+		doc["site"] = map[string]any{"name": se.Name, "hq_url": url, "witness_key": witnessKey, "cert_file": filepath.Join(creds, castore.CertFile),
 			"key_file": filepath.Join(creds, castore.KeyFile), "ca_file": hqServerCA, "low_water_hours": 0.001, "interval": "500ms",
 			"pools": []map[string]any{{"pool": se.HQPool, "lease_size": o.LeaseSize}}}
 	}); err != nil {
@@ -540,6 +607,20 @@ func pollUntil(ctx context.Context, timeout time.Duration, check func() (string,
 // export writes devices.ndjson from HQ's ledger and ca-chain.pem, and
 // counts what HQ holds against what the sites answered.
 func (r *SitesResult) export(ctx context.Context, dir string) error {
+	// What the sites answered (the stations verified each certificate).
+	answered := map[string]string{} // site/serial -> certificate (PEM)
+	for _, se := range r.Sites {
+		for _, line := range bytes.Split(se.devices.Bytes(), []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			var d sim.DeviceRecord
+			if err := json.Unmarshal(line, &d); err != nil {
+				return err
+			}
+			answered[se.Name+"/"+d.DeviceSerial] = d.Certificate
+		}
+	}
 	db, err := store.Open(ctx, r.HQ.Config.Database)
 	if err != nil {
 		return err
@@ -562,9 +643,11 @@ func (r *SitesResult) export(ctx context.Context, dir string) error {
 			}
 			seen[ims[i]] = true
 		}
-		atHQ[d.Site+"/"+d.DeviceSerial] = true
+		k := d.Site + "/" + d.DeviceSerial
+		atHQ[k] = true
 		r.AtHQ++
-		return enc.Encode(map[string]any{"site": d.Site, "device_serial": d.DeviceSerial, "imeis": ims, "cert_serial": d.CertSerial, "state": d.State})
+		return enc.Encode(map[string]any{"site": d.Site, "device_serial": d.DeviceSerial, "imeis": ims, "cert_serial": d.CertSerial,
+			"state": d.State, "certificate": answered[k]})
 	})
 	if err != nil {
 		return err
@@ -572,21 +655,15 @@ func (r *SitesResult) export(ctx context.Context, dir string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	for k := range answered {
+		if !atHQ[k] {
+			r.Missing++
+		}
+	}
+	// The device root (HQ's) and every site's issuing CA it certified.
 	chain := []string{filepath.Join(r.HQ.Dir, "ca/root.pem")}
 	for _, se := range r.Sites {
-		for _, line := range bytes.Split(se.devices.Bytes(), []byte("\n")) {
-			if len(line) == 0 {
-				continue
-			}
-			var d sim.DeviceRecord
-			if err := json.Unmarshal(line, &d); err != nil {
-				return err
-			}
-			if !atHQ[se.Name+"/"+d.DeviceSerial] {
-				r.Missing++
-			}
-		}
-		chain = append(chain, filepath.Join(se.Dir, "ca/issuing.pem"), filepath.Join(se.Dir, "ca/root.pem"))
+		chain = append(chain, filepath.Join(se.Dir, "ca/issuing.pem"))
 	}
 	return concatFiles(filepath.Join(dir, "exports", "ca-chain.pem"), chain...)
 }

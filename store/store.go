@@ -269,6 +269,9 @@ type Tx struct {
 	// pipe queues writes until the next statement that returns rows
 	// (PostgreSQL write transactions, dialect pipeline; pipeline.go).
 	pipe *pipeline
+	// audit is where the audit log put the events of the current flush
+	// (AppendAudit), for the sinks after it (the site outbox).
+	audit auditSpan
 }
 
 // rebind rewrites ? placeholders for the transaction's database.
