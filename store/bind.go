@@ -117,9 +117,10 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 			total++
 		}
 	}
-	q = multiRow(`UPDATE imeis SET state = 'BOUND', device_serial = v.column2, cert_serial = v.column3, bound_at = ? FROM (VALUES `,
-		"(CAST(? AS BIGINT),?,?)", total) + `) AS v WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED'`
-	if err := tx.execRows(q, args, int64(total), "bind IMEIs"); err != nil {
+	from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
+	q = `UPDATE imeis SET state = 'BOUND', device_serial = v.column2, cert_serial = v.column3, bound_at = ? FROM ` + from +
+		` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED'`
+	if err := tx.execRows(q, append(args[:1:1], vargs...), int64(total), "bind IMEIs"); err != nil {
 		return err
 	}
 	// 6. Pool names for the events (one read for the batch).

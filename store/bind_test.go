@@ -191,13 +191,34 @@ func TestNewDeviceCheck(t *testing.T) {
 				t.Fatalf("NewDeviceCheck(%s) = %v, %q, %v; want %v, %q", serial, exists, owner, err, wantExists, wantOwner)
 			}
 		}
+		// NewRequestCheck reads the same and the request id's intent.
+		intent := func(requestID, wantState string) {
+			t.Helper()
+			c, err := db.NewRequestCheck(ctx, requestID, b.DeviceSerial, b.SPKIHash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case wantState == "" && c.Issuance != nil:
+				t.Fatalf("NewRequestCheck(%s): intent %+v, want none", requestID, c.Issuance)
+			case wantState != "" && (c.Issuance == nil || c.Issuance.RequestID != requestID || c.Issuance.State != wantState ||
+				c.Issuance.DeviceSerial != b.DeviceSerial || c.Issuance.ReservationID != b.ReservationID || c.Issuance.CertSerial != b.CertSerial):
+				t.Fatalf("NewRequestCheck(%s): intent %+v, want the binding's, %s", requestID, c.Issuance, wantState)
+			}
+			if want := wantState == store.IssuanceIssued; c.DeviceExists != want || (c.KeyOwner == b.DeviceSerial) != want {
+				t.Fatalf("NewRequestCheck(%s): device exists %v, key owner %q", requestID, c.DeviceExists, c.KeyOwner)
+			}
+		}
 		check(b.DeviceSerial, b.SPKIHash, false, "")
+		intent(b.RequestID, store.IssuancePending)
+		intent("unknown-request", "")
 		if err := db.CommitBinding(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		check(b.DeviceSerial, b.SPKIHash, true, b.DeviceSerial)
 		check("other", b.SPKIHash, false, b.DeviceSerial)
 		check("other", []byte("unknown key"), false, "")
+		intent(b.RequestID, store.IssuanceIssued)
 	})
 }
 
