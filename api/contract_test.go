@@ -183,7 +183,11 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 			case s == 403 && (tmpl == PathChallenges || tmpl == PathVerify):
 				who = "auditor" // not a verifier
 			case s == 413:
-				body = append(append([]byte(`{"request_id":"`), bytes.Repeat([]byte("x"), wire.MaxBodyBytes)...), '"', '}')
+				limit := wire.MaxBodyBytes
+				if tmpl == wire.PathSiteSync {
+					limit = wire.MaxSyncBodyBytes
+				}
+				body = append(append([]byte(`{"request_id":"`), bytes.Repeat([]byte("x"), limit)...), '"', '}')
 			case s == 415:
 				ct = "text/plain"
 			case s == 429:

@@ -20,36 +20,42 @@ import (
 // application/json, at most wire.MaxBodyBytes, no unknown fields, no wrong
 // types, exactly one JSON value.
 func decodeBody(w http.ResponseWriter, r *http.Request, v any) error {
+	return decodeBodyLimit(w, r, v, wire.MaxBodyBytes)
+}
+
+// decodeBodyLimit is decodeBody with another size limit (a route that
+// needs more than wire.MaxBodyBytes and says so in the OpenAPI document).
+func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
 	ct := r.Header.Get("Content-Type")
 	if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/json" {
 		return tacerr.Field(tacerr.UnsupportedMediaType, "Content-Type", "the body must be sent as application/json, got %q", ct)
 	}
-	if r.ContentLength > wire.MaxBodyBytes {
-		return tooLarge()
+	if r.ContentLength > limit {
+		return tooLarge(limit)
 	}
-	body := http.MaxBytesReader(w, r.Body, wire.MaxBodyBytes)
+	body := http.MaxBytesReader(w, r.Body, limit)
 	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return jsonError(err)
+		return jsonError(err, limit)
 	}
 	if _, err := dec.Token(); err != io.EOF {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			return tooLarge()
+			return tooLarge(limit)
 		}
 		return tacerr.New(tacerr.InvalidInput, "the body must hold exactly one JSON object; data follows it at byte %d", dec.InputOffset())
 	}
 	return nil
 }
 
-func tooLarge() error {
-	return tacerr.New(tacerr.RequestTooLarge, "the request body is larger than %d bytes", wire.MaxBodyBytes)
+func tooLarge(limit int64) error {
+	return tacerr.New(tacerr.RequestTooLarge, "the request body is larger than %d bytes", limit)
 }
 
 // jsonError turns a decoding error into an invalid_input error naming the
 // field when there is one.
-func jsonError(err error) error {
+func jsonError(err error, limit int64) error {
 	var (
 		mbe *http.MaxBytesError
 		se  *json.SyntaxError
@@ -57,7 +63,7 @@ func jsonError(err error) error {
 	)
 	switch {
 	case errors.As(err, &mbe):
-		return tooLarge()
+		return tooLarge(limit)
 	case errors.Is(err, io.EOF):
 		return tacerr.New(tacerr.InvalidInput, "the request body is empty: send a JSON object")
 	case errors.Is(err, io.ErrUnexpectedEOF):

@@ -72,7 +72,7 @@ func (s *Server) siteSync(w http.ResponseWriter, r *http.Request, c *call) (int,
 		return 0, nil, err
 	}
 	var req wire.SiteSyncRequest
-	if err := decodeBody(w, r, &req); err != nil {
+	if err := decodeBodyLimit(w, r, &req, wire.MaxSyncBodyBytes); err != nil {
 		return 0, nil, err
 	}
 	res, err := s.sites.Sync(r.Context(), name, req)

@@ -3,6 +3,7 @@ package api
 import (
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
@@ -31,7 +33,15 @@ func TestSitesAPI(t *testing.T) {
 	env := provtest.New(t, store.SQLite)
 	pki := newPKI(t)
 	caFile := pki.write(t, "env-station-ca.pem", ca.ChainPEM(env.StationCA))
-	hq, err := site.NewHQ(env.DB, nil, nil)
+	_, wk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	witness, err := audit.NewCosigner("hq.example/audit", wk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hq, err := site.NewHQ(env.DB, witness, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -87,18 +97,25 @@ func TestSitesAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cp := signedCheckpoint(t, signer, 1)
 	m := imei.MustNew(provtest.TAC, mustSNR(t, l.SNRStart))
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{{
-		Seq: 1, Type: store.EventIMEIBound, Time: time.Now().UTC(), IMEIs: []string{m.String()}, DeviceSerial: "SN-1", CertSerial: "0a"}}})
+	out := imei.MustNew(provtest.TAC, mustSNR(t, l.SNREnd)+1)
+	log := &memLog{}
+	log.bound(t, m, "SN-1", "0a")
+	cp := log.checkpoint(t, signer)
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{log.event(t, 0)}})
 	var res wire.SiteSyncResponse
 	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 || res.VerifiedSize != 1 {
 		t.Fatalf("sync: %d %s", r.status, r.body)
 	}
+	if c, err := audit.OpenCosigned([]byte(res.Cosigned), signer.Verifier(), witness.Verifier()); err != nil || c.Size != 1 {
+		t.Fatalf("cosigned: %+v, %v", c, err)
+	}
 	// An IMEI outside the lease: refused with lease_violation.
-	out := imei.MustNew(provtest.TAC, mustSNR(t, l.SNREnd)+1)
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Events: []wire.SiteEvent{{
-		Seq: 2, Type: store.EventIMEIBound, Time: time.Now().UTC(), IMEIs: []string{out.String()}, DeviceSerial: "SN-2", CertSerial: "0b"}}})
+	log.bound(t, m, "SN-2", "0b")
+	log.bound(t, out, "SN-3", "0c")
+	cp = log.checkpoint(t, signer)
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
+		Events: []wire.SiteEvent{log.event(t, 2)}})
 	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" {
 		t.Fatalf("IMEI outside the lease: %d %s", r.status, r.body)
 	}
@@ -119,12 +136,74 @@ func mustSNR(t *testing.T, s string) uint32 {
 	return v
 }
 
-// signedCheckpoint signs a checkpoint of size n over an arbitrary root.
-func signedCheckpoint(t *testing.T, s *audit.NoteSigner, n int64) string {
+// memLog is a site's audit log in memory: leaves and tlog's stored hashes.
+type memLog struct {
+	leaves [][]byte
+	hashes []tlog.Hash
+}
+
+func (l *memLog) ReadHashes(idx []int64) ([]tlog.Hash, error) {
+	out := make([]tlog.Hash, len(idx))
+	for i, x := range idx {
+		out[i] = l.hashes[x]
+	}
+	return out, nil
+}
+
+// bound appends an imei.bound leaf.
+func (l *memLog) bound(t *testing.T, m imei.IMEI, dev, cert string) {
 	t.Helper()
-	msg, err := note.Sign(&note.Note{Text: audit.Checkpoint{Origin: s.Name(), Size: n}.Body()}, s)
+	leaf, err := audit.EncodeEvent(store.Event{Type: store.EventIMEIBound, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "S1",
+		RequestID: "r-" + dev, IMEIs: []string{m.String()}, DeviceSerial: dev, CertSerial: cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs, err := tlog.StoredHashes(int64(len(l.leaves)), leaf, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.leaves, l.hashes = append(l.leaves, leaf), append(l.hashes, hs...)
+}
+
+// checkpoint signs the log's checkpoint.
+func (l *memLog) checkpoint(t *testing.T, s *audit.NoteSigner) string {
+	t.Helper()
+	n := int64(len(l.leaves))
+	root, err := tlog.TreeHash(n, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg, err := note.Sign(&note.Note{Text: audit.Checkpoint{Origin: s.Name(), Size: n, Root: root}.Body()}, s)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return string(msg)
+}
+
+// event is leaf i as a shipped site event (sequence i+1) with its proof.
+func (l *memLog) event(t *testing.T, i int64) wire.SiteEvent {
+	t.Helper()
+	e, err := audit.DecodeEvent(l.leaves[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pe, _ := store.SiteEventOf(e)
+	pe.Seq, pe.LeafIndex = i+1, i
+	w := site.WireEvent(pe)
+	p, err := tlog.ProveRecord(int64(len(l.leaves)), i, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Leaf, w.Proof = l.leaves[i], site.EncodeHashes(p)
+	return w
+}
+
+// proof is the consistency proof from size old to the log's size.
+func (l *memLog) proof(t *testing.T, old int64) []string {
+	t.Helper()
+	p, err := tlog.ProveTree(int64(len(l.leaves)), old, l)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return site.EncodeHashes(p)
 }

@@ -43,3 +43,60 @@ func ConsistencyProof(ctx context.Context, db *store.DB, oldSize, newSize int64)
 	}
 	return p, nil
 }
+
+// InclusionProofs returns the RFC 6962 inclusion proof (tlog.ProveRecord)
+// of each leaf index in the log's tree of size size, read from the stored
+// hashes; a site ships them with its sync batch so HQ can check each event
+// is in the checkpoint it verified. Hashes that several proofs share (the
+// upper levels of the tree) are read from the database once. Errors:
+// invalid_input when size exceeds the committed head or an index is not
+// below size.
+func InclusionProofs(ctx context.Context, db *store.DB, size int64, indexes []int64) ([]tlog.RecordProof, error) {
+	head, _, err := Head(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	if size > head {
+		return nil, tacerr.Field(tacerr.InvalidInput, "size", "%d exceeds the audit log's size %d", size, head)
+	}
+	r := &cachingHashReader{r: dbHashReader{ctx, db}, known: map[int64]tlog.Hash{}}
+	out := make([]tlog.RecordProof, len(indexes))
+	for i, x := range indexes {
+		if x < 0 || x >= size {
+			return nil, tacerr.Field(tacerr.InvalidInput, "index", "leaf %d is not in the tree of size %d", x, size)
+		}
+		if out[i], err = tlog.ProveRecord(size, x, r); err != nil {
+			return nil, treeErr(err, size)
+		}
+	}
+	return out, nil
+}
+
+// cachingHashReader remembers the stored hashes it read.
+type cachingHashReader struct {
+	r     tlog.HashReader
+	known map[int64]tlog.Hash
+}
+
+func (c *cachingHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
+	var missing []int64
+	for _, x := range indexes {
+		if _, ok := c.known[x]; !ok {
+			missing = append(missing, x)
+		}
+	}
+	if len(missing) > 0 {
+		got, err := c.r.ReadHashes(missing)
+		if err != nil {
+			return nil, err
+		}
+		for i, x := range missing {
+			c.known[x] = got[i]
+		}
+	}
+	out := make([]tlog.Hash, len(indexes))
+	for i, x := range indexes {
+		out[i] = c.known[x]
+	}
+	return out, nil
+}

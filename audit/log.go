@@ -29,6 +29,10 @@ type Config struct {
 	CheckpointInterval time.Duration `yaml:"checkpoint_interval" doc:"sign a checkpoint this long after the last one if events were appended (0: 1m)" default:"1m0s"`
 	// KeyLabel is the label of the ECDSA P-256 checkpoint key in the HSM.
 	KeyLabel string `yaml:"key_label" doc:"label of the ECDSA P-256 checkpoint key in the HSM"`
+	// WitnessKeyLabel is the label of the Ed25519 key in the HSM with which
+	// headquarters cosigns the site checkpoints it verified
+	// (tlog-cosignature/v1, cosign.go); the witness name is Origin.
+	WitnessKeyLabel string `yaml:"witness_key_label" doc:"label of the Ed25519 witness key in the HSM with which headquarters cosigns its sites' checkpoints (C2SP tlog-cosignature/v1; tacline audit witness-key --generate makes it); empty: this server cosigns none and refuses site syncs"`
 	// PublishedCheckpoint is the file, outside the ledger database, where
 	// every newly signed checkpoint is recorded (see published.go).
 	PublishedCheckpoint string `yaml:"published_checkpoint" doc:"file outside the database holding the newest signed checkpoint (put it next to the HSM token); a ledger older than it is refused at start-up (empty: no rollback detection)"`

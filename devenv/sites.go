@@ -129,6 +129,10 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	witnessKey, err := setupWitness(hq)
+	if err != nil {
+		return nil, err
+	}
 	hqServerCA := filepath.Join(hq.Dir, "server-ca.pem")
 	if err := concatFiles(hqServerCA, filepath.Join(hq.Dir, "ca/infra-root.pem"), filepath.Join(hq.Dir, "ca/station-ca.pem")); err != nil {
 		return nil, err
@@ -170,7 +174,7 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 			}
 			url = "https://" + se.Proxy.Addr
 		}
-		if err := se.configure(ctx, url, hqServerCA, o); err != nil {
+		if err := se.configure(ctx, url, hqServerCA, witnessKey, o); err != nil {
 			return nil, fmt.Errorf("%s: %w", se.Name, err)
 		}
 		if o.KeepOldLedgers {
@@ -345,6 +349,38 @@ func sitesEnvs(ss []*SiteEnv) []*Env {
 	return out
 }
 
+// WitnessKeyLabel is the label of headquarters' Ed25519 witness key in
+// the sites demo.
+const WitnessKeyLabel = "tacline-witness"
+
+// setupWitness makes HQ's witness key in its HSM, names it in HQ's
+// audit.witness_key_label, and returns its verifier key for the sites.
+func setupWitness(hq *Env) (string, error) {
+	tok, err := hsm.Open(hq.Config.HSM)
+	if err != nil {
+		return "", err
+	}
+	defer tok.Close()
+	if _, err := tok.GenerateEd25519(WitnessKeyLabel); err != nil {
+		return "", err
+	}
+	key, err := tok.Ed25519Signer(WitnessKeyLabel)
+	if err != nil {
+		return "", err
+	}
+	c, err := audit.NewCosigner(hq.Config.Audit.Origin, key, nil)
+	if err != nil {
+		return "", err
+	}
+	if err := editConfig(hq.ConfigPath, func(doc map[string]any) {
+		doc["audit"].(map[string]any)["witness_key_label"] = WitnessKeyLabel
+	}); err != nil {
+		return "", err
+	}
+	hq.Config.Audit.WitnessKeyLabel = WitnessKeyLabel
+	return c.Verifier().Key(), nil
+}
+
 // setupSite makes a site's environment (no pools: they come from leases)
 // and enrolls it at HQ with its audit key.
 func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv, error) {
@@ -395,10 +431,10 @@ func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv
 
 // configure points the site at HQ (url), takes its first lease, enrolls
 // its stations on the HQ pool, and writes its site: section.
-func (se *SiteEnv) configure(ctx context.Context, url, hqServerCA string, o SitesOptions) error {
+func (se *SiteEnv) configure(ctx context.Context, url, hqServerCA, witnessKey string, o SitesOptions) error {
 	creds := filepath.Join(filepath.Dir(se.Dir), "hq", "sites", "site-"+se.Name)
 	if err := editConfig(se.ConfigPath, func(doc map[string]any) {
-		doc["site"] = map[string]any{"name": se.Name, "hq_url": url, "cert_file": filepath.Join(creds, castore.CertFile),
+		doc["site"] = map[string]any{"name": se.Name, "hq_url": url, "witness_key": witnessKey, "cert_file": filepath.Join(creds, castore.CertFile),
 			"key_file": filepath.Join(creds, castore.KeyFile), "ca_file": hqServerCA, "low_water_hours": 0.001, "interval": "500ms",
 			"pools": []map[string]any{{"pool": se.HQPool, "lease_size": o.LeaseSize}}}
 	}); err != nil {

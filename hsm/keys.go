@@ -3,6 +3,7 @@ package hsm
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
@@ -24,9 +25,11 @@ const (
 	ECP256 KeyType = iota + 1
 	ECP384
 	RSA3072
+	// Ed25519 keys are made and used outside crypto11 (ed25519.go).
+	Ed25519
 )
 
-var keyTypeNames = map[KeyType]string{ECP256: "p256", ECP384: "p384", RSA3072: "rsa3072"}
+var keyTypeNames = map[KeyType]string{ECP256: "p256", ECP384: "p384", RSA3072: "rsa3072", Ed25519: "ed25519"}
 
 func (k KeyType) String() string {
 	if s, ok := keyTypeNames[k]; ok {
@@ -48,8 +51,10 @@ func ParseKeyType(s string) (KeyType, error) {
 		return ECP384, nil
 	case "rsa3072", "rsa-3072":
 		return RSA3072, nil
+	case "ed25519":
+		return Ed25519, nil
 	}
-	return 0, tacerr.Field(tacerr.InvalidInput, "type", "unknown key type %q: use p256, p384 or rsa3072", truncate(s, 32))
+	return 0, tacerr.Field(tacerr.InvalidInput, "type", "unknown key type %q: use p256, p384, rsa3072 or ed25519", truncate(s, 32))
 }
 
 func truncate(s string, n int) string {
@@ -73,6 +78,8 @@ func keyTypeOf(pub crypto.PublicKey) KeyType {
 		if k.N.BitLen() == 3072 {
 			return RSA3072
 		}
+	case ed25519.PublicKey:
+		return Ed25519
 	}
 	return 0
 }
@@ -183,7 +190,10 @@ func (t *Token) GenerateKey(label string, kt KeyType) (KeyInfo, error) {
 		return KeyInfo{}, err
 	}
 	if _, ok := keyTypeNames[kt]; !ok {
-		return KeyInfo{}, tacerr.Field(tacerr.InvalidInput, "type", "unknown key type %d: use ECP256, ECP384 or RSA3072", int(kt))
+		return KeyInfo{}, tacerr.Field(tacerr.InvalidInput, "type", "unknown key type %d: use ECP256, ECP384, RSA3072 or Ed25519", int(kt))
+	}
+	if kt == Ed25519 {
+		return t.GenerateEd25519(label)
 	}
 	t.keygenMu.Lock()
 	defer t.keygenMu.Unlock()
@@ -258,9 +268,19 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 	var out []KeyInfo
 	err := t.do("list keys on token "+t.cfg.tokenName(), func(ctx *crypto11.Context, _ uint64) error {
 		out = out[:0]
-		keys, err := ctx.FindAllKeyPairs()
-		if err != nil {
-			return err
+		// crypto11 fails on key types it does not know (Ed25519): ask it
+		// for the ones it does, and list Ed25519 keys without it.
+		var keys []crypto11.Signer
+		for _, kt := range []uint{pkcs11.CKK_EC, pkcs11.CKK_RSA} {
+			attrs := crypto11.NewAttributeSet()
+			if err := attrs.Set(pkcs11.CKA_KEY_TYPE, kt); err != nil {
+				return err
+			}
+			ks, err := ctx.FindKeyPairsWithAttributes(attrs)
+			if err != nil {
+				return err
+			}
+			keys = append(keys, ks...)
 		}
 		for _, k := range keys {
 			info, _, err := describe(ctx, k)
@@ -274,6 +294,11 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	eds, err := t.ed25519Keys()
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, eds...)
 	sort.Slice(out, func(i, j int) bool {
 		if out[i].Label != out[j].Label {
 			return out[i].Label < out[j].Label

@@ -45,6 +45,7 @@ import (
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
+	"github.com/miekg/pkcs11"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -72,6 +73,11 @@ type Token struct {
 	firstKey  string
 
 	keygenMu sync.Mutex
+
+	// p11 is a second handle on the module for what crypto11 cannot do
+	// (Ed25519 keys, ed25519.go); never finalised by tacline.
+	rawMu sync.Mutex
+	p11   *pkcs11.Ctx
 }
 
 // moduleUse records, per module path, the SOFTHSM2_CONF it was loaded with
@@ -179,6 +185,12 @@ func (t *Token) Close() error {
 		t.ctx = nil
 	}
 	releaseModule(t.module)
+	t.rawMu.Lock()
+	if t.p11 != nil {
+		t.p11.Destroy() // never Finalize: the library belongs to crypto11
+		t.p11 = nil
+	}
+	t.rawMu.Unlock()
 	if err != nil {
 		return mapErr(err, "close token "+t.cfg.tokenName())
 	}

@@ -147,7 +147,19 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 			s.Close()
 			return nil, err
 		}
-		if s.Site, err = site.New(cfg.Site, s.DB, s.Audit, hq, s.Registry, log); err != nil {
+		sc := cfg.Site
+		if sc.CosignedCheckpoint == "" && cfg.Audit.PublishedCheckpoint != "" {
+			sc.CosignedCheckpoint = cfg.Audit.PublishedCheckpoint + ".cosigned"
+		}
+		if s.Site, err = site.New(sc, s.DB, s.Audit, hq, s.Registry, log); err != nil {
+			s.Close()
+			return nil, err
+		}
+		// Rollback safety without headquarters: a ledger older than, or
+		// forked from, HQ's cosigned checkpoint never issues.
+		if err := s.Site.CheckCosigned(ctx); tacerr.Is(err, tacerr.SiteNotCurrent) {
+			log.Error("this site refuses to issue", "err", err.Error())
+		} else if err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -227,11 +239,16 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.API.SetRevocationChecker(s.stationCRL)
 	}
 	// Headquarters' side of the sites API (docs/sites.md): it answers
-	// sites enrolled with `tacline site enroll`; HQ's audit key cosigns
-	// the site checkpoints it verified.
+	// sites enrolled with `tacline site enroll`; HQ's witness key (Ed25519,
+	// in the HSM) cosigns the site checkpoints it verified.
 	var cosigner note.Signer
-	if auditKey != nil {
-		if cosigner, err = audit.NewNoteSigner(cfg.Audit.Origin, auditKey); err != nil {
+	if cfg.Audit.WitnessKeyLabel != "" {
+		key, err := s.Token.Ed25519Signer(cfg.Audit.WitnessKeyLabel)
+		if err != nil {
+			s.Close()
+			return nil, tacerr.Wrap(tacerr.HSMKeyNotFound, err, "witness key %q (audit.witness_key_label): make it with `tacline audit witness-key --generate`", cfg.Audit.WitnessKeyLabel)
+		}
+		if cosigner, err = audit.NewCosigner(cfg.Audit.Origin, key, nil); err != nil {
 			s.Close()
 			return nil, err
 		}

@@ -10,7 +10,15 @@
 // lease the site holds; otherwise nothing of it is applied, the refusal is
 // recorded for `tacline site status`, and tacline_site_sync_refused_total
 // counts it (an alert: a rewritten log or a cloning signal). Applying is
-// exactly-once (store.ApplySiteEvents). HQ then cosigns the checkpoint: it
-// adds its own signature line to the site's signed note, as a witness does,
-// so the site cannot later present another history of that size.
+// exactly-once (store.ApplySiteEvents). Every event carries its leaf in
+// the site's audit log and the leaf's inclusion proof in the checkpoint:
+// HQ applies only events the site's signed log holds, exactly as shipped.
+// HQ then cosigns the checkpoint as a witness does (C2SP
+// tlog-cosignature/v1, its Ed25519 witness key in its HSM), so the site
+// cannot later present another history of that size.
+//
+// Site promises, besides its outbox order: it keeps HQ's cosigned
+// checkpoint in its ledger and in a file outside it, and refuses to issue
+// (site_not_current) when its ledger does not extend it, even while HQ is
+// unreachable.
 package site

@@ -1,9 +1,13 @@
 package site
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,6 +48,11 @@ const (
 // certificate is refused (unauthorized).
 func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
 	st, err := h.db.SiteByName(ctx, site)
+	if err == nil && st.Verifier == "" {
+		// A site's own row of HQ's cosigned checkpoint (store.RecordCosigned)
+		// at a site's server, not an enrolment.
+		err = tacerr.New(tacerr.NotFound, "site %s has no enrolment", site)
+	}
 	if tacerr.Is(err, tacerr.NotFound) {
 		return tacerr.New(tacerr.Unauthorized, "site %s is not enrolled at this headquarters: `tacline site enroll`", site)
 	}
@@ -84,8 +93,10 @@ func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest)
 	return w, nil
 }
 
-// NewHQ returns HQ's side over its ledger. cosigner signs the site
-// checkpoints HQ verified (HQ's audit key: the HSM's signer); reg, when not
+// NewHQ returns HQ's side over its ledger. cosigner cosigns the site
+// checkpoints HQ verified (an audit.Cosigner over HQ's Ed25519 witness key
+// in its HSM: C2SP tlog-cosignature/v1); without one Sync answers
+// unavailable after its checks, applying nothing. reg, when not
 // nil, receives the metrics tacline_site_sync_refused_total{site} and
 // tacline_site_events_applied_total{site}.
 func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, error) {
@@ -119,6 +130,9 @@ func (h *HQ) Sync(ctx context.Context, site string, req wire.SiteSyncRequest) (w
 		return wire.SiteSyncResponse{}, err
 	}
 	cp, v, err := h.verify(st, req)
+	if err == nil {
+		err = checkInclusion(site, cp, req.Events)
+	}
 	if err != nil {
 		return wire.SiteSyncResponse{}, h.refuse(ctx, site, err)
 	}
@@ -188,10 +202,79 @@ func (h *HQ) verify(st store.SiteState, req wire.SiteSyncRequest) (audit.Checkpo
 	return cp, v, nil
 }
 
-// cosign adds HQ's signature line to the site's signed checkpoint.
+// checkInclusion refuses the batch (lease_violation) unless every event's
+// leaf is in the tree of the checkpoint, by its inclusion proof, at
+// strictly increasing indexes, and the leaf is that very event: the site
+// event HQ builds from the leaf (store.SiteEventOf, for every event type a
+// site ships) equals the event shipped. So each event HQ applies is one the
+// site's signed, append-only log holds, once.
+func checkInclusion(site string, cp audit.Checkpoint, evs []wire.SiteEvent) error {
+	last := int64(-1)
+	for i, e := range evs {
+		f := fmt.Sprintf("events[%d]", i)
+		if e.LeafIndex <= last || e.LeafIndex >= cp.Size {
+			return tacerr.Field(tacerr.LeaseViolation, f+".leaf_index", "site %s's event %d claims audit leaf %d, which is not after leaf %d and below the checkpoint's size %d: the batch is refused",
+				site, e.Seq, e.LeafIndex, last, cp.Size)
+		}
+		last = e.LeafIndex
+		proof := make(tlog.RecordProof, len(e.Proof))
+		for k, p := range e.Proof {
+			b, err := base64.StdEncoding.DecodeString(p)
+			if err != nil || len(b) != tlog.HashSize {
+				return tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("%s.proof[%d]", f, k), "is not the base64 of a 32-byte hash")
+			}
+			copy(proof[k][:], b)
+		}
+		if err := tlog.CheckRecord(proof, cp.Size, cp.Root, e.LeafIndex, tlog.RecordHash(e.Leaf)); err != nil {
+			return tacerr.Field(tacerr.LeaseViolation, f+".proof", "site %s's event %d: leaf %d is not in its audit log of size %d (the inclusion proof fails): the batch is refused",
+				site, e.Seq, e.LeafIndex, cp.Size)
+		}
+		le, err := audit.DecodeEvent(e.Leaf)
+		if err != nil {
+			return tacerr.Field(tacerr.LeaseViolation, f+".leaf", "site %s's audit leaf %d does not decode (%v): the batch is refused", site, e.LeafIndex, err)
+		}
+		want, ok := store.SiteEventOf(le)
+		if !ok {
+			return tacerr.Field(tacerr.LeaseViolation, f+".leaf", "site %s's audit leaf %d is a %s event, which sites do not ship: the batch is refused", site, e.LeafIndex, le.Type)
+		}
+		want.Seq, want.LeafIndex = e.Seq, e.LeafIndex
+		if diff := eventDiff(WireEvent(want), e); diff != "" {
+			return tacerr.Field(tacerr.LeaseViolation, f+"."+diff, "site %s's event %d differs from its audit leaf %d in %s: the batch is refused", site, e.Seq, e.LeafIndex, diff)
+		}
+	}
+	return nil
+}
+
+// eventDiff names the first JSON field (in name order) in which got
+// differs from want, leaf and proof aside; "" when they are equal.
+func eventDiff(want, got wire.SiteEvent) string {
+	want.Leaf, want.Proof, got.Leaf, got.Proof = nil, nil, nil, nil
+	var a, b map[string]json.RawMessage
+	ja, _ := json.Marshal(want)
+	jb, _ := json.Marshal(got)
+	if bytes.Equal(ja, jb) {
+		return ""
+	}
+	_ = json.Unmarshal(ja, &a)
+	_ = json.Unmarshal(jb, &b)
+	keys := slices.Sorted(maps.Keys(a))
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if !bytes.Equal(a[k], b[k]) {
+			return k
+		}
+	}
+	return "event"
+}
+
+// cosign adds HQ's cosignature line to the site's signed checkpoint.
 func (h *HQ) cosign(cp audit.Checkpoint, v note.Verifier) ([]byte, error) {
 	if h.cosigner == nil {
-		return cp.Note, nil
+		return nil, tacerr.New(tacerr.Unavailable, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint: set it up with `tacline audit witness-key --generate`")
 	}
 	n, err := note.Open(cp.Note, note.VerifierList(v))
 	if err != nil {
@@ -218,7 +301,8 @@ func decodeEvents(in []wire.SiteEvent) ([]store.SiteEvent, error) {
 			ims[k] = m
 		}
 		out[i] = store.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time.UTC().Truncate(time.Microsecond), RequestID: e.RequestID,
-			IMEIs: ims, DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+			IMEIs: ims, DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
+			LeafIndex: e.LeafIndex}
 	}
 	return out, nil
 }

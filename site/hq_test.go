@@ -1,11 +1,12 @@
 package site_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
-	"encoding/base64"
 	"strings"
 	"testing"
 	"time"
@@ -24,6 +25,17 @@ import (
 )
 
 const tac = 100010
+
+// witness is HQ's witness (cosigner) in these tests: an Ed25519 key in
+// memory (hsm's TestEd25519 covers the key in SoftHSM2).
+func witness(t *testing.T) *audit.Cosigner {
+	t.Helper()
+	c, err := audit.NewCosigner("hq.example/tacline-audit", ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
 
 func key(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
@@ -49,7 +61,55 @@ func newSiteLog(t *testing.T, k *ecdsa.PrivateKey) siteLog {
 		t.Fatal(err)
 	}
 	l.Attach()
+	db.AddSink(store.SiteOutbox{})
 	return siteLog{db, l}
+}
+
+// bind appends filler events and one imei.bound event per SNR (one
+// transaction each, like the site's provisioner) to the site's log and
+// returns a signed checkpoint over them.
+func (s siteLog) bind(t *testing.T, filler int, snrs ...uint32) audit.StoredCheckpoint {
+	t.Helper()
+	ctx := context.Background()
+	for _, snr := range snrs {
+		m, _ := imei.New(tac, snr)
+		if err := s.db.InTx(ctx, func(tx *store.Tx) error {
+			tx.Emit(store.Event{Type: store.EventIMEIReserved, Actor: "test", RequestID: "r-" + m.String(), IMEIs: []string{m.String()}},
+				store.Event{Type: store.EventIMEIBound, Actor: "test", RequestID: "r-" + m.String(), Pool: "A.lease1", TAC: m.TACString(),
+					IMEIs: []string{m.String()}, DeviceSerial: "dev-" + m.String(), CertSerial: "0a"})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return s.emit(t, filler)
+}
+
+// events returns the site's outbox events with the given sequence
+// numbers, with their leaves and inclusion proofs in the tree of size.
+func (s siteLog) events(t *testing.T, size int64, seqs ...int64) []wire.SiteEvent {
+	t.Helper()
+	ctx := context.Background()
+	pending, err := s.db.PendingSiteEvents(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pick []store.PendingSiteEvent
+	for _, q := range seqs {
+		for _, e := range pending {
+			if e.Seq == q {
+				pick = append(pick, e)
+			}
+		}
+	}
+	if len(pick) != len(seqs) {
+		t.Fatalf("outbox holds %d of the events %v", len(pick), seqs)
+	}
+	evs, err := site.ProveEvents(ctx, s.db, pick, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return evs
 }
 
 // emit appends n events to the site's log and returns a signed checkpoint.
@@ -77,11 +137,7 @@ func (s siteLog) proof(t *testing.T, from, to int64) []string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var out []string
-	for _, h := range p {
-		out = append(out, base64.StdEncoding.EncodeToString(h[:]))
-	}
-	return out
+	return site.EncodeHashes(p)
 }
 
 func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) {
@@ -110,49 +166,50 @@ func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) 
 	return db, l
 }
 
-func boundEvent(seq int64, snr uint32) wire.SiteEvent {
-	m, _ := imei.New(tac, snr)
-	return wire.SiteEvent{Seq: seq, Type: store.EventIMEIBound, Time: time.Now(), RequestID: "r", IMEIs: []string{m.String()},
-		DeviceSerial: "dev-" + m.String(), CertSerial: "0a"}
-}
-
 // TestSync: consistent checkpoints are applied and cosigned; a rewritten
 // log, an old checkpoint and an IMEI outside the site's leases are refused,
 // counted and recorded, and nothing of the batch is applied.
 func TestSync(t *testing.T) {
 	ctx := context.Background()
-	siteKey, hqKey := key(t), key(t)
+	siteKey := key(t)
 	hqDB, lease := hqLedger(t, siteKey)
-	cosigner, err := audit.NewNoteSigner("hq.example/tacline-audit", hqKey)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cosigner := witness(t)
 	reg := prometheus.NewRegistry()
 	hq, err := site.NewHQ(hqDB, cosigner, reg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := newSiteLog(t, siteKey)
-	cp1 := s.emit(t, 5)
-	res, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(1, lease.SNRStart), boundEvent(2, lease.SNRStart+1)},
-		Checkpoint: string(cp1.Note)})
+	cp1 := s.bind(t, 1, lease.SNRStart, lease.SNRStart+1) // leaves 0-4, events 1 and 2
+	res, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: s.events(t, cp1.Size, 1, 2), Checkpoint: string(cp1.Note)})
 	if err != nil || res.Applied != 2 || res.VerifiedSize != 5 {
 		t.Fatalf("first sync = %+v, %v", res, err)
 	}
-	// The cosigned note verifies under both keys.
+	// The cosigned note verifies under both keys: the site's signature
+	// and HQ's tlog-cosignature/v1.
 	siteV, _ := audit.ParseVerifierKey(mustVKey(t, "s1.example/tacline-audit", siteKey))
-	if _, err := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); err != nil {
-		t.Fatalf("cosigned note: %v", err)
+	if c, err := audit.OpenCosigned([]byte(res.Cosigned), siteV, cosigner.Verifier()); err != nil || c.Size != 5 || time.Since(c.Time) > time.Hour {
+		t.Fatalf("cosigned note: %+v, %v", c, err)
 	}
 	if n, _ := note.Open([]byte(res.Cosigned), note.VerifierList(siteV, cosigner.Verifier())); len(n.Sigs) != 2 {
 		t.Fatalf("cosigned note has %d signatures, want 2", len(n.Sigs))
 	}
+	// A cosignature by another witness key does not verify.
+	otherW, _ := audit.NewCosigner("hq.example/tacline-audit", ed25519.NewKeyFromSeed(make([]byte, ed25519.SeedSize)), nil)
+	if _, err := audit.OpenCosigned([]byte(res.Cosigned), siteV, otherW.Verifier()); err == nil {
+		t.Fatal("cosignature verified under another witness key")
+	}
 
-	cp2 := s.emit(t, 3)
-	res, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(2, lease.SNRStart+1), boundEvent(3, lease.SNRStart+2)},
+	cp2 := s.bind(t, 1, lease.SNRStart+2) // leaves 5-7, event 3
+	res, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: s.events(t, cp2.Size, 2, 3),
 		Checkpoint: string(cp2.Note), ProofFrom: 5, Proof: s.proof(t, 5, 8)})
 	if err != nil || res.Applied != 1 || res.Skipped != 1 || res.VerifiedSize != 8 {
 		t.Fatalf("second sync = %+v, %v", res, err)
+	}
+	// HQ's event records the site's leaf it verified.
+	rec, err := hqDB.LookupIMEI(ctx, mustIMEI(t, lease.SNRStart+2))
+	if err != nil || rec.State != store.StateBound {
+		t.Fatalf("HQ row: %+v, %v", rec, err)
 	}
 
 	// A proof from a size HQ did not verify last (the site lost an
@@ -165,8 +222,8 @@ func TestSync(t *testing.T) {
 	// of size 10 does not extend the verified size 8.
 	forged := newSiteLog(t, siteKey)
 	forged.emit(t, 2)
-	cpF := forged.emit(t, 8)
-	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
+	cpF := forged.bind(t, 6, lease.SNRStart+3)
+	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: forged.events(t, cpF.Size, 1),
 		Checkpoint: string(cpF.Note), ProofFrom: 8, Proof: forged.proof(t, 8, 10)})
 	if !tacerr.Is(err, tacerr.LeaseViolation) || !strings.Contains(err.Error(), "rewritten") {
 		t.Fatalf("rewritten log: %v", err)
@@ -175,10 +232,10 @@ func TestSync(t *testing.T) {
 	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Checkpoint: string(cp1.Note)}); !tacerr.Is(err, tacerr.LeaseViolation) {
 		t.Fatalf("old checkpoint: %v", err)
 	}
-	// An IMEI outside the site's leases.
-	cp3 := s.emit(t, 1)
-	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNREnd+1)},
-		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); !tacerr.Is(err, tacerr.LeaseViolation) {
+	// An IMEI outside the site's leases, though in the site's log.
+	cp3 := s.bind(t, 0, lease.SNREnd+1) // leaves 8-9, event 4
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: s.events(t, cp3.Size, 4),
+		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 10)}); !tacerr.Is(err, tacerr.LeaseViolation) {
 		t.Fatalf("IMEI outside leases: %v", err)
 	}
 	// A checkpoint signed by another key.
@@ -196,14 +253,24 @@ func TestSync(t *testing.T) {
 	if rep, err := hqDB.Check(ctx); err != nil || !rep.OK() || rep.LeasedUnused != 97 {
 		t.Fatalf("HQ ledger check %+v, %v", rep, err)
 	}
-	// The site catches up consistently: consistent again.
-	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: []wire.SiteEvent{boundEvent(4, lease.SNRStart+3)},
-		Checkpoint: string(cp3.Note), ProofFrom: 8, Proof: s.proof(t, 8, 9)}); err != nil {
+	// The site catches up consistently (event 4 stays refused): consistent again.
+	cp4 := s.bind(t, 0, lease.SNRStart+3) // leaves 10-11, event 5
+	if _, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: s.events(t, cp4.Size, 5),
+		Checkpoint: string(cp4.Note), ProofFrom: 8, Proof: s.proof(t, 8, 12)}); err != nil {
 		t.Fatal(err)
 	}
 	if st, _ := hq.Status(ctx, "s1"); !st.Consistent || st.Bound != 4 {
 		t.Fatalf("status after catch-up %+v", st)
 	}
+}
+
+func mustIMEI(t *testing.T, snr uint32) imei.IMEI {
+	t.Helper()
+	m, err := imei.New(tac, snr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
 }
 
 func mustVKey(t *testing.T, name string, k *ecdsa.PrivateKey) string {

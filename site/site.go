@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
@@ -52,8 +53,17 @@ type Config struct {
 	// Interval between sync and lease checks (default 2s).
 	Interval time.Duration `yaml:"interval" doc:"time between lease checks and syncs (default 2s)"`
 	// BatchSize is the most events per sync request (default 200; fewer
-	// when they would not fit the API's body limit).
+	// when they would not fit the sync body limit).
 	BatchSize int `yaml:"batch_size" doc:"most events per sync request (default 200)"`
+	// WitnessKey is headquarters' witness key (`tacline audit witness-key`
+	// at HQ): the site verifies HQ's tlog-cosignature/v1 of each checkpoint
+	// with it before keeping the cosigned checkpoint.
+	WitnessKey string `yaml:"witness_key" doc:"headquarters' witness key, name+keyid+base64 (tacline audit witness-key at headquarters): verifies HQ's cosignature of this site's checkpoints"`
+	// CosignedCheckpoint is the file, outside the ledger database, where
+	// the site keeps the newest checkpoint HQ cosigned (besides its
+	// ledger); server start-up defaults it to audit.published_checkpoint
+	// with ".cosigned" appended.
+	CosignedCheckpoint string `yaml:"cosigned_checkpoint" doc:"file outside the database holding the newest checkpoint headquarters cosigned, next to the HSM token (default: audit.published_checkpoint + .cosigned; empty then: the ledger only)"`
 }
 
 // ValidateConnection names the first missing connection field.
@@ -79,6 +89,11 @@ func (c Config) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "site.pools", "name at least one HQ pool to lease from")
 	case c.LowWaterHours < 0:
 		return tacerr.Field(tacerr.InvalidConfig, "site.low_water_hours", "must not be negative")
+	case c.WitnessKey == "":
+		return tacerr.Field(tacerr.InvalidConfig, "site.witness_key", "is required: headquarters' witness key, which `tacline audit witness-key` prints at headquarters")
+	}
+	if _, err := audit.ParseCosignatureKey(c.WitnessKey); err != nil {
+		return tacerr.Field(tacerr.InvalidConfig, "site.witness_key", "%v", err)
 	}
 	for i, p := range c.Pools {
 		if p.Pool == "" || p.LeaseSize < 1 {
@@ -92,18 +107,23 @@ func (c Config) Validate() error {
 // its ledger events with its signed checkpoints to HQ, and refuses to issue
 // until HQ has confirmed, since its start, that its ledger is current.
 //
-// Promises: events leave in outbox order and are marked shipped only after
-// HQ applied them (HQ skips what it applied before, so a lost answer costs
-// a resend, not a duplicate); after a start, Ready fails with
-// site_not_current until HQ's last verified checkpoint of this site is
-// known and not larger than this ledger's audit log (a ledger restored from
-// an older backup stays refused: HQ saw more of its log than it holds).
+// Promises: events leave in outbox order, each with its audit leaf and
+// inclusion proof, and are marked shipped only after HQ applied them and
+// its cosignature verified (HQ skips what it applied before, so a lost
+// answer costs a resend, not a duplicate); HQ's cosigned checkpoint is kept
+// in the ledger and the file outside it before that. After a start, Ready
+// fails with site_not_current until HQ's last verified checkpoint of this
+// site is known and this ledger's audit log extends it, and for good when
+// the log does not extend HQ's cosigned checkpoint the site holds (a
+// ledger restored from an older backup, or another history), whether or
+// not HQ is reachable.
 type Site struct {
-	cfg Config
-	db  *store.DB
-	log *audit.Log
-	hq  HQClient
-	lg  *slog.Logger
+	cfg     Config
+	db      *store.DB
+	log     *audit.Log
+	hq      HQClient
+	lg      *slog.Logger
+	witness *audit.CosignatureVerifier
 
 	mu       sync.Mutex
 	verified int64  // HQ's last verified size of this site's log; -1 unknown
@@ -135,7 +155,11 @@ func New(cfg Config, db *store.DB, l *audit.Log, hq HQClient, reg prometheus.Reg
 	if lg == nil {
 		lg = slog.New(slog.DiscardHandler)
 	}
-	s := &Site{cfg: cfg, db: db, log: l, hq: hq, lg: lg, verified: -1, notReady: "headquarters has not yet confirmed this site's ledger since its start", rate: map[string]*rateMeter{}}
+	s := &Site{cfg: cfg, db: db, log: l, hq: hq, lg: lg, verified: -1, notReady: notConfirmed, rate: map[string]*rateMeter{}}
+	s.witness, _ = audit.ParseCosignatureKey(cfg.WitnessKey) // Validate parsed it
+	if l.Verifier() == nil {
+		return nil, tacerr.New(tacerr.InvalidConfig, "a site's audit log needs its checkpoint key (audit.key_label)")
+	}
 	s.m.hoursLeft = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tacline_site_lease_hours_left",
 		Help: "Hours the SNRs left in held leases of an HQ pool last at the current rate (+Inf when idle)."}, []string{"pool"})
 	s.m.remaining = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tacline_site_lease_remaining",
@@ -174,27 +198,150 @@ func (s *Site) Ready() error {
 	return nil
 }
 
-// Confirm asks HQ for its last verified checkpoint of this site and
-// compares it with this ledger's audit log: the site is ready when HQ has
-// seen no more of the log than the ledger holds.
+const notConfirmed = "headquarters has not yet confirmed this site's ledger since its start"
+
+// Confirm checks this ledger's audit log against the newest checkpoint of
+// it that HQ cosigned and the site holds (CheckCosigned: no HQ needed),
+// then asks HQ for its last verified checkpoint of this site: the site is
+// ready when its log extends both (HQ saw no more of the log than the
+// ledger holds, and the same history). Errors: site_not_current, and
+// HQ's (unavailable when it is unreachable: the site stays not ready).
 func (s *Site) Confirm(ctx context.Context) error {
+	if err := s.CheckCosigned(ctx); err != nil {
+		return err
+	}
 	st, err := s.hq.Status(ctx)
 	if err != nil {
 		return err
 	}
-	size, _, err := audit.Head(ctx, s.db)
-	if err != nil {
-		return err
+	hqCP := audit.Checkpoint{Size: st.VerifiedSize}
+	if b, err := base64.StdEncoding.DecodeString(st.VerifiedRoot); err == nil && len(b) == len(hqCP.Root) {
+		copy(hqCP.Root[:], b)
+	} else if st.VerifiedSize > 0 {
+		return tacerr.New(tacerr.Unavailable, "headquarters' status names size %d without a root hash", st.VerifiedSize)
+	}
+	stand := audit.Standing{}
+	if st.VerifiedSize > 0 {
+		if stand, err = audit.StandAgainst(ctx, s.db, hqCP); err != nil {
+			return err
+		}
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.verified = st.VerifiedSize
-	if st.VerifiedSize > size {
-		s.notReady = fmt.Sprintf("headquarters verified %d entries of this site's audit log, this ledger holds %d: it was restored from an older backup; an operator must rebuild it (docs/sites.md)", st.VerifiedSize, size)
-		return tacerr.New(tacerr.SiteNotCurrent, "site %s: %s", s.cfg.Name, s.notReady)
+	switch {
+	case stand.Older:
+		s.notReady = fmt.Sprintf("headquarters verified %d entries of this site's audit log, this ledger holds %d: it was restored from an older backup; an operator must rebuild it (docs/sites.md)", st.VerifiedSize, stand.HeadSize)
+	case stand.Forked:
+		s.notReady = fmt.Sprintf("this ledger's audit log at size %d differs from the one headquarters verified: its history was rewritten; an operator must rebuild it (docs/sites.md)", st.VerifiedSize)
+	default:
+		s.notReady = ""
+		return nil
 	}
-	s.notReady = ""
-	return nil
+	return tacerr.New(tacerr.SiteNotCurrent, "site %s: %s", s.cfg.Name, s.notReady)
+}
+
+// CheckCosigned compares this ledger's audit log with the newest
+// checkpoint HQ cosigned that the site holds, in the file outside the
+// database (site.cosigned_checkpoint) and in its ledger, each verified
+// with the site's checkpoint key and HQ's witness key. When the ledger does
+// not extend it (fewer entries: restored from an older backup; another
+// root at its size: a rewritten history), or a kept checkpoint does not
+// verify, the site refuses to issue (site_not_current, for good: a new
+// start does not clear it) whether or not HQ is reachable.
+func (s *Site) CheckCosigned(ctx context.Context) error {
+	why, err := s.cosignedStanding(ctx)
+	if err != nil || why == "" {
+		return err
+	}
+	s.mu.Lock()
+	s.notReady = why
+	s.mu.Unlock()
+	return tacerr.New(tacerr.SiteNotCurrent, "site %s: %s", s.cfg.Name, why)
+}
+
+// cosignedStanding returns why the ledger is not current against the
+// cosigned checkpoints the site holds, or "".
+func (s *Site) cosignedStanding(ctx context.Context) (string, error) {
+	var best *audit.Cosigned
+	from := ""
+	consider := func(msg []byte, where string) string {
+		c, err := audit.OpenCosigned(msg, s.log.Verifier(), s.witness)
+		if err != nil {
+			return fmt.Sprintf("headquarters' cosigned checkpoint in %s does not verify (%v): it was altered, or the site's audit key or site.witness_key changed; an operator must find out which (docs/sites.md)", where, err)
+		}
+		if best == nil || c.Size > best.Size {
+			best, from = &c, where
+		}
+		return ""
+	}
+	if path := s.cfg.CosignedCheckpoint; path != "" {
+		msg, err := audit.ReadPublished(path)
+		if err != nil {
+			return "", err
+		}
+		if msg != nil {
+			if why := consider(msg, path); why != "" {
+				return why, nil
+			}
+		}
+	}
+	kept, err := s.db.Cosigned(ctx, s.cfg.Name)
+	if err != nil {
+		return "", err
+	}
+	if kept.Cosigned != "" {
+		if why := consider([]byte(kept.Cosigned), "the ledger"); why != "" {
+			return why, nil
+		}
+	}
+	if best == nil {
+		return "", nil
+	}
+	st, err := audit.StandAgainst(ctx, s.db, best.Checkpoint)
+	if err != nil {
+		return "", err
+	}
+	at := best.Time.Format(time.RFC3339)
+	switch {
+	case st.Older:
+		return fmt.Sprintf("this ledger's audit log holds %d entries, but headquarters cosigned size %d of it at %s (%s): the ledger was restored from an older backup and could issue SNRs again; an operator must rebuild it (docs/sites.md)",
+			st.HeadSize, best.Size, at, from), nil
+	case st.Forked:
+		return fmt.Sprintf("this ledger's audit log at size %d is not the one headquarters cosigned at %s (%s): its history was rewritten; an operator must rebuild it (docs/sites.md)",
+			best.Size, at, from), nil
+	}
+	return "", nil
+}
+
+// keepCosigned verifies HQ's cosignature of the checkpoint cp the site
+// sent, then keeps the cosigned note in the ledger and in the file outside
+// it (when it is newer than what the file holds).
+func (s *Site) keepCosigned(ctx context.Context, cp audit.StoredCheckpoint, cosigned string) error {
+	c, err := audit.OpenCosigned([]byte(cosigned), s.log.Verifier(), s.witness)
+	if err != nil {
+		return tacerr.Wrap(tacerr.InvalidConfig, err, "headquarters' answer does not carry its cosignature under site.witness_key")
+	}
+	if c.Size != cp.Size || c.Root != cp.Root {
+		return tacerr.New(tacerr.Unavailable, "headquarters cosigned the checkpoint of size %d, not the one of size %d the site sent", c.Size, cp.Size)
+	}
+	if err := s.db.RecordCosigned(ctx, s.cfg.Name, store.SiteCheckpoint{Size: c.Size, Hash: c.Root[:], Note: string(cp.Note), Cosigned: cosigned}); err != nil {
+		return err
+	}
+	path := s.cfg.CosignedCheckpoint
+	if path == "" {
+		return nil
+	}
+	old, err := audit.ReadPublished(path)
+	if err != nil {
+		return err
+	}
+	if old != nil {
+		if prev, err := audit.OpenCosigned(old, s.log.Verifier(), s.witness); err == nil && prev.Size >= c.Size {
+			return nil
+		}
+	}
+	return audit.WritePublished(path, []byte(cosigned))
 }
 
 // SyncOnce ships pending events (at most BatchSize) with a fresh signed
@@ -233,25 +380,20 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified, Events: make([]wire.SiteEvent, len(evs))}
-	for _, h := range proof {
-		req.Proof = append(req.Proof, base64.StdEncoding.EncodeToString(h[:]))
+	req := wire.SiteSyncRequest{Checkpoint: string(cp.Note), ProofFrom: verified, Proof: EncodeHashes(proof)}
+	if req.Events, err = ProveEvents(ctx, s.db, evs, cp.Size); err != nil {
+		return 0, err
 	}
-	for i, e := range evs {
-		req.Events[i] = wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+	// Stay well under the sync body limit (the checkpoint covers every
+	// event shipped, so fewer is always right).
+	b, err := json.Marshal(req)
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Internal, err, "encode sync request")
 	}
-	// Stay under the API's body limit: halve the batch until it fits (the
-	// checkpoint still covers every event shipped).
-	for len(req.Events) > 1 {
-		b, err := json.Marshal(req)
-		if err != nil {
-			return 0, tacerr.Wrap(tacerr.Internal, err, "encode sync request")
-		}
-		if len(b) <= wire.MaxBodyBytes*3/4 {
-			break
-		}
-		req.Events = req.Events[:len(req.Events)/2]
+	for n := len(b); n > wire.MaxSyncBodyBytes*3/4 && len(req.Events) > 1; {
+		last, _ := json.Marshal(req.Events[len(req.Events)-1])
+		n -= len(last) + 1
+		req.Events = req.Events[:len(req.Events)-1]
 	}
 	res, err := s.hq.Sync(ctx, req)
 	if err != nil {
@@ -266,12 +408,62 @@ func (s *Site) SyncOnce(ctx context.Context) (int, error) {
 	s.mu.Lock()
 	s.verified = res.VerifiedSize
 	s.mu.Unlock()
+	if err := s.keepCosigned(ctx, cp, res.Cosigned); err != nil {
+		s.m.failures.Inc()
+		return 0, err
+	}
 	n, err := s.db.MarkSiteEventsShipped(ctx, res.AppliedSeq)
 	if err != nil {
 		return 0, err
 	}
 	s.m.synced.Add(float64(n))
 	return int(n), nil
+}
+
+// ProveEvents returns the wire form of a site's outbox events evs, each
+// with its audit leaf from db and the leaf's inclusion proof in the tree of
+// size size (the checkpoint the batch is sent with).
+func ProveEvents(ctx context.Context, db *store.DB, evs []store.PendingSiteEvent, size int64) ([]wire.SiteEvent, error) {
+	idx := make([]int64, len(evs))
+	for i, e := range evs {
+		if e.LeafIndex < 0 {
+			return nil, tacerr.New(tacerr.LedgerInvariant, "site outbox row %d carries no audit leaf index (written by a tacline before 2026-12): ship it with that version before upgrading", e.Seq)
+		}
+		idx[i] = e.LeafIndex
+	}
+	leaves, err := db.AuditLeavesAt(ctx, idx)
+	if err != nil {
+		return nil, err
+	}
+	proofs, err := audit.InclusionProofs(ctx, db, size, idx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]wire.SiteEvent, len(evs))
+	for i, e := range evs {
+		out[i] = WireEvent(e)
+		out[i].Leaf, out[i].Proof = leaves[e.LeafIndex], EncodeHashes(proofs[i])
+	}
+	return out, nil
+}
+
+// EncodeHashes is the wire form of a proof: standard base64 hashes (an
+// empty slice, not nil, for none).
+func EncodeHashes(hs []tlog.Hash) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = base64.StdEncoding.EncodeToString(h[:])
+	}
+	return out
+}
+
+// WireEvent is the wire form of an outbox event, without its leaf and
+// proof. HQ builds it again from the leaf a shipped event claims
+// (store.SiteEventOf) and compares.
+func WireEvent(e store.PendingSiteEvent) wire.SiteEvent {
+	return wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time.UTC(), RequestID: e.RequestID, IMEIs: e.IMEIs,
+		DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
+		LeafIndex: e.LeafIndex}
 }
 
 // EnsureLeases checks each configured HQ pool: when what is left of its

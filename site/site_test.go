@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"fmt"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -73,7 +74,7 @@ func newHQ(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, *site.HQ) {
 	if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: mustVKey(t, "s1.example/tacline-audit", siteKey), Pools: []string{"HQ-A"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	hq, err := site.NewHQ(db, nil, nil)
+	hq, err := site.NewHQ(db, witness(t), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,12 +84,24 @@ func newHQ(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, *site.HQ) {
 // siteEnv is a site: a provisioner in site mode over real SoftHSM2
 // signers, its audit log and sync outbox, and its site.Site.
 type siteEnv struct {
-	env *provtest.Env
-	s   *site.Site
+	env      *provtest.Env
+	s        *site.Site
+	cosigned string // the file of HQ's cosigned checkpoint
+	log      *audit.Log
 }
 
 func newSite(t *testing.T, siteKey *ecdsa.PrivateKey, hq *site.HQ, lose ...*bool) siteEnv {
 	t.Helper()
+	return newSiteAt(t, siteKey, localHQ{hq, "s1"}, "", lose...)
+}
+
+// newSiteAt is newSite talking to client, keeping HQ's cosigned
+// checkpoint in the file cosigned too ("": a fresh file).
+func newSiteAt(t *testing.T, siteKey *ecdsa.PrivateKey, client site.HQClient, cosigned string, lose ...*bool) siteEnv {
+	t.Helper()
+	if cosigned == "" {
+		cosigned = filepath.Join(t.TempDir(), "checkpoint.cosigned")
+	}
 	var s *site.Site
 	env := provtest.New(t, store.SQLite, provtest.WithSiteLeases(func() error { return s.Ready() }))
 	if err := env.DB.AddTACs(context.Background(), []catalog.TAC{siteTACRecord}, "test"); err != nil {
@@ -101,16 +114,15 @@ func newSite(t *testing.T, siteKey *ecdsa.PrivateKey, hq *site.HQ, lose ...*bool
 	}
 	l.Attach()
 	env.DB.AddSink(store.SiteOutbox{})
-	var client site.HQClient = localHQ{hq, "s1"}
 	if len(lose) > 0 {
-		client = lossyHQ{localHQ{hq, "s1"}, lose[0]}
+		client = lossyHQ{client.(localHQ), lose[0]}
 	}
-	s, err = site.New(site.Config{Name: "s1", Pools: []site.PoolPolicy{{Pool: "HQ-A", LeaseSize: 10}}, LowWaterHours: 1},
-		env.DB, l, client, nil, nil)
+	s, err = site.New(site.Config{Name: "s1", Pools: []site.PoolPolicy{{Pool: "HQ-A", LeaseSize: 10}}, LowWaterHours: 1,
+		WitnessKey: witness(t).Verifier().Key(), CosignedCheckpoint: cosigned}, env.DB, l, client, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return siteEnv{env, s}
+	return siteEnv{env, s, cosigned, l}
 }
 
 func (se siteEnv) provision(t *testing.T, serial string) (*provisioner.Issued, error) {

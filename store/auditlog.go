@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -57,6 +58,7 @@ const (
 	qAuditUpdateHead  = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
 	qAuditReadHashes  = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
 	qAuditLeavesRange = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
+	qAuditLeavesAt    = `SELECT idx, data FROM audit_leaves WHERE idx IN (?)`
 	qAuditIMEILeaves  = `SELECT l.idx, l.data FROM audit_imeis i JOIN audit_leaves l ON l.idx = i.idx WHERE i.imei = ? ORDER BY l.idx`
 	qAuditLatestCP    = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
 	qAuditCPAt        = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
@@ -184,7 +186,30 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", a.From.Size, n, err)
 	}
+	tx.audit = auditSpan{from: a.From.Size, n: len(a.Leaves)}
 	return nil
+}
+
+// auditSpan is where one flush's events went in the audit log: leaves
+// from, from+1, ... from+n-1, in the order of the events.
+type auditSpan struct {
+	from int64
+	n    int
+}
+
+// AuditLeafIndexes returns the audit leaf index of each of events, the
+// events the sinks are appending in this flush, once the audit log (a sink
+// registered before the caller) has appended them; ledger_invariant when it
+// has not (no audit log, or one registered after the caller).
+func (tx *Tx) AuditLeafIndexes(events []Event) ([]int64, error) {
+	if tx.audit.n != len(events) || len(events) == 0 {
+		return nil, tacerr.New(tacerr.LedgerInvariant, "the audit log did not append this change's %d events before this sink (it must be attached first)", len(events))
+	}
+	out := make([]int64, len(events))
+	for i := range out {
+		out[i] = tx.audit.from + int64(i)
+	}
+	return out, nil
 }
 
 // CanAppendAuditUnlocked reports whether AppendAuditIfHead can append
@@ -224,6 +249,9 @@ func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
 	if err := tx.queryRowx(tx.rebind(b.String()), args...).Scan(&n); err != nil {
 		return false, translate(err, "append to the audit log")
 	}
+	if n == 1 {
+		tx.audit = auditSpan{from: a.From.Size, n: len(a.Leaves)}
+	}
 	return n == 1, nil
 }
 
@@ -255,6 +283,34 @@ func (db *DB) AuditLeaves(ctx context.Context, from, to int64, fn func(index int
 // IMEI (15 digits), in index order.
 func (db *DB) AuditLeavesOf(ctx context.Context, imei15 string, fn func(index int64, data []byte) error) error {
 	return db.auditLeaves(ctx, qAuditIMEILeaves, "read the audit events of "+imei15, fn, imei15)
+}
+
+// AuditLeavesAt returns the leaves at the given indexes (a site's sync
+// batch proves each event's leaf); not_found when one of them is not in
+// the log.
+func (db *DB) AuditLeavesAt(ctx context.Context, indexes []int64) (map[int64][]byte, error) {
+	out := make(map[int64][]byte, len(indexes))
+	for rest := indexes; len(rest) > 0; {
+		n := min(len(rest), maxParams)
+		q, args, err := sqlxIn(qAuditLeavesAt, rest[:n])
+		if err != nil {
+			return nil, err
+		}
+		err = db.auditLeaves(ctx, q, "read audit leaves", func(idx int64, data []byte) error {
+			out[idx] = bytes.Clone(data)
+			return nil
+		}, args...)
+		if err != nil {
+			return nil, err
+		}
+		rest = rest[n:]
+	}
+	for _, x := range indexes {
+		if _, ok := out[x]; !ok {
+			return nil, tacerr.New(tacerr.NotFound, "audit leaf %d is not in the log", x)
+		}
+	}
+	return out, nil
 }
 
 func (db *DB) auditLeaves(ctx context.Context, q, what string, fn func(int64, []byte) error, args ...any) error {

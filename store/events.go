@@ -71,6 +71,7 @@ func (tx *Tx) flush() error {
 	if len(tx.events) == 0 {
 		return nil
 	}
+	tx.audit = auditSpan{}
 	for _, s := range tx.db.sinks {
 		if err := s.Append(tx, tx.events); err != nil {
 			return err

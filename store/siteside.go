@@ -144,23 +144,33 @@ func (db *DB) HeldLeasePool(ctx context.Context, hqPool string, now time.Time) (
 }
 
 // SiteOutbox is the store.Sink of a site: it records every event that
-// changes an IMEI's fate (imei.bound, imei.voided, imei.revoked,
-// device.reissued) in site_outbox, in the transaction of the change, for
-// the sync worker to ship to HQ. Register it at start-up in site mode.
+// changes an IMEI's fate (SiteEventOf) in site_outbox, in the transaction
+// of the change, with the index of the event's audit leaf, for the sync
+// worker to ship to HQ with the leaf and its inclusion proof. Register it
+// at start-up in site mode, after the audit log (it reads the leaf indexes
+// the log assigned: Tx.AuditLeafIndexes).
 type SiteOutbox struct{}
 
 var _ Sink = SiteOutbox{}
 
 // Append implements Sink.
 func (SiteOutbox) Append(tx *Tx, events []Event) error {
-	for _, e := range events {
-		switch e.Type {
-		case EventIMEIBound, EventIMEIVoided, EventIMEIRevoked, EventDeviceReissued:
-		default:
+	var leaves []int64
+	for i, e := range events {
+		ev, ok := SiteEventOf(e)
+		if !ok {
 			continue
 		}
-		b, err := json.Marshal(outboxEvent{Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.Attrs["previous_cert_serial"]})
+		if leaves == nil {
+			var err error
+			if leaves, err = tx.AuditLeafIndexes(events); err != nil {
+				return err
+			}
+		}
+		ev.LeafIndex = leaves[i]
+		b, err := json.Marshal(outboxEvent{Type: ev.Type, Time: ev.Time, RequestID: ev.RequestID, IMEIs: ev.IMEIs,
+			DeviceSerial: ev.DeviceSerial, CertSerial: ev.CertSerial, Reason: ev.Reason, PreviousCertSerial: ev.PreviousCertSerial,
+			LeafIndex: &ev.LeafIndex})
 		if err != nil {
 			return tacerr.Wrap(tacerr.Internal, err, "encode site outbox event")
 		}
@@ -171,8 +181,27 @@ func (SiteOutbox) Append(tx *Tx, events []Event) error {
 	return nil
 }
 
+// SiteEventOf returns the form in which a site ships ledger event e to HQ
+// (Seq and LeafIndex unset), and whether e travels at all: the events that
+// change an IMEI's fate (imei.bound, imei.voided, imei.revoked,
+// device.reissued). It is the one mapping from a ledger event to a site
+// event: the site's outbox writes what it returns, and HQ recomputes it
+// from the audit leaf a shipped event claims and refuses the batch when
+// the two differ, whatever the event's type.
+func SiteEventOf(e Event) (PendingSiteEvent, bool) {
+	switch e.Type {
+	case EventIMEIBound, EventIMEIVoided, EventIMEIRevoked, EventDeviceReissued:
+	default:
+		return PendingSiteEvent{}, false
+	}
+	return PendingSiteEvent{Type: e.Type, Time: e.Time.UTC().Truncate(time.Microsecond), RequestID: e.RequestID, IMEIs: e.IMEIs, DeviceSerial: e.DeviceSerial,
+		CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.Attrs["previous_cert_serial"]}, true
+}
+
 // outboxEvent is a site_outbox row's event (the JSON of api/wire's
-// SiteEvent without its sequence number, which is the row's id).
+// SiteEvent without its sequence number, which is the row's id, and with
+// the index of its audit leaf; rows written before leaf indexes were
+// recorded have none).
 type outboxEvent struct {
 	Type               string    `json:"type"`
 	Time               time.Time `json:"time"`
@@ -182,10 +211,12 @@ type outboxEvent struct {
 	CertSerial         string    `json:"cert_serial,omitempty"`
 	Reason             string    `json:"reason,omitempty"`
 	PreviousCertSerial string    `json:"previous_cert_serial,omitempty"`
+	LeafIndex          *int64    `json:"leaf_index,omitempty"`
 }
 
 // PendingSiteEvent is one event of the site outbox not yet acknowledged by
-// HQ; Seq is its row id.
+// HQ; Seq is its row id, LeafIndex the index of its leaf in the site's
+// audit log (-1 for a row written before leaf indexes were recorded).
 type PendingSiteEvent struct {
 	Seq                int64
 	Type               string
@@ -196,6 +227,7 @@ type PendingSiteEvent struct {
 	CertSerial         string
 	Reason             string
 	PreviousCertSerial string
+	LeafIndex          int64
 }
 
 // PendingSiteEvents returns at most limit pending outbox events after
@@ -215,8 +247,11 @@ func (db *DB) PendingSiteEvents(ctx context.Context, after int64, limit int) ([]
 		if err := json.Unmarshal([]byte(r.Event), &e); err != nil {
 			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "site outbox row %d", r.ID)
 		}
-		out[i] = PendingSiteEvent{Seq: r.ID, Type: e.Type, Time: e.Time, RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial}
+		out[i] = PendingSiteEvent{Seq: r.ID, Type: e.Type, Time: e.Time.UTC(), RequestID: e.RequestID, IMEIs: e.IMEIs,
+			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial, LeafIndex: -1}
+		if e.LeafIndex != nil {
+			out[i].LeafIndex = *e.LeafIndex
+		}
 	}
 	return out, nil
 }
@@ -243,4 +278,30 @@ func (db *DB) SiteOutboxPending(ctx context.Context) (int64, error) {
 		return 0, translate(err, "count site outbox")
 	}
 	return n, nil
+}
+
+// RecordCosigned keeps, in a site's own ledger, the newest checkpoint of
+// its audit log that HQ verified and cosigned (cp.Cosigned: the note with
+// HQ's witness cosignature; the caller verified it). It lives where HQ
+// keeps its view of a site: the sites row named after the site itself,
+// whose cp_size never goes down (a trigger). A checkpoint not larger than
+// the one kept changes nothing.
+func (db *DB) RecordCosigned(ctx context.Context, site string, cp SiteCheckpoint) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.exec(tx.rebind(`INSERT INTO sites (name, enrolled_at, cp_size, cp_hash, cp_note, cp_cosigned) VALUES (?,?,?,?,?,?)
+			ON CONFLICT (name) DO UPDATE SET cp_size = excluded.cp_size, cp_hash = excluded.cp_hash, cp_note = excluded.cp_note,
+			cp_cosigned = excluded.cp_cosigned WHERE excluded.cp_size > sites.cp_size`),
+			site, tx.Now().UnixMicro(), cp.Size, cp.Hash, cp.Note, cp.Cosigned)
+		return translate(err, "record headquarters' cosigned checkpoint")
+	})
+}
+
+// Cosigned returns the checkpoint RecordCosigned kept for site (size zero
+// and no note when none).
+func (db *DB) Cosigned(ctx context.Context, site string) (SiteCheckpoint, error) {
+	st, err := siteByName(db.r, site)
+	if tacerr.Is(err, tacerr.NotFound) {
+		return SiteCheckpoint{}, nil
+	}
+	return st.Checkpoint, err
 }

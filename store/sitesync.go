@@ -3,11 +3,11 @@ package store
 import (
 	"bytes"
 	"context"
-	"github.com/tacline/tacline/lifecycle"
 	"strconv"
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -27,6 +27,9 @@ type SiteEvent struct {
 	Reason       string
 	// PreviousCertSerial is a reissue's replaced certificate.
 	PreviousCertSerial string
+	// LeafIndex is the index of the event's leaf in the site's audit log
+	// (HQ verified its inclusion); HQ's event records it as site_leaf.
+	LeafIndex int64
 }
 
 // SiteSyncResult says what ApplySiteEvents did.
@@ -142,7 +145,8 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 		return translate(err, "look up site IMEIs")
 	}
 	requestID := SiteCaller(site) + ":" + strconv.FormatInt(ev.Seq, 10)
-	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID}
+	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID,
+		"site_leaf": strconv.FormatInt(ev.LeafIndex, 10)}
 	insert := func(state lifecycle.State) error {
 		if have != 0 {
 			return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for IMEI %s, which HQ holds a row for already: the batch is refused",

@@ -268,6 +268,9 @@ type Tx struct {
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
+	// audit is where the audit log put the events of the current flush
+	// (AppendAudit), for the sinks after it (the site outbox).
+	audit auditSpan
 }
 
 // rebind rewrites ? placeholders for the transaction's database.

@@ -196,9 +196,11 @@ func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 // by its copy from before its line ran (an old backup). The server's own
 // guard (the published checkpoint next to the HSM token, docs/operations.md)
 // refuses to start. When that file is old too (the whole machine restored
-// from an image), the site starts, but HQ has verified more of its log
-// than the restored ledger holds, so it refuses to issue
-// (site_not_current) instead of handing out SNRs it already issued.
+// from an image) but HQ's cosigned checkpoint beside it is not, the site
+// starts and, with HQ down, refuses to issue (site_not_current). When that
+// file is lost as well, HQ has verified more of the site's log than the
+// restored ledger holds, so it refuses to issue instead of handing out
+// SNRs it already issued.
 func TestSiteRestoredFromOldBackup(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sites")
 	sitesRun(t, dir, 3, "--cut-for", "-1s", "--keep-old-ledgers")
@@ -232,9 +234,59 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(site1, "server1.log")); !bytes.Contains(b, []byte("older than a published checkpoint")) {
 		t.Fatalf("the restored site did not name the published checkpoint:\n%s", b)
 	}
-	// The whole machine restored from an image older than the checkpoint
-	// file: the local guard cannot see it.
+	creds, err := factory.LoadCreds(filepath.Join(site1, "stations"), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// refused waits until the site's log says why it refuses, then checks
+	// that a station's provisioning is answered 503 site_not_current.
+	refused := func(s *devenv.Proc, log, why string) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for {
+			b, _ := os.ReadFile(log)
+			if bytes.Contains(b, []byte(why)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the restored site never said %q:\n%s", why, b)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		st := creds.Stations[0]
+		c, err := factory.NewClient(factory.ClientConfig{ServerURL: s.URL, CertFile: st.CertFile, KeyFile: st.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev, err := factory.NewDevice("restored-1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		csr, err := dev.CSR()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Provision(ctx, wire.ProvisionRequest{DeviceSerial: "restored-1", Product: st.Product, CSR: string(csr)})
+		var ae *factory.APIError
+		if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
+			t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
+		}
+	}
+	// The published checkpoint file restored too, but HQ's cosigned
+	// checkpoint beside it survived: with HQ down, the site starts and
+	// refuses to issue, naming HQ's cosigned size.
 	if err := os.Remove(filepath.Join(site1, "hsm", "published-checkpoint")); err != nil {
+		t.Fatal(err)
+	}
+	s0, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server2.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused(s0, filepath.Join(site1, "server2.log"), "headquarters cosigned size")
+	s0.Stop(30 * time.Second)
+	// The whole machine restored from an image older than both files: the
+	// local guards cannot see it; HQ's verified size does.
+	if err := os.Remove(filepath.Join(site1, "hsm", "published-checkpoint.cosigned")); err != nil {
 		t.Fatal(err)
 	}
 	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"),
@@ -243,45 +295,12 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer hq.Stop(30 * time.Second)
-	s1, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server2.log"))
+	s1, err := devenv.StartServer(ctx, taclineBin, filepath.Join(site1, "tacline.yaml"), filepath.Join(site1, "server3.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s1.Stop(30 * time.Second)
-	// Wait until the site asked HQ and found itself behind.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		b, _ := os.ReadFile(filepath.Join(site1, "server2.log"))
-		if bytes.Contains(b, []byte("restored from an older backup")) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the restored site never compared its ledger with HQ's checkpoint:\n%s", b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	creds, err := factory.LoadCreds(filepath.Join(site1, "stations"), 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := creds.Stations[0]
-	c, err := factory.NewClient(factory.ClientConfig{ServerURL: s1.URL, CertFile: st.CertFile, KeyFile: st.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dev, err := factory.NewDevice("restored-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	csr, err := dev.CSR()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = c.Provision(ctx, wire.ProvisionRequest{DeviceSerial: "restored-1", Product: st.Product, CSR: string(csr)})
-	var ae *factory.APIError
-	if !errors.As(err, &ae) || ae.Status != 503 || ae.Problem.Code != string(tacerr.SiteNotCurrent) || !ae.Problem.Retryable {
-		t.Fatalf("the restored site answered %v, want 503 site_not_current", err)
-	}
+	refused(s1, filepath.Join(site1, "server3.log"), "headquarters verified")
 }
 
 // TestSiteReportsIMEIOutsideLeases: a site (its real certificate, its

@@ -428,12 +428,21 @@ type RevokeRequestReason string
 
 // SiteEvent defines model for SiteEvent.
 type SiteEvent struct {
-	CertSerial         *string  `json:"cert_serial,omitempty"`
-	DeviceSerial       *string  `json:"device_serial,omitempty"`
-	Imeis              []string `json:"imeis"`
-	PreviousCertSerial *string  `json:"previous_cert_serial,omitempty"`
-	Reason             *string  `json:"reason,omitempty"`
-	RequestId          *string  `json:"request_id,omitempty"`
+	CertSerial   *string  `json:"cert_serial,omitempty"`
+	DeviceSerial *string  `json:"device_serial,omitempty"`
+	Imeis        []string `json:"imeis"`
+
+	// Leaf The event's audit leaf (docs/audit-format.md section 1), base64; headquarters refuses the batch unless it decodes to this very event.
+	Leaf []byte `json:"leaf"`
+
+	// LeafIndex The index of the event's leaf in the site's audit log; strictly increasing within a batch, below the checkpoint's size.
+	LeafIndex          int     `json:"leaf_index"`
+	PreviousCertSerial *string `json:"previous_cert_serial,omitempty"`
+
+	// Proof RFC 6962 inclusion proof of the leaf in the tree of the request's checkpoint (base64 hashes, tlog.ProveRecord); headquarters refuses the batch unless it holds.
+	Proof     [][]byte `json:"proof"`
+	Reason    *string  `json:"reason,omitempty"`
+	RequestId *string  `json:"request_id,omitempty"`
 
 	// Seq The site's sequence number; strictly increasing.
 	Seq  int           `json:"seq"`
@@ -824,12 +833,16 @@ type ClientInterface interface {
 
 	// SyncSiteWithBody A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
 	//
+	// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
+	//
 	// Takes any type of body and a specified content type.
 	//
 	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
 	SyncSiteWithBody(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*http.Response, error)
 
 	// SyncSite A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
 	//
 	// Takes a body of the `application/json` content type.
 	//
@@ -1299,6 +1312,8 @@ func (c *Client) SiteStatus(ctx context.Context, site Site, reqEditors ...Reques
 
 // SyncSiteWithBody A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
 //
+// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
+//
 // Takes any type of body and a specified content type.
 //
 // Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
@@ -1315,6 +1330,8 @@ func (c *Client) SyncSiteWithBody(ctx context.Context, site Site, contentType st
 }
 
 // SyncSite A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
 //
 // Takes a body of the `application/json` content type.
 //
@@ -2401,12 +2418,16 @@ type ClientWithResponsesInterface interface {
 
 	// SyncSiteWithBodyWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
 	//
+	// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
+	//
 	// Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 	//
 	// Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
 	SyncSiteWithBodyWithResponse(ctx context.Context, site Site, contentType string, body io.Reader, reqEditors ...RequestEditorFn) (*SyncSiteReply, error)
 
 	// SyncSiteWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+	//
+	// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
 	//
 	// Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 	//
@@ -4702,6 +4723,8 @@ func (c *ClientWithResponses) SiteStatusWithResponse(ctx context.Context, site S
 
 // SyncSiteWithBodyWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
 //
+// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
+//
 // Takes any type of body and a specified content type, and returns a wrapper object for the known response body format(s).
 //
 // Corresponds with POST /v1/sites/{site}/sync (the `SyncSite` operationId).
@@ -4714,6 +4737,8 @@ func (c *ClientWithResponses) SyncSiteWithBodyWithResponse(ctx context.Context, 
 }
 
 // SyncSiteWithResponse A site ships ledger events with its signed audit checkpoint; headquarters verifies, applies exactly once and cosigns
+//
+// The body may be up to 4 MiB (every other request body 64 KiB): each event carries its audit leaf and inclusion proof. A batch is refused whole (409 lease_violation, field naming the event) when the checkpoint's signature or consistency proof fails, an event's inclusion proof fails or its leaf is not the event, or an IMEI lies outside the site's leases.
 //
 // Takes a body of the `application/json` content type, and returns a wrapper object for the known response body format(s).
 //

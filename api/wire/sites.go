@@ -58,7 +58,21 @@ type SiteEvent struct {
 	Reason       string    `json:"reason,omitempty"`
 	// PreviousCertSerial is a reissue's replaced certificate.
 	PreviousCertSerial string `json:"previous_cert_serial,omitempty"`
+	// LeafIndex is the index of the event's leaf in the site's audit log,
+	// Leaf that leaf (docs/audit-format.md section 1; base64 in JSON) and
+	// Proof its RFC 6962 inclusion proof (tlog.ProveRecord, base64
+	// hashes) in the tree of the request's checkpoint. HQ refuses the
+	// batch unless the proof holds and the leaf decodes to this event.
+	LeafIndex int64    `json:"leaf_index"`
+	Leaf      []byte   `json:"leaf"`
+	Proof     []string `json:"proof"`
 }
+
+// MaxSyncBodyBytes bounds the body of POST /v1/sites/{site}/sync (every
+// other request body is bounded by MaxBodyBytes): each event carries its
+// audit leaf and inclusion proof, about 1.5 KiB in a log of a million
+// leaves, so a full batch of 200 events needs some 300 KiB.
+const MaxSyncBodyBytes = 4 << 20
 
 // SiteSyncRequest is the body of POST /v1/sites/{site}/sync: a batch of
 // events with the site's signed audit checkpoint (a C2SP signed note) and

@@ -77,7 +77,7 @@ func newAuditCmd() *cobra.Command {
 		Use:   "audit",
 		Short: "The tamper-evident audit log: key, checkpoint, export, verify, prove, verify-proof",
 	}
-	c.AddCommand(newAuditKeyCmd(), newAuditCheckpointCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditProveCmd(), newAuditVerifyProofCmd())
+	c.AddCommand(newAuditKeyCmd(), newAuditWitnessKeyCmd(), newAuditCheckpointCmd(), newAuditExportCmd(), newAuditVerifyCmd(), newAuditProveCmd(), newAuditVerifyProofCmd())
 	return c
 }
 
@@ -104,6 +104,57 @@ func newAuditKeyCmd() *cobra.Command {
 	}
 	af.add(c)
 	c.Flags().BoolVar(&generate, "generate", false, "generate the key in the HSM first (fails if the label exists)")
+	return c
+}
+
+func newAuditWitnessKeyCmd() *cobra.Command {
+	var af auditFlags
+	var generate bool
+	var label string
+	c := &cobra.Command{
+		Use:   "witness-key [--generate] [--label LABEL]",
+		Short: "Print headquarters' witness key (each site's site.witness_key); --generate makes the Ed25519 key in the HSM first",
+		Long: `Headquarters cosigns the site checkpoints it verified with an Ed25519 key in
+its HSM (C2SP tlog-cosignature/v1, docs/sites.md). This prints its verifier
+key, name+keyid+base64(0x04||public key), the witness name being audit.origin;
+every site is configured with it (site.witness_key).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := af.config(cmd)
+			if err != nil {
+				return err
+			}
+			if label != "" {
+				cfg.WitnessKeyLabel = label
+			}
+			if cfg.WitnessKeyLabel == "" {
+				return tacerr.Field(tacerr.InvalidConfig, "audit.witness_key_label", "is not set: name the witness key's label (or pass --label)")
+			}
+			tok, err := openHSMFromFlags(cmd)
+			if err != nil {
+				return err
+			}
+			defer tok.Close()
+			if generate {
+				if _, err := tok.GenerateEd25519(cfg.WitnessKeyLabel); err != nil {
+					return err
+				}
+			}
+			key, err := tok.Ed25519Signer(cfg.WitnessKeyLabel)
+			if err != nil {
+				return err
+			}
+			c, err := audit.NewCosigner(cfg.Origin, key, nil)
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintln(cmd.OutOrStdout(), c.Verifier().Key())
+			return err
+		},
+	}
+	af.add(c)
+	c.Flags().BoolVar(&generate, "generate", false, "generate the Ed25519 key in the HSM first (fails if the label exists)")
+	c.Flags().StringVar(&label, "label", "", "label of the witness key (default: audit.witness_key_label of --config)")
 	return c
 }
 

@@ -62,7 +62,7 @@ func writeHSMSnippet(w io.Writer, cfg hsm.Config) error {
 func newHSMKeygenCmd() *cobra.Command {
 	var label, typ string
 	cmd := &cobra.Command{
-		Use:   "keygen --label LABEL [--type p256|p384|rsa3072]",
+		Use:   "keygen --label LABEL [--type p256|p384|rsa3072|ed25519]",
 		Short: "Generate a non-extractable key pair in the HSM",
 		Long: `Generate a key pair inside the configured token (hsm: section of --config).
 The private key is sensitive and not extractable; a label already in use is
@@ -91,7 +91,7 @@ refused. Prints the label, key id (CKA_ID) and the public key (PEM).`,
 		},
 	}
 	cmd.Flags().StringVar(&label, "label", "", "key label (unique on the token)")
-	cmd.Flags().StringVar(&typ, "type", "p256", "key type: p256, p384 or rsa3072")
+	cmd.Flags().StringVar(&typ, "type", "p256", "key type: p256, p384, rsa3072 or ed25519 (a witness key)")
 	return cmd
 }
 

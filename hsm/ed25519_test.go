@@ -1,0 +1,86 @@
+package hsm_test
+
+import (
+	"crypto"
+	"crypto/ed25519"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/hsm/hsmtest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// TestEd25519: SoftHSM2 makes an Ed25519 key that is sensitive and never
+// extractable, signs whole messages with CKM_EDDSA that verify under the
+// key's public half, refuses a second key of the label, and the key
+// survives reopening the token; the ECDSA keys beside it still list.
+func TestEd25519(t *testing.T) {
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	info, err := tok.GenerateKey("witness", hsm.Ed25519)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, ok := info.Public.(ed25519.PublicKey)
+	if !ok || info.Type != hsm.Ed25519 || !info.Sensitive || info.Extractable {
+		t.Fatalf("generated %+v", info)
+	}
+	if _, err := tok.GenerateEd25519("witness"); !tacerr.Is(err, tacerr.Conflict) {
+		t.Fatalf("second key of the label: %v", err)
+	}
+	if _, err := tok.GenerateKey("audit", hsm.ECP256); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tok.Ed25519Signer("witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !pub.Equal(s.Public()) {
+		t.Fatal("signer's public key differs from the generated one")
+	}
+	msg := []byte("cosignature/v1\ntime 1\nexample\n1\nAAAA\n")
+	sig, err := s.Sign(nil, msg, crypto.Hash(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ed25519.Verify(pub, msg, sig) {
+		t.Fatal("HSM signature does not verify")
+	}
+	if _, err := s.Sign(nil, make([]byte, 32), crypto.SHA256); err == nil {
+		t.Fatal("signing a digest was accepted")
+	}
+	raw := hsmtest.Raw(t, cfg)
+	if err := raw.Ctx.FindObjectsInit(raw.Session, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
+		pkcs11.NewAttribute(pkcs11.CKA_LABEL, "witness")}); err != nil {
+		t.Fatal(err)
+	}
+	hs, _, err := raw.Ctx.FindObjects(raw.Session, 2)
+	_ = raw.Ctx.FindObjectsFinal(raw.Session)
+	if err != nil || len(hs) != 1 {
+		t.Fatalf("find private key: %d, %v", len(hs), err)
+	}
+	// The private value is not readable.
+	if _, err := raw.Ctx.GetAttributeValue(raw.Session, hs[0], []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VALUE, nil)}); err == nil {
+		t.Fatal("CKA_VALUE of the Ed25519 private key was readable")
+	}
+	if keys, err := tok.Keys(); err != nil || len(keys) != 2 || keys[0].Label != "audit" || keys[1].Label != "witness" ||
+		keys[1].Type != hsm.Ed25519 || !pub.Equal(keys[1].Public) || !keys[1].Sensitive || keys[1].Extractable {
+		t.Fatalf("Keys with an Ed25519 key on the token: %+v, %v", keys, err)
+	}
+	if err := tok.Close(); err != nil {
+		t.Fatal(err)
+	}
+	tok2 := hsmtest.Open(t, cfg)
+	s2, err := tok2.Ed25519Signer("witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sig, err := s2.Sign(nil, msg, crypto.Hash(0)); err != nil || !ed25519.Verify(pub, msg, sig) {
+		t.Fatalf("after reopening: %v", err)
+	}
+	if _, err := tok2.Ed25519Signer("audit"); !tacerr.Is(err, tacerr.InvalidConfig) {
+		t.Fatalf("an ECDSA key as Ed25519: %v", err)
+	}
+}
