@@ -53,6 +53,7 @@ typedef struct cfile {
 	sqlite3_int64 off;
 	int len, cap;
 	sqlite3_int64 commit_end; // WAL: the end of a commit frame's header, or -1
+	sqlite3_int64 wal_end;    // WAL: the end of the frames written since the WAL header
 	int err;                  // a failed write of xShmBarrier, reported by the next flush
 } cfile;
 
@@ -173,8 +174,19 @@ static int c_write(sqlite3_file *f, const void *src, int n, sqlite3_int64 off) {
 		// A WAL frame header is 24 bytes after the 32-byte WAL header; bytes
 		// 4..7 hold the database size after a commit, zero otherwise. The
 		// frame's page follows it: once written, the commit is complete.
+		// A commit frame's header written again over a frame already
+		// written (SQLite rewrites checksums when a transaction changed a
+		// page it had spilled) completes the commit at once. wal_end is
+		// the end of what this handle wrote since the WAL header (offset 0)
+		// was last written, so a WAL restarted from its beginning does not
+		// look like a rewrite.
 		const unsigned char *h = src;
+		sqlite3_int64 seen = off == 0 ? 0 : p->wal_end;
+		p->wal_end = off + n > seen ? off + n : seen;
 		if (n == 24 && off >= 32 && (h[4] | h[5] | h[6] | h[7]) != 0) {
+			if (off + 24 < seen) {
+				return flush(p);
+			}
 			p->commit_end = off + 24;
 		} else if (p->commit_end >= 0 && off == p->commit_end) {
 			p->commit_end = -1;
@@ -185,6 +197,9 @@ static int c_write(sqlite3_file *f, const void *src, int n, sqlite3_int64 off) {
 }
 
 static int c_truncate(sqlite3_file *f, sqlite3_int64 size) {
+	if (((cfile *)f)->wal_end > size) {
+		((cfile *)f)->wal_end = size;
+	}
 	FLUSH_THEN(p->real->pMethods->xTruncate(p->real, size));
 }
 

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -83,10 +84,13 @@ func TestCoalescingVFSKeepsTheLedger(t *testing.T) {
 
 // The VFS on its own, where SQLite's page cache is too small for a
 // transaction (it spills frames into the WAL before the commit and reads
-// them back, from the region the VFS is still gathering) and with
-// synchronous=OFF (no xSync: the frames must reach the file when the
-// commit frame is written, before another connection, with the default
-// VFS, reads them through the wal-index).
+// them back, from the region the VFS is still gathering; it writes frames
+// of pages changed again over their first frames and rewrites their
+// checksums at the commit) and with synchronous=OFF (no xSync: the frames
+// must reach the file when the commit frame is written, before another
+// connection, with the default VFS, reads them through the wal-index, and
+// before a crash could lose them: a copy of the files must recover every
+// committed row).
 func TestCoalescingVFSSpillAndNoSync(t *testing.T) {
 	for _, sync := range []string{"FULL", "OFF"} {
 		t.Run(sync, func(t *testing.T) {
@@ -102,7 +106,7 @@ func TestCoalescingVFSSpillAndNoSync(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			if _, err := w.Exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB)"); err != nil {
+			if _, err := w.Exec("CREATE TABLE t (k INTEGER PRIMARY KEY, v BLOB, n INTEGER NOT NULL DEFAULT 0)"); err != nil {
 				t.Fatal(err)
 			}
 			for round := 1; round <= 3; round++ {
@@ -112,14 +116,21 @@ func TestCoalescingVFSSpillAndNoSync(t *testing.T) {
 				}
 				for i := 0; i < 500; i++ {
 					k := round*1000 + i
-					if _, err := tx.Exec("INSERT INTO t VALUES (?, ?)", k, bytes.Repeat([]byte{byte(k)}, 1000)); err != nil {
+					if _, err := tx.Exec("INSERT INTO t (k, v) VALUES (?, ?)", k, bytes.Repeat([]byte{byte(k)}, 1000)); err != nil {
 						t.Fatal(err)
 					}
+				}
+				// Change every row again: pages spilled to the WAL in this
+				// transaction are changed and spilled again, which SQLite writes
+				// over their frames and, at the commit, rewrites the frames'
+				// checksums (the commit frame's header written a second time).
+				if _, err := tx.Exec("UPDATE t SET n = n + 1 WHERE k >= ?", round*1000); err != nil {
+					t.Fatal(err)
 				}
 				// Read every row back inside the transaction: most pages were
 				// spilled to the WAL by the 5-page cache.
 				var n, sum int64
-				if err := tx.QueryRow("SELECT COUNT(*), SUM(length(v)) FROM t WHERE k >= ?", round*1000).Scan(&n, &sum); err != nil || n != 500 || sum != 500000 {
+				if err := tx.QueryRow("SELECT COUNT(*), SUM(length(v) + n) FROM t WHERE k >= ?", round*1000).Scan(&n, &sum); err != nil || n != 500 || sum != 500500 {
 					t.Fatalf("round %d inside the transaction: %d rows, %d bytes, %v", round, n, sum, err)
 				}
 				if err := tx.Commit(); err != nil {
@@ -133,6 +144,12 @@ func TestCoalescingVFSSpillAndNoSync(t *testing.T) {
 				if want := bytes.Repeat([]byte{byte(round*1000 + 499)}, 1000); !bytes.Equal(last, want) {
 					t.Fatalf("round %d, other connection: last row differs", round)
 				}
+				// What the files hold now is what a crash of the process would
+				// leave: a copy, recovered from its WAL (frame checksums
+				// checked), holds every committed row.
+				if got := recoveredRows(t, path); got != int64(500*round) {
+					t.Fatalf("round %d: a copy of the files recovers %d rows, want %d", round, got, 500*round)
+				}
 			}
 			if _, err := w.Exec("PRAGMA wal_checkpoint(TRUNCATE)"); err != nil {
 				t.Fatal(err)
@@ -140,4 +157,31 @@ func TestCoalescingVFSSpillAndNoSync(t *testing.T) {
 			integrity(t, path)
 		})
 	}
+}
+
+// recoveredRows copies the database file and its WAL (not the wal-index)
+// and counts the rows of table t in the copy, which SQLite recovers from
+// the WAL as after a crash.
+func recoveredRows(t *testing.T, path string) int64 {
+	t.Helper()
+	dir := t.TempDir()
+	for _, suffix := range []string{"", "-wal"} {
+		b, err := os.ReadFile(path + suffix)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "copy.db"+suffix), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := sql.Open("sqlite3", "file:"+filepath.Join(dir, "copy.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var n int64
+	if err := c.QueryRow("SELECT COUNT(*) FROM t").Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }
