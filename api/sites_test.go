@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -125,6 +126,29 @@ func TestSitesAPI(t *testing.T) {
 	if err := json.Unmarshal(r.body, &st); r.status != http.StatusOK || err != nil || st.Bound != 1 || st.Unused != 9 || st.Consistent || st.Refusals != 1 {
 		t.Fatalf("status: %d %s", r.status, r.body)
 	}
+	// The site releases the lease: its first SNR never reserved is the
+	// second; the nine from it go back to the pool.
+	log.add(t, store.Event{Type: store.EventLeaseReleased, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "site:s1",
+		Attrs: map[string]string{"lease": fmt.Sprint(l.ID), "unused_from": fmt.Sprintf("%06d", mustSNR(t, l.SNRStart)+1)}})
+	cp = log.checkpoint(t, signer)
+	// A mark other than the one in the site's log is refused.
+	forged := log.event(t, 3)
+	forged.UnusedFrom = l.SNREnd
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
+		Events: []wire.SiteEvent{forged}})
+	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" || r.problem.Field != "events[0].unused_from" {
+		t.Fatalf("release with a forged mark: %d %s", r.status, r.body)
+	}
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
+		Events: []wire.SiteEvent{log.event(t, 3)}})
+	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 {
+		t.Fatalf("release: %d %s", r.status, r.body)
+	}
+	r = rs.do(t, op, "GET", path(wire.PathSiteStatus, "s1"), nil)
+	if err := json.Unmarshal(r.body, &st); r.status != http.StatusOK || err != nil || st.Released != 9 || st.Unused != 0 || !st.Consistent ||
+		st.Leases[0].ReturnedAt == nil || st.Leases[0].Released != 9 {
+		t.Fatalf("status after the release: %d %s", r.status, r.body)
+	}
 }
 
 func mustSNR(t *testing.T, s string) uint32 {
@@ -153,8 +177,14 @@ func (l *memLog) ReadHashes(idx []int64) ([]tlog.Hash, error) {
 // bound appends an imei.bound leaf.
 func (l *memLog) bound(t *testing.T, m imei.IMEI, dev, cert string) {
 	t.Helper()
-	leaf, err := audit.EncodeEvent(store.Event{Type: store.EventIMEIBound, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "S1",
+	l.add(t, store.Event{Type: store.EventIMEIBound, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "S1",
 		RequestID: "r-" + dev, IMEIs: []string{m.String()}, DeviceSerial: dev, CertSerial: cert})
+}
+
+// add appends the leaf of e.
+func (l *memLog) add(t *testing.T, e store.Event) {
+	t.Helper()
+	leaf, err := audit.EncodeEvent(e)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -328,3 +328,40 @@ func record(label string, cert *x509.Certificate, chain []*x509.Certificate, act
 	}
 	return r
 }
+
+// CertifyCSR is `tacline ca certify --csr FILE` at headquarters: the
+// device root (root, its key behind rootSigner in HQ's HSM) certifies the
+// issuing CA key of a factory site, from the PEM CSR the site's `tacline
+// ca init` wrote (its key stays in the site's HSM). The CSR's signature
+// must verify (proof of possession), its key be ECDSA P-256 or P-384 and
+// its subject name a CN; the certificate is an issuing CA (pathLen 0) until
+// NoExpiry, like the development issuing CA, so it outlives every device
+// certificate (deviceNotAfter: the profile's fixed notAfter, zero when it
+// is a duration). The site installs it with `tacline ca import --cert
+// CERT --chain ROOT --activate`. Errors: invalid_input (field csr).
+func CertifyCSR(root *x509.Certificate, rootSigner crypto.Signer, csrPEM []byte, now, deviceNotAfter time.Time) (*x509.Certificate, error) {
+	block, _ := pem.Decode(csrPEM)
+	if block == nil || block.Type != "CERTIFICATE REQUEST" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "csr", "is not a PEM CERTIFICATE REQUEST (as `tacline ca init` writes at the site)")
+	}
+	csr, err := x509.ParseCertificateRequest(block.Bytes)
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "csr")
+	}
+	if err := csr.CheckSignature(); err != nil {
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "csr: its signature does not verify (no proof that the site holds the key)")
+	}
+	switch c := CurveName(csr.PublicKey); c {
+	case "P-256", "P-384":
+	default:
+		return nil, tacerr.Field(tacerr.InvalidInput, "csr", "the key is %q: an issuing CA key is ECDSA P-256 or P-384", c)
+	}
+	if csr.Subject.CommonName == "" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "csr", "the subject names no CN")
+	}
+	v := UntilNoExpiry(now)
+	if err := checkCoversDevices(v.NotAfter, deviceNotAfter); err != nil {
+		return nil, err
+	}
+	return IssuingCA(root, rootSigner, csr.PublicKey, csr.Subject, v)
+}

@@ -67,6 +67,8 @@ type File struct {
 	// Site makes this server a factory site provisioning on leases from
 	// headquarters (docs/sites.md) when site.name is set.
 	Site site.Config `yaml:"site" doc:"factory site mode: leases and sync with headquarters (docs/sites.md)"`
+	// HQ is headquarters' side of sites: the leases it grants.
+	HQ site.HQConfig `yaml:"hq" doc:"headquarters' side of factory sites (docs/sites.md)"`
 
 	// dir is the directory of the file; relative paths resolve against it.
 	dir string
@@ -119,6 +121,7 @@ func Defaults() File {
 		Revocation:   revocation.DefaultConfig(),
 		Register:     register.Config{Retention: register.DefaultRetention},
 		Issuer:       Issuer{Kind: IssuerHSM},
+		HQ:           site.HQConfig{Lease: site.DefaultLeasePolicy()},
 	}
 }
 
@@ -237,6 +240,9 @@ func (f *File) Validate() error {
 			return err
 		}
 	} else if err := f.Register.ValidateRetention(); err != nil {
+		return err
+	}
+	if err := f.HQ.Lease.Validate(); err != nil {
 		return err
 	}
 	if f.Site.Name != "" {

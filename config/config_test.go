@@ -1,12 +1,15 @@
 package config
 
 import (
+	"crypto/ed25519"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -147,5 +150,46 @@ func TestRegisterRetention(t *testing.T) {
 				t.Fatalf("retention = %s, want %s", f.Register.Retention, tc.want)
 			}
 		})
+	}
+}
+
+// TestHQLeaseSettings: hq.lease has defaults, and every wrong value is
+// refused naming its field; a site's lease_size is bounded too.
+func TestHQLeaseSettings(t *testing.T) {
+	base := "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\n"
+	f, err := Parse([]byte(base), t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l := f.HQ.Lease; l.MaxSize != 100000 || l.DefaultTTL.Hours() != 720 || l.MaxTTL.Hours() != 2160 || l.MaxHeld != 4 {
+		t.Fatalf("hq.lease defaults %+v", l)
+	}
+	f, err = Parse([]byte(base+"hq: {lease: {max_size: 5000, default_ttl: 24h, max_ttl: 48h, max_held: 2}}\n"), t.TempDir())
+	if err != nil || f.HQ.Lease.MaxSize != 5000 || f.HQ.Lease.MaxTTL.Hours() != 48 || f.HQ.Lease.MaxHeld != 2 {
+		t.Fatalf("hq.lease: %+v, %v", f, err)
+	}
+	_, wk, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := audit.NewCosigner("hq.example/witness", wk, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	site := "site: {name: s1, hq_url: 'https://hq:1', cert_file: c, key_file: k, ca_file: a, witness_key: '" + cs.Verifier().Key() + "', "
+	for _, tc := range []struct{ yaml, field string }{
+		{"hq: {lease: {max_size: 0}}", "hq.lease.max_size"},
+		{"hq: {lease: {max_size: 1000001}}", "hq.lease.max_size"},
+		{"hq: {lease: {default_ttl: 10s}}", "hq.lease.default_ttl"},
+		{"hq: {lease: {default_ttl: 24h, max_ttl: 1h}}", "hq.lease.max_ttl"},
+		{"hq: {lease: {max_held: 0}}", "hq.lease.max_held"},
+		{"hq: {lease: {max_sise: 10}}", "max_sise"},
+		{site + "pools: [{pool: p, lease_size: 2000000}]}", "site.pools[0].lease_size"},
+		{site + "pools: [{lease_size: 10}]}", "site.pools[0].pool"},
+	} {
+		_, err := Parse([]byte(base+tc.yaml+"\n"), t.TempDir())
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidConfig || e.Field != tc.field {
+			t.Errorf("%s: %v, want invalid_config on %s", tc.yaml, err, tc.field)
+		}
 	}
 }

@@ -49,6 +49,13 @@ type Options struct {
 	// NoPools imports the catalogue but makes no pools and enrolls no
 	// stations (a factory site: its pools come from leases).
 	NoPools bool
+	// CertifyDeviceCA, when set, replaces the development device root: the
+	// environment's issuing CA key is made in its token with a CSR (as
+	// `tacline ca init --infra` does), CertifyDeviceCA has another
+	// deployment's root certify it (a factory site's, at headquarters:
+	// `tacline ca certify`) and returns the certificate followed by that
+	// root (PEM), which is imported and activated (`tacline ca import`).
+	CertifyDeviceCA func(ctx context.Context, csrPEM []byte) ([]byte, error)
 }
 
 // Env is a set-up environment.
@@ -131,7 +138,12 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	// 3. Key ceremony: root, device issuing CA and station CA keys in the HSM.
 	now := time.Now()
 	fixed, _ := cfg.Profile.FixedNotAfter()
-	dev, err := castore.InitDev(ctx, db, tok, Manufacturer, "P-256", "demo", now, fixed)
+	var dev *castore.DevCA
+	if o.CertifyDeviceCA == nil {
+		dev, err = castore.InitDev(ctx, db, tok, Manufacturer, "P-256", "demo", now, fixed)
+	} else {
+		dev, err = certifiedCA(ctx, db, tok, Manufacturer+" "+filepath.Base(dir)+" Device Issuing CA", now, fixed, o.CertifyDeviceCA)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -200,6 +212,41 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	}
 	logf("  stations: %d enrolled, credentials in %s; operator/auditor/regulator/admin identities in %s", len(env.Stations), env.CredsDir, env.IdentitiesDir)
 	return env, nil
+}
+
+// certifiedCA is the ceremony of an environment whose device issuing CA
+// another deployment's root certifies: its infrastructure hierarchy, its
+// issuing CA key and CSR (named cn), the certificate certify returns
+// (checked to certify the key and chain to its root, then activated).
+func certifiedCA(ctx context.Context, db *store.DB, tok *hsm.Token, cn string, now, deviceNotAfter time.Time,
+	certify func(context.Context, []byte) ([]byte, error)) (*castore.DevCA, error) {
+	dev, err := castore.InitInfra(ctx, db, tok, Manufacturer, "P-256", "demo", now)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := ca.InitOffline(castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: castore.IssuerLabel, Organization: Manufacturer,
+		IssuerCN: cn, Now: now, DeviceNotAfter: deviceNotAfter})
+	if err != nil {
+		return nil, err
+	}
+	certPEM, err := certify(ctx, csr)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := tok.Signer(castore.IssuerLabel)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ca.Import(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "demo"}, castore.IssuerLabel, signer, certPEM, nil,
+		true, now, deviceNotAfter); err != nil {
+		return nil, err
+	}
+	certs, err := ca.ParseChainPEM(certPEM)
+	if err != nil {
+		return nil, err
+	}
+	dev.Issuing, dev.Root = certs[0], certs[len(certs)-1]
+	return dev, nil
 }
 
 // catalogue makes the development TACs and one pool per station.

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -92,7 +93,8 @@ type SitesResult struct {
 // site's events are applied at HQ, stops every process, checks every
 // ledger, and writes DIR/exports/devices.ndjson (every site's devices as
 // HQ recorded them, each line with its site) and DIR/exports/ca-chain.pem
-// (HQ's root and each site's issuing CA and root).
+// (HQ's device root and each site's issuing CA, which HQ's root certified
+// in the ceremony at HQ).
 func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 	if o.Sites == 0 {
 		o.Sites = 2
@@ -138,10 +140,14 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		return nil, err
 	}
 	res := &SitesResult{HQ: hq, Checks: map[string]store.CheckReport{}}
+	var pools []string
+	for k := 1; k <= o.Sites; k++ {
+		pools = append(pools, fmt.Sprintf("pool-%02d", k))
+	}
 	for k := 1; k <= o.Sites; k++ {
 		name := fmt.Sprintf("site-%d", k)
-		fmt.Fprintf(out, "2.%d %s: its own HSM token, CA and ledger; enrolled at headquarters\n", k, name)
-		se, err := setupSite(ctx, hq, dir, name, fmt.Sprintf("pool-%02d", k))
+		fmt.Fprintf(out, "2.%d %s: its own HSM token, ledger and station CA; its issuing CA certified by headquarters' device root (`tacline ca certify`); enrolled at headquarters\n", k, name)
+		se, err := setupSite(ctx, hq, o.Bin, dir, name, pools[k-1], pools)
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", name, err)
 		}
@@ -381,10 +387,15 @@ func setupWitness(hq *Env) (string, error) {
 	return c.Verifier().Key(), nil
 }
 
-// setupSite makes a site's environment (no pools: they come from leases)
-// and enrolls it at HQ with its audit key.
-func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv, error) {
-	env, err := Setup(ctx, Options{Dir: filepath.Join(dir, name), Stations: 1, NoPools: true})
+// setupSite makes a site's environment (no pools: they come from
+// leases), its issuing CA certified by HQ's device root in the ceremony at
+// HQ (`tacline ca certify`, run with bin), and enrolls it at HQ with its
+// audit key on the HQ pools (its stations draw from hqPool).
+func setupSite(ctx context.Context, hq *Env, bin, dir, name, hqPool string, pools []string) (*SiteEnv, error) {
+	certify := func(ctx context.Context, csr []byte) ([]byte, error) {
+		return certifyAtHQ(ctx, hq, bin, name, csr)
+	}
+	env, err := Setup(ctx, Options{Dir: filepath.Join(dir, name), Stations: 1, NoPools: true, CertifyDeviceCA: certify})
 	if err != nil {
 		return nil, err
 	}
@@ -423,10 +434,30 @@ func setupSite(ctx context.Context, hq *Env, dir, name, hqPool string) (*SiteEnv
 		return nil, err
 	}
 	defer hqTok.Close()
-	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: []string{hqPool}}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
+	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: pools}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
 		return nil, err
 	}
 	return se, nil
+}
+
+// certifyAtHQ is HQ's half of a site's CA ceremony: the site's CSR is
+// written to HQ's ca/sites/ and `tacline ca certify` certifies it with
+// HQ's device root (its key in HQ's token, opened by that process); it
+// returns the certificate followed by the root.
+func certifyAtHQ(ctx context.Context, hq *Env, bin, name string, csr []byte) ([]byte, error) {
+	d := filepath.Join(hq.Dir, "ca", "sites")
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return nil, err
+	}
+	csrFile, certFile := filepath.Join(d, name+".csr"), filepath.Join(d, name+".pem")
+	if err := os.WriteFile(csrFile, csr, 0o644); err != nil {
+		return nil, err
+	}
+	out, err := exec.CommandContext(ctx, bin, "--config", hq.ConfigPath, "ca", "certify", "--csr", csrFile, "--out", certFile).CombinedOutput()
+	if err != nil {
+		return nil, fmt.Errorf("tacline ca certify at headquarters: %w\n%s", err, out)
+	}
+	return os.ReadFile(certFile)
 }
 
 // configure points the site at HQ (url), takes its first lease, enrolls
@@ -576,6 +607,20 @@ func pollUntil(ctx context.Context, timeout time.Duration, check func() (string,
 // export writes devices.ndjson from HQ's ledger and ca-chain.pem, and
 // counts what HQ holds against what the sites answered.
 func (r *SitesResult) export(ctx context.Context, dir string) error {
+	// What the sites answered (the stations verified each certificate).
+	answered := map[string]string{} // site/serial -> certificate (PEM)
+	for _, se := range r.Sites {
+		for _, line := range bytes.Split(se.devices.Bytes(), []byte("\n")) {
+			if len(line) == 0 {
+				continue
+			}
+			var d sim.DeviceRecord
+			if err := json.Unmarshal(line, &d); err != nil {
+				return err
+			}
+			answered[se.Name+"/"+d.DeviceSerial] = d.Certificate
+		}
+	}
 	db, err := store.Open(ctx, r.HQ.Config.Database)
 	if err != nil {
 		return err
@@ -598,9 +643,11 @@ func (r *SitesResult) export(ctx context.Context, dir string) error {
 			}
 			seen[ims[i]] = true
 		}
-		atHQ[d.Site+"/"+d.DeviceSerial] = true
+		k := d.Site + "/" + d.DeviceSerial
+		atHQ[k] = true
 		r.AtHQ++
-		return enc.Encode(map[string]any{"site": d.Site, "device_serial": d.DeviceSerial, "imeis": ims, "cert_serial": d.CertSerial, "state": d.State})
+		return enc.Encode(map[string]any{"site": d.Site, "device_serial": d.DeviceSerial, "imeis": ims, "cert_serial": d.CertSerial,
+			"state": d.State, "certificate": answered[k]})
 	})
 	if err != nil {
 		return err
@@ -608,21 +655,15 @@ func (r *SitesResult) export(ctx context.Context, dir string) error {
 	if err := f.Close(); err != nil {
 		return err
 	}
+	for k := range answered {
+		if !atHQ[k] {
+			r.Missing++
+		}
+	}
+	// The device root (HQ's) and every site's issuing CA it certified.
 	chain := []string{filepath.Join(r.HQ.Dir, "ca/root.pem")}
 	for _, se := range r.Sites {
-		for _, line := range bytes.Split(se.devices.Bytes(), []byte("\n")) {
-			if len(line) == 0 {
-				continue
-			}
-			var d sim.DeviceRecord
-			if err := json.Unmarshal(line, &d); err != nil {
-				return err
-			}
-			if !atHQ[se.Name+"/"+d.DeviceSerial] {
-				r.Missing++
-			}
-		}
-		chain = append(chain, filepath.Join(se.Dir, "ca/issuing.pem"), filepath.Join(se.Dir, "ca/root.pem"))
+		chain = append(chain, filepath.Join(se.Dir, "ca/issuing.pem"))
 	}
 	return concatFiles(filepath.Join(dir, "exports", "ca-chain.pem"), chain...)
 }

@@ -85,8 +85,9 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		PublicKey: spki, SPKIHash: spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
-	for try := 0; try < 3 && s.cfg.SiteLeases && tacerr.Is(err, tacerr.PoolExhausted); try++ {
-		// A site's lease ran dry under concurrent requests: the next one.
+	for try := 0; try < 3 && s.cfg.SiteLeases && (tacerr.Is(err, tacerr.PoolExhausted) || tacerr.Is(err, tacerr.PoolNotFound)); try++ {
+		// A site's lease ran dry under concurrent requests, or was closed
+		// by its release (its pool renamed): the next one.
 		if m, err = s.choosePool(ctx, st, in.Pool, in.Product); err != nil {
 			return nil, err
 		}

@@ -258,6 +258,7 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	hq.Policy = cfg.HQ.Lease
 	s.API.SetSites(hq)
 	if err := s.mountConsole(); err != nil {
 		s.Close()

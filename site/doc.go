@@ -21,4 +21,12 @@
 // checkpoint in its ledger and in a file outside it, and refuses to issue
 // (site_not_current) when its ledger does not extend it, even while HQ is
 // unreachable.
+//
+// Returns: a site releases a lease (HQ asked, it expired, or an operator
+// ran `tacline lease release`) by closing its pool and writing
+// lease.released with the lease's first SNR never reserved; HQ applies it
+// from a verified batch (its leaf proven, like every event's) and hands
+// the SNRs from that mark back to the pool for other sites' leases
+// (docs/sites.md, "Returns"). HQ's lease policy (hq.lease, LeasePolicy)
+// bounds every grant.
 package site

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -30,18 +31,10 @@ type HQ struct {
 	refused  *prometheus.CounterVec
 	applied  *prometheus.CounterVec
 
-	// LeaseTTL is the lifetime of a lease a site asks for
-	// (DefaultLeaseTTL when zero); MaxLease the largest block a site may
-	// ask for (DefaultMaxLease when zero).
-	LeaseTTL time.Duration
-	MaxLease int64
+	// Policy bounds the leases HQ grants (hq.lease; DefaultLeasePolicy
+	// when zero).
+	Policy LeasePolicy
 }
-
-// Defaults of HQ's lease policy.
-const (
-	DefaultLeaseTTL = 30 * 24 * time.Hour
-	DefaultMaxLease = 100000
-)
 
 // Authenticate checks that site is enrolled and, when its enrolment names
 // a certificate serial, that certSerial (hex) is it: a replaced site
@@ -65,21 +58,12 @@ func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
 	return nil
 }
 
-// GrantLease leases the next req.Size SNRs of req.Pool to site for
-// LeaseTTL (a site asking for its next block). Errors: invalid_input
-// (size above MaxLease), and store.GrantLease's.
+// GrantLease leases a block of at most req.Size SNRs of req.Pool to site
+// for the policy's default lifetime (a site asking for its next block),
+// within the policy's bounds. Errors: store.GrantLease's.
 func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest) (wire.Lease, error) {
-	maxLease, ttl := h.MaxLease, h.LeaseTTL
-	if maxLease == 0 {
-		maxLease = DefaultMaxLease
-	}
-	if ttl == 0 {
-		ttl = DefaultLeaseTTL
-	}
-	if req.Size > maxLease {
-		return wire.Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a site may ask for at most %d SNRs at once, not %d", maxLease, req.Size)
-	}
-	l, err := h.db.GrantLease(ctx, site, req.Pool, req.Size, ttl, store.SiteCaller(site))
+	pol := h.policy()
+	l, err := h.db.GrantLease(ctx, site, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
 	if err != nil {
 		return wire.Lease{}, err
 	}
@@ -91,6 +75,13 @@ func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest)
 	w.Factory, w.Line, w.Product, w.Market = p.Factory, p.Line, p.Product, p.Market
 	w.PoolSNRStart, w.PoolSNREnd = fmt.Sprintf("%06d", p.SNRStart), fmt.Sprintf("%06d", p.SNREnd)
 	return w, nil
+}
+
+func (h *HQ) policy() LeasePolicy {
+	if h.Policy == (LeasePolicy{}) {
+		return DefaultLeasePolicy()
+	}
+	return h.Policy
 }
 
 // NewHQ returns HQ's side over its ledger. cosigner cosigns the site
@@ -302,7 +293,14 @@ func decodeEvents(in []wire.SiteEvent) ([]store.SiteEvent, error) {
 		}
 		out[i] = store.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time.UTC().Truncate(time.Microsecond), RequestID: e.RequestID,
 			IMEIs: ims, DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
-			LeafIndex: e.LeafIndex}
+			Lease: e.Lease, UnusedFrom: -1, LeafIndex: e.LeafIndex}
+		if e.UnusedFrom != "" {
+			snr, err := strconv.ParseUint(e.UnusedFrom, 10, 32)
+			if err != nil || len(e.UnusedFrom) != 6 {
+				return nil, tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("events[%d].unused_from", i), "%q is not a 6-digit SNR", e.UnusedFrom)
+			}
+			out[i].UnusedFrom = int64(snr)
+		}
 	}
 	return out, nil
 }
@@ -356,6 +354,8 @@ func siteStatus(st store.SiteState, ls []store.LeaseStats, now time.Time) wire.S
 		s.Voided += l.Voided
 		s.Revoked += l.Revoked
 		s.Unused += l.Unused
+		s.Released += l.Released
+		s.Relet += l.Relet
 	}
 	return s
 }
@@ -364,10 +364,14 @@ func siteStatus(st store.SiteState, ls []store.LeaseStats, now time.Time) wire.S
 func WireLease(l store.LeaseStats) wire.Lease {
 	w := wire.Lease{ID: l.ID, Site: l.Site, Pool: l.Pool, TAC: imei.FormatTAC(l.TAC), SNRStart: fmt.Sprintf("%06d", l.SNRStart),
 		SNREnd: fmt.Sprintf("%06d", l.SNREnd), GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt, Bound: l.Bound, Voided: l.Voided,
-		Revoked: l.Revoked, Unused: l.Unused}
+		Revoked: l.Revoked, Unused: l.Unused, ReletOf: l.ReletOf, Released: l.Released, Relet: l.Relet}
 	if !l.ReturnedAt.IsZero() {
 		t := l.ReturnedAt
 		w.ReturnedAt = &t
+	}
+	if !l.ReturnRequestedAt.IsZero() {
+		t := l.ReturnRequestedAt
+		w.ReturnRequestedAt = &t
 	}
 	return w
 }

@@ -159,7 +159,7 @@ func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) 
 	if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: vkey, Pools: []string{"A"}}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	l, err := db.GrantLease(ctx, "s1", "A", 100, time.Hour, "test")
+	l, err := db.GrantLease(ctx, "s1", "A", 100, time.Hour, store.LeaseLimits{}, "test")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -96,8 +96,11 @@ func (c Config) Validate() error {
 		return tacerr.Field(tacerr.InvalidConfig, "site.witness_key", "%v", err)
 	}
 	for i, p := range c.Pools {
-		if p.Pool == "" || p.LeaseSize < 1 {
-			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d]", i), "needs a pool and a lease_size of at least 1")
+		switch {
+		case p.Pool == "":
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d].pool", i), "names the HQ pool to lease from; it is required")
+		case p.LeaseSize < 1 || p.LeaseSize > imei.SNRsPerTAC:
+			return tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("site.pools[%d].lease_size", i), "must be between 1 and 1000000, and at most headquarters' hq.lease.max_size; got %d", p.LeaseSize)
 		}
 	}
 	return nil
@@ -116,7 +119,9 @@ func (c Config) Validate() error {
 // site is known and this ledger's audit log extends it, and for good when
 // the log does not extend HQ's cosigned checkpoint the site holds (a
 // ledger restored from an older backup, or another history), whether or
-// not HQ is reachable.
+// not HQ is reachable. A lease it releases (ReleaseLeases) is closed for
+// allocation before its lease.released is written, and that event follows
+// every event of the lease's SNRs below its mark in the outbox.
 type Site struct {
 	cfg     Config
 	db      *store.DB
@@ -461,9 +466,12 @@ func EncodeHashes(hs []tlog.Hash) []string {
 // proof. HQ builds it again from the leaf a shipped event claims
 // (store.SiteEventOf) and compares.
 func WireEvent(e store.PendingSiteEvent) wire.SiteEvent {
+	if e.IMEIs == nil {
+		e.IMEIs = []string{} // lease.released names none
+	}
 	return wire.SiteEvent{Seq: e.Seq, Type: e.Type, Time: e.Time.UTC(), RequestID: e.RequestID, IMEIs: e.IMEIs,
 		DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial,
-		LeafIndex: e.LeafIndex}
+		LeafIndex: e.LeafIndex, Lease: e.Lease, UnusedFrom: e.UnusedFrom}
 }
 
 // EnsureLeases checks each configured HQ pool: when what is left of its
@@ -548,6 +556,9 @@ func (s *Site) Run(ctx context.Context) {
 			}
 		}
 		if s.Ready() == nil {
+			if _, err := s.ReleaseLeases(ctx); err != nil && ctx.Err() == nil {
+				s.lg.Warn("lease release check failed", "err", err)
+			}
 			if err := s.EnsureLeases(ctx); err != nil && ctx.Err() == nil {
 				s.lg.Warn("lease check failed", "err", err)
 			}
@@ -622,6 +633,10 @@ type HeldLease struct {
 	Free      int64     `json:"free"`
 	ExpiresAt time.Time `json:"expires_at"`
 	Expired   bool      `json:"expired"`
+	// Released: the site released the lease (lease.released written);
+	// Closed: closed for allocation, waiting for reservations in flight.
+	Released bool `json:"released,omitempty"`
+	Closed   bool `json:"closed,omitempty"`
 }
 
 // Local reads a site's own view from its ledger.
@@ -636,7 +651,8 @@ func Local(ctx context.Context, db *store.DB, name string) (LocalStatus, error) 
 		expired := !now.Before(h.ExpiresAt)
 		st.Leases = append(st.Leases, HeldLease{Lease: h.LeaseID, HQPool: h.HQPool, Pool: h.Pool.Name,
 			SNRStart: fmt.Sprintf("%06d", h.Pool.SNRStart), SNREnd: fmt.Sprintf("%06d", h.Pool.SNREnd),
-			Used: int64(h.NextSNR) - int64(h.Pool.SNRStart), Free: h.Free, ExpiresAt: h.ExpiresAt, Expired: expired})
+			Used: int64(h.NextSNR) - int64(h.Pool.SNRStart), Free: h.Free, ExpiresAt: h.ExpiresAt, Expired: expired,
+			Released: !h.ReleasedAt.IsZero(), Closed: !h.ClosedAt.IsZero() && h.ReleasedAt.IsZero()})
 		if !expired {
 			st.Remaining += h.Free
 		}

@@ -1,8 +1,10 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/tacerr"
@@ -15,9 +17,12 @@ type CheckReport struct {
 	// Leases counts the leases granted to sites; LeasedUnused the SNRs of
 	// leases still held that have no row yet (the site has not reported
 	// them bound or voided).
-	Leases       int      `json:"leases"`
-	LeasedUnused int64    `json:"leased_unused"`
-	Violations   []string `json:"violations"` // empty when the ledger is sound
+	Leases       int   `json:"leases"`
+	LeasedUnused int64 `json:"leased_unused"`
+	// ReleasedUnleased counts the SNRs that sites' proven releases handed
+	// back to their pools and that no lease took again yet.
+	ReleasedUnleased int64    `json:"released_unleased"`
+	Violations       []string `json:"violations"` // empty when the ledger is sound
 }
 
 // OK reports whether no invariant was violated.
@@ -35,7 +40,12 @@ const maxViolations = 100
 //   - every lease lies in its pool below the high-water mark, and every row
 //     inside a lease was recorded for the lease's site; an SNR of a lease
 //     still held may have no row (leased, not yet used), one of a returned
-//     lease may not.
+//     lease may not, except the SNRs its site's release handed back: those
+//     lie in leases granted from them since, or have no row (released, not
+//     yet leased again);
+//   - no SNR lies in two leases (a released lease covers its SNRs below
+//     the handed-back ones), and the leases cut from a released lease
+//     cover exactly the handed-back SNRs it re-leased.
 //
 // (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
 func (db *DB) Check(ctx context.Context) (CheckReport, error) {
@@ -56,40 +66,30 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			return err
 		}
 		rep.Leases = len(leases)
-		byPool := map[int64][]leaseRow{}
-		for _, l := range leases {
-			byPool[l.PoolID] = append(byPool[l.PoolID], l)
-			var stray int64
-			if err := tx.get(&stray, tx.rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
-				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.hi(), SiteCaller(l.Site)); err != nil {
-				return translate(err, "check lease rows")
-			}
-			if stray > 0 {
-				add("lease %d of site %s: %d rows inside it were not recorded for the site", l.ID, l.Site, stray)
-			}
+		skips, err := tx.checkLeases(leases, &rep, add)
+		if err != nil {
+			return err
 		}
 		// Each pool's allocated range is walked on the primary key: every
 		// row in it must belong to the pool, and there must be one row per
 		// SNR (an SNR of a lease still held may have none). Rows outside
 		// every allocated range are found by comparing the total with the
 		// rows counted in ranges (pools never overlap).
+		byPool := map[int64][]leaseRow{}
+		for _, l := range leases {
+			byPool[l.PoolID] = append(byPool[l.PoolID], l)
+		}
 		var inRanges int64
 		for _, p := range pools {
-			var unused int64
 			for _, l := range byPool[p.ID] {
 				if l.SNRStart < p.SNRStart || l.SNREnd >= p.NextSNR {
 					add("lease %d (%06d-%06d) lies outside pool %s's allocated range %06d-%06d", l.ID, l.SNRStart, l.SNREnd, p.Name, p.SNRStart, p.NextSNR-1)
 				}
-				if l.ReturnedAt.Valid {
-					continue
-				}
-				var n int64
-				if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), l.lo(), l.hi()); err != nil {
-					return translate(err, "count lease rows")
-				}
-				unused += l.SNREnd - l.SNRStart + 1 - n
 			}
-			rep.LeasedUnused += unused
+			var unused int64
+			for _, sp := range skips[p.ID] {
+				unused += sp.hi - sp.lo + 1 - sp.rows
+			}
 			base := p.TAC * imei.SNRsPerTAC
 			lo, hi := base+p.SNRStart, base+p.NextSNR
 			var a struct {
@@ -129,14 +129,14 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 					rows.Close()
 					return translate(err, "walk pool rows")
 				}
-				if miss := firstUnheld(byPool[p.ID], expect, v); v > expect && miss >= 0 {
+				if miss := firstUnheld(skips[p.ID], expect, v); v > expect && miss >= 0 {
 					add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 					found = true
 				}
 				expect = v + 1
 			}
 			rows.Close()
-			if miss := firstUnheld(byPool[p.ID], expect, hi); !found && miss >= 0 {
+			if miss := firstUnheld(skips[p.ID], expect, hi); !found && miss >= 0 {
 				add("pool %s: SNR %06d has no ledger row (below the high-water mark %06d)", p.Name, miss-base, p.NextSNR)
 			}
 		}
@@ -197,14 +197,93 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	return rep, nil
 }
 
+// span is a range of 14-digit IMEIs whose SNRs need no ledger row (a
+// lease still held, or SNRs a release handed back and not yet leased
+// again), with the rows it holds.
+type span struct{ lo, hi, rows int64 }
+
+// checkLeases checks the leases' rules (see Check), counts their unused
+// SNRs into rep and returns, per pool id, the spans whose SNRs need no
+// ledger row, in ascending order.
+func (tx *Tx) checkLeases(leases []leaseRow, rep *CheckReport, add func(string, ...any)) (map[int64][]span, error) {
+	count := func(lo, hi int64) (int64, error) {
+		var n int64
+		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), lo, hi); err != nil {
+			return 0, translate(err, "count lease rows")
+		}
+		return n, nil
+	}
+	skips := map[int64][]span{}
+	type owned struct {
+		span
+		what string
+	}
+	var all []owned
+	relet := map[int64]int64{} // SNRs cut from each released lease
+	for _, l := range leases {
+		if l.usedHi() >= l.lo() {
+			var stray int64
+			if err := tx.get(&stray, tx.rebind(`SELECT COUNT(*) FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+				WHERE i.imei14 BETWEEN ? AND ? AND r.caller <> ?`), l.lo(), l.usedHi(), SiteCaller(l.Site)); err != nil {
+				return nil, translate(err, "check lease rows")
+			}
+			if stray > 0 {
+				add("lease %d of site %s: %d rows inside it were not recorded for the site", l.ID, l.Site, stray)
+			}
+			all = append(all, owned{span{lo: l.lo(), hi: l.usedHi()}, fmt.Sprintf("lease %d", l.ID)})
+		}
+		if l.ReletOf.Valid {
+			relet[l.ReletOf.Int64] += l.SNREnd - l.SNRStart + 1
+		}
+		switch {
+		case !l.ReturnedAt.Valid:
+			n, err := count(l.lo(), l.hi())
+			if err != nil {
+				return nil, err
+			}
+			rep.LeasedUnused += l.hi() - l.lo() + 1 - n
+			skips[l.PoolID] = append(skips[l.PoolID], span{l.lo(), l.hi(), n})
+		case l.ReletNext.Valid && l.ReletNext.Int64 <= l.SNREnd:
+			base := l.TAC * imei.SNRsPerTAC
+			sp := span{lo: base + l.ReletNext.Int64, hi: l.hi()}
+			n, err := count(sp.lo, sp.hi)
+			if err != nil {
+				return nil, err
+			}
+			if n > 0 {
+				add("lease %d: %d of the SNRs its site's release handed back (from %06d) have ledger rows", l.ID, n, l.ReletNext.Int64)
+			}
+			sp.rows = n
+			rep.ReleasedUnleased += sp.hi - sp.lo + 1
+			skips[l.PoolID] = append(skips[l.PoolID], sp)
+			all = append(all, owned{sp, fmt.Sprintf("the SNRs lease %d handed back", l.ID)})
+		}
+	}
+	for _, l := range leases {
+		if l.ReleasedFrom.Valid && relet[l.ID] != l.ReletNext.Int64-l.ReleasedFrom.Int64 {
+			add("lease %d: %d SNRs of it were re-leased, but leases cut from it hold %d", l.ID, l.ReletNext.Int64-l.ReleasedFrom.Int64, relet[l.ID])
+		}
+	}
+	slices.SortFunc(all, func(a, b owned) int { return cmp.Compare(a.lo, b.lo) })
+	for i := 1; i < len(all); i++ {
+		if all[i].lo <= all[i-1].hi {
+			add("IMEI %s lies in %s and in %s", fmtIMEI(all[i].lo), all[i-1].what, all[i].what)
+		}
+	}
+	for _, sp := range skips {
+		slices.SortFunc(sp, func(a, b span) int { return cmp.Compare(a.lo, b.lo) })
+	}
+	return skips, nil
+}
+
 // firstUnheld returns the first 14-digit IMEI in [from, to) that lies in
-// no lease of ls still held (an SNR that must have a row), or -1.
-func firstUnheld(ls []leaseRow, from, to int64) int64 {
+// none of the ascending spans sp (an SNR that must have a row), or -1.
+func firstUnheld(sp []span, from, to int64) int64 {
 	for v := from; v < to; {
 		next := v
-		for _, l := range ls {
-			if !l.ReturnedAt.Valid && l.lo() <= v && v <= l.hi() {
-				next = l.hi() + 1
+		for _, s := range sp {
+			if s.lo <= v && v <= s.hi {
+				next = s.hi + 1
 				break
 			}
 		}

@@ -99,7 +99,7 @@ func TestDropIMEIsPoolUpgrade(t *testing.T) {
 		if n := indexes(); n != 1 {
 			t.Fatalf("imeis_pool indexes at schema 10 = %d, want 1", n)
 		}
-		mustCheck(t, db)
+		// (No check at schema 10: Check reads the lease columns of 0013.)
 		if err := db.Migrate(ctx); err != nil {
 			t.Fatal(err)
 		}

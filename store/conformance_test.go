@@ -44,7 +44,7 @@ func reserve(db *store.DB, id, pool string, n int) (*store.Reservation, error) {
 		Caller: "S1", Kind: store.KindProvision, DeviceSerial: "dev-" + id, PerDevice: n})
 }
 
-func mustCheck(t *testing.T, db *store.DB) store.CheckReport {
+func mustCheck(t testing.TB, db *store.DB) store.CheckReport {
 	t.Helper()
 	rep, err := db.Check(context.Background())
 	if err != nil {

@@ -20,7 +20,10 @@ const (
 	EventStationDisabled = "station.disabled"
 	EventIssuerActivated = "issuer.activated"
 	EventIssuerRevoked   = "issuer.revoked"
-	EventConfigChanged   = "config.changed"
+	// EventCACertified: a root in this ledger certified another
+	// deployment's issuing CA (a factory site's, in a ceremony at HQ).
+	EventCACertified   = "ca.certified"
+	EventConfigChanged = "config.changed"
 	// EventRollbackAcknowledged: an operator acknowledged serving a
 	// ledger older than a published audit checkpoint (`tacline restore ack`).
 	EventRollbackAcknowledged = "ledger.rollback_acknowledged"

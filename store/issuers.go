@@ -80,6 +80,17 @@ func (db *DB) AddIssuer(ctx context.Context, r IssuerRecord, actor string) error
 	})
 }
 
+// RecordCACertified records, as one ca.certified event (audited), that
+// the root rootKeyID certified another deployment's issuing CA keyID
+// (serial hex, subject): the CA itself is not an issuer of this ledger.
+func (db *DB) RecordCACertified(ctx context.Context, keyID, serial, subject, rootKeyID, actor string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		tx.Emit(Event{Type: EventCACertified, Actor: actor, Attrs: map[string]string{"key_id": keyID, "serial": serial,
+			"subject": subject, "root_key_id": rootKeyID}})
+		return nil
+	})
+}
+
 // SetIssuerCert installs the certificate of an issuer (after an offline root
 // signed its CSR).
 func (db *DB) SetIssuerCert(ctx context.Context, keyID, certPEM, chainPEM string) error {

@@ -18,18 +18,29 @@ import (
 // to factory sites, each running its own ledger (docs/sites.md). These
 // methods are HQ's side; the contract of each is written on it.
 //
-// A lease takes its block from the pool's high-water mark, so HQ's own
-// allocator never hands its SNRs out and pools keep their promise that
-// SNRs are handed out in order below next_snr. An SNR of a lease has no
-// imeis row until the site's events arrive (ApplySiteEvents) or the lease is
-// returned (ReturnLease voids what the site never used); Check counts such
-// SNRs as leased and not yet used.
+// A lease takes its block from the SNRs a proven release handed back to
+// its pool (oldest returned lease first), else from the pool's high-water
+// mark, so HQ's own allocator never hands its SNRs out and pools keep their
+// promise that SNRs are handed out in order below next_snr. An SNR of a
+// lease has no imeis row until the site's events arrive (ApplySiteEvents),
+// or until the lease is returned: released by the site with its proof
+// (lease.released: SNRs below its mark never reported are voided, the rest
+// handed back for re-leasing) or returned without it (ReturnLease voids
+// every SNR the site never reported). Check counts such SNRs as leased and
+// not yet used, or handed back and not yet leased again.
 
 // Event types of sites and leases.
 const (
 	EventSiteEnrolled  = "site.enrolled"
 	EventLeaseGranted  = "lease.granted"
 	EventLeaseReturned = "lease.returned"
+	// EventLeaseReturnRequested: an operator at HQ asked the site to
+	// release a lease (it does at its next status read).
+	EventLeaseReturnRequested = "lease.return_requested"
+	// EventLeaseReleased is a site's event (in its audit log, shipped to
+	// HQ): it closed a lease's pool for allocation; the event carries the
+	// lease's first SNR it never reserved.
+	EventLeaseReleased = "lease.released"
 )
 
 // VoidLeaseReturned is the void reason of the unused SNRs of a returned
@@ -191,6 +202,16 @@ type Lease struct {
 	GrantedAt  time.Time
 	ExpiresAt  time.Time
 	ReturnedAt time.Time // zero while held
+	// ReturnRequestedAt is when an operator asked the site to release the
+	// lease (zero: not asked).
+	ReturnRequestedAt time.Time
+	// ReletOf is the returned lease this one was cut from (0: from the
+	// pool's high-water mark).
+	ReletOf int64
+	// Released is how many SNRs of the lease its site's release proved
+	// never reserved and handed back to the pool; Relet how many of those
+	// were leased again since.
+	Released, Relet int64
 }
 
 // Size is the number of SNRs of the lease.
@@ -213,46 +234,82 @@ type LeaseStats struct {
 	Bound   int64 // BOUND rows recorded from the site's events
 	Voided  int64
 	Revoked int64
-	Unused  int64 // leased and not yet used: no row at HQ
+	Unused  int64 // leased and not yet used: no row at HQ (0 once returned)
 }
 
 type leaseRow struct {
-	ID         int64         `db:"id"`
-	Site       string        `db:"site"`
-	Pool       string        `db:"pool"`
-	PoolID     int64         `db:"pool_id"`
-	TAC        int64         `db:"tac"`
-	SNRStart   int64         `db:"snr_start"`
-	SNREnd     int64         `db:"snr_end"`
-	GrantedAt  int64         `db:"granted_at"`
-	ExpiresAt  int64         `db:"expires_at"`
-	ReturnedAt sql.NullInt64 `db:"returned_at"`
+	ID                int64         `db:"id"`
+	Site              string        `db:"site"`
+	Pool              string        `db:"pool"`
+	PoolID            int64         `db:"pool_id"`
+	TAC               int64         `db:"tac"`
+	SNRStart          int64         `db:"snr_start"`
+	SNREnd            int64         `db:"snr_end"`
+	GrantedAt         int64         `db:"granted_at"`
+	ExpiresAt         int64         `db:"expires_at"`
+	ReturnedAt        sql.NullInt64 `db:"returned_at"`
+	ReturnRequestedAt sql.NullInt64 `db:"return_requested_at"`
+	ReleasedFrom      sql.NullInt64 `db:"released_from"`
+	ReletNext         sql.NullInt64 `db:"relet_next"`
+	ReletOf           sql.NullInt64 `db:"relet_of"`
 }
 
 func (r leaseRow) lease() Lease {
-	return Lease{ID: r.ID, Site: r.Site, Pool: r.Pool, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
-		GrantedAt: micros(r.GrantedAt), ExpiresAt: micros(r.ExpiresAt), ReturnedAt: nullMicros(r.ReturnedAt)}
+	l := Lease{ID: r.ID, Site: r.Site, Pool: r.Pool, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
+		GrantedAt: micros(r.GrantedAt), ExpiresAt: micros(r.ExpiresAt), ReturnedAt: nullMicros(r.ReturnedAt),
+		ReturnRequestedAt: nullMicros(r.ReturnRequestedAt), ReletOf: r.ReletOf.Int64}
+	if r.ReleasedFrom.Valid {
+		l.Released = r.SNREnd + 1 - r.ReleasedFrom.Int64
+		l.Relet = r.ReletNext.Int64 - r.ReleasedFrom.Int64
+	}
+	return l
 }
 
-// lo and hi are the lease's first and last 14-digit IMEI.
+// lo and hi are the lease's first and last 14-digit IMEI; usedHi is the
+// last one still the lease's: below the SNRs a proven release handed back
+// (usedHi < lo when the site released the lease unused).
 func (r leaseRow) lo() int64 { return r.TAC*imei.SNRsPerTAC + r.SNRStart }
 func (r leaseRow) hi() int64 { return r.TAC*imei.SNRsPerTAC + r.SNREnd }
+func (r leaseRow) usedHi() int64 {
+	if r.ReleasedFrom.Valid {
+		return r.TAC*imei.SNRsPerTAC + r.ReleasedFrom.Int64 - 1
+	}
+	return r.hi()
+}
 
 const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, l.snr_start, l.snr_end, l.granted_at, l.expires_at,
-	l.returned_at FROM leases l JOIN pools p ON p.id = l.pool_id`
+	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of FROM leases l JOIN pools p ON p.id = l.pool_id`
 
-// GrantLease leases the next size SNRs of pool to site for ttl: the pool's
-// high-water mark moves past them in the same transaction, and
-// lease.granted is emitted. The pool must be one of the site's pools.
-// Errors: invalid_input (size, ttl), not_found (site), forbidden (not one
-// of the site's pools), pool_not_found, pool_exhausted (fewer than size
-// SNRs left; the pool is unchanged).
-func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, actor string) (Lease, error) {
+// LeaseLimits are HQ's bounds on a lease grant (hq.lease in the
+// configuration); a zero field sets no bound.
+type LeaseLimits struct {
+	MaxSize int64         // SNRs in one lease
+	MaxTTL  time.Duration // a lease's lifetime
+	MaxHeld int           // leases a site holds (not returned, not expired) of one pool
+}
+
+// GrantLease leases a block of at most size SNRs of pool to site for ttl,
+// within lim, and emits lease.granted. The block comes from the SNRs a
+// proven release of another site's lease handed back to the pool (the
+// oldest returned lease first; the block is then no larger than what is
+// left of that lease's handed-back part), else from the pool's high-water
+// mark, which moves past it in the same transaction. A site is never
+// re-leased SNRs it released itself (its ledger keeps the released lease's
+// pool). The pool must be one of the site's pools. Errors: invalid_input
+// (size, ttl, naming the limit), conflict (the site holds lim.MaxHeld
+// leases of the pool already), not_found (site), forbidden (not one of the
+// site's pools), pool_not_found, pool_exhausted (fewer than size SNRs
+// left; the pool is unchanged).
+func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
 	switch {
 	case size < 1 || size > imei.SNRsPerTAC:
 		return Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a lease holds 1 to 1000000 SNRs, not %d", size)
+	case lim.MaxSize > 0 && size > lim.MaxSize:
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "%d SNRs is more than headquarters leases at once (hq.lease.max_size: %d)", size, lim.MaxSize)
 	case ttl <= 0:
 		return Lease{}, tacerr.Field(tacerr.InvalidInput, "ttl", "a lease's lifetime must be positive")
+	case lim.MaxTTL > 0 && ttl > lim.MaxTTL:
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "ttl", "a lifetime of %s is longer than headquarters grants (hq.lease.max_ttl: %s)", ttl, lim.MaxTTL)
 	}
 	var l Lease
 	err := db.InTx(ctx, func(tx *Tx) error {
@@ -263,37 +320,96 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 		if !slices.Contains(st.Pools, pool) {
 			return tacerr.Field(tacerr.Forbidden, "pool", "site %s may not lease from pool %q (its pools: %s); `tacline site enroll --pools` sets them", site, pool, strings.Join(st.Pools, ", "))
 		}
+		// Lock the pool's row: grants of one pool serialise here, on
+		// both databases.
 		var head struct {
-			ID   int64 `db:"id"`
-			TAC  int64 `db:"tac"`
-			Next int64 `db:"next_snr"`
+			ID     int64 `db:"id"`
+			TAC    int64 `db:"tac"`
+			SNREnd int64 `db:"snr_end"`
+			Next   int64 `db:"next_snr"`
 		}
-		err = tx.get(&head, tx.rebind(`UPDATE pools SET next_snr = next_snr + ? WHERE name = ? AND next_snr + ? <= snr_end + 1
-			RETURNING id, tac, next_snr`), size, pool, size)
+		err = tx.get(&head, tx.rebind(`UPDATE pools SET next_snr = next_snr WHERE name = ? RETURNING id, tac, snr_end, next_snr`), pool)
 		if noRows(err) {
-			p, perr := poolByName(txQuerier{tx}, pool)
-			if perr != nil {
-				return perr
-			}
-			return tacerr.Field(tacerr.PoolExhausted, "size", "pool %s has %d SNRs left, fewer than the %d asked for", pool, p.Free, size)
+			return tacerr.Field(tacerr.PoolNotFound, "pool", "pool %q does not exist", pool)
 		}
 		if err != nil {
-			return translate(err, "claim lease SNRs")
+			return translate(err, "lock pool")
 		}
 		now := tx.Now().Truncate(time.Microsecond)
-		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(head.Next - size), SNREnd: uint32(head.Next - 1),
-			GrantedAt: now, ExpiresAt: now.Add(ttl)}
-		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at)
-			VALUES (?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, int64(l.SNRStart), int64(l.SNREnd),
-			now.UnixMicro(), l.ExpiresAt.UnixMicro()).Scan(&l.ID); err != nil {
+		if lim.MaxHeld > 0 {
+			var held int
+			if err := tx.get(&held, tx.rebind(`SELECT COUNT(*) FROM leases WHERE site = ? AND pool_id = ? AND returned_at IS NULL AND expires_at > ?`),
+				site, head.ID, now.UnixMicro()); err != nil {
+				return translate(err, "count held leases")
+			}
+			if held >= lim.MaxHeld {
+				return tacerr.Field(tacerr.Conflict, "site", "site %s holds %d leases of pool %s, the most headquarters grants (hq.lease.max_held: %d); it releases one first", site, held, pool, lim.MaxHeld)
+			}
+		}
+		start, end, parent, err := tx.takeLeaseBlock(site, head.ID, head.SNREnd, head.Next, size)
+		if err != nil {
+			return err
+		}
+		if start < 0 {
+			return tacerr.Field(tacerr.PoolExhausted, "size", "pool %s has %d SNRs left, fewer than the %d asked for", pool, head.SNREnd+1-head.Next, size)
+		}
+		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(start), SNREnd: uint32(end),
+			GrantedAt: now, ExpiresAt: now.Add(ttl), ReletOf: parent.Int64}
+		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at, relet_of)
+			VALUES (?,?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, start, end,
+			now.UnixMicro(), l.ExpiresAt.UnixMicro(), parent).Scan(&l.ID); err != nil {
 			return translate(err, "record lease")
 		}
-		tx.Emit(Event{Type: EventLeaseGranted, Actor: actor, Pool: pool, TAC: imei.FormatTAC(l.TAC),
-			Attrs: map[string]string{"site": site, "lease": strconv.FormatInt(l.ID, 10), "snr_start": pad6(l.SNRStart),
-				"snr_end": pad6(l.SNREnd), "expires_at": l.ExpiresAt.Format(time.RFC3339)}})
+		attrs := map[string]string{"site": site, "lease": strconv.FormatInt(l.ID, 10), "snr_start": pad6(l.SNRStart),
+			"snr_end": pad6(l.SNREnd), "expires_at": l.ExpiresAt.Format(time.RFC3339)}
+		if parent.Valid {
+			attrs["relet_of"] = strconv.FormatInt(parent.Int64, 10)
+		}
+		tx.Emit(Event{Type: EventLeaseGranted, Actor: actor, Pool: pool, TAC: imei.FormatTAC(l.TAC), Attrs: attrs})
 		return nil
 	})
 	return l, err
+}
+
+// takeLeaseBlock takes the SNRs of a new lease of site in the pool whose
+// row the caller locked: from the oldest returned lease of another site
+// with handed-back SNRs not yet leased again (at most size of them), else
+// size SNRs from the high-water mark next. It returns the block's first
+// and last SNR and the returned lease it was cut from (start < 0: the pool
+// has fewer than size SNRs left and nothing was taken).
+func (tx *Tx) takeLeaseBlock(site string, poolID, snrEnd, next, size int64) (start, end int64, parent sql.NullInt64, err error) {
+	var back struct {
+		ID   int64 `db:"id"`
+		Next int64 `db:"relet_next"`
+		End  int64 `db:"snr_end"`
+	}
+	err = tx.get(&back, tx.rebind(`SELECT id, relet_next, snr_end FROM leases
+		WHERE pool_id = ? AND relet_next IS NOT NULL AND relet_next <= snr_end AND site <> ? ORDER BY id LIMIT 1`), poolID, site)
+	switch {
+	case err == nil:
+		n := min(size, back.End+1-back.Next)
+		res, err := tx.exec(tx.rebind(`UPDATE leases SET relet_next = ? WHERE id = ? AND relet_next = ?`), back.Next+n, back.ID, back.Next)
+		if err != nil {
+			return 0, 0, parent, translate(err, "re-lease returned SNRs")
+		}
+		if err := oneRow(res, "re-lease SNRs of lease %d", back.ID); err != nil {
+			return 0, 0, parent, err
+		}
+		return back.Next, back.Next + n - 1, sql.NullInt64{Int64: back.ID, Valid: true}, nil
+	case !noRows(err):
+		return 0, 0, parent, translate(err, "find returned SNRs")
+	}
+	if next+size > snrEnd+1 {
+		return -1, -1, parent, nil
+	}
+	res, err := tx.exec(tx.rebind(`UPDATE pools SET next_snr = ? WHERE id = ? AND next_snr = ?`), next+size, poolID, next)
+	if err != nil {
+		return 0, 0, parent, translate(err, "claim lease SNRs")
+	}
+	if err := oneRow(res, "claim lease SNRs of pool %d", poolID); err != nil {
+		return 0, 0, parent, err
+	}
+	return next, next + size - 1, parent, nil
 }
 
 func poolByName(q querier, name string) (PoolStats, error) {
@@ -324,7 +440,7 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 			}
 			var cs []count
 			if err := tx.sel(&cs, tx.rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`),
-				l.lo(), l.hi()); err != nil {
+				l.lo(), l.usedHi()); err != nil {
 				return translate(err, "count lease rows")
 			}
 			used := int64(0)
@@ -339,7 +455,7 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 					st.Revoked = c.N
 				}
 			}
-			st.Unused = st.Size() - used
+			st.Unused = l.usedHi() - l.lo() + 1 - used
 			out = append(out, st)
 		}
 		return nil
@@ -361,75 +477,136 @@ func leasesOf(q querier, site string) ([]leaseRow, error) {
 	return rows, nil
 }
 
-// ReturnLease ends lease id: its SNRs that have no row at HQ (the site
-// never reported them) are recorded VOIDED with reason lease_returned, one
-// imei.voided event each, and lease.returned is emitted; it returns how
-// many were voided. Voiding is the safe answer for SNRs HQ cannot prove the
-// site never reserved: an SNR is never handed out twice. Events of the
-// site for a returned lease are refused afterwards, so the site must have
-// synced first (docs/sites.md). Errors: not_found, invalid_state (returned
+// RequestLeaseReturn records that an operator asks the site to release
+// lease id and emits lease.return_requested. The site sees the request in
+// its status (Lease.ReturnRequestedAt), releases the lease in its own
+// ledger and ships the release with its proof in its next sync
+// (ApplySiteEvents): the SNRs it never reserved then go back to the pool.
+// Asking again changes nothing. Errors: not_found, invalid_state (returned
 // already).
+func (db *DB) RequestLeaseReturn(ctx context.Context, id int64, actor string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		r, err := tx.leaseByID(id)
+		if err != nil {
+			return err
+		}
+		if r.ReturnRequestedAt.Valid {
+			return nil
+		}
+		res, err := tx.exec(tx.rebind(`UPDATE leases SET return_requested_at = ? WHERE id = ? AND return_requested_at IS NULL`), tx.Now().UnixMicro(), id)
+		if err != nil {
+			return translate(err, "request lease return")
+		}
+		if err := oneRow(res, "request the return of lease %d", id); err != nil {
+			return err
+		}
+		tx.Emit(Event{Type: EventLeaseReturnRequested, Actor: actor, Pool: r.Pool, TAC: imei.FormatTAC(uint32(r.TAC)),
+			Attrs: map[string]string{"site": r.Site, "lease": strconv.FormatInt(id, 10)}})
+		return nil
+	})
+}
+
+// leaseByID reads lease id (locking nothing), refusing a returned one.
+// Errors: not_found, invalid_state (returned already).
+func (tx *Tx) leaseByID(id int64) (leaseRow, error) {
+	var r leaseRow
+	if err := tx.get(&r, tx.rebind(sqlSelectLeases+` WHERE l.id = ?`), id); err != nil {
+		if noRows(err) {
+			return r, tacerr.Field(tacerr.NotFound, "lease", "lease %d does not exist; `tacline lease list` shows them", id)
+		}
+		return r, translate(err, "look up lease")
+	}
+	if r.ReturnedAt.Valid {
+		return r, tacerr.Field(tacerr.InvalidState, "lease", "lease %d was returned at %s", id, micros(r.ReturnedAt.Int64).Format(time.RFC3339))
+	}
+	return r, nil
+}
+
+// ReturnLease ends lease id without the site's proof (a site that is gone:
+// `tacline lease return --force`): its SNRs that have no row at HQ (the
+// site never reported them) are recorded VOIDED with reason
+// lease_returned, one imei.voided event each, and lease.returned is
+// emitted; it returns how many were voided. Voiding is the safe answer for
+// SNRs HQ cannot prove the site never reserved: an SNR is never handed out
+// twice. A site that can still sync releases its lease instead
+// (RequestLeaseReturn), which hands its never-reserved SNRs back to the
+// pool. Events of the site for a returned lease are refused afterwards.
+// Errors: not_found, invalid_state (returned already).
 func (db *DB) ReturnLease(ctx context.Context, id int64, actor string) (int64, error) {
 	var voided int64
 	err := db.InTx(ctx, func(tx *Tx) error {
-		voided = 0
-		var r leaseRow
-		if err := tx.get(&r, tx.rebind(sqlSelectLeases+` WHERE l.id = ?`), id); err != nil {
-			if noRows(err) {
-				return tacerr.Field(tacerr.NotFound, "lease", "lease %d does not exist; `tacline lease list` shows them", id)
-			}
-			return translate(err, "look up lease")
-		}
-		if r.ReturnedAt.Valid {
-			return tacerr.Field(tacerr.InvalidState, "lease", "lease %d was returned at %s", id, micros(r.ReturnedAt.Int64).Format(time.RFC3339))
-		}
-		var used []int64
-		if err := tx.sel(&used, tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 BETWEEN ? AND ? ORDER BY imei14`), r.lo(), r.hi()); err != nil {
-			return translate(err, "list used lease SNRs")
-		}
-		now := tx.Now().Truncate(time.Microsecond)
-		var free []imei.IMEI
-		k := 0
-		for v := r.lo(); v <= r.hi(); v++ {
-			if k < len(used) && used[k] == v {
-				k++
-				continue
-			}
-			m, err := imei.FromUint64(uint64(v))
-			if err != nil {
-				return tacerr.Wrap(tacerr.Internal, err, "lease %d SNR", id)
-			}
-			free = append(free, m)
-		}
-		if len(free) > 0 {
-			resID, err := tx.insertSiteReservation(fmtLeaseReturn(id), r.PoolID, SiteCaller(r.Site), "", len(free), 1, now)
-			if err != nil {
-				return err
-			}
-			for i, m := range free {
-				if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reason, reserved_at, voided_at)
-					VALUES (?,?,?,?,?,'VOIDED',?,?,?)`), int64(m.Uint64()), r.PoolID, resID, i, 0, VoidLeaseReturned,
-					now.UnixMicro(), now.UnixMicro()); err != nil {
-					return translate(err, "void unused lease SNR")
-				}
-				tx.Emit(Event{Type: EventIMEIVoided, Time: now, Actor: actor, Pool: r.Pool, TAC: m.TACString(),
-					IMEIs: []string{m.String()}, Reason: string(VoidLeaseReturned),
-					Attrs: map[string]string{"previous_state": "LEASED", "site": r.Site, "lease": strconv.FormatInt(id, 10)}})
-			}
-			voided = int64(len(free))
-		}
-		res, err := tx.exec(tx.rebind(`UPDATE leases SET returned_at = ? WHERE id = ? AND returned_at IS NULL`), now.UnixMicro(), id)
+		r, err := tx.leaseByID(id)
 		if err != nil {
-			return translate(err, "return lease")
-		}
-		if err := oneRow(res, "return lease %d", id); err != nil {
 			return err
 		}
-		tx.Emit(Event{Type: EventLeaseReturned, Time: now, Actor: actor, Pool: r.Pool, TAC: imei.FormatTAC(uint32(r.TAC)),
-			Attrs: map[string]string{"site": r.Site, "lease": strconv.FormatInt(id, 10), "voided": strconv.FormatInt(voided, 10)}})
-		return nil
+		now := tx.Now().Truncate(time.Microsecond)
+		if voided, err = tx.voidUnreported(r, r.hi(), actor, now); err != nil {
+			return err
+		}
+		return tx.endLease(r, sql.NullInt64{}, now, actor, map[string]string{"voided": strconv.FormatInt(voided, 10), "proof": "none (forced)"})
 	})
 	return voided, err
+}
+
+// voidUnreported records VOIDED (reason lease_returned) every SNR of lease
+// r up to the 14-digit IMEI last that has no row at HQ, one imei.voided
+// event each, and returns how many.
+func (tx *Tx) voidUnreported(r leaseRow, last int64, actor string, now time.Time) (int64, error) {
+	if last < r.lo() {
+		return 0, nil
+	}
+	var used []int64
+	if err := tx.sel(&used, tx.rebind(`SELECT imei14 FROM imeis WHERE imei14 BETWEEN ? AND ? ORDER BY imei14`), r.lo(), last); err != nil {
+		return 0, translate(err, "list used lease SNRs")
+	}
+	var free []imei.IMEI
+	k := 0
+	for v := r.lo(); v <= last; v++ {
+		if k < len(used) && used[k] == v {
+			k++
+			continue
+		}
+		m, err := imei.FromUint64(uint64(v))
+		if err != nil {
+			return 0, tacerr.Wrap(tacerr.Internal, err, "lease %d SNR", r.ID)
+		}
+		free = append(free, m)
+	}
+	if len(free) == 0 {
+		return 0, nil
+	}
+	resID, err := tx.insertSiteReservation(fmtLeaseReturn(r.ID), r.PoolID, SiteCaller(r.Site), "", len(free), 1, now)
+	if err != nil {
+		return 0, err
+	}
+	for i, m := range free {
+		if _, err := tx.exec(tx.rebind(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reason, reserved_at, voided_at)
+			VALUES (?,?,?,?,?,'VOIDED',?,?,?)`), int64(m.Uint64()), r.PoolID, resID, i, 0, VoidLeaseReturned,
+			now.UnixMicro(), now.UnixMicro()); err != nil {
+			return 0, translate(err, "void unused lease SNR")
+		}
+		tx.Emit(Event{Type: EventIMEIVoided, Time: now, Actor: actor, Pool: r.Pool, TAC: m.TACString(),
+			IMEIs: []string{m.String()}, Reason: string(VoidLeaseReturned),
+			Attrs: map[string]string{"previous_state": "LEASED", "site": r.Site, "lease": strconv.FormatInt(r.ID, 10)}})
+	}
+	return int64(len(free)), nil
+}
+
+// endLease marks lease r returned at now, handing the SNRs from
+// releasedFrom (when valid) back to the pool for re-leasing, and emits
+// lease.returned with attrs.
+func (tx *Tx) endLease(r leaseRow, releasedFrom sql.NullInt64, now time.Time, actor string, attrs map[string]string) error {
+	res, err := tx.exec(tx.rebind(`UPDATE leases SET returned_at = ?, released_from = ?, relet_next = ? WHERE id = ? AND returned_at IS NULL`),
+		now.UnixMicro(), releasedFrom, releasedFrom, r.ID)
+	if err != nil {
+		return translate(err, "return lease")
+	}
+	if err := oneRow(res, "return lease %d", r.ID); err != nil {
+		return err
+	}
+	attrs["site"], attrs["lease"] = r.Site, strconv.FormatInt(r.ID, 10)
+	tx.Emit(Event{Type: EventLeaseReturned, Time: now, Actor: actor, Pool: r.Pool, TAC: imei.FormatTAC(uint32(r.TAC)), Attrs: attrs})
+	return nil
 }
 
 func fmtLeaseReturn(id int64) string { return "lease-return:" + strconv.FormatInt(id, 10) }

@@ -41,14 +41,14 @@ func TestLeases(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
-		if _, err := db.GrantLease(ctx, "nowhere", "A", 10, time.Hour, "test"); !tacerr.Is(err, tacerr.NotFound) {
+		if _, err := db.GrantLease(ctx, "nowhere", "A", 10, time.Hour, store.LeaseLimits{}, "test"); !tacerr.Is(err, tacerr.NotFound) {
 			t.Fatalf("lease to an unknown site: %v", err)
 		}
 		enrollSite(t, db, "s1")
 		if _, err := reserve(db, "hq-1", "A", 2); err != nil {
 			t.Fatal(err)
 		}
-		l, err := db.GrantLease(ctx, "s1", "A", 10, time.Hour, "test")
+		l, err := db.GrantLease(ctx, "s1", "A", 10, time.Hour, store.LeaseLimits{}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -62,13 +62,13 @@ func TestLeases(t *testing.T) {
 		if got := r.Devices[0][0].SNR(); got != 12 {
 			t.Fatalf("HQ allocated SNR %d after the lease, want 12", got)
 		}
-		if _, err := db.GrantLease(ctx, "s1", "B", 1, time.Hour, "test"); !tacerr.Is(err, tacerr.Forbidden) {
+		if _, err := db.GrantLease(ctx, "s1", "B", 1, time.Hour, store.LeaseLimits{}, "test"); !tacerr.Is(err, tacerr.Forbidden) {
 			t.Fatalf("lease of a pool not the site's: %v", err)
 		}
 		if err := db.EnrollSite(ctx, store.Site{Name: "s1", Verifier: "s1+00000000+AAAA", Pools: []string{"A", "B"}}, "test"); !tacerr.Is(err, tacerr.PoolNotFound) {
 			t.Fatalf("enrolment with an unknown pool: %v", err)
 		}
-		if _, err := db.GrantLease(ctx, "s1", "A", 200, time.Hour, "test"); !tacerr.Is(err, tacerr.PoolExhausted) {
+		if _, err := db.GrantLease(ctx, "s1", "A", 200, time.Hour, store.LeaseLimits{}, "test"); !tacerr.Is(err, tacerr.PoolExhausted) {
 			t.Fatalf("oversized lease: %v", err)
 		}
 		rep := mustCheck(t, db)
@@ -148,11 +148,11 @@ func TestSiteEventsRefused(t *testing.T) {
 		seed(t, db, 0, 99)
 		enrollSite(t, db, "s1")
 		enrollSite(t, db, "s2")
-		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test")
+		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
-		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, "test")
+		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, store.LeaseLimits{}, "test")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -199,7 +199,7 @@ func TestCheckFindsLeaseViolations(t *testing.T) {
 		if _, err := reserve(db, "hq-1", "A", 2); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test"); err != nil {
+		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test"); err != nil {
 			t.Fatal(err)
 		}
 		// Move the high-water mark behind the ledger's back: SNRs 7-8 have
@@ -235,7 +235,7 @@ func TestSitesMigration(t *testing.T) {
 			t.Fatal(err)
 		}
 		enrollSite(t, db, "s1")
-		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, "test"); err != nil {
+		if _, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test"); err != nil {
 			t.Fatal(err)
 		}
 		if rep := mustCheck(t, db); rep.IMEIs != 2 || rep.LeasedUnused != 5 {

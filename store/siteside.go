@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -27,6 +28,10 @@ type HeldLease struct {
 	Pool                 Pool // the pool of this ledger that holds the lease's range
 	GrantedAt            time.Time
 	ExpiresAt            time.Time
+	// ClosedAt is when the site closed the lease's pool for allocation
+	// (ReleaseHeldLease), ReleasedAt when it wrote lease.released (zero:
+	// not yet).
+	ClosedAt, ReleasedAt time.Time
 }
 
 // HeldLeaseStats is a held lease with its pool's high-water mark.
@@ -92,22 +97,29 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 	})
 }
 
-const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr,
-	p.factory, p.line, p.product, p.market FROM held_leases h JOIN pools p ON p.id = h.pool_id`
+const sqlSelectHeld = `SELECT h.lease_id, h.hq_pool, h.hq_snr_start, h.hq_snr_end, h.expires_at, h.granted_at, h.closed_at, h.unused_from, h.released_at,
+	p.id, p.name, p.tac, p.snr_start, p.snr_end, p.next_snr, p.factory, p.line, p.product, p.market FROM held_leases h JOIN pools p ON p.id = h.pool_id`
 
 type heldRow struct {
-	LeaseID   int64  `db:"lease_id"`
-	HQPool    string `db:"hq_pool"`
-	HQStart   int64  `db:"hq_snr_start"`
-	HQEnd     int64  `db:"hq_snr_end"`
-	ExpiresAt int64  `db:"expires_at"`
-	GrantedAt int64  `db:"granted_at"`
+	LeaseID    int64         `db:"lease_id"`
+	HQPool     string        `db:"hq_pool"`
+	HQStart    int64         `db:"hq_snr_start"`
+	HQEnd      int64         `db:"hq_snr_end"`
+	ExpiresAt  int64         `db:"expires_at"`
+	GrantedAt  int64         `db:"granted_at"`
+	ClosedAt   sql.NullInt64 `db:"closed_at"`
+	UnusedFrom sql.NullInt64 `db:"unused_from"`
+	ReleasedAt sql.NullInt64 `db:"released_at"`
 	poolRow
 }
 
 func (r heldRow) stats() HeldLeaseStats {
-	return HeldLeaseStats{HeldLease: HeldLease{LeaseID: r.LeaseID, HQPool: r.HQPool, HQSNRStart: uint32(r.HQStart), HQSNREnd: uint32(r.HQEnd), Pool: r.pool(), GrantedAt: micros(r.GrantedAt),
-		ExpiresAt: micros(r.ExpiresAt)}, NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
+	st := HeldLeaseStats{HeldLease: HeldLease{LeaseID: r.LeaseID, HQPool: r.HQPool, HQSNRStart: uint32(r.HQStart), HQSNREnd: uint32(r.HQEnd), Pool: r.pool(), GrantedAt: micros(r.GrantedAt),
+		ExpiresAt: micros(r.ExpiresAt), ClosedAt: nullMicros(r.ClosedAt), ReleasedAt: nullMicros(r.ReleasedAt)}, NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
+	if r.ClosedAt.Valid {
+		st.Free = 0 // closed: nothing more is handed out
+	}
+	return st
 }
 
 // HeldLeases returns every lease this site holds or held, oldest first,
@@ -131,7 +143,7 @@ func (db *DB) HeldLeases(ctx context.Context) ([]HeldLeaseStats, error) {
 func (db *DB) HeldLeasePool(ctx context.Context, hqPool string, now time.Time) (PoolStats, error) {
 	var r heldRow
 	err := db.r.GetContext(ctx, &r, db.r.Rebind(sqlSelectHeld+` JOIN tacs t ON t.tac = p.tac
-		WHERE h.hq_pool = ? AND h.expires_at > ? AND p.snr_end + 1 - p.next_snr >= t.imeis_per_device ORDER BY h.lease_id LIMIT 1`),
+		WHERE h.hq_pool = ? AND h.expires_at > ? AND h.closed_at IS NULL AND p.snr_end + 1 - p.next_snr >= t.imeis_per_device ORDER BY h.lease_id LIMIT 1`),
 		hqPool, now.UnixMicro())
 	if noRows(err) {
 		return PoolStats{}, tacerr.Field(tacerr.LeaseExhausted, "pool", "this site holds no unexpired lease of pool %s with SNRs left; it asks headquarters for the next block: retry later", hqPool)
@@ -170,7 +182,7 @@ func (SiteOutbox) Append(tx *Tx, events []Event) error {
 		ev.LeafIndex = leaves[i]
 		b, err := json.Marshal(outboxEvent{Type: ev.Type, Time: ev.Time, RequestID: ev.RequestID, IMEIs: ev.IMEIs,
 			DeviceSerial: ev.DeviceSerial, CertSerial: ev.CertSerial, Reason: ev.Reason, PreviousCertSerial: ev.PreviousCertSerial,
-			LeafIndex: &ev.LeafIndex})
+			LeafIndex: &ev.LeafIndex, Lease: ev.Lease, UnusedFrom: ev.UnusedFrom})
 		if err != nil {
 			return tacerr.Wrap(tacerr.Internal, err, "encode site outbox event")
 		}
@@ -184,18 +196,24 @@ func (SiteOutbox) Append(tx *Tx, events []Event) error {
 // SiteEventOf returns the form in which a site ships ledger event e to HQ
 // (Seq and LeafIndex unset), and whether e travels at all: the events that
 // change an IMEI's fate (imei.bound, imei.voided, imei.revoked,
-// device.reissued). It is the one mapping from a ledger event to a site
-// event: the site's outbox writes what it returns, and HQ recomputes it
-// from the audit leaf a shipped event claims and refuses the batch when
+// device.reissued) or a lease's (lease.released, with its lease id and
+// first SNR never reserved, so the release mark HQ applies is the one the
+// site's signed log holds). It is the one mapping from a ledger event to a
+// site event: the site's outbox writes what it returns, and HQ recomputes
+// it from the audit leaf a shipped event claims and refuses the batch when
 // the two differ, whatever the event's type.
 func SiteEventOf(e Event) (PendingSiteEvent, bool) {
+	ev := PendingSiteEvent{Type: e.Type, Time: e.Time.UTC().Truncate(time.Microsecond), RequestID: e.RequestID, IMEIs: e.IMEIs, DeviceSerial: e.DeviceSerial,
+		CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.Attrs["previous_cert_serial"]}
 	switch e.Type {
 	case EventIMEIBound, EventIMEIVoided, EventIMEIRevoked, EventDeviceReissued:
+	case EventLeaseReleased:
+		ev.Lease, _ = strconv.ParseInt(e.Attrs["lease"], 10, 64)
+		ev.UnusedFrom = e.Attrs["unused_from"]
 	default:
 		return PendingSiteEvent{}, false
 	}
-	return PendingSiteEvent{Type: e.Type, Time: e.Time.UTC().Truncate(time.Microsecond), RequestID: e.RequestID, IMEIs: e.IMEIs, DeviceSerial: e.DeviceSerial,
-		CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.Attrs["previous_cert_serial"]}, true
+	return ev, true
 }
 
 // outboxEvent is a site_outbox row's event (the JSON of api/wire's
@@ -211,6 +229,8 @@ type outboxEvent struct {
 	CertSerial         string    `json:"cert_serial,omitempty"`
 	Reason             string    `json:"reason,omitempty"`
 	PreviousCertSerial string    `json:"previous_cert_serial,omitempty"`
+	Lease              int64     `json:"lease,omitempty"`
+	UnusedFrom         string    `json:"unused_from,omitempty"`
 	LeafIndex          *int64    `json:"leaf_index,omitempty"`
 }
 
@@ -228,6 +248,10 @@ type PendingSiteEvent struct {
 	Reason             string
 	PreviousCertSerial string
 	LeafIndex          int64
+	// Lease and UnusedFrom are a lease.released event's: HQ's lease id and
+	// its first SNR never reserved (6 digits; "" when none is left).
+	Lease      int64
+	UnusedFrom string
 }
 
 // PendingSiteEvents returns at most limit pending outbox events after
@@ -248,7 +272,8 @@ func (db *DB) PendingSiteEvents(ctx context.Context, after int64, limit int) ([]
 			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "site outbox row %d", r.ID)
 		}
 		out[i] = PendingSiteEvent{Seq: r.ID, Type: e.Type, Time: e.Time.UTC(), RequestID: e.RequestID, IMEIs: e.IMEIs,
-			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial, LeafIndex: -1}
+			DeviceSerial: e.DeviceSerial, CertSerial: e.CertSerial, Reason: e.Reason, PreviousCertSerial: e.PreviousCertSerial, LeafIndex: -1,
+			Lease: e.Lease, UnusedFrom: e.UnusedFrom}
 		if e.LeafIndex != nil {
 			out[i].LeafIndex = *e.LeafIndex
 		}

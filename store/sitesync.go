@@ -27,6 +27,10 @@ type SiteEvent struct {
 	Reason       string
 	// PreviousCertSerial is a reissue's replaced certificate.
 	PreviousCertSerial string
+	// Lease and UnusedFrom are a lease.released event's: HQ's lease id and
+	// its first SNR the site never reserved (-1: none left).
+	Lease      int64
+	UnusedFrom int64
 	// LeafIndex is the index of the event's leaf in the site's audit log
 	// (HQ verified its inclusion); HQ's event records it as site_leaf.
 	LeafIndex int64
@@ -48,12 +52,14 @@ type SiteSyncResult struct {
 //
 // Exactly-once: events with Seq at or below the site's applied sequence
 // are skipped (a retried batch changes nothing); the others must be in
-// strictly increasing order. Every IMEI must lie in
-// a lease of the site that was not returned, else the whole batch is
-// refused with lease_violation (nothing of it is written); an imei.bound
-// of an IMEI HQ has a row for is refused the same way. Each applied
-// event emits the matching HQ event (with the site in its attributes), so
-// HQ's audit log and register outbox record it. Errors: not_found (site),
+// strictly increasing order. Every IMEI must lie in a lease of the site
+// (of a returned lease, among the SNRs that stayed its own), else the
+// whole batch is refused with lease_violation (nothing of it is written);
+// an imei.bound of an IMEI HQ has a row for, and a new SNR reported for a
+// returned lease, are refused the same way. A lease.released event
+// applies the site's release of the lease it names (applyLeaseRelease).
+// Each applied event emits the matching HQ event (with the site in its
+// attributes), so HQ's audit log and register outbox record it. Errors: not_found (site),
 // invalid_input (order, checkpoint), lease_violation, invalid_state.
 func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEvent, cp SiteCheckpoint, actor string) (SiteSyncResult, error) {
 	var res SiteSyncResult
@@ -85,17 +91,10 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 				res.Skipped++
 				continue
 			}
-			switch {
-			case ev.Seq <= seq:
+			if ev.Seq <= seq {
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
-			case len(ev.IMEIs) == 0:
-				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
 			}
-			lease, err := siteLease(rows, site, ev.IMEIs)
-			if err != nil {
-				return err
-			}
-			if err := tx.applySiteEvent(site, lease, ev, actor, now); err != nil {
+			if err := tx.applyOneSiteEvent(rows, site, i, ev, actor, now); err != nil {
 				return err
 			}
 			seq = ev.Seq
@@ -112,17 +111,38 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 	return res, err
 }
 
-// siteLease returns the lease, not returned, of site that holds every IMEI
-// of one event, or lease_violation.
+// applyOneSiteEvent applies events[i] of site, whose leases are rows: a
+// lease.released to the lease it names, any other event to the lease
+// holding its IMEIs.
+func (tx *Tx) applyOneSiteEvent(rows []leaseRow, site string, i int, ev SiteEvent, actor string, now time.Time) error {
+	if ev.Type == EventLeaseReleased {
+		r, err := leaseOfSite(rows, site, ev.Lease)
+		if err != nil {
+			return err
+		}
+		return tx.applyLeaseRelease(site, r, ev, actor, now)
+	}
+	if len(ev.IMEIs) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
+	}
+	lease, err := siteLease(rows, site, ev.IMEIs)
+	if err != nil {
+		return err
+	}
+	return tx.applySiteEvent(site, lease, ev, actor, now)
+}
+
+// siteLease returns the lease of site that holds every IMEI of one
+// event, or lease_violation. A returned lease holds only the SNRs that
+// stayed its own (below what its release handed back): events about
+// devices HQ recorded from it (revoked, reissued, scrapped) still apply,
+// while applySiteEvent refuses new SNRs reported for it.
 func siteLease(rows []leaseRow, site string, ims []imei.IMEI) (leaseRow, error) {
 	for _, r := range rows {
-		if r.ReturnedAt.Valid {
-			continue
-		}
-		l := r.lease()
 		all := true
 		for _, m := range ims {
-			all = all && l.Contains(m)
+			v := int64(m.Uint64())
+			all = all && r.lo() <= v && v <= r.usedHi()
 		}
 		if all {
 			return r, nil
@@ -148,6 +168,10 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID,
 		"site_leaf": strconv.FormatInt(ev.LeafIndex, 10)}
 	insert := func(state lifecycle.State) error {
+		if l.ReturnedAt.Valid {
+			return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for IMEI %s of lease %d, returned at %s: new SNRs reported after a return are refused",
+				site, ev.Type, ev.IMEIs[0], l.ID, micros(l.ReturnedAt.Int64).Format(time.RFC3339))
+		}
 		if have != 0 {
 			return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for IMEI %s, which HQ holds a row for already: the batch is refused",
 				site, ev.Type, ev.IMEIs[0])
@@ -200,7 +224,7 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 	case EventDeviceReissued:
 		return tx.RecordReissue(ev.IMEIs, ev.DeviceSerial, ev.CertSerial, ev.PreviousCertSerial, actor, requestID)
 	}
-	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued)", ev.Type)
+	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued, lease.released)", ev.Type)
 }
 
 // RecordSiteRefusal counts a refused batch of site and keeps why, in its

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
@@ -37,20 +39,54 @@ import (
 // each with its site; every ledger sound; HQ's status of each site
 // consistent; HQ's DIRBS registration list holding every bound IMEI of
 // every site; the CA chain with HQ's root and both sites' CAs.
+//
+// TACLINE_SITES_CUT_DEVICES=N runs the issue's long version instead: N
+// devices per site with site 2's link cut for its whole line run (minutes
+// at N = 12,000), then the catch-up; the same checks follow.
 func TestSitesDemo(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sites")
+	if n := envInt(t, "TACLINE_SITES_CUT_DEVICES", 0); n > 0 {
+		r := sitesRun(t, dir, n, "--cut-whole-run")
+		t.Logf("long cut run:\n%s", r.stdout)
+		return
+	}
 	sitesRun(t, dir, 5, "--cut-for", "1s")
 }
 
 // TestSitesKilled: a site and HQ are each killed with SIGKILL while the
 // lines provision and sync (the long version, 20 kills each, is recorded
 // in docs/sites.md); nothing is lost or doubled.
+//
+// TACLINE_SITES_KILLS=K kills each K times instead (the issue's run is
+// K = 20, with 1,000 devices per site and a 10 s cut).
 func TestSitesKilled(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "sites")
-	r := sitesRun(t, dir, 40, "--cut-for", "500ms", "--kill-sites", "1", "--kill-hq", "1", "--kill-every", "300ms")
-	if !strings.Contains(r.stdout, "1 site kills and 1 headquarters kills") {
+	kills, devices, cut := 1, 40, "500ms"
+	if k := envInt(t, "TACLINE_SITES_KILLS", 0); k > 0 {
+		kills, devices, cut = k, 50*k, "10s"
+	}
+	k := strconv.Itoa(kills)
+	r := sitesRun(t, dir, devices, "--cut-for", cut, "--kill-sites", k, "--kill-hq", k, "--kill-every", "300ms")
+	if !strings.Contains(r.stdout, k+" site kills and "+k+" headquarters kills") {
 		t.Errorf("kills not reported:\n%s", r.stdout)
 	}
+	if kills > 1 {
+		t.Logf("kill run:\n%s", r.stdout)
+	}
+}
+
+// envInt reads a positive integer from the environment, or def when unset.
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		t.Fatalf("%s=%q: want a whole number", name, v)
+	}
+	return n
 }
 
 // TestSitesLeaseDryWhileCut: the cut site's lease runs dry while HQ is
@@ -73,7 +109,7 @@ func TestSitesLeaseDryWhileCut(t *testing.T) {
 func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 	t.Helper()
 	args := append([]string{"demo", "--sites", "2", "--stations", "1", "--devices", strconv.Itoa(devices), "--dir", dir}, extra...)
-	demo := tacline(t, 4*time.Minute, args...)
+	demo := tacline(t, 4*time.Minute+time.Duration(devices)*30*time.Millisecond, args...)
 	if demo.code != 0 {
 		t.Fatalf("tacline demo --sites exited %d\nstdout:\n%s\nstderr:\n%s", demo.code, demo.stdout, demo.stderr)
 	}
@@ -96,17 +132,27 @@ func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 	defer f.Close()
 	bound := map[string]string{} // 14-digit IMEI -> site
 	perSite := map[string]int{}
+	certDir := t.TempDir()
+	var certFiles []string
 	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		var d struct {
-			Site  string   `json:"site"`
-			State string   `json:"state"`
-			IMEIs []string `json:"imeis"`
+			Site        string   `json:"site"`
+			State       string   `json:"state"`
+			IMEIs       []string `json:"imeis"`
+			Serial      string   `json:"device_serial"`
+			Certificate string   `json:"certificate"`
 		}
 		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
 			t.Fatal(err)
 		}
 		perSite[d.Site]++
+		cf := filepath.Join(certDir, d.Site+"-"+d.Serial+".pem")
+		if err := os.WriteFile(cf, []byte(d.Certificate), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		certFiles = append(certFiles, cf)
 		for _, s := range d.IMEIs {
 			m, err := imei.Parse(s)
 			if err != nil {
@@ -181,13 +227,26 @@ func sitesRun(t *testing.T, dir string, devices int, extra ...string) result {
 		}
 	}
 
-	// The CA chain: HQ's root and each site's issuing CA and root.
-	pemData, err := os.ReadFile(filepath.Join(dir, "exports", "ca-chain.pem"))
+	// The CA chain: HQ's device root and each site's issuing CA, which
+	// HQ's root certified in the ceremony at HQ; every site's device
+	// certificates verify against it alone (one self-signed root).
+	chainFile := filepath.Join(dir, "exports", "ca-chain.pem")
+	certs, err := os.ReadFile(chainFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := bytes.Count(pemData, []byte("-----BEGIN CERTIFICATE-----")); n != 5 {
-		t.Fatalf("ca-chain.pem holds %d certificates, want 5", n)
+	chain, err := ca.ParseChainPEM(certs)
+	if err != nil || len(chain) != 3 {
+		t.Fatalf("ca-chain.pem holds %d certificates (%v), want HQ's root and two sites' issuing CAs", len(chain), err)
+	}
+	for _, c := range chain[1:] {
+		if !bytes.Equal(c.RawIssuer, chain[0].RawSubject) || !bytes.Equal(c.AuthorityKeyId, chain[0].SubjectKeyId) {
+			t.Fatalf("site CA %q is not certified by HQ's root %q", c.Subject, chain[0].Subject)
+		}
+	}
+	out, err := exec.Command("openssl", append([]string{"verify", "-x509_strict", "-CAfile", chainFile}, certFiles...)...).CombinedOutput()
+	if err != nil || bytes.Count(out, []byte(": OK\n")) != len(certFiles) {
+		t.Fatalf("openssl verify -x509_strict of %d device certificates against ca-chain.pem: %v\n%s", len(certFiles), err, out)
 	}
 	return demo
 }
@@ -213,18 +272,6 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 		os.Remove(filepath.Join(site1, f))
 	}
 	if err := os.WriteFile(filepath.Join(site1, "ledger.db"), old, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfgBytes, err := os.ReadFile(filepath.Join(site1, "tacline.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cfg struct {
-		Site struct {
-			HQURL string `yaml:"hq_url"`
-		} `yaml:"site"`
-	}
-	if err := yaml.Unmarshal(cfgBytes, &cfg); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
@@ -290,7 +337,7 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 		t.Fatal(err)
 	}
 	hq, err := devenv.StartServer(ctx, taclineBin, filepath.Join(dir, "hq", "tacline.yaml"), filepath.Join(dir, "hq", "server2.log"),
-		"--listen", strings.TrimPrefix(cfg.Site.HQURL, "https://"))
+		"--listen", hqAddr(t, site1))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,6 +348,25 @@ func TestSiteRestoredFromOldBackup(t *testing.T) {
 	}
 	defer s1.Stop(30 * time.Second)
 	refused(s1, filepath.Join(site1, "server3.log"), "headquarters verified")
+}
+
+// hqAddr is the address (host:port) of HQ in the site's configuration:
+// HQ restarted after a demo run listens there again.
+func hqAddr(t *testing.T, siteDir string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(siteDir, "tacline.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Site struct {
+			HQURL string `yaml:"hq_url"`
+		} `yaml:"site"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimPrefix(cfg.Site.HQURL, "https://")
 }
 
 // TestSiteReportsIMEIOutsideLeases: a site (its real certificate, its

@@ -121,6 +121,7 @@ const (
 	ImeiBound      SiteEventType = "imei.bound"
 	ImeiRevoked    SiteEventType = "imei.revoked"
 	ImeiVoided     SiteEventType = "imei.voided"
+	LeaseReleased  SiteEventType = "lease.released"
 )
 
 // Valid indicates whether the value is a known member of the SiteEventType enum.
@@ -133,6 +134,8 @@ func (e SiteEventType) Valid() bool {
 	case ImeiRevoked:
 		return true
 	case ImeiVoided:
+		return true
+	case LeaseReleased:
 		return true
 	default:
 		return false
@@ -280,25 +283,37 @@ type IMEIStatusState string
 
 // Lease defines model for Lease.
 type Lease struct {
-	Bound        int        `json:"bound"`
-	ExpiresAt    time.Time  `json:"expires_at"`
-	Factory      *string    `json:"factory,omitempty"`
-	GrantedAt    time.Time  `json:"granted_at"`
-	Id           int        `json:"id"`
-	Line         *string    `json:"line,omitempty"`
-	Market       *string    `json:"market,omitempty"`
-	Pool         string     `json:"pool"`
-	PoolSnrEnd   *string    `json:"pool_snr_end,omitempty"`
-	PoolSnrStart *string    `json:"pool_snr_start,omitempty"`
-	Product      *string    `json:"product,omitempty"`
-	ReturnedAt   *time.Time `json:"returned_at,omitempty"`
-	Revoked      int        `json:"revoked"`
-	Site         string     `json:"site"`
-	SnrEnd       string     `json:"snr_end"`
-	SnrStart     string     `json:"snr_start"`
-	Tac          string     `json:"tac"`
+	Bound        int       `json:"bound"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	Factory      *string   `json:"factory,omitempty"`
+	GrantedAt    time.Time `json:"granted_at"`
+	Id           int       `json:"id"`
+	Line         *string   `json:"line,omitempty"`
+	Market       *string   `json:"market,omitempty"`
+	Pool         string    `json:"pool"`
+	PoolSnrEnd   *string   `json:"pool_snr_end,omitempty"`
+	PoolSnrStart *string   `json:"pool_snr_start,omitempty"`
+	Product      *string   `json:"product,omitempty"`
 
-	// Unused Leased SNRs the site has not reported used.
+	// Released SNRs the site's release proved never reserved, handed back to the pool.
+	Released int `json:"released"`
+
+	// Relet Of the released SNRs, those leased again.
+	Relet int `json:"relet"`
+
+	// ReletOf The returned lease this lease was cut from (absent when it came from the pool's high-water mark).
+	ReletOf *int `json:"relet_of,omitempty"`
+
+	// ReturnRequestedAt An operator at headquarters asked the site to release the lease; the site releases it at its next status read.
+	ReturnRequestedAt *time.Time `json:"return_requested_at,omitempty"`
+	ReturnedAt        *time.Time `json:"returned_at,omitempty"`
+	Revoked           int        `json:"revoked"`
+	Site              string     `json:"site"`
+	SnrEnd            string     `json:"snr_end"`
+	SnrStart          string     `json:"snr_start"`
+	Tac               string     `json:"tac"`
+
+	// Unused Leased SNRs the site has not reported used (0 once returned).
 	Unused int `json:"unused"`
 	Voided int `json:"voided"`
 }
@@ -428,15 +443,20 @@ type RevokeRequestReason string
 
 // SiteEvent defines model for SiteEvent.
 type SiteEvent struct {
-	CertSerial   *string  `json:"cert_serial,omitempty"`
-	DeviceSerial *string  `json:"device_serial,omitempty"`
-	Imeis        []string `json:"imeis"`
+	CertSerial   *string `json:"cert_serial,omitempty"`
+	DeviceSerial *string `json:"device_serial,omitempty"`
+
+	// Imeis The event's IMEIs (15 digits): at least one, none for lease.released.
+	Imeis []string `json:"imeis"`
 
 	// Leaf The event's audit leaf (docs/audit-format.md section 1), base64; headquarters refuses the batch unless it decodes to this very event.
 	Leaf []byte `json:"leaf"`
 
 	// LeafIndex The index of the event's leaf in the site's audit log; strictly increasing within a batch, below the checkpoint's size.
-	LeafIndex          int     `json:"leaf_index"`
+	LeafIndex int `json:"leaf_index"`
+
+	// Lease lease.released: headquarters' id of the lease the site released.
+	Lease              *int    `json:"lease,omitempty"`
 	PreviousCertSerial *string `json:"previous_cert_serial,omitempty"`
 
 	// Proof RFC 6962 inclusion proof of the leaf in the tree of the request's checkpoint (base64 hashes, tlog.ProveRecord); headquarters refuses the batch unless it holds.
@@ -448,6 +468,9 @@ type SiteEvent struct {
 	Seq  int           `json:"seq"`
 	Time time.Time     `json:"time"`
 	Type SiteEventType `json:"type"`
+
+	// UnusedFrom lease.released: the lease's first SNR the site never reserved (absent when none is left); every SNR below it was reported earlier in the site's log.
+	UnusedFrom *string `json:"unused_from,omitempty"`
 }
 
 // SiteEventType defines model for SiteEvent.Type.
@@ -455,20 +478,26 @@ type SiteEventType string
 
 // SiteStatus defines model for SiteStatus.
 type SiteStatus struct {
-	AppliedSeq   int        `json:"applied_seq"`
-	Bound        int        `json:"bound"`
-	Consistent   bool       `json:"consistent"`
-	LastRefusal  *string    `json:"last_refusal,omitempty"`
-	LastSync     *time.Time `json:"last_sync,omitempty"`
-	LeasedSnrs   int        `json:"leased_snrs"`
-	Leases       []Lease    `json:"leases"`
-	Refusals     int        `json:"refusals"`
-	Revoked      int        `json:"revoked"`
-	Site         string     `json:"site"`
-	Unused       int        `json:"unused"`
-	VerifiedRoot *string    `json:"verified_root,omitempty"`
-	VerifiedSize int        `json:"verified_size"`
-	Voided       int        `json:"voided"`
+	AppliedSeq  int        `json:"applied_seq"`
+	Bound       int        `json:"bound"`
+	Consistent  bool       `json:"consistent"`
+	LastRefusal *string    `json:"last_refusal,omitempty"`
+	LastSync    *time.Time `json:"last_sync,omitempty"`
+	LeasedSnrs  int        `json:"leased_snrs"`
+	Leases      []Lease    `json:"leases"`
+	Refusals    int        `json:"refusals"`
+
+	// Released SNRs the site's releases handed back to the pools.
+	Released int `json:"released"`
+
+	// Relet Of those, SNRs leased again.
+	Relet        int     `json:"relet"`
+	Revoked      int     `json:"revoked"`
+	Site         string  `json:"site"`
+	Unused       int     `json:"unused"`
+	VerifiedRoot *string `json:"verified_root,omitempty"`
+	VerifiedSize int     `json:"verified_size"`
+	Voided       int     `json:"voided"`
 }
 
 // SiteSyncRequest defines model for SiteSyncRequest.

@@ -40,24 +40,40 @@ type Lease struct {
 	ExpiresAt    time.Time `json:"expires_at"`
 	// ReturnedAt is set once the lease was returned.
 	ReturnedAt *time.Time `json:"returned_at,omitempty"`
-	Bound      int64      `json:"bound"`
-	Voided     int64      `json:"voided"`
-	Revoked    int64      `json:"revoked"`
-	Unused     int64      `json:"unused"` // leased and not yet reported used
+	// ReturnRequestedAt is set once an operator at HQ asked the site to
+	// release the lease (the site does at its next status read).
+	ReturnRequestedAt *time.Time `json:"return_requested_at,omitempty"`
+	// ReletOf is the returned lease this one was cut from (absent: from
+	// the pool's high-water mark).
+	ReletOf int64 `json:"relet_of,omitempty"`
+	Bound   int64 `json:"bound"`
+	Voided  int64 `json:"voided"`
+	Revoked int64 `json:"revoked"`
+	Unused  int64 `json:"unused"` // leased and not yet reported used
+	// Released is how many SNRs the site's release proved never reserved
+	// and handed back to the pool; Relet how many of those were leased
+	// again.
+	Released int64 `json:"released"`
+	Relet    int64 `json:"relet"`
 }
 
 // SiteEvent is one ledger event a site ships to HQ.
 type SiteEvent struct {
 	Seq          int64     `json:"seq"`  // the site's sequence number: strictly increasing
-	Type         string    `json:"type"` // imei.bound, imei.voided, imei.revoked, device.reissued
+	Type         string    `json:"type"` // imei.bound, imei.voided, imei.revoked, device.reissued, lease.released
 	Time         time.Time `json:"time"`
 	RequestID    string    `json:"request_id,omitempty"`
-	IMEIs        []string  `json:"imeis"` // 15 digits
+	IMEIs        []string  `json:"imeis"` // 15 digits (empty for lease.released)
 	DeviceSerial string    `json:"device_serial,omitempty"`
 	CertSerial   string    `json:"cert_serial,omitempty"`
 	Reason       string    `json:"reason,omitempty"`
 	// PreviousCertSerial is a reissue's replaced certificate.
 	PreviousCertSerial string `json:"previous_cert_serial,omitempty"`
+	// Lease and UnusedFrom are a lease.released event's: HQ's lease id and
+	// its first SNR the site never reserved (6 digits; absent when none
+	// is left). Every SNR below it was reported before in the site's log.
+	Lease      int64  `json:"lease,omitempty"`
+	UnusedFrom string `json:"unused_from,omitempty"`
 	// LeafIndex is the index of the event's leaf in the site's audit log,
 	// Leaf that leaf (docs/audit-format.md section 1; base64 in JSON) and
 	// Proof its RFC 6962 inclusion proof (tlog.ProveRecord, base64
@@ -109,6 +125,8 @@ type SiteStatus struct {
 	Voided       int64      `json:"voided"`
 	Revoked      int64      `json:"revoked"`
 	Unused       int64      `json:"unused"`
+	Released     int64      `json:"released"` // SNRs its releases handed back to the pools
+	Relet        int64      `json:"relet"`    // of those, leased again
 	LastSync     *time.Time `json:"last_sync,omitempty"`
 	AppliedSeq   int64      `json:"applied_seq"`
 	VerifiedSize int64      `json:"verified_size"` // the last verified checkpoint's size

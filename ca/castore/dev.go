@@ -53,6 +53,23 @@ func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, acto
 	if err := addRoot(ctx, db, RootLabel, store.IssuerRoot, dev.Root, actor); err != nil {
 		return nil, err
 	}
+	infra, err := InitInfra(ctx, db, tok, org, curve, actor, now)
+	if err != nil {
+		return nil, err
+	}
+	infra.Root, infra.Issuing, infra.RootSigner = dev.Root, dev.Issuing, dev.RootSigner
+	return infra, nil
+}
+
+// InitInfra runs the infrastructure half of the development ceremony: an
+// infrastructure root key and a station CA key made in the HSM, the
+// self-signed root and the station CA certificate it signs, both recorded
+// in the ledger (the station CA active). It fills InfraRoot, StationCA and
+// StationSigner. A factory site of the sites demo runs it alone: its
+// device issuing CA is certified by headquarters' device root instead
+// (CertifySiteCA).
+func InitInfra(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now time.Time) (*DevCA, error) {
+	keys := Keys{Token: tok}
 	infraSigner, err := keys.GenerateKey(InfraRootLabel, curve)
 	if err != nil {
 		return nil, err
@@ -78,7 +95,28 @@ func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, acto
 		Curve: ca.CurveName(stCA.PublicKey), CertPEM: string(ca.ChainPEM(stCA)), ChainPEM: string(ca.ChainPEM(infra)), Active: true}, actor); err != nil {
 		return nil, err
 	}
-	return &DevCA{Root: dev.Root, Issuing: dev.Issuing, InfraRoot: infra, StationCA: stCA, RootSigner: dev.RootSigner, StationSigner: stSigner}, nil
+	return &DevCA{InfraRoot: infra, StationCA: stCA, StationSigner: stSigner}, nil
+}
+
+// CertifySiteCA is headquarters' half of a factory site's CA ceremony
+// (`tacline ca certify --csr`): the active device root of this ledger,
+// its key in tok, certifies the issuing CA key behind csrPEM
+// (ca.CertifyCSR), and the certification is recorded as one ca.certified
+// event. It returns the certificate and the root that signed it. Errors:
+// not_found (no device root here: HQ runs `tacline ca init --dev`, or holds
+// its root offline), invalid_input (csr).
+func CertifySiteCA(ctx context.Context, db *store.DB, tok *hsm.Token, csrPEM []byte, now, deviceNotAfter time.Time, actor string) (cert, root *x509.Certificate, err error) {
+	root, _, signer, err := ActiveCA(ctx, db, tok, store.IssuerRoot)
+	if err != nil {
+		return nil, nil, err
+	}
+	if cert, err = ca.CertifyCSR(root, signer, csrPEM, now, deviceNotAfter); err != nil {
+		return nil, nil, err
+	}
+	if err := db.RecordCACertified(ctx, ca.KeyID(cert), cert.SerialNumber.Text(16), cert.Subject.String(), ca.KeyID(root), actor); err != nil {
+		return nil, nil, err
+	}
+	return cert, root, nil
 }
 
 func addRoot(ctx context.Context, db *store.DB, label, kind string, root *x509.Certificate, actor string) error {

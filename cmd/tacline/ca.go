@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -52,7 +53,7 @@ func deviceNotAfter(cfg *config.File) time.Time {
 
 func newCACmd() *cobra.Command {
 	c := &cobra.Command{Use: "ca", Short: "Key ceremony: CA keys in the HSM, issuers in the ledger"}
-	var dev bool
+	var dev, infra bool
 	var curve, label, out, csrOut string
 	initCmd := &cobra.Command{
 		Use:   "init",
@@ -64,6 +65,24 @@ func newCACmd() *cobra.Command {
 					out = cfg.Path("ca")
 				}
 				if !dev {
+					if infra {
+						// A factory site: its own station CA; its device
+						// issuing CA certified at headquarters.
+						d, err := castore.InitInfra(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now())
+						if err != nil {
+							return err
+						}
+						if err := os.MkdirAll(out, 0o755); err != nil {
+							return err
+						}
+						for name, cert := range map[string]*x509.Certificate{"infra-root.pem": d.InfraRoot, "station-ca.pem": d.StationCA} {
+							if err := os.WriteFile(filepath.Join(out, name), castore.PEM(cert), 0o644); err != nil {
+								return err
+							}
+						}
+						fmt.Fprintf(cmd.OutOrStdout(), "infrastructure root %s and station CA %s made (keys in the HSM); certificates in %s\n",
+							ca.KeyID(d.InfraRoot), ca.KeyID(d.StationCA), out)
+					}
 					csr, err := ca.InitOffline(castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: label, Curve: curve,
 						Organization: cfg.Manufacturer, Now: time.Now()})
 					if err != nil {
@@ -79,7 +98,7 @@ func newCACmd() *cobra.Command {
 						return err
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "issuing CA key %q made in the HSM; CSR for the offline root written to %s\n", label, csrOut)
-					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it, then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
+					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it (a factory site: `tacline ca certify --csr` at headquarters), then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
 					return nil
 				}
 				d, err := castore.InitDev(ctx, db, tok, cfg.Manufacturer, curve, operator(), time.Now(), deviceNotAfter(cfg))
@@ -101,11 +120,47 @@ func newCACmd() *cobra.Command {
 		},
 	}
 	initCmd.Flags().BoolVar(&dev, "dev", false, "development: also a root key and a station CA in the HSM")
+	initCmd.Flags().BoolVar(&infra, "infra", false, "without --dev: also the infrastructure root and station CA in the HSM (a factory site, docs/sites.md)")
 	initCmd.Flags().StringVar(&curve, "curve", "P-256", "P-256 or P-384")
 	initCmd.Flags().StringVar(&label, "label", "tacline-device-ca-1", "HSM label of the issuing CA key (without --dev)")
 	initCmd.Flags().StringVar(&out, "out", "", "directory for certificates and the CSR (default: ca/ next to the config)")
 	initCmd.Flags().StringVar(&csrOut, "csr", "", "where to write the CSR (without --dev)")
 	c.AddCommand(initCmd)
+
+	var certifyCSR, certifyOut string
+	certify := &cobra.Command{
+		Use:   "certify",
+		Short: "At headquarters: certify a factory site's issuing CA key (its `ca init` CSR) with the device root in this HSM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if certifyCSR == "" {
+				return errorf("--csr is required: the CSR the site's `tacline ca init --infra` wrote")
+			}
+			csrPEM, err := os.ReadFile(certifyCSR)
+			if err != nil {
+				return fmt.Errorf("--csr: %w", err)
+			}
+			if certifyOut == "" {
+				certifyOut = strings.TrimSuffix(certifyCSR, filepath.Ext(certifyCSR)) + ".pem"
+			}
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				cert, root, err := castore.CertifySiteCA(ctx, db, tok, csrPEM, time.Now(), deviceNotAfter(cfg), operator())
+				if err != nil {
+					return err
+				}
+				if err := os.WriteFile(certifyOut, append(castore.PEM(cert), castore.PEM(root)...), 0o644); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "issuing CA %q (key %s) certified by the device root %s; certificate and root in %s\n",
+					cert.Subject.CommonName, ca.KeyID(cert), ca.KeyID(root), certifyOut)
+				fmt.Fprintf(cmd.OutOrStdout(), "next, at the site: `tacline ca import --label LABEL --cert %s --activate`\n", filepath.Base(certifyOut))
+				return nil
+			})
+		},
+	}
+	certify.Flags().StringVar(&certifyCSR, "csr", "", "the site's CSR (PEM), as its `tacline ca init` wrote it")
+	certify.Flags().StringVar(&certifyOut, "out", "", "where to write the certificate followed by the root (default: the CSR's name with .pem)")
+	c.AddCommand(certify)
 
 	var certFile, chainFile string
 	var activate bool

@@ -321,11 +321,11 @@ func newLedgerCmd() *cobra.Command {
 			}
 			if asJSON {
 				printJSON(cmd.OutOrStdout(), map[string]any{"ok": rep.OK(), "pools": rep.Pools, "imeis": rep.IMEIs, "leases": rep.Leases,
-					"leased_unused": rep.LeasedUnused, "violations": rep.Violations})
+					"leased_unused": rep.LeasedUnused, "released_unleased": rep.ReleasedUnleased, "violations": rep.Violations})
 			} else if rep.OK() {
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs, every SNR below each high-water mark accounted for once\n", rep.Pools, rep.IMEIs)
 				if rep.Leases > 0 {
-					fmt.Fprintf(cmd.OutOrStdout(), "%d leases to sites, %d leased SNRs not yet used\n", rep.Leases, rep.LeasedUnused)
+					fmt.Fprintf(cmd.OutOrStdout(), "%d leases to sites, %d leased SNRs not yet used, %d released SNRs not yet leased again\n", rep.Leases, rep.LeasedUnused, rep.ReleasedUnleased)
 				}
 			} else {
 				for _, v := range rep.Violations {

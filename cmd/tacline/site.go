@@ -31,28 +31,39 @@ func newLeaseCmd() *cobra.Command {
 	var ttl time.Duration
 	grant := &cobra.Command{
 		Use:   "grant",
-		Short: "Lease the next SIZE SNRs of a pool to a site",
+		Short: "Lease a block of at most SIZE SNRs of a pool to a site (SNRs other sites released come first), within hq.lease",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := ledgerFromFlags(cmd)
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			db, err := openLedger(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			l, err := db.GrantLease(cmd.Context(), siteName, pool, size, ttl, operator())
+			if ttl == 0 {
+				ttl = cfg.HQ.Lease.DefaultTTL
+			}
+			l, err := db.GrantLease(cmd.Context(), siteName, pool, size, ttl, cfg.HQ.Lease.Limits(), operator())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lease %d: SNRs %06d-%06d of pool %s (TAC %08d) to site %s until %s\n",
-				l.ID, l.SNRStart, l.SNREnd, l.Pool, l.TAC, l.Site, l.ExpiresAt.Format(time.RFC3339))
+			from := ""
+			if l.ReletOf != 0 {
+				from = fmt.Sprintf(" (SNRs released from lease %d)", l.ReletOf)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d: SNRs %06d-%06d of pool %s (TAC %08d) to site %s until %s%s\n",
+				l.ID, l.SNRStart, l.SNREnd, l.Pool, l.TAC, l.Site, l.ExpiresAt.Format(time.RFC3339), from)
 			return nil
 		},
 	}
 	f := grant.Flags()
 	f.StringVar(&siteName, "site", "", "site name (enrolled with `tacline site enroll`)")
 	f.StringVar(&pool, "pool", "", "pool to lease from")
-	f.Int64Var(&size, "size", 10000, "number of SNRs")
-	f.DurationVar(&ttl, "ttl", 30*24*time.Hour, "how long the site may issue from the lease")
+	f.Int64Var(&size, "size", 10000, "number of SNRs (at most hq.lease.max_size)")
+	f.DurationVar(&ttl, "ttl", 0, "how long the site may issue from the lease (default hq.lease.default_ttl; at most hq.lease.max_ttl)")
 	c.AddCommand(grant)
 
 	var listSite string
@@ -80,14 +91,17 @@ func newLeaseCmd() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "LEASE\tSITE\tPOOL\tSNRS\tEXPIRES\tRETURNED\tBOUND\tVOIDED\tREVOKED\tUNUSED")
+			fmt.Fprintln(w, "LEASE\tSITE\tPOOL\tSNRS\tEXPIRES\tRETURNED\tBOUND\tVOIDED\tREVOKED\tUNUSED\tRELEASED\tRELET")
 			for _, l := range ls {
 				ret := "-"
-				if !l.ReturnedAt.IsZero() {
+				switch {
+				case !l.ReturnedAt.IsZero():
 					ret = l.ReturnedAt.Format(time.RFC3339)
+				case !l.ReturnRequestedAt.IsZero():
+					ret = "requested"
 				}
-				fmt.Fprintf(w, "%d\t%s\t%s\t%06d-%06d\t%s\t%s\t%d\t%d\t%d\t%d\n", l.ID, l.Site, l.Pool, l.SNRStart, l.SNREnd,
-					l.ExpiresAt.Format(time.RFC3339), ret, l.Bound, l.Voided, l.Revoked, l.Unused)
+				fmt.Fprintf(w, "%d\t%s\t%s\t%06d-%06d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", l.ID, l.Site, l.Pool, l.SNRStart, l.SNREnd,
+					l.ExpiresAt.Format(time.RFC3339), ret, l.Bound, l.Voided, l.Revoked, l.Unused, l.Released, l.Relet)
 			}
 			return w.Flush()
 		},
@@ -96,29 +110,77 @@ func newLeaseCmd() *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	c.AddCommand(list)
 
-	c.AddCommand(&cobra.Command{
+	var force bool
+	ret := &cobra.Command{
 		Use:   "return LEASE-ID",
-		Short: "End a lease: its SNRs the site never reported are voided (reason lease_returned), never handed out again",
+		Short: "At HQ: ask the site to release a lease (its never-reserved SNRs come back for re-leasing); --force: void every unreported SNR now",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			id, err := strconv.ParseInt(args[0], 10, 64)
+			id, err := leaseID(args[0])
 			if err != nil {
-				return errorf("lease id %q is not a number: `tacline lease list` shows them", args[0])
+				return err
 			}
 			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
+			if !force {
+				if err := db.RequestLeaseReturn(cmd.Context(), id, operator()); err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "lease %d: return requested; the site releases it at its next sync, and its SNRs never reserved go back to the pool (`tacline lease list`)\n", id)
+				return nil
+			}
 			n, err := db.ReturnLease(cmd.Context(), id, operator())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lease %d returned; %d unused SNRs voided\n", id, n)
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d returned without the site's proof; %d unreported SNRs voided\n", id, n)
+			return nil
+		},
+	}
+	ret.Flags().BoolVar(&force, "force", false, "the site is gone: return the lease without its proof, voiding every SNR it never reported (never re-leased)")
+	c.AddCommand(ret)
+
+	c.AddCommand(&cobra.Command{
+		Use:   "release LEASE-ID",
+		Short: "At a site: close a held lease for allocation and ship lease.released (its first SNR never reserved) to headquarters",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			id, err := leaseID(args[0])
+			if err != nil {
+				return err
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			if cfg.Site.Name == "" {
+				return errorf("lease release runs at a site (site.name set); at headquarters use `tacline lease return`")
+			}
+			db, err := openLedger(cmd.Context(), cfg)
+			if err != nil {
+				return err
+			}
+			defer db.Close()
+			r, err := db.ReleaseHeldLease(cmd.Context(), id, "operator", operator())
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), site.DescribeRelease(r))
 			return nil
 		},
 	})
 	return c
+}
+
+func leaseID(s string) (int64, error) {
+	id, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, errorf("lease id %q is not a number: `tacline lease list` shows them", s)
+	}
+	return id, nil
 }
 
 func newSiteCmd() *cobra.Command {
@@ -194,13 +256,20 @@ func newSiteCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "site %s: %d SNRs left in unexpired leases, %d events not yet applied at headquarters\n",
 					st.Site, st.Remaining, st.PendingEvents)
 				w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES")
+				fmt.Fprintln(w, "LEASE\tHQ POOL\tSNRS\tUSED\tFREE\tEXPIRES\tSTATE")
 				for _, l := range st.Leases {
 					exp := l.ExpiresAt.Format(time.RFC3339)
 					if l.Expired {
 						exp += " (expired)"
 					}
-					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp)
+					state := "held"
+					switch {
+					case l.Released:
+						state = "released"
+					case l.Closed:
+						state = "closed (reservations in flight)"
+					}
+					fmt.Fprintf(w, "%d\t%s\t%s-%s\t%d\t%d\t%s\t%s\n", l.Lease, l.HQPool, l.SNRStart, l.SNREnd, l.Used, l.Free, exp, state)
 				}
 				return w.Flush()
 			}
@@ -224,7 +293,7 @@ func newSiteCmd() *cobra.Command {
 				return nil
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "SITE\tLEASES\tLEASED\tBOUND\tVOIDED\tUNUSED\tLAST SYNC\tVERIFIED SIZE\tCONSISTENT")
+			fmt.Fprintln(w, "SITE\tLEASES\tLEASED\tBOUND\tVOIDED\tUNUSED\tRELEASED\tRELET\tLAST SYNC\tVERIFIED SIZE\tCONSISTENT")
 			for _, s := range sts {
 				if one != "" && s.Site != one {
 					continue
@@ -233,8 +302,8 @@ func newSiteCmd() *cobra.Command {
 				if s.LastSync != nil {
 					last = s.LastSync.Format(time.RFC3339)
 				}
-				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\n", s.Site, len(s.Leases), s.LeasedSNRs, s.Bound, s.Voided, s.Unused,
-					last, s.VerifiedSize, s.Consistent)
+				fmt.Fprintf(w, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\n", s.Site, len(s.Leases), s.LeasedSNRs, s.Bound, s.Voided, s.Unused,
+					s.Released, s.Relet, last, s.VerifiedSize, s.Consistent)
 			}
 			return w.Flush()
 		},
