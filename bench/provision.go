@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
@@ -42,12 +41,16 @@ type ProvisionOptions struct {
 	Remeasure bool
 	// Progress, if set, gets the prefill's progress lines.
 	Progress io.Writer
+	// Replicas is the number of `tacline serve` processes sharing the
+	// ledger (PostgreSQL only; 0 or 1: one), the stations spread over them.
+	Replicas int
 	Log      io.Writer
 }
 
 // ProvisionResult is printed by `tacline bench provision --json`.
 type ProvisionResult struct {
 	DB                    string         `json:"db"`
+	Replicas              int            `json:"replicas"`
 	Audit                 bool           `json:"audit"`
 	Stations              int            `json:"stations"`
 	OfferedRate           float64        `json:"offered_rate,omitempty"`
@@ -63,6 +66,10 @@ type ProvisionResult struct {
 	DurationSeconds       float64        `json:"duration_seconds"`
 	LedgerOK              bool           `json:"ledger_ok"`
 	ServerCPUSecondsTotal float64        `json:"server_cpu_seconds"`
+	// DBCPUusPerDevice is the CPU of the PostgreSQL backends serving the
+	// servers, per device (PostgreSQL only): with ServerCPUusPerDevice, what
+	// a device costs on the machine (bench peer's PostgreSQL figure).
+	DBCPUusPerDevice float64 `json:"db_cpu_us_per_device,omitempty"`
 	// Write system calls and bytes written by the server per device
 	// (/proc/PID/io syscw and wchar: WAL frames, checkpoints, logs, TLS):
 	// on a virtual machine each write costs kernel CPU, so these explain
@@ -99,6 +106,10 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if o.Driver == "" {
 		o.Driver = store.SQLite
 	}
+	if o.Replicas > 1 && o.Driver != store.Postgres {
+		return nil, fmt.Errorf("replicas: several servers share a ledger only on PostgreSQL (--db postgres)")
+	}
+	o.Replicas = max(o.Replicas, 1)
 	logw := o.Log
 	if logw == nil {
 		logw = io.Discard
@@ -116,7 +127,7 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 
 // measure runs the server of env and drives it for o.Duration.
 func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*ProvisionResult, error) {
-	res := &ProvisionResult{DB: string(o.Driver), Stations: o.Stations, OfferedRate: o.OfferedRate, Audit: !o.NoAudit}
+	res := &ProvisionResult{DB: string(o.Driver), Replicas: o.Replicas, Stations: o.Stations, OfferedRate: o.OfferedRate, Audit: !o.NoAudit}
 
 	// Raw signing on the same token, before the server opens it.
 	tok, err := hsm.Open(env.Config.HSM)
@@ -132,28 +143,22 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		return nil, err
 	}
 
-	var extra []string
-	if o.CPUProfile != "" {
-		extra = append(extra, "--cpuprofile", o.CPUProfile)
-	}
-	proc, err := devenv.StartServer(ctx, o.Bin, env.ConfigPath, filepath.Join(env.Dir, "server.log"), extra...)
+	procs, err := startReplicas(ctx, o.Bin, env, o.Replicas, o.CPUProfile)
 	if err != nil {
 		return nil, err
 	}
-	defer proc.Kill()
+	defer procs.kill()
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
 		return nil, err
 	}
 	// Warm up connections and caches, then measure.
-	if _, err := lineLoad(ctx, proc.URL, creds, o.Stations, time.Second, 0, 0); err != nil {
+	if _, err := procs.load(ctx, creds, o.Stations, time.Second, 0, 0); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
-	cpu0, err := processCPU(proc.Cmd.Process.Pid)
-	if err != nil {
-		return nil, err
-	}
-	io0, err := processIO(proc.Cmd.Process.Pid)
+	dbPIDs := dbBackends(ctx, env, o.AdminDSN)
+	cpu0, db0 := procs.cpu(nil), cpuOf(dbPIDs)
+	io0, err := procs.io()
 	if err != nil {
 		return nil, err
 	}
@@ -165,20 +170,17 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		// faster server makes the rest while the clock runs.
 		pregen = int(2500 * o.Duration.Seconds())
 	}
-	sum, err := lineLoad(ctx, proc.URL, creds, o.Stations, o.Duration, o.OfferedRate, pregen)
-	cpu1, cerr := processCPU(proc.Cmd.Process.Pid)
-	io1, ierr := processIO(proc.Cmd.Process.Pid)
+	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen)
+	cpu1, db1 := procs.cpu(nil), cpuOf(dbPIDs)
+	io1, ierr := procs.io()
 	if err != nil {
 		return nil, err
-	}
-	if cerr != nil {
-		return nil, cerr
 	}
 	if ierr != nil {
 		return nil, ierr
 	}
 	res.LoadAverage = loadAverage()
-	if err := proc.Stop(30 * time.Second); err != nil {
+	if err := procs.stop(30 * time.Second); err != nil {
 		return nil, err
 	}
 	res.Devices, res.DevicesPerSecond, res.P50ms, res.P99ms = sum.Devices, sum.DevicesPerSecond, sum.P50ms, sum.P99ms
@@ -188,6 +190,9 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		res.ServerCPUusPerDevice = float64((cpu1 - cpu0).Microseconds()) / float64(sum.Devices)
 		res.ServerWritesPerDevice = float64(io1.syscw-io0.syscw) / float64(sum.Devices)
 		res.ServerWrittenKiBPerDevice = float64(io1.wchar-io0.wchar) / 1024 / float64(sum.Devices)
+		if len(dbPIDs) > 0 {
+			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / float64(sum.Devices)
+		}
 	}
 	if res.RawHSMSignPerSecond > 0 {
 		res.RatioToRawSign = res.DevicesPerSecond / res.RawHSMSignPerSecond

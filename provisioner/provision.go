@@ -54,14 +54,27 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
-		return out, err
+	pub, spki, spkiHash, perr := s.parseCSR(in.CSR)
+	if perr != nil {
+		// Answered as before: a replay first (the CSR rules may have
+		// changed since), then the station, then the CSR's error.
+		if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
+			return out, err
+		}
+		if _, err := s.station(ctx, in.Actor); err != nil {
+			return nil, err
+		}
+		return nil, perr
 	}
-	st, err := s.station(ctx, in.Actor)
+	// One read for the replay and the new-device checks.
+	check, err := s.db.NewRequestCheck(ctx, in.RequestID, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
-	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
+	if out, err := s.replayOf(ctx, check.Issuance, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
+		return out, err
+	}
+	st, err := s.station(ctx, in.Actor)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +89,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, count); err != nil {
 		return nil, err
 	}
-	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
+	fix, err := s.newDeviceIntentAfter(ctx, in.Actor, in.DeviceSerial, check.DeviceExists, check.KeyOwner)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +128,12 @@ func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, s
 	if err != nil {
 		return intentFix{}, err
 	}
+	return s.newDeviceIntentAfter(ctx, a, device, exists, owner)
+}
+
+// newDeviceIntentAfter is newDeviceIntent once the two checks were read
+// (store.NewRequestCheck).
+func (s *Service) newDeviceIntentAfter(ctx context.Context, a Actor, device string, exists bool, owner string) (intentFix, error) {
 	if exists {
 		return intentFix{}, s.alreadyProvisioned(ctx, a, device)
 	}
@@ -132,9 +151,19 @@ func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, s
 // an upstream CA signs.
 func (s *Service) replay(ctx context.Context, requestID string, hash []byte, caller string, csr []byte) (*Issued, error) {
 	is, err := s.db.IssuanceByRequestID(ctx, requestID)
-	if err != nil || is == nil {
+	if err != nil {
 		return nil, err
 	}
+	return s.replayOf(ctx, is, hash, caller, csr)
+}
+
+// replayOf is replay once the request id's intent was read (nil: a new
+// request id, answered (nil, nil)).
+func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte, caller string, csr []byte) (*Issued, error) {
+	if is == nil {
+		return nil, nil
+	}
+	requestID := is.RequestID
 	// A request id belongs to the caller that used it first: another caller
 	// learns nothing of it.
 	if !bytes.Equal(is.RequestHash, hash) || is.Station != caller {

@@ -130,10 +130,34 @@ func (db *DB) Reserve(ctx context.Context, req ReserveRequest) (*Reservation, er
 	}
 }
 
-const (
-	sqlPoolsForUpdate = `SELECT id, name, tac, snr_end, next_snr FROM pools WHERE name IN (?)`
-	sqlAdvancePool    = `UPDATE pools SET next_snr = ? WHERE id = ? AND next_snr = ?`
-)
+const sqlPoolsForUpdate = `SELECT id, name, tac, snr_end, next_snr FROM pools WHERE name IN (?)`
+
+// advancePools moves the high-water mark of every pool that was locked
+// (not claimed in one statement) and handed out SNRs, with one UPDATE ...
+// FROM (VALUES ...) that must change each of them (they are locked: a count
+// that differs means a pool moved under the batch, which is retried).
+func (tx *Tx) advancePools(heads map[string]*poolHead) error {
+	var args []any
+	n := 0
+	for _, h := range heads {
+		if h.claimed || h.NextSNR == h.start {
+			continue
+		}
+		args = append(args, h.ID, h.NextSNR, h.start)
+		n++
+	}
+	if n == 0 {
+		return nil
+	}
+	from, args := tx.valuesTable("(CAST(? AS BIGINT),CAST(? AS BIGINT),CAST(? AS BIGINT))", 3, n, "v", args)
+	q := `UPDATE pools SET next_snr = v.column2 FROM ` + from + ` WHERE pools.id = v.column1 AND pools.next_snr = v.column3`
+	return tx.execCheck(q, args, func(got int64) error {
+		if got != int64(n) {
+			return tacerr.New(tacerr.Unavailable, "%d of %d pools moved under the batch; retrying", int64(n)-got, n)
+		}
+		return nil
+	}, "advance pools")
+}
 
 type poolHead struct {
 	ID      int64  `db:"id"`
@@ -172,6 +196,16 @@ func (tx *Tx) claimPools(needs map[string]int64) (map[string]*poolHead, error) {
 			} else {
 				slow[n] = true
 			}
+		}
+		names = nil
+	}
+	if !tx.db.sql.poolsAtOnce && len(names) > 1 {
+		// One statement to lock every pool, in a fixed order (no
+		// deadlocks between replicas), instead of one claim per pool; the
+		// batch then assigns SNRs request by request and advances every
+		// pool with one statement (step 4 of reserveBatch).
+		for _, n := range names {
+			slow[n] = true
 		}
 		names = nil
 	}
@@ -317,18 +351,10 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 	if len(made) == 0 {
 		return tx.finishDups(first, dups)
 	}
-	// 4. Advance the high-water marks of pools locked row by row.
-	for _, h := range heads {
-		if h.claimed || h.NextSNR == h.start {
-			continue
-		}
-		res, err := tx.exec(tx.rebind(sqlAdvancePool), h.NextSNR, h.ID, h.start)
-		if err != nil {
-			return translate(err, "advance pool "+h.Name)
-		}
-		if n, _ := res.RowsAffected(); n != 1 {
-			return tacerr.New(tacerr.Unavailable, "pool %s moved under the batch; retrying", h.Name)
-		}
+	// 4. Advance the high-water marks of pools locked row by row, all
+	// with one statement.
+	if err := tx.advancePools(heads); err != nil {
+		return err
 	}
 	// 5. Reservation rows, then IMEI rows.
 	if err := tx.insertReservations(made, now); err != nil {
@@ -470,8 +496,9 @@ func (tx *Tx) insertReservations(made []*reserveWork, now time.Time) error {
 		args = append(args, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
 			p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro())
 	}
-	q := multiRow(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
-		"(?,?,?,?,?,?,?,?,?,?)", len(made)) + " RETURNING id, request_id"
+	q, args := tx.multiRowInsert(`INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
+		"(?,?,?,?,?,?,?,?,?,?)", cols, len(made), args)
+	q += " RETURNING id, request_id"
 	rows, err := tx.queryx(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, "insert reservations")

@@ -240,6 +240,17 @@ func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
 		if len(s) == 0 {
 			continue
 		}
+		if tx.db.sql.arrayParams {
+			// One array per column: the statement's text depends only on
+			// which of the three tables get rows (see Tx.in).
+			c0, t0, ok0 := column(s, 0, 2, len(s)/2)
+			c1, t1, ok1 := column(s, 1, 2, len(s)/2)
+			if ok0 && ok1 {
+				fmt.Fprintf(&b, ", w%d AS (INSERT INTO %s SELECT * FROM unnest(?::%s, ?::%s) v WHERE EXISTS (SELECT 1 FROM h))", i, auditInserts[i].table, t0, t1)
+				args = append(args, c0, c1)
+				continue
+			}
+		}
 		fmt.Fprintf(&b, ", w%d AS (%s) v WHERE EXISTS (SELECT 1 FROM h))", i,
 			multiRow("INSERT INTO "+auditInserts[i].table+" SELECT * FROM (VALUES ", auditInserts[i].typed, len(s)/2))
 		args = append(args, s...)

@@ -61,6 +61,19 @@ func (tx *Tx) BindDevice(b *Binding) error {
 	return tx.Bind(b.IMEIs, b.DeviceSerial, b.CertSerial, b.Station, b.RequestID)
 }
 
+// bindSets are the two ways an IMEI is bound. A provisioning reservation
+// wrote the device serial on its IMEIs already: binding them leaves the
+// column out of the SET list, because SQLite rewrites an index entry
+// whenever its column is assigned, even to the value it holds (one dirty
+// imeis_device leaf per device and commit, docs/benchmarks.md). IMEIs
+// pre-allocated for devices not known then (device serial empty) get it
+// now. An IMEI reserved for another device matches neither: the binding
+// fails (Tx.Bind names it).
+var bindSets = [2]struct{ set, match string }{
+	{set: "", match: "v.column2"},
+	{set: "device_serial = v.column2, ", match: "''"},
+}
+
 // bindBatch records several bindings with one statement per table. Any
 // failure, including a row count that differs from what the batch expects,
 // fails the whole transaction: the committer then reruns every member alone
@@ -105,7 +118,9 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 		}
 	}
 	// 5. IMEIs RESERVED -> BOUND, each with its device's serials: one
-	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+, PostgreSQL).
+	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+, PostgreSQL) for IMEIs
+	// reserved for their device, a second for pre-allocated ones (see
+	// bindSets).
 	now := tx.Now().Truncate(time.Microsecond)
 	total := 0
 	args = []any{now.UnixMicro()}
@@ -117,10 +132,27 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 			total++
 		}
 	}
-	q = multiRow(`UPDATE imeis SET state = 'BOUND', device_serial = v.column2, cert_serial = v.column3, bound_at = ? FROM (VALUES `,
-		"(CAST(? AS BIGINT),?,?)", total) + `) AS v WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED'`
-	if err := tx.execRows(q, args, int64(total), "bind IMEIs"); err != nil {
-		return err
+	// One statement per way of binding (bindSets); the row counts must add
+	// up to the batch's IMEIs. On PostgreSQL both are queued (pipeline.go)
+	// and checked in order; on SQLite the second runs only when the first
+	// left IMEIs unbound (pre-allocated ones).
+	var bound int64
+	for i, set := range bindSets {
+		if i > 0 && bound == int64(total) {
+			break
+		}
+		last := i == len(bindSets)-1
+		from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
+		q = `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
+			` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = ` + set.match
+		if err := tx.execCheck(q, append(args[:1:1], vargs...), func(k int64) error {
+			if bound += k; bound > int64(total) || last && bound != int64(total) {
+				return rowCount(bound, int64(total), "bind IMEIs")
+			}
+			return nil
+		}, "bind IMEIs"); err != nil {
+			return err
+		}
 	}
 	// 6. Pool names for the events (one read for the batch).
 	q, args, err = tx.in(`SELECT i.imei14, p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 IN (?)`, firsts)

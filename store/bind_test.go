@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -191,13 +192,34 @@ func TestNewDeviceCheck(t *testing.T) {
 				t.Fatalf("NewDeviceCheck(%s) = %v, %q, %v; want %v, %q", serial, exists, owner, err, wantExists, wantOwner)
 			}
 		}
+		// NewRequestCheck reads the same and the request id's intent.
+		intent := func(requestID, wantState string) {
+			t.Helper()
+			c, err := db.NewRequestCheck(ctx, requestID, b.DeviceSerial, b.SPKIHash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch {
+			case wantState == "" && c.Issuance != nil:
+				t.Fatalf("NewRequestCheck(%s): intent %+v, want none", requestID, c.Issuance)
+			case wantState != "" && (c.Issuance == nil || c.Issuance.RequestID != requestID || c.Issuance.State != wantState ||
+				c.Issuance.DeviceSerial != b.DeviceSerial || c.Issuance.ReservationID != b.ReservationID || c.Issuance.CertSerial != b.CertSerial):
+				t.Fatalf("NewRequestCheck(%s): intent %+v, want the binding's, %s", requestID, c.Issuance, wantState)
+			}
+			if want := wantState == store.IssuanceIssued; c.DeviceExists != want || (c.KeyOwner == b.DeviceSerial) != want {
+				t.Fatalf("NewRequestCheck(%s): device exists %v, key owner %q", requestID, c.DeviceExists, c.KeyOwner)
+			}
+		}
 		check(b.DeviceSerial, b.SPKIHash, false, "")
+		intent(b.RequestID, store.IssuancePending)
+		intent("unknown-request", "")
 		if err := db.CommitBinding(ctx, b); err != nil {
 			t.Fatal(err)
 		}
 		check(b.DeviceSerial, b.SPKIHash, true, b.DeviceSerial)
 		check("other", b.SPKIHash, false, b.DeviceSerial)
 		check("other", []byte("unknown key"), false, "")
+		intent(b.RequestID, store.IssuanceIssued)
 	})
 }
 
@@ -229,5 +251,36 @@ func TestReserveBatchSeveralPools(t *testing.T) {
 		if rep.IMEIs != 6 {
 			t.Fatalf("ledger holds %d IMEIs, want 6", rep.IMEIs)
 		}
+	})
+}
+
+// IMEIs reserved for one device are never bound to another: the binding
+// fails with invalid_state naming the device they are reserved for, alone
+// in a batch (the statement-by-statement rerun names it) as well as on its
+// own, and the IMEIs stay reserved for their device.
+func TestBindKeepsIMEIsToTheirDevice(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res, reqs := reserveBatch(t, db, "k", 3)
+		wrong := bindingOf(res[1], reqs[1])
+		wrong.IMEIs = res[2].Devices[0] // reserved for dev-k2
+		for _, batch := range [][]*store.Binding{{bindingOf(res[0], reqs[0]), wrong}, {wrong}} {
+			_, errs := db.RunBatch(nil, batch)
+			e := wantCode(t, errs[len(errs)-1], tacerr.InvalidState)
+			if !strings.Contains(e.Error(), "reserved for device dev-k2") {
+				t.Fatalf("error = %v, want it to name dev-k2", e)
+			}
+			if len(errs) == 2 && errs[0] != nil {
+				t.Fatalf("the other binding of the batch failed: %v", errs[0])
+			}
+		}
+		for _, m := range res[2].Devices[0] {
+			rec, err := db.LookupIMEI(ctx, m)
+			if err != nil || rec.State != store.StateReserved || rec.DeviceSerial != "dev-k2" {
+				t.Fatalf("IMEI %s: %+v, %v", m, rec, err)
+			}
+		}
+		mustCheck(t, db)
 	})
 }

@@ -25,6 +25,15 @@ type dialectSQL struct {
 	// readOnlyTx: read transactions are declared read-only (PostgreSQL;
 	// SQLite's read pool is opened read-only instead).
 	readOnlyTx bool
+	// arrayParams: lists are sent as one array parameter (= ANY(?) for
+	// IN lists, unnest(?, ?, ...) for the multi-row writer), so that a
+	// statement's text does not depend on how many rows or values it
+	// carries (PostgreSQL; SQLite has no array type).
+	arrayParams bool
+	// pipeline: a write transaction sends its writes whose only result is
+	// a row count together, in one round trip, before its next statement
+	// that returns rows or its commit (pgx batches; pipeline.go).
+	pipeline bool
 }
 
 var dialects = map[Dialect]dialectSQL{
@@ -35,5 +44,7 @@ var dialects = map[Dialect]dialectSQL{
 		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
 		guardedAppend: true,
 		readOnlyTx:    true,
+		arrayParams:   true,
+		pipeline:      true,
 	},
 }

@@ -30,3 +30,9 @@ func (db *DB) RunBatch(reqs []ReserveRequest, binds []*Binding) ([]*Reservation,
 	}
 	return res, errs
 }
+
+// CoalesceStats exposes the write-coalescing VFS's counters (tests).
+func CoalesceStats() (writes, flushes, bytes int64) { return coalesceStats() }
+
+// CoalesceVFS is the name of the write-coalescing VFS (tests).
+const CoalesceVFS = coalesceVFS

@@ -405,16 +405,50 @@ func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, erro
 // which device a public key (by SPKI hash) is bound to ("" if none): the two
 // checks before a new provisioning intent.
 func (db *DB) NewDeviceCheck(ctx context.Context, serial string, spkiHash []byte) (deviceExists bool, keyOwner string, err error) {
+	c, err := db.NewRequestCheck(ctx, "", serial, spkiHash)
+	return c.DeviceExists, c.KeyOwner, err
+}
+
+// RequestCheck is what a provisioning request needs to know before it
+// reserves anything (NewRequestCheck).
+type RequestCheck struct {
+	Issuance     *Issuance // the intent recorded for the request id (a replay), or nil
+	DeviceExists bool      // the device is recorded
+	KeyOwner     string    // the device the public key is bound to, or ""
+}
+
+// sqlRequestCheck reads the intent of a request id (if any), whether the
+// device is recorded and who holds the key, in one statement (one round
+// trip, one implicit transaction).
+const sqlRequestCheck = `SELECT CASE WHEN EXISTS (SELECT 1 FROM devices WHERE serial = ?) THEN 1 ELSE 0 END AS device_exists,
+	COALESCE((SELECT device_serial FROM device_keys WHERE spki_hash = ?), '') AS key_owner,
+	CASE WHEN i.request_id IS NULL THEN 0 ELSE 1 END AS found,
+	COALESCE(i.request_id, '') AS request_id, COALESCE(i.kind, '') AS kind, i.request_hash, COALESCE(i.station, '') AS station,
+	COALESCE(i.device_serial, '') AS device_serial, COALESCE(i.reservation_id, 0) AS reservation_id, COALESCE(i.grp, 0) AS grp,
+	COALESCE(i.cert_serial, '') AS cert_serial, COALESCE(i.not_before, 0) AS not_before, COALESCE(i.issuer_key_id, '') AS issuer_key_id,
+	i.public_key, i.spki_hash, COALESCE(i.state, '') AS state, COALESCE(i.created_at, 0) AS created_at
+	FROM (SELECT 1 AS one) x LEFT JOIN issuances i ON i.request_id = ?`
+
+// NewRequestCheck reads, in one statement, the intent already recorded for
+// requestID (nil if none: "" never names one), whether the device serial is
+// recorded and which device the key (by SPKI hash) is bound to: the reads
+// IssuanceByRequestID and NewDeviceCheck make, for a provisioning request
+// that would otherwise make both.
+func (db *DB) NewRequestCheck(ctx context.Context, requestID, serial string, spkiHash []byte) (RequestCheck, error) {
 	var r struct {
 		Exists int    `db:"device_exists"`
 		Owner  string `db:"key_owner"`
+		Found  int    `db:"found"`
+		issuanceRow
 	}
-	err = db.getR(ctx, &r, db.r.Rebind(`SELECT CASE WHEN EXISTS (SELECT 1 FROM devices WHERE serial = ?) THEN 1 ELSE 0 END AS device_exists,
-		COALESCE((SELECT device_serial FROM device_keys WHERE spki_hash = ?), '') AS key_owner`), serial, spkiHash)
-	if err != nil {
-		return false, "", translate(err, "look up device and key")
+	if err := db.getR(ctx, &r, db.r.Rebind(sqlRequestCheck), serial, spkiHash, requestID); err != nil {
+		return RequestCheck{}, translate(err, "look up request, device and key")
 	}
-	return r.Exists != 0, r.Owner, nil
+	c := RequestCheck{DeviceExists: r.Exists != 0, KeyOwner: r.Owner}
+	if r.Found != 0 {
+		c.Issuance = r.issuanceRow.issuance()
+	}
+	return c, nil
 }
 
 // IMEIsOf returns the IMEIs of ledger records.

@@ -274,9 +274,18 @@ func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
 	return fn(&Tx{tx: stx, db: db})
 }
 
+// Tx.Bind's statements (see bindSets).
+const (
+	sqlBindReserved = `UPDATE imeis SET state = 'BOUND', cert_serial = ?, bound_at = ?
+		WHERE imei14 IN (?) AND state = 'RESERVED' AND device_serial = ?`
+	sqlBindPreallocated = `UPDATE imeis SET state = 'BOUND', device_serial = ?, cert_serial = ?, bound_at = ?
+		WHERE imei14 IN (?) AND state = 'RESERVED' AND device_serial = ''`
+)
+
 // Bind moves a device's RESERVED IMEIs to BOUND with the device serial and
 // certificate serial, and emits imei.bound. The IMEIs must all be RESERVED
-// in one reservation group.
+// in one reservation group, for this device or for no device yet
+// (pre-allocated).
 func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID string) error {
 	if len(ims) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "imeis", "at least one IMEI is required")
@@ -286,21 +295,41 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 	for i, m := range ims {
 		keys[i] = int64(m.Uint64())
 	}
-	q, args, err := tx.in(`UPDATE imeis SET state = 'BOUND', device_serial = ?, cert_serial = ?, bound_at = ? WHERE imei14 IN (?) AND state = 'RESERVED'`,
-		deviceSerial, certSerial, now.UnixMicro(), keys)
-	if err != nil {
-		return err
+	// As bindBatch (bindSets): IMEIs reserved for this device first, the
+	// device serial not assigned, then pre-allocated ones.
+	bound := int64(0)
+	for _, st := range []struct {
+		q    string
+		args []any
+	}{
+		{sqlBindReserved, []any{certSerial, now.UnixMicro(), keys, deviceSerial}},
+		{sqlBindPreallocated, []any{deviceSerial, certSerial, now.UnixMicro(), keys}},
+	} {
+		q, args, err := tx.in(st.q, st.args...)
+		if err != nil {
+			return err
+		}
+		res, err := tx.exec(q, args...)
+		if err != nil {
+			return translate(err, "bind IMEIs")
+		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return translate(err, "bind IMEIs")
+		}
+		if bound += n; bound == int64(len(ims)) {
+			break
+		}
 	}
-	res, err := tx.exec(q, args...)
-	if err != nil {
-		return translate(err, "bind IMEIs")
-	}
-	if n, _ := res.RowsAffected(); n != int64(len(ims)) {
+	if bound != int64(len(ims)) {
 		// Name the IMEI at fault; the transaction is rolled back.
 		for _, m := range ims {
 			rec, err := tx.LookupIMEI(m)
 			if err != nil {
 				return err
+			}
+			if rec.State == StateReserved && rec.DeviceSerial != "" && rec.DeviceSerial != deviceSerial {
+				return tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is reserved for device %s, not %s", m, rec.DeviceSerial, deviceSerial)
 			}
 			if rec.State != StateBound || rec.DeviceSerial != deviceSerial || rec.CertSerial != certSerial {
 				return tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", m, rec.State)

@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"fmt"
+	"math"
 	"strings"
 
 	"github.com/tacline/tacline/tacerr"
@@ -70,14 +71,22 @@ func (w *rowWriter) flush() error {
 	if w.rows == 0 {
 		return nil
 	}
-	q, args, n := multiRow(w.head, w.tuple, w.rows), w.args, int64(w.rows)
-	w.args, w.rows = w.args[:0], 0
-	res, err := w.tx.exec(w.tx.rebind(q), args...)
-	if err != nil {
+	q, args := w.tx.multiRowInsert(w.head, w.tuple, w.cols, w.rows, w.args)
+	n := int64(w.rows)
+	w.args, w.rows = nil, 0 // a queued write keeps args
+	fail := func(err error) error {
 		if w.onDuplicate != nil && isDuplicate(err) {
 			return w.onDuplicate(err)
 		}
 		return translate(err, fmt.Sprintf("%s (%d rows)", w.what, n))
+	}
+	check := func(got int64) error { return rowCount(got, n, w.what) }
+	if w.tx.queueWrite(w.tx.rebind(q), args, check, fail) {
+		return nil
+	}
+	res, err := w.tx.exec(w.tx.rebind(q), args...)
+	if err != nil {
+		return fail(err)
 	}
 	return checkRows(res, n, w.what)
 }
@@ -85,11 +94,24 @@ func (w *rowWriter) flush() error {
 // execRows runs a statement (rebinding it) that must change exactly want
 // rows.
 func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
+	return tx.execCheck(q, args, func(n int64) error { return rowCount(n, want, what) }, what)
+}
+
+// execCheck runs a statement (rebinding it) whose only result is its row
+// count, which check decides; on PostgreSQL it is queued (pipeline.go).
+func (tx *Tx) execCheck(q string, args []any, check func(n int64) error, what string) error {
+	if tx.queueWrite(tx.rebind(q), args, check, func(err error) error { return translate(err, what) }) {
+		return nil
+	}
 	res, err := tx.exec(tx.rebind(q), args...)
 	if err != nil {
 		return translate(err, what)
 	}
-	return checkRows(res, want, what)
+	n, err := res.RowsAffected()
+	if err != nil {
+		return translate(err, what)
+	}
+	return check(n)
 }
 
 // checkRows checks that a statement changed exactly want rows.
@@ -98,8 +120,146 @@ func checkRows(res sql.Result, want int64, what string) error {
 	if err != nil {
 		return translate(err, what)
 	}
+	return rowCount(n, want, what)
+}
+
+// rowCount checks that a statement changed exactly want rows (n).
+func rowCount(n, want int64, what string) error {
 	if n != want {
 		return tacerr.New(tacerr.Conflict, "%s: %d rows changed, expected %d", what, n, want)
 	}
 	return nil
+}
+
+// multiRowInsert is the INSERT of rows rows (head "INSERT INTO t (a, b)
+// VALUES ", tuple "(?,?)", cols values per row in args): VALUES lists, or
+// on PostgreSQL (dialect arrayParams) the unnest form (unnestRows).
+func (tx *Tx) multiRowInsert(head, tuple string, cols, rows int, args []any) (string, []any) {
+	if tx.db.sql.arrayParams {
+		if q, a, ok := unnestRows(head, tuple, cols, args); ok {
+			return q, a
+		}
+	}
+	return multiRow(head, tuple, rows), args
+}
+
+// valuesTable is the FROM item "(VALUES tuple, tuple...) AS alias" of rows
+// rows (cols values each in args, the tuple's placeholders), its columns
+// named column1, column2...; on PostgreSQL (dialect arrayParams) the same
+// as "unnest(?::T1[], ...) AS alias(column1, ...)", one array per column,
+// so that the statement's text does not depend on the number of rows.
+func (tx *Tx) valuesTable(tuple string, cols, rows int, alias string, args []any) (string, []any) {
+	if tx.db.sql.arrayParams && len(args) == cols*rows {
+		arrays := make([]any, cols)
+		fn := make([]string, cols)
+		names := make([]string, cols)
+		ok := true
+		for c := 0; c < cols && ok; c++ {
+			var typ string
+			arrays[c], typ, ok = column(args, c, cols, rows)
+			fn[c], names[c] = "?::"+typ, fmt.Sprintf("column%d", c+1)
+		}
+		if ok {
+			return "unnest(" + strings.Join(fn, ", ") + ") AS " + alias + "(" + strings.Join(names, ", ") + ")", arrays
+		}
+	}
+	return multiRow("(VALUES ", tuple, rows) + ") AS " + alias, args
+}
+
+// unnestRows turns a multi-row INSERT (head "INSERT INTO t (a, b, c)
+// VALUES ", tuple "(?,'X',?)") into one whose text does not depend on the
+// number of rows, each placeholder column sent as one array:
+//
+//	INSERT INTO t (a, b, c) SELECT u.c1, 'X', u.c2 FROM unnest(?::bigint[], ?::text[]) AS u(c1, c2)
+//
+// (PostgreSQL). unnest yields the rows in order, so they are inserted in the
+// order they were added, as with VALUES. ok is false when a column's Go type
+// has no array form here; the caller then keeps the VALUES form.
+func unnestRows(head, tuple string, cols int, args []any) (string, []any, bool) {
+	insert, ok := strings.CutSuffix(strings.TrimSpace(head), "VALUES")
+	if !ok || !strings.HasPrefix(tuple, "(") || !strings.HasSuffix(tuple, ")") || len(args)%cols != 0 {
+		return "", nil, false
+	}
+	items := strings.Split(tuple[1:len(tuple)-1], ",")
+	rows := len(args) / cols
+	arrays := make([]any, 0, cols)
+	var sel, fn, names []string
+	c := 0
+	for _, it := range items {
+		it = strings.TrimSpace(it)
+		if it != "?" {
+			if strings.ContainsAny(it, "?(") { // a cast or an expression: not handled
+				return "", nil, false
+			}
+			sel = append(sel, it) // a literal
+			continue
+		}
+		if c >= cols {
+			return "", nil, false
+		}
+		arr, typ, ok := column(args, c, cols, rows)
+		if !ok {
+			return "", nil, false
+		}
+		c++
+		name := fmt.Sprintf("c%d", c)
+		sel, names = append(sel, "u."+name), append(names, name)
+		fn = append(fn, "?::"+typ)
+		arrays = append(arrays, arr)
+	}
+	if c != cols {
+		return "", nil, false
+	}
+	q := insert + "SELECT " + strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(fn, ", ") + ") AS u(" + strings.Join(names, ", ") + ")"
+	return q, arrays, true
+}
+
+// column collects column c of rows rows (cols values each) as a typed
+// slice and names its PostgreSQL array type.
+func column(args []any, c, cols, rows int) (any, string, bool) {
+	switch args[c].(type) {
+	case int64, int, int32, uint32, uint64:
+		out := make([]int64, rows)
+		for r := range out {
+			switch v := args[r*cols+c].(type) {
+			case int64:
+				out[r] = v
+			case int:
+				out[r] = int64(v)
+			case int32:
+				out[r] = int64(v)
+			case uint32:
+				out[r] = int64(v)
+			case uint64:
+				if v > math.MaxInt64 {
+					return nil, "", false
+				}
+				out[r] = int64(v)
+			default:
+				return nil, "", false
+			}
+		}
+		return out, "bigint[]", true
+	case string:
+		out := make([]string, rows)
+		for r := range out {
+			v, ok := args[r*cols+c].(string)
+			if !ok {
+				return nil, "", false
+			}
+			out[r] = v
+		}
+		return out, "text[]", true
+	case []byte:
+		out := make([][]byte, rows)
+		for r := range out {
+			v, ok := args[r*cols+c].([]byte)
+			if !ok {
+				return nil, "", false
+			}
+			out[r] = v
+		}
+		return out, "bytea[]", true
+	}
+	return nil, "", false
 }

@@ -92,8 +92,11 @@ func (tx *Tx) stmt(query string) *sqlx.Stmt {
 }
 
 // exec runs a statement in the transaction (through the statement cache on
-// SQLite).
+// SQLite), after the writes queued before it (pipeline.go).
 func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
+	if err := tx.sync(); err != nil {
+		return nil, err
+	}
 	if s := tx.stmt(query); s != nil {
 		return s.Exec(args...)
 	}
@@ -102,6 +105,9 @@ func (tx *Tx) exec(query string, args ...any) (sql.Result, error) {
 
 // get runs a query returning one row into dest (see exec).
 func (tx *Tx) get(dest any, query string, args ...any) error {
+	if err := tx.sync(); err != nil {
+		return err
+	}
 	if s := tx.stmt(query); s != nil {
 		return s.Get(dest, args...)
 	}
@@ -110,6 +116,9 @@ func (tx *Tx) get(dest any, query string, args ...any) error {
 
 // sel runs a query into a slice (see exec).
 func (tx *Tx) sel(dest any, query string, args ...any) error {
+	if err := tx.sync(); err != nil {
+		return err
+	}
 	if s := tx.stmt(query); s != nil {
 		return s.Select(dest, args...)
 	}
@@ -118,6 +127,9 @@ func (tx *Tx) sel(dest any, query string, args ...any) error {
 
 // queryx runs a query (see exec).
 func (tx *Tx) queryx(query string, args ...any) (*sqlx.Rows, error) {
+	if err := tx.sync(); err != nil {
+		return nil, err
+	}
 	if s := tx.stmt(query); s != nil {
 		return s.Queryx(args...)
 	}
@@ -125,7 +137,10 @@ func (tx *Tx) queryx(query string, args ...any) (*sqlx.Rows, error) {
 }
 
 // queryRowx runs a query returning at most one row (see exec).
-func (tx *Tx) queryRowx(query string, args ...any) *sqlx.Row {
+func (tx *Tx) queryRowx(query string, args ...any) interface{ Scan(...any) error } {
+	if err := tx.sync(); err != nil {
+		return errRow{err}
+	}
 	if s := tx.stmt(query); s != nil {
 		return s.QueryRowx(args...)
 	}

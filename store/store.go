@@ -166,7 +166,9 @@ func (db *DB) openSQLite(cfg Config) error {
 	// The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): the
 	// indexes that provisioning inserts into at random places (certificate
 	// serials, device keys) stay in memory instead of being read back.
-	w, err := sqlx.Open(sqliteWriter, "file:"+path+"?"+common+"&_txlock=immediate&_cache_size=-65536")
+	// The writer's files go through the write-coalescing VFS
+	// (coalesce_vfs.go): the same bytes and fsyncs, fewer system calls.
+	w, err := sqlx.Open(sqliteWriter, "file:"+path+"?"+common+"&_txlock=immediate&_cache_size=-65536&vfs="+coalesceVFS)
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
 	}
@@ -266,6 +268,9 @@ type Tx struct {
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
+	// pipe queues writes until the next statement that returns rows
+	// (PostgreSQL write transactions, dialect pipeline; pipeline.go).
+	pipe *pipeline
 	// audit is where the audit log put the events of the current flush
 	// (AppendAudit), for the sinks after it (the site outbox).
 	audit auditSpan
@@ -308,11 +313,26 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 }
 
 func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	stx, err := db.w.BeginTxx(ctx, nil)
+	var conn *sqlx.Conn
+	var stx *sqlx.Tx
+	if db.sql.pipeline {
+		// The transaction on a connection of its own, so that queued
+		// writes can be sent on it as one pgx batch (pipeline.go).
+		if conn, err = db.w.Connx(ctx); err != nil {
+			return translate(err, "begin ledger transaction")
+		}
+		defer conn.Close()
+		stx, err = conn.BeginTxx(ctx, nil)
+	} else {
+		stx, err = db.w.BeginTxx(ctx, nil)
+	}
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
 	tx := &Tx{tx: stx, db: db, write: true}
+	if conn != nil {
+		tx.pipe = &pipeline{ctx: ctx, conn: conn}
+	}
 	defer func() {
 		if p := recover(); p != nil {
 			stx.Rollback()
@@ -328,6 +348,9 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err = tx.flush(); err != nil {
 		return err
 	}
+	if err = tx.sync(); err != nil {
+		return err
+	}
 	if err = stx.Commit(); err != nil {
 		return translate(err, "commit ledger transaction")
 	}
@@ -337,8 +360,18 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 // noRows reports whether err is sql.ErrNoRows.
 func noRows(err error) bool { return errors.Is(err, sql.ErrNoRows) }
 
-// in expands a query with IN (?) for a slice and rebinds it for tx's dialect.
+// in expands a query with IN (?) for a slice and rebinds it for tx's
+// dialect. On PostgreSQL (dialect arrayParams) the slice is sent as one
+// array parameter, IN (?) becoming = ANY(?): the statement's text, and so
+// pgx's prepared statement and the server's plan, is the same for any
+// number of values, where an expanded list made a new statement (one more
+// round trip to prepare it, and a fresh plan) for every length.
 func (tx *Tx) in(query string, args ...any) (string, []any, error) {
+	if tx.db.sql.arrayParams {
+		if q, ok := anyArrays(query, args); ok {
+			return tx.rebind(q), args, nil
+		}
+	}
 	q, a, err := sqlx.In(query, args...)
 	if err != nil {
 		return "", nil, fmt.Errorf("expand query: %w", err)
@@ -346,9 +379,46 @@ func (tx *Tx) in(query string, args ...any) (string, []any, error) {
 	return tx.rebind(q), a, nil
 }
 
+// anyArrays rewrites each "IN (?)" whose argument is a slice of strings or
+// int64s into "= ANY(?)"; ok is false (nothing rewritten) when a slice
+// argument has another type or another placeholder shape, for sqlx.In.
+func anyArrays(query string, args []any) (string, bool) {
+	var b strings.Builder
+	rest := query
+	for _, a := range args {
+		i := strings.IndexByte(rest, '?')
+		if i < 0 {
+			return "", false
+		}
+		switch a.(type) {
+		case []string, []int64:
+			if !strings.HasSuffix(rest[:i], "IN (") || !strings.HasPrefix(rest[i:], "?)") {
+				return "", false
+			}
+			b.WriteString(rest[:i-len("IN (")])
+			b.WriteString("= ANY(?)")
+			rest = rest[i+2:]
+		default:
+			b.WriteString(rest[:i+1])
+			rest = rest[i+1:]
+		}
+	}
+	if strings.IndexByte(rest, '?') >= 0 {
+		return "", false
+	}
+	b.WriteString(rest)
+	return b.String(), true
+}
+
 func init() {
 	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
-	rawsql.Tx = func(tx any) *sqlx.Tx { return tx.(*Tx).tx }
+	rawsql.Tx = func(tx any) *sqlx.Tx {
+		// A raw statement runs after the writes queued before it; their
+		// failure fails it (the transaction is aborted).
+		t := tx.(*Tx)
+		t.sync()
+		return t.tx
+	}
 }
 
 // sqlxIn expands a query with IN (?) for a slice (not rebound).

@@ -57,6 +57,9 @@ func newBenchProvisionCmd() *cobra.Command {
 			if asJSON {
 				return printJSON(cmd.OutOrStdout(), res)
 			}
+			if res.Replicas > 1 {
+				fmt.Fprintf(cmd.OutOrStdout(), "%d replicas, ", res.Replicas)
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s, %d stations: %d devices in %.1fs = %.0f devices/s, p50 %.1f ms, p99 %.1f ms, %d errors\n",
 				res.DB, res.Stations, res.Devices, res.DurationSeconds, res.DevicesPerSecond, res.P50ms, res.P99ms, res.Errors)
 			fmt.Fprintf(cmd.OutOrStdout(), "server CPU %.0f us/device; raw HSM P-256 signs %.0f/s (same token, same run); ledger ok %v\n",
@@ -80,6 +83,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.BoolVar(&o.NoAudit, "no-audit", false, "run without the audit log")
 	f.IntVar(&o.Prefill, "prefill", 0, "fill a new ledger with this many provisioned devices (bulk load), then measure it and an empty ledger in the same run")
 	f.BoolVar(&o.Remeasure, "remeasure", false, "with --prefill: measure the prefilled SQLite ledger an earlier --prefill run left in --dir again (and a new empty one) instead of filling")
+	f.IntVar(&o.Replicas, "replicas", 1, "tacline serve processes sharing the ledger, the stations spread over them (--db postgres)")
 	f.IntVar(&rounds, "rounds", 2, "with --compare-audit: alternating pairs of runs")
 	return c
 }
