@@ -210,40 +210,16 @@ var errNeedDB = errors.New("stored hash not cached")
 // having written nothing, otherwise.
 func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed bool) (bool, error) {
 	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed}
-	a := &store.AuditAppend{From: store.AuditHead{Size: size, Root: root}, Leaves: make([]store.AuditLeaf, 0, len(events))}
-	for i, e := range events {
-		n := size + int64(i)
-		data, err := EncodeEvent(e)
-		if err != nil {
-			return false, err
-		}
-		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(data), r)
-		if errors.Is(err, errNeedDB) {
-			return false, nil
-		}
-		if err != nil {
-			return false, store.Translate(err, "compute audit stored hashes")
-		}
-		base := tlog.StoredHashIndex(0, n)
-		for j, h := range hs {
-			r.known[base+int64(j)] = h
-			a.Hashes = append(a.Hashes, store.AuditHash{Index: base + int64(j), Hash: h})
-		}
-		leaf := store.AuditLeaf{Index: n, Data: data, IMEIs: make([]string, len(e.IMEIs))}
-		for j, m := range e.IMEIs {
-			leaf.IMEIs[j] = normIMEI(m)
-		}
-		a.Leaves = append(a.Leaves, leaf)
-	}
-	newSize := size + int64(len(events))
-	newRoot, err := tlog.TreeHash(newSize, r)
+	a := &store.AuditAppend{From: store.AuditHead{Size: size, Root: root}}
+	err := buildAppend(a, events, r, r.known)
 	if errors.Is(err, errNeedDB) {
 		return false, nil
 	}
 	if err != nil {
-		return false, store.Translate(err, "compute audit root")
+		return false, err
 	}
-	a.To = store.AuditHead{Size: newSize, Root: newRoot}
+	newSize := a.To.Size
+	newRoot := tlog.Hash(a.To.Root)
 	if guessed {
 		if ok, err := tx.AppendAuditIfHead(a); err != nil || !ok {
 			return false, err
@@ -259,6 +235,49 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 		}
 	}
 	return true, nil
+}
+
+// buildAppend fills a (whose From is set) with the leaves, IMEI index rows
+// and stored hashes of events appended to the tree of size a.From.Size, and
+// its new head. Stored hashes computed are added to known; r reads the
+// others (the tree's edge).
+func buildAppend(a *store.AuditAppend, events []store.Event, r tlog.HashReader, known map[int64]tlog.Hash) error {
+	size := a.From.Size
+	a.Leaves = make([]store.AuditLeaf, 0, len(events))
+	for i, e := range events {
+		n := size + int64(i)
+		data, err := EncodeEvent(e)
+		if err != nil {
+			return err
+		}
+		hs, err := tlog.StoredHashesForRecordHash(n, tlog.RecordHash(data), r)
+		if errors.Is(err, errNeedDB) {
+			return err
+		}
+		if err != nil {
+			return store.Translate(err, "compute audit stored hashes")
+		}
+		base := tlog.StoredHashIndex(0, n)
+		for j, h := range hs {
+			known[base+int64(j)] = h
+			a.Hashes = append(a.Hashes, store.AuditHash{Index: base + int64(j), Hash: h})
+		}
+		leaf := store.AuditLeaf{Index: n, Data: data, IMEIs: make([]string, len(e.IMEIs))}
+		for j, m := range e.IMEIs {
+			leaf.IMEIs[j] = normIMEI(m)
+		}
+		a.Leaves = append(a.Leaves, leaf)
+	}
+	newSize := size + int64(len(events))
+	newRoot, err := tlog.TreeHash(newSize, r)
+	if errors.Is(err, errNeedDB) {
+		return err
+	}
+	if err != nil {
+		return store.Translate(err, "compute audit root")
+	}
+	a.To = store.AuditHead{Size: newSize, Root: newRoot}
+	return nil
 }
 
 // normIMEI stores IMEIs in their 15-digit form when they parse, as given

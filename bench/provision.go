@@ -30,6 +30,17 @@ type ProvisionOptions struct {
 	OfferedRate float64 // devices/s; 0: closed loop
 	CPUProfile  string  // if set, the server writes a CPU profile here
 	NoAudit     bool    // run without the audit log
+	// Prefill, if positive, measures twice in one run: on a ledger bulk
+	// loaded with Prefill devices first (Prefill), then on an empty one,
+	// in a second environment (Dir/empty); the result is the prefilled
+	// run's, with the empty run and the ratio in it.
+	Prefill int
+	// Remeasure, with Prefill, measures the prefilled ledger an earlier
+	// run left in Dir/prefilled again instead of filling a new one (SQLite:
+	// a PostgreSQL prefill's database is dropped at its end).
+	Remeasure bool
+	// Progress, if set, gets the prefill's progress lines.
+	Progress io.Writer
 	// Replicas is the number of `tacline serve` processes sharing the
 	// ledger (PostgreSQL only; 0 or 1: one), the stations spread over them.
 	Replicas int
@@ -67,6 +78,22 @@ type ProvisionResult struct {
 	ServerWrittenKiBPerDevice float64 `json:"server_written_kib_per_device"`
 	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
 	LoadAverage string `json:"load_average"`
+
+	// With --prefill: the bulk load, the ledger's size after it, the run
+	// on an empty ledger in the same command, and devices/s prefilled over
+	// devices/s empty (issue 14's target: >= 0.9). LedgerOK is then both
+	// ledgers' `ledger check`; AuditOK the prefilled log's export verified
+	// offline (a checkpoint signed after the run, the whole log).
+	Prefill            int              `json:"prefill,omitempty"`
+	PrefillSeconds     float64          `json:"prefill_seconds,omitempty"`
+	PrefillPerSecond   float64          `json:"prefill_devices_per_second,omitempty"`
+	LedgerBytes        int64            `json:"ledger_bytes,omitempty"`
+	Empty              *ProvisionResult `json:"empty,omitempty"`
+	EmptyPerSecond     float64          `json:"empty_devices_per_second,omitempty"`
+	PrefilledRatio     float64          `json:"prefilled_ratio,omitempty"`
+	AuditOK            *bool            `json:"audit_ok,omitempty"`
+	AuditVerifySeconds float64          `json:"audit_verify_seconds,omitempty"`
+	CheckSeconds       float64          `json:"ledger_check_seconds,omitempty"`
 }
 
 // Provision sets up a fresh environment, measures raw HSM signing on its
@@ -87,11 +114,19 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if logw == nil {
 		logw = io.Discard
 	}
+	if o.Prefill > 0 {
+		return provisionPrefilled(ctx, o, logw)
+	}
 	env, drop, err := setupEnv(ctx, devenv.Options{Dir: o.Dir, Stations: o.Stations, Driver: o.Driver, Log: logw, AuditDisabled: o.NoAudit}, o.AdminDSN)
 	defer drop()
 	if err != nil {
 		return nil, err
 	}
+	return measure(ctx, o, env)
+}
+
+// measure runs the server of env and drives it for o.Duration.
+func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*ProvisionResult, error) {
 	res := &ProvisionResult{DB: string(o.Driver), Replicas: o.Replicas, Stations: o.Stations, OfferedRate: o.OfferedRate, Audit: !o.NoAudit}
 
 	// Raw signing on the same token, before the server opens it.
@@ -162,11 +197,12 @@ func Provision(ctx context.Context, o ProvisionOptions) (*ProvisionResult, error
 	if res.RawHSMSignPerSecond > 0 {
 		res.RatioToRawSign = res.DevicesPerSecond / res.RawHSMSignPerSecond
 	}
+	checkStart := time.Now()
 	rep, err := env.CheckLedger(ctx)
 	if err != nil {
 		return nil, err
 	}
-	res.LedgerOK = rep.OK()
+	res.LedgerOK, res.CheckSeconds = rep.OK(), time.Since(checkStart).Seconds()
 	return res, nil
 }
 

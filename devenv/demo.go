@@ -11,6 +11,7 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/factory/sim"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -185,6 +186,28 @@ func (e *Env) CheckLedger(ctx context.Context) (store.CheckReport, error) {
 	}
 	defer db.Close()
 	return db.Check(ctx)
+}
+
+// Reopen returns the environment Setup made in dir earlier, as it is now
+// (configuration, credentials, ledger), for another run on it.
+func Reopen(dir string) (*Env, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	env := &Env{Dir: dir, ConfigPath: filepath.Join(dir, "tacline.yaml"), CredsDir: filepath.Join(dir, "stations"),
+		ExportsDir: filepath.Join(dir, "exports"), IdentitiesDir: filepath.Join(dir, "identities")}
+	if env.Config, err = config.Load(env.ConfigPath); err != nil {
+		return nil, err
+	}
+	return env, nil
+}
+
+// OpenLedger opens the environment's ledger as the server does: the audit
+// log and the register outbox attached as sinks, so ledger changes made
+// through it emit their events.
+func (e *Env) OpenLedger(ctx context.Context) (*store.DB, error) {
+	return server.OpenLedger(ctx, e.Config)
 }
 
 // printConsole prints the console's and the check page's addresses on the

@@ -214,6 +214,15 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	return env, nil
 }
 
+// DevTAC is a development TAC of the catalogue: the TL-Phone 1, two IMEIs
+// per device, approved for DE, allocated on January 1 of now's year.
+func DevTAC(tac uint32, modelNumber string, now time.Time) catalog.TAC {
+	alloc := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
+	return catalog.TAC{TAC: tac, Brand: Manufacturer, ModelName: "TL-Phone 1", ModelNumber: modelNumber,
+		MarketingName: "Tacline One", DeviceType: "Smartphone", RadioInterfaces: []string{"GSM", "LTE", "NR"}, IMEIsPerDevice: 2,
+		AllocationDate: alloc, Approvals: []catalog.Approval{{Market: "DE", Reference: "DEMO-DE-" + fmt.Sprint(tac), ValidFrom: alloc}}}
+}
+
 // certifiedCA is the ceremony of an environment whose device issuing CA
 // another deployment's root certifies: its infrastructure hierarchy, its
 // issuing CA key and CSR (named cn), the certificate certify returns
@@ -251,15 +260,12 @@ func certifiedCA(ctx context.Context, db *store.DB, tok *hsm.Token, cn string, n
 
 // catalogue makes the development TACs and one pool per station.
 func catalogue(stations int, now time.Time) ([]catalog.TAC, []store.Pool) {
-	alloc := time.Date(now.Year(), 1, 1, 0, 0, 0, 0, time.UTC)
 	var tacs []catalog.TAC
 	var pools []store.Pool
 	for i := 0; i < stations; i++ {
 		tac := uint32(FirstTAC + i/4)
 		if i%4 == 0 {
-			tacs = append(tacs, catalog.TAC{TAC: tac, Brand: Manufacturer, ModelName: "TL-Phone 1", ModelNumber: fmt.Sprintf("TLP1-%02d", i/4),
-				MarketingName: "Tacline One", DeviceType: "Smartphone", RadioInterfaces: []string{"GSM", "LTE", "NR"}, IMEIsPerDevice: 2,
-				AllocationDate: alloc, Approvals: []catalog.Approval{{Market: "DE", Reference: "DEMO-DE-" + fmt.Sprint(tac), ValidFrom: alloc}}})
+			tacs = append(tacs, DevTAC(tac, fmt.Sprintf("TLP1-%02d", i/4), now))
 		}
 		q := uint32(i % 4)
 		pools = append(pools, store.Pool{Name: fmt.Sprintf("pool-%02d", i+1), TAC: tac, SNRStart: q * 250000, SNREnd: q*250000 + 249999,

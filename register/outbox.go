@@ -38,8 +38,19 @@ func registerEvent(t string) string {
 // transaction), all rows of the transaction's events appended at once
 // (store's multi-row writer).
 func (Outbox) Append(tx *store.Tx, events []store.Event) error {
-	type names struct{ brand, model string }
-	cache := map[uint32]names{}
+	rows, err := Rows(events, func(tac uint32) (string, string, bool, error) { return tx.TACNames(tac) })
+	if err != nil || len(rows) == 0 {
+		return err
+	}
+	return tx.AppendOutbox(rows)
+}
+
+// Rows returns the outbox rows of events (one per IMEI of each reportable
+// event, fresh idempotency keys); names gives a TAC's brand and model (once
+// per TAC). The sink writes them; a bulk loader may too.
+func Rows(events []store.Event, names func(tac uint32) (brand, model string, found bool, err error)) ([]store.OutboxRow, error) {
+	type bm struct{ brand, model string }
+	cache := map[uint32]bm{}
 	var rows []store.OutboxRow
 	keys := newKeys()
 	for _, ev := range events {
@@ -50,28 +61,25 @@ func (Outbox) Append(tx *store.Tx, events []store.Event) error {
 		for _, s := range ev.IMEIs {
 			m, err := imei.Parse(s)
 			if err != nil {
-				return tacerr.Wrap(tacerr.Internal, err, "register outbox: event %s carries IMEI %q", ev.Type, s)
+				return nil, tacerr.Wrap(tacerr.Internal, err, "register outbox: event %s carries IMEI %q", ev.Type, s)
 			}
 			n, ok := cache[m.TAC()]
 			if !ok {
-				brand, model, found, err := tx.TACNames(m.TAC())
+				brand, model, found, err := names(m.TAC())
 				if err != nil {
-					return err
+					return nil, err
 				}
 				if !found {
-					return tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
+					return nil, tacerr.New(tacerr.TACUnknown, "register outbox: TAC %s of IMEI %s is not in the catalogue", m.TACString(), m)
 				}
-				n = names{brand, model}
+				n = bm{brand, model}
 				cache[m.TAC()] = n
 			}
 			rows = append(rows, store.OutboxRow{Key: keys.next(), IMEI14: m.Uint64(), TAC: m.TAC(), Event: event,
 				DeviceID: wire.DeviceIDOf(ev.DeviceSerial, m), Model: n.model, Brand: n.brand, OccurredAt: ev.Time})
 		}
 	}
-	if len(rows) == 0 {
-		return nil
-	}
-	return tx.AppendOutbox(rows)
+	return rows, nil
 }
 
 // keySource makes idempotency keys: "tl-", 16 hex digits of the time in

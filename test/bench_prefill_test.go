@@ -1,0 +1,72 @@
+package test
+
+import (
+	"encoding/json"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+// TestBenchProvisionPrefill runs `tacline bench provision --prefill 2000`
+// on both databases: the bulk-loaded ledger passes `ledger check` and the
+// offline audit verification, and provisioning over mutual TLS works on it
+// afterwards (correctness only; the figures go in docs/benchmarks.md).
+func TestBenchProvisionPrefill(t *testing.T) {
+	for _, db := range []string{"sqlite", "postgres"} {
+		t.Run(db, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "bench")
+			r := tacline(t, 5*time.Minute, "bench", "provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4",
+				"--dir", dir, "--json")
+			if r.code != 0 {
+				t.Fatalf("tacline bench provision --prefill exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			var res struct {
+				Prefill     int     `json:"prefill"`
+				Devices     int     `json:"devices"`
+				Errors      int     `json:"errors"`
+				LedgerOK    bool    `json:"ledger_ok"`
+				AuditOK     *bool   `json:"audit_ok"`
+				FillSeconds float64 `json:"prefill_seconds"`
+				Ratio       float64 `json:"prefilled_ratio"`
+				LedgerBytes int64   `json:"ledger_bytes"`
+				EmptyPerSec float64 `json:"empty_devices_per_second"`
+				Empty       *struct {
+					Devices  int  `json:"devices"`
+					LedgerOK bool `json:"ledger_ok"`
+				} `json:"empty"`
+			}
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
+			}
+			if res.Prefill != 2000 || res.FillSeconds <= 0 || res.LedgerBytes <= 0 {
+				t.Errorf("prefill %d in %v s, ledger %d bytes; want 2000 devices, a fill time and a size", res.Prefill, res.FillSeconds, res.LedgerBytes)
+			}
+			if !res.LedgerOK || res.AuditOK == nil || !*res.AuditOK {
+				t.Errorf("ledger_ok %v, audit_ok %v: the prefilled ledger must pass both checks\nstderr:\n%s", res.LedgerOK, res.AuditOK, r.stderr)
+			}
+			if res.Devices == 0 || res.Errors != 0 {
+				t.Errorf("after the prefill %d devices provisioned with %d errors, want some and none", res.Devices, res.Errors)
+			}
+			if res.Empty == nil || res.Empty.Devices == 0 || !res.Empty.LedgerOK || res.EmptyPerSec <= 0 || res.Ratio <= 0 {
+				t.Errorf("the empty ledger's run is missing or failed: %+v, ratio %v", res.Empty, res.Ratio)
+			}
+			if db != "sqlite" {
+				return
+			}
+			// --remeasure: the prefilled ledger left in dir, measured again
+			// (it still passes both checks with the first run's devices on it).
+			r = tacline(t, 5*time.Minute, "bench", "provision", "--prefill", "2000", "--remeasure", "--duration", "1s", "--stations", "4",
+				"--dir", dir, "--json")
+			if r.code != 0 {
+				t.Fatalf("--remeasure exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
+			}
+			res.AuditOK = nil
+			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
+				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
+			}
+			if !res.LedgerOK || res.AuditOK == nil || !*res.AuditOK || res.Devices == 0 || res.Errors != 0 {
+				t.Errorf("--remeasure: ledger_ok %v, audit_ok %v, %d devices, %d errors", res.LedgerOK, res.AuditOK, res.Devices, res.Errors)
+			}
+		})
+	}
+}
