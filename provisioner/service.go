@@ -493,13 +493,21 @@ func (s *Service) PoolsRemaining(ctx context.Context) ([]store.PoolStats, error)
 	return s.db.PoolHeads(ctx)
 }
 
-// Pools returns every pool with its utilisation. Stations see their own pools.
+// Pools returns every pool with its utilisation. Stations see their own
+// pools, counted alone (store.PoolsNamed: a station starting reads its
+// pools' rows, not the whole ledger's).
 func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error) {
-	all, err := s.db.Pools(ctx)
-	if err != nil || a.Station == "" || a.Has(RoleOperator) || a.Has(RoleAuditor) || a.Has(RoleRegulator) {
-		return all, err
+	if a.Station == "" || a.Has(RoleOperator) || a.Has(RoleAuditor) || a.Has(RoleRegulator) {
+		return s.db.Pools(ctx)
 	}
 	st, err := s.station(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if !s.cfg.SiteLeases {
+		return s.db.PoolsNamed(ctx, st.Pools)
+	}
+	all, err := s.db.Pools(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -513,10 +521,7 @@ func (s *Service) Pools(ctx context.Context, a Actor) ([]store.PoolStats, error)
 			out = append(out, p)
 		}
 	}
-	if s.cfg.SiteLeases {
-		return s.sitePools(ctx, out, all, mine)
-	}
-	return out, nil
+	return s.sitePools(ctx, out, all, mine)
 }
 
 // sitePools adds to a station's pools, at a site, the HQ pools it names:

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
@@ -368,6 +369,58 @@ func TestPoolHeads(t *testing.T) {
 		}
 		if full[0].Reserved != 3 || heads[0].Free != 97 || heads[1].Free != 100 {
 			t.Fatalf("after reserving 3 of pool A: Pools = %+v, PoolHeads = %+v", full, heads)
+		}
+	})
+}
+
+// TestPoolsNamed: PoolsNamed gives the named pools exactly what Pools gives
+// them (usage counts by state included), in Pools' order, leaving out
+// names that are no pool and the pools not named.
+func TestPoolsNamed(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 100, 199)
+		for _, p := range []store.Pool{
+			{Name: "B", TAC: testTAC, SNRStart: 500, SNREnd: 599},
+			{Name: "C", TAC: testTAC, SNRStart: 700, SNREnd: 799},
+		} {
+			if _, err := db.CreatePool(ctx, p, "test"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		ra, err := reserve(db, "r1", "A", 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reserve(db, "r2", "A", 1); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := reserve(db, "r3", "C", 2); err != nil {
+			t.Fatal(err)
+		}
+		// One of pool A's IMEIs voided: counted as voided, not reserved.
+		if err := db.InTx(ctx, func(tx *store.Tx) error {
+			return tx.Void(ra.Devices[0][:1], lifecycle.VoidTest, "test", "test", "")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		full, err := db.Pools(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := db.PoolsNamed(ctx, []string{"C", "nope", "A"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []store.PoolStats{full[0], full[2]}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("PoolsNamed(C, nope, A) = %+v\nwant (from Pools) %+v", got, want)
+		}
+		if got[0].Reserved != 2 || got[0].Voided != 1 || got[1].Reserved != 2 || got[1].Free != 98 {
+			t.Fatalf("PoolsNamed counts = %+v", got)
+		}
+		if none, err := db.PoolsNamed(ctx, nil); err != nil || len(none) != 0 {
+			t.Fatalf("PoolsNamed(nil) = %+v, %v", none, err)
 		}
 	})
 }

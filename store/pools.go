@@ -143,6 +143,75 @@ func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(
 // the size of the ledger (the metrics scrape uses it).
 func (db *DB) PoolHeads(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, false, "") }
 
+// PoolsNamed returns the named pools (names that are no pool are left
+// out) with their utilisation, ordered like Pools. Unlike Pools it counts
+// only these pools' own rows, one read of an IMEI range each (the imeis
+// primary key), so what a station sees of its pools costs the same
+// whatever else the ledger holds.
+func (db *DB) PoolsNamed(ctx context.Context, names []string) ([]PoolStats, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	var out []PoolStats
+	err := db.readTx(ctx, func(tx *Tx) error {
+		q, args, err := tx.in(sqlSelectPools+` WHERE name IN (?) ORDER BY tac, snr_start`, names)
+		if err != nil {
+			return err
+		}
+		var rows []poolRow
+		if err := tx.sel(&rows, q, args...); err != nil {
+			return translate(err, "list pools")
+		}
+		out = make([]PoolStats, 0, len(rows))
+		for _, r := range rows {
+			ps := PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
+			if r.NextSNR > r.SNRStart {
+				base := r.TAC * imei.SNRsPerTAC
+				c, err := countStates(txQuerier{tx}, base+r.SNRStart, base+r.NextSNR-1, "count pool usage")
+				if err != nil {
+					return err
+				}
+				ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = c.Reserved, c.Bound, c.Voided, c.Revoked
+			}
+			out = append(out, ps)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// stateCounts are the IMEI rows of a range by state.
+type stateCounts struct{ Reserved, Bound, Voided, Revoked int64 }
+
+func (c stateCounts) total() int64 { return c.Reserved + c.Bound + c.Voided + c.Revoked }
+
+// countStates counts the IMEI rows in [lo, hi] (14-digit IMEIs) by state:
+// a range read of the imeis primary key.
+func countStates(q querier, lo, hi int64, what string) (stateCounts, error) {
+	type count struct {
+		State lifecycle.State `db:"state"`
+		N     int64           `db:"n"`
+	}
+	var cs []count
+	if err := q.Select(&cs, q.Rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`), lo, hi); err != nil {
+		return stateCounts{}, translate(err, what)
+	}
+	var out stateCounts
+	for _, c := range cs {
+		switch c.State {
+		case StateReserved:
+			out.Reserved = c.N
+		case StateBound:
+			out.Bound = c.N
+		case StateVoided:
+			out.Voided = c.N
+		case StateRevoked:
+			out.Revoked = c.N
+		}
+	}
+	return out, nil
+}
+
 func (db *DB) pools(ctx context.Context, counts bool, where string, args ...any) ([]PoolStats, error) {
 	var rows []poolRow
 	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectPools+where+" ORDER BY tac, snr_start"), args...); err != nil {

@@ -434,28 +434,12 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 		}
 		for _, l := range ls {
 			st := LeaseStats{Lease: l.lease()}
-			type count struct {
-				State lifecycle.State `db:"state"`
-				N     int64           `db:"n"`
+			c, err := countStates(txQuerier{tx}, l.lo(), l.usedHi(), "count lease rows")
+			if err != nil {
+				return err
 			}
-			var cs []count
-			if err := tx.sel(&cs, tx.rebind(`SELECT state, COUNT(*) AS n FROM imeis WHERE imei14 BETWEEN ? AND ? GROUP BY state`),
-				l.lo(), l.usedHi()); err != nil {
-				return translate(err, "count lease rows")
-			}
-			used := int64(0)
-			for _, c := range cs {
-				used += c.N
-				switch c.State {
-				case StateBound:
-					st.Bound = c.N
-				case StateVoided:
-					st.Voided = c.N
-				case StateRevoked:
-					st.Revoked = c.N
-				}
-			}
-			st.Unused = l.usedHi() - l.lo() + 1 - used
+			st.Bound, st.Voided, st.Revoked = c.Bound, c.Voided, c.Revoked
+			st.Unused = l.usedHi() - l.lo() + 1 - c.total()
 			out = append(out, st)
 		}
 		return nil
