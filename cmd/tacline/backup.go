@@ -135,11 +135,7 @@ func newRestoreCmd() *cobra.Command {
 		Short: "Acknowledge serving a ledger older than the published audit checkpoint (audited); read docs/operations.md first",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			cfg, db, err := configAndLedger(cmd)
 			if err != nil {
 				return err
 			}

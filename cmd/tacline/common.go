@@ -30,11 +30,22 @@ func openLedger(ctx context.Context, cfg *config.File) (*store.DB, error) {
 
 // ledgerFromFlags loads the --config file and opens its ledger.
 func ledgerFromFlags(cmd *cobra.Command) (*store.DB, error) {
+	_, db, err := configAndLedger(cmd)
+	return db, err
+}
+
+// configAndLedger loads the --config file and opens its ledger, for
+// commands that read the configuration too.
+func configAndLedger(cmd *cobra.Command) (*config.File, *store.DB, error) {
 	cfg, err := loadConfig(cmd)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return openLedger(cmd.Context(), cfg)
+	db, err := openLedger(cmd.Context(), cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return cfg, db, nil
 }
 
 // signalContext is cancelled on SIGINT or SIGTERM.

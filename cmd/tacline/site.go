@@ -34,11 +34,7 @@ func newLeaseCmd() *cobra.Command {
 		Short: "Lease a block of at most SIZE SNRs of a pool to a site (SNRs other sites released come first), within hq.lease",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			cfg, db, err := configAndLedger(cmd)
 			if err != nil {
 				return err
 			}
@@ -235,11 +231,7 @@ func newSiteCmd() *cobra.Command {
 		Short: "At HQ: each site's leases, leased SNRs, bound, voided, unused, last sync, last verified checkpoint, consistent; at a site: its leases and pending events",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
-			db, err := openLedger(cmd.Context(), cfg)
+			cfg, db, err := configAndLedger(cmd)
 			if err != nil {
 				return err
 			}

@@ -72,11 +72,7 @@ func enrollStepCA(cmd *cobra.Command, spec castore.StationSpec, creds, provision
 	if spec.ID == "" || len(spec.Roles) > 0 {
 		return errorf("--stepca enrolls a station: --id is required and --roles is not allowed")
 	}
-	cfg, err := loadConfig(cmd)
-	if err != nil {
-		return err
-	}
-	db, err := openLedger(cmd.Context(), cfg)
+	cfg, db, err := configAndLedger(cmd)
 	if err != nil {
 		return err
 	}
