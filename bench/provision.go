@@ -81,6 +81,12 @@ type ProvisionResult struct {
 	// ServerPeakRSSMiB is the largest peak resident set (VmHWM) of the
 	// server processes at the end of the run (issue 14: <= 256 MiB).
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
+	// ServerRSSAnonMiB and ServerRSSFileMiB split the first server's
+	// resident set at the end of the run (/proc/PID/status RssAnon and
+	// RssFile): its own memory, and the pages of the ledger that its SQLite
+	// readers map (mmap_size 256 MiB each).
+	ServerRSSAnonMiB float64 `json:"server_rss_anon_mib"`
+	ServerRSSFileMiB float64 `json:"server_rss_file_mib"`
 	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
 	LoadAverage string `json:"load_average"`
 
@@ -202,6 +208,7 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	if c0err != nil {
 		return nil, c0err
 	}
+	res.ServerRSSAnonMiB, res.ServerRSSFileMiB = rssSplit(procs[0].Cmd.Process.Pid)
 	res.LoadAverage = loadAverage()
 	if err := procs.stop(30 * time.Second); err != nil {
 		return nil, err
