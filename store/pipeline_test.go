@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +66,97 @@ func TestQueuedWriteFailure(t *testing.T) {
 		}
 		if n := count(); n != 3 {
 			t.Fatalf("%d outbox rows committed, want 3", n)
+		}
+	})
+}
+
+// A transaction whose BEGIN and COMMIT travel with its statements
+// (PostgreSQL) ends whatever happens: failing before any statement was
+// sent, failing or panicking after some were, it keeps nothing and leaves
+// no connection inside a transaction; the catalogue's names of several
+// TACs come back from one read, unknown TACs left out.
+func TestTransactionsEnd(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		const unknownTAC = 99999999
+		row := func(key string) store.OutboxRow {
+			return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
+				DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
+		}
+		count := func() int {
+			var n int
+			if err := storetest.Reader(db).GetContext(ctx, &n, `SELECT count(*) FROM register_outbox WHERE idempotency_key LIKE 'end-%'`); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		early := tacerr.New(tacerr.Internal, "refused before any statement")
+		late := tacerr.New(tacerr.Internal, "refused after statements")
+		for i := 0; i < 20; i++ {
+			if err := db.InTx(ctx, func(tx *store.Tx) error { return early }); err != early {
+				t.Fatalf("transaction refused at once: %v", err)
+			}
+			err := db.InTx(ctx, func(tx *store.Tx) error {
+				if err := tx.AppendOutbox([]store.OutboxRow{row(fmt.Sprintf("end-late-%d", i))}); err != nil {
+					return err
+				}
+				if _, err := tx.TACNamesOf([]uint32{testTAC}); err != nil {
+					return err
+				}
+				return late
+			})
+			if err != late {
+				t.Fatalf("transaction refused after its statements: %v", err)
+			}
+			func() {
+				defer func() {
+					if r := recover(); r != "boom" {
+						t.Fatalf("panic in a transaction: recovered %v", r)
+					}
+				}()
+				_ = db.InTx(ctx, func(tx *store.Tx) error {
+					if err := tx.AppendOutbox([]store.OutboxRow{row(fmt.Sprintf("end-panic-%d", i))}); err != nil {
+						return err
+					}
+					if _, err := tx.TACNamesOf([]uint32{testTAC}); err != nil {
+						return err
+					}
+					panic("boom")
+				})
+			}()
+		}
+		if n := count(); n != 0 {
+			t.Fatalf("%d outbox rows kept from failed transactions", n)
+		}
+		if db.Dialect() == store.Postgres {
+			var open int
+			if err := storetest.Reader(db).GetContext(ctx, &open, `SELECT count(*) FROM pg_stat_activity
+				WHERE datname = current_database() AND state LIKE 'idle in transaction%'`); err != nil {
+				t.Fatal(err)
+			}
+			if open != 0 {
+				t.Fatalf("%d connections left inside a transaction", open)
+			}
+		}
+		var names map[uint32]store.TACName
+		err := db.InTx(ctx, func(tx *store.Tx) error {
+			if err := tx.AppendOutbox([]store.OutboxRow{row("end-ok")}); err != nil {
+				return err
+			}
+			var err error
+			names, err = tx.TACNamesOf([]uint32{testTAC, unknownTAC})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := count(); n != 1 {
+			t.Fatalf("%d outbox rows committed, want 1", n)
+		}
+		want := map[uint32]store.TACName{testTAC: {Brand: "Example Devices", Model: "EX-1"}}
+		if !reflect.DeepEqual(names, want) {
+			t.Fatalf("TAC names %v, want %v", names, want)
 		}
 	})
 }
