@@ -69,9 +69,11 @@ func (tx *Tx) sync() error {
 
 // send sends the queued writes, then sels, in one round trip (one pgx
 // batch), each query's rows read whole and handed to its scan. A failed
-// write is the transaction's error from then on (p.err) and nothing after
-// it runs; a query's own error is returned as it is (as the query run
-// alone would return it).
+// write, or a batch that could not be sent (translated: a lost connection
+// is unavailable, as database/sql's BEGIN reported it), is the
+// transaction's error from then on (p.err) and nothing after it runs; a
+// query's own error is returned as it is (as the query run alone would
+// return it).
 func (p *pipeline) send(sels []pipedSel) error {
 	queued := p.queued
 	p.queued = nil
@@ -104,6 +106,9 @@ func (p *pipeline) send(sels []pipedSel) error {
 		return qerr
 	}
 	if err != nil {
+		// A batch that could not be sent or read at all (a lost
+		// connection) fails before any statement's own translation.
+		err = translate(err, "send ledger statements")
 		p.err = err
 	}
 	return err

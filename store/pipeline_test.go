@@ -160,3 +160,35 @@ func TestTransactionsEnd(t *testing.T) {
 		}
 	})
 }
+
+// A pipelined transaction whose connection is lost under it (here: its own
+// backend terminated) fails unavailable and retryable when its batch with
+// COMMIT cannot even be sent (it answered internal: "conn closed", found
+// by test/TestOutage), as database/sql's BEGIN and COMMIT report a lost
+// connection; the committer's next transaction gets another connection.
+func TestPipelinedBatchOnLostConnection(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		if db.Dialect() != store.Postgres {
+			t.Skip("SQLite runs in process: no connection to lose")
+		}
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		row := func(key string) store.OutboxRow {
+			return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
+				DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
+		}
+		err := db.InTx(ctx, func(tx *store.Tx) error {
+			if err := tx.AppendOutbox([]store.OutboxRow{row("lost-1")}); err != nil {
+				return err
+			}
+			// The backend ends; the driver sees its connection closed.
+			_, _ = storetest.Exec(tx, `SELECT pg_terminate_backend(pg_backend_pid())`)
+			// Queued with COMMIT: a batch that cannot be sent.
+			return tx.AppendOutbox([]store.OutboxRow{row("lost-2")})
+		})
+		requireUnavailable(t, "a batch on a lost connection", err)
+		if _, err := reserve(db, "after-lost", "A", 2); err != nil {
+			t.Fatalf("reserve after a lost connection: %v", err)
+		}
+	})
+}
