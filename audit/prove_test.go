@@ -149,8 +149,8 @@ func TestProveFindsStagedAndMovedIndexRows(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
 			t.Parallel()
-			ctx := context.Background()
 			db, l := openLog(t, d)
+			ctx := t.Context()
 			emit(t, db, "a", 0, 2100, 100) // the append 2000..2099 crosses 2048
 			emit(t, db, "b", 3, 1, 1)      // leaf 2100, SNR 3 again
 			count := func(table string) int {

@@ -61,9 +61,9 @@ const (
 	qAuditLeavesAt    = `SELECT idx, data FROM audit_leaves WHERE idx IN (?)`
 	qAuditIMEILeaves  = `SELECT l.idx, l.data FROM audit_leaves l WHERE l.idx IN
 	(SELECT idx FROM audit_imeis WHERE imei = ? UNION ALL SELECT idx FROM audit_imeis_staged WHERE imei = ?) ORDER BY l.idx`
-	qAuditLatestCP    = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qAuditCPAt        = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qAuditInsertCP    = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+	qAuditLatestCP = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
+	qAuditCPAt     = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
+	qAuditInsertCP = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
 )
 
 // The staged IMEI index rows (dialect stagedAuditIMEIs): appended with the
