@@ -91,8 +91,11 @@ type Config struct {
 	Refresh time.Duration
 	// Texts are the check page's texts (nil: English).
 	Texts *Texts
-	Log   *slog.Logger
-	Now   func() time.Time
+	// CSRFKey makes the form tokens (console.csrf_key_file); empty: a
+	// random key of this process.
+	CSRFKey []byte
+	Log     *slog.Logger
+	Now     func() time.Time
 }
 
 // Console serves the staff console and the public check page.
@@ -142,14 +145,14 @@ func New(cfg Config) (*Console, error) {
 	if err := os.MkdirAll(cfg.WorkDir, 0o700); err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "make the console's work directory %s", cfg.WorkDir)
 	}
-	c := &Console{cfg: cfg, csrfKey: make([]byte, 32), mux: http.NewServeMux(), tempDir: made}
-	if _, err := rand.Read(c.csrfKey); err != nil {
-		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSRF key")
+	key, err := csrfKeyOf(cfg)
+	if err != nil {
+		return nil, err
 	}
+	c := &Console{cfg: cfg, csrfKey: key, mux: http.NewServeMux(), tempDir: made}
 	if c.texts = cfg.Texts; c.texts == nil {
 		c.texts = English()
 	}
-	var err error
 	if c.pages, err = parsePages(c.texts); err != nil {
 		return nil, err
 	}
@@ -325,8 +328,22 @@ func (c *Console) nav(a provisioner.Actor, path string) []navItem {
 	return out
 }
 
-// csrfToken binds a form to the caller's certificate: an HMAC, under a key
-// of this process, of the actor and the certificate's hash. A page from
+// csrfKeyOf is the key a console makes its form tokens with: the
+// configured one (shared by replicas) or a new random one.
+func csrfKeyOf(cfg Config) ([]byte, error) {
+	if len(cfg.CSRFKey) > 0 {
+		return append([]byte(nil), cfg.CSRFKey...), nil
+	}
+	key := make([]byte, MinCSRFKeyBytes)
+	if _, err := rand.Read(key); err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "make the CSRF key")
+	}
+	return key, nil
+}
+
+// csrfToken binds a form to the caller's certificate: an HMAC, under the
+// console's key (console.csrf_key_file, shared by replicas, or a key of
+// this process), of the actor and the certificate's hash. A page from
 // another site cannot read it, and it is useless with another certificate.
 func (c *Console) csrfToken(r *http.Request, a provisioner.Actor) string {
 	mac := hmac.New(sha256.New, c.csrfKey)

@@ -2,6 +2,9 @@ package console
 
 import (
 	"io/fs"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tacline/tacline/provisioner"
 )
 
 // Every text key a template asks for is in the catalogue, and every
@@ -183,5 +188,70 @@ func TestSettings(t *testing.T) {
 	}
 	if cfg.Texts == nil || cfg.Texts.Lang != "fr" || cfg.Texts.text("check.submit") != "Vérifier" || cfg.WorkDir != "/w" {
 		t.Fatalf("Apply gave %+v", cfg)
+	}
+}
+
+// console.csrf_key_file: replicas given the same file accept each other's
+// form tokens; consoles with their own random keys do not; a bad file is
+// refused naming the field.
+func TestCSRFKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, n int, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(strings.Repeat("k", n)), mode); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	good := write("good.key", 32, 0o600)
+	for _, tc := range []struct {
+		name, file, want string
+	}{
+		{"missing", filepath.Join(dir, "none.key"), "console.csrf_key_file"},
+		{"short", write("short.key", 31, 0o600), "at least 32"},
+		{"readable by others", write("open.key", 32, 0o644), "chmod 600"},
+		{"directory", dir, "console.csrf_key_file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Settings{CSRFKeyFile: tc.file}.Validate()
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "console.csrf_key_file") {
+				t.Fatalf("Validate = %v, want an error naming console.csrf_key_file and %q", err, tc.want)
+			}
+		})
+	}
+	if err := (Settings{CSRFKeyFile: good}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+	replica := func(s Settings) *Console {
+		var cfg Config
+		if err := s.Apply(&cfg); err != nil {
+			t.Fatal(err)
+		}
+		key, err := csrfKeyOf(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &Console{cfg: cfg, csrfKey: key}
+	}
+	a := provisioner.Actor{ID: "operator-1"}
+	post := func(token string) *http.Request {
+		r := httptest.NewRequest(http.MethodPost, "/console/devices/x/void", strings.NewReader(url.Values{"csrf": {token}}.Encode()))
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		return r
+	}
+	shared1, shared2 := replica(Settings{CSRFKeyFile: good}), replica(Settings{CSRFKeyFile: good})
+	tok := shared1.csrfToken(post(""), a)
+	if reason := shared2.checkCSRF(post(tok), a); reason != "" {
+		t.Fatalf("a replica with the same key file refused the other's token: %s", reason)
+	}
+	if reason := shared2.checkCSRF(post(tok), provisioner.Actor{ID: "operator-2"}); reason == "" {
+		t.Fatal("a token was accepted for another actor")
+	}
+	own1, own2 := replica(Settings{}), replica(Settings{})
+	if reason := own2.checkCSRF(post(own1.csrfToken(post(""), a)), a); reason == "" {
+		t.Fatal("consoles with their own random keys accepted each other's token")
 	}
 }

@@ -307,3 +307,34 @@ func (t *Token) Keys() ([]KeyInfo, error) {
 	})
 	return out, nil
 }
+
+// DeleteKey destroys the key pair labelled label on the token (both
+// halves) and forgets its cached signer. It is for keys tacline made and
+// retired itself (expired OCSP responder keys); a label that matches no
+// key is hsm_key_not_found, one that matches several is a conflict and
+// nothing is deleted.
+func (t *Token) DeleteKey(label string) error {
+	if err := checkLabel(label); err != nil {
+		return err
+	}
+	t.signersMu.Lock()
+	defer t.signersMu.Unlock()
+	err := t.do(fmt.Sprintf("delete key %q", label), func(ctx *crypto11.Context, _ uint64) error {
+		keys, err := ctx.FindKeyPairs(nil, []byte(label))
+		if err != nil {
+			return err
+		}
+		switch {
+		case len(keys) == 0:
+			return tacerr.New(tacerr.HSMKeyNotFound, "no key pair labelled %q on token %s", label, t.cfg.tokenName())
+		case len(keys) > 1:
+			return tacerr.New(tacerr.Conflict, "%d key pairs are labelled %q on token %s; none deleted", len(keys), label, t.cfg.tokenName())
+		}
+		return keys[0].Delete()
+	})
+	if err != nil {
+		return err
+	}
+	delete(t.signers, label)
+	return nil
+}

@@ -136,6 +136,49 @@ func TestGenerateKey(t *testing.T) {
 	}
 }
 
+// DeleteKey destroys both halves of one key pair, forgets its cached
+// signer, and refuses a label that matches no key.
+func TestDeleteKey(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	raw := hsmtest.Raw(t, cfg)
+	for _, l := range []string{"doomed", "kept"} {
+		if _, err := tok.GenerateKey(l, hsm.ECP256); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := tok.Signer("doomed"); err != nil {
+		t.Fatal(err)
+	}
+	if err := tok.DeleteKey("doomed"); err != nil {
+		t.Fatalf("DeleteKey: %v", err)
+	}
+	for _, class := range []uint{pkcs11.CKO_PRIVATE_KEY, pkcs11.CKO_PUBLIC_KEY} {
+		if err := raw.Ctx.FindObjectsInit(raw.Session, []*pkcs11.Attribute{
+			pkcs11.NewAttribute(pkcs11.CKA_CLASS, class), pkcs11.NewAttribute(pkcs11.CKA_LABEL, "doomed"),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		objs, _, err := raw.Ctx.FindObjects(raw.Session, 10)
+		raw.Ctx.FindObjectsFinal(raw.Session)
+		if err != nil || len(objs) != 0 {
+			t.Fatalf("class %d: %d objects labelled doomed left (%v)", class, len(objs), err)
+		}
+	}
+	if _, err := tok.Signer("doomed"); !tacerr.Is(err, tacerr.HSMKeyNotFound) {
+		t.Fatalf("Signer after DeleteKey = %v, want hsm_key_not_found (the cached signer must be forgotten)", err)
+	}
+	if err := tok.DeleteKey("doomed"); !tacerr.Is(err, tacerr.HSMKeyNotFound) {
+		t.Fatalf("second DeleteKey = %v, want hsm_key_not_found", err)
+	}
+	s, err := tok.Signer("kept")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signAndVerify(t, s)
+}
+
 func TestGenerateKeyRefusals(t *testing.T) {
 	t.Parallel()
 	tok := hsmtest.Open(t, hsmtest.NewToken(t))

@@ -76,3 +76,6 @@ func (k Keys) GenerateKey(label, curve string) (crypto.Signer, error) {
 
 // Signer returns the cached signer of the key pair labelled label.
 func (k Keys) Signer(label string) (crypto.Signer, error) { return k.Token.Signer(label) }
+
+// DeleteKey destroys the key pair labelled label (hsm.Token.DeleteKey).
+func (k Keys) DeleteKey(label string) error { return k.Token.DeleteKey(label) }

@@ -292,4 +292,53 @@ func TestOCSPResponderRenewal(t *testing.T) {
 	if third := responderOf(p2); !bytes.Equal(third.Raw, second.Raw) {
 		t.Fatal("the other publisher did not pick up the renewed responder")
 	}
+
+	// Once the first responder's certificate has expired, the next renewal
+	// deletes its key from the HSM; the ledger keeps its certificate and
+	// the current responder's key stays.
+	labelOf := func(c *x509.Certificate) string {
+		t.Helper()
+		recs, err := e.env.DB.Issuers(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs {
+			if r.KeyID == ca.KeyID(c) {
+				return r.Label
+			}
+		}
+		t.Fatalf("responder %s is not in the ledger", ca.KeyID(c))
+		return ""
+	}
+	onToken := func(label string) bool {
+		t.Helper()
+		keys, err := e.env.Token.Keys()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			if k.Label == label {
+				return true
+			}
+		}
+		return false
+	}
+	firstLabel, secondLabel := labelOf(first), labelOf(second)
+	if !onToken(firstLabel) {
+		t.Fatalf("the first responder's key %s was deleted while its certificate was valid", firstLabel)
+	}
+	e.env.Clock.Add(first.NotAfter.Sub(e.env.Clock.Now()) + time.Minute)
+	if err := e.p.RenewResponders(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fourth := responderOf(e.p)
+	if onToken(firstLabel) {
+		t.Fatalf("the expired responder's key %s is still on the token", firstLabel)
+	}
+	if !onToken(secondLabel) || !onToken(labelOf(fourth)) {
+		t.Fatal("a responder key whose certificate is still valid was deleted")
+	}
+	if labelOf(first) != firstLabel {
+		t.Fatal("the expired responder's certificate left the ledger")
+	}
 }

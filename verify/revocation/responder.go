@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -20,6 +21,7 @@ import (
 type ResponderKeys interface {
 	GenerateKey(label, curve string) (crypto.Signer, error)
 	Signer(label string) (crypto.Signer, error)
+	DeleteKey(label string) error
 }
 
 // UseResponderKeys lets the publisher make and load delegated OCSP
@@ -103,7 +105,10 @@ func halfLived(cert *x509.Certificate, now time.Time) bool {
 }
 
 // loadResponder finds the ledger's newest valid responder of iss whose key
-// the HSM holds (nil if none).
+// the HSM holds (nil if none). On the way it deletes from the HSM the keys
+// of the issuer's responders whose certificates have expired
+// (deleteExpiredResponder), so that renewals every half-life do not pile
+// up keys in the token over the years.
 func (p *Publisher) loadResponder(ctx context.Context, iss Issuer, now time.Time) (*ocspResponder, error) {
 	recs, err := p.db.Issuers(ctx)
 	if err != nil {
@@ -119,8 +124,14 @@ func (p *Publisher) loadResponder(ctx context.Context, iss Issuer, now time.Time
 			continue
 		}
 		c := certs[0]
-		if !bytes.Equal(c.AuthorityKeyId, iss.Cert.SubjectKeyId) || c.CheckSignatureFrom(iss.Cert) != nil ||
-			now.Before(c.NotBefore) || !now.Before(c.NotAfter) || best != nil && !c.NotAfter.After(best.Cert.NotAfter) {
+		if !bytes.Equal(c.AuthorityKeyId, iss.Cert.SubjectKeyId) || c.CheckSignatureFrom(iss.Cert) != nil {
+			continue
+		}
+		if !now.Before(c.NotAfter) {
+			p.deleteExpiredResponder(iss, r, c)
+			continue
+		}
+		if now.Before(c.NotBefore) || best != nil && !c.NotAfter.After(best.Cert.NotAfter) {
 			continue
 		}
 		s, err := p.keys.Signer(r.Label)
@@ -132,10 +143,35 @@ func (p *Publisher) loadResponder(ctx context.Context, iss Issuer, now time.Time
 	return best, nil
 }
 
+// deleteExpiredResponder destroys the HSM key of an expired responder
+// certificate of iss, when this HSM holds it (another replica's HSM, or a
+// key already deleted, is left alone). Only keys tacline made for
+// responders are touched: the label has the responder prefix and the key
+// is the certificate's. A response signed by it no longer verifies (its
+// certificate expired), so nothing needs the key. The ledger keeps the
+// certificate.
+func (p *Publisher) deleteExpiredResponder(iss Issuer, r store.IssuerRecord, c *x509.Certificate) {
+	if !strings.HasPrefix(r.Label, responderLabelPrefix) {
+		return
+	}
+	s, err := p.keys.Signer(r.Label)
+	if err != nil || ca.CheckCertMatchesKey(c, s.Public()) != nil {
+		return
+	}
+	if err := p.keys.DeleteKey(r.Label); err != nil {
+		p.log.Warn("could not delete an expired OCSP responder key", "issuer", iss.KeyID, "label", r.Label, "err", err.Error())
+		return
+	}
+	p.log.Info("expired OCSP responder key deleted from the HSM", "issuer", iss.KeyID, "label", r.Label, "not_after", c.NotAfter)
+}
+
+// responderLabelPrefix starts the HSM label of every responder key.
+const responderLabelPrefix = "ocsp-"
+
 func (p *Publisher) newResponder(ctx context.Context, iss Issuer, now time.Time) (ocspResponder, error) {
 	var rnd [3]byte
 	_, _ = rand.Read(rnd[:])
-	label := fmt.Sprintf("ocsp-%.16s-%s-%s", iss.KeyID, now.UTC().Format("20060102T150405"), hex.EncodeToString(rnd[:]))
+	label := fmt.Sprintf("%s%.16s-%s-%s", responderLabelPrefix, iss.KeyID, now.UTC().Format("20060102T150405"), hex.EncodeToString(rnd[:]))
 	key, err := p.keys.GenerateKey(label, "P-256")
 	if err != nil {
 		return ocspResponder{}, fmt.Errorf("make the OCSP responder key of issuer %s: %w", iss.KeyID, err)
