@@ -71,9 +71,9 @@ const (
 // crosses a multiple of auditIMEIStage leaves. audit_imeis is keyed by
 // IMEI, so inserting each commit's rows dirtied one leaf page per pool the
 // commit touched (about one per device); moved in bulk, a leaf page takes
-// the rows of many devices of its pool at once. The staged table never
-// holds many more than 2 x auditIMEIStage x (IMEIs per event) rows, and a
-// lookup by IMEI scans it.
+// the rows of many devices of its pool at once. The staged table holds the
+// rows of at most auditIMEIStage leaves plus one append's, and a lookup by
+// IMEI scans it.
 const (
 	auditIMEIStage        = 2048
 	qAuditInsertStaged    = `INSERT INTO audit_imeis_staged (idx, imei) VALUES `

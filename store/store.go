@@ -141,8 +141,8 @@ const walAutocheckpointBytes = 40 << 20
 // device in each of a dozen b-trees keyed by device serial, request id,
 // IMEI (one insertion point per station or pool) or a random value, and
 // SQLite writes a dirty page whole into the WAL at commit and again into
-// the database at the checkpoint: 1 KiB pages write about a third fewer
-// bytes per device than 4 KiB ones (docs/benchmarks.md, issue 14). The
+// the database at the checkpoint: 1 KiB pages write about half the bytes
+// per device that 4 KiB ones do (docs/benchmarks.md, issue 14). The
 // size is fixed when the file is created, so it is set before
 // journal_mode = WAL; an existing ledger keeps the page size it was
 // created with (`PRAGMA page_size` is a no-op on it).
