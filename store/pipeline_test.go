@@ -13,6 +13,23 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
+// outboxRow is a register outbox row of testTAC under key.
+func outboxRow(key string) store.OutboxRow {
+	return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
+		DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
+}
+
+// outboxRows counts the committed outbox rows whose key starts with prefix.
+func outboxRows(t *testing.T, db *store.DB, prefix string) int {
+	t.Helper()
+	var n int
+	r := storetest.Reader(db)
+	if err := r.GetContext(context.Background(), &n, r.Rebind(`SELECT count(*) FROM register_outbox WHERE idempotency_key LIKE ?`), prefix+"%"); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
 // A write that fails is its transaction's error on both databases, named as
 // the write names it, whether it ran at once (SQLite) or was queued and sent
 // with the next statement that returns rows (PostgreSQL's pipeline), and
@@ -21,23 +38,13 @@ func TestQueuedWriteFailure(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
-		row := func(key string) store.OutboxRow {
-			return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
-				DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
-		}
-		count := func() int {
-			var n int
-			if err := storetest.Reader(db).GetContext(ctx, &n, `SELECT count(*) FROM register_outbox WHERE idempotency_key LIKE 'pipe-%'`); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+		count := func() int { return outboxRows(t, db, "pipe-") }
 		reads := 0
 		err := db.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.AppendOutbox([]store.OutboxRow{row("pipe-1")}); err != nil {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("pipe-1")}); err != nil {
 				return err
 			}
-			if err := tx.AppendOutbox([]store.OutboxRow{row("pipe-2"), row("pipe-2")}); err != nil {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("pipe-2"), outboxRow("pipe-2")}); err != nil {
 				return err // SQLite: the duplicate fails here
 			}
 			_, _, found, err := tx.TACNames(testTAC) // PostgreSQL: here
@@ -56,10 +63,10 @@ func TestQueuedWriteFailure(t *testing.T) {
 			t.Fatalf("%d outbox rows kept from a failed transaction", n)
 		}
 		err = db.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.AppendOutbox([]store.OutboxRow{row("pipe-3")}); err != nil {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("pipe-3")}); err != nil {
 				return err
 			}
-			return tx.AppendOutbox([]store.OutboxRow{row("pipe-4"), row("pipe-5")})
+			return tx.AppendOutbox([]store.OutboxRow{outboxRow("pipe-4"), outboxRow("pipe-5")})
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -80,17 +87,7 @@ func TestTransactionsEnd(t *testing.T) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
 		const unknownTAC = 99999999
-		row := func(key string) store.OutboxRow {
-			return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
-				DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
-		}
-		count := func() int {
-			var n int
-			if err := storetest.Reader(db).GetContext(ctx, &n, `SELECT count(*) FROM register_outbox WHERE idempotency_key LIKE 'end-%'`); err != nil {
-				t.Fatal(err)
-			}
-			return n
-		}
+		count := func() int { return outboxRows(t, db, "end-") }
 		early := tacerr.New(tacerr.Internal, "refused before any statement")
 		late := tacerr.New(tacerr.Internal, "refused after statements")
 		for i := 0; i < 20; i++ {
@@ -98,7 +95,7 @@ func TestTransactionsEnd(t *testing.T) {
 				t.Fatalf("transaction refused at once: %v", err)
 			}
 			err := db.InTx(ctx, func(tx *store.Tx) error {
-				if err := tx.AppendOutbox([]store.OutboxRow{row(fmt.Sprintf("end-late-%d", i))}); err != nil {
+				if err := tx.AppendOutbox([]store.OutboxRow{outboxRow(fmt.Sprintf("end-late-%d", i))}); err != nil {
 					return err
 				}
 				if _, err := tx.TACNamesOf([]uint32{testTAC}); err != nil {
@@ -116,7 +113,7 @@ func TestTransactionsEnd(t *testing.T) {
 					}
 				}()
 				_ = db.InTx(ctx, func(tx *store.Tx) error {
-					if err := tx.AppendOutbox([]store.OutboxRow{row(fmt.Sprintf("end-panic-%d", i))}); err != nil {
+					if err := tx.AppendOutbox([]store.OutboxRow{outboxRow(fmt.Sprintf("end-panic-%d", i))}); err != nil {
 						return err
 					}
 					if _, err := tx.TACNamesOf([]uint32{testTAC}); err != nil {
@@ -141,7 +138,7 @@ func TestTransactionsEnd(t *testing.T) {
 		}
 		var names map[uint32]store.TACName
 		err := db.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.AppendOutbox([]store.OutboxRow{row("end-ok")}); err != nil {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("end-ok")}); err != nil {
 				return err
 			}
 			var err error
@@ -173,18 +170,14 @@ func TestPipelinedBatchOnLostConnection(t *testing.T) {
 		}
 		ctx := context.Background()
 		seed(t, db, 0, 99)
-		row := func(key string) store.OutboxRow {
-			return store.OutboxRow{Key: key, IMEI14: uint64(testTAC)*1000000 + 1, TAC: testTAC, Event: "registered",
-				DeviceID: "d1", Model: "m", Brand: "b", OccurredAt: time.Unix(1700000000, 0)}
-		}
 		err := db.InTx(ctx, func(tx *store.Tx) error {
-			if err := tx.AppendOutbox([]store.OutboxRow{row("lost-1")}); err != nil {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("lost-1")}); err != nil {
 				return err
 			}
 			// The backend ends; the driver sees its connection closed.
 			_, _ = storetest.Exec(tx, `SELECT pg_terminate_backend(pg_backend_pid())`)
 			// Queued with COMMIT: a batch that cannot be sent.
-			return tx.AppendOutbox([]store.OutboxRow{row("lost-2")})
+			return tx.AppendOutbox([]store.OutboxRow{outboxRow("lost-2")})
 		})
 		requireUnavailable(t, "a batch on a lost connection", err)
 		if _, err := reserve(db, "after-lost", "A", 2); err != nil {
