@@ -38,6 +38,11 @@ type pipedWrite struct {
 	args  []any
 	check func(n int64) error   // the row count (nil: not checked)
 	fail  func(err error) error // the statement's error, translated
+	// exact: the row count can differ from the check's only if the server
+	// fails the statement (the multi-row writer's plain INSERTs, which
+	// insert every row or none), so COMMIT may follow it in the same batch
+	// (commitPiped).
+	exact bool
 	// commit marks the transaction's COMMIT, which must answer COMMIT
 	// (PostgreSQL answers ROLLBACK, without an error, to the COMMIT of a
 	// failed transaction).
@@ -46,12 +51,35 @@ type pipedWrite struct {
 
 // queueWrite queues a write on a pipelined transaction; false: tx is not
 // pipelined and the caller runs it now.
-func (tx *Tx) queueWrite(query string, args []any, check func(n int64) error, fail func(err error) error) bool {
+func (tx *Tx) queueWrite(query string, args []any, check func(n int64) error, fail func(err error) error, exact bool) bool {
 	if tx.pipe == nil {
 		return false
 	}
-	tx.pipe.queued = append(tx.pipe.queued, pipedWrite{query: query, args: args, check: check, fail: fail})
+	tx.pipe.queued = append(tx.pipe.queued, pipedWrite{query: query, args: args, check: check, fail: fail, exact: exact})
 	return true
+}
+
+// commit commits a pipelined transaction. COMMIT goes in the batch of the
+// last queued writes when none of them has a check that only the client
+// can make (a row count an UPDATE's WHERE decides: the server would commit
+// before the client saw it wrong); otherwise those writes are sent and
+// checked first, and COMMIT follows alone.
+func (p *pipeline) commit() error {
+	if p.err != nil {
+		return p.err
+	}
+	for _, w := range p.queued {
+		if w.check != nil && !w.exact {
+			if err := p.send(nil); err != nil {
+				return err
+			}
+			break
+		}
+	}
+	p.queued = append(p.queued, pipedWrite{query: "COMMIT", commit: true, fail: func(err error) error {
+		return translate(err, "commit ledger transaction")
+	}})
+	return p.send(nil)
 }
 
 // sync sends the queued writes in one round trip and returns the first

@@ -185,3 +185,25 @@ func TestPipelinedBatchOnLostConnection(t *testing.T) {
 		}
 	})
 }
+
+// A row count that only the client can check (an UPDATE whose WHERE
+// matched fewer rows) fails the transaction before COMMIT reaches the
+// server, even when it is the last write queued: COMMIT waits for its
+// answer instead of going in its batch (on SQLite the write runs at once).
+func TestClientCheckedWriteBeforeCommit(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		seed(t, db, 0, 99)
+		err := db.InTx(context.Background(), func(tx *store.Tx) error {
+			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("last-1")}); err != nil {
+				return err
+			}
+			return tx.ExecRows(`UPDATE register_outbox SET attempts = attempts WHERE idempotency_key = ?`, []any{"no-such-key"}, 1)
+		})
+		if err == nil || !strings.Contains(err.Error(), "test update") {
+			t.Fatalf("transaction whose last write changed 0 rows of 1: %v; want its row-count error", err)
+		}
+		if n := outboxRows(t, db, "last-"); n != 0 {
+			t.Fatalf("%d outbox rows committed by a transaction that failed its last write's check", n)
+		}
+	})
+}

@@ -399,7 +399,8 @@ func runTx(tx *Tx, fn func(tx *Tx) error, commit func() error, rollback func()) 
 // runs on a connection of its own, so that its writes can be queued and
 // sent as pgx batches (pipeline.go), and its BEGIN and COMMIT are queued
 // the same way: BEGIN goes with the transaction's first statements, COMMIT
-// with its last writes, each in their round trip, not in one of its own.
+// with its last writes when the server alone decides them (pipeline.commit),
+// each in their round trip, not in one of its own.
 // The statements, their order and the durable commit are the same.
 func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
 	conn, err := db.w.Connx(ctx)
@@ -414,15 +415,7 @@ func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
 	p.queued = append(p.queued, pipedWrite{query: "BEGIN", fail: func(err error) error {
 		return translate(err, "begin ledger transaction")
 	}})
-	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn}, db: db, write: true, pipe: p}, fn, func() error {
-		p.queued = append(p.queued, pipedWrite{query: "COMMIT", commit: true, fail: func(err error) error {
-			return translate(err, "commit ledger transaction")
-		}})
-		if p.err != nil {
-			return p.err
-		}
-		return p.send(nil)
-	}, p.rollback)
+	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
 }
 
 // noRows reports whether err is sql.ErrNoRows.
