@@ -308,7 +308,7 @@ func (db *DB) Ping(ctx context.Context) error {
 // the use cases' state changes), so that their rows commit or roll back
 // with the ledger's.
 type Tx struct {
-	tx     *sqlx.Tx
+	tx     txRunner
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
@@ -318,6 +318,8 @@ type Tx struct {
 	// audit is where the audit log put the events of the current flush
 	// (AppendAudit), for the sinks after it (the site outbox).
 	audit auditSpan
+	// tacNames are catalogue names read by a statement of tx (TACNamesOf).
+	tacNames map[uint32]TACName
 }
 
 // rebind rewrites ? placeholders for the transaction's database.
@@ -356,34 +358,32 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
-func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	var conn *sqlx.Conn
-	var stx *sqlx.Tx
+func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.sql.pipeline {
-		// The transaction on a connection of its own, so that queued
-		// writes can be sent on it as one pgx batch (pipeline.go).
-		if conn, err = db.w.Connx(ctx); err != nil {
-			return translate(err, "begin ledger transaction")
-		}
-		defer conn.Close()
-		stx, err = conn.BeginTxx(ctx, nil)
-	} else {
-		stx, err = db.w.BeginTxx(ctx, nil)
+		return db.inPipedTx(ctx, fn)
 	}
+	stx, err := db.w.BeginTxx(ctx, nil)
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
-	tx := &Tx{tx: stx, db: db, write: true}
-	if conn != nil {
-		tx.pipe = &pipeline{ctx: ctx, conn: conn}
-	}
+	return runTx(&Tx{tx: stx, db: db, write: true}, fn, func() error {
+		if err := stx.Commit(); err != nil {
+			return translate(err, "commit ledger transaction")
+		}
+		return nil
+	}, func() { stx.Rollback() })
+}
+
+// runTx runs fn in tx, the sinks' writes (flush), then commit; a failure
+// or a panic calls rollback.
+func runTx(tx *Tx, fn func(tx *Tx) error, commit func() error, rollback func()) (err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			stx.Rollback()
-			panic(p)
+		if r := recover(); r != nil {
+			rollback()
+			panic(r)
 		}
 		if err != nil {
-			stx.Rollback()
+			rollback()
 		}
 	}()
 	if err = fn(tx); err != nil {
@@ -392,13 +392,30 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err = tx.flush(); err != nil {
 		return err
 	}
-	if err = tx.sync(); err != nil {
-		return err
+	return commit()
+}
+
+// inPipedTx is inTxOnce on PostgreSQL (dialect pipeline): the transaction
+// runs on a connection of its own, so that its writes can be queued and
+// sent as pgx batches (pipeline.go), and its BEGIN and COMMIT are queued
+// the same way: BEGIN goes with the transaction's first statements, COMMIT
+// with its last writes when the server alone decides them (pipeline.commit),
+// each in their round trip, not in one of its own.
+// The statements, their order and the durable commit are the same.
+func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
+	conn, err := db.w.Connx(ctx)
+	if err != nil {
+		return translate(err, "begin ledger transaction")
 	}
-	if err = stx.Commit(); err != nil {
-		return translate(err, "commit ledger transaction")
-	}
-	return nil
+	// A connection whose rollback failed is left in a transaction; the
+	// driver discards such a connection when it is handed back
+	// (stdlib.Conn.ResetSession).
+	defer conn.Close()
+	p := &pipeline{ctx: ctx, conn: conn}
+	p.queued = append(p.queued, pipedWrite{query: "BEGIN", fail: func(err error) error {
+		return translate(err, "begin ledger transaction")
+	}})
+	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
 }
 
 // noRows reports whether err is sql.ErrNoRows.
@@ -456,7 +473,7 @@ func anyArrays(query string, args []any) (string, bool) {
 
 func init() {
 	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
-	rawsql.Tx = func(tx any) *sqlx.Tx {
+	rawsql.Tx = func(tx any) rawsql.Runner {
 		// A raw statement runs after the writes queued before it; their
 		// failure fails it (the transaction is aborted).
 		t := tx.(*Tx)
