@@ -139,3 +139,47 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// TestProveFindsStagedAndMovedIndexRows: on SQLite the IMEI index rows of
+// an append are staged by leaf index and moved into audit_imeis whenever an
+// append crosses a multiple of 2,048 leaves; a proof by IMEI finds the
+// events of both parts (PostgreSQL writes audit_imeis directly).
+func TestProveFindsStagedAndMovedIndexRows(t *testing.T) {
+	t.Parallel()
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			db, l := openLog(t, d)
+			ctx := t.Context()
+			emit(t, db, "a", 0, 2100, 100) // the append 2000..2099 crosses 2048
+			emit(t, db, "b", 3, 1, 1)      // leaf 2100, SNR 3 again
+			count := func(table string) int {
+				var n int
+				if err := storetest.Reader(db).Get(&n, `SELECT count(*) FROM `+table); err != nil {
+					t.Fatal(err)
+				}
+				return n
+			}
+			wantStaged, wantIndexed := 1, 2100
+			if d == store.Postgres {
+				wantStaged, wantIndexed = 0, 2101
+			}
+			if s, i := count("audit_imeis_staged"), count("audit_imeis"); s != wantStaged || i != wantIndexed {
+				t.Fatalf("%d staged and %d indexed IMEI rows, want %d and %d", s, i, wantStaged, wantIndexed)
+			}
+			if _, err := l.Checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+			b, err := Prove(ctx, db, testIMEI(3))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(b.Events) != 2 || b.Events[0].Index != 3 || b.Events[1].Index != 2100 || b.Pending != 0 {
+				t.Fatalf("events %+v, %d pending; want leaves 3 and 2100", b.Events, b.Pending)
+			}
+			if b, err = Prove(ctx, db, testIMEI(2099)); err != nil || len(b.Events) != 1 || b.Events[0].Index != 2099 {
+				t.Fatalf("proof of SNR 2099: %+v, %v; want leaf 2099", b, err)
+			}
+		})
+	}
+}

@@ -84,7 +84,7 @@ func TestCheckpointRefusesFork(t *testing.T) {
 			}
 			rewrite := []string{
 				`DROP TRIGGER audit_leaves_no_delete`, `DROP TRIGGER audit_hashes_no_delete`,
-				`DELETE FROM audit_leaves`, `DELETE FROM audit_hashes`, `DELETE FROM audit_imeis`,
+				`DELETE FROM audit_leaves`, `DELETE FROM audit_hashes`, `DELETE FROM audit_imeis`, `DELETE FROM audit_imeis_staged`,
 				`UPDATE audit_head SET size = 0, root = (SELECT root FROM audit_head) WHERE id = 1`,
 			}
 			if d == store.Postgres {

@@ -34,11 +34,31 @@ func registerEvent(t string) string {
 }
 
 // Append implements store.Sink: one row per IMEI of each reportable event,
-// with brand and model read from the catalogue through tx (once per TAC and
-// transaction), all rows of the transaction's events appended at once
-// (store's multi-row writer).
+// with brand and model read from the catalogue through tx (one read for
+// every TAC of the transaction's events), all rows of the transaction's
+// events appended at once (store's multi-row writer).
 func (Outbox) Append(tx *store.Tx, events []store.Event) error {
-	rows, err := Rows(events, func(tac uint32) (string, string, bool, error) { return tx.TACNames(tac) })
+	var tacs []uint32
+	seen := map[uint32]bool{}
+	for _, ev := range events {
+		if registerEvent(ev.Type) == "" {
+			continue
+		}
+		for _, s := range ev.IMEIs {
+			if m, err := imei.Parse(s); err == nil && !seen[m.TAC()] {
+				seen[m.TAC()] = true
+				tacs = append(tacs, m.TAC())
+			}
+		}
+	}
+	names, err := tx.TACNamesOf(tacs) // no read when there is nothing to report
+	if err != nil {
+		return err
+	}
+	rows, err := Rows(events, func(tac uint32) (string, string, bool, error) {
+		n, ok := names[tac]
+		return n.Brand, n.Model, ok, nil
+	})
 	if err != nil || len(rows) == 0 {
 		return err
 	}

@@ -278,8 +278,16 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 		first[p.req.RequestID] = p
 		ids = append(ids, p.req.RequestID)
 	}
-	existing, err := tx.reservationsByRequestID(ids)
-	if err != nil {
+	var reads *reserveReads
+	var existing map[string]*Reservation
+	var err error
+	if tx.db.sql.pipeline {
+		// PostgreSQL: steps 1 to 3's reads in one round trip (reserveread.go).
+		if reads, err = tx.readReserve(batch); err != nil {
+			return err
+		}
+		existing = reads.replays
+	} else if existing, err = tx.reservationsByRequestID(ids); err != nil {
 		return err
 	}
 	for _, p := range batch { // arrival order decides SNR order
@@ -294,7 +302,7 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 	}
 
 	// 2. Devices already provisioned.
-	if err := tx.refuseProvisionedDevices(fresh); err != nil {
+	if err := tx.refuseProvisionedDevices(fresh, reads); err != nil {
 		return err
 	}
 	// 3. Pools. The common case takes one statement per pool: advance the
@@ -307,8 +315,10 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 			needs[p.req.Pool] += int64(p.req.Devices * p.req.PerDevice)
 		}
 	}
-	heads, err := tx.claimPools(needs)
-	if err != nil {
+	var heads map[string]*poolHead
+	if reads != nil {
+		heads = reads.pools
+	} else if heads, err = tx.claimPools(needs); err != nil {
 		return err
 	}
 	now := tx.Now().Truncate(time.Microsecond)
@@ -453,7 +463,7 @@ func (tx *Tx) lockPools(names map[string]bool) (map[string]*poolHead, error) {
 const sqlProvisionedDevices = `SELECT DISTINCT i.device_serial FROM imeis i WHERE i.device_serial IN (?) AND i.device_serial <> ''
 	AND i.state <> 'VOIDED'`
 
-func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork) error {
+func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork, reads *reserveReads) error {
 	var serials []string
 	seen := map[string]*reserveWork{}
 	for _, p := range fresh {
@@ -473,16 +483,23 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork) error {
 	if len(serials) == 0 {
 		return nil
 	}
-	q, args, err := tx.in(sqlProvisionedDevices, serials)
-	if err != nil {
-		return err
-	}
 	var taken []string
-	if err := tx.sel(&taken, q, args...); err != nil {
-		return translate(err, "look up devices")
+	if reads != nil {
+		taken = reads.taken // read for every member (readReserve)
+	} else {
+		q, args, err := tx.in(sqlProvisionedDevices, serials)
+		if err != nil {
+			return err
+		}
+		if err := tx.sel(&taken, q, args...); err != nil {
+			return translate(err, "look up devices")
+		}
 	}
 	for _, s := range taken {
 		p := seen[s]
+		if p == nil {
+			continue // a replay's device
+		}
 		p.err = tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 			"device %q is already provisioned; rework goes through reissue", s)
 	}

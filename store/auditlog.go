@@ -59,10 +59,26 @@ const (
 	qAuditReadHashes  = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
 	qAuditLeavesRange = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
 	qAuditLeavesAt    = `SELECT idx, data FROM audit_leaves WHERE idx IN (?)`
-	qAuditIMEILeaves  = `SELECT l.idx, l.data FROM audit_imeis i JOIN audit_leaves l ON l.idx = i.idx WHERE i.imei = ? ORDER BY l.idx`
-	qAuditLatestCP    = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
-	qAuditCPAt        = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
-	qAuditInsertCP    = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+	qAuditIMEILeaves  = `SELECT l.idx, l.data FROM audit_leaves l WHERE l.idx IN
+	(SELECT idx FROM audit_imeis WHERE imei = ? UNION ALL SELECT idx FROM audit_imeis_staged WHERE imei = ?) ORDER BY l.idx`
+	qAuditLatestCP = `SELECT size, root, note, vkey FROM audit_checkpoints ORDER BY size DESC LIMIT 1`
+	qAuditCPAt     = `SELECT size, root, note, vkey FROM audit_checkpoints WHERE size = ?`
+	qAuditInsertCP = `INSERT INTO audit_checkpoints (size, root, note, vkey, created_at) VALUES (?, ?, ?, ?, ?)`
+)
+
+// The staged IMEI index rows (dialect stagedAuditIMEIs): appended with the
+// leaves, moved into audit_imeis, sorted by IMEI, whenever an append
+// crosses a multiple of auditIMEIStage leaves. audit_imeis is keyed by
+// IMEI, so inserting each commit's rows dirtied one leaf page per pool the
+// commit touched (about one per device); moved in bulk, a leaf page takes
+// the rows of many devices of its pool at once. The staged table holds the
+// rows of at most auditIMEIStage leaves plus one append's, and a lookup by
+// IMEI scans it.
+const (
+	auditIMEIStage        = 2048
+	qAuditInsertStaged    = `INSERT INTO audit_imeis_staged (idx, imei) VALUES `
+	qAuditMoveStagedIMEIs = `INSERT INTO audit_imeis (imei, idx) SELECT imei, idx FROM audit_imeis_staged ORDER BY imei, idx`
+	qAuditClearStaged     = `DELETE FROM audit_imeis_staged`
 )
 
 var auditInserts = [3]struct{ head, tuple, table, typed string }{
@@ -151,8 +167,18 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	if !tx.db.sql.guardedAppend || total > maxParams {
 		for i, s := range sets {
 			w := tx.rows(auditInserts[i].head, auditInserts[i].tuple, 2, "append to the audit log")
+			staged := i == 2 && tx.db.sql.stagedAuditIMEIs
+			if staged {
+				w = tx.rows(qAuditInsertStaged, "(?,?)", 2, "append to the audit log")
+			}
 			for j := 0; j < len(s); j += 2 {
-				if err := w.add(s[j], s[j+1]); err != nil {
+				var err error
+				if staged {
+					err = w.add(s[j+1], s[j])
+				} else {
+					err = w.add(s[j], s[j+1])
+				}
+				if err != nil {
 					return err
 				}
 			}
@@ -186,7 +212,24 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	if n, err := res.RowsAffected(); err != nil || n != 1 {
 		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", a.From.Size, n, err)
 	}
+	if tx.db.sql.stagedAuditIMEIs && a.From.Size/auditIMEIStage != a.To.Size/auditIMEIStage {
+		if err := tx.moveStagedAuditIMEIs(); err != nil {
+			return err
+		}
+	}
 	tx.audit = auditSpan{from: a.From.Size, n: len(a.Leaves)}
+	return nil
+}
+
+// moveStagedAuditIMEIs moves the staged IMEI index rows into audit_imeis,
+// in IMEI order (see auditIMEIStage).
+func (tx *Tx) moveStagedAuditIMEIs() error {
+	if _, err := tx.exec(qAuditMoveStagedIMEIs); err != nil {
+		return translate(err, "move the audit log's staged IMEI index rows")
+	}
+	if _, err := tx.exec(qAuditClearStaged); err != nil {
+		return translate(err, "clear the audit log's staged IMEI index rows")
+	}
 	return nil
 }
 
@@ -293,7 +336,7 @@ func (db *DB) AuditLeaves(ctx context.Context, from, to int64, fn func(index int
 // AuditLeavesOf calls fn, like AuditLeaves, for each leaf that names the
 // IMEI (15 digits), in index order.
 func (db *DB) AuditLeavesOf(ctx context.Context, imei15 string, fn func(index int64, data []byte) error) error {
-	return db.auditLeaves(ctx, qAuditIMEILeaves, "read the audit events of "+imei15, fn, imei15)
+	return db.auditLeaves(ctx, qAuditIMEILeaves, "read the audit events of "+imei15, fn, imei15, imei15)
 }
 
 // AuditLeavesAt returns the leaves at the given indexes (a site's sync

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -154,8 +155,11 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 			return err
 		}
 	}
-	// 6. Pool names for the events (one read for the batch).
-	q, args, err = tx.in(`SELECT i.imei14, p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 IN (?)`, firsts)
+	// 6. Pool names for the events (one read for the batch), with the
+	// catalogue's names of their TACs, which the register outbox's rows
+	// carry (Tx.TACNamesOf answers from them: no second read).
+	q, args, err = tx.in(`SELECT i.imei14, p.name, p.tac, t.brand, t.model_name FROM imeis i JOIN pools p ON p.id = i.pool_id
+		LEFT JOIN tacs t ON t.tac = p.tac WHERE i.imei14 IN (?)`, firsts)
 	if err != nil {
 		return err
 	}
@@ -165,13 +169,17 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 	}
 	pools := make(map[int64]string, n)
 	for rows.Next() {
-		var k int64
+		var k, tac int64
 		var name string
-		if err := rows.Scan(&k, &name); err != nil {
+		var brand, model sql.NullString
+		if err := rows.Scan(&k, &name, &tac, &brand, &model); err != nil {
 			rows.Close()
 			return translate(err, "look up pools")
 		}
 		pools[k] = name
+		if brand.Valid && model.Valid {
+			tx.knowTACName(uint32(tac), TACName{Brand: brand.String, Model: model.String})
+		}
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {

@@ -18,6 +18,12 @@ type dialectSQL struct {
 	// guardedAppend: the audit log appends in one statement guarded by the
 	// head (data-modifying CTEs, PostgreSQL).
 	guardedAppend bool
+	// stagedAuditIMEIs: the audit append writes a leaf's IMEI index rows
+	// into audit_imeis_staged (keyed by leaf index: it appends) and moves
+	// them into audit_imeis every auditIMEIStage leaves (SQLite, where
+	// every dirty page is written whole into the WAL; PostgreSQL writes
+	// audit_imeis directly).
+	stagedAuditIMEIs bool
 	// poolsAtOnce: a batch claims every pool with one UPDATE ... FROM
 	// (VALUES ...) (SQLite: one writer, so no lock order to keep between
 	// replicas).
@@ -37,7 +43,7 @@ type dialectSQL struct {
 }
 
 var dialects = map[Dialect]dialectSQL{
-	SQLite: {poolsAtOnce: true},
+	SQLite: {poolsAtOnce: true, stagedAuditIMEIs: true},
 	Postgres: {
 		forUpdate:     " FOR UPDATE",
 		skipLocked:    "FOR UPDATE SKIP LOCKED",

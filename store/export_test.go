@@ -36,3 +36,9 @@ func CoalesceStats() (writes, flushes, bytes int64) { return coalesceStats() }
 
 // CoalesceVFS is the name of the write-coalescing VFS (tests).
 const CoalesceVFS = coalesceVFS
+
+// ExecRows runs tx.execRows (queued on PostgreSQL): a write whose row count
+// only the client checks.
+func (tx *Tx) ExecRows(q string, args []any, want int64) error {
+	return tx.execRows(q, args, want, "test update")
+}

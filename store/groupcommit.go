@@ -194,17 +194,25 @@ func (db *DB) submitWait(ctx context.Context, w work) error {
 }
 
 // commitBatch commits a batch; if the batch as a whole fails, every member
-// is rerun alone so that one request's error never fails another's.
+// is rerun alone so that one request's error never fails another's. On
+// PostgreSQL a lone binding also takes the batch's path first (bindBatch:
+// its writes are queued and sent in one round trip, where BindDevice waits
+// for each statement's answer); BindDevice runs only when it failed, to
+// name the error.
 func (db *DB) commitBatch(batch []work) {
-	if len(batch) > 1 {
-		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch) })
+	bulk := len(batch) > 1
+	if _, ok := batch[0].(*bindWork); ok && len(batch) == 1 && db.sql.pipeline {
+		bulk = true
+	}
+	if bulk {
+		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch, false) })
 		if err == nil {
 			return
 		}
 	}
 	for _, w := range batch {
 		one := []work{w}
-		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one) }); err != nil {
+		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one, true) }); err != nil {
 			if r, ok := w.(*reserveWork); ok {
 				r.res = nil
 			}
@@ -214,9 +222,10 @@ func (db *DB) commitBatch(batch []work) {
 }
 
 // runBatch reserves every Reserve member in bulk, runs the Commit members'
-// operations, then records the CommitBinding members (in bulk when there
-// are several).
-func (tx *Tx) runBatch(batch []work) error {
+// operations, then records the CommitBinding members: in bulk (bindBatch),
+// or statement by statement when the member runs alone after its batch
+// failed (BindDevice names the error).
+func (tx *Tx) runBatch(batch []work, alone bool) error {
 	var res []*reserveWork
 	var ops []*commitWork
 	var binds []*Binding
@@ -244,10 +253,10 @@ func (tx *Tx) runBatch(batch []work) error {
 			return err
 		}
 	}
-	switch len(binds) {
-	case 0:
+	switch {
+	case len(binds) == 0:
 		return nil
-	case 1:
+	case len(binds) == 1 && (alone || !tx.db.sql.pipeline):
 		return tx.BindDevice(binds[0])
 	}
 	return tx.bindBatch(binds)

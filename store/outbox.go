@@ -57,7 +57,7 @@ type OutboxStats struct {
 }
 
 const (
-	sqlTACNames         = `SELECT brand, model_name FROM tacs WHERE tac = ?`
+	sqlTACNames         = `SELECT tac, brand, model_name FROM tacs WHERE tac IN (?)`
 	sqlInsertOutboxHead = `INSERT INTO register_outbox
     (idempotency_key, imei14, tac, event, device_id, model, brand, occurred_at, next_attempt_at, created_at)
 VALUES `
@@ -93,14 +93,61 @@ WHERE imei14 = ? AND state = 'rejected'`
 // TACNames returns a catalogue TAC's brand and model name as tx sees them;
 // found is false when the TAC is not in the catalogue.
 func (tx *Tx) TACNames(tac uint32) (brand, model string, found bool, err error) {
-	err = tx.queryRowx(tx.rebind(sqlTACNames), tac).Scan(&brand, &model)
-	if noRows(err) {
-		return "", "", false, nil
+	names, err := tx.TACNamesOf([]uint32{tac})
+	n, found := names[tac]
+	return n.Brand, n.Model, found, err
+}
+
+// TACName is a catalogue TAC's brand and model name.
+type TACName struct{ Brand, Model string }
+
+// knowTACName records a TAC's names read by another statement of tx, for
+// TACNamesOf.
+func (tx *Tx) knowTACName(tac uint32, n TACName) {
+	if tx.tacNames == nil {
+		tx.tacNames = map[uint32]TACName{}
 	}
+	tx.tacNames[tac] = n
+}
+
+// TACNamesOf returns the brand and model name of each of tacs found in the
+// catalogue, as tx sees them, with one read for all of them (a transaction
+// that reports the devices of many pools reads them once, not once per TAC;
+// names another statement of tx read already are not read again).
+func (tx *Tx) TACNamesOf(tacs []uint32) (map[uint32]TACName, error) {
+	out := make(map[uint32]TACName, len(tacs))
+	var keys []int64
+	for _, t := range tacs {
+		if n, ok := tx.tacNames[t]; ok {
+			out[t] = n
+		} else {
+			keys = append(keys, int64(t))
+		}
+	}
+	if len(keys) == 0 {
+		return out, nil
+	}
+	q, args, err := tx.in(sqlTACNames, keys)
 	if err != nil {
-		return "", "", false, translate(err, fmt.Sprintf("read TAC %08d", tac))
+		return nil, err
 	}
-	return brand, model, true, nil
+	rows, err := tx.queryx(q, args...)
+	if err != nil {
+		return nil, translate(err, "read the catalogue's TAC names")
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var tac int64
+		var n TACName
+		if err := rows.Scan(&tac, &n.Brand, &n.Model); err != nil {
+			return nil, translate(err, "read the catalogue's TAC names")
+		}
+		out[uint32(tac)] = n
+	}
+	if err := rows.Err(); err != nil {
+		return nil, translate(err, "read the catalogue's TAC names")
+	}
+	return out, nil
 }
 
 // AppendOutbox appends rows to the register outbox in tx, pending and due

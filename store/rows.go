@@ -81,7 +81,7 @@ func (w *rowWriter) flush() error {
 		return translate(err, fmt.Sprintf("%s (%d rows)", w.what, n))
 	}
 	check := func(got int64) error { return rowCount(got, n, w.what) }
-	if w.tx.queueWrite(w.tx.rebind(q), args, check, fail) {
+	if w.tx.queueWrite(w.tx.rebind(q), args, check, fail, true) {
 		return nil
 	}
 	res, err := w.tx.exec(w.tx.rebind(q), args...)
@@ -100,7 +100,7 @@ func (tx *Tx) execRows(q string, args []any, want int64, what string) error {
 // execCheck runs a statement (rebinding it) whose only result is its row
 // count, which check decides; on PostgreSQL it is queued (pipeline.go).
 func (tx *Tx) execCheck(q string, args []any, check func(n int64) error, what string) error {
-	if tx.queueWrite(tx.rebind(q), args, check, func(err error) error { return translate(err, what) }) {
+	if tx.queueWrite(tx.rebind(q), args, check, func(err error) error { return translate(err, what) }, false) {
 		return nil
 	}
 	res, err := tx.exec(tx.rebind(q), args...)

@@ -88,7 +88,7 @@ func (tx *Tx) stmt(query string) *sqlx.Stmt {
 	if s == nil {
 		return nil
 	}
-	return tx.tx.Stmtx(s)
+	return tx.tx.(*sqlx.Tx).Stmtx(s) // SQLite only: its transactions are sqlx's
 }
 
 // exec runs a statement in the transaction (through the statement cache on
@@ -125,8 +125,15 @@ func (tx *Tx) sel(dest any, query string, args ...any) error {
 	return tx.tx.Select(dest, query, args...)
 }
 
-// queryx runs a query (see exec).
-func (tx *Tx) queryx(query string, args ...any) (*sqlx.Rows, error) {
+// queryx runs a query (see exec); on a pipelined transaction with writes
+// queued, in their round trip (queryAfterWrites).
+func (tx *Tx) queryx(query string, args ...any) (rowsIter, error) {
+	if rows, ok, err := tx.queryAfterWrites(query, args); ok {
+		if err != nil {
+			return nil, err
+		}
+		return rows, nil
+	}
 	if err := tx.sync(); err != nil {
 		return nil, err
 	}
@@ -136,8 +143,14 @@ func (tx *Tx) queryx(query string, args ...any) (*sqlx.Rows, error) {
 	return tx.tx.Queryx(query, args...)
 }
 
-// queryRowx runs a query returning at most one row (see exec).
+// queryRowx runs a query returning at most one row (see queryx).
 func (tx *Tx) queryRowx(query string, args ...any) interface{ Scan(...any) error } {
+	if rows, ok, err := tx.queryAfterWrites(query, args); ok {
+		if err != nil {
+			return errRow{err}
+		}
+		return pipedRow{rows}
+	}
 	if err := tx.sync(); err != nil {
 		return errRow{err}
 	}

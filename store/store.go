@@ -25,6 +25,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -126,13 +127,26 @@ const (
 	sqliteReader = "sqlite3-tacline-reader"
 )
 
-// walAutocheckpoint is the writer's automatic checkpoint threshold in WAL
-// pages (SQLite's default is 1000, about 4 MiB). Provisioning touches about
-// a dozen pages per device in indexes with one insertion point per pool or
-// random keys; with 1000 pages every checkpoint copied nearly every page it
-// saw once more into the database file, with 10000 (about 40 MiB of WAL) a
-// page written by many commits between two checkpoints is copied once.
-const walAutocheckpoint = 10000
+// walAutocheckpointBytes is the writer's automatic checkpoint threshold,
+// as WAL bytes (SQLite counts it in pages: the hook divides by the ledger's
+// page size; SQLite's default is 1000 pages). Provisioning touches about a
+// dozen pages per device in indexes with one insertion point per pool or
+// random keys; with 1000 4 KiB pages every checkpoint copied nearly every
+// page it saw once more into the database file, with 40 MiB a page written
+// by many commits between two checkpoints is copied once.
+const walAutocheckpointBytes = 40 << 20
+
+// newLedgerPageSize is the page size of a ledger this process creates
+// (SQLite's default is 4096). Provisioning dirties about one leaf per
+// device in each of a dozen b-trees keyed by device serial, request id,
+// IMEI (one insertion point per station or pool) or a random value, and
+// SQLite writes a dirty page whole into the WAL at commit and again into
+// the database at the checkpoint: 1 KiB pages write about half the bytes
+// per device that 4 KiB ones do (docs/benchmarks.md, issue 14). The
+// size is fixed when the file is created, so it is set before
+// journal_mode = WAL; an existing ledger keeps the page size it was
+// created with (`PRAGMA page_size` is a no-op on it).
+const newLedgerPageSize = 1024
 
 func init() {
 	sql.Register(sqliteWriter, &sqlite3.SQLiteDriver{ConnectHook: func(c *sqlite3.SQLiteConn) error {
@@ -143,7 +157,18 @@ func init() {
 		// the writer's write syscalls and bytes under provisioning, see
 		// docs/benchmarks.md). The journal is thrown away at commit, so
 		// nothing durable changes.
-		_, err := c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d; PRAGMA temp_store = MEMORY", walAutocheckpoint), nil)
+		//
+		// The writer opens the ledger first: on a new file it sets the page
+		// size, which must come before journal_mode = WAL (the writer's DSN
+		// leaves the journal mode to this hook for that reason).
+		if _, err := c.Exec(fmt.Sprintf("PRAGMA page_size = %d; PRAGMA journal_mode = WAL; PRAGMA temp_store = MEMORY", newLedgerPageSize), nil); err != nil {
+			return err
+		}
+		size, err := pragmaInt(c, "PRAGMA page_size")
+		if err != nil || size <= 0 {
+			return fmt.Errorf("read the ledger's page size: %d, %v", size, err)
+		}
+		_, err = c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointBytes/size), nil)
 		return err
 	}})
 	// Readers map the database file: pages not in the WAL are read
@@ -157,12 +182,31 @@ func init() {
 	sqlx.BindDriver(sqliteReader, sqlx.QUESTION)
 }
 
+// pragmaInt reads a PRAGMA that returns one integer, on a connection being
+// set up.
+func pragmaInt(c *sqlite3.SQLiteConn, q string) (int64, error) {
+	rows, err := c.Query(q, nil)
+	if err != nil {
+		return 0, err
+	}
+	defer rows.Close()
+	v := make([]driver.Value, 1)
+	if err := rows.Next(v); err != nil {
+		return 0, err
+	}
+	n, ok := v[0].(int64)
+	if !ok {
+		return 0, fmt.Errorf("%s returned %T", q, v[0])
+	}
+	return n, nil
+}
+
 func (db *DB) openSQLite(cfg Config) error {
 	path := strings.TrimPrefix(cfg.DSN, "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
 	}
-	common := "_busy_timeout=10000&_foreign_keys=on&_journal_mode=WAL&_synchronous=FULL"
+	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=FULL"
 	// The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): the
 	// indexes that provisioning inserts into at random places (certificate
 	// serials, device keys) stay in memory instead of being read back.
@@ -179,7 +223,7 @@ func (db *DB) openSQLite(cfg Config) error {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s (check the directory exists and is writable)", path)
 	}
-	r, err := sqlx.Open(sqliteReader, "file:"+path+"?"+common+"&mode=ro")
+	r, err := sqlx.Open(sqliteReader, "file:"+path+"?"+common+"&_journal_mode=WAL&mode=ro")
 	if err != nil {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for reading", path)
@@ -264,7 +308,7 @@ func (db *DB) Ping(ctx context.Context) error {
 // the use cases' state changes), so that their rows commit or roll back
 // with the ledger's.
 type Tx struct {
-	tx     *sqlx.Tx
+	tx     txRunner
 	db     *DB
 	events []Event
 	write  bool // a write transaction on the write pool
@@ -274,6 +318,8 @@ type Tx struct {
 	// audit is where the audit log put the events of the current flush
 	// (AppendAudit), for the sinks after it (the site outbox).
 	audit auditSpan
+	// tacNames are catalogue names read by a statement of tx (TACNamesOf).
+	tacNames map[uint32]TACName
 }
 
 // rebind rewrites ? placeholders for the transaction's database.
@@ -312,34 +358,32 @@ func (db *DB) InTx(ctx context.Context, fn func(tx *Tx) error) error {
 	}
 }
 
-func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
-	var conn *sqlx.Conn
-	var stx *sqlx.Tx
+func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) error {
 	if db.sql.pipeline {
-		// The transaction on a connection of its own, so that queued
-		// writes can be sent on it as one pgx batch (pipeline.go).
-		if conn, err = db.w.Connx(ctx); err != nil {
-			return translate(err, "begin ledger transaction")
-		}
-		defer conn.Close()
-		stx, err = conn.BeginTxx(ctx, nil)
-	} else {
-		stx, err = db.w.BeginTxx(ctx, nil)
+		return db.inPipedTx(ctx, fn)
 	}
+	stx, err := db.w.BeginTxx(ctx, nil)
 	if err != nil {
 		return translate(err, "begin ledger transaction")
 	}
-	tx := &Tx{tx: stx, db: db, write: true}
-	if conn != nil {
-		tx.pipe = &pipeline{ctx: ctx, conn: conn}
-	}
+	return runTx(&Tx{tx: stx, db: db, write: true}, fn, func() error {
+		if err := stx.Commit(); err != nil {
+			return translate(err, "commit ledger transaction")
+		}
+		return nil
+	}, func() { stx.Rollback() })
+}
+
+// runTx runs fn in tx, the sinks' writes (flush), then commit; a failure
+// or a panic calls rollback.
+func runTx(tx *Tx, fn func(tx *Tx) error, commit func() error, rollback func()) (err error) {
 	defer func() {
-		if p := recover(); p != nil {
-			stx.Rollback()
-			panic(p)
+		if r := recover(); r != nil {
+			rollback()
+			panic(r)
 		}
 		if err != nil {
-			stx.Rollback()
+			rollback()
 		}
 	}()
 	if err = fn(tx); err != nil {
@@ -348,13 +392,30 @@ func (db *DB) inTxOnce(ctx context.Context, fn func(tx *Tx) error) (err error) {
 	if err = tx.flush(); err != nil {
 		return err
 	}
-	if err = tx.sync(); err != nil {
-		return err
+	return commit()
+}
+
+// inPipedTx is inTxOnce on PostgreSQL (dialect pipeline): the transaction
+// runs on a connection of its own, so that its writes can be queued and
+// sent as pgx batches (pipeline.go), and its BEGIN and COMMIT are queued
+// the same way: BEGIN goes with the transaction's first statements, COMMIT
+// with its last writes when the server alone decides them (pipeline.commit),
+// each in their round trip, not in one of its own.
+// The statements, their order and the durable commit are the same.
+func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
+	conn, err := db.w.Connx(ctx)
+	if err != nil {
+		return translate(err, "begin ledger transaction")
 	}
-	if err = stx.Commit(); err != nil {
-		return translate(err, "commit ledger transaction")
-	}
-	return nil
+	// A connection whose rollback failed is left in a transaction; the
+	// driver discards such a connection when it is handed back
+	// (stdlib.Conn.ResetSession).
+	defer conn.Close()
+	p := &pipeline{ctx: ctx, conn: conn}
+	p.queued = append(p.queued, pipedWrite{query: "BEGIN", fail: func(err error) error {
+		return translate(err, "begin ledger transaction")
+	}})
+	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
 }
 
 // noRows reports whether err is sql.ErrNoRows.
@@ -412,7 +473,7 @@ func anyArrays(query string, args []any) (string, bool) {
 
 func init() {
 	rawsql.Reader = func(db any) *sqlx.DB { return db.(*DB).r }
-	rawsql.Tx = func(tx any) *sqlx.Tx {
+	rawsql.Tx = func(tx any) rawsql.Runner {
 		// A raw statement runs after the writes queued before it; their
 		// failure fails it (the transaction is aborted).
 		t := tx.(*Tx)

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"testing"
 
 	"github.com/tacline/tacline/store"
@@ -55,4 +56,49 @@ func TestReserveAfterCloseFailsCleanly(t *testing.T) {
 	if !tacerr.Is(err, tacerr.Unavailable) {
 		t.Fatalf("Reserve after Close = %v, want unavailable", err)
 	}
+}
+
+// TestSQLitePageSize: a new ledger is created with 1 KiB pages in WAL mode
+// and checkpoints every 40 MiB of WAL; a ledger created with 4 KiB pages
+// keeps them (its checkpoint interval is the same 40 MiB).
+func TestSQLitePageSize(t *testing.T) {
+	ctx := context.Background()
+	check := func(t *testing.T, db *store.DB, page int64) {
+		t.Helper()
+		var got int64
+		var mode string
+		if err := storetest.Reader(db).Get(&got, `PRAGMA page_size`); err != nil {
+			t.Fatal(err)
+		}
+		if err := storetest.Reader(db).Get(&mode, `PRAGMA journal_mode`); err != nil {
+			t.Fatal(err)
+		}
+		var ckpt int64
+		if err := db.InTx(ctx, func(tx *store.Tx) error { return storetest.Get(tx, &ckpt, `PRAGMA wal_autocheckpoint`) }); err != nil {
+			t.Fatal(err)
+		}
+		if got != page || mode != "wal" || ckpt*page != 40<<20 {
+			t.Fatalf("page_size %d, journal_mode %s, wal_autocheckpoint %d; want %d, wal, %d", got, mode, ckpt, page, (40<<20)/page)
+		}
+	}
+	t.Run("new", func(t *testing.T) {
+		check(t, storetest.Open(t, store.SQLite), 1024)
+	})
+	t.Run("existing", func(t *testing.T) {
+		cfg := storetest.Config(t, store.SQLite)
+		old, err := sql.Open("sqlite3", cfg.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := old.Exec(`PRAGMA page_size = 4096; PRAGMA journal_mode = WAL; CREATE TABLE before_us (x INTEGER)`); err != nil {
+			t.Fatal(err)
+		}
+		old.Close()
+		db, err := store.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		check(t, db, 4096)
+	})
 }

@@ -6,12 +6,23 @@
 // code.
 package rawsql
 
-import "github.com/jmoiron/sqlx"
+import (
+	"database/sql"
+
+	"github.com/jmoiron/sqlx"
+)
+
+// Runner runs raw statements inside a ledger transaction.
+type Runner interface {
+	Rebind(query string) string
+	Exec(query string, args ...any) (sql.Result, error)
+	Get(dest any, query string, args ...any) error
+}
 
 // Set by package store when it is initialised.
 var (
 	// Reader returns the read pool of a *store.DB.
 	Reader func(db any) *sqlx.DB
 	// Tx returns the database transaction of a *store.Tx.
-	Tx func(tx any) *sqlx.Tx
+	Tx func(tx any) Runner
 )
