@@ -356,8 +356,9 @@ func KeyID(pub crypto.PublicKey) ([]byte, error) {
 // (certificates.serial, issuances.cert_serial) instead of inserting at a
 // random place: past the writer's page cache every random insert dirtied a
 // leaf page of its own per commit (docs/benchmarks.md, "A growing ledger").
-// The clock's first octet is 0x18 from late 2024, 0x19 from 2027 and below 0x80 until 2262, so the
-// DER INTEGER needs no leading zero octet and the hex form keeps 32 digits.
+// The clock's first octet is 0x18 from late 2024, 0x19 from 2027, and
+// below 0x80 until 2262, so the DER INTEGER needs no leading zero octet
+// and the hex form keeps 32 digits.
 func NewSerial(r io.Reader) (*big.Int, error) {
 	if r == nil {
 		r = rand.Reader
