@@ -29,7 +29,7 @@ func setupEnv(ctx context.Context, o devenv.Options, adminDSN string) (env *deve
 
 // lineLoad drives the server at url with the environment's stations for d
 // at rate devices/s (0: closed loop), pregenerating pregen devices.
-func lineLoad(ctx context.Context, url string, creds *factory.Creds, stations int, d time.Duration, rate float64, pregen int) (sim.Summary, error) {
+func lineLoad(ctx context.Context, url string, creds *factory.Creds, stations int, d time.Duration, rate float64, pregen int, started func()) (sim.Summary, error) {
 	return sim.Load(ctx, sim.Config{ServerURL: url, ServerCAFile: creds.ServerCAFile, RootsFile: creds.RootsFile,
-		Stations: creds.Stations, Workers: stations, Duration: d, Rate: rate, Pregenerate: pregen})
+		Stations: creds.Stations, Workers: stations, Duration: d, Rate: rate, Pregenerate: pregen, Started: started})
 }

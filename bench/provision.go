@@ -5,12 +5,14 @@
 package bench
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tacline/tacline/devenv"
@@ -76,6 +78,15 @@ type ProvisionResult struct {
 	// much of the ledger's share and move less with the neighbours' load.
 	ServerWritesPerDevice     float64 `json:"server_write_syscalls_per_device"`
 	ServerWrittenKiBPerDevice float64 `json:"server_written_kib_per_device"`
+	// ServerPeakRSSMiB is the largest peak resident set (VmHWM) of the
+	// server processes at the end of the run (issue 14: <= 256 MiB).
+	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
+	// ServerRSSAnonMiB and ServerRSSFileMiB split the first server's
+	// resident set at the end of the run (/proc/PID/status RssAnon and
+	// RssFile): its own memory, and the pages of the ledger that its SQLite
+	// readers map (mmap_size 256 MiB each).
+	ServerRSSAnonMiB float64 `json:"server_rss_anon_mib"`
+	ServerRSSFileMiB float64 `json:"server_rss_file_mib"`
 	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
 	LoadAverage string `json:"load_average"`
 
@@ -153,14 +164,24 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		return nil, err
 	}
 	// Warm up connections and caches, then measure.
-	if _, err := procs.load(ctx, creds, o.Stations, time.Second, 0, 0); err != nil {
+	if _, err := procs.load(ctx, creds, o.Stations, time.Second, 0, 0, nil); err != nil {
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	dbPIDs := dbBackends(ctx, env, o.AdminDSN)
-	cpu0, db0 := procs.cpu(nil), cpuOf(dbPIDs)
-	io0, err := procs.io()
-	if err != nil {
-		return nil, err
+	// Each replica's counters are read when its load generator has set up
+	// its stations (GET /v1/pools each, TLS handshakes) and pregenerated its
+	// devices, just before its clock starts: they cover the measured phase.
+	c0 := make([]procCounters, len(procs))
+	var db0 time.Duration
+	var mu sync.Mutex
+	var c0err error
+	var dbOnce sync.Once // the database's backends serve every replica: read from the first start
+	started := func(i int) {
+		c, err := readCounters(procs[i].Cmd.Process.Pid)
+		dbOnce.Do(func() { db0 = cpuOf(dbPIDs) })
+		mu.Lock()
+		defer mu.Unlock()
+		c0[i], c0err = c, cmp.Or(c0err, err)
 	}
 	// Device keys and CSRs are made before the clock starts (a device
 	// brings its own), so the load generator's CPU goes to the requests.
@@ -170,26 +191,35 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		// faster server makes the rest while the clock runs.
 		pregen = int(2500 * o.Duration.Seconds())
 	}
-	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen)
-	cpu1, db1 := procs.cpu(nil), cpuOf(dbPIDs)
-	io1, ierr := procs.io()
+	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen, started)
+	db1 := cpuOf(dbPIDs)
+	var c1 procCounters
+	for i, p := range procs {
+		c, cerr := readCounters(p.Cmd.Process.Pid)
+		c1.cpu += c.cpu - c0[i].cpu
+		c1.syscw += c.syscw - c0[i].syscw
+		c1.wchar += c.wchar - c0[i].wchar
+		res.ServerPeakRSSMiB = max(res.ServerPeakRSSMiB, c.peakRSSMiB)
+		err = cmp.Or(err, cerr)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if ierr != nil {
-		return nil, ierr
+	if c0err != nil {
+		return nil, c0err
 	}
+	res.ServerRSSAnonMiB, res.ServerRSSFileMiB = rssSplit(procs[0].Cmd.Process.Pid)
 	res.LoadAverage = loadAverage()
 	if err := procs.stop(30 * time.Second); err != nil {
 		return nil, err
 	}
 	res.Devices, res.DevicesPerSecond, res.P50ms, res.P99ms = sum.Devices, sum.DevicesPerSecond, sum.P50ms, sum.P99ms
 	res.Errors, res.ErrorsByCode, res.DurationSeconds = sum.Failed, sum.ErrorsByCode, sum.ElapsedSeconds
-	res.ServerCPUSecondsTotal = (cpu1 - cpu0).Seconds()
+	res.ServerCPUSecondsTotal = c1.cpu.Seconds()
 	if sum.Devices > 0 {
-		res.ServerCPUusPerDevice = float64((cpu1 - cpu0).Microseconds()) / float64(sum.Devices)
-		res.ServerWritesPerDevice = float64(io1.syscw-io0.syscw) / float64(sum.Devices)
-		res.ServerWrittenKiBPerDevice = float64(io1.wchar-io0.wchar) / 1024 / float64(sum.Devices)
+		res.ServerCPUusPerDevice = float64(c1.cpu.Microseconds()) / float64(sum.Devices)
+		res.ServerWritesPerDevice = float64(c1.syscw) / float64(sum.Devices)
+		res.ServerWrittenKiBPerDevice = float64(c1.wchar) / 1024 / float64(sum.Devices)
 		if len(dbPIDs) > 0 {
 			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / float64(sum.Devices)
 		}
@@ -225,6 +255,27 @@ func processCPU(pid int) (time.Duration, error) {
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	const clkTck = 100 // USER_HZ on Linux
 	return time.Duration(ut+st) * time.Second / clkTck, nil
+}
+
+// procCounters are what measure reads of a server process: its CPU, its
+// write counters and its peak resident set (VmHWM: the most it held at once
+// since it started, start-up and warm-up included).
+type procCounters struct {
+	cpu          time.Duration
+	syscw, wchar int64
+	peakRSSMiB   float64
+}
+
+func readCounters(pid int) (procCounters, error) {
+	cpu, err := processCPU(pid)
+	if err != nil {
+		return procCounters{}, err
+	}
+	c, err := processIO(pid)
+	if err != nil {
+		return procCounters{}, err
+	}
+	return procCounters{cpu: cpu, syscw: c.syscw, wchar: c.wchar, peakRSSMiB: procStatusMiB(pid)["VmHWM"]}, nil
 }
 
 // ioCounters are a process's write counters from /proc/PID/io.
@@ -308,6 +359,7 @@ func total(rs []*ProvisionResult) *ProvisionResult {
 		t.ServerCPUSecondsTotal += r.ServerCPUSecondsTotal
 		t.Errors += r.Errors
 		t.P50ms, t.P99ms = max(t.P50ms, r.P50ms), max(t.P99ms, r.P99ms)
+		t.ServerPeakRSSMiB = max(t.ServerPeakRSSMiB, r.ServerPeakRSSMiB)
 		t.LedgerOK = t.LedgerOK && r.LedgerOK
 	}
 	if t.DurationSeconds > 0 {

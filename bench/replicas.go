@@ -58,42 +58,22 @@ func (rs replicas) stop(grace time.Duration) error {
 	return first
 }
 
-func (rs replicas) pids() []int {
-	out := make([]int, len(rs))
-	for i, p := range rs {
-		out[i] = p.Cmd.Process.Pid
-	}
-	return out
-}
-
-// cpu is the servers' CPU time, and with dbPIDs that of the database
-// backends serving them.
-func (rs replicas) cpu(dbPIDs []int) time.Duration {
-	return cpuOf(append(rs.pids(), dbPIDs...))
-}
-
-// io adds up the servers' write counters.
-func (rs replicas) io() (ioCounters, error) {
-	var t ioCounters
-	for _, pid := range rs.pids() {
-		c, err := processIO(pid)
-		if err != nil {
-			return t, err
-		}
-		t.syscw += c.syscw
-		t.wchar += c.wchar
-	}
-	return t, nil
-}
-
 // load drives the replicas at once for d: station credentials i, i+n,
 // i+2n... and their share of the workers and of the offered rate go to
 // replica i. The summary adds up devices and errors; its rate is over the
 // longest replica's run, p50 is the device-weighted mean of the replicas'
-// and p99 the worst replica's.
-func (rs replicas) load(ctx context.Context, creds *factory.Creds, stations int, d time.Duration, rate float64, pregen int) (sim.Summary, error) {
+// and p99 the worst replica's. started, if set, is called with i when
+// replica i's load generator has started its stations and is about to start
+// its clock.
+func (rs replicas) load(ctx context.Context, creds *factory.Creds, stations int, d time.Duration, rate float64, pregen int, started func(i int)) (sim.Summary, error) {
+	hook := func(i int) func() {
+		if started == nil {
+			return nil
+		}
+		return func() { started(i) }
+	}
 	if len(rs) == 1 {
-		return lineLoad(ctx, rs[0].URL, creds, stations, d, rate, pregen)
+		return lineLoad(ctx, rs[0].URL, creds, stations, d, rate, pregen, hook(0))
 	}
 	n := len(rs)
 	sums := make([]sim.Summary, n)
@@ -115,7 +95,7 @@ func (rs replicas) load(ctx context.Context, creds *factory.Creds, stations int,
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			sums[i], errs[i] = lineLoad(ctx, p.URL, &share, workers, d, rate/float64(n), pregen/n)
+			sums[i], errs[i] = lineLoad(ctx, p.URL, &share, workers, d, rate/float64(n), pregen/n, hook(i))
 		}()
 	}
 	wg.Wait()

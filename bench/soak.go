@@ -119,7 +119,7 @@ func Soak(ctx context.Context, o SoakOptions) (*SoakResult, error) {
 		return nil, err
 	}
 	load := func(d time.Duration, pregen int) (sim.Summary, error) {
-		return lineLoad(ctx, proc.URL, creds, o.Stations, d, o.Rate, pregen)
+		return lineLoad(ctx, proc.URL, creds, o.Stations, d, o.Rate, pregen, nil)
 	}
 	// The ledger's size before any device: the catalogue, CAs and schema.
 	base, err := store.Size(ctx, env.Config.Database)
@@ -268,9 +268,17 @@ func scrape(ctx context.Context, c *http.Client, url string) (map[string]float64
 // rssSplit reads RssAnon and RssFile (MiB) from /proc/PID/status; zero
 // where the kernel does not report them.
 func rssSplit(pid int) (anon, file float64) {
+	m := procStatusMiB(pid)
+	return m["RssAnon"], m["RssFile"]
+}
+
+// procStatusMiB reads the kB fields of /proc/PID/status (VmHWM, VmRSS,
+// RssAnon...) in MiB; empty if the process is gone.
+func procStatusMiB(pid int) map[string]float64 {
+	out := map[string]float64{}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0
+		return out
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		k, v, ok := strings.Cut(line, ":")
@@ -278,16 +286,12 @@ func rssSplit(pid int) (anon, file float64) {
 			continue
 		}
 		f := strings.Fields(v)
-		if len(f) == 0 {
+		if len(f) != 2 || f[1] != "kB" {
 			continue
 		}
-		kb, _ := strconv.ParseFloat(f[0], 64)
-		switch k {
-		case "RssAnon":
-			anon = kb / 1024
-		case "RssFile":
-			file = kb / 1024
+		if kb, err := strconv.ParseFloat(f[0], 64); err == nil {
+			out[k] = kb / 1024
 		}
 	}
-	return anon, file
+	return out
 }

@@ -11,7 +11,7 @@
 // basicConstraints CA:TRUE,
 // critical keyUsage keyCertSign|cRLSign, a subjectKeyIdentifier and, below
 // the root, an authorityKeyIdentifier; issuing and station CAs have pathLen 0;
-// serial numbers are 128 random bits; every certificate built here is checked
+// serial numbers are policy.NewSerial's (a time-ordered clock, 64 random bits); every certificate built here is checked
 // against its issuer's public key before it is returned.
 package ca
 

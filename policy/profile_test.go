@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
+	"encoding/hex"
 	"math/big"
 	"strings"
 	"testing"
@@ -128,35 +129,33 @@ func TestCheckDevice(t *testing.T) {
 
 func TestNewSerial(t *testing.T) {
 	t.Parallel()
-	high := bytes.Repeat([]byte{0xff}, 16)
-	low := append([]byte{0x01}, bytes.Repeat([]byte{0}, 15)...)
-	tests := []struct {
-		name    string
-		r       []byte
-		derLen  int // INTEGER content octets
-		wantHex string
-	}{
-		{name: "top bit set gets a leading zero octet", r: high, derLen: 17, wantHex: strings.Repeat("ff", 16)},
-		{name: "small first octet stays 16 octets", r: low, derLen: 16, wantHex: "1" + strings.Repeat("00", 15)},
-		{name: "leading zero octet is redrawn", r: append(append(make([]byte, 16), 0x7f), bytes.Repeat([]byte{0x11}, 15)...), derLen: 16, wantHex: "7f" + strings.Repeat("11", 15)},
+	rnd := bytes.Repeat([]byte{0xff}, 8)
+	var prev *big.Int
+	for i := 0; i < 1000; i++ {
+		s, err := NewSerial(bytes.NewReader(rnd))
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, _ := asn1.Marshal(s)
+		if s.Sign() <= 0 || len(der)-2 != 16 || CheckSerial(s) != nil {
+			t.Fatalf("serial %x encodes in %d octets", s, len(der)-2)
+		}
+		if b := s.Bytes(); !bytes.Equal(b[8:], rnd) {
+			t.Fatalf("serial %x: the last 8 octets are not the random ones", s)
+		}
+		// the same random octets every time: only the clock keeps them apart and in order
+		if prev != nil && s.Cmp(prev) <= 0 {
+			t.Fatalf("serial %x drawn after %x is not greater", s, prev)
+		}
+		prev = s
 	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			s, err := NewSerial(bytes.NewReader(tc.r))
-			if err != nil {
-				t.Fatal(err)
-			}
-			der, _ := asn1.Marshal(s)
-			if s.Sign() <= 0 || len(der)-2 != tc.derLen || s.Text(16) != tc.wantHex {
-				t.Fatalf("serial %x encodes in %d octets", s, len(der)-2)
-			}
-		})
+	if _, err := NewSerial(bytes.NewReader(make([]byte, 7))); err == nil {
+		t.Fatal("a serial drawn from 7 random octets was accepted")
 	}
 	a, _ := NewSerial(nil)
 	b, _ := NewSerial(nil)
-	if a.Cmp(b) == 0 {
-		t.Fatal("two random serials are equal")
+	if a.Cmp(b) >= 0 || len(hex.EncodeToString(a.Bytes())) != 32 {
+		t.Fatalf("serials %x then %x: not increasing or not 32 hex digits", a, b)
 	}
 }
 

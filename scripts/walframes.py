@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """WAL frames per device, by b-tree, of a SQLite ledger during a bench run.
 
-Usage: scripts/walframes.py PREFIX
+Usage: scripts/walframes.py PREFIX [LEDGER]
 
 PREFIX.c1, PREFIX.c2, ... are copies of a ledger (copy.db, copy.db-wal) taken
 during one run, in order (scripts/walrun.sh takes them). Of the pairs of
@@ -9,7 +9,9 @@ copies in one WAL generation (same salt: no checkpoint restarted the WAL
 between them), the one with the most devices bound in between is used: the frames the later WAL has beyond the earlier are mapped to b-trees
 with the dbstat table and divided by the devices bound between the copies.
 Each copy is read from a scratch copy, since opening a database with its WAL
-checkpoints it.
+checkpoints it. Copies that hold only the WAL and a device count
+(copy.devices: scripts/walrun.sh with --prefill) are mapped with LEDGER, the
+ledger as the run left it.
 """
 import collections
 import glob
@@ -48,8 +50,10 @@ def main():
     info = []
     for c in copies:
         try:
-            info.append((c, frames(c), query(c, 'SELECT COUNT(*) FROM devices')[0][0]))
-        except (OSError, sqlite3.Error, struct.error):
+            n = os.path.join(c, 'copy.devices')
+            devices = int(open(n).read()) if os.path.exists(n) else query(c, 'SELECT COUNT(*) FROM devices')[0][0]
+            info.append((c, frames(c), devices))
+        except (OSError, ValueError, sqlite3.Error, struct.error):
             pass
     best = None
     pairs = [(x, y) for i, x in enumerate(info) for y in info[i + 1:]]
@@ -61,7 +65,10 @@ def main():
     (a, fa), (b, fb), ndev = best
     new = fb[2][len(fa[2]):]
     ncommits = fb[3] - fa[3]
-    names = dict(query(b, 'SELECT pageno, name FROM dbstat'))
+    if len(sys.argv) > 2:
+        names = dict(sqlite3.connect('file:' + sys.argv[2] + '?mode=ro', uri=True).execute('SELECT pageno, name FROM dbstat'))
+    else:
+        names = dict(query(b, 'SELECT pageno, name FROM dbstat'))
     count = collections.Counter(names.get(p, '(free)') for p in new)
     print(f'{a} -> {b}: page size {fb[0]}, {len(new)} frames, {ncommits} commits, {ndev} devices bound: '
           f'{len(new) / ndev:.1f} frames per device, {len(new) / max(ncommits, 1):.0f} per commit')

@@ -88,6 +88,11 @@ type Config struct {
 	// benchmark keeps that work out of the measured window. Devices beyond
 	// it are made during the run.
 	Pregenerate int
+	// Started, if set, is called once by Load when the stations are set up
+	// and the devices pregenerated, just before the clock starts (a
+	// benchmark reads the server's counters there, so that they cover the
+	// measured phase only).
+	Started func()
 	// Progress shows a progress bar when it is a terminal (Simulate).
 	Progress io.Writer
 	// DevicesOut, if set, receives one JSON object per verified device:
@@ -154,6 +159,9 @@ func Load(ctx context.Context, cfg Config) (Summary, error) {
 	if err := e.pregenerate(ctx, cfg.Pregenerate); err != nil {
 		return Summary{}, err
 	}
+	if cfg.Started != nil {
+		cfg.Started()
+	}
 	stop := make(chan struct{})
 	t := time.AfterFunc(cfg.Duration, func() { close(stop) })
 	defer t.Stop()
@@ -213,6 +221,8 @@ func (cfg Config) validate(simulate bool) error {
 			return tacerr.Field(tacerr.InvalidInput, "duration", "is for a load run (Load); a simulation provisions a number of devices")
 		case cfg.Pregenerate != 0:
 			return tacerr.Field(tacerr.InvalidInput, "pregenerate", "is for a load run (Load)")
+		case cfg.Started != nil:
+			return tacerr.Field(tacerr.InvalidInput, "started", "is for a load run (Load)")
 		}
 		return nil
 	}

@@ -161,7 +161,7 @@ type Request struct {
 	IMEIs        []imei.IMEI
 	PublicKey    crypto.PublicKey // from policy.ParseCSR
 	// Serial is the certificate serial number the caller recorded in its
-	// intent, or nil to draw 128 random bits (policy.NewSerial).
+	// intent, or nil to draw a new one (policy.NewSerial).
 	Serial *big.Int
 	// NotBefore is the issue time the caller recorded; the certificate's
 	// notBefore is NotBefore minus the profile's back-date. Required, so that
