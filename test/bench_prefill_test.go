@@ -30,6 +30,9 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				Ratio       float64 `json:"prefilled_ratio"`
 				LedgerBytes int64   `json:"ledger_bytes"`
 				EmptyPerSec float64 `json:"empty_devices_per_second"`
+				Syscalls    float64 `json:"server_write_syscalls_per_device"`
+				StorageKiB  float64 `json:"server_storage_written_kib_per_device"`
+				PeakRSSMiB  float64 `json:"server_peak_rss_mib"`
 				Empty       *struct {
 					Devices  int  `json:"devices"`
 					LedgerOK bool `json:"ledger_ok"`
@@ -50,8 +53,14 @@ func TestBenchProvisionPrefill(t *testing.T) {
 			if res.Empty == nil || res.Empty.Devices == 0 || !res.Empty.LedgerOK || res.EmptyPerSec <= 0 || res.Ratio <= 0 {
 				t.Errorf("the empty ledger's run is missing or failed: %+v, ratio %v", res.Empty, res.Ratio)
 			}
+			if res.PeakRSSMiB <= 0 || res.Syscalls <= 0 {
+				t.Errorf("server_peak_rss_mib %v, server_write_syscalls_per_device %v: the server's counters are missing", res.PeakRSSMiB, res.Syscalls)
+			}
 			if db != "sqlite" {
 				return
+			}
+			if res.StorageKiB <= 0 {
+				t.Errorf("server_storage_written_kib_per_device %v on SQLite: the ledger's writes to storage are not counted", res.StorageKiB)
 			}
 			// --remeasure: the prefilled ledger left in dir, measured again
 			// (it still passes both checks with the first run's devices on it).
