@@ -76,7 +76,7 @@ const (
 // IMEI scans it.
 const (
 	auditIMEIStage        = 2048
-	qAuditInsertStaged    = `INSERT INTO audit_imeis_staged (idx, imei) VALUES `
+	qAuditInsertStaged    = `INSERT INTO audit_imeis_staged (imei, idx) VALUES `
 	qAuditMoveStagedIMEIs = `INSERT INTO audit_imeis (imei, idx) SELECT imei, idx FROM audit_imeis_staged ORDER BY imei, idx`
 	qAuditClearStaged     = `DELETE FROM audit_imeis_staged`
 )
@@ -166,19 +166,13 @@ func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	args := make([]any, 0, total)
 	if !tx.db.sql.guardedAppend || total > maxParams {
 		for i, s := range sets {
-			w := tx.rows(auditInserts[i].head, auditInserts[i].tuple, 2, "append to the audit log")
-			staged := i == 2 && tx.db.sql.stagedAuditIMEIs
-			if staged {
-				w = tx.rows(qAuditInsertStaged, "(?,?)", 2, "append to the audit log")
+			head := auditInserts[i].head
+			if i == 2 && tx.db.sql.stagedAuditIMEIs {
+				head = qAuditInsertStaged
 			}
+			w := tx.rows(head, auditInserts[i].tuple, 2, "append to the audit log")
 			for j := 0; j < len(s); j += 2 {
-				var err error
-				if staged {
-					err = w.add(s[j+1], s[j])
-				} else {
-					err = w.add(s[j], s[j+1])
-				}
-				if err != nil {
+				if err := w.add(s[j], s[j+1]); err != nil {
 					return err
 				}
 			}
