@@ -90,14 +90,6 @@ SET state = 'pending', next_attempt_at = ?, attempts = 0, clone_alert = 0, last_
 WHERE imei14 = ? AND state = 'rejected'`
 )
 
-// TACNames returns a catalogue TAC's brand and model name as tx sees them;
-// found is false when the TAC is not in the catalogue.
-func (tx *Tx) TACNames(tac uint32) (brand, model string, found bool, err error) {
-	names, err := tx.TACNamesOf([]uint32{tac})
-	n, found := names[tac]
-	return n.Brand, n.Model, found, err
-}
-
 // TACName is a catalogue TAC's brand and model name.
 type TACName struct{ Brand, Model string }
 

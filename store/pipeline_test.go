@@ -47,8 +47,8 @@ func TestQueuedWriteFailure(t *testing.T) {
 			if err := tx.AppendOutbox([]store.OutboxRow{outboxRow("pipe-2"), outboxRow("pipe-2")}); err != nil {
 				return err // SQLite: the duplicate fails here
 			}
-			_, _, found, err := tx.TACNames(testTAC) // PostgreSQL: here
-			if err == nil && found {
+			names, err := tx.TACNamesOf([]uint32{testTAC}) // PostgreSQL: here
+			if _, found := names[testTAC]; err == nil && found {
 				reads++
 			}
 			return err
