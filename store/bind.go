@@ -75,6 +75,14 @@ var bindSets = [2]struct{ set, match string }{
 	{set: "device_serial = v.column2, ", match: "''"},
 }
 
+// bindOnce is bindSets in one statement (dialect bindOnce): an IMEI
+// reserved for its device or pre-allocated (device serial empty) is bound,
+// one reserved for another device is not (the row count then fails the
+// batch, and Tx.Bind names it).
+var bindOnce = [1]struct{ set, match string }{
+	{set: "device_serial = v.column2, ", match: "ANY(ARRAY[v.column2, ''])"},
+}
+
 // bindBatch records several bindings with one statement per table. Any
 // failure, including a row count that differs from what the batch expects,
 // fails the whole transaction: the committer then reruns every member alone
@@ -133,16 +141,20 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 			total++
 		}
 	}
-	// One statement per way of binding (bindSets); the row counts must add
-	// up to the batch's IMEIs. On PostgreSQL both are queued (pipeline.go)
-	// and checked in order; on SQLite the second runs only when the first
-	// left IMEIs unbound (pre-allocated ones).
+	// One statement per way of binding (bindSets; on PostgreSQL one for
+	// both, bindOnce); the row counts must add up to the batch's IMEIs. On
+	// SQLite the second runs only when the first left IMEIs unbound
+	// (pre-allocated ones).
 	var bound int64
-	for i, set := range bindSets {
+	sets := bindSets[:]
+	if tx.db.sql.bindOnce {
+		sets = bindOnce[:]
+	}
+	for i, set := range sets {
 		if i > 0 && bound == int64(total) {
 			break
 		}
-		last := i == len(bindSets)-1
+		last := i == len(sets)-1
 		from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
 		q = `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
 			` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = ` + set.match
