@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -88,7 +87,7 @@ var bindOnce = [1]struct{ set, match string }{
 // fails the whole transaction: the committer then reruns every member alone
 // (BindDevice), which names the error. So the fast path never has to decide
 // a per-binding error itself.
-func (tx *Tx) bindBatch(bs []*Binding) error {
+func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 	n := len(bs)
 	ids := make([]string, n)
 	for i, b := range bs {
@@ -133,9 +132,7 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 	now := tx.Now().Truncate(time.Microsecond)
 	total := 0
 	args = []any{now.UnixMicro()}
-	firsts := make([]int64, n)
-	for i, b := range bs {
-		firsts[i] = int64(b.IMEIs[0].Uint64())
+	for _, b := range bs {
 		for _, m := range b.IMEIs {
 			args = append(args, int64(m.Uint64()), b.DeviceSerial, b.CertSerial)
 			total++
@@ -169,36 +166,37 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 	}
 	// 6. Pool names for the events (one read for the batch), with the
 	// catalogue's names of their TACs, which the register outbox's rows
-	// carry (Tx.TACNamesOf answers from them: no second read).
-	q, args, err = tx.in(`SELECT i.imei14, p.name, p.tac, t.brand, t.model_name FROM imeis i JOIN pools p ON p.id = i.pool_id
-		LEFT JOIN tacs t ON t.tac = p.tac WHERE i.imei14 IN (?)`, firsts)
-	if err != nil {
-		return err
+	// carry (Tx.TACNamesOf answers from them: no second read). On
+	// PostgreSQL the read was made in the batch's first round trip (bp).
+	if bp == nil {
+		bp = newBindPools(bs)
 	}
-	rows, err := tx.queryx(q, args...)
-	if err != nil {
-		return translate(err, "look up pools")
-	}
-	pools := make(map[int64]string, n)
-	for rows.Next() {
-		var k, tac int64
-		var name string
-		var brand, model sql.NullString
-		if err := rows.Scan(&k, &name, &tac, &brand, &model); err != nil {
-			rows.Close()
-			return translate(err, "look up pools")
+	if !bp.read {
+		if tx.db.sql.pipeline {
+			if err := tx.selAll([]pipedSel{bp.sel(tx)}); err != nil {
+				return translate(err, "look up pools")
+			}
+		} else {
+			q, args, err := tx.in(sqlBindPools, bp.firsts)
+			if err != nil {
+				return err
+			}
+			rows, err := tx.queryx(q, args...)
+			if err != nil {
+				return translate(err, "look up pools")
+			}
+			err = bp.scan(tx, rows)
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return translate(err, "look up pools")
+			}
 		}
-		pools[k] = name
-		if brand.Valid && model.Valid {
-			tx.knowTACName(uint32(tac), TACName{Brand: brand.String, Model: model.String})
-		}
 	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return translate(err, "look up pools")
-	}
-	for i, b := range bs {
-		pool, ok := pools[firsts[i]]
+	pools := bp.pools
+	for _, b := range bs {
+		pool, ok := pools[int64(b.IMEIs[0].Uint64())]
 		if !ok {
 			return tacerr.New(tacerr.LedgerInvariant, "IMEI %s has no pool", b.IMEIs[0])
 		}
