@@ -74,13 +74,28 @@ var bindSets = [2]struct{ set, match string }{
 	{set: "device_serial = v.column2, ", match: "''"},
 }
 
-// bindOnce is bindSets in one statement (dialect bindOnce): an IMEI
-// reserved for its device or pre-allocated (device serial empty) is bound,
-// one reserved for another device is not (the row count then fails the
-// batch, and Tx.Bind names it).
-var bindOnce = [1]struct{ set, match string }{
-	{set: "device_serial = v.column2, ", match: "ANY(ARRAY[v.column2, ''])"},
-}
+// On PostgreSQL (dialect bindOnce) a batch completes its intents and binds
+// its IMEIs with one statement each that finds every row with one
+// primary-key probe (a LATERAL subquery with LIMIT 1) and updates it by its
+// ctid. Joined to the batch's rows as a table, PostgreSQL planned these
+// updates on a sequential scan whenever it cached the plan while the table
+// was small, and kept it as the ledger grew (see reserveread.go); the
+// probes cost the same at any size. An IMEI is bound if it is RESERVED for
+// its device or pre-allocated (device serial empty, set now: bindSets in
+// one statement); one reserved for another device, bound already or
+// voided is not, and the row count then fails the batch (Tx.Bind names
+// the error when the member runs alone). A row another transaction
+// changed meanwhile has another ctid and is not updated either.
+const (
+	sqlCompleteIntentsPG = `UPDATE issuances SET state = 'issued', completed_at = ?
+	FROM (SELECT i.tid FROM unnest(?::text[]) AS k(id) CROSS JOIN LATERAL
+		(SELECT ctid AS tid FROM issuances WHERE request_id = k.id AND state = 'pending' LIMIT 1) i) s
+	WHERE issuances.ctid = s.tid`
+	sqlBindIMEIsPG = `UPDATE imeis SET state = 'BOUND', device_serial = s.dev, cert_serial = s.cert, bound_at = ?
+	FROM (SELECT i.tid, v.dev, v.cert FROM unnest(?::bigint[], ?::text[], ?::text[]) AS v(imei, dev, cert) CROSS JOIN LATERAL
+		(SELECT ctid AS tid FROM imeis WHERE imei14 = v.imei AND state = 'RESERVED' AND device_serial IN (v.dev, '') LIMIT 1) i) s
+	WHERE imeis.ctid = s.tid`
+)
 
 // bindBatch records several bindings with one statement per table. Any
 // failure, including a row count that differs from what the batch expects,
@@ -94,9 +109,13 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 		ids[i] = b.RequestID
 	}
 	// 1. Intents pending -> issued.
-	q, args, err := tx.in(`UPDATE issuances SET state = 'issued', completed_at = ? WHERE request_id IN (?) AND state = 'pending'`,
-		tx.Now().UnixMicro(), ids)
-	if err != nil {
+	var q string
+	var args []any
+	var err error
+	if tx.db.sql.bindOnce {
+		q, args = sqlCompleteIntentsPG, []any{tx.Now().UnixMicro(), ids}
+	} else if q, args, err = tx.in(`UPDATE issuances SET state = 'issued', completed_at = ? WHERE request_id IN (?) AND state = 'pending'`,
+		tx.Now().UnixMicro(), ids); err != nil {
 		return err
 	}
 	if err := tx.execRows(q, args, int64(n), "complete issuances"); err != nil {
@@ -126,9 +145,9 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 		}
 	}
 	// 5. IMEIs RESERVED -> BOUND, each with its device's serials: one
-	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+, PostgreSQL) for IMEIs
-	// reserved for their device, a second for pre-allocated ones (see
-	// bindSets).
+	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+) for IMEIs reserved for
+	// their device, a second for pre-allocated ones (see bindSets); one
+	// statement on PostgreSQL (sqlBindIMEIsPG).
 	now := tx.Now().Truncate(time.Microsecond)
 	total := 0
 	args = []any{now.UnixMicro()}
@@ -138,31 +157,16 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 			total++
 		}
 	}
-	// One statement per way of binding (bindSets; on PostgreSQL one for
-	// both, bindOnce); the row counts must add up to the batch's IMEIs. On
-	// SQLite the second runs only when the first left IMEIs unbound
-	// (pre-allocated ones).
-	var bound int64
-	sets := bindSets[:]
 	if tx.db.sql.bindOnce {
-		sets = bindOnce[:]
-	}
-	for i, set := range sets {
-		if i > 0 && bound == int64(total) {
-			break
+		imeis, devs, certs := make([]int64, 0, total), make([]string, 0, total), make([]string, 0, total)
+		for i := 1; i < len(args); i += 3 {
+			imeis, devs, certs = append(imeis, args[i].(int64)), append(devs, args[i+1].(string)), append(certs, args[i+2].(string))
 		}
-		last := i == len(sets)-1
-		from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
-		q = `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
-			` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = ` + set.match
-		if err := tx.execCheck(q, append(args[:1:1], vargs...), func(k int64) error {
-			if bound += k; bound > int64(total) || last && bound != int64(total) {
-				return rowCount(bound, int64(total), "bind IMEIs")
-			}
-			return nil
-		}, "bind IMEIs"); err != nil {
+		if err := tx.execRows(sqlBindIMEIsPG, []any{args[0], imeis, devs, certs}, int64(total), "bind IMEIs"); err != nil {
 			return err
 		}
+	} else if err := tx.bindSets(args, total); err != nil {
+		return err
 	}
 	// 6. Pool names for the events (one read for the batch), with the
 	// catalogue's names of their TACs, which the register outbox's rows
@@ -202,6 +206,33 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 		}
 		tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: b.Station, RequestID: b.RequestID, Pool: pool,
 			TAC: b.IMEIs[0].TACString(), IMEIs: imeiStrings(b.IMEIs), DeviceSerial: b.DeviceSerial, CertSerial: b.CertSerial})
+	}
+	return nil
+}
+
+// bindSets binds the batch's IMEIs (args: bound_at, then imei14, device
+// serial and certificate serial of each) with one statement per way of
+// binding (bindSets); the row counts must add up to the batch's IMEIs, and
+// the second runs only when the first left IMEIs unbound (pre-allocated
+// ones).
+func (tx *Tx) bindSets(args []any, total int) error {
+	var bound int64
+	for i, set := range bindSets {
+		if i > 0 && bound == int64(total) {
+			break
+		}
+		last := i == len(bindSets)-1
+		from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
+		q := `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
+			` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = ` + set.match
+		if err := tx.execCheck(q, append(args[:1:1], vargs...), func(k int64) error {
+			if bound += k; bound > int64(total) || last && bound != int64(total) {
+				return rowCount(bound, int64(total), "bind IMEIs")
+			}
+			return nil
+		}, "bind IMEIs"); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -42,3 +42,13 @@ const CoalesceVFS = coalesceVFS
 func (tx *Tx) ExecRows(q string, args []any, want int64) error {
 	return tx.execRows(q, args, want, "test update")
 }
+
+// PGBatchStatements are the PostgreSQL group-commit statements that find
+// rows by key, each with arguments of its types (tests of their plans).
+var PGBatchStatements = map[string][]any{
+	sqlReplaysPG:            {[]string{"r"}},
+	sqlProvisionedDevicesPG: {[]string{"d"}},
+	sqlBindPoolsPG:          {[]int64{1}},
+	sqlCompleteIntentsPG:    {int64(1), []string{"r"}},
+	sqlBindIMEIsPG:          {int64(1), []int64{1}, []string{"d"}, []string{"c"}},
+}
