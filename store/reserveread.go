@@ -46,7 +46,8 @@ const (
 	// sqlProvisionedDevices, probed per serial.
 	sqlProvisionedDevicesPG = `SELECT k.s FROM unnest(?::text[]) AS k(s) CROSS JOIN LATERAL
 	(SELECT 1 FROM imeis i WHERE i.device_serial = k.s AND i.device_serial <> '' AND i.state <> 'VOIDED' LIMIT 1) i`
-	sqlReservationIDs = `SELECT nextval(pg_get_serial_sequence('reservations', 'id')) FROM generate_series(1, ?)`
+	sqlReservationIDs = `WITH s AS MATERIALIZED (SELECT pg_get_serial_sequence('reservations', 'id')::regclass AS seq)
+	SELECT nextval(s.seq) FROM s, generate_series(1, ?)`
 )
 
 // pipedSel is one query of selAll and how its rows are read.
