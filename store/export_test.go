@@ -52,3 +52,7 @@ var PGBatchStatements = map[string][]any{
 	sqlCompleteIntentsPG:    {int64(1), []string{"r"}},
 	sqlBindIMEIsPG:          {int64(1), []int64{1}, []string{"d"}, []string{"c"}},
 }
+
+// RoundTrips is how many statements and pgx batches PostgreSQL write
+// transactions sent so far.
+func (db *DB) RoundTrips() int64 { return db.roundTrips.Load() }
