@@ -31,7 +31,7 @@ type pipeline struct {
 	ctx    context.Context
 	conn   *sqlx.Conn // the transaction's connection
 	queued []pipedWrite
-	err    error // the first failure: every later statement returns it
+	err    error         // the first failure: every later statement returns it
 	trips  *atomic.Int64 // the ledger's count of round trips (DB.roundTrips)
 }
 
