@@ -311,11 +311,11 @@ type stationMemoKey struct{}
 // API's own check of the station when the use case authenticates it
 // (WithStationCheck).
 type stationMemo struct {
-	rec      store.StationRecord
-	ok       bool
-	check    func(Station) error
-	judged   bool  // admitStation gave its verdict (WithStationCheck)
-	verdict  error // that verdict: nil (admitted), unauthorized, forbidden, or the check's error
+	rec     store.StationRecord
+	ok      bool
+	check   func(Station) error
+	judged  bool  // admitStation gave its verdict (WithStationCheck)
+	verdict error // that verdict: nil (admitted), unauthorized, forbidden, or the check's error
 }
 
 // WithStationMemo returns a context in which the first read of the calling
@@ -404,6 +404,7 @@ func (s *Service) admitStation(ctx context.Context, a Actor, st store.StationRec
 	}
 	return st, verdict
 }
+
 // stationRequestCheck reads the calling station's record and the request's
 // checks in one statement (the memo's record, when the request read it
 // already, wins over the one read here) and admits the station.
