@@ -96,32 +96,14 @@ func (tx *Tx) readReserve(batch []*reserveWork, bp *bindPools) (*reserveReads, e
 		return sqlx.StructScan(rows.(sqlxRows), &rr)
 	}})
 	if len(serials) > 0 {
-		sels = append(sels, pipedSel{query: tx.rebind(sqlProvisionedDevicesPG), args: []any{serials}, scan: func(rows rowsIter) error {
-			for rows.Next() {
-				var s string
-				if err := rows.Scan(&s); err != nil {
-					return err
-				}
-				out.taken = append(out.taken, s)
-			}
-			return rows.Err()
-		}})
+		sels = append(sels, pipedSel{query: tx.rebind(sqlProvisionedDevicesPG), args: []any{serials}, scan: scanColumn(&out.taken)})
 	}
 	if err := add(sqlPoolsForUpdate+" ORDER BY id"+tx.db.sql.forUpdate, pools, func(rows rowsIter) error {
 		return sqlx.StructScan(rows.(sqlxRows), &heads)
 	}); err != nil {
 		return nil, err
 	}
-	sels = append(sels, pipedSel{query: tx.rebind(sqlReservationIDs), args: []any{len(ids)}, scan: func(rows rowsIter) error {
-		for rows.Next() {
-			var id int64
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			out.ids = append(out.ids, id)
-		}
-		return rows.Err()
-	}})
+	sels = append(sels, pipedSel{query: tx.rebind(sqlReservationIDs), args: []any{len(ids)}, scan: scanColumn(&out.ids)})
 	if bp != nil {
 		sels = append(sels, bp.sel(tx))
 	}
@@ -143,6 +125,20 @@ func (tx *Tx) readReserve(batch []*reserveWork, bp *bindPools) (*reserveReads, e
 		out.pools[h.Name] = h
 	}
 	return out, nil
+}
+
+// scanColumn appends each row's one column to dst.
+func scanColumn[T any](dst *[]T) func(rows rowsIter) error {
+	return func(rows rowsIter) error {
+		for rows.Next() {
+			var v T
+			if err := rows.Scan(&v); err != nil {
+				return err
+			}
+			*dst = append(*dst, v)
+		}
+		return rows.Err()
+	}
 }
 
 // sqlxRows is what sqlx.StructScan reads.
