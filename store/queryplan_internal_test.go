@@ -24,7 +24,7 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 		sqlIMEISelect + `WHERE i.device_serial = ? AND i.device_serial <> '' ORDER BY i.reservation_id, i.grp, i.slot`: "imeis_device",
 		// imeis is keyed by an appending rowid since migration 0015: the
 		// reads and writes by IMEI go through its unique index.
-		sqlIMEISelect + `WHERE i.imei14 = ?`: "imeis_imei14",
+		sqlIMEISelect + `WHERE i.imei14 = ?`:                       "imeis_imei14",
 		strings.Replace(sqlBindReserved, "IN (?)", "IN (?, ?)", 1): "imeis_imei14",
 		`UPDATE imeis SET state = 'BOUND', cert_serial = v.column3, bound_at = ? FROM (VALUES (CAST(? AS BIGINT),?,?)) AS v
 			WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = v.column2`: "imeis_imei14",
