@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/tacline/tacline/imei"
@@ -14,8 +15,10 @@ import (
 // table ends (migration 0015), in commit order whatever their pool, so a
 // batch's rows and their rewrite at bind share the table's last pages
 // instead of one page in the middle per pool; the IMEI stays unique (a
-// second row for it is a conflict) and an integer. Migrating down to 14
-// (the IMEI as rowid) and up again keeps every row and what a lookup reads.
+// second row for it is a conflict) and an integer. certificates has no
+// index by device serial (no reader used it). Migrating down to 14 (the
+// IMEI as rowid, the index back) and up again keeps every row and what a
+// lookup reads.
 func TestSQLiteIMEIRowsAppend(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.Open(t, store.SQLite)
@@ -81,8 +84,23 @@ func TestSQLiteIMEIRowsAppend(t *testing.T) {
 	if before[0].State != store.StateBound || before[1].State != store.StateReserved {
 		t.Fatalf("states %s, %s", before[0].State, before[1].State)
 	}
+	certIndexes := func() string {
+		t.Helper()
+		var names string
+		if err := storetest.Reader(db).QueryRowContext(ctx, `SELECT COALESCE(group_concat(name, ','), '') FROM sqlite_schema
+			WHERE type = 'index' AND tbl_name = 'certificates' AND sql IS NOT NULL`).Scan(&names); err != nil {
+			t.Fatal(err)
+		}
+		return names
+	}
+	if got := certIndexes(); got != "certificates_revoked" {
+		t.Fatalf("indexes of certificates: %s", got)
+	}
 	if err := db.MigrateDownTo(ctx, 14); err != nil {
 		t.Fatal(err)
+	}
+	if got := certIndexes(); !strings.Contains(got, "certificates_device") {
+		t.Fatalf("schema 14: indexes of certificates: %s", got)
 	}
 	for i, id := range rowids() {
 		if id != int64(order[i].Uint64()) {

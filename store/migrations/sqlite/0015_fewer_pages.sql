@@ -1,11 +1,14 @@
--- imeis was keyed by the IMEI (imei14 INTEGER PRIMARY KEY: the rowid), so
+-- Two changes that take dirty pages off every provisioned device (issue 14,
+-- docs/benchmarks.md "Session 6 (branch sqlbytes2)"). SQLite only.
+--
+-- 1. imeis was keyed by the IMEI (imei14 INTEGER PRIMARY KEY: the rowid), so
 -- a reservation inserted its rows at the tail of its pool's SNR range, one
 -- place per pool in the middle of the table, and the bind rewrote them
 -- longer (state, certificate serial, bound_at) in a later commit. In the
 -- middle of a b-tree SQLite balances a full leaf with its siblings (all of
 -- them rewritten, and left full, so the next insert splits again): about
 -- 5.5 dirty 1 KiB pages per device per provisioning, the most of any
--- b-tree (issue 14, docs/benchmarks.md "Session 6 (branch sqlbytes2)").
+-- b-tree.
 --
 -- The table is now keyed by an implicit rowid, which appends: a commit's
 -- rows, and their rewrite at bind a commit later, share the table's last
@@ -17,6 +20,13 @@
 --
 -- The table is rebuilt (SQLite cannot change a primary key): on a large
 -- existing ledger this migration copies every IMEI row once.
+--
+-- 2. certificates_device (certificates by device serial) had no reader:
+-- a device's certificate is read by serial (devices.cert_serial, the
+-- primary key) or through its intent (sqlCertByRequest), never by device.
+-- Its key has one insertion point per station: about two dirty pages per
+-- device in every bind commit, for nothing. PostgreSQL keeps it (its bytes
+-- are not counted there; a PostgreSQL migration can drop it alike).
 
 -- +goose Up
 CREATE TABLE imeis_new (
@@ -63,7 +73,10 @@ BEGIN
 END;
 -- +goose StatementEnd
 
+DROP INDEX certificates_device;
+
 -- +goose Down
+CREATE INDEX certificates_device ON certificates (device_serial);
 CREATE TABLE imeis_old (
     imei14         INTEGER PRIMARY KEY,
     pool_id        INTEGER NOT NULL REFERENCES pools (id),
