@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -18,10 +20,39 @@ import (
 // second row for it is a conflict) and an integer. certificates has no
 // index by device serial (no reader used it). Migrating down to 14 (the
 // IMEI as rowid, the index back) and up again keeps every row and what a
-// lookup reads.
+// lookup reads. It holds on a new ledger (1 KiB pages) and on one created
+// with 4 KiB pages before session 5.
 func TestSQLiteIMEIRowsAppend(t *testing.T) {
+	for _, page := range []int{1024, 4096} {
+		t.Run(fmt.Sprint(page), func(t *testing.T) {
+			t.Parallel()
+			cfg := storetest.Config(t, store.SQLite)
+			if page != 1024 {
+				old, err := sql.Open("sqlite3", cfg.DSN)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := old.Exec(fmt.Sprintf(`PRAGMA page_size = %d; PRAGMA journal_mode = WAL; CREATE TABLE before_us (x INTEGER)`, page)); err != nil {
+					t.Fatal(err)
+				}
+				old.Close()
+			}
+			db, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var got int
+			if err := storetest.Reader(db).Get(&got, `PRAGMA page_size`); err != nil || got != page {
+				t.Fatalf("page_size %d (%v), want %d", got, err, page)
+			}
+			testIMEIRowsAppend(t, db)
+		})
+	}
+}
+
+func testIMEIRowsAppend(t *testing.T, db *store.DB) {
 	ctx := context.Background()
-	db := storetest.Open(t, store.SQLite)
 	seed(t, db, 500000, 599999) // pool A: high SNRs
 	if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 0, SNREnd: 99999, Factory: "F1", Line: "L1",
 		Product: "EX-1", Market: "DE"}, "test"); err != nil {
