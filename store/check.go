@@ -47,7 +47,8 @@ const maxViolations = 100
 //     the handed-back ones), and the leases cut from a released lease
 //     cover exactly the handed-back SNRs it re-leased.
 //
-// (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
+// (An IMEI cannot appear twice: the 14-digit IMEI is unique, the primary
+// key on PostgreSQL and the unique index imeis_imei14 on SQLite.)
 func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	var rep CheckReport
 	add := func(format string, args ...any) {
