@@ -1,4 +1,4 @@
--- Two changes that take dirty pages off every provisioned device (issue 14,
+-- Three changes that take dirty pages off every provisioned device (issue 14,
 -- docs/benchmarks.md "Session 6 (branch sqlbytes2)"). SQLite only.
 --
 -- 1. imeis was keyed by the IMEI (imei14 INTEGER PRIMARY KEY: the rowid), so
@@ -27,6 +27,13 @@
 -- Its key has one insertion point per station: about two dirty pages per
 -- device in every bind commit, for nothing. PostgreSQL keeps it (its bytes
 -- are not counted there; a PostgreSQL migration can drop it alike).
+--
+-- 3. device_claims kept a claim for every device ever bound, keyed by the
+-- serial (one insertion point per station, about two dirty pages per
+-- device). On SQLite a claim now lives from the reserve (or bind intent)
+-- until the device is recorded, when the devices row, keyed by the same
+-- serial, takes it over; a serial with a devices row cannot be claimed
+-- (store's claimsUntilBound). The claims of recorded devices go.
 
 -- +goose Up
 CREATE TABLE imeis_new (
@@ -75,7 +82,11 @@ END;
 
 DROP INDEX certificates_device;
 
+DELETE FROM device_claims WHERE serial IN (SELECT serial FROM devices);
+
 -- +goose Down
+-- As migration 0007 backfilled them: a recorded device's claim names no request.
+INSERT OR IGNORE INTO device_claims (serial, request_id, claimed_at) SELECT serial, '', bound_at FROM devices;
 CREATE INDEX certificates_device ON certificates (device_serial);
 CREATE TABLE imeis_old (
     imei14         INTEGER PRIMARY KEY,
