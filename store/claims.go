@@ -74,6 +74,13 @@ func serialsOf(claims []deviceClaim) string {
 
 const sqlRecordedDevices = `SELECT serial FROM devices WHERE serial IN (?)`
 
+// sqlSettleClaims deletes the claims of n (serial, request id) pairs, each
+// found through the claims' primary key.
+func sqlSettleClaims(n int) string {
+	return multiRow(`DELETE FROM device_claims WHERE rowid IN (SELECT c.rowid FROM (VALUES `, "(?,?)", n) +
+		`) AS v JOIN device_claims c ON c.serial = v.column1 AND c.request_id = v.column2)`
+}
+
 // settleClaims deletes, on SQLite (claimsUntilBound), the claims of
 // devices just recorded in tx by the requests that hold them: the devices
 // rows hold the serials from now on. A claim already gone (a ledger filled
@@ -86,8 +93,7 @@ func (tx *Tx) settleClaims(claims []deviceClaim) error {
 	for _, c := range claims {
 		args = append(args, c.serial, c.requestID)
 	}
-	q := multiRow(`DELETE FROM device_claims WHERE (serial, request_id) IN (VALUES `, "(?,?)", len(claims)) + `)`
-	_, err := tx.exec(q, args...)
+	_, err := tx.exec(sqlSettleClaims(len(claims)), args...)
 	return translate(err, "settle device claims")
 }
 

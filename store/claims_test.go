@@ -174,16 +174,20 @@ func TestRecordedDeviceHoldsSerial(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
-		res, reqs := reserveBatch(t, db, "h", 1)
+		res, reqs := reserveBatch(t, db, "h", 2) // h1 stays pending
 		if err := db.CommitBinding(ctx, bindingOf(res[0], reqs[0])); err != nil {
 			t.Fatal(err)
 		}
-		var claims int
-		if err := storetest.Reader(db).QueryRowContext(ctx, `SELECT COUNT(*) FROM device_claims WHERE serial = 'dev-h0'`).Scan(&claims); err != nil {
-			t.Fatal(err)
+		claims := func(serial string) (n int) {
+			t.Helper()
+			r := storetest.Reader(db)
+			if err := r.QueryRowContext(ctx, r.Rebind(`SELECT COUNT(*) FROM device_claims WHERE serial = ?`), serial).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
 		}
-		if want := map[store.Dialect]int{store.SQLite: 0, store.Postgres: 1}[db.Dialect()]; claims != want {
-			t.Fatalf("claims of the bound device: %d, want %d", claims, want)
+		if want := map[store.Dialect]int{store.SQLite: 0, store.Postgres: 1}[db.Dialect()]; claims("dev-h0") != want || claims("dev-h1") != 1 {
+			t.Fatalf("claims of the bound device %d (want %d), of the pending one %d", claims("dev-h0"), want, claims("dev-h1"))
 		}
 		again := func(id string) store.ReserveRequest {
 			r := provisionRequest(id)
@@ -199,7 +203,7 @@ func TestRecordedDeviceHoldsSerial(t *testing.T) {
 			return p.NextSNR
 		}
 		before := nextSNR()
-		_, err := db.Reserve(ctx, again("h1"))
+		_, err := db.Reserve(ctx, again("n1"))
 		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
 		// The device is scrapped: its IMEIs voided, its row VOIDED.
 		if err := db.Commit(ctx, func(tx *store.Tx) error {
@@ -210,9 +214,9 @@ func TestRecordedDeviceHoldsSerial(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		_, err = db.Reserve(ctx, again("h2"))
+		_, err = db.Reserve(ctx, again("n2"))
 		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
-		got, errs := db.RunBatch([]store.ReserveRequest{again("h3"), provisionRequest("h4")}, nil)
+		got, errs := db.RunBatch([]store.ReserveRequest{again("n3"), provisionRequest("n4")}, nil)
 		wantCode(t, errs[0], tacerr.DeviceAlreadyProvisioned)
 		if errs[1] != nil || got[1] == nil {
 			t.Fatalf("the other device of the batch: %v", errs[1])

@@ -19,7 +19,9 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 	defer db.Close()
 	for q, index := range map[string]string{
 		strings.Replace(sqlProvisionedDevices, "IN (?)", "IN (?, ?)", 1): "imeis_device",
-		sqlReleaseClaim:  "sqlite_autoindex_device_claims_1",
+		sqlReleaseClaim:    "sqlite_autoindex_device_claims_1",
+		sqlSettleClaims(2): "sqlite_autoindex_device_claims_1",
+		strings.Replace(sqlRecordedDevices, "IN (?)", "IN (?, ?)", 1): "sqlite_autoindex_devices_1",
 		sqlCertByRequest: "sqlite_autoindex_certificates_1",
 		sqlIMEISelect + `WHERE i.device_serial = ? AND i.device_serial <> '' ORDER BY i.reservation_id, i.grp, i.slot`: "imeis_device",
 		// imeis is keyed by an appending rowid since migration 0015: the
