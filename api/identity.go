@@ -202,6 +202,14 @@ func checkStation(ctx context.Context, p Provisioner, c caller) error {
 		}
 		return err
 	}
+	return currentStation(c, st)
+}
+
+// currentStation refuses a disabled station and, for certificates of the
+// station CA, a certificate that is not the station's current one: the
+// API's part of authenticating a station whose record was read (by
+// checkStation, or by the use case: provisioner.WithStationCheck).
+func currentStation(c caller, st provisioner.Station) error {
 	if st.Disabled {
 		return tacerr.New(tacerr.Forbidden, "station %s is disabled; an operator can re-enable it", st.ID)
 	}

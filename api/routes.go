@@ -32,6 +32,10 @@ type route struct {
 	access access
 	public bool // no client certificate needed
 	handle handler
+	// stationInUseCase: the use case authenticates a calling station in
+	// its first ledger read (provisioner.WithStationCheck) instead of the
+	// API reading its record first.
+	stationInUseCase bool
 }
 
 // access is one route's cells of the table: role -> ownership scope.
@@ -64,7 +68,7 @@ var (
 // implied. The use cases apply the scope to the object they load
 // (provisioner.Scope), before anything is written.
 var routes = []route{
-	{pattern: "POST " + wire.PathProvision, access: stations, handle: (*Server).provision},
+	{pattern: "POST " + wire.PathProvision, access: stations, handle: (*Server).provision, stationInUseCase: true},
 	{pattern: "POST " + wire.PathAllocations, access: stations, handle: (*Server).allocate},
 	{pattern: "POST " + wire.PathBind, access: stations, handle: (*Server).bind},
 	{pattern: "POST " + wire.PathVoidIMEI, access: fixers, handle: (*Server).void},

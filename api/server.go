@@ -286,6 +286,23 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 		return 0, nil, err
 	}
 	c.caller = cl
+	if cl.actor.Station != "" && rt.stationInUseCase {
+		// The use case reads the station's record in its first ledger
+		// read and runs the API's check on it before it answers anything
+		// else (one read per request). A request that ends without the
+		// station admitted is authenticated here before it is answered,
+		// the station's verdict first.
+		ctx := provisioner.WithStationCheck(r.Context(), func(st provisioner.Station) error { return currentStation(cl, st) })
+		status, body, err := s.admitted(w, r.WithContext(ctx), rt, c)
+		judged, verdict := provisioner.StationVerdict(ctx)
+		if !judged {
+			verdict = checkStation(ctx, s.p, cl)
+		}
+		if verdict != nil {
+			return 0, nil, verdict
+		}
+		return status, body, err
+	}
 	if cl.actor.Station != "" {
 		// The station's record, read to authenticate it, is reused by the
 		// use case in the same request (one read).
@@ -294,7 +311,13 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 	if err := checkStation(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}
-	if c.caller.actor, err = rt.admit(cl.actor); err != nil {
+	return s.admitted(w, r, rt, c)
+}
+
+// admitted applies the route's role check, then runs the handler.
+func (s *Server) admitted(w http.ResponseWriter, r *http.Request, rt route, c *call) (int, any, error) {
+	var err error
+	if c.caller.actor, err = rt.admit(c.caller.actor); err != nil {
 		return 0, nil, err
 	}
 	return rt.handle(s, w, r, c)

@@ -18,6 +18,7 @@ package policy
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha1" // RFC 5280 §4.2.1.2 method (1) key identifier, not a security use
 	"crypto/x509"
@@ -332,6 +333,17 @@ func (p Profile) Template(d Device, pub crypto.PublicKey, serial *big.Int, issue
 // KeyID is the RFC 5280 §4.2.1.2 method (1) key identifier: the SHA-1 of the
 // subjectPublicKey BIT STRING of pub.
 func KeyID(pub crypto.PublicKey) ([]byte, error) {
+	if k, ok := pub.(*ecdsa.PublicKey); ok {
+		// An ECDSA key's subjectPublicKey is its uncompressed point (RFC
+		// 5480 §2.2), what Bytes returns: no SPKI to encode and parse
+		// again on every certificate.
+		b, err := k.Bytes()
+		if err != nil {
+			return nil, err
+		}
+		sum := sha1.Sum(b)
+		return sum[:], nil
+	}
 	der, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
 		return nil, err

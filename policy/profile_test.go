@@ -3,8 +3,10 @@ package policy
 import (
 	"bytes"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -408,5 +410,45 @@ func TestEKUWords(t *testing.T) {
 	}
 	if _, ok := EKUOID(x509.ExtKeyUsageOCSPSigning); ok {
 		t.Error("OCSP signing has an OID here: profiles cannot name it")
+	}
+}
+
+// KeyID's ECDSA path (the key's point, no SPKI encoded) gives the SHA-1 of
+// the subjectPublicKey BIT STRING that the SPKI holds, on both curves; other
+// keys go through the SPKI.
+func TestKeyIDIsTheSPKIBitString(t *testing.T) {
+	fromSPKI := func(pub any) []byte {
+		t.Helper()
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var spki struct {
+			Algorithm pkix.AlgorithmIdentifier
+			PublicKey asn1.BitString
+		}
+		if _, err := asn1.Unmarshal(der, &spki); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha1.Sum(spki.PublicKey.Bytes)
+		return sum[:]
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := []any{edKey.Public()}
+	for _, c := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		k, err := ecdsa.GenerateKey(c, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys = append(keys, k.Public())
+	}
+	for _, pub := range keys {
+		got, err := KeyID(pub)
+		if err != nil || !bytes.Equal(got, fromSPKI(pub)) {
+			t.Fatalf("KeyID(%T) = %x, %v; want %x", pub, got, err, fromSPKI(pub))
+		}
 	}
 }

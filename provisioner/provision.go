@@ -47,36 +47,38 @@ func (s *Service) alreadyProvisioned(ctx context.Context, a Actor, serial string
 // certificate in the HSM and binds the IMEIs, as described in the package
 // comment. A replay of the request id returns the same IMEIs and certificate.
 func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, error) {
-	if err := checkRequestID(in.RequestID); err != nil {
-		return nil, err
+	err := checkRequestID(in.RequestID)
+	if err == nil {
+		err = policy.CheckDeviceSerial(in.DeviceSerial)
 	}
-	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
+	if err != nil {
+		// The station's verdict first, as on every path.
+		if _, serr := s.station(ctx, in.Actor); serr != nil {
+			return nil, serr
+		}
 		return nil, err
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
 	pub, spki, spkiHash, perr := s.parseCSR(in.CSR)
 	if perr != nil {
-		// Answered as before: a replay first (the CSR rules may have
-		// changed since), then the station, then the CSR's error.
-		if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
-			return out, err
-		}
+		// Answered as before: the station, then a replay (the CSR rules
+		// may have changed since), then the CSR's error.
 		if _, err := s.station(ctx, in.Actor); err != nil {
 			return nil, err
 		}
+		if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
+			return out, err
+		}
 		return nil, perr
 	}
-	// One read for the replay and the new-device checks.
-	check, err := s.db.NewRequestCheck(ctx, in.RequestID, in.DeviceSerial, spkiHash)
+	// One read for the station (authenticated first), the replay and the
+	// new-device checks.
+	st, check, err := s.stationRequestCheck(ctx, in.Actor, in.RequestID, in.DeviceSerial, spkiHash)
 	if err != nil {
 		return nil, err
 	}
 	if out, err := s.replayOf(ctx, check.Issuance, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
 		return out, err
-	}
-	st, err := s.station(ctx, in.Actor)
-	if err != nil {
-		return nil, err
 	}
 	m, err := s.choosePool(ctx, st, in.Pool, in.Product)
 	if err != nil {

@@ -304,14 +304,18 @@ func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
 	return m, nil
 }
 
-// station returns the enabled station behind an actor.
 // stationMemoKey keys a request's stationMemo in its context.
 type stationMemoKey struct{}
 
-// stationMemo holds the station record read first in one request.
+// stationMemo holds the station record read first in one request, and the
+// API's own check of the station when the use case authenticates it
+// (WithStationCheck).
 type stationMemo struct {
-	rec store.StationRecord
-	ok  bool
+	rec     store.StationRecord
+	ok      bool
+	check   func(Station) error
+	judged  bool  // admitStation gave its verdict (WithStationCheck)
+	verdict error // that verdict: nil (admitted), unauthorized, forbidden, or the check's error
 }
 
 // WithStationMemo returns a context in which the first read of the calling
@@ -324,9 +328,39 @@ func WithStationMemo(ctx context.Context) context.Context {
 	return context.WithValue(ctx, stationMemoKey{}, &stationMemo{})
 }
 
+// WithStationCheck is WithStationMemo for a request whose use case
+// authenticates the station itself, in its first ledger read (Provision
+// reads the station with its request check: one read instead of two):
+// check is the API's own check of the enrolled, enabled station (its
+// certificate is the station's current one), run on the record before the
+// use case answers anything else. The API answers the verdict first
+// (StationVerdict); when the request ends without one (an error before the
+// use case's read, a ledger that could not say, or a Provisioner that does
+// not read the station), the API authenticates the station itself.
+func WithStationCheck(ctx context.Context, check func(Station) error) context.Context {
+	return context.WithValue(ctx, stationMemoKey{}, &stationMemo{check: check})
+}
+
+// StationVerdict returns the verdict the use case gave on the calling
+// station in ctx's request (WithStationCheck): judged is false when it gave
+// none; err is nil when the station is enrolled, enabled and accepted by
+// the check, else the refusal.
+func StationVerdict(ctx context.Context) (judged bool, err error) {
+	m := memoOf(ctx)
+	if m == nil || m.check == nil {
+		return false, nil
+	}
+	return m.judged, m.verdict
+}
+
+func memoOf(ctx context.Context) *stationMemo {
+	m, _ := ctx.Value(stationMemoKey{}).(*stationMemo)
+	return m
+}
+
 // stationRecord reads a station's record, through the request's memo if any.
 func (s *Service) stationRecord(ctx context.Context, id string) (store.StationRecord, error) {
-	m, _ := ctx.Value(stationMemoKey{}).(*stationMemo)
+	m := memoOf(ctx)
 	if m != nil && m.ok && m.rec.ID == id {
 		return m.rec, nil
 	}
@@ -337,23 +371,66 @@ func (s *Service) stationRecord(ctx context.Context, id string) (store.StationRe
 	return st, err
 }
 
+// station returns the enabled station behind an actor.
 func (s *Service) station(ctx context.Context, a Actor) (store.StationRecord, error) {
 	if a.Station == "" {
 		return store.StationRecord{}, tacerr.New(tacerr.Forbidden, "only a station may do this")
 	}
 	st, err := s.stationRecord(ctx, a.Station)
-	if tacerr.Is(err, tacerr.NotFound) {
-		return st, tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", a.Station)
-	}
-	if err != nil {
+	return s.admitStation(ctx, a, st, err)
+}
+
+// admitStation is the verdict on a station's record (or on the error of its
+// read): not enrolled, disabled, or refused by the API's check
+// (WithStationCheck).
+func (s *Service) admitStation(ctx context.Context, a Actor, st store.StationRecord, err error) (store.StationRecord, error) {
+	if err != nil && !tacerr.Is(err, tacerr.NotFound) {
 		// The ledger could not say (unavailable, retryable): not a
 		// verdict on the station.
 		return st, err
 	}
-	if !st.DisabledAt.IsZero() {
-		return st, tacerr.New(tacerr.Forbidden, "station %s is disabled", a.Station)
+	verdict := err
+	switch {
+	case err != nil:
+		verdict = tacerr.Wrap(tacerr.Unauthorized, err, "station %s is not enrolled", a.Station)
+	case !st.DisabledAt.IsZero():
+		verdict = tacerr.New(tacerr.Forbidden, "station %s is disabled", a.Station)
 	}
-	return st, nil
+	if m := memoOf(ctx); m != nil && m.check != nil {
+		if verdict == nil {
+			verdict = m.check(stationOf(st))
+		}
+		m.judged, m.verdict = true, verdict
+	}
+	return st, verdict
+}
+
+// stationRequestCheck reads the calling station's record and the request's
+// checks in one statement (the memo's record, when the request read it
+// already, wins over the one read here) and admits the station.
+func (s *Service) stationRequestCheck(ctx context.Context, a Actor, requestID, serial string, spkiHash []byte) (store.StationRecord, store.RequestCheck, error) {
+	if a.Station == "" {
+		return store.StationRecord{}, store.RequestCheck{}, tacerr.New(tacerr.Forbidden, "only a station may do this")
+	}
+	c, err := s.db.StationRequestCheckOf(ctx, a.Station, requestID, serial, spkiHash)
+	if err != nil {
+		return store.StationRecord{}, store.RequestCheck{}, err
+	}
+	st, serr := c.Station, c.StationErr
+	if m := memoOf(ctx); m != nil {
+		if m.ok && m.rec.ID == a.Station {
+			st, serr = m.rec, nil
+		} else if serr == nil {
+			m.rec, m.ok = st, true
+		}
+	}
+	st, serr = s.admitStation(ctx, a, st, serr)
+	return st, c.RequestCheck, serr
+}
+
+func stationOf(st store.StationRecord) Station {
+	return Station{ID: st.ID, Factory: st.Factory, Line: st.Line, Pools: st.Pools, CertSerial: st.CertSerial,
+		EnrolledAt: st.EnrolledAt, Disabled: !st.DisabledAt.IsZero(), DisabledAt: st.DisabledAt, Description: st.Description}
 }
 
 // Station returns an enrolled station (for authentication on every request).
@@ -363,8 +440,7 @@ func (s *Service) Station(ctx context.Context, id string) (Station, error) {
 	if err != nil {
 		return Station{}, err
 	}
-	return Station{ID: st.ID, Factory: st.Factory, Line: st.Line, Pools: st.Pools, CertSerial: st.CertSerial,
-		EnrolledAt: st.EnrolledAt, Description: st.Description}, nil
+	return stationOf(st), nil
 }
 
 // choosePool applies the station's authorisation to a pool or product.

@@ -79,6 +79,7 @@ type Issuer struct {
 	sigAlg    x509.SignatureAlgorithm
 	hash      crypto.Hash
 	throwaway *ecdsa.PrivateKey // the linting key, same type and curve as signer
+	lintSig   []byte            // the linting certificates' signature value, made once by throwaway
 	lint      *linter
 	health    signerHealth
 	upstream  Upstream
@@ -137,6 +138,17 @@ func New(cfg Config) (*Issuer, error) {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "generate the linting key")
 	}
 	is.throwaway = tk
+	// The linting certificates' signature: one ECDSA signature of the
+	// issuer's algorithm by the throwaway key, made here once. No selected
+	// lint verifies a signature (the one that would, against a public CA's
+	// compromised keys, is never run: notRun), so a signature made afresh
+	// over each TBS by a key nobody else knows told zlint nothing more than
+	// this one does, and cost an ECDSA signature per certificate.
+	h := is.hash.New()
+	h.Write([]byte("tacline linting certificate"))
+	if is.lintSig, err = ecdsa.SignASN1(rand.Reader, tk, h.Sum(nil)); err != nil {
+		return nil, tacerr.Wrap(tacerr.Internal, err, "sign with the linting key")
+	}
 	return is, nil
 }
 
@@ -193,8 +205,9 @@ func (t *Token) TBS() []byte { return bytes.Clone(t.tbs) }
 // configuration allowed.
 func (t *Token) AllowedFindings() []LintFinding { return append([]LintFinding(nil), t.findings...) }
 
-// LintCertificate parses the linting certificate: the token's exact TBS,
-// signed by the throwaway key (so it never verifies under the issuer).
+// LintCertificate parses the linting certificate: the token's exact TBS
+// with the throwaway key's signature (which never verifies under the
+// issuer, nor over this TBS).
 func (t *Token) LintCertificate() (*x509.Certificate, error) {
 	c, err := x509.ParseCertificate(t.lintDER)
 	if err != nil {
@@ -207,8 +220,8 @@ func (t *Token) LintCertificate() (*x509.Certificate, error) {
 // record.
 func TBSHash(tok *Token) [32]byte { return sha256.Sum256(tok.tbs) }
 
-// Prepare builds the certificate for req, signs it with the throwaway key and
-// lints it. It returns a single-use Token for Issue; Token.LintCertificate is
+// Prepare builds the certificate for req, assembles its linting certificate
+// (the throwaway key's signature) and lints it. It returns a single-use Token for Issue; Token.LintCertificate is
 // the linted certificate.
 func (is *Issuer) Prepare(req Request) (*Token, error) {
 	if req.PublicKey == nil {
@@ -238,16 +251,14 @@ func (is *Issuer) Prepare(req Request) (*Token, error) {
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "build the certificate for device %s", req.DeviceSerial)
 	}
-	// The linting certificate: the exact TBS, signed once with the throwaway
-	// key (zlint reads the signature algorithm and value as they will be).
+	// The linting certificate: the exact TBS with the issuer's signature
+	// algorithm and the throwaway key's signature (New), so zlint reads a
+	// whole certificate whose signature algorithm is the one the HSM signs
+	// with and whose signature value is a well-formed ECDSA signature.
 	h := is.hash.New()
 	h.Write(tbs)
 	digest := h.Sum(nil)
-	lintSig, err := ecdsa.SignASN1(rand.Reader, is.throwaway, digest)
-	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Internal, err, "sign the linting certificate")
-	}
-	der, err := assemble(tbs, is.sigAlg, lintSig)
+	der, err := assemble(tbs, is.sigAlg, is.lintSig)
 	if err != nil {
 		return nil, err
 	}

@@ -3,6 +3,7 @@ package issuance
 import (
 	"bytes"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -142,6 +143,43 @@ func TestPrepareIsDeterministic(t *testing.T) {
 	c, _ := is.Prepare(req)
 	if bytes.Equal(a.TBS(), c.TBS()) {
 		t.Fatal("a different issue time gave the same TBS")
+	}
+}
+
+// Prepare makes no signature: every linting certificate of an issuer
+// carries the one signature its throwaway key made in New, a well-formed
+// ECDSA signature under the issuer's signature algorithm that verifies
+// neither under the issuer nor over the certificate's TBS.
+func TestLintingSignatureMadeOnce(t *testing.T) {
+	t.Parallel()
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384()} {
+		p := softPKI(t, curve)
+		is := p.issuer(t, DefaultLintConfig())
+		var sigs [][]byte
+		for range 2 {
+			tok, err := is.Prepare(testRequest(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			lc, err := tok.LintCertificate()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if lc.SignatureAlgorithm != is.sigAlg {
+				t.Fatalf("%s: linting certificate signed %v, the issuer signs %v", curve.Params().Name, lc.SignatureAlgorithm, is.sigAlg)
+			}
+			h := is.hash.New()
+			h.Write(lc.RawTBSCertificate)
+			if ecdsa.VerifyASN1(&is.throwaway.PublicKey, h.Sum(nil), lc.Signature) || lc.CheckSignatureFrom(p.issuing) == nil {
+				t.Fatalf("%s: the linting signature verifies", curve.Params().Name)
+			}
+			sigs = append(sigs, lc.Signature)
+		}
+		h := is.hash.New()
+		h.Write([]byte("tacline linting certificate"))
+		if !bytes.Equal(sigs[0], sigs[1]) || !ecdsa.VerifyASN1(&is.throwaway.PublicKey, h.Sum(nil), sigs[0]) {
+			t.Fatalf("%s: linting signatures %x and %x, want New's one signature by the throwaway key", curve.Params().Name, sigs[0], sigs[1])
+		}
 	}
 }
 
