@@ -58,6 +58,9 @@ func (tx *Tx) BindDevice(b *Binding) error {
 		Group: b.Group, CertSerial: b.CertSerial, BoundAt: b.IssuedAt}); err != nil {
 		return err
 	}
+	if err := tx.settleClaims([]deviceClaim{{serial: b.DeviceSerial, requestID: b.RequestID}}); err != nil {
+		return err
+	}
 	return tx.Bind(b.IMEIs, b.DeviceSerial, b.CertSerial, b.Station, b.RequestID)
 }
 
@@ -143,6 +146,13 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 		if err := w.flush(); err != nil {
 			return err
 		}
+	}
+	settled := make([]deviceClaim, n)
+	for i, b := range bs {
+		settled[i] = deviceClaim{serial: b.DeviceSerial, requestID: b.RequestID}
+	}
+	if err := tx.settleClaims(settled); err != nil {
+		return err
 	}
 	// 5. IMEIs RESERVED -> BOUND, each with its device's serials: one
 	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+) for IMEIs reserved for

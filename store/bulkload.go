@@ -222,8 +222,10 @@ func (tx *Tx) bulkDevices(b *BulkBatch, ids map[string]int64) error {
 			d.IssuerKeyID, d.PublicKey, d.SPKIHash, res, bound); err != nil {
 			return err
 		}
-		if err := claims.add(d.Serial, d.RequestID, res); err != nil {
-			return err
+		if !tx.db.sql.claimsUntilBound { // SQLite: a recorded device holds its serial, no claim
+			if err := claims.add(d.Serial, d.RequestID, res); err != nil {
+				return err
+			}
 		}
 		if err := keys.add(d.SPKIHash, d.Serial); err != nil {
 			return err

@@ -47,7 +47,8 @@ const maxViolations = 100
 //     the handed-back ones), and the leases cut from a released lease
 //     cover exactly the handed-back SNRs it re-leased.
 //
-// (An IMEI cannot appear twice: the 14-digit IMEI is the primary key.)
+// (An IMEI cannot appear twice: the 14-digit IMEI is unique, the primary
+// key on PostgreSQL and the unique index imeis_imei14 on SQLite.)
 func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	var rep CheckReport
 	add := func(format string, args ...any) {
@@ -166,8 +167,8 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			N   int64  `db:"n"`
 		}
 		var bads []bad
-		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.imei14) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
-			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.imei14) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
+		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.reservation_id) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.reservation_id) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
 			return translate(err, "check reservations")
 		}
 		for _, b := range bads {

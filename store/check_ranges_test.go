@@ -68,6 +68,24 @@ func TestCheckForeignRowInRange(t *testing.T) {
 	})
 }
 
+// TestCheckReservationRowCount: a reservation whose IMEI rows are not
+// devices*per_device is named, one with no row at all included (the check
+// counts the rows' reservation ids, which the reservation index holds).
+func TestCheckReservationRowCount(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		seed(t, db, 0, 99)
+		if _, err := reserve(db, "a", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		mustCheck(t, db)
+		if err := rawExec(db, `INSERT INTO reservations (request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, created_at)
+			SELECT 'empty', request_hash, pool_id, caller, kind, 'dev-empty', 1, 1, created_at FROM reservations WHERE request_id = 'a'`); err != nil {
+			t.Fatal(err)
+		}
+		checkFinds(t, db, "reservation empty holds 0 IMEIs, not devices*per_device")
+	})
+}
+
 // TestDropIMEIsPoolUpgrade: migration 11 drops imeis_pool on a ledger with
 // rows, its down step restores it, and the check passes either way.
 func TestDropIMEIsPoolUpgrade(t *testing.T) {

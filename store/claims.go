@@ -10,7 +10,10 @@ import (
 // device_claims): one live claim per serial, taken in the transaction that
 // reserves the device's IMEIs (provision) or records its intent (bind), so
 // that of two requests for one serial at two replicas the loser's
-// transaction fails whole and reserves nothing.
+// transaction fails whole and reserves nothing. On SQLite
+// (claimsUntilBound) the claim is deleted when the device is recorded
+// (settleClaims) and a serial with a devices row cannot be claimed: the
+// devices row holds the serial from then on, as the claim would have.
 type deviceClaim struct {
 	serial, requestID string
 }
@@ -25,15 +28,34 @@ func (tx *Tx) claimDevices(claims []deviceClaim) error {
 	if len(claims) == 0 {
 		return nil
 	}
-	now := tx.Now().UnixMicro()
-	w := tx.rows(sqlInsertClaimHead, "(?,?,?)", 3, "claim device serials")
-	w.onDuplicate = func(err error) error {
+	taken := func(err error) error {
 		if len(claims) == 1 {
 			return tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 				"device %q is already provisioned or being provisioned by another request; nothing was reserved (rework goes through reissue)", claims[0].serial)
 		}
 		return tacerr.Wrap(tacerr.Conflict, err, "claim device serials %s", serialsOf(claims))
 	}
+	if tx.db.sql.claimsUntilBound {
+		// A recorded device holds its serial instead of a claim.
+		serials := make([]string, len(claims))
+		for i, c := range claims {
+			serials[i] = c.serial
+		}
+		q, args, err := tx.in(sqlRecordedDevices, serials)
+		if err != nil {
+			return err
+		}
+		var recorded []string
+		if err := tx.sel(&recorded, q, args...); err != nil {
+			return translate(err, "look up recorded devices")
+		}
+		if len(recorded) > 0 {
+			return taken(tacerr.New(tacerr.Conflict, "device %s is recorded", recorded[0]))
+		}
+	}
+	now := tx.Now().UnixMicro()
+	w := tx.rows(sqlInsertClaimHead, "(?,?,?)", 3, "claim device serials")
+	w.onDuplicate = taken
 	for _, c := range claims {
 		if err := w.add(c.serial, c.requestID, now); err != nil {
 			return err
@@ -48,6 +70,31 @@ func serialsOf(claims []deviceClaim) string {
 		s[i] = c.serial
 	}
 	return strings.Join(s, ",")
+}
+
+const sqlRecordedDevices = `SELECT serial FROM devices WHERE serial IN (?)`
+
+// sqlSettleClaims deletes the claims of n (serial, request id) pairs, each
+// found through the claims' primary key.
+func sqlSettleClaims(n int) string {
+	return multiRow(`DELETE FROM device_claims WHERE rowid IN (SELECT c.rowid FROM (VALUES `, "(?,?)", n) +
+		`) AS v JOIN device_claims c ON c.serial = v.column1 AND c.request_id = v.column2)`
+}
+
+// settleClaims deletes, on SQLite (claimsUntilBound), the claims of
+// devices just recorded in tx by the requests that hold them: the devices
+// rows hold the serials from now on. A claim already gone (a ledger filled
+// by the bulk loader, which writes none for bound devices) is no error.
+func (tx *Tx) settleClaims(claims []deviceClaim) error {
+	if !tx.db.sql.claimsUntilBound || len(claims) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 2*len(claims))
+	for _, c := range claims {
+		args = append(args, c.serial, c.requestID)
+	}
+	_, err := tx.exec(sqlSettleClaims(len(claims)), args...)
+	return translate(err, "settle device claims")
 }
 
 // sqlReleaseClaim finds the claim by its serial (the primary key), named by

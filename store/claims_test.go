@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
@@ -83,8 +84,9 @@ func TestSameSerialAtTwoReplicas(t *testing.T) {
 
 // TestDeviceClaimsUpgrade: a ledger made before device claims (schema 6)
 // gets claims for its bound devices and pending intents when it is
-// migrated, and they hold: the serials cannot be reserved again, an
-// abandoned intent frees its serial.
+// migrated (on SQLite migration 0015 then hands a bound device's serial to
+// its devices row: no claim), and they hold: the serials cannot be
+// reserved again, an abandoned intent frees its serial.
 func TestDeviceClaimsUpgrade(t *testing.T) {
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
@@ -116,6 +118,9 @@ func TestDeviceClaimsUpgrade(t *testing.T) {
 			}
 			rows.Close()
 			want := map[string]string{"dev-u0": "", "dev-u1": "u1", "dev-u2": "u2"}
+			if d == store.SQLite {
+				delete(want, "dev-u0")
+			}
 			if len(claims) != len(want) {
 				t.Fatalf("claims after the upgrade = %v, want %v", claims, want)
 			}
@@ -156,5 +161,75 @@ func TestBindIntentClaimsSerial(t *testing.T) {
 		if is, err := db.IssuanceByRequestID(ctx, "b2"); err != nil || is != nil {
 			t.Fatalf("the losing intent was recorded: %+v, %v", is, err)
 		}
+	})
+}
+
+// TestRecordedDeviceHoldsSerial: once a device is recorded its serial stays
+// taken, whoever holds it: on SQLite the devices row (the claim is deleted
+// at bind, so the claims keep only requests in flight), on PostgreSQL the
+// claim. A new provisioning or bind intent for the serial is
+// device_already_provisioned and reserves nothing, also after the device's
+// IMEIs were voided, alone or in a batch with another device.
+func TestRecordedDeviceHoldsSerial(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res, reqs := reserveBatch(t, db, "h", 2) // h1 stays pending
+		if err := db.CommitBinding(ctx, bindingOf(res[0], reqs[0])); err != nil {
+			t.Fatal(err)
+		}
+		claims := func(serial string) (n int) {
+			t.Helper()
+			r := storetest.Reader(db)
+			if err := r.QueryRowContext(ctx, r.Rebind(`SELECT COUNT(*) FROM device_claims WHERE serial = ?`), serial).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+		if want := map[store.Dialect]int{store.SQLite: 0, store.Postgres: 1}[db.Dialect()]; claims("dev-h0") != want || claims("dev-h1") != 1 {
+			t.Fatalf("claims of the bound device %d (want %d), of the pending one %d", claims("dev-h0"), want, claims("dev-h1"))
+		}
+		again := func(id string) store.ReserveRequest {
+			r := provisionRequest(id)
+			r.DeviceSerial, r.Issuance.DeviceSerial = "dev-h0", "dev-h0"
+			return r
+		}
+		nextSNR := func() uint32 {
+			t.Helper()
+			p, err := db.Pool(ctx, "A")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p.NextSNR
+		}
+		before := nextSNR()
+		_, err := db.Reserve(ctx, again("n1"))
+		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		// The device is scrapped: its IMEIs voided, its row VOIDED.
+		if err := db.Commit(ctx, func(tx *store.Tx) error {
+			if err := tx.Void(res[0].Devices[0], lifecycle.VoidScrapped, "", "test", "void-h0"); err != nil {
+				return err
+			}
+			return tx.UpdateDevice("dev-h0", store.StateVoided, reqs[0].Issuance.CertSerial, "scrapped")
+		}); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.Reserve(ctx, again("n2"))
+		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		got, errs := db.RunBatch([]store.ReserveRequest{again("n3"), provisionRequest("n4")}, nil)
+		wantCode(t, errs[0], tacerr.DeviceAlreadyProvisioned)
+		if errs[1] != nil || got[1] == nil {
+			t.Fatalf("the other device of the batch: %v", errs[1])
+		}
+		if after := nextSNR(); after != before+2 {
+			t.Fatalf("next SNR %d after the refused requests and one device of 2 IMEIs, want %d", after, before+2)
+		}
+		err = db.Commit(ctx, func(tx *store.Tx) error {
+			return tx.InsertIssuance(&store.Issuance{RequestID: "hb", Kind: "bind", RequestHash: []byte("hb"), Station: "S1",
+				DeviceSerial: "dev-h0", ReservationID: res[0].ID, CertSerial: "c1hb", NotBefore: time.Unix(1700000000, 0).UTC(),
+				IssuerKeyID: "k1", PublicKey: []byte("hb"), SPKIHash: []byte("hb")})
+		})
+		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		mustCheck(t, db)
 	})
 }

@@ -24,6 +24,16 @@ type dialectSQL struct {
 	// every dirty page is written whole into the WAL; PostgreSQL writes
 	// audit_imeis directly).
 	stagedAuditIMEIs bool
+	// claimsUntilBound: a device serial's claim (device_claims) lives
+	// from the reserve or bind intent until the device is recorded, when
+	// the devices row takes the serial over and the claim is deleted; a
+	// claim is refused for a serial that has a devices row. So the claims
+	// b-tree holds only the requests in flight, a few pages, instead of an
+	// entry per device at one insertion point per station (SQLite, whose
+	// one writer runs the check and the insert in one IMMEDIATE
+	// transaction; PostgreSQL keeps every claim, which closes the window
+	// between reading devices and inserting the claim at two replicas).
+	claimsUntilBound bool
 	// poolsAtOnce: a batch claims every pool with one UPDATE ... FROM
 	// (VALUES ...) (SQLite: one writer, so no lock order to keep between
 	// replicas).
@@ -51,7 +61,7 @@ type dialectSQL struct {
 }
 
 var dialects = map[Dialect]dialectSQL{
-	SQLite: {poolsAtOnce: true, stagedAuditIMEIs: true},
+	SQLite: {poolsAtOnce: true, stagedAuditIMEIs: true, claimsUntilBound: true},
 	Postgres: {
 		forUpdate:     " FOR UPDATE",
 		skipLocked:    "FOR UPDATE SKIP LOCKED",

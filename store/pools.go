@@ -145,8 +145,8 @@ func (db *DB) PoolHeads(ctx context.Context) ([]PoolStats, error) { return db.po
 
 // PoolsNamed returns the named pools (names that are no pool are left
 // out) with their utilisation, ordered like Pools. Unlike Pools it counts
-// only these pools' own rows, one read of an IMEI range each (the imeis
-// primary key), so what a station sees of its pools costs the same
+// only these pools' own rows, one read of an IMEI range each (the IMEI's
+// unique key), so what a station sees of its pools costs the same
 // whatever else the ledger holds.
 func (db *DB) PoolsNamed(ctx context.Context, names []string) ([]PoolStats, error) {
 	if len(names) == 0 {
@@ -186,7 +186,7 @@ type stateCounts struct{ Reserved, Bound, Voided, Revoked int64 }
 func (c stateCounts) total() int64 { return c.Reserved + c.Bound + c.Voided + c.Revoked }
 
 // countStates counts the IMEI rows in [lo, hi] (14-digit IMEIs) by state:
-// a range read of the imeis primary key.
+// a range read of the IMEI's unique key.
 func countStates(q querier, lo, hi int64, what string) (stateCounts, error) {
 	type count struct {
 		State lifecycle.State `db:"state"`

@@ -8,8 +8,9 @@ import (
 )
 
 // The hot lookups by device serial use their partial indexes on SQLite
-// instead of scanning the table, and the readers moved off the indexes that
-// migration 0012 dropped use the remaining ones (the plan names the index).
+// instead of scanning the table, the readers moved off the indexes that
+// migration 0012 dropped use the remaining ones, and reads and writes by
+// IMEI use the IMEI's unique index (the plan names the index).
 func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 	db, err := Open(context.Background(), Config{Driver: SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db")})
 	if err != nil {
@@ -18,11 +19,24 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 	defer db.Close()
 	for q, index := range map[string]string{
 		strings.Replace(sqlProvisionedDevices, "IN (?)", "IN (?, ?)", 1): "imeis_device",
-		sqlReleaseClaim:  "sqlite_autoindex_device_claims_1",
+		sqlReleaseClaim:    "sqlite_autoindex_device_claims_1",
+		sqlSettleClaims(2): "sqlite_autoindex_device_claims_1",
+		strings.Replace(sqlRecordedDevices, "IN (?)", "IN (?, ?)", 1): "sqlite_autoindex_devices_1",
 		sqlCertByRequest: "sqlite_autoindex_certificates_1",
 		sqlIMEISelect + `WHERE i.device_serial = ? AND i.device_serial <> '' ORDER BY i.reservation_id, i.grp, i.slot`: "imeis_device",
+		// imeis is keyed by an appending rowid since migration 0015: the
+		// reads and writes by IMEI go through its unique index.
+		sqlIMEISelect + `WHERE i.imei14 = ?`:                       "imeis_imei14",
+		strings.Replace(sqlBindReserved, "IN (?)", "IN (?, ?)", 1): "imeis_imei14",
+		`UPDATE imeis SET state = 'BOUND', cert_serial = v.column3, bound_at = ? FROM (VALUES (CAST(? AS BIGINT),?,?)) AS v
+			WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = v.column2`: "imeis_imei14",
+		`SELECT imei14 FROM imeis WHERE imei14 >= ? AND imei14 < ? ORDER BY imei14`: "COVERING INDEX imeis_imei14",
 	} {
-		rows, err := db.r.Query("EXPLAIN QUERY PLAN "+q, "a", "b")
+		args := make([]any, strings.Count(q, "?"))
+		for i := range args {
+			args[i] = "a"
+		}
+		rows, err := db.r.Query("EXPLAIN QUERY PLAN "+q, args...)
 		if err != nil {
 			t.Fatalf("%s: %v", q, err)
 		}

@@ -10,9 +10,10 @@
 // query or which database runs below.
 //
 // The store promises:
-//   - no IMEI is ever allocated twice: the 14-digit IMEI is the primary key of
-//     the imeis table, and SNRs are handed out below a per-pool high-water mark
-//     that only grows;
+//   - no IMEI is ever allocated twice: the 14-digit IMEI is unique in the
+//     imeis table (its primary key on PostgreSQL, the unique index
+//     imeis_imei14 on SQLite), and SNRs are handed out below a per-pool
+//     high-water mark that only grows;
 //   - every SNR below a pool's high-water mark has exactly one ledger row
 //     (RESERVED, BOUND, VOIDED or REVOKED); Check verifies it;
 //   - a reservation is durable before Reserve returns (group commit batches
