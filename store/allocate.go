@@ -261,7 +261,8 @@ func (tx *Tx) claimPoolsAtOnce(names []string, needs map[string]int64) (map[stri
 
 // reserveBatch runs inside one transaction. Per-request failures are set on
 // the work items and do not fail the transaction; database errors do.
-func (tx *Tx) reserveBatch(batch []*reserveWork) error {
+// On PostgreSQL bp, if not nil, is read with the batch's reads.
+func (tx *Tx) reserveBatch(batch []*reserveWork, bp *bindPools) error {
 	for _, p := range batch {
 		p.res, p.err = nil, nil
 	}
@@ -283,7 +284,7 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 	var err error
 	if tx.db.sql.pipeline {
 		// PostgreSQL: steps 1 to 3's reads in one round trip (reserveread.go).
-		if reads, err = tx.readReserve(batch); err != nil {
+		if reads, err = tx.readReserve(batch, bp); err != nil {
 			return err
 		}
 		existing = reads.replays
@@ -367,7 +368,7 @@ func (tx *Tx) reserveBatch(batch []*reserveWork) error {
 		return err
 	}
 	// 5. Reservation rows, then IMEI rows.
-	if err := tx.insertReservations(made, now); err != nil {
+	if err := tx.insertReservations(made, now, reads); err != nil {
 		return err
 	}
 	if err := tx.insertIMEIs(made, now); err != nil {
@@ -506,7 +507,21 @@ func (tx *Tx) refuseProvisionedDevices(fresh []*reserveWork, reads *reserveReads
 	return nil
 }
 
-func (tx *Tx) insertReservations(made []*reserveWork, now time.Time) error {
+func (tx *Tx) insertReservations(made []*reserveWork, now time.Time, reads *reserveReads) error {
+	if reads != nil && len(reads.ids) >= len(made) {
+		// PostgreSQL: with the ids taken by the batch's reads, queued with
+		// its other writes.
+		w := tx.rows(`INSERT INTO reservations (id, request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
+			"(?,?,?,?,?,?,?,?,?,?,?)", 11, "insert reservations")
+		for i, p := range made {
+			p.res.ID = reads.ids[i]
+			if err := w.add(p.res.ID, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
+				p.req.DeviceSerial, p.req.Devices, p.req.PerDevice, p.req.Intent, now.UnixMicro()); err != nil {
+				return err
+			}
+		}
+		return w.flush()
+	}
 	const cols = 10
 	args := make([]any, 0, len(made)*cols)
 	for _, p := range made {

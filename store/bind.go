@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -78,21 +77,48 @@ var bindSets = [2]struct{ set, match string }{
 	{set: "device_serial = v.column2, ", match: "''"},
 }
 
+// On PostgreSQL (dialect bindOnce) a batch completes its intents and binds
+// its IMEIs with one statement each that finds every row with one
+// primary-key probe (a LATERAL subquery with LIMIT 1) and updates it by its
+// ctid. Joined to the batch's rows as a table, PostgreSQL planned these
+// updates on a sequential scan whenever it cached the plan while the table
+// was small, and kept it as the ledger grew (see reserveread.go); the
+// probes cost the same at any size. An IMEI is bound if it is RESERVED for
+// its device or pre-allocated (device serial empty, set now: bindSets in
+// one statement); one reserved for another device, bound already or
+// voided is not, and the row count then fails the batch (Tx.Bind names
+// the error when the member runs alone). A row another transaction
+// changed meanwhile has another ctid and is not updated either.
+const (
+	sqlCompleteIntentsPG = `UPDATE issuances SET state = 'issued', completed_at = ?
+	FROM (SELECT i.tid FROM unnest(?::text[]) AS k(id) CROSS JOIN LATERAL
+		(SELECT ctid AS tid FROM issuances WHERE request_id = k.id AND state = 'pending' LIMIT 1) i) s
+	WHERE issuances.ctid = s.tid`
+	sqlBindIMEIsPG = `UPDATE imeis SET state = 'BOUND', device_serial = s.dev, cert_serial = s.cert, bound_at = ?
+	FROM (SELECT i.tid, v.dev, v.cert FROM unnest(?::bigint[], ?::text[], ?::text[]) AS v(imei, dev, cert) CROSS JOIN LATERAL
+		(SELECT ctid AS tid FROM imeis WHERE imei14 = v.imei AND state = 'RESERVED' AND device_serial IN (v.dev, '') LIMIT 1) i) s
+	WHERE imeis.ctid = s.tid`
+)
+
 // bindBatch records several bindings with one statement per table. Any
 // failure, including a row count that differs from what the batch expects,
 // fails the whole transaction: the committer then reruns every member alone
 // (BindDevice), which names the error. So the fast path never has to decide
 // a per-binding error itself.
-func (tx *Tx) bindBatch(bs []*Binding) error {
+func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 	n := len(bs)
 	ids := make([]string, n)
 	for i, b := range bs {
 		ids[i] = b.RequestID
 	}
 	// 1. Intents pending -> issued.
-	q, args, err := tx.in(`UPDATE issuances SET state = 'issued', completed_at = ? WHERE request_id IN (?) AND state = 'pending'`,
-		tx.Now().UnixMicro(), ids)
-	if err != nil {
+	var q string
+	var args []any
+	var err error
+	if tx.db.sql.bindOnce {
+		q, args = sqlCompleteIntentsPG, []any{tx.Now().UnixMicro(), ids}
+	} else if q, args, err = tx.in(`UPDATE issuances SET state = 'issued', completed_at = ? WHERE request_id IN (?) AND state = 'pending'`,
+		tx.Now().UnixMicro(), ids); err != nil {
 		return err
 	}
 	if err := tx.execRows(q, args, int64(n), "complete issuances"); err != nil {
@@ -129,24 +155,77 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 		return err
 	}
 	// 5. IMEIs RESERVED -> BOUND, each with its device's serials: one
-	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+, PostgreSQL) for IMEIs
-	// reserved for their device, a second for pre-allocated ones (see
-	// bindSets).
+	// UPDATE ... FROM (VALUES ...) (SQLite 3.33+) for IMEIs reserved for
+	// their device, a second for pre-allocated ones (see bindSets); one
+	// statement on PostgreSQL (sqlBindIMEIsPG).
 	now := tx.Now().Truncate(time.Microsecond)
 	total := 0
 	args = []any{now.UnixMicro()}
-	firsts := make([]int64, n)
-	for i, b := range bs {
-		firsts[i] = int64(b.IMEIs[0].Uint64())
+	for _, b := range bs {
 		for _, m := range b.IMEIs {
 			args = append(args, int64(m.Uint64()), b.DeviceSerial, b.CertSerial)
 			total++
 		}
 	}
-	// One statement per way of binding (bindSets); the row counts must add
-	// up to the batch's IMEIs. On PostgreSQL both are queued (pipeline.go)
-	// and checked in order; on SQLite the second runs only when the first
-	// left IMEIs unbound (pre-allocated ones).
+	if tx.db.sql.bindOnce {
+		imeis, devs, certs := make([]int64, 0, total), make([]string, 0, total), make([]string, 0, total)
+		for i := 1; i < len(args); i += 3 {
+			imeis, devs, certs = append(imeis, args[i].(int64)), append(devs, args[i+1].(string)), append(certs, args[i+2].(string))
+		}
+		if err := tx.execRows(sqlBindIMEIsPG, []any{args[0], imeis, devs, certs}, int64(total), "bind IMEIs"); err != nil {
+			return err
+		}
+	} else if err := tx.bindSets(args, total); err != nil {
+		return err
+	}
+	// 6. Pool names for the events (one read for the batch), with the
+	// catalogue's names of their TACs, which the register outbox's rows
+	// carry (Tx.TACNamesOf answers from them: no second read). On
+	// PostgreSQL the read was made in the batch's first round trip (bp).
+	if bp == nil {
+		bp = newBindPools(bs)
+	}
+	if !bp.read {
+		if tx.db.sql.pipeline {
+			if err := tx.selAll([]pipedSel{bp.sel(tx)}); err != nil {
+				return translate(err, "look up pools")
+			}
+		} else {
+			q, args, err := tx.in(sqlBindPools, bp.firsts)
+			if err != nil {
+				return err
+			}
+			rows, err := tx.queryx(q, args...)
+			if err != nil {
+				return translate(err, "look up pools")
+			}
+			err = bp.scan(tx, rows)
+			if cerr := rows.Close(); err == nil {
+				err = cerr
+			}
+			if err != nil {
+				return translate(err, "look up pools")
+			}
+		}
+	}
+	pools := bp.pools
+	for _, b := range bs {
+		pool, ok := pools[int64(b.IMEIs[0].Uint64())]
+		if !ok {
+			return tacerr.New(tacerr.LedgerInvariant, "IMEI %s has no pool", b.IMEIs[0])
+		}
+		tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: b.Station, RequestID: b.RequestID, Pool: pool,
+			TAC: b.IMEIs[0].TACString(), IMEIs: imeiStrings(b.IMEIs), DeviceSerial: b.DeviceSerial, CertSerial: b.CertSerial})
+	}
+	return nil
+}
+
+// bindSets binds the batch's IMEIs (args: bound_at, then imei14, device
+// serial and certificate serial of each) with one statement per way of
+// binding (bindSets); the row counts must add up to the batch's IMEIs, and
+// the second runs only when the first left IMEIs unbound (pre-allocated
+// ones).
+func (tx *Tx) bindSets(args []any, total int) error {
 	var bound int64
 	for i, set := range bindSets {
 		if i > 0 && bound == int64(total) {
@@ -154,7 +233,7 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 		}
 		last := i == len(bindSets)-1
 		from, vargs := tx.valuesTable("(CAST(? AS BIGINT),?,?)", 3, total, "v", args[1:])
-		q = `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
+		q := `UPDATE imeis SET state = 'BOUND', ` + set.set + `cert_serial = v.column3, bound_at = ? FROM ` + from +
 			` WHERE imeis.imei14 = v.column1 AND imeis.state = 'RESERVED' AND imeis.device_serial = ` + set.match
 		if err := tx.execCheck(q, append(args[:1:1], vargs...), func(k int64) error {
 			if bound += k; bound > int64(total) || last && bound != int64(total) {
@@ -164,44 +243,6 @@ func (tx *Tx) bindBatch(bs []*Binding) error {
 		}, "bind IMEIs"); err != nil {
 			return err
 		}
-	}
-	// 6. Pool names for the events (one read for the batch), with the
-	// catalogue's names of their TACs, which the register outbox's rows
-	// carry (Tx.TACNamesOf answers from them: no second read).
-	q, args, err = tx.in(`SELECT i.imei14, p.name, p.tac, t.brand, t.model_name FROM imeis i JOIN pools p ON p.id = i.pool_id
-		LEFT JOIN tacs t ON t.tac = p.tac WHERE i.imei14 IN (?)`, firsts)
-	if err != nil {
-		return err
-	}
-	rows, err := tx.queryx(q, args...)
-	if err != nil {
-		return translate(err, "look up pools")
-	}
-	pools := make(map[int64]string, n)
-	for rows.Next() {
-		var k, tac int64
-		var name string
-		var brand, model sql.NullString
-		if err := rows.Scan(&k, &name, &tac, &brand, &model); err != nil {
-			rows.Close()
-			return translate(err, "look up pools")
-		}
-		pools[k] = name
-		if brand.Valid && model.Valid {
-			tx.knowTACName(uint32(tac), TACName{Brand: brand.String, Model: model.String})
-		}
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return translate(err, "look up pools")
-	}
-	for i, b := range bs {
-		pool, ok := pools[firsts[i]]
-		if !ok {
-			return tacerr.New(tacerr.LedgerInvariant, "IMEI %s has no pool", b.IMEIs[0])
-		}
-		tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: b.Station, RequestID: b.RequestID, Pool: pool,
-			TAC: b.IMEIs[0].TACString(), IMEIs: imeiStrings(b.IMEIs), DeviceSerial: b.DeviceSerial, CertSerial: b.CertSerial})
 	}
 	return nil
 }

@@ -50,6 +50,14 @@ type dialectSQL struct {
 	// a row count together, in one round trip, before its next statement
 	// that returns rows or its commit (pgx batches; pipeline.go).
 	pipeline bool
+	// bindOnce: a batch completes its intents and binds its IMEIs with
+	// one UPDATE each that finds every row by a primary-key probe
+	// (sqlBindIMEIsPG), whichever way each IMEI was reserved (bindSets),
+	// setting device_serial on every row (PostgreSQL: a state change
+	// writes new entries in every index of the row anyway; SQLite rewrites
+	// an index entry whenever its column is assigned, so it keeps two
+	// statements).
+	bindOnce bool
 }
 
 var dialects = map[Dialect]dialectSQL{
@@ -62,5 +70,6 @@ var dialects = map[Dialect]dialectSQL{
 		readOnlyTx:    true,
 		arrayParams:   true,
 		pipeline:      true,
+		bindOnce:      true,
 	},
 }

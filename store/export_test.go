@@ -42,3 +42,17 @@ const CoalesceVFS = coalesceVFS
 func (tx *Tx) ExecRows(q string, args []any, want int64) error {
 	return tx.execRows(q, args, want, "test update")
 }
+
+// PGBatchStatements are the PostgreSQL group-commit statements that find
+// rows by key, each with arguments of its types (tests of their plans).
+var PGBatchStatements = map[string][]any{
+	sqlReplaysPG:            {[]string{"r"}},
+	sqlProvisionedDevicesPG: {[]string{"d"}},
+	sqlBindPoolsPG:          {[]int64{1}},
+	sqlCompleteIntentsPG:    {int64(1), []string{"r"}},
+	sqlBindIMEIsPG:          {int64(1), []int64{1}, []string{"d"}, []string{"c"}},
+}
+
+// RoundTrips is how many statements and pgx batches PostgreSQL write
+// transactions sent so far.
+func (db *DB) RoundTrips() int64 { return db.roundTrips.Load() }

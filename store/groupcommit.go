@@ -243,8 +243,15 @@ func (tx *Tx) runBatch(batch []work, alone bool) error {
 			return tacerr.New(tacerr.Internal, "group commit: unknown work item %T", w)
 		}
 	}
+	// A batch's bindings read their pools in its first round trip on
+	// PostgreSQL (bindPools), with the reservations' reads.
+	var bp *bindPools
+	bulkBind := len(binds) > 1 || len(binds) == 1 && !alone && tx.db.sql.pipeline
+	if bulkBind {
+		bp = newBindPools(binds)
+	}
 	if len(res) > 0 {
-		if err := tx.reserveBatch(res); err != nil {
+		if err := tx.reserveBatch(res, bp); err != nil {
 			return err
 		}
 	}
@@ -256,8 +263,8 @@ func (tx *Tx) runBatch(batch []work, alone bool) error {
 	switch {
 	case len(binds) == 0:
 		return nil
-	case len(binds) == 1 && (alone || !tx.db.sql.pipeline):
+	case !bulkBind:
 		return tx.BindDevice(binds[0])
 	}
-	return tx.bindBatch(binds)
+	return tx.bindBatch(binds, bp)
 }

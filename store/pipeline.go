@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"sync/atomic"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -30,7 +31,8 @@ type pipeline struct {
 	ctx    context.Context
 	conn   *sqlx.Conn // the transaction's connection
 	queued []pipedWrite
-	err    error // the first failure: every later statement returns it
+	err    error         // the first failure: every later statement returns it
+	trips  *atomic.Int64 // the ledger's count of round trips (DB.roundTrips)
 }
 
 type pipedWrite struct {
@@ -103,6 +105,7 @@ func (tx *Tx) sync() error {
 // query's own error is returned as it is (as the query run alone would
 // return it).
 func (p *pipeline) send(sels []pipedSel) error {
+	p.trips.Add(1)
 	queued := p.queued
 	p.queued = nil
 	var qerr error
@@ -300,24 +303,30 @@ func (p *pipeline) rollback() {
 // connTx runs a pipelined transaction's statements that are not queued on
 // its connection (the transaction was begun by a queued BEGIN).
 type connTx struct {
-	ctx context.Context
-	c   *sqlx.Conn
+	ctx   context.Context
+	c     *sqlx.Conn
+	trips *atomic.Int64 // as pipeline.trips
 }
 
 func (t connTx) Rebind(q string) string { return t.c.Rebind(q) }
 func (t connTx) Exec(q string, args ...any) (sql.Result, error) {
+	t.trips.Add(1)
 	return t.c.ExecContext(t.ctx, q, args...)
 }
 func (t connTx) Get(dest any, q string, args ...any) error {
+	t.trips.Add(1)
 	return t.c.GetContext(t.ctx, dest, q, args...)
 }
 func (t connTx) Select(dest any, q string, args ...any) error {
+	t.trips.Add(1)
 	return t.c.SelectContext(t.ctx, dest, q, args...)
 }
 func (t connTx) Queryx(q string, args ...any) (*sqlx.Rows, error) {
+	t.trips.Add(1)
 	return t.c.QueryxContext(t.ctx, q, args...)
 }
 func (t connTx) QueryRowx(q string, args ...any) *sqlx.Row {
+	t.trips.Add(1)
 	return t.c.QueryRowxContext(t.ctx, q, args...)
 }
 

@@ -31,6 +31,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -96,6 +97,9 @@ type DB struct {
 	// rstmts those of the read pool.
 	stmts  *stmtCache
 	rstmts *readStmts
+	// roundTrips counts the statements and pgx batches PostgreSQL write
+	// transactions sent (each a round trip; tests of the pipeline).
+	roundTrips atomic.Int64
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -412,11 +416,11 @@ func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
 	// driver discards such a connection when it is handed back
 	// (stdlib.Conn.ResetSession).
 	defer conn.Close()
-	p := &pipeline{ctx: ctx, conn: conn}
+	p := &pipeline{ctx: ctx, conn: conn, trips: &db.roundTrips}
 	p.queued = append(p.queued, pipedWrite{query: "BEGIN", fail: func(err error) error {
 		return translate(err, "begin ledger transaction")
 	}})
-	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
+	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn, trips: &db.roundTrips}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
 }
 
 // noRows reports whether err is sql.ErrNoRows.

@@ -1,0 +1,69 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+)
+
+// TestPostgresBatchPlansProbeKeys: the plans PostgreSQL caches for the
+// group commit's lookups on a new, empty ledger (pgx keeps each statement
+// prepared per connection, and PostgreSQL keeps a generic plan it found
+// cheap until an ANALYZE) find each row with an index probe: no sequential
+// scan of a table that grows with the ledger, and no scan of the recovery
+// sweeps' partial indexes (every RESERVED IMEI or pending intent, and
+// their dead entries until a VACUUM), whatever the ledger's size later.
+func TestPostgresBatchPlansProbeKeys(t *testing.T) {
+	db := storetest.Open(t, store.Postgres)
+	ctx := context.Background()
+	c, err := storetest.Reader(db).Connx(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ExecContext(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
+		t.Fatal(err)
+	}
+	bad := regexp.MustCompile(`Seq Scan on (imeis|reservations|issuances)\b|imeis_reserved|issuances_pending`)
+	n := 0
+	for q, args := range store.PGBatchStatements {
+		n++
+		// PREPARE and EXPLAIN EXECUTE: the plan an execution of the
+		// prepared statement uses (generic, forced above).
+		if _, err := c.ExecContext(ctx, "DEALLOCATE ALL"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.ExecContext(ctx, "PREPARE p AS "+c.Rebind(q)); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		lits := make([]string, len(args))
+		for i, a := range args {
+			switch a := a.(type) {
+			case int64:
+				lits[i] = fmt.Sprint(a)
+			case []int64:
+				lits[i] = fmt.Sprintf("'{%d}'", a[0])
+			case []string:
+				lits[i] = fmt.Sprintf("'{%s}'", a[0])
+			default:
+				t.Fatalf("argument %T", a)
+			}
+		}
+		var plan []string
+		if err := c.SelectContext(ctx, &plan, "EXPLAIN EXECUTE p("+strings.Join(lits, ", ")+")"); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+		p := strings.Join(plan, "\n")
+		if bad.MatchString(p) || !strings.Contains(p, "Index") {
+			t.Errorf("plan of %s:\n%s", q, p)
+		}
+	}
+	if n != 5 {
+		t.Fatalf("%d statements checked", n)
+	}
+}
