@@ -160,23 +160,31 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 	// statement on PostgreSQL (sqlBindIMEIsPG).
 	now := tx.Now().Truncate(time.Microsecond)
 	total := 0
-	args = []any{now.UnixMicro()}
 	for _, b := range bs {
-		for _, m := range b.IMEIs {
-			args = append(args, int64(m.Uint64()), b.DeviceSerial, b.CertSerial)
-			total++
-		}
+		total += len(b.IMEIs)
 	}
 	if tx.db.sql.bindOnce {
+		// One array per column (unnest), built directly.
 		imeis, devs, certs := make([]int64, 0, total), make([]string, 0, total), make([]string, 0, total)
-		for i := 1; i < len(args); i += 3 {
-			imeis, devs, certs = append(imeis, args[i].(int64)), append(devs, args[i+1].(string)), append(certs, args[i+2].(string))
+		for _, b := range bs {
+			for _, m := range b.IMEIs {
+				imeis, devs, certs = append(imeis, int64(m.Uint64())), append(devs, b.DeviceSerial), append(certs, b.CertSerial)
+			}
 		}
-		if err := tx.execRows(sqlBindIMEIsPG, []any{args[0], imeis, devs, certs}, int64(total), "bind IMEIs"); err != nil {
+		if err := tx.execRows(sqlBindIMEIsPG, []any{now.UnixMicro(), imeis, devs, certs}, int64(total), "bind IMEIs"); err != nil {
 			return err
 		}
-	} else if err := tx.bindSets(args, total); err != nil {
-		return err
+	} else {
+		args = make([]any, 1, 1+3*total)
+		args[0] = now.UnixMicro()
+		for _, b := range bs {
+			for _, m := range b.IMEIs {
+				args = append(args, int64(m.Uint64()), b.DeviceSerial, b.CertSerial)
+			}
+		}
+		if err := tx.bindSets(args, total); err != nil {
+			return err
+		}
 	}
 	// 6. Pool names for the events (one read for the batch), with the
 	// catalogue's names of their TACs, which the register outbox's rows
