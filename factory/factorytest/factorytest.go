@@ -1,7 +1,9 @@
 // Package factorytest gives the station client's tests and the line
 // simulator's tests one small PKI: a device root with an issuing CA, a
 // station CA with a station certificate, a server certificate for
-// 127.0.0.1, the files a station reads, and a real mutual-TLS test server.
+// 127.0.0.1, the files a station reads, and a real mutual-TLS test server
+// that holds every answer of the stand-in handler to the station API's
+// contract (api/openapi.yaml), as the real server's tests are held.
 // It imports nothing of package factory, so factory's own tests can use it.
 package factorytest
 
@@ -23,12 +25,15 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/openapitest"
 	"github.com/tacline/tacline/policy"
 )
 
@@ -157,8 +162,31 @@ func (p *PKI) Station(t testing.TB, id, dir string) (certFile, keyFile string) {
 	return certFile, keyFile
 }
 
-// Serve starts a real TLS server that requires a station certificate.
+// contract checks stand-in servers' exchanges against the station API's
+// document, the one the real server serves.
+var contract = sync.OnceValue(func() *openapitest.Checker {
+	return openapitest.MustNew("api/openapi.yaml", api.OpenAPI())
+})
+
+// Serve starts a real TLS server that requires a station certificate and
+// checks every exchange against api/openapi.yaml: a stand-in answer the
+// real server could not give (an undocumented status, a body off its
+// schema, a problem without its fields) fails the test, so the station
+// client is never tested against answers that cannot happen.
 func (p *PKI) Serve(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	return p.serve(t, contract().Handler(t, h))
+}
+
+// ServeOffContract is Serve without the contract check, for tests whose
+// point is an answer the contract excludes (a proxy's HTML error page, a
+// truncated body): the station client must survive it too.
+func (p *PKI) ServeOffContract(t testing.TB, h http.Handler) *httptest.Server {
+	t.Helper()
+	return p.serve(t, h)
+}
+
+func (p *PKI) serve(t testing.TB, h http.Handler) *httptest.Server {
 	t.Helper()
 	clientCAs := x509.NewCertPool()
 	clientCAs.AddCert(p.StationCA)

@@ -28,6 +28,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -351,6 +352,9 @@ func (c *Checker) Check(req *http.Request, reqBody []byte, status int, header ht
 				return fmt.Errorf("%s: %w", what, err)
 			}
 		}
+		if err := problemStatus(status, header, body); err != nil {
+			return fmt.Errorf("%s: %w", what, err)
+		}
 		return nil
 	}
 	op := strings.ToUpper(route.Method) + " " + route.Path
@@ -378,8 +382,30 @@ func (c *Checker) Check(req *http.Request, reqBody []byte, status int, header ht
 			errs = append(errs, fmt.Sprintf("the response does not match the document: %.1500v\nbody: %.600s", verr, body))
 		}
 	}
+	if err := problemStatus(status, header, body); err != nil {
+		errs = append(errs, err.Error())
+	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%s (%s):\n%s", what, op, strings.Join(errs, "\n"))
+	}
+	return nil
+}
+
+// problemStatus holds a problem document's status member to the answer's
+// HTTP status (RFC 9457 section 3.1.2: a generator must use the same
+// status in the HTTP response), which a schema cannot say.
+func problemStatus(status int, header http.Header, body []byte) error {
+	if !strings.HasPrefix(header.Get("Content-Type"), "application/problem+json") {
+		return nil
+	}
+	var p struct {
+		Status *int `json:"status"`
+	}
+	if err := json.Unmarshal(body, &p); err != nil || p.Status == nil {
+		return nil // the schema check reports a body that is not a problem
+	}
+	if *p.Status != status {
+		return fmt.Errorf("the problem's status member is %d, the HTTP status %d", *p.Status, status)
 	}
 	return nil
 }

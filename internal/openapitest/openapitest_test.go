@@ -50,6 +50,7 @@ components:
       required: [code]
       properties:
         code: {type: string}
+        status: {type: integer}
 `
 
 // recorderTB collects what a Checker reports.
@@ -81,6 +82,9 @@ func TestCheckerCatchesDrift(t *testing.T) {
 		{"status not documented", "/things/a", `{"name":"x"}`, 409, "application/problem+json", `{"code":"c"}`, "response does not match"},
 		{"problem with wrong field", "/things/a", `{"nam":"x"}`, 400, "application/problem+json", `{"cod":"c"}`, "response does not match"},
 		{"invalid request refused", "/things/a", `{"nam":"x"}`, 400, "application/problem+json", `{"code":"invalid_input"}`, ""},
+		{"problem status as the answer's", "/things/a", `{"nam":"x"}`, 400, "application/problem+json", `{"code":"invalid_input","status":400}`, ""},
+		{"problem status not the answer's", "/things/a", `{"nam":"x"}`, 400, "application/problem+json", `{"code":"invalid_input","status":409}`, "status member is 409"},
+		{"unknown path 404 problem status 500", "/nope", ``, 404, "application/problem+json", `{"code":"not_found","status":500}`, "status member is 500"},
 		{"invalid request accepted", "/things/a", `{"nam":"x"}`, 200, "application/json", `{"id":"a","count":1}`, "server accepted it"},
 		{"unknown path 404 problem", "/nope", ``, 404, "application/problem+json", `{"code":"not_found"}`, ""},
 		{"unknown path 404 plain", "/nope", ``, 404, "text/plain", `nope`, "application/problem+json"},
