@@ -70,7 +70,7 @@ var (
 var routes = []route{
 	{pattern: "POST " + wire.PathProvision, access: stations, handle: (*Server).provision, stationInUseCase: true},
 	{pattern: "POST " + wire.PathAllocations, access: stations, handle: (*Server).allocate},
-	{pattern: "POST " + wire.PathBind, access: stations, handle: (*Server).bind},
+	{pattern: "POST " + wire.PathBind, access: stations, handle: (*Server).bind, stationInUseCase: true},
 	{pattern: "POST " + wire.PathVoidIMEI, access: fixers, handle: (*Server).void},
 	{pattern: "POST " + wire.PathReissue, access: fixers, handle: (*Server).reissue},
 	{pattern: "POST " + wire.PathRevoke, access: revokers, handle: (*Server).revoke},

@@ -270,15 +270,7 @@ func TestRealServiceIdentities(t *testing.T) {
 
 	// A station enrolled with its certificate's serial: that certificate
 	// works, another certificate naming the same station does not.
-	key := genKey(t)
-	cert, _, err := ca.StationCert(rs.env.StationCA, rs.env.StationKey, key.Public(), ca.Station{ID: "S7"}, ca.ValidFor(time.Now(), time.Hour))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rs.env.DB.EnrollStation(context.Background(), store.StationRecord{ID: "S7", Factory: "F1", Line: "L1", Pools: []string{"F1-A"}, CertSerial: cert.SerialNumber.Text(16)}, "test"); err != nil {
-		t.Fatal(err)
-	}
-	current := rs.client(&tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert})
+	current := enrollS7(t, rs)
 	if r := rs.do(t, current, "GET", wire.PathPools, nil); r.status != 200 {
 		t.Fatalf("current certificate: %d %s", r.status, r.body)
 	}

@@ -63,24 +63,40 @@ func (r CSRRules) allows(curve string) bool {
 // Every refusal has code csr_invalid, field "csr", and a message naming the
 // reason.
 func ParseCSR(data []byte, rules CSRRules) (*x509.CertificateRequest, crypto.PublicKey, error) {
+	csr, err := DecodeCSR(data, rules)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := CheckPossession(csr); err != nil {
+		return nil, nil, err
+	}
+	return csr, csr.PublicKey, nil
+}
+
+// DecodeCSR is ParseCSR without the proof of possession: it decodes the
+// request and checks its key against rules, so that a caller can answer
+// the refusals that need only the key (and a ledger read keyed by it)
+// before it spends a signature verification. A CSR it returns is not
+// checked until CheckPossession accepts it.
+func DecodeCSR(data []byte, rules CSRRules) (*x509.CertificateRequest, error) {
 	if len(data) > MaxCSRSize {
-		return nil, nil, csrErr("is %d bytes, larger than the %d-byte limit (oversized)", len(data), MaxCSRSize)
+		return nil, csrErr("is %d bytes, larger than the %d-byte limit (oversized)", len(data), MaxCSRSize)
 	}
 	trimmed := bytes.TrimSpace(data)
 	if len(trimmed) == 0 {
-		return nil, nil, csrErr("is empty; send a PEM or DER PKCS#10 certificate request")
+		return nil, csrErr("is empty; send a PEM or DER PKCS#10 certificate request")
 	}
 	var der []byte
 	if bytes.HasPrefix(trimmed, []byte("-----BEGIN")) {
 		block, rest := pem.Decode(trimmed)
 		if block == nil {
-			return nil, nil, csrErr("is malformed PEM (no complete BEGIN/END block)")
+			return nil, csrErr("is malformed PEM (no complete BEGIN/END block)")
 		}
 		if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
-			return nil, nil, csrErr("has PEM block type %q; want \"CERTIFICATE REQUEST\" (wrong PEM block type)", block.Type)
+			return nil, csrErr("has PEM block type %q; want \"CERTIFICATE REQUEST\" (wrong PEM block type)", block.Type)
 		}
 		if len(bytes.TrimSpace(rest)) != 0 {
-			return nil, nil, csrErr("has trailing data after the PEM block; send exactly one request")
+			return nil, csrErr("has trailing data after the PEM block; send exactly one request")
 		}
 		der = block.Bytes
 	} else {
@@ -88,15 +104,21 @@ func ParseCSR(data []byte, rules CSRRules) (*x509.CertificateRequest, crypto.Pub
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return nil, nil, csrErr("is not a PKCS#10 certificate request (garbage or trailing data): %v", err)
+		return nil, csrErr("is not a PKCS#10 certificate request (garbage or trailing data): %v", err)
 	}
 	if err := checkCSRKey(csr.PublicKey, rules); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
+	return csr, nil
+}
+
+// CheckPossession verifies a decoded CSR's signature under its own key:
+// the device's proof of possession of the private key.
+func CheckPossession(csr *x509.CertificateRequest) error {
 	if err := csr.CheckSignature(); err != nil {
-		return nil, nil, csrErr("has a bad signature: proof of possession of the private key failed (%v)", err)
+		return csrErr("has a bad signature: proof of possession of the private key failed (%v)", err)
 	}
-	return csr, csr.PublicKey, nil
+	return nil
 }
 
 func checkCSRKey(pub crypto.PublicKey, rules CSRRules) error {

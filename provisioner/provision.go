@@ -52,34 +52,16 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		err = policy.CheckDeviceSerial(in.DeviceSerial)
 	}
 	if err != nil {
-		// The station's verdict first, as on every path.
-		if _, serr := s.station(ctx, in.Actor); serr != nil {
-			return nil, serr
-		}
-		return nil, err
+		return nil, s.stationFirst(ctx, in.Actor, err)
 	}
 	hash := requestHash("provision", in.DeviceSerial, in.Pool, in.Product, strconv.Itoa(in.IMEICount), csrDigest(in.CSR))
-	pub, spki, spkiHash, perr := s.parseCSR(in.CSR)
-	if perr != nil {
-		// Answered as before: the station, then a replay (the CSR rules
-		// may have changed since), then the CSR's error.
-		if _, err := s.station(ctx, in.Actor); err != nil {
-			return nil, err
-		}
-		if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
-			return out, err
-		}
-		return nil, perr
-	}
 	// One read for the station (authenticated first), the replay and the
-	// new-device checks.
-	st, check, err := s.stationRequestCheck(ctx, in.Actor, in.RequestID, in.DeviceSerial, spkiHash)
-	if err != nil {
-		return nil, err
-	}
-	if out, err := s.replayOf(ctx, check.Issuance, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
+	// new-device checks, before the proof of possession.
+	nd, out, err := s.admitNewDevice(ctx, in.Actor, in.RequestID, in.DeviceSerial, hash, in.CSR)
+	if out != nil || err != nil {
 		return out, err
 	}
+	st, check := nd.st, nd.check
 	m, err := s.choosePool(ctx, st, in.Pool, in.Product)
 	if err != nil {
 		return nil, err
@@ -91,13 +73,13 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, count); err != nil {
 		return nil, err
 	}
-	fix, err := s.newDeviceIntentAfter(ctx, in.Actor, in.DeviceSerial, check.DeviceExists, check.KeyOwner)
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, check.DeviceExists, check.KeyOwner)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "provision", RequestHash: hash, Station: st.ID,
 		DeviceSerial: in.DeviceSerial, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore, IssuerKeyID: fix.keyID,
-		PublicKey: spki, SPKIHash: spkiHash}
+		PublicKey: nd.key.spki, SPKIHash: nd.key.spkiHash}
 	res, err := s.db.Reserve(ctx, store.ReserveRequest{RequestID: in.RequestID, RequestHash: hash, Pool: m.pool.Name,
 		Caller: st.ID, Kind: store.KindProvision, DeviceSerial: in.DeviceSerial, PerDevice: count, Issuance: intent})
 	for try := 0; try < 3 && s.cfg.SiteLeases && (tacerr.Is(err, tacerr.PoolExhausted) || tacerr.Is(err, tacerr.PoolNotFound)); try++ {
@@ -120,22 +102,13 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 	}
 	intent.ReservationID = res.ID
-	return s.complete(ctx, intent, res.Devices[0], pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, res.Devices[0], nd.key.pub, fix.serial, in.CSR)
 }
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
-// another device, then fixes the intent (newIntent).
-func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, spkiHash []byte) (intentFix, error) {
-	exists, owner, err := s.db.NewDeviceCheck(ctx, device, spkiHash)
-	if err != nil {
-		return intentFix{}, err
-	}
-	return s.newDeviceIntentAfter(ctx, a, device, exists, owner)
-}
-
-// newDeviceIntentAfter is newDeviceIntent once the two checks were read
-// (store.NewRequestCheck).
-func (s *Service) newDeviceIntentAfter(ctx context.Context, a Actor, device string, exists bool, owner string) (intentFix, error) {
+// another device (exists and owner: the request check's answers,
+// store.RequestCheck), then fixes the intent (newIntent).
+func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, exists bool, owner string) (intentFix, error) {
 	if exists {
 		return intentFix{}, s.alreadyProvisioned(ctx, a, device)
 	}

@@ -472,18 +472,98 @@ func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, 
 	return m, nil
 }
 
-// parseCSR applies the CSR rules and returns the key's SPKI and its hash.
-func (s *Service) parseCSR(csr []byte) (pub any, spki []byte, spkiHash []byte, err error) {
-	_, pub, err = policy.ParseCSR(csr, s.cfg.CSRRules)
+// csrKey is a decoded CSR's key (policy.DecodeCSR): what the request's
+// ledger read is keyed by. Its proof of possession is verified apart
+// (proofOfPossession), once the cheaper refusals are answered.
+type csrKey struct {
+	req      *x509.CertificateRequest
+	pub      any
+	spki     []byte
+	spkiHash []byte
+}
+
+// proofOfPossession verifies a decoded CSR's signature
+// (policy.CheckPossession); a variable so that tests can count the calls.
+var proofOfPossession = policy.CheckPossession
+
+// decodeCSR decodes a CSR, applies the CSR rules to its key and returns the
+// key's SPKI and its hash, without verifying its signature.
+func (s *Service) decodeCSR(csr []byte) (csrKey, error) {
+	req, err := policy.DecodeCSR(csr, s.cfg.CSRRules)
 	if err != nil {
-		return nil, nil, nil, err
+		return csrKey{}, err
 	}
-	spki, err = x509.MarshalPKIXPublicKey(pub)
+	spki, err := x509.MarshalPKIXPublicKey(req.PublicKey)
 	if err != nil {
-		return nil, nil, nil, tacerr.Field(tacerr.CSRInvalid, "csr", "public key cannot be encoded: %v", err)
+		return csrKey{}, tacerr.Field(tacerr.CSRInvalid, "csr", "public key cannot be encoded: %v", err)
 	}
 	h := sha256.Sum256(spki)
-	return pub, spki, h[:], nil
+	return csrKey{req: req, pub: req.PublicKey, spki: spki, spkiHash: h[:]}, nil
+}
+
+// parseCSR is decodeCSR and the proof of possession.
+func (s *Service) parseCSR(csr []byte) (csrKey, error) {
+	k, err := s.decodeCSR(csr)
+	if err != nil {
+		return csrKey{}, err
+	}
+	if err := proofOfPossession(k.req); err != nil {
+		return csrKey{}, err
+	}
+	return k, nil
+}
+
+// newDevice is what a provisioning or bind request learnt in its first
+// checks (admitNewDevice): the admitted station, the device's key (its
+// proof of possession verified) and the request check's device and key.
+type newDevice struct {
+	st    store.StationRecord
+	key   csrKey
+	check store.RequestCheck
+}
+
+// admitNewDevice runs the first checks of a request that certifies a new
+// device, cheapest refusal first: the CSR is decoded (its key, no
+// signature yet); one ledger read gives the station's record, the request
+// id's intent, whether the device exists and who owns the key; the
+// station's verdict is answered first, then a replay (out non-nil, or its
+// error), then the proof of possession. A refused station or a replay
+// therefore spends no signature verification: a replay's CSR is, byte for
+// byte, the one verified when its intent was recorded (the request hash
+// covers it), and a replay was answered whatever the proof gave before.
+// A CSR that does not decode is answered as before: the station, then a
+// replay (the CSR rules may have changed since), then the CSR's error.
+func (s *Service) admitNewDevice(ctx context.Context, a Actor, requestID, serial string, hash, csr []byte) (nd newDevice, out *Issued, err error) {
+	k, perr := s.decodeCSR(csr)
+	if perr != nil {
+		if err := s.stationFirst(ctx, a, nil); err != nil {
+			return newDevice{}, nil, err
+		}
+		if out, err := s.replay(ctx, requestID, hash, a.Station, csr); out != nil || err != nil {
+			return newDevice{}, out, err
+		}
+		return newDevice{}, nil, perr
+	}
+	st, check, err := s.stationRequestCheck(ctx, a, requestID, serial, k.spkiHash)
+	if err != nil {
+		return newDevice{}, nil, err
+	}
+	if out, err := s.replayOf(ctx, check.Issuance, hash, a.Station, csr); out != nil || err != nil {
+		return newDevice{}, out, err
+	}
+	if err := proofOfPossession(k.req); err != nil {
+		return newDevice{}, nil, err
+	}
+	return newDevice{st: st, key: k, check: check}, nil, nil
+}
+
+// stationFirst returns the calling station's refusal if it is refused,
+// else err: the station's verdict is answered first on every path.
+func (s *Service) stationFirst(ctx context.Context, a Actor, err error) error {
+	if _, serr := s.station(ctx, a); serr != nil {
+		return serr
+	}
+	return err
 }
 
 func (s *Service) keyReused() {

@@ -57,31 +57,28 @@ func (s *Service) Allocate(ctx context.Context, in AllocateInput) (*Allocation, 
 // and issues the device's certificate, in the same intent-sign-commit order
 // as Provision.
 func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
-	if err := checkRequestID(in.RequestID); err != nil {
-		return nil, err
+	err := checkRequestID(in.RequestID)
+	if err == nil {
+		err = policy.CheckDeviceSerial(in.DeviceSerial)
 	}
-	if err := policy.CheckDeviceSerial(in.DeviceSerial); err != nil {
-		return nil, err
+	if err == nil && (len(in.IMEIs) == 0 || len(in.IMEIs) > policy.MaxIMEIs) {
+		err = tacerr.Field(tacerr.InvalidInput, "imeis", "must list the 1 to %d IMEIs of one pre-allocated device", policy.MaxIMEIs)
 	}
-	if len(in.IMEIs) == 0 || len(in.IMEIs) > policy.MaxIMEIs {
-		return nil, tacerr.Field(tacerr.InvalidInput, "imeis", "must list the 1 to %d IMEIs of one pre-allocated device", policy.MaxIMEIs)
+	if err != nil {
+		return nil, s.stationFirst(ctx, in.Actor, err)
 	}
 	ims := make([]string, len(in.IMEIs))
 	for i, m := range in.IMEIs {
 		ims[i] = m.String()
 	}
 	hash := requestHash("bind", in.DeviceSerial, strings.Join(ims, ","), csrDigest(in.CSR))
-	if out, err := s.replay(ctx, in.RequestID, hash, in.Actor.Station, in.CSR); out != nil || err != nil {
+	// One read for the station (authenticated first), the replay and the
+	// new-device checks, as Provision.
+	nd, out, err := s.admitNewDevice(ctx, in.Actor, in.RequestID, in.DeviceSerial, hash, in.CSR)
+	if out != nil || err != nil {
 		return out, err
 	}
-	st, err := s.station(ctx, in.Actor)
-	if err != nil {
-		return nil, err
-	}
-	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
-	if err != nil {
-		return nil, err
-	}
+	st := nd.st
 	// The IMEIs must be exactly one RESERVED pre-allocated group of this station.
 	first, err := s.db.LookupIMEI(ctx, in.IMEIs[0])
 	if err != nil {
@@ -120,20 +117,20 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(in.IMEIs)); err != nil {
 		return nil, err
 	}
-	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, spkiHash)
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, nd.check.DeviceExists, nd.check.KeyOwner)
 	if err != nil {
 		return nil, err
 	}
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "bind", RequestHash: hash, Station: st.ID, DeviceSerial: in.DeviceSerial,
 		ReservationID: first.ReservationID, Group: first.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
-		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
+		IssuerKeyID: fix.keyID, PublicKey: nd.key.spki, SPKIHash: nd.key.spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, in.IMEIs, pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, in.IMEIs, nd.key.pub, fix.serial, in.CSR)
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
@@ -214,11 +211,11 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if d.State != store.StateBound {
 		return nil, tacerr.Field(tacerr.InvalidState, "serial", "device %s is %s; only a BOUND device can be reissued", in.DeviceSerial, d.State)
 	}
-	pub, spki, spkiHash, err := s.parseCSR(in.CSR)
+	k, err := s.parseCSR(in.CSR)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.refuseReusedKey(ctx, spkiHash, in.DeviceSerial); err != nil {
+	if err := s.refuseReusedKey(ctx, k.spkiHash, in.DeviceSerial); err != nil {
 		return nil, err
 	}
 	meta, err := s.metaForIMEI(recs[0].IMEI)
@@ -235,14 +232,14 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	actor := in.Actor.ID
 	intent := &store.Issuance{RequestID: in.RequestID, Kind: "reissue", RequestHash: hash, Station: actor, DeviceSerial: in.DeviceSerial,
 		ReservationID: d.ReservationID, Group: d.Group, CertSerial: serialHex(fix.serial), NotBefore: fix.notBefore,
-		IssuerKeyID: fix.keyID, PublicKey: spki, SPKIHash: spkiHash}
+		IssuerKeyID: fix.keyID, PublicKey: k.spki, SPKIHash: k.spkiHash}
 	if err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent) }); err != nil {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.ID, in.CSR)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, store.IMEIsOf(recs), pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, store.IMEIsOf(recs), k.pub, fix.serial, in.CSR)
 }
 
 // Revoke revokes a device: its certificate and its IMEIs (REVOKED, reported

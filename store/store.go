@@ -206,6 +206,9 @@ func pragmaInt(c *sqlite3.SQLiteConn, q string) (int64, error) {
 	return n, nil
 }
 
+// sqliteReaders is the number of read-only connections of a SQLite ledger.
+const sqliteReaders = 4
+
 func (db *DB) openSQLite(cfg Config) error {
 	path := strings.TrimPrefix(cfg.DSN, "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
@@ -233,7 +236,14 @@ func (db *DB) openSQLite(cfg Config) error {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for reading", path)
 	}
-	r.SetMaxOpenConns(4)
+	// Every reader stays open: database/sql keeps 2 idle connections by
+	// default, so with 4 in use under load it closed the others as they
+	// went idle and opened new ones on the next burst (each a file open,
+	// its mmap pragma, the schema parsed again and every read statement
+	// prepared again on it).
+	r.SetMaxOpenConns(sqliteReaders)
+	r.SetMaxIdleConns(sqliteReaders)
+	r.SetConnMaxLifetime(0)
 	db.w, db.r = w, r
 	db.stmts = &stmtCache{db: w, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
 	db.rstmts = &readStmts{db: r, stmts: map[string]*sqlx.Stmt{}}
