@@ -187,9 +187,9 @@ func TestNewDeviceCheck(t *testing.T) {
 		b := bindingOf(res[0], reqs[0])
 		check := func(serial string, spki []byte, wantExists bool, wantOwner string) {
 			t.Helper()
-			exists, owner, err := db.NewDeviceCheck(ctx, serial, spki)
-			if err != nil || exists != wantExists || owner != wantOwner {
-				t.Fatalf("NewDeviceCheck(%s) = %v, %q, %v; want %v, %q", serial, exists, owner, err, wantExists, wantOwner)
+			c, err := db.NewRequestCheck(ctx, "", serial, spki)
+			if err != nil || c.Issuance != nil || c.DeviceExists != wantExists || c.KeyOwner != wantOwner {
+				t.Fatalf("NewRequestCheck(%s) = %+v, %v; want no intent, %v, %q", serial, c, err, wantExists, wantOwner)
 			}
 		}
 		// NewRequestCheck reads the same and the request id's intent.

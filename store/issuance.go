@@ -401,16 +401,8 @@ func (db *DB) DeviceKeyOwner(ctx context.Context, spkiHash []byte) (string, erro
 	return owner, translate(err, "look up device key")
 }
 
-// NewDeviceCheck reports, in one read, whether a device is recorded and
-// which device a public key (by SPKI hash) is bound to ("" if none): the two
-// checks before a new provisioning intent.
-func (db *DB) NewDeviceCheck(ctx context.Context, serial string, spkiHash []byte) (deviceExists bool, keyOwner string, err error) {
-	c, err := db.NewRequestCheck(ctx, "", serial, spkiHash)
-	return c.DeviceExists, c.KeyOwner, err
-}
-
 // RequestCheck is what a provisioning request needs to know before it
-// reserves anything (NewRequestCheck).
+// reserves anything (NewRequestCheck, StationRequestCheckOf).
 type RequestCheck struct {
 	Issuance     *Issuance // the intent recorded for the request id (a replay), or nil
 	DeviceExists bool      // the device is recorded
@@ -432,8 +424,8 @@ const sqlRequestCheck = `SELECT CASE WHEN EXISTS (SELECT 1 FROM devices WHERE se
 // NewRequestCheck reads, in one statement, the intent already recorded for
 // requestID (nil if none: "" never names one), whether the device serial is
 // recorded and which device the key (by SPKI hash) is bound to: the reads
-// IssuanceByRequestID and NewDeviceCheck make, for a provisioning request
-// that would otherwise make both.
+// IssuanceByRequestID and the new-device checks (a device recorded, a key
+// bound) would make, in one read; "" reads only the new-device checks.
 func (db *DB) NewRequestCheck(ctx context.Context, requestID, serial string, spkiHash []byte) (RequestCheck, error) {
 	var r struct {
 		Exists int    `db:"device_exists"`
