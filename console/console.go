@@ -113,7 +113,7 @@ type Console struct {
 	runSeq  int // reconciliation runs
 	expSeq  int // audit exports
 	health  cachedHealth
-	counts  cachedCounts
+	seen    cachedLastSeen
 	tempDir bool // WorkDir was made by New
 }
 

@@ -420,7 +420,7 @@ func poolByName(q querier, name string) (PoolStats, error) {
 		}
 		return PoolStats{}, translate(err, "look up pool")
 	}
-	return PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}, nil
+	return r.stats(), nil
 }
 
 // Leases returns the leases of site (every site's when site is empty) in
