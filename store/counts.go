@@ -1,9 +1,6 @@
 package store
 
 import (
-	"context"
-	"database/sql"
-
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/lifecycle"
 )
@@ -48,22 +45,6 @@ func (r leaseRow) rowless() (sp span, ok bool) {
 		return span{lo: r.TAC*imei.SNRsPerTAC + r.ReletNext.Int64, hi: r.hi()}, true
 	}
 	return span{}, false
-}
-
-// snapshot runs fn in a read transaction that sees one snapshot on both
-// databases (SQLite's read transactions always do; PostgreSQL's default,
-// READ COMMITTED, takes one per statement).
-func (db *DB) snapshot(ctx context.Context, fn func(tx *Tx) error) error {
-	opts := &sql.TxOptions{ReadOnly: db.sql.readOnlyTx}
-	if db.dialect == Postgres {
-		opts.Isolation = sql.LevelRepeatableRead
-	}
-	stx, err := db.r.BeginTxx(ctx, opts)
-	if err != nil {
-		return translate(err, "begin read")
-	}
-	defer stx.Rollback()
-	return fn(&Tx{tx: stx, db: db})
 }
 
 // poolUsage returns the IMEI rows of each of pools by state, keyed by pool

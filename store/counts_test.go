@@ -165,3 +165,26 @@ func TestPoolCountsExact(t *testing.T) {
 		}
 	})
 }
+
+// TestReadTxIsOneSnapshot: the read transaction of Check and Pools sees
+// one snapshot on both databases: a pool committed between two of its
+// statements is not seen by the second (on PostgreSQL READ COMMITTED,
+// the default, would see it, and Check could compare a high-water mark
+// with rows written after it).
+func TestReadTxIsOneSnapshot(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		first, second, err := db.CountPoolsTwice(ctx, func() {
+			if _, err := db.CreatePool(ctx, store.Pool{Name: "B", TAC: testTAC, SNRStart: 500, SNREnd: 599}, "test"); err != nil {
+				t.Error(err)
+			}
+		})
+		if err != nil || first != 1 || second != 1 {
+			t.Fatalf("pools counted %d then %d in one read transaction (%v), want 1 twice", first, second, err)
+		}
+		if ps, err := db.Pools(ctx); err != nil || len(ps) != 2 {
+			t.Fatalf("pools after it: %d, %v", len(ps), err)
+		}
+	})
+}

@@ -168,7 +168,7 @@ func (db *DB) PoolsNamed(ctx context.Context, names []string) ([]PoolStats, erro
 // one snapshot.
 func (db *DB) countedPools(ctx context.Context, query func(tx *Tx) (string, []any, error)) ([]PoolStats, error) {
 	var out []PoolStats
-	err := db.snapshot(ctx, func(tx *Tx) error {
+	err := db.readTx(ctx, func(tx *Tx) error {
 		q, args, err := query(tx)
 		if err != nil {
 			return err

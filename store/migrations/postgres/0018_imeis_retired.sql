@@ -10,7 +10,7 @@
 -- Provisioning never writes this index: it moves rows from RESERVED to
 -- BOUND, neither of which is in it. Only voids, revocations and recovery's
 -- abandonments add an entry. Creating it reads the imeis table once and
--- holds writes to it meanwhile (about N s per 10^6 devices, measured in
+-- holds writes to it meanwhile (about 1 s at 10^6 devices, measured in
 -- docs/benchmarks.md).
 
 -- +goose Up
