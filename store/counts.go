@@ -31,6 +31,13 @@ WHERE state = 'RESERVED' AND reserved_at IS NOT NULL GROUP BY pool_id, state`
 	sqlRetiredByPool = `SELECT pool_id, state, COUNT(*) AS n FROM imeis
 WHERE state IN ('VOIDED', 'REVOKED') GROUP BY pool_id, state`
 	sqlRowsIn = `SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`
+	// A range's RESERVED rows (imeis_reserved: the unary + keeps both
+	// planners off the IMEI's index, a read of the whole range), VOIDED
+	// and REVOKED rows (imeis_retired) by state.
+	sqlReservedIn = `SELECT state, COUNT(*) AS n FROM imeis
+WHERE state = 'RESERVED' AND reserved_at IS NOT NULL AND +imei14 BETWEEN ? AND ? GROUP BY state`
+	sqlRetiredIn = `SELECT state, COUNT(*) AS n FROM imeis
+WHERE pool_id = ? AND state IN ('VOIDED', 'REVOKED') AND imei14 BETWEEN ? AND ? GROUP BY state`
 )
 
 // rowless returns the 14-digit IMEIs of lease r that may have no ledger
@@ -96,4 +103,37 @@ func (tx *Tx) poolUsage(pools []poolRow) (map[int64]stateCounts, error) {
 		out[p.ID] = u
 	}
 	return out, nil
+}
+
+// leaseUsage returns the rows of lease r's IMEIs that are still the
+// lease's (below the SNRs its release handed back) by state, and how many
+// of them have no row. A lease still held is counted row by row (its site
+// is reporting it: it is in flight); a returned one has a row for each of
+// them (Check proves it), so only its RESERVED, VOIDED and REVOKED rows are
+// read, from their partial indexes, and BOUND is the rest.
+func (tx *Tx) leaseUsage(r leaseRow) (c stateCounts, unused int64, err error) {
+	lo, hi := r.lo(), r.usedHi()
+	if hi < lo {
+		return c, 0, nil
+	}
+	if !r.ReturnedAt.Valid {
+		c, err = countStates(txQuerier{tx}, lo, hi, "count lease rows")
+		return c, hi - lo + 1 - c.total(), err
+	}
+	type count struct {
+		State lifecycle.State `db:"state"`
+		N     int64           `db:"n"`
+	}
+	var cs, retired []count
+	if err := tx.sel(&cs, tx.rebind(sqlReservedIn), lo, hi); err != nil {
+		return c, 0, translate(err, "count a lease's reserved IMEIs")
+	}
+	if err := tx.sel(&retired, tx.rebind(sqlRetiredIn), r.PoolID, lo, hi); err != nil {
+		return c, 0, translate(err, "count a lease's voided and revoked IMEIs")
+	}
+	for _, x := range append(cs, retired...) {
+		c.set(x.State, x.N)
+	}
+	c.Bound = hi - lo + 1 - c.Reserved - c.Voided - c.Revoked
+	return c, 0, nil
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/tacline/tacline/store/storetest"
 )
 
-// wantPoolCounts fails t unless Pools and PoolsNamed give every pool the
-// per-state counts a full count of its ledger rows gives, and returns
-// Pools' figures by pool name.
+// wantPoolCounts fails t unless Pools and PoolsNamed give every pool, and
+// Leases every lease, the per-state counts a full count of its ledger rows
+// gives, and returns Pools' figures by pool name.
 func wantPoolCounts(t *testing.T, db *store.DB) map[string]store.PoolStats {
 	t.Helper()
 	ctx := context.Background()
@@ -61,15 +61,41 @@ func wantPoolCounts(t *testing.T, db *store.DB) map[string]store.PoolStats {
 	if len(named) != len(ps) {
 		t.Errorf("PoolsNamed gives %d pools, Pools %d", len(named), len(ps))
 	}
+	leases, err := db.Leases(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range leases {
+		lo := int64(l.TAC)*1000000 + int64(l.SNRStart)
+		hi := int64(l.TAC)*1000000 + int64(l.SNREnd) - l.Released
+		var rows []struct {
+			State string `db:"state"`
+			N     int64  `db:"n"`
+		}
+		if err := storetest.Reader(db).Select(&rows, storetest.Reader(db).Rebind(`SELECT state, COUNT(*) AS n FROM imeis
+			WHERE imei14 BETWEEN ? AND ? GROUP BY state`), lo, hi); err != nil {
+			t.Fatal(err)
+		}
+		c := map[string]int64{}
+		var total int64
+		for _, r := range rows {
+			c[r.State], total = r.N, total+r.N
+		}
+		got := [4]int64{l.Bound, l.Voided, l.Revoked, l.Unused}
+		want := [4]int64{c["BOUND"], c["VOIDED"], c["REVOKED"], hi - lo + 1 - total}
+		if got != want || c["RESERVED"] != 0 {
+			t.Errorf("lease %d: Leases counts bound, voided, revoked, unused %v; its rows hold %v (reserved %d)", l.ID, got, want, c["RESERVED"])
+		}
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
 	return out
 }
 
-// TestPoolCountsExact: the usage counts Pools derives (counts.go: the
-// high-water mark, the leases, the RESERVED, VOIDED and REVOKED rows)
-// equal a full count of the rows by state at every step of a ledger with
+// TestPoolCountsExact: the usage counts Pools and Leases derive
+// (counts.go: the high-water mark, the leases, the RESERVED, VOIDED and
+// REVOKED rows) equal a full count of the rows by state at every step of a ledger with
 // IMEIs reserved, pre-allocated, bound, voided, revoked, leased to sites
 // (held and partly reported, released with SNRs handed back, re-leased,
 // returned by force).
@@ -131,6 +157,16 @@ func TestPoolCountsExact(t *testing.T) {
 		cp = store.SiteCheckpoint{Size: 3, Hash: []byte("h3")}
 		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(3, l1.ID, int64(l1.SNRStart)+5)}, cp, "hq"); err != nil {
 			t.Fatal(err)
+		}
+		wantPoolCounts(t, db)
+		// The device HQ recorded from the released lease is revoked.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
+			IMEIs: []imei.IMEI{leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)}, DeviceSerial: "d1", Reason: "compromised"}},
+			store.SiteCheckpoint{Size: 4, Hash: []byte("h4")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		if st := leaseOf(t, db, l1.ID); st.Revoked != 2 || st.Voided != 3 || st.Bound != 0 {
+			t.Fatalf("released lease after a revocation %+v", st)
 		}
 		wantPoolCounts(t, db)
 		// s2 re-leases part of the handed-back SNRs and reports one (the

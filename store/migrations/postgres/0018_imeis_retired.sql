@@ -5,7 +5,9 @@
 -- counts (store/counts.go): the rows of a pool are its high-water mark
 -- minus its start (less the leased SNRs not yet reported), RESERVED rows
 -- come from imeis_reserved (the requests in flight and pre-allocations),
--- VOIDED and REVOKED rows from this index, and BOUND is the rest.
+-- VOIDED and REVOKED rows from this index, and BOUND is the rest. A
+-- lease's counts (`tacline site status`, a site's status at HQ) read this
+-- index over the lease's IMEIs instead of the lease's rows.
 --
 -- Provisioning never writes this index: it moves rows from RESERVED to
 -- BOUND, neither of which is in it. Only voids, revocations and recovery's
@@ -14,7 +16,7 @@
 -- docs/benchmarks.md).
 
 -- +goose Up
-CREATE INDEX imeis_retired ON imeis (pool_id, state) WHERE state IN ('VOIDED', 'REVOKED');
+CREATE INDEX imeis_retired ON imeis (pool_id, state, imei14) WHERE state IN ('VOIDED', 'REVOKED');
 
 -- +goose Down
 DROP INDEX imeis_retired;
