@@ -114,6 +114,7 @@ type Console struct {
 	expSeq  int // audit exports
 	health  cachedHealth
 	seen    cachedLastSeen
+	act     cachedActivity
 	tempDir bool // WorkDir was made by New
 }
 

@@ -123,7 +123,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+err.Error()) }
 
 	since := now.Add(-window).Truncate(bucket).Add(bucket)
-	acts, err := c.cfg.DB.RecentActivity(ctx, since, bucket)
+	acts, err := c.activity(ctx, since)
 	if err != nil {
 		problem("recent provisioning", err)
 	}
@@ -362,6 +362,61 @@ func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 	}
 	c.seen.byStation, c.seen.at = last, now
 	return last, nil
+}
+
+// cachedActivity keeps the window's activity per caller, pool and bucket
+// between refreshes, shared by every viewer: a refresh reads only the
+// buckets from the one that held its previous read less
+// store.ActivitySlack (reservations may commit that much out of order),
+// not the whole hour, whose reservations grow with the line's rate.
+type cachedActivity struct {
+	mu     sync.Mutex
+	readAt time.Time       // the previous read, on the ledger's clock
+	rows   []timedActivity // every bucket of the window read so far
+}
+
+// timedActivity is an Activity whose bucket starts at start.
+type timedActivity struct {
+	store.Activity
+	start time.Time
+}
+
+// activity returns the reservations' activity of the window starting at
+// since, in buckets of width bucket counted from since.
+func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activity, error) {
+	c.act.mu.Lock()
+	defer c.act.mu.Unlock()
+	now := c.cfg.DB.Now()
+	from := since
+	if f := c.act.readAt.Add(-store.ActivitySlack).Truncate(bucket); !c.act.readAt.IsZero() && f.After(from) {
+		from = f
+	}
+	fresh, err := c.cfg.DB.RecentActivity(ctx, from, bucket)
+	if err != nil {
+		return nil, err
+	}
+	c.act.rows, c.act.readAt = mergeActivity(c.act.rows, fresh, from, since), now
+	out := make([]store.Activity, len(c.act.rows))
+	for i, r := range c.act.rows {
+		out[i] = r.Activity
+		out[i].Bucket = int(r.start.Sub(since) / bucket)
+	}
+	return out, nil
+}
+
+// mergeActivity keeps the buckets of kept that start in [since, from) and
+// adds fresh, read from from (its buckets counted from from).
+func mergeActivity(kept []timedActivity, fresh []store.Activity, from, since time.Time) []timedActivity {
+	out := make([]timedActivity, 0, len(kept)+len(fresh))
+	for _, r := range kept {
+		if !r.start.Before(since) && r.start.Before(from) {
+			out = append(out, r)
+		}
+	}
+	for _, a := range fresh {
+		out = append(out, timedActivity{Activity: a, start: from.Add(time.Duration(a.Bucket) * bucket)})
+	}
+	return out
 }
 
 // cachedHealth keeps the last HSM probe for healthTTL, so that many open

@@ -20,10 +20,12 @@ type Activity struct {
 	Last         time.Time
 }
 
-// activitySlack is how far out of created_at order reservation ids may be
+// ActivitySlack is how far out of created_at order reservation ids may be
 // (replicas' clocks, batches committed out of order): the id search starts
-// this much earlier and the time filter drops what is too old.
-const activitySlack = 5 * time.Minute
+// this much earlier and the time filter drops what is too old. A reader
+// that keeps what it read treats the reservations made less than this
+// before its read as not yet all seen.
+const ActivitySlack = 5 * time.Minute
 
 const (
 	sqlReservationIDRange = `SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM reservations`
@@ -71,7 +73,7 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 }
 
 // firstReservationSince returns the smallest reservation id whose
-// created_at is at or after since - activitySlack, found by a binary search
+// created_at is at or after since - ActivitySlack, found by a binary search
 // over the primary key (ids grow with time, give or take a few minutes),
 // or -1 when there is no reservation at all.
 func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (int64, error) {
@@ -83,7 +85,7 @@ func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (int64
 	if hi == 0 {
 		return -1, nil
 	}
-	from := since.Add(-activitySlack).UnixMicro()
+	from := since.Add(-ActivitySlack).UnixMicro()
 	at := q.Rebind(sqlReservationAt)
 	first := hi + 1
 	for lo <= hi {

@@ -41,7 +41,7 @@ func TestRecentActivity(t *testing.T) {
 			t.Fatalf("activity after the last reservation = %v, %v; want none", none, err)
 		}
 		// Read again from a time: only the reservations since then (give
-		// or take activitySlack) are read, added into the kept map.
+		// or take ActivitySlack) are read, added into the kept map.
 		later := t0.Add(time.Hour)
 		db.SetClock(func() time.Time { return later })
 		if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: "s2", RequestHash: []byte("s2"), Pool: "A", Caller: "S2",
