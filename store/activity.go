@@ -32,9 +32,9 @@ const (
 	sqlReservationAt      = `SELECT id, created_at FROM reservations WHERE id >= ? ORDER BY id LIMIT 1`
 	sqlActivity           = `SELECT r.caller, p.name, (r.created_at - ?) / ? AS bucket, COUNT(*), SUM(r.devices * r.per_device), MAX(r.created_at)
 FROM reservations r JOIN pools p ON p.id = r.pool_id
-WHERE r.id >= ? AND r.created_at >= ?
+WHERE r.id BETWEEN ? AND ? AND r.created_at >= ?
 GROUP BY r.caller, p.name, bucket ORDER BY r.caller, p.name, bucket`
-	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations WHERE id >= ? GROUP BY caller`
+	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations WHERE id BETWEEN ? AND ? GROUP BY caller`
 )
 
 // RecentActivity sums the reservations made since since per caller, pool
@@ -47,11 +47,11 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 		return nil, tacerr.Field(tacerr.InvalidInput, "bucket", "must be positive")
 	}
 	q := db.r
-	first, err := db.firstReservationSince(ctx, since)
+	first, last, err := db.firstReservationSince(ctx, since)
 	if err != nil || first < 0 {
 		return nil, err
 	}
-	rows, err := q.QueryxContext(ctx, q.Rebind(sqlActivity), since.UnixMicro(), bucket.Microseconds(), first, since.UnixMicro())
+	rows, err := q.QueryxContext(ctx, q.Rebind(sqlActivity), since.UnixMicro(), bucket.Microseconds(), first, last, since.UnixMicro())
 	if err != nil {
 		return nil, translate(err, "read recent reservations")
 	}
@@ -75,19 +75,23 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 // firstReservationSince returns the smallest reservation id whose
 // created_at is at or after since - ActivitySlack, found by a binary search
 // over the primary key (ids grow with time, give or take a few minutes),
-// or -1 when there is no reservation at all.
-func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (int64, error) {
+// and the largest id (first is -1 when there is no reservation at all).
+// Readers select ids BETWEEN the two: with both bounds PostgreSQL's generic
+// plan of a prepared statement reads the primary key, where an open range
+// (id >= ?) was planned as a scan of the table.
+func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (first, last int64, err error) {
 	q := db.r
 	var lo, hi int64
 	if err := q.QueryRowxContext(ctx, sqlReservationIDRange).Scan(&lo, &hi); err != nil {
-		return 0, translate(err, "read reservation ids")
+		return 0, 0, translate(err, "read reservation ids")
 	}
 	if hi == 0 {
-		return -1, nil
+		return -1, 0, nil
 	}
+	last = hi
 	from := since.Add(-ActivitySlack).UnixMicro()
 	at := q.Rebind(sqlReservationAt)
-	first := hi + 1
+	first = hi + 1
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
 		var id, created int64
@@ -97,7 +101,7 @@ func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (int64
 			continue
 		}
 		if err != nil {
-			return 0, translate(err, "search reservations by time")
+			return 0, 0, translate(err, "search reservations by time")
 		}
 		if created >= from {
 			first, hi = id, mid-1
@@ -105,7 +109,7 @@ func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (int64
 			lo = id + 1
 		}
 	}
-	return first, nil
+	return first, last, nil
 }
 
 // LastReservations returns when each caller last reserved IMEIs among the
@@ -119,14 +123,14 @@ func (db *DB) LastReservations(ctx context.Context, since time.Time, last map[st
 	if last == nil {
 		last = map[string]time.Time{}
 	}
-	first := int64(0)
-	if !since.IsZero() {
-		var err error
-		if first, err = db.firstReservationSince(ctx, since); err != nil || first < 0 {
-			return last, err
-		}
+	first, hi, err := db.firstReservationSince(ctx, since)
+	if err != nil || first < 0 {
+		return last, err
 	}
-	rows, err := db.r.QueryxContext(ctx, db.r.Rebind(sqlLastReservations), first)
+	if since.IsZero() {
+		first = 0
+	}
+	rows, err := db.r.QueryxContext(ctx, db.r.Rebind(sqlLastReservations), first, hi)
 	if err != nil {
 		return nil, translate(err, "read the last reservation of each caller")
 	}
