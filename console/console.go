@@ -113,7 +113,8 @@ type Console struct {
 	runSeq  int // reconciliation runs
 	expSeq  int // audit exports
 	health  cachedHealth
-	counts  cachedCounts
+	seen    cachedLastSeen
+	act     cachedActivity
 	tempDir bool // WorkDir was made by New
 }
 

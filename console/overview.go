@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -32,13 +33,12 @@ const (
 )
 
 type overviewData struct {
-	Now       time.Time
-	CountedAt time.Time // when the per-state pool counts were read
-	Pools     []poolView
-	Stations  []stationView
-	Lines     []lineView
-	Errors    []errorCount
-	Register  *register.Report
+	Now      time.Time
+	Pools    []poolView
+	Stations []stationView
+	Lines    []lineView
+	Errors   []errorCount
+	Register *register.Report
 	// DeliveryOff: this server does not deliver to the register.
 	DeliveryOff bool
 	Audit       *auditView
@@ -123,7 +123,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+err.Error()) }
 
 	since := now.Add(-window).Truncate(bucket).Add(bucket)
-	acts, err := c.cfg.DB.RecentActivity(ctx, since, bucket)
+	acts, err := c.activity(ctx, since)
 	if err != nil {
 		problem("recent provisioning", err)
 	}
@@ -156,23 +156,23 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	// partial).
 	elapsed := now.Sub(since)
 
-	// Remaining SNRs from the pools table at every refresh; the per-state
-	// counts scan the ledger, so they are recounted at most every
-	// countsTTL.
-	pools, err := c.cfg.Ops.PoolsRemaining(ctx)
-	if err != nil {
+	// The pools with their per-state counts at every refresh: store.Pools
+	// derives them without reading the ledger's bound IMEIs. A viewer the
+	// pools route refuses sees the remaining SNRs only.
+	var pools []store.PoolStats
+	if a, err := c.as(p, "GET "+wire.PathPools); err != nil {
+		problem("pool usage counts", err)
+		if pools, err = c.cfg.Ops.PoolsRemaining(ctx); err != nil {
+			problem("pools", err)
+		}
+	} else if pools, err = c.cfg.Ops.Pools(ctx, a); err != nil {
 		problem("pools", err)
 	}
-	slow, err := c.slowCounts(ctx, p)
+	lastSeen, err := c.lastSeen(ctx)
 	if err != nil {
-		problem("pool usage counts", err)
-		slow = &cachedCounts{}
+		problem("stations' last reservations", err)
 	}
-	d.CountedAt = slow.at
 	for _, ps := range pools {
-		if n, ok := slow.byPool[ps.Name]; ok {
-			ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = n.Reserved, n.Bound, n.Voided, n.Revoked
-		}
 		v := poolView{PoolStats: ps, TACText: imei.FormatTAC(ps.TAC), Size: int64(ps.SNREnd) - int64(ps.SNRStart) + 1}
 		v.Used = v.Size - ps.Free
 		v.UsedPct = strconv.FormatFloat(100*float64(v.Used)/float64(v.Size), 'f', 1, 64)
@@ -200,7 +200,7 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 		if a := perStation[s.ID]; a != nil {
 			v.Devices, v.IMEIs, v.LastSeen = a.devices, a.imeis, a.last
 		} else {
-			v.LastSeen = slow.lastSeen[s.ID] // read at most a minute ago
+			v.LastSeen = lastSeen[s.ID] // read at most a minute ago
 		}
 		d.Stations = append(d.Stations, v)
 	}
@@ -335,44 +335,88 @@ func age(d time.Duration) string {
 	return fmt.Sprintf("%d days", int(d.Hours()/24))
 }
 
-// cachedCounts keeps the pools' per-state counts (a scan of the ledger)
-// for countsTTL, shared by every viewer, with each station's last
-// reservation (a scan of the reservations).
-type cachedCounts struct {
-	mu       sync.Mutex
-	at       time.Time
-	byPool   map[string]store.PoolStats
-	lastSeen map[string]time.Time
+// cachedLastSeen keeps each station's last reservation for lastSeenTTL,
+// shared by every viewer. The first read scans the reservations; each
+// later one reads only those made since the previous read
+// (store.LastReservations), so its cost does not grow with the ledger.
+type cachedLastSeen struct {
+	mu        sync.Mutex
+	at        time.Time // when the cached map was read, on the ledger's clock
+	byStation map[string]time.Time
 }
 
-const countsTTL = time.Minute
+const lastSeenTTL = time.Minute
 
-// slowCounts returns the cached per-state pool counts and last
-// reservations, read again when older than countsTTL.
-func (c *Console) slowCounts(ctx context.Context, p *page) (*cachedCounts, error) {
-	a, err := c.as(p, "GET "+wire.PathPools)
+// lastSeen returns the last reservation of each caller, read again (from
+// the previous read on) when older than lastSeenTTL.
+func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
+	c.seen.mu.Lock()
+	defer c.seen.mu.Unlock()
+	now := c.cfg.DB.Now()
+	if c.seen.byStation != nil && now.Sub(c.seen.at) < lastSeenTTL {
+		return c.seen.byStation, nil
+	}
+	last, err := c.cfg.DB.LastReservations(ctx, c.seen.at, maps.Clone(c.seen.byStation))
+	if err != nil {
+		return c.seen.byStation, err
+	}
+	c.seen.byStation, c.seen.at = last, now
+	return last, nil
+}
+
+// cachedActivity keeps the window's activity per caller, pool and bucket
+// between refreshes, shared by every viewer: a refresh reads only the
+// buckets from the one that held its previous read less
+// store.ActivitySlack (reservations may commit that much out of order),
+// not the whole hour, whose reservations grow with the line's rate.
+type cachedActivity struct {
+	mu     sync.Mutex
+	readAt time.Time       // the previous read, on the ledger's clock
+	rows   []timedActivity // every bucket of the window read so far
+}
+
+// timedActivity is an Activity whose bucket starts at start.
+type timedActivity struct {
+	store.Activity
+	start time.Time
+}
+
+// activity returns the reservations' activity of the window starting at
+// since, in buckets of width bucket counted from since.
+func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activity, error) {
+	c.act.mu.Lock()
+	defer c.act.mu.Unlock()
+	now := c.cfg.DB.Now()
+	from := since
+	if f := c.act.readAt.Add(-store.ActivitySlack).Truncate(bucket); !c.act.readAt.IsZero() && f.After(from) {
+		from = f
+	}
+	fresh, err := c.cfg.DB.RecentActivity(ctx, from, bucket)
 	if err != nil {
 		return nil, err
 	}
-	c.counts.mu.Lock()
-	defer c.counts.mu.Unlock()
-	if c.counts.byPool != nil && time.Since(c.counts.at) < countsTTL {
-		return &cachedCounts{at: c.counts.at, byPool: c.counts.byPool, lastSeen: c.counts.lastSeen}, nil
+	c.act.rows, c.act.readAt = mergeActivity(c.act.rows, fresh, from, since), now
+	out := make([]store.Activity, len(c.act.rows))
+	for i, r := range c.act.rows {
+		out[i] = r.Activity
+		out[i].Bucket = int(r.start.Sub(since) / bucket)
 	}
-	ps, err := c.cfg.Ops.Pools(ctx, a)
-	if err != nil {
-		return nil, err
+	return out, nil
+}
+
+// mergeActivity keeps the buckets of kept that start in [since, from) and
+// adds fresh, read from from (its buckets counted from from).
+func mergeActivity(kept []timedActivity, fresh []store.Activity, from, since time.Time) []timedActivity {
+	out := make([]timedActivity, 0, len(kept)+len(fresh))
+	for _, r := range kept {
+		if !r.start.Before(since) && r.start.Before(from) {
+			out = append(out, r)
+		}
 	}
-	last, err := c.cfg.DB.LastReservations(ctx)
-	if err != nil {
-		return nil, err
+	for _, a := range fresh {
+		out = append(out, timedActivity{Activity: a, start: from.Add(time.Duration(a.Bucket) * bucket)})
 	}
-	m := make(map[string]store.PoolStats, len(ps))
-	for _, p := range ps {
-		m[p.Name] = p
-	}
-	c.counts.byPool, c.counts.lastSeen, c.counts.at = m, last, time.Now().UTC()
-	return &cachedCounts{at: c.counts.at, byPool: m, lastSeen: last}, nil
+	return out
 }
 
 // cachedHealth keeps the last HSM probe for healthTTL, so that many open

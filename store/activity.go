@@ -20,60 +20,38 @@ type Activity struct {
 	Last         time.Time
 }
 
-// activitySlack is how far out of created_at order reservation ids may be
+// ActivitySlack is how far out of created_at order reservation ids may be
 // (replicas' clocks, batches committed out of order): the id search starts
-// this much earlier and the time filter drops what is too old.
-const activitySlack = 5 * time.Minute
+// this much earlier and the time filter drops what is too old. A reader
+// that keeps what it read treats the reservations made less than this
+// before its read as not yet all seen.
+const ActivitySlack = 5 * time.Minute
 
 const (
 	sqlReservationIDRange = `SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM reservations`
 	sqlReservationAt      = `SELECT id, created_at FROM reservations WHERE id >= ? ORDER BY id LIMIT 1`
 	sqlActivity           = `SELECT r.caller, p.name, (r.created_at - ?) / ? AS bucket, COUNT(*), SUM(r.devices * r.per_device), MAX(r.created_at)
 FROM reservations r JOIN pools p ON p.id = r.pool_id
-WHERE r.id >= ? AND r.created_at >= ?
+WHERE r.id BETWEEN ? AND ? AND r.created_at >= ?
 GROUP BY r.caller, p.name, bucket ORDER BY r.caller, p.name, bucket`
-	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations GROUP BY caller`
+	sqlLastReservations = `SELECT caller, MAX(created_at) FROM reservations WHERE id BETWEEN ? AND ? GROUP BY caller`
 )
 
 // RecentActivity sums the reservations made since since per caller, pool
 // and bucket of width bucket. Its cost grows with the reservations since
 // then, not with the ledger: the first reservation id of the window is
-// found by a binary search over the primary key (ids grow with time, give
-// or take a few minutes), so an overview can call it every few seconds.
+// found by a binary search over the primary key (firstReservationSince),
+// so an overview can call it every few seconds.
 func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.Duration) ([]Activity, error) {
 	if bucket <= 0 {
 		return nil, tacerr.Field(tacerr.InvalidInput, "bucket", "must be positive")
 	}
 	q := db.r
-	var lo, hi int64
-	if err := q.QueryRowxContext(ctx, sqlReservationIDRange).Scan(&lo, &hi); err != nil {
-		return nil, translate(err, "read reservation ids")
+	first, last, err := db.firstReservationSince(ctx, since)
+	if err != nil || first < 0 {
+		return nil, err
 	}
-	if hi == 0 {
-		return nil, nil
-	}
-	// The smallest id whose created_at is at or after since - slack.
-	from := since.Add(-activitySlack).UnixMicro()
-	at := q.Rebind(sqlReservationAt)
-	first := hi + 1
-	for lo <= hi {
-		mid := lo + (hi-lo)/2
-		var id, created int64
-		err := q.QueryRowxContext(ctx, at, mid).Scan(&id, &created)
-		if errors.Is(err, sql.ErrNoRows) {
-			hi = mid - 1
-			continue
-		}
-		if err != nil {
-			return nil, translate(err, "search reservations by time")
-		}
-		if created >= from {
-			first, hi = id, mid-1
-		} else {
-			lo = id + 1
-		}
-	}
-	rows, err := q.QueryxContext(ctx, q.Rebind(sqlActivity), since.UnixMicro(), bucket.Microseconds(), first, since.UnixMicro())
+	rows, err := q.QueryxContext(ctx, q.Rebind(sqlActivity), since.UnixMicro(), bucket.Microseconds(), first, last, since.UnixMicro())
 	if err != nil {
 		return nil, translate(err, "read recent reservations")
 	}
@@ -94,26 +72,81 @@ func (db *DB) RecentActivity(ctx context.Context, since time.Time, bucket time.D
 	return out, nil
 }
 
-// LastReservations returns when each caller last reserved IMEIs. It scans
-// the reservations table (one row per request): call it rarely, as the
-// console does at most once a minute.
-func (db *DB) LastReservations(ctx context.Context) (map[string]time.Time, error) {
-	rows, err := db.r.QueryxContext(ctx, sqlLastReservations)
+// firstReservationSince returns the smallest reservation id whose
+// created_at is at or after since - ActivitySlack, found by a binary search
+// over the primary key (ids grow with time, give or take a few minutes),
+// and the largest id (first is -1 when there is no reservation at all).
+// Readers select ids BETWEEN the two: with both bounds PostgreSQL's generic
+// plan of a prepared statement reads the primary key, where an open range
+// (id >= ?) was planned as a scan of the table.
+func (db *DB) firstReservationSince(ctx context.Context, since time.Time) (first, last int64, err error) {
+	q := db.r
+	var lo, hi int64
+	if err := q.QueryRowxContext(ctx, sqlReservationIDRange).Scan(&lo, &hi); err != nil {
+		return 0, 0, translate(err, "read reservation ids")
+	}
+	if hi == 0 {
+		return -1, 0, nil
+	}
+	last = hi
+	from := since.Add(-ActivitySlack).UnixMicro()
+	at := q.Rebind(sqlReservationAt)
+	first = hi + 1
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		var id, created int64
+		err := q.QueryRowxContext(ctx, at, mid).Scan(&id, &created)
+		if errors.Is(err, sql.ErrNoRows) {
+			hi = mid - 1
+			continue
+		}
+		if err != nil {
+			return 0, 0, translate(err, "search reservations by time")
+		}
+		if created >= from {
+			first, hi = id, mid-1
+		} else {
+			lo = id + 1
+		}
+	}
+	return first, last, nil
+}
+
+// LastReservations returns when each caller last reserved IMEIs among the
+// reservations made since since (give or take a few minutes: the id
+// search of RecentActivity), added into last (a caller's time only moves
+// forward), which it returns (a new map when last is nil). A caller that
+// keeps the map and asks again from its previous read's time reads only
+// the reservations made since, not the ledger's; the zero time reads every
+// reservation (a scan of the table: once, for the first read).
+func (db *DB) LastReservations(ctx context.Context, since time.Time, last map[string]time.Time) (map[string]time.Time, error) {
+	if last == nil {
+		last = map[string]time.Time{}
+	}
+	first, hi, err := db.firstReservationSince(ctx, since)
+	if err != nil || first < 0 {
+		return last, err
+	}
+	if since.IsZero() {
+		first = 0
+	}
+	rows, err := db.r.QueryxContext(ctx, db.r.Rebind(sqlLastReservations), first, hi)
 	if err != nil {
 		return nil, translate(err, "read the last reservation of each caller")
 	}
 	defer rows.Close()
-	out := map[string]time.Time{}
 	for rows.Next() {
 		var caller string
 		var at int64
 		if err := rows.Scan(&caller, &at); err != nil {
 			return nil, translate(err, "read the last reservation of each caller")
 		}
-		out[caller] = micros(at)
+		if t := micros(at); t.After(last[caller]) {
+			last[caller] = t
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, translate(err, "read the last reservation of each caller")
 	}
-	return out, nil
+	return last, nil
 }

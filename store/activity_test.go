@@ -32,13 +32,29 @@ func TestRecentActivity(t *testing.T) {
 		if fmt.Sprint(got) != want {
 			t.Fatalf("activity = %v\nwant       %s", got, want)
 		}
-		last, err := db.LastReservations(ctx)
+		last, err := db.LastReservations(ctx, time.Time{}, nil)
 		if err != nil || len(last) != 1 || !last["S1"].Equal(t0.Add(-9*time.Minute)) {
 			t.Fatalf("last reservations = %v, %v; want S1 at %s", last, err, t0.Add(-9*time.Minute))
 		}
 		none, err := db.RecentActivity(ctx, t0, time.Minute)
 		if err != nil || len(none) != 0 {
 			t.Fatalf("activity after the last reservation = %v, %v; want none", none, err)
+		}
+		// Read again from a time: only the reservations since then (give
+		// or take ActivitySlack) are read, added into the kept map.
+		later := t0.Add(time.Hour)
+		db.SetClock(func() time.Time { return later })
+		if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: "s2", RequestHash: []byte("s2"), Pool: "A", Caller: "S2",
+			Kind: store.KindProvision, DeviceSerial: "dev-s2", PerDevice: 2}); err != nil {
+			t.Fatal(err)
+		}
+		since := later.Add(-time.Minute)
+		if only, err := db.LastReservations(ctx, since, nil); err != nil || len(only) != 1 || !only["S2"].Equal(later) {
+			t.Fatalf("last reservations since %s = %v, %v; want S2 alone at %s", since, only, err, later)
+		}
+		last, err = db.LastReservations(ctx, since, last)
+		if err != nil || len(last) != 2 || !last["S1"].Equal(t0.Add(-9*time.Minute)) || !last["S2"].Equal(later) {
+			t.Fatalf("last reservations kept and read since %s = %v, %v", since, last, err)
 		}
 	})
 }

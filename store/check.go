@@ -209,7 +209,7 @@ type span struct{ lo, hi, rows int64 }
 func (tx *Tx) checkLeases(leases []leaseRow, rep *CheckReport, add func(string, ...any)) (map[int64][]span, error) {
 	count := func(lo, hi int64) (int64, error) {
 		var n int64
-		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`), lo, hi); err != nil {
+		if err := tx.get(&n, tx.rebind(sqlRowsIn), lo, hi); err != nil {
 			return 0, translate(err, "count lease rows")
 		}
 		return n, nil
@@ -236,29 +236,25 @@ func (tx *Tx) checkLeases(leases []leaseRow, rep *CheckReport, add func(string, 
 		if l.ReletOf.Valid {
 			relet[l.ReletOf.Int64] += l.SNREnd - l.SNRStart + 1
 		}
-		switch {
-		case !l.ReturnedAt.Valid:
-			n, err := count(l.lo(), l.hi())
-			if err != nil {
-				return nil, err
-			}
-			rep.LeasedUnused += l.hi() - l.lo() + 1 - n
-			skips[l.PoolID] = append(skips[l.PoolID], span{l.lo(), l.hi(), n})
-		case l.ReletNext.Valid && l.ReletNext.Int64 <= l.SNREnd:
-			base := l.TAC * imei.SNRsPerTAC
-			sp := span{lo: base + l.ReletNext.Int64, hi: l.hi()}
-			n, err := count(sp.lo, sp.hi)
-			if err != nil {
-				return nil, err
-			}
-			if n > 0 {
-				add("lease %d: %d of the SNRs its site's release handed back (from %06d) have ledger rows", l.ID, n, l.ReletNext.Int64)
-			}
-			sp.rows = n
-			rep.ReleasedUnleased += sp.hi - sp.lo + 1
-			skips[l.PoolID] = append(skips[l.PoolID], sp)
-			all = append(all, owned{sp, fmt.Sprintf("the SNRs lease %d handed back", l.ID)})
+		sp, ok := l.rowless()
+		if !ok {
+			continue
 		}
+		n, err := count(sp.lo, sp.hi)
+		if err != nil {
+			return nil, err
+		}
+		sp.rows = n
+		skips[l.PoolID] = append(skips[l.PoolID], sp)
+		if !l.ReturnedAt.Valid {
+			rep.LeasedUnused += sp.hi - sp.lo + 1 - n
+			continue
+		}
+		if n > 0 {
+			add("lease %d: %d of the SNRs its site's release handed back (from %06d) have ledger rows", l.ID, n, l.ReletNext.Int64)
+		}
+		rep.ReleasedUnleased += sp.hi - sp.lo + 1
+		all = append(all, owned{sp, fmt.Sprintf("the SNRs lease %d handed back", l.ID)})
 	}
 	for _, l := range leases {
 		if l.ReleasedFrom.Valid && relet[l.ID] != l.ReletNext.Int64-l.ReleasedFrom.Int64 {

@@ -41,6 +41,10 @@ type dialectSQL struct {
 	// readOnlyTx: read transactions are declared read-only (PostgreSQL;
 	// SQLite's read pool is opened read-only instead).
 	readOnlyTx bool
+	// snapshotReads: read transactions are REPEATABLE READ, one snapshot
+	// for all their statements (PostgreSQL; its default, READ COMMITTED,
+	// takes one per statement; SQLite's read transactions are snapshots).
+	snapshotReads bool
 	// arrayParams: lists are sent as one array parameter (= ANY(?) for
 	// IN lists, unnest(?, ?, ...) for the multi-row writer), so that a
 	// statement's text does not depend on how many rows or values it
@@ -68,6 +72,7 @@ var dialects = map[Dialect]dialectSQL{
 		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
 		guardedAppend: true,
 		readOnlyTx:    true,
+		snapshotReads: true,
 		arrayParams:   true,
 		pipeline:      true,
 		bindOnce:      true,

@@ -266,7 +266,13 @@ func oneRow(res sql.Result, format string, args ...any) error {
 // readTx runs fn in a read-only transaction on the read pool (a consistent
 // snapshot).
 func (db *DB) readTx(ctx context.Context, fn func(tx *Tx) error) error {
-	stx, err := db.r.BeginTxx(ctx, &sql.TxOptions{ReadOnly: db.sql.readOnlyTx})
+	opts := &sql.TxOptions{ReadOnly: db.sql.readOnlyTx}
+	if db.sql.snapshotReads {
+		// Check compares a pool's high-water mark with its rows, Pools
+		// derives counts from both: one snapshot for all the statements.
+		opts.Isolation = sql.LevelRepeatableRead
+	}
+	stx, err := db.r.BeginTxx(ctx, opts)
 	if err != nil {
 		return translate(err, "begin read")
 	}

@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/tacline/tacline/store"
-	"github.com/tacline/tacline/store/storetest"
 )
 
 // TestPostgresBatchPlansProbeKeys: the plans PostgreSQL caches for the
@@ -19,16 +18,8 @@ import (
 // sweeps' partial indexes (every RESERVED IMEI or pending intent, and
 // their dead entries until a VACUUM), whatever the ledger's size later.
 func TestPostgresBatchPlansProbeKeys(t *testing.T) {
-	db := storetest.Open(t, store.Postgres)
 	ctx := context.Background()
-	c, err := storetest.Reader(db).Connx(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := c.ExecContext(ctx, "SET plan_cache_mode = force_generic_plan"); err != nil {
-		t.Fatal(err)
-	}
+	c := genericPlanConn(t)
 	bad := regexp.MustCompile(`Seq Scan on (imeis|reservations|issuances)\b|imeis_reserved|issuances_pending`)
 	n := 0
 	for q, args := range store.PGBatchStatements {

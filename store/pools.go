@@ -117,13 +117,18 @@ func (r poolRow) pool() Pool {
 		Factory: r.Factory, Line: r.Line, Product: r.Product, Market: r.Market}
 }
 
+// stats is the pool with its high-water mark and free count.
+func (r poolRow) stats() PoolStats {
+	return PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
+}
+
 const sqlSelectPools = `SELECT id, name, tac, snr_start, snr_end, next_snr, factory, line, product, market FROM pools`
 
 // Pool returns one pool by name with its high-water mark and free count,
-// but without the per-state usage counts (which need a scan of its rows:
-// Pools has them), or pool_not_found. It is cheap enough for every request.
+// but without the per-state usage counts (Pools has them), or
+// pool_not_found. It is one read of the pools table.
 func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
-	ps, err := db.pools(ctx, false, " WHERE name = ?", name)
+	ps, err := db.poolHeads(ctx, " WHERE name = ?", name)
 	if err != nil {
 		return PoolStats{}, err
 	}
@@ -133,28 +138,38 @@ func (db *DB) Pool(ctx context.Context, name string) (PoolStats, error) {
 	return ps[0], nil
 }
 
-// Pools returns every pool with its utilisation, ordered by TAC and SNR. The
-// per-state counts scan every IMEI row: for what a frequent caller needs
-// (the remaining serial numbers) use PoolHeads.
-func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, true, "") }
+// Pools returns every pool with its utilisation, ordered by TAC and SNR,
+// read in one snapshot. The per-state counts are derived without reading
+// the BOUND rows (counts.go): the cost grows with the pools, the leases
+// and the IMEIs not BOUND, not with the ledger.
+func (db *DB) Pools(ctx context.Context) ([]PoolStats, error) {
+	return db.countedPools(ctx, func(*Tx) (string, []any, error) {
+		return sqlSelectPools + " ORDER BY tac, snr_start", nil, nil
+	})
+}
 
 // PoolHeads returns every pool with its high-water mark and free count but
 // without the per-state usage counts: one read of the pools table, whatever
 // the size of the ledger (the metrics scrape uses it).
-func (db *DB) PoolHeads(ctx context.Context) ([]PoolStats, error) { return db.pools(ctx, false, "") }
+func (db *DB) PoolHeads(ctx context.Context) ([]PoolStats, error) { return db.poolHeads(ctx, "") }
 
 // PoolsNamed returns the named pools (names that are no pool are left
-// out) with their utilisation, ordered like Pools. Unlike Pools it counts
-// only these pools' own rows, one read of an IMEI range each (the IMEI's
-// unique key), so what a station sees of its pools costs the same
-// whatever else the ledger holds.
+// out) with their utilisation, ordered like Pools and counted like them.
 func (db *DB) PoolsNamed(ctx context.Context, names []string) ([]PoolStats, error) {
 	if len(names) == 0 {
 		return nil, nil
 	}
+	return db.countedPools(ctx, func(tx *Tx) (string, []any, error) {
+		return tx.in(sqlSelectPools+` WHERE name IN (?) ORDER BY tac, snr_start`, names)
+	})
+}
+
+// countedPools reads the pools query selects and their usage counts in
+// one snapshot.
+func (db *DB) countedPools(ctx context.Context, query func(tx *Tx) (string, []any, error)) ([]PoolStats, error) {
 	var out []PoolStats
 	err := db.readTx(ctx, func(tx *Tx) error {
-		q, args, err := tx.in(sqlSelectPools+` WHERE name IN (?) ORDER BY tac, snr_start`, names)
+		q, args, err := query(tx)
 		if err != nil {
 			return err
 		}
@@ -162,18 +177,15 @@ func (db *DB) PoolsNamed(ctx context.Context, names []string) ([]PoolStats, erro
 		if err := tx.sel(&rows, q, args...); err != nil {
 			return translate(err, "list pools")
 		}
-		out = make([]PoolStats, 0, len(rows))
-		for _, r := range rows {
-			ps := PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}
-			if r.NextSNR > r.SNRStart {
-				base := r.TAC * imei.SNRsPerTAC
-				c, err := countStates(txQuerier{tx}, base+r.SNRStart, base+r.NextSNR-1, "count pool usage")
-				if err != nil {
-					return err
-				}
-				ps.Reserved, ps.Bound, ps.Voided, ps.Revoked = c.Reserved, c.Bound, c.Voided, c.Revoked
-			}
-			out = append(out, ps)
+		use, err := tx.poolUsage(rows)
+		if err != nil {
+			return err
+		}
+		out = make([]PoolStats, len(rows))
+		for i, r := range rows {
+			u := use[r.ID]
+			out[i] = r.stats()
+			out[i].Reserved, out[i].Bound, out[i].Voided, out[i].Revoked = u.Reserved, u.Bound, u.Voided, u.Revoked
 		}
 		return nil
 	})
@@ -198,58 +210,33 @@ func countStates(q querier, lo, hi int64, what string) (stateCounts, error) {
 	}
 	var out stateCounts
 	for _, c := range cs {
-		switch c.State {
-		case StateReserved:
-			out.Reserved = c.N
-		case StateBound:
-			out.Bound = c.N
-		case StateVoided:
-			out.Voided = c.N
-		case StateRevoked:
-			out.Revoked = c.N
-		}
+		out.set(c.State, c.N)
 	}
 	return out, nil
 }
 
-func (db *DB) pools(ctx context.Context, counts bool, where string, args ...any) ([]PoolStats, error) {
+// set records n rows in state s.
+func (c *stateCounts) set(s lifecycle.State, n int64) {
+	switch s {
+	case StateReserved:
+		c.Reserved = n
+	case StateBound:
+		c.Bound = n
+	case StateVoided:
+		c.Voided = n
+	case StateRevoked:
+		c.Revoked = n
+	}
+}
+
+func (db *DB) poolHeads(ctx context.Context, where string, args ...any) ([]PoolStats, error) {
 	var rows []poolRow
 	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectPools+where+" ORDER BY tac, snr_start"), args...); err != nil {
 		return nil, translate(err, "list pools")
 	}
-	out := make([]PoolStats, 0, len(rows))
-	idx := map[int64]int{}
-	for _, r := range rows {
-		idx[r.ID] = len(out)
-		out = append(out, PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR})
-	}
-	if !counts {
-		return out, nil
-	}
-	type count struct {
-		PoolID int64           `db:"pool_id"`
-		State  lifecycle.State `db:"state"`
-		N      int64           `db:"n"`
-	}
-	var byState []count
-	if err := db.r.SelectContext(ctx, &byState, `SELECT pool_id, state, COUNT(*) AS n FROM imeis GROUP BY pool_id, state`); err != nil {
-		return nil, translate(err, "count pool usage")
-	}
-	for _, c := range byState {
-		i, ok := idx[c.PoolID]
-		if !ok {
-			continue
-		}
-		switch c.State {
-		case StateReserved:
-			out[i].Reserved = c.N
-		case StateBound:
-			out[i].Bound = c.N
-		case StateVoided:
-			out[i].Voided = c.N
-		case StateRevoked:
-			out[i].Revoked = c.N
-		}
+	out := make([]PoolStats, len(rows))
+	for i, r := range rows {
+		out[i] = r.stats()
 	}
 	return out, nil
 }

@@ -420,7 +420,7 @@ func poolByName(q querier, name string) (PoolStats, error) {
 		}
 		return PoolStats{}, translate(err, "look up pool")
 	}
-	return PoolStats{Pool: r.pool(), NextSNR: uint32(r.NextSNR), Free: r.SNREnd + 1 - r.NextSNR}, nil
+	return r.stats(), nil
 }
 
 // Leases returns the leases of site (every site's when site is empty) in
@@ -434,12 +434,11 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 		}
 		for _, l := range ls {
 			st := LeaseStats{Lease: l.lease()}
-			c, err := countStates(txQuerier{tx}, l.lo(), l.usedHi(), "count lease rows")
+			c, unused, err := tx.leaseUsage(l)
 			if err != nil {
 				return err
 			}
-			st.Bound, st.Voided, st.Revoked = c.Bound, c.Voided, c.Revoked
-			st.Unused = l.usedHi() - l.lo() + 1 - c.total()
+			st.Bound, st.Voided, st.Revoked, st.Unused = c.Bound, c.Voided, c.Revoked, unused
 			out = append(out, st)
 		}
 		return nil

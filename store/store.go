@@ -210,10 +210,7 @@ func pragmaInt(c *sqlite3.SQLiteConn, q string) (int64, error) {
 const sqliteReaders = 4
 
 func (db *DB) openSQLite(cfg Config) error {
-	path := strings.TrimPrefix(cfg.DSN, "file:")
-	if i := strings.IndexByte(path, '?'); i >= 0 {
-		path = path[:i]
-	}
+	path := sqlitePath(cfg.DSN)
 	common := "_busy_timeout=10000&_foreign_keys=on&_synchronous=FULL"
 	// The writer keeps up to 64 MiB of pages (SQLite's default is 2 MiB): the
 	// indexes that provisioning inserts into at random places (certificate

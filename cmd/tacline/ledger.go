@@ -14,6 +14,7 @@ import (
 	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 func init() {
@@ -340,5 +341,60 @@ func newLedgerCmd() *cobra.Command {
 	}
 	check.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	c.AddCommand(check)
+	c.AddCommand(newLedgerRebuildCmd())
+	return c
+}
+
+func newLedgerRebuildCmd() *cobra.Command {
+	var asJSON bool
+	var pageSize int64
+	c := &cobra.Command{
+		Use:   "rebuild --page-size 1024",
+		Short: "Rewrite a SQLite ledger with another page size, offline (tacline stopped), then check it",
+		Long: `Rewrite the SQLite ledger with pages of --page-size bytes (SQLite's VACUUM in
+rollback-journal mode), then run the ledger check on it. A ledger created
+before migration 0014 has 4 KiB pages; 1 KiB pages write fewer bytes per
+device (docs/operations.md, "Upgrading"). Offline: a ledger that a server or
+another command has open is refused, and a server started during the
+rebuild cannot open the ledger until it is done. Durable at every step: an
+interrupted rebuild leaves the ledger as it was or rebuilt. It needs free
+space for two more copies of the ledger. PostgreSQL ledgers are refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			var progress func(time.Duration)
+			if isTerminal(os.Stderr) && !asJSON {
+				progress = func(d time.Duration) {
+					fmt.Fprintf(os.Stderr, "\rrebuilding %s: %s", cfg.Database.DSN, d.Truncate(time.Second))
+				}
+			}
+			rep, err := store.RebuildSQLite(cmd.Context(), cfg.Database, pageSize, progress)
+			if progress != nil {
+				fmt.Fprintln(os.Stderr)
+			}
+			if err != nil && !tacerr.Is(err, tacerr.LedgerInvariant) {
+				return err
+			}
+			if asJSON {
+				if rep.Check.Violations == nil {
+					rep.Check.Violations = []string{}
+				}
+				printJSON(cmd.OutOrStdout(), map[string]any{"ok": err == nil, "path": rep.Path, "page_size_before": rep.PageSizeBefore,
+					"page_size": rep.PageSize, "bytes_before": rep.BytesBefore, "bytes": rep.Bytes, "seconds": rep.Took.Seconds(), "check": rep.Check})
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "ledger %s rebuilt in %s: %d-byte pages (were %d), %d bytes (were %d)\n", rep.Path,
+					rep.Took.Round(time.Millisecond), rep.PageSize, rep.PageSizeBefore, rep.Bytes, rep.BytesBefore)
+				if err == nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs\n", rep.Check.Pools, rep.Check.IMEIs)
+				}
+			}
+			return err
+		},
+	}
+	c.Flags().Int64Var(&pageSize, "page-size", 1024, "page size in bytes: a power of two from 512 to 65536")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
 	return c
 }

@@ -1,0 +1,30 @@
+package store
+
+import "context"
+
+// CountPoolsTwice counts the pools twice in one read transaction (the one
+// Check and Pools use), calling between in between (tests: a write
+// committed meanwhile must not be seen by the second count).
+func (db *DB) CountPoolsTwice(ctx context.Context, between func()) (first, second int64, err error) {
+	err = db.readTx(ctx, func(tx *Tx) error {
+		if err := tx.get(&first, `SELECT COUNT(*) FROM pools`); err != nil {
+			return err
+		}
+		between()
+		return tx.get(&second, `SELECT COUNT(*) FROM pools`)
+	})
+	return first, second, err
+}
+
+// PGCountStatements are the statements of the pool, lease, last-reservation
+// and activity reads, each with integer arguments (tests of their plans).
+var PGCountStatements = map[string][]int64{
+	sqlReservedByPool:   nil,
+	sqlRetiredByPool:    nil,
+	sqlRowsIn:           {1, 2},
+	sqlReservedIn:       {1, 2},
+	sqlRetiredIn:        {1, 1, 2},
+	sqlLastReservations: {1, 2},
+	sqlActivity:         {1, 2, 3, 4, 5},
+	sqlReservationAt:    {1},
+}
