@@ -64,8 +64,8 @@ type committer struct {
 	overlap bool
 	// stats
 	batches, reserved atomic.Int64
-	// overlapped counts the batches started while the one before them was
-	// committing (overlap).
+	// overlapped counts the batches that let the next one start when they
+	// sent their COMMIT (overlap).
 	overlapped atomic.Int64
 }
 
@@ -101,11 +101,8 @@ func (c *committer) loop() {
 	}()
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
-	early := false // the queue already holds a batch as large as the last
 	for {
-		if !early {
-			c.gather(timer)
-		}
+		c.gather(timer)
 		c.mu.Lock()
 		n := len(c.queue)
 		if n > c.maxBatch {
@@ -118,18 +115,14 @@ func (c *committer) loop() {
 			c.lastBatch = len(batch)
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
-			if early {
-				c.overlapped.Add(1)
-			}
 			if !c.overlap {
 				c.db.commitBatch(batch, nil)
 				acknowledge(batch)
 				continue
 			}
-			inFlight, early = c.start(batch, inFlight)
+			inFlight = c.start(batch, inFlight)
 			continue
 		}
-		early = false
 		select {
 		case <-c.wake:
 		case <-c.stop:
@@ -139,54 +132,40 @@ func (c *committer) loop() {
 }
 
 // start runs batch on a goroutine of its own (overlap) and returns once the
-// next batch may start, with the channel closed when batch has ended.
-//
-// The next batch starts while batch is still committing only if the queue
-// already holds a batch at least as large (early; and at least two
-// members): its members would otherwise wait for the COMMIT's flush and then
-// for a whole batch of their own. Otherwise start returns when batch has
-// ended, and the next batch gathers as without overlap (a batch started
-// early with fewer members would make more, smaller batches, each paying
-// its fixed statements and flush: more CPU per device). At most two
-// batches are in flight, the older one committing: start also waits for
-// the batch before it (prev, nil: none).
-//
-// The rows two batches share serialise them in the database: pools
-// (locked in id order by every batch) and the audit log's head (locked by
-// the append, each batch's last lock), which the younger batch's append
-// waits for and appends after only if the older batch committed the head
-// it chained on (audit.Log, Tx.AppendAuditIfHead); otherwise it reads the
-// committed head and appends there. A member is acknowledged only after
-// its own transaction committed, whatever the other batch does.
-func (c *committer) start(batch []work, prev chan struct{}) (chan struct{}, bool) {
+// next batch may start: when batch has sent its COMMIT (or ended) and the
+// batch before it (prev, nil: none) has ended, so that at most two batches
+// are in flight, the older one committing. The next batch gathers, reads
+// and writes meanwhile; the rows the two share serialise them in the
+// database: pools (locked in id order by every batch) and the audit log's
+// head (locked by the append, each batch's last lock), which the younger
+// batch's append waits for and appends after only if the older batch
+// committed the head it chained on (audit.Log, Tx.AppendAuditIfHead);
+// otherwise it reads the committed head and appends there. A member is
+// acknowledged only after its own transaction committed, whatever the
+// other batch does. The returned channel is closed when batch has ended.
+func (c *committer) start(batch []work, prev chan struct{}) chan struct{} {
 	sent := make(chan struct{})
 	done := make(chan struct{})
 	var once sync.Once
-	signal := func() { once.Do(func() { close(sent) }) }
+	signal := func(committing bool) {
+		once.Do(func() {
+			if committing {
+				c.overlapped.Add(1)
+			}
+			close(sent)
+		})
+	}
 	go func() {
 		defer close(done)
-		c.db.commitBatch(batch, signal)
-		signal()
+		c.db.commitBatch(batch, func() { signal(true) })
+		signal(false)
 		acknowledge(batch)
 	}()
 	<-sent
 	if prev != nil {
 		<-prev
 	}
-	want := max(len(batch), 2)
-	for {
-		c.mu.Lock()
-		n := len(c.queue)
-		c.mu.Unlock()
-		if n >= want {
-			return done, true
-		}
-		select {
-		case <-done:
-			return done, false
-		case <-c.wake:
-		}
-	}
+	return done
 }
 
 // acknowledge tells every member of batch that its outcome is known.
@@ -252,8 +231,8 @@ func (db *DB) BatchStats() (batches, reservations int64) {
 	return db.committer.batches.Load(), db.committer.reserved.Load()
 }
 
-// OverlappedBatches reports how many group-commit batches started while
-// the batch before them was committing (PostgreSQL; for tests and
+// OverlappedBatches reports how many group-commit batches let the next
+// batch start while they were committing (PostgreSQL; for tests and
 // benchmarks).
 func (db *DB) OverlappedBatches() int64 { return db.committer.overlapped.Load() }
 
