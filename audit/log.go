@@ -152,11 +152,6 @@ type edgeCache struct {
 	size   int64
 	root   tlog.Hash
 	hashes map[int64]tlog.Hash
-	// from is the head this replica's append to (size, root) started from:
-	// that append may still be committing (the group committer's next
-	// batch starts meanwhile), and a guarded append chained on it waits
-	// for it (store.AuditAppend.Before).
-	from store.AuditHead
 }
 
 // edgeIndexes returns the stored hash indexes of the complete subtrees that
@@ -185,7 +180,7 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	}
 	if tx.CanAppendAuditUnlocked() {
 		if g, ok := l.guess(); ok {
-			done, err := l.appendAt(tx, events, g.size, g.root, g.hashes, &g.from)
+			done, err := l.appendAt(tx, events, g.size, g.root, g.hashes, true)
 			if done {
 				l.guessed.Add(1)
 			}
@@ -199,7 +194,7 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 		return err
 	}
 	size, root := h.Size, tlog.Hash(h.Root)
-	_, err = l.appendAt(tx, events, size, root, l.cachedEdge(size, root), nil)
+	_, err = l.appendAt(tx, events, size, root, l.cachedEdge(size, root), false)
 	if err == nil {
 		l.locked.Add(1)
 	}
@@ -211,15 +206,11 @@ var errNeedDB = errors.New("stored hash not cached")
 
 // appendAt appends events to the tree (size, root), whose edge hashes are
 // (at least partly) in known. With guessed set, the head is not locked yet:
-// it writes only if the head is (size, root) once the append that made it
-// (from *guessed, possibly still committing) has ended, and reports false,
+// it writes only if the head still is (size, root) and reports false,
 // having written nothing, otherwise.
-func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed *store.AuditHead) (bool, error) {
-	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed != nil}
+func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed bool) (bool, error) {
+	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed}
 	a := &store.AuditAppend{From: store.AuditHead{Size: size, Root: root}}
-	if guessed != nil {
-		a.Before = *guessed
-	}
 	err := buildAppend(a, events, r, r.known)
 	if errors.Is(err, errNeedDB) {
 		return false, nil
@@ -229,14 +220,14 @@ func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog
 	}
 	newSize := a.To.Size
 	newRoot := tlog.Hash(a.To.Root)
-	if guessed != nil {
+	if guessed {
 		if ok, err := tx.AppendAuditIfHead(a); err != nil || !ok {
 			return false, err
 		}
 	} else if err := tx.AppendAudit(a); err != nil {
 		return false, err
 	}
-	l.remember(a.From, newSize, newRoot, r.known)
+	l.remember(newSize, newRoot, r.known)
 	if size/l.cfg.every() != newSize/l.cfg.every() {
 		select {
 		case l.kick <- struct{}{}:
@@ -309,7 +300,7 @@ func (l *Log) guess() (edgeCache, bool) {
 	for k, v := range l.edge.hashes {
 		m[k] = v
 	}
-	return edgeCache{size: l.edge.size, root: l.edge.root, hashes: m, from: l.edge.from}, true
+	return edgeCache{size: l.edge.size, root: l.edge.root, hashes: m}, true
 }
 
 // cachedEdge returns a fresh map holding the cached edge hashes if they
@@ -326,9 +317,8 @@ func (l *Log) cachedEdge(size int64, root tlog.Hash) map[int64]tlog.Hash {
 	return m
 }
 
-// remember caches the edge of the tree (size, root) from known, appended
-// to the tree from.
-func (l *Log) remember(from store.AuditHead, size int64, root tlog.Hash, known map[int64]tlog.Hash) {
+// remember caches the edge of the tree (size, root) from known.
+func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
 	idx := edgeIndexes(size)
 	m := make(map[int64]tlog.Hash, len(idx))
 	for _, i := range idx {
@@ -339,7 +329,7 @@ func (l *Log) remember(from store.AuditHead, size int64, root tlog.Hash, known m
 		m[i] = h
 	}
 	l.mu.Lock()
-	l.edge = edgeCache{size: size, root: root, hashes: m, from: from}
+	l.edge = edgeCache{size: size, root: root, hashes: m}
 	l.mu.Unlock()
 }
 

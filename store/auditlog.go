@@ -42,10 +42,6 @@ type AuditAppend struct {
 	From, To AuditHead
 	Leaves   []AuditLeaf
 	Hashes   []AuditHash
-	// Before, for AppendAuditIfHead only, is the head that the append to
-	// From started from when that append may not have committed yet (the
-	// group committer's batch in flight); zero: From is committed.
-	Before AuditHead
 }
 
 // AuditCheckpoint is a signed checkpoint as stored: size, root, the signed
@@ -262,28 +258,12 @@ func (tx *Tx) CanAppendAuditUnlocked() bool { return tx.db.sql.guardedAppend }
 // is a.From (size and root), reporting whether it did; false with a nil
 // error means nothing was written (another replica moved the head, the rows
 // do not fit one statement, or the database cannot: CanAppendAuditUnlocked).
-//
-// When the head row still shows a.Before, the transaction that moves it to
-// a.From may be in flight: the statement waits for its row lock, and
-// appends if that transaction committed a.From; if it rolled back, the row
-// still holds a.Before, the statement writes the same head back (keeping
-// the lock) and nothing else, and reports false. So an append never
-// commits on a head that did not become durable. (Under READ COMMITTED
-// an UPDATE waits for a row only if its snapshot's version matches the
-// WHERE clause, and rechecks the clause and recomputes SET on the version
-// committed: a.Before is what makes it wait, the CASEs what makes a
-// rolled-back predecessor harmless.)
 func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
 	if !tx.CanAppendAuditUnlocked() {
 		return false, nil
 	}
-	before := a.Before
-	if before.Size == 0 && before.Root == ([32]byte{}) {
-		before = a.From
-	}
 	sets := auditArgs(a)
-	from := []any{a.From.Size, a.From.Root[:]}
-	args := append(append(append(append(append([]any(nil), from...), a.To.Size), from...), a.To.Root[:]), a.From.Size, a.From.Root[:], before.Size, before.Root[:], a.To.Size)
+	args := []any{a.To.Size, a.To.Root[:], a.From.Size, a.From.Root[:]}
 	total := len(args)
 	for _, s := range sets {
 		total += len(s)
@@ -292,7 +272,7 @@ func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
 		return false, nil
 	}
 	var b strings.Builder
-	b.WriteString(qAuditGuardedHead)
+	b.WriteString(`WITH h AS (UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ? RETURNING 1)`)
 	for i, s := range sets {
 		if len(s) == 0 {
 			continue
@@ -322,16 +302,6 @@ func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
 	}
 	return n == 1, nil
 }
-
-// qAuditGuardedHead moves the head from (size, root) = (?1, ?2) to
-// (?3, ?6) if it is there, and leaves it as it is if it is at (?9, ?10)
-// (Before; see AppendAuditIfHead), locking it either way; h has a row only
-// when it moved (its size is ?11, the new size).
-const qAuditGuardedHead = `WITH m AS (UPDATE audit_head SET
-size = CASE WHEN size = ? AND root = ? THEN ? ELSE size END,
-root = CASE WHEN size = ? AND root = ? THEN ? ELSE root END
-WHERE id = 1 AND (size = ? AND root = ? OR size = ? AND root = ?) RETURNING size),
-h AS (SELECT 1 FROM m WHERE size = ?)`
 
 // auditArgs flattens an append's rows: leaves, hashes, IMEI index rows.
 func auditArgs(a *AuditAppend) [3][]any {

@@ -17,7 +17,7 @@ func (db *DB) RunBatch(reqs []ReserveRequest, binds []*Binding) ([]*Reservation,
 	for _, b := range binds {
 		batch = append(batch, &bindWork{member: newMember(), bind: b})
 	}
-	db.commitBatch(batch, nil)
+	db.commitBatch(batch)
 	var res []*Reservation
 	var errs []error
 	for _, w := range batch {

@@ -58,15 +58,8 @@ type committer struct {
 	linger time.Duration
 	// lastBatch is the size of the previous batch.
 	lastBatch int
-	// overlap lets the next batch start on another connection once the
-	// batch in flight has sent its COMMIT (PostgreSQL, dialect pipeline;
-	// see loop). SQLite has one writer: one batch at a time.
-	overlap bool
 	// stats
 	batches, reserved atomic.Int64
-	// overlapped counts the batches that let the next one start when they
-	// sent their COMMIT (overlap).
-	overlapped atomic.Int64
 }
 
 func (c *committer) submit(w work) {
@@ -91,14 +84,7 @@ func (c *committer) submit(w work) {
 }
 
 func (c *committer) loop() {
-	// inFlight is closed when the batch started last has ended (nil: none).
-	var inFlight chan struct{}
-	defer func() {
-		if inFlight != nil {
-			<-inFlight
-		}
-		close(c.stopped)
-	}()
+	defer close(c.stopped)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
 	for {
@@ -115,12 +101,10 @@ func (c *committer) loop() {
 			c.lastBatch = len(batch)
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
-			if !c.overlap {
-				c.db.commitBatch(batch, nil)
-				acknowledge(batch)
-				continue
+			c.db.commitBatch(batch)
+			for _, w := range batch {
+				close(w.base().done)
 			}
-			inFlight = c.start(batch, inFlight)
 			continue
 		}
 		select {
@@ -128,50 +112,6 @@ func (c *committer) loop() {
 		case <-c.stop:
 			return
 		}
-	}
-}
-
-// start runs batch on a goroutine of its own (overlap) and returns once the
-// next batch may start: when batch has sent its COMMIT (or ended) and the
-// batch before it (prev, nil: none) has ended, so that at most two batches
-// are in flight, the older one committing. The next batch gathers, reads
-// and writes meanwhile; the rows the two share serialise them in the
-// database: pools (locked in id order by every batch) and the audit log's
-// head (locked by the append, each batch's last lock), which the younger
-// batch's append waits for and appends after only if the older batch
-// committed the head it chained on (audit.Log, Tx.AppendAuditIfHead);
-// otherwise it reads the committed head and appends there. A member is
-// acknowledged only after its own transaction committed, whatever the
-// other batch does. The returned channel is closed when batch has ended.
-func (c *committer) start(batch []work, prev chan struct{}) chan struct{} {
-	sent := make(chan struct{})
-	done := make(chan struct{})
-	var once sync.Once
-	signal := func(committing bool) {
-		once.Do(func() {
-			if committing {
-				c.overlapped.Add(1)
-			}
-			close(sent)
-		})
-	}
-	go func() {
-		defer close(done)
-		c.db.commitBatch(batch, func() { signal(true) })
-		signal(false)
-		acknowledge(batch)
-	}()
-	<-sent
-	if prev != nil {
-		<-prev
-	}
-	return done
-}
-
-// acknowledge tells every member of batch that its outcome is known.
-func acknowledge(batch []work) {
-	for _, w := range batch {
-		close(w.base().done)
 	}
 }
 
@@ -231,11 +171,6 @@ func (db *DB) BatchStats() (batches, reservations int64) {
 	return db.committer.batches.Load(), db.committer.reserved.Load()
 }
 
-// OverlappedBatches reports how many group-commit batches let the next
-// batch start while they were committing (PostgreSQL; for tests and
-// benchmarks).
-func (db *DB) OverlappedBatches() int64 { return db.committer.overlapped.Load() }
-
 // Commit runs op in a write transaction shared with other concurrent
 // Commit and Reserve calls (group commit) and returns once that transaction
 // committed. op must touch nothing but tx: if the shared transaction fails,
@@ -263,30 +198,21 @@ func (db *DB) submitWait(ctx context.Context, w work) error {
 // PostgreSQL a lone binding also takes the batch's path first (bindBatch:
 // its writes are queued and sent in one round trip, where BindDevice waits
 // for each statement's answer); BindDevice runs only when it failed, to
-// name the error. committing (nil: none) is called when the batch's
-// transaction (or the first of its members' own, after it failed) sends its
-// COMMIT (PostgreSQL), so that the next batch may start meanwhile
-// (committer.start).
-func (db *DB) commitBatch(batch []work, committing func()) {
+// name the error.
+func (db *DB) commitBatch(batch []work) {
 	bulk := len(batch) > 1
 	if _, ok := batch[0].(*bindWork); ok && len(batch) == 1 && db.sql.pipeline {
 		bulk = true
 	}
 	if bulk {
-		err := db.InTx(context.Background(), func(tx *Tx) error {
-			tx.onCommit(committing)
-			return tx.runBatch(batch, false)
-		})
+		err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(batch, false) })
 		if err == nil {
 			return
 		}
 	}
 	for _, w := range batch {
 		one := []work{w}
-		if err := db.InTx(context.Background(), func(tx *Tx) error {
-			tx.onCommit(committing)
-			return tx.runBatch(one, true)
-		}); err != nil {
+		if err := db.InTx(context.Background(), func(tx *Tx) error { return tx.runBatch(one, true) }); err != nil {
 			if r, ok := w.(*reserveWork); ok {
 				r.res = nil
 			}

@@ -33,9 +33,6 @@ type pipeline struct {
 	queued []pipedWrite
 	err    error         // the first failure: every later statement returns it
 	trips  *atomic.Int64 // the ledger's count of round trips (DB.roundTrips)
-	// committing, when set, is called as the COMMIT is sent (the group
-	// committer's next batch may start: committer.start).
-	committing func()
 }
 
 type pipedWrite struct {
@@ -64,14 +61,6 @@ func (tx *Tx) queueWrite(query string, args []any, check func(n int64) error, fa
 	return true
 }
 
-// onCommit has f called as tx sends its COMMIT (nil, or a transaction
-// that is not pipelined: never).
-func (tx *Tx) onCommit(f func()) {
-	if tx.pipe != nil {
-		tx.pipe.committing = f
-	}
-}
-
 // commit commits a pipelined transaction. COMMIT goes in the batch of the
 // last queued writes when none of them has a check that only the client
 // can make (a row count an UPDATE's WHERE decides: the server would commit
@@ -92,9 +81,6 @@ func (p *pipeline) commit() error {
 	p.queued = append(p.queued, pipedWrite{query: "COMMIT", commit: true, fail: func(err error) error {
 		return translate(err, "commit ledger transaction")
 	}})
-	if p.committing != nil {
-		p.committing()
-	}
 	return p.send(nil)
 }
 

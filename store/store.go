@@ -108,7 +108,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		return nil, err
 	}
 	db := &DB{dialect: cfg.Driver, sql: dialects[cfg.Driver], now: time.Now}
-	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond, overlap: dialects[cfg.Driver].pipeline}
+	db.committer = &committer{db: db, wake: make(chan struct{}, 1), stop: make(chan struct{}), stopped: make(chan struct{}), maxBatch: 256, linger: time.Millisecond}
 	var err error
 	switch cfg.Driver {
 	case SQLite:
