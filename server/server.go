@@ -387,7 +387,15 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	case <-ctx.Done():
 	}
 	batches, members := s.DB.BatchStats()
-	s.log.Info("tacline shutting down", "ledger_batches", batches, "ledger_batch_members", members)
+	attrs := []any{"ledger_batches", batches, "ledger_batch_members", members}
+	if s.Audit != nil {
+		// How the audit appends found the head: guessed (one guarded
+		// statement) or locked (read under the lock, after another
+		// replica appended): replicas' contention at the head.
+		guessed, locked := s.Audit.AppendStats()
+		attrs = append(attrs, "audit_appends_guessed", guessed, "audit_appends_locked", locked)
+	}
+	s.log.Info("tacline shutting down", attrs...)
 	select {
 	case err := <-errc:
 		if err != nil && !errors.Is(err, http.ErrServerClosed) && !errors.Is(err, context.Canceled) {

@@ -140,6 +140,16 @@ func TestReplicasShareOnePostgres(t *testing.T) {
 			t.Fatalf("replica %d did not stop cleanly: %v", i+1, err)
 		}
 	}
+	// Each replica logs at shutdown how its audit appends found the head:
+	// every replica appended (it bound devices), guessing the head it
+	// committed last or reading it under the lock after another replica.
+	for i := range procs {
+		st := shutdownStats(t, filepath.Join(env.Dir, fmt.Sprintf("server-%d.log", i+1)))
+		if st.Guessed+st.Locked < 1 || st.Batches < 1 {
+			t.Fatalf("replica %d's shutdown line reports %+v: want its batches and audit appends", i+1, st)
+		}
+		t.Logf("replica %d: %d ledger batches, audit appends %d guessed, %d under the lock", i+1, st.Batches, st.Guessed, st.Locked)
+	}
 	// The ledger holds exactly what the stations received: as many bound
 	// IMEIs and devices, each IMEI bound to the device it was given to.
 	db, err := store.Open(ctx, env.Config.Database)
@@ -199,6 +209,34 @@ func copyStation(t *testing.T, src, dst, id string) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// serveStats is what `tacline serve` logs when it shuts down.
+type serveStats struct {
+	Batches int64 `json:"ledger_batches"`
+	Guessed int64 `json:"audit_appends_guessed"`
+	Locked  int64 `json:"audit_appends_locked"`
+}
+
+// shutdownStats reads the "tacline shutting down" line of a server's JSON
+// log.
+func shutdownStats(t *testing.T, logPath string) serveStats {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		var l struct {
+			Msg string `json:"msg"`
+			serveStats
+		}
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "tacline shutting down" {
+			return l.serveStats
+		}
+	}
+	t.Fatalf("%s has no shutdown line", logPath)
+	return serveStats{}
 }
 
 type deviceOut struct {
