@@ -102,7 +102,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 	}
 	intent.ReservationID = res.ID
-	return s.complete(ctx, intent, res.Devices[0], nd.key.pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, res.Devices[0], nd.key.req.PublicKey, fix.serial, in.CSR)
 }
 
 // newDeviceIntent refuses a device already provisioned or a key bound to

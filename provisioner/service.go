@@ -476,8 +476,7 @@ func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, 
 // ledger read is keyed by. Its proof of possession is verified apart
 // (proofOfPossession), once the cheaper refusals are answered.
 type csrKey struct {
-	req      *x509.CertificateRequest
-	pub      any
+	req      *x509.CertificateRequest // its PublicKey is the device's key
 	spki     []byte
 	spkiHash []byte
 }
@@ -498,7 +497,7 @@ func (s *Service) decodeCSR(csr []byte) (csrKey, error) {
 		return csrKey{}, tacerr.Field(tacerr.CSRInvalid, "csr", "public key cannot be encoded: %v", err)
 	}
 	h := sha256.Sum256(spki)
-	return csrKey{req: req, pub: req.PublicKey, spki: spki, spkiHash: h[:]}, nil
+	return csrKey{req: req, spki: spki, spkiHash: h[:]}, nil
 }
 
 // parseCSR is decodeCSR and the proof of possession.

@@ -130,7 +130,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, in.IMEIs, nd.key.pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, in.IMEIs, nd.key.req.PublicKey, fix.serial, in.CSR)
 }
 
 // Void voids an IMEI and the rest of its device group, forever. Stations may
@@ -239,7 +239,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 		}
 		return nil, err
 	}
-	return s.complete(ctx, intent, store.IMEIsOf(recs), k.pub, fix.serial, in.CSR)
+	return s.complete(ctx, intent, store.IMEIsOf(recs), k.req.PublicKey, fix.serial, in.CSR)
 }
 
 // Revoke revokes a device: its certificate and its IMEIs (REVOKED, reported
