@@ -145,6 +145,12 @@ func InitDev(dir, label, pin string) (Config, error) {
 		}
 		made = append(made, f.path)
 	}
+	// The first copy of the token's file, before any login rewrites it
+	// (softhsmfile.go).
+	if err := backupSoftHSMTokens(conf); err != nil {
+		undo()
+		return Config{}, err
+	}
 	return Config{
 		Module:      module,
 		TokenLabel:  label,

@@ -25,6 +25,9 @@ func TestMain(m *testing.M) {
 	if dir := os.Getenv(childDirEnv); dir != "" {
 		os.Exit(tokenDirChild(dir))
 	}
+	if cfg := os.Getenv(childOpenEnv); cfg != "" {
+		os.Exit(openChild(cfg))
+	}
 	os.Exit(m.Run())
 }
 

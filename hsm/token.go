@@ -74,6 +74,10 @@ type Token struct {
 
 	keygenMu sync.Mutex
 
+	// restored names the SoftHSM2 token files Open put back from their
+	// copies (softhsmfile.go).
+	restored []string
+
 	// p11 is a second handle on the module for what crypto11 cannot do
 	// (Ed25519 keys, ed25519.go); never finalised by tacline.
 	rawMu sync.Mutex
@@ -139,14 +143,30 @@ func Open(cfg Config) (*Token, error) {
 		return nil, err
 	}
 	t := &Token{cfg: cfg, module: module, pin: pin, signers: map[string]*signer{}}
+	if cfg.SoftHSMConf != "" {
+		if t.restored, err = restoreSoftHSMTokens(cfg.SoftHSMConf); err != nil {
+			releaseModule(module)
+			return nil, err
+		}
+	}
 	ctx, err := t.configure()
 	if err != nil {
 		releaseModule(module)
-		return nil, err
+		return nil, explainMissingToken(err, cfg.SoftHSMConf)
 	}
 	t.ctx = ctx
+	if cfg.SoftHSMConf != "" {
+		// A copy that cannot be refreshed keeps the previous one; the
+		// token itself is fine, so this never stops a start.
+		_ = backupSoftHSMTokens(cfg.SoftHSMConf)
+	}
 	return t, nil
 }
+
+// Restored names the SoftHSM2 token files that Open found empty (a login
+// killed mid-write) and put back from the copies it keeps of a development
+// token's files; callers log them.
+func (t *Token) Restored() []string { return t.restored }
 
 // configure opens a fresh crypto11 context (new sessions, new login).
 func (t *Token) configure() (*crypto11.Context, error) {

@@ -110,6 +110,9 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 	if s.Token, err = hsm.Open(cfg.HSM); err != nil {
 		return nil, err
 	}
+	for _, f := range s.Token.Restored() {
+		log.Warn("restored an empty SoftHSM2 token file from tacline's copy (a process was killed while SoftHSM2 rewrote it at login)", "file", f)
+	}
 	var auditKey crypto.Signer
 	if !cfg.Audit.Disabled {
 		if auditKey, err = s.Token.Signer(cfg.Audit.KeyLabel); err != nil {
