@@ -56,3 +56,29 @@ var PGBatchStatements = map[string][]any{
 // RoundTrips is how many statements and pgx batches PostgreSQL write
 // transactions sent so far.
 func (db *DB) RoundTrips() int64 { return db.roundTrips.Load() }
+
+// CustomPlansAfterReserve runs reqs as one group-commit batch with a
+// Commit member, run after the reservations, that reads how many custom
+// plans (plans made for one execution) PostgreSQL made so far for the
+// prepared statements of the batch's connection that take an array
+// (unnest: the group commit's statements).
+func (db *DB) CustomPlansAfterReserve(reqs []ReserveRequest) (int64, error) {
+	var n int64
+	var batch []work
+	for _, r := range reqs {
+		if err := r.validate(); err != nil {
+			return 0, err
+		}
+		batch = append(batch, &reserveWork{member: newMember(), req: r})
+	}
+	batch = append(batch, &commitWork{member: newMember(), op: func(tx *Tx) error {
+		return tx.queryRowx(`SELECT COALESCE(SUM(custom_plans), 0) FROM pg_prepared_statements WHERE statement LIKE '%unnest(%'`).Scan(&n)
+	}})
+	db.commitBatch(batch)
+	for _, w := range batch {
+		if err := w.base().err; err != nil {
+			return 0, err
+		}
+	}
+	return n, nil
+}

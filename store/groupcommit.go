@@ -229,6 +229,7 @@ func (tx *Tx) runBatch(batch []work, alone bool) error {
 	var res []*reserveWork
 	var ops []*commitWork
 	var binds []*Binding
+	tx.genericPlans()
 	for _, w := range batch {
 		w.base().err = nil
 		switch w := w.(type) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // TestPostgresBatchPlansProbeKeys: the plans PostgreSQL caches for the
@@ -57,4 +58,24 @@ func TestPostgresBatchPlansProbeKeys(t *testing.T) {
 	if n != 5 {
 		t.Fatalf("%d statements checked", n)
 	}
+}
+
+// TestPostgresBatchPlansOnce: a group-commit batch's statements run on
+// the plan its connection made for each of them once (generic), never on a
+// plan made again for one execution: PostgreSQL's own choice kept custom
+// plans for the probes per array element (costed for a few elements they
+// look cheaper than the generic plan), which planned them at every batch.
+func TestPostgresBatchPlansOnce(t *testing.T) {
+	db := storetest.Open(t, store.Postgres)
+	seed(t, db, 0, 99)
+	for i := 0; i < 3; i++ {
+		n, err := db.CustomPlansAfterReserve([]store.ReserveRequest{provisionRequest(fmt.Sprintf("a%d", i)), provisionRequest(fmt.Sprintf("b%d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n != 0 {
+			t.Fatalf("batch %d: its connection made %d custom plans for the batch's statements, want 0", i, n)
+		}
+	}
+	mustCheck(t, db)
 }

@@ -61,6 +61,29 @@ func (tx *Tx) queueWrite(query string, args []any, check func(n int64) error, fa
 	return true
 }
 
+// sqlGenericPlans makes a group-commit transaction's statements run on
+// their generic plans (genericPlans).
+const sqlGenericPlans = `SET LOCAL plan_cache_mode = force_generic_plan`
+
+// genericPlans queues, on a pipelined transaction, the setting that makes
+// its prepared statements run on the plan each connection made for them
+// once, rather than a plan made again for every execution. A batch's
+// statements send their rows as arrays (one text whatever the batch's
+// size), and PostgreSQL's own choice (plan_cache_mode auto) kept a custom
+// plan, made per execution, for five of them: those that probe a table
+// per array element (a LATERAL subquery with LIMIT 1: the intents
+// completed, the replays, the devices provisioned, the bindings' pools)
+// and the reservation ids (generate_series). Costed for the batch's few
+// elements, a custom plan always looked cheaper than the generic plan
+// costed for 10, though both are the same index probes. That planning was a fixed cost of every batch (docs/benchmarks.md,
+// "Session 8 (branch pgfixed)"). SET LOCAL ends with the transaction. On
+// SQLite (no pipeline) it does nothing.
+func (tx *Tx) genericPlans() {
+	tx.queueWrite(sqlGenericPlans, nil, nil, func(err error) error {
+		return translate(err, "set the batch's plan cache mode")
+	}, true)
+}
+
 // commit commits a pipelined transaction. COMMIT goes in the batch of the
 // last queued writes when none of them has a check that only the client
 // can make (a row count an UPDATE's WHERE decides: the server would commit
