@@ -315,17 +315,21 @@ func (s *Service) localMeta(ctx context.Context, pool string) (cachedMeta, error
 		}
 		f := s.loading[pool]
 		if f == nil {
-			f = &metaFlight{done: make(chan struct{})}
+			// The error stands if the load panics: its waiters are let go
+			// with it, never with an empty record.
+			f = &metaFlight{done: make(chan struct{}), err: tacerr.New(tacerr.Internal, "pool %s: the load of its record failed", pool)}
 			s.loading[pool] = f
 			s.mu.Unlock()
+			defer func() {
+				s.mu.Lock()
+				delete(s.loading, pool)
+				if f.err == nil {
+					s.cache[pool] = f.m
+				}
+				s.mu.Unlock()
+				close(f.done)
+			}()
 			f.m, f.err = loadMeta(ctx, s.db, pool, s.cfg.Now)
-			s.mu.Lock()
-			delete(s.loading, pool)
-			if f.err == nil {
-				s.cache[pool] = f.m
-			}
-			s.mu.Unlock()
-			close(f.done)
 			return f.m, f.err
 		}
 		f.waiting++
