@@ -90,8 +90,9 @@ type Service struct {
 	// issuers is the current issuer set; SetIssuers swaps it atomically.
 	issuers atomic.Pointer[issuerSet]
 
-	mu    sync.Mutex
-	cache map[string]cachedMeta // pool name -> metadata, refreshed every few seconds
+	mu      sync.Mutex
+	cache   map[string]cachedMeta  // pool name -> metadata, refreshed every metaTTL
+	loading map[string]*metaFlight // pool name -> the load in flight
 	// chains caches each issuer's chain PEM (*issuance.Issuer -> []byte),
 	// shared read-only by every response.
 	chains sync.Map
@@ -147,7 +148,7 @@ func New(cfg Config) (*Service, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}}
+	s := &Service{cfg: cfg, db: cfg.DB, cache: map[string]cachedMeta{}, loading: map[string]*metaFlight{}}
 	s.issuers.Store(set)
 	return s, nil
 }
@@ -263,16 +264,16 @@ func csrDigest(csr []byte) string {
 	return string(d[:])
 }
 
-// meta returns a pool's metadata and its TAC, cached for a few seconds
-// (pool ranges never change; approvals change rarely).
+// metaTTL is how long a pool's metadata and its TAC stay cached.
+const metaTTL = 5 * time.Second
+
+// meta returns a pool's metadata and its TAC, cached for metaTTL (pool
+// ranges never change; approvals change rarely). When the entry is missing
+// or expired, one caller reads the ledger and every other caller for that
+// pool waits for its answer (metaFlight): requests in flight when an entry
+// expires make one load between them, not one each.
 func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
-	s.mu.Lock()
-	m, ok := s.cache[pool]
-	s.mu.Unlock()
-	if ok && s.cfg.Now().Sub(m.fetched) < 5*time.Second {
-		return m, nil
-	}
-	p, err := s.db.Pool(ctx, pool)
+	m, err := s.localMeta(ctx, pool)
 	if tacerr.Is(err, tacerr.PoolNotFound) && s.cfg.SiteLeases {
 		// An HQ pool: resolved on every request (a lease runs dry or
 		// expires), never cached.
@@ -281,7 +282,8 @@ func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
 				return cachedMeta{}, err
 			}
 		}
-		if p, err = s.db.HeldLeasePool(ctx, pool, s.cfg.Now()); err != nil {
+		p, err := s.db.HeldLeasePool(ctx, pool, s.cfg.Now())
+		if err != nil {
 			return cachedMeta{}, err
 		}
 		t, err := s.db.TAC(ctx, p.TAC)
@@ -290,18 +292,73 @@ func (s *Service) meta(ctx context.Context, pool string) (cachedMeta, error) {
 		}
 		return cachedMeta{pool: p, tac: t, fetched: s.cfg.Now()}, nil
 	}
+	return m, err
+}
+
+// metaFlight is one ledger read of a pool's metadata that callers wait for.
+type metaFlight struct {
+	done    chan struct{}
+	waiting int // callers waiting for it (under Service.mu)
+	m       cachedMeta
+	err     error
+}
+
+// localMeta returns a local pool's cached metadata, loading it (once for
+// all concurrent callers) when missing or expired.
+func (s *Service) localMeta(ctx context.Context, pool string) (cachedMeta, error) {
+	for {
+		s.mu.Lock()
+		m, ok := s.cache[pool]
+		if ok && s.cfg.Now().Sub(m.fetched) < metaTTL {
+			s.mu.Unlock()
+			return m, nil
+		}
+		f := s.loading[pool]
+		if f == nil {
+			// The error stands if the load panics: its waiters are let go
+			// with it, never with an empty record.
+			f = &metaFlight{done: make(chan struct{}), err: tacerr.New(tacerr.Internal, "pool %s: the load of its record failed", pool)}
+			s.loading[pool] = f
+			s.mu.Unlock()
+			defer func() {
+				s.mu.Lock()
+				delete(s.loading, pool)
+				if f.err == nil {
+					s.cache[pool] = f.m
+				}
+				s.mu.Unlock()
+				close(f.done)
+			}()
+			f.m, f.err = loadMeta(ctx, s.db, pool, s.cfg.Now)
+			return f.m, f.err
+		}
+		f.waiting++
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+		case <-ctx.Done():
+			return cachedMeta{}, tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "pool %s", pool)
+		}
+		// The loader's own request ended (cancelled or timed out) before
+		// its read did: that is no answer for this one, which loads again.
+		if f.err != nil && ctx.Err() == nil && (errors.Is(f.err, context.Canceled) || errors.Is(f.err, context.DeadlineExceeded)) {
+			continue
+		}
+		return f.m, f.err
+	}
+}
+
+// loadMeta reads a local pool and its TAC from the ledger.
+var loadMeta = func(ctx context.Context, db *store.DB, pool string, now func() time.Time) (cachedMeta, error) {
+	p, err := db.Pool(ctx, pool)
 	if err != nil {
 		return cachedMeta{}, err
 	}
-	t, err := s.db.TAC(ctx, p.TAC)
+	t, err := db.TAC(ctx, p.TAC)
 	if err != nil {
 		return cachedMeta{}, err
 	}
-	m = cachedMeta{pool: p, tac: t, fetched: s.cfg.Now()}
-	s.mu.Lock()
-	s.cache[pool] = m
-	s.mu.Unlock()
-	return m, nil
+	return cachedMeta{pool: p, tac: t, fetched: now()}, nil
 }
 
 // stationMemoKey keys a request's stationMemo in its context.

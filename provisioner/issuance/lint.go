@@ -2,6 +2,7 @@ package issuance
 
 import (
 	"fmt"
+	"reflect"
 	"sort"
 	"strings"
 
@@ -121,20 +122,32 @@ func lintReasons(field string, list []AllowedLint) (map[string]string, error) {
 // answers e_ecdsa_small_private_key for P-256 keys with a table lookup
 // (smallkey.go) instead of zlint's search.
 type linter struct {
-	lints    []*lint.CertificateLint
+	lints []*lint.CertificateLint
+	// shared holds, by index into lints, the one instance of each lint that
+	// has no state (shareable); nil for a lint built anew per certificate.
+	shared   []lint.LintInterface
 	smallKey *lint.CertificateLint // zlint's e_ecdsa_small_private_key, when selected
 	cfg      lint.Configuration
 	allowed  map[string]string
 }
 
 func newLinter(reg lint.Registry, allowed map[string]string) *linter {
-	l := &linter{cfg: reg.GetConfiguration(), allowed: allowed}
-	for _, lt := range reg.CertificateLints().Lints() {
+	return newLinterOf(reg.CertificateLints().Lints(), reg.GetConfiguration(), allowed)
+}
+
+func newLinterOf(lints []*lint.CertificateLint, cfg lint.Configuration, allowed map[string]string) *linter {
+	l := &linter{cfg: cfg, allowed: allowed}
+	for _, lt := range lints {
 		if lt.Name == smallKeyLint {
 			l.smallKey = lt
 			continue
 		}
 		l.lints = append(l.lints, lt)
+		var one lint.LintInterface
+		if inst := lt.Lint(); shareable(lt, inst) {
+			one = inst
+		}
+		l.shared = append(l.shared, one)
 	}
 	if l.smallKey != nil {
 		p256Small.warm()
@@ -174,7 +187,11 @@ func (l *linter) check(der []byte) ([]LintFinding, error) {
 			blocking = append(blocking, msg+")")
 		}
 	}
-	for _, lt := range l.lints {
+	for i, lt := range l.lints {
+		if one := l.shared[i]; one != nil {
+			record(lt.Name, runShared(lt, one, c))
+			continue
+		}
 		record(lt.Name, lt.Execute(c, l.cfg))
 	}
 	if l.smallKey != nil {
@@ -200,4 +217,48 @@ func (l *linter) checkSmallKey(c *zx509.Certificate) *lint.LintResult {
 		}
 	}
 	return l.smallKey.Execute(c, l.cfg)
+}
+
+// shareable reports whether one instance of a lint can serve every
+// certificate, from every goroutine, with the same results as zlint's
+// CertificateLint.Execute, which builds the lint anew (Lint) and configures
+// it for each certificate: its implementation is a struct without fields
+// (nothing to configure, nothing kept between CheckApplies and Execute or
+// from one certificate to the next), and its source is not one that
+// Execute's framework filter answers before the lint runs (CA/B Forum
+// TLS, S/MIME and code-signing lints).
+func shareable(lt *lint.CertificateLint, inst lint.LintInterface) bool {
+	if _, ok := inst.(lint.Configurable); ok {
+		return false
+	}
+	switch lt.Source {
+	case lint.CABFBaselineRequirements, lint.CABFSMIMEBaselineRequirements, lint.CABFCSBaselineRequirements:
+		return false
+	}
+	t := reflect.TypeOf(inst)
+	if t == nil {
+		return false
+	}
+	if t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	return t.Kind() == reflect.Struct && t.NumField() == 0
+}
+
+// runShared is what CertificateLint.Execute does for a shareable lint,
+// minus building and configuring it: CheckApplies, CheckEffective,
+// Execute, a panic answered as Fatal.
+func runShared(lt *lint.CertificateLint, one lint.LintInterface, c *zx509.Certificate) (r *lint.LintResult) {
+	defer func() {
+		if err := recover(); err != nil {
+			r = &lint.LintResult{Status: lint.Fatal, Details: fmt.Sprintf("'%s' panicked. Error: %v", lt.Name, err)}
+		}
+	}()
+	if !one.CheckApplies(c) {
+		return &lint.LintResult{Status: lint.NA}
+	}
+	if !lt.CheckEffective(c) {
+		return &lint.LintResult{Status: lint.NE}
+	}
+	return one.Execute(c)
 }
