@@ -100,6 +100,11 @@ type Log struct {
 	// appends that read stored hashes (neither the head row's edge nor
 	// the cache held the tree's edge)
 	hashReads atomic.Int64
+	// moved: the last locked append found the head moved from where this
+	// replica left it, so the next one locks first instead of guessing
+	// (a guess would likely miss: with several replicas most do, and a
+	// missed guess computes and sends its rows for nothing).
+	moved atomic.Bool
 }
 
 // AppendStats counts appends by how they found the head: guessed (one
@@ -184,14 +189,18 @@ func edgeIndexes(n int64) []int64 {
 // head, and writes the rows only then; another replica having appended
 // meanwhile makes it write nothing and answer the head it locked instead,
 // with the tree's edge, and the append to that head follows (the locked
-// path: no further read). The head row's edge is used only when it hashes
-// to the head's root (headEdge); else the stored hashes are read.
+// path: no further read). After a locked append that found the head moved
+// from where this replica left it, the next append locks first
+// (LockAuditHead answers the edge too, in the same round trip as the
+// batch's writes), and guesses again once the head stayed where it left
+// it: a lone replica always guesses. The head row's edge is used only when
+// it hashes to the head's root (headEdge); else the stored hashes are read.
 func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
 	var head *store.AuditHead
-	if tx.CanAppendAuditUnlocked() {
+	if tx.CanAppendAuditUnlocked() && !l.moved.Load() {
 		if g, ok := l.guess(); ok {
 			done, cur, err := l.appendAt(tx, events, store.AuditHead{Size: g.size, Root: g.root}, g.hashes, true)
 			if done {
@@ -210,9 +219,10 @@ func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 		}
 		head = &h
 	}
-	known := headEdge(*head)
-	if known == nil {
-		known = l.cachedEdge(head.Size, head.Root)
+	known, moved := l.cachedEdge(head.Size, head.Root)
+	l.moved.Store(moved)
+	if e := headEdge(*head); e != nil {
+		known = e
 	}
 	_, _, err := l.appendAt(tx, events, *head, known, false)
 	if err == nil {
@@ -358,17 +368,23 @@ func (l *Log) guess() (edgeCache, bool) {
 }
 
 // cachedEdge returns a fresh map holding the cached edge hashes if they
-// belong to the tree (size, root), else an empty map.
-func (l *Log) cachedEdge(size int64, root tlog.Hash) map[int64]tlog.Hash {
+// belong to the tree (size, root), else an empty map; moved reports that
+// the cache holds another tree (another replica appended since this one
+// did, or this one's last append was rolled back).
+func (l *Log) cachedEdge(size int64, root tlog.Hash) (known map[int64]tlog.Hash, moved bool) {
 	m := make(map[int64]tlog.Hash, 64)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.edge.hashes != nil && l.edge.size == size && l.edge.root == root {
-		for k, v := range l.edge.hashes {
-			m[k] = v
-		}
+	if l.edge.hashes == nil {
+		return m, false
 	}
-	return m
+	if l.edge.size != size || l.edge.root != root {
+		return m, true
+	}
+	for k, v := range l.edge.hashes {
+		m[k] = v
+	}
+	return m, false
 }
 
 // remember caches the edge of the tree h (as buildAppend filled it).

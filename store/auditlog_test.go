@@ -176,8 +176,10 @@ func checkExtends(t *testing.T, db *store.DB, old, head store.AuditHead) {
 // the append to it goes with COMMIT. A missed guess's transaction takes
 // the round trips of a guessed one (two: BEGIN and the guarded statement,
 // then the append's rows and COMMIT; the locked head, the stored hashes
-// and the append took three more before). Then both append concurrently;
-// the tree verifies throughout and no append read a stored hash.
+// and the append took three more before), and so does a replica's next
+// append, which locks first (its head moved). Then both append
+// concurrently; the tree verifies throughout and no append read a stored
+// hash.
 func TestPostgresAuditReplicasLockedAppend(t *testing.T) {
 	cfg := store.Config{Driver: store.Postgres, DSN: storetest.PostgresDSN(t), MaxConns: 4}
 	a, b := openAuditReplica(t, cfg, "a"), openAuditReplica(t, cfg, "b")
@@ -192,7 +194,7 @@ func TestPostgresAuditReplicasLockedAppend(t *testing.T) {
 		before := r.db.RoundTrips()
 		r.mustAppend(t, 1+i)
 		if n := r.db.RoundTrips() - before; n != 2 {
-			t.Fatalf("append %d (replica %s, guess missed): %d round trips, want 2", i, r.tag, n)
+			t.Fatalf("append %d (replica %s, head moved): %d round trips, want 2", i, r.tag, n)
 		}
 		if _, l := r.log.AppendStats(); l != locked+1 {
 			t.Fatalf("append %d (replica %s): locked appends %d -> %d, want one more", i, r.tag, locked, l)
@@ -204,6 +206,15 @@ func TestPostgresAuditReplicasLockedAppend(t *testing.T) {
 	if g, l := a.log.AppendStats(); g != 1 || l != 4 {
 		t.Fatalf("replica a: %d guessed, %d locked appends, want 1, 4", g, l)
 	}
+	// a replica that found the head moved locks first (no guess that would
+	// likely miss) until it finds the head where it left it, then guesses
+	for range 3 {
+		a.mustAppend(t, 1)
+	}
+	if g, l := a.log.AppendStats(); g != 2 || l != 6 {
+		t.Fatalf("replica a, three appends in a row: %d guessed, %d locked appends, want 2, 6", g, l)
+	}
+	prev = checkAuditTree(t, a.db)
 
 	// concurrently: three goroutines per replica (each replica's DB is
 	// shared by its goroutines, as a server's is by its requests)
