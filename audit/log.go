@@ -97,6 +97,14 @@ type Log struct {
 
 	// appends by path: one guarded statement, or after locking the head
 	guessed, locked atomic.Int64
+	// appends that read stored hashes (neither the head row's edge nor
+	// the cache held the tree's edge)
+	hashReads atomic.Int64
+	// moved: the last locked append found the head moved from where this
+	// replica left it, so the next one locks first instead of guessing
+	// (a guess would likely miss: with several replicas most do, and a
+	// missed guess computes and sends its rows for nothing).
+	moved atomic.Bool
 }
 
 // AppendStats counts appends by how they found the head: guessed (one
@@ -104,6 +112,12 @@ type Log struct {
 func (l *Log) AppendStats() (guessed, locked int64) {
 	return l.guessed.Load(), l.locked.Load()
 }
+
+// HashReads counts the appends that read stored hashes from the database:
+// neither the head row's edge (headEdge) nor this replica's cache held the
+// edge of the tree they appended to (the first append after migration
+// 0020, or after an older binary appended).
+func (l *Log) HashReads() int64 { return l.hashReads.Load() }
 
 var _ store.Sink = (*Log)(nil)
 
@@ -173,68 +187,109 @@ func edgeIndexes(n int64) []int64 {
 // knows the head it committed last, it first tries one guarded statement
 // that takes the same lock by updating the head only if it is still that
 // head, and writes the rows only then; another replica having appended
-// meanwhile makes it write nothing, and the locked path follows.
+// meanwhile makes it write nothing and answer the head it locked instead,
+// with the tree's edge, and the append to that head follows (the locked
+// path: no further read). After a locked append that found the head moved
+// from where this replica left it, the next append locks first
+// (LockAuditHead answers the edge too, in the same round trip as the
+// batch's writes), and guesses again once the head stayed where it left
+// it: a lone replica always guesses. The head row's edge is used only when
+// it hashes to the head's root (headEdge); else the stored hashes are read.
 func (l *Log) Append(tx *store.Tx, events []store.Event) error {
 	if len(events) == 0 {
 		return nil
 	}
-	if tx.CanAppendAuditUnlocked() {
+	var head *store.AuditHead
+	if tx.CanAppendAuditUnlocked() && !l.moved.Load() {
 		if g, ok := l.guess(); ok {
-			done, err := l.appendAt(tx, events, g.size, g.root, g.hashes, true)
+			done, cur, err := l.appendAt(tx, events, store.AuditHead{Size: g.size, Root: g.root}, g.hashes, true)
 			if done {
 				l.guessed.Add(1)
 			}
 			if err != nil || done {
 				return err
 			}
+			head = cur
 		}
 	}
-	h, err := tx.LockAuditHead()
-	if err != nil {
-		return err
+	if head == nil {
+		h, err := tx.LockAuditHead()
+		if err != nil {
+			return err
+		}
+		head = &h
 	}
-	size, root := h.Size, tlog.Hash(h.Root)
-	_, err = l.appendAt(tx, events, size, root, l.cachedEdge(size, root), false)
+	known, moved := l.cachedEdge(head.Size, head.Root)
+	l.moved.Store(moved)
+	if e := headEdge(*head); e != nil {
+		known = e
+	}
+	_, _, err := l.appendAt(tx, events, *head, known, false)
 	if err == nil {
 		l.locked.Add(1)
 	}
 	return err
 }
 
+// headEdge returns the stored hashes of the tree's edge that the head row
+// h holds, if they hash to h's root: then (SHA-256 being collision
+// resistant) they are the committed ones, and an edge written by a
+// rolled-back append or left behind by an older binary cannot pass. nil
+// when the row holds none that does.
+func headEdge(h store.AuditHead) map[int64]tlog.Hash {
+	idx := edgeIndexes(h.Size)
+	m := make(map[int64]tlog.Hash, len(idx)+64)
+	if h.Size == 0 {
+		return m
+	}
+	if len(h.Edge) != len(idx) {
+		return nil
+	}
+	for i, x := range idx {
+		m[x] = h.Edge[i]
+	}
+	if root, err := tlog.TreeHash(h.Size, memHashes(m)); err != nil || root != h.Root {
+		return nil
+	}
+	return m
+}
+
 // errNeedDB stops a guessed append that would have to read stored hashes.
 var errNeedDB = errors.New("stored hash not cached")
 
-// appendAt appends events to the tree (size, root), whose edge hashes are
-// (at least partly) in known. With guessed set, the head is not locked yet:
-// it writes only if the head still is (size, root) and reports false,
-// having written nothing, otherwise.
-func (l *Log) appendAt(tx *store.Tx, events []store.Event, size int64, root tlog.Hash, known map[int64]tlog.Hash, guessed bool) (bool, error) {
+// appendAt appends events to the tree from (its size and root), whose edge
+// hashes are (at least partly) in known. With guessed set, the head is not
+// locked yet: it writes only if the head still is from and reports false,
+// having written nothing, otherwise, with the head it locked instead (nil
+// when it locked none).
+func (l *Log) appendAt(tx *store.Tx, events []store.Event, from store.AuditHead, known map[int64]tlog.Hash, guessed bool) (bool, *store.AuditHead, error) {
 	r := &txHashReader{tx: tx, known: known, cacheOnly: guessed}
-	a := &store.AuditAppend{From: store.AuditHead{Size: size, Root: root}}
+	a := &store.AuditAppend{From: store.AuditHead{Size: from.Size, Root: from.Root}}
 	err := buildAppend(a, events, r, r.known)
 	if errors.Is(err, errNeedDB) {
-		return false, nil
+		return false, nil, nil
 	}
 	if err != nil {
-		return false, err
+		return false, nil, err
 	}
-	newSize := a.To.Size
-	newRoot := tlog.Hash(a.To.Root)
 	if guessed {
-		if ok, err := tx.AppendAuditIfHead(a); err != nil || !ok {
-			return false, err
+		if ok, cur, err := tx.AppendAuditIfHead(a); err != nil || !ok {
+			return false, cur, err
 		}
 	} else if err := tx.AppendAudit(a); err != nil {
-		return false, err
+		return false, nil, err
 	}
-	l.remember(newSize, newRoot, r.known)
-	if size/l.cfg.every() != newSize/l.cfg.every() {
+	if r.read {
+		l.hashReads.Add(1)
+	}
+	l.remember(a.To)
+	if a.From.Size/l.cfg.every() != a.To.Size/l.cfg.every() {
 		select {
 		case l.kick <- struct{}{}:
 		default:
 		}
 	}
-	return true, nil
+	return true, nil, nil
 }
 
 // buildAppend fills a (whose From is set) with the leaves, IMEI index rows
@@ -276,7 +331,16 @@ func buildAppend(a *store.AuditAppend, events []store.Event, r tlog.HashReader, 
 	if err != nil {
 		return store.Translate(err, "compute audit root")
 	}
-	a.To = store.AuditHead{Size: newSize, Root: newRoot}
+	idx := edgeIndexes(newSize)
+	edge := make([][32]byte, len(idx))
+	for i, x := range idx {
+		h, ok := known[x]
+		if !ok {
+			return tacerr.New(tacerr.Internal, "audit append: edge hash %d not computed", x)
+		}
+		edge[i] = h
+	}
+	a.To = store.AuditHead{Size: newSize, Root: newRoot, Edge: edge}
 	return nil
 }
 
@@ -304,32 +368,37 @@ func (l *Log) guess() (edgeCache, bool) {
 }
 
 // cachedEdge returns a fresh map holding the cached edge hashes if they
-// belong to the tree (size, root), else an empty map.
-func (l *Log) cachedEdge(size int64, root tlog.Hash) map[int64]tlog.Hash {
+// belong to the tree (size, root), else an empty map; moved reports that
+// the cache holds another tree (another replica appended since this one
+// did, or this one's last append was rolled back).
+func (l *Log) cachedEdge(size int64, root tlog.Hash) (known map[int64]tlog.Hash, moved bool) {
 	m := make(map[int64]tlog.Hash, 64)
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.edge.hashes != nil && l.edge.size == size && l.edge.root == root {
-		for k, v := range l.edge.hashes {
-			m[k] = v
-		}
+	if l.edge.hashes == nil {
+		return m, false
 	}
-	return m
+	if l.edge.size != size || l.edge.root != root {
+		return m, true
+	}
+	for k, v := range l.edge.hashes {
+		m[k] = v
+	}
+	return m, false
 }
 
-// remember caches the edge of the tree (size, root) from known.
-func (l *Log) remember(size int64, root tlog.Hash, known map[int64]tlog.Hash) {
-	idx := edgeIndexes(size)
+// remember caches the edge of the tree h (as buildAppend filled it).
+func (l *Log) remember(h store.AuditHead) {
+	idx := edgeIndexes(h.Size)
+	if len(h.Edge) != len(idx) {
+		return
+	}
 	m := make(map[int64]tlog.Hash, len(idx))
-	for _, i := range idx {
-		h, ok := known[i]
-		if !ok {
-			return
-		}
-		m[i] = h
+	for i, x := range idx {
+		m[x] = h.Edge[i]
 	}
 	l.mu.Lock()
-	l.edge = edgeCache{size: size, root: root, hashes: m}
+	l.edge = edgeCache{size: h.Size, root: h.Root, hashes: m}
 	l.mu.Unlock()
 }
 
@@ -339,6 +408,7 @@ type txHashReader struct {
 	tx        *store.Tx
 	known     map[int64]tlog.Hash
 	cacheOnly bool // fail with errNeedDB instead of reading the database
+	read      bool // stored hashes were read from the database
 }
 
 func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
@@ -356,6 +426,7 @@ func (r *txHashReader) ReadHashes(indexes []int64) ([]tlog.Hash, error) {
 		return nil, errNeedDB
 	}
 	if len(missing) > 0 {
+		r.read = true
 		got, err := r.tx.AuditHashes(missing)
 		if err != nil {
 			return nil, err

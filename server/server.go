@@ -394,9 +394,11 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	if s.Audit != nil {
 		// How the audit appends found the head: guessed (one guarded
 		// statement) or locked (read under the lock, after another
-		// replica appended): replicas' contention at the head.
+		// replica appended): replicas' contention at the head; and how
+		// many appends read stored hashes (the head row's edge missing).
 		guessed, locked := s.Audit.AppendStats()
-		attrs = append(attrs, "audit_appends_guessed", guessed, "audit_appends_locked", locked)
+		attrs = append(attrs, "audit_appends_guessed", guessed, "audit_appends_locked", locked,
+			"audit_hash_reads", s.Audit.HashReads())
 	}
 	s.log.Info("tacline shutting down", attrs...)
 	select {

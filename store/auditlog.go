@@ -4,9 +4,12 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -16,10 +19,17 @@ import (
 // computes the Merkle tree and signs checkpoints over these methods. A hash
 // is 32 bytes (SHA-256); the store checks the length of every hash it reads.
 
-// AuditHead is the committed size and root hash of the audit log.
+// AuditHead is the committed size and root hash of the audit log, and the
+// tree's right edge as the head row keeps it (migration 0020).
 type AuditHead struct {
 	Size int64
 	Root [32]byte
+	// Edge is the stored hashes of the complete subtrees that make up the
+	// tree, left to right (package audit's edgeIndexes(Size)): all that an
+	// append reads of the tree. The store neither computes nor checks it
+	// (package audit checks it against Root before use); nil when the head
+	// row holds none (written before migration 0020).
+	Edge [][32]byte
 }
 
 // AuditLeaf is one appended record: its index, its encoded event and the
@@ -54,8 +64,8 @@ type AuditCheckpoint struct {
 }
 
 const (
-	qAuditHead        = `SELECT size, root FROM audit_head WHERE id = 1`
-	qAuditUpdateHead  = `UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ?`
+	qAuditHead        = `SELECT size, root, edge FROM audit_head WHERE id = 1`
+	qAuditUpdateHead  = `UPDATE audit_head SET size = ?, root = ?, edge = ? WHERE id = 1 AND size = ?`
 	qAuditReadHashes  = `SELECT idx, hash FROM audit_hashes WHERE idx IN (?)`
 	qAuditLeavesRange = `SELECT idx, data FROM audit_leaves WHERE idx >= ? AND idx < ? ORDER BY idx`
 	qAuditLeavesAt    = `SELECT idx, data FROM audit_leaves WHERE idx IN (?)`
@@ -91,25 +101,55 @@ var auditInserts = [3]struct{ head, tuple, table, typed string }{
 // no other transaction appends meanwhile (a row lock on PostgreSQL; SQLite's
 // write transaction already excludes other writers).
 func (tx *Tx) LockAuditHead() (AuditHead, error) {
-	q := qAuditHead + tx.db.sql.forUpdate
-	var size int64
-	var root []byte
-	if err := tx.queryRowx(q).Scan(&size, &root); err != nil {
-		return AuditHead{}, translate(err, "lock the audit log head")
-	}
-	h, err := hash32(root, "audit_head.root")
-	return AuditHead{Size: size, Root: h}, err
+	return scanAuditHead(tx.queryRowx(qAuditHead+tx.db.sql.forUpdate), "lock the audit log head")
 }
 
 // AuditHead returns the committed head of the audit log.
 func (db *DB) AuditHead(ctx context.Context) (AuditHead, error) {
+	return scanAuditHead(db.r.QueryRowxContext(ctx, qAuditHead), "read the audit log head")
+}
+
+// scanAuditHead reads size, root and edge (qAuditHead's columns).
+func scanAuditHead(row interface{ Scan(...any) error }, what string) (AuditHead, error) {
 	var size int64
-	var root []byte
-	if err := db.r.QueryRowxContext(ctx, qAuditHead).Scan(&size, &root); err != nil {
-		return AuditHead{}, translate(err, "read the audit log head")
+	var root, edge []byte
+	if err := row.Scan(&size, &root, &edge); err != nil {
+		return AuditHead{}, translate(err, what)
 	}
-	h, err := hash32(root, "audit_head.root")
-	return AuditHead{Size: size, Root: h}, err
+	return auditHead(size, root, edge)
+}
+
+// auditHead checks a head row's hashes' lengths.
+func auditHead(size int64, root, edge []byte) (AuditHead, error) {
+	h := AuditHead{Size: size}
+	var err error
+	if h.Root, err = hash32(root, "audit_head.root"); err != nil {
+		return h, err
+	}
+	if edge == nil {
+		return h, nil
+	}
+	if len(edge)%32 != 0 {
+		return h, tacerr.New(tacerr.LedgerInvariant, "audit_head.edge holds %d bytes, not 32-byte hashes", len(edge))
+	}
+	h.Edge = make([][32]byte, len(edge)/32)
+	for i := range h.Edge {
+		copy(h.Edge[i][:], edge[32*i:])
+	}
+	return h, nil
+}
+
+// edgeBytes is the head row's edge column of h: its hashes concatenated,
+// or NULL when h has none.
+func edgeBytes(h AuditHead) []byte {
+	if h.Edge == nil {
+		return nil
+	}
+	b := make([]byte, 0, 32*len(h.Edge))
+	for _, x := range h.Edge {
+		b = append(b, x[:]...)
+	}
+	return b
 }
 
 // AuditHashes returns the stored hashes of the given indexes that exist, as
@@ -151,68 +191,132 @@ func readAuditHashes(q querier, indexes []int64) (map[int64][32]byte, error) {
 	return out, nil
 }
 
-// AppendAudit writes an append under the head lock (LockAuditHead): its
-// leaves, IMEI index rows and stored hashes, and moves the head from a.From
-// to a.To. The head must still be at a.From.Size, else ledger_invariant.
-// On PostgreSQL, when the rows fit one statement, it is one round trip.
+// AppendAudit writes an append under the head lock (LockAuditHead, or
+// AppendAuditIfHead's answer): its leaves, IMEI index rows and stored
+// hashes, and moves the head, with its edge, from a.From to a.To. The head
+// must still be at a.From.Size, else ledger_invariant. On PostgreSQL the
+// head moves in one statement with the rows that fit it (all of a batch's),
+// which fails in the server, dividing by the count of head rows it moved,
+// when the head is elsewhere: so it is queued (pipeline.go) and goes with
+// the transaction's COMMIT, in the same round trip, and the head's lock is
+// held for no round trip of its own.
 func (tx *Tx) AppendAudit(a *AuditAppend) error {
 	sets := auditArgs(a)
-	head := []any{a.To.Size, a.To.Root[:], a.From.Size}
-	total := len(head)
-	for _, s := range sets {
-		total += len(s)
+	head := []any{a.To.Size, a.To.Root[:], edgeBytes(a.To), a.From.Size}
+	if !tx.db.sql.guardedAppend {
+		return tx.appendAuditRows(sets, head)
 	}
 	var b strings.Builder
-	args := make([]any, 0, total)
-	if !tx.db.sql.guardedAppend || total > maxParams {
-		for i, s := range sets {
-			head := auditInserts[i].head
-			if i == 2 && tx.db.sql.stagedAuditIMEIs {
-				head = qAuditInsertStaged
-			}
-			w := tx.rows(head, auditInserts[i].tuple, 2, "append to the audit log")
-			for j := 0; j < len(s); j += 2 {
-				if err := w.add(s[j], s[j+1]); err != nil {
-					return err
-				}
-			}
-			if err := w.flush(); err != nil {
-				return err
-			}
+	args := append(make([]any, 0, len(head)+len(sets[0])+len(sets[1])+len(sets[2])), head...)
+	b.WriteString("WITH h AS (" + qAuditUpdateHead + " RETURNING 1)")
+	if !auditRowCTEs(&b, &args, sets, "", tx.db.sql.arrayParams) {
+		// rows for more than one statement: written first, as on SQLite
+		if err := tx.appendAuditRows(sets, nil); err != nil {
+			return err
 		}
-	} else {
-		n := 0
-		for i, s := range sets {
-			if len(s) == 0 {
-				continue
-			}
-			if n == 0 {
-				fmt.Fprintf(&b, "WITH w%d AS (", i)
-			} else {
-				fmt.Fprintf(&b, ", w%d AS (", i)
-			}
-			b.WriteString(multiRow(auditInserts[i].head, auditInserts[i].tuple, len(s)/2))
-			b.WriteString(") ")
-			args = append(args, s...)
-			n++
-		}
+		b.Reset()
+		args = head
+		b.WriteString("WITH h AS (" + qAuditUpdateHead + " RETURNING 1)")
 	}
-	b.WriteString(qAuditUpdateHead)
-	args = append(args, head...)
-	res, err := tx.exec(tx.rebind(b.String()), args...)
-	if err != nil {
+	b.WriteString(" SELECT 1 / count(*) FROM h")
+	from := a.From.Size
+	fail := func(err error) error {
+		var pg *pgconn.PgError
+		if errors.As(err, &pg) && pg.Code == "22012" { // division_by_zero: no head row moved
+			return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append", from)
+		}
 		return translate(err, "append to the audit log")
 	}
-	if n, err := res.RowsAffected(); err != nil || n != 1 {
-		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", a.From.Size, n, err)
-	}
-	if tx.db.sql.stagedAuditIMEIs && a.From.Size/auditIMEIStage != a.To.Size/auditIMEIStage {
-		if err := tx.moveStagedAuditIMEIs(); err != nil {
+	check := func(n int64) error { return rowCount(n, 1, "append to the audit log") }
+	if !tx.queueWrite(tx.rebind(b.String()), args, check, fail, true) {
+		res, err := tx.exec(tx.rebind(b.String()), args...)
+		if err != nil {
+			return fail(err)
+		}
+		if err := checkRows(res, 1, "append to the audit log"); err != nil {
 			return err
 		}
 	}
 	tx.audit = auditSpan{from: a.From.Size, n: len(a.Leaves)}
 	return nil
+}
+
+// appendAuditRows writes an append's rows with the multi-row writer and,
+// unless head is nil, then moves the head (SQLite; PostgreSQL when the rows
+// do not fit one statement).
+func (tx *Tx) appendAuditRows(sets [3][]any, head []any) error {
+	for i, s := range sets {
+		ins := auditInserts[i].head
+		if i == 2 && tx.db.sql.stagedAuditIMEIs {
+			ins = qAuditInsertStaged
+		}
+		w := tx.rows(ins, auditInserts[i].tuple, 2, "append to the audit log")
+		for j := 0; j < len(s); j += 2 {
+			if err := w.add(s[j], s[j+1]); err != nil {
+				return err
+			}
+		}
+		if err := w.flush(); err != nil {
+			return err
+		}
+	}
+	if head == nil {
+		return nil
+	}
+	res, err := tx.exec(tx.rebind(qAuditUpdateHead), head...)
+	if err != nil {
+		return translate(err, "append to the audit log")
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return tacerr.New(tacerr.LedgerInvariant, "audit log head moved from size %d during the append (rows affected %d, %v)", head[3], n, err)
+	}
+	size, to := head[3].(int64), head[0].(int64)
+	if tx.db.sql.stagedAuditIMEIs && size/auditIMEIStage != to/auditIMEIStage {
+		if err := tx.moveStagedAuditIMEIs(); err != nil {
+			return err
+		}
+	}
+	tx.audit = auditSpan{from: size, n: int(to - size)}
+	return nil
+}
+
+// auditRowCTEs adds to b, after a first CTE, one CTE per table that gets
+// rows (", wI AS (INSERT ...)"), each inserting only if cond (a
+// condition on the earlier CTEs; "" for none), and their parameters to
+// args: as one array per column when arrays is set, else as VALUES. false
+// (b and args unchanged) when the rows do not fit one statement.
+func auditRowCTEs(b *strings.Builder, args *[]any, sets [3][]any, cond string, arrays bool) bool {
+	total := len(*args)
+	for _, s := range sets {
+		total += len(s)
+	}
+	if total > maxParams {
+		return false
+	}
+	where := ""
+	if cond != "" {
+		where = " WHERE " + cond
+	}
+	for i, s := range sets {
+		if len(s) == 0 {
+			continue
+		}
+		if arrays {
+			// One array per column: the statement's text depends only on
+			// which of the three tables get rows (see Tx.in).
+			c0, t0, ok0 := column(s, 0, 2, len(s)/2)
+			c1, t1, ok1 := column(s, 1, 2, len(s)/2)
+			if ok0 && ok1 {
+				fmt.Fprintf(b, ", w%d AS (INSERT INTO %s SELECT * FROM unnest(?::%s, ?::%s) v%s)", i, auditInserts[i].table, t0, t1, where)
+				*args = append(*args, c0, c1)
+				continue
+			}
+		}
+		fmt.Fprintf(b, ", w%d AS (%s) v%s)", i,
+			multiRow("INSERT INTO "+auditInserts[i].table+" SELECT * FROM (VALUES ", auditInserts[i].typed, len(s)/2), where)
+		*args = append(*args, s...)
+	}
+	return true
 }
 
 // moveStagedAuditIMEIs moves the staged IMEI index rows into audit_imeis,
@@ -254,53 +358,50 @@ func (tx *Tx) AuditLeafIndexes(events []Event) ([]int64, error) {
 // head's lock by updating it only if it is still the expected head).
 func (tx *Tx) CanAppendAuditUnlocked() bool { return tx.db.sql.guardedAppend }
 
+// qAuditLockIfMissed is the last CTE of AppendAuditIfHead: when the guarded
+// update (h) moved nothing, the head row, locked; after a wait for the
+// transaction that holds it, PostgreSQL locks and answers the newest
+// version of the row (READ COMMITTED).
+const qAuditLockIfMissed = `, c AS (SELECT size, root, edge FROM audit_head WHERE id = 1 AND NOT EXISTS (SELECT 1 FROM h) FOR UPDATE)
+SELECT n.n, c.size, c.root, c.edge FROM (SELECT count(*) AS n FROM h) n LEFT JOIN c ON true`
+
 // AppendAuditIfHead writes the append in one statement if the head still
-// is a.From (size and root), reporting whether it did; false with a nil
-// error means nothing was written (another replica moved the head, the rows
-// do not fit one statement, or the database cannot: CanAppendAuditUnlocked).
-func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (bool, error) {
+// is a.From (size and root), reporting whether it did. When it did not
+// (another replica moved the head), nothing was written and the same
+// statement locked the head and returns it (head, as LockAuditHead would:
+// the caller appends to it with AppendAudit, no more statements on the
+// way). head is nil too when nothing ran: the rows do not fit one
+// statement, or the database cannot (CanAppendAuditUnlocked).
+func (tx *Tx) AppendAuditIfHead(a *AuditAppend) (done bool, head *AuditHead, err error) {
 	if !tx.CanAppendAuditUnlocked() {
-		return false, nil
+		return false, nil, nil
 	}
 	sets := auditArgs(a)
-	args := []any{a.To.Size, a.To.Root[:], a.From.Size, a.From.Root[:]}
-	total := len(args)
-	for _, s := range sets {
-		total += len(s)
-	}
-	if total > maxParams {
-		return false, nil
-	}
+	args := []any{a.To.Size, a.To.Root[:], edgeBytes(a.To), a.From.Size, a.From.Root[:]}
 	var b strings.Builder
-	b.WriteString(`WITH h AS (UPDATE audit_head SET size = ?, root = ? WHERE id = 1 AND size = ? AND root = ? RETURNING 1)`)
-	for i, s := range sets {
-		if len(s) == 0 {
-			continue
-		}
-		if tx.db.sql.arrayParams {
-			// One array per column: the statement's text depends only on
-			// which of the three tables get rows (see Tx.in).
-			c0, t0, ok0 := column(s, 0, 2, len(s)/2)
-			c1, t1, ok1 := column(s, 1, 2, len(s)/2)
-			if ok0 && ok1 {
-				fmt.Fprintf(&b, ", w%d AS (INSERT INTO %s SELECT * FROM unnest(?::%s, ?::%s) v WHERE EXISTS (SELECT 1 FROM h))", i, auditInserts[i].table, t0, t1)
-				args = append(args, c0, c1)
-				continue
-			}
-		}
-		fmt.Fprintf(&b, ", w%d AS (%s) v WHERE EXISTS (SELECT 1 FROM h))", i,
-			multiRow("INSERT INTO "+auditInserts[i].table+" SELECT * FROM (VALUES ", auditInserts[i].typed, len(s)/2))
-		args = append(args, s...)
+	b.WriteString(`WITH h AS (UPDATE audit_head SET size = ?, root = ?, edge = ? WHERE id = 1 AND size = ? AND root = ? RETURNING 1)`)
+	if !auditRowCTEs(&b, &args, sets, "EXISTS (SELECT 1 FROM h)", tx.db.sql.arrayParams) {
+		return false, nil, nil
 	}
-	b.WriteString(` SELECT count(*) FROM h`)
+	b.WriteString(qAuditLockIfMissed)
 	var n int
-	if err := tx.queryRowx(tx.rebind(b.String()), args...).Scan(&n); err != nil {
-		return false, translate(err, "append to the audit log")
+	var size sql.NullInt64
+	var root, edge []byte
+	if err := tx.queryRowx(tx.rebind(b.String()), args...).Scan(&n, &size, &root, &edge); err != nil {
+		return false, nil, translate(err, "append to the audit log")
 	}
 	if n == 1 {
 		tx.audit = auditSpan{from: a.From.Size, n: len(a.Leaves)}
+		return true, nil, nil
 	}
-	return n == 1, nil
+	if !size.Valid {
+		return false, nil, tacerr.New(tacerr.LedgerInvariant, "the audit log has no head row")
+	}
+	h, err := auditHead(size.Int64, root, edge)
+	if err != nil {
+		return false, nil, err
+	}
+	return false, &h, nil
 }
 
 // auditArgs flattens an append's rows: leaves, hashes, IMEI index rows.
