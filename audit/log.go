@@ -116,7 +116,7 @@ func (l *Log) AppendStats() (guessed, locked int64) {
 // HashReads counts the appends that read stored hashes from the database:
 // neither the head row's edge (headEdge) nor this replica's cache held the
 // edge of the tree they appended to (the first append after migration
-// 0020, or after an older binary appended).
+// 0019, or after an older binary appended).
 func (l *Log) HashReads() int64 { return l.hashReads.Load() }
 
 var _ store.Sink = (*Log)(nil)

@@ -20,7 +20,7 @@ import (
 // is 32 bytes (SHA-256); the store checks the length of every hash it reads.
 
 // AuditHead is the committed size and root hash of the audit log, and the
-// tree's right edge as the head row keeps it (migration 0020).
+// tree's right edge as the head row keeps it (migration 0019).
 type AuditHead struct {
 	Size int64
 	Root [32]byte
@@ -28,7 +28,7 @@ type AuditHead struct {
 	// tree, left to right (package audit's edgeIndexes(Size)): all that an
 	// append reads of the tree. The store neither computes nor checks it
 	// (package audit checks it against Root before use); nil when the head
-	// row holds none (written before migration 0020).
+	// row holds none (written before migration 0019).
 	Edge [][32]byte
 }
 

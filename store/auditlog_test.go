@@ -15,7 +15,7 @@ import (
 	"github.com/tacline/tacline/store/storetest"
 )
 
-// The audit head row keeps the tree's right edge (migration 0020), and on
+// The audit head row keeps the tree's right edge (migration 0019), and on
 // PostgreSQL an append whose guessed head another replica moved gets the
 // head, locked, and that edge from its guarded statement: the locked path
 // costs no read and no round trip of its own.
@@ -311,7 +311,7 @@ func TestPostgresAuditEdgeProven(t *testing.T) {
 	}
 }
 
-// TestAuditHeadEdgeMigration: migration 0020 adds the head row's edge and
+// TestAuditHeadEdgeMigration: migration 0019 adds the head row's edge and
 // goes down and up again; a log appended to before it fills the edge with
 // its next append (reading the stored hashes once), and the tree verifies.
 func TestAuditHeadEdgeMigration(t *testing.T) {
@@ -321,12 +321,12 @@ func TestAuditHeadEdgeMigration(t *testing.T) {
 		r := openAuditReplica(t, cfg, "a")
 		r.mustAppend(t, 5)
 		checkAuditTree(t, r.db)
-		if err := r.db.MigrateDownTo(ctx, 19); err != nil {
+		if err := r.db.MigrateDownTo(ctx, 18); err != nil {
 			t.Fatal(err)
 		}
 		var n int
 		if err := storetest.Reader(r.db).GetContext(ctx, &n, `SELECT count(edge) FROM audit_head`); err == nil {
-			t.Fatal("schema 19: audit_head has an edge column")
+			t.Fatal("schema 18: audit_head has an edge column")
 		}
 		if err := r.db.Migrate(ctx); err != nil {
 			t.Fatal(err)
