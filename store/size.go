@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"strings"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -30,11 +29,8 @@ func Size(ctx context.Context, cfg Config) (int64, error) {
 	)
 	switch cfg.Driver {
 	case SQLite:
-		path := strings.TrimPrefix(cfg.DSN, "file:")
-		if i := strings.IndexByte(path, '?'); i >= 0 {
-			path = path[:i]
-		}
-		db, err = sql.Open("sqlite3", "file:"+path+"?mode=ro&_busy_timeout=10000")
+		path := sqlitePath(cfg.DSN)
+		db, err = sql.Open("sqlite3", sqliteURI(path, "mode=ro&_busy_timeout=10000"))
 	default:
 		db, err = sql.Open("pgx", cfg.DSN)
 	}
