@@ -1,5 +1,7 @@
 package store
 
+import "time"
+
 // RunBatch runs reservations and bindings as one group-commit batch, as the
 // committer does when they arrive together (tests: the batch's composition
 // does not depend on timing). It returns each member's result in order.
@@ -81,4 +83,19 @@ func (db *DB) CustomPlansAfterReserve(reqs []ReserveRequest) (int64, error) {
 		}
 	}
 	return n, nil
+}
+
+// SetLinger sets how long the committer may hold a batch for the previous
+// batch's callers (tests).
+func (db *DB) SetLinger(d time.Duration) {
+	db.committer.mu.Lock()
+	db.committer.linger = d
+	db.committer.mu.Unlock()
+}
+
+// QueuedMembers is the number of members waiting for the committer (tests).
+func (db *DB) QueuedMembers() int {
+	db.committer.mu.Lock()
+	defer db.committer.mu.Unlock()
+	return len(db.committer.queue)
 }

@@ -56,8 +56,9 @@ type committer struct {
 	// linger bounds how long a batch waits for the callers of the previous
 	// batch to come back (see loop).
 	linger time.Duration
-	// lastBatch is the size of the previous batch.
-	lastBatch int
+	// lastBatch is the size of the previous batch; returning, how many of
+	// its callers come back with another member (see gather).
+	lastBatch, returning int
 	// stats
 	batches, reserved atomic.Int64
 }
@@ -102,6 +103,7 @@ func (c *committer) loop() {
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
 			c.db.commitBatch(batch)
+			c.returning = returning(batch)
 			for _, w := range batch {
 				close(w.base().done)
 			}
@@ -116,18 +118,23 @@ func (c *committer) loop() {
 }
 
 // gather implements the group-commit delay. Under concurrency, callers whose
-// reservations just committed come back within microseconds; starting the
-// next batch at once would split them from the rest and halve every batch
-// (each commit costs one fsync whatever its size). So when the previous batch
-// held more than one reservation, wait until the queue holds as many as the
-// previous batch plus those already waiting, or until linger has passed,
-// whichever is first. A lone caller (previous batch of one) never waits.
+// reservations just committed come back within a signature's time with
+// their binding; starting the next batch at once would split them from the
+// rest and halve every batch (each commit costs one fsync whatever its
+// size). So when the previous batch held more than one member, wait until
+// the queue holds as many members as the previous batch had callers coming
+// back (returning) plus those already waiting, or until linger has passed,
+// whichever is first. A lone caller (previous batch of one) never waits,
+// nor does a batch after one whose callers all went away (bindings, Commit
+// calls: their callers' next request is a new device, not a continuation):
+// under an offered rate below the committer's capacity, waiting for them
+// held almost every batch for the whole linger.
 func (c *committer) gather(timer *time.Timer) {
-	if c.lastBatch <= 1 || c.linger <= 0 {
+	if c.lastBatch <= 1 || c.returning == 0 || c.linger <= 0 {
 		return
 	}
 	c.mu.Lock()
-	target := len(c.queue) + c.lastBatch
+	target := len(c.queue) + c.returning
 	c.mu.Unlock()
 	if target > c.maxBatch {
 		target = c.maxBatch
@@ -149,6 +156,19 @@ func (c *committer) gather(timer *time.Timer) {
 			return
 		}
 	}
+}
+
+// returning counts the members of a committed batch whose callers come
+// back with another member: the reservations that succeeded (each caller
+// binds its IMEIs once the certificate is signed).
+func returning(batch []work) int {
+	n := 0
+	for _, w := range batch {
+		if r, ok := w.(*reserveWork); ok && r.err == nil {
+			n++
+		}
+	}
+	return n
 }
 
 // close stops the committer after it has committed what was queued.
