@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -119,7 +120,7 @@ func restoreSoftHSMTokens(conf string) ([]string, error) {
 		if err != nil {
 			return restored, tacerr.Wrap(tacerr.HSMDeviceError, err, "read the copy of SoftHSM2 token file %s", p)
 		}
-		if err := writeFileAtomic(p, b); err != nil {
+		if err := atomicfile.Write(p, b, 0o600); err != nil {
 			return restored, tacerr.Wrap(tacerr.HSMDeviceError, err, "restore SoftHSM2 token file %s from its copy", p)
 		}
 		restored = append(restored, p)
@@ -149,7 +150,7 @@ func backupSoftHSMTokens(conf string) error {
 		if err := os.MkdirAll(filepath.Dir(dst), 0o700); err != nil {
 			return tacerr.Wrap(tacerr.HSMDeviceError, err, "keep a copy of SoftHSM2 token file %s", p)
 		}
-		if err := writeFileAtomic(dst, b); err != nil {
+		if err := atomicfile.Write(dst, b, 0o600); err != nil {
 			return tacerr.Wrap(tacerr.HSMDeviceError, err, "keep a copy of SoftHSM2 token file %s", p)
 		}
 	}
@@ -168,43 +169,6 @@ func readLocked(path string) ([]byte, error) {
 		return nil, err
 	}
 	return io.ReadAll(f)
-}
-
-// writeFileAtomic replaces path with b: a temporary file in the same
-// directory (whose name SoftHSM2 does not take for an object), synced,
-// renamed over path, and the directory synced.
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, ".tacline-restore-*")
-	if err != nil {
-		return err
-	}
-	name := tmp.Name()
-	defer os.Remove(name) // after a successful rename: nothing to remove
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(name, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // explainMissingToken turns a token that was not found into one that says
