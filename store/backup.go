@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -68,7 +69,7 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		if err := copyFile(file, path); err != nil {
 			return tacerr.Wrap(tacerr.Unavailable, err, "copy %s to %s", file, path)
 		}
-		c, err := sql.Open("sqlite3", sqliteURI(path, "mode=ro"))
+		c, err := sql.Open("sqlite3", sqlitefile.URI(path, "mode=ro"))
 		if err != nil {
 			return tacerr.Wrap(tacerr.Unavailable, err, "open restored ledger %s", path)
 		}
@@ -147,19 +148,3 @@ func copyFile(from, to string) (err error) {
 	}
 	return f.Sync()
 }
-
-// sqliteURI is the URI filename that opens the SQLite file at path with
-// the query params (empty: none). SQLite decodes %HH in a URI's path and
-// ends the path at '?' or '#', so those three characters are escaped: a
-// ledger in a directory named "line#2" would otherwise open the file
-// "line" (and two tests whose subtests were named "sqlite" and "sqlite#01"
-// shared one file in /tmp).
-func sqliteURI(path, params string) string {
-	u := "file:" + sqliteURIPath.Replace(path)
-	if params != "" {
-		u += "?" + params
-	}
-	return u
-}
-
-var sqliteURIPath = strings.NewReplacer("%", "%25", "?", "%3f", "#", "%23")

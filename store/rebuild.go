@@ -10,6 +10,7 @@ import (
 
 	"github.com/mattn/go-sqlite3"
 
+	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -79,7 +80,7 @@ func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress fun
 // rebuildFile runs the rewrite on one connection in exclusive locking
 // mode.
 func rebuildFile(ctx context.Context, rep *RebuildReport, progress func(time.Duration)) error {
-	h, err := sql.Open("sqlite3", sqliteURI(rep.Path, "_busy_timeout=0&_synchronous=FULL"))
+	h, err := sql.Open("sqlite3", sqlitefile.URI(rep.Path, "_busy_timeout=0&_synchronous=FULL"))
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", rep.Path)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 
+	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -30,7 +31,7 @@ func Size(ctx context.Context, cfg Config) (int64, error) {
 	switch cfg.Driver {
 	case SQLite:
 		path := sqlitePath(cfg.DSN)
-		db, err = sql.Open("sqlite3", sqliteURI(path, "mode=ro&_busy_timeout=10000"))
+		db, err = sql.Open("sqlite3", sqlitefile.URI(path, "mode=ro&_busy_timeout=10000"))
 	default:
 		db, err = sql.Open("pgx", cfg.DSN)
 	}

@@ -38,6 +38,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 
 	"github.com/tacline/tacline/internal/retry"
+	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/store/internal/rawsql"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -217,7 +218,7 @@ func (db *DB) openSQLite(cfg Config) error {
 	// serials, device keys) stay in memory instead of being read back.
 	// The writer's files go through the write-coalescing VFS
 	// (coalesce_vfs.go): the same bytes and fsyncs, fewer system calls.
-	w, err := sqlx.Open(sqliteWriter, sqliteURI(path, common+"&_txlock=immediate&_cache_size=-65536&vfs="+coalesceVFS))
+	w, err := sqlx.Open(sqliteWriter, sqlitefile.URI(path, common+"&_txlock=immediate&_cache_size=-65536&vfs="+coalesceVFS))
 	if err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
 	}
@@ -228,7 +229,7 @@ func (db *DB) openSQLite(cfg Config) error {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s (check the directory exists and is writable)", path)
 	}
-	r, err := sqlx.Open(sqliteReader, sqliteURI(path, common+"&_journal_mode=WAL&mode=ro"))
+	r, err := sqlx.Open(sqliteReader, sqlitefile.URI(path, common+"&_journal_mode=WAL&mode=ro"))
 	if err != nil {
 		w.Close()
 		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for reading", path)

@@ -10,6 +10,7 @@ import (
 	_ "github.com/mattn/go-sqlite3" // the "sqlite3" driver
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/register/wire"
 )
 
@@ -65,7 +66,7 @@ ON CONFLICT (imei14) DO UPDATE SET status = excluded.status, model = excluded.mo
 
 // openDB opens (creating if needed) the simulator's SQLite file.
 func openDB(path string) (*sql.DB, error) {
-	db, err := sql.Open("sqlite3", "file:"+path+"?_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate")
+	db, err := sql.Open("sqlite3", sqlitefile.URI(path, "_busy_timeout=10000&_journal_mode=WAL&_synchronous=FULL&_txlock=immediate"))
 	if err != nil {
 		return nil, fmt.Errorf("open simulator database %s: %w", path, err)
 	}
