@@ -173,7 +173,7 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 	if rep.FreeBytes < rep.NeedBytes {
 		return tacerr.New(tacerr.InsufficientSpace,
-			"ledger rebuild needs %s free in %s for the new file next to the ledger (%s of pages in use at %d-byte pages, plus a margin); the filesystem has %s free: free %s there, then run it again (nothing was written)",
+			"ledger rebuild needs %s free in %s, for the new file it writes next to the ledger (about %s at %d-byte pages) and a margin; the filesystem has %s free. Free %s there (or move the ledger to a larger filesystem), then run it again; nothing was written",
 			sizeText(rep.NeedBytes), dir, sizeText(estimate), rep.PageSize, sizeText(rep.FreeBytes), sizeText(rep.NeedBytes-rep.FreeBytes))
 	}
 
@@ -350,6 +350,10 @@ func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, es
 	if err != nil {
 		if ctx.Err() != nil {
 			return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted during the copy; the ledger %s is as it was", old.path)
+		}
+		if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrFull {
+			return tacerr.Wrap(tacerr.InsufficientSpace, err,
+				"the filesystem of %s filled up during the copy (something else wrote there after the rebuild measured its free space); the partial copy was removed and the ledger is as it was: free space there, then run it again", filepath.Dir(tmp))
 		}
 		return translate(err, "copy the SQLite ledger into "+tmp+" (VACUUM INTO)")
 	}
