@@ -141,8 +141,14 @@ func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress fun
 
 // rebuild runs the steps of RebuildSQLite once the inputs are valid.
 func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(RebuildProgress)) error {
-	tmp := rep.Path + RebuildSuffix
-	old, err := lockSQLite(ctx, rep.Path)
+	// A symbolic link is followed, as SQLite does: the new file goes next
+	// to the file itself (a rename works only within its filesystem).
+	path, err := filepath.EvalSymlinks(rep.Path)
+	if err != nil {
+		return tacerr.Field(tacerr.NotFound, "database.dsn", "no SQLite ledger at %s: %v", rep.Path, err)
+	}
+	tmp := path + RebuildSuffix
+	old, err := lockSQLite(ctx, path)
 	if err != nil {
 		return err
 	}
@@ -167,7 +173,7 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 	estimate := rebuildEstimate((pages-free)*rep.PageSizeBefore, rep.PageSizeBefore, rep.PageSize)
 	rep.NeedBytes = estimate + rebuildMargin(estimate)
-	dir := filepath.Dir(rep.Path)
+	dir := filepath.Dir(path)
 	if rep.FreeBytes, err = freeSpace(dir); err != nil {
 		return tacerr.Wrap(tacerr.Unavailable, err, "read the free space of %s (statfs)", dir)
 	}
@@ -196,7 +202,7 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 	rebuildStep("checked")
 	progress(RebuildProgress{Phase: RebuildSwap, PageSize: rep.PageSize})
-	placed, err = swapLedger(ctx, old, rep.Path, tmp)
+	placed, err = swapLedger(ctx, old, path, tmp)
 	rep.Replaced = placed
 	return err
 }
@@ -210,8 +216,7 @@ type lockedSQLite struct {
 }
 
 // lockSQLite opens path and takes its exclusive lock (invalid_state when
-// another connection has it open). In WAL mode the WAL index then lives in
-// the process's memory, not in the -shm file.
+// another connection, in this process or another, has it open).
 func lockSQLite(ctx context.Context, path string) (*lockedSQLite, error) {
 	h, err := sql.Open("sqlite3", sqlitefile.URI(path, "_busy_timeout=0&_synchronous=FULL"))
 	if err != nil {
@@ -322,31 +327,18 @@ func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, es
 		progress(RebuildProgress{Phase: RebuildCopy, Bytes: n, TotalBytes: total, PageSize: pageSize, File: tmp, Elapsed: time.Since(start)})
 	}
 	report(0, estimate)
-	done := make(chan struct{})
-	ticked := make(chan struct{})
-	go func() {
-		defer close(ticked)
-		t := time.NewTicker(rebuildTick)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				if st, err := os.Stat(tmp); err == nil {
-					// The estimate is not exact: stay under 100 % until done.
-					total := max(estimate, st.Size())
-					report(min(st.Size(), total*999/1000), total)
-				}
-			}
+	stop := everyTick(func() {
+		if st, err := os.Stat(tmp); err == nil {
+			// The estimate is not exact: stay under 100 % until done.
+			total := max(estimate, st.Size())
+			report(min(st.Size(), total*999/1000), total)
 		}
-	}()
+	})
 	_, err := old.c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(pageSize, 10))
 	if err == nil {
 		_, err = old.c.ExecContext(ctx, "VACUUM INTO ?", tmp)
 	}
-	close(done)
-	<-ticked
+	stop()
 	if err != nil {
 		if ctx.Err() != nil {
 			return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted during the copy; the ledger %s is as it was", old.path)
@@ -363,6 +355,29 @@ func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, es
 	}
 	report(st.Size(), st.Size())
 	return nil
+}
+
+// everyTick calls fn every rebuildTick until stop is called (stop returns
+// once fn no longer runs).
+func everyTick(fn func()) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(rebuildTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
 }
 
 // syncFile makes the file at path durable.
@@ -397,24 +412,11 @@ func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildRepor
 	if got != rep.PageSize {
 		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s has %d-byte pages, not %d", tmp, got, rep.PageSize)
 	}
-	done := make(chan struct{})
-	ticked := make(chan struct{})
-	go func() {
-		defer close(ticked)
-		t := time.NewTicker(rebuildTick)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize, Elapsed: time.Since(start)})
-			}
-		}
-	}()
+	stop := everyTick(func() {
+		progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize, Elapsed: time.Since(start)})
+	})
 	rep.Check, err = db.Check(ctx)
-	close(done)
-	<-ticked
+	stop()
 	if err != nil {
 		return err
 	}

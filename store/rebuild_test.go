@@ -382,3 +382,27 @@ func TestRebuildSQLiteOldFileMarked(t *testing.T) {
 		t.Fatalf("the ledger after the rebuild: %s", got)
 	}
 }
+
+// TestRebuildSQLiteThroughSymlink: a ledger path that is a symbolic link
+// is followed, as SQLite follows it: the new file is written next to the
+// file itself and renamed over it, and the link stays a link.
+func TestRebuildSQLiteThroughSymlink(t *testing.T) {
+	cfg := rebuildLedger(t)
+	link := filepath.Join(t.TempDir(), "ledger.db")
+	if err := os.Symlink(cfg.DSN, link); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := store.RebuildSQLite(context.Background(), store.Config{Driver: store.SQLite, DSN: link}, 4096, nil)
+	if err != nil || !rep.Replaced {
+		t.Fatalf("rebuild through a link: %+v, %v", rep, err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link after the rebuild: %v, %v", st, err)
+	}
+	if got := ledgerState(t, cfg); !strings.HasPrefix(got, "page size 4096") {
+		t.Fatalf("the ledger after a rebuild through a link: %s", got)
+	}
+	if left := append(rebuildFiles(t, cfg.DSN), rebuildFiles(t, link)...); len(left) > 0 {
+		t.Fatalf("left %v", left)
+	}
+}
