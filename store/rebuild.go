@@ -130,6 +130,9 @@ func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress fun
 	start := time.Now()
 	err = rebuild(ctx, cfg, &rep, progress)
 	rep.Took = time.Since(start)
+	if err != nil && ctx.Err() != nil && !rep.Replaced {
+		err = tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted; the ledger %s is as it was (the new file was removed)", rep.Path)
+	}
 	if err != nil {
 		return rep, err
 	}
@@ -340,9 +343,6 @@ func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, es
 	}
 	stop()
 	if err != nil {
-		if ctx.Err() != nil {
-			return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted during the copy; the ledger %s is as it was", old.path)
-		}
 		if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrFull {
 			return tacerr.Wrap(tacerr.InsufficientSpace, err,
 				"the filesystem of %s filled up during the copy (something else wrote there after the rebuild measured its free space); the partial copy was removed and the ledger is as it was: free space there, then run it again", filepath.Dir(tmp))
