@@ -151,6 +151,14 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 		return tacerr.Field(tacerr.NotFound, "database.dsn", "no SQLite ledger at %s: %v", rep.Path, err)
 	}
 	tmp := path + RebuildSuffix
+	// The ledger's file itself, to mark once a rebuilt one has replaced
+	// it. Closed last: closing any descriptor of a file drops the
+	// process's POSIX locks on it, SQLite's included.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "open the SQLite ledger %s", path)
+	}
+	defer f.Close()
 	old, err := lockSQLite(ctx, path)
 	if err != nil {
 		return err
@@ -187,6 +195,8 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 
 	placed := false
+	// Runs before the lock is let go: no other rebuild can have begun
+	// writing a file of that name.
 	defer func() {
 		if !placed {
 			_, _ = removeRebuildFiles(tmp)
@@ -205,7 +215,7 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 	rebuildStep("checked")
 	progress(RebuildProgress{Phase: RebuildSwap, PageSize: rep.PageSize})
-	placed, err = swapLedger(ctx, old, path, tmp)
+	placed, err = swapLedger(ctx, old, f, path, tmp)
 	rep.Replaced = placed
 	return err
 }
@@ -434,24 +444,18 @@ func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildRepor
 
 // swapLedger renames tmp over path while old holds the old file's lock and
 // a lock on tmp keeps other processes out of the new one until both are
-// let go. placed says the rename is done and durable.
-func swapLedger(ctx context.Context, old *lockedSQLite, path, tmp string) (placed bool, err error) {
+// let go; then it marks the old file (f). placed says the rename is done.
+func swapLedger(ctx context.Context, old *lockedSQLite, f *os.File, path, tmp string) (placed bool, err error) {
 	nw, err := lockSQLite(ctx, tmp)
 	if err != nil {
 		return false, err
 	}
 	defer nw.close()
-	// The old file, to mark it once it is out of the directory.
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return false, tacerr.Wrap(tacerr.Unavailable, err, "open %s", path)
-	}
-	defer f.Close()
 	if err := os.Rename(tmp, path); err != nil {
 		return false, tacerr.Wrap(tacerr.Unavailable, err, "put the rebuilt ledger in place (rename %s to %s); the ledger is as it was", tmp, path)
 	}
 	if err := syncDir(filepath.Dir(path)); err != nil {
-		return false, tacerr.Wrap(tacerr.Unavailable, err,
+		return true, tacerr.Wrap(tacerr.Unavailable, err,
 			"the rebuilt ledger was renamed to %s, but its directory could not be synced: run tacline ledger check before serving", path)
 	}
 	rebuildStep("renamed")
