@@ -22,6 +22,7 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/progress"
 	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/provisioner/issuance"
@@ -58,9 +59,9 @@ type PrefillResult struct {
 // recorded inactive and then revoked, so no server issues under it or
 // trusts it) that signs their certificates, and for every device the rows
 // provisioning writes, its two audit events and its register outbox rows
-// (delivered). The server must not be running. progress, if set, gets a
+// (delivered). The server must not be running. out, if set, gets a
 // line every few seconds (devices/s, ETA).
-func Prefill(ctx context.Context, env *devenv.Env, n int, progress io.Writer) (*PrefillResult, error) {
+func Prefill(ctx context.Context, env *devenv.Env, n int, out io.Writer) (*PrefillResult, error) {
 	db, err := env.OpenLedger(ctx)
 	if err != nil {
 		return nil, err
@@ -143,14 +144,10 @@ func Prefill(ctx context.Context, env *devenv.Env, n int, progress io.Writer) (*
 		if err := loader.Load(ctx, r.b); err != nil {
 			return nil, fmt.Errorf("prefill batch %d of %d: %w", i+1, batches, err)
 		}
-		if progress != nil && (time.Since(last) > 3*time.Second || i == batches-1) {
+		if out != nil && (time.Since(last) > 3*time.Second || i == batches-1) {
 			last = time.Now()
-			done := min(n, (i+1)*prefillBatch)
-			el := time.Since(start).Seconds()
-			rate := float64(done) / el
-			fmt.Fprintf(progress, "prefill: %d/%d devices (%.1f%%), %.0f devices/s (%.0f rows/s), %s elapsed, ETA %s\n", done, n,
-				100*float64(done)/float64(n), rate, rate*prefillRowsPerDevice, time.Duration(el)*time.Second,
-				(time.Duration(float64(n-done)/rate) * time.Second).Round(time.Second))
+			c := progress.Counter{Task: "prefill", Unit: "devices", Total: int64(n), Also: progress.Rate{Unit: "rows", Per: prefillRowsPerDevice}}
+			fmt.Fprintln(out, c.Line(int64(min(n, (i+1)*prefillBatch)), time.Since(start)))
 		}
 	}
 	if err := loader.Finish(ctx); err != nil {

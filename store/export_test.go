@@ -99,3 +99,23 @@ func (db *DB) QueuedMembers() int {
 	defer db.committer.mu.Unlock()
 	return len(db.committer.queue)
 }
+
+// SetRebuildHooks replaces, until the returned function is called, how
+// often a rebuild reports progress, how it reads a directory's free space
+// and what it does at each step ("copied", "checked", "renamed") (tests).
+func SetRebuildHooks(tick time.Duration, free func(dir string) (int64, error), step func(string)) (restore func()) {
+	t, f, s := rebuildTick, freeSpace, rebuildStep
+	if tick > 0 {
+		rebuildTick = tick
+	}
+	if free != nil {
+		freeSpace = free
+	}
+	if step != nil {
+		rebuildStep = step
+	}
+	return func() { rebuildTick, freeSpace, rebuildStep = t, f, s }
+}
+
+// RebuildEstimate is rebuildEstimate (tests).
+func RebuildEstimate(used, from, to int64) int64 { return rebuildEstimate(used, from, to) }

@@ -4,11 +4,15 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
 
 	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
@@ -16,31 +20,93 @@ import (
 
 // RebuildReport says what RebuildSQLite did.
 type RebuildReport struct {
-	Path           string        `json:"path"`
-	PageSizeBefore int64         `json:"page_size_before"`
-	PageSize       int64         `json:"page_size"`
-	BytesBefore    int64         `json:"bytes_before"`
-	Bytes          int64         `json:"bytes"`
-	Took           time.Duration `json:"-"`
-	Check          CheckReport   `json:"check"`
+	Path           string `json:"path"`
+	PageSizeBefore int64  `json:"page_size_before"`
+	PageSize       int64  `json:"page_size"`
+	BytesBefore    int64  `json:"bytes_before"`
+	Bytes          int64  `json:"bytes"`
+	// NeedBytes is the free space the rebuild asked of the ledger's
+	// filesystem before writing anything (its estimate of the new file,
+	// with a margin); FreeBytes what the filesystem had then.
+	NeedBytes int64 `json:"need_bytes"`
+	FreeBytes int64 `json:"free_bytes"`
+	// StaleBytes is the size of a partial copy an interrupted rebuild had
+	// left next to the ledger, removed before this one began.
+	StaleBytes int64 `json:"stale_bytes"`
+	// Replaced says the rebuilt file took the ledger's place.
+	Replaced bool          `json:"replaced"`
+	Took     time.Duration `json:"-"`
+	Check    CheckReport   `json:"check"`
 }
+
+// RebuildPhase names a step of a rebuild, for progress reports.
+type RebuildPhase string
+
+// The phases of a rebuild, in order.
+const (
+	RebuildCopy  RebuildPhase = "copy"  // VACUUM INTO the new file
+	RebuildSync  RebuildPhase = "sync"  // fsync of the new file
+	RebuildCheck RebuildPhase = "check" // ledger check of the new file
+	RebuildSwap  RebuildPhase = "swap"  // rename over the ledger
+)
+
+// RebuildProgress says how far a rebuild is.
+type RebuildProgress struct {
+	Phase RebuildPhase
+	// Copy: the bytes of the new file written so far and the estimate of
+	// its size (Bytes reaches TotalBytes when the copy ends), in pages of
+	// PageSize bytes.
+	Bytes, TotalBytes, PageSize int64
+	File                        string        // the new file
+	Elapsed                     time.Duration // since the phase began
+}
+
+// RebuildSuffix names the new file of a rebuild next to the ledger
+// (ledger.db-rebuild, beside SQLite's own -wal, -shm and -journal files):
+// never a ledger path, and a partial one is removed by the next rebuild.
+const RebuildSuffix = "-rebuild"
+
+// Test hooks: how often progress is reported, the free space of a
+// directory, and a step reached (a test's child process kills itself
+// there).
+var (
+	rebuildTick = time.Second
+	freeSpace   = statfsFree
+	rebuildStep = func(string) {}
+)
 
 // RebuildSQLite rewrites the SQLite ledger of cfg with pages of pageSize
 // bytes (a new ledger has 1 KiB pages; one created before migration 0014
-// keeps 4 KiB ones), offline, then opens it and runs Check on it. The
-// rewrite is SQLite's VACUUM in rollback-journal mode (WAL cannot change
-// the page size), durable at every step: an interrupted rebuild leaves the
-// ledger as it was, or rebuilt. It needs free space for two more copies of
-// the ledger (VACUUM's temporary database and its journal).
+// keeps 4 KiB ones), offline, and checks it before it takes the ledger's
+// place.
 //
-// It holds SQLite's exclusive lock from the start until the ledger is
-// back in WAL mode: a ledger that a server or another command has open is
-// refused (invalid_state), and a server started meanwhile cannot open it.
-// progress, when not nil, is called about every second while the rewrite
-// runs. Errors: invalid_input (page_size; database.driver: a PostgreSQL
-// ledger), not_found (no ledger file), invalid_state (in use),
-// ledger_invariant (the rebuilt ledger fails Check).
-func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress func(elapsed time.Duration)) (RebuildReport, error) {
+//  1. It takes SQLite's exclusive lock on the ledger and keeps it to the
+//     end: a ledger that a server or another command has open is refused
+//     (invalid_state), and a server started meanwhile cannot open it. It
+//     folds the WAL into the file (wal_checkpoint(TRUNCATE)).
+//  2. It measures what it will write, the pages in use (page_count -
+//     freelist_count) at the new page size plus a margin (NeedBytes), and
+//     refuses with insufficient_space when the ledger's filesystem has less
+//     free (statfs), before writing anything.
+//  3. VACUUM INTO ledger.db-rebuild in the ledger's directory (one new
+//     file: no temporary database, no rollback journal of the ledger),
+//     then fsync, then opens it as a ledger (WAL mode) and runs Check.
+//  4. Only a copy that passes Check replaces the ledger: rename over it,
+//     directory fsync. The old file's space is freed when the lock is let
+//     go; its header is overwritten first, so a process that opened the old
+//     file while waiting for the lock gets "not a database" instead of
+//     writing to a file no longer in the directory.
+//
+// On any failure before the rename (a refused check included) the new file
+// is removed and the ledger is as it was; a rebuild killed before the
+// rename leaves the ledger as it was and a partial ledger.db-rebuild, which
+// the next rebuild removes (StaleBytes). Peak use: the ledger plus the new
+// file. progress, when not nil, is called at each phase's start and about
+// every second of the copy and the check. Errors: invalid_input
+// (page_size; database.driver: a PostgreSQL ledger), not_found (no ledger
+// file), invalid_state (in use), insufficient_space, ledger_invariant (the
+// rebuilt copy fails Check: it was not put in place).
+func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress func(RebuildProgress)) (RebuildReport, error) {
 	var rep RebuildReport
 	if err := cfg.Validate(); err != nil {
 		return rep, err
@@ -58,101 +124,365 @@ func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress fun
 		return rep, tacerr.Field(tacerr.NotFound, "database.dsn", "no SQLite ledger at %s: %v", rep.Path, err)
 	}
 	rep.BytesBefore = st.Size()
+	if progress == nil {
+		progress = func(RebuildProgress) {}
+	}
 	start := time.Now()
-	if err := rebuildFile(ctx, &rep, progress); err != nil {
+	err = rebuild(ctx, cfg, &rep, progress)
+	rep.Took = time.Since(start)
+	if err != nil && ctx.Err() != nil && !rep.Replaced {
+		err = tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted; the ledger %s is as it was (the new file was removed)", rep.Path)
+	}
+	if err != nil {
 		return rep, err
 	}
-	rep.Took = time.Since(start)
 	if st, err := os.Stat(rep.Path); err == nil {
 		rep.Bytes = st.Size()
 	}
-	db, err := Open(ctx, cfg)
-	if err != nil {
-		return rep, err
-	}
-	defer db.Close()
-	if rep.Check, err = db.Check(ctx); err != nil {
-		return rep, err
-	}
-	return rep, rep.Check.Err()
+	return rep, nil
 }
 
-// rebuildFile runs the rewrite on one connection in exclusive locking
-// mode.
-func rebuildFile(ctx context.Context, rep *RebuildReport, progress func(time.Duration)) error {
-	h, err := sql.Open("sqlite3", sqlitefile.URI(rep.Path, "_busy_timeout=0&_synchronous=FULL"))
+// rebuild runs the steps of RebuildSQLite once the inputs are valid.
+func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(RebuildProgress)) error {
+	// A symbolic link is followed, as SQLite does: the new file goes next
+	// to the file itself (a rename works only within its filesystem).
+	path, err := filepath.EvalSymlinks(rep.Path)
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", rep.Path)
+		return tacerr.Field(tacerr.NotFound, "database.dsn", "no SQLite ledger at %s: %v", rep.Path, err)
 	}
-	defer h.Close()
-	c, err := h.Conn(ctx)
+	tmp := path + RebuildSuffix
+	// The ledger's file itself, to mark once a rebuilt one has replaced
+	// it. Closed last: closing any descriptor of a file drops the
+	// process's POSIX locks on it, SQLite's included.
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", rep.Path)
+		return tacerr.Wrap(tacerr.Unavailable, err, "open the SQLite ledger %s", path)
 	}
-	defer c.Close()
-	inUse := func(err error) error {
-		var se sqlite3.Error
-		if errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked) {
-			return tacerr.Field(tacerr.InvalidState, "database.dsn",
-				"the ledger %s is in use (a tacline serve or another command has it open): stop it, then rebuild", rep.Path)
-		}
-		return translate(err, "rebuild the SQLite ledger")
+	defer f.Close()
+	old, err := lockSQLite(ctx, path)
+	if err != nil {
+		return err
 	}
-	// The exclusive lock first (leaving WAL needs every other connection
-	// gone), then kept until this connection closes.
-	// (journal_mode answers the mode it is in: still wal when it could not
-	// leave it.)
-	var mode string
-	if _, err := c.ExecContext(ctx, "PRAGMA locking_mode = EXCLUSIVE"); err != nil {
-		return inUse(err)
+	defer old.close()
+	var busy, frames, done int64
+	if err := old.c.QueryRowContext(ctx, "PRAGMA wal_checkpoint(TRUNCATE)").Scan(&busy, &frames, &done); err != nil {
+		return old.inUse(err)
 	}
-	if err := c.QueryRowContext(ctx, "PRAGMA journal_mode = DELETE").Scan(&mode); err != nil {
-		return inUse(err)
+	if busy != 0 {
+		return old.inUse(sqlite3.Error{Code: sqlite3.ErrBusy})
 	}
-	if mode != "delete" {
-		return inUse(sqlite3.Error{Code: sqlite3.ErrBusy})
+	// The lock is held: no other rebuild of this ledger runs, so a file
+	// under the rebuild's name is what an interrupted one left.
+	if rep.StaleBytes, err = removeRebuildFiles(tmp); err != nil {
+		return err
 	}
-	for _, q := range []string{"BEGIN EXCLUSIVE", "COMMIT"} {
-		if _, err := c.ExecContext(ctx, q); err != nil {
-			return inUse(err)
+	var pages, free int64
+	for q, v := range map[string]*int64{"page_size": &rep.PageSizeBefore, "page_count": &pages, "freelist_count": &free} {
+		if err := old.c.QueryRowContext(ctx, "PRAGMA "+q).Scan(v); err != nil {
+			return translate(err, "read the ledger's "+q)
 		}
 	}
-	if err := c.QueryRowContext(ctx, "PRAGMA page_size").Scan(&rep.PageSizeBefore); err != nil {
-		return translate(err, "read the page size")
+	estimate := rebuildEstimate((pages-free)*rep.PageSizeBefore, rep.PageSizeBefore, rep.PageSize)
+	rep.NeedBytes = estimate + rebuildMargin(estimate)
+	dir := filepath.Dir(path)
+	if rep.FreeBytes, err = freeSpace(dir); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "read the free space of %s (statfs)", dir)
 	}
-	done := make(chan struct{})
-	if progress != nil {
-		start := time.Now()
-		go func() {
-			t := time.NewTicker(time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-done:
-					return
-				case <-t.C:
-					progress(time.Since(start))
-				}
-			}
-		}()
+	if rep.FreeBytes < rep.NeedBytes {
+		return tacerr.New(tacerr.InsufficientSpace,
+			"ledger rebuild needs %s free in %s, for the new file it writes next to the ledger (about %s at %d-byte pages) and a margin; the filesystem has %s free. Free %s there (or move the ledger to a larger filesystem), then run it again; nothing was written",
+			sizeText(rep.NeedBytes), dir, sizeText(estimate), rep.PageSize, sizeText(rep.FreeBytes), sizeText(rep.NeedBytes-rep.FreeBytes))
 	}
-	_, err = c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(rep.PageSize, 10))
+
+	placed := false
+	// Runs before the lock is let go: no other rebuild can have begun
+	// writing a file of that name.
+	defer func() {
+		if !placed {
+			_, _ = removeRebuildFiles(tmp)
+		}
+	}()
+	if err := copyLedger(ctx, old, tmp, rep.PageSize, estimate, progress); err != nil {
+		return err
+	}
+	rebuildStep("copied")
+	progress(RebuildProgress{Phase: RebuildSync, PageSize: rep.PageSize})
+	if err := syncFile(tmp); err != nil {
+		return err
+	}
+	if err := checkRebuilt(ctx, cfg, tmp, rep, progress); err != nil {
+		return err
+	}
+	rebuildStep("checked")
+	progress(RebuildProgress{Phase: RebuildSwap, PageSize: rep.PageSize})
+	placed, err = swapLedger(ctx, old, f, path, tmp)
+	rep.Replaced = placed
+	return err
+}
+
+// lockedSQLite is one connection to a SQLite file in exclusive locking
+// mode, holding its EXCLUSIVE lock until closed.
+type lockedSQLite struct {
+	path string
+	h    *sql.DB
+	c    *sql.Conn
+}
+
+// lockSQLite opens path and takes its exclusive lock (invalid_state when
+// another connection, in this process or another, has it open).
+func lockSQLite(ctx context.Context, path string) (*lockedSQLite, error) {
+	h, err := sql.Open("sqlite3", sqlitefile.URI(path, "_busy_timeout=0&_synchronous=FULL"))
+	if err != nil {
+		return nil, tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
+	}
+	l := &lockedSQLite{path: path, h: h}
+	if l.c, err = h.Conn(ctx); err != nil {
+		h.Close()
+		return nil, tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s", path)
+	}
+	for _, q := range []string{"PRAGMA locking_mode = EXCLUSIVE", "BEGIN EXCLUSIVE", "COMMIT"} {
+		if _, err := l.c.ExecContext(ctx, q); err != nil {
+			l.close()
+			return nil, l.inUse(err)
+		}
+	}
+	return l, nil
+}
+
+// close lets the lock go (once; later calls do nothing).
+func (l *lockedSQLite) close() {
+	if l.c != nil {
+		l.c.Close()
+		l.c = nil
+	}
+	l.h.Close()
+}
+
+// inUse names a busy or locked ledger; other errors go to translate.
+func (l *lockedSQLite) inUse(err error) error {
+	var se sqlite3.Error
+	if errors.As(err, &se) && (se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked) {
+		return tacerr.Field(tacerr.InvalidState, "database.dsn",
+			"the ledger %s is in use (a tacline serve or another command has it open): stop it, then rebuild", l.path)
+	}
+	return translate(err, "rebuild the SQLite ledger")
+}
+
+// rebuildEstimate is the size of the new file VACUUM INTO writes from used
+// bytes of pages in use at page size from, with pages of size to.
+// Measured on a prefilled ledger of 3x10^5 devices (docs/benchmarks.md,
+// "Session 9 (branch rebuildops)"): the copy at the same or a larger page
+// size is at most the pages in use (0.88-1.00 of them); smaller pages pack
+// the same rows into more bytes, 1.03, 1.11 and 1.23 times for 2, 4 and 8
+// times smaller pages. The estimate adds 4 % times the square of the
+// halvings (4, 16, 36 %).
+func rebuildEstimate(used, from, to int64) int64 {
+	var halvings int64
+	for p := from; p > to; p /= 2 {
+		halvings++
+	}
+	return used + used*4*halvings*halvings/100
+}
+
+// rebuildMargin is the free space asked beyond the estimate: 2 %, at
+// least 64 MiB (the new file's journal and WAL while it is opened and
+// checked, and room for the filesystem's own metadata).
+func rebuildMargin(estimate int64) int64 {
+	return max(estimate/50, 64<<20)
+}
+
+// statfsFree is the space an unprivileged process may still write under
+// dir.
+func statfsFree(dir string) (int64, error) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, err
+	}
+	return int64(st.Bavail) * int64(st.Bsize), nil
+}
+
+// sizeText writes n bytes for a person: "1.37 GiB (1471234048 bytes)".
+func sizeText(n int64) string {
+	switch {
+	case n >= 1<<30:
+		return fmt.Sprintf("%.2f GiB (%d bytes)", float64(n)/(1<<30), n)
+	case n >= 1<<20:
+		return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
+	}
+	return fmt.Sprintf("%d bytes", n)
+}
+
+// removeRebuildFiles removes the new file of a rebuild and SQLite's files
+// beside it, and returns the bytes they held.
+func removeRebuildFiles(tmp string) (int64, error) {
+	var n int64
+	for _, p := range []string{tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err == nil {
+			n += st.Size()
+			err = os.Remove(p)
+		}
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return n, tacerr.Wrap(tacerr.Unavailable, err, "remove %s (a ledger rebuild's new file): remove it by hand, then run the rebuild again", p)
+		}
+	}
+	return n, nil
+}
+
+// copyLedger writes the ledger into tmp with VACUUM INTO at pageSize,
+// reporting the new file's growth against estimate.
+func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, estimate int64, progress func(RebuildProgress)) error {
+	start := time.Now()
+	report := func(n, total int64) {
+		progress(RebuildProgress{Phase: RebuildCopy, Bytes: n, TotalBytes: total, PageSize: pageSize, File: tmp, Elapsed: time.Since(start)})
+	}
+	report(0, estimate)
+	stop := everyTick(func() {
+		if st, err := os.Stat(tmp); err == nil {
+			// The estimate is not exact: stay under 100 % until done.
+			total := max(estimate, st.Size())
+			report(min(st.Size(), total*999/1000), total)
+		}
+	})
+	_, err := old.c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(pageSize, 10))
 	if err == nil {
-		_, err = c.ExecContext(ctx, "VACUUM")
+		_, err = old.c.ExecContext(ctx, "VACUUM INTO ?", tmp)
 	}
-	close(done)
+	stop()
 	if err != nil {
-		return translate(err, "rewrite the SQLite ledger (VACUUM)")
+		if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrFull {
+			return tacerr.Wrap(tacerr.InsufficientSpace, err,
+				"the filesystem of %s filled up during the copy (something else wrote there after the rebuild measured its free space); the partial copy was removed and the ledger is as it was: free space there, then run it again", filepath.Dir(tmp))
+		}
+		return translate(err, "copy the SQLite ledger into "+tmp+" (VACUUM INTO)")
 	}
-	var got int64
-	if err := c.QueryRowContext(ctx, "PRAGMA page_size").Scan(&got); err != nil {
-		return translate(err, "read the page size")
+	st, err := os.Stat(tmp)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Internal, err, "the new file of the rebuild")
 	}
-	if got != rep.PageSize {
-		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s has %d-byte pages, not %d", rep.Path, got, rep.PageSize)
+	report(st.Size(), st.Size())
+	return nil
+}
+
+// everyTick calls fn every rebuildTick until stop is called (stop returns
+// once fn no longer runs).
+func everyTick(fn func()) (stop func()) {
+	done, stopped := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(rebuildTick)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				fn()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
 	}
-	if err := c.QueryRowContext(ctx, "PRAGMA journal_mode = WAL").Scan(&mode); err != nil || mode != "wal" {
-		return tacerr.New(tacerr.Unavailable, "put the rebuilt ledger %s back in WAL mode: %q, %v", rep.Path, mode, err)
+}
+
+// syncFile makes the file at path durable.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "open %s", path)
+	}
+	defer f.Close()
+	if err := f.Sync(); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "fsync %s", path)
 	}
 	return nil
+}
+
+// checkRebuilt opens the new file as a ledger (which puts it in WAL mode),
+// checks its page size and runs Check on it; after Close no WAL of it is
+// left.
+func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildReport, progress func(RebuildProgress)) error {
+	start := time.Now()
+	progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize})
+	cfg.DSN = tmp
+	db, err := Open(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var got int64
+	if err := db.w.GetContext(ctx, &got, "PRAGMA page_size"); err != nil {
+		return translate(err, "read the page size of "+tmp)
+	}
+	if got != rep.PageSize {
+		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s has %d-byte pages, not %d", tmp, got, rep.PageSize)
+	}
+	stop := everyTick(func() {
+		progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize, Elapsed: time.Since(start)})
+	})
+	rep.Check, err = db.Check(ctx)
+	stop()
+	if err != nil {
+		return err
+	}
+	if err := db.Close(); err != nil {
+		return translate(err, "close "+tmp)
+	}
+	if st, err := os.Stat(tmp + "-wal"); err == nil && st.Size() > 0 {
+		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s kept a WAL of %d bytes after it was closed", tmp, st.Size())
+	}
+	if !rep.Check.OK() {
+		return tacerr.New(tacerr.LedgerInvariant, "the rebuilt copy fails the ledger check, so it did not replace the ledger %s (which is as it was): %s", rep.Path, rep.Check.Violations[0])
+	}
+	return nil
+}
+
+// swapLedger renames tmp over path while old holds the old file's lock and
+// a lock on tmp keeps other processes out of the new one until both are
+// let go; then it marks the old file (f). placed says the rename is done.
+func swapLedger(ctx context.Context, old *lockedSQLite, f *os.File, path, tmp string) (placed bool, err error) {
+	nw, err := lockSQLite(ctx, tmp)
+	if err != nil {
+		return false, err
+	}
+	defer nw.close()
+	if err := os.Rename(tmp, path); err != nil {
+		return false, tacerr.Wrap(tacerr.Unavailable, err, "put the rebuilt ledger in place (rename %s to %s); the ledger is as it was", tmp, path)
+	}
+	if err := syncDir(filepath.Dir(path)); err != nil {
+		return true, tacerr.Wrap(tacerr.Unavailable, err,
+			"the rebuilt ledger was renamed to %s, but its directory could not be synced: run tacline ledger check before serving", path)
+	}
+	rebuildStep("renamed")
+	// Nobody can find the old file by its name any more; a process that
+	// opened it before the rename and waits for its lock must not find a
+	// ledger in it. (Another hard link to it would still name it: left.)
+	if st, err := f.Stat(); err == nil {
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok && sys.Nlink == 0 {
+			_, _ = f.WriteAt([]byte("not a ledger:rebuilt"), 0)
+		}
+	}
+	old.close()
+	// The lock on the new file kept a WAL and its index under the file's
+	// first name: let go, then removed.
+	nw.close()
+	for _, p := range []string{tmp + "-wal", tmp + "-shm"} {
+		_ = os.Remove(p)
+	}
+	return true, nil
+}
+
+// syncDir makes the entries of dir durable (a rename in it).
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }

@@ -2,6 +2,15 @@ package store_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -59,9 +68,20 @@ func TestRebuildSQLite(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, size := range []int64{4096, 1024} {
-		rep, err := store.RebuildSQLite(ctx, cfg, size, func(time.Duration) {})
-		if err != nil || rep.PageSize != size || !rep.Check.OK() || rep.Check.IMEIs != 2*22 {
+		var phases []store.RebuildPhase
+		rep, err := store.RebuildSQLite(ctx, cfg, size, func(p store.RebuildProgress) {
+			if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+				phases = append(phases, p.Phase)
+			}
+		})
+		if err != nil || rep.PageSize != size || !rep.Check.OK() || rep.Check.IMEIs != 2*22 || !rep.Replaced || rep.NeedBytes <= 0 || rep.FreeBytes < rep.NeedBytes {
 			t.Fatalf("rebuild to %d: %+v, %v", size, rep, err)
+		}
+		if fmt.Sprint(phases) != "[copy sync check swap]" {
+			t.Fatalf("rebuild to %d: phases %v", size, phases)
+		}
+		if left := rebuildFiles(t, cfg.DSN); len(left) > 0 {
+			t.Fatalf("rebuild to %d left %v", size, left)
 		}
 		db, err := store.Open(ctx, cfg)
 		if err != nil {
@@ -91,5 +111,298 @@ func TestRebuildSQLite(t *testing.T) {
 		if e := wantCode(t, err, tacerr.InvalidInput); e.Field != "page_size" {
 			t.Fatalf("page size %d: %v", size, e)
 		}
+	}
+}
+
+// rebuildFiles lists the files a rebuild writes next to the ledger at path
+// (ledger.db-rebuild and SQLite's files beside it) that exist.
+func rebuildFiles(t *testing.T, path string) []string {
+	t.Helper()
+	left, err := filepath.Glob(path + store.RebuildSuffix + "*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return left
+}
+
+// fileHash is the SHA-256 of the file at path.
+func fileHash(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+// rebuildLedger makes a closed SQLite ledger of 20 reservations and about
+// 8 MiB of padding in a table of its own (a copy that takes a while, with
+// the file growing as it is written), and returns its configuration.
+func rebuildLedger(t *testing.T) store.Config {
+	t.Helper()
+	ctx := context.Background()
+	cfg := storetest.Config(t, store.SQLite)
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seed(t, db, 0, 999)
+	for i := range 20 {
+		if _, err := reserve(db, fmt.Sprint("r", i), "A", 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fileExec(t, cfg.DSN, `CREATE TABLE pad(b BLOB)`,
+		`WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 8000) INSERT INTO pad SELECT randomblob(1000) FROM n`)
+	return cfg
+}
+
+// fileExec runs statements on the SQLite file at path outside the store.
+func fileExec(t *testing.T, path string, stmts ...string) {
+	t.Helper()
+	h, err := sql.Open("sqlite3", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	for _, q := range stmts {
+		if _, err := h.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+}
+
+// ledgerState is what a test compares before and after a rebuild that
+// must not have changed the ledger: its page size and pool counts, with a
+// ledger check.
+func ledgerState(t *testing.T, cfg store.Config) string {
+	t.Helper()
+	ctx := context.Background()
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rep := mustCheck(t, db)
+	pools, err := db.Pools(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var size int64
+	if err := storetest.Reader(db).Get(&size, "PRAGMA page_size"); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("page size %d, %d IMEIs, pools %+v", size, rep.IMEIs, pools)
+}
+
+// TestRebuildSQLiteRefusedBeforeWriting: a rebuild measures the space it
+// needs before it writes anything, refuses with insufficient_space naming
+// the directory, what it needs and what is free when the filesystem has
+// less, and leaves the ledger file byte for byte as it was; with exactly
+// the space asked for it goes ahead.
+func TestRebuildSQLiteRefusedBeforeWriting(t *testing.T) {
+	ctx := context.Background()
+	cfg := rebuildLedger(t)
+	// The rebuild folds the WAL into the file first: compare after that.
+	fileExec(t, cfg.DSN, "PRAGMA wal_checkpoint(TRUNCATE)")
+	before := fileHash(t, cfg.DSN)
+	free := int64(1 << 20)
+	defer store.SetRebuildHooks(0, func(dir string) (int64, error) {
+		if dir != filepath.Dir(cfg.DSN) {
+			t.Errorf("free space asked of %s, not the ledger's directory", dir)
+		}
+		return free, nil
+	}, func(step string) { t.Errorf("a refused rebuild reached step %s", step) })()
+	rep, err := store.RebuildSQLite(ctx, cfg, 1024, nil)
+	e := wantCode(t, err, tacerr.InsufficientSpace)
+	// The need: the pages in use (over 8 MiB) plus the margin (64 MiB).
+	if rep.NeedBytes < 8<<20+64<<20 || rep.FreeBytes != free || rep.Replaced {
+		t.Fatalf("refused rebuild: %+v", rep)
+	}
+	for _, want := range []string{filepath.Dir(cfg.DSN), fmt.Sprintf("(%d bytes)", rep.NeedBytes), fmt.Sprintf("(%d bytes) free", rep.FreeBytes), "nothing was written"} {
+		if !strings.Contains(e.Message, want) {
+			t.Errorf("message %q does not say %q", e.Message, want)
+		}
+	}
+	if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
+		t.Fatalf("a refused rebuild changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+	}
+	// One byte less than the need: refused; exactly the need: done.
+	free = rep.NeedBytes - 1
+	if _, err := store.RebuildSQLite(ctx, cfg, 1024, nil); !tacerr.Is(err, tacerr.InsufficientSpace) {
+		t.Fatalf("with one byte less than the need: %v", err)
+	}
+	free++
+	defer store.SetRebuildHooks(0, nil, func(string) {})()
+	if rep, err := store.RebuildSQLite(ctx, cfg, 1024, nil); err != nil || !rep.Replaced {
+		t.Fatalf("rebuild with the space it asked for: %+v, %v", rep, err)
+	}
+}
+
+// TestRebuildSQLiteInterrupted: a rebuild whose context ends during the
+// copy (Ctrl-C) removes the partial copy and leaves the ledger as it was.
+func TestRebuildSQLiteInterrupted(t *testing.T) {
+	cfg := rebuildLedger(t)
+	want := ledgerState(t, cfg)
+	defer store.SetRebuildHooks(time.Millisecond, nil, func(step string) { t.Errorf("an interrupted rebuild reached step %s", step) })()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var partial int64
+	_, err := store.RebuildSQLite(ctx, cfg, 4096, func(p store.RebuildProgress) {
+		if p.Phase == store.RebuildCopy && p.Bytes > 0 && partial == 0 {
+			partial = p.Bytes
+			cancel()
+		}
+	})
+	if e := wantCode(t, err, tacerr.Unavailable); partial == 0 || !strings.Contains(e.Message, "interrupted; the ledger "+cfg.DSN+" is as it was") {
+		t.Fatalf("rebuild cancelled during the copy (at %d bytes): %v", partial, err)
+	}
+	if left := rebuildFiles(t, cfg.DSN); len(left) > 0 {
+		t.Fatalf("an interrupted rebuild left %v", left)
+	}
+	if got := ledgerState(t, cfg); got != want {
+		t.Fatalf("after an interrupted rebuild: %s; before: %s", got, want)
+	}
+}
+
+// TestRebuildSQLiteRefusedCopy: a rebuilt copy that fails the ledger check
+// does not replace the ledger (ledger_invariant, the file unchanged, the
+// copy removed).
+func TestRebuildSQLiteRefusedCopy(t *testing.T) {
+	cfg := rebuildLedger(t)
+	// SNRs below the high-water mark without a row.
+	fileExec(t, cfg.DSN, "UPDATE pools SET next_snr = next_snr + 5", "PRAGMA wal_checkpoint(TRUNCATE)")
+	before := fileHash(t, cfg.DSN)
+	rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil)
+	wantCode(t, err, tacerr.LedgerInvariant)
+	if rep.Replaced || rep.Check.OK() {
+		t.Fatalf("rebuild of a broken ledger: %+v", rep)
+	}
+	if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
+		t.Fatalf("a refused copy changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+	}
+}
+
+// TestRebuildSQLiteKilled: a rebuild process killed (SIGKILL) during the
+// copy, after the check or after the rename leaves a ledger that opens and
+// passes the check with every row: the old one (with a partial
+// ledger.db-rebuild, which the next rebuild removes), or the new one. The
+// child is this test binary, running TestRebuildChild.
+func TestRebuildSQLiteKilled(t *testing.T) {
+	for _, at := range []string{"copying", "checked", "renamed"} {
+		t.Run(at, func(t *testing.T) {
+			cfg := rebuildLedger(t)
+			want := ledgerState(t, cfg)
+			cmd := exec.Command(os.Args[0], "-test.run=^TestRebuildChild$", "-test.v")
+			cmd.Env = append(os.Environ(), "TACLINE_REBUILD_CHILD="+cfg.DSN, "TACLINE_REBUILD_KILL_AT="+at)
+			out, err := cmd.CombinedOutput()
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+				t.Fatalf("child: %v\n%s", err, out)
+			}
+			left := rebuildFiles(t, cfg.DSN)
+			if at == "renamed" {
+				if got, want := ledgerState(t, cfg), strings.Replace(want, "page size 1024", "page size 4096", 1); got != want {
+					t.Fatalf("killed after the rename: %s; want %s", got, want)
+				}
+				return
+			}
+			if len(left) == 0 {
+				t.Fatalf("killed at %s: no partial copy left", at)
+			}
+			if got := ledgerState(t, cfg); got != want {
+				t.Fatalf("killed at %s: %s; before: %s", at, got, want)
+			}
+			rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil)
+			if err != nil || rep.StaleBytes == 0 || !rep.Replaced {
+				t.Fatalf("the rebuild after one killed at %s: %+v, %v", at, rep, err)
+			}
+			if left := rebuildFiles(t, cfg.DSN); len(left) > 0 {
+				t.Fatalf("the rebuild after one killed at %s left %v", at, left)
+			}
+		})
+	}
+}
+
+// TestRebuildChild is TestRebuildSQLiteKilled's child process: it rebuilds
+// the ledger named by TACLINE_REBUILD_CHILD to 4 KiB pages and kills
+// itself at TACLINE_REBUILD_KILL_AT ("copying": once the new file has
+// pages and the copy is not done).
+func TestRebuildChild(t *testing.T) {
+	path, at := os.Getenv("TACLINE_REBUILD_CHILD"), os.Getenv("TACLINE_REBUILD_KILL_AT")
+	if path == "" {
+		t.Skip("the child of TestRebuildSQLiteKilled")
+	}
+	kill := func() { _ = syscall.Kill(os.Getpid(), syscall.SIGKILL); select {} }
+	defer store.SetRebuildHooks(time.Millisecond, nil, func(step string) {
+		if step == at {
+			kill()
+		}
+	})()
+	_, err := store.RebuildSQLite(context.Background(), store.Config{Driver: store.SQLite, DSN: path}, 4096, func(p store.RebuildProgress) {
+		if at == "copying" && p.Phase == store.RebuildCopy && p.Bytes > 0 && p.Bytes < p.TotalBytes {
+			kill()
+		}
+	})
+	t.Fatalf("the rebuild ended (%v) before it reached %s", err, at)
+}
+
+// TestRebuildSQLiteOldFileMarked: a process that opened the ledger before
+// the rebuild renamed the new file over it (a server started during the
+// rebuild, waiting for the lock) finds no ledger in the old file once the
+// lock is let go: its header no longer starts with SQLite's magic string,
+// so SQLite answers "file is not a database" instead of the process
+// writing to a file no longer in the directory.
+func TestRebuildSQLiteOldFileMarked(t *testing.T) {
+	cfg := rebuildLedger(t)
+	f, err := os.Open(cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	magic := []byte("SQLite format 3\x00")
+	head := make([]byte, len(magic))
+	if _, err := f.ReadAt(head, 0); err != nil || string(head) != string(magic) {
+		t.Fatalf("the ledger's header before: %q, %v", head, err)
+	}
+	if rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil); err != nil || !rep.Replaced {
+		t.Fatalf("rebuild: %+v, %v", rep, err)
+	}
+	st, err := f.Stat()
+	if err != nil || st.Sys().(*syscall.Stat_t).Nlink != 0 {
+		t.Fatalf("the old file after the rebuild: %+v, %v; want it out of the directory", st, err)
+	}
+	if _, err := f.ReadAt(head, 0); err != nil || string(head) == string(magic) {
+		t.Fatalf("the old file's header after the rebuild: %q, %v; want no SQLite magic", head, err)
+	}
+	if got := ledgerState(t, cfg); !strings.HasPrefix(got, "page size 4096") {
+		t.Fatalf("the ledger after the rebuild: %s", got)
+	}
+}
+
+// TestRebuildSQLiteThroughSymlink: a ledger path that is a symbolic link
+// is followed, as SQLite follows it: the new file is written next to the
+// file itself and renamed over it, and the link stays a link.
+func TestRebuildSQLiteThroughSymlink(t *testing.T) {
+	cfg := rebuildLedger(t)
+	link := filepath.Join(t.TempDir(), "ledger.db")
+	if err := os.Symlink(cfg.DSN, link); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := store.RebuildSQLite(context.Background(), store.Config{Driver: store.SQLite, DSN: link}, 4096, nil)
+	if err != nil || !rep.Replaced {
+		t.Fatalf("rebuild through a link: %+v, %v", rep, err)
+	}
+	if st, err := os.Lstat(link); err != nil || st.Mode()&os.ModeSymlink == 0 {
+		t.Fatalf("the link after the rebuild: %v, %v", st, err)
+	}
+	if got := ledgerState(t, cfg); !strings.HasPrefix(got, "page size 4096") {
+		t.Fatalf("the ledger after a rebuild through a link: %s", got)
+	}
+	if left := append(rebuildFiles(t, cfg.DSN), rebuildFiles(t, link)...); len(left) > 0 {
+		t.Fatalf("left %v", left)
 	}
 }

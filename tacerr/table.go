@@ -71,6 +71,7 @@ var specs = []Spec{
 	{Internal, http.StatusInternalServerError, "Internal error", false, 0, false, "A bug or an unexpected failure; the cause is in the server's log. Also any error without a code."},
 	{InvalidConfig, http.StatusInternalServerError, "Internal error", false, 0, false, "The configuration is wrong; `field` names the setting (CLI and start-up)."},
 	{LedgerInvariant, http.StatusInternalServerError, "Internal error", false, 0, false, "The ledger breaks one of its invariants; stop and investigate (`tacline ledger check`)."},
+	{InsufficientSpace, http.StatusInsufficientStorage, "Insufficient storage", false, 0, false, "Operator commands only (`tacline ledger rebuild`): the filesystem has less free space than the command would write (the message says how much it needs, how much is free and where) and nothing was written, or it filled up while the command wrote and what it wrote was removed. Free space on that filesystem, then run the command again."},
 
 	{VerificationFailed, http.StatusInternalServerError, "Internal error", false, 0, false, "Station side only: an identity the server returned failed the station's checks."},
 	{DevicesFailed, http.StatusInternalServerError, "Internal error", false, 0, false, "Station side only: a line simulation or load run left devices unprovisioned."},
@@ -88,9 +89,17 @@ var byCode = func() map[Code]Spec {
 // answer carries them.
 var stationSide = map[Code]bool{VerificationFailed: true, DevicesFailed: true}
 
+// operatorSide lists the codes only offline operator commands make; no
+// server answer carries them either.
+var operatorSide = map[Code]bool{InsufficientSpace: true}
+
 // StationSide reports whether only the station client makes this code (the
 // server never answers with it).
 func (s Spec) StationSide() bool { return stationSide[s.Code] }
+
+// ServerSends reports whether a server answer may carry this code (not a
+// station client's or an offline operator command's own).
+func (s Spec) ServerSends() bool { return !stationSide[s.Code] && !operatorSide[s.Code] }
 
 // Specs returns the table, one row per code.
 func Specs() []Spec { return append([]Spec(nil), specs...) }

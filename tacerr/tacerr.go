@@ -62,6 +62,11 @@ const (
 
 	LedgerInvariant Code = "ledger_invariant"
 
+	// InsufficientSpace: an offline command (ledger rebuild) measured what
+	// it would write and the filesystem has less free space; nothing was
+	// written. Operator commands only: the server never answers with it.
+	InsufficientSpace Code = "insufficient_space"
+
 	RequestTooLarge      Code = "request_too_large"      // the request body exceeds the API's limit
 	UnsupportedMediaType Code = "unsupported_media_type" // the request body is not application/json
 

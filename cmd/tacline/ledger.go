@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -13,6 +15,7 @@ import (
 
 	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/progress"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -345,36 +348,79 @@ func newLedgerCmd() *cobra.Command {
 	return c
 }
 
+// rebuildProgress shows a rebuild's phases on out: a line as each begins,
+// then the copy's pages done, rate and ETA, and the check's time so far.
+func rebuildProgress(out *progress.Printer) func(store.RebuildProgress) {
+	var phase store.RebuildPhase
+	var copied string // the copy's last line, kept when the copy ends
+	return func(p store.RebuildProgress) {
+		if p.Phase != phase {
+			if copied != "" {
+				out.Print(copied)
+				copied = ""
+			}
+			switch p.Phase {
+			case store.RebuildCopy:
+				out.Print(fmt.Sprintf("rebuild: copying the ledger into %s, about %d MiB of %d-byte pages", p.File, p.TotalBytes>>20, p.PageSize))
+			case store.RebuildSync:
+				out.Print("rebuild: copy written; syncing it to disk")
+			case store.RebuildCheck:
+				out.Print("rebuild: checking the new file (ledger check)")
+			case store.RebuildSwap:
+				out.Print("rebuild: check passed; putting the new file in place")
+			}
+			phase = p.Phase
+			return
+		}
+		switch p.Phase {
+		case store.RebuildCopy:
+			c := progress.Counter{Task: "rebuild", Unit: "pages", Total: p.TotalBytes / p.PageSize,
+				Also: progress.Rate{Unit: "MiB", Per: float64(p.PageSize) / (1 << 20)}}
+			copied = c.Line(p.Bytes/p.PageSize, p.Elapsed)
+			out.Update(copied)
+		case store.RebuildCheck:
+			out.Update(fmt.Sprintf("rebuild: checking, %s elapsed", p.Elapsed.Truncate(time.Second)))
+		}
+	}
+}
+
 func newLedgerRebuildCmd() *cobra.Command {
 	var asJSON bool
 	var pageSize int64
 	c := &cobra.Command{
 		Use:   "rebuild --page-size 1024",
-		Short: "Rewrite a SQLite ledger with another page size, offline (tacline stopped), then check it",
-		Long: `Rewrite the SQLite ledger with pages of --page-size bytes (SQLite's VACUUM in
-rollback-journal mode), then run the ledger check on it. A ledger created
+		Short: "Rewrite a SQLite ledger with another page size, offline (tacline stopped), check it, then swap it in",
+		Long: `Rewrite the SQLite ledger with pages of --page-size bytes into a new file
+next to it (ledger.db-rebuild, SQLite's VACUUM INTO), run the ledger check
+on the new file, and only then rename it over the ledger. A ledger created
 before migration 0014 has 4 KiB pages; 1 KiB pages write fewer bytes per
-device (docs/operations.md, "Upgrading"). Offline: a ledger that a server or
-another command has open is refused, and a server started during the
-rebuild cannot open the ledger until it is done. Durable at every step: an
-interrupted rebuild leaves the ledger as it was or rebuilt. It needs free
-space for two more copies of the ledger. PostgreSQL ledgers are refused.`,
+device (docs/operations.md, "Upgrading").
+
+Offline: a ledger that a server or another command has open is refused,
+and a server started during the rebuild cannot open the ledger until it is
+done. Space: it needs free space for one more copy of the ledger in the
+ledger's directory (the pages in use, more when the pages get smaller);
+it measures that first and refuses with insufficient_space, writing
+nothing, when the filesystem has less. The ledger stays as it was until
+the checked copy replaces it: Ctrl-C, a failure or a refused check removes
+the new file; a killed rebuild leaves ledger.db-rebuild, which the next
+rebuild removes. Progress (percent, rate, ETA) goes to standard error: in
+place on a terminal, a line every 10 s otherwise. PostgreSQL ledgers are
+refused.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd)
 			if err != nil {
 				return err
 			}
-			var progress func(time.Duration)
-			if isTerminal(os.Stderr) && !asJSON {
-				progress = func(d time.Duration) {
-					fmt.Fprintf(os.Stderr, "\rrebuilding %s: %s", cfg.Database.DSN, d.Truncate(time.Second))
-				}
-			}
-			rep, err := store.RebuildSQLite(cmd.Context(), cfg.Database, pageSize, progress)
-			if progress != nil {
-				fmt.Fprintln(os.Stderr)
-			}
+			// Ctrl-C or SIGTERM stops the copy or the check and removes the
+			// new file; a second one ends the process at once.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			go func() { <-ctx.Done(); stop() }()
+			out := progress.NewPrinter(os.Stderr, isTerminal(os.Stderr), 10*time.Second)
+			rep, err := store.RebuildSQLite(ctx, cfg.Database, pageSize, rebuildProgress(out))
+			out.End()
 			if err != nil && !tacerr.Is(err, tacerr.LedgerInvariant) {
 				return err
 			}
@@ -382,16 +428,24 @@ space for two more copies of the ledger. PostgreSQL ledgers are refused.`,
 				if rep.Check.Violations == nil {
 					rep.Check.Violations = []string{}
 				}
-				printJSON(cmd.OutOrStdout(), map[string]any{"ok": err == nil, "path": rep.Path, "page_size_before": rep.PageSizeBefore,
-					"page_size": rep.PageSize, "bytes_before": rep.BytesBefore, "bytes": rep.Bytes, "seconds": rep.Took.Seconds(), "check": rep.Check})
-			} else {
+				printJSON(cmd.OutOrStdout(), map[string]any{"ok": err == nil, "path": rep.Path, "replaced": rep.Replaced,
+					"page_size_before": rep.PageSizeBefore, "page_size": rep.PageSize, "bytes_before": rep.BytesBefore, "bytes": rep.Bytes,
+					"need_bytes": rep.NeedBytes, "free_bytes": rep.FreeBytes, "stale_bytes": rep.StaleBytes,
+					"seconds": rep.Took.Seconds(), "check": rep.Check})
+			} else if err == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger %s rebuilt in %s: %d-byte pages (were %d), %d bytes (were %d)\n", rep.Path,
 					rep.Took.Round(time.Millisecond), rep.PageSize, rep.PageSizeBefore, rep.Bytes, rep.BytesBefore)
-				if err == nil {
-					fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs\n", rep.Check.Pools, rep.Check.IMEIs)
+				fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs\n", rep.Check.Pools, rep.Check.IMEIs)
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "ledger %s NOT replaced: the rebuilt copy fails the ledger check; the ledger is as it was\n", rep.Path)
+				for _, v := range rep.Check.Violations {
+					fmt.Fprintln(cmd.OutOrStdout(), "violation:", v)
 				}
 			}
-			return err
+			if err != nil {
+				return exitError{code: 1}
+			}
+			return nil
 		},
 	}
 	c.Flags().Int64Var(&pageSize, "page-size", 1024, "page size in bytes: a power of two from 512 to 65536")
