@@ -3,6 +3,7 @@ package console
 import (
 	"context"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"maps"
@@ -336,43 +337,112 @@ func age(d time.Duration) string {
 }
 
 // cachedLastSeen keeps each station's last reservation for lastSeenTTL,
-// shared by every viewer. The first read scans the reservations; each
-// later one reads only those made since the previous read
-// (store.LastReservations), so its cost does not grow with the ledger.
+// shared by every viewer. Each read after the first reads only the
+// reservations made since the previous read (store.LastReservations), so
+// its cost does not grow with the ledger; the map is saved in the ledger
+// (saveCache), so that the first read after a start, on any replica, goes
+// on from the newest saved one instead of scanning every reservation.
 type cachedLastSeen struct {
 	mu        sync.Mutex
+	loaded    bool      // the saved map was looked for
 	at        time.Time // when the cached map was read, on the ledger's clock
+	savedAt   time.Time // the read last saved in the ledger
+	from      time.Time // where the last read started (zero: every reservation)
 	byStation map[string]time.Time
 }
 
 const lastSeenTTL = time.Minute
+
+// The names of the caches saved in the ledger (store.ConsoleCache), and
+// how often a console saves each at most.
+const (
+	cacheLastSeen  = "last_seen"
+	cacheActivity  = "activity"
+	cacheSaveEvery = time.Minute
+)
 
 // lastSeen returns the last reservation of each caller, read again (from
 // the previous read on) when older than lastSeenTTL.
 func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 	c.seen.mu.Lock()
 	defer c.seen.mu.Unlock()
+	if !c.seen.loaded {
+		c.seen.loaded = true
+		var saved map[string]int64
+		if at := c.loadCache(ctx, cacheLastSeen, &saved); !at.IsZero() {
+			c.seen.byStation, c.seen.at, c.seen.savedAt = make(map[string]time.Time, len(saved)), at, at
+			for caller, t := range saved {
+				c.seen.byStation[caller] = time.UnixMicro(t).UTC()
+			}
+		}
+	}
 	now := c.cfg.DB.Now()
 	if c.seen.byStation != nil && now.Sub(c.seen.at) < lastSeenTTL {
 		return c.seen.byStation, nil
 	}
+	c.seen.from = c.seen.at
 	last, err := c.cfg.DB.LastReservations(ctx, c.seen.at, maps.Clone(c.seen.byStation))
 	if err != nil {
 		return c.seen.byStation, err
 	}
 	c.seen.byStation, c.seen.at = last, now
+	c.saveCache(ctx, cacheLastSeen, &c.seen.savedAt, now, func() any {
+		saved := make(map[string]int64, len(last))
+		for caller, t := range last {
+			saved[caller] = t.UnixMicro()
+		}
+		return saved
+	})
 	return last, nil
+}
+
+// loadCache decodes the cache saved as name into v and returns the time of
+// the read it describes; the zero time when there is none or it cannot be
+// read (the console then reads in full, as on a new ledger).
+func (c *Console) loadCache(ctx context.Context, name string, v any) time.Time {
+	at, state, err := c.cfg.DB.ConsoleCache(ctx, name)
+	if err == nil && !at.IsZero() {
+		err = json.Unmarshal(state, v)
+	}
+	if err != nil {
+		c.cfg.Log.Warn("console: read the saved cache; reading in full", "cache", name, "err", err.Error())
+		return time.Time{}
+	}
+	return at
+}
+
+// saveCache saves state() as name, read at readAt, when the last save
+// (*savedAt) is at least cacheSaveEvery older; a failure is logged (the
+// next start reads more).
+func (c *Console) saveCache(ctx context.Context, name string, savedAt *time.Time, readAt time.Time, state func() any) {
+	if readAt.Sub(*savedAt) < cacheSaveEvery {
+		return
+	}
+	b, err := json.Marshal(state())
+	if err == nil {
+		err = c.cfg.DB.SaveConsoleCache(ctx, name, readAt, b)
+	}
+	if err != nil {
+		c.cfg.Log.Warn("console: save the cache", "cache", name, "err", err.Error())
+		return
+	}
+	*savedAt = readAt
 }
 
 // cachedActivity keeps the window's activity per caller, pool and bucket
 // between refreshes, shared by every viewer: a refresh reads only the
 // buckets from the one that held its previous read less
 // store.ActivitySlack (reservations may commit that much out of order),
-// not the whole hour, whose reservations grow with the line's rate.
+// not the whole hour, whose reservations grow with the line's rate. The
+// buckets are saved in the ledger (saveCache) so that the first refresh
+// after a start goes on from the newest saved read as well.
 type cachedActivity struct {
-	mu     sync.Mutex
-	readAt time.Time       // the previous read, on the ledger's clock
-	rows   []timedActivity // every bucket of the window read so far
+	mu      sync.Mutex
+	loaded  bool            // the saved buckets were looked for
+	readAt  time.Time       // the previous read, on the ledger's clock
+	savedAt time.Time       // the read last saved in the ledger
+	from    time.Time       // where the last read started
+	rows    []timedActivity // every bucket of the window read so far
 }
 
 // timedActivity is an Activity whose bucket starts at start.
@@ -381,11 +451,33 @@ type timedActivity struct {
 	start time.Time
 }
 
+// savedActivity is a timedActivity as the ledger keeps it (times in Unix
+// microseconds).
+type savedActivity struct {
+	Caller       string `json:"c"`
+	Pool         string `json:"p"`
+	Start        int64  `json:"s"`
+	Reservations int64  `json:"r"`
+	IMEIs        int64  `json:"i"`
+	Last         int64  `json:"l"`
+}
+
 // activity returns the reservations' activity of the window starting at
 // since, in buckets of width bucket counted from since.
 func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activity, error) {
 	c.act.mu.Lock()
 	defer c.act.mu.Unlock()
+	if !c.act.loaded {
+		c.act.loaded = true
+		var saved []savedActivity
+		if at := c.loadCache(ctx, cacheActivity, &saved); !at.IsZero() {
+			c.act.rows, c.act.readAt, c.act.savedAt = make([]timedActivity, len(saved)), at, at
+			for i, r := range saved {
+				c.act.rows[i] = timedActivity{Activity: store.Activity{Caller: r.Caller, Pool: r.Pool, Reservations: r.Reservations,
+					IMEIs: r.IMEIs, Last: time.UnixMicro(r.Last).UTC()}, start: time.UnixMicro(r.Start).UTC()}
+			}
+		}
+	}
 	now := c.cfg.DB.Now()
 	from := since
 	if f := c.act.readAt.Add(-store.ActivitySlack).Truncate(bucket); !c.act.readAt.IsZero() && f.After(from) {
@@ -395,7 +487,16 @@ func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activi
 	if err != nil {
 		return nil, err
 	}
-	c.act.rows, c.act.readAt = mergeActivity(c.act.rows, fresh, from, since), now
+	c.act.rows, c.act.readAt, c.act.from = mergeActivity(c.act.rows, fresh, from, since), now, from
+	rows := c.act.rows
+	c.saveCache(ctx, cacheActivity, &c.act.savedAt, now, func() any {
+		saved := make([]savedActivity, len(rows))
+		for i, r := range rows {
+			saved[i] = savedActivity{Caller: r.Caller, Pool: r.Pool, Start: r.start.UnixMicro(), Reservations: r.Reservations,
+				IMEIs: r.IMEIs, Last: r.Last.UnixMicro()}
+		}
+		return saved
+	})
 	out := make([]store.Activity, len(c.act.rows))
 	for i, r := range c.act.rows {
 		out[i] = r.Activity

@@ -28,7 +28,11 @@ type Activity struct {
 const ActivitySlack = 5 * time.Minute
 
 const (
-	sqlReservationIDRange = `SELECT COALESCE(MIN(id), 0), COALESCE(MAX(id), 0) FROM reservations`
+	// Two subqueries: SQLite reads MIN and MAX from the primary key only
+	// when a statement has a single one of them; MIN(id), MAX(id) in one
+	// SELECT scanned an index of every reservation (0.4 s at 10^6) at each
+	// overview refresh.
+	sqlReservationIDRange = `SELECT COALESCE((SELECT MIN(id) FROM reservations), 0), COALESCE((SELECT MAX(id) FROM reservations), 0)`
 	sqlReservationAt      = `SELECT id, created_at FROM reservations WHERE id >= ? ORDER BY id LIMIT 1`
 	sqlActivity           = `SELECT r.caller, p.name, (r.created_at - ?) / ? AS bucket, COUNT(*), SUM(r.devices * r.per_device), MAX(r.created_at)
 FROM reservations r JOIN pools p ON p.id = r.pool_id

@@ -58,3 +58,34 @@ func TestRecentActivity(t *testing.T) {
 		}
 	})
 }
+
+// TestConsoleCache: a saved console cache reads back with its read time;
+// a save of an older read leaves the newer one (replicas share the row),
+// and a name never saved reads as none.
+func TestConsoleCache(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		if at, state, err := db.ConsoleCache(ctx, "activity"); err != nil || !at.IsZero() || state != nil {
+			t.Fatalf("unsaved cache = %s %q %v; want none", at, state, err)
+		}
+		t0 := time.Date(2026, 3, 1, 12, 0, 0, 123456000, time.UTC)
+		for _, s := range []struct {
+			at    time.Time
+			state string
+		}{{t0, "first"}, {t0.Add(time.Minute), "newer"}, {t0.Add(30 * time.Second), "older"}, {t0.Add(time.Minute), "same time"}} {
+			if err := db.SaveConsoleCache(ctx, "activity", s.at, []byte(s.state)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		at, state, err := db.ConsoleCache(ctx, "activity")
+		if err != nil || !at.Equal(t0.Add(time.Minute)) || string(state) != "newer" {
+			t.Fatalf("cache = %s %q %v; want the newer read at %s", at, state, err, t0.Add(time.Minute))
+		}
+		if at, _, err := db.ConsoleCache(ctx, "last_seen"); err != nil || !at.IsZero() {
+			t.Fatalf("another name = %s %v; want none", at, err)
+		}
+		if err := db.SaveConsoleCache(ctx, "", t0, nil); err == nil {
+			t.Fatal("saved a cache without a name")
+		}
+	})
+}

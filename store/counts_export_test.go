@@ -19,12 +19,13 @@ func (db *DB) CountPoolsTwice(ctx context.Context, between func()) (first, secon
 // PGCountStatements are the statements of the pool, lease, last-reservation
 // and activity reads, each with integer arguments (tests of their plans).
 var PGCountStatements = map[string][]int64{
-	sqlReservedByPool:   nil,
-	sqlRetiredByPool:    nil,
-	sqlRowsIn:           {1, 2},
-	sqlReservedIn:       {1, 2},
-	sqlRetiredIn:        {1, 1, 2},
-	sqlLastReservations: {1, 2},
-	sqlActivity:         {1, 2, 3, 4, 5},
-	sqlReservationAt:    {1},
+	sqlReservedByPool:     nil,
+	sqlRetiredByPool:      nil,
+	sqlRowsIn:             {1, 2},
+	sqlReservedIn:         {1, 2},
+	sqlRetiredIn:          {1, 1, 2},
+	sqlLastReservations:   {1, 2},
+	sqlActivity:           {1, 2, 3, 4, 5},
+	sqlReservationAt:      {1},
+	sqlReservationIDRange: nil,
 }

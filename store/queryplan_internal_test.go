@@ -63,3 +63,33 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 		}
 	}
 }
+
+// TestReservationIDRangeSearches: the first and last reservation ids (the
+// start of every activity and last-reservation read) are two searches of
+// the primary key on SQLite, never a scan of the reservations (SQLite
+// optimises MIN and MAX only when a statement has a single one of them).
+func TestReservationIDRangeSearches(t *testing.T) {
+	db, err := Open(context.Background(), Config{Driver: SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.r.Query("EXPLAIN QUERY PLAN " + sqlReservationIDRange)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	p := strings.Join(plan, "; ")
+	if strings.Contains(p, "SCAN reservations") || strings.Count(p, "SEARCH reservations") != 2 {
+		t.Fatalf("plan of %q: %s; want two searches of reservations and no scan", sqlReservationIDRange, p)
+	}
+}
