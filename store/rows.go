@@ -50,6 +50,16 @@ func (tx *Tx) rows(head, tuple string, cols int, what string) *rowWriter {
 	return &rowWriter{tx: tx, head: head, tuple: tuple, cols: cols, what: what}
 }
 
+// sized makes room for rows rows (up to one statement's maxParams), for a
+// caller that knows how many it will add: the arguments are collected in
+// one slice, not in a slice regrown (and copied) at every doubling.
+func (w *rowWriter) sized(rows int) *rowWriter {
+	if n := min(rows*w.cols, maxParams); n > cap(w.args) {
+		w.args = make([]any, 0, n)
+	}
+	return w
+}
+
 // add queues one row of w.cols values, writing the queued rows first when
 // one more would exceed maxParams.
 func (w *rowWriter) add(vals ...any) error {
