@@ -33,3 +33,32 @@ func TestRowWriterSized(t *testing.T) {
 		t.Fatalf("%v allocations for %d rows, want at most 2 (the writer and its one slice)", n, rows)
 	}
 }
+
+// TestUnnestFormKept: the unnest form of a multi-row INSERT is the same
+// text whether built or kept, differs with its columns' types, and a kept
+// one costs only the arrays (each column's slice and its boxing into the
+// list, and the list).
+func TestUnnestFormKept(t *testing.T) {
+	head, tuple := "INSERT INTO t (a, b, c) VALUES ", "(?,'X',?)"
+	const want = "INSERT INTO t (a, b, c) SELECT u.c1, 'X', u.c2 FROM unnest(?::bigint[], ?::text[]) AS u(c1, c2)"
+	args := []any{int64(1), "one", int64(2), "two"}
+	for i := range 2 {
+		q, arrays, ok := unnestRows(head, tuple, 2, args)
+		if !ok || q != want || len(arrays) != 2 {
+			t.Fatalf("call %d: %q, %d arrays, %v; want %q", i+1, q, len(arrays), ok, want)
+		}
+		if got := arrays[1].([]string); len(got) != 2 || got[0] != "one" || got[1] != "two" {
+			t.Fatalf("call %d: column 2 %v", i+1, got)
+		}
+	}
+	q, _, ok := unnestRows(head, tuple, 2, []any{"1", "one"})
+	if !ok || q != "INSERT INTO t (a, b, c) SELECT u.c1, 'X', u.c2 FROM unnest(?::text[], ?::text[]) AS u(c1, c2)" {
+		t.Fatalf("other types: %q, %v", q, ok)
+	}
+	if _, _, ok := unnestRows(head, "(?,?,?)", 2, args); ok {
+		t.Fatal("a tuple of three placeholders for two columns was accepted")
+	}
+	if n := testing.AllocsPerRun(50, func() { _, _, _ = unnestRows(head, tuple, 2, args) }); n > 5 {
+		t.Fatalf("%v allocations per kept form, want at most 5 (two columns' slices, boxed, and their list)", n)
+	}
+}
