@@ -40,3 +40,23 @@ func TestHWTypeParsedOnce(t *testing.T) {
 		t.Fatalf("the second subjectAltName differs from the first: %v", err)
 	}
 }
+
+// TestTemplateParsesHWTypeOnce: building a certificate's template parses
+// no hw_type (Validate and the subjectAltName both read the kept one), and
+// an invalid one is still refused every time.
+func TestTemplateParsesHWTypeOnce(t *testing.T) {
+	p := DefaultProfile()
+	p.HWType = "2.25.329800735698586629295641978511506172919"
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(50, func() { _ = p.Validate() }); n != 0 {
+		t.Fatalf("%v allocations per Validate of a valid profile, want 0", n)
+	}
+	p.HWType = "2.25.x"
+	for range 2 {
+		if err := p.Validate(); err == nil {
+			t.Fatal("an invalid hw_type was accepted")
+		}
+	}
+}
