@@ -22,18 +22,20 @@ func certPEM(der []byte) string {
 	}
 	const head, tail = "-----BEGIN CERTIFICATE-----\n", "-----END CERTIFICATE-----\n"
 	n := base64.StdEncoding.EncodedLen(len(der))
-	enc := make([]byte, n)
-	base64.StdEncoding.Encode(enc, der)
 	var b strings.Builder
 	b.Grow(len(head) + n + (n+63)/64 + len(tail))
 	b.WriteString(head)
-	for len(enc) > 64 {
-		b.Write(enc[:64])
-		b.WriteByte('\n')
-		enc = enc[64:]
+	// 48 bytes of DER are one 64-character line: each line is encoded on
+	// the stack and written, with no copy of the whole encoding.
+	var line [65]byte
+	for len(der) > 0 {
+		k := min(len(der), 48)
+		m := base64.StdEncoding.EncodedLen(k)
+		base64.StdEncoding.Encode(line[:m], der[:k])
+		line[m] = '\n'
+		b.Write(line[:m+1])
+		der = der[k:]
 	}
-	b.Write(enc)
-	b.WriteByte('\n')
 	b.WriteString(tail)
 	return b.String()
 }
@@ -47,7 +49,7 @@ func issuedResponse(iss *provisioner.Issued) wire.ProvisionResponse {
 		DeviceSerial:      iss.DeviceSerial,
 		IMEIs:             imeiStrings(iss.IMEIs),
 		Certificate:       certPEM(der),
-		Chain:             string(iss.ChainPEM),
+		Chain:             iss.ChainPEM,
 		CertificateSerial: iss.CertSerial,
 		IssuedAt:          iss.IssuedAt.UTC(),
 	}

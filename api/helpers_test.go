@@ -379,7 +379,7 @@ func (f *fakeProvisioner) issued(serial string) *provisioner.Issued {
 	defer f.mu.Unlock()
 	return &provisioner.Issued{
 		DeviceSerial: serial, IMEIs: f.imeis, Certificate: f.cert, CertDER: f.cert.Raw,
-		ChainPEM: ca.ChainPEM(f.cert), CertSerial: "0a1b", IssuedAt: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC),
+		ChainPEM: string(ca.ChainPEM(f.cert)), CertSerial: "0a1b", IssuedAt: time.Date(2026, 11, 27, 9, 0, 0, 0, time.UTC),
 		Replayed: f.replayed,
 	}
 }

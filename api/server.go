@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -344,19 +346,38 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, status int, bod
 		w.WriteHeader(status)
 		_, _ = w.Write(b.data)
 	default:
-		data, err := json.Marshal(body)
-		if err != nil {
+		// Encoded into a pooled buffer: the bytes json.Marshal and a
+		// newline would give, without a new copy of the body (and
+		// another to append the newline) for every response.
+		buf := getBuffer()
+		defer putBuffer(buf)
+		if err := json.NewEncoder(buf).Encode(body); err != nil {
 			return s.fail(w, r, &call{}, tacerr.Wrap(tacerr.Internal, err, "encode the response"))
 		}
-		data = append(data, '\n')
 		h := w.Header()
 		h.Set("Content-Type", "application/json")
-		h.Set("Content-Length", strconv.Itoa(len(data)))
+		h.Set("Content-Length", strconv.Itoa(buf.Len()))
 		h.Set("Cache-Control", "no-store")
 		w.WriteHeader(status)
-		_, _ = w.Write(data)
+		_, _ = w.Write(buf.Bytes())
 	}
 	return status
+}
+
+// buffers are the response bodies' encoding buffers, reused; one that grew
+// past maxPooledBuffer (a large listing) is left to the collector.
+var buffers = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+const maxPooledBuffer = 64 << 10
+
+func getBuffer() *bytes.Buffer { return buffers.Get().(*bytes.Buffer) }
+
+func putBuffer(b *bytes.Buffer) {
+	if b.Cap() > maxPooledBuffer {
+		return
+	}
+	b.Reset()
+	buffers.Put(b)
 }
 
 // fail writes err as a problem, counts and logs it, and returns the status.

@@ -31,6 +31,7 @@ type ProvisionOptions struct {
 	AdminDSN    string  // PostgreSQL server for a throwaway database
 	OfferedRate float64 // devices/s; 0: closed loop
 	CPUProfile  string  // if set, the server writes a CPU profile here
+	MemProfile  string  // if set, the server writes an allocation profile here at exit
 	NoAudit     bool    // run without the audit log
 	// Prefill, if positive, measures twice in one run: on a ledger bulk
 	// loaded with Prefill devices first (Prefill), then on an empty one,
@@ -83,6 +84,13 @@ type ProvisionResult struct {
 	// counted by the kernel in whole 4 KiB page-cache pages (a 1 KiB WAL
 	// append after an fsync dirties, and later writes, a whole page).
 	ServerStorageKiBPerDevice float64 `json:"server_storage_written_kib_per_device"`
+	// ServerAllocKiBPerDevice and ServerAllocsPerDevice are the heap bytes
+	// and objects the servers allocated per device during the measured
+	// phase (the Go runtime's counters from /metrics, read before and
+	// after): what a device costs the garbage collector, a figure the
+	// machine's load does not move.
+	ServerAllocKiBPerDevice float64 `json:"server_alloc_kib_per_device"`
+	ServerAllocsPerDevice   float64 `json:"server_allocs_per_device"`
 	// ServerPeakRSSMiB is the largest peak resident set (VmHWM) of the
 	// server processes at the end of the run (issue 14: <= 256 MiB).
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
@@ -159,11 +167,15 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		return nil, err
 	}
 
-	procs, err := startReplicas(ctx, o.Bin, env, o.Replicas, o.CPUProfile)
+	procs, err := startReplicas(ctx, o.Bin, env, o.Replicas, o.CPUProfile, o.MemProfile)
 	if err != nil {
 		return nil, err
 	}
 	defer procs.kill()
+	metricsClient, err := devenv.RoleClient(env, "operator")
+	if err != nil {
+		return nil, err
+	}
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
 		return nil, err
@@ -177,16 +189,18 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	// its stations (GET /v1/pools each, TLS handshakes) and pregenerated its
 	// devices, just before its clock starts: they cover the measured phase.
 	c0 := make([]procCounters, len(procs))
+	m0 := make([]memCounters, len(procs))
 	var db0 time.Duration
 	var mu sync.Mutex
 	var c0err error
 	var dbOnce sync.Once // the database's backends serve every replica: read from the first start
 	started := func(i int) {
+		m, merr := readMemCounters(ctx, metricsClient, procs[i].URL)
 		c, err := readCounters(procs[i].Cmd.Process.Pid)
 		dbOnce.Do(func() { db0 = cpuOf(dbPIDs) })
 		mu.Lock()
 		defer mu.Unlock()
-		c0[i], c0err = c, cmp.Or(c0err, err)
+		c0[i], m0[i], c0err = c, m, cmp.Or(c0err, err, merr)
 	}
 	// Device keys and CSRs are made before the clock starts (a device
 	// brings its own), so the load generator's CPU goes to the requests.
@@ -199,8 +213,13 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen, started)
 	db1 := cpuOf(dbPIDs)
 	var c1 procCounters
+	var m1 memCounters
 	for i, p := range procs {
 		c, cerr := readCounters(p.Cmd.Process.Pid)
+		m, merr := readMemCounters(ctx, metricsClient, p.URL)
+		m1.bytes += m.bytes - m0[i].bytes
+		m1.objects += m.objects - m0[i].objects
+		cerr = cmp.Or(cerr, merr)
 		c1.cpu += c.cpu - c0[i].cpu
 		c1.syscw += c.syscw - c0[i].syscw
 		c1.wchar += c.wchar - c0[i].wchar
@@ -227,6 +246,8 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		res.ServerWritesPerDevice = float64(c1.syscw) / float64(sum.Devices)
 		res.ServerWrittenKiBPerDevice = float64(c1.wchar) / 1024 / float64(sum.Devices)
 		res.ServerStorageKiBPerDevice = float64(c1.writeBytes) / 1024 / float64(sum.Devices)
+		res.ServerAllocKiBPerDevice = m1.bytes / 1024 / float64(sum.Devices)
+		res.ServerAllocsPerDevice = m1.objects / float64(sum.Devices)
 		if len(dbPIDs) > 0 {
 			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / float64(sum.Devices)
 		}

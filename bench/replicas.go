@@ -19,17 +19,22 @@ import (
 type replicas []*devenv.Proc
 
 // startReplicas starts n servers with the environment's configuration. The
-// first logs to server.log (and writes the CPU profile, if asked), the
-// others to server-2.log, server-3.log...
-func startReplicas(ctx context.Context, bin string, env *devenv.Env, n int, cpuProfile string) (replicas, error) {
+// first logs to server.log (and writes the CPU and allocation profiles, if
+// asked), the others to server-2.log, server-3.log...
+func startReplicas(ctx context.Context, bin string, env *devenv.Env, n int, cpuProfile, memProfile string) (replicas, error) {
 	var rs replicas
 	for i := 0; i < max(n, 1); i++ {
 		log := filepath.Join(env.Dir, "server.log")
 		var extra []string
 		if i > 0 {
 			log = filepath.Join(env.Dir, fmt.Sprintf("server-%d.log", i+1))
-		} else if cpuProfile != "" {
-			extra = append(extra, "--cpuprofile", cpuProfile)
+		} else {
+			if cpuProfile != "" {
+				extra = append(extra, "--cpuprofile", cpuProfile)
+			}
+			if memProfile != "" {
+				extra = append(extra, "--memprofile", memProfile)
+			}
 		}
 		p, err := devenv.StartServer(ctx, bin, env.ConfigPath, log, extra...)
 		if err != nil {

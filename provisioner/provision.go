@@ -216,12 +216,12 @@ func (s *Service) issuedResult(ctx context.Context, is *store.Issuance) (*Issued
 }
 
 // chainPEM returns an issuer's chain (issuing CA first) as PEM, encoded once
-// per issuer. Callers must not modify it.
-func (s *Service) chainPEM(iss *issuance.Issuer) []byte {
+// per issuer: a string, so that every response shares it without a copy.
+func (s *Service) chainPEM(iss *issuance.Issuer) string {
 	if v, ok := s.chains.Load(iss); ok {
-		return v.([]byte)
+		return v.(string)
 	}
-	b := ca.ChainPEM(iss.Chain()...)
+	b := string(ca.ChainPEM(iss.Chain()...))
 	s.chains.Store(iss, b)
 	return b
 }

@@ -93,8 +93,8 @@ type Service struct {
 	mu      sync.Mutex
 	cache   map[string]cachedMeta  // pool name -> metadata, refreshed every metaTTL
 	loading map[string]*metaFlight // pool name -> the load in flight
-	// chains caches each issuer's chain PEM (*issuance.Issuer -> []byte),
-	// shared read-only by every response.
+	// chains caches each issuer's chain PEM (*issuance.Issuer -> string),
+	// shared by every response.
 	chains sync.Map
 }
 

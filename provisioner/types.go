@@ -174,7 +174,7 @@ type Issued struct {
 	IMEIs        []imei.IMEI
 	Certificate  *x509.Certificate
 	CertDER      []byte
-	ChainPEM     []byte // issuing CA first, up to the root
+	ChainPEM     string // issuing CA first, up to the root (shared per issuer)
 	CertSerial   string // lower-case hex
 	IssuedAt     time.Time
 	Replayed     bool // the request id had been answered before: same result again

@@ -512,7 +512,7 @@ func (tx *Tx) insertReservations(made []*reserveWork, now time.Time, reads *rese
 		// PostgreSQL: with the ids taken by the batch's reads, queued with
 		// its other writes.
 		w := tx.rows(`INSERT INTO reservations (id, request_id, request_hash, pool_id, caller, kind, device_serial, devices, per_device, intent, created_at) VALUES `,
-			"(?,?,?,?,?,?,?,?,?,?,?)", 11, "insert reservations")
+			"(?,?,?,?,?,?,?,?,?,?,?)", 11, "insert reservations").sized(len(made))
 		for i, p := range made {
 			p.res.ID = reads.ids[i]
 			if err := w.add(p.res.ID, p.req.RequestID, p.req.RequestHash, p.res.PoolID, p.req.Caller, p.req.Kind,
@@ -560,8 +560,14 @@ func (tx *Tx) insertReservations(made []*reserveWork, now time.Time, reads *rese
 }
 
 func (tx *Tx) insertIMEIs(made []*reserveWork, now time.Time) error {
+	n := 0
+	for _, p := range made {
+		for _, group := range p.res.Devices {
+			n += len(group)
+		}
+	}
 	w := tx.rows(`INSERT INTO imeis (imei14, pool_id, reservation_id, grp, slot, state, reserved_at, device_serial) VALUES `,
-		"(?,?,?,?,?,'RESERVED',?,?)", 7, "insert IMEIs")
+		"(?,?,?,?,?,'RESERVED',?,?)", 7, "insert IMEIs").sized(n)
 	for _, p := range made {
 		for g, group := range p.res.Devices {
 			for s, v := range group {

@@ -250,7 +250,7 @@ func (tx *Tx) appendAuditRows(sets [3][]any, head []any) error {
 		if i == 2 && tx.db.sql.stagedAuditIMEIs {
 			ins = qAuditInsertStaged
 		}
-		w := tx.rows(ins, auditInserts[i].tuple, 2, "append to the audit log")
+		w := tx.rows(ins, auditInserts[i].tuple, 2, "append to the audit log").sized(len(s) / 2)
 		for j := 0; j < len(s); j += 2 {
 			if err := w.add(s[j], s[j+1]); err != nil {
 				return err

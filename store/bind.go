@@ -126,11 +126,11 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 	}
 	// 2. Device keys (unique: a key already bound fails the batch),
 	// 3. certificates, 4. devices.
-	keys := tx.rows(`INSERT INTO device_keys (spki_hash, device_serial) VALUES `, "(?,?)", 2, "claim device keys")
+	keys := tx.rows(`INSERT INTO device_keys (spki_hash, device_serial) VALUES `, "(?,?)", 2, "claim device keys").sized(n)
 	certs := tx.rows(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at) VALUES `,
-		"(?,?,?,?,?,?,?,?)", 8, "record certificates")
+		"(?,?,?,?,?,?,?,?)", 8, "record certificates").sized(n)
 	devs := tx.rows(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES `,
-		"(?,?,?,?,'BOUND',?,?)", 6, "record devices")
+		"(?,?,?,?,'BOUND',?,?)", 6, "record devices").sized(n)
 	for _, b := range bs {
 		if err := keys.add(b.SPKIHash, b.DeviceSerial); err != nil {
 			return err

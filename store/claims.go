@@ -54,7 +54,7 @@ func (tx *Tx) claimDevices(claims []deviceClaim) error {
 		}
 	}
 	now := tx.Now().UnixMicro()
-	w := tx.rows(sqlInsertClaimHead, "(?,?,?)", 3, "claim device serials")
+	w := tx.rows(sqlInsertClaimHead, "(?,?,?)", 3, "claim device serials").sized(len(claims))
 	w.onDuplicate = taken
 	for _, c := range claims {
 		if err := w.add(c.serial, c.requestID, now); err != nil {

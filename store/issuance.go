@@ -89,7 +89,7 @@ const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_
 // alone, where it is request_conflict).
 func (tx *Tx) insertIntents(made []*reserveWork) error {
 	created := tx.Now().UnixMicro()
-	w := tx.rows(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", 13, "record issuance intents")
+	w := tx.rows(sqlInsertIssuanceHead, "(?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)", 13, "record issuance intents").sized(len(made))
 	var first string
 	n := 0
 	w.onDuplicate = func(err error) error {
@@ -433,7 +433,7 @@ func (db *DB) NewRequestCheck(ctx context.Context, requestID, serial string, spk
 		Found  int    `db:"found"`
 		issuanceRow
 	}
-	if err := db.getR(ctx, &r, db.r.Rebind(sqlRequestCheck), serial, spkiHash, requestID); err != nil {
+	if err := db.getR(ctx, &r, db.rebind(sqlRequestCheck), serial, spkiHash, requestID); err != nil {
 		return RequestCheck{}, translate(err, "look up request, device and key")
 	}
 	c := RequestCheck{DeviceExists: r.Exists != 0, KeyOwner: r.Owner}

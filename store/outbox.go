@@ -146,7 +146,7 @@ func (tx *Tx) TACNamesOf(tacs []uint32) (map[uint32]TACName, error) {
 // now, with the multi-row writer. A duplicate idempotency key fails tx.
 func (tx *Tx) AppendOutbox(rows []OutboxRow) error {
 	now := tx.Now().UnixMicro()
-	w := tx.rows(sqlInsertOutboxHead, "(?,?,?,?,?,?,?,?,?,?)", 10, "register outbox: insert rows")
+	w := tx.rows(sqlInsertOutboxHead, "(?,?,?,?,?,?,?,?,?,?)", 10, "register outbox: insert rows").sized(len(rows))
 	for _, r := range rows {
 		if err := w.add(r.Key, r.IMEI14, r.TAC, r.Event, r.DeviceID, r.Model, r.Brand, r.OccurredAt.UnixMicro(), now, now); err != nil {
 			return err

@@ -54,7 +54,7 @@ func (db *DB) StationRequestCheckOf(ctx context.Context, station, requestID, ser
 		StEnrolledAt  int64         `db:"st_enrolled_at"`
 		StDisabledAt  sql.NullInt64 `db:"st_disabled_at"`
 	}
-	if err := db.getR(ctx, &r, db.r.Rebind(sqlStationRequestCheck), serial, spkiHash, requestID, station); err != nil {
+	if err := db.getR(ctx, &r, db.rebind(sqlStationRequestCheck), serial, spkiHash, requestID, station); err != nil {
 		return StationRequestCheck{}, translate(err, "look up station, request, device and key")
 	}
 	c := StationRequestCheck{RequestCheck: RequestCheck{DeviceExists: r.Exists != 0, KeyOwner: r.Owner}}

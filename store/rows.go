@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -48,6 +49,16 @@ type rowWriter struct {
 // rows returns a writer of rows through tx; what names the write in errors.
 func (tx *Tx) rows(head, tuple string, cols int, what string) *rowWriter {
 	return &rowWriter{tx: tx, head: head, tuple: tuple, cols: cols, what: what}
+}
+
+// sized makes room for rows rows (up to one statement's maxParams), for a
+// caller that knows how many it will add: the arguments are collected in
+// one slice, not in a slice regrown (and copied) at every doubling.
+func (w *rowWriter) sized(rows int) *rowWriter {
+	if n := min(rows*w.cols, maxParams); n > cap(w.args) {
+		w.args = make([]any, 0, n)
+	}
+	return w
 }
 
 // add queues one row of w.cols values, writing the queued rows first when
@@ -175,43 +186,99 @@ func (tx *Tx) valuesTable(tuple string, cols, rows int, alias string, args []any
 // (PostgreSQL). unnest yields the rows in order, so they are inserted in the
 // order they were added, as with VALUES. ok is false when a column's Go type
 // has no array form here; the caller then keeps the VALUES form.
+//
+// The statement's text is built once per head, tuple and column types and
+// kept (unnestForms): only the arrays are new for each batch.
 func unnestRows(head, tuple string, cols int, args []any) (string, []any, bool) {
-	insert, ok := strings.CutSuffix(strings.TrimSpace(head), "VALUES")
-	if !ok || !strings.HasPrefix(tuple, "(") || !strings.HasSuffix(tuple, ")") || len(args)%cols != 0 {
+	if cols <= 0 || len(args)%cols != 0 {
 		return "", nil, false
 	}
-	items := strings.Split(tuple[1:len(tuple)-1], ",")
 	rows := len(args) / cols
-	arrays := make([]any, 0, cols)
+	arrays := make([]any, cols)
+	key := unnestKey{head: head, tuple: tuple, cols: cols}
+	for c := range cols {
+		arr, typ, ok := column(args, c, cols, rows)
+		if !ok {
+			return "", nil, false
+		}
+		arrays[c] = arr
+		if c < maxUnnestCols {
+			key.types[c] = typ
+		}
+	}
+	if cols > maxUnnestCols {
+		q, ok := unnestText(head, tuple, cols, func(c int) string { _, t, _ := column(args, c, cols, rows); return t })
+		return q, arrays, ok
+	}
+	unnestForms.RLock()
+	q, ok := unnestForms.m[key]
+	unnestForms.RUnlock()
+	if ok {
+		return q, arrays, true
+	}
+	if q, ok = unnestText(head, tuple, cols, func(c int) string { return key.types[c] }); !ok {
+		return "", nil, false
+	}
+	unnestForms.Lock()
+	if len(unnestForms.m) < maxUnnestForms {
+		unnestForms.m[key] = q
+	}
+	unnestForms.Unlock()
+	return q, arrays, true
+}
+
+// unnestKey names one unnest form: the INSERT's head and tuple and the
+// array type of each of its columns (the types are string constants of
+// column: comparing them reads no new memory).
+type unnestKey struct {
+	head, tuple string
+	cols        int
+	types       [maxUnnestCols]string
+}
+
+const (
+	maxUnnestCols  = 16  // wider INSERTs build their text every time
+	maxUnnestForms = 256 // the store has a few dozen; a bound all the same
+)
+
+// unnestForms keeps the unnest forms' texts.
+var unnestForms = struct {
+	sync.RWMutex
+	m map[unnestKey]string
+}{m: map[unnestKey]string{}}
+
+// unnestText is unnestRows' statement for placeholder column c of type
+// typeOf(c); ok is false for a head or tuple it does not handle.
+func unnestText(head, tuple string, cols int, typeOf func(c int) string) (string, bool) {
+	insert, ok := strings.CutSuffix(strings.TrimSpace(head), "VALUES")
+	if !ok || !strings.HasPrefix(tuple, "(") || !strings.HasSuffix(tuple, ")") {
+		return "", false
+	}
+	items := strings.Split(tuple[1:len(tuple)-1], ",")
 	var sel, fn, names []string
 	c := 0
 	for _, it := range items {
 		it = strings.TrimSpace(it)
 		if it != "?" {
 			if strings.ContainsAny(it, "?(") { // a cast or an expression: not handled
-				return "", nil, false
+				return "", false
 			}
 			sel = append(sel, it) // a literal
 			continue
 		}
 		if c >= cols {
-			return "", nil, false
+			return "", false
 		}
-		arr, typ, ok := column(args, c, cols, rows)
-		if !ok {
-			return "", nil, false
-		}
+		typ := typeOf(c)
 		c++
 		name := fmt.Sprintf("c%d", c)
 		sel, names = append(sel, "u."+name), append(names, name)
 		fn = append(fn, "?::"+typ)
-		arrays = append(arrays, arr)
 	}
 	if c != cols {
-		return "", nil, false
+		return "", false
 	}
-	q := insert + "SELECT " + strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(fn, ", ") + ") AS u(" + strings.Join(names, ", ") + ")"
-	return q, arrays, true
+	return insert + "SELECT " + strings.Join(sel, ", ") + " FROM unnest(" + strings.Join(fn, ", ") + ") AS u(" + strings.Join(names, ", ") + ")", true
 }
 
 // column collects column c of rows rows (cols values each) as a typed

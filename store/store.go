@@ -335,8 +335,8 @@ type Tx struct {
 	tacNames map[uint32]TACName
 }
 
-// rebind rewrites ? placeholders for the transaction's database.
-func (tx *Tx) rebind(q string) string { return tx.tx.Rebind(q) }
+// rebind rewrites ? placeholders for the transaction's database (DB.rebind).
+func (tx *Tx) rebind(q string) string { return tx.db.rebind(q) }
 
 // Now returns the store's clock reading.
 func (tx *Tx) Now() time.Time { return tx.db.Now() }

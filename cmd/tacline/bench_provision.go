@@ -78,6 +78,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.Float64Var(&o.OfferedRate, "rate", 0, "offered devices/s over all stations (0: closed loop)")
 	f.StringVar(&o.Dir, "dir", "", "working directory, replaced (default var/bench-provision)")
 	f.StringVar(&o.CPUProfile, "cpuprofile", "", "have the server write a CPU profile of the run to this file")
+	f.StringVar(&o.MemProfile, "memprofile", "", "have the server write an allocation profile (pprof allocs: every allocation since start, sampled) to this file when it stops")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	f.BoolVar(&compareAudit, "compare-audit", false, "run without and then with the audit log and report its cost")
 	f.BoolVar(&o.NoAudit, "no-audit", false, "run without the audit log")

@@ -245,6 +245,17 @@ func shareable(lt *lint.CertificateLint, inst lint.LintInterface) bool {
 	return t.Kind() == reflect.Struct && t.NumField() == 0
 }
 
+// notApplicable and notEffective are runShared's answers for a lint that
+// does not apply to the certificate, or is not yet in effect: one value
+// each, shared by every certificate (most of the selected lints do not
+// apply to a device certificate, and a new result per lint and certificate
+// was 8 % of the bytes a provisioned device allocated). Nothing writes to
+// a result: check only reads its status and details.
+var (
+	notApplicable = lint.LintResult{Status: lint.NA}
+	notEffective  = lint.LintResult{Status: lint.NE}
+)
+
 // runShared is what CertificateLint.Execute does for a shareable lint,
 // minus building and configuring it: CheckApplies, CheckEffective,
 // Execute, a panic answered as Fatal.
@@ -255,10 +266,10 @@ func runShared(lt *lint.CertificateLint, one lint.LintInterface, c *zx509.Certif
 		}
 	}()
 	if !one.CheckApplies(c) {
-		return &lint.LintResult{Status: lint.NA}
+		return &notApplicable
 	}
 	if !lt.CheckEffective(c) {
-		return &lint.LintResult{Status: lint.NE}
+		return &notEffective
 	}
 	return one.Execute(c)
 }

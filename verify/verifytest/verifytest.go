@@ -43,7 +43,7 @@ func Provision(t testing.TB, env *provtest.Env, serial string) *Device {
 	if err != nil {
 		t.Fatalf("provision %s: %v", serial, err)
 	}
-	rest, err := verify.ParseChainPEM(iss.ChainPEM)
+	rest, err := verify.ParseChainPEM([]byte(iss.ChainPEM))
 	if err != nil {
 		t.Fatalf("chain of %s: %v", serial, err)
 	}
