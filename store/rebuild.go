@@ -14,6 +14,7 @@ import (
 	"github.com/mattn/go-sqlite3"
 	"golang.org/x/sys/unix"
 
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -454,7 +455,7 @@ func swapLedger(ctx context.Context, old *lockedSQLite, f *os.File, path, tmp st
 	if err := os.Rename(tmp, path); err != nil {
 		return false, tacerr.Wrap(tacerr.Unavailable, err, "put the rebuilt ledger in place (rename %s to %s); the ledger is as it was", tmp, path)
 	}
-	if err := syncDir(filepath.Dir(path)); err != nil {
+	if err := atomicfile.SyncDir(filepath.Dir(path)); err != nil {
 		return true, tacerr.Wrap(tacerr.Unavailable, err,
 			"the rebuilt ledger was renamed to %s, but its directory could not be synced: run tacline ledger check before serving", path)
 	}
@@ -475,14 +476,4 @@ func swapLedger(ctx context.Context, old *lockedSQLite, f *os.File, path, tmp st
 		_ = os.Remove(p)
 	}
 	return true, nil
-}
-
-// syncDir makes the entries of dir durable (a rename in it).
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

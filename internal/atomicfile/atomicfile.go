@@ -44,6 +44,12 @@ func WriteFunc(path string, perm os.FileMode, fn func(io.Writer) error) error {
 	if err != nil {
 		return err
 	}
+	return SyncDir(dir)
+}
+
+// SyncDir makes the entries of dir durable: a rename or a new file in it
+// survives a crash once SyncDir returns.
+func SyncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
