@@ -1,39 +1,22 @@
 package store
 
-import (
-	"sync"
-
-	"github.com/jmoiron/sqlx"
-)
+import "github.com/jmoiron/sqlx"
 
 // rebinds keeps the PostgreSQL form ($1, $2...) of the statements the store
 // sends. Their texts are a small fixed set (the multi-row writer's unnest
 // form does not depend on the number of rows), yet sqlx.Rebind built a new
 // string for every statement of every batch and every per-request read:
-// 3 % of the bytes a device allocated on PostgreSQL. Past maxRebinds texts
-// a statement is rebound without being kept, so a caller that built texts
-// without end could not grow it without end.
-var rebinds = struct {
-	sync.RWMutex
-	m map[string]string
-}{m: map[string]string{}}
-
-const maxRebinds = 2048
+// 3 % of the bytes a device allocated on PostgreSQL. A memo: past its
+// bound a statement is rebound without being kept.
+var rebinds = newMemo[string, string](2048)
 
 // rebindDollar is sqlx.Rebind(sqlx.DOLLAR, q), kept.
 func rebindDollar(q string) string {
-	rebinds.RLock()
-	r, ok := rebinds.m[q]
-	rebinds.RUnlock()
-	if ok {
+	if r, ok := rebinds.get(q); ok {
 		return r
 	}
-	r = sqlx.Rebind(sqlx.DOLLAR, q)
-	rebinds.Lock()
-	if len(rebinds.m) < maxRebinds {
-		rebinds.m[q] = r
-	}
-	rebinds.Unlock()
+	r := sqlx.Rebind(sqlx.DOLLAR, q)
+	rebinds.put(q, r)
 	return r
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"strings"
-	"sync"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -210,20 +209,14 @@ func unnestRows(head, tuple string, cols int, args []any) (string, []any, bool) 
 		q, ok := unnestText(head, tuple, cols, func(c int) string { _, t, _ := column(args, c, cols, rows); return t })
 		return q, arrays, ok
 	}
-	unnestForms.RLock()
-	q, ok := unnestForms.m[key]
-	unnestForms.RUnlock()
-	if ok {
+	if q, ok := unnestForms.get(key); ok {
 		return q, arrays, true
 	}
-	if q, ok = unnestText(head, tuple, cols, func(c int) string { return key.types[c] }); !ok {
+	q, ok := unnestText(head, tuple, cols, func(c int) string { return key.types[c] })
+	if !ok {
 		return "", nil, false
 	}
-	unnestForms.Lock()
-	if len(unnestForms.m) < maxUnnestForms {
-		unnestForms.m[key] = q
-	}
-	unnestForms.Unlock()
+	unnestForms.put(key, q)
 	return q, arrays, true
 }
 
@@ -242,10 +235,7 @@ const (
 )
 
 // unnestForms keeps the unnest forms' texts.
-var unnestForms = struct {
-	sync.RWMutex
-	m map[unnestKey]string
-}{m: map[unnestKey]string{}}
+var unnestForms = newMemo[unnestKey, string](maxUnnestForms)
 
 // unnestText is unnestRows' statement for placeholder column c of type
 // typeOf(c); ok is false for a head or tuple it does not handle.
