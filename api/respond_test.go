@@ -47,7 +47,7 @@ func TestRespondWritesJSONWithoutCopies(t *testing.T) {
 	}
 
 	if raceEnabled {
-		t.Log("allocations not checked: the race detector's sync.Pool drops buffers on purpose")
+		t.Log("allocations not checked: the race detector's sync.Pool drops buffers on purpose (make test runs this test again without -race)")
 		return
 	}
 	w := &discardWriter{h: http.Header{}}
