@@ -1,12 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"strings"
 	"testing"
 )
 
-func TestParseMemCounters(t *testing.T) {
+func TestParseMetrics(t *testing.T) {
 	text := `# HELP go_memstats_alloc_bytes Number of bytes allocated in heap and currently in use.
 go_memstats_alloc_bytes 1.2e+07
 # HELP go_memstats_alloc_bytes_total Total number of bytes allocated in heap until now, even if released already.
@@ -15,14 +14,14 @@ go_memstats_alloc_bytes_total 5.021934e+08
 go_memstats_mallocs 3
 go_memstats_mallocs_total 8.6e+06
 `
-	m, err := parseMemCounters(bufio.NewReader(strings.NewReader(text)))
+	m, err := parseSamples(strings.NewReader(text))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.bytes != 5.021934e+08 || m.objects != 8.6e+06 {
+	if m["go_memstats_alloc_bytes_total"] != 5.021934e+08 || m["go_memstats_mallocs_total"] != 8.6e+06 {
 		t.Fatalf("got %+v, want bytes 5.021934e+08 (not go_memstats_alloc_bytes) and objects 8.6e+06", m)
 	}
-	if _, err := parseMemCounters(bufio.NewReader(strings.NewReader("go_memstats_alloc_bytes 1\n"))); err == nil {
-		t.Fatal("no error for /metrics without the counters")
+	if m, _ := parseSamples(strings.NewReader(`tacline_x{a="b"} 1` + "\n")); len(m) != 0 {
+		t.Fatalf("a labelled sample was taken: %v", m)
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -100,6 +101,12 @@ type ProvisionResult struct {
 	// readers map (mmap_size 256 MiB each).
 	ServerRSSAnonMiB float64 `json:"server_rss_anon_mib"`
 	ServerRSSFileMiB float64 `json:"server_rss_file_mib"`
+	// ServerWarmSeconds and ServerWarmMiB are the servers' start-up
+	// warm-up of the ledger's key indexes (store.DB.Warm, SQLite): how long
+	// the bench waited for it after the servers answered, before its
+	// warm-up load and clock, and what the first server read.
+	ServerWarmSeconds float64 `json:"server_warm_seconds"`
+	ServerWarmMiB     float64 `json:"server_warm_mib"`
 	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
 	LoadAverage string `json:"load_average"`
 
@@ -178,6 +185,9 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	}
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
+		return nil, err
+	}
+	if res.ServerWarmSeconds, res.ServerWarmMiB, err = waitWarm(ctx, metricsClient, procs); err != nil {
 		return nil, err
 	}
 	// Warm up connections and caches, then measure.
@@ -262,6 +272,40 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	}
 	res.LedgerOK, res.CheckSeconds = rep.OK(), time.Since(checkStart).Seconds()
 	return res, nil
+}
+
+// waitWarm waits until every server has ended its start-up warm-up of the
+// ledger (tacline_ledger_warm_done), and returns how long that took and
+// what the first one read.
+func waitWarm(ctx context.Context, c *http.Client, procs replicas) (seconds, mib float64, err error) {
+	start := time.Now()
+	deadline := start.Add(30 * time.Minute)
+	for i := 0; i < len(procs); {
+		v, err := scrape(ctx, c, procs[i].URL+"/metrics")
+		if err != nil {
+			return 0, 0, fmt.Errorf("read the server's warm-up: %w", err)
+		}
+		done, ok := v["tacline_ledger_warm_done"]
+		if !ok {
+			return 0, 0, fmt.Errorf("/metrics lacks tacline_ledger_warm_done (a server older than this bench?)")
+		}
+		if i == 0 {
+			mib = v["tacline_ledger_warm_bytes"] / (1 << 20)
+		}
+		if done == 1 {
+			i++
+			continue
+		}
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("the server's ledger warm-up has not ended after %s", time.Since(start).Round(time.Second))
+		}
+		select {
+		case <-ctx.Done():
+			return 0, 0, ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return time.Since(start).Seconds(), mib, nil
 }
 
 // processCPU returns a process's user+system CPU time from /proc.

@@ -246,8 +246,14 @@ func scrape(ctx context.Context, c *http.Client, url string) (map[string]float64
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("scrape %s: %s", url, resp.Status)
 	}
+	return parseSamples(resp.Body)
+}
+
+// parseSamples reads the unlabelled samples of a Prometheus text
+// exposition.
+func parseSamples(r io.Reader) (map[string]float64, error) {
 	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()

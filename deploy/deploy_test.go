@@ -18,6 +18,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -158,7 +159,7 @@ func TestMetricNamesLive(t *testing.T) {
 	var vals map[string]string
 	for {
 		names, vals = scrapeNames(t, op, proc.URL+"/metrics")
-		if names["tacline_register_results_total"] && names["tacline_audit_checkpoint_size"] {
+		if names["tacline_register_results_total"] && names["tacline_audit_checkpoint_size"] && vals["tacline_ledger_warm_done"] == "1" {
 			break
 		}
 		select {
@@ -172,6 +173,11 @@ func TestMetricNamesLive(t *testing.T) {
 		if vals[name] != want {
 			t.Errorf("%s = %q, want %s", name, vals[name], want)
 		}
+	}
+	// The SQLite ledger's key indexes were read at start-up (a root page
+	// each at least).
+	if b, _ := strconv.ParseFloat(vals["tacline_ledger_warm_bytes"], 64); b < 1024 {
+		t.Errorf("tacline_ledger_warm_bytes = %q once the warm-up ended, want the indexes' pages", vals["tacline_ledger_warm_bytes"])
 	}
 	if vals["tacline_audit_events"] == "" || vals["tacline_audit_events"] == "0" {
 		t.Errorf("tacline_audit_events = %q after provisioning", vals["tacline_audit_events"])

@@ -55,6 +55,7 @@ type Server struct {
 	issuers    *issuers           // device issuers, kept in step with the ledger
 	stationCRL *stepca.CRLWatcher // step-ca's CRL for step-ca station identities, or nil
 	reload     chan struct{}      // TriggerIssuerRefresh
+	warm       warmState          // the ledger's start-up warm-up (warm.go)
 }
 
 // OpenLedger opens the ledger with its event sinks attached: the audit log
@@ -186,6 +187,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		return nil, err
 	}
 	if err := s.issuers.register(s.Registry); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if err := s.Registry.Register(&s.warm); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -348,6 +353,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	gcPercent, memLimit := s.cfg.Server.TuneRuntime()
 	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	go s.warmLedger(rctx)
 	go s.Service.RunRecovery(rctx, s.cfg.Provisioning.RecoveryInterval)
 	go s.runIssuerRefresh(rctx, s.cfg.Provisioning.IssuerRefresh)
 	go s.runStationCRL(rctx)

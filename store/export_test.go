@@ -119,3 +119,12 @@ func SetRebuildHooks(tick time.Duration, free func(dir string) (int64, error), s
 
 // RebuildEstimate is rebuildEstimate (tests).
 func RebuildEstimate(used, from, to int64) int64 { return rebuildEstimate(used, from, to) }
+
+// WarmTables lists the tables of the indexes Warm reads, in order.
+func WarmTables() []string {
+	var ts []string
+	for _, k := range warmKeys {
+		ts = append(ts, k.table)
+	}
+	return ts
+}

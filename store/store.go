@@ -58,6 +58,21 @@ type Config struct {
 	DSN    string  `yaml:"dsn" doc:"SQLite: the database file (relative to this file); PostgreSQL: a postgres:// URL or key=value DSN"` // SQLite: a file path; PostgreSQL: a URL or key=value DSN
 	// MaxConns bounds the PostgreSQL connection pool (default 16).
 	MaxConns int `yaml:"max_conns" doc:"largest PostgreSQL connection pool of one process (0: 16)" default:"16"`
+	// WarmMiB bounds what tacline serve reads of a SQLite ledger's key
+	// indexes into the page cache when it starts (DB.Warm).
+	WarmMiB int `yaml:"warm_mib" doc:"SQLite: the most MiB of the ledger's key indexes tacline serve reads into the page cache as it starts, so that devices after a restart do not wait on the disk (0: a quarter of the machine's memory; -1: none)" default:"0"`
+}
+
+// WarmBudget is the byte budget of DB.Warm this configuration gives
+// (0 for none).
+func (c Config) WarmBudget() int64 {
+	switch {
+	case c.Driver != SQLite || c.WarmMiB < 0:
+		return 0
+	case c.WarmMiB == 0:
+		return defaultWarmBudget()
+	}
+	return int64(c.WarmMiB) << 20
 }
 
 // Validate reports the first wrong field, named as in the configuration file.
@@ -74,6 +89,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConns < 0 {
 		return tacerr.Field(tacerr.InvalidConfig, "database.max_conns", "must not be negative")
+	}
+	if c.WarmMiB < -1 {
+		return tacerr.Field(tacerr.InvalidConfig, "database.warm_mib", "%d: use a size in MiB, 0 for a quarter of the memory or -1 for none", c.WarmMiB)
 	}
 	return nil
 }
@@ -101,6 +119,8 @@ type DB struct {
 	// roundTrips counts the statements and pgx batches PostgreSQL write
 	// transactions sent (each a round trip; tests of the pipeline).
 	roundTrips atomic.Int64
+	// path is a SQLite ledger's file (Warm reads it).
+	path string
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -242,7 +262,7 @@ func (db *DB) openSQLite(cfg Config) error {
 	r.SetMaxOpenConns(sqliteReaders)
 	r.SetMaxIdleConns(sqliteReaders)
 	r.SetConnMaxLifetime(0)
-	db.w, db.r = w, r
+	db.w, db.r, db.path = w, r, path
 	db.stmts = &stmtCache{db: w, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
 	db.rstmts = &readStmts{db: r, stmts: map[string]*sqlx.Stmt{}}
 	return nil

@@ -35,6 +35,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"bad driver", store.Config{Driver: "mysql", DSN: "x"}, "database.driver"},
 		{"no dsn", store.Config{Driver: store.SQLite}, "database.dsn"},
 		{"negative conns", store.Config{Driver: store.Postgres, DSN: "x", MaxConns: -1}, "database.max_conns"},
+		{"warm below -1", store.Config{Driver: store.SQLite, DSN: "x", WarmMiB: -2}, "database.warm_mib"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

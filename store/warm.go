@@ -1,0 +1,264 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tacline/tacline/tacerr"
+)
+
+// warmKeys are the indexes a new device lands on at a place its own values
+// choose, most valuable first: each provisioning request looks up the
+// device key's hash (random: one leaf anywhere in the index per device),
+// the request id and the device serial (a station's own sequence, or
+// random when a station uses random request ids) before it reserves, and
+// the bind inserts into the same leaves. An index is named by its table and
+// first column, so a migration that rebuilds one (and renames an automatic
+// index) is still found; TestWarmKeysResolve checks each resolves.
+var warmKeys = []struct{ table, column string }{
+	{"device_keys", "spki_hash"},
+	{"issuances", "request_id"},
+	{"reservations", "request_id"},
+	{"devices", "serial"},
+	{"device_claims", "serial"},
+	{"imeis", "device_serial"},
+}
+
+// sqlWarmIndex finds the index of a table whose first column is the given
+// one, and its root page.
+const sqlWarmIndex = `SELECT il.name, s.rootpage FROM pragma_index_list(?) il JOIN sqlite_schema s ON s.name = il.name
+	WHERE (SELECT ii.name FROM pragma_index_info(il.name) ii WHERE ii.seqno = 0) = ? ORDER BY il.name LIMIT 1`
+
+// WarmTree is what Warm read of one index.
+type WarmTree struct {
+	Index string `json:"index"`
+	Table string `json:"table"`
+	// Pages is the number of the index's pages read; Levels how many of
+	// its levels (the root's first).
+	Pages  int64 `json:"pages"`
+	Levels int   `json:"levels"`
+	// Partial is true when the budget ended before the index's last
+	// level (its leaves): the upper levels only were read.
+	Partial bool `json:"partial,omitempty"`
+}
+
+// WarmReport is what Warm did.
+type WarmReport struct {
+	Trees   []WarmTree `json:"trees"`
+	Bytes   int64      `json:"bytes"`
+	Budget  int64      `json:"budget_bytes"`
+	Seconds float64    `json:"seconds"`
+}
+
+// warmReaders is the number of reads Warm keeps in flight: the disk
+// answers many random reads at once far faster than one at a time
+// (docs/benchmarks.md, session 10).
+const warmReaders = 32
+
+// warmRun is the most pages one read covers when their numbers follow
+// each other.
+const warmRun = 64
+
+// Warm reads the pages of the ledger's key indexes (warmKeys) into the
+// operating system's page cache, at most budget bytes, and counts what it
+// read in progress as it goes. On a ledger larger than the machine's
+// memory those indexes are what a restarted server reads from the disk,
+// one page at a time, for every new device (the file's other pages are
+// appended to or read rarely); read here level by level with many reads
+// in flight, they come in seconds. Warm reads the database file only; it
+// changes nothing, and a page that a concurrent checkpoint rewrites is at
+// worst read for nothing. PostgreSQL: nothing to do here (its pg_prewarm
+// extension is the same tool, docs/operations.md).
+func (db *DB) Warm(ctx context.Context, budget int64, progress *atomic.Int64) (WarmReport, error) {
+	start := time.Now()
+	rep := WarmReport{Budget: budget, Trees: []WarmTree{}}
+	if db.dialect != SQLite {
+		return rep, nil
+	}
+	f, err := os.Open(db.path)
+	if err != nil {
+		return rep, tacerr.Wrap(tacerr.Unavailable, err, "open the ledger to warm its indexes")
+	}
+	defer f.Close()
+	var hdr [100]byte
+	if _, err := f.ReadAt(hdr[:], 0); err != nil {
+		return rep, tacerr.Wrap(tacerr.Unavailable, err, "read the ledger's header")
+	}
+	pageSize := int64(binary.BigEndian.Uint16(hdr[16:18]))
+	if pageSize == 1 {
+		pageSize = 65536
+	}
+	if pageSize < 512 || pageSize&(pageSize-1) != 0 {
+		return rep, tacerr.New(tacerr.Internal, "the ledger's header gives page size %d", pageSize)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return rep, tacerr.Wrap(tacerr.Unavailable, err, "read the ledger's size")
+	}
+	w := &warmer{f: f, pageSize: pageSize, pages: uint32(min(st.Size()/pageSize, 1<<32-1)), progress: progress}
+	for _, k := range warmKeys {
+		var idx struct {
+			Name string `db:"name"`
+			Root uint32 `db:"rootpage"`
+		}
+		if err := db.r.GetContext(ctx, &idx, sqlWarmIndex, k.table, k.column); err != nil {
+			if errors.Is(err, sql.ErrNoRows) {
+				continue
+			}
+			return rep, translate(err, "find the index of "+k.table+"."+k.column)
+		}
+		t := WarmTree{Index: idx.Name, Table: k.table}
+		level := []uint32{idx.Root}
+		for len(level) > 0 && t.Levels < 32 {
+			if rep.Bytes+int64(len(level))*pageSize > budget {
+				t.Partial = true
+				break
+			}
+			next, err := w.read(ctx, level)
+			if err != nil {
+				return rep, err
+			}
+			t.Pages += int64(len(level))
+			t.Levels++
+			rep.Bytes += int64(len(level)) * pageSize
+			level = next
+		}
+		if t.Pages > 0 {
+			rep.Trees = append(rep.Trees, t)
+		}
+		if t.Partial {
+			break
+		}
+	}
+	rep.Seconds = time.Since(start).Seconds()
+	return rep, nil
+}
+
+// warmer reads b-tree pages of one file.
+type warmer struct {
+	f        *os.File
+	pageSize int64
+	pages    uint32 // pages in the file when Warm started
+	progress *atomic.Int64
+}
+
+// read reads the given pages (many reads in flight, neighbours in one
+// read) and returns the child pages of those that are interior b-tree
+// pages, in no order.
+func (w *warmer) read(ctx context.Context, pages []uint32) ([]uint32, error) {
+	pages = slices.Clone(pages)
+	slices.Sort(pages)
+	pages = slices.Compact(pages)
+	var runs [][2]uint32 // first page, count
+	for _, p := range pages {
+		if n := len(runs); n > 0 && runs[n-1][0]+runs[n-1][1] == p && runs[n-1][1] < warmRun {
+			runs[n-1][1]++
+			continue
+		}
+		runs = append(runs, [2]uint32{p, 1})
+	}
+	var (
+		mu       sync.Mutex
+		children []uint32
+		firstErr error
+		next     atomic.Int64
+		wg       sync.WaitGroup
+	)
+	for range min(warmReaders, len(runs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, warmRun*w.pageSize)
+			var kids []uint32
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= len(runs) || ctx.Err() != nil {
+					break
+				}
+				first, count := runs[i][0], runs[i][1]
+				b := buf[:int64(count)*w.pageSize]
+				n, err := w.f.ReadAt(b, int64(first-1)*w.pageSize)
+				if err != nil && !errors.Is(err, io.EOF) {
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, error(tacerr.Wrap(tacerr.Unavailable, err, "read ledger page %d", first)))
+					mu.Unlock()
+					break
+				}
+				if w.progress != nil {
+					w.progress.Add(int64(n))
+				}
+				for j := int64(0); j < int64(count) && (j+1)*w.pageSize <= int64(n); j++ {
+					kids = w.children(kids, first+uint32(j), b[j*w.pageSize:(j+1)*w.pageSize])
+				}
+			}
+			mu.Lock()
+			children = append(children, kids...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	return children, nil
+}
+
+// children appends the child page numbers of an interior b-tree page (an
+// index's or a table's) to kids; a leaf, or a page that is not what its
+// parent said (rewritten since the parent was read), has none. A child
+// number outside the file is dropped.
+func (w *warmer) children(kids []uint32, pgno uint32, page []byte) []uint32 {
+	h := 0
+	if pgno == 1 {
+		h = 100 // the file header comes first on page 1
+	}
+	if len(page) < h+12 || (page[h] != 0x02 && page[h] != 0x05) {
+		return kids
+	}
+	add := func(c uint32) {
+		if c >= 1 && c <= w.pages {
+			kids = append(kids, c)
+		}
+	}
+	cells := int(binary.BigEndian.Uint16(page[h+3:]))
+	for i := range cells {
+		at := h + 12 + 2*i
+		if at+2 > len(page) {
+			break
+		}
+		off := int(binary.BigEndian.Uint16(page[at:]))
+		if off+4 > len(page) {
+			continue
+		}
+		add(binary.BigEndian.Uint32(page[off:]))
+	}
+	add(binary.BigEndian.Uint32(page[h+8:]))
+	return kids
+}
+
+// defaultWarmBudget is Warm's budget when the configuration sets none: a
+// quarter of the machine's memory (MemTotal in /proc/meminfo), or 1 GiB
+// where that cannot be read.
+func defaultWarmBudget() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err == nil {
+		var kib int64
+		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kib); err == nil && kib > 0 {
+			return kib * 1024 / 4
+		}
+	}
+	return 1 << 30
+}
