@@ -69,7 +69,7 @@ func TestCreateRefusesNonEmptyDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "old"), nil, 0o600)
-	if err := emptyDir(dir); !tacerr.Is(err, tacerr.InvalidInput) {
+	if _, err := emptyDir(dir); !tacerr.Is(err, tacerr.InvalidInput) {
 		t.Fatalf("emptyDir(non-empty) = %v", err)
 	}
 }
