@@ -80,7 +80,7 @@ const format = "tacline-backup"
 // progress, when not nil, follows a SQLite ledger's copy (store.DB.Backup).
 //
 // A failed backup leaves dir as it found it: it removes the files it
-// wrote, and dir itself when it created it. On SQLite the space check
+// wrote, and the directories it created (dir and missing parents). On SQLite the space check
 // comes before any file of the set is written: the files read before the
 // copy (the published checkpoint, the newest checkpoint and its key) are
 // kept in memory and written after it.
@@ -158,37 +158,41 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 	return m, writeManifest(dir, m)
 }
 
-// emptyDir makes sure dir is an empty directory, and says whether it
-// created it.
-func emptyDir(dir string) (created bool, err error) {
-	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
-		created = true
+// emptyDir makes sure dir is an empty directory, and returns the
+// directories it created (dir and the missing ones above it, innermost
+// first).
+func emptyDir(dir string) (created []string, err error) {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		created = append(created, d)
 	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return false, tacerr.Wrap(tacerr.InvalidInput, err, "create backup directory %s", dir)
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create backup directory %s", dir)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		return created, tacerr.Wrap(tacerr.InvalidInput, err, "read backup directory %s", dir)
 	}
 	if len(ents) > 0 {
-		return false, tacerr.Field(tacerr.InvalidInput, "to", "%s is not empty: give a new directory for each backup set", dir)
+		return nil, tacerr.Field(tacerr.InvalidInput, "to", "%s is not empty: give a new directory for each backup set", dir)
 	}
 	return created, nil
 }
 
 // unwrite undoes a failed Create: it removes the files names of dir
-// (those it may have written) and dir when Create created it, and
+// (those it may have written) and the directories Create created, and
 // returns err, with what could not be removed.
-func unwrite(err error, dir string, created bool, names []string) error {
+func unwrite(err error, dir string, created, names []string) error {
 	for _, n := range names {
 		if rerr := os.Remove(filepath.Join(dir, n)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
 			err = errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove %s of the failed backup set: remove it by hand", n))
 		}
 	}
-	if created {
-		if rerr := os.Remove(dir); rerr != nil {
-			err = errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove the failed backup set's directory %s: remove it by hand", dir))
+	for _, d := range created {
+		if rerr := os.Remove(d); rerr != nil {
+			return errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove the directory %s the failed backup created: remove it by hand", d))
 		}
 	}
 	return err

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -36,8 +37,12 @@ func SmallFS(t *testing.T, name string, size int64, env ...string) string {
 		GidMappings: []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getgid(), Size: 1}},
 	}
 	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s in a %d-byte tmpfs (the test needs user and mount namespaces: unshare -Urm must work): %v\n%s", name, size, err, out)
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		t.Fatalf("%s in a %d-byte tmpfs: %v\n%s", name, size, err, out)
+	case err != nil:
+		t.Fatalf("start %s in a user and mount namespace of its own (the test needs them: unshare -Urm must work): %v", name, err)
 	}
 	if !strings.Contains(string(out), "--- PASS: "+name+" ") {
 		t.Fatalf("%s did not run in the child:\n%s", name, out)
