@@ -89,10 +89,7 @@ func (db *DB) backupSQLite(ctx context.Context, out string, progress func(CopyPr
 	if _, _, err := space.check(); err != nil {
 		return err
 	}
-	return vacuumInto(ctx, c, out, 0, used, "backup", func(p CopyProgress) {
-		p.PageSize = pageSize
-		progress(p)
-	})
+	return vacuumInto(ctx, c, out, pageSize, used, "backup", progress)
 }
 
 // noSpace is how pg_dump (the C library's strerror(ENOSPC)) says the disk

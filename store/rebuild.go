@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -189,6 +190,9 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 			_, _ = removeRebuildFiles(tmp)
 		}
 	}()
+	if _, err := old.c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(rep.PageSize, 10)); err != nil {
+		return translate(err, "set the new file's page size")
+	}
 	err = vacuumInto(ctx, old.c, tmp, rep.PageSize, estimate, "ledger rebuild", func(p CopyProgress) {
 		progress(RebuildProgress{Phase: RebuildCopy, CopyProgress: p})
 	})

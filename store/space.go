@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -131,8 +130,9 @@ func removeSQLiteFiles(path, what string) (int64, error) {
 }
 
 // vacuumInto writes the SQLite database c reads into the new file out
-// with VACUUM INTO (at pageSize; 0 keeps the database's), reporting the
-// new file's growth against estimate about every rebuildTick. A disk that
+// with VACUUM INTO (in pages of pageSize bytes: the database's, or the
+// one set on c with PRAGMA page_size), reporting the new file's growth
+// against estimate about every rebuildTick. A disk that
 // fills during the copy is insufficient_space (task names the command in
 // the message, which says the partial copy was removed: the caller
 // removes it).
@@ -149,13 +149,7 @@ func vacuumInto(ctx context.Context, c *sql.Conn, out string, pageSize, estimate
 			report(min(st.Size(), total*999/1000), total)
 		}
 	})
-	var err error
-	if pageSize > 0 {
-		_, err = c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(pageSize, 10))
-	}
-	if err == nil {
-		_, err = c.ExecContext(ctx, qVacuumInto, out)
-	}
+	_, err := c.ExecContext(ctx, qVacuumInto, out)
 	stop()
 	if err != nil {
 		if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrFull {
