@@ -31,7 +31,7 @@ const (
 // SQLite: it measures the pages in use (page_count - freelist_count, at
 // the page size) and refuses with insufficient_space, writing nothing,
 // when dir's filesystem has less free than that plus a margin (2 %, at
-// least 64 MiB: the ledger grows while it is copied); then VACUUM INTO on
+// least 64 MiB, spaceMargin); then VACUUM INTO on
 // a read connection, which copies one read snapshot (a WAL reader never
 // blocks the writer) into a new, compact database file. progress, when not
 // nil, is called as the copy begins, about every second of it and at its

@@ -52,9 +52,9 @@ func sqliteUsed(ctx context.Context, c *sql.Conn) (used, pageSize int64, err err
 }
 
 // spaceMargin is the free space asked beyond the estimate of a copy: 2 %,
-// at least 64 MiB (the new file's journal and WAL while it is opened and
-// checked, the ledger's growth while a backup copies it, and room for the
-// filesystem's own metadata).
+// at least 64 MiB (the new file's journal, and its WAL while a rebuild
+// opens and checks it; what a live ledger grows by between the measure
+// and a backup's snapshot; room for the filesystem's own metadata).
 func spaceMargin(estimate int64) int64 {
 	return max(estimate/50, 64<<20)
 }
