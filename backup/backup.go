@@ -80,21 +80,21 @@ const format = "tacline-backup"
 // progress, when not nil, follows a SQLite ledger's copy (store.DB.Backup).
 //
 // A failed backup leaves dir as it found it: it removes the files it
-// wrote, and the directories it created (dir and missing parents). On SQLite the space check
-// comes before any file of the set is written: the files read before the
-// copy (the published checkpoint, the newest checkpoint and its key) are
-// kept in memory and written after it.
+// wrote and the directories it created (dir and missing parents). On
+// SQLite the space check comes before any file of the set is written: the
+// files read before the copy (the published checkpoint, the newest
+// checkpoint and its key) are kept in memory and written after it.
 func Create(ctx context.Context, cfg *config.File, dir, version string, progress func(store.CopyProgress)) (_ *Manifest, err error) {
-	created, err := emptyDir(dir)
-	if err != nil {
-		return nil, err
-	}
 	var written []string
+	created, err := emptyDir(dir)
 	defer func() {
 		if err != nil {
 			err = unwrite(err, dir, created, written)
 		}
 	}()
+	if err != nil {
+		return nil, err
+	}
 	write := func(name string, data []byte) error {
 		written = append(written, name)
 		return os.WriteFile(filepath.Join(dir, name), data, 0o600)
@@ -116,6 +116,7 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 	// The newest checkpoint before the copy: checkpoints are never
 	// deleted, so the copy contains it.
 	cp, err := audit.LatestCheckpoint(ctx, db)
+	signed := err == nil
 	switch {
 	case tacerr.Is(err, tacerr.NotFound):
 	case err != nil:
@@ -132,7 +133,7 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 			return nil, err
 		}
 	}
-	if m.CheckpointSize > 0 {
+	if signed {
 		if err := write(CheckpointFile, cp.Note); err != nil {
 			return nil, err
 		}
