@@ -77,22 +77,35 @@ const format = "tacline-backup"
 
 // Create writes a backup set of cfg's ledger into dir (created; it must
 // not exist or be empty). It works while servers use the ledger.
-func Create(ctx context.Context, cfg *config.File, dir, version string) (*Manifest, error) {
-	if err := emptyDir(dir); err != nil {
+// progress, when not nil, follows a SQLite ledger's copy (store.DB.Backup).
+//
+// A failed backup leaves dir as it found it: it removes the files it
+// wrote and the directories it created (dir and missing parents). On
+// SQLite the space check comes before any file of the set is written: the
+// files read before the copy (the published checkpoint, the newest
+// checkpoint and its key) are kept in memory and written after it.
+func Create(ctx context.Context, cfg *config.File, dir, version string, progress func(store.CopyProgress)) (_ *Manifest, err error) {
+	var written []string
+	created, err := emptyDir(dir)
+	defer func() {
+		if err != nil {
+			err = unwrite(err, dir, created, written)
+		}
+	}()
+	if err != nil {
 		return nil, err
+	}
+	write := func(name string, data []byte) error {
+		written = append(written, name)
+		return os.WriteFile(filepath.Join(dir, name), data, 0o600)
 	}
 	m := &Manifest{Format: format, Version: 1, CreatedAt: time.Now().UTC().Truncate(time.Second), Dialect: string(cfg.Database.Driver), Tacline: version}
 	// The published checkpoint first: it is written only after its
 	// checkpoint committed, so the copy below contains it.
+	var published []byte
 	if p := cfg.Audit.PublishedCheckpoint; p != "" {
-		msg, err := audit.ReadPublished(p)
-		if err != nil {
+		if published, err = audit.ReadPublished(p); err != nil {
 			return nil, err
-		}
-		if msg != nil {
-			if err := os.WriteFile(filepath.Join(dir, PublishedFile), msg, 0o600); err != nil {
-				return nil, err
-			}
 		}
 	}
 	db, err := store.Open(ctx, cfg.Database)
@@ -103,28 +116,37 @@ func Create(ctx context.Context, cfg *config.File, dir, version string) (*Manife
 	// The newest checkpoint before the copy: checkpoints are never
 	// deleted, so the copy contains it.
 	cp, err := audit.LatestCheckpoint(ctx, db)
+	signed := err == nil
 	switch {
 	case tacerr.Is(err, tacerr.NotFound):
 	case err != nil:
 		return nil, err
 	default:
 		m.CheckpointSize = cp.Size
-		if err := os.WriteFile(filepath.Join(dir, CheckpointFile), cp.Note, 0o600); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, LogKeyFile), []byte(cp.VerifierKey+"\n"), 0o600); err != nil {
+	}
+	if m.Ledger, err = db.Backup(ctx, dir, cfg.Database.DSN, progress); err != nil {
+		return nil, err // Backup removed its partial copy
+	}
+	written = append(written, m.Ledger)
+	if published != nil {
+		if err := write(PublishedFile, published); err != nil {
 			return nil, err
 		}
 	}
-	if m.Ledger, err = db.Backup(ctx, dir, cfg.Database.DSN); err != nil {
-		return nil, err
+	if signed {
+		if err := write(CheckpointFile, cp.Note); err != nil {
+			return nil, err
+		}
+		if err := write(LogKeyFile, []byte(cp.VerifierKey+"\n")); err != nil {
+			return nil, err
+		}
 	}
-	if msg, _ := os.ReadFile(filepath.Join(dir, PublishedFile)); msg != nil && cp.VerifierKey != "" {
+	if published != nil && cp.VerifierKey != "" {
 		v, err := audit.ParseVerifierKey(cp.VerifierKey)
 		if err != nil {
 			return nil, err
 		}
-		pc, err := audit.OpenCheckpoint(msg, v)
+		pc, err := audit.OpenCheckpoint(published, v)
 		if err != nil {
 			return nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "published audit checkpoint %s", cfg.Audit.PublishedCheckpoint)
 		}
@@ -133,21 +155,48 @@ func Create(ctx context.Context, cfg *config.File, dir, version string) (*Manife
 	if m.Files, err = hashFiles(dir); err != nil {
 		return nil, err
 	}
+	written = append(written, ManifestFile)
 	return m, writeManifest(dir, m)
 }
 
-func emptyDir(dir string) error {
+// emptyDir makes sure dir is an empty directory, and returns the
+// directories it created (dir and the missing ones above it, innermost
+// first).
+func emptyDir(dir string) (created []string, err error) {
+	for d := filepath.Clean(dir); ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); !errors.Is(err, os.ErrNotExist) || d == filepath.Dir(d) {
+			break
+		}
+		created = append(created, d)
+	}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return tacerr.Wrap(tacerr.InvalidInput, err, "create backup directory %s", dir)
+		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create backup directory %s", dir)
 	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return tacerr.Wrap(tacerr.InvalidInput, err, "read backup directory %s", dir)
+		return created, tacerr.Wrap(tacerr.InvalidInput, err, "read backup directory %s", dir)
 	}
 	if len(ents) > 0 {
-		return tacerr.Field(tacerr.InvalidInput, "to", "%s is not empty: give a new directory for each backup set", dir)
+		return nil, tacerr.Field(tacerr.InvalidInput, "to", "%s is not empty: give a new directory for each backup set", dir)
 	}
-	return nil
+	return created, nil
+}
+
+// unwrite undoes a failed Create: it removes the files names of dir
+// (those it may have written) and the directories Create created, and
+// returns err, with what could not be removed.
+func unwrite(err error, dir string, created, names []string) error {
+	for _, n := range names {
+		if rerr := os.Remove(filepath.Join(dir, n)); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			err = errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove %s of the failed backup set: remove it by hand", n))
+		}
+	}
+	for _, d := range created {
+		if rerr := os.Remove(d); rerr != nil {
+			return errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove the directory %s the failed backup created: remove it by hand", d))
+		}
+	}
+	return err
 }
 
 func hashFiles(dir string) ([]FileEntry, error) {

@@ -1,12 +1,17 @@
 package backup
 
 import (
+	"context"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -69,7 +74,65 @@ func TestCreateRefusesNonEmptyDir(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "old"), nil, 0o600)
-	if err := emptyDir(dir); !tacerr.Is(err, tacerr.InvalidInput) {
+	if _, err := emptyDir(dir); !tacerr.Is(err, tacerr.InvalidInput) {
 		t.Fatalf("emptyDir(non-empty) = %v", err)
+	}
+}
+
+// TestCreateFailedLeavesDirAsFound: a backup that fails for lack of space
+// leaves its directory as it found it: absent (with the parents it
+// created) or empty. On SQLite it is refused before it writes anything
+// (a real 16 KiB tmpfs, less than the copy's need), the published
+// checkpoint included; on PostgreSQL pg_dump fills the tmpfs and the
+// partial dump goes. The backups run in TestCreateFailedChild.
+func TestCreateFailedLeavesDirAsFound(t *testing.T) {
+	t.Parallel()
+	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
+		t.Run(string(d), func(t *testing.T) {
+			t.Parallel()
+			cfg := storetest.Config(t, d)
+			db, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			published := filepath.Join(t.TempDir(), "published")
+			if err := os.WriteFile(published, []byte("a published checkpoint\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			storetest.SmallFS(t, "TestCreateFailedChild", 16<<10, "TACLINE_BACKUP_DRIVER="+string(d), "TACLINE_BACKUP_LEDGER="+cfg.DSN,
+				"TACLINE_BACKUP_PUBLISHED="+published)
+		})
+	}
+}
+
+// TestCreateFailedChild is TestCreateFailedLeavesDirAsFound's child.
+func TestCreateFailedChild(t *testing.T) {
+	dir := storetest.SmallFSDir(t)
+	cfg := &config.File{Database: store.Config{Driver: store.Dialect(os.Getenv("TACLINE_BACKUP_DRIVER")), DSN: os.Getenv("TACLINE_BACKUP_LEDGER")}}
+	cfg.Audit.PublishedCheckpoint = os.Getenv("TACLINE_BACKUP_PUBLISHED")
+	want := "needs"
+	if cfg.Database.Driver == store.Postgres {
+		want = "No space left on device"
+	}
+	for _, to := range []string{filepath.Join(dir, "new", "set"), dir} {
+		var copied bool
+		_, err := Create(context.Background(), cfg, to, "test", func(store.CopyProgress) { copied = true })
+		if !tacerr.Is(err, tacerr.InsufficientSpace) || !strings.Contains(err.Error(), want) {
+			t.Fatalf("backup into %s: %v; want insufficient_space saying %q", to, err, want)
+		}
+		if copied {
+			t.Errorf("backup into %s: a copy refused for its space began", to)
+		}
+		var left []string
+		filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			if p != dir {
+				left = append(left, p)
+			}
+			return err
+		})
+		if len(left) > 0 {
+			t.Fatalf("a failed backup into %s left %v", to, left)
+		}
 	}
 }

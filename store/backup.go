@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -27,26 +28,83 @@ const (
 // Backup writes a consistent copy of the ledger into dir, while the ledger
 // is in use, and returns the file's name (relative to dir).
 //
-// SQLite: VACUUM INTO on a read connection, which copies one read
-// snapshot (a WAL reader never blocks the writer) into a new, compact
-// database file. PostgreSQL: pg_dump in custom format, which reads one
-// REPEATABLE READ snapshot; pg_dump must be on PATH and no older than the
-// server (Debian: postgresql-client).
-func (db *DB) Backup(ctx context.Context, dir string, dsn string) (string, error) {
+// SQLite: it measures the pages in use (page_count - freelist_count, at
+// the page size) and refuses with insufficient_space, writing nothing,
+// when dir's filesystem has less free than that plus a margin (2 %, at
+// least 64 MiB, spaceMargin); then VACUUM INTO on
+// a read connection, which copies one read snapshot (a WAL reader never
+// blocks the writer) into a new, compact database file. progress, when not
+// nil, is called as the copy begins, about every second of it and at its
+// end. PostgreSQL: pg_dump in custom format, which reads one REPEATABLE
+// READ snapshot; pg_dump must be on PATH and no older than the server
+// (Debian: postgresql-client). A compressed dump's size cannot be told
+// beforehand: no space is measured, and progress is not called.
+//
+// A disk that fills during the copy (SQLITE_FULL; pg_dump's "No space left
+// on device") is insufficient_space. On any error the partial copy is
+// removed; the ledger is never written.
+func (db *DB) Backup(ctx context.Context, dir string, dsn string, progress func(CopyProgress)) (string, error) {
+	if progress == nil {
+		progress = func(CopyProgress) {}
+	}
 	switch db.dialect {
 	case SQLite:
 		out := filepath.Join(dir, backupSQLiteFile)
-		if _, err := db.r.ExecContext(ctx, qVacuumInto, out); err != nil {
-			return "", translate(err, "copy the SQLite ledger with VACUUM INTO "+out)
+		err := db.backupSQLite(ctx, out, progress)
+		if err != nil {
+			if _, rerr := removeSQLiteFiles(out, "a backup's partial ledger copy"); rerr != nil {
+				return "", errors.Join(err, rerr)
+			}
+			return "", err
 		}
 		return backupSQLiteFile, nil
 	default:
 		out := filepath.Join(dir, backupPostgresDmp)
-		if err := run(ctx, "pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", out, "--dbname", dsn); err != nil {
-			return "", err
+		err := run(ctx, "pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", out, "--dbname", dsn)
+		if err != nil {
+			if rerr := os.Remove(out); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+				err = errors.Join(err, tacerr.Wrap(tacerr.Unavailable, rerr, "remove %s (a backup's partial dump): remove it by hand", out))
+			}
+			return "", pgDumpSpace(err, dir)
 		}
 		return backupPostgresDmp, nil
 	}
+}
+
+// backupSQLite copies the ledger into out: space check, then VACUUM INTO,
+// both on one read connection.
+func (db *DB) backupSQLite(ctx context.Context, out string, progress func(CopyProgress)) error {
+	c, err := db.r.Conn(ctx)
+	if err != nil {
+		return translate(err, "open a read connection for the backup")
+	}
+	defer c.Close()
+	used, pageSize, err := sqliteUsed(ctx, c)
+	if err != nil {
+		return err
+	}
+	space := spaceNeed{Task: "backup", Dir: filepath.Dir(out), Estimate: used,
+		What:      fmt.Sprintf("the ledger's copy (about %s: its pages in use)", sizeText(used)),
+		Elsewhere: "or give --to a directory on a larger filesystem"}
+	if _, _, err := space.check(); err != nil {
+		return err
+	}
+	return vacuumInto(ctx, c, out, pageSize, used, "backup", progress)
+}
+
+// noSpace is how pg_dump (the C library's strerror(ENOSPC)) says the disk
+// is full.
+const noSpace = "No space left on device"
+
+// pgDumpSpace turns a pg_dump failure for lack of space (the partial dump
+// removed) into insufficient_space; other errors are returned as they are.
+func pgDumpSpace(err error, dir string) error {
+	e, ok := tacerr.As(err)
+	if !ok || !strings.Contains(e.Message, noSpace) {
+		return err
+	}
+	return tacerr.New(tacerr.InsufficientSpace,
+		"the filesystem of %s filled up during the backup (%s); the partial dump was removed and the ledger is as it was. Free space there or give --to a directory on a larger filesystem (docs/operations.md, \"Backup space\", says how to size it), then run it again", dir, e.Message)
 }
 
 // Restore puts the backup file (made by Backup) into the database cfg

@@ -101,8 +101,9 @@ func (db *DB) QueuedMembers() int {
 }
 
 // SetRebuildHooks replaces, until the returned function is called, how
-// often a rebuild reports progress, how it reads a directory's free space
-// and what it does at each step ("copied", "checked", "renamed") (tests).
+// often a copy (a rebuild's or a backup's) reports progress, how it reads
+// a directory's free space, and what a rebuild does at each step
+// ("copied", "checked", "renamed") (tests).
 func SetRebuildHooks(tick time.Duration, free func(dir string) (int64, error), step func(string)) (restore func()) {
 	t, f, s := rebuildTick, freeSpace, rebuildStep
 	if tick > 0 {

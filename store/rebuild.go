@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mattn/go-sqlite3"
-	"golang.org/x/sys/unix"
 
 	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/internal/sqlitefile"
@@ -51,15 +50,12 @@ const (
 	RebuildSwap  RebuildPhase = "swap"  // rename over the ledger
 )
 
-// RebuildProgress says how far a rebuild is.
+// RebuildProgress says how far a rebuild is: the phase, and in the copy
+// the new file's growth (PageSize, the new page size, and Elapsed, since
+// the phase began, in every phase).
 type RebuildProgress struct {
 	Phase RebuildPhase
-	// Copy: the bytes of the new file written so far and the estimate of
-	// its size (Bytes reaches TotalBytes when the copy ends), in pages of
-	// PageSize bytes.
-	Bytes, TotalBytes, PageSize int64
-	File                        string        // the new file
-	Elapsed                     time.Duration // since the phase began
+	CopyProgress
 }
 
 // RebuildSuffix names the new file of a rebuild next to the ledger
@@ -67,14 +63,10 @@ type RebuildProgress struct {
 // never a ledger path, and a partial one is removed by the next rebuild.
 const RebuildSuffix = "-rebuild"
 
-// Test hooks: how often progress is reported, the free space of a
-// directory, and a step reached (a test's child process kills itself
-// there).
-var (
-	rebuildTick = time.Second
-	freeSpace   = statfsFree
-	rebuildStep = func(string) {}
-)
+// Test hook: a step reached (a test's child process kills itself there).
+// How often progress is reported and the free space of a directory are
+// space.go's.
+var rebuildStep = func(string) {}
 
 // RebuildSQLite rewrites the SQLite ledger of cfg with pages of pageSize
 // bytes (a new ledger has 1 KiB pages; one created before migration 0014
@@ -177,22 +169,17 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	if rep.StaleBytes, err = removeRebuildFiles(tmp); err != nil {
 		return err
 	}
-	var pages, free int64
-	for q, v := range map[string]*int64{"page_size": &rep.PageSizeBefore, "page_count": &pages, "freelist_count": &free} {
-		if err := old.c.QueryRowContext(ctx, "PRAGMA "+q).Scan(v); err != nil {
-			return translate(err, "read the ledger's "+q)
-		}
+	used, pageSize, err := sqliteUsed(ctx, old.c)
+	if err != nil {
+		return err
 	}
-	estimate := rebuildEstimate((pages-free)*rep.PageSizeBefore, rep.PageSizeBefore, rep.PageSize)
-	rep.NeedBytes = estimate + rebuildMargin(estimate)
-	dir := filepath.Dir(path)
-	if rep.FreeBytes, err = freeSpace(dir); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "read the free space of %s (statfs)", dir)
-	}
-	if rep.FreeBytes < rep.NeedBytes {
-		return tacerr.New(tacerr.InsufficientSpace,
-			"ledger rebuild needs %s free in %s, for the new file it writes next to the ledger (about %s at %d-byte pages) and a margin; the filesystem has %s free. Free %s there (or move the ledger to a larger filesystem), then run it again; nothing was written",
-			sizeText(rep.NeedBytes), dir, sizeText(estimate), rep.PageSize, sizeText(rep.FreeBytes), sizeText(rep.NeedBytes-rep.FreeBytes))
+	rep.PageSizeBefore = pageSize
+	estimate := rebuildEstimate(used, rep.PageSizeBefore, rep.PageSize)
+	space := spaceNeed{Task: "ledger rebuild", Dir: filepath.Dir(path), Estimate: estimate,
+		What:      fmt.Sprintf("the new file it writes next to the ledger (about %s at %d-byte pages)", sizeText(estimate), rep.PageSize),
+		Elsewhere: "or move the ledger to a larger filesystem"}
+	if rep.NeedBytes, rep.FreeBytes, err = space.check(); err != nil {
+		return err
 	}
 
 	placed := false
@@ -203,11 +190,17 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 			_, _ = removeRebuildFiles(tmp)
 		}
 	}()
-	if err := copyLedger(ctx, old, tmp, rep.PageSize, estimate, progress); err != nil {
+	if _, err := old.c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(rep.PageSize, 10)); err != nil {
+		return translate(err, "set the new file's page size")
+	}
+	err = vacuumInto(ctx, old.c, tmp, rep.PageSize, estimate, "ledger rebuild", func(p CopyProgress) {
+		progress(RebuildProgress{Phase: RebuildCopy, CopyProgress: p})
+	})
+	if err != nil {
 		return err
 	}
 	rebuildStep("copied")
-	progress(RebuildProgress{Phase: RebuildSync, PageSize: rep.PageSize})
+	progress(RebuildProgress{Phase: RebuildSync, CopyProgress: CopyProgress{PageSize: rep.PageSize}})
 	if err := syncFile(tmp); err != nil {
 		return err
 	}
@@ -215,7 +208,7 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 		return err
 	}
 	rebuildStep("checked")
-	progress(RebuildProgress{Phase: RebuildSwap, PageSize: rep.PageSize})
+	progress(RebuildProgress{Phase: RebuildSwap, CopyProgress: CopyProgress{PageSize: rep.PageSize}})
 	placed, err = swapLedger(ctx, old, f, path, tmp)
 	rep.Replaced = placed
 	return err
@@ -285,110 +278,10 @@ func rebuildEstimate(used, from, to int64) int64 {
 	return used + used*4*halvings*halvings/100
 }
 
-// rebuildMargin is the free space asked beyond the estimate: 2 %, at
-// least 64 MiB (the new file's journal and WAL while it is opened and
-// checked, and room for the filesystem's own metadata).
-func rebuildMargin(estimate int64) int64 {
-	return max(estimate/50, 64<<20)
-}
-
-// statfsFree is the space an unprivileged process may still write under
-// dir.
-func statfsFree(dir string) (int64, error) {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
-		return 0, err
-	}
-	return int64(st.Bavail) * int64(st.Bsize), nil
-}
-
-// sizeText writes n bytes for a person: "1.37 GiB (1471234048 bytes)".
-func sizeText(n int64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.2f GiB (%d bytes)", float64(n)/(1<<30), n)
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB (%d bytes)", float64(n)/(1<<20), n)
-	}
-	return fmt.Sprintf("%d bytes", n)
-}
-
 // removeRebuildFiles removes the new file of a rebuild and SQLite's files
 // beside it, and returns the bytes they held.
 func removeRebuildFiles(tmp string) (int64, error) {
-	var n int64
-	for _, p := range []string{tmp, tmp + "-journal", tmp + "-wal", tmp + "-shm"} {
-		st, err := os.Stat(p)
-		if errors.Is(err, os.ErrNotExist) {
-			continue
-		}
-		if err == nil {
-			n += st.Size()
-			err = os.Remove(p)
-		}
-		if err != nil && !errors.Is(err, os.ErrNotExist) {
-			return n, tacerr.Wrap(tacerr.Unavailable, err, "remove %s (a ledger rebuild's new file): remove it by hand, then run the rebuild again", p)
-		}
-	}
-	return n, nil
-}
-
-// copyLedger writes the ledger into tmp with VACUUM INTO at pageSize,
-// reporting the new file's growth against estimate.
-func copyLedger(ctx context.Context, old *lockedSQLite, tmp string, pageSize, estimate int64, progress func(RebuildProgress)) error {
-	start := time.Now()
-	report := func(n, total int64) {
-		progress(RebuildProgress{Phase: RebuildCopy, Bytes: n, TotalBytes: total, PageSize: pageSize, File: tmp, Elapsed: time.Since(start)})
-	}
-	report(0, estimate)
-	stop := everyTick(func() {
-		if st, err := os.Stat(tmp); err == nil {
-			// The estimate is not exact: stay under 100 % until done.
-			total := max(estimate, st.Size())
-			report(min(st.Size(), total*999/1000), total)
-		}
-	})
-	_, err := old.c.ExecContext(ctx, "PRAGMA page_size = "+strconv.FormatInt(pageSize, 10))
-	if err == nil {
-		_, err = old.c.ExecContext(ctx, "VACUUM INTO ?", tmp)
-	}
-	stop()
-	if err != nil {
-		if se := (sqlite3.Error{}); errors.As(err, &se) && se.Code == sqlite3.ErrFull {
-			return tacerr.Wrap(tacerr.InsufficientSpace, err,
-				"the filesystem of %s filled up during the copy (something else wrote there after the rebuild measured its free space); the partial copy was removed and the ledger is as it was: free space there, then run it again", filepath.Dir(tmp))
-		}
-		return translate(err, "copy the SQLite ledger into "+tmp+" (VACUUM INTO)")
-	}
-	st, err := os.Stat(tmp)
-	if err != nil {
-		return tacerr.Wrap(tacerr.Internal, err, "the new file of the rebuild")
-	}
-	report(st.Size(), st.Size())
-	return nil
-}
-
-// everyTick calls fn every rebuildTick until stop is called (stop returns
-// once fn no longer runs).
-func everyTick(fn func()) (stop func()) {
-	done, stopped := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(stopped)
-		t := time.NewTicker(rebuildTick)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
-				return
-			case <-t.C:
-				fn()
-			}
-		}
-	}()
-	return func() {
-		close(done)
-		<-stopped
-	}
+	return removeSQLiteFiles(tmp, "a ledger rebuild's new file")
 }
 
 // syncFile makes the file at path durable.
@@ -409,7 +302,7 @@ func syncFile(path string) error {
 // left.
 func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildReport, progress func(RebuildProgress)) error {
 	start := time.Now()
-	progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize})
+	progress(RebuildProgress{Phase: RebuildCheck, CopyProgress: CopyProgress{PageSize: rep.PageSize}})
 	cfg.DSN = tmp
 	db, err := Open(ctx, cfg)
 	if err != nil {
@@ -424,7 +317,7 @@ func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildRepor
 		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s has %d-byte pages, not %d", tmp, got, rep.PageSize)
 	}
 	stop := everyTick(func() {
-		progress(RebuildProgress{Phase: RebuildCheck, PageSize: rep.PageSize, Elapsed: time.Since(start)})
+		progress(RebuildProgress{Phase: RebuildCheck, CopyProgress: CopyProgress{PageSize: rep.PageSize, Elapsed: time.Since(start)}})
 	})
 	rep.Check, err = db.Check(ctx)
 	stop()

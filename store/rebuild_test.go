@@ -406,3 +406,41 @@ func TestRebuildSQLiteThroughSymlink(t *testing.T) {
 		t.Fatalf("left %v", left)
 	}
 }
+
+// TestRebuildSQLiteDiskFull: a rebuild whose filesystem fills up during
+// the copy (the ledger on a real 12 MiB tmpfs with room for less than the
+// 9 MiB copy, the free space it measured said to be ample: something else
+// took it after) fails with insufficient_space, removes the partial copy
+// and leaves the ledger byte for byte as it was. The rebuild runs in
+// TestRebuildDiskFullChild.
+func TestRebuildSQLiteDiskFull(t *testing.T) {
+	cfg := rebuildLedger(t)
+	fileExec(t, cfg.DSN, "PRAGMA wal_checkpoint(TRUNCATE)")
+	storetest.SmallFS(t, "TestRebuildDiskFullChild", 12<<20, "TACLINE_REBUILD_LEDGER="+cfg.DSN)
+}
+
+// TestRebuildDiskFullChild is TestRebuildSQLiteDiskFull's child: it copies
+// the ledger into its small filesystem and rebuilds it there.
+func TestRebuildDiskFullChild(t *testing.T) {
+	dir := storetest.SmallFSDir(t)
+	b, err := os.ReadFile(os.Getenv("TACLINE_REBUILD_LEDGER"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := store.Config{Driver: store.SQLite, DSN: filepath.Join(dir, "ledger.db")}
+	if err := os.WriteFile(cfg.DSN, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	before := fileHash(t, cfg.DSN)
+	defer store.SetRebuildHooks(0, func(string) (int64, error) { return 1 << 40, nil }, func(step string) {
+		t.Errorf("a rebuild that filled its disk reached step %s", step)
+	})()
+	rep, err := store.RebuildSQLite(context.Background(), cfg, 1024, nil)
+	e := wantCode(t, err, tacerr.InsufficientSpace)
+	if rep.Replaced || !strings.Contains(e.Message, "filled up during the ledger rebuild's copy") || !strings.Contains(err.Error(), "database or disk is full") {
+		t.Fatalf("rebuild on a full filesystem: %+v, %v", rep, err)
+	}
+	if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
+		t.Fatalf("a rebuild that filled its disk changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+	}
+}

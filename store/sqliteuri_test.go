@@ -33,15 +33,7 @@ func TestSQLitePathWithURICharacters(t *testing.T) {
 	if fi, err := os.Stat(cfg.DSN); err != nil || fi.Size() == 0 {
 		t.Fatalf("the ledger is not at %s: %v", cfg.DSN, err)
 	}
-	ents, err := os.ReadDir(parent)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var names []string
-	for _, e := range ents {
-		names = append(names, e.Name())
-	}
-	if !slices.Equal(names, []string{"line#2 100%41"}) {
+	if names := dirNames(t, parent); !slices.Equal(names, []string{"line#2 100%41"}) {
 		t.Fatalf("files next to the ledger's directory: %q (SQLite cut or decoded the path)", names)
 	}
 	if n, err := store.Size(ctx, cfg); err != nil || n == 0 {

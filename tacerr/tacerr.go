@@ -62,9 +62,11 @@ const (
 
 	LedgerInvariant Code = "ledger_invariant"
 
-	// InsufficientSpace: an offline command (ledger rebuild) measured what
-	// it would write and the filesystem has less free space; nothing was
-	// written. Operator commands only: the server never answers with it.
+	// InsufficientSpace: an operator command (ledger rebuild, backup)
+	// measured what it would write and the filesystem has less free space
+	// (nothing was written), or the filesystem filled up while it wrote
+	// (what it wrote was removed). Operator commands only: the server never
+	// answers with it.
 	InsufficientSpace Code = "insufficient_space"
 
 	RequestTooLarge      Code = "request_too_large"      // the request body exceeds the API's limit

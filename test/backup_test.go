@@ -74,8 +74,14 @@ func testBackupRestore(t *testing.T, d store.Dialect) {
 	}()
 	waitBound(t, ctx, env, 20)
 	setA := filepath.Join(root, "backup-a")
-	if r := tacline(t, time.Minute, "backup", "--config", env.ConfigPath, "--to", setA); r.code != 0 {
+	r := tacline(t, time.Minute, "backup", "--config", env.ConfigPath, "--to", setA)
+	if r.code != 0 {
 		t.Fatalf("backup during the line: %+v", r)
+	}
+	// A SQLite copy's progress on standard error (not a terminal: lines),
+	// its last line at 100 %.
+	if d == store.SQLite && (!strings.Contains(r.stderr, "backup: copying the ledger into "+filepath.Join(setA, "ledger.db")) || !strings.Contains(r.stderr, " pages (100.0%), ")) {
+		t.Fatalf("backup's progress on standard error: %q", r.stderr)
 	}
 	if err := <-loaded; err != nil {
 		t.Fatal(err)
@@ -172,7 +178,7 @@ func testBackupRestore(t *testing.T, d store.Dialect) {
 	}
 	// Backup A is older than the checkpoint signed after it: refused.
 	l3 := freshLayout(t, env, filepath.Join(root, "c"), d)
-	r := tacline(t, time.Minute, "restore", "--config", l3, "--from", setA)
+	r = tacline(t, time.Minute, "restore", "--config", l3, "--from", setA)
 	if r.code == 0 || !strings.Contains(r.stderr, "older than a checkpoint already signed") {
 		t.Fatalf("restore of the older backup: %+v", r)
 	}

@@ -3,10 +3,13 @@ package main
 import (
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tacline/tacline/backup"
+	"github.com/tacline/tacline/internal/progress"
+	"github.com/tacline/tacline/store"
 )
 
 func init() {
@@ -20,7 +23,20 @@ func newBackupCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "backup --to DIR",
 		Short: "Write a consistent backup set of the ledger (while servers provision) with the newest signed audit checkpoint and a manifest of hashes",
-		Args:  cobra.NoArgs,
+		Long: `Write a backup set into --to DIR (new or empty) while servers provision:
+the ledger copy, the newest signed audit checkpoint, the log key, the
+published checkpoint and manifest.json (docs/operations.md, "Backup and
+restore").
+
+Space: a SQLite ledger's copy is about its pages in use; the backup
+measures them first and refuses with insufficient_space, writing nothing,
+when DIR's filesystem has less free than that plus 2 % (at least 64 MiB).
+A PostgreSQL ledger's dump (pg_dump, compressed) is not measured. A disk
+that fills during the copy is insufficient_space too; a failed backup
+leaves DIR as it found it (absent or empty). Progress of a SQLite copy
+(percent, rate, ETA) goes to standard error: in place on a terminal, a
+line every 10 s otherwise.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if to == "" {
 				return errorf("--to DIR is required: a new directory for the backup set")
@@ -29,7 +45,9 @@ func newBackupCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			m, err := backup.Create(cmd.Context(), cfg, to, versionString())
+			out := progress.NewPrinter(os.Stderr, isTerminal(os.Stderr), 10*time.Second)
+			m, err := backup.Create(cmd.Context(), cfg, to, versionString(), backupProgress(out))
+			out.End()
 			if err != nil {
 				return err
 			}
@@ -43,6 +61,24 @@ func newBackupCmd() *cobra.Command {
 	c.Flags().StringVar(&to, "to", "", "directory for the backup set (new or empty)")
 	c.Flags().BoolVar(&asJSON, "json", false, "print the manifest as JSON")
 	return c
+}
+
+// backupProgress shows a SQLite backup's copy on out: a line as it
+// begins, then the pages copied, rate and ETA, and the last of them as a
+// line of its own when it ends.
+func backupProgress(out *progress.Printer) func(store.CopyProgress) {
+	begun := false
+	return func(p store.CopyProgress) {
+		switch {
+		case !begun:
+			begun = true
+			out.Print(copyStart("backup", p))
+		case p.Bytes == p.TotalBytes:
+			out.Print(copyLine("backup", p))
+		default:
+			out.Update(copyLine("backup", p))
+		}
+	}
 }
 
 // knownFlags are the checkpoints and log key that restore and restore

@@ -361,7 +361,7 @@ func rebuildProgress(out *progress.Printer) func(store.RebuildProgress) {
 			}
 			switch p.Phase {
 			case store.RebuildCopy:
-				out.Print(fmt.Sprintf("rebuild: copying the ledger into %s, about %d MiB of %d-byte pages", p.File, p.TotalBytes>>20, p.PageSize))
+				out.Print(copyStart("rebuild", p.CopyProgress))
 			case store.RebuildSync:
 				out.Print("rebuild: copy written; syncing it to disk")
 			case store.RebuildCheck:
@@ -374,14 +374,26 @@ func rebuildProgress(out *progress.Printer) func(store.RebuildProgress) {
 		}
 		switch p.Phase {
 		case store.RebuildCopy:
-			c := progress.Counter{Task: "rebuild", Unit: "pages", Total: p.TotalBytes / p.PageSize,
-				Also: progress.Rate{Unit: "MiB", Per: float64(p.PageSize) / (1 << 20)}}
-			copied = c.Line(p.Bytes/p.PageSize, p.Elapsed)
+			copied = copyLine("rebuild", p.CopyProgress)
 			out.Update(copied)
 		case store.RebuildCheck:
 			out.Update(fmt.Sprintf("rebuild: checking, %s elapsed", p.Elapsed.Truncate(time.Second)))
 		}
 	}
+}
+
+// copyStart is the line that says a copy of the SQLite ledger (by a
+// rebuild or a backup: task) begins.
+func copyStart(task string, p store.CopyProgress) string {
+	return fmt.Sprintf("%s: copying the ledger into %s, about %d MiB of %d-byte pages", task, p.File, p.TotalBytes>>20, p.PageSize)
+}
+
+// copyLine is the progress line of a copy of the SQLite ledger: pages
+// copied, rate and ETA.
+func copyLine(task string, p store.CopyProgress) string {
+	c := progress.Counter{Task: task, Unit: "pages", Total: p.TotalBytes / p.PageSize,
+		Also: progress.Rate{Unit: "MiB", Per: float64(p.PageSize) / (1 << 20)}}
+	return c.Line(p.Bytes/p.PageSize, p.Elapsed)
 }
 
 func newLedgerRebuildCmd() *cobra.Command {
