@@ -126,7 +126,7 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 		return nil, err
 	}
 	defer db.Close()
-	tok, err := hsm.Open(cfg.HSM)
+	tok, err := openToken(cfg.HSM)
 	if err != nil {
 		return nil, err
 	}
@@ -140,9 +140,9 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	fixed, _ := cfg.Profile.FixedNotAfter()
 	var dev *castore.DevCA
 	if o.CertifyDeviceCA == nil {
-		dev, err = castore.InitDev(ctx, db, tok, Manufacturer, "P-256", "demo", now, fixed)
+		dev, err = castore.InitDev(ctx, db, tok.Token, Manufacturer, "P-256", "demo", now, fixed)
 	} else {
-		dev, err = certifiedCA(ctx, db, tok, Manufacturer+" "+filepath.Base(dir)+" Device Issuing CA", now, fixed, o.CertifyDeviceCA)
+		dev, err = certifiedCA(ctx, db, tok.Token, Manufacturer+" "+filepath.Base(dir)+" Device Issuing CA", now, fixed, o.CertifyDeviceCA)
 	}
 	if err != nil {
 		return nil, err
@@ -193,14 +193,14 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 	// 6. Stations and the other roles' identities.
 	for i, p := range pools {
 		id := fmt.Sprintf("F%d-L%d-S%02d", i%2+1, i/2+1, i+1)
-		if _, err := castore.EnrollStation(ctx, db, tok, castore.StationSpec{ID: id, Factory: p.Factory, Line: p.Line, Pools: []string{p.Name}, Product: p.Product},
+		if _, err := castore.EnrollStation(ctx, db, tok.Token, castore.StationSpec{ID: id, Factory: p.Factory, Line: p.Line, Pools: []string{p.Name}, Product: p.Product},
 			env.CredsDir, "demo"); err != nil {
 			return nil, err
 		}
 		env.Stations = append(env.Stations, id)
 	}
 	for _, role := range []string{"operator", "auditor", "regulator", "admin"} {
-		if _, err := castore.EnrollStation(ctx, db, tok, castore.StationSpec{Roles: []string{role}}, env.IdentitiesDir, "demo"); err != nil {
+		if _, err := castore.EnrollStation(ctx, db, tok.Token, castore.StationSpec{Roles: []string{role}}, env.IdentitiesDir, "demo"); err != nil {
 			return nil, err
 		}
 	}

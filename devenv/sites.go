@@ -21,7 +21,6 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/factory/sim"
-	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
@@ -362,7 +361,7 @@ const WitnessKeyLabel = "tacline-witness"
 // setupWitness makes HQ's witness key in its HSM, names it in HQ's
 // audit.witness_key_label, and returns its verifier key for the sites.
 func setupWitness(hq *Env) (string, error) {
-	tok, err := hsm.Open(hq.Config.HSM)
+	tok, err := openToken(hq.Config.HSM)
 	if err != nil {
 		return "", err
 	}
@@ -401,7 +400,7 @@ func setupSite(ctx context.Context, hq *Env, bin, dir, name, hqPool string, pool
 	}
 	se := &SiteEnv{Env: env, Name: name, HQPool: hqPool}
 	origin := name + ".tacline-test-devices.example/audit"
-	tok, err := hsm.Open(env.Config.HSM)
+	tok, err := openToken(env.Config.HSM)
 	if err != nil {
 		return nil, err
 	}
@@ -429,12 +428,12 @@ func setupSite(ctx context.Context, hq *Env, bin, dir, name, hqPool string, pool
 		return nil, err
 	}
 	defer hqDB.Close()
-	hqTok, err := hsm.Open(hq.Config.HSM)
+	hqTok, err := openToken(hq.Config.HSM)
 	if err != nil {
 		return nil, err
 	}
 	defer hqTok.Close()
-	if _, err := castore.EnrollSite(ctx, hqDB, hqTok, store.Site{Name: name, Verifier: vkey, Pools: pools}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
+	if _, err := castore.EnrollSite(ctx, hqDB, hqTok.Token, store.Site{Name: name, Verifier: vkey, Pools: pools}, filepath.Join(hq.Dir, "sites"), "demo"); err != nil {
 		return nil, err
 	}
 	return se, nil
@@ -492,14 +491,14 @@ func (se *SiteEnv) configure(ctx context.Context, url, hqServerCA, witnessKey st
 	if err := site.RecordLease(ctx, db, se.Name, l); err != nil {
 		return err
 	}
-	tok, err := hsm.Open(cfg.HSM)
+	tok, err := openToken(cfg.HSM)
 	if err != nil {
 		return err
 	}
 	defer tok.Close()
 	for i := 1; i <= o.StationsPerSite; i++ {
 		id := fmt.Sprintf("%s-S%02d", se.Name, i)
-		if _, err := castore.EnrollStation(ctx, db, tok, castore.StationSpec{ID: id, Factory: l.Factory, Line: fmt.Sprintf("L%d", i),
+		if _, err := castore.EnrollStation(ctx, db, tok.Token, castore.StationSpec{ID: id, Factory: l.Factory, Line: fmt.Sprintf("L%d", i),
 			Pools: []string{se.HQPool}, Product: l.Product}, se.CredsDir, "demo"); err != nil {
 			return err
 		}

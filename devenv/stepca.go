@@ -31,7 +31,7 @@ const StepCAProvisioner = "tacline-devices"
 // extra are more provisioners for step-ca. The caller stops the returned
 // CA.
 func (e *Env) UseStepCA(ctx context.Context, bin string, extra ...any) (*stepcadev.CA, error) {
-	tok, err := hsm.Open(e.Config.HSM)
+	tok, err := openToken(e.Config.HSM)
 	if err != nil {
 		return nil, err
 	}
@@ -47,7 +47,7 @@ func (e *Env) UseStepCA(ctx context.Context, bin string, extra ...any) (*stepcad
 	if err != nil {
 		return nil, err
 	}
-	c, err := stepcadev.Start(ctx, stepcadev.Options{Dir: filepath.Join(e.Dir, "stepca"), Binary: bin, HSM: e.Config.HSM, Token: tok, Provisioners: append([]any{prov}, extra...)})
+	c, err := stepcadev.Start(ctx, stepcadev.Options{Dir: filepath.Join(e.Dir, "stepca"), Binary: bin, HSM: e.Config.HSM, Token: tok.Token, Provisioners: append([]any{prov}, extra...)})
 	if err != nil {
 		return nil, err
 	}
