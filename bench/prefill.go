@@ -15,6 +15,7 @@ import (
 	"math/big"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/audit"
@@ -328,7 +329,10 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	if err != nil {
 		return nil, err
 	}
-	empty, err := measure(ctx, o, envE)
+	// The empty phase's profiles go beside the prefilled one's: X-empty.prof.
+	oE := o
+	oE.CPUProfile, oE.MemProfile = withSuffix(o.CPUProfile, "-empty"), withSuffix(o.MemProfile, "-empty")
+	empty, err := measure(ctx, oE, envE)
 	if err != nil {
 		return nil, fmt.Errorf("empty ledger: %w", err)
 	}
@@ -349,6 +353,15 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	}
 	res.AuditOK, res.AuditVerifySeconds = &ok, time.Since(start).Seconds()
 	return res, nil
+}
+
+// withSuffix puts suffix before path's extension ("" stays "").
+func withSuffix(path, suffix string) string {
+	if path == "" {
+		return ""
+	}
+	ext := filepath.Ext(path)
+	return strings.TrimSuffix(path, ext) + suffix + ext
 }
 
 // verifyAudit signs a checkpoint of env's audit log with its HSM key and

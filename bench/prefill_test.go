@@ -41,3 +41,13 @@ func TestPrefillRefusesLedgerInUse(t *testing.T) {
 		t.Fatalf("after the refused prefill: %d IMEIs, %v; want %d (nothing written)", rep.IMEIs, err, 2*n)
 	}
 }
+
+// TestWithSuffix: the empty phase's profile goes beside the prefilled
+// one's, before its extension; no profile stays no profile.
+func TestWithSuffix(t *testing.T) {
+	for in, want := range map[string]string{"var/cpu.prof": "var/cpu-empty.prof", "cpu": "cpu-empty", "": ""} {
+		if got := withSuffix(in, "-empty"); got != want {
+			t.Errorf("withSuffix(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

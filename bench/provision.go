@@ -85,6 +85,12 @@ type ProvisionResult struct {
 	// counted by the kernel in whole 4 KiB page-cache pages (a 1 KiB WAL
 	// append after an fsync dirties, and later writes, a whole page).
 	ServerStorageKiBPerDevice float64 `json:"server_storage_written_kib_per_device"`
+	// ServerReadsPerDevice is the server's read system calls per device
+	// (/proc/PID/io syscr: SQLite pages read with pread beyond the readers'
+	// memory map, sockets), and ServerStorageReadKiBPerDevice what the
+	// kernel read from storage for it (read_bytes: page-cache misses).
+	ServerReadsPerDevice          float64 `json:"server_read_syscalls_per_device"`
+	ServerStorageReadKiBPerDevice float64 `json:"server_storage_read_kib_per_device"`
 	// ServerAllocKiBPerDevice and ServerAllocsPerDevice are the heap bytes
 	// and objects the servers allocated per device during the measured
 	// phase (the Go runtime's counters from /metrics, read before and
@@ -234,6 +240,8 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		c1.syscw += c.syscw - c0[i].syscw
 		c1.wchar += c.wchar - c0[i].wchar
 		c1.writeBytes += c.writeBytes - c0[i].writeBytes
+		c1.syscr += c.syscr - c0[i].syscr
+		c1.readBytes += c.readBytes - c0[i].readBytes
 		res.ServerPeakRSSMiB = max(res.ServerPeakRSSMiB, c.peakRSSMiB)
 		err = cmp.Or(err, cerr)
 	}
@@ -256,6 +264,8 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		res.ServerWritesPerDevice = float64(c1.syscw) / float64(sum.Devices)
 		res.ServerWrittenKiBPerDevice = float64(c1.wchar) / 1024 / float64(sum.Devices)
 		res.ServerStorageKiBPerDevice = float64(c1.writeBytes) / 1024 / float64(sum.Devices)
+		res.ServerReadsPerDevice = float64(c1.syscr) / float64(sum.Devices)
+		res.ServerStorageReadKiBPerDevice = float64(c1.readBytes) / 1024 / float64(sum.Devices)
 		res.ServerAllocKiBPerDevice = m1.bytes / 1024 / float64(sum.Devices)
 		res.ServerAllocsPerDevice = m1.objects / float64(sum.Devices)
 		if len(dbPIDs) > 0 {
@@ -333,9 +343,9 @@ func processCPU(pid int) (time.Duration, error) {
 // write counters and its peak resident set (VmHWM: the most it held at once
 // since it started, start-up and warm-up included).
 type procCounters struct {
-	cpu                      time.Duration
-	syscw, wchar, writeBytes int64
-	peakRSSMiB               float64
+	cpu time.Duration
+	ioCounters
+	peakRSSMiB float64
 }
 
 func readCounters(pid int) (procCounters, error) {
@@ -347,11 +357,13 @@ func readCounters(pid int) (procCounters, error) {
 	if err != nil {
 		return procCounters{}, err
 	}
-	return procCounters{cpu: cpu, syscw: c.syscw, wchar: c.wchar, writeBytes: c.writeBytes, peakRSSMiB: procStatusMiB(pid)["VmHWM"]}, nil
+	return procCounters{cpu: cpu, ioCounters: c, peakRSSMiB: procStatusMiB(pid)["VmHWM"]}, nil
 }
 
 // ioCounters are a process's write counters from /proc/PID/io.
-type ioCounters struct{ syscw, wchar, writeBytes int64 }
+// ioCounters are a process's /proc/PID/io: read and write system calls,
+// bytes through them, and bytes the kernel moved to and from storage for it.
+type ioCounters struct{ syscr, syscw, wchar, writeBytes, readBytes int64 }
 
 func processIO(pid int) (ioCounters, error) {
 	var c ioCounters
@@ -372,6 +384,10 @@ func processIO(pid int) (ioCounters, error) {
 			c.wchar = n
 		case "write_bytes":
 			c.writeBytes = n
+		case "syscr":
+			c.syscr = n
+		case "read_bytes":
+			c.readBytes = n
 		}
 	}
 	return c, nil
