@@ -188,6 +188,14 @@ func (w *warmer) read(ctx context.Context, pages []uint32) ([]uint32, error) {
 				first, count := runs[i][0], runs[i][1]
 				b := buf[:int64(count)*w.pageSize]
 				n, err := w.f.ReadAt(b, int64(first-1)*w.pageSize)
+				if err == nil {
+					// Read twice: the kernel keeps a page read once on
+					// its inactive list, the first evicted, where the
+					// pages of a whole-ledger read (a check, a backup)
+					// crowd it out within minutes; a second access
+					// moves it to the active list.
+					_, err = w.f.ReadAt(b, int64(first-1)*w.pageSize)
+				}
 				if err != nil && !errors.Is(err, io.EOF) {
 					mu.Lock()
 					firstErr = cmp.Or(firstErr, error(tacerr.Wrap(tacerr.Unavailable, err, "read ledger page %d", first)))
