@@ -360,7 +360,6 @@ func readCounters(pid int) (procCounters, error) {
 	return procCounters{cpu: cpu, ioCounters: c, peakRSSMiB: procStatusMiB(pid)["VmHWM"]}, nil
 }
 
-// ioCounters are a process's write counters from /proc/PID/io.
 // ioCounters are a process's /proc/PID/io: read and write system calls,
 // bytes through them, and bytes the kernel moved to and from storage for it.
 type ioCounters struct{ syscr, syscw, wchar, writeBytes, readBytes int64 }

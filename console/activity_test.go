@@ -25,10 +25,7 @@ import (
 func TestActivityIncremental(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		if err := db.AddTACs(ctx, []catalog.TAC{{TAC: 100010, Brand: "Example Devices", ModelName: "EX-1", DeviceType: "Smartphone",
-			RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 2, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test"); err != nil {
-			t.Fatal(err)
-		}
+		addTAC(t, db)
 		for _, p := range []string{"A", "B"} {
 			start := uint32(0)
 			if p == "B" {
@@ -103,10 +100,7 @@ func TestActivityIncremental(t *testing.T) {
 func TestLastSeenAfterRestart(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		if err := db.AddTACs(ctx, []catalog.TAC{{TAC: 100010, Brand: "Example Devices", ModelName: "EX-1", DeviceType: "Smartphone",
-			RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 2, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test"); err != nil {
-			t.Fatal(err)
-		}
+		addTAC(t, db)
 		if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: 100010, SNRStart: 0, SNREnd: 99999}, "test"); err != nil {
 			t.Fatal(err)
 		}
@@ -166,4 +160,13 @@ func TestLastSeenAfterRestart(t *testing.T) {
 			t.Fatalf("the first read after a start started at %s, want the saved read's %s", c.seen.from, saved)
 		}
 	})
+}
+
+// addTAC records the TAC the pools of these tests draw from.
+func addTAC(t *testing.T, db *store.DB) {
+	t.Helper()
+	if err := db.AddTACs(context.Background(), []catalog.TAC{{TAC: 100010, Brand: "Example Devices", ModelName: "EX-1", DeviceType: "Smartphone",
+		RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 2, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -44,21 +44,7 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 		for i := range args {
 			args[i] = "a"
 		}
-		rows, err := db.r.Query("EXPLAIN QUERY PLAN "+q, args...)
-		if err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
-		if p := strings.Join(plan, "; "); !strings.Contains(p, index) {
+		if p := queryPlan(t, db, q, args...); !strings.Contains(p, index) {
 			t.Errorf("plan of %q does not use %s: %s", q, index, p)
 		}
 	}
@@ -74,9 +60,19 @@ func TestReservationIDRangeSearches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.r.Query("EXPLAIN QUERY PLAN " + sqlReservationIDRange)
+	p := queryPlan(t, db, sqlReservationIDRange)
+	if strings.Contains(p, "SCAN reservations") || strings.Count(p, "SEARCH reservations") != 2 {
+		t.Fatalf("plan of %q: %s; want two searches of reservations and no scan", sqlReservationIDRange, p)
+	}
+}
+
+// queryPlan is SQLite's plan of q (EXPLAIN QUERY PLAN), its steps joined
+// with "; ".
+func queryPlan(t *testing.T, db *DB, q string, args ...any) string {
+	t.Helper()
+	rows, err := db.r.Query("EXPLAIN QUERY PLAN "+q, args...)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", q, err)
 	}
 	defer rows.Close()
 	var plan []string
@@ -88,8 +84,8 @@ func TestReservationIDRangeSearches(t *testing.T) {
 		}
 		plan = append(plan, detail)
 	}
-	p := strings.Join(plan, "; ")
-	if strings.Contains(p, "SCAN reservations") || strings.Count(p, "SEARCH reservations") != 2 {
-		t.Fatalf("plan of %q: %s; want two searches of reservations and no scan", sqlReservationIDRange, p)
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
 	}
+	return strings.Join(plan, "; ")
 }
