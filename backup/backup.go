@@ -32,6 +32,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/tacline/tacline/audit"
@@ -97,7 +98,7 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 	}
 	write := func(name string, data []byte) error {
 		written = append(written, name)
-		return os.WriteFile(filepath.Join(dir, name), data, 0o600)
+		return writeSetFile(dir, name, data)
 	}
 	m := &Manifest{Format: format, Version: 1, CreatedAt: time.Now().UTC().Truncate(time.Second), Dialect: string(cfg.Database.Driver), Tacline: version}
 	// The published checkpoint first: it is written only after its
@@ -156,7 +157,27 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 		return nil, err
 	}
 	written = append(written, ManifestFile)
-	return m, writeManifest(dir, m)
+	if err := writeManifest(dir, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// writeSetFile writes one of the small files of a backup set (the
+// checkpoints, the log key, the manifest) after the ledger's copy; a full
+// disk is insufficient_space, as it is for the copy.
+// writeFileAtomic is atomicfile.Write; tests replace it to fill the disk
+// after the copy.
+var writeFileAtomic = atomicfile.Write
+
+func writeSetFile(dir, name string, data []byte) error {
+	if err := writeFileAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return tacerr.Wrap(tacerr.InsufficientSpace, err, "write %s of the backup set in %s: the filesystem is full; free space there or give --to a directory on a larger one", name, dir)
+		}
+		return tacerr.Wrap(tacerr.Unavailable, err, "write %s of the backup set in %s", name, dir)
+	}
+	return nil
 }
 
 // emptyDir makes sure dir is an empty directory, and returns the
@@ -202,7 +223,7 @@ func unwrite(err error, dir string, created, names []string) error {
 func hashFiles(dir string) ([]FileEntry, error) {
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, tacerr.Wrap(tacerr.Unavailable, err, "read the backup set %s to hash it", dir)
 	}
 	var out []FileEntry
 	for _, e := range ents {
@@ -214,7 +235,7 @@ func hashFiles(dir string) ([]FileEntry, error) {
 		}
 		fe, err := hashFile(dir, e.Name())
 		if err != nil {
-			return nil, err
+			return nil, tacerr.Wrap(tacerr.Unavailable, err, "read %s of the backup set in %s to hash it", e.Name(), dir)
 		}
 		out = append(out, fe)
 	}
@@ -241,7 +262,7 @@ func writeManifest(dir string, m *Manifest) error {
 	if err != nil {
 		return err
 	}
-	return atomicfile.Write(filepath.Join(dir, ManifestFile), append(b, '\n'), 0o600)
+	return writeSetFile(dir, ManifestFile, append(b, '\n'))
 }
 
 // ReadManifest reads dir's manifest and checks every file against it: the

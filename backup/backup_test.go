@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -133,6 +134,52 @@ func TestCreateFailedChild(t *testing.T) {
 		})
 		if len(left) > 0 {
 			t.Fatalf("a failed backup into %s left %v", to, left)
+		}
+	}
+}
+
+// TestCreateFailedAfterTheCopy: a disk that fills after the ledger's copy,
+// as the set's small files are written (the published checkpoint, then the
+// manifest), is insufficient_space naming the file, and the set is undone
+// as for a failed copy: a directory the backup created goes, one that was
+// there stays, empty. Not parallel: it replaces writeFileAtomic, which the
+// parallel tests use.
+func TestCreateFailedAfterTheCopy(t *testing.T) {
+	cfg := storetest.Config(t, store.SQLite)
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	published := filepath.Join(t.TempDir(), "published")
+	if err := os.WriteFile(published, []byte("a published checkpoint\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c := &config.File{Database: cfg}
+	c.Audit.PublishedCheckpoint = published
+	real := writeFileAtomic
+	t.Cleanup(func() { writeFileAtomic = real })
+	for _, full := range []string{PublishedFile, ManifestFile} {
+		// The disk fills at this file: the kernel's ENOSPC, as os.File.Write gives it.
+		writeFileAtomic = func(path string, data []byte, perm os.FileMode) error {
+			if filepath.Base(path) == full {
+				return &fs.PathError{Op: "write", Path: path, Err: syscall.ENOSPC}
+			}
+			return real(path, data, perm)
+		}
+		parent := t.TempDir()
+		for _, to := range []string{filepath.Join(parent, "new", "set"), parent} {
+			_, err := Create(context.Background(), c, to, "test", nil)
+			if !tacerr.Is(err, tacerr.InsufficientSpace) || !strings.Contains(err.Error(), full) {
+				t.Fatalf("backup into %s, the disk full at %s: %v; want insufficient_space naming %s", to, full, err, full)
+			}
+			ents, err := os.ReadDir(parent)
+			if err != nil {
+				t.Fatalf("backup into %s removed the directory that was there: %v", to, err)
+			}
+			if len(ents) > 0 {
+				t.Fatalf("a backup into %s that failed at %s left %v", to, full, ents)
+			}
 		}
 	}
 }

@@ -105,9 +105,9 @@ func (db *DB) QueuedMembers() int {
 // a directory's free space, and what a rebuild does at each step
 // ("copied", "checked", "renamed") (tests).
 func SetRebuildHooks(tick time.Duration, free func(dir string) (int64, error), step func(string)) (restore func()) {
-	t, f, s := rebuildTick, freeSpace, rebuildStep
+	t, f, s := progressTick, freeSpace, rebuildStep
 	if tick > 0 {
-		rebuildTick = tick
+		progressTick = tick
 	}
 	if free != nil {
 		freeSpace = free
@@ -115,7 +115,7 @@ func SetRebuildHooks(tick time.Duration, free func(dir string) (int64, error), s
 	if step != nil {
 		rebuildStep = step
 	}
-	return func() { rebuildTick, freeSpace, rebuildStep = t, f, s }
+	return func() { progressTick, freeSpace, rebuildStep = t, f, s }
 }
 
 // RebuildEstimate is rebuildEstimate (tests).

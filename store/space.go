@@ -24,8 +24,8 @@ import (
 // Test hooks: how often a copy (and a rebuild's check) reports progress,
 // and the free space of a directory.
 var (
-	rebuildTick = time.Second
-	freeSpace   = statfsFree
+	progressTick = time.Second
+	freeSpace    = statfsFree
 )
 
 // CopyProgress says how far a copy of a SQLite ledger into a new file
@@ -132,7 +132,7 @@ func removeSQLiteFiles(path, what string) (int64, error) {
 // vacuumInto writes the SQLite database c reads into the new file out
 // with VACUUM INTO (in pages of pageSize bytes: the database's, or the
 // one set on c with PRAGMA page_size), reporting the new file's growth
-// against estimate about every rebuildTick. A disk that
+// against estimate about every progressTick. A disk that
 // fills during the copy is insufficient_space (task names the command in
 // the message, which says the partial copy was removed: the caller
 // removes it).
@@ -166,13 +166,13 @@ func vacuumInto(ctx context.Context, c *sql.Conn, out string, pageSize, estimate
 	return nil
 }
 
-// everyTick calls fn every rebuildTick until stop is called (stop returns
+// everyTick calls fn every progressTick until stop is called (stop returns
 // once fn no longer runs).
 func everyTick(fn func()) (stop func()) {
 	done, stopped := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(stopped)
-		t := time.NewTicker(rebuildTick)
+		t := time.NewTicker(progressTick)
 		defer t.Stop()
 		for {
 			select {
