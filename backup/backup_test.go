@@ -91,16 +91,7 @@ func TestCreateFailedLeavesDirAsFound(t *testing.T) {
 	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
 		t.Run(string(d), func(t *testing.T) {
 			t.Parallel()
-			cfg := storetest.Config(t, d)
-			db, err := store.Open(context.Background(), cfg)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db.Close()
-			published := filepath.Join(t.TempDir(), "published")
-			if err := os.WriteFile(published, []byte("a published checkpoint\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
+			cfg, published := ledgerAndPublished(t, d)
 			storetest.SmallFS(t, "TestCreateFailedChild", 16<<10, "TACLINE_BACKUP_DRIVER="+string(d), "TACLINE_BACKUP_LEDGER="+cfg.DSN,
 				"TACLINE_BACKUP_PUBLISHED="+published)
 		})
@@ -145,16 +136,7 @@ func TestCreateFailedChild(t *testing.T) {
 // there stays, empty. Not parallel: it replaces writeFileAtomic, which the
 // parallel tests use.
 func TestCreateFailedAfterTheCopy(t *testing.T) {
-	cfg := storetest.Config(t, store.SQLite)
-	db, err := store.Open(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	published := filepath.Join(t.TempDir(), "published")
-	if err := os.WriteFile(published, []byte("a published checkpoint\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg, published := ledgerAndPublished(t, store.SQLite)
 	c := &config.File{Database: cfg}
 	c.Audit.PublishedCheckpoint = published
 	real := writeFileAtomic
@@ -182,4 +164,21 @@ func TestCreateFailedAfterTheCopy(t *testing.T) {
 			}
 		}
 	}
+}
+
+// ledgerAndPublished makes a migrated ledger of dialect d and a published
+// checkpoint file for a backup to copy.
+func ledgerAndPublished(t *testing.T, d store.Dialect) (store.Config, string) {
+	t.Helper()
+	cfg := storetest.Config(t, d)
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	published := filepath.Join(t.TempDir(), "published")
+	if err := os.WriteFile(published, []byte("a published checkpoint\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg, published
 }
