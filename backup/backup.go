@@ -163,13 +163,13 @@ func Create(ctx context.Context, cfg *config.File, dir, version string, progress
 	return m, nil
 }
 
-// writeSetFile writes one of the small files of a backup set (the
-// checkpoints, the log key, the manifest) after the ledger's copy; a full
-// disk is insufficient_space, as it is for the copy.
 // writeFileAtomic is atomicfile.Write; tests replace it to fill the disk
 // after the copy.
 var writeFileAtomic = atomicfile.Write
 
+// writeSetFile writes one of the small files of a backup set (the
+// checkpoints, the log key, the manifest) after the ledger's copy; a full
+// disk is insufficient_space, as it is for the copy.
 func writeSetFile(dir, name string, data []byte) error {
 	if err := writeFileAtomic(filepath.Join(dir, name), data, 0o600); err != nil {
 		if errors.Is(err, syscall.ENOSPC) {
