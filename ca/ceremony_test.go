@@ -275,6 +275,15 @@ func TestFileStore(t *testing.T) {
 	if len(entries) != 1 {
 		t.Fatalf("temporary files left behind: %v", entries)
 	}
+	if st, err := os.Stat(path); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("issuer file mode: %v %v", st, err)
+	}
+	// A directory that does not exist: the change fails with a code, and
+	// nothing is written.
+	gone := NewFileStore(filepath.Join(dir, "missing", "issuers.json"))
+	if err := gone.AddIssuer(ctx, IssuerRecord{KeyID: "x", CertPEM: "x"}); !tacerr.Is(err, tacerr.Unavailable) {
+		t.Fatalf("unwritable issuer file: %v", err)
+	}
 	if err := os.WriteFile(path, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sync"
 
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -52,29 +52,8 @@ func (s *FileStore) save(doc fileDoc) error {
 	if err != nil {
 		return tacerr.Wrap(tacerr.Internal, err, "encode issuers")
 	}
-	dir := filepath.Dir(s.path)
-	tmp, err := os.CreateTemp(dir, ".issuers-*.tmp")
-	if err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "write issuer file in %s", dir)
-	}
-	defer os.Remove(tmp.Name()) // no-op after the rename
-	if _, err := tmp.Write(append(data, '\n')); err != nil {
-		tmp.Close()
-		return tacerr.Wrap(tacerr.Unavailable, err, "write %s", tmp.Name())
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return tacerr.Wrap(tacerr.Unavailable, err, "sync %s", tmp.Name())
-	}
-	if err := tmp.Close(); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "close %s", tmp.Name())
-	}
-	if err := os.Rename(tmp.Name(), s.path); err != nil {
-		return tacerr.Wrap(tacerr.Unavailable, err, "replace %s", s.path)
-	}
-	if d, err := os.Open(dir); err == nil { // make the rename durable
-		_ = d.Sync()
-		d.Close()
+	if err := atomicfile.Write(s.path, append(data, '\n'), 0o600); err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "write issuer file %s", s.path)
 	}
 	return nil
 }
