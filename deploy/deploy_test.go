@@ -179,6 +179,10 @@ func TestMetricNamesLive(t *testing.T) {
 	if b, _ := strconv.ParseFloat(vals["tacline_ledger_warm_bytes"], 64); b < 1024 {
 		t.Errorf("tacline_ledger_warm_bytes = %q once the warm-up ended, want the indexes' pages", vals["tacline_ledger_warm_bytes"])
 	}
+	// and the OS pages holding them are kept mapped (one at least).
+	if b, _ := strconv.ParseFloat(vals["tacline_ledger_warm_mapped_bytes"], 64); b < 4096 {
+		t.Errorf("tacline_ledger_warm_mapped_bytes = %q once the warm-up ended, want the pages holding the indexes", vals["tacline_ledger_warm_mapped_bytes"])
+	}
 	if vals["tacline_audit_events"] == "" || vals["tacline_audit_events"] == "0" {
 		t.Errorf("tacline_audit_events = %q after provisioning", vals["tacline_audit_events"])
 	}

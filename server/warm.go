@@ -4,39 +4,70 @@ import (
 	"context"
 	"errors"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tacline/tacline/store"
 )
 
 // warmState is what the ledger's warm-up (store.DB.Warm) has done, for
 // /metrics: bytes read so far, and whether it has ended (or had nothing
 // to do).
 type warmState struct {
-	bytes atomic.Int64
-	done  atomic.Bool
+	bytes  atomic.Int64
+	mapped atomic.Int64
+	done   atomic.Bool
 }
 
 var (
 	descWarmBytes = prometheus.NewDesc("tacline_ledger_warm_bytes", "Bytes of the SQLite ledger's key indexes read into the page cache since this server started (database.warm_mib).", nil, nil)
 	descWarmDone  = prometheus.NewDesc("tacline_ledger_warm_done", "1 once the ledger's start-up warm-up has ended (at once on PostgreSQL or with database.warm_mib -1).", nil, nil)
+	descWarmMap   = prometheus.NewDesc("tacline_ledger_warm_mapped_bytes", "Bytes of the SQLite ledger's file the server keeps mapped so that the pages of its key indexes stay resident (counted in the server's resident set).", nil, nil)
 )
 
-func (w *warmState) Describe(ch chan<- *prometheus.Desc) { ch <- descWarmBytes; ch <- descWarmDone }
+func (w *warmState) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descWarmBytes
+	ch <- descWarmDone
+	ch <- descWarmMap
+}
 
 func (w *warmState) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWarmBytes, prometheus.GaugeValue, float64(w.bytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descWarmDone, prometheus.GaugeValue, b2f(w.done.Load()))
+	ch <- prometheus.MustNewConstMetric(descWarmMap, prometheus.GaugeValue, float64(w.mapped.Load()))
 }
+
+// warmRefresh is how often the server walks the key indexes again, so that
+// the pages they grew into since are kept mapped too.
+const warmRefresh = 10 * time.Minute
 
 // warmLedger reads the ledger's key indexes into the page cache while the
 // server serves (a device that comes first reads what it needs itself, as
-// before), and logs what it read.
+// before), keeps their pages mapped (store.DB.Warm), logs what it did, and
+// does it again every warmRefresh until ctx ends.
 func (s *Server) warmLedger(ctx context.Context) {
-	defer s.warm.done.Store(true)
 	budget := s.cfg.Database.WarmBudget()
-	if budget <= 0 {
+	if budget.Read <= 0 {
+		s.warm.done.Store(true)
 		return
 	}
+	s.warmOnce(ctx, budget, true)
+	s.warm.done.Store(true)
+	t := time.NewTicker(warmRefresh)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			s.warmOnce(ctx, budget, false)
+		}
+	}
+}
+
+// warmOnce runs one warm-up and logs it (the first at info level).
+func (s *Server) warmOnce(ctx context.Context, budget store.WarmBudget, first bool) {
 	rep, err := s.DB.Warm(ctx, budget, &s.warm.bytes)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
@@ -44,12 +75,17 @@ func (s *Server) warmLedger(ctx context.Context) {
 		}
 		return
 	}
-	attrs := []any{"mib", rep.Bytes >> 20, "seconds", rep.Seconds, "budget_mib", budget >> 20}
+	s.warm.mapped.Store(rep.MappedBytes)
+	attrs := []any{"mib", rep.Bytes >> 20, "mapped_mib", rep.MappedBytes >> 20, "seconds", rep.Seconds, "budget_mib", budget.Read >> 20, "map_budget_mib", budget.Map >> 20}
 	for _, t := range rep.Trees {
 		attrs = append(attrs, t.Index, t.Pages)
-		if t.Partial {
+		if t.Partial && first {
 			s.log.Warn("ledger warm-up: the budget ended inside an index; raise database.warm_mib if the machine has the memory", "index", t.Index)
 		}
 	}
-	s.log.Info("ledger warmed", attrs...)
+	if first {
+		s.log.Info("ledger warmed", attrs...)
+	} else {
+		s.log.Debug("ledger warmed again", attrs...)
+	}
 }

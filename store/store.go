@@ -31,11 +31,13 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
 	"github.com/mattn/go-sqlite3"
+	"golang.org/x/sys/unix"
 
 	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/internal/sqlitefile"
@@ -59,20 +61,35 @@ type Config struct {
 	// MaxConns bounds the PostgreSQL connection pool (default 16).
 	MaxConns int `yaml:"max_conns" doc:"largest PostgreSQL connection pool of one process (0: 16)" default:"16"`
 	// WarmMiB bounds what tacline serve reads of a SQLite ledger's key
-	// indexes into the page cache when it starts (DB.Warm).
-	WarmMiB int `yaml:"warm_mib" doc:"SQLite: the most MiB of the ledger's key indexes tacline serve reads into the page cache as it starts, so that devices after a restart do not wait on the disk (0: a quarter of the machine's memory; -1: none)" default:"0"`
+	// indexes into the page cache (DB.Warm), WarmMapMiB what it keeps
+	// mapped of the file's pages that hold them.
+	WarmMiB    int `yaml:"warm_mib" doc:"SQLite: the most MiB of the ledger's key indexes tacline serve reads into the page cache as it starts and every 10 minutes, so that devices do not wait on the disk (0: a quarter of the machine's memory; -1: none)" default:"0"`
+	WarmMapMiB int `yaml:"warm_map_mib" doc:"SQLite: the most MiB of the ledger file's pages holding those indexes that tacline serve keeps mapped, so that the kernel keeps them in memory; they count in its resident set (0: an eighth of the machine's memory; -1: none)" default:"0"`
 }
 
-// WarmBudget is the byte budget of DB.Warm this configuration gives
-// (0 for none).
-func (c Config) WarmBudget() int64 {
-	switch {
-	case c.Driver != SQLite || c.WarmMiB < 0:
-		return 0
-	case c.WarmMiB == 0:
-		return defaultWarmBudget()
+// WarmBudget is what DB.Warm may read and keep mapped, in bytes.
+type WarmBudget struct {
+	Read, Map int64
+}
+
+// WarmBudget is the budget of DB.Warm this configuration gives (zero for
+// none).
+func (c Config) WarmBudget() WarmBudget {
+	if c.Driver != SQLite || c.WarmMiB < 0 {
+		return WarmBudget{}
 	}
-	return int64(c.WarmMiB) << 20
+	mem := memTotal()
+	b := WarmBudget{Read: mem / 4, Map: mem / 8}
+	if c.WarmMiB > 0 {
+		b.Read = int64(c.WarmMiB) << 20
+	}
+	switch {
+	case c.WarmMapMiB < 0:
+		b.Map = 0
+	case c.WarmMapMiB > 0:
+		b.Map = int64(c.WarmMapMiB) << 20
+	}
+	return b
 }
 
 // Validate reports the first wrong field, named as in the configuration file.
@@ -92,6 +109,9 @@ func (c Config) Validate() error {
 	}
 	if c.WarmMiB < -1 {
 		return tacerr.Field(tacerr.InvalidConfig, "database.warm_mib", "%d: use a size in MiB, 0 for a quarter of the memory or -1 for none", c.WarmMiB)
+	}
+	if c.WarmMapMiB < -1 {
+		return tacerr.Field(tacerr.InvalidConfig, "database.warm_map_mib", "%d: use a size in MiB, 0 for an eighth of the memory or -1 for none", c.WarmMapMiB)
 	}
 	return nil
 }
@@ -121,6 +141,10 @@ type DB struct {
 	roundTrips atomic.Int64
 	// path is a SQLite ledger's file (Warm reads it).
 	path string
+	// warmMap is the ledger's file as Warm mapped it, to keep the OS pages
+	// of the key indexes resident (keepMapped); warmMu guards it.
+	warmMu  sync.Mutex
+	warmMap []byte
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -316,7 +340,18 @@ func (db *DB) Close() error {
 	if db.w != nil {
 		errs = append(errs, db.w.Close())
 	}
+	db.releaseWarmMap()
 	return errors.Join(errs...)
+}
+
+// releaseWarmMap unmaps what Warm kept mapped (keepMapped).
+func (db *DB) releaseWarmMap() {
+	db.warmMu.Lock()
+	defer db.warmMu.Unlock()
+	if db.warmMap != nil {
+		_ = unix.Munmap(db.warmMap)
+		db.warmMap = nil
+	}
 }
 
 // Dialect returns the database kind.

@@ -36,6 +36,7 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"no dsn", store.Config{Driver: store.SQLite}, "database.dsn"},
 		{"negative conns", store.Config{Driver: store.Postgres, DSN: "x", MaxConns: -1}, "database.max_conns"},
 		{"warm below -1", store.Config{Driver: store.SQLite, DSN: "x", WarmMiB: -2}, "database.warm_mib"},
+		{"warm map below -1", store.Config{Driver: store.SQLite, DSN: "x", WarmMapMiB: -2}, "database.warm_map_mib"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

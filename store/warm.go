@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -54,10 +56,12 @@ type WarmTree struct {
 
 // WarmReport is what Warm did.
 type WarmReport struct {
-	Trees   []WarmTree `json:"trees"`
-	Bytes   int64      `json:"bytes"`
-	Budget  int64      `json:"budget_bytes"`
-	Seconds float64    `json:"seconds"`
+	Trees  []WarmTree `json:"trees"`
+	Bytes  int64      `json:"bytes"`
+	Budget int64      `json:"budget_bytes"`
+	// MappedBytes is what stays mapped of the OS pages holding the trees.
+	MappedBytes int64   `json:"mapped_bytes"`
+	Seconds     float64 `json:"seconds"`
 }
 
 // warmReaders is the number of reads Warm keeps in flight: the disk
@@ -70,17 +74,20 @@ const warmReaders = 32
 const warmRun = 64
 
 // Warm reads the pages of the ledger's key indexes (warmKeys) into the
-// operating system's page cache, at most budget bytes, and counts what it
+// operating system's page cache, at most b.Read bytes, and counts what it
 // read in progress as it goes. On a ledger larger than the machine's
 // memory those indexes are what a restarted server reads from the disk,
 // one page at a time, for every new device (the file's other pages are
 // appended to or read rarely); read here level by level with many reads
-// in flight, they come in seconds. Warm reads the database file only; it
-// changes nothing, and a page that a concurrent checkpoint rewrites is at
-// worst read for nothing. PostgreSQL: nothing to do here (its pg_prewarm
-// extension is the same tool, docs/operations.md).
-func (db *DB) Warm(ctx context.Context, budget int64, progress *atomic.Int64) (WarmReport, error) {
+// in flight, they come in seconds. Warm then keeps the OS pages holding
+// what it read mapped, at most b.Map bytes of them, until the next Warm or
+// Close (keepMapped says why), and says how much in MappedBytes. Warm reads
+// the database file only; it changes nothing, and a page that a concurrent
+// checkpoint rewrites is at worst read for nothing. PostgreSQL: nothing to
+// do here (its pg_prewarm extension is the same tool, docs/operations.md).
+func (db *DB) Warm(ctx context.Context, b WarmBudget, progress *atomic.Int64) (WarmReport, error) {
 	start := time.Now()
+	budget := b.Read
 	rep := WarmReport{Budget: budget, Trees: []WarmTree{}}
 	if db.dialect != SQLite {
 		return rep, nil
@@ -105,6 +112,7 @@ func (db *DB) Warm(ctx context.Context, budget int64, progress *atomic.Int64) (W
 	if err != nil {
 		return rep, tacerr.Wrap(tacerr.Unavailable, err, "read the ledger's size")
 	}
+	var kept [][]uint32
 	w := &warmer{f: f, pageSize: pageSize, pages: uint32(min(st.Size()/pageSize, 1<<32-1)), progress: progress}
 	for _, k := range warmKeys {
 		var idx struct {
@@ -119,6 +127,7 @@ func (db *DB) Warm(ctx context.Context, budget int64, progress *atomic.Int64) (W
 		}
 		t := WarmTree{Index: idx.Name, Table: k.table}
 		level := []uint32{idx.Root}
+		var treePages []uint32
 		for len(level) > 0 && t.Levels < 32 {
 			if rep.Bytes+int64(len(level))*pageSize > budget {
 				t.Partial = true
@@ -129,16 +138,21 @@ func (db *DB) Warm(ctx context.Context, budget int64, progress *atomic.Int64) (W
 				return rep, err
 			}
 			t.Pages += int64(len(level))
+			treePages = append(treePages, level...)
 			t.Levels++
 			rep.Bytes += int64(len(level)) * pageSize
 			level = next
 		}
 		if t.Pages > 0 {
 			rep.Trees = append(rep.Trees, t)
+			kept = append(kept, treePages)
 		}
 		if t.Partial {
 			break
 		}
+	}
+	if rep.MappedBytes, err = db.keepMapped(f, pageSize, st.Size(), kept, b.Map); err != nil {
+		return rep, err
 	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
@@ -257,16 +271,95 @@ func (w *warmer) children(kids []uint32, pgno uint32, page []byte) []uint32 {
 	return kids
 }
 
-// defaultWarmBudget is Warm's budget when the configuration sets none: a
-// quarter of the machine's memory (MemTotal in /proc/meminfo), or 1 GiB
+// memTotal is the machine's memory (MemTotal in /proc/meminfo), or 4 GiB
 // where that cannot be read.
-func defaultWarmBudget() int64 {
+func memTotal() int64 {
 	b, err := os.ReadFile("/proc/meminfo")
 	if err == nil {
 		var kib int64
 		if _, err := fmt.Sscanf(string(b), "MemTotal: %d kB", &kib); err == nil && kib > 0 {
-			return kib * 1024 / 4
+			return kib * 1024
 		}
 	}
-	return 1 << 30
+	return 4 << 30
+}
+
+// osPage is the size of the operating system's pages that Warm keeps
+// mapped (Linux on the architectures tacline is built for).
+const osPage = 4096
+
+// keepMapped maps the ledger file read-only and has the kernel map, in
+// order, the OS pages that hold the pages of trees, until budget bytes of
+// OS pages are mapped (madvise MADV_POPULATE_READ: the kernel reads a page
+// that is not resident and reports a failure as an error, never as a
+// signal; tacline never reads the map). The map replaces the one an
+// earlier warm-up kept and stays until Close. It returns the bytes mapped.
+//
+// Why a map nobody reads: a page of the page cache that no process maps is
+// the first the kernel gives back, and hosts that reclaim memory
+// proactively (DAMON's pageout of unmapped file pages, as on the machines
+// docs/benchmarks.md measured) give it back within a minute or two of its
+// last use, however much memory is free. The leaves of an index with
+// random keys (the device key's hash) are each used every few minutes at
+// line speed, so without the map a device waits on the disk for one
+// nearly every time. A mapped page is reclaimed only under real memory
+// pressure. It counts in the server's resident set (RssFile) while mapped.
+func (db *DB) keepMapped(f *os.File, pageSize, size int64, trees [][]uint32, budget int64) (int64, error) {
+	db.warmMu.Lock()
+	defer db.warmMu.Unlock()
+	if size < osPage || len(trees) == 0 || budget < osPage {
+		return 0, nil
+	}
+	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		return 0, tacerr.Wrap(tacerr.Unavailable, err, "map the ledger to keep its key indexes")
+	}
+	// A page the kernel must read is read alone, not with its neighbours.
+	_ = unix.Madvise(m, unix.MADV_RANDOM)
+	// One bit per OS page of the file: the pages to map, the trees' first.
+	osPages := size / osPage
+	want := make([]uint64, (osPages+63)/64)
+	var n int64
+fill:
+	for _, pages := range trees {
+		for _, p := range pages {
+			o := (int64(p) - 1) * pageSize / osPage
+			if o >= osPages || want[o/64]&(1<<(o%64)) != 0 {
+				continue
+			}
+			if (n+1)*osPage > budget {
+				break fill
+			}
+			want[o/64] |= 1 << (o % 64)
+			n++
+		}
+	}
+	var mapped int64
+	for o := int64(0); o < osPages; {
+		if want[o/64]&(1<<(o%64)) == 0 {
+			o++
+			continue
+		}
+		end := o + 1
+		for end < osPages && want[end/64]&(1<<(end%64)) != 0 {
+			end++
+		}
+		run := m[o*osPage : end*osPage]
+		switch err := unix.Madvise(run, unix.MADV_POPULATE_READ); {
+		case err == nil:
+			mapped += int64(len(run))
+		case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EPERM), errors.Is(err, unix.ENOSYS):
+			// A kernel before 5.14, or a system call filter.
+			_ = unix.Munmap(m)
+			return 0, tacerr.Wrap(tacerr.Unavailable, err, "keep the ledger's key indexes mapped (madvise MADV_POPULATE_READ needs Linux 5.14 or later)")
+		}
+		// Otherwise (a read error, EIO; memory, ENOMEM) the run stays
+		// unmapped and is read from the disk when a device needs it.
+		o = end
+	}
+	if db.warmMap != nil {
+		_ = unix.Munmap(db.warmMap)
+	}
+	db.warmMap = m
+	return mapped, nil
 }

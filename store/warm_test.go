@@ -16,7 +16,7 @@ import (
 func TestWarmKeysResolve(t *testing.T) {
 	ctx := context.Background()
 	db := storetest.Open(t, store.SQLite)
-	rep, err := db.Warm(ctx, 1<<30, nil)
+	rep, err := db.Warm(ctx, store.WarmBudget{Read: 1 << 30, Map: 1 << 30}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,27 +31,30 @@ func TestWarmKeysResolve(t *testing.T) {
 		t.Fatalf("warmed the indexes of %v, want %v", tables, want)
 	}
 	pg := storetest.Open(t, store.Postgres)
-	if rep, err := pg.Warm(ctx, 1<<30, nil); err != nil || len(rep.Trees) != 0 || rep.Bytes != 0 {
+	if rep, err := pg.Warm(ctx, store.WarmBudget{Read: 1 << 30, Map: 1 << 30}, nil); err != nil || len(rep.Trees) != 0 || rep.Bytes != 0 {
 		t.Fatalf("PostgreSQL: Warm = %+v, %v; want nothing read", rep, err)
 	}
 }
 
 // TestWarmBudgetOfConfig: the configured MiB, none for -1 or on
-// PostgreSQL, and some memory-sized default for 0.
+// PostgreSQL, and memory-sized defaults for 0 (a quarter of the memory to
+// read, an eighth to keep mapped).
 func TestWarmBudgetOfConfig(t *testing.T) {
 	for _, tc := range []struct {
 		cfg  store.Config
-		want int64
+		want store.WarmBudget
 	}{
-		{store.Config{Driver: store.SQLite, WarmMiB: 300}, 300 << 20},
-		{store.Config{Driver: store.SQLite, WarmMiB: -1}, 0},
-		{store.Config{Driver: store.Postgres, WarmMiB: 300}, 0},
+		{store.Config{Driver: store.SQLite, WarmMiB: 300, WarmMapMiB: 100}, store.WarmBudget{Read: 300 << 20, Map: 100 << 20}},
+		{store.Config{Driver: store.SQLite, WarmMiB: 300, WarmMapMiB: -1}, store.WarmBudget{Read: 300 << 20}},
+		{store.Config{Driver: store.SQLite, WarmMiB: -1, WarmMapMiB: 100}, store.WarmBudget{}},
+		{store.Config{Driver: store.Postgres, WarmMiB: 300, WarmMapMiB: 100}, store.WarmBudget{}},
 	} {
 		if got := tc.cfg.WarmBudget(); got != tc.want {
-			t.Errorf("%+v: WarmBudget() = %d, want %d", tc.cfg, got, tc.want)
+			t.Errorf("%+v: WarmBudget() = %+v, want %+v", tc.cfg, got, tc.want)
 		}
 	}
-	if got := (store.Config{Driver: store.SQLite}).WarmBudget(); got < 256<<20 {
-		t.Errorf("default WarmBudget() = %d, want a quarter of this machine's memory", got)
+	got := (store.Config{Driver: store.SQLite}).WarmBudget()
+	if got.Read < 256<<20 || got.Map != got.Read/2 {
+		t.Errorf("default WarmBudget() = %+v, want a quarter of this machine's memory to read and an eighth to map", got)
 	}
 }
