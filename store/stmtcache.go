@@ -173,8 +173,9 @@ type readStmts struct {
 func (c *readStmts) get(query string) *sqlx.Stmt {
 	c.mu.Lock()
 	s, ok := c.stmts[query]
+	full := len(c.stmts) >= maxCachedStmts // the map's size is read under the lock too
 	c.mu.Unlock()
-	if ok || len(c.stmts) >= maxCachedStmts {
+	if ok || full {
 		return s
 	}
 	s, err := c.db.Preparex(query)
