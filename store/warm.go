@@ -302,8 +302,11 @@ const osPage = 4096
 // last use, however much memory is free. The leaves of an index with
 // random keys (the device key's hash) are each used every few minutes at
 // line speed, so without the map a device waits on the disk for one
-// nearly every time. A mapped page is reclaimed only under real memory
-// pressure. It counts in the server's resident set (RssFile) while mapped.
+// nearly every time. DAMON's scheme leaves mapped pages alone, and the
+// kernel's own reclaim, when memory runs short, takes a mapped page one
+// round later than an unmapped one. The pages count in the server's
+// resident set (RssFile) while mapped, with the resident neighbours the
+// kernel maps around each (fault-around).
 func (db *DB) keepMapped(f *os.File, pageSize, size int64, trees [][]uint32, budget int64) (int64, error) {
 	db.warmMu.Lock()
 	defer db.warmMu.Unlock()
