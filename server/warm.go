@@ -44,8 +44,9 @@ const warmRefresh = 10 * time.Minute
 
 // warmLedger reads the ledger's key indexes into the page cache while the
 // server serves (a device that comes first reads what it needs itself, as
-// before), keeps their pages mapped (store.DB.Warm), logs what it did, and
-// does it again every warmRefresh until ctx ends.
+// before), keeps their pages mapped (store.DB.Warm), logs what it did, and,
+// when it keeps pages mapped, does it again every warmRefresh until ctx
+// ends.
 func (s *Server) warmLedger(ctx context.Context) {
 	budget := s.cfg.Database.WarmBudget()
 	if budget.Read <= 0 {
@@ -54,6 +55,9 @@ func (s *Server) warmLedger(ctx context.Context) {
 	}
 	s.warmOnce(ctx, budget, true)
 	s.warm.done.Store(true)
+	if budget.Map <= 0 {
+		return // nothing kept mapped: nothing to bring up to date
+	}
 	t := time.NewTicker(warmRefresh)
 	defer t.Stop()
 	for {

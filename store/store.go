@@ -63,7 +63,7 @@ type Config struct {
 	// WarmMiB bounds what tacline serve reads of a SQLite ledger's key
 	// indexes into the page cache (DB.Warm), WarmMapMiB what it keeps
 	// mapped of the file's pages that hold them.
-	WarmMiB    int `yaml:"warm_mib" doc:"SQLite: the most MiB of the ledger's key indexes tacline serve reads into the page cache as it starts and every 10 minutes, so that devices do not wait on the disk (0: a quarter of the machine's memory; -1: none)" default:"0"`
+	WarmMiB    int `yaml:"warm_mib" doc:"SQLite: the most MiB of the ledger's key indexes tacline serve reads into the page cache as it starts (and every 10 minutes while it keeps them mapped, warm_map_mib), so that devices do not wait on the disk (0: a quarter of the machine's memory; -1: none)" default:"0"`
 	WarmMapMiB int `yaml:"warm_map_mib" doc:"SQLite: the most MiB of the ledger file's pages holding those indexes that tacline serve keeps mapped, so that the kernel keeps them in memory; they count in its resident set (0: an eighth of the machine's memory; -1: none)" default:"0"`
 }
 

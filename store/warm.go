@@ -138,7 +138,9 @@ func (db *DB) Warm(ctx context.Context, b WarmBudget, progress *atomic.Int64) (W
 				return rep, err
 			}
 			t.Pages += int64(len(level))
-			treePages = append(treePages, level...)
+			if b.Map >= osPage { // kept for keepMapped only
+				treePages = append(treePages, level...)
+			}
 			t.Levels++
 			rep.Bytes += int64(len(level)) * pageSize
 			level = next
