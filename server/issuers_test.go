@@ -56,15 +56,7 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	env.Config.Provisioning.IssuerRefresh = 100 * time.Millisecond
-	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("stop the server: %v", err)
-		}
-	}()
+	srv, url := serve(ctx, t, env)
 	first := srv.Issuers()
 	if first.Active == "" || first.Active != first.LedgerActive || len(first.Loaded) != 1 || len(first.Unusable) != 0 {
 		t.Fatalf("issuers at start-up: %+v", first)

@@ -45,15 +45,7 @@ func TestStepCAStation(t *testing.T) {
 	env.Config.Server.StepCAStationCA = []string{sca.RootFile}
 	env.Config.Server.StepCACRL = sca.URL + "/1.0/crl"
 	env.Config.Server.StepCACRLRefresh = 200 * time.Millisecond
-	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("stop the server: %v", err)
-		}
-	}()
+	srv, url := serve(ctx, t, env)
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
 		t.Fatal(err)

@@ -69,15 +69,7 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 		t.Fatal(err)
 	}
 	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
-	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := stop(); err != nil {
-			t.Errorf("stop the server: %v", err)
-		}
-	}()
+	srv, url := serve(ctx, t, env)
 	creds, err := factory.LoadCreds(env.CredsDir, 0)
 	if err != nil {
 		t.Fatal(err)

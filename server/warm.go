@@ -12,11 +12,12 @@ import (
 )
 
 // warmState is what the ledger's warm-up (store.DB.Warm) has done, for
-// /metrics: bytes read so far, and whether it has ended (or had nothing
-// to do).
+// /metrics: bytes read so far, what is kept mapped, how many walks have
+// ended, and whether the first has ended (or there was nothing to do).
 type warmState struct {
 	bytes  atomic.Int64
 	mapped atomic.Int64
+	runs   atomic.Int64
 	done   atomic.Bool
 }
 
@@ -24,29 +25,29 @@ var (
 	descWarmBytes = prometheus.NewDesc("tacline_ledger_warm_bytes", "Bytes of the SQLite ledger's key indexes read into the page cache since this server started (database.warm_mib).", nil, nil)
 	descWarmDone  = prometheus.NewDesc("tacline_ledger_warm_done", "1 once the ledger's start-up warm-up has ended (at once on PostgreSQL or with database.warm_mib -1).", nil, nil)
 	descWarmMap   = prometheus.NewDesc("tacline_ledger_warm_mapped_bytes", "Bytes of the SQLite ledger's file the server keeps mapped so that the pages of its key indexes stay resident (counted in the server's resident set).", nil, nil)
+	descWarmRuns  = prometheus.NewDesc("tacline_ledger_warm_runs_total", "Walks of the SQLite ledger's key indexes that ended since this server started: the start-up's, then one every database.warm_refresh while pages are kept mapped.", nil, nil)
 )
 
 func (w *warmState) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descWarmBytes
 	ch <- descWarmDone
 	ch <- descWarmMap
+	ch <- descWarmRuns
 }
 
 func (w *warmState) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descWarmBytes, prometheus.GaugeValue, float64(w.bytes.Load()))
 	ch <- prometheus.MustNewConstMetric(descWarmDone, prometheus.GaugeValue, b2f(w.done.Load()))
 	ch <- prometheus.MustNewConstMetric(descWarmMap, prometheus.GaugeValue, float64(w.mapped.Load()))
+	ch <- prometheus.MustNewConstMetric(descWarmRuns, prometheus.CounterValue, float64(w.runs.Load()))
 }
-
-// warmRefresh is how often the server walks the key indexes again, so that
-// the pages they grew into since are kept mapped too.
-const warmRefresh = 10 * time.Minute
 
 // warmLedger reads the ledger's key indexes into the page cache while the
 // server serves (a device that comes first reads what it needs itself, as
 // before), keeps their pages mapped (store.DB.Warm), logs what it did, and,
-// when it keeps pages mapped, does it again every warmRefresh until ctx
-// ends.
+// when it keeps pages mapped, does it again every database.warm_refresh
+// until ctx ends, so that the pages the indexes grew into are kept mapped
+// too.
 func (s *Server) warmLedger(ctx context.Context) {
 	budget := s.cfg.Database.WarmBudget()
 	if budget.Read <= 0 {
@@ -58,7 +59,7 @@ func (s *Server) warmLedger(ctx context.Context) {
 	if budget.Map <= 0 {
 		return // nothing kept mapped: nothing to bring up to date
 	}
-	t := time.NewTicker(warmRefresh)
+	t := time.NewTicker(s.cfg.Database.WarmRefreshEvery())
 	defer t.Stop()
 	for {
 		select {
@@ -80,6 +81,7 @@ func (s *Server) warmOnce(ctx context.Context, budget store.WarmBudget, first bo
 		return
 	}
 	s.warm.mapped.Store(rep.MappedBytes)
+	s.warm.runs.Add(1)
 	attrs := []any{"mib", rep.Bytes >> 20, "mapped_mib", rep.MappedBytes >> 20, "seconds", rep.Seconds, "budget_mib", budget.Read >> 20, "map_budget_mib", budget.Map >> 20}
 	for _, t := range rep.Trees {
 		attrs = append(attrs, t.Index, t.Pages)

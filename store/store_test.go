@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -37,6 +38,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"negative conns", store.Config{Driver: store.Postgres, DSN: "x", MaxConns: -1}, "database.max_conns"},
 		{"warm below -1", store.Config{Driver: store.SQLite, DSN: "x", WarmMiB: -2}, "database.warm_mib"},
 		{"warm map below -1", store.Config{Driver: store.SQLite, DSN: "x", WarmMapMiB: -2}, "database.warm_map_mib"},
+		{"warm refresh too short", store.Config{Driver: store.SQLite, DSN: "x", WarmRefresh: time.Millisecond}, "database.warm_refresh"},
+		{"warm refresh negative", store.Config{Driver: store.SQLite, DSN: "x", WarmRefresh: -time.Minute}, "database.warm_refresh"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.cfg.Validate()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -52,6 +53,12 @@ func TestWarmBudgetOfConfig(t *testing.T) {
 		if got := tc.cfg.WarmBudget(); got != tc.want {
 			t.Errorf("%+v: WarmBudget() = %+v, want %+v", tc.cfg, got, tc.want)
 		}
+	}
+	if d := (store.Config{}).WarmRefreshEvery(); d != 10*time.Minute {
+		t.Errorf("default WarmRefreshEvery() = %s, want 10m", d)
+	}
+	if d := (store.Config{WarmRefresh: time.Second}).WarmRefreshEvery(); d != time.Second {
+		t.Errorf("WarmRefreshEvery() with warm_refresh 1s = %s", d)
 	}
 	got := (store.Config{Driver: store.SQLite}).WarmBudget()
 	if got.Read < 256<<20 || got.Map != got.Read/2 {
