@@ -143,6 +143,9 @@ func (db *DB) DeviceIMEIs(ctx context.Context, serial string) ([]IMEIRecord, err
 // sqlDeviceIMEIs: the redundant test that device_serial is not empty lets
 // the query use the partial index imeis_device (SQLite scanned the whole
 // ledger without it).
+// sqlPoolOfIMEI names the pool of an IMEI (the bound event's pool).
+const sqlPoolOfIMEI = `SELECT p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 = ?`
+
 const sqlDeviceIMEIs = sqlIMEISelect + `WHERE i.device_serial = ? AND i.device_serial <> '' ORDER BY i.reservation_id, i.grp, i.slot`
 
 func deviceIMEIs(q querier, serial string) ([]IMEIRecord, error) {
@@ -344,7 +347,7 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 		return tacerr.Field(tacerr.InvalidState, "imeis", "an IMEI is listed twice")
 	}
 	var pool string
-	if err := tx.get(&pool, tx.rebind(`SELECT p.name FROM imeis i JOIN pools p ON p.id = i.pool_id WHERE i.imei14 = ?`), keys[0]); err != nil {
+	if err := tx.get(&pool, tx.rebind(sqlPoolOfIMEI), keys[0]); err != nil {
 		return translate(err, "look up pool")
 	}
 	tx.Emit(Event{Type: EventIMEIBound, Time: now, Actor: actor, RequestID: requestID, Pool: pool,
