@@ -293,8 +293,9 @@ func (g *prefillGen) batch(i, count int) (*store.BulkBatch, error) {
 }
 
 // provisionPrefilled is Provision with o.Prefill: the prefilled ledger is
-// filled first, then the empty one is measured, then the prefilled one, in
-// the same command; the ratio compares the two measured rates.
+// filled first, then the empty one and the prefilled one are measured,
+// o.PrefillRounds times each in alternating order (measureRounds), in the
+// same command; the ratio compares their mean rates.
 func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer) (*ProvisionResult, error) {
 	if o.NoAudit {
 		return nil, tacerr.Field(tacerr.InvalidInput, "prefill", "a prefilled ledger holds the audit log of its devices: --prefill cannot run with --no-audit")
@@ -329,21 +330,20 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	if err != nil {
 		return nil, err
 	}
-	// The empty phase's profiles go beside the prefilled one's: X-empty.prof.
-	oE := o
-	oE.CPUProfile, oE.MemProfile = withSuffix(o.CPUProfile, "-empty"), withSuffix(o.MemProfile, "-empty")
-	empty, err := measure(ctx, oE, envE)
+	res, empty, rounds, err := measureRounds(ctx, o, envE, envP)
 	if err != nil {
-		return nil, fmt.Errorf("empty ledger: %w", err)
-	}
-	res, err := measure(ctx, o, envP)
-	if err != nil {
-		return nil, fmt.Errorf("prefilled ledger: %w", err)
+		return nil, err
 	}
 	res.Prefill, res.PrefillSeconds, res.PrefillPerSecond, res.LedgerBytes = pf.Devices, pf.Seconds, pf.DevicesPerSecond, size
-	res.Empty, res.EmptyPerSecond = empty, empty.DevicesPerSecond
-	if empty.DevicesPerSecond > 0 {
-		res.PrefilledRatio = res.DevicesPerSecond / empty.DevicesPerSecond
+	res.Empty, res.PrefillRounds = empty, rounds
+	var sumE, sumP float64
+	for _, r := range rounds {
+		sumE += r.EmptyPerSecond
+		sumP += r.PrefilledPerSecond
+	}
+	res.EmptyPerSecond, res.PrefilledPerSecond = sumE/float64(len(rounds)), sumP/float64(len(rounds))
+	if sumE > 0 {
+		res.PrefilledRatio = sumP / sumE
 	}
 	res.LedgerOK = res.LedgerOK && empty.LedgerOK
 	start := time.Now()
@@ -353,6 +353,60 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	}
 	res.AuditOK, res.AuditVerifySeconds = &ok, time.Since(start).Seconds()
 	return res, nil
+}
+
+// PrefillRound is one measurement of each ledger in a prefilled run.
+type PrefillRound struct {
+	EmptyFirst         bool    `json:"empty_first"`
+	EmptyPerSecond     float64 `json:"empty_devices_per_second"`
+	PrefilledPerSecond float64 `json:"prefilled_devices_per_second"`
+	EmptyCPUus         float64 `json:"empty_server_cpu_us_per_device"`
+	PrefilledCPUus     float64 `json:"prefilled_server_cpu_us_per_device"`
+	Ratio              float64 `json:"ratio"`
+}
+
+// measureRounds measures the empty ledger (envE) and the prefilled one
+// (envP) max(o.PrefillRounds, 1) times each, the empty one first in even
+// rounds, and returns the last runs of each with every round's rates.
+// Each ledger is checked (`ledger check`) after its last run only.
+func measureRounds(ctx context.Context, o ProvisionOptions, envE, envP *devenv.Env) (res, empty *ProvisionResult, rounds []PrefillRound, err error) {
+	n := max(o.PrefillRounds, 1)
+	// The empty phase's profiles go beside the prefilled one's: X-empty.prof.
+	oE := o
+	oE.CPUProfile, oE.MemProfile = withSuffix(o.CPUProfile, "-empty"), withSuffix(o.MemProfile, "-empty")
+	for i := range n {
+		last := i == n-1
+		oE.skipCheck, o.skipCheck = !last, !last
+		runE := func() (err error) {
+			if empty, err = measure(ctx, oE, envE); err != nil {
+				return fmt.Errorf("empty ledger: %w", err)
+			}
+			return nil
+		}
+		runP := func() (err error) {
+			if res, err = measure(ctx, o, envP); err != nil {
+				return fmt.Errorf("prefilled ledger: %w", err)
+			}
+			return nil
+		}
+		first, second := runE, runP
+		if i%2 == 1 {
+			first, second = runP, runE
+		}
+		if err := first(); err != nil {
+			return nil, nil, nil, err
+		}
+		if err := second(); err != nil {
+			return nil, nil, nil, err
+		}
+		r := PrefillRound{EmptyFirst: i%2 == 0, EmptyPerSecond: empty.DevicesPerSecond, PrefilledPerSecond: res.DevicesPerSecond,
+			EmptyCPUus: empty.ServerCPUusPerDevice, PrefilledCPUus: res.ServerCPUusPerDevice}
+		if r.EmptyPerSecond > 0 {
+			r.Ratio = r.PrefilledPerSecond / r.EmptyPerSecond
+		}
+		rounds = append(rounds, r)
+	}
+	return res, empty, rounds, nil
 }
 
 // withSuffix puts suffix before path's extension ("" stays "").

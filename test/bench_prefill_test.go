@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"math"
 	"path/filepath"
 	"testing"
 	"time"
@@ -37,6 +38,13 @@ func TestBenchProvisionPrefill(t *testing.T) {
 					Devices  int  `json:"devices"`
 					LedgerOK bool `json:"ledger_ok"`
 				} `json:"empty"`
+				PrefilledPerSec float64 `json:"prefilled_devices_per_second"`
+				Rounds          []struct {
+					EmptyFirst bool    `json:"empty_first"`
+					Empty      float64 `json:"empty_devices_per_second"`
+					Prefilled  float64 `json:"prefilled_devices_per_second"`
+					Ratio      float64 `json:"ratio"`
+				} `json:"prefill_rounds"`
 			}
 			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
 				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
@@ -52,6 +60,17 @@ func TestBenchProvisionPrefill(t *testing.T) {
 			}
 			if res.Empty == nil || res.Empty.Devices == 0 || !res.Empty.LedgerOK || res.EmptyPerSec <= 0 || res.Ratio <= 0 {
 				t.Errorf("the empty ledger's run is missing or failed: %+v, ratio %v", res.Empty, res.Ratio)
+			}
+			// --rounds 2 (the default): each ledger measured twice, the
+			// empty one first, then the prefilled one first; the ratio is
+			// the mean rate prefilled over the mean rate empty.
+			if len(res.Rounds) != 2 || !res.Rounds[0].EmptyFirst || res.Rounds[1].EmptyFirst {
+				t.Errorf("prefill_rounds %+v, want two rounds, the empty ledger first in the first only", res.Rounds)
+			} else {
+				sumE, sumP := res.Rounds[0].Empty+res.Rounds[1].Empty, res.Rounds[0].Prefilled+res.Rounds[1].Prefilled
+				if sumE <= 0 || sumP <= 0 || math.Abs(res.Ratio-sumP/sumE) > 1e-9 || math.Abs(res.EmptyPerSec-sumE/2) > 1e-9 || math.Abs(res.PrefilledPerSec-sumP/2) > 1e-9 {
+					t.Errorf("prefilled_ratio %v, empty %v, prefilled %v: want the means of the rounds %+v", res.Ratio, res.EmptyPerSec, res.PrefilledPerSec, res.Rounds)
+				}
 			}
 			if res.PeakRSSMiB <= 0 || res.Syscalls <= 0 {
 				t.Errorf("server_peak_rss_mib %v, server_write_syscalls_per_device %v: the server's counters are missing", res.PeakRSSMiB, res.Syscalls)
