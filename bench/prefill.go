@@ -377,27 +377,14 @@ func measureRounds(ctx context.Context, o ProvisionOptions, envE, envP *devenv.E
 	for i := range n {
 		last := i == n-1
 		oE.skipCheck, o.skipCheck = !last, !last
-		runE := func() (err error) {
-			if empty, err = measure(ctx, oE, envE); err != nil {
-				return fmt.Errorf("empty ledger: %w", err)
+		for _, emptyNow := range []bool{i%2 == 0, i%2 != 0} {
+			if emptyNow {
+				if empty, err = measure(ctx, oE, envE); err != nil {
+					return nil, nil, nil, fmt.Errorf("empty ledger: %w", err)
+				}
+			} else if res, err = measure(ctx, o, envP); err != nil {
+				return nil, nil, nil, fmt.Errorf("prefilled ledger: %w", err)
 			}
-			return nil
-		}
-		runP := func() (err error) {
-			if res, err = measure(ctx, o, envP); err != nil {
-				return fmt.Errorf("prefilled ledger: %w", err)
-			}
-			return nil
-		}
-		first, second := runE, runP
-		if i%2 == 1 {
-			first, second = runP, runE
-		}
-		if err := first(); err != nil {
-			return nil, nil, nil, err
-		}
-		if err := second(); err != nil {
-			return nil, nil, nil, err
 		}
 		r := PrefillRound{EmptyFirst: i%2 == 0, EmptyPerSecond: empty.DevicesPerSecond, PrefilledPerSecond: res.DevicesPerSecond,
 			EmptyCPUus: empty.ServerCPUusPerDevice, PrefilledCPUus: res.ServerCPUusPerDevice}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unsafe"
 
+	"github.com/jmoiron/sqlx"
 	"github.com/mattn/go-sqlite3"
 )
 
@@ -34,12 +35,9 @@ func TestStatementsNotRecompiledPerExecution(t *testing.T) {
 	}
 	for _, side := range []struct {
 		name string
-		conn func() (rawConn, error)
-	}{
-		{"reader", func() (rawConn, error) { c, err := db.r.Conn(ctx); return c, err }},
-		{"writer", func() (rawConn, error) { c, err := db.w.Conn(ctx); return c, err }},
-	} {
-		c, err := side.conn()
+		pool *sqlx.DB
+	}{{"reader", db.r}, {"writer", db.w}} {
+		c, err := side.pool.Conn(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,12 +79,6 @@ func TestStatementsNotRecompiledPerExecution(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-}
-
-// rawConn is a database/sql connection (sql.Conn).
-type rawConn interface {
-	Raw(func(any) error) error
-	Close() error
 }
 
 // sqliteStmtHandle is the sqlite3_stmt* of a statement of the driver (the
