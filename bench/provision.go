@@ -107,6 +107,17 @@ type ProvisionResult struct {
 	// machine's load does not move.
 	ServerAllocKiBPerDevice float64 `json:"server_alloc_kib_per_device"`
 	ServerAllocsPerDevice   float64 `json:"server_allocs_per_device"`
+	// Where a request's time goes, as the servers' histograms saw the
+	// measured phase (means): how long a ledger write waited for its
+	// group-commit batch to start (tacline_ledger_queue_seconds), how long
+	// a batch took (tacline_ledger_batch_seconds) and how many writes it
+	// carried, and how long the HSM took to sign
+	// (tacline_hsm_sign_duration_seconds). A device makes two ledger
+	// writes (its reservation, then its binding) around its signature.
+	LedgerQueueMs      float64 `json:"ledger_queue_ms"`
+	LedgerBatchMs      float64 `json:"ledger_batch_ms"`
+	LedgerBatchMembers float64 `json:"ledger_batch_members"`
+	HSMSignMs          float64 `json:"hsm_sign_ms"`
 	// ServerPeakRSSMiB is the largest peak resident set (VmHWM) of the
 	// server processes at the end of the run (issue 14: <= 256 MiB).
 	ServerPeakRSSMiB float64 `json:"server_peak_rss_mib"`
@@ -216,13 +227,13 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	// its stations (GET /v1/pools each, TLS handshakes) and pregenerated its
 	// devices, just before its clock starts: they cover the measured phase.
 	c0 := make([]procCounters, len(procs))
-	m0 := make([]memCounters, len(procs))
+	m0 := make([]serverCounters, len(procs))
 	var db0 time.Duration
 	var mu sync.Mutex
 	var c0err error
 	var dbOnce sync.Once // the database's backends serve every replica: read from the first start
 	started := func(i int) {
-		m, merr := readMemCounters(ctx, metricsClient, procs[i].URL)
+		m, merr := readServerCounters(ctx, metricsClient, procs[i].URL)
 		c, err := readCounters(procs[i].Cmd.Process.Pid)
 		dbOnce.Do(func() { db0 = cpuOf(dbPIDs) })
 		mu.Lock()
@@ -240,12 +251,13 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen, started)
 	db1 := cpuOf(dbPIDs)
 	var c1 procCounters
-	var m1 memCounters
+	m1 := serverCounters{}
 	for i, p := range procs {
 		c, cerr := readCounters(p.Cmd.Process.Pid)
-		m, merr := readMemCounters(ctx, metricsClient, p.URL)
-		m1.bytes += m.bytes - m0[i].bytes
-		m1.objects += m.objects - m0[i].objects
+		m, merr := readServerCounters(ctx, metricsClient, p.URL)
+		if merr == nil {
+			m1.addDelta(m, m0[i])
+		}
 		cerr = cmp.Or(cerr, merr)
 		c1.cpu += c.cpu - c0[i].cpu
 		c1.syscw += c.syscw - c0[i].syscw
@@ -277,8 +289,12 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		res.ServerStorageKiBPerDevice = float64(c1.writeBytes) / 1024 / float64(sum.Devices)
 		res.ServerReadsPerDevice = float64(c1.syscr) / float64(sum.Devices)
 		res.ServerStorageReadKiBPerDevice = float64(c1.readBytes) / 1024 / float64(sum.Devices)
-		res.ServerAllocKiBPerDevice = m1.bytes / 1024 / float64(sum.Devices)
-		res.ServerAllocsPerDevice = m1.objects / float64(sum.Devices)
+		res.ServerAllocKiBPerDevice = m1[cAllocBytes] / 1024 / float64(sum.Devices)
+		res.ServerAllocsPerDevice = m1[cAllocObjects] / float64(sum.Devices)
+		res.LedgerQueueMs, res.LedgerBatchMs, res.HSMSignMs = 1000*m1.mean(cQueue), 1000*m1.mean(cBatch), 1000*m1.mean(cSign)
+		if n := m1[cBatch+"_count"]; n > 0 {
+			res.LedgerBatchMembers = m1[cMembers] / n
+		}
 		if len(dbPIDs) > 0 {
 			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / float64(sum.Devices)
 		}

@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
@@ -138,7 +137,7 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 			if why := st.Unusable[rec.KeyID]; !contains(why, tc.why) {
 				t.Fatalf("unusable issuers %v: want %s with %q", st.Unusable, rec.KeyID, tc.why)
 			}
-			if v := gauge(t, srv.Registry, "tacline_device_issuer_behind"); v != 1 {
+			if v := metricValue(t, srv.Registry, "tacline_device_issuer_behind"); v != 1 {
 				t.Errorf("tacline_device_issuer_behind = %v, want 1", v)
 			}
 			_, resp := provision()
@@ -147,7 +146,7 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 			}
 		})
 	}
-	if v := gauge(t, srv.Registry, "tacline_device_issuers_unusable"); v != 2 {
+	if v := metricValue(t, srv.Registry, "tacline_device_issuers_unusable"); v != 2 {
 		t.Errorf("tacline_device_issuers_unusable = %v, want 2", v)
 	}
 
@@ -163,10 +162,10 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if v := gauge(t, srv.Registry, "tacline_device_issuer_behind"); v != 0 {
+	if v := metricValue(t, srv.Registry, "tacline_device_issuer_behind"); v != 0 {
 		t.Errorf("tacline_device_issuer_behind = %v after the switch, want 0", v)
 	}
-	if v := gauge(t, srv.Registry, "tacline_device_issuers_loaded"); v != 2 {
+	if v := metricValue(t, srv.Registry, "tacline_device_issuers_loaded"); v != 2 {
 		t.Errorf("tacline_device_issuers_loaded = %v, want 2 (old and new)", v)
 	}
 	_, after := provision()
@@ -224,21 +223,6 @@ func parsePEM(t *testing.T, s string) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
-}
-
-func gauge(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

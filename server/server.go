@@ -194,6 +194,10 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		s.Close()
 		return nil, err
 	}
+	if err := registerLedgerMetrics(s.Registry, s.DB); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.Registry.Register(opsCollector{s}); err != nil {
 		s.Close()
 		return nil, err

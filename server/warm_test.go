@@ -15,34 +15,13 @@ import (
 	"github.com/tacline/tacline/server"
 )
 
-// warmGauge reads one of the warm-up's metrics from the server's registry.
-func warmGauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name || len(mf.GetMetric()) != 1 {
-			continue
-		}
-		m := mf.GetMetric()[0]
-		if c := m.GetCounter(); c != nil {
-			return c.GetValue()
-		}
-		return m.GetGauge().GetValue()
-	}
-	t.Fatalf("metric %s not found", name)
-	return 0
-}
-
 // waitWarm polls until ok holds for the registry's warm-up metrics or ctx
 // ends (a failure: the refresh did not happen).
 func waitWarm(ctx context.Context, t *testing.T, reg *prometheus.Registry, what string, ok func(runs, mapped float64) bool) (runs, mapped float64) {
 	t.Helper()
 	for {
-		runs = warmGauge(t, reg, "tacline_ledger_warm_runs_total")
-		mapped = warmGauge(t, reg, "tacline_ledger_warm_mapped_bytes")
+		runs = metricValue(t, reg, "tacline_ledger_warm_runs_total")
+		mapped = metricValue(t, reg, "tacline_ledger_warm_mapped_bytes")
 		if ok(runs, mapped) {
 			return runs, mapped
 		}
@@ -107,7 +86,7 @@ func TestWarmRefreshOnlyWhileMapped(t *testing.T) {
 	defer cancel()
 	env, srv, url := serveWarming(ctx, t, -1)
 	waitWarm(ctx, t, srv.Registry, "the start-up walk", func(r, _ float64) bool { return r >= 1 })
-	if warmGauge(t, srv.Registry, "tacline_ledger_warm_done") != 1 {
+	if metricValue(t, srv.Registry, "tacline_ledger_warm_done") != 1 {
 		t.Fatal("tacline_ledger_warm_done is not 1 after the start-up walk")
 	}
 	// Devices, and ten refresh intervals at least: none may walk again.
@@ -116,7 +95,7 @@ func TestWarmRefreshOnlyWhileMapped(t *testing.T) {
 		t.Fatal(err)
 	}
 	time.Sleep(time.Second - time.Since(start))
-	if r, m := warmGauge(t, srv.Registry, "tacline_ledger_warm_runs_total"), warmGauge(t, srv.Registry, "tacline_ledger_warm_mapped_bytes"); r != 1 || m != 0 {
+	if r, m := metricValue(t, srv.Registry, "tacline_ledger_warm_runs_total"), metricValue(t, srv.Registry, "tacline_ledger_warm_mapped_bytes"); r != 1 || m != 0 {
 		t.Fatalf("without a map: %v walks and %v bytes mapped after the devices, want 1 and 0", r, m)
 	}
 }

@@ -19,6 +19,8 @@ import (
 type member struct {
 	err  error
 	done chan struct{}
+	// queued is when the member was handed to the committer.
+	queued time.Time
 }
 
 func newMember() member { return member{done: make(chan struct{})} }
@@ -61,9 +63,35 @@ type committer struct {
 	lastBatch, returning int
 	// stats
 	batches, reserved atomic.Int64
+	// observe, when set, is told of every batch (SetBatchObserver).
+	observe atomic.Pointer[func(BatchTiming)]
+}
+
+// BatchTiming is what the group committer reports of one batch: how many
+// members (Reserve, Commit and CommitBinding calls) it carried, how long
+// each waited in the queue before the batch started (the members' order),
+// and how long the batch's transaction took, retries of members alone
+// included, until every member's outcome was known.
+type BatchTiming struct {
+	Members int
+	Queued  []time.Duration
+	Run     time.Duration
+}
+
+// SetBatchObserver installs the observer of the group committer's batches
+// (the server's ledger metrics); it is called on the committer's goroutine
+// after each batch, before its members are released, and must be quick.
+// nil removes it.
+func (db *DB) SetBatchObserver(observe func(BatchTiming)) {
+	if observe == nil {
+		db.committer.observe.Store(nil)
+		return
+	}
+	db.committer.observe.Store(&observe)
 }
 
 func (c *committer) submit(w work) {
+	w.base().queued = time.Now()
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -102,7 +130,11 @@ func (c *committer) loop() {
 			c.lastBatch = len(batch)
 			c.batches.Add(1)
 			c.reserved.Add(int64(len(batch)))
+			start := time.Now()
 			c.db.commitBatch(batch)
+			if obs := c.observe.Load(); obs != nil {
+				(*obs)(timing(batch, start))
+			}
 			c.returning = returning(batch)
 			for _, w := range batch {
 				close(w.base().done)
@@ -156,6 +188,15 @@ func (c *committer) gather(timer *time.Timer) {
 			return
 		}
 	}
+}
+
+// timing is a batch's BatchTiming, the batch having started at start.
+func timing(batch []work, start time.Time) BatchTiming {
+	t := BatchTiming{Members: len(batch), Queued: make([]time.Duration, len(batch)), Run: time.Since(start)}
+	for i, w := range batch {
+		t.Queued[i] = start.Sub(w.base().queued)
+	}
+	return t
 }
 
 // returning counts the members of a committed batch whose callers come

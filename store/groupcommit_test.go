@@ -62,3 +62,75 @@ func TestGatherWaitsOnlyForReturningCallers(t *testing.T) {
 		}
 	})
 }
+
+// TestBatchObserverSeesEveryMember: the batch observer (the server's
+// ledger metrics) is told of every batch, with each member's wait in the
+// queue and the batch's run. One Commit is held inside its transaction
+// while two more queue behind it: the first batch's run lasts at least the
+// hold, and the two waited at least from their queueing to its release.
+func TestBatchObserverSeesEveryMember(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		var mu sync.Mutex
+		var seen []store.BatchTiming
+		db.SetBatchObserver(func(bt store.BatchTiming) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen = append(seen, bt)
+		})
+		ctx := context.Background()
+		hold, held := make(chan struct{}), make(chan struct{})
+		errs := make(chan error, 3)
+		go func() {
+			errs <- db.Commit(ctx, func(tx *store.Tx) error {
+				close(held)
+				<-hold
+				return nil
+			})
+		}()
+		<-held
+		start := time.Now()
+		for i := 0; i < 2; i++ {
+			go func() { errs <- db.Commit(ctx, func(tx *store.Tx) error { return nil }) }()
+		}
+		for db.QueuedMembers() < 2 {
+			time.Sleep(time.Millisecond)
+		}
+		queued := time.Now()
+		time.Sleep(20 * time.Millisecond)
+		close(hold)
+		for i := 0; i < 3; i++ {
+			if err := <-errs; err != nil {
+				t.Fatal(err)
+			}
+		}
+		mu.Lock()
+		got := append([]store.BatchTiming(nil), seen...)
+		mu.Unlock()
+		if len(got) != 2 || got[0].Members != 1 || got[1].Members != 2 {
+			t.Fatalf("observed %+v, want a batch of 1 then a batch of 2", got)
+		}
+		for _, bt := range got {
+			if len(bt.Queued) != bt.Members {
+				t.Fatalf("batch of %d members reports %d queue waits", bt.Members, len(bt.Queued))
+			}
+		}
+		if minHeld := queued.Sub(start) + 20*time.Millisecond; got[0].Run < minHeld {
+			t.Fatalf("the held batch ran %s, but it was held at least %s", got[0].Run, minHeld)
+		}
+		for _, q := range got[1].Queued {
+			if q < 20*time.Millisecond {
+				t.Fatalf("a member queued behind the held batch waited %s, at least 20ms expected", q)
+			}
+		}
+
+		db.SetBatchObserver(nil)
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return nil }); err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != 2 {
+			t.Fatalf("after SetBatchObserver(nil) the observer was still called (%d batches seen)", len(seen))
+		}
+	})
+}

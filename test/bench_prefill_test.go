@@ -34,6 +34,10 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				Syscalls    float64 `json:"server_write_syscalls_per_device"`
 				StorageKiB  float64 `json:"server_storage_written_kib_per_device"`
 				PeakRSSMiB  float64 `json:"server_peak_rss_mib"`
+				QueueMs     float64 `json:"ledger_queue_ms"`
+				BatchMs     float64 `json:"ledger_batch_ms"`
+				Members     float64 `json:"ledger_batch_members"`
+				SignMs      float64 `json:"hsm_sign_ms"`
 				Empty       *struct {
 					Devices  int  `json:"devices"`
 					LedgerOK bool `json:"ledger_ok"`
@@ -74,6 +78,13 @@ func TestBenchProvisionPrefill(t *testing.T) {
 			}
 			if res.PeakRSSMiB <= 0 || res.Syscalls <= 0 {
 				t.Errorf("server_peak_rss_mib %v, server_write_syscalls_per_device %v: the server's counters are missing", res.PeakRSSMiB, res.Syscalls)
+			}
+			// Where the time went (the servers' histograms over the measured
+			// phase): a batch carries at least one write and takes time, and
+			// every device was signed.
+			if res.QueueMs <= 0 || res.BatchMs <= 0 || res.Members < 1 || res.SignMs <= 0 {
+				t.Errorf("ledger_queue_ms %v, ledger_batch_ms %v, ledger_batch_members %v, hsm_sign_ms %v: the request's breakdown is missing",
+					res.QueueMs, res.BatchMs, res.Members, res.SignMs)
 			}
 			if db != "sqlite" {
 				return

@@ -65,6 +65,8 @@ func newBenchProvisionCmd() *cobra.Command {
 				res.DB, res.Stations, res.Devices, res.DurationSeconds, res.DevicesPerSecond, res.P50ms, res.P99ms, res.Errors)
 			fmt.Fprintf(cmd.OutOrStdout(), "server CPU %.0f us/device; raw HSM P-256 signs %.0f/s (same token, same run); ledger ok %v\n",
 				res.ServerCPUusPerDevice, res.RawHSMSignPerSecond, res.LedgerOK)
+			fmt.Fprintf(cmd.OutOrStdout(), "where a request waits (means): ledger queue %.2f ms and batch %.2f ms (%.1f writes each) for its reservation and again for its binding, HSM signature %.2f ms\n",
+				res.LedgerQueueMs, res.LedgerBatchMs, res.LedgerBatchMembers, res.HSMSignMs)
 			if res.Prefill > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "prefilled with %d devices in %.0fs (%.0f devices/s, ledger %.1f MiB): %.0f devices/s against %.0f on an empty ledger (means of %d rounds), ratio %.3f; audit log verified %v\n",
 					res.Prefill, res.PrefillSeconds, res.PrefillPerSecond, float64(res.LedgerBytes)/(1<<20), res.PrefilledPerSecond, res.EmptyPerSecond, len(res.PrefillRounds), res.PrefilledRatio, *res.AuditOK)

@@ -25,3 +25,23 @@ go_memstats_mallocs_total 8.6e+06
 		t.Fatalf("a labelled sample was taken: %v", m)
 	}
 }
+
+// TestServerCountersDelta: the measured phase's figures are the counters'
+// differences summed over the servers, and a histogram's mean is its sum
+// over its count (0 when it saw nothing).
+func TestServerCountersDelta(t *testing.T) {
+	before := serverCounters{cBatch + "_sum": 1.0, cBatch + "_count": 10, cMembers: 30}
+	after := serverCounters{cBatch + "_sum": 1.5, cBatch + "_count": 110, cMembers: 330}
+	sum := serverCounters{}
+	sum.addDelta(after, before)
+	sum.addDelta(after, before)
+	if got := sum.mean(cBatch); got != 1.0/200 {
+		t.Fatalf("mean batch %v s, want 0.005 (1 s over 200 batches)", got)
+	}
+	if sum[cMembers] != 600 {
+		t.Fatalf("members %v, want 600", sum[cMembers])
+	}
+	if got := sum.mean(cQueue); got != 0 {
+		t.Fatalf("mean of an empty histogram %v, want 0", got)
+	}
+}
