@@ -110,8 +110,13 @@ func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, 
 // Sync verifies and applies one batch of site (the caller has
 // authenticated the site). Errors: not_found (site), invalid_input (a
 // malformed event or proof), lease_violation (refused: bad signature,
-// inconsistent checkpoint, IMEI outside the site's leases).
+// inconsistent checkpoint, IMEI outside the site's leases),
+// witness_missing (this headquarters cosigns nothing: no witness key).
 func (h *HQ) Sync(ctx context.Context, site string, req wire.SiteSyncRequest) (wire.SiteSyncResponse, error) {
+	if h.cosigner == nil {
+		// Nothing of the batch could be answered: say so before verifying it.
+		return wire.SiteSyncResponse{}, errNoWitness()
+	}
 	st, err := h.db.SiteByName(ctx, site)
 	if err != nil {
 		return wire.SiteSyncResponse{}, err
@@ -262,10 +267,16 @@ func eventDiff(want, got wire.SiteEvent) string {
 	return "event"
 }
 
+// errNoWitness answers a site's sync at a headquarters without a witness
+// key: not retryable by the site, an operator at headquarters must act.
+func errNoWitness() error {
+	return tacerr.New(tacerr.WitnessMissing, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint, so it applies no site's events: an operator at headquarters creates it with `tacline audit witness-key --generate` and restarts tacline")
+}
+
 // cosign adds HQ's cosignature line to the site's signed checkpoint.
 func (h *HQ) cosign(cp audit.Checkpoint, v note.Verifier) ([]byte, error) {
 	if h.cosigner == nil {
-		return nil, tacerr.New(tacerr.Unavailable, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint: set it up with `tacline audit witness-key --generate`")
+		return nil, errNoWitness()
 	}
 	n, err := note.Open(cp.Note, note.VerifierList(v))
 	if err != nil {

@@ -298,3 +298,28 @@ func refusedTotal(t *testing.T, reg *prometheus.Registry) float64 {
 	}
 	return sum
 }
+
+// TestSyncWithoutWitnessKey: a headquarters without a witness key answers
+// a site's sync witness_missing (not retryable: an operator at HQ must
+// act), with a message naming the setting and the command, before it
+// verifies or applies anything.
+func TestSyncWithoutWitnessKey(t *testing.T) {
+	ctx := context.Background()
+	siteKey := key(t)
+	hqDB, lease := hqLedger(t, siteKey)
+	hq, err := site.NewHQ(hqDB, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSiteLog(t, siteKey)
+	cp := s.bind(t, 1, lease.SNRStart)
+	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: s.events(t, cp.Size, 1), Checkpoint: string(cp.Note)})
+	if !tacerr.Is(err, tacerr.WitnessMissing) || tacerr.IsRetryable(err) ||
+		!strings.Contains(err.Error(), "audit.witness_key_label") || !strings.Contains(err.Error(), "tacline audit witness-key --generate") {
+		t.Fatalf("sync at a headquarters without a witness key: %v (retryable %v)", err, tacerr.IsRetryable(err))
+	}
+	st, err := hq.Status(ctx, "s1")
+	if err != nil || st.Bound != 0 || st.VerifiedSize != 0 || st.AppliedSeq != 0 {
+		t.Fatalf("HQ applied or verified part of a batch it could not cosign: %+v, %v", st, err)
+	}
+}

@@ -64,6 +64,7 @@ var specs = []Spec{
 	{HSMPINIncorrect, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "The HSM refused the PIN; an operator fixes hsm.pin and restarts (tacline never retries a PIN by itself)."},
 	{HSMPINLocked, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "The HSM user PIN is locked or expired; the token's security officer must act."},
 	{HSMKeyNotFound, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "A signing key is missing from the HSM; an operator restores it or rotates the issuer."},
+	{WitnessMissing, http.StatusServiceUnavailable, "Headquarters needs an operator", false, 0, true, "Headquarters has no witness key (`audit.witness_key_label`), so it cosigns no site checkpoint and refuses every site sync: an operator at headquarters creates it (`tacline audit witness-key --generate`) and restarts (docs/sites.md)."},
 	{HSMKeyUnsafe, http.StatusServiceUnavailable, "HSM needs an operator", false, 0, false, "A key in the HSM is extractable or not sensitive; an operator replaces it."},
 
 	{LintFailed, http.StatusInternalServerError, "Certificate profile failed linting", false, 0, true, "The certificate to be issued failed zlint; the profile or configuration is wrong, not the request (the lint names are sent)."},

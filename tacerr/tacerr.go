@@ -83,6 +83,7 @@ const (
 	LeaseExhausted Code = "lease_exhausted"  // a site holds no lease with SNRs left; retry when HQ has granted the next block
 	LeaseViolation Code = "lease_violation"  // a site reported an IMEI outside its leases, or a checkpoint inconsistent with the last one HQ verified: the batch is refused
 	SiteNotCurrent Code = "site_not_current" // a site has not proven to HQ since its start that its ledger is current; retry when HQ confirmed it
+	WitnessMissing Code = "witness_missing"  // headquarters has no witness key, so it cosigns no site checkpoint; an operator at HQ sets one up
 )
 
 // Error is tacline's error. Construct it with New, Field or Wrap (never as

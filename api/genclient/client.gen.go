@@ -372,7 +372,7 @@ type Problem struct {
 	// - 429: rate_limited
 	// - 500: internal, invalid_config, ledger_invariant, lint_failed
 	// - 502: upstream_refused
-	// - 503: unavailable, hsm_unavailable, hsm_token_not_present, hsm_device_error, hsm_pin_incorrect, hsm_pin_locked, hsm_key_not_found, hsm_key_unsafe, lease_exhausted, site_not_current
+	// - 503: unavailable, hsm_unavailable, hsm_token_not_present, hsm_device_error, hsm_pin_incorrect, hsm_pin_locked, hsm_key_not_found, hsm_key_unsafe, lease_exhausted, site_not_current, witness_missing
 	//
 	//
 	// Examples: pool_exhausted
