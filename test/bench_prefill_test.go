@@ -8,6 +8,20 @@ import (
 	"time"
 )
 
+// benchJSON runs `tacline bench ARGS --json`, which must succeed, and
+// decodes the one JSON object it prints into out.
+func benchJSON(t *testing.T, out any, args ...string) result {
+	t.Helper()
+	r := tacline(t, 5*time.Minute, append(append([]string{"bench"}, args...), "--json")...)
+	if r.code != 0 {
+		t.Fatalf("tacline bench %v exited %d\nstdout:\n%s\nstderr:\n%s", args, r.code, r.stdout, r.stderr)
+	}
+	if err := json.Unmarshal([]byte(r.stdout), out); err != nil {
+		t.Fatalf("tacline bench %v: not one JSON object: %v\n%s", args, err, r.stdout)
+	}
+	return r
+}
+
 // TestBenchProvisionPrefill runs `tacline bench provision --prefill 2000`
 // on both databases: the bulk-loaded ledger passes `ledger check` and the
 // offline audit verification, and provisioning over mutual TLS works on it
@@ -16,11 +30,6 @@ func TestBenchProvisionPrefill(t *testing.T) {
 	for _, db := range []string{"sqlite", "postgres"} {
 		t.Run(db, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "bench")
-			r := tacline(t, 5*time.Minute, "bench", "provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4",
-				"--dir", dir, "--json")
-			if r.code != 0 {
-				t.Fatalf("tacline bench provision --prefill exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-			}
 			var res struct {
 				Prefill     int     `json:"prefill"`
 				Devices     int     `json:"devices"`
@@ -50,9 +59,7 @@ func TestBenchProvisionPrefill(t *testing.T) {
 					Ratio      float64 `json:"ratio"`
 				} `json:"prefill_rounds"`
 			}
-			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
-			}
+			r := benchJSON(t, &res, "provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4", "--dir", dir)
 			if res.Prefill != 2000 || res.FillSeconds <= 0 || res.LedgerBytes <= 0 {
 				t.Errorf("prefill %d in %v s, ledger %d bytes; want 2000 devices, a fill time and a size", res.Prefill, res.FillSeconds, res.LedgerBytes)
 			}
@@ -94,15 +101,8 @@ func TestBenchProvisionPrefill(t *testing.T) {
 			}
 			// --remeasure: the prefilled ledger left in dir, measured again
 			// (it still passes both checks with the first run's devices on it).
-			r = tacline(t, 5*time.Minute, "bench", "provision", "--prefill", "2000", "--remeasure", "--duration", "1s", "--stations", "4",
-				"--dir", dir, "--json")
-			if r.code != 0 {
-				t.Fatalf("--remeasure exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
-			}
 			res.AuditOK = nil
-			if err := json.Unmarshal([]byte(r.stdout), &res); err != nil {
-				t.Fatalf("not one JSON object: %v\n%s", err, r.stdout)
-			}
+			benchJSON(t, &res, "provision", "--prefill", "2000", "--remeasure", "--duration", "1s", "--stations", "4", "--dir", dir)
 			if !res.LedgerOK || res.AuditOK == nil || !*res.AuditOK || res.Devices == 0 || res.Errors != 0 {
 				t.Errorf("--remeasure: ledger_ok %v, audit_ok %v, %d devices, %d errors", res.LedgerOK, res.AuditOK, res.Devices, res.Errors)
 			}

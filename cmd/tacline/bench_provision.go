@@ -11,6 +11,7 @@ import (
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/bench"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 func init() {
@@ -21,12 +22,18 @@ func newBenchProvisionCmd() *cobra.Command {
 	var o bench.ProvisionOptions
 	var driver string
 	var asJSON, compareAudit bool
-	var rounds int
+	var rounds, runs int
 	c := &cobra.Command{
 		Use:   "provision",
 		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if runs < 1 {
+				return tacerr.Field(tacerr.InvalidInput, "runs", "--runs must be at least 1, got %d", runs)
+			}
+			if runs > 1 && (o.Prefill > 0 || compareAudit) {
+				return tacerr.Field(tacerr.InvalidInput, "runs", "--runs repeats a plain run; --prefill and --compare-audit repeat theirs with --rounds")
+			}
 			var err error
 			if o.Driver, o.Bin, err = serverBench(driver, &o.Dir, "bench-provision"); err != nil {
 				return err
@@ -49,6 +56,23 @@ func newBenchProvisionCmd() *cobra.Command {
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "without audit %.0f devices/s (%.0f us CPU/device), with audit %.0f devices/s (%.0f us CPU/device): throughput cost %.1f%%\n",
 					c.Without.DevicesPerSecond, c.Without.ServerCPUusPerDevice, c.With.DevicesPerSecond, c.With.ServerCPUusPerDevice, 100*c.ThroughputCost)
+				return nil
+			}
+			if runs > 1 {
+				r, err := bench.Repeat(ctx, o, runs)
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), r)
+				}
+				w := cmd.OutOrStdout()
+				for i, res := range r.Runs {
+					fmt.Fprintf(w, "run %d: %.0f devices/s, p50 %.1f ms, p99 %.1f ms, %.0f us/device, ledger queue %.2f ms + batch %.2f ms, %d errors, ledger ok %v\n",
+						i+1, res.DevicesPerSecond, res.P50ms, res.P99ms, res.ServerCPUusPerDevice, res.LedgerQueueMs, res.LedgerBatchMs, res.Errors, res.LedgerOK)
+				}
+				fmt.Fprintf(w, "%d runs: p99 worst %.1f ms, median %.1f ms; %d devices, %d errors, ledger ok %v\n",
+					len(r.Runs), r.Total.P99ms, r.P99msMedian, r.Total.Devices, r.Total.Errors, r.Total.LedgerOK)
 				return nil
 			}
 			res, err := bench.Provision(ctx, o)
@@ -92,6 +116,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.IntVar(&o.Prefill, "prefill", 0, "fill a new ledger with this many provisioned devices (bulk load), then measure it and an empty ledger in the same run")
 	f.BoolVar(&o.Remeasure, "remeasure", false, "with --prefill: measure the prefilled SQLite ledger an earlier --prefill run left in --dir again (and a new empty one) instead of filling")
 	f.IntVar(&o.Replicas, "replicas", 1, "tacline serve processes sharing the ledger, the stations spread over them (--db postgres)")
+	f.IntVar(&runs, "runs", 1, "repeat the run this many times, each on a fresh environment, and report each and the worst p99 (issue 14 judges p99 at --rate 500 over 5 runs)")
 	f.IntVar(&rounds, "rounds", 2, "with --compare-audit or --prefill: alternating pairs of runs (--prefill: of the empty and the prefilled ledger; the ratio compares their means)")
 	return c
 }
