@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/ca/castore"
