@@ -49,7 +49,7 @@ func registerLedgerMetrics(reg prometheus.Registerer, db *store.DB) error {
 
 func (m *ledgerMetrics) observe(t store.BatchTiming) {
 	m.batch.Observe(t.Run.Seconds())
-	m.members.Add(float64(t.Members))
+	m.members.Add(float64(len(t.Queued)))
 	for _, q := range t.Queued {
 		m.queue.Observe(q.Seconds())
 	}

@@ -115,7 +115,7 @@ func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, 
 func (h *HQ) Sync(ctx context.Context, site string, req wire.SiteSyncRequest) (wire.SiteSyncResponse, error) {
 	if h.cosigner == nil {
 		// Nothing of the batch could be answered: say so before verifying it.
-		return wire.SiteSyncResponse{}, errNoWitness()
+		return wire.SiteSyncResponse{}, tacerr.New(tacerr.WitnessMissing, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint, so it applies no site's events: an operator at headquarters creates it with `tacline audit witness-key --generate` and restarts tacline")
 	}
 	st, err := h.db.SiteByName(ctx, site)
 	if err != nil {
@@ -267,17 +267,9 @@ func eventDiff(want, got wire.SiteEvent) string {
 	return "event"
 }
 
-// errNoWitness answers a site's sync at a headquarters without a witness
-// key: not retryable by the site, an operator at headquarters must act.
-func errNoWitness() error {
-	return tacerr.New(tacerr.WitnessMissing, "this headquarters has no witness key (audit.witness_key_label) and cosigns no site checkpoint, so it applies no site's events: an operator at headquarters creates it with `tacline audit witness-key --generate` and restarts tacline")
-}
-
-// cosign adds HQ's cosignature line to the site's signed checkpoint.
+// cosign adds HQ's cosignature line to the site's signed checkpoint (Sync
+// has refused every batch when HQ has no witness key).
 func (h *HQ) cosign(cp audit.Checkpoint, v note.Verifier) ([]byte, error) {
-	if h.cosigner == nil {
-		return nil, errNoWitness()
-	}
 	n, err := note.Open(cp.Note, note.VerifierList(v))
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "reopen site checkpoint to cosign")

@@ -301,8 +301,8 @@ func refusedTotal(t *testing.T, reg *prometheus.Registry) float64 {
 
 // TestSyncWithoutWitnessKey: a headquarters without a witness key answers
 // a site's sync witness_missing (not retryable: an operator at HQ must
-// act), with a message naming the setting and the command, before it
-// verifies or applies anything.
+// act), with a message naming the setting and the command, and applies
+// nothing.
 func TestSyncWithoutWitnessKey(t *testing.T) {
 	ctx := context.Background()
 	siteKey := key(t)

@@ -67,15 +67,14 @@ type committer struct {
 	observe atomic.Pointer[func(BatchTiming)]
 }
 
-// BatchTiming is what the group committer reports of one batch: how many
-// members (Reserve, Commit and CommitBinding calls) it carried, how long
-// each waited in the queue before the batch started (the members' order),
-// and how long the batch's transaction took, retries of members alone
-// included, until every member's outcome was known.
+// BatchTiming is what the group committer reports of one batch: how long
+// each of its members (Reserve, Commit and CommitBinding calls, in the
+// batch's order) waited in the queue before the batch started, and how
+// long the batch's transaction took, retries of members alone included,
+// until every member's outcome was known.
 type BatchTiming struct {
-	Members int
-	Queued  []time.Duration
-	Run     time.Duration
+	Queued []time.Duration
+	Run    time.Duration
 }
 
 // SetBatchObserver installs the observer of the group committer's batches
@@ -192,7 +191,7 @@ func (c *committer) gather(timer *time.Timer) {
 
 // timing is a batch's BatchTiming, the batch having started at start.
 func timing(batch []work, start time.Time) BatchTiming {
-	t := BatchTiming{Members: len(batch), Queued: make([]time.Duration, len(batch)), Run: time.Since(start)}
+	t := BatchTiming{Queued: make([]time.Duration, len(batch)), Run: time.Since(start)}
 	for i, w := range batch {
 		t.Queued[i] = start.Sub(w.base().queued)
 	}

@@ -106,13 +106,8 @@ func TestBatchObserverSeesEveryMember(t *testing.T) {
 		mu.Lock()
 		got := append([]store.BatchTiming(nil), seen...)
 		mu.Unlock()
-		if len(got) != 2 || got[0].Members != 1 || got[1].Members != 2 {
+		if len(got) != 2 || len(got[0].Queued) != 1 || len(got[1].Queued) != 2 {
 			t.Fatalf("observed %+v, want a batch of 1 then a batch of 2", got)
-		}
-		for _, bt := range got {
-			if len(bt.Queued) != bt.Members {
-				t.Fatalf("batch of %d members reports %d queue waits", bt.Members, len(bt.Queued))
-			}
 		}
 		if minHeld := queued.Sub(start) + 20*time.Millisecond; got[0].Run < minHeld {
 			t.Fatalf("the held batch ran %s, but it was held at least %s", got[0].Run, minHeld)
