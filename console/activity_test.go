@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -16,12 +17,13 @@ import (
 )
 
 // TestActivityIncremental: the overview's activity, read incrementally
-// (each refresh reads from its previous read less store.ActivitySlack and
-// keeps the older buckets), equals a full read of the window at every
-// refresh while the window moves and reservations arrive, and a refresh
-// reads only recent reservations; so does the first refresh of a console
-// started anew on the same ledger (a restart, another replica): it goes on
-// from the buckets the previous one saved, not from the window's start.
+// (each refresh reads the reservations committed after its previous read's
+// cursor and adds them into the kept buckets), equals a full read of the
+// window at every refresh while the window moves and reservations arrive,
+// and only the first refresh reads the window; so does the first refresh
+// of a console started anew on the same ledger (a restart, another
+// replica): it goes on from the buckets and the cursor the previous one
+// saved, not from the window's start.
 func TestActivityIncremental(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -57,12 +59,13 @@ func TestActivityIncremental(t *testing.T) {
 			return strings.Join(s, "\n")
 		}
 		for step := range 20 {
-			// Reservations every 7 minutes, some steps with two callers.
+			// Reservations every 2, 5 or 8 minutes (some refreshes add into
+			// a bucket an earlier one read), some steps with two callers.
 			reserve("A", "S1")
 			if step%3 == 0 {
 				reserve("B", "S2")
 			}
-			now = now.Add(7 * time.Minute)
+			now = now.Add(time.Duration(2+step%3*3) * time.Minute)
 			restart := step == 9 || step == 15
 			if restart {
 				c = &Console{cfg: Config{DB: db, Log: slog.New(slog.DiscardHandler)}}
@@ -72,10 +75,10 @@ func TestActivityIncremental(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if restart && !c.act.from.After(since) {
-				t.Fatalf("step %d: the first refresh after a start read from %s, the window's start %s", step, c.act.from, since)
+			if c.act.cold != (step == 0) {
+				t.Fatalf("step %d (restart %v): the refresh read the whole window: %v", step, restart, c.act.cold)
 			}
-			want, err := db.RecentActivity(ctx, since, bucket)
+			want, _, err := db.RecentActivity(ctx, store.ActivityCursor{}, since, bucket)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -83,11 +86,18 @@ func TestActivityIncremental(t *testing.T) {
 				t.Fatalf("step %d: incremental activity\n%s\nfull read\n%s", step, text(got), text(want))
 			}
 		}
-		// What a refresh reads: the buckets from its previous read less
-		// the slack, not the hour.
-		from := c.act.readAt.Add(-store.ActivitySlack).Truncate(bucket)
-		if since := now.Add(-window).Truncate(bucket).Add(bucket); !from.After(since) {
-			t.Fatalf("the next refresh would read from %s, the window's start %s", from, since)
+		// A console whose saved read is older than the window reads the
+		// window, not everything since.
+		now = now.Add(window + store.ActivitySlack)
+		reserve("A", "S1")
+		c = &Console{cfg: Config{DB: db, Log: slog.New(slog.DiscardHandler)}}
+		since := now.Add(-window).Truncate(bucket).Add(bucket)
+		got, err := c.activity(ctx, since)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !c.act.cold || len(got) != 1 || got[0].Reservations != 1 {
+			t.Fatalf("after a stale saved read: cold %v, activity %v; want the one new reservation, read cold", c.act.cold, got)
 		}
 	})
 }
@@ -122,7 +132,7 @@ func TestLastSeenAfterRestart(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, err := db.LastReservations(ctx, time.Time{}, nil)
+			want, _, err := db.LastReservations(ctx, store.ActivityCursor{}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -140,7 +150,7 @@ func TestLastSeenAfterRestart(t *testing.T) {
 		c := newConsole()
 		check("first read", c)
 		if !c.seen.from.IsZero() {
-			t.Fatalf("the first read on a new ledger started at %s, not at the first reservation", c.seen.from)
+			t.Fatalf("the first read on a new ledger started at %+v, not from the zero cursor", c.seen.from)
 		}
 		for step := range 3 {
 			now = now.Add(2 * lastSeenTTL)
@@ -150,20 +160,20 @@ func TestLastSeenAfterRestart(t *testing.T) {
 			}
 			check(fmt.Sprint("refresh ", step), c)
 		}
-		saved := c.seen.at
+		saved := c.seen.cur
 		now = now.Add(2 * lastSeenTTL)
 		reserve("S2")
 		now = now.Add(2 * lastSeenTTL)
 		c = newConsole()
 		check("first read after a start", c)
-		if !c.seen.from.Equal(saved) {
-			t.Fatalf("the first read after a start started at %s, want the saved read's %s", c.seen.from, saved)
+		if saved.IsZero() || !reflect.DeepEqual(c.seen.from, saved) {
+			t.Fatalf("the first read after a start started at %+v, want the saved read's %+v", c.seen.from, saved)
 		}
 	})
 }
 
 // addTAC records the TAC the pools of these tests draw from.
-func addTAC(t *testing.T, db *store.DB) {
+func addTAC(t testing.TB, db *store.DB) {
 	t.Helper()
 	if err := db.AddTACs(context.Background(), []catalog.TAC{{TAC: 100010, Brand: "Example Devices", ModelName: "EX-1", DeviceType: "Smartphone",
 		RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 2, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test"); err != nil {

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"crypto/x509"
 	"encoding/json"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -338,26 +340,36 @@ func age(d time.Duration) string {
 
 // cachedLastSeen keeps each station's last reservation for lastSeenTTL,
 // shared by every viewer. Each read after the first reads only the
-// reservations made since the previous read (store.LastReservations), so
-// its cost does not grow with the ledger; the map is saved in the ledger
-// (saveCache), so that the first read after a start, on any replica, goes
-// on from the newest saved one instead of scanning every reservation.
+// reservations committed since the previous read (store.LastReservations
+// with the previous read's cursor), so its cost does not grow with the
+// ledger; the map and its cursor are saved in the ledger (saveCache), so
+// that the first read after a start, on any replica, goes on from the
+// newest saved one instead of scanning every reservation.
 type cachedLastSeen struct {
 	mu        sync.Mutex
-	loaded    bool      // the saved map was looked for
-	at        time.Time // when the cached map was read, on the ledger's clock
-	savedAt   time.Time // the read last saved in the ledger
-	from      time.Time // where the last read started (zero: every reservation)
+	loaded    bool                 // the saved map was looked for
+	at        time.Time            // when the cached map was read, on the ledger's clock
+	savedAt   time.Time            // the read last saved in the ledger
+	from      store.ActivityCursor // where the last read started (zero: every reservation)
+	cur       store.ActivityCursor // what the reads so far have counted
 	byStation map[string]time.Time
+}
+
+// savedLastSeen is a cachedLastSeen as the ledger keeps it (times in Unix
+// microseconds).
+type savedLastSeen struct {
+	Cursor    store.ActivityCursor `json:"cursor"`
+	ByStation map[string]int64     `json:"by_station"`
 }
 
 const lastSeenTTL = time.Minute
 
 // The names of the caches saved in the ledger (store.ConsoleCache), and
-// how often a console saves each at most.
+// how often a console saves each at most. The names changed when the
+// caches gained their cursors (migration 0021 removed the old rows).
 const (
-	cacheLastSeen  = "last_seen"
-	cacheActivity  = "activity"
+	cacheLastSeen  = "last_seen.2"
+	cacheActivity  = "activity.2"
 	cacheSaveEvery = time.Minute
 )
 
@@ -368,10 +380,10 @@ func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 	defer c.seen.mu.Unlock()
 	if !c.seen.loaded {
 		c.seen.loaded = true
-		var saved map[string]int64
+		var saved savedLastSeen
 		if at := c.loadCache(ctx, cacheLastSeen, &saved); !at.IsZero() {
-			c.seen.byStation, c.seen.at, c.seen.savedAt = make(map[string]time.Time, len(saved)), at, at
-			for caller, t := range saved {
+			c.seen.byStation, c.seen.at, c.seen.savedAt, c.seen.cur = make(map[string]time.Time, len(saved.ByStation)), at, at, saved.Cursor
+			for caller, t := range saved.ByStation {
 				c.seen.byStation[caller] = time.UnixMicro(t).UTC()
 			}
 		}
@@ -380,16 +392,16 @@ func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 	if c.seen.byStation != nil && now.Sub(c.seen.at) < lastSeenTTL {
 		return c.seen.byStation, nil
 	}
-	c.seen.from = c.seen.at
-	last, err := c.cfg.DB.LastReservations(ctx, c.seen.at, maps.Clone(c.seen.byStation))
+	c.seen.from = c.seen.cur
+	last, cur, err := c.cfg.DB.LastReservations(ctx, c.seen.cur, maps.Clone(c.seen.byStation))
 	if err != nil {
 		return c.seen.byStation, err
 	}
-	c.seen.byStation, c.seen.at = last, now
+	c.seen.byStation, c.seen.at, c.seen.cur = last, now, cur
 	c.saveCache(ctx, cacheLastSeen, &c.seen.savedAt, now, func() any {
-		saved := make(map[string]int64, len(last))
+		saved := savedLastSeen{Cursor: cur, ByStation: make(map[string]int64, len(last))}
 		for caller, t := range last {
-			saved[caller] = t.UnixMicro()
+			saved.ByStation[caller] = t.UnixMicro()
 		}
 		return saved
 	})
@@ -431,18 +443,19 @@ func (c *Console) saveCache(ctx context.Context, name string, savedAt *time.Time
 
 // cachedActivity keeps the window's activity per caller, pool and bucket
 // between refreshes, shared by every viewer: a refresh reads only the
-// buckets from the one that held its previous read less
-// store.ActivitySlack (reservations may commit that much out of order),
+// reservations committed since its previous read (store.RecentActivity
+// with the previous read's cursor) and adds them into the kept buckets,
 // not the whole hour, whose reservations grow with the line's rate. The
-// buckets are saved in the ledger (saveCache) so that the first refresh
-// after a start goes on from the newest saved read as well.
+// buckets and the cursor are saved in the ledger (saveCache) so that the
+// first refresh after a start goes on from the newest saved read as well.
 type cachedActivity struct {
 	mu      sync.Mutex
-	loaded  bool            // the saved buckets were looked for
-	readAt  time.Time       // the previous read, on the ledger's clock
-	savedAt time.Time       // the read last saved in the ledger
-	from    time.Time       // where the last read started
-	rows    []timedActivity // every bucket of the window read so far
+	loaded  bool                 // the saved buckets were looked for
+	readAt  time.Time            // the previous read, on the ledger's clock
+	savedAt time.Time            // the read last saved in the ledger
+	cur     store.ActivityCursor // what the reads so far have counted
+	cold    bool                 // the last read started from the zero cursor
+	rows    []timedActivity      // every bucket of the window read so far
 }
 
 // timedActivity is an Activity whose bucket starts at start.
@@ -451,9 +464,15 @@ type timedActivity struct {
 	start time.Time
 }
 
-// savedActivity is a timedActivity as the ledger keeps it (times in Unix
+// savedActivity is a cachedActivity as the ledger keeps it (times in Unix
 // microseconds).
 type savedActivity struct {
+	Cursor store.ActivityCursor `json:"cursor"`
+	Rows   []savedBucket        `json:"rows"`
+}
+
+// savedBucket is a timedActivity as the ledger keeps it.
+type savedBucket struct {
 	Caller       string `json:"c"`
 	Pool         string `json:"p"`
 	Start        int64  `json:"s"`
@@ -469,30 +488,32 @@ func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activi
 	defer c.act.mu.Unlock()
 	if !c.act.loaded {
 		c.act.loaded = true
-		var saved []savedActivity
+		var saved savedActivity
 		if at := c.loadCache(ctx, cacheActivity, &saved); !at.IsZero() {
-			c.act.rows, c.act.readAt, c.act.savedAt = make([]timedActivity, len(saved)), at, at
-			for i, r := range saved {
+			c.act.rows, c.act.readAt, c.act.savedAt, c.act.cur = make([]timedActivity, len(saved.Rows)), at, at, saved.Cursor
+			for i, r := range saved.Rows {
 				c.act.rows[i] = timedActivity{Activity: store.Activity{Caller: r.Caller, Pool: r.Pool, Reservations: r.Reservations,
 					IMEIs: r.IMEIs, Last: time.UnixMicro(r.Last).UTC()}, start: time.UnixMicro(r.Start).UTC()}
 			}
 		}
 	}
 	now := c.cfg.DB.Now()
-	from := since
-	if f := c.act.readAt.Add(-store.ActivitySlack).Truncate(bucket); !c.act.readAt.IsZero() && f.After(from) {
-		from = f
+	if c.act.readAt.Before(since.Add(-store.ActivitySlack)) {
+		// Read before the window (or never): the window's reservations
+		// are fewer than those since that read.
+		c.act.cur, c.act.rows = store.ActivityCursor{}, nil
 	}
-	fresh, err := c.cfg.DB.RecentActivity(ctx, from, bucket)
+	c.act.cold = c.act.cur.IsZero()
+	fresh, cur, err := c.cfg.DB.RecentActivity(ctx, c.act.cur, since, bucket)
 	if err != nil {
 		return nil, err
 	}
-	c.act.rows, c.act.readAt, c.act.from = mergeActivity(c.act.rows, fresh, from, since), now, from
+	c.act.rows, c.act.readAt, c.act.cur = mergeActivity(c.act.rows, fresh, since), now, cur
 	rows := c.act.rows
 	c.saveCache(ctx, cacheActivity, &c.act.savedAt, now, func() any {
-		saved := make([]savedActivity, len(rows))
+		saved := savedActivity{Cursor: cur, Rows: make([]savedBucket, len(rows))}
 		for i, r := range rows {
-			saved[i] = savedActivity{Caller: r.Caller, Pool: r.Pool, Start: r.start.UnixMicro(), Reservations: r.Reservations,
+			saved.Rows[i] = savedBucket{Caller: r.Caller, Pool: r.Pool, Start: r.start.UnixMicro(), Reservations: r.Reservations,
 				IMEIs: r.IMEIs, Last: r.Last.UnixMicro()}
 		}
 		return saved
@@ -505,18 +526,40 @@ func (c *Console) activity(ctx context.Context, since time.Time) ([]store.Activi
 	return out, nil
 }
 
-// mergeActivity keeps the buckets of kept that start in [since, from) and
-// adds fresh, read from from (its buckets counted from from).
-func mergeActivity(kept []timedActivity, fresh []store.Activity, from, since time.Time) []timedActivity {
+// mergeActivity keeps the buckets of kept that start at or after since and
+// adds fresh into them (its buckets counted from since): fresh counts only
+// reservations kept has not, so a bucket's counts add up.
+func mergeActivity(kept []timedActivity, fresh []store.Activity, since time.Time) []timedActivity {
+	type key struct {
+		caller, pool string
+		start        time.Time
+	}
 	out := make([]timedActivity, 0, len(kept)+len(fresh))
+	at := make(map[key]int, len(kept)+len(fresh))
 	for _, r := range kept {
-		if !r.start.Before(since) && r.start.Before(from) {
+		if !r.start.Before(since) {
+			at[key{r.Caller, r.Pool, r.start}] = len(out)
 			out = append(out, r)
 		}
 	}
 	for _, a := range fresh {
-		out = append(out, timedActivity{Activity: a, start: from.Add(time.Duration(a.Bucket) * bucket)})
+		start := since.Add(time.Duration(a.Bucket) * bucket)
+		i, ok := at[key{a.Caller, a.Pool, start}]
+		if !ok {
+			at[key{a.Caller, a.Pool, start}] = len(out)
+			out = append(out, timedActivity{Activity: a, start: start})
+			continue
+		}
+		r := &out[i]
+		r.Reservations += a.Reservations
+		r.IMEIs += a.IMEIs
+		if a.Last.After(r.Last) {
+			r.Last = a.Last
+		}
 	}
+	slices.SortFunc(out, func(a, b timedActivity) int {
+		return cmp.Or(strings.Compare(a.Caller, b.Caller), strings.Compare(a.Pool, b.Pool), a.start.Compare(b.start))
+	})
 	return out
 }
 

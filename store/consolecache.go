@@ -7,9 +7,9 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-// The console overview's caches (migration 0020): what the overview read
-// incrementally (RecentActivity, LastReservations) with the time of that
-// read, so that the first overview after a start, on any replica, goes on
+// The console overview's caches (migrations 0020, 0021): what the overview
+// read incrementally (RecentActivity, LastReservations, with the cursor
+// they returned) with the time of that read, so that the first overview after a start, on any replica, goes on
 // from there instead of reading the whole hour and scanning every
 // reservation. The store keeps the bytes; package console owns their
 // format. Provisioning never writes the table.

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,6 +40,11 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 		sqlReservedIn:       "imeis_reserved",
 		sqlRetiredIn:        "COVERING INDEX imeis_retired",
 		sqlLastReservations: "INTEGER PRIMARY KEY",
+		sqlActivity:         "INTEGER PRIMARY KEY",
+		sqlReservationCount: "INTEGER PRIMARY KEY",
+		sqlReservationIDsIn: "INTEGER PRIMARY KEY",
+		fmt.Sprintf(sqlActivityOver, idRanges(2)):       "INTEGER PRIMARY KEY",
+		fmt.Sprintf(sqlReservationIDsOver, idRanges(3)): "INTEGER PRIMARY KEY",
 	} {
 		args := make([]any, strings.Count(q, "?"))
 		for i := range args {
