@@ -222,6 +222,19 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 		}
 		return tx.Revoke(ev.IMEIs, reason, actor, requestID)
 	case EventDeviceReissued:
+		// A reissue follows the certificate HQ recorded: a leaf shipped
+		// again under a new sequence number (the sequence is not in the
+		// leaf), or out of order, would put back a replaced certificate.
+		for _, m := range ev.IMEIs {
+			rec, err := tx.LookupIMEI(m)
+			if err != nil {
+				return err
+			}
+			if rec.CertSerial != ev.PreviousCertSerial {
+				return tacerr.Field(tacerr.LeaseViolation, "previous_cert_serial", "site %s reports device %s reissued from certificate %s, but HQ recorded certificate %s for IMEI %s: the batch is refused",
+					site, ev.DeviceSerial, ev.PreviousCertSerial, rec.CertSerial, m)
+			}
+		}
 		return tx.RecordReissue(ev.IMEIs, ev.DeviceSerial, ev.CertSerial, ev.PreviousCertSerial, actor, requestID)
 	}
 	return tacerr.Field(tacerr.InvalidInput, "type", "%q is not a site event type (imei.bound, imei.voided, imei.revoked, device.reissued, lease.released)", ev.Type)
