@@ -137,7 +137,7 @@ func (h *HQ) Sync(ctx context.Context, site string, req wire.SiteSyncRequest) (w
 		return wire.SiteSyncResponse{}, err
 	}
 	res, err := h.db.ApplySiteEvents(ctx, site, events, store.SiteCheckpoint{Size: cp.Size, Hash: cp.Root[:], Note: string(cp.Note),
-		Cosigned: string(cosigned)}, "site:"+site)
+		Cosigned: string(cosigned), From: &store.SiteCheckpoint{Size: st.Checkpoint.Size, Hash: st.Checkpoint.Hash}}, "site:"+site)
 	if err != nil {
 		return wire.SiteSyncResponse{}, h.refuse(ctx, site, err)
 	}

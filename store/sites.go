@@ -93,6 +93,9 @@ type SiteCheckpoint struct {
 	Hash     []byte
 	Note     string
 	Cosigned string
+	// From, given to ApplySiteEvents, is the checkpoint (size and hash)
+	// the caller proved this one extends; nil: not checked there.
+	From *SiteCheckpoint
 }
 
 type siteRow struct {

@@ -47,8 +47,10 @@ type SiteSyncResult struct {
 // and records cp as the site's last verified checkpoint (clearing the
 // last refusal: the site is consistent again). The caller (the
 // HQ side of package site) has verified cp's signature and its consistency
-// with the previous one; the store refuses a checkpoint smaller than the
-// recorded one, or of the same size with another root hash.
+// with the previous one, cp.From; the store answers conflict when the
+// recorded checkpoint is no longer cp.From (another batch was applied
+// meanwhile), and refuses a checkpoint smaller than the recorded one, or
+// of the same size with another root hash.
 //
 // Exactly-once: events with Seq at or below the site's applied sequence
 // are skipped (a retried batch changes nothing); the others must be in
@@ -59,7 +61,7 @@ type SiteSyncResult struct {
 // returned lease, are refused the same way. A lease.released event
 // applies the site's release of the lease it names (applyLeaseRelease).
 // Each applied event emits the matching HQ event (with the site in its
-// attributes), so HQ's audit log and register outbox record it. Errors: not_found (site),
+// attributes), so HQ's audit log and register outbox record it. Errors: not_found (site), conflict (cp.From),
 // invalid_input (order, checkpoint), lease_violation, invalid_state.
 func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEvent, cp SiteCheckpoint, actor string) (SiteSyncResult, error) {
 	var res SiteSyncResult
@@ -76,6 +78,11 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			return err
 		}
 		switch {
+		case cp.From != nil && (cp.From.Size != st.Checkpoint.Size || !bytes.Equal(cp.From.Hash, st.Checkpoint.Hash)):
+			// Another batch of the site was applied since the caller checked
+			// cp against the checkpoint it read: cp may not extend the new one.
+			return tacerr.Field(tacerr.Conflict, "proof_from", "headquarters checked site %s's checkpoint of size %d against size %d, but has verified size %d since: read the status and send again",
+				site, cp.Size, cp.From.Size, st.Checkpoint.Size)
 		case cp.Size < st.Checkpoint.Size:
 			return tacerr.Field(tacerr.LeaseViolation, "checkpoint", "site %s's checkpoint of size %d is older than the size %d HQ verified", site, cp.Size, st.Checkpoint.Size)
 		case cp.Size == st.Checkpoint.Size && st.Checkpoint.Size > 0 && !bytes.Equal(cp.Hash, st.Checkpoint.Hash):
