@@ -28,9 +28,7 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 	tx := c.texts
 	p := &page{Title: tx.text("check.title"), Lang: tx.Lang, Nav: []navItem{{Href: "/check", Label: tx.text("check.title"), Current: true}}, Data: &d}
 	status := http.StatusOK
-	if len(d.Query) > 64 {
-		d.Query = d.Query[:64]
-	}
+	d.Query = clip(d.Query, 64)
 	if d.Query != "" {
 		m, err := imei.Parse(d.Query)
 		switch {
@@ -55,4 +53,13 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	c.render(w, r, status, "check", p)
+}
+
+// clip cuts s to at most n bytes without splitting a character (a query
+// echoed back on the page).
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "")
 }

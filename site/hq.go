@@ -109,7 +109,7 @@ func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, 
 
 // Sync verifies and applies one batch of site (the caller has
 // authenticated the site). Errors: not_found (site), invalid_input (a
-// malformed event or proof), lease_violation (refused: bad signature,
+// malformed event or proof, no checkpoint), lease_violation (refused: bad signature,
 // inconsistent checkpoint, IMEI outside the site's leases),
 // witness_missing (this headquarters cosigns nothing: no witness key).
 func (h *HQ) Sync(ctx context.Context, site string, req wire.SiteSyncRequest) (wire.SiteSyncResponse, error) {
@@ -161,6 +161,11 @@ func (h *HQ) refuse(ctx context.Context, site string, err error) error {
 // verify opens the site's checkpoint under its enrolled key and checks
 // that it extends the checkpoint HQ verified last.
 func (h *HQ) verify(st store.SiteState, req wire.SiteSyncRequest) (audit.Checkpoint, note.Verifier, error) {
+	if strings.TrimSpace(req.Checkpoint) == "" {
+		// A malformed request, not a checkpoint that fails: the site is
+		// not marked inconsistent for it.
+		return audit.Checkpoint{}, nil, tacerr.Field(tacerr.InvalidInput, "checkpoint", "is required: the site's signed checkpoint of the log its events are in")
+	}
 	v, err := audit.ParseVerifierKey(st.Verifier)
 	if err != nil {
 		return audit.Checkpoint{}, nil, tacerr.Wrap(tacerr.LedgerInvariant, err, "site %s's enrolled verifier key", st.Name)

@@ -323,3 +323,30 @@ func TestSyncWithoutWitnessKey(t *testing.T) {
 		t.Fatalf("HQ applied or verified part of a batch it could not cosign: %+v, %v", st, err)
 	}
 }
+
+// TestSyncWithoutCheckpoint: a sync request without a checkpoint (`{}`, a
+// broken client) is answered invalid_input naming the field; it is not a
+// refusal: the site stays consistent, its refusals and the refusal
+// counter do not move, and nothing is applied.
+func TestSyncWithoutCheckpoint(t *testing.T) {
+	ctx := context.Background()
+	siteKey := key(t)
+	hqDB, lease := hqLedger(t, siteKey)
+	reg := prometheus.NewRegistry()
+	hq, err := site.NewHQ(hqDB, witness(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSiteLog(t, siteKey)
+	cp := s.bind(t, 1, lease.SNRStart)
+	for _, req := range []wire.SiteSyncRequest{{}, {Events: s.events(t, cp.Size, 1), Checkpoint: " \n"}} {
+		_, err = hq.Sync(ctx, "s1", req)
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "checkpoint" {
+			t.Fatalf("sync without a checkpoint: %v, want invalid_input on checkpoint", err)
+		}
+	}
+	st, err := hq.Status(ctx, "s1")
+	if err != nil || !st.Consistent || st.Refusals != 0 || st.Bound != 0 || st.AppliedSeq != 0 || refusedTotal(t, reg) != 0 {
+		t.Fatalf("after syncs without a checkpoint: %+v, %v, refused counter %v", st, err, refusedTotal(t, reg))
+	}
+}
