@@ -60,10 +60,18 @@ func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
 
 // GrantLease leases a block of at most req.Size SNRs of req.Pool to site
 // for the policy's default lifetime (a site asking for its next block),
-// within the policy's bounds. Errors: store.GrantLease's.
+// within the policy's bounds; with req.RequestID, a request HQ has seen is
+// answered with the lease it granted for it (store.GrantAskedLease).
+// Errors: store.GrantLease's and GrantAskedLease's.
 func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest) (wire.Lease, error) {
 	pol := h.policy()
-	l, err := h.db.GrantLease(ctx, site, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
+	var l store.Lease
+	var err error
+	if req.RequestID != "" {
+		l, err = h.db.GrantAskedLease(ctx, site, req.RequestID, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
+	} else {
+		l, err = h.db.GrantLease(ctx, site, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
+	}
 	if err != nil {
 		return wire.Lease{}, err
 	}
@@ -87,7 +95,7 @@ func (h *HQ) policy() LeasePolicy {
 // NewHQ returns HQ's side over its ledger. cosigner cosigns the site
 // checkpoints HQ verified (an audit.Cosigner over HQ's Ed25519 witness key
 // in its HSM: C2SP tlog-cosignature/v1); without one Sync answers
-// unavailable after its checks, applying nothing. reg, when not
+// witness_missing before any check, applying nothing. reg, when not
 // nil, receives the metrics tacline_site_sync_refused_total{site} and
 // tacline_site_events_applied_total{site}.
 func NewHQ(db *store.DB, cosigner note.Signer, reg prometheus.Registerer) (*HQ, error) {

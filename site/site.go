@@ -513,9 +513,25 @@ func (s *Site) EnsureLeases(ctx context.Context) error {
 		if !low {
 			continue
 		}
-		l, err := s.hq.Lease(ctx, LeaseRequestFor(p))
+		// The request's id is in the ledger before HQ hears of it: if the
+		// answer is lost, the next request carries the same id and HQ
+		// answers with the lease it granted, not with another.
+		id, err := s.db.LeaseAsk(ctx, p.Pool)
+		if err != nil {
+			return err
+		}
+		req := LeaseRequestFor(p)
+		req.RequestID = id
+		l, err := s.hq.Lease(ctx, req)
 		if err != nil {
 			s.m.failures.Inc()
+			if e, ok := tacerr.As(err); ok && e.Code == tacerr.Conflict && e.Field == "request_id" {
+				// HQ will not answer this id with a lease again (returned
+				// or expired since): the next request takes a new id.
+				if derr := s.db.DropLeaseAsk(ctx, p.Pool, id); derr != nil {
+					return fmt.Errorf("%w (and forgetting the request failed: %v)", err, derr)
+				}
+			}
 			return err
 		}
 		if err := RecordLease(ctx, s.db, s.cfg.Name, l); err != nil {

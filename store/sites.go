@@ -304,6 +304,27 @@ type LeaseLimits struct {
 // site's pools), pool_not_found, pool_exhausted (fewer than size SNRs
 // left; the pool is unchanged).
 func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
+	return db.grantLease(ctx, site, "", pool, size, ttl, lim, actor)
+}
+
+// GrantAskedLease is GrantLease for a site's own request with its request
+// id (which the site wrote to its ledger before asking, store.LeaseAsk):
+// the first request with the id is granted and the id kept with the lease;
+// a request with an id HQ has seen (the site lost the answer and asks
+// again) is answered with that id's lease, changing nothing. Errors:
+// GrantLease's; invalid_input (request_id: empty, longer than 64 bytes or
+// not printable ASCII); conflict (request_id) when the id's lease is of
+// another pool, or was returned or has expired since (the site asks with a
+// new id), or when a request with the id is being granted.
+func (db *DB) GrantAskedLease(ctx context.Context, site, requestID, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
+	if requestID == "" || len(requestID) > 64 || strings.IndexFunc(requestID, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 64 printable ASCII characters without spaces")
+	}
+	return db.grantLease(ctx, site, requestID, pool, size, ttl, lim, actor)
+}
+
+// grantLease is GrantLease and GrantAskedLease (requestID "": no id).
+func (db *DB) grantLease(ctx context.Context, site, requestID, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
 	switch {
 	case size < 1 || size > imei.SNRsPerTAC:
 		return Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a lease holds 1 to 1000000 SNRs, not %d", size)
@@ -322,6 +343,23 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 		}
 		if !slices.Contains(st.Pools, pool) {
 			return tacerr.Field(tacerr.Forbidden, "pool", "site %s may not lease from pool %q (its pools: %s); `tacline site enroll --pools` sets them", site, pool, strings.Join(st.Pools, ", "))
+		}
+		if requestID != "" {
+			var seen []leaseRow
+			if err := tx.sel(&seen, tx.rebind(sqlSelectLeases+` WHERE l.site = ? AND l.request_id = ?`), site, requestID); err != nil {
+				return translate(err, "look up the lease of a request")
+			}
+			if len(seen) > 0 {
+				r := seen[0]
+				switch {
+				case r.Pool != pool:
+					return tacerr.Field(tacerr.Conflict, "request_id", "request %s of site %s was granted lease %d of pool %s, not of pool %s: ask with a new request id", requestID, site, r.ID, r.Pool, pool)
+				case r.ReturnedAt.Valid || !tx.Now().Before(micros(r.ExpiresAt)):
+					return tacerr.Field(tacerr.Conflict, "request_id", "request %s of site %s was granted lease %d, which is returned or expired since: ask with a new request id", requestID, site, r.ID)
+				}
+				l = r.lease()
+				return nil
+			}
 		}
 		// Lock the pool's row: grants of one pool serialise here, on
 		// both databases.
@@ -358,9 +396,13 @@ func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl
 		}
 		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(start), SNREnd: uint32(end),
 			GrantedAt: now, ExpiresAt: now.Add(ttl), ReletOf: parent.Int64}
-		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at, relet_of)
-			VALUES (?,?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, start, end,
-			now.UnixMicro(), l.ExpiresAt.UnixMicro(), parent).Scan(&l.ID); err != nil {
+		ask := sql.NullString{String: requestID, Valid: requestID != ""}
+		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at, relet_of, request_id)
+			VALUES (?,?,?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, start, end,
+			now.UnixMicro(), l.ExpiresAt.UnixMicro(), parent, ask).Scan(&l.ID); err != nil {
+			if isDuplicate(err) {
+				return tacerr.Field(tacerr.Conflict, "request_id", "request %s of site %s is being granted by another call: ask again", requestID, site)
+			}
 			return translate(err, "record lease")
 		}
 		attrs := map[string]string{"site": site, "lease": strconv.FormatInt(l.ID, 10), "snr_start": pad6(l.SNRStart),

@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -62,6 +64,10 @@ func (db *DB) RecordHeldLease(ctx context.Context, l HeldLease, actor string) er
 			l.Pool.SNRStart, l.Pool.SNREnd, l.HQSNRStart, l.HQSNREnd)
 	}
 	return db.InTx(ctx, func(tx *Tx) error {
+		// The request this lease answers is done (LeaseAsk).
+		if _, err := tx.exec(tx.rebind(`DELETE FROM lease_asks WHERE hq_pool = ?`), l.HQPool); err != nil {
+			return translate(err, "clear the lease request")
+		}
 		var n int
 		if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM held_leases WHERE lease_id = ?`), l.LeaseID); err != nil {
 			return translate(err, "look up held lease")
@@ -329,4 +335,40 @@ func (db *DB) Cosigned(ctx context.Context, site string) (SiteCheckpoint, error)
 		return SiteCheckpoint{}, nil
 	}
 	return st.Checkpoint, err
+}
+
+// LeaseAsk returns the request id under which this site asks HQ for its
+// next lease of hqPool (store.GrantAskedLease at HQ): the id of an earlier
+// request whose lease is not recorded yet (its answer may have been lost
+// after HQ granted it: HQ answers the same id with the same lease), else
+// a new random one, committed to the ledger before it is returned.
+// RecordHeldLease forgets it.
+func (db *DB) LeaseAsk(ctx context.Context, hqPool string) (string, error) {
+	var id string
+	err := db.InTx(ctx, func(tx *Tx) error {
+		err := tx.get(&id, tx.rebind(`SELECT request_id FROM lease_asks WHERE hq_pool = ?`), hqPool)
+		if err == nil || !noRows(err) {
+			return translate(err, "read the lease request")
+		}
+		var b [16]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return tacerr.Wrap(tacerr.Internal, err, "make a lease request id")
+		}
+		id = "lease-" + hex.EncodeToString(b[:])
+		if _, err := tx.exec(tx.rebind(`INSERT INTO lease_asks (hq_pool, request_id, asked_at) VALUES (?, ?, ?)`), hqPool, id, tx.Now().UnixMicro()); err != nil {
+			return translate(err, "record the lease request")
+		}
+		return nil
+	})
+	return id, err
+}
+
+// DropLeaseAsk forgets the request id of hqPool when it is still
+// requestID (HQ will not answer it with a lease again: the next request
+// takes a new id).
+func (db *DB) DropLeaseAsk(ctx context.Context, hqPool, requestID string) error {
+	return db.InTx(ctx, func(tx *Tx) error {
+		_, err := tx.exec(tx.rebind(`DELETE FROM lease_asks WHERE hq_pool = ? AND request_id = ?`), hqPool, requestID)
+		return translate(err, "forget the lease request")
+	})
 }

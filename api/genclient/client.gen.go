@@ -321,7 +321,10 @@ type Lease struct {
 // LeaseRequest defines model for LeaseRequest.
 type LeaseRequest struct {
 	Pool string `json:"pool"`
-	Size int    `json:"size"`
+
+	// RequestId The site's id for this request, written to its ledger before it asks. A request with an id headquarters has seen is answered with the lease granted for it (the site lost the answer), not with another.
+	RequestId *string `json:"request_id,omitempty"`
+	Size      int     `json:"size"`
 }
 
 // Lookup defines model for Lookup.

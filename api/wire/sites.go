@@ -16,6 +16,10 @@ const (
 type LeaseRequest struct {
 	Pool string `json:"pool"`
 	Size int64  `json:"size"`
+	// RequestID is the site's id for this request, written to its ledger
+	// before it asks (store.LeaseAsk): HQ answers an id it has seen with
+	// the lease it granted for it, not with another.
+	RequestID string `json:"request_id,omitempty"`
 }
 
 // Lease is a block of SNRs leased to a site (the body of a granted lease,
