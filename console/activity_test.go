@@ -2,6 +2,7 @@ package console
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -179,4 +180,66 @@ func addTAC(t testing.TB, db *store.DB) {
 		RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 2, AllocationDate: time.Date(2026, 1, 5, 0, 0, 0, 0, time.UTC)}}, "test"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// TestLastSeenFromLegacyCache: the stations' last reservations a console
+// saved before cursors existed (name "last_seen": the map alone, with the
+// time of its read) are read once after the upgrade and carried on from a
+// cursor at that time, not replaced by a scan of every reservation: a
+// station only the saved map knows is kept, and later reservations are
+// added.
+func TestLastSeenFromLegacyCache(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		addTAC(t, db)
+		if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: 100010, SNRStart: 0, SNREnd: 99999}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+		db.SetClock(func() time.Time { return now })
+		n := 0
+		reserve := func(caller string) {
+			t.Helper()
+			n++
+			id := fmt.Sprint("r", n)
+			if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: caller,
+				Kind: store.KindProvision, DeviceSerial: "dev-" + id, PerDevice: 2}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		reserve("S1")
+		now = now.Add(time.Hour)
+		reserve("S2")
+		// The old console's save: S9 is a station only the saved map knows
+		// (no scan of the reservations would find it).
+		s9 := now.Add(-30 * 24 * time.Hour)
+		legacy := map[string]int64{"S1": now.Add(-time.Hour).UnixMicro(), "S2": now.UnixMicro(), "S9": s9.UnixMicro()}
+		b, err := json.Marshal(legacy)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.SaveConsoleCache(ctx, cacheLastSeenV1, now, b); err != nil {
+			t.Fatal(err)
+		}
+		now = now.Add(10 * time.Minute)
+		reserve("S1")
+		reserve("S3")
+		now = now.Add(time.Minute)
+		c := &Console{cfg: Config{DB: db, Log: slog.New(slog.DiscardHandler)}}
+		got, err := c.lastSeen(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _, err := db.LastReservations(ctx, store.ActivityCursor{}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want["S9"] = s9
+		if !maps.EqualFunc(got, want, time.Time.Equal) {
+			t.Fatalf("last seen after the upgrade %v, want %v", got, want)
+		}
+		if c.seen.from.IsZero() {
+			t.Fatal("the first read after the upgrade scanned every reservation")
+		}
+	})
 }

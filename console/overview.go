@@ -381,7 +381,11 @@ func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 	if !c.seen.loaded {
 		c.seen.loaded = true
 		var saved savedLastSeen
-		if at := c.loadCache(ctx, cacheLastSeen, &saved); !at.IsZero() {
+		at := c.loadCache(ctx, cacheLastSeen, &saved)
+		if at.IsZero() {
+			at = c.loadLegacyLastSeen(ctx, &saved)
+		}
+		if !at.IsZero() {
 			c.seen.byStation, c.seen.at, c.seen.savedAt, c.seen.cur = make(map[string]time.Time, len(saved.ByStation)), at, at, saved.Cursor
 			for caller, t := range saved.ByStation {
 				c.seen.byStation[caller] = time.UnixMicro(t).UTC()
@@ -406,6 +410,29 @@ func (c *Console) lastSeen(ctx context.Context) (map[string]time.Time, error) {
 		return saved
 	})
 	return last, nil
+}
+
+// cacheLastSeenV1 is the name of the stations' last reservations as
+// consoles before migration 0021 saved them: the map alone, read up to the
+// row's time.
+const cacheLastSeenV1 = "last_seen"
+
+// loadLegacyLastSeen loads the stations' last reservations saved before
+// they had a cursor, with a cursor from the time of that read
+// (store.ReservationCursorSince: a reservation read twice changes no
+// maximum), so that the first read after the upgrade does not scan every
+// reservation; the zero time when there is none.
+func (c *Console) loadLegacyLastSeen(ctx context.Context, saved *savedLastSeen) time.Time {
+	at, state, err := c.cfg.DB.ConsoleCache(ctx, cacheLastSeenV1)
+	if err != nil || at.IsZero() || json.Unmarshal(state, &saved.ByStation) != nil {
+		return time.Time{}
+	}
+	if saved.Cursor, err = c.cfg.DB.ReservationCursorSince(ctx, at); err != nil {
+		c.cfg.Log.Warn("console: read the saved cache; reading in full", "cache", cacheLastSeenV1, "err", err.Error())
+		saved.ByStation = nil
+		return time.Time{}
+	}
+	return at
 }
 
 // loadCache decodes the cache saved as name into v and returns the time of

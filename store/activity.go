@@ -165,6 +165,26 @@ func (db *DB) LastReservations(ctx context.Context, cur ActivityCursor, last map
 	return last, next, nil
 }
 
+// ReservationCursorSince returns a cursor that has counted the
+// reservations made before since, give or take ActivitySlack (the id
+// search of firstReservationSince): a read from it reads those made since
+// and may read some made before again. For a reader whose earlier counts
+// were kept by time (a cache saved before cursors existed) and whose
+// counts tolerate a reservation read twice (LastReservations' maxima).
+func (db *DB) ReservationCursorSince(ctx context.Context, since time.Time) (ActivityCursor, error) {
+	var cur ActivityCursor
+	err := db.readTx(ctx, func(tx *Tx) error {
+		var lo, hi int64
+		if err := tx.queryRowx(sqlReservationIDRange).Scan(&lo, &hi); err != nil {
+			return translate(err, "read reservation ids")
+		}
+		first, err := firstReservationSince(tx, since, lo, hi)
+		cur.After = first - 1
+		return err
+	})
+	return cur, err
+}
+
 // readNew calls read, in one snapshot, over the reservations cur has not
 // counted (ranges id ranges, their bounds in ids, for idRanges) and
 // returns the cursor past them. From the zero cursor it reads from the id
