@@ -60,18 +60,12 @@ func (h *HQ) Authenticate(ctx context.Context, site, certSerial string) error {
 
 // GrantLease leases a block of at most req.Size SNRs of req.Pool to site
 // for the policy's default lifetime (a site asking for its next block),
-// within the policy's bounds; with req.RequestID, a request HQ has seen is
-// answered with the lease it granted for it (store.GrantAskedLease).
-// Errors: store.GrantLease's and GrantAskedLease's.
+// within the policy's bounds, or the lease an operator granted it that
+// waits; with req.RequestID, a request HQ has seen is answered with the
+// lease it had for it (store.GrantAskedLease). Errors: GrantAskedLease's.
 func (h *HQ) GrantLease(ctx context.Context, site string, req wire.LeaseRequest) (wire.Lease, error) {
 	pol := h.policy()
-	var l store.Lease
-	var err error
-	if req.RequestID != "" {
-		l, err = h.db.GrantAskedLease(ctx, site, req.RequestID, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
-	} else {
-		l, err = h.db.GrantLease(ctx, site, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
-	}
+	l, err := h.db.GrantAskedLease(ctx, site, req.RequestID, req.Pool, req.Size, pol.DefaultTTL, pol.Limits(), store.SiteCaller(site))
 	if err != nil {
 		return wire.Lease{}, err
 	}
@@ -380,7 +374,7 @@ func siteStatus(st store.SiteState, ls []store.LeaseStats, now time.Time) wire.S
 func WireLease(l store.LeaseStats) wire.Lease {
 	w := wire.Lease{ID: l.ID, Site: l.Site, Pool: l.Pool, TAC: imei.FormatTAC(l.TAC), SNRStart: fmt.Sprintf("%06d", l.SNRStart),
 		SNREnd: fmt.Sprintf("%06d", l.SNREnd), GrantedAt: l.GrantedAt, ExpiresAt: l.ExpiresAt, Bound: l.Bound, Voided: l.Voided,
-		Revoked: l.Revoked, Unused: l.Unused, ReletOf: l.ReletOf, Released: l.Released, Relet: l.Relet}
+		Revoked: l.Revoked, Unused: l.Unused, ReletOf: l.ReletOf, Released: l.Released, Relet: l.Relet, Waiting: l.Waiting}
 	if !l.ReturnedAt.IsZero() {
 		t := l.ReturnedAt
 		w.ReturnedAt = &t

@@ -3,6 +3,7 @@ package site_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/store"
@@ -95,5 +96,39 @@ func TestSiteLeaseAskRefused(t *testing.T) {
 	held, err := se.env.DB.HeldLeases(ctx)
 	if err != nil || len(held) != 1 || held[0].LeaseID != ls[1].ID {
 		t.Fatalf("the site holds %+v, %v; want HQ's new lease %d", held, err, ls[1].ID)
+	}
+}
+
+// TestSiteFetchesOperatorLease: a lease an operator granted at HQ waits
+// for the site, which asks for it at its next pass although its pool is
+// not low, and records it; HQ's status then shows nothing waiting.
+func TestSiteFetchesOperatorLease(t *testing.T) {
+	ctx := context.Background()
+	siteKey := key(t)
+	hqDB, hq := newHQ(t, siteKey)
+	se := newSite(t, siteKey, hq)
+	if err := se.s.EnsureLeases(ctx); err != nil { // the site's own first lease
+		t.Fatal(err)
+	}
+	if err := se.s.EnsureLeases(ctx); err != nil { // not low: nothing asked
+		t.Fatal(err)
+	}
+	if ls, err := hqDB.Leases(ctx, "s1"); err != nil || len(ls) != 1 {
+		t.Fatalf("HQ's leases of s1 = %+v, %v; want one", ls, err)
+	}
+	op, err := hqDB.GrantLease(ctx, "s1", "HQ-A", 50, time.Hour, store.LeaseLimits{}, "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := se.s.EnsureLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	held, err := se.env.DB.HeldLeases(ctx)
+	if err != nil || len(held) != 2 || held[1].LeaseID != op.ID || held[1].Pool.SNREnd-held[1].Pool.SNRStart != 49 {
+		t.Fatalf("the site holds %+v, %v; want its first lease and the operator's %d", held, err, op.ID)
+	}
+	st, err := hq.Status(ctx, "s1")
+	if err != nil || len(st.Leases) != 2 || st.Leases[0].Waiting || st.Leases[1].Waiting {
+		t.Fatalf("HQ's status of s1 = %+v, %v; want two leases, none waiting", st, err)
 	}
 }

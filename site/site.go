@@ -476,13 +476,23 @@ func WireEvent(e store.PendingSiteEvent) wire.SiteEvent {
 
 // EnsureLeases checks each configured HQ pool: when what is left of its
 // held, unexpired leases lasts less than LowWaterHours at the current
-// rate (or nothing is left), it asks HQ for the next lease and records it.
+// rate (or nothing is left), or an operator granted it a lease that waits
+// at HQ, it asks HQ for the next lease and records it.
 func (s *Site) EnsureLeases(ctx context.Context) error {
 	held, err := s.db.HeldLeases(ctx)
 	if err != nil {
 		return err
 	}
 	now := s.db.Now()
+	// A lease an operator granted waits at HQ until the site asks: ask
+	// for it whether or not the pool runs low. HQ unreachable: only the
+	// low pools ask (and fail).
+	waiting := map[string]bool{}
+	if st, err := s.hq.Status(ctx); err == nil {
+		for _, l := range st.Leases {
+			waiting[l.Pool] = waiting[l.Pool] || l.Waiting
+		}
+	}
 	for _, p := range s.cfg.Pools {
 		var remaining, used int64
 		for _, h := range held {
@@ -510,7 +520,7 @@ func (s *Site) EnsureLeases(ctx context.Context) error {
 		s.m.remaining.WithLabelValues(p.Pool).Set(float64(remaining))
 		s.m.hoursLeft.WithLabelValues(p.Pool).Set(hours)
 		s.m.lowWater.WithLabelValues(p.Pool).Set(b2f(low))
-		if !low {
+		if !low && !waiting[p.Pool] {
 			continue
 		}
 		// The request's id is in the ledger before HQ hears of it: if the

@@ -16,6 +16,7 @@ import (
 // no SNRs; a new id gets a new lease; an id whose lease was returned or
 // has expired, or that named another pool, is refused (conflict on
 // request_id: the site takes a new id); a malformed id is invalid_input.
+// None of these leases waits for the site (only an operator's do).
 func TestGrantAskedLease(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
@@ -48,8 +49,8 @@ func TestGrantAskedLease(t *testing.T) {
 			t.Fatalf("a third lease beyond max_held: %v", err)
 		}
 		ls, err := db.Leases(ctx, "s1")
-		if err != nil || len(ls) != 2 {
-			t.Fatalf("leases of s1 = %d, %v; want 2", len(ls), err)
+		if err != nil || len(ls) != 2 || ls[0].Waiting || ls[1].Waiting {
+			t.Fatalf("leases of s1 = %+v, %v; want 2, neither waiting", ls, err)
 		}
 
 		if _, err := db.ReturnLease(ctx, l2.ID, "test"); err != nil {
@@ -66,7 +67,7 @@ func TestGrantAskedLease(t *testing.T) {
 		now = now.Add(2 * time.Hour)
 		_, err = grant("ask-1", 10)
 		refused("the request of an expired lease", "ask-1", err)
-		for _, id := range []string{"", "has space", strings.Repeat("x", 65), "é"} {
+		for _, id := range []string{"has space", strings.Repeat("x", 65), "é"} {
 			if _, err := grant(id, 10); !tacerr.Is(err, tacerr.InvalidInput) {
 				t.Fatalf("request id %q: %v, want invalid_input", id, err)
 			}
@@ -116,5 +117,52 @@ func TestLeaseAsk(t *testing.T) {
 		if fresh, err := db.LeaseAsk(ctx, "HQ-A"); err != nil || fresh == next {
 			t.Fatalf("the ask after a drop = %q, %v; want a new id", fresh, err)
 		}
+	})
+}
+
+// TestGrantAskedLeaseClaimsOperatorGrant: a lease an operator granted waits
+// for the site; the site's next request with an id claims it (no new
+// SNRs), a replay of that id answers it again, the request after gets a
+// new block; a request without an id (an older site) never claims one.
+func TestGrantAskedLeaseClaimsOperatorGrant(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		enrollSite(t, db, "s1")
+		op, err := db.GrantLease(ctx, "s1", "A", 30, time.Hour, store.LeaseLimits{}, "operator")
+		if err != nil || !op.Waiting {
+			t.Fatalf("operator's grant = %+v, %v; want it waiting", op, err)
+		}
+		ask := func(id string) store.Lease {
+			t.Helper()
+			l, err := db.GrantAskedLease(ctx, "s1", id, "A", 10, time.Hour, store.LeaseLimits{}, "site:s1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		if l := ask(""); l.ID == op.ID || l.Waiting {
+			t.Fatalf("a request without an id = %+v; want a new block, not the waiting lease %d", l, op.ID)
+		}
+		if l := ask("ask-1"); l.ID != op.ID || l.Size() != 30 || l.Waiting {
+			t.Fatalf("the site's request = %+v; want the operator's lease %d, claimed", l, op.ID)
+		}
+		if l := ask("ask-1"); l.ID != op.ID {
+			t.Fatalf("the same request again = %+v; want lease %d", l, op.ID)
+		}
+		next := ask("ask-2")
+		if next.ID == op.ID || next.Size() != 10 {
+			t.Fatalf("the next request = %+v; want a new block of 10", next)
+		}
+		ls, err := db.Leases(ctx, "s1")
+		if err != nil || len(ls) != 3 {
+			t.Fatalf("leases of s1 = %+v, %v; want 3", ls, err)
+		}
+		for _, l := range ls {
+			if l.Waiting {
+				t.Fatalf("lease %d still waits after its site claimed it", l.ID)
+			}
+		}
+		mustCheck(t, db)
 	})
 }

@@ -215,6 +215,9 @@ type Lease struct {
 	// never reserved and handed back to the pool; Relet how many of those
 	// were leased again since.
 	Released, Relet int64
+	// Waiting is set while a lease an operator granted (GrantLease) waits
+	// for its site: the site's next request claims it (GrantAskedLease).
+	Waiting bool
 }
 
 // Size is the number of SNRs of the lease.
@@ -241,26 +244,28 @@ type LeaseStats struct {
 }
 
 type leaseRow struct {
-	ID                int64         `db:"id"`
-	Site              string        `db:"site"`
-	Pool              string        `db:"pool"`
-	PoolID            int64         `db:"pool_id"`
-	TAC               int64         `db:"tac"`
-	SNRStart          int64         `db:"snr_start"`
-	SNREnd            int64         `db:"snr_end"`
-	GrantedAt         int64         `db:"granted_at"`
-	ExpiresAt         int64         `db:"expires_at"`
-	ReturnedAt        sql.NullInt64 `db:"returned_at"`
-	ReturnRequestedAt sql.NullInt64 `db:"return_requested_at"`
-	ReleasedFrom      sql.NullInt64 `db:"released_from"`
-	ReletNext         sql.NullInt64 `db:"relet_next"`
-	ReletOf           sql.NullInt64 `db:"relet_of"`
+	ID                int64          `db:"id"`
+	Site              string         `db:"site"`
+	Pool              string         `db:"pool"`
+	PoolID            int64          `db:"pool_id"`
+	TAC               int64          `db:"tac"`
+	SNRStart          int64          `db:"snr_start"`
+	SNREnd            int64          `db:"snr_end"`
+	GrantedAt         int64          `db:"granted_at"`
+	ExpiresAt         int64          `db:"expires_at"`
+	ReturnedAt        sql.NullInt64  `db:"returned_at"`
+	ReturnRequestedAt sql.NullInt64  `db:"return_requested_at"`
+	ReleasedFrom      sql.NullInt64  `db:"released_from"`
+	ReletNext         sql.NullInt64  `db:"relet_next"`
+	ReletOf           sql.NullInt64  `db:"relet_of"`
+	ByOperator        int64          `db:"by_operator"`
+	RequestID         sql.NullString `db:"request_id"`
 }
 
 func (r leaseRow) lease() Lease {
 	l := Lease{ID: r.ID, Site: r.Site, Pool: r.Pool, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
 		GrantedAt: micros(r.GrantedAt), ExpiresAt: micros(r.ExpiresAt), ReturnedAt: nullMicros(r.ReturnedAt),
-		ReturnRequestedAt: nullMicros(r.ReturnRequestedAt), ReletOf: r.ReletOf.Int64}
+		ReturnRequestedAt: nullMicros(r.ReturnRequestedAt), ReletOf: r.ReletOf.Int64, Waiting: r.ByOperator == 1 && !r.RequestID.Valid}
 	if r.ReleasedFrom.Valid {
 		l.Released = r.SNREnd + 1 - r.ReleasedFrom.Int64
 		l.Relet = r.ReletNext.Int64 - r.ReleasedFrom.Int64
@@ -281,7 +286,8 @@ func (r leaseRow) usedHi() int64 {
 }
 
 const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, l.snr_start, l.snr_end, l.granted_at, l.expires_at,
-	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of FROM leases l JOIN pools p ON p.id = l.pool_id`
+	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of, l.by_operator, l.request_id
+	FROM leases l JOIN pools p ON p.id = l.pool_id`
 
 // LeaseLimits are HQ's bounds on a lease grant (hq.lease in the
 // configuration); a zero field sets no bound.
@@ -292,7 +298,9 @@ type LeaseLimits struct {
 }
 
 // GrantLease leases a block of at most size SNRs of pool to site for ttl,
-// within lim, and emits lease.granted. The block comes from the SNRs a
+// within lim, and emits lease.granted: an operator's grant (`tacline lease
+// grant`), which waits for the site (Lease.Waiting) until the site's next
+// request claims it (GrantAskedLease). The block comes from the SNRs a
 // proven release of another site's lease handed back to the pool (the
 // oldest returned lease first; the block is then no larger than what is
 // left of that lease's handed-back part), else from the pool's high-water
@@ -304,27 +312,32 @@ type LeaseLimits struct {
 // site's pools), pool_not_found, pool_exhausted (fewer than size SNRs
 // left; the pool is unchanged).
 func (db *DB) GrantLease(ctx context.Context, site, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
-	return db.grantLease(ctx, site, "", pool, size, ttl, lim, actor)
+	return db.grantLease(ctx, site, "", true, pool, size, ttl, lim, actor)
 }
 
-// GrantAskedLease is GrantLease for a site's own request with its request
-// id (which the site wrote to its ledger before asking, store.LeaseAsk):
-// the first request with the id is granted and the id kept with the lease;
+// GrantAskedLease is GrantLease for a site's own request, with the
+// request id the site wrote to its ledger before asking (store.LeaseAsk):
 // a request with an id HQ has seen (the site lost the answer and asks
-// again) is answered with that id's lease, changing nothing. Errors:
-// GrantLease's; invalid_input (request_id: empty, longer than 64 bytes or
-// not printable ASCII); conflict (request_id) when the id's lease is of
-// another pool, or was returned or has expired since (the site asks with a
-// new id), or when a request with the id is being granted.
+// again) is answered with that id's lease, changing nothing; else the
+// oldest lease an operator granted the site of the pool that still waits
+// for it (Lease.Waiting) is claimed for the id; else a block is granted
+// and the id kept with it. Without an id (a site of a version before
+// migration 0022) every request is granted a block. Unlike GrantLease's,
+// the leases it grants never wait. Errors: GrantLease's; invalid_input
+// (request_id: longer than 64 bytes or not printable ASCII); conflict
+// (request_id) when the id's lease is of another pool, or was returned or
+// has expired since (the site asks with a new id), or when a request with
+// the id is being granted.
 func (db *DB) GrantAskedLease(ctx context.Context, site, requestID, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
-	if requestID == "" || len(requestID) > 64 || strings.IndexFunc(requestID, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
-		return Lease{}, tacerr.Field(tacerr.InvalidInput, "request_id", "must be 1 to 64 printable ASCII characters without spaces")
+	if len(requestID) > 64 || strings.IndexFunc(requestID, func(r rune) bool { return r < '!' || r > '~' }) >= 0 {
+		return Lease{}, tacerr.Field(tacerr.InvalidInput, "request_id", "must be at most 64 printable ASCII characters without spaces")
 	}
-	return db.grantLease(ctx, site, requestID, pool, size, ttl, lim, actor)
+	return db.grantLease(ctx, site, requestID, false, pool, size, ttl, lim, actor)
 }
 
-// grantLease is GrantLease and GrantAskedLease (requestID "": no id).
-func (db *DB) grantLease(ctx context.Context, site, requestID, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
+// grantLease is GrantLease (byOperator) and GrantAskedLease (requestID "":
+// no id).
+func (db *DB) grantLease(ctx context.Context, site, requestID string, byOperator bool, pool string, size int64, ttl time.Duration, lim LeaseLimits, actor string) (Lease, error) {
 	switch {
 	case size < 1 || size > imei.SNRsPerTAC:
 		return Lease{}, tacerr.Field(tacerr.InvalidInput, "size", "a lease holds 1 to 1000000 SNRs, not %d", size)
@@ -377,6 +390,29 @@ func (db *DB) grantLease(ctx context.Context, site, requestID, pool string, size
 			return translate(err, "lock pool")
 		}
 		now := tx.Now().Truncate(time.Microsecond)
+		if requestID != "" {
+			// A lease an operator granted waits for the site's next request.
+			var waiting []leaseRow
+			if err := tx.sel(&waiting, tx.rebind(sqlSelectLeases+` WHERE l.site = ? AND l.pool_id = ? AND l.by_operator = 1 AND l.request_id IS NULL
+				AND l.returned_at IS NULL AND l.expires_at > ? ORDER BY l.id LIMIT 1`), site, head.ID, now.UnixMicro()); err != nil {
+				return translate(err, "look up a waiting lease")
+			}
+			if len(waiting) > 0 {
+				res, err := tx.exec(tx.rebind(`UPDATE leases SET request_id = ? WHERE id = ? AND request_id IS NULL`), requestID, waiting[0].ID)
+				if isDuplicate(err) {
+					return tacerr.Field(tacerr.Conflict, "request_id", "request %s of site %s is being granted by another call: ask again", requestID, site)
+				}
+				if err != nil {
+					return translate(err, "claim a waiting lease")
+				}
+				if err := oneRow(res, "claim lease %d", waiting[0].ID); err != nil {
+					return err
+				}
+				l = waiting[0].lease()
+				l.Waiting = false
+				return nil
+			}
+		}
 		if lim.MaxHeld > 0 {
 			var held int
 			if err := tx.get(&held, tx.rebind(`SELECT COUNT(*) FROM leases WHERE site = ? AND pool_id = ? AND returned_at IS NULL AND expires_at > ?`),
@@ -397,9 +433,14 @@ func (db *DB) grantLease(ctx context.Context, site, requestID, pool string, size
 		l = Lease{Site: site, Pool: pool, TAC: uint32(head.TAC), SNRStart: uint32(start), SNREnd: uint32(end),
 			GrantedAt: now, ExpiresAt: now.Add(ttl), ReletOf: parent.Int64}
 		ask := sql.NullString{String: requestID, Valid: requestID != ""}
-		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at, relet_of, request_id)
-			VALUES (?,?,?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, start, end,
-			now.UnixMicro(), l.ExpiresAt.UnixMicro(), parent, ask).Scan(&l.ID); err != nil {
+		op := 0
+		if byOperator {
+			op = 1
+		}
+		l.Waiting = byOperator
+		if err := tx.queryRowx(tx.rebind(`INSERT INTO leases (site, pool_id, tac, snr_start, snr_end, granted_at, expires_at, relet_of, request_id, by_operator)
+			VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id`), site, head.ID, head.TAC, start, end,
+			now.UnixMicro(), l.ExpiresAt.UnixMicro(), parent, ask, op).Scan(&l.ID); err != nil {
 			if isDuplicate(err) {
 				return tacerr.Field(tacerr.Conflict, "request_id", "request %s of site %s is being granted by another call: ask again", requestID, site)
 			}

@@ -316,6 +316,9 @@ type Lease struct {
 	// Unused Leased SNRs the site has not reported used (0 once returned).
 	Unused int `json:"unused"`
 	Voided int `json:"voided"`
+
+	// Waiting Set while a lease an operator granted waits for the site: the site's next lease request claims it.
+	Waiting *bool `json:"waiting,omitempty"`
 }
 
 // LeaseRequest defines model for LeaseRequest.

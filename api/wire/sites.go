@@ -59,6 +59,9 @@ type Lease struct {
 	// again.
 	Released int64 `json:"released"`
 	Relet    int64 `json:"relet"`
+	// Waiting is set while a lease an operator granted waits for the site:
+	// the site's next lease request claims it.
+	Waiting bool `json:"waiting,omitempty"`
 }
 
 // SiteEvent is one ledger event a site ships to HQ.

@@ -50,7 +50,7 @@ func newLeaseCmd() *cobra.Command {
 			if l.ReletOf != 0 {
 				from = fmt.Sprintf(" (SNRs released from lease %d)", l.ReletOf)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lease %d: SNRs %06d-%06d of pool %s (TAC %08d) to site %s until %s%s\n",
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d: SNRs %06d-%06d of pool %s (TAC %08d) to site %s until %s%s; it waits for the site's next lease request\n",
 				l.ID, l.SNRStart, l.SNREnd, l.Pool, l.TAC, l.Site, l.ExpiresAt.Format(time.RFC3339), from)
 			return nil
 		},

@@ -5,13 +5,19 @@
 -- the id with the lease it granted and answers a request it has seen with
 -- that lease instead of granting another. A grant whose answer was lost
 -- (a cut connection, a timeout) no longer leaves a lease the site never
--- holds.
+-- holds. A lease an operator granted (`tacline lease grant`) waits for
+-- the site: its next request claims it (the request's id is written to
+-- it) instead of a new block.
 
 -- +goose Up
 -- HQ: the site's request id of a lease it asked for (NULL: granted by an
 -- operator, or asked for without an id).
 ALTER TABLE leases ADD COLUMN request_id TEXT;
 CREATE UNIQUE INDEX leases_request ON leases (site, request_id) WHERE request_id IS NOT NULL;
+-- HQ: 1 for a lease an operator granted, which the site's next request
+-- claims while request_id is NULL (leases granted before this migration:
+-- 0, their sites hold them already).
+ALTER TABLE leases ADD COLUMN by_operator SMALLINT NOT NULL DEFAULT 0;
 
 -- Site: the request it is asking HQ for, per HQ pool, until the lease is
 -- recorded (RecordHeldLease deletes it in the same transaction).
@@ -23,5 +29,6 @@ CREATE TABLE lease_asks (
 
 -- +goose Down
 DROP TABLE lease_asks;
+ALTER TABLE leases DROP COLUMN by_operator;
 DROP INDEX leases_request;
 ALTER TABLE leases DROP COLUMN request_id;
