@@ -1,6 +1,7 @@
 package store
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
@@ -270,10 +271,10 @@ func stillMissing(tx *Tx, pending []PendingIDs, from, to, missed int64) ([]Pendi
 		}
 	}
 	if len(out) > maxPending {
-		slices.SortStableFunc(out, func(a, b PendingIDs) int { return int(b.Missed - a.Missed) })
+		slices.SortStableFunc(out, func(a, b PendingIDs) int { return cmp.Compare(b.Missed, a.Missed) })
 		out = out[:maxPending]
 	}
-	slices.SortFunc(out, func(a, b PendingIDs) int { return int(a.From - b.From) })
+	slices.SortFunc(out, func(a, b PendingIDs) int { return cmp.Compare(a.From, b.From) })
 	return out, nil
 }
 
