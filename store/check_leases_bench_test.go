@@ -41,7 +41,7 @@ func BenchmarkCheckLeases(b *testing.B) {
 						b.Fatal(err)
 					}
 					if i%2 == 0 {
-						events = append(events, store.SiteEvent{Seq: int64(len(events) + 1), Type: store.EventLeaseReleased, Time: time.Now(),
+						events = append(events, store.SiteEvent{Seq: int64(len(events) + 1), LeafIndex: int64(len(events) + 1), Type: store.EventLeaseReleased, Time: time.Now(),
 							Lease: l.ID, UnusedFrom: int64(l.SNRStart)})
 					}
 				}

@@ -149,7 +149,7 @@ func TestPoolCountsExact(t *testing.T) {
 		cp := store.SiteCheckpoint{Size: 2, Hash: []byte("h2")}
 		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
 			bound(1, "d1", leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)),
-			{Seq: 2, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l1, 2)}, Reason: "abandoned"},
+			{Seq: 2, LeafIndex: 2, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l1, 2)}, Reason: "abandoned"},
 		}, cp, "hq"); err != nil {
 			t.Fatal(err)
 		}
@@ -160,7 +160,7 @@ func TestPoolCountsExact(t *testing.T) {
 		}
 		wantPoolCounts(t, db)
 		// The device HQ recorded from the released lease is revoked.
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, LeafIndex: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
 			IMEIs: []imei.IMEI{leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)}, DeviceSerial: "d1", Reason: "compromised"}},
 			store.SiteCheckpoint{Size: 4, Hash: []byte("h4")}, "hq"); err != nil {
 			t.Fatal(err)

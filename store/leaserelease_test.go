@@ -14,7 +14,7 @@ import (
 )
 
 func released(seq, lease int64, unusedFrom int64) store.SiteEvent {
-	return store.SiteEvent{Seq: seq, Type: store.EventLeaseReleased, Time: time.Now(), Lease: lease, UnusedFrom: unusedFrom}
+	return store.SiteEvent{Seq: seq, LeafIndex: seq, Type: store.EventLeaseReleased, Time: time.Now(), Lease: lease, UnusedFrom: unusedFrom}
 }
 
 func grant(t *testing.T, db *store.DB, site string, size int64) store.Lease {
@@ -59,7 +59,7 @@ func TestLeaseReleaseRelets(t *testing.T) {
 		cp := store.SiteCheckpoint{Size: 5, Hash: []byte("h5")}
 		res, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
 			bound(1, "d1", leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)),
-			{Seq: 2, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l1, 2)}, Reason: "abandoned"},
+			{Seq: 2, LeafIndex: 2, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l1, 2)}, Reason: "abandoned"},
 			released(3, l1.ID, 4),
 		}, cp, "hq")
 		if err != nil || res.Applied != 3 {
@@ -89,7 +89,7 @@ func TestLeaseReleaseRelets(t *testing.T) {
 			wantCode(t, err, tacerr.LeaseViolation)
 		}
 		// A device HQ recorded from it is still the site's to revoke.
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 4, LeafIndex: 4, Type: store.EventIMEIRevoked, Time: time.Now(),
 			IMEIs: []imei.IMEI{leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, cp, "hq"); err != nil {
 			t.Fatalf("revoke of a device of a released lease: %v", err)
 		}

@@ -79,9 +79,12 @@ func ValidSiteName(name string) bool { return siteName.MatchString(name) }
 type SiteState struct {
 	Site
 	AppliedSeq int64 // the sequence number of the last site event applied
-	Checkpoint SiteCheckpoint
-	LastSync   time.Time // zero if never
-	Refusals   int64     // batches refused (inconsistent checkpoint, IMEI outside the site's leases)
+	// AppliedLeaf is the audit leaf index of the last site event applied
+	// (-1: none since migration 0022).
+	AppliedLeaf int64
+	Checkpoint  SiteCheckpoint
+	LastSync    time.Time // zero if never
+	Refusals    int64     // batches refused (inconsistent checkpoint, IMEI outside the site's leases)
 	// LastRefusal says why the last batch was refused.
 	LastRefusal string
 }
@@ -106,6 +109,7 @@ type siteRow struct {
 	Pools       string        `db:"pools"`
 	EnrolledAt  int64         `db:"enrolled_at"`
 	AppliedSeq  int64         `db:"applied_seq"`
+	AppliedLeaf sql.NullInt64 `db:"applied_leaf"`
 	CPSize      int64         `db:"cp_size"`
 	CPHash      []byte        `db:"cp_hash"`
 	CPNote      string        `db:"cp_note"`
@@ -116,16 +120,20 @@ type siteRow struct {
 }
 
 func (r siteRow) state() SiteState {
-	return SiteState{
+	st := SiteState{
 		Site: Site{Name: r.Name, Description: r.Description, CertSerial: r.CertSerial, Verifier: r.Verifier,
 			Pools: splitList(r.Pools), EnrolledAt: micros(r.EnrolledAt)},
-		AppliedSeq: r.AppliedSeq,
+		AppliedSeq: r.AppliedSeq, AppliedLeaf: -1,
 		Checkpoint: SiteCheckpoint{Size: r.CPSize, Hash: r.CPHash, Note: r.CPNote, Cosigned: r.CPCosigned},
 		LastSync:   nullMicros(r.LastSync), Refusals: r.Refusals, LastRefusal: r.LastRefusal,
 	}
+	if r.AppliedLeaf.Valid {
+		st.AppliedLeaf = r.AppliedLeaf.Int64
+	}
+	return st
 }
 
-const sqlSelectSites = `SELECT name, description, cert_serial, verifier, pools, enrolled_at, applied_seq, cp_size, cp_hash, cp_note,
+const sqlSelectSites = `SELECT name, description, cert_serial, verifier, pools, enrolled_at, applied_seq, applied_leaf, cp_size, cp_hash, cp_note,
 	cp_cosigned, last_sync_at, refusals, last_refusal FROM sites`
 
 // EnrollSite records a site, or on a second enrolment replaces its

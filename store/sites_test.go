@@ -29,7 +29,7 @@ func leaseIMEI(t *testing.T, l store.Lease, i int) imei.IMEI {
 }
 
 func bound(seq int64, dev string, ims ...imei.IMEI) store.SiteEvent {
-	return store.SiteEvent{Seq: seq, Type: store.EventIMEIBound, Time: time.Now(), RequestID: "r-" + dev, IMEIs: ims,
+	return store.SiteEvent{Seq: seq, LeafIndex: seq, Type: store.EventIMEIBound, Time: time.Now(), RequestID: "r-" + dev, IMEIs: ims,
 		DeviceSerial: dev, CertSerial: "c0" + dev}
 }
 
@@ -81,7 +81,7 @@ func TestLeases(t *testing.T) {
 		res, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
 			bound(3, "d1", leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)),
 			bound(5, "d2", leaseIMEI(t, l, 2), leaseIMEI(t, l, 3)),
-			{Seq: 7, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l, 4)}, Reason: "abandoned"},
+			{Seq: 7, LeafIndex: 7, Type: store.EventIMEIVoided, Time: time.Now(), IMEIs: []imei.IMEI{leaseIMEI(t, l, 4)}, Reason: "abandoned"},
 		}, cp, "hq")
 		if err != nil || res.Applied != 3 || res.AppliedSeq != 7 {
 			t.Fatalf("apply = %+v, %v", res, err)
@@ -105,12 +105,12 @@ func TestLeases(t *testing.T) {
 		}
 
 		// A revoke of a device HQ knows applies to its row.
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, LeafIndex: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
 			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, store.SiteCheckpoint{Size: 8, Hash: []byte("h8")}, "hq"); !tacerr.Is(err, tacerr.LeaseViolation) {
 			t.Fatalf("a smaller checkpoint: %v", err)
 		}
 		cp = store.SiteCheckpoint{Size: 12, Hash: []byte("h12")}
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{{Seq: 8, LeafIndex: 8, Type: store.EventIMEIRevoked, Time: time.Now(),
 			IMEIs: []imei.IMEI{leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)}, DeviceSerial: "d1", Reason: "compromised"}}, cp, "hq"); err != nil {
 			t.Fatal(err)
 		}
@@ -240,6 +240,47 @@ func TestSitesMigration(t *testing.T) {
 		}
 		if rep := mustCheck(t, db); rep.IMEIs != 2 || rep.LeasedUnused != 5 {
 			t.Fatalf("check %+v", rep)
+		}
+	})
+}
+
+// TestSiteLeafShippedAgain: HQ keeps the audit leaf of the last site event
+// it applied; an event at or below it under a new sequence number (a leaf
+// shipped again) refuses its batch (lease_violation on its leaf_index)
+// and writes nothing; a retried batch (sequence numbers applied already)
+// is skipped as before, and the next leaf applies.
+func TestSiteLeafShippedAgain(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		enrollSite(t, db, "s1")
+		l := grant(t, db, "s1", 10)
+		cp := store.SiteCheckpoint{Size: 10, Hash: []byte("h10")}
+		first := bound(1, "d1", leaseIMEI(t, l, 0))
+		first.LeafIndex = 3
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{first}, cp, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		again := bound(2, "d2", leaseIMEI(t, l, 1))
+		again.LeafIndex = 3
+		_, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{again}, cp, "hq")
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.LeaseViolation || e.Field != "events[0].leaf_index" {
+			t.Fatalf("an event at the applied leaf: %v, want lease_violation on events[0].leaf_index", err)
+		}
+		if _, err := db.LookupIMEI(ctx, leaseIMEI(t, l, 1)); !tacerr.Is(err, tacerr.NotFound) {
+			t.Fatalf("the refused batch wrote IMEI %s: %v", leaseIMEI(t, l, 1), err)
+		}
+		st, err := db.SiteByName(ctx, "s1")
+		if err != nil || st.AppliedSeq != 1 || st.AppliedLeaf != 3 {
+			t.Fatalf("site after the refusal: applied seq %d leaf %d, %v; want 1 and 3", st.AppliedSeq, st.AppliedLeaf, err)
+		}
+		again.LeafIndex = 4
+		res, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{first, again}, cp, "hq")
+		if err != nil || res.Skipped != 1 || res.Applied != 1 {
+			t.Fatalf("the retried event and the next leaf: %+v, %v", res, err)
+		}
+		if st, err := db.SiteByName(ctx, "s1"); err != nil || st.AppliedLeaf != 4 {
+			t.Fatalf("applied leaf %d, %v; want 4", st.AppliedLeaf, err)
 		}
 	})
 }

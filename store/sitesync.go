@@ -3,6 +3,7 @@ package store
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"strconv"
 	"time"
 
@@ -92,7 +93,7 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 		if err != nil {
 			return err
 		}
-		seq := st.AppliedSeq
+		seq, leaf := st.AppliedSeq, st.AppliedLeaf
 		for i, ev := range events {
 			if ev.Seq <= st.AppliedSeq {
 				res.Skipped++
@@ -101,15 +102,23 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 			if ev.Seq <= seq {
 				return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].seq", "sequence %d does not follow %d", ev.Seq, seq)
 			}
+			if ev.LeafIndex <= leaf {
+				// The sequence number is not in the leaf: a leaf HQ applied
+				// once, shipped again under a new one, is refused here.
+				return tacerr.Field(tacerr.LeaseViolation, "events["+strconv.Itoa(i)+"].leaf_index",
+					"site %s's event %d is audit leaf %d, at or below leaf %d whose event HQ applied already: a leaf shipped again; the batch is refused",
+					site, ev.Seq, ev.LeafIndex, leaf)
+			}
 			if err := tx.applyOneSiteEvent(rows, site, i, ev, actor, now); err != nil {
 				return err
 			}
-			seq = ev.Seq
+			seq, leaf = ev.Seq, ev.LeafIndex
 			res.Applied++
 		}
 		res.AppliedSeq = seq
-		up, err := tx.exec(tx.rebind(`UPDATE sites SET applied_seq = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
-			WHERE name = ? AND applied_seq = ?`), seq, cp.Size, cp.Hash, cp.Note, cp.Cosigned, site, st.AppliedSeq)
+		applied := sql.NullInt64{Int64: leaf, Valid: leaf >= 0}
+		up, err := tx.exec(tx.rebind(`UPDATE sites SET applied_seq = ?, applied_leaf = ?, cp_size = ?, cp_hash = ?, cp_note = ?, cp_cosigned = ?, last_refusal = ''
+			WHERE name = ? AND applied_seq = ?`), seq, applied, cp.Size, cp.Hash, cp.Note, cp.Cosigned, site, st.AppliedSeq)
 		if err != nil {
 			return translate(err, "record site checkpoint")
 		}
