@@ -350,3 +350,30 @@ func TestSyncWithoutCheckpoint(t *testing.T) {
 		t.Fatalf("after syncs without a checkpoint: %+v, %v, refused counter %v", st, err, refusedTotal(t, reg))
 	}
 }
+
+// TestSyncEventTooManyIMEIs: an event naming more IMEIs than one device
+// has is invalid_input on its imeis, before anything is verified or
+// written (on SQLite tens of thousands would have exceeded a statement's
+// parameters: a 500).
+func TestSyncEventTooManyIMEIs(t *testing.T) {
+	ctx := context.Background()
+	siteKey := key(t)
+	hqDB, lease := hqLedger(t, siteKey)
+	hq, err := site.NewHQ(hqDB, witness(t), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newSiteLog(t, siteKey)
+	cp := s.bind(t, 1, lease.SNRStart)
+	evs := s.events(t, cp.Size, 1)
+	for snr := lease.SNRStart + 1; len(evs[0].IMEIs) <= catalog.MaxIMEIsPerDevice; snr++ {
+		evs[0].IMEIs = append(evs[0].IMEIs, mustIMEI(t, snr).String())
+	}
+	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: evs, Checkpoint: string(cp.Note)})
+	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "events[0].imeis" {
+		t.Fatalf("an event with %d IMEIs: %v, want invalid_input on events[0].imeis", len(evs[0].IMEIs), err)
+	}
+	if st, err := hq.Status(ctx, "s1"); err != nil || st.Bound != 0 || st.AppliedSeq != 0 || !st.Consistent {
+		t.Fatalf("status after the malformed event: %+v, %v", st, err)
+	}
+}
