@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/store"
 )
 
@@ -22,15 +23,19 @@ const (
 // flight. The lease.released events ship with the next sync. It returns
 // the releases it completed.
 func (s *Site) ReleaseLeases(ctx context.Context) ([]store.HeldLeaseRelease, error) {
+	st, err := s.hq.Status(ctx)
+	return s.releaseLeases(ctx, st, err)
+}
+
+// releaseLeases is ReleaseLeases with HQ's status read (or hqErr: HQ
+// unreachable).
+func (s *Site) releaseLeases(ctx context.Context, st wire.SiteStatus, hqErr error) ([]store.HeldLeaseRelease, error) {
 	held, err := s.db.HeldLeases(ctx)
 	if err != nil {
 		return nil, err
 	}
 	asked := map[int64]bool{}
-	var hqErr error
-	if st, err := s.hq.Status(ctx); err != nil {
-		hqErr = err
-	} else {
+	if hqErr == nil {
 		for _, l := range st.Leases {
 			if l.ReturnRequestedAt != nil && l.ReturnedAt == nil {
 				asked[l.ID] = true

@@ -479,6 +479,13 @@ func WireEvent(e store.PendingSiteEvent) wire.SiteEvent {
 // rate (or nothing is left), or an operator granted it a lease that waits
 // at HQ, it asks HQ for the next lease and records it.
 func (s *Site) EnsureLeases(ctx context.Context) error {
+	st, err := s.hq.Status(ctx)
+	return s.ensureLeases(ctx, st, err)
+}
+
+// ensureLeases is EnsureLeases with HQ's status read (or hqErr: HQ
+// unreachable).
+func (s *Site) ensureLeases(ctx context.Context, st wire.SiteStatus, hqErr error) error {
 	held, err := s.db.HeldLeases(ctx)
 	if err != nil {
 		return err
@@ -488,7 +495,7 @@ func (s *Site) EnsureLeases(ctx context.Context) error {
 	// for it whether or not the pool runs low. HQ unreachable: only the
 	// low pools ask (and fail).
 	waiting := map[string]bool{}
-	if st, err := s.hq.Status(ctx); err == nil {
+	if hqErr == nil {
 		for _, l := range st.Leases {
 			waiting[l.Pool] = waiting[l.Pool] || l.Waiting
 		}
@@ -582,10 +589,12 @@ func (s *Site) Run(ctx context.Context) {
 			}
 		}
 		if s.Ready() == nil {
-			if _, err := s.ReleaseLeases(ctx); err != nil && ctx.Err() == nil {
+			// One status read serves the release check and the lease check.
+			st, stErr := s.hq.Status(ctx)
+			if _, err := s.releaseLeases(ctx, st, stErr); err != nil && ctx.Err() == nil {
 				s.lg.Warn("lease release check failed", "err", err)
 			}
-			if err := s.EnsureLeases(ctx); err != nil && ctx.Err() == nil {
+			if err := s.ensureLeases(ctx, st, stErr); err != nil && ctx.Err() == nil {
 				s.lg.Warn("lease check failed", "err", err)
 			}
 			for {
