@@ -31,8 +31,8 @@ import (
 
 // Limits of a record.
 const (
-	MaxIMEIsPerDevice = 5   // registers accept 1 to 5 IMEIs per device
-	MaxTextLen        = 128 // characters in a text field
+	MaxIMEIsPerDevice = imei.MaxPerDevice // registers accept 1 to 5 IMEIs per device
+	MaxTextLen        = 128               // characters in a text field
 	minYear           = 1990
 )
 

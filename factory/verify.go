@@ -30,8 +30,9 @@ var (
 	ErrDeviceSerial    = errors.New("device serial mismatch")
 )
 
-// MaxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device.
-const MaxIMEIsPerDevice = 5
+// MaxIMEIsPerDevice: registers accept 1 to 5 IMEIs per device (for
+// factory/sim, which does not import imei).
+const MaxIMEIsPerDevice = imei.MaxPerDevice
 
 // PoolRange is a range of serial numbers of one TAC the station may receive
 // IMEIs from (bounds inclusive).

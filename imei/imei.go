@@ -36,6 +36,11 @@ const (
 	MaxSNR = 999_999    // largest 6-digit serial number
 	// SNRsPerTAC is the number of serial numbers one TAC holds.
 	SNRsPerTAC = MaxSNR + 1
+	// MaxPerDevice is the most IMEIs one device carries (one per SIM
+	// slot): registers accept 1 to 5 per device (a DRS row holds 5). The
+	// one owner of the bound; the ledger's schema repeats it in
+	// reservations.per_device's CHECK.
+	MaxPerDevice = 5
 	// MaxSVN is the largest software version number an IMEISV may carry
 	// when tacline builds one; 99 is reserved (TS 23.003 §6.2.2).
 	MaxSVN = 98

@@ -18,7 +18,6 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
-	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -294,11 +293,11 @@ func (h *HQ) cosign(cp audit.Checkpoint, v note.Verifier) ([]byte, error) {
 func decodeEvents(in []wire.SiteEvent) ([]store.SiteEvent, error) {
 	out := make([]store.SiteEvent, len(in))
 	for i, e := range in {
-		if len(e.IMEIs) > catalog.MaxIMEIsPerDevice {
+		if len(e.IMEIs) > imei.MaxPerDevice {
 			// Every site event is about one device's IMEIs (one per SIM
 			// slot); a longer list is malformed, and on SQLite a list of
 			// tens of thousands would exceed a statement's parameters.
-			return nil, tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("events[%d].imeis", i), "names %d IMEIs; an event names one device's, at most %d", len(e.IMEIs), catalog.MaxIMEIsPerDevice)
+			return nil, tacerr.Field(tacerr.InvalidInput, fmt.Sprintf("events[%d].imeis", i), "names %d IMEIs; an event names one device's, at most %d", len(e.IMEIs), imei.MaxPerDevice)
 		}
 		ims := make([]imei.IMEI, len(e.IMEIs))
 		for k, s := range e.IMEIs {

@@ -366,7 +366,7 @@ func TestSyncEventTooManyIMEIs(t *testing.T) {
 	s := newSiteLog(t, siteKey)
 	cp := s.bind(t, 1, lease.SNRStart)
 	evs := s.events(t, cp.Size, 1)
-	for snr := lease.SNRStart + 1; len(evs[0].IMEIs) <= catalog.MaxIMEIsPerDevice; snr++ {
+	for snr := lease.SNRStart + 1; len(evs[0].IMEIs) <= imei.MaxPerDevice; snr++ {
 		evs[0].IMEIs = append(evs[0].IMEIs, mustIMEI(t, snr).String())
 	}
 	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: evs, Checkpoint: string(cp.Note)})

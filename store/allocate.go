@@ -52,8 +52,8 @@ func (r *ReserveRequest) validate() error {
 		return tacerr.Field(tacerr.InvalidInput, "pool", "is required")
 	case r.Caller == "":
 		return tacerr.Field(tacerr.InvalidInput, "caller", "is required")
-	case r.PerDevice < 1 || r.PerDevice > 5:
-		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be between 1 and 5 IMEIs per device, got %d", r.PerDevice)
+	case r.PerDevice < 1 || r.PerDevice > imei.MaxPerDevice:
+		return tacerr.Field(tacerr.InvalidInput, "imei_count", "must be between 1 and %d IMEIs per device, got %d", imei.MaxPerDevice, r.PerDevice)
 	case r.Devices < 1 || r.Devices > MaxDevicesPerReservation:
 		return tacerr.Field(tacerr.InvalidInput, "count", "must be between 1 and %d devices, got %d", MaxDevicesPerReservation, r.Devices)
 	}

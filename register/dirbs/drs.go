@@ -14,7 +14,7 @@ import (
 )
 
 // MaxIMEIsPerDevice is the most IMEIs a DRS row holds.
-const MaxIMEIsPerDevice = 5
+const MaxIMEIsPerDevice = imei.MaxPerDevice
 
 // DRSFile returns the file of devices with n IMEIs for an export to path:
 // "-<n>imei" before its extension (drs.tsv -> drs-2imei.tsv).
