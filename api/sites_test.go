@@ -14,15 +14,13 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/mod/sumdb/note"
-	"golang.org/x/mod/sumdb/tlog"
-
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/site"
+	"github.com/tacline/tacline/site/sitetest"
 	"github.com/tacline/tacline/store"
 )
 
@@ -100,10 +98,10 @@ func TestSitesAPI(t *testing.T) {
 	}
 	m := imei.MustNew(provtest.TAC, mustSNR(t, l.SNRStart))
 	out := imei.MustNew(provtest.TAC, mustSNR(t, l.SNREnd)+1)
-	log := &memLog{}
-	log.bound(t, m, "SN-1", "0a")
-	cp := log.checkpoint(t, signer)
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{log.event(t, 0)}})
+	log := sitetest.NewMemLog(signer)
+	log.Bound(t, m, "SN-1", "0a")
+	cp := log.Checkpoint(t)
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, Events: []wire.SiteEvent{log.Event(t, 0, 1)}})
 	var res wire.SiteSyncResponse
 	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 || res.VerifiedSize != 1 {
 		t.Fatalf("sync: %d %s", r.status, r.body)
@@ -112,11 +110,11 @@ func TestSitesAPI(t *testing.T) {
 		t.Fatalf("cosigned: %+v, %v", c, err)
 	}
 	// An IMEI outside the lease: refused with lease_violation.
-	log.bound(t, m, "SN-2", "0b")
-	log.bound(t, out, "SN-3", "0c")
-	cp = log.checkpoint(t, signer)
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
-		Events: []wire.SiteEvent{log.event(t, 2)}})
+	log.Bound(t, m, "SN-2", "0b")
+	log.Bound(t, out, "SN-3", "0c")
+	cp = log.Checkpoint(t)
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.Proof(t, 1),
+		Events: []wire.SiteEvent{log.Event(t, 2, 3)}})
 	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" {
 		t.Fatalf("IMEI outside the lease: %d %s", r.status, r.body)
 	}
@@ -128,19 +126,19 @@ func TestSitesAPI(t *testing.T) {
 	}
 	// The site releases the lease: its first SNR never reserved is the
 	// second; the nine from it go back to the pool.
-	log.add(t, store.Event{Type: store.EventLeaseReleased, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "site:s1",
+	log.Add(t, store.Event{Type: store.EventLeaseReleased, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "site:s1",
 		Attrs: map[string]string{"lease": fmt.Sprint(l.ID), "unused_from": fmt.Sprintf("%06d", mustSNR(t, l.SNRStart)+1)}})
-	cp = log.checkpoint(t, signer)
+	cp = log.Checkpoint(t)
 	// A mark other than the one in the site's log is refused.
-	forged := log.event(t, 3)
+	forged := log.Event(t, 3, 4)
 	forged.UnusedFrom = l.SNREnd
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.Proof(t, 1),
 		Events: []wire.SiteEvent{forged}})
 	if r.status != http.StatusConflict || r.problem.Code != "lease_violation" || r.problem.Field != "events[0].unused_from" {
 		t.Fatalf("release with a forged mark: %d %s", r.status, r.body)
 	}
-	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.proof(t, 1),
-		Events: []wire.SiteEvent{log.event(t, 3)}})
+	r = rs.do(t, s1, "POST", path(wire.PathSiteSync, "s1"), wire.SiteSyncRequest{Checkpoint: cp, ProofFrom: 1, Proof: log.Proof(t, 1),
+		Events: []wire.SiteEvent{log.Event(t, 3, 4)}})
 	if err := json.Unmarshal(r.body, &res); r.status != http.StatusOK || err != nil || res.Applied != 1 {
 		t.Fatalf("release: %d %s", r.status, r.body)
 	}
@@ -158,82 +156,4 @@ func mustSNR(t *testing.T, s string) uint32 {
 		v = v*10 + uint32(c-'0')
 	}
 	return v
-}
-
-// memLog is a site's audit log in memory: leaves and tlog's stored hashes.
-type memLog struct {
-	leaves [][]byte
-	hashes []tlog.Hash
-}
-
-func (l *memLog) ReadHashes(idx []int64) ([]tlog.Hash, error) {
-	out := make([]tlog.Hash, len(idx))
-	for i, x := range idx {
-		out[i] = l.hashes[x]
-	}
-	return out, nil
-}
-
-// bound appends an imei.bound leaf.
-func (l *memLog) bound(t *testing.T, m imei.IMEI, dev, cert string) {
-	t.Helper()
-	l.add(t, store.Event{Type: store.EventIMEIBound, Time: time.Now().UTC().Truncate(time.Microsecond), Actor: "S1",
-		RequestID: "r-" + dev, IMEIs: []string{m.String()}, DeviceSerial: dev, CertSerial: cert})
-}
-
-// add appends the leaf of e.
-func (l *memLog) add(t *testing.T, e store.Event) {
-	t.Helper()
-	leaf, err := audit.EncodeEvent(e)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs, err := tlog.StoredHashes(int64(len(l.leaves)), leaf, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	l.leaves, l.hashes = append(l.leaves, leaf), append(l.hashes, hs...)
-}
-
-// checkpoint signs the log's checkpoint.
-func (l *memLog) checkpoint(t *testing.T, s *audit.NoteSigner) string {
-	t.Helper()
-	n := int64(len(l.leaves))
-	root, err := tlog.TreeHash(n, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	msg, err := note.Sign(&note.Note{Text: audit.Checkpoint{Origin: s.Name(), Size: n, Root: root}.Body()}, s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(msg)
-}
-
-// event is leaf i as a shipped site event (sequence i+1) with its proof.
-func (l *memLog) event(t *testing.T, i int64) wire.SiteEvent {
-	t.Helper()
-	e, err := audit.DecodeEvent(l.leaves[i])
-	if err != nil {
-		t.Fatal(err)
-	}
-	pe, _ := store.SiteEventOf(e)
-	pe.Seq, pe.LeafIndex = i+1, i
-	w := site.WireEvent(pe)
-	p, err := tlog.ProveRecord(int64(len(l.leaves)), i, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Leaf, w.Proof = l.leaves[i], site.EncodeHashes(p)
-	return w
-}
-
-// proof is the consistency proof from size old to the log's size.
-func (l *memLog) proof(t *testing.T, old int64) []string {
-	t.Helper()
-	p, err := tlog.ProveTree(int64(len(l.leaves)), old, l)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return site.EncodeHashes(p)
 }

@@ -111,32 +111,14 @@ func TestActivityIncremental(t *testing.T) {
 func TestLastSeenAfterRestart(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		addTAC(t, db)
-		if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: 100010, SNRStart: 0, SNREnd: 99999}, "test"); err != nil {
-			t.Fatal(err)
-		}
-		now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-		db.SetClock(func() time.Time { return now })
-		n := 0
-		reserve := func(caller string) {
-			t.Helper()
-			n++
-			id := fmt.Sprint("r", n)
-			if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: caller,
-				Kind: store.KindProvision, DeviceSerial: "dev-" + id, PerDevice: 2}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		now, reserve := poolA(t, db)
 		check := func(what string, c *Console) {
 			t.Helper()
 			got, err := c.lastSeen(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want, _, err := db.LastReservations(ctx, store.ActivityCursor{}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
+			want := lastSeenInFull(t, db)
 			if len(want) == 0 || !maps.EqualFunc(got, want, time.Time.Equal) {
 				t.Fatalf("%s: last seen %v, full read %v", what, got, want)
 			}
@@ -144,17 +126,17 @@ func TestLastSeenAfterRestart(t *testing.T) {
 		newConsole := func() *Console { return &Console{cfg: Config{DB: db, Log: slog.New(slog.DiscardHandler)}} }
 		// S0 reserved a day before the others (a station idle since).
 		reserve("S0")
-		now = now.Add(24 * time.Hour)
+		*now = now.Add(24 * time.Hour)
 		reserve("S1")
 		reserve("S2")
-		now = now.Add(time.Minute)
+		*now = now.Add(time.Minute)
 		c := newConsole()
 		check("first read", c)
 		if !c.seen.from.IsZero() {
 			t.Fatalf("the first read on a new ledger started at %+v, not from the zero cursor", c.seen.from)
 		}
 		for step := range 3 {
-			now = now.Add(2 * lastSeenTTL)
+			*now = now.Add(2 * lastSeenTTL)
 			reserve("S1")
 			if step == 1 {
 				reserve("S3")
@@ -162,15 +144,50 @@ func TestLastSeenAfterRestart(t *testing.T) {
 			check(fmt.Sprint("refresh ", step), c)
 		}
 		saved := c.seen.cur
-		now = now.Add(2 * lastSeenTTL)
+		*now = now.Add(2 * lastSeenTTL)
 		reserve("S2")
-		now = now.Add(2 * lastSeenTTL)
+		*now = now.Add(2 * lastSeenTTL)
 		c = newConsole()
 		check("first read after a start", c)
 		if saved.IsZero() || !reflect.DeepEqual(c.seen.from, saved) {
 			t.Fatalf("the first read after a start started at %+v, want the saved read's %+v", c.seen.from, saved)
 		}
 	})
+}
+
+// poolA makes pool A on db and sets db's clock to *now (from 2026-03-01
+// 12:00 UTC; the caller moves it); reserve reserves one device of two
+// IMEIs from A for caller.
+func poolA(t *testing.T, db *store.DB) (now *time.Time, reserve func(caller string)) {
+	t.Helper()
+	ctx := context.Background()
+	addTAC(t, db)
+	if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: 100010, SNRStart: 0, SNREnd: 99999}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	db.SetClock(func() time.Time { return at })
+	n := 0
+	return &at, func(caller string) {
+		t.Helper()
+		n++
+		id := fmt.Sprint("r", n)
+		if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: caller,
+			Kind: store.KindProvision, DeviceSerial: "dev-" + id, PerDevice: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// lastSeenInFull is every caller's last reservation, read from the zero
+// cursor (every reservation).
+func lastSeenInFull(t *testing.T, db *store.DB) map[string]time.Time {
+	t.Helper()
+	last, _, err := db.LastReservations(context.Background(), store.ActivityCursor{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return last
 }
 
 // addTAC records the TAC the pools of these tests draw from.
@@ -191,24 +208,9 @@ func addTAC(t testing.TB, db *store.DB) {
 func TestLastSeenFromLegacyCache(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		addTAC(t, db)
-		if _, err := db.CreatePool(ctx, store.Pool{Name: "A", TAC: 100010, SNRStart: 0, SNREnd: 99999}, "test"); err != nil {
-			t.Fatal(err)
-		}
-		now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-		db.SetClock(func() time.Time { return now })
-		n := 0
-		reserve := func(caller string) {
-			t.Helper()
-			n++
-			id := fmt.Sprint("r", n)
-			if _, err := db.Reserve(ctx, store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: caller,
-				Kind: store.KindProvision, DeviceSerial: "dev-" + id, PerDevice: 2}); err != nil {
-				t.Fatal(err)
-			}
-		}
+		now, reserve := poolA(t, db)
 		reserve("S1")
-		now = now.Add(time.Hour)
+		*now = now.Add(time.Hour)
 		reserve("S2")
 		// The old console's save: S9 is a station only the saved map knows
 		// (no scan of the reservations would find it).
@@ -218,22 +220,19 @@ func TestLastSeenFromLegacyCache(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.SaveConsoleCache(ctx, cacheLastSeenV1, now, b); err != nil {
+		if err := db.SaveConsoleCache(ctx, cacheLastSeenV1, *now, b); err != nil {
 			t.Fatal(err)
 		}
-		now = now.Add(10 * time.Minute)
+		*now = now.Add(10 * time.Minute)
 		reserve("S1")
 		reserve("S3")
-		now = now.Add(time.Minute)
+		*now = now.Add(time.Minute)
 		c := &Console{cfg: Config{DB: db, Log: slog.New(slog.DiscardHandler)}}
 		got, err := c.lastSeen(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want, _, err := db.LastReservations(ctx, store.ActivityCursor{}, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
+		want := lastSeenInFull(t, db)
 		want["S9"] = s9
 		if !maps.EqualFunc(got, want, time.Time.Equal) {
 			t.Fatalf("last seen after the upgrade %v, want %v", got, want)

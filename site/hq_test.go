@@ -166,6 +166,28 @@ func hqLedger(t *testing.T, siteKey *ecdsa.PrivateKey) (*store.DB, store.Lease) 
 	return db, l
 }
 
+// hqEnv is HQ with its witness key over hqLedger's ledger, its metrics in
+// reg, and the audit log of site s1.
+type hqEnv struct {
+	db    *store.DB
+	lease store.Lease
+	hq    *site.HQ
+	reg   *prometheus.Registry
+	log   siteLog
+}
+
+func newHQEnv(t *testing.T) hqEnv {
+	t.Helper()
+	siteKey := key(t)
+	db, lease := hqLedger(t, siteKey)
+	reg := prometheus.NewRegistry()
+	hq, err := site.NewHQ(db, witness(t), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hqEnv{db: db, lease: lease, hq: hq, reg: reg, log: newSiteLog(t, siteKey)}
+}
+
 // TestSync: consistent checkpoints are applied and cosigned; a rewritten
 // log, an old checkpoint and an IMEI outside the site's leases are refused,
 // counted and recorded, and nothing of the batch is applied.
@@ -330,17 +352,11 @@ func TestSyncWithoutWitnessKey(t *testing.T) {
 // counter do not move, and nothing is applied.
 func TestSyncWithoutCheckpoint(t *testing.T) {
 	ctx := context.Background()
-	siteKey := key(t)
-	hqDB, lease := hqLedger(t, siteKey)
-	reg := prometheus.NewRegistry()
-	hq, err := site.NewHQ(hqDB, witness(t), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSiteLog(t, siteKey)
+	env := newHQEnv(t)
+	lease, hq, reg, s := env.lease, env.hq, env.reg, env.log
 	cp := s.bind(t, 1, lease.SNRStart)
 	for _, req := range []wire.SiteSyncRequest{{}, {Events: s.events(t, cp.Size, 1), Checkpoint: " \n"}} {
-		_, err = hq.Sync(ctx, "s1", req)
+		_, err := hq.Sync(ctx, "s1", req)
 		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "checkpoint" {
 			t.Fatalf("sync without a checkpoint: %v, want invalid_input on checkpoint", err)
 		}
@@ -357,19 +373,14 @@ func TestSyncWithoutCheckpoint(t *testing.T) {
 // parameters: a 500).
 func TestSyncEventTooManyIMEIs(t *testing.T) {
 	ctx := context.Background()
-	siteKey := key(t)
-	hqDB, lease := hqLedger(t, siteKey)
-	hq, err := site.NewHQ(hqDB, witness(t), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSiteLog(t, siteKey)
+	env := newHQEnv(t)
+	lease, hq, s := env.lease, env.hq, env.log
 	cp := s.bind(t, 1, lease.SNRStart)
 	evs := s.events(t, cp.Size, 1)
 	for snr := lease.SNRStart + 1; len(evs[0].IMEIs) <= imei.MaxPerDevice; snr++ {
 		evs[0].IMEIs = append(evs[0].IMEIs, mustIMEI(t, snr).String())
 	}
-	_, err = hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: evs, Checkpoint: string(cp.Note)})
+	_, err := hq.Sync(ctx, "s1", wire.SiteSyncRequest{Events: evs, Checkpoint: string(cp.Note)})
 	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "events[0].imeis" {
 		t.Fatalf("an event with %d IMEIs: %v, want invalid_input on events[0].imeis", len(evs[0].IMEIs), err)
 	}

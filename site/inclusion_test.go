@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/site"
@@ -22,14 +20,8 @@ import (
 // untampered batch is applied afterwards.
 func TestSyncInclusion(t *testing.T) {
 	ctx := context.Background()
-	siteKey := key(t)
-	hqDB, lease := hqLedger(t, siteKey)
-	reg := prometheus.NewRegistry()
-	hq, err := site.NewHQ(hqDB, witness(t), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSiteLog(t, siteKey)
+	env := newHQEnv(t)
+	lease, hq, reg, s := env.lease, env.hq, env.reg, env.log
 	older := s.bind(t, 0, lease.SNRStart)                  // leaves 0-1 (event 1 is leaf 1)
 	cp := s.bind(t, 2, lease.SNRStart+1, lease.SNRStart+2) // leaves 2-7 (events 2, 3 are leaves 3, 5)
 	// A voided event (another type through the same check): leaf 8, event 4.

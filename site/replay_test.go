@@ -4,10 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/tacline/tacline/api/wire"
-	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -23,14 +20,8 @@ import (
 // (previous_cert_serial).
 func TestSyncRefusesReplayedReissue(t *testing.T) {
 	ctx := context.Background()
-	siteKey := key(t)
-	hqDB, lease := hqLedger(t, siteKey)
-	reg := prometheus.NewRegistry()
-	hq, err := site.NewHQ(hqDB, witness(t), reg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := newSiteLog(t, siteKey)
+	env := newHQEnv(t)
+	hqDB, lease, hq, reg, s := env.db, env.lease, env.hq, env.reg, env.log
 	s.bind(t, 0, lease.SNRStart) // event 1: bound with certificate 0a
 	m := mustIMEI(t, lease.SNRStart)
 	dev := "dev-" + m.String()
