@@ -196,6 +196,11 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	err = vacuumInto(ctx, old.c, tmp, rep.PageSize, estimate, "ledger rebuild", func(p CopyProgress) {
 		progress(RebuildProgress{Phase: RebuildCopy, CopyProgress: p})
 	})
+	if err == nil {
+		// Interrupted while the copy was ending (SQLite finished it before
+		// it saw the interrupt): stop here, not after syncing the copy.
+		err = ctx.Err()
+	}
 	if err != nil {
 		return err
 	}
