@@ -17,7 +17,8 @@ import "fmt"
 // calls drops. Readers keep SQLite's default VFS: they never write.
 const coalesceVFS = "tacline-coalesce"
 
-func init() {
+// registerCoalesceVFS registers the VFS (sqliteinit.go calls it once).
+func registerCoalesceVFS() {
 	if rc := C.coalesce_vfs_register(C.CString(coalesceVFS)); rc != 0 {
 		panic(fmt.Sprintf("store: register the SQLite VFS %s: SQLite error %d", coalesceVFS, int(rc)))
 	}

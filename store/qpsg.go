@@ -24,7 +24,8 @@ import (
 // ledger needs a value-dependent plan: the partial indexes are matched by
 // literals in the SQL (`state = 'pending'`), which the guarantee keeps,
 // and the query-plan tests check the hot statements' indexes with it on.
-func init() {
+// sqliteinit.go calls it once.
+func registerQPSG() {
 	if rc := C.qpsg_register(); rc != 0 {
 		panic(fmt.Sprintf("store: register SQLite's planner setting: SQLite error %d", int(rc)))
 	}
