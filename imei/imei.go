@@ -38,8 +38,9 @@ const (
 	SNRsPerTAC = MaxSNR + 1
 	// MaxPerDevice is the most IMEIs one device carries (one per SIM
 	// slot): registers accept 1 to 5 per device (a DRS row holds 5). The
-	// one owner of the bound; the ledger's schema repeats it in
-	// reservations.per_device's CHECK.
+	// one owner of the bound; the ledger's schema repeats it in the CHECKs
+	// of tacs.imeis_per_device and reservations.per_device, which
+	// store's TestSchemaPerDeviceBound holds to this value.
 	MaxPerDevice = 5
 	// MaxSVN is the largest software version number an IMEISV may carry
 	// when tacline builds one; 99 is reserved (TS 23.003 §6.2.2).
