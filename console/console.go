@@ -11,6 +11,7 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"os"
@@ -222,7 +223,7 @@ func (c *Console) routes() {
 	m.Handle("GET /console/revoke", c.staff(changeRoles, c.revokeConfirm))
 	m.Handle("POST /console/revoke", c.staff(changeRoles, c.revokeDo))
 	m.Handle("GET /console/regulator", c.staff(regulatorRoles, c.regulator))
-	m.Handle("POST /console/regulator/runs", c.staff(regulatorRoles, c.reconcileUpload))
+	m.Handle("POST /console/regulator/runs", c.upload(regulatorRoles, c.reconcileUpload))
 	m.Handle("GET /console/regulator/runs/{id}/{file}", c.staff(regulatorRoles, c.reconcileFile))
 	m.Handle("GET /console/audit", c.staff(auditorRoles, c.auditor))
 	m.Handle("POST /console/audit/exports", c.staff(auditorRoles, c.auditExport))
@@ -256,6 +257,17 @@ type staffHandler func(w http.ResponseWriter, r *http.Request, p *page)
 // callers without one of roles with a page that says why, checks the CSRF
 // token of a POST, and runs h.
 func (c *Console) staff(roles []provisioner.Role, h staffHandler) http.Handler {
+	return c.guard(roles, false, h)
+}
+
+// upload is staff for a form that uploads a file: the POST must be
+// multipart/form-data, and h checks the token in the body's first part
+// (so the file is streamed, not buffered) unless it came in X-CSRF-Token.
+func (c *Console) upload(roles []provisioner.Role, h staffHandler) http.Handler {
+	return c.guard(roles, true, h)
+}
+
+func (c *Console) guard(roles []provisioner.Role, upload bool, h staffHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, err := c.cfg.Gate.Caller(r)
 		if err != nil {
@@ -279,7 +291,7 @@ func (c *Console) staff(roles []provisioner.Role, h staffHandler) http.Handler {
 			return
 		}
 		if r.Method == http.MethodPost {
-			if reason := c.checkCSRF(r, a); reason != "" {
+			if reason := c.checkCSRF(r, a, upload); reason != "" {
 				c.cfg.Log.Warn("console: refused a form without a valid CSRF token", "actor", a.ID, "path", r.URL.Path, "reason", reason)
 				c.problem(w, r, p, http.StatusForbidden, "The form could not be accepted", reason+" Nothing was changed. Go back, reload the page and submit the form again.")
 				return
@@ -357,8 +369,11 @@ func (c *Console) csrfToken(r *http.Request, a provisioner.Actor) string {
 }
 
 // checkCSRF returns why a POST is refused, or "" when its token is valid
-// and it comes from this origin.
-func (c *Console) checkCSRF(r *http.Request, a provisioner.Actor) string {
+// and it comes from this origin. Only an upload (a route made with
+// Console.upload) may leave its token to the handler, which reads it from
+// the multipart body's first part; any other form carries it in the
+// X-CSRF-Token header or as its csrf field, URL-encoded or multipart.
+func (c *Console) checkCSRF(r *http.Request, a provisioner.Actor, upload bool) string {
 	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
 		return "The form was sent from another site (" + site + ")."
 	}
@@ -368,14 +383,18 @@ func (c *Console) checkCSRF(r *http.Request, a provisioner.Actor) string {
 		}
 	}
 	got := r.Header.Get("X-CSRF-Token")
-	if got == "" && !strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") {
+	if upload {
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "multipart/form-data" {
+			return "The upload was not sent as a multipart/form-data form (the page's upload form sends it so)."
+		}
+		if got == "" {
+			return "" // checked in the first part by the handler
+		}
+	} else {
 		r.Body = http.MaxBytesReader(nil, r.Body, maxFormBytes)
-		got = r.PostFormValue("csrf")
-	}
-	if strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/") && got == "" {
-		// Uploads check the token in the first part (reconcileUpload), so
-		// the file is streamed, not buffered.
-		return ""
+		if got == "" {
+			got = r.PostFormValue("csrf")
+		}
 	}
 	if got == "" {
 		return "The form's security token is missing."

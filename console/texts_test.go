@@ -244,14 +244,14 @@ func TestCSRFKeyFile(t *testing.T) {
 	}
 	shared1, shared2 := replica(Settings{CSRFKeyFile: good}), replica(Settings{CSRFKeyFile: good})
 	tok := shared1.csrfToken(post(""), a)
-	if reason := shared2.checkCSRF(post(tok), a); reason != "" {
+	if reason := shared2.checkCSRF(post(tok), a, false); reason != "" {
 		t.Fatalf("a replica with the same key file refused the other's token: %s", reason)
 	}
-	if reason := shared2.checkCSRF(post(tok), provisioner.Actor{ID: "operator-2"}); reason == "" {
+	if reason := shared2.checkCSRF(post(tok), provisioner.Actor{ID: "operator-2"}, false); reason == "" {
 		t.Fatal("a token was accepted for another actor")
 	}
 	own1, own2 := replica(Settings{}), replica(Settings{})
-	if reason := own2.checkCSRF(post(own1.csrfToken(post(""), a)), a); reason == "" {
+	if reason := own2.checkCSRF(post(own1.csrfToken(post(""), a)), a, false); reason == "" {
 		t.Fatal("consoles with their own random keys accepted each other's token")
 	}
 }

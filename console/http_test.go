@@ -1,0 +1,181 @@
+package console_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/server"
+	"github.com/tacline/tacline/store"
+)
+
+// The HTTP tests: one real server (SoftHSM2 token, SQLite ledger, mutual
+// TLS) per test, reached with the environment's role certificates over
+// HTTPS, without a browser: they send what a browser would not (or an
+// older one would), which is what a console's checks must hold against.
+
+// liveServer is a running server of a fresh development environment.
+type liveServer struct {
+	env *devenv.Env
+	srv *server.Server
+	url string
+}
+
+// startServer sets up an environment with one station and serves it in
+// this process until the test ends.
+func startServer(t *testing.T) *liveServer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, u, stop, err := devenv.ServeInProcess(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return &liveServer{env: env, srv: srv, url: u}
+}
+
+// client is an HTTPS client with role's certificate that does not follow
+// redirects (a 303 is what a form that changed something answers).
+func (s *liveServer) client(t *testing.T, role string) *http.Client {
+	t.Helper()
+	c, err := devenv.RoleClient(s.env, role)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
+}
+
+// do sends req and returns the answer with its body read.
+func do(t *testing.T, c *http.Client, req *http.Request) (*http.Response, string) {
+	t.Helper()
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp, string(b)
+}
+
+func get(t *testing.T, c *http.Client, u string) (*http.Response, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return do(t, c, req)
+}
+
+// multipartPost posts fields (in order; a field named "file" is sent as a
+// file part) as multipart/form-data.
+func multipartPost(t *testing.T, c *http.Client, u string, fields [][2]string) (*http.Response, string) {
+	t.Helper()
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	for _, f := range fields {
+		var w io.Writer
+		var err error
+		if f[0] == "file" {
+			w, err = mw.CreateFormFile("file", "register.txt")
+		} else {
+			w, err = mw.CreateFormField(f[0])
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(w, f[1])
+	}
+	if err := mw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, u, &body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	return do(t, c, req)
+}
+
+var csrfField = regexp.MustCompile(`name="csrf" value="([^"]+)"`)
+
+// csrfOf is the form token on the page at u, as role sees it.
+func csrfOf(t *testing.T, c *http.Client, u string) string {
+	t.Helper()
+	resp, body := get(t, c, u)
+	m := csrfField.FindStringSubmatch(body)
+	if resp.StatusCode != http.StatusOK || m == nil {
+		t.Fatalf("GET %s: %s, no form token in the page:\n%s", u, resp.Status, body)
+	}
+	return m[1]
+}
+
+// TestMultipartFormNeedsCSRFToken: a form that is not the upload, sent as
+// multipart/form-data without its token (a browser that sends neither
+// Origin nor Sec-Fetch-Site, or a client that strips them), is refused and
+// changes nothing; the same form with its token in a multipart body is
+// accepted. Before, only the upload read its token from a multipart body
+// and every other form was let through without one.
+func TestMultipartFormNeedsCSRFToken(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	if _, err := s.srv.Audit.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	auditor := s.client(t, "auditor")
+
+	resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"x", "y"}})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "security token is missing") {
+		t.Errorf("an export form without its token, as multipart: %s, want 403 saying the token is missing:\n%s", resp.Status, body)
+	}
+	if _, body := get(t, auditor, s.url+"/console/audit"); strings.Contains(body, `id="exports"`) {
+		t.Errorf("an export was made by a multipart form without a token:\n%s", body)
+	}
+	tok := csrfOf(t, auditor, s.url+"/console/audit")
+	if resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("an export form with its token, as multipart: %s, want 303:\n%s", resp.Status, body)
+	}
+
+	// The revoke form: before, this revoked the device.
+	devs, err := devenv.ProvisionDevices(ctx, s.env, s.url, 1, filepath.Join(t.TempDir(), "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := devs[0]
+	operator := s.client(t, "operator")
+	resp, body = multipartPost(t, operator, s.url+"/console/revoke", [][2]string{{"serial", d.Serial}, {"reason", "stolen"}, {"confirm", "yes"}})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "security token is missing") {
+		t.Errorf("a revoke form without its token, as multipart: %s, want 403 saying the token is missing:\n%s", resp.Status, body)
+	}
+	if st := deviceState(t, s.srv.DB, d.Serial); st != store.StateBound {
+		t.Fatalf("device %s is %s after a multipart revoke form without a token, want BOUND", d.Serial, st)
+	}
+	tok = csrfOf(t, operator, s.url+"/console/revoke?serial="+d.Serial)
+	resp, body = multipartPost(t, operator, s.url+"/console/revoke", [][2]string{{"csrf", tok}, {"serial", d.Serial}, {"reason", "stolen"}, {"confirm", "yes"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("a revoke form with its token, as multipart: %s, want 303:\n%s", resp.Status, body)
+	}
+	if st := deviceState(t, s.srv.DB, d.Serial); st != store.StateRevoked {
+		t.Fatalf("device %s is %s after its revoke form, want REVOKED", d.Serial, st)
+	}
+}
