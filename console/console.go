@@ -175,7 +175,8 @@ func (c *Console) Mount(m interface{ Mount(string, http.Handler) }) {
 }
 
 // ServeHTTP serves the console and the check page with the security
-// headers on every answer.
+// headers on every answer, and Cache-Control: no-store on every answer but
+// the static files'.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", csp)
@@ -186,6 +187,12 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cross-Origin-Resource-Policy", "same-origin")
 	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=(), payment=()")
 	h.Set("Strict-Transport-Security", "max-age=31536000")
+	if !strings.HasPrefix(r.URL.Path, "/console/static/") {
+		// Pages, downloads (reconciliation CSVs, audit exports), refusals
+		// and redirects are the caller's own: no cache keeps them. The
+		// embedded stylesheet, script and icon may be cached.
+		h.Set("Cache-Control", "no-store")
+	}
 	c.mux.ServeHTTP(w, r)
 }
 
@@ -422,8 +429,7 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", "text/html; charset=utf-8")
-	h.Set("Cache-Control", "no-store")
+	h.Set("Content-Type", "text/html; charset=utf-8") // Cache-Control: ServeHTTP
 	w.WriteHeader(status)
 	_, _ = w.Write(buf.Bytes())
 }

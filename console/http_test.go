@@ -179,3 +179,46 @@ func TestMultipartFormNeedsCSRFToken(t *testing.T) {
 		t.Fatalf("device %s is %s after its revoke form, want REVOKED", d.Serial, st)
 	}
 }
+
+// TestDownloadsNotStored: a reconciliation's CSV and an audit export, the
+// files the console hands out, are as private as its pages: they carry
+// Cache-Control: no-store, so neither the browser's cache nor a proxy keeps
+// a copy of the register's IMEIs or the audit log. Before, only rendered
+// pages did.
+func TestDownloadsNotStored(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	if _, err := s.srv.Audit.Checkpoint(ctx); err != nil {
+		t.Fatal(err)
+	}
+	regulator := s.client(t, "regulator")
+	tok := csrfOf(t, regulator, s.url+"/console/regulator")
+	resp, body := multipartPost(t, regulator, s.url+"/console/regulator/runs", [][2]string{{"csrf", tok}, {"format", "lines"}, {"file", "352099001761481\n"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("upload: %s, want 303:\n%s", resp.Status, body)
+	}
+	auditor := s.client(t, "auditor")
+	tok = csrfOf(t, auditor, s.url+"/console/audit")
+	if resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}}); resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("export: %s, want 303:\n%s", resp.Status, body)
+	}
+	for _, f := range []struct {
+		c *http.Client
+		u string
+	}{
+		{regulator, "/console/regulator/runs/1/unknown_to_manufacturer.csv"},
+		{auditor, "/console/audit/exports/1"},
+	} {
+		resp, body := get(t, f.c, s.url+f.u)
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET %s: %s:\n%s", f.u, resp.Status, body)
+		}
+		if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+			t.Errorf("GET %s: Cache-Control %q, want no-store", f.u, cc)
+		}
+	}
+	// Static files stay cacheable.
+	if resp, _ := get(t, auditor, s.url+"/console/static/console.css"); resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") == "no-store" {
+		t.Errorf("GET console.css: %s, Cache-Control %q; want 200, cacheable", resp.Status, resp.Header.Get("Cache-Control"))
+	}
+}
