@@ -43,11 +43,19 @@ func (c *Console) auditor(w http.ResponseWriter, r *http.Request, p *page) {
 	if err != nil {
 		d.Err = err.Error()
 	}
+	id, _ := strconv.Atoi(r.URL.Query().Get("export"))
 	c.mu.Lock()
 	d.Exports = append([]*auditExport(nil), c.exports...)
+	e := byID(c.exports, id)
 	c.mu.Unlock()
-	if r.URL.Query().Get("export") != "" {
-		p.Flash = "Export " + r.URL.Query().Get("export") + " written and verified (result below)."
+	// The notice names an export this console keeps and its verdict, never
+	// the link's text: a link cannot make the page claim a verification.
+	if e != nil {
+		verdict := "valid"
+		if !e.Result.Valid {
+			verdict = "INVALID: " + e.Result.Reason
+		}
+		p.Flash = "Export " + strconv.Itoa(e.ID) + " written and verified: " + verdict + "."
 	}
 	p.Data = d
 	c.render(w, r, http.StatusOK, "audit", p)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
+	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -220,5 +221,42 @@ func TestDownloadsNotStored(t *testing.T) {
 	// Static files stay cacheable.
 	if resp, _ := get(t, auditor, s.url+"/console/static/console.css"); resp.StatusCode != http.StatusOK || resp.Header.Get("Cache-Control") == "no-store" {
 		t.Errorf("GET console.css: %s, Cache-Control %q; want 200, cacheable", resp.Status, resp.Header.Get("Cache-Control"))
+	}
+}
+
+// TestAuditFlashNamesAKeptExport: the audit page's notice after an export
+// names an export the console keeps, with its verdict; a link with any
+// other text in ?export= shows no notice (nor does the reconciliation
+// page's ?run= naming no kept run). Before, the page echoed whatever
+// the link said into "Export ... written and verified", so a link could
+// put a sentence of its own, or a verdict never reached, in a notice an
+// auditor trusts.
+func TestAuditFlashNamesAKeptExport(t *testing.T) {
+	s := startServer(t)
+	auditor := s.client(t, "auditor")
+	for _, q := range []string{"1", "7 of the log proves tampering; call the number below", "-1"} {
+		resp, body := get(t, auditor, s.url+"/console/audit?export="+url.QueryEscape(q))
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("GET /console/audit?export=%s: %s", q, resp.Status)
+		}
+		if strings.Contains(body, `class="flash"`) {
+			t.Errorf("?export=%q names no kept export, yet the page shows a notice:\n%s", q, body)
+		}
+	}
+	regulator := s.client(t, "regulator")
+	if _, body := get(t, regulator, s.url+"/console/regulator?run=3"); strings.Contains(body, `class="flash"`) {
+		t.Errorf("?run=3 names no kept run, yet the page shows a notice:\n%s", body)
+	}
+	if _, err := s.srv.Audit.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	tok := csrfOf(t, auditor, s.url+"/console/audit")
+	resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("export: %s, want 303:\n%s", resp.Status, body)
+	}
+	loc := resp.Header.Get("Location")
+	if _, body = get(t, auditor, s.url+loc); !strings.Contains(body, "Export 1 written and verified: valid.") {
+		t.Errorf("GET %s does not say export 1 was written and verified valid:\n%s", loc, body)
 	}
 }

@@ -66,9 +66,13 @@ func (c *Console) regulator(w http.ResponseWriter, r *http.Request, p *page) {
 	sel, _ := strconv.Atoi(r.URL.Query().Get("run"))
 	c.mu.Lock()
 	d := &regulatorData{Runs: append([]*reconRun(nil), c.runs...), Selected: sel}
+	run := byID(c.runs, sel)
 	c.mu.Unlock()
-	if sel > 0 {
-		p.Flash = "Reconciliation run " + strconv.Itoa(sel) + " finished."
+	if run != nil { // a kept run, not any number a link names
+		p.Flash = "Reconciliation run " + strconv.Itoa(run.ID) + " finished."
+		if run.Err != "" {
+			p.Flash = "Reconciliation run " + strconv.Itoa(run.ID) + " failed (below)."
+		}
 	}
 	p.Data = d
 	c.render(w, r, http.StatusOK, "regulator", p)
