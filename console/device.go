@@ -63,12 +63,6 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 	p.Title = "Devices and IMEIs"
 	d := &searchData{Query: strings.TrimSpace(r.URL.Query().Get("q")), CanAct: hasAny(p.Actor, changeRoles)}
 	p.Data = d
-	switch r.URL.Query().Get("done") {
-	case "revoked":
-		p.Flash = "The device was revoked."
-	case "voided":
-		p.Flash = "The IMEI and its device group were voided."
-	}
 	if d.Query == "" {
 		c.render(w, r, http.StatusOK, "search", p)
 		return
@@ -136,12 +130,34 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 	if len(recs) > 0 {
 		d.History = c.history(ctx, recs[0].IMEI)
 	}
+	p.Flash = doneNotice(r.URL.Query().Get("done"), d)
 	status := http.StatusOK
 	if d.NotFound != "" {
 		status = http.StatusNotFound
 	}
 	d.LiveURL = "/console/search?fragment=1&q=" + url.QueryEscape(d.Query)
 	c.render(w, r, status, "search", p)
+}
+
+// doneNotice is the notice the search shows after the void or revoke form
+// sent the caller here (?done=), only when the ledger shows that change on
+// what d found: a link cannot announce a revocation that did not happen.
+func doneNotice(done string, d *searchData) string {
+	switch done {
+	case "revoked":
+		if d.Device != nil && d.Device.State == lifecycle.StateRevoked {
+			return "The device was revoked."
+		}
+	case "voided":
+		voided := len(d.IMEIs) > 0
+		for _, v := range d.IMEIs {
+			voided = voided && v.State == lifecycle.StateVoided
+		}
+		if voided {
+			return "The IMEI and its device group were voided."
+		}
+	}
+	return ""
 }
 
 // history is the audit log's events of m with their inclusion proofs,

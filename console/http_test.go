@@ -260,3 +260,48 @@ func TestAuditFlashNamesAKeptExport(t *testing.T) {
 		t.Errorf("GET %s does not say export 1 was written and verified valid:\n%s", loc, body)
 	}
 }
+
+// TestSearchNoticeFollowsTheLedger: the search's "revoked" and "voided"
+// notices (where the void and revoke forms lead) show only when the
+// device or its IMEIs are in that state; a link with ?done= to a BOUND
+// device shows none. Before, ?done=revoked told an operator that a device
+// still in service had been revoked.
+func TestSearchNoticeFollowsTheLedger(t *testing.T) {
+	s := startServer(t)
+	devs, err := devenv.ProvisionDevices(context.Background(), s.env, s.url, 2, filepath.Join(t.TempDir(), "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	operator := s.client(t, "operator")
+	for _, done := range []string{"revoked", "voided"} {
+		_, body := get(t, operator, s.url+"/console/search?done="+done+"&q="+url.QueryEscape(devs[0].Serial))
+		if strings.Contains(body, `class="flash"`) {
+			t.Errorf("?done=%s on a BOUND device shows a notice:\n%s", done, body)
+		}
+	}
+	// Through the forms, each notice shows.
+	for _, f := range []struct{ path, field, target, reason, want string }{
+		{"/console/revoke", "serial", devs[0].Serial, "stolen", "The device was revoked."},
+		{"/console/void", "imei", devs[1].IMEIs[0], "scrapped", "The IMEI and its device group were voided."},
+	} {
+		tok := csrfOf(t, operator, s.url+f.path+"?"+f.field+"="+url.QueryEscape(f.target))
+		form := url.Values{"csrf": {tok}, f.field: {f.target}, "reason": {f.reason}, "confirm": {"yes"}}
+		resp, body := do(t, operator, postForm(t, s.url+f.path, form))
+		if resp.StatusCode != http.StatusSeeOther {
+			t.Fatalf("POST %s: %s:\n%s", f.path, resp.Status, body)
+		}
+		if _, body := get(t, operator, s.url+resp.Header.Get("Location")); !strings.Contains(body, f.want) {
+			t.Errorf("after POST %s the search does not say %q:\n%s", f.path, f.want, body)
+		}
+	}
+}
+
+func postForm(t *testing.T, u string, form url.Values) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, u, strings.NewReader(form.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req
+}
