@@ -31,14 +31,18 @@ type liveServer struct {
 }
 
 // startServer sets up an environment with one station and serves it in
-// this process until the test ends.
-func startServer(t *testing.T) *liveServer {
+// this process until the test ends; configure, if given, changes the
+// environment's configuration first.
+func startServer(t *testing.T, configure ...func(*devenv.Env)) *liveServer {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range configure {
+		f(env)
 	}
 	srv, u, stop, err := devenv.ServeInProcess(ctx, env)
 	if err != nil {
@@ -304,4 +308,62 @@ func postForm(t *testing.T, u string, form url.Values) *http.Request {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	return req
+}
+
+// TestSlowUploadOutlastsReadTimeout: a regulator's register file that
+// takes longer to arrive than server.read_timeout and to reconcile than
+// server.write_timeout (here 1 s and 2 s, the upload 3 s) is reconciled
+// and answered: once its token is checked, the upload has an hour
+// (uploadTimeout). Before, the connection's read deadline cut the
+// file off ("read the uploaded file (at most 2 GiB)"), so the documented
+// 2 GiB needed 200 MB/s with the default 10 s.
+func TestSlowUploadOutlastsReadTimeout(t *testing.T) {
+	s := startServer(t, func(env *devenv.Env) {
+		env.Config.Server.ReadTimeout, env.Config.Server.WriteTimeout = time.Second, 2*time.Second
+	})
+	regulator := s.client(t, "regulator")
+	tok := csrfOf(t, regulator, s.url+"/console/regulator")
+	// slowly is a multipart form (token, format, file) whose file lines
+	// arrive one every 500 ms.
+	slowly := func(lines ...string) (io.Reader, string) {
+		var head bytes.Buffer
+		mw := multipart.NewWriter(&head)
+		mw.WriteField("csrf", tok)
+		mw.WriteField("format", "lines")
+		mw.CreateFormFile("file", "register.txt")
+		pr, pw := io.Pipe()
+		go func() {
+			pw.Write(head.Bytes())
+			for _, l := range lines {
+				time.Sleep(500 * time.Millisecond)
+				pw.Write([]byte(l))
+			}
+			pw.Write([]byte("\r\n--" + mw.Boundary() + "--\r\n"))
+			pw.Close()
+		}()
+		return pr, mw.FormDataContentType()
+	}
+	lines := []string{"352099001761481\n", "352099001761499\n", "352099001761507\n", "352099001761515\n", "352099001761523\n", "352099001761531\n"}
+	for _, h2 := range []bool{false, true} { // browsers speak HTTP/2
+		c := s.client(t, "regulator")
+		c.Transport.(*http.Transport).ForceAttemptHTTP2 = h2
+		body, ct := slowly(lines...)
+		req, err := http.NewRequest(http.MethodPost, s.url+"/console/regulator/runs", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", ct)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatalf("a 3 s upload with a 1 s read timeout (HTTP/2 %v): %v", h2, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusSeeOther || resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+			t.Fatalf("a 3 s upload with a 1 s read timeout: %s over %s, want 303 (HTTP/2 %v)", resp.Status, resp.Proto, h2)
+		}
+		_, page := get(t, c, s.url+resp.Header.Get("Location"))
+		if !strings.Contains(page, "Register rows: 6;") {
+			t.Fatalf("the slow upload's run does not count its 6 lines (HTTP/2 %v):\n%s", h2, page)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package console
 
 import (
 	"crypto/hmac"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +24,11 @@ const (
 	// maxUpload bounds an uploaded register file (a national list of a
 	// few hundred million lines is larger: use `tacline reconcile`).
 	maxUpload = 2 << 30
+	// uploadTimeout is how long an upload whose token was accepted may
+	// take to arrive, be reconciled and be answered, in place of the
+	// server's read and write timeouts (server.read_timeout, 10 s by
+	// default, would cut a file off at a few hundred MB on a fast LAN).
+	uploadTimeout = time.Hour
 )
 
 // reconRun is one reconciliation made from the console.
@@ -97,6 +103,12 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 	if !hmac.Equal(tok, []byte(c.csrfToken(r, p.Actor))) {
 		c.problem(w, r, p, http.StatusForbidden, "The form could not be accepted", "The form's security token is not valid for your certificate (or the server restarted). Nothing was changed. Reload the page and upload again.")
 		return
+	}
+	// A regulator's form, token checked: the file may take longer than
+	// the server's timeouts, which still bound everything before here.
+	rc, deadline := http.NewResponseController(w), time.Now().Add(uploadTimeout)
+	if err := errors.Join(rc.SetReadDeadline(deadline), rc.SetWriteDeadline(deadline)); err != nil {
+		c.cfg.Log.Warn("console: the upload keeps the server's read and write timeouts", "err", err)
 	}
 	c.mu.Lock()
 	c.runSeq++
@@ -195,7 +207,7 @@ func saveUpload(src io.Reader, path string) error {
 	}
 	if _, err := io.Copy(f, src); err != nil {
 		f.Close()
-		return tacerr.Wrap(tacerr.InvalidInput, err, "read the uploaded file (at most %d GiB)", maxUpload>>30)
+		return tacerr.Wrap(tacerr.InvalidInput, err, "read the uploaded file (at most %d GiB, within %s of the form's start)", maxUpload>>30, uploadTimeout)
 	}
 	if err := f.Close(); err != nil {
 		return tacerr.Wrap(tacerr.Internal, err, "store the upload")
