@@ -287,9 +287,14 @@ func (c *Console) guard(roles []provisioner.Role, upload bool, h staffHandler) h
 			return
 		}
 		p := &page{Actor: a, Nav: c.nav(a, r.URL.Path), Refresh: int(c.cfg.Refresh / time.Second), CSRF: c.csrfToken(r, a)}
-		if !hasAny(a, staffRoles) {
+		if !hasAny(a, staffRoles) && a.Station != "" {
 			c.problem(w, r, p, http.StatusForbidden, "Station certificates cannot use the console",
 				"You connected with the certificate of station "+a.Station+". The console is for people: use an operator, auditor, regulator or admin certificate. Stations use the API.")
+			return
+		}
+		if !hasAny(a, staffRoles) { // a factory site's certificate
+			c.problem(w, r, p, http.StatusForbidden, "This certificate cannot use the console",
+				a.ID+" has roles "+roleList(a.Roles)+". The console is for people: use an operator, auditor, regulator or admin certificate.")
 			return
 		}
 		if !hasAny(a, roles) {

@@ -3,6 +3,7 @@ package console_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -13,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
@@ -365,5 +368,38 @@ func TestSlowUploadOutlastsReadTimeout(t *testing.T) {
 		if !strings.Contains(page, "Register rows: 6;") {
 			t.Fatalf("the slow upload's run does not count its 6 lines (HTTP/2 %v):\n%s", h2, page)
 		}
+	}
+}
+
+// TestSiteCertificateRefusalSaysWhy: a factory site's certificate
+// (urn:tacline:site:, role site) is refused by the console with a page
+// that names its roles and says which certificate to use. Before, it got
+// "Station certificates cannot use the console: You connected with the
+// certificate of station ." (no station: a site is not one).
+func TestSiteCertificateRefusalSaysWhy(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	caCert, _, caSigner, err := castore.ActiveCA(ctx, s.srv.DB, s.srv.Token, store.IssuerStation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.StationCert(caCert, caSigner, nil, ca.Station{Site: "plant-b"}, ca.ValidFor(time.Now(), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := s.client(t, "operator")
+	tr := c.Transport.(*http.Transport)
+	tr.TLSClientConfig.Certificates = []tls.Certificate{{Certificate: [][]byte{cert.Raw, caCert.Raw}, PrivateKey: key, Leaf: cert}}
+	resp, body := get(t, c, s.url+"/console/")
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("a site certificate on the console: %s, want 403:\n%s", resp.Status, body)
+	}
+	for _, want := range []string{"This certificate cannot use the console", "roles site", "operator, auditor, regulator or admin certificate"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the refusal of a site certificate does not say %q:\n%s", want, body)
+		}
+	}
+	if strings.Contains(body, "certificate of station") {
+		t.Errorf("the refusal of a site certificate calls it a station's:\n%s", body)
 	}
 }
