@@ -59,6 +59,26 @@ func startServer(t *testing.T, configure ...func(*devenv.Env)) *liveServer {
 	return &liveServer{env: env, srv: srv, url: u}
 }
 
+// checkpoint signs an audit checkpoint now (exports and proofs need one).
+func (s *liveServer) checkpoint(t *testing.T) {
+	t.Helper()
+	if _, err := s.srv.Audit.Checkpoint(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exportAudit sends the audit page's export form, with its token, as c and
+// wants the redirect a made export answers.
+func (s *liveServer) exportAudit(t *testing.T, c *http.Client) *http.Response {
+	t.Helper()
+	tok := csrfOf(t, c, s.url+"/console/audit")
+	resp, body := multipartPost(t, c, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("the export form with its token: %s, want 303:\n%s", resp.Status, body)
+	}
+	return resp
+}
+
 // client is an HTTPS client with role's certificate that does not follow
 // redirects (a 303 is what a form that changed something answers).
 func (s *liveServer) client(t *testing.T, role string) *http.Client {
@@ -147,9 +167,7 @@ func csrfOf(t *testing.T, c *http.Client, u string) string {
 func TestMultipartFormNeedsCSRFToken(t *testing.T) {
 	s := startServer(t)
 	ctx := context.Background()
-	if _, err := s.srv.Audit.Checkpoint(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s.checkpoint(t)
 	auditor := s.client(t, "auditor")
 
 	resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"x", "y"}})
@@ -159,10 +177,7 @@ func TestMultipartFormNeedsCSRFToken(t *testing.T) {
 	if _, body := get(t, auditor, s.url+"/console/audit"); strings.Contains(body, `id="exports"`) {
 		t.Errorf("an export was made by a multipart form without a token:\n%s", body)
 	}
-	tok := csrfOf(t, auditor, s.url+"/console/audit")
-	if resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}}); resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("an export form with its token, as multipart: %s, want 303:\n%s", resp.Status, body)
-	}
+	s.exportAudit(t, auditor) // with its token, as multipart
 
 	// The revoke form: before, this revoked the device.
 	devs, err := devenv.ProvisionDevices(ctx, s.env, s.url, 1, filepath.Join(t.TempDir(), "keys"))
@@ -178,7 +193,7 @@ func TestMultipartFormNeedsCSRFToken(t *testing.T) {
 	if st := deviceState(t, s.srv.DB, d.Serial); st != store.StateBound {
 		t.Fatalf("device %s is %s after a multipart revoke form without a token, want BOUND", d.Serial, st)
 	}
-	tok = csrfOf(t, operator, s.url+"/console/revoke?serial="+d.Serial)
+	tok := csrfOf(t, operator, s.url+"/console/revoke?serial="+d.Serial)
 	resp, body = multipartPost(t, operator, s.url+"/console/revoke", [][2]string{{"csrf", tok}, {"serial", d.Serial}, {"reason", "stolen"}, {"confirm", "yes"}})
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("a revoke form with its token, as multipart: %s, want 303:\n%s", resp.Status, body)
@@ -195,10 +210,7 @@ func TestMultipartFormNeedsCSRFToken(t *testing.T) {
 // pages did.
 func TestDownloadsNotStored(t *testing.T) {
 	s := startServer(t)
-	ctx := context.Background()
-	if _, err := s.srv.Audit.Checkpoint(ctx); err != nil {
-		t.Fatal(err)
-	}
+	s.checkpoint(t)
 	regulator := s.client(t, "regulator")
 	tok := csrfOf(t, regulator, s.url+"/console/regulator")
 	resp, body := multipartPost(t, regulator, s.url+"/console/regulator/runs", [][2]string{{"csrf", tok}, {"format", "lines"}, {"file", "352099001761481\n"}})
@@ -206,10 +218,7 @@ func TestDownloadsNotStored(t *testing.T) {
 		t.Fatalf("upload: %s, want 303:\n%s", resp.Status, body)
 	}
 	auditor := s.client(t, "auditor")
-	tok = csrfOf(t, auditor, s.url+"/console/audit")
-	if resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}}); resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("export: %s, want 303:\n%s", resp.Status, body)
-	}
+	s.exportAudit(t, auditor)
 	for _, f := range []struct {
 		c *http.Client
 		u string
@@ -254,16 +263,9 @@ func TestAuditFlashNamesAKeptExport(t *testing.T) {
 	if _, body := get(t, regulator, s.url+"/console/regulator?run=3"); strings.Contains(body, `class="flash"`) {
 		t.Errorf("?run=3 names no kept run, yet the page shows a notice:\n%s", body)
 	}
-	if _, err := s.srv.Audit.Checkpoint(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	tok := csrfOf(t, auditor, s.url+"/console/audit")
-	resp, body := multipartPost(t, auditor, s.url+"/console/audit/exports", [][2]string{{"csrf", tok}})
-	if resp.StatusCode != http.StatusSeeOther {
-		t.Fatalf("export: %s, want 303:\n%s", resp.Status, body)
-	}
-	loc := resp.Header.Get("Location")
-	if _, body = get(t, auditor, s.url+loc); !strings.Contains(body, "Export 1 written and verified: valid.") {
+	s.checkpoint(t)
+	loc := s.exportAudit(t, auditor).Header.Get("Location")
+	if _, body := get(t, auditor, s.url+loc); !strings.Contains(body, "Export 1 written and verified: valid.") {
 		t.Errorf("GET %s does not say export 1 was written and verified valid:\n%s", loc, body)
 	}
 }
