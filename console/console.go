@@ -176,7 +176,7 @@ func (c *Console) Mount(m interface{ Mount(string, http.Handler) }) {
 
 // ServeHTTP serves the console and the check page with the security
 // headers on every answer, and Cache-Control: no-store on every answer but
-// the static files'.
+// the embedded static files.
 func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h := w.Header()
 	h.Set("Content-Security-Policy", csp)
@@ -274,6 +274,7 @@ func (c *Console) upload(roles []provisioner.Role, h staffHandler) http.Handler 
 	return c.guard(roles, true, h)
 }
 
+// guard is staff (upload false) or upload (upload true).
 func (c *Console) guard(roles []provisioner.Role, upload bool, h staffHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, err := c.cfg.Gate.Caller(r)

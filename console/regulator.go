@@ -207,7 +207,7 @@ func saveUpload(src io.Reader, path string) error {
 	}
 	if _, err := io.Copy(f, src); err != nil {
 		f.Close()
-		return tacerr.Wrap(tacerr.InvalidInput, err, "read the uploaded file (at most %d GiB, within %s of the form's start)", maxUpload>>30, uploadTimeout)
+		return tacerr.Wrap(tacerr.InvalidInput, err, "read the uploaded file (at most %d GiB, arriving within %s; for a larger or slower file use tacline reconcile)", maxUpload>>30, uploadTimeout)
 	}
 	if err := f.Close(); err != nil {
 		return tacerr.Wrap(tacerr.Internal, err, "store the upload")
