@@ -58,6 +58,10 @@ type historyView struct {
 	Err        string
 }
 
+// maxSearchQuery is the most bytes of a search the console reads (and
+// echoes); a serial or an IMEI is far shorter.
+const maxSearchQuery = 128
+
 // search finds a device by serial or IMEI.
 func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 	p.Title = "Devices and IMEIs"
@@ -67,9 +71,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 		c.render(w, r, http.StatusOK, "search", p)
 		return
 	}
-	if len(d.Query) > 128 {
-		d.Query = d.Query[:128]
-	}
+	d.Query = clip(d.Query, maxSearchQuery)
 	ctx := r.Context()
 	readIMEI, err := c.as(p, "GET "+wire.PathIMEI)
 	if err != nil {

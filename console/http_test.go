@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/ca/castore"
@@ -403,5 +404,20 @@ func TestSiteCertificateRefusalSaysWhy(t *testing.T) {
 	}
 	if strings.Contains(body, "certificate of station") {
 		t.Errorf("the refusal of a site certificate calls it a station's:\n%s", body)
+	}
+}
+
+// TestSearchQueryCutOnACharacter: a search longer than the console reads (128 bytes)
+// is cut on a character boundary, so the page echoes valid UTF-8 (before,
+// the cut at 128 bytes split a multi-byte character in two).
+func TestSearchQueryCutOnACharacter(t *testing.T) {
+	s := startServer(t)
+	q := strings.Repeat("1", 127) + "é"
+	_, body := get(t, s.client(t, "operator"), s.url+"/console/search?q="+url.QueryEscape(q))
+	if !utf8.ValidString(body) {
+		t.Fatal("the search page is not valid UTF-8")
+	}
+	if !strings.Contains(body, strings.Repeat("1", 127)) {
+		t.Fatalf("the page does not echo the query's first %d bytes:\n%s", 127, body)
 	}
 }
