@@ -163,10 +163,15 @@ type Station struct {
 	// Site names a factory site instead of a station (docs/sites.md):
 	// urn:tacline:site:<Site> and the CN; ID must then be empty.
 	Site string
+	// Person names the one person a role certificate is for (no ID):
+	// the CN is "person <Person>", which the API takes as the actor the
+	// ledger and the audit log name.
+	Person string
 }
 
 var (
 	stationIDRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+	personRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 	roleRe      = regexp.MustCompile(`^[a-z][a-z0-9_-]{0,31}$`)
 )
 
@@ -188,6 +193,9 @@ func (s Station) check() error {
 	}
 	if s.ID == "" && len(s.Roles) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "station.id", "a station certificate needs a station id, a role, or both")
+	}
+	if s.Person != "" && (s.ID != "" || !personRe.MatchString(s.Person)) {
+		return tacerr.Field(tacerr.InvalidInput, "station.person", "%q must be 1-64 letters, digits, '.', '_', '@' or '-', starting with a letter or digit, on a certificate that names no station", s.Person)
 	}
 	if s.ID != "" && !stationIDRe.MatchString(s.ID) {
 		return tacerr.Field(tacerr.InvalidInput, "station.id", "%q must be 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", s.ID)
@@ -227,6 +235,8 @@ func StationCert(caCert *x509.Certificate, caSigner crypto.Signer, pub crypto.Pu
 	switch {
 	case st.Site != "":
 		cn = "site " + st.Site
+	case st.Person != "":
+		cn = "person " + st.Person
 	case cn == "":
 		cn = "role " + st.Roles[0]
 	}

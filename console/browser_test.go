@@ -81,7 +81,7 @@ func TestBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ident := func(role string) string { return filepath.Join(env.IdentitiesDir, "role-"+role) }
+	ident := func(role string) string { return filepath.Join(env.IdentitiesDir, "person-"+role) }
 	operator := proxy(t, env, serverURL, ident("operator"))
 	auditor := proxy(t, env, serverURL, ident("auditor"))
 	regulator := proxy(t, env, serverURL, ident("regulator"))

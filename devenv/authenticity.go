@@ -96,7 +96,7 @@ func CheckAuthenticity(ctx context.Context, env *Env, serverURL string, out io.W
 // RoleClient is an HTTPS client with the environment's identity of a role
 // (identities/role-<role>) that trusts the server's CA.
 func RoleClient(env *Env, role string) (*http.Client, error) {
-	dir := filepath.Join(env.IdentitiesDir, "role-"+role)
+	dir := filepath.Join(env.IdentitiesDir, "person-"+role)
 	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
 	if err != nil {
 		return nil, err

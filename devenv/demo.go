@@ -213,7 +213,7 @@ func (e *Env) OpenLedger(ctx context.Context) (*store.DB, error) {
 // printConsole prints the console's and the check page's addresses on the
 // server at url and the operator identity to open the console with.
 func printConsole(out io.Writer, env *Env, url string) {
-	op := filepath.Join(env.IdentitiesDir, "role-operator")
+	op := filepath.Join(env.IdentitiesDir, "person-operator")
 	fmt.Fprintf(out, "  %-24s %s/console/\n", "staff console", url)
 	fmt.Fprintf(out, "  %-24s %s/check\n", "public IMEI check", url)
 	fmt.Fprintf(out, "  %-24s %s, %s\n", "operator identity", filepath.Join(op, "cert.pem"), filepath.Join(op, "key.pem"))

@@ -65,7 +65,7 @@ type Env struct {
 	CredsDir   string // station credentials (see the layout in stations.go)
 	ExportsDir string // ca-chain.pem and what the demo exports
 	// IdentitiesDir holds client credentials for the other roles:
-	// role-operator, role-auditor, role-regulator, role-admin.
+	// person-operator, person-auditor, person-regulator, person-admin.
 	IdentitiesDir string
 	Stations      []string // enrolled station ids
 	Config        *config.File
@@ -200,7 +200,7 @@ func Setup(ctx context.Context, o Options) (*Env, error) {
 		env.Stations = append(env.Stations, id)
 	}
 	for _, role := range []string{"operator", "auditor", "regulator", "admin"} {
-		if _, err := castore.EnrollStation(ctx, db, tok.Token, castore.StationSpec{Roles: []string{role}}, env.IdentitiesDir, "demo"); err != nil {
+		if _, err := castore.EnrollStation(ctx, db, tok.Token, castore.StationSpec{Roles: []string{role}, Person: role}, env.IdentitiesDir, "demo"); err != nil {
 			return nil, err
 		}
 	}

@@ -50,7 +50,7 @@ type Creds struct {
 // LoadCreds reads the credentials directory dir (layout above) and keeps
 // the first n stations in ID order (n <= 0: all). Only directories with a
 // cert.pem and a product or pool file are stations; others (role
-// credentials such as role-operator/) are skipped. Errors name the file at
+// credentials such as person-operator/) are skipped. Errors name the file at
 // fault.
 func LoadCreds(dir string, n int) (*Creds, error) {
 	if dir == "" {

@@ -23,7 +23,7 @@ func TestLoadCreds(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(pki.Dir, "not-a-station"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	pki.Station(t, "role-operator", filepath.Join(pki.Dir, "role-operator")) // role credentials: no product
+	pki.Station(t, "person-operator", filepath.Join(pki.Dir, "person-operator")) // role credentials: no product
 
 	c, err := LoadCreds(pki.Dir, 0)
 	if err != nil {

@@ -23,7 +23,7 @@ sed "s/listen: 127.0.0.1:8443/listen: 127.0.0.1:$PORT/" "$CFG" >"$D/opreads.yaml
 "$BIN" serve --config "$D/opreads.yaml" >"$D/opreads-serve.log" 2>&1 &
 spid=$!
 for _ in $(seq 100); do curl -sk "https://127.0.0.1:$PORT/healthz" >/dev/null 2>&1 && break; sleep 0.3; done
-ID=$D/identities/role-operator
+ID=$D/identities/person-operator
 C="curl -sfk --cert $ID/cert.pem --key $ID/key.pem"
 echo -n "GET /v1/pools ms:   "; for _ in $(seq "$N"); do ms $C "https://127.0.0.1:$PORT/v1/pools"; done; echo
 echo -n "GET /console/ ms:   "; for _ in $(seq "$N"); do ms $C "https://127.0.0.1:$PORT/console/"; done; echo

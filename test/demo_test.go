@@ -44,7 +44,7 @@ func TestDemo(t *testing.T) {
 			if !strings.Contains(r.stdout, "ledger check: OK") {
 				t.Errorf("tacline demo did not report the ledger check:\n%s", r.stdout)
 			}
-			for _, want := range []string{"/console/", "/check", filepath.Join(dir, "identities", "role-operator", "cert.pem")} {
+			for _, want := range []string{"/console/", "/check", filepath.Join(dir, "identities", "person-operator", "cert.pem")} {
 				if !strings.Contains(r.stdout, want) {
 					t.Errorf("tacline demo did not print %s (the web console's address and identity):\n%s", want, r.stdout)
 				}

@@ -236,7 +236,7 @@ func (r *rotation) client(i int) *factory.Client {
 
 func (r *rotation) roleClient(role string) *factory.Client {
 	r.t.Helper()
-	dir := filepath.Join(r.env.IdentitiesDir, "role-"+role)
+	dir := filepath.Join(r.env.IdentitiesDir, "person-"+role)
 	c, err := factory.NewClient(factory.ClientConfig{ServerURL: r.proc.URL, CertFile: filepath.Join(dir, "cert.pem"),
 		KeyFile: filepath.Join(dir, "key.pem"), CAFile: r.creds.ServerCAFile})
 	if err != nil {

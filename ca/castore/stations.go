@@ -7,7 +7,6 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -24,6 +23,7 @@ type StationSpec struct {
 	Pools   []string
 	Product string // written to the credentials for the line simulator
 	Roles   []string
+	Person  string // with Roles and no ID: the person the certificate is for
 }
 
 // Credentials layout (what `tacline station simulate --creds DIR` reads):
@@ -54,14 +54,19 @@ func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationS
 	if s.ID == "" && len(roles) == 0 {
 		return nil, tacerr.Field(tacerr.InvalidInput, "id", "a station id or a role is required")
 	}
-	cert, key, err := ca.StationCert(caCert, caSigner, nil, ca.Station{ID: s.ID, Factory: s.Factory, Line: s.Line, Roles: roles},
+	if s.ID == "" && s.Person == "" {
+		// the certificate's name is the actor the ledger and the audit
+		// log record: one per person, never one shared by a role
+		return nil, tacerr.Field(tacerr.InvalidInput, "person", "a role certificate is for one person: name them (e.g. --person j.doe), so the audit log tells who acted")
+	}
+	cert, key, err := ca.StationCert(caCert, caSigner, nil, ca.Station{ID: s.ID, Factory: s.Factory, Line: s.Line, Roles: roles, Person: s.Person},
 		ca.ValidFor(time.Now(), 2*365*24*time.Hour))
 	if err != nil {
 		return nil, err
 	}
 	name := s.ID
 	if name == "" {
-		name = "role-" + strings.Join(roles, "-")
+		name = "person-" + s.Person
 	}
 	dir := filepath.Join(credsDir, name)
 	if err := WriteKeyPair(dir, append(PEM(cert), PEM(caCert)...), key); err != nil {

@@ -39,6 +39,12 @@ func newStationEnrollCmd() *cobra.Command {
 					}
 				}
 			}
+			switch {
+			case spec.Person != "" && spec.ID != "":
+				return flagErr("--person", "names the person a role certificate is for; a station (--id) is not a person")
+			case spec.Person == "" && spec.ID == "" && len(spec.Roles) > 0:
+				return flagErr("--person", "is required with --roles: a role certificate is for one person (e.g. --person j.doe), so the audit log tells who acted")
+			}
 			if viaStepCA {
 				return enrollStepCA(cmd, spec, creds, stepcaProv)
 			}
@@ -62,7 +68,8 @@ func newStationEnrollCmd() *cobra.Command {
 	f.StringVar(&spec.Line, "line", "", "production line")
 	f.StringVar(&pools, "pools", "", "pools the station may draw from, comma separated")
 	f.StringVar(&spec.Product, "product", "", "product the station provisions (written to its credentials for the simulator)")
-	f.StringVar(&roles, "roles", "", "roles instead of a station: operator, auditor, regulator, admin")
+	f.StringVar(&roles, "roles", "", "roles instead of a station: operator, auditor, regulator, admin (with --person)")
+	f.StringVar(&spec.Person, "person", "", "with --roles: the person the certificate is for; the audit log names them as \"person <name>\"")
 	f.StringVar(&creds, "creds", "", "credentials directory (default: stations/ next to the config)")
 	f.BoolVar(&viaStepCA, "stepca", false, "the station's identity comes from a manufacturer's step-ca: record it and print the step-ca set-up (docs/stepca.md)")
 	f.StringVar(&stepcaProv, "stepca-provisioner", "tacline-stations", "with --stepca: the step-ca provisioner for stations")
