@@ -73,7 +73,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, count); err != nil {
 		return nil, err
 	}
-	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, check.DeviceExists, check.KeyOwner)
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, check.DeviceExists, check.KeyOwner, nd.key.req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -107,15 +107,16 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 
 // newDeviceIntent refuses a device already provisioned or a key bound to
 // another device (exists and owner: the request check's answers,
-// store.RequestCheck), then fixes the intent (newIntent).
-func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, exists bool, owner string) (intentFix, error) {
+// store.RequestCheck), then fixes the intent for the device key pub
+// (newIntent).
+func (s *Service) newDeviceIntent(ctx context.Context, a Actor, device string, exists bool, owner string, pub any) (intentFix, error) {
 	if exists {
 		return intentFix{}, s.alreadyProvisioned(ctx, a, device)
 	}
 	if err := s.keyOwnedElsewhere(owner, device); err != nil {
 		return intentFix{}, err
 	}
-	return s.newIntent(ctx)
+	return s.newIntent(ctx, pub)
 }
 
 // replay answers a request id seen before: the stored result if issued

@@ -670,12 +670,18 @@ type intentFix struct {
 }
 
 // newIntent is the last check before a new intent reserves anything: the
-// active issuer's signer must not be known to be down (a signature failed
-// and a probe signature fails too: hsm_unavailable, nothing reserved). It
-// then draws a serial and fixes notBefore.
-func (s *Service) newIntent(ctx context.Context) (intentFix, error) {
+// device key pub must pass the lints that judge a key alone (a weak key is
+// csr_invalid here, not lint_failed from Prepare once its IMEIs are
+// reserved), and the active issuer's signer must not be known to be down
+// (a signature failed and a probe signature fails too: hsm_unavailable,
+// nothing reserved). It then draws a serial and fixes notBefore.
+func (s *Service) newIntent(ctx context.Context, pub any) (intentFix, error) {
 	keyID := s.activeKeyID()
-	if err := s.issuer(keyID).Ready(ctx); err != nil {
+	iss := s.issuer(keyID)
+	if err := iss.CheckDeviceKey(pub); err != nil {
+		return intentFix{}, err
+	}
+	if err := iss.Ready(ctx); err != nil {
 		return intentFix{}, err
 	}
 	serial, err := policy.NewSerial(s.cfg.Rand)

@@ -117,7 +117,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(in.IMEIs)); err != nil {
 		return nil, err
 	}
-	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, nd.check.DeviceExists, nd.check.KeyOwner)
+	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, nd.check.DeviceExists, nd.check.KeyOwner, nd.key.req.PublicKey)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +225,7 @@ func (s *Service) Reissue(ctx context.Context, in ReissueInput) (*Issued, error)
 	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(recs)); err != nil {
 		return nil, err
 	}
-	fix, err := s.newIntent(ctx)
+	fix, err := s.newIntent(ctx, k.req.PublicKey)
 	if err != nil {
 		return nil, err
 	}

@@ -273,6 +273,13 @@ func (is *Issuer) Prepare(req Request) (*Token, error) {
 	return tok, nil
 }
 
+// CheckDeviceKey applies to a device's public key alone the lints whose
+// verdict depends on nothing else (e_ecdsa_small_private_key, unless the
+// lint configuration skips or allows it), so that a caller refuses the key
+// before it reserves IMEIs for a certificate Prepare would refuse. A
+// refusal is csr_invalid on field csr.
+func (is *Issuer) CheckDeviceKey(pub crypto.PublicKey) error { return is.lint.deviceKey(pub) }
+
 // Issue signs the token's TBS bytes with the HSM key, once. A second call
 // with the same token fails with invalid_state, whether or not the first
 // succeeded; prepare again (same Serial and NotBefore give the same TBS) to

@@ -1,10 +1,13 @@
 package issuance
 
 import (
+	"crypto"
+	"crypto/ecdsa"
 	"fmt"
 	"reflect"
 	"sort"
 	"strings"
+	"time"
 
 	zx509 "github.com/zmap/zcrypto/x509"
 	// The root package registers every lint in lint.GlobalRegistry; without
@@ -203,6 +206,31 @@ func (l *linter) check(der []byte) ([]LintFinding, error) {
 		return out, tacerr.New(tacerr.LintFailed, "the certificate failed %d lint(s): %s; fix the profile, or allow the lint in lint.allow with a reason", len(blocking), strings.Join(blocking, "; "))
 	}
 	return out, nil
+}
+
+// deviceKey answers e_ecdsa_small_private_key for a device key alone,
+// before a certificate exists: the one selected lint whose verdict depends
+// on nothing but the device's key, so a caller can refuse the key before
+// it reserves anything. nil when the lint is not run, is allowed, or
+// passes; otherwise csr_invalid on field csr with zlint's name and details.
+func (l *linter) deviceKey(pub crypto.PublicKey) error {
+	if l.smallKey == nil {
+		return nil
+	}
+	if _, ok := l.allowed[smallKeyLint]; ok {
+		return nil
+	}
+	key, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return nil
+	}
+	// What zlint reads of a certificate for this lint: the key (and a
+	// notBefore for the effective date, which is zero for this lint).
+	r := l.checkSmallKey(&zx509.Certificate{PublicKeyAlgorithm: zx509.ECDSA, PublicKey: key, NotBefore: time.Now()})
+	if r.Status < lint.Warn {
+		return nil
+	}
+	return tacerr.Field(tacerr.CSRInvalid, "csr", "weak key: %s (%s: %s); the device's key generator is broken, make a new key", smallKeyLint, r.Status, r.Details)
 }
 
 // checkSmallKey answers e_ecdsa_small_private_key: by table lookup for a
