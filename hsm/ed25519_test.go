@@ -3,6 +3,8 @@ package hsm_test
 import (
 	"crypto"
 	"crypto/ed25519"
+	"os"
+	"strings"
 	"testing"
 
 	"github.com/miekg/pkcs11"
@@ -82,5 +84,71 @@ func TestEd25519(t *testing.T) {
 	}
 	if _, err := tok2.Ed25519Signer("audit"); !tacerr.Is(err, tacerr.InvalidConfig) {
 		t.Fatalf("an ECDSA key as Ed25519: %v", err)
+	}
+}
+
+// TestEd25519PINChangedUnderRunningToken: the Ed25519 path logs in by
+// itself when its fresh session is public (the process lost its login).
+// When the token refuses that PIN, tacline must not log in again by
+// itself, as after crypto11's re-login (TestPINChangedUnderRunningToken):
+// it would count towards locking the token. Proof that it did not: the PIN
+// is put back after the refusal, and the next signature still fails at
+// once instead of logging in with it.
+func TestEd25519PINChangedUnderRunningToken(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	if _, err := tok.GenerateKey("witness", hsm.Ed25519); err != nil {
+		t.Fatal(err)
+	}
+	s, err := tok.Ed25519Signer("witness")
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("cosignature/v1\n")
+	if _, err := s.Sign(nil, msg, crypto.Hash(0)); err != nil {
+		t.Fatal(err)
+	}
+	raw := hsmtest.Raw(t, cfg)
+	pinb, err := os.ReadFile(strings.TrimPrefix(cfg.PIN, "file:"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, changed := strings.TrimSpace(string(pinb)), "changed-5555"
+	if err := raw.Ctx.SetPIN(raw.Session, old, changed); err != nil {
+		t.Fatalf("C_SetPIN: %v", err)
+	}
+	if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil { // the process is logged out
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		_, err := s.Sign(nil, msg, crypto.Hash(0))
+		e, ok := tacerr.As(err)
+		if !ok || e.Code != tacerr.HSMPINIncorrect || e.Retryable() || !strings.Contains(err.Error(), "refused the PIN") {
+			t.Fatalf("Sign %d = %v, want hsm_pin_incorrect, not retryable, saying the PIN was refused", i, err)
+		}
+		if strings.Contains(err.Error(), changed) || strings.Contains(err.Error(), old) {
+			t.Fatalf("error shows a PIN: %v", err)
+		}
+	}
+	// The operator puts the PIN back; the running token must still not log in.
+	sh, err := raw.Ctx.OpenSession(raw.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Ctx.Login(sh, pkcs11.CKU_USER, changed); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Ctx.SetPIN(sh, changed, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sign(nil, msg, crypto.Hash(0)); !tacerr.Is(err, tacerr.HSMPINIncorrect) {
+		t.Fatalf("Sign after the PIN was put back = %v, want hsm_pin_incorrect without a new login (restart to log in again)", err)
+	}
+	if _, err := tok.Keys(); !tacerr.Is(err, tacerr.HSMPINIncorrect) {
+		t.Fatalf("Keys after the refusal = %v, want hsm_pin_incorrect", err)
 	}
 }

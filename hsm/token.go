@@ -230,6 +230,9 @@ func (t *Token) with(fn func(ctx *crypto11.Context, gen uint64) error) (uint64, 
 	if t.closed {
 		return t.gen, t.closedErr()
 	}
+	if t.fatal {
+		return t.gen, t.broken
+	}
 	if t.ctx == nil {
 		return t.gen, errBroken
 	}
@@ -242,6 +245,11 @@ func (t *Token) do(what string, fn func(ctx *crypto11.Context, gen uint64) error
 	gen, err := t.with(fn)
 	if err == nil {
 		return nil
+	}
+	if isPINFault(err) {
+		// A login of fn's own (the Ed25519 path's, on a session the
+		// process's lost login left public) was refused.
+		return prefixed(what, t.refusePIN(err))
 	}
 	if !needsRecovery(err) {
 		return mapErr(err, what)
@@ -293,9 +301,7 @@ func (t *Token) recover(seen uint64) error {
 	ctx, err := t.configure()
 	if err != nil {
 		if isPINFault(err) {
-			t.fatal = true
-			t.broken = tacerr.Prefixed("token "+t.cfg.tokenName()+" refused the PIN on re-login; tacline will not log in again by itself (that could lock the token): fix hsm.pin and restart",
-				mapErr(err, "log in"), tacerr.HSMPINIncorrect)
+			t.setPINRefused(err)
 		} else {
 			t.broken = tacerr.Wrap(tacerr.HSMUnavailable, err, "token %s is unavailable and reopening it failed; it is retried on the next request", t.cfg.tokenName())
 		}
@@ -304,4 +310,26 @@ func (t *Token) recover(seen uint64) error {
 	t.ctx = ctx
 	t.broken = nil
 	return nil
+}
+
+// setPINRefused stops every automatic login after the token refused the
+// PIN (err): each later operation fails at once with that refusal, since
+// each new login would count towards locking the token. The caller holds
+// the write lock.
+func (t *Token) setPINRefused(err error) {
+	t.fatal = true
+	t.broken = tacerr.Prefixed("token "+t.cfg.tokenName()+" refused the PIN on re-login; tacline will not log in again by itself (that could lock the token): fix hsm.pin and restart",
+		mapErr(err, "log in"), tacerr.HSMPINIncorrect)
+}
+
+// refusePIN is setPINRefused for a login refused inside an operation (the
+// Ed25519 path logs in by itself on a public session); it returns the
+// error every operation answers from now on.
+func (t *Token) refusePIN(err error) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if !t.fatal {
+		t.setPINRefused(err)
+	}
+	return t.broken
 }
