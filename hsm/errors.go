@@ -26,7 +26,10 @@ func p11Code(err error) (pkcs11.Error, bool) {
 // (or the token went away and may have come back): the cure is to rebuild
 // the whole crypto11 context and log in again. CKR_OBJECT_HANDLE_INVALID and
 // CKR_KEY_HANDLE_INVALID are included because a token that came back (or
-// was re-read by the module) gives its objects new handles.
+// was re-read by the module) gives its objects new handles, and
+// CKR_SLOT_ID_INVALID and CKR_TOKEN_NOT_RECOGNIZED because it may come
+// back in another slot: crypto11 keeps the slot it found the token in, and
+// only a new context finds the token again by label or serial.
 func needsRecovery(err error) bool {
 	if errors.Is(err, errBroken) {
 		return true
@@ -40,7 +43,8 @@ func needsRecovery(err error) bool {
 	case pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED,
 		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_TOKEN_NOT_PRESENT,
 		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_OBJECT_HANDLE_INVALID,
-		pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED:
+		pkcs11.CKR_KEY_HANDLE_INVALID, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_SLOT_ID_INVALID, pkcs11.CKR_TOKEN_NOT_RECOGNIZED:
 		return true
 	}
 	return false

@@ -466,3 +466,33 @@ func TestKeyDeletedBehindOurBack(t *testing.T) {
 		t.Fatalf("Sign with a deleted key = %v, want hsm_key_not_found naming it", err)
 	}
 }
+
+// TestSlotRenumbered: a token that went away and came back in another slot
+// (PKCS#11 modules renumber slots; tacline finds tokens by label or
+// serial for that reason) makes operations on the old slot id fail with
+// CKR_SLOT_ID_INVALID, e.g. when crypto11's pool opens a session. The
+// context must be rebuilt (which finds the token by label again) and the
+// operation retried, not answered hsm_token_not_present with the dead slot
+// kept for every later request. SoftHSM2 never renumbers a slot within a
+// process, so the operation injects the result once.
+func TestSlotRenumbered(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	s := newP256(t, tok, "ca")
+	calls := 0
+	err := tok.DoForTest("open a session", func() error {
+		calls++
+		if calls == 1 {
+			return pkcs11.Error(pkcs11.CKR_SLOT_ID_INVALID)
+		}
+		return nil
+	})
+	if err != nil || calls != 2 {
+		t.Fatalf("operation after CKR_SLOT_ID_INVALID = %v after %d calls, want success on the retry after one rebuild", err, calls)
+	}
+	if got := tok.Recoveries(); got != 1 {
+		t.Fatalf("Recoveries = %d, want 1", got)
+	}
+	signAndVerify(t, s)
+}
