@@ -7,7 +7,7 @@ import (
 	"crypto/x509"
 	"io"
 	"strings"
-	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/tacline/tacline/ca"
@@ -20,20 +20,20 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-// hookSigner runs hook before its first signature: the moment between the
-// intent (committed) and the HSM signature of a request in flight.
+// hookSigner runs the hook stored last (setHook), once, before its next
+// signature: the moment between the intent (committed) and the HSM
+// signature of a request in flight.
 type hookSigner struct {
 	crypto.Signer
-	once sync.Once
-	hook func()
+	hook atomic.Pointer[func()]
 }
 
+func (h *hookSigner) setHook(f func()) { h.hook.Store(&f) }
+
 func (h *hookSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
-	h.once.Do(func() {
-		if h.hook != nil {
-			h.hook()
-		}
-	})
+	if f := h.hook.Swap(nil); f != nil {
+		(*f)()
+	}
 	return h.Signer.Sign(r, d, o)
 }
 
@@ -75,11 +75,11 @@ func TestSetIssuersDuringRequest(t *testing.T) {
 		if env.Service.ActiveKeyID() != oldKey {
 			t.Fatalf("a refused SetIssuers changed the active issuer to %s", env.Service.ActiveKeyID())
 		}
-		hs.hook = func() {
+		hs.setHook(func() {
 			if err := env.Service.SetIssuers(map[string]*issuance.Issuer{oldKey: env.Issuer, rec.KeyID: newIss}, rec.KeyID); err != nil {
 				t.Error(err)
 			}
-		}
+		})
 		dev1 := provtest.NewDevice(t)
 		first, err := provision(env, "S1", "r-switch-1", "SN-SW-1", dev1)
 		if err != nil {

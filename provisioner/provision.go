@@ -149,8 +149,7 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	case store.IssuanceIssued:
 		return s.issuedResult(ctx, is)
 	case store.IssuanceAbandoned:
-		return nil, tacerr.Field(tacerr.InvalidState, "request_id",
-			"request %q was abandoned after %s and its IMEIs voided; provision the device again with a new request id", requestID, s.cfg.IntentTimeout)
+		return nil, s.abandonedError(is)
 	}
 	pub, err := x509.ParsePKIXPublicKey(is.PublicKey)
 	if err != nil {
@@ -173,6 +172,20 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	// answers 201), whatever failed before; only an issued intent is a
 	// replay (200), and complete answers so when a twin completed it first.
 	return s.complete(ctx, is, store.IMEIsOf(recs), pub, serial, csr)
+}
+
+// abandonedError answers a request whose intent recovery abandoned, saying
+// what became of what the intent held (abandon).
+func (s *Service) abandonedError(is *store.Issuance) error {
+	what := "its IMEIs voided; provision the device again"
+	switch is.Kind {
+	case "bind":
+		what = "its IMEIs stay pre-allocated; bind them again"
+	case "reissue":
+		what = "the device keeps its certificate; reissue again"
+	}
+	return tacerr.Field(tacerr.InvalidState, "request_id",
+		"request %q was abandoned after %s and %s with a new request id", is.RequestID, s.cfg.IntentTimeout, what)
 }
 
 // replayOrWait answers a duplicate whose twin is still being completed.
@@ -314,9 +327,17 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 	}
 	if err != nil {
 		if tacerr.Is(err, tacerr.Conflict) {
-			// Completed concurrently (a replay raced us): return that result.
-			if latest, lerr := s.db.IssuanceByRequestID(ctx, is.RequestID); lerr == nil && latest != nil && latest.State == store.IssuanceIssued {
-				return s.issuedResult(ctx, latest)
+			// Completed concurrently (a replay raced us): return that
+			// result. Abandoned meanwhile (recovery passed the intent
+			// timeout while this replay signed): say so, as a replay
+			// after the abandonment is answered, not a bare conflict.
+			if latest, lerr := s.db.IssuanceByRequestID(ctx, is.RequestID); lerr == nil && latest != nil {
+				switch latest.State {
+				case store.IssuanceIssued:
+					return s.issuedResult(ctx, latest)
+				case store.IssuanceAbandoned:
+					return nil, s.abandonedError(latest)
+				}
 			}
 		}
 		if tacerr.Is(err, tacerr.KeyReused) {
