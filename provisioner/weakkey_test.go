@@ -4,10 +4,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"testing"
 
 	"github.com/tacline/tacline/provisioner"
@@ -27,11 +23,7 @@ func weakDevice(t *testing.T, c elliptic.Curve, d byte) *provtest.Device {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device"}}, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &provtest.Device{Key: k, CSR: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der})}
+	return provtest.DeviceOf(t, k)
 }
 
 // TestWeakDeviceKeyReservesNothing: a device key whose private scalar is

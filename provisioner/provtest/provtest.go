@@ -232,6 +232,13 @@ func NewDevice(t testing.TB) *Device {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return DeviceOf(t, k)
+}
+
+// DeviceOf is the device of a given key (e.g. one a broken generator made),
+// with its CSR.
+func DeviceOf(t testing.TB, k *ecdsa.PrivateKey) *Device {
+	t.Helper()
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "device"}}, k)
 	if err != nil {
 		t.Fatal(err)
