@@ -30,15 +30,26 @@ func (e *AlreadyProvisionedError) Unwrap() error { return e.Err }
 // ExistingIMEIs returns the device's IMEIs.
 func (e *AlreadyProvisionedError) ExistingIMEIs() []imei.IMEI { return e.IMEIs }
 
-// alreadyProvisioned is device_already_provisioned, with the device's IMEIs
-// when the actor may read them (a device of another factory stays opaque).
+// alreadyProvisioned is device_already_provisioned, with the recorded
+// device's IMEIs when the actor may read them (a device of another factory
+// stays opaque). A serial claimed by a request still pending (no device
+// recorded: its signature or binding failed) has no IMEIs to give: those
+// reserved for it are voided if that request is abandoned, and IMEIs of an
+// earlier abandoned attempt carry the serial too, so the IMEIs come from
+// the device's record, never from the IMEIs that name the serial.
 func (s *Service) alreadyProvisioned(ctx context.Context, a Actor, serial string) error {
+	d, err := s.db.Device(ctx, serial)
+	if err == nil && d == nil {
+		return &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
+			"device %q is being provisioned by another request that has not completed (its signature or binding failed): replay that request with its request id to complete it, or provision with a new request id once recovery has abandoned it (after %s); nothing was reserved", serial, s.cfg.IntentTimeout)}
+	}
 	e := &AlreadyProvisionedError{Err: tacerr.Field(tacerr.DeviceAlreadyProvisioned, "device_serial",
 		"device %q is already provisioned; rework goes through reissue", serial)}
-	if recs, err := s.db.DeviceIMEIs(ctx, serial); err == nil && len(recs) > 0 && s.mayActOn(ctx, a, recs[0].Pool, "device_serial", "device "+serial) == nil {
-		for _, r := range recs {
-			e.IMEIs = append(e.IMEIs, r.IMEI)
-		}
+	if err != nil {
+		return e
+	}
+	if recs, err := s.db.GroupIMEIs(ctx, d.ReservationID, d.Group); err == nil && len(recs) > 0 && s.mayActOn(ctx, a, recs[0].Pool, "device_serial", "device "+serial) == nil {
+		e.IMEIs = store.IMEIsOf(recs)
 	}
 	return e
 }
