@@ -63,8 +63,16 @@ func (r issuanceRow) issuance() *Issuance {
 		IssuerKeyID: r.IssuerKeyID, PublicKey: r.PublicKey, SPKIHash: r.SPKIHash, State: r.State, CreatedAt: micros(r.CreatedAt)}
 }
 
-// InsertIssuance records an intent (state pending).
+// InsertIssuance records an intent (state pending). A reissue intent is
+// refused (invalid_state) while another reissue of the device is pending:
+// whichever completed second would supersede the first's certificate, which
+// its caller had been answered with.
 func (tx *Tx) InsertIssuance(is *Issuance) error {
+	if is.Kind == "reissue" {
+		if err := tx.refuseConcurrentReissue(is); err != nil {
+			return err
+		}
+	}
 	_, err := tx.exec(tx.rebind(`INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
 		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,'pending',?)`),
 		is.RequestID, is.Kind, is.RequestHash, is.Station, is.DeviceSerial, is.ReservationID, is.Group, is.CertSerial,
@@ -77,6 +85,32 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 	}
 	if is.Kind == "bind" { // a provision intent claims its serial with its reservation (reserveBatch)
 		return tx.claimDevices([]deviceClaim{{serial: is.DeviceSerial, requestID: is.RequestID}})
+	}
+	return nil
+}
+
+// sqlPendingReissue finds a pending reissue intent of a device; the
+// literal state and the created_at test match the partial index
+// issuances_pending (only intents in flight are read).
+const sqlPendingReissue = `SELECT request_id FROM issuances WHERE state = 'pending' AND created_at IS NOT NULL
+	AND kind = 'reissue' AND device_serial = ? AND request_id <> ? LIMIT 1`
+
+// refuseConcurrentReissue fails with invalid_state when another reissue of
+// is's device is pending. The device's row is locked first (PostgreSQL), so
+// that of two replicas recording reissues of one device the second reads
+// the first's intent once it committed.
+func (tx *Tx) refuseConcurrentReissue(is *Issuance) error {
+	var serials []string
+	if err := tx.sel(&serials, tx.rebind(`SELECT serial FROM devices WHERE serial = ?`+tx.db.sql.forUpdate), is.DeviceSerial); err != nil {
+		return translate(err, "lock device")
+	}
+	var pending []string
+	if err := tx.sel(&pending, tx.rebind(sqlPendingReissue), is.DeviceSerial, is.RequestID); err != nil {
+		return translate(err, "look up pending reissues")
+	}
+	if len(pending) > 0 {
+		return tacerr.Field(tacerr.InvalidState, "serial",
+			"device %q is being reissued by request %q, not completed yet: its certificate would supersede this one; replay that request, or retry once it completed or recovery abandoned it", is.DeviceSerial, pending[0])
 	}
 	return nil
 }
