@@ -8,3 +8,8 @@ import "github.com/ThalesGroup/crypto11"
 func (t *Token) DoForTest(what string, fn func() error) error {
 	return t.do(what, func(*crypto11.Context, uint64) error { return fn() })
 }
+
+// AfterKeyGen makes GenerateKey call f between making a key pair and
+// reading it back (where SoftHSM2 cannot be made to lose its session).
+// Set it before the token is used concurrently.
+func (t *Token) AfterKeyGen(f func(label string)) { t.afterKeyGen = f }

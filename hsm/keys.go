@@ -197,35 +197,55 @@ func (t *Token) GenerateKey(label string, kt KeyType) (KeyInfo, error) {
 	}
 	t.keygenMu.Lock()
 	defer t.keygenMu.Unlock()
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return KeyInfo{}, tacerr.Wrap(tacerr.Internal, err, "random CKA_ID")
+	}
 	var info KeyInfo
+	made := false // the key pair exists: a retry after a recovery reads it back
 	err := t.do(fmt.Sprintf("generate %s key %q", kt, label), func(ctx *crypto11.Context, _ uint64) error {
-		existing, err := ctx.FindPrivateKeys(nil, []byte(label))
-		if err != nil {
-			return err
-		}
-		if len(existing) > 0 {
-			return tacerr.New(tacerr.Conflict, "a key labelled %q already exists on token %s; choose another label", label, t.cfg.tokenName())
-		}
-		id := make([]byte, 16)
-		if _, err := rand.Read(id); err != nil {
-			return tacerr.Wrap(tacerr.Internal, err, "random CKA_ID")
-		}
-		pub, priv, err := keyTemplates(id, label)
-		if err != nil {
-			return err
-		}
 		var k crypto11.Signer
-		switch kt {
-		case ECP256:
-			k, err = ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
-		case ECP384:
-			k, err = ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P384())
-		case RSA3072:
-			k, err = ctx.GenerateRSAKeyPairWithAttributes(pub, priv, 3072)
+		if made {
+			// The first attempt made the key and then lost its session
+			// (the context was rebuilt): read that key back, found by its
+			// CKA_ID, instead of refusing its label as taken.
+			keys, err := ctx.FindKeyPairs(id, []byte(label))
+			if err != nil {
+				return err
+			}
+			if len(keys) != 1 {
+				return tacerr.New(tacerr.HSMKeyNotFound, "key %q (id %x), made before token %s was reopened, is not on it", label, id, t.cfg.tokenName())
+			}
+			k = keys[0]
+		} else {
+			existing, err := ctx.FindPrivateKeys(nil, []byte(label))
+			if err != nil {
+				return err
+			}
+			if len(existing) > 0 {
+				return tacerr.New(tacerr.Conflict, "a key labelled %q already exists on token %s; choose another label", label, t.cfg.tokenName())
+			}
+			pub, priv, err := keyTemplates(id, label)
+			if err != nil {
+				return err
+			}
+			switch kt {
+			case ECP256:
+				k, err = ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P256())
+			case ECP384:
+				k, err = ctx.GenerateECDSAKeyPairWithAttributes(pub, priv, elliptic.P384())
+			case RSA3072:
+				k, err = ctx.GenerateRSAKeyPairWithAttributes(pub, priv, 3072)
+			}
+			if err != nil {
+				return err
+			}
+			made = true
+			if t.afterKeyGen != nil {
+				t.afterKeyGen(label)
+			}
 		}
-		if err != nil {
-			return err
-		}
+		var err error
 		info, _, err = describe(ctx, k)
 		if err != nil {
 			return err

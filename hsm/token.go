@@ -73,6 +73,9 @@ type Token struct {
 	firstKey  string
 
 	keygenMu sync.Mutex
+	// afterKeyGen, when set (tests), runs after GenerateKey made a key
+	// pair and before it reads it back.
+	afterKeyGen func(label string)
 
 	// restored names the SoftHSM2 token files Open put back from their
 	// copies (softhsmfile.go).

@@ -496,3 +496,43 @@ func TestSlotRenumbered(t *testing.T) {
 	}
 	signAndVerify(t, s)
 }
+
+// TestGenerateKeyLosesSession: the token loses its sessions (and the
+// login) right after it made a key pair, before GenerateKey read the key's
+// attributes back. The recovery's retry must answer the key it made, not
+// refuse the label as taken by that very key (which left an orphan key and
+// a failed `ca init`, or an OCSP responder key the server never deletes).
+func TestGenerateKeyLosesSession(t *testing.T) {
+	t.Parallel()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	raw := hsmtest.Raw(t, cfg)
+	fired := false
+	tok.AfterKeyGen(func(label string) {
+		if !fired {
+			fired = true
+			if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil {
+				t.Errorf("C_CloseAllSessions: %v", err)
+			}
+		}
+	})
+	info, err := tok.GenerateKey("made", hsm.ECP256)
+	if err != nil {
+		t.Fatalf("GenerateKey with the session lost after the key was made: %v", err)
+	}
+	if !fired || tok.Recoveries() != 1 {
+		t.Fatalf("fault injected %v, recoveries %d: want one recovery", fired, tok.Recoveries())
+	}
+	if info.Label != "made" || !info.Sensitive || info.Extractable || info.ID == "" {
+		t.Fatalf("KeyInfo = %+v", info)
+	}
+	keys, err := tok.Keys()
+	if err != nil || len(keys) != 1 || keys[0].ID != info.ID {
+		t.Fatalf("Keys = %+v, %v: want the one key made, id %s", keys, err, info.ID)
+	}
+	s, err := tok.Signer("made")
+	if err != nil {
+		t.Fatal(err)
+	}
+	signAndVerify(t, s)
+}
