@@ -111,34 +111,58 @@ func (t *Token) GenerateEd25519(label string) (KeyInfo, error) {
 	t.keygenMu.Lock()
 	defer t.keygenMu.Unlock()
 	params, _ := asn1.Marshal(oidEd25519)
+	id := make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return KeyInfo{}, tacerr.Wrap(tacerr.Internal, err, "random CKA_ID")
+	}
 	var info KeyInfo
+	made := false // the key pair exists: a retry after a recovery reads it back (GenerateKey)
 	err := t.withSession(fmt.Sprintf("generate Ed25519 key %q", label), func(p *pkcs11.Ctx, sh pkcs11.SessionHandle) error {
-		if n, err := t.findByLabel(p, sh, pkcs11.CKO_PRIVATE_KEY, label, nil); err != nil {
-			return err
-		} else if len(n) > 0 {
-			return tacerr.New(tacerr.Conflict, "a key labelled %q already exists on token %s; choose another label", label, t.cfg.tokenName())
-		}
-		id := make([]byte, 16)
-		if _, err := rand.Read(id); err != nil {
-			return tacerr.Wrap(tacerr.Internal, err, "random CKA_ID")
-		}
-		pubT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
-			pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		}
-		privT := []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards),
-			pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
-			pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
-			pkcs11.NewAttribute(pkcs11.CKA_SIGN, true), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
-		}
-		ph, kh, err := p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmECEdwardsKeyPairGen, nil)}, pubT, privT)
-		if err != nil {
-			return err
+		var ph, kh pkcs11.ObjectHandle
+		if made {
+			privs, err := t.findByLabel(p, sh, pkcs11.CKO_PRIVATE_KEY, label, id)
+			if err != nil {
+				return err
+			}
+			pubs, err := t.findByLabel(p, sh, pkcs11.CKO_PUBLIC_KEY, label, id)
+			if err != nil {
+				return err
+			}
+			if len(privs) != 1 || len(pubs) != 1 {
+				return tacerr.New(tacerr.HSMKeyNotFound, "Ed25519 key %q (id %x), made before token %s was reopened, is not on it", label, id, t.cfg.tokenName())
+			}
+			kh, ph = privs[0], pubs[0]
+		} else {
+			if n, err := t.findByLabel(p, sh, pkcs11.CKO_PRIVATE_KEY, label, nil); err != nil {
+				return err
+			} else if len(n) > 0 {
+				return tacerr.New(tacerr.Conflict, "a key labelled %q already exists on token %s; choose another label", label, t.cfg.tokenName())
+			}
+			pubT := []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true), pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
+				pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			}
+			privT := []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, ckkECEdwards),
+				pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true), pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, true),
+				pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, true), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, false),
+				pkcs11.NewAttribute(pkcs11.CKA_SIGN, true), pkcs11.NewAttribute(pkcs11.CKA_LABEL, label), pkcs11.NewAttribute(pkcs11.CKA_ID, id),
+			}
+			var err error
+			if ph, kh, err = p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(ckmECEdwardsKeyPairGen, nil)}, pubT, privT); err != nil {
+				return err
+			}
+			made = true
+			if t.afterKeyGen != nil {
+				t.afterKeyGen(label)
+			}
 		}
 		if err := checkSafeRaw(p, sh, kh); err != nil {
+			if needsRecovery(err) {
+				return err // read back after the recovery
+			}
 			_ = p.DestroyObject(sh, kh)
 			_ = p.DestroyObject(sh, ph)
 			return tacerr.New(tacerr.HSMKeyUnsafe, "token %s made Ed25519 key %q extractable or not sensitive despite the template; it was deleted", t.cfg.tokenName(), label)

@@ -3,6 +3,7 @@ package hsm_test
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
@@ -502,37 +503,54 @@ func TestSlotRenumbered(t *testing.T) {
 // attributes back. The recovery's retry must answer the key it made, not
 // refuse the label as taken by that very key (which left an orphan key and
 // a failed `ca init`, or an OCSP responder key the server never deletes).
+// Ed25519 keys go through their own path (ed25519.go) with the same rule.
 func TestGenerateKeyLosesSession(t *testing.T) {
 	t.Parallel()
-	cfg := hsmtest.NewToken(t)
-	tok := hsmtest.Open(t, cfg)
-	raw := hsmtest.Raw(t, cfg)
-	fired := false
-	tok.AfterKeyGen(func(label string) {
-		if !fired {
-			fired = true
-			if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil {
-				t.Errorf("C_CloseAllSessions: %v", err)
+	for _, kt := range []hsm.KeyType{hsm.ECP256, hsm.Ed25519} {
+		t.Run(kt.String(), func(t *testing.T) {
+			cfg := hsmtest.NewToken(t)
+			tok := hsmtest.Open(t, cfg)
+			raw := hsmtest.Raw(t, cfg)
+			fired := false
+			tok.AfterKeyGen(func(label string) {
+				if !fired {
+					fired = true
+					if err := raw.Ctx.CloseAllSessions(raw.Slot); err != nil {
+						t.Errorf("C_CloseAllSessions: %v", err)
+					}
+				}
+			})
+			info, err := tok.GenerateKey("made", kt)
+			if err != nil {
+				t.Fatalf("GenerateKey with the session lost after the key was made: %v", err)
 			}
-		}
-	})
-	info, err := tok.GenerateKey("made", hsm.ECP256)
-	if err != nil {
-		t.Fatalf("GenerateKey with the session lost after the key was made: %v", err)
+			if !fired || tok.Recoveries() != 1 {
+				t.Fatalf("fault injected %v, recoveries %d: want one recovery", fired, tok.Recoveries())
+			}
+			if info.Label != "made" || info.Type != kt || !info.Sensitive || info.Extractable || info.ID == "" || info.Public == nil {
+				t.Fatalf("KeyInfo = %+v", info)
+			}
+			keys, err := tok.Keys()
+			if err != nil || len(keys) != 1 || keys[0].ID != info.ID {
+				t.Fatalf("Keys = %+v, %v: want the one key made, id %s", keys, err, info.ID)
+			}
+			var s crypto.Signer
+			if kt == hsm.Ed25519 {
+				s, err = tok.Ed25519Signer("made")
+			} else {
+				s, err = tok.Signer("made")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if kt == hsm.Ed25519 {
+				msg := []byte("m")
+				if sig, err := s.Sign(nil, msg, crypto.Hash(0)); err != nil || !ed25519.Verify(info.Public.(ed25519.PublicKey), msg, sig) {
+					t.Fatalf("Ed25519 signature: %v", err)
+				}
+				return
+			}
+			signAndVerify(t, s)
+		})
 	}
-	if !fired || tok.Recoveries() != 1 {
-		t.Fatalf("fault injected %v, recoveries %d: want one recovery", fired, tok.Recoveries())
-	}
-	if info.Label != "made" || !info.Sensitive || info.Extractable || info.ID == "" {
-		t.Fatalf("KeyInfo = %+v", info)
-	}
-	keys, err := tok.Keys()
-	if err != nil || len(keys) != 1 || keys[0].ID != info.ID {
-		t.Fatalf("Keys = %+v, %v: want the one key made, id %s", keys, err, info.ID)
-	}
-	s, err := tok.Signer("made")
-	if err != nil {
-		t.Fatal(err)
-	}
-	signAndVerify(t, s)
 }
