@@ -1,0 +1,263 @@
+package provisioner_test
+
+// Faults around the ledger: what is refused before anything is reserved,
+// and what a request is told when another request or recovery got there
+// first.
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/provisioner/provtest"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// weakDevice is a device whose key generator is broken: its private scalar
+// is d, small enough for zlint's e_ecdsa_small_private_key.
+func weakDevice(t *testing.T, c elliptic.Curve, d byte) *provtest.Device {
+	t.Helper()
+	raw := make([]byte, (c.Params().BitSize+7)/8)
+	raw[len(raw)-1] = d
+	k, err := ecdsa.ParseRawPrivateKey(c, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provtest.DeviceOf(t, k)
+}
+
+// TestWeakDeviceKeyReservesNothing: a device key whose private scalar is
+// trivially small (the lint e_ecdsa_small_private_key) is refused as
+// csr_invalid before anything is reserved, by provisioning, bind and
+// reissue; it used to be refused only by Prepare's lint, after the IMEIs
+// were reserved and the intent recorded (lint_failed, the IMEIs then voided
+// by recovery).
+func TestWeakDeviceKeyReservesNothing(t *testing.T) {
+	env := provtest.New(t, store.SQLite)
+	ctx := context.Background()
+	al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "wk-al", Pool: "F1-A", Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := provision(env, "S1", "wk-ok", "SN-WK-OK", provtest.NewDevice(t)); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		dev  *provtest.Device
+	}{
+		{"P-256", weakDevice(t, elliptic.P256(), 7)},
+		{"P-384", weakDevice(t, elliptic.P384(), 200)}, // zlint's own search, not the P-256 table
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := storetest.ReadCounts(t, env.DB)
+			for _, call := range []struct {
+				what string
+				run  func() error
+			}{
+				{"provision", func() error { _, err := provision(env, "S1", "wk-p-"+tc.name, "SN-WK-"+tc.name, tc.dev); return err }},
+				{"bind", func() error {
+					_, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "wk-b-" + tc.name,
+						IMEIs: al.Devices[0], DeviceSerial: "SN-WKB-" + tc.name, CSR: tc.dev.CSR})
+					return err
+				}},
+				{"reissue", func() error {
+					_, err := env.Service.Reissue(ctx, provisioner.ReissueInput{Actor: provtest.Operator, RequestID: "wk-r-" + tc.name,
+						DeviceSerial: "SN-WK-OK", CSR: tc.dev.CSR})
+					return err
+				}},
+			} {
+				err := call.run()
+				wantCode(t, err, tacerr.CSRInvalid)
+				if e, _ := tacerr.As(err); e.Field != "csr" {
+					t.Fatalf("%s: field = %q, want csr", call.what, e.Field)
+				}
+				if d := before.Diff(storetest.ReadCounts(t, env.DB)); d != "" {
+					t.Fatalf("%s with a weak key changed the ledger: %s", call.what, d)
+				}
+			}
+		})
+	}
+	ledgerOK(t, env)
+}
+
+// TestReplayAbandonedWhileSigning: a replay of an intent older than the
+// intent timeout signs while recovery abandons the intent. The binding
+// then finds the intent no longer pending; the station must be told the
+// request was abandoned and what to do (invalid_state on request_id,
+// naming what became of the IMEIs), as a replay after the abandonment is,
+// not a bare conflict. Nothing is bound; the ledger stays consistent.
+func TestReplayAbandonedWhileSigning(t *testing.T) {
+	var fs *provtest.FaultySigner
+	hook := &hookSigner{}
+	env := provtest.New(t, store.SQLite, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
+		fs = &provtest.FaultySigner{Signer: s}
+		hook.Signer = fs
+		return hook
+	}))
+	ctx := context.Background()
+	al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "ab-al", Pool: "F1-A", Count: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dev, bdev := provtest.NewDevice(t), provtest.NewDevice(t)
+	bind := func() error {
+		_, err := env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "ab-b", IMEIs: al.Devices[0], DeviceSerial: "SN-AB-B", CSR: bdev.CSR})
+		return err
+	}
+	// Two intents left pending by a failed signature; a success between
+	// them clears the known-down signer (else the second request would be
+	// refused before its intent).
+	fs.Down.Store(true)
+	wantCode(t, bind(), tacerr.HSMUnavailable)
+	fs.Down.Store(false)
+	if _, err := provision(env, "S1", "ab-ok", "SN-AB-OK", provtest.NewDevice(t)); err != nil {
+		t.Fatal(err)
+	}
+	fs.Down.Store(true)
+	_, err = provision(env, "S1", "ab-p", "SN-AB-P", dev)
+	wantCode(t, err, tacerr.HSMUnavailable)
+	fs.Down.Store(false)
+	env.Clock.Add(6 * time.Minute)
+	// The provision's replay signs; recovery abandons both intents
+	// meanwhile.
+	hook.setHook(func() {
+		if _, err := env.Service.Recover(ctx); err != nil {
+			t.Errorf("recovery: %v", err)
+		}
+	})
+	for _, tc := range []struct {
+		name, says string
+		replay     func() error
+	}{
+		{"provision during recovery", "IMEIs voided", func() error { _, err := provision(env, "S1", "ab-p", "SN-AB-P", dev); return err }},
+		{"provision after recovery", "IMEIs voided", func() error { _, err := provision(env, "S1", "ab-p", "SN-AB-P", dev); return err }},
+		{"bind after recovery", "stay pre-allocated", bind},
+	} {
+		err := tc.replay()
+		wantCode(t, err, tacerr.InvalidState)
+		if e, _ := tacerr.As(err); e.Field != "request_id" || !strings.Contains(err.Error(), "abandoned") || !strings.Contains(err.Error(), tc.says) {
+			t.Fatalf("%s: error = %v (field %q), want one on request_id saying the request was abandoned and its %s", tc.name, err, e.Field, tc.says)
+		}
+	}
+	if hook.hook.Load() != nil {
+		t.Fatal("the replay did not sign: the race was not exercised")
+	}
+	if d, err := env.DB.Device(ctx, "SN-AB-P"); err != nil || d != nil {
+		t.Fatalf("device of the abandoned intent = %+v, %v", d, err)
+	}
+	ledgerOK(t, env)
+}
+
+// TestAlreadyProvisionedIMEIs: device_already_provisioned lists the
+// IMEIs of the device as recorded, which a station may program. A device
+// whose first request is still pending (its signature failed) has none
+// yet: the IMEIs reserved for it are voided if that request is abandoned,
+// so they must not be handed out, and the message must say the device is
+// being provisioned (replay that request), not that it is provisioned
+// (reissue). IMEIs of an abandoned earlier attempt for the same serial are
+// not the device's either.
+func TestAlreadyProvisionedIMEIs(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
+		ctx := t.Context()
+		fs.Down.Store(true)
+		_, err := provision(env, "S1", "ap-1", "SN-AP", provtest.NewDevice(t))
+		wantCode(t, err, tacerr.HSMUnavailable)
+		fs.Down.Store(false)
+
+		existing := func(err error) []string {
+			t.Helper()
+			wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+			var ap *provisioner.AlreadyProvisionedError
+			if !errors.As(err, &ap) {
+				t.Fatalf("%v is not an AlreadyProvisionedError", err)
+			}
+			var out []string
+			for _, m := range ap.ExistingIMEIs() {
+				out = append(out, m.String())
+			}
+			return out
+		}
+		_, err = provision(env, "S1", "ap-2", "SN-AP", provtest.NewDevice(t))
+		if got := existing(err); len(got) != 0 {
+			t.Fatalf("a device whose provisioning is pending was answered with IMEIs %v, which recovery voids", got)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "being provisioned") || strings.Contains(msg, "reissue") {
+			t.Fatalf("message for a pending device: %q, want it to say the device is being provisioned, not to reissue it", msg)
+		}
+
+		env.Clock.Add(6 * time.Minute)
+		if n, err := env.Service.Recover(ctx); err != nil || n != 2 {
+			t.Fatalf("recovery voided %d (%v), want 2", n, err)
+		}
+		out, err := provision(env, "S1", "ap-3", "SN-AP", provtest.NewDevice(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []string
+		for _, m := range out.IMEIs {
+			want = append(want, m.String())
+		}
+		_, err = provision(env, "S1", "ap-4", "SN-AP", provtest.NewDevice(t))
+		if got := existing(err); !slices.Equal(got, want) {
+			t.Fatalf("existing IMEIs = %v, want the device's %v (not the abandoned attempt's)", got, want)
+		}
+		if !strings.Contains(err.Error(), "reissue") {
+			t.Fatalf("message for a provisioned device: %q", err)
+		}
+		ledgerOK(t, env)
+	})
+}
+
+// TestConcurrentReissue: a second reissue of a device while the first is
+// between its intent and its binding is refused (invalid_state naming the
+// request in flight) before it records anything. Both used to succeed, and
+// whichever bound second revoked the other's certificate as superseded
+// after its caller had been answered with it.
+func TestConcurrentReissue(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		hs := &hookSigner{}
+		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer { hs.Signer = s; return hs }))
+		ctx := context.Background()
+		if _, err := provision(env, "S1", "cr-0", "SN-CR", provtest.NewDevice(t)); err != nil {
+			t.Fatal(err)
+		}
+		reissue := func(id string) (*provisioner.Issued, error) {
+			return env.Service.Reissue(ctx, provisioner.ReissueInput{Actor: provtest.Operator, RequestID: id, DeviceSerial: "SN-CR", CSR: provtest.NewDevice(t).CSR})
+		}
+		var errB error
+		hs.setHook(func() { _, errB = reissue("cr-b") }) // while cr-a signs
+		outA, err := reissue("cr-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, errB, tacerr.InvalidState)
+		if is, err := env.DB.IssuanceByRequestID(ctx, "cr-b"); err != nil || is != nil {
+			t.Fatalf("the refused reissue recorded an intent: %+v, %v", is, err)
+		}
+		dev, err := env.DB.Device(ctx, "SN-CR")
+		if err != nil || dev.CertSerial != outA.CertSerial {
+			t.Fatalf("device certificate %+v, %v; want the completed reissue's %s", dev, err, outA.CertSerial)
+		}
+		// Once it completed, the device can be reissued again.
+		outC, err := reissue("cr-c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if dev, _ := env.DB.Device(ctx, "SN-CR"); dev.CertSerial != outC.CertSerial {
+			t.Fatalf("device certificate %s, want %s", dev.CertSerial, outC.CertSerial)
+		}
+		ledgerOK(t, env)
+	})
+}
