@@ -261,3 +261,43 @@ func TestConcurrentReissue(t *testing.T) {
 		ledgerOK(t, env)
 	})
 }
+
+// TestKeyReusedWhileSigning: two requests present one device key for two
+// devices at once; both pass the key check, and the one that binds second
+// is refused key_reused after its IMEIs were reserved and its certificate
+// signed (the key is claimed at binding). No replay can ever bind that
+// intent, so it is abandoned at once: its IMEIs voided (abandoned), its
+// device serial free for a request with another key, instead of both
+// waiting for recovery after the intent timeout.
+func TestKeyReusedWhileSigning(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		hs := &hookSigner{}
+		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer { hs.Signer = s; return hs }))
+		ctx := context.Background()
+		dev := provtest.NewDevice(t)
+		var errB error
+		hs.setHook(func() { _, errB = provision(env, "S1", "kr-b", "SN-KR-B", dev) }) // while kr-a signs
+		_, err := provision(env, "S1", "kr-a", "SN-KR-A", dev)
+		if errB != nil {
+			t.Fatal(errB)
+		}
+		wantCode(t, err, tacerr.KeyReused)
+		is, err := env.DB.IssuanceByRequestID(ctx, "kr-a")
+		if err != nil || is == nil || is.State != store.IssuanceAbandoned {
+			t.Fatalf("intent of the refused request: %v, %v; want abandoned", is != nil && is.State == store.IssuanceAbandoned, err)
+		}
+		r, err := env.DB.ReservationByRequestID(ctx, "kr-a")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range r.Devices[0] {
+			if rec, err := env.DB.LookupIMEI(ctx, m); err != nil || rec.State != store.StateVoided || rec.Reason != "abandoned" {
+				t.Fatalf("IMEI %s of the refused request = %+v, %v; want VOIDED (abandoned)", m, rec, err)
+			}
+		}
+		if _, err := provision(env, "S1", "kr-a2", "SN-KR-A", provtest.NewDevice(t)); err != nil {
+			t.Fatalf("the device with a new key, at once: %v", err)
+		}
+		ledgerOK(t, env)
+	})
+}

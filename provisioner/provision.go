@@ -353,6 +353,14 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 		}
 		if tacerr.Is(err, tacerr.KeyReused) {
 			s.keyReused()
+			// Another device's binding claimed the key after this request's
+			// check (two requests with one key in flight at once): no replay
+			// can ever bind it. Abandon the intent now, as recovery would
+			// after the intent timeout, so that its IMEIs are voided and the
+			// device serial is free for a request with another key at once.
+			if _, aerr := s.abandon(ctx, is, "device key bound to another device while this request was signed (key_reused)"); aerr != nil && !tacerr.Is(aerr, tacerr.Conflict) {
+				s.cfg.Log.Error("could not abandon an intent refused as key_reused; recovery will", "request_id", is.RequestID, "err", aerr.Error())
+			}
 		}
 		return nil, err
 	}
