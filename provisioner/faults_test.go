@@ -227,8 +227,7 @@ func TestAlreadyProvisionedIMEIs(t *testing.T) {
 // after its caller had been answered with it.
 func TestConcurrentReissue(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
-		hs := &hookSigner{}
-		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer { hs.Signer = s; return hs }))
+		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
 		if _, err := provision(env, "S1", "cr-0", "SN-CR", provtest.NewDevice(t)); err != nil {
 			t.Fatal(err)
@@ -271,8 +270,7 @@ func TestConcurrentReissue(t *testing.T) {
 // waiting for recovery after the intent timeout.
 func TestKeyReusedWhileSigning(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
-		hs := &hookSigner{}
-		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer { hs.Signer = s; return hs }))
+		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
 		dev := provtest.NewDevice(t)
 		var errB error

@@ -30,6 +30,16 @@ type hookSigner struct {
 
 func (h *hookSigner) setHook(f func()) { h.hook.Store(&f) }
 
+// hookedEnv is an environment whose issuing CA signs through a hookSigner.
+func hookedEnv(t *testing.T, d store.Dialect) (*provtest.Env, *hookSigner) {
+	hs := &hookSigner{}
+	env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
+		hs.Signer = s
+		return hs
+	}))
+	return env, hs
+}
+
 func (h *hookSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
 	if f := h.hook.Swap(nil); f != nil {
 		(*f)()
@@ -44,11 +54,7 @@ func (h *hookSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, e
 // the first answers its original certificate and chain.
 func TestSetIssuersDuringRequest(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
-		hs := &hookSigner{}
-		env := provtest.New(t, d, provtest.WithSigner(func(s crypto.Signer) crypto.Signer {
-			hs.Signer = s
-			return hs
-		}))
+		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
 		oldKey := ca.KeyID(env.Issuing)
 		rootSigner, err := env.Token.Signer("root")
