@@ -2,8 +2,12 @@ package audit
 
 import (
 	"bytes"
+	"crypto"
+	"io"
 	"strings"
 	"testing"
+
+	"github.com/tacline/tacline/tacerr"
 
 	tdnote "github.com/transparency-dev/formats/note"
 	"golang.org/x/mod/sumdb/note"
@@ -169,4 +173,29 @@ func FuzzParseCheckpoint(f *testing.F) {
 			t.Fatalf("%q re-encodes as %q", body, c.Body())
 		}
 	})
+}
+
+// badSigner signs with another key than the one it presents: a faulty HSM
+// or driver, which a real token cannot be made into on demand.
+type badSigner struct {
+	crypto.Signer
+	other crypto.Signer
+}
+
+func (b badSigner) Sign(r io.Reader, d []byte, o crypto.SignerOpts) ([]byte, error) {
+	return b.other.Sign(r, d, o)
+}
+
+// TestCheckpointSignatureVerifiedBeforeUse: a checkpoint signature that
+// does not verify under the key's public half is refused (HSM error),
+// so no checkpoint the log's key does not vouch for is published.
+func TestCheckpointSignatureVerifiedBeforeUse(t *testing.T) {
+	s, err := NewNoteSigner(testOrigin, badSigner{Signer: newKey(t), other: newKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = signCheckpoint(Checkpoint{Origin: testOrigin, Size: 1, Root: tlog.RecordHash([]byte("x"))}, s)
+	if tacerr.CodeOf(err) != tacerr.HSMUnavailable || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("signing with a key that signs for another: %v, want hsm_unavailable saying the signature does not verify", err)
+	}
 }
