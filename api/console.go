@@ -42,7 +42,7 @@ func (s *Server) Caller(r *http.Request) (provisioner.Actor, error) {
 	if err != nil {
 		return provisioner.Actor{}, err
 	}
-	if err := checkStation(r.Context(), s.p, cl); err != nil {
+	if err := checkEnrolled(r.Context(), s.p, cl); err != nil {
 		return provisioner.Actor{}, err
 	}
 	return cl.actor, nil

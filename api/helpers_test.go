@@ -445,6 +445,12 @@ func (f *fakeProvisioner) PoolsRemaining(context.Context) ([]store.PoolStats, er
 	return []store.PoolStats{{Pool: store.Pool{Name: "p1", TAC: 101234, SNRStart: 0, SNREnd: 999}, NextSNR: 19, Free: 981}}, nil
 }
 
+// PersonCertificate: the fake records no role certificates (their check
+// runs against a real ledger in the console's and the CLI's tests).
+func (f *fakeProvisioner) PersonCertificate(_ context.Context, serial string) (store.PersonCert, error) {
+	return store.PersonCert{}, tacerr.Field(tacerr.NotFound, "cert_serial", "no role certificate with serial %s is recorded", serial)
+}
+
 func (f *fakeProvisioner) Station(_ context.Context, id string) (provisioner.Station, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -188,12 +188,13 @@ func actorID(leaf *x509.Certificate, station string) string {
 	return "serial:" + leaf.SerialNumber.Text(16)
 }
 
-// checkStation looks the caller's station up (every request, so that a
+// checkEnrolled looks the caller's station up (every request, so that a
 // disabled station is refused at once) and, for certificates of the station
-// CA, checks that the certificate is the station's current one.
-func checkStation(ctx context.Context, p Provisioner, c caller) error {
+// CA, checks that the certificate is the station's current one; a caller
+// without a station is checked as a person (checkPerson).
+func checkEnrolled(ctx context.Context, p Provisioner, c caller) error {
 	if c.actor.Station == "" {
-		return nil
+		return checkPerson(ctx, p, c)
 	}
 	st, err := p.Station(ctx, c.actor.Station)
 	if err != nil {
@@ -205,10 +206,31 @@ func checkStation(ctx context.Context, p Provisioner, c caller) error {
 	return currentStation(c, st)
 }
 
+// checkPerson refuses a role certificate of the station CA that the ledger
+// records as one person's and that was disabled (`tacline station disable
+// --person`). Role certificates the ledger does not record (issued before
+// it recorded them, or by a mapped CA) are the CA's word alone.
+func checkPerson(ctx context.Context, p Provisioner, c caller) error {
+	if !c.tacline || c.site != "" {
+		return nil
+	}
+	pc, err := p.PersonCertificate(ctx, c.leaf.SerialNumber.Text(16))
+	switch {
+	case tacerr.Is(err, tacerr.NotFound):
+		return nil
+	case err != nil:
+		return err
+	case !pc.DisabledAt.IsZero():
+		return tacerr.New(tacerr.Forbidden, "this certificate of %s (serial %s) was disabled at %s; an admin can enroll a new one (tacline station enroll --roles ... --person %s)",
+			pc.Person, pc.CertSerial, pc.DisabledAt.UTC().Format(time.RFC3339), pc.Person)
+	}
+	return nil
+}
+
 // currentStation refuses a disabled station and, for certificates of the
 // station CA, a certificate that is not the station's current one: the
 // API's part of authenticating a station whose record was read (by
-// checkStation, or by the use case: provisioner.WithStationCheck).
+// checkEnrolled, or by the use case: provisioner.WithStationCheck).
 func currentStation(c caller, st provisioner.Station) error {
 	if st.Disabled {
 		return tacerr.New(tacerr.Forbidden, "station %s is disabled; an operator can re-enable it", st.ID)

@@ -39,6 +39,9 @@ type Provisioner interface {
 	// Station returns an enrolled station; an unknown station is an error
 	// with code unauthorized (or not_found), a disabled one forbidden.
 	Station(ctx context.Context, id string) (provisioner.Station, error)
+	// PersonCertificate returns the recorded role certificate of one
+	// person with this serial (lower-case hex), or not_found.
+	PersonCertificate(ctx context.Context, serial string) (store.PersonCert, error)
 	// Ready probes the database and the HSM.
 	Ready(ctx context.Context) error
 }
@@ -298,7 +301,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 		status, body, err := s.admitted(w, r.WithContext(ctx), rt, c)
 		judged, verdict := provisioner.StationVerdict(ctx)
 		if !judged {
-			verdict = checkStation(ctx, s.p, cl)
+			verdict = checkEnrolled(ctx, s.p, cl)
 		}
 		if verdict != nil {
 			return 0, nil, verdict
@@ -310,7 +313,7 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, rt route, c *call) 
 		// use case in the same request (one read).
 		r = r.WithContext(provisioner.WithStationMemo(r.Context()))
 	}
-	if err := checkStation(r.Context(), s.p, cl); err != nil {
+	if err := checkEnrolled(r.Context(), s.p, cl); err != nil {
 		return 0, nil, err
 	}
 	return s.admitted(w, r, rt, c)

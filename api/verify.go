@@ -171,7 +171,7 @@ func (s *Server) verifyCaller(r *http.Request, c *call, a *authProvisioner) (htt
 	cl, err := s.ident.identify(r.TLS)
 	if err == nil {
 		c.caller = cl
-		if err = checkStation(r.Context(), s.p, cl); err != nil {
+		if err = checkEnrolled(r.Context(), s.p, cl); err != nil {
 			return nil, err
 		}
 		if _, ok := verifiers.authorize(cl.actor); ok {

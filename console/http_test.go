@@ -20,6 +20,7 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // The HTTP tests: one real server (SoftHSM2 token, SQLite ledger, mutual
@@ -419,5 +420,39 @@ func TestSearchQueryCutOnACharacter(t *testing.T) {
 	}
 	if !strings.Contains(body, strings.Repeat("1", 127)) {
 		t.Fatalf("the page does not echo the query's first %d bytes:\n%s", 127, body)
+	}
+}
+
+// TestDisabledPersonRefused: a person's role certificate that an operator
+// disabled (`tacline station disable --person`, store.DisablePerson) is
+// refused at its next request, on the console and on the API, and the
+// refusal names the person; another person's certificate still works.
+func TestDisabledPersonRefused(t *testing.T) {
+	s := startServer(t)
+	auditor, operator := s.client(t, "auditor"), s.client(t, "operator")
+	if resp, body := get(t, auditor, s.url+"/console/audit"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the auditor before the disable: %s\n%s", resp.Status, body)
+	}
+	db, err := s.env.OpenLedger(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	serials, err := db.DisablePerson(context.Background(), "auditor", "test")
+	if err != nil || len(serials) != 1 {
+		t.Fatalf("disable the auditor: %v, %v", serials, err)
+	}
+	resp, body := get(t, auditor, s.url+"/console/audit")
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "this certificate of auditor") || !strings.Contains(body, "was disabled") {
+		t.Errorf("the disabled auditor's console page: %s\n%s", resp.Status, body)
+	}
+	if resp, body := get(t, auditor, s.url+"/metrics"); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "was disabled") {
+		t.Errorf("the disabled auditor's /metrics: %s\n%s", resp.Status, body)
+	}
+	if resp, body := get(t, operator, s.url+"/console/search"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the operator after the auditor's disable: %s\n%s", resp.Status, body)
+	}
+	if _, err := db.DisablePerson(context.Background(), "auditor", "test"); tacerr.CodeOf(err) != tacerr.NotFound {
+		t.Errorf("disabling the auditor again: %v, want not_found", err)
 	}
 }

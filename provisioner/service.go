@@ -500,6 +500,12 @@ func (s *Service) Station(ctx context.Context, id string) (Station, error) {
 	return stationOf(st), nil
 }
 
+// PersonCertificate returns the recorded role certificate of one person
+// with serial (lower-case hex), or not_found.
+func (s *Service) PersonCertificate(ctx context.Context, serial string) (store.PersonCert, error) {
+	return s.db.PersonCertificate(ctx, serial)
+}
+
 // choosePool applies the station's authorisation to a pool or product.
 func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, product string) (cachedMeta, error) {
 	infos := map[string]policy.PoolInfo{}

@@ -18,6 +18,10 @@ const (
 	EventDeviceReissued  = "device.reissued"
 	EventStationEnrolled = "station.enrolled"
 	EventStationDisabled = "station.disabled"
+	// EventPersonEnrolled, EventPersonDisabled: a role certificate issued
+	// to one person, and disabled.
+	EventPersonEnrolled  = "person.enrolled"
+	EventPersonDisabled  = "person.disabled"
 	EventIssuerActivated = "issuer.activated"
 	EventIssuerRevoked   = "issuer.revoked"
 	// EventCACertified: a root in this ledger certified another

@@ -82,6 +82,8 @@ func EnrollStation(ctx context.Context, db *store.DB, tok *hsm.Token, s StationS
 			CertSerial: cert.SerialNumber.Text(16)}, actor); err != nil {
 			return nil, err
 		}
+	} else if err := db.EnrollPerson(ctx, store.PersonCert{CertSerial: cert.SerialNumber.Text(16), Person: s.Person, Roles: roles}, actor); err != nil {
+		return nil, err
 	}
 	return cert, nil
 }

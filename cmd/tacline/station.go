@@ -77,17 +77,28 @@ func newStationEnrollCmd() *cobra.Command {
 }
 
 func newStationDisableCmd() *cobra.Command {
-	var id string
+	var id, person string
 	disable := &cobra.Command{
 		Use:   "disable",
-		Short: "Disable a station: its next request is refused",
+		Short: "Disable a station, or a person's role certificates: the next request is refused",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if (id == "") == (person == "") {
+				return flagErr("--id", "name a station (--id) or a person (--person), one of them")
+			}
 			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
+			if person != "" {
+				serials, err := db.DisablePerson(cmd.Context(), person, operator())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "person %s disabled (certificate serials %s)\n", person, strings.Join(serials, ", "))
+				return nil
+			}
 			if err := db.DisableStation(cmd.Context(), id, operator()); err != nil {
 				return err
 			}
@@ -96,6 +107,7 @@ func newStationDisableCmd() *cobra.Command {
 		},
 	}
 	disable.Flags().StringVar(&id, "id", "", "station id")
+	disable.Flags().StringVar(&person, "person", "", "a person: disables every role certificate enrolled for them")
 	return disable
 }
 
@@ -103,7 +115,7 @@ func newStationListCmd() *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
 		Use:   "list",
-		Short: "List stations",
+		Short: "List stations, then the people with role certificates",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			db, err := ledgerFromFlags(cmd)
@@ -126,6 +138,21 @@ func newStationListCmd() *cobra.Command {
 					continue
 				}
 				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%v\n", s.ID, s.Factory, s.Line, strings.Join(s.Pools, ","), s.CertSerial, s.DisabledAt.IsZero())
+			}
+			people, err := db.People(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !asJSON && len(people) > 0 {
+				fmt.Fprintln(w, "\nPERSON\tROLES\tCERT SERIAL\tENABLED")
+			}
+			for _, p := range people {
+				if asJSON {
+					printJSON(cmd.OutOrStdout(), map[string]any{"person": p.Person, "roles": p.Roles, "cert_serial": p.CertSerial,
+						"enabled": p.DisabledAt.IsZero(), "enrolled_at": p.EnrolledAt})
+					continue
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.Person, strings.Join(p.Roles, ","), p.CertSerial, p.DisabledAt.IsZero())
 			}
 			return w.Flush()
 		},
