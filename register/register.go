@@ -226,5 +226,10 @@ func (c Config) httpClient() (*http.Client, error) {
 		tcfg.Certificates = []tls.Certificate{cert}
 	}
 	tr.TLSClientConfig = tcfg
-	return &http.Client{Transport: tr, Timeout: c.Timeout}, nil
+	// No redirect is followed: a 307 or 308 would post the batch again to
+	// a host register.url never named (over plain http too, with the
+	// client certificate offered there), bypassing Validate's checks. The
+	// 3xx answer is a failed batch like any other non-200 (see send).
+	noRedirect := func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &http.Client{Transport: tr, Timeout: c.Timeout, CheckRedirect: noRedirect}, nil
 }

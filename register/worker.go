@@ -213,6 +213,9 @@ func (w *Worker) send(ctx context.Context, rows []claimed) (wire.Response, error
 		return wire.Response{}, tacerr.Wrap(tacerr.Unavailable, err, "register unreachable")
 	}
 	defer resp.Body.Close()
+	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return wire.Response{}, tacerr.New(tacerr.Unavailable, "register answered %s, a redirect to %.200q: not followed (tacline posts only to register.url; point it at the new address if the register moved)", resp.Status, loc)
+	}
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
 		return wire.Response{}, tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
