@@ -2,14 +2,19 @@ package register_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -42,6 +47,71 @@ func TestRedirectIsNotFollowed(t *testing.T) {
 			}
 			if r := status(t, db); r.Counts[register.StatePending] != 2 || !strings.Contains(r.LastError, "redirect") {
 				t.Fatalf("status %+v", r)
+			}
+		})
+	}
+}
+
+// TestHostileTextFromRegisterIsStored: what the register writes into its
+// answers (a reason, a receipt id, an error page) is stored whatever its
+// bytes. PostgreSQL refuses NUL and invalid UTF-8 in text: before, a
+// reason or receipt holding "\u0000" failed the whole batch's recording
+// (every row of it, the accepted ones too, sent again after each lease, and
+// refused again, for ever), and an error page with such bytes (or cut
+// inside a character) kept a failed batch claimed for the lease with no
+// error recorded. A reason of any length is kept to a bounded size.
+func TestHostileTextFromRegisterIsStored(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db := ledger(t, d, 2)
+			bind(t, db, 0, 1)
+			var fail atomic.Bool
+			fail.Store(true)
+			stand := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, err := wire.DecodeRequest(r.Body)
+				if err != nil || len(req.Items) != 2 {
+					http.Error(w, "bad request", http.StatusBadRequest)
+					return
+				}
+				if fail.Load() {
+					w.WriteHeader(http.StatusServiceUnavailable)
+					w.Write([]byte("down \x00\xff\xfe " + strings.Repeat("é", 200)))
+					return
+				}
+				fmt.Fprintf(w, `{"results":[{"idempotency_key":%q,"status":"invalid","reason":"bad\u0000name \ud800 %s"},`+
+					`{"idempotency_key":%q,"status":"accepted","receipt_id":"R\u00001"}]}`,
+					req.Items[0].IdempotencyKey, strings.Repeat("x", 10000), req.Items[1].IdempotencyKey)
+			}))
+			t.Cleanup(stand.Close)
+			cfg := config(stand.URL)
+			cfg.Backoff = register.Backoff{Initial: time.Nanosecond, Max: time.Nanosecond}
+			w, err := register.NewWorker(db, cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			if _, err := w.DeliverOnce(ctx); !tacerr.Is(err, tacerr.Unavailable) || !strings.Contains(err.Error(), "503") {
+				t.Fatalf("DeliverOnce against a 503 = %v", err)
+			}
+			r := status(t, db)
+			if r.Counts[register.StatePending] != 2 || !strings.Contains(r.LastError, "503") || !utf8.ValidString(r.LastError) {
+				t.Fatalf("after a 503 with a hostile body: status %+v", r)
+			}
+			fail.Store(false)
+			time.Sleep(time.Millisecond)
+			if n, err := w.DeliverOnce(ctx); err != nil || n != 2 {
+				t.Fatalf("DeliverOnce = %d, %v", n, err)
+			}
+			r = status(t, db)
+			if r.Counts[register.StateRejected] != 1 || r.Counts[register.StateAcknowledged] != 1 || r.Pending != 0 {
+				t.Fatalf("status %+v", r)
+			}
+			reason := r.RecentRejections[0].Reason
+			if !strings.HasPrefix(reason, "invalid: bad") || strings.ContainsRune(reason, 0) || len(reason) > 600 {
+				t.Fatalf("reason %q (%d bytes)", reason, len(reason))
+			}
+			if r.LastAck == nil || !strings.HasPrefix(r.LastAck.ReceiptID, "R") || strings.ContainsRune(r.LastAck.ReceiptID, 0) {
+				t.Fatalf("last ack %+v", r.LastAck)
 			}
 		})
 	}

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/wire"
@@ -234,9 +236,9 @@ func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp 
 		results[i] = store.OutboxResult{ID: rows[i].ID}
 		switch res.Status {
 		case wire.StatusAccepted, wire.StatusDuplicate:
-			results[i].Ack, results[i].ReceiptID = true, res.ReceiptID
+			results[i].Ack, results[i].ReceiptID = true, storable(res.ReceiptID, maxText)
 		default:
-			results[i].Reason, results[i].CloneAlert = res.Status+": "+res.Reason, res.Status == wire.StatusConflict
+			results[i].Reason, results[i].CloneAlert = storable(res.Status+": "+res.Reason, maxText), res.Status == wire.StatusConflict
 		}
 	}
 	// lost: our claim expired and another worker took the row.
@@ -266,13 +268,33 @@ func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause 
 	if w.metrics != nil {
 		w.metrics.batchFailures.Inc()
 	}
-	msg := cause.Error()
-	if len(msg) > 500 {
-		msg = msg[:500]
-	}
+	msg := storable(cause.Error(), maxText)
 	return w.db.RetryOutbox(ctx, token, msg, rows, func(now time.Time, c claimed) time.Time {
 		return now.Add(w.backoff(c.Attempts))
 	})
+}
+
+// maxText bounds the register's text (a reason, a receipt id, an error
+// page's head) kept in an outbox row.
+const maxText = 500
+
+// storable returns the register's text s as every ledger database stores
+// it: invalid UTF-8 and control characters (NUL among them, which
+// PostgreSQL refuses in text) become U+FFFD, and it is cut at a character
+// boundary to at most max bytes. Without it one such byte failed the
+// recording of a whole batch, every time the register answered it.
+func storable(s string, max int) string {
+	var b strings.Builder
+	for _, r := range strings.ToValidUTF8(s, "\uFFFD") {
+		if unicode.IsControl(r) {
+			r = utf8.RuneError
+		}
+		if b.Len()+utf8.RuneLen(r) > max {
+			break
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 // backoff is the delay after the attempts-th failure: the policy of
