@@ -33,6 +33,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/wire"
@@ -128,7 +129,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 	var num [24]byte
 	malformed := func(reason string, line []byte) error {
 		sum.Malformed++
-		return malF.w.Write([]string{strconv.FormatInt(lr.n, 10), reason, printable(line)})
+		return malF.w.Write([]string{strconv.FormatInt(lr.n, 10), reason, noFormula(printable(line))})
 	}
 	for {
 		line, err := lr.next()
@@ -211,7 +212,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 					id = string(f)
 					serial, _ = wire.DeviceSerial(id)
 				}
-				err = dupF.w.Write([]string{strconv.FormatInt(lr.n, 10), m.Digits14(), id, serial})
+				err = dupF.w.Write([]string{strconv.FormatInt(lr.n, 10), m.Digits14(), noFormula(id), noFormula(serial)})
 			} else {
 				b := strconv.AppendInt(num[:0], lr.n, 10)
 				b = append(b, ',')
@@ -230,6 +231,18 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 		opt.Progress(lr.read)
 	}
 	return nil
+}
+
+// noFormula returns a cell taken from the register file as a spreadsheet
+// shows it as text: one that starts with =, +, - or @ (a formula to
+// spreadsheets, which a hostile file could use to run commands or leak
+// data on the regulator's desktop), or with a tab or carriage return
+// (which some take as a formula's start too), gets a leading apostrophe.
+func noFormula(s string) string {
+	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+		return "'" + s
+	}
+	return s
 }
 
 // writeCategories derives the ledger-side categories from the bitsets.
