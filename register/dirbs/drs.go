@@ -3,6 +3,8 @@ package dirbs
 import (
 	"bufio"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -28,8 +30,10 @@ func DRSFile(path string, n int) string {
 // A DRS upload declares its IMEIs per device and every row must have that
 // many columns, so devices are split by their number of IMEIs: one file per
 // number present, DRSFile(path, n), each recorded as its own export (in
-// ascending n). No bound device, no file. models, if not empty, keeps
-// devices of those TAC model names. Every file is complete or absent.
+// ascending n). No bound device, no file: the file of a number with no
+// device that an earlier export to path left is removed, so path's files
+// are this export's. models, if not empty, keeps devices of those TAC
+// model names. Every file is complete or absent.
 func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) ([]Export, error) {
 	hw, err := highWater(ctx, db)
 	if err != nil {
@@ -116,6 +120,17 @@ func ExportDRS(ctx context.Context, db *store.DB, path string, models []string) 
 			return out, err
 		}
 		out = append(out, f.e)
+	}
+	// The export is the whole set of path's files: a number of IMEIs with
+	// no bound device now has no file, not an earlier export's (whose
+	// devices may have been voided since).
+	for n, f := range files {
+		if n == 0 || f != nil {
+			continue
+		}
+		if err := os.Remove(DRSFile(path, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return out, tacerr.Wrap(tacerr.InvalidInput, err, "remove %s, left by an earlier export to %s", DRSFile(path, n), path)
+		}
 	}
 	return out, nil
 }
