@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -112,6 +113,53 @@ func TestHostileTextFromRegisterIsStored(t *testing.T) {
 			}
 			if r.LastAck == nil || !strings.HasPrefix(r.LastAck.ReceiptID, "R") || strings.ContainsRune(r.LastAck.ReceiptID, 0) {
 				t.Fatalf("last ack %+v", r.LastAck)
+			}
+		})
+	}
+}
+
+// TestRetryAfterHoldsDelivery: a register that answers 429 (or 503) with
+// Retry-After is not asked again before that time, for the batch's events
+// nor for any other (it throttles tacline, not an event); before, the
+// worker retried after its own backoff (1 ms here) and sent the next batch
+// at once, until the circuit breaker opened.
+func TestRetryAfterHoldsDelivery(t *testing.T) {
+	for _, code := range []int{http.StatusTooManyRequests, http.StatusServiceUnavailable} {
+		t.Run(http.StatusText(code), func(t *testing.T) {
+			db := ledger(t, store.SQLite, 3)
+			bind(t, db, 0, 1, 2)
+			var requests atomic.Int64
+			stand := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				requests.Add(1)
+				w.Header().Set("Retry-After", "120")
+				http.Error(w, "slow down", code)
+			}))
+			t.Cleanup(stand.Close)
+			cfg := config(stand.URL)
+			cfg.BatchSize = 1
+			cfg.Backoff.Max = 5 * time.Minute // bounds a Retry-After too
+			w, err := register.NewWorker(db, cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			if err := w.Run(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := requests.Load(); n != 1 {
+				t.Fatalf("the register was asked %d times within 300ms of a Retry-After of 120s", n)
+			}
+			var next int64
+			if err := storetest.Reader(db).Get(&next, `SELECT MAX(next_attempt_at) FROM register_outbox`); err != nil {
+				t.Fatal(err)
+			}
+			if due := time.UnixMicro(next); due.Before(start.Add(119 * time.Second)) {
+				t.Fatalf("the throttled batch is due again at %v, %v after the start", due, due.Sub(start))
+			}
+			if r := status(t, db); r.Pending != 3 || !strings.Contains(r.LastError, strconv.Itoa(code)) {
+				t.Fatalf("status %+v", r)
 			}
 		})
 	}

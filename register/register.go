@@ -80,7 +80,8 @@ type Config struct {
 
 // Backoff is the retry delay after a failed batch: at most Initial,
 // doubling per attempt up to Max, with full jitter (internal/retry). A row
-// is retried until it is delivered; only the circuit breaker pauses it.
+// is retried until it is delivered; only the circuit breaker and a 429 or
+// 503's Retry-After (at most Max) pause it.
 type Backoff struct {
 	Initial time.Duration `yaml:"initial" doc:"first retry delay"`
 	Max     time.Duration `yaml:"max" doc:"largest retry delay"`

@@ -19,6 +19,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -168,13 +169,18 @@ func (w *Worker) DeliverOnce(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	start := time.Now()
-	resp, derr := w.send(ctx, rows)
+	resp, hold, derr := w.send(ctx, rows)
 	if w.metrics != nil {
 		w.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	}
 	if derr != nil {
 		w.failed()
-		if err := w.retry(ctx, token, rows, derr); err != nil {
+		if hold > 0 {
+			// The register throttles tacline, not these events: no batch
+			// before its Retry-After.
+			w.openUntil = later(w.openUntil, w.db.Now().Add(hold))
+		}
+		if err := w.retry(ctx, token, rows, derr, hold); err != nil {
 			return len(rows), err
 		}
 		return len(rows), derr
@@ -189,44 +195,49 @@ func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
 	return rows, err
 }
 
-// send posts the batch and decodes the answer.
-func (w *Worker) send(ctx context.Context, rows []claimed) (wire.Response, error) {
+// send posts the batch and decodes the answer. hold is the register's
+// Retry-After of a 429 or 503 answer (at most register.backoff.max), 0
+// without one.
+func (w *Worker) send(ctx context.Context, rows []claimed) (_ wire.Response, hold time.Duration, _ error) {
 	req := wire.Request{Items: make([]wire.Item, len(rows))}
 	for i, c := range rows {
 		m, err := imei.FromUint64(uint64(c.IMEI14))
 		if err != nil {
-			return wire.Response{}, tacerr.Wrap(tacerr.Internal, err, "outbox row %d", c.ID)
+			return wire.Response{}, 0, tacerr.Wrap(tacerr.Internal, err, "outbox row %d", c.ID)
 		}
 		req.Items[i] = wire.Item{IdempotencyKey: c.Key, IMEI: m.String(), TAC: m.TACString(), Event: c.Event,
 			DeviceID: c.Device, Model: c.Model, Brand: c.Brand, OccurredAt: time.UnixMicro(c.Occurred).UTC()}
 	}
 	body, err := json.Marshal(req)
 	if err != nil {
-		return wire.Response{}, tacerr.Wrap(tacerr.Internal, err, "encode batch")
+		return wire.Response{}, 0, tacerr.Wrap(tacerr.Internal, err, "encode batch")
 	}
 	u := strings.TrimSuffix(w.cfg.URL, "/") + wire.Path
 	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
 	if err != nil {
-		return wire.Response{}, tacerr.Wrap(tacerr.InvalidConfig, err, "register.url")
+		return wire.Response{}, 0, tacerr.Wrap(tacerr.InvalidConfig, err, "register.url")
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	resp, err := w.client.Do(hreq)
 	if err != nil {
-		return wire.Response{}, tacerr.Wrap(tacerr.Unavailable, err, "register unreachable")
+		return wire.Response{}, 0, tacerr.Wrap(tacerr.Unavailable, err, "register unreachable")
 	}
 	defer resp.Body.Close()
 	if loc := resp.Header.Get("Location"); loc != "" && resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return wire.Response{}, tacerr.New(tacerr.Unavailable, "register answered %s, a redirect to %.200q: not followed (tacline posts only to register.url; point it at the new address if the register moved)", resp.Status, loc)
+		return wire.Response{}, 0, tacerr.New(tacerr.Unavailable, "register answered %s, a redirect to %.200q: not followed (tacline posts only to register.url; point it at the new address if the register moved)", resp.Status, loc)
+	}
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode == http.StatusServiceUnavailable {
+		hold = retry.After(resp.Header.Get("Retry-After"), w.db.Now(), w.cfg.Backoff.Max)
 	}
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return wire.Response{}, tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+		return wire.Response{}, hold, tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
 	}
 	out, err := wire.DecodeResponse(resp.Body, req)
 	if err != nil {
-		return wire.Response{}, tacerr.Wrap(tacerr.Unavailable, err, "register answered 200 with a malformed reply; the batch stays pending")
+		return wire.Response{}, 0, tacerr.Wrap(tacerr.Unavailable, err, "register answered 200 with a malformed reply; the batch stays pending")
 	}
-	return out, nil
+	return out, 0, nil
 }
 
 // record stores the per-item results.
@@ -263,15 +274,23 @@ func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp 
 	return nil
 }
 
-// retry puts the batch back with a backoff.
-func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause error) error {
+// retry puts the batch back with a backoff, at least hold.
+func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause error, hold time.Duration) error {
 	if w.metrics != nil {
 		w.metrics.batchFailures.Inc()
 	}
 	msg := storable(cause.Error(), maxText)
 	return w.db.RetryOutbox(ctx, token, msg, rows, func(now time.Time, c claimed) time.Time {
-		return now.Add(w.backoff(c.Attempts))
+		return now.Add(max(w.backoff(c.Attempts), hold))
 	})
+}
+
+// later returns the later of a and b.
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
 }
 
 // maxText bounds the register's text (a reason, a receipt id, an error
