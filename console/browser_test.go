@@ -385,7 +385,7 @@ func TestBrowser(t *testing.T) {
 		// Bound here but not listed: device 2 (2 IMEIs); devices 0 and 5
 		// are revoked and device 1 voided, so not missing.
 		want := map[string]string{"missing_in_register.csv": "2", "unknown_to_manufacturer.csv": "1", "status_mismatch.csv": "0",
-			"duplicates_in_register.csv": "1", "malformed.csv": "1"}
+			"duplicates_in_register.csv": "1", "registered_to_other_device.csv": "0", "malformed.csv": "1"}
 		if fmt.Sprint(counts) != fmt.Sprint(want) {
 			t.Fatalf("reconciliation counts %v, want %v", counts, want)
 		}

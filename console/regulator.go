@@ -58,6 +58,7 @@ func (r *reconRun) Categories() []category {
 		{"Unknown to the manufacturer (under our TACs)", reconcile.FileUnknown, s.UnknownToManufacturer},
 		{"Status mismatch (voided, revoked or reserved here)", reconcile.FileMismatch, s.StatusMismatch},
 		{"Duplicates in the register", reconcile.FileDuplicates, s.DuplicatesInRegister},
+		{"Registered to another device (bound here to ours)", reconcile.FileOtherDevice, s.RegisteredToOtherDevice},
 		{"Malformed lines", reconcile.FileMalformed, s.Malformed},
 	}
 }

@@ -23,7 +23,7 @@ func TestIteratorContracts(t *testing.T) {
 			}
 		}
 		states := map[uint64]lifecycle.State{}
-		if err := db.IMEIStates(ctx, func(n uint64, s lifecycle.State) error { states[n] = s; return nil }); err != nil {
+		if err := db.IMEIStates(ctx, func(n uint64, s lifecycle.State, _ []byte) error { states[n] = s; return nil }); err != nil {
 			t.Fatal(err)
 		}
 		if len(states) != 6 {
@@ -36,7 +36,7 @@ func TestIteratorContracts(t *testing.T) {
 		}
 		stop := errors.New("stop")
 		calls := 0
-		err := db.IMEIStates(ctx, func(uint64, lifecycle.State) error { calls++; return stop })
+		err := db.IMEIStates(ctx, func(uint64, lifecycle.State, []byte) error { calls++; return stop })
 		if err != stop || calls != 1 {
 			t.Fatalf("IMEIStates with a failing fn: err %v after %d calls, want the same error after 1", err, calls)
 		}

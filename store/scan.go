@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/tacline/tacline/lifecycle"
 )
@@ -14,7 +15,7 @@ const (
 	// sqlIMEIStates maps the state to a number in SQL, so that rows scan
 	// into integers without allocating.
 	sqlIMEIStates = `SELECT imei14, CASE state WHEN 'RESERVED' THEN 1 WHEN 'BOUND' THEN 2 WHEN 'VOIDED' THEN 3
-    WHEN 'REVOKED' THEN 4 ELSE 0 END FROM imeis`
+    WHEN 'REVOKED' THEN 4 ELSE 0 END, device_serial FROM imeis`
 )
 
 var stateByCode = [...]lifecycle.State{"", StateReserved, StateBound, StateVoided, StateRevoked}
@@ -40,26 +41,29 @@ func (db *DB) CatalogTACs(ctx context.Context, fn func(tac uint32) error) error 
 	return translate(rows.Err(), "read the manufacturer's TACs")
 }
 
-// IMEIStates calls fn for every ledger row with its 14-digit IMEI and its
+// IMEIStates calls fn for every ledger row with its 14-digit IMEI, its
 // state (one of the State* constants; "" for a state the store does not
-// know, which the caller treats as a broken ledger), in no particular
-// order, streaming. An error from fn stops the walk and is returned as is.
-func (db *DB) IMEIStates(ctx context.Context, fn func(imei14 uint64, state lifecycle.State) error) error {
+// know, which the caller treats as a broken ledger) and the serial of the
+// device it is bound to (nil when none; the bytes are valid only during
+// the call), in no particular order, streaming. An error from fn stops the
+// walk and is returned as is.
+func (db *DB) IMEIStates(ctx context.Context, fn func(imei14 uint64, state lifecycle.State, deviceSerial []byte) error) error {
 	rows, err := db.r.QueryContext(ctx, sqlIMEIStates)
 	if err != nil {
 		return translate(err, "read ledger IMEIs")
 	}
 	defer rows.Close()
 	var n, st int64
+	var serial sql.RawBytes
 	for rows.Next() {
-		if err := rows.Scan(&n, &st); err != nil {
+		if err := rows.Scan(&n, &st, &serial); err != nil {
 			return translate(err, "read ledger IMEI")
 		}
 		var s lifecycle.State
 		if st > 0 && st < int64(len(stateByCode)) {
 			s = stateByCode[st]
 		}
-		if err := fn(uint64(n), s); err != nil {
+		if err := fn(uint64(n), s, serial); err != nil {
 			return err
 		}
 	}

@@ -47,6 +47,8 @@ unknown_to_manufacturer.csv (there under our TACs, never allocated here),
 status_mismatch.csv (voided, revoked or only reserved here, registered there),
 duplicates_in_register.csv (the same 14-digit IMEI more than once there, with
 the device_id of each extra copy and the device serial it maps back to),
+registered_to_other_device.csv (rows of an IMEI bound here that name another
+device's id: a clone the register holds, perhaps instead of ours),
 malformed.csv (lines that are not an IMEI, with line numbers) and
 summary.json. Rows of other TACs are counted and ignored. The register file
 is a DIRBS zip, a CSV with an approved_imei (or imei) header, or one IMEI per
@@ -87,8 +89,8 @@ line; a BOM and CRLF line ends are accepted.`,
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "register rows %d, ledger IMEIs %d, TACs %d\n", sum.RegisterRows, sum.LedgerIMEIs, sum.TACs)
-			fmt.Fprintf(w, "missing_in_register %d\nunknown_to_manufacturer %d\nstatus_mismatch %d\nduplicates_in_register %d\nmalformed %d\nforeign_tac_rows %d (ignored)\nmatched %d\n",
-				sum.MissingInRegister, sum.UnknownToManufacturer, sum.StatusMismatch, sum.DuplicatesInRegister, sum.Malformed, sum.ForeignTACRows, sum.Matched)
+			fmt.Fprintf(w, "missing_in_register %d\nunknown_to_manufacturer %d\nstatus_mismatch %d\nduplicates_in_register %d\nregistered_to_other_device %d\nmalformed %d\nforeign_tac_rows %d (ignored)\nmatched %d\n",
+				sum.MissingInRegister, sum.UnknownToManufacturer, sum.StatusMismatch, sum.DuplicatesInRegister, sum.RegisteredToOtherDevice, sum.Malformed, sum.ForeignTACRows, sum.Matched)
 			fmt.Fprintf(w, "details in %s\n", out)
 			return nil
 		},

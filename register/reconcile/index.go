@@ -51,6 +51,11 @@ type tacSets struct {
 	tac                              uint32
 	bound, voided, revoked, reserved *bitset
 	seen                             *bitset
+	// devices holds, per serial number bound here, a hash of the device
+	// serial it is bound to (deviceHash; 0: not known), allocated with the
+	// first such row (4 MB): a register row naming another device is a
+	// copy of the IMEI registered for someone else's device.
+	devices []uint32
 }
 
 func (t *tacSets) state(snr uint32) State {
@@ -69,7 +74,8 @@ func (t *tacSets) state(snr uint32) State {
 
 // Index is the ledger's state for the manufacturer's TACs, one bitset per
 // TAC and state, plus what the register has been seen to hold. Its memory
-// is at most 5 x 125 KB per TAC, whatever the number of IMEIs.
+// is at most 5 x 125 KB per TAC, plus 4 MB per TAC with bound IMEIs for
+// their devices, whatever the number of IMEIs.
 type Index struct {
 	tacs   map[uint32]*tacSets
 	last   *tacSets // the TAC of the previous lookup: register files come in runs
@@ -117,6 +123,34 @@ func (x *Index) Set(imei14 uint64, st State) error {
 	return nil
 }
 
+// SetDevice records the serial of the device a bound ledger IMEI is bound
+// to (after Set). Rows never set are not compared with the register's
+// device ids.
+func (x *Index) SetDevice(imei14 uint64, serial []byte) {
+	if imei14 >= (imei.MaxTAC+1)*imei.SNRsPerTAC || len(serial) == 0 {
+		return
+	}
+	tac, snr := uint32(imei14/imei.SNRsPerTAC), uint32(imei14%imei.SNRsPerTAC)
+	x.AddTAC(tac)
+	t := x.tacs[tac]
+	if t.devices == nil {
+		t.devices = make([]uint32, imei.SNRsPerTAC)
+	}
+	t.devices[snr] = deviceHash(serial)
+}
+
+// deviceHash is a 32-bit FNV-1a hash of a device serial, never 0. Two
+// different serials share one with a chance of about 1 in 2^31, so a
+// register row naming another device goes unnoticed with that chance.
+func deviceHash(serial []byte) uint32 {
+	h := uint32(2166136261)
+	for _, c := range serial {
+		h ^= uint32(c)
+		h *= 16777619
+	}
+	return h | 1
+}
+
 // lookup returns the sets of tac, or nil when it is not ours.
 func (x *Index) lookup(tac uint32) *tacSets {
 	if x.last != nil && x.last.tac == tac {
@@ -160,11 +194,17 @@ func (l DBLedger) Load(ctx context.Context, x *Index) error {
 	if err := l.DB.CatalogTACs(ctx, func(tac uint32) error { x.AddTAC(tac); return nil }); err != nil {
 		return err
 	}
-	return l.DB.IMEIStates(ctx, func(n uint64, state lifecycle.State) error {
+	return l.DB.IMEIStates(ctx, func(n uint64, state lifecycle.State, serial []byte) error {
 		s := stateOf(state)
 		if s == 0 {
 			return tacerr.New(tacerr.LedgerInvariant, "ledger IMEI %d has an unknown state", n)
 		}
-		return x.Set(n, s)
+		if err := x.Set(n, s); err != nil {
+			return err
+		}
+		if s == Bound {
+			x.SetDevice(n, serial)
+		}
+		return nil
 	})
 }

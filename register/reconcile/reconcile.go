@@ -18,7 +18,11 @@
 // in ascending order, except duplicates and malformed lines, which come in
 // file order. A duplicate row names the device_id the register holds that
 // copy under (DIRBS files) and the device serial it maps back to
-// (wire.DeviceSerial), so a clone's devices can be told apart.
+// (wire.DeviceSerial), so a clone's devices can be told apart. In a file
+// with device ids, a row of an IMEI bound here whose device id does not
+// map back to the device it is bound to is listed (in file order) as
+// registered to another device: a copy the register may hold instead of
+// ours, which no other category shows when it is the only row.
 package reconcile
 
 import (
@@ -46,22 +50,26 @@ type Summary struct {
 	UnknownToManufacturer int64 `json:"unknown_to_manufacturer"`
 	StatusMismatch        int64 `json:"status_mismatch"`
 	DuplicatesInRegister  int64 `json:"duplicates_in_register"`
-	Malformed             int64 `json:"malformed"`
-	ForeignTACRows        int64 `json:"foreign_tac_rows"`
-	Matched               int64 `json:"matched"`       // bound here and registered there
-	RegisterRows          int64 `json:"register_rows"` // lines read, header excluded
-	LedgerIMEIs           int64 `json:"ledger_imeis"`  // ledger rows, any state
-	TACs                  int   `json:"tacs"`          // the manufacturer's TACs
+	// RegisteredToOtherDevice counts register rows that name, for an IMEI
+	// bound here, a device other than the one it is bound to.
+	RegisteredToOtherDevice int64 `json:"registered_to_other_device"`
+	Malformed               int64 `json:"malformed"`
+	ForeignTACRows          int64 `json:"foreign_tac_rows"`
+	Matched                 int64 `json:"matched"`       // bound here and registered there
+	RegisterRows            int64 `json:"register_rows"` // lines read, header excluded
+	LedgerIMEIs             int64 `json:"ledger_imeis"`  // ledger rows, any state
+	TACs                    int   `json:"tacs"`          // the manufacturer's TACs
 }
 
 // Category file names in the output directory.
 const (
-	FileMissing    = "missing_in_register.csv"
-	FileUnknown    = "unknown_to_manufacturer.csv"
-	FileMismatch   = "status_mismatch.csv"
-	FileDuplicates = "duplicates_in_register.csv"
-	FileMalformed  = "malformed.csv"
-	FileSummary    = "summary.json"
+	FileMissing     = "missing_in_register.csv"
+	FileUnknown     = "unknown_to_manufacturer.csv"
+	FileMismatch    = "status_mismatch.csv"
+	FileDuplicates  = "duplicates_in_register.csv"
+	FileOtherDevice = "registered_to_other_device.csv"
+	FileMalformed   = "malformed.csv"
+	FileSummary     = "summary.json"
 )
 
 // Options tune a run.
@@ -100,7 +108,15 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 		return sum, err
 	}
 	defer malF.abort()
-	if err := scan(ctx, x, in, opt, &sum, dupF, malF); err != nil {
+	otherF, err := newCSVFile(opt.OutDir, FileOtherDevice, "line,imei14,device_id,device_serial")
+	if err != nil {
+		return sum, err
+	}
+	defer otherF.abort()
+	if err := scan(ctx, x, in, opt, &sum, dupF, malF, otherF); err != nil {
+		return sum, err
+	}
+	if err := otherF.close(); err != nil {
 		return sum, err
 	}
 	if err := dupF.close(); err != nil {
@@ -120,7 +136,7 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 }
 
 // scan streams the register file, marking seen bits.
-func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, dupF, malF *csvFile) error {
+func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, dupF, malF, otherF *csvFile) error {
 	lr := newLineReader(in)
 	col := -1    // the IMEI column of a CSV; -1: one IMEI per line
 	devCol := -1 // the device_id column of a CSV, if any
@@ -194,6 +210,23 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 		if t == nil {
 			sum.ForeignTACRows++
 			continue
+		}
+		if devCol >= 0 && t.devices != nil && t.devices[m.SNR()] != 0 && t.bound.has(m.SNR()) {
+			// The register holds this row under a device id: it must be
+			// the id of the device the IMEI is bound to here. Another one
+			// is a copy registered for someone else's device (a clone the
+			// register has, perhaps instead of ours).
+			var id, serial string
+			if f, ok := field(line, devCol); ok {
+				id = string(f)
+				serial, _ = wire.DeviceSerial(id)
+			}
+			if serial == "" || deviceHash([]byte(serial)) != t.devices[m.SNR()] {
+				sum.RegisteredToOtherDevice++
+				if err := otherF.w.Write([]string{strconv.FormatInt(lr.n, 10), m.Digits14(), noFormula(id), noFormula(serial)}); err != nil {
+					return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", FileOtherDevice)
+				}
+			}
 		}
 		if t.seen == nil {
 			t.seen = new(bitset)

@@ -98,6 +98,11 @@ func TestRunAgainstLedger(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
+					want := want
+					if tc.header == 1 {
+						// the clone's copy of 2 names another device
+						want.RegisteredToOtherDevice = 1
+					}
 					if got != want {
 						t.Fatalf("summary\n got %+v\nwant %+v", got, want)
 					}
@@ -109,6 +114,11 @@ func TestRunAgainstLedger(t *testing.T) {
 						dup = fmt.Sprint(4, ",", im14(2), ",qcollq2dxq2d1,COLL-X-1")
 					}
 					checkFile(t, out, FileDuplicates, dup)
+					if tc.header == 1 {
+						checkFile(t, out, FileOtherDevice, fmt.Sprint(4, ",", im14(2), ",qcollq2dxq2d1,COLL-X-1"))
+					} else {
+						checkFile(t, out, FileOtherDevice)
+					}
 					mal := readFile(t, out, FileMalformed)
 					for _, s := range []string{fmt.Sprint(7+tc.header, ",\"invalid_imei"), fmt.Sprint(8+tc.header, ",empty"),
 						fmt.Sprint(9+tc.header, ",\"invalid_imei: 17 digits"), "invalid character 'A'"} {
@@ -217,12 +227,14 @@ func TestParseAllocFree(t *testing.T) {
 	dir := t.TempDir()
 	dupF, _ := newCSVFile(dir, "d", "h")
 	malF, _ := newCSVFile(dir, "m", "h")
+	otherF, _ := newCSVFile(dir, "o", "h")
 	defer dupF.abort()
 	defer malF.abort()
+	defer otherF.abort()
 	data := sb.String()
 	allocs := testing.AllocsPerRun(3, func() {
 		in := &Input{Reader: strings.NewReader(data)}
-		if err := scan(context.Background(), x, in, Options{Format: FormatLines}, &sum, dupF, malF); err != nil {
+		if err := scan(context.Background(), x, in, Options{Format: FormatLines}, &sum, dupF, malF, otherF); err != nil {
 			t.Fatal(err)
 		}
 	})
@@ -285,11 +297,48 @@ func BenchmarkScan(b *testing.B) {
 		var sum Summary
 		dupF, _ := newCSVFile(dir, "d", "h")
 		malF, _ := newCSVFile(dir, "m", "h")
-		if err := scan(context.Background(), x, &Input{Reader: strings.NewReader(data)}, Options{Format: FormatLines}, &sum, dupF, malF); err != nil {
+		otherF, _ := newCSVFile(dir, "o", "h")
+		if err := scan(context.Background(), x, &Input{Reader: strings.NewReader(data)}, Options{Format: FormatLines}, &sum, dupF, malF, otherF); err != nil {
 			b.Fatal(err)
 		}
 		dupF.abort()
 		malF.abort()
+		otherF.abort()
 	}
 	b.ReportMetric(float64(1_000_000*b.N)/b.Elapsed().Seconds(), "lines/s")
+}
+
+// TestRegisteredToOtherDevice: an IMEI bound here that the register holds
+// once, under another device's id (a clone registered instead of ours),
+// is found: no other category shows it (it is "matched" by IMEI alone).
+// Every row naming another device is listed, also one whose id is not one
+// tacline writes; rows naming the right device, and IMEIs not bound here,
+// are not.
+func TestRegisteredToOtherDevice(t *testing.T) {
+	dirbs := "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id\r\n" +
+		im14(1) + ",Acme,P,whitelist,,Acme,,,D1\r\n" +
+		im14(2) + ",Acme,P,whitelist,,Acme,,,CLONE7\r\n" + // the register has only the clone's copy
+		im14(3) + ",Acme,P,whitelist,,Acme,,,d3\r\n" + // ours, the id's case folded by the register
+		im14(4) + ",Acme,P,whitelist,,Acme,,,no such id!\r\n" + // not an id tacline writes
+		im14(5) + ",Acme,P,whitelist,,Acme,,,OTHER\r\n" // voided here: a status mismatch, not this
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db := storetest.Open(t, d)
+			registertest.Seed(t, db, tac, ledgerRows)
+			in, err := OpenInput(writeFile(t, "list.csv", dirbs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			out := t.TempDir()
+			got, err := Run(context.Background(), DBLedger{DB: db}, in, Options{Format: FormatDIRBS, OutDir: out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.RegisteredToOtherDevice != 2 || got.MissingInRegister != 0 || got.DuplicatesInRegister != 0 || got.StatusMismatch != 1 {
+				t.Fatalf("summary %+v: want 2 rows registered to another device, nothing missing or duplicated, 1 status mismatch", got)
+			}
+			checkFile(t, out, FileOtherDevice, "3,"+im14(2)+",CLONE7,CLONE7", "5,"+im14(4)+",no such id!,")
+		})
+	}
 }
