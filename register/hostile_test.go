@@ -1,8 +1,10 @@
 package register_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -160,6 +162,79 @@ func TestRetryAfterHoldsDelivery(t *testing.T) {
 			}
 			if r := status(t, db); r.Pending != 3 || !strings.Contains(r.LastError, strconv.Itoa(code)) {
 				t.Fatalf("status %+v", r)
+			}
+		})
+	}
+}
+
+// TestRefusedEventIsolated: a register that refuses (400) every batch
+// holding one event it cannot take gets the other events in smaller
+// batches and that one rejected with its answer, instead of the whole
+// outbox held behind it for ever; a register that refuses every batch
+// rejects nothing.
+func TestRefusedEventIsolated(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db := ledger(t, d, 20)
+			snrs := make([]uint32, 20)
+			for i := range snrs {
+				snrs[i] = uint32(i)
+			}
+			bind(t, db, snrs...)
+			poison := imeiOf(7)
+			var refuseAll atomic.Bool
+			_, real := simulator(t)
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				body, _ := io.ReadAll(r.Body)
+				if refuseAll.Load() || strings.Contains(string(body), poison) {
+					http.Error(w, "item 3: field model: not in the register's catalogue", http.StatusBadRequest)
+					return
+				}
+				resp, err := http.Post(real.URL+wire.Path, "application/json", bytes.NewReader(body))
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadGateway)
+					return
+				}
+				defer resp.Body.Close()
+				w.WriteHeader(resp.StatusCode)
+				io.Copy(w, resp.Body)
+			}))
+			t.Cleanup(front.Close)
+
+			// everything refused: nothing is rejected
+			refuseAll.Store(true)
+			w, err := register.NewWorker(db, config(front.URL), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := 0; i < 30; i++ {
+				w.DeliverOnce(context.Background())
+				time.Sleep(6 * time.Millisecond) // past the test backoff
+			}
+			if r := status(t, db); r.Counts[register.StateRejected] != 0 || r.Counts[register.StatePending] != 20 {
+				t.Fatalf("a register refusing every batch: %+v, want all 20 events pending and none rejected", r.Counts)
+			}
+
+			// only the batches with the poison event refused; a backoff
+			// long enough that other batches go while it waits
+			refuseAll.Store(false)
+			cfg := config(front.URL)
+			cfg.Backoff = register.Backoff{Initial: 30 * time.Millisecond, Max: 30 * time.Millisecond}
+			w, err = register.NewWorker(db, cfg, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for give := time.Now().Add(time.Minute); status(t, db).Counts[register.StatePending] > 0 && time.Now().Before(give); {
+				if n, _ := w.DeliverOnce(context.Background()); n == 0 {
+					time.Sleep(2 * time.Millisecond)
+				}
+			}
+			r := status(t, db)
+			if r.Counts[register.StateAcknowledged] != 19 || r.Counts[register.StateRejected] != 1 || r.Counts[register.StatePending] != 0 {
+				t.Fatalf("counts %+v, want 19 acknowledged and the refused event rejected", r.Counts)
+			}
+			if s := simStats(t, real.URL); s.Applied != 19 {
+				t.Fatalf("the register applied %d events, want 19", s.Applied)
 			}
 		})
 	}

@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -48,6 +49,15 @@ type Worker struct {
 	// breaker state
 	failures  int
 	openUntil time.Time
+	// A batch the register refuses as a whole with a 4xx that judges its
+	// content (400, 413, 422) is sent again in halves (batch: the claim
+	// size until a batch is accepted, 0: BatchSize) until the event it
+	// refuses is alone. That event is rejected only when the register
+	// refused it alone twice and accepted another batch in between
+	// (suspect, evidence): a register refusing everything rejects nothing.
+	batch    int
+	suspect  int64
+	evidence bool
 	// nextPrune is when Run next deletes acknowledged rows past retention.
 	nextPrune time.Time
 }
@@ -173,6 +183,9 @@ func (w *Worker) DeliverOnce(ctx context.Context) (int, error) {
 	if w.metrics != nil {
 		w.metrics.batchSeconds.Observe(time.Since(start).Seconds())
 	}
+	if derr != nil && refusesContent(derr) {
+		return w.isolate(ctx, token, rows, derr)
+	}
 	if derr != nil {
 		w.failed()
 		if hold > 0 {
@@ -186,11 +199,65 @@ func (w *Worker) DeliverOnce(ctx context.Context) (int, error) {
 		return len(rows), derr
 	}
 	w.succeeded()
+	w.evidence = true
+	if w.batch > 0 {
+		w.batch = min(w.batch*2, w.cfg.BatchSize)
+	}
 	return len(rows), w.record(ctx, token, rows, resp)
 }
 
+// contentRefusal is the error of a batch the register refused as a whole
+// for what it holds (400, 413, 422), not for who sent it or when.
+type contentRefusal struct{ error }
+
+func (e contentRefusal) Unwrap() error { return e.error }
+
+func refusesContent(err error) bool {
+	var c contentRefusal
+	return errors.As(err, &c)
+}
+
+// isolate handles a batch the register refused for its content: a batch
+// of several events goes back due at once and the next claims are half as
+// large; an event refused alone goes back with a backoff the first time,
+// and is rejected (the register's answer as its reason; `tacline register
+// requeue` sends it again) when the register refuses it alone again after
+// it accepted another batch. The other events are delivered meanwhile.
+func (w *Worker) isolate(ctx context.Context, token string, rows []claimed, cause error) (int, error) {
+	if len(rows) > 1 {
+		w.batch = max(1, len(rows)/2)
+		w.log.Warn("register refused a batch for its content; sending it again in smaller batches", "rows", len(rows), "next_batch", w.batch, "err", cause.Error())
+		if w.metrics != nil {
+			w.metrics.batchFailures.Inc()
+		}
+		return len(rows), w.db.RetryOutbox(ctx, token, storable(cause.Error(), maxText), rows, func(now time.Time, _ claimed) time.Time { return now })
+	}
+	row := rows[0]
+	if w.suspect != row.ID || !w.evidence {
+		w.suspect, w.evidence = row.ID, false
+		w.failed()
+		if err := w.retry(ctx, token, rows, cause, 0); err != nil {
+			return 1, err
+		}
+		return 1, cause
+	}
+	w.suspect, w.evidence = 0, false
+	m, _ := imei.FromUint64(uint64(row.IMEI14))
+	w.log.Warn("register refused an event alone twice while accepting others; rejected", "imei", m.String(), "event", row.Event, "err", cause.Error())
+	if w.metrics != nil {
+		w.metrics.delivered.WithLabelValues(wire.StatusInvalid).Inc()
+	}
+	reason := storable(wire.StatusInvalid+": the register refused this event alone ("+cause.Error()+")", maxText)
+	_, err := w.db.RecordOutboxResults(ctx, token, []store.OutboxResult{{ID: row.ID, Reason: reason}})
+	return 1, err
+}
+
 func (w *Worker) claim(ctx context.Context, token string) ([]claimed, error) {
-	rows, err := w.db.ClaimOutbox(ctx, token, w.cfg.Lease, w.cfg.BatchSize)
+	n := w.cfg.BatchSize
+	if w.batch > 0 {
+		n = w.batch
+	}
+	rows, err := w.db.ClaimOutbox(ctx, token, w.cfg.Lease, n)
 	slices.SortFunc(rows, func(a, b claimed) int { return cmp.Compare(a.ID, b.ID) })
 	return rows, err
 }
@@ -231,7 +298,12 @@ func (w *Worker) send(ctx context.Context, rows []claimed) (_ wire.Response, hol
 	}
 	if resp.StatusCode != http.StatusOK {
 		snippet, _ := io.ReadAll(io.LimitReader(resp.Body, 200))
-		return wire.Response{}, hold, tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+		err := tacerr.New(tacerr.Unavailable, "register answered %s: %s", resp.Status, strings.TrimSpace(string(snippet)))
+		switch resp.StatusCode {
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+			return wire.Response{}, 0, contentRefusal{err}
+		}
+		return wire.Response{}, hold, err
 	}
 	out, err := wire.DecodeResponse(resp.Body, req)
 	if err != nil {
