@@ -3,12 +3,16 @@ package register_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/register/registertest"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -235,6 +239,83 @@ func TestRefusedEventIsolated(t *testing.T) {
 			}
 			if s := simStats(t, real.URL); s.Applied != 19 {
 				t.Fatalf("the register applied %d events, want 19", s.Applied)
+			}
+		})
+	}
+}
+
+// TestRequeueKeepsOrder: the rejected registration of an IMEI is not sent
+// again once a later event of the IMEI (its revocation) was acknowledged:
+// the register would apply the registration after the revocation and undo
+// it. While the later event is still pending, requeueing is fine: the
+// registration goes first.
+func TestRequeueKeepsOrder(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			db := ledger(t, d, 2)
+			ctx := context.Background()
+			var conflict atomic.Bool
+			var got []string // events in the order the register received them
+			var mu sync.Mutex
+			stand := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				req, err := wire.DecodeRequest(r.Body)
+				if err != nil {
+					http.Error(w, err.Error(), http.StatusBadRequest)
+					return
+				}
+				var resp wire.Response
+				mu.Lock()
+				for _, it := range req.Items {
+					res := wire.Result{IdempotencyKey: it.IdempotencyKey, Status: wire.StatusAccepted, ReceiptID: "r-" + it.IdempotencyKey}
+					if conflict.Load() {
+						res = wire.Result{IdempotencyKey: it.IdempotencyKey, Status: wire.StatusConflict, Reason: "held by another device"}
+					} else {
+						got = append(got, it.IMEI[:14]+" "+it.Event)
+					}
+					resp.Results = append(resp.Results, res)
+				}
+				mu.Unlock()
+				json.NewEncoder(w).Encode(resp)
+			}))
+			t.Cleanup(stand.Close)
+			w, err := register.NewWorker(db, config(stand.URL), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m0, _ := imei.New(tac, 0)
+			m1, _ := imei.New(tac, 1)
+			// both registrations refused, then both devices revoked
+			conflict.Store(true)
+			bind(t, db, 0, 1)
+			if n, err := w.DeliverOnce(ctx); err != nil || n != 2 {
+				t.Fatalf("DeliverOnce = %d, %v", n, err)
+			}
+			conflict.Store(false)
+			registertest.Transition(t, db, tac, []uint32{0, 1}, "REVOKED", store.EventIMEIRevoked, "")
+			// IMEI 1: requeued while its revocation is pending: it goes first
+			if n, err := register.Requeue(ctx, db, m1, "test"); err != nil || n != 1 {
+				t.Fatalf("Requeue with the later event pending = %d, %v", n, err)
+			}
+			for i := 0; i < 5; i++ {
+				if _, err := w.DeliverOnce(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// in outbox order: IMEI 1's registration before its revocation
+			want := []string{imei14(1) + " " + wire.EventRegistered, imei14(0) + " " + wire.EventRevoked, imei14(1) + " " + wire.EventRevoked}
+			mu.Lock()
+			if strings.Join(got, "|") != strings.Join(want, "|") {
+				t.Errorf("the register received %q, want %q", got, want)
+			}
+			mu.Unlock()
+			// IMEI 0: its revocation was acknowledged; the registration
+			// must not follow it
+			_, err = register.Requeue(ctx, db, m0, "test")
+			if !tacerr.Is(err, tacerr.Conflict) || !strings.Contains(err.Error(), "out of order") {
+				t.Fatalf("Requeue after the later event was acknowledged = %v, want conflict", err)
+			}
+			if r := status(t, db); r.Counts[register.StateRejected] != 1 || r.Counts[register.StatePending] != 0 {
+				t.Fatalf("status %+v: the refused requeue changed the outbox", r.Counts)
 			}
 		})
 	}

@@ -88,6 +88,12 @@ WHERE id = ? AND claimed_by = ? AND state = 'sent'`
 	sqlOutboxRequeue = `UPDATE register_outbox
 SET state = 'pending', next_attempt_at = ?, attempts = 0, clone_alert = 0, last_error = 'requeued by ' || ? || ' after: ' || reason, reason = '', done_at = NULL
 WHERE imei14 = ? AND state = 'rejected'`
+	// sqlOutboxRequeueLater finds a rejected row of an IMEI with a later row
+	// of the IMEI sent or acknowledged (both through register_outbox_imei).
+	sqlOutboxRequeueLater = `SELECT r.event AS event, l.event AS later, l.state AS state
+FROM register_outbox r JOIN register_outbox l ON l.imei14 = r.imei14 AND l.id > r.id
+WHERE r.imei14 = ? AND r.state = 'rejected' AND l.state IN ('sent', 'acknowledged')
+ORDER BY r.id, l.id LIMIT 1`
 )
 
 // TACName is a catalogue TAC's brand and model name.
@@ -250,10 +256,31 @@ func (db *DB) RetryOutbox(ctx context.Context, token, msg string, rows []OutboxC
 
 // RequeueOutbox makes the rejected rows of an IMEI pending again (after
 // an operator resolved the rejection), under their original keys. It
-// returns how many rows it requeued.
+// returns how many rows it requeued. It refuses (conflict) while a later
+// event of the IMEI is being sent or was acknowledged: the requeued one
+// would reach the register after it, out of order (a registration after
+// the revocation that followed it would undo the revocation there). A
+// later event still pending is no obstacle: the earlier goes first.
 func (db *DB) RequeueOutbox(ctx context.Context, imei14 uint64, actor string) (int64, error) {
 	var n int64
 	err := db.InTx(ctx, func(tx *Tx) error {
+		var later []struct {
+			Event string `db:"event"`
+			Later string `db:"later"`
+			State string `db:"state"`
+		}
+		if err := tx.sel(&later, tx.rebind(sqlOutboxRequeueLater), imei14); err != nil {
+			return translate(err, "look up the IMEI's later register events")
+		}
+		if len(later) > 0 {
+			l := later[0]
+			what := "the register acknowledged"
+			if l.State == "sent" {
+				what = "is being sent to the register"
+			}
+			return tacerr.Field(tacerr.Conflict, "imei", "its rejected %s event would reach the register after the later %s event, which %s: the register would apply them out of order. Settle the IMEI with the register by hand (tacline register status shows the rejection)",
+				l.Event, l.Later, what)
+		}
 		res, err := tx.exec(tx.rebind(sqlOutboxRequeue), tx.Now().UnixMicro(), actor, imei14)
 		if err != nil {
 			return translate(err, "requeue rejected register events")
