@@ -75,6 +75,7 @@ func (c *Console) auditExport(w http.ResponseWriter, r *http.Request, p *page) {
 		return
 	}
 	e.path = filepath.Join(dir, "audit-export-"+strconv.Itoa(e.ID)+".tar")
+	c.lengthen(w, "an audit export")
 	start := time.Now()
 	f, err := os.OpenFile(e.path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err == nil {
@@ -112,5 +113,6 @@ func (c *Console) auditExportFile(w http.ResponseWriter, r *http.Request, p *pag
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
 	w.Header().Set("Content-Disposition", `attachment; filename="`+filepath.Base(e.path)+`"`)
+	c.lengthen(w, "an export's download")
 	http.ServeFile(w, r, e.path)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
+	"github.com/tacline/tacline/imei"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -454,5 +456,58 @@ func TestDisabledPersonRefused(t *testing.T) {
 	}
 	if _, err := db.DisablePerson(context.Background(), "auditor", "test"); tacerr.CodeOf(err) != tacerr.NotFound {
 		t.Errorf("disabling the auditor again: %v, want not_found", err)
+	}
+}
+
+// TestSlowDownloadOutlastsWriteTimeout: a run's file larger than the
+// socket buffers, read by a client slower than server.write_timeout
+// allows (here 1 s; the download takes about 3 s), arrives whole: once
+// the staff member is authorised, a download has uploadTimeout. Before,
+// the connection's write deadline cut it off part way.
+func TestSlowDownloadOutlastsWriteTimeout(t *testing.T) {
+	s := startServer(t, func(env *devenv.Env) {
+		env.Config.Server.ReadTimeout, env.Config.Server.WriteTimeout = time.Second, time.Second
+	})
+	regulator := s.client(t, "regulator")
+	tok := csrfOf(t, regulator, s.url+"/console/regulator")
+	// 500,000 IMEIs under the environment's TAC, never allocated: each a
+	// row of unknown_to_manufacturer.csv (about 19 MB)
+	const n = 500000
+	var file bytes.Buffer
+	for snr := uint32(300000); snr < 300000+n; snr++ {
+		m, _ := imei.New(devenv.FirstTAC, snr)
+		file.WriteString(m.String() + "\n")
+	}
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	mw.WriteField("csrf", tok)
+	mw.WriteField("format", "lines")
+	fw, _ := mw.CreateFormFile("file", "register.txt")
+	fw.Write(file.Bytes())
+	mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, s.url+"/console/regulator/runs", &form)
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	resp, body := do(t, regulator, req)
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("upload: %s\n%s", resp.Status, body)
+	}
+	resp, err := regulator.Get(s.url + "/console/regulator/runs/1/unknown_to_manufacturer.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	lines, buf := 0, make([]byte, 256<<10)
+	var rerr error
+	for rerr == nil {
+		var k int
+		k, rerr = io.ReadFull(resp.Body, buf)
+		if rerr == io.ErrUnexpectedEOF && k < len(buf) {
+			rerr = io.EOF // the last, short chunk
+		}
+		lines += bytes.Count(buf[:k], []byte("\n"))
+		time.Sleep(40 * time.Millisecond)
+	}
+	if !errors.Is(rerr, io.EOF) || lines != n+1 {
+		t.Fatalf("a slow download: %d lines, then %v; want %d lines (header and rows) and EOF", lines, rerr, n+1)
 	}
 }

@@ -27,9 +27,22 @@ const (
 	// uploadTimeout is how long an upload whose token was accepted may
 	// take to arrive, be reconciled and be answered, in place of the
 	// server's read and write timeouts (server.read_timeout, 10 s by
-	// default, would cut a file off at a few hundred MB on a fast LAN).
+	// default, would cut a file off at a few hundred MB on a fast LAN);
+	// an audit export and a download of an export or a run's file get it
+	// too (server.write_timeout, 30 s by default, cut a large one off).
 	uploadTimeout = time.Hour
 )
+
+// lengthen gives a request that an authorised staff member made, and that
+// moves a large file (an upload, an export, a download), uploadTimeout in
+// place of the server's read and write timeouts, which still bounded
+// everything before it.
+func (c *Console) lengthen(w http.ResponseWriter, what string) {
+	rc, deadline := http.NewResponseController(w), time.Now().Add(uploadTimeout)
+	if err := errors.Join(rc.SetReadDeadline(deadline), rc.SetWriteDeadline(deadline)); err != nil {
+		c.cfg.Log.Warn("console: "+what+" keeps the server's read and write timeouts", "err", err)
+	}
+}
 
 // reconRun is one reconciliation made from the console.
 type reconRun struct {
@@ -107,10 +120,7 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 	}
 	// A regulator's form, token checked: the file may take longer than
 	// the server's timeouts, which still bound everything before here.
-	rc, deadline := http.NewResponseController(w), time.Now().Add(uploadTimeout)
-	if err := errors.Join(rc.SetReadDeadline(deadline), rc.SetWriteDeadline(deadline)); err != nil {
-		c.cfg.Log.Warn("console: the upload keeps the server's read and write timeouts", "err", err)
-	}
+	c.lengthen(w, "the upload")
 	c.mu.Lock()
 	c.runSeq++
 	run := &reconRun{ID: c.runSeq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
@@ -235,5 +245,6 @@ func (c *Console) reconcileFile(w http.ResponseWriter, r *http.Request, p *page)
 	}
 	w.Header().Set("Content-Type", "text/csv; charset=utf-8")
 	w.Header().Set("Content-Disposition", `attachment; filename="run-`+strconv.Itoa(id)+"-"+file+`"`)
+	c.lengthen(w, "a run's download")
 	http.ServeFile(w, r, filepath.Join(run.dir, "out", file))
 }
