@@ -66,7 +66,7 @@ func (s *NoteSigner) Sign(msg []byte) ([]byte, error) {
 	}
 	// A checkpoint is published and cosigned as signed: one the key does
 	// not verify (a faulty HSM or driver) would be a log no one can check.
-	if !ecdsa.VerifyASN1(s.s.Public().(*ecdsa.PublicKey), d[:], sig) {
+	if !s.Verifier().Verify(msg, sig) {
 		return nil, tacerr.New(tacerr.HSMUnavailable, "the checkpoint key %q returned a signature that does not verify under its own public key; nothing was signed or published: check the HSM (tacline hsm health --key <its label>)", s.name)
 	}
 	return sig, nil

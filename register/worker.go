@@ -227,10 +227,7 @@ func (w *Worker) isolate(ctx context.Context, token string, rows []claimed, caus
 	if len(rows) > 1 {
 		w.batch = max(1, len(rows)/2)
 		w.log.Warn("register refused a batch for its content; sending it again in smaller batches", "rows", len(rows), "next_batch", w.batch, "err", cause.Error())
-		if w.metrics != nil {
-			w.metrics.batchFailures.Inc()
-		}
-		return len(rows), w.db.RetryOutbox(ctx, token, storable(cause.Error(), maxText), rows, func(now time.Time, _ claimed) time.Time { return now })
+		return len(rows), w.putBack(ctx, token, rows, cause, func(now time.Time, _ claimed) time.Time { return now })
 	}
 	row := rows[0]
 	if w.suspect != row.ID || !w.evidence {
@@ -348,13 +345,18 @@ func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp 
 
 // retry puts the batch back with a backoff, at least hold.
 func (w *Worker) retry(ctx context.Context, token string, rows []claimed, cause error, hold time.Duration) error {
+	return w.putBack(ctx, token, rows, cause, func(now time.Time, c claimed) time.Time {
+		return now.Add(max(w.backoff(c.Attempts), hold))
+	})
+}
+
+// putBack counts a failed batch and makes its rows pending again, each due
+// when due says, with cause recorded.
+func (w *Worker) putBack(ctx context.Context, token string, rows []claimed, cause error, due func(time.Time, claimed) time.Time) error {
 	if w.metrics != nil {
 		w.metrics.batchFailures.Inc()
 	}
-	msg := storable(cause.Error(), maxText)
-	return w.db.RetryOutbox(ctx, token, msg, rows, func(now time.Time, c claimed) time.Time {
-		return now.Add(max(w.backoff(c.Attempts), hold))
-	})
+	return w.db.RetryOutbox(ctx, token, storable(cause.Error(), maxText), rows, due)
 }
 
 // later returns the later of a and b.

@@ -211,7 +211,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 			sum.ForeignTACRows++
 			continue
 		}
-		if devCol >= 0 && t.devices != nil && t.devices[m.SNR()] != 0 && t.bound.has(m.SNR()) {
+		if devCol >= 0 && t.devices != nil && t.devices[m.SNR()] != 0 { // set for bound IMEIs only
 			// The register holds this row under a device id: it must be
 			// the id of the device the IMEI is bound to here. Another one
 			// is a copy registered for someone else's device (a clone the
