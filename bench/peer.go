@@ -38,7 +38,17 @@ type PeerOptions struct {
 	StepCAClients int           // concurrent /1.0/sign clients (default 8)
 	Round         time.Duration // one measured round (default 5s)
 	Rounds        int           // alternating rounds of each kind (default 2)
-	Log           io.Writer
+	// OfferedShare, if positive, adds an open-loop phase after the
+	// closed-loop rounds: step-ca and tacline (HSM issuer) are each offered
+	// OfferedShare times step-ca's closed-loop rate, in alternating rounds,
+	// and their latencies are measured from each request's scheduled start.
+	// The issue's 500 devices/s was 0.415 of the 1,205 certificates/s its
+	// step-ca signed, so that share asks the same of any machine.
+	OfferedShare float64
+	// OfferedRate, if positive, is the open-loop phase's rate in requests
+	// per second instead (the same for both).
+	OfferedRate float64
+	Log         io.Writer
 }
 
 // PeerResult is printed by `tacline bench peer --json`: step-ca's
@@ -67,6 +77,18 @@ type PeerResult struct {
 	ViaStepCACPUusPerDevice   float64 `json:"via_stepca_cpu_us_per_device"` // tacline + step-ca (+ PostgreSQL)
 	ViaStepCAP50ms            float64 `json:"via_stepca_p50_ms"`
 	ViaStepCAP99ms            float64 `json:"via_stepca_p99_ms"`
+
+	// The open-loop phase (OfferedShare or OfferedRate): the rate offered
+	// to both, and what each delivered with its latencies measured from
+	// each request's scheduled start (p99: the worst round's).
+	OfferedRate            float64 `json:"offered_rate,omitempty"`
+	OpenStepCAPerSecond    float64 `json:"open_stepca_certs_per_second,omitempty"`
+	OpenStepCAP50ms        float64 `json:"open_stepca_p50_ms,omitempty"`
+	OpenStepCAP99ms        float64 `json:"open_stepca_p99_ms,omitempty"`
+	OpenTaclinePerSecond   float64 `json:"open_tacline_devices_per_second,omitempty"`
+	OpenTaclineP50ms       float64 `json:"open_tacline_p50_ms,omitempty"`
+	OpenTaclineP99ms       float64 `json:"open_tacline_p99_ms,omitempty"`
+	OpenTaclineCPUusDevice float64 `json:"open_tacline_cpu_us_per_device,omitempty"`
 
 	Ratio       float64 `json:"ratio"`     // b over a (devices/s over certificates/s)
 	CPURatio    float64 `json:"cpu_ratio"` // tacline CPU per device over step-ca CPU per certificate
@@ -226,7 +248,7 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 	res := &PeerResult{DB: string(o.Driver), Rounds: o.Rounds, StepCAClients: o.StepCAClients, Stations: o.Stations, LedgerOK: true}
 	for round := 0; round < o.Rounds; round++ {
 		fmt.Fprintf(logw, "round %d/%d: step-ca /1.0/sign alone\n", round+1, o.Rounds)
-		ra, err := stepCARound(ctx, client, sca.URL, benchKey, sca.Pid(), o.StepCAClients, o.Round)
+		ra, err := stepCARound(ctx, client, sca.URL, benchKey, sca.Pid(), o.StepCAClients, o.Round, 0)
 		if err != nil {
 			return nil, err
 		}
@@ -235,23 +257,48 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 		if err := db.ActivateIssuer(ctx, hsmIssuer.KeyID, "bench"); err != nil {
 			return nil, err
 		}
-		rb, err := taclineRound(ctx, o, env, hsmConfig, hsmChain, creds, nil, pgPIDs)
+		rb, err := taclineRound(ctx, o, env, hsmConfig, hsmChain, creds, nil, pgPIDs, 0)
 		if err != nil {
 			return nil, err
 		}
 		b.add(rb)
 		fmt.Fprintf(logw, "round %d/%d: tacline through step-ca\n", round+1, o.Rounds)
-		rc, err := taclineRound(ctx, o, env, env.ConfigPath, stepChain, creds, sca.Pid, pgPIDs)
+		rc, err := taclineRound(ctx, o, env, env.ConfigPath, stepChain, creds, sca.Pid, pgPIDs, 0)
 		if err != nil {
 			return nil, err
 		}
 		c.add(rc)
 	}
+	if rate := openRate(o, a.rate()); rate > 0 {
+		res.OfferedRate = rate
+		var oa, ob roundFigures
+		for round := 0; round < o.Rounds; round++ {
+			fmt.Fprintf(logw, "round %d/%d: step-ca offered %.0f/s\n", round+1, o.Rounds, rate)
+			ra, err := stepCARound(ctx, client, sca.URL, benchKey, sca.Pid(), openClients, o.Round, rate)
+			if err != nil {
+				return nil, err
+			}
+			oa.add(ra)
+			fmt.Fprintf(logw, "round %d/%d: tacline (HSM issuer) offered %.0f/s\n", round+1, o.Rounds, rate)
+			if err := db.ActivateIssuer(ctx, hsmIssuer.KeyID, "bench"); err != nil {
+				return nil, err
+			}
+			rb, err := taclineRound(ctx, o, env, hsmConfig, hsmChain, creds, nil, pgPIDs, rate)
+			if err != nil {
+				return nil, err
+			}
+			ob.add(rb)
+		}
+		res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms = oa.rate(), oa.p50ms(), oa.p99ms()
+		res.OpenTaclinePerSecond, res.OpenTaclineP50ms, res.OpenTaclineP99ms = ob.rate(), ob.p50ms(), ob.p99ms()
+		res.OpenTaclineCPUusDevice = ob.cpuPer()
+		res.Errors += oa.errors + ob.errors
+	}
 	res.LoadAverage = loadAverage()
 	res.StepCACertsPerSecond, res.StepCACPUusPerCert, res.StepCAP50ms, res.StepCAP99ms = a.rate(), a.cpuPer(), a.p50ms(), a.p99ms()
 	res.TaclineDevicesPerSecond, res.TaclineCPUusPerDevice, res.TaclineP50ms, res.TaclineP99ms = b.rate(), b.cpuPer(), b.p50ms(), b.p99ms()
 	res.ViaStepCADevicesPerSecond, res.ViaStepCACPUusPerDevice, res.ViaStepCAP50ms, res.ViaStepCAP99ms = c.rate(), c.cpuPer(), c.p50ms(), c.p99ms()
-	res.Errors = a.errors + b.errors + c.errors
+	res.Errors += a.errors + b.errors + c.errors
 	if res.StepCACertsPerSecond > 0 {
 		res.Ratio = res.TaclineDevicesPerSecond / res.StepCACertsPerSecond
 	}
@@ -266,10 +313,28 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 	return res, nil
 }
 
+// openClients is the concurrency of an open-loop round: enough that the
+// clients, not the server, never hold a request back from its slot.
+const openClients = 64
+
+// openRate is the open-loop phase's offered rate (0: no such phase), from
+// step-ca's closed-loop rate.
+func openRate(o PeerOptions, stepCARate float64) float64 {
+	if o.OfferedRate > 0 {
+		return o.OfferedRate
+	}
+	return o.OfferedShare * stepCARate
+}
+
 // stepCARound signs pre-made CSRs with pre-made one-time tokens at step-ca
-// from clients concurrent clients for d.
-func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.PrivateKey, pid, clients int, d time.Duration) (roundFigures, error) {
+// from clients concurrent clients for d: as fast as step-ca answers (rate
+// 0), or at rate requests/s with each latency measured from the request's
+// scheduled start, as the load generator does for tacline.
+func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.PrivateKey, pid, clients int, d time.Duration, rate float64) (roundFigures, error) {
 	n := int(2000 * d.Seconds()) // more than step-ca signs on two cores
+	if rate > 0 {
+		n = int(rate*d.Seconds()) + 1
+	}
 	reqs := make([]*api.SignRequest, n)
 	for i := range reqs {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -311,6 +376,15 @@ func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.
 					break
 				}
 				t0 := time.Now()
+				if rate > 0 {
+					t0 = start.Add(time.Duration(float64(i) / rate * float64(time.Second)))
+					if !sleepUntil(ctx, t0) {
+						break
+					}
+					if !t0.Before(stop) {
+						break
+					}
+				}
 				if _, err := client.SignWithContext(ctx, reqs[i]); err != nil {
 					errs++
 					continue
@@ -335,10 +409,23 @@ func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.
 	return out, nil
 }
 
+// sleepUntil waits for t; false if ctx ended first.
+func sleepUntil(ctx context.Context, t time.Time) bool {
+	timer := time.NewTimer(time.Until(t))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // taclineRound runs `tacline serve` with configPath and drives it with the
-// load generator for o.Round; CPU is the server's, plus step-ca's (extraPID)
-// and the PostgreSQL backends'.
-func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPath, roots string, creds *factory.Creds, extraPID func() int, pgPIDs func() []int) (roundFigures, error) {
+// load generator for o.Round, as fast as it answers (rate 0) or at rate
+// devices/s; CPU is the server's, plus step-ca's (extraPID) and the
+// PostgreSQL backends'.
+func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPath, roots string, creds *factory.Creds, extraPID func() int, pgPIDs func() []int, rate float64) (roundFigures, error) {
 	proc, err := devenv.StartServer(ctx, o.Bin, configPath, filepath.Join(env.Dir, "server.log"))
 	if err != nil {
 		return roundFigures{}, err
@@ -354,8 +441,12 @@ func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPat
 	}
 	pids = append(pids, pgPIDs()...)
 	cpu0 := cpuOf(pids)
+	workers, pregen := o.Stations, int(1500*o.Round.Seconds())
+	if rate > 0 {
+		workers, pregen = max(workers, openClients), int(rate*o.Round.Seconds())+workers
+	}
 	sum, err := sim.Load(ctx, sim.Config{ServerURL: proc.URL, ServerCAFile: creds.ServerCAFile, RootsFile: roots,
-		Stations: creds.Stations, Workers: o.Stations, Duration: o.Round, Pregenerate: int(1500 * o.Round.Seconds())})
+		Stations: creds.Stations, Workers: workers, Duration: o.Round, Rate: rate, Pregenerate: pregen})
 	cpu1 := cpuOf(pids)
 	if err != nil {
 		return roundFigures{}, err

@@ -7,12 +7,14 @@ import (
 	"time"
 )
 
-// TestBenchPeer runs `tacline bench peer --json` briefly on SQLite and
-// checks that every side measured something and the ledger stayed sound
-// (figures go in docs/benchmarks.md, not in assertions).
+// TestBenchPeer runs `tacline bench peer --json` briefly on SQLite, with
+// its open-loop phase at a fifth of step-ca's closed-loop rate, and checks
+// that every side measured something, that the phase offered that share,
+// and that the ledger stayed sound (figures go in docs/benchmarks.md, not
+// in assertions).
 func TestBenchPeer(t *testing.T) {
 	r := tacline(t, 3*time.Minute, "bench", "peer", "--db", "sqlite", "--round", "1s", "--rounds", "1", "--stations", "4",
-		"--dir", filepath.Join(t.TempDir(), "peer"), "--json")
+		"--offered-share", "0.2", "--dir", filepath.Join(t.TempDir(), "peer"), "--json")
 	if r.code != 0 {
 		t.Fatalf("tacline bench peer exited %d\nstdout:\n%s\nstderr:\n%s", r.code, r.stdout, r.stderr)
 	}
@@ -22,10 +24,16 @@ func TestBenchPeer(t *testing.T) {
 	}
 	for _, k := range []string{"stepca_certs_per_second", "stepca_cpu_us_per_cert", "tacline_devices_per_second", "tacline_cpu_us_per_device",
 		"via_stepca_devices_per_second", "ratio", "cpu_ratio", "stepca_p50_ms", "stepca_p99_ms", "tacline_p50_ms", "tacline_p99_ms",
-		"via_stepca_p50_ms", "via_stepca_p99_ms"} {
+		"via_stepca_p50_ms", "via_stepca_p99_ms", "offered_rate", "open_stepca_certs_per_second", "open_stepca_p50_ms", "open_stepca_p99_ms",
+		"open_tacline_devices_per_second", "open_tacline_p50_ms", "open_tacline_p99_ms", "open_tacline_cpu_us_per_device"} {
 		if v, ok := res[k].(float64); !ok || v <= 0 {
 			t.Errorf("%s = %v, want a positive number", k, res[k])
 		}
+	}
+	offered, _ := res["offered_rate"].(float64)
+	stepca, _ := res["stepca_certs_per_second"].(float64)
+	if offered < 0.19*stepca || offered > 0.21*stepca {
+		t.Errorf("offered_rate %v, want a fifth of step-ca's closed-loop %v", offered, stepca)
 	}
 	if res["ledger_ok"] != true || res["errors"] != float64(0) || res["load_average"] == "" {
 		t.Errorf("ledger_ok %v, errors %v, load_average %v", res["ledger_ok"], res["errors"], res["load_average"])

@@ -26,9 +26,19 @@ func newBenchPeerCmd() *cobra.Command {
 /1.0/sign with pre-made CSRs and one-time tokens from --stepca-clients
 concurrent clients, (b) tacline end-to-end provisioning with its in-process
 HSM issuer, (c) tacline provisioning through step-ca (issuer kind stepca).
-step-ca is bin/step-ca (make stepca). See docs/benchmarks.md.`,
+With --offered-share F (or --offered-rate R), alternating open-loop rounds
+follow: step-ca and tacline (HSM issuer) are each offered F times step-ca's
+closed-loop rate (or R per second), with latencies measured from each
+request's scheduled start. step-ca is bin/step-ca (make stepca). See
+docs/benchmarks.md.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.OfferedShare < 0 || o.OfferedShare > 1 {
+				return fmt.Errorf("--offered-share must be between 0 and 1 (a share of step-ca's closed-loop rate), got %v", o.OfferedShare)
+			}
+			if o.OfferedRate < 0 {
+				return fmt.Errorf("--offered-rate must be positive (requests per second), got %v", o.OfferedRate)
+			}
 			o.Driver = store.Dialect(driver)
 			if o.Driver != store.SQLite && o.Driver != store.Postgres {
 				return fmt.Errorf("--db must be sqlite or postgres")
@@ -63,6 +73,11 @@ step-ca is bin/step-ca (make stepca). See docs/benchmarks.md.`,
 				res.DB, res.TaclineDevicesPerSecond, res.TaclineCPUusPerDevice, res.TaclineP50ms, res.TaclineP99ms, res.Stations)
 			fmt.Fprintf(w, "tacline through step-ca: %.0f devices/s, %.0f us CPU each (both processes), p50 %.1f ms, p99 %.1f ms\n",
 				res.ViaStepCADevicesPerSecond, res.ViaStepCACPUusPerDevice, res.ViaStepCAP50ms, res.ViaStepCAP99ms)
+			if res.OfferedRate > 0 {
+				fmt.Fprintf(w, "offered %.0f/s: step-ca delivered %.0f/s, p50 %.1f ms, p99 %.1f ms; tacline delivered %.0f/s, p50 %.1f ms, p99 %.1f ms, %.0f us CPU each\n",
+					res.OfferedRate, res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms,
+					res.OpenTaclinePerSecond, res.OpenTaclineP50ms, res.OpenTaclineP99ms, res.OpenTaclineCPUusDevice)
+			}
 			fmt.Fprintf(w, "ratio %.2f, cpu ratio %.2f, %d errors, ledger ok %v, load average %s\n", res.Ratio, res.CPURatio, res.Errors, res.LedgerOK, res.LoadAverage)
 			return nil
 		},
@@ -73,6 +88,8 @@ step-ca is bin/step-ca (make stepca). See docs/benchmarks.md.`,
 	f.IntVar(&o.StepCAClients, "stepca-clients", 8, "concurrent /1.0/sign clients in the step-ca rounds")
 	f.DurationVar(&o.Round, "round", 5*time.Second, "measured duration of one round")
 	f.IntVar(&o.Rounds, "rounds", 2, "alternating rounds of each kind")
+	f.Float64Var(&o.OfferedShare, "offered-share", 0, "then offer both this share of step-ca's closed-loop rate, open loop (issue 14's 500/s was 0.415 of its step-ca)")
+	f.Float64Var(&o.OfferedRate, "offered-rate", 0, "then offer both this many requests/s, open loop (instead of --offered-share)")
 	f.StringVar(&o.Dir, "dir", "", "working directory, replaced (default var/bench-peer)")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	return c
