@@ -172,8 +172,9 @@ func Demo(ctx context.Context, o DemoOptions) (*DemoResult, error) {
 	} {
 		fmt.Fprintf(out, "  %-24s %s\n", l[0], l[1])
 	}
-	fmt.Fprintf(out, "\nTry: tacline --config %s pool list\n     tacline --config %s ledger check\n", env.ConfigPath, env.ConfigPath)
-	fmt.Fprintf(out, "\nWeb console (run `tacline --config %s serve`, or `tacline demo --serve` to keep the demo's server up):\n", env.ConfigPath)
+	name := CommandName(o.Bin)
+	fmt.Fprintf(out, "\nTry: %s --config %s pool list\n     %s --config %s ledger check\n", name, env.ConfigPath, name, env.ConfigPath)
+	fmt.Fprintf(out, "\nWeb console (run `%s --config %s serve`, or `%s demo --serve` to keep the demo's server up):\n", name, env.ConfigPath, name)
 	printConsole(out, env, "https://"+env.Config.Server.Listen)
 	return &DemoResult{Env: env, Summary: sum, Check: rep}, nil
 }

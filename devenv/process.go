@@ -97,3 +97,31 @@ func (p *Proc) Wait() error {
 	p.done <- err
 	return err
 }
+
+// CommandName is how a user in the current directory runs the tacline
+// binary bin, for the hints a demo prints: "tacline" when that name on
+// PATH is bin, bin's path relative to the current directory when it is
+// under it (bin/tacline after `make demo`), bin itself otherwise.
+func CommandName(bin string) string {
+	if bin == "" {
+		return "tacline"
+	}
+	abs, err := filepath.Abs(bin)
+	if err != nil {
+		return bin
+	}
+	if p, err := exec.LookPath("tacline"); err == nil {
+		if pa, err := filepath.Abs(p); err == nil && pa == abs {
+			return "tacline"
+		}
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if rel, err := filepath.Rel(wd, abs); err == nil && filepath.IsLocal(rel) {
+			if !strings.ContainsRune(rel, filepath.Separator) {
+				return "." + string(filepath.Separator) + rel
+			}
+			return rel
+		}
+	}
+	return abs
+}

@@ -310,7 +310,7 @@ func SitesDemo(ctx context.Context, o SitesOptions) (*SitesResult, error) {
 		fmt.Fprintf(out, "  %-22s %s\n", se.Name+" config", se.ConfigPath)
 	}
 	fmt.Fprintf(out, "  %-22s %s\n  %-22s %s\n", "devices (NDJSON)", filepath.Join(dir, "exports/devices.ndjson"), "CA chain", filepath.Join(dir, "exports/ca-chain.pem"))
-	fmt.Fprintf(out, "\nTry: tacline --config %s site status\n", hq.ConfigPath)
+	fmt.Fprintf(out, "\nTry: %s --config %s site status\n", CommandName(o.Bin), hq.ConfigPath)
 	return res, nil
 }
 
