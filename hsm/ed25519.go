@@ -159,13 +159,13 @@ func (t *Token) GenerateEd25519(label string) (KeyInfo, error) {
 				t.afterKeyGen(label)
 			}
 		}
-		if err := checkSafeRaw(p, sh, kh); err != nil {
-			if needsRecovery(err) {
-				return err // read back after the recovery
-			}
+		switch err := t.checkSafeRaw(p, sh, kh); {
+		case errors.Is(err, errUnsafeKey):
 			_ = p.DestroyObject(sh, kh)
 			_ = p.DestroyObject(sh, ph)
 			return tacerr.New(tacerr.HSMKeyUnsafe, "token %s made Ed25519 key %q extractable or not sensitive despite the template; it was deleted", t.cfg.tokenName(), label)
+		case err != nil:
+			return err // not read, so nothing is deleted: a lost session reads the key back after the recovery
 		}
 		pub, err := ecPoint(p, sh, ph)
 		info = KeyInfo{Label: label, ID: hex.EncodeToString(id), Type: Ed25519, Public: pub, Sensitive: true}
@@ -196,8 +196,11 @@ func (t *Token) ed25519Keys() ([]KeyInfo, error) {
 				return err
 			}
 			info := KeyInfo{Label: string(attrs[0].Value), ID: hex.EncodeToString(attrs[1].Value), Type: Ed25519, Sensitive: true}
-			if checkSafeRaw(p, sh, k) != nil {
+			switch err := t.checkSafeRaw(p, sh, k); {
+			case errors.Is(err, errUnsafeKey):
 				info.Sensitive, info.Extractable = false, true
+			case err != nil:
+				return err
 			}
 			if pubs, err := t.findByLabel(p, sh, pkcs11.CKO_PUBLIC_KEY, info.Label, attrs[1].Value); err == nil && len(pubs) == 1 {
 				if pub, err := ecPoint(p, sh, pubs[0]); err == nil {
@@ -228,9 +231,22 @@ func (t *Token) findByLabel(p *pkcs11.Ctx, sh pkcs11.SessionHandle, class uint, 
 	return hs, err
 }
 
-// checkSafeRaw reports an error unless the private key is sensitive and
-// never was extractable.
-func checkSafeRaw(p *pkcs11.Ctx, sh pkcs11.SessionHandle, kh pkcs11.ObjectHandle) error {
+// errUnsafeKey is checkSafeRaw's answer for a key it read and found
+// extractable or not sensitive; it never leaves the package.
+var errUnsafeKey = errors.New("key is extractable or not sensitive")
+
+// checkSafeRaw returns errUnsafeKey unless the private key is sensitive and
+// never was extractable. Any other error means the attributes could not be
+// read (a lost session, a token gone): it says nothing of the key, so
+// callers must neither refuse nor delete the key for it, only pass it on
+// (Token.do recovers from a lost session; mapErr makes the rest
+// hsm_unavailable or hsm_device_error).
+func (t *Token) checkSafeRaw(p *pkcs11.Ctx, sh pkcs11.SessionHandle, kh pkcs11.ObjectHandle) error {
+	if t.beforeSafeCheck != nil {
+		if err := t.beforeSafeCheck(); err != nil {
+			return err
+		}
+	}
 	attrs, err := p.GetAttributeValue(sh, kh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_SENSITIVE, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_ALWAYS_SENSITIVE, nil), pkcs11.NewAttribute(pkcs11.CKA_EXTRACTABLE, nil),
 		pkcs11.NewAttribute(pkcs11.CKA_NEVER_EXTRACTABLE, nil)})
@@ -241,7 +257,7 @@ func checkSafeRaw(p *pkcs11.Ctx, sh pkcs11.SessionHandle, kh pkcs11.ObjectHandle
 	if on(0) && on(1) && !on(2) && on(3) {
 		return nil
 	}
-	return errors.New("key is extractable or not sensitive")
+	return errUnsafeKey
 }
 
 // ecPoint reads an Ed25519 public key's CKA_EC_POINT: the DER OCTET STRING
@@ -292,8 +308,11 @@ func (t *Token) Ed25519Signer(label string) (crypto.Signer, error) {
 			return tacerr.New(tacerr.InvalidConfig, "key %q on token %s is not an Ed25519 key", label, t.cfg.tokenName())
 		}
 		s.id = attrs[1].Value
-		if err := checkSafeRaw(p, sh, ks[0]); err != nil && !t.cfg.AllowUnsafeKeys {
+		switch err := t.checkSafeRaw(p, sh, ks[0]); {
+		case errors.Is(err, errUnsafeKey) && !t.cfg.AllowUnsafeKeys:
 			return tacerr.New(tacerr.HSMKeyUnsafe, "Ed25519 key %q (id %s) on token %s is extractable or not sensitive: generate a new one", label, hex.EncodeToString(s.id), t.cfg.tokenName())
+		case err != nil && !errors.Is(err, errUnsafeKey):
+			return err
 		}
 		pubs, err := t.findByLabel(p, sh, pkcs11.CKO_PUBLIC_KEY, label, s.id)
 		if err != nil {

@@ -76,6 +76,10 @@ type Token struct {
 	// afterKeyGen, when set (tests), runs after GenerateKey made a key
 	// pair and before it reads it back.
 	afterKeyGen func(label string)
+	// beforeSafeCheck, when set (tests), runs before an Ed25519 key's
+	// safety attributes are read; an error it returns stands for the
+	// token's answer (a fault SoftHSM2 cannot produce on demand).
+	beforeSafeCheck func() error
 
 	// restored names the SoftHSM2 token files Open put back from their
 	// copies (softhsmfile.go).
