@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/crypto/ocsp"
 
+	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -99,7 +100,11 @@ func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) (OCSPAnswer, er
 	}
 	body, err := encodeOCSPResponse(resp, now, now, next, out, req.NonceExt)
 	if err != nil {
-		return OCSPAnswer{DER: InternalErrorOCSP}, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the OCSP response of issuer %s", iss.KeyID)
+		// The caller answers internalError and keeps err to itself: say
+		// here that the responder cannot sign.
+		err = tacerr.Prefixed("sign the OCSP response of issuer "+iss.KeyID, err, tacerr.HSMDeviceError)
+		p.log.Error("OCSP response not sent", "issuer", iss.KeyID, "responder", ca.KeyID(resp.Cert), "code", string(tacerr.CodeOf(err)), "err", err.Error())
+		return OCSPAnswer{DER: InternalErrorOCSP}, err
 	}
 	return OCSPAnswer{DER: body, ThisUpdate: now, NextUpdate: next, Nonce: req.NonceExt != nil}, nil
 }

@@ -3,13 +3,20 @@ package revocation_test
 import (
 	"bytes"
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/hex"
 	"encoding/pem"
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,6 +28,7 @@ import (
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/revocation"
 	"github.com/tacline/tacline/verify/verifytest"
 )
@@ -340,5 +348,114 @@ func TestOCSPResponderRenewal(t *testing.T) {
 	}
 	if labelOf(first) != firstLabel {
 		t.Fatal("the expired responder's certificate left the ledger")
+	}
+}
+
+// faultyKeys hands out the HSM's responder signers wrapped so that, while
+// on is set, corrupt replaces each signature: what a faulty HSM or driver,
+// or a key found by a wrong id after a rotation, would return. A real HSM
+// cannot be made to do that on demand.
+type faultyKeys struct {
+	castore.Keys
+	on      *atomic.Bool
+	corrupt func(s crypto.Signer, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+}
+
+func (k faultyKeys) GenerateKey(label, curve string) (crypto.Signer, error) {
+	s, err := k.Keys.GenerateKey(label, curve)
+	return faultySigner{s, k}, err
+}
+
+func (k faultyKeys) Signer(label string) (crypto.Signer, error) {
+	s, err := k.Keys.Signer(label)
+	return faultySigner{s, k}, err
+}
+
+type faultySigner struct {
+	crypto.Signer
+	k faultyKeys
+}
+
+func (s faultySigner) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if s.k.on.Load() {
+		return s.k.corrupt(s.Signer, digest, opts)
+	}
+	return s.Signer.Sign(r, digest, opts)
+}
+
+// TestOCSPBadSignatureNotSent: a responder key whose signature does not
+// verify under the responder certificate (a flipped bit, another key's
+// signature) gets no response out: RespondOCSP answers internalError
+// without validity times (so no HTTP cache keeps it) and hsm_unavailable
+// (retryable), and logs it; once the HSM signs right again the same
+// responder answers, and no responder was made in between. Before, the
+// bad response was sent as a good one.
+func TestOCSPBadSignatureNotSent(t *testing.T) {
+	other, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name    string
+		corrupt func(s crypto.Signer, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+	}{
+		{name: "flipped bit", corrupt: func(s crypto.Signer, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+			sig, err := s.Sign(rand.Reader, digest, opts)
+			if err == nil {
+				sig[len(sig)-1] ^= 1
+			}
+			return sig, err
+		}},
+		{name: "another key", corrupt: func(_ crypto.Signer, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+			return other.Sign(rand.Reader, digest, opts)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newOCSPEnv(t, store.SQLite)
+			ctx := context.Background()
+			var logs bytes.Buffer
+			p := newPublisher(t, e.env, slog.New(slog.NewTextHandler(&logs, nil)))
+			on := &atomic.Bool{}
+			on.Store(true)
+			p.UseResponderKeys(faultyKeys{Keys: castore.Keys{Token: e.env.Token}, on: on, corrupt: tc.corrupt})
+			req, err := ocsp.CreateRequest(e.good.Issued.Certificate, e.env.Issuing, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 { // the responder just made, then the one in memory
+				ans, err := p.RespondOCSP(ctx, req)
+				if e, ok := tacerr.As(err); !ok || e.Code != tacerr.HSMUnavailable || !e.Retryable() {
+					t.Fatalf("request %d: %v, want hsm_unavailable (retryable)", i, err)
+				}
+				if !bytes.Equal(ans.DER, revocation.InternalErrorOCSP) || !ans.NextUpdate.IsZero() || !ans.ThisUpdate.IsZero() {
+					t.Fatalf("request %d: answer %x (next update %s), want internalError without validity", i, ans.DER, ans.NextUpdate)
+				}
+			}
+			if n := strings.Count(logs.String(), "OCSP response not sent"); n != 2 || !strings.Contains(logs.String(), "hsm_unavailable") {
+				t.Fatalf("%d log lines, want 2 with the code:\n%s", n, logs.String())
+			}
+			on.Store(false)
+			ans, err := p.RespondOCSP(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := ocsp.ParseResponseForCert(ans.DER, e.good.Issued.Certificate, e.env.Issuing)
+			if err != nil || r.Status != ocsp.Good {
+				t.Fatalf("after the HSM recovered: %v", err)
+			}
+			recs, err := e.env.DB.Issuers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := 0
+			for _, rec := range recs {
+				if rec.Kind == store.IssuerOCSP {
+					n++
+				}
+			}
+			if n != 1 {
+				t.Fatalf("%d OCSP responders in the ledger, want the one made by the first request", n)
+			}
+		})
 	}
 }

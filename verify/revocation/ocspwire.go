@@ -15,6 +15,9 @@ import (
 
 	"golang.org/x/crypto/cryptobyte"
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // OCSP object identifiers (RFC 6960, RFC 8954).
@@ -267,9 +270,16 @@ func encodeOCSPResponse(r ocspResponder, produced, this, next time.Time, entries
 	}
 	h := hash.New()
 	h.Write(tbsDER)
-	sig, err := r.Signer.Sign(rand.Reader, h.Sum(nil), hash)
+	digest := h.Sum(nil)
+	sig, err := r.Signer.Sign(rand.Reader, digest, hash)
 	if err != nil {
 		return nil, err
+	}
+	// Relying parties check the signature under the responder
+	// certificate's key: one that does not verify (a faulty HSM or driver,
+	// a key that is not the certificate's) is never served.
+	if pub, ok := r.Cert.PublicKey.(*ecdsa.PublicKey); !ok || !ecdsa.VerifyASN1(pub, digest, sig) {
+		return nil, tacerr.New(tacerr.HSMUnavailable, "OCSP responder %s: the HSM returned a signature that does not verify under the responder certificate's public key; the response was not sent: check the HSM (`tacline hsm health`)", ca.KeyID(r.Cert))
 	}
 	var basic cryptobyte.Builder
 	basic.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {

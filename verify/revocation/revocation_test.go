@@ -3,6 +3,7 @@ package revocation_test
 import (
 	"context"
 	"crypto/x509"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,6 +26,12 @@ import (
 
 func publisher(t *testing.T, env *provtest.Env) *revocation.Publisher {
 	t.Helper()
+	return newPublisher(t, env, nil)
+}
+
+// newPublisher is publisher with a logger.
+func newPublisher(t *testing.T, env *provtest.Env, log *slog.Logger) *revocation.Publisher {
+	t.Helper()
 	issuers, err := revocation.LoadIssuers(context.Background(), env.DB, env.Token.Signer)
 	if err != nil {
 		t.Fatal(err)
@@ -32,7 +39,7 @@ func publisher(t *testing.T, env *provtest.Env) *revocation.Publisher {
 	if len(issuers) != 1 || issuers[0].KeyID != ca.KeyID(env.Issuing) {
 		t.Fatalf("issuers %+v", issuers)
 	}
-	p, err := revocation.NewPublisher(env.DB, issuers, revocation.DefaultConfig(), nil)
+	p, err := revocation.NewPublisher(env.DB, issuers, revocation.DefaultConfig(), log)
 	if err != nil {
 		t.Fatal(err)
 	}
