@@ -118,8 +118,14 @@ type Entry struct {
 }
 
 // BuildCRL signs a CRL of issuer with the given number and times; entries
-// streams the revoked certificates.
+// streams the revoked certificates. A signer whose key is not the issuer
+// certificate's signs nothing (hsm_key_not_found): crypto/x509 checks the
+// signature under the signer's own key only, and relying parties check it
+// under the certificate's.
 func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entries func(fn func(Entry) error) error) ([]byte, int64, error) {
+	if err := ca.CheckCertMatchesKey(iss.Cert, iss.Signer.Public()); err != nil {
+		return nil, 0, tacerr.Wrap(tacerr.HSMKeyNotFound, err, "issuer %s: the HSM key is not the issuer certificate's key; no CRL signed: check the issuer's key label (`tacline ca list`) and the keys on the token (`tacline hsm list`)", iss.KeyID)
+	}
 	var list []x509.RevocationListEntry
 	err := entries(func(e Entry) error {
 		b, err := hex.DecodeString(e.SerialHex)

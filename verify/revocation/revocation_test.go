@@ -280,3 +280,31 @@ func TestConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCRLWrongKeyNotSigned: an issuer whose HSM key is not its
+// certificate's key (a label that names another key after a rotation or a
+// restore: a real HSM key, another one) signs no CRL: Publish answers
+// hsm_key_not_found and nothing is stored or served. Go's
+// CreateRevocationList checks the signature under the signer's own key
+// only, so such a CRL, which relying parties reject, was published.
+func TestCRLWrongKeyNotSigned(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		ctx := context.Background()
+		env := provtest.New(t, d)
+		other, err := castore.Keys{Token: env.Token}.GenerateKey("other", "P-256")
+		if err != nil {
+			t.Fatal(err)
+		}
+		keyID := ca.KeyID(env.Issuing)
+		p, err := revocation.NewPublisher(env.DB, []revocation.Issuer{{KeyID: keyID, Cert: env.Issuing, Signer: other}}, revocation.DefaultConfig(), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec, err := p.Publish(ctx, keyID); !tacerr.Is(err, tacerr.HSMKeyNotFound) || rec != nil {
+			t.Fatalf("Publish with another key than the issuer's: CRL made %v, err %v; want hsm_key_not_found and no CRL", rec != nil, err)
+		}
+		if rec, err := env.DB.LatestCRL(ctx, keyID); err != nil || rec != nil {
+			t.Fatalf("stored CRL %+v, %v; want none", rec, err)
+		}
+	})
+}
