@@ -167,7 +167,7 @@ func (t *Token) GenerateEd25519(label string) (KeyInfo, error) {
 		case err != nil:
 			return err // not read, so nothing is deleted: a lost session reads the key back after the recovery
 		}
-		pub, err := ecPoint(p, sh, ph)
+		pub, err := t.ecPoint(p, sh, ph)
 		info = KeyInfo{Label: label, ID: hex.EncodeToString(id), Type: Ed25519, Public: pub, Sensitive: true}
 		return err
 	})
@@ -202,10 +202,19 @@ func (t *Token) ed25519Keys() ([]KeyInfo, error) {
 			case err != nil:
 				return err
 			}
-			if pubs, err := t.findByLabel(p, sh, pkcs11.CKO_PUBLIC_KEY, info.Label, attrs[1].Value); err == nil && len(pubs) == 1 {
-				if pub, err := ecPoint(p, sh, pubs[0]); err == nil {
-					info.Public = pub
+			// A key without one public half, or with a CKA_EC_POINT that is
+			// no key, is listed without its public key; a failed read is
+			// the fault it is (a lost session is recovered from).
+			pubs, err := t.findByLabel(p, sh, pkcs11.CKO_PUBLIC_KEY, info.Label, attrs[1].Value)
+			if err != nil {
+				return err
+			}
+			if len(pubs) == 1 {
+				pub, err := t.ecPoint(p, sh, pubs[0])
+				if _, notKey := tacerr.As(err); err != nil && !notKey {
+					return err
 				}
+				info.Public = pub
 			}
 			out = append(out, info)
 		}
@@ -242,8 +251,8 @@ var errUnsafeKey = errors.New("key is extractable or not sensitive")
 // (Token.do recovers from a lost session; mapErr makes the rest
 // hsm_unavailable or hsm_device_error).
 func (t *Token) checkSafeRaw(p *pkcs11.Ctx, sh pkcs11.SessionHandle, kh pkcs11.ObjectHandle) error {
-	if t.beforeSafeCheck != nil {
-		if err := t.beforeSafeCheck(); err != nil {
+	if t.beforeRead != nil {
+		if err := t.beforeRead("safety"); err != nil {
 			return err
 		}
 	}
@@ -261,8 +270,14 @@ func (t *Token) checkSafeRaw(p *pkcs11.Ctx, sh pkcs11.SessionHandle, kh pkcs11.O
 }
 
 // ecPoint reads an Ed25519 public key's CKA_EC_POINT: the DER OCTET STRING
-// of the 32-byte key (PKCS#11 v3.0), or the bare 32 bytes some tokens give.
-func ecPoint(p *pkcs11.Ctx, sh pkcs11.SessionHandle, ph pkcs11.ObjectHandle) (ed25519.PublicKey, error) {
+// of the 32-byte key (PKCS#11 v3.0), or the bare 32 bytes some tokens give
+// (else hsm_device_error; a PKCS#11 error is returned as it is).
+func (t *Token) ecPoint(p *pkcs11.Ctx, sh pkcs11.SessionHandle, ph pkcs11.ObjectHandle) (ed25519.PublicKey, error) {
+	if t.beforeRead != nil {
+		if err := t.beforeRead("public"); err != nil {
+			return nil, err
+		}
+	}
 	attrs, err := p.GetAttributeValue(sh, ph, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
 	if err != nil {
 		return nil, err
@@ -321,7 +336,7 @@ func (t *Token) Ed25519Signer(label string) (crypto.Signer, error) {
 		if len(pubs) != 1 {
 			return tacerr.New(tacerr.HSMKeyNotFound, "Ed25519 key %q on token %s has %d public halves, want 1", label, t.cfg.tokenName(), len(pubs))
 		}
-		s.pub, err = ecPoint(p, sh, pubs[0])
+		s.pub, err = t.ecPoint(p, sh, pubs[0])
 		return err
 	})
 	if err != nil {

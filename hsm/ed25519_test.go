@@ -154,17 +154,19 @@ func TestEd25519PINChangedUnderRunningToken(t *testing.T) {
 	}
 }
 
-// TestEd25519SafetyCheckFaults: the token fails while the Ed25519 path
-// reads a private key's safety attributes (CKA_SENSITIVE,
-// CKA_EXTRACTABLE...), when a key is loaded, listed or made. A failed
-// read says nothing of the key: a lost session (C_CloseAllSessions, for
-// real) or a removed token is recovered from, or reported as
+// TestEd25519KeyReadFaults: the token fails while the Ed25519 path reads
+// a private key's safety attributes (CKA_SENSITIVE, CKA_EXTRACTABLE...) or
+// its public key (CKA_EC_POINT), when a key is loaded, listed or made. A
+// failed read says nothing of the key: a lost session (C_CloseAllSessions,
+// for real) or a removed token is recovered from, or reported as
 // hsm_unavailable (retryable) when it lasts, another fault as
-// hsm_device_error; never as hsm_key_unsafe, and the key is neither
-// listed as unsafe, nor deleted, nor refused once the token is back. It
-// was: any failed read made the key "unsafe", and GenerateEd25519 deleted
-// a key it had just made on a fault other than a lost session.
-func TestEd25519SafetyCheckFaults(t *testing.T) {
+// hsm_device_error; never as hsm_key_unsafe, and the key is neither listed
+// as unsafe or without its public key, nor deleted, nor refused once the
+// token is back. It was: any failed read of the safety attributes made the
+// key "unsafe" (GenerateEd25519 deleted a key it had just made on a fault
+// other than a lost session), and Keys listed a key whose public key it
+// failed to read without one, err nil.
+func TestEd25519KeyReadFaults(t *testing.T) {
 	t.Parallel()
 	lose := func(raw *hsmtest.RawHandle) error { return raw.Ctx.CloseAllSessions(raw.Slot) }
 	answer := func(rv uint) func(*hsmtest.RawHandle) error {
@@ -173,7 +175,7 @@ func TestEd25519SafetyCheckFaults(t *testing.T) {
 	faults := []struct {
 		name   string
 		inject func(*hsmtest.RawHandle) error
-		times  int         // how many checks fail; -1: every one until the fault is cleared
+		times  int         // how many reads fail; -1: every one until the fault is cleared
 		want   tacerr.Code // "" when the operation recovers and succeeds
 	}{
 		{name: "session lost once", inject: lose, times: 1},
@@ -183,12 +185,16 @@ func TestEd25519SafetyCheckFaults(t *testing.T) {
 		{name: "device error", inject: answer(pkcs11.CKR_DEVICE_ERROR), times: -1, want: tacerr.HSMDeviceError},
 	}
 	msg := []byte("cosignature/v1\n")
+	safe := func(k hsm.KeyInfo, label string) bool {
+		_, ok := k.Public.(ed25519.PublicKey)
+		return k.Label == label && k.Sensitive && !k.Extractable && ok
+	}
 	ops := []struct {
 		name  string
 		label string // the key the operation needs safe afterwards
-		run   func(tok *hsm.Token) error
+		run   func(t *testing.T, tok *hsm.Token) error
 	}{
-		{name: "load", label: "witness", run: func(tok *hsm.Token) error {
+		{name: "load", label: "witness", run: func(t *testing.T, tok *hsm.Token) error {
 			s, err := tok.Ed25519Signer("witness")
 			if err != nil {
 				return err
@@ -199,75 +205,77 @@ func TestEd25519SafetyCheckFaults(t *testing.T) {
 			}
 			return err
 		}},
-		{name: "list", label: "witness", run: func(tok *hsm.Token) error {
+		{name: "list", label: "witness", run: func(t *testing.T, tok *hsm.Token) error {
 			keys, err := tok.Keys()
-			if err == nil && (len(keys) != 1 || keys[0].Label != "witness" || !keys[0].Sensitive || keys[0].Extractable) {
-				t.Errorf("Keys = %+v, want the witness key, safe", keys)
+			if err == nil && (len(keys) != 1 || !safe(keys[0], "witness")) {
+				t.Errorf("Keys = %+v, want the witness key, safe, with its public key", keys)
 			}
 			return err
 		}},
-		{name: "generate", label: "made", run: func(tok *hsm.Token) error {
+		{name: "generate", label: "made", run: func(t *testing.T, tok *hsm.Token) error {
 			info, err := tok.GenerateEd25519("made")
-			if err == nil && (!info.Sensitive || info.Extractable || info.Public == nil) {
+			if err == nil && !safe(info, "made") {
 				t.Errorf("GenerateEd25519 = %+v", info)
 			}
 			return err
 		}},
 	}
 	for _, f := range faults {
-		for _, op := range ops {
-			t.Run(f.name+"/"+op.name, func(t *testing.T) {
-				t.Parallel()
-				cfg := hsmtest.NewToken(t)
-				tok := hsmtest.Open(t, cfg)
-				if op.name != "generate" {
-					if _, err := tok.GenerateEd25519("witness"); err != nil {
-						t.Fatal(err)
+		for _, read := range []string{"safety", "public"} {
+			for _, op := range ops {
+				t.Run(f.name+"/"+read+"/"+op.name, func(t *testing.T) {
+					t.Parallel()
+					cfg := hsmtest.NewToken(t)
+					tok := hsmtest.Open(t, cfg)
+					if op.name != "generate" {
+						if _, err := tok.GenerateEd25519("witness"); err != nil {
+							t.Fatal(err)
+						}
 					}
-				}
-				raw := hsmtest.Raw(t, cfg)
-				var mu sync.Mutex
-				fired, on := 0, true
-				tok.BeforeSafeCheck(func() error {
+					raw := hsmtest.Raw(t, cfg)
+					var mu sync.Mutex
+					fired, on := 0, true
+					tok.BeforeKeyRead(func(what string) error {
+						mu.Lock()
+						defer mu.Unlock()
+						if !on || what != read || f.times >= 0 && fired >= f.times {
+							return nil
+						}
+						fired++
+						return f.inject(raw)
+					})
+					err := op.run(t, tok)
+					if fired == 0 {
+						t.Fatal("the fault was never injected")
+					}
+					if tacerr.Is(err, tacerr.HSMKeyUnsafe) {
+						t.Fatalf("a failed read made the key unsafe: %v", err)
+					}
+					if f.want == "" {
+						if err != nil || tok.Recoveries() != 1 {
+							t.Fatalf("got %v after %d recoveries, want success after one", err, tok.Recoveries())
+						}
+					} else if e, ok := tacerr.As(err); !ok || e.Code != f.want || f.want == tacerr.HSMUnavailable && !e.Retryable() {
+						t.Fatalf("got %v, want %s", err, f.want)
+					}
+					// The token is back: the key is there, safe, and usable.
 					mu.Lock()
-					defer mu.Unlock()
-					if !on || f.times >= 0 && fired >= f.times {
-						return nil
+					on = false
+					mu.Unlock()
+					if op.name != "generate" {
+						if err := op.run(t, tok); err != nil {
+							t.Fatalf("after the fault: %v", err)
+						}
 					}
-					fired++
-					return f.inject(raw)
+					keys, err := tok.Keys()
+					if err != nil || len(keys) != 1 || !safe(keys[0], op.label) {
+						t.Fatalf("Keys after the fault = %+v, %v: want %q, safe", keys, err, op.label)
+					}
+					if _, err := tok.Ed25519Signer(op.label); err != nil {
+						t.Fatalf("key %q refused after the fault: %v", op.label, err)
+					}
 				})
-				err := op.run(tok)
-				if fired == 0 {
-					t.Fatal("the fault was never injected")
-				}
-				if tacerr.Is(err, tacerr.HSMKeyUnsafe) {
-					t.Fatalf("a failed read of the key's attributes made it unsafe: %v", err)
-				}
-				if f.want == "" {
-					if err != nil || tok.Recoveries() != 1 {
-						t.Fatalf("got %v after %d recoveries, want success after one", err, tok.Recoveries())
-					}
-				} else if e, ok := tacerr.As(err); !ok || e.Code != f.want || f.want == tacerr.HSMUnavailable && !e.Retryable() {
-					t.Fatalf("got %v, want %s", err, f.want)
-				}
-				// The token is back: the key is there, safe, and usable.
-				mu.Lock()
-				on = false
-				mu.Unlock()
-				if op.name != "generate" {
-					if err := op.run(tok); err != nil {
-						t.Fatalf("after the fault: %v", err)
-					}
-				}
-				keys, err := tok.Keys()
-				if err != nil || len(keys) != 1 || keys[0].Label != op.label || !keys[0].Sensitive || keys[0].Extractable {
-					t.Fatalf("Keys after the fault = %+v, %v: want %q, safe", keys, err, op.label)
-				}
-				if _, err := tok.Ed25519Signer(op.label); err != nil {
-					t.Fatalf("key %q refused after the fault: %v", op.label, err)
-				}
-			})
+			}
 		}
 	}
 }

@@ -14,8 +14,9 @@ func (t *Token) DoForTest(what string, fn func() error) error {
 // Set it before the token is used concurrently.
 func (t *Token) AfterKeyGen(f func(label string)) { t.afterKeyGen = f }
 
-// BeforeSafeCheck makes the Ed25519 path call f before it reads a private
-// key's safety attributes (CKA_SENSITIVE...): f may lose the session for
-// real (C_CloseAllSessions) or return a PKCS#11 error that stands for the
+// BeforeKeyRead makes the Ed25519 path call f before it reads a private
+// key's safety attributes (CKA_SENSITIVE...; what is "safety") or a public
+// key's CKA_EC_POINT (what is "public"): f may lose the session for real
+// (C_CloseAllSessions) or return a PKCS#11 error that stands for the
 // token's answer. Set it before the token is used concurrently.
-func (t *Token) BeforeSafeCheck(f func() error) { t.beforeSafeCheck = f }
+func (t *Token) BeforeKeyRead(f func(what string) error) { t.beforeRead = f }

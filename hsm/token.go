@@ -76,10 +76,11 @@ type Token struct {
 	// afterKeyGen, when set (tests), runs after GenerateKey made a key
 	// pair and before it reads it back.
 	afterKeyGen func(label string)
-	// beforeSafeCheck, when set (tests), runs before an Ed25519 key's
-	// safety attributes are read; an error it returns stands for the
+	// beforeRead, when set (tests), runs before the Ed25519 path reads a
+	// private key's safety attributes (what "safety") or a public key's
+	// CKA_EC_POINT (what "public"); an error it returns stands for the
 	// token's answer (a fault SoftHSM2 cannot produce on demand).
-	beforeSafeCheck func() error
+	beforeRead func(what string) error
 
 	// restored names the SoftHSM2 token files Open put back from their
 	// copies (softhsmfile.go).
