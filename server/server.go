@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -258,7 +259,9 @@ func New(ctx context.Context, cfg *config.File, log *slog.Logger) (*Server, erro
 		key, err := s.Token.Ed25519Signer(cfg.Audit.WitnessKeyLabel)
 		if err != nil {
 			s.Close()
-			return nil, tacerr.Wrap(tacerr.HSMKeyNotFound, err, "witness key %q (audit.witness_key_label): make it with `tacline audit witness-key --generate`", cfg.Audit.WitnessKeyLabel)
+			// The HSM's code stands (a lost session is hsm_unavailable, not
+			// a missing key); a missing key's message names the command.
+			return nil, tacerr.Prefixed(fmt.Sprintf("witness key %q (audit.witness_key_label)", cfg.Audit.WitnessKeyLabel), err, tacerr.HSMKeyNotFound)
 		}
 		if cosigner, err = audit.NewCosigner(cfg.Audit.Origin, key, nil); err != nil {
 			s.Close()
