@@ -1,13 +1,13 @@
 package revocation
 
 import (
+	"bytes"
 	"context"
 	"encoding/hex"
 	"time"
 
 	"golang.org/x/crypto/ocsp"
 
-	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -49,8 +49,18 @@ type OCSPAnswer struct {
 // octets) and its producedAt is the signing time to the second. Signed
 // requests are accepted (the signature is not checked: answers are
 // public). A malformed request gets MalformedOCSP and an invalid_input
-// error; a request naming none of our issuers gets UnauthorizedOCSP.
+// error; a request naming none of our issuers gets UnauthorizedOCSP. Any
+// other failure gets InternalErrorOCSP and its error, which is logged here:
+// callers answer the OCSP response and keep the error to themselves.
 func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) (OCSPAnswer, error) {
+	ans, err := p.respondOCSP(ctx, der)
+	if err != nil && bytes.Equal(ans.DER, InternalErrorOCSP) {
+		p.log.Error("OCSP request answered internalError", "code", string(tacerr.CodeOf(err)), "err", err.Error())
+	}
+	return ans, err
+}
+
+func (p *Publisher) respondOCSP(ctx context.Context, der []byte) (OCSPAnswer, error) {
 	req, err := parseOCSPRequest(der)
 	if err == nil && len(req.Entries) > MaxOCSPEntries {
 		err = tacerr.New(tacerr.InvalidInput, "%d entries, at most %d per request", len(req.Entries), MaxOCSPEntries)
@@ -100,11 +110,7 @@ func (p *Publisher) RespondOCSP(ctx context.Context, der []byte) (OCSPAnswer, er
 	}
 	body, err := encodeOCSPResponse(resp, now, now, next, out, req.NonceExt)
 	if err != nil {
-		// The caller answers internalError and keeps err to itself: say
-		// here that the responder cannot sign.
-		err = tacerr.Prefixed("sign the OCSP response of issuer "+iss.KeyID, err, tacerr.HSMDeviceError)
-		p.log.Error("OCSP response not sent", "issuer", iss.KeyID, "responder", ca.KeyID(resp.Cert), "code", string(tacerr.CodeOf(err)), "err", err.Error())
-		return OCSPAnswer{DER: InternalErrorOCSP}, err
+		return OCSPAnswer{DER: InternalErrorOCSP}, tacerr.Prefixed("sign the OCSP response of issuer "+iss.KeyID, err, tacerr.HSMDeviceError)
 	}
 	return OCSPAnswer{DER: body, ThisUpdate: now, NextUpdate: next, Nonce: req.NonceExt != nil}, nil
 }

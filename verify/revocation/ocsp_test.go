@@ -431,7 +431,7 @@ func TestOCSPBadSignatureNotSent(t *testing.T) {
 					t.Fatalf("request %d: answer %x (next update %s), want internalError without validity", i, ans.DER, ans.NextUpdate)
 				}
 			}
-			if n := strings.Count(logs.String(), "OCSP response not sent"); n != 2 || !strings.Contains(logs.String(), "hsm_unavailable") {
+			if n := strings.Count(logs.String(), "OCSP request answered internalError"); n != 2 || strings.Count(logs.String(), "code=hsm_unavailable") != 2 {
 				t.Fatalf("%d log lines, want 2 with the code:\n%s", n, logs.String())
 			}
 			on.Store(false)
@@ -457,5 +457,27 @@ func TestOCSPBadSignatureNotSent(t *testing.T) {
 				t.Fatalf("%d OCSP responders in the ledger, want the one made by the first request", n)
 			}
 		})
+	}
+}
+
+// TestOCSPInternalErrorLogged: a request answered internalError for
+// another cause than the signature (here: no HSM keys for responders) is
+// logged with its code; the API sends the OCSP answer and keeps the error
+// to itself, so it was seen nowhere.
+func TestOCSPInternalErrorLogged(t *testing.T) {
+	env := provtest.New(t, store.SQLite)
+	var logs bytes.Buffer
+	p := newPublisher(t, env, slog.New(slog.NewTextHandler(&logs, nil)))
+	dev := verifytest.Provision(t, env, "OCSP-L")
+	req, err := ocsp.CreateRequest(dev.Issued.Certificate, env.Issuing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ans, err := p.RespondOCSP(context.Background(), req)
+	if !tacerr.Is(err, tacerr.InvalidConfig) || !bytes.Equal(ans.DER, revocation.InternalErrorOCSP) {
+		t.Fatalf("RespondOCSP without responder keys = %x, %v; want internalError, invalid_config", ans.DER, err)
+	}
+	if !strings.Contains(logs.String(), "OCSP request answered internalError") || !strings.Contains(logs.String(), "code=invalid_config") {
+		t.Fatalf("not logged:\n%s", logs.String())
 	}
 }
