@@ -7,6 +7,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -337,6 +339,9 @@ func TestConfigValidateNamesField(t *testing.T) {
 		{"negative retention", func(c *register.Config) { c.Retention = -time.Hour }, "register.retention"},
 		{"retention in seconds", func(c *register.Config) { c.Retention = 30 * time.Second }, "register.retention"},
 		{"prune batch", func(c *register.Config) { c.PruneBatch = 10001 }, "register.prune_batch"},
+		{"url with a query", func(c *register.Config) { c.URL = "http://127.0.0.1:1/api?tenant=x" }, ""},
+		{"url with a fragment", func(c *register.Config) { c.URL = "http://127.0.0.1:1/api#v1" }, "register.url"},
+		{"url with an empty fragment", func(c *register.Config) { c.URL = "http://127.0.0.1:1/api#" }, "register.url"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := good
@@ -351,6 +356,53 @@ func TestConfigValidateNamesField(t *testing.T) {
 			e, ok := tacerr.As(err)
 			if !ok || e.Field != tc.field || e.Code != tacerr.InvalidConfig {
 				t.Fatalf("Validate() = %v, want field %s", err, tc.field)
+			}
+		})
+	}
+}
+
+// TestDeliveryURLWithPathAndQuery: a register.url with a path and a query
+// (a register that serves several tenants under one API prefix) posts to
+// the API below the path with the query kept, with or without a trailing
+// slash. The register in front of the simulator answers 404 to any other
+// path or query.
+func TestDeliveryURLWithPathAndQuery(t *testing.T) {
+	for _, suffix := range []string{"/api?tenant=x", "/api/?tenant=x"} {
+		t.Run(suffix, func(t *testing.T) {
+			_, ts := simulator(t)
+			target, err := url.Parse(ts.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rp := httputil.NewSingleHostReverseProxy(target)
+			var mu sync.Mutex
+			var wrong []string
+			front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path != "/api"+wire.Path || r.URL.RawQuery != "tenant=x" {
+					mu.Lock()
+					wrong = append(wrong, r.URL.RequestURI())
+					mu.Unlock()
+					http.NotFound(w, r)
+					return
+				}
+				r.URL.Path, r.URL.RawQuery = wire.Path, ""
+				rp.ServeHTTP(w, r)
+			}))
+			t.Cleanup(front.Close)
+			db := ledger(t, store.SQLite, 2)
+			bind(t, db, 0, 1)
+			w, err := register.NewWorker(db, config(front.URL+suffix), nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n, err := w.DeliverOnce(context.Background())
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil || n != 2 || len(wrong) != 0 {
+				t.Fatalf("DeliverOnce = %d, %v; requests to other paths: %v", n, err, wrong)
+			}
+			if s := simStats(t, ts.URL); s.Applied != 2 {
+				t.Fatalf("the register applied %d events, want 2", s.Applied)
 			}
 		})
 	}

@@ -42,16 +42,21 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/internal/retry"
+	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/tacerr"
 )
 
 // Config is the register section of the configuration file.
 type Config struct {
-	// URL is the register's base URL; the API lives under /v1/. It is
-	// https:// with a client certificate (TLS.CertFile) unless the host is
-	// loopback (127.0.0.0/8, ::1, localhost), where plain http is allowed
-	// (the register simulator, tests).
-	URL string `yaml:"url" doc:"base URL of the national register (https with a client certificate; http only on loopback); empty: events wait in the outbox"`
+	// URL is the register's base URL; the API lives under /v1/ below its
+	// path, and its query, if any, is sent with every request
+	// (https://reg.example/api?tenant=x posts to
+	// https://reg.example/api/v1/registrations?tenant=x). It is https://
+	// with a client certificate (TLS.CertFile) unless the host is loopback
+	// (127.0.0.0/8, ::1, localhost), where plain http is allowed (the
+	// register simulator, tests). A fragment (#...) is refused: it is
+	// never sent.
+	URL string `yaml:"url" doc:"base URL of the national register (https with a client certificate; http only on loopback); the API lives under /v1/ below its path, a query is kept on every request; empty: events wait in the outbox"`
 	// BatchSize is the largest number of events per request (1 to 1000).
 	BatchSize int `yaml:"batch_size" doc:"largest number of events per request (1 to 1000)"`
 	// BatchAge is how long the oldest ready event may wait for a batch to
@@ -143,6 +148,8 @@ func (c Config) Validate() error {
 		return f("url", "is required: the register's base URL, e.g. https://register.example/")
 	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
 		return f("url", "%q is not an http(s) URL", c.URL)
+	case strings.Contains(c.URL, "#"):
+		return f("url", "%q has a fragment (#...), which is never sent to a server: remove it (a query, ?tenant=x, is kept)", c.URL)
 	case u.Scheme == "http" && !loopbackHost(u.Hostname()):
 		return f("url", "%q: plain http is allowed only to a loopback host (127.0.0.0/8, ::1, localhost); a remote register needs https:// and a client certificate (register.tls.cert_file, key_file)", c.URL)
 	case !loopbackHost(u.Hostname()) && c.TLS.CertFile == "":
@@ -169,6 +176,18 @@ func (c Config) Validate() error {
 		return f("tls.key_file", "tls.cert_file and tls.key_file go together")
 	}
 	return c.ValidateRetention()
+}
+
+// endpoint is the URL batches are posted to: wire.Path below register.url's
+// path, with register.url's query (https://reg.example/api?tenant=x ->
+// https://reg.example/api/v1/registrations?tenant=x). Validate has
+// accepted c.URL.
+func (c Config) endpoint() (string, error) {
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return "", tacerr.Wrap(tacerr.InvalidConfig, err, "register.url")
+	}
+	return u.JoinPath(wire.Path).String(), nil
 }
 
 // loopbackHost reports whether host (a URL's host name, without port or

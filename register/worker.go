@@ -39,13 +39,15 @@ type claimed = store.OutboxClaim
 
 // Worker delivers outbox rows to the register.
 type Worker struct {
-	db      *store.DB
-	cfg     Config
-	client  *http.Client
-	metrics *Metrics
-	log     *slog.Logger
-	id      string
-	seq     atomic.Int64
+	db     *store.DB
+	cfg    Config
+	client *http.Client
+	// endpoint is the URL batches are posted to (Config.endpoint).
+	endpoint string
+	metrics  *Metrics
+	log      *slog.Logger
+	id       string
+	seq      atomic.Int64
 	// breaker state
 	failures  int
 	openUntil time.Time
@@ -85,8 +87,12 @@ func NewWorker(db *store.DB, cfg Config, metrics *Metrics, log *slog.Logger) (*W
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	endpoint, err := cfg.endpoint()
+	if err != nil {
+		return nil, err
+	}
 	host, _ := os.Hostname()
-	return &Worker{db: db, cfg: cfg, client: client, metrics: metrics, log: log,
+	return &Worker{db: db, cfg: cfg, client: client, endpoint: endpoint, metrics: metrics, log: log,
 		id: fmt.Sprintf("%s/%d/%s", host, os.Getpid(), newKey()[19:27])}, nil
 }
 
@@ -276,8 +282,7 @@ func (w *Worker) send(ctx context.Context, rows []claimed) (_ wire.Response, hol
 	if err != nil {
 		return wire.Response{}, 0, tacerr.Wrap(tacerr.Internal, err, "encode batch")
 	}
-	u := strings.TrimSuffix(w.cfg.URL, "/") + wire.Path
-	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, u, bytes.NewReader(body))
+	hreq, err := http.NewRequestWithContext(ctx, http.MethodPost, w.endpoint, bytes.NewReader(body))
 	if err != nil {
 		return wire.Response{}, 0, tacerr.Wrap(tacerr.InvalidConfig, err, "register.url")
 	}
