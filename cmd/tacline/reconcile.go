@@ -52,7 +52,8 @@ device's id: a clone the register holds, perhaps instead of ours),
 malformed.csv (lines that are not an IMEI, with line numbers) and
 summary.json. Rows of other TACs are counted and ignored. The register file
 is a DIRBS zip, a CSV with an approved_imei (or imei) header, or one IMEI per
-line; a BOM and CRLF line ends are accepted.`,
+line; a BOM and CRLF line ends are accepted, and a quoted CSV field may hold
+a line break (the row is one, numbered by its first line).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			f, err := reconcile.ParseFormat(format)

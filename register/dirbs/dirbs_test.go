@@ -14,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register"
+	"github.com/tacline/tacline/register/reconcile"
 	"github.com/tacline/tacline/register/registertest"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/store"
@@ -297,4 +298,41 @@ func strictTSV(s string) (rows [][]string, dropped int) {
 		rows = append(rows, f)
 	}
 	return rows, dropped
+}
+
+// TestListRoundTripsQuotedLineBreaks: a model name with a line break and a
+// brand with quotes are quoted in the registration list, and the list
+// reads back (tacline reconcile, as DIRBS-Core reads it) as one row per
+// IMEI, every one matched under its device, none malformed.
+func TestListRoundTripsQuotedLineBreaks(t *testing.T) {
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.Open(t, d)
+			seed := []storetest.SeedIMEI{
+				{SNR: 0, State: "BOUND", Device: "DevA", Slot: 0}, {SNR: 1, State: "BOUND", Device: "DevA", Slot: 1},
+				{SNR: 2, State: "BOUND", Device: "DevB"}, {SNR: 3, State: "BOUND", Device: "DevC"},
+			}
+			if err := storetest.SeedLedger(ctx, db, tac, "Acme \"Labs\"", "Phone\r\n1\nLite", seed); err != nil {
+				t.Fatal(err)
+			}
+			list, err := ExportRegistrationList(ctx, db, filepath.Join(t.TempDir(), "list.zip"), 0)
+			if err != nil || list.Rows != 4 {
+				t.Fatalf("export %+v, %v", list, err)
+			}
+			in, err := reconcile.OpenInput(list.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer in.Close()
+			out := t.TempDir()
+			sum, err := reconcile.Run(ctx, reconcile.DBLedger{DB: db}, in, reconcile.Options{Format: reconcile.FormatDIRBS, OutDir: out})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if sum.RegisterRows != 4 || sum.Matched != 4 || sum.Malformed != 0 || sum.RegisteredToOtherDevice != 0 || sum.MissingInRegister != 0 {
+				t.Fatalf("the list read back as %+v: want 4 rows, all matched", sum)
+			}
+		})
+	}
 }

@@ -104,20 +104,30 @@ func OpenInput(path string) (*Input, error) {
 // maxLine bounds a line; longer lines are malformed.
 const maxLine = 64 << 10
 
-// lineReader yields lines without their end (LF or CRLF), without copying
-// them, and strips a UTF-8 byte order mark from the first.
+// lineReader yields records (lines) without their end (LF or CRLF),
+// without copying them, and strips a UTF-8 byte order mark from the first.
+// A record is one line unless a quoted field holds a line break (RFC 4180,
+// as DIRBS-Core reads its lists, with PostgreSQL's COPY ... CSV): a line
+// that leaves a quote open (an odd number of double quotes) goes on over
+// the following lines up to the one that closes the quoted field, and the
+// record keeps the line breaks inside it. A quote that no well-formed
+// quoted field within maxLine bytes closes is a stray one: its line is a
+// record of its own, and the lines after it are read as they would be
+// without it.
 type lineReader struct {
 	br   *bufio.Reader
-	n    int64 // line number of the last line returned (1-based)
+	n    int64 // line number of the first line of the last record returned (1-based)
+	more int64 // lines after its first that the last record spans
 	read int64 // bytes consumed
 	long bool  // the last line was longer than maxLine (and is truncated)
+	rec  []byte
 }
 
 func newLineReader(r io.Reader) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, maxLine)}
 }
 
-// next returns the next line, or io.EOF. The slice is valid until the
+// next returns the next record, or io.EOF. The slice is valid until the
 // next call.
 func (lr *lineReader) next() ([]byte, error) {
 	line, err := lr.br.ReadSlice('\n')
@@ -142,12 +152,16 @@ func (lr *lineReader) next() ([]byte, error) {
 			err = nil
 		} else {
 			if err != io.EOF {
-				err = tacerr.Wrap(tacerr.InvalidInput, err, "read register file after line %d", lr.n)
+				err = tacerr.Wrap(tacerr.InvalidInput, err, "read register file after line %d", lr.n+lr.more)
 			}
 			return nil, err
 		}
 	}
-	lr.n++
+	lr.n += 1 + lr.more
+	lr.more = 0
+	if !lr.long && bytes.Count(line, quote)%2 == 1 {
+		line = lr.quoted(line)
+	}
 	if n := len(line); n > 0 && line[n-1] == '\n' {
 		line = line[:n-1]
 	}
@@ -158,6 +172,60 @@ func (lr *lineReader) next() ([]byte, error) {
 		line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
 	}
 	return line, nil
+}
+
+var quote = []byte{'"'}
+
+// quoted returns the record that starts with line, which leaves a quote
+// open: line and the lines after it up to the one that closes the quoted
+// field (consumed). When the quoted field is not one (RFC 4180: a quote in
+// it is doubled, and the closing quote ends the field: a comma, a line end
+// or the end of the file follows it), or nothing within maxLine bytes
+// closes it, the quote is a stray one and the record is line alone
+// (copied).
+func (lr *lineReader) quoted(line []byte) []byte {
+	lr.rec = append(lr.rec[:0], line...) // Peek may move what line points to
+	ahead, err := lr.br.Peek(maxLine - len(lr.rec))
+	atEOF := err == io.EOF
+	in := true // in the quoted field
+	for i := 0; i < len(ahead); i++ {
+		switch c := ahead[i]; {
+		case in && c == '"':
+			switch {
+			case i+1 == len(ahead) && atEOF:
+				return lr.take(ahead)
+			case i+1 == len(ahead):
+				return lr.rec
+			case ahead[i+1] == '"':
+				i++
+			case ahead[i+1] == ',' || ahead[i+1] == '\r' || ahead[i+1] == '\n':
+				in = false
+			default:
+				return lr.rec
+			}
+		case in:
+		case c == '"':
+			in = true
+		case c == '\n':
+			return lr.take(ahead[:i+1])
+		}
+	}
+	if !in && atEOF {
+		return lr.take(ahead)
+	}
+	return lr.rec
+}
+
+// take consumes b, the rest of the record in lr.rec, and returns the record.
+func (lr *lineReader) take(b []byte) []byte {
+	lr.rec = append(lr.rec, b...)
+	lr.more = int64(bytes.Count(b, []byte{'\n'}))
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		lr.more++ // the file's last line has no end
+	}
+	lr.read += int64(len(b))
+	lr.br.Discard(len(b))
+	return lr.rec
 }
 
 // field returns the k-th comma-separated field of a CSV line (RFC 4180

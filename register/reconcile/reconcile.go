@@ -12,9 +12,11 @@
 // bounded by the number of the manufacturer's TACs, never by the number of
 // lines or IMEIs.
 //
-// The package promises: every input line is accounted for exactly once (a
+// The package promises: every input row is accounted for exactly once (a
 // register row of ours, a foreign-TAC row, or malformed with its line
-// number); a malformed line is never fatal; the category files list IMEIs
+// number); a row is a line, or the lines of a quoted CSV field that holds
+// line breaks (RFC 4180, as DIRBS-Core reads its lists), numbered by its
+// first line; a malformed line is never fatal; the category files list IMEIs
 // in ascending order, except duplicates and malformed lines, which come in
 // file order. A duplicate row names the device_id the register holds that
 // copy under (DIRBS files) and the device serial it maps back to
@@ -56,7 +58,7 @@ type Summary struct {
 	Malformed               int64 `json:"malformed"`
 	ForeignTACRows          int64 `json:"foreign_tac_rows"`
 	Matched                 int64 `json:"matched"`       // bound here and registered there
-	RegisterRows            int64 `json:"register_rows"` // lines read, header excluded
+	RegisterRows            int64 `json:"register_rows"` // rows read, header excluded
 	LedgerIMEIs             int64 `json:"ledger_imeis"`  // ledger rows, any state
 	TACs                    int   `json:"tacs"`          // the manufacturer's TACs
 }

@@ -248,6 +248,7 @@ func FuzzScan(f *testing.F) {
 	f.Add([]byte("approved_imei,make\n" + im(1) + ",x\n"))
 	f.Add([]byte("\xef\xbb\xbf" + im(1) + "\r\n\r\n0x1F\n12345678901234567\n"))
 	f.Add([]byte("\"" + im(2) + "\",\"a,b\"\n" + im(2) + "\n"))
+	f.Add([]byte("approved_imei,model\n" + im(1) + ",\"a\r\nb\"\n" + im(2) + ",\"x\n" + im(1) + ",\"\"\"\n\"\"\"\n"))
 	f.Add([]byte("device_id,approved_imei\nQCOLLQ2DXQ2D1," + im(1) + "\n\"a,\"\"b\"," + im(1) + "\nq," + im14(1) + "\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		led := NewMemLedger()
@@ -308,6 +309,25 @@ func BenchmarkScan(b *testing.B) {
 	b.ReportMetric(float64(1_000_000*b.N)/b.Elapsed().Seconds(), "lines/s")
 }
 
+// runDIRBS reconciles the DIRBS file content against a ledger of
+// ledgerRows on dialect d and returns the summary and the output directory.
+func runDIRBS(t *testing.T, d store.Dialect, content string) (Summary, string) {
+	t.Helper()
+	db := storetest.Open(t, d)
+	registertest.Seed(t, db, tac, ledgerRows)
+	in, err := OpenInput(writeFile(t, "list.csv", content))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out := t.TempDir()
+	sum, err := Run(context.Background(), DBLedger{DB: db}, in, Options{Format: FormatDIRBS, OutDir: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum, out
+}
+
 // TestRegisteredToOtherDevice: an IMEI bound here that the register holds
 // once, under another device's id (a clone registered instead of ours),
 // is found: no other category shows it (it is "matched" by IMEI alone).
@@ -323,22 +343,81 @@ func TestRegisteredToOtherDevice(t *testing.T) {
 		im14(5) + ",Acme,P,whitelist,,Acme,,,OTHER\r\n" // voided here: a status mismatch, not this
 	for _, d := range storetest.Dialects {
 		t.Run(string(d), func(t *testing.T) {
-			db := storetest.Open(t, d)
-			registertest.Seed(t, db, tac, ledgerRows)
-			in, err := OpenInput(writeFile(t, "list.csv", dirbs))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer in.Close()
-			out := t.TempDir()
-			got, err := Run(context.Background(), DBLedger{DB: db}, in, Options{Format: FormatDIRBS, OutDir: out})
-			if err != nil {
-				t.Fatal(err)
-			}
+			got, out := runDIRBS(t, d, dirbs)
 			if got.RegisteredToOtherDevice != 2 || got.MissingInRegister != 0 || got.DuplicatesInRegister != 0 || got.StatusMismatch != 1 {
 				t.Fatalf("summary %+v: want 2 rows registered to another device, nothing missing or duplicated, 1 status mismatch", got)
 			}
 			checkFile(t, out, FileOtherDevice, "3,"+im14(2)+",CLONE7,CLONE7", "5,"+im14(4)+",no such id!,")
+		})
+	}
+}
+
+// TestQuotedLineBreak: a DIRBS row whose quoted field holds a line break
+// (CRLF or LF) is one register row, reported at its first line; the rows
+// after it keep their line numbers. A stray quote that nothing closes is
+// its own line and swallows none after it.
+func TestQuotedLineBreak(t *testing.T) {
+	dirbs := "approved_imei,make,model,status,model_number,brand_name,device_type,radio_interface,device_id\r\n" +
+		im14(1) + ",Acme,\"Phone\r\n1\",whitelist,,Acme,,,D1\r\n" + // lines 2-3
+		im14(2) + ",\"Acme \"\"Labs\"\"\nEast\",P,whitelist,,Acme,,,D2\r\n" + // lines 4-5
+		im14(1) + ",Acme,P,whitelist,,Acme,,,D1\r\n" + // line 6: a duplicate
+		im14(5) + ",Acme,\"P,whitelist,,Acme,,,D5\r\n" + // line 7: a stray quote
+		im14(4) + ",Acme,P,whitelist,,Acme,,,D4\r\n" + // line 8
+		im14(6) + ",Acme,\"P\nQ\",whitelist,,Acme,,,D6" // lines 9-10, no end
+	for _, d := range storetest.Dialects {
+		t.Run(string(d), func(t *testing.T) {
+			got, out := runDIRBS(t, d, dirbs)
+			want := Summary{RegisterRows: 6, Matched: 3, DuplicatesInRegister: 1, MissingInRegister: 1, StatusMismatch: 2,
+				LedgerIMEIs: got.LedgerIMEIs, TACs: got.TACs}
+			if got != want {
+				t.Fatalf("summary %+v\nwant    %+v", got, want)
+			}
+			checkFile(t, out, FileDuplicates, "6,"+im14(1)+",D1,D1")
+			checkFile(t, out, FileMalformed)
+			checkFile(t, out, FileOtherDevice)
+		})
+	}
+}
+
+// TestLineReaderRecords: the records and first line numbers the reader
+// yields.
+func TestLineReaderRecords(t *testing.T) {
+	long := strings.Repeat("y", maxLine)
+	for _, tc := range []struct {
+		name, in string
+		want     []string // record@line
+	}{
+		{"plain", "a\nb\r\nc", []string{"a@1", "b@2", "c@3"}},
+		{"quoted LF", "a,\"x\ny\",b\nc\n", []string{"a,\"x\ny\",b@1", "c@3"}},
+		{"quoted CRLF", "a,\"x\r\ny\"\r\nc\r\n", []string{"a,\"x\r\ny\"@1", "c@3"}},
+		{"several breaks", "\"1\n2\n3\"\nz\n", []string{"\"1\n2\n3\"@1", "z@4"}},
+		{"doubled quotes", "\"a \"\"q\"\"\nb\"\nz\n", []string{"\"a \"\"q\"\"\nb\"@1", "z@3"}},
+		{"closed on the last line", "a,\"x\ny\"", []string{"a,\"x\ny\"@1"}},
+		{"never closed", "a,\"x\nb\nc\n", []string{"a,\"x@1", "b@2", "c@3"}},
+		{"bare quote in the field", "a,\"x\nb\"c\nd\n", []string{"a,\"x@1", "b\"c@2", "d@3"}},
+		{"closed too far", "a,\"x\n" + long + "\"\nc\n", []string{"a,\"x@1", "long@2", "c@3"}},
+		{"byte order mark", "\xef\xbb\xbf\"h\nx\"\nz", []string{"\"h\nx\"@1", "z@3"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			lr := newLineReader(strings.NewReader(tc.in))
+			var got []string
+			for {
+				rec, err := lr.next()
+				if err != nil {
+					break
+				}
+				s := string(rec)
+				if lr.long {
+					s = "long"
+				}
+				got = append(got, fmt.Sprintf("%s@%d", s, lr.n))
+			}
+			if strings.Join(got, "|") != strings.Join(tc.want, "|") {
+				t.Fatalf("records %q\nwant    %q", got, tc.want)
+			}
+			if lr.read != int64(len(tc.in)) {
+				t.Fatalf("read %d bytes of %d", lr.read, len(tc.in))
+			}
 		})
 	}
 }
