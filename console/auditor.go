@@ -19,7 +19,6 @@ type auditExport struct {
 	Took   time.Duration
 	Stats  audit.ExportStats
 	Result audit.Result
-	Err    string
 	path   string
 }
 
@@ -30,7 +29,7 @@ type auditorData struct {
 	Checkpoints []audit.CheckpointInfo
 	LogKey      string
 	Exports     []*auditExport
-	Err         string
+	Err         *errorNote
 }
 
 func (c *Console) auditor(w http.ResponseWriter, r *http.Request, p *page) {
@@ -41,7 +40,8 @@ func (c *Console) auditor(w http.ResponseWriter, r *http.Request, p *page) {
 		d.Checkpoints, err = audit.RecentCheckpoints(r.Context(), c.cfg.DB, 20)
 	}
 	if err != nil {
-		d.Err = err.Error()
+		n := c.note(r, p, err)
+		d.Err = &n
 	}
 	id, _ := strconv.Atoi(r.URL.Query().Get("export"))
 	c.mu.Lock()

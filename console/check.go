@@ -4,8 +4,8 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/imei"
-	"github.com/tacline/tacline/tacerr"
 )
 
 // checkData is the public check page.
@@ -14,6 +14,7 @@ type checkData struct {
 	Error   string // why it is not an IMEI
 	Limited int    // seconds to wait when rate limited
 	Down    bool   // the lookup failed
+	Note    *errorNote
 	Result  *checkResult
 }
 
@@ -33,10 +34,7 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 		m, err := imei.Parse(d.Query)
 		switch {
 		case err != nil:
-			msg := err.Error()
-			if e, ok := tacerr.As(err); ok {
-				msg = e.Message
-			}
+			_, _, msg := api.PublicError(err) // what was wrong with the number, never a cause
 			d.Error, status = tx.text("check.invalid", msg), http.StatusBadRequest
 		default:
 			l, retry, err := c.cfg.Gate.PublicLookup(r.Context(), r, m)
@@ -45,8 +43,8 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 				d.Limited, status = retry, http.StatusTooManyRequests
 				w.Header().Set("Retry-After", itoa(int64(retry)))
 			case err != nil:
-				c.cfg.Log.Warn("console: public lookup failed", "code", string(tacerr.CodeOf(err)), "err", err.Error())
-				d.Down, status = true, http.StatusServiceUnavailable
+				n := c.note(r, p, err)
+				d.Down, d.Note, status = true, &n, http.StatusServiceUnavailable
 			default:
 				d.Result = &checkResult{IMEI: l.IMEI, Status: l.Status, Brand: l.Brand, Model: l.Model}
 			}

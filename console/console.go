@@ -8,6 +8,7 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/base64"
+	"encoding/hex"
 	"html/template"
 	"io/fs"
 	"log/slog"
@@ -250,6 +251,9 @@ type page struct {
 	Refresh int // seconds between live reloads
 	Flash   string
 	Data    any
+	// requestID names the request in the server log when the page shows
+	// an error (note).
+	requestID string
 }
 
 type navItem struct {
@@ -279,12 +283,13 @@ func (c *Console) guard(roles []provisioner.Role, upload bool, h staffHandler) h
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a, err := c.cfg.Gate.Caller(r)
 		if err != nil {
-			status, title, detail := api.PublicError(err)
+			n := c.note(r, nil, err)
+			d := problemData{Status: n.Status, Heading: n.Title, Text: n.Text, Note: &n}
 			if tacerr.Is(err, tacerr.Unauthorized) {
-				title = "A client certificate is needed"
-				detail += " The console uses the same client certificates as the API: ask an administrator for an operator, auditor, regulator or admin certificate and import it into your browser. To check an IMEI, anyone can use /check."
+				d.Heading = "A client certificate is needed"
+				d.Text += " The console uses the same client certificates as the API: ask an administrator for an operator, auditor, regulator or admin certificate and import it into your browser. To check an IMEI, anyone can use /check."
 			}
-			c.problem(w, r, nil, status, title, detail)
+			c.problemPage(w, r, nil, d)
 			return
 		}
 		p := &page{Actor: a, Nav: c.nav(a, r.URL.Path), Refresh: int(c.cfg.Refresh / time.Second), CSRF: c.csrfToken(r, a)}
@@ -444,25 +449,74 @@ func (c *Console) render(w http.ResponseWriter, r *http.Request, status int, nam
 type problemData struct {
 	Status        int
 	Heading, Text string
+	Note          *errorNote // the error's code and request id (nil: a refusal, not an error)
 }
 
 // problem renders an error page (p nil: the caller is not known).
 func (c *Console) problem(w http.ResponseWriter, r *http.Request, p *page, status int, heading, text string) {
+	c.problemPage(w, r, p, problemData{Status: status, Heading: heading, Text: text})
+}
+
+func (c *Console) problemPage(w http.ResponseWriter, r *http.Request, p *page, d problemData) {
 	if p == nil {
 		p = &page{Nav: []navItem{{Href: "/check", Label: "Public IMEI check"}}}
 	}
-	p.Title = heading
-	p.Data = problemData{Status: status, Heading: heading, Text: text}
-	c.render(w, r, status, "problem", p)
+	p.Title = d.Heading
+	p.Data = d
+	c.render(w, r, d.Status, "problem", p)
 }
 
-// fail renders err as the API would describe it.
+// fail renders err as an error page (note).
 func (c *Console) fail(w http.ResponseWriter, r *http.Request, p *page, err error) {
+	n := c.note(r, p, err)
+	c.problemPage(w, r, p, problemData{Status: n.Status, Heading: n.Title, Text: n.Text, Note: &n})
+}
+
+// errorNote is an error as a page shows it: its stable code, the message
+// the API would send for it (the error's own message only when tacerr's
+// table lets the code's message out, never a wrapped cause: no file path,
+// SQL or Go error text) and the request id under which the server log
+// holds the error in full.
+type errorNote struct {
+	Status                       int
+	Code, Title, Text, RequestID string
+}
+
+// note is the one way an error reaches a page or a notice: it logs err in
+// full with a request id (at error level when the status is 5xx, else
+// warning) and returns what the page may show. The request id is the
+// page's: every note of one request has the same.
+func (c *Console) note(r *http.Request, p *page, err error) errorNote {
 	status, title, detail := api.PublicError(err)
-	if status >= 500 {
-		c.cfg.Log.Error("console: request failed", "path", r.URL.Path, "code", string(tacerr.CodeOf(err)), "err", err.Error())
+	code := tacerr.CodeOf(err)
+	if _, known := tacerr.Lookup(code); !known {
+		code = tacerr.Internal // as PublicError describes it
 	}
-	c.problem(w, r, p, status, title, detail)
+	n := errorNote{Status: status, Code: string(code), Title: title, Text: detail, RequestID: c.requestID(p)}
+	level, actor := slog.LevelWarn, ""
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if p != nil {
+		actor = p.Actor.ID
+	}
+	c.cfg.Log.Log(r.Context(), level, "console: error shown", "request_id", n.RequestID, "path", r.URL.Path,
+		"actor", actor, "code", n.Code, "err", err.Error())
+	return n
+}
+
+// requestID returns p's request id, made on first use (p nil: a new one).
+func (c *Console) requestID(p *page) string {
+	if p != nil && p.requestID != "" {
+		return p.requestID
+	}
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	id := hex.EncodeToString(b[:])
+	if p != nil {
+		p.requestID = id
+	}
+	return id
 }
 
 // parsePages parses every page with the layout.

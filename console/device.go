@@ -1,7 +1,6 @@
 package console
 
 import (
-	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"encoding/hex"
@@ -36,7 +35,7 @@ type imeiView struct {
 	store.IMEIRecord
 	Text       string
 	Deliveries []register.Delivery
-	DelivErr   string
+	DelivErr   *errorNote
 	CanVoid    bool
 }
 
@@ -46,6 +45,7 @@ type certView struct {
 	NoExpiry                             bool
 	URIs                                 []string
 	Other                                []string
+	Err                                  *errorNote // the stored certificate does not parse
 }
 
 type historyView struct {
@@ -55,7 +55,8 @@ type historyView struct {
 	Checkpoint int64
 	Valid      bool
 	Reason     string
-	Err        string
+	Err        string     // why nothing can be proven yet
+	Fail       *errorNote // the proof could not be read
 }
 
 // maxSearchQuery is the most bytes of a search the console reads (and
@@ -117,7 +118,7 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 				}
 				recs = append(recs, rec)
 			}
-			d.Cert = decodeCert(dev.CertDER)
+			d.Cert = c.decodeCert(r, p, dev.CertDER)
 		}
 	}
 	for _, rec := range recs {
@@ -125,12 +126,13 @@ func (c *Console) search(w http.ResponseWriter, r *http.Request, p *page) {
 			CanVoid: d.CanAct && (rec.State == store.StateReserved || rec.State == store.StateBound)}
 		var err error
 		if v.Deliveries, err = register.Deliveries(ctx, c.cfg.DB, rec.IMEI); err != nil {
-			v.DelivErr = err.Error()
+			n := c.note(r, p, err)
+			v.DelivErr = &n
 		}
 		d.IMEIs = append(d.IMEIs, v)
 	}
 	if len(recs) > 0 {
-		d.History = c.history(ctx, recs[0].IMEI)
+		d.History = c.history(r, p, recs[0].IMEI)
 	}
 	p.Flash = doneNotice(r.URL.Query().Get("done"), d)
 	status := http.StatusOK
@@ -164,37 +166,39 @@ func doneNotice(done string, d *searchData) string {
 
 // history is the audit log's events of m with their inclusion proofs,
 // verified here against the log key the server trusts.
-func (c *Console) history(ctx context.Context, m imei.IMEI) *historyView {
+func (c *Console) history(r *http.Request, p *page, m imei.IMEI) *historyView {
 	h := &historyView{IMEI: m.String()}
-	b, err := audit.Prove(ctx, c.cfg.DB, m.String())
-	if err != nil {
-		h.Err = err.Error()
-		if tacerr.Is(err, tacerr.NotFound) {
-			h.Err = "No audit checkpoint has been signed yet, so nothing can be proven; the server signs one within its checkpoint interval."
+	b, err := audit.Prove(r.Context(), c.cfg.DB, m.String())
+	if err == nil {
+		h.Events, h.Pending = b.Events, b.Pending
+		var data []byte
+		if data, err = json.Marshal(b); err == nil {
+			res := audit.VerifyProof(data, c.cfg.LogKey)
+			h.Valid, h.Reason, h.Checkpoint = res.Valid, res.Reason, res.TreeSize
+			return h
 		}
+		err = tacerr.Wrap(tacerr.Internal, err, "encode the inclusion proofs")
+	}
+	if tacerr.Is(err, tacerr.NotFound) {
+		h.Err = "No audit checkpoint has been signed yet, so nothing can be proven; the server signs one within its checkpoint interval."
 		return h
 	}
-	h.Events, h.Pending = b.Events, b.Pending
-	data, err := json.Marshal(b)
-	if err != nil {
-		h.Err = err.Error()
-		return h
-	}
-	res := audit.VerifyProof(data, c.cfg.LogKey)
-	h.Valid, h.Reason, h.Checkpoint = res.Valid, res.Reason, res.TreeSize
+	n := c.note(r, p, err)
+	h.Fail = &n
 	return h
 }
 
 // noExpiry is 802.1AR's notAfter for "no well-defined expiration".
 var noExpiry = time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)
 
-func decodeCert(der []byte) *certView {
+func (c *Console) decodeCert(r *http.Request, p *page, der []byte) *certView {
 	if len(der) == 0 {
 		return nil
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return &certView{Subject: "the stored certificate does not parse: " + err.Error()}
+		n := c.note(r, p, tacerr.Wrap(tacerr.LedgerInvariant, err, "the stored certificate does not parse"))
+		return &certView{Subject: "the stored certificate does not parse", Err: &n}
 	}
 	v := &certView{Subject: cert.Subject.String(), Issuer: cert.Issuer.String(), Serial: hex.EncodeToString(cert.SerialNumber.Bytes()),
 		SigAlg: cert.SignatureAlgorithm.String(), NotBefore: cert.NotBefore, NotAfter: cert.NotAfter, NoExpiry: cert.NotAfter.Equal(noExpiry)}

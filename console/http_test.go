@@ -7,9 +7,11 @@ import (
 	"errors"
 	"github.com/tacline/tacline/imei"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -42,6 +44,12 @@ type liveServer struct {
 // environment's configuration first.
 func startServer(t *testing.T, configure ...func(*devenv.Env)) *liveServer {
 	t.Helper()
+	return startServerLogging(t, slog.New(slog.DiscardHandler), configure...)
+}
+
+// startServerLogging is startServer with the server's log written to log.
+func startServerLogging(t *testing.T, log *slog.Logger, configure ...func(*devenv.Env)) *liveServer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
 	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
@@ -51,7 +59,7 @@ func startServer(t *testing.T, configure ...func(*devenv.Env)) *liveServer {
 	for _, f := range configure {
 		f(env)
 	}
-	srv, u, stop, err := devenv.ServeInProcess(ctx, env)
+	srv, u, stop, err := devenv.ServeInProcessLogging(ctx, env, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -509,5 +517,69 @@ func TestSlowDownloadOutlastsWriteTimeout(t *testing.T) {
 	}
 	if !errors.Is(rerr, io.EOF) || lines != n+1 {
 		t.Fatalf("a slow download: %d lines, then %v; want %d lines (header and rows) and EOF", lines, rerr, n+1)
+	}
+}
+
+// TestRegulatorErrorShowsCodeNotCause: a reconciliation that fails, for
+// the server's own reason (its run directory cannot be made) or for the
+// file's (no DIRBS header), shows the regulator the error's code, a
+// message meant for them and a request id, never the server's paths or a
+// Go error's text; the server log holds the error in full under that
+// request id.
+func TestRegulatorErrorShowsCodeNotCause(t *testing.T) {
+	work := t.TempDir()
+	// The server's log, a file: slog writes it one line at a time, the
+	// test reads it between requests.
+	logFile, err := os.Create(filepath.Join(t.TempDir(), "server.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { logFile.Close() })
+	s := startServerLogging(t, slog.New(slog.NewJSONHandler(logFile, nil)), func(env *devenv.Env) { env.Config.Console.WorkDir = work })
+	// Run 1's output directory cannot be made: a file is in its place.
+	if err := os.MkdirAll(filepath.Join(work, "reconcile", "1"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(work, "reconcile", "1", "out"), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	regulator := s.client(t, "regulator")
+	idRe := regexp.MustCompile(`request id ([0-9a-f]{16})`)
+	for _, tc := range []struct {
+		name, format, file string
+		code               string
+		text               string // what the page says about it
+		detail             string // what only the log says
+	}{
+		{"internal", "lines", "352099001761481\n", "internal", "the cause is in its log", "not a directory"},
+		{"the file's", "dirbs", "352099001761481\n", "invalid_input", "line 1 of register.txt is not a DIRBS header", "not a DIRBS header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok := csrfOf(t, regulator, s.url+"/console/regulator")
+			resp, body := multipartPost(t, regulator, s.url+"/console/regulator/runs", [][2]string{{"csrf", tok}, {"format", tc.format}, {"file", tc.file}})
+			if resp.StatusCode == http.StatusSeeOther { // a run listed with its error
+				_, body = get(t, regulator, s.url+resp.Header.Get("Location"))
+			}
+			if strings.Contains(body, work) || strings.Contains(body, os.TempDir()) || strings.Contains(body, "mkdir") {
+				t.Fatalf("the page shows a server path or a Go error:\n%s", body)
+			}
+			m := idRe.FindStringSubmatch(body)
+			if m == nil || !strings.Contains(body, "Error code "+tc.code) || !strings.Contains(body, tc.text) {
+				t.Fatalf("the page does not show code %s, %q and a request id:\n%s", tc.code, tc.text, body)
+			}
+			logText, err := os.ReadFile(logFile.Name())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var found bool
+			for line := range strings.Lines(string(logText)) {
+				if strings.Contains(line, `"request_id":"`+m[1]+`"`) && strings.Contains(line, `"code":"`+tc.code+`"`) && strings.Contains(line, tc.detail) {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("no log line with request id %s, code %s and %q:\n%s", m[1], tc.code, tc.detail, logText)
+			}
+		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"maps"
 	"math"
@@ -24,6 +25,7 @@ import (
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // The overview's window: rates are the reservations of the last hour, in
@@ -49,7 +51,13 @@ type overviewData struct {
 	Issuers     []issuerView
 	Chart       *depletionChart
 	// Problems lists what could not be read (the rest is still shown).
-	Problems []string
+	Problems []readProblem
+}
+
+// readProblem is a part of the overview that could not be read.
+type readProblem struct {
+	What string
+	Err  errorNote
 }
 
 type poolView struct {
@@ -97,6 +105,7 @@ type auditView struct {
 
 type hsmView struct {
 	hsm.Health
+	Fail      *errorNote // the probe failed (Health.Err, logged, not shown)
 	Latency   string
 	Signs     int64
 	SignMean  string
@@ -108,22 +117,25 @@ type issuerView struct {
 	KeyID, Label, Kind, Subject string
 	NotAfter                    time.Time
 	Days                        int
-	Active, Loaded              bool // Loaded: this server issues under it
-	Unusable                    string
+	Active, Loaded              bool       // Loaded: this server issues under it
+	Unusable                    *errorNote // why this server cannot sign under it (nil: it can)
 }
 
 func (c *Console) overview(w http.ResponseWriter, r *http.Request, p *page) {
 	p.Title = "Overview"
-	p.Data = c.collect(r.Context(), p)
+	p.Data = c.collect(r, p)
 	c.render(w, r, http.StatusOK, "overview", p)
 }
 
 // collect reads everything the overview shows; what fails is listed in
 // Problems and the rest is shown.
-func (c *Console) collect(ctx context.Context, p *page) *overviewData {
+func (c *Console) collect(r *http.Request, p *page) *overviewData {
+	ctx := r.Context()
 	now := c.cfg.Now().UTC()
 	d := &overviewData{Now: now}
-	problem := func(what string, err error) { d.Problems = append(d.Problems, what+": "+err.Error()) }
+	problem := func(what string, err error) {
+		d.Problems = append(d.Problems, readProblem{What: what, Err: c.note(r, p, err)})
+	}
 
 	since := now.Add(-window).Truncate(bucket).Add(bucket)
 	acts, err := c.activity(ctx, since)
@@ -221,8 +233,8 @@ func (c *Console) collect(ctx context.Context, p *page) *overviewData {
 	} else {
 		d.Audit = av
 	}
-	d.HSM = c.hsmState(ctx)
-	iv, err := c.issuerState(ctx, now)
+	d.HSM = c.hsmState(r, p)
+	iv, err := c.issuerState(r, p, now)
 	if err != nil {
 		problem("issuers", err)
 	}
@@ -600,16 +612,20 @@ type cachedHealth struct {
 
 const healthTTL = 10 * time.Second
 
-func (c *Console) hsmState(ctx context.Context) *hsmView {
+func (c *Console) hsmState(r *http.Request, p *page) *hsmView {
 	if c.cfg.Health == nil {
 		return nil
 	}
 	c.health.mu.Lock()
 	if time.Since(c.health.at) > healthTTL {
-		c.health.h, c.health.at = c.cfg.Health(ctx), time.Now()
+		c.health.h, c.health.at = c.cfg.Health(r.Context()), time.Now()
 	}
 	v := &hsmView{Health: c.health.h, CheckedAt: c.health.at.UTC()}
 	c.health.mu.Unlock()
+	if !v.OK {
+		n := c.note(r, p, tacerr.Wrap(tacerr.HSMUnavailable, errors.New(v.Health.Err), "the HSM probe signature failed"))
+		v.Fail = &n
+	}
 	v.Latency = ms(v.Health.Latency.Seconds())
 	for _, m := range c.family("tacline_hsm_sign_duration_seconds") {
 		h := m.GetHistogram()
@@ -641,8 +657,8 @@ func ms(sec float64) string {
 	return strconv.FormatFloat(sec*1000, 'f', 2, 64) + " ms"
 }
 
-func (c *Console) issuerState(ctx context.Context, now time.Time) ([]issuerView, error) {
-	recs, err := c.cfg.DB.Issuers(ctx)
+func (c *Console) issuerState(r *http.Request, p *page, now time.Time) ([]issuerView, error) {
+	recs, err := c.cfg.DB.Issuers(r.Context())
 	if err != nil {
 		return nil, err
 	}
@@ -651,10 +667,14 @@ func (c *Console) issuerState(ctx context.Context, now time.Time) ([]issuerView,
 		st = c.cfg.Issuers()
 	}
 	var out []issuerView
-	for _, r := range recs {
-		v := issuerView{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Active: r.Active, Unusable: st.Unusable[r.KeyID]}
-		v.Loaded = r.KeyID == st.Active
-		if b, _ := pem.Decode([]byte(r.CertPEM)); b != nil {
+	for _, rec := range recs {
+		v := issuerView{KeyID: rec.KeyID, Label: rec.Label, Kind: rec.Kind, Active: rec.Active}
+		if why, ok := st.Unusable[rec.KeyID]; ok {
+			n := c.note(r, p, tacerr.Wrap(tacerr.Internal, errors.New(why), "this server cannot sign under issuer %s", rec.KeyID))
+			v.Unusable = &n
+		}
+		v.Loaded = rec.KeyID == st.Active
+		if b, _ := pem.Decode([]byte(rec.CertPEM)); b != nil {
 			if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
 				v.Subject, v.NotAfter = cert.Subject.CommonName, cert.NotAfter
 				v.Days = int(cert.NotAfter.Sub(now).Hours() / 24)

@@ -53,7 +53,7 @@ type reconRun struct {
 	At      time.Time
 	Took    time.Duration
 	Summary reconcile.Summary
-	Err     string
+	Err     *errorNote // why the run failed (nil: it did not)
 	dir     string
 }
 
@@ -90,7 +90,7 @@ func (c *Console) regulator(w http.ResponseWriter, r *http.Request, p *page) {
 	c.mu.Unlock()
 	if run != nil { // a kept run, not any number a link names
 		p.Flash = "Reconciliation run " + strconv.Itoa(run.ID) + " finished."
-		if run.Err != "" {
+		if run.Err != nil {
 			p.Flash = "Reconciliation run " + strconv.Itoa(run.ID) + " failed (below)."
 		}
 	}
@@ -126,7 +126,10 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 	run := &reconRun{ID: c.runSeq, By: p.Actor.ID, At: c.cfg.Now().UTC()}
 	c.mu.Unlock()
 	run.dir = filepath.Join(c.cfg.WorkDir, "reconcile", strconv.Itoa(run.ID))
-	if err := os.MkdirAll(run.dir, 0o700); err != nil {
+	out := filepath.Join(run.dir, "out")
+	// The console's own directories: failing to make them is the server's
+	// fault (internal), not the regulator's file's.
+	if err := os.MkdirAll(out, 0o700); err != nil {
 		c.fail(w, r, p, tacerr.Wrap(tacerr.Internal, err, "make the run directory"))
 		return
 	}
@@ -164,18 +167,21 @@ func (c *Console) reconcileUpload(w http.ResponseWriter, r *http.Request, p *pag
 		c.fail(w, r, p, err)
 		return
 	}
-	in, err := reconcile.OpenInput(path)
+	// Errors name the file as uploaded, not where it is stored.
+	in, err := reconcile.OpenNamed(path, run.File)
 	if err == nil {
 		start := time.Now()
-		run.Summary, err = reconcile.Run(r.Context(), reconcile.DBLedger{DB: c.cfg.DB}, in, reconcile.Options{Format: format, OutDir: filepath.Join(run.dir, "out")})
+		run.Summary, err = reconcile.Run(r.Context(), reconcile.DBLedger{DB: c.cfg.DB}, in, reconcile.Options{Format: format, OutDir: out})
 		run.Took = time.Since(start).Round(time.Millisecond)
 		in.Close()
 		os.Remove(path)
 	}
+	reqID := ""
 	if err != nil {
-		run.Err = err.Error()
+		n := c.note(r, p, err)
+		run.Err, reqID = &n, n.RequestID
 	}
-	c.cfg.Log.Info("console: reconciliation", "actor", p.Actor.ID, "run", run.ID, "file", run.File, "err", run.Err)
+	c.cfg.Log.Info("console: reconciliation", "actor", p.Actor.ID, "run", run.ID, "file", run.File, "failed", run.Err != nil, "request_id", reqID)
 	keepNewest(&c.mu, &c.runs, run, keepRuns, func(r *reconRun) string { return r.dir })
 	http.Redirect(w, r, "/console/regulator?run="+strconv.Itoa(run.ID), http.StatusSeeOther)
 }
@@ -239,7 +245,7 @@ func (c *Console) reconcileFile(w http.ResponseWriter, r *http.Request, p *page)
 			ok = ok || cat.File == file
 		}
 	}
-	if !ok || run.Err != "" {
+	if !ok || run.Err != nil {
 		c.problem(w, r, p, http.StatusNotFound, "No such file", "Run "+r.PathValue("id")+" has no file "+file+" (runs are kept in memory: a restart forgets them).")
 		return
 	}

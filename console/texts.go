@@ -13,7 +13,8 @@ import (
 	"github.com/tacline/tacline/tacerr"
 )
 
-// catalogue holds every text of the public check page, by key, in English.
+// catalogue holds every text of the public check page, by key, in English,
+// and the reference line under an error on any page (error.reference).
 // A country translates the page with a texts file (console.check_texts,
 // LoadTexts) that replaces some or all of the values; the console's staff
 // pages are in English.
@@ -43,6 +44,9 @@ var catalogue = map[string]string{
 	"check.unavailable":  "The check is not available right now. Please try again in a few minutes.",
 	"check.privacy":      "This page shows only the brand, model and status of an IMEI: nothing about owners, and no keys.",
 	"check.share":        "You can share this result: the address of this page holds the IMEI.",
+	// Under every error a page shows, staff pages' too: the error's code
+	// and the request id under which the server log holds it.
+	"error.reference": "Error code %s, request id %s: give both when you report this; the server log has the details.",
 }
 
 // Texts is the check page's catalogue in one language: English with a

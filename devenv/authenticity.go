@@ -163,10 +163,16 @@ func ReadDevices(env *Env, ndjson io.Reader, keysDir string, max int) ([]Device,
 // it down and releases it (tests and benchmarks; the demo runs a child
 // process instead).
 func ServeInProcess(ctx context.Context, env *Env) (*server.Server, string, func() error, error) {
+	return ServeInProcessLogging(ctx, env, slog.New(slog.DiscardHandler))
+}
+
+// ServeInProcessLogging is ServeInProcess with the server's log written
+// to log.
+func ServeInProcessLogging(ctx context.Context, env *Env, log *slog.Logger) (*server.Server, string, func() error, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	cfg := *env.Config
 	cfg.Server.Listen = "127.0.0.1:0"
-	srv, err := server.New(ctx, &cfg, slog.New(slog.DiscardHandler))
+	srv, err := server.New(ctx, &cfg, log)
 	if err != nil {
 		cancel()
 		return nil, "", nil, err

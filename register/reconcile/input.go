@@ -59,7 +59,12 @@ func (in *Input) Close() error {
 }
 
 // OpenInput opens path; a zip must hold exactly one .csv file.
-func OpenInput(path string) (*Input, error) {
+func OpenInput(path string) (*Input, error) { return OpenNamed(path, path) }
+
+// OpenNamed is OpenInput naming the file name in errors and in Input.Name
+// (the name a user gave a file stored under another path, such as an
+// upload).
+func OpenNamed(path, name string) (*Input, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open register file")
@@ -75,7 +80,7 @@ func OpenInput(path string) (*Input, error) {
 		zr, err := zip.NewReader(f, st.Size())
 		if err != nil {
 			f.Close()
-			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "register file %s looks like a zip but cannot be read", path)
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "register file %s looks like a zip but cannot be read", name)
 		}
 		var csvs []*zip.File
 		for _, e := range zr.File {
@@ -85,20 +90,20 @@ func OpenInput(path string) (*Input, error) {
 		}
 		if len(csvs) != 1 {
 			f.Close()
-			return nil, tacerr.New(tacerr.InvalidInput, "register zip %s holds %d CSV files: a DIRBS list zip holds exactly one", path, len(csvs))
+			return nil, tacerr.New(tacerr.InvalidInput, "register zip %s holds %d CSV files: a DIRBS list zip holds exactly one", name, len(csvs))
 		}
 		rc, err := csvs[0].Open()
 		if err != nil {
 			f.Close()
-			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open %s in %s", csvs[0].Name, path)
+			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "open %s in %s", csvs[0].Name, name)
 		}
-		return &Input{Reader: rc, Name: path + "!" + csvs[0].Name, Size: int64(csvs[0].UncompressedSize64), c: f, zc: rc}, nil
+		return &Input{Reader: rc, Name: name + "!" + csvs[0].Name, Size: int64(csvs[0].UncompressedSize64), c: f, zc: rc}, nil
 	}
 	if _, err := f.Seek(0, io.SeekStart); err != nil {
 		f.Close()
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "read register file")
 	}
-	return &Input{Reader: f, Name: path, Size: st.Size(), c: f}, nil
+	return &Input{Reader: f, Name: name, Size: st.Size(), c: f}, nil
 }
 
 // maxLine bounds a line; longer lines are malformed.
