@@ -53,11 +53,17 @@ type AuthenticityConfig struct {
 	PublicVerify bool `yaml:"public_verify" doc:"let anyone (rate limited per caller) request challenges and verify devices"`
 	// PublicRate is the sustained rate (requests per second per caller)
 	// of public challenges and checks; PublicBurst the burst.
-	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per caller"`
-	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per caller"`
-	// LookupRate and LookupBurst limit GET /v1/lookup per caller.
-	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup requests per second per caller"`
-	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup requests per caller"`
+	//
+	// Every limit here is per caller and per replica: each server keeps
+	// its buckets in its own memory, so N replicas behind one address
+	// admit up to N times the limit. Set each replica to the total divided
+	// by N (docs/operations.md, "Rate limits and replicas").
+	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per caller, on each replica (N replicas behind one address: the total / N, see docs/operations.md)"`
+	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per caller, on each replica (the total burst / N, at least 1)"`
+	// LookupRate and LookupBurst limit GET /v1/lookup (and the console's
+	// /check page, which shares its quota) per caller.
+	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup and /check requests per second per caller, on each replica (N replicas behind one address: the total / N, see docs/operations.md)"`
+	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup and /check requests per caller, on each replica (the total burst / N, at least 1)"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5

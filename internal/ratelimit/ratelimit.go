@@ -15,6 +15,12 @@
 // is bounded by the callers seen in the last few minutes (buckets that
 // have refilled are forgotten); an empty bucket answers the whole seconds
 // until its next token, never 0.
+//
+// Buckets live in the process: replicas do not share them, so N replicas
+// behind one address admit up to N times a caller's limit, and each is
+// configured with the total / N (docs/operations.md, "Rate limits and
+// replicas"). A shared bucket would cost a database write or a cache round
+// trip on every public request.
 package ratelimit
 
 import (
