@@ -12,6 +12,7 @@ import (
 	"errors"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,6 +296,89 @@ func TestKeyReusedWhileSigning(t *testing.T) {
 		}
 		if _, err := provision(env, "S1", "kr-a2", "SN-KR-A", provtest.NewDevice(t)); err != nil {
 			t.Fatalf("the device with a new key, at once: %v", err)
+		}
+		ledgerOK(t, env)
+	})
+}
+
+// TestVoidDuringPendingIntent: a request's signature fails (an HSM outage)
+// after its intent was recorded, and its IMEIs are voided before any replay
+// (a provisioning reservation by its station, a pre-allocated group too).
+// Each replay of the request id used to sign a new certificate that could
+// never be bound (its IMEIs are VOIDED), and left the intent pending for the
+// next replay to sign again. Now the void abandons the intent with its
+// IMEIs: every replay is answered invalid_state saying the IMEIs were
+// voided, and nothing is signed.
+func TestVoidDuringPendingIntent(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
+		ctx := context.Background()
+		var signatures atomic.Int64
+		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "vp-al", Pool: "F1-A", Count: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev, devB := provtest.NewDevice(t), provtest.NewDevice(t)
+		prov := func() (*provisioner.Issued, error) { return provision(env, "S1", "vp-1", "SN-VP", dev) }
+		bind := func() (*provisioner.Issued, error) {
+			return env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "vp-b", IMEIs: al.Devices[0], DeviceSerial: "SN-VB", CSR: devB.CSR})
+		}
+		for _, tc := range []struct {
+			name string
+			do   func() (*provisioner.Issued, error)
+			id   string
+		}{{"provision", prov, "vp-1"}, {"bind", bind, "vp-b"}} {
+			if err := env.Issuer.Ready(ctx); err != nil { // the signer is back: a probe signature clears the last failure
+				t.Fatal(err)
+			}
+			fs.Down.Store(true)
+			_, err := tc.do()
+			wantCode(t, err, tacerr.HSMUnavailable)
+			fs.Down.Store(false)
+			is, err := env.DB.IssuanceByRequestID(ctx, tc.id)
+			if err != nil || is == nil || is.State != store.IssuancePending {
+				t.Fatalf("%s: intent after a failed signature = %+v, %v", tc.name, is, err)
+			}
+			recs, err := env.DB.GroupIMEIs(ctx, is.ReservationID, is.Group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S1"), IMEI: recs[0].IMEI, Reason: "scrapped"}); err != nil {
+				t.Fatal(err)
+			}
+			before := signatures.Load()
+			var errs []error
+			for i := 0; i < 3; i++ {
+				out, err := tc.do()
+				if out != nil {
+					t.Fatalf("%s: replay %d after the void was answered with a certificate", tc.name, i)
+				}
+				errs = append(errs, err)
+			}
+			if n := signatures.Load() - before; n != 0 {
+				t.Fatalf("%s: %d signatures for 3 replays of a request whose IMEIs were voided, want 0", tc.name, n)
+			}
+			for i, err := range errs {
+				wantCode(t, err, tacerr.InvalidState)
+				if !strings.Contains(err.Error(), "voided (scrapped)") {
+					t.Fatalf("%s: replay %d after the void = %v; want the void named", tc.name, i, err)
+				}
+			}
+			if c, err := env.DB.CertificateBySerial(ctx, is.CertSerial); err != nil || c != nil {
+				t.Fatalf("%s: certificate recorded for the voided intent: %+v, %v", tc.name, c, err)
+			}
+			if is, err := env.DB.IssuanceByRequestID(ctx, tc.id); err != nil || is.State != store.IssuanceAbandoned {
+				t.Fatalf("%s: intent after the void = %+v, %v; want abandoned", tc.name, is, err)
+			}
+		}
+		// The devices' serials were released with the intents: both can be
+		// provisioned at once, with new request ids.
+		for _, sn := range []string{"SN-VP", "SN-VB"} {
+			if _, err := provision(env, "S1", "vp-new-"+sn, sn, provtest.NewDevice(t)); err != nil {
+				t.Fatalf("%s with a new request id: %v", sn, err)
+			}
 		}
 		ledgerOK(t, env)
 	})

@@ -160,7 +160,7 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	case store.IssuanceIssued:
 		return s.issuedResult(ctx, is)
 	case store.IssuanceAbandoned:
-		return nil, s.abandonedError(is)
+		return nil, s.abandonedError(ctx, is)
 	}
 	pub, err := x509.ParsePKIXPublicKey(is.PublicKey)
 	if err != nil {
@@ -185,15 +185,31 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	return s.complete(ctx, is, store.IMEIsOf(recs), pub, serial, csr)
 }
 
-// abandonedError answers a request whose intent recovery abandoned, saying
-// what became of what the intent held (abandon).
-func (s *Service) abandonedError(is *store.Issuance) error {
-	what := "its IMEIs voided; provision the device again"
+// abandonedError answers a request whose intent was abandoned, saying why
+// and what became of what the intent held: recovery abandoned it after the
+// intent timeout (abandon), or the IMEIs it names were voided while it was
+// pending (store's Tx.Void abandons such an intent with them, so that no
+// replay signs a certificate for IMEIs that can never be bound).
+func (s *Service) abandonedError(ctx context.Context, is *store.Issuance) error {
+	recs, err := s.db.GroupIMEIs(ctx, is.ReservationID, is.Group)
+	if err != nil {
+		return err
+	}
+	// What became of the intent's IMEIs after the timeout, and what to do
+	// once they were voided.
+	what, next := "its IMEIs voided; provision the device again", "provision the device again with a new request id"
 	switch is.Kind {
 	case "bind":
-		what = "its IMEIs stay pre-allocated; bind them again"
+		what, next = "its IMEIs stay pre-allocated; bind them again", "bind another pre-allocated group, or provision the device, with a new request id"
 	case "reissue":
-		what = "the device keeps its certificate; reissue again"
+		what, next = "the device keeps its certificate; reissue again", "the device was voided and cannot be reissued"
+	}
+	for _, r := range recs {
+		if r.State != store.StateVoided || (r.Reason == string(lifecycle.VoidAbandoned) && is.Kind != "bind") {
+			continue // a provision intent's own abandonment voids its IMEIs as abandoned
+		}
+		return tacerr.Field(tacerr.InvalidState, "request_id",
+			"request %q was abandoned: IMEI %s it names was voided (%s) before the request completed, and a voided IMEI is never bound; nothing more is signed for it: %s", is.RequestID, r.IMEI, r.Reason, next)
 	}
 	return tacerr.Field(tacerr.InvalidState, "request_id",
 		"request %q was abandoned after %s and %s with a new request id", is.RequestID, s.cfg.IntentTimeout, what)
@@ -347,7 +363,7 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 				case store.IssuanceIssued:
 					return s.issuedResult(ctx, latest)
 				case store.IssuanceAbandoned:
-					return nil, s.abandonedError(latest)
+					return nil, s.abandonedError(ctx, latest)
 				}
 			}
 		}

@@ -115,6 +115,44 @@ func (tx *Tx) refuseConcurrentReissue(is *Issuance) error {
 	return nil
 }
 
+// sqlPendingOfGroup finds the pending intents that name one device group
+// (a provision or bind intent signing its IMEIs, a reissue intent its
+// device's); the literal state and the created_at test match the partial
+// index issuances_pending (only intents in flight are read).
+const sqlPendingOfGroup = `SELECT request_id FROM issuances WHERE state = 'pending' AND created_at IS NOT NULL
+	AND reservation_id = ? AND grp = ? ORDER BY request_id`
+
+// pendingOfGroup returns the request ids of the pending intents naming a
+// device group.
+func (tx *Tx) pendingOfGroup(reservationID int64, grp int) ([]string, error) {
+	var ids []string
+	if err := tx.sel(&ids, tx.rebind(sqlPendingOfGroup), reservationID, grp); err != nil {
+		return nil, translate(err, "look up pending intents of a device group")
+	}
+	return ids, nil
+}
+
+// abandonGroupIntents abandons the pending intents naming a device group
+// whose IMEIs were just voided in tx: no replay of them may sign a
+// certificate for IMEIs that can never be bound (each replay would sign one
+// more, and none could be recorded). Their device serials' claims are
+// released (SetIssuanceState). Run after the IMEIs' rows were updated, so
+// that on PostgreSQL an intent another transaction recorded for the group
+// meanwhile (it holds the rows, Tx.InsertIssuance) is read once it
+// committed.
+func (tx *Tx) abandonGroupIntents(reservationID int64, grp int) error {
+	ids, err := tx.pendingOfGroup(reservationID, grp)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		if err := tx.SetIssuanceState(id, IssuanceAbandoned); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 const sqlInsertIssuanceHead = `INSERT INTO issuances (request_id, kind, request_hash, station, device_serial, reservation_id, grp,
 		cert_serial, not_before, issuer_key_id, public_key, spki_hash, state, created_at) VALUES `
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -356,7 +357,9 @@ func (tx *Tx) Bind(ims []imei.IMEI, deviceSerial, certSerial, actor, requestID s
 }
 
 // Void moves IMEIs to VOIDED forever (they are never reused) and emits one
-// imei.voided event for them. RESERVED IMEIs may always be voided; BOUND
+// imei.voided event for them. A pending intent naming their device group is
+// abandoned with them (abandonGroupIntents): a replay of its request id is
+// answered with the abandonment, never signed again. RESERVED IMEIs may always be voided; BOUND
 // ones only for a device scrapped before shipment (any reason but
 // "abandoned", which is recovery's).
 func (tx *Tx) Void(ims []imei.IMEI, reason lifecycle.VoidReason, note, actor, requestID string) error {
@@ -365,10 +368,18 @@ func (tx *Tx) Void(ims []imei.IMEI, reason lifecycle.VoidReason, note, actor, re
 	}
 	now := tx.Now().Truncate(time.Microsecond)
 	var ev Event
+	type group struct {
+		reservation int64
+		grp         int
+	}
+	var groups []group
 	for _, m := range ims {
 		rec, err := tx.LookupIMEI(m)
 		if err != nil {
 			return err
+		}
+		if g := (group{rec.ReservationID, rec.Group}); !slices.Contains(groups, g) {
+			groups = append(groups, g)
 		}
 		switch {
 		case rec.State == StateReserved:
@@ -390,6 +401,11 @@ func (tx *Tx) Void(ims []imei.IMEI, reason lifecycle.VoidReason, note, actor, re
 	}
 	ev.IMEIs = imeiStrings(ims)
 	tx.Emit(ev)
+	for _, g := range groups {
+		if err := tx.abandonGroupIntents(g.reservation, g.grp); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
