@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/provtest"
 	"github.com/tacline/tacline/store"
@@ -379,6 +380,60 @@ func TestVoidDuringPendingIntent(t *testing.T) {
 			if _, err := provision(env, "S1", "vp-new-"+sn, sn, provtest.NewDevice(t)); err != nil {
 				t.Fatalf("%s with a new request id: %v", sn, err)
 			}
+		}
+		ledgerOK(t, env)
+	})
+}
+
+// TestBindChecksApproval: IMEIs pre-allocated while their TAC was approved
+// for the pool's market are bound after the approval lapsed. Provision
+// refuses such a device (tac_not_approved) before it reserves anything;
+// Bind skipped the check and certified it. Now both run the one check
+// (checkApproval) before anything is recorded or signed.
+func TestBindChecksApproval(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		env := provtest.New(t, d)
+		ctx := context.Background()
+		var signatures atomic.Int64
+		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		now := env.Clock.Now()
+		today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
+		const tac = 100103
+		if err := env.DB.AddTACs(ctx, []catalog.TAC{{TAC: tac, Brand: provtest.Manufacturer, ModelName: "EX-L", DeviceType: "Module",
+			RadioInterfaces: []string{"LTE"}, IMEIsPerDevice: 1, AllocationDate: today.AddDate(-1, 0, 0),
+			Approvals: []catalog.Approval{{Market: "DE", Reference: "DE-L", ValidFrom: today.AddDate(-1, 0, 0), ValidUntil: today}}}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := env.DB.CreatePool(ctx, store.Pool{Name: "F4-L", TAC: tac, SNRStart: 0, SNREnd: 999, Factory: "F4", Line: "L1", Product: "EX-L", Market: "DE"}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.DB.EnrollStation(ctx, store.StationRecord{ID: "S4", Factory: "F4", Line: "L1", Pools: []string{"F4-L"}}, "test"); err != nil {
+			t.Fatal(err)
+		}
+		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S4"), RequestID: "ap-al", Pool: "F4-L", Count: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		env.Clock.Add(48 * time.Hour) // the approval's last day has passed
+		_, err = env.Service.Provision(ctx, provisioner.ProvisionInput{Actor: provtest.Actor("S4"), RequestID: "ap-p", DeviceSerial: "SN-AP-P",
+			Product: "EX-L", CSR: provtest.NewDevice(t).CSR})
+		wantCode(t, err, tacerr.TACNotApproved)
+		_, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S4"), RequestID: "ap-b", IMEIs: al.Devices[0],
+			DeviceSerial: "SN-AP-B", CSR: provtest.NewDevice(t).CSR})
+		wantCode(t, err, tacerr.TACNotApproved)
+		if e, _ := tacerr.As(err); e.Field != "imeis" {
+			t.Fatalf("field = %q, want imeis", e.Field)
+		}
+		if n := signatures.Load(); n != 0 {
+			t.Fatalf("%d signatures for devices of a TAC not approved, want 0", n)
+		}
+		for _, id := range []string{"ap-p", "ap-b"} {
+			if is, err := env.DB.IssuanceByRequestID(ctx, id); err != nil || is != nil {
+				t.Fatalf("refused request %s recorded an intent: %+v, %v", id, is, err)
+			}
+		}
+		if rec, err := env.DB.LookupIMEI(ctx, al.Devices[0][0]); err != nil || rec.State != store.StateReserved {
+			t.Fatalf("pre-allocated IMEI after the refused bind = %+v, %v; want RESERVED", rec, err)
 		}
 		ledgerOK(t, env)
 	})

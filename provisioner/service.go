@@ -529,10 +529,19 @@ func (s *Service) choosePool(ctx context.Context, st store.StationRecord, pool, 
 		return cachedMeta{}, err
 	}
 	m := metas[info.Name]
-	if err := policy.CheckApproval(m.tac, m.pool.Market, s.cfg.Now()); err != nil {
+	if err := s.checkApproval(m); err != nil {
 		return cachedMeta{}, err
 	}
 	return m, nil
+}
+
+// checkApproval refuses (tac_not_approved) a pool whose TAC has no approval
+// for the pool's market valid now: the one check of a device's market
+// approval, which every path that certifies a device (Provision and
+// Allocate through choosePool, Bind) runs before it reserves or signs
+// anything.
+func (s *Service) checkApproval(m cachedMeta) error {
+	return policy.CheckApproval(m.tac, m.pool.Market, s.cfg.Now())
 }
 
 // csrKey is a decoded CSR's key (policy.DecodeCSR): what the request's

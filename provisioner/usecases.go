@@ -90,6 +90,18 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 	if err := s.mayActOn(ctx, in.Actor, first.Pool, "imeis", "IMEI "+in.IMEIs[0].String()); err != nil {
 		return nil, err
 	}
+	// The approval is judged when the device is certified, as Provision
+	// does: it may have lapsed since the IMEIs were pre-allocated.
+	m, err := s.meta(ctx, first.Pool)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.checkApproval(m); err != nil {
+		if e, ok := tacerr.As(err); ok {
+			e.Field = "imeis" // a bind names no pool: its IMEIs do
+		}
+		return nil, err
+	}
 	if res, err := s.db.ReservationByRequestID(ctx, first.RequestID); err != nil {
 		return nil, err
 	} else if res.Kind != store.KindPreallocate {
@@ -110,11 +122,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 			return nil, tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", r.IMEI, r.State)
 		}
 	}
-	meta, err := s.metaForIMEI(in.IMEIs[0])
-	if err != nil {
-		return nil, err
-	}
-	if err := s.checkCertifiable(in.DeviceSerial, meta.ModelName, len(in.IMEIs)); err != nil {
+	if err := s.checkCertifiable(in.DeviceSerial, m.tac.ModelName, len(in.IMEIs)); err != nil {
 		return nil, err
 	}
 	fix, err := s.newDeviceIntent(ctx, in.Actor, in.DeviceSerial, nd.check.DeviceExists, nd.check.KeyOwner, nd.key.req.PublicKey)
