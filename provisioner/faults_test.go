@@ -438,3 +438,59 @@ func TestBindChecksApproval(t *testing.T) {
 		ledgerOK(t, env)
 	})
 }
+
+// TestConcurrentBindsOfOneGroup: two stations bind one pre-allocated group
+// (one label scanned twice) to two devices at once. Both used to pass the
+// group's RESERVED check, record their intents and sign; the loser learnt
+// it lost only when its binding failed, one HSM signature wasted. Now the
+// bind intent claims the group (store.Tx.InsertIssuance): the second bind,
+// started while the first signs, is refused invalid_state before it
+// records or signs anything, and its device serial stays free.
+func TestConcurrentBindsOfOneGroup(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		env, hs := hookedEnv(t, d)
+		ctx := context.Background()
+		var signatures atomic.Int64
+		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "cb-al", Pool: "F1-A", Count: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		bind := func(id, serial string) (*provisioner.Issued, error) {
+			return env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: id, IMEIs: al.Devices[0],
+				DeviceSerial: serial, CSR: provtest.NewDevice(t).CSR})
+		}
+		var errB error
+		hs.setHook(func() { _, errB = bind("cb-b", "SN-CB-B") }) // while cb-a signs
+		outA, errA := bind("cb-a", "SN-CB-A")
+		if n := signatures.Load(); n != 1 {
+			t.Fatalf("%d signatures for two binds of one group, want 1 (the loser refused before it signs)", n)
+		}
+		if errA != nil {
+			t.Fatal(errA)
+		}
+		wantCode(t, errB, tacerr.InvalidState)
+		if !strings.Contains(errB.Error(), `"cb-a"`) {
+			t.Fatalf("refusal %q does not name the bind in flight", errB)
+		}
+		if is, err := env.DB.IssuanceByRequestID(ctx, "cb-b"); err != nil || is != nil {
+			t.Fatalf("the refused bind recorded an intent: %+v, %v", is, err)
+		}
+		for _, m := range al.Devices[0] {
+			if rec, err := env.DB.LookupIMEI(ctx, m); err != nil || rec.State != store.StateBound || rec.CertSerial != outA.CertSerial {
+				t.Fatalf("IMEI %s = %+v, %v; want BOUND to the winner's certificate", m, rec, err)
+			}
+		}
+		// Once bound, a bind of the group is refused before its intent as before.
+		_, err = bind("cb-c", "SN-CB-C")
+		wantCode(t, err, tacerr.InvalidState)
+		if n := signatures.Load(); n != 1 {
+			t.Fatalf("%d signatures, want 1", n)
+		}
+		// The loser's device serial was never claimed.
+		if _, err := provision(env, "S1", "cb-p", "SN-CB-B", provtest.NewDevice(t)); err != nil {
+			t.Fatalf("the refused bind's device, provisioned: %v", err)
+		}
+		ledgerOK(t, env)
+	})
+}

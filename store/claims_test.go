@@ -147,16 +147,16 @@ func TestBindIntentClaimsSerial(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
 		seed(t, db, 0, 99)
-		res, _ := reserveBatch(t, db, "p", 1)
-		intent := func(id string) *store.Issuance {
+		res := preallocate(t, db, "pre", 2)
+		intent := func(id string, grp int) *store.Issuance {
 			return &store.Issuance{RequestID: id, Kind: "bind", RequestHash: []byte(id), Station: "S1", DeviceSerial: "BIND-1",
-				ReservationID: res[0].ID, CertSerial: "c1" + id, NotBefore: time.Unix(1700000000, 0).UTC(), IssuerKeyID: "k1",
+				ReservationID: res.ID, Group: grp, CertSerial: "c1" + id, NotBefore: time.Unix(1700000000, 0).UTC(), IssuerKeyID: "k1",
 				PublicKey: []byte(id), SPKIHash: []byte(id)}
 		}
-		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b1")) }); err != nil {
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b1", 0)) }); err != nil {
 			t.Fatal(err)
 		}
-		err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b2")) })
+		err := db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent("b2", 1)) })
 		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
 		if is, err := db.IssuanceByRequestID(ctx, "b2"); err != nil || is != nil {
 			t.Fatalf("the losing intent was recorded: %+v, %v", is, err)
@@ -224,12 +224,75 @@ func TestRecordedDeviceHoldsSerial(t *testing.T) {
 		if after := nextSNR(); after != before+2 {
 			t.Fatalf("next SNR %d after the refused requests and one device of 2 IMEIs, want %d", after, before+2)
 		}
+		pre := preallocate(t, db, "pre-h", 1)
 		err = db.Commit(ctx, func(tx *store.Tx) error {
 			return tx.InsertIssuance(&store.Issuance{RequestID: "hb", Kind: "bind", RequestHash: []byte("hb"), Station: "S1",
-				DeviceSerial: "dev-h0", ReservationID: res[0].ID, CertSerial: "c1hb", NotBefore: time.Unix(1700000000, 0).UTC(),
+				DeviceSerial: "dev-h0", ReservationID: pre.ID, CertSerial: "c1hb", NotBefore: time.Unix(1700000000, 0).UTC(),
 				IssuerKeyID: "k1", PublicKey: []byte("hb"), SPKIHash: []byte("hb")})
 		})
 		wantCode(t, err, tacerr.DeviceAlreadyProvisioned)
+		mustCheck(t, db)
+	})
+}
+
+// preallocate pre-allocates n devices of 2 IMEIs in pool A.
+func preallocate(t *testing.T, db *store.DB, id string, n int) *store.Reservation {
+	t.Helper()
+	r, err := db.Reserve(context.Background(), store.ReserveRequest{RequestID: id, RequestHash: []byte(id), Pool: "A", Caller: "S1",
+		Kind: store.KindPreallocate, Devices: n, PerDevice: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// TestBindIntentClaimsGroup: a bind intent claims its pre-allocated group
+// in its transaction. A second bind intent of the group (another device)
+// is invalid_state and records nothing while the first is pending; once the
+// first is abandoned the group can be bound again; a void of the group
+// abandons the pending intent naming it (no replay may sign for VOIDED
+// IMEIs), and a bind of a voided group is invalid_state.
+func TestBindIntentClaimsGroup(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		res := preallocate(t, db, "pre", 1)
+		intent := func(id string) *store.Issuance {
+			return &store.Issuance{RequestID: id, Kind: "bind", RequestHash: []byte(id), Station: "S1", DeviceSerial: "dev-" + id,
+				ReservationID: res.ID, CertSerial: "c2" + id, NotBefore: time.Unix(1700000000, 0).UTC(), IssuerKeyID: "k1",
+				PublicKey: []byte(id), SPKIHash: []byte(id)}
+		}
+		insert := func(id string) error {
+			return db.Commit(ctx, func(tx *store.Tx) error { return tx.InsertIssuance(intent(id)) })
+		}
+		state := func(id string) string {
+			t.Helper()
+			is, err := db.IssuanceByRequestID(ctx, id)
+			if err != nil || is == nil {
+				t.Fatalf("intent %s: %+v, %v", id, is, err)
+			}
+			return is.State
+		}
+		if err := insert("g1"); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, insert("g2"), tacerr.InvalidState)
+		if is, err := db.IssuanceByRequestID(ctx, "g2"); err != nil || is != nil {
+			t.Fatalf("the losing intent was recorded: %+v, %v", is, err)
+		}
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.SetIssuanceState("g1", store.IssuanceAbandoned) }); err != nil {
+			t.Fatal(err)
+		}
+		if err := insert("g3"); err != nil {
+			t.Fatalf("a bind after the first was abandoned: %v", err)
+		}
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.Void(res.Devices[0], "scrapped", "", "op", "") }); err != nil {
+			t.Fatal(err)
+		}
+		if got := state("g3"); got != store.IssuanceAbandoned {
+			t.Fatalf("intent of a voided group is %s, want abandoned", got)
+		}
+		wantCode(t, insert("g4"), tacerr.InvalidState)
 		mustCheck(t, db)
 	})
 }

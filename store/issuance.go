@@ -66,10 +66,17 @@ func (r issuanceRow) issuance() *Issuance {
 // InsertIssuance records an intent (state pending). A reissue intent is
 // refused (invalid_state) while another reissue of the device is pending:
 // whichever completed second would supersede the first's certificate, which
-// its caller had been answered with.
+// its caller had been answered with. A bind intent claims its pre-allocated
+// group (claimGroup): refused while another bind of the group is pending or
+// once the group is no longer RESERVED, before its HSM signature.
 func (tx *Tx) InsertIssuance(is *Issuance) error {
-	if is.Kind == "reissue" {
+	switch is.Kind {
+	case "reissue":
 		if err := tx.refuseConcurrentReissue(is); err != nil {
+			return err
+		}
+	case "bind":
+		if err := tx.claimGroup(is); err != nil {
 			return err
 		}
 	}
@@ -148,6 +155,51 @@ func (tx *Tx) abandonGroupIntents(reservationID int64, grp int) error {
 	for _, id := range ids {
 		if err := tx.SetIssuanceState(id, IssuanceAbandoned); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// sqlLockGroup reads a device group's IMEI states, holding the rows until
+// the transaction ends (PostgreSQL; SQLite has one writer).
+const sqlLockGroup = `SELECT imei14, state FROM imeis WHERE reservation_id = ? AND grp = ? ORDER BY slot`
+
+// claimGroup is a bind intent's claim on its pre-allocated group, taken in
+// the transaction that records the intent, so that of two binds of one
+// group (two stations scanning one label) the loser is refused before it
+// signs: invalid_state while another bind intent of the group is pending,
+// or once an IMEI of the group is no longer RESERVED (bound, voided). The
+// group's rows are locked first (PostgreSQL), so that the second of two
+// concurrent binds reads the first's intent once it committed, and a
+// binding or void of the group, which updates those rows, is read too.
+func (tx *Tx) claimGroup(is *Issuance) error {
+	var rows []struct {
+		IMEI14 int64  `db:"imei14"`
+		State  string `db:"state"`
+	}
+	if err := tx.sel(&rows, tx.rebind(sqlLockGroup+tx.db.sql.forUpdate), is.ReservationID, is.Group); err != nil {
+		return translate(err, "lock device group")
+	}
+	if len(rows) == 0 {
+		return tacerr.Field(tacerr.ReservationNotFound, "imeis", "device group %d of reservation %d holds no IMEIs", is.Group, is.ReservationID)
+	}
+	for _, r := range rows {
+		if r.State != string(StateReserved) {
+			m, err := imei.FromUint64(uint64(r.IMEI14))
+			if err != nil {
+				return tacerr.Wrap(tacerr.LedgerInvariant, err, "IMEI %d", r.IMEI14)
+			}
+			return tacerr.Field(tacerr.InvalidState, "imeis", "IMEI %s is %s, not RESERVED", m, r.State)
+		}
+	}
+	pending, err := tx.pendingOfGroup(is.ReservationID, is.Group)
+	if err != nil {
+		return err
+	}
+	for _, id := range pending {
+		if id != is.RequestID {
+			return tacerr.Field(tacerr.InvalidState, "imeis",
+				"this device group is being bound by request %q, not completed yet; nothing was recorded: replay that request, or bind again once recovery abandoned it (after the intent timeout)", id)
 		}
 	}
 	return nil
