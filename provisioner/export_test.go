@@ -53,3 +53,11 @@ func (s *Service) MetaWaiting(pool string) int {
 	}
 	return 0
 }
+
+// SetRecoveryPage makes recovery read n pending intents or stale
+// reservations at a time until restore is called. Not for parallel tests.
+func SetRecoveryPage(n int) (restore func()) {
+	prev := recoveryPage
+	recoveryPage = n
+	return func() { recoveryPage = prev }
+}

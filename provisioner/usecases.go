@@ -313,57 +313,99 @@ func (s *Service) revokeUpstream(ctx context.Context, certSerial, reason string)
 	}
 }
 
+// recoveryPage is how many pending intents or stale reservations recovery
+// reads at a time (a variable so that tests page with fewer).
+var recoveryPage = 500
+
 // Recover abandons provisioning intents pending longer than the intent
 // timeout (their IMEIs are voided with reason "abandoned", audited and
 // reported, never reused) and voids pre-allocated IMEIs older than the
-// pre-allocation timeout. It returns how many IMEIs it voided.
+// pre-allocation timeout. It returns how many IMEIs it voided. It pages
+// through every one of them, oldest intent first: one it cannot give up yet
+// (its revocation at the upstream CA fails, or its transaction does) is
+// retried next pass and holds up none of the others; the first such
+// ledger error is returned once the pass is over.
 func (s *Service) Recover(ctx context.Context) (int, error) {
 	voided := 0
-	cutoff := s.cfg.Now().Add(-s.cfg.IntentTimeout)
-	pend, err := s.db.PendingIssuances(ctx, cutoff, 500)
-	if err != nil {
-		return 0, err
+	var first error
+	failed := func(err error, msg string, args ...any) {
+		s.cfg.Log.Warn(msg, append(args, "err", err.Error())...)
+		if first == nil {
+			first = err
+		}
 	}
-	for _, is := range pend {
-		note := "intent not completed within " + s.cfg.IntentTimeout.String()
-		if iss := s.issuer(is.IssuerKeyID); iss != nil && iss.Upstream() {
-			// At most one live certificate per intent: the upstream CA may
-			// have signed this serial (a crash after its answer); revoke it
-			// there before giving the intent up, or try again next pass.
-			if err := iss.RevokeUpstream(ctx, is.CertSerial, "abandoned"); err != nil {
-				s.upstreamAlert("revoke_failed")
-				s.cfg.Log.Warn("recovery could not revoke an abandoned intent's serial at the upstream CA; retrying next pass",
-					"request_id", is.RequestID, "cert_serial", is.CertSerial, "err", err.Error())
-				continue
-			}
-			note += "; serial " + is.CertSerial + " revoked at the upstream CA"
-		}
-		n, err := s.abandon(ctx, is, note)
-		if tacerr.Is(err, tacerr.Conflict) {
-			continue // completed meanwhile by a replay
-		}
+	cutoff := s.cfg.Now().Add(-s.cfg.IntentTimeout)
+	var after *store.Issuance
+	for {
+		pend, err := s.db.PendingIssuances(ctx, cutoff, after, recoveryPage)
 		if err != nil {
 			return voided, err
 		}
-		if is.Kind == "provision" {
+		for _, is := range pend {
+			n, err := s.recoverIntent(ctx, is)
+			if err != nil {
+				failed(err, "recovery could not abandon an intent; retrying next pass", "request_id", is.RequestID)
+			}
 			voided += n
 		}
-		s.cfg.Log.Info("recovery abandoned an issuance intent", "request_id", is.RequestID, "kind", is.Kind, "device_serial", is.DeviceSerial, "imeis_voided", n)
+		if len(pend) < recoveryPage {
+			break
+		}
+		after = pend[len(pend)-1]
 	}
 	if s.cfg.PreallocTimeout > 0 {
-		ids, err := s.db.StaleReservations(ctx, s.cfg.Now().Add(-s.cfg.PreallocTimeout), 500, store.KindPreallocate)
-		if err != nil {
-			return voided, err
-		}
-		for _, id := range ids {
-			n, err := s.voidStaleReservation(ctx, id)
+		stale := s.cfg.Now().Add(-s.cfg.PreallocTimeout)
+		for last := ""; ; {
+			ids, err := s.db.StaleReservations(ctx, stale, last, recoveryPage, store.KindPreallocate)
 			if err != nil {
 				return voided, err
 			}
-			voided += n
+			for _, id := range ids {
+				n, err := s.voidStaleReservation(ctx, id)
+				if err != nil {
+					failed(err, "recovery could not void a stale pre-allocation; retrying next pass", "request_id", id)
+				}
+				voided += n
+			}
+			if len(ids) < recoveryPage {
+				break
+			}
+			last = ids[len(ids)-1]
 		}
 	}
-	return voided, nil
+	return voided, first
+}
+
+// recoverIntent abandons one intent pending past the intent timeout and
+// returns how many IMEIs it voided: none while the revocation of its serial
+// at an upstream CA fails (counted, logged, retried next pass) or when a
+// replay completed it meanwhile.
+func (s *Service) recoverIntent(ctx context.Context, is *store.Issuance) (int, error) {
+	note := "intent not completed within " + s.cfg.IntentTimeout.String()
+	if iss := s.issuer(is.IssuerKeyID); iss != nil && iss.Upstream() {
+		// At most one live certificate per intent: the upstream CA may
+		// have signed this serial (a crash after its answer); revoke it
+		// there before giving the intent up, or try again next pass.
+		if err := iss.RevokeUpstream(ctx, is.CertSerial, "abandoned"); err != nil {
+			s.upstreamAlert("revoke_failed")
+			s.cfg.Log.Warn("recovery could not revoke an abandoned intent's serial at the upstream CA; retrying next pass",
+				"request_id", is.RequestID, "cert_serial", is.CertSerial, "err", err.Error())
+			return 0, nil
+		}
+		note += "; serial " + is.CertSerial + " revoked at the upstream CA"
+	}
+	n, err := s.abandon(ctx, is, note)
+	if tacerr.Is(err, tacerr.Conflict) {
+		return 0, nil // completed meanwhile by a replay
+	}
+	if err != nil {
+		return 0, err
+	}
+	s.cfg.Log.Info("recovery abandoned an issuance intent", "request_id", is.RequestID, "kind", is.Kind, "device_serial", is.DeviceSerial, "imeis_voided", n)
+	if is.Kind != "provision" {
+		return 0, nil
+	}
+	return n, nil
 }
 
 // abandon marks a pending intent abandoned and voids its RESERVED IMEIs

@@ -272,7 +272,7 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 	if err != nil || !rep.OK() {
 		t.Fatalf("ledger check: %+v %v", rep, err)
 	}
-	left, err := srv.DB.PendingIssuances(ctx, time.Now().Add(time.Hour), 10)
+	left, err := srv.DB.PendingIssuances(ctx, time.Now().Add(time.Hour), nil, 10)
 	if err != nil || len(left) != 0 {
 		t.Fatalf("pending intents left: %d %v", len(left), err)
 	}

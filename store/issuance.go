@@ -253,11 +253,19 @@ func (db *DB) IssuanceByRequestID(ctx context.Context, requestID string) (*Issua
 }
 
 // PendingIssuances lists intents still pending that were created before the
-// cutoff (for the recovery loop).
-func (db *DB) PendingIssuances(ctx context.Context, before time.Time, limit int) ([]*Issuance, error) {
+// cutoff (for the recovery loop), oldest first: at most limit, those after
+// the intent after (nil: from the oldest; else the last one of the previous
+// page, by creation time and request id). Recovery pages through them all,
+// so that intents it cannot abandon yet (their revocation at an upstream CA
+// keeps failing) never hide the newer ones.
+func (db *DB) PendingIssuances(ctx context.Context, before time.Time, after *Issuance, limit int) ([]*Issuance, error) {
+	q, args := sqlSelectIssuance+` WHERE state = 'pending' AND created_at < ?`, []any{before.UnixMicro()}
+	if after != nil {
+		at := after.CreatedAt.UnixMicro()
+		q, args = q+` AND (created_at > ? OR (created_at = ? AND request_id > ?))`, append(args, at, at, after.RequestID)
+	}
 	var rows []issuanceRow
-	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(sqlSelectIssuance+` WHERE state = 'pending' AND created_at < ? ORDER BY created_at LIMIT ?`),
-		before.UnixMicro(), limit); err != nil {
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(q+` ORDER BY created_at, request_id LIMIT ?`), append(args, limit)...); err != nil {
 		return nil, translate(err, "list pending issuances")
 	}
 	out := make([]*Issuance, len(rows))

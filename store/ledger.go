@@ -458,11 +458,13 @@ func (tx *Tx) RecordReissue(ims []imei.IMEI, deviceSerial, newCertSerial, oldCer
 }
 
 // StaleReservations lists reservation ids with IMEIs still RESERVED that were
-// reserved before the cutoff (for the recovery loop).
-func (db *DB) StaleReservations(ctx context.Context, before time.Time, limit int, kind string) ([]string, error) {
+// reserved before the cutoff (for the recovery loop), by request id: at most
+// limit, those after the request id after ("": from the first), so that
+// recovery pages past reservations it could not void.
+func (db *DB) StaleReservations(ctx context.Context, before time.Time, after string, limit int, kind string) ([]string, error) {
 	var ids []string
 	err := db.r.SelectContext(ctx, &ids, db.r.Rebind(`SELECT DISTINCT r.request_id FROM imeis i JOIN reservations r ON r.id = i.reservation_id
-		WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = ? ORDER BY r.request_id LIMIT ?`), before.UnixMicro(), kind, limit)
+		WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = ? AND r.request_id > ? ORDER BY r.request_id LIMIT ?`), before.UnixMicro(), kind, after, limit)
 	if err != nil {
 		return nil, translate(err, "find stale reservations")
 	}

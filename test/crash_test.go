@@ -388,7 +388,7 @@ func waitRecovered(t *testing.T, ctx context.Context, db *store.DB) {
 		if err := r.GetContext(ctx, &reserved, r.Rebind(sqlCountReserved)); err != nil {
 			t.Fatalf("count RESERVED IMEIs: %v", err)
 		}
-		pend, err := db.PendingIssuances(ctx, time.Now().Add(time.Hour), 1)
+		pend, err := db.PendingIssuances(ctx, time.Now().Add(time.Hour), nil, 1)
 		if err != nil {
 			t.Fatalf("list pending intents: %v", err)
 		}
