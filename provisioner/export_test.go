@@ -61,3 +61,15 @@ func SetRecoveryPage(n int) (restore func()) {
 	recoveryPage = n
 	return func() { recoveryPage = prev }
 }
+
+// OnPossessionCheck runs hook before each proof of possession (a request
+// past its ledger check, before it reserves anything) until restore is
+// called. Not for parallel tests.
+func OnPossessionCheck(hook func()) (restore func()) {
+	prev := proofOfPossession
+	proofOfPossession = func(r *x509.CertificateRequest) error {
+		hook()
+		return prev(r)
+	}
+	return func() { proofOfPossession = prev }
+}

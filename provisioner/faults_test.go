@@ -263,40 +263,90 @@ func TestConcurrentReissue(t *testing.T) {
 	})
 }
 
-// TestKeyReusedWhileSigning: two requests present one device key for two
-// devices at once; both pass the key check, and the one that binds second
-// is refused key_reused after its IMEIs were reserved and its certificate
-// signed (the key is claimed at binding). No replay can ever bind that
-// intent, so it is abandoned at once: its IMEIs voided (abandoned), its
-// device serial free for a request with another key, instead of both
-// waiting for recovery after the intent timeout.
-func TestKeyReusedWhileSigning(t *testing.T) {
+// TestKeyReusedReservesNothing: two requests present one device key for
+// two devices at once. Both pass the key check (the ledger's key owner)
+// before either reserved; the one that reserves second used to reserve
+// its IMEIs, sign, and be refused key_reused only at binding (the key was
+// claimed there), its IMEIs then voided and one signature spent. Now the
+// key is claimed in the reservation's transaction (store.claimKeys): the
+// second reservation fails whole, key_reused, with nothing reserved or
+// signed. A request that starts once the first reserved is refused by
+// the key check itself.
+func TestKeyReusedReservesNothing(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
+		var signatures atomic.Int64
+		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
 		dev := provtest.NewDevice(t)
 		var errB error
-		hs.setHook(func() { _, errB = provision(env, "S1", "kr-b", "SN-KR-B", dev) }) // while kr-a signs
-		_, err := provision(env, "S1", "kr-a", "SN-KR-A", dev)
-		if errB != nil {
-			t.Fatal(errB)
+		bChecked, aReserved, bDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		var calls atomic.Int32
+		restore := provisioner.OnPossessionCheck(func() {
+			switch calls.Add(1) {
+			case 1: // kr-a, past its key check: kr-b runs past its own before kr-a reserves
+				go func() {
+					defer close(bDone)
+					_, errB = provision(env, "S1", "kr-b", "SN-KR-B", dev)
+				}()
+				<-bChecked
+			case 2: // kr-b, past its key check (no claim yet): it reserves once kr-a did
+				close(bChecked)
+				<-aReserved
+			}
+		})
+		defer restore()
+		hs.setHook(func() { close(aReserved); <-bDone }) // kr-a reserved and is about to sign
+		outA, errA := provision(env, "S1", "kr-a", "SN-KR-A", dev)
+		restore()
+		if n := signatures.Load(); n != 1 {
+			t.Fatalf("%d signatures for two requests with one key, want 1", n)
 		}
+		if errA != nil {
+			t.Fatal(errA)
+		}
+		wantCode(t, errB, tacerr.KeyReused)
+		if _, err := env.DB.ReservationByRequestID(ctx, "kr-b"); !tacerr.Is(err, tacerr.ReservationNotFound) && !tacerr.Is(err, tacerr.NotFound) {
+			t.Fatalf("the refused request's reservation: %v; want none", err)
+		}
+		checkIssued(t, env, outA, dev)
+		// Started after kr-a reserved, a third is refused by the key check.
+		_, err := provision(env, "S1", "kr-c", "SN-KR-C", dev)
 		wantCode(t, err, tacerr.KeyReused)
-		is, err := env.DB.IssuanceByRequestID(ctx, "kr-a")
-		if err != nil || is == nil || is.State != store.IssuanceAbandoned {
-			t.Fatalf("intent of the refused request: %v, %v; want abandoned", is != nil && is.State == store.IssuanceAbandoned, err)
+		if n := signatures.Load(); n != 1 {
+			t.Fatalf("%d signatures, want 1", n)
 		}
-		r, err := env.DB.ReservationByRequestID(ctx, "kr-a")
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, m := range r.Devices[0] {
-			if rec, err := env.DB.LookupIMEI(ctx, m); err != nil || rec.State != store.StateVoided || rec.Reason != "abandoned" {
-				t.Fatalf("IMEI %s of the refused request = %+v, %v; want VOIDED (abandoned)", m, rec, err)
+		// The refused devices can be provisioned at once with other keys.
+		for _, sn := range []string{"SN-KR-B", "SN-KR-C"} {
+			if _, err := provision(env, "S1", "kr-new-"+sn, sn, provtest.NewDevice(t)); err != nil {
+				t.Fatalf("%s with a new key: %v", sn, err)
 			}
 		}
-		if _, err := provision(env, "S1", "kr-a2", "SN-KR-A", provtest.NewDevice(t)); err != nil {
-			t.Fatalf("the device with a new key, at once: %v", err)
+		if rep := ledgerOK(t, env); rep.IMEIs != 6 {
+			t.Fatalf("ledger holds %d IMEIs, want 6 (3 devices; the refused requests reserved nothing)", rep.IMEIs)
+		}
+	})
+}
+
+// TestAbandonReleasesKey: an intent whose signature failed holds its
+// device's key; once it is abandoned (recovery, after the intent timeout),
+// the key is free again, for the same device under a new request id or
+// for another device.
+func TestAbandonReleasesKey(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
+		ctx := context.Background()
+		dev := provtest.NewDevice(t)
+		failSignature(t, env, fs, "ak-1", "SN-AK-1", dev)
+		_, err := provision(env, "S1", "ak-2", "SN-AK-2", dev)
+		wantCode(t, err, tacerr.KeyReused) // claimed by the pending intent
+		env.Clock.Add(6 * time.Minute)
+		if _, err := env.Service.Recover(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := provision(env, "S1", "ak-3", "SN-AK-2", dev); err != nil {
+			t.Fatalf("the key after its intent was abandoned: %v", err)
 		}
 		ledgerOK(t, env)
 	})

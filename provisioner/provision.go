@@ -106,7 +106,7 @@ func (s *Service) Provision(ctx context.Context, in ProvisionInput) (*Issued, er
 		if tacerr.Is(err, tacerr.DeviceAlreadyProvisioned) {
 			return nil, s.alreadyProvisioned(ctx, in.Actor, in.DeviceSerial)
 		}
-		return nil, err
+		return nil, s.countKeyReused(err)
 	}
 	if res.Replayed {
 		// A concurrent duplicate of this request won the race: answer as a replay.
@@ -369,11 +369,14 @@ func (s *Service) complete(ctx context.Context, is *store.Issuance, imeis []imei
 		}
 		if tacerr.Is(err, tacerr.KeyReused) {
 			s.keyReused()
-			// Another device's binding claimed the key after this request's
-			// check (two requests with one key in flight at once): no replay
-			// can ever bind it. Abandon the intent now, as recovery would
-			// after the intent timeout, so that its IMEIs are voided and the
-			// device serial is free for a request with another key at once.
+			// Another device holds the key: a reissue claims its new key
+			// only here, and an intent pending when the ledger was
+			// upgraded (migration 0024) may hold no claim; other intents
+			// claimed theirs with the reservation (store.claimKeys). No
+			// replay can ever bind it. Abandon the intent now, as recovery
+			// would after the intent timeout, so that its IMEIs are voided
+			// and the device serial is free for a request with another key
+			// at once.
 			if _, aerr := s.abandon(ctx, is, "device key bound to another device while this request was signed (key_reused)"); aerr != nil && !tacerr.Is(aerr, tacerr.Conflict) {
 				s.cfg.Log.Error("could not abandon an intent refused as key_reused; recovery will", "request_id", is.RequestID, "err", aerr.Error())
 			}

@@ -643,6 +643,16 @@ func (s *Service) keyReused() {
 	}
 }
 
+// countKeyReused counts err if it is key_reused (the ledger refused the
+// key's claim with the reservation or intent: another request claimed it
+// after this one's key check) and returns it.
+func (s *Service) countKeyReused(err error) error {
+	if tacerr.Is(err, tacerr.KeyReused) {
+		s.keyReused()
+	}
+	return err
+}
+
 // refuseReusedKey fails with key_reused when the key certifies another device.
 func (s *Service) refuseReusedKey(ctx context.Context, spkiHash []byte, device string) error {
 	owner, err := s.db.DeviceKeyOwner(ctx, spkiHash)

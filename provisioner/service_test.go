@@ -189,21 +189,29 @@ func TestKnownDownSignerReservesNothing(t *testing.T) {
 	}
 }
 
+// failSignature provisions a device while the HSM is down (fs): the
+// request fails hsm_unavailable after its intent was recorded, which stays
+// pending. The HSM is back when it returns.
+func failSignature(t *testing.T, env *provtest.Env, fs *provtest.FaultySigner, id, serial string, dev *provtest.Device) {
+	t.Helper()
+	fs.Down.Store(true)
+	defer fs.Down.Store(false)
+	_, err := provision(env, "S1", id, serial, dev)
+	wantCode(t, err, tacerr.HSMUnavailable)
+}
+
 func TestCrashBetweenIntentAndSignature(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		var fs *provtest.FaultySigner
 		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
 		dev := provtest.NewDevice(t)
-		fs.Down.Store(true)
-		_, err := provision(env, "S1", "r1", "SN-1", dev)
-		wantCode(t, err, tacerr.HSMUnavailable)
+		failSignature(t, env, fs, "r1", "SN-1", dev)
 		is, err := env.DB.IssuanceByRequestID(ctx, "r1")
 		if err != nil || is == nil || is.State != store.IssuancePending {
 			t.Fatalf("intent after a failed signature = %+v, %v", is, err)
 		}
 		// The replay completes the same intent: same IMEIs, same serial.
-		fs.Down.Store(false)
 		out, err := provision(env, "S1", "r1", "SN-1", dev)
 		if err != nil {
 			t.Fatal(err)
@@ -221,10 +229,7 @@ func TestCrashBetweenIntentAndSignature(t *testing.T) {
 		}
 
 		// A second crash, never retried: recovery abandons it after the timeout.
-		fs.Down.Store(true)
-		_, err = provision(env, "S1", "r2", "SN-2", provtest.NewDevice(t))
-		wantCode(t, err, tacerr.HSMUnavailable)
-		fs.Down.Store(false)
+		failSignature(t, env, fs, "r2", "SN-2", provtest.NewDevice(t))
 		if n, err := env.Service.Recover(ctx); err != nil || n != 0 {
 			t.Fatalf("recovery before the timeout voided %d (%v)", n, err)
 		}

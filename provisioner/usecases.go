@@ -136,7 +136,7 @@ func (s *Service) Bind(ctx context.Context, in BindInput) (*Issued, error) {
 		if tacerr.Is(err, tacerr.RequestConflict) {
 			return s.replayOrWait(ctx, in.RequestID, hash, in.Actor.Station, in.CSR)
 		}
-		return nil, err
+		return nil, s.countKeyReused(err)
 	}
 	return s.complete(ctx, intent, in.IMEIs, nd.key.req.PublicKey, fix.serial, in.CSR)
 }

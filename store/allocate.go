@@ -378,12 +378,19 @@ func (tx *Tx) reserveBatch(batch []*reserveWork, bp *bindPools) error {
 		return err
 	}
 	var claims []deviceClaim
+	var keys []keyClaim
 	for _, p := range made {
 		if p.req.Kind == KindProvision {
 			claims = append(claims, deviceClaim{serial: p.req.DeviceSerial, requestID: p.req.RequestID})
+			if is := p.req.Issuance; is != nil {
+				keys = append(keys, keyClaim{spkiHash: is.SPKIHash, serial: is.DeviceSerial})
+			}
 		}
 	}
 	if err := tx.claimDevices(claims); err != nil {
+		return err
+	}
+	if err := tx.claimKeys(keys); err != nil {
 		return err
 	}
 	// 6. One event per device.

@@ -100,6 +100,15 @@ const (
 	WHERE imeis.ctid = s.tid`
 )
 
+// sqlMeetKeyClaim ends bindBatch's insert of the device keys: a key its
+// intent claimed already (claimKeys) for this device is counted (the
+// update changes nothing); a key another device holds is neither inserted
+// nor updated, and the row count then fails the batch (BindDevice names
+// it key_reused). An intent recorded before keys were claimed with it has
+// its key inserted here, as before.
+const sqlMeetKeyClaim = ` ON CONFLICT (spki_hash) DO UPDATE SET device_serial = excluded.device_serial
+	WHERE device_keys.device_serial = excluded.device_serial`
+
 // bindBatch records several bindings with one statement per table. Any
 // failure, including a row count that differs from what the batch expects,
 // fails the whole transaction: the committer then reruns every member alone
@@ -124,9 +133,11 @@ func (tx *Tx) bindBatch(bs []*Binding, bp *bindPools) error {
 	if err := tx.execRows(q, args, int64(n), "complete issuances"); err != nil {
 		return err
 	}
-	// 2. Device keys (unique: a key already bound fails the batch),
+	// 2. Device keys (claimed with the intent; a key another device holds
+	// fails the batch: sqlMeetKeyClaim),
 	// 3. certificates, 4. devices.
-	keys := tx.rows(`INSERT INTO device_keys (spki_hash, device_serial) VALUES `, "(?,?)", 2, "claim device keys").sized(n)
+	keys := tx.rows(sqlInsertKeysHead, "(?,?)", 2, "claim device keys").sized(n)
+	keys.tail = sqlMeetKeyClaim
 	certs := tx.rows(`INSERT INTO certificates (serial, device_serial, request_id, issuer_key_id, der, tbs_hash, spki_hash, issued_at) VALUES `,
 		"(?,?,?,?,?,?,?,?)", 8, "record certificates").sized(n)
 	devs := tx.rows(`INSERT INTO devices (serial, station, reservation_id, grp, state, cert_serial, bound_at) VALUES `,

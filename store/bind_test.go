@@ -206,11 +206,12 @@ func TestNewDeviceCheck(t *testing.T) {
 				c.Issuance.DeviceSerial != b.DeviceSerial || c.Issuance.ReservationID != b.ReservationID || c.Issuance.CertSerial != b.CertSerial):
 				t.Fatalf("NewRequestCheck(%s): intent %+v, want the binding's, %s", requestID, c.Issuance, wantState)
 			}
-			if want := wantState == store.IssuanceIssued; c.DeviceExists != want || (c.KeyOwner == b.DeviceSerial) != want {
+			// The key is claimed for the device from its reservation on (claimKeys).
+			if c.DeviceExists != (wantState == store.IssuanceIssued) || c.KeyOwner != b.DeviceSerial {
 				t.Fatalf("NewRequestCheck(%s): device exists %v, key owner %q", requestID, c.DeviceExists, c.KeyOwner)
 			}
 		}
-		check(b.DeviceSerial, b.SPKIHash, false, "")
+		check(b.DeviceSerial, b.SPKIHash, false, b.DeviceSerial)
 		intent(b.RequestID, store.IssuancePending)
 		intent("unknown-request", "")
 		if err := db.CommitBinding(ctx, b); err != nil {

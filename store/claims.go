@@ -107,3 +107,56 @@ func (tx *Tx) releaseClaim(requestID string) error {
 	_, err := tx.exec(tx.rebind(sqlReleaseClaim), requestID, requestID)
 	return translate(err, "release device claim")
 }
+
+// keyClaim is a device key (by SPKI hash) claimed for a device by the
+// request that reserves the device's IMEIs (provision) or records its
+// intent (bind).
+type keyClaim struct {
+	spkiHash []byte
+	serial   string
+}
+
+// claimKeys claims device keys in device_keys in the transaction that
+// reserves (records) their devices' intents, so that of two requests with
+// one key for two devices the loser's transaction fails whole and it
+// reserves nothing: key_reused when there is one claim (the statement-by-
+// statement rerun names it), conflict otherwise (the batch fails and its
+// members are rerun alone). The binding meets its own claim (bindBatch).
+func (tx *Tx) claimKeys(claims []keyClaim) error {
+	if len(claims) == 0 {
+		return nil
+	}
+	w := tx.rows(sqlInsertKeysHead, "(?,?)", 2, "claim device keys").sized(len(claims))
+	w.onDuplicate = func(err error) error {
+		if len(claims) == 1 {
+			return tacerr.Field(tacerr.KeyReused, "csr",
+				"this public key is already bound to another device, or claimed by another request in flight: a device key must be unique (key reuse is a cloning signal); nothing was reserved")
+		}
+		return tacerr.Wrap(tacerr.Conflict, err, "claim device keys")
+	}
+	for _, c := range claims {
+		if err := w.add(c.spkiHash, c.serial); err != nil {
+			return err
+		}
+	}
+	return w.flush()
+}
+
+const sqlInsertKeysHead = `INSERT INTO device_keys (spki_hash, device_serial) VALUES `
+
+// sqlReleaseKey deletes the key claimed by an abandoned provision or bind
+// intent (found by its primary key, the SPKI hash), only if it is still
+// claimed for the intent's device and that device was never recorded: a
+// reissue intent claims nothing before its commit, and a recorded
+// device's key stays its own.
+const sqlReleaseKey = `DELETE FROM device_keys WHERE spki_hash = (SELECT spki_hash FROM issuances WHERE request_id = ? AND kind IN ('provision', 'bind'))
+	AND device_serial = (SELECT device_serial FROM issuances WHERE request_id = ?)
+	AND NOT EXISTS (SELECT 1 FROM devices WHERE serial = device_keys.device_serial)`
+
+// releaseKey frees the device key claimed by an abandoned request, so that
+// the key may certify the device (or, if it was not the device's, another)
+// under a new request id.
+func (tx *Tx) releaseKey(requestID string) error {
+	_, err := tx.exec(tx.rebind(sqlReleaseKey), requestID, requestID)
+	return translate(err, "release device key")
+}

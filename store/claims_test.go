@@ -296,3 +296,47 @@ func TestBindIntentClaimsGroup(t *testing.T) {
 		mustCheck(t, db)
 	})
 }
+
+// TestReservationClaimsKey: a provisioning reservation claims its device
+// key in its transaction. Of two reservations with one key for two devices
+// in one batch, the second is key_reused and reserves nothing; a later one
+// too; once the first intent is abandoned its key is free again; the
+// binding meets its own claim.
+func TestReservationClaimsKey(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		a, b, c := provisionRequest("k0"), provisionRequest("k1"), provisionRequest("k2")
+		b.Issuance.SPKIHash, c.Issuance.SPKIHash = a.Issuance.SPKIHash, a.Issuance.SPKIHash
+		got, errs := db.RunBatch([]store.ReserveRequest{a, b}, nil)
+		if errs[0] != nil || got[0] == nil {
+			t.Fatalf("first reservation: %v", errs[0])
+		}
+		wantCode(t, errs[1], tacerr.KeyReused)
+		_, err := db.Reserve(ctx, c)
+		wantCode(t, err, tacerr.KeyReused)
+		if rep := mustCheck(t, db); rep.IMEIs != 2 {
+			t.Fatalf("ledger holds %d IMEIs, want 2 (the refused reservations reserved nothing)", rep.IMEIs)
+		}
+		if owner, err := db.DeviceKeyOwner(ctx, a.Issuance.SPKIHash); err != nil || owner != "dev-k0" {
+			t.Fatalf("key owner %q, %v; want dev-k0's claim", owner, err)
+		}
+		if err := db.Commit(ctx, func(tx *store.Tx) error { return tx.SetIssuanceState("k0", store.IssuanceAbandoned) }); err != nil {
+			t.Fatal(err)
+		}
+		if owner, err := db.DeviceKeyOwner(ctx, a.Issuance.SPKIHash); err != nil || owner != "" {
+			t.Fatalf("key owner after the abandonment %q, %v; want none", owner, err)
+		}
+		c.RequestID, c.Issuance.RequestID = "k3", "k3"
+		res, err := db.Reserve(ctx, c)
+		if err != nil {
+			t.Fatalf("the key after the first intent was abandoned: %v", err)
+		}
+		if err := db.CommitBinding(ctx, bindingOf(res, c)); err != nil {
+			t.Fatalf("binding that meets its own key claim: %v", err)
+		}
+		if owner, _ := db.DeviceKeyOwner(ctx, a.Issuance.SPKIHash); owner != "dev-k2" {
+			t.Fatalf("key owner %q after binding, want dev-k2", owner)
+		}
+	})
+}

@@ -90,8 +90,11 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 	if err != nil {
 		return translate(err, "record issuance intent")
 	}
-	if is.Kind == "bind" { // a provision intent claims its serial with its reservation (reserveBatch)
-		return tx.claimDevices([]deviceClaim{{serial: is.DeviceSerial, requestID: is.RequestID}})
+	if is.Kind == "bind" { // a provision intent claims its serial and key with its reservation (reserveBatch)
+		if err := tx.claimDevices([]deviceClaim{{serial: is.DeviceSerial, requestID: is.RequestID}}); err != nil {
+			return err
+		}
+		return tx.claimKeys([]keyClaim{{spkiHash: is.SPKIHash, serial: is.DeviceSerial}})
 	}
 	return nil
 }
@@ -289,7 +292,10 @@ func (tx *Tx) SetIssuanceState(requestID, state string) error {
 		return tacerr.Field(tacerr.Conflict, "request_id", "issuance %q is no longer pending", requestID)
 	}
 	if state == IssuanceAbandoned {
-		return tx.releaseClaim(requestID)
+		if err := tx.releaseClaim(requestID); err != nil {
+			return err
+		}
+		return tx.releaseKey(requestID)
 	}
 	return nil
 }

@@ -43,6 +43,9 @@ type rowWriter struct {
 	// onDuplicate, if set, decides the error of a statement that broke a
 	// unique constraint (else it is translated like any other).
 	onDuplicate func(err error) error
+	// tail, if set, ends each statement (an ON CONFLICT clause whose
+	// rows still count: one that updates the conflicting row).
+	tail string
 }
 
 // rows returns a writer of rows through tx; what names the write in errors.
@@ -82,6 +85,7 @@ func (w *rowWriter) flush() error {
 		return nil
 	}
 	q, args := w.tx.multiRowInsert(w.head, w.tuple, w.cols, w.rows, w.args)
+	q += w.tail
 	n := int64(w.rows)
 	w.args, w.rows = nil, 0 // a queued write keeps args
 	fail := func(err error) error {
