@@ -85,6 +85,7 @@ type PeerResult struct {
 	OpenStepCAPerSecond    float64 `json:"open_stepca_certs_per_second,omitempty"`
 	OpenStepCAP50ms        float64 `json:"open_stepca_p50_ms,omitempty"`
 	OpenStepCAP99ms        float64 `json:"open_stepca_p99_ms,omitempty"`
+	OpenStepCACPUusCert    float64 `json:"open_stepca_cpu_us_per_cert,omitempty"`
 	OpenTaclinePerSecond   float64 `json:"open_tacline_devices_per_second,omitempty"`
 	OpenTaclineP50ms       float64 `json:"open_tacline_p50_ms,omitempty"`
 	OpenTaclineP99ms       float64 `json:"open_tacline_p99_ms,omitempty"`
@@ -291,7 +292,7 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 		}
 		res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms = oa.rate(), oa.p50ms(), oa.p99ms()
 		res.OpenTaclinePerSecond, res.OpenTaclineP50ms, res.OpenTaclineP99ms = ob.rate(), ob.p50ms(), ob.p99ms()
-		res.OpenTaclineCPUusDevice = ob.cpuPer()
+		res.OpenStepCACPUusCert, res.OpenTaclineCPUusDevice = oa.cpuPer(), ob.cpuPer()
 		res.Errors += oa.errors + ob.errors
 	}
 	res.LoadAverage = loadAverage()

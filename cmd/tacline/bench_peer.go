@@ -74,8 +74,8 @@ docs/benchmarks.md.`,
 			fmt.Fprintf(w, "tacline through step-ca: %.0f devices/s, %.0f us CPU each (both processes), p50 %.1f ms, p99 %.1f ms\n",
 				res.ViaStepCADevicesPerSecond, res.ViaStepCACPUusPerDevice, res.ViaStepCAP50ms, res.ViaStepCAP99ms)
 			if res.OfferedRate > 0 {
-				fmt.Fprintf(w, "offered %.0f/s: step-ca delivered %.0f/s, p50 %.1f ms, p99 %.1f ms; tacline delivered %.0f/s, p50 %.1f ms, p99 %.1f ms, %.0f us CPU each\n",
-					res.OfferedRate, res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms,
+				fmt.Fprintf(w, "offered %.0f/s: step-ca delivered %.0f/s, p50 %.1f ms, p99 %.1f ms, %.0f us CPU each; tacline delivered %.0f/s, p50 %.1f ms, p99 %.1f ms, %.0f us CPU each\n",
+					res.OfferedRate, res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms, res.OpenStepCACPUusCert,
 					res.OpenTaclinePerSecond, res.OpenTaclineP50ms, res.OpenTaclineP99ms, res.OpenTaclineCPUusDevice)
 			}
 			fmt.Fprintf(w, "ratio %.2f, cpu ratio %.2f, %d errors, ledger ok %v, load average %s\n", res.Ratio, res.CPURatio, res.Errors, res.LedgerOK, res.LoadAverage)
