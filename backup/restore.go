@@ -82,8 +82,8 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 	final := ""
 	if target.Driver == store.SQLite {
 		final = strings.TrimPrefix(target.DSN, "file:")
-		if _, err := os.Stat(final); err == nil {
-			return nil, tacerr.New(tacerr.Conflict, "%s exists: restore into a path that holds no ledger (move the old one aside first)", final)
+		if err := store.NoSQLiteLedger(final); err != nil {
+			return nil, err
 		}
 		target.DSN = final + ".restoring"
 		removeSQLite(target.DSN)

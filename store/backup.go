@@ -119,10 +119,8 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 	}
 	if cfg.Driver == SQLite {
 		path := sqlitePath(cfg.DSN)
-		for _, p := range []string{path, path + "-wal"} {
-			if _, err := os.Stat(p); err == nil {
-				return tacerr.New(tacerr.Conflict, "%s exists: restore into a path that holds no ledger (move the old one aside first)", p)
-			}
+		if err := NoSQLiteLedger(path); err != nil {
+			return err
 		}
 		if err := copyFile(file, path); err != nil {
 			return tacerr.Wrap(tacerr.Unavailable, err, "copy %s to %s", file, path)
@@ -154,6 +152,20 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		return tacerr.New(tacerr.Conflict, "the PostgreSQL database %s holds %d tables: restore into a new, empty database (createdb), never over a ledger", redactDSN(cfg.DSN), n)
 	}
 	return run(ctx, "pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--dbname", cfg.DSN, file)
+}
+
+// NoSQLiteLedger returns conflict when path, or a file SQLite would read
+// with it (its -wal, -journal or -shm), exists: a restored ledger goes only
+// where nothing of an old one is left. A WAL or rollback journal is not
+// bound to its database file: one left by a crashed ledger whose file was
+// moved aside would be replayed into the restored ledger on its first open.
+func NoSQLiteLedger(path string) error {
+	for _, p := range []string{path, path + "-wal", path + "-journal", path + "-shm"} {
+		if _, err := os.Lstat(p); err == nil {
+			return tacerr.New(tacerr.Conflict, "%s exists: restore into a path that holds no ledger (move the old ledger aside with its -wal, -journal and -shm files first)", p)
+		}
+	}
+	return nil
 }
 
 func sqlitePath(dsn string) string {

@@ -1,0 +1,80 @@
+package backup
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// emptySet makes a migrated ledger of dialect d, backs it up and returns
+// the backup set's directory.
+func emptySet(t *testing.T, d store.Dialect) string {
+	t.Helper()
+	ctx := context.Background()
+	cfg, _ := ledgerAndPublished(t, d)
+	set := filepath.Join(t.TempDir(), "set")
+	if _, err := Create(ctx, &config.File{Database: cfg}, set, "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	return set
+}
+
+// TestRestoreRefusesLeftoverWAL: a crashed SQLite ledger leaves its -wal
+// (and -shm) beside it; an operator who moves the ledger aside, as the
+// restore's refusal says, and restores leaves that WAL beside the restored
+// file, and SQLite would replay the old ledger's frames into it on its
+// first open (a WAL is not bound to its database file). The restore is
+// refused, naming the file, and writes nothing.
+func TestRestoreRefusesLeftoverWAL(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	set := emptySet(t, store.SQLite)
+
+	// The old ledger, crashed with frames in its WAL: a copy of its -wal
+	// while it is open.
+	old := storetest.Config(t, store.SQLite)
+	db, err := store.Open(ctx, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.SeedLedger(ctx, db, 35000001, "Old", "Old", []storetest.SeedIMEI{{SNR: 7, State: "BOUND", Device: "old"}}); err != nil {
+		t.Fatal(err)
+	}
+	wal, err := os.ReadFile(old.DSN + "-wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	for _, suffix := range []string{"-wal", "-shm", "-journal"} {
+		t.Run(suffix, func(t *testing.T) {
+			target := filepath.Join(t.TempDir(), "ledger.db")
+			if err := os.WriteFile(target+suffix, wal, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			rep, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set})
+			if !tacerr.Is(err, tacerr.Conflict) || !strings.Contains(err.Error(), target+suffix) {
+				if err == nil {
+					db, oerr := store.Open(ctx, store.Config{Driver: store.SQLite, DSN: target})
+					if oerr == nil {
+						chk, cerr := db.Check(ctx)
+						t.Logf("restored ledger opened: check %+v %v", chk, cerr)
+						db.Close()
+					} else {
+						t.Logf("restored ledger does not open: %v", oerr)
+					}
+				}
+				t.Fatalf("restore beside a leftover %s = %+v, %v; want conflict naming %s", suffix, rep, err, target+suffix)
+			}
+			if _, err := os.Stat(target); !os.IsNotExist(err) {
+				t.Fatalf("a refused restore wrote %s (%v)", target, err)
+			}
+		})
+	}
+}
