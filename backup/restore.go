@@ -81,7 +81,7 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 	target := cfg.Database
 	final := ""
 	if target.Driver == store.SQLite {
-		final = strings.TrimPrefix(target.DSN, "file:")
+		final = store.SQLitePath(target.DSN)
 		if err := store.NoSQLiteLedger(final); err != nil {
 			return nil, err
 		}

@@ -78,3 +78,55 @@ func TestRestoreRefusesLeftoverWAL(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreDSNWithQuery: a SQLite database.dsn may carry a "file:"
+// prefix and a "?query" (store.Open ignores them). Restore put the ledger
+// where store.Open reads it only once proven: a restore refused by ledger
+// check leaves nothing there, and a proven one is moved into place.
+func TestRestoreDSNWithQuery(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	good := emptySet(t, store.SQLite)
+	// A ledger that fails ledger check: seeded rows below a pool's
+	// high-water mark are missing.
+	cfg := storetest.Config(t, store.SQLite)
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := storetest.SeedLedger(ctx, db, 35000000, "Brand", "Model", []storetest.SeedIMEI{{SNR: 1, State: "RESERVED"}}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	bad := filepath.Join(t.TempDir(), "set")
+	if _, err := Create(ctx, &config.File{Database: cfg}, bad, "test", nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, set string
+		want      tacerr.Code // "": restored
+	}{
+		{"refused", bad, tacerr.LedgerInvariant},
+		{"proven", good, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, "ledger.db")
+			_, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: "file:" + path + "?_busy_timeout=5000"}}, RestoreOptions{From: tc.set})
+			ents, _ := os.ReadDir(dir)
+			var left []string
+			for _, e := range ents {
+				left = append(left, e.Name())
+			}
+			if tc.want != "" {
+				if !tacerr.Is(err, tc.want) || len(left) > 0 {
+					t.Fatalf("restore of a ledger failing check = %v, left %v; want %s and nothing written", err, left, tc.want)
+				}
+				return
+			}
+			if err != nil || len(left) != 1 || left[0] != "ledger.db" {
+				t.Fatalf("restore = %v, left %v; want the ledger at %s alone", err, left, path)
+			}
+		})
+	}
+}

@@ -168,6 +168,10 @@ func NoSQLiteLedger(path string) error {
 	return nil
 }
 
+// SQLitePath is the file a SQLite DSN names (what Open opens): without a
+// "file:" prefix and a "?query".
+func SQLitePath(dsn string) string { return sqlitePath(dsn) }
+
 func sqlitePath(dsn string) string {
 	path := strings.TrimPrefix(dsn, "file:")
 	if i := strings.IndexByte(path, '?'); i >= 0 {
