@@ -135,7 +135,15 @@ func (t TAC) problems() []problem {
 		add("imeis_per_device", "%d IMEIs per device: use 1 to %d (one per SIM slot)", t.IMEIsPerDevice, MaxIMEIsPerDevice)
 	}
 	checkDate(add, "allocation_date", t.AllocationDate, true)
+	type approvalKey struct{ market, reference string }
+	firstApproval := make(map[approvalKey]int, len(t.Approvals))
 	for i, a := range t.Approvals {
+		// The ledger keeps one approval per market and reference.
+		if j, dup := firstApproval[approvalKey{a.Market, a.Reference}]; dup {
+			add(fmt.Sprintf("approvals[%d]", i), "market %s reference %q is approval #%d already: give each approval once", a.Market, a.Reference, j+1)
+		} else {
+			firstApproval[approvalKey{a.Market, a.Reference}] = i
+		}
 		p := fmt.Sprintf("approvals[%d].", i)
 		if !isMarketCode(a.Market) {
 			add(p+"market", "market %q: use an ISO 3166-1 alpha-2 code (DE) or a regional code (EU): 2 to 8 upper-case letters or digits, starting with a letter", a.Market)

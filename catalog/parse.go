@@ -87,7 +87,8 @@ func (e *ParseError) Error() string {
 //     abbreviation).
 //   - Optional_Fields: empty, or key=value pairs separated by ';':
 //     model_number=TEXT, marketing_name=TEXT, imeis_per_device=1..5
-//     (default 1), and approval=MARKET:REFERENCE:FROM[:UNTIL], repeatable,
+//     (default 1), and approval=MARKET:REFERENCE:FROM[:UNTIL], repeatable
+//     (each MARKET and REFERENCE once per TAC),
 //     with dates as dd-Mon-yyyy and an empty or absent UNTIL meaning
 //     open-ended. Values cannot contain ';' (nor ':' inside an approval).
 func Parse(r io.Reader) ([]TAC, error) {
@@ -179,8 +180,9 @@ func (p *parser) line(n int, s string) {
 	parseOptional(&t, cols[6], fail)
 	for _, pr := range t.problems() {
 		// Already reported: the TAC's syntax, the date's format, and every
-		// approval (parseApproval checks each one as it reads it).
-		if pr.field == "tac" || (pr.field == "allocation_date" && dateFormatBad) || strings.HasPrefix(pr.field, "approvals[") {
+		// field of an approval (parseApproval checks each one as it reads
+		// it; what holds between approvals is reported here).
+		if pr.field == "tac" || (pr.field == "allocation_date" && dateFormatBad) || strings.HasPrefix(pr.field, "approvals[") && strings.Contains(pr.field, "].") {
 			continue
 		}
 		fail(columnOf(pr.field), pr.msg)
@@ -282,8 +284,11 @@ func parseDate(s string) (time.Time, bool) {
 
 // columnOf maps a record field path to the file column it comes from.
 func columnOf(field string) string {
-	name, _, _ := strings.Cut(field, "[")
+	name, index, _ := strings.Cut(field, "[")
 	switch name {
+	case "approvals":
+		i, _ := strconv.Atoi(strings.TrimSuffix(index, "]"))
+		return fmt.Sprintf("Optional_Fields approval #%d", i+1)
 	case "tac":
 		return "TAC"
 	case "brand":
