@@ -158,12 +158,20 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	if err := s.mayActOn(ctx, in.Actor, rec.Pool, "imei", "IMEI "+in.IMEI.String()); err != nil {
 		return err
 	}
-	if !in.Actor.Has(RoleOperator) {
-		if rec.State != store.StateReserved {
-			return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
-		}
+	if err := mayVoid(in, rec); err != nil {
+		return err
 	}
 	return s.db.Commit(ctx, func(tx *store.Tx) error {
+		// Decided again on the IMEI as this transaction sees it (its pool
+		// never changes, its state may have): a RESERVED IMEI read above
+		// may have been bound since.
+		rec, err := tx.LookupIMEI(in.IMEI)
+		if err != nil {
+			return err
+		}
+		if err := mayVoid(in, rec); err != nil {
+			return err
+		}
 		group, err := tx.GroupIMEIs(rec.ReservationID, rec.Group)
 		if err != nil {
 			return err
@@ -187,6 +195,15 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 		}
 		return tx.Void(ims, in.Reason, in.Note, in.Actor.ID, "")
 	})
+}
+
+// mayVoid refuses a void of rec that in's actor may not do: a station
+// voids only RESERVED IMEIs.
+func mayVoid(in VoidInput, rec store.IMEIRecord) error {
+	if !in.Actor.Has(RoleOperator) && rec.State != store.StateReserved {
+		return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
+	}
+	return nil
 }
 
 // Reissue issues a new certificate for a reworked device with a new key,

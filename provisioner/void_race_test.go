@@ -1,0 +1,72 @@
+package provisioner_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/provisioner"
+	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/provisioner/provtest"
+	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// TestVoidDecidesInItsTransaction: Void reads the IMEI, checks the actor,
+// then voids in a transaction; another replica may bind the device in
+// between (here while this replica loads the pool's record, a fresh
+// replica's first read of it). The station's void of what was its unused
+// label is then the void of a bound device, which only an operator may do
+// and which must revoke the certificate: it is refused, and the device,
+// its IMEIs and its certificate are as the bind left them. Void decided on
+// the IMEI read before the transaction: it voided the bound IMEIs and left
+// the device BOUND with a valid certificate.
+func TestVoidDecidesInItsTransaction(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		env := provtest.New(t, d)
+		ctx := context.Background()
+		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "al-race", Pool: "F1-A", Count: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A second replica on the same ledger, its pool cache cold.
+		other, err := provisioner.New(provisioner.Config{DB: env.DB, Issuers: map[string]*issuance.Issuer{ca.KeyID(env.Issuing): env.Issuer},
+			Active: ca.KeyID(env.Issuing), Manufacturer: provtest.Manufacturer, Now: env.Clock.Now, IntentTimeout: 5 * time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		dev := provtest.NewDevice(t)
+		var bound *provisioner.Issued
+		_, restore := provisioner.CountMetaLoads(func(begun int64) {
+			if begun != 1 {
+				return
+			}
+			// The first replica binds the label meanwhile (its cache is warm).
+			var err error
+			if bound, err = env.Service.Bind(ctx, provisioner.BindInput{Actor: provtest.Actor("S1"), RequestID: "b-race", IMEIs: al.Devices[0], DeviceSerial: "D-RACE", CSR: dev.CSR}); err != nil {
+				t.Errorf("bind: %v", err)
+			}
+		})
+		err = other.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S1"), IMEI: al.Devices[0][0], Reason: "test"})
+		restore()
+		if bound == nil {
+			t.Fatal("the bind did not run between Void's read and its transaction")
+		}
+		if !tacerr.Is(err, tacerr.Forbidden) {
+			t.Errorf("a station's void of a device bound meanwhile = %v, want forbidden", err)
+		}
+		for _, m := range al.Devices[0] {
+			if rec, err := env.DB.LookupIMEI(ctx, m); err != nil || rec.State != store.StateBound {
+				t.Errorf("IMEI %s: %s, %v; want BOUND", m, rec.State, err)
+			}
+		}
+		if dv, err := env.DB.Device(ctx, "D-RACE"); err != nil || dv == nil || dv.State != store.StateBound {
+			t.Errorf("device D-RACE = %+v, %v; want BOUND", dv, err)
+		}
+		if c, err := env.DB.CertificateBySerial(ctx, bound.CertSerial); err != nil || c == nil || !c.RevokedAt.IsZero() {
+			t.Errorf("certificate %s = %+v, %v; want it valid", bound.CertSerial, c, err)
+		}
+	})
+}
