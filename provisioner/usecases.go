@@ -197,10 +197,16 @@ func (s *Service) Void(ctx context.Context, in VoidInput) error {
 	})
 }
 
-// mayVoid refuses a void of rec that in's actor may not do: a station
-// voids only RESERVED IMEIs.
+// mayVoid refuses a void of rec: one that was voided or revoked already
+// (invalid_state, whoever asks), and a bound device's unless in's actor is
+// an operator (a station voids only RESERVED IMEIs).
 func mayVoid(in VoidInput, rec store.IMEIRecord) error {
-	if !in.Actor.Has(RoleOperator) && rec.State != store.StateReserved {
+	switch {
+	case rec.State == store.StateVoided:
+		return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is VOIDED already (%s): nothing to do", in.IMEI, rec.Reason)
+	case rec.State == store.StateRevoked:
+		return tacerr.Field(tacerr.InvalidState, "imei", "IMEI %s is REVOKED: a revoked device's IMEIs stay REVOKED and are never voided", in.IMEI)
+	case !in.Actor.Has(RoleOperator) && rec.State != store.StateReserved:
 		return tacerr.Field(tacerr.Forbidden, "imei", "IMEI %s is %s: only an operator can void a bound device", in.IMEI, rec.State)
 	}
 	return nil

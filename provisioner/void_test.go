@@ -2,10 +2,12 @@ package provisioner_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/provisioner/provtest"
@@ -67,6 +69,48 @@ func TestVoidDecidesInItsTransaction(t *testing.T) {
 		}
 		if c, err := env.DB.CertificateBySerial(ctx, bound.CertSerial); err != nil || c == nil || !c.RevokedAt.IsZero() {
 			t.Errorf("certificate %s = %+v, %v; want it valid", bound.CertSerial, c, err)
+		}
+	})
+}
+
+// TestVoidTwice: voiding what is voided already, or a revoked device's
+// IMEIs, is invalid_state for whoever asks, saying so; a station was told
+// forbidden ("only an operator can void a bound device") for its own label
+// voided a moment before.
+func TestVoidTwice(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		env := provtest.New(t, d)
+		ctx := context.Background()
+		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "al-twice", Pool: "F1-A", Count: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		label := al.Devices[0][0]
+		if err := env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Actor("S1"), IMEI: label, Reason: "test"}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := provision(env, "S1", "p-twice", "SN-TWICE", provtest.NewDevice(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provtest.Operator, DeviceSerial: "SN-TWICE", Reason: "stolen"}); err != nil {
+			t.Fatal(err)
+		}
+		for _, tc := range []struct {
+			name  string
+			actor provisioner.Actor
+			imei  imei.IMEI
+			want  string
+		}{
+			{"station, voided", provtest.Actor("S1"), label, "VOIDED already"},
+			{"operator, voided", provtest.Operator, label, "VOIDED already"},
+			{"station, revoked", provtest.Actor("S1"), out.IMEIs[0], "is REVOKED"},
+			{"operator, revoked", provtest.Operator, out.IMEIs[0], "is REVOKED"},
+		} {
+			err := env.Service.Void(ctx, provisioner.VoidInput{Actor: tc.actor, IMEI: tc.imei, Reason: "scrapped"})
+			if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidState || e.Field != "imei" || !strings.Contains(e.Message, tc.want) {
+				t.Errorf("%s: Void = %v; want invalid_state on imei saying %q", tc.name, err, tc.want)
+			}
 		}
 	})
 }
