@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/tacline/tacline/internal/sqlitefile"
 	"github.com/tacline/tacline/tacerr"
@@ -122,8 +123,8 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		if err := NoSQLiteLedger(path); err != nil {
 			return err
 		}
-		if err := copyFile(file, path); err != nil {
-			return tacerr.Wrap(tacerr.Unavailable, err, "copy %s to %s", file, path)
+		if err := restoreCopy(file, path); err != nil {
+			return err
 		}
 		c, err := sql.Open("sqlite3", sqlitefile.URI(path, "mode=ro"))
 		if err != nil {
@@ -195,6 +196,33 @@ func run(ctx context.Context, name string, args ...string) error {
 			return tacerr.New(tacerr.Unavailable, "%s failed: %s", name, msg)
 		}
 		return tacerr.Wrap(tacerr.Unavailable, err, "%s", name)
+	}
+	return nil
+}
+
+// restoreCopy copies a SQLite backup's ledger file to path: refused with
+// insufficient_space, writing nothing, when path's filesystem has less
+// free than the file and a margin (spaceNeed, as a backup); a disk that
+// fills during the copy is insufficient_space too, the partial copy
+// removed.
+func restoreCopy(file, path string) error {
+	st, err := os.Stat(file)
+	if err != nil {
+		return tacerr.Wrap(tacerr.InvalidInput, err, "read the backup's ledger copy")
+	}
+	dir := filepath.Dir(path)
+	space := spaceNeed{Task: "restore", Dir: dir, Estimate: st.Size(),
+		What:      fmt.Sprintf("the restored ledger (%s, the backup's ledger copy)", sizeText(st.Size())),
+		Elsewhere: "or give database.dsn a path on a larger filesystem"}
+	if _, _, err := space.check(); err != nil {
+		return err
+	}
+	if err := copyFile(file, path); err != nil {
+		if errors.Is(err, syscall.ENOSPC) {
+			return tacerr.Wrap(tacerr.InsufficientSpace, err,
+				"the filesystem of %s filled up during the restore's copy of the ledger (something else wrote there after it measured the free space); the partial copy was removed: free space there, then run it again", dir)
+		}
+		return tacerr.Wrap(tacerr.Unavailable, err, "copy %s to %s", file, path)
 	}
 	return nil
 }

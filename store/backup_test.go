@@ -178,3 +178,50 @@ func TestBackupPostgresDiskFullChild(t *testing.T) {
 		t.Fatalf("a dump that filled its disk left %v", names)
 	}
 }
+
+// TestRestoreDiskFull: a SQLite restore into a filesystem too small for
+// the backup's ledger copy is insufficient_space naming the directory,
+// and leaves nothing there: refused before it writes when the measure
+// says so, and when the disk fills during the copy anyway (the free
+// space it was told was ample), with the partial copy removed. It was
+// unavailable ("copy ...: no space left on device"), which tells an
+// operator nothing to do. The restores run in TestRestoreDiskFullChild.
+func TestRestoreDiskFull(t *testing.T) {
+	cfg := rebuildLedger(t)
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := t.TempDir()
+	name, err := db.Backup(context.Background(), set, cfg.DSN, nil)
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	storetest.SmallFS(t, "TestRestoreDiskFullChild", 16<<10, "TACLINE_RESTORE_FILE="+filepath.Join(set, name))
+}
+
+// TestRestoreDiskFullChild is TestRestoreDiskFull's child.
+func TestRestoreDiskFullChild(t *testing.T) {
+	dir := storetest.SmallFSDir(t)
+	file := os.Getenv("TACLINE_RESTORE_FILE")
+	for _, tc := range []struct {
+		name string
+		free func(string) (int64, error) // nil: the filesystem's
+		want string
+	}{
+		{"measured", nil, "nothing was written"},
+		{"filled during the copy", func(string) (int64, error) { return 1 << 40, nil }, "filled up during the restore's copy"},
+	} {
+		restore := store.SetRebuildHooks(0, tc.free, nil)
+		err := store.Restore(context.Background(), store.Config{Driver: store.SQLite, DSN: filepath.Join(dir, "ledger.db")}, file)
+		restore()
+		e := wantCode(t, err, tacerr.InsufficientSpace)
+		if !strings.Contains(e.Message, dir) || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%s: restore into a full filesystem: %v; want it to name %s and say %q", tc.name, err, dir, tc.want)
+		}
+		if names := dirNames(t, dir); len(names) > 0 {
+			t.Fatalf("%s: a restore into a full filesystem left %v", tc.name, names)
+		}
+	}
+}
