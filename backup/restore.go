@@ -27,7 +27,8 @@ type RestoreOptions struct {
 	// the same key).
 	LogKey string
 	// AllowRollback restores a ledger older than a known checkpoint; the
-	// server then refuses to start until Acknowledge.
+	// server then refuses to start until Acknowledge. It needs
+	// audit.published_checkpoint (Restore refuses it otherwise).
 	AllowRollback bool
 }
 
@@ -70,6 +71,12 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 	}
 	if m.Dialect != string(cfg.Database.Driver) {
 		return nil, tacerr.Field(tacerr.InvalidConfig, "database.driver", "the backup set is a %s ledger; this configuration's database is %s", m.Dialect, cfg.Database.Driver)
+	}
+	if o.AllowRollback && cfg.Audit.PublishedCheckpoint == "" {
+		// Decided before anything is restored: the published file is what
+		// holds the server back until an operator acknowledges a rollback.
+		return nil, tacerr.Field(tacerr.InvalidConfig, "audit.published_checkpoint",
+			"is not set: --allow-rollback restores an old ledger only where the server then refuses to start until `tacline restore ack` records why, and that takes the published checkpoint file; set audit.published_checkpoint (docs/operations.md)")
 	}
 	rep := &Report{Manifest: m}
 	ks, cps, v, err := knownCheckpoints(cfg, o)

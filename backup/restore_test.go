@@ -2,11 +2,16 @@ package backup
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -129,4 +134,70 @@ func TestRestoreDSNWithQuery(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRestoreRollbackNeedsPublishedFile: --allow-rollback restores a
+// ledger older than a known checkpoint on the promise that the server
+// then refuses to start until `restore ack` records why (the newest
+// checkpoint written to audit.published_checkpoint). Without that file
+// configured nothing holds the server back and no acknowledgement can be
+// given: the rolled-back ledger was restored and served silently. Such a
+// restore is refused before anything is written, naming the setting.
+func TestRestoreRollbackNeedsPublishedFile(t *testing.T) {
+	t.Parallel()
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		t.Parallel()
+		ctx := context.Background()
+		cfg := storetest.Config(t, d)
+		db, err := store.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := audit.New(db, audit.Config{Origin: "tacline.test/audit", KeyLabel: "audit", CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour}, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Attach()
+		event := func() {
+			t.Helper()
+			if err := db.InTx(ctx, func(tx *store.Tx) error {
+				tx.Emit(store.Event{Type: store.EventRollbackAcknowledged, Actor: "test", Reason: "an event"})
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Checkpoint(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		event()
+		set := filepath.Join(t.TempDir(), "set")
+		if _, err := Create(ctx, &config.File{Database: cfg}, set, "test", nil); err != nil {
+			t.Fatal(err)
+		}
+		event() // signed after the backup: the set is older
+		newer, err := audit.LatestCheckpoint(ctx, db)
+		if err != nil {
+			t.Fatal(err)
+		}
+
+		target := storetest.Config(t, d)
+		rep, err := Restore(ctx, &config.File{Database: target}, RestoreOptions{From: set, Checkpoints: [][]byte{newer.Note}, AllowRollback: true})
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidConfig || e.Field != "audit.published_checkpoint" {
+			t.Fatalf("restore --allow-rollback without a published file = %+v, %v; want invalid_config on audit.published_checkpoint", rep, err)
+		}
+		tdb, err := store.Open(ctx, target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tdb.Close()
+		if size, _, err := audit.Head(ctx, tdb); err != nil || size != 0 {
+			t.Fatalf("the refused restore wrote a ledger: audit log of %d events (%v)", size, err)
+		}
+	})
 }

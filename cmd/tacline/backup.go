@@ -164,7 +164,7 @@ func newRestoreCmd() *cobra.Command {
 	}
 	k.add(c)
 	c.Flags().StringVar(&o.From, "from", "", "the backup set's directory")
-	c.Flags().BoolVar(&o.AllowRollback, "allow-rollback", false, "restore even a ledger older than a known checkpoint (the server then refuses to start until restore ack)")
+	c.Flags().BoolVar(&o.AllowRollback, "allow-rollback", false, "restore even a ledger older than a known checkpoint (the server then refuses to start until restore ack; needs audit.published_checkpoint)")
 	var reason string
 	ack := &cobra.Command{
 		Use:   "ack --reason TEXT",
