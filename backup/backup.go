@@ -31,6 +31,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"syscall"
 	"time"
@@ -305,6 +306,11 @@ func ReadManifest(dir string) (*Manifest, error) {
 	}
 	if m.Ledger == "" {
 		return nil, tacerr.New(tacerr.InvalidInput, "backup set %s names no ledger file", dir)
+	}
+	// The ledger is read only as one of the files just checked: never a
+	// path out of the set, nor a file the manifest does not hash.
+	if !slices.ContainsFunc(m.Files, func(f FileEntry) bool { return f.Name == m.Ledger }) {
+		return nil, tacerr.New(tacerr.InvalidInput, "backup set %s: its ledger %q is not one of its files: the manifest was altered, or the set is not one tacline made", dir, m.Ledger)
 	}
 	return &m, nil
 }

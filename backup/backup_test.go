@@ -2,6 +2,7 @@ package backup
 
 import (
 	"context"
+	"encoding/json"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -48,6 +49,20 @@ func TestReadManifest(t *testing.T) {
 		{"missing", func(d string) error { return os.Remove(filepath.Join(d, CheckpointFile)) }, "checkpoint is missing"},
 		{"extra", func(d string) error { return os.WriteFile(filepath.Join(d, "x"), nil, 0o600) }, "x is not in the manifest"},
 		{"no manifest", func(d string) error { return os.Remove(filepath.Join(d, ManifestFile)) }, "incomplete"},
+		{"ledger outside the set", func(d string) error {
+			// A manifest naming a ledger file that is not one of the set's
+			// (hashed) files: the restore would read an unverified file.
+			outside := filepath.Join(filepath.Dir(d), "outside.db")
+			if err := os.WriteFile(outside, []byte("other bytes"), 0o600); err != nil {
+				return err
+			}
+			m, err := readManifestFile(d)
+			if err != nil {
+				return err
+			}
+			m.Ledger = "../outside.db"
+			return writeManifest(d, m)
+		}, `ledger "../outside.db" is not one of its files`},
 		{"other format", func(d string) error {
 			return os.WriteFile(filepath.Join(d, ManifestFile), []byte(`{"format":"tar","version":1}`), 0o600)
 		}, "not a tacline backup set"},
@@ -69,6 +84,16 @@ func TestReadManifest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readManifestFile reads dir's manifest without checking the files.
+func readManifestFile(dir string) (*Manifest, error) {
+	b, err := os.ReadFile(filepath.Join(dir, ManifestFile))
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	return &m, json.Unmarshal(b, &m)
 }
 
 func TestCreateRefusesNonEmptyDir(t *testing.T) {
