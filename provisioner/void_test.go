@@ -114,3 +114,51 @@ func TestVoidTwice(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckFindsDeviceAndIMEIsApart: a device whose IMEIs are in another
+// state than the device (what the void race left: the IMEIs VOIDED, the
+// device BOUND with a valid certificate) fails ledger check naming the
+// device and the IMEI; the ledger of every use case before it passes.
+func TestCheckFindsDeviceAndIMEIsApart(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		env := provtest.New(t, d)
+		ctx := context.Background()
+		out, err := provision(env, "S1", "p-apart", "SN-APART", provtest.NewDevice(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, serial := range []string{"SN-V", "SN-R"} {
+			if _, err := provision(env, "S1", "p-"+serial, serial, provtest.NewDevice(t)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		v, _ := env.Service.Device(ctx, provtest.Operator, "SN-V")
+		if err := env.Service.Void(ctx, provisioner.VoidInput{Actor: provtest.Operator, IMEI: v.IMEIs[0], Reason: "scrapped"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provtest.Operator, DeviceSerial: "SN-R", Reason: "stolen"}); err != nil {
+			t.Fatal(err)
+		}
+		if rep, err := env.DB.Check(ctx); err != nil || !rep.OK() {
+			t.Fatalf("ledger check after provision, void and revoke: %+v, %v", rep, err)
+		}
+		if err := env.DB.InTx(ctx, func(tx *store.Tx) error {
+			for _, m := range out.IMEIs {
+				if err := storetest.SetIMEIState(tx, m.Uint64(), string(store.StateVoided)); err != nil {
+					return err
+				}
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := env.DB.Check(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := "device SN-APART is BOUND, but its IMEI " + out.IMEIs[0].String() + " is VOIDED"
+		if rep.OK() || !strings.Contains(rep.Violations[0], want) {
+			t.Fatalf("ledger check of a BOUND device with VOIDED IMEIs: %v; want %q", rep.Violations, want)
+		}
+	})
+}

@@ -37,6 +37,8 @@ const maxViolations = 100
 //   - every reservation holds exactly devices*per_device IMEIs;
 //   - no device serial holds live (not VOIDED) IMEIs from two reservations;
 //   - every BOUND or REVOKED IMEI names its device and certificate;
+//   - every device (one provisioned here) holds its group's IMEIs in its
+//     own state, BOUND, VOIDED or REVOKED, recorded for it;
 //   - every lease lies in its pool below the high-water mark, and every row
 //     inside a lease was recorded for the lease's site; an SNR of a lease
 //     still held may have no row (leased, not yet used), one of a returned
@@ -189,6 +191,21 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		}
 		for _, v := range unbound {
 			add("IMEI %s is bound without a device serial or certificate serial", fmtIMEI(v))
+		}
+		var apart []struct {
+			Serial string `db:"serial"`
+			State  string `db:"state"`
+			IMEI   int64  `db:"imei14"`
+			IState string `db:"istate"`
+			IDev   string `db:"idev"`
+		}
+		if err := tx.sel(&apart, `SELECT d.serial, d.state, i.imei14, i.state AS istate, i.device_serial AS idev
+			FROM devices d JOIN imeis i ON i.reservation_id = d.reservation_id AND i.grp = d.grp
+			WHERE i.state <> d.state OR i.device_serial <> d.serial ORDER BY d.serial, i.imei14 LIMIT 100`); err != nil {
+			return translate(err, "check devices against their IMEIs")
+		}
+		for _, a := range apart {
+			add("device %s is %s, but its IMEI %s is %s (recorded for device %q)", a.Serial, a.State, fmtIMEI(a.IMEI), a.IState, a.IDev)
 		}
 		return nil
 	})
