@@ -26,6 +26,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/spreadsheet"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -159,7 +160,7 @@ func (t TAC) problems() []problem {
 }
 
 // checkText checks a text field: valid UTF-8, no control characters, no
-// leading or trailing blanks, no '|' (the file's separator) nor any of
+// leading or trailing blanks, no formula start (spreadsheet.FormulaStart), no '|' (the file's separator) nor any of
 // extra, at most MaxTextLen characters, present when required.
 func checkText(add func(string, string, ...any), field, s string, required bool, extra string) {
 	switch {
@@ -175,6 +176,10 @@ func checkText(add func(string, string, ...any), field, s string, required bool,
 		add(field, "is %d characters long, at most %d are allowed", utf8.RuneCountInString(s), MaxTextLen)
 	case strings.ContainsFunc(s, unicode.IsControl):
 		add(field, "%q contains a control character", s)
+	case spreadsheet.FormulaStart(s):
+		// A spreadsheet opening a file this text goes into (the register's
+		// CSV lists) would run it as a formula.
+		add(field, "%q starts with '%c', which spreadsheets read as a formula: give the name as it is printed", s, s[0])
 	case strings.ContainsAny(s, "|"+extra):
 		add(field, "%q contains one of %q, which the catalogue file uses as separators", s, "|"+extra)
 	}

@@ -146,6 +146,8 @@ func TestParseProblems(t *testing.T) {
 		{name: "approval bad market", in: catalog.Header + "\n" + ok + "approval=Europe!:CE-1:07-Mar-2024", want: `approval #1: market market "EUROPE!"`},
 		{name: "approval empty reference", in: catalog.Header + "\n" + ok + "approval=EU::07-Mar-2024", want: "approval #1: reference is required"},
 		{name: "second approval bad", in: catalog.Header + "\n" + ok + "approval=EU:A:07-Mar-2024;approval=GB:B:07-Mar-2024:xx", want: `approval #2: valid-until date "xx"`},
+		{name: "formula brand", in: catalog.Header + "\n00100100|=HYPERLINK(\"http://x.example\",\"Acme\")|M|LTE|07-Mar-2024|S|", want: `line 2: Manufacturer: "=HYPERLINK(\"http://x.example\",\"Acme\")" starts with '='`},
+		{name: "formula approval reference", in: catalog.Header + "\n" + ok + "approval=EU:@SUM(1):07-Mar-2024", want: `line 2: Optional_Fields approval #1: reference "@SUM(1)" starts with '@'`},
 		{name: "approval twice", in: catalog.Header + "\n" + ok + "approval=EU:CE-1:07-Mar-2024:;approval=eu:CE-1:08-Mar-2024", want: `line 2: Optional_Fields approval #2: market EU reference "CE-1" is approval #1 already`},
 		{name: "approvals of one market", in: catalog.Header + "\n" + ok + "approval=EU:CE-1:07-Mar-2024:;approval=EU:CE-2:08-Mar-2024"},
 		{name: "duplicate tac", in: catalog.Header + "\n" + ok + "\n# comment\n\n" + ok, want: "line 5: TAC: 00100100 is already given on line 2"},
@@ -219,6 +221,8 @@ func TestValidate(t *testing.T) {
 		{name: "reference with colon", mutate: func(c *catalog.TAC) { c.Approvals[0].Reference = "CE:1" }, wantField: "approvals[0].reference"},
 		{name: "no valid from", mutate: func(c *catalog.TAC) { c.Approvals[0].ValidFrom = time.Time{} }, wantField: "approvals[0].valid_from"},
 		{name: "until before from", mutate: func(c *catalog.TAC) { c.Approvals[1].ValidUntil = date(2024, time.March, 31) }, wantField: "approvals[1].valid_until"},
+		{name: "formula model", mutate: func(c *catalog.TAC) { c.ModelName = "+cmd /C calc" }, wantField: "model_name"},
+		{name: "formula marketing name", mutate: func(c *catalog.TAC) { c.MarketingName = "-2+3" }, wantField: "marketing_name"},
 		{name: "approval twice", mutate: func(c *catalog.TAC) { c.Approvals[1].Market, c.Approvals[1].Reference = "EU", "CE-2024-0042" }, wantField: "approvals[1]"},
 		{name: "until equals from", mutate: func(c *catalog.TAC) { c.Approvals[1].ValidUntil = c.Approvals[1].ValidFrom }},
 	}

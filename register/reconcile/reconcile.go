@@ -39,9 +39,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/spreadsheet"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -274,7 +274,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 // data on the regulator's desktop), or with a tab or carriage return
 // (which some take as a formula's start too), gets a leading apostrophe.
 func noFormula(s string) string {
-	if s != "" && strings.IndexByte("=+-@\t\r", s[0]) >= 0 {
+	if spreadsheet.FormulaStart(s) {
 		return "'" + s
 	}
 	return s
