@@ -123,6 +123,9 @@ func TestParseProblems(t *testing.T) {
 		{name: "header only", in: catalog.Header + "\n"},
 		{name: "crlf and bom", in: "\xef\xbb\xbf" + catalog.Header + "\r\n" + ok + "\r\n"},
 		{name: "no trailing newline", in: catalog.Header + "\n" + ok},
+		{name: "utf-16le", in: utf16LE("\ufeff" + catalog.Header + "\r\n" + ok + "\r\n"), want: "line 1: the file is UTF-16: save it as UTF-8"},
+		{name: "utf-16be", in: utf16BE("\ufeff" + catalog.Header + "\n" + ok + "\n"), want: "line 1: the file is UTF-16: save it as UTF-8"},
+		{name: "utf-16 without bom", in: utf16LE(catalog.Header + "\n" + ok + "\n"), want: "line 1: the file is UTF-16: save it as UTF-8"},
 		{name: "empty file", in: "", want: "line 1: the file is empty"},
 		{name: "missing header", in: ok + "\n", want: `line 1: the first line must be the header`},
 		{name: "header in other case", in: strings.ToLower(catalog.Header) + "\n" + ok, want: "line 1: the first line must be the header"},
@@ -176,6 +179,22 @@ func TestParseProblems(t *testing.T) {
 			}
 		})
 	}
+}
+
+// utf16LE and utf16BE encode s (ASCII and the BOM) as UTF-16.
+func utf16LE(s string) string { return utf16(s, false) }
+func utf16BE(s string) string { return utf16(s, true) }
+
+func utf16(s string, be bool) string {
+	var b []byte
+	for _, r := range s {
+		lo, hi := byte(r), byte(r>>8)
+		if be {
+			lo, hi = hi, lo
+		}
+		b = append(b, lo, hi)
+	}
+	return string(b)
 }
 
 func TestParseCapsTheList(t *testing.T) {

@@ -76,9 +76,9 @@ func (e *ParseError) Error() string {
 // The rules:
 //
 //   - The first line is exactly the header above (a UTF-8 byte-order mark
-//     and CRLF line ends are tolerated). Blank lines and lines starting with
-//     '#' are skipped. Every other line has exactly 7 fields; blanks around
-//     fields are trimmed.
+//     and CRLF line ends are tolerated; a UTF-16 file is refused as such).
+//     Blank lines and lines starting with '#' are skipped. Every other
+//     line has exactly 7 fields; blanks around fields are trimmed.
 //   - TAC: exactly 8 digits, unique within the file.
 //   - Manufacturer, Model_Name, Device_Type: required text.
 //   - Bands: the radio interfaces, separated by commas and/or spaces; each
@@ -103,6 +103,11 @@ func Parse(r io.Reader) ([]TAC, error) {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
 		}
 		line = bytes.TrimSuffix(line, []byte("\r"))
+		if n == 1 && isUTF16(line) {
+			// Every line would be garbage: one problem says what to do.
+			p.fail(1, "", "the file is UTF-16: save it as UTF-8 (in a spreadsheet: CSV UTF-8, then '|' as the separator) and import it again")
+			break
+		}
 		if n == 1 {
 			if h := strings.TrimSpace(string(line)); h != Header {
 				p.fail(1, "", fmt.Sprintf("the first line must be the header %q, found %q", Header, truncate(h, 120)))
@@ -303,6 +308,13 @@ func columnOf(field string) string {
 		return "Device_Type"
 	}
 	return "Optional_Fields " + name
+}
+
+// isUTF16 reports whether a file's first line is UTF-16: a byte-order
+// mark of UTF-16 (FF FE or FE FF), or a NUL byte, which no UTF-8 text
+// line holds and UTF-16 has in every ASCII character.
+func isUTF16(first []byte) bool {
+	return bytes.HasPrefix(first, []byte{0xff, 0xfe}) || bytes.HasPrefix(first, []byte{0xfe, 0xff}) || bytes.IndexByte(first, 0) >= 0
 }
 
 // truncate shortens s for an error message.
