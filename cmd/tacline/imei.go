@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strconv"
@@ -102,7 +103,9 @@ func runIMEICheck(stdin io.Reader, w io.Writer, args []string, asJSON bool) erro
 			continue
 		}
 		sc := bufio.NewScanner(stdin)
+		n := 0
 		for sc.Scan() {
+			n++
 			line := strings.TrimSuffix(sc.Text(), "\r")
 			if line == "" {
 				continue
@@ -112,7 +115,14 @@ func runIMEICheck(stdin io.Reader, w io.Writer, args []string, asJSON bool) erro
 			}
 		}
 		if err := sc.Err(); err != nil {
-			return tacerr.Wrap(tacerr.InvalidInput, err, "read values from standard input")
+			// The results so far are written before the run stops.
+			if ferr := bw.Flush(); ferr != nil {
+				return fmt.Errorf("write result: %w", ferr)
+			}
+			if errors.Is(err, bufio.ErrTooLong) {
+				return tacerr.Field(tacerr.InvalidInput, "stdin", "line %d of standard input is longer than %d bytes, no IMEI: give one value per line (the values before it were checked)", n+1, bufio.MaxScanTokenSize)
+			}
+			return tacerr.Wrap(tacerr.InvalidInput, err, "read values from standard input after line %d", n)
 		}
 	}
 	if err := bw.Flush(); err != nil {
