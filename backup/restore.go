@@ -279,8 +279,11 @@ func removeSQLite(path string) {
 // the reason and both checkpoints' facts, then the published file moved
 // aside (audit.SupersedePublished), so that the server starts and the next
 // checkpoint it signs becomes the published one. It refuses when there is
-// nothing to acknowledge.
-func Acknowledge(ctx context.Context, db *store.DB, cfg *config.File, reason, actor string) (string, error) {
+// nothing to acknowledge. logKey, the audit log's verifier key, verifies
+// the published file; empty: the key of the ledger's newest checkpoint
+// (a ledger rolled back to before its log's first checkpoint has none,
+// and needs logKey).
+func Acknowledge(ctx context.Context, db *store.DB, cfg *config.File, reason, actor, logKey string) (string, error) {
 	if strings.TrimSpace(reason) == "" {
 		return "", tacerr.Field(tacerr.InvalidInput, "reason", "is required: say why this ledger may be served and what was done about the IMEIs issued since the backup")
 	}
@@ -295,13 +298,20 @@ func Acknowledge(ctx context.Context, db *store.DB, cfg *config.File, reason, ac
 	if msg == nil {
 		return "", tacerr.New(tacerr.InvalidState, "%s does not exist: nothing to acknowledge", p)
 	}
-	latest, err := audit.LatestCheckpoint(ctx, db)
-	if err != nil {
-		return "", tacerr.Wrap(tacerr.InvalidState, err, "the ledger has no signed checkpoint whose key could verify %s", p)
+	key := strings.TrimSpace(logKey)
+	if key == "" {
+		latest, err := audit.LatestCheckpoint(ctx, db)
+		if tacerr.Is(err, tacerr.NotFound) {
+			return "", tacerr.Field(tacerr.InvalidInput, "log-key", "the ledger has no signed checkpoint whose key could verify %s (it is older than its log's first checkpoint): give the audit log's verifier key (tacline audit key prints it)", p)
+		}
+		if err != nil {
+			return "", err
+		}
+		key = latest.VerifierKey
 	}
-	v, err := audit.ParseVerifierKey(latest.VerifierKey)
+	v, err := audit.ParseVerifierKey(key)
 	if err != nil {
-		return "", err
+		return "", tacerr.Wrap(tacerr.InvalidInput, err, "audit log key")
 	}
 	c, err := audit.OpenCheckpoint(msg, v)
 	if err != nil {

@@ -136,6 +136,36 @@ func TestRestoreDSNWithQuery(t *testing.T) {
 	}
 }
 
+// signedEvents attaches to db an audit log signing with a software key and
+// returns a function that appends an event and signs a checkpoint of it.
+func signedEvents(t *testing.T, db *store.DB) func() audit.StoredCheckpoint {
+	t.Helper()
+	ctx := context.Background()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := audit.New(db, audit.Config{Origin: "tacline.test/audit", KeyLabel: "audit", CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.Attach()
+	return func() audit.StoredCheckpoint {
+		t.Helper()
+		if err := db.InTx(ctx, func(tx *store.Tx) error {
+			tx.Emit(store.Event{Type: store.EventRollbackAcknowledged, Actor: "test", Reason: "an event"})
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		cp, err := l.Checkpoint(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cp
+	}
+}
+
 // TestRestoreRollbackNeedsPublishedFile: --allow-rollback restores a
 // ledger older than a known checkpoint on the promise that the server
 // then refuses to start until `restore ack` records why (the newest
@@ -154,27 +184,7 @@ func TestRestoreRollbackNeedsPublishedFile(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer db.Close()
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := audit.New(db, audit.Config{Origin: "tacline.test/audit", KeyLabel: "audit", CheckpointEvery: 1 << 30, CheckpointInterval: time.Hour}, key)
-		if err != nil {
-			t.Fatal(err)
-		}
-		l.Attach()
-		event := func() {
-			t.Helper()
-			if err := db.InTx(ctx, func(tx *store.Tx) error {
-				tx.Emit(store.Event{Type: store.EventRollbackAcknowledged, Actor: "test", Reason: "an event"})
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := l.Checkpoint(ctx); err != nil {
-				t.Fatal(err)
-			}
-		}
+		event := signedEvents(t, db)
 		event()
 		set := filepath.Join(t.TempDir(), "set")
 		if _, err := Create(ctx, &config.File{Database: cfg}, set, "test", nil); err != nil {
@@ -198,6 +208,45 @@ func TestRestoreRollbackNeedsPublishedFile(t *testing.T) {
 		defer tdb.Close()
 		if size, _, err := audit.Head(ctx, tdb); err != nil || size != 0 {
 			t.Fatalf("the refused restore wrote a ledger: audit log of %d events (%v)", size, err)
+		}
+	})
+}
+
+// TestAcknowledgeLedgerWithoutCheckpoint: a ledger rolled back to before
+// its log's first checkpoint (restored with --allow-rollback and the log
+// key) has no checkpoint whose key could verify the published file, so
+// `restore ack` could never be given and the server never started, short
+// of deleting the published file by hand, unaudited. With the log key the
+// acknowledgement is made; without it the refusal names --log-key.
+func TestAcknowledgeLedgerWithoutCheckpoint(t *testing.T) {
+	t.Parallel()
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		t.Parallel()
+		ctx := context.Background()
+		cp := signedEvents(t, storetest.Open(t, d))()
+		published := filepath.Join(t.TempDir(), "published-checkpoint")
+		if err := audit.WritePublished(published, cp.Note); err != nil {
+			t.Fatal(err)
+		}
+		cfg := &config.File{Database: storetest.Config(t, d)}
+		cfg.Audit.PublishedCheckpoint = published
+		db, err := store.Open(ctx, cfg.Database) // the rolled-back ledger: no checkpoint
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := Acknowledge(ctx, db, cfg, "lost the first hour", "op", ""); !tacerr.Is(err, tacerr.InvalidInput) || !strings.Contains(err.Error(), "log-key") {
+			t.Fatalf("ack without a log key of a ledger with no checkpoint = %v; want invalid_input naming log-key", err)
+		}
+		aside, err := Acknowledge(ctx, db, cfg, "lost the first hour", "op", cp.VerifierKey)
+		if err != nil {
+			t.Fatalf("ack with the log key: %v", err)
+		}
+		if _, err := os.Stat(published); !os.IsNotExist(err) {
+			t.Fatalf("the published file is still there after the ack (%v)", err)
+		}
+		if _, err := os.Stat(aside); err != nil {
+			t.Fatalf("the published file was not moved to %s: %v", aside, err)
 		}
 	})
 }

@@ -165,7 +165,7 @@ func newRestoreCmd() *cobra.Command {
 	k.add(c)
 	c.Flags().StringVar(&o.From, "from", "", "the backup set's directory")
 	c.Flags().BoolVar(&o.AllowRollback, "allow-rollback", false, "restore even a ledger older than a known checkpoint (the server then refuses to start until restore ack; needs audit.published_checkpoint)")
-	var reason string
+	var reason, logKey string
 	ack := &cobra.Command{
 		Use:   "ack --reason TEXT",
 		Short: "Acknowledge serving a ledger older than the published audit checkpoint (audited); read docs/operations.md first",
@@ -176,7 +176,13 @@ func newRestoreCmd() *cobra.Command {
 				return err
 			}
 			defer db.Close()
-			aside, err := backup.Acknowledge(cmd.Context(), db, cfg, reason, operator())
+			key := ""
+			if logKey != "" {
+				if key, err = readLogKey(logKey); err != nil {
+					return err
+				}
+			}
+			aside, err := backup.Acknowledge(cmd.Context(), db, cfg, reason, operator(), key)
 			if err != nil {
 				return err
 			}
@@ -185,6 +191,7 @@ func newRestoreCmd() *cobra.Command {
 		},
 	}
 	ack.Flags().StringVar(&reason, "reason", "", "why this ledger may be served, and what was done about IMEIs issued after the backup (required)")
+	ack.Flags().StringVar(&logKey, "log-key", "", "the audit log's verifier key, or @FILE (default: the key of the ledger's newest checkpoint; needed when the ledger has none)")
 	c.AddCommand(ack, newRestoreVerifyCmd())
 	return c
 }
