@@ -117,7 +117,7 @@ func subordinate(parent *x509.Certificate, parentSigner crypto.Signer, pub crypt
 func CSRForKey(signer crypto.Signer, subject pkix.Name) ([]byte, error) {
 	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: subject}, signer)
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the CSR for %q", subject)
+		return nil, tacerr.Prefixed(fmt.Sprintf("sign the CSR for %q", subject), err, tacerr.HSMDeviceError)
 	}
 	return der, nil
 }
@@ -352,7 +352,7 @@ func sign(tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Si
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign certificate %q", tmpl.Subject)
+		return nil, tacerr.Prefixed(fmt.Sprintf("sign certificate %q", tmpl.Subject), err, tacerr.HSMDeviceError)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {

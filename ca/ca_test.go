@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -286,4 +287,49 @@ func FuzzParseChainPEM(f *testing.F) {
 			t.Fatalf("re-encoded chain does not parse: %v", err)
 		}
 	})
+}
+
+// lockedSigner is an HSM key whose token's PIN got locked: Sign fails with
+// the HSM's own code (a narrow fake: SoftHSM2 never locks a PIN).
+type lockedSigner struct{ crypto.Signer }
+
+func (lockedSigner) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	return nil, tacerr.New(tacerr.HSMPINLocked, "the user PIN is locked")
+}
+
+// TestHSMErrorCodeKept: a signature the HSM refuses keeps the HSM's code,
+// so a locked PIN (an operator must act) is not reported as the retryable
+// hsm_device_error.
+func TestHSMErrorCodeKept(t *testing.T) {
+	t.Parallel()
+	h := newHierarchy(t, elliptic.P256())
+	locked := lockedSigner{h.rootKey}
+	for _, tc := range []struct {
+		name string
+		do   func() error
+	}{
+		{"root", func() error {
+			_, err := SelfSignedRoot(locked, pkix.Name{CommonName: "Root"}, ValidFor(now, time.Hour))
+			return err
+		}},
+		{"issuing CA", func() error {
+			_, err := IssuingCA(h.root, locked, key(t, elliptic.P256()).Public(), pkix.Name{CommonName: "Issuing"}, ValidFor(now, time.Hour))
+			return err
+		}},
+		{"station certificate", func() error {
+			_, _, err := StationCert(h.station, lockedSigner{h.stationKey}, nil, Station{ID: "st-1"}, ValidFor(now, time.Hour))
+			return err
+		}},
+		{"CSR", func() error {
+			_, err := CSRForKey(locked, pkix.Name{CommonName: "Issuing 2"})
+			return err
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.do()
+			if e, ok := tacerr.As(err); !ok || e.Code != tacerr.HSMPINLocked || e.Retryable() {
+				t.Fatalf("%v, want hsm_pin_locked (not retryable)", err)
+			}
+		})
+	}
 }

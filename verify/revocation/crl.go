@@ -146,7 +146,7 @@ func BuildCRL(iss Issuer, number int64, thisUpdate, nextUpdate time.Time, entrie
 		ExtraExtensions:           []pkix.Extension{},
 	}, iss.Cert, iss.Signer)
 	if err != nil {
-		return nil, 0, tacerr.Wrap(tacerr.HSMDeviceError, err, "sign the CRL of issuer %s", iss.KeyID)
+		return nil, 0, tacerr.Prefixed("sign the CRL of issuer "+iss.KeyID, err, tacerr.HSMDeviceError)
 	}
 	return der, int64(len(list)), nil
 }
