@@ -64,8 +64,8 @@ type Ops interface {
 
 // IssuerState is what the server knows of its device issuers.
 type IssuerState struct {
-	Active   string            // key id new certificates are issued under
-	Unusable map[string]string // key id -> why this server cannot sign with it
+	Active   string           // key id new certificates are issued under
+	Unusable map[string]error // key id -> why this server cannot sign with it (its code is shown)
 }
 
 // Config is what a console is built from.

@@ -670,7 +670,7 @@ func (c *Console) issuerState(r *http.Request, p *page, now time.Time) ([]issuer
 	for _, rec := range recs {
 		v := issuerView{KeyID: rec.KeyID, Label: rec.Label, Kind: rec.Kind, Active: rec.Active}
 		if why, ok := st.Unusable[rec.KeyID]; ok {
-			n := c.note(r, p, tacerr.Wrap(tacerr.Internal, errors.New(why), "this server cannot sign under issuer %s", rec.KeyID))
+			n := c.note(r, p, tacerr.Prefixed("this server cannot sign under issuer "+rec.KeyID, why, tacerr.Internal))
 			v.Unusable = &n
 		}
 		v.Loaded = rec.KeyID == st.Active

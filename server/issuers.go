@@ -59,18 +59,19 @@ type loadedIssuer struct {
 }
 
 // failure is an issuer that could not be loaded: its record's fingerprint
-// (a changed record is retried at once) and the error, logged once.
+// (a changed record is retried at once) and the error (with its code),
+// logged once.
 type failure struct {
 	fp  string
-	err string
+	err error
 }
 
 // IssuerStatus is what a server knows of its device issuers.
 type IssuerStatus struct {
-	Active       string            // key id new certificates are issued under
-	LedgerActive string            // key id the ledger marks active
-	Loaded       []string          // key ids this server can sign with, sorted
-	Unusable     map[string]string // key id -> why this server cannot use it
+	Active       string           // key id new certificates are issued under
+	LedgerActive string           // key id the ledger marks active
+	Loaded       []string         // key ids this server can sign with, sorted
+	Unusable     map[string]error // key id -> why this server cannot use it (a tacerr error: its code is kept)
 }
 
 func newIssuers(db *store.DB, tok *hsm.Token, cfg *config.File, log *slog.Logger) *issuers {
@@ -170,7 +171,7 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 			if r.Active {
 				activeErr = err
 			}
-			if f, ok := s.failed[r.KeyID]; !ok || f.fp != fp || f.err != err.Error() {
+			if f, ok := s.failed[r.KeyID]; !ok || f.fp != fp || f.err.Error() != err.Error() {
 				lv := slog.LevelInfo
 				if r.Active {
 					lv = slog.LevelError
@@ -180,7 +181,7 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 						"issuer", r.Label, "key_id", r.KeyID, "active_in_ledger", r.Active, "err", err.Error(), "code", string(tacerr.CodeOf(err)))
 				}
 			}
-			s.failed[r.KeyID] = failure{fp: fp, err: err.Error()}
+			s.failed[r.KeyID] = failure{fp: fp, err: err}
 			continue
 		}
 		delete(s.failed, r.KeyID)
@@ -350,7 +351,7 @@ func (s *issuers) revocationSet() []revocation.Issuer {
 func (s *issuers) status() IssuerStatus {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	st := IssuerStatus{Active: s.active, LedgerActive: s.ledger, Unusable: map[string]string{}}
+	st := IssuerStatus{Active: s.active, LedgerActive: s.ledger, Unusable: map[string]error{}}
 	for k := range s.loaded {
 		st.Loaded = append(st.Loaded, k)
 	}

@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,6 +24,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // softKeys is a ca.KeyGenerator whose keys live outside the HSM: an
@@ -105,6 +107,10 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	devIssuers := castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "test"}
+	admin, err := devenv.RoleClient(env, "operator")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := func(label string) ca.CeremonyOptions {
 		return ca.CeremonyOptions{IssuerLabel: label, Organization: devenv.Manufacturer, Now: time.Now()}
 	}
@@ -113,9 +119,10 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 		name, label string
 		keys        ca.KeyGenerator
 		why         string
+		code        tacerr.Code
 	}{
-		{"key missing in the HSM", "tacline-device-ca-missing", softKeys{}, "no key pair labelled"},
-		{"certificate not matching the HSM key", "tacline-device-ca-mismatch", softKeys{tok: srv.Token}, "does not match"},
+		{"key missing in the HSM", "tacline-device-ca-missing", softKeys{}, "no key pair labelled", tacerr.HSMKeyNotFound},
+		{"certificate not matching the HSM key", "tacline-device-ca-mismatch", softKeys{tok: srv.Token}, "does not match", tacerr.InvalidConfig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			rec, _, err := ca.RotateDev(ctx, devIssuers, tc.keys, root, rootSigner, opts(tc.label))
@@ -133,8 +140,18 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 			if st.Active != first.Active || st.LedgerActive != rec.KeyID {
 				t.Fatalf("after activating %s: %+v, want still issuing under %s", rec.KeyID, st, first.Active)
 			}
-			if why := st.Unusable[rec.KeyID]; !contains(why, tc.why) {
-				t.Fatalf("unusable issuers %v: want %s with %q", st.Unusable, rec.KeyID, tc.why)
+			if why := st.Unusable[rec.KeyID]; why == nil || !contains(why.Error(), tc.why) || tacerr.CodeOf(why) != tc.code {
+				t.Fatalf("unusable issuers %v: want %s with %q, code %s", st.Unusable, rec.KeyID, tc.why, tc.code)
+			}
+			// The console's overview shows the code, not internal.
+			overview, err := admin.Get(url + "/console/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			page, _ := io.ReadAll(overview.Body)
+			overview.Body.Close()
+			if !strings.Contains(string(page), "unusable: ") || !strings.Contains(string(page), string(tc.code)) {
+				t.Fatalf("console overview (%s) does not show issuer %s unusable with code %s:\n%s", overview.Status, rec.KeyID, tc.code, page)
 			}
 			if v := metricValue(t, srv.Registry, "tacline_device_issuer_behind"); v != 1 {
 				t.Errorf("tacline_device_issuer_behind = %v, want 1", v)
