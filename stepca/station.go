@@ -1,6 +1,7 @@
 package stepca
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/tls"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +117,19 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	if err != nil {
 		return nil, classify(err, nil)
 	}
+	rootCert, err := readCert(rootFile, "root")
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(rootCert)
+	signer, ok := key.(crypto.Signer)
+	if !ok {
+		return nil, tacerr.New(tacerr.Internal, "the station key %T is not a signer", key)
+	}
+	if err := checkIdentity(resp, signer.Public(), roots); err != nil {
+		return nil, err
+	}
 	root, err := filepath.Abs(rootFile)
 	if err != nil {
 		return nil, err
@@ -137,6 +152,33 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 		return nil, err
 	}
 	return resp.ServerPEM.Certificate, nil
+}
+
+// checkIdentity checks a station certificate step-ca answered before
+// anything is written: it certifies pub (the station's key) and chains to
+// roots for client authentication (code upstream_refused).
+func checkIdentity(resp *api.SignResponse, pub crypto.PublicKey, roots *x509.CertPool) error {
+	leaf := resp.ServerPEM.Certificate
+	if leaf == nil {
+		return tacerr.New(tacerr.UpstreamRefused, "step-ca answered no certificate; nothing written")
+	}
+	spki, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		return tacerr.Wrap(tacerr.Internal, err, "encode the station key")
+	}
+	if !bytes.Equal(spki, leaf.RawSubjectPublicKeyInfo) {
+		return tacerr.New(tacerr.UpstreamRefused, "step-ca's certificate %q (serial %x) does not certify the station's key; nothing written", leaf.Subject, leaf.SerialNumber)
+	}
+	inter := x509.NewCertPool()
+	for _, c := range append(slices.Clone(resp.CertChainPEM), resp.CaPEM) {
+		if c.Certificate != nil && !c.Certificate.Equal(leaf) {
+			inter.AddCert(c.Certificate)
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca's certificate %q (serial %x) does not chain to step-ca's root for client authentication; nothing written", leaf.Subject, leaf.SerialNumber)
+	}
+	return nil
 }
 
 func chainPEM(resp *api.SignResponse) []byte {
@@ -245,6 +287,9 @@ func (r *Renewer) Renew(ctx context.Context) (*x509.Certificate, error) {
 	resp, err := r.client.RenewWithContext(ctx, tr)
 	if err != nil {
 		return nil, classify(err, nil)
+	}
+	if err := checkIdentity(resp, cur.Leaf.PublicKey, r.roots); err != nil {
+		return nil, err
 	}
 	chain := chainPEM(resp)
 	keyPEM, err := os.ReadFile(filepath.Join(r.dir, StationKeyFile))

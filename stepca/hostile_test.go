@@ -1,0 +1,173 @@
+package stepca_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/json"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/tacerr"
+)
+
+// hostileCA is a TLS server that answers /1.0/sign as a step-ca gone
+// wrong would (a narrow fake: a real step-ca signs the CSR's key with its
+// own issuer, so it cannot be made to answer these). Its TLS certificate
+// and the issuer chain to root, written to rootFile.
+type hostileCA struct {
+	url, rootFile, issuerFile string
+	root, issuer              *x509.Certificate
+	issuerKey                 crypto.Signer
+	answer                    func(csr *x509.CertificateRequest) []byte // the certificate DER to return
+}
+
+func pemCert(der []byte) []byte {
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func mustKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func mustCert(t *testing.T, tmpl, parent *x509.Certificate, pub crypto.PublicKey, signer crypto.Signer) *x509.Certificate {
+	t.Helper()
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, pub, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func startHostileCA(t *testing.T) *hostileCA {
+	t.Helper()
+	now := time.Now()
+	rootKey, issKey, tlsKey := mustKey(t), mustKey(t), mustKey(t)
+	caTmpl := func(cn string, serial int64) *x509.Certificate {
+		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+			IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageCRLSign}
+	}
+	h := &hostileCA{issuerKey: issKey}
+	h.root = mustCert(t, caTmpl("Hostile Root", 1), caTmpl("Hostile Root", 1), rootKey.Public(), rootKey)
+	h.issuer = mustCert(t, caTmpl("Hostile Issuer", 2), h.root, issKey.Public(), rootKey)
+	srvCert := mustCert(t, &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "127.0.0.1"}, NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, KeyUsage: x509.KeyUsageDigitalSignature},
+		h.issuer, tlsKey.Public(), issKey)
+	dir := t.TempDir()
+	h.rootFile, h.issuerFile = filepath.Join(dir, "root.crt"), filepath.Join(dir, "issuer.crt")
+	for f, c := range map[string]*x509.Certificate{h.rootFile: h.root, h.issuerFile: h.issuer} {
+		if err := os.WriteFile(f, pemCert(c.Raw), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			CSR string `json:"csr"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		b, _ := pem.Decode([]byte(req.CSR))
+		csr, err := x509.ParseCertificateRequest(b.Bytes)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		crt := string(pemCert(h.answer(csr)))
+		ca := string(pemCert(h.issuer.Raw))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"crt": crt, "ca": ca, "certChain": []string{crt, ca}})
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{srvCert.Raw, h.issuer.Raw}, PrivateKey: tlsKey}}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	h.url = srv.URL
+	return h
+}
+
+// leafFor is a client certificate for pub signed by the hostile issuer.
+func (h *hostileCA) leafFor(t *testing.T, pub crypto.PublicKey) []byte {
+	now := time.Now()
+	return mustCert(t, &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "S1"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, h.issuer, pub, h.issuerKey).Raw
+}
+
+// ott is a one-time token as `step ca token` makes one (the fake does not
+// check it).
+func (h *hostileCA) ott(t *testing.T, station string) string {
+	t.Helper()
+	tok, err := stepca.StationToken(h.url, "p", mustKey(t), station, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// TestBootstrapRefusesAWrongCertificate: a station identity step-ca
+// answers is taken only when it certifies the key made for it and chains
+// to the root; otherwise nothing is written to the station's directory
+// (an identity already there is kept).
+func TestBootstrapRefusesAWrongCertificate(t *testing.T) {
+	h := startHostileCA(t)
+	other, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "S1"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}, &x509.Certificate{Subject: pkix.Name{CommonName: "elsewhere"}}, mustKey(t).Public(), mustKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		answer func(csr *x509.CertificateRequest) []byte
+	}{
+		{"another key", func(*x509.CertificateRequest) []byte { return h.leafFor(t, mustKey(t).Public()) }},
+		{"another root", func(*x509.CertificateRequest) []byte { return other }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.answer = tc.answer
+			dir := filepath.Join(t.TempDir(), "S1")
+			if err := os.MkdirAll(dir, 0o700); err != nil {
+				t.Fatal(err)
+			}
+			kept := []byte("the identity a station already has\n")
+			if err := os.WriteFile(filepath.Join(dir, stepca.StationKeyFile), kept, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cert, err := stepca.Bootstrap(context.Background(), h.url, h.rootFile, h.ott(t, "S1"), dir)
+			if !tacerr.Is(err, tacerr.UpstreamRefused) || cert != nil {
+				t.Fatalf("bootstrap answered a certificate %v, err %v; want upstream_refused", cert != nil, err)
+			}
+			if b, _ := os.ReadFile(filepath.Join(dir, stepca.StationKeyFile)); !bytes.Equal(b, kept) || stepca.IsBootstrapped(dir) {
+				t.Fatalf("a refused answer changed the station's directory (key.pem %q)", b)
+			}
+		})
+	}
+	// The fake's right answer is taken (so the refusals above are the checks').
+	h.answer = func(csr *x509.CertificateRequest) []byte { return h.leafFor(t, csr.PublicKey) }
+	if _, err := stepca.Bootstrap(context.Background(), h.url, h.rootFile, h.ott(t, "S1"), filepath.Join(t.TempDir(), "ok")); err != nil {
+		t.Fatalf("bootstrap with a right answer: %v", err)
+	}
+}
