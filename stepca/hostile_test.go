@@ -171,3 +171,40 @@ func TestBootstrapRefusesAWrongCertificate(t *testing.T) {
 		t.Fatalf("bootstrap with a right answer: %v", err)
 	}
 }
+
+// TestRASignRefusesAnUnknownKeyType: a certificate from step-ca whose
+// public key Go cannot parse (an unknown algorithm) is refused as a
+// mismatch that may have signed, not a crash of the server.
+func TestRASignRefusesAnUnknownKeyType(t *testing.T) {
+	h := startHostileCA(t)
+	ra, err := stepca.New(stepca.Config{URL: h.url, Root: h.rootFile, IssuerCert: h.issuerFile, Provisioner: "p", KeyLabel: "ra"}, mustKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	devKey := mustKey(t)
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "dev"}}, devKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(csrDER)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lint, err := x509.ParseCertificate(h.leafFor(t, devKey.Public()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// id-ecPublicKey (1.2.840.10045.2.1) becomes 1.2.840.10045.2.9, an
+	// algorithm crypto/x509 parses as unknown (PublicKey nil).
+	ecOID := []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01}
+	unknown := bytes.Replace(lint.Raw, ecOID, []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x09}, 1)
+	if c, err := x509.ParseCertificate(unknown); err != nil || c.PublicKey != nil {
+		t.Fatalf("the hostile certificate: %v (public key %T), want one with an unknown key", err, c.PublicKey)
+	}
+	h.answer = func(*x509.CertificateRequest) []byte { return unknown }
+	_, err = ra.Sign(context.Background(), lint, csr, "dev", nil)
+	fl, ok := stepca.AsFailure(err)
+	if !ok || !fl.Ambiguous || fl.Reason != "mismatch" || !tacerr.Is(err, tacerr.UpstreamRefused) {
+		t.Fatalf("a certificate with an unknown key type: %v (%+v), want an ambiguous upstream_refused mismatch", err, fl)
+	}
+}

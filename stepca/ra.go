@@ -281,7 +281,9 @@ func (r *RA) Sign(ctx context.Context, lint *x509.Certificate, csr *x509.Certifi
 
 // check verifies a certificate step-ca returned against the linted one.
 func (r *RA) check(got, lint *x509.Certificate, resp *api.SignResponse) error {
-	if !got.PublicKey.(interface{ Equal(crypto.PublicKey) bool }).Equal(lint.PublicKey) {
+	// Compared as encoded (a key type crypto/x509 cannot parse has no
+	// PublicKey to compare).
+	if string(got.RawSubjectPublicKeyInfo) != string(lint.RawSubjectPublicKeyInfo) {
 		return errors.New("its public key is not the CSR's")
 	}
 	if string(got.RawTBSCertificate) != string(lint.RawTBSCertificate) {
