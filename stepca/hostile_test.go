@@ -18,6 +18,8 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +35,8 @@ type hostileCA struct {
 	url, rootFile, issuerFile string
 	root, issuer              *x509.Certificate
 	issuerKey                 crypto.Signer
-	answer                    func(csr *x509.CertificateRequest) []byte // the certificate DER to return
+	answer                    func(csr *x509.CertificateRequest) []byte         // the certificate DER to return
+	serve                     func(w http.ResponseWriter, r *http.Request) bool // when set and true: answered
 }
 
 func pemCert(der []byte) []byte {
@@ -84,6 +87,9 @@ func startHostileCA(t *testing.T) *hostileCA {
 		}
 	}
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.serve != nil && h.serve(w, r) {
+			return
+		}
 		var req struct {
 			CSR string `json:"csr"`
 		}
@@ -177,6 +183,26 @@ func TestBootstrapRefusesAWrongCertificate(t *testing.T) {
 // mismatch that may have signed, not a crash of the server.
 func TestRASignRefusesAnUnknownKeyType(t *testing.T) {
 	h := startHostileCA(t)
+	ra, csr, lint := h.raFor(t)
+	// id-ecPublicKey (1.2.840.10045.2.1) becomes 1.2.840.10045.2.9, an
+	// algorithm crypto/x509 parses as unknown (PublicKey nil).
+	ecOID := []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01}
+	unknown := bytes.Replace(lint.Raw, ecOID, []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x09}, 1)
+	if c, err := x509.ParseCertificate(unknown); err != nil || c.PublicKey != nil {
+		t.Fatalf("the hostile certificate: %v (public key %T), want one with an unknown key", err, c.PublicKey)
+	}
+	h.answer = func(*x509.CertificateRequest) []byte { return unknown }
+	_, err := ra.Sign(context.Background(), lint, csr, "dev", nil)
+	fl, ok := stepca.AsFailure(err)
+	if !ok || !fl.Ambiguous || fl.Reason != "mismatch" || !tacerr.Is(err, tacerr.UpstreamRefused) {
+		t.Fatalf("a certificate with an unknown key type: %v (%+v), want an ambiguous upstream_refused mismatch", err, fl)
+	}
+}
+
+// raFor is an RA of the hostile step-ca and a device CSR with the
+// certificate a right answer would be.
+func (h *hostileCA) raFor(t *testing.T) (*stepca.RA, *x509.CertificateRequest, *x509.Certificate) {
+	t.Helper()
 	ra, err := stepca.New(stepca.Config{URL: h.url, Root: h.rootFile, IssuerCert: h.issuerFile, Provisioner: "p", KeyLabel: "ra"}, mustKey(t))
 	if err != nil {
 		t.Fatal(err)
@@ -194,17 +220,87 @@ func TestRASignRefusesAnUnknownKeyType(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// id-ecPublicKey (1.2.840.10045.2.1) becomes 1.2.840.10045.2.9, an
-	// algorithm crypto/x509 parses as unknown (PublicKey nil).
-	ecOID := []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01}
-	unknown := bytes.Replace(lint.Raw, ecOID, []byte{0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x09}, 1)
-	if c, err := x509.ParseCertificate(unknown); err != nil || c.PublicKey != nil {
-		t.Fatalf("the hostile certificate: %v (public key %T), want one with an unknown key", err, c.PublicKey)
+	h.answer = func(*x509.CertificateRequest) []byte { return lint.Raw }
+	return ra, csr, lint
+}
+
+// TestStepCAAnswersGuarded: tacline follows no redirect from step-ca (the
+// one-time token, which lets its holder have a certificate signed, would
+// go wherever it points, here in clear text) and reads no answer larger
+// than 1 MiB; both are ambiguous refusals. The fake's plain answer is
+// taken, so the refusals are the guard's.
+func TestStepCAAnswersGuarded(t *testing.T) {
+	h := startHostileCA(t)
+	ra, csr, lint := h.raFor(t)
+	ctx := context.Background()
+	if _, err := ra.Sign(ctx, lint, csr, "dev", nil); err != nil {
+		t.Fatalf("the fake's right answer: %v", err)
 	}
-	h.answer = func(*x509.CertificateRequest) []byte { return unknown }
-	_, err = ra.Sign(context.Background(), lint, csr, "dev", nil)
+
+	var leaked atomic.Int32
+	plain := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		leaked.Add(1)
+		http.Error(w, "no", http.StatusNotFound)
+	}))
+	defer plain.Close()
+	h.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		http.Redirect(w, r, plain.URL+r.URL.Path, http.StatusTemporaryRedirect)
+		return true
+	}
+	_, err := ra.Sign(ctx, lint, csr, "dev", nil)
 	fl, ok := stepca.AsFailure(err)
-	if !ok || !fl.Ambiguous || fl.Reason != "mismatch" || !tacerr.Is(err, tacerr.UpstreamRefused) {
-		t.Fatalf("a certificate with an unknown key type: %v (%+v), want an ambiguous upstream_refused mismatch", err, fl)
+	if !ok || !fl.Ambiguous || !tacerr.Is(err, tacerr.UpstreamRefused) || !strings.Contains(err.Error(), "redirect") || leaked.Load() != 0 {
+		t.Errorf("a redirect to http: %v (%+v), %d requests sent there; want an ambiguous upstream_refused naming the redirect and none sent", err, fl, leaked.Load())
+	}
+
+	h.serve = func(w http.ResponseWriter, r *http.Request) bool {
+		crt, ca := string(pemCert(lint.Raw)), string(pemCert(h.issuer.Raw))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(map[string]any{"crt": crt, "ca": ca, "padding": strings.Repeat("x", 2<<20)})
+		return true
+	}
+	_, err = ra.Sign(ctx, lint, csr, "dev", nil)
+	if fl, ok := stepca.AsFailure(err); !ok || !fl.Ambiguous || !strings.Contains(err.Error(), "larger than") {
+		t.Fatalf("a 2 MiB answer: %v (%+v), want an ambiguous failure naming the size", err, fl)
+	}
+}
+
+// TestRenewBounded: a step-ca that takes a renewal and never answers
+// fails the renewal after the Renewer's timeout (the renewal had no
+// timeout: Run waited for ever and the certificate expired).
+func TestRenewBounded(t *testing.T) {
+	h := startHostileCA(t)
+	h.answer = func(csr *x509.CertificateRequest) []byte { return h.leafFor(t, csr.PublicKey) }
+	dir := filepath.Join(t.TempDir(), "S1")
+	if _, err := stepca.Bootstrap(context.Background(), h.url, h.rootFile, h.ott(t, "S1"), dir); err != nil {
+		t.Fatal(err)
+	}
+	r, err := stepca.NewRenewer(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Timeout = 100 * time.Millisecond
+	stop := make(chan struct{})
+	defer close(stop)
+	h.serve = func(w http.ResponseWriter, req *http.Request) bool {
+		select { // hold the renewal until the client gives up (or the test ends)
+		case <-req.Context().Done():
+		case <-stop:
+		}
+		return true
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Renew(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a renewal step-ca never answered succeeded")
+		}
+	case <-time.After(time.Minute): // far beyond the 100ms timeout: the renewal hangs
+		t.Fatal("Renew still waiting for a step-ca that never answers")
 	}
 }

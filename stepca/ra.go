@@ -122,7 +122,7 @@ func New(cfg Config, signer crypto.Signer) (*RA, error) {
 	if timeout == 0 {
 		timeout = 10 * time.Second
 	}
-	client, err := ca.NewClient(cfg.URL, ca.WithRootFile(cfg.Root), ca.WithTimeout(timeout))
+	client, err := newClient(cfg.URL, cfg.Root, timeout)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "step-ca client for %s", cfg.URL)
 	}
@@ -380,6 +380,10 @@ func classify(err error, serial *big.Int) error {
 	what := "the request"
 	if serial != nil {
 		what = fmt.Sprintf("serial %x", serial)
+	}
+	var re *RedirectError
+	if errors.As(err, &re) {
+		return &Failure{Err: tacerr.Wrap(tacerr.UpstreamRefused, re, "step-ca did not answer %s", what), Ambiguous: true, Reason: "server_error"}
 	}
 	var se *errs.Error
 	if errors.As(err, &se) {

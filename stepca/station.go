@@ -105,7 +105,7 @@ type stationCA struct {
 // client) and writes it into dir: cert.pem, key.pem and stepca.json (for
 // renewal). It returns the certificate.
 func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Certificate, error) {
-	client, err := ca.NewClient(caURL, ca.WithRootFile(rootFile))
+	client, err := newClient(caURL, rootFile, stationTimeout)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "step-ca client for %s with root %s", caURL, rootFile)
 	}
@@ -220,6 +220,15 @@ type Renewer struct {
 	OnRenew func(*x509.Certificate)
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// Timeout bounds one renewal request (30s when 0).
+	Timeout time.Duration
+}
+
+func (r *Renewer) timeout() time.Duration {
+	if r.Timeout > 0 {
+		return r.Timeout
+	}
+	return stationTimeout
 }
 
 // IsBootstrapped reports whether dir holds a step-ca station identity.
@@ -242,7 +251,7 @@ func NewRenewer(dir string) (*Renewer, error) {
 	if err != nil {
 		return nil, err
 	}
-	client, err := ca.NewClient(sc.URL, ca.WithRootFile(sc.Root))
+	client, err := newClient(sc.URL, sc.Root, stationTimeout)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "step-ca client for %s", sc.URL)
 	}
@@ -284,7 +293,12 @@ func (r *Renewer) Renew(ctx context.Context) (*x509.Certificate, error) {
 	cur := r.cur.Load()
 	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: r.roots, Certificates: []tls.Certificate{*cur}}}
 	defer tr.CloseIdleConnections()
-	resp, err := r.client.RenewWithContext(ctx, tr)
+	// The renewal's own client has no timeout: a step-ca that accepts
+	// the connection and never answers would hold the renewal (and every
+	// retry) until the certificate expired.
+	ctx, cancel := context.WithTimeout(ctx, r.timeout())
+	defer cancel()
+	resp, err := r.client.RenewWithContext(ctx, guard(tr))
 	if err != nil {
 		return nil, classify(err, nil)
 	}
