@@ -133,7 +133,7 @@ func InitDev(ctx context.Context, store IssuerStore, gen KeyGenerator, o Ceremon
 	if err != nil {
 		return nil, err
 	}
-	rec, issuing, err := newIssuing(ctx, store, gen, root, rootKey, o)
+	rec, issuing, err := newIssuing(ctx, store, gen, root, rootKey, o, false)
 	if err != nil {
 		return nil, err
 	}
@@ -141,24 +141,20 @@ func InitDev(ctx context.Context, store IssuerStore, gen KeyGenerator, o Ceremon
 }
 
 // RotateDev is `tacline ca rotate --dev`: a new issuing CA key in the HSM,
-// certified by the existing root, recorded and made active; the old issuers
-// stay recorded (inactive) for verification.
+// certified by the existing root, recorded as the active issuer in one
+// write (AddIssuer of an active record: no moment, and no crash, leaves it
+// recorded but inactive); the old issuers stay recorded (inactive) for
+// verification.
 func RotateDev(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootSigner crypto.Signer, o CeremonyOptions) (IssuerRecord, *x509.Certificate, error) {
 	if err := o.fill(false); err != nil {
 		return IssuerRecord{}, nil, err
 	}
-	rec, issuing, err := newIssuing(ctx, store, gen, root, rootSigner, o)
-	if err != nil {
-		return IssuerRecord{}, nil, err
-	}
-	if err := store.Activate(ctx, rec.KeyID); err != nil {
-		return IssuerRecord{}, nil, fmt.Errorf("activate issuer %s: %w", rec.KeyID, err)
-	}
-	rec.Active = true
-	return rec, issuing, nil
+	return newIssuing(ctx, store, gen, root, rootSigner, o, true)
 }
 
-func newIssuing(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootKey crypto.Signer, o CeremonyOptions) (IssuerRecord, *x509.Certificate, error) {
+// newIssuing makes, certifies and records an issuing CA: active when
+// activate is set or no issuer is active yet.
+func newIssuing(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootKey crypto.Signer, o CeremonyOptions, activate bool) (IssuerRecord, *x509.Certificate, error) {
 	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
 	if err != nil {
 		return IssuerRecord{}, nil, fmt.Errorf("generate issuing key %q: %w", o.IssuerLabel, err)
@@ -171,7 +167,7 @@ func newIssuing(ctx context.Context, store IssuerStore, gen KeyGenerator, root *
 	if err != nil {
 		return IssuerRecord{}, nil, err
 	}
-	rec := record(o.IssuerLabel, issuing, []*x509.Certificate{root}, !active, o.Now)
+	rec := record(o.IssuerLabel, issuing, []*x509.Certificate{root}, activate || !active, o.Now)
 	if err := store.AddIssuer(ctx, rec); err != nil {
 		return IssuerRecord{}, nil, fmt.Errorf("record issuer %s: %w", rec.KeyID, err)
 	}
