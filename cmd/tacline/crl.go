@@ -11,6 +11,7 @@ import (
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/revocation"
 )
 
@@ -34,6 +35,15 @@ writes it to DIR/<issuer-key-id>.crl.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if out == "" {
 				return flagErr("--output", "is required: the directory to write the CRLs to")
+			}
+			// crl publish makes no OCSP responder, whose lifetime must
+			// be twice a CRL's: that rule does not bound --next-update here.
+			rc.ResponderValidity = max(rc.ResponderValidity, 2*rc.NextUpdate)
+			if err := rc.Validate(); err != nil {
+				if e, ok := tacerr.As(err); ok && e.Field == "revocation.next_update" {
+					return flagErr("--next-update", "%s", e.Message)
+				}
+				return err
 			}
 			return withLedgerAndHSM(cmd, func(ctx context.Context, _ *config.File, db *store.DB, tok *hsm.Token) error {
 				issuers, err := revocation.LoadIssuers(ctx, db, tok.Signer)
