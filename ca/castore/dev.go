@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"slices"
 	"time"
 
 	"github.com/tacline/tacline/ca"
@@ -43,7 +44,17 @@ type DevCA struct {
 // profile's fixed notAfter (zero: a duration), which the issuing CA must
 // cover. Production keeps the roots offline: see `tacline ca init`
 // without --dev.
+//
+// It decides before it spends: a ledger that holds a CA of the ceremony's
+// kinds already, or a token that holds a key under one of its labels, is
+// refused (conflict) before any key is made or anything recorded, so a
+// ceremony run twice, or on a new token against an old ledger, leaves no
+// half-made hierarchy.
 func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now, deviceNotAfter time.Time) (*DevCA, error) {
+	if err := checkFresh(ctx, db, tok, "ca init --dev", []string{store.IssuerDevice, store.IssuerRoot, store.IssuerInfraRoot, store.IssuerStation},
+		[]string{RootLabel, IssuerLabel, InfraRootLabel, StationCALabel}); err != nil {
+		return nil, err
+	}
 	keys := Keys{Token: tok}
 	dev, err := ca.InitDev(ctx, Issuers{DB: db, Kind: store.IssuerDevice, Actor: actor}, keys,
 		ca.CeremonyOptions{RootLabel: RootLabel, IssuerLabel: IssuerLabel, Curve: curve, Organization: org, Now: now, DeviceNotAfter: deviceNotAfter})
@@ -53,12 +64,39 @@ func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, acto
 	if err := addRoot(ctx, db, RootLabel, store.IssuerRoot, dev.Root, actor); err != nil {
 		return nil, err
 	}
-	infra, err := InitInfra(ctx, db, tok, org, curve, actor, now)
+	infra, err := initInfra(ctx, db, tok, org, curve, actor, now)
 	if err != nil {
 		return nil, err
 	}
 	infra.Root, infra.Issuing, infra.RootSigner = dev.Root, dev.Issuing, dev.RootSigner
 	return infra, nil
+}
+
+// checkFresh refuses a ceremony (cmd, as an operator runs it) whose CAs
+// the ledger holds already (a kind in kinds) or whose key labels the token
+// holds already.
+func checkFresh(ctx context.Context, db *store.DB, tok *hsm.Token, cmd string, kinds, labels []string) error {
+	recs, err := db.Issuers(ctx)
+	if err != nil {
+		return err
+	}
+	for _, r := range recs {
+		if slices.Contains(kinds, r.Kind) {
+			return tacerr.Field(tacerr.Conflict, "ledger", "`tacline %s` runs once per ledger, and this ledger has a %s CA already (%s, key id %s): to change the device issuer use `tacline ca rotate --dev`; to start over, use a new ledger and token",
+				cmd, r.Kind, r.Label, r.KeyID)
+		}
+	}
+	keys, err := tok.Keys()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		if slices.Contains(labels, k.Label) {
+			return tacerr.Field(tacerr.Conflict, "label", "the HSM token holds a key labelled %q already (an interrupted ceremony?), which `tacline %s` would make: nothing was made; start over on a new token (`tacline hsm init-dev`) or delete that key with the token's own tool",
+				k.Label, cmd)
+		}
+	}
+	return nil
 }
 
 // InitInfra runs the infrastructure half of the development ceremony: an
@@ -68,7 +106,17 @@ func InitDev(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, acto
 // StationSigner. A factory site of the sites demo runs it alone: its
 // device issuing CA is certified by headquarters' device root instead
 // (CertifySiteCA).
+// Like InitDev, it is refused before any key is made when the ledger has
+// an infrastructure root or station CA, or the token a key under its
+// labels.
 func InitInfra(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now time.Time) (*DevCA, error) {
+	if err := checkFresh(ctx, db, tok, "ca init --infra", []string{store.IssuerInfraRoot, store.IssuerStation}, []string{InfraRootLabel, StationCALabel}); err != nil {
+		return nil, err
+	}
+	return initInfra(ctx, db, tok, org, curve, actor, now)
+}
+
+func initInfra(ctx context.Context, db *store.DB, tok *hsm.Token, org, curve, actor string, now time.Time) (*DevCA, error) {
 	keys := Keys{Token: tok}
 	infraSigner, err := keys.GenerateKey(InfraRootLabel, curve)
 	if err != nil {
