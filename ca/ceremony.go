@@ -27,11 +27,14 @@ type IssuerRecord struct {
 
 // IssuerStore persists issuers. AddIssuer refuses a duplicate KeyID
 // (conflict); adding an Active record, or Activate, makes every other record
-// inactive; Activate of an unknown key id is not_found.
+// inactive; Activate of an unknown key id is not_found. LabelInUse returns
+// the key id of the issuer of any kind recorded under label ("" when
+// none): a ceremony checks it before it makes a key under that label.
 type IssuerStore interface {
 	AddIssuer(ctx context.Context, r IssuerRecord) error
 	ListIssuers(ctx context.Context) ([]IssuerRecord, error)
 	Activate(ctx context.Context, keyID string) error
+	LabelInUse(ctx context.Context, label string) (keyID string, err error)
 }
 
 // KeyGenerator makes a non-extractable key pair in the HSM and returns its
@@ -155,29 +158,61 @@ func RotateDev(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x
 // newIssuing makes, certifies and records an issuing CA: active when
 // activate is set or no issuer is active yet.
 func newIssuing(ctx context.Context, store IssuerStore, gen KeyGenerator, root *x509.Certificate, rootKey crypto.Signer, o CeremonyOptions, activate bool) (IssuerRecord, *x509.Certificate, error) {
-	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
-	if err != nil {
-		return IssuerRecord{}, nil, fmt.Errorf("generate issuing key %q: %w", o.IssuerLabel, err)
+	if err := checkLabelFree(ctx, store, o.IssuerLabel); err != nil {
+		return IssuerRecord{}, nil, err
 	}
-	issuing, err := IssuingCA(root, rootKey, key.Public(), o.name(o.IssuerCN), o.CAValidity)
-	if err != nil {
+	if err := CheckOutlives(fmt.Sprintf("issuing CA %q", o.IssuerCN), o.CAValidity.NotAfter, root); err != nil {
 		return IssuerRecord{}, nil, err
 	}
 	active, err := hasActive(ctx, store)
 	if err != nil {
 		return IssuerRecord{}, nil, err
 	}
+	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
+	if err != nil {
+		return IssuerRecord{}, nil, fmt.Errorf("generate issuing key %q: %w", o.IssuerLabel, err)
+	}
+	issuing, err := IssuingCA(root, rootKey, key.Public(), o.name(o.IssuerCN), o.CAValidity)
+	if err != nil {
+		return IssuerRecord{}, nil, keyLeft(o.IssuerLabel, err)
+	}
 	rec := record(o.IssuerLabel, issuing, []*x509.Certificate{root}, activate || !active, o.Now)
 	if err := store.AddIssuer(ctx, rec); err != nil {
-		return IssuerRecord{}, nil, fmt.Errorf("record issuer %s: %w", rec.KeyID, err)
+		return IssuerRecord{}, nil, keyLeft(o.IssuerLabel, fmt.Errorf("record issuer %s: %w", rec.KeyID, err))
 	}
 	return rec, issuing, nil
 }
 
+// checkLabelFree refuses a label an issuer of the store is recorded under
+// (conflict, field label), before a key is made under it: its certificate
+// could never be recorded.
+func checkLabelFree(ctx context.Context, store IssuerStore, label string) error {
+	keyID, err := store.LabelInUse(ctx, label)
+	if err != nil {
+		return err
+	}
+	if keyID != "" {
+		return tacerr.Field(tacerr.Conflict, "label", "the ledger has an issuer labelled %q already (key id %s; `tacline ca list`): choose a label no issuer has; no key was made", label, keyID)
+	}
+	return nil
+}
+
+// keyLeft is err of a ceremony step after the key labelled label was made:
+// it says the key is in the HSM, unused, so that the operator knows what
+// the failed run left (the code is err's).
+func keyLeft(label string, err error) error {
+	return tacerr.Prefixed(fmt.Sprintf("the new key %q is left in the HSM, unused (run again with another label)", label), err, tacerr.Internal)
+}
+
 // InitOffline is `tacline ca init` without --dev: the issuing CA key made in
 // the HSM and the PEM CSR to send to the manufacturer's offline root.
-func InitOffline(gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
+// A label an issuer of store is recorded under is refused before the key
+// is made (the certificate the root would sign could not be imported).
+func InitOffline(ctx context.Context, store IssuerStore, gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
 	if err := o.fill(false); err != nil {
+		return nil, err
+	}
+	if err := checkLabelFree(ctx, store, o.IssuerLabel); err != nil {
 		return nil, err
 	}
 	key, err := gen.GenerateKey(o.IssuerLabel, o.Curve)
@@ -186,7 +221,7 @@ func InitOffline(gen KeyGenerator, o CeremonyOptions) ([]byte, error) {
 	}
 	der, err := CSRForKey(key, o.name(o.IssuerCN))
 	if err != nil {
-		return nil, err
+		return nil, keyLeft(o.IssuerLabel, err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }

@@ -124,7 +124,7 @@ func TestCeremonyOfflineImport(t *testing.T) {
 	t.Parallel()
 	ctx := context.Background()
 	gen := &softGen{}
-	csrPEM, err := InitOffline(gen, opts("issuing-1"))
+	csrPEM, err := InitOffline(ctx, NewFileStore(filepath.Join(t.TempDir(), "issuers.json")), gen, opts("issuing-1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -294,4 +294,37 @@ func TestFileStore(t *testing.T) {
 
 func ecdsaKey(c elliptic.Curve) (crypto.Signer, error) {
 	return ecdsa.GenerateKey(c, rand.Reader)
+}
+
+// lockedGen makes keys whose token then refuses to sign (PIN locked).
+type lockedGen struct{}
+
+func (lockedGen) GenerateKey(string, string) (crypto.Signer, error) {
+	k, err := ecdsaKey(elliptic.P256())
+	return lockedSigner{k}, err
+}
+
+// TestCeremonyReportsKeyLeft: a ceremony that fails after making its key
+// says that the key is left in the HSM (and keeps the HSM's code), so the
+// operator knows the label is spent.
+func TestCeremonyReportsKeyLeft(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	store := NewFileStore(filepath.Join(t.TempDir(), "issuers.json"))
+	_, err := InitOffline(ctx, store, lockedGen{}, opts("issuing-1"))
+	if !tacerr.Is(err, tacerr.HSMPINLocked) || !strings.Contains(err.Error(), `key "issuing-1" is left in the HSM`) {
+		t.Fatalf("CSR refused by the HSM: %v, want hsm_pin_locked saying the key is left", err)
+	}
+	h := newHierarchy(t, elliptic.P256())
+	gen := &softGen{}
+	o := opts("issuing-2")
+	_, _, err = RotateDev(ctx, store, gen, h.root, h.rootKey, o)
+	if e, ok := tacerr.As(err); !ok || e.Field != "validity" || gen.keys["issuing-2"] != nil {
+		t.Fatalf("an issuing CA outliving its root: %v, key made %v; want refused (validity) before the key is made", err, gen.keys["issuing-2"] != nil)
+	}
+	o.CAValidity = ValidFor(now, time.Hour)
+	_, _, err = RotateDev(ctx, store, gen, h.root, lockedSigner{h.rootKey}, o)
+	if !tacerr.Is(err, tacerr.HSMPINLocked) || !strings.Contains(err.Error(), `key "issuing-2" is left in the HSM`) {
+		t.Fatalf("certificate refused by the HSM: %v, want hsm_pin_locked saying the key is left", err)
+	}
 }

@@ -112,3 +112,19 @@ func (s *FileStore) Activate(_ context.Context, keyID string) error {
 	}
 	return nil
 }
+
+// LabelInUse implements IssuerStore.
+func (s *FileStore) LabelInUse(_ context.Context, label string) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	doc, err := s.load()
+	if err != nil {
+		return "", err
+	}
+	for _, e := range doc.Issuers {
+		if e.Label == label {
+			return e.KeyID, nil
+		}
+	}
+	return "", nil
+}

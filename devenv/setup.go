@@ -233,7 +233,7 @@ func certifiedCA(ctx context.Context, db *store.DB, tok *hsm.Token, cn string, n
 	if err != nil {
 		return nil, err
 	}
-	csr, err := ca.InitOffline(castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: castore.IssuerLabel, Organization: Manufacturer,
+	csr, err := ca.InitOffline(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "demo"}, castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: castore.IssuerLabel, Organization: Manufacturer,
 		IssuerCN: cn, Now: now, DeviceNotAfter: deviceNotAfter})
 	if err != nil {
 		return nil, err

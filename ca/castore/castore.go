@@ -46,6 +46,21 @@ func (s Issuers) ListIssuers(ctx context.Context) ([]ca.IssuerRecord, error) {
 	return out, nil
 }
 
+// LabelInUse implements ca.IssuerStore: labels are unique across every
+// kind of issuer in the ledger.
+func (s Issuers) LabelInUse(ctx context.Context, label string) (string, error) {
+	all, err := s.DB.Issuers(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, r := range all {
+		if r.Label == label {
+			return r.KeyID, nil
+		}
+	}
+	return "", nil
+}
+
 // Activate implements ca.IssuerStore.
 func (s Issuers) Activate(ctx context.Context, keyID string) error {
 	return s.DB.ActivateIssuer(ctx, keyID, s.Actor)

@@ -51,7 +51,7 @@ func TestCertifySiteCA(t *testing.T) {
 	if _, err := castore.InitInfra(ctx, siteDB, siteTok, "Acme Devices", "P-256", "test", now); err != nil {
 		t.Fatal(err)
 	}
-	csr, err := ca.InitOffline(castore.Keys{Token: siteTok}, ca.CeremonyOptions{IssuerLabel: "site-1-ca", Organization: "Acme Devices", Now: now})
+	csr, err := ca.InitOffline(ctx, castore.Issuers{DB: siteDB, Kind: store.IssuerDevice, Actor: "test"}, castore.Keys{Token: siteTok}, ca.CeremonyOptions{IssuerLabel: "site-1-ca", Organization: "Acme Devices", Now: now})
 	if err != nil {
 		t.Fatal(err)
 	}

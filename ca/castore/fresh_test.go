@@ -78,3 +78,38 @@ func TestCeremonyDecidesBeforeKeys(t *testing.T) {
 		})
 	})
 }
+
+// TestCeremonyLabelTaken: a label an issuer of the ledger has (of any
+// kind) is refused by `ca init` (offline) and `ca rotate --dev` before a
+// key is made under it: the certificate an offline root would sign for
+// that key could never be imported (the ledger's labels are unique), so
+// the root's ceremony was spent for nothing.
+func TestCeremonyLabelTaken(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		ctx := context.Background()
+		now := time.Now()
+		db := storetest.Open(t, d)
+		dev, err := castore.InitDev(ctx, db, hsmtest.Open(t, hsmtest.NewToken(t)), "Acme Devices", "P-256", "test", now, ca.NoExpiry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		issuers := castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "test"}
+		for _, label := range []string{castore.IssuerLabel, castore.StationCALabel} {
+			t.Run(label, func(t *testing.T) {
+				tok := hsmtest.Open(t, hsmtest.NewToken(t)) // a new HSM: the label is free there
+				o := ca.CeremonyOptions{IssuerLabel: label, Organization: "Acme Devices", Now: now}
+				_, err := ca.InitOffline(ctx, issuers, castore.Keys{Token: tok}, o)
+				if e, ok := tacerr.As(err); !ok || e.Code != tacerr.Conflict || e.Field != "label" {
+					t.Fatalf("ca init --label %s: %v, want conflict naming the label", label, err)
+				}
+				_, _, err = ca.RotateDev(ctx, issuers, castore.Keys{Token: tok}, dev.Root, dev.RootSigner, o)
+				if e, ok := tacerr.As(err); !ok || e.Code != tacerr.Conflict || e.Field != "label" {
+					t.Fatalf("ca rotate --dev --label %s: %v, want conflict naming the label", label, err)
+				}
+				if keys, err := tok.Keys(); err != nil || len(keys) != 0 {
+					t.Fatalf("keys made: %v (%v), want none", keys, err)
+				}
+			})
+		}
+	})
+}

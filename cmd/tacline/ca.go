@@ -83,7 +83,7 @@ func newCACmd() *cobra.Command {
 						fmt.Fprintf(cmd.OutOrStdout(), "infrastructure root %s and station CA %s made (keys in the HSM); certificates in %s\n",
 							ca.KeyID(d.InfraRoot), ca.KeyID(d.StationCA), out)
 					}
-					csr, err := ca.InitOffline(castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: label, Curve: curve,
+					csr, err := ca.InitOffline(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, castore.Keys{Token: tok}, ca.CeremonyOptions{IssuerLabel: label, Curve: curve,
 						Organization: cfg.Manufacturer, Now: time.Now()})
 					if err != nil {
 						return err
