@@ -253,6 +253,12 @@ func Import(ctx context.Context, store IssuerStore, label string, signer crypto.
 	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
 		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "cert", "certificate %q must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign) with a subjectKeyIdentifier", cert.Subject)
 	}
+	// With a chain, Verify below checks this too; without one it is the
+	// only check of the certificate's dates.
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "validity", "certificate %q is not valid now (%s): it is valid from %s until %s; have the root issue one valid now",
+			cert.Subject, now.UTC().Format(time.RFC3339), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
 	if len(chain) > 0 {
 		roots, inter := x509.NewCertPool(), x509.NewCertPool()
 		roots.AddCert(chain[len(chain)-1])

@@ -151,6 +151,10 @@ func TestCeremonyOfflineImport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	expired, err := IssuingCA(offline.root, offline.rootKey, csr.PublicKey, csr.Subject, Validity{NotBefore: now.Add(-48 * time.Hour), NotAfter: now.Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name           string
 		signer         crypto.Signer
@@ -158,7 +162,7 @@ func TestCeremonyOfflineImport(t *testing.T) {
 		chain          []byte
 		deviceNotAfter time.Time
 		errCode        tacerr.Code
-		field          string
+		field, msg     string // msg: in the message when field is set ("outlive" when empty)
 	}{
 		{name: "outlives its root", signer: signer, cert: ChainPEM(outliving), chain: ChainPEM(offline.root), errCode: tacerr.InvalidInput, field: "validity"},
 		{name: "ends before the device certificates", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(offline.root), deviceNotAfter: NoExpiry,
@@ -166,6 +170,10 @@ func TestCeremonyOfflineImport(t *testing.T) {
 		{name: "certificate for another key", signer: signer, cert: ChainPEM(offline.issuing), chain: ChainPEM(offline.root), errCode: tacerr.InvalidInput},
 		{name: "chain to a different root", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(newHierarchy(t, elliptic.P256()).root), errCode: tacerr.InvalidInput},
 		{name: "not PEM", signer: signer, cert: []byte("nope"), errCode: tacerr.InvalidInput},
+		// Without a chain there is no root to verify against, but the
+		// certificate's own validity still holds: an expired (or not yet
+		// valid) CA would issue certificates that end before they begin.
+		{name: "expired, no chain", signer: signer, cert: ChainPEM(expired), errCode: tacerr.InvalidInput, field: "validity", msg: "not valid now"},
 		{name: "good, chain in the same file", signer: signer, cert: ChainPEM(signed, offline.root)},
 		{name: "same issuer again", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(offline.root), errCode: tacerr.Conflict},
 	}
@@ -173,7 +181,10 @@ func TestCeremonyOfflineImport(t *testing.T) {
 	for _, tc := range tests { // sequential: the cases share the store
 		rec, err := Import(ctx, store, "issuing-1", tc.signer, tc.cert, tc.chain, false, now, tc.deviceNotAfter)
 		if tc.errCode != "" {
-			if e, ok := tacerr.As(err); !ok || e.Code != tc.errCode || tc.field != "" && (e.Field != tc.field || !strings.Contains(e.Message, "outlive")) {
+			if tc.msg == "" {
+				tc.msg = "outlive"
+			}
+			if e, ok := tacerr.As(err); !ok || e.Code != tc.errCode || tc.field != "" && (e.Field != tc.field || !strings.Contains(e.Message, tc.msg)) {
 				t.Fatalf("%s: err = %v, want %s", tc.name, err, tc.errCode)
 			}
 			continue
