@@ -1,9 +1,12 @@
 package stepca
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/smallstep/certificates/ca"
@@ -51,7 +54,38 @@ func (g guarded) RoundTrip(req *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	resp.Body = &limitedBody{ReadCloser: resp.Body, left: maxAnswer}
+	if resp.StatusCode >= 400 {
+		normalizeError(resp)
+	}
 	return resp, nil
+}
+
+// normalizeError makes an error answer carry its HTTP status the way
+// step-ca's client reads it (JSON {"status", "message"}): an answer from
+// something in front of step-ca (a proxy's 502 or 504 page, a JSON body
+// without "status") was read as no answer at all, or as status 0, which
+// counted as a refusal, so a 504 after step-ca had signed gave the intent
+// up without revoking the serial.
+func normalizeError(resp *http.Response) {
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	resp.Body.Close()
+	var e struct {
+		Status  int    `json:"status"`
+		Message string `json:"message"`
+	}
+	if err != nil || json.Unmarshal(body, &e) != nil || e.Message == "" {
+		e.Message = strings.Join(strings.Fields(string(body)), " ")
+		if len(e.Message) > 200 {
+			e.Message = e.Message[:200] + "..."
+		}
+	}
+	if e.Status != resp.StatusCode {
+		e.Message = fmt.Sprintf("HTTP %d from %s (not step-ca's own answer?): %s", resp.StatusCode, resp.Request.URL.Host, e.Message)
+	}
+	e.Status = resp.StatusCode
+	b, _ := json.Marshal(e)
+	resp.Body = io.NopCloser(bytes.NewReader(b))
+	resp.Header.Set("Content-Type", "application/json")
 }
 
 var errTooLarge = fmt.Errorf("step-ca's answer is larger than %d bytes; not read", maxAnswer)

@@ -12,6 +12,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
@@ -302,5 +303,38 @@ func TestRenewBounded(t *testing.T) {
 		}
 	case <-time.After(time.Minute): // far beyond the 100ms timeout: the renewal hangs
 		t.Fatal("Renew still waiting for a step-ca that never answers")
+	}
+}
+
+// TestStepCAErrorAnswersKeepTheirStatus: an error answer that is not
+// step-ca's JSON (a proxy in front of it) is classified by its HTTP
+// status: a 504 may come after step-ca signed (ambiguous: the serial is
+// revoked before the intent is given up), a 403 is a refusal.
+func TestStepCAErrorAnswersKeepTheirStatus(t *testing.T) {
+	h := startHostileCA(t)
+	ra, csr, lint := h.raFor(t)
+	for _, tc := range []struct {
+		name, contentType, body string
+		status                  int
+		ambiguous               bool
+		reason                  string
+	}{
+		{"504 with JSON without status", "application/json", `{"error":"upstream timed out"}`, http.StatusGatewayTimeout, true, "server_error"},
+		{"502 HTML page", "text/html", "<html><body><h1>502 Bad Gateway</h1></body></html>", http.StatusBadGateway, true, "server_error"},
+		{"403 HTML page", "text/html", "<html>Forbidden</html>", http.StatusForbidden, false, "refused"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h.serve = func(w http.ResponseWriter, r *http.Request) bool {
+				w.Header().Set("Content-Type", tc.contentType)
+				w.WriteHeader(tc.status)
+				_, _ = w.Write([]byte(tc.body))
+				return true
+			}
+			_, err := ra.Sign(context.Background(), lint, csr, "dev", nil)
+			fl, ok := stepca.AsFailure(err)
+			if !ok || fl.Ambiguous != tc.ambiguous || fl.Reason != tc.reason || !strings.Contains(err.Error(), fmt.Sprintf("HTTP %d", tc.status)) {
+				t.Fatalf("%v (%+v), want reason %s, ambiguous %v, naming HTTP %d", err, fl, tc.reason, tc.ambiguous, tc.status)
+			}
+		})
 	}
 }
