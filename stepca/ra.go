@@ -263,9 +263,9 @@ func (r *RA) Sign(ctx context.Context, lint *x509.Certificate, csr *x509.Certifi
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	signCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	resp, err := r.client.SignWithContext(ctx, &api.SignRequest{CsrPEM: api.NewCertificateRequest(csr), OTT: tok})
+	resp, err := r.client.SignWithContext(signCtx, &api.SignRequest{CsrPEM: api.NewCertificateRequest(csr), OTT: tok})
 	if err != nil {
 		return nil, classify(err, serial)
 	}
@@ -274,9 +274,28 @@ func (r *RA) Sign(ctx context.Context, lint *x509.Certificate, csr *x509.Certifi
 	}
 	got := resp.ServerPEM.Certificate
 	if err := r.check(got, lint, resp); err != nil {
-		return nil, &Failure{Err: tacerr.New(tacerr.UpstreamRefused, "step-ca's certificate for serial %x is not the one tacline linted: %v; not bound", serial, err), Ambiguous: true, Reason: "mismatch"}
+		return nil, &Failure{Err: tacerr.New(tacerr.UpstreamRefused, "step-ca's certificate for serial %x is not the one tacline linted: %v; not bound%s",
+			serial, err, r.revokeStray(ctx, got, lint)), Ambiguous: true, Reason: "mismatch"}
 	}
 	return got.Raw, nil
+}
+
+// revokeStray revokes at step-ca a refused certificate that step-ca
+// signed under another serial than tacline's for the device's key (a
+// template that drops or rewrites the serial): the caller revokes
+// tacline's serial only, and the device's certificate would stay valid,
+// known to no ledger. A certificate that does not verify under step-ca's
+// issuing CA, or certifies another key, is left alone (it may be nobody's,
+// or another device's). It returns what to add to the error.
+func (r *RA) revokeStray(ctx context.Context, got, lint *x509.Certificate) string {
+	if got.SerialNumber.Cmp(lint.SerialNumber) == 0 || string(got.RawSubjectPublicKeyInfo) != string(lint.RawSubjectPublicKeyInfo) ||
+		got.CheckSignatureFrom(r.issuer) != nil {
+		return ""
+	}
+	if err := r.Revoke(ctx, got.SerialNumber, "mismatch"); err != nil {
+		return fmt.Sprintf("; step-ca signed the device's key under serial %x, and revoking it failed (%v): revoke it at step-ca (`step ca revoke %s`)", got.SerialNumber, err, got.SerialNumber)
+	}
+	return fmt.Sprintf("; step-ca signed the device's key under serial %x, revoked at step-ca", got.SerialNumber)
 }
 
 // check verifies a certificate step-ca returned against the linted one.

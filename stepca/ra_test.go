@@ -185,3 +185,57 @@ func TestStepCAFailuresAreClassified(t *testing.T) {
 		t.Fatalf("revoke after restart: %v", err)
 	}
 }
+
+// noSerialTemplate is DeviceTemplate without the serial: step-ca then
+// picks its own.
+const noSerialTemplate = `{
+  "rawSubject": {{ toJson .Token.tacline.subject }},
+  "notBefore": {{ toJson .Token.tacline.not_before }},
+  "notAfter": {{ toJson .Token.tacline.not_after }},
+  "extensions": {{ toJson .Token.tacline.extensions }}
+}`
+
+// TestStepCAStraySerialRevoked: a step-ca template that drops tacline's
+// serial signs the device's key under a serial of its own; the certificate
+// is refused (mismatch) and that serial is revoked at step-ca, which lists
+// it on its CRL (the caller revokes tacline's serial only, so the device's
+// certificate stayed valid and in no ledger).
+func TestStepCAStraySerialRevoked(t *testing.T) {
+	r := stepcatest.StartRA(t, hsmtest.NewToken(t), func(pub crypto.PublicKey) []any {
+		p, err := stepca.DeviceProvisioner("tacline-devices-noserial", pub, noSerialTemplate)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return []any{p}
+	})
+	cfg := r.Config
+	cfg.Provisioner = "tacline-devices-noserial"
+	ra, err := stepca.New(cfg, r.Key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	is, err := issuance.New(issuance.Config{IssuerCert: ra.IssuerCertificate(), Chain: []*x509.Certificate{ra.Root()}, Upstream: ra, Profile: policy.DefaultProfile()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	csr, pub := deviceCSR(t, "dev")
+	tok, err := is.Prepare(request(t, "SN-5", pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = is.IssueUpstream(ctx, tok, csr)
+	fl, ok := stepca.AsFailure(err)
+	if !ok || fl.Reason != "mismatch" || !fl.Ambiguous || !strings.Contains(err.Error(), "revoked at step-ca") {
+		t.Fatalf("a template that drops the serial: %v (%+v), want a mismatch saying step-ca's serial was revoked", err, fl)
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ra.Root())
+	w := stepca.NewCRLWatcher(r.CA.URL+"/1.0/crl", roots)
+	if err := w.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ours := w.Revoked(&x509.Certificate{SerialNumber: tok.Serial()}); ours || !strings.Contains(w.String(), ": 1 revoked") {
+		t.Fatalf("step-ca's CRL: %s, want the stray serial on it\n%s", w, r.CA.Log())
+	}
+}
