@@ -18,6 +18,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/tacerr"
 )
 
 func init() { register(newCACmd) }
@@ -181,6 +182,11 @@ func newCACmd() *cobra.Command {
 			}
 			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
 				signer, err := tok.Signer(label)
+				if tacerr.Is(err, tacerr.HSMKeyNotFound) {
+					// Not hsm.Token's advice (make a key): a new key cannot
+					// match a certificate the root signed.
+					return tacerr.Field(tacerr.HSMKeyNotFound, "--label", "no key labelled %q on the token: the issuing CA key is the one `tacline ca init --label %s` made for the CSR the root signed; pass that key's label (`tacline hsm list` shows the keys)", label, label)
+				}
 				if err != nil {
 					return err
 				}
