@@ -16,6 +16,7 @@ import (
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/lifecycle"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -66,6 +67,14 @@ func newCACmd() *cobra.Command {
 					out = cfg.Path("ca")
 				}
 				if !dev {
+					if csrOut == "" {
+						csrOut = filepath.Join(out, label+".csr")
+					}
+					// Decide before a key is made: a CSR that cannot be
+					// written leaves a key no CSR can be made for again.
+					if err := checkWritable(csrOut); err != nil {
+						return err
+					}
 					if infra {
 						// A factory site: its own station CA; its device
 						// issuing CA certified at headquarters.
@@ -89,14 +98,8 @@ func newCACmd() *cobra.Command {
 					if err != nil {
 						return err
 					}
-					if csrOut == "" {
-						csrOut = filepath.Join(out, label+".csr")
-					}
-					if err := os.MkdirAll(filepath.Dir(csrOut), 0o755); err != nil {
-						return err
-					}
-					if err := os.WriteFile(csrOut, csr, 0o644); err != nil {
-						return err
+					if err := atomicfile.Write(csrOut, csr, 0o644); err != nil {
+						return tacerr.Wrap(tacerr.Internal, err, "the key %q is made; write its CSR to %s", label, csrOut)
 					}
 					fmt.Fprintf(cmd.OutOrStdout(), "issuing CA key %q made in the HSM; CSR for the offline root written to %s\n", label, csrOut)
 					fmt.Fprintf(cmd.OutOrStdout(), "next: have the root sign it (a factory site: `tacline ca certify --csr` at headquarters), then `tacline ca import --label %s --cert CERT.pem --chain ROOT.pem`\n", label)
@@ -311,4 +314,22 @@ func newCACmd() *cobra.Command {
 	list.Flags().BoolVar(&asJSON, "json", false, "one JSON object per line")
 	c.AddCommand(list)
 	return c
+}
+
+// checkWritable refuses (field --csr) a CSR path whose directory cannot be
+// made or written, or that is a directory, before anything is made.
+func checkWritable(path string) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return flagErr("--csr", "cannot make the directory for %s (%v); no key was made", path, err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.IsDir() {
+		return flagErr("--csr", "%s is a directory; name the CSR file; no key was made", path)
+	}
+	probe, err := os.CreateTemp(dir, ".csr-probe-*")
+	if err != nil {
+		return flagErr("--csr", "cannot write in %s (%v); no key was made", dir, err)
+	}
+	probe.Close()
+	return os.Remove(probe.Name())
 }
