@@ -1,16 +1,22 @@
 package revocation_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509/pkix"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
+	"golang.org/x/crypto/ocsp"
+
 	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
+	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/revocation"
 )
@@ -40,5 +46,41 @@ func TestCRLSigningKeepsHSMCode(t *testing.T) {
 	_, _, err = revocation.BuildCRL(iss, 1, now, now.Add(time.Hour), func(func(revocation.Entry) error) error { return nil })
 	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.HSMPINLocked || e.Retryable() {
 		t.Fatalf("%v, want hsm_pin_locked (not retryable)", err)
+	}
+}
+
+// TestOCSPResponderKeyNotLeft: when the responder certificate cannot be
+// made (here the issuer's HSM refuses to sign), the responder key just
+// made is deleted: every OCSP request, which anyone may send, made another
+// key and left it on the token.
+func TestOCSPResponderKeyNotLeft(t *testing.T) {
+	e := newOCSPEnv(t, store.SQLite)
+	signer, err := e.env.Token.Signer("issuing-1") // provtest's issuing CA key
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyID := ca.KeyID(e.env.Issuing)
+	p, err := revocation.NewPublisher(e.env.DB, []revocation.Issuer{{KeyID: keyID, Cert: e.env.Issuing, Signer: lockedSigner{signer}}}, revocation.DefaultConfig(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.UseResponderKeys(castore.Keys{Token: e.env.Token})
+	req, err := ocsp.CreateRequest(e.good.Issued.Certificate, e.env.Issuing, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if _, err := p.RespondOCSP(context.Background(), req); !tacerr.Is(err, tacerr.HSMPINLocked) {
+			t.Fatalf("request %d: %v, want hsm_pin_locked", i, err)
+		}
+	}
+	keys, err := e.env.Token.Keys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if strings.HasPrefix(k.Label, "ocsp-") {
+			t.Fatalf("responder key %s left on the token after a failed responder", k.Label)
+		}
 	}
 }

@@ -177,11 +177,17 @@ func (p *Publisher) newResponder(ctx context.Context, iss Issuer, now time.Time)
 		return ocspResponder{}, fmt.Errorf("make the OCSP responder key of issuer %s: %w", iss.KeyID, err)
 	}
 	cert, err := ca.OCSPResponder(iss.Cert, iss.Signer, key.Public(), ca.ValidFor(now, p.cfg.ResponderValidity))
-	if err != nil {
-		return ocspResponder{}, err
+	if err == nil {
+		err = p.db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(cert), Label: label, Kind: store.IssuerOCSP, Curve: "P-256",
+			CertPEM: string(ca.ChainPEM(cert)), ChainPEM: string(ca.ChainPEM(iss.Cert))}, "ocsp-responder")
 	}
-	if err := p.db.AddIssuer(ctx, store.IssuerRecord{KeyID: ca.KeyID(cert), Label: label, Kind: store.IssuerOCSP, Curve: "P-256",
-		CertPEM: string(ca.ChainPEM(cert)), ChainPEM: string(ca.ChainPEM(iss.Cert))}, "ocsp-responder"); err != nil {
+	if err != nil {
+		// The key is in no ledger record, so nothing would ever use or
+		// delete it; and the next OCSP request (anyone may send one)
+		// makes another: delete it now.
+		if derr := p.keys.DeleteKey(label); derr != nil {
+			p.log.Warn("could not delete the key of an OCSP responder that was not made", "issuer", iss.KeyID, "label", label, "err", derr.Error())
+		}
 		return ocspResponder{}, err
 	}
 	return ocspResponder{Cert: cert, Signer: key}, nil
