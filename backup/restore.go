@@ -10,6 +10,7 @@ import (
 
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/internal/atomicfile"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -145,6 +146,12 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 	if final != "" {
 		if err := os.Rename(target.DSN, final); err != nil {
 			return nil, tacerr.Wrap(tacerr.Unavailable, err, "move the restored ledger into place")
+		}
+		// The rename is durable only once the directory is: a power cut
+		// after an unsynced rename could leave the ledger under its
+		// .restoring name, which the next restore deletes.
+		if err := atomicfile.SyncDir(filepath.Dir(final)); err != nil {
+			return nil, tacerr.Wrap(tacerr.Unavailable, err, "make the restored ledger's move durable (fsync of %s)", filepath.Dir(final))
 		}
 	}
 	proven = true
