@@ -164,6 +164,8 @@ type DB struct {
 	// of the key indexes resident (keepMapped); warmMu guards it.
 	warmMu  sync.Mutex
 	warmMap []byte
+	// ckpt copies a SQLite ledger's WAL into its file (checkpointer.go).
+	ckpt *checkpointer
 }
 
 // Open opens the ledger and applies pending migrations.
@@ -195,15 +197,6 @@ const (
 	sqliteWriter = "sqlite3-tacline-writer"
 	sqliteReader = "sqlite3-tacline-reader"
 )
-
-// walAutocheckpointBytes is the writer's automatic checkpoint threshold,
-// as WAL bytes (SQLite counts it in pages: the hook divides by the ledger's
-// page size; SQLite's default is 1000 pages). Provisioning touches about a
-// dozen pages per device in indexes with one insertion point per pool or
-// random keys; with 1000 4 KiB pages every checkpoint copied nearly every
-// page it saw once more into the database file, with 40 MiB a page written
-// by many commits between two checkpoints is copied once.
-const walAutocheckpointBytes = 40 << 20
 
 // newLedgerPageSize is the page size of a ledger this process creates
 // (SQLite's default is 4096). Provisioning dirties about one leaf per
@@ -237,7 +230,7 @@ func init() {
 		if err != nil || size <= 0 {
 			return fmt.Errorf("read the ledger's page size: %d, %v", size, err)
 		}
-		_, err = c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", walAutocheckpointBytes/size), nil)
+		_, err = c.Exec(fmt.Sprintf("PRAGMA wal_autocheckpoint = %d", checkpointBackstopBytes/size), nil)
 		return err
 	}})
 	// Readers map the database file: pages not in the WAL are read
@@ -305,7 +298,13 @@ func (db *DB) openSQLite(cfg Config) error {
 	r.SetMaxOpenConns(sqliteReaders)
 	r.SetMaxIdleConns(sqliteReaders)
 	r.SetConnMaxLifetime(0)
-	db.w, db.r, db.path = w, r, path
+	ckpt, err := startCheckpointer(sqlitefile.URI(path, common+"&vfs="+coalesceVFS))
+	if err != nil {
+		w.Close()
+		r.Close()
+		return tacerr.Wrap(tacerr.Unavailable, err, "open SQLite ledger %s for checkpoints", path)
+	}
+	db.w, db.r, db.path, db.ckpt = w, r, path, ckpt
 	db.stmts = &stmtCache{db: w, stmts: map[string]*sqlx.Stmt{}, pending: map[string]bool{}}
 	db.rstmts = &readStmts{db: r, stmts: map[string]*sqlx.Stmt{}}
 	return nil
@@ -353,6 +352,9 @@ func (db *DB) Close() error {
 		db.rstmts.close()
 	}
 	var errs []error
+	if db.ckpt != nil {
+		errs = append(errs, db.ckpt.close())
+	}
 	if db.r != nil && db.r != db.w {
 		errs = append(errs, db.r.Close())
 	}

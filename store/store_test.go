@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"testing"
 	"time"
 
@@ -63,9 +64,10 @@ func TestReserveAfterCloseFailsCleanly(t *testing.T) {
 	}
 }
 
-// TestSQLitePageSize: a new ledger is created with 1 KiB pages in WAL mode
-// and checkpoints every 40 MiB of WAL; a ledger created with 4 KiB pages
-// keeps them (its checkpoint interval is the same 40 MiB).
+// TestSQLitePageSize: a new ledger is created with 1 KiB pages in WAL mode,
+// its writer checkpointing by itself only past 256 MiB of WAL (the
+// checkpointer's backstop); a ledger created with 4 KiB pages keeps them
+// (the same 256 MiB).
 func TestSQLitePageSize(t *testing.T) {
 	ctx := context.Background()
 	check := func(t *testing.T, db *store.DB, page int64) {
@@ -82,8 +84,8 @@ func TestSQLitePageSize(t *testing.T) {
 		if err := db.InTx(ctx, func(tx *store.Tx) error { return storetest.Get(tx, &ckpt, `PRAGMA wal_autocheckpoint`) }); err != nil {
 			t.Fatal(err)
 		}
-		if got != page || mode != "wal" || ckpt*page != 40<<20 {
-			t.Fatalf("page_size %d, journal_mode %s, wal_autocheckpoint %d; want %d, wal, %d", got, mode, ckpt, page, (40<<20)/page)
+		if got != page || mode != "wal" || ckpt*page != 256<<20 {
+			t.Fatalf("page_size %d, journal_mode %s, wal_autocheckpoint %d; want %d, wal, %d", got, mode, ckpt, page, (256<<20)/page)
 		}
 	}
 	t.Run("new", func(t *testing.T) {
@@ -106,4 +108,51 @@ func TestSQLitePageSize(t *testing.T) {
 		defer db.Close()
 		check(t, db, 4096)
 	})
+}
+
+// TestCheckpointOffTheWriter: the WAL is copied into the ledger's file by
+// the checkpoint connection within seconds of a commit, far below the
+// writer's own threshold (256 MiB), so no commit waits for a checkpoint.
+// With the writer checkpointing by itself (every 40 MiB before), 2 MiB of
+// committed rows stayed in the WAL and the file did not grow.
+func TestCheckpointOffTheWriter(t *testing.T) {
+	ctx := context.Background()
+	cfg := storetest.Config(t, store.SQLite)
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	path := store.SQLitePath(cfg.DSN)
+	size := func() int64 {
+		st, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.Size()
+	}
+	before := size()
+	if err := db.InTx(ctx, func(tx *store.Tx) error {
+		if _, err := storetest.Exec(tx, `CREATE TABLE filler (b BLOB)`); err != nil {
+			return err
+		}
+		for i := 0; i < 512; i++ {
+			if _, err := storetest.Exec(tx, `INSERT INTO filler VALUES (randomblob(4096))`); err != nil {
+				return err
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got := size(); got >= before+2<<20 {
+		t.Fatalf("the ledger's file grew from %d to %d bytes at the commit: the writer checkpointed", before, got)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for size() < before+2<<20 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the ledger's file is %d bytes 30 s after a commit of 2 MiB (before: %d): nothing copied the WAL into it", size(), before)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
