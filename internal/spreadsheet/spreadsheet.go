@@ -4,6 +4,8 @@
 // such cells of a register's file a leading apostrophe.
 package spreadsheet
 
+import "strings"
+
 // FormulaStarts lists the first characters that make a spreadsheet read a
 // cell as a formula: =, +, - and @, and a tab or carriage return, which
 // some take as one's start too. A hostile cell so started can run commands
@@ -12,14 +14,5 @@ const FormulaStarts = "=+-@\t\r"
 
 // FormulaStart reports whether s starts as a formula (FormulaStarts).
 func FormulaStart(s string) bool {
-	return s != "" && containsByte(FormulaStarts, s[0])
-}
-
-func containsByte(set string, c byte) bool {
-	for i := 0; i < len(set); i++ {
-		if set[i] == c {
-			return true
-		}
-	}
-	return false
+	return s != "" && strings.IndexByte(FormulaStarts, s[0]) >= 0
 }
