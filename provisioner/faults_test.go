@@ -10,6 +10,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -540,6 +541,63 @@ func TestConcurrentBindsOfOneGroup(t *testing.T) {
 		// The loser's device serial was never claimed.
 		if _, err := provision(env, "S1", "cb-p", "SN-CB-B", provtest.NewDevice(t)); err != nil {
 			t.Fatalf("the refused bind's device, provisioned: %v", err)
+		}
+		ledgerOK(t, env)
+	})
+}
+
+// TestReplayOfPendingIntentWithVoidedIMEIs: a ledger written before Void
+// abandoned the pending intents of the group it voided (4bec96c) can hold a
+// pending intent whose IMEIs are VOIDED. Its replay signed a certificate at
+// every call (none could be bound). Now the replay sees the voided IMEI
+// before it signs, abandons the intent and answers invalid_state naming the
+// void; the device serial is free for a new request id.
+func TestReplayOfPendingIntentWithVoidedIMEIs(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		var fs *provtest.FaultySigner
+		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
+		ctx := context.Background()
+		var signatures atomic.Int64
+		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		dev := provtest.NewDevice(t)
+		fs.Down.Store(true)
+		_, err := provision(env, "S1", "old-1", "SN-OLD", dev)
+		wantCode(t, err, tacerr.HSMUnavailable)
+		fs.Down.Store(false)
+		if err := env.Issuer.Ready(ctx); err != nil {
+			t.Fatal(err)
+		}
+		is, err := env.DB.IssuanceByRequestID(ctx, "old-1")
+		if err != nil || is == nil || is.State != store.IssuancePending {
+			t.Fatalf("intent after a failed signature = %+v, %v", is, err)
+		}
+		// The state the code before 4bec96c left: the group's IMEIs voided
+		// by the station, the intent still pending.
+		if err := env.DB.InTx(ctx, func(tx *store.Tx) error {
+			_, err := storetest.Exec(tx, fmt.Sprintf(`UPDATE imeis SET state = 'VOIDED', reason = 'scrapped', voided_at = 1 WHERE reservation_id = %d AND grp = %d`, is.ReservationID, is.Group))
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		before := signatures.Load()
+		for i := 0; i < 3; i++ {
+			out, err := provision(env, "S1", "old-1", "SN-OLD", dev)
+			if out != nil {
+				t.Fatalf("replay %d of an intent whose IMEIs are voided was answered with a certificate", i)
+			}
+			wantCode(t, err, tacerr.InvalidState)
+			if !strings.Contains(err.Error(), "voided (scrapped)") {
+				t.Fatalf("replay %d = %v; want the void named", i, err)
+			}
+		}
+		if n := signatures.Load() - before; n != 0 {
+			t.Fatalf("%d signatures for 3 replays of an intent whose IMEIs are voided, want 0", n)
+		}
+		if is, err := env.DB.IssuanceByRequestID(ctx, "old-1"); err != nil || is.State != store.IssuanceAbandoned {
+			t.Fatalf("intent after the replays = %+v, %v; want abandoned", is, err)
+		}
+		if _, err := provision(env, "S1", "old-2", "SN-OLD", provtest.NewDevice(t)); err != nil {
+			t.Fatalf("the serial with a new request id: %v", err)
 		}
 		ledgerOK(t, env)
 	})

@@ -170,6 +170,11 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	if err != nil {
 		return nil, err
 	}
+	for _, r := range recs {
+		if r.State == store.StateVoided {
+			return s.abandonVoided(ctx, is, hash, caller, csr)
+		}
+	}
 	serial, ok := new(big.Int).SetString(is.CertSerial, 16)
 	if !ok {
 		return nil, tacerr.New(tacerr.Internal, "intent %s holds a bad serial", requestID)
@@ -183,6 +188,31 @@ func (s *Service) replayOf(ctx context.Context, is *store.Issuance, hash []byte,
 	// answers 201), whatever failed before; only an issued intent is a
 	// replay (200), and complete answers so when a twin completed it first.
 	return s.complete(ctx, is, store.IMEIsOf(recs), pub, serial, csr)
+}
+
+// abandonVoided answers the replay of a pending intent whose device group
+// holds a voided IMEI: such an IMEI is never bound, so nothing is signed
+// for it. The intent is abandoned first, as store's Tx.Void abandons the
+// intents of the group it voids; a ledger written before Void did so (or an
+// IMEI voided by other means) can still hold such an intent. If the intent
+// changed meanwhile (a twin or recovery ended it), the replay is answered as
+// the intent now stands.
+func (s *Service) abandonVoided(ctx context.Context, is *store.Issuance, hash []byte, caller string, csr []byte) (*Issued, error) {
+	err := s.db.Commit(ctx, func(tx *store.Tx) error { return tx.SetIssuanceState(is.RequestID, store.IssuanceAbandoned) })
+	if err != nil && !tacerr.Is(err, tacerr.Conflict) {
+		return nil, err
+	}
+	if err == nil {
+		s.cfg.Log.Info("replay abandoned an intent whose IMEIs were voided", "request_id", is.RequestID, "kind", is.Kind, "device_serial", is.DeviceSerial)
+	}
+	latest, err := s.db.IssuanceByRequestID(ctx, is.RequestID)
+	if err != nil {
+		return nil, err
+	}
+	if latest == nil || latest.State == store.IssuancePending {
+		return nil, tacerr.New(tacerr.Internal, "intent %s is still pending after it was abandoned", is.RequestID)
+	}
+	return s.replayOf(ctx, latest, hash, caller, csr)
 }
 
 // abandonedError answers a request whose intent was abandoned, saying why
