@@ -57,7 +57,22 @@ var PGBatchStatements = map[string][]any{
 
 // RoundTrips is how many statements and pgx batches PostgreSQL write
 // transactions sent so far.
-func (db *DB) RoundTrips() int64 { return db.roundTrips.Load() }
+func (db *DB) RoundTrips() int64 { return db.wire.trips.Load() }
+
+// Statements is how many statements PostgreSQL write transactions sent so
+// far (BEGIN and COMMIT included), in all their round trips.
+func (db *DB) Statements() int64 { return db.wire.statements.Load() }
+
+// TraceStatements makes every statement a PostgreSQL write transaction
+// sends from now on known to trace, with the number of its round trip
+// (nil: no more).
+func (db *DB) TraceStatements(trace func(trip int64, query string)) {
+	if trace == nil {
+		db.wire.trace.Store(nil)
+		return
+	}
+	db.wire.trace.Store(&trace)
+}
 
 // CustomPlansAfterReserve runs reqs as one group-commit batch with a
 // Commit member, run after the reservations, that reads how many custom

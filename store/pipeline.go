@@ -31,8 +31,40 @@ type pipeline struct {
 	ctx    context.Context
 	conn   *sqlx.Conn // the transaction's connection
 	queued []pipedWrite
-	err    error         // the first failure: every later statement returns it
-	trips  *atomic.Int64 // the ledger's count of round trips (DB.roundTrips)
+	err    error       // the first failure: every later statement returns it
+	trips  *wireCounts // the ledger's counts of round trips and statements
+}
+
+// wireCounts count what PostgreSQL write transactions sent: round trips
+// (each pgx batch, each statement not queued) and statements (every
+// statement of every round trip, BEGIN and COMMIT included). trace, when
+// set (tests), is told of each statement with its round trip's number.
+type wireCounts struct {
+	trips, statements atomic.Int64
+	trace             atomic.Pointer[func(trip int64, query string)]
+}
+
+// trip counts one round trip of one statement, q.
+func (c *wireCounts) trip(q string) {
+	n := c.trips.Add(1)
+	c.statements.Add(1)
+	if t := c.trace.Load(); t != nil {
+		(*t)(n, q)
+	}
+}
+
+// batch counts one round trip of queued writes, then sels (a pgx batch).
+func (c *wireCounts) batch(queued []pipedWrite, sels []pipedSel) {
+	n := c.trips.Add(1)
+	c.statements.Add(int64(len(queued) + len(sels)))
+	if t := c.trace.Load(); t != nil {
+		for _, w := range queued {
+			(*t)(n, w.query)
+		}
+		for _, s := range sels {
+			(*t)(n, s.query)
+		}
+	}
 }
 
 type pipedWrite struct {
@@ -128,8 +160,8 @@ func (tx *Tx) sync() error {
 // query's own error is returned as it is (as the query run alone would
 // return it).
 func (p *pipeline) send(sels []pipedSel) error {
-	p.trips.Add(1)
 	queued := p.queued
+	p.trips.batch(queued, sels)
 	p.queued = nil
 	var qerr error
 	err := p.conn.Raw(func(dc any) error {
@@ -328,28 +360,28 @@ func (p *pipeline) rollback() {
 type connTx struct {
 	ctx   context.Context
 	c     *sqlx.Conn
-	trips *atomic.Int64 // as pipeline.trips
+	trips *wireCounts // as pipeline.trips
 }
 
 func (t connTx) Rebind(q string) string { return t.c.Rebind(q) }
 func (t connTx) Exec(q string, args ...any) (sql.Result, error) {
-	t.trips.Add(1)
+	t.trips.trip(q)
 	return t.c.ExecContext(t.ctx, q, args...)
 }
 func (t connTx) Get(dest any, q string, args ...any) error {
-	t.trips.Add(1)
+	t.trips.trip(q)
 	return t.c.GetContext(t.ctx, dest, q, args...)
 }
 func (t connTx) Select(dest any, q string, args ...any) error {
-	t.trips.Add(1)
+	t.trips.trip(q)
 	return t.c.SelectContext(t.ctx, dest, q, args...)
 }
 func (t connTx) Queryx(q string, args ...any) (*sqlx.Rows, error) {
-	t.trips.Add(1)
+	t.trips.trip(q)
 	return t.c.QueryxContext(t.ctx, q, args...)
 }
 func (t connTx) QueryRowx(q string, args ...any) *sqlx.Row {
-	t.trips.Add(1)
+	t.trips.trip(q)
 	return t.c.QueryRowxContext(t.ctx, q, args...)
 }
 

@@ -32,7 +32,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/jmoiron/sqlx"
@@ -155,9 +154,10 @@ type DB struct {
 	// rstmts those of the read pool.
 	stmts  *stmtCache
 	rstmts *readStmts
-	// roundTrips counts the statements and pgx batches PostgreSQL write
-	// transactions sent (each a round trip; tests of the pipeline).
-	roundTrips atomic.Int64
+	// wire counts the round trips (statements and pgx batches) and the
+	// statements PostgreSQL write transactions sent (tests of the
+	// pipeline).
+	wire wireCounts
 	// path is a SQLite ledger's file (Warm reads it).
 	path string
 	// warmMap is the ledger's file as Warm mapped it, to keep the OS pages
@@ -500,11 +500,11 @@ func (db *DB) inPipedTx(ctx context.Context, fn func(tx *Tx) error) error {
 	// driver discards such a connection when it is handed back
 	// (stdlib.Conn.ResetSession).
 	defer conn.Close()
-	p := &pipeline{ctx: ctx, conn: conn, trips: &db.roundTrips}
+	p := &pipeline{ctx: ctx, conn: conn, trips: &db.wire}
 	p.queued = append(p.queued, pipedWrite{query: "BEGIN", fail: func(err error) error {
 		return translate(err, "begin ledger transaction")
 	}})
-	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn, trips: &db.roundTrips}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
+	return runTx(&Tx{tx: connTx{ctx: ctx, c: conn, trips: &db.wire}, db: db, write: true, pipe: p}, fn, p.commit, p.rollback)
 }
 
 // noRows reports whether err is sql.ErrNoRows.
