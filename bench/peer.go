@@ -22,6 +22,7 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/factory/sim"
+	"github.com/tacline/tacline/internal/proccpu"
 	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/pgadmin"
@@ -354,7 +355,7 @@ func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.
 		}
 		reqs[i] = &api.SignRequest{CsrPEM: api.NewCertificateRequest(csr), OTT: tok}
 	}
-	cpu0, err := processCPU(pid)
+	cpu0, err := proccpu.Of(pid)
 	if err != nil {
 		return roundFigures{}, err
 	}
@@ -402,7 +403,7 @@ func stepCARound(ctx context.Context, client *ca.Client, url string, key *ecdsa.
 	wg.Wait()
 	out.secs = time.Since(start).Seconds()
 	out.p50, out.p99 = []float64{percentileMs(all, 0.5)}, []float64{percentileMs(all, 0.99)}
-	cpu1, err := processCPU(pid)
+	cpu1, err := proccpu.Of(pid)
 	if err != nil {
 		return roundFigures{}, err
 	}
@@ -462,7 +463,7 @@ func taclineRound(ctx context.Context, o PeerOptions, env *devenv.Env, configPat
 func cpuOf(pids []int) time.Duration {
 	var t time.Duration
 	for _, p := range pids {
-		if c, err := processCPU(p); err == nil {
+		if c, err := proccpu.Of(p); err == nil {
 			t += c
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/internal/proccpu"
 	"github.com/tacline/tacline/store"
 )
 
@@ -349,27 +350,6 @@ func waitWarm(ctx context.Context, c *http.Client, procs replicas) (seconds, mib
 	return time.Since(start).Seconds(), mib, nil
 }
 
-// processCPU returns a process's user+system CPU time from /proc.
-func processCPU(pid int) (time.Duration, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("unreadable /proc/%d/stat", pid)
-	}
-	f := strings.Fields(s[i+2:])
-	if len(f) < 13 {
-		return 0, fmt.Errorf("short /proc/%d/stat", pid)
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	const clkTck = 100 // USER_HZ on Linux
-	return time.Duration(ut+st) * time.Second / clkTck, nil
-}
-
 // procCounters are what measure reads of a server process: its CPU, its
 // write counters and its peak resident set (VmHWM: the most it held at once
 // since it started, start-up and warm-up included).
@@ -380,7 +360,7 @@ type procCounters struct {
 }
 
 func readCounters(pid int) (procCounters, error) {
-	cpu, err := processCPU(pid)
+	cpu, err := proccpu.Of(pid)
 	if err != nil {
 		return procCounters{}, err
 	}

@@ -44,7 +44,7 @@ func (f failAfterAudit) Append(*store.Tx, []store.Event) error {
 	return nil
 }
 
-func openAuditReplica(t *testing.T, cfg store.Config, tag string) *auditReplica {
+func openAuditReplica(t testing.TB, cfg store.Config, tag string) *auditReplica {
 	t.Helper()
 	db, err := store.Open(context.Background(), cfg)
 	if err != nil {

@@ -27,7 +27,7 @@ func testTACRecord(tac uint32, perDevice int) catalog.TAC {
 		Approvals:      []catalog.Approval{{Market: "DE", Reference: "BNetzA-1", ValidFrom: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}}}
 }
 
-func seed(t *testing.T, db *store.DB, start, end uint32) store.Pool {
+func seed(t testing.TB, db *store.DB, start, end uint32) store.Pool {
 	t.Helper()
 	ctx := context.Background()
 	if err := db.AddTACs(ctx, []catalog.TAC{testTACRecord(testTAC, 2)}, "test"); err != nil {
