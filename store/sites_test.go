@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -161,7 +162,7 @@ func TestSiteEventsRefused(t *testing.T) {
 			bound(1, "d1", leaseIMEI(t, l1, 0)),
 			bound(2, "d2", leaseIMEI(t, l2, 0)), // s2's
 		}, cp, "hq")
-		if e := wantCode(t, err, tacerr.LeaseViolation); !strings.Contains(e.Message, "does not lie in a lease") {
+		if e := wantCode(t, err, tacerr.LeaseViolation); !strings.Contains(e.Message, "outside its leases") || !strings.Contains(e.Message, leaseIMEI(t, l2, 0).String()) {
 			t.Fatalf("message %q", e.Message)
 		}
 		if _, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 0)); !tacerr.Is(err, tacerr.NotFound) {
@@ -186,6 +187,91 @@ func TestSiteEventsRefused(t *testing.T) {
 		if rep.LeasedUnused != 9 {
 			t.Fatalf("check %+v", rep)
 		}
+	})
+}
+
+// TestSiteBatchMixedIMEIs: a batch mixing events about IMEIs HQ knows and
+// IMEIs outside the site's leases (HQ's own, another site's, beyond the
+// pool) is refused with lease_violation naming every IMEI outside, the site
+// and the first event naming one, decided before any event is applied (an
+// earlier event that would fail on its own does not decide the error); an
+// event about SNRs of the lease the site never reported is refused the same
+// way, naming them and the lease. Nothing of either batch is written.
+func TestSiteBatchMixedIMEIs(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 99)
+		enrollSite(t, db, "s1")
+		enrollSite(t, db, "s2")
+		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, store.LeaseLimits{}, "test")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l1, 0))}, store.SiteCheckpoint{Size: 2, Hash: []byte("h2")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		r, err := reserve(db, "hq-own", "A", 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		own := r.Devices[0][0]
+		beyond, err := imei.New(l1.TAC, 500) // past pool A's end
+		if err != nil {
+			t.Fatal(err)
+		}
+		revoke := func(seq int64, dev string, ims ...imei.IMEI) store.SiteEvent {
+			return store.SiteEvent{Seq: seq, LeafIndex: seq, Type: store.EventIMEIRevoked, Time: time.Now(), IMEIs: ims, DeviceSerial: dev, Reason: "compromised"}
+		}
+		cp := store.SiteCheckpoint{Size: 20, Hash: []byte("h20")}
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+			revoke(2, "d1", leaseIMEI(t, l1, 0)),        // known to HQ
+			bound(3, "d2", leaseIMEI(t, l1, 1)),         // new, in the lease
+			revoke(4, "d3", leaseIMEI(t, l1, 2)),        // in the lease, never reported
+			revoke(5, "hq-own", own),                    // HQ's own device
+			bound(6, "d4", leaseIMEI(t, l2, 0), beyond), // s2's, and beyond the pool
+		}, cp, "hq")
+		e := wantCode(t, err, tacerr.LeaseViolation)
+		if e.Field != "events[3].imeis" {
+			t.Fatalf("field %q", e.Field)
+		}
+		for _, want := range []string{"site s1", "3 IMEIs outside its leases", own.String(), leaseIMEI(t, l2, 0).String(), beyond.String(), "nothing of it applied"} {
+			if !strings.Contains(e.Message, want) {
+				t.Fatalf("message %q lacks %q", e.Message, want)
+			}
+		}
+		for _, m := range []imei.IMEI{leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 1), own} {
+			if rec, err := db.LookupIMEI(ctx, m); err != nil && !tacerr.Is(err, tacerr.NotFound) || err == nil && rec.State == store.StateRevoked {
+				t.Fatalf("a refused batch changed %s: %+v, %v", m, rec, err)
+			}
+		}
+		if _, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 1)); !tacerr.Is(err, tacerr.NotFound) {
+			t.Fatalf("a refused batch left a row: %v", err)
+		}
+
+		// Only IMEIs of the lease, one of them never reported: refused,
+		// naming it and the lease, not not_found.
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+			revoke(2, "d1", leaseIMEI(t, l1, 0)),
+			revoke(3, "d3", leaseIMEI(t, l1, 0), leaseIMEI(t, l1, 2)),
+		}, cp, "hq")
+		e = wantCode(t, err, tacerr.LeaseViolation)
+		for _, want := range []string{"site s1", "1 IMEI of its lease " + strconv.FormatInt(l1.ID, 10), "never reported", leaseIMEI(t, l1, 2).String()} {
+			if !strings.Contains(e.Message, want) {
+				t.Fatalf("message %q lacks %q", e.Message, want)
+			}
+		}
+		if rec, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 0)); err != nil || rec.State != store.StateBound {
+			t.Fatalf("a refused batch revoked %+v, %v", rec, err)
+		}
+		st, err := db.SiteByName(ctx, "s1")
+		if err != nil || st.AppliedSeq != 1 || st.Checkpoint.Size != 2 {
+			t.Fatalf("site %+v, %v", st, err)
+		}
+		mustCheck(t, db)
 	})
 }
 

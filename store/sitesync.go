@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tacline/tacline/imei"
@@ -57,9 +59,11 @@ type SiteSyncResult struct {
 // are skipped (a retried batch changes nothing); the others must be in
 // strictly increasing order. Every IMEI must lie in a lease of the site
 // (of a returned lease, among the SNRs that stayed its own), else the
-// whole batch is refused with lease_violation (nothing of it is written);
-// an imei.bound of an IMEI HQ has a row for, and a new SNR reported for a
-// returned lease, are refused the same way. A lease.released event
+// whole batch is refused with lease_violation naming every IMEI outside,
+// decided before any event is applied (nothing of it is written); an
+// imei.bound of an IMEI HQ has a row for, a revocation, reissue or void of
+// SNRs HQ has no row for, and a new SNR reported for a returned lease, are
+// refused the same way. A lease.released event
 // applies the site's release of the lease it names (applyLeaseRelease).
 // Each applied event emits the matching HQ event (with the site in its
 // attributes), so HQ's audit log and register outbox record it. Errors: not_found (site), conflict (cp.From),
@@ -91,6 +95,11 @@ func (db *DB) ApplySiteEvents(ctx context.Context, site string, events []SiteEve
 		}
 		rows, err := leasesOf(txQuerier{tx}, site)
 		if err != nil {
+			return err
+		}
+		// Decided before anything of the batch is written: every IMEI
+		// outside the site's leases, in any event, refuses it whole.
+		if err := outsideLeases(rows, site, st.AppliedSeq, events); err != nil {
 			return err
 		}
 		seq, leaf := st.AppliedSeq, st.AppliedLeaf
@@ -148,6 +157,57 @@ func (tx *Tx) applyOneSiteEvent(rows []leaseRow, site string, i int, ev SiteEven
 	return tx.applySiteEvent(site, lease, ev, actor, now)
 }
 
+// maxNamedIMEIs bounds the IMEIs an error lists (the count says the rest).
+const maxNamedIMEIs = 10
+
+// outsideLeases refuses (lease_violation) a batch of site's events in which
+// any event still to apply (sequence above applied) names an IMEI that lies
+// in none of the site's leases (of a returned lease, among the SNRs that
+// stayed its own). The error names the site, those IMEIs (the first
+// maxNamedIMEIs, and how many) and, as its field, the first event naming one.
+func outsideLeases(rows []leaseRow, site string, applied int64, events []SiteEvent) error {
+	var out []string
+	seen := map[int64]bool{}
+	first := -1
+	for i, ev := range events {
+		if ev.Seq <= applied || ev.Type == EventLeaseReleased {
+			continue
+		}
+		for _, m := range ev.IMEIs {
+			v := int64(m.Uint64())
+			if seen[v] || slices.ContainsFunc(rows, func(r leaseRow) bool { return r.lo() <= v && v <= r.usedHi() }) {
+				continue
+			}
+			seen[v] = true
+			if first < 0 {
+				first = i
+			}
+			out = append(out, m.String())
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return tacerr.Field(tacerr.LeaseViolation, "events["+strconv.Itoa(first)+"].imeis",
+		"site %s reports %s outside its leases (in no lease it holds, or among SNRs its release handed back; a cloning signal): %s; the batch is refused and nothing of it applied",
+		site, countIMEIs(len(out)), nameIMEIs(out))
+}
+
+func countIMEIs(n int) string {
+	if n == 1 {
+		return "1 IMEI"
+	}
+	return strconv.Itoa(n) + " IMEIs"
+}
+
+// nameIMEIs lists at most maxNamedIMEIs of ims and says how many more.
+func nameIMEIs(ims []string) string {
+	if len(ims) <= maxNamedIMEIs {
+		return strings.Join(ims, ", ")
+	}
+	return strings.Join(ims[:maxNamedIMEIs], ", ") + " and " + strconv.Itoa(len(ims)-maxNamedIMEIs) + " more"
+}
+
 // siteLease returns the lease of site that holds every IMEI of one
 // event, or lease_violation. A returned lease holds only the SNRs that
 // stayed its own (below what its release handed back): events about
@@ -164,7 +224,8 @@ func siteLease(rows []leaseRow, site string, ims []imei.IMEI) (leaseRow, error) 
 			return r, nil
 		}
 	}
-	return leaseRow{}, tacerr.Field(tacerr.LeaseViolation, "imeis", "IMEI %s does not lie in a lease site %s holds (a cloning signal): the batch is refused", ims[0], site)
+	// outsideLeases refused IMEIs in no lease: these lie in two.
+	return leaseRow{}, tacerr.Field(tacerr.LeaseViolation, "imeis", "IMEIs %s of one device lie in different leases of site %s, which hands out a device's IMEIs from one: the batch is refused", nameIMEIs(imeiStrings(ims)), site)
 }
 
 func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string, now time.Time) error {
@@ -172,13 +233,27 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 	for i, m := range ev.IMEIs {
 		keys[i] = int64(m.Uint64())
 	}
-	q, args, err := tx.in(`SELECT COUNT(*) FROM imeis WHERE imei14 IN (?)`, keys)
+	q, args, err := tx.in(`SELECT imei14 FROM imeis WHERE imei14 IN (?)`, keys)
 	if err != nil {
 		return err
 	}
-	var have int
-	if err := tx.get(&have, q, args...); err != nil {
+	var found []int64
+	if err := tx.sel(&found, q, args...); err != nil {
 		return translate(err, "look up site IMEIs")
+	}
+	have := len(found)
+	var missing []string
+	for i, k := range keys {
+		if !slices.Contains(found, k) {
+			missing = append(missing, ev.IMEIs[i].String())
+		}
+	}
+	// unreported refuses an event about IMEIs of the lease HQ has no row for
+	// (the site never reported them bound or voided): the site's log and
+	// HQ's ledger disagree, which a sync never makes.
+	unreported := func() error {
+		return tacerr.Field(tacerr.LeaseViolation, "imeis", "site %s reports %s for %s of its lease %d that it never reported bound or voided (headquarters has no row for them): %s; the batch is refused and nothing of it applied",
+			site, ev.Type, countIMEIs(len(missing)), l.ID, nameIMEIs(missing))
 	}
 	requestID := SiteCaller(site) + ":" + strconv.FormatInt(ev.Seq, 10)
 	attrs := map[string]string{"site": site, "site_seq": strconv.FormatInt(ev.Seq, 10), "site_request_id": ev.RequestID,
@@ -226,12 +301,18 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 			// binding): HQ never saw it bound.
 			return insert(StateVoided)
 		}
+		if len(missing) > 0 {
+			return unreported()
+		}
 		reason := lifecycle.VoidReason(ev.Reason)
 		if !reason.Valid() {
 			return tacerr.Field(tacerr.InvalidInput, "reason", "site %s reports void reason %q, which is not one of the ledger's", site, ev.Reason)
 		}
 		return tx.Void(ev.IMEIs, reason, "site "+site, actor, requestID)
 	case EventIMEIRevoked:
+		if len(missing) > 0 {
+			return unreported()
+		}
 		reason := lifecycle.RevokeReason(ev.Reason)
 		if !reason.Valid() {
 			return tacerr.Field(tacerr.InvalidInput, "reason", "site %s reports revoke reason %q, which is not one of the ledger's", site, ev.Reason)
@@ -241,6 +322,9 @@ func (tx *Tx) applySiteEvent(site string, l leaseRow, ev SiteEvent, actor string
 		// A reissue follows the certificate HQ recorded: a leaf shipped
 		// again under a new sequence number (the sequence is not in the
 		// leaf), or out of order, would put back a replaced certificate.
+		if len(missing) > 0 {
+			return unreported()
+		}
 		for _, m := range ev.IMEIs {
 			rec, err := tx.LookupIMEI(m)
 			if err != nil {
