@@ -447,3 +447,96 @@ func siteSinks(t *testing.T, db *store.DB) {
 	l.Attach()
 	db.AddSink(store.SiteOutbox{})
 }
+
+// TestForcedReturnInChunks: `lease return --force` works in chunks that
+// each commit: after every chunk ledger check passes and the lease is still
+// held; interrupted after three chunks, the voided SNRs stay voided, the
+// site's event for an SNR not voided yet still applies and one for a
+// voided SNR is refused; the next forced return voids only the rest and
+// ends the lease; a third answers invalid_state. A release the site proves
+// between two chunks ends the lease first, and the forced return stops
+// with invalid_state, leaving a consistent ledger.
+func TestForcedReturnInChunks(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 999)
+		enrollSite(t, db, "s1")
+		l := grant(t, db, "s1", 100) // SNRs 0-99
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+			bound(1, "d1", leaseIMEI(t, l, 0), leaseIMEI(t, l, 1)),
+			bound(2, "d2", leaseIMEI(t, l, 57)),
+		}, store.SiteCheckpoint{Size: 3, Hash: []byte("h3")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+
+		cctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		var seen []store.ReturnProgress
+		n, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(p store.ReturnProgress) {
+			seen = append(seen, p)
+			mustCheck(t, db)
+			if st := leaseOf(t, db, l.ID); !st.ReturnedAt.IsZero() {
+				t.Fatalf("lease returned after chunk %d of 10", len(seen))
+			}
+			if len(seen) == 3 {
+				cancel() // an operator's Ctrl-C, or a crash, after three chunks
+			}
+		})
+		if e := wantCode(t, err, tacerr.Unavailable); !strings.Contains(e.Message, "lease return --force") {
+			t.Fatalf("message %q", e.Message)
+		}
+		if n != 28 || len(seen) != 3 || seen[2] != (store.ReturnProgress{Lease: l.ID, Done: 30, Total: 100, Voided: 28}) {
+			t.Fatalf("interrupted: voided %d, progress %+v", n, seen)
+		}
+		rep := mustCheck(t, db)
+		if rep.LeasedUnused != 69 {
+			t.Fatalf("check after the interruption %+v", rep)
+		}
+		// The lease is still held: the site's SNR 40 applies, SNR 5 (voided) is refused.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(3, "d3", leaseIMEI(t, l, 40))}, store.SiteCheckpoint{Size: 4, Hash: []byte("h4")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(4, "d4", leaseIMEI(t, l, 5))}, store.SiteCheckpoint{Size: 5, Hash: []byte("h5")}, "hq")
+		wantCode(t, err, tacerr.LeaseViolation)
+
+		seen = nil
+		n, err = db.ReturnLeaseChunks(ctx, l.ID, "test", 10, func(p store.ReturnProgress) {
+			seen = append(seen, p)
+			mustCheck(t, db)
+		})
+		if err != nil || n != 68 || len(seen) != 10 {
+			t.Fatalf("resumed: voided %d, %d chunks, %v", n, len(seen), err)
+		}
+		st := leaseOf(t, db, l.ID)
+		if st.ReturnedAt.IsZero() || st.Voided != 96 || st.Bound != 4 || st.Unused != 0 {
+			t.Fatalf("returned lease %+v", st)
+		}
+		if rep := mustCheck(t, db); rep.LeasedUnused != 0 || rep.IMEIs != 100 {
+			t.Fatalf("check after the return %+v", rep)
+		}
+		if _, err := db.ReturnLease(ctx, l.ID, "test"); !tacerr.Is(err, tacerr.InvalidState) {
+			t.Fatalf("third forced return: %v", err)
+		}
+
+		// A release proven between two chunks: it ends the lease (its mark,
+		// SNR 30 of the lease, above the chunks voided so far).
+		l2 := grant(t, db, "s1", 50)
+		seen = nil
+		_, err = db.ReturnLeaseChunks(ctx, l2.ID, "test", 10, func(p store.ReturnProgress) {
+			seen = append(seen, p)
+			if len(seen) == 2 {
+				if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(5, l2.ID, int64(l2.SNRStart)+30)},
+					store.SiteCheckpoint{Size: 6, Hash: []byte("h6")}, "hq"); err != nil {
+					t.Fatal(err)
+				}
+			}
+		})
+		if !tacerr.Is(err, tacerr.InvalidState) || len(seen) != 2 {
+			t.Fatalf("forced return after the site's release: %v after %d chunks", err, len(seen))
+		}
+		if st := leaseOf(t, db, l2.ID); st.ReturnedAt.IsZero() || st.Voided != 30 || st.Released != 20 {
+			t.Fatalf("released lease %+v", st)
+		}
+		mustCheck(t, db)
+	})
+}

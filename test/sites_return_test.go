@@ -89,6 +89,7 @@ func TestSiteReleasesLeaseWithProof(t *testing.T) {
 	if r.code != 0 || !regexp.MustCompile(want).MatchString(r.stdout) {
 		t.Fatalf("lease grant to site-2: %d %s%s, want %q", r.code, r.stdout, r.stderr, want)
 	}
+	grant := r.stdout
 	// No re-leased SNR is on a device.
 	b, err := os.ReadFile(filepath.Join(dir, "exports", "devices.ndjson"))
 	if err != nil {
@@ -128,6 +129,17 @@ func TestSiteReleasesLeaseWithProof(t *testing.T) {
 	}
 	if r := tacline(t, time.Minute, "--config", filepath.Join(site1, "tacline.yaml"), "ledger", "check"); r.code != 0 {
 		t.Fatalf("site-1 ledger check: %s%s", r.stdout, r.stderr)
+	}
+
+	// Site 2 never fetched its lease: returned without proof, its 50 SNRs
+	// are voided (in chunks, with a progress line), and HQ's ledger checks.
+	l2 := regexp.MustCompile(`^lease (\d+):`).FindStringSubmatch(grant)
+	r = tacline(t, time.Minute, "--config", hqCfg, "lease", "return", "--force", l2[1])
+	if r.code != 0 || !strings.Contains(r.stdout, "50 unreported SNRs voided") || !strings.Contains(r.stderr, "return: 50/50 SNRs (100.0%)") {
+		t.Fatalf("lease return --force: %d %s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := tacline(t, time.Minute, "--config", hqCfg, "ledger", "check"); r.code != 0 {
+		t.Fatalf("HQ ledger check after the forced return: %s%s", r.stdout, r.stderr)
 	}
 }
 

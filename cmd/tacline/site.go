@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"text/tabwriter"
@@ -13,6 +14,7 @@ import (
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
+	"github.com/tacline/tacline/internal/progress"
 	"github.com/tacline/tacline/site"
 	"github.com/tacline/tacline/store"
 )
@@ -128,11 +130,21 @@ func newLeaseCmd() *cobra.Command {
 				fmt.Fprintf(cmd.OutOrStdout(), "lease %d: return requested; the site releases it at its next sync, and its SNRs never reserved go back to the pool (`tacline lease list`)\n", id)
 				return nil
 			}
-			n, err := db.ReturnLease(cmd.Context(), id, operator())
+			// Chunks of store.ReturnChunk SNRs, each committed: Ctrl-C or
+			// SIGTERM stops between two, and running it again finishes.
+			ctx, stop := signalContext(cmd.Context())
+			defer stop()
+			out := progress.NewPrinter(os.Stderr, isTerminal(os.Stderr), 10*time.Second)
+			start := time.Now()
+			n, err := db.ReturnLeaseChunks(ctx, id, operator(), store.ReturnChunk, func(p store.ReturnProgress) {
+				c := progress.Counter{Task: "lease " + strconv.FormatInt(id, 10) + " return", Unit: "SNRs", Total: p.Total}
+				out.Update(c.Line(p.Done, time.Since(start)) + fmt.Sprintf(", %d voided", p.Voided))
+			})
+			out.End()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "lease %d returned without the site's proof; %d unreported SNRs voided\n", id, n)
+			fmt.Fprintf(cmd.OutOrStdout(), "lease %d returned without the site's proof; %d unreported SNRs voided by this run\n", id, n)
 			return nil
 		},
 	}
