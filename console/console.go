@@ -112,8 +112,9 @@ type Console struct {
 	mu      sync.Mutex
 	runs    []*reconRun
 	exports []*auditExport
-	runSeq  int // reconciliation runs
-	expSeq  int // audit exports
+	runSeq  int    // reconciliation runs
+	expSeq  int    // audit exports
+	errs    errLog // which errors shown are logged
 	health  cachedHealth
 	seen    cachedLastSeen
 	act     cachedActivity
@@ -480,12 +481,21 @@ func (c *Console) fail(w http.ResponseWriter, r *http.Request, p *page, err erro
 type errorNote struct {
 	Status                       int
 	Code, Title, Text, RequestID string
+	// LoggedAs, when not empty, is the request id of the log line that
+	// holds this same error (code and cause) in full: a repeat within a
+	// minute of it is not logged again.
+	LoggedAs string
 }
 
 // note is the one way an error reaches a page or a notice: it logs err in
 // full with a request id (at error level when the status is 5xx, else
 // warning) and returns what the page may show. The request id is the
-// page's: every note of one request has the same.
+// page's: every note of one request has the same. An error of the same
+// code and cause as one logged less than a minute before is not logged
+// again (a page refreshed every 5 s during an outage): its note names the
+// request id of the line that was (LoggedAs), and the next line logged for
+// it, a minute or more later, counts the repeats left out and names the
+// last of them.
 func (c *Console) note(r *http.Request, p *page, err error) errorNote {
 	status, title, detail := api.PublicError(err)
 	code := tacerr.CodeOf(err)
@@ -493,6 +503,12 @@ func (c *Console) note(r *http.Request, p *page, err error) errorNote {
 		code = tacerr.Internal // as PublicError describes it
 	}
 	n := errorNote{Status: status, Code: string(code), Title: title, Text: detail, RequestID: c.requestID(p)}
+	cause := err.Error()
+	d := c.errs.admit(n.Code+"\x00"+cause, n.RequestID, c.cfg.Now())
+	if !d.log {
+		n.LoggedAs = d.loggedAs
+		return n
+	}
 	level, actor := slog.LevelWarn, ""
 	if status >= 500 {
 		level = slog.LevelError
@@ -500,8 +516,11 @@ func (c *Console) note(r *http.Request, p *page, err error) errorNote {
 	if p != nil {
 		actor = p.Actor.ID
 	}
-	c.cfg.Log.Log(r.Context(), level, "console: error shown", "request_id", n.RequestID, "path", r.URL.Path,
-		"actor", actor, "code", n.Code, "err", err.Error())
+	attrs := []any{"request_id", n.RequestID, "path", r.URL.Path, "actor", actor, "code", n.Code, "err", cause}
+	if d.suppressed > 0 {
+		attrs = append(attrs, "repeats_suppressed", d.suppressed, "last_suppressed_request_id", d.lastID)
+	}
+	c.cfg.Log.Log(r.Context(), level, "console: error shown", attrs...)
 	return n
 }
 

@@ -47,6 +47,9 @@ var catalogue = map[string]string{
 	// Under every error a page shows, staff pages' too: the error's code
 	// and the request id under which the server log holds it.
 	"error.reference": "Error code %s, request id %s: give both when you report this; the server log has the details.",
+	// The same, for an error logged less than a minute before under
+	// another request id (the console logs a repeated error once a minute).
+	"error.reference.repeat": "Error code %s, request id %s: give both when you report this; the server log has the details under request id %s, the same error shortly before.",
 }
 
 // Texts is the check page's catalogue in one language: English with a
