@@ -7,6 +7,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"slices"
 	"sort"
 	"time"
 
@@ -250,31 +251,7 @@ func Import(ctx context.Context, store IssuerStore, label string, signer crypto.
 	if err := CheckCertMatchesKey(cert, signer.Public()); err != nil {
 		return IssuerRecord{}, err
 	}
-	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
-		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "cert", "certificate %q must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign) with a subjectKeyIdentifier", cert.Subject)
-	}
-	// With a chain, Verify below checks this too; without one it is the
-	// only check of the certificate's dates.
-	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
-		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "validity", "certificate %q is not valid now (%s): it is valid from %s until %s; have the root issue one valid now",
-			cert.Subject, now.UTC().Format(time.RFC3339), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
-	}
-	if len(chain) > 0 {
-		roots, inter := x509.NewCertPool(), x509.NewCertPool()
-		roots.AddCert(chain[len(chain)-1])
-		for _, c := range chain[:len(chain)-1] {
-			inter.AddCert(c)
-		}
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			return IssuerRecord{}, tacerr.Wrap(tacerr.InvalidInput, err, "certificate %q does not chain to %q", cert.Subject, chain[len(chain)-1].Subject)
-		}
-		for i, c := range certs[:len(certs)-1] {
-			if err := CheckOutlives(fmt.Sprintf("certificate %q", c.Subject.CommonName), c.NotAfter, certs[i+1]); err != nil {
-				return IssuerRecord{}, err
-			}
-		}
-	}
-	if err := checkCoversDevices(cert.NotAfter, deviceNotAfter); err != nil {
+	if err := checkIssuing(cert, chain, now, deviceNotAfter); err != nil {
 		return IssuerRecord{}, err
 	}
 	active, err := hasActive(ctx, store)
@@ -285,6 +262,114 @@ func Import(ctx context.Context, store IssuerStore, label string, signer crypto.
 	if err := store.AddIssuer(ctx, rec); err != nil {
 		return IssuerRecord{}, fmt.Errorf("record issuer %s: %w", rec.KeyID, err)
 	}
+	return rec, nil
+}
+
+// checkIssuing refuses (invalid_input) an issuing CA certificate that is
+// not a CA with a subjectKeyIdentifier, is not valid at now, does not chain
+// to the last certificate of chain (when one is given), outlives a
+// certificate above it, or ends before deviceNotAfter (zero: not checked).
+func checkIssuing(cert *x509.Certificate, chain []*x509.Certificate, now, deviceNotAfter time.Time) error {
+	if !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0 || len(cert.SubjectKeyId) == 0 {
+		return tacerr.Field(tacerr.InvalidInput, "cert", "certificate %q must be a CA (basicConstraints CA:TRUE, keyUsage keyCertSign) with a subjectKeyIdentifier", cert.Subject)
+	}
+	// With a chain, Verify below checks this too; without one it is the
+	// only check of the certificate's dates.
+	if now.Before(cert.NotBefore) || now.After(cert.NotAfter) {
+		what := "is expired"
+		if now.Before(cert.NotBefore) {
+			what = "is not yet valid"
+		}
+		return tacerr.Field(tacerr.InvalidInput, "validity", "certificate %q %s (now %s): it is valid from %s until %s; have the root issue one valid now",
+			cert.Subject, what, now.UTC().Format(time.RFC3339), cert.NotBefore.UTC().Format(time.RFC3339), cert.NotAfter.UTC().Format(time.RFC3339))
+	}
+	if len(chain) > 0 {
+		roots, inter := x509.NewCertPool(), x509.NewCertPool()
+		roots.AddCert(chain[len(chain)-1])
+		for _, c := range chain[:len(chain)-1] {
+			inter.AddCert(c)
+		}
+		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, CurrentTime: now, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+			return tacerr.Wrap(tacerr.InvalidInput, err, "certificate %q does not chain to %q", cert.Subject, chain[len(chain)-1].Subject)
+		}
+		all := append([]*x509.Certificate{cert}, chain...)
+		for i, c := range all[:len(all)-1] {
+			if err := CheckOutlives(fmt.Sprintf("certificate %q", c.Subject.CommonName), c.NotAfter, all[i+1]); err != nil {
+				return err
+			}
+		}
+	}
+	return checkCoversDevices(cert.NotAfter, deviceNotAfter)
+}
+
+// KeySource finds the HSM key behind a label (castore.Keys).
+type KeySource interface {
+	Signer(label string) (crypto.Signer, error)
+}
+
+// Activate is `tacline ca activate --key-id K`: it makes the recorded
+// issuer K (prepared with `ca init` and `ca import` without --activate, or
+// an earlier one) the active issuer, every other one inactive. It decides
+// before anything is written, refusing an issuer that is unknown
+// (not_found), whose certificate is expired or not yet valid at now, that
+// records no chain or does not chain to the root it records, that
+// outlives a certificate above it or ends before deviceNotAfter
+// (invalid_state, field key_id), or whose key is not in the HSM under its
+// label or is another key there (hsm_key_not_found, field key_id); a
+// revoked issuer is refused by the store (invalid_state). An issuer
+// already active is answered as it is, nothing written. Running servers
+// switch to it within provisioning.issuer_refresh.
+func Activate(ctx context.Context, store IssuerStore, keys KeySource, keyID string, now, deviceNotAfter time.Time) (IssuerRecord, error) {
+	recs, err := store.ListIssuers(ctx)
+	if err != nil {
+		return IssuerRecord{}, err
+	}
+	i := slices.IndexFunc(recs, func(r IssuerRecord) bool { return r.KeyID == keyID })
+	if i < 0 {
+		return IssuerRecord{}, tacerr.Field(tacerr.NotFound, "key_id", "no device issuer with key id %q: `tacline ca list` shows them", keyID)
+	}
+	rec := recs[i]
+	if rec.Active {
+		return rec, nil
+	}
+	refuse := func(format string, args ...any) error {
+		return tacerr.Field(tacerr.InvalidState, "key_id", "issuer %s (%s) cannot become the active issuer: %s; the active issuer is unchanged", keyID, rec.Label, fmt.Sprintf(format, args...))
+	}
+	certs, err := ParseChainPEM([]byte(rec.CertPEM))
+	if err != nil {
+		return IssuerRecord{}, refuse("its recorded certificate does not parse (%v)", err)
+	}
+	if rec.ChainPEM == "" {
+		return IssuerRecord{}, refuse("it records no chain up to its root (imported without --chain), so tacline cannot check that it chains")
+	}
+	chain, err := ParseChainPEM([]byte(rec.ChainPEM))
+	if err != nil {
+		return IssuerRecord{}, refuse("its recorded chain does not parse (%v)", err)
+	}
+	if err := checkIssuing(certs[0], chain, now, deviceNotAfter); err != nil {
+		msg := err.Error()
+		if e, ok := tacerr.As(err); ok {
+			msg = e.Message
+			if e.Err != nil {
+				msg += ": " + e.Err.Error()
+			}
+		}
+		return IssuerRecord{}, refuse("%s", msg)
+	}
+	signer, err := keys.Signer(rec.Label)
+	if tacerr.Is(err, tacerr.HSMKeyNotFound) {
+		return IssuerRecord{}, tacerr.Field(tacerr.HSMKeyNotFound, "key_id", "issuer %s cannot become the active issuer: its key %q is not in this HSM token (`tacline hsm list` shows the keys); the active issuer is unchanged", keyID, rec.Label)
+	}
+	if err != nil {
+		return IssuerRecord{}, err
+	}
+	if CheckCertMatchesKey(certs[0], signer.Public()) != nil {
+		return IssuerRecord{}, tacerr.Field(tacerr.HSMKeyNotFound, "key_id", "issuer %s cannot become the active issuer: the HSM key labelled %q is another key than its certificate's; the active issuer is unchanged", keyID, rec.Label)
+	}
+	if err := store.Activate(ctx, keyID); err != nil {
+		return IssuerRecord{}, err
+	}
+	rec.Active = true
 	return rec, nil
 }
 

@@ -173,7 +173,7 @@ func TestCeremonyOfflineImport(t *testing.T) {
 		// Without a chain there is no root to verify against, but the
 		// certificate's own validity still holds: an expired (or not yet
 		// valid) CA would issue certificates that end before they begin.
-		{name: "expired, no chain", signer: signer, cert: ChainPEM(expired), errCode: tacerr.InvalidInput, field: "validity", msg: "not valid now"},
+		{name: "expired, no chain", signer: signer, cert: ChainPEM(expired), errCode: tacerr.InvalidInput, field: "validity", msg: "is expired"},
 		{name: "good, chain in the same file", signer: signer, cert: ChainPEM(signed, offline.root)},
 		{name: "same issuer again", signer: signer, cert: ChainPEM(signed), chain: ChainPEM(offline.root), errCode: tacerr.Conflict},
 	}

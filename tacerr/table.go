@@ -45,7 +45,7 @@ var specs = []Spec{
 	{RequestConflict, http.StatusConflict, "Request id reused with a different request", false, 0, true, "The request id was used before with a different body; use a new request id."},
 	{DeviceAlreadyProvisioned, http.StatusConflict, "Device already provisioned", false, 0, true, "The device serial already has IMEIs; `imeis` lists them."},
 	{KeyReused, http.StatusConflict, "Device key already bound to another device", false, 0, true, "The CSR's public key is bound to another device, or claimed by another request in flight (a cloning signal); nothing was reserved."},
-	{InvalidState, http.StatusConflict, "Invalid state for this operation", false, 0, true, "The IMEI, device or reservation is not in a state that allows this."},
+	{InvalidState, http.StatusConflict, "Invalid state for this operation", false, 0, true, "The IMEI, device, reservation, lease or issuer is not in a state that allows this."},
 	{PoolOverlap, http.StatusConflict, "Pool overlaps another pool", false, 0, true, "The new pool's SNR range overlaps a pool of the same TAC."},
 	{PoolExhausted, http.StatusConflict, "Pool exhausted", false, 0, true, "The pool has too few SNRs left for this request; an operator creates a new pool."},
 	{LeaseViolation, http.StatusConflict, "Site events refused", false, 0, true, "Headquarters refused a site's sync batch: an IMEI outside the site's leases (a cloning signal) or a checkpoint not consistent with the last one verified; nothing of it was applied (docs/sites.md)."},

@@ -36,7 +36,8 @@ import (
 // the switch complete with a consistent issuer; new devices chain to the
 // new issuing CA; earlier devices still pass the authenticity check and
 // appear in their old issuer's CRL once revoked; a request id from before
-// the rotation replays its original certificate.
+// the rotation replays its original certificate; `tacline ca activate`
+// makes the second issuer active again (an unknown key id is refused).
 func TestRotateWhileServing(t *testing.T) {
 	for _, d := range []store.Dialect{store.SQLite, store.Postgres} {
 		t.Run(string(d), func(t *testing.T) { testRotate(t, d) })
@@ -202,6 +203,19 @@ func testRotate(t *testing.T, d store.Dialect) {
 		t.Fatal(err)
 	}
 	r.waitIssuer(st0, 0, thirdKey)
+	// `ca activate` makes the second issuer, still recorded, active again;
+	// a key id no issuer has is refused.
+	if res := tacline(t, time.Minute, "--config", env.ConfigPath, "ca", "activate", "--key-id", "00ff"); res.code == 0 || !strings.Contains(res.stderr, "not_found") {
+		t.Fatalf("ca activate of an unknown key id exited %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	res := tacline(t, time.Minute, "--config", env.ConfigPath, "ca", "activate", "--key-id", newKey)
+	if m := rotatedKey.FindStringSubmatch(res.stdout); res.code != 0 || m == nil || m[1] != newKey {
+		t.Fatalf("ca activate --key-id %s exited %d\n%s\n%s", newKey, res.code, res.stdout, res.stderr)
+	}
+	if err := r.proc.Cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	r.waitIssuer(st0, 0, newKey)
 	if err := r.proc.Stop(30 * time.Second); err != nil {
 		t.Fatalf("stop the server: %v", err)
 	}

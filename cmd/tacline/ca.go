@@ -208,6 +208,29 @@ func newCACmd() *cobra.Command {
 	imp.Flags().BoolVar(&activate, "activate", false, "make it the active issuer")
 	c.AddCommand(imp)
 
+	var activateKeyID string
+	act := &cobra.Command{
+		Use:   "activate --key-id K",
+		Short: "Make a recorded device issuer (imported without --activate) the active one, after checking its dates, its chain and its key in the HSM",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if activateKeyID == "" {
+				return flagErr("--key-id", "is required: the issuer's key id (`tacline ca list`)")
+			}
+			return withLedgerAndHSM(cmd, func(ctx context.Context, cfg *config.File, db *store.DB, tok *hsm.Token) error {
+				rec, err := ca.Activate(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: operator()}, castore.Keys{Token: tok},
+					activateKeyID, time.Now(), deviceNotAfter(cfg))
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "issuer %s (key %s) is now active; running servers issue under it within provisioning.issuer_refresh (at once on SIGHUP)\n", rec.Label, rec.KeyID)
+				return nil
+			})
+		},
+	}
+	act.Flags().StringVar(&activateKeyID, "key-id", "", "key id of the device issuer to make active (`tacline ca list`)")
+	c.AddCommand(act)
+
 	var newLabel string
 	rotate := &cobra.Command{
 		Use:   "rotate",
