@@ -140,25 +140,25 @@ func TestLeases(t *testing.T) {
 	})
 }
 
+// twoSites seeds pool A (SNRs 0-99) and enrolls sites s1 and s2 with a
+// lease of 5 SNRs each.
+func twoSites(t *testing.T, db *store.DB) (l1, l2 store.Lease) {
+	t.Helper()
+	seed(t, db, 0, 99)
+	enrollSite(t, db, "s1")
+	enrollSite(t, db, "s2")
+	return grant(t, db, "s1", 5), grant(t, db, "s2", 5)
+}
+
 // TestSiteEventsRefused: an IMEI outside the site's leases (another site's,
 // HQ's own) or a rewritten checkpoint refuses the whole batch, and nothing
 // of it is written.
 func TestSiteEventsRefused(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		seed(t, db, 0, 99)
-		enrollSite(t, db, "s1")
-		enrollSite(t, db, "s2")
-		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, store.LeaseLimits{}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
+		l1, l2 := twoSites(t, db)
 		cp := store.SiteCheckpoint{Size: 4, Hash: []byte("h4")}
-		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
+		_, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{
 			bound(1, "d1", leaseIMEI(t, l1, 0)),
 			bound(2, "d2", leaseIMEI(t, l2, 0)), // s2's
 		}, cp, "hq")
@@ -200,17 +200,7 @@ func TestSiteEventsRefused(t *testing.T) {
 func TestSiteBatchMixedIMEIs(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		seed(t, db, 0, 99)
-		enrollSite(t, db, "s1")
-		enrollSite(t, db, "s2")
-		l1, err := db.GrantLease(ctx, "s1", "A", 5, time.Hour, store.LeaseLimits{}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
-		l2, err := db.GrantLease(ctx, "s2", "A", 5, time.Hour, store.LeaseLimits{}, "test")
-		if err != nil {
-			t.Fatal(err)
-		}
+		l1, l2 := twoSites(t, db)
 		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l1, 0))}, store.SiteCheckpoint{Size: 2, Hash: []byte("h2")}, "hq"); err != nil {
 			t.Fatal(err)
 		}
