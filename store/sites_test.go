@@ -257,6 +257,16 @@ func TestSiteBatchMixedIMEIs(t *testing.T) {
 		if rec, err := db.LookupIMEI(ctx, leaseIMEI(t, l1, 0)); err != nil || rec.State != store.StateBound {
 			t.Fatalf("a refused batch revoked %+v, %v", rec, err)
 		}
+		// An SNR that a release earlier in the batch handed back is
+		// outside too.
+		_, err = db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(2, l1.ID, int64(l1.SNRStart)+1), bound(3, "d5", leaseIMEI(t, l1, 4))}, cp, "hq")
+		if e = wantCode(t, err, tacerr.LeaseViolation); e.Field != "events[1].imeis" || !strings.Contains(e.Message, "1 IMEI outside its leases") ||
+			!strings.Contains(e.Message, leaseIMEI(t, l1, 4).String()) {
+			t.Fatalf("an SNR handed back earlier in the batch: %v", e)
+		}
+		if st := leaseOf(t, db, l1.ID); !st.ReturnedAt.IsZero() {
+			t.Fatalf("a refused batch released the lease: %+v", st)
+		}
 		st, err := db.SiteByName(ctx, "s1")
 		if err != nil || st.AppliedSeq != 1 || st.Checkpoint.Size != 2 {
 			t.Fatalf("site %+v, %v", st, err)

@@ -150,7 +150,7 @@ func (tx *Tx) applyOneSiteEvent(rows []leaseRow, site string, i int, ev SiteEven
 	if len(ev.IMEIs) == 0 {
 		return tacerr.Field(tacerr.InvalidInput, "events["+strconv.Itoa(i)+"].imeis", "an event names at least one IMEI")
 	}
-	lease, err := siteLease(rows, site, ev.IMEIs)
+	lease, err := siteLease(rows, site, i, ev.IMEIs)
 	if err != nil {
 		return err
 	}
@@ -167,28 +167,46 @@ const maxNamedIMEIs = 10
 // maxNamedIMEIs, and how many) and, as its field, the first event naming one.
 func outsideLeases(rows []leaseRow, site string, applied int64, events []SiteEvent) error {
 	var out []string
-	seen := map[int64]bool{}
+	seen := map[string]bool{}
 	first := -1
 	for i, ev := range events {
 		if ev.Seq <= applied || ev.Type == EventLeaseReleased {
 			continue
 		}
-		for _, m := range ev.IMEIs {
-			v := int64(m.Uint64())
-			if seen[v] || slices.ContainsFunc(rows, func(r leaseRow) bool { return r.lo() <= v && v <= r.usedHi() }) {
+		for _, m := range imeisOutside(rows, ev.IMEIs) {
+			if seen[m] {
 				continue
 			}
-			seen[v] = true
+			seen[m] = true
 			if first < 0 {
 				first = i
 			}
-			out = append(out, m.String())
+			out = append(out, m)
 		}
 	}
 	if len(out) == 0 {
 		return nil
 	}
-	return tacerr.Field(tacerr.LeaseViolation, "events["+strconv.Itoa(first)+"].imeis",
+	return outsideError(site, first, out)
+}
+
+// imeisOutside returns those of ims that lie in none of rows (a site's
+// leases; of a returned lease, among the SNRs that stayed its own).
+func imeisOutside(rows []leaseRow, ims []imei.IMEI) []string {
+	var out []string
+	for _, m := range ims {
+		v := int64(m.Uint64())
+		if !slices.ContainsFunc(rows, func(r leaseRow) bool { return r.lo() <= v && v <= r.usedHi() }) {
+			out = append(out, m.String())
+		}
+	}
+	return out
+}
+
+// outsideError refuses site's batch for the IMEIs out outside its leases,
+// first named by events[i].
+func outsideError(site string, i int, out []string) error {
+	return tacerr.Field(tacerr.LeaseViolation, "events["+strconv.Itoa(i)+"].imeis",
 		"site %s reports %s outside its leases (in no lease it holds, or among SNRs its release handed back; a cloning signal): %s; the batch is refused and nothing of it applied",
 		site, countIMEIs(len(out)), nameIMEIs(out))
 }
@@ -213,7 +231,7 @@ func nameIMEIs(ims []string) string {
 // stayed its own (below what its release handed back): events about
 // devices HQ recorded from it (revoked, reissued, scrapped) still apply,
 // while applySiteEvent refuses new SNRs reported for it.
-func siteLease(rows []leaseRow, site string, ims []imei.IMEI) (leaseRow, error) {
+func siteLease(rows []leaseRow, site string, i int, ims []imei.IMEI) (leaseRow, error) {
 	for _, r := range rows {
 		all := true
 		for _, m := range ims {
@@ -224,7 +242,10 @@ func siteLease(rows []leaseRow, site string, ims []imei.IMEI) (leaseRow, error) 
 			return r, nil
 		}
 	}
-	// outsideLeases refused IMEIs in no lease: these lie in two.
+	// Outside since a release earlier in the batch handed them back.
+	if out := imeisOutside(rows, ims); len(out) > 0 {
+		return leaseRow{}, outsideError(site, i, out)
+	}
 	return leaseRow{}, tacerr.Field(tacerr.LeaseViolation, "imeis", "IMEIs %s of one device lie in different leases of site %s, which hands out a device's IMEIs from one: the batch is refused", nameIMEIs(imeiStrings(ims)), site)
 }
 
