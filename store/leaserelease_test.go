@@ -540,3 +540,86 @@ func TestForcedReturnInChunks(t *testing.T) {
 		mustCheck(t, db)
 	})
 }
+
+// TestForcedReturnChunkAndReleaseSerialise: on PostgreSQL a forced
+// return's chunk and the site's release of the same lease serialise on the
+// lease's row. The chunk waits first, then the release; the chunk voids
+// SNRs above the release's mark and commits, and the release, counting
+// those after the chunk committed, is refused (lease_violation) instead of
+// handing back SNRs that now have rows: ledger check passes. A transaction
+// of the test holds the lease's row while both line up (their backends
+// are seen waiting for a lock in pg_stat_activity, so no timing decides).
+func TestForcedReturnChunkAndReleaseSerialise(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.Open(t, store.Postgres)
+	seed(t, db, 0, 99)
+	enrollSite(t, db, "s1")
+	l := grant(t, db, "s1", 20) // SNRs 0-19
+	var ims []store.SiteEvent
+	for i := range 5 { // the site reported SNRs 0-4: its release voids nothing below its mark 5
+		ims = append(ims, bound(int64(i+1), "d"+string(rune('a'+i)), leaseIMEI(t, l, i)))
+	}
+	if _, err := db.ApplySiteEvents(ctx, "s1", ims, store.SiteCheckpoint{Size: 6, Hash: []byte("h6")}, "hq"); err != nil {
+		t.Fatal(err)
+	}
+	waiting := func(n int) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(10 * time.Millisecond) {
+			var k int
+			if err := storetest.Reader(db).Get(&k, `SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`); err != nil {
+				t.Fatal(err)
+			}
+			if k >= n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%d transactions wait for a lock, want %d", k, n)
+			}
+		}
+	}
+	locked, done := make(chan struct{}), make(chan struct{})
+	holder := make(chan error, 1)
+	go func() {
+		holder <- db.InTx(ctx, func(tx *store.Tx) error {
+			if _, err := storetest.Exec(tx, `SELECT id FROM leases WHERE id = ? FOR UPDATE`, l.ID); err != nil {
+				return err
+			}
+			close(locked)
+			<-done
+			return nil
+		})
+	}()
+	<-locked
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		n   int64
+		err error
+	}
+	chunk := make(chan result, 1)
+	go func() {
+		n, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(store.ReturnProgress) { cancel() }) // one chunk: SNRs 0-9
+		chunk <- result{n, err}
+	}()
+	waiting(1)
+	release := make(chan error, 1)
+	go func() {
+		_, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(6, l.ID, int64(l.SNRStart)+5)}, store.SiteCheckpoint{Size: 7, Hash: []byte("h7")}, "hq")
+		release <- err
+	}()
+	waiting(2)
+	close(done)
+	if err := <-holder; err != nil {
+		t.Fatal(err)
+	}
+	if r := <-chunk; r.n != 5 || !tacerr.Is(r.err, tacerr.Unavailable) {
+		t.Fatalf("the chunk voided %d, %v; want 5 (SNRs 5-9), then interrupted", r.n, r.err)
+	}
+	if err := <-release; !tacerr.Is(err, tacerr.LeaseViolation) {
+		t.Fatalf("the release after the chunk: %v, want lease_violation (SNRs at or above its mark have rows)", err)
+	}
+	if st := leaseOf(t, db, l.ID); !st.ReturnedAt.IsZero() {
+		t.Fatalf("lease %+v returned", st)
+	}
+	mustCheck(t, db)
+}
