@@ -17,6 +17,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -117,10 +118,25 @@ func startHostileCA(t *testing.T) *hostileCA {
 	return h
 }
 
-// leafFor is a client certificate for pub signed by the hostile issuer.
+// leafFor is a client certificate for pub signed by the hostile issuer,
+// naming station S1 as the station template does.
 func (h *hostileCA) leafFor(t *testing.T, pub crypto.PublicKey) []byte {
+	return h.leafNamed(t, pub, "S1", stepca.StationURNPrefix+"S1")
+}
+
+// leafNamed is a client certificate for pub with common name cn and URI
+// SANs uris, signed by the hostile issuer.
+func (h *hostileCA) leafNamed(t *testing.T, pub crypto.PublicKey, cn string, uris ...string) []byte {
 	now := time.Now()
-	return mustCert(t, &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "S1"}, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
+	var us []*url.URL
+	for _, u := range uris {
+		pu, err := url.Parse(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		us = append(us, pu)
+	}
+	return mustCert(t, &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: cn}, URIs: us, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour),
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}, KeyUsage: x509.KeyUsageDigitalSignature}, h.issuer, pub, h.issuerKey).Raw
 }
 

@@ -141,14 +141,8 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "encode the station key")
 	}
-	if err := writeAtomic(filepath.Join(dir, StationKeyFile), pem.EncodeToMemory(keyPEM), 0o600); err != nil {
-		return nil, err
-	}
-	if err := writeAtomic(filepath.Join(dir, StationCertFile), chainPEM(resp), 0o644); err != nil {
-		return nil, err
-	}
 	b, _ := json.MarshalIndent(stationCA{URL: caURL, Root: root}, "", "  ")
-	if err := writeAtomic(filepath.Join(dir, StationCAFile), append(b, '\n'), 0o644); err != nil {
+	if err := writeIdentity(dir, pem.EncodeToMemory(keyPEM), chainPEM(resp), append(b, '\n')); err != nil {
 		return nil, err
 	}
 	return resp.ServerPEM.Certificate, nil
@@ -195,11 +189,24 @@ func chainPEM(resp *api.SignResponse) []byte {
 	return out
 }
 
-// writeAtomic writes a file whole and durably (internal/atomicfile).
-func writeAtomic(path string, data []byte, mode os.FileMode) error {
-	if err := atomicfile.Write(path, data, mode); err != nil {
-		return tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
+// Test hook: a step of writing a station identity reached.
+var writeStep = func(string) {}
+
+// writeIdentity replaces the station identity in dir, key, certificate
+// chain and stepca.json, as a whole (atomicfile.WriteSet): a reader, or
+// the station after a crash, finds the old identity or the new one, never
+// a key beside another key's certificate.
+func writeIdentity(dir string, keyPEM, chain, caJSON []byte) error {
+	writeStep("checked")
+	err := atomicfile.WriteSet(dir, []atomicfile.File{
+		{Name: StationKeyFile, Data: keyPEM, Perm: 0o600},
+		{Name: StationCertFile, Data: chain, Perm: 0o644},
+		{Name: StationCAFile, Data: caJSON, Perm: 0o644},
+	})
+	if err != nil {
+		return tacerr.Field(tacerr.InvalidInput, "dir", "write the station identity into %s: %v", dir, err)
 	}
+	writeStep("written")
 	return nil
 }
 
@@ -212,6 +219,8 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 // concurrent use.
 type Renewer struct {
 	dir    string
+	keyPEM []byte // the station key and stepca.json as loaded: renewal
+	caJSON []byte // writes them back with the new certificate, as one set
 	client *ca.Client
 	roots  *x509.CertPool
 	cur    atomic.Pointer[tls.Certificate]
@@ -237,9 +246,17 @@ func IsBootstrapped(dir string) bool {
 	return err == nil
 }
 
-// NewRenewer loads the identity Bootstrap wrote into dir.
+// NewRenewer loads the identity Bootstrap wrote into dir, all of it from
+// one generation of the set (atomicfile.SetDir), and checks it: the key
+// must be the certificate's and the certificate must chain to the root in
+// stepca.json, or the station would present an identity that fails, or
+// renew at a step-ca that never issued it.
 func NewRenewer(dir string) (*Renewer, error) {
-	b, err := os.ReadFile(filepath.Join(dir, StationCAFile))
+	set, err := atomicfile.SetDir(dir)
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "station identity in %s: %v; run `tacline station bootstrap` again with a new one-time token", dir, err)
+	}
+	b, err := os.ReadFile(filepath.Join(set, StationCAFile))
 	if err != nil {
 		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "%s holds no step-ca station identity (run `tacline station bootstrap`): %v", dir, err)
 	}
@@ -255,11 +272,33 @@ func NewRenewer(dir string) (*Renewer, error) {
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "step-ca client for %s", sc.URL)
 	}
-	r := &Renewer{dir: dir, client: client, roots: x509.NewCertPool()}
+	r := &Renewer{dir: dir, client: client, roots: x509.NewCertPool(), caJSON: b}
 	r.roots.AddCert(root)
-	c, err := tls.LoadX509KeyPair(filepath.Join(dir, StationCertFile), filepath.Join(dir, StationKeyFile))
+	certFile, keyFile := filepath.Join(dir, StationCertFile), filepath.Join(dir, StationKeyFile)
+	chain, err := os.ReadFile(filepath.Join(set, StationCertFile))
+	if err == nil {
+		r.keyPEM, err = os.ReadFile(filepath.Join(set, StationKeyFile))
+	}
 	if err != nil {
 		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "station identity in %s: %v", dir, err)
+	}
+	c, err := tls.X509KeyPair(chain, r.keyPEM)
+	if err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir",
+			"the station identity in %s is not a matching pair: %s and %s do not load together (%v); the files were replaced in part (by hand, or an interrupted bootstrap of an older tacline): run `tacline station bootstrap` again with a new one-time token",
+			dir, keyFile, certFile, err)
+	}
+	inter := x509.NewCertPool()
+	for _, der := range c.Certificate[1:] {
+		if ic, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(ic)
+		}
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: r.roots, Intermediates: inter, CurrentTime: c.Leaf.NotBefore.Add(time.Second),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}); err != nil {
+		return nil, tacerr.Field(tacerr.InvalidInput, "dir",
+			"the station certificate %s does not chain to the step-ca root %s that %s names (%v): they come from different bootstraps; run `tacline station bootstrap` again with a new one-time token",
+			certFile, sc.Root, filepath.Join(dir, StationCAFile), err)
 	}
 	r.cur.Store(&c)
 	return r, nil
@@ -306,15 +345,11 @@ func (r *Renewer) Renew(ctx context.Context) (*x509.Certificate, error) {
 		return nil, err
 	}
 	chain := chainPEM(resp)
-	keyPEM, err := os.ReadFile(filepath.Join(r.dir, StationKeyFile))
-	if err != nil {
-		return nil, err
-	}
-	next, err := tls.X509KeyPair(chain, keyPEM)
+	next, err := tls.X509KeyPair(chain, r.keyPEM)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.UpstreamRefused, err, "step-ca's renewed certificate does not match the station key")
 	}
-	if err := writeAtomic(filepath.Join(r.dir, StationCertFile), chain, 0o644); err != nil {
+	if err := writeIdentity(r.dir, r.keyPEM, chain, r.caJSON); err != nil {
 		return nil, err
 	}
 	r.cur.Store(&next)

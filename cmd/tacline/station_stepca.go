@@ -29,7 +29,8 @@ func newStationBootstrapCmd() *cobra.Command {
 		Long: `Make a new key, have step-ca sign it with the one-time token an operator
 made (` + "`step ca token <STATION-ID> --provisioner tacline-stations`" + `, see
 ` + "`tacline station enroll --stepca`" + `) and write DIR/cert.pem, DIR/key.pem (0600)
-and DIR/stepca.json. ` + "`tacline station simulate`" + ` renews the certificate at two
+and DIR/stepca.json, replaced as one set (stopped at any point, DIR holds the
+old identity or the new one). ` + "`tacline station simulate`" + ` renews the certificate at two
 thirds of its life while it runs. DIR is the station's directory in the
 credentials directory (stations/<STATION-ID>).`,
 		Args: cobra.NoArgs,
