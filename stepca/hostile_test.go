@@ -152,9 +152,11 @@ func (h *hostileCA) ott(t *testing.T, station string) string {
 }
 
 // TestBootstrapRefusesAWrongCertificate: a station identity step-ca
-// answers is taken only when it certifies the key made for it and chains
-// to the root; otherwise nothing is written to the station's directory
-// (an identity already there is kept).
+// answers is taken only when it certifies the key made for it, chains to
+// the root and names the station the one-time token was made for (its
+// subject: common name and the one URI SAN urn:tacline:station:<ID>);
+// otherwise nothing is written to the station's directory (an identity
+// already there is kept).
 func TestBootstrapRefusesAWrongCertificate(t *testing.T) {
 	h := startHostileCA(t)
 	other, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(9), Subject: pkix.Name{CommonName: "S1"},
@@ -168,6 +170,16 @@ func TestBootstrapRefusesAWrongCertificate(t *testing.T) {
 	}{
 		{"another key", func(*x509.CertificateRequest) []byte { return h.leafFor(t, mustKey(t).Public()) }},
 		{"another root", func(*x509.CertificateRequest) []byte { return other }},
+		{"another station", func(csr *x509.CertificateRequest) []byte {
+			return h.leafNamed(t, csr.PublicKey, "S2", stepca.StationURNPrefix+"S2")
+		}},
+		{"another station's URI", func(csr *x509.CertificateRequest) []byte {
+			return h.leafNamed(t, csr.PublicKey, "S1", stepca.StationURNPrefix+"S2")
+		}},
+		{"no station URI", func(csr *x509.CertificateRequest) []byte { return h.leafNamed(t, csr.PublicKey, "S1") }},
+		{"a second URI", func(csr *x509.CertificateRequest) []byte {
+			return h.leafNamed(t, csr.PublicKey, "S1", stepca.StationURNPrefix+"S1", "urn:tacline:role:admin")
+		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h.answer = tc.answer

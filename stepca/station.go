@@ -113,6 +113,12 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "the token is not a step-ca one-time token")
 	}
+	// The station the operator made the token for: its subject, which
+	// the CSR carries as its common name.
+	station := req.CsrPEM.Subject.CommonName
+	if station == "" {
+		return nil, tacerr.Field(tacerr.InvalidInput, "token", "the one-time token has no subject: make it for the station (`step ca token <STATION-ID> --provisioner NAME`)")
+	}
 	resp, err := client.SignWithContext(ctx, req)
 	if err != nil {
 		return nil, classify(err, nil)
@@ -127,7 +133,7 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	if !ok {
 		return nil, tacerr.New(tacerr.Internal, "the station key %T is not a signer", key)
 	}
-	if err := checkIdentity(resp, signer.Public(), roots); err != nil {
+	if err := checkIdentity(resp, signer.Public(), roots, station); err != nil {
 		return nil, err
 	}
 	root, err := filepath.Abs(rootFile)
@@ -149,12 +155,23 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 }
 
 // checkIdentity checks a station certificate step-ca answered before
-// anything is written: it certifies pub (the station's key) and chains to
-// roots for client authentication (code upstream_refused).
-func checkIdentity(resp *api.SignResponse, pub crypto.PublicKey, roots *x509.CertPool) error {
+// anything is written: it names station (common name and the one URI SAN
+// urn:tacline:station:<station>, as StationTemplate writes them), certifies
+// pub (the station's key) and chains to roots for client authentication
+// (code upstream_refused).
+func checkIdentity(resp *api.SignResponse, pub crypto.PublicKey, roots *x509.CertPool, station string) error {
 	leaf := resp.ServerPEM.Certificate
 	if leaf == nil {
 		return tacerr.New(tacerr.UpstreamRefused, "step-ca answered no certificate; nothing written")
+	}
+	var uris []string
+	for _, u := range leaf.URIs {
+		uris = append(uris, u.String())
+	}
+	if leaf.Subject.CommonName != station || len(uris) != 1 || uris[0] != StationURNPrefix+station {
+		return tacerr.New(tacerr.UpstreamRefused,
+			"step-ca's certificate (serial %x) names common name %q and URIs %q, not station %q (common name and URI %s%s, as the station template writes them from the token's subject): check the provisioner's template in step-ca; nothing written",
+			leaf.SerialNumber, leaf.Subject.CommonName, uris, station, StationURNPrefix, station)
 	}
 	spki, err := x509.MarshalPKIXPublicKey(pub)
 	if err != nil {
@@ -341,7 +358,7 @@ func (r *Renewer) Renew(ctx context.Context) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, classify(err, nil)
 	}
-	if err := checkIdentity(resp, cur.Leaf.PublicKey, r.roots); err != nil {
+	if err := checkIdentity(resp, cur.Leaf.PublicKey, r.roots, cur.Leaf.Subject.CommonName); err != nil {
 		return nil, err
 	}
 	chain := chainPEM(resp)
