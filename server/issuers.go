@@ -53,9 +53,10 @@ type issuers struct {
 }
 
 type loadedIssuer struct {
-	rec store.IssuerRecord
-	iss *issuance.Issuer
-	rev revocation.Issuer
+	rec     store.IssuerRecord
+	iss     *issuance.Issuer
+	rev     revocation.Issuer
+	retired bool // a step-ca issuing CA step-ca no longer signs under: never the active one
 }
 
 // failure is an issuer that could not be loaded: its record's fingerprint
@@ -119,16 +120,29 @@ func (s *issuers) load(r store.IssuerRecord) (*loadedIssuer, error) {
 }
 
 // loadStepCA builds the issuer of a step-ca issuing CA: certificates are
-// built and linted here and signed by step-ca through the RA.
+// built and linted here and signed by step-ca through the RA. An issuing
+// CA of the same step-ca root that stepca.issuer_cert no longer names (step-ca's
+// intermediate was rotated) is loaded retired, unless the ledger marks it
+// active: replays of its requests answer their stored certificates with
+// its chain, and its certificates are revoked at step-ca by serial, but
+// step-ca no longer signs under it (stepca.RA.Retired).
 func (s *issuers) loadStepCA(r store.IssuerRecord, cert *x509.Certificate, chain []*x509.Certificate) (*loadedIssuer, error) {
-	if s.ra == nil || !s.ra.IssuerCertificate().Equal(cert) {
+	if s.ra == nil {
 		return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's; this server needs issuer.kind stepca with stepca.issuer_cert naming that certificate", r.Label)
 	}
-	is, err := issuance.New(issuance.Config{IssuerCert: cert, Chain: chain, Upstream: s.ra, Profile: s.cfg.Profile, Lint: s.cfg.Lint})
+	var up issuance.Upstream = s.ra
+	retired := !s.ra.IssuerCertificate().Equal(cert)
+	if retired {
+		if r.Active || cert.CheckSignatureFrom(s.ra.Root()) != nil {
+			return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's; this server needs issuer.kind stepca with stepca.issuer_cert naming that certificate", r.Label)
+		}
+		up = s.ra.Retired(cert)
+	}
+	is, err := issuance.New(issuance.Config{IssuerCert: cert, Chain: chain, Upstream: up, Profile: s.cfg.Profile, Lint: s.cfg.Lint})
 	if err != nil {
 		return nil, err
 	}
-	return &loadedIssuer{rec: r, iss: is, rev: revocation.Issuer{KeyID: r.KeyID, Cert: cert}}, nil
+	return &loadedIssuer{rec: r, iss: is, rev: revocation.Issuer{KeyID: r.KeyID, Cert: cert}, retired: retired}, nil
 }
 
 // refresh reads the ledger's issuers, loads the device issuers not loaded
@@ -195,7 +209,7 @@ func (s *issuers) refresh(ctx context.Context, retry bool) (bool, error) {
 	switch {
 	case ledgerActive == "" && starting:
 		return false, tacerr.New(tacerr.InvalidConfig, "no active device issuer in the ledger: run `tacline ca init --dev` (development) or `tacline ca init` + `tacline ca import`")
-	case ledgerActive != "" && s.loaded[ledgerActive] != nil:
+	case ledgerActive != "" && s.loaded[ledgerActive] != nil && !s.loaded[ledgerActive].retired:
 		if s.active != ledgerActive {
 			if !starting {
 				s.log.Info("active device issuer switched: new certificates are issued under it", "from", s.active, "to", ledgerActive,

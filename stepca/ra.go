@@ -435,3 +435,40 @@ func readCert(path, field string) (*x509.Certificate, error) {
 	}
 	return c, nil
 }
+
+// Retired is the upstream of a step-ca issuing CA that step-ca no longer
+// signs under (step-ca's intermediate was rotated and stepca.issuer_cert
+// names the new one): the certificates issued under it stay tacline's
+// (replays answer them with its chain) and are revoked at step-ca by
+// serial as before, but a request prepared under it cannot be signed any
+// more. It is safe for concurrent use.
+type Retired struct {
+	ra     *RA
+	issuer *x509.Certificate
+}
+
+// Retired returns the upstream of issuer, a former issuing CA of this
+// RA's step-ca.
+func (r *RA) Retired(issuer *x509.Certificate) *Retired { return &Retired{ra: r, issuer: issuer} }
+
+// Sign refuses: step-ca signs under its current issuing CA only, whose
+// certificate would not be the one linted under the retired one. The
+// refusal is ambiguous, so the caller revokes the serial at step-ca before
+// it gives the intent up (an earlier attempt may have been signed before
+// the rotation, its answer lost).
+func (x *Retired) Sign(_ context.Context, lint *x509.Certificate, _ *x509.CertificateRequest, _ string, _ []string) ([]byte, error) {
+	return nil, &Failure{Err: tacerr.New(tacerr.UpstreamRefused,
+		"serial %x was prepared under step-ca's issuing CA %q, which step-ca no longer signs under (stepca.issuer_cert names %q): the request cannot be completed; provision the device again with a new request id",
+		lint.SerialNumber, x.issuer.Subject, x.ra.issuer.Subject), Ambiguous: true, Reason: "refused"}
+}
+
+// Revoke revokes serial at step-ca (RA.Revoke).
+func (x *Retired) Revoke(ctx context.Context, serial *big.Int, reason string) error {
+	return x.ra.Revoke(ctx, serial, reason)
+}
+
+// Health asks step-ca's /health (RA.Health).
+func (x *Retired) Health(ctx context.Context) error { return x.ra.Health(ctx) }
+
+// Unreachable is RA.Unreachable.
+func (x *Retired) Unreachable(err error) bool { return x.ra.Unreachable(err) }

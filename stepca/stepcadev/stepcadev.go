@@ -9,6 +9,7 @@ package stepcadev
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -54,14 +55,16 @@ type CA struct {
 	Root       *x509.Certificate
 	Issuer     *x509.Certificate
 
-	binary string
-	env    []string
-	conf   string
-	doc    map[string]any
-	log    string
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	done   chan struct{}
+	binary  string
+	rootKey crypto.Signer // signs a rotated intermediate (RotateIntermediate)
+	token   *hsm.Token
+	env     []string
+	conf    string
+	doc     map[string]any
+	log     string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	done    chan struct{}
 }
 
 // Binary returns bin/step-ca under the module root found above dir (or
@@ -138,7 +141,7 @@ func Start(ctx context.Context, o Options) (*CA, error) {
 		return nil, err
 	}
 	c := &CA{Dir: dir, RootFile: filepath.Join(dir, "root_ca.crt"), IssuerFile: filepath.Join(dir, "intermediate_ca.crt"),
-		Root: root, Issuer: inter, binary: o.Binary, conf: filepath.Join(dir, "ca.json"), log: filepath.Join(dir, "step-ca.log")}
+		Root: root, Issuer: inter, binary: o.Binary, rootKey: rootKey, token: o.Token, conf: filepath.Join(dir, "ca.json"), log: filepath.Join(dir, "step-ca.log")}
 	for f, cert := range map[string]*x509.Certificate{c.RootFile: root, c.IssuerFile: inter} {
 		if err := os.WriteFile(f, ca.ChainPEM(cert), 0o644); err != nil {
 			return nil, err
@@ -189,6 +192,37 @@ func (c *CA) writeConf() error {
 		return err
 	}
 	return os.WriteFile(c.conf, b, 0o600)
+}
+
+// RotateIntermediate gives step-ca a new intermediate CA under the same
+// root, its key made in the token under label, written to
+// intermediate_ca-<label>.crt (IssuerFile and Issuer from now on), and
+// restarts step-ca with it (same database, port and provisioners), as an
+// operator rotates step-ca's intermediate.
+func (c *CA) RotateIntermediate(ctx context.Context, label string) error {
+	if _, err := c.token.GenerateKey(label, hsm.ECP256); err != nil {
+		return fmt.Errorf("generate step-ca's new intermediate key in the HSM: %w", err)
+	}
+	s, err := c.token.Signer(label)
+	if err != nil {
+		return err
+	}
+	v := ca.Validity{NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Date(9999, 12, 31, 23, 59, 59, 0, time.UTC)}
+	inter, err := ca.IssuingCA(c.Root, c.rootKey, s.Public(), pkix.Name{Organization: []string{"Acme Step"}, CommonName: "Acme Step Intermediate CA " + label}, v)
+	if err != nil {
+		return err
+	}
+	file := filepath.Join(c.Dir, "intermediate_ca-"+label+".crt")
+	if err := os.WriteFile(file, ca.ChainPEM(inter), 0o644); err != nil {
+		return err
+	}
+	c.Stop()
+	c.IssuerFile, c.Issuer = file, inter
+	c.doc["crt"], c.doc["key"] = file, "pkcs11:object="+label
+	if err := c.writeConf(); err != nil {
+		return err
+	}
+	return c.Start(ctx)
 }
 
 // SetProvisioners replaces the provisioners and restarts step-ca.
