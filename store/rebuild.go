@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -36,18 +37,35 @@ type RebuildReport struct {
 	// Replaced says the rebuilt file took the ledger's place.
 	Replaced bool          `json:"replaced"`
 	Took     time.Duration `json:"-"`
-	Check    CheckReport   `json:"check"`
+	Check    CheckReport   `json:"check"` // the rebuilt copy's
+	// Failed says which side a refused rebuild found at fault: "ledger"
+	// (the ledger itself: PRAGMA integrity_check before the copy, or the
+	// ledger check that its copy failed and the ledger failed too) or
+	// "copy" (only the rebuilt copy fails the ledger check); "" otherwise.
+	Failed string `json:"failed,omitempty"`
+	// Integrity is what PRAGMA integrity_check found in the ledger (its
+	// first lines), when it found something.
+	Integrity []string `json:"integrity,omitempty"`
+	// SourceCheck is the ledger's own check, run when its copy failed one.
+	SourceCheck *CheckReport `json:"source_check,omitempty"`
 }
+
+// The sides a refused rebuild names (RebuildReport.Failed).
+const (
+	RebuildFailedLedger = "ledger"
+	RebuildFailedCopy   = "copy"
+)
 
 // RebuildPhase names a step of a rebuild, for progress reports.
 type RebuildPhase string
 
 // The phases of a rebuild, in order.
 const (
-	RebuildCopy  RebuildPhase = "copy"  // VACUUM INTO the new file
-	RebuildSync  RebuildPhase = "sync"  // fsync of the new file
-	RebuildCheck RebuildPhase = "check" // ledger check of the new file
-	RebuildSwap  RebuildPhase = "swap"  // rename over the ledger
+	RebuildVerify RebuildPhase = "verify" // PRAGMA integrity_check of the ledger
+	RebuildCopy   RebuildPhase = "copy"   // VACUUM INTO the new file
+	RebuildSync   RebuildPhase = "sync"   // fsync of the new file
+	RebuildCheck  RebuildPhase = "check"  // ledger check of the new file
+	RebuildSwap   RebuildPhase = "swap"   // rename over the ledger
 )
 
 // RebuildProgress says how far a rebuild is: the phase, and in the copy
@@ -76,7 +94,9 @@ var rebuildStep = func(string) {}
 //  1. It takes SQLite's exclusive lock on the ledger and keeps it to the
 //     end: a ledger that a server or another command has open is refused
 //     (invalid_state), and a server started meanwhile cannot open it. It
-//     folds the WAL into the file (wal_checkpoint(TRUNCATE)).
+//     folds the WAL into the file (wal_checkpoint(TRUNCATE)) and runs
+//     PRAGMA integrity_check on it: a damaged ledger is refused
+//     (ledger_invariant, Failed "ledger", Integrity), nothing written.
 //  2. It measures what it will write, the pages in use (page_count -
 //     freelist_count) at the new page size plus a margin (NeedBytes), and
 //     refuses with insufficient_space when the ledger's filesystem has less
@@ -98,7 +118,10 @@ var rebuildStep = func(string) {}
 // every second of the copy and the check. Errors: invalid_input
 // (page_size; database.driver: a PostgreSQL ledger), not_found (no ledger
 // file), invalid_state (in use), insufficient_space, ledger_invariant (the
-// rebuilt copy fails Check: it was not put in place).
+// ledger fails integrity_check, or the rebuilt copy fails Check and was
+// not put in place: then the ledger itself is checked once the lock is let
+// go, and the error and Failed say whether the ledger fails it too, a
+// fault the rebuild copied, or the copy alone).
 func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress func(RebuildProgress)) (RebuildReport, error) {
 	var rep RebuildReport
 	if err := cfg.Validate(); err != nil {
@@ -122,6 +145,9 @@ func RebuildSQLite(ctx context.Context, cfg Config, pageSize int64, progress fun
 	}
 	start := time.Now()
 	err = rebuild(ctx, cfg, &rep, progress)
+	if ctx.Err() == nil {
+		err = blameRefusedCopy(ctx, cfg, &rep, err)
+	}
 	rep.Took = time.Since(start)
 	if err != nil && ctx.Err() != nil && !rep.Replaced {
 		err = tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "ledger rebuild interrupted; the ledger %s is as it was (the new file was removed)", rep.Path)
@@ -163,6 +189,10 @@ func rebuild(ctx context.Context, cfg Config, rep *RebuildReport, progress func(
 	}
 	if busy != 0 {
 		return old.inUse(sqlite3.Error{Code: sqlite3.ErrBusy})
+	}
+	progress(RebuildProgress{Phase: RebuildVerify})
+	if err := checkIntegrity(ctx, old.c, rep); err != nil {
+		return err
 	}
 	// The lock is held: no other rebuild of this ledger runs, so a file
 	// under the rebuild's name is what an interrupted one left.
@@ -336,9 +366,82 @@ func checkRebuilt(ctx context.Context, cfg Config, tmp string, rep *RebuildRepor
 		return tacerr.New(tacerr.Internal, "the rebuilt ledger %s kept a WAL of %d bytes after it was closed", tmp, st.Size())
 	}
 	if !rep.Check.OK() {
-		return tacerr.New(tacerr.LedgerInvariant, "the rebuilt copy fails the ledger check, so it did not replace the ledger %s (which is as it was): %s", rep.Path, rep.Check.Violations[0])
+		return errCopyRefused // blameRefusedCopy says whose fault it is
 	}
 	return nil
+}
+
+// errCopyRefused is checkRebuilt's refusal of a copy that fails Check.
+var errCopyRefused = errors.New("the rebuilt copy fails the ledger check")
+
+// integrityLines is how many lines of PRAGMA integrity_check a refusal
+// keeps.
+const integrityLines = 10
+
+// checkIntegrity runs PRAGMA integrity_check on the ledger (c, under the
+// rebuild's lock) and refuses a damaged one: a copy of it would carry or,
+// with its indexes rebuilt from the tables, hide the damage.
+func checkIntegrity(ctx context.Context, c *sql.Conn, rep *RebuildReport) error {
+	rows, err := c.QueryContext(ctx, fmt.Sprintf("PRAGMA integrity_check(%d)", integrityLines))
+	if err != nil {
+		return translate(err, "PRAGMA integrity_check of the ledger "+rep.Path)
+	}
+	defer rows.Close()
+	var found []string
+	for rows.Next() {
+		var line string
+		if err := rows.Scan(&line); err != nil {
+			return translate(err, "PRAGMA integrity_check of the ledger "+rep.Path)
+		}
+		found = append(found, line)
+	}
+	if err := rows.Err(); err != nil {
+		return translate(err, "PRAGMA integrity_check of the ledger "+rep.Path)
+	}
+	if len(found) == 1 && found[0] == "ok" {
+		return nil
+	}
+	rep.Failed, rep.Integrity = RebuildFailedLedger, found
+	return tacerr.Field(tacerr.LedgerInvariant, "database.dsn",
+		"the ledger %s itself is damaged (PRAGMA integrity_check: %s); the rebuild wrote nothing and the ledger is as it was: restore it from the last good backup (`tacline restore`, docs/operations.md), then rebuild the restored ledger",
+		rep.Path, strings.Join(found, "; "))
+}
+
+// blameRefusedCopy words the refusal of a copy that failed Check (err is
+// errCopyRefused; other errors pass) by the side at fault: it checks the
+// ledger itself, now that the rebuild's lock is let go. A ledger that
+// fails too was already inconsistent (VACUUM INTO copies its rows as they
+// are); one that passes points at the copy.
+func blameRefusedCopy(ctx context.Context, cfg Config, rep *RebuildReport, err error) error {
+	if !errors.Is(err, errCopyRefused) {
+		return err
+	}
+	first := rep.Check.Violations[0]
+	db, oerr := Open(ctx, cfg)
+	if oerr == nil {
+		var src CheckReport
+		src, oerr = db.Check(ctx)
+		db.Close()
+		if oerr == nil {
+			rep.SourceCheck = &src
+		}
+	}
+	switch {
+	case oerr != nil:
+		rep.Failed = RebuildFailedCopy
+		return tacerr.Wrap(tacerr.LedgerInvariant, oerr,
+			"the rebuilt copy fails the ledger check (%s), so it did not replace the ledger %s, which is as it was; checking the ledger itself failed too: run `tacline ledger check`", first, rep.Path)
+	case !rep.SourceCheck.OK():
+		rep.Failed = RebuildFailedLedger
+		return tacerr.Field(tacerr.LedgerInvariant, "database.dsn",
+			"the ledger %s itself fails the ledger check (%s; its rebuilt copy, which holds the same rows, fails the same way): nothing was replaced and the ledger is as it was; find the cause with `tacline ledger check` and restore the last good backup (`tacline restore`, docs/operations.md) before rebuilding",
+			rep.Path, rep.SourceCheck.Violations[0])
+	default:
+		rep.Failed = RebuildFailedCopy
+		return tacerr.New(tacerr.LedgerInvariant,
+			"the rebuilt copy fails the ledger check (%s) while the ledger %s passes it: the copy was removed and did not replace the ledger, which is as it was; run the rebuild again, and if the copy fails again keep the ledger as it is and report the violation",
+			first, rep.Path)
+	}
 }
 
 // swapLedger renames tmp over path while old holds the old file's lock and

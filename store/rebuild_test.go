@@ -77,7 +77,7 @@ func TestRebuildSQLite(t *testing.T) {
 		if err != nil || rep.PageSize != size || !rep.Check.OK() || rep.Check.IMEIs != 2*22 || !rep.Replaced || rep.NeedBytes <= 0 || rep.FreeBytes < rep.NeedBytes {
 			t.Fatalf("rebuild to %d: %+v, %v", size, rep, err)
 		}
-		if fmt.Sprint(phases) != "[copy sync check swap]" {
+		if fmt.Sprint(phases) != "[verify copy sync check swap]" {
 			t.Fatalf("rebuild to %d: phases %v", size, phases)
 		}
 		if left := rebuildFiles(t, cfg.DSN); len(left) > 0 {
@@ -270,19 +270,114 @@ func TestRebuildSQLiteInterrupted(t *testing.T) {
 
 // TestRebuildSQLiteRefusedCopy: a rebuilt copy that fails the ledger check
 // does not replace the ledger (ledger_invariant, the file unchanged, the
-// copy removed).
+// copy removed), and the refusal says which side is at fault: a ledger
+// that was already inconsistent (its copy holds the same rows) is named
+// as the ledger at fault, with what to do; a copy that fails while the
+// ledger passes (broken after the copy, a fault a real copy cannot be
+// made to have) is named as the copy. The refusal blamed "the rebuilt
+// copy" in both cases.
 func TestRebuildSQLiteRefusedCopy(t *testing.T) {
+	t.Run("the ledger", func(t *testing.T) {
+		cfg := rebuildLedger(t)
+		// SNRs below the high-water mark without a row.
+		fileExec(t, cfg.DSN, "UPDATE pools SET next_snr = next_snr + 5", "PRAGMA wal_checkpoint(TRUNCATE)")
+		before := fileHash(t, cfg.DSN)
+		rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil)
+		e := wantCode(t, err, tacerr.LedgerInvariant)
+		if rep.Replaced || rep.Check.OK() || rep.Failed != store.RebuildFailedLedger || rep.SourceCheck == nil || rep.SourceCheck.OK() {
+			t.Fatalf("rebuild of a broken ledger: %+v", rep)
+		}
+		if e.Field != "database.dsn" || !strings.Contains(e.Message, "the ledger "+cfg.DSN+" itself fails the ledger check") ||
+			!strings.Contains(e.Message, "restore") || strings.HasPrefix(e.Message, "the rebuilt copy") {
+			t.Fatalf("the refusal of a broken ledger does not blame the ledger: %v", err)
+		}
+		if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
+			t.Fatalf("a refused copy changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+		}
+	})
+	t.Run("the copy", func(t *testing.T) {
+		cfg := rebuildLedger(t)
+		before := fileHash(t, cfg.DSN)
+		defer store.SetRebuildHooks(0, nil, func(step string) {
+			if step == "copied" {
+				fileExec(t, cfg.DSN+store.RebuildSuffix, "UPDATE pools SET next_snr = next_snr + 5")
+			}
+		})()
+		rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil)
+		e := wantCode(t, err, tacerr.LedgerInvariant)
+		if rep.Replaced || rep.Check.OK() || rep.Failed != store.RebuildFailedCopy || rep.SourceCheck == nil || !rep.SourceCheck.OK() {
+			t.Fatalf("rebuild with a broken copy: %+v", rep)
+		}
+		if !strings.Contains(e.Message, "the rebuilt copy fails the ledger check") || !strings.Contains(e.Message, "while the ledger "+cfg.DSN+" passes it") {
+			t.Fatalf("the refusal of a broken copy: %v", err)
+		}
+		if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
+			t.Fatalf("a refused copy changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+		}
+	})
+}
+
+// TestRebuildSQLiteDamagedLedger: a ledger whose file is damaged (an
+// index that lost its entries, which PRAGMA integrity_check finds) is
+// refused before anything is written, naming the ledger and what to do
+// (ledger_invariant, failed "ledger"); the ledger is as it was. The
+// rebuild used to copy it without a look: VACUUM INTO rebuilds indexes
+// from the tables, so the copy passed the ledger check and replaced the
+// ledger, and the damage went unnoticed.
+func TestRebuildSQLiteDamagedLedger(t *testing.T) {
 	cfg := rebuildLedger(t)
-	// SNRs below the high-water mark without a row.
-	fileExec(t, cfg.DSN, "UPDATE pools SET next_snr = next_snr + 5", "PRAGMA wal_checkpoint(TRUNCATE)")
+	// A table and index of the test's own; the index's root page (a leaf)
+	// then says it holds no entry.
+	fileExec(t, cfg.DSN, "CREATE TABLE damaged(x INTEGER)",
+		"WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < 20) INSERT INTO damaged SELECT i FROM n",
+		"CREATE INDEX damaged_x ON damaged(x)", "PRAGMA wal_checkpoint(TRUNCATE)")
+	h, err := sql.Open("sqlite3", cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var root, pageSize int64
+	err = h.QueryRow("SELECT rootpage FROM sqlite_schema WHERE name = 'damaged_x'").Scan(&root)
+	if err == nil {
+		err = h.QueryRow("PRAGMA page_size").Scan(&pageSize)
+	}
+	h.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(cfg.DSN, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	page := make([]byte, 5)
+	if _, err := f.ReadAt(page, (root-1)*pageSize); err != nil || page[0] != 0x0a {
+		t.Fatalf("index root page %d: %x, %v; want a leaf index page (0x0a)", root, page, err)
+	}
+	if _, err := f.WriteAt([]byte{0, 0}, (root-1)*pageSize+3); err != nil { // cell count 0
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	before := fileHash(t, cfg.DSN)
-	rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, nil)
-	wantCode(t, err, tacerr.LedgerInvariant)
-	if rep.Replaced || rep.Check.OK() {
-		t.Fatalf("rebuild of a broken ledger: %+v", rep)
+	var phases []store.RebuildPhase
+	rep, err := store.RebuildSQLite(context.Background(), cfg, 4096, func(p store.RebuildProgress) {
+		if len(phases) == 0 || phases[len(phases)-1] != p.Phase {
+			phases = append(phases, p.Phase)
+		}
+	})
+	e := wantCode(t, err, tacerr.LedgerInvariant)
+	if rep.Replaced || rep.Failed != store.RebuildFailedLedger || len(rep.Integrity) == 0 || !strings.Contains(strings.Join(rep.Integrity, " "), "damaged_x") {
+		t.Fatalf("rebuild of a damaged ledger: %+v", rep)
+	}
+	if e.Field != "database.dsn" || !strings.Contains(e.Message, "the ledger "+cfg.DSN+" itself is damaged") || !strings.Contains(e.Message, "integrity_check") ||
+		!strings.Contains(e.Message, "tacline restore") {
+		t.Fatalf("the refusal of a damaged ledger: %v", err)
+	}
+	if len(phases) != 1 || phases[0] != store.RebuildVerify {
+		t.Fatalf("phases %v, want only %s: nothing copied", phases, store.RebuildVerify)
 	}
 	if fileHash(t, cfg.DSN) != before || len(rebuildFiles(t, cfg.DSN)) > 0 {
-		t.Fatalf("a refused copy changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
+		t.Fatalf("a refused rebuild changed the ledger or left %v", rebuildFiles(t, cfg.DSN))
 	}
 }
 

@@ -360,6 +360,8 @@ func rebuildProgress(out *progress.Printer) func(store.RebuildProgress) {
 				copied = ""
 			}
 			switch p.Phase {
+			case store.RebuildVerify:
+				out.Print("rebuild: checking the ledger's file (PRAGMA integrity_check)")
 			case store.RebuildCopy:
 				out.Print(copyStart("rebuild", p.CopyProgress))
 			case store.RebuildSync:
@@ -402,9 +404,12 @@ func newLedgerRebuildCmd() *cobra.Command {
 	c := &cobra.Command{
 		Use:   "rebuild --page-size 1024",
 		Short: "Rewrite a SQLite ledger with another page size, offline (tacline stopped), check it, then swap it in",
-		Long: `Rewrite the SQLite ledger with pages of --page-size bytes into a new file
-next to it (ledger.db-rebuild, SQLite's VACUUM INTO), run the ledger check
-on the new file, and only then rename it over the ledger. A ledger created
+		Long: `Check the SQLite ledger's file (PRAGMA integrity_check: a damaged ledger is
+refused, nothing written; restore a backup), rewrite it with pages of
+--page-size bytes into a new file next to it (ledger.db-rebuild, SQLite's
+VACUUM INTO), run the ledger check on the new file, and only then rename it
+over the ledger; a refused copy is followed by the ledger check of the
+ledger itself, to say which side failed. A ledger created
 before migration 0014 has 4 KiB pages; 1 KiB pages write fewer bytes per
 device (docs/operations.md, "Upgrading").
 
@@ -440,18 +445,39 @@ refused.`,
 				if rep.Check.Violations == nil {
 					rep.Check.Violations = []string{}
 				}
-				printJSON(cmd.OutOrStdout(), map[string]any{"ok": err == nil, "path": rep.Path, "replaced": rep.Replaced,
+				doc := map[string]any{"ok": err == nil, "path": rep.Path, "replaced": rep.Replaced,
 					"page_size_before": rep.PageSizeBefore, "page_size": rep.PageSize, "bytes_before": rep.BytesBefore, "bytes": rep.Bytes,
 					"need_bytes": rep.NeedBytes, "free_bytes": rep.FreeBytes, "stale_bytes": rep.StaleBytes,
-					"seconds": rep.Took.Seconds(), "check": rep.Check})
+					"seconds": rep.Took.Seconds(), "check": rep.Check}
+				if rep.Failed != "" {
+					doc["failed"], doc["error"] = rep.Failed, err.Error()
+				}
+				if rep.Integrity != nil {
+					doc["integrity"] = rep.Integrity
+				}
+				if rep.SourceCheck != nil {
+					doc["source_check"] = rep.SourceCheck
+				}
+				printJSON(cmd.OutOrStdout(), doc)
 			} else if err == nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger %s rebuilt in %s: %d-byte pages (were %d), %d bytes (were %d)\n", rep.Path,
 					rep.Took.Round(time.Millisecond), rep.PageSize, rep.PageSizeBefore, rep.Bytes, rep.BytesBefore)
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs\n", rep.Check.Pools, rep.Check.IMEIs)
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "ledger %s NOT replaced: the rebuilt copy fails the ledger check; the ledger is as it was\n", rep.Path)
-				for _, v := range rep.Check.Violations {
-					fmt.Fprintln(cmd.OutOrStdout(), "violation:", v)
+				w := cmd.OutOrStdout()
+				violations := rep.Check.Violations
+				switch {
+				case rep.Integrity != nil:
+					fmt.Fprintf(w, "ledger %s NOT rebuilt: the ledger itself is damaged (PRAGMA integrity_check); nothing was written. Restore the last good backup (tacline restore), then rebuild\n", rep.Path)
+					violations = rep.Integrity
+				case rep.Failed == store.RebuildFailedLedger:
+					fmt.Fprintf(w, "ledger %s NOT replaced: the ledger itself fails the ledger check (its rebuilt copy too); it is as it was. Find the cause (tacline ledger check) and restore the last good backup\n", rep.Path)
+					violations = rep.SourceCheck.Violations
+				default:
+					fmt.Fprintf(w, "ledger %s NOT replaced: the rebuilt copy fails the ledger check while the ledger passes it; the ledger is as it was\n", rep.Path)
+				}
+				for _, v := range violations {
+					fmt.Fprintln(w, "violation:", v)
 				}
 			}
 			if err != nil {
