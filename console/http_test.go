@@ -521,8 +521,10 @@ func TestSlowDownloadOutlastsWriteTimeout(t *testing.T) {
 }
 
 // TestRegulatorErrorShowsCodeNotCause: a reconciliation that fails, for
-// the server's own reason (its run directory cannot be made) or for the
-// file's (no DIRBS header), shows the regulator the error's code, a
+// the server's own reason (its run directory cannot be made; its output
+// cannot be written, output_failed: it was invalid_input, which blamed the
+// regulator's file and showed the server's path) or for the file's (no
+// DIRBS header), shows the regulator the error's code, a
 // message meant for them and a request id, never the server's paths or a
 // Go error's text; the server log holds the error in full under that
 // request id.
@@ -543,6 +545,14 @@ func TestRegulatorErrorShowsCodeNotCause(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(work, "reconcile", "1", "out"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Run 3's output cannot be written: a category file's name is
+	// /dev/full, where every write fails with ENOSPC.
+	if err := os.MkdirAll(filepath.Join(work, "reconcile", "3", "out"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("/dev/full", filepath.Join(work, "reconcile", "3", "out", "missing_in_register.csv")); err != nil {
+		t.Fatal(err)
+	}
 	regulator := s.client(t, "regulator")
 	idRe := regexp.MustCompile(`request id ([0-9a-f]{16})`)
 	for _, tc := range []struct {
@@ -553,6 +563,7 @@ func TestRegulatorErrorShowsCodeNotCause(t *testing.T) {
 	}{
 		{"internal", "lines", "352099001761481\n", "internal", "the cause is in its log", "not a directory"},
 		{"the file's", "dirbs", "352099001761481\n", "invalid_input", "line 1 of register.txt is not a DIRBS header", "not a DIRBS header"},
+		{"the output's", "lines", "352099001761481\n", "output_failed", "the cause is in its log", "no space left on device"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tok := csrfOf(t, regulator, s.url+"/console/regulator")

@@ -74,6 +74,8 @@ var specs = []Spec{
 	{LedgerInvariant, http.StatusInternalServerError, "Internal error", false, 0, false, "The ledger breaks one of its invariants; stop and investigate (`tacline ledger check`)."},
 	{InsufficientSpace, http.StatusInsufficientStorage, "Insufficient storage", false, 0, false, "Operator commands only (`tacline ledger rebuild`, `tacline backup`): the filesystem has less free space than the command would write (the message says how much it needs, how much is free and where) and nothing was written, or it filled up while the command wrote (SQLite: the disk full; `pg_dump`: \"No space left on device\") and what it wrote was removed. Free space on that filesystem (or, for a backup, give `--to` a directory on a larger one), then run the command again."},
 
+	{OutputFailed, http.StatusInternalServerError, "Output not written", false, 0, false, "A file the command or the console writes as its output (a reconciliation's category files and `summary.json`) could not be created or written: the output directory cannot be made, no permission, the filesystem full or read-only; the message (the server's log, for the console) names the file and the cause. The input was not at fault: fix the output directory (`--out`; for the console, its work directory) and run again."},
+
 	{VerificationFailed, http.StatusInternalServerError, "Internal error", false, 0, false, "Station side only: an identity the server returned failed the station's checks."},
 	{DevicesFailed, http.StatusInternalServerError, "Internal error", false, 0, false, "Station side only: a line simulation or load run left devices unprovisioned."},
 }
@@ -90,16 +92,17 @@ var byCode = func() map[Code]Spec {
 // answer carries them.
 var stationSide = map[Code]bool{VerificationFailed: true, DevicesFailed: true}
 
-// operatorSide lists the codes only offline operator commands make; no
-// server answer carries them either.
-var operatorSide = map[Code]bool{InsufficientSpace: true}
+// operatorSide lists the codes only operator commands make (and, for
+// output_failed, the console's reconciliation page); no API answer carries
+// them.
+var operatorSide = map[Code]bool{InsufficientSpace: true, OutputFailed: true}
 
 // StationSide reports whether only the station client makes this code (the
 // server never answers with it).
 func (s Spec) StationSide() bool { return stationSide[s.Code] }
 
-// ServerSends reports whether a server answer may carry this code (not a
-// station client's or an offline operator command's own).
+// ServerSends reports whether an API answer may carry this code (not a
+// station client's or an operator command's own).
 func (s Spec) ServerSends() bool { return !stationSide[s.Code] && !operatorSide[s.Code] }
 
 // Specs returns the table, one row per code.

@@ -69,6 +69,12 @@ const (
 	// answers with it.
 	InsufficientSpace Code = "insufficient_space"
 
+	// OutputFailed: a file a command or the console writes as its output
+	// (a reconciliation's category files and summary) could not be made or
+	// written: a directory that cannot be created, no permission, a full
+	// or read-only filesystem. Nothing was wrong with the input.
+	OutputFailed Code = "output_failed"
+
 	RequestTooLarge      Code = "request_too_large"      // the request body exceeds the API's limit
 	UnsupportedMediaType Code = "unsupported_media_type" // the request body is not application/json
 

@@ -92,7 +92,7 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 		return sum, tacerr.Field(tacerr.InvalidInput, "out", "is required: the directory for the category files")
 	}
 	if err := os.MkdirAll(opt.OutDir, 0o755); err != nil {
-		return sum, tacerr.Wrap(tacerr.InvalidInput, err, "create output directory")
+		return sum, tacerr.Field(tacerr.OutputFailed, "out", "cannot create the output directory %s: %v", opt.OutDir, err)
 	}
 	x := NewIndex()
 	if err := ledger.Load(ctx, x); err != nil {
@@ -132,7 +132,7 @@ func Run(ctx context.Context, ledger Ledger, in *Input, opt Options) (Summary, e
 	}
 	b, _ := json.MarshalIndent(sum, "", "  ")
 	if err := os.WriteFile(filepath.Join(opt.OutDir, FileSummary), append(b, '\n'), 0o644); err != nil {
-		return sum, tacerr.Wrap(tacerr.InvalidInput, err, "write %s", FileSummary)
+		return sum, tacerr.Wrap(tacerr.OutputFailed, err, "write %s", FileSummary)
 	}
 	return sum, nil
 }
@@ -226,7 +226,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 			if serial == "" || deviceHash([]byte(serial)) != t.devices[m.SNR()] {
 				sum.RegisteredToOtherDevice++
 				if err := otherF.w.Write([]string{strconv.FormatInt(lr.n, 10), m.Digits14(), noFormula(id), noFormula(serial)}); err != nil {
-					return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", FileOtherDevice)
+					return tacerr.Wrap(tacerr.OutputFailed, err, "write %s", FileOtherDevice)
 				}
 			}
 		}
@@ -256,7 +256,7 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 				_, err = dupF.raw.Write(b)
 			}
 			if err != nil {
-				return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", FileDuplicates)
+				return tacerr.Wrap(tacerr.OutputFailed, err, "write %s", FileDuplicates)
 			}
 			continue
 		}
@@ -331,7 +331,7 @@ func writeCategories(x *Index, dir string, sum *Summary) error {
 					b = append(b, '\n')
 					if _, err := cf.raw.Write(b); err != nil {
 						cf.abort()
-						return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", f.name)
+						return tacerr.Wrap(tacerr.OutputFailed, err, "write %s", f.name)
 					}
 				}
 			}
@@ -370,7 +370,7 @@ type csvFile struct {
 func newCSVFile(dir, name, header string) (*csvFile, error) {
 	f, err := os.Create(filepath.Join(dir, name))
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "create %s", name)
+		return nil, tacerr.Wrap(tacerr.OutputFailed, err, "create %s", name)
 	}
 	raw := bufio.NewWriterSize(f, 1<<20)
 	raw.WriteString(header + "\n")
@@ -391,7 +391,7 @@ func (c *csvFile) close() error {
 	}
 	c.f = nil
 	if err != nil {
-		return tacerr.Wrap(tacerr.InvalidInput, err, "write %s", c.name)
+		return tacerr.Wrap(tacerr.OutputFailed, err, "write %s", c.name)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/tacline/tacline/register/registertest"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
 )
 
 const tac = 1234500
@@ -419,5 +420,69 @@ func TestLineReaderRecords(t *testing.T) {
 				t.Fatalf("read %d bytes of %d", lr.read, len(tc.in))
 			}
 		})
+	}
+}
+
+// TestRunOutputErrors: a reconciliation whose output cannot be written
+// fails with output_failed naming the file (and the out field for the
+// directory), not invalid_input: the register's file was not at fault.
+// The failures are the filesystem's own: a directory where a file goes, a
+// file where the directory goes, and /dev/full (ENOSPC on every write)
+// under a category file's name.
+func TestRunOutputErrors(t *testing.T) {
+	led := NewMemLedger()
+	for snr := uint32(1); snr <= 5; snr++ {
+		led.Add(tac, snr, Bound)
+	}
+	input := func() *Input {
+		// One row seen twice (a duplicate), rows 1-3: 4 and 5 are missing.
+		return &Input{Reader: strings.NewReader(im(1) + "\n" + im(1) + "\n" + im(2) + "\n" + im(3) + "\n"), Name: "reg"}
+	}
+	for _, tc := range []struct {
+		name, file, field string
+		plant             func(t *testing.T, out string) string // returns OutDir
+	}{
+		{"the output directory is a file", "", "out", func(t *testing.T, out string) string {
+			p := filepath.Join(out, "file")
+			if err := os.WriteFile(p, nil, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}},
+		{"a directory where duplicates go", FileDuplicates, "", func(t *testing.T, out string) string {
+			return out
+		}},
+		{"the disk full under missing", FileMissing, "", func(t *testing.T, out string) string {
+			return out
+		}},
+		{"a directory where the summary goes", FileSummary, "", func(t *testing.T, out string) string {
+			return out
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := tc.plant(t, t.TempDir())
+			switch tc.file {
+			case FileMissing:
+				if err := os.Symlink("/dev/full", filepath.Join(out, tc.file)); err != nil {
+					t.Fatal(err)
+				}
+			case "":
+			default:
+				if err := os.Mkdir(filepath.Join(out, tc.file), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			_, err := Run(context.Background(), led, input(), Options{OutDir: out})
+			e, ok := tacerr.As(err)
+			if !ok || e.Code != tacerr.OutputFailed || e.Field != tc.field || (tc.file != "" && !strings.Contains(err.Error(), tc.file)) {
+				t.Fatalf("Run = %v, want output_failed naming %q (field %q)", err, tc.file, tc.field)
+			}
+		})
+	}
+	// The same run with a writable directory succeeds (so the failures
+	// above are the output's).
+	sum, err := Run(context.Background(), led, input(), Options{OutDir: t.TempDir()})
+	if err != nil || sum.MissingInRegister != 2 || sum.DuplicatesInRegister != 1 {
+		t.Fatalf("Run = %+v, %v", sum, err)
 	}
 }
