@@ -4,9 +4,26 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/server"
 )
+
+// deviceRequest is a request, with a new request id, to provision a new
+// device (its own key and CSR) of serial at station sc.
+func deviceRequest(t *testing.T, serial string, sc factory.StationCreds) wire.ProvisionRequest {
+	t.Helper()
+	dev, err := factory.NewDevice(serial)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := dev.CSR()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: dev.Serial(), Product: sc.Product, Pool: sc.Pool, CSR: string(csr)}
+}
 
 // serve runs env's server in this process until the test ends and
 // returns it with its URL; stopping it with an error fails the test.

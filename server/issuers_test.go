@@ -75,15 +75,7 @@ func TestIssuerRefreshInProcess(t *testing.T) {
 	provision := func() (wire.ProvisionRequest, *wire.ProvisionResponse) {
 		t.Helper()
 		n++
-		dev, err := factory.NewDevice(fmt.Sprintf("ROT-%03d", n))
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := dev.CSR()
-		if err != nil {
-			t.Fatal(err)
-		}
-		req := wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: dev.Serial(), Product: sc.Product, Pool: sc.Pool, CSR: string(csr)}
+		req := deviceRequest(t, fmt.Sprintf("ROT-%03d", n), sc)
 		resp, err := client.Provision(ctx, req)
 		if err != nil {
 			t.Fatalf("provision %s: %v", req.DeviceSerial, err)

@@ -83,15 +83,7 @@ func TestStepCAStation(t *testing.T) {
 	}
 	defer client.Close()
 	provision := func(serial string) (*wire.ProvisionResponse, error) {
-		dev, err := factory.NewDevice(serial)
-		if err != nil {
-			t.Fatal(err)
-		}
-		csr, err := dev.CSR()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return client.Provision(ctx, wire.ProvisionRequest{RequestID: factory.NewRequestID(), DeviceSerial: dev.Serial(), Product: sc.Product, Pool: sc.Pool, CSR: string(csr)})
+		return client.Provision(ctx, deviceRequest(t, serial, sc))
 	}
 
 	// A running line across two renewals.
