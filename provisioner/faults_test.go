@@ -277,8 +277,7 @@ func TestKeyReusedReservesNothing(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
-		var signatures atomic.Int64
-		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		signatures := countSignatures(env)
 		dev := provtest.NewDevice(t)
 		var errB error
 		bChecked, aReserved, bDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
@@ -366,8 +365,7 @@ func TestVoidDuringPendingIntent(t *testing.T) {
 		var fs *provtest.FaultySigner
 		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
-		var signatures atomic.Int64
-		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		signatures := countSignatures(env)
 		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "vp-al", Pool: "F1-A", Count: 1})
 		if err != nil {
 			t.Fatal(err)
@@ -445,8 +443,7 @@ func TestBindChecksApproval(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env := provtest.New(t, d)
 		ctx := context.Background()
-		var signatures atomic.Int64
-		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		signatures := countSignatures(env)
 		now := env.Clock.Now()
 		today := time.Date(now.Year(), now.Month(), now.Day(), 0, 0, 0, 0, time.UTC)
 		const tac = 100103
@@ -501,8 +498,7 @@ func TestConcurrentBindsOfOneGroup(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		env, hs := hookedEnv(t, d)
 		ctx := context.Background()
-		var signatures atomic.Int64
-		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		signatures := countSignatures(env)
 		al, err := env.Service.Allocate(ctx, provisioner.AllocateInput{Actor: provtest.Actor("S1"), RequestID: "cb-al", Pool: "F1-A", Count: 1})
 		if err != nil {
 			t.Fatal(err)
@@ -557,8 +553,7 @@ func TestReplayOfPendingIntentWithVoidedIMEIs(t *testing.T) {
 		var fs *provtest.FaultySigner
 		env := provtest.New(t, d, provtest.WithFaultySigner(&fs))
 		ctx := context.Background()
-		var signatures atomic.Int64
-		env.Service.SetSignObserver(func(time.Duration) { signatures.Add(1) })
+		signatures := countSignatures(env)
 		dev := provtest.NewDevice(t)
 		fs.Down.Store(true)
 		_, err := provision(env, "S1", "old-1", "SN-OLD", dev)
@@ -601,4 +596,12 @@ func TestReplayOfPendingIntentWithVoidedIMEIs(t *testing.T) {
 		}
 		ledgerOK(t, env)
 	})
+}
+
+// countSignatures counts the device certificates env's service signs from
+// now on.
+func countSignatures(env *provtest.Env) *atomic.Int64 {
+	var n atomic.Int64
+	env.Service.SetSignObserver(func(time.Duration) { n.Add(1) })
+	return &n
 }
