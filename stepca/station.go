@@ -119,6 +119,11 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	if station == "" {
 		return nil, tacerr.Field(tacerr.InvalidInput, "token", "the one-time token has no subject: make it for the station (`step ca token <STATION-ID> --provisioner NAME`)")
 	}
+	// The token is spent when step-ca signs: a directory the identity
+	// cannot be written into is refused first, with the token unused.
+	if err := writableDir(dir); err != nil {
+		return nil, err
+	}
 	resp, err := client.SignWithContext(ctx, req)
 	if err != nil {
 		return nil, classify(err, nil)
@@ -139,9 +144,6 @@ func Bootstrap(ctx context.Context, caURL, rootFile, ott, dir string) (*x509.Cer
 	root, err := filepath.Abs(rootFile)
 	if err != nil {
 		return nil, err
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "%v", err)
 	}
 	keyPEM, err := pemutil.Serialize(key)
 	if err != nil {
@@ -221,9 +223,34 @@ func writeIdentity(dir string, keyPEM, chain, caJSON []byte) error {
 		{Name: StationCAFile, Data: caJSON, Perm: 0o644},
 	})
 	if err != nil {
-		return tacerr.Field(tacerr.InvalidInput, "dir", "write the station identity into %s: %v", dir, err)
+		return tacerr.Field(tacerr.OutputFailed, "dir", "write the station identity into %s: %v", dir, err)
 	}
 	writeStep("written")
+	return nil
+}
+
+// writableDir makes the station's directory dir if it does not exist and
+// checks that a file can be created in it: output_failed on dir otherwise,
+// saying that the one-time token was not used.
+func writableDir(dir string) error {
+	fail := func(err error) error {
+		return tacerr.Field(tacerr.OutputFailed, "dir", "the station identity cannot be written into %s: %v; nothing was sent to step-ca and the one-time token is still unused: fix the directory (or choose another) and run the bootstrap again", dir, err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fail(err)
+	}
+	f, err := os.CreateTemp(dir, ".probe-*")
+	if err != nil {
+		return fail(err)
+	}
+	name := f.Name()
+	err = f.Close()
+	if rerr := os.Remove(name); err == nil {
+		err = rerr
+	}
+	if err != nil {
+		return fail(err)
+	}
 	return nil
 }
 

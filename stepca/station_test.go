@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,5 +68,35 @@ func TestStationBootstrapAndRenew(t *testing.T) {
 	r2, err := stepca.NewRenewer(dir)
 	if err != nil || r2.Leaf().SerialNumber.Cmp(next.SerialNumber) != 0 {
 		t.Fatalf("the renewed certificate is not what the directory holds: %v", err)
+	}
+}
+
+// TestBootstrapUnwritableDirKeepsToken: a station directory the identity
+// cannot be written into is refused (output_failed on dir) before step-ca
+// is asked, so the one-time token still works. Before, step-ca signed
+// first (spending the token) and the write failed after, as invalid_input.
+func TestBootstrapUnwritableDirKeepsToken(t *testing.T) {
+	ctx := context.Background()
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	c, opKey := stepcatest.StartStationCA(t, cfg, tok, time.Hour)
+	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, "F1-L3-S08", 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "not-a-directory")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, filepath.Join(file, "F1-L3-S08"))
+	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.OutputFailed || e.Field != "dir" || !strings.Contains(err.Error(), "token is still unused") {
+		t.Fatalf("bootstrap into a path under a file: %v; want output_failed on dir saying the token is unused", err)
+	}
+	cert, err := stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, filepath.Join(t.TempDir(), "F1-L3-S08"))
+	if err != nil {
+		t.Fatalf("the same token into a good directory: %v\n%s", err, c.Log())
+	}
+	if cert.Subject.CommonName != "F1-L3-S08" {
+		t.Fatalf("certificate for %q", cert.Subject.CommonName)
 	}
 }
