@@ -12,6 +12,7 @@ import (
 
 	"github.com/tacline/tacline/hsm/hsmtest"
 	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcadev"
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -22,13 +23,7 @@ import (
 // station URI and replaces the file.
 func TestStationBootstrapAndRenew(t *testing.T) {
 	ctx := context.Background()
-	cfg := hsmtest.NewToken(t)
-	tok := hsmtest.Open(t, cfg)
-	c, opKey := stepcatest.StartStationCA(t, cfg, tok, time.Hour)
-	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, "F1-L3-S07", 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ott := stationCA(t, "F1-L3-S07")
 	dir := filepath.Join(t.TempDir(), "F1-L3-S07")
 	cert, err := stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, dir)
 	if err != nil {
@@ -77,18 +72,12 @@ func TestStationBootstrapAndRenew(t *testing.T) {
 // first (spending the token) and the write failed after, as invalid_input.
 func TestBootstrapUnwritableDirKeepsToken(t *testing.T) {
 	ctx := context.Background()
-	cfg := hsmtest.NewToken(t)
-	tok := hsmtest.Open(t, cfg)
-	c, opKey := stepcatest.StartStationCA(t, cfg, tok, time.Hour)
-	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, "F1-L3-S08", 5*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, ott := stationCA(t, "F1-L3-S08")
 	file := filepath.Join(t.TempDir(), "not-a-directory")
 	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err = stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, filepath.Join(file, "F1-L3-S08"))
+	_, err := stepca.Bootstrap(ctx, c.URL, c.RootFile, ott, filepath.Join(file, "F1-L3-S08"))
 	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.OutputFailed || e.Field != "dir" || !strings.Contains(err.Error(), "token is still unused") {
 		t.Fatalf("bootstrap into a path under a file: %v; want output_failed on dir saying the token is unused", err)
 	}
@@ -99,4 +88,17 @@ func TestBootstrapUnwritableDirKeepsToken(t *testing.T) {
 	if cert.Subject.CommonName != "F1-L3-S08" {
 		t.Fatalf("certificate for %q", cert.Subject.CommonName)
 	}
+}
+
+// stationCA starts a development step-ca with a station provisioner
+// (certificates for an hour) and makes a one-time token for station.
+func stationCA(t *testing.T, station string) (*stepcadev.CA, string) {
+	cfg := hsmtest.NewToken(t)
+	tok := hsmtest.Open(t, cfg)
+	c, opKey := stepcatest.StartStationCA(t, cfg, tok, time.Hour)
+	ott, err := stepca.StationToken(c.URL, "tacline-stations", opKey, station, 5*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, ott
 }
