@@ -10,7 +10,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -555,10 +554,7 @@ func TestReplayOfPendingIntentWithVoidedIMEIs(t *testing.T) {
 		ctx := context.Background()
 		signatures := countSignatures(env)
 		dev := provtest.NewDevice(t)
-		fs.Down.Store(true)
-		_, err := provision(env, "S1", "old-1", "SN-OLD", dev)
-		wantCode(t, err, tacerr.HSMUnavailable)
-		fs.Down.Store(false)
+		failSignature(t, env, fs, "old-1", "SN-OLD", dev)
 		if err := env.Issuer.Ready(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -569,7 +565,7 @@ func TestReplayOfPendingIntentWithVoidedIMEIs(t *testing.T) {
 		// The state the code before 4bec96c left: the group's IMEIs voided
 		// by the station, the intent still pending.
 		if err := env.DB.InTx(ctx, func(tx *store.Tx) error {
-			_, err := storetest.Exec(tx, fmt.Sprintf(`UPDATE imeis SET state = 'VOIDED', reason = 'scrapped', voided_at = 1 WHERE reservation_id = %d AND grp = %d`, is.ReservationID, is.Group))
+			_, err := storetest.Exec(tx, `UPDATE imeis SET state = 'VOIDED', reason = 'scrapped', voided_at = 1 WHERE reservation_id = ? AND grp = ?`, is.ReservationID, is.Group)
 			return err
 		}); err != nil {
 			t.Fatal(err)

@@ -160,7 +160,7 @@ func SetDir(dir string) (string, error) {
 }
 
 // writeGeneration writes files into a new generation directory in dir,
-// each file and the directory fsynced.
+// each file and the directory fsynced (Write).
 func writeGeneration(dir string, files []File) (string, error) {
 	gen, err := os.MkdirTemp(dir, setPrefix+"*")
 	if err != nil {
@@ -171,35 +171,13 @@ func writeGeneration(dir string, files []File) (string, error) {
 		if err != nil {
 			break
 		}
-		err = writeNew(filepath.Join(gen, f.Name), f.Data, f.Perm)
-	}
-	if err == nil {
-		err = SyncDir(gen)
+		err = Write(filepath.Join(gen, f.Name), f.Data, f.Perm) // fsyncs the file and gen
 	}
 	if err != nil {
 		_ = os.RemoveAll(gen)
 		return "", err
 	}
 	return gen, nil
-}
-
-// writeNew creates path with data and mode perm and fsyncs it.
-func writeNew(path string, data []byte, perm os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_EXCL|os.O_WRONLY, perm)
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Chmod(perm) // not narrowed by the umask
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // linkNames makes each name of files in dir a link to CurrentLink/name.
