@@ -198,9 +198,11 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mux.ServeHTTP(w, r)
 }
 
-// Close deletes the work directory when New made it (an empty
-// Config.WorkDir): reconciliation runs and exports are gone with it.
+// Close logs the repeats of errors left out of the log so far (Run) and
+// deletes the work directory when New made it (an empty Config.WorkDir):
+// reconciliation runs and exports are gone with it.
 func (c *Console) Close() error {
+	c.sweepErrors(context.Background(), true)
 	if c.tempDir {
 		return os.RemoveAll(c.cfg.WorkDir)
 	}
@@ -503,24 +505,25 @@ func (c *Console) note(r *http.Request, p *page, err error) errorNote {
 		code = tacerr.Internal // as PublicError describes it
 	}
 	n := errorNote{Status: status, Code: string(code), Title: title, Text: detail, RequestID: c.requestID(p)}
-	cause := err.Error()
-	d := c.errs.admit(n.Code+"\x00"+cause, n.RequestID, c.cfg.Now())
+	e := errShown{code: n.Code, cause: err.Error(), level: slog.LevelWarn}
+	if status >= 500 {
+		e.level = slog.LevelError
+	}
+	d := c.errs.admit(e, n.RequestID, c.cfg.Now())
+	c.logRepeats(r.Context(), d.closed)
 	if !d.log {
 		n.LoggedAs = d.loggedAs
 		return n
 	}
-	level, actor := slog.LevelWarn, ""
-	if status >= 500 {
-		level = slog.LevelError
-	}
+	actor := ""
 	if p != nil {
 		actor = p.Actor.ID
 	}
-	attrs := []any{"request_id", n.RequestID, "path", r.URL.Path, "actor", actor, "code", n.Code, "err", cause}
+	attrs := []any{"request_id", n.RequestID, "path", r.URL.Path, "actor", actor, "code", n.Code, "err", e.cause}
 	if d.suppressed > 0 {
 		attrs = append(attrs, "repeats_suppressed", d.suppressed, "last_suppressed_request_id", d.lastID)
 	}
-	c.cfg.Log.Log(r.Context(), level, "console: error shown", attrs...)
+	c.cfg.Log.Log(r.Context(), e.level, "console: error shown", attrs...)
 	return n
 }
 

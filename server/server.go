@@ -365,6 +365,7 @@ func (s *Server) Run(ctx context.Context, ready func(addr string)) error {
 	go s.runIssuerRefresh(rctx, s.cfg.Provisioning.IssuerRefresh)
 	go s.runStationCRL(rctx)
 	go s.Authority.Run(rctx)
+	go s.Console.Run(rctx) // the console's error log: repeats left out of closed windows
 	if !s.cfg.Audit.Disabled {
 		go s.Audit.Run(rctx, s.log)
 	}
