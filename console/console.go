@@ -157,6 +157,10 @@ func New(cfg Config) (*Console, error) {
 	if c.texts = cfg.Texts; c.texts == nil {
 		c.texts = English()
 	}
+	if en := c.texts.Untranslated(); len(en) > 0 {
+		cfg.Log.Warn("console: the check page's translation leaves texts in English; add them to console.check_texts",
+			"lang", c.texts.Lang, "keys", en)
+	}
 	if c.pages, err = parsePages(c.texts); err != nil {
 		return nil, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"github.com/tacline/tacline/imei"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -592,5 +594,34 @@ func TestRegulatorErrorShowsCodeNotCause(t *testing.T) {
 				t.Fatalf("no log line with request id %s, code %s and %q:\n%s", m[1], tc.code, tc.detail, logText)
 			}
 		})
+	}
+}
+
+// TestTranslationLacksKeyWarned: the server's start names the texts a
+// translation (console.check_texts) leaves in English, so that a texts
+// file written before a release added a text (error.reference.repeat) is
+// noticed; TestUntranslated checks the list itself.
+func TestTranslationLacksKeyWarned(t *testing.T) {
+	old := filepath.Join(t.TempDir(), "de.yaml")
+	if err := os.WriteFile(old, []byte("lang: de\ntexts:\n  check.title: IMEI prüfen\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var log bytes.Buffer
+	startServerLogging(t, slog.New(slog.NewJSONHandler(&log, nil)), func(env *devenv.Env) { env.Config.Console.CheckTexts = old })
+	var warned bool
+	for l := range strings.Lines(log.String()) {
+		var m struct {
+			Level, Msg, Lang string
+			Keys             []string
+		}
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(m.Msg, "translation leaves texts in English") {
+			warned = m.Level == "WARN" && m.Lang == "de" && slices.Contains(m.Keys, "error.reference.repeat") && !slices.Contains(m.Keys, "check.title")
+		}
+	}
+	if !warned {
+		t.Fatalf("the server's start did not name the untranslated keys:\n%s", log.String())
 	}
 }

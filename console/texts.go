@@ -57,7 +57,16 @@ var catalogue = map[string]string{
 type Texts struct {
 	Lang string // BCP 47 language tag of the page (en by default)
 	m    map[string]string
+	// english are the catalogue's keys the translation leaves out, sorted
+	// (nil for English itself).
+	english []string
 }
+
+// Untranslated returns the keys of the catalogue that a translation
+// leaves out (shown in English on its page), sorted; none for English.
+// A translation written before a release added a key lacks it: the
+// console names them when it starts.
+func (t *Texts) Untranslated() []string { return t.english }
 
 // English is the catalogue as shipped.
 func English() *Texts { return &Texts{Lang: "en", m: catalogue} }
@@ -80,7 +89,7 @@ var (
 //	  check.title: IMEI prüfen
 //	  check.limited: Zu viele Anfragen. Bitte warten Sie %d Sekunden.
 //
-// Keys it leaves out stay English. An unknown key, a missing or bad lang,
+// Keys it leaves out stay English (Untranslated lists them). An unknown key, a missing or bad lang,
 // or a text whose %s/%d markers differ from the English one is an error
 // naming it.
 func LoadTexts(path string) (*Texts, error) {
@@ -111,6 +120,12 @@ func LoadTexts(path string) (*Texts, error) {
 		}
 		t.m[k] = v
 	}
+	for k := range catalogue {
+		if _, ok := f.Texts[k]; !ok {
+			t.english = append(t.english, k)
+		}
+	}
+	slices.Sort(t.english)
 	return t, nil
 }
 

@@ -1,6 +1,7 @@
 package console
 
 import (
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -253,5 +254,43 @@ func TestCSRFKeyFile(t *testing.T) {
 	own1, own2 := replica(Settings{}), replica(Settings{})
 	if reason := own2.checkCSRF(post(own1.csrfToken(post(""), a)), a, false); reason == "" {
 		t.Fatal("consoles with their own random keys accepted each other's token")
+	}
+}
+
+// TestUntranslated: a translation written before a release added a text
+// (as error.reference.repeat was added after texts files existed) shows
+// that text in English; Untranslated names exactly the keys it leaves out
+// (the server's start logs them: TestTranslationLacksKeyWarned), and none
+// for a complete translation or English.
+func TestUntranslated(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, leaveOut string) string {
+		var b strings.Builder
+		b.WriteString("lang: de\ntexts:\n")
+		for k, v := range catalogue {
+			if k != leaveOut {
+				fmt.Fprintf(&b, "  %s: %q\n", k, "[de] "+v)
+			}
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	full, err := LoadTexts(write("full.yaml", ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if en := full.Untranslated(); len(en) != 0 || len(English().Untranslated()) != 0 {
+		t.Fatalf("a complete translation leaves %v in English", en)
+	}
+	old := write("old.yaml", "error.reference.repeat")
+	tx, err := LoadTexts(old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if en := tx.Untranslated(); !slices.Equal(en, []string{"error.reference.repeat"}) {
+		t.Fatalf("Untranslated = %v, want [error.reference.repeat]", en)
 	}
 }
