@@ -208,8 +208,10 @@ func checkEnrolled(ctx context.Context, p Provisioner, c caller) error {
 
 // checkPerson refuses a role certificate of the station CA that the ledger
 // records as one person's and that was disabled (`tacline station disable
-// --person`). Role certificates the ledger does not record (issued before
-// it recorded them, or by a mapped CA) are the CA's word alone.
+// --person`), or that was disabled by its serial (`--serial`: one enrolled
+// before the ledger recorded them). Other role certificates the ledger does
+// not record (issued before it recorded them, or by a mapped CA) are the
+// CA's word alone.
 func checkPerson(ctx context.Context, p Provisioner, c caller) error {
 	if !c.tacline || c.site != "" {
 		return nil
@@ -220,6 +222,9 @@ func checkPerson(ctx context.Context, p Provisioner, c caller) error {
 		return nil
 	case err != nil:
 		return err
+	case !pc.DisabledAt.IsZero() && pc.Person == "":
+		return tacerr.New(tacerr.Forbidden, "this role certificate (serial %s, %q) was disabled by its serial at %s; an admin can enroll one for you (tacline station enroll --roles ... --person NAME)",
+			pc.CertSerial, c.leaf.Subject.CommonName, pc.DisabledAt.UTC().Format(time.RFC3339))
 	case !pc.DisabledAt.IsZero():
 		return tacerr.New(tacerr.Forbidden, "this certificate of %s (serial %s) was disabled at %s; an admin can enroll a new one (tacline station enroll --roles ... --person %s)",
 			pc.Person, pc.CertSerial, pc.DisabledAt.UTC().Format(time.RFC3339), pc.Person)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"github.com/tacline/tacline/imei"
@@ -466,6 +467,60 @@ func TestDisabledPersonRefused(t *testing.T) {
 	}
 	if _, err := db.DisablePerson(context.Background(), "auditor", "test"); tacerr.CodeOf(err) != tacerr.NotFound {
 		t.Errorf("disabling the auditor again: %v, want not_found", err)
+	}
+}
+
+// TestLegacyRoleCertificateDisabledBySerial: a role certificate enrolled
+// before migration 0023 (subject "role auditor", no person, no row in
+// people) is the station CA's word alone until an operator disables it by
+// its serial (`tacline station disable --serial`, written as openssl
+// prints it): then it is refused at its next request, on the console and
+// the API, naming its serial. Disabling a person cannot reach it.
+func TestLegacyRoleCertificateDisabledBySerial(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	db, err := s.env.OpenLedger(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	caCert, _, signer, err := castore.ActiveCA(ctx, db, s.srv.Token, store.IssuerStation)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, key, err := ca.StationCert(caCert, signer, nil, ca.Station{Roles: []string{"auditor"}}, ca.ValidFor(time.Now(), time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := castore.WriteKeyPair(filepath.Join(s.env.IdentitiesDir, "person-legacy"), append(castore.PEM(cert), castore.PEM(caCert)...), key); err != nil {
+		t.Fatal(err)
+	}
+	legacy := s.client(t, "legacy")
+	if resp, body := get(t, legacy, s.url+"/console/audit"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the legacy role certificate before the disable: %s\n%s", resp.Status, body)
+	}
+	if _, err := db.DisablePerson(ctx, "auditor", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, body := get(t, legacy, s.url+"/console/audit"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("disabling a person reached the legacy certificate: %s\n%s", resp.Status, body)
+	}
+	var octets []string // as openssl x509 -serial prints it, with colons
+	for _, b := range cert.SerialNumber.Bytes() {
+		octets = append(octets, strings.ToUpper(hex.EncodeToString([]byte{b})))
+	}
+	pc, err := db.DisableRoleCertificate(ctx, strings.Join(octets, ":"), "test")
+	if err != nil || pc.CertSerial != cert.SerialNumber.Text(16) || pc.Person != "" || pc.DisabledAt.IsZero() {
+		t.Fatalf("disable by serial: %+v, %v", pc, err)
+	}
+	for _, path := range []string{"/console/audit", "/metrics"} {
+		if resp, body := get(t, legacy, s.url+path); resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "disabled by its serial") ||
+			!strings.Contains(body, pc.CertSerial) {
+			t.Errorf("the disabled legacy certificate on %s: %s\n%s", path, resp.Status, body)
+		}
+	}
+	if resp, body := get(t, s.client(t, "operator"), s.url+"/console/search"); resp.StatusCode != http.StatusOK {
+		t.Errorf("the operator after the disable: %s\n%s", resp.Status, body)
 	}
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -77,26 +78,38 @@ func newStationEnrollCmd() *cobra.Command {
 }
 
 func newStationDisableCmd() *cobra.Command {
-	var id, person string
+	var id, person, serial string
 	disable := &cobra.Command{
 		Use:   "disable",
-		Short: "Disable a station, or a person's role certificates: the next request is refused",
+		Short: "Disable a station, a person's role certificates, or one role certificate by serial: the next request is refused",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if (id == "") == (person == "") {
-				return flagErr("--id", "name a station (--id) or a person (--person), one of them")
+			if n := len(slices.DeleteFunc([]string{id, person, serial}, func(s string) bool { return s == "" })); n != 1 {
+				return flagErr("--id", "name a station (--id), a person (--person) or a role certificate (--serial), one of them")
 			}
 			db, err := ledgerFromFlags(cmd)
 			if err != nil {
 				return err
 			}
 			defer db.Close()
-			if person != "" {
+			switch {
+			case person != "":
 				serials, err := db.DisablePerson(cmd.Context(), person, operator())
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(cmd.OutOrStdout(), "person %s disabled (certificate serials %s)\n", person, strings.Join(serials, ", "))
+				fmt.Fprintf(cmd.OutOrStdout(), "person %s disabled (certificate serials %s)\nnot reached: %s\n", person, strings.Join(serials, ", "), store.UnrecordedRoleCerts)
+				return nil
+			case serial != "":
+				pc, err := db.DisableRoleCertificate(cmd.Context(), serial, operator())
+				if err != nil {
+					return err
+				}
+				who := "recorded by its serial alone"
+				if pc.Person != "" {
+					who = "of person " + pc.Person
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "role certificate %s disabled (%s)\n", pc.CertSerial, who)
 				return nil
 			}
 			if err := db.DisableStation(cmd.Context(), id, operator()); err != nil {
@@ -108,6 +121,7 @@ func newStationDisableCmd() *cobra.Command {
 	}
 	disable.Flags().StringVar(&id, "id", "", "station id")
 	disable.Flags().StringVar(&person, "person", "", "a person: disables every role certificate enrolled for them")
+	disable.Flags().StringVar(&serial, "serial", "", "a role certificate's serial (hex, colons allowed): disables it, also one enrolled before the ledger recorded role certificates (migration 0023)")
 	return disable
 }
 
@@ -152,7 +166,11 @@ func newStationListCmd() *cobra.Command {
 						"enabled": p.DisabledAt.IsZero(), "enrolled_at": p.EnrolledAt})
 					continue
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", p.Person, strings.Join(p.Roles, ","), p.CertSerial, p.DisabledAt.IsZero())
+				name := p.Person
+				if name == "" {
+					name = "-" // enrolled before migration 0023, disabled by its serial
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%v\n", name, strings.Join(p.Roles, ","), p.CertSerial, p.DisabledAt.IsZero())
 			}
 			return w.Flush()
 		},
