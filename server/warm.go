@@ -82,7 +82,7 @@ func (s *Server) warmOnce(ctx context.Context, budget store.WarmBudget, first bo
 	}
 	s.warm.mapped.Store(rep.MappedBytes)
 	s.warm.runs.Add(1)
-	attrs := []any{"mib", rep.Bytes >> 20, "mapped_mib", rep.MappedBytes >> 20, "seconds", rep.Seconds, "budget_mib", budget.Read >> 20, "map_budget_mib", budget.Map >> 20}
+	attrs := []any{"mib", rep.Bytes >> 20, "mapped_mib", rep.MappedBytes >> 20, "page_reads", rep.PageReads, "seconds", rep.Seconds, "budget_mib", budget.Read >> 20, "map_budget_mib", budget.Map >> 20}
 	for _, t := range rep.Trees {
 		attrs = append(attrs, t.Index, t.Pages)
 		if t.Partial && first {

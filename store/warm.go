@@ -60,8 +60,11 @@ type WarmReport struct {
 	Bytes  int64      `json:"bytes"`
 	Budget int64      `json:"budget_bytes"`
 	// MappedBytes is what stays mapped of the OS pages holding the trees.
-	MappedBytes int64   `json:"mapped_bytes"`
-	Seconds     float64 `json:"seconds"`
+	MappedBytes int64 `json:"mapped_bytes"`
+	// PageReads counts the pages read from the file: each page of the
+	// trees once, and a second time those that are not kept mapped.
+	PageReads int64   `json:"page_reads"`
+	Seconds   float64 `json:"seconds"`
 }
 
 // warmReaders is the number of reads Warm keeps in flight: the disk
@@ -112,7 +115,7 @@ func (db *DB) Warm(ctx context.Context, b WarmBudget, progress *atomic.Int64) (W
 	if err != nil {
 		return rep, tacerr.Wrap(tacerr.Unavailable, err, "read the ledger's size")
 	}
-	var kept [][]uint32
+	plan := newMapPlan(pageSize, st.Size(), b.Map)
 	w := &warmer{f: f, pageSize: pageSize, pages: uint32(min(st.Size()/pageSize, 1<<32-1)), progress: progress}
 	for _, k := range warmKeys {
 		var idx struct {
@@ -127,33 +130,36 @@ func (db *DB) Warm(ctx context.Context, b WarmBudget, progress *atomic.Int64) (W
 		}
 		t := WarmTree{Index: idx.Name, Table: k.table}
 		level := []uint32{idx.Root}
-		var treePages []uint32
 		for len(level) > 0 && t.Levels < 32 {
 			if rep.Bytes+int64(len(level))*pageSize > budget {
 				t.Partial = true
 				break
 			}
-			next, err := w.read(ctx, level)
+			// A page that will be kept mapped is read once: populating
+			// the map is its second access. The others are read twice.
+			mapped, unmapped := plan.add(level)
+			next, err := w.read(ctx, mapped, false)
+			if err != nil {
+				return rep, err
+			}
+			more, err := w.read(ctx, unmapped, true)
 			if err != nil {
 				return rep, err
 			}
 			t.Pages += int64(len(level))
-			if b.Map >= osPage { // kept for keepMapped only
-				treePages = append(treePages, level...)
-			}
 			t.Levels++
 			rep.Bytes += int64(len(level)) * pageSize
-			level = next
+			level = append(next, more...)
 		}
 		if t.Pages > 0 {
 			rep.Trees = append(rep.Trees, t)
-			kept = append(kept, treePages)
 		}
 		if t.Partial {
 			break
 		}
 	}
-	if rep.MappedBytes, err = db.keepMapped(f, pageSize, st.Size(), kept, b.Map); err != nil {
+	rep.PageReads = w.reads.Load()
+	if rep.MappedBytes, err = db.keepMapped(f, st.Size(), plan); err != nil {
 		return rep, err
 	}
 	rep.Seconds = time.Since(start).Seconds()
@@ -166,12 +172,13 @@ type warmer struct {
 	pageSize int64
 	pages    uint32 // pages in the file when Warm started
 	progress *atomic.Int64
+	reads    atomic.Int64 // pages read, each read counted
 }
 
 // read reads the given pages (many reads in flight, neighbours in one
-// read) and returns the child pages of those that are interior b-tree
-// pages, in no order.
-func (w *warmer) read(ctx context.Context, pages []uint32) ([]uint32, error) {
+// read), twice when twice is set, and returns the child pages of those
+// that are interior b-tree pages, in no order.
+func (w *warmer) read(ctx context.Context, pages []uint32, twice bool) ([]uint32, error) {
 	pages = slices.Clone(pages)
 	slices.Sort(pages)
 	pages = slices.Compact(pages)
@@ -204,13 +211,15 @@ func (w *warmer) read(ctx context.Context, pages []uint32) ([]uint32, error) {
 				first, count := runs[i][0], runs[i][1]
 				b := buf[:int64(count)*w.pageSize]
 				n, err := w.f.ReadAt(b, int64(first-1)*w.pageSize)
-				if err == nil {
+				w.reads.Add(int64(count))
+				if err == nil && twice {
 					// Read twice: the kernel keeps a page read once on
 					// its inactive list, the first evicted, where the
 					// pages of a whole-ledger read (a check, a backup)
 					// crowd it out within minutes; a second access
 					// moves it to the active list.
 					_, err = w.f.ReadAt(b, int64(first-1)*w.pageSize)
+					w.reads.Add(int64(count))
 				}
 				if err != nil && !errors.Is(err, io.EOF) {
 					mu.Lock()
@@ -290,12 +299,53 @@ func memTotal() int64 {
 // mapped (Linux on the architectures tacline is built for).
 const osPage = 4096
 
+// mapPlan is the OS pages of the ledger file that Warm keeps mapped: one
+// bit per OS page, those holding the trees' pages in the order Warm reads
+// them, until budget bytes of OS pages. nil: nothing is kept mapped.
+type mapPlan struct {
+	pageSize, osPages, budget, n int64
+	want                         []uint64
+	full                         bool // the budget ended
+}
+
+func newMapPlan(pageSize, size, budget int64) *mapPlan {
+	if size < osPage || budget < osPage {
+		return nil
+	}
+	return &mapPlan{pageSize: pageSize, osPages: size / osPage, budget: budget, want: make([]uint64, (size/osPage+63)/64)}
+}
+
+// add marks the OS pages holding pages, in order, while the budget lasts,
+// and splits pages into those that will be kept mapped and the others.
+func (p *mapPlan) add(pages []uint32) (mapped, unmapped []uint32) {
+	if p == nil {
+		return nil, pages
+	}
+	for i, pg := range pages {
+		o := (int64(pg) - 1) * p.pageSize / osPage
+		switch {
+		case o >= p.osPages:
+			unmapped = append(unmapped, pg)
+			continue
+		case p.want[o/64]&(1<<(o%64)) != 0:
+		case p.full || (p.n+1)*osPage > p.budget:
+			p.full = true
+			return mapped, append(unmapped, pages[i:]...)
+		default:
+			p.want[o/64] |= 1 << (o % 64)
+			p.n++
+		}
+		mapped = append(mapped, pg)
+	}
+	return mapped, unmapped
+}
+
 // keepMapped maps the ledger file read-only and has the kernel map, in
-// order, the OS pages that hold the pages of trees, until budget bytes of
-// OS pages are mapped (madvise MADV_POPULATE_READ: the kernel reads a page
-// that is not resident and reports a failure as an error, never as a
-// signal; tacline never reads the map). The map replaces the one an
-// earlier warm-up kept and stays until Close. It returns the bytes mapped.
+// order, the OS pages of plan (madvise MADV_POPULATE_READ: the kernel
+// reads a page that is not resident and reports a failure as an error,
+// never as a signal; tacline never reads the map). The map replaces the
+// one an earlier warm-up kept and stays until Close. It returns the bytes
+// mapped.
 //
 // Why a map nobody reads: a page of the page cache that no process maps is
 // the first the kernel gives back, and hosts that reclaim memory
@@ -309,10 +359,10 @@ const osPage = 4096
 // round later than an unmapped one. The pages count in the server's
 // resident set (RssFile) while mapped, with the resident neighbours the
 // kernel maps around each (fault-around).
-func (db *DB) keepMapped(f *os.File, pageSize, size int64, trees [][]uint32, budget int64) (int64, error) {
+func (db *DB) keepMapped(f *os.File, size int64, plan *mapPlan) (int64, error) {
 	db.warmMu.Lock()
 	defer db.warmMu.Unlock()
-	if size < osPage || len(trees) == 0 || budget < osPage {
+	if plan == nil || plan.n == 0 {
 		return 0, nil
 	}
 	m, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
@@ -321,24 +371,7 @@ func (db *DB) keepMapped(f *os.File, pageSize, size int64, trees [][]uint32, bud
 	}
 	// A page the kernel must read is read alone, not with its neighbours.
 	_ = unix.Madvise(m, unix.MADV_RANDOM)
-	// One bit per OS page of the file: the pages to map, the trees' first.
-	osPages := size / osPage
-	want := make([]uint64, (osPages+63)/64)
-	var n int64
-fill:
-	for _, pages := range trees {
-		for _, p := range pages {
-			o := (int64(p) - 1) * pageSize / osPage
-			if o >= osPages || want[o/64]&(1<<(o%64)) != 0 {
-				continue
-			}
-			if (n+1)*osPage > budget {
-				break fill
-			}
-			want[o/64] |= 1 << (o % 64)
-			n++
-		}
-	}
+	osPages, want := plan.osPages, plan.want
 	var mapped int64
 	for o := int64(0); o < osPages; {
 		if want[o/64]&(1<<(o%64)) == 0 {
@@ -359,7 +392,8 @@ fill:
 			return 0, tacerr.Wrap(tacerr.Unavailable, err, "keep the ledger's key indexes mapped (madvise MADV_POPULATE_READ needs Linux 5.14 or later)")
 		}
 		// Otherwise (a read error, EIO; memory, ENOMEM) the run stays
-		// unmapped and is read from the disk when a device needs it.
+		// unmapped, its pages read once by the walk, and is read from the
+		// disk when a device needs it.
 		o = end
 	}
 	if db.warmMap != nil {

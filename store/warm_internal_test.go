@@ -212,6 +212,46 @@ func TestWarmKeepsTheIndexPagesMapped(t *testing.T) {
 	}
 }
 
+// TestWarmReadsEachPageOnceWhenMapped: a warm-up that keeps the trees'
+// pages mapped reads each of them from the file once (populating the map
+// is the second access that keeps a page on the kernel's active list), at
+// start and at every refresh; without a map each page is read twice, and
+// with a map too small for them all, twice only those left out of it.
+func TestWarmReadsEachPageOnceWhenMapped(t *testing.T) {
+	db, w := warmFixture(t, 30000, 6000)
+	w.Close()
+	defer db.releaseWarmMap()
+	pages := func(rep WarmReport) (n int64) {
+		for _, tr := range rep.Trees {
+			n += tr.Pages
+		}
+		return n
+	}
+	for _, what := range []string{"start", "refresh"} {
+		rep, err := db.Warm(context.Background(), WarmBudget{Read: 1 << 40, Map: 1 << 40}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := pages(rep); n == 0 || rep.PageReads != n || rep.MappedBytes == 0 {
+			t.Fatalf("%s with a map: %d page reads for %d pages (mapped %d bytes), want each page read once", what, rep.PageReads, n, rep.MappedBytes)
+		}
+	}
+	rep, err := db.Warm(context.Background(), WarmBudget{Read: 1 << 40}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pages(rep); rep.PageReads != 2*n || rep.MappedBytes != 0 {
+		t.Fatalf("without a map: %d page reads for %d pages, want each read twice", rep.PageReads, n)
+	}
+	rep, err = db.Warm(context.Background(), WarmBudget{Read: 1 << 40, Map: 8 * osPage}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := pages(rep); rep.PageReads <= n || rep.PageReads >= 2*n || rep.MappedBytes == 0 {
+		t.Fatalf("with a map of 8 OS pages: %d page reads for %d pages, want the mapped ones read once, the others twice", rep.PageReads, n)
+	}
+}
+
 // TestWarmChildrenOfAnyPage: whatever a page holds (a checkpoint may
 // rewrite it between a parent's read and its own), its children are page
 // numbers inside the file, and reading it never panics.
