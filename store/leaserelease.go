@@ -155,6 +155,13 @@ func (db *DB) ReturnLeaseChunks(ctx context.Context, id int64, actor string, chu
 					return err
 				}
 				now := tx.Now().Truncate(time.Microsecond)
+				if !cur.ForcedAt.Valid {
+					// The first chunk: `lease list` shows the return as
+					// started until the last one ends the lease.
+					if _, err := tx.exec(tx.rebind(`UPDATE leases SET forced_at = ? WHERE id = ?`), now.UnixMicro(), id); err != nil {
+						return translate(err, "mark forced return")
+					}
+				}
 				if n, err = tx.voidUnreported(cur, from, to, actor, now); err != nil {
 					return err
 				}
@@ -164,10 +171,9 @@ func (db *DB) ReturnLeaseChunks(ctx context.Context, id int64, actor string, chu
 				// The whole lease is voided where HQ has no row: end it,
 				// counting every SNR a forced return voided, by this run
 				// or an interrupted one before it.
-				var all int64
-				if err := tx.get(&all, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ? AND reason = ?`),
-					r.lo(), r.hi(), VoidLeaseReturned); err != nil {
-					return translate(err, "count voided lease SNRs")
+				all, err := tx.forcedVoids(cur)
+				if err != nil {
+					return err
 				}
 				return tx.endLease(cur, sql.NullInt64{}, now, actor, map[string]string{"voided": strconv.FormatInt(all, 10), "proof": "none (forced)"})
 			})
@@ -186,6 +192,16 @@ func (db *DB) ReturnLeaseChunks(ctx context.Context, id int64, actor string, chu
 		}
 	}
 	return p.Voided, nil
+}
+
+// forcedVoids counts the SNRs of lease r that a forced return voided
+// (reason lease_returned), by any run.
+func (tx *Tx) forcedVoids(r leaseRow) (int64, error) {
+	var n int64
+	if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ? AND reason = ?`), r.lo(), r.hi(), VoidLeaseReturned); err != nil {
+		return 0, translate(err, "count voided lease SNRs")
+	}
+	return n, nil
 }
 
 // lockLease holds lease id's row until the transaction ends (PostgreSQL;

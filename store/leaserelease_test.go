@@ -541,6 +541,68 @@ func TestForcedReturnInChunks(t *testing.T) {
 	})
 }
 
+// TestForcedReturnShownUntilFinished: an interrupted forced return leaves
+// the lease held with some SNRs voided; Leases says a forced return began
+// (when its first chunk committed) and how many SNRs it voided so far,
+// until a run of it ends the lease, which keeps the start. Migration 0025
+// gives a lease interrupted before it the time of its first voided SNR.
+func TestForcedReturnShownUntilFinished(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 999)
+		enrollSite(t, db, "s1")
+		l := grant(t, db, "s1", 100)
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l, 3))},
+			store.SiteCheckpoint{Size: 1, Hash: []byte("h1")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		if st := leaseOf(t, db, l.ID); !st.ForcedAt.IsZero() || st.ForcedVoided != 0 {
+			t.Fatalf("a lease no forced return touched: %+v", st)
+		}
+		interrupt := func() {
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			chunks := 0
+			_, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(store.ReturnProgress) {
+				if chunks++; chunks == 2 {
+					cancel()
+				}
+			})
+			wantCode(t, err, tacerr.Unavailable)
+		}
+		before := db.Now().Truncate(time.Microsecond)
+		interrupt()
+		st := leaseOf(t, db, l.ID)
+		if st.ForcedAt.Before(before) || !st.ReturnedAt.IsZero() || st.ForcedVoided != 19 || st.Voided != 19 {
+			t.Fatalf("after an interrupted forced return: %+v, want it started, unfinished, 19 voided", st)
+		}
+		started := st.ForcedAt
+
+		// Interrupted before migration 0025: the migration finds it.
+		if err := db.MigrateDownTo(ctx, 24); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := leaseOf(t, db, l.ID); !st.ForcedAt.Equal(started) || st.ForcedVoided != 19 {
+			t.Fatalf("after migration 0025 again: %+v, want started at %s", st, started)
+		}
+
+		interrupt() // a second run, interrupted in the same chunks: the start stays the first's
+		if st := leaseOf(t, db, l.ID); !st.ForcedAt.Equal(started) || st.ForcedVoided != 19 || !st.ReturnedAt.IsZero() {
+			t.Fatalf("after a second interrupted run: %+v", st)
+		}
+		if _, err := db.ReturnLease(ctx, l.ID, "test"); err != nil {
+			t.Fatal(err)
+		}
+		if st := leaseOf(t, db, l.ID); !st.ForcedAt.Equal(started) || st.ReturnedAt.IsZero() || st.ForcedVoided != 99 {
+			t.Fatalf("after the run that finished it: %+v", st)
+		}
+		mustCheck(t, db)
+	})
+}
+
 // TestForcedReturnChunkAndReleaseSerialise: on PostgreSQL a forced
 // return's chunk and the site's release of the same lease serialise on the
 // lease's row. The chunk waits first, then the release; the chunk voids

@@ -226,6 +226,11 @@ type Lease struct {
 	// Waiting is set while a lease an operator granted (GrantLease) waits
 	// for its site: the site's next request claims it (GrantAskedLease).
 	Waiting bool
+	// ForcedAt is when the first chunk of a forced return
+	// (ReturnLeaseChunks) committed (zero: none began). With ReturnedAt
+	// zero, the forced return was interrupted: running it again finishes
+	// it.
+	ForcedAt time.Time
 }
 
 // Size is the number of SNRs of the lease.
@@ -249,6 +254,9 @@ type LeaseStats struct {
 	Voided  int64
 	Revoked int64
 	Unused  int64 // leased and not yet used: no row at HQ (0 once returned)
+	// ForcedVoided is how many SNRs a forced return voided (reason
+	// lease_returned) while ForcedAt is set.
+	ForcedVoided int64
 }
 
 type leaseRow struct {
@@ -268,12 +276,14 @@ type leaseRow struct {
 	ReletOf           sql.NullInt64  `db:"relet_of"`
 	ByOperator        int64          `db:"by_operator"`
 	RequestID         sql.NullString `db:"request_id"`
+	ForcedAt          sql.NullInt64  `db:"forced_at"`
 }
 
 func (r leaseRow) lease() Lease {
 	l := Lease{ID: r.ID, Site: r.Site, Pool: r.Pool, TAC: uint32(r.TAC), SNRStart: uint32(r.SNRStart), SNREnd: uint32(r.SNREnd),
 		GrantedAt: micros(r.GrantedAt), ExpiresAt: micros(r.ExpiresAt), ReturnedAt: nullMicros(r.ReturnedAt),
-		ReturnRequestedAt: nullMicros(r.ReturnRequestedAt), ReletOf: r.ReletOf.Int64, Waiting: r.ByOperator == 1 && !r.RequestID.Valid}
+		ReturnRequestedAt: nullMicros(r.ReturnRequestedAt), ReletOf: r.ReletOf.Int64, Waiting: r.ByOperator == 1 && !r.RequestID.Valid,
+		ForcedAt: nullMicros(r.ForcedAt)}
 	if r.ReleasedFrom.Valid {
 		l.Released = r.SNREnd + 1 - r.ReleasedFrom.Int64
 		l.Relet = r.ReletNext.Int64 - r.ReleasedFrom.Int64
@@ -294,7 +304,7 @@ func (r leaseRow) usedHi() int64 {
 }
 
 const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, l.snr_start, l.snr_end, l.granted_at, l.expires_at,
-	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of, l.by_operator, l.request_id
+	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of, l.by_operator, l.request_id, l.forced_at
 	FROM leases l JOIN pools p ON p.id = l.pool_id`
 
 // LeaseLimits are HQ's bounds on a lease grant (hq.lease in the
@@ -533,6 +543,11 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 				return err
 			}
 			st.Bound, st.Voided, st.Revoked, st.Unused = c.Bound, c.Voided, c.Revoked, unused
+			if l.ForcedAt.Valid {
+				if st.ForcedVoided, err = tx.forcedVoids(l); err != nil {
+					return err
+				}
+			}
 			out = append(out, st)
 		}
 		return nil

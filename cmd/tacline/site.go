@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/hsm"
@@ -82,7 +83,7 @@ func newLeaseCmd() *cobra.Command {
 			}
 			if asJSON {
 				for _, l := range ls {
-					if err := printJSON(cmd.OutOrStdout(), site.WireLease(l)); err != nil {
+					if err := printJSON(cmd.OutOrStdout(), listedLease{Lease: site.WireLease(l), ForcedReturn: forcedReturnOf(l)}); err != nil {
 						return err
 					}
 				}
@@ -90,18 +91,29 @@ func newLeaseCmd() *cobra.Command {
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(w, "LEASE\tSITE\tPOOL\tSNRS\tEXPIRES\tRETURNED\tBOUND\tVOIDED\tREVOKED\tUNUSED\tRELEASED\tRELET")
+			var unfinished []*forcedReturn
 			for _, l := range ls {
 				ret := "-"
-				switch {
+				switch f := forcedReturnOf(l); {
 				case !l.ReturnedAt.IsZero():
 					ret = l.ReturnedAt.Format(time.RFC3339)
+				case f != nil:
+					ret = "forced, unfinished"
+					unfinished = append(unfinished, f)
 				case !l.ReturnRequestedAt.IsZero():
 					ret = "requested"
 				}
 				fmt.Fprintf(w, "%d\t%s\t%s\t%06d-%06d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", l.ID, l.Site, l.Pool, l.SNRStart, l.SNREnd,
 					l.ExpiresAt.Format(time.RFC3339), ret, l.Bound, l.Voided, l.Revoked, l.Unused, l.Released, l.Relet)
 			}
-			return w.Flush()
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			for _, f := range unfinished {
+				fmt.Fprintf(cmd.OutOrStdout(), "lease %d: a forced return started at %s is unfinished, %d SNRs voided so far; finish it with `%s`\n",
+					f.lease, f.StartedAt.Format(time.RFC3339), f.Voided, f.Finish)
+			}
+			return nil
 		},
 	}
 	list.Flags().StringVar(&listSite, "site", "", "only this site's leases")
@@ -181,6 +193,35 @@ func newLeaseCmd() *cobra.Command {
 		},
 	})
 	return c
+}
+
+// listedLease is a line of `lease list --json`: the lease as the API
+// shows it, and HQ's forced return of it, if one began.
+type listedLease struct {
+	wire.Lease
+	ForcedReturn *forcedReturn `json:"forced_return,omitempty"`
+}
+
+// forcedReturn is a forced return (`lease return ID --force`) that began:
+// when its first chunk committed, the SNRs voided so far, and, while it is
+// unfinished (the lease still held), the command that finishes it.
+type forcedReturn struct {
+	lease     int64
+	StartedAt time.Time `json:"started_at"`
+	Finished  bool      `json:"finished"`
+	Voided    int64     `json:"voided"`
+	Finish    string    `json:"finish,omitempty"`
+}
+
+func forcedReturnOf(l store.LeaseStats) *forcedReturn {
+	if l.ForcedAt.IsZero() {
+		return nil
+	}
+	f := &forcedReturn{lease: l.ID, StartedAt: l.ForcedAt, Finished: !l.ReturnedAt.IsZero(), Voided: l.ForcedVoided}
+	if !f.Finished {
+		f.Finish = fmt.Sprintf("tacline lease return %d --force", l.ID)
+	}
+	return f
 }
 
 func leaseID(s string) (int64, error) {
