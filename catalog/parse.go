@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/spreadsheet"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -103,7 +104,7 @@ func Parse(r io.Reader) ([]TAC, error) {
 			line = bytes.TrimPrefix(line, []byte("\xef\xbb\xbf"))
 		}
 		line = bytes.TrimSuffix(line, []byte("\r"))
-		if n == 1 && isUTF16(line) {
+		if n == 1 && spreadsheet.IsUTF16(line) {
 			// Every line would be garbage: one problem says what to do.
 			p.fail(1, "", "the file is UTF-16: save it as UTF-8 (in a spreadsheet: CSV UTF-8, then '|' as the separator) and import it again")
 			break
@@ -308,13 +309,6 @@ func columnOf(field string) string {
 		return "Device_Type"
 	}
 	return "Optional_Fields " + name
-}
-
-// isUTF16 reports whether a file's first line is UTF-16: a byte-order
-// mark of UTF-16 (FF FE or FE FF), or a NUL byte, which no UTF-8 text
-// line holds and UTF-16 has in every ASCII character.
-func isUTF16(first []byte) bool {
-	return bytes.HasPrefix(first, []byte{0xff, 0xfe}) || bytes.HasPrefix(first, []byte{0xfe, 0xff}) || bytes.IndexByte(first, 0) >= 0
 }
 
 // truncate shortens s for an error message.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/tacline/tacline/internal/spreadsheet"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -296,6 +297,30 @@ func deviceColumn(header []byte) int {
 			return k
 		}
 	}
+}
+
+// unreadable refuses a record that shows the file cannot be read line by
+// line: UTF-16 (a byte order mark, or NUL bytes, in line 1), or a carriage
+// return outside a quoted field that no line feed follows (lines ending in
+// CR alone run together into one record, and the IMEIs on them would all
+// be reported missing_in_register). n is the record's line number.
+func unreadable(line []byte, n int64, name string) error {
+	if n == 1 && spreadsheet.IsUTF16(line) {
+		return tacerr.Field(tacerr.InvalidInput, "register", "%s is UTF-16 text (a spreadsheet's \"Unicode text\"), which tacline does not read: save it as CSV UTF-8 (or plain ASCII) and run again", name)
+	}
+	if bytes.IndexByte(line, '\r') < 0 {
+		return nil
+	}
+	inQ := false
+	for i, c := range line {
+		switch {
+		case c == '"':
+			inQ = !inQ
+		case c == '\r' && !inQ && (i+1 == len(line) || line[i+1] != '\n'):
+			return tacerr.Field(tacerr.InvalidInput, "register", "line %d of %s holds a carriage return that no line feed follows: its lines end in CR alone (classic Mac), so they cannot be told apart; save the file with LF or CRLF line ends and run again", n, name)
+		}
+	}
+	return nil
 }
 
 // printable returns line cut to 64 bytes with control and non-ASCII bytes

@@ -157,6 +157,9 @@ func scan(ctx context.Context, x *Index, in *Input, opt Options, sum *Summary, d
 			}
 			return err
 		}
+		if err := unreadable(line, lr.n, in.Name); err != nil {
+			return err
+		}
 		if lr.read >= nextProgress {
 			if ctx.Err() != nil {
 				return tacerr.Wrap(tacerr.Unavailable, ctx.Err(), "reconciliation interrupted at line %d", lr.n)
