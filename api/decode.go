@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -33,20 +35,79 @@ func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 	if r.ContentLength > limit {
 		return tooLarge(limit)
 	}
-	body := http.MaxBytesReader(w, r.Body, limit)
-	dec := json.NewDecoder(body)
+	data, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
+	if err != nil {
+		return jsonError(err, limit)
+	}
+	if err := checkKeys(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return jsonError(err, limit)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return tooLarge(limit)
-		}
 		return tacerr.New(tacerr.InvalidInput, "the body must hold exactly one JSON object; data follows it at byte %d", dec.InputOffset())
 	}
 	return nil
+}
+
+// checkKeys refuses what encoding/json would take silently: a name twice
+// in one object (it keeps the last, so whatever reads the first, a proxy
+// or a log, sees another request than the one run) and a name that
+// matches a field only as encoding/json compares names, ignoring case and
+// folding ſ to s and K to k. Every field of the API is lower-case ASCII
+// letters, digits and '_', so any other name is not one of them. Malformed
+// JSON is left to the decoder, which says where.
+func checkKeys(data []byte) error {
+	type object struct {
+		keys    []string
+		wantKey bool
+	}
+	var stack []*object
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil // the end, or malformed: the decoder reports it
+		}
+		var top *object
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if k, ok := tok.(string); ok && top != nil && top.wantKey {
+			switch {
+			case !fieldName(k):
+				return tacerr.Field(tacerr.InvalidInput, k, "unknown field %q: field names are lower case (check its spelling against the API: docs/api.md, /v1/openapi.yaml)", k)
+			case slices.Contains(top.keys, k):
+				return tacerr.Field(tacerr.InvalidInput, k, "field %q appears more than once in one object: send each field once", k)
+			}
+			top.keys, top.wantKey = append(top.keys, k), false
+			continue
+		}
+		if top != nil && !top.wantKey {
+			top.wantKey = true // this token starts (or is) the value
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, &object{wantKey: true})
+		case json.Delim('['):
+			stack = append(stack, nil)
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+	}
+}
+
+// fieldName reports whether k is spelled as the API's fields are.
+func fieldName(k string) bool {
+	for i := 0; i < len(k); i++ {
+		if c := k[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return k != ""
 }
 
 func tooLarge(limit int64) error {

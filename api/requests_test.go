@@ -58,6 +58,15 @@ func TestDecodingErrors(t *testing.T) {
 		{"not JSON", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":}`), 400, "invalid_input", "", "byte 15"},
 		{"truncated JSON", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r"`), 400, "invalid_input", "", "ends before"},
 		{"array body", "POST", "/v1/allocations", "application/json", []byte(`[1,2]`), 400, "invalid_input", "", "must be a JSON object"},
+		// A field twice: encoding/json keeps the last, so a proxy, a log or a
+		// WAF reading the first sees another request than the ledger runs.
+		{"field twice", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r","pool":"p1","count":1,"count":1000}`), 400, "invalid_input", "count", "more than once"},
+		{"field twice, nested", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r","pool":"p1","count":1,"x":{"a":1,"a":2}}`), 400, "invalid_input", "a", "more than once"},
+		// encoding/json matches names case-insensitively (and folds ſ to s,
+		// K to k): such a name is not the API's field.
+		{"field in other case", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r","pool":"p1","COUNT":1000}`), 400, "invalid_input", "COUNT", "unknown field"},
+		{"field twice in other case", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r","pool":"p1","count":1,"Count":1000}`), 400, "invalid_input", "Count", "unknown field"},
+		{"field with a folding letter", "POST", "/v1/allocations", "application/json", []byte(`{"request_id":"r","pool":"p1","count":1,"requeſt_id":"s"}`), 400, "invalid_input", "requeſt_id", "unknown field"},
 		{"wrong media type", "POST", "/v1/allocations", "text/plain", []byte(`{}`), 415, "unsupported_media_type", "Content-Type", "application/json"},
 		{"json with charset", "POST", "/v1/allocations", "application/json; charset=utf-8", []byte(`{"request_id":"r","pool":"p1","count":1}`), 201, "", "", ""},
 		{"bad IMEI in path", "GET", "/v1/imeis/12345", "", nil, 400, "invalid_imei", "imei", "5 digits"},
