@@ -37,20 +37,25 @@ func NewCRLSet(crls []*x509.RevocationList) *CRLSet {
 	return s
 }
 
-// Status implements Revocation. A CRL whose issuer name matches but whose
-// signature does not verify is an error (a forged or corrupted CRL); no
-// applicable CRL, or a CRL past its nextUpdate, leaves the status
+// Status implements Revocation. The CRLs that decide are those naming the
+// certificate's issuer whose signature verifies with the issuer's key. A
+// CRL that names the issuer but is signed by another key is passed over
+// when one that verifies is given too (two manufacturers' CAs may have the
+// same names); when none does, it is an error (a forged or corrupted CRL).
+// No applicable CRL, or a CRL past its nextUpdate, leaves the status
 // undecided.
 func (s *CRLSet) Status(_ context.Context, cert, issuer *x509.Certificate, at time.Time) (RevocationStatus, error) {
 	serial := SerialHex(cert)
 	found, current := false, false
 	var expired time.Time
+	var forged error
 	for i, l := range s.crls {
 		if string(l.RawIssuer) != string(cert.RawIssuer) {
 			continue
 		}
 		if err := l.CheckSignatureFrom(issuer); err != nil {
-			return RevocationStatus{}, tacerr.Wrap(tacerr.InvalidInput, err, "a CRL names issuer %s but its signature does not verify with that issuer's key: it is forged or corrupt; fetch it again", issuer.Subject)
+			forged = tacerr.Wrap(tacerr.InvalidInput, err, "a CRL names issuer %s but its signature does not verify with that issuer's key, and no CRL given does: it is forged or corrupt (or another CA's of the same name); fetch the issuer's CRL again", issuer.Subject)
+			continue
 		}
 		found = true
 		if e, ok := s.revoked[i][serial]; ok {
@@ -63,6 +68,8 @@ func (s *CRLSet) Status(_ context.Context, cert, issuer *x509.Certificate, at ti
 		}
 	}
 	switch {
+	case !found && forged != nil:
+		return RevocationStatus{}, forged
 	case !found:
 		return RevocationStatus{Undecided: "no CRL of the issuer " + issuer.Subject.String() + " was given: pass its CRL with --crl"}, nil
 	case !current:

@@ -62,6 +62,7 @@ func TestAuthenticity(t *testing.T) {
 	f := setup(t)
 	t.Run("verdicts", func(t *testing.T) { testVerdicts(t, f) })
 	t.Run("forged CRL", func(t *testing.T) { testForgedCRL(t, f) })
+	t.Run("same-named issuers", func(t *testing.T) { testSameNamedIssuers(t, f) })
 	t.Run("trust anchors", func(t *testing.T) { testTrustAnchors(t, f) })
 	t.Run("never genuine", func(t *testing.T) { testNeverGenuine(t, f) })
 	t.Run("malformed requests", func(t *testing.T) { testMalformed(t, f) })
@@ -208,6 +209,48 @@ func testForgedCRL(t *testing.T, f *fixture) {
 	_, err := verify.Check(context.Background(), in, f.trust, verify.NewCRLSet([]*x509.RevocationList{forged}), nil)
 	if !tacerr.Is(err, tacerr.InvalidInput) || !strings.Contains(err.Error(), "forged") {
 		t.Fatalf("forged CRL: %v", err)
+	}
+}
+
+// testSameNamedIssuers: two trusted manufacturers whose issuing CAs have
+// the same names (the look-alike, here trusted: another manufacturer's
+// "Device Issuing CA"), each CRL given, as `tacline verify --crl` takes
+// them. A device of either is judged by its own issuer's CRL; the other's
+// CRL, which names the same issuer but is signed by another key, is not
+// taken for a forgery. Before, whichever of the two CRLs came first and
+// did not verify with the device's issuer made every check of the other
+// manufacturer's devices an error ("forged or corrupt").
+func testSameNamedIssuers(t *testing.T, f *fixture) {
+	now := f.env.Clock.Now()
+	trust := mustTrust(t, f.env.Root, f.lookAlike.Root)
+	other := f.lookAlike.CRL(t, now) // the other manufacturer's (empty) CRL
+	own := f.crl(t, now.Add(-time.Minute), now.Add(time.Hour))
+	for _, order := range [][]*x509.RevocationList{{other, own}, {own, other}} {
+		crls := verify.NewCRLSet(order)
+		in := f.a.Input(t, verifytest.Nonce(t))
+		in.At = now
+		if res := check(t, in, trust, crls, nil); res.Verdict != verify.Genuine {
+			t.Fatalf("device of the manufacturer: %s %v", res.Verdict, res.Reasons)
+		}
+		in = f.rev.Input(t, verifytest.Nonce(t))
+		in.At = now
+		if res := check(t, in, trust, crls, nil); res.Verdict != verify.Revoked {
+			t.Fatalf("revoked device of the manufacturer: %s %v", res.Verdict, res.Reasons)
+		}
+		// A device of the other manufacturer, its own CRL beside ours.
+		nonce := verifytest.Nonce(t)
+		in = verify.Input{IMEI: f.b.Issued.IMEIs[0], Chain: f.lookAlike.Copy(t, f.b.Issued.Certificate, &f.b.Key.PublicKey),
+			Nonce: nonce, Signature: verifytest.Sign(t, f.b.Key, nonce), At: now}
+		if res := check(t, in, trust, crls, nil); res.Verdict != verify.Genuine {
+			t.Fatalf("device of the other manufacturer: %s %v", res.Verdict, res.Reasons)
+		}
+	}
+	// Only the other's CRL for our device: still refused as forged (no CRL
+	// of that name verifies with our issuer's key).
+	in := f.a.Input(t, verifytest.Nonce(t))
+	in.At = now
+	if _, err := verify.Check(context.Background(), in, trust, verify.NewCRLSet([]*x509.RevocationList{other}), nil); !tacerr.Is(err, tacerr.InvalidInput) || !strings.Contains(err.Error(), "forged") {
+		t.Fatalf("only a same-named CRL of another key: %v", err)
 	}
 }
 
