@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -34,14 +35,18 @@ Exit status: 0 only for genuine, 1 for any other verdict, 2 for bad input.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			req := verify.OfflineRequest{IMEI: imeiArg, Nonce: nonce}
+			// The chain and the signature come from the device: read no
+			// more than one byte past what verify accepts (it refuses
+			// that byte), so a huge file, or /dev/zero, costs nothing.
 			for _, f := range []struct {
 				flag, name string
 				dst        *[]byte
-			}{{"--trust", trustFile, &req.Trust}, {"--chain", chainFile, &req.Chain}, {"--signature", sigFile, &req.Signature}} {
+				limit      int64 // 0: the operator's file, read whole
+			}{{"--trust", trustFile, &req.Trust, 0}, {"--chain", chainFile, &req.Chain, verify.MaxChainBytes}, {"--signature", sigFile, &req.Signature, verify.MaxSignatureBytes}} {
 				if f.name == "" {
 					return flagErr(f.flag, "is required")
 				}
-				data, err := os.ReadFile(f.name)
+				data, err := readFileUpTo(f.name, f.limit)
 				if err != nil {
 					return flagErr(f.flag, "%v", err)
 				}
@@ -95,6 +100,20 @@ Exit status: 0 only for genuine, 1 for any other verdict, 2 for bad input.`,
 	f.StringVar(&sigFile, "signature", "", "file holding the device's DER signature over the nonce")
 	f.BoolVar(&asJSON, "json", false, "print {verdict, reasons, imei, certificate_serial} as JSON")
 	return c
+}
+
+// readFileUpTo reads the file name, or (limit > 0) at most its first
+// limit+1 bytes.
+func readFileUpTo(name string, limit int64) ([]byte, error) {
+	if limit <= 0 {
+		return os.ReadFile(name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(io.LimitReader(f, limit+1))
 }
 
 // flagErr is bad command-line input (exit status 2) naming the flag.
