@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -62,7 +61,7 @@ func decodeBodyLimit(w http.ResponseWriter, r *http.Request, v any, limit int64)
 // JSON is left to the decoder, which says where.
 func checkKeys(data []byte) error {
 	type object struct {
-		keys    []string
+		keys    map[string]bool // a map: a body of many names costs linear time
 		wantKey bool
 	}
 	var stack []*object
@@ -80,10 +79,10 @@ func checkKeys(data []byte) error {
 			switch {
 			case !fieldName(k):
 				return tacerr.Field(tacerr.InvalidInput, k, "unknown field %q: field names are lower case (check its spelling against the API: docs/api.md, /v1/openapi.yaml)", k)
-			case slices.Contains(top.keys, k):
+			case top.keys[k]:
 				return tacerr.Field(tacerr.InvalidInput, k, "field %q appears more than once in one object: send each field once", k)
 			}
-			top.keys, top.wantKey = append(top.keys, k), false
+			top.keys[k], top.wantKey = true, false
 			continue
 		}
 		if top != nil && !top.wantKey {
@@ -91,7 +90,7 @@ func checkKeys(data []byte) error {
 		}
 		switch tok {
 		case json.Delim('{'):
-			stack = append(stack, &object{wantKey: true})
+			stack = append(stack, &object{keys: map[string]bool{}, wantKey: true})
 		case json.Delim('['):
 			stack = append(stack, nil)
 		case json.Delim('}'), json.Delim(']'):
