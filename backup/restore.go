@@ -99,15 +99,15 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 	} else {
 		rep.Target = "the PostgreSQL database of database.dsn"
 	}
-	if err := store.Restore(ctx, target, filepath.Join(o.From, m.Ledger)); err != nil {
-		return nil, err
-	}
 	proven := false
 	defer func() {
 		if !proven && final != "" {
 			removeSQLite(target.DSN)
 		}
 	}()
+	if err := store.Restore(ctx, target, filepath.Join(o.From, m.Ledger)); err != nil {
+		return nil, err
+	}
 	refuse := func(err error) (*Report, error) {
 		if final == "" {
 			e, _ := tacerr.As(err)

@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"database/sql"
 	"os"
 	"path/filepath"
 	"strings"
@@ -249,4 +250,98 @@ func TestAcknowledgeLedgerWithoutCheckpoint(t *testing.T) {
 			t.Fatalf("the published file was not moved to %s: %v", aside, err)
 		}
 	})
+}
+
+// TestRestoreRefusesAlteredSchema: the manifest's hashes prove only that
+// the files are those the manifest names, and anyone who can write the set
+// can recompute them. A trigger added to the set's SQLite ledger (one that
+// quietly puts every bound IMEI back to RESERVED) passed ledger check and
+// the audit proof, and acted on every later write of the restored ledger;
+// so did a guard trigger dropped or rewritten. Each is now refused before
+// the restored file is opened for writing, naming the object, and nothing
+// is left at the target.
+func TestRestoreRefusesAlteredSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	for _, c := range []struct{ name, sql, want string }{
+		{"trigger added", `CREATE TRIGGER evil AFTER UPDATE ON imeis BEGIN UPDATE imeis SET state = 'RESERVED' WHERE rowid = NEW.rowid; END`, `trigger "evil" (on imeis) is not in tacline's schema`},
+		{"guard dropped", `DROP TRIGGER imeis_never_deleted`, `trigger "imeis_never_deleted" of tacline's schema is missing`},
+		{"guard rewritten", `DROP TRIGGER imeis_never_deleted; CREATE TRIGGER imeis_never_deleted BEFORE DELETE ON imeis WHEN 0 BEGIN SELECT 1; END`, `trigger "imeis_never_deleted" differs from tacline's`},
+		{"view added", `CREATE VIEW v AS SELECT 1`, `view "v" (on v) is not in tacline's schema`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			set := emptySet(t, store.SQLite)
+			m, err := readManifestFile(set)
+			if err != nil {
+				t.Fatal(err)
+			}
+			db, err := sql.Open("sqlite3", filepath.Join(set, m.Ledger))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := db.Exec(c.sql); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			if m.Files, err = hashFiles(set); err != nil {
+				t.Fatal(err)
+			}
+			if err := writeManifest(set, m); err != nil {
+				t.Fatal(err)
+			}
+			target := filepath.Join(t.TempDir(), "ledger.db")
+			rep, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set})
+			if !tacerr.Is(err, tacerr.LedgerInvariant) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("restore of a set whose ledger had %q = %+v, %v; want ledger_invariant saying %s", c.sql, rep, err, c.want)
+			}
+			for _, p := range []string{target, target + ".restoring"} {
+				if _, err := os.Stat(p); !os.IsNotExist(err) {
+					t.Fatalf("a refused restore left %s (%v)", p, err)
+				}
+			}
+		})
+	}
+}
+
+// TestRestoreOlderSchema: a set made by an older tacline (its ledger at an
+// earlier migration) has that migration's schema, which the check compares
+// with a new ledger migrated to the same version: it is restored, and the
+// restored ledger is migrated to this tacline's schema as it is opened.
+func TestRestoreOlderSchema(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	set := emptySet(t, store.SQLite)
+	m, err := readManifestFile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The set's ledger as an older tacline's: migrated down to 20.
+	old, err := store.Open(ctx, store.Config{Driver: store.SQLite, DSN: filepath.Join(set, m.Ledger)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := old.MigrateDownTo(ctx, 20); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	c, err := sql.Open("sqlite3", filepath.Join(set, m.Ledger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var version int64
+	err = c.QueryRow(`SELECT MAX(version_id) FROM goose_db_version WHERE is_applied`).Scan(&version)
+	c.Close()
+	if err != nil || version != 20 {
+		t.Fatalf("the set's ledger is at migration %d (%v), want 20", version, err)
+	}
+	if m.Files, err = hashFiles(set); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeManifest(set, m); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(t.TempDir(), "ledger.db")
+	if _, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set}); err != nil {
+		t.Fatalf("restore of a set at migration 20: %v", err)
+	}
 }

@@ -138,7 +138,7 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		if res != "ok" {
 			return tacerr.New(tacerr.LedgerInvariant, "restored SQLite file %s fails PRAGMA integrity_check: %s", path, res)
 		}
-		return nil
+		return checkSQLiteSchema(ctx, c, path)
 	}
 	c, err := sql.Open("pgx", cfg.DSN)
 	if err != nil {
