@@ -77,6 +77,12 @@ func (p *Publisher) Publish(ctx context.Context, keyID string) (*store.CRLRecord
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.publishLocked(ctx, iss)
+}
+
+// publishLocked is Publish, p.mu held.
+func (p *Publisher) publishLocked(ctx context.Context, iss Issuer) (*store.CRLRecord, error) {
+	keyID := iss.KeyID
 	number, err := p.db.NextCRLNumber(ctx, keyID)
 	if err != nil {
 		return nil, err
@@ -137,8 +143,27 @@ func (p *Publisher) CRL(ctx context.Context, keyID string) (*store.CRLRecord, er
 	if rec != nil && !p.halfLife(rec) {
 		return rec, nil
 	}
-	return p.Publish(ctx, keyID)
+	iss, ok := p.Issuer(keyID)
+	if !ok {
+		return nil, tacerr.Field(tacerr.NotFound, "issuer", "no device issuer with key id %s: see `tacline ca list`", keyID)
+	}
+	beforeCRLLock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	// Requests that found the CRL stale together (the public CRL endpoint
+	// at half-life) wait here for one another: the first publishes, the
+	// others serve its CRL instead of each signing and numbering one more.
+	if rec, err = p.db.LatestCRL(ctx, keyID); err != nil {
+		return nil, err
+	}
+	if rec != nil && !p.halfLife(rec) {
+		return rec, nil
+	}
+	return p.publishLocked(ctx, iss)
 }
+
+// beforeCRLLock is called by CRL as it waits to publish (tests).
+var beforeCRLLock = func() {}
 
 func (p *Publisher) halfLife(rec *store.CRLRecord) bool {
 	mid := rec.ThisUpdate + (rec.NextUpdate-rec.ThisUpdate)/2

@@ -308,3 +308,48 @@ func TestCRLWrongKeyNotSigned(t *testing.T) {
 		}
 	})
 }
+
+// TestCRLStaleRequestsPublishOnce: requests that find the CRL past half
+// its life at the same time (the public CRL endpoint) publish one CRL
+// between them; before, each waited for the publisher's lock and then
+// signed and numbered one more (8 requests, 8 CRLs).
+func TestCRLStaleRequestsPublishOnce(t *testing.T) {
+	ctx := context.Background()
+	env := provtest.New(t, store.SQLite)
+	p := publisher(t, env)
+	keyID := ca.KeyID(env.Issuing)
+	first, err := p.CRL(ctx, keyID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.Clock.Add(12*time.Hour + time.Second) // past half-life
+
+	const n = 8
+	var waiting sync.WaitGroup
+	waiting.Add(n)
+	defer revocation.SetBeforeCRLLock(waiting.Done)()
+	unlock := p.Lock()
+	got := make(chan *store.CRLRecord, n)
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			rec, err := p.CRL(ctx, keyID)
+			errs <- err
+			got <- rec
+		}()
+	}
+	waiting.Wait() // every request found the CRL stale and waits for the lock
+	unlock()
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+		if rec := <-got; rec.Number != first.Number+1 {
+			t.Fatalf("a request got CRL number %d, want %d (one CRL published for all)", rec.Number, first.Number+1)
+		}
+	}
+	latest, err := env.DB.LatestCRL(ctx, keyID)
+	if err != nil || latest.Number != first.Number+1 {
+		t.Fatalf("latest CRL %+v, %v: want number %d", latest, err, first.Number+1)
+	}
+}
