@@ -8,6 +8,7 @@ import (
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/register/registertest"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -92,7 +93,8 @@ func TestHostileTextFromRegisterIsStored(t *testing.T) {
 			t.Cleanup(stand.Close)
 			cfg := config(stand.URL)
 			cfg.Backoff = register.Backoff{Initial: time.Nanosecond, Max: time.Nanosecond}
-			w, err := register.NewWorker(db, cfg, nil, nil)
+			var logged syncBuffer
+			w, err := register.NewWorker(db, cfg, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -119,6 +121,17 @@ func TestHostileTextFromRegisterIsStored(t *testing.T) {
 			}
 			if r.LastAck == nil || !strings.HasPrefix(r.LastAck.ReceiptID, "R") || strings.ContainsRune(r.LastAck.ReceiptID, 0) {
 				t.Fatalf("last ack %+v", r.LastAck)
+			}
+			// The log says it as stored: bounded (before, the whole reason,
+			// 10,000 bytes here, up to the 8 MiB an answer may hold).
+			var line string
+			for _, l := range strings.Split(logged.String(), "\n") {
+				if strings.Contains(l, "register rejected an event") {
+					line = l
+				}
+			}
+			if !strings.Contains(line, "reason=\"invalid: bad") || len(line) > 1000 {
+				t.Fatalf("rejection logged as %d bytes: %.300q", len(line), line)
 			}
 		})
 	}
@@ -319,4 +332,22 @@ func TestRequeueKeepsOrder(t *testing.T) {
 			}
 		})
 	}
+}
+
+// syncBuffer is a bytes.Buffer a logger writes into from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -342,7 +342,8 @@ func (w *Worker) record(ctx context.Context, token string, rows []claimed, resp 
 	for i, res := range resp.Results {
 		if res.Status == wire.StatusConflict || res.Status == wire.StatusInvalid {
 			m, _ := imei.FromUint64(uint64(rows[i].IMEI14))
-			w.log.Warn("register rejected an event", "imei", m.String(), "event", rows[i].Event, "status", res.Status, "reason", res.Reason)
+			// The reason as stored: bounded, control characters replaced.
+			w.log.Warn("register rejected an event", "imei", m.String(), "event", rows[i].Event, "status", res.Status, "reason", results[i].Reason)
 		}
 	}
 	return nil
