@@ -302,17 +302,24 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 	}
 	var envP *devenv.Env
 	pf := &PrefillResult{Devices: o.Prefill}
+	if o.Keep && o.Driver != store.Postgres {
+		return nil, tacerr.Field(tacerr.InvalidInput, "keep", "keeps a PostgreSQL prefilled database; a SQLite prefilled ledger stays in --dir anyway")
+	}
 	if o.Remeasure {
-		if o.Driver != store.SQLite {
-			return nil, tacerr.Field(tacerr.InvalidInput, "remeasure", "only a SQLite prefilled ledger stays after its run (PostgreSQL's database is dropped)")
-		}
 		var err error
 		if envP, err = devenv.Reopen(filepath.Join(o.Dir, "prefilled")); err != nil {
 			return nil, err
 		}
+		if envP.Config.Database.Driver != o.Driver {
+			return nil, tacerr.Field(tacerr.InvalidInput, "remeasure", "the prefilled ledger in %s is %s, not %s", filepath.Join(o.Dir, "prefilled"), envP.Config.Database.Driver, o.Driver)
+		}
 	} else {
 		env, dropP, err := setupEnv(ctx, devenv.Options{Dir: filepath.Join(o.Dir, "prefilled"), Stations: o.Stations, Driver: o.Driver, Log: logw}, o.AdminDSN)
-		defer dropP()
+		defer func() {
+			if !o.Keep || err != nil {
+				dropP()
+			}
+		}()
 		if err != nil {
 			return nil, err
 		}
@@ -352,6 +359,10 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 		return nil, err
 	}
 	res.AuditOK, res.AuditVerifySeconds = &ok, time.Since(start).Seconds()
+	if o.Keep || o.Remeasure && o.Driver == store.Postgres {
+		res.KeptDSN = envP.Config.Database.DSN
+		fmt.Fprintf(logw, "bench: the prefilled PostgreSQL database is kept (%s): --remeasure measures it again; drop it with dropdb when done\n", res.KeptDSN)
+	}
 	return res, nil
 }
 

@@ -42,9 +42,13 @@ type ProvisionOptions struct {
 	// run's, with the empty run and the ratio in it.
 	Prefill int
 	// Remeasure, with Prefill, measures the prefilled ledger an earlier
-	// run left in Dir/prefilled again instead of filling a new one (SQLite:
-	// a PostgreSQL prefill's database is dropped at its end).
+	// run left in Dir/prefilled again instead of filling a new one (SQLite;
+	// PostgreSQL when that run had Keep).
 	Remeasure bool
+	// Keep, with Prefill on PostgreSQL, keeps the prefilled database at the
+	// end (its DSN in Dir/prefilled/tacline.yaml; KeptDSN says it) for a
+	// later Remeasure; whoever asked drops it (dropdb).
+	Keep bool
 	// PrefillRounds, with Prefill, measures the empty and the prefilled
 	// ledger this many times each, alternating which goes first (0 or 1:
 	// once each); the ratio is the mean rate prefilled over the mean rate
@@ -154,7 +158,9 @@ type ProvisionResult struct {
 	PrefillRounds      []PrefillRound   `json:"prefill_rounds,omitempty"`
 	AuditOK            *bool            `json:"audit_ok,omitempty"`
 	AuditVerifySeconds float64          `json:"audit_verify_seconds,omitempty"`
-	CheckSeconds       float64          `json:"ledger_check_seconds,omitempty"`
+	// KeptDSN is the prefilled PostgreSQL database kept (Keep).
+	KeptDSN      string  `json:"kept_dsn,omitempty"`
+	CheckSeconds float64 `json:"ledger_check_seconds,omitempty"`
 }
 
 // Provision sets up a fresh environment, measures raw HSM signing on its

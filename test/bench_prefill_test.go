@@ -1,11 +1,15 @@
 package test
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tacline/tacline/store/pgadmin"
+	"github.com/tacline/tacline/store/storetest"
 )
 
 // benchJSON runs `tacline bench ARGS --json`, which must succeed, and
@@ -59,7 +63,11 @@ func TestBenchProvisionPrefill(t *testing.T) {
 					Ratio      float64 `json:"ratio"`
 				} `json:"prefill_rounds"`
 			}
-			r := benchJSON(t, &res, "provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4", "--dir", dir)
+			args := []string{"provision", "--db", db, "--prefill", "2000", "--duration", "1s", "--stations", "4", "--dir", dir}
+			if db == "postgres" {
+				args = append(args, "--keep")
+			}
+			r := benchJSON(t, &res, args...)
 			if res.Prefill != 2000 || res.FillSeconds <= 0 || res.LedgerBytes <= 0 {
 				t.Errorf("prefill %d in %v s, ledger %d bytes; want 2000 devices, a fill time and a size", res.Prefill, res.FillSeconds, res.LedgerBytes)
 			}
@@ -93,7 +101,26 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				t.Errorf("ledger_queue_ms %v, ledger_batch_ms %v, ledger_batch_members %v, hsm_sign_ms %v: the request's breakdown is missing",
 					res.QueueMs, res.BatchMs, res.Members, res.SignMs)
 			}
-			if db != "sqlite" {
+			if db == "postgres" {
+				// --keep: the prefilled database stays for --remeasure,
+				// which measures it again (it still passes both checks with
+				// the first run's devices on it); then it is dropped.
+				var kept struct {
+					DSN string `json:"kept_dsn"`
+				}
+				if err := json.Unmarshal([]byte(r.stdout), &kept); err != nil || kept.DSN == "" {
+					t.Fatalf("--keep: no kept_dsn in %s (%v)", r.stdout, err)
+				}
+				t.Cleanup(func() {
+					if err := pgadmin.DropDatabase(context.Background(), storetest.AdminDSN(), kept.DSN); err != nil {
+						t.Errorf("drop the kept database: %v", err)
+					}
+				})
+				res.AuditOK = nil
+				benchJSON(t, &res, "provision", "--db", db, "--prefill", "2000", "--remeasure", "--duration", "1s", "--stations", "4", "--dir", dir)
+				if !res.LedgerOK || res.AuditOK == nil || !*res.AuditOK || res.Devices == 0 || res.Errors != 0 {
+					t.Errorf("--remeasure of the kept database: ledger_ok %v, audit_ok %v, %d devices, %d errors", res.LedgerOK, res.AuditOK, res.Devices, res.Errors)
+				}
 				return
 			}
 			if res.StorageKiB <= 0 {

@@ -53,6 +53,26 @@ func CreateDatabase(ctx context.Context, adminDSN string) (dsn string, drop func
 	return u.String(), drop, nil
 }
 
+// DropDatabase drops the database of dsn, one this package created (its
+// name starts with Prefix), through adminDSN.
+func DropDatabase(ctx context.Context, adminDSN, dsn string) error {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if !strings.HasPrefix(name, Prefix) || strings.ContainsAny(name, "\" ;") {
+		return fmt.Errorf("database %q was not made by pgadmin (its name does not start with %s)", name, Prefix)
+	}
+	adb, err := sql.Open("pgx", adminDSN)
+	if err != nil {
+		return err
+	}
+	defer adb.Close()
+	_, err = adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	return err
+}
+
 // BackendPIDs lists the server processes (backends) connected to the
 // database of dsn, read through adminDSN (benchmarks add their CPU time).
 func BackendPIDs(ctx context.Context, adminDSN, dsn string) ([]int, error) {
