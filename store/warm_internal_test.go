@@ -227,13 +227,20 @@ func TestWarmReadsEachPageOnceWhenMapped(t *testing.T) {
 		}
 		return n
 	}
+	// The pages in the file's last OS page, when the file ends inside
+	// one, are not mapped (mapPlan), so they are read twice.
+	fi, err := os.Stat(db.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tail := (fi.Size() % osPage) / 1024 // warmFixture's page_size
 	for _, what := range []string{"start", "refresh"} {
 		rep, err := db.Warm(context.Background(), WarmBudget{Read: 1 << 40, Map: 1 << 40}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if n := pages(rep); n == 0 || rep.PageReads != n || rep.MappedBytes == 0 {
-			t.Fatalf("%s with a map: %d page reads for %d pages (mapped %d bytes), want each page read once", what, rep.PageReads, n, rep.MappedBytes)
+		if n := pages(rep); n == 0 || rep.PageReads < n || rep.PageReads > n+tail || rep.MappedBytes == 0 {
+			t.Fatalf("%s with a map: %d page reads for %d pages (mapped %d bytes; %d pages in the file's partial last OS page), want each page read once", what, rep.PageReads, n, rep.MappedBytes, tail)
 		}
 	}
 	rep, err := db.Warm(context.Background(), WarmBudget{Read: 1 << 40}, nil)
