@@ -93,7 +93,7 @@ func TestHostileTextFromRegisterIsStored(t *testing.T) {
 			t.Cleanup(stand.Close)
 			cfg := config(stand.URL)
 			cfg.Backoff = register.Backoff{Initial: time.Nanosecond, Max: time.Nanosecond}
-			var logged syncBuffer
+			var logged bytes.Buffer
 			w, err := register.NewWorker(db, cfg, nil, slog.New(slog.NewTextHandler(&logged, nil)))
 			if err != nil {
 				t.Fatal(err)
@@ -332,22 +332,4 @@ func TestRequeueKeepsOrder(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer a logger writes into from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"io/fs"
 
@@ -52,13 +53,18 @@ func (db *DB) MigrateDownTo(ctx context.Context, version int64) error {
 
 // migrations returns the goose provider of db's dialect.
 func (db *DB) migrations() (*goose.Provider, error) {
-	sub, err := fs.Sub(migrations, "migrations/"+string(db.dialect))
+	return migrationsOn(db.dialect, db.w.DB)
+}
+
+// migrationsOn returns the goose provider of dialect d's migrations on c.
+func migrationsOn(d Dialect, c *sql.DB) (*goose.Provider, error) {
+	sub, err := fs.Sub(migrations, "migrations/"+string(d))
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Internal, err, "migrations for %s", db.dialect)
+		return nil, tacerr.Wrap(tacerr.Internal, err, "migrations for %s", d)
 	}
 	var opts []goose.ProviderOption
 	dialect := goose.DialectSQLite3
-	if db.dialect == Postgres {
+	if d == Postgres {
 		dialect = goose.DialectPostgres
 		locker, err := lock.NewPostgresSessionLocker()
 		if err != nil {
@@ -66,7 +72,7 @@ func (db *DB) migrations() (*goose.Provider, error) {
 		}
 		opts = append(opts, goose.WithSessionLocker(locker))
 	}
-	p, err := goose.NewProvider(dialect, db.w.DB, sub, opts...)
+	p, err := goose.NewProvider(dialect, c, sub, opts...)
 	if err != nil {
 		return nil, tacerr.Wrap(tacerr.Internal, err, "prepare migrations")
 	}

@@ -4,13 +4,10 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
-
-	"github.com/pressly/goose/v3"
 
 	"github.com/tacline/tacline/tacerr"
 )
@@ -128,13 +125,9 @@ func sqliteSchemaAt(ctx context.Context, version int64) (map[string]schemaObject
 		return nil, tacerr.Wrap(tacerr.Unavailable, err, "make a reference ledger to compare the schema with")
 	}
 	defer c.Close()
-	sub, err := fs.Sub(migrations, "migrations/"+string(SQLite))
+	p, err := migrationsOn(SQLite, c)
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Internal, err, "migrations for sqlite")
-	}
-	p, err := goose.NewProvider(goose.DialectSQLite3, c, sub)
-	if err != nil {
-		return nil, tacerr.Wrap(tacerr.Internal, err, "prepare migrations")
+		return nil, err
 	}
 	if _, latest, err := p.GetVersions(ctx); err == nil && version > latest {
 		return nil, tacerr.New(tacerr.InvalidState, "the restored ledger is at migration %d, newer than this tacline's %d: restore it with the tacline that made the backup, or a newer one", version, latest)

@@ -133,7 +133,8 @@ func (p *Publisher) publishLocked(ctx context.Context, iss Issuer) (*store.CRLRe
 // CRL returns the current CRL of an issuer, publishing one first when
 // there is none or it is past half its life.
 func (p *Publisher) CRL(ctx context.Context, keyID string) (*store.CRLRecord, error) {
-	if _, ok := p.Issuer(keyID); !ok {
+	iss, ok := p.Issuer(keyID)
+	if !ok {
 		return nil, tacerr.Field(tacerr.NotFound, "issuer", "no CRL for issuer key id %q: CRLs are named by the device issuer's key id (`tacline ca list`)", keyID)
 	}
 	rec, err := p.db.LatestCRL(ctx, keyID)
@@ -142,10 +143,6 @@ func (p *Publisher) CRL(ctx context.Context, keyID string) (*store.CRLRecord, er
 	}
 	if rec != nil && !p.halfLife(rec) {
 		return rec, nil
-	}
-	iss, ok := p.Issuer(keyID)
-	if !ok {
-		return nil, tacerr.Field(tacerr.NotFound, "issuer", "no device issuer with key id %s: see `tacline ca list`", keyID)
 	}
 	beforeCRLLock()
 	p.mu.Lock()
