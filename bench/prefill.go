@@ -373,6 +373,10 @@ type PrefillRound struct {
 	PrefilledPerSecond float64 `json:"prefilled_devices_per_second"`
 	EmptyCPUus         float64 `json:"empty_server_cpu_us_per_device"`
 	PrefilledCPUus     float64 `json:"prefilled_server_cpu_us_per_device"`
+	EmptyDBCPUus       float64 `json:"empty_db_cpu_us_per_device,omitempty"`
+	PrefilledDBCPUus   float64 `json:"prefilled_db_cpu_us_per_device,omitempty"`
+	EmptyWALFPI        float64 `json:"empty_db_wal_fpi_per_device,omitempty"`
+	PrefilledWALFPI    float64 `json:"prefilled_db_wal_fpi_per_device,omitempty"`
 	Ratio              float64 `json:"ratio"`
 }
 
@@ -398,7 +402,9 @@ func measureRounds(ctx context.Context, o ProvisionOptions, envE, envP *devenv.E
 			}
 		}
 		r := PrefillRound{EmptyFirst: i%2 == 0, EmptyPerSecond: empty.DevicesPerSecond, PrefilledPerSecond: res.DevicesPerSecond,
-			EmptyCPUus: empty.ServerCPUusPerDevice, PrefilledCPUus: res.ServerCPUusPerDevice}
+			EmptyCPUus: empty.ServerCPUusPerDevice, PrefilledCPUus: res.ServerCPUusPerDevice,
+			EmptyDBCPUus: empty.DBCPUusPerDevice, PrefilledDBCPUus: res.DBCPUusPerDevice,
+			EmptyWALFPI: empty.DBWALFPIPerDevice, PrefilledWALFPI: res.DBWALFPIPerDevice}
 		if r.EmptyPerSecond > 0 {
 			r.Ratio = r.PrefilledPerSecond / r.EmptyPerSecond
 		}

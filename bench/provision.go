@@ -22,6 +22,7 @@ import (
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/internal/proccpu"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/pgadmin"
 )
 
 // ProvisionOptions configure Provision.
@@ -89,6 +90,24 @@ type ProvisionResult struct {
 	// servers, per device (PostgreSQL only): with ServerCPUusPerDevice, what
 	// a device costs on the machine (bench peer's PostgreSQL figure).
 	DBCPUusPerDevice float64 `json:"db_cpu_us_per_device,omitempty"`
+	// What else a device cost the PostgreSQL server (PostgreSQL only): the
+	// CPU of its own writers (checkpointer, background writer, WAL writer,
+	// not in DBCPUusPerDevice), the WAL written (exact, from the insert
+	// position) and the full-page images in it (a page's first change
+	// after a checkpoint), the database's blocks read into shared buffers
+	// (not found there) and found there, and the dirty buffers a backend
+	// had to write itself to make room; DBCheckpoints is how many
+	// checkpoints the run saw. Every figure but the WAL bytes comes from
+	// the statistics views, which backends flush at most once a second:
+	// they are read after the servers' connections closed, and the first
+	// reading may still miss the warm-up's last second.
+	DBAuxCPUusPerDevice       float64 `json:"db_aux_cpu_us_per_device,omitempty"`
+	DBWALKiBPerDevice         float64 `json:"db_wal_kib_per_device,omitempty"`
+	DBWALFPIPerDevice         float64 `json:"db_wal_fpi_per_device,omitempty"`
+	DBBlocksReadPerDevice     float64 `json:"db_blocks_read_per_device,omitempty"`
+	DBBlocksHitPerDevice      float64 `json:"db_blocks_hit_per_device,omitempty"`
+	DBBuffersBackendPerDevice float64 `json:"db_buffers_backend_per_device,omitempty"`
+	DBCheckpoints             int64   `json:"db_checkpoints,omitempty"`
 	// Write system calls and bytes written by the server per device
 	// (/proc/PID/io syscw and wchar: WAL frames, checkpoints, logs, TLS):
 	// on a virtual machine each write costs kernel CPU, so these explain
@@ -231,6 +250,13 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		return nil, fmt.Errorf("warm-up: %w", err)
 	}
 	dbPIDs := dbBackends(ctx, env, o.AdminDSN)
+	var auxPIDs []int
+	if len(dbPIDs) > 0 {
+		auxPIDs, _ = pgadmin.AuxPIDs(ctx, o.AdminDSN)
+	}
+	var aux0 time.Duration
+	var st0 pgadmin.Stats
+	var st0err error
 	// Each replica's counters are read when its load generator has set up
 	// its stations (GET /v1/pools each, TLS handshakes) and pregenerated its
 	// devices, just before its clock starts: they cover the measured phase.
@@ -243,7 +269,12 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	started := func(i int) {
 		m, merr := readServerCounters(ctx, metricsClient, procs[i].URL)
 		c, err := readCounters(procs[i].Cmd.Process.Pid)
-		dbOnce.Do(func() { db0 = cpuOf(dbPIDs) })
+		dbOnce.Do(func() {
+			db0, aux0 = cpuOf(dbPIDs), cpuOf(auxPIDs)
+			if len(dbPIDs) > 0 {
+				st0, st0err = pgadmin.ReadStats(ctx, o.AdminDSN, env.Config.Database.DSN)
+			}
+		})
 		mu.Lock()
 		defer mu.Unlock()
 		c0[i], m0[i], c0err = c, m, cmp.Or(c0err, err, merr)
@@ -257,7 +288,7 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		pregen = int(2500 * o.Duration.Seconds())
 	}
 	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen, started)
-	db1 := cpuOf(dbPIDs)
+	db1, aux1 := cpuOf(dbPIDs), cpuOf(auxPIDs)
 	var c1 procCounters
 	m1 := serverCounters{}
 	for i, p := range procs {
@@ -287,6 +318,13 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	if err := procs.stop(30 * time.Second); err != nil {
 		return nil, err
 	}
+	var st pgadmin.Stats
+	if len(dbPIDs) > 0 && st0err == nil {
+		st, err = pgStatsSince(ctx, o.AdminDSN, env.Config.Database.DSN, st0)
+		if err != nil {
+			return nil, err
+		}
+	}
 	res.Devices, res.DevicesPerSecond, res.P50ms, res.P99ms = sum.Devices, sum.DevicesPerSecond, sum.P50ms, sum.P99ms
 	res.Errors, res.ErrorsByCode, res.DurationSeconds = sum.Failed, sum.ErrorsByCode, sum.ElapsedSeconds
 	res.ServerCPUSecondsTotal = c1.cpu.Seconds()
@@ -304,7 +342,12 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 			res.LedgerBatchMembers = m1[cMembers] / n
 		}
 		if len(dbPIDs) > 0 {
-			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / float64(sum.Devices)
+			n := float64(sum.Devices)
+			res.DBCPUusPerDevice = float64((db1 - db0).Microseconds()) / n
+			res.DBAuxCPUusPerDevice = float64((aux1 - aux0).Microseconds()) / n
+			res.DBWALKiBPerDevice, res.DBWALFPIPerDevice = float64(st.WALBytes)/1024/n, float64(st.WALFPI)/n
+			res.DBBlocksReadPerDevice, res.DBBlocksHitPerDevice = float64(st.BlocksRead)/n, float64(st.BlocksHit)/n
+			res.DBBuffersBackendPerDevice, res.DBCheckpoints = float64(st.BuffersBackend)/n, st.Checkpoints
 		}
 	}
 	if res.RawHSMSignPerSecond > 0 {
@@ -513,4 +556,18 @@ func total(rs []*ProvisionResult) *ProvisionResult {
 		t.ServerCPUusPerDevice = t.ServerCPUSecondsTotal * 1e6 / float64(t.Devices)
 	}
 	return &t
+}
+
+// pgStatsSince waits (up to 5 s) for the backends of dsn's database to
+// exit, so that they have flushed their statistics, and returns the
+// server's counters since st0.
+func pgStatsSince(ctx context.Context, adminDSN, dsn string, st0 pgadmin.Stats) (pgadmin.Stats, error) {
+	for range 50 {
+		if pids, err := pgadmin.BackendPIDs(ctx, adminDSN, dsn); err != nil || len(pids) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	st, err := pgadmin.ReadStats(ctx, adminDSN, dsn)
+	return st.Sub(st0), err
 }

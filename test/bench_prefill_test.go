@@ -51,6 +51,9 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				BatchMs     float64 `json:"ledger_batch_ms"`
 				Members     float64 `json:"ledger_batch_members"`
 				SignMs      float64 `json:"hsm_sign_ms"`
+				DBCPUus     float64 `json:"db_cpu_us_per_device"`
+				WALKiB      float64 `json:"db_wal_kib_per_device"`
+				BlocksHit   float64 `json:"db_blocks_hit_per_device"`
 				Empty       *struct {
 					Devices  int  `json:"devices"`
 					LedgerOK bool `json:"ledger_ok"`
@@ -102,6 +105,13 @@ func TestBenchProvisionPrefill(t *testing.T) {
 					res.QueueMs, res.BatchMs, res.Members, res.SignMs)
 			}
 			if db == "postgres" {
+				// What the devices cost the PostgreSQL server: its backends'
+				// CPU, the WAL they wrote (every device is durable rows) and
+				// the shared buffers they touched.
+				if res.DBCPUus <= 0 || res.WALKiB <= 0 || res.BlocksHit <= 0 {
+					t.Errorf("db_cpu_us_per_device %v, db_wal_kib_per_device %v, db_blocks_hit_per_device %v: the database server's counters are missing",
+						res.DBCPUus, res.WALKiB, res.BlocksHit)
+				}
 				// --keep: the prefilled database stays for --remeasure,
 				// which measures it again (it still passes both checks with
 				// the first run's devices on it); then it is dropped.

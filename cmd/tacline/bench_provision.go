@@ -91,6 +91,10 @@ func newBenchProvisionCmd() *cobra.Command {
 				res.ServerCPUusPerDevice, res.RawHSMSignPerSecond, res.LedgerOK)
 			fmt.Fprintf(cmd.OutOrStdout(), "where a request waits (means): ledger queue %.2f ms and batch %.2f ms (%.1f writes each) for its reservation and again for its binding, HSM signature %.2f ms\n",
 				res.LedgerQueueMs, res.LedgerBatchMs, res.LedgerBatchMembers, res.HSMSignMs)
+			if res.DBCPUusPerDevice > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "PostgreSQL per device: backends %.0f us and the server's writers %.0f us of CPU, WAL %.1f KiB with %.2f full-page images, %.1f blocks read into shared buffers and %.0f found there, %.2f buffers a backend wrote to make room; %d checkpoints in the run\n",
+					res.DBCPUusPerDevice, res.DBAuxCPUusPerDevice, res.DBWALKiBPerDevice, res.DBWALFPIPerDevice, res.DBBlocksReadPerDevice, res.DBBlocksHitPerDevice, res.DBBuffersBackendPerDevice, res.DBCheckpoints)
+			}
 			if res.Prefill > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "prefilled with %d devices in %.0fs (%.0f devices/s, ledger %.1f MiB): %.0f devices/s against %.0f on an empty ledger (means of %d rounds), ratio %.3f; audit log verified %v\n",
 					res.Prefill, res.PrefillSeconds, res.PrefillPerSecond, float64(res.LedgerBytes)/(1<<20), res.PrefilledPerSecond, res.EmptyPerSecond, len(res.PrefillRounds), res.PrefilledRatio, *res.AuditOK)

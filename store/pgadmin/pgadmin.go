@@ -80,12 +80,69 @@ func BackendPIDs(ctx context.Context, adminDSN, dsn string) ([]int, error) {
 	if err != nil {
 		return nil, err
 	}
+	return pids(ctx, adminDSN, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, strings.TrimPrefix(u.Path, "/"))
+}
+
+// Stats are a PostgreSQL server's counters that explain what a workload
+// cost it beyond CPU (benchmarks read them before and after a run and
+// divide the difference by the devices made). WALBytes comes from the WAL
+// insert position and is exact; the others are the cumulative statistics
+// views, which a backend flushes at most once a second and when it exits,
+// so read them after the workload's connections have closed.
+type Stats struct {
+	WALBytes          int64 // pg_current_wal_insert_lsn(), cluster-wide
+	WALRecords        int64 // pg_stat_wal, cluster-wide
+	WALFPI            int64 // full-page images written to the WAL (pg_stat_wal)
+	BlocksRead        int64 // the database's blocks not found in shared buffers (pg_stat_database)
+	BlocksHit         int64 // and found there
+	BuffersBackend    int64 // dirty buffers a backend had to write itself to make room (pg_stat_bgwriter)
+	BuffersCheckpoint int64 // buffers the checkpointer wrote
+	BuffersClean      int64 // buffers the background writer wrote
+	Checkpoints       int64 // timed and requested
+}
+
+// ReadStats reads Stats for the database of dsn through adminDSN.
+func ReadStats(ctx context.Context, adminDSN, dsn string) (Stats, error) {
+	var s Stats
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return s, err
+	}
+	db, err := sql.Open("pgx", adminDSN)
+	if err != nil {
+		return s, err
+	}
+	defer db.Close()
+	err = db.QueryRowContext(ctx, `SELECT (pg_current_wal_insert_lsn() - '0/0'::pg_lsn)::bigint, w.wal_records, w.wal_fpi,
+		d.blks_read, d.blks_hit, b.buffers_backend, b.buffers_checkpoint, b.buffers_clean,
+		b.checkpoints_timed + b.checkpoints_req
+		FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d WHERE d.datname = $1`,
+		strings.TrimPrefix(u.Path, "/")).Scan(&s.WALBytes, &s.WALRecords, &s.WALFPI, &s.BlocksRead, &s.BlocksHit,
+		&s.BuffersBackend, &s.BuffersCheckpoint, &s.BuffersClean, &s.Checkpoints)
+	return s, err
+}
+
+// Sub returns s minus o, counter by counter.
+func (s Stats) Sub(o Stats) Stats {
+	return Stats{s.WALBytes - o.WALBytes, s.WALRecords - o.WALRecords, s.WALFPI - o.WALFPI, s.BlocksRead - o.BlocksRead,
+		s.BlocksHit - o.BlocksHit, s.BuffersBackend - o.BuffersBackend, s.BuffersCheckpoint - o.BuffersCheckpoint,
+		s.BuffersClean - o.BuffersClean, s.Checkpoints - o.Checkpoints}
+}
+
+// AuxPIDs lists the server's own writers (checkpointer, background writer,
+// WAL writer), whose CPU a write-heavy workload also causes.
+func AuxPIDs(ctx context.Context, adminDSN string) ([]int, error) {
+	return pids(ctx, adminDSN, `SELECT pid FROM pg_stat_activity WHERE backend_type IN ('checkpointer', 'background writer', 'walwriter')`)
+}
+
+// pids runs query, which selects process ids, through adminDSN.
+func pids(ctx context.Context, adminDSN, query string, args ...any) ([]int, error) {
 	db, err := sql.Open("pgx", adminDSN)
 	if err != nil {
 		return nil, err
 	}
 	defer db.Close()
-	rows, err := db.QueryContext(ctx, `SELECT pid FROM pg_stat_activity WHERE datname = $1`, strings.TrimPrefix(u.Path, "/"))
+	rows, err := db.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, err
 	}
