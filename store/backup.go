@@ -21,6 +21,7 @@ import (
 const (
 	qVacuumInto       = `VACUUM INTO ?`
 	qPostgresTables   = `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema()`
+	qScratchSchemas   = `SELECT COALESCE(string_agg(nspname, ', ' ORDER BY nspname), '') FROM pg_namespace WHERE starts_with(nspname, '` + pgScratchPrefix + `')`
 	qSQLiteIntegrity  = `PRAGMA integrity_check`
 	backupSQLiteFile  = "ledger.db"
 	backupPostgresDmp = "ledger.pgdump"
@@ -111,9 +112,14 @@ func pgDumpSpace(err error, dir string) error {
 // Restore puts the backup file (made by Backup) into the database cfg
 // names, which must not hold a ledger: on SQLite the file must not exist
 // (it is written from a copy and checked with PRAGMA integrity_check); on
-// PostgreSQL the database must exist and hold no tables, and pg_restore
-// loads the dump in one transaction (all or nothing). It does not check the
-// ledger's invariants: open it and call Check.
+// PostgreSQL the database must exist and hold no tables. Either way the
+// ledger's schema must be the one tacline's migrations give at its
+// migration version (ledger_invariant; newer than this tacline:
+// invalid_state): on SQLite the copy's, before it is opened for writing
+// (schemacheck.go); on PostgreSQL the dump's, before pg_restore runs any of
+// it (pgschemacheck.go), which then loads it in one transaction (all or
+// nothing). It does not check the ledger's invariants: open it and call
+// Check.
 func Restore(ctx context.Context, cfg Config, file string) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -152,6 +158,16 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 	if n > 0 {
 		return tacerr.New(tacerr.Conflict, "the PostgreSQL database %s holds %d tables: restore into a new, empty database (createdb), never over a ledger", redactDSN(cfg.DSN), n)
 	}
+	var scratch string
+	if err := c.QueryRowContext(ctx, qScratchSchemas).Scan(&scratch); err != nil {
+		return translate(err, "look at the PostgreSQL database to restore into")
+	}
+	if scratch != "" {
+		return tacerr.New(tacerr.Conflict, "the PostgreSQL database %s holds the scratch schema(s) %s of an interrupted restore: drop them (DROP SCHEMA ... CASCADE) or restore into a new, empty database (createdb)", redactDSN(cfg.DSN), scratch)
+	}
+	if err := checkPostgresDump(ctx, c, cfg.DSN, file); err != nil {
+		return err
+	}
 	return run(ctx, "pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--dbname", cfg.DSN, file)
 }
 
@@ -183,12 +199,18 @@ func sqlitePath(dsn string) string {
 
 // run runs a PostgreSQL client tool; its error output becomes the error.
 func run(ctx context.Context, name string, args ...string) error {
+	return runTo(ctx, nil, name, args...)
+}
+
+// runTo is run with the tool's standard output written to stdout (nil:
+// discarded).
+func runTo(ctx context.Context, stdout io.Writer, name string, args ...string) error {
 	if _, err := exec.LookPath(name); err != nil {
 		return tacerr.New(tacerr.Unavailable, "%s is not installed: install the PostgreSQL client tools (Debian: apt-get install postgresql-client)", name)
 	}
 	cmd := exec.CommandContext(ctx, name, args...)
 	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
 	if err := cmd.Run(); err != nil {
 		msg := strings.TrimSpace(stderr.String())
 		var ee *exec.ExitError

@@ -2,8 +2,10 @@ package store_test
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -223,5 +225,241 @@ func TestRestoreDiskFullChild(t *testing.T) {
 		if names := dirNames(t, dir); len(names) > 0 {
 			t.Fatalf("%s: a restore into a full filesystem left %v", tc.name, names)
 		}
+	}
+}
+
+// pgBackup makes a PostgreSQL ledger with a pool and 20 reservations,
+// migrated down to version when it is not 0 (an older tacline's), backs
+// it up with Backup and returns the dump's path.
+func pgBackup(t *testing.T, version int64) string {
+	t.Helper()
+	ctx := context.Background()
+	cfg := storetest.Config(t, store.Postgres)
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	seed(t, db, 0, 999)
+	for i := range 20 {
+		if _, err := reserve(db, fmt.Sprint("r", i), "A", 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if version != 0 {
+		if err := db.MigrateDownTo(ctx, version); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := t.TempDir()
+	name, err := db.Backup(ctx, dir, cfg.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(dir, name)
+}
+
+// pgCopy copies the dump at file into a new file of t's.
+func pgCopy(t *testing.T, file string) string {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), filepath.Base(file))
+	if err := os.WriteFile(out, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// pgDoctor alters the dump at file as someone who can write the backup
+// set would: it loads the dump into a scratch database with pg_restore,
+// runs stmts there and dumps it again with pg_dump, over file.
+func pgDoctor(t *testing.T, file string, stmts ...string) {
+	t.Helper()
+	dsn := storetest.PostgresDSN(t)
+	for _, args := range [][]string{
+		{"pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn, file},
+	} {
+		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, out)
+		}
+	}
+	c, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, q := range stmts {
+		if _, err := c.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	if out, err := exec.Command("pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", file, "--dbname", dsn).CombinedOutput(); err != nil {
+		t.Fatalf("pg_dump of the doctored database: %v: %s", err, out)
+	}
+}
+
+// pgRestoreInto restores the dump at file into a new database and returns
+// its configuration, what it then holds besides PostgreSQL's own
+// (relations, functions, event triggers, schemas) and the restore's error.
+func pgRestoreInto(t *testing.T, file string) (store.Config, string, error) {
+	t.Helper()
+	cfg := store.Config{Driver: store.Postgres, DSN: storetest.PostgresDSN(t)}
+	err := store.Restore(context.Background(), cfg, file)
+	c, oerr := sql.Open("pgx", cfg.DSN)
+	if oerr != nil {
+		t.Fatal(oerr)
+	}
+	defer c.Close()
+	var rels, funcs, events int
+	var schemas string
+	for q, v := range map[string]any{
+		`SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast')`: &rels,
+		`SELECT count(*) FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname NOT IN ('pg_catalog', 'information_schema')`:              &funcs,
+		`SELECT count(*) FROM pg_event_trigger`: &events,
+		`SELECT COALESCE(string_agg(nspname, ',' ORDER BY nspname), '') FROM pg_namespace WHERE nspname NOT LIKE 'pg\_%' AND nspname NOT IN ('information_schema', 'public')`: &schemas,
+	} {
+		if err := c.QueryRow(q).Scan(v); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	return cfg, fmt.Sprintf("%d relations, %d functions, %d event triggers, schemas [%s]", rels, funcs, events, schemas), err
+}
+
+// TestRestorePostgres: a dump made by Backup of a PostgreSQL ledger, of
+// this tacline's schema or of an older one (migrated down to 20, as an
+// older tacline left it), is restored: its schema is the one tacline's
+// migrations give at its version, compared before pg_restore runs with a
+// reference migrated in a scratch schema of the target database, which is
+// gone afterwards. The restored ledger opens (the older one is migrated
+// up) and passes ledger check.
+func TestRestorePostgres(t *testing.T) {
+	for _, version := range []int64{0, 20} {
+		t.Run(fmt.Sprint("migration ", version), func(t *testing.T) {
+			cfg, _, err := pgRestoreInto(t, pgBackup(t, version))
+			if err != nil {
+				t.Fatalf("restore: %v", err)
+			}
+			c, err := sql.Open("pgx", cfg.DSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			var scratch int
+			if err := c.QueryRow(`SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tacline\_ref\_%'`).Scan(&scratch); err != nil || scratch != 0 {
+				t.Fatalf("%d scratch schemas left after the restore (%v)", scratch, err)
+			}
+			db, err := store.Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			if rep := mustCheck(t, db); rep.IMEIs != 40 {
+				t.Fatalf("the restored ledger has %d IMEIs, want 40", rep.IMEIs)
+			}
+		})
+	}
+}
+
+// TestRestorePostgresRefusesAlteredDump: the manifest's hashes prove only
+// that the files are those the manifest names, and anyone who can write
+// the set can recompute them; pg_restore runs whatever SQL the dump holds,
+// as database.dsn's role. Each dump below, altered as such a person would
+// (loaded into a database, changed there and dumped again, or its TOC
+// edited in place), was restored as it was, and ledger check and the
+// audit proof passed, the data being fine. Each is now refused before
+// pg_restore runs anything of it, naming the first difference, and the
+// target database is left as it was: nothing in it.
+func TestRestorePostgresRefusesAlteredDump(t *testing.T) {
+	good := pgBackup(t, 0)
+	for _, c := range []struct {
+		name  string
+		stmts []string                                   // run on a database the dump was loaded into
+		edit  func(desc, tag string, defn, copy *string) // or: the dump's TOC edited
+		want  string
+	}{
+		{name: "trigger added", stmts: []string{`CREATE TRIGGER evil AFTER UPDATE ON imeis FOR EACH ROW EXECUTE FUNCTION audit_append_only()`},
+			want: `TRIGGER public "imeis evil" is not in tacline's schema: CREATE TRIGGER evil AFTER UPDATE ON public.imeis`},
+		{name: "function and trigger added", stmts: []string{
+			`CREATE FUNCTION unbind() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN NEW.state := 'RESERVED'; RETURN NEW; END$$`,
+			`CREATE TRIGGER unbind BEFORE UPDATE ON imeis FOR EACH ROW EXECUTE FUNCTION unbind()`},
+			want: `(2 difference(s); the first: FUNCTION public "unbind()" is not in tacline's schema`},
+		{name: "guard dropped", stmts: []string{`DROP TRIGGER imeis_never_deleted ON imeis`},
+			want: `TRIGGER public "imeis imeis_never_deleted" of tacline's schema is missing`},
+		{name: "function body changed", stmts: []string{`CREATE OR REPLACE FUNCTION imeis_guard() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$`},
+			want: `FUNCTION public "imeis_guard()" differs from tacline's: its definition, line`},
+		{name: "view added", stmts: []string{`CREATE VIEW bound AS SELECT imei14 FROM imeis`},
+			want: `VIEW public "bound" is not in tacline's schema`},
+		{name: "event trigger added", stmts: []string{
+			`CREATE FUNCTION on_ddl() RETURNS event_trigger LANGUAGE plpgsql AS $$BEGIN RAISE NOTICE 'ddl'; END$$`,
+			`CREATE EVENT TRIGGER on_ddl ON ddl_command_end EXECUTE FUNCTION on_ddl()`},
+			want: `the next: EVENT TRIGGER - "on_ddl" is not in tacline's schema: CREATE EVENT TRIGGER on_ddl ON ddl_command_end`},
+		{name: "schema added", stmts: []string{`CREATE SCHEMA evil`},
+			want: `SCHEMA - "evil" is not in tacline's schema`},
+		{name: "COPY into another table", edit: func(desc, tag string, _, copy *string) {
+			if desc == "TABLE DATA" && tag == "lease_asks" {
+				*copy = "COPY public.goose_db_version (id, version_id, is_applied, tstamp) FROM stdin;\n"
+			}
+		}, want: `TABLE DATA public "lease_asks" differs from tacline's: its COPY statement is "COPY public.goose_db_version`},
+		{name: "SQL in the search path", edit: func(desc, _ string, defn, _ *string) {
+			if desc == "SEARCHPATH" {
+				*defn += "CREATE TABLE public.evil (x int);\n"
+			}
+		}, want: `SEARCHPATH - "SEARCHPATH" differs from tacline's: its definition, line 2 is "CREATE TABLE public.evil (x int);"`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			file := pgCopy(t, good)
+			if c.edit != nil {
+				if err := store.EditDump(file, c.edit); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				pgDoctor(t, file, c.stmts...)
+			}
+			_, left, err := pgRestoreInto(t, file)
+			if !tacerr.Is(err, tacerr.LedgerInvariant) || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("restore of a dump with %s = %v; want ledger_invariant saying %s", c.name, err, c.want)
+			}
+			if want := "0 relations, 0 functions, 0 event triggers, schemas []"; left != want {
+				t.Fatalf("a refused restore left %s; want %s", left, want)
+			}
+		})
+	}
+}
+
+// TestRestorePostgresNewerDump: a dump whose migration history goes past
+// this tacline's migrations cannot be compared: invalid_state, nothing
+// restored.
+func TestRestorePostgresNewerDump(t *testing.T) {
+	file := pgBackup(t, 0)
+	pgDoctor(t, file, `INSERT INTO goose_db_version (version_id, is_applied) VALUES (9999, true)`)
+	_, left, err := pgRestoreInto(t, file)
+	if !tacerr.Is(err, tacerr.InvalidState) || !strings.Contains(err.Error(), "at migration 9999, newer than this tacline's") {
+		t.Fatalf("restore of a dump at migration 9999 = %v; want invalid_state", err)
+	}
+	if want := "0 relations, 0 functions, 0 event triggers, schemas []"; left != want {
+		t.Fatalf("a refused restore left %s; want %s", left, want)
+	}
+}
+
+// TestRestorePostgresRefusesScratchLeft: a restore killed while it
+// compared the dump leaves its scratch schema in the target database; a
+// restore there would carry it into the restored ledger. It is refused
+// (conflict naming the schema) before anything is written.
+func TestRestorePostgresRefusesScratchLeft(t *testing.T) {
+	cfg := store.Config{Driver: store.Postgres, DSN: storetest.PostgresDSN(t)}
+	c, err := sql.Open("pgx", cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Exec(`CREATE SCHEMA tacline_ref_0123456789ab`); err != nil {
+		t.Fatal(err)
+	}
+	err = store.Restore(context.Background(), cfg, filepath.Join(t.TempDir(), "never-read.pgdump"))
+	if !tacerr.Is(err, tacerr.Conflict) || !strings.Contains(err.Error(), "tacline_ref_0123456789ab") {
+		t.Fatalf("restore beside a scratch schema = %v; want conflict naming it", err)
 	}
 }

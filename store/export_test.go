@@ -1,6 +1,11 @@
 package store
 
-import "time"
+import (
+	"bytes"
+	"encoding/binary"
+	"os"
+	"time"
+)
 
 // RunBatch runs reservations and bindings as one group-commit batch, as the
 // committer does when they arrive together (tests: the batch's composition
@@ -143,4 +148,100 @@ func WarmTables() []string {
 		ts = append(ts, k.table)
 	}
 	return ts
+}
+
+// EditDump rewrites the TOC of the pg_dump custom-format archive in file:
+// edit may change each entry's definition and COPY statement (given its
+// type and name); the data blocks are kept, their offsets moved by what
+// the TOC grew or shrank. Tests doctor backups with it the way someone
+// with a hex editor would.
+func EditDump(file string, edit func(desc, tag string, defn, copyStmt *string)) error {
+	a, err := readPGArchive(file)
+	if err != nil {
+		return err
+	}
+	old, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	for i := range a.entries {
+		e := &a.entries[i]
+		edit(e.desc, e.tag, &e.defn, &e.copyStmt)
+	}
+	var toc bytes.Buffer
+	w := pgWriter{b: &toc, intSize: a.intSize}
+	encode := func(shift int64) {
+		toc.Reset()
+		w.int(int64(len(a.entries)))
+		for _, e := range a.entries {
+			i := 0
+			str := func(s string) {
+				w.str(s, e.nulls&(1<<i) != 0)
+				i++
+			}
+			w.int(e.dumpID)
+			w.int(map[bool]int64{false: 0, true: 1}[e.hadDumper])
+			str(e.tableOID)
+			str(e.oid)
+			str(e.tag)
+			str(e.desc)
+			w.int(e.section)
+			str(e.defn)
+			str(e.dropStmt)
+			str(e.copyStmt)
+			str(e.namespace)
+			str(e.tablespace)
+			if a.version >= pgArchV1_14 {
+				str(e.tableAM)
+			}
+			if a.version >= pgArchV1_16 {
+				w.int(e.relkind)
+			}
+			str(e.owner)
+			str(e.withOids)
+			for _, d := range e.deps {
+				w.str(d, false)
+			}
+			w.str("", true)
+			toc.WriteByte(e.dataState)
+			off := e.dataOffset
+			if e.dataState == pgOffsetSet {
+				off += shift
+			}
+			var b [8]byte
+			binary.LittleEndian.PutUint64(b[:], uint64(off))
+			toc.Write(b[:a.offSize])
+		}
+	}
+	encode(0)
+	encode(a.headerEnd + int64(toc.Len()) - a.tocEnd)
+	out := append(append(append([]byte(nil), old[:a.headerEnd]...), toc.Bytes()...), old[a.tocEnd:]...)
+	return os.WriteFile(file, out, 0o600)
+}
+
+// pgWriter writes integers and strings as pg_dump's WriteInt and WriteStr.
+type pgWriter struct {
+	b       *bytes.Buffer
+	intSize int
+}
+
+func (w pgWriter) int(v int64) {
+	sign := byte(0)
+	if v < 0 {
+		sign, v = 1, -v
+	}
+	w.b.WriteByte(sign)
+	for range w.intSize {
+		w.b.WriteByte(byte(v))
+		v >>= 8
+	}
+}
+
+func (w pgWriter) str(s string, null bool) {
+	if null {
+		w.int(-1)
+		return
+	}
+	w.int(int64(len(s)))
+	w.b.WriteString(s)
 }
