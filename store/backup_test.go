@@ -279,23 +279,10 @@ func pgCopy(t *testing.T, file string) string {
 func pgDoctor(t *testing.T, file string, stmts ...string) {
 	t.Helper()
 	dsn := storetest.PostgresDSN(t)
-	for _, args := range [][]string{
-		{"pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn, file},
-	} {
-		if out, err := exec.Command(args[0], args[1:]...).CombinedOutput(); err != nil {
-			t.Fatalf("%v: %v: %s", args, err, out)
-		}
+	if out, err := exec.Command("pg_restore", "--no-owner", "--no-privileges", "--exit-on-error", "--dbname", dsn, file).CombinedOutput(); err != nil {
+		t.Fatalf("pg_restore of the dump to doctor: %v: %s", err, out)
 	}
-	c, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	for _, q := range stmts {
-		if _, err := c.Exec(q); err != nil {
-			t.Fatalf("%s: %v", q, err)
-		}
-	}
+	execOn(t, "pgx", dsn, stmts...)
 	if out, err := exec.Command("pg_dump", "--format=custom", "--no-owner", "--no-privileges", "--file", file, "--dbname", dsn).CombinedOutput(); err != nil {
 		t.Fatalf("pg_dump of the doctored database: %v: %s", err, out)
 	}

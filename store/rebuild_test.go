@@ -163,7 +163,14 @@ func rebuildLedger(t *testing.T) store.Config {
 // fileExec runs statements on the SQLite file at path outside the store.
 func fileExec(t *testing.T, path string, stmts ...string) {
 	t.Helper()
-	h, err := sql.Open("sqlite3", path)
+	execOn(t, "sqlite3", path, stmts...)
+}
+
+// execOn runs statements on the database driver and dsn reach, outside
+// the store.
+func execOn(t *testing.T, driver, dsn string, stmts ...string) {
+	t.Helper()
+	h, err := sql.Open(driver, dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
