@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -448,5 +449,53 @@ func TestRestorePostgresRefusesScratchLeft(t *testing.T) {
 	err = store.Restore(context.Background(), cfg, filepath.Join(t.TempDir(), "never-read.pgdump"))
 	if !tacerr.Is(err, tacerr.Conflict) || !strings.Contains(err.Error(), "tacline_ref_0123456789ab") {
 		t.Fatalf("restore beside a scratch schema = %v; want conflict naming it", err)
+	}
+}
+
+// TestRestorePostgresAsDatabaseOwner: the restore's role is commonly the
+// owner of the target database, neither superuser nor CREATEDB. The
+// comparison's reference is migrated in a scratch schema of that database,
+// which such a role may create and drop: the dump is restored, and no
+// scratch schema is left.
+func TestRestorePostgresAsDatabaseOwner(t *testing.T) {
+	file := pgBackup(t, 0)
+	admin, err := sql.Open("pgx", storetest.AdminDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close() })
+	role := fmt.Sprintf("tacline_tmp_role_%d", time.Now().UnixNano())
+	if _, err := admin.Exec(`CREATE ROLE ` + role + ` LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE`); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := admin.Exec(`DROP ROLE ` + role); err != nil {
+			t.Errorf("drop role %s: %v", role, err)
+		}
+	})
+	dsn := storetest.PostgresDSN(t) // dropped before the role (cleanups run last first)
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(`ALTER DATABASE ` + strings.TrimPrefix(u.Path, "/") + ` OWNER TO ` + role); err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.User(role)
+	cfg := store.Config{Driver: store.Postgres, DSN: u.String()}
+	if err := store.Restore(context.Background(), cfg, file); err != nil {
+		t.Fatalf("restore as the database's owner %s: %v", role, err)
+	}
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	var scratch int
+	if err := storetest.Reader(db).Get(&scratch, `SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tacline\_ref\_%'`); err != nil || scratch != 0 {
+		t.Fatalf("%d scratch schemas left after the restore (%v)", scratch, err)
+	}
+	if rep := mustCheck(t, db); rep.IMEIs != 40 {
+		t.Fatalf("the restored ledger has %d IMEIs, want 40", rep.IMEIs)
 	}
 }
