@@ -12,7 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -235,13 +235,9 @@ func loadCAs(field string, files []string, pool *x509.CertPool) ([]*x509.Certifi
 	var all []*x509.Certificate
 	for i, f := range files {
 		name := fmt.Sprintf("server.%s[%d]", field, i)
-		data, err := os.ReadFile(f)
+		certs, err := pemblock.CertFile(f, tacerr.InvalidConfig, name)
 		if err != nil {
-			return nil, tacerr.Field(tacerr.InvalidConfig, name, "cannot read %s: %v", f, err)
-		}
-		certs, err := ca.ParseChainPEM(data)
-		if err != nil {
-			return nil, tacerr.Field(tacerr.InvalidConfig, name, "%s: %v", f, err)
+			return nil, err
 		}
 		for _, c := range certs {
 			if !c.IsCA {
@@ -256,16 +252,5 @@ func loadCAs(field string, files []string, pool *x509.CertPool) ([]*x509.Certifi
 
 // loadServerCert reads the server's certificate and key.
 func loadServerCert(c Config) (tls.Certificate, error) {
-	if _, err := os.Stat(c.TLSCert); err != nil {
-		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_cert", "cannot read %s: %v", c.TLSCert, err)
-	}
-	if _, err := os.Stat(c.TLSKey); err != nil {
-		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_key", "cannot read %s: %v", c.TLSKey, err)
-	}
-	cert, err := tls.LoadX509KeyPair(c.TLSCert, c.TLSKey)
-	if err != nil {
-		// The error names PEM problems but never includes key material.
-		return tls.Certificate{}, tacerr.Field(tacerr.InvalidConfig, "server.tls_key", "%s and %s are not a certificate and its key: %v", c.TLSCert, c.TLSKey, err)
-	}
-	return cert, nil
+	return pemblock.KeyPair(c.TLSCert, c.TLSKey, tacerr.InvalidConfig, "server.tls_cert", "server.tls_key")
 }

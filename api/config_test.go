@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"net"
+	"os"
 	"path/filepath"
 	"runtime/debug"
 	"strings"
@@ -118,6 +119,13 @@ func TestNewFileErrors(t *testing.T) {
 		{"client ca missing", func(c *Config) { c.ClientCA = []string{filepath.Join(pki.dir, "gone.pem")} }, "server.client_ca[0]", "gone.pem"},
 		{"client ca not PEM", func(c *Config) { c.ClientCA = []string{pki.write(t, "junk.pem", []byte("junk"))} }, "server.client_ca[0]", "PEM"},
 		{"client ca not a CA", func(c *Config) { c.ClientCA = []string{notCA} }, "server.client_ca[0]", "not a CA"},
+		{"cert with text before it", func(c *Config) {
+			c.TLSCert = pki.write(t, "subj.pem", prepend(t, "subject=CN=server\n", pki.serverCert))
+		}, "server.tls_cert", "subj.pem: text before the first PEM block at line 1 (byte 0)"},
+		{"key with text after it", func(c *Config) { c.TLSKey = pki.write(t, "key-junk.pem", append(read(t, pki.serverKey), "junk\n"...)) }, "server.tls_key", "key-junk.pem: trailing data after PEM block 1 at line"},
+		{"client ca with text before it", func(c *Config) {
+			c.ClientCA = []string{pki.write(t, "bag.pem", prepend(t, "Bag Attributes\n    friendlyName: ca\n", pki.caFile))}
+		}, "server.client_ca[0]", "bag.pem: text before the first PEM block at line 1"},
 		{"mapped ca not a CA", func(c *Config) { c.MappedCA = []string{pki.caFile, notCA} }, "server.mapped_ca[1]", "not a CA"},
 	}
 	for _, tc := range tests {
@@ -207,3 +215,14 @@ func TestTuneRuntime(t *testing.T) {
 		t.Fatalf("gc percent with GOGC set = %d, want 250", gc)
 	}
 }
+
+func read(t *testing.T, file string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func prepend(t *testing.T, text, file string) []byte { return append([]byte(text), read(t, file)...) }

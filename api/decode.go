@@ -14,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -198,8 +199,8 @@ func csrBytes(s string) ([]byte, error) {
 	switch {
 	case t == "":
 		return nil, tacerr.Field(tacerr.CSRInvalid, "csr", "is required: the device's PKCS#10 request, PEM or base64 DER")
-	case strings.HasPrefix(t, "-----BEGIN"):
-		return []byte(s), nil
+	case !pemblock.DER([]byte(t)):
+		return []byte(s), nil // PEM: policy.DecodeCSR holds it to pemblock's rules
 	}
 	der, err := base64.StdEncoding.DecodeString(t)
 	if err != nil {

@@ -33,6 +33,7 @@ import (
 	"regexp"
 	"time"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -380,31 +381,10 @@ func ChainPEM(certs ...*x509.Certificate) []byte {
 	return b.Bytes()
 }
 
-// ParseChainPEM decodes one or more PEM "CERTIFICATE" blocks. Text before a
-// block is skipped (openssl writes "subject=" lines there); another block
-// type, text after the last block, or no block at all is an error naming the
-// block.
+// ParseChainPEM decodes one or more PEM "CERTIFICATE" blocks and nothing
+// else but whitespace (internal/pemblock's rules: text outside the blocks,
+// such as the "subject=" lines openssl writes, is refused with its line).
+// Errors are invalid_input on field cert.
 func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	rest := bytes.TrimSpace(data)
-	for i := 1; len(rest) > 0; i++ {
-		var block *pem.Block
-		block, rest = pem.Decode(rest)
-		if block == nil {
-			return nil, tacerr.Field(tacerr.InvalidInput, "cert", "PEM block %d: not a PEM block (text outside BEGIN/END lines?)", i)
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, tacerr.Field(tacerr.InvalidInput, "cert", "PEM block %d: type %q, want CERTIFICATE", i, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "PEM block %d: not an X.509 certificate", i)
-		}
-		out = append(out, c)
-		rest = bytes.TrimSpace(rest)
-	}
-	if len(out) == 0 {
-		return nil, tacerr.Field(tacerr.InvalidInput, "cert", "no PEM CERTIFICATE block found")
-	}
-	return out, nil
+	return pemblock.Certificates(data, tacerr.InvalidInput, "cert")
 }

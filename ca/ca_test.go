@@ -243,8 +243,9 @@ func TestParseChainPEM(t *testing.T) {
 		{name: "two certificates", data: chain, n: 2},
 		{name: "surrounding whitespace", data: append(append([]byte("\n"), chain...), "\n\n"...), n: 2},
 		{name: "empty", data: nil, want: "no PEM CERTIFICATE block"},
-		{name: "text between blocks is skipped (openssl writes subject= lines)", data: append(append(ChainPEM(h.root), "subject=CN=Root\n"...), ChainPEM(h.root)...), n: 2},
-		{name: "trailing text", data: append(ChainPEM(h.root), "junk\n"...), want: "PEM block 2: not a PEM block"},
+		{name: "text before the first block (openssl writes subject= lines)", data: append([]byte("subject=CN=Root\n"), ChainPEM(h.root)...), want: "text before the first PEM block at line 1 (byte 0)"},
+		{name: "text between blocks", data: append(append(ChainPEM(h.root), "subject=CN=Root\n"...), ChainPEM(h.root)...), want: "trailing data after PEM block 1 at line"},
+		{name: "trailing text", data: append(ChainPEM(h.root), "junk\n"...), want: "trailing data after PEM block 1 at line"},
 		{name: "wrong type", data: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{1}}), want: `type "PRIVATE KEY"`},
 		{name: "not a certificate", data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{0x30, 0}}), want: "not an X.509 certificate"},
 	}

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -462,9 +463,9 @@ func record(label string, cert *x509.Certificate, chain []*x509.Certificate, act
 // is a duration). The site installs it with `tacline ca import --cert
 // CERT --chain ROOT --activate`. Errors: invalid_input (field csr).
 func CertifyCSR(root *x509.Certificate, rootSigner crypto.Signer, csrPEM []byte, now, deviceNotAfter time.Time) (*x509.Certificate, error) {
-	block, _ := pem.Decode(csrPEM)
-	if block == nil || block.Type != "CERTIFICATE REQUEST" {
-		return nil, tacerr.Field(tacerr.InvalidInput, "csr", "is not a PEM CERTIFICATE REQUEST (as `tacline ca init` writes at the site)")
+	block, err := pemblock.One(csrPEM, tacerr.InvalidInput, "csr", "CERTIFICATE REQUEST")
+	if err != nil {
+		return nil, tacerr.Prefixed("give the PEM CERTIFICATE REQUEST `tacline ca init` wrote at the site", err, tacerr.InvalidInput)
 	}
 	csr, err := x509.ParseCertificateRequest(block.Bytes)
 	if err != nil {

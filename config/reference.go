@@ -125,6 +125,11 @@ anything and names the first wrong field of each section.
 
 A duration is written as Go writes it (` + "`90s`, `5m`, `24h`" + `). A key in a
 list of objects is shown as ` + "`list[].key`" + `.
+
+A PEM file (certificates, keys, CA bundles) holds PEM blocks and whitespace
+only: text before, between or after the blocks (the ` + "`subject=`" + ` and
+` + "`Bag Attributes`" + ` lines openssl writes) is refused, the error naming the
+field, the file and the line and byte offset where the text starts.
 `)
 	section := ""
 	for _, k := range Reference() {

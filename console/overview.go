@@ -3,9 +3,7 @@ package console
 import (
 	"cmp"
 	"context"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"maps"
@@ -23,6 +21,7 @@ import (
 	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -674,11 +673,10 @@ func (c *Console) issuerState(r *http.Request, p *page, now time.Time) ([]issuer
 			v.Unusable = &n
 		}
 		v.Loaded = rec.KeyID == st.Active
-		if b, _ := pem.Decode([]byte(rec.CertPEM)); b != nil {
-			if cert, err := x509.ParseCertificate(b.Bytes); err == nil {
-				v.Subject, v.NotAfter = cert.Subject.CommonName, cert.NotAfter
-				v.Days = int(cert.NotAfter.Sub(now).Hours() / 24)
-			}
+		if certs, err := pemblock.Certificates([]byte(rec.CertPEM), tacerr.Internal, "cert_pem"); err == nil {
+			cert := certs[0]
+			v.Subject, v.NotAfter = cert.Subject.CommonName, cert.NotAfter
+			v.Days = int(cert.NotAfter.Sub(now).Hours() / 24)
 		}
 		out = append(out, v)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/factory/sim"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify"
@@ -97,17 +98,13 @@ func CheckAuthenticity(ctx context.Context, env *Env, serverURL string, out io.W
 // (identities/role-<role>) that trusts the server's CA.
 func RoleClient(env *Env, role string) (*http.Client, error) {
 	dir := filepath.Join(env.IdentitiesDir, "person-"+role)
-	cert, err := tls.LoadX509KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"))
+	cert, err := pemblock.KeyPair(filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), tacerr.Internal, "cert", "key")
 	if err != nil {
 		return nil, err
 	}
-	caPEM, err := os.ReadFile(filepath.Join(env.CredsDir, castore.ServerCAFile))
+	pool, err := pemblock.CertPool(filepath.Join(env.CredsDir, castore.ServerCAFile), tacerr.Internal, "server_ca")
 	if err != nil {
 		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(caPEM) {
-		return nil, tacerr.New(tacerr.Internal, "%s holds no certificate", castore.ServerCAFile)
 	}
 	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{
 		MinVersion: tls.VersionTLS12, RootCAs: pool, Certificates: []tls.Certificate{cert}}}}, nil

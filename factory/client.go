@@ -14,12 +14,12 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -102,9 +102,9 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		if cfg.CertFile == "" || cfg.KeyFile == "" {
 			return nil, tacerr.Field(tacerr.InvalidInput, "cert_file", "the station certificate and key files are required")
 		}
-		pair, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		pair, err := pemblock.KeyPair(cfg.CertFile, cfg.KeyFile, tacerr.InvalidInput, "cert_file", "key_file")
 		if err != nil {
-			return nil, tacerr.Wrap(tacerr.InvalidInput, err, "station certificate %s and key %s: cannot load them as a matching PEM pair", cfg.CertFile, cfg.KeyFile)
+			return nil, tacerr.Prefixed("station certificate and key: cannot load them as a matching PEM pair", err, tacerr.InvalidInput)
 		}
 		tc.Certificates = []tls.Certificate{pair}
 	}
@@ -213,15 +213,7 @@ func loadPool(file, field string) (*x509.CertPool, error) {
 	if file == "" {
 		return nil, tacerr.Field(tacerr.InvalidInput, field, "a PEM file of CA certificates is required")
 	}
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, tacerr.Wrap(tacerr.InvalidInput, err, "%s: cannot read %s", field, file)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(data) {
-		return nil, tacerr.Field(tacerr.InvalidInput, field, "%s holds no PEM CERTIFICATE block", file)
-	}
-	return pool, nil
+	return pemblock.CertPool(file, tacerr.InvalidInput, field)
 }
 
 func noRedirects(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

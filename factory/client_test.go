@@ -335,10 +335,10 @@ func TestNewClientRefuses(t *testing.T) {
 		{name: "no server", cfg: ClientConfig{CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.ServerCAFile}, field: "server_url", msg: "required"},
 		{name: "plain http", cfg: ClientConfig{ServerURL: "http://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.ServerCAFile}, field: "server_url", msg: "mutual TLS"},
 		{name: "no cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CAFile: pki.ServerCAFile}, field: "cert_file", msg: "required"},
-		{name: "key of another cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: newPKI(t).KeyFile, CAFile: pki.ServerCAFile}, msg: "matching PEM pair"},
+		{name: "key of another cert", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: newPKI(t).KeyFile, CAFile: pki.ServerCAFile}, field: "key_file", msg: "matching PEM pair"},
 		{name: "no CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile}, field: "ca_file", msg: "required"},
-		{name: "missing CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: missing}, msg: "cannot read"},
-		{name: "CA file without certificates", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.KeyFile}, field: "ca_file", msg: "no PEM CERTIFICATE"},
+		{name: "missing CA file", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: missing}, field: "ca_file", msg: "cannot read"},
+		{name: "CA file without certificates", cfg: ClientConfig{ServerURL: "https://127.0.0.1:1", CertFile: pki.CertFile, KeyFile: pki.KeyFile, CAFile: pki.KeyFile}, field: "ca_file", msg: "wrong PEM block type \"PRIVATE KEY\""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

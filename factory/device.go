@@ -1,7 +1,6 @@
 package factory
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -16,6 +15,7 @@ import (
 	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 
 	"github.com/tacline/tacline/internal/der"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/policy"
 	"github.com/tacline/tacline/tacerr"
 )
@@ -166,22 +166,15 @@ func challengeHash(pub *ecdsa.PublicKey) (crypto.Hash, error) {
 // KEY" (SEC 1) block is accepted too. Errors have field "key" and never
 // quote the key material.
 func ParseDeviceKey(data []byte) (*ecdsa.PrivateKey, error) {
-	block, rest := pem.Decode(bytes.TrimSpace(data))
-	if block == nil {
-		return nil, tacerr.Field(tacerr.InvalidInput, "key", "is not PEM: expected a \"PRIVATE KEY\" block (PKCS#8)")
-	}
-	if len(bytes.TrimSpace(rest)) != 0 {
-		return nil, tacerr.Field(tacerr.InvalidInput, "key", "has data after the first PEM block; give exactly one key")
+	block, err := pemblock.One(data, tacerr.InvalidInput, "key", "PRIVATE KEY", "EC PRIVATE KEY")
+	if err != nil {
+		return nil, err
 	}
 	var parsed any
-	var err error
-	switch block.Type {
-	case "PRIVATE KEY":
+	if block.Type == "PRIVATE KEY" {
 		parsed, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-	case "EC PRIVATE KEY":
+	} else {
 		parsed, err = x509.ParseECPrivateKey(block.Bytes)
-	default:
-		return nil, tacerr.Field(tacerr.InvalidInput, "key", "PEM block type is %q; expected \"PRIVATE KEY\" (PKCS#8)", block.Type)
 	}
 	if err != nil {
 		return nil, tacerr.Field(tacerr.InvalidInput, "key", "the %s block does not hold a valid key", block.Type)

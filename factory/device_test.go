@@ -163,7 +163,7 @@ func TestParseDeviceKeyRefuses(t *testing.T) {
 		{name: "PKCS#8", in: goodPEM, ok: true},
 		{name: "SEC 1", in: sec1, ok: true},
 		{name: "not PEM", in: []byte("hello"), msg: "not PEM"},
-		{name: "two blocks", in: append(append([]byte{}, goodPEM...), goodPEM...), msg: "exactly one key"},
+		{name: "two blocks", in: append(append([]byte{}, goodPEM...), goodPEM...), msg: "give exactly one"},
 		{name: "certificate block", in: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}), msg: "block type"},
 		{name: "garbage in block", in: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: []byte{0x30, 0x03, 1, 2, 3}}), msg: "valid key"},
 		{name: "P-521", in: p521, msg: "P-256 or P-384"},

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/tacline/tacline/api/wire"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -327,30 +327,15 @@ func checkSAN(cert *x509.Certificate, ims []imei.IMEI) error {
 	return nil
 }
 
-// parseCerts decodes PEM CERTIFICATE blocks; anything else is an error.
+// parseCerts decodes PEM CERTIFICATE blocks (internal/pemblock's rules);
+// anything else is an error, its message without code (callers give it
+// theirs).
 func parseCerts(s string) ([]*x509.Certificate, error) {
-	rest := bytes.TrimSpace([]byte(s))
-	if len(rest) == 0 {
-		return nil, errors.New("is empty; want PEM CERTIFICATE blocks")
+	certs, err := pemblock.Certificates([]byte(s), tacerr.InvalidInput, "")
+	if e, ok := tacerr.As(err); ok {
+		return nil, errors.New(e.Message)
 	}
-	var out []*x509.Certificate
-	for i := 1; len(rest) > 0; i++ {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, fmt.Errorf("PEM block %d: not a PEM block", i)
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d: type %q, want CERTIFICATE", i, b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("PEM block %d: %v", i, err)
-		}
-		out = append(out, c)
-		rest = bytes.TrimSpace(rest)
-	}
-	return out, nil
+	return certs, err
 }
 
 // LoadRoots reads the trusted device roots from a PEM file such as the

@@ -7,9 +7,9 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -87,20 +87,14 @@ func DecodeCSR(data []byte, rules CSRRules) (*x509.CertificateRequest, error) {
 		return nil, csrErr("is empty; send a PEM or DER PKCS#10 certificate request")
 	}
 	var der []byte
-	if bytes.HasPrefix(trimmed, []byte("-----BEGIN")) {
-		block, rest := pem.Decode(trimmed)
-		if block == nil {
-			return nil, csrErr("is malformed PEM (no complete BEGIN/END block)")
-		}
-		if block.Type != "CERTIFICATE REQUEST" && block.Type != "NEW CERTIFICATE REQUEST" {
-			return nil, csrErr("has PEM block type %q; want \"CERTIFICATE REQUEST\" (wrong PEM block type)", block.Type)
-		}
-		if len(bytes.TrimSpace(rest)) != 0 {
-			return nil, csrErr("has trailing data after the PEM block; send exactly one request")
+	if pemblock.DER(data) {
+		der = data // DER is binary: whitespace is significant
+	} else {
+		block, err := pemblock.One(data, tacerr.CSRInvalid, "csr", "CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")
+		if err != nil {
+			return nil, tacerr.Prefixed("the CSR is neither DER nor PEM only", err, tacerr.CSRInvalid)
 		}
 		der = block.Bytes
-	} else {
-		der = data // DER is binary: whitespace is significant
 	}
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {

@@ -111,6 +111,7 @@ func TestParseCSRRefuses(t *testing.T) {
 		{name: "empty", data: []byte(" \n"), want: "empty"},
 		{name: "wrong PEM block type", data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: good}), want: "wrong PEM block type"},
 		{name: "truncated PEM", data: goodPEM[:len(goodPEM)/2], want: "malformed PEM"},
+		{name: "text before the PEM block", data: append([]byte("subject=CN=dev\n"), goodPEM...), want: "text before the first PEM block at line 1 (byte 0)"},
 		{name: "trailing data after PEM", data: append(bytes.Clone(goodPEM), goodPEM...), want: "trailing data"},
 		{name: "trailing data after DER", data: append(bytes.Clone(good), 0), want: "trailing data"},
 		{name: "truncated DER", data: good[:len(good)-5], want: "not a PKCS#10"},

@@ -33,14 +33,13 @@ package register
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/internal/retry"
 	"github.com/tacline/tacline/register/wire"
 	"github.com/tacline/tacline/tacerr"
@@ -228,20 +227,16 @@ func (c Config) httpClient() (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tcfg := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.TLS.CAFile != "" {
-		pem, err := os.ReadFile(c.TLS.CAFile)
+		pool, err := pemblock.CertPool(c.TLS.CAFile, tacerr.InvalidConfig, "register.tls.ca_file")
 		if err != nil {
-			return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "register.tls.ca_file")
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, tacerr.Field(tacerr.InvalidConfig, "register.tls.ca_file", "%s holds no PEM certificate", c.TLS.CAFile)
+			return nil, err
 		}
 		tcfg.RootCAs = pool
 	}
 	if c.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(c.TLS.CertFile, c.TLS.KeyFile)
+		cert, err := pemblock.KeyPair(c.TLS.CertFile, c.TLS.KeyFile, tacerr.InvalidConfig, "register.tls.cert_file", "register.tls.key_file")
 		if err != nil {
-			return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "register.tls.cert_file/key_file")
+			return nil, err
 		}
 		tcfg.Certificates = []tls.Certificate{cert}
 	}

@@ -2,8 +2,6 @@ package server
 
 import (
 	"context"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"runtime"
 	"time"
@@ -11,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tacline/tacline/audit"
+	"github.com/tacline/tacline/internal/pemblock"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // opsCollector exports, at scrape time, what deploy/prometheus/alerts.yml
@@ -85,15 +85,11 @@ func (c opsCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func notAfter(pemData []byte) (time.Time, bool) {
-	blk, _ := pem.Decode(pemData)
-	if blk == nil {
-		return time.Time{}, false
-	}
-	c, err := x509.ParseCertificate(blk.Bytes)
+	certs, err := pemblock.Certificates(pemData, tacerr.InvalidConfig, "server.tls_cert")
 	if err != nil {
 		return time.Time{}, false
 	}
-	return c.NotAfter, true
+	return certs[0].NotAfter, true
 }
 
 func b2f(b bool) float64 {

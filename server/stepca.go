@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 
@@ -12,6 +11,7 @@ import (
 
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/config"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/store"
@@ -91,9 +91,12 @@ func stationCRL(cfg *config.File) (*stepca.CRLWatcher, error) {
 	}
 	roots := x509.NewCertPool()
 	for i, f := range cfg.Server.StepCAStationCA {
-		b, err := os.ReadFile(f)
-		if err != nil || !roots.AppendCertsFromPEM(b) {
-			return nil, tacerr.Field(tacerr.InvalidConfig, fmt.Sprintf("server.stepca_station_ca[%d]", i), "cannot read PEM certificates from %s: %v", f, err)
+		certs, err := pemblock.CertFile(f, tacerr.InvalidConfig, fmt.Sprintf("server.stepca_station_ca[%d]", i))
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range certs {
+			roots.AddCert(c)
 		}
 	}
 	return stepca.NewCRLWatcher(cfg.Server.StepCACRL, roots), nil

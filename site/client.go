@@ -4,15 +4,14 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -29,17 +28,13 @@ var _ HQClient = (*HTTPClient)(nil)
 // NewHTTPClient connects site name to HQ at base (https://host:port) with
 // the certificate and key files and the CA file that verifies HQ.
 func NewHTTPClient(base, name, certFile, keyFile, caFile string) (*HTTPClient, error) {
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	pair, err := pemblock.KeyPair(certFile, keyFile, tacerr.InvalidConfig, "site.cert_file", "site.key_file")
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "site.cert_file/site.key_file")
+		return nil, err
 	}
-	pemCA, err := os.ReadFile(caFile)
+	roots, err := pemblock.CertPool(caFile, tacerr.InvalidConfig, "site.ca_file")
 	if err != nil {
-		return nil, tacerr.Wrap(tacerr.InvalidConfig, err, "site.ca_file")
-	}
-	roots := x509.NewCertPool()
-	if !roots.AppendCertsFromPEM(pemCA) {
-		return nil, tacerr.Field(tacerr.InvalidConfig, "site.ca_file", "%s holds no PEM certificate", caFile)
+		return nil, err
 	}
 	tr := &http.Transport{TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: roots, Certificates: []tls.Certificate{pair}},
 		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second, MaxIdleConnsPerHost: 2}

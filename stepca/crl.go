@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -91,15 +91,15 @@ func (w *CRLWatcher) issuerOf(ctx context.Context, crl *x509.RevocationList) (*x
 	if err != nil {
 		return nil, err
 	}
+	blocks, err := pemblock.Decode(body, tacerr.UpstreamRefused, "", "CERTIFICATE")
+	if err != nil {
+		return nil, tacerr.Prefixed("step-ca's intermediates at "+iu+" are not PEM certificates only; the CRL read before stays in force", err, tacerr.UpstreamRefused)
+	}
 	var found *x509.Certificate
 	var fresh []*x509.Certificate
-	for rest := body; ; {
-		var b *pem.Block
-		if b, rest = pem.Decode(rest); b == nil {
-			break
-		}
+	for _, b := range blocks {
 		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil || b.Type != "CERTIFICATE" {
+		if err != nil {
 			continue
 		}
 		if _, err := c.Verify(x509.VerifyOptions{Roots: w.roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {

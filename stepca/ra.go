@@ -26,13 +26,11 @@ import (
 	"context"
 	"crypto"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"math/big"
 	"net"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
@@ -43,6 +41,7 @@ import (
 	"go.step.sm/crypto/jose"
 	"go.step.sm/crypto/randutil"
 
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -421,19 +420,14 @@ func classify(err error, serial *big.Int) error {
 }
 
 func readCert(path, field string) (*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
+	certs, err := pemblock.CertFile(path, tacerr.InvalidConfig, field)
 	if err != nil {
-		return nil, tacerr.Field(tacerr.InvalidConfig, field, "%v", err)
+		return nil, err
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil || blk.Type != "CERTIFICATE" {
-		return nil, tacerr.Field(tacerr.InvalidConfig, field, "%s holds no PEM CERTIFICATE", path)
+	if len(certs) != 1 {
+		return nil, tacerr.Field(tacerr.InvalidConfig, field, "%s holds %d certificates; give the one certificate", path, len(certs))
 	}
-	c, err := x509.ParseCertificate(blk.Bytes)
-	if err != nil {
-		return nil, tacerr.Field(tacerr.InvalidConfig, field, "%s: %v", path, err)
-	}
-	return c, nil
+	return certs[0], nil
 }
 
 // Retired is the upstream of a step-ca issuing CA that step-ca no longer

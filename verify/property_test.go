@@ -232,6 +232,10 @@ func testMalformed(t *testing.T, f *fixture) {
 		{name: "chain key block", mut: func(r *verify.Request) { r.Chain = "-----BEGIN PRIVATE KEY-----\nMAA=\n-----END PRIVATE KEY-----\n" }, field: "chain", code: tacerr.InvalidInput},
 		{name: "chain bad DER", mut: func(r *verify.Request) { r.Chain = "-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n" }, field: "chain", code: tacerr.InvalidInput},
 		{name: "chain trailing garbage", mut: func(r *verify.Request) { r.Chain += "garbage" }, field: "chain", code: tacerr.InvalidInput},
+		{name: "chain leading text", mut: func(r *verify.Request) { r.Chain = "subject=CN=device\n" + r.Chain }, field: "chain", code: tacerr.InvalidInput},
+		{name: "chain text between certificates", mut: func(r *verify.Request) {
+			r.Chain = string(ca.ChainPEM(f.a.Chain[0])) + "issuer=CN=Issuing\n" + string(ca.ChainPEM(f.a.Chain[1:]...))
+		}, field: "chain", code: tacerr.InvalidInput},
 		{name: "chain too many", mut: func(r *verify.Request) { r.Chain = string(bytes.Repeat(ca.ChainPEM(f.a.Chain[0]), 9)) }, field: "chain", code: tacerr.InvalidInput},
 		{name: "nonce empty", mut: func(r *verify.Request) { r.Nonce = "" }, field: "nonce", code: tacerr.InvalidInput},
 		{name: "nonce not hex", mut: func(r *verify.Request) { r.Nonce = "zz" + r.Nonce[2:] }, field: "nonce", code: tacerr.InvalidInput},

@@ -1,14 +1,13 @@
 package verify
 
 import (
-	"bytes"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"strings"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -108,29 +107,12 @@ func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
 func ParseTrustPEM(data []byte) ([]*x509.Certificate, error) { return parseCerts(data, "trust", 1000) }
 
 func parseCerts(data []byte, field string, limit int) ([]*x509.Certificate, error) {
-	rest := bytes.TrimSpace(data)
-	var out []*x509.Certificate
-	for len(rest) > 0 {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d: not a PEM block (expected -----BEGIN CERTIFICATE-----)", len(out)+1)
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d: PEM block %q, expected CERTIFICATE", len(out)+1, b.Type)
-		}
-		if len(out) == limit {
-			return nil, tacerr.Field(tacerr.InvalidInput, field, "has more than %d certificates", limit)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, tacerr.Field(tacerr.InvalidInput, field, "certificate %d does not parse: %v", len(out)+1, err)
-		}
-		out = append(out, c)
-		rest = bytes.TrimSpace(rest)
+	out, err := pemblock.Certificates(data, tacerr.InvalidInput, field)
+	if err != nil {
+		return nil, err
 	}
-	if len(out) == 0 {
-		return nil, tacerr.Field(tacerr.InvalidInput, field, "holds no certificate: give PEM certificates")
+	if len(out) > limit {
+		return nil, tacerr.Field(tacerr.InvalidInput, field, "has more than %d certificates", limit)
 	}
 	return out, nil
 }
@@ -138,9 +120,10 @@ func parseCerts(data []byte, field string, limit int) ([]*x509.Certificate, erro
 // ParseCRL decodes one CRL, PEM ("X509 CRL") or DER.
 func ParseCRL(data []byte) (*x509.RevocationList, error) {
 	der := data
-	if b, _ := pem.Decode(bytes.TrimSpace(data)); b != nil {
-		if b.Type != "X509 CRL" {
-			return nil, tacerr.Field(tacerr.InvalidInput, "crl", "PEM block %q, expected X509 CRL", b.Type)
+	if !pemblock.DER(data) {
+		b, err := pemblock.One(data, tacerr.InvalidInput, "crl", "X509 CRL")
+		if err != nil {
+			return nil, err
 		}
 		der = b.Bytes
 	}

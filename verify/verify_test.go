@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"crypto/x509"
+	"encoding/pem"
 	"slices"
 	"strings"
 	"testing"
@@ -66,6 +67,33 @@ func TestAuthenticity(t *testing.T) {
 	t.Run("trust anchors", func(t *testing.T) { testTrustAnchors(t, f) })
 	t.Run("never genuine", func(t *testing.T) { testNeverGenuine(t, f) })
 	t.Run("malformed requests", func(t *testing.T) { testMalformed(t, f) })
+	t.Run("CRL input", func(t *testing.T) { testCRLInput(t, f) })
+}
+
+// testCRLInput: a CRL is DER, or PEM and nothing else.
+func testCRLInput(t *testing.T, f *fixture) {
+	now := f.env.Clock.Now()
+	der, _, err := revocation.BuildCRL(f.issuer, 1, now, now.Add(time.Hour), func(func(revocation.Entry) error) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})
+	for _, ok := range [][]byte{der, p, append([]byte("\n"), p...)} {
+		if _, err := verify.ParseCRL(ok); err != nil {
+			t.Fatalf("ParseCRL(%.20q): %v", ok, err)
+		}
+	}
+	for _, tc := range []struct{ name, data, want string }{
+		{"text before", "Issuer: CN=Issuing\n" + string(p), "text before the first PEM block at line 1"},
+		{"text after", string(p) + "junk", "trailing data after PEM block 1 at line"},
+		{"two CRLs", string(p) + string(p), "give exactly one"},
+		{"other block", strings.ReplaceAll(string(p), "X509 CRL", "CERTIFICATE"), `wrong PEM block type "CERTIFICATE"`},
+	} {
+		_, err := verify.ParseCRL([]byte(tc.data))
+		if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "crl" || !strings.Contains(e.Message, tc.want) {
+			t.Errorf("%s: ParseCRL: %v, want invalid_input (crl) %q", tc.name, err, tc.want)
+		}
+	}
 }
 
 // crl signs a real CRL of the issuing CA (key in SoftHSM2) listing the
