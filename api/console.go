@@ -57,8 +57,8 @@ func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI)
 	if err != nil {
 		return online.Lookup{}, 0, err
 	}
-	if retry := a.lookupLimiter.Admit(r, s.lookupIdentity(r)); retry > 0 {
-		return online.Lookup{}, retry, nil
+	if no := a.lookupLimiter.Admit(r, s.lookupIdentity(r)); no.RetryAfter > 0 {
+		return online.Lookup{}, no.RetryAfter, nil
 	}
 	l, err = a.auth.Lookup(ctx, m)
 	if err != nil {

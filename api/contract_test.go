@@ -118,7 +118,8 @@ func TestOpenAPIResponsesExercised(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	public, err := WithAuthenticity(fake, authn, AuthenticityConfig{PublicVerify: true, PublicRate: 1e-6, PublicBurst: 1, LookupRate: 1e-6, LookupBurst: 1})
+	public, err := WithAuthenticity(fake, authn, AuthenticityConfig{PublicVerify: true, PublicRate: 1e-6, PublicBurst: 1, PublicSiteRate: 1e-6, PublicSiteBurst: 1,
+		LookupRate: 1e-6, LookupBurst: 1, LookupSiteRate: 1e-6, LookupSiteBurst: 1})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -60,25 +60,59 @@ type AuthenticityConfig struct {
 	// by N (docs/operations.md, "Rate limits and replicas").
 	PublicRate  float64 `yaml:"public_rate" doc:"public challenges and checks per second per caller, on each replica (N replicas behind one address: the total / N, see docs/operations.md)"`
 	PublicBurst int     `yaml:"public_burst" doc:"burst of public challenges and checks per caller, on each replica (the total burst / N, at least 1)"`
+	// PublicSiteRate and PublicSiteBurst limit the anonymous callers of
+	// one site (IPv4 /16, IPv6 /48) together: an IPv6 /48 holds 256 /56
+	// callers. At least the caller's rate and burst.
+	PublicSiteRate  float64 `yaml:"public_site_rate" doc:"public challenges and checks per second per site: all anonymous callers of one IPv4 /16 or IPv6 /48 together, on each replica (at least public_rate)"`
+	PublicSiteBurst int     `yaml:"public_site_burst" doc:"burst of public challenges and checks per site (IPv4 /16, IPv6 /48), on each replica (at least public_burst)"`
 	// LookupRate and LookupBurst limit GET /v1/lookup (and the console's
 	// /check page, which shares its quota) per caller.
 	LookupRate  float64 `yaml:"lookup_rate" doc:"GET /v1/lookup and /check requests per second per caller, on each replica (N replicas behind one address: the total / N, see docs/operations.md)"`
 	LookupBurst int     `yaml:"lookup_burst" doc:"burst of GET /v1/lookup and /check requests per caller, on each replica (the total burst / N, at least 1)"`
+	// LookupSiteRate and LookupSiteBurst: the same per site.
+	LookupSiteRate  float64 `yaml:"lookup_site_rate" doc:"GET /v1/lookup and /check requests per second per site: all anonymous callers of one IPv4 /16 or IPv6 /48 together, on each replica (at least lookup_rate)"`
+	LookupSiteBurst int     `yaml:"lookup_site_burst" doc:"burst of GET /v1/lookup and /check requests per site (IPv4 /16, IPv6 /48), on each replica (at least lookup_burst)"`
 }
 
 // DefaultAuthenticityConfig: public checks off; 1 check/s (burst 5) and 5
-// lookups/s (burst 20) per caller.
+// lookups/s (burst 20) per caller; per site (IPv4 /16, IPv6 /48) 8 times
+// that.
 func DefaultAuthenticityConfig() AuthenticityConfig {
-	return AuthenticityConfig{PublicRate: 1, PublicBurst: 5, LookupRate: 5, LookupBurst: 20}
+	return AuthenticityConfig{PublicRate: 1, PublicBurst: 5, PublicSiteRate: 8, PublicSiteBurst: 40,
+		LookupRate: 5, LookupBurst: 20, LookupSiteRate: 40, LookupSiteBurst: 160}
 }
 
 // Validate names the first wrong field.
 func (c AuthenticityConfig) Validate() error {
+	pc, ps := c.publicTiers()
+	if err := validTiers("public", pc, ps); err != nil {
+		return err
+	}
+	lc, ls := c.lookupTiers()
+	return validTiers("lookup", lc, ls)
+}
+
+func (c AuthenticityConfig) publicTiers() (caller, site ratelimit.Tier) {
+	return ratelimit.Tier{Rate: c.PublicRate, Burst: c.PublicBurst}, ratelimit.Tier{Rate: c.PublicSiteRate, Burst: c.PublicSiteBurst}
+}
+
+func (c AuthenticityConfig) lookupTiers() (caller, site ratelimit.Tier) {
+	return ratelimit.Tier{Rate: c.LookupRate, Burst: c.LookupBurst}, ratelimit.Tier{Rate: c.LookupSiteRate, Burst: c.LookupSiteBurst}
+}
+
+// validTiers checks the fields authenticity.<name>_rate, _burst,
+// _site_rate and _site_burst.
+func validTiers(name string, caller, site ratelimit.Tier) error {
+	f := func(suffix string) string { return "authenticity." + name + suffix }
 	switch {
-	case c.PublicRate <= 0 || c.PublicBurst < 1:
-		return tacerr.Field(tacerr.InvalidConfig, "authenticity.public_rate", "public_rate must be > 0 and public_burst >= 1")
-	case c.LookupRate <= 0 || c.LookupBurst < 1:
-		return tacerr.Field(tacerr.InvalidConfig, "authenticity.lookup_rate", "lookup_rate must be > 0 and lookup_burst >= 1")
+	case caller.Rate <= 0:
+		return tacerr.Field(tacerr.InvalidConfig, f("_rate"), "is %g; give a rate > 0 (requests per second per caller)", caller.Rate)
+	case caller.Burst < 1:
+		return tacerr.Field(tacerr.InvalidConfig, f("_burst"), "is %d; give a burst >= 1", caller.Burst)
+	case site.Rate < caller.Rate:
+		return tacerr.Field(tacerr.InvalidConfig, f("_site_rate"), "is %g, below %s_rate %g: a site (IPv4 /16, IPv6 /48) holds many callers; give at least %g", site.Rate, name, caller.Rate, caller.Rate)
+	case site.Burst < caller.Burst:
+		return tacerr.Field(tacerr.InvalidConfig, f("_site_burst"), "is %d, below %s_burst %d: a site (IPv4 /16, IPv6 /48) holds many callers; give at least %d", site.Burst, name, caller.Burst, caller.Burst)
 	}
 	return nil
 }
@@ -100,7 +134,7 @@ func WithAuthenticity(p Provisioner, a Authenticity, cfg AuthenticityConfig) (Pr
 		return nil, err
 	}
 	return &authProvisioner{Provisioner: p, auth: a, cfg: cfg,
-		verifyLimit: ratelimit.New(cfg.PublicRate, cfg.PublicBurst), lookupLimiter: ratelimit.New(cfg.LookupRate, cfg.LookupBurst)}, nil
+		verifyLimit: ratelimit.New(cfg.publicTiers()), lookupLimiter: ratelimit.New(cfg.lookupTiers())}, nil
 }
 
 // SetSignObserver forwards to the wrapped provisioner.
@@ -348,16 +382,26 @@ func clientAddr(r *http.Request) string {
 // limited returns the 429 answer (with Retry-After) for a caller l refused,
 // or nil when l admitted it.
 func limited(l *ratelimit.Limiter, r *http.Request, identity string) http.Handler {
-	retry := l.Admit(r, identity)
-	if retry == 0 {
+	no := l.Admit(r, identity)
+	if no.RetryAfter == 0 {
 		return nil
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		p, st := problemFor(tacerr.New(tacerr.RateLimited, "too many requests from %s: retry after %d s", ratelimit.Key(req, identity), retry).
-			WithRetryAfter(time.Duration(retry) * time.Second))
+		p, st := problemFor(rateLimitError(no))
 		p.Instance = req.URL.Path
 		writeProblem(w, p, st)
 	})
+}
+
+// rateLimitError is the rate_limited error of a refusal, naming the limit
+// (the caller's or its site's) and its bucket.
+func rateLimitError(no ratelimit.Refusal) *tacerr.Error {
+	what := "the per-caller limit (an identity, or an IPv4 /24 or IPv6 /56)"
+	if no.Limit == ratelimit.SiteLimit {
+		what = "the per-site limit (all anonymous callers of an IPv4 /16 or IPv6 /48 together)"
+	}
+	return tacerr.New(tacerr.RateLimited, "too many requests from %s: %s is reached; retry after %d s", no.Key, what, no.RetryAfter).
+		WithRetryAfter(time.Duration(no.RetryAfter) * time.Second)
 }
 
 // LookupLimiter is the rate limiter of the public lookup (GET

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -349,23 +350,7 @@ func TestAuthenticityE2E(t *testing.T) {
 		// The same running components behind an API with public_verify on.
 		cfg := api.DefaultAuthenticityConfig()
 		cfg.PublicVerify = true
-		p, err := api.WithAuthenticity(e.srv.Service, e.srv.Authority, cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		s, err := api.New(e.env.Config.Server, p, prometheus.NewRegistry(), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, ln) }()
-		defer func() { cancel(); <-done }()
-		pub := &e2e{url: "https://" + ln.Addr().String(), chain: e.chain, clients: e.clients}
+		pub := e.serveWith(t, cfg)
 		n := pub.challenge(t, "none")
 		if res := pub.verify(t, "none", pub.request(t, dA, dA.imeis[0], "", dA.key, n)); res.Verdict != verify.Genuine {
 			t.Fatalf("public check: %+v", res)
@@ -385,6 +370,86 @@ func TestAuthenticityE2E(t *testing.T) {
 			pub.challenge(t, "regulator")
 		}
 	})
+
+	t.Run("site limits", func(t *testing.T) { testSiteLimits(t, e) })
+}
+
+// serveWith serves e's running components behind an API with cfg, on a
+// listener of its own, until the test ends.
+func (e *e2e) serveWith(t *testing.T, cfg api.AuthenticityConfig) *e2e {
+	t.Helper()
+	p, err := api.WithAuthenticity(e.srv.Service, e.srv.Authority, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := api.New(e.env.Config.Server, p, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return &e2e{url: "https://" + ln.Addr().String(), chain: e.chain, clients: e.clients}
+}
+
+// limitDetail reads a 429's detail: the bucket and the limit.
+var limitDetail = regexp.MustCompile(`^too many requests from (\S+): the per-(caller|site) limit`)
+
+// testSiteLimits: anonymous callers of one site (IPv4 /16: the loopback
+// addresses 127.0.x.y) share the site's allowance over their /24s, for
+// public challenges (a ledger write each) and lookups alike, and the 429
+// names the limit that refused; another site and an authenticated caller
+// are not held by it. The rates are so low that nothing refills while the
+// test runs.
+func testSiteLimits(t *testing.T, e *e2e) {
+	cfg := api.DefaultAuthenticityConfig()
+	cfg.PublicVerify = true
+	cfg.PublicRate, cfg.PublicBurst, cfg.PublicSiteRate, cfg.PublicSiteBurst = 1e-4, 2, 1e-4, 5
+	cfg.LookupRate, cfg.LookupBurst, cfg.LookupSiteRate, cfg.LookupSiteBurst = 1e-4, 2, 1e-4, 5
+	pub := e.serveWith(t, cfg)
+	imei := e.devices[0].imeis[0]
+	for _, route := range []struct{ name, method, path string }{
+		{"challenges", "POST", api.PathChallenges},
+		{"lookup", "GET", "/v1/lookup/" + imei},
+	} {
+		ask := func(ip string) answer {
+			return do(t, fromAddr(t, pub.clients["none"], ip), route.method, pub.url+route.path, nil)
+		}
+		var got []string
+		for _, ip := range []string{"127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.2.1", "127.0.2.2", "127.0.3.1", "127.0.4.1", "127.1.0.1"} {
+			a := ask(ip)
+			switch {
+			case a.status < 300:
+				got = append(got, ip+" ok")
+			case a.status == http.StatusTooManyRequests && a.problem.Code == "rate_limited" && a.header.Get("Retry-After") != "":
+				m := limitDetail.FindStringSubmatch(a.problem.Detail)
+				if m == nil {
+					t.Fatalf("%s from %s: 429 does not say which limit: %q", route.name, ip, a.problem.Detail)
+				}
+				got = append(got, ip+" "+m[2]+" "+m[1])
+			default:
+				t.Fatalf("%s from %s: %d %+v", route.name, ip, a.status, a.problem)
+			}
+		}
+		want := []string{
+			"127.0.1.1 ok", "127.0.1.2 ok", "127.0.1.3 caller net:127.0.1.0/24", // the /24's burst
+			"127.0.2.1 ok", "127.0.2.2 ok", // another /24: its own burst
+			"127.0.3.1 ok",                     // the site's fifth token
+			"127.0.4.1 site site:127.0.0.0/16", // a fresh /24, but the site's burst is spent
+			"127.1.0.1 ok",                     // another site
+		}
+		if strings.Join(got, "\n") != strings.Join(want, "\n") {
+			t.Errorf("%s:\n%s\nwant\n%s", route.name, strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+		if a := do(t, fromAddr(t, pub.clients["regulator"], "127.0.4.1"), route.method, pub.url+route.path, nil); a.status >= 300 {
+			t.Errorf("%s: an authenticated caller is held by its address's site: %d %+v", route.name, a.status, a.problem)
+		}
+	}
 }
 
 // testCRLAndOCSP: the server's CRL lists the revoked device (after the

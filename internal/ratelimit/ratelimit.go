@@ -11,7 +11,14 @@
 // spreads its requests over the addresses of one network gets one quota,
 // not one per address.
 //
-// The package promises: Take and Admit are safe for concurrent use; memory
+// Anonymous callers also share a second, coarser tier, with its own larger
+// allowance: the site, the /16 of an IPv4 address or the /48 of an IPv6
+// address (what one site is commonly given). An IPv6 /48 holds 256 /56s, so
+// without it one site would get 256 callers' quotas. A request is admitted
+// only when both its caller's and its site's buckets hold a token, and then
+// takes one from each; a refused request takes none.
+//
+// The package promises: Admit is safe for concurrent use; memory
 // is bounded by the callers seen in the last few minutes (buckets that
 // have refilled are forgotten); an empty bucket answers the whole seconds
 // until its next token, never 0.
@@ -32,21 +39,52 @@ import (
 	"time"
 )
 
-// Prefix lengths that make one anonymous caller.
+// Prefix lengths that make one anonymous caller, and one site.
 const (
-	IPv4Prefix = 24
-	IPv6Prefix = 56
+	IPv4Prefix     = 24
+	IPv6Prefix     = 56
+	IPv4SitePrefix = 16
+	IPv6SitePrefix = 48
 )
 
-// Limiter is a token bucket per caller key.
+// Tier is the allowance of one bucket: Rate tokens per second, at most
+// Burst held (a new bucket starts full). Rate must be > 0 and Burst >= 1
+// (configuration validates both).
+type Tier struct {
+	Rate  float64
+	Burst int
+}
+
+// Limit names the tier that refused a request.
+type Limit string
+
+const (
+	CallerLimit Limit = "caller" // the caller's bucket: its identity, or its /24 or /56
+	SiteLimit   Limit = "site"   // the site's bucket: the /16 or /48 of an anonymous caller
+)
+
+// Refusal is Admit's answer: zero when the request was admitted, else
+// the whole seconds until it would be (the Retry-After to send with 429),
+// the tier that refused it and that tier's bucket key.
+type Refusal struct {
+	RetryAfter int
+	Limit      Limit
+	Key        string
+}
+
+// Limiter is a token bucket per caller and one per site.
 type Limiter struct {
+	now func() time.Time
+
+	mu           sync.Mutex
+	caller, site buckets
+	swept        time.Time
+}
+
+type buckets struct {
 	rate  float64 // tokens per second
 	burst float64
-	now   func() time.Time
-
-	mu      sync.Mutex
-	buckets map[string]*bucket
-	swept   time.Time
+	m     map[string]*bucket
 }
 
 type bucket struct {
@@ -54,24 +92,25 @@ type bucket struct {
 	at     time.Time
 }
 
-// New returns a limiter of rate tokens per second per caller, holding at
-// most burst tokens (a new caller starts full). rate must be > 0 and
-// burst >= 1 (configuration validates both).
-func New(rate float64, burst int) *Limiter {
-	return NewWithClock(rate, burst, time.Now)
+// New returns a limiter of a caller tier and a site tier.
+func New(caller, site Tier) *Limiter {
+	return NewWithClock(caller, site, time.Now)
 }
 
 // NewWithClock is New with the clock injected (tests).
-func NewWithClock(rate float64, burst int, now func() time.Time) *Limiter {
-	return &Limiter{rate: rate, burst: float64(burst), now: now, buckets: map[string]*bucket{}}
+func NewWithClock(caller, site Tier, now func() time.Time) *Limiter {
+	tier := func(t Tier) buckets {
+		return buckets{rate: t.Rate, burst: float64(t.Burst), m: map[string]*bucket{}}
+	}
+	return &Limiter{now: now, caller: tier(caller), site: tier(site)}
 }
 
-// Admit takes one token for the caller of r: identity when it is not empty
-// (the caller's authenticated identity), else r's address prefix. It
-// returns 0 when admitted, else the whole seconds until a token is
-// available (the Retry-After to send with 429).
-func (l *Limiter) Admit(r *http.Request, identity string) int {
-	return l.Take(Key(r, identity))
+// Admit takes one token for the caller of r, and one for its site when
+// it is anonymous: identity when it is not empty (the caller's
+// authenticated identity, no site), else r's address prefixes. It
+// returns the zero Refusal when admitted.
+func (l *Limiter) Admit(r *http.Request, identity string) Refusal {
+	return l.take(Key(r, identity), SiteKey(r, identity))
 }
 
 // Key is the bucket of r's caller: "id:" + identity for an authenticated
@@ -82,56 +121,113 @@ func Key(r *http.Request, identity string) string {
 	if identity != "" {
 		return "id:" + identity
 	}
+	ip, ok := addr(r)
+	if !ok {
+		return "addr:" + r.RemoteAddr
+	}
+	return "net:" + prefix(ip, IPv4Prefix, IPv6Prefix)
+}
+
+// SiteKey is the site bucket of r's caller: "site:" + the /16 (IPv4) or
+// /48 (IPv6) prefix of its address; "" (no site tier) for an
+// authenticated caller or a remote address that is not an IP address.
+func SiteKey(r *http.Request, identity string) string {
+	if identity != "" {
+		return ""
+	}
+	ip, ok := addr(r)
+	if !ok {
+		return ""
+	}
+	return "site:" + prefix(ip, IPv4SitePrefix, IPv6SitePrefix)
+}
+
+func addr(r *http.Request) (netip.Addr, bool) {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		host = r.RemoteAddr
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {
-		return "addr:" + r.RemoteAddr
+		return netip.Addr{}, false
 	}
-	ip = ip.Unmap().WithZone("")
-	bits := IPv6Prefix
-	if ip.Is4() {
-		bits = IPv4Prefix
-	}
-	p, _ := ip.Prefix(bits)
-	return "net:" + p.String()
+	return ip.Unmap().WithZone(""), true
 }
 
-// Take takes one token from key's bucket: 0 when one was taken, else the
-// whole seconds until one is available.
-func (l *Limiter) Take(key string) int {
+func prefix(ip netip.Addr, v4, v6 int) string {
+	bits := v6
+	if ip.Is4() {
+		bits = v4
+	}
+	p, _ := ip.Prefix(bits)
+	return p.String()
+}
+
+// take takes a token from key's caller bucket and from site's bucket
+// (none when site is ""), both or neither.
+func (l *Limiter) take(key, site string) Refusal {
 	now := l.now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if now.Sub(l.swept) > time.Minute {
-		// Forget callers whose buckets are full again.
-		full := time.Duration(l.burst / l.rate * float64(time.Second))
-		for k, b := range l.buckets {
-			if now.Sub(b.at) > full {
-				delete(l.buckets, k)
-			}
-		}
+		l.caller.sweep(now)
+		l.site.sweep(now)
 		l.swept = now
 	}
-	b, ok := l.buckets[key]
-	if !ok {
-		b = &bucket{tokens: l.burst, at: now}
-		l.buckets[key] = b
+	c := l.caller.refill(key, now)
+	var s *bucket
+	if site != "" {
+		s = l.site.refill(site, now)
 	}
-	b.tokens = math.Min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
-	if b.tokens >= 1 {
-		b.tokens--
-		return 0
+	var out Refusal
+	if c.tokens < 1 {
+		out = Refusal{RetryAfter: l.caller.wait(c), Limit: CallerLimit, Key: key}
 	}
-	return max(1, int(math.Ceil((1-b.tokens)/l.rate)))
+	if s != nil && s.tokens < 1 {
+		if w := l.site.wait(s); w > out.RetryAfter {
+			out = Refusal{RetryAfter: w, Limit: SiteLimit, Key: site}
+		}
+	}
+	if out.RetryAfter > 0 {
+		return out
+	}
+	c.tokens--
+	if s != nil {
+		s.tokens--
+	}
+	return Refusal{}
 }
 
-// callers is the number of buckets held (tests).
+// sweep forgets the buckets that are full again.
+func (t *buckets) sweep(now time.Time) {
+	full := time.Duration(t.burst / t.rate * float64(time.Second))
+	for k, b := range t.m {
+		if now.Sub(b.at) > full {
+			delete(t.m, k)
+		}
+	}
+}
+
+// refill returns key's bucket with the tokens accrued until now.
+func (t *buckets) refill(key string, now time.Time) *bucket {
+	b, ok := t.m[key]
+	if !ok {
+		b = &bucket{tokens: t.burst, at: now}
+		t.m[key] = b
+	}
+	b.tokens = math.Min(t.burst, b.tokens+now.Sub(b.at).Seconds()*t.rate)
+	b.at = now
+	return b
+}
+
+// wait is the whole seconds until b holds a token, at least 1.
+func (t *buckets) wait(b *bucket) int {
+	return max(1, int(math.Ceil((1-b.tokens)/t.rate)))
+}
+
+// callers is the number of buckets held, both tiers (tests).
 func (l *Limiter) callers() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return len(l.buckets)
+	return len(l.caller.m) + len(l.site.m)
 }
