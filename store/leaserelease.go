@@ -165,16 +165,18 @@ func (db *DB) ReturnLeaseChunks(ctx context.Context, id int64, actor string, chu
 				if n, err = tx.voidUnreported(cur, from, to, actor, now); err != nil {
 					return err
 				}
+				// Counted with the voids, so that the count is the forced
+				// return's own: a site's release voids with the same reason.
+				if _, err := tx.exec(tx.rebind(`UPDATE leases SET forced_voided = forced_voided + ? WHERE id = ?`), n, id); err != nil {
+					return translate(err, "count forced voids")
+				}
 				if to < r.hi() {
 					return nil
 				}
 				// The whole lease is voided where HQ has no row: end it,
 				// counting every SNR a forced return voided, by this run
 				// or an interrupted one before it.
-				all, err := tx.forcedVoids(cur)
-				if err != nil {
-					return err
-				}
+				all := cur.ForcedVoided + n
 				return tx.endLease(cur, sql.NullInt64{}, now, actor, map[string]string{"voided": strconv.FormatInt(all, 10), "proof": "none (forced)"})
 			})
 		}
@@ -192,16 +194,6 @@ func (db *DB) ReturnLeaseChunks(ctx context.Context, id int64, actor string, chu
 		}
 	}
 	return p.Voided, nil
-}
-
-// forcedVoids counts the SNRs of lease r that a forced return voided
-// (reason lease_returned), by any run.
-func (tx *Tx) forcedVoids(r leaseRow) (int64, error) {
-	var n int64
-	if err := tx.get(&n, tx.rebind(`SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ? AND reason = ?`), r.lo(), r.hi(), VoidLeaseReturned); err != nil {
-		return 0, translate(err, "count voided lease SNRs")
-	}
-	return n, nil
 }
 
 // lockLease holds lease id's row until the transaction ends (PostgreSQL;

@@ -603,6 +603,59 @@ func TestForcedReturnShownUntilFinished(t *testing.T) {
 	})
 }
 
+// TestForcedVoidedCountsOnlyTheForcedReturn: a site's release that ends a
+// lease while its forced return is unfinished voids the SNRs below its
+// mark that HQ never heard of, with the forced return's reason
+// (lease_returned); the lease's ForcedVoided still counts only the SNRs
+// the forced return voided. Migration 0026, run again, gives such a lease
+// the old count (every lease_returned SNR: nothing else tells them apart).
+func TestForcedVoidedCountsOnlyTheForcedReturn(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		ctx := context.Background()
+		seed(t, db, 0, 999)
+		enrollSite(t, db, "s1")
+		l := grant(t, db, "s1", 100)
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l, 3))},
+			store.SiteCheckpoint{Size: 1, Hash: []byte("h1")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithCancel(ctx)
+		chunks := 0
+		n, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(store.ReturnProgress) {
+			if chunks++; chunks == 2 {
+				cancel()
+			}
+		})
+		cancel()
+		wantCode(t, err, tacerr.Unavailable)
+		if n != 19 { // SNRs 0-19 but the bound 3
+			t.Fatalf("the interrupted forced return voided %d, want 19", n)
+		}
+		// The site releases from SNR 50: HQ voids 20-49, never reported.
+		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{released(2, l.ID, int64(l.SNRStart)+50)},
+			store.SiteCheckpoint{Size: 2, Hash: []byte("h2")}, "hq"); err != nil {
+			t.Fatal(err)
+		}
+		st := leaseOf(t, db, l.ID)
+		if st.ReturnedAt.IsZero() || st.ForcedAt.IsZero() || st.Voided != 49 || st.ForcedVoided != 19 {
+			t.Fatalf("after the release: %+v, want returned, 49 voided, 19 of them by the forced return", st)
+		}
+		if _, err := db.ReturnLease(ctx, l.ID, "test"); !tacerr.Is(err, tacerr.InvalidState) {
+			t.Fatalf("forced return after the release: %v, want invalid_state", err)
+		}
+		if err := db.MigrateDownTo(ctx, 25); err != nil {
+			t.Fatal(err)
+		}
+		if err := db.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if st := leaseOf(t, db, l.ID); st.ForcedVoided != 49 {
+			t.Fatalf("after migration 0026 again: %+v, want the old count 49", st)
+		}
+		mustCheck(t, db)
+	})
+}
+
 // TestForcedReturnChunkAndReleaseSerialise: on PostgreSQL a forced
 // return's chunk and the site's release of the same lease serialise on the
 // lease's row. The chunk waits first, then the release; the chunk voids

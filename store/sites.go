@@ -254,8 +254,10 @@ type LeaseStats struct {
 	Voided  int64
 	Revoked int64
 	Unused  int64 // leased and not yet used: no row at HQ (0 once returned)
-	// ForcedVoided is how many SNRs a forced return voided (reason
-	// lease_returned) while ForcedAt is set.
+	// ForcedVoided is how many SNRs forced returns of the lease voided
+	// (reason lease_returned), by every run, counted in each chunk's
+	// transaction: not the SNRs a site's release voided when it ended the
+	// lease while a forced return ran (migration 0026).
 	ForcedVoided int64
 }
 
@@ -277,6 +279,7 @@ type leaseRow struct {
 	ByOperator        int64          `db:"by_operator"`
 	RequestID         sql.NullString `db:"request_id"`
 	ForcedAt          sql.NullInt64  `db:"forced_at"`
+	ForcedVoided      int64          `db:"forced_voided"`
 }
 
 func (r leaseRow) lease() Lease {
@@ -304,7 +307,7 @@ func (r leaseRow) usedHi() int64 {
 }
 
 const sqlSelectLeases = `SELECT l.id, l.site, p.name AS pool, l.pool_id, l.tac, l.snr_start, l.snr_end, l.granted_at, l.expires_at,
-	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of, l.by_operator, l.request_id, l.forced_at
+	l.returned_at, l.return_requested_at, l.released_from, l.relet_next, l.relet_of, l.by_operator, l.request_id, l.forced_at, l.forced_voided
 	FROM leases l JOIN pools p ON p.id = l.pool_id`
 
 // LeaseLimits are HQ's bounds on a lease grant (hq.lease in the
@@ -543,11 +546,7 @@ func (db *DB) Leases(ctx context.Context, site string) ([]LeaseStats, error) {
 				return err
 			}
 			st.Bound, st.Voided, st.Revoked, st.Unused = c.Bound, c.Voided, c.Revoked, unused
-			if l.ForcedAt.Valid {
-				if st.ForcedVoided, err = tx.forcedVoids(l); err != nil {
-					return err
-				}
-			}
+			st.ForcedVoided = l.ForcedVoided
 			out = append(out, st)
 		}
 		return nil
