@@ -235,7 +235,9 @@ func InitOffline(ctx context.Context, store IssuerStore, gen KeyGenerator, o Cer
 // there is nothing to check it against), outlives neither certificate
 // above it, and ends no earlier than deviceNotAfter (the device profile's
 // fixed notAfter; zero: not checked); then records it (active when
-// activate is set or no issuer is active yet). A refusal records nothing.
+// activate is set or no issuer is active yet). An issuer it would record
+// inactive must come with its chain (field chain), which Activate checks
+// later. A refusal records nothing.
 func Import(ctx context.Context, store IssuerStore, label string, signer crypto.Signer, certPEM, chainPEM []byte, activate bool, now, deviceNotAfter time.Time) (IssuerRecord, error) {
 	certs, err := ParseChainPEM(certPEM)
 	if err != nil {
@@ -258,6 +260,11 @@ func Import(ctx context.Context, store IssuerStore, label string, signer crypto.
 	active, err := hasActive(ctx, store)
 	if err != nil {
 		return IssuerRecord{}, err
+	}
+	if active && !activate && len(chain) == 0 {
+		// Recorded inactive, it could never be activated: Activate
+		// refuses an issuer whose chain it cannot check.
+		return IssuerRecord{}, tacerr.Field(tacerr.InvalidInput, "chain", "certificate %q is imported without --activate and without its issuers: `tacline ca activate` checks an issuer's chain up to its root before it switches to it; give the chain (--chain ROOT.pem, or after the certificate in --cert)", cert.Subject)
 	}
 	rec := record(label, cert, chain, activate || !active, now)
 	if err := store.AddIssuer(ctx, rec); err != nil {

@@ -29,6 +29,16 @@ type softGen struct {
 	keys map[string]crypto.Signer
 }
 
+// Signer is the KeySource of the keys made.
+func (g *softGen) Signer(label string) (crypto.Signer, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if k := g.keys[label]; k != nil {
+		return k, nil
+	}
+	return nil, tacerr.New(tacerr.HSMKeyNotFound, "no key %q", label)
+}
+
 func (g *softGen) GenerateKey(label, curve string) (crypto.Signer, error) {
 	c := map[string]elliptic.Curve{"P-256": elliptic.P256(), "P-384": elliptic.P384()}[curve]
 	if c == nil {
@@ -199,6 +209,32 @@ func TestCeremonyOfflineImport(t *testing.T) {
 	list, _ := store.ListIssuers(ctx)
 	if len(list) != 1 {
 		t.Fatalf("%d issuers recorded, want 1 (refusals write nothing)", len(list))
+	}
+
+	// A second issuer, imported inactive to be activated later: without
+	// its chain Activate could never switch to it, so Import refuses it.
+	csrPEM, err = InitOffline(ctx, store, gen, opts("issuing-2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, _ = pem.Decode(csrPEM)
+	if csr, err = x509.ParseCertificateRequest(block.Bytes); err != nil {
+		t.Fatal(err)
+	}
+	second, err := IssuingCA(offline.root, offline.rootKey, csr.PublicKey, csr.Subject, ValidFor(now, 24*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Import(ctx, store, "issuing-2", gen.keys["issuing-2"], ChainPEM(second), nil, false, now, time.Time{})
+	if e, ok := tacerr.As(err); !ok || e.Code != tacerr.InvalidInput || e.Field != "chain" || !strings.Contains(e.Message, "ca activate") {
+		t.Fatalf("inactive import without a chain: %v, want invalid_input (chain)", err)
+	}
+	rec, err := Import(ctx, store, "issuing-2", gen.keys["issuing-2"], ChainPEM(second), ChainPEM(offline.root), false, now, time.Time{})
+	if err != nil || rec.Active {
+		t.Fatalf("inactive import with its chain: %+v, %v", rec, err)
+	}
+	if rec, err = Activate(ctx, store, gen, rec.KeyID, now, time.Time{}); err != nil || !rec.Active {
+		t.Fatalf("Activate: %+v, %v", rec, err)
 	}
 }
 
