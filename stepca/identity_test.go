@@ -112,6 +112,22 @@ func TestRenewerRefusesAMismatchedIdentity(t *testing.T) {
 			}
 		}
 	})
+	t.Run("text before the certificate", func(t *testing.T) {
+		dir := bootstrap(t)
+		f := filepath.Join(dir, stepca.StationCertFile)
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f, append([]byte("subject=CN=S1\n"), b...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err = stepca.NewRenewer(dir)
+		e, ok := tacerr.As(err)
+		if !ok || e.Code != tacerr.InvalidInput || e.Field != "dir" || !strings.Contains(err.Error(), f+": text before the first PEM block at line 1") {
+			t.Fatalf("a certificate file with text before its block: %v, want invalid_input on dir naming %s and the line", err, f)
+		}
+	})
 	t.Run("another root", func(t *testing.T) {
 		dir := bootstrap(t)
 		other := startHostileCA(t)

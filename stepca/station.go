@@ -24,6 +24,7 @@ import (
 	"go.step.sm/crypto/randutil"
 
 	"github.com/tacline/tacline/internal/atomicfile"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -325,6 +326,12 @@ func NewRenewer(dir string) (*Renewer, error) {
 	}
 	if err != nil {
 		return nil, tacerr.Field(tacerr.InvalidInput, "dir", "station identity in %s: %v", dir, err)
+	}
+	if _, err := pemblock.Decode(chain, tacerr.InvalidInput, "dir", "CERTIFICATE"); err != nil {
+		return nil, tacerr.Prefixed(certFile, err, tacerr.InvalidInput)
+	}
+	if _, err := pemblock.One(r.keyPEM, tacerr.InvalidInput, "dir", pemblock.PrivateKeyTypes...); err != nil {
+		return nil, tacerr.Prefixed(keyFile, err, tacerr.InvalidInput)
 	}
 	c, err := tls.X509KeyPair(chain, r.keyPEM)
 	if err != nil {

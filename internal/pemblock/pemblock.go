@@ -164,6 +164,10 @@ func CertPool(path string, code tacerr.Code, field string) (*x509.CertPool, erro
 	return pool, nil
 }
 
+// PrivateKeyTypes are the block types of a private key file: PKCS#8, SEC 1
+// and PKCS#1, as crypto/tls reads them.
+var PrivateKeyTypes = []string{"PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"}
+
 // KeyPair is tls.LoadX509KeyPair by Decode's rules: certFile (errors on
 // certField) holds the certificate and its intermediates, keyFile (errors
 // on keyField, never quoting key material) one private key that is the
@@ -183,7 +187,7 @@ func KeyPair(certFile, keyFile string, code tacerr.Code, certField, keyField str
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	if _, err := One(keyPEM, code, keyField, "PRIVATE KEY", "EC PRIVATE KEY", "RSA PRIVATE KEY"); err != nil {
+	if _, err := One(keyPEM, code, keyField, PrivateKeyTypes...); err != nil {
 		return tls.Certificate{}, tacerr.Prefixed(keyFile, err, code)
 	}
 	pair, err := tls.X509KeyPair(certPEM, keyPEM)
