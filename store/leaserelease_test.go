@@ -541,6 +541,36 @@ func TestForcedReturnInChunks(t *testing.T) {
 	})
 }
 
+// leaseBoundAt3 is a lease of 100 SNRs granted to site s1, which reported
+// its SNR 3 bound.
+func leaseBoundAt3(t *testing.T, db *store.DB) store.Lease {
+	t.Helper()
+	seed(t, db, 0, 999)
+	enrollSite(t, db, "s1")
+	l := grant(t, db, "s1", 100)
+	if _, err := db.ApplySiteEvents(context.Background(), "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l, 3))},
+		store.SiteCheckpoint{Size: 1, Hash: []byte("h1")}, "hq"); err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// interruptForcedReturn runs a forced return of lease id in chunks of 10
+// SNRs, interrupted after its second chunk, and returns what it voided.
+func interruptForcedReturn(t *testing.T, db *store.DB, id int64) int64 {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	chunks := 0
+	n, err := db.ReturnLeaseChunks(ctx, id, "test", 10, func(store.ReturnProgress) {
+		if chunks++; chunks == 2 {
+			cancel()
+		}
+	})
+	wantCode(t, err, tacerr.Unavailable)
+	return n
+}
+
 // TestForcedReturnShownUntilFinished: an interrupted forced return leaves
 // the lease held with some SNRs voided; Leases says a forced return began
 // (when its first chunk committed) and how many SNRs it voided so far,
@@ -549,27 +579,11 @@ func TestForcedReturnInChunks(t *testing.T) {
 func TestForcedReturnShownUntilFinished(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		seed(t, db, 0, 999)
-		enrollSite(t, db, "s1")
-		l := grant(t, db, "s1", 100)
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l, 3))},
-			store.SiteCheckpoint{Size: 1, Hash: []byte("h1")}, "hq"); err != nil {
-			t.Fatal(err)
-		}
+		l := leaseBoundAt3(t, db)
 		if st := leaseOf(t, db, l.ID); !st.ForcedAt.IsZero() || st.ForcedVoided != 0 {
 			t.Fatalf("a lease no forced return touched: %+v", st)
 		}
-		interrupt := func() {
-			cctx, cancel := context.WithCancel(ctx)
-			defer cancel()
-			chunks := 0
-			_, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(store.ReturnProgress) {
-				if chunks++; chunks == 2 {
-					cancel()
-				}
-			})
-			wantCode(t, err, tacerr.Unavailable)
-		}
+		interrupt := func() { interruptForcedReturn(t, db, l.ID) }
 		before := db.Now().Truncate(time.Microsecond)
 		interrupt()
 		st := leaseOf(t, db, l.ID)
@@ -612,23 +626,8 @@ func TestForcedReturnShownUntilFinished(t *testing.T) {
 func TestForcedVoidedCountsOnlyTheForcedReturn(t *testing.T) {
 	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
 		ctx := context.Background()
-		seed(t, db, 0, 999)
-		enrollSite(t, db, "s1")
-		l := grant(t, db, "s1", 100)
-		if _, err := db.ApplySiteEvents(ctx, "s1", []store.SiteEvent{bound(1, "d1", leaseIMEI(t, l, 3))},
-			store.SiteCheckpoint{Size: 1, Hash: []byte("h1")}, "hq"); err != nil {
-			t.Fatal(err)
-		}
-		cctx, cancel := context.WithCancel(ctx)
-		chunks := 0
-		n, err := db.ReturnLeaseChunks(cctx, l.ID, "test", 10, func(store.ReturnProgress) {
-			if chunks++; chunks == 2 {
-				cancel()
-			}
-		})
-		cancel()
-		wantCode(t, err, tacerr.Unavailable)
-		if n != 19 { // SNRs 0-19 but the bound 3
+		l := leaseBoundAt3(t, db)
+		if n := interruptForcedReturn(t, db, l.ID); n != 19 { // SNRs 0-19 but the bound 3
 			t.Fatalf("the interrupted forced return voided %d, want 19", n)
 		}
 		// The site releases from SNR 50: HQ voids 20-49, never reported.
