@@ -63,7 +63,7 @@ func Decode(data []byte, code tacerr.Code, field string, types ...string) ([]*pe
 		}
 		e += len(begin)
 		if nl := bytes.IndexByte(rest[e:], '\n'); nl >= 0 {
-			e += nl
+			e += nl + 1 // with its newline: pem.Decode refuses an END line ending in a lone \r (CRLF)
 		} else {
 			e = len(rest)
 		}

@@ -26,6 +26,8 @@ func TestDecode(t *testing.T) {
 	}{
 		{name: "two blocks", data: a + b, n: 2},
 		{name: "whitespace around and between", data: "\n \t" + a + "\r\n\n" + b + "\n\n", n: 2},
+		{name: "CRLF line endings", data: strings.ReplaceAll(a+b, "\n", "\r\n"), n: 2},
+		{name: "CRLF, no newline at the end", data: strings.TrimSuffix(strings.ReplaceAll(a+b, "\n", "\r\n"), "\r\n"), n: 2},
 		{name: "types accepted", data: a + b, types: []string{"CERTIFICATE", "X509 CRL"}, n: 2},
 		{name: "empty", data: " \n", want: "holds no PEM block"},
 		{name: "no BEGIN line", data: "hello\n", want: "is not PEM: it holds no -----BEGIN line"},
