@@ -59,7 +59,8 @@ type ProvisionOptions struct {
 	// skipCheck leaves out measure's `ledger check` (the rounds of a
 	// prefilled run before its last check each ledger once, at the end).
 	skipCheck bool
-	// Progress, if set, gets the prefill's progress lines.
+	// Progress, if set, gets the prefill's progress lines and each
+	// measured round's figures as it ends.
 	Progress io.Writer
 	// Replicas is the number of `tacline serve` processes sharing the
 	// ledger (PostgreSQL only; 0 or 1: one), the stations spread over them.
