@@ -169,24 +169,21 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			N   int64  `db:"n"`
 		}
 		var bads []bad
-		if err := tx.sel(&bads, `SELECT r.request_id AS k, COUNT(i.reservation_id) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
-			GROUP BY r.id, r.request_id, r.devices, r.per_device HAVING COUNT(i.reservation_id) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`); err != nil {
+		if err := tx.sel(&bads, sqlCheckReservations); err != nil {
 			return translate(err, "check reservations")
 		}
 		for _, b := range bads {
 			add("reservation %s holds %d IMEIs, not devices*per_device", b.Key, b.N)
 		}
 		bads = nil
-		if err := tx.sel(&bads, `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis WHERE device_serial <> '' AND state <> 'VOIDED'
-			GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`); err != nil {
+		if err := tx.sel(&bads, sqlCheckDeviceSerials); err != nil {
 			return translate(err, "check devices")
 		}
 		for _, b := range bads {
 			add("device %s holds IMEIs from %d reservations", b.Key, b.N)
 		}
 		var unbound []int64
-		if err := tx.sel(&unbound, `SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = '')
-			ORDER BY imei14 LIMIT 100`); err != nil {
+		if err := tx.sel(&unbound, sqlCheckUnbound); err != nil {
 			return translate(err, "check bound IMEIs")
 		}
 		for _, v := range unbound {
@@ -199,9 +196,7 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			IState string `db:"istate"`
 			IDev   string `db:"idev"`
 		}
-		if err := tx.sel(&apart, `SELECT d.serial, d.state, i.imei14, i.state AS istate, i.device_serial AS idev
-			FROM devices d JOIN imeis i ON i.reservation_id = d.reservation_id AND i.grp = d.grp
-			WHERE i.state <> d.state OR i.device_serial <> d.serial ORDER BY d.serial, i.imei14 LIMIT 100`); err != nil {
+		if err := tx.sel(&apart, sqlCheckDevices); err != nil {
 			return translate(err, "check devices against their IMEIs")
 		}
 		for _, a := range apart {
@@ -214,6 +209,52 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 	}
 	return rep, nil
 }
+
+// The check's statements that read whole tables. Each finds violations
+// that a sound ledger does not have and returns the first ones in an
+// order, and each must read its tables in one pass in their stored order
+// (or an index's in step with it): a plan that serves the order from an
+// index over another key reads the rows of 10^7 devices one random page at
+// a time (docs/benchmarks.md "Session 20 (checkspeed)": `ledger check`
+// took 375 s on a PostgreSQL ledger of 10^7 devices). TestCheckPlans
+// holds SQLite's plans.
+const (
+	// sqlCheckReservations: every reservation holds devices*per_device
+	// IMEIs. Grouped by the primary key alone (the other columns depend
+	// on it), so that SQLite reads reservations in id order, the order of
+	// the imeis_reservation probes, and needs no sort; grouped by
+	// request_id too, it walked the request_id index and fetched each
+	// reservation from there. PostgreSQL merges the two in id order.
+	sqlCheckReservations = `SELECT r.request_id AS k, COUNT(i.reservation_id) AS n FROM reservations r LEFT JOIN imeis i ON i.reservation_id = r.id
+		GROUP BY r.id HAVING COUNT(i.reservation_id) <> r.devices * r.per_device ORDER BY r.id LIMIT 100`
+	// sqlCheckDeviceSerials: no device serial holds live IMEIs from two
+	// reservations. "length(device_serial) > 0" (device_serial <> '')
+	// keeps the partial index imeis_device (WHERE device_serial <> '') out
+	// of the plan: both planners walked it to group by serial without a
+	// sort, fetching the IMEI rows in serial order, which is no order of
+	// the table. The table is read in order and sorted instead.
+	sqlCheckDeviceSerials = `SELECT device_serial AS k, COUNT(DISTINCT reservation_id) AS n FROM imeis
+		WHERE length(device_serial) > 0 AND state <> 'VOIDED'
+		GROUP BY device_serial HAVING COUNT(DISTINCT reservation_id) > 1 ORDER BY device_serial LIMIT 100`
+	// sqlCheckUnbound: every BOUND or REVOKED IMEI names its device and
+	// certificate. The violations are found in a materialized CTE, planned
+	// without the ORDER BY ... LIMIT (SQLite walked imeis_imei14 for that
+	// order and fetched every row from there), and sorted afterwards.
+	sqlCheckUnbound = `WITH bad AS MATERIALIZED (
+		SELECT imei14 FROM imeis WHERE state IN ('BOUND', 'REVOKED') AND (device_serial = '' OR cert_serial = ''))
+		SELECT imei14 FROM bad ORDER BY imei14 LIMIT 100`
+	// sqlCheckDevices: every device holds its group's IMEIs in its own
+	// state, recorded for it. As sqlCheckUnbound: with the ORDER BY ...
+	// LIMIT in the join's plan, PostgreSQL walked devices in serial order
+	// (its primary key) and probed imeis once per device. Without it
+	// PostgreSQL hashes devices and reads imeis in order; SQLite reads
+	// imeis in order and probes devices by (reservation_id, grp).
+	sqlCheckDevices = `WITH apart AS MATERIALIZED (
+		SELECT d.serial, d.state, i.imei14, i.state AS istate, i.device_serial AS idev
+		FROM devices d JOIN imeis i ON i.reservation_id = d.reservation_id AND i.grp = d.grp
+		WHERE i.state <> d.state OR i.device_serial <> d.serial)
+		SELECT serial, state, imei14, istate, idev FROM apart ORDER BY serial, imei14 LIMIT 100`
+)
 
 // span is a range of 14-digit IMEIs whose SNRs need no ledger row (a
 // lease still held, or SNRs a release handed back and not yet leased

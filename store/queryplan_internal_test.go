@@ -95,3 +95,32 @@ func queryPlan(t *testing.T, db *DB, q string, args ...any) string {
 	}
 	return strings.Join(plan, "; ")
 }
+
+// TestCheckPlans: the ledger check's whole-table statements read each
+// table in its stored order on SQLite (a plain SCAN, probes by key for a
+// join): none walks an index over another key to return rows in that
+// order, which fetched every row of a large ledger from a random page
+// (docs/benchmarks.md "Session 20 (checkspeed)"). SQLite's planner uses no
+// statistics here, so the plan on an empty ledger is the plan at 10^7.
+func TestCheckPlans(t *testing.T) {
+	db, err := Open(context.Background(), Config{Driver: SQLite, DSN: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{sqlCheckReservations, sqlCheckDeviceSerials, sqlCheckUnbound, sqlCheckDevices} {
+		p := queryPlan(t, db, q)
+		scans := 0
+		for _, step := range strings.Split(p, "; ") {
+			if strings.HasPrefix(step, "SCAN ") {
+				scans++
+				if strings.Contains(step, " USING ") {
+					t.Errorf("plan of %q walks an index: %s", q, p)
+				}
+			}
+		}
+		if scans == 0 {
+			t.Errorf("plan of %q scans no table: %s", q, p)
+		}
+	}
+}
