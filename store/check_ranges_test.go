@@ -129,3 +129,22 @@ func TestDropIMEIsPoolUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// TestCheckRowMovedOutOfRange: a pool whose row count is right but one of
+// whose rows lies outside its allocated range (the check counts each
+// pool's rows in one pass and walks the ranges only when something does
+// not add up) is named: the SNR without its row.
+func TestCheckRowMovedOutOfRange(t *testing.T) {
+	storetest.ForEachLedger(t, func(t *testing.T, db *store.DB) {
+		seed(t, db, 0, 99)
+		if _, err := reserve(db, "a", "A", 2); err != nil {
+			t.Fatal(err)
+		}
+		mustCheck(t, db)
+		base := int64(testTAC) * 1_000_000
+		if err := rawExec(db, fmt.Sprintf(`UPDATE imeis SET imei14 = %d WHERE imei14 = %d`, base+50, base+1)); err != nil {
+			t.Fatal(err)
+		}
+		checkFinds(t, db, "pool A: SNR 000001 has no ledger row")
+	})
+}

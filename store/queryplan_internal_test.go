@@ -108,7 +108,7 @@ func TestCheckPlans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	for _, q := range []string{sqlCheckReservations, sqlCheckDeviceSerials, sqlCheckUnbound, sqlCheckDevices} {
+	for _, q := range []string{sqlCheckPoolRows, sqlCheckReservations, sqlCheckDeviceSerials, sqlCheckUnbound, sqlCheckDevices} {
 		p := queryPlan(t, db, q)
 		scans := 0
 		for _, step := range strings.Split(p, "; ") {
