@@ -83,12 +83,13 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		// is walked on the primary key to name what is wrong: rows outside
 		// every allocated range are found by comparing the total with the
 		// rows counted in ranges (pools never overlap).
-		var held []struct {
+		type poolRows struct {
 			Pool int64 `db:"pool_id"`
 			N    int64 `db:"n"`
 			Lo   int64 `db:"lo"`
 			Hi   int64 `db:"hi"`
 		}
+		var held []poolRows
 		if err := tx.sel(&held, sqlCheckPoolRows); err != nil {
 			return translate(err, "count pool rows")
 		}
@@ -103,18 +104,17 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 			}
 			return n
 		}
-		type rowsOf struct{ n, lo, hi int64 }
-		heldBy := map[int64]rowsOf{}
+		heldBy := map[int64]poolRows{}
 		for _, h := range held {
 			rep.IMEIs += h.N
-			heldBy[h.Pool] = rowsOf{h.N, h.Lo, h.Hi}
+			heldBy[h.Pool] = h
 		}
 		sound := true
 		for i, p := range pools {
 			h, ok := heldBy[p.ID]
 			delete(heldBy, p.ID)
 			base := p.TAC * imei.SNRsPerTAC
-			if h.n != p.NextSNR-p.SNRStart-unusedIn(p) || ok && (h.lo < base+p.SNRStart || h.hi >= base+p.NextSNR) ||
+			if h.N != p.NextSNR-p.SNRStart-unusedIn(p) || ok && (h.Lo < base+p.SNRStart || h.Hi >= base+p.NextSNR) ||
 				i > 0 && pools[i-1].TAC == p.TAC && pools[i-1].NextSNR > p.SNRStart {
 				sound = false
 			}
