@@ -49,6 +49,7 @@ func (w *warmState) Collect(ch chan<- prometheus.Metric) {
 // until ctx ends, so that the pages the indexes grew into are kept mapped
 // too.
 func (s *Server) warmLedger(ctx context.Context) {
+	s.checkBufferFit(ctx)
 	budget := s.cfg.Database.WarmBudget()
 	if budget.Read <= 0 {
 		s.warm.done.Store(true)
@@ -93,5 +94,22 @@ func (s *Server) warmOnce(ctx context.Context, budget store.WarmBudget, first bo
 		s.log.Info("ledger warmed", attrs...)
 	} else {
 		s.log.Debug("ledger warmed again", attrs...)
+	}
+}
+
+// checkBufferFit warns at start when the PostgreSQL server's shared buffers
+// are short of the ledger's device-key index (store.BufferFit): then every
+// new device reads a page of it from the OS cache or the disk and writes
+// one back, and provisioning slows as the ledger grows.
+func (s *Server) checkBufferFit(ctx context.Context) {
+	fit, ok, err := s.DB.BufferFit(ctx)
+	switch {
+	case err != nil:
+		if !errors.Is(err, context.Canceled) {
+			s.log.Warn("could not compare PostgreSQL's shared buffers with the device-key index", "err", err.Error())
+		}
+	case ok && fit.Short():
+		s.log.Warn("PostgreSQL's shared_buffers is less than twice the ledger's device-key index: each new device reads a page of that index from the OS cache or the disk and writes one back; raise shared_buffers (docs/operations.md, \"PostgreSQL for a large ledger\")",
+			"shared_buffers_mib", fit.SharedBuffers>>20, "key_index_mib", fit.KeyIndex>>20)
 	}
 }
