@@ -29,16 +29,22 @@ const (
 	end   = "-----END "
 )
 
+var utf8BOM = []byte("\xef\xbb\xbf")
+
 // Decode returns the PEM blocks of data in order. types, when given, are
 // the block types accepted. Only whitespace may come before, between and
-// after the blocks, and data must hold at least one block. Errors have
-// the given code (invalid_input when empty) and field.
+// after the blocks (and a UTF-8 byte-order mark at the very start), and
+// data must hold at least one block. Errors have the given code
+// (invalid_input when empty) and field.
 func Decode(data []byte, code tacerr.Code, field string, types ...string) ([]*pem.Block, error) {
 	if code == "" {
 		code = tacerr.InvalidInput
 	}
 	var out []*pem.Block
 	pos := 0
+	if bytes.HasPrefix(data, utf8BOM) {
+		pos = len(utf8BOM) // an editor's byte-order mark (Windows Notepad writes one) is not text
+	}
 	for {
 		pos += len(data[pos:]) - len(bytes.TrimLeft(data[pos:], " \t\r\n"))
 		if pos == len(data) {
