@@ -129,7 +129,7 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		if err := NoSQLiteLedger(path); err != nil {
 			return err
 		}
-		if err := restoreCopy(file, path); err != nil {
+		if err := restoreCopy(file, path, "the restored ledger", "or give database.dsn a path on a larger filesystem"); err != nil {
 			return err
 		}
 		c, err := sql.Open("sqlite3", sqlitefile.URI(path, "mode=ro"))
@@ -165,10 +165,23 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 	if scratch != "" {
 		return tacerr.New(tacerr.Conflict, "the PostgreSQL database %s holds the scratch schema(s) %s of an interrupted restore: drop them (DROP SCHEMA ... CASCADE) or restore into a new, empty database (createdb)", redactDSN(cfg.DSN), scratch)
 	}
-	if err := checkPostgresDump(ctx, c, cfg.DSN, file); err != nil {
+	// The dump is judged and loaded from one private copy: whoever can
+	// write the backup set could otherwise put another dump in its place
+	// between the check and pg_restore.
+	dir, err := os.MkdirTemp("", "tacline-restore-")
+	if err != nil {
+		return tacerr.Wrap(tacerr.Unavailable, err, "make a private directory for the dump's copy (TMPDIR)")
+	}
+	defer os.RemoveAll(dir)
+	private := filepath.Join(dir, backupPostgresDmp)
+	if err := restoreCopy(file, private, "a private copy of the backup's dump, which is checked and loaded so that the set cannot change in between",
+		"or set TMPDIR to a directory on a larger filesystem"); err != nil {
 		return err
 	}
-	return run(ctx, "pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--dbname", cfg.DSN, file)
+	if err := checkPostgresDump(ctx, c, cfg.DSN, private); err != nil {
+		return err
+	}
+	return run(ctx, "pg_restore", "--no-owner", "--no-privileges", "--single-transaction", "--exit-on-error", "--dbname", cfg.DSN, private)
 }
 
 // NoSQLiteLedger returns conflict when path, or a file SQLite would read
@@ -222,20 +235,20 @@ func runTo(ctx context.Context, stdout io.Writer, name string, args ...string) e
 	return nil
 }
 
-// restoreCopy copies a SQLite backup's ledger file to path: refused with
-// insufficient_space, writing nothing, when path's filesystem has less
-// free than the file and a margin (spaceNeed, as a backup); a disk that
-// fills during the copy is insufficient_space too, the partial copy
-// removed.
-func restoreCopy(file, path string) error {
+// restoreCopy copies a backup's ledger file (SQLite) or dump (PostgreSQL,
+// a private copy) to path: refused with insufficient_space, writing
+// nothing, when path's filesystem has less free than the file and a margin
+// (spaceNeed, as a backup; what names the copy, elsewhere where else it
+// could go); a disk that fills during the copy is insufficient_space too,
+// the partial copy removed.
+func restoreCopy(file, path, what, elsewhere string) error {
 	st, err := os.Stat(file)
 	if err != nil {
 		return tacerr.Wrap(tacerr.InvalidInput, err, "read the backup's ledger copy")
 	}
 	dir := filepath.Dir(path)
 	space := spaceNeed{Task: "restore", Dir: dir, Estimate: st.Size(),
-		What:      fmt.Sprintf("the restored ledger (%s, the backup's ledger copy)", sizeText(st.Size())),
-		Elsewhere: "or give database.dsn a path on a larger filesystem"}
+		What: fmt.Sprintf("%s (%s, the backup's ledger copy)", what, sizeText(st.Size())), Elsewhere: elsewhere}
 	if _, _, err := space.check(); err != nil {
 		return err
 	}

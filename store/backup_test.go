@@ -3,12 +3,14 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -348,6 +350,49 @@ func TestRestorePostgres(t *testing.T) {
 				t.Fatalf("the restored ledger has %d IMEIs, want 40", rep.IMEIs)
 			}
 		})
+	}
+}
+
+// TestRestorePostgresReadsTheDumpOnce: the dump is judged and loaded from
+// one private copy, so a set changed between the check and pg_restore
+// cannot load what was not judged. The dump comes through a named pipe,
+// which gives its bytes once: the restore must succeed from that single
+// read (before the copy, pg_restore opened the pipe again after the check
+// had read it and waited for a writer until the deadline).
+func TestRestorePostgresReadsTheDumpOnce(t *testing.T) {
+	dump, err := os.ReadFile(pgBackup(t, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(t.TempDir(), "ledger.pgdump")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	wrote := make(chan error, 1)
+	go func() {
+		f, err := os.OpenFile(fifo, os.O_WRONLY, 0)
+		if err == nil {
+			_, err = f.Write(dump)
+			err = errors.Join(err, f.Close())
+		}
+		wrote <- err
+	}()
+	cfg := store.Config{Driver: store.Postgres, DSN: storetest.PostgresDSN(t)}
+	if err := store.Restore(ctx, cfg, fifo); err != nil {
+		t.Fatalf("restore from a dump given once: %v", err)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	if rep := mustCheck(t, db); rep.IMEIs != 40 {
+		t.Fatalf("the restored ledger has %d IMEIs, want 40", rep.IMEIs)
 	}
 }
 
