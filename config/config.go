@@ -62,7 +62,7 @@ type File struct {
 	// hsm, the default) or an upstream step-ca with tacline as its
 	// registration authority (kind stepca, configured in StepCA).
 	Issuer  Issuer           `yaml:"issuer" doc:"who signs device certificates"`
-	StepCA  stepca.Config    `yaml:"stepca" doc:"the upstream step-ca of issuer kind stepca (docs/stepca.md)"`
+	StepCA  stepca.Config    `yaml:"stepca" doc:"the upstream step-ca: it signs with issuer kind stepca; keep the section after switching back to an HSM issuer so the requests step-ca signed are still answered and revoked at step-ca (docs/stepca.md)"`
 	Console console.Settings `yaml:"console" doc:"the web console and the public IMEI check page"`
 	// Site makes this server a factory site provisioning on leases from
 	// headquarters (docs/sites.md) when site.name is set.
@@ -166,6 +166,12 @@ func Parse(data []byte, dir string) (*File, error) {
 // Dir is the directory that relative paths in the file resolve against.
 func (f *File) Dir() string { return f.dir }
 
+// HasStepCA reports whether the configuration has a stepca section: with
+// issuer kind stepca step-ca signs; with kind hsm tacline still answers
+// replays of the requests step-ca signed and revokes their devices at
+// step-ca (docs/stepca.md).
+func (f *File) HasStepCA() bool { return f.StepCA != stepca.Config{} }
+
 // Path resolves p against the file's directory.
 func (f *File) Path(p string) string {
 	if p == "" || filepath.IsAbs(p) || f.dir == "" {
@@ -224,6 +230,11 @@ func (f *File) Validate() error {
 	}
 	switch f.Issuer.Kind {
 	case IssuerHSM:
+		if f.HasStepCA() { // kept after a switch back: step-ca's issuers are served retired
+			if err := f.StepCA.Validate(); err != nil {
+				return err
+			}
+		}
 	case IssuerStepCA:
 		if err := f.StepCA.Validate(); err != nil {
 			return err

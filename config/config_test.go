@@ -27,6 +27,9 @@ func TestParse(t *testing.T) {
 		{"missing manufacturer", "database: {driver: sqlite, dsn: x}\n", "manufacturer", "required"},
 		{"bad driver", "manufacturer: E\ndatabase: {driver: oracle, dsn: x}\n", "database.driver", "not supported"},
 		{"missing dsn", "manufacturer: E\ndatabase: {driver: postgres}\n", "database.dsn", "required"},
+		{"stepca section without its url, issuer kind stepca", "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\nissuer: {kind: stepca}\nstepca: {provisioner: p}\n", "stepca.url", "step-ca's https URL"},
+		{"stepca section without its url, issuer kind hsm", "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\nstepca: {provisioner: p}\n", "stepca.url", "step-ca's https URL"},
+		{"stepca section without its key label, issuer kind hsm", "manufacturer: E\ndatabase: {driver: sqlite, dsn: x}\nstepca: {url: \"https://ca:9000\", root: r, issuer_cert: i, provisioner: p}\n", "stepca.key_label", "stepca section"},
 		{"wrong type", "manufacturer: E\ndatabase: {driver: sqlite, dsn: x, max_conns: many}\n", "", "not valid YAML"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -122,17 +122,22 @@ func (s *issuers) load(r store.IssuerRecord) (*loadedIssuer, error) {
 // loadStepCA builds the issuer of a step-ca issuing CA: certificates are
 // built and linted here and signed by step-ca through the RA. An issuing
 // CA of the same step-ca root that stepca.issuer_cert no longer names (step-ca's
-// intermediate was rotated) is loaded retired, unless the ledger marks it
-// active: replays of its requests answer their stored certificates with
-// its chain, and its certificates are revoked at step-ca by serial, but
-// step-ca no longer signs under it (stepca.RA.Retired).
+// intermediate was rotated), or any of them with issuer kind hsm (tacline
+// switched back to an HSM issuer, the stepca section kept), is loaded
+// retired, unless the ledger marks it active: replays of its requests
+// answer their stored certificates with its chain, and its certificates
+// are revoked at step-ca by serial, but nothing new is signed under it
+// (stepca.RA.Retired).
 func (s *issuers) loadStepCA(r store.IssuerRecord, cert *x509.Certificate, chain []*x509.Certificate) (*loadedIssuer, error) {
 	if s.ra == nil {
 		return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's; this server needs issuer.kind stepca with stepca.issuer_cert naming that certificate", r.Label)
 	}
 	var up issuance.Upstream = s.ra
-	retired := !s.ra.IssuerCertificate().Equal(cert)
+	retired := s.cfg.Issuer.Kind != config.IssuerStepCA || !s.ra.IssuerCertificate().Equal(cert)
 	if retired {
+		if r.Active && s.cfg.Issuer.Kind != config.IssuerStepCA {
+			return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's and the ledger's active device issuer; issuer.kind is %s: set issuer.kind stepca, or activate an HSM issuer (`tacline ca rotate` or `ca import --activate`)", r.Label, s.cfg.Issuer.Kind)
+		}
 		if r.Active || cert.CheckSignatureFrom(s.ra.Root()) != nil {
 			return nil, tacerr.New(tacerr.InvalidConfig, "issuer %s is step-ca's; this server needs issuer.kind stepca with stepca.issuer_cert naming that certificate", r.Label)
 		}

@@ -26,12 +26,15 @@ const StepCALabelPrefix = "stepca:"
 // IsStepCALabel reports whether an issuer label names a step-ca issuer.
 func IsStepCALabel(label string) bool { return strings.HasPrefix(label, StepCALabelPrefix) }
 
-// openStepCA builds the RA for issuer kind stepca (its token-signing key
-// from the HSM) and makes step-ca's issuing CA the ledger's active device
-// issuer: recorded if new, activated if another issuer is active. It
-// returns nil for issuer kind hsm.
+// openStepCA builds the RA whenever the configuration has a stepca
+// section (its token-signing key from the HSM), nil without one. For issuer
+// kind stepca it also makes step-ca's issuing CA the ledger's active device
+// issuer: recorded if new, activated if another issuer is active. For
+// issuer kind hsm the RA only serves the step-ca issuers the ledger already
+// has, retired (loadStepCA): replays of their requests and revocations at
+// step-ca after a switch back to an HSM issuer.
 func openStepCA(ctx context.Context, cfg *config.File, s *Server) (*stepca.RA, error) {
-	if cfg.Issuer.Kind != config.IssuerStepCA {
+	if !cfg.HasStepCA() {
 		return nil, nil
 	}
 	key, err := s.Token.Signer(cfg.StepCA.KeyLabel)
@@ -42,6 +45,9 @@ func openStepCA(ctx context.Context, cfg *config.File, s *Server) (*stepca.RA, e
 	ra, err := stepca.New(cfg.StepCA, key)
 	if err != nil {
 		return nil, err
+	}
+	if cfg.Issuer.Kind != config.IssuerStepCA {
+		return ra, nil
 	}
 	inter := ra.IssuerCertificate()
 	keyID := ca.KeyID(inter)

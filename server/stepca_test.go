@@ -12,12 +12,15 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/api/wire"
+	"github.com/tacline/tacline/ca"
+	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/config"
 	"github.com/tacline/tacline/devenv"
 	"github.com/tacline/tacline/factory"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/provisioner/issuance"
+	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/stepca"
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/store"
@@ -314,16 +317,7 @@ func TestStepCAIssuerRotated(t *testing.T) {
 	roots.AddCert(sca.Root)
 	chainsTo := func(resp *wire.ProvisionResponse, inter *x509.Certificate) *x509.Certificate {
 		t.Helper()
-		cert, chain := parsePEM(t, resp.Certificate), parsePEM(t, resp.Chain)
-		if !chain.Equal(inter) {
-			t.Fatalf("device %s: the answer's chain starts with %q, want %q", resp.DeviceSerial, chain.Subject, inter.Subject)
-		}
-		pool := x509.NewCertPool()
-		pool.AddCert(chain)
-		if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-			t.Fatalf("device %s does not verify with the chain it was answered: %v", resp.DeviceSerial, err)
-		}
-		return cert
+		return chainsTo(t, roots, resp, inter)
 	}
 
 	// Under the first intermediate: one device, one request left pending
@@ -397,6 +391,151 @@ func TestStepCAIssuerRotated(t *testing.T) {
 	}
 	if _, ok := crl.Revoked(oldCert); !ok {
 		t.Fatalf("device %s of the old intermediate, revoked in tacline, is not on step-ca's CRL", first.DeviceSerial)
+	}
+	rep, err := srv.DB.Check(ctx)
+	if err != nil || !rep.OK() {
+		t.Fatalf("ledger check: %+v %v", rep, err)
+	}
+}
+
+// chainsTo checks that the answer's chain starts with inter and that its
+// certificate verifies with it up to roots; it returns the certificate.
+func chainsTo(t *testing.T, roots *x509.CertPool, resp *wire.ProvisionResponse, inter *x509.Certificate) *x509.Certificate {
+	t.Helper()
+	cert, chain := parsePEM(t, resp.Certificate), parsePEM(t, resp.Chain)
+	if !chain.Equal(inter) {
+		t.Fatalf("device %s: the answer's chain starts with %q, want %q", resp.DeviceSerial, chain.Subject, inter.Subject)
+	}
+	pool := x509.NewCertPool()
+	pool.AddCert(chain)
+	if _, err := cert.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("device %s does not verify with the chain it was answered: %v", resp.DeviceSerial, err)
+	}
+	return cert
+}
+
+// TestStepCASwitchBack: after tacline switches back from issuer kind stepca
+// to an HSM issuer (`ca rotate`, then issuer.kind hsm with the stepca
+// section kept) and restarts, step-ca's issuer is loaded retired: the
+// replay of a request step-ca signed answers its stored certificate with
+// step-ca's chain (the issuer was unusable: the replay failed), a request
+// left pending under step-ca is refused and abandoned, a device step-ca
+// signed, revoked in tacline, is revoked at step-ca too, and new devices
+// are issued under the HSM issuer. Real step-ca.
+func TestStepCASwitchBack(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := stepcatest.StartRA(t, env.Config.HSM, nil)
+	sca := r.CA
+	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := creds.Stations[0]
+	connect := func(url string) *factory.Client {
+		t.Helper()
+		c, err := factory.NewClient(factory.ClientConfig{ServerURL: url, CertFile: sc.CertFile, KeyFile: sc.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(sca.Root)
+
+	// Issuer kind stepca: one device signed by step-ca.
+	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := deviceRequest(t, "BACK-001", sc)
+	resp, err := connect(url).Provision(ctx, first)
+	if err != nil {
+		t.Fatalf("provision through step-ca: %v\n%s", err, sca.Log())
+	}
+	stepCert := chainsTo(t, roots, resp, sca.Issuer)
+	// A request left pending under step-ca (stopped while it was signed).
+	sca.Stop()
+	pending := deviceRequest(t, "BACK-PENDING", sc)
+	if _, err := connect(url).Provision(ctx, pending); err == nil {
+		t.Fatal("provisioned with step-ca stopped")
+	}
+	if err := sca.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// Back to an HSM issuer: `tacline ca rotate` (another ledger handle,
+	// the HSM keys through the server's token), then issuer.kind hsm with
+	// the stepca section kept, and a restart.
+	db, err := server.OpenLedger(ctx, env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, _, rootSigner, err := castore.ActiveCA(ctx, db, srv.Token, store.IssuerRoot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec, _, err := ca.RotateDev(ctx, castore.Issuers{DB: db, Kind: store.IssuerDevice, Actor: "test"}, castore.Keys{Token: srv.Token}, root, rootSigner,
+		ca.CeremonyOptions{IssuerLabel: "tacline-device-ca-back", Organization: devenv.Manufacturer, Now: time.Now()})
+	db.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	env.Config.Issuer.Kind = config.IssuerHSM
+	srv, url = serve(ctx, t, env)
+	client := connect(url)
+	if st := srv.Issuers(); st.Active != rec.KeyID || len(st.Unusable) != 0 {
+		t.Fatalf("issuers after the switch back: %+v; want %s active and every issuer loaded", st, rec.KeyID)
+	}
+
+	// The replay of the request step-ca signed: its stored certificate,
+	// step-ca's chain.
+	resp, err = client.Provision(ctx, first)
+	if err != nil {
+		t.Fatalf("replay of a request step-ca signed, after the switch back: %v", err)
+	}
+	if got := chainsTo(t, roots, resp, sca.Issuer); !got.Equal(stepCert) {
+		t.Fatalf("the replay answered serial %x, the request got %x", got.SerialNumber, stepCert.SerialNumber)
+	}
+	// The request pending under step-ca cannot be completed (tacline no
+	// longer issues through step-ca): refused, its serial revoked at
+	// step-ca, the intent abandoned.
+	_, err = client.Provision(ctx, pending)
+	if ae, ok := err.(*factory.APIError); !ok || ae.Problem.Code != "upstream_refused" || !strings.Contains(ae.Problem.Detail, "tacline no longer issues") {
+		t.Fatalf("replay of a request pending under step-ca after the switch back: %v, want upstream_refused saying tacline no longer issues under it", err)
+	}
+	if is, err := srv.DB.IssuanceByRequestID(ctx, pending.RequestID); err != nil || is.State != store.IssuanceAbandoned {
+		t.Fatalf("the intent pending under step-ca: %+v %v, want abandoned", is, err)
+	}
+	// New devices: the HSM issuer.
+	resp, err = client.Provision(ctx, deviceRequest(t, "BACK-002", sc))
+	if err != nil {
+		t.Fatalf("provision after the switch back: %v", err)
+	}
+	if got := issuerOf(t, resp); got != rec.KeyID {
+		t.Fatalf("device issued under %s after the switch back, want the HSM issuer %s", got, rec.KeyID)
+	}
+
+	// The device step-ca signed, revoked in tacline: on step-ca's CRL.
+	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll},
+		DeviceSerial: first.DeviceSerial, Reason: "stolen"}); err != nil {
+		t.Fatal(err)
+	}
+	crl := stepca.NewCRLWatcher(sca.URL+"/1.0/crl", roots)
+	if err := crl.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := crl.Revoked(stepCert); !ok {
+		t.Fatalf("device %s, signed by step-ca and revoked in tacline after the switch back, is not on step-ca's CRL", first.DeviceSerial)
 	}
 	rep, err := srv.DB.Check(ctx)
 	if err != nil || !rep.OK() {

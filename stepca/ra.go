@@ -75,7 +75,7 @@ func (c Config) Validate() error {
 	}
 	for _, f := range []struct{ name, v string }{{"stepca.root", c.Root}, {"stepca.issuer_cert", c.IssuerCert}, {"stepca.provisioner", c.Provisioner}, {"stepca.key_label", c.KeyLabel}} {
 		if strings.TrimSpace(f.v) == "" {
-			return tacerr.Field(tacerr.InvalidConfig, f.name, "is required with issuer kind stepca")
+			return tacerr.Field(tacerr.InvalidConfig, f.name, "is required in the stepca section (issuer kind stepca, or kept after switching back to an HSM issuer)")
 		}
 	}
 	if c.Timeout < 0 || c.Timeout > 10*time.Minute {
@@ -451,9 +451,13 @@ func (r *RA) Retired(issuer *x509.Certificate) *Retired { return &Retired{ra: r,
 // it gives the intent up (an earlier attempt may have been signed before
 // the rotation, its answer lost).
 func (x *Retired) Sign(_ context.Context, lint *x509.Certificate, _ *x509.CertificateRequest, _ string, _ []string) ([]byte, error) {
+	why := fmt.Sprintf("which step-ca no longer signs under (stepca.issuer_cert names %q)", x.ra.issuer.Subject)
+	if x.issuer.Equal(x.ra.issuer) {
+		why = "under which tacline no longer issues (issuer.kind is not stepca)"
+	}
 	return nil, &Failure{Err: tacerr.New(tacerr.UpstreamRefused,
-		"serial %x was prepared under step-ca's issuing CA %q, which step-ca no longer signs under (stepca.issuer_cert names %q): the request cannot be completed; provision the device again with a new request id",
-		lint.SerialNumber, x.issuer.Subject, x.ra.issuer.Subject), Ambiguous: true, Reason: "refused"}
+		"serial %x was prepared under step-ca's issuing CA %q, %s: the request cannot be completed; provision the device again with a new request id",
+		lint.SerialNumber, x.issuer.Subject, why), Ambiguous: true, Reason: "refused"}
 }
 
 // Revoke revokes serial at step-ca (RA.Revoke).
