@@ -22,6 +22,7 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/stepca"
+	"github.com/tacline/tacline/stepca/stepcadev"
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
@@ -286,35 +287,13 @@ func testStepCAIssuer(t *testing.T, d store.Dialect) {
 func TestStepCAIssuerRotated(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := stepcatest.StartRA(t, env.Config.HSM, nil)
-	sca := r.CA
-	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
-	creds, err := factory.LoadCreds(env.CredsDir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := creds.Stations[0]
+	env, sca, sc, connect, roots := stepCAEnv(ctx, t)
 	n := 0
 	newRequest := func() wire.ProvisionRequest {
 		t.Helper()
 		n++
 		return deviceRequest(t, fmt.Sprintf("ROT-%03d", n), sc)
 	}
-	connect := func(url string) *factory.Client {
-		t.Helper()
-		c, err := factory.NewClient(factory.ClientConfig{ServerURL: url, CertFile: sc.CertFile, KeyFile: sc.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(sca.Root)
 	chainsTo := func(resp *wire.ProvisionResponse, inter *x509.Certificate) *x509.Certificate {
 		t.Helper()
 		return chainsTo(t, roots, resp, inter)
@@ -381,20 +360,59 @@ func TestStepCAIssuerRotated(t *testing.T) {
 	}
 
 	// A device of the old intermediate revoked in tacline: on step-ca's CRL.
+	revokedAtStepCA(ctx, t, srv, sca, roots, first.DeviceSerial, oldCert, "of the old intermediate")
+	rep, err := srv.DB.Check(ctx)
+	if err != nil || !rep.OK() {
+		t.Fatalf("ledger check: %+v %v", rep, err)
+	}
+}
+
+// stepCAEnv sets up a development environment with one station and issuer
+// kind stepca at a real step-ca (its RA key in the environment's HSM). It
+// returns the station's credentials, how to connect that station to a
+// server's URL and step-ca's root as a pool.
+func stepCAEnv(ctx context.Context, t *testing.T) (*devenv.Env, *stepcadev.CA, factory.StationCreds, func(url string) *factory.Client, *x509.CertPool) {
+	t.Helper()
+	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := stepcatest.StartRA(t, env.Config.HSM, nil)
+	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
+	creds, err := factory.LoadCreds(env.CredsDir, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := creds.Stations[0]
+	connect := func(url string) *factory.Client {
+		t.Helper()
+		c, err := factory.NewClient(factory.ClientConfig{ServerURL: url, CertFile: sc.CertFile, KeyFile: sc.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(c.Close)
+		return c
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(r.CA.Root)
+	return env, r.CA, sc, connect, roots
+}
+
+// revokedAtStepCA revokes device (certificate cert) in tacline as an
+// operator and checks that cert is then on step-ca's CRL; what says which
+// device it is in the failure.
+func revokedAtStepCA(ctx context.Context, t *testing.T, srv *server.Server, sca *stepcadev.CA, roots *x509.CertPool, device string, cert *x509.Certificate, what string) {
+	t.Helper()
 	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll},
-		DeviceSerial: first.DeviceSerial, Reason: "stolen"}); err != nil {
+		DeviceSerial: device, Reason: "stolen"}); err != nil {
 		t.Fatal(err)
 	}
 	crl := stepca.NewCRLWatcher(sca.URL+"/1.0/crl", roots)
 	if err := crl.Refresh(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := crl.Revoked(oldCert); !ok {
-		t.Fatalf("device %s of the old intermediate, revoked in tacline, is not on step-ca's CRL", first.DeviceSerial)
-	}
-	rep, err := srv.DB.Check(ctx)
-	if err != nil || !rep.OK() {
-		t.Fatalf("ledger check: %+v %v", rep, err)
+	if _, ok := crl.Revoked(cert); !ok {
+		t.Fatalf("device %s %s, revoked in tacline, is not on step-ca's CRL", device, what)
 	}
 }
 
@@ -425,29 +443,7 @@ func chainsTo(t *testing.T, roots *x509.CertPool, resp *wire.ProvisionResponse, 
 func TestStepCASwitchBack(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	env, err := devenv.Setup(ctx, devenv.Options{Dir: filepath.Join(t.TempDir(), "env"), Stations: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := stepcatest.StartRA(t, env.Config.HSM, nil)
-	sca := r.CA
-	env.Config.Issuer.Kind, env.Config.StepCA = config.IssuerStepCA, r.Config
-	creds, err := factory.LoadCreds(env.CredsDir, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := creds.Stations[0]
-	connect := func(url string) *factory.Client {
-		t.Helper()
-		c, err := factory.NewClient(factory.ClientConfig{ServerURL: url, CertFile: sc.CertFile, KeyFile: sc.KeyFile, CAFile: creds.ServerCAFile, MaxRetries: -1})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(c.Close)
-		return c
-	}
-	roots := x509.NewCertPool()
-	roots.AddCert(sca.Root)
+	env, sca, sc, connect, roots := stepCAEnv(ctx, t)
 
 	// Issuer kind stepca: one device signed by step-ca.
 	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
@@ -526,17 +522,7 @@ func TestStepCASwitchBack(t *testing.T) {
 	}
 
 	// The device step-ca signed, revoked in tacline: on step-ca's CRL.
-	if err := srv.Service.Revoke(ctx, provisioner.RevokeInput{Actor: provisioner.Actor{ID: "test-operator", Roles: []provisioner.Role{provisioner.RoleOperator}, Scope: provisioner.ScopeAll},
-		DeviceSerial: first.DeviceSerial, Reason: "stolen"}); err != nil {
-		t.Fatal(err)
-	}
-	crl := stepca.NewCRLWatcher(sca.URL+"/1.0/crl", roots)
-	if err := crl.Refresh(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := crl.Revoked(stepCert); !ok {
-		t.Fatalf("device %s, signed by step-ca and revoked in tacline after the switch back, is not on step-ca's CRL", first.DeviceSerial)
-	}
+	revokedAtStepCA(ctx, t, srv, sca, roots, first.DeviceSerial, stepCert, "signed by step-ca, after the switch back")
 	rep, err := srv.DB.Check(ctx)
 	if err != nil || !rep.OK() {
 		t.Fatalf("ledger check: %+v %v", rep, err)
