@@ -26,6 +26,7 @@ import (
 	"github.com/tacline/tacline/stepca/stepcatest"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/store/storetest"
+	"github.com/tacline/tacline/tacerr"
 )
 
 // driftedTemplate is an operator's template edit that changes the validity
@@ -432,9 +433,10 @@ func chainsTo(t *testing.T, roots *x509.CertPool, resp *wire.ProvisionResponse, 
 	return cert
 }
 
-// TestStepCASwitchBack: after tacline switches back from issuer kind stepca
-// to an HSM issuer (`ca rotate`, then issuer.kind hsm with the stepca
-// section kept) and restarts, step-ca's issuer is loaded retired: the
+// TestStepCASwitchBack: issuer kind hsm while the ledger's active issuer
+// is step-ca's refuses to start; after tacline switches back from issuer
+// kind stepca to an HSM issuer (`ca rotate`, then issuer.kind hsm with the
+// stepca section kept) and restarts, step-ca's issuer is loaded retired: the
 // replay of a request step-ca signed answers its stored certificate with
 // step-ca's chain (the issuer was unusable: the replay failed), a request
 // left pending under step-ca is refused and abandoned, a device step-ca
@@ -446,7 +448,7 @@ func TestStepCASwitchBack(t *testing.T) {
 	env, sca, sc, connect, roots := stepCAEnv(ctx, t)
 
 	// Issuer kind stepca: one device signed by step-ca.
-	srv, url, stop, err := devenv.ServeInProcess(ctx, env)
+	_, url, stop, err := devenv.ServeInProcess(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -463,6 +465,24 @@ func TestStepCASwitchBack(t *testing.T) {
 		t.Fatal("provisioned with step-ca stopped")
 	}
 	if err := sca.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// issuer.kind hsm while the ledger's active issuer is still step-ca's:
+	// the server refuses to start, saying what to do.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	env.Config.Issuer.Kind = config.IssuerHSM
+	if _, _, stop, err := devenv.ServeInProcess(ctx, env); err == nil {
+		stop()
+		t.Fatal("a server with issuer kind hsm started while the ledger's active issuer is step-ca's")
+	} else if tacerr.CodeOf(err) != tacerr.InvalidConfig || !strings.Contains(err.Error(), "activate an HSM issuer") {
+		t.Fatalf("issuer kind hsm, step-ca's issuer active: %v, want invalid_config saying to activate an HSM issuer", err)
+	}
+	env.Config.Issuer.Kind = config.IssuerStepCA
+	srv, _, stop, err := devenv.ServeInProcess(ctx, env)
+	if err != nil {
 		t.Fatal(err)
 	}
 
