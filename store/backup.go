@@ -174,8 +174,7 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 	}
 	defer os.RemoveAll(dir)
 	private := filepath.Join(dir, backupPostgresDmp)
-	if err := restoreCopy(file, private, "a private copy of the backup's dump, which is checked and loaded so that the set cannot change in between",
-		"or set TMPDIR to a directory on a larger filesystem"); err != nil {
+	if err := restoreCopy(file, private, "a private copy of the backup's dump", "or set TMPDIR to a directory on a larger filesystem"); err != nil {
 		return err
 	}
 	if err := checkPostgresDump(ctx, c, cfg.DSN, private); err != nil {
