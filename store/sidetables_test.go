@@ -13,19 +13,18 @@ import (
 // TestPostgresBindingInPlace: on PostgreSQL the binding of provisioned
 // devices updates their IMEI rows and intents in place (heap-only tuples:
 // no index names a column the binding changes, and the page has room for
-// the new version), read off the heap pages themselves (pageinspect's
-// HEAP_ONLY_TUPLE flag of each row's current version). Before migration
+// the new versions: fillfactor), read off the heap pages themselves
+// (pageinspect's HEAP_ONLY_TUPLE flag of each row's current version). Before migration
 // 0027 the partial indexes naming state made every such update write new
 // entries into every index of the row: no version was heap-only.
 func TestPostgresBindingInPlace(t *testing.T) {
 	db := storetest.Open(t, store.Postgres)
 	seed(t, db, 0, 999)
-	// Twelve devices: their 24 IMEI rows and both versions of each fit on
-	// one page, so the room for the new versions does not depend on
-	// PostgreSQL pruning the old ones (which any transaction open in the
-	// cluster, in any database, can hold back; twenty devices' rows
-	// overflow the page when nothing is pruned: 33 of 40 in place).
-	res, reqs := reserveBatch(t, db, "hot", 12)
+	// Twenty devices reserved in one batch and bound in one batch, as a
+	// station line's devices go: the binding updates their rows together,
+	// before PostgreSQL can prune the old versions, so the page must hold
+	// both (at fillfactor 75, 33 of the 40 IMEI rows were in place).
+	res, reqs := reserveBatch(t, db, "hot", 20)
 	var binds []*store.Binding
 	for i, r := range res {
 		binds = append(binds, bindingOf(r, reqs[i]))
