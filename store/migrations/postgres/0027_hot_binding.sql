@@ -27,6 +27,14 @@
 --                    test (state is always 'pending': the readers' text is
 --                    the same as SQLite's, which reads issuances).
 --
+-- Each side table has as few indexes as its writers need (each is written
+-- per device): the primary key, which the triggers delete and upsert by,
+-- and for the RESERVED IMEIs their reservation time (the recovery sweep,
+-- which runs while the table also holds the VOIDED and REVOKED rows of
+-- years). The other readers (pool and lease counts, the pending intents
+-- of a device or group, the sweep of old intents) read the few rows in
+-- flight or retired whole.
+--
 -- No index of imeis or issuances names state any more, and both tables
 -- leave room on each page for the bound versions of its rows (fillfactor;
 -- pages written before this migration are full, so their rows are updated
@@ -50,7 +58,6 @@ CREATE TABLE imeis_not_bound (
     state          TEXT   NOT NULL CHECK (state IN ('RESERVED', 'VOIDED', 'REVOKED')),
     reserved_at    BIGINT NOT NULL
 );
-CREATE INDEX imeis_not_bound_pool ON imeis_not_bound (pool_id, state, imei14);
 CREATE INDEX imeis_not_bound_reserved ON imeis_not_bound (reserved_at) WHERE state = 'RESERVED';
 INSERT INTO imeis_not_bound (imei14, pool_id, reservation_id, state, reserved_at)
     SELECT imei14, pool_id, reservation_id, state, reserved_at FROM imeis WHERE state <> 'BOUND';
@@ -64,9 +71,6 @@ CREATE TABLE intents_pending (
     state          TEXT    NOT NULL CHECK (state = 'pending'),
     created_at     BIGINT  NOT NULL
 );
-CREATE INDEX intents_pending_created ON intents_pending (created_at, request_id);
-CREATE INDEX intents_pending_group ON intents_pending (reservation_id, grp);
-CREATE INDEX intents_pending_device ON intents_pending (device_serial);
 INSERT INTO intents_pending (request_id, kind, device_serial, reservation_id, grp, state, created_at)
     SELECT request_id, kind, device_serial, reservation_id, grp, state, created_at FROM issuances WHERE state = 'pending';
 
