@@ -102,13 +102,9 @@ type ProvisionResult struct {
 	// the statistics views, which backends flush at most once a second:
 	// they are read after the servers' connections closed, and the first
 	// reading may still miss the warm-up's last second.
-	DBAuxCPUusPerDevice float64 `json:"db_aux_cpu_us_per_device,omitempty"`
-	DBWALKiBPerDevice   float64 `json:"db_wal_kib_per_device,omitempty"`
-	DBWALFPIPerDevice   float64 `json:"db_wal_fpi_per_device,omitempty"`
-	// DBBindHOTShare: of the run's updates of imeis and issuances rows
-	// (the bindings'), the share PostgreSQL made in place (heap-only: no
-	// index entry written).
-	DBBindHOTShare            float64 `json:"db_bind_hot_share,omitempty"`
+	DBAuxCPUusPerDevice       float64 `json:"db_aux_cpu_us_per_device,omitempty"`
+	DBWALKiBPerDevice         float64 `json:"db_wal_kib_per_device,omitempty"`
+	DBWALFPIPerDevice         float64 `json:"db_wal_fpi_per_device,omitempty"`
 	DBBlocksReadPerDevice     float64 `json:"db_blocks_read_per_device,omitempty"`
 	DBBlocksHitPerDevice      float64 `json:"db_blocks_hit_per_device,omitempty"`
 	DBBuffersBackendPerDevice float64 `json:"db_buffers_backend_per_device,omitempty"`
@@ -353,9 +349,6 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 			res.DBWALKiBPerDevice, res.DBWALFPIPerDevice = float64(st.WALBytes)/1024/n, float64(st.WALFPI)/n
 			res.DBBlocksReadPerDevice, res.DBBlocksHitPerDevice = float64(st.BlocksRead)/n, float64(st.BlocksHit)/n
 			res.DBBuffersBackendPerDevice, res.DBCheckpoints = float64(st.BuffersBackend)/n, st.Checkpoints
-			if st.BindUpdates > 0 {
-				res.DBBindHOTShare = float64(st.BindHOTUpdates) / float64(st.BindUpdates)
-			}
 		}
 	}
 	if res.RawHSMSignPerSecond > 0 {

@@ -239,9 +239,6 @@ func (db *DB) Check(ctx context.Context) (CheckReport, error) {
 		for _, a := range apart {
 			add("device %s is %s, but its IMEI %s is %s (recorded for device %q)", a.Serial, a.State, fmtIMEI(a.IMEI), a.IState, a.IDev)
 		}
-		if tx.db.sql.sideTables() {
-			return tx.checkSideTables(add)
-		}
 		return nil
 	})
 	if err != nil {
@@ -299,69 +296,6 @@ const (
 		WHERE i.state <> d.state OR i.device_serial <> d.serial)
 		SELECT serial, state, imei14, istate, idev FROM apart ORDER BY serial, imei14 LIMIT 100`
 )
-
-// The side tables of PostgreSQL (migration 0027, dialect.go) against the
-// rows they mirror, each in one pass over imeis or issuances hashed with
-// the side table: a row missing from either side, or copied with other
-// values, is a violation.
-const (
-	sqlCheckNotBound = `WITH apart AS MATERIALIZED (
-		SELECT COALESCE(i.imei14, m.imei14) AS imei14, COALESCE(i.state, '') AS istate, COALESCE(m.state, '') AS mstate
-		FROM (SELECT imei14, pool_id, reservation_id, state, reserved_at FROM imeis WHERE state <> 'BOUND') i
-		FULL JOIN imeis_not_bound m ON m.imei14 = i.imei14
-		WHERE i.imei14 IS NULL OR m.imei14 IS NULL
-			OR (i.pool_id, i.reservation_id, i.state, i.reserved_at) IS DISTINCT FROM (m.pool_id, m.reservation_id, m.state, m.reserved_at))
-		SELECT imei14, istate, mstate FROM apart ORDER BY imei14 LIMIT 100`
-	sqlCheckPending = `WITH apart AS MATERIALIZED (
-		SELECT COALESCE(i.request_id, p.request_id) AS request_id, i.request_id IS NOT NULL AS in_issuances, p.request_id IS NOT NULL AS in_side
-		FROM (SELECT request_id, kind, device_serial, reservation_id, grp, created_at FROM issuances WHERE state = 'pending') i
-		FULL JOIN intents_pending p ON p.request_id = i.request_id
-		WHERE i.request_id IS NULL OR p.request_id IS NULL
-			OR (i.kind, i.device_serial, i.reservation_id, i.grp, i.created_at) IS DISTINCT FROM (p.kind, p.device_serial, p.reservation_id, p.grp, p.created_at))
-		SELECT request_id, in_issuances, in_side FROM apart ORDER BY request_id LIMIT 100`
-)
-
-// checkSideTables adds a violation for each row the side tables do not
-// mirror (sqlCheckNotBound, sqlCheckPending).
-func (tx *Tx) checkSideTables(add func(string, ...any)) error {
-	var imeis []struct {
-		IMEI   int64  `db:"imei14"`
-		IState string `db:"istate"`
-		MState string `db:"mstate"`
-	}
-	if err := tx.sel(&imeis, sqlCheckNotBound); err != nil {
-		return translate(err, "check imeis_not_bound")
-	}
-	for _, m := range imeis {
-		switch {
-		case m.MState == "":
-			add("IMEI %s is %s, but imeis_not_bound has no row for it", fmtIMEI(m.IMEI), m.IState)
-		case m.IState == "":
-			add("imeis_not_bound holds IMEI %s as %s, but the IMEI is BOUND or has no row", fmtIMEI(m.IMEI), m.MState)
-		default:
-			add("imeis_not_bound holds IMEI %s (%s) with other values than its row (%s)", fmtIMEI(m.IMEI), m.MState, m.IState)
-		}
-	}
-	var intents []struct {
-		RequestID   string `db:"request_id"`
-		InIssuances bool   `db:"in_issuances"`
-		InSide      bool   `db:"in_side"`
-	}
-	if err := tx.sel(&intents, sqlCheckPending); err != nil {
-		return translate(err, "check intents_pending")
-	}
-	for _, i := range intents {
-		switch {
-		case !i.InSide:
-			add("intent %s is pending, but intents_pending has no row for it", i.RequestID)
-		case !i.InIssuances:
-			add("intents_pending holds intent %s, but the intent is not pending or has no row", i.RequestID)
-		default:
-			add("intents_pending holds intent %s with other values than its row", i.RequestID)
-		}
-	}
-	return nil
-}
 
 // span is a range of 14-digit IMEIs whose SNRs need no ledger row (a
 // lease still held, or SNRs a release handed back and not yet leased

@@ -9,14 +9,12 @@ import (
 // The ledger keeps one row per SNR below each pool's high-water mark
 // (Check proves it), except the SNRs a lease leaves without rows
 // (rowless), and only a few rows are not BOUND: the RESERVED ones (requests
-// in flight, pre-allocations) and the VOIDED and REVOKED ones, which
-// {not_bound} holds (dialect.go: on SQLite the partial indexes
-// imeis_reserved and imeis_retired of imeis, migration 0018; on PostgreSQL
-// the table imeis_not_bound, migration 0027). So for a pool
+// in flight, pre-allocations; the partial index imeis_reserved) and the
+// VOIDED and REVOKED ones (imeis_retired, migration 0018). So for a pool
 //
 //	rows     = next_snr - snr_start - (rowless SNRs of its leases)
-//	reserved = its RESERVED rows in {not_bound}
-//	voided, revoked from {not_bound}
+//	reserved = its rows in imeis_reserved
+//	voided, revoked from imeis_retired
 //	bound    = rows - reserved - voided - revoked
 //
 // read in one snapshot: O(pools + leases + reserved + voided + revoked rows +
@@ -24,20 +22,21 @@ import (
 // lease.
 
 const (
-	// The RESERVED rows by pool (SQLite: through imeis_reserved).
-	sqlReservedByPool = `SELECT pool_id, state, COUNT(*) AS n FROM {not_bound}
+	// The RESERVED rows by pool, through imeis_reserved (reserved_at IS
+	// NOT NULL is always true; it makes PostgreSQL's predicate of the index,
+	// migration 0016, implied).
+	sqlReservedByPool = `SELECT pool_id, state, COUNT(*) AS n FROM imeis
 WHERE state = 'RESERVED' AND reserved_at IS NOT NULL GROUP BY pool_id, state`
-	// The VOIDED and REVOKED rows by pool (SQLite: from imeis_retired
-	// alone).
-	sqlRetiredByPool = `SELECT pool_id, state, COUNT(*) AS n FROM {not_bound}
+	// The VOIDED and REVOKED rows by pool, from imeis_retired alone.
+	sqlRetiredByPool = `SELECT pool_id, state, COUNT(*) AS n FROM imeis
 WHERE state IN ('VOIDED', 'REVOKED') GROUP BY pool_id, state`
 	sqlRowsIn = `SELECT COUNT(*) FROM imeis WHERE imei14 BETWEEN ? AND ?`
-	// A range's RESERVED rows (SQLite: imeis_reserved; the unary + keeps
-	// the planner off the IMEI's index, a read of the whole range), VOIDED
+	// A range's RESERVED rows (imeis_reserved: the unary + keeps both
+	// planners off the IMEI's index, a read of the whole range), VOIDED
 	// and REVOKED rows (imeis_retired) by state.
-	sqlReservedIn = `SELECT state, COUNT(*) AS n FROM {not_bound}
+	sqlReservedIn = `SELECT state, COUNT(*) AS n FROM imeis
 WHERE state = 'RESERVED' AND reserved_at IS NOT NULL AND +imei14 BETWEEN ? AND ? GROUP BY state`
-	sqlRetiredIn = `SELECT state, COUNT(*) AS n FROM {not_bound}
+	sqlRetiredIn = `SELECT state, COUNT(*) AS n FROM imeis
 WHERE pool_id = ? AND state IN ('VOIDED', 'REVOKED') AND imei14 BETWEEN ? AND ? GROUP BY state`
 )
 
@@ -68,10 +67,10 @@ func (tx *Tx) poolUsage(pools []poolRow) (map[int64]stateCounts, error) {
 		N      int64           `db:"n"`
 	}
 	var cs, retired []count
-	if err := tx.sel(&cs, tx.db.sql.mirrored(sqlReservedByPool)); err != nil {
+	if err := tx.sel(&cs, sqlReservedByPool); err != nil {
 		return nil, translate(err, "count reserved IMEIs")
 	}
-	if err := tx.sel(&retired, tx.db.sql.mirrored(sqlRetiredByPool)); err != nil {
+	if err := tx.sel(&retired, sqlRetiredByPool); err != nil {
 		return nil, translate(err, "count voided and revoked IMEIs")
 	}
 	for _, c := range append(cs, retired...) {
@@ -111,7 +110,7 @@ func (tx *Tx) poolUsage(pools []poolRow) (map[int64]stateCounts, error) {
 // of them have no row. A lease still held is counted row by row (its site
 // is reporting it: it is in flight); a returned one has a row for each of
 // them (Check proves it), so only its RESERVED, VOIDED and REVOKED rows are
-// read, from {not_bound}, and BOUND is the rest.
+// read, from their partial indexes, and BOUND is the rest.
 func (tx *Tx) leaseUsage(r leaseRow) (c stateCounts, unused int64, err error) {
 	lo, hi := r.lo(), r.usedHi()
 	if hi < lo {
@@ -126,10 +125,10 @@ func (tx *Tx) leaseUsage(r leaseRow) (c stateCounts, unused int64, err error) {
 		N     int64           `db:"n"`
 	}
 	var cs, retired []count
-	if err := tx.sel(&cs, tx.rebind(tx.db.sql.mirrored(sqlReservedIn)), lo, hi); err != nil {
+	if err := tx.sel(&cs, tx.rebind(sqlReservedIn), lo, hi); err != nil {
 		return c, 0, translate(err, "count a lease's reserved IMEIs")
 	}
-	if err := tx.sel(&retired, tx.rebind(tx.db.sql.mirrored(sqlRetiredIn)), r.PoolID, lo, hi); err != nil {
+	if err := tx.sel(&retired, tx.rebind(sqlRetiredIn), r.PoolID, lo, hi); err != nil {
 		return c, 0, translate(err, "count a lease's voided and revoked IMEIs")
 	}
 	for _, x := range append(cs, retired...) {

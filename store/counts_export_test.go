@@ -22,16 +22,16 @@ func (db *DB) CountPoolsTwice(ctx context.Context, between func()) (first, secon
 // PGCountStatements are the statements of the pool, lease, last-reservation
 // and activity reads, each with integer arguments (tests of their plans).
 var PGCountStatements = map[string][]int64{
-	dialects[Postgres].mirrored(sqlReservedByPool): nil,
-	dialects[Postgres].mirrored(sqlRetiredByPool):  nil,
-	sqlRowsIn: {1, 2},
-	dialects[Postgres].mirrored(sqlReservedIn): {1, 2},
-	dialects[Postgres].mirrored(sqlRetiredIn):  {1, 1, 2},
-	sqlLastReservations:                        {1, 2},
-	sqlActivity:                                {1, 2, 3, 4, 5},
-	sqlReservationAt:                           {1},
-	sqlReservationCount:                        {1, 2},
-	sqlReservationIDsIn:                        {1, 2},
+	sqlReservedByPool:   nil,
+	sqlRetiredByPool:    nil,
+	sqlRowsIn:           {1, 2},
+	sqlReservedIn:       {1, 2},
+	sqlRetiredIn:        {1, 1, 2},
+	sqlLastReservations: {1, 2},
+	sqlActivity:         {1, 2, 3, 4, 5},
+	sqlReservationAt:    {1},
+	sqlReservationCount: {1, 2},
+	sqlReservationIDsIn: {1, 2},
 	// A cursor's read with a range of ids pending.
 	fmt.Sprintf(sqlActivityOver, idRanges(2)):         {1, 2, 3, 4, 5, 6, 7},
 	fmt.Sprintf(sqlLastReservationsOver, idRanges(2)): {1, 2, 3, 4},

@@ -1,7 +1,5 @@
 package store
 
-import "strings"
-
 // What differs between SQLite and PostgreSQL in the ledger's queries is
 // decided here and read from db.sql everywhere else; opening, migrating,
 // backing up and measuring a database (store.go, migrate.go, backup.go,
@@ -59,59 +57,24 @@ type dialectSQL struct {
 	// bindOnce: a batch completes its intents and binds its IMEIs with
 	// one UPDATE each that finds every row by a primary-key probe
 	// (sqlBindIMEIsPG), whichever way each IMEI was reserved (bindSets),
-	// setting device_serial on every row (PostgreSQL: assigning a column
-	// its own value leaves its indexes alone, so the binding of an IMEI
-	// reserved for its device stays in place (HOT, migration 0027);
-	// SQLite rewrites an index entry whenever its column is assigned, so
-	// it keeps two statements).
+	// setting device_serial on every row (PostgreSQL: a state change
+	// writes new entries in every index of the row anyway; SQLite rewrites
+	// an index entry whenever its column is assigned, so it keeps two
+	// statements).
 	bindOnce bool
-	// notBound and pendingIntents name the tables read for the rows not
-	// in their final state: every IMEI row whose state is not BOUND, and
-	// every pending intent, with the columns of imeis and issuances their
-	// readers test (the text {not_bound} and {pending} in a query, which
-	// mirrored resolves). On SQLite they are imeis and issuances
-	// themselves, read through partial indexes; on PostgreSQL the side
-	// tables imeis_not_bound and intents_pending, which triggers keep
-	// (migration 0027), so that no index of imeis or issuances names state
-	// and the binding updates their rows in place.
-	notBound, pendingIntents string
-	// mirror resolves {not_bound} and {pending} (built from the two
-	// names above by newDialect).
-	mirror *strings.Replacer
-}
-
-// mirrored is query q with {not_bound} and {pending} replaced by the
-// tables that hold the IMEI rows not BOUND and the pending intents.
-func (d dialectSQL) mirrored(q string) string {
-	return d.mirror.Replace(q)
-}
-
-// sideTables: the rows not in their final state are read from the side
-// tables that mirror them (PostgreSQL), which Check compares with imeis
-// and issuances.
-func (d dialectSQL) sideTables() bool {
-	return d.notBound != "imeis"
-}
-
-func newDialect(d dialectSQL) dialectSQL {
-	d.mirror = strings.NewReplacer("{not_bound}", d.notBound, "{pending}", d.pendingIntents)
-	return d
 }
 
 var dialects = map[Dialect]dialectSQL{
-	SQLite: newDialect(dialectSQL{poolsAtOnce: true, stagedAuditIMEIs: true, claimsUntilBound: true,
-		notBound: "imeis", pendingIntents: "issuances"}),
-	Postgres: newDialect(dialectSQL{
-		forUpdate:      " FOR UPDATE",
-		skipLocked:     "FOR UPDATE SKIP LOCKED",
-		lockOutbox:     `LOCK TABLE register_outbox IN SHARE MODE`,
-		guardedAppend:  true,
-		readOnlyTx:     true,
-		snapshotReads:  true,
-		arrayParams:    true,
-		pipeline:       true,
-		bindOnce:       true,
-		notBound:       "imeis_not_bound",
-		pendingIntents: "intents_pending",
-	}),
+	SQLite: {poolsAtOnce: true, stagedAuditIMEIs: true, claimsUntilBound: true},
+	Postgres: {
+		forUpdate:     " FOR UPDATE",
+		skipLocked:    "FOR UPDATE SKIP LOCKED",
+		lockOutbox:    `LOCK TABLE register_outbox IN SHARE MODE`,
+		guardedAppend: true,
+		readOnlyTx:    true,
+		snapshotReads: true,
+		arrayParams:   true,
+		pipeline:      true,
+		bindOnce:      true,
+	},
 }

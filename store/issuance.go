@@ -99,11 +99,10 @@ func (tx *Tx) InsertIssuance(is *Issuance) error {
 	return nil
 }
 
-// sqlPendingReissue finds a pending reissue intent of a device among the
-// pending intents ({pending}: dialect.go; on SQLite the literal state and
-// the created_at test match the partial index issuances_pending, so only
-// intents in flight are read).
-const sqlPendingReissue = `SELECT request_id FROM {pending} WHERE state = 'pending' AND created_at IS NOT NULL
+// sqlPendingReissue finds a pending reissue intent of a device; the
+// literal state and the created_at test match the partial index
+// issuances_pending (only intents in flight are read).
+const sqlPendingReissue = `SELECT request_id FROM issuances WHERE state = 'pending' AND created_at IS NOT NULL
 	AND kind = 'reissue' AND device_serial = ? AND request_id <> ? LIMIT 1`
 
 // refuseConcurrentReissue fails with invalid_state when another reissue of
@@ -116,7 +115,7 @@ func (tx *Tx) refuseConcurrentReissue(is *Issuance) error {
 		return translate(err, "lock device")
 	}
 	var pending []string
-	if err := tx.sel(&pending, tx.rebind(tx.db.sql.mirrored(sqlPendingReissue)), is.DeviceSerial, is.RequestID); err != nil {
+	if err := tx.sel(&pending, tx.rebind(sqlPendingReissue), is.DeviceSerial, is.RequestID); err != nil {
 		return translate(err, "look up pending reissues")
 	}
 	if len(pending) > 0 {
@@ -128,15 +127,16 @@ func (tx *Tx) refuseConcurrentReissue(is *Issuance) error {
 
 // sqlPendingOfGroup finds the pending intents that name one device group
 // (a provision or bind intent signing its IMEIs, a reissue intent its
-// device's), among the pending intents as sqlPendingReissue reads them.
-const sqlPendingOfGroup = `SELECT request_id FROM {pending} WHERE state = 'pending' AND created_at IS NOT NULL
+// device's); the literal state and the created_at test match the partial
+// index issuances_pending (only intents in flight are read).
+const sqlPendingOfGroup = `SELECT request_id FROM issuances WHERE state = 'pending' AND created_at IS NOT NULL
 	AND reservation_id = ? AND grp = ? ORDER BY request_id`
 
 // pendingOfGroup returns the request ids of the pending intents naming a
 // device group.
 func (tx *Tx) pendingOfGroup(reservationID int64, grp int) ([]string, error) {
 	var ids []string
-	if err := tx.sel(&ids, tx.rebind(tx.db.sql.mirrored(sqlPendingOfGroup)), reservationID, grp); err != nil {
+	if err := tx.sel(&ids, tx.rebind(sqlPendingOfGroup), reservationID, grp); err != nil {
 		return nil, translate(err, "look up pending intents of a device group")
 	}
 	return ids, nil
@@ -262,16 +262,13 @@ func (db *DB) IssuanceByRequestID(ctx context.Context, requestID string) (*Issua
 // so that intents it cannot abandon yet (their revocation at an upstream CA
 // keeps failing) never hide the newer ones.
 func (db *DB) PendingIssuances(ctx context.Context, before time.Time, after *Issuance, limit int) ([]*Issuance, error) {
-	// The page's request ids from the pending intents ({pending}), then
-	// their rows.
-	q, args := `SELECT request_id FROM {pending} WHERE state = 'pending' AND created_at < ?`, []any{before.UnixMicro()}
+	q, args := sqlSelectIssuance+` WHERE state = 'pending' AND created_at < ?`, []any{before.UnixMicro()}
 	if after != nil {
 		at := after.CreatedAt.UnixMicro()
 		q, args = q+` AND (created_at > ? OR (created_at = ? AND request_id > ?))`, append(args, at, at, after.RequestID)
 	}
-	q = sqlSelectIssuance + ` WHERE request_id IN (` + q + ` ORDER BY created_at, request_id LIMIT ?) ORDER BY created_at, request_id`
 	var rows []issuanceRow
-	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(db.sql.mirrored(q)), append(args, limit)...); err != nil {
+	if err := db.r.SelectContext(ctx, &rows, db.r.Rebind(q+` ORDER BY created_at, request_id LIMIT ?`), append(args, limit)...); err != nil {
 		return nil, translate(err, "list pending issuances")
 	}
 	out := make([]*Issuance, len(rows))

@@ -457,18 +457,14 @@ func (tx *Tx) RecordReissue(ims []imei.IMEI, deviceSerial, newCertSerial, oldCer
 	return nil
 }
 
-// sqlStaleReservations reads the RESERVED IMEIs by age ({not_bound}:
-// dialect.go).
-const sqlStaleReservations = `SELECT DISTINCT r.request_id FROM {not_bound} i JOIN reservations r ON r.id = i.reservation_id
-	WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = ? AND r.request_id > ? ORDER BY r.request_id LIMIT ?`
-
 // StaleReservations lists reservation ids with IMEIs still RESERVED that were
 // reserved before the cutoff (for the recovery loop), by request id: at most
 // limit, those after the request id after ("": from the first), so that
 // recovery pages past reservations it could not void.
 func (db *DB) StaleReservations(ctx context.Context, before time.Time, after string, limit int, kind string) ([]string, error) {
 	var ids []string
-	err := db.r.SelectContext(ctx, &ids, db.r.Rebind(db.sql.mirrored(sqlStaleReservations)), before.UnixMicro(), kind, after, limit)
+	err := db.r.SelectContext(ctx, &ids, db.r.Rebind(`SELECT DISTINCT r.request_id FROM imeis i JOIN reservations r ON r.id = i.reservation_id
+		WHERE i.state = 'RESERVED' AND i.reserved_at < ? AND r.kind = ? AND r.request_id > ? ORDER BY r.request_id LIMIT ?`), before.UnixMicro(), kind, after, limit)
 	if err != nil {
 		return nil, translate(err, "find stale reservations")
 	}

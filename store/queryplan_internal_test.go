@@ -35,14 +35,14 @@ func TestDeviceSerialQueriesUseIndexes(t *testing.T) {
 		// The pool and lease usage counts (counts.go) read the partial
 		// indexes of the rows not BOUND, never a scan of imeis; the last
 		// reservations from an id on the primary key.
-		dialects[SQLite].mirrored(sqlReservedByPool):    "imeis_reserved",
-		dialects[SQLite].mirrored(sqlRetiredByPool):     "COVERING INDEX imeis_retired",
-		dialects[SQLite].mirrored(sqlReservedIn):        "imeis_reserved",
-		dialects[SQLite].mirrored(sqlRetiredIn):         "COVERING INDEX imeis_retired",
-		sqlLastReservations:                             "INTEGER PRIMARY KEY",
-		sqlActivity:                                     "INTEGER PRIMARY KEY",
-		sqlReservationCount:                             "INTEGER PRIMARY KEY",
-		sqlReservationIDsIn:                             "INTEGER PRIMARY KEY",
+		sqlReservedByPool:   "imeis_reserved",
+		sqlRetiredByPool:    "COVERING INDEX imeis_retired",
+		sqlReservedIn:       "imeis_reserved",
+		sqlRetiredIn:        "COVERING INDEX imeis_retired",
+		sqlLastReservations: "INTEGER PRIMARY KEY",
+		sqlActivity:         "INTEGER PRIMARY KEY",
+		sqlReservationCount: "INTEGER PRIMARY KEY",
+		sqlReservationIDsIn: "INTEGER PRIMARY KEY",
 		fmt.Sprintf(sqlActivityOver, idRanges(2)):       "INTEGER PRIMARY KEY",
 		fmt.Sprintf(sqlReservationIDsOver, idRanges(3)): "INTEGER PRIMARY KEY",
 	} {

@@ -54,7 +54,6 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				DBCPUus     float64 `json:"db_cpu_us_per_device"`
 				WALKiB      float64 `json:"db_wal_kib_per_device"`
 				BlocksHit   float64 `json:"db_blocks_hit_per_device"`
-				HOTShare    float64 `json:"db_bind_hot_share"`
 				Empty       *struct {
 					Devices  int  `json:"devices"`
 					LedgerOK bool `json:"ledger_ok"`
@@ -112,12 +111,6 @@ func TestBenchProvisionPrefill(t *testing.T) {
 				if res.DBCPUus <= 0 || res.WALKiB <= 0 || res.BlocksHit <= 0 {
 					t.Errorf("db_cpu_us_per_device %v, db_wal_kib_per_device %v, db_blocks_hit_per_device %v: the database server's counters are missing",
 						res.DBCPUus, res.WALKiB, res.BlocksHit)
-				}
-				// Bindings update their rows (imeis, issuances), some of
-				// them in place (heap-only: migration 0027); a share is a
-				// fraction.
-				if res.HOTShare <= 0 || res.HOTShare > 1 {
-					t.Errorf("db_bind_hot_share %v: want the share of the bindings' row updates made in place, in (0, 1]", res.HOTShare)
 				}
 				// --keep: the prefilled database stays for --remeasure,
 				// which measures it again (it still passes both checks with

@@ -92,8 +92,8 @@ func newBenchProvisionCmd() *cobra.Command {
 			fmt.Fprintf(cmd.OutOrStdout(), "where a request waits (means): ledger queue %.2f ms and batch %.2f ms (%.1f writes each) for its reservation and again for its binding, HSM signature %.2f ms\n",
 				res.LedgerQueueMs, res.LedgerBatchMs, res.LedgerBatchMembers, res.HSMSignMs)
 			if res.DBCPUusPerDevice > 0 {
-				fmt.Fprintf(cmd.OutOrStdout(), "PostgreSQL per device: backends %.0f us and the server's writers %.0f us of CPU, WAL %.1f KiB with %.2f full-page images, %.1f blocks read into shared buffers and %.0f found there, %.2f buffers a backend wrote to make room; %d checkpoints in the run; %.0f%% of the bindings' row updates in place (HOT)\n",
-					res.DBCPUusPerDevice, res.DBAuxCPUusPerDevice, res.DBWALKiBPerDevice, res.DBWALFPIPerDevice, res.DBBlocksReadPerDevice, res.DBBlocksHitPerDevice, res.DBBuffersBackendPerDevice, res.DBCheckpoints, 100*res.DBBindHOTShare)
+				fmt.Fprintf(cmd.OutOrStdout(), "PostgreSQL per device: backends %.0f us and the server's writers %.0f us of CPU, WAL %.1f KiB with %.2f full-page images, %.1f blocks read into shared buffers and %.0f found there, %.2f buffers a backend wrote to make room; %d checkpoints in the run\n",
+					res.DBCPUusPerDevice, res.DBAuxCPUusPerDevice, res.DBWALKiBPerDevice, res.DBWALFPIPerDevice, res.DBBlocksReadPerDevice, res.DBBlocksHitPerDevice, res.DBBuffersBackendPerDevice, res.DBCheckpoints)
 			}
 			if res.Prefill > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "prefilled with %d devices in %.0fs (%.0f devices/s, ledger %.1f MiB): %.0f devices/s against %.0f on an empty ledger (means of %d rounds), ratio %.3f; audit log verified %v\n",

@@ -99,10 +99,6 @@ type Stats struct {
 	BuffersCheckpoint int64 // buffers the checkpointer wrote
 	BuffersClean      int64 // buffers the background writer wrote
 	Checkpoints       int64 // timed and requested
-	// Updates of the rows a binding changes (imeis and issuances, from
-	// the database's pg_stat_user_tables), and those of them that wrote
-	// no index entry (heap-only, HOT: migration 0027).
-	BindUpdates, BindHOTUpdates int64
 }
 
 // ReadStats reads Stats for the database of dsn through adminDSN.
@@ -123,16 +119,6 @@ func ReadStats(ctx context.Context, adminDSN, dsn string) (Stats, error) {
 		FROM pg_stat_wal w, pg_stat_bgwriter b, pg_stat_database d WHERE d.datname = $1`,
 		strings.TrimPrefix(u.Path, "/")).Scan(&s.WALBytes, &s.WALRecords, &s.WALFPI, &s.BlocksRead, &s.BlocksHit,
 		&s.BuffersBackend, &s.BuffersCheckpoint, &s.BuffersClean, &s.Checkpoints)
-	if err != nil {
-		return s, err
-	}
-	ledger, err := sql.Open("pgx", dsn)
-	if err != nil {
-		return s, err
-	}
-	defer ledger.Close()
-	err = ledger.QueryRowContext(ctx, `SELECT COALESCE(SUM(n_tup_upd), 0), COALESCE(SUM(n_tup_hot_upd), 0)
-		FROM pg_stat_user_tables WHERE relname IN ('imeis', 'issuances')`).Scan(&s.BindUpdates, &s.BindHOTUpdates)
 	return s, err
 }
 
@@ -140,8 +126,7 @@ func ReadStats(ctx context.Context, adminDSN, dsn string) (Stats, error) {
 func (s Stats) Sub(o Stats) Stats {
 	return Stats{s.WALBytes - o.WALBytes, s.WALRecords - o.WALRecords, s.WALFPI - o.WALFPI, s.BlocksRead - o.BlocksRead,
 		s.BlocksHit - o.BlocksHit, s.BuffersBackend - o.BuffersBackend, s.BuffersCheckpoint - o.BuffersCheckpoint,
-		s.BuffersClean - o.BuffersClean, s.Checkpoints - o.Checkpoints,
-		s.BindUpdates - o.BindUpdates, s.BindHOTUpdates - o.BindHOTUpdates}
+		s.BuffersClean - o.BuffersClean, s.Checkpoints - o.Checkpoints}
 }
 
 // AuxPIDs lists the server's own writers (checkpointer, background writer,
