@@ -129,7 +129,7 @@ func Restore(ctx context.Context, cfg Config, file string) error {
 		if err := NoSQLiteLedger(path); err != nil {
 			return err
 		}
-		if err := restoreCopy(file, path, "the restored ledger", "or give database.dsn a path on a larger filesystem"); err != nil {
+		if err := restoreCopy(file, path, "the restored ledger, a copy of the backup's ledger file", "or give database.dsn a path on a larger filesystem"); err != nil {
 			return err
 		}
 		c, err := sql.Open("sqlite3", sqlitefile.URI(path, "mode=ro"))
@@ -237,17 +237,17 @@ func runTo(ctx context.Context, stdout io.Writer, name string, args ...string) e
 // restoreCopy copies a backup's ledger file (SQLite) or dump (PostgreSQL,
 // a private copy) to path: refused with insufficient_space, writing
 // nothing, when path's filesystem has less free than the file and a margin
-// (spaceNeed, as a backup; what names the copy, elsewhere where else it
-// could go); a disk that fills during the copy is insufficient_space too,
-// the partial copy removed.
+// (spaceNeed, as a backup; what names the copy, with its size added,
+// elsewhere where else it could go); a disk that fills during the copy is
+// insufficient_space too, the partial copy removed.
 func restoreCopy(file, path, what, elsewhere string) error {
 	st, err := os.Stat(file)
 	if err != nil {
-		return tacerr.Wrap(tacerr.InvalidInput, err, "read the backup's ledger copy")
+		return tacerr.Wrap(tacerr.InvalidInput, err, "read the backup set's file %s", file)
 	}
 	dir := filepath.Dir(path)
 	space := spaceNeed{Task: "restore", Dir: dir, Estimate: st.Size(),
-		What: fmt.Sprintf("%s (%s, the backup's ledger copy)", what, sizeText(st.Size())), Elsewhere: elsewhere}
+		What: fmt.Sprintf("%s (%s)", what, sizeText(st.Size())), Elsewhere: elsewhere}
 	if _, _, err := space.check(); err != nil {
 		return err
 	}
