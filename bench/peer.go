@@ -97,6 +97,11 @@ type PeerResult struct {
 	Errors      int     `json:"errors"`
 	LedgerOK    bool    `json:"ledger_ok"`
 	LoadAverage string  `json:"load_average"`
+	// CPUStealShare is the share of the machine's CPU time the hypervisor
+	// gave to other guests over all the rounds (/proc/stat's steal; 0 on
+	// bare metal). The rounds alternate, so steal slows both sides, but
+	// not always alike: a run with a large share is one to repeat.
+	CPUStealShare float64 `json:"cpu_steal_share"`
 }
 
 // benchProvisioner is the plain JWK provisioner round (a) signs through.
@@ -248,6 +253,7 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 
 	var a, b, c roundFigures
 	res := &PeerResult{DB: string(o.Driver), Rounds: o.Rounds, StepCAClients: o.StepCAClients, Stations: o.Stations, LedgerOK: true}
+	host0 := readHostCPU()
 	for round := 0; round < o.Rounds; round++ {
 		fmt.Fprintf(logw, "round %d/%d: step-ca /1.0/sign alone\n", round+1, o.Rounds)
 		ra, err := stepCARound(ctx, client, sca.URL, benchKey, sca.Pid(), o.StepCAClients, o.Round, 0)
@@ -297,6 +303,7 @@ func Peer(ctx context.Context, o PeerOptions) (*PeerResult, error) {
 		res.Errors += oa.errors + ob.errors
 	}
 	res.LoadAverage = loadAverage()
+	res.CPUStealShare = stealShare(host0, readHostCPU())
 	res.StepCACertsPerSecond, res.StepCACPUusPerCert, res.StepCAP50ms, res.StepCAP99ms = a.rate(), a.cpuPer(), a.p50ms(), a.p99ms()
 	res.TaclineDevicesPerSecond, res.TaclineCPUusPerDevice, res.TaclineP50ms, res.TaclineP99ms = b.rate(), b.cpuPer(), b.p50ms(), b.p99ms()
 	res.ViaStepCADevicesPerSecond, res.ViaStepCACPUusPerDevice, res.ViaStepCAP50ms, res.ViaStepCAP99ms = c.rate(), c.cpuPer(), c.p50ms(), c.p99ms()

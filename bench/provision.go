@@ -161,6 +161,11 @@ type ProvisionResult struct {
 	ServerWarmMiB     float64 `json:"server_warm_mib"`
 	// LoadAverage is /proc/loadavg's first three fields at the end of the run.
 	LoadAverage string `json:"load_average"`
+	// CPUStealShare is the share of the machine's CPU time that the
+	// hypervisor gave to other guests during the measured phase
+	// (/proc/stat's steal; 0 on bare metal): on a shared virtual machine,
+	// how much of the machine the run did not have.
+	CPUStealShare float64 `json:"cpu_steal_share"`
 
 	// With --prefill: the bulk load, the ledger's size after it, the run
 	// on an empty ledger in the same command, and devices/s prefilled over
@@ -267,10 +272,12 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	var mu sync.Mutex
 	var c0err error
 	var dbOnce sync.Once // the database's backends serve every replica: read from the first start
+	var host0 hostCPU
 	started := func(i int) {
 		m, merr := readServerCounters(ctx, metricsClient, procs[i].URL)
 		c, err := readCounters(procs[i].Cmd.Process.Pid)
 		dbOnce.Do(func() {
+			host0 = readHostCPU()
 			db0, aux0 = cpuOf(dbPIDs), cpuOf(auxPIDs)
 			if len(dbPIDs) > 0 {
 				st0, st0err = pgadmin.ReadStats(ctx, o.AdminDSN, env.Config.Database.DSN)
@@ -290,6 +297,7 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	}
 	sum, err := procs.load(ctx, creds, o.Stations, o.Duration, o.OfferedRate, pregen, started)
 	db1, aux1 := cpuOf(dbPIDs), cpuOf(auxPIDs)
+	res.CPUStealShare = stealShare(host0, readHostCPU())
 	var c1 procCounters
 	m1 := serverCounters{}
 	for i, p := range procs {

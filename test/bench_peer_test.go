@@ -35,6 +35,9 @@ func TestBenchPeer(t *testing.T) {
 	if offered < 0.19*stepca || offered > 0.21*stepca {
 		t.Errorf("offered_rate %v, want a fifth of step-ca's closed-loop %v", offered, stepca)
 	}
+	if st, ok := res["cpu_steal_share"].(float64); !ok || st < 0 || st >= 1 {
+		t.Errorf("cpu_steal_share %v, want a share of the machine's CPU time in [0, 1)", res["cpu_steal_share"])
+	}
 	if res["ledger_ok"] != true || res["errors"] != float64(0) || res["load_average"] == "" {
 		t.Errorf("ledger_ok %v, errors %v, load_average %v", res["ledger_ok"], res["errors"], res["load_average"])
 	}

@@ -14,11 +14,12 @@ import (
 func TestBenchProvisionRuns(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "bench")
 	type run struct {
-		Devices  int     `json:"devices"`
-		Errors   int     `json:"errors"`
-		P99ms    float64 `json:"p99_ms"`
-		LedgerOK bool    `json:"ledger_ok"`
-		BatchMs  float64 `json:"ledger_batch_ms"`
+		Devices  int      `json:"devices"`
+		Errors   int      `json:"errors"`
+		P99ms    float64  `json:"p99_ms"`
+		LedgerOK bool     `json:"ledger_ok"`
+		BatchMs  float64  `json:"ledger_batch_ms"`
+		Steal    *float64 `json:"cpu_steal_share"`
 	}
 	var res struct {
 		Runs   []run   `json:"runs"`
@@ -33,6 +34,9 @@ func TestBenchProvisionRuns(t *testing.T) {
 	for i, x := range res.Runs {
 		if x.Devices == 0 || x.Errors != 0 || !x.LedgerOK || x.BatchMs <= 0 {
 			t.Errorf("run %d: %+v, want devices, no errors, a sound ledger and its batches timed", i+1, x)
+		}
+		if x.Steal == nil || *x.Steal < 0 || *x.Steal >= 1 {
+			t.Errorf("run %d: cpu_steal_share %v, want a share of the machine's CPU time in [0, 1)", i+1, x.Steal)
 		}
 	}
 	if res.Total.Devices != a.Devices+b.Devices || res.Total.P99ms != max(a.P99ms, b.P99ms) || !res.Total.LedgerOK {

@@ -78,7 +78,7 @@ docs/benchmarks.md.`,
 					res.OfferedRate, res.OpenStepCAPerSecond, res.OpenStepCAP50ms, res.OpenStepCAP99ms, res.OpenStepCACPUusCert,
 					res.OpenTaclinePerSecond, res.OpenTaclineP50ms, res.OpenTaclineP99ms, res.OpenTaclineCPUusDevice)
 			}
-			fmt.Fprintf(w, "ratio %.2f, cpu ratio %.2f, %d errors, ledger ok %v, load average %s\n", res.Ratio, res.CPURatio, res.Errors, res.LedgerOK, res.LoadAverage)
+			fmt.Fprintf(w, "ratio %.2f, cpu ratio %.2f, %d errors, ledger ok %v, load average %s, CPU stolen by the hypervisor %.1f%%\n", res.Ratio, res.CPURatio, res.Errors, res.LedgerOK, res.LoadAverage, 100*res.CPUStealShare)
 			return nil
 		},
 	}

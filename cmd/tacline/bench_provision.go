@@ -87,8 +87,8 @@ func newBenchProvisionCmd() *cobra.Command {
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "%s, %d stations: %d devices in %.1fs = %.0f devices/s, p50 %.1f ms, p99 %.1f ms, %d errors\n",
 				res.DB, res.Stations, res.Devices, res.DurationSeconds, res.DevicesPerSecond, res.P50ms, res.P99ms, res.Errors)
-			fmt.Fprintf(cmd.OutOrStdout(), "server CPU %.0f us/device; raw HSM P-256 signs %.0f/s (same token, same run); ledger ok %v\n",
-				res.ServerCPUusPerDevice, res.RawHSMSignPerSecond, res.LedgerOK)
+			fmt.Fprintf(cmd.OutOrStdout(), "server CPU %.0f us/device; raw HSM P-256 signs %.0f/s (same token, same run); ledger ok %v; CPU stolen by the hypervisor %.1f%%\n",
+				res.ServerCPUusPerDevice, res.RawHSMSignPerSecond, res.LedgerOK, 100*res.CPUStealShare)
 			fmt.Fprintf(cmd.OutOrStdout(), "where a request waits (means): ledger queue %.2f ms and batch %.2f ms (%.1f writes each) for its reservation and again for its binding, HSM signature %.2f ms\n",
 				res.LedgerQueueMs, res.LedgerBatchMs, res.LedgerBatchMembers, res.HSMSignMs)
 			if res.DBCPUusPerDevice > 0 {
