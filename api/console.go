@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/ratelimit"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/tacerr"
 	"github.com/tacline/tacline/verify/online"
@@ -50,21 +51,22 @@ func (s *Server) Caller(r *http.Request) (provisioner.Actor, error) {
 
 // PublicLookup answers the public lookup of m for r's caller, counted by
 // the same limiter as GET /v1/lookup/{imei} (LookupLimiter), so a page and
-// the JSON route share one quota. When the limit is reached it returns retryAfter > 0
-// (seconds) and no lookup.
-func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (l online.Lookup, retryAfter int, err error) {
+// the JSON route share one quota. When a limit is reached it returns the
+// refusal (RetryAfter > 0: the seconds to wait, and the limit that refused,
+// the caller's or its site's) and no lookup.
+func (s *Server) PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (online.Lookup, ratelimit.Refusal, error) {
 	a, err := s.authn()
 	if err != nil {
-		return online.Lookup{}, 0, err
+		return online.Lookup{}, ratelimit.Refusal{}, err
 	}
 	if no := a.lookupLimiter.Admit(r, s.lookupIdentity(r)); no.RetryAfter > 0 {
-		return online.Lookup{}, no.RetryAfter, nil
+		return online.Lookup{}, no, nil
 	}
-	l, err = a.auth.Lookup(ctx, m)
+	l, err := a.auth.Lookup(ctx, m)
 	if err != nil {
-		return online.Lookup{}, 0, err
+		return online.Lookup{}, ratelimit.Refusal{}, err
 	}
-	return l, 0, nil
+	return l, ratelimit.Refusal{}, nil
 }
 
 // admit returns a with the scope the route gives its roles, or the

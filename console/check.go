@@ -6,6 +6,7 @@ import (
 
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/ratelimit"
 )
 
 // checkData is the public check page.
@@ -13,9 +14,12 @@ type checkData struct {
 	Query   string // what was typed
 	Error   string // why it is not an IMEI
 	Limited int    // seconds to wait when rate limited
-	Down    bool   // the lookup failed
-	Note    *errorNote
-	Result  *checkResult
+	// LimitedSite: the limit reached is the site's (every anonymous
+	// caller of an IPv4 /16 or IPv6 /48 together), not this caller's own.
+	LimitedSite bool
+	Down        bool // the lookup failed
+	Note        *errorNote
+	Result      *checkResult
 }
 
 type checkResult struct {
@@ -37,11 +41,11 @@ func (c *Console) check(w http.ResponseWriter, r *http.Request) {
 			_, _, msg := api.PublicError(err) // what was wrong with the number, never a cause
 			d.Error, status = tx.text("check.invalid", msg), http.StatusBadRequest
 		default:
-			l, retry, err := c.cfg.Gate.PublicLookup(r.Context(), r, m)
+			l, no, err := c.cfg.Gate.PublicLookup(r.Context(), r, m)
 			switch {
-			case retry > 0:
-				d.Limited, status = retry, http.StatusTooManyRequests
-				w.Header().Set("Retry-After", itoa(int64(retry)))
+			case no.RetryAfter > 0:
+				d.Limited, d.LimitedSite, status = no.RetryAfter, no.Limit == ratelimit.SiteLimit, http.StatusTooManyRequests
+				w.Header().Set("Retry-After", itoa(int64(no.RetryAfter)))
 			case err != nil:
 				n := c.note(r, p, err)
 				d.Down, d.Note, status = true, &n, http.StatusServiceUnavailable

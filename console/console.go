@@ -27,6 +27,7 @@ import (
 	"github.com/tacline/tacline/api"
 	"github.com/tacline/tacline/hsm"
 	"github.com/tacline/tacline/imei"
+	"github.com/tacline/tacline/internal/ratelimit"
 	"github.com/tacline/tacline/provisioner"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -48,7 +49,7 @@ type Gate interface {
 	// on the API route pattern whose use case the console is about to
 	// run, or refuses it.
 	Authorize(a provisioner.Actor, pattern string) (provisioner.Actor, error)
-	PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (online.Lookup, int, error)
+	PublicLookup(ctx context.Context, r *http.Request, m imei.IMEI) (online.Lookup, ratelimit.Refusal, error)
 }
 
 // Ops are the use cases the console calls (the provisioner the API

@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -25,6 +26,7 @@ import (
 	"github.com/tacline/tacline/ca"
 	"github.com/tacline/tacline/ca/castore"
 	"github.com/tacline/tacline/devenv"
+	"github.com/tacline/tacline/internal/pemblock"
 	"github.com/tacline/tacline/server"
 	"github.com/tacline/tacline/store"
 	"github.com/tacline/tacline/tacerr"
@@ -692,5 +694,50 @@ func TestTranslationLacksKeyWarned(t *testing.T) {
 	}
 	if !warned {
 		t.Fatalf("the server's start did not name the untranslated keys:\n%s", log)
+	}
+}
+
+// TestCheckPageNamesTheLimit: the public check page says which limit
+// refused a person, as the API's 429 does: their own network's (its IPv4
+// /24) or the site's (all anonymous callers of the /16 together), and
+// sends Retry-After with either. The rates are so low that nothing refills
+// while the test runs.
+func TestCheckPageNamesTheLimit(t *testing.T) {
+	s := startServer(t, func(env *devenv.Env) {
+		a := &env.Config.Authenticity.API
+		a.LookupRate, a.LookupBurst, a.LookupSiteRate, a.LookupSiteBurst = 1e-4, 1, 1e-4, 2
+	})
+	pool, err := pemblock.CertPool(filepath.Join(s.env.CredsDir, castore.ServerCAFile), tacerr.Internal, "server_ca")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unknown, _ := imei.New(35209900, 176148)
+	ask := func(ip string) (*http.Response, string) {
+		c := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+			TLSClientConfig: &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool},
+			DialContext:     (&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}).DialContext}}
+		return get(t, c, s.url+"/check?imei="+unknown.String())
+	}
+	own, site := "Too many checks from your network", "Too many checks from the networks around yours"
+	for _, step := range []struct {
+		ip     string
+		status int
+		want   string
+	}{
+		{"127.0.1.1", 200, "Unknown"},
+		{"127.0.1.2", 429, own},       // the /24's one token is spent
+		{"127.0.2.1", 200, "Unknown"}, // another /24: the site's second token
+		{"127.0.3.1", 429, site},      // a fresh /24, but the site's burst is spent
+	} {
+		resp, body := ask(step.ip)
+		if resp.StatusCode != step.status || !strings.Contains(body, step.want) {
+			t.Fatalf("/check from %s: %s, want %d and %q:\n%s", step.ip, resp.Status, step.status, step.want, body)
+		}
+		if step.status == 429 && resp.Header.Get("Retry-After") == "" {
+			t.Errorf("/check from %s: 429 without Retry-After", step.ip)
+		}
+		if step.want == own && strings.Contains(body, site) {
+			t.Errorf("/check from %s names the site's limit for the caller's", step.ip)
+		}
 	}
 }

@@ -41,6 +41,7 @@ var catalogue = map[string]string{
 	"check.model":        "Model",
 	"check.status":       "Status",
 	"check.limited":      "Too many checks from your network in a short time. Please wait %d seconds and try again: this keeps the service available for everyone.",
+	"check.limited.site": "Too many checks from the networks around yours (the addresses your provider or organisation shares among many users) in a short time. Please wait %d seconds and try again: this keeps the service available for everyone.",
 	"check.unavailable":  "The check is not available right now. Please try again in a few minutes.",
 	"check.privacy":      "This page shows only the brand, model and status of an IMEI: nothing about owners, and no keys.",
 	"check.share":        "You can share this result: the address of this page holds the IMEI.",
