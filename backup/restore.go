@@ -115,7 +115,7 @@ func Restore(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, 
 		}
 		return rep, err
 	}
-	if err := prove(ctx, target, cps, ks, rep); err != nil {
+	if err := prove(ctx, target, !cfg.Audit.Disabled, cps, ks, rep); err != nil {
 		return refuse(err)
 	}
 	if rep.Rollback && !o.AllowRollback {
@@ -219,7 +219,7 @@ func Verify(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, e
 		return nil, err
 	}
 	rep := &Report{Target: "the database of database.dsn"}
-	if err := prove(ctx, cfg.Database, cps, ks, rep); err != nil {
+	if err := prove(ctx, cfg.Database, !cfg.Audit.Disabled, cps, ks, rep); err != nil {
 		return rep, err
 	}
 	if rep.Rollback {
@@ -228,9 +228,11 @@ func Verify(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, e
 	return rep, nil
 }
 
-// prove opens the restored ledger and checks its invariants and its audit
-// log against every known checkpoint.
-func prove(ctx context.Context, cfg store.Config, cps []audit.Checkpoint, ks []known, rep *Report) error {
+// prove opens the restored ledger and checks its invariants, its
+// stations, role certificates and issuers against its audit log's identity
+// events (identities: where the configuration has a log) and its audit log
+// against every known checkpoint.
+func prove(ctx context.Context, cfg store.Config, identities bool, cps []audit.Checkpoint, ks []known, rep *Report) error {
 	db, err := store.Open(ctx, cfg)
 	if err != nil {
 		return err
@@ -243,6 +245,16 @@ func prove(ctx context.Context, cfg store.Config, cps []audit.Checkpoint, ks []k
 	rep.Pools, rep.IMEIs = chk.Pools, chk.IMEIs
 	if !chk.OK() {
 		return tacerr.New(tacerr.LedgerInvariant, "the restored ledger fails ledger check: %s", chk.Violations[0])
+	}
+	if identities {
+		ids, err := audit.CheckIdentities(ctx, db)
+		if err != nil {
+			return err
+		}
+		if !ids.OK() {
+			return tacerr.New(tacerr.LedgerInvariant, "the restored ledger's identities disagree with its audit log (%d findings; the backup was changed after it was made, or the tables behind tacline's back): %s",
+				len(ids.Violations), ids.Violations[0])
+		}
 	}
 	size, _, err := audit.Head(ctx, db)
 	if err != nil {

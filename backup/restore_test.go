@@ -271,34 +271,8 @@ func TestRestoreRefusesAlteredSchema(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			set := emptySet(t, store.SQLite)
-			m, err := readManifestFile(set)
-			if err != nil {
-				t.Fatal(err)
-			}
-			db, err := sql.Open("sqlite3", filepath.Join(set, m.Ledger))
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := db.Exec(c.sql); err != nil {
-				t.Fatal(err)
-			}
-			db.Close()
-			if m.Files, err = hashFiles(set); err != nil {
-				t.Fatal(err)
-			}
-			if err := writeManifest(set, m); err != nil {
-				t.Fatal(err)
-			}
-			target := filepath.Join(t.TempDir(), "ledger.db")
-			rep, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set})
-			if !tacerr.Is(err, tacerr.LedgerInvariant) || !strings.Contains(err.Error(), c.want) {
-				t.Fatalf("restore of a set whose ledger had %q = %+v, %v; want ledger_invariant saying %s", c.sql, rep, err, c.want)
-			}
-			for _, p := range []string{target, target + ".restoring"} {
-				if _, err := os.Stat(p); !os.IsNotExist(err) {
-					t.Fatalf("a refused restore left %s (%v)", p, err)
-				}
-			}
+			doctorSet(t, set, c.sql)
+			restoreRefused(t, ctx, set, c.sql, c.want)
 		})
 	}
 }
@@ -343,5 +317,61 @@ func TestRestoreOlderSchema(t *testing.T) {
 	target := filepath.Join(t.TempDir(), "ledger.db")
 	if _, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set}); err != nil {
 		t.Fatalf("restore of a set at migration 20: %v", err)
+	}
+}
+
+// TestRestoreRefusesDoctoredIdentities: the stations, role certificates
+// and issuers tables are neither in ledger check nor in the audit log's
+// proofs, so a role certificate with the admin role written into a backup
+// set's ledger (and the manifest's hashes recomputed) was restored and
+// honoured. The restore now compares those tables with the log's identity
+// events (audit.CheckIdentities), refuses the set naming the certificate,
+// and leaves nothing at the target.
+func TestRestoreRefusesDoctoredIdentities(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	set := emptySet(t, store.SQLite)
+	add := `INSERT INTO people (cert_serial, person, roles, enrolled_at) VALUES ('7e57', 'mallory', 'admin', 1)`
+	doctorSet(t, set, add)
+	restoreRefused(t, ctx, set, add, `role certificate 7e57 (person "mallory", roles admin) has no person.enrolled or person.disabled event`)
+}
+
+// doctorSet runs query on the ledger of the SQLite backup set in set and
+// recomputes the manifest's hashes, as anyone who can write the set can.
+func doctorSet(t *testing.T, set, query string) {
+	t.Helper()
+	m, err := readManifestFile(set)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("sqlite3", filepath.Join(set, m.Ledger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(query); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	if m.Files, err = hashFiles(set); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeManifest(set, m); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restoreRefused restores set (doctored with query) to a new SQLite file
+// and wants ledger_invariant saying want, with nothing left at the target.
+func restoreRefused(t *testing.T, ctx context.Context, set, query, want string) {
+	t.Helper()
+	target := filepath.Join(t.TempDir(), "ledger.db")
+	rep, err := Restore(ctx, &config.File{Database: store.Config{Driver: store.SQLite, DSN: target}}, RestoreOptions{From: set})
+	if !tacerr.Is(err, tacerr.LedgerInvariant) || !strings.Contains(err.Error(), want) {
+		t.Fatalf("restore of a set whose ledger had %q = %+v, %v; want ledger_invariant saying %s", query, rep, err, want)
+	}
+	for _, p := range []string{target, target + ".restoring"} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Fatalf("a refused restore left %s (%v)", p, err)
+		}
 	}
 }

@@ -38,3 +38,7 @@ var PGCountStatements = map[string][]int64{
 	fmt.Sprintf(sqlReservationIDsOver, idRanges(2)):   {1, 2, 3, 4},
 	sqlReservationIDRange:                             nil,
 }
+
+// IdentityLeavesQuery is the read of the audit log's identity leaves on
+// dialect d (a test of its plan).
+func IdentityLeavesQuery(d Dialect) string { return dialects[d].identityLeavesQuery() }

@@ -138,13 +138,18 @@ func (db *DB) Issuers(ctx context.Context) ([]IssuerRecord, error) {
 	}
 	out := make([]IssuerRecord, len(rows))
 	for i, r := range rows {
-		out[i] = IssuerRecord{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Curve: r.Curve, CertPEM: r.CertPEM, ChainPEM: r.ChainPEM,
-			Active: r.Active, CreatedAt: micros(r.CreatedAt), RevokeReason: lifecycle.RevokeReason(r.Reason)}
-		if r.RevokedAt != nil {
-			out[i].RevokedAt = micros(*r.RevokedAt)
-		}
+		out[i] = r.record()
 	}
 	return out, nil
+}
+
+func (r issuerRow) record() IssuerRecord {
+	out := IssuerRecord{KeyID: r.KeyID, Label: r.Label, Kind: r.Kind, Curve: r.Curve, CertPEM: r.CertPEM, ChainPEM: r.ChainPEM,
+		Active: r.Active, CreatedAt: micros(r.CreatedAt), RevokeReason: lifecycle.RevokeReason(r.Reason)}
+	if r.RevokedAt != nil {
+		out.RevokedAt = micros(*r.RevokedAt)
+	}
+	return out
 }
 
 // RevokeIssuer records the revocation of a CA below a root (a device

@@ -62,3 +62,22 @@ func genericPlanConn(t *testing.T) *sqlx.Conn {
 	}
 	return c
 }
+
+// TestPostgresIdentityLeavesPlan: the generic plan of the read of the
+// audit log's identity leaves (audit.CheckIdentities) reads the partial
+// index audit_identity, not the log by its key: a few leaves whatever the
+// log's size.
+func TestPostgresIdentityLeavesPlan(t *testing.T) {
+	ctx := context.Background()
+	c := genericPlanConn(t)
+	if _, err := c.ExecContext(ctx, "PREPARE p AS "+c.Rebind(store.IdentityLeavesQuery(store.Postgres))); err != nil {
+		t.Fatal(err)
+	}
+	var plan []string
+	if err := c.SelectContext(ctx, &plan, "EXPLAIN EXECUTE p(1000000)"); err != nil {
+		t.Fatal(err)
+	}
+	if p := strings.Join(plan, "\n"); !strings.Contains(p, "audit_identity") {
+		t.Errorf("plan of the identity leaves' read:\n%s", p)
+	}
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"github.com/tacline/tacline/audit"
 	"os"
 	"os/signal"
 	"strconv"
@@ -311,7 +312,7 @@ func newLedgerCmd() *cobra.Command {
 		Short: "Verify the ledger invariants; exit status 1 with the first violation",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			db, err := ledgerFromFlags(cmd)
+			cfg, db, err := configAndLedger(cmd)
 			if err != nil {
 				return err
 			}
@@ -320,16 +321,35 @@ func newLedgerCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			// The stations, role certificates and issuers against the
+			// audit log's identity events, where there is a log (audit.disabled
+			// is for benchmarks: their events are in none).
+			var ids *audit.IdentityReport
+			if !cfg.Audit.Disabled {
+				r, err := audit.CheckIdentities(cmd.Context(), db)
+				if err != nil {
+					return err
+				}
+				ids = &r
+				rep.Violations = append(rep.Violations, r.Violations...)
+			}
 			if rep.Violations == nil {
 				rep.Violations = []string{}
 			}
 			if asJSON {
-				printJSON(cmd.OutOrStdout(), map[string]any{"ok": rep.OK(), "pools": rep.Pools, "imeis": rep.IMEIs, "leases": rep.Leases,
-					"leased_unused": rep.LeasedUnused, "released_unleased": rep.ReleasedUnleased, "violations": rep.Violations})
+				out := map[string]any{"ok": rep.OK(), "pools": rep.Pools, "imeis": rep.IMEIs, "leases": rep.Leases,
+					"leased_unused": rep.LeasedUnused, "released_unleased": rep.ReleasedUnleased, "violations": rep.Violations}
+				if ids != nil {
+					out["identities"] = map[string]int{"events": ids.Events, "stations": ids.Stations, "people": ids.People, "issuers": ids.Issuers}
+				}
+				printJSON(cmd.OutOrStdout(), out)
 			} else if rep.OK() {
 				fmt.Fprintf(cmd.OutOrStdout(), "ledger OK: %d pools, %d IMEIs, every SNR below each high-water mark accounted for once\n", rep.Pools, rep.IMEIs)
 				if rep.Leases > 0 {
 					fmt.Fprintf(cmd.OutOrStdout(), "%d leases to sites, %d leased SNRs not yet used, %d released SNRs not yet leased again\n", rep.Leases, rep.LeasedUnused, rep.ReleasedUnleased)
+				}
+				if ids != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "%d stations, %d role certificates and %d issuers as the audit log's %d identity events describe them\n", ids.Stations, ids.People, ids.Issuers, ids.Events)
 				}
 			} else {
 				for _, v := range rep.Violations {
