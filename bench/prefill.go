@@ -29,6 +29,7 @@ import (
 	"github.com/tacline/tacline/provisioner/issuance"
 	"github.com/tacline/tacline/register"
 	"github.com/tacline/tacline/store"
+	"github.com/tacline/tacline/store/pgadmin"
 	"github.com/tacline/tacline/tacerr"
 )
 
@@ -318,6 +319,12 @@ func provisionPrefilled(ctx context.Context, o ProvisionOptions, logw io.Writer)
 		defer func() {
 			if !o.Keep || err != nil {
 				dropP()
+			} else if env != nil {
+				// Kept for --remeasure: no later sweep of orphaned scratch
+				// databases may take it (pgadmin).
+				if kerr := pgadmin.Keep(context.Background(), o.AdminDSN, env.Config.Database.DSN); kerr != nil {
+					fmt.Fprintf(logw, "could not mark the kept database as kept (%v): a later bench's sweep of orphaned databases may drop it\n", kerr)
+				}
 			}
 		}()
 		if err != nil {

@@ -1,6 +1,15 @@
 // Package pgadmin creates and drops throwaway PostgreSQL databases for tests
 // and benchmarks. It never touches a database it did not create: names are
 // random with a fixed prefix.
+//
+// Each database it creates carries its creator in its comment (host, boot,
+// process id and the process's start time). A process killed before it
+// dropped its database (a test binary at its timeout, a benchmark stopped
+// with SIGKILL) left it behind for good; now the next CreateDatabase on
+// the same machine drops every such database whose creator is gone and to
+// which nobody is connected. A database a benchmark keeps on purpose
+// (Keep) is marked kept and never swept; one without a creator comment
+// (made by an older version) or made on another machine is left alone.
 package pgadmin
 
 import (
@@ -38,9 +47,17 @@ func CreateDatabase(ctx context.Context, adminDSN string) (dsn string, drop func
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
+	sweep(cctx, adb)
 	if _, err := adb.ExecContext(cctx, "CREATE DATABASE "+name); err != nil {
 		adb.Close()
 		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	if me, ok := self(); ok {
+		if _, err := adb.ExecContext(cctx, "COMMENT ON DATABASE "+name+" IS '"+me.String()+"'"); err != nil {
+			adb.ExecContext(cctx, "DROP DATABASE IF EXISTS "+name)
+			adb.Close()
+			return "", nil, fmt.Errorf("record the creator of database %s: %w", name, err)
+		}
 	}
 	u.Path = "/" + name
 	drop = func() error {
@@ -56,21 +73,44 @@ func CreateDatabase(ctx context.Context, adminDSN string) (dsn string, drop func
 // DropDatabase drops the database of dsn, one this package created (its
 // name starts with Prefix), through adminDSN.
 func DropDatabase(ctx context.Context, adminDSN, dsn string) error {
-	u, err := url.Parse(dsn)
+	return onOwn(ctx, adminDSN, dsn, func(name string) string { return "DROP DATABASE IF EXISTS " + name + " WITH (FORCE)" })
+}
+
+// Keep marks the database of dsn, one this package created, as kept on
+// purpose (a prefilled benchmark ledger kept for --remeasure): no sweep
+// drops it once its creator has exited. Drop it with DropDatabase or
+// dropdb when done.
+func Keep(ctx context.Context, adminDSN, dsn string) error {
+	return onOwn(ctx, adminDSN, dsn, func(name string) string { return "COMMENT ON DATABASE " + name + " IS '" + keptComment + "'" })
+}
+
+// onOwn runs, through adminDSN, the statement stmt makes for the database
+// of dsn, one this package created.
+func onOwn(ctx context.Context, adminDSN, dsn string, stmt func(name string) string) error {
+	name, err := ownName(dsn)
 	if err != nil {
 		return err
-	}
-	name := strings.TrimPrefix(u.Path, "/")
-	if !strings.HasPrefix(name, Prefix) || strings.ContainsAny(name, "\" ;") {
-		return fmt.Errorf("database %q was not made by pgadmin (its name does not start with %s)", name, Prefix)
 	}
 	adb, err := sql.Open("pgx", adminDSN)
 	if err != nil {
 		return err
 	}
 	defer adb.Close()
-	_, err = adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+	_, err = adb.ExecContext(ctx, stmt(name))
 	return err
+}
+
+// ownName is the name of the database of dsn if this package made it.
+func ownName(dsn string) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", err
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	if !strings.HasPrefix(name, Prefix) || strings.ContainsAny(name, "\" ;'") {
+		return "", fmt.Errorf("database %q was not made by pgadmin (its name does not start with %s)", name, Prefix)
+	}
+	return name, nil
 }
 
 // BackendPIDs lists the server processes (backends) connected to the

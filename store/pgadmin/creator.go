@@ -1,0 +1,146 @@
+package pgadmin
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// creator is the process that made a database: the machine (host name and
+// boot), its process id and its start time (clock ticks after boot, field
+// 22 of /proc/PID/stat), so that a later process reusing the id is not
+// taken for it.
+type creator struct {
+	host, boot string
+	pid        int
+	start      uint64
+}
+
+const (
+	creatorPrefix = "tacline scratch database of "
+	// keptComment marks a database kept on purpose (Keep).
+	keptComment = "tacline database kept on purpose; drop it when done"
+)
+
+// String is the database comment that records c.
+func (c creator) String() string {
+	return fmt.Sprintf("%shost=%s boot=%s pid=%d start=%d", creatorPrefix, c.host, c.boot, c.pid, c.start)
+}
+
+// parseCreator reads a comment String wrote; false for any other comment.
+func parseCreator(comment string) (creator, bool) {
+	rest, ok := strings.CutPrefix(comment, creatorPrefix)
+	if !ok {
+		return creator{}, false
+	}
+	var c creator
+	var err error
+	for _, f := range strings.Fields(rest) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "host":
+			c.host = v
+		case "boot":
+			c.boot = v
+		case "pid":
+			c.pid, err = strconv.Atoi(v)
+		case "start":
+			c.start, err = strconv.ParseUint(v, 10, 64)
+		}
+		if err != nil {
+			return creator{}, false
+		}
+	}
+	return c, c.host != "" && c.boot != "" && c.pid > 0 && c.start > 0
+}
+
+// self is this process as a creator; false where /proc does not tell
+// (not Linux): then databases carry no comment and are never swept.
+func self() (creator, bool) {
+	host, err := os.Hostname()
+	if err != nil {
+		return creator{}, false
+	}
+	boot, err := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	if err != nil {
+		return creator{}, false
+	}
+	pid := os.Getpid()
+	start, ok := processStart(pid)
+	if !ok {
+		return creator{}, false
+	}
+	return creator{host: strings.ReplaceAll(host, " ", "_"), boot: strings.TrimSpace(string(boot)), pid: pid, start: start}, true
+}
+
+// processStart is the start time of process pid (field 22 of its stat
+// line, after the parenthesised command name, which may hold spaces).
+func processStart(pid int) (uint64, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, false
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return 0, false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
+	return v, err == nil
+}
+
+// gone reports whether c is a process of this machine's current boot that
+// no longer runs (or a process of an earlier boot of this machine).
+func (c creator) gone(me creator) bool {
+	if c.host != me.host {
+		return false
+	}
+	if c.boot != me.boot {
+		return true
+	}
+	start, ok := processStart(c.pid)
+	return !ok || start != c.start
+}
+
+// sweep drops the databases this package made on this machine whose
+// creator is gone and that nobody is connected to. A failure to read or
+// drop one is not an error: the next sweep tries again.
+func sweep(ctx context.Context, adb *sql.DB) []string {
+	me, ok := self()
+	if !ok {
+		return nil
+	}
+	rows, err := adb.QueryContext(ctx, `SELECT d.datname, coalesce(shobj_description(d.oid, 'pg_database'), ''),
+		(SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname)
+		FROM pg_database d WHERE starts_with(d.datname, $1)`, Prefix)
+	if err != nil {
+		return nil
+	}
+	var orphans []string
+	for rows.Next() {
+		var name, comment string
+		var conns int
+		if rows.Scan(&name, &comment, &conns) != nil {
+			continue
+		}
+		if c, ok := parseCreator(comment); ok && conns == 0 && c.gone(me) && !strings.ContainsAny(name, "\" ;'") {
+			orphans = append(orphans, name)
+		}
+	}
+	rows.Close()
+	var dropped []string
+	for _, name := range orphans {
+		// Without FORCE: a process that connects meanwhile keeps it.
+		if _, err := adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err == nil {
+			dropped = append(dropped, name)
+		}
+	}
+	return dropped
+}
