@@ -462,6 +462,51 @@ func TestRestorePostgresRefusesAlteredDump(t *testing.T) {
 	}
 }
 
+// TestRestorePostgresDatabaseLevelEntries: what an operator sets on the
+// ledger's database itself (a comment, a per-database setting, a grant)
+// is in its dump as entries pg_restore runs only with --create, which a
+// restore never gives; they differ between databases and are no part of
+// tacline's schema. A backup of such a database was refused as altered
+// (the schema check compared them); it now restores, and the target keeps
+// its own settings.
+func TestRestorePostgresDatabaseLevelEntries(t *testing.T) {
+	ctx := context.Background()
+	cfg := storetest.Config(t, store.Postgres)
+	db, err := store.Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	seed(t, db, 0, 99)
+	u, err := url.Parse(cfg.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	execOn(t, "pgx", storetest.AdminDSN(),
+		`COMMENT ON DATABASE `+name+` IS 'production ledger, line 3'`,
+		`ALTER DATABASE `+name+` SET statement_timeout = '60s'`,
+		`GRANT CONNECT ON DATABASE `+name+` TO PUBLIC`)
+	dir := t.TempDir()
+	file, err := db.Backup(ctx, dir, cfg.DSN, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _, err := pgRestoreInto(t, filepath.Join(dir, file))
+	if err != nil {
+		t.Fatalf("restore of a ledger whose database has a comment, a setting and a grant: %v", err)
+	}
+	c, err := sql.Open("pgx", target.DSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var timeout string
+	if err := c.QueryRow(`SHOW statement_timeout`).Scan(&timeout); err != nil || timeout == "1min" {
+		t.Fatalf("the restored database took the source's setting (statement_timeout %q, %v): pg_restore ran a database-level entry", timeout, err)
+	}
+}
+
 // TestRestorePostgresNewerDump: a dump whose migration history goes past
 // this tacline's migrations cannot be compared: invalid_state, nothing
 // restored.

@@ -91,14 +91,26 @@ func archVersion(v int) string { return fmt.Sprintf("%d.%d-%d", v>>16, v>>8&0xff
 // tocKey is how two TOCs' entries are matched: type, schema, name.
 func tocKey(e pgEntry) string { return e.desc + "\x00" + e.namespace + "\x00" + e.tag }
 
-// tocEntries drops the DATABASE entry pg_dump always writes: pg_restore
-// runs it only with --create, which Restore never gives.
+// tocEntries drops the entries of the database itself that pg_dump
+// always writes: the DATABASE entry, its settings (DATABASE PROPERTIES:
+// ALTER DATABASE ... SET) and its comment, security label and grants (an
+// ACL, COMMENT or SECURITY LABEL entry tagged "DATABASE name"). pg_restore
+// runs exactly these only with --create (_tocEntryRequired), which Restore
+// never gives, so a restore into an existing database keeps its own; and
+// they differ from database to database: a database an operator commented
+// or tuned (ALTER DATABASE tacline SET statement_timeout ...) must not make
+// its own backup look altered. Every other entry is compared, whatever its
+// tag.
 func tocEntries(es []pgEntry) []pgEntry {
 	var out []pgEntry
 	for _, e := range es {
-		if e.desc != "DATABASE" {
-			out = append(out, e)
+		switch {
+		case e.desc == "DATABASE" || e.desc == "DATABASE PROPERTIES":
+			continue
+		case (e.desc == "ACL" || e.desc == "COMMENT" || e.desc == "SECURITY LABEL") && strings.HasPrefix(e.tag, "DATABASE "):
+			continue
 		}
+		out = append(out, e)
 	}
 	return out
 }
