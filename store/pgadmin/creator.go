@@ -96,14 +96,14 @@ func processStart(pid int) (uint64, bool) {
 	return v, err == nil
 }
 
-// gone reports whether c is a process of this machine's current boot that
-// no longer runs (or a process of an earlier boot of this machine).
+// gone reports whether c is a process of this machine's current boot
+// that no longer runs. A creator of another boot is never gone: it may be
+// this machine before a reboot, or another machine of the same name
+// sharing the server (guests of one image often are), whose processes this
+// one cannot see.
 func (c creator) gone(me creator) bool {
-	if c.host != me.host {
+	if c.host != me.host || c.boot != me.boot {
 		return false
-	}
-	if c.boot != me.boot {
-		return true
 	}
 	start, ok := processStart(c.pid)
 	return !ok || start != c.start

@@ -26,7 +26,8 @@ func adminDSN() string {
 // process of this machine made and left behind when it died (its process
 // is gone, nobody is connected), and none other: not one whose creator
 // still runs, one that someone is connected to, one kept on purpose, one
-// made on another machine or by an older version (no creator comment).
+// made on another machine or in another boot (it may be another machine of
+// the same name), or by an older version (no creator comment).
 // The database it creates names this process as its creator.
 func TestSweepDropsOrphans(t *testing.T) {
 	ctx := context.Background()
@@ -65,6 +66,7 @@ func TestSweepDropsOrphans(t *testing.T) {
 		"alive":      me.String(),
 		"kept":       keptComment,
 		"elsewhere":  creator{host: me.host + "-other", boot: "x", pid: 1, start: 1}.String(),
+		"other boot": creator{host: me.host, boot: me.boot + "-other", pid: dead.pid, start: dead.start}.String(),
 		"no comment": "",
 	} {
 		name := Prefix + "sweep_" + tag + "_" + strings.ReplaceAll(what, " ", "_")
@@ -105,7 +107,7 @@ func TestSweepDropsOrphans(t *testing.T) {
 		}
 	}
 	slices.Sort(left)
-	if want := []string{"alive", "connected", "elsewhere", "kept", "no comment"}; !slices.Equal(left, want) {
+	if want := []string{"alive", "connected", "elsewhere", "kept", "no comment", "other boot"}; !slices.Equal(left, want) {
 		t.Fatalf("after CreateDatabase these remain: %q, want %q (only the dead creator's, unconnected, dropped)", left, want)
 	}
 	name, err := ownName(dsn)

@@ -6,10 +6,11 @@
 // process id and the process's start time). A process killed before it
 // dropped its database (a test binary at its timeout, a benchmark stopped
 // with SIGKILL) left it behind for good; now the next CreateDatabase on
-// the same machine drops every such database whose creator is gone and to
-// which nobody is connected. A database a benchmark keeps on purpose
-// (Keep) is marked kept and never swept; one without a creator comment
-// (made by an older version) or made on another machine is left alone.
+// the same machine, in the same boot, drops every such database whose
+// creator is gone and to which nobody is connected. A database a benchmark
+// keeps on purpose (Keep) is marked kept and never swept; one without a
+// creator comment (made by an older version), made on another machine or
+// in an earlier boot is left alone.
 package pgadmin
 
 import (
