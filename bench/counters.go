@@ -26,12 +26,14 @@ const (
 	cBatch        = "tacline_ledger_batch_seconds"
 	cMembers      = "tacline_ledger_batch_members_total"
 	cSign         = "tacline_hsm_sign_duration_seconds"
+	// cProcs is a gauge, the server's GOMAXPROCS (read, not added up).
+	cProcs = "go_sched_gomaxprocs_threads"
 )
 
 // counterNames are the samples serverCounters keeps: a histogram's by its
 // _sum and _count.
 var counterNames = []string{cAllocBytes, cAllocObjects, cQueue + "_sum", cQueue + "_count",
-	cBatch + "_sum", cBatch + "_count", cMembers, cSign + "_sum", cSign + "_count"}
+	cBatch + "_sum", cBatch + "_count", cMembers, cSign + "_sum", cSign + "_count", cProcs}
 
 // readServerCounters reads a server's serverCounters from its /metrics
 // with c (any authenticated identity may read it). The read itself (a TLS

@@ -65,13 +65,21 @@ type ProvisionOptions struct {
 	// Replicas is the number of `tacline serve` processes sharing the
 	// ledger (PostgreSQL only; 0 or 1: one), the stations spread over them.
 	Replicas int
-	Log      io.Writer
+	// ServerProcs, when > 0, is each server's GOMAXPROCS (Go's default is
+	// the machine's cores): replicas sharing a host's cores can each be
+	// given their share, as an operator would.
+	ServerProcs int
+	Log         io.Writer
 }
 
 // ProvisionResult is printed by `tacline bench provision --json`.
 type ProvisionResult struct {
-	DB                    string         `json:"db"`
-	Replicas              int            `json:"replicas"`
+	DB       string `json:"db"`
+	Replicas int    `json:"replicas"`
+	// ServerProcs is the first server's GOMAXPROCS, as its /metrics
+	// reports it (go_sched_gomaxprocs_threads): --server-gomaxprocs, or Go's
+	// default.
+	ServerProcs           int            `json:"server_gomaxprocs"`
 	Audit                 bool           `json:"audit"`
 	Stations              int            `json:"stations"`
 	OfferedRate           float64        `json:"offered_rate,omitempty"`
@@ -235,7 +243,7 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 		return nil, err
 	}
 
-	procs, err := startReplicas(ctx, o.Bin, env, o.Replicas, o.CPUProfile, o.MemProfile)
+	procs, err := startReplicas(ctx, o.Bin, env, o.Replicas, o.ServerProcs, o.CPUProfile, o.MemProfile)
 	if err != nil {
 		return nil, err
 	}
@@ -322,6 +330,7 @@ func measure(ctx context.Context, o ProvisionOptions, env *devenv.Env) (*Provisi
 	if c0err != nil {
 		return nil, c0err
 	}
+	res.ServerProcs = int(m0[0][cProcs])
 	res.ServerRSSAnonMiB, res.ServerRSSFileMiB = rssSplit(procs[0].Cmd.Process.Pid)
 	res.LoadAverage = loadAverage()
 	if err := procs.stop(30 * time.Second); err != nil {

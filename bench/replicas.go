@@ -20,9 +20,14 @@ type replicas []*devenv.Proc
 
 // startReplicas starts n servers with the environment's configuration. The
 // first logs to server.log (and writes the CPU and allocation profiles, if
-// asked), the others to server-2.log, server-3.log...
-func startReplicas(ctx context.Context, bin string, env *devenv.Env, n int, cpuProfile, memProfile string) (replicas, error) {
+// asked), the others to server-2.log, server-3.log... procs, when > 0, is
+// each server's GOMAXPROCS.
+func startReplicas(ctx context.Context, bin string, env *devenv.Env, n, procs int, cpuProfile, memProfile string) (replicas, error) {
 	var rs replicas
+	var environ []string
+	if procs > 0 {
+		environ = []string{fmt.Sprintf("GOMAXPROCS=%d", procs)}
+	}
 	for i := 0; i < max(n, 1); i++ {
 		log := filepath.Join(env.Dir, "server.log")
 		var extra []string
@@ -36,7 +41,7 @@ func startReplicas(ctx context.Context, bin string, env *devenv.Env, n int, cpuP
 				extra = append(extra, "--memprofile", memProfile)
 			}
 		}
-		p, err := devenv.StartServer(ctx, bin, env.ConfigPath, log, extra...)
+		p, err := devenv.StartServerEnv(ctx, bin, env.ConfigPath, log, environ, extra...)
 		if err != nil {
 			rs.kill()
 			return nil, fmt.Errorf("replica %d: %w", i+1, err)

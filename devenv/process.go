@@ -25,6 +25,12 @@ type Proc struct {
 // StartServer runs `bin serve --config cfg` on a free loopback port and
 // waits until it accepts connections. Its output goes to logPath.
 func StartServer(ctx context.Context, bin, cfgPath, logPath string, extraArgs ...string) (*Proc, error) {
+	return StartServerEnv(ctx, bin, cfgPath, logPath, nil, extraArgs...)
+}
+
+// StartServerEnv is StartServer with env (KEY=value) added to the
+// server's environment (this process's own, inherited).
+func StartServerEnv(ctx context.Context, bin, cfgPath, logPath string, env []string, extraArgs ...string) (*Proc, error) {
 	ready := filepath.Join(filepath.Dir(logPath), fmt.Sprintf("ready-%d", time.Now().UnixNano()))
 	os.Remove(ready)
 	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -34,7 +40,7 @@ func StartServer(ctx context.Context, bin, cfgPath, logPath string, extraArgs ..
 	args := append([]string{"serve", "--config", cfgPath, "--listen", "127.0.0.1:0", "--ready-file", ready}, extraArgs...)
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), env...)
 	// Its own process group: a Ctrl-C on the terminal reaches the parent,
 	// which stops the server in order.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

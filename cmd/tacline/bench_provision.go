@@ -28,6 +28,9 @@ func newBenchProvisionCmd() *cobra.Command {
 		Short: "End-to-end provisioning rate: the server as a separate process over mutual TLS, SoftHSM2, a durable ledger",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.ServerProcs < 0 {
+				return tacerr.Field(tacerr.InvalidInput, "server-gomaxprocs", "--server-gomaxprocs must be 0 (Go's default) or more, got %d", o.ServerProcs)
+			}
 			if runs < 1 {
 				return tacerr.Field(tacerr.InvalidInput, "runs", "--runs must be at least 1, got %d", runs)
 			}
@@ -121,6 +124,7 @@ func newBenchProvisionCmd() *cobra.Command {
 	f.BoolVar(&o.Remeasure, "remeasure", false, "with --prefill: measure the prefilled ledger an earlier --prefill run left in --dir again (and a new empty one) instead of filling (PostgreSQL: one kept with --keep)")
 	f.BoolVar(&o.Keep, "keep", false, "with --prefill --db postgres: keep the prefilled database for --remeasure (its DSN is printed as kept_dsn; drop it with dropdb when done)")
 	f.IntVar(&o.Replicas, "replicas", 1, "tacline serve processes sharing the ledger, the stations spread over them (--db postgres)")
+	f.IntVar(&o.ServerProcs, "server-gomaxprocs", 0, "GOMAXPROCS of each tacline serve process (0: Go's default, the machine's cores); replicas sharing a host can each be given their share")
 	f.IntVar(&runs, "runs", 1, "repeat the run this many times, each on a fresh environment, and report each and the worst p99 (issue 14 judges p99 at --rate 500 over 5 runs)")
 	f.IntVar(&rounds, "rounds", 2, "with --compare-audit or --prefill: alternating pairs of runs (--prefill: of the empty and the prefilled ledger; the ratio compares their means)")
 	return c
