@@ -20,12 +20,7 @@ func TestCheckIdentities(t *testing.T) {
 	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
 		ctx := context.Background()
 		db, _ := openLog(t, d)
-		must := func(err error) {
-			t.Helper()
-			if err != nil {
-				t.Fatal(err)
-			}
-		}
+		must := func(err error) { noErr(t, err) }
 		must(db.EnrollStation(ctx, store.StationRecord{ID: "line-1", Factory: "F1", Line: "L1", CertSerial: "0a"}, "admin"))
 		must(db.EnrollStation(ctx, store.StationRecord{ID: "line-2", Factory: "F1", Line: "L2", CertSerial: "0b"}, "admin"))
 		must(db.DisableStation(ctx, "line-2", "admin"))
@@ -98,11 +93,7 @@ func TestCheckIdentities(t *testing.T) {
 		// The enrolment's leaf rewritten to match a doctored row (the
 		// append-only guard dropped first, as one with the file or the
 		// database's owner can): the log's tree no longer holds it.
-		dropGuard := `DROP TRIGGER audit_leaves_no_update`
-		if d == store.Postgres {
-			dropGuard = `DROP TRIGGER audit_leaves_append_only ON audit_leaves`
-		}
-		exec(dropGuard)
+		exec(dropLeafGuard(d))
 		var leaf []byte
 		must(db.InTx(ctx, func(tx *store.Tx) error {
 			return storetest.Get(tx, &leaf, `SELECT data FROM audit_leaves WHERE idx = 0`)
@@ -121,4 +112,62 @@ func TestCheckIdentities(t *testing.T) {
 			t.Fatalf("a rewritten identity leaf: %v, want ledger_invariant naming leaf 0", err)
 		}
 	})
+}
+
+// TestVerifyLeaves: the log's leaves, as stored, hash to its head's root;
+// an identity event whose type is altered in place (so that the partial
+// index no longer lists it, and CheckIdentities, which proves the leaves
+// it finds, cannot see it is gone) is found by recomputing the root from
+// every leaf.
+func TestVerifyLeaves(t *testing.T) {
+	storetest.ForEachDialect(t, func(t *testing.T, d store.Dialect) {
+		ctx := context.Background()
+		db, _ := openLog(t, d)
+		must := func(err error) { noErr(t, err) }
+		must(db.EnrollStation(ctx, store.StationRecord{ID: "line-1", Factory: "F1", Line: "L1", CertSerial: "0a"}, "admin"))
+		emit(t, db, "dev", 0, 7, 3)
+		must(db.DisableStation(ctx, "line-1", "admin")) // leaf 8
+		if n, err := VerifyLeaves(ctx, db); err != nil || n != 9 {
+			t.Fatalf("a log tacline wrote: %d leaves, %v; want 9 and no error", n, err)
+		}
+		// The disable hidden (its type's first letter changed, so the
+		// partial index skips it) and the station enabled again.
+		must(db.InTx(ctx, func(tx *store.Tx) error {
+			for _, q := range []string{dropLeafGuard(d), `UPDATE stations SET disabled_at = NULL WHERE id = 'line-1'`} {
+				if _, err := storetest.Exec(tx, q); err != nil {
+					return err
+				}
+			}
+			var leaf []byte
+			if err := storetest.Get(tx, &leaf, `SELECT data FROM audit_leaves WHERE idx = 8`); err != nil {
+				return err
+			}
+			leaf = append([]byte(nil), leaf...)
+			leaf[5] = 'S' // "station.disabled" -> "Station.disabled"
+			_, err := storetest.Exec(tx, `UPDATE audit_leaves SET data = ? WHERE idx = 8`, leaf)
+			return err
+		}))
+		if rep, err := CheckIdentities(ctx, db); err != nil || rep.Events != 1 {
+			t.Fatalf("CheckIdentities on the hidden disable: %+v, %v; want it to see only the enrolment", rep, err)
+		}
+		if _, err := VerifyLeaves(ctx, db); !tacerr.Is(err, tacerr.LedgerInvariant) || !strings.Contains(err.Error(), "do not hash to its head's root") {
+			t.Fatalf("a leaf changed in place: %v, want ledger_invariant", err)
+		}
+	})
+}
+
+func noErr(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dropLeafGuard drops the trigger that keeps audit leaves from being
+// updated, as one with the ledger's file or its database's owner can.
+func dropLeafGuard(d store.Dialect) string {
+	if d == store.Postgres {
+		return `DROP TRIGGER audit_leaves_append_only ON audit_leaves`
+	}
+	return `DROP TRIGGER audit_leaves_no_update`
 }

@@ -228,10 +228,10 @@ func Verify(ctx context.Context, cfg *config.File, o RestoreOptions) (*Report, e
 	return rep, nil
 }
 
-// prove opens the restored ledger and checks its invariants, its
-// stations, role certificates and issuers against its audit log's identity
-// events (identities: where the configuration has a log) and its audit log
-// against every known checkpoint.
+// prove opens the restored ledger and checks its invariants, every audit
+// leaf against the log's head, its stations, role certificates and issuers
+// against the log's identity events (identities: where the configuration
+// has a log) and its audit log against every known checkpoint.
 func prove(ctx context.Context, cfg store.Config, identities bool, cps []audit.Checkpoint, ks []known, rep *Report) error {
 	db, err := store.Open(ctx, cfg)
 	if err != nil {
@@ -245,6 +245,12 @@ func prove(ctx context.Context, cfg store.Config, identities bool, cps []audit.C
 	rep.Pools, rep.IMEIs = chk.Pools, chk.IMEIs
 	if !chk.OK() {
 		return tacerr.New(tacerr.LedgerInvariant, "the restored ledger fails ledger check: %s", chk.Violations[0])
+	}
+	// Every leaf, as stored, against the head's root: the stored hashes
+	// that the checks below and the checkpoints' proofs read can be left
+	// as they were while a leaf's data is changed.
+	if _, err := audit.VerifyLeaves(ctx, db); err != nil {
+		return err
 	}
 	if identities {
 		ids, err := audit.CheckIdentities(ctx, db)
