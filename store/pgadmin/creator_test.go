@@ -55,7 +55,10 @@ func TestSweepDropsOrphans(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer adb.Close()
+	// Closed by the first cleanup registered, so after the drops below
+	// (cleanups run last first; a deferred Close ran before them, and the
+	// drops failed unseen, leaving the databases behind).
+	t.Cleanup(func() { adb.Close() })
 	var b [4]byte
 	rand.Read(b[:])
 	tag := hex.EncodeToString(b[:])
@@ -74,7 +77,11 @@ func TestSweepDropsOrphans(t *testing.T) {
 		if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { adb.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)") })
+		t.Cleanup(func() {
+			if _, err := adb.ExecContext(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+				t.Errorf("drop %s: %v", name, err)
+			}
+		})
 		if comment != "" {
 			if _, err := adb.ExecContext(ctx, "COMMENT ON DATABASE "+name+" IS '"+comment+"'"); err != nil {
 				t.Fatal(err)
