@@ -63,7 +63,7 @@ func TestSweepDropsOrphans(t *testing.T) {
 	rand.Read(b[:])
 	tag := hex.EncodeToString(b[:])
 	names := map[string]string{}
-	for what, comment := range map[string]string{
+	comments := map[string]string{
 		"dead":       dead.String(),
 		"connected":  dead.String(),
 		"alive":      me.String(),
@@ -71,7 +71,11 @@ func TestSweepDropsOrphans(t *testing.T) {
 		"elsewhere":  creator{host: me.host + "-other", boot: "x", pid: 1, start: 1}.String(),
 		"other boot": creator{host: me.host, boot: me.boot + "-other", pid: dead.pid, start: dead.start}.String(),
 		"no comment": "",
-	} {
+	}
+	// Every database is made without a comment (no sweep takes one) and
+	// "connected" gets its connection before any gets its creator: other
+	// test processes sweep while this one runs.
+	for what := range comments {
 		name := Prefix + "sweep_" + tag + "_" + strings.ReplaceAll(what, " ", "_")
 		names[what] = name
 		if _, err := adb.ExecContext(ctx, "CREATE DATABASE "+name); err != nil {
@@ -82,11 +86,6 @@ func TestSweepDropsOrphans(t *testing.T) {
 				t.Errorf("drop %s: %v", name, err)
 			}
 		})
-		if comment != "" {
-			if _, err := adb.ExecContext(ctx, "COMMENT ON DATABASE "+name+" IS '"+comment+"'"); err != nil {
-				t.Fatal(err)
-			}
-		}
 	}
 	u := adminDSN()
 	conn, err := sql.Open("pgx", replaceDB(t, u, names["connected"]))
@@ -96,6 +95,13 @@ func TestSweepDropsOrphans(t *testing.T) {
 	defer conn.Close()
 	if err := conn.PingContext(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for what, comment := range comments {
+		if comment != "" {
+			if _, err := adb.ExecContext(ctx, "COMMENT ON DATABASE "+names[what]+" IS '"+comment+"'"); err != nil {
+				t.Fatal(err)
+			}
+		}
 	}
 
 	dsn, drop, err := CreateDatabase(ctx, u)
