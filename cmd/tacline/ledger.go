@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"github.com/tacline/tacline/audit"
 	"os"
 	"os/signal"
 	"strconv"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tacline/tacline/audit"
 	"github.com/tacline/tacline/catalog"
 	"github.com/tacline/tacline/imei"
 	"github.com/tacline/tacline/internal/progress"

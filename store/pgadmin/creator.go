@@ -7,12 +7,13 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/tacline/tacline/internal/proccpu"
 )
 
 // creator is the process that made a database: the machine (host name and
-// boot), its process id and its start time (clock ticks after boot, field
-// 22 of /proc/PID/stat), so that a later process reusing the id is not
-// taken for it.
+// boot), its process id and its start time (proccpu.Start), so that a
+// later process reusing the id is not taken for it.
 type creator struct {
 	host, boot string
 	pid        int
@@ -69,31 +70,11 @@ func self() (creator, bool) {
 		return creator{}, false
 	}
 	pid := os.Getpid()
-	start, ok := processStart(pid)
-	if !ok {
+	start, err := proccpu.Start(pid)
+	if err != nil {
 		return creator{}, false
 	}
 	return creator{host: strings.ReplaceAll(host, " ", "_"), boot: strings.TrimSpace(string(boot)), pid: pid, start: start}, true
-}
-
-// processStart is the start time of process pid (field 22 of its stat
-// line, after the parenthesised command name, which may hold spaces).
-func processStart(pid int) (uint64, bool) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return 0, false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return 0, false
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, false
-	}
-	v, err := strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
-	return v, err == nil
 }
 
 // gone reports whether c is a process of this machine's current boot
@@ -105,23 +86,23 @@ func (c creator) gone(me creator) bool {
 	if c.host != me.host || c.boot != me.boot {
 		return false
 	}
-	start, ok := processStart(c.pid)
-	return !ok || start != c.start
+	start, err := proccpu.Start(c.pid)
+	return err != nil || start != c.start
 }
 
 // sweep drops the databases this package made on this machine whose
 // creator is gone and that nobody is connected to. A failure to read or
 // drop one is not an error: the next sweep tries again.
-func sweep(ctx context.Context, adb *sql.DB) []string {
+func sweep(ctx context.Context, adb *sql.DB) {
 	me, ok := self()
 	if !ok {
-		return nil
+		return
 	}
 	rows, err := adb.QueryContext(ctx, `SELECT d.datname, coalesce(shobj_description(d.oid, 'pg_database'), ''),
 		(SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname)
 		FROM pg_database d WHERE starts_with(d.datname, $1)`, Prefix)
 	if err != nil {
-		return nil
+		return
 	}
 	var orphans []string
 	for rows.Next() {
@@ -135,12 +116,8 @@ func sweep(ctx context.Context, adb *sql.DB) []string {
 		}
 	}
 	rows.Close()
-	var dropped []string
 	for _, name := range orphans {
 		// Without FORCE: a process that connects meanwhile keeps it.
-		if _, err := adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name); err == nil {
-			dropped = append(dropped, name)
-		}
+		adb.ExecContext(ctx, "DROP DATABASE IF EXISTS "+name)
 	}
-	return dropped
 }

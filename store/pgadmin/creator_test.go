@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/tacline/tacline/internal/proccpu"
 )
 
 // adminDSN is the tests' administrative DSN (storetest.AdminDSN, which
@@ -40,9 +42,9 @@ func TestSweepDropsOrphans(t *testing.T) {
 	if err := child.Start(); err != nil {
 		t.Fatal(err)
 	}
-	start, ok := processStart(child.Process.Pid)
-	if !ok {
-		t.Fatal("the child's start time")
+	start, err := proccpu.Start(child.Process.Pid)
+	if err != nil {
+		t.Fatalf("the child's start time: %v", err)
 	}
 	child.Process.Kill()
 	child.Wait()
